@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything bunwasi needs to build, test and demo, idempotently, on Debian 12
+# as root: Debian packages, the npm toolchain (Bun, buf, ts-proto, biome), libwasmtime,
+# the test wasm modules and the Go ttrpc peer. Run it as often as you like.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "setup: $*" >&2; }
+
+# Debian packages: containerd 1.6 and runc (the runtime under test), the wasm toolchain
+# for test modules, busybox for native containers.
+APT_PACKAGES=(containerd runc clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt busybox-static iproute2)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The distribution's containerd service must not be what tests or the demo talk to; we
+# start private ones. Leave an operator's running containerd alone.
+
+# npm toolchain, pinned by package-lock.json.
+if [[ ! -x node_modules/.bin/bun || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  log "installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# Go: the machine has it at /usr/local/go; make sure scripts find it.
+export PATH="$PATH:/usr/local/go/bin"
+
+bash scripts/libwasmtime.sh >/dev/null
+bash scripts/build-wasm.sh >/dev/null
+bash test/interop/go/build.sh >/dev/null
+log "ready"

@@ -1,0 +1,277 @@
+// WasmtimeEngine: runs WASI preview 1 modules in libwasmtime through bun:ffi.
+//
+// The wasm_engine_t lives for the life of the WasmtimeEngine and is shared by every run
+// (compiled code is tied to it). Each run happens in its own Bun Worker (./worker.ts):
+// the main thread stays free to handle signals and interrupt the module with
+// wasmtime_engine_increment_epoch, which is safe from any thread.
+
+import type { Pointer } from "bun:ffi";
+import { existsSync, readFileSync } from "node:fs";
+import { CompileCache } from "../cache.ts";
+import {
+  EXIT_ENGINE_ERROR,
+  type Engine,
+  isWasmBinary,
+  isWat,
+  type RunContext,
+  type StdioSpec,
+  signalNumber,
+} from "../engine.ts";
+import { check, LAYOUT, libwasmtimeVersion, readPtr, wasmtime, type WasmtimeLib } from "./ffi.ts";
+import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
+
+export interface WasmtimeEngineOptions {
+  /** Path of libwasmtime.so; default: found by findLibwasmtime(). */
+  libPath?: string;
+  /** Directory for the compile cache; default: no cache. */
+  cacheDir?: string;
+  cacheMaxBytes?: number;
+  /** Cranelift opt level: 0 none, 1 speed (default), 2 speed_and_size. */
+  optLevel?: 0 | 1 | 2;
+  /** After an abort, how long to wait for the module to stop before giving up on it (ms). */
+  killGraceMs?: number;
+}
+
+export class WasmtimeEngine implements Engine {
+  readonly name = "wasmtime";
+  readonly libPath: string;
+  readonly version: string;
+  readonly cache: CompileCache | undefined;
+  /** Timings of the most recent run (for benchmarks and logs). */
+  lastStats: RunStats | undefined;
+  private readonly lib: WasmtimeLib;
+  private engine: Pointer | null;
+  private readonly optLevel: number;
+  private readonly killGraceMs: number;
+
+  constructor(opts: WasmtimeEngineOptions = {}) {
+    const { path, lib } = wasmtime(opts.libPath);
+    this.lib = lib;
+    this.libPath = path;
+    this.version = libwasmtimeVersion(path);
+    this.optLevel = opts.optLevel ?? 1;
+    this.killGraceMs = opts.killGraceMs ?? 2000;
+    const config = lib.wasm_config_new() as Pointer;
+    lib.wasmtime_config_epoch_interruption_set(config, true);
+    lib.wasmtime_config_cranelift_opt_level_set(config, this.optLevel);
+    this.engine = lib.wasm_engine_new_with_config(config) as Pointer; // takes ownership of config
+    if (!this.engine) throw new Error("wasm_engine_new_with_config failed");
+    this.cache = opts.cacheDir ? new CompileCache({ dir: opts.cacheDir, maxBytes: opts.cacheMaxBytes }) : undefined;
+  }
+
+  /** Config flags that change compiled code (part of the cache key). */
+  get configFlags(): string {
+    return `epoch=1;opt=${this.optLevel}`;
+  }
+
+  /** The wasm_engine_t* as a number (what a Worker needs). */
+  get enginePointer(): number {
+    if (!this.engine) throw new Error("engine closed");
+    return this.engine;
+  }
+
+  canHandle(ctx: Pick<RunContext, "module" | "modulePath">): boolean {
+    let head: Uint8Array | undefined = ctx.module;
+    if (!head && ctx.modulePath) {
+      try {
+        head = readFileSync(ctx.modulePath).subarray(0, 4096);
+      } catch {
+        return false;
+      }
+    }
+    return !!head && (isWasmBinary(head) || isWat(head));
+  }
+
+  /** Compile to wasmtime's serialized form (an ELF image for this engine's config+version). */
+  precompile(module: Uint8Array): Uint8Array {
+    const lib = this.lib;
+    let wasm = module;
+    if (!isWasmBinary(module) && isWat(module)) {
+      const vec = Buffer.alloc(LAYOUT.byteVec.size);
+      check(lib, lib.wasmtime_wat2wasm(module, module.length, vec), "wat2wasm");
+      wasm = copyVec(vec);
+      lib.wasm_byte_vec_delete(vec);
+    }
+    const out = new BigUint64Array(1);
+    check(lib, lib.wasmtime_module_new(this.enginePointer as Pointer, wasm, wasm.length, out), "compile");
+    const mod = readPtr(out) as Pointer;
+    try {
+      const vec = Buffer.alloc(LAYOUT.byteVec.size);
+      check(lib, lib.wasmtime_module_serialize(mod, vec), "serialize");
+      const bytes = copyVec(vec);
+      lib.wasm_byte_vec_delete(vec);
+      return bytes;
+    } finally {
+      lib.wasmtime_module_delete(mod);
+    }
+  }
+
+  /** Interrupt every module running on this engine that has been marked killed. */
+  incrementEpoch(): void {
+    if (this.engine) this.lib.wasmtime_engine_increment_epoch(this.engine);
+  }
+
+  async run(ctx: RunContext & { precompiled?: boolean }): Promise<number> {
+    const source = ctx.module ?? (ctx.modulePath ? new Uint8Array(readFileSync(ctx.modulePath)) : undefined);
+    if (!source) throw new Error("RunContext needs module or modulePath");
+
+    // What to send: precompiled bytes (trusted caller only), a cache hit, or source.
+    let kind: ModuleKind;
+    let module = source;
+    let fallback: RunRequest["fallback"];
+    let cacheKey: string | undefined;
+    let cacheHit = false;
+    if (ctx.precompiled) {
+      kind = "serialized";
+    } else {
+      const srcKind = isWasmBinary(source) ? "wasm" : isWat(source) ? "wat" : undefined;
+      if (!srcKind) {
+        writeErr(ctx.stderr, "bunwasi: not a wasm module (no \\0asm magic, not WAT)\n");
+        return EXIT_ENGINE_ERROR;
+      }
+      kind = srcKind;
+      if (this.cache) {
+        cacheKey = CompileCache.key(source, this.name, this.version, this.configFlags);
+        const hit = this.cache.get(cacheKey);
+        if (hit) {
+          kind = "serialized";
+          module = hit;
+          fallback = { module: source, kind: srcKind };
+          cacheHit = true;
+        }
+      }
+    }
+
+    const killBuf = new SharedArrayBuffer(4);
+    const kill = new Int32Array(killBuf);
+    const req: RunRequest = {
+      libPath: this.libPath,
+      enginePtr: this.enginePointer,
+      module,
+      kind,
+      fallback,
+      wantSerialized: !!cacheKey,
+      args: ctx.args,
+      env: envPairs(ctx.env),
+      rootDir: ctx.rootDir,
+      rootReadOnly: !!ctx.rootReadOnly,
+      stdin: stdioPath(ctx.stdin, 0),
+      stdout: stdioPath(ctx.stdout, 1),
+      stderr: stdioPath(ctx.stderr, 2),
+      stderrFd: ctx.stderr?.kind === "fd" ? ctx.stderr.fd : undefined,
+      entry: ctx.entry ?? "_start",
+      memoryLimitBytes: ctx.memoryLimitBytes,
+      kill: killBuf,
+    };
+
+    const worker = new Worker(workerEntry());
+    return await new Promise<number>((resolve) => {
+      let done = false;
+      let graceTimer: ReturnType<typeof setTimeout> | undefined;
+      const finish = (code: number) => {
+        if (done) return;
+        done = true;
+        if (graceTimer) clearTimeout(graceTimer);
+        ctx.signal?.removeEventListener("abort", onAbort);
+        worker.terminate();
+        resolve(code);
+      };
+      const onAbort = () => {
+        const sig = signalNumber(ctx.signal?.reason);
+        Atomics.store(kill, 0, sig);
+        this.incrementEpoch();
+        // A module blocked in a host call (sleep, read on a fifo) only notices at its next
+        // wasm instruction; don't wait for ever.
+        graceTimer = setTimeout(() => finish(128 + sig), this.killGraceMs);
+      };
+      worker.onmessage = (ev: MessageEvent<WorkerMessage>) => {
+        const m = ev.data;
+        if (m.type === "serialized") {
+          if (cacheKey && this.cache) {
+            try {
+              this.cache.put(cacheKey, m.bytes);
+            } catch {
+              // cache is best effort
+            }
+          }
+        } else if (m.type === "exit") {
+          this.lastStats = { ...m.stats, cacheHit };
+          finish(m.code);
+        }
+      };
+      worker.onerror = (ev) => {
+        writeErr(ctx.stderr, `bunwasi: worker failed: ${ev.message}\n`);
+        finish(EXIT_ENGINE_ERROR);
+      };
+      if (ctx.signal?.aborted) onAbort();
+      else ctx.signal?.addEventListener("abort", onAbort, { once: true });
+      worker.postMessage(req);
+    });
+  }
+
+  /** Free the engine. Only once no run is in flight. */
+  close(): void {
+    if (this.engine) this.lib.wasm_engine_delete(this.engine);
+    this.engine = null;
+  }
+}
+
+/**
+ * Where the run worker's code is. From source: ./worker.ts beside this file. In a
+ * `bun build --compile` binary the worker must be given as an extra entry point
+ * (`bun build --compile main.ts src/engines/wasmtime/worker.ts`); it then lives in the
+ * embedded filesystem at /$bunfs/root/<path relative to the build root>.js.
+ * BUNWASI_WASMTIME_WORKER overrides.
+ */
+export function workerEntry(): string {
+  const env = process.env.BUNWASI_WASMTIME_WORKER;
+  if (env) return env;
+  const here = new URL("./worker.ts", import.meta.url);
+  if (!import.meta.url.includes("$bunfs")) return here.href;
+  for (const p of [
+    "/$bunfs/root/src/engines/wasmtime/worker.js",
+    "/$bunfs/root/engines/wasmtime/worker.js",
+    "/$bunfs/root/wasmtime/worker.js",
+    "/$bunfs/root/worker.js",
+  ]) {
+    if (existsSync(p)) return p;
+  }
+  throw new Error("wasmtime run worker not embedded: add src/engines/wasmtime/worker.ts as a `bun build --compile` entry point");
+}
+
+function copyVec(vec: Buffer): Uint8Array {
+  const len = Number(vec.readBigUInt64LE(0));
+  const data = Number(vec.readBigUInt64LE(8));
+  if (!len) return new Uint8Array(0);
+  const { toArrayBuffer } = require("bun:ffi") as typeof import("bun:ffi");
+  return new Uint8Array(toArrayBuffer(data as Pointer, 0, len)).slice();
+}
+
+function envPairs(env: RunContext["env"]): [string, string][] {
+  if (Array.isArray(env)) {
+    return env.map((e) => {
+      const i = e.indexOf("=");
+      return i < 0 ? [e, ""] : [e.slice(0, i), e.slice(i + 1)];
+    });
+  }
+  return Object.entries(env);
+}
+
+/**
+ * null = inherit this process's own fd 0/1/2. Another fd is reopened through /proc/self/fd/N
+ * (works for files, fifos, pipes and ttys; not for sockets, which cannot be opened by path).
+ * Note wasmtime opens stdout/stderr paths with O_TRUNC (File::create).
+ */
+function stdioPath(s: StdioSpec | undefined, own: 0 | 1 | 2): string | null {
+  if (!s || s.kind === "inherit") return null;
+  if (s.kind === "fd") return s.fd === own ? null : `/proc/self/fd/${s.fd}`;
+  return s.path;
+}
+
+function writeErr(s: StdioSpec | undefined, msg: string) {
+  const fs = require("node:fs") as typeof import("node:fs");
+  try {
+    if (s?.kind === "path") fs.appendFileSync(s.path, msg);
+    else fs.writeSync(s?.kind === "fd" ? s.fd : 2, msg);
+  } catch {}
+}

@@ -1,0 +1,209 @@
+// bun:ffi bindings for exactly the libwasmtime C API functions bunwasi uses.
+//
+// Signatures were checked against crates/c-api/include/{wasm.h,wasi.h,wasmtime/*.h}
+// of wasmtime v48.0.0 (the version scripts/libwasmtime.sh pins). All wasm C API
+// structs (wasm_byte_vec_t, wasmtime_instance_t, wasmtime_extern_t) are passed by
+// pointer; we lay them out in Buffers (see the LAYOUT constants below).
+//
+// The library is loaded once per JS thread (each Bun Worker dlopens again; the
+// dynamic loader hands back the same already-mapped library, so pointers such as
+// a wasm_engine_t* are valid across threads of the process).
+
+import { dlopen, FFIType, ptr as bunPtr, read, toArrayBuffer, type Pointer } from "bun:ffi";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+
+const { ptr, bool, u8, i64, u64, function: fnptr } = FFIType;
+const usize = "usize" as const; // size_t (64-bit)
+
+/** Symbols bound from libwasmtime. */
+export const SYMBOLS = {
+  // wasm.h — config / engine / vectors / traps
+  wasm_config_new: { args: [], returns: ptr },
+  wasm_engine_new_with_config: { args: [ptr], returns: ptr },
+  wasm_engine_delete: { args: [ptr], returns: FFIType.void },
+  wasm_byte_vec_delete: { args: [ptr], returns: FFIType.void },
+  wasm_trap_message: { args: [ptr, ptr], returns: FFIType.void },
+  wasm_trap_delete: { args: [ptr], returns: FFIType.void },
+  wasm_valtype_new: { args: [u8], returns: ptr },
+  wasm_valtype_vec_new: { args: [ptr, usize, ptr], returns: FFIType.void },
+  wasm_valtype_vec_new_empty: { args: [ptr], returns: FFIType.void },
+  wasm_functype_new: { args: [ptr, ptr], returns: ptr },
+  wasm_functype_delete: { args: [ptr], returns: FFIType.void },
+  // wasmtime/config.h
+  wasmtime_config_epoch_interruption_set: { args: [ptr, bool], returns: FFIType.void },
+  wasmtime_config_cranelift_opt_level_set: { args: [ptr, u8], returns: FFIType.void },
+  // wasmtime/engine.h
+  wasmtime_engine_increment_epoch: { args: [ptr], returns: FFIType.void },
+  // wasmtime/error.h, wasmtime/trap.h
+  wasmtime_error_new: { args: [ptr], returns: ptr },
+  wasmtime_error_delete: { args: [ptr], returns: FFIType.void },
+  wasmtime_error_message: { args: [ptr, ptr], returns: FFIType.void },
+  wasmtime_error_exit_status: { args: [ptr, ptr], returns: bool },
+  wasmtime_trap_code: { args: [ptr, ptr], returns: bool },
+  wasmtime_trap_new: { args: [ptr, usize], returns: ptr },
+  // wasmtime/wat.h
+  wasmtime_wat2wasm: { args: [ptr, usize, ptr], returns: ptr },
+  // wasmtime/module.h
+  wasmtime_module_new: { args: [ptr, ptr, usize, ptr], returns: ptr },
+  wasmtime_module_delete: { args: [ptr], returns: FFIType.void },
+  wasmtime_module_serialize: { args: [ptr, ptr], returns: ptr },
+  wasmtime_module_deserialize: { args: [ptr, ptr, usize, ptr], returns: ptr },
+  // wasmtime/store.h
+  wasmtime_store_new: { args: [ptr, ptr, ptr], returns: ptr },
+  wasmtime_store_context: { args: [ptr], returns: ptr },
+  wasmtime_store_limiter: { args: [ptr, i64, i64, i64, i64, i64], returns: FFIType.void },
+  wasmtime_store_delete: { args: [ptr], returns: FFIType.void },
+  wasmtime_context_set_wasi: { args: [ptr, ptr], returns: ptr },
+  wasmtime_context_set_epoch_deadline: { args: [ptr, u64], returns: FFIType.void },
+  wasmtime_store_epoch_deadline_callback: { args: [ptr, fnptr, ptr, ptr], returns: FFIType.void },
+  // wasi.h
+  wasi_config_new: { args: [], returns: ptr },
+  wasi_config_delete: { args: [ptr], returns: FFIType.void },
+  wasi_config_set_argv: { args: [ptr, usize, ptr], returns: bool },
+  wasi_config_set_env: { args: [ptr, usize, ptr, ptr], returns: bool },
+  wasi_config_set_stdin_file: { args: [ptr, ptr], returns: bool },
+  wasi_config_inherit_stdin: { args: [ptr], returns: FFIType.void },
+  wasi_config_set_stdout_file: { args: [ptr, ptr], returns: bool },
+  wasi_config_inherit_stdout: { args: [ptr], returns: FFIType.void },
+  wasi_config_set_stderr_file: { args: [ptr, ptr], returns: bool },
+  wasi_config_inherit_stderr: { args: [ptr], returns: FFIType.void },
+  wasi_config_preopen_dir: { args: [ptr, ptr, ptr, bool], returns: bool },
+  // wasmtime/linker.h, instance.h, func.h
+  wasmtime_linker_new: { args: [ptr], returns: ptr },
+  wasmtime_linker_delete: { args: [ptr], returns: FFIType.void },
+  wasmtime_linker_allow_shadowing: { args: [ptr, bool], returns: FFIType.void },
+  wasmtime_linker_define_wasi: { args: [ptr], returns: ptr },
+  wasmtime_linker_define_func: { args: [ptr, ptr, usize, ptr, usize, ptr, fnptr, ptr, ptr], returns: ptr },
+  wasmtime_linker_instantiate: { args: [ptr, ptr, ptr, ptr, ptr], returns: ptr },
+  wasmtime_instance_export_get: { args: [ptr, ptr, ptr, usize, ptr], returns: bool },
+  wasmtime_func_call: { args: [ptr, ptr, ptr, usize, ptr, usize, ptr], returns: ptr },
+} as const;
+
+/** Struct layouts (x86_64 / aarch64 LP64). */
+export const LAYOUT = {
+  /** wasm_byte_vec_t { size_t size; byte_t *data; } */
+  byteVec: { size: 16, len: 0, data: 8 },
+  /** wasmtime_instance_t { uint64_t store_id; size_t __private; } */
+  instance: { size: 16 },
+  /** wasmtime_extern_t { uint8_t kind; (pad 7) union { wasmtime_func_t func; ... } of; } — 32 bytes; func at 8 */
+  extern: { size: 32, kind: 0, of: 8 },
+  externKindFunc: 0,
+  /** wasmtime_val_t { uint8_t kind; (pad 7) union wasmtime_valunion of; } — of.i32 at 8 */
+  val: { size: 32, kind: 0, of: 8 },
+  /** wasm_valkind_t WASM_I32 */
+  valkindI32: 0,
+} as const;
+
+/** wasmtime_trap_code_t values we care about (wasmtime/trap.h). */
+export const TRAP_CODE_INTERRUPT = 10;
+
+export type WasmtimeLib = ReturnType<typeof openLib>["symbols"];
+
+function openLib(path: string) {
+  return dlopen(path, SYMBOLS);
+}
+
+const REPO_ROOT = resolve(import.meta.dir, "..", "..", "..");
+
+/** Candidate locations of libwasmtime.so, in order of preference. */
+export function libwasmtimeCandidates(): string[] {
+  const out: string[] = [];
+  const env = process.env.BUNWASI_LIBWASMTIME;
+  if (env) out.push(env);
+  const exeDir = dirname(process.execPath);
+  out.push(join(exeDir, "libwasmtime.so"), join(exeDir, "..", "lib", "libwasmtime.so"));
+  const libDir = process.env.BUNWASI_LIB_DIR;
+  if (libDir) out.push(join(libDir, "libwasmtime.so"));
+  out.push(join(REPO_ROOT, "build", "lib", "libwasmtime.so"));
+  return out;
+}
+
+/** Path of the libwasmtime to use; throws with the searched list if none exists. */
+export function findLibwasmtime(): string {
+  const env = process.env.BUNWASI_LIBWASMTIME;
+  if (env) {
+    if (!existsSync(env)) throw new Error(`BUNWASI_LIBWASMTIME=${env} does not exist`);
+    return env;
+  }
+  const c = libwasmtimeCandidates();
+  for (const p of c) if (existsSync(p)) return p;
+  throw new Error(`libwasmtime.so not found; looked in: ${c.join(", ")} (run scripts/libwasmtime.sh)`);
+}
+
+/** Version string of the library at `path`: libwasmtime.version beside it, else "unknown". */
+export function libwasmtimeVersion(path: string): string {
+  const f = join(dirname(path), "libwasmtime.version");
+  try {
+    return readFileSync(f, "utf8").trim() || "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+let loaded: { path: string; lib: WasmtimeLib } | undefined;
+
+/** Load (once per JS thread) and return the bound symbols. */
+export function wasmtime(path?: string): { path: string; lib: WasmtimeLib } {
+  if (loaded && (!path || path === loaded.path)) return loaded;
+  const p = path ?? findLibwasmtime();
+  loaded = { path: p, lib: openLib(p).symbols };
+  return loaded;
+}
+
+// ---- small helpers over raw memory ----
+
+/** NUL-terminated UTF-8 copy of `s`. Keep the Buffer alive while C uses it. */
+export function cstr(s: string): Buffer {
+  return Buffer.from(`${s}\0`, "utf8");
+}
+
+/** An array of char* pointing into `strs` (which must be kept alive). */
+export function cstrArray(strs: Buffer[]): BigUint64Array {
+  const arr = new BigUint64Array(Math.max(1, strs.length));
+  strs.forEach((b, i) => {
+    arr[i] = BigInt(bunPtr(b));
+  });
+  return arr;
+}
+
+/** Read a pointer-sized out-parameter. */
+export function readPtr(buf: BigUint64Array | Buffer, off = 0): Pointer | null {
+  const p = read.ptr(bunPtr(buf), off);
+  return p === 0 ? null : (p as Pointer);
+}
+
+/** Copy a wasm_byte_vec_t's bytes out (does not free it). */
+export function byteVecBytes(vec: Buffer): Uint8Array {
+  const len = Number(vec.readBigUInt64LE(LAYOUT.byteVec.len));
+  const data = Number(vec.readBigUInt64LE(LAYOUT.byteVec.data));
+  if (len === 0 || data === 0) return new Uint8Array(0);
+  return new Uint8Array(toArrayBuffer(data as Pointer, 0, len)).slice();
+}
+
+/** Message of a wasmtime_error_t (does not free it). */
+export function errorMessage(lib: WasmtimeLib, err: Pointer): string {
+  const vec = Buffer.alloc(LAYOUT.byteVec.size);
+  lib.wasmtime_error_message(err, vec);
+  const s = new TextDecoder().decode(byteVecBytes(vec));
+  lib.wasm_byte_vec_delete(vec);
+  return s.replace(/\0+$/, "");
+}
+
+/** Message of a wasm_trap_t (does not free it). */
+export function trapMessage(lib: WasmtimeLib, trap: Pointer): string {
+  const vec = Buffer.alloc(LAYOUT.byteVec.size);
+  lib.wasm_trap_message(trap, vec);
+  const s = new TextDecoder().decode(byteVecBytes(vec));
+  lib.wasm_byte_vec_delete(vec);
+  return s.replace(/\0+$/, "");
+}
+
+/** Throw a JS Error for a non-null wasmtime_error_t*, freeing it. */
+export function check(lib: WasmtimeLib, result: unknown, what: string): void {
+  const err = (result || null) as Pointer | null; // a wasmtime_error_t* (or null)
+  if (!err) return;
+  const msg = errorMessage(lib, err);
+  lib.wasmtime_error_delete(err);
+  throw new Error(`${what}: ${msg}`);
+}

@@ -1,0 +1,39 @@
+// Messages between WasmtimeEngine (main thread) and its run worker.
+
+export type ModuleKind = "wasm" | "wat" | "serialized";
+
+export interface RunRequest {
+  libPath: string;
+  /** wasm_engine_t* created on the main thread (engines are Send + Sync). */
+  enginePtr: number;
+  module: Uint8Array;
+  kind: ModuleKind;
+  /** Source to fall back on when `kind === "serialized"` fails to deserialize (stale cache). */
+  fallback?: { module: Uint8Array; kind: "wasm" | "wat" };
+  /** Post back the serialized module after compiling (for the compile cache). */
+  wantSerialized: boolean;
+  args: string[];
+  env: [string, string][];
+  rootDir?: string;
+  rootReadOnly: boolean;
+  stdin: string | null; // path, or null = inherit
+  stdout: string | null;
+  stderr: string | null;
+  stderrFd?: number; // where to write a trap message when stderr is inherited/fd
+  entry: string;
+  memoryLimitBytes?: number;
+  /** Int32Array view: [0] = signal number once killed (0 = running). */
+  kill: SharedArrayBuffer;
+}
+
+export interface RunStats {
+  compileMs?: number;
+  deserializeMs?: number;
+  instantiateMs: number;
+  runMs: number;
+  cacheHit?: boolean;
+}
+
+export type WorkerMessage =
+  | { type: "serialized"; bytes: Uint8Array }
+  | { type: "exit"; code: number; message?: string; stats: RunStats };

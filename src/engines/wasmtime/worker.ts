@@ -1,0 +1,290 @@
+// Runs one wasm module in this Worker thread, so the main JS thread stays free to
+// notice signals and interrupt it (DESIGN.md "Known pitfalls").
+//
+// Interruption: the store's epoch deadline is 1 tick ahead. The main thread sets
+// kill[0] = signal and calls wasmtime_engine_increment_epoch (thread-safe). When the
+// running code reaches the deadline, the epoch-deadline callback (a JSCallback that
+// runs synchronously on this thread) sees kill[0] != 0 and returns an error, which
+// unwinds the wasm. If kill[0] is still 0 (another store on the same engine was the
+// target), it extends the deadline by one tick and the module carries on.
+
+import { JSCallback, ptr as bunPtr, toArrayBuffer, type Pointer } from "bun:ffi";
+import { appendFileSync, writeSync } from "node:fs";
+import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
+import {
+  check,
+  cstr,
+  cstrArray,
+  errorMessage,
+  LAYOUT,
+  readPtr,
+  TRAP_CODE_INTERRUPT,
+  trapMessage,
+  wasmtime,
+  type WasmtimeLib,
+} from "./ffi.ts";
+import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
+
+declare const self: Worker;
+
+function post(m: WorkerMessage) {
+  self.postMessage(m);
+}
+
+class EngineError extends Error {}
+
+function compile(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Array, kind: "wasm" | "wat"): Pointer {
+  let wasm = bytes;
+  if (kind === "wat") {
+    const vec = Buffer.alloc(LAYOUT.byteVec.size);
+    check(lib, lib.wasmtime_wat2wasm(bytes, bytes.length, vec), "wat2wasm");
+    wasm = new Uint8Array(toArrayBuffer(Number(vec.readBigUInt64LE(8)) as Pointer, 0, Number(vec.readBigUInt64LE(0)))).slice();
+    lib.wasm_byte_vec_delete(vec);
+  }
+  const out = new BigUint64Array(1);
+  check(lib, lib.wasmtime_module_new(engine, wasm, wasm.length, out), "compile");
+  return readPtr(out) as Pointer;
+}
+
+function deserialize(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Array): Pointer {
+  const out = new BigUint64Array(1);
+  check(lib, lib.wasmtime_module_deserialize(engine, bytes, bytes.length, out), "deserialize");
+  return readPtr(out) as Pointer;
+}
+
+function serialize(lib: WasmtimeLib, module: Pointer): Uint8Array {
+  const vec = Buffer.alloc(LAYOUT.byteVec.size);
+  check(lib, lib.wasmtime_module_serialize(module, vec), "serialize");
+  const out = new Uint8Array(toArrayBuffer(Number(vec.readBigUInt64LE(8)) as Pointer, 0, Number(vec.readBigUInt64LE(0)))).slice();
+  lib.wasm_byte_vec_delete(vec);
+  return out;
+}
+
+function run(req: RunRequest): { code: number; message?: string; stats: RunStats } {
+  const { lib } = wasmtime(req.libPath);
+  const engine = req.enginePtr as Pointer;
+  const kill = new Int32Array(req.kill);
+  const stats: RunStats = { instantiateMs: 0, runMs: 0 };
+  const keep: unknown[] = []; // buffers C may still point at during the call
+
+  // 1. module
+  let module: Pointer;
+  let t = performance.now();
+  if (req.kind === "serialized") {
+    try {
+      module = deserialize(lib, engine, req.module);
+      stats.deserializeMs = performance.now() - t;
+    } catch (e) {
+      if (!req.fallback) throw new EngineError(String((e as Error).message));
+      t = performance.now();
+      module = compile(lib, engine, req.fallback.module, req.fallback.kind);
+      stats.compileMs = performance.now() - t;
+      if (req.wantSerialized) post({ type: "serialized", bytes: serialize(lib, module) });
+    }
+  } else {
+    try {
+      module = compile(lib, engine, req.module, req.kind);
+    } catch (e) {
+      throw new EngineError((e as Error).message);
+    }
+    stats.compileMs = performance.now() - t;
+    if (req.wantSerialized) post({ type: "serialized", bytes: serialize(lib, module) });
+  }
+
+  let store: Pointer | null = null;
+  let linker: Pointer | null = null;
+  let deadlineCb: JSCallback | null = null;
+  let procExitCb: JSCallback | null = null;
+  let exitStatus: number | undefined;
+  try {
+    t = performance.now();
+    store = lib.wasmtime_store_new(engine, null, null) as Pointer;
+    const ctx = lib.wasmtime_store_context(store) as Pointer;
+    if (req.memoryLimitBytes !== undefined && req.memoryLimitBytes >= 0) {
+      lib.wasmtime_store_limiter(store, BigInt(Math.floor(req.memoryLimitBytes)), -1n, -1n, -1n, -1n);
+    }
+
+    // 2. WASI preview 1
+    const wasi = lib.wasi_config_new() as Pointer;
+    const argv = req.args.map(cstr);
+    const argvArr = cstrArray(argv);
+    keep.push(argv, argvArr);
+    let ok = lib.wasi_config_set_argv(wasi, argv.length, argvArr);
+    const names = req.env.map(([k]) => cstr(k));
+    const values = req.env.map(([, v]) => cstr(v));
+    const namesArr = cstrArray(names);
+    const valuesArr = cstrArray(values);
+    keep.push(names, values, namesArr, valuesArr);
+    ok &&= lib.wasi_config_set_env(wasi, names.length, namesArr, valuesArr);
+    if (!ok) {
+      lib.wasi_config_delete(wasi);
+      throw new EngineError("wasi: argv/env must be valid UTF-8 without NUL");
+    }
+    if (req.rootDir !== undefined) {
+      if (!lib.wasi_config_preopen_dir(wasi, cstr(req.rootDir), cstr("/"), !req.rootReadOnly)) {
+        lib.wasi_config_delete(wasi);
+        throw new EngineError(`wasi: cannot preopen ${req.rootDir} as /`);
+      }
+    }
+    const stdio: [string | null, "stdin" | "stdout" | "stderr"][] = [
+      [req.stdin, "stdin"],
+      [req.stdout, "stdout"],
+      [req.stderr, "stderr"],
+    ];
+    for (const [path, which] of stdio) {
+      if (path === null) {
+        lib[`wasi_config_inherit_${which}`](wasi);
+      } else if (!lib[`wasi_config_set_${which}_file`](wasi, cstr(path))) {
+        lib.wasi_config_delete(wasi);
+        throw new EngineError(`wasi: cannot open ${which} ${path}`);
+      }
+    }
+    // takes ownership of `wasi`
+    check(lib, lib.wasmtime_context_set_wasi(ctx, wasi), "wasi");
+
+    // 3. epoch interruption
+    deadlineCb = new JSCallback(
+      (_ctx: Pointer, _data: Pointer, delta: Pointer, kind: Pointer) => {
+        if (Atomics.load(kill, 0) !== 0) {
+          return lib.wasmtime_error_new(cstr(`interrupted by signal ${Atomics.load(kill, 0)}`));
+        }
+        new DataView(toArrayBuffer(delta, 0, 8)).setBigUint64(0, 1n, true);
+        new DataView(toArrayBuffer(kind, 0, 1)).setUint8(0, 0); // WASMTIME_UPDATE_DEADLINE_CONTINUE
+        return null;
+      },
+      { args: ["ptr", "ptr", "ptr", "ptr"], returns: "ptr" },
+    );
+    lib.wasmtime_store_epoch_deadline_callback(store, deadlineCb.ptr as Pointer, null, null);
+    lib.wasmtime_context_set_epoch_deadline(ctx, 1n);
+
+    // Killed before the deadline was armed? (abort = store flag, then bump epoch; so a kill
+    // after this check bumps the epoch past the deadline set above.)
+    if (Atomics.load(kill, 0) !== 0) return { code: 128 + Atomics.load(kill, 0), stats };
+
+    // 4. link + instantiate
+    linker = lib.wasmtime_linker_new(engine) as Pointer;
+    check(lib, lib.wasmtime_linker_define_wasi(linker), "define wasi");
+    // wasmtime's WASI proc_exit rejects statuses >= 126 (an error without the status), so
+    // shadow it with one that records any status and unwinds with a trap.
+    lib.wasmtime_linker_allow_shadowing(linker, true);
+    procExitCb = defineProcExit(lib, linker, (status) => {
+      exitStatus = status;
+    });
+    const instance = Buffer.alloc(LAYOUT.instance.size);
+    const trapOut = new BigUint64Array(1);
+    let err = lib.wasmtime_linker_instantiate(linker, ctx, module, instance, trapOut) as Pointer | null;
+    stats.instantiateMs = performance.now() - t;
+    let outcome = outcomeOf(lib, err, readPtr(trapOut), kill, exitStatus);
+    if (outcome) return { ...outcome, stats };
+
+    // 5. call the entry export
+    const ext = Buffer.alloc(LAYOUT.extern.size);
+    const name = Buffer.from(req.entry, "utf8");
+    if (!lib.wasmtime_instance_export_get(ctx, instance, name, name.length, ext) || ext[LAYOUT.extern.kind] !== LAYOUT.externKindFunc) {
+      throw new EngineError(`module has no exported function "${req.entry}"`);
+    }
+    t = performance.now();
+    trapOut[0] = 0n;
+    err = lib.wasmtime_func_call(ctx, (bunPtr(ext) + LAYOUT.extern.of) as Pointer, null, 0, null, 0, trapOut) as Pointer | null;
+    stats.runMs = performance.now() - t;
+    outcome = outcomeOf(lib, err, readPtr(trapOut), kill, exitStatus);
+    return { ...(outcome ?? { code: 0 }), stats };
+  } finally {
+    if (linker) lib.wasmtime_linker_delete(linker);
+    if (store) lib.wasmtime_store_delete(store); // closes the WASI files
+    lib.wasmtime_module_delete(module);
+    deadlineCb?.close();
+    procExitCb?.close();
+    void keep;
+  }
+}
+
+const PROC_EXIT_MARK = "bunwasi: proc_exit";
+
+/** Define wasi_snapshot_preview1.proc_exit(i32) → records the status and traps. */
+function defineProcExit(lib: WasmtimeLib, linker: Pointer, onExit: (status: number) => void): JSCallback {
+  const params = Buffer.alloc(LAYOUT.byteVec.size);
+  const results = Buffer.alloc(LAYOUT.byteVec.size);
+  const one = new BigUint64Array([BigInt(lib.wasm_valtype_new(LAYOUT.valkindI32) as number)]);
+  lib.wasm_valtype_vec_new(params, 1, one); // takes the valtype
+  lib.wasm_valtype_vec_new_empty(results);
+  const ty = lib.wasm_functype_new(params, results) as Pointer; // takes both vectors
+  const mark = Buffer.from(PROC_EXIT_MARK);
+  const cb = new JSCallback(
+    (_env: Pointer, _caller: Pointer, args: Pointer, nargs: number | bigint) => {
+      const status = Number(nargs) >= 1 ? new DataView(toArrayBuffer(args, 0, LAYOUT.val.size)).getUint32(LAYOUT.val.of, true) : 0;
+      onExit(status);
+      return lib.wasmtime_trap_new(mark, mark.length);
+    },
+    { args: ["ptr", "ptr", "ptr", "usize", "ptr", "usize"], returns: "ptr" },
+  );
+  const mod = Buffer.from("wasi_snapshot_preview1");
+  const name = Buffer.from("proc_exit");
+  const err = lib.wasmtime_linker_define_func(linker, mod, mod.length, name, name.length, ty, cb.ptr as Pointer, null, null) as Pointer | null;
+  lib.wasm_functype_delete(ty);
+  check(lib, err, "define proc_exit");
+  return cb;
+}
+
+/** Exit code (and message) for an error/trap result, or null if the call succeeded. */
+function outcomeOf(
+  lib: WasmtimeLib,
+  err: Pointer | null,
+  trap: Pointer | null,
+  kill: Int32Array,
+  exitStatus: number | undefined,
+): { code: number; message?: string } | null {
+  const sig = Atomics.load(kill, 0);
+  if ((err || trap) && exitStatus !== undefined) {
+    if (err) lib.wasmtime_error_delete(err);
+    if (trap) lib.wasm_trap_delete(trap);
+    // like a process: the parent sees the low 8 bits
+    return { code: exitStatus & 0xff };
+  }
+  if (err) {
+    const status = new Int32Array(1);
+    if (lib.wasmtime_error_exit_status(err, status)) {
+      lib.wasmtime_error_delete(err);
+      return { code: (status[0] ?? 0) & 0xff };
+    }
+    const msg = errorMessage(lib, err);
+    lib.wasmtime_error_delete(err);
+    if (sig) return { code: 128 + sig };
+    return { code: EXIT_TRAP, message: msg };
+  }
+  if (trap) {
+    const codeBuf = new Uint8Array(1);
+    const hasCode = lib.wasmtime_trap_code(trap, codeBuf);
+    const msg = trapMessage(lib, trap);
+    lib.wasm_trap_delete(trap);
+    if (sig || (hasCode && codeBuf[0] === TRAP_CODE_INTERRUPT)) return { code: 128 + (sig || 9) };
+    return { code: EXIT_TRAP, message: msg };
+  }
+  return null;
+}
+
+function reportMessage(req: RunRequest, message: string) {
+  const line = `${message.endsWith("\n") ? message : `${message}\n`}`;
+  try {
+    if (req.stderr !== null) appendFileSync(req.stderr, line);
+    else writeSync(req.stderrFd ?? 2, line);
+  } catch {
+    // stderr gone: nothing better to do
+  }
+}
+
+self.onmessage = (ev: MessageEvent<RunRequest>) => {
+  const req = ev.data;
+  let result: { code: number; message?: string; stats: RunStats };
+  try {
+    result = run(req);
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    result = { code: EXIT_ENGINE_ERROR, message, stats: { instantiateMs: 0, runMs: 0 } };
+    if (!(e instanceof EngineError) && !/^(compile|deserialize|wat2wasm|wasi|define wasi)/.test(message)) {
+      result.message = `bunwasi: internal error: ${message}`;
+    }
+  }
+  if (result.message) reportMessage(req, result.message);
+  post({ type: "exit", code: result.code, ...(result.message ? { message: result.message } : {}), stats: result.stats });
+};

@@ -1,0 +1,361 @@
+// The ttrpc client: one unix-socket connection, many calls in flight, each on its own
+// odd stream id. Typed per-service clients come from generated definitions.
+
+import type { Socket } from "bun";
+import { dataFrame, decodeResponse, type KeyValue, type Response, requestFrame } from "./envelope.ts";
+import { Code, connectionClosed, TtrpcError } from "./errors.ts";
+import { Flag, type Frame, FrameType, MAX_PAYLOAD } from "./frame.ts";
+import { toWire } from "./metadata.ts";
+import { MessageQueue } from "./queue.ts";
+import type { CallOptions, MessageType, ServiceClient, ServiceDefinition } from "./service.ts";
+import { Wire } from "./wire.ts";
+
+/** Stream ids are u32 and never reused: a connection has this many calls in it. */
+const LAST_STREAM_ID = 0xffff_ffff;
+
+/** What a pending call wants from the frames of its stream. */
+interface Pending {
+  frame(frame: Frame): void;
+  fail(error: TtrpcError): void;
+}
+
+export interface ConnectOptions {
+  /** Gives up connecting after this long. */
+  timeoutMs?: number;
+}
+
+export class Client {
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closeReason: TtrpcError | null = null;
+  private readonly closedWaiters: (() => void)[] = [];
+
+  private constructor(private readonly wire: Wire) {
+    wire.onClose((reason) => this.onClosed(reason));
+  }
+
+  /** Connects to a ttrpc server listening on a unix socket path. */
+  static async connect(path: string, options: ConnectOptions = {}): Promise<Client> {
+    let client: Client | null = null;
+    const wire = new Wire(
+      {
+        frame: (f) => client?.onFrame(f),
+        oversize: (id, _t, length) =>
+          client?.failCall(
+            id,
+            new TtrpcError(Code.RESOURCE_EXHAUSTED, `message length ${length} exceed maximum message size of ${MAX_PAYLOAD}`),
+          ),
+      },
+      false,
+    );
+    client = new Client(wire);
+    const connecting = Bun.connect<Wire>({
+      unix: path,
+      data: wire,
+      socket: {
+        data: (s, chunk) => s.data.received(chunk),
+        drain: (s) => s.data.drained(),
+        close: (s, error) => s.data.socketClosed(error?.message),
+        error: (s, error) => s.data.socketClosed(error.message),
+        connectError: (_s, error) => wire.socketClosed(error.message),
+      },
+    });
+    const socket = await withTimeout(connecting, options.timeoutMs, `ttrpc: connect ${path} timed out`);
+    wire.attach(socket as Socket<unknown>);
+    return client;
+  }
+
+  /** A typed client for a generated service definition. */
+  service<D extends ServiceDefinition>(definition: D): ServiceClient<D> {
+    const out: Record<string, unknown> = {};
+    for (const [key, m] of Object.entries(definition.methods)) {
+      const call = { service: definition.fullName, method: m.name, requestType: m.requestType, responseType: m.responseType };
+      if (m.requestStream && m.responseStream) out[key] = (reqs: Iterable<unknown>, o?: CallOptions) => this.bidiStream(call, reqs, o);
+      else if (m.requestStream) out[key] = (reqs: Iterable<unknown>, o?: CallOptions) => this.clientStream(call, reqs, o);
+      else if (m.responseStream) out[key] = (req: unknown, o?: CallOptions) => this.serverStream(call, req, o);
+      else out[key] = (req: unknown, o?: CallOptions) => this.unary(call, req, o);
+    }
+    return out as ServiceClient<D>;
+  }
+
+  /** A unary call with an already encoded payload; resolves to the encoded answer. */
+  call(service: string, method: string, payload: Uint8Array, options: CallOptions = {}): Promise<Uint8Array> {
+    return new Promise<Uint8Array>((resolve, reject) => {
+      let id = 0;
+      let disarm = noop;
+      const finish = (err: TtrpcError | null, answer?: Uint8Array) => {
+        disarm();
+        this.pending.delete(id);
+        if (err !== null) reject(err);
+        else resolve(answer!);
+      };
+      id = this.open(service, method, payload, 0, options, {
+        frame: (f) => {
+          if (f.type !== FrameType.Response) return finish(protocolError(f));
+          const resp = decodeResponseSafely(f);
+          if (resp instanceof TtrpcError) return finish(resp);
+          finish(statusError(resp), resp.payload);
+        },
+        fail: (e) => finish(e),
+      });
+      if (this.pending.has(id)) disarm = this.guard(options, (e) => finish(e));
+    });
+  }
+
+  /** Resolves when the connection has closed, for whatever reason. */
+  get closed(): Promise<void> {
+    if (this.closeReason !== null) return Promise.resolve();
+    return new Promise((resolve) => this.closedWaiters.push(resolve));
+  }
+
+  get isClosed(): boolean {
+    return this.closeReason !== null;
+  }
+
+  /** Closes the connection; calls in flight fail with UNAVAILABLE. */
+  close(): void {
+    this.wire.terminate();
+  }
+
+  // --- call kinds -------------------------------------------------------------
+
+  private async unary(c: MethodRef, request: unknown, options?: CallOptions): Promise<unknown> {
+    const payload = c.requestType.encode(request).finish();
+    const answer = await this.call(c.service, c.method, payload, options);
+    return c.responseType.decode(answer);
+  }
+
+  private serverStream(c: MethodRef, request: unknown, options: CallOptions = {}): AsyncIterable<unknown> {
+    const payload = c.requestType.encode(request).finish();
+    return this.streamOut(c, payload, Flag.RemoteClosed, options, null);
+  }
+
+  private clientStream(c: MethodRef, requests: Iterable<unknown> | AsyncIterable<unknown>, options: CallOptions = {}): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      let id = 0;
+      let disarm = noop;
+      const finish = (err: TtrpcError | null, answer?: Uint8Array) => {
+        disarm();
+        this.pending.delete(id);
+        if (err !== null) return reject(err);
+        try {
+          resolve(c.responseType.decode(answer!));
+        } catch (e) {
+          reject(new TtrpcError(Code.INTERNAL, `ttrpc: bad response payload: ${String(e)}`));
+        }
+      };
+      id = this.open(c.service, c.method, new Uint8Array(0), Flag.RemoteOpen, options, {
+        // A non-streaming answer is one response frame, OK or not.
+        frame: (f) => {
+          if (f.type !== FrameType.Response) return finish(protocolError(f));
+          const resp = decodeResponseSafely(f);
+          if (resp instanceof TtrpcError) return finish(resp);
+          finish(statusError(resp), resp.payload);
+        },
+        fail: (e) => finish(e),
+      });
+      if (!this.pending.has(id)) return;
+      disarm = this.guard(options, (e) => finish(e));
+      void this.pump(id, c.requestType, requests, (e) => finish(e));
+    });
+  }
+
+  private bidiStream(
+    c: MethodRef,
+    requests: Iterable<unknown> | AsyncIterable<unknown>,
+    options: CallOptions = {},
+  ): AsyncIterable<unknown> {
+    return this.streamOut(c, new Uint8Array(0), Flag.RemoteOpen, options, requests);
+  }
+
+  /** A call whose answers stream back: data frames, then a closing data frame or an error response. */
+  private streamOut(
+    c: MethodRef,
+    payload: Uint8Array,
+    flags: number,
+    options: CallOptions,
+    requests: Iterable<unknown> | AsyncIterable<unknown> | null,
+  ): AsyncIterable<unknown> {
+    let id = 0;
+    let disarm = noop;
+    const stop = () => {
+      disarm();
+      this.pending.delete(id);
+    };
+    // If the consumer stops reading, the stream is forgotten (ttrpc cannot tell the server).
+    const out = new MessageQueue<unknown>(stop);
+    const fail = (e: TtrpcError) => {
+      stop();
+      out.fail(e);
+    };
+    id = this.open(c.service, c.method, payload, flags, options, {
+      frame: (f) => {
+        if (f.type === FrameType.Response) {
+          const resp = decodeResponseSafely(f);
+          if (resp instanceof TtrpcError) return fail(resp);
+          const err = statusError(resp);
+          if (err !== null) return fail(err);
+          // An OK response frame also ends the stream (a Go streaming handler that
+          // returns a message answers this way).
+          stop();
+          if (resp.payload.length > 0) out.push(c.responseType.decode(resp.payload));
+          return out.end();
+        }
+        if (f.type !== FrameType.Data) return fail(protocolError(f));
+        if ((f.flags & Flag.NoData) === 0) {
+          try {
+            out.push(c.responseType.decode(f.payload));
+          } catch (e) {
+            return fail(new TtrpcError(Code.INTERNAL, `ttrpc: bad stream message: ${String(e)}`));
+          }
+        }
+        if ((f.flags & Flag.RemoteClosed) !== 0) {
+          stop();
+          out.end();
+        }
+      },
+      fail,
+    });
+    if (this.pending.has(id)) {
+      disarm = this.guard(options, fail);
+      if (requests !== null) void this.pump(id, c.requestType, requests, fail);
+    }
+    return out;
+  }
+
+  /** Sends a client stream's messages as data frames, then the closing frame. */
+  private async pump(
+    id: number,
+    type: MessageType<unknown>,
+    requests: Iterable<unknown> | AsyncIterable<unknown>,
+    fail: (e: TtrpcError) => void,
+  ): Promise<void> {
+    try {
+      for await (const req of requests) {
+        if (!this.pending.has(id)) return;
+        if (!this.wire.send(dataFrame(id, 0, type.encode(req).finish()))) throw connectionClosed();
+        await this.wire.writable();
+      }
+      if (this.pending.has(id)) this.wire.send(dataFrame(id, Flag.RemoteClosed | Flag.NoData, null));
+    } catch (e) {
+      if (this.pending.has(id))
+        fail(e instanceof TtrpcError ? e : new TtrpcError(Code.CANCELLED, `ttrpc: request stream failed: ${String(e)}`));
+    }
+  }
+
+  // --- plumbing -----------------------------------------------------------------
+
+  /**
+   * Sends the request frame and registers the call. On a synchronous failure (closed,
+   * oversize, ids used up) the call's `fail` runs at once and nothing is registered.
+   */
+  private open(service: string, method: string, payload: Uint8Array, flags: number, options: CallOptions, p: Pending): number {
+    const id = this.nextId;
+    if (this.closeReason !== null) {
+      p.fail(this.closeReason);
+      return id;
+    }
+    if (id > LAST_STREAM_ID) {
+      p.fail(new TtrpcError(Code.RESOURCE_EXHAUSTED, "ttrpc: stream ids exhausted on this connection; open a new one"));
+      return id;
+    }
+    const metadata: KeyValue[] = toWire(options.metadata);
+    const timeoutNano = options.timeoutMs !== undefined && options.timeoutMs > 0 ? Math.round(options.timeoutMs * 1e6) : 0;
+    let frame: Uint8Array;
+    try {
+      frame = requestFrame(id, flags, { service, method, payload, timeoutNano, metadata });
+    } catch (e) {
+      p.fail(e instanceof TtrpcError ? e : new TtrpcError(Code.INTERNAL, String(e)));
+      return id;
+    }
+    this.nextId += 2;
+    this.pending.set(id, p);
+    this.wire.send(frame);
+    return id;
+  }
+
+  /** Arms the call's timeout and abort signal; returns the function that disarms them. */
+  private guard(options: CallOptions, fail: (e: TtrpcError) => void): () => void {
+    const { timeoutMs, signal } = options;
+    if ((timeoutMs === undefined || timeoutMs <= 0) && signal === undefined) return noop;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const onAbort = () => {
+      fail(new TtrpcError(Code.CANCELLED, `ttrpc: call cancelled: ${String(signal?.reason ?? "aborted")}`));
+    };
+    if (timeoutMs !== undefined && timeoutMs > 0) {
+      timer = setTimeout(() => fail(new TtrpcError(Code.DEADLINE_EXCEEDED, "context deadline exceeded")), timeoutMs);
+    }
+    if (signal !== undefined) {
+      if (signal.aborted) queueMicrotask(onAbort);
+      else signal.addEventListener("abort", onAbort, { once: true });
+    }
+    return () => {
+      if (timer !== undefined) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    };
+  }
+
+  private onFrame(frame: Frame): void {
+    // Frames for a stream we no longer wait on (timed out, cancelled) are dropped.
+    this.pending.get(frame.streamId)?.frame(frame);
+  }
+
+  private failCall(id: number, error: TtrpcError): void {
+    const p = this.pending.get(id);
+    if (p === undefined) return;
+    this.pending.delete(id);
+    p.fail(error);
+  }
+
+  private onClosed(reason?: string): void {
+    this.closeReason = connectionClosed(reason);
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending) p.fail(this.closeReason);
+    for (const w of this.closedWaiters.splice(0)) w();
+  }
+}
+
+interface MethodRef {
+  service: string;
+  method: string;
+  requestType: MessageType<unknown>;
+  responseType: MessageType<unknown>;
+}
+
+function noop(): void {}
+
+function statusError(resp: Response): TtrpcError | null {
+  const st = resp.status;
+  if (st === undefined || st.code === Code.OK) return null;
+  return new TtrpcError(
+    st.code,
+    st.message,
+    st.details.map((d) => ({ typeUrl: d.typeUrl, value: d.value })),
+  );
+}
+
+function decodeResponseSafely(frame: Frame): Response | TtrpcError {
+  try {
+    return decodeResponse(frame);
+  } catch (e) {
+    return new TtrpcError(Code.INTERNAL, `ttrpc: malformed response: ${String(e)}`);
+  }
+}
+
+function protocolError(frame: Frame): TtrpcError {
+  return new TtrpcError(Code.INTERNAL, `ttrpc: unexpected frame type ${frame.type} on stream ${frame.streamId}`);
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number | undefined, message: string): Promise<T> {
+  if (ms === undefined) return p;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TtrpcError(Code.DEADLINE_EXCEEDED, message)), ms);
+  });
+  try {
+    return await Promise.race([p, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,39 @@
+// Shared setup for the engine tests: build libwasmtime + the test modules (idempotent) and
+// fail loudly if either is missing.
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const REPO = resolve(import.meta.dir, "..", "..", "..");
+export const WASM_DIR = join(REPO, "build", "wasm");
+
+function sh(script: string, args: string[] = []): string {
+  const r = Bun.spawnSync(["bash", join(REPO, "scripts", script), ...args], { stderr: "pipe", stdout: "pipe" });
+  if (r.exitCode !== 0) {
+    throw new Error(`scripts/${script} failed (exit ${r.exitCode}):\n${r.stderr.toString()}`);
+  }
+  return r.stdout.toString().trim();
+}
+
+let prepared: { libPath: string } | undefined;
+
+/** Ensure libwasmtime and build/wasm/*.wasm exist; returns the library path. */
+export function prepare(): { libPath: string } {
+  if (prepared) return prepared;
+  const libPath = sh("libwasmtime.sh").split("\n").pop() ?? "";
+  if (!existsSync(libPath)) throw new Error(`libwasmtime not available at "${libPath}"`);
+  sh("build-wasm.sh", [WASM_DIR]);
+  for (const m of ["wasi-demo-app", "busy", "trap", "env", "cat", "bigout", "escape", "funcs", "grow"]) {
+    if (!existsSync(wasm(m))) throw new Error(`test module ${wasm(m)} was not built`);
+  }
+  prepared = { libPath };
+  return prepared;
+}
+
+export function wasm(name: string): string {
+  return join(WASM_DIR, `${name}.wasm`);
+}
+
+export function tmp(prefix = "bunwasi-eng-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
