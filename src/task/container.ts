@@ -1,0 +1,189 @@
+// One container's life: created → running ⇄ paused → stopped → deleted. Every step is
+// the OCI runtime's; we keep the state containerd asks about and the exit it waits for.
+
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { Code, TtrpcError } from "../ttrpc/index.ts";
+import { Status } from "./gen/containerd/types/task/task.ts";
+import { type Runc, RuncError, type RuncStats, removeQuietly } from "./runc.ts";
+import { Stdio, type StdioPaths } from "./stdio.ts";
+
+export interface Exit {
+  status: number;
+  at: Date;
+}
+
+/** What the container needs from the shim around it. */
+export interface ContainerHost {
+  runc: Runc;
+  /** Where the shim keeps per-container files (derived bundles, pid files, runtime logs). */
+  stateDir: string;
+  /** Resolves when `pid` exits, with its status (128+signal when killed). */
+  watchExit(pid: number): Promise<Exit>;
+  /** Mounts containerd's rootfs mounts on `<bundle>/rootfs`; returns the undo. */
+  mountRootfs(bundle: string, mounts: RootfsMount[]): Promise<() => void>;
+  /** Turns containerd's bundle into the one the runtime runs (wasm: our executor). */
+  prepareBundle(id: string, bundle: string, workDir: string): Promise<{ runtimeBundle: string; kind: "wasm" | "native" }>;
+  onExit(c: Container): void;
+}
+
+export interface RootfsMount {
+  type: string;
+  source: string;
+  target: string;
+  options: string[];
+}
+
+export interface CreateOptions extends StdioPaths {
+  id: string;
+  bundle: string;
+  rootfs: RootfsMount[];
+  terminal: boolean;
+}
+
+export class Container {
+  status: Status = Status.CREATED;
+  pid = 0;
+  exit: Exit | null = null;
+  kind: "wasm" | "native" = "native";
+  /** Resolves when the init process has exited. */
+  readonly exited: Promise<Exit>;
+  private resolveExit!: (e: Exit) => void;
+  private cleanups: (() => void)[] = [];
+
+  private constructor(
+    readonly host: ContainerHost,
+    readonly opts: CreateOptions,
+  ) {
+    this.exited = new Promise((r) => {
+      this.resolveExit = r;
+    });
+  }
+
+  get id(): string {
+    return this.opts.id;
+  }
+
+  static async create(host: ContainerHost, opts: CreateOptions): Promise<Container> {
+    if (opts.terminal) throw new TtrpcError(Code.UNIMPLEMENTED, "terminal=true (a tty for the container) is not supported yet");
+    const c = new Container(host, opts);
+    const workDir = join(host.stateDir, opts.id);
+    try {
+      mkdirSync(workDir, { recursive: true });
+      c.cleanups.push(() => removeQuietly(workDir));
+      if (opts.rootfs.length > 0) c.cleanups.unshift(await host.mountRootfs(opts.bundle, opts.rootfs));
+      const prepared = await host.prepareBundle(opts.id, opts.bundle, workDir);
+      c.kind = prepared.kind;
+      const stdio = Stdio.open(opts);
+      try {
+        c.pid = await host.runc.create(opts.id, prepared.runtimeBundle, join(workDir, "init.pid"), stdio.fds, join(workDir, "runtime.log"));
+      } finally {
+        stdio.close();
+      }
+    } catch (e) {
+      await c.cleanup();
+      throw failure("create", e);
+    }
+    void host.watchExit(c.pid).then((exit) => c.exitedWith(exit));
+    return c;
+  }
+
+  async start(): Promise<number> {
+    if (this.status !== Status.CREATED)
+      throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${this.id} is ${Status[this.status]}, not CREATED`);
+    try {
+      await this.host.runc.start(this.id);
+    } catch (e) {
+      throw failure("start", e);
+    }
+    if (this.status === Status.CREATED) this.status = Status.RUNNING;
+    return this.pid;
+  }
+
+  async kill(signal: number, all: boolean): Promise<void> {
+    if (this.exit !== null && !all) throw new TtrpcError(Code.NOT_FOUND, `process already finished: container ${this.id}`);
+    try {
+      await this.host.runc.kill(this.id, signal, all);
+    } catch (e) {
+      if (this.exit !== null) return; // it raced us to the exit
+      throw failure("kill", e);
+    }
+  }
+
+  async pause(): Promise<void> {
+    if (this.status !== Status.RUNNING) throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${this.id} is not running`);
+    this.status = Status.PAUSING;
+    try {
+      await this.host.runc.pause(this.id);
+      this.status = Status.PAUSED;
+    } catch (e) {
+      this.status = Status.RUNNING;
+      throw failure("pause", e);
+    }
+  }
+
+  async resume(): Promise<void> {
+    if (this.status !== Status.PAUSED) throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${this.id} is not paused`);
+    try {
+      await this.host.runc.resume(this.id);
+      this.status = this.exit === null ? Status.RUNNING : Status.STOPPED;
+    } catch (e) {
+      throw failure("resume", e);
+    }
+  }
+
+  async pids(): Promise<number[]> {
+    if (this.exit !== null) return [];
+    try {
+      return await this.host.runc.ps(this.id);
+    } catch (e) {
+      throw failure("ps", e);
+    }
+  }
+
+  async stats(): Promise<RuncStats> {
+    if (this.exit !== null) throw new TtrpcError(Code.NOT_FOUND, `container ${this.id} has exited: no cgroup to measure`);
+    try {
+      return await this.host.runc.stats(this.id);
+    } catch (e) {
+      throw failure("stats", e);
+    }
+  }
+
+  /** Removes the container: it must have exited, or never started (then it is killed). */
+  async delete(): Promise<Exit> {
+    if (this.status === Status.RUNNING || this.status === Status.PAUSED || this.status === Status.PAUSING) {
+      throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${this.id} is ${Status[this.status]}: kill it first`);
+    }
+    if (this.exit === null) {
+      // Created but never started: the runtime's init is still waiting.
+      await this.host.runc.delete(this.id, true).catch(() => {});
+      await Promise.race([this.exited, Bun.sleep(5000)]);
+    }
+    await this.cleanup();
+    return this.exit ?? { status: 137, at: new Date() };
+  }
+
+  private exitedWith(exit: Exit): void {
+    this.exit = exit;
+    this.status = Status.STOPPED;
+    this.resolveExit(exit);
+    this.host.onExit(this);
+  }
+
+  private async cleanup(): Promise<void> {
+    await this.host.runc.delete(this.id, true).catch(() => {});
+    for (const undo of this.cleanups.splice(0)) {
+      try {
+        undo();
+      } catch {}
+    }
+  }
+}
+
+/** A runtime failure as the caller should see it: which step, and the runtime's own words. */
+function failure(step: string, e: unknown): TtrpcError {
+  if (e instanceof TtrpcError) return e;
+  if (e instanceof RuncError) return new TtrpcError(Code.UNKNOWN, `${step}: ${e.message}`);
+  return new TtrpcError(Code.UNKNOWN, `${step}: ${e instanceof Error ? e.message : String(e)}`);
+}

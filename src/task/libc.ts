@@ -1,0 +1,161 @@
+// Small libc bindings through bun:ffi, for exit monitoring (see reaper.ts). x86_64 Linux.
+//
+// Variadic libc functions (prctl, syscall's own prototype) are reached through glibc's
+// `syscall()`, which is written in assembly and never touches va_list, so calling it with a
+// fixed integer prototype is sound. waitid/poll/close/read/write/eventfd are plain prototypes.
+// errno is read through __errno_location() right after the failing call, on the same thread.
+//
+// Importable from the main thread and from a Worker: each thread gets its own binding (libc is
+// already mapped, dlopen only takes a reference).
+
+import { dlopen, FFIType, ptr, read } from "bun:ffi";
+
+export const SYS_prctl = 157;
+export const SYS_waitid = 247;
+export const SYS_pidfd_send_signal = 424;
+export const SYS_pidfd_open = 434;
+
+export const PR_SET_CHILD_SUBREAPER = 36;
+export const PR_GET_CHILD_SUBREAPER = 37;
+
+// waitid
+export const P_PID = 1;
+export const P_PIDFD = 3;
+export const WNOHANG = 1;
+export const WEXITED = 4;
+export const WNOWAIT = 0x01000000;
+// siginfo si_code for SIGCHLD
+export const CLD_EXITED = 1;
+export const CLD_KILLED = 2;
+export const CLD_DUMPED = 3;
+
+// poll
+export const POLLIN = 0x001;
+export const POLLERR = 0x008;
+export const POLLHUP = 0x010;
+export const POLLNVAL = 0x020;
+
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+
+export const EINTR = 4;
+export const ESRCH = 3;
+export const ECHILD = 10;
+export const EAGAIN = 11;
+export const EINVAL = 22;
+export const ENOSYS = 38;
+
+/** sizeof(siginfo_t) on x86_64 Linux. */
+export const SIGINFO_SIZE = 128;
+/** sizeof(struct pollfd): int fd; short events; short revents. */
+export const POLLFD_SIZE = 8;
+
+const { i32, i64, ptr: P, u32 } = FFIType;
+
+const lib = dlopen("libc.so.6", {
+  syscall: { args: [i64, i64, i64, i64, i64], returns: i64 },
+  waitid: { args: [i32, u32, P, i32], returns: i32 },
+  poll: { args: [P, u32, i32], returns: i32 },
+  close: { args: [i32], returns: i32 },
+  read: { args: [i32, P, i64], returns: i64 },
+  write: { args: [i32, P, i64], returns: i64 },
+  eventfd: { args: [u32, i32], returns: i32 },
+  __errno_location: { args: [], returns: P },
+});
+const c = lib.symbols;
+
+/** errno of the last failing libc call on this thread. */
+export function errno(): number {
+  const p = c.__errno_location();
+  return p ? read.i32(p, 0) : 0;
+}
+
+/** A failing call as [-1, errno]; a succeeding one as [result, 0]. */
+function check(r: number | bigint): [number, number] {
+  const n = Number(r);
+  return n < 0 ? [-1, errno()] : [n, 0];
+}
+
+function sys(nr: number, a = 0, b = 0, c2 = 0, d = 0): [number, number] {
+  return check(c.syscall(nr, a, b, c2, d));
+}
+
+export function prctl(option: number, arg2 = 0, arg3 = 0, arg4 = 0): [number, number] {
+  return sys(SYS_prctl, option, arg2, arg3, arg4);
+}
+
+/** pidfd_open(2): a pidfd for pid (O_CLOEXEC is implied for pidfds). */
+export function pidfdOpen(pid: number, flags = 0): [number, number] {
+  return sys(SYS_pidfd_open, pid, flags);
+}
+
+/** pidfd_send_signal(2) with no siginfo. sig 0 checks that the process still exists (zombie included). */
+export function pidfdSendSignal(fd: number, sig: number): [number, number] {
+  return sys(SYS_pidfd_send_signal, fd, sig, 0, 0);
+}
+
+/** waitid(2) into a caller-owned 128-byte siginfo buffer (zeroed here first). */
+export function waitid(idtype: number, id: number, info: Uint8Array, options: number): [number, number] {
+  if (info.byteLength < SIGINFO_SIZE) throw new RangeError("siginfo buffer too small");
+  info.fill(0);
+  return check(c.waitid(idtype, id >>> 0, ptr(info), options));
+}
+
+/** poll(2) over a buffer of `n` struct pollfd. */
+export function poll(fds: Uint8Array, n: number, timeoutMs: number): [number, number] {
+  return check(c.poll(ptr(fds), n, timeoutMs));
+}
+
+export function close(fd: number): [number, number] {
+  return check(c.close(fd));
+}
+
+export function eventfd(initval: number, flags: number): [number, number] {
+  return check(c.eventfd(initval, flags));
+}
+
+/** Adds 1 to an eventfd counter. */
+export function eventfdSignal(fd: number): [number, number] {
+  const b = new BigUint64Array([1n]);
+  return check(c.write(fd, ptr(b), 8));
+}
+
+/** Drains an eventfd counter (non-blocking fd: EAGAIN when already zero). */
+export function eventfdDrain(fd: number): [number, number] {
+  const b = new BigUint64Array(1);
+  return check(c.read(fd, ptr(b), 8));
+}
+
+/** Fields of a SIGCHLD siginfo_t (x86_64 layout). */
+export interface ChildInfo {
+  signo: number; // @0
+  code: number; // @8
+  pid: number; // @16
+  uid: number; // @20
+  status: number; // @24
+}
+
+export function decodeSiginfo(info: Uint8Array): ChildInfo {
+  const v = new DataView(info.buffer, info.byteOffset, SIGINFO_SIZE);
+  return {
+    signo: v.getInt32(0, true),
+    code: v.getInt32(8, true),
+    pid: v.getInt32(16, true),
+    uid: v.getUint32(20, true),
+    status: v.getInt32(24, true),
+  };
+}
+
+/** Shell-style status: exit code, or 128+signal when killed by a signal. */
+export function shellStatus(ci: ChildInfo): number {
+  if (ci.code === CLD_EXITED) return ci.status & 0xff;
+  if (ci.code === CLD_KILLED || ci.code === CLD_DUMPED) return 128 + ci.status;
+  return 255;
+}
+
+/** Shell-style status from a raw wait(2) status word (as in /proc/<pid>/stat's exit_code). */
+export function shellStatusFromWaitStatus(ws: number): number {
+  const sig = ws & 0x7f;
+  if (sig === 0) return (ws >> 8) & 0xff;
+  return 128 + sig;
+}

@@ -1,0 +1,68 @@
+// The shim binary's entry: containerd-shim-wasmtime-v1. containerd runs it as
+// `[-flags…] start|delete`; `start` runs it again as `serve`; the OCI runtime runs it
+// inside a wasm container as `executor`.
+
+import { defineCommand, runMain } from "citty";
+import { deleteTask } from "./delete.ts";
+import { parseShimFlags, type ShimFlags } from "./flags.ts";
+import { serve } from "./serve.ts";
+import { start } from "./start.ts";
+import { SHIM_VERSION } from "./task-service.ts";
+
+/** How to run ourselves again: the compiled binary alone, or bun plus this script. */
+function selfCommand(): string[] {
+  const script = process.argv[1];
+  return script && !script.startsWith("/$bunfs/") && script !== process.execPath ? [process.execPath, script] : [process.execPath];
+}
+
+async function readStdin(): Promise<Uint8Array> {
+  if (process.stdin.isTTY) return new Uint8Array();
+  return new Uint8Array(await Bun.stdin.arrayBuffer());
+}
+
+export async function main(argv: string[]): Promise<void> {
+  if (argv[0] === "executor") {
+    const { executorMain } = await import("../engines/executor.ts");
+    await executorMain(argv.slice(1));
+  }
+  let flags: ShimFlags;
+  try {
+    flags = parseShimFlags(argv);
+  } catch (e) {
+    process.stderr.write(`${String((e as Error).message)}\n`);
+    process.exit(2);
+  }
+  const action = flags.rest[0];
+  const commands = {
+    start: defineCommand({
+      meta: { name: "start", description: "start (or reuse) the shim server for a container; print its address" },
+      run: async () => {
+        const address = await start(flags, await readStdin(), selfCommand());
+        process.stdout.write(address);
+      },
+    }),
+    delete: defineCommand({
+      meta: { name: "delete", description: "clean up after a shim that is gone; print a DeleteResponse" },
+      run: async () => {
+        process.stdout.write(await deleteTask(flags));
+      },
+    }),
+    serve: defineCommand({
+      meta: { name: "serve", description: "run the shim server (started by `start`)" },
+      run: () => serve(flags),
+    }),
+  };
+  if (action === "v" || action === "version") {
+    process.stdout.write(`containerd-shim-wasmtime-v1 (${SHIM_VERSION})\n`);
+    return;
+  }
+  await runMain(
+    defineCommand({
+      meta: { name: "containerd-shim-wasmtime-v1", version: SHIM_VERSION, description: "containerd shim for WebAssembly" },
+      subCommands: commands,
+    }),
+    { rawArgs: flags.rest },
+  );
+}
+
+if (import.meta.main) await main(process.argv.slice(2));

@@ -1,0 +1,136 @@
+// The OCI runtime binary (runc, or crun) driven as a command: it gives every container
+// its namespaces, cgroup, mounts and security settings, so we never fork ourselves.
+
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+
+export interface RuncOptions {
+  /** The runtime binary: runc by default, crun when configured or found. */
+  binary: string;
+  /** Its state root, one per namespace as containerd's runc shim keeps it. */
+  root: string;
+}
+
+export class RuncError extends Error {
+  constructor(
+    readonly command: string,
+    readonly exitCode: number,
+    readonly detail: string,
+  ) {
+    super(`${command}: ${detail || `exit status ${exitCode}`}`);
+  }
+}
+
+export function findRuntime(preferred?: string): string {
+  if (preferred) return preferred;
+  for (const name of ["runc", "crun"]) {
+    const found = Bun.which(name, { PATH: `${process.env.PATH ?? ""}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` });
+    if (found) return found;
+  }
+  return "runc";
+}
+
+export class Runc {
+  constructor(private readonly opts: RuncOptions) {}
+
+  /** Creates the container; its init waits for `start`. stdio fds go to the init process. */
+  async create(id: string, bundle: string, pidFile: string, stdio: [number, number, number], logFile: string): Promise<number> {
+    await this.run(["create", "--bundle", bundle, "--pid-file", pidFile, id], { stdio, logFile });
+    return Number(readFileSync(pidFile, "utf8").trim());
+  }
+
+  start(id: string): Promise<void> {
+    return this.run(["start", id]);
+  }
+
+  kill(id: string, signal: number, all: boolean): Promise<void> {
+    return this.run(all ? ["kill", "--all", id, String(signal)] : ["kill", id, String(signal)]);
+  }
+
+  delete(id: string, force: boolean): Promise<void> {
+    return this.run(force ? ["delete", "--force", id] : ["delete", id]);
+  }
+
+  pause(id: string): Promise<void> {
+    return this.run(["pause", id]);
+  }
+
+  resume(id: string): Promise<void> {
+    return this.run(["resume", id]);
+  }
+
+  async ps(id: string): Promise<number[]> {
+    const out = await this.output(["ps", "--format", "json", id]);
+    const pids = JSON.parse(out || "[]");
+    return Array.isArray(pids) ? pids.map(Number) : [];
+  }
+
+  /** The runtime's own view: status and the container's cgroup stats. */
+  async stats(id: string): Promise<RuncStats> {
+    const out = await this.output(["events", "--stats", id]);
+    return JSON.parse(out).data as RuncStats;
+  }
+
+  private async output(args: string[]): Promise<string> {
+    const proc = Bun.spawn([this.opts.binary, "--root", this.opts.root, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    if (code !== 0) throw new RuncError(`${this.name} ${args[0]}`, code, lastLine(err));
+    return out;
+  }
+
+  private async run(args: string[], o: { stdio?: [number, number, number]; logFile?: string } = {}): Promise<void> {
+    const logArgs = o.logFile ? ["--log", o.logFile, "--log-format", "json"] : [];
+    const proc = Bun.spawn([this.opts.binary, "--root", this.opts.root, ...logArgs, ...args], {
+      stdin: o.stdio?.[0] ?? "ignore",
+      stdout: o.stdio?.[1] ?? "ignore",
+      // With container stdio, runc's stderr is the container's: its own errors go to the log.
+      stderr: o.stdio?.[2] ?? "pipe",
+    });
+    const errText = proc.stderr instanceof ReadableStream ? new Response(proc.stderr).text() : Promise.resolve("");
+    const [code, err] = await Promise.all([proc.exited, errText]);
+    if (code === 0) return;
+    const detail = o.logFile ? lastLogError(o.logFile) || lastLine(err) : lastLine(err);
+    throw new RuncError(`${this.name} ${args[0]}`, code, detail);
+  }
+
+  private get name(): string {
+    return this.opts.binary.slice(this.opts.binary.lastIndexOf("/") + 1);
+  }
+}
+
+export interface RuncStats {
+  cpu?: { usage?: { total?: number; kernel?: number; user?: number }; throttling?: Record<string, number> };
+  memory?: {
+    usage?: { usage?: number; limit?: number; max?: number };
+    swap?: { usage?: number; limit?: number };
+    raw?: Record<string, number>;
+  };
+  pids?: { current?: number; limit?: number };
+  blkio?: Record<string, unknown>;
+}
+
+function lastLine(text: string): string {
+  const lines = text.trim().split("\n").filter(Boolean);
+  return lines[lines.length - 1] ?? "";
+}
+
+/** runc's JSON log: the last "error" level message is the reason it failed. */
+function lastLogError(file: string): string {
+  if (!existsSync(file)) return "";
+  let msg = "";
+  for (const line of readFileSync(file, "utf8").split("\n")) {
+    try {
+      const rec = JSON.parse(line);
+      if (rec.level === "error" && rec.msg) msg = rec.msg;
+    } catch {}
+  }
+  return msg;
+}
+
+export function runcStateDir(root: string, id: string): string {
+  return join(root, id);
+}
+
+export function removeQuietly(path: string): void {
+  rmSync(path, { recursive: true, force: true });
+}

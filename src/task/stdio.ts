@@ -1,0 +1,74 @@
+// The container's stdio: containerd hands us fifo paths (or file:// URIs) and we open
+// them here and pass the fds to the OCI runtime, so the container's process writes
+// straight into containerd's fifos and no byte passes through the shim.
+
+import { dlopen, FFIType } from "bun:ffi";
+import { closeSync, constants, openSync } from "node:fs";
+
+const libc = dlopen("libc.so.6", { fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 } });
+const F_GETFL = 3;
+const F_SETFL = 4;
+
+export interface StdioPaths {
+  stdin: string;
+  stdout: string;
+  stderr: string;
+}
+
+export class Stdio {
+  private constructor(readonly fds: [number, number, number]) {}
+
+  static open(paths: StdioPaths): Stdio {
+    const opened: number[] = [];
+    try {
+      opened.push(openIn(paths.stdin));
+      opened.push(openOut(paths.stdout));
+      opened.push(openOut(paths.stderr));
+      return new Stdio(opened as [number, number, number]);
+    } catch (e) {
+      for (const fd of opened) closeSync(fd);
+      throw e;
+    }
+  }
+
+  /** The runtime's child holds its own copies once it is running; ours can go. */
+  close(): void {
+    for (const fd of this.fds) {
+      try {
+        closeSync(fd);
+      } catch {}
+    }
+  }
+}
+
+function openIn(path: string): number {
+  if (!path) return openSync("/dev/null", "r");
+  // Non-blocking so the open never waits for a writer, then blocking again so the
+  // container's reads wait for input instead of failing with EAGAIN.
+  return blocking(openSync(localPath(path), constants.O_RDONLY | constants.O_NONBLOCK));
+}
+
+function openOut(path: string): number {
+  if (!path) return openSync("/dev/null", "w");
+  if (path.startsWith("binary://")) throw new Error(`stdio ${path}: binary:// log URIs are not supported yet`);
+  if (path.startsWith("file://"))
+    return openSync(new URL(path).pathname, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o644);
+  // Write-only, so the container sees EPIPE once containerd's reader is gone. If no
+  // reader is there yet, O_RDWR opens without waiting and holds the fifo for it.
+  try {
+    return blocking(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENXIO") throw e;
+    return openSync(path, constants.O_RDWR);
+  }
+}
+
+function blocking(fd: number): number {
+  const flags = libc.symbols.fcntl(fd, F_GETFL, 0);
+  libc.symbols.fcntl(fd, F_SETFL, flags & ~constants.O_NONBLOCK);
+  return fd;
+}
+
+function localPath(path: string): string {
+  return path.startsWith("file://") ? new URL(path).pathname : path;
+}

@@ -1,0 +1,242 @@
+// ExitWatcher / reapOrphans: exits of processes reparented to us (we are a child subreaper),
+// without stealing the children Bun.spawn waits for. Linux x86_64 only.
+
+import { afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { becomeSubreaper, ExitWatcher, isSubreaper, listChildren, reapOrphans } from "../../../src/task/reaper.ts";
+
+const linux = process.platform === "linux" && process.arch === "x64";
+
+function state(pid: number): string | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return s.slice(s.lastIndexOf(")") + 2).split(" ")[0];
+  } catch {
+    return undefined;
+  }
+}
+
+async function until(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("timed out");
+    await Bun.sleep(5);
+  }
+}
+
+/** Runs `sh -c script` (which prints background pids, one a line) and waits for sh to exit: the
+ *  background processes are then orphans reparented to us. */
+async function orphans(script: string): Promise<number[]> {
+  const sh = Bun.spawn(["sh", "-c", script], { stdout: "pipe", stderr: "inherit" });
+  const out = await new Response(sh.stdout).text();
+  expect(await sh.exited).toBe(0);
+  return out
+    .split("\n")
+    .filter((l) => l.trim())
+    .map(Number);
+}
+
+let w: ExitWatcher | undefined;
+function watcher(opts: ConstructorParameters<typeof ExitWatcher>[0] = { reapIntervalMs: 0 }): ExitWatcher {
+  w = new ExitWatcher(opts);
+  return w;
+}
+afterEach(async () => {
+  await w?.close();
+  w = undefined;
+});
+
+describe.skipIf(!linux)("reaper", () => {
+  beforeAll(() => {
+    becomeSubreaper();
+    expect(isSubreaper()).toBe(true);
+  });
+
+  test("an orphaned grandchild's exit code is reported when it exits", async () => {
+    const ew = watcher();
+    const t0 = performance.now();
+    const [pid] = await orphans("(sleep 0.3; exit 7) >/dev/null & echo $!");
+    expect(listChildren()).toContain(pid as number);
+    const r = await ew.watch(pid as number);
+    const ms = performance.now() - t0;
+    expect(r.status).toBe(7);
+    expect(r.source).toBe("waitid");
+    expect(r.exitedAt).toBeInstanceOf(Date);
+    expect(ms).toBeGreaterThan(280);
+    expect(ms).toBeLessThan(600);
+    expect(state(pid as number)).toBeUndefined(); // reaped, no zombie
+  });
+
+  test("a grandchild killed by SIGKILL reports 137", async () => {
+    const ew = watcher();
+    const [pid] = await orphans("sleep 30 >/dev/null & echo $!");
+    const p = ew.watch(pid as number);
+    process.kill(pid as number, "SIGKILL");
+    const r = await p;
+    expect(r.status).toBe(137);
+    expect(state(pid as number)).toBeUndefined();
+  });
+
+  test("SIGTERM → 143", async () => {
+    const ew = watcher();
+    const [pid] = await orphans("sleep 30 >/dev/null & echo $!");
+    const p = ew.watch(pid as number);
+    process.kill(pid as number, "SIGTERM");
+    expect((await p).status).toBe(143);
+  });
+
+  test("20 orphans at once each get their own status", async () => {
+    const ew = watcher();
+    let script = "";
+    for (let i = 0; i < 20; i++) script += `(sleep 0.2; exit ${i + 1}) >/dev/null & echo $!\n`;
+    const pids = await orphans(script);
+    expect(pids.length).toBe(20);
+    const results = await Promise.all(pids.map((p) => ew.watch(p)));
+    expect(results.map((r) => r.status)).toEqual(pids.map((_, i) => i + 1));
+    expect(results.map((r) => r.pid)).toEqual(pids);
+    expect(ew.size).toBe(0);
+    for (const p of pids) expect(state(p)).toBeUndefined();
+  });
+
+  test("a pid that is already a zombie when watched resolves at once", async () => {
+    const ew = watcher();
+    const [pid] = await orphans("(sleep 0.05; exit 9) >/dev/null & echo $!");
+    await until(() => state(pid as number) === "Z");
+    const t = performance.now();
+    const r = await ew.watch(pid as number);
+    expect(r.status).toBe(9);
+    expect(performance.now() - t).toBeLessThan(100);
+  });
+
+  test("Bun.spawn children running alongside keep their exit codes (we never steal them)", async () => {
+    // The sweep runs every 1 ms with no predicate: only the pidfds Bun holds protect its children.
+    const ew = watcher({ reapIntervalMs: 1 });
+    const bunKids = Array.from({ length: 5 }, (_, i) => Bun.spawn(["sh", "-c", `sleep 0.${i + 1}; exit ${40 + i}`]));
+    const [o1, o2] = await orphans("(sleep 0.15; exit 3) >/dev/null & echo $!; (sleep 0.35; exit 4) >/dev/null & echo $!");
+    const watched = Promise.all([ew.watch(o1 as number), ew.watch(o2 as number)]);
+    // An extra burst of sweeps while the Bun children exit.
+    const burst = setInterval(() => reapOrphans(), 1);
+    try {
+      expect(await Promise.all(bunKids.map((k) => k.exited))).toEqual([40, 41, 42, 43, 44]);
+      expect((await watched).map((r) => r.status)).toEqual([3, 4]);
+    } finally {
+      clearInterval(burst);
+    }
+  });
+
+  test("watch() of a Bun.spawn child reads its status without reaping it", async () => {
+    const ew = watcher();
+    const k = Bun.spawn(["sh", "-c", "sleep 0.1; exit 6"]);
+    const r = ew.watch(k.pid);
+    expect(await k.exited).toBe(6);
+    // Either we saw it first (WNOWAIT: 6) or Bun reaped it first (255): Bun's code is intact.
+    expect([6, 255]).toContain((await r).status);
+  });
+
+  test("an orphan nobody watches is reaped by reapOrphans, and a late watch still gets its status", async () => {
+    watcher();
+    const [pid] = await orphans("(sleep 0.05; exit 12) >/dev/null & echo $!");
+    await until(() => state(pid as number) === "Z");
+    const reaped = reapOrphans();
+    expect(reaped.map((o) => o.pid)).toContain(pid as number);
+    expect(reaped.find((o) => o.pid === pid)?.status).toBe(12);
+    expect(existsSync(`/proc/${pid}`)).toBe(false);
+    const late = await watcher().watch(pid as number);
+    expect(late).toMatchObject({ status: 12, source: "reaped" });
+  });
+
+  test("the timer sweep reaps orphans on its own", async () => {
+    const reaped: number[] = [];
+    watcher({ reapIntervalMs: 50, onOrphanReaped: (o) => reaped.push(o.pid) });
+    const [pid] = await orphans("(sleep 0.05; exit 1) >/dev/null & echo $!");
+    await until(() => !existsSync(`/proc/${pid}`), 2000);
+    expect(reaped).toContain(pid as number);
+  });
+
+  test("a watched pid that is not our child: status read from /proc, left for its parent", async () => {
+    const ew = watcher();
+    // The background job's parent execs sleep, which never waits: the zombie stays its child.
+    const sh = Bun.spawn(["sh", "-c", "(sleep 0.05; exit 3) >/dev/null & echo $!; exec sleep 0.5"], { stdout: "pipe" });
+    const reader = sh.stdout.getReader();
+    const { value } = await reader.read();
+    const pid = Number(new TextDecoder().decode(value).trim());
+    const r = await ew.watch(pid);
+    expect(r).toMatchObject({ status: 3, source: "proc" });
+    expect(await sh.exited).toBe(0);
+    // Now reparented to us: the sweep reaps it.
+    await until(() => {
+      reapOrphans();
+      return !existsSync(`/proc/${pid}`);
+    });
+  });
+
+  test("exit is seen promptly: kill → resolution latency", async () => {
+    const ew = watcher();
+    const pids = await orphans(Array.from({ length: 10 }, () => "sleep 30 >/dev/null & echo $!").join("\n"));
+    const lat: number[] = [];
+    for (const pid of pids) {
+      const p = ew.watch(pid);
+      await Bun.sleep(10);
+      const t = performance.now();
+      process.kill(pid, "SIGKILL");
+      await p;
+      lat.push(performance.now() - t);
+    }
+    lat.sort((a, b) => a - b);
+    console.log(`kill→resolve latency ms: median ${lat[5]?.toFixed(2)} max ${lat[9]?.toFixed(2)}`);
+    expect(lat[9] as number).toBeLessThan(150);
+  });
+
+  test("no fd leak over 50 watch cycles", async () => {
+    const ew = watcher();
+    const fds = () => readdirSync("/proc/self/fd").length;
+    // Warm up (worker, eventfd, Bun's spawn machinery), then count.
+    for (const pid of await orphans("(sleep 0.05; exit 0) >/dev/null & echo $!")) await ew.watch(pid);
+    await Bun.sleep(20);
+    const before = fds();
+    for (let i = 0; i < 5; i++) {
+      const pids = await orphans(Array.from({ length: 10 }, (_, j) => `(sleep 0.05; exit ${j}) >/dev/null & echo $!`).join("\n"));
+      const rs = await Promise.all(pids.map((p) => ew.watch(p)));
+      expect(rs.map((r) => r.status)).toEqual(pids.map((_, j) => j));
+    }
+    await Bun.sleep(20);
+    expect(fds()).toBeLessThanOrEqual(before);
+    await ew.close();
+    // close() released the eventfd too.
+    expect(fds()).toBeLessThan(before);
+  });
+
+  test("close() rejects pending watches and the process may exit with nothing watched", async () => {
+    const ew = watcher();
+    const [pid] = await orphans("sleep 30 >/dev/null & echo $!");
+    const p = ew.watch(pid as number);
+    await ew.close();
+    await expect(p).rejects.toThrow("closed");
+    await expect(ew.watch(pid as number)).rejects.toThrow("closed");
+    process.kill(pid as number, "SIGKILL");
+    await until(() => state(pid as number) === "Z");
+    reapOrphans();
+    expect(existsSync(`/proc/${pid}`)).toBe(false);
+  });
+
+  test("an idle watcher does not keep a process alive", async () => {
+    const code = `
+      import { becomeSubreaper, ExitWatcher } from ${JSON.stringify(`${import.meta.dir}/../../../src/task/reaper.ts`)};
+      becomeSubreaper();
+      const w = new ExitWatcher();
+      const sh = Bun.spawn(["sh", "-c", "(sleep 0.1; exit 5) >/dev/null & echo $!"], { stdout: "pipe" });
+      const pid = Number((await new Response(sh.stdout).text()).trim());
+      await sh.exited;
+      console.log((await w.watch(pid)).status);
+    `;
+    const t = performance.now();
+    const p = Bun.spawn([process.execPath, "-e", code], { stdout: "pipe", stderr: "pipe" });
+    const timer = setTimeout(() => p.kill(), 5000);
+    const out = await new Response(p.stdout).text();
+    const rc = await p.exited;
+    clearTimeout(timer);
+    expect(out.trim()).toBe("5");
+    expect(rc).toBe(0);
+    expect(performance.now() - t).toBeLessThan(3000);
+  });
+});
