@@ -29,7 +29,7 @@ export interface Frame {
 }
 
 /** Header and payload in one buffer, so a frame is always written in one piece. */
-export function encodeFrame(streamId: number, type: FrameType, flags: number, payload: Uint8Array): Uint8Array {
+export function encodeFrame(streamId: number, type: number, flags: number, payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(HEADER_LENGTH + payload.length);
   writeHeader(out, 0, payload.length, streamId, type, flags);
   out.set(payload, HEADER_LENGTH);

@@ -8,16 +8,8 @@
 import type { Pointer } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
 import { CompileCache } from "../cache.ts";
-import {
-  EXIT_ENGINE_ERROR,
-  type Engine,
-  isWasmBinary,
-  isWat,
-  type RunContext,
-  type StdioSpec,
-  signalNumber,
-} from "../engine.ts";
-import { check, LAYOUT, libwasmtimeVersion, readPtr, wasmtime, type WasmtimeLib } from "./ffi.ts";
+import { type Engine, EXIT_ENGINE_ERROR, isWasmBinary, isWat, type RunContext, type StdioSpec, signalNumber } from "../engine.ts";
+import { check, LAYOUT, libwasmtimeVersion, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 
 export interface WasmtimeEngineOptions {

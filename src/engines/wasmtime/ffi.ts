@@ -9,7 +9,7 @@
 // dynamic loader hands back the same already-mapped library, so pointers such as
 // a wasm_engine_t* are valid across threads of the process).
 
-import { dlopen, FFIType, ptr as bunPtr, read, toArrayBuffer, type Pointer } from "bun:ffi";
+import { ptr as bunPtr, dlopen, FFIType, type Pointer, read, toArrayBuffer } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 

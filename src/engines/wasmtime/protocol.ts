@@ -34,6 +34,4 @@ export interface RunStats {
   cacheHit?: boolean;
 }
 
-export type WorkerMessage =
-  | { type: "serialized"; bytes: Uint8Array }
-  | { type: "exit"; code: number; message?: string; stats: RunStats };
+export type WorkerMessage = { type: "serialized"; bytes: Uint8Array } | { type: "exit"; code: number; message?: string; stats: RunStats };

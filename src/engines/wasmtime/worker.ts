@@ -8,7 +8,7 @@
 // unwinds the wasm. If kill[0] is still 0 (another store on the same engine was the
 // target), it extends the deadline by one tick and the module carries on.
 
-import { JSCallback, ptr as bunPtr, toArrayBuffer, type Pointer } from "bun:ffi";
+import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
 import { appendFileSync, writeSync } from "node:fs";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
 import {
@@ -20,8 +20,8 @@ import {
   readPtr,
   TRAP_CODE_INTERRUPT,
   trapMessage,
-  wasmtime,
   type WasmtimeLib,
+  wasmtime,
 } from "./ffi.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 
@@ -220,7 +220,17 @@ function defineProcExit(lib: WasmtimeLib, linker: Pointer, onExit: (status: numb
   );
   const mod = Buffer.from("wasi_snapshot_preview1");
   const name = Buffer.from("proc_exit");
-  const err = lib.wasmtime_linker_define_func(linker, mod, mod.length, name, name.length, ty, cb.ptr as Pointer, null, null) as Pointer | null;
+  const err = lib.wasmtime_linker_define_func(
+    linker,
+    mod,
+    mod.length,
+    name,
+    name.length,
+    ty,
+    cb.ptr as Pointer,
+    null,
+    null,
+  ) as Pointer | null;
   lib.wasm_functype_delete(ty);
   check(lib, err, "define proc_exit");
   return cb;

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../../../src/engines/engine.ts";
 import { WasmtimeEngine } from "../../../src/engines/wasmtime/engine.ts";
@@ -132,7 +132,13 @@ describe("wasmtime engine", () => {
     const input = join(s.dir, "in");
     const data = `${"line with ünicode\n".repeat(5000)}end`;
     writeFileSync(input, data);
-    const code = await engine.run({ modulePath: wasm("cat"), args: ["cat"], env: [], stdin: { kind: "path", path: input }, stdout: s.stdout });
+    const code = await engine.run({
+      modulePath: wasm("cat"),
+      args: ["cat"],
+      env: [],
+      stdin: { kind: "path", path: input },
+      stdout: s.stdout,
+    });
     expect(code).toBe(0);
     expect(s.read("stdout")).toBe(data);
   });
@@ -223,7 +229,13 @@ describe("wasmtime engine", () => {
     const precompileMs = performance.now() - t0;
     expect(artifact[0]).toBe(0x7f); // ELF
     const s = io();
-    const code = await engine.run({ module: artifact, precompiled: true, args: ["d", "echo", "from", "artifact"], env: [], stdout: s.stdout });
+    const code = await engine.run({
+      module: artifact,
+      precompiled: true,
+      args: ["d", "echo", "from", "artifact"],
+      env: [],
+      stdout: s.stdout,
+    });
     expect(code).toBe(0);
     expect(s.read("stdout")).toBe("from artifact\nexiting\n");
     const st = engine.lastStats;

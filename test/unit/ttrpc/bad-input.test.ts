@@ -11,7 +11,7 @@ import { tempDir } from "../../support/tmp.ts";
 const SERVICE = "bunwasi.interop.v1.Echo";
 const dir = tempDir();
 const sock = join(dir.path, "echo.sock");
-let server: ReturnType<typeof Bun.spawn>;
+let server: Bun.Subprocess<"ignore", "pipe", "inherit">;
 
 const echoPayload = (p: Partial<EchoRequest>) => EchoRequest.encode(EchoRequest.fromPartial(p)).finish();
 

@@ -1,0 +1,168 @@
+// The executor: the process an OCI runtime (runc) starts for a wasm container
+// (DESIGN.md "Process model" 4).
+//
+//   executor --module PATH [--entry FUNC] [--memory-limit BYTES] [--lib PATH] [--cache DIR]
+//            [--kill-grace-ms N] [--stats] -- ARGS...
+//
+// It runs INSIDE the container: root is the container's rootfs, it is usually PID 1 of its pid
+// namespace, and fds 0/1/2 are whatever runc wired (containerd's fifos). It is started through
+// the dynamic loader bind-mounted at /.bunwasi (see src/oci/executor-dir.ts), so
+// process.execPath is the loader, not us: libwasmtime is found through --lib (or
+// BUNWASI_LIBWASMTIME), not beside execPath.
+//
+// The module runs in a Worker (WasmtimeEngine); this main thread only waits and handles
+// signals. PID 1 gets no default signal dispositions from the kernel, so without handlers a
+// SIGTERM from `runc kill` would be dropped: each handler aborts the run with that signal
+// (epoch interrupt), and we exit 128+s.
+
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { EXIT_ENGINE_ERROR } from "./engine.ts";
+import { WasmtimeEngine } from "./wasmtime/engine.ts";
+
+export interface ExecutorOptions {
+  module: string;
+  entry?: string;
+  memoryLimitBytes?: number;
+  libPath?: string;
+  cacheDir?: string;
+  killGraceMs?: number;
+  stats?: boolean;
+  /** argv as the module sees it (the container's process.args as given). */
+  args: string[];
+}
+
+/** Parse executor argv (without the runtime's own argv[0]/script; a leading "executor" is skipped). */
+export function parseExecutorArgs(argv: string[]): ExecutorOptions {
+  const a = argv[0] === "executor" ? argv.slice(1) : argv.slice();
+  const o: Partial<ExecutorOptions> = {};
+  let i = 0;
+  const val = (flag: string): string => {
+    const v = a[++i];
+    if (v === undefined) throw new Error(`executor: ${flag} needs a value`);
+    return v;
+  };
+  for (; i < a.length; i++) {
+    const f = a[i] as string;
+    if (f === "--") {
+      i++;
+      break;
+    }
+    switch (f) {
+      case "--module":
+        o.module = val(f);
+        break;
+      case "--entry":
+        o.entry = val(f);
+        break;
+      case "--memory-limit": {
+        const n = Number(val(f));
+        if (!Number.isSafeInteger(n) || n < 0) throw new Error(`executor: --memory-limit wants a byte count, got ${a[i]}`);
+        o.memoryLimitBytes = n;
+        break;
+      }
+      case "--lib":
+        o.libPath = val(f);
+        break;
+      case "--cache":
+        o.cacheDir = val(f);
+        break;
+      case "--kill-grace-ms":
+        o.killGraceMs = Number(val(f));
+        break;
+      case "--stats":
+        o.stats = true;
+        break;
+      default:
+        throw new Error(`executor: unknown flag ${f}`);
+    }
+  }
+  if (!o.module) throw new Error("executor: --module PATH is required");
+  o.args = a.slice(i);
+  if (o.args.length === 0) o.args = [o.module];
+  return o as ExecutorOptions;
+}
+
+/** Environment for the module: ours minus bunwasi's own BUNWASI_* knobs. */
+function moduleEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !k.startsWith("BUNWASI_")) env[k] = v;
+  }
+  return env;
+}
+
+const HANDLED = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"] as const;
+const SIGNUM: Record<(typeof HANDLED)[number], number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGTERM: 15 };
+
+/** Run the module; resolves with the process exit code. Never throws. */
+export async function runExecutor(argv: string[]): Promise<number> {
+  const t0 = performance.now();
+  let o: ExecutorOptions;
+  try {
+    o = parseExecutorArgs(argv);
+  } catch (e) {
+    process.stderr.write(`bunwasi: ${(e as Error).message}\n`);
+    return EXIT_ENGINE_ERROR;
+  }
+  const ac = new AbortController();
+  const handlers = HANDLED.map((name) => {
+    const h = () => ac.abort(SIGNUM[name]);
+    process.on(name, h);
+    return [name, h] as const;
+  });
+  try {
+    const libPath = o.libPath ?? process.env.BUNWASI_LIBWASMTIME ?? besideSelf("libwasmtime.so");
+    let cacheDir: string | undefined;
+    if (o.cacheDir) cacheDir = o.cacheDir; // CompileCache treats write failures as misses
+    const engine = new WasmtimeEngine({ libPath, cacheDir, killGraceMs: o.killGraceMs ?? 200 });
+    const code = await engine.run({
+      modulePath: o.module,
+      args: o.args,
+      env: moduleEnv(),
+      rootDir: "/",
+      stdin: { kind: "inherit" },
+      stdout: { kind: "inherit" },
+      stderr: { kind: "inherit" },
+      entry: o.entry,
+      memoryLimitBytes: o.memoryLimitBytes,
+      signal: ac.signal,
+    });
+    if (o.stats) {
+      const ru = process.resourceUsage();
+      process.stderr.write(
+        `bunwasi-executor: code=${code} wallMs=${(performance.now() - t0).toFixed(1)} maxRssKiB=${ru.maxRSS} stats=${JSON.stringify(engine.lastStats)}\n`,
+      );
+    }
+    return code;
+  } catch (e) {
+    process.stderr.write(`bunwasi: ${(e as Error).message}\n`);
+    return EXIT_ENGINE_ERROR;
+  } finally {
+    for (const [name, h] of handlers) process.off(name, h);
+  }
+}
+
+/** A file beside the executor binary. argv[0] of a loader-started process is the binary path. */
+function besideSelf(name: string): string | undefined {
+  // Started as `ld.so --library-path D D/executor …`, execPath is ld.so — which sits in D too.
+  for (const dir of [dirnameOf(process.execPath), dirnameOf(process.argv0)]) {
+    if (!dir) continue;
+    const p = join(dir, name);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+function dirnameOf(p: string | undefined): string | undefined {
+  if (!p?.includes("/")) return undefined;
+  return p.slice(0, p.lastIndexOf("/")) || "/";
+}
+
+/** Process entry: `bun src/engines/executor.ts …` or the compiled executor binary. */
+export async function executorMain(argv = process.argv.slice(2)): Promise<never> {
+  const code = await runExecutor(argv);
+  process.exit(code);
+}
+
+if (import.meta.main) await executorMain();

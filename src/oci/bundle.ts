@@ -1,0 +1,308 @@
+// From containerd's bundle to the bundle we hand the OCI runtime (DESIGN.md "Process model" 3–4).
+//
+// prepare() reads containerd's config.json, finds the entrypoint (process.args[0]) inside the
+// container's rootfs and classifies it:
+//  - native (ELF or "#!" script, e.g. the pod's pause container): runc runs containerd's bundle
+//    unchanged.
+//  - wasm ("\0asm" magic or WAT text): we write a derived bundle under <stateDir>/<id> whose
+//    config.json is containerd's with the process replaced by our executor, started through the
+//    loader from a read-only bind mount of the executor directory (src/oci/executor-dir.ts).
+//    Everything else (env, cwd, user, namespaces, cgroupsPath, resources, seccomp, rlimits,
+//    capabilities, mounts, hooks) is kept, so the wasm module gets the same sandbox a native
+//    process would.
+//
+// The rootfs must already be mounted (src/oci/rootfs.ts) because we look inside it.
+
+import {
+  accessSync,
+  closeSync,
+  constants,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { isAbsolute, join, posix, resolve } from "node:path";
+import { isWasmBinary, isWat } from "../engines/engine.ts";
+import { EXECUTOR_MOUNT, type ExecutorDir, ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
+import { envValue, readSpec, type Spec, SpecError } from "./spec.ts";
+
+export type EntrypointKind = "wasm" | "native";
+
+export interface PrepareOptions {
+  /** Container id (names the derived bundle dir). */
+  id: string;
+  /** containerd's bundle directory (config.json, rootfs/). */
+  bundle: string;
+  /** Where derived bundles go: <stateDir>/<id>. */
+  stateDir: string;
+  /** Executor directory to mount; default: ensureExecutorDir({ stateRoot: executorStateRoot }). */
+  executorDir?: ExecutorDir;
+  /** Parent of exec/ for the default executor directory; default /var/lib/bunwasi. */
+  executorStateRoot?: string;
+  /**
+   * Host compile-cache directory to mount at /.bunwasi-cache. Read-only by default: the trusted
+   * shim fills it (engine.precompile / CompileCache); `cacheWritable` lets the executor write too,
+   * which is only safe for trusted modules (the module sees "/" and could plant native code).
+   */
+  cacheDir?: string;
+  cacheWritable?: boolean;
+  /** Extra executor flags (e.g. ["--stats"]). */
+  executorFlags?: string[];
+}
+
+export interface Prepared {
+  /** The bundle to give the OCI runtime (`runc create --bundle …`). */
+  runtimeBundle: string;
+  kind: EntrypointKind;
+  /** Wasm: the module's path inside the container. */
+  module?: string;
+  /** Wasm: export to call ("module.wasm#func"); absent = _start. */
+  entry?: string;
+  /** The parsed containerd spec. */
+  spec: Spec;
+}
+
+export class EntrypointError extends Error {
+  override name = "EntrypointError";
+}
+
+const CACHE_MOUNT = "/.bunwasi-cache";
+const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** Split "module.wasm#func" (a "#" in the last path component only). */
+export function splitEntry(arg0: string): { path: string; entry?: string } {
+  const slash = arg0.lastIndexOf("/");
+  const hash = arg0.indexOf("#", slash + 1);
+  if (hash <= slash + 1 || hash === arg0.length - 1) return { path: arg0 };
+  return { path: arg0.slice(0, hash), entry: arg0.slice(hash + 1) };
+}
+
+/**
+ * Resolve `containerPath` (absolute, inside the container) to a host path under `rootfs`,
+ * following symlinks the way the kernel would with `rootfs` as "/": an absolute link target
+ * restarts at the rootfs, ".." never climbs above it. Returns the container path it resolved
+ * to, or undefined if some component does not exist.
+ */
+export function resolveInRootfs(rootfs: string, containerPath: string): { host: string; path: string } | undefined {
+  const todo = containerPath.split("/").filter(Boolean);
+  const done: string[] = [];
+  let links = 0;
+  while (todo.length) {
+    const part = todo.shift() as string;
+    if (part === ".") continue;
+    if (part === "..") {
+      done.pop(); // at "/" this is a no-op: no escape
+      continue;
+    }
+    const host = join(rootfs, ...done, part);
+    let st: ReturnType<typeof lstatSync>;
+    try {
+      st = lstatSync(host);
+    } catch {
+      return undefined;
+    }
+    if (st.isSymbolicLink()) {
+      if (++links > 40) return undefined; // ELOOP
+      const target = readlinkSync(host);
+      if (target.startsWith("/")) done.length = 0;
+      todo.unshift(...target.split("/").filter(Boolean));
+      continue;
+    }
+    if (todo.length && !st.isDirectory()) return undefined;
+    done.push(part);
+  }
+  return { host: join(rootfs, ...done), path: `/${done.join("/")}` };
+}
+
+/**
+ * Find args[0] in the container: a name with "/" is taken relative to cwd (absolute as is);
+ * a bare name is looked up in each PATH entry (the spec's env, else the default PATH) and then
+ * in cwd (what runwasi does for wasm entrypoints like "app.wasm").
+ */
+export function findEntrypoint(
+  rootfs: string,
+  arg0: string,
+  env: string[] | undefined,
+  cwd: string,
+): { host: string; path: string } | undefined {
+  const candidates: string[] = [];
+  if (arg0.includes("/")) candidates.push(posix.resolve(cwd || "/", arg0));
+  else {
+    const path = envValue(env, "PATH") ?? DEFAULT_PATH;
+    for (const dir of path.split(":")) {
+      if (!dir) continue;
+      candidates.push(posix.resolve(cwd || "/", dir, arg0));
+    }
+    candidates.push(posix.resolve(cwd || "/", arg0));
+  }
+  for (const c of candidates) {
+    const r = resolveInRootfs(rootfs, c);
+    if (!r) continue;
+    try {
+      if (statSync(r.host).isFile()) return r;
+    } catch {}
+  }
+  return undefined;
+}
+
+/** Classify a file by its first bytes. */
+export function classify(head: Uint8Array, executable: boolean): EntrypointKind | undefined {
+  if (isWasmBinary(head) || isWat(head)) return "wasm";
+  const elf = head.length >= 4 && head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46;
+  const script = head.length >= 2 && head[0] === 0x23 && head[1] === 0x21;
+  if ((elf || script) && executable) return "native";
+  return undefined;
+}
+
+function readHead(file: string, n = 4096): Uint8Array {
+  const fd = openSync(file, "r");
+  try {
+    const b = new Uint8Array(n);
+    const got = readSync(fd, b, 0, n, 0);
+    return b.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Inspect containerd's bundle: where the entrypoint is and what kind it is. */
+export function inspectEntrypoint(bundle: string, spec: Spec): { kind: EntrypointKind; module: string; host: string; entry?: string } {
+  const rootfs = rootfsOf(bundle, spec);
+  const arg0 = spec.process.args[0] as string;
+  const { path, entry } = splitEntry(arg0);
+  const found = findEntrypoint(rootfs, path, spec.process.env, spec.process.cwd);
+  if (!found) throw new EntrypointError(`${arg0}: no such file in the container's rootfs`);
+  const st = statSync(found.host);
+  const kind = classify(readHead(found.host), (st.mode & 0o111) !== 0);
+  if (!kind) throw new EntrypointError(`${found.path}: not a wasm module and not executable`);
+  if (kind === "native" && entry)
+    throw new EntrypointError(`${arg0}: "#${entry}" names a wasm export, but ${found.path} is a native executable`);
+  return { kind, module: found.path, host: found.host, ...(entry ? { entry } : {}) };
+}
+
+/** Absolute host path of the container's rootfs. */
+export function rootfsOf(bundle: string, spec: Spec): string {
+  return isAbsolute(spec.root.path) ? spec.root.path : resolve(bundle, spec.root.path);
+}
+
+/** Is the directory on a read-only mount (or otherwise not writable by us)? */
+function readOnlyDir(dir: string): boolean {
+  // access(2) answers EROFS for W_OK on a read-only mount, without writing anything.
+  try {
+    accessSync(dir, constants.W_OK);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Where to mount the executor dir. /.bunwasi normally: runc creates the mount point in the
+ * rootfs before it remounts root read-only (so `root.readonly: true` is fine). When the rootfs
+ * itself is a read-only mount and has no /.bunwasi, runc cannot create it; then use
+ * /dev/.bunwasi, a directory runc creates in the /dev tmpfs it mounts (if the spec has one).
+ */
+export function executorMountPoint(rootfs: string, spec: Spec): string {
+  if (existsSync(join(rootfs, EXECUTOR_MOUNT)) || !readOnlyDir(rootfs)) return EXECUTOR_MOUNT;
+  const devTmpfs = (spec.mounts ?? []).some((m) => m.destination === "/dev" && m.type === "tmpfs");
+  if (devTmpfs) return `/dev${EXECUTOR_MOUNT}`;
+  throw new EntrypointError(`rootfs ${rootfs} is read-only, has no ${EXECUTOR_MOUNT} and no /dev tmpfs to mount the executor on`);
+}
+
+/** Build the derived spec for a wasm entrypoint (pure: exported for tests). */
+export function wasmSpec(
+  spec: Spec,
+  opts: {
+    rootfs: string;
+    module: string;
+    entry?: string;
+    exec: ExecutorDir;
+    mountPoint: string;
+    cacheDir?: string;
+    cacheWritable?: boolean;
+    executorFlags?: string[];
+  },
+): Spec {
+  const d = opts.mountPoint;
+  const out: Spec = structuredClone(spec);
+  out.root = { ...spec.root, path: opts.rootfs };
+  const flags = ["--module", opts.module];
+  if (opts.entry) flags.push("--entry", opts.entry);
+  flags.push("--lib", `${d}/libwasmtime.so`);
+  const limit = spec.linux?.resources?.memory?.limit;
+  // cgroup memory limit also bounds the executor itself; the store limit gives the module a clean
+  // memory.grow failure instead of an OOM kill. -1 / 0 mean unlimited in the spec.
+  if (typeof limit === "number" && limit > 0) flags.push("--memory-limit", String(limit));
+  if (opts.cacheDir) flags.push("--cache", CACHE_MOUNT);
+  flags.push(...(opts.executorFlags ?? []));
+  out.process = {
+    ...spec.process,
+    args: [
+      `${d}/${LOADER_NAME}`,
+      "--library-path",
+      d,
+      `${d}/${opts.exec.binaryName}`,
+      ...opts.exec.subcommand,
+      ...flags,
+      "--",
+      ...spec.process.args,
+    ],
+  };
+  const mounts = [...(spec.mounts ?? [])];
+  mounts.push({ destination: d, type: "bind", source: opts.exec.dir, options: ["rbind", "ro", "nosuid", "nodev"] });
+  if (opts.cacheDir) {
+    mounts.push({
+      destination: CACHE_MOUNT,
+      type: "bind",
+      source: opts.cacheDir,
+      options: ["rbind", opts.cacheWritable ? "rw" : "ro", "nosuid", "nodev", "noexec"],
+    });
+  }
+  out.mounts = mounts;
+  return out;
+}
+
+/**
+ * Decide how to run the container and produce the bundle for the OCI runtime.
+ * Native: containerd's bundle as is. Wasm: <stateDir>/<id>/config.json (written atomically).
+ * Throws SpecError / EntrypointError with messages fit for the Create reply.
+ */
+export function prepare(opts: PrepareOptions): Prepared {
+  const spec = readSpec(opts.bundle);
+  const ep = inspectEntrypoint(opts.bundle, spec);
+  if (ep.kind === "native") return { runtimeBundle: opts.bundle, kind: "native", spec };
+
+  const rootfs = rootfsOf(opts.bundle, spec);
+  const exec = opts.executorDir ?? ensureExecutorDir({ stateRoot: opts.executorStateRoot });
+  const derived = wasmSpec(spec, {
+    rootfs,
+    module: ep.module,
+    entry: ep.entry,
+    exec,
+    mountPoint: executorMountPoint(rootfs, spec),
+    cacheDir: opts.cacheDir,
+    cacheWritable: opts.cacheWritable,
+    executorFlags: opts.executorFlags,
+  });
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(opts.id))
+    throw new SpecError(`container id ${JSON.stringify(opts.id)} is not a valid directory name`);
+  const dir = join(opts.stateDir, opts.id);
+  mkdirSync(dir, { recursive: true, mode: 0o711 });
+  const tmp = join(dir, `.config.json.${process.pid}`);
+  writeFileSync(tmp, JSON.stringify(derived, null, 2), { mode: 0o600 });
+  renameSync(tmp, join(dir, "config.json"));
+  return { runtimeBundle: dir, kind: "wasm", module: ep.module, ...(ep.entry ? { entry: ep.entry } : {}), spec };
+}
+
+/** Remove what prepare() wrote for `id` (idempotent; containerd's bundle is not touched). */
+export function cleanup(opts: { id: string; stateDir: string }): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(opts.id)) return;
+  rmSync(join(opts.stateDir, opts.id), { recursive: true, force: true });
+}

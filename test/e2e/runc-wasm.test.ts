@@ -1,0 +1,261 @@
+// prepare() + real runc: hand-made OCI bundles (rootfs with only a .wasm file, or busybox),
+// run through the executor dir and the loader trick. Needs root and runc (CI is root).
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { cleanup, type Prepared, prepare } from "../../src/oci/bundle.ts";
+import { type ExecutorDir, ensureExecutorDir } from "../../src/oci/executor-dir.ts";
+import { mountRootfs, unmountRootfs } from "../../src/oci/rootfs.ts";
+import type { Spec } from "../../src/oci/spec.ts";
+import { prepare as prepareEngine, wasm } from "../unit/engines/helpers.ts";
+
+const runc = Bun.which("runc");
+const busybox = Bun.which("busybox") ?? (Bun.file("/bin/busybox").size ? "/bin/busybox" : null);
+const canRun = process.getuid?.() === 0 && !!runc;
+
+describe.skipIf(!canRun)("runc + bunwasi executor", () => {
+  const base = mkdtempSync(join(tmpdir(), "bunwasi-runc-"));
+  const runcRoot = join(base, "runc-state");
+  const stateDir = join(base, "bundles");
+  const ids: string[] = [];
+  const mounted: string[] = [];
+  let exec: ExecutorDir;
+  let n = 0;
+
+  beforeAll(() => {
+    prepareEngine(); // libwasmtime + build/wasm/*.wasm
+    exec = ensureExecutorDir({ stateRoot: base }); // dev mode: builds build/executor/bunwasi-executor
+  }, 120_000);
+
+  afterAll(() => {
+    for (const id of ids) Bun.spawnSync([runc as string, "--root", runcRoot, "delete", "--force", id], { stderr: "ignore" });
+    for (const b of mounted) unmountRootfs(b);
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  /** A bundle from `runc spec`, edited; rootfs gets `files` (host path → container path). */
+  function makeBundle(args: string[], files: [string, string][], edit?: (s: Spec) => void): string {
+    const b = join(base, `bundle-${n++}`);
+    mkdirSync(join(b, "rootfs"), { recursive: true });
+    const r = Bun.spawnSync([runc as string, "spec"], { cwd: b });
+    if (r.exitCode !== 0) throw new Error(`runc spec: ${r.stderr}`);
+    const spec = JSON.parse(readFileSync(join(b, "config.json"), "utf8")) as Spec;
+    spec.process.terminal = false;
+    spec.process.args = args;
+    edit?.(spec);
+    writeFileSync(join(b, "config.json"), JSON.stringify(spec, null, 2));
+    for (const [src, dst] of files) {
+      const host = join(b, "rootfs", dst);
+      mkdirSync(join(host, ".."), { recursive: true });
+      copyFileSync(src, host);
+      chmodSync(host, 0o755);
+    }
+    return b;
+  }
+
+  function newId(): string {
+    const id = `bunwasi-e2e-${process.pid}-${ids.length}`;
+    ids.push(id);
+    return id;
+  }
+
+  function prep(b: string, id: string, flags?: string[]): Prepared {
+    return prepare({ id, bundle: b, stateDir, executorDir: exec, executorFlags: flags });
+  }
+
+  async function runcRun(bundle: string, id: string): Promise<{ code: number; out: string; err: string; ms: number }> {
+    const t = performance.now();
+    const p = Bun.spawn([runc as string, "--root", runcRoot, "run", "--bundle", bundle, id], {
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+    return { code, out, err, ms: performance.now() - t };
+  }
+
+  function median(xs: number[]): number {
+    const s = [...xs].sort((a, b) => a - b);
+    return s[Math.floor(s.length / 2)] as number;
+  }
+
+  test("wasm echo hello: prints and exits 0", async () => {
+    const b = makeBundle(["/wasi-demo-app.wasm", "echo", "hello"], [[wasm("wasi-demo-app"), "/wasi-demo-app.wasm"]]);
+    const id = newId();
+    const p = prep(b, id);
+    expect(p.kind).toBe("wasm");
+    expect(p.runtimeBundle).toBe(join(stateDir, id));
+    const r = await runcRun(p.runtimeBundle, id);
+    expect(r.err).toBe("");
+    expect(r.out).toBe("hello\nexiting\n");
+    expect(r.code).toBe(0);
+    cleanup({ id, stateDir });
+  });
+
+  test("exit code of `exit 3`", async () => {
+    const b = makeBundle(["/wasi-demo-app.wasm", "exit", "3"], [[wasm("wasi-demo-app"), "/wasi-demo-app.wasm"]]);
+    const id = newId();
+    const r = await runcRun(prep(b, id).runtimeBundle, id);
+    expect(r.code).toBe(3);
+  });
+
+  test("args and env reach the module as given; PATH lookup; writes land in the rootfs", async () => {
+    const b = makeBundle(["env.wasm", "a b", "c"], [[wasm("env"), "/opt/app/env.wasm"]], (s) => {
+      s.process.env = ["PATH=/opt/app", "GREETING=hi there"];
+    });
+    const id = newId();
+    const p = prep(b, id);
+    expect(p.module).toBe("/opt/app/env.wasm");
+    const r = await runcRun(p.runtimeBundle, id);
+    expect(r.code).toBe(0);
+    const lines = r.out.trim().split("\n");
+    expect(lines.slice(0, 3)).toEqual(["arg[0]=env.wasm", "arg[1]=a b", "arg[2]=c"]);
+    expect(lines).toContain("env:PATH=/opt/app");
+    expect(lines).toContain("env:GREETING=hi there");
+    expect(lines.filter((l) => l.startsWith("env:BUNWASI_"))).toEqual([]);
+
+    const w = makeBundle(["/app.wasm", "write", "/out.txt", "written"], [[wasm("wasi-demo-app"), "/app.wasm"]], (s) => {
+      s.root.readonly = false;
+    });
+    const wid = newId();
+    expect((await runcRun(prep(w, wid).runtimeBundle, wid)).code).toBe(0);
+    expect(readFileSync(join(w, "rootfs", "out.txt"), "utf8")).toBe("written");
+  });
+
+  test("busy loop killed by `runc kill TERM` exits 143 within 1 s", async () => {
+    const b = makeBundle(["/busy.wasm"], [[wasm("busy"), "/busy.wasm"]]);
+    const id = newId();
+    const p = Bun.spawn([runc as string, "--root", runcRoot, "run", "--bundle", prep(b, id).runtimeBundle, id], {
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    // wait until running, then give the executor time to install its signal handlers (a
+    // SIGTERM to PID 1 before that is dropped by the kernel)
+    for (let i = 0; i < 100; i++) {
+      const s = Bun.spawnSync([runc as string, "--root", runcRoot, "state", id], { stderr: "ignore" });
+      if (s.exitCode === 0 && JSON.parse(s.stdout.toString()).status === "running") break;
+      await Bun.sleep(20);
+    }
+    await Bun.sleep(400);
+    const t = performance.now();
+    expect(Bun.spawnSync([runc as string, "--root", runcRoot, "kill", id, "TERM"]).exitCode).toBe(0);
+    const code = await p.exited;
+    const ms = performance.now() - t;
+    console.log(`busy.wasm: SIGTERM → exit in ${ms.toFixed(0)} ms`);
+    expect(code).toBe(143);
+    expect(ms).toBeLessThan(1000);
+  });
+
+  test("trap exits 134 with the message on stderr", async () => {
+    const b = makeBundle(["/trap.wasm"], [[wasm("trap"), "/trap.wasm"]]);
+    const id = newId();
+    const r = await runcRun(prep(b, id).runtimeBundle, id);
+    expect(r.code).toBe(134);
+    expect(r.err).toContain("unreachable");
+  });
+
+  test("module.wasm#func calls that export", async () => {
+    // funcs.wat: _start exits 1, `other` exits 7; an unknown export is an engine error (125)
+    const b = makeBundle(["/funcs.wasm#other"], [[wasm("funcs"), "/funcs.wasm"]]);
+    const id = newId();
+    const p = prep(b, id);
+    expect(p.entry).toBe("other");
+    expect((await runcRun(p.runtimeBundle, id)).code).toBe(7);
+    const c = makeBundle(["/funcs.wasm#nope"], [[wasm("funcs"), "/funcs.wasm"]]);
+    const cid = newId();
+    const r = await runcRun(prep(c, cid).runtimeBundle, cid);
+    expect(r.code).toBe(125);
+    expect(r.err).toContain('no exported function "nope"');
+  });
+
+  test.skipIf(!busybox)("native busybox runs `echo hi` unchanged", async () => {
+    const b = makeBundle(["echo", "hi"], [[busybox as string, "/bin/busybox"]]);
+    symlinkSync("busybox", join(b, "rootfs", "bin", "echo"));
+    const id = newId();
+    const p = prep(b, id);
+    expect(p.kind).toBe("native");
+    expect(p.runtimeBundle).toBe(b);
+    const r = await runcRun(p.runtimeBundle, id);
+    expect(r.out).toBe("hi\n");
+    expect(r.code).toBe(0);
+  });
+
+  test("read-only overlay rootfs: executor mounted at /dev/.bunwasi", async () => {
+    const b = makeBundle(["/wasi-demo-app.wasm", "echo", "ro"], []);
+    const lower = join(base, `lower-${n}`);
+    // runc needs the spec's other mount points to exist in a read-only rootfs (images have them)
+    for (const d of ["proc", "dev", "sys"]) mkdirSync(join(lower, d), { recursive: true });
+    copyFileSync(wasm("wasi-demo-app"), join(lower, "wasi-demo-app.wasm"));
+    // containerd's read-only view: overlay with two lowerdirs and no upperdir
+    const empty = join(base, `empty-${n}`);
+    mkdirSync(empty);
+    mountRootfs(b, [{ type: "overlay", source: "overlay", options: [`lowerdir=${lower}:${empty}`] }]);
+    mounted.push(b);
+    const id = newId();
+    const p = prep(b, id);
+    const d = JSON.parse(readFileSync(join(p.runtimeBundle, "config.json"), "utf8")) as Spec;
+    expect(d.process.args[0]).toBe("/dev/.bunwasi/ld-linux-x86-64.so.2");
+    const r = await runcRun(p.runtimeBundle, id);
+    expect(r.err).toBe("");
+    expect(r.out).toBe("ro\nexiting\n");
+    expect(unmountRootfs(b)).toBe(1);
+  });
+
+  test("compile cache filled on the host, mounted read-only: a hit", async () => {
+    const cache = join(base, "cache");
+    // the trusted side (here: the executor on the host) fills the cache ...
+    const bin = join(exec.dir, exec.binaryName);
+    const h = Bun.spawnSync([
+      bin,
+      "--module",
+      wasm("wasi-demo-app"),
+      "--cache",
+      cache,
+      "--lib",
+      join(exec.dir, "libwasmtime.so"),
+      "--",
+      "x",
+      "echo",
+    ]);
+    expect(h.exitCode).toBe(0);
+    // ... the container only reads it
+    const b = makeBundle(["/wasi-demo-app.wasm", "echo", "cached"], [[wasm("wasi-demo-app"), "/wasi-demo-app.wasm"]]);
+    const id = newId();
+    const p = prepare({ id, bundle: b, stateDir, executorDir: exec, cacheDir: cache, executorFlags: ["--stats"] });
+    const r = await runcRun(p.runtimeBundle, id);
+    expect(r.out).toBe("cached\nexiting\n");
+    expect(r.err).toContain('"cacheHit":true');
+    console.log(`cached run: ${r.ms.toFixed(0)} ms`);
+  });
+
+  test("timings (report)", async () => {
+    const wb = makeBundle(["/wasi-demo-app.wasm", "echo", "hello"], [[wasm("wasi-demo-app"), "/wasi-demo-app.wasm"]]);
+    const ws: number[] = [];
+    let rss = "";
+    for (let i = 0; i < 5; i++) {
+      const id = newId();
+      const r = await runcRun(prep(wb, id, ["--stats"]).runtimeBundle, id);
+      expect(r.code).toBe(0);
+      ws.push(r.ms);
+      rss = /maxRssKiB=(\d+)/.exec(r.err)?.[1] ?? rss;
+    }
+    const ns: number[] = [];
+    if (busybox) {
+      const nb = makeBundle(["/bin/busybox", "echo", "hello"], [[busybox, "/bin/busybox"]]);
+      for (let i = 0; i < 5; i++) {
+        const id = newId();
+        const r = await runcRun(prep(nb, id).runtimeBundle, id);
+        expect(r.code).toBe(0);
+        ns.push(r.ms);
+      }
+    }
+    const du = Bun.spawnSync(["du", "-sb", exec.dir]).stdout.toString().split("\t")[0];
+    console.log(
+      `runc run echo hello, median of 5: wasm ${median(ws).toFixed(0)} ms [${ws.map((x) => x.toFixed(0)).join(" ")}]` +
+        (ns.length ? `, native busybox ${median(ns).toFixed(0)} ms [${ns.map((x) => x.toFixed(0)).join(" ")}]` : "") +
+        `; executor max RSS ${rss} KiB; executor dir ${(Number(du) / 1e6).toFixed(1)} MB`,
+    );
+  });
+});

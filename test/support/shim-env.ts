@@ -1,0 +1,80 @@
+// Everything an end-to-end test of the shim needs: the compiled shim on a private
+// containerd's PATH, and the test images imported. One per test file.
+
+import { mkdtempSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { busyboxImage, writeImageArchive } from "../../src/oci/image/index.ts";
+import { type Containerd, type CtrOptions, type CtrResult, startContainerd } from "./containerd.ts";
+
+export const REPO = resolve(import.meta.dir, "../..");
+export const WASM = join(REPO, "build/wasm");
+export const RUNTIME = "io.containerd.wasmtime.v1";
+
+/** Images every e2e test may use: name → what is in it. */
+export const IMAGES = {
+  demo: "docker.io/library/wasi-demo-app:latest",
+  tools: "docker.io/library/bunwasi-test-modules:latest",
+  busybox: "docker.io/library/busybox:latest",
+} as const;
+
+function buildShim(): string {
+  const r = Bun.spawnSync(["bash", join(REPO, "scripts/build-shim.sh")], { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`build-shim.sh failed: ${r.stderr.toString()}`);
+  return join(REPO, "build/bin");
+}
+
+function buildWasm(): void {
+  const r = Bun.spawnSync(["bash", join(REPO, "scripts/build-wasm.sh")], { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`build-wasm.sh failed: ${r.stderr.toString()}`);
+}
+
+export interface ShimEnv {
+  cd: Containerd;
+  dir: string;
+  /** `ctr run --rm --runtime wasmtime IMAGE ID ARGS…` */
+  run(image: string, id: string, args: string[], opts?: CtrOptions & { runtime?: string; extra?: string[] }): Promise<CtrResult>;
+  stop(): Promise<void>;
+}
+
+export async function shimEnv(opts: { binary?: string } = {}): Promise<ShimEnv> {
+  buildWasm();
+  const bin = buildShim();
+  // Short: containerd's sockets live in here.
+  const dir = mkdtempSync("/tmp/bwe-");
+  const cd = await startContainerd({ dir, path: [bin], ...(opts.binary ? { binary: opts.binary } : {}) });
+  try {
+    const demo = join(dir, "demo.tar");
+    writeImageArchive(demo, {
+      name: IMAGES.demo,
+      files: [{ path: "/wasi-demo-app.wasm", source: join(WASM, "wasi-demo-app.wasm") }],
+      config: { entrypoint: ["/wasi-demo-app.wasm"] },
+    });
+    const tools = join(dir, "tools.tar");
+    const modules = ["bigout", "busy", "cat", "env", "escape", "funcs", "grow", "trap", "wasi-demo-app"];
+    writeImageArchive(tools, {
+      name: IMAGES.tools,
+      files: [
+        ...modules.map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
+        { path: "/notes.txt", data: "not a program\n", mode: 0o644 },
+        { path: "/tmp", dir: true as const, mode: 0o1777 },
+      ],
+      config: { entrypoint: ["/wasi-demo-app.wasm"], env: ["PATH=/"] },
+    });
+    const busybox = join(dir, "busybox.tar");
+    writeImageArchive(busybox, busyboxImage({ name: IMAGES.busybox }));
+    for (const archive of [demo, tools, busybox]) {
+      const r = await cd.ctr(["images", "import", archive]);
+      if (r.code !== 0) throw new Error(`import ${archive}: ${r.stderr}`);
+    }
+  } catch (e) {
+    await cd.stop();
+    throw e;
+  }
+  return {
+    cd,
+    dir,
+    run: (image, id, args, o = {}) =>
+      cd.ctr(["run", "--rm", "--runtime", o.runtime ?? RUNTIME, ...(o.extra ?? []), image, id, ...args], { timeoutMs: 60_000, ...o }),
+    stop: () => cd.stop(),
+  };
+}

@@ -1,0 +1,236 @@
+// src/oci/spec.ts + src/oci/bundle.ts without runc: config.json errors, finding args[0] in a
+// rootfs (PATH, cwd, symlinks that must not escape), classification, the derived wasm spec.
+import { afterAll, describe, expect, test } from "bun:test";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { classify, cleanup, findEntrypoint, prepare, resolveInRootfs, splitEntry, wasmSpec } from "../../../src/oci/bundle.ts";
+import type { ExecutorDir } from "../../../src/oci/executor-dir.ts";
+import { parseSpec, readSpec, type Spec } from "../../../src/oci/spec.ts";
+
+const base = mkdtempSync(join(tmpdir(), "bunwasi-bundle-"));
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+const WASM = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]);
+const ELF = new Uint8Array([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]);
+
+function spec(over: Partial<Spec["process"]> = {}, rest: Partial<Spec> = {}): Spec {
+  return {
+    ociVersion: "1.0.2",
+    process: { args: ["/app.wasm"], cwd: "/", env: ["PATH=/usr/bin:/bin"], user: { uid: 0, gid: 0 }, ...over },
+    root: { path: "rootfs" },
+    mounts: [{ destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid"] }],
+    linux: { namespaces: [{ type: "pid" }, { type: "mount" }], cgroupsPath: "/bunwasi/x", resources: { memory: { limit: 64 << 20 } } },
+    ...rest,
+  } as Spec;
+}
+
+let n = 0;
+/** A bundle dir with config.json and a rootfs holding `files` (path → bytes | {link} | {dir}). */
+function bundle(
+  s: Spec | string,
+  files: Record<string, Uint8Array | string | { link: string } | { mode: number; data: Uint8Array }> = {},
+): string {
+  const b = join(base, `b${n++}`);
+  const root = join(b, "rootfs");
+  mkdirSync(root, { recursive: true });
+  writeFileSync(join(b, "config.json"), typeof s === "string" ? s : JSON.stringify(s));
+  for (const [p, v] of Object.entries(files)) {
+    const host = join(root, p);
+    mkdirSync(join(host, ".."), { recursive: true });
+    if (typeof v === "object" && "link" in v) symlinkSync(v.link, host);
+    else if (typeof v === "object" && "mode" in v) {
+      writeFileSync(host, v.data);
+      chmodSync(host, v.mode);
+    } else writeFileSync(host, v);
+  }
+  return b;
+}
+
+describe("readSpec errors", () => {
+  const cases: [string, string | object, RegExp][] = [
+    ["invalid JSON", '{"ociVersion": "1",\n  "process": {,}}', /^config\.json: not valid JSON at line 2 column/],
+    ["not an object", "[]", /top level must be a JSON object/],
+    ["no process", { ociVersion: "1", root: { path: "r" } }, /config\.json: process is missing/],
+    [
+      "empty args",
+      { ociVersion: "1", process: { args: [], cwd: "/" }, root: { path: "r" } },
+      /^config\.json: process\.args is missing or empty$/,
+    ],
+    [
+      "args not strings",
+      { ociVersion: "1", process: { args: ["a", 3], cwd: "/" }, root: { path: "r" } },
+      /process\.args\[1\] is not a string/,
+    ],
+    ["relative cwd", { ociVersion: "1", process: { args: ["a"], cwd: "x" }, root: { path: "r" } }, /process\.cwd must be an absolute path/],
+    ["no root.path", { ociVersion: "1", process: { args: ["a"], cwd: "/" }, root: {} }, /^config\.json: root\.path missing$/],
+    ["no root", { ociVersion: "1", process: { args: ["a"], cwd: "/" } }, /config\.json: root is missing/],
+    [
+      "env not array",
+      { ociVersion: "1", process: { args: ["a"], cwd: "/", env: "A=1" }, root: { path: "r" } },
+      /process\.env must be an array/,
+    ],
+  ];
+  for (const [name, text, re] of cases) {
+    test(name, () => {
+      expect(() => parseSpec(typeof text === "string" ? text : JSON.stringify(text))).toThrow(re);
+    });
+  }
+  test("missing file names the bundle", () => {
+    expect(() => readSpec(join(base, "nope"))).toThrow(/config\.json: not found in bundle/);
+  });
+  test("a valid spec round-trips unknown fields", () => {
+    const s = readSpec(bundle({ ...spec(), hooks: { prestart: [] } } as Spec));
+    expect(s.process.args).toEqual(["/app.wasm"]);
+    expect((s as Record<string, unknown>).hooks).toEqual({ prestart: [] });
+  });
+});
+
+describe("args[0] resolution", () => {
+  const b = bundle(spec(), {
+    "app.wasm": WASM,
+    "usr/bin/tool.wasm": WASM,
+    "srv/work/local.wasm": WASM,
+    "bin/link.wasm": { link: "../usr/bin/tool.wasm" },
+    "bin/abs.wasm": { link: "/usr/bin/tool.wasm" },
+    "bin/escape.wasm": { link: "../../../../../../etc/passwd" },
+    "bin/escape2.wasm": { link: "/../../../etc/hostname" },
+    "bin/loop.wasm": { link: "loop.wasm" },
+    lib: { link: "/usr/bin" },
+    "usr/bin/dir.wasm/x": WASM,
+  });
+  const root = join(b, "rootfs");
+  const env = ["PATH=/usr/bin:/bin"];
+
+  test("absolute path", () => {
+    expect(findEntrypoint(root, "/app.wasm", env, "/")?.path).toBe("/app.wasm");
+  });
+  test("bare name via PATH", () => {
+    expect(findEntrypoint(root, "tool.wasm", env, "/")?.path).toBe("/usr/bin/tool.wasm");
+  });
+  test("bare name falls back to cwd", () => {
+    expect(findEntrypoint(root, "local.wasm", env, "/srv/work")?.path).toBe("/srv/work/local.wasm");
+  });
+  test("relative path with a slash is relative to cwd", () => {
+    expect(findEntrypoint(root, "./work/local.wasm", env, "/srv")?.path).toBe("/srv/work/local.wasm");
+  });
+  test("no PATH in env: default PATH", () => {
+    expect(findEntrypoint(root, "tool.wasm", undefined, "/")?.path).toBe("/usr/bin/tool.wasm");
+  });
+  test("relative and absolute symlinks resolve inside the rootfs", () => {
+    expect(findEntrypoint(root, "link.wasm", env, "/")?.path).toBe("/usr/bin/tool.wasm");
+    expect(findEntrypoint(root, "/bin/abs.wasm", env, "/")?.path).toBe("/usr/bin/tool.wasm");
+    expect(findEntrypoint(root, "/lib/tool.wasm", env, "/")?.path).toBe("/usr/bin/tool.wasm");
+  });
+  test("symlinks cannot escape the rootfs", () => {
+    // ../../.. stops at the container's "/": /etc/passwd of the rootfs, which does not exist
+    expect(findEntrypoint(root, "/bin/escape.wasm", env, "/")).toBeUndefined();
+    expect(findEntrypoint(root, "/bin/escape2.wasm", env, "/")).toBeUndefined();
+    expect(resolveInRootfs(root, "/../../../../etc/passwd")).toBeUndefined();
+    const r = resolveInRootfs(root, "/bin/../../../app.wasm");
+    expect(r?.host).toBe(join(root, "app.wasm"));
+  });
+  test("symlink loops and directories are not entrypoints", () => {
+    expect(findEntrypoint(root, "/bin/loop.wasm", env, "/")).toBeUndefined();
+    expect(findEntrypoint(root, "/usr/bin/dir.wasm", env, "/")).toBeUndefined();
+  });
+  test("module.wasm#func", () => {
+    expect(splitEntry("/app.wasm#hello")).toEqual({ path: "/app.wasm", entry: "hello" });
+    expect(splitEntry("/a#b/app.wasm")).toEqual({ path: "/a#b/app.wasm" });
+    expect(splitEntry("app.wasm#")).toEqual({ path: "app.wasm#" });
+    expect(splitEntry("#x")).toEqual({ path: "#x" });
+  });
+});
+
+describe("classification", () => {
+  test("by content", () => {
+    expect(classify(WASM, false)).toBe("wasm");
+    expect(classify(new TextEncoder().encode(";; hi\n(module)"), false)).toBe("wasm");
+    expect(classify(ELF, true)).toBe("native");
+    expect(classify(new TextEncoder().encode("#!/bin/sh\n"), true)).toBe("native");
+    expect(classify(ELF, false)).toBeUndefined();
+    expect(classify(new TextEncoder().encode("hello"), true)).toBeUndefined();
+  });
+
+  const fakeExec: ExecutorDir = { dir: "/run/bunwasi/exec/abc", binaryName: "bunwasi-executor", subcommand: [], files: [] };
+  const opts = (b: string, id: string) => ({ id, bundle: b, stateDir: join(base, "state"), executorDir: fakeExec });
+
+  test("native: containerd's bundle unchanged", () => {
+    const b = bundle(spec({ args: ["sh", "-c", "true"] }), { "bin/sh": { mode: 0o755, data: ELF } });
+    const r = prepare(opts(b, "nat"));
+    expect(r).toMatchObject({ kind: "native", runtimeBundle: b });
+  });
+  test("missing entrypoint", () => {
+    const b = bundle(spec({ args: ["/nope.wasm", "x"] }));
+    expect(() => prepare(opts(b, "miss"))).toThrow("/nope.wasm: no such file in the container's rootfs");
+  });
+  test("neither wasm nor executable", () => {
+    const b = bundle(spec({ args: ["/data.txt"] }), { "data.txt": "hello" });
+    expect(() => prepare(opts(b, "bad"))).toThrow("/data.txt: not a wasm module and not executable");
+    const c = bundle(spec({ args: ["/elf"] }), { elf: { mode: 0o644, data: ELF } });
+    expect(() => prepare(opts(c, "bad2"))).toThrow("/elf: not a wasm module and not executable");
+  });
+  test("#func on a native binary is refused", () => {
+    const b = bundle(spec({ args: ["/bin/sh#main"] }), { "bin/sh": { mode: 0o755, data: ELF } });
+    expect(() => prepare(opts(b, "nf"))).toThrow(/names a wasm export/);
+  });
+
+  test("wasm: derived bundle", () => {
+    const b = bundle(spec({ args: ["app.wasm#run", "a", "b"], cwd: "/srv", env: ["PATH=/bin", "X=1"] }), { "srv/app.wasm": WASM });
+    const r = prepare(opts(b, "w1"));
+    expect(r).toMatchObject({ kind: "wasm", module: "/srv/app.wasm", entry: "run", runtimeBundle: join(base, "state", "w1") });
+    const d = JSON.parse(readFileSync(join(r.runtimeBundle, "config.json"), "utf8")) as Spec;
+    expect(d.root.path).toBe(join(b, "rootfs"));
+    expect(d.process.args).toEqual([
+      "/.bunwasi/ld-linux-x86-64.so.2",
+      "--library-path",
+      "/.bunwasi",
+      "/.bunwasi/bunwasi-executor",
+      "--module",
+      "/srv/app.wasm",
+      "--entry",
+      "run",
+      "--lib",
+      "/.bunwasi/libwasmtime.so",
+      "--memory-limit",
+      String(64 << 20),
+      "--",
+      "app.wasm#run",
+      "a",
+      "b",
+    ]);
+    expect(d.process.env).toEqual(["PATH=/bin", "X=1"]);
+    expect(d.process.cwd).toBe("/srv");
+    expect(d.linux).toEqual(spec().linux as NonNullable<Spec["linux"]>);
+    expect(d.mounts?.at(-1)).toEqual({
+      destination: "/.bunwasi",
+      type: "bind",
+      source: fakeExec.dir,
+      options: ["rbind", "ro", "nosuid", "nodev"],
+    });
+    cleanup({ id: "w1", stateDir: join(base, "state") });
+    cleanup({ id: "w1", stateDir: join(base, "state") }); // idempotent
+  });
+
+  test("wasmSpec: subcommand, cache mount, dev mount point", () => {
+    const s = spec();
+    const d = wasmSpec(s, {
+      rootfs: "/r",
+      module: "/app.wasm",
+      exec: { ...fakeExec, binaryName: "containerd-shim-wasmtime-v1", subcommand: ["executor"] },
+      mountPoint: "/dev/.bunwasi",
+      cacheDir: "/var/cache/bunwasi",
+    });
+    expect(d.process.args.slice(0, 6)).toEqual([
+      "/dev/.bunwasi/ld-linux-x86-64.so.2",
+      "--library-path",
+      "/dev/.bunwasi",
+      "/dev/.bunwasi/containerd-shim-wasmtime-v1",
+      "executor",
+      "--module",
+    ]);
+    expect(d.process.args).toContain("--cache");
+    expect(d.mounts?.at(-1)).toMatchObject({ destination: "/.bunwasi-cache", options: ["rbind", "ro", "nosuid", "nodev", "noexec"] });
+    expect(s.process.args).toEqual(["/app.wasm"]); // input untouched
+  });
+});
