@@ -12,7 +12,7 @@ entries=(src/task/main.ts src/engines/wasmtime/worker.ts)
 [[ -f src/task/reaper-worker.ts ]] && entries+=(src/task/reaper-worker.ts)
 newest=$(find src -name '*.ts' -newer "$out/containerd-shim-wasmtime-v1" 2>/dev/null | head -1 || true)
 if [[ -x $out/containerd-shim-wasmtime-v1 && -z $newest ]]; then
-  echo "$out/containerd-shim-wasmtime-v1 is up to date" >&2
+  echo "$out/containerd-shim-wasmtime-v1"
   exit 0
 fi
 "$bin" build --compile --minify-syntax "${entries[@]}" --outfile "$out/containerd-shim-wasmtime-v1" >&2
