@@ -11,7 +11,7 @@
 // artifact is native code.
 
 import { createHash } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export interface CompileCacheOptions {
@@ -44,6 +44,10 @@ export class CompileCache {
   private path(key: string): string {
     if (!/^[A-Za-z0-9._-]+$/.test(key)) throw new Error(`bad cache key ${key}`);
     return join(this.dir, key + SUFFIX);
+  }
+
+  has(key: string): boolean {
+    return existsSync(this.path(key));
   }
 
   get(key: string): Uint8Array | undefined {

@@ -165,4 +165,4 @@ export async function executorMain(argv = process.argv.slice(2)): Promise<never>
   process.exit(code);
 }
 
-if (import.meta.main) await executorMain();
+if (import.meta.main) void executorMain();

@@ -33,6 +33,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
+import { isCompiled } from "../engines/compiled.ts";
 import { findLibwasmtime } from "../engines/wasmtime/ffi.ts";
 
 /** Where the directory is mounted inside the container. */
@@ -67,15 +68,10 @@ export interface ExecutorDirOptions {
   libwasmtime?: string;
 }
 
-/** True when this code runs from a `bun build --compile` binary. */
-export function isCompiled(): boolean {
-  return import.meta.url.includes("$bunfs");
-}
-
 /** The executor binary for this installation (compiled: ourselves; dev: built on demand). */
 export function executorBinary(): ExecutorBinary {
   if (process.env.BUNWASI_EXECUTOR) return { path: process.env.BUNWASI_EXECUTOR, subcommand: [] };
-  if (isCompiled()) return { path: process.execPath, subcommand: ["executor"] };
+  if (isCompiled) return { path: process.execPath, subcommand: ["executor"] };
   return { path: buildDevExecutor(), subcommand: [] };
 }
 

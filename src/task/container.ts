@@ -1,7 +1,7 @@
 // One container's life: created → running ⇄ paused → stopped → deleted. Every step is
 // the OCI runtime's; we keep the state containerd asks about and the exit it waits for.
 
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { Status } from "./gen/containerd/types/task/task.ts";
@@ -102,6 +102,13 @@ export class Container {
 
   async kill(signal: number, all: boolean): Promise<void> {
     if (this.exit !== null && !all) throw new TtrpcError(Code.NOT_FOUND, `process already finished: container ${this.id}`);
+    // A wasm container's init is our executor, PID 1 of its pid namespace: until it has
+    // installed its handlers (tens of ms after `runc start`), the kernel silently drops a
+    // SIGTERM/SIGINT/SIGHUP/SIGQUIT sent to it, and the task would run on although Kill
+    // succeeded (seen: 3 of 8 `ctr run -d` + immediate `ctr task kill`). Wait for the handler.
+    if (this.kind === "wasm" && this.status === Status.RUNNING && EXECUTOR_HANDLES.has(signal)) {
+      await untilCaught(this.pid, signal, () => this.exit !== null);
+    }
     try {
       await this.host.runc.kill(this.id, signal, all);
     } catch (e) {
@@ -178,6 +185,30 @@ export class Container {
         undo();
       } catch {}
     }
+  }
+}
+
+/** Signals the executor handles (src/engines/executor.ts HANDLED): HUP, INT, QUIT, TERM. */
+const EXECUTOR_HANDLES = new Set([1, 2, 3, 15]);
+
+/**
+ * Resolves once `pid` catches `signal` (its bit in /proc/<pid>/status SigCgt), or it is gone,
+ * or `done()`, or after `timeoutMs` (then the caller sends anyway, as runc's shim would).
+ */
+async function untilCaught(pid: number, signal: number, done: () => boolean, timeoutMs = 2000): Promise<void> {
+  const bit = 1n << BigInt(signal - 1);
+  const deadline = Date.now() + timeoutMs;
+  while (!done() && Date.now() < deadline) {
+    let caught: bigint;
+    try {
+      const m = /^SigCgt:\s*([0-9a-fA-F]+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+      if (!m) return;
+      caught = BigInt(`0x${m[1]}`);
+    } catch {
+      return; // gone
+    }
+    if ((caught & bit) !== 0n) return;
+    await Bun.sleep(5);
   }
 }
 

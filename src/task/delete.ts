@@ -2,6 +2,7 @@
 // restart) to clean up what the shim would have. Its stdout must be exactly a
 // DeleteResponse.
 
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { unmountRootfs } from "../oci/rootfs.ts";
 import { timestamp } from "./events.ts";
@@ -15,8 +16,13 @@ const EXIT_UNKNOWN = 128 + 9;
 
 export async function deleteTask(flags: ShimFlags): Promise<Uint8Array> {
   const bundle = flags.bundle || process.cwd();
-  const runc = new Runc({ binary: findRuntime(process.env.BUNWASI_RUNTIME), root: runtimeRoot(flags.namespace) });
-  await runc.delete(flags.id, true).catch((e) => process.stderr.write(`runtime delete: ${String(e)}\n`));
+  const root = runtimeRoot(flags.namespace);
+  // containerd runs us after every shim exit, clean or not: when the shim already removed
+  // the container, there is nothing to ask the runtime.
+  if (existsSync(join(root, flags.id))) {
+    const runc = new Runc({ binary: findRuntime(process.env.BUNWASI_RUNTIME), root });
+    await runc.delete(flags.id, true).catch((e) => process.stderr.write(`runtime delete: ${String(e)}\n`));
+  }
   try {
     unmountRootfs(bundle);
   } catch (e) {

@@ -37,6 +37,7 @@ export async function main(argv: string[]): Promise<void> {
     start: defineCommand({
       meta: { name: "start", description: "start (or reuse) the shim server for a container; print its address" },
       run: async () => {
+        const { start } = await import("./start.ts");
         const address = await start(flags, await readStdin(), selfCommand());
         process.stdout.write(address);
       },
@@ -44,12 +45,13 @@ export async function main(argv: string[]): Promise<void> {
     delete: defineCommand({
       meta: { name: "delete", description: "clean up after a shim that is gone; print a DeleteResponse" },
       run: async () => {
+        const { deleteTask } = await import("./delete.ts");
         process.stdout.write(await deleteTask(flags));
       },
     }),
     serve: defineCommand({
       meta: { name: "serve", description: "run the shim server (started by `start`)" },
-      run: () => serve(flags),
+      run: async () => (await import("./serve.ts")).serve(flags),
     }),
   };
   if (action === "v" || action === "version") {
@@ -65,4 +67,9 @@ export async function main(argv: string[]): Promise<void> {
   );
 }
 
-if (import.meta.main) await main(process.argv.slice(2));
+if (import.meta.main) {
+  main(process.argv.slice(2)).catch((e) => {
+    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  });
+}

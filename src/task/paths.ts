@@ -14,3 +14,9 @@ export function runtimeRoot(namespace: string): string {
 export function containerStateDir(namespace: string): string {
   return join(STATE_ROOT, "state", namespace);
 }
+
+/** On disk: the executor directory and the compile cache survive reboots and stay out of RAM. */
+export const DATA_ROOT = process.env.BUNWASI_EXEC_ROOT || "/var/lib/bunwasi";
+
+/** Compiled modules, written only by the shim (never by a workload) and mounted read-only. */
+export const COMPILE_CACHE_DIR = join(DATA_ROOT, "cache");

@@ -26,6 +26,7 @@
 
 import { ptr } from "bun:ffi";
 import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { isCompiled } from "../engines/compiled.ts";
 import {
   decodeSiginfo,
   ECHILD,
@@ -247,7 +248,7 @@ export function reaperWorkerEntry(): string {
   const env = process.env.BUNWASI_REAPER_WORKER;
   if (env) return env;
   const here = new URL("./reaper-worker.ts", import.meta.url);
-  if (!import.meta.url.includes("$bunfs")) return here.href;
+  if (!isCompiled) return here.href;
   for (const p of ["/$bunfs/root/src/task/reaper-worker.js", "/$bunfs/root/task/reaper-worker.js", "/$bunfs/root/reaper-worker.js"]) {
     if (existsSync(p)) return p;
   }

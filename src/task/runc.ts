@@ -98,11 +98,23 @@ export class Runc {
   }
 }
 
+/** runc's types/events.go MemoryEntry (cgroup v1: usage, memsw, kmem). */
+export interface RuncMemoryEntry {
+  usage?: number;
+  limit?: number;
+  max?: number;
+  failcnt?: number;
+}
+
 export interface RuncStats {
-  cpu?: { usage?: { total?: number; kernel?: number; user?: number }; throttling?: Record<string, number> };
+  cpu?: {
+    usage?: { total?: number; kernel?: number; user?: number; percpu?: number[] };
+    throttling?: { periods?: number; throttled_periods?: number; throttled_time?: number };
+  };
   memory?: {
-    usage?: { usage?: number; limit?: number; max?: number };
-    swap?: { usage?: number; limit?: number };
+    usage?: RuncMemoryEntry;
+    swap?: RuncMemoryEntry;
+    kernel?: RuncMemoryEntry;
     raw?: Record<string, number>;
   };
   pids?: { current?: number; limit?: number };

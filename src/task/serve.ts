@@ -10,7 +10,8 @@ import type { ShimFlags } from "./flags.ts";
 import { TaskDefinition as TaskV2 } from "./gen/containerd/runtime/task/v2/shim.ts";
 import { TaskDefinition as TaskV3 } from "./gen/containerd/runtime/task/v3/shim.ts";
 import { openLog } from "./log.ts";
-import { containerStateDir, runtimeRoot } from "./paths.ts";
+import { COMPILE_CACHE_DIR, containerStateDir, runtimeRoot } from "./paths.ts";
+import { precompile } from "./precompile.ts";
 import { becomeSubreaper, ExitWatcher } from "./reaper.ts";
 import { findRuntime, Runc } from "./runc.ts";
 import { createTaskService } from "./task-service.ts";
@@ -24,6 +25,14 @@ export async function serve(flags: ShimFlags): Promise<void> {
   const stateDir = containerStateDir(flags.namespace);
   const server = new Server({ onError: (e) => log(`ttrpc: ${String(e)}`, "error") });
 
+  const step = <T>(fn: () => T, what: string): T => {
+    if (!flags.debug) return fn();
+    const t0 = performance.now();
+    const out = fn();
+    log(`${what} took ${(performance.now() - t0).toFixed(1)} ms`, "debug");
+    return out;
+  };
+
   const exit = async () => {
     await Promise.race([events.flushed(), Bun.sleep(2000)]);
     await Promise.race([server.shutdown(), Bun.sleep(1000)]);
@@ -36,18 +45,40 @@ export async function serve(flags: ShimFlags): Promise<void> {
       stateDir,
       watchExit: (pid) => watcher.watch(pid).then((r) => ({ status: r.status, at: r.exitedAt })),
       mountRootfs: async (bundle, mounts) => {
-        mountRootfs(bundle, mounts);
+        step(() => mountRootfs(bundle, mounts), "mount rootfs");
         return () => unmountRootfs(bundle);
       },
-      prepareBundle: async (id, bundle) => prepare({ id, bundle, stateDir }),
+      prepareBundle: async (id, bundle) => {
+        const prepared = step(() => prepare({ id, bundle, stateDir, cacheDir: COMPILE_CACHE_DIR }), "prepare bundle");
+        step(() => precompile(bundle, prepared, COMPILE_CACHE_DIR, (m) => log(m, "warning")), "precompile");
+        return prepared;
+      },
     },
     events,
     onShutdown: () => void exit(),
   });
-  server.register(TaskV2, service).register(TaskV3, service);
+  const traced = flags.debug ? timed(service, (m) => log(m, "debug")) : service;
+  server.register(TaskV2, traced).register(TaskV3, traced);
   server.listen(socketPath(flags.socket));
   // containerd stops us with Shutdown; a signal from an operator means the same.
   process.on("SIGTERM", () => void exit());
   process.on("SIGINT", () => void exit());
   log(`serving ${flags.socket} for namespace ${flags.namespace}`);
+}
+
+/** With -debug, every call is logged with how long it took: the timeline of a start. */
+function timed<T extends object>(service: T, log: (m: string) => void): T {
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(service)) {
+    if (typeof fn !== "function") continue;
+    out[name] = async (req: { id?: string }, ctx: unknown) => {
+      const t0 = performance.now();
+      try {
+        return await fn.call(service, req, ctx);
+      } finally {
+        log(`${name} ${req?.id ?? ""} took ${(performance.now() - t0).toFixed(1)} ms`);
+      }
+    };
+  }
+  return out as T;
 }

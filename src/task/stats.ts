@@ -5,7 +5,7 @@ import { statfsSync } from "node:fs";
 import { Metrics as MetricsV1 } from "./gen/containerd/cgroups/v1/metrics.ts";
 import { Metrics as MetricsV2 } from "./gen/containerd/cgroups/v2/metrics.ts";
 import type { Any } from "./gen/google/protobuf/any.ts";
-import type { RuncStats } from "./runc.ts";
+import type { RuncMemoryEntry, RuncStats } from "./runc.ts";
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 
@@ -19,6 +19,9 @@ export const cgroupV2 = (() => {
 
 export function metricsAny(s: RuncStats): Any {
   const raw = s.memory?.raw ?? {};
+  // runc's throttling and per-cpu fields (omitted by runc when zero/absent). Without them
+  // `ctr task metrics` showed `cpuacct.usage_percpu []` where the runc shim shows the list.
+  const thr = s.cpu?.throttling ?? {};
   if (cgroupV2) {
     const m = MetricsV2.fromPartial({
       pids: { current: s.pids?.current ?? 0, limit: s.pids?.limit ?? 0 },
@@ -26,10 +29,18 @@ export function metricsAny(s: RuncStats): Any {
         usageUsec: Math.floor((s.cpu?.usage?.total ?? 0) / 1000),
         userUsec: Math.floor((s.cpu?.usage?.user ?? 0) / 1000),
         systemUsec: Math.floor((s.cpu?.usage?.kernel ?? 0) / 1000),
+        nrPeriods: thr.periods ?? 0,
+        nrThrottled: thr.throttled_periods ?? 0,
+        throttledUsec: Math.floor((thr.throttled_time ?? 0) / 1000),
       },
       memory: {
         anon: raw.anon ?? 0,
         file: raw.file ?? 0,
+        kernelStack: raw.kernel_stack ?? 0,
+        slab: raw.slab ?? 0,
+        sock: raw.sock ?? 0,
+        shmem: raw.shmem ?? 0,
+        fileMapped: raw.file_mapped ?? 0,
         usage: s.memory?.usage?.usage ?? 0,
         usageLimit: s.memory?.usage?.limit ?? 0,
         maxUsage: s.memory?.usage?.max ?? 0,
@@ -41,15 +52,37 @@ export function metricsAny(s: RuncStats): Any {
   }
   const m = MetricsV1.fromPartial({
     pids: { current: s.pids?.current ?? 0, limit: s.pids?.limit ?? 0 },
-    cpu: { usage: { total: s.cpu?.usage?.total ?? 0, kernel: s.cpu?.usage?.kernel ?? 0, user: s.cpu?.usage?.user ?? 0 } },
+    cpu: {
+      usage: {
+        total: s.cpu?.usage?.total ?? 0,
+        kernel: s.cpu?.usage?.kernel ?? 0,
+        user: s.cpu?.usage?.user ?? 0,
+        perCpu: s.cpu?.usage?.percpu ?? [],
+      },
+      throttling: { periods: thr.periods ?? 0, throttledPeriods: thr.throttled_periods ?? 0, throttledTime: thr.throttled_time ?? 0 },
+    },
     memory: {
       cache: raw.cache ?? 0,
       rss: raw.rss ?? 0,
+      rssHuge: raw.rss_huge ?? 0,
+      mappedFile: raw.mapped_file ?? 0,
+      dirty: raw.dirty ?? 0,
+      writeback: raw.writeback ?? 0,
+      inactiveAnon: raw.inactive_anon ?? 0,
+      activeAnon: raw.active_anon ?? 0,
+      inactiveFile: raw.inactive_file ?? 0,
+      activeFile: raw.active_file ?? 0,
+      unevictable: raw.unevictable ?? 0,
       totalCache: raw.total_cache ?? 0,
       totalRss: raw.total_rss ?? 0,
-      usage: { usage: s.memory?.usage?.usage ?? 0, limit: s.memory?.usage?.limit ?? 0, max: s.memory?.usage?.max ?? 0 },
-      swap: { usage: s.memory?.swap?.usage ?? 0, limit: s.memory?.swap?.limit ?? 0 },
+      usage: memoryEntry(s.memory?.usage),
+      swap: memoryEntry(s.memory?.swap),
+      kernel: memoryEntry(s.memory?.kernel),
     },
   });
   return { typeUrl: MetricsV1.$type, value: MetricsV1.encode(m).finish() };
+}
+
+function memoryEntry(e: RuncMemoryEntry | undefined) {
+  return { usage: e?.usage ?? 0, limit: e?.limit ?? 0, max: e?.max ?? 0, failcnt: e?.failcnt ?? 0 };
 }

@@ -10,7 +10,7 @@ import { Status } from "./gen/containerd/types/task/task.ts";
 import type { Timestamp } from "./gen/google/protobuf/timestamp.ts";
 import { metricsAny } from "./stats.ts";
 
-export const SHIM_VERSION = "bunwasi 0.1.0";
+export const SHIM_VERSION = "bunwasi 0.1.0"; // keep in step with main.ts
 
 export interface TaskServiceOptions {
   host: Omit<ContainerHost, "onExit">;

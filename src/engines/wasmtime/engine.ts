@@ -8,9 +8,14 @@
 import type { Pointer } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
 import { CompileCache } from "../cache.ts";
+import { isCompiled } from "../compiled.ts";
 import { type Engine, EXIT_ENGINE_ERROR, isWasmBinary, isWat, type RunContext, type StdioSpec, signalNumber } from "../engine.ts";
-import { check, LAYOUT, libwasmtimeVersion, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import { check, findLibwasmtime, LAYOUT, libwasmtimeVersion, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
+
+function configFlags(optLevel: number): string {
+  return `epoch=1;opt=${optLevel}`;
+}
 
 export interface WasmtimeEngineOptions {
   /** Path of libwasmtime.so; default: found by findLibwasmtime(). */
@@ -53,7 +58,15 @@ export class WasmtimeEngine implements Engine {
 
   /** Config flags that change compiled code (part of the cache key). */
   get configFlags(): string {
-    return `epoch=1;opt=${this.optLevel}`;
+    return configFlags(this.optLevel);
+  }
+
+  /**
+   * The compile-cache key `source` gets from an engine with default settings, computed
+   * without loading libwasmtime: a cache hit then costs a hash and a stat.
+   */
+  static cacheKey(source: Uint8Array, libPath = findLibwasmtime()): string {
+    return CompileCache.key(source, "wasmtime", libwasmtimeVersion(libPath), configFlags(1));
   }
 
   /** The wasm_engine_t* as a number (what a Worker needs). */
@@ -96,6 +109,17 @@ export class WasmtimeEngine implements Engine {
     } finally {
       lib.wasmtime_module_delete(mod);
     }
+  }
+
+  /**
+   * Compiles `source` into the compile cache unless it is already there, so that the
+   * executors that run it later only deserialize. False when there is no cache.
+   */
+  fillCache(source: Uint8Array): boolean {
+    if (!this.cache) return false;
+    const key = CompileCache.key(source, this.name, this.version, this.configFlags);
+    if (!this.cache.has(key)) this.cache.put(key, this.precompile(source));
+    return true;
   }
 
   /** Interrupt every module running on this engine that has been marked killed. */
@@ -219,7 +243,7 @@ export function workerEntry(): string {
   const env = process.env.BUNWASI_WASMTIME_WORKER;
   if (env) return env;
   const here = new URL("./worker.ts", import.meta.url);
-  if (!import.meta.url.includes("$bunfs")) return here.href;
+  if (!isCompiled) return here.href;
   for (const p of [
     "/$bunfs/root/src/engines/wasmtime/worker.js",
     "/$bunfs/root/engines/wasmtime/worker.js",

@@ -21,7 +21,7 @@ describe("parseMountOptions", () => {
 });
 
 const root = process.getuid?.() === 0;
-describe.skipIf(!root)("mount/unmount (root)", () => {
+describe("mount/unmount (root)", () => {
   const base = mkdtempSync(join(tmpdir(), "bunwasi-rootfs-"));
   const bundle = join(base, "bundle");
   afterAll(() => {

@@ -46,7 +46,7 @@ afterEach(async () => {
   w = undefined;
 });
 
-describe.skipIf(!linux)("reaper", () => {
+describe("reaper", () => {
   beforeAll(() => {
     becomeSubreaper();
     expect(isSubreaper()).toBe(true);
