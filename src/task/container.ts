@@ -1,7 +1,7 @@
 // One container's life: created → running ⇄ paused → stopped → deleted. Every step is
 // the OCI runtime's; we keep the state containerd asks about and the exit it waits for.
 
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { Status } from "./gen/containerd/types/task/task.ts";
@@ -23,8 +23,15 @@ export interface ContainerHost {
   /** Mounts containerd's rootfs mounts on `<bundle>/rootfs`; returns the undo. */
   mountRootfs(bundle: string, mounts: RootfsMount[]): Promise<() => void>;
   /** Turns containerd's bundle into the one the runtime runs (wasm: our executor). */
-  prepareBundle(id: string, bundle: string, workDir: string): Promise<{ runtimeBundle: string; kind: "wasm" | "native" }>;
+  prepareBundle(id: string, bundle: string, workDir: string): Promise<PreparedBundle>;
   onExit(c: Container): void;
+}
+
+export interface PreparedBundle {
+  runtimeBundle: string;
+  kind: "wasm" | "native";
+  /** Work that may overlap the runtime's create (filling the compile cache). */
+  warm?: () => void;
 }
 
 export interface RootfsMount {
@@ -46,6 +53,8 @@ export class Container {
   pid = 0;
   exit: Exit | null = null;
   kind: "wasm" | "native" = "native";
+  /** /proc/<pid>/exe of the runtime's init before `start` execs the container's process. */
+  private runtimeInitExe = "";
   /** Resolves when the init process has exited. */
   readonly exited: Promise<Exit>;
   private resolveExit!: (e: Exit) => void;
@@ -76,7 +85,11 @@ export class Container {
       c.kind = prepared.kind;
       const stdio = Stdio.open(opts);
       try {
-        c.pid = await host.runc.create(opts.id, prepared.runtimeBundle, join(workDir, "init.pid"), stdio.fds, join(workDir, "runtime.log"));
+        const created = host.runc.create(opts.id, prepared.runtimeBundle, join(workDir, "init.pid"), stdio.fds, join(workDir, "runtime.log"));
+        // The runtime works in its own process meanwhile: compiling now costs no wall time.
+        prepared.warm?.();
+        c.pid = await created;
+        c.runtimeInitExe = exeOf(c.pid);
       } finally {
         stdio.close();
       }
@@ -103,11 +116,12 @@ export class Container {
   async kill(signal: number, all: boolean): Promise<void> {
     if (this.exit !== null && !all) throw new TtrpcError(Code.NOT_FOUND, `process already finished: container ${this.id}`);
     // A wasm container's init is our executor, PID 1 of its pid namespace: until it has
-    // installed its handlers (tens of ms after `runc start`), the kernel silently drops a
+    // installed its handlers (tens of ms after `runc start`; before its exec the pid is still
+    // runc's init, which catches everything), the kernel silently drops a
     // SIGTERM/SIGINT/SIGHUP/SIGQUIT sent to it, and the task would run on although Kill
     // succeeded (seen: 3 of 8 `ctr run -d` + immediate `ctr task kill`). Wait for the handler.
     if (this.kind === "wasm" && this.status === Status.RUNNING && EXECUTOR_HANDLES.has(signal)) {
-      await untilCaught(this.pid, signal, () => this.exit !== null);
+      await untilCaught(this.pid, this.runtimeInitExe, signal, () => this.exit !== null);
     }
     try {
       await this.host.runc.kill(this.id, signal, all);
@@ -192,23 +206,33 @@ export class Container {
 const EXECUTOR_HANDLES = new Set([1, 2, 3, 15]);
 
 /**
- * Resolves once `pid` catches `signal` (its bit in /proc/<pid>/status SigCgt), or it is gone,
- * or `done()`, or after `timeoutMs` (then the caller sends anyway, as runc's shim would).
+ * Resolves once `pid` has exec'd the container's process (its exe is no longer the runtime's
+ * init, `initExe`) and that process catches `signal` (its bit in /proc/<pid>/status SigCgt);
+ * or once it is gone, or `done()`, or after `timeoutMs` (then the caller sends anyway).
  */
-async function untilCaught(pid: number, signal: number, done: () => boolean, timeoutMs = 2000): Promise<void> {
+async function untilCaught(pid: number, initExe: string, signal: number, done: () => boolean, timeoutMs = 2000): Promise<void> {
   const bit = 1n << BigInt(signal - 1);
   const deadline = Date.now() + timeoutMs;
   while (!done() && Date.now() < deadline) {
     let caught: bigint;
     try {
+      const exe = readlinkSync(`/proc/${pid}/exe`);
       const m = /^SigCgt:\s*([0-9a-fA-F]+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
       if (!m) return;
-      caught = BigInt(`0x${m[1]}`);
+      caught = exe === initExe ? 0n : BigInt(`0x${m[1]}`);
     } catch {
       return; // gone
     }
     if ((caught & bit) !== 0n) return;
     await Bun.sleep(5);
+  }
+}
+
+function exeOf(pid: number): string {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`);
+  } catch {
+    return "";
   }
 }
 

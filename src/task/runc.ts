@@ -33,6 +33,10 @@ export function findRuntime(preferred?: string): string {
 export class Runc {
   constructor(private readonly opts: RuncOptions) {}
 
+  get root(): string {
+    return this.opts.root;
+  }
+
   /** Creates the container; its init waits for `start`. stdio fds go to the init process. */
   async create(id: string, bundle: string, pidFile: string, stdio: [number, number, number], logFile: string): Promise<number> {
     await this.run(["create", "--bundle", bundle, "--pid-file", pidFile, id], { stdio, logFile });

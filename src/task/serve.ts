@@ -2,6 +2,7 @@
 // events to containerd, exits watched through pidfds as the child subreaper.
 
 import { prepare } from "../oci/bundle.ts";
+import { rmdirSync } from "node:fs";
 import { mountRootfs, unmountRootfs } from "../oci/rootfs.ts";
 import { Server } from "../ttrpc/index.ts";
 import { socketPath } from "./address.ts";
@@ -36,6 +37,13 @@ export async function serve(flags: ShimFlags): Promise<void> {
   const exit = async () => {
     await Promise.race([events.flushed(), Bun.sleep(2000)]);
     await Promise.race([server.shutdown(), Bun.sleep(1000)]);
+    // The namespace's folders go with their last container (rmdir fails while another
+    // shim of the namespace still has one there, which is what we want).
+    for (const dir of [stateDir, runc.root]) {
+      try {
+        rmdirSync(dir);
+      } catch {}
+    }
     process.exit(0);
   };
 
@@ -50,8 +58,8 @@ export async function serve(flags: ShimFlags): Promise<void> {
       },
       prepareBundle: async (id, bundle) => {
         const prepared = step(() => prepare({ id, bundle, stateDir, cacheDir: COMPILE_CACHE_DIR }), "prepare bundle");
-        step(() => precompile(bundle, prepared, COMPILE_CACHE_DIR, (m) => log(m, "warning")), "precompile");
-        return prepared;
+        const warm = () => step(() => precompile(bundle, prepared, COMPILE_CACHE_DIR, (m) => log(m, "warning")), "precompile");
+        return { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind, warm };
       },
     },
     events,

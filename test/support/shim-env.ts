@@ -56,6 +56,11 @@ export async function shimEnv(opts: { binary?: string } = {}): Promise<ShimEnv> 
       files: [
         ...modules.map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
         { path: "/notes.txt", data: "not a program\n", mode: 0o644 },
+        // A text module (not compiled) and entrypoints reached through symlinks.
+        { path: "/hello.wat", source: join(REPO, "test/wasm/hello-text.wat"), mode: 0o644 },
+        { path: "/bin/app.wasm", symlink: "/env.wasm" },
+        { path: "/rel.wasm", symlink: "bin/../env.wasm" },
+        { path: "/evil.wasm", symlink: "../../../../../usr/bin/runc" }, // must not reach the host's
         { path: "/tmp", dir: true as const, mode: 0o1777 },
       ],
       config: { entrypoint: ["/wasi-demo-app.wasm"], env: ["PATH=/"] },
