@@ -1,0 +1,167 @@
+// One shim per pod: containers that carry the same CRI sandbox id reach the same shim
+// server, which runs them side by side. Driven directly over ttrpc (as containerd's CRI
+// plugin would), under both task API names, with a private containerd receiving events.
+// Needs root and runc.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Spec } from "../../src/oci/spec.ts";
+import { socketPath } from "../../src/task/address.ts";
+import { TaskDefinition as TaskV2 } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
+import { TaskDefinition as TaskV3 } from "../../src/task/gen/containerd/runtime/task/v3/shim.ts";
+import { Status } from "../../src/task/gen/containerd/types/task/task.ts";
+import { Client, Code, TtrpcError } from "../../src/ttrpc/index.ts";
+import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+
+const SHIM = join(REPO, "build/bin/containerd-shim-wasmtime-v1");
+const T = 60_000;
+
+describe("one shim per pod", () => {
+  let env: ShimEnv;
+  const pod = `pod-${process.pid}`;
+  const ids = { a: `a-${process.pid}`, b: `b-${process.pid}`, c: `c-${process.pid}` };
+  const bundles: Record<string, string> = {};
+  let address = "";
+  let client: Client;
+
+  function bundle(id: string, args: string[]): string {
+    const dir = join(env.dir, "bundles", id);
+    mkdirSync(join(dir, "rootfs"), { recursive: true });
+    copyFileSync(join(WASM, "wasi-demo-app.wasm"), join(dir, "rootfs/wasi-demo-app.wasm"));
+    const r = Bun.spawnSync(["runc", "spec"], { cwd: dir });
+    if (r.exitCode !== 0) throw new Error(`runc spec: ${r.stderr}`);
+    const spec = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Spec;
+    spec.process.terminal = false;
+    spec.process.args = args;
+    spec.root = { path: "rootfs", readonly: false };
+    spec.annotations = { "io.kubernetes.cri.sandbox-id": pod };
+    writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
+    return dir;
+  }
+
+  function start(id: string): string {
+    const r = Bun.spawnSync(
+      [SHIM, "-namespace", env.cd.namespace, "-address", env.cd.address, "-publish-binary", "/usr/bin/containerd", "-id", id, "start"],
+      {
+        cwd: bundles[id],
+        env: { ...(process.env as Record<string, string>), TTRPC_ADDRESS: env.cd.ttrpcAddress },
+        stdin: "ignore",
+        stdout: "pipe",
+        stderr: "pipe",
+      },
+    );
+    if (r.exitCode !== 0) throw new Error(`start ${id}: ${r.stderr}`);
+    return r.stdout.toString();
+  }
+
+  function serveProcesses(): number[] {
+    const out: number[] = [];
+    for (const d of require("node:fs").readdirSync("/proc") as string[]) {
+      if (!/^\d+$/.test(d)) continue;
+      try {
+        const cmd = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0");
+        if (cmd.includes("serve") && cmd.includes(env.cd.namespace)) out.push(Number(d));
+      } catch {}
+    }
+    return out;
+  }
+
+  beforeAll(async () => {
+    env = await shimEnv();
+    bundles[ids.a] = bundle(ids.a, ["/wasi-demo-app.wasm", "exit", "3"]);
+    bundles[ids.b] = bundle(ids.b, ["/wasi-demo-app.wasm", "echo", "from", "b"]);
+    bundles[ids.c] = bundle(ids.c, ["/wasi-demo-app.wasm", "daemon"]);
+  }, T);
+
+  afterAll(async () => {
+    client?.close();
+    await env?.stop();
+  }, T);
+
+  test(
+    "every container of the pod gets the same shim address, and one server",
+    () => {
+      address = start(ids.a);
+      expect(address).toMatch(/^unix:\/\/\/run\/containerd\/s\/[0-9a-f]{64}$/);
+      expect(start(ids.b)).toBe(address);
+      expect(start(ids.c)).toBe(address);
+      for (const id of Object.values(ids)) expect(readFileSync(join(bundles[id]!, "address"), "utf8")).toBe(address);
+      expect(serveProcesses().length).toBe(1);
+    },
+    T,
+  );
+
+  test(
+    "the one server runs the pod's containers side by side, under task v2 and v3",
+    async () => {
+      client = await Client.connect(socketPath(address));
+      const v2 = client.service(TaskV2);
+      const v3 = client.service(TaskV3);
+      const out = (id: string) => join(env.dir, `${id}.out`);
+      const create = (task: typeof v2 | typeof v3, id: string) =>
+        task.create({
+          id,
+          bundle: bundles[id]!,
+          rootfs: [],
+          terminal: false,
+          stdin: "",
+          stdout: `file://${out(id)}`,
+          stderr: `file://${out(id)}.err`,
+          checkpoint: "",
+          parentCheckpoint: "",
+          options: undefined,
+        });
+      const a = await create(v2, ids.a);
+      const b = await create(v3, ids.b);
+      const c = await create(v2, ids.c);
+      expect(new Set([a.pid, b.pid, c.pid]).size).toBe(3);
+      expect((await v3.state({ id: ids.a, execId: "" })).status).toBe(Status.CREATED);
+
+      const waits = [ids.a, ids.b].map((id) => v2.wait({ id, execId: "" }));
+      await v2.start({ id: ids.a, execId: "" });
+      await v3.start({ id: ids.b, execId: "" });
+      await v2.start({ id: ids.c, execId: "" });
+      const [wa, wb] = await Promise.all(waits);
+      expect(wa!.exitStatus).toBe(3);
+      expect(wb!.exitStatus).toBe(0);
+      expect(readFileSync(out(ids.b), "utf8")).toBe("from b\nexiting\n");
+
+      // The daemon keeps running while its neighbours come and go.
+      const sc = await v2.state({ id: ids.c, execId: "" });
+      expect(sc.status).toBe(Status.RUNNING);
+      expect((await v2.pids({ id: ids.c })).processes.map((p) => p.pid)).toContain(c.pid);
+      for (const id of [ids.a, ids.b]) {
+        const st = await v2.state({ id, execId: "" });
+        expect(st.status).toBe(Status.STOPPED);
+        const del = await v2.delete({ id, execId: "" });
+        expect(del.pid).toBeGreaterThan(0);
+      }
+
+      // Shutdown while a container is left must not stop the server.
+      await v2.shutdown({ id: ids.a, now: false });
+      await Bun.sleep(200);
+      expect(serveProcesses().length).toBe(1);
+      expect((await v2.state({ id: ids.c, execId: "" })).status).toBe(Status.RUNNING);
+
+      const wc = v2.wait({ id: ids.c, execId: "" });
+      await v2.kill({ id: ids.c, execId: "", signal: 15, all: false });
+      expect((await wc).exitStatus).toBe(143);
+      await v2.delete({ id: ids.c, execId: "" });
+
+      // Unsupported calls say so.
+      const exec = await v2
+        .exec({ id: ids.c, execId: "x", terminal: false, stdin: "", stdout: "", stderr: "", spec: undefined })
+        .catch((e: unknown) => e);
+      expect(exec).toBeInstanceOf(TtrpcError);
+      expect((exec as TtrpcError).code).toBe(Code.UNIMPLEMENTED);
+
+      // With nothing left, Shutdown ends the server and removes its socket.
+      await v2.shutdown({ id: ids.c, now: false });
+      const deadline = Date.now() + 5000;
+      while (serveProcesses().length > 0 && Date.now() < deadline) await Bun.sleep(50);
+      expect(serveProcesses()).toEqual([]);
+      expect(existsSync(socketPath(address))).toBe(false);
+    },
+    T,
+  );
+});
