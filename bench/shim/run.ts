@@ -5,7 +5,6 @@
 //   bun bench/shim/run.ts [--runs 10] [--tasks 1000] [--parallel 8] [--idle 20]
 
 import { readdirSync, readFileSync, rmSync } from "node:fs";
-import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { COMPILE_CACHE_DIR } from "../../src/task/paths.ts";
 import { IMAGES, RUNTIME, type ShimEnv, shimEnv } from "../../test/support/shim-env.ts";

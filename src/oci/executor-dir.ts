@@ -71,7 +71,9 @@ export interface ExecutorDirOptions {
 /** The executor binary for this installation (compiled: ourselves; dev: built on demand). */
 export function executorBinary(): ExecutorBinary {
   if (process.env.BUNWASI_EXECUTOR) return { path: process.env.BUNWASI_EXECUTOR, subcommand: [] };
-  if (isCompiled) return { path: process.execPath, subcommand: ["executor"] };
+  // A binary replaced on disk (an upgrade under a running shim) is still readable through
+  // /proc/self/exe, though its old path is gone.
+  if (isCompiled) return { path: existsSync(process.execPath) ? process.execPath : "/proc/self/exe", subcommand: ["executor"] };
   return { path: buildDevExecutor(), subcommand: [] };
 }
 
@@ -129,15 +131,24 @@ export function sharedLibs(file: string): Map<string, string> {
   return libs;
 }
 
+/** The file behind `p`; /proc/self/exe of a deleted binary is itself the way to read it. */
+function resolved(p: string): string {
+  try {
+    const real = realpathSync(p);
+    if (existsSync(real)) return real;
+  } catch {}
+  return p;
+}
+
 function identity(p: string): string {
-  const real = realpathSync(p);
+  const real = resolved(p);
   const st = statSync(real);
   return `${real}:${st.size}:${st.mtimeMs}:${st.ino}`;
 }
 
 /** Hard link when on the same filesystem (no copy of a 100 MB binary), else copy. */
 function place(src: string, dst: string, mode: number) {
-  const real = realpathSync(src);
+  const real = resolved(src);
   try {
     linkSync(real, dst);
     // a hard link shares the inode: leave the source's mode alone if it is already usable
@@ -158,7 +169,9 @@ export function ensureExecutorDir(opts: ExecutorDirOptions = {}): ExecutorDir {
   const exe = opts.executor ?? executorBinary();
   const lib = opts.libwasmtime ?? findLibwasmtime();
   const libVersion = join(dirname(lib), "libwasmtime.version");
-  const binaryName = exe.subcommand.length ? basename(exe.path) : "bunwasi-executor";
+  const binaryName = exe.subcommand.length
+    ? basename(exe.path === "/proc/self/exe" ? process.execPath.replace(/ \(deleted\)$/, "") : exe.path)
+    : "bunwasi-executor";
 
   const inputs = [identity(exe.path), identity(lib), existsSync(libVersion) ? identity(libVersion) : "-", binaryName, process.arch];
   const hash = createHash("sha256").update(inputs.join("\n")).digest("hex").slice(0, 16);

@@ -85,7 +85,13 @@ export class Container {
       c.kind = prepared.kind;
       const stdio = Stdio.open(opts);
       try {
-        const created = host.runc.create(opts.id, prepared.runtimeBundle, join(workDir, "init.pid"), stdio.fds, join(workDir, "runtime.log"));
+        const created = host.runc.create(
+          opts.id,
+          prepared.runtimeBundle,
+          join(workDir, "init.pid"),
+          stdio.fds,
+          join(workDir, "runtime.log"),
+        );
         // The runtime works in its own process meanwhile: compiling now costs no wall time.
         prepared.warm?.();
         c.pid = await created;

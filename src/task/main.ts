@@ -2,12 +2,13 @@
 // `[-flags…] start|delete`; `start` runs it again as `serve`; the OCI runtime runs it
 // inside a wasm container as `executor`.
 
+// Each action imports only what it uses: this binary starts three or four times per
+// container (start, serve, executor, delete), so its start-up time is container start time.
+
 import { defineCommand, runMain } from "citty";
-import { deleteTask } from "./delete.ts";
 import { parseShimFlags, type ShimFlags } from "./flags.ts";
-import { serve } from "./serve.ts";
-import { start } from "./start.ts";
-import { SHIM_VERSION } from "./task-service.ts";
+
+const SHIM_VERSION = "bunwasi 0.1.0"; // as task-service.ts reports it in Connect
 
 /** How to run ourselves again: the compiled binary alone, or bun plus this script. */
 function selfCommand(): string[] {

@@ -1,8 +1,8 @@
 // The long-running shim server: Task service (v2 and v3) on the socket `start` chose,
 // events to containerd, exits watched through pidfds as the child subreaper.
 
-import { prepare } from "../oci/bundle.ts";
 import { rmdirSync } from "node:fs";
+import { prepare } from "../oci/bundle.ts";
 import { mountRootfs, unmountRootfs } from "../oci/rootfs.ts";
 import { Server } from "../ttrpc/index.ts";
 import { socketPath } from "./address.ts";

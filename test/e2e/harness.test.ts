@@ -9,6 +9,9 @@ import { type Containerd, mountsUnder, processesUsing, shimSocketOf, startContai
 
 const BINARY = process.env.BUNWASI_CONTAINERD ?? "/usr/bin/containerd";
 const canRun = process.getuid?.() === 0 && existsSync(BINARY) && existsSync("/bin/busybox");
+
+// Stated as a test so that a machine without them fails loudly instead of skipping.
+test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
 const BUSYBOX = "docker.io/library/busybox:latest";
 const WASM_IMAGE = "docker.io/library/wasi-demo-app:latest";
 const T = 30_000; // per test: containerd, runc and ctr round trips

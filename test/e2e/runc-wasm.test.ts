@@ -14,6 +14,9 @@ const runc = Bun.which("runc");
 const busybox = Bun.which("busybox") ?? (Bun.file("/bin/busybox").size ? "/bin/busybox" : null);
 const canRun = process.getuid?.() === 0 && !!runc;
 
+// Stated as a test so that a machine without them fails loudly instead of skipping.
+test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
+
 describe("runc + bunwasi executor", () => {
   const base = mkdtempSync(join(tmpdir(), "bunwasi-runc-"));
   const runcRoot = join(base, "runc-state");

@@ -14,6 +14,9 @@ import { mountsUnder, processesUsing } from "../support/containerd.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
+
+// Stated as a test so that a machine without them fails loudly instead of skipping.
+test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
 const T = 60_000;
 const SHIM = join(REPO, "build/bin/containerd-shim-wasmtime-v1");
 const CANARY = `canary-${process.pid}`;

@@ -21,6 +21,8 @@ describe("parseMountOptions", () => {
 });
 
 const root = process.getuid?.() === 0;
+
+test("prerequisites: root (mount needs it)", () => expect(root).toBe(true));
 describe("mount/unmount (root)", () => {
   const base = mkdtempSync(join(tmpdir(), "bunwasi-rootfs-"));
   const bundle = join(base, "bundle");

@@ -7,6 +7,8 @@ import { becomeSubreaper, ExitWatcher, isSubreaper, listChildren, reapOrphans } 
 
 const linux = process.platform === "linux" && process.arch === "x64";
 
+test("prerequisites: linux on x86_64 (pidfd and siginfo layouts)", () => expect(linux).toBe(true));
+
 function state(pid: number): string | undefined {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, "utf8");
