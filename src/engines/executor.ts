@@ -18,7 +18,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { EXIT_ENGINE_ERROR } from "./engine.ts";
-import { WasmtimeEngine } from "./wasmtime/engine.ts";
+import { prestartWorker, WasmtimeEngine } from "./wasmtime/engine.ts";
 
 export interface ExecutorOptions {
   module: string;
@@ -105,6 +105,7 @@ export async function runExecutor(argv: string[]): Promise<number> {
     process.stderr.write(`bunwasi: ${(e as Error).message}\n`);
     return EXIT_ENGINE_ERROR;
   }
+  prestartWorker();
   const ac = new AbortController();
   const handlers = HANDLED.map((name) => {
     const h = () => ac.abort(SIGNUM[name]);

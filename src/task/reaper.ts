@@ -358,6 +358,12 @@ export class ExitWatcher {
     this.byPid.clear();
   }
 
+  /** Starts the poll thread ahead of the first watch; it idles (unref'd) until then. */
+  prestart(): void {
+    this.ensureWorker();
+    if (this.entries.size === 0) this.worker?.unref();
+  }
+
   private ensureWorker(): void {
     if (this.worker) {
       this.worker.ref();

@@ -21,6 +21,8 @@ export async function serve(flags: ShimFlags): Promise<void> {
   const log = openLog(flags.bundle || process.cwd(), flags.debug);
   becomeSubreaper();
   const watcher = new ExitWatcher();
+  // Its poll thread starts now, while containerd is still on its way with Create.
+  watcher.prestart();
   const runc = new Runc({ binary: findRuntime(process.env.BUNWASI_RUNTIME), root: runtimeRoot(flags.namespace) });
   const events = new Publisher(process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`, flags.namespace, (m) => log(m, "warning"));
   const stateDir = containerStateDir(flags.namespace);

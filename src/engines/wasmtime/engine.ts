@@ -180,7 +180,7 @@ export class WasmtimeEngine implements Engine {
       kill: killBuf,
     };
 
-    const worker = new Worker(workerEntry());
+    const worker = takeWorker();
     return await new Promise<number>((resolve) => {
       let done = false;
       let graceTimer: ReturnType<typeof setTimeout> | undefined;
@@ -230,6 +230,22 @@ export class WasmtimeEngine implements Engine {
     if (this.engine) this.lib.wasm_engine_delete(this.engine);
     this.engine = null;
   }
+}
+
+let spare: Worker | null = null;
+
+/**
+ * Starts the thread the next run will use, so that its start-up (a few ms) overlaps
+ * whatever the caller does before run(): loading libwasmtime, reading the module.
+ */
+export function prestartWorker(): void {
+  spare ??= new Worker(workerEntry());
+}
+
+function takeWorker(): Worker {
+  const w = spare ?? new Worker(workerEntry());
+  spare = null;
+  return w;
 }
 
 /**
