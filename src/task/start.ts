@@ -53,7 +53,7 @@ async function listening(address: string): Promise<boolean> {
  * containerd 2.3+ sends BootstrapParams; older ones an Any of runtime options or nothing.
  * An Any also parses as BootstrapParams, so only trust it if it names this task.
  */
-function bootstrapParams(stdin: Uint8Array, flags: ShimFlags): BootstrapParams | null {
+export function bootstrapParams(stdin: Uint8Array, flags: ShimFlags): BootstrapParams | null {
   if (stdin.length === 0) return null;
   try {
     const p = BootstrapParams.decode(stdin);
