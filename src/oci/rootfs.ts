@@ -205,8 +205,10 @@ export function mountRootfs(bundle: string, mounts: Mount[]): string {
       const sub = normalize(`/${m.target ?? ""}`);
       const target = sub === "/" ? root : join(root, sub);
       mkdirSync(target, { recursive: true });
-      mountOne(m, target);
+      // Before mounting: a mount made of several calls (bind, then remount ro) that
+      // fails halfway is still undone.
       done.push(target);
+      mountOne(m, target);
     }
   } catch (e) {
     for (const t of done.reverse()) unmountAll(t);

@@ -59,6 +59,7 @@ export class Container {
   readonly exited: Promise<Exit>;
   private resolveExit!: (e: Exit) => void;
   private cleanups: (() => void)[] = [];
+  private deleting = false;
 
   private constructor(
     readonly host: ContainerHost,
@@ -103,11 +104,17 @@ export class Container {
       await c.cleanup();
       throw failure("create", e);
     }
-    void host.watchExit(c.pid).then((exit) => c.exitedWith(exit));
+    host.watchExit(c.pid).then(
+      (exit) => c.exitedWith(exit),
+      // Losing sight of the process must not lose the container (or the shim, through an
+      // unhandled rejection): report it gone, with the status a shell gives "unknown".
+      () => c.exitedWith({ status: 255, at: new Date() }),
+    );
     return c;
   }
 
   async start(): Promise<number> {
+    if (this.deleting) throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${this.id} is being deleted`);
     if (this.status !== Status.CREATED)
       throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${this.id} is ${Status[this.status]}, not CREATED`);
     try {
@@ -182,6 +189,7 @@ export class Container {
     if (this.status === Status.RUNNING || this.status === Status.PAUSED || this.status === Status.PAUSING) {
       throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${this.id} is ${Status[this.status]}: kill it first`);
     }
+    this.deleting = true;
     if (this.exit === null) {
       // Created but never started: the runtime's init is still waiting.
       await this.host.runc.delete(this.id, true).catch(() => {});

@@ -2,7 +2,7 @@
 // and in order, so /tasks/start always reaches containerd before that task's /tasks/exit.
 // containerd may be restarting: we reconnect and retry for a while rather than drop.
 
-import { Client, type ServiceClient } from "../ttrpc/index.ts";
+import { Client, Code, type ServiceClient, TtrpcError } from "../ttrpc/index.ts";
 import { socketPath } from "./address.ts";
 import { EventsDefinition } from "./gen/containerd/services/ttrpc/events/v1/events.ts";
 import type { Timestamp } from "./gen/google/protobuf/timestamp.ts";
@@ -33,6 +33,11 @@ export function timestamp(date: Date): Timestamp {
 }
 
 const RETRY_FOR_MS = 60_000;
+
+function retryable(e: unknown): boolean {
+  if (!(e instanceof TtrpcError)) return true; // connect failures and the like
+  return e.code === Code.UNAVAILABLE || e.code === Code.DEADLINE_EXCEEDED;
+}
 
 export class Publisher implements EventSink {
   private queue: { topic: string; event: EncodedEvent; at: Date }[] = [];
@@ -67,7 +72,7 @@ export class Publisher implements EventSink {
     this.running = true;
     while (this.queue.length > 0) {
       const item = this.queue[0]!;
-      const give_up = Date.now() + RETRY_FOR_MS;
+      const giveUp = Date.now() + RETRY_FOR_MS;
       for (let attempt = 0; ; attempt++) {
         try {
           const events = await this.connect();
@@ -86,7 +91,9 @@ export class Publisher implements EventSink {
         } catch (e) {
           this.client?.close();
           this.client = null;
-          if (Date.now() > give_up) {
+          // containerd said no (a bad envelope, a namespace gone): retrying cannot help, and
+          // would hold up every later event. Only an unreachable containerd is waited for.
+          if (!retryable(e) || Date.now() > giveUp) {
             this.log(`dropping event ${item.topic}: ${String(e)}`);
             break;
           }

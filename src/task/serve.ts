@@ -37,8 +37,11 @@ export async function serve(flags: ShimFlags): Promise<void> {
   };
 
   const exit = async () => {
+    // Stop accepting first: a `start` for this pod from now on starts a new server
+    // instead of handing containerd one that is about to exit.
+    const drained = server.shutdown(1000);
     await Promise.race([events.flushed(), Bun.sleep(2000)]);
-    await Promise.race([server.shutdown(), Bun.sleep(1000)]);
+    await drained;
     // The namespace's folders go with their last container (rmdir fails while another
     // shim of the namespace still has one there, which is what we want).
     for (const dir of [stateDir, runc.root]) {

@@ -53,14 +53,10 @@ function openOut(path: string): number {
   if (path.startsWith("binary://")) throw new Error(`stdio ${path}: binary:// log URIs are not supported yet`);
   if (path.startsWith("file://"))
     return openSync(new URL(path).pathname, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o644);
-  // Write-only, so the container sees EPIPE once containerd's reader is gone. If no
-  // reader is there yet, O_RDWR opens without waiting and holds the fifo for it.
-  try {
-    return blocking(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENXIO") throw e;
-    return openSync(path, constants.O_RDWR);
-  }
+  // Read-write: the fifo then always has a reader, so a container never dies of SIGPIPE
+  // when containerd (restarting) or a detached ctr stops reading; its writes wait
+  // instead, as under containerd's own shims. The open never blocks either.
+  return openSync(path, constants.O_RDWR);
 }
 
 function blocking(fd: number): number {

@@ -2,7 +2,7 @@
 // and containerd.task.v3.Task: the messages are the same, only the package differs.
 
 import { Code, type ServiceImplementation, TtrpcError } from "../ttrpc/index.ts";
-import { type Container, type ContainerHost, Container as ContainerImpl } from "./container.ts";
+import { type Container, type ContainerHost, Container as ContainerImpl, type Exit } from "./container.ts";
 import { type EventSink, encodeEvent, timestamp } from "./events.ts";
 import { TaskCreate, TaskDelete, TaskExit, TaskPaused, TaskResumed, TaskStart } from "./gen/containerd/events/task.ts";
 import type { TaskDefinition } from "./gen/containerd/runtime/task/v2/shim.ts";
@@ -21,10 +21,17 @@ export interface TaskServiceOptions {
 
 const NO_TIME: Timestamp | undefined = undefined;
 
+/** containerd's identifier rule (pkg/identifiers): alphanumerics joined by . _ -, at most 76. */
+const VALID_ID = /^(?=.{1,76}$)[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
+
 export function createTaskService(
   o: TaskServiceOptions,
 ): ServiceImplementation<typeof TaskDefinition> & { containers: Map<string, Container> } {
   const containers = new Map<string, Container>();
+  /** Ids whose Create is under way: a second Create of one must not touch the first's files. */
+  const creating = new Set<string>();
+  const deletes = new Map<string, Promise<Exit>>();
+  let draining = false;
   /** Resolves once a container's /tasks/start is queued, so its /tasks/exit never overtakes it. */
   const startQueued = new Map<string, Promise<void>>();
 
@@ -58,8 +65,12 @@ export function createTaskService(
     containers,
 
     async create(req) {
-      if (containers.has(req.id)) throw new TtrpcError(Code.ALREADY_EXISTS, `container ${req.id}: already exists`);
+      if (draining) throw new TtrpcError(Code.UNAVAILABLE, "shim is shutting down");
+      // containerd's own rule for ids; it also keeps an id from naming a path elsewhere.
+      if (!VALID_ID.test(req.id)) throw new TtrpcError(Code.INVALID_ARGUMENT, `container id ${JSON.stringify(req.id)} is not valid`);
+      if (containers.has(req.id) || creating.has(req.id)) throw new TtrpcError(Code.ALREADY_EXISTS, `container ${req.id}: already exists`);
       if (req.checkpoint) throw new TtrpcError(Code.UNIMPLEMENTED, "restoring from a checkpoint is not supported");
+      creating.add(req.id);
       const c = await ContainerImpl.create(host, {
         id: req.id,
         bundle: req.bundle,
@@ -68,7 +79,7 @@ export function createTaskService(
         stdin: req.stdin,
         stdout: req.stdout,
         stderr: req.stderr,
-      });
+      }).finally(() => creating.delete(req.id));
       containers.set(req.id, c);
       o.events.publish(
         "/tasks/create",
@@ -127,13 +138,22 @@ export function createTaskService(
 
     async delete(req) {
       const c = get(req.id, req.execId);
-      const exit = await c.delete();
-      containers.delete(c.id);
-      startQueued.delete(c.id);
-      o.events.publish(
-        "/tasks/delete",
-        encodeEvent(TaskDelete, { containerId: c.id, pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at), id: "" }),
-      );
+      // One delete per container: a second caller waits for the first and gets its answer.
+      let deleting = deletes.get(c.id);
+      if (deleting === undefined) {
+        deleting = c.delete().then((exit) => {
+          containers.delete(c.id);
+          startQueued.delete(c.id);
+          o.events.publish(
+            "/tasks/delete",
+            encodeEvent(TaskDelete, { containerId: c.id, pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at), id: "" }),
+          );
+          return exit;
+        });
+        deletes.set(c.id, deleting);
+        void deleting.catch(() => {}).finally(() => deletes.delete(c.id));
+      }
+      const exit = await deleting;
       return { pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at) };
     },
 
@@ -162,7 +182,10 @@ export function createTaskService(
     },
 
     async shutdown(req) {
-      if (req.now || containers.size === 0) setTimeout(() => o.onShutdown(), 10);
+      if (req.now || (containers.size === 0 && creating.size === 0)) {
+        draining = true;
+        setTimeout(() => o.onShutdown(), 0);
+      }
       return {};
     },
 

@@ -60,7 +60,14 @@ export class Client {
         connectError: (_s, error) => wire.socketClosed(error.message),
       },
     });
-    const socket = await withTimeout(connecting, options.timeoutMs, `ttrpc: connect ${path} timed out`);
+    let socket: Socket<Wire>;
+    try {
+      socket = await withTimeout(connecting, options.timeoutMs, `ttrpc: connect ${path} timed out`);
+    } catch (e) {
+      // A connect that completes after we gave up must not leave its socket open.
+      connecting.then((s) => s.terminate()).catch(() => {});
+      throw e;
+    }
     wire.attach(socket as Socket<unknown>);
     return client;
   }
@@ -282,7 +289,7 @@ export class Client {
     const onAbort = () => {
       fail(new TtrpcError(Code.CANCELLED, `ttrpc: call cancelled: ${String(signal?.reason ?? "aborted")}`));
     };
-    if (timeoutMs !== undefined && timeoutMs > 0) {
+    if (timeoutMs !== undefined && timeoutMs > 0 && timeoutMs <= 2 ** 31 - 1) {
       timer = setTimeout(() => fail(new TtrpcError(Code.DEADLINE_EXCEEDED, "context deadline exceeded")), timeoutMs);
     }
     if (signal !== undefined) {

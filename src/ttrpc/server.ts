@@ -13,6 +13,8 @@ import { MessageQueue } from "./queue.ts";
 import type { CallContext, MessageType, ServiceDefinition, ServiceImplementation } from "./service.ts";
 import { Wire } from "./wire.ts";
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Messages a client may send on one stream before its handler reads them. */
 const STREAM_INPUT_LIMIT = 1024;
 
@@ -93,15 +95,19 @@ export class Server {
     this.listeners.push({ listener, path });
   }
 
-  /** Stops accepting, lets calls in flight finish, closes each connection once idle. */
-  shutdown(): Promise<void> {
+  /**
+   * Stops accepting, lets calls in flight finish, closes each connection once idle. After
+   * `graceMs` (if given) whatever is still open is closed as by close().
+   */
+  shutdown(graceMs?: number): Promise<void> {
     this.shuttingDown = true;
     this.stopListening();
-    return new Promise((resolve) => {
+    const timer = graceMs === undefined ? undefined : setTimeout(() => this.close(), graceMs);
+    return new Promise<void>((resolve) => {
       this.shutdownDone = resolve;
       for (const conn of this.connections) conn.closeIfIdle();
       this.checkShutdown();
-    });
+    }).finally(() => clearTimeout(timer));
   }
 
   /** Closes every connection now; handlers still running see their signal aborted. */
@@ -232,7 +238,8 @@ class Connection {
       signal: call.abort.signal,
       deadline: timeoutMs > 0 ? Date.now() + timeoutMs : undefined,
     };
-    if (timeoutMs > 0) {
+    // Past setTimeout's range (~24.8 days) a timer would fire at once: treat as none.
+    if (timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS) {
       call.timer = setTimeout(
         () => this.finish(call, { code: Code.DEADLINE_EXCEEDED, message: "context deadline exceeded" }, null),
         timeoutMs,
