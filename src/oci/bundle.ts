@@ -31,7 +31,7 @@ import {
 import { isAbsolute, join, posix, resolve } from "node:path";
 import { isWasmBinary, isWat } from "../engines/engine.ts";
 import { EXECUTOR_MOUNT, type ExecutorDir, ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
-import { envValue, readSpec, type Spec, SpecError } from "./spec.ts";
+import { envValue, readSpec, type Spec, SpecError, type SpecMount } from "./spec.ts";
 
 export type EntrypointKind = "wasm" | "native";
 
@@ -131,6 +131,7 @@ export function findEntrypoint(
   arg0: string,
   env: string[] | undefined,
   cwd: string,
+  mounts: SpecMount[] = [],
 ): { host: string; path: string } | undefined {
   const candidates: string[] = [];
   if (arg0.includes("/")) candidates.push(posix.resolve(cwd || "/", arg0));
@@ -143,13 +144,33 @@ export function findEntrypoint(
     candidates.push(posix.resolve(cwd || "/", arg0));
   }
   for (const c of candidates) {
-    const r = resolveInRootfs(rootfs, c);
+    const r = resolveThroughMounts(c, mounts) ?? resolveInRootfs(rootfs, c);
     if (!r) continue;
     try {
       if (statSync(r.host).isFile()) return r;
     } catch {}
   }
   return undefined;
+}
+
+/**
+ * A path under a bind mount of the spec (a volume: emptyDir, hostPath, ConfigMap) is
+ * found in the mount's source, as the container will see it. The deepest mount wins;
+ * symlinks resolve inside that source.
+ */
+function resolveThroughMounts(path: string, mounts: SpecMount[]): { host: string; path: string } | undefined {
+  let best: SpecMount | undefined;
+  for (const m of mounts) {
+    const bind = m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
+    if (!bind || !m.source || !m.destination) continue;
+    const dest = posix.normalize(m.destination).replace(/\/+$/, "") || "/";
+    if (dest === "/" || !(path === dest || path.startsWith(`${dest}/`))) continue;
+    if (!best || dest.length > posix.normalize(best.destination).length) best = m;
+  }
+  if (!best) return undefined;
+  const dest = posix.normalize(best.destination).replace(/\/+$/, "");
+  const inner = resolveInRootfs(best.source as string, path.slice(dest.length) || "/");
+  return inner ? { host: inner.host, path } : undefined;
 }
 
 /** Classify a file by its first bytes. */
@@ -177,7 +198,7 @@ export function inspectEntrypoint(bundle: string, spec: Spec): { kind: Entrypoin
   const rootfs = rootfsOf(bundle, spec);
   const arg0 = spec.process.args[0] as string;
   const { path, entry } = splitEntry(arg0);
-  const found = findEntrypoint(rootfs, path, spec.process.env, spec.process.cwd);
+  const found = findEntrypoint(rootfs, path, spec.process.env, spec.process.cwd, spec.mounts);
   if (!found) throw new EntrypointError(`${arg0}: no such file in the container's rootfs`);
   const st = statSync(found.host);
   const kind = classify(readHead(found.host), (st.mode & 0o111) !== 0);
