@@ -30,8 +30,8 @@ export interface ContainerHost {
 export interface PreparedBundle {
   runtimeBundle: string;
   kind: "wasm" | "native";
-  /** Work that may overlap the runtime's create (filling the compile cache). */
-  warm?: () => void;
+  /** Work that may overlap the runtime's create (filling the compile cache); never fails. */
+  warm?: () => Promise<void>;
 }
 
 export interface RootfsMount {
@@ -93,9 +93,9 @@ export class Container {
           stdio.fds,
           join(workDir, "runtime.log"),
         );
-        // The runtime works in its own process meanwhile: compiling now costs no wall time.
-        prepared.warm?.();
-        c.pid = await created;
+        // Both run at once: the runtime in its process, compiling on a thread of ours.
+        const [pid] = await Promise.all([created, prepared.warm?.()]);
+        c.pid = pid;
         c.runtimeInitExe = exeOf(c.pid);
       } finally {
         stdio.close();

@@ -25,8 +25,8 @@
 // its status from the recently-reaped cache if reapOrphans reaped it (60 s), else 255.
 
 import { ptr } from "bun:ffi";
-import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { isCompiled } from "../engines/compiled.ts";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { workerScript } from "../engines/compiled.ts";
 import {
   decodeSiginfo,
   ECHILD,
@@ -245,14 +245,7 @@ interface Entry {
 }
 
 export function reaperWorkerEntry(): string {
-  const env = process.env.BUNWASI_REAPER_WORKER;
-  if (env) return env;
-  const here = new URL("./reaper-worker.ts", import.meta.url);
-  if (!isCompiled) return here.href;
-  for (const p of ["/$bunfs/root/src/task/reaper-worker.js", "/$bunfs/root/task/reaper-worker.js", "/$bunfs/root/reaper-worker.js"]) {
-    if (existsSync(p)) return p;
-  }
-  throw new Error("reaper worker not embedded: add src/task/reaper-worker.ts as a `bun build --compile` entry point");
+  return workerScript("task/reaper-worker", process.env.BUNWASI_REAPER_WORKER);
 }
 
 /** One per process. Tells when watched pids exit, with their status; sweeps orphan zombies. */

@@ -32,7 +32,9 @@ export async function serve(flags: ShimFlags): Promise<void> {
     if (!flags.debug) return fn();
     const t0 = performance.now();
     const out = fn();
-    log(`${what} took ${(performance.now() - t0).toFixed(1)} ms`, "debug");
+    const done = () => log(`${what} took ${(performance.now() - t0).toFixed(1)} ms`, "debug");
+    if (out instanceof Promise) void out.finally(done);
+    else done();
     return out;
   };
 

@@ -6,9 +6,9 @@
 // wasmtime_engine_increment_epoch, which is safe from any thread.
 
 import type { Pointer } from "bun:ffi";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { CompileCache } from "../cache.ts";
-import { isCompiled } from "../compiled.ts";
+import { workerScript } from "../compiled.ts";
 import { type Engine, EXIT_ENGINE_ERROR, isWasmBinary, isWat, type RunContext, type StdioSpec, signalNumber } from "../engine.ts";
 import { check, findLibwasmtime, LAYOUT, libwasmtimeVersion, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
@@ -256,19 +256,7 @@ function takeWorker(): Worker {
  * BUNWASI_WASMTIME_WORKER overrides.
  */
 export function workerEntry(): string {
-  const env = process.env.BUNWASI_WASMTIME_WORKER;
-  if (env) return env;
-  const here = new URL("./worker.ts", import.meta.url);
-  if (!isCompiled) return here.href;
-  for (const p of [
-    "/$bunfs/root/src/engines/wasmtime/worker.js",
-    "/$bunfs/root/engines/wasmtime/worker.js",
-    "/$bunfs/root/wasmtime/worker.js",
-    "/$bunfs/root/worker.js",
-  ]) {
-    if (existsSync(p)) return p;
-  }
-  throw new Error("wasmtime run worker not embedded: add src/engines/wasmtime/worker.ts as a `bun build --compile` entry point");
+  return workerScript("engines/wasmtime/worker", process.env.BUNWASI_WASMTIME_WORKER);
 }
 
 function copyVec(vec: Buffer): Uint8Array {

@@ -135,13 +135,20 @@ describe("args[0] resolution", () => {
     expect(findEntrypoint(root, "/usr/bin/dir.wasm", env, "/")).toBeUndefined();
   });
   test("a path under a bind mount (a volume) is found in the mount's source", () => {
-    const vol = bundle(spec(), { "bin/app.wasm": WASM, "bin/link.wasm": { link: "/bin/app.wasm" }, "bin/out.wasm": { link: "../../../../etc/passwd" } });
+    const vol = bundle(spec(), {
+      "bin/app.wasm": WASM,
+      "bin/link.wasm": { link: "/bin/app.wasm" },
+      "bin/out.wasm": { link: "../../../../etc/passwd" },
+    });
     const volume = join(vol, "rootfs");
     const mounts = [
       { destination: "/shared", type: "bind", source: volume, options: ["rbind", "ro"] },
       { destination: "/proc", type: "proc", source: "proc" },
     ];
-    expect(findEntrypoint(root, "/shared/bin/app.wasm", env, "/", mounts)).toEqual({ host: join(volume, "bin/app.wasm"), path: "/shared/bin/app.wasm" });
+    expect(findEntrypoint(root, "/shared/bin/app.wasm", env, "/", mounts)).toEqual({
+      host: join(volume, "bin/app.wasm"),
+      path: "/shared/bin/app.wasm",
+    });
     // Symlinks inside the volume resolve inside the volume, never outside it.
     expect(findEntrypoint(root, "/shared/bin/link.wasm", env, "/", mounts)?.host).toBe(join(volume, "bin/app.wasm"));
     expect(findEntrypoint(root, "/shared/bin/out.wasm", env, "/", mounts)).toBeUndefined();
