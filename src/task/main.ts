@@ -9,11 +9,21 @@ import { defineCommand, runMain } from "citty";
 import { parseShimFlags, type ShimFlags } from "./flags.ts";
 
 const SHIM_VERSION = "bunwasi 0.1.0"; // as task-service.ts reports it in Connect
+const RUNTIME_NAME = "io.containerd.wasmtime.v1";
 
 /** How to run ourselves again: the compiled binary alone, or bun plus this script. */
 function selfCommand(): string[] {
   const script = process.argv[1];
   return script && !script.startsWith("/$bunfs/") && script !== process.execPath ? [process.execPath, script] : [process.execPath];
+}
+
+/** containerd.types.RuntimeInfo {string name = 1; RuntimeVersion version = 2 {string version = 1; string revision = 2}} */
+async function runtimeInfo(): Promise<Uint8Array> {
+  const { BinaryWriter } = await import("@bufbuild/protobuf/wire");
+  const w = new BinaryWriter();
+  w.uint32(10).string(RUNTIME_NAME);
+  w.uint32(18).fork().uint32(10).string(SHIM_VERSION).join();
+  return w.finish();
 }
 
 async function readStdin(): Promise<Uint8Array> {
@@ -39,8 +49,7 @@ export async function main(argv: string[]): Promise<void> {
       meta: { name: "start", description: "start (or reuse) the shim server for a container; print its address" },
       run: async () => {
         const { start } = await import("./start.ts");
-        const address = await start(flags, await readStdin(), selfCommand());
-        process.stdout.write(address);
+        process.stdout.write(await start(flags, await readStdin(), selfCommand()));
       },
     }),
     delete: defineCommand({
@@ -57,6 +66,15 @@ export async function main(argv: string[]): Promise<void> {
   };
   if (action === "v" || action === "version") {
     process.stdout.write(`containerd-shim-wasmtime-v1 (${SHIM_VERSION})\n`);
+    return;
+  }
+  if (action === "info") {
+    // containerd 2.x runs `shim -info` (runtime options Any on stdin) and parses a
+    // containerd.types.RuntimeInfo from stdout: for `ctr plugins inspect-runtime`, for
+    // idmap mount checks, and (2.4+) on every Create, looking for a mount annotation,
+    // until an answer parses. We have no options, features or annotations to report.
+    await readStdin();
+    process.stdout.write(await runtimeInfo());
     return;
   }
   await runMain(

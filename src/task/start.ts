@@ -4,14 +4,49 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Client } from "../ttrpc/index.ts";
 import { ensureSocketDir, groupId, socketAddress, socketPath, writeAddressFile } from "./address.ts";
 import { formatShimFlags, type ShimFlags } from "./flags.ts";
 import { BootstrapParams } from "./gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
 
-export async function start(flags: ShimFlags, stdin: Uint8Array, self: string[]): Promise<string> {
-  const bundle = flags.bundle || process.cwd();
+/**
+ * Starts (or finds) the server and returns what to print on stdout for this containerd:
+ * see startReply.
+ */
+export async function start(
+  flags: ShimFlags,
+  stdin: Uint8Array,
+  self: string[],
+  env: Record<string, string | undefined> = process.env,
+): Promise<string | Uint8Array> {
   const params = bootstrapParams(stdin, flags);
+  return startReply(await startServer(flags, params, self), params, env);
+}
+
+/**
+ * What `start` prints, by what the caller is (each checked in containerd's source):
+ * - 2.3+ sends BootstrapParams on stdin: a protobuf BootstrapResult{version 3, ttrpc}, as its
+ *   own shims print. Version 3 = task v3 API, and in a pod containerd then reuses the sandbox's
+ *   shim instead of running `start`/`delete` per container (we group by sandbox id anyway).
+ * - 1.7 to 2.2 set MAX_SHIM_VERSION (always "2") and send an Any or nothing: the JSON
+ *   `{"version":2,…}`. 1.7 refuses a version above 2, and 2.0–2.2 cannot be told from 1.7 by
+ *   anything they pass us, so they get 2 too (and talk task v2 through their v2 bridge).
+ * - 1.6 (no MAX_SHIM_VERSION) accepts only the plain address.
+ */
+export function startReply(address: string, params: BootstrapParams | null, env: Record<string, string | undefined>): string | Uint8Array {
+  if (params) return encodeBootstrapResult({ version: 3, address, protocol: "ttrpc" });
+  if (Number(env.MAX_SHIM_VERSION) >= 2) return JSON.stringify({ version: 2, address, protocol: "ttrpc" });
+  return address;
+}
+
+/** containerd.runtime.bootstrap.v1.BootstrapResult {int32 version = 1; string address = 2; string protocol = 3; …} */
+export function encodeBootstrapResult(r: { version: number; address: string; protocol: string }): Uint8Array {
+  return new BinaryWriter().uint32(8).int32(r.version).uint32(18).string(r.address).uint32(26).string(r.protocol).finish();
+}
+
+async function startServer(flags: ShimFlags, params: BootstrapParams | null, self: string[]): Promise<string> {
+  const bundle = flags.bundle || process.cwd();
   const annotations = readAnnotations(bundle);
   const address = socketAddress(flags.address, flags.namespace, groupId(flags.id, annotations), params?.socketDir || undefined);
 

@@ -8,8 +8,14 @@ export class MessageQueue<T> implements AsyncIterableIterator<T> {
   private done = false;
   private error: unknown = undefined;
 
-  /** @param onReturn called once if the consumer stops early (break, throw). */
-  constructor(private readonly onReturn?: () => void) {}
+  /**
+   * @param onReturn called once if the consumer stops early (break, throw).
+   * @param onTake called for every item the consumer takes (for flow accounting).
+   */
+  constructor(
+    private readonly onReturn?: () => void,
+    private readonly onTake?: () => void,
+  ) {}
 
   get size(): number {
     return this.items.length - this.head;
@@ -24,6 +30,7 @@ export class MessageQueue<T> implements AsyncIterableIterator<T> {
     const w = this.waiting;
     if (w !== null) {
       this.waiting = null;
+      this.onTake?.();
       w.resolve({ value: item, done: false });
       return;
     }
@@ -41,6 +48,7 @@ export class MessageQueue<T> implements AsyncIterableIterator<T> {
   next(): Promise<IteratorResult<T>> {
     if (this.head < this.items.length) {
       const value = this.items[this.head++] as T;
+      this.onTake?.();
       if (this.head > 1024 && this.head * 2 > this.items.length) {
         this.items = this.items.slice(this.head);
         this.head = 0;

@@ -17,6 +17,13 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Messages a client may send on one stream before its handler reads them. */
 const STREAM_INPUT_LIMIT = 1024;
+/**
+ * Bytes of stream messages one connection may have waiting for its handlers: above
+ * HIGH we stop reading from that client until they are down to LOW, so a peer cannot
+ * make us hold more than about this much whatever it sends.
+ */
+const INBOUND_HIGH = 16 << 20;
+const INBOUND_LOW = 4 << 20;
 
 interface Method {
   service: string;
@@ -170,6 +177,8 @@ interface Call {
   readonly method: Method;
   readonly abort: AbortController;
   input: MessageQueue<unknown> | null;
+  /** Encoded sizes of the messages in `input`, oldest first. */
+  sizes: number[];
   timer: ReturnType<typeof setTimeout> | undefined;
 }
 
@@ -177,6 +186,7 @@ class Connection {
   readonly wire: Wire;
   private readonly calls = new Map<number, Call>();
   private lastStreamId = 0;
+  private inbound = 0;
 
   constructor(
     private readonly server: Server,
@@ -229,7 +239,7 @@ class Connection {
       return;
     }
 
-    const call: Call = { id, method, abort: new AbortController(), input: null, timer: undefined };
+    const call: Call = { id, method, abort: new AbortController(), input: null, sizes: [], timer: undefined };
     const timeoutMs = req.timeoutNano > 0 ? req.timeoutNano / 1e6 : 0;
     const ctx: CallContext = {
       service: method.service,
@@ -248,7 +258,7 @@ class Connection {
     this.calls.set(id, call);
 
     if (method.requestStream) {
-      call.input = new MessageQueue<unknown>();
+      call.input = new MessageQueue<unknown>(undefined, () => this.taken(call.sizes.shift() ?? 0));
       // A client stream may carry its first message in the request itself.
       if (req.payload.length > 0 && !this.deliver(call, req.payload)) return;
       if ((frame.flags & Flag.RemoteClosed) !== 0) call.input.end();
@@ -282,6 +292,11 @@ class Connection {
     if ((frame.flags & Flag.RemoteClosed) !== 0) call.input.end();
   }
 
+  private taken(size: number): void {
+    this.inbound -= size;
+    if (this.inbound < INBOUND_LOW) this.wire.holdReading(false);
+  }
+
   /** Decodes one inbound stream message into the call's input; false if that ended the call. */
   private deliver(call: Call, payload: Uint8Array): boolean {
     const input = call.input!;
@@ -290,7 +305,11 @@ class Connection {
       return false;
     }
     try {
-      input.push(call.method.requestType.decode(payload));
+      const message = call.method.requestType.decode(payload);
+      call.sizes.push(payload.length);
+      this.inbound += payload.length;
+      if (this.inbound > INBOUND_HIGH) this.wire.holdReading(true);
+      input.push(message);
       return true;
     } catch (e) {
       this.finish(call, { code: Code.INVALID_ARGUMENT, message: `data handling error: ${errorText(e)}` }, null);
@@ -329,6 +348,8 @@ class Connection {
     if (this.calls.get(call.id) !== call) return;
     this.calls.delete(call.id);
     if (call.timer !== undefined) clearTimeout(call.timer);
+    // What its handler will never read no longer counts against the connection.
+    this.taken(call.sizes.splice(0).reduce((a, b) => a + b, 0));
     if (status !== null) {
       call.abort.abort(new TtrpcError(status.code, status.message));
       call.input?.fail(new TtrpcError(status.code, status.message));

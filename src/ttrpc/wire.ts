@@ -20,7 +20,9 @@ export class Wire {
   private queued = 0;
   private flushScheduled = false;
   private blocked = false; // the kernel buffer is full: wait for drain
-  private paused = false;
+  private paused = false; // for outbound backlog
+  private held = false; // at the receiver's request
+  private readingStopped = false;
   private waiters: (() => void)[] = [];
   private closedFlag = false;
   private endAfterFlush = false;
@@ -82,9 +84,9 @@ export class Wire {
     if (this.closedFlag || this.endAfterFlush) return false;
     this.queue.push(frame);
     this.queued += frame.length;
-    if (this.pauseWhenBacklogged && this.queued > HIGH_WATER && !this.paused && this.socket !== null) {
+    if (this.pauseWhenBacklogged && this.queued > HIGH_WATER && !this.paused) {
       this.paused = true;
-      this.socket.pause();
+      this.updateReading();
     }
     this.scheduleFlush();
     return true;
@@ -142,10 +144,27 @@ export class Wire {
     if (this.queued === 0 && this.endAfterFlush) socket.end();
   }
 
+  /**
+   * Stops (or restarts) reading for the receiver's own reasons, e.g. too much inbound
+   * data waiting for handlers; independent of the pause for outbound backlog.
+   */
+  holdReading(hold: boolean): void {
+    this.held = hold;
+    this.updateReading();
+  }
+
+  private updateReading(): void {
+    const stop = this.paused || this.held;
+    if (this.socket === null || this.closedFlag || stop === this.readingStopped) return;
+    this.readingStopped = stop;
+    if (stop) this.socket.pause();
+    else this.socket.resume();
+  }
+
   private release(): void {
-    if (this.paused && this.socket !== null && !this.closedFlag) {
+    if (this.paused) {
       this.paused = false;
-      this.socket.resume();
+      this.updateReading();
     }
     const waiters = this.waiters;
     if (waiters.length === 0) return;

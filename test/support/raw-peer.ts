@@ -41,6 +41,11 @@ export class RawPeer {
 
   private unsent: Uint8Array[] = [];
 
+  /** Bytes written by us that the kernel has not taken yet (the server is not reading). */
+  get pending(): number {
+    return this.unsent.reduce((n, b) => n + b.length, 0);
+  }
+
   /** Writes everything, however slowly the server reads. */
   send(bytes: Uint8Array): void {
     if (this.unsent.length > 0) {
