@@ -216,20 +216,45 @@ export function ensureExecutorDir(opts: ExecutorDirOptions = {}): ExecutorDir {
 }
 
 /**
- * Remove executor directories other than `keep` (e.g. after an upgrade). Containers still
- * running keep their bind mount (and mapped files) alive, but a directory removed under a
- * container that is created and not yet started would break its start: call this only
- * when no container is between Create and Start.
+ * Removes executor directories left by earlier installs: each holds a ~140 MB binary that
+ * is no longer the installed one. A directory stays while any process runs its binary (a
+ * shim of the old version, or an executor started through its loader) or while it is
+ * younger than `minAgeMs` (a container may be between Create and Start with it).
  */
-export function pruneExecutorDirs(stateRoot: string, keep: string[]): string[] {
+export function pruneExecutorDirs(stateRoot: string, keep: string[], minAgeMs = 10 * 60_000): string[] {
   const parent = join(stateRoot, "exec");
   const removed: string[] = [];
   if (!existsSync(parent)) return removed;
+  const running = runningExecutables();
+  const now = Date.now();
   for (const name of readdirSync(parent)) {
     const p = join(parent, name);
     if (keep.includes(p)) continue;
+    try {
+      if (now - statSync(p).mtimeMs < minAgeMs) continue;
+      if (readdirSync(p).some((f) => running.has(fileId(join(p, f))))) continue;
+    } catch {
+      continue;
+    }
     rmSync(p, { recursive: true, force: true });
     removed.push(p);
   }
   return removed;
+}
+
+function fileId(path: string): string {
+  const st = statSync(path);
+  return `${st.dev}:${st.ino}`;
+}
+
+/** dev:inode of every running process's executable. */
+function runningExecutables(): Set<string> {
+  const out = new Set<string>();
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      out.add(fileId(`/proc/${pid}/exe`));
+    } catch {}
+  }
+  return out;
 }

@@ -3,6 +3,7 @@
 
 import { rmdirSync } from "node:fs";
 import { prepare } from "../oci/bundle.ts";
+import { ensureExecutorDir, pruneExecutorDirs } from "../oci/executor-dir.ts";
 import { mountRootfs, unmountRootfs } from "../oci/rootfs.ts";
 import { Server } from "../ttrpc/index.ts";
 import { socketPath } from "./address.ts";
@@ -11,7 +12,7 @@ import type { ShimFlags } from "./flags.ts";
 import { TaskDefinition as TaskV2 } from "./gen/containerd/runtime/task/v2/shim.ts";
 import { TaskDefinition as TaskV3 } from "./gen/containerd/runtime/task/v3/shim.ts";
 import { openLog } from "./log.ts";
-import { COMPILE_CACHE_DIR, containerStateDir, runtimeRoot } from "./paths.ts";
+import { COMPILE_CACHE_DIR, containerStateDir, DATA_ROOT, runtimeRoot } from "./paths.ts";
 import { precompile } from "./precompile.ts";
 import { becomeSubreaper, ExitWatcher } from "./reaper.ts";
 import { findRuntime, Runc } from "./runc.ts";
@@ -79,6 +80,15 @@ export async function serve(flags: ShimFlags): Promise<void> {
   process.on("SIGTERM", () => void exit());
   process.on("SIGINT", () => void exit());
   log(`serving ${flags.socket} for namespace ${flags.namespace}`);
+  // Off the start path: clear executor directories of earlier installs.
+  setTimeout(() => {
+    try {
+      const removed = pruneExecutorDirs(DATA_ROOT, [ensureExecutorDir().dir]);
+      if (removed.length) log(`removed ${removed.length} executor directories of earlier installs`);
+    } catch (e) {
+      log(`pruning executor directories: ${String(e)}`, "warning");
+    }
+  }, 5000).unref();
 }
 
 /** With -debug, every call is logged with how long it took: the timeline of a start. */

@@ -281,6 +281,9 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
   const ctrEnv: Record<string, string> = {
     ...(process.env as Record<string, string>),
     CONTAINERD_SNAPSHOTTER: opts.snapshotter ?? "overlayfs",
+    // ctr 2.x asks the daemon for deprecations on every call and logs each on stderr (on a
+    // cgroup v1 host, always one); that would land in every command's stderr.
+    CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS: "1",
   };
   delete ctrEnv.CONTAINERD_NAMESPACE;
   delete ctrEnv.CONTAINERD_ADDRESS;
