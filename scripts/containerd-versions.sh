@@ -14,8 +14,9 @@
 # parts (btrfs snapshotter, libseccomp) are left out by their build constraints, and
 # nothing the tests use needs them.
 #
-# Time on a 2-core machine: about 1.5 min per version with a warm module cache, about
-# 2.5 to 3.5 min cold (downloads + compile); see the report in the commit that added this.
+# Time on a 2-core machine with empty Go module and build caches (~240 module downloads,
+# ~1 GB each of module and build cache): 76 s for 1.7.35, 56 s for 2.4.2, 2 min 12 s in all.
+# Once built, a run only checks the two binaries exist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -35,4 +35,7 @@ export PATH="$PATH:/usr/local/go/bin"
 bash scripts/libwasmtime.sh >/dev/null
 bash scripts/build-wasm.sh >/dev/null
 bash test/interop/go/build.sh >/dev/null
+# containerd 1.7 and 2.x (and their ctr) for test/e2e/matrix.test.ts, built from the Go
+# module proxy into build/containerd/<version>/bin; a few minutes the first time only.
+bash scripts/containerd-versions.sh >/dev/null
 log "ready"

@@ -115,9 +115,23 @@ const DISABLED_PLUGINS = [
 
 const UNIX_PATH_MAX = 107; // sun_path is 108 bytes including the NUL
 
-export function containerdConfig(o: { root: string; state: string; address: string; optDir: string; logLevel: string }): string {
+/**
+ * The config for a private instance. Version 2 is what 1.6 and 1.7 read; 2.x reads it too but
+ * migrates it, so 2.x gets version 3, its own format up to 2.2 (2.3+ read 4, which moves
+ * [grpc]/[ttrpc]/[debug] into io.containerd.server.v1.* plugins, and migrate 3 to it with a
+ * warning in the log). Nothing we set differs between 2 and 3: the keys below and the plugin
+ * ids in DISABLED_PLUGINS are the same.
+ */
+export function containerdConfig(o: {
+  root: string;
+  state: string;
+  address: string;
+  optDir: string;
+  logLevel: string;
+  configVersion?: 2 | 3;
+}): string {
   const q = (s: string) => JSON.stringify(s); // TOML basic strings accept JSON string escapes
-  return `version = 2
+  return `version = ${o.configVersion ?? 2}
 root = ${q(o.root)}
 state = ${q(o.state)}
 disabled_plugins = [${DISABLED_PLUGINS.map(q).join(", ")}]
@@ -139,6 +153,14 @@ disabled_plugins = [${DISABLED_PLUGINS.map(q).join(", ")}]
   [plugins."io.containerd.internal.v1.opt"]
     path = ${q(o.optDir)}
 `;
+}
+
+/** containerd's major version, from `containerd --version` ("containerd <pkg> v2.4.2 <rev>"). */
+export function containerdMajor(binary: string): number {
+  const r = Bun.spawnSync([binary, "--version"], { stdout: "pipe", stderr: "pipe" });
+  const m = /\sv?(\d+)\.\d+\.\d+/.exec(r.stdout.toString());
+  if (r.exitCode !== 0 || !m) throw new Error(`${binary} --version: cannot tell its version (${r.stdout}${r.stderr})`);
+  return Number(m[1]);
 }
 
 function namespaceFor(dir: string): string {
@@ -272,7 +294,18 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
   const configPath = join(dir, "config.toml");
   const logPath = join(dir, "containerd.log");
   for (const d of [dir, root, state, fifoDir]) mkdirSync(d, { recursive: true, mode: 0o711 });
-  writeFileSync(configPath, containerdConfig({ root, state, address, optDir: join(dir, "opt"), logLevel: opts.logLevel ?? "debug" }));
+  const major = containerdMajor(binary);
+  writeFileSync(
+    configPath,
+    containerdConfig({
+      root,
+      state,
+      address,
+      optDir: join(dir, "opt"),
+      logLevel: opts.logLevel ?? "debug",
+      configVersion: major >= 2 ? 3 : 2,
+    }),
+  );
   const env: Record<string, string> = {
     ...(process.env as Record<string, string>),
     PATH: [...(opts.path ?? []), process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin"].join(":"),
