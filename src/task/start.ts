@@ -4,11 +4,10 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Client } from "../ttrpc/index.ts";
 import { ensureSocketDir, groupId, socketAddress, socketPath, writeAddressFile } from "./address.ts";
 import { formatShimFlags, type ShimFlags } from "./flags.ts";
-import { BootstrapParams } from "./gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
+import { BootstrapParams, BootstrapResult } from "./gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
 
 /**
  * Starts (or finds) the server and returns what to print on stdout for this containerd:
@@ -35,14 +34,9 @@ export async function start(
  * - 1.6 (no MAX_SHIM_VERSION) accepts only the plain address.
  */
 export function startReply(address: string, params: BootstrapParams | null, env: Record<string, string | undefined>): string | Uint8Array {
-  if (params) return encodeBootstrapResult({ version: 3, address, protocol: "ttrpc" });
+  if (params) return BootstrapResult.encode({ version: 3, address, protocol: "ttrpc" }).finish();
   if (Number(env.MAX_SHIM_VERSION) >= 2) return JSON.stringify({ version: 2, address, protocol: "ttrpc" });
   return address;
-}
-
-/** containerd.runtime.bootstrap.v1.BootstrapResult {int32 version = 1; string address = 2; string protocol = 3; …} */
-export function encodeBootstrapResult(r: { version: number; address: string; protocol: string }): Uint8Array {
-  return new BinaryWriter().uint32(8).int32(r.version).uint32(18).string(r.address).uint32(26).string(r.protocol).finish();
 }
 
 async function startServer(flags: ShimFlags, params: BootstrapParams | null, self: string[]): Promise<string> {

@@ -4,9 +4,9 @@ import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { groupId, socketAddress } from "../../../src/task/address.ts";
 import { formatShimFlags, parseShimFlags } from "../../../src/task/flags.ts";
-import { BootstrapParams } from "../../../src/task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
+import { BootstrapParams, BootstrapResult } from "../../../src/task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
 import { Any } from "../../../src/task/gen/google/protobuf/any.ts";
-import { bootstrapParams } from "../../../src/task/start.ts";
+import { bootstrapParams, startReply } from "../../../src/task/start.ts";
 
 describe("flags", () => {
   test("containerd's argv, in every spelling Go's flag package accepts", () => {
@@ -90,5 +90,21 @@ describe("start stdin", () => {
     expect(bootstrapParams(any, flags)).toBeNull();
     expect(bootstrapParams(new Uint8Array(), flags)).toBeNull();
     expect(bootstrapParams(new Uint8Array([0xff, 0xff, 0xff]), flags)).toBeNull();
+  });
+});
+
+describe("start reply", () => {
+  const address = "unix:///run/containerd/s/abc";
+  const params = BootstrapParams.fromPartial({ instanceId: "c1", namespace: "ns1" });
+
+  test("containerd 2.3+ (BootstrapParams on stdin) gets a BootstrapResult for task v3", () => {
+    const out = startReply(address, params, {});
+    expect(out).toBeInstanceOf(Uint8Array);
+    expect(BootstrapResult.decode(out as Uint8Array)).toEqual({ version: 3, address, protocol: "ttrpc" });
+  });
+
+  test("1.7 to 2.2 (MAX_SHIM_VERSION set) get JSON version 2; 1.6 the plain address", () => {
+    expect(JSON.parse(startReply(address, null, { MAX_SHIM_VERSION: "2" }) as string)).toEqual({ version: 2, address, protocol: "ttrpc" });
+    expect(startReply(address, null, {})).toBe(address);
   });
 });

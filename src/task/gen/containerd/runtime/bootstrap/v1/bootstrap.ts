@@ -45,6 +45,15 @@ export interface Extension {
   value: Any | undefined;
 }
 
+/** What a shim may print on `start` for containerd 2.3+ (instead of a plain address or JSON). */
+export interface BootstrapResult {
+  /** 2 = task v2 API, 3 = task v3 API (and shim reuse within a pod). */
+  version: number;
+  address: string;
+  /** "ttrpc" or "grpc". */
+  protocol: string;
+}
+
 function createBaseBootstrapParams(): BootstrapParams {
   return {
     instanceId: "",
@@ -261,6 +270,87 @@ export const Extension: MessageFns<Extension, "containerd.runtime.bootstrap.v1.E
   fromPartial<I extends Exact<DeepPartial<Extension>, I>>(object: I): Extension {
     const message = createBaseExtension();
     message.value = (object.value !== undefined && object.value !== null) ? Any.fromPartial(object.value) : undefined;
+    return message;
+  },
+};
+
+function createBaseBootstrapResult(): BootstrapResult {
+  return { version: 0, address: "", protocol: "" };
+}
+
+export const BootstrapResult: MessageFns<BootstrapResult, "containerd.runtime.bootstrap.v1.BootstrapResult"> = {
+  $type: "containerd.runtime.bootstrap.v1.BootstrapResult" as const,
+
+  encode(message: BootstrapResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).int32(message.version);
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    if (message.protocol !== "") {
+      writer.uint32(26).string(message.protocol);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BootstrapResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBootstrapResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.protocol = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<BootstrapResult>, I>>(base?: I): BootstrapResult {
+    return BootstrapResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BootstrapResult>, I>>(object: I): BootstrapResult {
+    const message = createBaseBootstrapResult();
+    message.version = object.version ?? 0;
+    message.address = object.address ?? "";
+    message.protocol = object.protocol ?? "";
     return message;
   },
 };
