@@ -10,6 +10,7 @@
 
 import { dlopen, FFIType, ptr, read } from "bun:ffi";
 
+export const SYS_fcntl = 72;
 export const SYS_prctl = 157;
 export const SYS_waitid = 247;
 export const SYS_pidfd_send_signal = 424;
@@ -78,6 +79,17 @@ function check(r: number | bigint): [number, number] {
 
 function sys(nr: number, a = 0, b = 0, c2 = 0, d = 0): [number, number] {
   return check(c.syscall(nr, a, b, c2, d));
+}
+
+const F_GETFL = 3;
+const F_SETFL = 4;
+const O_NONBLOCK = 0o4000;
+
+/** Clears O_NONBLOCK on fd (fcntl through syscall(2): no variadic call through FFI). */
+export function setBlocking(fd: number): [number, number] {
+  const [flags, err] = sys(SYS_fcntl, fd, F_GETFL);
+  if (flags < 0) return [flags, err];
+  return sys(SYS_fcntl, fd, F_SETFL, flags & ~O_NONBLOCK);
 }
 
 export function prctl(option: number, arg2 = 0, arg3 = 0, arg4 = 0): [number, number] {

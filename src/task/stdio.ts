@@ -2,12 +2,8 @@
 // them here and pass the fds to the OCI runtime, so the container's process writes
 // straight into containerd's fifos and no byte passes through the shim.
 
-import { dlopen, FFIType } from "bun:ffi";
 import { closeSync, constants, openSync } from "node:fs";
-
-const libc = dlopen("libc.so.6", { fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 } });
-const F_GETFL = 3;
-const F_SETFL = 4;
+import { setBlocking } from "./libc.ts";
 
 export interface StdioPaths {
   stdin: string;
@@ -60,8 +56,11 @@ function openOut(path: string): number {
 }
 
 function blocking(fd: number): number {
-  const flags = libc.symbols.fcntl(fd, F_GETFL, 0);
-  libc.symbols.fcntl(fd, F_SETFL, flags & ~constants.O_NONBLOCK);
+  const [r, err] = setBlocking(fd);
+  if (r < 0) {
+    closeSync(fd);
+    throw new Error(`fcntl(O_NONBLOCK off): errno ${err}`);
+  }
   return fd;
 }
 

@@ -87,26 +87,7 @@ export class Client {
 
   /** A unary call with an already encoded payload; resolves to the encoded answer. */
   call(service: string, method: string, payload: Uint8Array, options: CallOptions = {}): Promise<Uint8Array> {
-    return new Promise<Uint8Array>((resolve, reject) => {
-      let id = 0;
-      let disarm = noop;
-      const finish = (err: TtrpcError | null, answer?: Uint8Array) => {
-        disarm();
-        this.pending.delete(id);
-        if (err !== null) reject(err);
-        else resolve(answer!);
-      };
-      id = this.open(service, method, payload, 0, options, {
-        frame: (f) => {
-          if (f.type !== FrameType.Response) return finish(protocolError(f));
-          const resp = decodeResponseSafely(f);
-          if (resp instanceof TtrpcError) return finish(resp);
-          finish(statusError(resp), resp.payload);
-        },
-        fail: (e) => finish(e),
-      });
-      if (this.pending.has(id)) disarm = this.guard(options, (e) => finish(e));
-    });
+    return this.oneAnswer(service, method, payload, 0, options, null);
   }
 
   /** Resolves when the connection has closed, for whatever reason. */
@@ -128,8 +109,7 @@ export class Client {
 
   private async unary(c: MethodRef, request: unknown, options?: CallOptions): Promise<unknown> {
     const payload = c.requestType.encode(request).finish();
-    const answer = await this.call(c.service, c.method, payload, options);
-    return c.responseType.decode(answer);
+    return decodeAnswer(c, await this.call(c.service, c.method, payload, options));
   }
 
   private serverStream(c: MethodRef, request: unknown, options: CallOptions = {}): AsyncIterable<unknown> {
@@ -137,22 +117,39 @@ export class Client {
     return this.streamOut(c, payload, Flag.RemoteClosed, options, null);
   }
 
-  private clientStream(c: MethodRef, requests: Iterable<unknown> | AsyncIterable<unknown>, options: CallOptions = {}): Promise<unknown> {
-    return new Promise((resolve, reject) => {
+  private async clientStream(
+    c: MethodRef,
+    requests: Iterable<unknown> | AsyncIterable<unknown>,
+    options: CallOptions = {},
+  ): Promise<unknown> {
+    return decodeAnswer(
+      c,
+      await this.oneAnswer(c.service, c.method, new Uint8Array(0), Flag.RemoteOpen, options, { type: c.requestType, requests }),
+    );
+  }
+
+  /**
+   * A call answered by one response frame, OK or not: a unary call, or a client stream
+   * whose messages are pumped out meanwhile.
+   */
+  private oneAnswer(
+    service: string,
+    method: string,
+    payload: Uint8Array,
+    flags: number,
+    options: CallOptions,
+    stream: { type: MessageType<unknown>; requests: Iterable<unknown> | AsyncIterable<unknown> } | null,
+  ): Promise<Uint8Array> {
+    return new Promise<Uint8Array>((resolve, reject) => {
       let id = 0;
       let disarm = noop;
       const finish = (err: TtrpcError | null, answer?: Uint8Array) => {
         disarm();
         this.pending.delete(id);
-        if (err !== null) return reject(err);
-        try {
-          resolve(c.responseType.decode(answer!));
-        } catch (e) {
-          reject(new TtrpcError(Code.INTERNAL, `ttrpc: bad response payload: ${String(e)}`));
-        }
+        if (err !== null) reject(err);
+        else resolve(answer!);
       };
-      id = this.open(c.service, c.method, new Uint8Array(0), Flag.RemoteOpen, options, {
-        // A non-streaming answer is one response frame, OK or not.
+      id = this.open(service, method, payload, flags, options, {
         frame: (f) => {
           if (f.type !== FrameType.Response) return finish(protocolError(f));
           const resp = decodeResponseSafely(f);
@@ -163,7 +160,7 @@ export class Client {
       });
       if (!this.pending.has(id)) return;
       disarm = this.guard(options, (e) => finish(e));
-      void this.pump(id, c.requestType, requests, (e) => finish(e));
+      if (stream !== null) void this.pump(id, stream.type, stream.requests, (e) => finish(e));
     });
   }
 
@@ -331,6 +328,14 @@ interface MethodRef {
 }
 
 function noop(): void {}
+
+function decodeAnswer(c: MethodRef, answer: Uint8Array): unknown {
+  try {
+    return c.responseType.decode(answer);
+  } catch (e) {
+    throw new TtrpcError(Code.INTERNAL, `ttrpc: bad response payload: ${String(e)}`);
+  }
+}
 
 function statusError(resp: Response): TtrpcError | null {
   const st = resp.status;
