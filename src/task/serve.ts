@@ -76,6 +76,7 @@ export async function serve(flags: ShimFlags): Promise<void> {
   const traced = flags.debug ? timed(service, (m) => log(m, "debug")) : service;
   server.register(TaskV2, traced).register(TaskV3, traced);
   server.listen(socketPath(flags.socket));
+  log(`listening ${performance.now().toFixed(1)} ms after the process started`, "debug");
   // containerd stops us with Shutdown; a signal from an operator means the same.
   process.on("SIGTERM", () => void exit());
   process.on("SIGINT", () => void exit());
