@@ -9,6 +9,7 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/task/paths.ts";
 import type { Containerd } from "../support/containerd.ts";
+import { ctrTasks, fileText, sleep, waitFile } from "../support/ctr-tasks.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";
 
 /**
@@ -27,7 +28,6 @@ const VERSIONS = pinnedVersions();
 const binDir = (v: string) => join(REPO, "build/containerd", v, "bin");
 const T = 60_000;
 const VERSE = "This is a song that never ends.";
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 test("prerequisites: root, runc, a 1.7 and a 2.x containerd built by scripts/containerd-versions.sh", () => {
   expect(process.getuid?.()).toBe(0);
@@ -86,55 +86,10 @@ for (const version of VERSIONS) {
       for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
     }, T);
 
-    async function ctrOk(args: string[], timeoutMs = 30_000): Promise<string> {
-      const r = await cd.ctr(args, { timeoutMs });
-      if (r.code !== 0) throw new Error(`ctr ${args.join(" ")} → ${r.code}: ${r.stderr.trim()}\n${cd.logTail(30)}`);
-      return r.stdout;
-    }
-
-    async function tasks(): Promise<Map<string, { pid: number; status: string }>> {
-      const m = new Map<string, { pid: number; status: string }>();
-      for (const line of (await ctrOk(["task", "ls"])).split("\n").slice(1)) {
-        const [id, pid, status] = line.trim().split(/\s+/);
-        if (id && pid && status) m.set(id, { pid: Number(pid), status });
-      }
-      return m;
-    }
-
-    async function waitStatus(id: string, status: string, timeoutMs = 10_000): Promise<void> {
-      const deadline = Date.now() + timeoutMs;
-      let last: string | undefined;
-      while (Date.now() < deadline) {
-        last = (await tasks()).get(id)?.status;
-        if (last === status) return;
-        await sleep(20);
-      }
-      throw new Error(`task ${id}: status ${last ?? "(absent)"} after ${timeoutMs} ms, wanted ${status}\n${cd.logTail(30)}`);
-    }
-
-    /** `ctr task delete`; its exit status as ctr warns it ("exit with non-zero exit code N"). */
-    async function deleteTask(id: string): Promise<number> {
-      const r = await cd.ctr(["task", "delete", id]);
-      if (r.code !== 0) throw new Error(`ctr task delete ${id} → ${r.code}: ${r.stderr.trim()}`);
-      const m = /exit with non-zero exit code (\d+)/.exec(r.stderr);
-      return m ? Number(m[1]) : 0;
-    }
-
-    async function runDetached(id: string, args: string[] = []): Promise<string> {
-      const log = join(env.dir, `${id}.log`);
-      await ctrOk(["run", "-d", "--runtime", RUNTIME, "--log-uri", `file://${log}`, IMAGES.demo, id, ...args]);
-      return log;
-    }
-
-    const fileText = (p: string) => (existsSync(p) ? readFileSync(p, "utf8") : "");
-    async function waitFile(p: string, pred: (t: string) => boolean, timeoutMs = 10_000): Promise<boolean> {
-      const deadline = Date.now() + timeoutMs;
-      while (Date.now() < deadline) {
-        if (pred(fileText(p))) return true;
-        await sleep(20);
-      }
-      return pred(fileText(p));
-    }
+    const { ctrOk, tasks, waitStatus, deleteTask, runDetached } = ctrTasks(
+      () => cd,
+      () => env.dir,
+    );
 
     const bundleOf = (id: string) => join(cd.state, "io.containerd.runtime.v2.task", cd.namespace, id);
 

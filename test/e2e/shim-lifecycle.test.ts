@@ -11,6 +11,7 @@ import { existsSync, readdirSync, readFileSync, rmdirSync, statSync } from "node
 import { join } from "node:path";
 import { socketAddress, socketPath } from "../../src/task/address.ts";
 import { type Containerd, mountsUnder } from "../support/containerd.ts";
+import { ctrTasks, sleep, waitFile } from "../support/ctr-tasks.ts";
 import { IMAGES, RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && existsSync("/usr/bin/ctr");
@@ -27,8 +28,6 @@ function rmdirQuietly(d: string): void {
     rmdirSync(d);
   } catch {}
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Accumulates a stream's text in the background; waitFor polls it. */
 class Collector {
@@ -76,62 +75,11 @@ describe("shim lifecycle (ctr + containerd 1.6 + compiled shim)", () => {
 
   // --- helpers over ctr -----------------------------------------------------------------------
 
-  async function ctrOk(args: string[], timeoutMs = 30_000): Promise<string> {
-    const r = await cd.ctr(args, { timeoutMs });
-    if (r.code !== 0) throw new Error(`ctr ${args.join(" ")} → ${r.code}: ${r.stderr.trim()}\n${cd.logTail(20)}`);
-    return r.stdout;
-  }
-
-  /** `ctr task ls` as id → {pid, status}. */
-  async function tasks(): Promise<Map<string, { pid: number; status: string }>> {
-    const out = await ctrOk(["task", "ls"]);
-    const m = new Map<string, { pid: number; status: string }>();
-    for (const line of out.split("\n").slice(1)) {
-      const [id, pid, status] = line.trim().split(/\s+/);
-      if (id && pid && status) m.set(id, { pid: Number(pid), status });
-    }
-    return m;
-  }
-
-  /** Polls `ctr task ls` until id has status; returns how long it took (ms). */
-  async function waitStatus(id: string, status: string, timeoutMs = 10_000): Promise<number> {
-    const t0 = performance.now();
-    const deadline = Date.now() + timeoutMs;
-    let last: string | undefined;
-    while (Date.now() < deadline) {
-      last = (await tasks()).get(id)?.status;
-      if (last === status) return performance.now() - t0;
-      await sleep(10);
-    }
-    throw new Error(`task ${id}: status ${last ?? "(absent)"} after ${timeoutMs} ms, wanted ${status}`);
-  }
-
-  /** `ctr task delete ID`: ctr 1.6 reports a non-zero exit status as a warning only. */
-  async function deleteTask(id: string): Promise<number> {
-    const r = await cd.ctr(["task", "delete", id]);
-    if (r.code !== 0) throw new Error(`ctr task delete ${id} → ${r.code}: ${r.stderr.trim()}`);
-    const m = /exit with non-zero exit code (\d+)/.exec(r.stderr);
-    return m ? Number(m[1]) : 0;
-  }
-
-  /** `ctr run -d` with stdout+stderr to a file (a detached ctr leaves no reader on a fifo). */
-  async function runDetached(id: string, args: string[] = [], image: string = IMAGES.demo): Promise<string> {
-    const log = join(env.dir, `${id}.log`);
-    await ctrOk(["run", "-d", "--runtime", RUNTIME, "--log-uri", `file://${log}`, image, id, ...args]);
-    return log;
-  }
-
-  const fileText = (p: string) => (existsSync(p) ? readFileSync(p, "utf8") : "");
+  const { ctrOk, tasks, waitStatus, deleteTask, runDetached } = ctrTasks(
+    () => cd,
+    () => env.dir,
+  );
   const fileSize = (p: string) => (existsSync(p) ? statSync(p).size : 0);
-
-  async function waitFile(p: string, pred: (t: string) => boolean, timeoutMs = 10_000): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (pred(fileText(p))) return true;
-      await sleep(20);
-    }
-    return pred(fileText(p));
-  }
 
   async function removeContainer(id: string): Promise<void> {
     await ctrOk(["container", "rm", id]);
