@@ -2,7 +2,6 @@
 // its namespaces, cgroup, mounts and security settings, so we never fork ourselves.
 
 import { existsSync, readFileSync, rmSync } from "node:fs";
-import { join } from "node:path";
 
 export interface RuncOptions {
   /** The runtime binary: runc by default, crun when configured or found. */
@@ -141,10 +140,6 @@ function lastLogError(file: string): string {
     } catch {}
   }
   return msg;
-}
-
-export function runcStateDir(root: string, id: string): string {
-  return join(root, id);
 }
 
 export function removeQuietly(path: string): void {
