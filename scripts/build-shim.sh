@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 out="${1:-$PWD/build/bin}"
 mkdir -p "$out"
 bin=node_modules/.bin/bun
-entries=(src/task/main.ts src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts src/task/reaper-worker.ts)
+entries=(src/shim/main.ts src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts src/linux/reaper-worker.ts)
 newest=$(find src -name '*.ts' -newer "$out/containerd-shim-wasmtime-v1" 2>/dev/null | head -1 || true)
 if [[ -x $out/containerd-shim-wasmtime-v1 && -z $newest ]]; then
   echo "$out/containerd-shim-wasmtime-v1"

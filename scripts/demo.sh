@@ -6,7 +6,7 @@
 # BUNWASI_CONTAINERD_ADDRESS=/run/containerd/containerd.sock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --demo
 shim_dir=$(dirname "$(bash scripts/build-shim.sh)")
 bun=node_modules/.bin/bun
 IMAGE=ghcr.io/containerd/runwasi/wasi-demo-app:latest
@@ -25,7 +25,7 @@ fi
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
 archive=$(mktemp --suffix=.tar)
-"$bun" src/oci/image/cli.ts --name "$IMAGE" --out "$archive" \
+"$bun" tools/image/cli.ts --name "$IMAGE" --out "$archive" \
   --file /wasi-demo-app.wasm=build/wasm/wasi-demo-app.wasm --entrypoint /wasi-demo-app.wasm >/dev/null
 ctr images import "$archive" >/dev/null
 rm -f "$archive"

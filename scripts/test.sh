@@ -15,7 +15,7 @@ check() { # name, command...
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $name"; fi
 }
 
-check "format and lint (biome)" biome check src test bench scripts
+check "format and lint (biome)" biome check src test bench scripts tools examples
 check "types (tsc)" tsc -p .
 check "generated code is current" bash scripts/gen-proto.sh --check
 

@@ -6,7 +6,7 @@
 
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { COMPILE_CACHE_DIR } from "../../src/task/paths.ts";
+import { COMPILE_CACHE_DIR } from "../../src/shim/paths.ts";
 import { IMAGES, RUNTIME, type ShimEnv, shimEnv } from "../../test/support/shim-env.ts";
 
 const { values } = parseArgs({

@@ -1,4 +1,4 @@
-// The Engine interface (DESIGN.md "Engines") and the context a run gets.
+// The Engine interface and the context a run gets (docs/ARCHITECTURE.md, "Engines").
 
 /** Where a stdio stream of the module goes. */
 export type StdioSpec =
@@ -46,38 +46,9 @@ export interface Engine {
   run(ctx: RunContext): Promise<number>;
 }
 
-/** Exit code used when a module traps (same as the wasmtime CLI on unix: 128+SIGABRT). */
-export const EXIT_TRAP = 134;
-/** Exit code for failures before the module starts (bad module, link error, missing file). */
-export const EXIT_ENGINE_ERROR = 125;
-
-const SIGNALS: Record<string, number> = {
-  SIGHUP: 1,
-  SIGINT: 2,
-  SIGQUIT: 3,
-  SIGABRT: 6,
-  SIGKILL: 9,
-  SIGUSR1: 10,
-  SIGUSR2: 12,
-  SIGPIPE: 13,
-  SIGALRM: 14,
-  SIGTERM: 15,
-};
-
-/** Signal number from an AbortSignal reason (number, "SIGTERM", "TERM", {signal}); default 9. */
-export function signalNumber(reason: unknown): number {
-  if (typeof reason === "number" && Number.isInteger(reason) && reason > 0 && reason < 128) return reason;
-  if (typeof reason === "string") {
-    const up = reason.toUpperCase();
-    const n = SIGNALS[up] ?? SIGNALS[`SIG${up}`];
-    if (n) return n;
-    if (/^\d+$/.test(reason)) return signalNumber(Number(reason));
-  }
-  if (reason && typeof reason === "object" && "signal" in reason) {
-    return signalNumber((reason as { signal: unknown }).signal);
-  }
-  return 9;
-}
+// Exit statuses and signal names live in ../common (one home for the whole shim).
+export { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../common/constants.ts";
+export { signalNumber } from "../common/signals.ts";
 
 export function isWasmBinary(b: Uint8Array): boolean {
   return b.length >= 4 && b[0] === 0 && b[1] === 0x61 && b[2] === 0x73 && b[3] === 0x6d;

@@ -1,5 +1,5 @@
 // The executor: the process an OCI runtime (runc) starts for a wasm container
-// (DESIGN.md "Process model" 4).
+// (docs/ARCHITECTURE.md, "One Create").
 //
 //   executor --module PATH [--entry FUNC] [--memory-limit BYTES] [--lib PATH] [--cache DIR]
 //            [--kill-grace-ms N] [--stats] -- ARGS...
@@ -17,7 +17,8 @@
 
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { EXIT_ENGINE_ERROR } from "./engine.ts";
+import { EXIT_ENGINE_ERROR, KILL_GRACE_MS } from "../common/constants.ts";
+import { SIGNALS } from "../common/signals.ts";
 import { prestartWorker, WasmtimeEngine } from "./wasmtime/engine.ts";
 
 export interface ExecutorOptions {
@@ -93,7 +94,6 @@ function moduleEnv(): Record<string, string> {
 }
 
 const HANDLED = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"] as const;
-const SIGNUM: Record<(typeof HANDLED)[number], number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGTERM: 15 };
 
 /** Run the module; resolves with the process exit code. Never throws. */
 export async function runExecutor(argv: string[]): Promise<number> {
@@ -108,7 +108,7 @@ export async function runExecutor(argv: string[]): Promise<number> {
   prestartWorker();
   const ac = new AbortController();
   const handlers = HANDLED.map((name) => {
-    const h = () => ac.abort(SIGNUM[name]);
+    const h = () => ac.abort(SIGNALS[name]);
     process.on(name, h);
     return [name, h] as const;
   });
@@ -116,7 +116,7 @@ export async function runExecutor(argv: string[]): Promise<number> {
     const libPath = o.libPath ?? process.env.BUNWASI_LIBWASMTIME ?? besideSelf("libwasmtime.so");
     let cacheDir: string | undefined;
     if (o.cacheDir) cacheDir = o.cacheDir; // CompileCache treats write failures as misses
-    const engine = new WasmtimeEngine({ libPath, cacheDir, killGraceMs: o.killGraceMs ?? 200 });
+    const engine = new WasmtimeEngine({ libPath, cacheDir, killGraceMs: o.killGraceMs ?? KILL_GRACE_MS });
     const code = await engine.run({
       modulePath: o.module,
       args: o.args,

@@ -1,4 +1,4 @@
-// From containerd's bundle to the bundle we hand the OCI runtime (DESIGN.md "Process model" 3–4).
+// From containerd's bundle to the bundle we hand the OCI runtime (docs/ARCHITECTURE.md, "One Create").
 //
 // prepare() reads containerd's config.json, finds the entrypoint (process.args[0]) inside the
 // container's rootfs and classifies it:

@@ -1,5 +1,5 @@
-// The host directory that a wasm container sees read-only at /.bunwasi (DESIGN.md "Known
-// pitfalls": the loader trick).
+// The host directory that a wasm container sees read-only at /.bunwasi (docs/ARCHITECTURE.md,
+// "Pitfalls": the loader trick).
 //
 // A wasm image's rootfs has no libc and no dynamic loader, so our (dynamically linked) executor
 // cannot be exec'd there directly. Instead the container process is
@@ -33,7 +33,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { isCompiled } from "../engines/compiled.ts";
+import { isCompiled } from "../common/compiled.ts";
 import { findLibwasmtime } from "../engines/wasmtime/ffi.ts";
 
 /** Where the directory is mounted inside the container. */

@@ -2,17 +2,17 @@
 //
 // containerd hands the shim a list of containerd.types.Mount {type, source, target, options}
 // (usually one overlay with lowerdir=…,upperdir=…,workdir=…, or a bind mount of a snapshot);
-// the bundle's rootfs/ is empty until the shim mounts them (PROTOCOL.md "Bundle").
+// the bundle's rootfs/ is empty until the shim mounts them.
 //
 // We call mount(2)/umount2(2) from libc through bun:ffi rather than spawning /bin/mount:
 // no dependency on util-linux inside a minimal host, no option re-parsing by another tool,
 // and errno comes back to us directly. mount(2) only touches the calling thread's mount
 // namespace, which is the whole process's, so it is safe from a multithreaded Bun process
-// (unlike unshare/setns, DESIGN.md "Process model" 3).
+// (unlike unshare/setns; docs/ARCHITECTURE.md, "Processes").
 
-import { dlopen, FFIType, ptr, read } from "bun:ffi";
 import { mkdirSync } from "node:fs";
 import { join, normalize } from "node:path";
+import { mount, strerror, umount2 } from "../linux/libc.ts";
 
 /** containerd.types.Mount (proto field names). */
 export interface Mount {
@@ -123,23 +123,6 @@ export function parseMountOptions(options: string[] = []): ParsedOptions {
   return { flags, propagation, data: data.join(",") };
 }
 
-let libc: ReturnType<typeof openLibc> | undefined;
-function openLibc() {
-  return dlopen("libc.so.6", {
-    mount: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
-    umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
-    __errno_location: { args: [], returns: FFIType.ptr },
-    strerror: { args: [FFIType.i32], returns: FFIType.cstring },
-  }).symbols;
-}
-function c() {
-  libc ??= openLibc();
-  return libc;
-}
-function cs(s: string | null): Buffer | null {
-  return s === null ? null : Buffer.from(`${s}\0`);
-}
-
 export class MountError extends Error {
   constructor(
     message: string,
@@ -149,21 +132,9 @@ export class MountError extends Error {
   }
 }
 
-function errno(): number {
-  // Read right after the failing call on the same thread: nothing in between touches errno.
-  return read.i32(c().__errno_location() as number, 0);
-}
-
 function sysMount(source: string, target: string, fstype: string | null, flags: number, data: string | null, what: string) {
-  const src = cs(source) as Buffer;
-  const dst = cs(target) as Buffer;
-  const type = cs(fstype);
-  const dat = data ? cs(data) : null;
-  const rc = c().mount(ptr(src), ptr(dst), type ? ptr(type) : null, BigInt(flags), dat ? ptr(dat) : null) as number;
-  if (rc !== 0) {
-    const e = errno();
-    throw new MountError(`${what}: mount(${fstype ?? "-"} ${source} on ${target}): ${String(c().strerror(e))} (errno ${e})`, e);
-  }
+  const [rc, e] = mount(source, target, fstype, flags, data);
+  if (rc !== 0) throw new MountError(`${what}: mount(${fstype ?? "-"} ${source} on ${target}): ${strerror(e)} (errno ${e})`, e);
 }
 
 /** Mount one containerd Mount at `target` (an absolute host path). */
@@ -223,16 +194,15 @@ export function mountRootfs(bundle: string, mounts: Mount[]): string {
  * Returns how many mounts were removed.
  */
 export function unmountAll(target: string): number {
-  const t = cs(target) as Buffer;
   let n = 0;
   for (let i = 0; i < 64; i++) {
-    if ((c().umount2(ptr(t), MNT_DETACH | UMOUNT_NOFOLLOW) as number) === 0) {
+    const [rc, e] = umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW);
+    if (rc === 0) {
       n++;
       continue;
     }
-    const e = errno();
     if (e === EINVAL || e === ENOENT) return n;
-    throw new MountError(`umount ${target}: ${String(c().strerror(e))} (errno ${e})`, e);
+    throw new MountError(`umount ${target}: ${strerror(e)} (errno ${e})`, e);
   }
   return n;
 }

@@ -3,9 +3,10 @@
 
 import { mkdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
+import { SIGNAL_READY_TIMEOUT_MS, STATUS_UNKNOWN } from "../common/constants.ts";
+import { type Runc, RuncError, type RuncStats, removeQuietly } from "../linux/runc.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { Status } from "./gen/containerd/types/task/task.ts";
-import { type Runc, RuncError, type RuncStats, removeQuietly } from "./runc.ts";
 import { Stdio, type StdioPaths } from "./stdio.ts";
 
 export interface Exit {
@@ -108,7 +109,7 @@ export class Container {
       (exit) => c.exitedWith(exit),
       // Losing sight of the process must not lose the container (or the shim, through an
       // unhandled rejection): report it gone, with the status a shell gives "unknown".
-      () => c.exitedWith({ status: 255, at: new Date() }),
+      () => c.exitedWith({ status: STATUS_UNKNOWN, at: new Date() }),
     );
     return c;
   }
@@ -224,7 +225,13 @@ const EXECUTOR_HANDLES = new Set([1, 2, 3, 15]);
  * init, `initExe`) and that process catches `signal` (its bit in /proc/<pid>/status SigCgt);
  * or once it is gone, or `done()`, or after `timeoutMs` (then the caller sends anyway).
  */
-async function untilCaught(pid: number, initExe: string, signal: number, done: () => boolean, timeoutMs = 2000): Promise<void> {
+async function untilCaught(
+  pid: number,
+  initExe: string,
+  signal: number,
+  done: () => boolean,
+  timeoutMs = SIGNAL_READY_TIMEOUT_MS,
+): Promise<void> {
   const bit = 1n << BigInt(signal - 1);
   const deadline = Date.now() + timeoutMs;
   while (!done() && Date.now() < deadline) {

@@ -2,8 +2,9 @@
 // and in order, so /tasks/start always reaches containerd before that task's /tasks/exit.
 // containerd may be restarting: we reconnect and retry for a while rather than drop.
 
+import { EVENTS_CONNECT_TIMEOUT_MS } from "../common/constants.ts";
+import { socketPath } from "../shim/address.ts";
 import { Client, Code, type ServiceClient, TtrpcError } from "../ttrpc/index.ts";
-import { socketPath } from "./address.ts";
 import { EventsDefinition } from "./gen/containerd/services/ttrpc/events/v1/events.ts";
 import type { Timestamp } from "./gen/google/protobuf/timestamp.ts";
 
@@ -108,7 +109,7 @@ export class Publisher implements EventSink {
 
   private async connect(): Promise<ServiceClient<typeof EventsDefinition>> {
     if (this.client !== null && !this.client.isClosed && this.events !== null) return this.events;
-    this.client = await Client.connect(socketPath(this.ttrpcAddress), { timeoutMs: 2000 });
+    this.client = await Client.connect(socketPath(this.ttrpcAddress), { timeoutMs: EVENTS_CONNECT_TIMEOUT_MS });
     this.events = this.client.service(EventsDefinition);
     return this.events;
   }

@@ -2,10 +2,10 @@
 // containerd decodes, cgroup v1 or v2 Metrics depending on the host.
 
 import { statfsSync } from "node:fs";
+import type { RuncMemoryEntry, RuncStats } from "../linux/runc.ts";
 import { Metrics as MetricsV1 } from "./gen/containerd/cgroups/v1/metrics.ts";
 import { Metrics as MetricsV2 } from "./gen/containerd/cgroups/v2/metrics.ts";
 import type { Any } from "./gen/google/protobuf/any.ts";
-import type { RuncMemoryEntry, RuncStats } from "./runc.ts";
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 

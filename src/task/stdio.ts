@@ -3,7 +3,7 @@
 // straight into containerd's fifos and no byte passes through the shim.
 
 import { closeSync, constants, openSync } from "node:fs";
-import { setBlocking } from "./libc.ts";
+import { setBlocking } from "../linux/libc.ts";
 
 export interface StdioPaths {
   stdin: string;

@@ -1,6 +1,7 @@
 // containerd's Task service over our containers. Served twice, as containerd.task.v2.Task
 // and containerd.task.v3.Task: the messages are the same, only the package differs.
 
+import { SHIM_VERSION } from "../common/constants.ts";
 import { Code, type ServiceImplementation, TtrpcError } from "../ttrpc/index.ts";
 import { type Container, type ContainerHost, Container as ContainerImpl, type Exit } from "./container.ts";
 import { type EventSink, encodeEvent, timestamp } from "./events.ts";
@@ -9,8 +10,6 @@ import type { TaskDefinition } from "./gen/containerd/runtime/task/v2/shim.ts";
 import { Status } from "./gen/containerd/types/task/task.ts";
 import type { Timestamp } from "./gen/google/protobuf/timestamp.ts";
 import { metricsAny } from "./stats.ts";
-
-export const SHIM_VERSION = "bunwasi 0.1.0"; // keep in step with main.ts
 
 export interface TaskServiceOptions {
   host: Omit<ContainerHost, "onExit">;

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { busyboxImage, writeImageArchive } from "../../src/oci/image/index.ts";
+import { busyboxImage, writeImageArchive } from "../../tools/image/index.ts";
 import { type Containerd, mountsUnder, processesUsing, shimSocketOf, startContainerd } from "../support/containerd.ts";
 
 const BINARY = process.env.BUNWASI_CONTAINERD ?? "/usr/bin/containerd";
@@ -69,8 +69,8 @@ describe("private containerd harness", () => {
   test(
     "the image's default cmd and env reach the container spec",
     async () => {
-      // Not run: an interactive `sh` waits for stdin EOF, which ctr 1.6 can lose (DESIGN
-      // pitfalls). The container's spec shows the image's Cmd and Env were applied.
+      // Not run: an interactive `sh` waits for stdin EOF, which ctr 1.6 can lose (docs/ARCHITECTURE.md,
+      // "Pitfalls"). The container's spec shows the image's Cmd and Env were applied.
       const c = await cd.ctr(["containers", "create", BUSYBOX, "sh1"]);
       expect(c.code).toBe(0);
       const info = JSON.parse((await cd.ctr(["containers", "info", "sh1"])).stdout);
@@ -141,7 +141,7 @@ describe("private containerd harness", () => {
       r = Bun.spawnSync(
         [
           process.execPath,
-          join(import.meta.dir, "../../src/oci/image/cli.ts"),
+          join(import.meta.dir, "../../tools/image/cli.ts"),
           "--name",
           WASM_IMAGE,
           "--out",

@@ -6,9 +6,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { socketPath } from "../../src/task/address.ts";
+import { socketPath } from "../../src/shim/address.ts";
+import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
 import { CreateTaskRequest, DeleteResponse, TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
-import { containerStateDir, runtimeRoot } from "../../src/task/paths.ts";
 import { Client, TtrpcError } from "../../src/ttrpc/index.ts";
 import { mountsUnder, processesUsing } from "../support/containerd.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";
@@ -264,7 +264,7 @@ describe("ctr run through containerd-shim-wasmtime-v1", () => {
       const p = env.cd.ctrSpawn(["run", "--rm", "--runtime", RUNTIME, IMAGES.tools, id, "/cat.wasm"], { stdin: "pipe" });
       const killer = setTimeout(() => p.kill("SIGKILL"), 45_000);
       try {
-        // ctr 1.6 loses stdin's EOF if the input ends before the task exists (DESIGN.md).
+        // ctr 1.6 loses stdin's EOF if the input ends before the task exists (docs/ARCHITECTURE.md, "Pitfalls").
         await until(
           "the task to run",
           async () => (await env.cd.ctr(["tasks", "ls"])).stdout.split("\n").some((l) => l.startsWith(`${id} `) && l.includes("RUNNING")),

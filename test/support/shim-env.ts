@@ -3,7 +3,7 @@
 
 import { mkdtempSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { busyboxImage, writeImageArchive } from "../../src/oci/image/index.ts";
+import { busyboxImage, writeImageArchive } from "../../tools/image/index.ts";
 import { type Containerd, type CtrOptions, type CtrResult, startContainerd } from "./containerd.ts";
 
 export const REPO = resolve(import.meta.dir, "../..");

@@ -1,6 +1,6 @@
 // Fills the compile cache from a Worker: see compile-worker.ts.
 
-import { workerScript } from "../compiled.ts";
+import { workerScript } from "../../common/compiled.ts";
 
 export function compileInBackground(source: Uint8Array, cacheDir: string): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -7,8 +7,9 @@
 
 import type { Pointer } from "bun:ffi";
 import { readFileSync } from "node:fs";
+import { workerScript } from "../../common/compiled.ts";
+import { KILL_GRACE_MS } from "../../common/constants.ts";
 import { CompileCache } from "../cache.ts";
-import { workerScript } from "../compiled.ts";
 import { type Engine, EXIT_ENGINE_ERROR, isWasmBinary, isWat, type RunContext, type StdioSpec, signalNumber } from "../engine.ts";
 import { check, findLibwasmtime, LAYOUT, libwasmtimeVersion, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
@@ -47,7 +48,7 @@ export class WasmtimeEngine implements Engine {
     this.libPath = path;
     this.version = libwasmtimeVersion(path);
     this.optLevel = opts.optLevel ?? 1;
-    this.killGraceMs = opts.killGraceMs ?? 2000;
+    this.killGraceMs = opts.killGraceMs ?? KILL_GRACE_MS;
     const config = lib.wasm_config_new() as Pointer;
     lib.wasmtime_config_epoch_interruption_set(config, true);
     lib.wasmtime_config_cranelift_opt_level_set(config, this.optLevel);

@@ -4,9 +4,9 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { BootstrapParams, BootstrapResult } from "../task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
 import { ensureSocketDir, groupId, socketAddress, socketPath, writeAddressFile } from "./address.ts";
 import { formatShimFlags, type ShimFlags } from "./flags.ts";
-import { BootstrapParams, BootstrapResult } from "./gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
 
 /**
  * Starts (or finds) the server and returns what to print on stdout for this containerd:
@@ -39,7 +39,12 @@ export function startReply(address: string, params: BootstrapParams | null, env:
 }
 
 async function startServer(flags: ShimFlags, params: BootstrapParams | null, self: string[]): Promise<string> {
+  // containerd runs `start` inside the bundle (its cwd) without -bundle. Anything else is not a
+  // start by containerd: refuse it rather than leave an address file in a random directory.
   const bundle = flags.bundle || process.cwd();
+  if (!existsSync(join(bundle, "config.json"))) {
+    throw new Error(`start: ${bundle} is not a bundle (no config.json); containerd runs start in the bundle directory`);
+  }
   const annotations = readAnnotations(bundle);
   const address = socketAddress(flags.address, flags.namespace, groupId(flags.id, annotations), params?.socketDir || undefined);
 

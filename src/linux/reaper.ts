@@ -1,4 +1,4 @@
-// Exit monitoring for the shim server (DESIGN "Process model" 5).
+// Exit monitoring for the shim server (docs/ARCHITECTURE.md, "Exits").
 //
 // The server runs `runc create`; runc's init process is orphaned when `runc create` exits and,
 // because the server is a child subreaper, is reparented to us. It is not a process Bun spawned,
@@ -26,7 +26,8 @@
 
 import { ptr } from "bun:ffi";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { workerScript } from "../engines/compiled.ts";
+import { workerScript } from "../common/compiled.ts";
+import { STATUS_UNKNOWN } from "../common/constants.ts";
 import {
   decodeSiginfo,
   ECHILD,
@@ -245,7 +246,7 @@ interface Entry {
 }
 
 export function reaperWorkerEntry(): string {
-  return workerScript("task/reaper-worker", process.env.BUNWASI_REAPER_WORKER);
+  return workerScript("linux/reaper-worker", process.env.BUNWASI_REAPER_WORKER);
 }
 
 /** One per process. Tells when watched pids exit, with their status; sweeps orphan zombies. */
@@ -297,7 +298,7 @@ export class ExitWatcher {
     if (fd < 0) {
       if (e === ESRCH) {
         const r = takeReaped(pid);
-        return Promise.resolve(r ? { ...r, source: "reaped" } : { pid, status: 255, exitedAt: new Date(), source: "unknown" });
+        return Promise.resolve(r ? { ...r, source: "reaped" } : { pid, status: STATUS_UNKNOWN, exitedAt: new Date(), source: "unknown" });
       }
       return Promise.reject(new ReaperError(`pidfd_open(${pid})`, e));
     }
@@ -440,10 +441,10 @@ export class ExitWatcher {
         result = { pid: e.pid, status: shellStatusFromWaitStatus(st.exitCode), exitedAt: new Date(), source: "proc" };
       } else {
         const late = takeReaped(e.pid);
-        result = late ? { ...late, source: "reaped" } : { pid: e.pid, status: 255, exitedAt: new Date(), source: "unknown" };
+        result = late ? { ...late, source: "reaped" } : { pid: e.pid, status: STATUS_UNKNOWN, exitedAt: new Date(), source: "unknown" };
       }
     } else {
-      result = { pid: e.pid, status: 255, exitedAt: new Date(), source: "unknown" };
+      result = { pid: e.pid, status: STATUS_UNKNOWN, exitedAt: new Date(), source: "unknown" };
     }
     libcClose(e.fd);
     this.entries.delete(e.id);

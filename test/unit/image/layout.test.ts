@@ -12,7 +12,7 @@ import {
   normalizeReference,
   readTar,
   sha256,
-} from "../../../src/oci/image/index.ts";
+} from "../../../tools/image/index.ts";
 import { tempDir } from "../../support/tmp.ts";
 
 const tmp = tempDir("bunwasi-layout-");
@@ -176,7 +176,7 @@ describe("normalizeReference", () => {
 });
 
 describe("cli", () => {
-  const cli = join(import.meta.dir, "../../../src/oci/image/cli.ts");
+  const cli = join(import.meta.dir, "../../../tools/image/cli.ts");
   test("builds a wasm image archive that GNU tar lists", () => {
     const wasm = join(tmp.path, "m.wasm");
     writeFileSync(wasm, WASM);

@@ -2,7 +2,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { readTar, type TarEntry, writeTar } from "../../../src/oci/image/tar.ts";
+import { readTar, type TarEntry, writeTar } from "../../../tools/image/tar.ts";
 import { tempDir } from "../../support/tmp.ts";
 
 const tmp = tempDir("bunwasi-tar-");

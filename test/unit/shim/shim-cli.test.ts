@@ -2,11 +2,11 @@
 // flags, socket addresses, and telling the two kinds of `start` stdin apart.
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { groupId, socketAddress } from "../../../src/task/address.ts";
-import { formatShimFlags, parseShimFlags } from "../../../src/task/flags.ts";
+import { groupId, socketAddress } from "../../../src/shim/address.ts";
+import { formatShimFlags, parseShimFlags } from "../../../src/shim/flags.ts";
+import { bootstrapParams, startReply } from "../../../src/shim/start.ts";
 import { BootstrapParams, BootstrapResult } from "../../../src/task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
 import { Any } from "../../../src/task/gen/google/protobuf/any.ts";
-import { bootstrapParams, startReply } from "../../../src/task/start.ts";
 
 describe("flags", () => {
   test("containerd's argv, in every spelling Go's flag package accepts", () => {

@@ -4,12 +4,12 @@
 
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { findRuntime, Runc, removeQuietly } from "../linux/runc.ts";
 import { unmountRootfs } from "../oci/rootfs.ts";
-import { timestamp } from "./events.ts";
+import { timestamp } from "../task/events.ts";
+import { DeleteResponse } from "../task/gen/containerd/runtime/task/v2/shim.ts";
 import type { ShimFlags } from "./flags.ts";
-import { DeleteResponse } from "./gen/containerd/runtime/task/v2/shim.ts";
 import { containerStateDir, runtimeRoot } from "./paths.ts";
-import { findRuntime, Runc, removeQuietly } from "./runc.ts";
 
 /** What runc's shim reports for a task whose process it never saw exit: killed. */
 const EXIT_UNKNOWN = 128 + 9;

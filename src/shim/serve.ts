@@ -2,21 +2,22 @@
 // events to containerd, exits watched through pidfds as the child subreaper.
 
 import { rmdirSync } from "node:fs";
+import { EVENTS_FLUSH_TIMEOUT_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
+import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
+import { findRuntime, Runc } from "../linux/runc.ts";
 import { prepare } from "../oci/bundle.ts";
 import { ensureExecutorDir, pruneExecutorDirs } from "../oci/executor-dir.ts";
 import { mountRootfs, unmountRootfs } from "../oci/rootfs.ts";
+import { Publisher } from "../task/events.ts";
+import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
+import { TaskDefinition as TaskV3 } from "../task/gen/containerd/runtime/task/v3/shim.ts";
+import { precompile } from "../task/precompile.ts";
+import { createTaskService } from "../task/task-service.ts";
 import { Server } from "../ttrpc/index.ts";
 import { socketPath } from "./address.ts";
-import { Publisher } from "./events.ts";
 import type { ShimFlags } from "./flags.ts";
-import { TaskDefinition as TaskV2 } from "./gen/containerd/runtime/task/v2/shim.ts";
-import { TaskDefinition as TaskV3 } from "./gen/containerd/runtime/task/v3/shim.ts";
 import { openLog } from "./log.ts";
 import { COMPILE_CACHE_DIR, containerStateDir, DATA_ROOT, runtimeRoot } from "./paths.ts";
-import { precompile } from "./precompile.ts";
-import { becomeSubreaper, ExitWatcher } from "./reaper.ts";
-import { findRuntime, Runc } from "./runc.ts";
-import { createTaskService } from "./task-service.ts";
 
 export async function serve(flags: ShimFlags): Promise<void> {
   const log = openLog(flags.bundle || process.cwd(), flags.debug);
@@ -42,8 +43,8 @@ export async function serve(flags: ShimFlags): Promise<void> {
   const exit = async () => {
     // Stop accepting first: a `start` for this pod from now on starts a new server
     // instead of handing containerd one that is about to exit.
-    const drained = server.shutdown(1000);
-    await Promise.race([events.flushed(), Bun.sleep(2000)]);
+    const drained = server.shutdown(SHUTDOWN_GRACE_MS);
+    await Promise.race([events.flushed(), Bun.sleep(EVENTS_FLUSH_TIMEOUT_MS)]);
     await drained;
     // The namespace's folders go with their last container (rmdir fails while another
     // shim of the namespace still has one there, which is what we want).

@@ -6,9 +6,9 @@
 // container (start, serve, executor, delete), so its start-up time is container start time.
 
 import { defineCommand, runMain } from "citty";
+import { SHIM_VERSION } from "../common/constants.ts";
 import { parseShimFlags, type ShimFlags } from "./flags.ts";
 
-const SHIM_VERSION = "bunwasi 0.1.0"; // as task-service.ts reports it in Connect
 const RUNTIME_NAME = "io.containerd.wasmtime.v1";
 
 /** How to run ourselves again: the compiled binary alone, or bun plus this script. */

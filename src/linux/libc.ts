@@ -1,20 +1,39 @@
-// Small libc bindings through bun:ffi, for exit monitoring (see reaper.ts). x86_64 Linux.
+// The one libc binding of the shim, through bun:ffi: exit monitoring (linux/reaper.ts),
+// rootfs mounts (oci/rootfs.ts), fifo flags (task/stdio.ts). Linux on x86_64 and aarch64.
 //
-// Variadic libc functions (prctl, syscall's own prototype) are reached through glibc's
+// Variadic libc functions (prctl, fcntl, syscall's own prototype) are reached through glibc's
 // `syscall()`, which is written in assembly and never touches va_list, so calling it with a
-// fixed integer prototype is sound. waitid/poll/close/read/write/eventfd are plain prototypes.
+// fixed integer prototype is sound. The other functions have plain prototypes.
 // errno is read through __errno_location() right after the failing call, on the same thread.
 //
-// Importable from the main thread and from a Worker: each thread gets its own binding (libc is
-// already mapped, dlopen only takes a reference).
+// The library is opened on first use, not at import, and once per thread: a Worker gets its
+// own binding (libc is already mapped, dlopen only takes a reference).
 
 import { dlopen, FFIType, ptr, read } from "bun:ffi";
+import { STATUS_UNKNOWN } from "../common/constants.ts";
 
-export const SYS_fcntl = 72;
-export const SYS_prctl = 157;
-export const SYS_waitid = 247;
-export const SYS_pidfd_send_signal = 424;
-export const SYS_pidfd_open = 434;
+/** System call numbers differ per architecture; a wrong table would call the wrong syscall. */
+const SYSCALLS = {
+  x64: { fcntl: 72, prctl: 157, waitid: 247, pidfd_send_signal: 424, pidfd_open: 434 },
+  arm64: { fcntl: 25, prctl: 167, waitid: 95, pidfd_send_signal: 424, pidfd_open: 434 },
+};
+
+interface SyscallTable {
+  fcntl: number;
+  prctl: number;
+  waitid: number;
+  pidfd_send_signal: number;
+  pidfd_open: number;
+}
+
+/** The table of this machine; throws on an architecture we have no numbers for. */
+export function syscallTable(arch: string = process.arch): SyscallTable {
+  const t: SyscallTable | undefined = (SYSCALLS as Record<string, SyscallTable>)[arch];
+  if (!t || process.platform !== "linux") {
+    throw new Error(`bunwasi runs on Linux x86_64 and aarch64 only (this is ${process.platform}/${arch})`);
+  }
+  return t;
+}
 
 export const PR_SET_CHILD_SUBREAPER = 36;
 export const PR_GET_CHILD_SUBREAPER = 37;
@@ -46,28 +65,40 @@ export const EAGAIN = 11;
 export const EINVAL = 22;
 export const ENOSYS = 38;
 
-/** sizeof(siginfo_t) on x86_64 Linux. */
+/** sizeof(siginfo_t) on 64-bit Linux. */
 export const SIGINFO_SIZE = 128;
 /** sizeof(struct pollfd): int fd; short events; short revents. */
 export const POLLFD_SIZE = 8;
 
-const { i32, i64, ptr: P, u32 } = FFIType;
+const { i32, i64, ptr: P, u32, u64, cstring } = FFIType;
 
-const lib = dlopen("libc.so.6", {
-  syscall: { args: [i64, i64, i64, i64, i64], returns: i64 },
-  waitid: { args: [i32, u32, P, i32], returns: i32 },
-  poll: { args: [P, u32, i32], returns: i32 },
-  close: { args: [i32], returns: i32 },
-  read: { args: [i32, P, i64], returns: i64 },
-  write: { args: [i32, P, i64], returns: i64 },
-  eventfd: { args: [u32, i32], returns: i32 },
-  __errno_location: { args: [], returns: P },
-});
-const c = lib.symbols;
+function open() {
+  const nr = syscallTable();
+  const lib = dlopen("libc.so.6", {
+    syscall: { args: [i64, i64, i64, i64, i64], returns: i64 },
+    waitid: { args: [i32, u32, P, i32], returns: i32 },
+    poll: { args: [P, u32, i32], returns: i32 },
+    close: { args: [i32], returns: i32 },
+    read: { args: [i32, P, i64], returns: i64 },
+    write: { args: [i32, P, i64], returns: i64 },
+    eventfd: { args: [u32, i32], returns: i32 },
+    mount: { args: [P, P, P, u64, P], returns: i32 },
+    umount2: { args: [P, i32], returns: i32 },
+    strerror: { args: [i32], returns: cstring },
+    __errno_location: { args: [], returns: P },
+  });
+  return { ...lib.symbols, nr };
+}
+
+let bound: ReturnType<typeof open> | undefined;
+function libc(): ReturnType<typeof open> {
+  bound ??= open();
+  return bound;
+}
 
 /** errno of the last failing libc call on this thread. */
 export function errno(): number {
-  const p = c.__errno_location();
+  const p = libc().__errno_location();
   return p ? read.i32(p, 0) : 0;
 }
 
@@ -78,7 +109,7 @@ function check(r: number | bigint): [number, number] {
 }
 
 function sys(nr: number, a = 0, b = 0, c2 = 0, d = 0): [number, number] {
-  return check(c.syscall(nr, a, b, c2, d));
+  return check(libc().syscall(nr, a, b, c2, d));
 }
 
 const F_GETFL = 3;
@@ -87,58 +118,58 @@ const O_NONBLOCK = 0o4000;
 
 /** Clears O_NONBLOCK on fd (fcntl through syscall(2): no variadic call through FFI). */
 export function setBlocking(fd: number): [number, number] {
-  const [flags, err] = sys(SYS_fcntl, fd, F_GETFL);
+  const [flags, err] = sys(libc().nr.fcntl, fd, F_GETFL);
   if (flags < 0) return [flags, err];
-  return sys(SYS_fcntl, fd, F_SETFL, flags & ~O_NONBLOCK);
+  return sys(libc().nr.fcntl, fd, F_SETFL, flags & ~O_NONBLOCK);
 }
 
 export function prctl(option: number, arg2 = 0, arg3 = 0, arg4 = 0): [number, number] {
-  return sys(SYS_prctl, option, arg2, arg3, arg4);
+  return sys(libc().nr.prctl, option, arg2, arg3, arg4);
 }
 
 /** pidfd_open(2): a pidfd for pid (O_CLOEXEC is implied for pidfds). */
 export function pidfdOpen(pid: number, flags = 0): [number, number] {
-  return sys(SYS_pidfd_open, pid, flags);
+  return sys(libc().nr.pidfd_open, pid, flags);
 }
 
 /** pidfd_send_signal(2) with no siginfo. sig 0 checks that the process still exists (zombie included). */
 export function pidfdSendSignal(fd: number, sig: number): [number, number] {
-  return sys(SYS_pidfd_send_signal, fd, sig, 0, 0);
+  return sys(libc().nr.pidfd_send_signal, fd, sig, 0, 0);
 }
 
 /** waitid(2) into a caller-owned 128-byte siginfo buffer (zeroed here first). */
 export function waitid(idtype: number, id: number, info: Uint8Array, options: number): [number, number] {
   if (info.byteLength < SIGINFO_SIZE) throw new RangeError("siginfo buffer too small");
   info.fill(0);
-  return check(c.waitid(idtype, id >>> 0, ptr(info), options));
+  return check(libc().waitid(idtype, id >>> 0, ptr(info), options));
 }
 
 /** poll(2) over a buffer of `n` struct pollfd. */
 export function poll(fds: Uint8Array, n: number, timeoutMs: number): [number, number] {
-  return check(c.poll(ptr(fds), n, timeoutMs));
+  return check(libc().poll(ptr(fds), n, timeoutMs));
 }
 
 export function close(fd: number): [number, number] {
-  return check(c.close(fd));
+  return check(libc().close(fd));
 }
 
 export function eventfd(initval: number, flags: number): [number, number] {
-  return check(c.eventfd(initval, flags));
+  return check(libc().eventfd(initval, flags));
 }
 
 /** Adds 1 to an eventfd counter. */
 export function eventfdSignal(fd: number): [number, number] {
   const b = new BigUint64Array([1n]);
-  return check(c.write(fd, ptr(b), 8));
+  return check(libc().write(fd, ptr(b), 8));
 }
 
 /** Drains an eventfd counter (non-blocking fd: EAGAIN when already zero). */
 export function eventfdDrain(fd: number): [number, number] {
   const b = new BigUint64Array(1);
-  return check(c.read(fd, ptr(b), 8));
+  return check(libc().read(fd, ptr(b), 8));
 }
 
-/** Fields of a SIGCHLD siginfo_t (x86_64 layout). */
+/** Fields of a SIGCHLD siginfo_t (the generic 64-bit layout: x86_64 and aarch64 alike). */
 export interface ChildInfo {
   signo: number; // @0
   code: number; // @8
@@ -162,7 +193,7 @@ export function decodeSiginfo(info: Uint8Array): ChildInfo {
 export function shellStatus(ci: ChildInfo): number {
   if (ci.code === CLD_EXITED) return ci.status & 0xff;
   if (ci.code === CLD_KILLED || ci.code === CLD_DUMPED) return 128 + ci.status;
-  return 255;
+  return STATUS_UNKNOWN;
 }
 
 /** Shell-style status from a raw wait(2) status word (as in /proc/<pid>/stat's exit_code). */
@@ -170,4 +201,27 @@ export function shellStatusFromWaitStatus(ws: number): number {
   const sig = ws & 0x7f;
   if (sig === 0) return (ws >> 8) & 0xff;
   return 128 + sig;
+}
+
+/** strerror(3) text for an errno value. */
+export function strerror(e: number): string {
+  return String(libc().strerror(e));
+}
+
+function cstr(s: string): Buffer {
+  return Buffer.from(`${s}\0`);
+}
+
+/** mount(2); [0, 0] or [-1, errno]. A null fstype or data passes NULL. */
+export function mount(source: string, target: string, fstype: string | null, flags: number, data: string | null): [number, number] {
+  const src = cstr(source);
+  const dst = cstr(target);
+  const type = fstype === null ? null : cstr(fstype);
+  const dat = data === null ? null : cstr(data);
+  return check(libc().mount(ptr(src), ptr(dst), type ? ptr(type) : null, BigInt(flags), dat ? ptr(dat) : null));
+}
+
+/** umount2(2); [0, 0] or [-1, errno]. */
+export function umount2(target: string, flags: number): [number, number] {
+  return check(libc().umount2(ptr(cstr(target)), flags));
 }

@@ -3,7 +3,7 @@
 
 import { afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { becomeSubreaper, ExitWatcher, isSubreaper, listChildren, reapOrphans } from "../../../src/task/reaper.ts";
+import { becomeSubreaper, ExitWatcher, isSubreaper, listChildren, reapOrphans } from "../../../src/linux/reaper.ts";
 
 const linux = process.platform === "linux" && process.arch === "x64";
 
@@ -223,7 +223,7 @@ describe("reaper", () => {
 
   test("an idle watcher does not keep a process alive", async () => {
     const code = `
-      import { becomeSubreaper, ExitWatcher } from ${JSON.stringify(`${import.meta.dir}/../../../src/task/reaper.ts`)};
+      import { becomeSubreaper, ExitWatcher } from ${JSON.stringify(`${import.meta.dir}/../../../src/linux/reaper.ts`)};
       becomeSubreaper();
       const w = new ExitWatcher();
       const sh = Bun.spawn(["sh", "-c", "(sleep 0.1; exit 5) >/dev/null & echo $!"], { stdout: "pipe" });

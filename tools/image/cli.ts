@@ -1,9 +1,9 @@
 #!/usr/bin/env bun
 // Build an OCI image layout archive for `ctr images import`.
 //
-//   bun src/oci/image/cli.ts --name docker.io/library/wasi-demo-app:latest --out img.tar \
+//   bun tools/image/cli.ts --name docker.io/library/wasi-demo-app:latest --out img.tar \
 //     --file /wasi-demo-app.wasm=build/wasm/wasi-demo-app.wasm --entrypoint /wasi-demo-app.wasm
-//   bun src/oci/image/cli.ts --busybox --out busybox.tar
+//   bun tools/image/cli.ts --busybox --out busybox.tar
 //
 // Prints the image name and manifest digest. Exit 2 on bad usage.
 
@@ -13,7 +13,7 @@ import type { LayerItem } from "./layer.ts";
 import { type ImageSpec, writeImageArchive } from "./layout.ts";
 import { parsePlatform } from "./platform.ts";
 
-const USAGE = `usage: bun src/oci/image/cli.ts --out FILE.tar (--busybox | --name NAME --file DEST=SRC ...)
+const USAGE = `usage: bun tools/image/cli.ts --out FILE.tar (--busybox | --name NAME --file DEST=SRC ...)
 
   --name NAME          image name (normalized: busybox → docker.io/library/busybox:latest)
   --out FILE           archive to write (OCI image layout, tar)
