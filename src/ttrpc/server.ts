@@ -22,6 +22,7 @@ import {
 import { Wire } from "./wire.ts";
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
+const NO_INTERCEPTORS: readonly ServerInterceptor[] = [];
 
 /** Messages a client may send on one stream before its handler reads them. */
 const STREAM_INPUT_LIMIT = 1024;
@@ -192,7 +193,7 @@ export class Server {
 
   /** @internal */
   get interceptors(): readonly ServerInterceptor[] {
-    return this.options.interceptors ?? [];
+    return this.options.interceptors ?? NO_INTERCEPTORS;
   }
 
   /** @internal */
@@ -284,6 +285,11 @@ class Connection {
       return;
     }
     if (this.wire.closed) return;
+    if (this.server.draining) {
+      // Shutdown began while this peer waited: it gets no calls, only the close.
+      this.wire.end();
+      return;
+    }
     const early = this.early;
     this.early = null;
     this.wire.holdReading(false);
