@@ -130,7 +130,7 @@ export interface ClientCall extends CallInfo {
  */
 export type ClientInterceptor = (call: ClientCall, next: (call: ClientCall) => Promise<unknown>) => Promise<unknown>;
 
-/** Runs `call` through `interceptors` (the first one outermost), then `last`. */
+/** @internal Runs `call` through `interceptors` (the first one outermost), then `last`. */
 export function intercept<C>(
   interceptors: readonly ((call: C, next: (call: C) => Promise<unknown>) => Promise<unknown>)[],
   call: C,
