@@ -268,7 +268,8 @@ class Connection {
 
   received(chunk: Uint8Array): void {
     if (this.early === null) this.wire.received(chunk);
-    else this.early.push(chunk.slice()); // the chunk's memory may be reused after this callback
+    // A copy: Buffer#slice would be a view, and the chunk's memory is not ours to keep.
+    else this.early.push(new Uint8Array(chunk));
   }
 
   /** Holds the connection's frames until `handshaker` accepts it; closes it if refused. */
