@@ -22,7 +22,7 @@ check "generated code is current" bash scripts/gen-proto.sh --check
 # bun test prints its own totals; fold them into ours. Suites run in one process per
 # folder so a crash in one cannot hide the others' results.
 suites=("$@")
-((${#suites[@]})) || suites=(test/unit test/interop test/e2e)
+((${#suites[@]})) || suites=(test/unit test/package test/interop test/e2e)
 for suite in "${suites[@]}"; do
   [[ -d $suite ]] || continue
   find "$suite" -name '*.test.ts' | grep -q . || continue

@@ -7,7 +7,15 @@ import { Code, connectionClosed, TtrpcError } from "./errors.ts";
 import { Flag, type Frame, FrameType, MAX_PAYLOAD } from "./frame.ts";
 import { toWire } from "./metadata.ts";
 import { MessageQueue } from "./queue.ts";
-import type { CallOptions, MessageType, ServiceClient, ServiceDefinition } from "./service.ts";
+import {
+  type CallOptions,
+  type ClientCall,
+  type ClientInterceptor,
+  intercept,
+  type MessageType,
+  type ServiceClient,
+  type ServiceDefinition,
+} from "./service.ts";
 import { Wire } from "./wire.ts";
 
 /** Stream ids are u32 and never reused: a connection has this many calls in it. */
@@ -22,6 +30,8 @@ interface Pending {
 export interface ConnectOptions {
   /** Gives up connecting after this long. */
   timeoutMs?: number;
+  /** Wrap every call made on this connection, the first one outermost (see ClientInterceptor). */
+  interceptors?: readonly ClientInterceptor[];
 }
 
 export class Client {
@@ -30,7 +40,10 @@ export class Client {
   private closeReason: TtrpcError | null = null;
   private readonly closedWaiters: (() => void)[] = [];
 
-  private constructor(private readonly wire: Wire) {
+  private constructor(
+    private readonly wire: Wire,
+    private readonly interceptors: readonly ClientInterceptor[],
+  ) {
     wire.onClose((reason) => this.onClosed(reason));
   }
 
@@ -48,7 +61,7 @@ export class Client {
       },
       false,
     );
-    client = new Client(wire);
+    client = new Client(wire, options.interceptors ?? []);
     const connecting = Bun.connect<Wire>({
       unix: path,
       data: wire,
@@ -77,17 +90,65 @@ export class Client {
     const out: Record<string, unknown> = {};
     for (const [key, m] of Object.entries(definition.methods)) {
       const call = { service: definition.fullName, method: m.name, requestType: m.requestType, responseType: m.responseType };
-      if (m.requestStream && m.responseStream) out[key] = (reqs: Iterable<unknown>, o?: CallOptions) => this.bidiStream(call, reqs, o);
-      else if (m.requestStream) out[key] = (reqs: Iterable<unknown>, o?: CallOptions) => this.clientStream(call, reqs, o);
-      else if (m.responseStream) out[key] = (req: unknown, o?: CallOptions) => this.serverStream(call, req, o);
-      else out[key] = (req: unknown, o?: CallOptions) => this.unary(call, req, o);
+      let send: (request: any, options?: CallOptions) => unknown;
+      if (m.requestStream && m.responseStream) send = (reqs, o) => this.bidiStream(call, reqs, o);
+      else if (m.requestStream) send = (reqs, o) => this.clientStream(call, reqs, o);
+      else if (m.responseStream) send = (req, o) => this.serverStream(call, req, o);
+      else send = (req, o) => this.unary(call, req, o);
+      out[key] = this.interceptors.length === 0 ? send : this.intercepted(call, m.requestStream, m.responseStream, send);
     }
     return out as ServiceClient<D>;
   }
 
   /** A unary call with an already encoded payload; resolves to the encoded answer. */
   call(service: string, method: string, payload: Uint8Array, options: CallOptions = {}): Promise<Uint8Array> {
+    if (this.interceptors.length > 0) {
+      const send = (p: Uint8Array, o: CallOptions = {}) => this.oneAnswer(service, method, p, 0, o, null);
+      return this.intercepted({ service, method }, false, false, send)(payload, options) as Promise<Uint8Array>;
+    }
     return this.oneAnswer(service, method, payload, 0, options, null);
+  }
+
+  /**
+   * A method that runs its calls through the interceptors. A streaming answer is an
+   * iterator at once, as without interceptors; its messages flow through as they arrive,
+   * and it ends (or fails) when the interceptors' promise settles.
+   */
+  private intercepted(
+    ref: { service: string; method: string },
+    requestStream: boolean,
+    responseStream: boolean,
+    send: (request: any, options?: CallOptions) => unknown,
+  ): (request: unknown, options?: CallOptions) => unknown {
+    const interceptors = this.interceptors;
+    const info = { service: ref.service, method: ref.method, requestStream, responseStream };
+    if (!responseStream) {
+      return (request, options = {}) =>
+        intercept<ClientCall>(interceptors, { ...info, request, options }, (c) => send(c.request, c.options) as Promise<unknown>);
+    }
+    return (request, options = {}) => {
+      let inner: AsyncIterator<unknown> | null = null;
+      let stopped = false;
+      // If the caller stops reading, the call underneath is stopped too.
+      const out = new MessageQueue<unknown>(() => {
+        stopped = true;
+        void inner?.return?.();
+      });
+      const last = async (c: ClientCall) => {
+        inner = (send(c.request, c.options) as AsyncIterable<unknown>)[Symbol.asyncIterator]();
+        for (;;) {
+          if (stopped) return void (await inner.return?.());
+          const r = await inner.next();
+          if (r.done) return undefined;
+          out.push(r.value);
+        }
+      };
+      intercept<ClientCall>(interceptors, { ...info, request, options }, last).then(
+        () => out.end(),
+        (e) => out.fail(e),
+      );
+      return out;
+    };
   }
 
   /** Resolves when the connection has closed, for whatever reason. */
@@ -107,9 +168,9 @@ export class Client {
 
   // --- call kinds -------------------------------------------------------------
 
-  private async unary(c: MethodRef, request: unknown, options?: CallOptions): Promise<unknown> {
+  private async unary(c: MethodRef, request: unknown, options: CallOptions = {}): Promise<unknown> {
     const payload = c.requestType.encode(request).finish();
-    return decodeAnswer(c, await this.call(c.service, c.method, payload, options));
+    return decodeAnswer(c, await this.oneAnswer(c.service, c.method, payload, 0, options, null));
   }
 
   private serverStream(c: MethodRef, request: unknown, options: CallOptions = {}): AsyncIterable<unknown> {

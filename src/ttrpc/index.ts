@@ -3,15 +3,21 @@ export { Client, type ConnectOptions } from "./client.ts";
 export { Code, codeName, type StatusDetail, TtrpcError } from "./errors.ts";
 export { MAX_PAYLOAD } from "./frame.ts";
 export type { Metadata, MetadataInit } from "./metadata.ts";
-export { Server, type ServerOptions } from "./server.ts";
+export { type AcceptedConnection, type Handshaker, type ListenTarget, Server, type ServerOptions } from "./server.ts";
 export type {
   CallContext,
+  CallInfo,
   CallOptions,
+  ClientCall,
+  ClientInterceptor,
   ClientMethod,
   MessageType,
   MethodDefinition,
   MethodHandler,
+  ServerCall,
+  ServerInterceptor,
   ServiceClient,
   ServiceDefinition,
   ServiceImplementation,
 } from "./service.ts";
+export { bindUnixSocket, closeFd, type PeerCredentials, peerCredentials, requireCredentials, requireSameUser } from "./unix.ts";

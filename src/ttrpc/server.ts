@@ -4,16 +4,25 @@
 // connection, never the server.
 
 import { unlinkSync } from "node:fs";
-import type { Socket, UnixSocketListener } from "bun";
+import type { Socket, SocketHandler, SocketListener } from "bun";
 import { dataFrame, decodeRequest, responseFrame, type StatusInit } from "./envelope.ts";
 import { Code, TtrpcError, toStatus } from "./errors.ts";
 import { Flag, type Frame, FrameType, MAX_PAYLOAD } from "./frame.ts";
 import { fromWire } from "./metadata.ts";
 import { MessageQueue } from "./queue.ts";
-import type { CallContext, MessageType, ServiceDefinition, ServiceImplementation } from "./service.ts";
+import {
+  type CallContext,
+  intercept,
+  type MessageType,
+  type ServerCall,
+  type ServerInterceptor,
+  type ServiceDefinition,
+  type ServiceImplementation,
+} from "./service.ts";
 import { Wire } from "./wire.ts";
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
+const NO_INTERCEPTORS: readonly ServerInterceptor[] = [];
 
 /** Messages a client may send on one stream before its handler reads them. */
 const STREAM_INPUT_LIMIT = 1024;
@@ -36,13 +45,35 @@ interface Method {
 }
 
 export interface ServerOptions {
-  /** Told about failures that are not any one caller's (a handler that broke the wire, a socket error). */
+  /**
+   * Told about failures that are not any one caller's (a handler that broke the wire, a
+   * socket error, a connection the handshaker refused).
+   */
   onError?: (error: unknown) => void;
+  /** Wrap every call, the first one outermost (see ServerInterceptor). */
+  interceptors?: readonly ServerInterceptor[];
+  /**
+   * Runs for each accepted connection before any of its frames is read. Throwing (or
+   * rejecting) closes the connection unanswered; what it returns is every call's
+   * `ctx.handshake` on that connection. `requireSameUser()` is the usual one.
+   */
+  handshaker?: Handshaker;
 }
+
+/** An accepted connection, as a handshaker sees it. */
+export interface AcceptedConnection {
+  /** The connected socket's fd, for getsockopt and the like; owned by the server, do not close it. */
+  readonly fd: number;
+}
+
+export type Handshaker = (conn: AcceptedConnection) => unknown;
+
+/** Where a server listens: a unix socket path, or an fd already bound and listening (e.g. inherited from a parent). */
+export type ListenTarget = string | { readonly fd: number };
 
 export class Server {
   private readonly services = new Map<string, Map<string, Method>>();
-  private readonly listeners: { listener: UnixSocketListener<Connection>; path: string }[] = [];
+  private readonly listeners: { listener: SocketListener<Connection>; path: string | null }[] = [];
   private readonly connections = new Set<Connection>();
   private shuttingDown = false;
   private shutdownDone: (() => void) | null = null;
@@ -73,33 +104,51 @@ export class Server {
     return this;
   }
 
-  /** Listens on a unix socket path, replacing a stale socket file. */
-  listen(path: string): void {
-    try {
-      unlinkSync(path);
-    } catch {}
-    const listener = Bun.listen<Connection>({
-      unix: path,
-      socket: {
-        open: (socket) => {
-          if (this.shuttingDown) {
-            socket.terminate();
-            return;
-          }
-          const conn = new Connection(this, socket);
-          socket.data = conn;
-          this.connections.add(conn);
-        },
-        data: (socket, chunk) => socket.data?.wire.received(chunk),
-        drain: (socket) => socket.data?.wire.drained(),
-        close: (socket, error) => socket.data?.wire.socketClosed(error?.message),
-        error: (socket, error) => {
-          this.options.onError?.(error);
-          socket.data?.wire.terminate();
-        },
+  /**
+   * Listens on a unix socket path, replacing a stale socket file; or serves `{ fd }`, a
+   * unix socket already bound and listening (see bindUnixSocket), which the server then
+   * owns and closes on shutdown. A socket file bound by someone else is left in place.
+   */
+  listen(target: ListenTarget): void {
+    const socket: SocketHandler<Connection> = {
+      open: (socket) => {
+        if (this.shuttingDown) {
+          socket.terminate();
+          return;
+        }
+        const conn = new Connection(this, socket);
+        socket.data = conn;
+        this.connections.add(conn);
+        if (this.options.handshaker !== undefined) void conn.handshake(this.options.handshaker, socket);
       },
-    });
-    this.listeners.push({ listener, path });
+      data: (socket, chunk) => socket.data?.received(chunk),
+      drain: (socket) => socket.data?.wire.drained(),
+      close: (socket, error) => socket.data?.wire.socketClosed(error?.message),
+      error: (socket, error) => {
+        this.options.onError?.(error);
+        socket.data?.wire.terminate();
+      },
+    };
+    if (typeof target === "string") {
+      try {
+        unlinkSync(target);
+      } catch {}
+      this.listeners.push({ listener: Bun.listen<Connection>({ unix: target, socket }), path: target });
+      return;
+    }
+    const { fd } = target;
+    if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`ttrpc: listen({ fd }) needs a file descriptor, got ${fd}`);
+    let listener: SocketListener<Connection>;
+    try {
+      // Bun.listen accepts `fd` (a listening socket) although its types do not say so.
+      const listen = Bun.listen as unknown as (options: { fd: number; socket: SocketHandler<Connection> }) => SocketListener<Connection>;
+      listener = listen({ fd, socket });
+    } catch (e) {
+      throw new Error(
+        `ttrpc: cannot serve fd ${fd} (it must be a bound, listening unix socket, and Bun must support Bun.listen({ fd })): ${String(e)}`,
+      );
+    }
+    this.listeners.push({ listener, path: null });
   }
 
   /**
@@ -143,6 +192,11 @@ export class Server {
   }
 
   /** @internal */
+  get interceptors(): readonly ServerInterceptor[] {
+    return this.options.interceptors ?? NO_INTERCEPTORS;
+  }
+
+  /** @internal */
   reportError(error: unknown): void {
     this.options.onError?.(error);
   }
@@ -156,6 +210,7 @@ export class Server {
   private stopListening(): void {
     for (const { listener, path } of this.listeners.splice(0)) {
       listener.stop(false);
+      if (path === null) continue;
       try {
         unlinkSync(path);
       } catch {}
@@ -187,6 +242,9 @@ class Connection {
   private readonly calls = new Map<number, Call>();
   private lastStreamId = 0;
   private inbound = 0;
+  /** Chunks that arrived while the handshaker ran (null once it accepted, or without one). */
+  private early: Uint8Array[] | null = null;
+  private handshakeResult: unknown;
 
   constructor(
     private readonly server: Server,
@@ -206,6 +264,37 @@ class Connection {
 
   closeIfIdle(): void {
     if (this.calls.size === 0) this.wire.end();
+  }
+
+  received(chunk: Uint8Array): void {
+    if (this.early === null) this.wire.received(chunk);
+    // A copy: Buffer#slice would be a view, and the chunk's memory is not ours to keep.
+    else this.early.push(new Uint8Array(chunk));
+  }
+
+  /** Holds the connection's frames until `handshaker` accepts it; closes it if refused. */
+  async handshake(handshaker: Handshaker, socket: Socket<Connection>): Promise<void> {
+    this.early = [];
+    this.wire.holdReading(true);
+    try {
+      // Bun's sockets have an `fd` getter that its type declarations leave out.
+      const fd = (socket as unknown as { fd?: number }).fd ?? -1;
+      this.handshakeResult = await handshaker({ fd });
+    } catch (e) {
+      this.server.reportError(e);
+      this.wire.terminate();
+      return;
+    }
+    if (this.wire.closed) return;
+    if (this.server.draining) {
+      // Shutdown began while this peer waited: it gets no calls, only the close.
+      this.wire.end();
+      return;
+    }
+    const early = this.early;
+    this.early = null;
+    this.wire.holdReading(false);
+    for (const chunk of early) this.wire.received(chunk);
   }
 
   private onFrame(frame: Frame): void {
@@ -247,6 +336,7 @@ class Connection {
       metadata: fromWire(req.metadata),
       signal: call.abort.signal,
       deadline: timeoutMs > 0 ? Date.now() + timeoutMs : undefined,
+      handshake: this.handshakeResult,
     };
     // Past setTimeout's range (~24.8 days) a timer would fire at once: treat as none.
     if (timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS) {
@@ -262,8 +352,7 @@ class Connection {
       // A client stream may carry its first message in the request itself.
       if (req.payload.length > 0 && !this.deliver(call, req.payload)) return;
       if ((frame.flags & Flag.RemoteClosed) !== 0) call.input.end();
-      if (method.responseStream) void this.runStreamOut(call, () => method.handler(call.input, ctx));
-      else void this.runUnary(call, () => method.handler(call.input, ctx));
+      this.run(call, call.input, ctx);
       return;
     }
 
@@ -274,8 +363,31 @@ class Connection {
       this.finish(call, { code: Code.INVALID_ARGUMENT, message: `unmarshal payload error: ${errorText(e)}` }, null);
       return;
     }
-    if (method.responseStream) void this.runStreamOut(call, () => method.handler(request, ctx));
-    else void this.runUnary(call, () => method.handler(request, ctx));
+    this.run(call, request, ctx);
+  }
+
+  /** Runs the handler, through the interceptors if there are any. */
+  private run(call: Call, request: unknown, ctx: CallContext): void {
+    const { method } = call;
+    const interceptors = this.server.interceptors;
+    if (interceptors.length === 0) {
+      if (method.responseStream) void this.runStreamOut(call, () => this.sendAll(call, method.handler(request, ctx)));
+      else void this.runUnary(call, () => method.handler(request, ctx));
+      return;
+    }
+    const first: ServerCall = {
+      service: method.service,
+      method: method.name,
+      requestStream: method.requestStream,
+      responseStream: method.responseStream,
+      request,
+      ctx,
+    };
+    if (method.responseStream) {
+      void this.runStreamOut(call, () => intercept(interceptors, first, (c) => this.sendAll(call, method.handler(c.request, c.ctx))));
+    } else {
+      void this.runUnary(call, () => intercept(interceptors, first, async (c) => method.handler(c.request, c.ctx)));
+    }
   }
 
   private onData(frame: Frame): void {
@@ -327,16 +439,22 @@ class Connection {
     }
   }
 
-  private async runStreamOut(call: Call, run: () => AsyncIterable<unknown>): Promise<void> {
+  /** Runs a streaming-out call to its end; the closing frame goes out once `run` settles. */
+  private async runStreamOut(call: Call, run: () => Promise<unknown>): Promise<void> {
     try {
-      for await (const response of run()) {
-        if (!this.calls.has(call.id)) return; // the loop's exit closes the handler's generator
-        this.wire.send(dataFrame(call.id, 0, call.method.responseType.encode(response).finish()));
-        await this.wire.writable();
-      }
+      await run();
       if (this.calls.has(call.id)) this.finish(call, null, null);
     } catch (e) {
       this.finish(call, toStatus(e), null);
+    }
+  }
+
+  /** Sends a handler's responses as data frames, waiting while the peer reads slowly. */
+  private async sendAll(call: Call, responses: AsyncIterable<unknown>): Promise<void> {
+    for await (const response of responses) {
+      if (!this.calls.has(call.id)) return; // the loop's exit closes the handler's generator
+      this.wire.send(dataFrame(call.id, 0, call.method.responseType.encode(response).finish()));
+      await this.wire.writable();
     }
   }
 

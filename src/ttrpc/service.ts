@@ -34,6 +34,11 @@ export interface CallContext {
   readonly signal: AbortSignal;
   /** Epoch milliseconds of the caller's deadline, if it sent one. */
   readonly deadline: number | undefined;
+  /**
+   * What the server's handshaker returned for this call's connection (for requireSameUser,
+   * the peer's PeerCredentials); undefined when the server has no handshaker.
+   */
+  readonly handshake?: unknown;
 }
 
 type Awaitable<T> = T | Promise<T>;
@@ -76,3 +81,69 @@ export type ClientMethod<M> =
 export type ServiceClient<D extends ServiceDefinition> = {
   [K in keyof D["methods"]]: ClientMethod<D["methods"][K]>;
 };
+
+/** Which method a call is for and what kind of call it is; both interceptor kinds see it. */
+export interface CallInfo {
+  /** The service name on the wire, e.g. "containerd.task.v2.Task". */
+  readonly service: string;
+  readonly method: string;
+  readonly requestStream: boolean;
+  readonly responseStream: boolean;
+}
+
+/** A call as a server interceptor sees it, before its handler runs. */
+export interface ServerCall extends CallInfo {
+  /**
+   * The decoded request for unary and server-streaming methods; for client-streaming and
+   * bidi methods, the AsyncIterable of requests the handler will read.
+   */
+  readonly request: unknown;
+  readonly ctx: CallContext;
+}
+
+/**
+ * Wraps every call a server serves. `next` runs the rest of the chain and then the handler,
+ * with the call it is given (pass a changed copy to change the request or the context). It
+ * resolves to the response of a unary-out method, or, for a method that streams responses,
+ * to undefined once the handler's last message has been queued; the call ends (OK, or with
+ * what the interceptor throws) only when the interceptor's promise settles. Not calling
+ * `next` skips the handler: throw a TtrpcError to refuse the call with its code.
+ */
+export type ServerInterceptor = (call: ServerCall, next: (call: ServerCall) => Promise<unknown>) => Promise<unknown>;
+
+/** A call as a client interceptor sees it, before anything is sent. */
+export interface ClientCall extends CallInfo {
+  /**
+   * The request message for unary and server-streaming methods, the (Async)Iterable of
+   * requests for client-streaming and bidi ones, and the encoded bytes for Client.call.
+   */
+  readonly request: unknown;
+  readonly options: CallOptions;
+}
+
+/**
+ * Wraps every call a client makes. `next` sends the call it is given (pass a changed copy
+ * to add metadata or a deadline) and resolves to the response (the encoded bytes for
+ * Client.call), or, for a streaming response, to undefined once the server ended the stream;
+ * the caller's iterator ends only when the interceptor's promise settles. What an
+ * interceptor throws is what the caller sees.
+ */
+export type ClientInterceptor = (call: ClientCall, next: (call: ClientCall) => Promise<unknown>) => Promise<unknown>;
+
+/** @internal Runs `call` through `interceptors` (the first one outermost), then `last`. */
+export function intercept<C>(
+  interceptors: readonly ((call: C, next: (call: C) => Promise<unknown>) => Promise<unknown>)[],
+  call: C,
+  last: (call: C) => Promise<unknown>,
+): Promise<unknown> {
+  const step = (i: number, c: C): Promise<unknown> => {
+    const interceptor = interceptors[i];
+    // A synchronous throw, from an interceptor or the handler, becomes a rejection.
+    try {
+      return Promise.resolve(interceptor === undefined ? last(c) : interceptor(c, (next) => step(i + 1, next)));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  };
+  return step(0, call);
+}
