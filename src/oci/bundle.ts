@@ -198,7 +198,8 @@ export async function inspectEntrypoint(
   const ep: Entrypoint = { path: found.path, host: found.host, head: await readHead(found.host), ...(entry ? { entry } : {}) };
   if (engine.canHandle(ep, spec)) return { kind: "wasm", entrypoint: ep };
   if (!isNativeExecutable(ep.head, (st.mode & 0o111) !== 0)) {
-    throw new EntrypointError(`${found.path}: not a module ${engine.name} runs and not executable`);
+    // Worded for users, who know wasm modules rather than engines.
+    throw new EntrypointError(`${found.path}: not a wasm module and not executable`);
   }
   if (entry) throw new EntrypointError(`${arg0}: "#${entry}" names a wasm export, but ${found.path} is a native executable`);
   return { kind: "native", entrypoint: ep };

@@ -213,7 +213,7 @@ describe("classification", () => {
     expect(seen).toEqual(["/srv/app.txt true /srv"]);
     // A wasm module this engine does not take is neither its nor native.
     const w = bundle(spec({ args: ["/a.wasm"] }), { "a.wasm": WASM });
-    await expect(prepare(opts(w, "p2", picky))).rejects.toThrow("/a.wasm: not a module picky runs and not executable");
+    await expect(prepare(opts(w, "p2", picky))).rejects.toThrow("/a.wasm: not a wasm module and not executable");
     cleanup({ id: "p1", stateDir: join(base, "state") });
   });
 
@@ -228,9 +228,9 @@ describe("classification", () => {
   });
   test("neither wasm nor executable", async () => {
     const b = bundle(spec({ args: ["/data.txt"] }), { "data.txt": "hello" });
-    await expect(prepare(opts(b, "bad"))).rejects.toThrow("/data.txt: not a module wasmtime runs and not executable");
+    await expect(prepare(opts(b, "bad"))).rejects.toThrow("/data.txt: not a wasm module and not executable");
     const c = bundle(spec({ args: ["/elf"] }), { elf: { mode: 0o644, data: ELF } });
-    await expect(prepare(opts(c, "bad2"))).rejects.toThrow("/elf: not a module wasmtime runs and not executable");
+    await expect(prepare(opts(c, "bad2"))).rejects.toThrow("/elf: not a wasm module and not executable");
   });
   test("#func on a native binary is refused", async () => {
     const b = bundle(spec({ args: ["/bin/sh#main"] }), { "bin/sh": { mode: 0o755, data: ELF } });
