@@ -12,7 +12,7 @@ import { KILL_GRACE_MS } from "../../common/constants.ts";
 import { CompileCache } from "../cache.ts";
 import { EXIT_ENGINE_ERROR, isWasmBinary, isWat, type RunContext, type RunResult, type StdioSpec, signalNumber } from "../engine.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
-import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
+import { configFlags, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 
 export interface WasmtimeEngineOptions {
@@ -64,14 +64,6 @@ export class WasmtimeEngine {
     return configFlags(this.optLevel);
   }
 
-  /**
-   * The compile-cache key `source` gets from an engine with default settings, computed
-   * without loading libwasmtime: a cache hit then costs a hash and a stat.
-   */
-  static cacheKey(source: Uint8Array, libPath = findLibwasmtime()): string {
-    return CompileCache.key(source, "wasmtime", libwasmtimeVersion(libPath), configFlags(OPT_LEVEL));
-  }
-
   /** The wasm_engine_t* as a number (what a Worker needs). */
   get enginePointer(): number {
     if (!this.engine) throw new Error("engine closed");
@@ -100,17 +92,6 @@ export class WasmtimeEngine {
     } finally {
       lib.wasmtime_module_delete(mod);
     }
-  }
-
-  /**
-   * Compiles `source` into the compile cache unless it is already there, so that the
-   * executors that run it later only deserialize. False when there is no cache.
-   */
-  fillCache(source: Uint8Array): boolean {
-    if (!this.cache) return false;
-    const key = CompileCache.key(source, this.name, this.version, this.configFlags);
-    if (!this.cache.has(key)) this.cache.put(key, this.precompile(source));
-    return true;
   }
 
   /** Interrupt every module running on this engine that has been marked killed. */

@@ -12,8 +12,6 @@
 import { ptr as bunPtr, dlopen, FFIType, type Pointer, read, toArrayBuffer } from "bun:ffi";
 import { findLibwasmtime } from "./library.ts";
 
-export { findLibwasmtime, libwasmtimeCandidates, libwasmtimeVersion } from "./library.ts";
-
 const { ptr, bool, u8, i64, u64, function: fnptr } = FFIType;
 const usize = "usize" as const; // size_t (64-bit)
 
