@@ -36,8 +36,8 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
     const t0 = performance.now();
     const out = fn();
     const done = () => log(`${what} took ${(performance.now() - t0).toFixed(1)} ms`, "debug");
-    if (out instanceof Promise)
-      out.then(done, done); // a rejection stays the caller's to handle
+    // then(done, done), not finally(): a rejection stays the caller's to handle.
+    if (out instanceof Promise) out.then(done, done);
     else done();
     return out;
   };
