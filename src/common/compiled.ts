@@ -3,7 +3,6 @@
 // path); Bun.main always names the embedded entry, under /$bunfs.
 
 import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 
 export const isCompiled: boolean = Bun.main.startsWith("/$bunfs/");
 
@@ -23,7 +22,7 @@ export function workerScript(srcPath: string, override?: string): string {
  */
 export function embeddedScript(source: string): string {
   if (!isCompiled) return source;
-  const path = source.startsWith("file:") ? fileURLToPath(source) : source;
+  const path = source.startsWith("file:") ? Bun.fileURLToPath(source) : source;
   // The common folder depends on the build's entries: try every tail of the path.
   const parts = path
     .replace(/\.[cm]?[jt]s$/, "")
