@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
-# Compiles the shim into one binary with `bun build --compile`, into ${1:-<repo>/build/bin}.
-# Workers (the wasm runner, the exit watcher) are extra entry points so the compiled
-# binary carries them. libwasmtime stays a file beside it (../lib), shared between
-# processes through the page cache instead of a private copy in each.
+# Compiles each shim binary with `bun build --compile` into ${1:-<repo>/build/bin}; prints
+# one path per binary. Further arguments pick binaries by name (default: all of them).
+# Each binary is its entry file (the one runShim call that names its engine) plus the
+# scripts that run on Worker threads (the wasm runner, the compiler, the exit watcher)
+# and any host-function modules, as extra entry points so the binary carries them.
+# libwasmtime stays a file beside it (../lib), shared between processes through the page
+# cache instead of a private copy in each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-$PWD/build/bin}"
+shift || true
 mkdir -p "$out"
 bin=node_modules/.bin/bun
-entries=(src/shim/main.ts src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts src/linux/reaper-worker.ts)
-newest=$(find src -name '*.ts' -newer "$out/containerd-shim-wasmtime-v1" 2>/dev/null | head -1 || true)
-if [[ -x $out/containerd-shim-wasmtime-v1 && -z $newest ]]; then
-  echo "$out/containerd-shim-wasmtime-v1"
-  exit 0
-fi
-# Bytecode: a start of this binary drops from ~30 ms to ~10 ms, and it starts several
-# times for every container.
-"$bin" build --compile --bytecode --minify "${entries[@]}" --outfile "$out/containerd-shim-wasmtime-v1" >&2
-echo "$out/containerd-shim-wasmtime-v1"
+workers=(src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts src/linux/reaper-worker.ts)
+
+declare -A entries=(
+  [containerd-shim-wasmtime-v1]="src/bin/containerd-shim-wasmtime-v1.ts"
+  [containerd-shim-customhost-v1]="examples/custom-host/containerd-shim-customhost-v1.ts examples/custom-host/host.ts"
+)
+names=("$@")
+((${#names[@]})) || names=(containerd-shim-wasmtime-v1 containerd-shim-customhost-v1)
+
+for name in "${names[@]}"; do
+  [[ -n ${entries[$name]:-} ]] || { echo "build-shim: no binary named $name" >&2; exit 2; }
+  target="$out/$name"
+  newest=$(find src examples -name '*.ts' -newer "$target" 2>/dev/null | head -1 || true)
+  if [[ ! -x $target || -n $newest ]]; then
+    # Bytecode: a start of this binary drops from ~30 ms to ~10 ms, and it starts several
+    # times for every container.
+    # shellcheck disable=SC2086 # the entry list is words
+    "$bin" build --compile --bytecode --minify ${entries[$name]} "${workers[@]}" --outfile "$target" >&2
+  fi
+  echo "$target"
+done

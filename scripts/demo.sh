@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --demo
-shim_dir=$(dirname "$(bash scripts/build-shim.sh)")
+shim_dir=$(dirname "$(bash scripts/build-shim.sh "$PWD/build/bin" containerd-shim-wasmtime-v1)")
 bun=node_modules/.bin/bun
 IMAGE=ghcr.io/containerd/runwasi/wasi-demo-app:latest
 RUNTIME=io.containerd.wasmtime.v1

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-/usr/local}
 bash scripts/setup.sh
-shim=$(bash scripts/build-shim.sh)
+shim=$(bash scripts/build-shim.sh "$PWD/build/bin" containerd-shim-wasmtime-v1)
 lib=$(bash scripts/libwasmtime.sh)
 install -D -m 0755 "$shim" "$PREFIX/bin/containerd-shim-wasmtime-v1"
 # An operator's own libwasmtime (BUNWASI_LIBWASMTIME) is left where it is.

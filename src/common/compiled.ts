@@ -13,13 +13,24 @@ export const isCompiled: boolean = Bun.main.startsWith("/$bunfs/");
  */
 export function workerScript(srcPath: string, override?: string): string {
   if (override) return override;
-  const source = new URL(`../${srcPath}.ts`, import.meta.url);
-  if (!isCompiled) return source.href;
+  return embeddedScript(new URL(`../${srcPath}.ts`, import.meta.url).href);
+}
+
+/**
+ * A script given by its source URL or path, as this process can load it: itself from
+ * source, its embedded copy (/$bunfs/root/….js) in a compiled binary.
+ */
+export function embeddedScript(source: string): string {
+  if (!isCompiled) return source;
+  const path = source.startsWith("file:") ? Bun.fileURLToPath(source) : source;
   // The common folder depends on the build's entries: try every tail of the path.
-  const parts = `src/${srcPath}`.split("/");
+  const parts = path
+    .replace(/\.[cm]?[jt]s$/, "")
+    .split("/")
+    .filter(Boolean);
   for (let i = 0; i < parts.length; i++) {
     const p = `/$bunfs/root/${parts.slice(i).join("/")}.js`;
     if (existsSync(p)) return p;
   }
-  throw new Error(`worker ${srcPath} is not embedded: add src/${srcPath}.ts as a \`bun build --compile\` entry point`);
+  throw new Error(`${source} is not embedded: add it as a \`bun build --compile\` entry point (scripts/build-shim.sh)`);
 }

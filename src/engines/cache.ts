@@ -10,7 +10,6 @@
 // ever loaded: the directory must not be writable by workloads, since a deserialized
 // artifact is native code.
 
-import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -34,10 +33,10 @@ export class CompileCache {
 
   /** Cache key for `module` compiled by `engine` at `version` with config `flags`. */
   static key(module: Uint8Array, engine: string, version: string, flags: string): string {
-    const h = createHash("sha256");
-    h.update(module);
-    const digest = h.digest("hex");
-    const meta = createHash("sha256").update(`${engine}\0${version}\0${flags}`).digest("hex").slice(0, 16);
+    // Bun's hasher, not node:crypto: every start of the shim binary imports this module
+    // (through its engine), and node:crypto costs milliseconds to load.
+    const digest = new Bun.CryptoHasher("sha256").update(module).digest("hex");
+    const meta = new Bun.CryptoHasher("sha256").update(`${engine}\0${version}\0${flags}`).digest("hex").slice(0, 16);
     return `${digest}-${engine}-${meta}`;
   }
 

@@ -1,4 +1,12 @@
-// The Engine interface and the context a run gets (docs/ARCHITECTURE.md, "Engines").
+// The one boundary between the shim and a wasm engine (see ./README.md). The shim, the
+// bundle code, the compile cache and the executor reach an engine only through `Engine`;
+// an engine's own folder (e.g. ./wasmtime/) is the only place that names it.
+//
+// The object is cheap to import: `start` and `delete` run in the same binary and must not
+// pay for an engine they never use. Anything heavy (a native library, threads) is loaded by
+// `load()` or `compiler.compile()`, the only two calls that need it.
+
+import type { Spec } from "../oci/spec.ts";
 
 /** Where a stdio stream of the module goes. */
 export type StdioSpec =
@@ -6,8 +14,62 @@ export type StdioSpec =
   | { kind: "path"; path: string } // a file or fifo path (stdout/stderr: created/truncated)
   | { kind: "fd"; fd: number }; // an fd of this process (opened as /proc/self/fd/N)
 
+/** The container's entrypoint (process.args[0]) as found on the host. */
+export interface Entrypoint {
+  /** Path inside the container (symlinks resolved). */
+  path: string;
+  /** The same file on the host: under the rootfs, or under a volume's source. */
+  host: string;
+  /** The export named by "module.wasm#export"; absent = the engine's default. */
+  entry?: string;
+  /** The file's first bytes (up to 4 KiB), for sniffing. */
+  head: Uint8Array;
+}
+
+/** Ahead-of-time compilation, used by the compile cache (../engines/precompile.ts). */
+export interface Compiler {
+  /**
+   * Cache key of `source` as this engine would compile it (module digest, engine version,
+   * settings). Cheap: no engine is loaded to compute it, so a cache hit costs a hash.
+   */
+  cacheKey(source: Uint8Array): string;
+  /** Compile `source` (off the calling thread) into the artifact `Runner.run` accepts from the cache. */
+  compile(source: Uint8Array): Promise<Uint8Array>;
+}
+
+/** A file the executor needs, shipped into its read-only directory (/.bunwasi). */
+export interface ExecutorFile {
+  /** File name inside the directory. */
+  name: string;
+  /** Host path to hard-link (or copy) from. */
+  source: string;
+  /** A shared object: the libraries it links against (`ldd`) are shipped too. */
+  sharedObject?: boolean;
+}
+
+/** What the executor process needs from the engine beyond the shim binary itself. */
+export interface ExecutorNeeds {
+  files: ExecutorFile[];
+  /** Engine options the executor passes to `load()` (`--engine-opt key=value`). */
+  options?: Record<string, string>;
+}
+
+export interface LoadOptions {
+  /**
+   * The directory holding `executor().files`: /.bunwasi inside a container. Absent = the
+   * engine finds its files on the host itself (in-process use, tests).
+   */
+  dir?: string;
+  /** `executor().options`, as given. */
+  options?: Record<string, string>;
+  /** Compile-cache directory to read artifacts from (and to write, when writable). */
+  cacheDir?: string;
+  /** After a kill, how long a module blocked in a host call may take before run() resolves anyway. */
+  killGraceMs?: number;
+}
+
 export interface RunContext {
-  /** Module bytes (wasm binary, WAT text, or a precompiled artifact of this engine) ... */
+  /** Module bytes (wasm binary or WAT text) ... */
   module?: Uint8Array;
   /** ... or a host path to read them from. One of module / modulePath is required. */
   modulePath?: string;
@@ -29,21 +91,40 @@ export interface RunContext {
   /** Max bytes a linear memory may grow to; undefined = unlimited. */
   memoryLimitBytes?: number;
   /**
-   * Abort = stop the module promptly (epoch interrupt). `signal.reason` may be a signal number
-   * (e.g. 15) or name ("SIGTERM"); run() then resolves with 128+signal. Default reason: SIGKILL (9).
+   * Kill: abort = stop the module promptly. `signal.reason` may be a signal number (e.g. 15)
+   * or name ("SIGTERM"); the run then ends with 128+signal. Default reason: SIGKILL (9).
    */
   signal?: AbortSignal;
 }
 
+/** How a run ended: an exit code (README "Exit codes") and the engine's timings. */
+export interface RunResult {
+  code: number;
+  stats: Record<string, number | boolean | undefined>;
+}
+
+/**
+ * A loaded engine: instantiates and runs modules in this process, each on a thread of its
+ * own so the caller's thread stays free to kill it. The executor runs one; a shared-mode
+ * daemon would run many at once on one Runner.
+ */
+export interface Runner {
+  run(ctx: RunContext): Promise<RunResult>;
+  /** Free the engine; only once no run is in flight. */
+  close(): void;
+}
+
 export interface Engine {
-  /** e.g. "wasmtime" */
+  /** e.g. the engine's name; part of logs and of cache keys. */
   readonly name: string;
-  /** Cheap sniff: \0asm magic, WAT text, this engine's precompiled artifacts. */
-  canHandle(ctx: Pick<RunContext, "module" | "modulePath">): boolean;
-  /** Compile ahead of time into an engine-specific artifact that run() accepts as `module`. */
-  precompile?(module: Uint8Array): Uint8Array;
-  /** Run to completion; resolves with the exit code (see the engine's README for codes). */
-  run(ctx: RunContext): Promise<number>;
+  /** Does this engine run that entrypoint? Sniffs `ep.head` (e.g. "\0asm", WAT text). */
+  canHandle(ep: Entrypoint, spec: Spec): boolean;
+  /** Ahead-of-time compiler for the compile cache; absent = every start compiles. */
+  readonly compiler?: Compiler;
+  /** Files (and options) the executor needs in its directory. */
+  executor(): ExecutorNeeds;
+  /** Load the engine (native library, threads) and return a Runner. */
+  load(opts?: LoadOptions): Promise<Runner>;
 }
 
 // Exit statuses and signal names live in ../common (one home for the whole shim).
@@ -54,7 +135,7 @@ export function isWasmBinary(b: Uint8Array): boolean {
   return b.length >= 4 && b[0] === 0 && b[1] === 0x61 && b[2] === 0x73 && b[3] === 0x6d;
 }
 
-/** Heuristic: text starting (after whitespace/comments) with "(module" or "(component". */
+/** Heuristic: text starting (after whitespace/comments) with "(module". */
 export function isWat(b: Uint8Array): boolean {
   const head = new TextDecoder().decode(b.subarray(0, 4096));
   const s = head.replace(/^(\s|;;[^\n]*\n|\(;[\s\S]*?;\))*/, "");

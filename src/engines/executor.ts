@@ -1,31 +1,32 @@
 // The executor: the process an OCI runtime (runc) starts for a wasm container
 // (docs/ARCHITECTURE.md, "One Create").
 //
-//   executor --module PATH [--entry FUNC] [--memory-limit BYTES] [--lib PATH] [--cache DIR]
-//            [--kill-grace-ms N] [--stats] -- ARGS...
+//   <shim> executor --module PATH [--entry FUNC] [--memory-limit BYTES] [--engine-dir DIR]
+//                   [--engine-opt KEY=VALUE]... [--cache DIR] [--kill-grace-ms N] [--stats] -- ARGS...
 //
 // It runs INSIDE the container: root is the container's rootfs, it is usually PID 1 of its pid
 // namespace, and fds 0/1/2 are whatever runc wired (containerd's fifos). It is started through
 // the dynamic loader bind-mounted at /.bunwasi (see src/oci/executor-dir.ts), so
-// process.execPath is the loader, not us: libwasmtime is found through --lib (or
-// BUNWASI_LIBWASMTIME), not beside execPath.
+// process.execPath is the loader, not us: the engine finds its files through --engine-dir
+// (the mount point), not beside execPath.
 //
-// The module runs in a Worker (WasmtimeEngine); this main thread only waits and handles
-// signals. PID 1 gets no default signal dispositions from the kernel, so without handlers a
+// The engine is the shim's (the binary's entry registers it, src/shim/shim.ts); the module runs
+// through Engine.load() → Runner.run(), on a thread of the engine's, and this main thread only
+// waits and handles signals. PID 1 gets no default signal dispositions from the kernel, so without handlers a
 // SIGTERM from `runc kill` would be dropped: each handler aborts the run with that signal
 // (epoch interrupt), and we exit 128+s.
 
-import { existsSync } from "node:fs";
-import { join } from "node:path";
 import { EXIT_ENGINE_ERROR, KILL_GRACE_MS } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
-import { prestartWorker, WasmtimeEngine } from "./wasmtime/engine.ts";
+import type { Engine } from "./engine.ts";
 
 export interface ExecutorOptions {
   module: string;
   entry?: string;
   memoryLimitBytes?: number;
-  libPath?: string;
+  /** Where the engine's executor files are (Engine.executor().files). */
+  engineDir?: string;
+  engineOptions: Record<string, string>;
   cacheDir?: string;
   killGraceMs?: number;
   stats?: boolean;
@@ -36,7 +37,7 @@ export interface ExecutorOptions {
 /** Parse executor argv (without the runtime's own argv[0]/script; a leading "executor" is skipped). */
 export function parseExecutorArgs(argv: string[]): ExecutorOptions {
   const a = argv[0] === "executor" ? argv.slice(1) : argv.slice();
-  const o: Partial<ExecutorOptions> = {};
+  const o: Partial<ExecutorOptions> = { engineOptions: {} };
   let i = 0;
   const val = (flag: string): string => {
     const v = a[++i];
@@ -62,9 +63,16 @@ export function parseExecutorArgs(argv: string[]): ExecutorOptions {
         o.memoryLimitBytes = n;
         break;
       }
-      case "--lib":
-        o.libPath = val(f);
+      case "--engine-dir":
+        o.engineDir = val(f);
         break;
+      case "--engine-opt": {
+        const kv = val(f);
+        const eq = kv.indexOf("=");
+        if (eq <= 0) throw new Error(`executor: --engine-opt wants KEY=VALUE, got ${kv}`);
+        (o.engineOptions as Record<string, string>)[kv.slice(0, eq)] = kv.slice(eq + 1);
+        break;
+      }
       case "--cache":
         o.cacheDir = val(f);
         break;
@@ -96,7 +104,7 @@ function moduleEnv(): Record<string, string> {
 const HANDLED = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"] as const;
 
 /** Run the module; resolves with the process exit code. Never throws. */
-export async function runExecutor(argv: string[]): Promise<number> {
+export async function runExecutor(argv: string[], engine: Engine): Promise<number> {
   const t0 = performance.now();
   let o: ExecutorOptions;
   try {
@@ -105,7 +113,6 @@ export async function runExecutor(argv: string[]): Promise<number> {
     process.stderr.write(`bunwasi: ${(e as Error).message}\n`);
     return EXIT_ENGINE_ERROR;
   }
-  prestartWorker();
   const ac = new AbortController();
   const handlers = HANDLED.map((name) => {
     const h = () => ac.abort(SIGNALS[name]);
@@ -113,11 +120,14 @@ export async function runExecutor(argv: string[]): Promise<number> {
     return [name, h] as const;
   });
   try {
-    const libPath = o.libPath ?? process.env.BUNWASI_LIBWASMTIME ?? besideSelf("libwasmtime.so");
-    let cacheDir: string | undefined;
-    if (o.cacheDir) cacheDir = o.cacheDir; // CompileCache treats write failures as misses
-    const engine = new WasmtimeEngine({ libPath, cacheDir, killGraceMs: o.killGraceMs ?? KILL_GRACE_MS });
-    const code = await engine.run({
+    // A cache that cannot be written to is only read: the compile cache treats write failures as misses.
+    const runner = await engine.load({
+      ...(o.engineDir ? { dir: o.engineDir } : {}),
+      options: o.engineOptions,
+      cacheDir: o.cacheDir,
+      killGraceMs: o.killGraceMs ?? KILL_GRACE_MS,
+    });
+    const { code, stats } = await runner.run({
       modulePath: o.module,
       args: o.args,
       env: moduleEnv(),
@@ -132,7 +142,7 @@ export async function runExecutor(argv: string[]): Promise<number> {
     if (o.stats) {
       const ru = process.resourceUsage();
       process.stderr.write(
-        `bunwasi-executor: code=${code} wallMs=${(performance.now() - t0).toFixed(1)} maxRssKiB=${ru.maxRSS} stats=${JSON.stringify(engine.lastStats)}\n`,
+        `bunwasi-executor: code=${code} wallMs=${(performance.now() - t0).toFixed(1)} maxRssKiB=${ru.maxRSS} engine=${engine.name} stats=${JSON.stringify(stats)}\n`,
       );
     }
     return code;
@@ -144,26 +154,8 @@ export async function runExecutor(argv: string[]): Promise<number> {
   }
 }
 
-/** A file beside the executor binary. argv[0] of a loader-started process is the binary path. */
-function besideSelf(name: string): string | undefined {
-  // Started as `ld.so --library-path D D/executor …`, execPath is ld.so — which sits in D too.
-  for (const dir of [dirnameOf(process.execPath), dirnameOf(process.argv0)]) {
-    if (!dir) continue;
-    const p = join(dir, name);
-    if (existsSync(p)) return p;
-  }
-  return undefined;
-}
-
-function dirnameOf(p: string | undefined): string | undefined {
-  if (!p?.includes("/")) return undefined;
-  return p.slice(0, p.lastIndexOf("/")) || "/";
-}
-
-/** Process entry: `bun src/engines/executor.ts …` or the compiled executor binary. */
-export async function executorMain(argv = process.argv.slice(2)): Promise<never> {
-  const code = await runExecutor(argv);
+/** Process entry: `<shim binary> executor …`. */
+export async function executorMain(argv: string[], engine: Engine): Promise<never> {
+  const code = await runExecutor(argv, engine);
   process.exit(code);
 }
-
-if (import.meta.main) void executorMain();

@@ -1,35 +1,23 @@
 // From containerd's bundle to the bundle we hand the OCI runtime (docs/ARCHITECTURE.md, "One Create").
 //
 // prepare() reads containerd's config.json, finds the entrypoint (process.args[0]) inside the
-// container's rootfs and classifies it:
+// container's rootfs and asks the shim's engine whether it runs it (Engine.canHandle):
+//  - the engine's (a wasm module, WAT text, ...): we write a derived bundle under <stateDir>/<id>
+//    whose config.json is containerd's with the process replaced by our executor, started through
+//    the loader from a read-only bind mount of the executor directory (src/oci/executor-dir.ts).
+//    Everything else (env, cwd, user, namespaces, cgroupsPath, resources, seccomp, rlimits,
+//    capabilities, mounts, hooks) is kept, so the module gets the same sandbox a native
+//    process would.
 //  - native (ELF or "#!" script, e.g. the pod's pause container): runc runs containerd's bundle
 //    unchanged.
-//  - wasm ("\0asm" magic or WAT text): we write a derived bundle under <stateDir>/<id> whose
-//    config.json is containerd's with the process replaced by our executor, started through the
-//    loader from a read-only bind mount of the executor directory (src/oci/executor-dir.ts).
-//    Everything else (env, cwd, user, namespaces, cgroupsPath, resources, seccomp, rlimits,
-//    capabilities, mounts, hooks) is kept, so the wasm module gets the same sandbox a native
-//    process would.
 //
-// The rootfs must already be mounted (src/oci/rootfs.ts) because we look inside it.
+// The rootfs must already be mounted (src/oci/rootfs.ts) because we look inside it. All file
+// access here is asynchronous: prepare() runs on the server's request path.
 
-import {
-  accessSync,
-  closeSync,
-  constants,
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readlinkSync,
-  readSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { constants, rmSync } from "node:fs";
+import { access, lstat, mkdir, open, readlink, rename, stat, writeFile } from "node:fs/promises";
 import { isAbsolute, join, posix, resolve } from "node:path";
-import { isWasmBinary, isWat } from "../engines/engine.ts";
+import type { Engine, Entrypoint } from "../engines/engine.ts";
 import { EXECUTOR_MOUNT, type ExecutorDir, ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
 import { envValue, readSpec, type Spec, SpecError, type SpecMount } from "./spec.ts";
 
@@ -42,13 +30,15 @@ export interface PrepareOptions {
   bundle: string;
   /** Where derived bundles go: <stateDir>/<id>. */
   stateDir: string;
-  /** Executor directory to mount; default: ensureExecutorDir({ stateRoot: executorStateRoot }). */
+  /** The engine that runs the modules (and whose files the executor directory holds). */
+  engine: Engine;
+  /** Executor directory to mount; default: ensureExecutorDir({ engine, stateRoot: executorStateRoot }). */
   executorDir?: ExecutorDir;
   /** Parent of exec/ for the default executor directory; default /var/lib/bunwasi. */
   executorStateRoot?: string;
   /**
    * Host compile-cache directory to mount at /.bunwasi-cache. Read-only by default: the trusted
-   * shim fills it (engine.precompile / CompileCache); `cacheWritable` lets the executor write too,
+   * shim fills it (src/engines/precompile.ts); `cacheWritable` lets the executor write too,
    * which is only safe for trusted modules (the module sees "/" and could plant native code).
    */
   cacheDir?: string;
@@ -63,6 +53,8 @@ export interface Prepared {
   kind: EntrypointKind;
   /** Wasm: the module's path inside the container. */
   module?: string;
+  /** Wasm: the module's path on the host (under the rootfs or a volume's source), found once here. */
+  moduleHost?: string;
   /** Wasm: export to call ("module.wasm#func"); absent = _start. */
   entry?: string;
   /** The parsed containerd spec. */
@@ -90,7 +82,7 @@ export function splitEntry(arg0: string): { path: string; entry?: string } {
  * restarts at the rootfs, ".." never climbs above it. Returns the container path it resolved
  * to, or undefined if some component does not exist.
  */
-export function resolveInRootfs(rootfs: string, containerPath: string): { host: string; path: string } | undefined {
+export async function resolveInRootfs(rootfs: string, containerPath: string): Promise<{ host: string; path: string } | undefined> {
   const todo = containerPath.split("/").filter(Boolean);
   const done: string[] = [];
   let links = 0;
@@ -102,15 +94,15 @@ export function resolveInRootfs(rootfs: string, containerPath: string): { host: 
       continue;
     }
     const host = join(rootfs, ...done, part);
-    let st: ReturnType<typeof lstatSync>;
+    let st: Awaited<ReturnType<typeof lstat>>;
     try {
-      st = lstatSync(host);
+      st = await lstat(host);
     } catch {
       return undefined;
     }
     if (st.isSymbolicLink()) {
       if (++links > 40) return undefined; // ELOOP
-      const target = readlinkSync(host);
+      const target = await readlink(host);
       if (target.startsWith("/")) done.length = 0;
       todo.unshift(...target.split("/").filter(Boolean));
       continue;
@@ -126,13 +118,13 @@ export function resolveInRootfs(rootfs: string, containerPath: string): { host: 
  * a bare name is looked up in each PATH entry (the spec's env, else the default PATH) and then
  * in cwd (what runwasi does for wasm entrypoints like "app.wasm").
  */
-export function findEntrypoint(
+export async function findEntrypoint(
   rootfs: string,
   arg0: string,
   env: string[] | undefined,
   cwd: string,
   mounts: SpecMount[] = [],
-): { host: string; path: string } | undefined {
+): Promise<{ host: string; path: string } | undefined> {
   const candidates: string[] = [];
   if (arg0.includes("/")) candidates.push(posix.resolve(cwd || "/", arg0));
   else {
@@ -144,10 +136,10 @@ export function findEntrypoint(
     candidates.push(posix.resolve(cwd || "/", arg0));
   }
   for (const c of candidates) {
-    const r = resolveThroughMounts(c, mounts) ?? resolveInRootfs(rootfs, c);
+    const r = (await resolveThroughMounts(c, mounts)) ?? (await resolveInRootfs(rootfs, c));
     if (!r) continue;
     try {
-      if (statSync(r.host).isFile()) return r;
+      if ((await stat(r.host)).isFile()) return r;
     } catch {}
   }
   return undefined;
@@ -158,7 +150,7 @@ export function findEntrypoint(
  * found in the mount's source, as the container will see it. The deepest mount wins;
  * symlinks resolve inside that source.
  */
-function resolveThroughMounts(path: string, mounts: SpecMount[]): { host: string; path: string } | undefined {
+async function resolveThroughMounts(path: string, mounts: SpecMount[]): Promise<{ host: string; path: string } | undefined> {
   let best: SpecMount | undefined;
   for (const m of mounts) {
     const bind = m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
@@ -169,43 +161,48 @@ function resolveThroughMounts(path: string, mounts: SpecMount[]): { host: string
   }
   if (!best) return undefined;
   const dest = posix.normalize(best.destination).replace(/\/+$/, "");
-  const inner = resolveInRootfs(best.source as string, path.slice(dest.length) || "/");
+  const inner = await resolveInRootfs(best.source as string, path.slice(dest.length) || "/");
   return inner ? { host: inner.host, path } : undefined;
 }
 
-/** Classify a file by its first bytes. */
-export function classify(head: Uint8Array, executable: boolean): EntrypointKind | undefined {
-  if (isWasmBinary(head) || isWat(head)) return "wasm";
+/** A native program: an ELF binary or a "#!" script, with an execute bit. */
+export function isNativeExecutable(head: Uint8Array, executable: boolean): boolean {
   const elf = head.length >= 4 && head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46;
   const script = head.length >= 2 && head[0] === 0x23 && head[1] === 0x21;
-  if ((elf || script) && executable) return "native";
-  return undefined;
+  return (elf || script) && executable;
 }
 
-function readHead(file: string, n = 4096): Uint8Array {
-  const fd = openSync(file, "r");
+async function readHead(file: string, n = 4096): Promise<Uint8Array> {
+  const fh = await open(file, "r");
   try {
     const b = new Uint8Array(n);
-    const got = readSync(fd, b, 0, n, 0);
-    return b.subarray(0, got);
+    const { bytesRead } = await fh.read(b, 0, n, 0);
+    return b.subarray(0, bytesRead);
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
 }
 
-/** Inspect containerd's bundle: where the entrypoint is and what kind it is. */
-export function inspectEntrypoint(bundle: string, spec: Spec): { kind: EntrypointKind; module: string; host: string; entry?: string } {
+/** Find containerd's entrypoint and decide who runs it: `engine` (wasm) or runc itself (native). */
+export async function inspectEntrypoint(
+  bundle: string,
+  spec: Spec,
+  engine: Engine,
+): Promise<{ kind: EntrypointKind; entrypoint: Entrypoint }> {
   const rootfs = rootfsOf(bundle, spec);
   const arg0 = spec.process.args[0] as string;
   const { path, entry } = splitEntry(arg0);
-  const found = findEntrypoint(rootfs, path, spec.process.env, spec.process.cwd, spec.mounts);
+  const found = await findEntrypoint(rootfs, path, spec.process.env, spec.process.cwd, spec.mounts);
   if (!found) throw new EntrypointError(`${arg0}: no such file in the container's rootfs`);
-  const st = statSync(found.host);
-  const kind = classify(readHead(found.host), (st.mode & 0o111) !== 0);
-  if (!kind) throw new EntrypointError(`${found.path}: not a wasm module and not executable`);
-  if (kind === "native" && entry)
-    throw new EntrypointError(`${arg0}: "#${entry}" names a wasm export, but ${found.path} is a native executable`);
-  return { kind, module: found.path, host: found.host, ...(entry ? { entry } : {}) };
+  const st = await stat(found.host);
+  const ep: Entrypoint = { path: found.path, host: found.host, head: await readHead(found.host), ...(entry ? { entry } : {}) };
+  if (engine.canHandle(ep, spec)) return { kind: "wasm", entrypoint: ep };
+  if (!isNativeExecutable(ep.head, (st.mode & 0o111) !== 0)) {
+    // Worded for users, who know wasm modules rather than engines.
+    throw new EntrypointError(`${found.path}: not a wasm module and not executable`);
+  }
+  if (entry) throw new EntrypointError(`${arg0}: "#${entry}" names a wasm export, but ${found.path} is a native executable`);
+  return { kind: "native", entrypoint: ep };
 }
 
 /** Absolute host path of the container's rootfs. */
@@ -214,10 +211,10 @@ export function rootfsOf(bundle: string, spec: Spec): string {
 }
 
 /** Is the directory on a read-only mount (or otherwise not writable by us)? */
-function readOnlyDir(dir: string): boolean {
+async function readOnlyDir(dir: string): Promise<boolean> {
   // access(2) answers EROFS for W_OK on a read-only mount, without writing anything.
   try {
-    accessSync(dir, constants.W_OK);
+    await access(dir, constants.W_OK);
     return false;
   } catch {
     return true;
@@ -230,11 +227,20 @@ function readOnlyDir(dir: string): boolean {
  * itself is a read-only mount and has no /.bunwasi, runc cannot create it; then use
  * /dev/.bunwasi, a directory runc creates in the /dev tmpfs it mounts (if the spec has one).
  */
-export function executorMountPoint(rootfs: string, spec: Spec): string {
-  if (existsSync(join(rootfs, EXECUTOR_MOUNT)) || !readOnlyDir(rootfs)) return EXECUTOR_MOUNT;
+export async function executorMountPoint(rootfs: string, spec: Spec): Promise<string> {
+  if ((await exists(join(rootfs, EXECUTOR_MOUNT))) || !(await readOnlyDir(rootfs))) return EXECUTOR_MOUNT;
   const devTmpfs = (spec.mounts ?? []).some((m) => m.destination === "/dev" && m.type === "tmpfs");
   if (devTmpfs) return `/dev${EXECUTOR_MOUNT}`;
   throw new EntrypointError(`rootfs ${rootfs} is read-only, has no ${EXECUTOR_MOUNT} and no /dev tmpfs to mount the executor on`);
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Build the derived spec for a wasm entrypoint (pure: exported for tests). */
@@ -256,7 +262,9 @@ export function wasmSpec(
   out.root = { ...spec.root, path: opts.rootfs };
   const flags = ["--module", opts.module];
   if (opts.entry) flags.push("--entry", opts.entry);
-  flags.push("--lib", `${d}/libwasmtime.so`);
+  // The engine finds its files (executor().files) in the mounted directory.
+  flags.push("--engine-dir", d);
+  for (const [k, v] of Object.entries(opts.exec.engineOptions)) flags.push("--engine-opt", `${k}=${v}`);
   const limit = spec.linux?.resources?.memory?.limit;
   // cgroup memory limit also bounds the executor itself; the store limit gives the module a clean
   // memory.grow failure instead of an OOM kill. -1 / 0 mean unlimited in the spec.
@@ -295,19 +303,19 @@ export function wasmSpec(
  * Native: containerd's bundle as is. Wasm: <stateDir>/<id>/config.json (written atomically).
  * Throws SpecError / EntrypointError with messages fit for the Create reply.
  */
-export function prepare(opts: PrepareOptions): Prepared {
-  const spec = readSpec(opts.bundle);
-  const ep = inspectEntrypoint(opts.bundle, spec);
-  if (ep.kind === "native") return { runtimeBundle: opts.bundle, kind: "native", spec };
+export async function prepare(opts: PrepareOptions): Promise<Prepared> {
+  const spec = await readSpec(opts.bundle);
+  const { kind, entrypoint: ep } = await inspectEntrypoint(opts.bundle, spec, opts.engine);
+  if (kind === "native") return { runtimeBundle: opts.bundle, kind: "native", spec };
 
   const rootfs = rootfsOf(opts.bundle, spec);
-  const exec = opts.executorDir ?? ensureExecutorDir({ stateRoot: opts.executorStateRoot });
+  const exec = opts.executorDir ?? (await ensureExecutorDir({ engine: opts.engine, stateRoot: opts.executorStateRoot }));
   const derived = wasmSpec(spec, {
     rootfs,
-    module: ep.module,
+    module: ep.path,
     entry: ep.entry,
     exec,
-    mountPoint: executorMountPoint(rootfs, spec),
+    mountPoint: await executorMountPoint(rootfs, spec),
     cacheDir: opts.cacheDir,
     cacheWritable: opts.cacheWritable,
     executorFlags: opts.executorFlags,
@@ -315,11 +323,18 @@ export function prepare(opts: PrepareOptions): Prepared {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(opts.id))
     throw new SpecError(`container id ${JSON.stringify(opts.id)} is not a valid directory name`);
   const dir = join(opts.stateDir, opts.id);
-  mkdirSync(dir, { recursive: true, mode: 0o711 });
+  await mkdir(dir, { recursive: true, mode: 0o711 });
   const tmp = join(dir, `.config.json.${process.pid}`);
-  writeFileSync(tmp, JSON.stringify(derived, null, 2), { mode: 0o600 });
-  renameSync(tmp, join(dir, "config.json"));
-  return { runtimeBundle: dir, kind: "wasm", module: ep.module, ...(ep.entry ? { entry: ep.entry } : {}), spec };
+  await writeFile(tmp, JSON.stringify(derived, null, 2), { mode: 0o600 });
+  await rename(tmp, join(dir, "config.json"));
+  return {
+    runtimeBundle: dir,
+    kind: "wasm",
+    module: ep.path,
+    moduleHost: ep.host,
+    ...(ep.entry ? { entry: ep.entry } : {}),
+    spec,
+  };
 }
 
 /** Remove what prepare() wrote for `id` (idempotent; containerd's bundle is not touched). */

@@ -4,43 +4,30 @@
 // A wasm image's rootfs has no libc and no dynamic loader, so our (dynamically linked) executor
 // cannot be exec'd there directly. Instead the container process is
 //   /.bunwasi/ld-linux-x86-64.so.2 --library-path /.bunwasi /.bunwasi/<executor> …
-// and this directory holds everything that needs: the executor binary, libwasmtime.so (+ its
-// version file, part of the compile-cache key), the loader and the shared libraries `ldd`
-// lists for both (copied as files: symlinks would point outside the mount).
+// and this directory holds everything that needs: the executor binary, the engine's files
+// (Engine.executor(): e.g. its native library), the loader and the shared libraries `ldd` lists
+// for the binary and the engine's shared objects (copied as files: symlinks would point outside
+// the mount).
 //
 // The directory name is a hash of the inputs' identities (path, size, mtime, inode), so a new
-// shim or library gets a new directory while running containers keep theirs. It is built in a
-// temp dir and renamed into place, so concurrent shims never see a half-built one.
+// shim or engine library gets a new directory while running containers keep theirs. It is built
+// in a temp dir and renamed into place, so concurrent shims never see a half-built one.
 //
-// Executor binary, two modes:
-//  - compiled: we are a `bun build --compile` binary (the shim); the same binary is the
-//    executor (its CLI must dispatch `executor …` to executorMain, see src/engines/executor.ts)
-//  - dev: running from source; `bun build --compile src/engines/executor.ts` (plus the run
-//    worker as a second entry point) into build/executor/, rebuilt when src/engines changes.
+// The executor binary is the shim binary itself (a `bun build --compile` binary whose entry
+// dispatches `executor …`, see src/shim/shim.ts). Running from source there is no such binary:
+// give one (opts.executor, or BUNWASI_EXECUTOR=path of a built shim; scripts/build-shim.sh).
 
 import { createHash } from "node:crypto";
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  linkSync,
-  mkdirSync,
-  readdirSync,
-  realpathSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
+import { chmod, copyFile, link, mkdir, readdir, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
+import { basename, join } from "node:path";
 import { isCompiled } from "../common/compiled.ts";
-import { findLibwasmtime } from "../engines/wasmtime/ffi.ts";
+import type { Engine } from "../engines/engine.ts";
 
 /** Where the directory is mounted inside the container. */
 export const EXECUTOR_MOUNT = "/.bunwasi";
 export const LOADER_NAME = "ld-linux-x86-64.so.2";
 const DONE_MARK = ".complete";
-const REPO_ROOT = resolve(import.meta.dir, "..", "..");
 
 export interface ExecutorBinary {
   /** Host path of the binary. */
@@ -55,67 +42,36 @@ export interface ExecutorDir {
   /** File name of the executor binary inside `dir`. */
   binaryName: string;
   subcommand: string[];
+  /** The engine's executor options (Engine.executor().options), passed as --engine-opt. */
+  engineOptions: Record<string, string>;
   /** File names inside `dir` (for logs/tests). */
   files: string[];
 }
 
 export interface ExecutorDirOptions {
-  /** Parent of the exec/ directories; default /var/lib/bunwasi. */
+  /** The engine whose files the executor needs. */
+  engine: Engine;
+  /** Parent of the exec/ directories; default $BUNWASI_EXEC_ROOT, else /var/lib/bunwasi. */
   stateRoot?: string;
-  /** Use this executor binary (skips mode detection). */
+  /** Use this executor binary (default: executorBinary()). */
   executor?: ExecutorBinary;
-  /** libwasmtime.so to ship; default: findLibwasmtime(). */
-  libwasmtime?: string;
 }
 
-/** The executor binary for this installation (compiled: ourselves; dev: built on demand). */
+/** The executor binary for this installation: the compiled shim itself, or BUNWASI_EXECUTOR. */
 export function executorBinary(): ExecutorBinary {
-  if (process.env.BUNWASI_EXECUTOR) return { path: process.env.BUNWASI_EXECUTOR, subcommand: [] };
+  // "executor" first: the binary is a shim whose entry dispatches on it.
+  if (process.env.BUNWASI_EXECUTOR) return { path: process.env.BUNWASI_EXECUTOR, subcommand: ["executor"] };
   // A binary replaced on disk (an upgrade under a running shim) is still readable through
   // /proc/self/exe, though its old path is gone.
   if (isCompiled) return { path: existsSync(process.execPath) ? process.execPath : "/proc/self/exe", subcommand: ["executor"] };
-  return { path: buildDevExecutor(), subcommand: [] };
-}
-
-/**
- * `bun build --compile src/engines/executor.ts src/engines/wasmtime/worker.ts` into
- * build/executor/bunwasi-executor, unless an output newer than every file under src/engines
- * already exists. Written to a temp name and renamed: concurrent callers are safe.
- */
-export function buildDevExecutor(outDir = join(REPO_ROOT, "build", "executor")): string {
-  const out = join(outDir, "bunwasi-executor");
-  const srcDir = join(REPO_ROOT, "src", "engines");
-  const newest = newestMtime(srcDir);
-  if (existsSync(out) && statSync(out).mtimeMs >= newest) return out;
-  mkdirSync(outDir, { recursive: true });
-  const tmp = `${out}.tmp-${process.pid}-${Date.now()}`;
-  const r = Bun.spawnSync(
-    [process.execPath, "build", "--compile", join(srcDir, "executor.ts"), join(srcDir, "wasmtime", "worker.ts"), "--outfile", tmp],
-    { cwd: REPO_ROOT, stdout: "pipe", stderr: "pipe" },
-  );
-  if (r.exitCode !== 0 || !existsSync(tmp)) {
-    rmSync(tmp, { force: true });
-    throw new Error(`building the dev executor failed (exit ${r.exitCode}): ${r.stderr.toString()}${r.stdout.toString()}`);
-  }
-  renameSync(tmp, out);
-  return out;
-}
-
-function newestMtime(dir: string): number {
-  let m = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) m = Math.max(m, newestMtime(p));
-    else if (e.name.endsWith(".ts")) m = Math.max(m, statSync(p).mtimeMs);
-  }
-  return m;
+  throw new Error("running from source, there is no executor binary: build the shim (scripts/build-shim.sh) and set BUNWASI_EXECUTOR");
 }
 
 /** Shared libraries (name → host path) that `ldd` lists for `file`, the loader included. */
-export function sharedLibs(file: string): Map<string, string> {
-  const r = Bun.spawnSync(["ldd", file], { stdout: "pipe", stderr: "pipe" });
-  const text = r.stdout.toString();
-  if (r.exitCode !== 0) throw new Error(`ldd ${file} failed: ${r.stderr.toString()}${text}`);
+export async function sharedLibs(file: string): Promise<Map<string, string>> {
+  const p = Bun.spawn(["ldd", file], { stdout: "pipe", stderr: "pipe" });
+  const [text, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  if (code !== 0) throw new Error(`ldd ${file} failed: ${err}${text}`);
   const libs = new Map<string, string>();
   for (const line of text.split("\n")) {
     // "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "\t/lib64/ld-linux-x86-64.so.2 (0x…)"
@@ -132,87 +88,122 @@ export function sharedLibs(file: string): Map<string, string> {
 }
 
 /** The file behind `p`; /proc/self/exe of a deleted binary is itself the way to read it. */
-function resolved(p: string): string {
+async function resolved(p: string): Promise<string> {
   try {
-    const real = realpathSync(p);
-    if (existsSync(real)) return real;
-  } catch {}
-  return p;
+    const real = await realpath(p);
+    await stat(real);
+    return real;
+  } catch {
+    return p;
+  }
 }
 
-function identity(p: string): string {
-  const real = resolved(p);
-  const st = statSync(real);
+async function identity(p: string): Promise<string> {
+  const real = await resolved(p);
+  const st = await stat(real);
   return `${real}:${st.size}:${st.mtimeMs}:${st.ino}`;
 }
 
 /** Hard link when on the same filesystem (no copy of a 100 MB binary), else copy. */
-function place(src: string, dst: string, mode: number) {
-  const real = resolved(src);
+async function place(src: string, dst: string, mode: number): Promise<void> {
+  const real = await resolved(src);
   try {
-    linkSync(real, dst);
+    await link(real, dst);
     // a hard link shares the inode: leave the source's mode alone if it is already usable
-    if ((statSync(dst).mode & 0o555) !== 0o555) chmodSync(dst, mode);
+    if (((await stat(dst)).mode & 0o555) !== 0o555) await chmod(dst, mode);
     return;
   } catch {
     // EXDEV (other filesystem) or EPERM (protected_hardlinks): copy
   }
-  copyFileSync(real, dst);
-  chmodSync(dst, mode);
+  await copyFile(real, dst);
+  await chmod(dst, mode);
 }
 
-/** Build (once) and return the executor directory for the current executor + libwasmtime. */
-export function ensureExecutorDir(opts: ExecutorDirOptions = {}): ExecutorDir {
+async function complete(dir: string): Promise<boolean> {
+  try {
+    await stat(join(dir, DONE_MARK));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// One look at the inputs per engine and install: later calls only check the directory is there.
+const known = new WeakMap<Engine, Map<string, ExecutorDir>>();
+
+/** Build (once) and return the executor directory for the executor binary + the engine's files. */
+export async function ensureExecutorDir(opts: ExecutorDirOptions): Promise<ExecutorDir> {
   // On disk, not tmpfs: the ~140 MB of binaries are hard-linked from the install when they
   // share a filesystem, and are never copied into RAM.
   const stateRoot = opts.stateRoot ?? process.env.BUNWASI_EXEC_ROOT ?? "/var/lib/bunwasi";
   const exe = opts.executor ?? executorBinary();
-  const lib = opts.libwasmtime ?? findLibwasmtime();
-  const libVersion = join(dirname(lib), "libwasmtime.version");
+  const memoKey = `${stateRoot}\0${exe.path}\0${exe.subcommand.join(" ")}`;
+  const memo = known.get(opts.engine)?.get(memoKey);
+  if (memo && (await complete(memo.dir))) return memo;
+
+  const needs = opts.engine.executor();
   const binaryName = exe.subcommand.length
     ? basename(exe.path === "/proc/self/exe" ? process.execPath.replace(/ \(deleted\)$/, "") : exe.path)
     : "bunwasi-executor";
-
-  const inputs = [identity(exe.path), identity(lib), existsSync(libVersion) ? identity(libVersion) : "-", binaryName, process.arch];
+  for (const f of needs.files) {
+    if (f.name === binaryName || f.name === LOADER_NAME || f.name.includes("/") || f.name.startsWith(".")) {
+      throw new Error(`engine ${opts.engine.name}: cannot ship a file named ${f.name} in the executor directory`);
+    }
+  }
+  const ids = await Promise.all(needs.files.map(async (f) => `${f.name}=${await identity(f.source)}`));
+  const inputs = [await identity(exe.path), ...ids, binaryName, process.arch];
   const hash = createHash("sha256").update(inputs.join("\n")).digest("hex").slice(0, 16);
   const parent = join(stateRoot, "exec");
   const dir = join(parent, hash);
-  const files = () => readdirSync(dir).filter((f) => f !== DONE_MARK);
-  if (existsSync(join(dir, DONE_MARK))) return { dir, binaryName, subcommand: exe.subcommand, files: files() };
+  const result = async (): Promise<ExecutorDir> => {
+    const out = {
+      dir,
+      binaryName,
+      subcommand: exe.subcommand,
+      engineOptions: { ...(needs.options ?? {}) },
+      files: (await readdir(dir)).filter((f) => f !== DONE_MARK),
+    };
+    if (!known.has(opts.engine)) known.set(opts.engine, new Map());
+    known.get(opts.engine)?.set(memoKey, out);
+    return out;
+  };
+  if (await complete(dir)) return result();
 
-  mkdirSync(parent, { recursive: true, mode: 0o711 });
+  await mkdir(parent, { recursive: true, mode: 0o711 });
   const tmp = join(parent, `.tmp-${hash}-${process.pid}-${Math.random().toString(36).slice(2)}`);
-  mkdirSync(tmp, { mode: 0o755 });
+  await mkdir(tmp, { mode: 0o755 });
   try {
-    place(exe.path, join(tmp, binaryName), 0o755);
-    place(lib, join(tmp, "libwasmtime.so"), 0o755);
-    if (existsSync(libVersion)) place(libVersion, join(tmp, "libwasmtime.version"), 0o644);
-    const libs = new Map([...sharedLibs(exe.path), ...sharedLibs(lib)]);
+    await place(exe.path, join(tmp, binaryName), 0o755);
+    const libs = new Map(await sharedLibs(exe.path));
+    for (const f of needs.files) {
+      await place(f.source, join(tmp, f.name), f.sharedObject ? 0o755 : 0o644);
+      if (f.sharedObject) for (const [name, path] of await sharedLibs(f.source)) libs.set(name, path);
+    }
     let haveLoader = false;
     for (const [name, path] of libs) {
-      if (name === "libwasmtime.so") continue;
+      if (needs.files.some((f) => f.name === name)) continue;
       const dst = name.startsWith("ld-linux") ? LOADER_NAME : name;
       if (dst === LOADER_NAME) haveLoader = true;
-      if (!existsSync(join(tmp, dst))) place(path, join(tmp, dst), 0o755);
+      if (!existsSync(join(tmp, dst))) await place(path, join(tmp, dst), 0o755);
     }
     if (!haveLoader) {
       // A statically linked executor would need no loader, but our args assume one.
-      place(`/lib64/${LOADER_NAME}`, join(tmp, LOADER_NAME), 0o755);
+      await place(`/lib64/${LOADER_NAME}`, join(tmp, LOADER_NAME), 0o755);
     }
-    writeFileSync(join(tmp, DONE_MARK), `${inputs.join("\n")}\n`);
-    chmodSync(tmp, 0o755);
+    await writeFile(join(tmp, DONE_MARK), `${inputs.join("\n")}\n`);
+    await chmod(tmp, 0o755);
     try {
-      renameSync(tmp, dir);
+      await rename(tmp, dir);
     } catch (e) {
       // another shim finished first (ENOTEMPTY/EEXIST): use theirs
-      if (!existsSync(join(dir, DONE_MARK))) throw e;
-      rmSync(tmp, { recursive: true, force: true });
+      if (!(await complete(dir))) throw e;
+      await rm(tmp, { recursive: true, force: true });
     }
   } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
+    await rm(tmp, { recursive: true, force: true });
     throw e;
   }
-  return { dir, binaryName, subcommand: exe.subcommand, files: files() };
+  return result();
 }
 
 /**

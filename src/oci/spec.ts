@@ -5,7 +5,7 @@
 // setting containerd put there (namespaces, seccomp, capabilities, rlimits, hooks ...).
 // Reference: opencontainers/runtime-spec config.md / config-linux.md.
 
-import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 
 export interface SpecUser {
@@ -65,11 +65,11 @@ export class SpecError extends Error {
 }
 
 /** Read and validate `<bundleDir>/config.json`. */
-export function readSpec(bundleDir: string): Spec {
+export async function readSpec(bundleDir: string): Promise<Spec> {
   const file = join(bundleDir, "config.json");
   let text: string;
   try {
-    text = readFileSync(file, "utf8");
+    text = await readFile(file, "utf8");
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new SpecError(

@@ -1,6 +1,6 @@
-// The shim binary's entry: containerd-shim-wasmtime-v1. containerd runs it as
-// `[-flags…] start|delete`; `start` runs it again as `serve`; the OCI runtime runs it
-// inside a wasm container as `executor`.
+// A shim binary's command line (any engine's: the binary's entry file calls runShim, see
+// ./shim.ts). containerd runs it as `[-flags…] start|delete`; `start` runs it again as
+// `serve`; the OCI runtime runs it inside a wasm container as `executor`.
 
 // Each action imports only what it uses: this binary starts three or four times per
 // container (start, serve, executor, delete), so its start-up time is container start time.
@@ -8,8 +8,7 @@
 import { defineCommand, runMain } from "citty";
 import { SHIM_VERSION } from "../common/constants.ts";
 import { parseShimFlags, type ShimFlags } from "./flags.ts";
-
-const RUNTIME_NAME = "io.containerd.wasmtime.v1";
+import type { ShimOptions } from "./shim.ts";
 
 /** How to run ourselves again: the compiled binary alone, or bun plus this script. */
 function selfCommand(): string[] {
@@ -18,10 +17,10 @@ function selfCommand(): string[] {
 }
 
 /** containerd.types.RuntimeInfo {string name = 1; RuntimeVersion version = 2 {string version = 1; string revision = 2}} */
-async function runtimeInfo(): Promise<Uint8Array> {
+async function runtimeInfo(runtime: string): Promise<Uint8Array> {
   const { BinaryWriter } = await import("@bufbuild/protobuf/wire");
   const w = new BinaryWriter();
-  w.uint32(10).string(RUNTIME_NAME);
+  w.uint32(10).string(runtime);
   w.uint32(18).fork().uint32(10).string(SHIM_VERSION).join();
   return w.finish();
 }
@@ -31,10 +30,10 @@ async function readStdin(): Promise<Uint8Array> {
   return new Uint8Array(await Bun.stdin.arrayBuffer());
 }
 
-export async function main(argv: string[]): Promise<void> {
+export async function main(argv: string[], shim: ShimOptions): Promise<void> {
   if (argv[0] === "executor") {
     const { executorMain } = await import("../engines/executor.ts");
-    await executorMain(argv.slice(1));
+    await executorMain(argv.slice(1), shim.engine);
   }
   let flags: ShimFlags;
   try {
@@ -61,11 +60,11 @@ export async function main(argv: string[]): Promise<void> {
     }),
     serve: defineCommand({
       meta: { name: "serve", description: "run the shim server (started by `start`)" },
-      run: async () => (await import("./serve.ts")).serve(flags),
+      run: async () => (await import("./serve.ts")).serve(flags, shim.engine),
     }),
   };
   if (action === "v" || action === "version") {
-    process.stdout.write(`containerd-shim-wasmtime-v1 (${SHIM_VERSION})\n`);
+    process.stdout.write(`${shim.binaryName} (${SHIM_VERSION})\n`);
     return;
   }
   if (action === "info") {
@@ -74,21 +73,14 @@ export async function main(argv: string[]): Promise<void> {
     // idmap mount checks, and (2.4+) on every Create, looking for a mount annotation,
     // until an answer parses. We have no options, features or annotations to report.
     await readStdin();
-    process.stdout.write(await runtimeInfo());
+    process.stdout.write(await runtimeInfo(shim.runtime));
     return;
   }
   await runMain(
     defineCommand({
-      meta: { name: "containerd-shim-wasmtime-v1", version: SHIM_VERSION, description: "containerd shim for WebAssembly" },
+      meta: { name: shim.binaryName, version: SHIM_VERSION, description: `containerd shim for WebAssembly (${shim.engine.name})` },
       subCommands: commands,
     }),
     { rawArgs: flags.rest },
   );
-}
-
-if (import.meta.main) {
-  main(process.argv.slice(2)).catch((e) => {
-    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exit(1);
-  });
 }

@@ -3,6 +3,8 @@
 
 import { rmdirSync } from "node:fs";
 import { EVENTS_FLUSH_TIMEOUT_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
+import type { Engine } from "../engines/engine.ts";
+import { precompile } from "../engines/precompile.ts";
 import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
 import { findRuntime, Runc } from "../linux/runc.ts";
 import { prepare } from "../oci/bundle.ts";
@@ -11,7 +13,6 @@ import { mountRootfs, unmountRootfs } from "../oci/rootfs.ts";
 import { Publisher } from "../task/events.ts";
 import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
 import { TaskDefinition as TaskV3 } from "../task/gen/containerd/runtime/task/v3/shim.ts";
-import { precompile } from "../task/precompile.ts";
 import { createTaskService } from "../task/task-service.ts";
 import { Server } from "../ttrpc/index.ts";
 import { socketPath } from "./address.ts";
@@ -19,7 +20,7 @@ import type { ShimFlags } from "./flags.ts";
 import { openLog } from "./log.ts";
 import { COMPILE_CACHE_DIR, containerStateDir, DATA_ROOT, runtimeRoot } from "./paths.ts";
 
-export async function serve(flags: ShimFlags): Promise<void> {
+export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   const log = openLog(flags.bundle || process.cwd(), flags.debug);
   becomeSubreaper();
   const watcher = new ExitWatcher();
@@ -35,7 +36,8 @@ export async function serve(flags: ShimFlags): Promise<void> {
     const t0 = performance.now();
     const out = fn();
     const done = () => log(`${what} took ${(performance.now() - t0).toFixed(1)} ms`, "debug");
-    if (out instanceof Promise) void out.finally(done);
+    // then(done, done), not finally(): a rejection stays the caller's to handle.
+    if (out instanceof Promise) out.then(done, done);
     else done();
     return out;
   };
@@ -66,8 +68,8 @@ export async function serve(flags: ShimFlags): Promise<void> {
         return () => unmountRootfs(bundle);
       },
       prepareBundle: async (id, bundle) => {
-        const prepared = step(() => prepare({ id, bundle, stateDir, cacheDir: COMPILE_CACHE_DIR }), "prepare bundle");
-        const warm = () => step(() => precompile(bundle, prepared, COMPILE_CACHE_DIR, (m) => log(m, "warning")), "precompile");
+        const prepared = await step(() => prepare({ id, bundle, stateDir, cacheDir: COMPILE_CACHE_DIR, engine }), "prepare bundle");
+        const warm = () => step(() => precompile(engine, prepared, COMPILE_CACHE_DIR, (m) => log(m, "warning")), "precompile");
         return { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind, warm };
       },
     },
@@ -83,9 +85,9 @@ export async function serve(flags: ShimFlags): Promise<void> {
   process.on("SIGINT", () => void exit());
   log(`serving ${flags.socket} for namespace ${flags.namespace}`);
   // Off the start path: clear executor directories of earlier installs.
-  setTimeout(() => {
+  setTimeout(async () => {
     try {
-      const removed = pruneExecutorDirs(DATA_ROOT, [ensureExecutorDir().dir]);
+      const removed = pruneExecutorDirs(DATA_ROOT, [(await ensureExecutorDir({ engine })).dir]);
       if (removed.length) log(`removed ${removed.length} executor directories of earlier installs`);
     } catch (e) {
       log(`pruning executor directories: ${String(e)}`, "warning");

@@ -4,11 +4,12 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { wasmtime } from "../../src/engines/wasmtime/index.ts";
 import { cleanup, type Prepared, prepare } from "../../src/oci/bundle.ts";
 import { type ExecutorDir, ensureExecutorDir } from "../../src/oci/executor-dir.ts";
 import { mountRootfs, unmountRootfs } from "../../src/oci/rootfs.ts";
 import type { Spec } from "../../src/oci/spec.ts";
-import { prepare as prepareEngine, wasm } from "../unit/engines/helpers.ts";
+import { prepare as prepareEngine, REPO, wasm } from "../unit/engines/helpers.ts";
 
 const runc = Bun.which("runc");
 const busybox = Bun.which("busybox") ?? (Bun.file("/bin/busybox").size ? "/bin/busybox" : null);
@@ -26,9 +27,13 @@ describe("runc + bunwasi executor", () => {
   let exec: ExecutorDir;
   let n = 0;
 
-  beforeAll(() => {
+  beforeAll(async () => {
     prepareEngine(); // libwasmtime + build/wasm/*.wasm
-    exec = ensureExecutorDir({ stateRoot: base }); // dev mode: builds build/executor/bunwasi-executor
+    // The executor is the compiled shim binary (`… executor …`), as containerd's runs use it.
+    const built = Bun.spawnSync(["bash", join(REPO, "scripts/build-shim.sh"), join(REPO, "build/bin"), "containerd-shim-wasmtime-v1"]);
+    if (built.exitCode !== 0) throw new Error(`build-shim.sh: ${built.stderr.toString()}`);
+    const shim = built.stdout.toString().trim();
+    exec = await ensureExecutorDir({ engine: wasmtime, stateRoot: base, executor: { path: shim, subcommand: ["executor"] } });
   }, 120_000);
 
   afterAll(() => {
@@ -63,8 +68,8 @@ describe("runc + bunwasi executor", () => {
     return id;
   }
 
-  function prep(b: string, id: string, flags?: string[]): Prepared {
-    return prepare({ id, bundle: b, stateDir, executorDir: exec, executorFlags: flags });
+  function prep(b: string, id: string, flags?: string[]): Promise<Prepared> {
+    return prepare({ id, bundle: b, stateDir, executorDir: exec, executorFlags: flags, engine: wasmtime });
   }
 
   async function runcRun(bundle: string, id: string): Promise<{ code: number; out: string; err: string; ms: number }> {
@@ -86,7 +91,7 @@ describe("runc + bunwasi executor", () => {
   test("wasm echo hello: prints and exits 0", async () => {
     const b = makeBundle(["/wasi-demo-app.wasm", "echo", "hello"], [[wasm("wasi-demo-app"), "/wasi-demo-app.wasm"]]);
     const id = newId();
-    const p = prep(b, id);
+    const p = await prep(b, id);
     expect(p.kind).toBe("wasm");
     expect(p.runtimeBundle).toBe(join(stateDir, id));
     const r = await runcRun(p.runtimeBundle, id);
@@ -99,7 +104,7 @@ describe("runc + bunwasi executor", () => {
   test("exit code of `exit 3`", async () => {
     const b = makeBundle(["/wasi-demo-app.wasm", "exit", "3"], [[wasm("wasi-demo-app"), "/wasi-demo-app.wasm"]]);
     const id = newId();
-    const r = await runcRun(prep(b, id).runtimeBundle, id);
+    const r = await runcRun((await prep(b, id)).runtimeBundle, id);
     expect(r.code).toBe(3);
   });
 
@@ -108,7 +113,7 @@ describe("runc + bunwasi executor", () => {
       s.process.env = ["PATH=/opt/app", "GREETING=hi there"];
     });
     const id = newId();
-    const p = prep(b, id);
+    const p = await prep(b, id);
     expect(p.module).toBe("/opt/app/env.wasm");
     const r = await runcRun(p.runtimeBundle, id);
     expect(r.code).toBe(0);
@@ -122,14 +127,14 @@ describe("runc + bunwasi executor", () => {
       s.root.readonly = false;
     });
     const wid = newId();
-    expect((await runcRun(prep(w, wid).runtimeBundle, wid)).code).toBe(0);
+    expect((await runcRun((await prep(w, wid)).runtimeBundle, wid)).code).toBe(0);
     expect(readFileSync(join(w, "rootfs", "out.txt"), "utf8")).toBe("written");
   });
 
   test("busy loop killed by `runc kill TERM` exits 143 within 1 s", async () => {
     const b = makeBundle(["/busy.wasm"], [[wasm("busy"), "/busy.wasm"]]);
     const id = newId();
-    const p = Bun.spawn([runc as string, "--root", runcRoot, "run", "--bundle", prep(b, id).runtimeBundle, id], {
+    const p = Bun.spawn([runc as string, "--root", runcRoot, "run", "--bundle", (await prep(b, id)).runtimeBundle, id], {
       stdin: "ignore",
       stdout: "pipe",
       stderr: "pipe",
@@ -154,7 +159,7 @@ describe("runc + bunwasi executor", () => {
   test("trap exits 134 with the message on stderr", async () => {
     const b = makeBundle(["/trap.wasm"], [[wasm("trap"), "/trap.wasm"]]);
     const id = newId();
-    const r = await runcRun(prep(b, id).runtimeBundle, id);
+    const r = await runcRun((await prep(b, id)).runtimeBundle, id);
     expect(r.code).toBe(134);
     expect(r.err).toContain("unreachable");
   });
@@ -163,12 +168,12 @@ describe("runc + bunwasi executor", () => {
     // funcs.wat: _start exits 1, `other` exits 7; an unknown export is an engine error (125)
     const b = makeBundle(["/funcs.wasm#other"], [[wasm("funcs"), "/funcs.wasm"]]);
     const id = newId();
-    const p = prep(b, id);
+    const p = await prep(b, id);
     expect(p.entry).toBe("other");
     expect((await runcRun(p.runtimeBundle, id)).code).toBe(7);
     const c = makeBundle(["/funcs.wasm#nope"], [[wasm("funcs"), "/funcs.wasm"]]);
     const cid = newId();
-    const r = await runcRun(prep(c, cid).runtimeBundle, cid);
+    const r = await runcRun((await prep(c, cid)).runtimeBundle, cid);
     expect(r.code).toBe(125);
     expect(r.err).toContain('no exported function "nope"');
   });
@@ -177,7 +182,7 @@ describe("runc + bunwasi executor", () => {
     const b = makeBundle(["echo", "hi"], [[busybox as string, "/bin/busybox"]]);
     symlinkSync("busybox", join(b, "rootfs", "bin", "echo"));
     const id = newId();
-    const p = prep(b, id);
+    const p = await prep(b, id);
     expect(p.kind).toBe("native");
     expect(p.runtimeBundle).toBe(b);
     const r = await runcRun(p.runtimeBundle, id);
@@ -197,7 +202,7 @@ describe("runc + bunwasi executor", () => {
     mountRootfs(b, [{ type: "overlay", source: "overlay", options: [`lowerdir=${lower}:${empty}`] }]);
     mounted.push(b);
     const id = newId();
-    const p = prep(b, id);
+    const p = await prep(b, id);
     const d = JSON.parse(readFileSync(join(p.runtimeBundle, "config.json"), "utf8")) as Spec;
     expect(d.process.args[0]).toBe("/dev/.bunwasi/ld-linux-x86-64.so.2");
     const r = await runcRun(p.runtimeBundle, id);
@@ -212,12 +217,13 @@ describe("runc + bunwasi executor", () => {
     const bin = join(exec.dir, exec.binaryName);
     const h = Bun.spawnSync([
       bin,
+      ...exec.subcommand,
       "--module",
       wasm("wasi-demo-app"),
       "--cache",
       cache,
-      "--lib",
-      join(exec.dir, "libwasmtime.so"),
+      "--engine-dir",
+      exec.dir,
       "--",
       "x",
       "echo",
@@ -226,7 +232,7 @@ describe("runc + bunwasi executor", () => {
     // ... the container only reads it
     const b = makeBundle(["/wasi-demo-app.wasm", "echo", "cached"], [[wasm("wasi-demo-app"), "/wasi-demo-app.wasm"]]);
     const id = newId();
-    const p = prepare({ id, bundle: b, stateDir, executorDir: exec, cacheDir: cache, executorFlags: ["--stats"] });
+    const p = await prepare({ id, bundle: b, stateDir, executorDir: exec, cacheDir: cache, executorFlags: ["--stats"], engine: wasmtime });
     const r = await runcRun(p.runtimeBundle, id);
     expect(r.out).toBe("cached\nexiting\n");
     expect(r.err).toContain('"cacheHit":true');
@@ -239,7 +245,7 @@ describe("runc + bunwasi executor", () => {
     let rss = "";
     for (let i = 0; i < 5; i++) {
       const id = newId();
-      const r = await runcRun(prep(wb, id, ["--stats"]).runtimeBundle, id);
+      const r = await runcRun((await prep(wb, id, ["--stats"])).runtimeBundle, id);
       expect(r.code).toBe(0);
       ws.push(r.ms);
       rss = /maxRssKiB=(\d+)/.exec(r.err)?.[1] ?? rss;
@@ -249,7 +255,7 @@ describe("runc + bunwasi executor", () => {
       const nb = makeBundle(["/bin/busybox", "echo", "hello"], [[busybox, "/bin/busybox"]]);
       for (let i = 0; i < 5; i++) {
         const id = newId();
-        const r = await runcRun(prep(nb, id).runtimeBundle, id);
+        const r = await runcRun((await prep(nb, id)).runtimeBundle, id);
         expect(r.code).toBe(0);
         ns.push(r.ms);
       }

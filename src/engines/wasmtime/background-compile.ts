@@ -1,19 +1,20 @@
-// Fills the compile cache from a Worker: see compile-worker.ts.
+// Compiles a module on a thread of its own (see compile-worker.ts) and resolves with the
+// serialized artifact the compile cache stores.
 
 import { workerScript } from "../../common/compiled.ts";
 
-export function compileInBackground(source: Uint8Array, cacheDir: string): Promise<void> {
+export function compileInBackground(source: Uint8Array): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
     const w = new Worker(workerScript("engines/wasmtime/compile-worker"));
-    w.onmessage = (ev: MessageEvent<{ error?: string }>) => {
+    w.onmessage = (ev: MessageEvent<{ error?: string; artifact?: Uint8Array }>) => {
       w.terminate();
-      if (ev.data.error) reject(new Error(ev.data.error));
-      else resolve();
+      if (ev.data.artifact) resolve(ev.data.artifact);
+      else reject(new Error(ev.data.error ?? "compile worker answered nothing"));
     };
     w.onerror = (ev) => {
       w.terminate();
       reject(new Error(ev.message));
     };
-    w.postMessage({ source, cacheDir });
+    w.postMessage({ source });
   });
 }

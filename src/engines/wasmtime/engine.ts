@@ -6,17 +6,14 @@
 // wasmtime_engine_increment_epoch, which is safe from any thread.
 
 import type { Pointer } from "bun:ffi";
-import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { workerScript } from "../../common/compiled.ts";
 import { KILL_GRACE_MS } from "../../common/constants.ts";
 import { CompileCache } from "../cache.ts";
-import { type Engine, EXIT_ENGINE_ERROR, isWasmBinary, isWat, type RunContext, type StdioSpec, signalNumber } from "../engine.ts";
-import { check, findLibwasmtime, LAYOUT, libwasmtimeVersion, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import { EXIT_ENGINE_ERROR, isWasmBinary, isWat, type RunContext, type RunResult, type StdioSpec, signalNumber } from "../engine.ts";
+import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import { configFlags, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
-
-function configFlags(optLevel: number): string {
-  return `epoch=1;opt=${optLevel}`;
-}
 
 export interface WasmtimeEngineOptions {
   /** Path of libwasmtime.so; default: found by findLibwasmtime(). */
@@ -28,9 +25,12 @@ export interface WasmtimeEngineOptions {
   optLevel?: 0 | 1 | 2;
   /** After an abort, how long to wait for the module to stop before giving up on it (ms). */
   killGraceMs?: number;
+  /** Scripts whose default export is a HostFunctions (../host.ts), linked into every run. */
+  hostModules?: string[];
 }
 
-export class WasmtimeEngine implements Engine {
+/** The Runner behind the `wasmtime` Engine (./index.ts), usable on its own in-process. */
+export class WasmtimeEngine {
   readonly name = "wasmtime";
   readonly libPath: string;
   readonly version: string;
@@ -41,13 +41,15 @@ export class WasmtimeEngine implements Engine {
   private engine: Pointer | null;
   private readonly optLevel: number;
   private readonly killGraceMs: number;
+  private readonly hostModules: string[];
 
   constructor(opts: WasmtimeEngineOptions = {}) {
     const { path, lib } = wasmtime(opts.libPath);
     this.lib = lib;
     this.libPath = path;
     this.version = libwasmtimeVersion(path);
-    this.optLevel = opts.optLevel ?? 1;
+    this.optLevel = opts.optLevel ?? OPT_LEVEL;
+    this.hostModules = opts.hostModules ?? [];
     this.killGraceMs = opts.killGraceMs ?? KILL_GRACE_MS;
     const config = lib.wasm_config_new() as Pointer;
     lib.wasmtime_config_epoch_interruption_set(config, true);
@@ -62,30 +64,10 @@ export class WasmtimeEngine implements Engine {
     return configFlags(this.optLevel);
   }
 
-  /**
-   * The compile-cache key `source` gets from an engine with default settings, computed
-   * without loading libwasmtime: a cache hit then costs a hash and a stat.
-   */
-  static cacheKey(source: Uint8Array, libPath = findLibwasmtime()): string {
-    return CompileCache.key(source, "wasmtime", libwasmtimeVersion(libPath), configFlags(1));
-  }
-
   /** The wasm_engine_t* as a number (what a Worker needs). */
   get enginePointer(): number {
     if (!this.engine) throw new Error("engine closed");
     return this.engine;
-  }
-
-  canHandle(ctx: Pick<RunContext, "module" | "modulePath">): boolean {
-    let head: Uint8Array | undefined = ctx.module;
-    if (!head && ctx.modulePath) {
-      try {
-        head = readFileSync(ctx.modulePath).subarray(0, 4096);
-      } catch {
-        return false;
-      }
-    }
-    return !!head && (isWasmBinary(head) || isWat(head));
   }
 
   /** Compile to wasmtime's serialized form (an ELF image for this engine's config+version). */
@@ -112,24 +94,21 @@ export class WasmtimeEngine implements Engine {
     }
   }
 
-  /**
-   * Compiles `source` into the compile cache unless it is already there, so that the
-   * executors that run it later only deserialize. False when there is no cache.
-   */
-  fillCache(source: Uint8Array): boolean {
-    if (!this.cache) return false;
-    const key = CompileCache.key(source, this.name, this.version, this.configFlags);
-    if (!this.cache.has(key)) this.cache.put(key, this.precompile(source));
-    return true;
-  }
-
   /** Interrupt every module running on this engine that has been marked killed. */
   incrementEpoch(): void {
     if (this.engine) this.lib.wasmtime_engine_increment_epoch(this.engine);
   }
 
+  /** Run to completion; resolves with the exit code (README "Exit codes"). */
   async run(ctx: RunContext & { precompiled?: boolean }): Promise<number> {
-    const source = ctx.module ?? (ctx.modulePath ? new Uint8Array(readFileSync(ctx.modulePath)) : undefined);
+    const r = await this.execute(ctx);
+    this.lastStats = r.stats;
+    return r.code;
+  }
+
+  /** Run to completion; resolves with the exit code and this run's timings. */
+  async execute(ctx: RunContext & { precompiled?: boolean }): Promise<RunResult & { stats: RunStats }> {
+    const source = ctx.module ?? (ctx.modulePath ? new Uint8Array(await readFile(ctx.modulePath)) : undefined);
     if (!source) throw new Error("RunContext needs module or modulePath");
 
     // What to send: precompiled bytes (trusted caller only), a cache hit, or source.
@@ -144,7 +123,7 @@ export class WasmtimeEngine implements Engine {
       const srcKind = isWasmBinary(source) ? "wasm" : isWat(source) ? "wat" : undefined;
       if (!srcKind) {
         writeErr(ctx.stderr, "bunwasi: not a wasm module (no \\0asm magic, not WAT)\n");
-        return EXIT_ENGINE_ERROR;
+        return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
       }
       kind = srcKind;
       if (this.cache) {
@@ -178,20 +157,22 @@ export class WasmtimeEngine implements Engine {
       stderrFd: ctx.stderr?.kind === "fd" ? ctx.stderr.fd : undefined,
       entry: ctx.entry ?? "_start",
       memoryLimitBytes: ctx.memoryLimitBytes,
+      hostModules: this.hostModules,
       kill: killBuf,
     };
 
     const worker = takeWorker();
-    return await new Promise<number>((resolve) => {
+    return await new Promise<RunResult & { stats: RunStats }>((resolve) => {
       let done = false;
       let graceTimer: ReturnType<typeof setTimeout> | undefined;
+      let stats: RunStats = { instantiateMs: 0, runMs: 0, cacheHit };
       const finish = (code: number) => {
         if (done) return;
         done = true;
         if (graceTimer) clearTimeout(graceTimer);
         ctx.signal?.removeEventListener("abort", onAbort);
         worker.terminate();
-        resolve(code);
+        resolve({ code, stats: { ...stats } });
       };
       const onAbort = () => {
         const sig = signalNumber(ctx.signal?.reason);
@@ -212,7 +193,7 @@ export class WasmtimeEngine implements Engine {
             }
           }
         } else if (m.type === "exit") {
-          this.lastStats = { ...m.stats, cacheHit };
+          stats = { ...m.stats, cacheHit };
           finish(m.code);
         }
       };

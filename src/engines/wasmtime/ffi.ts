@@ -10,8 +10,7 @@
 // a wasm_engine_t* are valid across threads of the process).
 
 import { ptr as bunPtr, dlopen, FFIType, type Pointer, read, toArrayBuffer } from "bun:ffi";
-import { existsSync, readFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { findLibwasmtime } from "./library.ts";
 
 const { ptr, bool, u8, i64, u64, function: fnptr } = FFIType;
 const usize = "usize" as const; // size_t (64-bit)
@@ -78,6 +77,11 @@ export const SYMBOLS = {
   wasmtime_linker_instantiate: { args: [ptr, ptr, ptr, ptr, ptr], returns: ptr },
   wasmtime_instance_export_get: { args: [ptr, ptr, ptr, usize, ptr], returns: bool },
   wasmtime_func_call: { args: [ptr, ptr, ptr, usize, ptr, usize, ptr], returns: ptr },
+  wasmtime_caller_export_get: { args: [ptr, ptr, usize, ptr], returns: bool },
+  wasmtime_caller_context: { args: [ptr], returns: ptr },
+  // wasmtime/memory.h
+  wasmtime_memory_data: { args: [ptr, ptr], returns: ptr },
+  wasmtime_memory_data_size: { args: [ptr, ptr], returns: usize },
 } as const;
 
 /** Struct layouts (x86_64 / aarch64 LP64). */
@@ -89,10 +93,12 @@ export const LAYOUT = {
   /** wasmtime_extern_t { uint8_t kind; (pad 7) union { wasmtime_func_t func; ... } of; } — 32 bytes; func at 8 */
   extern: { size: 32, kind: 0, of: 8 },
   externKindFunc: 0,
+  externKindMemory: 3,
   /** wasmtime_val_t { uint8_t kind; (pad 7) union wasmtime_valunion of; } — of.i32 at 8 */
   val: { size: 32, kind: 0, of: 8 },
-  /** wasm_valkind_t WASM_I32 */
+  /** wasm_valkind_t WASM_I32 (and wasmtime_valkind_t WASMTIME_I32); I64, F32, F64 follow. */
   valkindI32: 0,
+  valkind: { i32: 0, i64: 1, f32: 2, f64: 3 },
 } as const;
 
 /** wasmtime_trap_code_t values we care about (wasmtime/trap.h). */
@@ -102,43 +108,6 @@ export type WasmtimeLib = ReturnType<typeof openLib>["symbols"];
 
 function openLib(path: string) {
   return dlopen(path, SYMBOLS);
-}
-
-const REPO_ROOT = resolve(import.meta.dir, "..", "..", "..");
-
-/** Candidate locations of libwasmtime.so, in order of preference. */
-export function libwasmtimeCandidates(): string[] {
-  const out: string[] = [];
-  const env = process.env.BUNWASI_LIBWASMTIME;
-  if (env) out.push(env);
-  const exeDir = dirname(process.execPath);
-  out.push(join(exeDir, "libwasmtime.so"), join(exeDir, "..", "lib", "libwasmtime.so"));
-  const libDir = process.env.BUNWASI_LIB_DIR;
-  if (libDir) out.push(join(libDir, "libwasmtime.so"));
-  out.push(join(REPO_ROOT, "build", "lib", "libwasmtime.so"));
-  return out;
-}
-
-/** Path of the libwasmtime to use; throws with the searched list if none exists. */
-export function findLibwasmtime(): string {
-  const env = process.env.BUNWASI_LIBWASMTIME;
-  if (env) {
-    if (!existsSync(env)) throw new Error(`BUNWASI_LIBWASMTIME=${env} does not exist`);
-    return env;
-  }
-  const c = libwasmtimeCandidates();
-  for (const p of c) if (existsSync(p)) return p;
-  throw new Error(`libwasmtime.so not found; looked in: ${c.join(", ")} (run scripts/libwasmtime.sh)`);
-}
-
-/** Version string of the library at `path`: libwasmtime.version beside it, else "unknown". */
-export function libwasmtimeVersion(path: string): string {
-  const f = join(dirname(path), "libwasmtime.version");
-  try {
-    return readFileSync(f, "utf8").trim() || "unknown";
-  } catch {
-    return "unknown";
-  }
 }
 
 let loaded: { path: string; lib: WasmtimeLib } | undefined;

@@ -22,16 +22,18 @@ export interface RunRequest {
   stderrFd?: number; // where to write a trap message when stderr is inherited/fd
   entry: string;
   memoryLimitBytes?: number;
+  /** Scripts whose default export is a HostFunctions (../host.ts): imported and linked by the worker. */
+  hostModules: string[];
   /** Int32Array view: [0] = signal number once killed (0 = running). */
   kill: SharedArrayBuffer;
 }
 
-export interface RunStats {
+export type RunStats = {
   compileMs?: number;
   deserializeMs?: number;
   instantiateMs: number;
   runMs: number;
   cacheHit?: boolean;
-}
+};
 
 export type WorkerMessage = { type: "serialized"; bytes: Uint8Array } | { type: "exit"; code: number; message?: string; stats: RunStats };

@@ -11,6 +11,7 @@
 import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
 import { appendFileSync, writeSync } from "node:fs";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
+import type { HostCaller, HostFunctions, ValType } from "../host.ts";
 import {
   check,
   cstr,
@@ -60,7 +61,7 @@ function serialize(lib: WasmtimeLib, module: Pointer): Uint8Array {
   return out;
 }
 
-function run(req: RunRequest): { code: number; message?: string; stats: RunStats } {
+function run(req: RunRequest, hosts: HostFunctions[]): { code: number; message?: string; stats: RunStats } {
   const { lib } = wasmtime(req.libPath);
   const engine = req.enginePtr as Pointer;
   const kill = new Int32Array(req.kill);
@@ -94,7 +95,7 @@ function run(req: RunRequest): { code: number; message?: string; stats: RunStats
   let store: Pointer | null = null;
   let linker: Pointer | null = null;
   let deadlineCb: JSCallback | null = null;
-  let procExitCb: JSCallback | null = null;
+  const callbacks: JSCallback[] = [];
   let exitStatus: number | undefined;
   try {
     t = performance.now();
@@ -167,13 +168,23 @@ function run(req: RunRequest): { code: number; message?: string; stats: RunStats
     // wasmtime's WASI proc_exit rejects statuses >= 126 (an error without the status), so
     // shadow it with one that records any status and unwinds with a trap.
     lib.wasmtime_linker_allow_shadowing(linker, true);
-    procExitCb = defineProcExit(lib, linker, (status) => {
-      exitStatus = status;
-    });
+    callbacks.push(
+      defineProcExit(lib, linker, (status) => {
+        exitStatus = status;
+      }),
+    );
+    for (const host of hosts) callbacks.push(...defineHostFunctions(lib, linker, host));
     const instance = Buffer.alloc(LAYOUT.instance.size);
     const trapOut = new BigUint64Array(1);
     let err = lib.wasmtime_linker_instantiate(linker, ctx, module, instance, trapOut) as Pointer | null;
     stats.instantiateMs = performance.now() - t;
+    if (err && !readPtr(trapOut) && exitStatus === undefined && Atomics.load(kill, 0) === 0) {
+      // Not a trap of the start function: the module could not be linked (an import nobody
+      // defines, a type mismatch). It never ran, like a missing export.
+      const msg = errorMessage(lib, err);
+      lib.wasmtime_error_delete(err);
+      throw new EngineError(`link: ${msg}`);
+    }
     let outcome = outcomeOf(lib, err, readPtr(trapOut), kill, exitStatus);
     if (outcome) return { ...outcome, stats };
 
@@ -194,46 +205,114 @@ function run(req: RunRequest): { code: number; message?: string; stats: RunStats
     if (store) lib.wasmtime_store_delete(store); // closes the WASI files
     lib.wasmtime_module_delete(module);
     deadlineCb?.close();
-    procExitCb?.close();
+    for (const cb of callbacks) cb.close();
     void keep;
   }
 }
 
 const PROC_EXIT_MARK = "bunwasi: proc_exit";
 
-/** Define wasi_snapshot_preview1.proc_exit(i32) → records the status and traps. */
-function defineProcExit(lib: WasmtimeLib, linker: Pointer, onExit: (status: number) => void): JSCallback {
-  const params = Buffer.alloc(LAYOUT.byteVec.size);
-  const results = Buffer.alloc(LAYOUT.byteVec.size);
-  const one = new BigUint64Array([BigInt(lib.wasm_valtype_new(LAYOUT.valkindI32) as number)]);
-  lib.wasm_valtype_vec_new(params, 1, one); // takes the valtype
-  lib.wasm_valtype_vec_new_empty(results);
-  const ty = lib.wasm_functype_new(params, results) as Pointer; // takes both vectors
-  const mark = Buffer.from(PROC_EXIT_MARK);
+type HostCallback = (caller: Pointer, args: Pointer, results: Pointer) => Pointer | null;
+
+/** Define `module`.`name` in the linker as a function of the given types, run by `impl`. */
+function defineFunc(
+  lib: WasmtimeLib,
+  linker: Pointer,
+  module: string,
+  name: string,
+  params: ValType[],
+  results: ValType[],
+  impl: HostCallback,
+): JSCallback {
+  const vec = (types: ValType[]) => {
+    const out = Buffer.alloc(LAYOUT.byteVec.size);
+    if (!types.length) lib.wasm_valtype_vec_new_empty(out);
+    else {
+      const arr = new BigUint64Array(types.map((t) => BigInt(lib.wasm_valtype_new(LAYOUT.valkind[t]) as number)));
+      lib.wasm_valtype_vec_new(out, types.length, arr); // takes the valtypes
+    }
+    return out;
+  };
+  const ty = lib.wasm_functype_new(vec(params), vec(results)) as Pointer; // takes both vectors
   const cb = new JSCallback(
-    (_env: Pointer, _caller: Pointer, args: Pointer, nargs: number | bigint) => {
-      const status = Number(nargs) >= 1 ? new DataView(toArrayBuffer(args, 0, LAYOUT.val.size)).getUint32(LAYOUT.val.of, true) : 0;
-      onExit(status);
-      return lib.wasmtime_trap_new(mark, mark.length);
-    },
+    (_env: Pointer, caller: Pointer, args: Pointer, _nargs: number | bigint, out: Pointer, _nresults: number | bigint) =>
+      impl(caller, args, out),
     { args: ["ptr", "ptr", "ptr", "usize", "ptr", "usize"], returns: "ptr" },
   );
-  const mod = Buffer.from("wasi_snapshot_preview1");
-  const name = Buffer.from("proc_exit");
-  const err = lib.wasmtime_linker_define_func(
-    linker,
-    mod,
-    mod.length,
-    name,
-    name.length,
-    ty,
-    cb.ptr as Pointer,
-    null,
-    null,
-  ) as Pointer | null;
+  const mod = Buffer.from(module);
+  const fn = Buffer.from(name);
+  const err = lib.wasmtime_linker_define_func(linker, mod, mod.length, fn, fn.length, ty, cb.ptr as Pointer, null, null) as Pointer | null;
   lib.wasm_functype_delete(ty);
-  check(lib, err, "define proc_exit");
+  check(lib, err, `define ${module}.${name}`);
   return cb;
+}
+
+/** Define wasi_snapshot_preview1.proc_exit(i32) → records the status and traps. */
+function defineProcExit(lib: WasmtimeLib, linker: Pointer, onExit: (status: number) => void): JSCallback {
+  const mark = Buffer.from(PROC_EXIT_MARK);
+  return defineFunc(lib, linker, "wasi_snapshot_preview1", "proc_exit", ["i32"], [], (_caller, args) => {
+    onExit(new DataView(toArrayBuffer(args, 0, LAYOUT.val.size)).getUint32(LAYOUT.val.of, true));
+    return lib.wasmtime_trap_new(mark, mark.length) as Pointer;
+  });
+}
+
+/** Read the i-th wasmtime_val_t of an array. */
+function readVal(view: DataView, i: number, t: ValType): number | bigint {
+  const at = i * LAYOUT.val.size + LAYOUT.val.of;
+  if (t === "i32") return view.getInt32(at, true);
+  if (t === "i64") return view.getBigInt64(at, true);
+  if (t === "f32") return view.getFloat32(at, true);
+  return view.getFloat64(at, true);
+}
+
+function writeVal(view: DataView, i: number, t: ValType, v: number | bigint): void {
+  const base = i * LAYOUT.val.size;
+  view.setUint8(base + LAYOUT.val.kind, LAYOUT.valkind[t]);
+  const at = base + LAYOUT.val.of;
+  if (t === "i32") view.setInt32(at, Number(v), true);
+  else if (t === "i64") view.setBigInt64(at, BigInt(v), true);
+  else if (t === "f32") view.setFloat32(at, Number(v), true);
+  else view.setFloat64(at, Number(v), true);
+}
+
+/** The caller's exported "memory", as a view valid during the call. */
+function callerMemory(lib: WasmtimeLib, caller: Pointer): Uint8Array {
+  const ext = Buffer.alloc(LAYOUT.extern.size);
+  const name = Buffer.from("memory");
+  if (!lib.wasmtime_caller_export_get(caller, name, name.length, ext) || ext[LAYOUT.extern.kind] !== LAYOUT.externKindMemory) {
+    throw new Error('the module exports no memory named "memory"');
+  }
+  const cx = lib.wasmtime_caller_context(caller) as Pointer;
+  const mem = (bunPtr(ext) + LAYOUT.extern.of) as Pointer;
+  const size = Number(lib.wasmtime_memory_data_size(cx, mem));
+  const data = lib.wasmtime_memory_data(cx, mem) as Pointer;
+  return size ? new Uint8Array(toArrayBuffer(data, 0, size)) : new Uint8Array(0);
+}
+
+/** Define every function of a host module; a function that throws traps the guest with its message. */
+function defineHostFunctions(lib: WasmtimeLib, linker: Pointer, host: HostFunctions): JSCallback[] {
+  const cbs: JSCallback[] = [];
+  for (const [module, fns] of Object.entries(host)) {
+    for (const [name, f] of Object.entries(fns)) {
+      cbs.push(
+        defineFunc(lib, linker, module, name, f.params, f.results, (caller, args, out) => {
+          try {
+            const argView = f.params.length ? new DataView(toArrayBuffer(args, 0, f.params.length * LAYOUT.val.size)) : undefined;
+            const values = f.params.map((t, i) => readVal(argView as DataView, i, t));
+            const c: HostCaller = { memory: () => callerMemory(lib, caller) };
+            const r = f.call(c, ...values);
+            const rt = f.results[0];
+            if (rt) writeVal(new DataView(toArrayBuffer(out, 0, LAYOUT.val.size)), 0, rt, r ?? 0);
+            return null;
+          } catch (e) {
+            const msg = Buffer.from(`${module}.${name}: ${e instanceof Error ? e.message : String(e)}`);
+            return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
+          }
+        }),
+      );
+    }
+  }
+  return cbs;
 }
 
 /** Exit code (and message) for an error/trap result, or null if the call succeeded. */
@@ -283,15 +362,31 @@ function reportMessage(req: RunRequest, message: string) {
   }
 }
 
-self.onmessage = (ev: MessageEvent<RunRequest>) => {
+/** The host modules' default exports, imported on this thread (where the linker is). */
+async function importHosts(urls: string[]): Promise<HostFunctions[]> {
+  const out: HostFunctions[] = [];
+  for (const url of urls) {
+    let m: { default?: HostFunctions };
+    try {
+      m = await import(url);
+    } catch (e) {
+      throw new EngineError(`host module ${url}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (!m.default || typeof m.default !== "object") throw new EngineError(`host module ${url} has no default export of host functions`);
+    out.push(m.default);
+  }
+  return out;
+}
+
+self.onmessage = async (ev: MessageEvent<RunRequest>) => {
   const req = ev.data;
   let result: { code: number; message?: string; stats: RunStats };
   try {
-    result = run(req);
+    result = run(req, await importHosts(req.hostModules));
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     result = { code: EXIT_ENGINE_ERROR, message, stats: { instantiateMs: 0, runMs: 0 } };
-    if (!(e instanceof EngineError) && !/^(compile|deserialize|wat2wasm|wasi|define wasi)/.test(message)) {
+    if (!(e instanceof EngineError) && !/^(compile|deserialize|wat2wasm|wasi|define )/.test(message)) {
       result.message = `bunwasi: internal error: ${message}`;
     }
   }

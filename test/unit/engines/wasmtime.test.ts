@@ -3,6 +3,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "
 import { join } from "node:path";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../../../src/engines/engine.ts";
 import { WasmtimeEngine } from "../../../src/engines/wasmtime/engine.ts";
+import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { prepare, tmp, wasm } from "./helpers.ts";
 
 let engine: WasmtimeEngine;
@@ -26,10 +27,12 @@ function io() {
 
 describe("wasmtime engine", () => {
   test("canHandle: wasm magic and WAT, not other bytes", () => {
-    expect(engine.canHandle({ modulePath: wasm("wasi-demo-app") })).toBe(true);
-    expect(engine.canHandle({ module: new TextEncoder().encode("(module)") })).toBe(true);
-    expect(engine.canHandle({ module: new TextEncoder().encode("#!/bin/sh\n") })).toBe(false);
-    expect(engine.canHandle({ module: new Uint8Array([0x7f, 0x45, 0x4c, 0x46]) })).toBe(false);
+    const spec = { ociVersion: "1.0.2", process: { args: ["/m"], cwd: "/" }, root: { path: "rootfs" } };
+    const ep = (head: Uint8Array) => ({ path: "/m", host: "/m", head });
+    expect(wasmtime.canHandle(ep(readFileSync(wasm("wasi-demo-app")).subarray(0, 4096)), spec)).toBe(true);
+    expect(wasmtime.canHandle(ep(new TextEncoder().encode(";; text\n(module)")), spec)).toBe(true);
+    expect(wasmtime.canHandle(ep(new TextEncoder().encode("#!/bin/sh\n")), spec)).toBe(false);
+    expect(wasmtime.canHandle(ep(new Uint8Array([0x7f, 0x45, 0x4c, 0x46])), spec)).toBe(false);
   });
 
   test("echo hello arrives on a stdout file", async () => {

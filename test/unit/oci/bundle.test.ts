@@ -1,10 +1,13 @@
 // src/oci/spec.ts + src/oci/bundle.ts without runc: config.json errors, finding args[0] in a
-// rootfs (PATH, cwd, symlinks that must not escape), classification, the derived wasm spec.
+// rootfs (PATH, cwd, symlinks that must not escape), classification through the engine's
+// canHandle, the derived wasm spec.
 import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { classify, cleanup, findEntrypoint, prepare, resolveInRootfs, splitEntry, wasmSpec } from "../../../src/oci/bundle.ts";
+import type { Engine } from "../../../src/engines/engine.ts";
+import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
+import { cleanup, findEntrypoint, isNativeExecutable, prepare, resolveInRootfs, splitEntry, wasmSpec } from "../../../src/oci/bundle.ts";
 import type { ExecutorDir } from "../../../src/oci/executor-dir.ts";
 import { parseSpec, readSpec, type Spec } from "../../../src/oci/spec.ts";
 
@@ -76,11 +79,11 @@ describe("readSpec errors", () => {
       expect(() => parseSpec(typeof text === "string" ? text : JSON.stringify(text))).toThrow(re);
     });
   }
-  test("missing file names the bundle", () => {
-    expect(() => readSpec(join(base, "nope"))).toThrow(/config\.json: not found in bundle/);
+  test("missing file names the bundle", async () => {
+    await expect(readSpec(join(base, "nope"))).rejects.toThrow(/config\.json: not found in bundle/);
   });
-  test("a valid spec round-trips unknown fields", () => {
-    const s = readSpec(bundle({ ...spec(), hooks: { prestart: [] } } as Spec));
+  test("a valid spec round-trips unknown fields", async () => {
+    const s = await readSpec(bundle({ ...spec(), hooks: { prestart: [] } } as Spec));
     expect(s.process.args).toEqual(["/app.wasm"]);
     expect((s as Record<string, unknown>).hooks).toEqual({ prestart: [] });
   });
@@ -102,39 +105,39 @@ describe("args[0] resolution", () => {
   const root = join(b, "rootfs");
   const env = ["PATH=/usr/bin:/bin"];
 
-  test("absolute path", () => {
-    expect(findEntrypoint(root, "/app.wasm", env, "/")?.path).toBe("/app.wasm");
+  test("absolute path", async () => {
+    expect((await findEntrypoint(root, "/app.wasm", env, "/"))?.path).toBe("/app.wasm");
   });
-  test("bare name via PATH", () => {
-    expect(findEntrypoint(root, "tool.wasm", env, "/")?.path).toBe("/usr/bin/tool.wasm");
+  test("bare name via PATH", async () => {
+    expect((await findEntrypoint(root, "tool.wasm", env, "/"))?.path).toBe("/usr/bin/tool.wasm");
   });
-  test("bare name falls back to cwd", () => {
-    expect(findEntrypoint(root, "local.wasm", env, "/srv/work")?.path).toBe("/srv/work/local.wasm");
+  test("bare name falls back to cwd", async () => {
+    expect((await findEntrypoint(root, "local.wasm", env, "/srv/work"))?.path).toBe("/srv/work/local.wasm");
   });
-  test("relative path with a slash is relative to cwd", () => {
-    expect(findEntrypoint(root, "./work/local.wasm", env, "/srv")?.path).toBe("/srv/work/local.wasm");
+  test("relative path with a slash is relative to cwd", async () => {
+    expect((await findEntrypoint(root, "./work/local.wasm", env, "/srv"))?.path).toBe("/srv/work/local.wasm");
   });
-  test("no PATH in env: default PATH", () => {
-    expect(findEntrypoint(root, "tool.wasm", undefined, "/")?.path).toBe("/usr/bin/tool.wasm");
+  test("no PATH in env: default PATH", async () => {
+    expect((await findEntrypoint(root, "tool.wasm", undefined, "/"))?.path).toBe("/usr/bin/tool.wasm");
   });
-  test("relative and absolute symlinks resolve inside the rootfs", () => {
-    expect(findEntrypoint(root, "link.wasm", env, "/")?.path).toBe("/usr/bin/tool.wasm");
-    expect(findEntrypoint(root, "/bin/abs.wasm", env, "/")?.path).toBe("/usr/bin/tool.wasm");
-    expect(findEntrypoint(root, "/lib/tool.wasm", env, "/")?.path).toBe("/usr/bin/tool.wasm");
+  test("relative and absolute symlinks resolve inside the rootfs", async () => {
+    expect((await findEntrypoint(root, "link.wasm", env, "/"))?.path).toBe("/usr/bin/tool.wasm");
+    expect((await findEntrypoint(root, "/bin/abs.wasm", env, "/"))?.path).toBe("/usr/bin/tool.wasm");
+    expect((await findEntrypoint(root, "/lib/tool.wasm", env, "/"))?.path).toBe("/usr/bin/tool.wasm");
   });
-  test("symlinks cannot escape the rootfs", () => {
+  test("symlinks cannot escape the rootfs", async () => {
     // ../../.. stops at the container's "/": /etc/passwd of the rootfs, which does not exist
-    expect(findEntrypoint(root, "/bin/escape.wasm", env, "/")).toBeUndefined();
-    expect(findEntrypoint(root, "/bin/escape2.wasm", env, "/")).toBeUndefined();
-    expect(resolveInRootfs(root, "/../../../../etc/passwd")).toBeUndefined();
-    const r = resolveInRootfs(root, "/bin/../../../app.wasm");
+    expect(await findEntrypoint(root, "/bin/escape.wasm", env, "/")).toBeUndefined();
+    expect(await findEntrypoint(root, "/bin/escape2.wasm", env, "/")).toBeUndefined();
+    expect(await resolveInRootfs(root, "/../../../../etc/passwd")).toBeUndefined();
+    const r = await resolveInRootfs(root, "/bin/../../../app.wasm");
     expect(r?.host).toBe(join(root, "app.wasm"));
   });
-  test("symlink loops and directories are not entrypoints", () => {
-    expect(findEntrypoint(root, "/bin/loop.wasm", env, "/")).toBeUndefined();
-    expect(findEntrypoint(root, "/usr/bin/dir.wasm", env, "/")).toBeUndefined();
+  test("symlink loops and directories are not entrypoints", async () => {
+    expect(await findEntrypoint(root, "/bin/loop.wasm", env, "/")).toBeUndefined();
+    expect(await findEntrypoint(root, "/usr/bin/dir.wasm", env, "/")).toBeUndefined();
   });
-  test("a path under a bind mount (a volume) is found in the mount's source", () => {
+  test("a path under a bind mount (a volume) is found in the mount's source", async () => {
     const vol = bundle(spec(), {
       "bin/app.wasm": WASM,
       "bin/link.wasm": { link: "/bin/app.wasm" },
@@ -145,15 +148,15 @@ describe("args[0] resolution", () => {
       { destination: "/shared", type: "bind", source: volume, options: ["rbind", "ro"] },
       { destination: "/proc", type: "proc", source: "proc" },
     ];
-    expect(findEntrypoint(root, "/shared/bin/app.wasm", env, "/", mounts)).toEqual({
+    expect(await findEntrypoint(root, "/shared/bin/app.wasm", env, "/", mounts)).toEqual({
       host: join(volume, "bin/app.wasm"),
       path: "/shared/bin/app.wasm",
     });
     // Symlinks inside the volume resolve inside the volume, never outside it.
-    expect(findEntrypoint(root, "/shared/bin/link.wasm", env, "/", mounts)?.host).toBe(join(volume, "bin/app.wasm"));
-    expect(findEntrypoint(root, "/shared/bin/out.wasm", env, "/", mounts)).toBeUndefined();
+    expect((await findEntrypoint(root, "/shared/bin/link.wasm", env, "/", mounts))?.host).toBe(join(volume, "bin/app.wasm"));
+    expect(await findEntrypoint(root, "/shared/bin/out.wasm", env, "/", mounts)).toBeUndefined();
     // Not under any mount: the rootfs, as before.
-    expect(findEntrypoint(root, "/app.wasm", env, "/", mounts)?.host).toBe(join(root, "app.wasm"));
+    expect((await findEntrypoint(root, "/app.wasm", env, "/", mounts))?.host).toBe(join(root, "app.wasm"));
   });
   test("module.wasm#func", () => {
     expect(splitEntry("/app.wasm#hello")).toEqual({ path: "/app.wasm", entry: "hello" });
@@ -164,42 +167,86 @@ describe("args[0] resolution", () => {
 });
 
 describe("classification", () => {
-  test("by content", () => {
-    expect(classify(WASM, false)).toBe("wasm");
-    expect(classify(new TextEncoder().encode(";; hi\n(module)"), false)).toBe("wasm");
-    expect(classify(ELF, true)).toBe("native");
-    expect(classify(new TextEncoder().encode("#!/bin/sh\n"), true)).toBe("native");
-    expect(classify(ELF, false)).toBeUndefined();
-    expect(classify(new TextEncoder().encode("hello"), true)).toBeUndefined();
+  test("native programs by content and mode", () => {
+    expect(isNativeExecutable(ELF, true)).toBe(true);
+    expect(isNativeExecutable(new TextEncoder().encode("#!/bin/sh\n"), true)).toBe(true);
+    expect(isNativeExecutable(ELF, false)).toBe(false);
+    expect(isNativeExecutable(WASM, true)).toBe(false);
+    expect(isNativeExecutable(new TextEncoder().encode("hello"), true)).toBe(false);
   });
 
-  const fakeExec: ExecutorDir = { dir: "/run/bunwasi/exec/abc", binaryName: "bunwasi-executor", subcommand: [], files: [] };
-  const opts = (b: string, id: string) => ({ id, bundle: b, stateDir: join(base, "state"), executorDir: fakeExec });
+  const fakeExec: ExecutorDir = {
+    dir: "/run/bunwasi/exec/abc",
+    binaryName: "bunwasi-executor",
+    subcommand: [],
+    engineOptions: {},
+    files: [],
+  };
+  const opts = (b: string, id: string, engine: Engine = wasmtime) => ({
+    id,
+    bundle: b,
+    stateDir: join(base, "state"),
+    executorDir: fakeExec,
+    engine,
+  });
 
-  test("native: containerd's bundle unchanged", () => {
+  test("wasm binaries and WAT text are the wasmtime engine's", async () => {
+    const b = bundle(spec({ args: ["/a.wasm"] }), { "a.wasm": WASM, "t.wat": ";; hi\n(module)" });
+    expect((await prepare(opts(b, "k1"))).kind).toBe("wasm");
+    const t = bundle(spec({ args: ["/t.wat"] }), { "t.wat": ";; hi\n(module)" });
+    expect((await prepare(opts(t, "k2"))).kind).toBe("wasm");
+    cleanup({ id: "k1", stateDir: join(base, "state") });
+    cleanup({ id: "k2", stateDir: join(base, "state") });
+  });
+  test("the engine decides what is a module: canHandle sees the entrypoint and the spec", async () => {
+    const seen: string[] = [];
+    const picky: Engine = {
+      ...wasmtime,
+      name: "picky",
+      canHandle: (ep, s) => {
+        seen.push(`${ep.path} ${ep.host.endsWith("/rootfs/srv/app.txt")} ${s.process.cwd}`);
+        return new TextDecoder().decode(ep.head).startsWith("PICK");
+      },
+    };
+    const b = bundle(spec({ args: ["app.txt"], cwd: "/srv" }), { "srv/app.txt": "PICK me" });
+    expect(await prepare(opts(b, "p1", picky))).toMatchObject({ kind: "wasm", module: "/srv/app.txt" });
+    expect(seen).toEqual(["/srv/app.txt true /srv"]);
+    // A wasm module this engine does not take is neither its nor native.
+    const w = bundle(spec({ args: ["/a.wasm"] }), { "a.wasm": WASM });
+    await expect(prepare(opts(w, "p2", picky))).rejects.toThrow("/a.wasm: not a wasm module and not executable");
+    cleanup({ id: "p1", stateDir: join(base, "state") });
+  });
+
+  test("native: containerd's bundle unchanged", async () => {
     const b = bundle(spec({ args: ["sh", "-c", "true"] }), { "bin/sh": { mode: 0o755, data: ELF } });
-    const r = prepare(opts(b, "nat"));
+    const r = await prepare(opts(b, "nat"));
     expect(r).toMatchObject({ kind: "native", runtimeBundle: b });
   });
-  test("missing entrypoint", () => {
+  test("missing entrypoint", async () => {
     const b = bundle(spec({ args: ["/nope.wasm", "x"] }));
-    expect(() => prepare(opts(b, "miss"))).toThrow("/nope.wasm: no such file in the container's rootfs");
+    await expect(prepare(opts(b, "miss"))).rejects.toThrow("/nope.wasm: no such file in the container's rootfs");
   });
-  test("neither wasm nor executable", () => {
+  test("neither wasm nor executable", async () => {
     const b = bundle(spec({ args: ["/data.txt"] }), { "data.txt": "hello" });
-    expect(() => prepare(opts(b, "bad"))).toThrow("/data.txt: not a wasm module and not executable");
+    await expect(prepare(opts(b, "bad"))).rejects.toThrow("/data.txt: not a wasm module and not executable");
     const c = bundle(spec({ args: ["/elf"] }), { elf: { mode: 0o644, data: ELF } });
-    expect(() => prepare(opts(c, "bad2"))).toThrow("/elf: not a wasm module and not executable");
+    await expect(prepare(opts(c, "bad2"))).rejects.toThrow("/elf: not a wasm module and not executable");
   });
-  test("#func on a native binary is refused", () => {
+  test("#func on a native binary is refused", async () => {
     const b = bundle(spec({ args: ["/bin/sh#main"] }), { "bin/sh": { mode: 0o755, data: ELF } });
-    expect(() => prepare(opts(b, "nf"))).toThrow(/names a wasm export/);
+    await expect(prepare(opts(b, "nf"))).rejects.toThrow(/names a wasm export/);
   });
 
-  test("wasm: derived bundle", () => {
+  test("wasm: derived bundle", async () => {
     const b = bundle(spec({ args: ["app.wasm#run", "a", "b"], cwd: "/srv", env: ["PATH=/bin", "X=1"] }), { "srv/app.wasm": WASM });
-    const r = prepare(opts(b, "w1"));
-    expect(r).toMatchObject({ kind: "wasm", module: "/srv/app.wasm", entry: "run", runtimeBundle: join(base, "state", "w1") });
+    const r = await prepare(opts(b, "w1"));
+    expect(r).toMatchObject({
+      kind: "wasm",
+      module: "/srv/app.wasm",
+      moduleHost: join(b, "rootfs", "srv", "app.wasm"),
+      entry: "run",
+      runtimeBundle: join(base, "state", "w1"),
+    });
     const d = JSON.parse(readFileSync(join(r.runtimeBundle, "config.json"), "utf8")) as Spec;
     expect(d.root.path).toBe(join(b, "rootfs"));
     expect(d.process.args).toEqual([
@@ -211,8 +258,8 @@ describe("classification", () => {
       "/srv/app.wasm",
       "--entry",
       "run",
-      "--lib",
-      "/.bunwasi/libwasmtime.so",
+      "--engine-dir",
+      "/.bunwasi",
       "--memory-limit",
       String(64 << 20),
       "--",
@@ -233,12 +280,12 @@ describe("classification", () => {
     cleanup({ id: "w1", stateDir: join(base, "state") }); // idempotent
   });
 
-  test("wasmSpec: subcommand, cache mount, dev mount point", () => {
+  test("wasmSpec: subcommand, engine options, cache mount, dev mount point", () => {
     const s = spec();
     const d = wasmSpec(s, {
       rootfs: "/r",
       module: "/app.wasm",
-      exec: { ...fakeExec, binaryName: "containerd-shim-wasmtime-v1", subcommand: ["executor"] },
+      exec: { ...fakeExec, binaryName: "containerd-shim-x-v1", subcommand: ["executor"], engineOptions: { opt: "2" } },
       mountPoint: "/dev/.bunwasi",
       cacheDir: "/var/cache/bunwasi",
     });
@@ -246,10 +293,12 @@ describe("classification", () => {
       "/dev/.bunwasi/ld-linux-x86-64.so.2",
       "--library-path",
       "/dev/.bunwasi",
-      "/dev/.bunwasi/containerd-shim-wasmtime-v1",
+      "/dev/.bunwasi/containerd-shim-x-v1",
       "executor",
       "--module",
     ]);
+    const i = d.process.args.indexOf("--engine-dir");
+    expect(d.process.args.slice(i, i + 4)).toEqual(["--engine-dir", "/dev/.bunwasi", "--engine-opt", "opt=2"]);
     expect(d.process.args).toContain("--cache");
     expect(d.mounts?.at(-1)).toMatchObject({ destination: "/.bunwasi-cache", options: ["rbind", "ro", "nosuid", "nodev", "noexec"] });
     expect(s.process.args).toEqual(["/app.wasm"]); // input untouched

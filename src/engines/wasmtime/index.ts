@@ -1,0 +1,47 @@
+// wasmtime as an Engine (../engine.ts): libwasmtime's C API through bun:ffi. This object is
+// what a shim's entry file registers; importing it loads no library and starts no thread
+// (only `load()` and `compiler.compile()` do), so `start` and `delete` stay cheap.
+
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { CompileCache } from "../cache.ts";
+import { type Engine, type ExecutorFile, isWasmBinary, isWat, type Runner } from "../engine.ts";
+import type { HostLoadOptions } from "../host.ts";
+import { configFlags, findLibwasmtime, LIB_NAME, libwasmtimeVersion, OPT_LEVEL, VERSION_FILE } from "./library.ts";
+
+const NAME = "wasmtime";
+
+export const wasmtime: Engine = {
+  name: NAME,
+
+  // A wasm binary or WAT text; "#export" entrypoints are checked when the module is linked.
+  canHandle: (ep) => isWasmBinary(ep.head) || isWat(ep.head),
+
+  compiler: {
+    cacheKey: (source) => CompileCache.key(source, NAME, libwasmtimeVersion(findLibwasmtime()), configFlags(OPT_LEVEL)),
+    compile: async (source) => (await import("./background-compile.ts")).compileInBackground(source),
+  },
+
+  // The library (and its version file, part of the cache key) beside the executor.
+  executor: () => {
+    const lib = findLibwasmtime();
+    const files: ExecutorFile[] = [{ name: LIB_NAME, source: lib, sharedObject: true }];
+    const version = join(dirname(lib), VERSION_FILE);
+    if (existsSync(version)) files.push({ name: VERSION_FILE, source: version });
+    return { files };
+  },
+
+  load: async (opts: HostLoadOptions = {}): Promise<Runner> => {
+    const { prestartWorker, WasmtimeEngine } = await import("./engine.ts");
+    // The run thread starts while the library loads.
+    prestartWorker();
+    const engine = new WasmtimeEngine({
+      libPath: opts.dir ? join(opts.dir, LIB_NAME) : undefined,
+      cacheDir: opts.cacheDir,
+      killGraceMs: opts.killGraceMs,
+      optLevel: OPT_LEVEL,
+      hostModules: opts.hostModules,
+    });
+    return { run: (ctx) => engine.execute(ctx), close: () => engine.close() };
+  },
+};

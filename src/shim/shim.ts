@@ -1,0 +1,36 @@
+// The shim as a library: one call makes a complete containerd shim binary of an engine.
+//
+//   // src/bin/containerd-shim-myengine-v1.ts
+//   import { runShim } from "../shim/shim.ts";
+//   import { myEngine } from "../engines/myengine/index.ts";
+//   runShim({ binaryName: "containerd-shim-myengine-v1", runtime: "io.containerd.myengine.v1", engine: myEngine });
+//
+// The binary (`bun build --compile`, scripts/build-shim.sh) then serves containerd's Task API
+// (start, serve, delete, -info, -v) and is its own executor inside wasm containers; every
+// step reaches the engine only through the Engine interface (src/engines/engine.ts).
+
+import type { Engine } from "../engines/engine.ts";
+
+export type { Compiler, Engine, Entrypoint, ExecutorNeeds, LoadOptions, RunContext, Runner, RunResult } from "../engines/engine.ts";
+export { defineHostFunctions, type HostCaller, type HostFunction, type HostFunctions, withHostFunctions } from "../engines/host.ts";
+
+export interface ShimOptions {
+  /** The binary's file name: containerd-shim-<name>-v<N> (what containerd looks for on PATH). */
+  binaryName: string;
+  /** The runtime name containerd is given (`ctr run --runtime io.containerd.<name>.v<N>`). */
+  runtime: string;
+  /** The engine that runs the modules. Keep its import cheap: start and delete never load it. */
+  engine: Engine;
+}
+
+/** Run the shim's command line (process.argv) and exit when it is done. */
+export function runShim(opts: ShimOptions, argv: string[] = process.argv.slice(2)): void {
+  const expected = /^containerd-shim-[a-z0-9_]+-v[0-9]+$/;
+  if (!expected.test(opts.binaryName)) throw new Error(`binaryName ${opts.binaryName} is not of the form containerd-shim-<name>-v<N>`);
+  import("./main.ts")
+    .then(({ main }) => main(argv, opts))
+    .catch((e) => {
+      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      process.exit(1);
+    });
+}
