@@ -12,7 +12,7 @@ import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
 import { findRuntime, Runc } from "../linux/runc.ts";
 import { prepare } from "../oci/bundle.ts";
 import { ensureExecutorDir, pruneExecutorDirs } from "../oci/executor-dir.ts";
-import { mountRootfs, unmountRootfs } from "../oci/rootfs.ts";
+import { mountRootfsAsync, unmountRootfs } from "../oci/rootfs.ts";
 import { Publisher } from "../task/events.ts";
 import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
 import { TaskDefinition as TaskV3 } from "../task/gen/containerd/runtime/task/v3/shim.ts";
@@ -35,7 +35,7 @@ interface ServedNamespace extends NamespaceHost {
 export async function serve(flags: ShimFlags, engine?: Engine): Promise<void> {
   const log = openLog(flags.bundle || process.cwd(), flags.debug);
   becomeSubreaper();
-  const watcher = new ExitWatcher();
+  const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   // Its poll thread starts now, while containerd is still on its way with Create.
   watcher.prestart();
   const paths = shimPaths(process.env);
@@ -126,11 +126,11 @@ async function normalModeHost(w: HostWiring): Promise<TaskHost> {
       return served;
     },
     watchExit: (pid) => w.watcher.watch(pid).then((r) => ({ status: r.status, at: r.exitedAt })),
-    // mount(2) and umount2(2) stay on this thread: each is one system call that returns in
-    // microseconds (umount2 detaches, so it never waits for busy files), mount namespaces are
-    // per process so a thread would gain nothing, and a worker would need its own FFI binding.
+    // mount(2) and umount2(2) stay on this thread: each is one system call (umount2 detaches,
+    // so it never waits for busy files), mount namespaces are per process so a thread would
+    // gain nothing, and a worker would need its own FFI binding (src/oci/rootfs.ts).
     mountRootfs: async (bundle, mounts) => {
-      step(() => mountRootfs(bundle, mounts), "mount rootfs");
+      await step(() => mountRootfsAsync(bundle, mounts), "mount rootfs");
       return async () => {
         unmountRootfs(bundle);
       };
