@@ -27,7 +27,7 @@ import { openLog } from "./log.ts";
 import { containerStateDir, runtimeRoot, type ShimPaths, shimPaths } from "./paths.ts";
 
 /** A namespace's host values, plus what the server tidies when it exits. */
-interface ServedNamespace extends NamespaceHost {
+export interface ServedNamespace extends NamespaceHost {
   publisher: Publisher;
   dirs: string[];
 }
@@ -83,7 +83,7 @@ export async function serve(flags: ShimFlags, engine?: Engine): Promise<void> {
   }, 5000).unref();
 }
 
-interface HostWiring {
+export interface HostWiring {
   flags: ShimFlags;
   paths: ShimPaths;
   log: Logger;
@@ -97,7 +97,7 @@ interface HostWiring {
 }
 
 /** The TaskHost of a shim server: runc per namespace, pidfd exits, libc mounts, our bundles. */
-async function normalModeHost(w: HostWiring): Promise<TaskHost> {
+export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
   const { flags, paths, log } = w;
   const cgroupV2 = await probeCgroupV2();
   const step = <T>(fn: () => T, what: string): T => {
