@@ -103,16 +103,24 @@ export class Container {
       for (const f of failed) host.log(`create ${opts.namespace}/${opts.id}: undoing after a failed create: ${f}`, "error");
       throw failure("create", e);
     }
-    host.watchExit(c.pid).then(
-      (exit) => c.exitedWith(exit),
+    return c;
+  }
+
+  /**
+   * Starts watching the init process for its exit. The caller does it once it has announced
+   * the container (/tasks/create): an init already gone is reported at once, and its
+   * /tasks/exit must not come first.
+   */
+  watchExit(host: TaskHost): void {
+    host.watchExit(this.pid).then(
+      (exit) => this.exitedWith(exit),
       // Losing sight of the process must not lose the container (or the shim, through an
       // unhandled rejection): report it gone, with the status a shell gives "unknown".
       (e) => {
-        host.log(`watching ${opts.namespace}/${opts.id} (pid ${c.pid}): ${String(e)}`, "error");
-        c.exitedWith({ status: STATUS_UNKNOWN, at: new Date() });
+        host.log(`watching ${this.namespace}/${this.id} (pid ${this.pid}): ${String(e)}`, "error");
+        this.exitedWith({ status: STATUS_UNKNOWN, at: new Date() });
       },
     );
-    return c;
   }
 
   /**

@@ -146,6 +146,7 @@ export class TaskService {
         pid: c.pid,
       }),
     );
+    c.watchExit(this.o.host);
     return { pid: c.pid };
   }
 

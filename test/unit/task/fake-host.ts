@@ -67,6 +67,8 @@ export class FakeRuntime implements OciRuntime {
   private readonly gates = new Map<RuntimeMethod, Gate & { wait: Promise<void>; arrived(): void }>();
   /** Makes the next calls of a method fail with this error. */
   readonly failing = new Map<RuntimeMethod, Error>();
+  /** When set, the next container's init has exited with this status before create returns. */
+  diesOnCreate: number | null = null;
 
   constructor(
     readonly ns: string,
@@ -104,6 +106,8 @@ export class FakeRuntime implements OciRuntime {
     await this.enter("create", id);
     const pid = this.procs.spawn(this.ns, id);
     this.containers.set(id, { pid, paused: false });
+    if (this.diesOnCreate !== null) this.procs.exit(pid, this.diesOnCreate);
+    this.diesOnCreate = null;
     return pid;
   }
 

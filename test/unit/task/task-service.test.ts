@@ -253,6 +253,18 @@ describe("events", () => {
     ]);
   });
 
+  test("an init already gone when its exit is watched: /tasks/create still comes first", async () => {
+    const s = setup();
+    await s.service.create(createReq("warmup"), ctxFor(NS)); // the namespace's runtime exists now
+    s.host.runtime(NS).diesOnCreate = 2;
+    await s.service.create(createReq("c1"), ctxFor(NS));
+    expect(await CALLS.wait(s)).toMatchObject({ exitStatus: 2 });
+    expect(decoded(s).filter((e) => e.id === "c1")).toEqual([
+      { topic: "/tasks/create", id: "c1" },
+      { topic: "/tasks/exit", id: "c1", status: 2 },
+    ]);
+  });
+
   test("pause and resume are published", async () => {
     const s = setup();
     await inState(s, "paused");
