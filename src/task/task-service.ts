@@ -98,11 +98,6 @@ export class TaskService {
     return this.draining;
   }
 
-  /** The container `id` of namespace `ns`, if served (for hosts and tests). */
-  container(ns: string, id: string): Container | undefined {
-    return this.namespaces.get(ns)?.containers.get(id);
-  }
-
   async create(req: CreateTaskRequest, ctx?: CallContext): Promise<CreateTaskResponse> {
     if (this.draining) throw new TtrpcError(Code.UNAVAILABLE, "shim is shutting down");
     const nsName = this.namespaceName(ctx);
@@ -251,20 +246,20 @@ export class TaskService {
     return EMPTY;
   }
 
-  async exec(req: ExecProcessRequest, ctx?: CallContext): Promise<Empty> {
-    return this.unimplemented(ctx, req.id, "exec");
+  async exec(req: ExecProcessRequest): Promise<Empty> {
+    return this.unimplemented(req.id, "exec");
   }
 
-  async resizePty(req: ResizePtyRequest, ctx?: CallContext): Promise<Empty> {
-    return this.unimplemented(ctx, req.id, "resizePty");
+  async resizePty(req: ResizePtyRequest): Promise<Empty> {
+    return this.unimplemented(req.id, "resizePty");
   }
 
-  async update(req: UpdateTaskRequest, ctx?: CallContext): Promise<Empty> {
-    return this.unimplemented(ctx, req.id, "update");
+  async update(req: UpdateTaskRequest): Promise<Empty> {
+    return this.unimplemented(req.id, "update");
   }
 
-  async checkpoint(req: CheckpointTaskRequest, ctx?: CallContext): Promise<Empty> {
-    return this.unimplemented(ctx, req.id, "checkpoint");
+  async checkpoint(req: CheckpointTaskRequest): Promise<Empty> {
+    return this.unimplemented(req.id, "checkpoint");
   }
 
   /**
@@ -272,7 +267,7 @@ export class TaskService {
    * there (what the shim always answered, and the README promises), so the answer does not
    * depend on a lookup.
    */
-  private unimplemented(_ctx: CallContext | undefined, id: string, call: TaskCall): never {
+  private unimplemented(id: string, call: TaskCall): never {
     const rule = ruleFor("running", call);
     if (rule.allow) throw new TtrpcError(Code.INTERNAL, `${call}: the state table allows a call this shim does not implement`);
     throw refusal(id, "running", call, rule);

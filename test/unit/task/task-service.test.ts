@@ -92,10 +92,10 @@ const CALLS: Record<TaskCall, (s: Setup) => Promise<unknown>> = {
   pids: (s) => s.service.pids({ id: "c1" }, ctxFor(NS)),
   stats: (s) => s.service.stats({ id: "c1" }, ctxFor(NS)),
   closeIO: (s) => s.service.closeIO(CloseIORequest.fromPartial({ id: "c1", stdin: true }), ctxFor(NS)),
-  exec: (s) => s.service.exec(ExecProcessRequest.fromPartial({ id: "c1", execId: "e1" }), ctxFor(NS)),
-  resizePty: (s) => s.service.resizePty(ResizePtyRequest.fromPartial({ id: "c1" }), ctxFor(NS)),
-  update: (s) => s.service.update(UpdateTaskRequest.fromPartial({ id: "c1" }), ctxFor(NS)),
-  checkpoint: (s) => s.service.checkpoint(CheckpointTaskRequest.fromPartial({ id: "c1" }), ctxFor(NS)),
+  exec: (s) => s.service.exec(ExecProcessRequest.fromPartial({ id: "c1", execId: "e1" })),
+  resizePty: (s) => s.service.resizePty(ResizePtyRequest.fromPartial({ id: "c1" })),
+  update: (s) => s.service.update(UpdateTaskRequest.fromPartial({ id: "c1" })),
+  checkpoint: (s) => s.service.checkpoint(CheckpointTaskRequest.fromPartial({ id: "c1" })),
 };
 
 describe("every call in every state follows the state table", () => {
