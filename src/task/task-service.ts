@@ -147,14 +147,18 @@ export class TaskService {
 
   async start(req: StartRequest, ctx?: CallContext): Promise<StartResponse> {
     const { ns, c } = this.find(ctx, req.id, req.execId, "start");
-    let queued!: () => void;
-    this.startQueued.set(c, new Promise((r) => (queued = r)));
+    let queued: (() => void) | undefined;
     try {
-      await c.transition("start", () => c.start());
+      await c.transition("start", () => {
+        // Only a Start the table let through holds back the exit event (a refused one must
+        // not release the hold of the Start under way).
+        this.startQueued.set(c, new Promise((r) => (queued = r)));
+        return c.start();
+      });
       ns.host.events.publish("/tasks/start", encodeEvent(TaskStart, { containerId: c.id, pid: c.pid }));
       return { pid: c.pid };
     } finally {
-      queued();
+      queued?.();
     }
   }
 

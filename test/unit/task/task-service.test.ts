@@ -344,8 +344,14 @@ describe("calls side by side", () => {
     const e = await refusal(CALLS.start(s));
     expect(e.code).toBe(Code.FAILED_PRECONDITION);
     expect(e.message).toContain("a start is under way");
+    // An exit now is still held back until the first Start's event is out.
+    s.host.exit(NS, "c1", 0);
+    await CALLS.wait(s);
+    expect(s.host.topics(NS)).toEqual(["/tasks/create"]);
     gate.release();
     await first;
+    await Promise.resolve();
+    expect(s.host.topics(NS)).toEqual(["/tasks/create", "/tasks/start", "/tasks/exit"]);
     expect(s.host.runtime(NS).calls.filter((c) => c.startsWith("start"))).toEqual(["start c1"]);
   });
 
