@@ -335,6 +335,26 @@ describe("calls side by side", () => {
     expect(await CALLS.delete(s)).toMatchObject({ exitStatus: 143 });
   });
 
+  test("a runtime call held up in one namespace does not hold up another's calls", async () => {
+    const s = setup();
+    const a = ctxFor("pod-a");
+    const b = ctxFor("pod-b");
+    await s.service.create(createReq("c1"), a);
+    await s.service.create(createReq("c1"), b);
+    const gate = s.host.runtime("pod-a").gate("start");
+    const slow = s.service.start({ id: "c1", execId: "" }, a);
+    await gate.reached;
+    // Pod b's whole life runs while pod a's Start is still in the runtime.
+    await s.service.start({ id: "c1", execId: "" }, b);
+    await s.service.kill({ id: "c1", execId: "", signal: 9, all: false }, b);
+    expect(await s.service.wait({ id: "c1", execId: "" }, b)).toMatchObject({ exitStatus: 137 });
+    await s.service.delete({ id: "c1", execId: "" }, b);
+    expect((await s.service.state({ id: "c1", execId: "" }, a)).status).toBe(Status.CREATED);
+    gate.release();
+    await slow;
+    expect((await s.service.state({ id: "c1", execId: "" }, a)).status).toBe(Status.RUNNING);
+  });
+
   test("two Starts at once: one runs the runtime's start, the other is refused", async () => {
     const s = setup();
     await inState(s, "created");
