@@ -54,7 +54,7 @@ type Rule = Allowed | Refused;
 
 const ok = (to?: TaskState): Allowed => (to ? { allow: true, to } : { allow: true });
 const no = (code: number, why: string): Refused => ({ allow: false, code, why });
-const busyState = (why: string) => no(Code.FAILED_PRECONDITION, why);
+const precondition = (why: string) => no(Code.FAILED_PRECONDITION, why);
 const unimplemented = (what: string) => no(Code.UNIMPLEMENTED, `${what} is not supported by this shim`);
 
 /** Calls that the shim does not implement, in whatever state. */
@@ -71,8 +71,8 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     start: ok("running"),
     // runc's init is waiting for start; a signal reaches it (containerd kills before a delete).
     kill: ok(),
-    pause: busyState("cannot pause a task that was never started"),
-    resume: busyState("cannot resume a task that was never started"),
+    pause: precondition("cannot pause a task that was never started"),
+    resume: precondition("cannot resume a task that was never started"),
     // The init never ran the workload: the runtime removes it, its exit is then reported.
     delete: ok("deleted"),
     wait: ok(),
@@ -83,11 +83,11 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     ...UNIMPLEMENTED,
   },
   running: {
-    start: busyState("already started"),
+    start: precondition("already started"),
     kill: ok(),
     pause: ok("paused"),
-    resume: busyState("not paused"),
-    delete: busyState("kill it first"),
+    resume: precondition("not paused"),
+    delete: precondition("kill it first"),
     wait: ok(),
     state: ok(),
     pids: ok(),
@@ -96,12 +96,12 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     ...UNIMPLEMENTED,
   },
   paused: {
-    start: busyState("already started"),
+    start: precondition("already started"),
     // A frozen process gets the signal once thawed; SIGKILL ends it even frozen.
     kill: ok(),
-    pause: busyState("already paused"),
+    pause: precondition("already paused"),
     resume: ok("running"),
-    delete: busyState("kill it first"),
+    delete: precondition("kill it first"),
     wait: ok(),
     state: ok(),
     pids: ok(),
@@ -110,11 +110,11 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     ...UNIMPLEMENTED,
   },
   stopped: {
-    start: busyState("it has exited"),
+    start: precondition("it has exited"),
     // runc-v2's answer, which `ctr task kill` shows: "process already finished: not found".
     kill: no(Code.NOT_FOUND, "process already finished"),
-    pause: busyState("it has exited"),
-    resume: busyState("it has exited"),
+    pause: precondition("it has exited"),
+    resume: precondition("it has exited"),
     delete: ok("deleted"),
     wait: ok(),
     state: ok(),
@@ -126,10 +126,10 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
   },
   // Only seen by calls that found the task just before its Delete finished.
   deleted: {
-    start: busyState("it is deleted"),
+    start: precondition("it is deleted"),
     kill: no(Code.NOT_FOUND, "cannot kill a deleted process"),
-    pause: busyState("it is deleted"),
-    resume: busyState("it is deleted"),
+    pause: precondition("it is deleted"),
+    resume: precondition("it is deleted"),
     delete: no(Code.NOT_FOUND, "cannot delete a deleted process"),
     wait: ok(),
     state: ok(),
