@@ -6,7 +6,7 @@
 
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { COMPILE_CACHE_DIR } from "../../src/shim/paths.ts";
+import { shimPaths } from "../../src/shim/paths.ts";
 import { IMAGES, RUNTIME, type ShimEnv, shimEnv } from "../../test/support/shim-env.ts";
 
 const { values } = parseArgs({
@@ -50,7 +50,7 @@ async function startTimes(env: ShimEnv) {
   const warm: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     floor.push(await timedRun(env, RUNC, IMAGES.busybox, nativeHello));
-    rmSync(COMPILE_CACHE_DIR, { recursive: true, force: true });
+    rmSync(shimPaths().compileCacheDir, { recursive: true, force: true });
     cold.push(await timedRun(env, RUNTIME, IMAGES.demo, wasmHello));
     warm.push(await timedRun(env, RUNTIME, IMAGES.demo, wasmHello));
   }

@@ -26,6 +26,7 @@
 
 import { ptr } from "bun:ffi";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { readdir, readFile, readlink } from "node:fs/promises";
 import { workerScript } from "../common/compiled.ts";
 import { STATUS_UNKNOWN } from "../common/constants.ts";
 import {
@@ -104,12 +105,12 @@ export function listChildren(): number[] {
       try {
         s = readFileSync(`/proc/self/task/${t}/children`, "utf8");
       } catch {
-        continue;
+        continue; // the thread ended, or the kernel lacks the file: the /proc scan below covers it
       }
       viaTask = true;
       for (const w of s.split(" ")) if (w.trim()) out.add(Number(w));
     }
-  } catch {}
+  } catch {} // no /proc/self/task: the /proc scan below
   if (viaTask) return [...out];
   const me = process.pid;
   for (const d of readdirSync("/proc")) {
@@ -132,7 +133,7 @@ function readStat(pid: number): Stat | undefined {
   try {
     s = readFileSync(`/proc/${pid}/stat`, "utf8");
   } catch {
-    return undefined;
+    return undefined; // gone (reaped by its parent): nothing to read
   }
   const rest = s
     .slice(s.lastIndexOf(")") + 2)
@@ -157,8 +158,30 @@ export function pidfdHeldPids(): Set<number> {
       if (readlinkSync(`/proc/self/fd/${fd}`) !== "anon_inode:[pidfd]") continue;
       const m = /^Pid:\s*(-?\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"));
       if (m && Number(m[1]) > 0) out.add(Number(m[1]));
-    } catch {}
+    } catch {} // closed while we looked (readdir's own fd, a finished spawn): not held
   }
+  return out;
+}
+
+/** pidfdHeldPids, read with asynchronous I/O, leaving out our own pidfd `except`. */
+export async function pidfdHeldPidsAsync(except = -1): Promise<Set<number>> {
+  const out = new Set<number>();
+  let fds: string[];
+  try {
+    fds = await readdir("/proc/self/fd");
+  } catch {
+    return out; // no /proc: nothing is known to be held, as with the synchronous scan
+  }
+  await Promise.all(
+    fds.map(async (fd) => {
+      if (Number(fd) === except) return;
+      try {
+        if ((await readlink(`/proc/self/fd/${fd}`)) !== "anon_inode:[pidfd]") return;
+        const m = /^Pid:\s*(-?\d+)/m.exec(await readFile(`/proc/self/fdinfo/${fd}`, "utf8"));
+        if (m && Number(m[1]) > 0) out.add(Number(m[1]));
+      } catch {} // closed while we looked (readdir's own fd, a finished spawn): not held
+    }),
+  );
   return out;
 }
 
@@ -230,6 +253,8 @@ export interface ExitWatcherOptions {
   pollTimeoutMs?: number;
   /** Most pids watched at once. Default 4096. */
   capacity?: number;
+  /** Told when an orphan sweep failed (it is retried on the next one). */
+  onSweepError?: (e: unknown) => void;
   /** Called for each orphan the sweep reaped. */
   onOrphanReaped?: (o: ReapedOrphan) => void;
 }
@@ -253,6 +278,8 @@ export function reaperWorkerEntry(): string {
 export class ExitWatcher {
   private readonly entries = new Map<number, Entry>(); // by id
   private readonly byPid = new Map<number, Entry>();
+  /** Watches whose pidfd is open but not yet handed to the poll thread. */
+  private readonly opening = new Map<number, { promise: Promise<ExitStatus> }>();
   private nextId = 1;
   private readonly capacity: number;
   private readonly ctlBuf: SharedArrayBuffer;
@@ -289,11 +316,10 @@ export class ExitWatcher {
   watch(pid: number): Promise<ExitStatus> {
     if (this.closed) return Promise.reject(new Error("ExitWatcher closed"));
     if (!Number.isInteger(pid) || pid <= 0) return Promise.reject(new RangeError(`bad pid ${pid}`));
-    const known = this.byPid.get(pid);
+    const known = this.byPid.get(pid) ?? this.opening.get(pid);
     if (known) return known.promise;
-    // A pid this process already holds a pidfd for is a Bun.spawn child (Bun waits for it):
-    // collect its status with WNOWAIT so Bun's `exited` still gets it.
-    const foreign = (this.opts.isOurs?.(pid) ?? false) || pidfdHeldPids().has(pid);
+    // The pidfd first: from now on the orphan sweep leaves the pid alone (it skips pids this
+    // process holds a pidfd for), whatever happens while we look at /proc below.
     const [fd, e] = pidfdOpen(pid);
     if (fd < 0) {
       if (e === ESRCH) {
@@ -302,9 +328,29 @@ export class ExitWatcher {
       }
       return Promise.reject(new ReaperError(`pidfd_open(${pid})`, e));
     }
+    const promise = this.register(pid, fd);
+    const opening = { promise };
+    this.opening.set(pid, opening);
+    const done = () => {
+      if (this.opening.get(pid) === opening) this.opening.delete(pid);
+    };
+    promise.then(done, done);
+    return promise;
+  }
+
+  private async register(pid: number, fd: number): Promise<ExitStatus> {
+    // A pid this process holds another pidfd for is a Bun.spawn child (Bun waits for it):
+    // collect its status with WNOWAIT so Bun's `exited` still gets it. /proc is read with
+    // asynchronous I/O: watch() runs on every Create, and the fd table of a process serving
+    // many pods is long.
+    const foreign = (this.opts.isOurs?.(pid) ?? false) || (await pidfdHeldPidsAsync(fd)).has(pid);
+    if (this.closed) {
+      libcClose(fd);
+      throw new Error("ExitWatcher closed");
+    }
     if (this.byPid.size >= this.capacity) {
       libcClose(fd);
-      return Promise.reject(new Error(`ExitWatcher: more than ${this.capacity} pids watched`));
+      throw new Error(`ExitWatcher: more than ${this.capacity} pids watched`);
     }
     let resolve!: (s: ExitStatus) => void;
     let reject!: (e: Error) => void;
@@ -465,8 +511,9 @@ export class ExitWatcher {
     if (this.closed) return;
     try {
       this.reapOrphans();
-    } catch {
-      // /proc hiccups must not kill the server; the next sweep retries.
+    } catch (e) {
+      // /proc hiccups must not kill the server; the next sweep retries. Said, not swallowed.
+      this.opts.onSweepError?.(e);
     }
   }
 }

@@ -1,7 +1,10 @@
 // The OCI runtime binary (runc, or crun) driven as a command: it gives every container
 // its namespaces, cgroup, mounts and security settings, so we never fork ourselves.
+// Every call spawns asynchronously and reads its files with asynchronous I/O: a runtime
+// that takes seconds over one container must not stall the calls of others.
 
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import type { OciRuntime } from "../task/host.ts";
 
 export interface RuncOptions {
   /** The runtime binary: runc by default, crun when configured or found. */
@@ -29,7 +32,7 @@ export function findRuntime(preferred?: string): string {
   return "runc";
 }
 
-export class Runc {
+export class Runc implements OciRuntime {
   constructor(private readonly opts: RuncOptions) {}
 
   get root(): string {
@@ -39,7 +42,7 @@ export class Runc {
   /** Creates the container; its init waits for `start`. stdio fds go to the init process. */
   async create(id: string, bundle: string, pidFile: string, stdio: [number, number, number], logFile: string): Promise<number> {
     await this.run(["create", "--bundle", bundle, "--pid-file", pidFile, id], { stdio, logFile });
-    return Number(readFileSync(pidFile, "utf8").trim());
+    return Number((await readFile(pidFile, "utf8")).trim());
   }
 
   start(id: string): Promise<void> {
@@ -92,7 +95,7 @@ export class Runc {
     const errText = proc.stderr instanceof ReadableStream ? new Response(proc.stderr).text() : Promise.resolve("");
     const [code, err] = await Promise.all([proc.exited, errText]);
     if (code === 0) return;
-    const detail = o.logFile ? lastLogError(o.logFile) || lastLine(err) : lastLine(err);
+    const detail = (o.logFile ? await lastLogError(o.logFile) : "") || lastLine(err);
     throw new RuncError(`${this.name} ${args[0]}`, code, detail);
   }
 
@@ -130,18 +133,19 @@ function lastLine(text: string): string {
 }
 
 /** runc's JSON log: the last "error" level message is the reason it failed. */
-function lastLogError(file: string): string {
-  if (!existsSync(file)) return "";
+async function lastLogError(file: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch {
+    return ""; // no log written: the caller falls back to stderr
+  }
   let msg = "";
-  for (const line of readFileSync(file, "utf8").split("\n")) {
+  for (const line of text.split("\n")) {
     try {
       const rec = JSON.parse(line);
       if (rec.level === "error" && rec.msg) msg = rec.msg;
-    } catch {}
+    } catch {} // a line runc cut short, or not JSON: not the message we look for
   }
   return msg;
-}
-
-export function removeQuietly(path: string): void {
-  rmSync(path, { recursive: true, force: true });
 }

@@ -11,6 +11,7 @@
 // (unlike unshare/setns; docs/ARCHITECTURE.md, "Processes").
 
 import { mkdirSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
 import { join, normalize } from "node:path";
 import { mount, strerror, umount2 } from "../linux/libc.ts";
 
@@ -163,6 +164,21 @@ export function rootfsPath(bundle: string): string {
   return join(bundle, "rootfs");
 }
 
+/** Where each mount goes: <bundle>/rootfs, or a path below it (Mount.target). */
+function mountTargets(bundle: string, mounts: Mount[]): string[] {
+  const root = rootfsPath(bundle);
+  return mounts.map((m) => {
+    const sub = normalize(`/${m.target ?? ""}`);
+    return sub === "/" ? root : join(root, sub);
+  });
+}
+
+/** Undoes the mounts made so far (newest first) and rethrows what stopped them. */
+function undoAndThrow(done: string[], e: unknown): never {
+  for (const t of done.reverse()) unmountAll(t);
+  throw e;
+}
+
 /**
  * Mount containerd's rootfs mounts, in order, on <bundle>/rootfs (a Mount.target, when set, is a
  * path below it). On failure, what was mounted is undone and the error rethrown.
@@ -170,20 +186,42 @@ export function rootfsPath(bundle: string): string {
 export function mountRootfs(bundle: string, mounts: Mount[]): string {
   const root = rootfsPath(bundle);
   mkdirSync(root, { recursive: true, mode: 0o711 });
+  const targets = mountTargets(bundle, mounts);
   const done: string[] = [];
   try {
-    for (const m of mounts) {
-      const sub = normalize(`/${m.target ?? ""}`);
-      const target = sub === "/" ? root : join(root, sub);
-      mkdirSync(target, { recursive: true });
+    mounts.forEach((m, i) => {
+      // Each target is made once the mounts before it are in place: it may lie inside one.
+      mkdirSync(targets[i]!, { recursive: true });
       // Before mounting: a mount made of several calls (bind, then remount ro) that
       // fails halfway is still undone.
-      done.push(target);
-      mountOne(m, target);
+      done.push(targets[i]!);
+      mountOne(m, targets[i]!);
+    });
+  } catch (e) {
+    undoAndThrow(done, e);
+  }
+  return root;
+}
+
+/**
+ * mountRootfs for the Task service's request path: the directories are made with asynchronous
+ * I/O (a slow filesystem must not stall other pods' calls). The mount(2) calls themselves stay
+ * on this thread: each is one system call, mount namespaces belong to the whole process so
+ * another thread would change nothing, and a worker would need its own FFI binding.
+ */
+export async function mountRootfsAsync(bundle: string, mounts: Mount[]): Promise<string> {
+  const root = rootfsPath(bundle);
+  await mkdir(root, { recursive: true, mode: 0o711 });
+  const targets = mountTargets(bundle, mounts);
+  const done: string[] = [];
+  try {
+    for (const [i, m] of mounts.entries()) {
+      await mkdir(targets[i]!, { recursive: true });
+      done.push(targets[i]!);
+      mountOne(m, targets[i]!);
     }
   } catch (e) {
-    for (const t of done.reverse()) unmountAll(t);
-    throw e;
+    undoAndThrow(done, e);
   }
   return root;
 }

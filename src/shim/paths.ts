@@ -1,22 +1,32 @@
 // Where the shim keeps what it owns on the host. Everything of a container is under
-// a directory named by namespace and id, so Delete can remove it whole.
+// a directory named by namespace and id, so Delete can remove it whole. Read from the
+// environment when asked, never at import: a process serving many pods builds its
+// paths once, in its entry point, and hands them to the Task service.
 
 import { join } from "node:path";
 
-export const STATE_ROOT = process.env.BUNWASI_STATE_ROOT || "/run/bunwasi";
+type Env = Record<string, string | undefined>;
+
+export interface ShimPaths {
+  /** Per-container state, in RAM: runtime roots and working files. */
+  stateRoot: string;
+  /** On disk: the executor directory and the compile cache survive reboots and stay out of RAM. */
+  dataRoot: string;
+  /** Compiled modules, written only by the shim (never by a workload) and mounted read-only. */
+  compileCacheDir: string;
+}
+
+export function shimPaths(env: Env = process.env): ShimPaths {
+  const dataRoot = env.BUNWASI_EXEC_ROOT || "/var/lib/bunwasi";
+  return { stateRoot: env.BUNWASI_STATE_ROOT || "/run/bunwasi", dataRoot, compileCacheDir: join(dataRoot, "cache") };
+}
 
 /** The OCI runtime's --root, one per namespace (as containerd's runc shim does). */
-export function runtimeRoot(namespace: string): string {
-  return join(STATE_ROOT, "runc", namespace);
+export function runtimeRoot(namespace: string, stateRoot = shimPaths().stateRoot): string {
+  return join(stateRoot, "runc", namespace);
 }
 
-/** Per-container working files: derived bundle, pid file, runtime log. */
-export function containerStateDir(namespace: string): string {
-  return join(STATE_ROOT, "state", namespace);
+/** Per-container working files of a namespace: derived bundle, pid file, runtime log. */
+export function containerStateDir(namespace: string, stateRoot = shimPaths().stateRoot): string {
+  return join(stateRoot, "state", namespace);
 }
-
-/** On disk: the executor directory and the compile cache survive reboots and stay out of RAM. */
-export const DATA_ROOT = process.env.BUNWASI_EXEC_ROOT || "/var/lib/bunwasi";
-
-/** Compiled modules, written only by the shim (never by a workload) and mounted read-only. */
-export const COMPILE_CACHE_DIR = join(DATA_ROOT, "cache");

@@ -1,7 +1,11 @@
-// The long-running shim server: Task service (v2 and v3) on the socket `start` chose,
-// events to containerd, exits watched through pidfds as the child subreaper.
+// The long-running shim server (normal mode: one per pod): the process's wiring around a
+// Task service value. Everything with process-wide effect happens here and only here:
+// the environment is read, the process becomes the child subreaper, cgroups are probed,
+// signals are handled and the process exits. The service (src/task/task-service.ts) gets
+// it all through a TaskHost.
 
-import { rmdirSync } from "node:fs";
+import { rmdir } from "node:fs/promises";
+import { dirname } from "node:path";
 import { EVENTS_FLUSH_TIMEOUT_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
 import { precompile } from "../engines/precompile.ts";
@@ -9,73 +13,57 @@ import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
 import { findRuntime, Runc } from "../linux/runc.ts";
 import { prepare } from "../oci/bundle.ts";
 import { ensureExecutorDir, pruneExecutorDirs } from "../oci/executor-dir.ts";
-import { mountRootfs, unmountRootfs } from "../oci/rootfs.ts";
+import { mountRootfsAsync, unmountRootfs } from "../oci/rootfs.ts";
 import { Publisher } from "../task/events.ts";
 import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
 import { TaskDefinition as TaskV3 } from "../task/gen/containerd/runtime/task/v3/shim.ts";
-import { createTaskService } from "../task/task-service.ts";
+import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
+import { metricsAny, probeCgroupV2 } from "../task/stats.ts";
+import { TaskService } from "../task/task-service.ts";
 import { Server } from "../ttrpc/index.ts";
 import { socketPath } from "./address.ts";
 import type { ShimFlags } from "./flags.ts";
 import { openLog } from "./log.ts";
-import { COMPILE_CACHE_DIR, containerStateDir, DATA_ROOT, runtimeRoot } from "./paths.ts";
+import { containerStateDir, runtimeRoot, type ShimPaths, shimPaths } from "./paths.ts";
+
+/** A namespace's host values, plus what the server tidies when it exits. */
+export interface ServedNamespace extends NamespaceHost {
+  publisher: Publisher;
+  dirs: string[];
+}
 
 export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   const log = openLog(flags.bundle || process.cwd(), flags.debug);
   becomeSubreaper();
-  const watcher = new ExitWatcher();
+  const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   // Its poll thread starts now, while containerd is still on its way with Create.
   watcher.prestart();
-  const runc = new Runc({ binary: findRuntime(process.env.BUNWASI_RUNTIME), root: runtimeRoot(flags.namespace) });
-  const events = new Publisher(process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`, flags.namespace, (m) => log(m, "warning"));
-  const stateDir = containerStateDir(flags.namespace);
+  const paths = shimPaths(process.env);
   const server = new Server({ onError: (e) => log(`ttrpc: ${String(e)}`, "error") });
-
-  const step = <T>(fn: () => T, what: string): T => {
-    if (!flags.debug) return fn();
-    const t0 = performance.now();
-    const out = fn();
-    const done = () => log(`${what} took ${(performance.now() - t0).toFixed(1)} ms`, "debug");
-    // then(done, done), not finally(): a rejection stays the caller's to handle.
-    if (out instanceof Promise) out.then(done, done);
-    else done();
-    return out;
-  };
+  const namespaces = new Map<string, ServedNamespace>();
+  const host = await normalModeHost({
+    flags,
+    paths,
+    log,
+    watcher,
+    engine,
+    runtimeBinary: findRuntime(process.env.BUNWASI_RUNTIME),
+    ttrpcAddress: process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`,
+    namespaces,
+  });
 
   const exit = async () => {
     // Stop accepting first: a `start` for this pod from now on starts a new server
     // instead of handing containerd one that is about to exit.
     const drained = server.shutdown(SHUTDOWN_GRACE_MS);
-    await Promise.race([events.flushed(), Bun.sleep(EVENTS_FLUSH_TIMEOUT_MS)]);
+    const flushed = Promise.all([...namespaces.values()].map((ns) => ns.publisher.flushed()));
+    await Promise.race([flushed, Bun.sleep(EVENTS_FLUSH_TIMEOUT_MS)]);
     await drained;
-    // The namespace's folders go with their last container (rmdir fails while another
-    // shim of the namespace still has one there, which is what we want).
-    for (const dir of [stateDir, runc.root]) {
-      try {
-        rmdirSync(dir);
-      } catch {}
-    }
+    for (const ns of namespaces.values()) for (const dir of ns.dirs) await removeIfEmpty(dir, log);
     process.exit(0);
   };
 
-  const service = createTaskService({
-    host: {
-      runc,
-      stateDir,
-      watchExit: (pid) => watcher.watch(pid).then((r) => ({ status: r.status, at: r.exitedAt })),
-      mountRootfs: async (bundle, mounts) => {
-        step(() => mountRootfs(bundle, mounts), "mount rootfs");
-        return () => unmountRootfs(bundle);
-      },
-      prepareBundle: async (id, bundle) => {
-        const prepared = await step(() => prepare({ id, bundle, stateDir, cacheDir: COMPILE_CACHE_DIR, engine }), "prepare bundle");
-        const warm = () => step(() => precompile(engine, prepared, COMPILE_CACHE_DIR, (m) => log(m, "warning")), "precompile");
-        return { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind, warm };
-      },
-    },
-    events,
-    onShutdown: () => void exit(),
-  });
+  const service = new TaskService({ host, defaultNamespace: flags.namespace, shimPid: process.pid, onShutdown: () => void exit() });
   const traced = flags.debug ? timed(service, (m) => log(m, "debug")) : service;
   server.register(TaskV2, traced).register(TaskV3, traced);
   server.listen(socketPath(flags.socket));
@@ -87,7 +75,7 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   // Off the start path: clear executor directories of earlier installs.
   setTimeout(async () => {
     try {
-      const removed = pruneExecutorDirs(DATA_ROOT, [(await ensureExecutorDir({ engine })).dir]);
+      const removed = pruneExecutorDirs(paths.dataRoot, [(await ensureExecutorDir({ engine })).dir]);
       if (removed.length) log(`removed ${removed.length} executor directories of earlier installs`);
     } catch (e) {
       log(`pruning executor directories: ${String(e)}`, "warning");
@@ -95,11 +83,90 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   }, 5000).unref();
 }
 
+export interface HostWiring {
+  flags: ShimFlags;
+  paths: ShimPaths;
+  log: Logger;
+  watcher: ExitWatcher;
+  /** The engine that runs wasm containers (bundle preparation and the compile cache go through it). */
+  engine: Engine;
+  runtimeBinary: string;
+  ttrpcAddress: string;
+  /** Filled as namespaces are first used, for the server's exit. */
+  namespaces: Map<string, ServedNamespace>;
+}
+
+/** The TaskHost of a shim server: runc per namespace, pidfd exits, libc mounts, our bundles. */
+export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
+  const { flags, paths, log } = w;
+  const cgroupV2 = await probeCgroupV2();
+  const step = <T>(fn: () => T, what: string): T => {
+    if (!flags.debug) return fn();
+    const t0 = performance.now();
+    const out = fn();
+    const done = () => log(`${what} took ${(performance.now() - t0).toFixed(1)} ms`, "debug");
+    // then(done, done), not finally(): a rejection stays the caller's to handle.
+    if (out instanceof Promise) out.then(done, done);
+    else done();
+    return out;
+  };
+  return {
+    namespace: (ns) => {
+      const root = runtimeRoot(ns, paths.stateRoot);
+      const stateDir = containerStateDir(ns, paths.stateRoot);
+      const publisher = new Publisher(w.ttrpcAddress, ns, (m) => log(m, "warning"));
+      const served: ServedNamespace = {
+        runtime: new Runc({ binary: w.runtimeBinary, root }),
+        stateDir,
+        events: publisher,
+        publisher,
+        // The namespace's folders go with their last container.
+        dirs: [stateDir, root],
+      };
+      w.namespaces.set(ns, served);
+      return served;
+    },
+    watchExit: (pid) => w.watcher.watch(pid).then((r) => ({ status: r.status, at: r.exitedAt })),
+    // mount(2) and umount2(2) stay on this thread: each is one system call (umount2 detaches,
+    // so it never waits for busy files), mount namespaces are per process so a thread would
+    // gain nothing, and a worker would need its own FFI binding (src/oci/rootfs.ts).
+    mountRootfs: async (bundle, mounts) => {
+      await step(() => mountRootfsAsync(bundle, mounts), "mount rootfs");
+      return async () => {
+        unmountRootfs(bundle);
+      };
+    },
+    prepareBundle: async (id, bundle, workDir) => {
+      const stateDir = dirname(workDir);
+      const prepared = await step(
+        () => prepare({ id, bundle, stateDir, cacheDir: paths.compileCacheDir, engine: w.engine }),
+        "prepare bundle",
+      );
+      const warm = () => step(() => precompile(w.engine, prepared, paths.compileCacheDir, (m) => log(m, "warning")), "precompile");
+      return { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind, warm };
+    },
+    metrics: (stats) => metricsAny(stats, cgroupV2),
+    log,
+  };
+}
+
+/** rmdir, where "not empty" (another shim of the namespace still has a container) is expected. */
+async function removeIfEmpty(dir: string, log: Logger): Promise<void> {
+  try {
+    await rmdir(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOTEMPTY" || code === "EEXIST" || code === "ENOENT") return;
+    log(`removing ${dir}: ${String(e)}`, "warning");
+  }
+}
+
 /** With -debug, every call is logged with how long it took: the timeline of a start. */
 function timed<T extends object>(service: T, log: (m: string) => void): T {
   const out: Record<string, unknown> = {};
-  for (const [name, fn] of Object.entries(service)) {
-    if (typeof fn !== "function") continue;
+  for (const name of Object.getOwnPropertyNames(Object.getPrototypeOf(service))) {
+    const fn = (service as Record<string, unknown>)[name];
+    if (name === "constructor" || typeof fn !== "function") continue;
     out[name] = async (req: { id?: string }, ctx: unknown) => {
       const t0 = performance.now();
       try {

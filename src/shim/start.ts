@@ -80,7 +80,7 @@ async function listening(address: string): Promise<boolean> {
     socket.end();
     return true;
   } catch {
-    return false;
+    return false; // refused: a socket file left by a server that is gone
   }
 }
 
@@ -94,7 +94,7 @@ export function bootstrapParams(stdin: Uint8Array, flags: ShimFlags): BootstrapP
     const p = BootstrapParams.decode(stdin);
     return p.instanceId === flags.id && p.namespace === flags.namespace ? p : null;
   } catch {
-    return null;
+    return null; // not a protobuf at all: an older containerd's options, or nothing we know
   }
 }
 
@@ -102,6 +102,8 @@ function readAnnotations(bundle: string): Record<string, string> | undefined {
   try {
     return JSON.parse(readFileSync(join(bundle, "config.json"), "utf8")).annotations;
   } catch {
+    // A config.json that does not parse: the container is its own group, and its Create
+    // fails naming the error, where containerd shows it.
     return undefined;
   }
 }

@@ -1,70 +1,54 @@
-// One container's life: created → running ⇄ paused → stopped → deleted. Every step is
-// the OCI runtime's; we keep the state containerd asks about and the exit it waits for.
+// One container: its task's state (src/task/state.ts decides what may happen to it), its
+// init process and exit, and the runtime steps behind each call. Every step is the OCI
+// runtime's; nothing here blocks the event loop (no synchronous spawn or file I/O), since
+// one process may serve the calls of many pods at once.
 
-import { mkdirSync, readFileSync, readlinkSync } from "node:fs";
+import { mkdir, readlink, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { SIGNAL_READY_TIMEOUT_MS, STATUS_UNKNOWN } from "../common/constants.ts";
-import { type Runc, RuncError, type RuncStats, removeQuietly } from "../linux/runc.ts";
+import { STATUS_UNKNOWN } from "../common/constants.ts";
+import { RuncError } from "../linux/runc.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
-import { Status } from "./gen/containerd/types/task/task.ts";
+import type { Exit, NamespaceHost, OciRuntime, RootfsMount, TaskHost } from "./host.ts";
+import { untilSignalHandled, WASM_HANDLED_SIGNALS } from "./signal-ready.ts";
+import { afterCall, afterExit, begin, EXCLUSIVE, type TaskCall, type TaskState } from "./state.ts";
 import { Stdio, type StdioPaths } from "./stdio.ts";
 
-export interface Exit {
-  status: number;
-  at: Date;
-}
-
-/** What the container needs from the shim around it. */
-export interface ContainerHost {
-  runc: Runc;
-  /** Where the shim keeps per-container files (derived bundles, pid files, runtime logs). */
-  stateDir: string;
-  /** Resolves when `pid` exits, with its status (128+signal when killed). */
-  watchExit(pid: number): Promise<Exit>;
-  /** Mounts containerd's rootfs mounts on `<bundle>/rootfs`; returns the undo. */
-  mountRootfs(bundle: string, mounts: RootfsMount[]): Promise<() => void>;
-  /** Turns containerd's bundle into the one the runtime runs (wasm: our executor). */
-  prepareBundle(id: string, bundle: string, workDir: string): Promise<PreparedBundle>;
-  onExit(c: Container): void;
-}
-
-export interface PreparedBundle {
-  runtimeBundle: string;
-  kind: "wasm" | "native";
-  /** Work that may overlap the runtime's create (filling the compile cache); never fails. */
-  warm?: () => Promise<void>;
-}
-
-export interface RootfsMount {
-  type: string;
-  source: string;
-  target: string;
-  options: string[];
-}
-
 export interface CreateOptions extends StdioPaths {
+  /** containerd's namespace of the container (with the id, its key). */
+  namespace: string;
   id: string;
   bundle: string;
   rootfs: RootfsMount[];
   terminal: boolean;
 }
 
+/** One step of undoing a Create, named for the log when it fails. */
+interface Undo {
+  what: string;
+  run: () => Promise<void>;
+}
+
 export class Container {
-  status: Status = Status.CREATED;
+  state: TaskState = "created";
+  /** The exclusive call (start, pause, resume, delete) under way, if any. */
+  busy: TaskCall | null = null;
   pid = 0;
   exit: Exit | null = null;
   kind: "wasm" | "native" = "native";
-  /** /proc/<pid>/exe of the runtime's init before `start` execs the container's process. */
-  private runtimeInitExe = "";
   /** Resolves when the init process has exited. */
   readonly exited: Promise<Exit>;
+  /** Set while Delete runs: a second Delete joins it. */
+  deleting: Promise<Exit> | null = null;
+  /** /proc/<pid>/exe of the runtime's init before `start` execs the container's process. */
+  private runtimeInitExe = "";
   private resolveExit!: (e: Exit) => void;
-  private cleanups: (() => void)[] = [];
-  private deleting = false;
+  /** What Create set up, newest first; what Delete could not undo stays for a retry. */
+  private undos: Undo[] = [];
 
   private constructor(
-    readonly host: ContainerHost,
     readonly opts: CreateOptions,
+    private readonly runtime: OciRuntime,
+    private readonly onExit: (c: Container) => void,
   ) {
     this.exited = new Promise((r) => {
       this.resolveExit = r;
@@ -75,19 +59,32 @@ export class Container {
     return this.opts.id;
   }
 
-  static async create(host: ContainerHost, opts: CreateOptions): Promise<Container> {
+  get namespace(): string {
+    return this.opts.namespace;
+  }
+
+  /**
+   * Mounts the rootfs, prepares the runtime bundle and has the runtime create the container.
+   * On failure everything done so far is undone (failures of that logged) and the error thrown.
+   */
+  static async create(host: TaskHost, ns: NamespaceHost, opts: CreateOptions, onExit: (c: Container) => void): Promise<Container> {
     if (opts.terminal) throw new TtrpcError(Code.UNIMPLEMENTED, "terminal=true (a tty for the container) is not supported yet");
-    const c = new Container(host, opts);
-    const workDir = join(host.stateDir, opts.id);
+    const c = new Container(opts, ns.runtime, onExit);
+    const workDir = join(ns.stateDir, opts.id);
     try {
-      mkdirSync(workDir, { recursive: true });
-      c.cleanups.push(() => removeQuietly(workDir));
-      if (opts.rootfs.length > 0) c.cleanups.unshift(await host.mountRootfs(opts.bundle, opts.rootfs));
+      await mkdir(workDir, { recursive: true });
+      c.undos.unshift({ what: `remove ${workDir}`, run: () => rm(workDir, { recursive: true, force: true }) });
+      if (opts.rootfs.length > 0) {
+        const unmount = await host.mountRootfs(opts.bundle, opts.rootfs);
+        c.undos.unshift({ what: `unmount ${opts.bundle}/rootfs`, run: unmount });
+      }
       const prepared = await host.prepareBundle(opts.id, opts.bundle, workDir);
       c.kind = prepared.kind;
-      const stdio = Stdio.open(opts);
+      const stdio = await Stdio.open(opts);
       try {
-        const created = host.runc.create(
+        // From here the runtime may hold state for the id: delete it first on the way out.
+        c.undos.unshift({ what: "runtime delete", run: () => c.runtime.delete(opts.id, true) });
+        const created = c.runtime.create(
           opts.id,
           prepared.runtimeBundle,
           join(workDir, "init.pid"),
@@ -97,48 +94,71 @@ export class Container {
         // Both run at once: the runtime in its process, compiling on a thread of ours.
         const [pid] = await Promise.all([created, prepared.warm?.()]);
         c.pid = pid;
-        c.runtimeInitExe = exeOf(c.pid);
+        c.runtimeInitExe = await exeOf(pid);
       } finally {
-        stdio.close();
+        await stdio.close();
       }
     } catch (e) {
-      await c.cleanup();
+      const failed = await c.cleanup();
+      for (const f of failed) host.log(`create ${opts.namespace}/${opts.id}: undoing after a failed create: ${f}`, "error");
       throw failure("create", e);
     }
-    host.watchExit(c.pid).then(
-      (exit) => c.exitedWith(exit),
-      // Losing sight of the process must not lose the container (or the shim, through an
-      // unhandled rejection): report it gone, with the status a shell gives "unknown".
-      () => c.exitedWith({ status: STATUS_UNKNOWN, at: new Date() }),
-    );
     return c;
   }
 
-  async start(): Promise<number> {
-    if (this.deleting) throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${this.id} is being deleted`);
-    if (this.status !== Status.CREATED)
-      throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${this.id} is ${Status[this.status]}, not CREATED`);
+  /**
+   * Starts watching the init process for its exit. The caller does it once it has announced
+   * the container (/tasks/create): an init already gone is reported at once, and its
+   * /tasks/exit must not come first.
+   */
+  watchExit(host: TaskHost): void {
+    host.watchExit(this.pid).then(
+      (exit) => this.exitedWith(exit),
+      // Losing sight of the process must not lose the container (or the shim, through an
+      // unhandled rejection): report it gone, with the status a shell gives "unknown".
+      (e) => {
+        host.log(`watching ${this.namespace}/${this.id} (pid ${this.pid}): ${String(e)}`, "error");
+        this.exitedWith({ status: STATUS_UNKNOWN, at: new Date() });
+      },
+    );
+  }
+
+  /**
+   * Runs `step` as `call` if the state table allows it now, and moves the state to where
+   * the table says once it succeeds (an exit meanwhile wins: see afterCall).
+   */
+  async transition<T>(call: TaskCall, step: () => Promise<T>, opts: { all?: boolean } = {}): Promise<T> {
+    const target = begin(this.id, this.state, call, this.busy, opts);
+    const exclusive = EXCLUSIVE.has(call);
+    if (exclusive) this.busy = call;
     try {
-      await this.host.runc.start(this.id);
+      const out = await step();
+      this.state = afterCall(this.state, target);
+      return out;
+    } finally {
+      if (exclusive) this.busy = null;
+    }
+  }
+
+  async start(): Promise<void> {
+    try {
+      await this.runtime.start(this.id);
     } catch (e) {
       throw failure("start", e);
     }
-    if (this.status === Status.CREATED) this.status = Status.RUNNING;
-    return this.pid;
   }
 
   async kill(signal: number, all: boolean): Promise<void> {
-    if (this.exit !== null && !all) throw new TtrpcError(Code.NOT_FOUND, `process already finished: container ${this.id}`);
     // A wasm container's init is our executor, PID 1 of its pid namespace: until it has
     // installed its handlers (tens of ms after `runc start`; before its exec the pid is still
     // runc's init, which catches everything), the kernel silently drops a
     // SIGTERM/SIGINT/SIGHUP/SIGQUIT sent to it, and the task would run on although Kill
     // succeeded (seen: 3 of 8 `ctr run -d` + immediate `ctr task kill`). Wait for the handler.
-    if (this.kind === "wasm" && this.status === Status.RUNNING && EXECUTOR_HANDLES.has(signal)) {
-      await untilCaught(this.pid, this.runtimeInitExe, signal, () => this.exit !== null);
+    if (this.kind === "wasm" && this.state === "running" && WASM_HANDLED_SIGNALS.has(signal)) {
+      await untilSignalHandled(this.pid, this.runtimeInitExe, signal, () => this.exit !== null);
     }
     try {
-      await this.host.runc.kill(this.id, signal, all);
+      await this.runtime.kill(this.id, signal, all);
     } catch (e) {
       if (this.exit !== null) return; // it raced us to the exit
       throw failure("kill", e);
@@ -146,22 +166,16 @@ export class Container {
   }
 
   async pause(): Promise<void> {
-    if (this.status !== Status.RUNNING) throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${this.id} is not running`);
-    this.status = Status.PAUSING;
     try {
-      await this.host.runc.pause(this.id);
-      this.status = Status.PAUSED;
+      await this.runtime.pause(this.id);
     } catch (e) {
-      this.status = Status.RUNNING;
       throw failure("pause", e);
     }
   }
 
   async resume(): Promise<void> {
-    if (this.status !== Status.PAUSED) throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${this.id} is not paused`);
     try {
-      await this.host.runc.resume(this.id);
-      this.status = this.exit === null ? Status.RUNNING : Status.STOPPED;
+      await this.runtime.resume(this.id);
     } catch (e) {
       throw failure("resume", e);
     }
@@ -170,90 +184,70 @@ export class Container {
   async pids(): Promise<number[]> {
     if (this.exit !== null) return [];
     try {
-      return await this.host.runc.ps(this.id);
+      return await this.runtime.ps(this.id);
     } catch (e) {
       throw failure("ps", e);
     }
   }
 
-  async stats(): Promise<RuncStats> {
-    if (this.exit !== null) throw new TtrpcError(Code.NOT_FOUND, `container ${this.id} has exited: no cgroup to measure`);
+  async stats() {
     try {
-      return await this.host.runc.stats(this.id);
+      return await this.runtime.stats(this.id);
     } catch (e) {
       throw failure("stats", e);
     }
   }
 
-  /** Removes the container: it must have exited, or never started (then it is killed). */
-  async delete(): Promise<Exit> {
-    if (this.status === Status.RUNNING || this.status === Status.PAUSED || this.status === Status.PAUSING) {
-      throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${this.id} is ${Status[this.status]}: kill it first`);
-    }
-    this.deleting = true;
+  /**
+   * Removes the container: the table allows it once exited or never started (then the
+   * runtime's waiting init is removed first and its exit awaited). Every undo step is tried;
+   * resolves with the exit and what could not be cleaned up (those steps stay for a retry).
+   */
+  async remove(log: TaskHost["log"], exitWaitMs: number, killedStatus: number): Promise<{ exit: Exit; failed: string[] }> {
     if (this.exit === null) {
       // Created but never started: the runtime's init is still waiting.
-      await this.host.runc.delete(this.id, true).catch(() => {});
-      await Promise.race([this.exited, Bun.sleep(5000)]);
+      try {
+        await this.runtime.delete(this.id, true);
+      } catch (e) {
+        log(`delete ${this.namespace}/${this.id}: runtime delete of the created container: ${String(e)}`, "warning");
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.exited, new Promise((r) => (timer = setTimeout(r, exitWaitMs)))]);
+      clearTimeout(timer);
     }
-    await this.cleanup();
-    return this.exit ?? { status: 137, at: new Date() };
+    const failed = await this.cleanup();
+    return { exit: this.exit ?? { status: killedStatus, at: new Date() }, failed };
+  }
+
+  /** Runs every undo step; keeps and describes the ones that failed. */
+  private async cleanup(): Promise<string[]> {
+    const failed: string[] = [];
+    const kept: Undo[] = [];
+    for (const undo of this.undos.splice(0)) {
+      try {
+        await undo.run();
+      } catch (e) {
+        failed.push(`${undo.what}: ${e instanceof Error ? e.message : String(e)}`);
+        kept.push(undo);
+      }
+    }
+    this.undos = kept;
+    return failed;
   }
 
   private exitedWith(exit: Exit): void {
     this.exit = exit;
-    this.status = Status.STOPPED;
+    this.state = afterExit(this.state);
     this.resolveExit(exit);
-    this.host.onExit(this);
-  }
-
-  private async cleanup(): Promise<void> {
-    await this.host.runc.delete(this.id, true).catch(() => {});
-    for (const undo of this.cleanups.splice(0)) {
-      try {
-        undo();
-      } catch {}
-    }
+    this.onExit(this);
   }
 }
 
-/** Signals the executor handles (src/engines/executor.ts HANDLED): HUP, INT, QUIT, TERM. */
-const EXECUTOR_HANDLES = new Set([1, 2, 3, 15]);
-
-/**
- * Resolves once `pid` has exec'd the container's process (its exe is no longer the runtime's
- * init, `initExe`) and that process catches `signal` (its bit in /proc/<pid>/status SigCgt);
- * or once it is gone, or `done()`, or after `timeoutMs` (then the caller sends anyway).
- */
-async function untilCaught(
-  pid: number,
-  initExe: string,
-  signal: number,
-  done: () => boolean,
-  timeoutMs = SIGNAL_READY_TIMEOUT_MS,
-): Promise<void> {
-  const bit = 1n << BigInt(signal - 1);
-  const deadline = Date.now() + timeoutMs;
-  while (!done() && Date.now() < deadline) {
-    let caught: bigint;
-    try {
-      const exe = readlinkSync(`/proc/${pid}/exe`);
-      const m = /^SigCgt:\s*([0-9a-fA-F]+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-      if (!m) return;
-      caught = exe === initExe ? 0n : BigInt(`0x${m[1]}`);
-    } catch {
-      return; // gone
-    }
-    if ((caught & bit) !== 0n) return;
-    await Bun.sleep(5);
-  }
-}
-
-function exeOf(pid: number): string {
+async function exeOf(pid: number): Promise<string> {
   try {
-    return readlinkSync(`/proc/${pid}/exe`);
+    return await readlink(`/proc/${pid}/exe`);
   } catch {
-    return "";
+    return ""; // gone already, or not ours to read: untilSignalHandled then waits on SigCgt only
   }
 }
 

@@ -1,7 +1,7 @@
 // Task Stats: the OCI runtime's cgroup statistics (`runc events --stats`) in the shape
 // containerd decodes, cgroup v1 or v2 Metrics depending on the host.
 
-import { statfsSync } from "node:fs";
+import { statfs } from "node:fs/promises";
 import type { RuncMemoryEntry, RuncStats } from "../linux/runc.ts";
 import { Metrics as MetricsV1 } from "./gen/containerd/cgroups/v1/metrics.ts";
 import { Metrics as MetricsV2 } from "./gen/containerd/cgroups/v2/metrics.ts";
@@ -9,15 +9,16 @@ import type { Any } from "./gen/google/protobuf/any.ts";
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 
-export const cgroupV2 = (() => {
+/** Whether the host mounts the unified hierarchy (cgroup v2); probed once by whoever builds the host. */
+export async function probeCgroupV2(root = "/sys/fs/cgroup"): Promise<boolean> {
   try {
-    return statfsSync("/sys/fs/cgroup").type === CGROUP2_SUPER_MAGIC;
+    return (await statfs(root)).type === CGROUP2_SUPER_MAGIC;
   } catch {
-    return false;
+    return false; // no cgroupfs where expected: runc reports v1-shaped stats then
   }
-})();
+}
 
-export function metricsAny(s: RuncStats): Any {
+export function metricsAny(s: RuncStats, cgroupV2: boolean): Any {
   const raw = s.memory?.raw ?? {};
   // runc's throttling and per-cpu fields (omitted by runc when zero/absent). Without them
   // `ctr task metrics` showed `cpuacct.usage_percpu []` where the runc shim shows the list.

@@ -1,0 +1,78 @@
+// What the Task service needs from the world around it, as values passed in: the service
+// itself reads no environment, probes nothing and keeps no process-wide state, so one
+// process can hold one service per sandbox, or one for every pod of a node.
+//
+//   TaskHost (one per service)          NamespaceHost (one per containerd namespace)
+//   ├─ namespace(ns) ─────────────────▶ ├─ runtime   the OCI runtime, its --root for ns
+//   ├─ watchExit(pid)                   ├─ stateDir  per-container working files
+//   ├─ mountRootfs(bundle, mounts)      └─ events    the publisher for ns's events
+//   ├─ prepareBundle(id, bundle, dir)
+//   ├─ metrics(stats)
+//   └─ log(msg, level)
+//
+// The shim's `serve` builds the real ones (src/shim/serve.ts); tests build fakes.
+
+import type { RuncStats } from "../linux/runc.ts";
+import type { EventSink } from "./events.ts";
+import type { Any } from "./gen/google/protobuf/any.ts";
+
+export type LogLevel = "debug" | "info" | "warning" | "error";
+export type Logger = (msg: string, level?: LogLevel) => void;
+
+export interface Exit {
+  status: number;
+  at: Date;
+}
+
+/** The OCI runtime (runc or crun) as the task drives it; every call is asynchronous. */
+export interface OciRuntime {
+  /** Creates the container; its init waits for `start`. Resolves with the init's pid. */
+  create(id: string, bundle: string, pidFile: string, stdio: [number, number, number], logFile: string): Promise<number>;
+  start(id: string): Promise<void>;
+  kill(id: string, signal: number, all: boolean): Promise<void>;
+  /** With `force`, a container that does not exist is not an error. */
+  delete(id: string, force: boolean): Promise<void>;
+  pause(id: string): Promise<void>;
+  resume(id: string): Promise<void>;
+  ps(id: string): Promise<number[]>;
+  stats(id: string): Promise<RuncStats>;
+}
+
+/** What a namespace has of its own: runtime root, state directory, event stream. */
+export interface NamespaceHost {
+  readonly runtime: OciRuntime;
+  /** Where per-container files go: <stateDir>/<id> (derived bundle, pid file, runtime log). */
+  readonly stateDir: string;
+  readonly events: EventSink;
+}
+
+export interface PreparedBundle {
+  runtimeBundle: string;
+  kind: "wasm" | "native";
+  /** Work that may overlap the runtime's create (filling the compile cache); never fails. */
+  warm?: () => Promise<void>;
+}
+
+export interface RootfsMount {
+  type: string;
+  source: string;
+  target: string;
+  options: string[];
+}
+
+export interface TaskHost {
+  /**
+   * The namespace's runtime, state directory and publisher. Called once per namespace by a
+   * service (it keeps the answer); a shared host may hand several services the same value.
+   */
+  namespace(ns: string): NamespaceHost;
+  /** Resolves when `pid` exits, with its status (128+signal when killed). */
+  watchExit(pid: number): Promise<Exit>;
+  /** Mounts containerd's rootfs mounts on `<bundle>/rootfs`; resolves with the undo. */
+  mountRootfs(bundle: string, mounts: RootfsMount[]): Promise<() => Promise<void>>;
+  /** Turns containerd's bundle into the one the runtime runs (wasm: our executor). */
+  prepareBundle(id: string, bundle: string, workDir: string): Promise<PreparedBundle>;
+  /** The runtime's cgroup statistics as containerd decodes them (v1 or v2 Metrics). */
+  metrics(stats: RuncStats): Any;
+  log: Logger;
+}

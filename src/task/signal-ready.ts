@@ -1,0 +1,39 @@
+// Kill of a freshly started wasm container: wait until its executor catches the signal.
+// Read from /proc with asynchronous file I/O, a few ms apart, so a slow start of one
+// container never holds up the calls of others.
+
+import { readFile, readlink } from "node:fs/promises";
+import { SIGNAL_READY_TIMEOUT_MS } from "../common/constants.ts";
+import { SIGNALS } from "../common/signals.ts";
+
+/** Signals the executor handles (src/engines/executor.ts): HUP, INT, QUIT, TERM. */
+export const WASM_HANDLED_SIGNALS: ReadonlySet<number> = new Set([SIGNALS.SIGHUP, SIGNALS.SIGINT, SIGNALS.SIGQUIT, SIGNALS.SIGTERM]);
+
+/**
+ * Resolves once `pid` has exec'd the container's process (its exe is no longer the runtime's
+ * init, `initExe`) and that process catches `signal` (its bit in /proc/<pid>/status SigCgt);
+ * or once it is gone, or `done()`, or after `timeoutMs` (then the caller sends anyway).
+ */
+export async function untilSignalHandled(
+  pid: number,
+  initExe: string,
+  signal: number,
+  done: () => boolean,
+  timeoutMs = SIGNAL_READY_TIMEOUT_MS,
+): Promise<void> {
+  const bit = 1n << BigInt(signal - 1);
+  const deadline = Date.now() + timeoutMs;
+  while (!done() && Date.now() < deadline) {
+    let caught: bigint;
+    try {
+      const [exe, status] = await Promise.all([readlink(`/proc/${pid}/exe`), readFile(`/proc/${pid}/status`, "utf8")]);
+      const m = /^SigCgt:\s*([0-9a-fA-F]+)/m.exec(status);
+      if (!m) return;
+      caught = exe === initExe ? 0n : BigInt(`0x${m[1]}`);
+    } catch {
+      return; // gone
+    }
+    if ((caught & bit) !== 0n) return;
+    await Bun.sleep(5);
+  }
+}

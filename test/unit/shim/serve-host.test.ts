@@ -1,0 +1,39 @@
+// The shim server's TaskHost: one runtime root, state directory and event publisher per
+// namespace, made when a namespace is first used and remembered for the server's exit.
+import { afterAll, describe, expect, test } from "bun:test";
+import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
+import { ExitWatcher } from "../../../src/linux/reaper.ts";
+import { Runc } from "../../../src/linux/runc.ts";
+import { parseShimFlags } from "../../../src/shim/flags.ts";
+import { normalModeHost, type ServedNamespace } from "../../../src/shim/serve.ts";
+import { Publisher } from "../../../src/task/events.ts";
+
+describe("normal-mode host", () => {
+  const watcher = new ExitWatcher({ reapIntervalMs: 0 });
+  afterAll(() => watcher.close());
+
+  test("each namespace gets its own runtime root, state dir and publisher", async () => {
+    const namespaces = new Map<string, ServedNamespace>();
+    const host = await normalModeHost({
+      flags: parseShimFlags(["-namespace", "default", "-address", "/c.sock", "-id", "x", "serve"]),
+      paths: { stateRoot: "/st", dataRoot: "/data", compileCacheDir: "/data/cache" },
+      log: () => {},
+      watcher,
+      engine: wasmtime,
+      runtimeBinary: "/bin/false",
+      ttrpcAddress: "/c.sock.ttrpc",
+      namespaces,
+    });
+    const a = host.namespace("a");
+    const b = host.namespace("k8s.io");
+    expect(a.stateDir).toBe("/st/state/a");
+    expect(b.stateDir).toBe("/st/state/k8s.io");
+    expect(a.runtime).toBeInstanceOf(Runc);
+    expect((a.runtime as Runc).root).toBe("/st/runc/a");
+    expect((b.runtime as Runc).root).toBe("/st/runc/k8s.io");
+    expect(a.events).toBeInstanceOf(Publisher);
+    expect(a.events).not.toBe(b.events);
+    expect([...namespaces.keys()]).toEqual(["a", "k8s.io"]);
+    expect(namespaces.get("a")!.dirs).toEqual(["/st/state/a", "/st/runc/a"]);
+  });
+});

@@ -1,0 +1,253 @@
+// A TaskHost with no root, no runc and no containerd: an in-memory OCI runtime whose
+// processes exit when told (or when killed), and event sinks that record what was
+// published. Any runtime call can be held at a gate, to put calls side by side.
+
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { RuncError, type RuncStats } from "../../../src/linux/runc.ts";
+import type { EncodedEvent, EventSink } from "../../../src/task/events.ts";
+import type { Exit, LogLevel, NamespaceHost, OciRuntime, PreparedBundle, RootfsMount, TaskHost } from "../../../src/task/host.ts";
+import type { CallContext } from "../../../src/ttrpc/index.ts";
+
+export interface Published {
+  ns: string;
+  topic: string;
+  event: EncodedEvent;
+}
+
+type RuntimeMethod = "create" | "start" | "kill" | "delete" | "pause" | "resume" | "ps" | "stats";
+
+/** A held runtime call: `release()` lets it go on, `fail(e)` makes it fail. */
+export interface Gate {
+  /** Resolves once a call has reached the gate. */
+  reached: Promise<void>;
+  release(): void;
+  fail(e: Error): void;
+}
+
+interface FakeProcess {
+  ns: string;
+  id: string;
+  started: boolean;
+  exited: boolean;
+  resolve(e: Exit): void;
+  promise: Promise<Exit>;
+}
+
+/** The processes of every fake runtime: one pid space, as on a real host. */
+class Processes {
+  private nextPid = 1000;
+  readonly byPid = new Map<number, FakeProcess>();
+
+  spawn(ns: string, id: string): number {
+    const pid = this.nextPid++;
+    let resolve!: (e: Exit) => void;
+    const promise = new Promise<Exit>((r) => (resolve = r));
+    this.byPid.set(pid, { ns, id, started: false, exited: false, resolve, promise });
+    return pid;
+  }
+
+  find(ns: string, id: string): [number, FakeProcess] | undefined {
+    for (const entry of this.byPid) if (entry[1].ns === ns && entry[1].id === id) return entry;
+    return undefined;
+  }
+
+  exit(pid: number, status: number): void {
+    const p = this.byPid.get(pid);
+    if (p === undefined || p.exited) return;
+    p.exited = true;
+    p.resolve({ status, at: new Date() });
+  }
+}
+
+export class FakeRuntime implements OciRuntime {
+  readonly calls: string[] = [];
+  readonly containers = new Map<string, { pid: number; paused: boolean }>();
+  private readonly gates = new Map<RuntimeMethod, Gate & { wait: Promise<void>; arrived(): void }>();
+  /** Makes the next calls of a method fail with this error. */
+  readonly failing = new Map<RuntimeMethod, Error>();
+  /** When set, the next container's init has exited with this status before create returns. */
+  diesOnCreate: number | null = null;
+
+  constructor(
+    readonly ns: string,
+    private readonly procs: Processes,
+  ) {}
+
+  /** Holds the next call of `method` until released. */
+  gate(method: RuntimeMethod): Gate {
+    let release!: () => void;
+    let fail!: (e: Error) => void;
+    let arrived!: () => void;
+    const wait = new Promise<void>((res, rej) => {
+      release = res;
+      fail = rej;
+    });
+    const reached = new Promise<void>((r) => (arrived = r));
+    const g = { reached, release, fail, wait, arrived };
+    this.gates.set(method, g);
+    return g;
+  }
+
+  private async enter(method: RuntimeMethod, detail: string): Promise<void> {
+    this.calls.push(`${method} ${detail}`.trim());
+    const g = this.gates.get(method);
+    if (g) {
+      this.gates.delete(method);
+      g.arrived();
+      await g.wait;
+    }
+    const err = this.failing.get(method);
+    if (err) throw err;
+  }
+
+  async create(id: string, _bundle: string, _pidFile: string, _stdio: [number, number, number], _logFile: string): Promise<number> {
+    await this.enter("create", id);
+    const pid = this.procs.spawn(this.ns, id);
+    this.containers.set(id, { pid, paused: false });
+    if (this.diesOnCreate !== null) this.procs.exit(pid, this.diesOnCreate);
+    this.diesOnCreate = null;
+    return pid;
+  }
+
+  async start(id: string): Promise<void> {
+    await this.enter("start", id);
+    const c = this.mustExist(id, "start");
+    this.procs.byPid.get(c.pid)!.started = true;
+  }
+
+  async kill(id: string, signal: number, all: boolean): Promise<void> {
+    await this.enter("kill", `${id} ${signal}${all ? " all" : ""}`);
+    const c = this.mustExist(id, "kill");
+    const p = this.procs.byPid.get(c.pid)!;
+    if (p.exited && !all) throw new RuncError("runc kill", 1, "container not running");
+    // As the kernel would: the exit is seen a little later, not within the call.
+    queueMicrotask(() => this.procs.exit(c.pid, 128 + signal));
+  }
+
+  async delete(id: string, force: boolean): Promise<void> {
+    await this.enter("delete", `${id}${force ? " force" : ""}`);
+    const c = this.containers.get(id);
+    if (c === undefined) {
+      if (force) return; // runc delete --force of a container that is not there is fine
+      throw new RuncError("runc delete", 1, `container ${id} does not exist`);
+    }
+    const p = this.procs.byPid.get(c.pid)!;
+    if (!p.exited && !force) throw new RuncError("runc delete", 1, "cannot delete container that is not stopped");
+    this.containers.delete(id);
+    // --force kills a waiting (or running) init.
+    if (!p.exited) queueMicrotask(() => this.procs.exit(c.pid, 137));
+  }
+
+  async pause(id: string): Promise<void> {
+    await this.enter("pause", id);
+    this.mustExist(id, "pause").paused = true;
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.enter("resume", id);
+    this.mustExist(id, "resume").paused = false;
+  }
+
+  async ps(id: string): Promise<number[]> {
+    await this.enter("ps", id);
+    return [this.mustExist(id, "ps").pid];
+  }
+
+  async stats(id: string): Promise<RuncStats> {
+    await this.enter("stats", id);
+    this.mustExist(id, "stats");
+    return { pids: { current: 1, limit: 10 } };
+  }
+
+  private mustExist(id: string, what: string) {
+    const c = this.containers.get(id);
+    if (c === undefined) throw new RuncError(`runc ${what}`, 1, `container ${id} does not exist`);
+    return c;
+  }
+}
+
+export class RecordingSink implements EventSink {
+  constructor(
+    private readonly ns: string,
+    private readonly all: Published[],
+  ) {}
+
+  publish(topic: string, event: EncodedEvent): void {
+    this.all.push({ ns: this.ns, topic, event });
+  }
+}
+
+export class FakeHost implements TaskHost {
+  readonly procs = new Processes();
+  readonly runtimes = new Map<string, FakeRuntime>();
+  readonly events: Published[] = [];
+  readonly logs: { msg: string; level: LogLevel }[] = [];
+  readonly mounted = new Set<string>();
+  /** Namespaces asked for, in order (each once per service). */
+  readonly namespacesAsked: string[] = [];
+  readonly root = mkdtempSync(join(tmpdir(), "bunwasi-task-"));
+  /** When set, unmounting fails with this error. */
+  unmountError: Error | null = null;
+  /** When set, preparing a bundle fails with this error. */
+  prepareError: Error | null = null;
+
+  namespace(ns: string): NamespaceHost {
+    this.namespacesAsked.push(ns);
+    const runtime = new FakeRuntime(ns, this.procs);
+    this.runtimes.set(ns, runtime);
+    return { runtime, stateDir: join(this.root, ns), events: new RecordingSink(ns, this.events) };
+  }
+
+  runtime(ns: string): FakeRuntime {
+    const r = this.runtimes.get(ns);
+    if (!r) throw new Error(`no runtime for namespace ${ns}`);
+    return r;
+  }
+
+  watchExit(pid: number): Promise<Exit> {
+    const p = this.procs.byPid.get(pid);
+    return p ? p.promise : Promise.reject(new Error(`no process ${pid}`));
+  }
+
+  /** The container's init exits on its own with `status`. */
+  exit(ns: string, id: string, status: number): void {
+    const found = this.procs.find(ns, id);
+    if (!found) throw new Error(`no process for ${ns}/${id}`);
+    this.procs.exit(found[0], status);
+  }
+
+  async mountRootfs(bundle: string, _mounts: RootfsMount[]): Promise<() => Promise<void>> {
+    this.mounted.add(bundle);
+    return async () => {
+      if (this.unmountError) throw this.unmountError;
+      this.mounted.delete(bundle);
+    };
+  }
+
+  async prepareBundle(_id: string, bundle: string, _workDir: string): Promise<PreparedBundle> {
+    if (this.prepareError) throw this.prepareError;
+    return { runtimeBundle: bundle, kind: "native" };
+  }
+
+  metrics(stats: RuncStats) {
+    return { typeUrl: "fake.Metrics", value: new TextEncoder().encode(JSON.stringify(stats)) };
+  }
+
+  log = (msg: string, level: LogLevel = "info") => {
+    this.logs.push({ msg, level });
+  };
+
+  /** Topics published for one container of one namespace, in order. */
+  topics(ns: string): string[] {
+    return this.events.filter((e) => e.ns === ns).map((e) => e.topic);
+  }
+}
+
+/** A call context as the ttrpc server builds it; `ns` goes in containerd's metadata key. */
+export function ctxFor(ns?: string | string[]): CallContext {
+  const metadata: Record<string, string[]> = Object.create(null);
+  if (ns !== undefined) metadata["containerd-namespace-ttrpc"] = Array.isArray(ns) ? ns : [ns];
+  return { service: "containerd.task.v2.Task", method: "Test", metadata, signal: new AbortController().signal, deadline: undefined };
+}
