@@ -2,6 +2,12 @@
 // `-namespace NS -address SOCK -publish-binary BIN -id ID [-bundle DIR] [-debug] start|delete`.
 // Go accepts -flag, --flag, -flag=value and -flag value; so do we.
 
+/**
+ * Set by `start` for the server it spawns: the fd (3) of the listening socket it bound. Not a
+ * flag, so containerd's flag syntax stays as it is; the server drops it from its environment.
+ */
+export const LISTEN_FD_ENV = "BUNWASI_LISTEN_FD";
+
 export interface ShimFlags {
   namespace: string;
   address: string;

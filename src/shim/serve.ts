@@ -4,7 +4,7 @@
 // signals are handled and the process exits. The service (src/task/task-service.ts) gets
 // it all through a TaskHost.
 
-import { rmdir } from "node:fs/promises";
+import { rm, rmdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { EVENTS_FLUSH_TIMEOUT_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
@@ -20,9 +20,9 @@ import { TaskDefinition as TaskV3 } from "../task/gen/containerd/runtime/task/v3
 import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
 import { metricsAny, probeCgroupV2 } from "../task/stats.ts";
 import { TaskService } from "../task/task-service.ts";
-import { Server } from "../ttrpc/index.ts";
+import { requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";
 import { socketPath } from "./address.ts";
-import type { ShimFlags } from "./flags.ts";
+import { LISTEN_FD_ENV, type ShimFlags } from "./flags.ts";
 import { openLog } from "./log.ts";
 import { containerStateDir, runtimeRoot, type ShimPaths, shimPaths } from "./paths.ts";
 
@@ -39,7 +39,14 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   // Its poll thread starts now, while containerd is still on its way with Create.
   watcher.prestart();
   const paths = shimPaths(process.env);
-  const server = new Server({ onError: (e) => log(`ttrpc: ${String(e)}`, "error") });
+  const listenFd = inheritedListenFd();
+  const server = new Server({
+    onError: (e) => log(`ttrpc: ${String(e)}`, "error"),
+    // As containerd's own shims: only a peer of our uid and gid may drive us.
+    handshaker: requireSameUser(),
+    // With -debug, every call is logged with how long it took: the timeline of a start.
+    interceptors: flags.debug ? [callTimer((m) => log(m, "debug"))] : [],
+  });
   const namespaces = new Map<string, ServedNamespace>();
   const host = await normalModeHost({
     flags,
@@ -60,13 +67,14 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
     await Promise.race([flushed, Bun.sleep(EVENTS_FLUSH_TIMEOUT_MS)]);
     await drained;
     for (const ns of namespaces.values()) for (const dir of ns.dirs) await removeIfEmpty(dir, log);
+    // A socket served from an inherited fd is not unlinked by the server: the file is ours.
+    if (listenFd !== null) await rm(socketPath(flags.socket), { force: true });
     process.exit(0);
   };
 
   const service = new TaskService({ host, defaultNamespace: flags.namespace, shimPid: process.pid, onShutdown: () => void exit() });
-  const traced = flags.debug ? timed(service, (m) => log(m, "debug")) : service;
-  server.register(TaskV2, traced).register(TaskV3, traced);
-  server.listen(socketPath(flags.socket));
+  server.register(TaskV2, service).register(TaskV3, service);
+  server.listen(listenFd !== null ? { fd: listenFd } : socketPath(flags.socket));
   log(`listening ${performance.now().toFixed(1)} ms after the process started`, "debug");
   // containerd stops us with Shutdown; a signal from an operator means the same.
   process.on("SIGTERM", () => void exit());
@@ -161,20 +169,26 @@ async function removeIfEmpty(dir: string, log: Logger): Promise<void> {
   }
 }
 
-/** With -debug, every call is logged with how long it took: the timeline of a start. */
-function timed<T extends object>(service: T, log: (m: string) => void): T {
-  const out: Record<string, unknown> = {};
-  for (const name of Object.getOwnPropertyNames(Object.getPrototypeOf(service))) {
-    const fn = (service as Record<string, unknown>)[name];
-    if (name === "constructor" || typeof fn !== "function") continue;
-    out[name] = async (req: { id?: string }, ctx: unknown) => {
-      const t0 = performance.now();
-      try {
-        return await fn.call(service, req, ctx);
-      } finally {
-        log(`${name} ${req?.id ?? ""} took ${(performance.now() - t0).toFixed(1)} ms`);
-      }
-    };
-  }
-  return out as T;
+/** A server interceptor that logs each call's method, container id and duration. */
+function callTimer(log: (m: string) => void): ServerInterceptor {
+  return async (call, next) => {
+    const t0 = performance.now();
+    try {
+      return await next(call);
+    } finally {
+      const id = (call.request as { id?: string } | undefined)?.id ?? "";
+      log(`${call.method} ${id} took ${(performance.now() - t0).toFixed(1)} ms`);
+    }
+  };
+}
+
+/** The listening socket `start` bound and passed as fd 3 (src/shim/start.ts), if it did. */
+function inheritedListenFd(): number | null {
+  const v = process.env[LISTEN_FD_ENV];
+  // Not for the processes we start (runc, and through it containers).
+  delete process.env[LISTEN_FD_ENV];
+  if (v === undefined) return null;
+  const fd = Number(v);
+  if (!Number.isInteger(fd) || fd < 3) throw new Error(`${LISTEN_FD_ENV}=${v} is not a file descriptor`);
+  return fd;
 }

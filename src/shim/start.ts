@@ -3,10 +3,13 @@
 // we start must hold neither.
 
 import { existsSync, readFileSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { BootstrapParams, BootstrapResult } from "../task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
+// unix.ts alone, not the ttrpc index: `start` runs for every container and loads no RPC code.
+import { bindUnixSocket, closeFd } from "../ttrpc/unix.ts";
 import { ensureSocketDir, groupId, socketAddress, socketPath, writeAddressFile } from "./address.ts";
-import { formatShimFlags, type ShimFlags } from "./flags.ts";
+import { formatShimFlags, LISTEN_FD_ENV, type ShimFlags } from "./flags.ts";
 
 /**
  * Starts (or finds) the server and returns what to print on stdout for this containerd:
@@ -54,21 +57,53 @@ async function startServer(flags: ShimFlags, params: BootstrapParams | null, sel
   }
 
   ensureSocketDir(address);
-  const child = Bun.spawn([...self, ...formatShimFlags({ ...flags, bundle, socket: address }), "serve"], {
-    cwd: bundle,
-    stdio: ["ignore", "ignore", "ignore"],
-    detached: true,
-    env: { ...process.env, TTRPC_ADDRESS: params?.containerdTtrpcAddress || process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc` },
-  });
-  child.unref();
-  const deadline = Date.now() + 10_000;
-  while (!(await listening(address))) {
-    if (child.exitCode !== null) throw new Error(`shim server exited with status ${child.exitCode} before listening`);
-    if (Date.now() > deadline) throw new Error(`shim server did not listen on ${address} within 10 s`);
-    await Bun.sleep(5);
+  // We bind the socket here and hand it to the server as fd 3, as containerd's own shims do:
+  // of two `start`s racing for one pod, exactly one binds, and the other finds it listening.
+  // The kernel queues containerd's connection until the server accepts, so we need not wait
+  // for the server to come up.
+  const fd = await bindOrReuse(address);
+  if (fd === null) {
+    writeAddressFile(bundle, address);
+    return address;
+  }
+  try {
+    const child = Bun.spawn([...self, ...formatShimFlags({ ...flags, bundle, socket: address }), "serve"], {
+      cwd: bundle,
+      stdio: ["ignore", "ignore", "ignore", fd],
+      detached: true,
+      env: {
+        ...process.env,
+        [LISTEN_FD_ENV]: "3",
+        TTRPC_ADDRESS: params?.containerdTtrpcAddress || process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`,
+      },
+    });
+    child.unref();
+  } catch (e) {
+    await rm(socketPath(address), { force: true });
+    throw e;
+  } finally {
+    closeFd(fd);
   }
   writeAddressFile(bundle, address);
   return address;
+}
+
+/**
+ * A listening socket bound at the address, or null when a live server already holds it (a
+ * concurrent `start` for the same pod won). A socket file nobody listens on is what a killed
+ * server leaves behind: it is removed and the bind tried once more.
+ */
+async function bindOrReuse(address: string): Promise<number | null> {
+  const path = socketPath(address);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return bindUnixSocket(path);
+    } catch (e) {
+      if ((e as { code?: string }).code !== "EADDRINUSE" || attempt > 0) throw e;
+      if (await listening(address)) return null;
+      await rm(path, { force: true });
+    }
+  }
 }
 
 /** Someone accepts on the socket: a plain connect, so `start` loads no RPC code. */
