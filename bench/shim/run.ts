@@ -1,27 +1,38 @@
-// Container start, memory and throughput of the wasm shim, against runc running the
-// same kind of work natively (busybox, static) in the same run under the same
-// containerd. Not a test: prints tables.
+// Container start, memory and throughput of our wasm shim, against peers measured in the
+// same run under the same containerd version: runc running the same kind of work natively
+// (static busybox: the floor), and runwasi's wasmtime shim (../shared/peers/runwasi,
+// unmodified). Not a test: prints tables of medians and ratios.
 //
-//   bun bench/shim/run.ts [--runs 10] [--tasks 1000] [--parallel 8] [--idle 20]
+//   bun bench/shim/run.ts [--runs 15] [--idle 20] [--stress 300] [--parallel 8]
+//                         [--runwasi DIR] [--skip start,memory,stress]
+//
+// Each peer gets its own private containerd (ours on PATH for ours; runwasi's shim linked
+// as containerd-shim-runwasi-v1 for runwasi's), all of the same binary, so no shim is found
+// in place of another.
 
 import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { shimPaths } from "../../src/shim/paths.ts";
-import { IMAGES, RUNTIME, type ShimEnv, shimEnv } from "../../test/support/shim-env.ts";
+import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../../test/support/shim-env.ts";
+import { RUNC, RUNWASI, runwasiDir, runwasiPathDir, STRESS_IMAGE, stress, withStressSocket } from "./peers.ts";
 
 const { values } = parseArgs({
   options: {
-    runs: { type: "string", default: "10" },
-    tasks: { type: "string", default: "1000" },
-    parallel: { type: "string", default: "8" },
+    runs: { type: "string", default: "15" },
     idle: { type: "string", default: "20" },
+    stress: { type: "string", default: "300" },
+    parallel: { type: "string", default: "8" },
+    runwasi: { type: "string" },
+    skip: { type: "string", default: "" },
   },
 });
 const RUNS = Number(values.runs);
-const TASKS = Number(values.tasks);
-const PARALLEL = Number(values.parallel);
 const IDLE = Number(values.idle);
-const RUNC = "io.containerd.runc.v2";
+const STRESS = Number(values.stress);
+const PARALLEL = Number(values.parallel);
+const SKIP = new Set(values.skip.split(",").filter(Boolean));
+const RW = runwasiDir(values.runwasi);
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -34,7 +45,7 @@ async function timedRun(env: ShimEnv, runtime: string, image: string, args: stri
   const t0 = performance.now();
   const r = await env.run(image, nextId("b"), args, { runtime });
   const ms = performance.now() - t0;
-  if (r.code !== 0) throw new Error(`run failed (${r.code}): ${r.stderr}`);
+  if (r.code !== 0) throw new Error(`run (${runtime}) failed (${r.code}): ${r.stderr}`);
   return ms;
 }
 
@@ -45,21 +56,26 @@ async function startTimes(env: ShimEnv) {
   // One of each first: the executor directory and image snapshots are set up once per node.
   await timedRun(env, RUNTIME, IMAGES.demo, wasmHello);
   await timedRun(env, RUNC, IMAGES.busybox, nativeHello);
-  const floor: number[] = [];
-  const cold: number[] = [];
-  const warm: number[] = [];
+  if (RW) await timedRun(env, RUNWASI, IMAGES.demo, wasmHello);
+  const rows: Record<string, number[]> = { floor: [], cold: [], warm: [], runwasi: [] };
+  // Interleaved, so drift in the machine's speed lands on every column alike.
   for (let i = 0; i < RUNS; i++) {
-    floor.push(await timedRun(env, RUNC, IMAGES.busybox, nativeHello));
+    rows.floor!.push(await timedRun(env, RUNC, IMAGES.busybox, nativeHello));
     rmSync(shimPaths().compileCacheDir, { recursive: true, force: true });
-    cold.push(await timedRun(env, RUNTIME, IMAGES.demo, wasmHello));
-    warm.push(await timedRun(env, RUNTIME, IMAGES.demo, wasmHello));
+    rows.cold!.push(await timedRun(env, RUNTIME, IMAGES.demo, wasmHello));
+    rows.warm!.push(await timedRun(env, RUNTIME, IMAGES.demo, wasmHello));
+    if (RW) rows.runwasi!.push(await timedRun(env, RUNWASI, IMAGES.demo, wasmHello));
   }
-  const f = median(floor);
+  const f = median(rows.floor!);
+  const rw = RW ? median(rows.runwasi!) : Number.NaN;
   console.log(`\n### ctr run --rm of a hello (median of ${RUNS})\n`);
-  console.log("| what | median ms | ratio to runc floor |\n|---|---:|---:|");
-  console.log(`| runc, static busybox echo (floor) | ${f.toFixed(1)} | 1.00 |`);
-  console.log(`| wasm, cold (no compile cache) | ${median(cold).toFixed(1)} | ${(median(cold) / f).toFixed(2)} |`);
-  console.log(`| wasm, warm (cached) | ${median(warm).toFixed(1)} | ${(median(warm) / f).toFixed(2)} |`);
+  console.log("| what | median ms | ÷ runc floor | ÷ runwasi |\n|---|---:|---:|---:|");
+  const row = (label: string, ms: number) =>
+    console.log(`| ${label} | ${ms.toFixed(1)} | ${(ms / f).toFixed(2)} | ${RW ? (ms / rw).toFixed(2) : "–"} |`);
+  row("runc, static busybox echo (floor)", f);
+  if (RW) row("runwasi, wasm echo (warm)", rw);
+  row("bunwasi, wasm echo, cold (no compile cache)", median(rows.cold!));
+  row("bunwasi, wasm echo, warm (cached)", median(rows.warm!));
 }
 
 /** Proportional set size of a process, in KiB: its fair share of shared pages. */
@@ -68,7 +84,7 @@ function pssKiB(pid: number): number {
     const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
     return m ? Number(m[1]) : 0;
   } catch {
-    return 0;
+    return 0; // gone
   }
 }
 
@@ -78,9 +94,33 @@ function pidsMatching(pred: (cmd: string) => boolean): number[] {
     if (!/^\d+$/.test(d)) continue;
     try {
       if (pred(readFileSync(`/proc/${d}/cmdline`, "utf8").replaceAll("\0", " "))) out.push(Number(d));
-    } catch {}
+    } catch {
+      // gone between readdir and read
+    }
   }
   return out;
+}
+
+/** Every descendant of the container's init (runwasi's wasm runs in a child of its own). */
+function withDescendants(pids: number[]): number[] {
+  const children = new Map<number, number[]>();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const ppid = Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${d}/status`, "utf8"))?.[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
+    } catch {
+      // gone
+    }
+  }
+  const out = new Set<number>();
+  const walk = (p: number) => {
+    if (out.has(p)) return;
+    out.add(p);
+    for (const c of children.get(p) ?? []) walk(c);
+  };
+  for (const p of pids) walk(p);
+  return [...out];
 }
 
 async function idleMemory(env: ShimEnv, runtime: string, image: string, args: string[], n: number, label: string) {
@@ -88,7 +128,7 @@ async function idleMemory(env: ShimEnv, runtime: string, image: string, args: st
   for (let i = 0; i < n; i++) {
     const id = nextId("idle");
     const r = await env.cd.ctr(["run", "-d", "--runtime", runtime, image, id, ...args]);
-    if (r.code !== 0) throw new Error(`run -d: ${r.stderr}`);
+    if (r.code !== 0) throw new Error(`run -d (${runtime}): ${r.stderr}`);
     ids.push(id);
   }
   await Bun.sleep(1500);
@@ -102,8 +142,10 @@ async function idleMemory(env: ShimEnv, runtime: string, image: string, args: st
       if (pid) inits.push(pid);
     }
   }
+  const shimSet = new Set(shims);
+  const containerPids = withDescendants(inits).filter((p) => !shimSet.has(p));
   const shimPss = shims.reduce((a, p) => a + pssKiB(p), 0);
-  const initPss = inits.reduce((a, p) => a + pssKiB(p), 0);
+  const initPss = containerPids.reduce((a, p) => a + pssKiB(p), 0);
   for (const id of ids) await env.cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
   await Bun.sleep(500);
   for (const id of ids) {
@@ -116,38 +158,51 @@ async function idleMemory(env: ShimEnv, runtime: string, image: string, args: st
   );
 }
 
-async function throughput(env: ShimEnv, runtime: string, image: string, args: string[], label: string) {
-  let next = 0;
-  let failed = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: PARALLEL }, async () => {
-      while (next < TASKS) {
-        next++;
-        const r = await env.run(image, nextId("t"), args, { runtime });
-        if (r.code !== 0) failed++;
-      }
-    }),
-  );
-  const s = (performance.now() - t0) / 1000;
-  console.log(`| ${label} | ${TASKS} | ${PARALLEL} | ${s.toFixed(1)} | ${(TASKS / s).toFixed(1)} | ${failed} |`);
-  return TASKS / s;
-}
-
-const env = await shimEnv();
-try {
-  await startTimes(env);
+async function memory(env: ShimEnv) {
   console.log("\n### Memory of idle running containers (PSS, MiB: shims + container processes)\n");
   console.log("| what | containers | shims | containers' processes | total | per container |\n|---|---:|---:|---:|---:|---:|");
   for (const n of [1, IDLE]) {
-    await idleMemory(env, RUNTIME, IMAGES.demo, ["/wasi-demo-app.wasm", "daemon"], n, "wasm daemon (bunwasi)");
-    await idleMemory(env, RUNC, IMAGES.busybox, ["sleep", "1000"], n, "busybox sleep (runc)");
+    await idleMemory(env, RUNC, IMAGES.busybox, ["sleep", "1000"], n, "runc, busybox sleep");
+    if (RW) await idleMemory(env, RUNWASI, IMAGES.demo, ["/wasi-demo-app.wasm", "daemon"], n, "runwasi, wasm daemon");
+    await idleMemory(env, RUNTIME, IMAGES.demo, ["/wasi-demo-app.wasm", "daemon"], n, "bunwasi, wasm daemon");
   }
-  console.log(`\n### Short tasks, ${PARALLEL} at a time\n`);
-  console.log("| what | tasks | parallel | seconds | tasks/s | failed |\n|---|---:|---:|---:|---:|---:|");
-  const w = await throughput(env, RUNTIME, IMAGES.demo, wasmHello, "wasm echo (bunwasi)");
-  const n = await throughput(env, RUNC, IMAGES.busybox, nativeHello, "busybox echo (runc)");
-  console.log(`\nwasm/runc throughput ratio: ${(w / n).toFixed(2)}`);
+}
+
+async function stressAll() {
+  if (!RW) {
+    console.log("\n(runwasi's stress test not found: no throughput table)");
+    return;
+  }
+  console.log(`\n### runwasi's stress test through containerd: ${STRESS} tasks, ${PARALLEL} at a time\n`);
+  console.log("| shim | tasks/s | ÷ runwasi |\n|---|---:|---:|");
+  const results: [string, number][] = [];
+  // Ours: a containerd that finds our shim. runwasi's and runc's: one that does not, so the
+  // link the stress test makes in /usr/local/bin is the shim containerd runs.
+  const ours = await shimEnv();
+  try {
+    const r = await withStressSocket(ours, () => stress(RW, join(REPO, "build/bin/containerd-shim-wasmtime-v1"), STRESS, PARALLEL));
+    results.push(["bunwasi", r.tasksPerSecond]);
+  } finally {
+    await ours.stop();
+  }
+  const theirs = await shimEnv({ ourShims: false });
+  try {
+    const r = await withStressSocket(theirs, () => stress(RW, join(RW, "containerd-shim-wasmtime-v1"), STRESS, PARALLEL));
+    results.push(["runwasi", r.tasksPerSecond]);
+  } finally {
+    await theirs.stop();
+  }
+  const rw = results.find(([n]) => n === "runwasi")![1];
+  for (const [name, tps] of results) console.log(`| ${name} | ${tps.toFixed(1)} | ${(tps / rw).toFixed(2)} |`);
+  console.log(`\n(stress image: ${STRESS_IMAGE}, args: /wasi-demo-app.wasm echo hello)`);
+}
+
+const env = await shimEnv({ path: RW ? [runwasiPathDir(RW)] : [] });
+try {
+  if (!RW) console.log("runwasi not found (../shared/peers/runwasi or --runwasi DIR): its rows are left out");
+  if (!SKIP.has("start")) await startTimes(env);
+  if (!SKIP.has("memory")) await memory(env);
 } finally {
   await env.stop();
 }
+if (!SKIP.has("stress")) await stressAll();

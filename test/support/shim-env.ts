@@ -36,12 +36,22 @@ export interface ShimEnv {
   stop(): Promise<void>;
 }
 
-export async function shimEnv(opts: { binary?: string } = {}): Promise<ShimEnv> {
+export interface ShimEnvOptions {
+  /** containerd binary (default Debian's). */
+  binary?: string;
+  /** Put our shims on containerd's PATH (default true); false for a containerd that must find another shim of the same name. */
+  ourShims?: boolean;
+  /** Extra PATH entries for containerd, after ours (e.g. a peer's shim linked under another name). */
+  path?: string[];
+}
+
+export async function shimEnv(opts: ShimEnvOptions = {}): Promise<ShimEnv> {
   buildWasm();
   const bin = buildShim();
   // Short: containerd's sockets live in here.
   const dir = mkdtempSync("/tmp/bwe-");
-  const cd = await startContainerd({ dir, path: [bin], ...(opts.binary ? { binary: opts.binary } : {}) });
+  const path = [...(opts.ourShims === false ? [] : [bin]), ...(opts.path ?? [])];
+  const cd = await startContainerd({ dir, path, ...(opts.binary ? { binary: opts.binary } : {}) });
   try {
     const demo = join(dir, "demo.tar");
     writeImageArchive(demo, {
