@@ -7,8 +7,18 @@
 
 import { defineCommand, runMain } from "citty";
 import { SHIM_VERSION } from "../common/constants.ts";
+import type { Engine } from "../engines/engine.ts";
 import { parseShimFlags, type ShimFlags } from "./flags.ts";
-import type { ShimOptions } from "./shim.ts";
+
+/** What a shim binary is: its names and its engine (the argument of runShim, ./shim.ts). */
+export interface ShimOptions {
+  /** The binary's file name: containerd-shim-<name>-v<N> (what containerd looks for on PATH). */
+  binaryName: string;
+  /** The runtime name containerd is given (`ctr run --runtime io.containerd.<name>.v<N>`). */
+  runtime: string;
+  /** The engine that runs the modules. Keep its import cheap: start and delete never load it. */
+  engine: Engine;
+}
 
 /** How to run ourselves again: the compiled binary alone, or bun plus this script. */
 function selfCommand(): string[] {

@@ -9,19 +9,11 @@
 // (start, serve, delete, -info, -v) and is its own executor inside wasm containers; every
 // step reaches the engine only through the Engine interface (src/engines/engine.ts).
 
-import type { Engine } from "../engines/engine.ts";
+import type { ShimOptions } from "./main.ts";
 
 export type { Compiler, Engine, Entrypoint, ExecutorNeeds, LoadOptions, RunContext, Runner, RunResult } from "../engines/engine.ts";
 export { defineHostFunctions, type HostCaller, type HostFunction, type HostFunctions, withHostFunctions } from "../engines/host.ts";
-
-export interface ShimOptions {
-  /** The binary's file name: containerd-shim-<name>-v<N> (what containerd looks for on PATH). */
-  binaryName: string;
-  /** The runtime name containerd is given (`ctr run --runtime io.containerd.<name>.v<N>`). */
-  runtime: string;
-  /** The engine that runs the modules. Keep its import cheap: start and delete never load it. */
-  engine: Engine;
-}
+export type { ShimOptions } from "./main.ts";
 
 /** Run the shim's command line (process.argv) and exit when it is done. */
 export function runShim(opts: ShimOptions, argv: string[] = process.argv.slice(2)): void {
