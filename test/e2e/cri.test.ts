@@ -251,6 +251,63 @@ for (const { name, binary } of CONTAINERDS) {
     );
 
     test(
+      "a trapping module: exit 134, reason Error, the trap message on stderr in the CRI log",
+      async () => {
+        const id = await cri.createContainer(pod, {
+          metadata: { name: "trap" },
+          image: { image: CRI_IMAGES.tools },
+          command: ["/trap.wasm"],
+          log_path: "trap.log",
+        });
+        podContainers.push(id);
+        await cri.crictlOk(["start", id]);
+        const st = await cri.waitState(id, "CONTAINER_EXITED");
+        expect(st.status.exitCode).toBe(134);
+        expect(st.status.reason).toBe("Error");
+        const lines = criLog(join(pod.logDir, "trap.log"));
+        expect(lines.length).toBeGreaterThan(0);
+        expect(lines.every((l) => l.stream === "stderr")).toBe(true);
+        expect(lines.map((l) => l.text).join("\n")).toContain("wasm trap: wasm `unreachable` instruction executed");
+      },
+      T,
+    );
+
+    test(
+      "a restricted security context (RuntimeDefault seccomp, uid 65534, no capabilities, no_new_privs, read-only rootfs) runs the module",
+      async () => {
+        const id = await cri.createContainer(pod, {
+          metadata: { name: "restricted" },
+          image: { image: CRI_IMAGES.demo },
+          args: ["echo", "restricted"],
+          log_path: "restricted.log",
+          linux: {
+            security_context: {
+              seccomp: { profile_type: 0 }, // RuntimeDefault: containerd's default profile
+              run_as_user: { value: 65534 },
+              run_as_group: { value: 65534 },
+              no_new_privs: true,
+              capabilities: { drop_capabilities: ["ALL"] },
+              readonly_rootfs: true,
+            },
+          },
+        });
+        podContainers.push(id);
+        await cri.crictlOk(["start", id]);
+        const st = await cri.waitState(id, "CONTAINER_EXITED");
+        expect(st.status.exitCode).toBe(0);
+        expect(await cri.crictlOk(["logs", id])).toBe("restricted\nexiting\n");
+        // The settings reached the OCI spec runc got (CRI's verbose info carries it).
+        const spec = st.info.runtimeSpec;
+        expect(spec.process.user.uid).toBe(65534);
+        expect(spec.process.noNewPrivileges).toBe(true);
+        expect(spec.process.capabilities.bounding ?? []).toEqual([]);
+        expect(spec.root.readonly).toBe(true);
+        expect(spec.linux.seccomp.defaultAction).toBe("SCMP_ACT_ERRNO");
+      },
+      T,
+    );
+
+    test(
       "crictl stats for a running wasm container: its CPU time and memory",
       async () => {
         daemon = await cri.createContainer(pod, {
@@ -364,7 +421,7 @@ for (const { name, binary } of CONTAINERDS) {
     );
 
     test(
-      "not implemented by the shim yet, each with its clear error: exec (sync and streaming) and update; the container keeps running",
+      "not implemented by the shim yet, each with its clear error: exec (sync and streaming), tty, update; the container keeps running",
       async () => {
         const p = await cri.runPod("unimplemented");
         const id = await cri.createContainer(p, { metadata: { name: "daemon" }, image: { image: CRI_IMAGES.demo }, log_path: "d.log" });
@@ -381,6 +438,20 @@ for (const { name, binary } of CONTAINERDS) {
         const streaming = await cri.crictl(["exec", id, "/wasi-demo-app.wasm", "echo", "x"]);
         expect(streaming.code).not.toBe(0);
         expect(streaming.stderr).toContain(execMessage);
+        // A container asking for a tty fails to start, with the shim's reason in its status.
+        const tty = await cri.createContainer(p, {
+          metadata: { name: "tty" },
+          image: { image: CRI_IMAGES.demo },
+          args: ["echo", "x"],
+          log_path: "tty.log",
+          tty: true,
+        });
+        const ttyStart = await cri.crictl(["start", tty]);
+        expect(ttyStart.code).not.toBe(0);
+        expect(ttyStart.stderr).toContain("code = Unimplemented desc = failed to create containerd task: failed to create shim task");
+        const ttyStatus = (await cri.inspect(tty)).status;
+        expect(ttyStatus.reason).toBe("StartError");
+        expect(ttyStatus.message).toContain("terminal=true (a tty for the container) is not supported yet");
         // UpdateContainerResources (in-place resize, CPU manager) answers the same way.
         const update = await cri.crictl(["update", "--memory", String(256 << 20), id]);
         expect(update.code).not.toBe(0);
@@ -389,7 +460,7 @@ for (const { name, binary } of CONTAINERDS) {
         expect((await cri.inspect(id)).status.state).toBe("CONTAINER_RUNNING");
         // A pod removed with a module still running: StopPodSandbox kills it first.
         await cri.crictlOk(["rmp", "--force", p.id]);
-        await expectNothingLeft(p, [id]);
+        await expectNothingLeft(p, [id, tty]);
       },
       T,
     );

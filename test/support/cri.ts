@@ -98,7 +98,19 @@ export interface ContainerConfig {
   args?: string[];
   envs?: { key: string; value: string }[];
   log_path?: string;
-  linux?: { resources?: { memory_limit_in_bytes?: number } };
+  tty?: boolean;
+  linux?: {
+    resources?: { memory_limit_in_bytes?: number };
+    security_context?: {
+      /** 0 RuntimeDefault, 1 Unconfined, 2 Localhost. */
+      seccomp?: { profile_type: number };
+      run_as_user?: { value: number };
+      run_as_group?: { value: number };
+      no_new_privs?: boolean;
+      capabilities?: { drop_capabilities?: string[]; add_capabilities?: string[] };
+      readonly_rootfs?: boolean;
+    };
+  };
 }
 
 export interface Pod {
@@ -317,7 +329,7 @@ export async function criEnv(opts: { binary?: string } = {}): Promise<CriEnv> {
         {
           name: CRI_IMAGES.tools,
           files: [
-            ...["env", "grow", "wasi-demo-app"].map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
+            ...["env", "grow", "trap", "wasi-demo-app"].map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
             { path: "/tmp", dir: true as const, mode: 0o1777 },
           ],
           config: { entrypoint: ["/wasi-demo-app.wasm"], env: ["PATH=/"] },
