@@ -77,6 +77,12 @@ function shimsFor(cri: CriEnv, id: string): string[][] {
   );
 }
 
+/** A container's cgroup directories under its pod's parent (cgroupfs driver), v1 or v2 layout. */
+function cgroupDirs(pod: Pod, id: string): string[] {
+  if (existsSync("/sys/fs/cgroup/cgroup.controllers")) return [join("/sys/fs/cgroup", pod.cgroupParent, id)];
+  return ["memory", "cpu", "pids"].map((ctl) => join("/sys/fs/cgroup", ctl, pod.cgroupParent, id));
+}
+
 /** One CRI log line: `<RFC 3339 time> <stream> <P|F> <text>` (kubelet's cri log format). */
 const CRI_LINE = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) (stdout|stderr) ([PF]) (.*)$/;
 
@@ -116,9 +122,7 @@ for (const { name, binary } of CONTAINERDS) {
       for (const id of ids) {
         expect(existsSync(join(containerStateDir(K8S_NAMESPACE), id))).toBe(false);
         expect(existsSync(join(runtimeRoot(K8S_NAMESPACE), id))).toBe(false);
-        for (const ctl of ["memory", "cpu", "pids"]) {
-          expect(existsSync(join("/sys/fs/cgroup", ctl, pod.cgroupParent, id))).toBe(false);
-        }
+        for (const d of cgroupDirs(pod, id)) expect(existsSync(d)).toBe(false);
       }
     }
 
@@ -144,7 +148,7 @@ for (const { name, binary } of CONTAINERDS) {
         expect(mountsUnder(cri.dir).filter((m) => m.includes(pod.id)).length).toBe(2);
         expect(existsSync(join(containerStateDir(K8S_NAMESPACE), pod.id))).toBe(true);
         expect(existsSync(join(runtimeRoot(K8S_NAMESPACE), pod.id))).toBe(true);
-        expect(existsSync(join("/sys/fs/cgroup/memory", pod.cgroupParent, pod.id))).toBe(true);
+        for (const d of cgroupDirs(pod, pod.id)) expect(existsSync(d)).toBe(true);
       },
       T,
     );
