@@ -99,6 +99,8 @@ export interface ContainerConfig {
   envs?: { key: string; value: string }[];
   log_path?: string;
   tty?: boolean;
+  stdin?: boolean;
+  stdin_once?: boolean;
   linux?: {
     resources?: { memory_limit_in_bytes?: number };
     security_context?: {
@@ -130,6 +132,8 @@ export interface CriEnv {
   crictlBinary: string;
   /** crictl against this containerd's socket. */
   crictl(args: string[], opts?: { timeoutMs?: number }): Promise<CtrResult>;
+  /** The argv crictl() runs, for a crictl the caller spawns itself (attach with stdin). */
+  crictlArgv(args: string[]): string[];
   /** crictl that must succeed; its stdout. */
   crictlOk(args: string[], opts?: { timeoutMs?: number }): Promise<string>;
   /** `crictl runp --runtime <handler>` a host-network pod; default handler wasmtime. */
@@ -138,6 +142,8 @@ export interface CriEnv {
   createContainer(pod: Pod, config: ContainerConfig): Promise<string>;
   /** `crictl inspect` as JSON. */
   inspect(id: string): Promise<any>;
+  /** containerd's restart (shims live on), then until the CRI plugin answers again. */
+  restart(): Promise<void>;
   /** Polls `crictl inspect` until the container's state is `state` (CONTAINER_RUNNING, …). */
   waitState(id: string, state: string, timeoutMs?: number): Promise<any>;
   stop(): Promise<void>;
@@ -237,11 +243,20 @@ export async function criEnv(opts: { binary?: string } = {}): Promise<CriEnv> {
   // crictl would also read /etc/crictl.yaml; an own (empty) config keeps the host's out.
   const crictlConfig = join(dir, "crictl.yaml");
   writeFileSync(crictlConfig, "");
+  const crictlArgv = (args: string[]) => [
+    crictlBinary,
+    "--config",
+    crictlConfig,
+    "--runtime-endpoint",
+    endpoint,
+    "--image-endpoint",
+    endpoint,
+    "--timeout",
+    "60s",
+    ...args,
+  ];
   const crictl = async (args: string[], o: { timeoutMs?: number } = {}): Promise<CtrResult> => {
-    const p = Bun.spawn(
-      [crictlBinary, "--config", crictlConfig, "--runtime-endpoint", endpoint, "--image-endpoint", endpoint, "--timeout", "60s", ...args],
-      { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
-    );
+    const p = Bun.spawn(crictlArgv(args), { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
     const timer = setTimeout(() => p.kill("SIGKILL"), o.timeoutMs ?? 90_000);
     try {
       const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
@@ -255,6 +270,22 @@ export async function criEnv(opts: { binary?: string } = {}): Promise<CriEnv> {
     if (r.code !== 0)
       throw new Error(`crictl ${args.join(" ")} → ${r.code}: ${r.stderr.trim()}\n--- containerd log ---\n${cd.logTail(30)}`);
     return r.stdout;
+  };
+
+  // containerd answers `ctr version` before its CRI plugin is ready: 1.6 recovers pods and
+  // containers in the background and answers "server is not initialized yet" until it is done.
+  const waitCri = async () => {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const r = await crictl(["version"], { timeoutMs: 10_000 });
+      if (r.code === 0) return;
+      if (Date.now() > deadline) throw new Error(`the CRI plugin did not answer: ${r.stderr.trim()}\n${cd.logTail(30)}`);
+      await sleep(50);
+    }
+  };
+  const restart = async () => {
+    await cd.restart();
+    await waitCri();
   };
 
   let podSeq = 0;
@@ -309,6 +340,7 @@ export async function criEnv(opts: { binary?: string } = {}): Promise<CriEnv> {
   };
 
   try {
+    await waitCri();
     const pauseBin = join(dir, "pause");
     buildPause(pauseBin);
     const archives: [string, Parameters<typeof writeImageArchive>[1]][] = [
@@ -329,7 +361,7 @@ export async function criEnv(opts: { binary?: string } = {}): Promise<CriEnv> {
         {
           name: CRI_IMAGES.tools,
           files: [
-            ...["env", "grow", "trap", "wasi-demo-app"].map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
+            ...["cat", "env", "grow", "trap", "wasi-demo-app"].map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
             { path: "/tmp", dir: true as const, mode: 0o1777 },
           ],
           config: { entrypoint: ["/wasi-demo-app.wasm"], env: ["PATH=/"] },
@@ -357,5 +389,5 @@ export async function criEnv(opts: { binary?: string } = {}): Promise<CriEnv> {
     throw e;
   }
 
-  return { cd, dir, major, crictlBinary, crictl, crictlOk, runPod, createContainer, inspect, waitState, stop };
+  return { cd, dir, major, crictlBinary, crictl, crictlArgv, crictlOk, runPod, createContainer, inspect, restart, waitState, stop };
 }
