@@ -8,7 +8,7 @@
 // running pod. Exec and Update are not implemented by the shim yet: one test pins the errors
 // crictl gets. Missing binaries fail, never skip.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
 import { mountsUnder } from "../support/containerd.ts";
@@ -465,6 +465,49 @@ for (const { name, binary } of CONTAINERDS) {
         // A pod removed with a module still running: StopPodSandbox kills it first.
         await cri.crictlOk(["rmp", "--force", p.id]);
         await expectNothingLeft(p, [id, tty]);
+      },
+      T,
+    );
+
+    test(
+      "volumes (host directories, as the kubelet mounts them): the module reads a read-only one, writes a read-write one, cannot write the read-only one",
+      async () => {
+        const p = await cri.runPod("volumes");
+        const ro = join(cri.dir, "vol-ro");
+        const rw = join(cri.dir, "vol-rw");
+        mkdirSync(ro);
+        mkdirSync(rw);
+        writeFileSync(join(ro, "config.txt"), "from the host\n");
+        const mounts = [
+          { container_path: "/config", host_path: ro, readonly: true },
+          { container_path: "/data", host_path: rw },
+        ];
+        const run = async (name: string, command: string[], args: string[]) => {
+          const id = await cri.createContainer(p, {
+            metadata: { name },
+            image: { image: CRI_IMAGES.tools },
+            command,
+            args,
+            log_path: `${name}.log`,
+            mounts,
+          });
+          await cri.crictlOk(["start", id]);
+          const st = await cri.waitState(id, "CONTAINER_EXITED");
+          const logs = await cri.crictl(["logs", id]);
+          return { id, code: st.status.exitCode, stdout: logs.stdout, stderr: logs.stderr };
+        };
+        const read = await run("read", ["/escape.wasm"], ["/config/config.txt"]);
+        expect(read.stdout).toBe("/config/config.txt: ok from the host\n");
+        expect(read.code).toBe(0);
+        const write = await run("write", ["/wasi-demo-app.wasm"], ["write", "/data/out.txt", "from the module"]);
+        expect(write.code).toBe(0);
+        expect(readFileSync(join(rw, "out.txt"), "utf8")).toBe("from the module");
+        const denied = await run("denied", ["/wasi-demo-app.wasm"], ["write", "/config/out.txt", "x"]);
+        expect(denied.stderr).toStartWith("open /config/out.txt: ");
+        expect(denied.code).toBe(1);
+        expect(existsSync(join(ro, "out.txt"))).toBe(false);
+        await cri.crictlOk(["rmp", "--force", p.id]);
+        await expectNothingLeft(p, [read.id, write.id, denied.id]);
       },
       T,
     );

@@ -101,6 +101,8 @@ export interface ContainerConfig {
   tty?: boolean;
   stdin?: boolean;
   stdin_once?: boolean;
+  /** Volumes as the kubelet passes them: host directories bind-mounted into the container. */
+  mounts?: { container_path: string; host_path: string; readonly?: boolean }[];
   linux?: {
     resources?: { memory_limit_in_bytes?: number };
     security_context?: {
@@ -361,7 +363,10 @@ export async function criEnv(opts: { binary?: string } = {}): Promise<CriEnv> {
         {
           name: CRI_IMAGES.tools,
           files: [
-            ...["cat", "env", "grow", "trap", "wasi-demo-app"].map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
+            ...["cat", "env", "escape", "grow", "trap", "wasi-demo-app"].map((m) => ({
+              path: `/${m}.wasm`,
+              source: join(WASM, `${m}.wasm`),
+            })),
             { path: "/tmp", dir: true as const, mode: 0o1777 },
           ],
           config: { entrypoint: ["/wasi-demo-app.wasm"], env: ["PATH=/"] },
