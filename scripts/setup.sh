@@ -48,4 +48,6 @@ bash test/interop/go/build.sh >/dev/null
 # containerd 1.7 and 2.x (and their ctr) for test/e2e/matrix.test.ts, built from the Go
 # module proxy into build/containerd/<version>/bin; a few minutes the first time only.
 bash scripts/containerd-versions.sh >/dev/null
+# crictl for test/e2e/cri.test.ts (containerd's CRI plugin), from the module proxy too.
+bash scripts/cri-tools.sh >/dev/null
 log "ready"

@@ -46,6 +46,10 @@ export interface ContainerdOptions {
   env?: Record<string, string>;
   /** How long to wait for containerd to answer; default 20 s. */
   startTimeoutMs?: number;
+  /** Plugins to keep loaded that the config disables by default (test/support/cri.ts: the CRI ones). */
+  enablePlugins?: string[];
+  /** TOML appended to the config: whole tables under [plugins], e.g. the CRI plugin's settings. */
+  pluginConfig?: string;
 }
 
 export interface CtrResult {
@@ -129,12 +133,15 @@ export function containerdConfig(o: {
   optDir: string;
   logLevel: string;
   configVersion?: 2 | 3;
+  enablePlugins?: string[];
+  pluginConfig?: string;
 }): string {
   const q = (s: string) => JSON.stringify(s); // TOML basic strings accept JSON string escapes
+  const disabled = DISABLED_PLUGINS.filter((p) => !o.enablePlugins?.includes(p));
   return `version = ${o.configVersion ?? 2}
 root = ${q(o.root)}
 state = ${q(o.state)}
-disabled_plugins = [${DISABLED_PLUGINS.map(q).join(", ")}]
+disabled_plugins = [${disabled.map(q).join(", ")}]
 
 [grpc]
   address = ${q(o.address)}
@@ -152,7 +159,7 @@ disabled_plugins = [${DISABLED_PLUGINS.map(q).join(", ")}]
 [plugins]
   [plugins."io.containerd.internal.v1.opt"]
     path = ${q(o.optDir)}
-`;
+${o.pluginConfig ?? ""}`;
 }
 
 /** containerd's major version, from `containerd --version` ("containerd <pkg> v2.4.2 <rev>"). */
@@ -304,6 +311,8 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
       optDir: join(dir, "opt"),
       logLevel: opts.logLevel ?? "debug",
       configVersion: major >= 2 ? 3 : 2,
+      enablePlugins: opts.enablePlugins,
+      pluginConfig: opts.pluginConfig,
     }),
   );
   const env: Record<string, string> = {
