@@ -43,7 +43,8 @@ export function ensureSocketDir(address: string): void {
 
 /** containerd 1.6/1.7 read `address` in the bundle to reconnect after a restart. */
 export function writeAddressFile(bundle: string, address: string): void {
-  const tmp = join(bundle, ".address.tmp");
+  // A name of our own: two `start`s in one bundle must not rename each other's file away.
+  const tmp = join(bundle, `.address.${process.pid}.tmp`);
   writeFileSync(tmp, address);
   renameSync(tmp, join(bundle, "address"));
 }
