@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
-import { ctrTasks } from "../support/ctr-tasks.ts";
+import { ctrTasks, fileText } from "../support/ctr-tasks.ts";
 import { REPO, RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -17,7 +17,7 @@ test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
 
 const T = 60_000;
 const IMAGE = "docker.io/library/bunwasi-test-components:latest";
-const COMPONENTS = ["wasi-demo-app", "env", "cat", "escape", "busy", "trap", "exit-code", "funcs", "missing-import"];
+const COMPONENTS = ["wasi-demo-app", "env", "cat", "escape", "busy", "trap", "exit-code", "funcs", "grow", "missing-import"];
 
 let seq = 0;
 const uid = (what: string) => `comp-${what}-${process.pid}-${seq++}`;
@@ -201,6 +201,34 @@ describe("ctr run of components through containerd-shim-wasmtime-v1", () => {
       await waitStatus(id, "STOPPED", 20_000);
       expect(await deleteTask(id)).toBe(143);
       await ctrOk(["containers", "rm", id]);
+    },
+    T,
+  );
+
+  test(
+    "the demo as a daemon component: SIGKILL ends it with 137 after its verses",
+    async () => {
+      const id = uid("daemon");
+      const log = await runDetached(id, ["/wasi-demo-app.wasm"], IMAGE);
+      await waitStatus(id, "RUNNING");
+      for (let i = 0; i < 400 && !fileText(log).includes("forever just because"); i++) await Bun.sleep(25);
+      expect(fileText(log)).toStartWith("This is a song that never ends.\n");
+      await ctrOk(["task", "kill", "-s", "SIGKILL", id]);
+      await waitStatus(id, "STOPPED", 20_000);
+      expect(await deleteTask(id)).toBe(137);
+      await ctrOk(["containers", "rm", id]);
+    },
+    T,
+  );
+
+  test(
+    "--memory-limit bounds a component's memory growth",
+    async () => {
+      const [free, limited] = await Promise.all([
+        run(uid("grow"), ["/grow.wasm"]),
+        run(uid("grow-limited"), ["/grow.wasm"], ["--memory-limit", String(32 << 20)]),
+      ]);
+      expect([free.code, limited.code]).toEqual([0, 12]);
     },
     T,
   );

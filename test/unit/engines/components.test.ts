@@ -2,7 +2,7 @@
 // modules (args, env, the root preopened as "/", stdio, exit codes, kill, memory limit,
 // compile cache), plus what is particular to components ("#export" calls, link errors).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   EXIT_ENGINE_ERROR,
@@ -126,6 +126,18 @@ describe("components (WASI preview 2) in the wasmtime engine", () => {
     const already = new AbortController();
     already.abort(2);
     expect((await run("busy", [], { signal: already.signal })).code).toBe(130);
+  });
+
+  test("a daemon component asleep in a host call is killed too: 128+signal, its output kept", async () => {
+    const ac = new AbortController();
+    const s = io();
+    const running = runner.run({ modulePath: component("wasi-demo-app"), args: ["demo"], env: [], stdout: s.stdout, signal: ac.signal });
+    // Kill once the first verse is out (it then sleeps a second between verses).
+    const out = () => (existsSync(s.stdout.path) ? s.read("stdout") : "");
+    for (let i = 0; i < 200 && !out().includes("forever just because"); i++) await Bun.sleep(25);
+    ac.abort(9);
+    expect((await running).code).toBe(137);
+    expect(s.read("stdout")).toStartWith("This is a song that never ends.\nYes, it goes on and on my friends.\n");
   });
 
   test("#export calls that function with no arguments", async () => {
