@@ -1,4 +1,5 @@
-// WasmtimeEngine: runs WASI preview 1 modules in libwasmtime through bun:ffi.
+// WasmtimeEngine: runs WASI preview 1 modules and WASI preview 2 components (./component.ts)
+// in libwasmtime through bun:ffi.
 //
 // The wasm_engine_t lives for the life of the WasmtimeEngine and is shared by every run
 // (compiled code is tied to it). Each run happens in its own Bun Worker (./worker.ts):

@@ -1,4 +1,4 @@
-// Runs one wasm module in this Worker thread, so the main JS thread stays free to
+// Runs one wasm module (or component: ./component.ts) in this Worker thread, so the main JS thread stays free to
 // notice signals and interrupt it (docs/ARCHITECTURE.md, "Pitfalls").
 //
 // Interruption: the store's epoch deadline is 1 tick ahead. The main thread sets

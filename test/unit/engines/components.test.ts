@@ -61,6 +61,8 @@ describe("components (WASI preview 2) in the wasmtime engine", () => {
     expect(wasmtime.canHandle(ep(text), spec)).toBe(true);
   });
 
+  // The adapter's components export wasi:cli/run@0.2.12; the engine asks for @0.2.0 and
+  // wasmtime's semver-compatible lookup finds it.
   test("echo: args reach wasi:cli/run, output on the stdout file", async () => {
     const r = await run("wasi-demo-app", ["echo", "hello", "component ✓"]);
     expect(r).toMatchObject({ code: 0, out: "hello component ✓\nexiting\n", err: "" });
