@@ -1,5 +1,5 @@
-// Runs one wasm module (or component: ./component.ts) in this Worker thread, so the main JS thread stays free to
-// notice signals and interrupt it (docs/ARCHITECTURE.md, "Pitfalls").
+// Runs one wasm module (or component: ./component.ts) in this Worker thread, so the main
+// JS thread stays free to notice signals and interrupt it (docs/ARCHITECTURE.md, "Pitfalls").
 //
 // Interruption: the store's epoch deadline is 1 tick ahead. The main thread sets
 // kill[0] = signal and calls wasmtime_engine_increment_epoch (thread-safe). When the
