@@ -137,7 +137,28 @@ export function isWasmBinary(b: Uint8Array): boolean {
 
 /** Heuristic: text starting (after whitespace/comments) with "(module". */
 export function isWat(b: Uint8Array): boolean {
+  return watHead(b).startsWith("(module");
+}
+
+/**
+ * A component binary: the wasm magic followed by the component encoding's version/layer
+ * word (layer 1 in bytes 6-7; a core module has version 1 and layer 0 there).
+ */
+export function isComponentBinary(b: Uint8Array): boolean {
+  return isWasmBinary(b) && b.length >= 8 && b[6] === 1 && b[7] === 0;
+}
+
+/** Heuristic: text starting (after whitespace/comments) with "(component". */
+export function isWatComponent(b: Uint8Array): boolean {
+  return watHead(b).startsWith("(component");
+}
+
+/** A component, as a binary or as WAT text. */
+export function isComponent(b: Uint8Array): boolean {
+  return isComponentBinary(b) || isWatComponent(b);
+}
+
+function watHead(b: Uint8Array): string {
   const head = new TextDecoder().decode(b.subarray(0, 4096));
-  const s = head.replace(/^(\s|;;[^\n]*\n|\(;[\s\S]*?;\))*/, "");
-  return s.startsWith("(module");
+  return head.replace(/^(\s|;;[^\n]*\n|\(;[\s\S]*?;\))*/, "");
 }

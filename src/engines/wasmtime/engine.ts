@@ -1,4 +1,5 @@
-// WasmtimeEngine: runs WASI preview 1 modules in libwasmtime through bun:ffi.
+// WasmtimeEngine: runs WASI preview 1 modules and WASI preview 2 components (./component.ts)
+// in libwasmtime through bun:ffi.
 //
 // The wasm_engine_t lives for the life of the WasmtimeEngine and is shared by every run
 // (compiled code is tied to it). Each run happens in its own Bun Worker (./worker.ts):
@@ -10,7 +11,18 @@ import { readFile } from "node:fs/promises";
 import { workerScript } from "../../common/compiled.ts";
 import { KILL_GRACE_MS } from "../../common/constants.ts";
 import { CompileCache } from "../cache.ts";
-import { EXIT_ENGINE_ERROR, isWasmBinary, isWat, type RunContext, type RunResult, type StdioSpec, signalNumber } from "../engine.ts";
+import {
+  EXIT_ENGINE_ERROR,
+  isComponentBinary,
+  isWasmBinary,
+  isWat,
+  isWatComponent,
+  type RunContext,
+  type RunResult,
+  type StdioSpec,
+  signalNumber,
+} from "../engine.ts";
+import { compileComponent, serializeComponent } from "./component.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { configFlags, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
@@ -27,6 +39,20 @@ export interface WasmtimeEngineOptions {
   killGraceMs?: number;
   /** Scripts whose default export is a HostFunctions (../host.ts), linked into every run. */
   hostModules?: string[];
+}
+
+/** `module` is wasmtime's serialized form (trusted caller only): of a component when `precompiledComponent`. */
+export interface Precompiled {
+  precompiled?: boolean;
+  precompiledComponent?: boolean;
+}
+
+/** What a source is: binary or WAT text, core module or component; undefined = neither. */
+function sourceKind(b: Uint8Array): { kind: "wasm" | "wat"; component: boolean } | undefined {
+  if (isWasmBinary(b)) return { kind: "wasm", component: isComponentBinary(b) };
+  if (isWat(b)) return { kind: "wat", component: false };
+  if (isWatComponent(b)) return { kind: "wat", component: true };
+  return undefined;
 }
 
 /** The Runner behind the `wasmtime` Engine (./index.ts), usable on its own in-process. */
@@ -73,6 +99,15 @@ export class WasmtimeEngine {
   /** Compile to wasmtime's serialized form (an ELF image for this engine's config+version). */
   precompile(module: Uint8Array): Uint8Array {
     const lib = this.lib;
+    const component = sourceKind(module);
+    if (component?.component) {
+      const c = compileComponent(lib, this.enginePointer as Pointer, module, component.kind);
+      try {
+        return serializeComponent(lib, c);
+      } finally {
+        lib.wasmtime_component_delete(c);
+      }
+    }
     let wasm = module;
     if (!isWasmBinary(module) && isWat(module)) {
       const vec = Buffer.alloc(LAYOUT.byteVec.size);
@@ -100,14 +135,14 @@ export class WasmtimeEngine {
   }
 
   /** Run to completion; resolves with the exit code (README "Exit codes"). */
-  async run(ctx: RunContext & { precompiled?: boolean }): Promise<number> {
+  async run(ctx: RunContext & Precompiled): Promise<number> {
     const r = await this.execute(ctx);
     this.lastStats = r.stats;
     return r.code;
   }
 
   /** Run to completion; resolves with the exit code and this run's timings. */
-  async execute(ctx: RunContext & { precompiled?: boolean }): Promise<RunResult & { stats: RunStats }> {
+  async execute(ctx: RunContext & Precompiled): Promise<RunResult & { stats: RunStats }> {
     const source = ctx.module ?? (ctx.modulePath ? new Uint8Array(await readFile(ctx.modulePath)) : undefined);
     if (!source) throw new Error("RunContext needs module or modulePath");
 
@@ -117,14 +152,18 @@ export class WasmtimeEngine {
     let fallback: RunRequest["fallback"];
     let cacheKey: string | undefined;
     let cacheHit = false;
+    // Precompiled bytes say nothing about what they hold; the caller does.
+    let component = !!ctx.precompiledComponent;
     if (ctx.precompiled) {
       kind = "serialized";
     } else {
-      const srcKind = isWasmBinary(source) ? "wasm" : isWat(source) ? "wat" : undefined;
-      if (!srcKind) {
-        writeErr(ctx.stderr, "bunwasi: not a wasm module (no \\0asm magic, not WAT)\n");
+      const src = sourceKind(source);
+      if (!src) {
+        writeErr(ctx.stderr, "bunwasi: not a wasm module or component (no \\0asm magic, not WAT)\n");
         return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
       }
+      const srcKind = src.kind;
+      component = src.component;
       kind = srcKind;
       if (this.cache) {
         cacheKey = CompileCache.key(source, this.name, this.version, this.configFlags);
@@ -145,6 +184,7 @@ export class WasmtimeEngine {
       enginePtr: this.enginePointer,
       module,
       kind,
+      component,
       fallback,
       wantSerialized: !!cacheKey,
       args: ctx.args,

@@ -82,6 +82,27 @@ export const SYMBOLS = {
   // wasmtime/memory.h
   wasmtime_memory_data: { args: [ptr, ptr], returns: ptr },
   wasmtime_memory_data_size: { args: [ptr, ptr], returns: usize },
+  // wasmtime/component/component.h
+  wasmtime_component_new: { args: [ptr, ptr, usize, ptr], returns: ptr },
+  wasmtime_component_serialize: { args: [ptr, ptr], returns: ptr },
+  wasmtime_component_deserialize: { args: [ptr, ptr, usize, ptr], returns: ptr },
+  wasmtime_component_delete: { args: [ptr], returns: FFIType.void },
+  wasmtime_component_export_index_delete: { args: [ptr], returns: FFIType.void },
+  // wasmtime/component/linker.h
+  wasmtime_component_linker_new: { args: [ptr], returns: ptr },
+  wasmtime_component_linker_delete: { args: [ptr], returns: FFIType.void },
+  wasmtime_component_linker_add_wasip2: { args: [ptr], returns: ptr },
+  wasmtime_component_linker_instantiate: { args: [ptr, ptr, ptr, ptr], returns: ptr },
+  // wasmtime/component/instance.h, func.h, types/func.h, types/val.h, val.h
+  wasmtime_component_instance_get_export_index: { args: [ptr, ptr, ptr, ptr, usize], returns: ptr },
+  wasmtime_component_instance_get_func: { args: [ptr, ptr, ptr, ptr], returns: bool },
+  wasmtime_component_func_call: { args: [ptr, ptr, ptr, usize, ptr, usize], returns: ptr },
+  wasmtime_component_func_type: { args: [ptr, ptr], returns: ptr },
+  wasmtime_component_func_type_delete: { args: [ptr], returns: FFIType.void },
+  wasmtime_component_func_type_param_count: { args: [ptr], returns: usize },
+  wasmtime_component_func_type_result: { args: [ptr, ptr], returns: bool },
+  wasmtime_component_valtype_delete: { args: [ptr], returns: FFIType.void },
+  wasmtime_component_val_delete: { args: [ptr], returns: FFIType.void },
 } as const;
 
 /** Struct layouts (x86_64 / aarch64 LP64). */
@@ -99,6 +120,26 @@ export const LAYOUT = {
   /** wasm_valkind_t WASM_I32 (and wasmtime_valkind_t WASMTIME_I32); I64, F32, F64 follow. */
   valkindI32: 0,
   valkind: { i32: 0, i64: 1, f32: 2, f64: 3 },
+} as const;
+
+/**
+ * Component-model struct layouts, measured (sizeof/offsetof/_Alignof) by compiling a C
+ * program with clang against the v48.0.0 headers (include/wasmtime/component/*.h), not
+ * inferred from the field lists.
+ */
+export const COMPONENT_LAYOUT = {
+  /** wasmtime_component_instance_t { uint64_t store_id; uint32_t __private; } — 16 bytes */
+  instance: { size: 16 },
+  /** wasmtime_component_func_t { struct { uint64_t store_id; uint32_t __private1; }; uint32_t __private2; } — 24 bytes */
+  func: { size: 24 },
+  /** wasmtime_component_valtype_t — 16 bytes (opaque here: only handed back to _delete) */
+  valtype: { size: 16 },
+  /** wasmtime_component_val_t { uint8_t kind; (pad 7) wasmtime_component_valunion_t of; } — 32 bytes, of at 8 */
+  val: { size: 32, kind: 0, of: 8 },
+  /** wasmtime_component_valresult_t { bool is_ok; (pad 7) wasmtime_component_val_t *val; } inside `of` */
+  result: { isOk: 0, val: 8 },
+  /** WASMTIME_COMPONENT_RESULT (wasmtime_component_valkind_t) */
+  kindResult: 19,
 } as const;
 
 /** wasmtime_trap_code_t values we care about (wasmtime/trap.h). */

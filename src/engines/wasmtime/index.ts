@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { CompileCache } from "../cache.ts";
-import { type Engine, type ExecutorFile, isWasmBinary, isWat, type Runner } from "../engine.ts";
+import { type Engine, type ExecutorFile, isWasmBinary, isWat, isWatComponent, type Runner } from "../engine.ts";
 import type { HostLoadOptions } from "../host.ts";
 import { configFlags, findLibwasmtime, LIB_NAME, libwasmtimeVersion, OPT_LEVEL, VERSION_FILE } from "./library.ts";
 
@@ -14,8 +14,9 @@ const NAME = "wasmtime";
 export const wasmtime: Engine = {
   name: NAME,
 
-  // A wasm binary or WAT text; "#export" entrypoints are checked when the module is linked.
-  canHandle: (ep) => isWasmBinary(ep.head) || isWat(ep.head),
+  // A wasm binary (core module or component) or WAT text of either; "#export" entrypoints
+  // are checked when the module or component is linked.
+  canHandle: (ep) => isWasmBinary(ep.head) || isWat(ep.head) || isWatComponent(ep.head),
 
   compiler: {
     cacheKey: (source) => CompileCache.key(source, NAME, libwasmtimeVersion(findLibwasmtime()), configFlags(OPT_LEVEL)),

@@ -8,6 +8,8 @@ export interface RunRequest {
   enginePtr: number;
   module: Uint8Array;
   kind: ModuleKind;
+  /** A component (WASI preview 2, `wasi:cli/run`) rather than a core module; `kind` says its form. */
+  component?: boolean;
   /** Source to fall back on when `kind === "serialized"` fails to deserialize (stale cache). */
   fallback?: { module: Uint8Array; kind: "wasm" | "wat" };
   /** Post back the serialized module after compiling (for the compile cache). */
@@ -20,6 +22,7 @@ export interface RunRequest {
   stdout: string | null;
   stderr: string | null;
   stderrFd?: number; // where to write a trap message when stderr is inherited/fd
+  /** Export to call: "_start" (for a component: `wasi:cli/run`), or a function taking no arguments. */
   entry: string;
   memoryLimitBytes?: number;
   /** Scripts whose default export is a HostFunctions (../host.ts): imported and linked by the worker. */

@@ -1,5 +1,5 @@
-// Runs one wasm module in this Worker thread, so the main JS thread stays free to
-// notice signals and interrupt it (docs/ARCHITECTURE.md, "Pitfalls").
+// Runs one wasm module (or component: ./component.ts) in this Worker thread, so the main
+// JS thread stays free to notice signals and interrupt it (docs/ARCHITECTURE.md, "Pitfalls").
 //
 // Interruption: the store's epoch deadline is 1 tick ahead. The main thread sets
 // kill[0] = signal and calls wasmtime_engine_increment_epoch (thread-safe). When the
@@ -12,27 +12,16 @@ import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi"
 import { appendFileSync, writeSync } from "node:fs";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
 import type { HostCaller, HostFunctions, ValType } from "../host.ts";
-import {
-  check,
-  cstr,
-  cstrArray,
-  errorMessage,
-  LAYOUT,
-  readPtr,
-  TRAP_CODE_INTERRUPT,
-  trapMessage,
-  type WasmtimeLib,
-  wasmtime,
-} from "./ffi.ts";
+import { runComponent } from "./component.ts";
+import { check, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
+import { EngineError, openStore } from "./store.ts";
 
 declare const self: Worker;
 
 function post(m: WorkerMessage) {
   self.postMessage(m);
 }
-
-class EngineError extends Error {}
 
 function compile(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Array, kind: "wasm" | "wat"): Pointer {
   let wasm = bytes;
@@ -99,64 +88,11 @@ function run(req: RunRequest, hosts: HostFunctions[]): { code: number; message?:
   let exitStatus: number | undefined;
   try {
     t = performance.now();
-    store = lib.wasmtime_store_new(engine, null, null) as Pointer;
-    const ctx = lib.wasmtime_store_context(store) as Pointer;
-    if (req.memoryLimitBytes !== undefined && req.memoryLimitBytes >= 0) {
-      lib.wasmtime_store_limiter(store, BigInt(Math.floor(req.memoryLimitBytes)), -1n, -1n, -1n, -1n);
-    }
-
-    // 2. WASI preview 1
-    const wasi = lib.wasi_config_new() as Pointer;
-    const argv = req.args.map(cstr);
-    const argvArr = cstrArray(argv);
-    keep.push(argv, argvArr);
-    let ok = lib.wasi_config_set_argv(wasi, argv.length, argvArr);
-    const names = req.env.map(([k]) => cstr(k));
-    const values = req.env.map(([, v]) => cstr(v));
-    const namesArr = cstrArray(names);
-    const valuesArr = cstrArray(values);
-    keep.push(names, values, namesArr, valuesArr);
-    ok &&= lib.wasi_config_set_env(wasi, names.length, namesArr, valuesArr);
-    if (!ok) {
-      lib.wasi_config_delete(wasi);
-      throw new EngineError("wasi: argv/env must be valid UTF-8 without NUL");
-    }
-    if (req.rootDir !== undefined) {
-      if (!lib.wasi_config_preopen_dir(wasi, cstr(req.rootDir), cstr("/"), !req.rootReadOnly)) {
-        lib.wasi_config_delete(wasi);
-        throw new EngineError(`wasi: cannot preopen ${req.rootDir} as /`);
-      }
-    }
-    const stdio: [string | null, "stdin" | "stdout" | "stderr"][] = [
-      [req.stdin, "stdin"],
-      [req.stdout, "stdout"],
-      [req.stderr, "stderr"],
-    ];
-    for (const [path, which] of stdio) {
-      if (path === null) {
-        lib[`wasi_config_inherit_${which}`](wasi);
-      } else if (!lib[`wasi_config_set_${which}_file`](wasi, cstr(path))) {
-        lib.wasi_config_delete(wasi);
-        throw new EngineError(`wasi: cannot open ${which} ${path}`);
-      }
-    }
-    // takes ownership of `wasi`
-    check(lib, lib.wasmtime_context_set_wasi(ctx, wasi), "wasi");
-
-    // 3. epoch interruption
-    deadlineCb = new JSCallback(
-      (_ctx: Pointer, _data: Pointer, delta: Pointer, kind: Pointer) => {
-        if (Atomics.load(kill, 0) !== 0) {
-          return lib.wasmtime_error_new(cstr(`interrupted by signal ${Atomics.load(kill, 0)}`));
-        }
-        new DataView(toArrayBuffer(delta, 0, 8)).setBigUint64(0, 1n, true);
-        new DataView(toArrayBuffer(kind, 0, 1)).setUint8(0, 0); // WASMTIME_UPDATE_DEADLINE_CONTINUE
-        return null;
-      },
-      { args: ["ptr", "ptr", "ptr", "ptr"], returns: "ptr" },
-    );
-    lib.wasmtime_store_epoch_deadline_callback(store, deadlineCb.ptr as Pointer, null, null);
-    lib.wasmtime_context_set_epoch_deadline(ctx, 1n);
+    // 2-3. store: WASI preview 1 context, memory limit, epoch interruption
+    const opened = openStore(lib, engine, req, kill, keep);
+    store = opened.store;
+    deadlineCb = opened.deadlineCb;
+    const ctx = opened.ctx;
 
     // Killed before the deadline was armed? (abort = store flag, then bump epoch; so a kill
     // after this check bumps the epoch past the deadline set above.)
@@ -382,7 +318,8 @@ self.onmessage = async (ev: MessageEvent<RunRequest>) => {
   const req = ev.data;
   let result: { code: number; message?: string; stats: RunStats };
   try {
-    result = run(req, await importHosts(req.hostModules));
+    // Host functions are core-module imports: a component links WASI preview 2 only.
+    result = req.component ? runComponent(req, post) : run(req, await importHosts(req.hostModules));
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     result = { code: EXIT_ENGINE_ERROR, message, stats: { instantiateMs: 0, runMs: 0 } };

@@ -37,3 +37,20 @@ export function wasm(name: string): string {
 export function tmp(prefix = "bunwasi-eng-"): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
+
+let componentsBuilt = false;
+
+/** Ensure build/wasm/components/*.wasm exist (scripts/build-components.sh, idempotent). */
+export function prepareComponents(): void {
+  if (componentsBuilt) return;
+  sh("build-components.sh", [WASM_DIR]);
+  for (const c of ["wasi-demo-app", "env", "cat", "escape", "busy", "trap", "exit-code", "funcs", "grow", "missing-import"]) {
+    if (!existsSync(component(c))) throw new Error(`test component ${component(c)} was not built`);
+  }
+  componentsBuilt = true;
+}
+
+/** A test component built from test/wasm (C through the preview 1 adapter, or test/wasm/components/*.wat). */
+export function component(name: string): string {
+  return join(WASM_DIR, "components", `${name}.wasm`);
+}
