@@ -348,6 +348,19 @@ describe("exec events", () => {
     expect((await refusal(EXEC_CALLS.state(s))).code).toBe(Code.NOT_FOUND);
   });
 
+  test("Pids names each running exec's pid with its exec id (containerd.runc.v1.ProcessDetails)", async () => {
+    const s = setup();
+    await execIn(s, "running");
+    const initPid = (await s.service.state({ id: "c1", execId: "" }, ctx)).pid;
+    const { pid } = await EXEC_CALLS.state(s).then((r) => r as { pid: number });
+    const { processes } = await s.service.pids({ id: "c1" }, ctx);
+    expect(processes).toEqual([
+      { pid: initPid, info: undefined },
+      // field 1 (exec_id), length-delimited: 0x0a, 2, "e1"
+      { pid, info: { typeUrl: "containerd.runc.v1.ProcessDetails", value: Uint8Array.of(0x0a, 2, 0x65, 0x31) } },
+    ]);
+  });
+
   test("Kill of an exec signals its process, not the container's", async () => {
     const s = setup();
     await execIn(s, "running");

@@ -187,7 +187,10 @@ export class FakeRuntime implements OciRuntime {
 
   async ps(id: string): Promise<number[]> {
     await this.enter("ps", id);
-    return [this.mustExist(id, "ps").pid];
+    const init = this.mustExist(id, "ps").pid;
+    // The init and the exec processes of the container still running, as runc ps lists them.
+    const execs = [...this.procs.byPid].filter(([, p]) => p.ns === this.ns && p.id.startsWith(`${id}/`) && !p.exited);
+    return [init, ...execs.map(([pid]) => pid)];
   }
 
   async stats(id: string): Promise<RuncStats> {
