@@ -68,7 +68,8 @@ export class Terminal {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const r of this.readers.splice(0)) r.cancel().catch(() => {}); // already ended: nothing to cancel
+    // The readers go first: Bun must not poll an fd number we have closed (and may be reused).
+    await Promise.allSettled(this.readers.splice(0).map((r) => r.cancel()));
     closeFd(this.master);
     await Promise.allSettled([this.stdinWriter?.close(), this.stdinReader?.close(), this.stdout?.close()]);
     this.stdinWriter = this.stdinReader = this.stdout = null;

@@ -183,6 +183,10 @@ describe("exec and terminals (ctr + containerd 1.6 + compiled shim)", () => {
       expect(fdKinds(shim)).toEqual(fdsBefore);
       await ctrOk(["task", "kill", "-s", "SIGKILL", id]);
       await waitStatus(id, "STOPPED");
+      // Nothing to run a process in once the init has exited.
+      const late = await exec(id, "e-late", ["true"]);
+      expect(late.code).not.toBe(0);
+      expect(late.stderr).toContain("cannot exec in a stopped container");
       await deleteTask(id);
       await ctrOk(["container", "rm", id]);
     },
@@ -214,6 +218,20 @@ describe("exec and terminals (ctr + containerd 1.6 + compiled shim)", () => {
       expect(r.out).toContain("size=33 91 tty=/dev/pts/0");
       expect(r.code).toBe(7);
       expect((await tasks()).has(id)).toBe(false);
+      expect(consoleDirs()).toEqual([]);
+
+      // A wasm container with a terminal: the executor's stdio is the pty slave.
+      const w = await ctrInPty(
+        ["run", "--rm", "-t", "--runtime", RUNTIME, IMAGES.demo, "ex-tty-wasm-run", "/wasi-demo-app.wasm", "exit", "4"],
+        "",
+      );
+      expect(w.code).toBe(4);
+      const e = await ctrInPty(
+        ["run", "--rm", "-t", "--runtime", RUNTIME, IMAGES.demo, "ex-tty-wasm-echo", "/wasi-demo-app.wasm", "echo", "tty run"],
+        "",
+      );
+      expect(e.out).toContain("tty run\r\r\nexiting\r\r\n");
+      expect(e.code).toBe(0);
       expect(consoleDirs()).toEqual([]);
     },
     T,
