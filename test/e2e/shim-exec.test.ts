@@ -1,7 +1,7 @@
 // Exec and terminals against the real containerd (Debian's 1.6) through real `ctr`: `ctr task
 // exec` into a running wasm container (the exec'd module runs through our executor, inside the
 // container) and into a native busybox one, exit codes, stdout, stdin, Kill of an exec,
-// duplicate exec ids, `ctr run -t` and `ctr task exec -t` through a pty (ctr wants a terminal
+// duplicate exec ids, the exec events, `ctr run -t` and `ctr task exec -t` through a pty (ctr wants a terminal
 // of its own: it runs under `script`), the window size ctr sends (ResizePty), and that nothing
 // of an exec is left once it is deleted. Needs root (CI is root).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -205,6 +205,67 @@ describe("exec and terminals (ctr + containerd 1.6 + compiled shim)", () => {
   }
 
   test(
+    "ctr events: /tasks/exec-added, /tasks/exec-started, /tasks/exit with the exec id; the init's exit last",
+    async () => {
+      const ev = cd.ctrSpawn(["events"]);
+      const out = new Collector(ev.stdout);
+      try {
+        // ctr events is subscribed once an event of ours shows up in it.
+        let synced = false;
+        for (let i = 0; i < 100 && !synced; i++) {
+          await ctrOk(["namespaces", "label", cd.namespace, `ex-sync=${i}`]);
+          synced = await out.waitFor((t) => t.includes("/namespaces/update"), 100);
+        }
+        expect(synced).toBe(true);
+        const id = "ex-events";
+        await runDetached(id, ["sleep", "1000"], IMAGES.busybox);
+        await waitStatus(id, "RUNNING");
+        expect((await exec(id, "ev1", ["sh", "-c", "exit 2"])).code).toBe(2);
+        // An exec still running when the task is killed: its exit is published before the init's.
+        const long = cd.ctrSpawn(["task", "exec", "--exec-id", "ev2", id, "sleep", "1000"]);
+        await waitForExec(id, "ev2");
+        await ctrOk(["task", "kill", "-s", "SIGKILL", id]);
+        await long.exited;
+        await waitStatus(id, "STOPPED");
+        await deleteTask(id);
+        const mine = () =>
+          out.text
+            .split("\n")
+            .filter((l) => l.includes(`"${id}"`))
+            .map((l) => ({ topic: l.split(" ").find((w) => w.startsWith("/")) ?? "", line: l }));
+        expect(await out.waitFor(() => mine().some((e) => e.topic === "/tasks/delete"), 10_000)).toBe(true);
+        const events = mine().filter((e) => e.topic.startsWith("/tasks/"));
+        expect(events.map((e) => e.topic)).toEqual([
+          "/tasks/create",
+          "/tasks/start",
+          "/tasks/exec-added",
+          "/tasks/exec-started",
+          "/tasks/exit",
+          "/tasks/exec-added",
+          "/tasks/exec-started",
+          "/tasks/exit",
+          "/tasks/exit",
+          "/tasks/delete",
+        ]);
+        const lines = events.map((e) => e.line);
+        expect(lines[2]).toContain('"exec_id":"ev1"');
+        expect(lines[3]).toContain('"exec_id":"ev1"');
+        expect(lines[4]).toContain('"id":"ev1"');
+        expect(lines[4]).toContain('"exit_status":2');
+        expect(lines[7]).toContain('"id":"ev2"');
+        expect(lines[7]).toContain('"exit_status":137');
+        expect(lines[8]).toContain(`"id":"${id}"`);
+        await ctrOk(["container", "rm", id]);
+      } finally {
+        ev.kill();
+        await ev.exited;
+        await cd.ctr(["namespaces", "label", cd.namespace, "ex-sync="]);
+      }
+    },
+    T,
+  );
+
+  test(
     "ctr run -t: busybox sh through a pty (input, output, exit code); the window size ctr sends arrives",
     async () => {
       const id = "ex-tty";
@@ -275,6 +336,28 @@ describe("exec and terminals (ctr + containerd 1.6 + compiled shim)", () => {
     T,
   );
 });
+
+/** Accumulates a stream's text in the background; waitFor polls it. */
+class Collector {
+  text = "";
+  constructor(stream: ReadableStream<Uint8Array>) {
+    void this.pump(stream);
+  }
+  private async pump(stream: ReadableStream<Uint8Array>) {
+    const dec = new TextDecoder();
+    try {
+      for await (const chunk of stream) this.text += dec.decode(chunk, { stream: true });
+    } catch {} // ctr killed at the end of the test: what it printed is all there is
+  }
+  async waitFor(pred: (text: string) => boolean, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (pred(this.text)) return true;
+      await sleep(10);
+    }
+    return pred(this.text);
+  }
+}
 
 function readlinkQuiet(p: string): string {
   return require("node:fs").readlinkSync(p) as string;
