@@ -10,7 +10,7 @@
 import { dirname } from "node:path";
 import type { Engine } from "../engines/engine.ts";
 import { EntrypointError, inspectEntrypoint, rootfsOf, wasmSpec } from "./bundle.ts";
-import { ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
+import { type ExecutorDir, ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
 import { readSpec, type SpecProcess } from "./spec.ts";
 
 /** Where the derived bundle mounts the compile cache (see bundle.ts). */
@@ -23,7 +23,9 @@ export interface ExecProcessOptions {
   runtimeBundle: string;
   engine: Engine;
   process: SpecProcess;
-  /** Parent of exec/ for the executor directory; default as ensureExecutorDir's. */
+  /** The executor directory the container mounts; default: ensureExecutorDir({ engine, stateRoot: executorStateRoot }). */
+  executorDir?: ExecutorDir;
+  /** Parent of exec/ for the default executor directory; default as ensureExecutorDir's. */
   executorStateRoot?: string;
 }
 
@@ -45,7 +47,7 @@ export async function prepareExecProcess(o: ExecProcessOptions): Promise<{ proce
     rootfs: rootfsOf(o.bundle, spec),
     module: entrypoint.path,
     ...(entrypoint.entry ? { entry: entrypoint.entry } : {}),
-    exec: await ensureExecutorDir({ engine: o.engine, stateRoot: o.executorStateRoot }),
+    exec: o.executorDir ?? (await ensureExecutorDir({ engine: o.engine, stateRoot: o.executorStateRoot })),
     mountPoint: dirname(loader),
     ...(cache?.source ? { cacheDir: cache.source, cacheWritable: writable } : {}),
   });
