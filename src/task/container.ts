@@ -395,7 +395,10 @@ export class Container {
     e.terminal = null;
     await Promise.all((["json", "pid", "log"] as const).map((x) => rm(this.execFile(e, x), { force: true })));
     this.execs.delete(e.id);
-    return e.exit;
+    const exit = e.exit;
+    // A Wait on an exec that never ran gets an answer too: it never will run now.
+    if (exit === null) e.exitedWith({ status: STATUS_UNKNOWN, at: new Date() }, "deleted");
+    return exit;
   }
 
   private watchExec(e: ExecProcess): void {

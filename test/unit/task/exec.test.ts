@@ -191,6 +191,14 @@ describe("Exec and its task", () => {
     await s.service.delete({ id: "c1", execId: "" }, ctx);
   });
 
+  test("a Wait on an exec deleted before it ever ran is answered (255)", async () => {
+    const s = setup();
+    await execIn(s, "created");
+    const waiting = EXEC_CALLS.wait(s);
+    expect(await EXEC_CALLS.delete(s)).toMatchObject({ pid: 0, exitStatus: 0, exitedAt: undefined });
+    expect(await waiting).toMatchObject({ exitStatus: 255 });
+  });
+
   test("the exec's process goes to the host as given, with the request's terminal flag", async () => {
     const s = setup();
     await running(s);
