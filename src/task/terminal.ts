@@ -6,7 +6,8 @@
 //
 // Stdin: we hold a writer of containerd's stdin fifo ourselves, so the copy does not see EOF
 // while no client is attached (before ctr opens it, between attaches). CloseIO closes that
-// writer: once the client's writer is gone too the copy ends.
+// writer: once the client's writer is gone too the copy sees EOF, and the terminal is hung
+// up, as runc-v2 does (the session is over: the process gets SIGHUP, its output ends).
 
 import { constants, writeSync } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
@@ -94,19 +95,21 @@ export class Terminal {
     await out?.close().catch(() => {});
   }
 
-  /** stdin fifo → master until EOF (no writer left) or close. */
+  /** stdin fifo → master until EOF (no writer left, after CloseIO): then the terminal hangs up. */
   private async copyIn(fd: number): Promise<void> {
     const reader = Bun.file(fd).stream().getReader();
     this.readers.push(reader);
     try {
       for (;;) {
         const { done, value } = await reader.read();
-        if (done || this.closed) break;
+        if (this.closed) return;
+        if (done) break;
         await writeAll(this.master, value, () => this.closed);
       }
     } catch {
-      // The pty went away (the process exited) or we closed: no input left to deliver.
+      return; // the pty went away (the process exited) or we closed: no input left to deliver
     }
+    await this.close();
   }
 }
 
