@@ -1,5 +1,6 @@
 // The one libc binding of the shim, through bun:ffi: exit monitoring (linux/reaper.ts),
-// rootfs mounts (oci/rootfs.ts), fifo flags (task/stdio.ts). Linux on x86_64 and aarch64.
+// rootfs mounts (oci/rootfs.ts), fifo flags (task/stdio.ts), the runtime's console socket and
+// terminal sizes (linux/console.ts). Linux on x86_64 and aarch64.
 //
 // Variadic libc functions (prctl, fcntl, syscall's own prototype) are reached through glibc's
 // `syscall()`, which is written in assembly and never touches va_list, so calling it with a
@@ -14,11 +15,12 @@ import { STATUS_UNKNOWN } from "../common/constants.ts";
 
 /** System call numbers differ per architecture; a wrong table would call the wrong syscall. */
 const SYSCALLS = {
-  x64: { fcntl: 72, prctl: 157, waitid: 247, pidfd_send_signal: 424, pidfd_open: 434 },
-  arm64: { fcntl: 25, prctl: 167, waitid: 95, pidfd_send_signal: 424, pidfd_open: 434 },
+  x64: { ioctl: 16, fcntl: 72, prctl: 157, waitid: 247, pidfd_send_signal: 424, pidfd_open: 434 },
+  arm64: { ioctl: 29, fcntl: 25, prctl: 167, waitid: 95, pidfd_send_signal: 424, pidfd_open: 434 },
 };
 
 interface SyscallTable {
+  ioctl: number;
   fcntl: number;
   prctl: number;
   waitid: number;
@@ -85,6 +87,11 @@ function open() {
     mount: { args: [P, P, P, u64, P], returns: i32 },
     umount2: { args: [P, i32], returns: i32 },
     strerror: { args: [i32], returns: cstring },
+    socket: { args: [i32, i32, i32], returns: i32 },
+    bind: { args: [i32, P, u32], returns: i32 },
+    listen: { args: [i32, i32], returns: i32 },
+    accept4: { args: [i32, P, P, i32], returns: i32 },
+    recvmsg: { args: [i32, P, i32], returns: i64 },
     __errno_location: { args: [], returns: P },
   });
   return { ...lib.symbols, nr };
@@ -121,6 +128,13 @@ export function setBlocking(fd: number): [number, number] {
   const [flags, err] = sys(libc().nr.fcntl, fd, F_GETFL);
   if (flags < 0) return [flags, err];
   return sys(libc().nr.fcntl, fd, F_SETFL, flags & ~O_NONBLOCK);
+}
+
+/** Sets O_NONBLOCK on fd: reads and writes then answer EAGAIN instead of stalling the thread. */
+export function setNonBlocking(fd: number): [number, number] {
+  const [flags, err] = sys(libc().nr.fcntl, fd, F_GETFL);
+  if (flags < 0) return [flags, err];
+  return sys(libc().nr.fcntl, fd, F_SETFL, flags | O_NONBLOCK);
 }
 
 export function prctl(option: number, arg2 = 0, arg3 = 0, arg4 = 0): [number, number] {
@@ -224,4 +238,78 @@ export function mount(source: string, target: string, fstype: string | null, fla
 /** umount2(2); [0, 0] or [-1, errno]. */
 export function umount2(target: string, flags: number): [number, number] {
   return check(libc().umount2(ptr(cstr(target)), flags));
+}
+
+// --- unix sockets with fd passing (the OCI runtime's --console-socket) ------------------------
+
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_CMSG_CLOEXEC = 0x40000000;
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+/** sizeof(sun_path): the longest socket path is one byte less (its NUL). */
+export const SUN_PATH_MAX = 108;
+
+/** socket(2). */
+export function socket(domain: number, type: number, protocol = 0): [number, number] {
+  return check(libc().socket(domain, type, protocol));
+}
+
+/** bind(2) of a unix socket to a filesystem path. */
+export function bindUnix(fd: number, path: string): [number, number] {
+  const name = Buffer.from(path);
+  if (name.length >= SUN_PATH_MAX) return [-1, EINVAL];
+  // struct sockaddr_un: sa_family_t (u16), then the path, NUL-terminated.
+  const addr = new Uint8Array(2 + SUN_PATH_MAX);
+  new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
+  addr.set(name, 2);
+  return check(libc().bind(fd, ptr(addr), 2 + name.length + 1));
+}
+
+export function listen(fd: number, backlog: number): [number, number] {
+  return check(libc().listen(fd, backlog));
+}
+
+/** accept4(2) without the peer's address. */
+export function accept4(fd: number, flags: number): [number, number] {
+  return check(libc().accept4(fd, null, null, flags));
+}
+
+/**
+ * recvmsg(2) of one message that carries one fd (SCM_RIGHTS): [fd, errno] and the message's
+ * bytes. fd is -1 with errno 0 when a message came without one; EAGAIN when none is there yet.
+ */
+export function recvFd(sock: number, flags: number): { fd: number; errno: number; data: Uint8Array } {
+  const data = new Uint8Array(4096);
+  // struct iovec { void *iov_base; size_t iov_len; }
+  const iov = new BigUint64Array([BigInt(ptr(data)), BigInt(data.byteLength)]);
+  // CMSG_SPACE(sizeof(int)): a 16-byte cmsghdr (size_t len; int level; int type) + 4, aligned to 8.
+  const control = new Uint8Array(24);
+  // struct msghdr (64-bit): name, namelen(+pad), iov, iovlen, control, controllen, flags(+pad).
+  const msg = new BigUint64Array(7);
+  msg[2] = BigInt(ptr(iov));
+  msg[3] = 1n;
+  msg[4] = BigInt(ptr(control));
+  msg[5] = BigInt(control.byteLength);
+  const [n, err] = check(libc().recvmsg(sock, ptr(msg), flags));
+  if (n < 0) return { fd: -1, errno: err, data: new Uint8Array(0) };
+  const cv = new DataView(control.buffer);
+  const controlLen = Number(msg[5]);
+  const carriesFd = controlLen >= 20 && cv.getInt32(8, true) === SOL_SOCKET && cv.getInt32(12, true) === SCM_RIGHTS;
+  return { fd: carriesFd ? cv.getInt32(16, true) : -1, errno: 0, data: data.subarray(0, n) };
+}
+
+// --- terminals ---------------------------------------------------------------------------------
+
+/** ioctl request that sets a terminal's window size (the same number on x86_64 and aarch64). */
+const TIOCSWINSZ = 0x5414;
+
+/** Sets the window size of the terminal behind fd (ioctl through syscall(2): it is variadic). */
+export function setWindowSize(fd: number, rows: number, cols: number): [number, number] {
+  // struct winsize { unsigned short ws_row, ws_col, ws_xpixel, ws_ypixel; }
+  const ws = new Uint16Array([rows & 0xffff, cols & 0xffff, 0, 0]);
+  return sys(libc().nr.ioctl, fd, TIOCSWINSZ, ptr(ws));
 }

@@ -39,10 +39,41 @@ export class Runc implements OciRuntime {
     return this.opts.root;
   }
 
-  /** Creates the container; its init waits for `start`. stdio fds go to the init process. */
-  async create(id: string, bundle: string, pidFile: string, stdio: [number, number, number], logFile: string): Promise<number> {
-    await this.run(["create", "--bundle", bundle, "--pid-file", pidFile, id], { stdio, logFile });
-    return Number((await readFile(pidFile, "utf8")).trim());
+  /**
+   * Creates the container; its init waits for `start`. stdio fds go to the init process; with
+   * a console socket the runtime sends the terminal it makes there instead.
+   */
+  async create(
+    id: string,
+    bundle: string,
+    pidFile: string,
+    stdio: [number, number, number] | null,
+    logFile: string,
+    consoleSocket?: string,
+  ): Promise<number> {
+    const console = consoleSocket ? ["--console-socket", consoleSocket] : [];
+    await this.run(["create", "--bundle", bundle, "--pid-file", pidFile, ...console, id], { stdio: stdio ?? undefined, logFile });
+    return readPid(pidFile);
+  }
+
+  /**
+   * `exec --detach`: the process runs in the container's namespaces and cgroup; the runtime
+   * exits once it runs (the process is then reparented to us, the subreaper).
+   */
+  async exec(
+    id: string,
+    processFile: string,
+    pidFile: string,
+    stdio: [number, number, number] | null,
+    logFile: string,
+    consoleSocket?: string,
+  ): Promise<number> {
+    const console = consoleSocket ? ["--console-socket", consoleSocket] : [];
+    await this.run(["exec", "--detach", "--process", processFile, "--pid-file", pidFile, ...console, id], {
+      stdio: stdio ?? undefined,
+      logFile,
+    });
+    return readPid(pidFile);
   }
 
   start(id: string): Promise<void> {
@@ -125,6 +156,10 @@ export interface RuncStats {
   };
   pids?: { current?: number; limit?: number };
   blkio?: Record<string, unknown>;
+}
+
+async function readPid(pidFile: string): Promise<number> {
+  return Number((await readFile(pidFile, "utf8")).trim());
 }
 
 function lastLine(text: string): string {

@@ -12,6 +12,7 @@ import { precompile } from "../engines/precompile.ts";
 import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
 import { findRuntime, Runc } from "../linux/runc.ts";
 import { prepare } from "../oci/bundle.ts";
+import { prepareExecProcess } from "../oci/exec-process.ts";
 import { ensureExecutorDir, pruneExecutorDirs } from "../oci/executor-dir.ts";
 import { mountRootfsAsync, unmountRootfs } from "../oci/rootfs.ts";
 import { Publisher } from "../task/events.ts";
@@ -153,6 +154,14 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
       const warm = () => step(() => precompile(w.engine, prepared, paths.compileCacheDir, (m) => log(m, "warning")), "precompile");
       return { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind, warm };
     },
+    prepareExec: (target, process) =>
+      step(
+        () => prepareExecProcess({ bundle: target.bundle, runtimeBundle: target.runtimeBundle, engine: w.engine, process }),
+        "prepare exec",
+      ),
+    // An exec process is our child (the subreaper's) until its exit is collected, so its pid
+    // cannot name another process while its container can still be told to signal it.
+    kill: (pid, signal) => process.kill(pid, signal),
     metrics: (stats) => metricsAny(stats, cgroupV2),
     log,
   };

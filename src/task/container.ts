@@ -1,17 +1,36 @@
 // One container: its task's state (src/task/state.ts decides what may happen to it), its
-// init process and exit, and the runtime steps behind each call. Every step is the OCI
+// init process and exit, its exec processes, and the runtime steps behind each call. Every step is the OCI
 // runtime's; nothing here blocks the event loop (no synchronous spawn or file I/O), since
 // one process may serve the calls of many pods at once.
 
-import { mkdir, readlink, rm } from "node:fs/promises";
+import { mkdir, readlink, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { STATUS_UNKNOWN } from "../common/constants.ts";
+import { SIGNALS } from "../common/signals.ts";
+import { ConsoleSocket } from "../linux/console.ts";
 import { RuncError } from "../linux/runc.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
-import type { Exit, NamespaceHost, OciRuntime, RootfsMount, TaskHost } from "./host.ts";
+import { type ExecOptions, ExecProcess } from "./exec.ts";
+import type { Exit, NamespaceHost, OciProcess, OciRuntime, RootfsMount, TaskHost } from "./host.ts";
 import { untilSignalHandled, WASM_HANDLED_SIGNALS } from "./signal-ready.ts";
-import { afterCall, afterExit, begin, EXCLUSIVE, type TaskCall, type TaskState } from "./state.ts";
+import {
+  afterCall,
+  afterExit,
+  begin,
+  checkExec,
+  EXCLUSIVE,
+  EXEC_EXCLUSIVE,
+  type ExecCall,
+  execAfterCall,
+  execAfterExit,
+  type TaskCall,
+  type TaskState,
+} from "./state.ts";
 import { Stdio, type StdioPaths } from "./stdio.ts";
+import { Terminal } from "./terminal.ts";
+
+/** How long the runtime may take to send a terminal's master once its create or exec returned. */
+const CONSOLE_TIMEOUT_MS = 10_000;
 
 export interface CreateOptions extends StdioPaths {
   /** containerd's namespace of the container (with the id, its key). */
@@ -39,6 +58,19 @@ export class Container {
   readonly exited: Promise<Exit>;
   /** Set while Delete runs: a second Delete joins it. */
   deleting: Promise<Exit> | null = null;
+  /** The exec processes, by exec id (added by Exec, removed by their Delete). */
+  readonly execs = new Map<string, ExecProcess>();
+  /**
+   * Set as soon as the init process has exited, while its exit waits for the execs still
+   * running (the init's exit is reported last): no exec may start from then on.
+   */
+  initExited = false;
+  /** The pty of a terminal=true task. */
+  terminal: Terminal | null = null;
+  /** The bundle the runtime runs (for a wasm container, the derived one). */
+  runtimeBundle = "";
+  /** <stateDir>/<id>: the derived bundle, pid files, runtime logs, exec process files. */
+  private workDir = "";
   /** /proc/<pid>/exe of the runtime's init before `start` execs the container's process. */
   private runtimeInitExe = "";
   private resolveExit!: (e: Exit) => void;
@@ -48,7 +80,9 @@ export class Container {
   private constructor(
     readonly opts: CreateOptions,
     private readonly runtime: OciRuntime,
+    private readonly host: TaskHost,
     private readonly onExit: (c: Container) => void,
+    private readonly onExecExit: (c: Container, e: ExecProcess) => void,
   ) {
     this.exited = new Promise((r) => {
       this.resolveExit = r;
@@ -67,10 +101,16 @@ export class Container {
    * Mounts the rootfs, prepares the runtime bundle and has the runtime create the container.
    * On failure everything done so far is undone (failures of that logged) and the error thrown.
    */
-  static async create(host: TaskHost, ns: NamespaceHost, opts: CreateOptions, onExit: (c: Container) => void): Promise<Container> {
-    if (opts.terminal) throw new TtrpcError(Code.UNIMPLEMENTED, "terminal=true (a tty for the container) is not supported yet");
-    const c = new Container(opts, ns.runtime, onExit);
+  static async create(
+    host: TaskHost,
+    ns: NamespaceHost,
+    opts: CreateOptions,
+    onExit: (c: Container) => void,
+    onExecExit: (c: Container, e: ExecProcess) => void = () => {},
+  ): Promise<Container> {
+    const c = new Container(opts, ns.runtime, host, onExit, onExecExit);
     const workDir = join(ns.stateDir, opts.id);
+    c.workDir = workDir;
     try {
       await mkdir(workDir, { recursive: true });
       c.undos.unshift({ what: `remove ${workDir}`, run: () => rm(workDir, { recursive: true, force: true }) });
@@ -80,7 +120,10 @@ export class Container {
       }
       const prepared = await host.prepareBundle(opts.id, opts.bundle, workDir);
       c.kind = prepared.kind;
-      const stdio = await Stdio.open(opts);
+      c.runtimeBundle = prepared.runtimeBundle;
+      // A terminal process gets the pty the runtime makes; others get containerd's fifos.
+      const console = opts.terminal ? await ConsoleSocket.open() : null;
+      const stdio = console ? null : await Stdio.open(opts);
       try {
         // From here the runtime may hold state for the id: delete it first on the way out.
         c.undos.unshift({ what: "runtime delete", run: () => c.runtime.delete(opts.id, true) });
@@ -88,15 +131,22 @@ export class Container {
           opts.id,
           prepared.runtimeBundle,
           join(workDir, "init.pid"),
-          stdio.fds,
+          stdio?.fds ?? null,
           join(workDir, "runtime.log"),
+          console?.path,
         );
         // Both run at once: the runtime in its process, compiling on a thread of ours.
         const [pid] = await Promise.all([created, prepared.warm?.()]);
         c.pid = pid;
         c.runtimeInitExe = await exeOf(pid);
+        if (console) {
+          const terminal = await Terminal.attach(await console.receiveMaster(CONSOLE_TIMEOUT_MS), opts);
+          c.terminal = terminal;
+          c.undos.unshift({ what: "close the terminal", run: () => terminal.close() });
+        }
       } finally {
-        await stdio.close();
+        await stdio?.close();
+        await console?.close();
       }
     } catch (e) {
       const failed = await c.cleanup();
@@ -113,12 +163,12 @@ export class Container {
    */
   watchExit(host: TaskHost): void {
     host.watchExit(this.pid).then(
-      (exit) => this.exitedWith(exit),
+      (exit) => void this.exitedWith(exit),
       // Losing sight of the process must not lose the container (or the shim, through an
       // unhandled rejection): report it gone, with the status a shell gives "unknown".
       (e) => {
         host.log(`watching ${this.namespace}/${this.id} (pid ${this.pid}): ${String(e)}`, "error");
-        this.exitedWith({ status: STATUS_UNKNOWN, at: new Date() });
+        void this.exitedWith({ status: STATUS_UNKNOWN, at: new Date() });
       },
     );
   }
@@ -215,6 +265,7 @@ export class Container {
       await Promise.race([this.exited, new Promise((r) => (timer = setTimeout(r, exitWaitMs)))]);
       clearTimeout(timer);
     }
+    for (const e of this.execs.values()) await e.terminal?.close();
     const failed = await this.cleanup();
     return { exit: this.exit ?? { status: killedStatus, at: new Date() }, failed };
   }
@@ -235,11 +286,137 @@ export class Container {
     return failed;
   }
 
-  private exitedWith(exit: Exit): void {
+  private async exitedWith(exit: Exit): Promise<void> {
+    this.initExited = true;
+    // As runc-v2: the init's exit is the container's last. Execs die with the init in a pid
+    // namespace of the container's own; in a shared one they would not: either way they are
+    // killed, and the init's exit waits for theirs.
+    const live = [...this.execs.values()].filter((e) => e.live);
+    for (const e of live) {
+      try {
+        if (e.pid > 0 && e.exit === null) this.host.kill(e.pid, SIGNALS.SIGKILL);
+      } catch {} // gone already: its exit is on its way
+    }
+    if (live.length > 0) await Promise.all(live.map((e) => e.exited));
     this.exit = exit;
     this.state = afterExit(this.state);
     this.resolveExit(exit);
     this.onExit(this);
+  }
+
+  // --- exec processes ----------------------------------------------------------------------
+
+  /**
+   * Exec: adds exec `opts.execId` in `created` with its process prepared for the runtime (a
+   * wasm module's args rewritten to our executor) and written to the work directory. The
+   * caller has checked the task table; a second exec of the same id is ALREADY_EXISTS, also
+   * while the first is still being prepared.
+   */
+  async addExec(opts: ExecOptions, process: OciProcess): Promise<ExecProcess> {
+    if (this.execs.has(opts.execId)) {
+      throw new TtrpcError(Code.ALREADY_EXISTS, `exec ${opts.execId} in container ${this.id}: already exists`);
+    }
+    const e = new ExecProcess(opts);
+    this.execs.set(opts.execId, e);
+    try {
+      const prepared = await this.host.prepareExec(
+        { id: this.id, bundle: this.opts.bundle, runtimeBundle: this.runtimeBundle, kind: this.kind },
+        { ...process, terminal: opts.terminal },
+      );
+      e.kind = prepared.kind;
+      e.process = prepared.process;
+      await writeFile(this.execFile(e, "json"), JSON.stringify(prepared.process), { mode: 0o600 });
+    } catch (err) {
+      this.execs.delete(opts.execId);
+      throw failure("exec", err);
+    }
+    return e;
+  }
+
+  /** Runs `step` as exec call `call` if the exec table (and the task) allow it now. */
+  async execTransition<T>(e: ExecProcess, call: ExecCall, step: () => Promise<T>): Promise<T> {
+    const target = checkExec(this.id, e.id, this.state, this.initExited, e.state, call, e.busy);
+    const exclusive = EXEC_EXCLUSIVE.has(call);
+    if (exclusive) e.busy = call;
+    try {
+      const out = await step();
+      e.state = execAfterCall(e.state, target);
+      return out;
+    } finally {
+      if (exclusive) e.busy = null;
+    }
+  }
+
+  /** Start of an exec: `runtime exec --detach`, its terminal if it has one, and its exit watched. */
+  async startExec(e: ExecProcess): Promise<void> {
+    const console = e.opts.terminal ? await ConsoleSocket.open() : null;
+    let stdio: Stdio | null = null;
+    try {
+      stdio = console ? null : await Stdio.open(e.opts);
+      e.pid = await this.runtime.exec(
+        this.id,
+        this.execFile(e, "json"),
+        this.execFile(e, "pid"),
+        stdio?.fds ?? null,
+        this.execFile(e, "log"),
+        console?.path,
+      );
+      this.watchExec(e);
+      if (console) e.terminal = await Terminal.attach(await console.receiveMaster(CONSOLE_TIMEOUT_MS), e.opts);
+    } catch (err) {
+      // Running without its terminal it would be unreachable: it goes (its exit is watched).
+      if (e.pid > 0) {
+        try {
+          this.host.kill(e.pid, SIGNALS.SIGKILL);
+        } catch {} // gone already: its exit is on its way
+      }
+      // Never started: Wait gets an answer and Delete may remove it (runc-v2 publishes no exit).
+      else e.exitedWith({ status: STATUS_UNKNOWN, at: new Date() }, "stopped");
+      throw failure("exec", err);
+    } finally {
+      await stdio?.close();
+      await console?.close();
+    }
+  }
+
+  /** Kill of an exec: the signal goes to its process (as runc-v2: not through the runtime). */
+  killExec(e: ExecProcess, signal: number): void {
+    try {
+      this.host.kill(e.pid, signal);
+    } catch (err) {
+      if (e.exit !== null) throw new TtrpcError(Code.NOT_FOUND, `kill exec ${e.id}: process already finished`);
+      throw failure("kill", err);
+    }
+  }
+
+  /** Delete of an exec: its terminal and files go, and it is forgotten. */
+  async deleteExec(e: ExecProcess): Promise<Exit | null> {
+    await e.terminal?.close();
+    e.terminal = null;
+    await Promise.all((["json", "pid", "log"] as const).map((x) => rm(this.execFile(e, x), { force: true })));
+    this.execs.delete(e.id);
+    const exit = e.exit;
+    // A Wait on an exec that never ran gets an answer too: it never will run now.
+    if (exit === null) e.exitedWith({ status: STATUS_UNKNOWN, at: new Date() }, "deleted");
+    return exit;
+  }
+
+  private watchExec(e: ExecProcess): void {
+    const exited = (exit: Exit) => {
+      if (!e.exitedWith(exit, execAfterExit(e.state))) return;
+      // The master reads EIO once the process side is gone: then its fds can go.
+      const t = e.terminal;
+      if (t) void t.drained.then(() => t.close());
+      this.onExecExit(this, e);
+    };
+    this.host.watchExit(e.pid).then(exited, (err) => {
+      this.host.log(`watching exec ${this.namespace}/${this.id}/${e.id} (pid ${e.pid}): ${String(err)}`, "error");
+      exited({ status: STATUS_UNKNOWN, at: new Date() });
+    });
+  }
+
+  private execFile(e: ExecProcess, ext: "json" | "pid" | "log"): string {
+    return join(this.workDir, `exec-${e.id}.${ext}`);
   }
 }
 

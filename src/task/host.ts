@@ -4,9 +4,10 @@
 //
 //   TaskHost (one per service)          NamespaceHost (one per containerd namespace)
 //   ├─ namespace(ns) ─────────────────▶ ├─ runtime   the OCI runtime, its --root for ns
-//   ├─ watchExit(pid)                   ├─ stateDir  per-container working files
+//   ├─ watchExit(pid), kill(pid, sig)    ├─ stateDir  per-container working files
 //   ├─ mountRootfs(bundle, mounts)      └─ events    the publisher for ns's events
 //   ├─ prepareBundle(id, bundle, dir)
+//   ├─ prepareExec(container, process)
 //   ├─ metrics(stats)
 //   └─ log(msg, level)
 //
@@ -26,8 +27,31 @@ export interface Exit {
 
 /** The OCI runtime (runc or crun) as the task drives it; every call is asynchronous. */
 export interface OciRuntime {
-  /** Creates the container; its init waits for `start`. Resolves with the init's pid. */
-  create(id: string, bundle: string, pidFile: string, stdio: [number, number, number], logFile: string): Promise<number>;
+  /**
+   * Creates the container; its init waits for `start`. Resolves with the init's pid. With a
+   * console socket (a terminal process) the runtime sends the pty master there, and `stdio`
+   * is null: the process's stdio is the pty.
+   */
+  create(
+    id: string,
+    bundle: string,
+    pidFile: string,
+    stdio: [number, number, number] | null,
+    logFile: string,
+    consoleSocket?: string,
+  ): Promise<number>;
+  /**
+   * Runs another process in the container (`runc exec --detach`): `processFile` is its OCI
+   * process JSON. Resolves with its pid once it runs; stdio and console socket as for create.
+   */
+  exec(
+    id: string,
+    processFile: string,
+    pidFile: string,
+    stdio: [number, number, number] | null,
+    logFile: string,
+    consoleSocket?: string,
+  ): Promise<number>;
   start(id: string): Promise<void>;
   kill(id: string, signal: number, all: boolean): Promise<void>;
   /** With `force`, a container that does not exist is not an error. */
@@ -53,6 +77,31 @@ export interface PreparedBundle {
   warm?: () => Promise<void>;
 }
 
+/** An OCI runtime-spec Process (what containerd's ExecProcessRequest carries as JSON). */
+export interface OciProcess {
+  args: string[];
+  terminal?: boolean;
+  env?: string[];
+  cwd: string;
+  [field: string]: unknown;
+}
+
+/** The container an exec process is for, as prepareExec needs to know it. */
+export interface ExecTarget {
+  id: string;
+  /** containerd's bundle (its config.json and rootfs). */
+  bundle: string;
+  /** The bundle the runtime runs (for a wasm container: the derived one, with our executor). */
+  runtimeBundle: string;
+  kind: "wasm" | "native";
+}
+
+export interface PreparedExec {
+  /** The process to give the runtime: a wasm module's args rewritten to our executor. */
+  process: OciProcess;
+  kind: "wasm" | "native";
+}
+
 export interface RootfsMount {
   type: string;
   source: string;
@@ -68,10 +117,17 @@ export interface TaskHost {
   namespace(ns: string): NamespaceHost;
   /** Resolves when `pid` exits, with its status (128+signal when killed). */
   watchExit(pid: number): Promise<Exit>;
+  /** Sends `signal` to process `pid` (an exec process: runc-v2 signals those itself); throws if it cannot. */
+  kill(pid: number, signal: number): void;
   /** Mounts containerd's rootfs mounts on `<bundle>/rootfs`; resolves with the undo. */
   mountRootfs(bundle: string, mounts: RootfsMount[]): Promise<() => Promise<void>>;
   /** Turns containerd's bundle into the one the runtime runs (wasm: our executor). */
   prepareBundle(id: string, bundle: string, workDir: string): Promise<PreparedBundle>;
+  /**
+   * Turns an exec's process into the one the runtime runs in `target`: a wasm module (or WAT)
+   * gets our executor (reached at the container's executor mount), a native binary stays.
+   */
+  prepareExec(target: ExecTarget, process: OciProcess): Promise<PreparedExec>;
   /** The runtime's cgroup statistics as containerd decodes them (v1 or v2 Metrics). */
   metrics(stats: RuncStats): Any;
   log: Logger;

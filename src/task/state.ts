@@ -12,6 +12,8 @@
 //      ▼
 //   deleted
 //
+// Exec processes of a task have a table of their own, at the end of this file.
+//
 // Codes follow containerd's runc-v2 shim where it uses one (a missing container, a kill of
 // a finished or deleted process, a delete of a deleted one: NOT_FOUND), and runwasi's task
 // state machine elsewhere (a call the state does not allow: FAILED_PRECONDITION; runc-v2
@@ -40,9 +42,9 @@ export type TaskCall =
   | "checkpoint";
 
 /** A call the state allows; `to` is the state once it has succeeded (absent: unchanged). */
-interface Allowed {
+interface Allowed<S extends string = TaskState> {
   allow: true;
-  to?: TaskState;
+  to?: S;
 }
 /** A call the state refuses, with the code and the reason containerd gets. */
 interface Refused {
@@ -50,17 +52,15 @@ interface Refused {
   code: number;
   why: string;
 }
-type Rule = Allowed | Refused;
+type Rule<S extends string = TaskState> = Allowed<S> | Refused;
 
-const ok = (to?: TaskState): Allowed => (to ? { allow: true, to } : { allow: true });
+const ok = <S extends string = TaskState>(to?: S): Allowed<S> => (to ? { allow: true, to } : { allow: true });
 const no = (code: number, why: string): Refused => ({ allow: false, code, why });
 const precondition = (why: string) => no(Code.FAILED_PRECONDITION, why);
 const unimplemented = (what: string) => no(Code.UNIMPLEMENTED, `${what} is not supported by this shim`);
 
 /** Calls that the shim does not implement, in whatever state. */
-const UNIMPLEMENTED: Pick<Record<TaskCall, Rule>, "exec" | "resizePty" | "update" | "checkpoint"> = {
-  exec: unimplemented("Exec (running another process in a container)"),
-  resizePty: unimplemented("ResizePty (terminal=true containers)"),
+const UNIMPLEMENTED: Pick<Record<TaskCall, Rule>, "update" | "checkpoint"> = {
   update: unimplemented("Update (changing resources of a running container)"),
   checkpoint: unimplemented("Checkpoint"),
 };
@@ -80,6 +80,10 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     pids: ok(),
     stats: ok(),
     closeIO: ok(),
+    // As runc-v2: an exec may be added before the init runs (its Start then runs it).
+    exec: ok(),
+    // Without a terminal there is nothing to resize: a no-op, as runc-v2.
+    resizePty: ok(),
     ...UNIMPLEMENTED,
   },
   running: {
@@ -93,6 +97,8 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     pids: ok(),
     stats: ok(),
     closeIO: ok(),
+    exec: ok(),
+    resizePty: ok(),
     ...UNIMPLEMENTED,
   },
   paused: {
@@ -107,6 +113,9 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     pids: ok(),
     stats: ok(),
     closeIO: ok(),
+    // runc-v2: "cannot exec in a paused state" (the runtime could not enter frozen namespaces).
+    exec: precondition("cannot exec in a paused container"),
+    resizePty: ok(),
     ...UNIMPLEMENTED,
   },
   stopped: {
@@ -122,6 +131,11 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     pids: ok(),
     stats: no(Code.NOT_FOUND, "it has exited: no cgroup to measure"),
     closeIO: ok(),
+    // Its namespaces are gone with the init: nothing to run a process in.
+    exec: precondition("it has exited: cannot exec in a stopped container"),
+    // As runc-v2's init: no state check. `ctr run -t` sends its first resize after Start, which
+    // a short-lived process beats; refusing would only make ctr log an error.
+    resizePty: ok(),
     ...UNIMPLEMENTED,
   },
   // Only seen by calls that found the task just before its Delete finished.
@@ -136,6 +150,8 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     pids: ok(),
     stats: no(Code.NOT_FOUND, "it is deleted: no cgroup to measure"),
     closeIO: ok(),
+    exec: precondition("it is deleted"),
+    resizePty: precondition("it is deleted"),
     ...UNIMPLEMENTED,
   },
 };
@@ -203,6 +219,137 @@ export function statusOf(state: TaskState, pausing: boolean): Status {
     case "stopped":
     case "deleted":
       // runc-v2 reports a deleted process as stopped too.
+      return Status.STOPPED;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exec processes: the other processes of a task (`ctr task exec`, `kubectl exec`). Each has a
+// life of its own, shorter than its task's, and is named by (container id, exec id):
+//
+//   created ──Start──▶ running
+//      │ (exit)          │ (exit)
+//      ▼                 ▼
+//   stopped ◀────────────┘
+//      │ Delete (created, stopped)
+//      ▼
+//   deleted   (forgotten: a later call names no process, NOT_FOUND)
+//
+// Exec adds one in `created` (the task table's `exec` cell says in which task states); Start
+// runs it through the runtime. Codes and wording as runc-v2's execState (pkg/process).
+// A call for an exec also depends on its task: see execRefusedByTask.
+
+export type ExecState = "created" | "running" | "stopped" | "deleted";
+
+/** The Task service calls that concern one exec process. */
+export type ExecCall = "start" | "kill" | "delete" | "wait" | "state" | "closeIO" | "resizePty";
+
+const done = ok<ExecState>;
+
+export const EXEC_TABLE: Readonly<Record<ExecState, Readonly<Record<ExecCall, Rule<ExecState>>>>> = {
+  created: {
+    start: done("running"),
+    // runc-v2: "process not created" (no pid to signal yet).
+    kill: precondition("process not created"),
+    delete: done("deleted"),
+    wait: done(),
+    state: done(),
+    closeIO: done(),
+    resizePty: done(),
+  },
+  running: {
+    start: precondition("already started"),
+    kill: done(),
+    delete: precondition("cannot delete a running process"),
+    wait: done(),
+    state: done(),
+    closeIO: done(),
+    resizePty: done(),
+  },
+  stopped: {
+    start: precondition("it has exited"),
+    kill: no(Code.NOT_FOUND, "process already finished"),
+    delete: done("deleted"),
+    wait: done(),
+    state: done(),
+    closeIO: done(),
+    resizePty: precondition("it has exited: no terminal to resize"),
+  },
+  // Only seen by calls that found the exec just before its Delete finished.
+  deleted: {
+    start: precondition("it is deleted"),
+    kill: no(Code.NOT_FOUND, "cannot kill a deleted process"),
+    delete: no(Code.NOT_FOUND, "cannot delete a deleted process"),
+    wait: done(),
+    state: done(),
+    closeIO: done(),
+    resizePty: precondition("it is deleted"),
+  },
+};
+
+/**
+ * Where the task's state refuses a call for one of its execs, whatever the exec's own state:
+ * an exec is only started while its task can still run it (runc-v2: "container … init process
+ * is not running" once the init has exited; a frozen container cannot be entered either).
+ */
+export function execRefusedByTask(task: TaskState, initExited: boolean, call: ExecCall): Refused | null {
+  if (call !== "start") return null;
+  if (initExited || task === "stopped" || task === "deleted") return precondition("the container's init process is not running");
+  if (task === "paused") return precondition("cannot start an exec in a paused container");
+  return null;
+}
+
+/** Throws the table's error unless `call` may run for exec `execId` now; returns the state it leads to. */
+export function checkExec(
+  id: string,
+  execId: string,
+  task: TaskState,
+  initExited: boolean,
+  state: ExecState,
+  call: ExecCall,
+  busy: ExecCall | null,
+): ExecState {
+  const byTask = execRefusedByTask(task, initExited, call);
+  if (byTask) throw new TtrpcError(byTask.code, `${call} exec ${execId} in container ${id}: task is ${task}: ${byTask.why}`);
+  const rule = EXEC_TABLE[state][call];
+  if (!rule.allow) throw new TtrpcError(rule.code, `${call} exec ${execId} in container ${id}: process is ${state}: ${rule.why}`);
+  if (busy !== null && EXEC_EXCLUSIVE.has(call)) {
+    throw new TtrpcError(
+      Code.FAILED_PRECONDITION,
+      `${call} exec ${execId} in container ${id}: process is ${state}: a ${busy} is under way`,
+    );
+  }
+  return rule.to ?? state;
+}
+
+/** Exec calls that change its state through the runtime: one at a time per exec. */
+export const EXEC_EXCLUSIVE: ReadonlySet<ExecCall> = new Set<ExecCall>(["start", "delete"]);
+
+/** What an exit of the exec's process makes of its state (as afterExit for the task). */
+export function execAfterExit(state: ExecState): ExecState {
+  return state === "deleted" ? "deleted" : "stopped";
+}
+
+/** The state once an allowed exec call finished: an exit meanwhile wins (as afterCall). */
+export function execAfterCall(current: ExecState, target: ExecState): ExecState {
+  if (current === "stopped" && target !== "deleted") return "stopped";
+  if (current === "deleted") return "deleted";
+  return target;
+}
+
+/** The status containerd's State shows for an exec: its own, or its container's while paused (runc-v2). */
+export function execStatusOf(state: ExecState, task: TaskState, pausing: boolean): Status {
+  if (state !== "stopped" && state !== "deleted") {
+    if (task === "paused") return Status.PAUSED;
+    if (pausing) return Status.PAUSING;
+  }
+  switch (state) {
+    case "created":
+      return Status.CREATED;
+    case "running":
+      return Status.RUNNING;
+    case "stopped":
+    case "deleted":
       return Status.STOPPED;
   }
 }

@@ -12,7 +12,17 @@ import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import { type CallContext, Code, TtrpcError } from "../ttrpc/index.ts";
 import { Container } from "./container.ts";
 import { encodeEvent, timestamp } from "./events.ts";
-import { TaskCreate, TaskDelete, TaskExit, TaskPaused, TaskResumed, TaskStart } from "./gen/containerd/events/task.ts";
+import type { ExecProcess } from "./exec.ts";
+import {
+  TaskCreate,
+  TaskDelete,
+  TaskExecAdded,
+  TaskExecStarted,
+  TaskExit,
+  TaskPaused,
+  TaskResumed,
+  TaskStart,
+} from "./gen/containerd/events/task.ts";
 import type {
   CheckpointTaskRequest,
   CloseIORequest,
@@ -41,8 +51,8 @@ import type {
   WaitResponse,
 } from "./gen/containerd/runtime/task/v2/shim.ts";
 import type { Empty } from "./gen/google/protobuf/empty.ts";
-import type { Exit, NamespaceHost, TaskHost } from "./host.ts";
-import { check, refusal, ruleFor, statusOf, type TaskCall } from "./state.ts";
+import type { Exit, NamespaceHost, OciProcess, TaskHost } from "./host.ts";
+import { check, checkExec, execStatusOf, refusal, ruleFor, statusOf, type TaskCall } from "./state.ts";
 
 /** The ttrpc metadata key containerd's Go client sets to the call's namespace (pkg/namespaces/ttrpc.go). */
 export const NAMESPACE_METADATA_KEY = "containerd-namespace-ttrpc";
@@ -63,6 +73,34 @@ export interface TaskServiceOptions {
 /** containerd's identifier rule (pkg/identifiers): alphanumerics joined by . _ -, at most 76. */
 const VALID_ID = /^(?=.{1,76}$)[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
 
+/** The OCI process of an Exec (JSON in an Any); INVALID_ARGUMENT when it is not one. */
+function parseProcess(req: ExecProcessRequest): OciProcess {
+  let p: unknown;
+  try {
+    p = JSON.parse(new TextDecoder().decode(req.spec?.value ?? new Uint8Array()));
+  } catch {
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `exec ${req.execId}: the process spec is not JSON`);
+  }
+  const proc = p as Partial<OciProcess> | null;
+  if (proc === null || typeof proc !== "object" || !Array.isArray(proc.args) || proc.args.length === 0) {
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `exec ${req.execId}: the process spec has no args`);
+  }
+  if (!proc.args.every((a) => typeof a === "string"))
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `exec ${req.execId}: args must be strings`);
+  return { ...proc, args: proc.args, cwd: typeof proc.cwd === "string" && proc.cwd ? proc.cwd : "/" } as OciProcess;
+}
+
+/**
+ * Which exec a pid of Pids is, as runc-v2 says it (`ctr task ps` shows it): its message
+ * containerd.runc.v1.ProcessDetails, whose one field is `string exec_id = 1`, encoded by hand
+ * (one length-delimited field) rather than through a generated type for one string.
+ */
+export function processDetails(execId: string): { typeUrl: string; value: Uint8Array } {
+  const id = new TextEncoder().encode(execId);
+  // Field 1, wire type 2; exec ids are at most 76 bytes, so the length is one varint byte.
+  return { typeUrl: "containerd.runc.v1.ProcessDetails", value: Uint8Array.of(0x0a, id.length, ...id) };
+}
+
 /** The namespace a call is for: containerd's metadata, else `fallback`. */
 export function namespaceOf(ctx: Pick<CallContext, "metadata"> | undefined, fallback: string): string {
   return ctx?.metadata[NAMESPACE_METADATA_KEY]?.[0] || fallback;
@@ -80,8 +118,11 @@ const EMPTY: Empty = {};
 
 export class TaskService {
   private readonly namespaces = new Map<string, Namespace>();
-  /** Resolves once a container's /tasks/start is queued, so its /tasks/exit never overtakes it. */
-  private readonly startQueued = new WeakMap<Container, Promise<void>>();
+  /**
+   * Resolves once a process's /tasks/start (a container's) or /tasks/exec-started (an exec's)
+   * is queued, so its /tasks/exit never overtakes it.
+   */
+  private readonly startQueued = new WeakMap<Container | ExecProcess, Promise<void>>();
   private draining = false;
 
   constructor(private readonly o: TaskServiceOptions) {}
@@ -125,6 +166,7 @@ export class TaskService {
           stderr: req.stderr,
         },
         (exited) => this.onExit(ns, exited),
+        (container, exec) => this.onExecExit(ns, container, exec),
       );
     } finally {
       ns.creating.delete(req.id);
@@ -146,7 +188,8 @@ export class TaskService {
   }
 
   async start(req: StartRequest, ctx?: CallContext): Promise<StartResponse> {
-    const { ns, c } = this.find(ctx, req.id, req.execId, "start");
+    if (req.execId) return this.startExec(req, ctx);
+    const { ns, c } = this.find(ctx, req.id, "start");
     let queued: (() => void) | undefined;
     try {
       await c.transition("start", () => {
@@ -163,7 +206,24 @@ export class TaskService {
   }
 
   async state(req: StateRequest, ctx?: CallContext): Promise<StateResponse> {
-    const { c } = this.find(ctx, req.id, req.execId, "state");
+    const { c } = this.find(ctx, req.id, "state");
+    if (req.execId) {
+      const e = this.findExec(c, req.execId, "state");
+      checkExec(c.id, e.id, c.state, c.initExited, e.state, "state", e.busy);
+      return {
+        id: e.id,
+        bundle: c.opts.bundle,
+        pid: e.pid,
+        status: execStatusOf(e.state, c.state, c.busy === "pause"),
+        stdin: e.opts.stdin,
+        stdout: e.opts.stdout,
+        stderr: e.opts.stderr,
+        terminal: e.opts.terminal,
+        exitStatus: e.exit?.status ?? 0,
+        exitedAt: e.exit ? timestamp(e.exit.at) : undefined,
+        execId: e.id,
+      };
+    }
     check(c.id, c.state, "state");
     return {
       id: c.id,
@@ -181,20 +241,37 @@ export class TaskService {
   }
 
   async wait(req: WaitRequest, ctx?: CallContext): Promise<WaitResponse> {
-    const { c } = this.find(ctx, req.id, req.execId, "wait");
+    const { c } = this.find(ctx, req.id, "wait");
+    if (req.execId) {
+      const e = this.findExec(c, req.execId, "wait");
+      checkExec(c.id, e.id, c.state, c.initExited, e.state, "wait", e.busy);
+      const exit = await e.exited;
+      return { exitStatus: exit.status, exitedAt: timestamp(exit.at) };
+    }
     check(c.id, c.state, "wait");
     const exit = await c.exited;
     return { exitStatus: exit.status, exitedAt: timestamp(exit.at) };
   }
 
   async kill(req: KillRequest, ctx?: CallContext): Promise<Empty> {
-    const { c } = this.find(ctx, req.id, req.execId, "kill");
+    const { c } = this.find(ctx, req.id, "kill");
+    if (req.execId) {
+      const e = this.findExec(c, req.execId, "kill");
+      await c.execTransition(e, "kill", async () => c.killExec(e, req.signal));
+      return EMPTY;
+    }
     await c.transition("kill", () => c.kill(req.signal, req.all), { all: req.all });
     return EMPTY;
   }
 
   async delete(req: DeleteRequest, ctx?: CallContext): Promise<DeleteResponse> {
-    const { ns, c } = this.find(ctx, req.id, req.execId, "delete");
+    const { ns, c } = this.find(ctx, req.id, "delete");
+    if (req.execId) {
+      // No event: runc-v2 publishes /tasks/delete for a task's init only.
+      const e = this.findExec(c, req.execId, "delete");
+      const exit = await c.execTransition(e, "delete", () => c.deleteExec(e));
+      return { pid: e.pid, exitStatus: exit?.status ?? 0, exitedAt: exit ? timestamp(exit.at) : undefined };
+    }
     // One delete per container: a second caller waits for the first and gets its answer.
     c.deleting ??= this.remove(ns, c).finally(() => {
       c.deleting = null;
@@ -204,34 +281,51 @@ export class TaskService {
   }
 
   async pids(req: PidsRequest, ctx?: CallContext): Promise<PidsResponse> {
-    const { c } = this.find(ctx, req.id, "", "pids");
+    const { c } = this.find(ctx, req.id, "pids");
     const pids = await c.transition("pids", () => c.pids());
-    return { processes: pids.map((pid) => ({ pid, info: undefined })) };
+    const execOf = new Map<number, string>();
+    for (const e of c.execs.values()) if (e.pid > 0 && e.exit === null) execOf.set(e.pid, e.id);
+    return {
+      processes: pids.map((pid) => {
+        const execId = execOf.get(pid);
+        return { pid, info: execId === undefined ? undefined : processDetails(execId) };
+      }),
+    };
   }
 
   async pause(req: PauseRequest, ctx?: CallContext): Promise<Empty> {
-    const { ns, c } = this.find(ctx, req.id, "", "pause");
+    const { ns, c } = this.find(ctx, req.id, "pause");
     await c.transition("pause", () => c.pause());
     ns.host.events.publish("/tasks/paused", encodeEvent(TaskPaused, { containerId: c.id }));
     return EMPTY;
   }
 
   async resume(req: ResumeRequest, ctx?: CallContext): Promise<Empty> {
-    const { ns, c } = this.find(ctx, req.id, "", "resume");
+    const { ns, c } = this.find(ctx, req.id, "resume");
     await c.transition("resume", () => c.resume());
     ns.host.events.publish("/tasks/resumed", encodeEvent(TaskResumed, { containerId: c.id }));
     return EMPTY;
   }
 
   async closeIO(req: CloseIORequest, ctx?: CallContext): Promise<Empty> {
-    const { c } = this.find(ctx, req.id, req.execId, "closeIO");
-    // The container holds stdin's fifo itself; containerd closes its writer for EOF.
-    check(c.id, c.state, "closeIO");
+    const { c } = this.find(ctx, req.id, "closeIO");
+    // Without a terminal the process holds stdin's fifo itself and we hold no writer:
+    // containerd closes its own for EOF. With one, we copy stdin and hold a writer to let go.
+    if (req.execId) {
+      const e = this.findExec(c, req.execId, "closeIO");
+      await c.execTransition(e, "closeIO", async () => {
+        if (req.stdin) await e.terminal?.closeStdin();
+      });
+      return EMPTY;
+    }
+    await c.transition("closeIO", async () => {
+      if (req.stdin) await c.terminal?.closeStdin();
+    });
     return EMPTY;
   }
 
   async stats(req: StatsRequest, ctx?: CallContext): Promise<StatsResponse> {
-    const { c } = this.find(ctx, req.id, "", "stats");
+    const { c } = this.find(ctx, req.id, "stats");
     const stats = await c.transition("stats", () => c.stats());
     return { stats: this.o.host.metrics(stats) };
   }
@@ -250,12 +344,36 @@ export class TaskService {
     return EMPTY;
   }
 
-  async exec(req: ExecProcessRequest): Promise<Empty> {
-    return this.unimplemented(req.id, "exec");
+  async exec(req: ExecProcessRequest, ctx?: CallContext): Promise<Empty> {
+    const { ns, c } = this.find(ctx, req.id, "exec");
+    if (!VALID_ID.test(req.execId)) throw new TtrpcError(Code.INVALID_ARGUMENT, `exec id ${JSON.stringify(req.execId)} is not valid`);
+    const process = parseProcess(req);
+    check(c.id, c.state, "exec");
+    const e = await c.addExec(
+      { execId: req.execId, terminal: req.terminal, stdin: req.stdin, stdout: req.stdout, stderr: req.stderr },
+      process,
+    );
+    ns.host.events.publish("/tasks/exec-added", encodeEvent(TaskExecAdded, { containerId: c.id, execId: e.id }));
+    return EMPTY;
   }
 
-  async resizePty(req: ResizePtyRequest): Promise<Empty> {
-    return this.unimplemented(req.id, "resizePty");
+  async resizePty(req: ResizePtyRequest, ctx?: CallContext): Promise<Empty> {
+    const { c } = this.find(ctx, req.id, "resizePty");
+    const resize = (t: { resize(w: number, h: number): void } | null) => async () => {
+      try {
+        t?.resize(req.width, req.height);
+      } catch (e) {
+        throw new TtrpcError(Code.UNKNOWN, String(e instanceof Error ? e.message : e));
+      }
+    };
+    if (req.execId) {
+      const e = this.findExec(c, req.execId, "resizePty");
+      await c.execTransition(e, "resizePty", () => resize(e.terminal)());
+      return EMPTY;
+    }
+    // Without a terminal there is nothing to resize: fine, as runc-v2.
+    await c.transition("resizePty", () => resize(c.terminal)());
+    return EMPTY;
   }
 
   async update(req: UpdateTaskRequest): Promise<Empty> {
@@ -275,6 +393,22 @@ export class TaskService {
     const rule = ruleFor("running", call);
     if (rule.allow) throw new TtrpcError(Code.INTERNAL, `${call}: the state table allows a call this shim does not implement`);
     throw refusal(id, "running", call, rule);
+  }
+
+  private async startExec(req: StartRequest, ctx?: CallContext): Promise<StartResponse> {
+    const { ns, c } = this.find(ctx, req.id, "start");
+    const e = this.findExec(c, req.execId, "start");
+    let queued: (() => void) | undefined;
+    try {
+      await c.execTransition(e, "start", () => {
+        this.startQueued.set(e, new Promise((r) => (queued = r)));
+        return c.startExec(e);
+      });
+      ns.host.events.publish("/tasks/exec-started", encodeEvent(TaskExecStarted, { containerId: c.id, execId: e.id, pid: e.pid }));
+      return { pid: e.pid };
+    } finally {
+      queued?.();
+    }
   }
 
   private async remove(ns: Namespace, c: Container): Promise<Exit> {
@@ -309,6 +443,19 @@ export class TaskService {
     else publish();
   }
 
+  /** An exec's exit: /tasks/exit with the exec id, after its /tasks/exec-started. */
+  private onExecExit(ns: Namespace, c: Container, e: ExecProcess): void {
+    const exit = e.exit!;
+    const publish = () =>
+      ns.host.events.publish(
+        "/tasks/exit",
+        encodeEvent(TaskExit, { containerId: c.id, id: e.id, pid: e.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at) }),
+      );
+    const started = this.startQueued.get(e);
+    if (started) void started.then(publish);
+    else publish();
+  }
+
   private namespaceName(ctx: CallContext | undefined): string {
     const name = namespaceOf(ctx, this.o.defaultNamespace);
     // It names directories (the runtime root, the state dir): containerd's identifier rule.
@@ -325,14 +472,20 @@ export class TaskService {
     return ns;
   }
 
-  /** The container a call is for; NOT_FOUND (as runc-v2) when it is not, or names an exec. */
-  private find(ctx: CallContext | undefined, id: string, execId: string, call: TaskCall): { ns: Namespace; c: Container } {
+  /** The container a call is for; NOT_FOUND (as runc-v2) when it is not. */
+  private find(ctx: CallContext | undefined, id: string, call: TaskCall): { ns: Namespace; c: Container } {
     const name = this.namespaceName(ctx);
     const ns = this.namespaces.get(name);
     const c = ns?.containers.get(id);
     if (ns === undefined || c === undefined)
       throw new TtrpcError(Code.NOT_FOUND, `${call} container ${id} in namespace ${name}: not found`);
-    if (execId) throw new TtrpcError(Code.NOT_FOUND, `${call} exec ${execId} in container ${id}: execs are not supported yet`);
     return { ns, c };
+  }
+
+  /** The exec process a call names; NOT_FOUND when there is none (never added, or deleted). */
+  private findExec(c: Container, execId: string, call: string): ExecProcess {
+    const e = c.execs.get(execId);
+    if (e === undefined) throw new TtrpcError(Code.NOT_FOUND, `${call} exec ${execId} in container ${c.id}: process does not exist`);
+    return e;
   }
 }

@@ -1,7 +1,7 @@
 // The shim under the other containerd versions it supports: the 1.7 and 2.x that
 // scripts/containerd-versions.sh builds from the Go module proxy (the rest of test/e2e runs
 // Debian's 1.6). For each, a private containerd with that binary (and its own ctr), the demo
-// images, and the core of the lifecycle: run/exit codes, a daemon's SIGTERM, ps/metrics, the
+// images, and the core of the lifecycle: run/exit codes, a daemon's exec and SIGTERM, ps/metrics, the
 // event order, a native container through the same runtime, a containerd restart under a
 // running task. Missing binaries fail the run (build them with scripts/setup.sh), never skip.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -123,7 +123,7 @@ for (const version of VERSIONS) {
     );
 
     test(
-      "a daemon: RUNNING, the start reply containerd recorded, ps and metrics answer, SIGTERM → STOPPED and 143",
+      "a daemon: RUNNING, the start reply containerd recorded, ps and metrics answer, exec of a module, SIGTERM → STOPPED and 143",
       async () => {
         const id = "mx-daemon";
         const log = await runDetached(id);
@@ -151,6 +151,12 @@ for (const version of VERSIONS) {
         expect(metrics).toContain(id);
         const json = JSON.parse(await ctrOk(["task", "metrics", "--format", "json", id]));
         expect(json.memory?.usage?.usage ?? json.memory?.usage).toBeGreaterThan(0);
+
+        // Exec of a module into the running daemon: its output and exit code come back.
+        const hi = await cd.ctr(["task", "exec", "--exec-id", "mx-e1", id, "/wasi-demo-app.wasm", "echo", "hi"]);
+        expect(hi).toMatchObject({ code: 0, stdout: "hi\nexiting\n" });
+        const three = await cd.ctr(["task", "exec", "--exec-id", "mx-e3", id, "/wasi-demo-app.wasm", "exit", "3"]);
+        expect(three.code).toBe(3);
 
         await ctrOk(["task", "kill", id]);
         await waitStatus(id, "STOPPED");

@@ -149,11 +149,9 @@ describe("one shim per pod", () => {
       await v2.delete({ id: ids.c, execId: "" });
 
       // Unsupported calls say so.
-      const exec = await v2
-        .exec({ id: ids.c, execId: "x", terminal: false, stdin: "", stdout: "", stderr: "", spec: undefined })
-        .catch((e: unknown) => e);
-      expect(exec).toBeInstanceOf(TtrpcError);
-      expect((exec as TtrpcError).code).toBe(Code.UNIMPLEMENTED);
+      const update = await v2.update({ id: ids.c, resources: undefined, annotations: {} }).catch((e: unknown) => e);
+      expect(update).toBeInstanceOf(TtrpcError);
+      expect((update as TtrpcError).code).toBe(Code.UNIMPLEMENTED);
 
       // With nothing left, Shutdown ends the server and removes its socket.
       await v2.shutdown({ id: ids.c, now: false });

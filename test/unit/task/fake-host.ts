@@ -4,10 +4,21 @@
 
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { RuncError, type RuncStats } from "../../../src/linux/runc.ts";
 import type { EncodedEvent, EventSink } from "../../../src/task/events.ts";
-import type { Exit, LogLevel, NamespaceHost, OciRuntime, PreparedBundle, RootfsMount, TaskHost } from "../../../src/task/host.ts";
+import type {
+  ExecTarget,
+  Exit,
+  LogLevel,
+  NamespaceHost,
+  OciProcess,
+  OciRuntime,
+  PreparedBundle,
+  PreparedExec,
+  RootfsMount,
+  TaskHost,
+} from "../../../src/task/host.ts";
 import type { CallContext } from "../../../src/ttrpc/index.ts";
 
 export interface Published {
@@ -16,7 +27,7 @@ export interface Published {
   event: EncodedEvent;
 }
 
-type RuntimeMethod = "create" | "start" | "kill" | "delete" | "pause" | "resume" | "ps" | "stats";
+type RuntimeMethod = "create" | "start" | "exec" | "kill" | "delete" | "pause" | "resume" | "ps" | "stats";
 
 /** A held runtime call: `release()` lets it go on, `fail(e)` makes it fail. */
 export interface Gate {
@@ -69,6 +80,8 @@ export class FakeRuntime implements OciRuntime {
   readonly failing = new Map<RuntimeMethod, Error>();
   /** When set, the next container's init has exited with this status before create returns. */
   diesOnCreate: number | null = null;
+  /** When set, the next exec process has exited with this status before exec returns. */
+  diesOnExec: number | null = null;
 
   constructor(
     readonly ns: string,
@@ -102,12 +115,34 @@ export class FakeRuntime implements OciRuntime {
     if (err) throw err;
   }
 
-  async create(id: string, _bundle: string, _pidFile: string, _stdio: [number, number, number], _logFile: string): Promise<number> {
+  async create(id: string, _bundle: string, _pidFile: string, _stdio: [number, number, number] | null, _logFile: string): Promise<number> {
     await this.enter("create", id);
     const pid = this.procs.spawn(this.ns, id);
     this.containers.set(id, { pid, paused: false });
     if (this.diesOnCreate !== null) this.procs.exit(pid, this.diesOnCreate);
     this.diesOnCreate = null;
+    return pid;
+  }
+
+  /** An exec process: "<id>/<exec id>" in the pid space (the exec id from the process file's name). */
+  async exec(
+    id: string,
+    processFile: string,
+    _pidFile: string,
+    _stdio: [number, number, number] | null,
+    _logFile: string,
+  ): Promise<number> {
+    const execId = basename(processFile)
+      .replace(/^exec-/, "")
+      .replace(/\.json$/, "");
+    await this.enter("exec", `${id} ${execId}`);
+    const c = this.mustExist(id, "exec");
+    const init = this.procs.byPid.get(c.pid)!;
+    if (init.exited) throw new RuncError("runc exec", 1, "cannot exec in a stopped container");
+    const pid = this.procs.spawn(this.ns, `${id}/${execId}`);
+    this.procs.byPid.get(pid)!.started = true;
+    if (this.diesOnExec !== null) this.procs.exit(pid, this.diesOnExec);
+    this.diesOnExec = null;
     return pid;
   }
 
@@ -152,7 +187,10 @@ export class FakeRuntime implements OciRuntime {
 
   async ps(id: string): Promise<number[]> {
     await this.enter("ps", id);
-    return [this.mustExist(id, "ps").pid];
+    const init = this.mustExist(id, "ps").pid;
+    // The init and the exec processes of the container still running, as runc ps lists them.
+    const execs = [...this.procs.byPid].filter(([, p]) => p.ns === this.ns && p.id.startsWith(`${id}/`) && !p.exited);
+    return [init, ...execs.map(([pid]) => pid)];
   }
 
   async stats(id: string): Promise<RuncStats> {
@@ -192,6 +230,12 @@ export class FakeHost implements TaskHost {
   unmountError: Error | null = null;
   /** When set, preparing a bundle fails with this error. */
   prepareError: Error | null = null;
+  /** When set, preparing an exec's process fails with this error. */
+  prepareExecError: Error | null = null;
+  /** Exec processes as prepareExec got them, in order. */
+  readonly execsPrepared: { target: ExecTarget; process: OciProcess }[] = [];
+  /** Signals sent to processes through kill(): "pid signal". */
+  readonly signals: string[] = [];
 
   namespace(ns: string): NamespaceHost {
     this.namespacesAsked.push(ns);
@@ -209,6 +253,27 @@ export class FakeHost implements TaskHost {
   watchExit(pid: number): Promise<Exit> {
     const p = this.procs.byPid.get(pid);
     return p ? p.promise : Promise.reject(new Error(`no process ${pid}`));
+  }
+
+  /** As kill(2) on a process of ours: the process exits by the signal a little later. */
+  kill(pid: number, signal: number): void {
+    const p = this.procs.byPid.get(pid);
+    if (p === undefined || p.exited) throw Object.assign(new Error("kill ESRCH"), { code: "ESRCH" });
+    this.signals.push(`${pid} ${signal}`);
+    queueMicrotask(() => this.procs.exit(pid, 128 + signal));
+  }
+
+  async prepareExec(target: ExecTarget, process: OciProcess): Promise<PreparedExec> {
+    if (this.prepareExecError) throw this.prepareExecError;
+    this.execsPrepared.push({ target, process });
+    return { process, kind: target.kind };
+  }
+
+  /** An exec process exits on its own with `status`. */
+  exitExec(ns: string, id: string, execId: string, status: number): void {
+    const found = this.procs.find(ns, `${id}/${execId}`);
+    if (!found) throw new Error(`no process for ${ns}/${id}/${execId}`);
+    this.procs.exit(found[0], status);
   }
 
   /** The container's init exits on its own with `status`. */

@@ -44,6 +44,18 @@ const createReq = (id: string, extra: Partial<CreateTaskRequest> = {}) =>
     ...extra,
   });
 
+/** An Exec of `args` (an OCI process as containerd sends it) for container `id`. */
+const execReq = (execId: string, args: string[] = ["/bin/sh", "-c", "true"], id = "c1", extra: Partial<ExecProcessRequest> = {}) =>
+  ExecProcessRequest.fromPartial({
+    id,
+    execId,
+    spec: {
+      typeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process",
+      value: new TextEncoder().encode(JSON.stringify({ args, cwd: "/", env: ["PATH=/bin"] })),
+    },
+    ...extra,
+  });
+
 /** Rejection of `p` as a TtrpcError (fails the test if it resolves or throws anything else). */
 async function refusal(p: Promise<unknown>): Promise<TtrpcError> {
   const e = await p.then(
@@ -92,8 +104,8 @@ const CALLS: Record<TaskCall, (s: Setup) => Promise<unknown>> = {
   pids: (s) => s.service.pids({ id: "c1" }, ctxFor(NS)),
   stats: (s) => s.service.stats({ id: "c1" }, ctxFor(NS)),
   closeIO: (s) => s.service.closeIO(CloseIORequest.fromPartial({ id: "c1", stdin: true }), ctxFor(NS)),
-  exec: (s) => s.service.exec(ExecProcessRequest.fromPartial({ id: "c1", execId: "e1" })),
-  resizePty: (s) => s.service.resizePty(ResizePtyRequest.fromPartial({ id: "c1" })),
+  exec: (s) => s.service.exec(execReq("e1"), ctxFor(NS)),
+  resizePty: (s) => s.service.resizePty(ResizePtyRequest.fromPartial({ id: "c1", width: 80, height: 24 }), ctxFor(NS)),
   update: (s) => s.service.update(UpdateTaskRequest.fromPartial({ id: "c1" })),
   checkpoint: (s) => s.service.checkpoint(CheckpointTaskRequest.fromPartial({ id: "c1" })),
 };
@@ -177,13 +189,13 @@ describe("every call in every state follows the state table", () => {
     for (const call of Object.keys(CALLS) as TaskCall[]) {
       const e = await refusal(CALLS[call](s));
       // What the shim does not implement says so, container or not.
-      const unimplemented = ["exec", "resizePty", "update", "checkpoint"].includes(call);
+      const unimplemented = ["update", "checkpoint"].includes(call);
       expect(e.code).toBe(unimplemented ? Code.UNIMPLEMENTED : Code.NOT_FOUND);
       if (!unimplemented) expect(e.message).toContain("c1");
     }
   });
 
-  test("a call for an exec process is NOT_FOUND (execs are not supported)", async () => {
+  test("a call for an exec that was never added is NOT_FOUND", async () => {
     const s = setup();
     await inState(s, "running");
     const e = await refusal(s.service.state({ id: "c1", execId: "e1" }, ctxFor(NS)));

@@ -68,6 +68,19 @@ export interface TaskResumed {
   containerId: string;
 }
 
+/** An exec process was added to a task (Exec succeeded); it has not been started yet. */
+export interface TaskExecAdded {
+  containerId: string;
+  execId: string;
+}
+
+/** An exec process was started (Start with an exec id succeeded). */
+export interface TaskExecStarted {
+  containerId: string;
+  execId: string;
+  pid: number;
+}
+
 function createBaseTaskCreate(): TaskCreate {
   return { containerId: "", bundle: "", rootfs: [], io: undefined, checkpoint: "", pid: 0 };
 }
@@ -728,6 +741,156 @@ export const TaskResumed: MessageFns<TaskResumed, "containerd.events.TaskResumed
   fromPartial<I extends Exact<DeepPartial<TaskResumed>, I>>(object: I): TaskResumed {
     const message = createBaseTaskResumed();
     message.containerId = object.containerId ?? "";
+    return message;
+  },
+};
+
+function createBaseTaskExecAdded(): TaskExecAdded {
+  return { containerId: "", execId: "" };
+}
+
+export const TaskExecAdded: MessageFns<TaskExecAdded, "containerd.events.TaskExecAdded"> = {
+  $type: "containerd.events.TaskExecAdded" as const,
+
+  encode(message: TaskExecAdded, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.containerId !== "") {
+      writer.uint32(10).string(message.containerId);
+    }
+    if (message.execId !== "") {
+      writer.uint32(18).string(message.execId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TaskExecAdded {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTaskExecAdded();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.containerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.execId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<TaskExecAdded>, I>>(base?: I): TaskExecAdded {
+    return TaskExecAdded.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TaskExecAdded>, I>>(object: I): TaskExecAdded {
+    const message = createBaseTaskExecAdded();
+    message.containerId = object.containerId ?? "";
+    message.execId = object.execId ?? "";
+    return message;
+  },
+};
+
+function createBaseTaskExecStarted(): TaskExecStarted {
+  return { containerId: "", execId: "", pid: 0 };
+}
+
+export const TaskExecStarted: MessageFns<TaskExecStarted, "containerd.events.TaskExecStarted"> = {
+  $type: "containerd.events.TaskExecStarted" as const,
+
+  encode(message: TaskExecStarted, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.containerId !== "") {
+      writer.uint32(10).string(message.containerId);
+    }
+    if (message.execId !== "") {
+      writer.uint32(18).string(message.execId);
+    }
+    if (message.pid !== 0) {
+      writer.uint32(24).uint32(message.pid);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TaskExecStarted {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTaskExecStarted();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.containerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.execId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pid = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<TaskExecStarted>, I>>(base?: I): TaskExecStarted {
+    return TaskExecStarted.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TaskExecStarted>, I>>(object: I): TaskExecStarted {
+    const message = createBaseTaskExecStarted();
+    message.containerId = object.containerId ?? "";
+    message.execId = object.execId ?? "";
+    message.pid = object.pid ?? 0;
     return message;
   },
 };

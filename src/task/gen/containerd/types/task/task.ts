@@ -26,7 +26,7 @@ export enum Status {
 
 export interface ProcessInfo {
   pid: number;
-  /** Platform-specific detail; we leave it empty. */
+  /** Platform-specific detail: for an exec process, containerd.runc.v1.ProcessDetails (its exec id). */
   info: Any | undefined;
 }
 
