@@ -324,6 +324,9 @@ export async function prepare(opts: PrepareOptions): Promise<Prepared> {
     throw new SpecError(`container id ${JSON.stringify(opts.id)} is not a valid directory name`);
   const dir = join(opts.stateDir, opts.id);
   await mkdir(dir, { recursive: true, mode: 0o711 });
+  // The cache is bind-mounted, so it must exist now: an operator (or a cache reset) may have
+  // removed it since the shim last wrote to it, and runc would fail the create on a missing source.
+  if (opts.cacheDir) await mkdir(opts.cacheDir, { recursive: true, mode: 0o700 });
   const tmp = join(dir, `.config.json.${process.pid}`);
   await writeFile(tmp, JSON.stringify(derived, null, 2), { mode: 0o600 });
   await rename(tmp, join(dir, "config.json"));
