@@ -6,13 +6,20 @@
 // pay for an engine they never use. Anything heavy (a native library, threads) is loaded by
 // `load()` or `compiler.compile()`, the only two calls that need it.
 
-import type { Spec } from "../oci/spec.ts";
-
 /** Where a stdio stream of the module goes. */
 export type StdioSpec =
   | { kind: "inherit" } // the running process's own fd 0/1/2
   | { kind: "path"; path: string } // a file or fifo path (stdout/stderr: created/truncated)
   | { kind: "fd"; fd: number }; // an fd of this process (opened as /proc/self/fd/N)
+
+/**
+ * What an engine may read of the container's OCI spec when it decides. Structural, so the
+ * engine layer does not depend on the OCI layer above it (src/oci/spec.ts's Spec is one).
+ */
+export interface ContainerSpec {
+  readonly process?: { readonly args?: readonly string[]; readonly env?: readonly string[]; readonly cwd?: string };
+  readonly annotations?: Readonly<Record<string, string>>;
+}
 
 /** The container's entrypoint (process.args[0]) as found on the host. */
 export interface Entrypoint {
@@ -26,7 +33,7 @@ export interface Entrypoint {
   head: Uint8Array;
 }
 
-/** Ahead-of-time compilation, used by the compile cache (../engines/precompile.ts). */
+/** Ahead-of-time compilation, used by the compile cache (../oci/precompile.ts). */
 export interface Compiler {
   /**
    * Cache key of `source` as this engine would compile it (module digest, engine version,
@@ -118,7 +125,7 @@ export interface Engine {
   /** e.g. the engine's name; part of logs and of cache keys. */
   readonly name: string;
   /** Does this engine run that entrypoint? Sniffs `ep.head` (e.g. "\0asm", WAT text). */
-  canHandle(ep: Entrypoint, spec: Spec): boolean;
+  canHandle(ep: Entrypoint, spec: ContainerSpec): boolean;
   /** Ahead-of-time compiler for the compile cache; absent = every start compiles. */
   readonly compiler?: Compiler;
   /** Files (and options) the executor needs in its directory. */

@@ -4,7 +4,6 @@
 // that takes seconds over one container must not stall the calls of others.
 
 import { readFile } from "node:fs/promises";
-import type { OciRuntime } from "../task/host.ts";
 
 export interface RuncOptions {
   /** The runtime binary: runc by default, crun when configured or found. */
@@ -32,7 +31,9 @@ export function findRuntime(preferred?: string): string {
   return "runc";
 }
 
-export class Runc implements OciRuntime {
+// Implements src/task/host.ts OciRuntime (checked where serve.ts hands it to the service;
+// not named here, so this layer does not import the one above it).
+export class Runc {
   constructor(private readonly opts: RuncOptions) {}
 
   get root(): string {

@@ -38,7 +38,7 @@ export interface PrepareOptions {
   executorStateRoot?: string;
   /**
    * Host compile-cache directory to mount at /.bunwasi-cache. Read-only by default: the trusted
-   * shim fills it (src/engines/precompile.ts); `cacheWritable` lets the executor write too,
+   * shim fills it (src/oci/precompile.ts); `cacheWritable` lets the executor write too,
    * which is only safe for trusted modules (the module sees "/" and could plant native code).
    */
   cacheDir?: string;

@@ -5,6 +5,9 @@
 import { createHash } from "node:crypto";
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { socketPath } from "../common/address.ts";
+
+export { socketPath };
 
 /** containerd's default state dir + "/s"; sockets there are named by a hash, so short. */
 export const DEFAULT_SOCKET_DIR = "/run/containerd/s";
@@ -30,10 +33,6 @@ export function socketAddress(grpcAddress: string, namespace: string, group: str
   const path = join(dir, digest);
   if (path.length > UNIX_PATH_MAX) throw new Error(`socket path too long (${path.length} > ${UNIX_PATH_MAX}): ${path}`);
   return `unix://${path}`;
-}
-
-export function socketPath(address: string): string {
-  return address.startsWith("unix://") ? address.slice("unix://".length) : address;
 }
 
 export function ensureSocketDir(address: string): void {

@@ -2,8 +2,8 @@
 // and in order, so /tasks/start always reaches containerd before that task's /tasks/exit.
 // containerd may be restarting: we reconnect and retry for a while rather than drop.
 
+import { socketPath } from "../common/address.ts";
 import { EVENTS_CONNECT_TIMEOUT_MS } from "../common/constants.ts";
-import { socketPath } from "../shim/address.ts";
 import { Client, Code, type ServiceClient, TtrpcError } from "../ttrpc/index.ts";
 import { EventsDefinition } from "./gen/containerd/services/ttrpc/events/v1/events.ts";
 import type { Timestamp } from "./gen/google/protobuf/timestamp.ts";

@@ -204,7 +204,7 @@ describe("classification", () => {
       ...wasmtime,
       name: "picky",
       canHandle: (ep, s) => {
-        seen.push(`${ep.path} ${ep.host.endsWith("/rootfs/srv/app.txt")} ${s.process.cwd}`);
+        seen.push(`${ep.path} ${ep.host.endsWith("/rootfs/srv/app.txt")} ${s.process?.cwd}`);
         return new TextDecoder().decode(ep.head).startsWith("PICK");
       },
     };

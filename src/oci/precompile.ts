@@ -5,9 +5,9 @@
 // the work off the serving thread.
 
 import { readFile } from "node:fs/promises";
-import type { Prepared } from "../oci/bundle.ts";
-import { CompileCache } from "./cache.ts";
-import type { Engine } from "./engine.ts";
+import { CompileCache } from "../engines/cache.ts";
+import type { Engine } from "../engines/engine.ts";
+import type { Prepared } from "./bundle.ts";
 
 const caches = new Map<string, CompileCache>();
 

@@ -5,10 +5,10 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Engine } from "../../../src/engines/engine.ts";
-import { precompile } from "../../../src/engines/precompile.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import type { Prepared } from "../../../src/oci/bundle.ts";
-import { prepare, tmp, wasm } from "./helpers.ts";
+import { precompile } from "../../../src/oci/precompile.ts";
+import { prepare, tmp, wasm } from "../engines/helpers.ts";
 
 const spec = { ociVersion: "1.0.2", process: { args: ["/m.wasm"], cwd: "/" }, root: { path: "rootfs" } };
 const prepared = (moduleHost: string): Prepared => ({ runtimeBundle: "/b", kind: "wasm", module: "/m.wasm", moduleHost, spec });
