@@ -241,8 +241,14 @@ export class TaskService {
     return { shimPid: this.o.shimPid, taskPid: c?.pid ?? 0, version: SHIM_VERSION };
   }
 
-  async shutdown(req: ShutdownRequest): Promise<Empty> {
-    if (req.now || this.size === 0) {
+  /**
+   * Stops the server only once no container is left, whatever `now` says: runc-v2 does the
+   * same (its Shutdown returns at once while it serves containers and never reads `now`),
+   * since exiting would orphan live containers and lose their exits. containerd sends it
+   * after each Delete; the last one stops us.
+   */
+  async shutdown(_req: ShutdownRequest): Promise<Empty> {
+    if (this.size === 0) {
       this.draining = true;
       // After this answer is on its way: the host's shutdown closes the server.
       setTimeout(() => this.o.onShutdown(), 0);

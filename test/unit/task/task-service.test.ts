@@ -500,10 +500,13 @@ describe("the service's own calls", () => {
     expect(await s.service.connect({ id: "c1" }, ctxFor("elsewhere"))).toMatchObject({ shimPid: 4242, taskPid: 0 });
   });
 
-  test("Shutdown with containers left keeps serving; with none it asks the host to stop", async () => {
+  test("Shutdown with containers left keeps serving, even with now; with none it asks the host to stop", async () => {
     const s = setup();
     await inState(s, "stopped");
     await s.service.shutdown({ id: "c1", now: false });
+    expect(s.service.shuttingDown).toBe(false);
+    // `now` does not end a shim that still has containers (runc-v2 ignores it too).
+    await s.service.shutdown({ id: "c1", now: true });
     expect(s.service.shuttingDown).toBe(false);
     await CALLS.delete(s);
     await s.service.shutdown({ id: "c1", now: false });
