@@ -198,6 +198,14 @@ export class Container {
     }
   }
 
+  async update(resources: string): Promise<void> {
+    try {
+      await this.runtime.update(this.id, resources);
+    } catch (e) {
+      throw failure("update", e);
+    }
+  }
+
   /**
    * Removes the container: the table allows it once exited or never started (then the
    * runtime's waiting init is removed first and its exit awaited). Every undo step is tried;

@@ -36,6 +36,8 @@ export interface OciRuntime {
   resume(id: string): Promise<void>;
   ps(id: string): Promise<number[]>;
   stats(id: string): Promise<RuncStats>;
+  /** Sets the container's cgroup limits to `resources`, an OCI LinuxResources as JSON. */
+  update(id: string, resources: string): Promise<void>;
 }
 
 /** What a namespace has of its own: runtime root, state directory, event stream. */

@@ -58,10 +58,9 @@ const precondition = (why: string) => no(Code.FAILED_PRECONDITION, why);
 const unimplemented = (what: string) => no(Code.UNIMPLEMENTED, `${what} is not supported by this shim`);
 
 /** Calls that the shim does not implement, in whatever state. */
-const UNIMPLEMENTED: Pick<Record<TaskCall, Rule>, "exec" | "resizePty" | "update" | "checkpoint"> = {
+const UNIMPLEMENTED: Pick<Record<TaskCall, Rule>, "exec" | "resizePty" | "checkpoint"> = {
   exec: unimplemented("Exec (running another process in a container)"),
   resizePty: unimplemented("ResizePty (terminal=true containers)"),
-  update: unimplemented("Update (changing resources of a running container)"),
   checkpoint: unimplemented("Checkpoint"),
 };
 
@@ -80,6 +79,8 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     pids: ok(),
     stats: ok(),
     closeIO: ok(),
+    // runc-v2 updates a created container too: its cgroup exists from create on.
+    update: ok(),
     ...UNIMPLEMENTED,
   },
   running: {
@@ -93,6 +94,7 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     pids: ok(),
     stats: ok(),
     closeIO: ok(),
+    update: ok(),
     ...UNIMPLEMENTED,
   },
   paused: {
@@ -107,6 +109,8 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     pids: ok(),
     stats: ok(),
     closeIO: ok(),
+    // The cgroup stays while frozen; runc-v2 allows it.
+    update: ok(),
     ...UNIMPLEMENTED,
   },
   stopped: {
@@ -122,6 +126,8 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     pids: ok(),
     stats: no(Code.NOT_FOUND, "it has exited: no cgroup to measure"),
     closeIO: ok(),
+    // runc-v2: "cannot update a stopped container"; the cgroup is about to go.
+    update: precondition("it has exited: no cgroup to update"),
     ...UNIMPLEMENTED,
   },
   // Only seen by calls that found the task just before its Delete finished.
@@ -136,6 +142,7 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     pids: ok(),
     stats: no(Code.NOT_FOUND, "it is deleted: no cgroup to measure"),
     closeIO: ok(),
+    update: precondition("it is deleted"),
     ...UNIMPLEMENTED,
   },
 };

@@ -264,8 +264,12 @@ export class TaskService {
     return this.unimplemented(req.id, "resizePty");
   }
 
-  async update(req: UpdateTaskRequest): Promise<Empty> {
-    return this.unimplemented(req.id, "update");
+  /** New cgroup limits (CRI's UpdateContainerResources), through the runtime's update. */
+  async update(req: UpdateTaskRequest, ctx?: CallContext): Promise<Empty> {
+    const { c } = this.find(ctx, req.id, "", "update");
+    const resources = linuxResourcesJson(req);
+    await c.transition("update", () => c.update(resources));
+    return EMPTY;
   }
 
   async checkpoint(req: CheckpointTaskRequest): Promise<Empty> {
@@ -341,4 +345,27 @@ export class TaskService {
     if (execId) throw new TtrpcError(Code.NOT_FOUND, `${call} exec ${execId} in container ${id}: execs are not supported yet`);
     return { ns, c };
   }
+}
+
+/**
+ * The OCI LinuxResources of an Update, as JSON text for the runtime. containerd sends them
+ * as JSON in an Any (typeurl's encoding of a Go struct that is not a proto message), type
+ * types.containerd.io/opencontainers/runtime-spec/1/LinuxResources; other types are refused
+ * rather than guessed at.
+ */
+export function linuxResourcesJson(req: UpdateTaskRequest): string {
+  const any = req.resources;
+  if (any === undefined || !any.typeUrl.endsWith("/LinuxResources")) {
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `update ${req.id}: resources must be an OCI LinuxResources, got ${any?.typeUrl || "none"}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder().decode(any.value));
+  } catch (e) {
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `update ${req.id}: resources are not JSON: ${String(e)}`);
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `update ${req.id}: resources are not a JSON object`);
+  }
+  return JSON.stringify(parsed);
 }

@@ -5,8 +5,8 @@
 // (pause), a wasm container and a native busybox sidecar share one shim; logs in CRI's
 // format on disk; env and exit codes in crictl inspect; stats; a graceful stop; teardown
 // that leaves nothing; several pods at once; a memory limit; a containerd restart under a
-// running pod. Exec and Update are not implemented by the shim yet: one test pins the errors
-// crictl gets. Missing binaries fail, never skip.
+// running pod; UpdateContainerResources changing a running container's cgroup. Exec is not
+// implemented by the shim yet: one test pins the errors crictl gets. Missing binaries fail, never skip.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -425,7 +425,7 @@ for (const { name, binary } of CONTAINERDS) {
     );
 
     test(
-      "not implemented by the shim yet, each with its clear error: exec (sync and streaming), tty, update; the container keeps running",
+      "not implemented by the shim yet, each with its clear error: exec (sync and streaming), tty; the container keeps running",
       async () => {
         const p = await cri.runPod("unimplemented");
         const id = await cri.createContainer(p, { metadata: { name: "daemon" }, image: { image: CRI_IMAGES.demo }, log_path: "d.log" });
@@ -456,15 +456,44 @@ for (const { name, binary } of CONTAINERDS) {
         const ttyStatus = (await cri.inspect(tty)).status;
         expect(ttyStatus.reason).toBe("StartError");
         expect(ttyStatus.message).toContain("terminal=true (a tty for the container) is not supported yet");
-        // UpdateContainerResources (in-place resize, CPU manager) answers the same way.
-        const update = await cri.crictl(["update", "--memory", String(256 << 20), id]);
-        expect(update.code).not.toBe(0);
-        expect(update.stderr).toContain("code = Unimplemented desc = failed to update resources");
-        expect(update.stderr).toContain("Update (changing resources of a running container) is not supported by this shim");
         expect((await cri.inspect(id)).status.state).toBe("CONTAINER_RUNNING");
         // A pod removed with a module still running: StopPodSandbox kills it first.
         await cri.crictlOk(["rmp", "--force", p.id]);
         await expectNothingLeft(p, [id, tty]);
+      },
+      T,
+    );
+
+    test(
+      "crictl update (UpdateContainerResources) changes a running wasm container's memory and CPU limits in its cgroup",
+      async () => {
+        const p = await cri.runPod("update");
+        const id = await cri.createContainer(p, {
+          metadata: { name: "daemon" },
+          image: { image: CRI_IMAGES.demo },
+          log_path: "d.log",
+          linux: { resources: { memory_limit_in_bytes: 128 << 20 } },
+        });
+        await cri.crictlOk(["start", id]);
+        await cri.waitState(id, "CONTAINER_RUNNING");
+        const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+        const [memDir, cpuDir] = v2
+          ? [join("/sys/fs/cgroup", p.cgroupParent, id), join("/sys/fs/cgroup", p.cgroupParent, id)]
+          : [join("/sys/fs/cgroup/memory", p.cgroupParent, id), join("/sys/fs/cgroup/cpu", p.cgroupParent, id)];
+        const memLimit = () => readFileSync(join(memDir, v2 ? "memory.max" : "memory.limit_in_bytes"), "utf8").trim();
+        expect(memLimit()).toBe(String(128 << 20));
+        await cri.crictlOk(["update", "--memory", String(256 << 20), "--cpu-quota", "50000", "--cpu-period", "100000", id]);
+        expect(memLimit()).toBe(String(256 << 20));
+        const quota = v2
+          ? readFileSync(join(cpuDir, "cpu.max"), "utf8").trim()
+          : readFileSync(join(cpuDir, "cpu.cfs_quota_us"), "utf8").trim();
+        expect(quota).toBe(v2 ? "50000 100000" : "50000");
+        // CRI keeps the spec it updated; the container ran on through the update.
+        const st = await cri.inspect(id);
+        expect(st.status.state).toBe("CONTAINER_RUNNING");
+        expect(st.info.runtimeSpec.linux.resources.memory.limit).toBe(256 << 20);
+        await cri.crictlOk(["rmp", "--force", p.id]);
+        await expectNothingLeft(p, [id]);
       },
       T,
     );

@@ -16,7 +16,7 @@ export interface Published {
   event: EncodedEvent;
 }
 
-type RuntimeMethod = "create" | "start" | "kill" | "delete" | "pause" | "resume" | "ps" | "stats";
+type RuntimeMethod = "create" | "start" | "kill" | "delete" | "pause" | "resume" | "ps" | "stats" | "update";
 
 /** A held runtime call: `release()` lets it go on, `fail(e)` makes it fail. */
 export interface Gate {
@@ -159,6 +159,15 @@ export class FakeRuntime implements OciRuntime {
     await this.enter("stats", id);
     this.mustExist(id, "stats");
     return { pids: { current: 1, limit: 10 } };
+  }
+
+  /** The resources of each update, in order, as the runtime got them. */
+  readonly updates: { id: string; resources: unknown }[] = [];
+
+  async update(id: string, resources: string): Promise<void> {
+    await this.enter("update", id);
+    this.mustExist(id, "update");
+    this.updates.push({ id, resources: JSON.parse(resources) });
   }
 
   private mustExist(id: string, what: string) {

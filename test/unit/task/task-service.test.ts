@@ -4,6 +4,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { RuncError } from "../../../src/linux/runc.ts";
 import { TaskCreate, TaskDelete, TaskExit, TaskStart } from "../../../src/task/gen/containerd/events/task.ts";
 import {
   CheckpointTaskRequest,
@@ -80,6 +81,11 @@ const STATUS: Record<Exclude<TaskState, "deleted">, Status> = {
   stopped: Status.STOPPED,
 };
 
+/** An UpdateTaskRequest as containerd's CRI sends it: LinuxResources JSON in an Any. */
+const LINUX_RESOURCES = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+const updateReq = (id: string, resources: unknown, typeUrl = LINUX_RESOURCES) =>
+  UpdateTaskRequest.fromPartial({ id, resources: { typeUrl, value: new TextEncoder().encode(JSON.stringify(resources)) } });
+
 /** Each call of the table as the service takes it, for container c1. */
 const CALLS: Record<TaskCall, (s: Setup) => Promise<unknown>> = {
   start: (s) => s.service.start({ id: "c1", execId: "" }, ctxFor(NS)),
@@ -94,7 +100,7 @@ const CALLS: Record<TaskCall, (s: Setup) => Promise<unknown>> = {
   closeIO: (s) => s.service.closeIO(CloseIORequest.fromPartial({ id: "c1", stdin: true }), ctxFor(NS)),
   exec: (s) => s.service.exec(ExecProcessRequest.fromPartial({ id: "c1", execId: "e1" })),
   resizePty: (s) => s.service.resizePty(ResizePtyRequest.fromPartial({ id: "c1" })),
-  update: (s) => s.service.update(UpdateTaskRequest.fromPartial({ id: "c1" })),
+  update: (s) => s.service.update(updateReq("c1", { memory: { limit: 64 << 20 } }), ctxFor(NS)),
   checkpoint: (s) => s.service.checkpoint(CheckpointTaskRequest.fromPartial({ id: "c1" })),
 };
 
@@ -177,7 +183,7 @@ describe("every call in every state follows the state table", () => {
     for (const call of Object.keys(CALLS) as TaskCall[]) {
       const e = await refusal(CALLS[call](s));
       // What the shim does not implement says so, container or not.
-      const unimplemented = ["exec", "resizePty", "update", "checkpoint"].includes(call);
+      const unimplemented = ["exec", "resizePty", "checkpoint"].includes(call);
       expect(e.code).toBe(unimplemented ? Code.UNIMPLEMENTED : Code.NOT_FOUND);
       if (!unimplemented) expect(e.message).toContain("c1");
     }
@@ -514,6 +520,45 @@ describe("the service's own calls", () => {
     await s.shutdown; // the host is told
     const e = await refusal(s.service.create(createReq("c2"), ctxFor(NS)));
     expect(e.code).toBe(Code.UNAVAILABLE);
+  });
+
+  test("Update hands the runtime the LinuxResources in created, running and paused; refuses it once stopped", async () => {
+    const resources = { memory: { limit: 256 << 20 }, cpu: { shares: 512, quota: 50000, period: 100000 } };
+    for (const state of ["created", "running", "paused"] as const) {
+      const s = setup();
+      await inState(s, state);
+      await s.service.update(updateReq("c1", resources), ctxFor(NS));
+      expect(s.host.runtime(NS).updates).toEqual([{ id: "c1", resources }]);
+      expect(await statusOf(s)).toBe(STATUS[state]);
+    }
+    const s = setup();
+    await inState(s, "stopped");
+    const e = await refusal(s.service.update(updateReq("c1", resources), ctxFor(NS)));
+    expect(e.code).toBe(Code.FAILED_PRECONDITION);
+    expect(e.message).toContain("task is stopped");
+    expect(s.host.runtime(NS).updates).toEqual([]);
+  });
+
+  test("Update refuses resources that are not LinuxResources JSON, without calling the runtime", async () => {
+    const s = setup();
+    await inState(s, "running");
+    const bad = [
+      UpdateTaskRequest.fromPartial({ id: "c1" }),
+      updateReq("c1", { memory: {} }, "types.containerd.io/something/Else"),
+      UpdateTaskRequest.fromPartial({ id: "c1", resources: { typeUrl: LINUX_RESOURCES, value: new TextEncoder().encode("{not json") } }),
+      updateReq("c1", [1, 2]),
+    ];
+    for (const req of bad) expect((await refusal(s.service.update(req, ctxFor(NS)))).code).toBe(Code.INVALID_ARGUMENT);
+    expect(s.host.runtime(NS).calls.filter((c) => c.startsWith("update"))).toEqual([]);
+  });
+
+  test("Update of a runtime failure is the runtime's words", async () => {
+    const s = setup();
+    await inState(s, "running");
+    s.host.runtime(NS).failing.set("update", new RuncError("runc update", 1, "invalid memory limit"));
+    const e = await refusal(s.service.update(updateReq("c1", { memory: { limit: 1 } }), ctxFor(NS)));
+    expect(e.code).toBe(Code.UNKNOWN);
+    expect(e.message).toBe("update: runc update: invalid memory limit");
   });
 
   test("Stats goes through the host's metrics; Pids lists the runtime's", async () => {
