@@ -9,6 +9,7 @@ import { dirname } from "node:path";
 import { EVENTS_FLUSH_TIMEOUT_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
 import { precompile } from "../engines/precompile.ts";
+import { watchOom } from "../linux/oom.ts";
 import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
 import { findRuntime, Runc } from "../linux/runc.ts";
 import { prepare } from "../oci/bundle.ts";
@@ -135,6 +136,7 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
       return served;
     },
     watchExit: (pid) => w.watcher.watch(pid).then((r) => ({ status: r.status, at: r.exitedAt })),
+    watchOom: (pid) => watchOom(pid),
     // mount(2) and umount2(2) stay on this thread: each is one system call (umount2 detaches,
     // so it never waits for busy files), mount namespaces are per process so a thread would
     // gain nothing, and a worker would need its own FFI binding (src/oci/rootfs.ts).

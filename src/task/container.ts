@@ -6,6 +6,7 @@
 import { mkdir, readlink, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { STATUS_UNKNOWN } from "../common/constants.ts";
+import type { OomWatch } from "../linux/oom.ts";
 import { RuncError } from "../linux/runc.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import type { Exit, NamespaceHost, OciRuntime, RootfsMount, TaskHost } from "./host.ts";
@@ -39,6 +40,8 @@ export class Container {
   readonly exited: Promise<Exit>;
   /** Set while Delete runs: a second Delete joins it. */
   deleting: Promise<Exit> | null = null;
+  /** The memory cgroup's OOM kills, when the host watches them (src/linux/oom.ts). */
+  private oom: OomWatch | null = null;
   /** /proc/<pid>/exe of the runtime's init before `start` execs the container's process. */
   private runtimeInitExe = "";
   private resolveExit!: (e: Exit) => void;
@@ -95,6 +98,8 @@ export class Container {
         const [pid] = await Promise.all([created, prepared.warm?.()]);
         c.pid = pid;
         c.runtimeInitExe = await exeOf(pid);
+        // The init is in the container's cgroup from create on: its baseline count now.
+        c.oom = (await host.watchOom?.(pid)) ?? null;
       } finally {
         await stdio.close();
       }
@@ -121,6 +126,14 @@ export class Container {
         this.exitedWith({ status: STATUS_UNKNOWN, at: new Date() });
       },
     );
+  }
+
+  /**
+   * Once exited: whether the kernel OOM-killed a process of the container's cgroup; null when
+   * nobody watches (answered without waiting). Never rejects: an unreadable cgroup is "no".
+   */
+  oomKilled(): Promise<boolean> | null {
+    return this.oom?.killed().catch(() => false) ?? null;
   }
 
   /**

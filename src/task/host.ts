@@ -4,7 +4,7 @@
 //
 //   TaskHost (one per service)          NamespaceHost (one per containerd namespace)
 //   ├─ namespace(ns) ─────────────────▶ ├─ runtime   the OCI runtime, its --root for ns
-//   ├─ watchExit(pid)                   ├─ stateDir  per-container working files
+//   ├─ watchExit(pid), watchOom(pid)    ├─ stateDir  per-container working files
 //   ├─ mountRootfs(bundle, mounts)      └─ events    the publisher for ns's events
 //   ├─ prepareBundle(id, bundle, dir)
 //   ├─ metrics(stats)
@@ -12,6 +12,7 @@
 //
 // The shim's `serve` builds the real ones (src/shim/serve.ts); tests build fakes.
 
+import type { OomWatch } from "../linux/oom.ts";
 import type { RuncStats } from "../linux/runc.ts";
 import type { EventSink } from "./events.ts";
 import type { Any } from "./gen/google/protobuf/any.ts";
@@ -70,6 +71,11 @@ export interface TaskHost {
   namespace(ns: string): NamespaceHost;
   /** Resolves when `pid` exits, with its status (128+signal when killed). */
   watchExit(pid: number): Promise<Exit>;
+  /**
+   * Starts watching the memory cgroup of `pid` (a container's init, just created) for kernel
+   * OOM kills; null when it cannot. Absent: no /tasks/oom is ever published.
+   */
+  watchOom?(pid: number): Promise<OomWatch | null>;
   /** Mounts containerd's rootfs mounts on `<bundle>/rootfs`; resolves with the undo. */
   mountRootfs(bundle: string, mounts: RootfsMount[]): Promise<() => Promise<void>>;
   /** Turns containerd's bundle into the one the runtime runs (wasm: our executor). */

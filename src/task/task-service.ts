@@ -12,7 +12,7 @@ import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import { type CallContext, Code, TtrpcError } from "../ttrpc/index.ts";
 import { Container } from "./container.ts";
 import { encodeEvent, timestamp } from "./events.ts";
-import { TaskCreate, TaskDelete, TaskExit, TaskPaused, TaskResumed, TaskStart } from "./gen/containerd/events/task.ts";
+import { TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart } from "./gen/containerd/events/task.ts";
 import type {
   CheckpointTaskRequest,
   CloseIORequest,
@@ -82,6 +82,10 @@ export class TaskService {
   private readonly namespaces = new Map<string, Namespace>();
   /** Resolves once a container's /tasks/start is queued, so its /tasks/exit never overtakes it. */
   private readonly startQueued = new WeakMap<Container, Promise<void>>();
+  /** Resolves once a container's /tasks/exit is queued, so its /tasks/delete never overtakes it. */
+  private readonly exitQueued = new WeakMap<Container, Promise<void>>();
+  /** Resolves once Wait may answer: the OOM count is read, and a kill's /tasks/oom is queued. */
+  private readonly exitAnswerable = new WeakMap<Container, Promise<unknown>>();
   private draining = false;
 
   constructor(private readonly o: TaskServiceOptions) {}
@@ -184,6 +188,9 @@ export class TaskService {
     const { c } = this.find(ctx, req.id, req.execId, "wait");
     check(c.id, c.state, "wait");
     const exit = await c.exited;
+    // Not before an OOM kill is queued for containerd: CRI's exit monitor acts on this answer
+    // and must find the TaskOOM ahead of it (its reason "OOMKilled").
+    await this.exitAnswerable.get(c);
     return { exitStatus: exit.status, exitedAt: timestamp(exit.at) };
   }
 
@@ -300,6 +307,7 @@ export class TaskService {
       return out.exit;
     });
     ns.containers.delete(c.id);
+    await this.exitQueued.get(c);
     ns.host.events.publish(
       "/tasks/delete",
       encodeEvent(TaskDelete, { containerId: c.id, pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at), id: "" }),
@@ -307,6 +315,11 @@ export class TaskService {
     return exit;
   }
 
+  /**
+   * Publishes the exit: after the container's /tasks/start, and after its /tasks/oom when the
+   * cgroup OOM-killed (runc-v2's order: containerd's CRI takes the reason "OOMKilled" from
+   * the TaskOOM, so it must be there when the exit is handled).
+   */
   private onExit(ns: Namespace, c: Container): void {
     const exit = c.exit!;
     const publish = () =>
@@ -315,8 +328,24 @@ export class TaskService {
         encodeEvent(TaskExit, { containerId: c.id, id: c.id, pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at) }),
       );
     const started = this.startQueued.get(c);
-    if (started) void started.then(publish);
-    else publish();
+    const oom = c.oomKilled();
+    if (!started && !oom) {
+      publish();
+      return;
+    }
+    const queued = (async () => {
+      const killed = (await oom) ?? false;
+      await started;
+      if (killed) ns.host.events.publish("/tasks/oom", encodeEvent(TaskOOM, { containerId: c.id }));
+      publish();
+    })();
+    this.exitQueued.set(c, queued);
+    // Without a kill Wait need not wait for the events (they may wait for a Start under way).
+    if (oom)
+      this.exitAnswerable.set(
+        c,
+        oom.then((killed) => (killed ? queued : undefined)),
+      );
   }
 
   private namespaceName(ctx: CallContext | undefined): string {

@@ -417,6 +417,9 @@ for (const { name, binary } of CONTAINERDS) {
         expect(free.st.status.exitCode).toBe(0);
         const limited = await grow("limited", 32 << 20);
         expect(limited.st.status.exitCode).toBe(12);
+        // The store limit, not the kernel: memory.grow fails inside wasmtime, the module sees
+        // it (here: exit 12, ENOMEM) and the cgroup kills nothing, so no OOMKilled.
+        expect(limited.st.status.reason).toBe("Error");
         expect(await cri.crictlOk(["logs", limited.id])).toBe("");
         await cri.crictlOk(["rmp", "--force", p.id]);
         await expectNothingLeft(p, [free.id, limited.id]);
@@ -460,6 +463,38 @@ for (const { name, binary } of CONTAINERDS) {
         // A pod removed with a module still running: StopPodSandbox kills it first.
         await cri.crictlOk(["rmp", "--force", p.id]);
         await expectNothingLeft(p, [id, tty]);
+      },
+      T,
+    );
+
+    test(
+      "a native container the cgroup OOM-kills (32 MiB, a shell string doubling): reason OOMKilled, exit 137, under wasmtime as under runc",
+      async () => {
+        const oomKilled = async (handler: string) => {
+          const p = await cri.runPod(`oom-${handler}`, { handler });
+          const id = await cri.createContainer(p, {
+            metadata: { name: "hog" },
+            image: { image: CRI_IMAGES.busybox },
+            // A shell string that doubles without end: past 32 MiB the cgroup's OOM killer ends sh.
+            command: ["sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done"],
+            log_path: "hog.log",
+            linux: { resources: { memory_limit_in_bytes: 32 << 20 } },
+          });
+          await cri.crictlOk(["start", id]);
+          await cri.waitState(id, "CONTAINER_EXITED");
+          // CRI records the exit and the TaskOOM as they come; the reason settles on the latter.
+          const st = await until(`${handler}: reason OOMKilled`, async () => {
+            const s = (await cri.inspect(id)).status;
+            return s.reason === "OOMKilled" ? s : undefined;
+          });
+          await cri.crictlOk(["rmp", "--force", p.id]);
+          return { p, id, exitCode: st.exitCode, reason: st.reason };
+        };
+        const runc = await oomKilled("runc");
+        const ours = await oomKilled(HANDLER);
+        expect({ exitCode: ours.exitCode, reason: ours.reason }).toEqual({ exitCode: runc.exitCode, reason: runc.reason });
+        expect(ours.exitCode).toBe(137);
+        await expectNothingLeft(ours.p, [ours.id]);
       },
       T,
     );

@@ -5,6 +5,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { OomWatch } from "../../../src/linux/oom.ts";
 import { RuncError, type RuncStats } from "../../../src/linux/runc.ts";
 import type { EncodedEvent, EventSink } from "../../../src/task/events.ts";
 import type { Exit, LogLevel, NamespaceHost, OciRuntime, PreparedBundle, RootfsMount, TaskHost } from "../../../src/task/host.ts";
@@ -218,6 +219,24 @@ export class FakeHost implements TaskHost {
   watchExit(pid: number): Promise<Exit> {
     const p = this.procs.byPid.get(pid);
     return p ? p.promise : Promise.reject(new Error(`no process ${pid}`));
+  }
+
+  /** Pids whose cgroup the kernel OOM-killed in; null: the host does not watch (watchOom answers null). */
+  readonly oomKilled = new Set<number>();
+  /** Pids the service asked to watch for OOM kills, in order. */
+  readonly oomWatched: number[] = [];
+
+  async watchOom(pid: number): Promise<OomWatch | null> {
+    this.oomWatched.push(pid);
+    return { killed: async () => this.oomKilled.has(pid) };
+  }
+
+  /** The kernel OOM-kills the container's init: its cgroup counts the kill, the init exits on SIGKILL. */
+  oomKill(ns: string, id: string): void {
+    const found = this.procs.find(ns, id);
+    if (!found) throw new Error(`no process for ${ns}/${id}`);
+    this.oomKilled.add(found[0]);
+    this.procs.exit(found[0], 137);
   }
 
   /** The container's init exits on its own with `status`. */

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { RuncError } from "../../../src/linux/runc.ts";
-import { TaskCreate, TaskDelete, TaskExit, TaskStart } from "../../../src/task/gen/containerd/events/task.ts";
+import { TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart } from "../../../src/task/gen/containerd/events/task.ts";
 import {
   CheckpointTaskRequest,
   CloseIORequest,
@@ -269,6 +269,51 @@ describe("events", () => {
       { topic: "/tasks/create", id: "c1" },
       { topic: "/tasks/exit", id: "c1", status: 2 },
     ]);
+  });
+
+  test("an OOM kill: /tasks/oom before /tasks/exit, and Wait answers once both are queued", async () => {
+    const s = setup();
+    await inState(s, "running");
+    const { pid } = await s.service.state({ id: "c1", execId: "" }, ctxFor(NS));
+    expect(s.host.oomWatched).toEqual([pid]); // the init's cgroup, watched from create on
+    const waiting = CALLS.wait(s).then((w) => ({ w, topics: s.host.topics(NS) }));
+    s.host.oomKill(NS, "c1");
+    const { w, topics } = await waiting;
+    expect(w).toMatchObject({ exitStatus: 137 });
+    expect(topics).toEqual(["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"]);
+    await CALLS.delete(s);
+    expect(decoded(s)).toEqual([
+      { topic: "/tasks/create", id: "c1" },
+      { topic: "/tasks/start", id: "c1" },
+      { topic: "/tasks/oom" },
+      { topic: "/tasks/exit", id: "c1", status: 137 },
+      { topic: "/tasks/delete", id: "c1", status: 137 },
+    ]);
+    expect(TaskOOM.decode(s.host.events[2]!.event.value).containerId).toBe("c1");
+  });
+
+  test("a kill that is not the OOM killer's (SIGKILL from Kill) publishes no /tasks/oom", async () => {
+    const s = setup();
+    await inState(s, "running");
+    await s.service.kill({ id: "c1", execId: "", signal: 9, all: false }, ctxFor(NS));
+    expect(await CALLS.wait(s)).toMatchObject({ exitStatus: 137 });
+    await CALLS.delete(s);
+    expect(s.host.topics(NS)).toEqual(["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
+  });
+
+  test("an OOM kill while Start is under way: start, oom, exit", async () => {
+    const s = setup();
+    await inState(s, "created");
+    const gate = s.host.runtime(NS).gate("start");
+    const starting = CALLS.start(s);
+    await gate.reached;
+    s.host.oomKill(NS, "c1");
+    await Promise.resolve();
+    expect(s.host.topics(NS)).toEqual(["/tasks/create"]);
+    gate.release();
+    await starting;
+    expect(await CALLS.wait(s)).toMatchObject({ exitStatus: 137 });
+    expect(s.host.topics(NS)).toEqual(["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"]);
   });
 
   test("pause and resume are published", async () => {
