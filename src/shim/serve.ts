@@ -4,8 +4,8 @@
 // signals are handled and the process exits. The service (src/task/task-service.ts) gets
 // it all through a TaskHost.
 
-import { rm, rmdir } from "node:fs/promises";
-import { dirname } from "node:path";
+import { rename, rm, rmdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { EVENTS_FLUSH_TIMEOUT_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
 import { precompile } from "../engines/precompile.ts";
@@ -35,6 +35,7 @@ export interface ServedNamespace extends NamespaceHost {
 
 export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   const log = openLog(flags.bundle || process.cwd(), flags.debug);
+  await writeShimPid(flags.bundle || process.cwd(), log);
   becomeSubreaper();
   const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   // Its poll thread starts now, while containerd is still on its way with Create.
@@ -126,6 +127,9 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
       const publisher = new Publisher(w.ttrpcAddress, ns, (m) => log(m, "warning"));
       const served: ServedNamespace = {
         runtime: new Runc({ binary: w.runtimeBinary, root }),
+        // containerd's runtime options, as runc-v2 applies them: Root gets the namespace appended.
+        runtimeWith: (o) =>
+          new Runc({ binary: o.binaryName || w.runtimeBinary, root: o.root ? join(o.root, ns) : root, systemdCgroup: o.systemdCgroup }),
         stateDir,
         events: publisher,
         publisher,
@@ -158,6 +162,22 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
     metrics: (stats) => metricsAny(stats, cgroupV2),
     log,
   };
+}
+
+/**
+ * `shim.pid` in the bundle that started this server, as runc-v2 leaves it: operators and
+ * tools read the shim's pid there. Written whole (a temporary file renamed over it), so a
+ * reader never sees half of it; a failure is logged, it is not worth failing the pod over.
+ */
+async function writeShimPid(bundle: string, log: Logger): Promise<void> {
+  const tmp = join(bundle, `.shim.pid.${process.pid}`);
+  try {
+    await writeFile(tmp, String(process.pid));
+    await rename(tmp, join(bundle, "shim.pid"));
+  } catch (e) {
+    log(`writing ${bundle}/shim.pid: ${String(e)}`, "warning");
+    await rm(tmp, { force: true });
+  }
 }
 
 /** rmdir, where "not empty" (another shim of the namespace still has a container) is expected. */

@@ -10,6 +10,7 @@ import type { OomWatch } from "../linux/oom.ts";
 import { RuncError } from "../linux/runc.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import type { Exit, NamespaceHost, OciRuntime, RootfsMount, TaskHost } from "./host.ts";
+import type { RuntimeOptions } from "./runtime-options.ts";
 import { untilSignalHandled, WASM_HANDLED_SIGNALS } from "./signal-ready.ts";
 import { afterCall, afterExit, begin, EXCLUSIVE, type TaskCall, type TaskState } from "./state.ts";
 import { Stdio, type StdioPaths } from "./stdio.ts";
@@ -21,6 +22,8 @@ export interface CreateOptions extends StdioPaths {
   bundle: string;
   rootfs: RootfsMount[];
   terminal: boolean;
+  /** containerd's runtime options for this container (src/task/runtime-options.ts). */
+  runtimeOptions?: RuntimeOptions | null;
 }
 
 /** One step of undoing a Create, named for the log when it fails. */
@@ -72,7 +75,8 @@ export class Container {
    */
   static async create(host: TaskHost, ns: NamespaceHost, opts: CreateOptions, onExit: (c: Container) => void): Promise<Container> {
     if (opts.terminal) throw new TtrpcError(Code.UNIMPLEMENTED, "terminal=true (a tty for the container) is not supported yet");
-    const c = new Container(opts, ns.runtime, onExit);
+    const runtime = opts.runtimeOptions && ns.runtimeWith ? ns.runtimeWith(opts.runtimeOptions) : ns.runtime;
+    const c = new Container(opts, runtime, onExit);
     const workDir = join(ns.stateDir, opts.id);
     try {
       await mkdir(workDir, { recursive: true });

@@ -16,6 +16,7 @@ import type { OomWatch } from "../linux/oom.ts";
 import type { RuncStats } from "../linux/runc.ts";
 import type { EventSink } from "./events.ts";
 import type { Any } from "./gen/google/protobuf/any.ts";
+import type { RuntimeOptions } from "./runtime-options.ts";
 
 export type LogLevel = "debug" | "info" | "warning" | "error";
 export type Logger = (msg: string, level?: LogLevel) => void;
@@ -47,6 +48,11 @@ export interface NamespaceHost {
   /** Where per-container files go: <stateDir>/<id> (derived bundle, pid file, runtime log). */
   readonly stateDir: string;
   readonly events: EventSink;
+  /**
+   * The runtime for a container whose Create carries runtime options (another binary, root
+   * or cgroup driver); absent: such options are not honoured and `runtime` is used.
+   */
+  runtimeWith?(options: RuntimeOptions): OciRuntime;
 }
 
 export interface PreparedBundle {

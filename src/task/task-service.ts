@@ -42,6 +42,7 @@ import type {
 } from "./gen/containerd/runtime/task/v2/shim.ts";
 import type { Empty } from "./gen/google/protobuf/empty.ts";
 import type { Exit, NamespaceHost, TaskHost } from "./host.ts";
+import { runtimeOptionsOf } from "./runtime-options.ts";
 import { check, refusal, ruleFor, statusOf, type TaskCall } from "./state.ts";
 
 /** The ttrpc metadata key containerd's Go client sets to the call's namespace (pkg/namespaces/ttrpc.go). */
@@ -112,6 +113,10 @@ export class TaskService {
       throw new TtrpcError(Code.ALREADY_EXISTS, `container ${req.id} in namespace ${nsName}: already exists`);
     }
     if (req.checkpoint) throw new TtrpcError(Code.UNIMPLEMENTED, "restoring from a checkpoint is not supported");
+    const runtimeOptions = await runtimeOptionsOf(req.options);
+    if (ns.containers.has(req.id) || ns.creating.has(req.id)) {
+      throw new TtrpcError(Code.ALREADY_EXISTS, `container ${req.id} in namespace ${nsName}: already exists`);
+    }
     ns.creating.add(req.id);
     let c: Container;
     try {
@@ -127,6 +132,7 @@ export class TaskService {
           stdin: req.stdin,
           stdout: req.stdout,
           stderr: req.stderr,
+          runtimeOptions,
         },
         (exited) => this.onExit(ns, exited),
       );

@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { dirname, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
 import { mountsUnder } from "../support/containerd.ts";
-import { CRI_IMAGES, type CriEnv, crictlPath, criEnv, HANDLER, K8S_NAMESPACE, type Pod } from "../support/cri.ts";
+import { CRI_IMAGES, type CriEnv, crictlPath, criEnv, HANDLER, HANDLER_WITH_OPTIONS, K8S_NAMESPACE, type Pod } from "../support/cri.ts";
 import { REPO } from "../support/shim-env.ts";
 
 const T = 120_000;
@@ -495,6 +495,40 @@ for (const { name, binary } of CONTAINERDS) {
         expect({ exitCode: ours.exitCode, reason: ours.reason }).toEqual({ exitCode: runc.exitCode, reason: runc.reason });
         expect(ours.exitCode).toBe(137);
         await expectNothingLeft(ours.p, [ours.id]);
+      },
+      T,
+    );
+
+    test(
+      "runtime options of the CRI runtime (BinaryName, Root): the shim runs that binary with that root for the pod's every container",
+      async () => {
+        const o = cri.runtimeOptions;
+        const p = await cri.runPod("options", { handler: HANDLER_WITH_OPTIONS });
+        const id = await cri.createContainer(p, {
+          metadata: { name: "daemon" },
+          image: { image: CRI_IMAGES.demo },
+          log_path: "d.log",
+        });
+        await cri.crictlOk(["start", id]);
+        await cri.waitState(id, "CONTAINER_RUNNING");
+        // Root gets the namespace appended (runc-v2's layout); the default root has neither.
+        const root = join(o.root, K8S_NAMESPACE);
+        for (const c of [p.id, id]) {
+          expect(existsSync(join(root, c, "state.json"))).toBe(true);
+          expect(existsSync(join(runtimeRoot(K8S_NAMESPACE), c))).toBe(false);
+        }
+        const calls = readFileSync(o.log, "utf8").trim().split("\n");
+        expect(calls.every((l) => l.startsWith(`--root ${root} `))).toBe(true);
+        for (const c of [p.id, id]) {
+          expect(calls.some((l) => / create --bundle /.test(l) && l.endsWith(` ${c}`))).toBe(true);
+          expect(calls.some((l) => l.endsWith(` start ${c}`))).toBe(true);
+        }
+        await cri.crictlOk(["stop", "--timeout", "0", id]);
+        expect((await cri.inspect(id)).status.exitCode).toBe(137);
+        await cri.crictlOk(["rmp", "--force", p.id]);
+        await expectNothingLeft(p, [id]);
+        expect(existsSync(join(root, id))).toBe(false);
+        expect(readFileSync(o.log, "utf8")).toContain(`delete --force ${id}`);
       },
       T,
     );

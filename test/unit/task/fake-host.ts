@@ -9,6 +9,7 @@ import type { OomWatch } from "../../../src/linux/oom.ts";
 import { RuncError, type RuncStats } from "../../../src/linux/runc.ts";
 import type { EncodedEvent, EventSink } from "../../../src/task/events.ts";
 import type { Exit, LogLevel, NamespaceHost, OciRuntime, PreparedBundle, RootfsMount, TaskHost } from "../../../src/task/host.ts";
+import type { RuntimeOptions } from "../../../src/task/runtime-options.ts";
 import type { CallContext } from "../../../src/ttrpc/index.ts";
 
 export interface Published {
@@ -207,8 +208,20 @@ export class FakeHost implements TaskHost {
     this.namespacesAsked.push(ns);
     const runtime = new FakeRuntime(ns, this.procs);
     this.runtimes.set(ns, runtime);
-    return { runtime, stateDir: join(this.root, ns), events: new RecordingSink(ns, this.events) };
+    return {
+      runtime,
+      stateDir: join(this.root, ns),
+      events: new RecordingSink(ns, this.events),
+      runtimeWith: (options) => {
+        const r = new FakeRuntime(ns, this.procs);
+        this.optionRuntimes.push({ ns, options, runtime: r });
+        return r;
+      },
+    };
   }
+
+  /** The runtimes made for containers with runtime options, in order. */
+  readonly optionRuntimes: { ns: string; options: RuntimeOptions; runtime: FakeRuntime }[] = [];
 
   runtime(ns: string): FakeRuntime {
     const r = this.runtimes.get(ns);

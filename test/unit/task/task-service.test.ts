@@ -2,10 +2,11 @@
 // every call in every state against the state table, the order of events, calls side by
 // side, and containers of two namespaces that share an id.
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { RuncError } from "../../../src/linux/runc.ts";
 import { TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart } from "../../../src/task/gen/containerd/events/task.ts";
+import { Options as RuncOptions } from "../../../src/task/gen/containerd/runc/options/oci.ts";
 import {
   CheckpointTaskRequest,
   CloseIORequest,
@@ -14,6 +15,7 @@ import {
   ResizePtyRequest,
   UpdateTaskRequest,
 } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
+import { Options as CriRuntimeOptions } from "../../../src/task/gen/containerd/runtimeoptions/v1/options.ts";
 import { Status } from "../../../src/task/gen/containerd/types/task/task.ts";
 import { TASK_TABLE, type TaskCall, type TaskState } from "../../../src/task/state.ts";
 import { NAMESPACE_METADATA_KEY, namespaceOf, TaskService } from "../../../src/task/task-service.ts";
@@ -604,6 +606,59 @@ describe("the service's own calls", () => {
     const e = await refusal(s.service.update(updateReq("c1", { memory: { limit: 1 } }), ctxFor(NS)));
     expect(e.code).toBe(Code.UNKNOWN);
     expect(e.message).toBe("update: runc update: invalid memory limit");
+  });
+
+  test("runtime options of a Create (runc's Options) pick the runtime every call of that container uses", async () => {
+    const s = setup();
+    const options = {
+      typeUrl: "containerd.runc.v1.Options",
+      value: RuncOptions.encode(RuncOptions.fromPartial({ binaryName: "/opt/wrap-runc", root: "/run/alt", systemdCgroup: true })).finish(),
+    };
+    await s.service.create(createReq("c1", { options }), ctxFor(NS));
+    await s.service.create(createReq("c2"), ctxFor(NS));
+    expect(s.host.optionRuntimes.map((r) => r.options)).toEqual([{ binaryName: "/opt/wrap-runc", root: "/run/alt", systemdCgroup: true }]);
+    const alt = s.host.optionRuntimes[0]!.runtime;
+    await CALLS.start(s);
+    await CALLS.kill(s);
+    await CALLS.wait(s);
+    await CALLS.delete(s);
+    expect(alt.calls).toEqual(["create c1", "start c1", "kill c1 15", "delete c1 force"]);
+    expect(s.host.runtime(NS).calls).toEqual(["create c2"]);
+  });
+
+  test("runtime options as CRI sends them for other runtime types: TOML in config_body or in config_path's file", async () => {
+    const s = setup();
+    const body = {
+      typeUrl: "runtimeoptions.v1.Options",
+      value: CriRuntimeOptions.encode(
+        CriRuntimeOptions.fromPartial({ configBody: new TextEncoder().encode('BinaryName = "crun"\nOther = 1\n') }),
+      ).finish(),
+    };
+    await s.service.create(createReq("c1", { options: body }), ctxFor(NS));
+    const file = join(s.host.root, "opts.toml");
+    writeFileSync(file, 'Root = "/run/r"\nSystemdCgroup = false\n');
+    const path = {
+      typeUrl: "runtimeoptions.v1.Options",
+      value: CriRuntimeOptions.encode(CriRuntimeOptions.fromPartial({ configPath: file })).finish(),
+    };
+    await s.service.create(createReq("c2", { options: path }), ctxFor(NS));
+    // An empty table is no options at all: the namespace's runtime.
+    const empty = { typeUrl: "runtimeoptions.v1.Options", value: CriRuntimeOptions.encode(CriRuntimeOptions.fromPartial({})).finish() };
+    await s.service.create(createReq("c3", { options: empty }), ctxFor(NS));
+    expect(s.host.optionRuntimes.map((r) => r.options)).toEqual([{ binaryName: "crun" }, { root: "/run/r" }]);
+    expect(s.host.runtime(NS).calls).toEqual(["create c3"]);
+    const bad = {
+      typeUrl: "runtimeoptions.v1.Options",
+      value: CriRuntimeOptions.encode(CriRuntimeOptions.fromPartial({ configBody: new TextEncoder().encode("BinaryName = 3") })).finish(),
+    };
+    const e = await refusal(s.service.create(createReq("c4", { options: bad }), ctxFor(NS)));
+    expect(e.code).toBe(Code.INVALID_ARGUMENT);
+    expect(e.message).toContain("BinaryName must be a string");
+    const missing = {
+      typeUrl: "runtimeoptions.v1.Options",
+      value: CriRuntimeOptions.encode(CriRuntimeOptions.fromPartial({ configPath: join(s.host.root, "nope.toml") })).finish(),
+    };
+    expect((await refusal(s.service.create(createReq("c5", { options: missing }), ctxFor(NS)))).code).toBe(Code.INVALID_ARGUMENT);
   });
 
   test("Stats goes through the host's metrics; Pids lists the runtime's", async () => {
