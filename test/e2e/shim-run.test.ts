@@ -214,7 +214,7 @@ describe("ctr run through containerd-shim-wasmtime-v1", () => {
   );
 
   test(
-    "a module cannot see the host outside its rootfs",
+    "a module cannot see the host outside its rootfs, nor the container's /proc, /sys and /dev",
     async () => {
       const marker = `bunwasi-marker-${process.pid}-${Date.now()}`;
       const hostFiles = [join("/tmp", marker), join("/root", marker), join(env.dir, marker)];
@@ -232,12 +232,20 @@ describe("ctr run through containerd-shim-wasmtime-v1", () => {
           "/proc/self/root/etc/passwd",
           `/proc/1/root/tmp/${marker}`,
           "/proc/self/cwd/etc/passwd",
+          // The kernel's interfaces runc mounts for the executor are not in the module's view
+          // (src/oci/wasi-view.ts): not the executor's environment or memory, not /sys, not devices.
+          "/proc/self/environ",
+          "/proc/1/environ",
+          "/proc/self/mem",
+          "/proc/self/status",
+          "/sys/kernel/hostname",
+          "/sys/kernel",
+          "/dev/mem",
+          "/dev/null",
+          "/dev/.bunwasi-root/notes.txt",
         ];
-        // Readable: the rootfs itself, and the container's own /proc (as for a native process).
-        const allowed: [string, string][] = [
-          ["/notes.txt", "not a program"],
-          ["/proc/self/environ", "PATH=/"],
-        ];
+        // Readable: the rootfs itself.
+        const allowed: [string, string][] = [["/notes.txt", "not a program"]];
         const probes = [...denied, ...allowed.map(([p]) => p)];
         const r = await env.run(IMAGES.tools, uid("escape"), ["/escape.wasm", ...probes]);
         expect(r.stderr).toBe("");
