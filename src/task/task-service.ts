@@ -312,8 +312,9 @@ export class TaskService {
       }
       return out.exit;
     });
-    ns.containers.delete(c.id);
+    // The exit (and an OOM) go out first; the id stays taken until the delete is queued.
     await this.exitQueued.get(c);
+    ns.containers.delete(c.id);
     ns.host.events.publish(
       "/tasks/delete",
       encodeEvent(TaskDelete, { containerId: c.id, pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at), id: "" }),
