@@ -11,13 +11,26 @@
 // it needs no parsing of the spec's cgroupsPath. A process in a fresh cgroup starts at 0,
 // but the count at create is kept anyway and only an increase counts.
 //
-// Reading at exit needs no thread and no fd per container, and it is exact for what CRI
-// shows (the reason of an exited container). What it does not do is runc-v2's live
-// notification (v1 eventfd on memory.oom_control, v2 inotify on memory.events): an OOM kill
-// of another process in a container whose init lives on is not published.
+// The count is read when the init has exited (exact for what CRI shows: the reason of an
+// exited container) and, as runc-v2 does, whenever the kernel notifies a change while the
+// container runs (an OOM kill of a process other than the init): an fd per container, polled
+// by the exit watcher's thread, so no thread of its own.
 
-import { readFile } from "node:fs/promises";
+import { open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import {
+  drain,
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
+  eventfd,
+  eventfdDrain,
+  IN_CLOEXEC,
+  IN_MODIFY,
+  IN_NONBLOCK,
+  inotifyAddWatch,
+  inotifyInit,
+  close as libcClose,
+} from "./libc.ts";
 
 export interface MemoryCgroup {
   version: 1 | 2;
@@ -62,30 +75,123 @@ export async function readOomKills(cg: MemoryCgroup): Promise<number | null> {
   }
 }
 
-/** Answers, once the container has exited, whether its cgroup OOM-killed since the watch began. */
+/** A container's OOM kills as they are counted. */
 export interface OomWatch {
+  /**
+   * Whether the count rose since the watch began or since the last `true`: each kill is
+   * answered once, whether the live notification or the exit asks first. Calls are answered
+   * in order.
+   */
   killed(): Promise<boolean>;
+  /** Ends the live notification and closes its fd; idempotent. */
+  close(): void;
+}
+
+/** Live notification: how to poll an fd without a thread of our own, and whom to tell. */
+export interface LiveOom {
+  /** Calls onReady whenever fd is readable; returns the stop (ExitWatcher.watchReadable). */
+  watchReadable(fd: number, onReady: () => void): () => void;
+  /** Told of each OOM kill counted while the container runs. */
+  onKill(): void;
 }
 
 /**
  * Starts watching `pid`'s memory cgroup (its count now is the baseline); null when the
  * process or its memory cgroup cannot be found (then no OOM is ever reported for it).
+ * With `live`, kills are also told as they happen, as runc-v2 does: on v1 an eventfd
+ * registered for memory.oom_control through cgroup.event_control (readable on each OOM), on
+ * v2 inotify on memory.events (the kernel notifies its changes). If that cannot be set up
+ * the exit still asks.
  */
-export async function watchOom(pid: number, root = "/sys/fs/cgroup", proc = "/proc"): Promise<OomWatch | null> {
+export async function watchOom(pid: number, o: { root?: string; proc?: string; live?: LiveOom } = {}): Promise<OomWatch | null> {
   let text: string;
   try {
-    text = await readFile(join(proc, String(pid), "cgroup"), "utf8");
+    text = await readFile(join(o.proc ?? "/proc", String(pid), "cgroup"), "utf8");
   } catch {
     return null;
   }
-  const cg = memoryCgroupOf(text, root);
+  const cg = memoryCgroupOf(text, o.root);
   if (cg === null) return null;
   const base = await readOomKills(cg);
   if (base === null) return null;
-  return {
-    killed: async () => {
-      const now = await readOomKills(cg);
-      return now !== null && now > base;
-    },
+  // Kills told so far (counted from `base`). Every question and notification is handled in
+  // order, so a kill is told once whichever asks first.
+  let told = 0;
+  let queue: Promise<unknown> = Promise.resolve();
+  const inOrder = <T>(f: () => Promise<T>): Promise<T> => {
+    const p = queue.then(f);
+    queue = p.catch(() => {});
+    return p;
   };
+  const killed = (): Promise<boolean> =>
+    inOrder(async () => {
+      const now = await readOomKills(cg);
+      if (now === null || now - base <= told) return false;
+      told = now - base;
+      return true;
+    });
+  // v1's eventfd fires when the cgroup enters OOM, before the killer has counted its victim:
+  // the notification itself is the kill (runc-v2 publishes on it too), counted ahead so the
+  // count catching up later is not told again. A wake with the cgroup gone (rmdir signals
+  // the eventfd too) is no OOM.
+  const v1Notified = (): Promise<boolean> =>
+    inOrder(async () => {
+      const now = await readOomKills(cg);
+      if (now === null) return false;
+      told = Math.max(told + 1, now - base);
+      return true;
+    });
+  let stopLive = () => {};
+  if (o.live) {
+    const live = o.live;
+    const fd = await notifier(cg);
+    if (fd !== null) {
+      let stop: (() => void) | null = live.watchReadable(fd, () => {
+        let ask: () => Promise<boolean>;
+        if (cg.version === 1) {
+          eventfdDrain(fd);
+          ask = v1Notified;
+        } else {
+          drain(fd);
+          ask = killed;
+        }
+        void ask().then((k) => k && stop !== null && live.onKill());
+      });
+      stopLive = () => {
+        stop?.();
+        stop = null;
+        libcClose(fd);
+      };
+    }
+  }
+  return { killed, close: () => stopLive() };
+}
+
+/** The fd that becomes readable when the cgroup's OOM state changes; null if none can be made. */
+async function notifier(cg: MemoryCgroup): Promise<number | null> {
+  if (cg.version === 2) {
+    const [fd] = inotifyInit(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) return null;
+    const [wd] = inotifyAddWatch(fd, oomCounterFile(cg), IN_MODIFY);
+    if (wd < 0) {
+      libcClose(fd);
+      return null;
+    }
+    return fd;
+  }
+  const [efd] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (efd < 0) return null;
+  try {
+    // The registration holds its own reference to oom_control: our fd may go at once.
+    const control = await open(oomCounterFile(cg), "r");
+    try {
+      await writeFile(join(cg.dir, "cgroup.event_control"), `${efd} ${control.fd}`);
+    } finally {
+      await control.close();
+    }
+    return efd;
+  } catch {
+    libcClose(efd);
+    return null;
+  }
 }

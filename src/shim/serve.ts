@@ -140,7 +140,8 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
       return served;
     },
     watchExit: (pid) => w.watcher.watch(pid).then((r) => ({ status: r.status, at: r.exitedAt })),
-    watchOom: (pid) => watchOom(pid),
+    // Live OOM notification fds are polled by the exit watcher's thread.
+    watchOom: (pid, onKill) => watchOom(pid, { live: { watchReadable: (fd, cb) => w.watcher.watchReadable(fd, cb), onKill } }),
     // mount(2) and umount2(2) stay on this thread: each is one system call (umount2 detaches,
     // so it never waits for busy files), mount namespaces are per process so a thread would
     // gain nothing, and a worker would need its own FFI binding (src/oci/rootfs.ts).

@@ -73,7 +73,13 @@ export class Container {
    * Mounts the rootfs, prepares the runtime bundle and has the runtime create the container.
    * On failure everything done so far is undone (failures of that logged) and the error thrown.
    */
-  static async create(host: TaskHost, ns: NamespaceHost, opts: CreateOptions, onExit: (c: Container) => void): Promise<Container> {
+  static async create(
+    host: TaskHost,
+    ns: NamespaceHost,
+    opts: CreateOptions,
+    onExit: (c: Container) => void,
+    onOom: (c: Container) => void = () => {},
+  ): Promise<Container> {
     if (opts.terminal) throw new TtrpcError(Code.UNIMPLEMENTED, "terminal=true (a tty for the container) is not supported yet");
     const runtime = opts.runtimeOptions && ns.runtimeWith ? ns.runtimeWith(opts.runtimeOptions) : ns.runtime;
     const c = new Container(opts, runtime, onExit);
@@ -103,7 +109,8 @@ export class Container {
         c.pid = pid;
         c.runtimeInitExe = await exeOf(pid);
         // The init is in the container's cgroup from create on: its baseline count now.
-        c.oom = (await host.watchOom?.(pid)) ?? null;
+        c.oom = (await host.watchOom?.(pid, () => onOom(c))) ?? null;
+        c.undos.unshift({ what: "stop watching for OOM kills", run: async () => c.oom?.close() });
       } finally {
         await stdio.close();
       }
@@ -137,7 +144,13 @@ export class Container {
    * nobody watches (answered without waiting). Never rejects: an unreadable cgroup is "no".
    */
   oomKilled(): Promise<boolean> | null {
-    return this.oom?.killed().catch(() => false) ?? null;
+    const oom = this.oom;
+    if (oom === null) return null;
+    // The last question: the live notification ends with it.
+    return oom
+      .killed()
+      .catch(() => false)
+      .finally(() => oom.close());
   }
 
   /**

@@ -79,9 +79,10 @@ export interface TaskHost {
   watchExit(pid: number): Promise<Exit>;
   /**
    * Starts watching the memory cgroup of `pid` (a container's init, just created) for kernel
-   * OOM kills; null when it cannot. Absent: no /tasks/oom is ever published.
+   * OOM kills, calling `onKill` for each one counted while it runs; null when it cannot.
+   * Absent: no /tasks/oom is ever published.
    */
-  watchOom?(pid: number): Promise<OomWatch | null>;
+  watchOom?(pid: number, onKill: () => void): Promise<OomWatch | null>;
   /** Mounts containerd's rootfs mounts on `<bundle>/rootfs`; resolves with the undo. */
   mountRootfs(bundle: string, mounts: RootfsMount[]): Promise<() => Promise<void>>;
   /** Turns containerd's bundle into the one the runtime runs (wasm: our executor). */

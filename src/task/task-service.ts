@@ -135,6 +135,7 @@ export class TaskService {
           runtimeOptions,
         },
         (exited) => this.onExit(ns, exited),
+        (killed) => this.onOom(ns, killed),
       );
     } finally {
       ns.creating.delete(req.id);
@@ -320,6 +321,14 @@ export class TaskService {
       encodeEvent(TaskDelete, { containerId: c.id, pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at), id: "" }),
     );
     return exit;
+  }
+
+  /** An OOM kill while the container runs (not of its init, or not yet seen as its exit). */
+  private onOom(ns: Namespace, c: Container): void {
+    const publish = () => ns.host.events.publish("/tasks/oom", encodeEvent(TaskOOM, { containerId: c.id }));
+    const started = this.startQueued.get(c);
+    if (started) void started.then(publish);
+    else publish();
   }
 
   /**

@@ -500,6 +500,36 @@ for (const { name, binary } of CONTAINERDS) {
     );
 
     test(
+      "an OOM kill of a child while the container's init runs on is reported at once (CRI shows reason OOMKilled on the RUNNING container), as under runc",
+      async () => {
+        const live = async (handler: string) => {
+          const p = await cri.runPod(`oom-live-${handler}`, { handler });
+          const id = await cri.createContainer(p, {
+            metadata: { name: "parent" },
+            image: { image: CRI_IMAGES.busybox },
+            // The child shell grows past 32 MiB and is the OOM killer's pick; the init sleeps on.
+            command: ["sh", "-c", 'sh -c "x=0123456789abcdef; while :; do x=\\$x\\$x; done"; exec sleep 3600'],
+            log_path: "parent.log",
+            linux: { resources: { memory_limit_in_bytes: 32 << 20 } },
+          });
+          await cri.crictlOk(["start", id]);
+          const st = await until(`${handler}: the running container's reason OOMKilled`, async () => {
+            const s = (await cri.inspect(id)).status;
+            return s.reason === "OOMKilled" ? s : undefined;
+          });
+          await cri.crictlOk(["rmp", "--force", p.id]);
+          return { p, id, state: st.state, reason: st.reason };
+        };
+        const runc = await live("runc");
+        const ours = await live(HANDLER);
+        expect({ state: ours.state, reason: ours.reason }).toEqual({ state: runc.state, reason: runc.reason });
+        expect(ours.state).toBe("CONTAINER_RUNNING");
+        await expectNothingLeft(ours.p, [ours.id]);
+      },
+      T,
+    );
+
+    test(
       "runtime options of the CRI runtime (BinaryName, Root): the shim runs that binary with that root for the pod's every container",
       async () => {
         const o = cri.runtimeOptions;

@@ -7,6 +7,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { memoryCgroupOf, oomCounterFile, oomKillCount, readOomKills, watchOom } from "../../../src/linux/oom.ts";
+import { ExitWatcher } from "../../../src/linux/reaper.ts";
 
 const FIXTURES = join(import.meta.dir, "fixtures/oom");
 const fixture = (name: string) => readFileSync(join(FIXTURES, name), "utf8");
@@ -76,7 +77,7 @@ function layout(procCgroup: string, counter: string) {
 describe("watchOom: the count at create is the baseline", () => {
   test("v2: a kill after the watch began is reported; none is not", async () => {
     const l = layout(fixture("proc-cgroup-v2.txt"), fixture("memory.events-clean.txt"));
-    const watch = (await watchOom(42, l.cgroupRoot, l.proc))!;
+    const watch = (await watchOom(42, { root: l.cgroupRoot, proc: l.proc }))!;
     expect(await watch.killed()).toBe(false);
     writeFileSync(l.file, fixture("memory.events-oom.txt"));
     expect(await watch.killed()).toBe(true);
@@ -84,7 +85,7 @@ describe("watchOom: the count at create is the baseline", () => {
 
   test("v1: kills counted before the watch do not count", async () => {
     const l = layout(fixture("proc-cgroup-v1.txt"), fixture("memory.oom_control-oom.txt"));
-    const watch = (await watchOom(42, l.cgroupRoot, l.proc))!;
+    const watch = (await watchOom(42, { root: l.cgroupRoot, proc: l.proc }))!;
     expect(await readOomKills(l.cg)).toBe(1);
     expect(await watch.killed()).toBe(false);
     writeFileSync(l.file, "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
@@ -93,16 +94,47 @@ describe("watchOom: the count at create is the baseline", () => {
 
   test("a cgroup gone by exit is no OOM; a process or cgroup not found gives no watch", async () => {
     const l = layout(fixture("proc-cgroup-v2.txt"), fixture("memory.events-clean.txt"));
-    const watch = (await watchOom(42, l.cgroupRoot, l.proc))!;
+    const watch = (await watchOom(42, { root: l.cgroupRoot, proc: l.proc }))!;
     rmSync(l.file);
     expect(await watch.killed()).toBe(false);
-    expect(await watchOom(43, l.cgroupRoot, l.proc)).toBeNull();
-    expect(await watchOom(42, l.cgroupRoot, l.proc)).toBeNull();
+    expect(await watchOom(43, { root: l.cgroupRoot, proc: l.proc })).toBeNull();
+    expect(await watchOom(42, { root: l.cgroupRoot, proc: l.proc })).toBeNull();
   });
 
   test("this host's own memory cgroup is found and read (the real files, v1 or v2)", async () => {
     const watch = await watchOom(process.pid);
     expect(watch).not.toBeNull();
     expect(await watch!.killed()).toBe(false);
+  });
+});
+
+describe("live notification (v2: inotify on memory.events), polled by the exit watcher's thread", () => {
+  test("a kill is told as it is counted, and answered once (the exit then finds nothing new)", async () => {
+    const l = layout(fixture("proc-cgroup-v2.txt"), fixture("memory.events-clean.txt"));
+    const watcher = new ExitWatcher({ reapIntervalMs: 0 });
+    let told = 0;
+    let tell: () => void = () => {};
+    const toldOnce = new Promise<void>((r) => (tell = r));
+    const watch = (await watchOom(42, {
+      root: l.cgroupRoot,
+      proc: l.proc,
+      live: {
+        watchReadable: (fd, cb) => watcher.watchReadable(fd, cb),
+        onKill: () => {
+          told++;
+          tell();
+        },
+      },
+    }))!;
+    try {
+      writeFileSync(l.file, fixture("memory.events-oom.txt"));
+      await toldOnce;
+      expect(told).toBe(1);
+      expect(await watch.killed()).toBe(false);
+    } finally {
+      watch.close();
+      watch.close(); // idempotent
+      await watcher.close();
+    }
   });
 });

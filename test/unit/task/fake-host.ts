@@ -234,22 +234,52 @@ export class FakeHost implements TaskHost {
     return p ? p.promise : Promise.reject(new Error(`no process ${pid}`));
   }
 
-  /** Pids whose cgroup the kernel OOM-killed in; null: the host does not watch (watchOom answers null). */
-  readonly oomKilled = new Set<number>();
+  /** Each watched init's cgroup: its OOM kill count, what was answered, whom to tell live. */
+  private readonly oomCgroups = new Map<number, { count: number; answered: number; onKill: () => void; closed: boolean }>();
   /** Pids the service asked to watch for OOM kills, in order. */
   readonly oomWatched: number[] = [];
 
-  async watchOom(pid: number): Promise<OomWatch | null> {
+  async watchOom(pid: number, onKill: () => void): Promise<OomWatch | null> {
     this.oomWatched.push(pid);
-    return { killed: async () => this.oomKilled.has(pid) };
+    const cg = { count: 0, answered: 0, onKill, closed: false };
+    this.oomCgroups.set(pid, cg);
+    return {
+      killed: async () => {
+        if (cg.count <= cg.answered) return false;
+        cg.answered = cg.count;
+        return true;
+      },
+      close: () => {
+        cg.closed = true;
+      },
+    };
+  }
+
+  /** Whether the service stopped watching the container's cgroup. */
+  oomWatchClosed(ns: string, id: string): boolean {
+    return this.oomCgroups.get(this.pidOf(ns, id))?.closed ?? false;
   }
 
   /** The kernel OOM-kills the container's init: its cgroup counts the kill, the init exits on SIGKILL. */
   oomKill(ns: string, id: string): void {
+    const pid = this.pidOf(ns, id);
+    this.oomCgroups.get(pid)!.count++;
+    this.procs.exit(pid, 137);
+  }
+
+  /** The kernel OOM-kills another process of the container: counted and told live, the init runs on. */
+  oomKillChild(ns: string, id: string): void {
+    const cg = this.oomCgroups.get(this.pidOf(ns, id))!;
+    cg.count++;
+    // As src/linux/oom.ts does on a notification: the kill is answered once, then told.
+    cg.answered = cg.count;
+    cg.onKill();
+  }
+
+  private pidOf(ns: string, id: string): number {
     const found = this.procs.find(ns, id);
     if (!found) throw new Error(`no process for ${ns}/${id}`);
-    this.oomKilled.add(found[0]);
-    this.procs.exit(found[0], 137);
+    return found[0];
   }
 
   /** The container's init exits on its own with `status`. */

@@ -294,6 +294,20 @@ describe("events", () => {
     expect(TaskOOM.decode(s.host.events[2]!.event.value).containerId).toBe("c1");
   });
 
+  test("an OOM kill of another process while the init runs: /tasks/oom at once, none again at the exit; the watch ends", async () => {
+    const s = setup();
+    await inState(s, "running");
+    s.host.oomKillChild(NS, "c1");
+    await Promise.resolve(); // queued behind the container's /tasks/start (already out)
+    expect(s.host.topics(NS)).toEqual(["/tasks/create", "/tasks/start", "/tasks/oom"]);
+    expect(await statusOf(s)).toBe(Status.RUNNING);
+    await s.service.kill({ id: "c1", execId: "", signal: 9, all: false }, ctxFor(NS));
+    expect(await CALLS.wait(s)).toMatchObject({ exitStatus: 137 });
+    await CALLS.delete(s);
+    expect(s.host.topics(NS)).toEqual(["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit", "/tasks/delete"]);
+    expect(s.host.oomWatchClosed(NS, "c1")).toBe(true);
+  });
+
   test("a kill that is not the OOM killer's (SIGKILL from Kill) publishes no /tasks/oom", async () => {
     const s = setup();
     await inState(s, "running");
