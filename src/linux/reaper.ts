@@ -356,7 +356,8 @@ export class ExitWatcher {
       libcClose(fd);
       throw new Error("ExitWatcher closed");
     }
-    if (this.byPid.size >= this.capacity) {
+    // Exits and readable fds share the poll thread's table.
+    if (this.byPid.size + this.readable.size >= this.capacity) {
       libcClose(fd);
       throw new Error(`ExitWatcher: more than ${this.capacity} pids watched`);
     }
