@@ -30,6 +30,8 @@ export interface ExecutorOptions {
   cacheDir?: string;
   killGraceMs?: number;
   stats?: boolean;
+  /** Directory preopened as the module's "/" (default "/"; the shim passes the WASI view, src/oci/wasi-view.ts). */
+  rootDir?: string;
   /** argv as the module sees it (the container's process.args as given). */
   args: string[];
 }
@@ -82,6 +84,9 @@ export function parseExecutorArgs(argv: string[]): ExecutorOptions {
       case "--stats":
         o.stats = true;
         break;
+      case "--root-dir":
+        o.rootDir = val(f);
+        break;
       default:
         throw new Error(`executor: unknown flag ${f}`);
     }
@@ -131,7 +136,7 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
       modulePath: o.module,
       args: o.args,
       env: moduleEnv(),
-      rootDir: "/",
+      rootDir: o.rootDir ?? "/",
       stdin: { kind: "inherit" },
       stdout: { kind: "inherit" },
       stderr: { kind: "inherit" },

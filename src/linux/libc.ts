@@ -84,6 +84,8 @@ function open() {
     read: { args: [i32, P, i64], returns: i64 },
     write: { args: [i32, P, i64], returns: i64 },
     eventfd: { args: [u32, i32], returns: i32 },
+    inotify_init1: { args: [i32], returns: i32 },
+    inotify_add_watch: { args: [i32, P, u32], returns: i32 },
     mount: { args: [P, P, P, u64, P], returns: i32 },
     umount2: { args: [P, i32], returns: i32 },
     strerror: { args: [i32], returns: cstring },
@@ -181,6 +183,29 @@ export function eventfdSignal(fd: number): [number, number] {
 export function eventfdDrain(fd: number): [number, number] {
   const b = new BigUint64Array(1);
   return check(libc().read(fd, ptr(b), 8));
+}
+
+export const IN_NONBLOCK = 0o4000;
+export const IN_CLOEXEC = 0o2000000;
+export const IN_MODIFY = 0x2;
+
+/** inotify_init1(2). */
+export function inotifyInit(flags: number): [number, number] {
+  return check(libc().inotify_init1(flags));
+}
+
+/** inotify_add_watch(2) of one path. */
+export function inotifyAddWatch(fd: number, path: string, mask: number): [number, number] {
+  return check(libc().inotify_add_watch(fd, ptr(cstr(path)), mask));
+}
+
+/** Reads a non-blocking fd until it has nothing more (EAGAIN): what an inotify fd queued. */
+export function drain(fd: number): void {
+  const b = new Uint8Array(4096);
+  for (;;) {
+    const [n] = check(libc().read(fd, ptr(b), b.byteLength));
+    if (n <= 0) return;
+  }
 }
 
 /** Fields of a SIGCHLD siginfo_t (the generic 64-bit layout: x86_64 and aarch64 alike). */

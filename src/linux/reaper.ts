@@ -259,6 +259,12 @@ export interface ExitWatcherOptions {
   onOrphanReaped?: (o: ReapedOrphan) => void;
 }
 
+interface Readable {
+  id: number;
+  fd: number;
+  onReady: () => void;
+}
+
 interface Entry {
   id: number;
   pid: number;
@@ -291,6 +297,8 @@ export class ExitWatcher {
   private sweepQueued = false;
   private closed = false;
   private readonly info = new Uint8Array(SIGINFO_SIZE);
+  /** Other fds polled for readability on the same thread (watchReadable), by id. */
+  private readonly readable = new Map<number, Readable>();
 
   constructor(private readonly opts: ExitWatcherOptions = {}) {
     this.capacity = opts.capacity ?? 4096;
@@ -348,7 +356,8 @@ export class ExitWatcher {
       libcClose(fd);
       throw new Error("ExitWatcher closed");
     }
-    if (this.byPid.size >= this.capacity) {
+    // Exits and readable fds share the poll thread's table.
+    if (this.byPid.size + this.readable.size >= this.capacity) {
       libcClose(fd);
       throw new Error(`ExitWatcher: more than ${this.capacity} pids watched`);
     }
@@ -364,6 +373,24 @@ export class ExitWatcher {
     this.ensureWorker();
     this.publish();
     return promise;
+  }
+
+  /**
+   * Calls `onReady` each time `fd` is readable, polled by the exits' thread (no thread of its
+   * own): an OOM eventfd or an inotify fd. `onReady` must consume what made it readable (read
+   * the fd) before it is polled again. Returns the stop; the fd stays the caller's to close.
+   */
+  watchReadable(fd: number, onReady: () => void): () => void {
+    if (this.closed) throw new Error("ExitWatcher closed");
+    if (this.byPid.size + this.readable.size >= this.capacity) throw new Error(`ExitWatcher: more than ${this.capacity} fds watched`);
+    const r: Readable = { id: this.nextId++, fd, onReady };
+    this.readable.set(r.id, r);
+    this.ensureWorker();
+    this.publish();
+    return () => {
+      if (this.readable.delete(r.id)) this.publish();
+      r.id = -1;
+    };
   }
 
   /** One orphan sweep now (also runs on the timer and after every exit seen). */
@@ -396,6 +423,7 @@ export class ExitWatcher {
     }
     this.entries.clear();
     this.byPid.clear();
+    this.readable.clear();
   }
 
   /** Starts the poll thread ahead of the first watch; it idles (unref'd) until then. */
@@ -436,7 +464,7 @@ export class ExitWatcher {
     const c = this.ctl;
     Atomics.add(c, CTL_SEQ, 1); // odd: writing
     let i = 0;
-    for (const e of this.entries.values()) {
+    for (const e of [...this.entries.values(), ...this.readable.values()]) {
       Atomics.store(c, CTL_HEADER + 2 * i, e.fd);
       Atomics.store(c, CTL_HEADER + 2 * i + 1, e.id);
       i++;
@@ -452,7 +480,18 @@ export class ExitWatcher {
 
   private onReady(ids: number[]): void {
     let changed = false;
+    let rearmed = false;
     for (const id of ids) {
+      const r = this.readable.get(id);
+      if (r) {
+        // The poll thread reports an id once: a new id has it polled again.
+        this.readable.delete(id);
+        r.id = this.nextId++;
+        this.readable.set(r.id, r);
+        rearmed = true;
+        r.onReady();
+        continue;
+      }
       const e = this.entries.get(id);
       if (!e) continue; // stale report (already collected)
       changed = true;
@@ -461,6 +500,8 @@ export class ExitWatcher {
     if (changed) {
       this.publish();
       this.queueSweep();
+    } else if (rearmed) {
+      this.publish();
     }
   }
 

@@ -10,6 +10,8 @@ export interface RuncOptions {
   binary: string;
   /** Its state root, one per namespace as containerd's runc shim keeps it. */
   root: string;
+  /** runc --systemd-cgroup: cgroupsPath is "slice:prefix:name", made through systemd (the kubelet's systemd driver). */
+  systemdCgroup?: boolean;
 }
 
 export class RuncError extends Error {
@@ -109,8 +111,19 @@ export class Runc {
     return JSON.parse(out).data as RuncStats;
   }
 
+  /** `runc update --resources -`: the LinuxResources JSON goes on stdin, as runc-v2 passes it. */
+  async update(id: string, resources: string): Promise<void> {
+    const proc = Bun.spawn([this.opts.binary, ...this.globalArgs, "update", "--resources", "-", id], {
+      stdin: new TextEncoder().encode(resources),
+      stdout: "ignore",
+      stderr: "pipe",
+    });
+    const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+    if (code !== 0) throw new RuncError(`${this.name} update`, code, lastLine(err));
+  }
+
   private async output(args: string[]): Promise<string> {
-    const proc = Bun.spawn([this.opts.binary, "--root", this.opts.root, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    const proc = Bun.spawn([this.opts.binary, ...this.globalArgs, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
     const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
     if (code !== 0) throw new RuncError(`${this.name} ${args[0]}`, code, lastLine(err));
     return out;
@@ -118,7 +131,7 @@ export class Runc {
 
   private async run(args: string[], o: { stdio?: [number, number, number]; logFile?: string } = {}): Promise<void> {
     const logArgs = o.logFile ? ["--log", o.logFile, "--log-format", "json"] : [];
-    const proc = Bun.spawn([this.opts.binary, "--root", this.opts.root, ...logArgs, ...args], {
+    const proc = Bun.spawn([this.opts.binary, ...this.globalArgs, ...logArgs, ...args], {
       stdin: o.stdio?.[0] ?? "ignore",
       stdout: o.stdio?.[1] ?? "ignore",
       // With container stdio, runc's stderr is the container's: its own errors go to the log.
@@ -129,6 +142,11 @@ export class Runc {
     if (code === 0) return;
     const detail = (o.logFile ? await lastLogError(o.logFile) : "") || lastLine(err);
     throw new RuncError(`${this.name} ${args[0]}`, code, detail);
+  }
+
+  /** The flags every command gets: the state root, and the cgroup driver when it is systemd. */
+  private get globalArgs(): string[] {
+    return ["--root", this.opts.root, ...(this.opts.systemdCgroup ? ["--systemd-cgroup"] : [])];
   }
 
   private get name(): string {

@@ -20,6 +20,7 @@ import { isAbsolute, join, posix, resolve } from "node:path";
 import type { Engine, Entrypoint } from "../engines/engine.ts";
 import { EXECUTOR_MOUNT, type ExecutorDir, ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
 import { envValue, readSpec, type Spec, SpecError, type SpecMount } from "./spec.ts";
+import { viewMountPoint, viewMounts } from "./wasi-view.ts";
 
 export type EntrypointKind = "wasm" | "native";
 
@@ -270,6 +271,9 @@ export function wasmSpec(
   // memory.grow failure instead of an OOM kill. -1 / 0 mean unlimited in the spec.
   if (typeof limit === "number" && limit > 0) flags.push("--memory-limit", String(limit));
   if (opts.cacheDir) flags.push("--cache", CACHE_MOUNT);
+  // The module's "/": the container without /proc, /sys and /dev (src/oci/wasi-view.ts).
+  const view = viewMountPoint(spec);
+  flags.push("--root-dir", view);
   flags.push(...(opts.executorFlags ?? []));
   out.process = {
     ...spec.process,
@@ -294,6 +298,7 @@ export function wasmSpec(
       options: ["rbind", opts.cacheWritable ? "rw" : "ro", "nosuid", "nodev", "noexec"],
     });
   }
+  mounts.push(...viewMounts(spec, opts.rootfs, view));
   out.mounts = mounts;
   return out;
 }

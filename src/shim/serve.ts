@@ -4,10 +4,11 @@
 // signals are handled and the process exits. The service (src/task/task-service.ts) gets
 // it all through a TaskHost.
 
-import { rm, rmdir } from "node:fs/promises";
-import { dirname } from "node:path";
+import { rename, rm, rmdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { EVENTS_FLUSH_TIMEOUT_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
+import { watchOom } from "../linux/oom.ts";
 import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
 import { findRuntime, Runc } from "../linux/runc.ts";
 import { prepare } from "../oci/bundle.ts";
@@ -35,6 +36,7 @@ export interface ServedNamespace extends NamespaceHost {
 
 export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   const log = openLog(flags.bundle || process.cwd(), flags.debug);
+  await writeShimPid(flags.bundle || process.cwd(), log);
   becomeSubreaper();
   const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   // Its poll thread starts now, while containerd is still on its way with Create.
@@ -126,6 +128,9 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
       const publisher = new Publisher(w.ttrpcAddress, ns, (m) => log(m, "warning"));
       const served: ServedNamespace = {
         runtime: new Runc({ binary: w.runtimeBinary, root }),
+        // containerd's runtime options, as runc-v2 applies them: Root gets the namespace appended.
+        runtimeWith: (o) =>
+          new Runc({ binary: o.binaryName || w.runtimeBinary, root: o.root ? join(o.root, ns) : root, systemdCgroup: o.systemdCgroup }),
         stateDir,
         events: publisher,
         publisher,
@@ -136,6 +141,8 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
       return served;
     },
     watchExit: (pid) => w.watcher.watch(pid).then((r) => ({ status: r.status, at: r.exitedAt })),
+    // Live OOM notification fds are polled by the exit watcher's thread.
+    watchOom: (pid, onKill) => watchOom(pid, { live: { watchReadable: (fd, cb) => w.watcher.watchReadable(fd, cb), onKill } }),
     // mount(2) and umount2(2) stay on this thread: each is one system call (umount2 detaches,
     // so it never waits for busy files), mount namespaces are per process so a thread would
     // gain nothing, and a worker would need its own FFI binding (src/oci/rootfs.ts).
@@ -165,6 +172,22 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
     metrics: (stats) => metricsAny(stats, cgroupV2),
     log,
   };
+}
+
+/**
+ * `shim.pid` in the bundle that started this server, as runc-v2 leaves it: operators and
+ * tools read the shim's pid there. Written whole (a temporary file renamed over it), so a
+ * reader never sees half of it; a failure is logged, it is not worth failing the pod over.
+ */
+async function writeShimPid(bundle: string, log: Logger): Promise<void> {
+  const tmp = join(bundle, `.shim.pid.${process.pid}`);
+  try {
+    await writeFile(tmp, String(process.pid));
+    await rename(tmp, join(bundle, "shim.pid"));
+  } catch (e) {
+    log(`writing ${bundle}/shim.pid: ${String(e)}`, "warning");
+    await rm(tmp, { force: true });
+  }
 }
 
 /** rmdir, where "not empty" (another shim of the namespace still has a container) is expected. */

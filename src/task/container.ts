@@ -8,10 +8,12 @@ import { join } from "node:path";
 import { STATUS_UNKNOWN } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
 import { ConsoleSocket } from "../linux/console.ts";
+import type { OomWatch } from "../linux/oom.ts";
 import { RuncError } from "../linux/runc.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { type ExecOptions, ExecProcess } from "./exec.ts";
 import type { Exit, NamespaceHost, OciProcess, OciRuntime, RootfsMount, TaskHost } from "./host.ts";
+import type { RuntimeOptions } from "./runtime-options.ts";
 import { untilSignalHandled, WASM_HANDLED_SIGNALS } from "./signal-ready.ts";
 import {
   afterCall,
@@ -39,6 +41,8 @@ export interface CreateOptions extends StdioPaths {
   bundle: string;
   rootfs: RootfsMount[];
   terminal: boolean;
+  /** containerd's runtime options for this container (src/task/runtime-options.ts). */
+  runtimeOptions?: RuntimeOptions | null;
 }
 
 /** One step of undoing a Create, named for the log when it fails. */
@@ -71,6 +75,8 @@ export class Container {
   runtimeBundle = "";
   /** <stateDir>/<id>: the derived bundle, pid files, runtime logs, exec process files. */
   private workDir = "";
+  /** The memory cgroup's OOM kills, when the host watches them (src/linux/oom.ts). */
+  private oom: OomWatch | null = null;
   /** /proc/<pid>/exe of the runtime's init before `start` execs the container's process. */
   private runtimeInitExe = "";
   private resolveExit!: (e: Exit) => void;
@@ -107,8 +113,10 @@ export class Container {
     opts: CreateOptions,
     onExit: (c: Container) => void,
     onExecExit: (c: Container, e: ExecProcess) => void = () => {},
+    onOom: (c: Container) => void = () => {},
   ): Promise<Container> {
-    const c = new Container(opts, ns.runtime, host, onExit, onExecExit);
+    const runtime = opts.runtimeOptions && ns.runtimeWith ? ns.runtimeWith(opts.runtimeOptions) : ns.runtime;
+    const c = new Container(opts, runtime, host, onExit, onExecExit);
     const workDir = join(ns.stateDir, opts.id);
     c.workDir = workDir;
     try {
@@ -139,6 +147,9 @@ export class Container {
         const [pid] = await Promise.all([created, prepared.warm?.()]);
         c.pid = pid;
         c.runtimeInitExe = await exeOf(pid);
+        // The init is in the container's cgroup from create on: its baseline count now.
+        c.oom = (await host.watchOom?.(pid, () => onOom(c))) ?? null;
+        c.undos.unshift({ what: "stop watching for OOM kills", run: async () => c.oom?.close() });
         if (console) {
           const terminal = await Terminal.attach(await console.receiveMaster(CONSOLE_TIMEOUT_MS), opts);
           c.terminal = terminal;
@@ -171,6 +182,20 @@ export class Container {
         void this.exitedWith({ status: STATUS_UNKNOWN, at: new Date() });
       },
     );
+  }
+
+  /**
+   * Once exited: whether the kernel OOM-killed a process of the container's cgroup; null when
+   * nobody watches (answered without waiting). Never rejects: an unreadable cgroup is "no".
+   */
+  oomKilled(): Promise<boolean> | null {
+    const oom = this.oom;
+    if (oom === null) return null;
+    // The last question: the live notification ends with it.
+    return oom
+      .killed()
+      .catch(() => false)
+      .finally(() => oom.close());
   }
 
   /**
@@ -245,6 +270,14 @@ export class Container {
       return await this.runtime.stats(this.id);
     } catch (e) {
       throw failure("stats", e);
+    }
+  }
+
+  async update(resources: string): Promise<void> {
+    try {
+      await this.runtime.update(this.id, resources);
+    } catch (e) {
+      throw failure("update", e);
     }
   }
 

@@ -4,7 +4,8 @@
 //
 //   TaskHost (one per service)          NamespaceHost (one per containerd namespace)
 //   ├─ namespace(ns) ─────────────────▶ ├─ runtime   the OCI runtime, its --root for ns
-//   ├─ watchExit(pid), kill(pid, sig)    ├─ stateDir  per-container working files
+//   ├─ watchExit(pid), watchOom(pid)    ├─ stateDir  per-container working files
+//   ├─ kill(pid, sig)                   │
 //   ├─ mountRootfs(bundle, mounts)      └─ events    the publisher for ns's events
 //   ├─ prepareBundle(id, bundle, dir)
 //   ├─ prepareExec(container, process)
@@ -13,9 +14,11 @@
 //
 // The shim's `serve` builds the real ones (src/shim/serve.ts); tests build fakes.
 
+import type { OomWatch } from "../linux/oom.ts";
 import type { RuncStats } from "../linux/runc.ts";
 import type { EventSink } from "./events.ts";
 import type { Any } from "./gen/google/protobuf/any.ts";
+import type { RuntimeOptions } from "./runtime-options.ts";
 
 export type LogLevel = "debug" | "info" | "warning" | "error";
 export type Logger = (msg: string, level?: LogLevel) => void;
@@ -60,6 +63,8 @@ export interface OciRuntime {
   resume(id: string): Promise<void>;
   ps(id: string): Promise<number[]>;
   stats(id: string): Promise<RuncStats>;
+  /** Sets the container's cgroup limits to `resources`, an OCI LinuxResources as JSON. */
+  update(id: string, resources: string): Promise<void>;
 }
 
 /** What a namespace has of its own: runtime root, state directory, event stream. */
@@ -68,6 +73,11 @@ export interface NamespaceHost {
   /** Where per-container files go: <stateDir>/<id> (derived bundle, pid file, runtime log). */
   readonly stateDir: string;
   readonly events: EventSink;
+  /**
+   * The runtime for a container whose Create carries runtime options (another binary, root
+   * or cgroup driver); absent: such options are not honoured and `runtime` is used.
+   */
+  runtimeWith?(options: RuntimeOptions): OciRuntime;
 }
 
 export interface PreparedBundle {
@@ -119,6 +129,12 @@ export interface TaskHost {
   watchExit(pid: number): Promise<Exit>;
   /** Sends `signal` to process `pid` (an exec process: runc-v2 signals those itself); throws if it cannot. */
   kill(pid: number, signal: number): void;
+  /**
+   * Starts watching the memory cgroup of `pid` (a container's init, just created) for kernel
+   * OOM kills, calling `onKill` for each one counted while it runs; null when it cannot.
+   * Absent: no /tasks/oom is ever published.
+   */
+  watchOom?(pid: number, onKill: () => void): Promise<OomWatch | null>;
   /** Mounts containerd's rootfs mounts on `<bundle>/rootfs`; resolves with the undo. */
   mountRootfs(bundle: string, mounts: RootfsMount[]): Promise<() => Promise<void>>;
   /** Turns containerd's bundle into the one the runtime runs (wasm: our executor). */

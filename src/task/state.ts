@@ -60,8 +60,7 @@ const precondition = (why: string) => no(Code.FAILED_PRECONDITION, why);
 const unimplemented = (what: string) => no(Code.UNIMPLEMENTED, `${what} is not supported by this shim`);
 
 /** Calls that the shim does not implement, in whatever state. */
-const UNIMPLEMENTED: Pick<Record<TaskCall, Rule>, "update" | "checkpoint"> = {
-  update: unimplemented("Update (changing resources of a running container)"),
+const UNIMPLEMENTED: Pick<Record<TaskCall, Rule>, "checkpoint"> = {
   checkpoint: unimplemented("Checkpoint"),
 };
 
@@ -84,6 +83,8 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     exec: ok(),
     // Without a terminal there is nothing to resize: a no-op, as runc-v2.
     resizePty: ok(),
+    // runc-v2 updates a created container too: its cgroup exists from create on.
+    update: ok(),
     ...UNIMPLEMENTED,
   },
   running: {
@@ -99,6 +100,7 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     closeIO: ok(),
     exec: ok(),
     resizePty: ok(),
+    update: ok(),
     ...UNIMPLEMENTED,
   },
   paused: {
@@ -116,6 +118,8 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     // runc-v2: "cannot exec in a paused state" (the runtime could not enter frozen namespaces).
     exec: precondition("cannot exec in a paused container"),
     resizePty: ok(),
+    // The cgroup stays while frozen; runc-v2 allows it.
+    update: ok(),
     ...UNIMPLEMENTED,
   },
   stopped: {
@@ -136,6 +140,8 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     // As runc-v2's init: no state check. `ctr run -t` sends its first resize after Start, which
     // a short-lived process beats; refusing would only make ctr log an error.
     resizePty: ok(),
+    // runc-v2: "cannot update a stopped container"; the cgroup is about to go.
+    update: precondition("it has exited: no cgroup to update"),
     ...UNIMPLEMENTED,
   },
   // Only seen by calls that found the task just before its Delete finished.
@@ -152,6 +158,7 @@ export const TASK_TABLE: Readonly<Record<TaskState, Readonly<Record<TaskCall, Ru
     closeIO: ok(),
     exec: precondition("it is deleted"),
     resizePty: precondition("it is deleted"),
+    update: precondition("it is deleted"),
     ...UNIMPLEMENTED,
   },
 };

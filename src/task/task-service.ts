@@ -19,6 +19,7 @@ import {
   TaskExecAdded,
   TaskExecStarted,
   TaskExit,
+  TaskOOM,
   TaskPaused,
   TaskResumed,
   TaskStart,
@@ -52,6 +53,7 @@ import type {
 } from "./gen/containerd/runtime/task/v2/shim.ts";
 import type { Empty } from "./gen/google/protobuf/empty.ts";
 import type { Exit, NamespaceHost, OciProcess, TaskHost } from "./host.ts";
+import { runtimeOptionsOf } from "./runtime-options.ts";
 import { check, checkExec, execStatusOf, refusal, ruleFor, statusOf, type TaskCall } from "./state.ts";
 
 /** The ttrpc metadata key containerd's Go client sets to the call's namespace (pkg/namespaces/ttrpc.go). */
@@ -123,6 +125,10 @@ export class TaskService {
    * is queued, so its /tasks/exit never overtakes it.
    */
   private readonly startQueued = new WeakMap<Container | ExecProcess, Promise<void>>();
+  /** Resolves once a container's /tasks/exit is queued, so its /tasks/delete never overtakes it. */
+  private readonly exitQueued = new WeakMap<Container, Promise<void>>();
+  /** Resolves once Wait may answer: the OOM count is read, and a kill's /tasks/oom is queued. */
+  private readonly exitAnswerable = new WeakMap<Container, Promise<unknown>>();
   private draining = false;
 
   constructor(private readonly o: TaskServiceOptions) {}
@@ -149,6 +155,10 @@ export class TaskService {
       throw new TtrpcError(Code.ALREADY_EXISTS, `container ${req.id} in namespace ${nsName}: already exists`);
     }
     if (req.checkpoint) throw new TtrpcError(Code.UNIMPLEMENTED, "restoring from a checkpoint is not supported");
+    const runtimeOptions = await runtimeOptionsOf(req.options);
+    if (ns.containers.has(req.id) || ns.creating.has(req.id)) {
+      throw new TtrpcError(Code.ALREADY_EXISTS, `container ${req.id} in namespace ${nsName}: already exists`);
+    }
     ns.creating.add(req.id);
     let c: Container;
     try {
@@ -164,9 +174,11 @@ export class TaskService {
           stdin: req.stdin,
           stdout: req.stdout,
           stderr: req.stderr,
+          runtimeOptions,
         },
         (exited) => this.onExit(ns, exited),
         (container, exec) => this.onExecExit(ns, container, exec),
+        (killed) => this.onOom(ns, killed),
       );
     } finally {
       ns.creating.delete(req.id);
@@ -250,6 +262,9 @@ export class TaskService {
     }
     check(c.id, c.state, "wait");
     const exit = await c.exited;
+    // Not before an OOM kill is queued for containerd: CRI's exit monitor acts on this answer
+    // and must find the TaskOOM ahead of it (its reason "OOMKilled").
+    await this.exitAnswerable.get(c);
     return { exitStatus: exit.status, exitedAt: timestamp(exit.at) };
   }
 
@@ -335,8 +350,14 @@ export class TaskService {
     return { shimPid: this.o.shimPid, taskPid: c?.pid ?? 0, version: SHIM_VERSION };
   }
 
-  async shutdown(req: ShutdownRequest): Promise<Empty> {
-    if (req.now || this.size === 0) {
+  /**
+   * Stops the server only once no container is left, whatever `now` says: runc-v2 does the
+   * same (its Shutdown returns at once while it serves containers and never reads `now`),
+   * since exiting would orphan live containers and lose their exits. containerd sends it
+   * after each Delete; the last one stops us.
+   */
+  async shutdown(_req: ShutdownRequest): Promise<Empty> {
+    if (this.size === 0) {
       this.draining = true;
       // After this answer is on its way: the host's shutdown closes the server.
       setTimeout(() => this.o.onShutdown(), 0);
@@ -376,8 +397,12 @@ export class TaskService {
     return EMPTY;
   }
 
-  async update(req: UpdateTaskRequest): Promise<Empty> {
-    return this.unimplemented(req.id, "update");
+  /** New cgroup limits (CRI's UpdateContainerResources), through the runtime's update. */
+  async update(req: UpdateTaskRequest, ctx?: CallContext): Promise<Empty> {
+    const { c } = this.find(ctx, req.id, "update");
+    const resources = linuxResourcesJson(req);
+    await c.transition("update", () => c.update(resources));
+    return EMPTY;
   }
 
   async checkpoint(req: CheckpointTaskRequest): Promise<Empty> {
@@ -423,6 +448,8 @@ export class TaskService {
       }
       return out.exit;
     });
+    // The exit (and an OOM) go out first; the id stays taken until the delete is queued.
+    await this.exitQueued.get(c);
     ns.containers.delete(c.id);
     ns.host.events.publish(
       "/tasks/delete",
@@ -431,6 +458,19 @@ export class TaskService {
     return exit;
   }
 
+  /** An OOM kill while the container runs (not of its init, or not yet seen as its exit). */
+  private onOom(ns: Namespace, c: Container): void {
+    const publish = () => ns.host.events.publish("/tasks/oom", encodeEvent(TaskOOM, { containerId: c.id }));
+    const started = this.startQueued.get(c);
+    if (started) void started.then(publish);
+    else publish();
+  }
+
+  /**
+   * Publishes the exit: after the container's /tasks/start, and after its /tasks/oom when the
+   * cgroup OOM-killed (runc-v2's order: containerd's CRI takes the reason "OOMKilled" from
+   * the TaskOOM, so it must be there when the exit is handled).
+   */
   private onExit(ns: Namespace, c: Container): void {
     const exit = c.exit!;
     const publish = () =>
@@ -439,8 +479,24 @@ export class TaskService {
         encodeEvent(TaskExit, { containerId: c.id, id: c.id, pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at) }),
       );
     const started = this.startQueued.get(c);
-    if (started) void started.then(publish);
-    else publish();
+    const oom = c.oomKilled();
+    if (!started && !oom) {
+      publish();
+      return;
+    }
+    const queued = (async () => {
+      const killed = (await oom) ?? false;
+      await started;
+      if (killed) ns.host.events.publish("/tasks/oom", encodeEvent(TaskOOM, { containerId: c.id }));
+      publish();
+    })();
+    this.exitQueued.set(c, queued);
+    // Without a kill Wait need not wait for the events (they may wait for a Start under way).
+    if (oom)
+      this.exitAnswerable.set(
+        c,
+        oom.then((killed) => (killed ? queued : undefined)),
+      );
   }
 
   /** An exec's exit: /tasks/exit with the exec id, after its /tasks/exec-started. */
@@ -488,4 +544,27 @@ export class TaskService {
     if (e === undefined) throw new TtrpcError(Code.NOT_FOUND, `${call} exec ${execId} in container ${c.id}: process does not exist`);
     return e;
   }
+}
+
+/**
+ * The OCI LinuxResources of an Update, as JSON text for the runtime. containerd sends them
+ * as JSON in an Any (typeurl's encoding of a Go struct that is not a proto message), type
+ * types.containerd.io/opencontainers/runtime-spec/1/LinuxResources; other types are refused
+ * rather than guessed at.
+ */
+export function linuxResourcesJson(req: UpdateTaskRequest): string {
+  const any = req.resources;
+  if (any === undefined || !any.typeUrl.endsWith("/LinuxResources")) {
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `update ${req.id}: resources must be an OCI LinuxResources, got ${any?.typeUrl || "none"}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder().decode(any.value));
+  } catch (e) {
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `update ${req.id}: resources are not JSON: ${String(e)}`);
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `update ${req.id}: resources are not a JSON object`);
+  }
+  return JSON.stringify(parsed);
 }

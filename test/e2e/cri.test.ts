@@ -5,14 +5,14 @@
 // (pause), a wasm container and a native busybox sidecar share one shim; logs in CRI's
 // format on disk; env and exit codes in crictl inspect; stats; a graceful stop; teardown
 // that leaves nothing; several pods at once; a memory limit; a containerd restart under a
-// running pod. Exec and Update are not implemented by the shim yet: one test pins the errors
-// crictl gets. Missing binaries fail, never skip.
+// running pod; UpdateContainerResources changing a running container's cgroup. Exec is not
+// implemented by the shim yet: one test pins the errors crictl gets. Missing binaries fail, never skip.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
 import { mountsUnder } from "../support/containerd.ts";
-import { CRI_IMAGES, type CriEnv, crictlPath, criEnv, HANDLER, K8S_NAMESPACE, type Pod } from "../support/cri.ts";
+import { CRI_IMAGES, type CriEnv, crictlPath, criEnv, HANDLER, HANDLER_WITH_OPTIONS, K8S_NAMESPACE, type Pod } from "../support/cri.ts";
 import { REPO } from "../support/shim-env.ts";
 
 const T = 120_000;
@@ -417,6 +417,9 @@ for (const { name, binary } of CONTAINERDS) {
         expect(free.st.status.exitCode).toBe(0);
         const limited = await grow("limited", 32 << 20);
         expect(limited.st.status.exitCode).toBe(12);
+        // The store limit, not the kernel: memory.grow fails inside wasmtime, the module sees
+        // it (here: exit 12, ENOMEM) and the cgroup kills nothing, so no OOMKilled.
+        expect(limited.st.status.reason).toBe("Error");
         expect(await cri.crictlOk(["logs", limited.id])).toBe("");
         await cri.crictlOk(["rmp", "--force", p.id]);
         await expectNothingLeft(p, [free.id, limited.id]);
@@ -425,7 +428,7 @@ for (const { name, binary } of CONTAINERDS) {
     );
 
     test(
-      "exec into a running wasm container (sync and streaming, exit codes), a tty container runs, and Update is refused clearly",
+      "exec into a running wasm container (sync and streaming, exit codes), and a tty container runs",
       async () => {
         const p = await cri.runPod("exec");
         const id = await cri.createContainer(p, { metadata: { name: "daemon" }, image: { image: CRI_IMAGES.demo }, log_path: "d.log" });
@@ -462,15 +465,140 @@ for (const { name, binary } of CONTAINERDS) {
         await cri.waitState(tty, "CONTAINER_EXITED");
         expect((await cri.inspect(tty)).status.exitCode).toBe(0);
         expect(await cri.crictlOk(["logs", tty])).toContain("x");
-        // UpdateContainerResources (in-place resize, CPU manager) is not built yet: it says so.
-        const update = await cri.crictl(["update", "--memory", String(256 << 20), id]);
-        expect(update.code).not.toBe(0);
-        expect(update.stderr).toContain("code = Unimplemented desc = failed to update resources");
-        expect(update.stderr).toContain("Update (changing resources of a running container) is not supported by this shim");
         expect((await cri.inspect(id)).status.state).toBe("CONTAINER_RUNNING");
         // A pod removed with a module still running: StopPodSandbox kills it first.
         await cri.crictlOk(["rmp", "--force", p.id]);
         await expectNothingLeft(p, [id, tty]);
+      },
+      T,
+    );
+
+    test(
+      "a native container the cgroup OOM-kills (32 MiB, a shell string doubling): reason OOMKilled, exit 137, under wasmtime as under runc",
+      async () => {
+        const oomKilled = async (handler: string) => {
+          const p = await cri.runPod(`oom-${handler}`, { handler });
+          const id = await cri.createContainer(p, {
+            metadata: { name: "hog" },
+            image: { image: CRI_IMAGES.busybox },
+            // A shell string that doubles without end: past 32 MiB the cgroup's OOM killer ends sh.
+            command: ["sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done"],
+            log_path: "hog.log",
+            linux: { resources: { memory_limit_in_bytes: 32 << 20 } },
+          });
+          await cri.crictlOk(["start", id]);
+          await cri.waitState(id, "CONTAINER_EXITED");
+          // CRI records the exit and the TaskOOM as they come; the reason settles on the latter.
+          const st = await until(`${handler}: reason OOMKilled`, async () => {
+            const s = (await cri.inspect(id)).status;
+            return s.reason === "OOMKilled" ? s : undefined;
+          });
+          await cri.crictlOk(["rmp", "--force", p.id]);
+          return { p, id, exitCode: st.exitCode, reason: st.reason };
+        };
+        const runc = await oomKilled("runc");
+        const ours = await oomKilled(HANDLER);
+        expect({ exitCode: ours.exitCode, reason: ours.reason }).toEqual({ exitCode: runc.exitCode, reason: runc.reason });
+        expect(ours.exitCode).toBe(137);
+        await expectNothingLeft(ours.p, [ours.id]);
+      },
+      T,
+    );
+
+    test(
+      "an OOM kill of a child while the container's init runs on is reported at once (CRI shows reason OOMKilled on the RUNNING container), as under runc",
+      async () => {
+        const live = async (handler: string) => {
+          const p = await cri.runPod(`oom-live-${handler}`, { handler });
+          const id = await cri.createContainer(p, {
+            metadata: { name: "parent" },
+            image: { image: CRI_IMAGES.busybox },
+            // The child shell grows past 32 MiB and is the OOM killer's pick; the init sleeps on.
+            command: ["sh", "-c", 'sh -c "x=0123456789abcdef; while :; do x=\\$x\\$x; done"; exec sleep 3600'],
+            log_path: "parent.log",
+            linux: { resources: { memory_limit_in_bytes: 32 << 20 } },
+          });
+          await cri.crictlOk(["start", id]);
+          const st = await until(`${handler}: the running container's reason OOMKilled`, async () => {
+            const s = (await cri.inspect(id)).status;
+            return s.reason === "OOMKilled" ? s : undefined;
+          });
+          await cri.crictlOk(["rmp", "--force", p.id]);
+          return { p, id, state: st.state, reason: st.reason };
+        };
+        const runc = await live("runc");
+        const ours = await live(HANDLER);
+        expect({ state: ours.state, reason: ours.reason }).toEqual({ state: runc.state, reason: runc.reason });
+        expect(ours.state).toBe("CONTAINER_RUNNING");
+        await expectNothingLeft(ours.p, [ours.id]);
+      },
+      T,
+    );
+
+    test(
+      "runtime options of the CRI runtime (BinaryName, Root): the shim runs that binary with that root for the pod's every container",
+      async () => {
+        const o = cri.runtimeOptions;
+        const p = await cri.runPod("options", { handler: HANDLER_WITH_OPTIONS });
+        const id = await cri.createContainer(p, {
+          metadata: { name: "daemon" },
+          image: { image: CRI_IMAGES.demo },
+          log_path: "d.log",
+        });
+        await cri.crictlOk(["start", id]);
+        await cri.waitState(id, "CONTAINER_RUNNING");
+        // Root gets the namespace appended (runc-v2's layout); the default root has neither.
+        const root = join(o.root, K8S_NAMESPACE);
+        for (const c of [p.id, id]) {
+          expect(existsSync(join(root, c, "state.json"))).toBe(true);
+          expect(existsSync(join(runtimeRoot(K8S_NAMESPACE), c))).toBe(false);
+        }
+        const calls = readFileSync(o.log, "utf8").trim().split("\n");
+        expect(calls.every((l) => l.startsWith(`--root ${root} `))).toBe(true);
+        for (const c of [p.id, id]) {
+          expect(calls.some((l) => / create --bundle /.test(l) && l.endsWith(` ${c}`))).toBe(true);
+          expect(calls.some((l) => l.endsWith(` start ${c}`))).toBe(true);
+        }
+        await cri.crictlOk(["stop", "--timeout", "0", id]);
+        expect((await cri.inspect(id)).status.exitCode).toBe(137);
+        await cri.crictlOk(["rmp", "--force", p.id]);
+        await expectNothingLeft(p, [id]);
+        expect(existsSync(join(root, id))).toBe(false);
+        expect(readFileSync(o.log, "utf8")).toContain(`delete --force ${id}`);
+      },
+      T,
+    );
+
+    test(
+      "crictl update (UpdateContainerResources) changes a running wasm container's memory and CPU limits in its cgroup",
+      async () => {
+        const p = await cri.runPod("update");
+        const id = await cri.createContainer(p, {
+          metadata: { name: "daemon" },
+          image: { image: CRI_IMAGES.demo },
+          log_path: "d.log",
+          linux: { resources: { memory_limit_in_bytes: 128 << 20 } },
+        });
+        await cri.crictlOk(["start", id]);
+        await cri.waitState(id, "CONTAINER_RUNNING");
+        const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
+        const [memDir, cpuDir] = v2
+          ? [join("/sys/fs/cgroup", p.cgroupParent, id), join("/sys/fs/cgroup", p.cgroupParent, id)]
+          : [join("/sys/fs/cgroup/memory", p.cgroupParent, id), join("/sys/fs/cgroup/cpu", p.cgroupParent, id)];
+        const memLimit = () => readFileSync(join(memDir, v2 ? "memory.max" : "memory.limit_in_bytes"), "utf8").trim();
+        expect(memLimit()).toBe(String(128 << 20));
+        await cri.crictlOk(["update", "--memory", String(256 << 20), "--cpu-quota", "50000", "--cpu-period", "100000", id]);
+        expect(memLimit()).toBe(String(256 << 20));
+        const quota = v2
+          ? readFileSync(join(cpuDir, "cpu.max"), "utf8").trim()
+          : readFileSync(join(cpuDir, "cpu.cfs_quota_us"), "utf8").trim();
+        expect(quota).toBe(v2 ? "50000 100000" : "50000");
+        // CRI keeps the spec it updated; the container ran on through the update.
+        const st = await cri.inspect(id);
+        expect(st.status.state).toBe("CONTAINER_RUNNING");
+        expect(st.info.runtimeSpec.linux.resources.memory.limit).toBe(256 << 20);
+        await cri.crictlOk(["rmp", "--force", p.id]);
+        await expectNothingLeft(p, [id]);
       },
       T,
     );

@@ -137,8 +137,15 @@ describe("one shim per pod", () => {
         expect(del.pid).toBeGreaterThan(0);
       }
 
-      // Shutdown while a container is left must not stop the server.
+      // As runc-v2: shim.pid in the bundle whose start began the server (the server's pid),
+      // none in the bundles of containers that joined it.
+      expect(readFileSync(join(bundles[ids.a]!, "shim.pid"), "utf8")).toBe(String(serveProcesses()[0]));
+      expect(existsSync(join(bundles[ids.b]!, "shim.pid"))).toBe(false);
+      expect(existsSync(join(bundles[ids.c]!, "shim.pid"))).toBe(false);
+
+      // Shutdown while a container is left must not stop the server, not even with now.
       await v2.shutdown({ id: ids.a, now: false });
+      await v2.shutdown({ id: ids.a, now: true });
       await Bun.sleep(200);
       expect(serveProcesses().length).toBe(1);
       expect((await v2.state({ id: ids.c, execId: "" })).status).toBe(Status.RUNNING);

@@ -39,7 +39,7 @@ export function crictlPath(): string {
 }
 
 /** The CRI plugins' settings for containerd 1.x (config version 2: one plugin) or 2.x (version 3: split). */
-export function criPluginConfig(o: { major: number; pauseImage: string; cniDir: string }): string {
+export function criPluginConfig(o: { major: number; pauseImage: string; cniDir: string; options?: RuntimeOptionsFixture }): string {
   const q = (s: string) => JSON.stringify(s);
   // Root may not lower its own oom_score_adj here (a container's sandbox asks for -998):
   // restrict_oom_score_adj clamps requests to containerd's own value instead of failing.
@@ -52,7 +52,7 @@ export function criPluginConfig(o: { major: number; pauseImage: string; cniDir: 
       [${prefix}.containerd.runtimes.runc]
         runtime_type = "io.containerd.runc.v2"
       [${prefix}.containerd.runtimes.${HANDLER}]
-        runtime_type = ${q(RUNTIME)}`;
+        runtime_type = ${q(RUNTIME)}${o.options ? optionsRuntime(prefix, o.major, o.options) : ""}`;
   if (o.major < 2) {
     const p = `plugins."io.containerd.grpc.v1.cri"`;
     return `  [${p}]
@@ -80,6 +80,49 @@ ${server}
       conf_dir = ${q(join(o.cniDir, "net.d"))}
 ${runtimes(rt)}
 `;
+}
+
+/** The handler whose runtime (our shim) has runtime options: a wrapper binary and its own root. */
+export const HANDLER_WITH_OPTIONS = "wasmtime-opts";
+
+/** Runtime options for HANDLER_WITH_OPTIONS, and the files that show they were used. */
+export interface RuntimeOptionsFixture {
+  /** BinaryName: a script that logs its arguments to `log`, then execs runc. */
+  binary: string;
+  log: string;
+  /** Root: the runtime's state root (the shim appends the namespace, as runc-v2). */
+  root: string;
+  /** The same options as a TOML file, for 1.x, whose runtimeoptions carry only config_path. */
+  configPath: string;
+}
+
+/**
+ * The runtime table of HANDLER_WITH_OPTIONS. containerd 2.x hands a non-runc runtime its
+ * options table as TOML (config_body); 1.6 knows only config_path, a TOML file.
+ */
+function optionsRuntime(prefix: string, major: number, o: RuntimeOptionsFixture): string {
+  const q = (s: string) => JSON.stringify(s);
+  const options = major >= 2 ? `BinaryName = ${q(o.binary)}\n          Root = ${q(o.root)}` : `ConfigPath = ${q(o.configPath)}`;
+  return `
+      [${prefix}.containerd.runtimes.${HANDLER_WITH_OPTIONS}]
+        runtime_type = ${q(RUNTIME)}
+        [${prefix}.containerd.runtimes.${HANDLER_WITH_OPTIONS}.options]
+          ${options}`;
+}
+
+/** Writes the wrapper and the TOML file of a RuntimeOptionsFixture under `dir`. */
+function runtimeOptionsFixture(dir: string): RuntimeOptionsFixture {
+  const runc = Bun.which("runc");
+  if (!runc) throw new Error("runc is not on PATH");
+  const o = {
+    binary: join(dir, "wrapped-runc"),
+    log: join(dir, "wrapped-runc.log"),
+    root: join(dir, "runc-root"),
+    configPath: join(dir, "runtime-options.toml"),
+  };
+  writeFileSync(o.binary, `#!/bin/sh\necho "$*" >> ${JSON.stringify(o.log)}\nexec ${JSON.stringify(runc)} "$@"\n`, { mode: 0o755 });
+  writeFileSync(o.configPath, `BinaryName = ${JSON.stringify(o.binary)}\nRoot = ${JSON.stringify(o.root)}\n`);
+  return o;
 }
 
 /** Every CRI plugin id of 1.x and 2.x; containerd.ts disables them unless told. */
@@ -130,6 +173,8 @@ export interface Pod {
 export interface CriEnv {
   cd: Containerd;
   dir: string;
+  /** What handler HANDLER_WITH_OPTIONS's runtime options name. */
+  runtimeOptions: RuntimeOptionsFixture;
   major: number;
   crictlBinary: string;
   /** crictl against this containerd's socket. */
@@ -229,6 +274,7 @@ export async function criEnv(opts: { binary?: string } = {}): Promise<CriEnv> {
   const cniDir = join(dir, "cni");
   for (const d of [join(cniDir, "bin"), join(cniDir, "net.d"), join(dir, "pods")]) mkdirSync(d, { recursive: true });
   const cgroupRoot = `bunwasi-cri-${basename(dir)}`;
+  const runtimeOptions = runtimeOptionsFixture(dir);
 
   const cd = await startContainerd({
     dir,
@@ -236,7 +282,7 @@ export async function criEnv(opts: { binary?: string } = {}): Promise<CriEnv> {
     path,
     namespace: K8S_NAMESPACE,
     enablePlugins: CRI_PLUGINS,
-    pluginConfig: criPluginConfig({ major, pauseImage: CRI_IMAGES.pause, cniDir }),
+    pluginConfig: criPluginConfig({ major, pauseImage: CRI_IMAGES.pause, cniDir, options: runtimeOptions }),
     // CRI's first start loads more plugins than ctr needs; 2.x on a busy machine is slower.
     startTimeoutMs: 60_000,
   });
@@ -394,5 +440,20 @@ export async function criEnv(opts: { binary?: string } = {}): Promise<CriEnv> {
     throw e;
   }
 
-  return { cd, dir, major, crictlBinary, crictl, crictlArgv, crictlOk, runPod, createContainer, inspect, restart, waitState, stop };
+  return {
+    cd,
+    dir,
+    major,
+    crictlBinary,
+    crictl,
+    crictlArgv,
+    crictlOk,
+    runPod,
+    createContainer,
+    inspect,
+    restart,
+    waitState,
+    stop,
+    runtimeOptions,
+  };
 }

@@ -262,6 +262,8 @@ describe("classification", () => {
       "/.bunwasi",
       "--memory-limit",
       String(64 << 20),
+      "--root-dir",
+      "/dev/.bunwasi-root",
       "--",
       "app.wasm#run",
       "a",
@@ -270,7 +272,7 @@ describe("classification", () => {
     expect(d.process.env).toEqual(["PATH=/bin", "X=1"]);
     expect(d.process.cwd).toBe("/srv");
     expect(d.linux).toEqual(spec().linux as NonNullable<Spec["linux"]>);
-    expect(d.mounts?.at(-1)).toEqual({
+    expect(d.mounts?.find((m) => m.destination === "/.bunwasi")).toEqual({
       destination: "/.bunwasi",
       type: "bind",
       source: fakeExec.dir,
@@ -300,7 +302,13 @@ describe("classification", () => {
     const i = d.process.args.indexOf("--engine-dir");
     expect(d.process.args.slice(i, i + 4)).toEqual(["--engine-dir", "/dev/.bunwasi", "--engine-opt", "opt=2"]);
     expect(d.process.args).toContain("--cache");
-    expect(d.mounts?.at(-1)).toMatchObject({ destination: "/.bunwasi-cache", options: ["rbind", "ro", "nosuid", "nodev", "noexec"] });
+    expect(d.mounts?.find((m) => m.destination === "/.bunwasi-cache")).toMatchObject({
+      options: ["rbind", "ro", "nosuid", "nodev", "noexec"],
+    });
+    // The module's view comes last: the rootfs again, without the /dev tmpfs.
+    expect(d.mounts?.slice(-1)).toEqual([
+      { destination: "/dev/.bunwasi-root", type: "bind", source: "/r", options: ["bind", "rw", "nosuid", "nodev"] },
+    ]);
     expect(s.process.args).toEqual(["/app.wasm"]); // input untouched
   });
 });

@@ -76,6 +76,9 @@ describe("the process of an exec", () => {
       "/.bunwasi",
       "--memory-limit",
       String(32 << 20),
+      // the module's "/" is the container's view without /proc, /sys and /dev, as the init's
+      "--root-dir",
+      "/dev/.bunwasi-root",
       "--",
       "tool.wasm",
       "a",

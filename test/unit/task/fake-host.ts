@@ -5,6 +5,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
+import type { OomWatch } from "../../../src/linux/oom.ts";
 import { RuncError, type RuncStats } from "../../../src/linux/runc.ts";
 import type { EncodedEvent, EventSink } from "../../../src/task/events.ts";
 import type {
@@ -19,6 +20,7 @@ import type {
   RootfsMount,
   TaskHost,
 } from "../../../src/task/host.ts";
+import type { RuntimeOptions } from "../../../src/task/runtime-options.ts";
 import type { CallContext } from "../../../src/ttrpc/index.ts";
 
 export interface Published {
@@ -27,7 +29,7 @@ export interface Published {
   event: EncodedEvent;
 }
 
-type RuntimeMethod = "create" | "start" | "exec" | "kill" | "delete" | "pause" | "resume" | "ps" | "stats";
+type RuntimeMethod = "create" | "start" | "exec" | "kill" | "delete" | "pause" | "resume" | "ps" | "stats" | "update";
 
 /** A held runtime call: `release()` lets it go on, `fail(e)` makes it fail. */
 export interface Gate {
@@ -199,6 +201,15 @@ export class FakeRuntime implements OciRuntime {
     return { pids: { current: 1, limit: 10 } };
   }
 
+  /** The resources of each update, in order, as the runtime got them. */
+  readonly updates: { id: string; resources: unknown }[] = [];
+
+  async update(id: string, resources: string): Promise<void> {
+    await this.enter("update", id);
+    this.mustExist(id, "update");
+    this.updates.push({ id, resources: JSON.parse(resources) });
+  }
+
   private mustExist(id: string, what: string) {
     const c = this.containers.get(id);
     if (c === undefined) throw new RuncError(`runc ${what}`, 1, `container ${id} does not exist`);
@@ -241,8 +252,20 @@ export class FakeHost implements TaskHost {
     this.namespacesAsked.push(ns);
     const runtime = new FakeRuntime(ns, this.procs);
     this.runtimes.set(ns, runtime);
-    return { runtime, stateDir: join(this.root, ns), events: new RecordingSink(ns, this.events) };
+    return {
+      runtime,
+      stateDir: join(this.root, ns),
+      events: new RecordingSink(ns, this.events),
+      runtimeWith: (options) => {
+        const r = new FakeRuntime(ns, this.procs);
+        this.optionRuntimes.push({ ns, options, runtime: r });
+        return r;
+      },
+    };
   }
+
+  /** The runtimes made for containers with runtime options, in order. */
+  readonly optionRuntimes: { ns: string; options: RuntimeOptions; runtime: FakeRuntime }[] = [];
 
   runtime(ns: string): FakeRuntime {
     const r = this.runtimes.get(ns);
@@ -274,6 +297,54 @@ export class FakeHost implements TaskHost {
     const found = this.procs.find(ns, `${id}/${execId}`);
     if (!found) throw new Error(`no process for ${ns}/${id}/${execId}`);
     this.procs.exit(found[0], status);
+  }
+
+  /** Each watched init's cgroup: its OOM kill count, what was answered, whom to tell live. */
+  private readonly oomCgroups = new Map<number, { count: number; answered: number; onKill: () => void; closed: boolean }>();
+  /** Pids the service asked to watch for OOM kills, in order. */
+  readonly oomWatched: number[] = [];
+
+  async watchOom(pid: number, onKill: () => void): Promise<OomWatch | null> {
+    this.oomWatched.push(pid);
+    const cg = { count: 0, answered: 0, onKill, closed: false };
+    this.oomCgroups.set(pid, cg);
+    return {
+      killed: async () => {
+        if (cg.count <= cg.answered) return false;
+        cg.answered = cg.count;
+        return true;
+      },
+      close: () => {
+        cg.closed = true;
+      },
+    };
+  }
+
+  /** Whether the service stopped watching the container's cgroup. */
+  oomWatchClosed(ns: string, id: string): boolean {
+    return this.oomCgroups.get(this.pidOf(ns, id))?.closed ?? false;
+  }
+
+  /** The kernel OOM-kills the container's init: its cgroup counts the kill, the init exits on SIGKILL. */
+  oomKill(ns: string, id: string): void {
+    const pid = this.pidOf(ns, id);
+    this.oomCgroups.get(pid)!.count++;
+    this.procs.exit(pid, 137);
+  }
+
+  /** The kernel OOM-kills another process of the container: counted and told live, the init runs on. */
+  oomKillChild(ns: string, id: string): void {
+    const cg = this.oomCgroups.get(this.pidOf(ns, id))!;
+    cg.count++;
+    // As src/linux/oom.ts does on a notification: the kill is answered once, then told.
+    cg.answered = cg.count;
+    cg.onKill();
+  }
+
+  private pidOf(ns: string, id: string): number {
+    const found = this.procs.find(ns, id);
+    if (!found) throw new Error(`no process for ${ns}/${id}`);
+    return found[0];
   }
 
   /** The container's init exits on its own with `status`. */

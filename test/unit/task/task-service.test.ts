@@ -2,9 +2,11 @@
 // every call in every state against the state table, the order of events, calls side by
 // side, and containers of two namespaces that share an id.
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { TaskCreate, TaskDelete, TaskExit, TaskStart } from "../../../src/task/gen/containerd/events/task.ts";
+import { RuncError } from "../../../src/linux/runc.ts";
+import { TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart } from "../../../src/task/gen/containerd/events/task.ts";
+import { Options as RuncOptions } from "../../../src/task/gen/containerd/runc/options/oci.ts";
 import {
   CheckpointTaskRequest,
   CloseIORequest,
@@ -13,6 +15,7 @@ import {
   ResizePtyRequest,
   UpdateTaskRequest,
 } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
+import { Options as CriRuntimeOptions } from "../../../src/task/gen/containerd/runtimeoptions/v1/options.ts";
 import { Status } from "../../../src/task/gen/containerd/types/task/task.ts";
 import { TASK_TABLE, type TaskCall, type TaskState } from "../../../src/task/state.ts";
 import { NAMESPACE_METADATA_KEY, namespaceOf, TaskService } from "../../../src/task/task-service.ts";
@@ -92,6 +95,11 @@ const STATUS: Record<Exclude<TaskState, "deleted">, Status> = {
   stopped: Status.STOPPED,
 };
 
+/** An UpdateTaskRequest as containerd's CRI sends it: LinuxResources JSON in an Any. */
+const LINUX_RESOURCES = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+const updateReq = (id: string, resources: unknown, typeUrl = LINUX_RESOURCES) =>
+  UpdateTaskRequest.fromPartial({ id, resources: { typeUrl, value: new TextEncoder().encode(JSON.stringify(resources)) } });
+
 /** Each call of the table as the service takes it, for container c1. */
 const CALLS: Record<TaskCall, (s: Setup) => Promise<unknown>> = {
   start: (s) => s.service.start({ id: "c1", execId: "" }, ctxFor(NS)),
@@ -106,7 +114,7 @@ const CALLS: Record<TaskCall, (s: Setup) => Promise<unknown>> = {
   closeIO: (s) => s.service.closeIO(CloseIORequest.fromPartial({ id: "c1", stdin: true }), ctxFor(NS)),
   exec: (s) => s.service.exec(execReq("e1"), ctxFor(NS)),
   resizePty: (s) => s.service.resizePty(ResizePtyRequest.fromPartial({ id: "c1", width: 80, height: 24 }), ctxFor(NS)),
-  update: (s) => s.service.update(UpdateTaskRequest.fromPartial({ id: "c1" })),
+  update: (s) => s.service.update(updateReq("c1", { memory: { limit: 64 << 20 } }), ctxFor(NS)),
   checkpoint: (s) => s.service.checkpoint(CheckpointTaskRequest.fromPartial({ id: "c1" })),
 };
 
@@ -189,7 +197,7 @@ describe("every call in every state follows the state table", () => {
     for (const call of Object.keys(CALLS) as TaskCall[]) {
       const e = await refusal(CALLS[call](s));
       // What the shim does not implement says so, container or not.
-      const unimplemented = ["update", "checkpoint"].includes(call);
+      const unimplemented = ["checkpoint"].includes(call);
       expect(e.code).toBe(unimplemented ? Code.UNIMPLEMENTED : Code.NOT_FOUND);
       if (!unimplemented) expect(e.message).toContain("c1");
     }
@@ -275,6 +283,65 @@ describe("events", () => {
       { topic: "/tasks/create", id: "c1" },
       { topic: "/tasks/exit", id: "c1", status: 2 },
     ]);
+  });
+
+  test("an OOM kill: /tasks/oom before /tasks/exit, and Wait answers once both are queued", async () => {
+    const s = setup();
+    await inState(s, "running");
+    const { pid } = await s.service.state({ id: "c1", execId: "" }, ctxFor(NS));
+    expect(s.host.oomWatched).toEqual([pid]); // the init's cgroup, watched from create on
+    const waiting = CALLS.wait(s).then((w) => ({ w, topics: s.host.topics(NS) }));
+    s.host.oomKill(NS, "c1");
+    const { w, topics } = await waiting;
+    expect(w).toMatchObject({ exitStatus: 137 });
+    expect(topics).toEqual(["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"]);
+    await CALLS.delete(s);
+    expect(decoded(s)).toEqual([
+      { topic: "/tasks/create", id: "c1" },
+      { topic: "/tasks/start", id: "c1" },
+      { topic: "/tasks/oom" },
+      { topic: "/tasks/exit", id: "c1", status: 137 },
+      { topic: "/tasks/delete", id: "c1", status: 137 },
+    ]);
+    expect(TaskOOM.decode(s.host.events[2]!.event.value).containerId).toBe("c1");
+  });
+
+  test("an OOM kill of another process while the init runs: /tasks/oom at once, none again at the exit; the watch ends", async () => {
+    const s = setup();
+    await inState(s, "running");
+    s.host.oomKillChild(NS, "c1");
+    await Promise.resolve(); // queued behind the container's /tasks/start (already out)
+    expect(s.host.topics(NS)).toEqual(["/tasks/create", "/tasks/start", "/tasks/oom"]);
+    expect(await statusOf(s)).toBe(Status.RUNNING);
+    await s.service.kill({ id: "c1", execId: "", signal: 9, all: false }, ctxFor(NS));
+    expect(await CALLS.wait(s)).toMatchObject({ exitStatus: 137 });
+    await CALLS.delete(s);
+    expect(s.host.topics(NS)).toEqual(["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit", "/tasks/delete"]);
+    expect(s.host.oomWatchClosed(NS, "c1")).toBe(true);
+  });
+
+  test("a kill that is not the OOM killer's (SIGKILL from Kill) publishes no /tasks/oom", async () => {
+    const s = setup();
+    await inState(s, "running");
+    await s.service.kill({ id: "c1", execId: "", signal: 9, all: false }, ctxFor(NS));
+    expect(await CALLS.wait(s)).toMatchObject({ exitStatus: 137 });
+    await CALLS.delete(s);
+    expect(s.host.topics(NS)).toEqual(["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
+  });
+
+  test("an OOM kill while Start is under way: start, oom, exit", async () => {
+    const s = setup();
+    await inState(s, "created");
+    const gate = s.host.runtime(NS).gate("start");
+    const starting = CALLS.start(s);
+    await gate.reached;
+    s.host.oomKill(NS, "c1");
+    await Promise.resolve();
+    expect(s.host.topics(NS)).toEqual(["/tasks/create"]);
+    gate.release();
+    await starting;
+    expect(await CALLS.wait(s)).toMatchObject({ exitStatus: 137 });
+    expect(s.host.topics(NS)).toEqual(["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"]);
   });
 
   test("pause and resume are published", async () => {
@@ -512,10 +579,13 @@ describe("the service's own calls", () => {
     expect(await s.service.connect({ id: "c1" }, ctxFor("elsewhere"))).toMatchObject({ shimPid: 4242, taskPid: 0 });
   });
 
-  test("Shutdown with containers left keeps serving; with none it asks the host to stop", async () => {
+  test("Shutdown with containers left keeps serving, even with now; with none it asks the host to stop", async () => {
     const s = setup();
     await inState(s, "stopped");
     await s.service.shutdown({ id: "c1", now: false });
+    expect(s.service.shuttingDown).toBe(false);
+    // `now` does not end a shim that still has containers (runc-v2 ignores it too).
+    await s.service.shutdown({ id: "c1", now: true });
     expect(s.service.shuttingDown).toBe(false);
     await CALLS.delete(s);
     await s.service.shutdown({ id: "c1", now: false });
@@ -523,6 +593,98 @@ describe("the service's own calls", () => {
     await s.shutdown; // the host is told
     const e = await refusal(s.service.create(createReq("c2"), ctxFor(NS)));
     expect(e.code).toBe(Code.UNAVAILABLE);
+  });
+
+  test("Update hands the runtime the LinuxResources in created, running and paused; refuses it once stopped", async () => {
+    const resources = { memory: { limit: 256 << 20 }, cpu: { shares: 512, quota: 50000, period: 100000 } };
+    for (const state of ["created", "running", "paused"] as const) {
+      const s = setup();
+      await inState(s, state);
+      await s.service.update(updateReq("c1", resources), ctxFor(NS));
+      expect(s.host.runtime(NS).updates).toEqual([{ id: "c1", resources }]);
+      expect(await statusOf(s)).toBe(STATUS[state]);
+    }
+    const s = setup();
+    await inState(s, "stopped");
+    const e = await refusal(s.service.update(updateReq("c1", resources), ctxFor(NS)));
+    expect(e.code).toBe(Code.FAILED_PRECONDITION);
+    expect(e.message).toContain("task is stopped");
+    expect(s.host.runtime(NS).updates).toEqual([]);
+  });
+
+  test("Update refuses resources that are not LinuxResources JSON, without calling the runtime", async () => {
+    const s = setup();
+    await inState(s, "running");
+    const bad = [
+      UpdateTaskRequest.fromPartial({ id: "c1" }),
+      updateReq("c1", { memory: {} }, "types.containerd.io/something/Else"),
+      UpdateTaskRequest.fromPartial({ id: "c1", resources: { typeUrl: LINUX_RESOURCES, value: new TextEncoder().encode("{not json") } }),
+      updateReq("c1", [1, 2]),
+    ];
+    for (const req of bad) expect((await refusal(s.service.update(req, ctxFor(NS)))).code).toBe(Code.INVALID_ARGUMENT);
+    expect(s.host.runtime(NS).calls.filter((c) => c.startsWith("update"))).toEqual([]);
+  });
+
+  test("Update of a runtime failure is the runtime's words", async () => {
+    const s = setup();
+    await inState(s, "running");
+    s.host.runtime(NS).failing.set("update", new RuncError("runc update", 1, "invalid memory limit"));
+    const e = await refusal(s.service.update(updateReq("c1", { memory: { limit: 1 } }), ctxFor(NS)));
+    expect(e.code).toBe(Code.UNKNOWN);
+    expect(e.message).toBe("update: runc update: invalid memory limit");
+  });
+
+  test("runtime options of a Create (runc's Options) pick the runtime every call of that container uses", async () => {
+    const s = setup();
+    const options = {
+      typeUrl: "containerd.runc.v1.Options",
+      value: RuncOptions.encode(RuncOptions.fromPartial({ binaryName: "/opt/wrap-runc", root: "/run/alt", systemdCgroup: true })).finish(),
+    };
+    await s.service.create(createReq("c1", { options }), ctxFor(NS));
+    await s.service.create(createReq("c2"), ctxFor(NS));
+    expect(s.host.optionRuntimes.map((r) => r.options)).toEqual([{ binaryName: "/opt/wrap-runc", root: "/run/alt", systemdCgroup: true }]);
+    const alt = s.host.optionRuntimes[0]!.runtime;
+    await CALLS.start(s);
+    await CALLS.kill(s);
+    await CALLS.wait(s);
+    await CALLS.delete(s);
+    expect(alt.calls).toEqual(["create c1", "start c1", "kill c1 15", "delete c1 force"]);
+    expect(s.host.runtime(NS).calls).toEqual(["create c2"]);
+  });
+
+  test("runtime options as CRI sends them for other runtime types: TOML in config_body or in config_path's file", async () => {
+    const s = setup();
+    const body = {
+      typeUrl: "runtimeoptions.v1.Options",
+      value: CriRuntimeOptions.encode(
+        CriRuntimeOptions.fromPartial({ configBody: new TextEncoder().encode('BinaryName = "crun"\nOther = 1\n') }),
+      ).finish(),
+    };
+    await s.service.create(createReq("c1", { options: body }), ctxFor(NS));
+    const file = join(s.host.root, "opts.toml");
+    writeFileSync(file, 'Root = "/run/r"\nSystemdCgroup = false\n');
+    const path = {
+      typeUrl: "runtimeoptions.v1.Options",
+      value: CriRuntimeOptions.encode(CriRuntimeOptions.fromPartial({ configPath: file })).finish(),
+    };
+    await s.service.create(createReq("c2", { options: path }), ctxFor(NS));
+    // An empty table is no options at all: the namespace's runtime.
+    const empty = { typeUrl: "runtimeoptions.v1.Options", value: CriRuntimeOptions.encode(CriRuntimeOptions.fromPartial({})).finish() };
+    await s.service.create(createReq("c3", { options: empty }), ctxFor(NS));
+    expect(s.host.optionRuntimes.map((r) => r.options)).toEqual([{ binaryName: "crun" }, { root: "/run/r" }]);
+    expect(s.host.runtime(NS).calls).toEqual(["create c3"]);
+    const bad = {
+      typeUrl: "runtimeoptions.v1.Options",
+      value: CriRuntimeOptions.encode(CriRuntimeOptions.fromPartial({ configBody: new TextEncoder().encode("BinaryName = 3") })).finish(),
+    };
+    const e = await refusal(s.service.create(createReq("c4", { options: bad }), ctxFor(NS)));
+    expect(e.code).toBe(Code.INVALID_ARGUMENT);
+    expect(e.message).toContain("BinaryName must be a string");
+    const missing = {
+      typeUrl: "runtimeoptions.v1.Options",
+      value: CriRuntimeOptions.encode(CriRuntimeOptions.fromPartial({ configPath: join(s.host.root, "nope.toml") })).finish(),
+    };
+    expect((await refusal(s.service.create(createReq("c5", { options: missing }), ctxFor(NS)))).code).toBe(Code.INVALID_ARGUMENT);
   });
 
   test("Stats goes through the host's metrics; Pids lists the runtime's", async () => {
