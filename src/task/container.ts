@@ -35,6 +35,8 @@ export class Container {
   pid = 0;
   exit: Exit | null = null;
   kind: "wasm" | "native" = "native";
+  /** Run in the host's own process (shared mode): see PreparedBundle.inProcess. */
+  inProcess = false;
   /** Resolves when the init process has exited. */
   readonly exited: Promise<Exit>;
   /** Set while Delete runs: a second Delete joins it. */
@@ -80,6 +82,7 @@ export class Container {
       }
       const prepared = await host.prepareBundle(opts.id, opts.bundle, workDir);
       c.kind = prepared.kind;
+      c.inProcess = prepared.inProcess === true;
       const stdio = await Stdio.open(opts);
       try {
         // From here the runtime may hold state for the id: delete it first on the way out.
@@ -112,7 +115,7 @@ export class Container {
    * /tasks/exit must not come first.
    */
   watchExit(host: TaskHost): void {
-    host.watchExit(this.pid).then(
+    (this.runtime.exitOf?.(this.id) ?? host.watchExit(this.pid)).then(
       (exit) => this.exitedWith(exit),
       // Losing sight of the process must not lose the container (or the shim, through an
       // unhandled rejection): report it gone, with the status a shell gives "unknown".
@@ -154,7 +157,7 @@ export class Container {
     // runc's init, which catches everything), the kernel silently drops a
     // SIGTERM/SIGINT/SIGHUP/SIGQUIT sent to it, and the task would run on although Kill
     // succeeded (seen: 3 of 8 `ctr run -d` + immediate `ctr task kill`). Wait for the handler.
-    if (this.kind === "wasm" && this.state === "running" && WASM_HANDLED_SIGNALS.has(signal)) {
+    if (this.kind === "wasm" && !this.inProcess && this.state === "running" && WASM_HANDLED_SIGNALS.has(signal)) {
       await untilSignalHandled(this.pid, this.runtimeInitExe, signal, () => this.exit !== null);
     }
     try {

@@ -36,12 +36,17 @@ export interface ShimEnv {
   stop(): Promise<void>;
 }
 
-export async function shimEnv(opts: { binary?: string } = {}): Promise<ShimEnv> {
+export async function shimEnv(opts: { binary?: string; env?: Record<string, string>; dir?: string } = {}): Promise<ShimEnv> {
   buildWasm();
   const bin = buildShim();
   // Short: containerd's sockets live in here.
-  const dir = mkdtempSync("/tmp/bwe-");
-  const cd = await startContainerd({ dir, path: [bin], ...(opts.binary ? { binary: opts.binary } : {}) });
+  const dir = opts.dir ?? mkdtempSync("/tmp/bwe-");
+  const cd = await startContainerd({
+    dir,
+    path: [bin],
+    ...(opts.binary ? { binary: opts.binary } : {}),
+    ...(opts.env ? { env: opts.env } : {}),
+  });
   try {
     const demo = join(dir, "demo.tar");
     writeImageArchive(demo, {

@@ -49,8 +49,9 @@ export interface DeleteSandboxResponse {
   found: boolean;
   pid: number;
   exitStatus: number;
-  /** Unix time of the exit, in nanoseconds. */
-  exitedAtUnixNano: number;
+  /** When it exited: Unix seconds and nanoseconds (as google.protobuf.Timestamp). */
+  exitedAtSeconds: number;
+  exitedAtNanos: number;
 }
 
 export interface ListSandboxesRequest {
@@ -328,7 +329,7 @@ export const DeleteSandboxRequest: MessageFns<DeleteSandboxRequest, "bunwasi.man
 };
 
 function createBaseDeleteSandboxResponse(): DeleteSandboxResponse {
-  return { found: false, pid: 0, exitStatus: 0, exitedAtUnixNano: 0 };
+  return { found: false, pid: 0, exitStatus: 0, exitedAtSeconds: 0, exitedAtNanos: 0 };
 }
 
 export const DeleteSandboxResponse: MessageFns<DeleteSandboxResponse, "bunwasi.manager.v1.DeleteSandboxResponse"> = {
@@ -344,8 +345,11 @@ export const DeleteSandboxResponse: MessageFns<DeleteSandboxResponse, "bunwasi.m
     if (message.exitStatus !== 0) {
       writer.uint32(24).uint32(message.exitStatus);
     }
-    if (message.exitedAtUnixNano !== 0) {
-      writer.uint32(32).int64(message.exitedAtUnixNano);
+    if (message.exitedAtSeconds !== 0) {
+      writer.uint32(32).int64(message.exitedAtSeconds);
+    }
+    if (message.exitedAtNanos !== 0) {
+      writer.uint32(40).int32(message.exitedAtNanos);
     }
     return writer;
   },
@@ -392,7 +396,15 @@ export const DeleteSandboxResponse: MessageFns<DeleteSandboxResponse, "bunwasi.m
               break;
             }
 
-            message.exitedAtUnixNano = longToNumber(reader.int64());
+            message.exitedAtSeconds = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.exitedAtNanos = reader.int32();
             continue;
           }
         }
@@ -415,7 +427,8 @@ export const DeleteSandboxResponse: MessageFns<DeleteSandboxResponse, "bunwasi.m
     message.found = object.found ?? false;
     message.pid = object.pid ?? 0;
     message.exitStatus = object.exitStatus ?? 0;
-    message.exitedAtUnixNano = object.exitedAtUnixNano ?? 0;
+    message.exitedAtSeconds = object.exitedAtSeconds ?? 0;
+    message.exitedAtNanos = object.exitedAtNanos ?? 0;
     return message;
   },
 };

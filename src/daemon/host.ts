@@ -1,0 +1,92 @@
+// The TaskHost of one sandbox in the shared-mode daemon. Like the normal shim's
+// (src/shim/serve.ts normalModeHost) in everything but where a wasm container runs: here
+// on a thread of the daemon (./inproc-runtime.ts) instead of in an executor under runc.
+// Native containers (the pod's pause, sidecars) still go to runc, with the daemon as their
+// child subreaper. What is process-wide (the engine, the exit watcher, the compile cache,
+// cgroup probing) is the daemon's and comes in through `DaemonShared`.
+
+import { dirname } from "node:path";
+import type { Engine, Runner } from "../engines/engine.ts";
+import { precompile } from "../engines/precompile.ts";
+import type { ExitWatcher } from "../linux/reaper.ts";
+import { Runc } from "../linux/runc.ts";
+import { inspectEntrypoint, rootfsOf } from "../oci/bundle.ts";
+import { mountRootfsAsync, unmountRootfs } from "../oci/rootfs.ts";
+import { readSpec } from "../oci/spec.ts";
+import { containerStateDir, runtimeRoot, type ShimPaths } from "../shim/paths.ts";
+import { Publisher } from "../task/events.ts";
+import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
+import { metricsAny } from "../task/stats.ts";
+import { HybridRuntime, InProcessRuntime } from "./inproc-runtime.ts";
+
+/** What every sandbox of a daemon shares. */
+export interface DaemonShared {
+  paths: ShimPaths;
+  log: Logger;
+  watcher: ExitWatcher;
+  /** The engine, with the daemon's counting compiler (./compiles.ts). */
+  engine: Engine;
+  /** The daemon's one Runner, loaded on first use. */
+  runner: () => Promise<Runner>;
+  runtimeBinary: string;
+  cgroupV2: boolean;
+  pid: number;
+  onRunning?: (delta: 1 | -1) => void;
+}
+
+/** One sandbox's namespaces, for its shutdown. */
+export interface SandboxNamespace extends NamespaceHost {
+  runtime: HybridRuntime;
+  publisher: Publisher;
+}
+
+export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: Map<string, SandboxNamespace>): TaskHost {
+  // prepareBundle is told the container's working directory, <stateDir>/<id>: the state dir
+  // names the namespace, and so the runtime that will be asked to create it.
+  const byStateDir = new Map<string, SandboxNamespace>();
+  return {
+    namespace: (ns) => {
+      const stateDir = containerStateDir(ns, d.paths.stateRoot);
+      const publisher = new Publisher(ttrpcAddress, ns, (m) => d.log(m, "warning"));
+      const inProcess = new InProcessRuntime({ runner: d.runner, pid: d.pid, onRunning: d.onRunning });
+      const runc = new Runc({ binary: d.runtimeBinary, root: runtimeRoot(ns, d.paths.stateRoot) });
+      const served: SandboxNamespace = { runtime: new HybridRuntime(inProcess, runc), stateDir, events: publisher, publisher };
+      namespaces.set(ns, served);
+      byStateDir.set(stateDir, served);
+      return served;
+    },
+    watchExit: (pid) => d.watcher.watch(pid).then((r) => ({ status: r.status, at: r.exitedAt })),
+    mountRootfs: async (bundle, mounts) => {
+      await mountRootfsAsync(bundle, mounts);
+      return async () => {
+        unmountRootfs(bundle);
+      };
+    },
+    prepareBundle: async (_id, bundle, workDir) => {
+      const spec = await readSpec(bundle);
+      const { kind, entrypoint: ep } = await inspectEntrypoint(bundle, spec, d.engine);
+      if (kind === "native") return { runtimeBundle: bundle, kind };
+      const ns = byStateDir.get(dirname(workDir));
+      if (!ns) throw new Error(`no namespace for ${workDir}`);
+      const limit = spec.linux?.resources?.memory?.limit;
+      // The working directory names the container uniquely: the key its plan is found by.
+      ns.runtime.inProcess.plans.set(workDir, {
+        modulePath: ep.host,
+        ...(ep.entry ? { entry: ep.entry } : {}),
+        args: spec.process.args,
+        env: spec.process.env ?? [],
+        rootfs: rootfsOf(bundle, spec),
+        rootReadOnly: spec.root.readonly === true,
+        cwd: spec.process.cwd || "/",
+        // As in normal mode: the cgroup limit becomes the store's limit on linear memory.
+        ...(typeof limit === "number" && limit > 0 ? { memoryLimitBytes: limit } : {}),
+      });
+      const prepared = { runtimeBundle: workDir, kind: "wasm" as const, module: ep.path, moduleHost: ep.host, spec };
+      // Compiled once per daemon: the cache is filled before start, every run deserializes.
+      const warm = () => precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"));
+      return { runtimeBundle: workDir, kind: "wasm", inProcess: true, warm };
+    },
+    metrics: (stats) => metricsAny(stats, d.cgroupV2),
+    log: d.log,
+  };
+}
