@@ -48,7 +48,12 @@ export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: M
     namespace: (ns) => {
       const stateDir = containerStateDir(ns, d.paths.stateRoot);
       const publisher = new Publisher(ttrpcAddress, ns, (m) => d.log(m, "warning"));
-      const inProcess = new InProcessRuntime({ runner: d.runner, pid: d.pid, onRunning: d.onRunning });
+      const inProcess = new InProcessRuntime({
+        runner: d.runner,
+        pid: d.pid,
+        onRunning: d.onRunning,
+        log: (m) => d.log(m, "debug"),
+      });
       const runc = new Runc({ binary: d.runtimeBinary, root: runtimeRoot(ns, d.paths.stateRoot) });
       const served: SandboxNamespace = { runtime: new HybridRuntime(inProcess, runc), stateDir, events: publisher, publisher };
       namespaces.set(ns, served);

@@ -54,6 +54,8 @@ interface Instance {
   resolveExit: (e: Exit) => void;
   exited: boolean;
   startedAt?: number;
+  /** When the first kill was sent (performance.now()), for the debug log. */
+  killedAt?: number;
 }
 
 export interface InProcessRuntimeOptions {
@@ -63,6 +65,8 @@ export interface InProcessRuntimeOptions {
   pid: number;
   /** Counts runs in flight, across every sandbox (for ListSandboxes). */
   onRunning?: (delta: 1 | -1) => void;
+  /** Debug lines (how long a kill took to end the run). */
+  log?: (msg: string) => void;
 }
 
 export class InProcessRuntime {
@@ -152,6 +156,10 @@ export class InProcessRuntime {
         (r) => this.finish(inst, r.code),
         () => this.finish(inst, 125),
       )
+      .then(() => {
+        if (inst.killedAt !== undefined)
+          this.o.log?.(`${id}: run ended ${(performance.now() - inst.killedAt).toFixed(2)} ms after the kill`);
+      })
       .finally(() => {
         inst.stdin.close();
         this.o.onRunning?.(-1);
@@ -167,6 +175,7 @@ export class InProcessRuntime {
       this.finish(inst, signaledStatus(signal));
       return;
     }
+    inst.killedAt ??= performance.now();
     // A module blocked reading stdin gets EOF, returns to wasm and meets the interrupt.
     inst.stdin.close();
     inst.abort.abort(signal);

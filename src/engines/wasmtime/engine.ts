@@ -177,6 +177,9 @@ export class WasmtimeEngine {
       const onAbort = () => {
         const sig = signalNumber(ctx.signal?.reason);
         Atomics.store(kill, 0, sig);
+        // Wakes a module asleep in our poll_oneoff (./interruptible.ts) ...
+        Atomics.notify(kill, 0);
+        // ... and interrupts one running wasm.
         this.incrementEpoch();
         // A module blocked in a host call (sleep, read on a fifo) only notices at its next
         // wasm instruction; don't wait for ever.
