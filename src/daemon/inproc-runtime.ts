@@ -54,6 +54,8 @@ interface Instance {
   resolveExit: (e: Exit) => void;
   exited: boolean;
   startedAt?: number;
+  /** Settles once the run and everything around it (the stdin relay) is over. */
+  done?: Promise<void>;
   /** When the first kill was sent (performance.now()), for the debug log. */
   killedAt?: number;
 }
@@ -164,7 +166,8 @@ export class InProcessRuntime {
         inst.stdin.close();
         this.o.onRunning?.(-1);
       });
-    void inst.stdin.run(run);
+    const relay = inst.stdin.run(run);
+    inst.done = Promise.all([run, relay]).then(() => {});
   }
 
   async kill(id: string, signal: number, _all: boolean): Promise<void> {
@@ -195,6 +198,8 @@ export class InProcessRuntime {
       } else this.finish(inst, signaledStatus(SIGNALS.SIGKILL));
       await inst.exit;
     }
+    // The run's thread has ended and the relay let go of the fifo: nothing of it is left.
+    await inst.done;
     for (const fd of inst.fds) closeQuietly(fd);
     this.instances.delete(id);
   }

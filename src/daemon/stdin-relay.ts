@@ -29,6 +29,8 @@ export class StdinRelay {
   private writer = -1;
   private closed = false;
   private done: Promise<unknown> = Promise.resolve();
+  /** Settles once the relay holds nothing of the fifo any more. */
+  private released: Promise<void> = Promise.resolve();
   private readonly buf = Buffer.alloc(64 * 1024);
 
   /** `source`: our fd of containerd's stdin (non-blocking); `fifo`: the path the module opens. */
@@ -70,6 +72,7 @@ export class StdinRelay {
       if (!(await this.writeAll(this.buf.subarray(0, n)))) break;
     }
     this.close();
+    await this.released;
   }
 
   private async writeAll(data: Uint8Array): Promise<boolean> {
@@ -100,7 +103,7 @@ export class StdinRelay {
       } catch {
         return;
       }
-      void this.done.finally(() => closeQuietly(rw));
+      this.released = this.done.finally(() => closeQuietly(rw)).then(() => {});
       return;
     }
     closeQuietly(this.writer);
