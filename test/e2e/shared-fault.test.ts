@@ -4,7 +4,7 @@
 // with SIGTERM (its wasm containers end with 143, it exits 0). Needs root, containerd, runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
 import { mountsUnder } from "../support/containerd.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
@@ -35,7 +35,8 @@ describe("shared mode: the daemon dies or stops", () => {
   beforeAll(async () => {
     dir = mkdtempSync("/tmp/bwf-");
     daemon = await startDaemon(join(dir, "d"));
-    env = await shimEnv({ env: daemon.env, dir: join(dir, "c") });
+    // The containerd dir names the namespace: unique per run.
+    env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)) });
   }, 300_000);
 
   afterAll(async () => {

@@ -6,7 +6,7 @@
 // daemon's fds over create/start/delete cycles. Needs root, containerd and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
 import { Code, TtrpcError } from "../../src/ttrpc/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
@@ -44,7 +44,8 @@ describe("ctr run through io.containerd.wasmtimed.v1 (shared mode)", () => {
   beforeAll(async () => {
     dir = mkdtempSync("/tmp/bws-");
     daemon = await startDaemon(join(dir, "d"));
-    env = await shimEnv({ env: daemon.env, dir: join(dir, "c") });
+    // The containerd dir names the namespace: unique per run.
+    env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)) });
   }, 300_000);
 
   afterAll(async () => {
