@@ -52,6 +52,8 @@ describe("ctr run through io.containerd.wasmtimed.v1 (shared mode)", () => {
     for (const [what, ms] of Object.entries(latencies)) {
       console.log(`kill latency (${what}): ${ms.map((m) => m.toFixed(1)).join(", ")} ms`);
     }
+    // The daemon's own measure: from the kill to the run (its thread) being over.
+    for (const line of daemon?.log().split("\n") ?? []) if (line.includes("after the kill")) console.log(line);
     const ns = env?.cd.namespace;
     await env?.stop();
     await daemon?.stop("SIGKILL");
