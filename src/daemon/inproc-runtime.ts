@@ -56,6 +56,8 @@ interface Instance {
   startedAt?: number;
   /** Settles once the run and everything around it (the stdin relay) is over. */
   done?: Promise<void>;
+  /** The first signal a running module was killed with: its exit status is 128+signal. */
+  killSignal?: number;
   /** When the first kill was sent (performance.now()), for the debug log. */
   killedAt?: number;
 }
@@ -155,7 +157,9 @@ export class InProcessRuntime {
         signal: inst.abort.signal,
       })
       .then(
-        (r) => this.finish(inst, r.code),
+        // Killed while running, it ended with the signal, as a process would: even if what
+        // the kill did (EOF on stdin) let the module reach its own exit first.
+        (r) => this.finish(inst, inst.killSignal !== undefined ? signaledStatus(inst.killSignal) : r.code),
         () => this.finish(inst, 125),
       )
       .then(() => {
@@ -179,9 +183,11 @@ export class InProcessRuntime {
       return;
     }
     inst.killedAt ??= performance.now();
-    // A module blocked reading stdin gets EOF, returns to wasm and meets the interrupt.
-    inst.stdin.close();
+    inst.killSignal ??= signal;
+    // Interrupt first, then end stdin: a module blocked reading it gets EOF, returns to wasm
+    // and meets the interrupt.
     inst.abort.abort(signal);
+    inst.stdin.close();
   }
 
   async delete(id: string, force: boolean): Promise<void> {
@@ -193,8 +199,9 @@ export class InProcessRuntime {
     if (!inst.exited) {
       if (!force && inst.running) throw new Error(`container ${id} is running`);
       if (inst.running) {
-        inst.stdin.close();
+        inst.killSignal ??= SIGNALS.SIGKILL;
         inst.abort.abort(SIGNALS.SIGKILL);
+        inst.stdin.close();
       } else this.finish(inst, signaledStatus(SIGNALS.SIGKILL));
       await inst.exit;
     }

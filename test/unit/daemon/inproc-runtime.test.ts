@@ -16,11 +16,13 @@ import type { OciRuntime } from "../../../src/task/host.ts";
 /** A Runner whose runs end when told to, or when aborted (128+signal), like the real one. */
 class FakeRunner implements Runner {
   runs: { ctx: RunContext; end: (code: number) => void }[] = [];
+  /** Runs that do not notice an abort (a module that reaches its own exit first). */
+  ignoreAbort = false;
   run(ctx: RunContext): Promise<RunResult> {
     return new Promise((resolve) => {
       const end = (code: number) => resolve({ code, stats: {} });
       this.runs.push({ ctx, end });
-      ctx.signal?.addEventListener("abort", () => end(128 + Number(ctx.signal?.reason ?? 9)), { once: true });
+      if (!this.ignoreAbort) ctx.signal?.addEventListener("abort", () => end(128 + Number(ctx.signal?.reason ?? 9)), { once: true });
     });
   }
   close(): void {}
@@ -99,6 +101,16 @@ describe("InProcessRuntime", () => {
     await rt.kill("c1", 15, false);
     expect((await rt.exitOf("c1"))?.status).toBe(143);
     await expect(rt.kill("c1", 9, false)).rejects.toThrow("already finished");
+  });
+
+  test("a module killed while running that reaches its own exit first still ends with the signal", async () => {
+    runner.ignoreAbort = true;
+    await created();
+    await rt.start("c1");
+    await Bun.sleep(0);
+    await rt.kill("c1", 15, false);
+    runner.runs[0]!.end(0); // e.g. cat, given EOF by the kill
+    expect((await rt.exitOf("c1"))?.status).toBe(143);
   });
 
   test("kill of a created, never started container ends it with the signal; nothing ever runs", async () => {
