@@ -10,7 +10,7 @@
 //           task simply ends with 128+signal, as a created runc init killed would
 //   delete  aborts what still runs, frees the fds
 //   ps      the daemon's pid: the process that runs the module (see README, shared mode)
-//   pause   refused: a run cannot be stopped and resumed from outside yet
+//   pause   the module's thread waits at its next interrupt check until resume
 //
 // The pid of every wasm task is the daemon's: containerd only reports it (runwasi's
 // Instance::start documents the value as "a unique ID (such as a PID) ... nothing
@@ -21,7 +21,7 @@ import { closeSync, constants, openSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
-import type { Runner } from "../engines/engine.ts";
+import type { RunControl, Runner } from "../engines/engine.ts";
 import type { RuncStats } from "../linux/runc.ts";
 import type { Exit, OciRuntime } from "../task/host.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
@@ -56,6 +56,10 @@ interface Instance {
   startedAt?: number;
   /** Settles once the run and everything around it (the stdin relay) is over. */
   done?: Promise<void>;
+  /** Pause and resume of the run, from the engine. */
+  control?: RunControl;
+  /** Paused by the Task service (applied once `control` arrives). */
+  paused?: boolean;
   /** The first signal a running module was killed with: its exit status is 128+signal. */
   killSignal?: number;
   /** When the first kill was sent (performance.now()), for the debug log. */
@@ -155,6 +159,10 @@ export class InProcessRuntime {
         stderr: { kind: "fd", fd: inst.fds[2] },
         memoryLimitBytes: plan.memoryLimitBytes,
         signal: inst.abort.signal,
+        onControl: (c) => {
+          inst.control = c;
+          if (inst.paused) c.pause();
+        },
       })
       .then(
         // Killed while running, it ended with the signal, as a process would: even if what
@@ -211,14 +219,26 @@ export class InProcessRuntime {
     this.instances.delete(id);
   }
 
+  /**
+   * The module stops at its next interrupt check (running wasm: at once; a sleep or a read
+   * in progress: when it returns) and its thread waits until resumed. A kill still ends it.
+   */
   async pause(id: string): Promise<void> {
-    this.get(id);
-    throw new TtrpcError(Code.UNIMPLEMENTED, `pause of wasm container ${id}: not supported in shared mode yet`);
+    this.setPaused(id, true);
   }
 
   async resume(id: string): Promise<void> {
-    this.get(id);
-    throw new TtrpcError(Code.UNIMPLEMENTED, `resume of wasm container ${id}: not supported in shared mode yet`);
+    this.setPaused(id, false);
+  }
+
+  private setPaused(id: string, paused: boolean): void {
+    const inst = this.get(id);
+    if (!inst.running || inst.exited) throw new Error(`${paused ? "pause" : "resume"} container ${id}: not running`);
+    // Before the engine has handed over its control (the run is still starting), the wish
+    // is kept and applied when it does.
+    inst.paused = paused;
+    if (paused) inst.control?.pause();
+    else inst.control?.resume();
   }
 
   async ps(id: string): Promise<number[]> {

@@ -95,6 +95,18 @@ export interface RunContext {
    * or name ("SIGTERM"); the run then ends with 128+signal. Default reason: SIGKILL (9).
    */
   signal?: AbortSignal;
+  /**
+   * Told, once the run is under way, how to pause and resume it (engines that can: the
+   * module stops at its next interrupt check and waits; a kill still ends it). Absent from
+   * engines that cannot.
+   */
+  onControl?: (control: RunControl) => void;
+}
+
+/** Pause and resume one run (RunContext.onControl). */
+export interface RunControl {
+  pause(): void;
+  resume(): void;
 }
 
 /** How a run ended: an exit code (README "Exit codes") and the engine's timings. */

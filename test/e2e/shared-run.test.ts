@@ -253,6 +253,28 @@ describe("ctr run through io.containerd.wasmtimed.v1 (shared mode)", () => {
   );
 
   test(
+    "ctr task pause / resume of a busy loop: PAUSED, RUNNING again, then a kill while paused → 137",
+    async () => {
+      const id = uid("pause");
+      const p = env.cd.ctrSpawn(["run", "--rm", "--runtime", SHARED_RUNTIME, IMAGES.tools, id, "/busy.wasm"]);
+      await waitRunning(id);
+      const statusOf = async () =>
+        (await env.cd.ctr(["tasks", "ls"])).stdout
+          .split("\n")
+          .map((l) => l.trim().split(/\s+/))
+          .find((f) => f[0] === id)?.[2];
+      expect((await env.cd.ctr(["tasks", "pause", id])).code).toBe(0);
+      expect(await statusOf()).toBe("PAUSED");
+      expect((await env.cd.ctr(["tasks", "resume", id])).code).toBe(0);
+      expect(await statusOf()).toBe("RUNNING");
+      expect((await env.cd.ctr(["tasks", "pause", id])).code).toBe(0);
+      expect((await env.cd.ctr(["tasks", "kill", "-s", "SIGKILL", id])).code).toBe(0);
+      expect(await p.exited).toBe(137);
+    },
+    T,
+  );
+
+  test(
     "kill of a busy loop: SIGTERM → 143, SIGKILL → 137",
     async () => {
       expect(await killWhileRunning("busy", ["/busy.wasm"], "SIGTERM")).toBe(143);

@@ -138,7 +138,8 @@ export class WasmtimeEngine {
       }
     }
 
-    const killBuf = new SharedArrayBuffer(4);
+    // [0] = the signal once killed, [1] = 1 while paused (see ./worker.ts).
+    const killBuf = new SharedArrayBuffer(8);
     const kill = new Int32Array(killBuf);
     const req: RunRequest = {
       libPath: this.libPath,
@@ -177,8 +178,9 @@ export class WasmtimeEngine {
       const onAbort = () => {
         const sig = signalNumber(ctx.signal?.reason);
         Atomics.store(kill, 0, sig);
-        // Wakes a module asleep in our poll_oneoff (./interruptible.ts) ...
+        // Wakes a module asleep in our poll_oneoff (./interruptible.ts), or paused ...
         Atomics.notify(kill, 0);
+        Atomics.notify(kill, 1);
         // ... and interrupts one running wasm.
         this.incrementEpoch();
         // A module blocked in a host call (sleep, read on a fifo) only notices at its next
@@ -204,6 +206,17 @@ export class WasmtimeEngine {
         writeErr(ctx.stderr, `bunwasi: worker failed: ${ev.message}\n`);
         finish(EXIT_ENGINE_ERROR);
       };
+      ctx.onControl?.({
+        // Paused at its next interrupt check (the epoch is bumped so that comes at once).
+        pause: () => {
+          Atomics.store(kill, 1, 1);
+          this.incrementEpoch();
+        },
+        resume: () => {
+          Atomics.store(kill, 1, 0);
+          Atomics.notify(kill, 1);
+        },
+      });
       if (ctx.signal?.aborted) onAbort();
       else ctx.signal?.addEventListener("abort", onAbort, { once: true });
       worker.postMessage(req);

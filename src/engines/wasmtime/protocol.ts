@@ -24,7 +24,7 @@ export interface RunRequest {
   memoryLimitBytes?: number;
   /** Scripts whose default export is a HostFunctions (../host.ts): imported and linked by the worker. */
   hostModules: string[];
-  /** Int32Array view: [0] = signal number once killed (0 = running). */
+  /** Int32Array view: [0] = signal number once killed (0 = running); [1] = 1 while paused. */
   kill: SharedArrayBuffer;
 }
 

@@ -147,6 +147,8 @@ function run(req: RunRequest, hosts: HostFunctions[]): { code: number; message?:
     // 3. epoch interruption
     deadlineCb = new JSCallback(
       (_ctx: Pointer, _data: Pointer, delta: Pointer, kind: Pointer) => {
+        // Paused: this thread waits here, inside the module, until resumed or killed.
+        while (Atomics.load(kill, 1) !== 0 && Atomics.load(kill, 0) === 0) Atomics.wait(kill, 1, 1);
         if (Atomics.load(kill, 0) !== 0) {
           return lib.wasmtime_error_new(cstr(`interrupted by signal ${Atomics.load(kill, 0)}`));
         }

@@ -135,10 +135,16 @@ describe("InProcessRuntime", () => {
     await expect(rt.delete("c1", false)).rejects.toThrow("does not exist");
   });
 
-  test("pause and resume are refused with UNIMPLEMENTED, naming shared mode", async () => {
+  test("pause and resume go to the engine's control of the run; a pause before it is handed over is kept", async () => {
+    const seen: string[] = [];
     await created();
-    await expect(rt.pause("c1")).rejects.toThrow("not supported in shared mode");
-    await expect(rt.resume("c1")).rejects.toThrow("not supported in shared mode");
+    await expect(rt.pause("c1")).rejects.toThrow("not running");
+    await rt.start("c1");
+    await rt.pause("c1"); // the fake run has not handed over its control yet
+    runner.runs[0]!.ctx.onControl?.({ pause: () => seen.push("pause"), resume: () => seen.push("resume") });
+    await rt.resume("c1");
+    await rt.pause("c1");
+    expect(seen).toEqual(["pause", "resume", "pause"]);
   });
 
   test("stats: one task while it runs", async () => {

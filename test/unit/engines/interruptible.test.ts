@@ -109,3 +109,49 @@ describe("a sleeping module and a kill, through the engine", () => {
     expect(await engine.run({ modulePath: wasm("wasi-demo-app"), args: ["demo", "sleep", "0.05"], env: [] })).toBe(0);
   });
 });
+
+describe("pause and resume of a run (RunContext.onControl)", () => {
+  let engine: WasmtimeEngine;
+  beforeAll(() => {
+    engine = new WasmtimeEngine({ libPath: prepare().libPath, killGraceMs: 3_600_000 });
+  });
+
+  // Writes "x" to stdout for ever, one fd_write at a time.
+  const writer = `(module
+    (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 0) "x")
+    (func (export "_start")
+      (i32.store (i32.const 16) (i32.const 0))
+      (i32.store (i32.const 20) (i32.const 1))
+      (loop $l (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 32))) (br $l))))`;
+
+  test("a paused module writes nothing until resumed; a kill ends it while paused", async () => {
+    const dir = (await import("./helpers.ts")).tmp();
+    const out = `${dir}/out`;
+    const size = () => Bun.file(out).size;
+    let control: import("../../../src/engines/engine.ts").RunControl | undefined;
+    const ac = new AbortController();
+    const run = engine.run({
+      module: new TextEncoder().encode(writer),
+      args: ["w"],
+      env: [],
+      stdout: { kind: "path", path: out },
+      signal: ac.signal,
+      onControl: (c) => {
+        control = c;
+      },
+    });
+    while (size() === 0) await Bun.sleep(10);
+    control?.pause();
+    await Bun.sleep(50); // a write under way when paused completes
+    const paused = size();
+    await Bun.sleep(300);
+    expect(size()).toBe(paused);
+    control?.resume();
+    while (size() === paused) await Bun.sleep(10);
+    control?.pause();
+    ac.abort(9);
+    expect(await run).toBe(137);
+  });
+});
