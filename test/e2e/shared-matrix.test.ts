@@ -114,6 +114,69 @@ for (const version of VERSIONS) {
     );
 
     test(
+      "ctr events: /tasks/create, /tasks/start, /tasks/exit, /tasks/delete in order, each once (wasm and native)",
+      async () => {
+        const ev = env.cd.ctrSpawn(["events"]);
+        let text = "";
+        const pump = (async () => {
+          const dec = new TextDecoder();
+          for await (const chunk of ev.stdout) text += dec.decode(chunk, { stream: true });
+        })();
+        try {
+          // ctr events subscribes asynchronously: an event of our own says it is listening.
+          let n = 0;
+          await until("ctr events to listen", async () => {
+            await ctrOk(["namespaces", "label", env.cd.namespace, `smx-sync=${n++}`]);
+            await Bun.sleep(50);
+            return text.includes("/namespaces/update");
+          });
+          const ids = [`smx-ev-wasm-${major}`, `smx-ev-native-${major}`];
+          const w = await env.run(IMAGES.demo, ids[0] as string, ["/wasi-demo-app.wasm", "exit", "7"], { runtime: SHARED_RUNTIME });
+          expect(w.code).toBe(7);
+          const nat = await env.run(IMAGES.busybox, ids[1] as string, ["sh", "-c", "exit 5"], { runtime: SHARED_RUNTIME });
+          expect(nat.code).toBe(5);
+          const mine = (id: string) =>
+            text
+              .split("\n")
+              .filter((l) => l.includes(`"${id}"`))
+              .map((l) => ({ topic: l.split(" ").find((x) => x.startsWith("/")) ?? "", line: l }));
+          for (const [id, code] of [
+            [ids[0] as string, 7],
+            [ids[1] as string, 5],
+          ] as const) {
+            await until(`${id}'s /containers/delete`, () => mine(id).some((e) => e.topic === "/containers/delete"));
+            const tasks = mine(id).filter((e) => e.topic.startsWith("/tasks/"));
+            expect(tasks.map((e) => e.topic)).toEqual(["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
+            expect(tasks.find((e) => e.topic === "/tasks/exit")?.line).toContain(`"exit_status":${code}`);
+          }
+        } finally {
+          ev.kill();
+          await ev.exited;
+          await pump.catch(() => {});
+          await env.cd.ctr(["namespaces", "label", env.cd.namespace, "smx-sync="]);
+        }
+      },
+      T,
+    );
+
+    test(
+      "containerd restart while a module runs in the daemon: still RUNNING, killable afterwards",
+      async () => {
+        const id = `smx-restart-${major}`;
+        await ctrOk(["run", "-d", "--runtime", SHARED_RUNTIME, IMAGES.demo, id, "/wasi-demo-app.wasm", "sleep", "600"]);
+        await until(`${id} RUNNING`, async () => (await status(id))?.[2] === "RUNNING");
+        await env.cd.restart();
+        expect((await status(id))?.[2]).toBe("RUNNING");
+        await ctrOk(["task", "kill", "-s", "SIGKILL", id]);
+        await until(`${id} STOPPED`, async () => (await status(id))?.[2] === "STOPPED");
+        const del = await env.cd.ctr(["task", "delete", id]);
+        expect(del.stderr).toContain("exit with non-zero exit code 137");
+        await ctrOk(["container", "rm", id]);
+      },
+      T,
+    );
+
+    test(
       "a native busybox container through the same runtime",
       async () => {
         const r = await env.run(IMAGES.busybox, `smx-native-${major}`, ["sh", "-c", "echo native; exit 4"], { runtime: SHARED_RUNTIME });
