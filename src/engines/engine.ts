@@ -107,6 +107,8 @@ export interface RunContext {
 export interface RunControl {
   pause(): void;
   resume(): void;
+  /** The Linux thread id running the module, once known (for its CPU time); absent if the engine cannot tell. */
+  threadId?(): number | undefined;
 }
 
 /** How a run ended: an exit code (README "Exit codes") and the engine's timings. */

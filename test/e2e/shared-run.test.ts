@@ -275,6 +275,27 @@ describe("ctr run through io.containerd.wasmtimed.v1 (shared mode)", () => {
   );
 
   test(
+    "ctr task metrics of a busy module: the CPU time of its thread grows",
+    async () => {
+      const id = uid("metrics");
+      const p = env.cd.ctrSpawn(["run", "--rm", "--runtime", SHARED_RUNTIME, IMAGES.tools, id, "/busy.wasm"]);
+      await waitRunning(id);
+      const cpu = async () => {
+        const r = await env.cd.ctr(["tasks", "metrics", "--format", "json", id]);
+        expect(r.code).toBe(0);
+        const j = JSON.parse(r.stdout);
+        // cgroup v1 metrics (ns) or v2 (µs), whichever this host has.
+        return Number(j.cpu?.usage?.total ?? j.cpu?.usage_usec ?? 0);
+      };
+      const first = await until("some CPU time", async () => (await cpu()) || 0);
+      await until("more CPU time", async () => (await cpu()) > first);
+      expect((await env.cd.ctr(["tasks", "kill", "-s", "SIGKILL", id])).code).toBe(0);
+      expect(await p.exited).toBe(137);
+    },
+    T,
+  );
+
+  test(
     "kill of a busy loop: SIGTERM → 143, SIGKILL → 137",
     async () => {
       expect(await killWhileRunning("busy", ["/busy.wasm"], "SIGTERM")).toBe(143);

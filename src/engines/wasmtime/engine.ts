@@ -189,7 +189,9 @@ export class WasmtimeEngine {
       };
       worker.onmessage = (ev: MessageEvent<WorkerMessage>) => {
         const m = ev.data;
-        if (m.type === "serialized") {
+        if (m.type === "thread") {
+          tid = m.tid;
+        } else if (m.type === "serialized") {
           if (cacheKey && this.cache) {
             try {
               this.cache.put(cacheKey, m.bytes);
@@ -206,7 +208,9 @@ export class WasmtimeEngine {
         writeErr(ctx.stderr, `bunwasi: worker failed: ${ev.message}\n`);
         finish(EXIT_ENGINE_ERROR);
       };
+      let tid: number | undefined;
       ctx.onControl?.({
+        threadId: () => tid,
         // Paused at its next interrupt check (the epoch is bumped so that comes at once).
         pause: () => {
           Atomics.store(kill, 1, 1);

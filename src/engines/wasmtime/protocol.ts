@@ -36,4 +36,8 @@ export type RunStats = {
   cacheHit?: boolean;
 };
 
-export type WorkerMessage = { type: "serialized"; bytes: Uint8Array } | { type: "exit"; code: number; message?: string; stats: RunStats };
+export type WorkerMessage =
+  | { type: "serialized"; bytes: Uint8Array }
+  | { type: "exit"; code: number; message?: string; stats: RunStats }
+  /** The Linux thread id of the run's thread (for its CPU time in /proc/self/task/<tid>). */
+  | { type: "thread"; tid: number };

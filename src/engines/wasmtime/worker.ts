@@ -471,8 +471,20 @@ async function importHosts(urls: string[]): Promise<HostFunctions[]> {
   return out;
 }
 
+/** This thread's Linux id (gettid(2), in glibc since 2.30); 0 if unavailable. */
+function threadId(): number {
+  try {
+    const { dlopen, FFIType } = require("bun:ffi") as typeof import("bun:ffi");
+    return Number(dlopen("libc.so.6", { gettid: { args: [], returns: FFIType.i32 } }).symbols.gettid());
+  } catch {
+    return 0;
+  }
+}
+
 self.onmessage = async (ev: MessageEvent<RunRequest>) => {
   const req = ev.data;
+  const tid = threadId();
+  if (tid > 0) post({ type: "thread", tid });
   let result: { code: number; message?: string; stats: RunStats };
   try {
     result = run(req, await importHosts(req.hostModules));

@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { closeSync, constants, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HybridRuntime, type InProcessPlan, InProcessRuntime } from "../../../src/daemon/inproc-runtime.ts";
+import { HybridRuntime, type InProcessPlan, InProcessRuntime, threadCpu } from "../../../src/daemon/inproc-runtime.ts";
 import { mkfifo } from "../../../src/daemon/stdin-relay.ts";
 import type { RunContext, Runner, RunResult } from "../../../src/engines/engine.ts";
 import type { RuncStats } from "../../../src/linux/runc.ts";
@@ -147,10 +147,18 @@ describe("InProcessRuntime", () => {
     expect(seen).toEqual(["pause", "resume", "pause"]);
   });
 
-  test("stats: one task while it runs", async () => {
+  test("stats: one task while it runs, and the CPU time of the thread the engine names", async () => {
     await created();
     await rt.start("c1");
     expect((await rt.stats("c1")).pids?.current).toBe(1);
+    expect((await rt.stats("c1")).cpu).toBeUndefined(); // no thread named yet
+    // This test's own main thread (tid = pid) stands in for the run's thread.
+    runner.runs[0]!.ctx.onControl?.({ pause() {}, resume() {}, threadId: () => process.pid });
+    const cpu = (await rt.stats("c1")).cpu?.usage;
+    const own = await threadCpu(process.pid);
+    expect(cpu?.total).toBe((cpu?.user ?? -1) + (cpu?.kernel ?? -1));
+    expect(cpu?.total).toBeGreaterThan(0);
+    expect(cpu?.total).toBeLessThanOrEqual((own?.user ?? 0) + (own?.kernel ?? 0));
   });
 
   test("stdin: what containerd writes reaches the module's fifo, then EOF", async () => {
