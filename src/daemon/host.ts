@@ -5,14 +5,15 @@
 // child subreaper. What is process-wide (the engine, the exit watcher, the compile cache,
 // cgroup probing) is the daemon's and comes in through `DaemonShared`.
 
-import { dirname } from "node:path";
+import { stat } from "node:fs/promises";
+import { dirname, isAbsolute, normalize, posix } from "node:path";
 import type { Engine, Runner } from "../engines/engine.ts";
 import { precompile } from "../engines/precompile.ts";
 import type { ExitWatcher } from "../linux/reaper.ts";
 import { Runc } from "../linux/runc.ts";
 import { inspectEntrypoint, rootfsOf } from "../oci/bundle.ts";
 import { mountRootfsAsync, unmountRootfs } from "../oci/rootfs.ts";
-import { readSpec } from "../oci/spec.ts";
+import { readSpec, type SpecMount } from "../oci/spec.ts";
 import { containerStateDir, runtimeRoot, type ShimPaths } from "../shim/paths.ts";
 import { Publisher } from "../task/events.ts";
 import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
@@ -83,6 +84,7 @@ export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: M
         rootfs: rootfsOf(bundle, spec),
         rootReadOnly: spec.root.readonly === true,
         cwd: spec.process.cwd || "/",
+        preopens: await volumePreopens(spec.mounts ?? []),
         // As in normal mode: the cgroup limit becomes the store's limit on linear memory.
         ...(typeof limit === "number" && limit > 0 ? { memoryLimitBytes: limit } : {}),
       });
@@ -94,4 +96,34 @@ export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: M
     metrics: (stats) => metricsAny(stats, d.cgroupV2),
     log: d.log,
   };
+}
+
+/** Kernel filesystems a bind mount must never hand a module: they would be the daemon's. */
+const NEVER = ["/proc", "/sys", "/dev"];
+const under = (path: string, dirs: string[]) => dirs.some((d) => path === d || path.startsWith(`${d}/`));
+
+/**
+ * The spec's bind-mounted directories (volumes: emptyDir, hostPath, `ctr run --mount`), as
+ * WASI preopens at their destination; read-only if the mount is. Other mounts (proc, sysfs,
+ * tmpfs /dev, mqueue) are the container's kernel views, which an in-process module has
+ * none of; bind mounts of files (resolv.conf, hosts) cannot be preopened and are skipped,
+ * as is anything from or onto /proc, /sys and /dev.
+ */
+export async function volumePreopens(mounts: SpecMount[]): Promise<{ hostPath: string; guestPath: string; readOnly: boolean }[]> {
+  const out: { hostPath: string; guestPath: string; readOnly: boolean }[] = [];
+  for (const m of mounts) {
+    const opts = m.options ?? [];
+    const bind = m.type === "bind" || opts.includes("bind") || opts.includes("rbind");
+    if (!bind || !m.source || !m.destination || !isAbsolute(m.source) || !isAbsolute(m.destination)) continue;
+    const dest = posix.normalize(m.destination).replace(/\/+$/, "");
+    const source = normalize(m.source);
+    if (!dest || dest === "/" || under(dest, NEVER) || under(source, NEVER)) continue;
+    try {
+      if (!(await stat(source)).isDirectory()) continue;
+    } catch {
+      continue;
+    }
+    out.push({ hostPath: source, guestPath: dest, readOnly: opts.includes("ro") });
+  }
+  return out;
 }

@@ -40,6 +40,8 @@ export interface InProcessPlan {
   rootReadOnly: boolean;
   cwd: string;
   memoryLimitBytes?: number;
+  /** The spec's volumes, preopened at their destinations (see volumePreopens in ./host.ts). */
+  preopens?: { hostPath: string; guestPath: string; readOnly: boolean }[];
 }
 
 interface Instance {
@@ -153,6 +155,7 @@ export class InProcessRuntime {
         env: plan.env,
         rootDir: plan.rootfs,
         rootReadOnly: plan.rootReadOnly,
+        ...(plan.preopens?.length ? { preopens: plan.preopens } : {}),
         cwd: plan.cwd,
         stdin: { kind: "path", path: inst.stdin.fifo },
         stdout: { kind: "fd", fd: inst.fds[1] },

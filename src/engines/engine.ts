@@ -81,6 +81,8 @@ export interface RunContext {
   rootDir?: string;
   /** Preopen root read-only (default false: writable). */
   rootReadOnly?: boolean;
+  /** More host directories preopened at guest paths (a container's volumes), after the root. */
+  preopens?: { hostPath: string; guestPath: string; readOnly?: boolean }[];
   /** Working directory inside the guest (informational: WASI p1 programs start at "/"). */
   cwd?: string;
   stdin?: StdioSpec;

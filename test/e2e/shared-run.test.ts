@@ -5,7 +5,7 @@
 // pods at once with the compile counted, the manager's answers to bad requests, and the
 // daemon's fds over create/start/delete cycles. Needs root, containerd and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
 import { Code, TtrpcError } from "../../src/ttrpc/index.ts";
@@ -185,6 +185,33 @@ describe("ctr run through io.containerd.wasmtimed.v1 (shared mode)", () => {
       } finally {
         rmSync(marker, { force: true });
       }
+    },
+    T,
+  );
+
+  test(
+    "a volume (ctr run --mount, bind) is the module's at its destination: read-only when mounted so, writable otherwise",
+    async () => {
+      const ro = join(dir, "vol-ro");
+      const rw = join(dir, "vol-rw");
+      mkdirSync(ro, { recursive: true });
+      mkdirSync(rw, { recursive: true });
+      writeFileSync(join(ro, "in.txt"), "from the host\n");
+      const read = await run(IMAGES.tools, uid("vol"), ["/escape.wasm", "/data/in.txt"], {
+        extra: ["--mount", `type=bind,src=${ro},dst=/data,options=rbind:ro`],
+      });
+      expect(read.stdout).toBe("/data/in.txt: ok from the host\n");
+      const denied = await run(IMAGES.tools, uid("vol-ro-write"), ["/wasi-demo-app.wasm", "write", "/data/new.txt", "x"], {
+        extra: ["--mount", `type=bind,src=${ro},dst=/data,options=rbind:ro`],
+      });
+      expect(denied.code).toBe(1);
+      expect(existsSync(join(ro, "new.txt"))).toBe(false);
+      const wrote = await run(IMAGES.tools, uid("vol-rw"), ["/wasi-demo-app.wasm", "write", "/out/new.txt", "written ✓"], {
+        extra: ["--mount", `type=bind,src=${rw},dst=/out,options=rbind:rw`],
+      });
+      expect(wrote.stderr).toBe("");
+      expect(wrote.code).toBe(0);
+      expect(readFileSync(join(rw, "new.txt"), "utf8")).toBe("written ✓");
     },
     T,
   );

@@ -152,6 +152,7 @@ export class WasmtimeEngine {
       env: envPairs(ctx.env),
       rootDir: ctx.rootDir,
       rootReadOnly: !!ctx.rootReadOnly,
+      preopens: (ctx.preopens ?? []).map((p) => [p.hostPath, p.guestPath, !!p.readOnly] as [string, string, boolean]),
       stdin: stdioPath(ctx.stdin, 0),
       stdout: stdioPath(ctx.stdout, 1),
       stderr: stdioPath(ctx.stderr, 2),

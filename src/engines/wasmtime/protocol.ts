@@ -16,6 +16,8 @@ export interface RunRequest {
   env: [string, string][];
   rootDir?: string;
   rootReadOnly: boolean;
+  /** [host path, guest path, read-only] of each further preopened directory. */
+  preopens?: [string, string, boolean][];
   stdin: string | null; // path, or null = inherit
   stdout: string | null;
   stderr: string | null;

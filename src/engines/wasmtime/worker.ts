@@ -128,6 +128,12 @@ function run(req: RunRequest, hosts: HostFunctions[]): { code: number; message?:
         throw new EngineError(`wasi: cannot preopen ${req.rootDir} as /`);
       }
     }
+    for (const [host, guest, readOnly] of req.preopens ?? []) {
+      if (!lib.wasi_config_preopen_dir(wasi, cstr(host), cstr(guest), !readOnly)) {
+        lib.wasi_config_delete(wasi);
+        throw new EngineError(`wasi: cannot preopen ${host} as ${guest}`);
+      }
+    }
     const stdio: [string | null, "stdin" | "stdout" | "stderr"][] = [
       [req.stdin, "stdin"],
       [req.stdout, "stdout"],
