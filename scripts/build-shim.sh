@@ -17,9 +17,14 @@ workers=(src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts s
 declare -A entries=(
   [containerd-shim-wasmtime-v1]="src/bin/containerd-shim-wasmtime-v1.ts"
   [containerd-shim-customhost-v1]="examples/custom-host/containerd-shim-customhost-v1.ts examples/custom-host/host.ts"
+  # Shared mode: the daemon runs the modules (so carries the workers); the thin shim only
+  # talks to it and carries none.
+  [containerd-wasmtimed]="src/bin/containerd-wasmtimed.ts"
+  [containerd-shim-wasmtimed-v1]="src/bin/containerd-shim-wasmtimed-v1.ts"
 )
+declare -A no_workers=([containerd-shim-wasmtimed-v1]=1)
 names=("$@")
-((${#names[@]})) || names=(containerd-shim-wasmtime-v1 containerd-shim-customhost-v1)
+((${#names[@]})) || names=(containerd-shim-wasmtime-v1 containerd-shim-customhost-v1 containerd-wasmtimed containerd-shim-wasmtimed-v1)
 
 for name in "${names[@]}"; do
   [[ -n ${entries[$name]:-} ]] || { echo "build-shim: no binary named $name" >&2; exit 2; }
@@ -28,8 +33,10 @@ for name in "${names[@]}"; do
   if [[ ! -x $target || -n $newest ]]; then
     # Bytecode: a start of this binary drops from ~30 ms to ~10 ms, and it starts several
     # times for every container.
+    extra=("${workers[@]}")
+    [[ -z ${no_workers[$name]:-} ]] || extra=()
     # shellcheck disable=SC2086 # the entry list is words
-    "$bin" build --compile --bytecode --minify ${entries[$name]} "${workers[@]}" --outfile "$target" >&2
+    "$bin" build --compile --bytecode --minify ${entries[$name]} "${extra[@]}" --outfile "$target" >&2
   fi
   echo "$target"
 done

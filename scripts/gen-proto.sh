@@ -26,7 +26,7 @@ YAML
 
 check=${1:-}
 if [[ $check == --check ]]; then
-  before=$(git status --porcelain -- src/ttrpc/gen src/task/gen test/interop/gen)
+  before=$(git status --porcelain -- src/ttrpc/gen src/task/gen src/daemon/gen test/interop/gen)
 fi
 
 gen src/ttrpc/gen proto/ttrpc/request.proto
@@ -35,12 +35,14 @@ if compgen -G "proto/containerd/**/*.proto" >/dev/null || [[ -d proto/containerd
   mapfile -t task_protos < <(find proto/containerd -name '*.proto' | sort)
   gen src/task/gen "${task_protos[@]}"
 fi
+# The shared-mode daemon's manager service (our own package).
+gen src/daemon/gen proto/bunwasi/manager/v1/manager.proto
 
 if [[ $check == --check ]]; then
-  after=$(git status --porcelain -- src/ttrpc/gen src/task/gen test/interop/gen)
-  if [[ -n $after && $after != "$before" ]] || ! git diff --quiet -- src/ttrpc/gen src/task/gen test/interop/gen; then
+  after=$(git status --porcelain -- src/ttrpc/gen src/task/gen src/daemon/gen test/interop/gen)
+  if [[ -n $after && $after != "$before" ]] || ! git diff --quiet -- src/ttrpc/gen src/task/gen src/daemon/gen test/interop/gen; then
     echo "generated code is stale: run scripts/gen-proto.sh and commit" >&2
-    git diff --stat -- src/ttrpc/gen src/task/gen test/interop/gen >&2
+    git diff --stat -- src/ttrpc/gen src/task/gen src/daemon/gen test/interop/gen >&2
     exit 1
   fi
   echo "generated code is up to date"

@@ -14,3 +14,16 @@ install -D -m 0755 "$shim" "$PREFIX/bin/containerd-shim-wasmtime-v1"
 [[ -n ${BUNWASI_LIBWASMTIME:-} ]] || install -D -m 0644 "$(dirname "$lib")/libwasmtime.version" "$PREFIX/lib/libwasmtime.version"
 echo "installed $PREFIX/bin/containerd-shim-wasmtime-v1"
 echo "use it with: ctr run --runtime io.containerd.wasmtime.v1 IMAGE ID"
+
+# Shared mode: the daemon and its thin shim, and a systemd unit for the daemon (started
+# before containerd). Not enabled here: `systemctl enable --now containerd-wasmtimed`.
+for name in containerd-wasmtimed containerd-shim-wasmtimed-v1; do
+  built=$(bash scripts/build-shim.sh "$PWD/build/bin" "$name")
+  install -D -m 0755 "$built" "$PREFIX/bin/$name"
+done
+unit_dir=${SYSTEMD_UNIT_DIR:-/etc/systemd/system}
+mkdir -p "$unit_dir"
+sed "s|@PREFIX@|$PREFIX|g" scripts/systemd/containerd-wasmtimed.service > "$unit_dir/containerd-wasmtimed.service"
+if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then systemctl daemon-reload || true; fi
+echo "installed $PREFIX/bin/containerd-wasmtimed, $PREFIX/bin/containerd-shim-wasmtimed-v1 and $unit_dir/containerd-wasmtimed.service"
+echo "shared mode: systemctl enable --now containerd-wasmtimed; then ctr run --runtime io.containerd.wasmtimed.v1 IMAGE ID"

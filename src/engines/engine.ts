@@ -88,6 +88,8 @@ export interface RunContext {
   rootDir?: string;
   /** Preopen root read-only (default false: writable). */
   rootReadOnly?: boolean;
+  /** More host directories preopened at guest paths (a container's volumes), after the root. */
+  preopens?: { hostPath: string; guestPath: string; readOnly?: boolean }[];
   /** Working directory inside the guest (informational: WASI p1 programs start at "/"). */
   cwd?: string;
   stdin?: StdioSpec;
@@ -102,6 +104,20 @@ export interface RunContext {
    * or name ("SIGTERM"); the run then ends with 128+signal. Default reason: SIGKILL (9).
    */
   signal?: AbortSignal;
+  /**
+   * Told, once the run is under way, how to pause and resume it (engines that can: the
+   * module stops at its next interrupt check and waits; a kill still ends it). Absent from
+   * engines that cannot.
+   */
+  onControl?: (control: RunControl) => void;
+}
+
+/** Pause and resume one run (RunContext.onControl). */
+export interface RunControl {
+  pause(): void;
+  resume(): void;
+  /** The Linux thread id running the module, once known (for its CPU time); absent if the engine cannot tell. */
+  threadId?(): number | undefined;
 }
 
 /** How a run ended: an exit code (README "Exit codes") and the engine's timings. */

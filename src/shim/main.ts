@@ -27,7 +27,7 @@ function selfCommand(): string[] {
 }
 
 /** containerd.types.RuntimeInfo {string name = 1; RuntimeVersion version = 2 {string version = 1; string revision = 2}} */
-async function runtimeInfo(runtime: string): Promise<Uint8Array> {
+export async function runtimeInfo(runtime: string): Promise<Uint8Array> {
   const { BinaryWriter } = await import("@bufbuild/protobuf/wire");
   const w = new BinaryWriter();
   w.uint32(10).string(runtime);

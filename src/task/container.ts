@@ -58,6 +58,8 @@ export class Container {
   pid = 0;
   exit: Exit | null = null;
   kind: "wasm" | "native" = "native";
+  /** Run in the host's own process (shared mode): see PreparedBundle.inProcess. */
+  inProcess = false;
   /** Resolves when the init process has exited. */
   readonly exited: Promise<Exit>;
   /** Set while Delete runs: a second Delete joins it. */
@@ -129,6 +131,7 @@ export class Container {
       const prepared = await host.prepareBundle(opts.id, opts.bundle, workDir);
       c.kind = prepared.kind;
       c.runtimeBundle = prepared.runtimeBundle;
+      c.inProcess = prepared.inProcess === true;
       // A terminal process gets the pty the runtime makes; others get containerd's fifos.
       const console = opts.terminal ? await ConsoleSocket.open() : null;
       const stdio = console ? null : await Stdio.open(opts);
@@ -173,7 +176,7 @@ export class Container {
    * /tasks/exit must not come first.
    */
   watchExit(host: TaskHost): void {
-    host.watchExit(this.pid).then(
+    (this.runtime.exitOf?.(this.id) ?? host.watchExit(this.pid)).then(
       (exit) => void this.exitedWith(exit),
       // Losing sight of the process must not lose the container (or the shim, through an
       // unhandled rejection): report it gone, with the status a shell gives "unknown".
@@ -229,7 +232,7 @@ export class Container {
     // runc's init, which catches everything), the kernel silently drops a
     // SIGTERM/SIGINT/SIGHUP/SIGQUIT sent to it, and the task would run on although Kill
     // succeeded (seen: 3 of 8 `ctr run -d` + immediate `ctr task kill`). Wait for the handler.
-    if (this.kind === "wasm" && this.state === "running" && WASM_HANDLED_SIGNALS.has(signal)) {
+    if (this.kind === "wasm" && !this.inProcess && this.state === "running" && WASM_HANDLED_SIGNALS.has(signal)) {
       await untilSignalHandled(this.pid, this.runtimeInitExe, signal, () => this.exit !== null);
     }
     try {

@@ -65,6 +65,12 @@ export interface OciRuntime {
   stats(id: string): Promise<RuncStats>;
   /** Sets the container's cgroup limits to `resources`, an OCI LinuxResources as JSON. */
   update(id: string, resources: string): Promise<void>;
+  /**
+   * A runtime whose containers are not processes of their own (the shared-mode daemon runs
+   * wasm in-process, src/daemon/): the exit of `id`, instead of the host watching its pid.
+   * Undefined for a container this runtime does not run itself.
+   */
+  exitOf?(id: string): Promise<Exit> | undefined;
 }
 
 /** What a namespace has of its own: runtime root, state directory, event stream. */
@@ -83,6 +89,11 @@ export interface NamespaceHost {
 export interface PreparedBundle {
   runtimeBundle: string;
   kind: "wasm" | "native";
+  /**
+   * Run by the host's own process, not by an executor in a container (shared mode): Kill
+   * then has no executor to wait for before sending a catchable signal.
+   */
+  inProcess?: boolean;
   /** Work that may overlap the runtime's create (filling the compile cache); never fails. */
   warm?: () => Promise<void>;
 }

@@ -1,16 +1,20 @@
-// `ctr run` through the real containerd (1.6) and the compiled shim: what a user sees of a
+// `ctr run` through the real containerd (1.6) and the compiled shim, in both modes: normal
+// (containerd-shim-wasmtime-v1, a shim server per pod and an executor per container) and
+// shared (containerd-shim-wasmtimed-v1 and the containerd-wasmtimed daemon this file starts,
+// wasm run in-process). What a user sees of a
 // container run end to end — output, exit codes, env and args, files and isolation, stdin,
 // big outputs, native containers through the same runtime, and clear errors after which the
 // shim keeps serving. The last test drives the shim binary directly (start/Create/Shutdown/
 // delete) for a broken config.json, which ctr cannot produce. Needs root, containerd and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { socketPath } from "../../src/shim/address.ts";
 import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
 import { CreateTaskRequest, DeleteResponse, TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { Client, TtrpcError } from "../../src/ttrpc/index.ts";
 import { mountsUnder, processesUsing } from "../support/containerd.ts";
+import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -18,7 +22,11 @@ const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && 
 // Stated as a test so that a machine without them fails loudly instead of skipping.
 test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
 const T = 60_000;
-const SHIM = join(REPO, "build/bin/containerd-shim-wasmtime-v1");
+/** The two ways to run: per-pod shim servers, or one daemon (shared mode). */
+const MODES = [
+  { name: "normal", runtime: RUNTIME, shim: join(REPO, "build/bin/containerd-shim-wasmtime-v1"), shared: false },
+  { name: "shared", runtime: SHARED_RUNTIME, shim: join(REPO, "build/bin/containerd-shim-wasmtimed-v1"), shared: true },
+] as const;
 const CANARY = `canary-${process.pid}`;
 
 let seq = 0;
@@ -48,18 +56,32 @@ function alive(pid: number): boolean {
   }
 }
 
-describe("ctr run through containerd-shim-wasmtime-v1", () => {
+describe.each(MODES.map((m) => [m.name, m] as const))("ctr run, %s mode", (_name, mode) => {
   let env: ShimEnv;
+  let daemon: Daemon | undefined;
+  let daemonDir = "";
+  const SHIM = mode.shim;
+  const RUNTIME = mode.runtime;
 
   beforeAll(async () => {
     // containerd, and so every shim and runc, inherit this; a container must not.
     process.env.SHIMRUN_LEAK_CANARY = CANARY;
-    env = await shimEnv();
+    if (mode.shared) {
+      daemonDir = mkdtempSync("/tmp/bwd-");
+      daemon = await startDaemon(daemonDir);
+    }
+    const base = await shimEnv(daemon ? { env: daemon.env } : {});
+    // Every `env.run` of this mode goes to its runtime.
+    env = { ...base, run: (image, id, args, o = {}) => base.run(image, id, args, { runtime: RUNTIME, ...o }) };
   }, 300_000);
   afterAll(async () => {
     if (!env) return;
     const ns = env.cd.namespace;
     await env.stop();
+    if (daemon) {
+      await daemon.stop("SIGKILL");
+      rmSync(daemonDir, { recursive: true, force: true });
+    }
     // The shim keeps per-namespace dirs (runc root, container state) that outlive containerd.
     for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
   }, T);
@@ -233,7 +255,8 @@ describe("ctr run through containerd-shim-wasmtime-v1", () => {
           `/proc/1/root/tmp/${marker}`,
           "/proc/self/cwd/etc/passwd",
           // The kernel's interfaces runc mounts for the executor are not in the module's view
-          // (src/oci/wasi-view.ts): not the executor's environment or memory, not /sys, not devices.
+          // (src/oci/wasi-view.ts; shared mode preopens only the rootfs and volumes): not the
+          // executor's environment or memory, not /sys, not devices.
           "/proc/self/environ",
           "/proc/1/environ",
           "/proc/self/mem",
@@ -507,7 +530,8 @@ describe("ctr run through containerd-shim-wasmtime-v1", () => {
           "-bundle",
           bundle,
         ];
-        const shimEnvVars = { ...(process.env as Record<string, string>), TTRPC_ADDRESS: env.cd.ttrpcAddress };
+        // Shared mode: the thin shim finds this file's daemon, as containerd's shims do.
+        const shimEnvVars = { ...(process.env as Record<string, string>), TTRPC_ADDRESS: env.cd.ttrpcAddress, ...(daemon?.env ?? {}) };
         const started = Bun.spawnSync([SHIM, ...flags, "start"], {
           cwd: bundle,
           env: shimEnvVars,
@@ -545,7 +569,11 @@ describe("ctr run through containerd-shim-wasmtime-v1", () => {
         } finally {
           client.close();
         }
-        await until("the shim server to exit", () => !alive(shimPid));
+        // Normal mode: the pod's server exits. Shared mode: the daemon stays, the sandbox goes.
+        if (mode.shared) {
+          expect(shimPid).toBe(daemon?.pid as number);
+          await until("the sandbox to close", () => !existsSync(socketPath(address)));
+        } else await until("the shim server to exit", () => !alive(shimPid));
         expect(existsSync(socketPath(address))).toBe(false); // no stale socket in /run/containerd/s
 
         const del = Bun.spawnSync([SHIM, ...flags, "delete"], {

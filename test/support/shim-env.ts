@@ -43,15 +43,24 @@ export interface ShimEnvOptions {
   ourShims?: boolean;
   /** Extra PATH entries for containerd, after ours (e.g. a peer's shim linked under another name). */
   path?: string[];
+  /** Extra environment for containerd and the shims it starts (e.g. BUNWASI_DAEMON_SOCKET). */
+  env?: Record<string, string>;
+  /** Where containerd lives (default a new /tmp/bwe-* directory). */
+  dir?: string;
 }
 
 export async function shimEnv(opts: ShimEnvOptions = {}): Promise<ShimEnv> {
   buildWasm();
   const bin = buildShim();
   // Short: containerd's sockets live in here.
-  const dir = mkdtempSync("/tmp/bwe-");
+  const dir = opts.dir ?? mkdtempSync("/tmp/bwe-");
   const path = [...(opts.ourShims === false ? [] : [bin]), ...(opts.path ?? [])];
-  const cd = await startContainerd({ dir, path, ...(opts.binary ? { binary: opts.binary } : {}) });
+  const cd = await startContainerd({
+    dir,
+    path,
+    ...(opts.binary ? { binary: opts.binary } : {}),
+    ...(opts.env ? { env: opts.env } : {}),
+  });
   try {
     const demo = join(dir, "demo.tar");
     writeImageArchive(demo, {

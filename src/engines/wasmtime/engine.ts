@@ -177,7 +177,8 @@ export class WasmtimeEngine {
       }
     }
 
-    const killBuf = new SharedArrayBuffer(4);
+    // [0] = the signal once killed, [1] = 1 while paused (see ./worker.ts).
+    const killBuf = new SharedArrayBuffer(8);
     const kill = new Int32Array(killBuf);
     const req: RunRequest = {
       libPath: this.libPath,
@@ -191,6 +192,7 @@ export class WasmtimeEngine {
       env: envPairs(ctx.env),
       rootDir: ctx.rootDir,
       rootReadOnly: !!ctx.rootReadOnly,
+      preopens: (ctx.preopens ?? []).map((p) => [p.hostPath, p.guestPath, !!p.readOnly] as [string, string, boolean]),
       stdin: stdioPath(ctx.stdin, 0),
       stdout: stdioPath(ctx.stdout, 1),
       stderr: stdioPath(ctx.stderr, 2),
@@ -217,6 +219,10 @@ export class WasmtimeEngine {
       const onAbort = () => {
         const sig = signalNumber(ctx.signal?.reason);
         Atomics.store(kill, 0, sig);
+        // Wakes a module asleep in our poll_oneoff (./interruptible.ts), or paused ...
+        Atomics.notify(kill, 0);
+        Atomics.notify(kill, 1);
+        // ... and interrupts one running wasm.
         this.incrementEpoch();
         // A module blocked in a host call (sleep, read on a fifo) only notices at its next
         // wasm instruction; don't wait for ever.
@@ -224,7 +230,9 @@ export class WasmtimeEngine {
       };
       worker.onmessage = (ev: MessageEvent<WorkerMessage>) => {
         const m = ev.data;
-        if (m.type === "serialized") {
+        if (m.type === "thread") {
+          tid = m.tid;
+        } else if (m.type === "serialized") {
           if (cacheKey && this.cache) {
             try {
               this.cache.put(cacheKey, m.bytes);
@@ -241,6 +249,19 @@ export class WasmtimeEngine {
         writeErr(ctx.stderr, `bunwasi: worker failed: ${ev.message}\n`);
         finish(EXIT_ENGINE_ERROR);
       };
+      let tid: number | undefined;
+      ctx.onControl?.({
+        threadId: () => tid,
+        // Paused at its next interrupt check (the epoch is bumped so that comes at once).
+        pause: () => {
+          Atomics.store(kill, 1, 1);
+          this.incrementEpoch();
+        },
+        resume: () => {
+          Atomics.store(kill, 1, 0);
+          Atomics.notify(kill, 1);
+        },
+      });
       if (ctx.signal?.aborted) onAbort();
       else ctx.signal?.addEventListener("abort", onAbort, { once: true });
       worker.postMessage(req);

@@ -75,6 +75,7 @@ export const SYMBOLS = {
   wasmtime_linker_define_wasi: { args: [ptr], returns: ptr },
   wasmtime_linker_define_func: { args: [ptr, ptr, usize, ptr, usize, ptr, fnptr, ptr, ptr], returns: ptr },
   wasmtime_linker_instantiate: { args: [ptr, ptr, ptr, ptr, ptr], returns: ptr },
+  wasmtime_linker_define: { args: [ptr, ptr, ptr, usize, ptr, usize, ptr], returns: ptr },
   wasmtime_instance_export_get: { args: [ptr, ptr, ptr, usize, ptr], returns: bool },
   wasmtime_func_call: { args: [ptr, ptr, ptr, usize, ptr, usize, ptr], returns: ptr },
   wasmtime_caller_export_get: { args: [ptr, ptr, usize, ptr], returns: bool },

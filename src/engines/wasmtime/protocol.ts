@@ -18,6 +18,8 @@ export interface RunRequest {
   env: [string, string][];
   rootDir?: string;
   rootReadOnly: boolean;
+  /** [host path, guest path, read-only] of each further preopened directory. */
+  preopens?: [string, string, boolean][];
   stdin: string | null; // path, or null = inherit
   stdout: string | null;
   stderr: string | null;
@@ -27,7 +29,7 @@ export interface RunRequest {
   memoryLimitBytes?: number;
   /** Scripts whose default export is a HostFunctions (../host.ts): imported and linked by the worker. */
   hostModules: string[];
-  /** Int32Array view: [0] = signal number once killed (0 = running). */
+  /** Int32Array view: [0] = signal number once killed (0 = running); [1] = 1 while paused. */
   kill: SharedArrayBuffer;
 }
 
@@ -39,4 +41,8 @@ export type RunStats = {
   cacheHit?: boolean;
 };
 
-export type WorkerMessage = { type: "serialized"; bytes: Uint8Array } | { type: "exit"; code: number; message?: string; stats: RunStats };
+export type WorkerMessage =
+  | { type: "serialized"; bytes: Uint8Array }
+  | { type: "exit"; code: number; message?: string; stats: RunStats }
+  /** The Linux thread id of the run's thread (for its CPU time in /proc/self/task/<tid>). */
+  | { type: "thread"; tid: number };

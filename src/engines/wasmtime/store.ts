@@ -36,6 +36,8 @@ export function openStore(lib: WasmtimeLib, engine: Pointer, req: RunRequest, ki
     // aborted) or extends by one tick (another store on the shared engine was the target).
     deadlineCb = new JSCallback(
       (_ctx: Pointer, _data: Pointer, delta: Pointer, kind: Pointer) => {
+        // Paused: this thread waits here, inside the module, until resumed or killed.
+        while (Atomics.load(kill, 1) !== 0 && Atomics.load(kill, 0) === 0) Atomics.wait(kill, 1, 1);
         if (Atomics.load(kill, 0) !== 0) {
           return lib.wasmtime_error_new(cstr(`interrupted by signal ${Atomics.load(kill, 0)}`));
         }
@@ -75,6 +77,10 @@ function wasiConfig(lib: WasmtimeLib, req: RunRequest, keep: unknown[]): Pointer
   if (!ok) fail("wasi: argv/env must be valid UTF-8 without NUL");
   if (req.rootDir !== undefined && !lib.wasi_config_preopen_dir(wasi, cstr(req.rootDir), cstr("/"), !req.rootReadOnly)) {
     fail(`wasi: cannot preopen ${req.rootDir} as /`);
+  }
+  // Further directories at their own paths (shared mode: the spec's bind-mounted volumes).
+  for (const [host, guest, readOnly] of req.preopens ?? []) {
+    if (!lib.wasi_config_preopen_dir(wasi, cstr(host), cstr(guest), !readOnly)) fail(`wasi: cannot preopen ${host} as ${guest}`);
   }
   const stdio: [string | null, "stdin" | "stdout" | "stderr"][] = [
     [req.stdin, "stdin"],

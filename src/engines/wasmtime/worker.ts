@@ -14,6 +14,7 @@ import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
 import type { HostCaller, HostFunctions, ValType } from "../host.ts";
 import { runComponent } from "./component.ts";
 import { check, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import { clockOnlyWait, interruptibleSleep, writeClockEvents } from "./interruptible.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { EngineError, openStore } from "./store.ts";
 
@@ -109,6 +110,7 @@ function run(req: RunRequest, hosts: HostFunctions[]): { code: number; message?:
         exitStatus = status;
       }),
     );
+    callbacks.push(defineInterruptiblePoll(lib, linker, engine, kill, keep));
     for (const host of hosts) callbacks.push(...defineHostFunctions(lib, linker, host));
     const instance = Buffer.alloc(LAYOUT.instance.size);
     const trapOut = new BigUint64Array(1);
@@ -191,6 +193,95 @@ function defineProcExit(lib: WasmtimeLib, linker: Pointer, onExit: (status: numb
     return lib.wasmtime_trap_new(mark, mark.length) as Pointer;
   });
 }
+
+/**
+ * Shadow wasi_snapshot_preview1.poll_oneoff with one whose sleeps a kill ends at once
+ * (./interruptible.ts). Every other poll (fds, absolute deadlines) is wasmtime's own. That
+ * one must be called from wasm (it finds the guest's memory through its caller), so it is
+ * reached through a two-line helper instance made on first need in the same store, which
+ * imports the guest's memory, re-exports it, and calls the real poll_oneoff.
+ */
+function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Pointer, kill: Int32Array, keep: unknown[]): JSCallback {
+  const trapOut = new BigUint64Array(1);
+  const params: ValType[] = ["i32", "i32", "i32", "i32"];
+  let helperPoll: Buffer | null = null;
+  const helper = (caller: Pointer): Buffer => {
+    if (helperPoll) return helperPoll;
+    const cx = lib.wasmtime_caller_context(caller) as Pointer;
+    const memory = Buffer.alloc(LAYOUT.extern.size);
+    const memName = Buffer.from("memory");
+    if (
+      !lib.wasmtime_caller_export_get(caller, memName, memName.length, memory) ||
+      memory[LAYOUT.extern.kind] !== LAYOUT.externKindMemory
+    ) {
+      throw new Error('poll_oneoff: the module exports no memory named "memory"');
+    }
+    const module = compile(lib, engine, Buffer.from(POLL_HELPER_WAT), "wat");
+    const l = lib.wasmtime_linker_new(engine) as Pointer;
+    try {
+      check(lib, lib.wasmtime_linker_define_wasi(l), "define wasi");
+      const env = Buffer.from("env");
+      check(lib, lib.wasmtime_linker_define(l, cx, env, env.length, memName, memName.length, memory) as Pointer | null, "define memory");
+      const instance = Buffer.alloc(LAYOUT.instance.size);
+      trapOut[0] = 0n;
+      const err = lib.wasmtime_linker_instantiate(l, cx, module, instance, trapOut) as Pointer | null;
+      if (err || readPtr(trapOut)) throw new Error("poll_oneoff: cannot instantiate the helper");
+      const fn = Buffer.alloc(LAYOUT.extern.size);
+      const name = Buffer.from("poll");
+      if (!lib.wasmtime_instance_export_get(cx, instance, name, name.length, fn)) throw new Error("poll_oneoff: helper has no poll");
+      keep.push(fn, instance);
+      helperPoll = fn;
+      return fn;
+    } finally {
+      lib.wasmtime_linker_delete(l);
+      lib.wasmtime_module_delete(module);
+    }
+  };
+  return defineFunc(lib, linker, "wasi_snapshot_preview1", "poll_oneoff", params, ["i32"], (caller, args, out) => {
+    try {
+      const view = new DataView(toArrayBuffer(args, 0, params.length * LAYOUT.val.size));
+      const [inPtr, outPtr, n, neventsPtr] = params.map((_, i) => view.getUint32(i * LAYOUT.val.size + LAYOUT.val.of, true)) as [
+        number,
+        number,
+        number,
+        number,
+      ];
+      const wait = clockOnlyWait(callerMemory(lib, caller), inPtr, n);
+      if (wait) {
+        if (interruptibleSleep(kill, wait.timeoutNs)) {
+          const msg = Buffer.from(`interrupted by signal ${Atomics.load(kill, 0)}`);
+          return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
+        }
+        const mem = callerMemory(lib, caller);
+        const count = writeClockEvents(mem, outPtr, wait.due);
+        new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(neventsPtr, count, true);
+        writeVal(new DataView(toArrayBuffer(out, 0, LAYOUT.val.size)), 0, "i32", 0);
+        return null;
+      }
+      const fn = helper(caller);
+      trapOut[0] = 0n;
+      const cx = lib.wasmtime_caller_context(caller) as Pointer;
+      const err = lib.wasmtime_func_call(cx, (bunPtr(fn) + LAYOUT.extern.of) as Pointer, args, 4, out, 1, trapOut) as Pointer | null;
+      if (err) {
+        const msg = Buffer.from(errorMessage(lib, err));
+        lib.wasmtime_error_delete(err);
+        return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
+      }
+      return (readPtr(trapOut) as Pointer | null) || null;
+    } catch (e) {
+      const msg = Buffer.from(`poll_oneoff: ${e instanceof Error ? e.message : String(e)}`);
+      return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
+    }
+  });
+}
+
+/** Calls wasmtime's poll_oneoff from wasm, on the guest's memory (imported, and exported as "memory"). */
+const POLL_HELPER_WAT = `(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "env" "memory" (memory 0))
+  (export "memory" (memory 0))
+  (func (export "poll") (param i32 i32 i32 i32) (result i32)
+    (call $poll (local.get 0) (local.get 1) (local.get 2) (local.get 3))))`;
 
 /** Read the i-th wasmtime_val_t of an array. */
 function readVal(view: DataView, i: number, t: ValType): number | bigint {
@@ -314,8 +405,20 @@ async function importHosts(urls: string[]): Promise<HostFunctions[]> {
   return out;
 }
 
+/** This thread's Linux id (gettid(2), in glibc since 2.30); 0 if unavailable. */
+function threadId(): number {
+  try {
+    const { dlopen, FFIType } = require("bun:ffi") as typeof import("bun:ffi");
+    return Number(dlopen("libc.so.6", { gettid: { args: [], returns: FFIType.i32 } }).symbols.gettid());
+  } catch {
+    return 0;
+  }
+}
+
 self.onmessage = async (ev: MessageEvent<RunRequest>) => {
   const req = ev.data;
+  const tid = threadId();
+  if (tid > 0) post({ type: "thread", tid });
   let result: { code: number; message?: string; stats: RunStats };
   try {
     // Host functions are core-module imports: a component links WASI preview 2 only.

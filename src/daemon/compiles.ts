@@ -1,0 +1,39 @@
+// The daemon compiles each distinct module once: concurrent Creates of one module (50 pods
+// of one image starting together) wait for the same compile instead of each starting one,
+// and the count is kept for ListSandboxes (and the tests that check "compiled once").
+
+import type { Compiler, Engine } from "../engines/engine.ts";
+
+export interface CountingEngine {
+  engine: Engine;
+  /** Compiles finished or under way since the daemon started. */
+  readonly compiled: number;
+}
+
+export function countingCompiles(engine: Engine): CountingEngine {
+  const inner = engine.compiler;
+  let compiled = 0;
+  if (!inner) return { engine, compiled: 0 };
+  const inFlight = new Map<string, Promise<Uint8Array>>();
+  const compiler: Compiler = {
+    cacheKey: (source) => inner.cacheKey(source),
+    compile: (source) => {
+      const key = inner.cacheKey(source);
+      let p = inFlight.get(key);
+      if (!p) {
+        compiled++;
+        p = inner.compile(source).finally(() => inFlight.delete(key));
+        inFlight.set(key, p);
+      }
+      return p;
+    },
+  };
+  // The same engine in every other respect (load, canHandle, executor files).
+  const wrapped: Engine = Object.assign(Object.create(Object.getPrototypeOf(engine)), engine, { compiler });
+  return {
+    engine: wrapped,
+    get compiled() {
+      return compiled;
+    },
+  };
+}

@@ -1,0 +1,145 @@
+// containerd-wasmtimed: the shared-mode daemon. One process runs every pod's sandbox: one
+// engine, one compile cache, one exit watcher; wasm containers run on its threads, native
+// ones under runc with the daemon as their child subreaper.
+//
+//   containerd-wasmtimed [--socket PATH] [--debug]
+//
+// Serves the manager service (./manager.ts) on PATH; each sandbox serves containerd's Task
+// API on a socket of its own beside it (<dir of PATH>/sandboxes/). SIGTERM/SIGINT stop it
+// gracefully: no new sandboxes, wasm containers are sent SIGTERM, then what containerd does
+// not finish within the grace period is closed.
+
+import { chmodSync, mkdirSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { SHIM_VERSION } from "../common/constants.ts";
+import { SIGNALS } from "../common/signals.ts";
+import type { Engine, Runner } from "../engines/engine.ts";
+import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
+import { findRuntime } from "../linux/runc.ts";
+import { shimPaths } from "../shim/paths.ts";
+import { probeCgroupV2 } from "../task/stats.ts";
+import { Server } from "../ttrpc/index.ts";
+import { countingCompiles } from "./compiles.ts";
+import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
+import type { DaemonShared } from "./host.ts";
+import { stderrLogger } from "./log.ts";
+import { Manager } from "./manager.ts";
+import { DEFAULT_DAEMON_SOCKET } from "./paths.ts";
+
+/**
+ * After a kill, how long a module blocked in a host call (a sleep, a read on an empty fifo)
+ * may take before its run is ended without it. In the daemon the task's exit must not wait
+ * for the host call: the Task service reports it at once, the thread ends when the call returns.
+ */
+export const DAEMON_KILL_GRACE_MS = 20;
+/** How long a SIGTERM'd daemon waits for containerd to finish its sandboxes. */
+const STOP_GRACE_MS = 10_000;
+
+export interface DaemonOptions {
+  binaryName: string;
+  engine: Engine;
+}
+
+const USAGE = (name: string) => `usage: ${name} [--socket PATH] [--debug]
+
+The bunwasi shared-mode daemon: runs the wasm containers of every pod in one process
+(runtime io.containerd.wasmtimed.v1, through containerd-shim-wasmtimed-v1).
+
+  --socket PATH   serve the manager service here (default ${DEFAULT_DAEMON_SOCKET});
+                  containerd must see the same path in BUNWASI_DAEMON_SOCKET if not the default
+  --debug         log debug lines too
+  --version       print the version
+
+Logs in logfmt on stderr. SIGTERM stops it gracefully.
+`;
+
+export function parseDaemonArgs(argv: string[]): { socket: string; debug: boolean; help: boolean; version: boolean } {
+  const out = { socket: DEFAULT_DAEMON_SOCKET, debug: false, help: false, version: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    const [name, inline] =
+      a.startsWith("--") && a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
+    if (name === "--socket" || name === "-socket") {
+      const v = inline ?? argv[++i];
+      if (!v) throw new Error("--socket needs a path");
+      out.socket = v;
+    } else if (name === "--debug" || name === "-debug") out.debug = true;
+    else if (name === "--help" || name === "-h" || name === "help") out.help = true;
+    else if (name === "--version" || name === "-v") out.version = true;
+    else throw new Error(`unknown argument ${a}`);
+  }
+  return out;
+}
+
+export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.slice(2)): Promise<void> {
+  let args: ReturnType<typeof parseDaemonArgs>;
+  try {
+    args = parseDaemonArgs(argv);
+  } catch (e) {
+    process.stderr.write(`${o.binaryName}: ${(e as Error).message}\n${USAGE(o.binaryName)}`);
+    process.exit(2);
+  }
+  if (args.help) {
+    process.stdout.write(USAGE(o.binaryName));
+    return;
+  }
+  if (args.version) {
+    process.stdout.write(`${o.binaryName} (${SHIM_VERSION})\n`);
+    return;
+  }
+  const log = stderrLogger(args.debug, o.binaryName);
+  becomeSubreaper();
+  const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
+  watcher.prestart();
+  const paths = shimPaths(process.env);
+  const counting = countingCompiles(o.engine);
+  let running = 0;
+  let runner: Promise<Runner> | null = null;
+  const shared: DaemonShared = {
+    paths,
+    log,
+    watcher,
+    engine: counting.engine,
+    runner: () => {
+      runner ??= o.engine.load({ cacheDir: paths.compileCacheDir, killGraceMs: DAEMON_KILL_GRACE_MS });
+      return runner;
+    },
+    runtimeBinary: findRuntime(process.env.BUNWASI_RUNTIME),
+    cgroupV2: await probeCgroupV2(),
+    pid: process.pid,
+    onRunning: (d) => {
+      running += d;
+    },
+  };
+  // Sandbox sockets of an earlier daemon (killed) are dead: start from an empty directory.
+  const sandboxDir = join(dirname(args.socket), "sandboxes");
+  rmSync(sandboxDir, { recursive: true, force: true });
+  mkdirSync(sandboxDir, { recursive: true, mode: 0o711 });
+  mkdirSync(paths.compileCacheDir, { recursive: true });
+  const manager = new Manager({ shared, sandboxDir, compiled: () => counting.compiled, running: () => running });
+  const server = new Server({ onError: (e) => log(`manager ttrpc: ${String(e)}`, "error") });
+  server.register(ManagerDefinition, manager);
+  server.listen(args.socket);
+  // Only root (containerd, its shims) may ask for sandboxes.
+  chmodSync(args.socket, 0o600);
+  log(`serving the manager service on ${args.socket} (engine ${o.engine.name}, state ${paths.stateRoot}, cache ${paths.compileCacheDir})`);
+
+  let stopping = false;
+  const stop = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log(`${why}: stopping; no new sandboxes, wasm containers get SIGTERM`);
+    manager.drain();
+    await server.shutdown(1000);
+    for (const sb of manager.sandboxes.values()) sb.killWasm(SIGNALS.SIGTERM);
+    // containerd sees the exits and deletes the tasks; each sandbox closes with its last one.
+    const deadline = Date.now() + STOP_GRACE_MS;
+    while (manager.sandboxes.size > 0 && Date.now() < deadline) await Bun.sleep(50);
+    for (const sb of manager.sandboxes.values()) sb.killWasm(SIGNALS.SIGKILL);
+    await Promise.all([...manager.sandboxes.values()].map((sb) => sb.close()));
+    log("stopped");
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+}

@@ -1,0 +1,140 @@
+// The TaskHost of one sandbox in the shared-mode daemon. Like the normal shim's
+// (src/shim/serve.ts normalModeHost) in everything but where a wasm container runs: here
+// on a thread of the daemon (./inproc-runtime.ts) instead of in an executor under runc.
+// Native containers (the pod's pause, sidecars) still go to runc, with the daemon as their
+// child subreaper. What is process-wide (the engine, the exit watcher, the compile cache,
+// cgroup probing) is the daemon's and comes in through `DaemonShared`.
+
+import { stat } from "node:fs/promises";
+import { dirname, isAbsolute, normalize, posix } from "node:path";
+import type { Engine, Runner } from "../engines/engine.ts";
+import { watchOom } from "../linux/oom.ts";
+import type { ExitWatcher } from "../linux/reaper.ts";
+import { Runc } from "../linux/runc.ts";
+import { inspectEntrypoint, rootfsOf } from "../oci/bundle.ts";
+import { prepareExecProcess } from "../oci/exec-process.ts";
+import { precompile } from "../oci/precompile.ts";
+import { mountRootfsAsync, unmountRootfs } from "../oci/rootfs.ts";
+import { readSpec, type SpecMount } from "../oci/spec.ts";
+import { containerStateDir, runtimeRoot, type ShimPaths } from "../shim/paths.ts";
+import { Publisher } from "../task/events.ts";
+import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
+import { metricsAny } from "../task/stats.ts";
+import { HybridRuntime, InProcessRuntime } from "./inproc-runtime.ts";
+
+/** What every sandbox of a daemon shares. */
+export interface DaemonShared {
+  paths: ShimPaths;
+  log: Logger;
+  watcher: ExitWatcher;
+  /** The engine, with the daemon's counting compiler (./compiles.ts). */
+  engine: Engine;
+  /** The daemon's one Runner, loaded on first use. */
+  runner: () => Promise<Runner>;
+  runtimeBinary: string;
+  cgroupV2: boolean;
+  pid: number;
+  onRunning?: (delta: 1 | -1) => void;
+}
+
+/** One sandbox's namespaces, for its shutdown. */
+export interface SandboxNamespace extends NamespaceHost {
+  runtime: HybridRuntime;
+  publisher: Publisher;
+}
+
+export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: Map<string, SandboxNamespace>): TaskHost {
+  // prepareBundle is told the container's working directory, <stateDir>/<id>: the state dir
+  // names the namespace, and so the runtime that will be asked to create it.
+  const byStateDir = new Map<string, SandboxNamespace>();
+  return {
+    namespace: (ns) => {
+      const stateDir = containerStateDir(ns, d.paths.stateRoot);
+      const publisher = new Publisher(ttrpcAddress, ns, (m) => d.log(m, "warning"));
+      const inProcess = new InProcessRuntime({
+        runner: d.runner,
+        pid: d.pid,
+        onRunning: d.onRunning,
+        log: (m) => d.log(m, "debug"),
+      });
+      const runc = new Runc({ binary: d.runtimeBinary, root: runtimeRoot(ns, d.paths.stateRoot) });
+      const served: SandboxNamespace = { runtime: new HybridRuntime(inProcess, runc), stateDir, events: publisher, publisher };
+      namespaces.set(ns, served);
+      byStateDir.set(stateDir, served);
+      return served;
+    },
+    watchExit: (pid) => d.watcher.watch(pid).then((r) => ({ status: r.status, at: r.exitedAt })),
+    mountRootfs: async (bundle, mounts) => {
+      await mountRootfsAsync(bundle, mounts);
+      return async () => {
+        unmountRootfs(bundle);
+      };
+    },
+    prepareBundle: async (_id, bundle, workDir) => {
+      const spec = await readSpec(bundle);
+      const { kind, entrypoint: ep } = await inspectEntrypoint(bundle, spec, d.engine);
+      if (kind === "native") return { runtimeBundle: bundle, kind };
+      const ns = byStateDir.get(dirname(workDir));
+      if (!ns) throw new Error(`no namespace for ${workDir}`);
+      const limit = spec.linux?.resources?.memory?.limit;
+      // The working directory names the container uniquely: the key its plan is found by.
+      ns.runtime.inProcess.plans.set(workDir, {
+        modulePath: ep.host,
+        ...(ep.entry ? { entry: ep.entry } : {}),
+        args: spec.process.args,
+        env: spec.process.env ?? [],
+        rootfs: rootfsOf(bundle, spec),
+        rootReadOnly: spec.root.readonly === true,
+        cwd: spec.process.cwd || "/",
+        preopens: await volumePreopens(spec.mounts ?? []),
+        // As in normal mode: the cgroup limit becomes the store's limit on linear memory.
+        ...(typeof limit === "number" && limit > 0 ? { memoryLimitBytes: limit } : {}),
+      });
+      const prepared = { runtimeBundle: workDir, kind: "wasm" as const, module: ep.path, moduleHost: ep.host, spec };
+      // Compiled once per daemon: the cache is filled before start, every run deserializes.
+      const warm = () => precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"));
+      return { runtimeBundle: workDir, kind: "wasm", inProcess: true, warm };
+    },
+    // Native containers as in normal mode: exec through runc, OOM kills from their cgroup.
+    // (A wasm container here runs in the daemon: HybridRuntime refuses its exec.)
+    prepareExec: (target, process) =>
+      prepareExecProcess({ bundle: target.bundle, runtimeBundle: target.runtimeBundle, engine: d.engine, process }),
+    kill: (pid, signal) => process.kill(pid, signal),
+    watchOom: (pid, onKill) =>
+      pid === d.pid
+        ? Promise.resolve(null)
+        : watchOom(pid, { live: { watchReadable: (fd, cb) => d.watcher.watchReadable(fd, cb), onKill } }),
+    metrics: (stats) => metricsAny(stats, d.cgroupV2),
+    log: d.log,
+  };
+}
+
+/** Kernel filesystems a bind mount must never hand a module: they would be the daemon's. */
+const NEVER = ["/proc", "/sys", "/dev"];
+const under = (path: string, dirs: string[]) => dirs.some((d) => path === d || path.startsWith(`${d}/`));
+
+/**
+ * The spec's bind-mounted directories (volumes: emptyDir, hostPath, `ctr run --mount`), as
+ * WASI preopens at their destination; read-only if the mount is. Other mounts (proc, sysfs,
+ * tmpfs /dev, mqueue) are the container's kernel views, which an in-process module has
+ * none of; bind mounts of files (resolv.conf, hosts) cannot be preopened and are skipped,
+ * as is anything from or onto /proc, /sys and /dev.
+ */
+export async function volumePreopens(mounts: SpecMount[]): Promise<{ hostPath: string; guestPath: string; readOnly: boolean }[]> {
+  const out: { hostPath: string; guestPath: string; readOnly: boolean }[] = [];
+  for (const m of mounts) {
+    const opts = m.options ?? [];
+    const bind = m.type === "bind" || opts.includes("bind") || opts.includes("rbind");
+    if (!bind || !m.source || !m.destination || !isAbsolute(m.source) || !isAbsolute(m.destination)) continue;
+    const dest = posix.normalize(m.destination).replace(/\/+$/, "");
+    const source = normalize(m.source);
+    if (!dest || dest === "/" || under(dest, NEVER) || under(source, NEVER)) continue;
+    try {
+      if (!(await stat(source)).isDirectory()) continue;
+    } catch {
+      continue;
+    }
+    out.push({ hostPath: source, guestPath: dest, readOnly: opts.includes("ro") });
+  }
+  return out;
+}

@@ -1,0 +1,15 @@
+// The daemon's log: logfmt lines on stderr (journald or the operator's terminal), in the
+// shape containerd's own Go code writes, so one parser reads both.
+
+import { writeSync } from "node:fs";
+import type { Logger } from "../task/host.ts";
+
+export function stderrLogger(debug: boolean, name = "containerd-wasmtimed"): Logger {
+  return (msg, level = "info") => {
+    if (level === "debug" && !debug) return;
+    const line = `time="${new Date().toISOString()}" level=${level} msg=${JSON.stringify(msg)} daemon=${name} pid=${process.pid}\n`;
+    try {
+      writeSync(2, line);
+    } catch {} // stderr gone (EPIPE): there is nowhere else to say it
+  };
+}

@@ -1,0 +1,119 @@
+// The manager service (proto/bunwasi/manager/v1/manager.proto): the daemon's table of
+// sandboxes. The thin shim asks it for a pod's sandbox on `start` and to delete a
+// container on `delete`; every other call containerd makes goes to the sandbox itself.
+
+import { existsSync, statSync } from "node:fs";
+import { isAbsolute, join, normalize } from "node:path";
+import { Code, TtrpcError } from "../ttrpc/index.ts";
+import type {
+  CreateSandboxRequest,
+  CreateSandboxResponse,
+  DeleteSandboxRequest,
+  DeleteSandboxResponse,
+  ListSandboxesResponse,
+} from "./gen/bunwasi/manager/v1/manager.ts";
+import type { DaemonShared } from "./host.ts";
+import { Sandbox } from "./sandbox.ts";
+
+/** containerd's identifier rule (pkg/identifiers), as the Task service applies it: no "/" or "..". */
+const VALID_ID = /^(?=.{1,76}$)[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
+
+export interface ManagerOptions {
+  shared: DaemonShared;
+  /** Where sandbox sockets go (one file per sandbox). */
+  sandboxDir: string;
+  /** Modules compiled so far (./compiles.ts). */
+  compiled: () => number;
+  running: () => number;
+}
+
+export class Manager {
+  readonly sandboxes = new Map<string, Sandbox>();
+  private stopping = false;
+
+  constructor(private readonly o: ManagerOptions) {}
+
+  get draining(): boolean {
+    return this.stopping;
+  }
+
+  /** From now on no sandbox is made (the daemon is stopping). */
+  drain(): void {
+    this.stopping = true;
+  }
+
+  async createSandbox(req: CreateSandboxRequest): Promise<CreateSandboxResponse> {
+    if (this.stopping) throw new TtrpcError(Code.UNAVAILABLE, "containerd-wasmtimed is shutting down: no new sandboxes");
+    checkId("sandbox id", req.id);
+    checkId("namespace", req.namespace);
+    if (req.containerId) checkId("container id", req.containerId);
+    checkBundle(req.bundle);
+    if (!req.ttrpcAddress) throw new TtrpcError(Code.INVALID_ARGUMENT, "ttrpc_address is required (containerd's ttrpc socket, for events)");
+    // Two containerds on one host may both have a pod of that name: their address is part of the key.
+    const key = `${req.containerdAddress}|${req.namespace}/${req.id}`;
+    let sb = this.sandboxes.get(key);
+    // A sandbox on its way out is not handed out again: wait for it and make a new one.
+    if (sb?.closed) {
+      await sb.close();
+      sb = undefined;
+    }
+    if (sb && req.containerId && (await sb.has(req.namespace, req.containerId))) {
+      throw new TtrpcError(Code.ALREADY_EXISTS, `container ${req.containerId} already exists in sandbox ${key}`);
+    }
+    if (!sb) {
+      const socket = join(this.o.sandboxDir, `${new Bun.CryptoHasher("sha256").update(key).digest("hex").slice(0, 24)}.sock`);
+      sb = new Sandbox({ id: req.id, namespace: req.namespace, socket, ttrpcAddress: req.ttrpcAddress }, this.o.shared, (s) => {
+        if (this.sandboxes.get(key) === s) this.sandboxes.delete(key);
+        this.o.shared.log(`sandbox ${key} closed`);
+      });
+      this.sandboxes.set(key, sb);
+      this.o.shared.log(`sandbox ${key} serving ${sb.address}`);
+    }
+    return { address: sb.address };
+  }
+
+  async deleteSandbox(req: DeleteSandboxRequest): Promise<DeleteSandboxResponse> {
+    checkId("container id", req.containerId);
+    checkId("namespace", req.namespace);
+    if (req.bundle) checkBundle(req.bundle, false);
+    for (const sb of this.sandboxes.values()) {
+      if (!(await sb.has(req.namespace, req.containerId))) continue;
+      const r = await sb.deleteContainer(req.namespace, req.containerId);
+      const at = r.exitedAt ?? { seconds: 0, nanos: 0 };
+      return { found: true, pid: r.pid, exitStatus: r.exitStatus, exitedAtSeconds: Number(at.seconds), exitedAtNanos: at.nanos };
+    }
+    return { found: false, pid: 0, exitStatus: 0, exitedAtSeconds: 0, exitedAtNanos: 0 };
+  }
+
+  async listSandboxes(): Promise<ListSandboxesResponse> {
+    return {
+      sandboxes: [...this.sandboxes.values()].map((s) => ({
+        id: s.o.id,
+        namespace: s.o.namespace,
+        address: s.address,
+        containers: s.containers,
+      })),
+      modulesCompiled: this.o.compiled(),
+      wasmRunning: this.o.running(),
+    };
+  }
+}
+
+function checkId(what: string, id: string): void {
+  if (!VALID_ID.test(id))
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `${what} ${JSON.stringify(id)} is not valid (containerd's identifier rule)`);
+}
+
+function checkBundle(bundle: string, mustExist = true): void {
+  if (!bundle || !isAbsolute(bundle) || normalize(bundle) !== bundle.replace(/\/+$/, "")) {
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `bundle ${JSON.stringify(bundle)} must be an absolute, normalized path`);
+  }
+  if (!mustExist) return;
+  let dir = false;
+  try {
+    dir = statSync(bundle).isDirectory();
+  } catch {}
+  if (!dir || !existsSync(join(bundle, "config.json"))) {
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `bundle ${bundle} is not a bundle directory (no config.json)`);
+  }
+}

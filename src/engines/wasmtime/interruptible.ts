@@ -1,0 +1,74 @@
+// WASI's poll_oneoff as a sleep a kill can end. wasmtime's own poll_oneoff blocks the run
+// thread in the kernel for the whole timeout, and an epoch interrupt is only seen when the
+// call returns: a module asleep for an hour would keep its thread (and memory) for an hour
+// after a kill. The worker (./worker.ts) shadows it with this: a poll that only waits for
+// clocks (what sleep(), nanosleep() and usleep() compile to) waits on the run's kill word
+// with Atomics.wait, which the killing thread wakes with Atomics.notify. Anything else (fd
+// subscriptions, absolute deadlines) goes to wasmtime's implementation unchanged.
+//
+// Layouts are WASI preview 1's (wasi_snapshot_preview1.witx), little-endian:
+//   subscription (48 bytes): userdata u64 @0, tag u8 @8, then at @16 for a clock:
+//     id u32 @16, timeout u64 @24, precision u64 @32, flags u16 @40 (bit 0: absolute)
+//   event (32 bytes): userdata u64 @0, error u16 @8, type u8 @10, fd_readwrite @16
+
+export const SUBSCRIPTION_SIZE = 48;
+export const EVENT_SIZE = 32;
+const EVENTTYPE_CLOCK = 0;
+const SUBCLOCKFLAGS_ABSTIME = 1;
+
+export interface ClockWait {
+  /** How long to wait, in nanoseconds (the earliest relative timeout). */
+  timeoutNs: bigint;
+  /** userdata of each subscription that is due then (the events to report). */
+  due: bigint[];
+}
+
+/**
+ * The wait a poll asks for, if it is one we handle: only clock subscriptions, all relative.
+ * Undefined otherwise (including no subscriptions, which WASI answers with EINVAL).
+ */
+export function clockOnlyWait(mem: Uint8Array, inPtr: number, n: number): ClockWait | undefined {
+  if (n === 0 || inPtr + n * SUBSCRIPTION_SIZE > mem.length) return undefined;
+  const v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
+  let timeoutNs: bigint | undefined;
+  const subs: { userdata: bigint; timeout: bigint }[] = [];
+  for (let i = 0; i < n; i++) {
+    const at = inPtr + i * SUBSCRIPTION_SIZE;
+    if (v.getUint8(at + 8) !== EVENTTYPE_CLOCK) return undefined;
+    if ((v.getUint16(at + 40, true) & SUBCLOCKFLAGS_ABSTIME) !== 0) return undefined;
+    const timeout = v.getBigUint64(at + 24, true);
+    subs.push({ userdata: v.getBigUint64(at, true), timeout });
+    if (timeoutNs === undefined || timeout < timeoutNs) timeoutNs = timeout;
+  }
+  return { timeoutNs: timeoutNs as bigint, due: subs.filter((s) => s.timeout === timeoutNs).map((s) => s.userdata) };
+}
+
+/** Writes one clock event per due subscription at `outPtr`; returns how many. */
+export function writeClockEvents(mem: Uint8Array, outPtr: number, due: bigint[]): number {
+  const v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
+  due.forEach((userdata, i) => {
+    const at = outPtr + i * EVENT_SIZE;
+    mem.fill(0, at, at + EVENT_SIZE);
+    v.setBigUint64(at, userdata, true);
+    v.setUint16(at + 8, 0, true); // errno success
+    v.setUint8(at + 10, EVENTTYPE_CLOCK);
+  });
+  return due.length;
+}
+
+/**
+ * Waits `ns` on `kill[0]` staying 0: resolves true if it was killed meanwhile (the killer
+ * stores the signal and notifies), false when the time is up.
+ */
+export function interruptibleSleep(kill: Int32Array, ns: bigint): boolean {
+  // Atomics.wait takes milliseconds (fractions allowed); cap at a day per wait and loop.
+  let left = Number(ns) / 1e6;
+  while (left > 0) {
+    if (Atomics.load(kill, 0) !== 0) return true;
+    const chunk = Math.min(left, 86_400_000);
+    const t0 = performance.now();
+    Atomics.wait(kill, 0, 0, chunk);
+    left -= performance.now() - t0;
+  }
+  return Atomics.load(kill, 0) !== 0;
+}

@@ -1,0 +1,89 @@
+// The shared-mode daemon (build/bin/containerd-wasmtimed) as a test starts it: its own
+// socket in a temp dir, its own compile cache (so compiles can be counted from zero), its
+// log kept for the assertion messages.
+
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { ManagerDefinition } from "../../src/daemon/gen/bunwasi/manager/v1/manager.ts";
+import { Client, type ServiceClient } from "../../src/ttrpc/index.ts";
+import { REPO } from "./shim-env.ts";
+
+export const SHARED_RUNTIME = "io.containerd.wasmtimed.v1";
+export const DAEMON = join(REPO, "build/bin/containerd-wasmtimed");
+
+export interface Daemon {
+  readonly socket: string;
+  readonly pid: number;
+  readonly proc: Bun.Subprocess;
+  /** What containerd needs in its environment to find this daemon. */
+  readonly env: Record<string, string>;
+  log(): string;
+  /** A connected manager client (close the client when done). */
+  manager(): Promise<{ client: Client; manager: ServiceClient<typeof ManagerDefinition> }>;
+  /** Open file descriptors of the daemon now. */
+  fdCount(): number;
+  /** Signals the daemon and waits for it to exit; resolves with its exit code or signal. */
+  stop(signal?: NodeJS.Signals): Promise<number | string>;
+  /** Starts it again on the same socket (after a stop). */
+  restart(): Promise<void>;
+}
+
+export async function startDaemon(dir: string, extraEnv: Record<string, string> = {}): Promise<Daemon> {
+  mkdirSync(dir, { recursive: true });
+  const socket = join(dir, "wasmtimed.sock");
+  const logPath = join(dir, "daemon.log");
+  const env = { ...(process.env as Record<string, string>), BUNWASI_EXEC_ROOT: join(dir, "exec"), ...extraEnv };
+  let proc!: Bun.Subprocess;
+  const launch = async () => {
+    // Appended to, so a restarted daemon's log follows the first one's.
+    const logFd = openSync(logPath, "a");
+    try {
+      proc = Bun.spawn([DAEMON, "--socket", socket, "--debug"], { env, stdin: "ignore", stdout: "ignore", stderr: logFd });
+    } finally {
+      closeSync(logFd);
+    }
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`daemon exited at start: ${safeRead(logPath)}`);
+      try {
+        const c = await Client.connect(socket, { timeoutMs: 500 });
+        c.close();
+        return;
+      } catch {}
+      if (Date.now() > deadline) throw new Error(`daemon did not listen on ${socket}: ${safeRead(logPath)}`);
+      await Bun.sleep(20);
+    }
+  };
+  await launch();
+  const d: Daemon = {
+    socket,
+    get pid() {
+      return proc.pid;
+    },
+    get proc() {
+      return proc;
+    },
+    env: { BUNWASI_DAEMON_SOCKET: socket },
+    log: () => safeRead(logPath),
+    manager: async () => {
+      const client = await Client.connect(socket, { timeoutMs: 2000 });
+      return { client, manager: client.service(ManagerDefinition) };
+    },
+    fdCount: () => readdirSync(`/proc/${proc.pid}/fd`).length,
+    stop: async (signal = "SIGTERM") => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      await proc.exited;
+      return proc.signalCode ?? proc.exitCode ?? -1;
+    },
+    restart: () => launch(),
+  };
+  return d;
+}
+
+function safeRead(p: string): string {
+  try {
+    return readFileSync(p, "utf8");
+  } catch {
+    return "(no log)";
+  }
+}

@@ -1,0 +1,157 @@
+// The interruptible poll_oneoff (src/engines/wasmtime/interruptible.ts): its reading of WASI
+// subscriptions, the events it writes, and, through the real engine, that a kill ends a
+// module asleep for ten minutes: the run ends although the engine would wait an hour for
+// a module stuck in a host call (killGraceMs), so it is the thread itself that stopped.
+import { beforeAll, describe, expect, test } from "bun:test";
+import { WasmtimeEngine } from "../../../src/engines/wasmtime/engine.ts";
+import {
+  clockOnlyWait,
+  EVENT_SIZE,
+  interruptibleSleep,
+  SUBSCRIPTION_SIZE,
+  writeClockEvents,
+} from "../../../src/engines/wasmtime/interruptible.ts";
+import { prepare, wasm } from "./helpers.ts";
+
+function subscriptions(subs: { userdata: bigint; tag?: number; timeout?: bigint; flags?: number }[]): Uint8Array {
+  const mem = new Uint8Array(16 + subs.length * SUBSCRIPTION_SIZE);
+  const v = new DataView(mem.buffer);
+  subs.forEach((s, i) => {
+    const at = 16 + i * SUBSCRIPTION_SIZE;
+    v.setBigUint64(at, s.userdata, true);
+    v.setUint8(at + 8, s.tag ?? 0);
+    v.setUint32(at + 16, 1, true); // monotonic
+    v.setBigUint64(at + 24, s.timeout ?? 0n, true);
+    v.setUint16(at + 40, s.flags ?? 0, true);
+  });
+  return mem;
+}
+
+describe("poll_oneoff subscriptions", () => {
+  test("relative clocks: the earliest timeout, every subscription due then", () => {
+    const mem = subscriptions([
+      { userdata: 1n, timeout: 5_000_000n },
+      { userdata: 2n, timeout: 2_000_000n },
+      { userdata: 3n, timeout: 2_000_000n },
+    ]);
+    expect(clockOnlyWait(mem, 16, 3)).toEqual({ timeoutNs: 2_000_000n, due: [2n, 3n] });
+  });
+
+  test("an fd subscription, an absolute deadline or none at all are left to wasmtime", () => {
+    expect(clockOnlyWait(subscriptions([{ userdata: 1n }, { userdata: 2n, tag: 1 }]), 16, 2)).toBeUndefined();
+    expect(clockOnlyWait(subscriptions([{ userdata: 1n, flags: 1 }]), 16, 1)).toBeUndefined();
+    expect(clockOnlyWait(subscriptions([]), 16, 0)).toBeUndefined();
+    // Out of the memory's bounds: not ours to read.
+    expect(clockOnlyWait(subscriptions([{ userdata: 1n }]), 16, 2)).toBeUndefined();
+  });
+
+  test("events: userdata, success, type clock", () => {
+    const mem = new Uint8Array(8 + 2 * EVENT_SIZE).fill(0xff);
+    expect(writeClockEvents(mem, 8, [7n, 9n])).toBe(2);
+    const v = new DataView(mem.buffer);
+    expect(v.getBigUint64(8, true)).toBe(7n);
+    expect(v.getUint16(16, true)).toBe(0);
+    expect(v.getUint8(18)).toBe(0);
+    expect(v.getBigUint64(8 + EVENT_SIZE, true)).toBe(9n);
+  });
+
+  test("the sleep ends by itself, or at once when the kill word is set", () => {
+    const kill = new Int32Array(new SharedArrayBuffer(4));
+    expect(interruptibleSleep(kill, 1_000_000n)).toBe(false);
+    Atomics.store(kill, 0, 15);
+    expect(interruptibleSleep(kill, 3_600_000_000_000n)).toBe(true);
+  });
+});
+
+describe("a sleeping module and a kill, through the engine", () => {
+  let engine: WasmtimeEngine;
+  beforeAll(() => {
+    // An hour of grace: if run() resolves, the run thread really ended.
+    engine = new WasmtimeEngine({ libPath: prepare().libPath, killGraceMs: 3_600_000 });
+  });
+
+  for (const [signal, code] of [
+    [15, 143],
+    [9, 137],
+  ] as const) {
+    test(`sleep 600 s, killed with ${signal} → ${code}`, async () => {
+      const ac = new AbortController();
+      const run = engine.run({ modulePath: wasm("wasi-demo-app"), args: ["demo", "sleep", "600"], env: [], signal: ac.signal });
+      await Bun.sleep(200);
+      ac.abort(signal);
+      expect(await run).toBe(code);
+    });
+  }
+
+  test("a poll on an fd goes to wasmtime's own poll_oneoff: one event, success", async () => {
+    // Subscription at 0: userdata 1, tag 1 (fd_read), fd 0 (stdin: /dev/null, always ready).
+    // Exits with errno + 10 * nevents.
+    const wat = `(module
+      (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (func (export "_start") (local $errno i32)
+        (i64.store (i32.const 0) (i64.const 1))
+        (i32.store8 (i32.const 8) (i32.const 1))
+        (i32.store (i32.const 16) (i32.const 0))
+        (local.set $errno (call $poll (i32.const 0) (i32.const 128) (i32.const 1) (i32.const 256)))
+        (call $exit (i32.add (local.get $errno) (i32.mul (i32.load (i32.const 256)) (i32.const 10))))))`;
+    const code = await engine.run({
+      module: new TextEncoder().encode(wat),
+      args: ["poll"],
+      env: [],
+      stdin: { kind: "path", path: "/dev/null" },
+    });
+    expect(code).toBe(10);
+  });
+
+  test("a sleep that is not killed still sleeps and returns normally", async () => {
+    expect(await engine.run({ modulePath: wasm("wasi-demo-app"), args: ["demo", "sleep", "0.05"], env: [] })).toBe(0);
+  });
+});
+
+describe("pause and resume of a run (RunContext.onControl)", () => {
+  let engine: WasmtimeEngine;
+  beforeAll(() => {
+    engine = new WasmtimeEngine({ libPath: prepare().libPath, killGraceMs: 3_600_000 });
+  });
+
+  // Writes "x" to stdout for ever, one fd_write at a time.
+  const writer = `(module
+    (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 0) "x")
+    (func (export "_start")
+      (i32.store (i32.const 16) (i32.const 0))
+      (i32.store (i32.const 20) (i32.const 1))
+      (loop $l (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 32))) (br $l))))`;
+
+  test("a paused module writes nothing until resumed; a kill ends it while paused", async () => {
+    const dir = (await import("./helpers.ts")).tmp();
+    const out = `${dir}/out`;
+    const size = () => Bun.file(out).size;
+    let control: import("../../../src/engines/engine.ts").RunControl | undefined;
+    const ac = new AbortController();
+    const run = engine.run({
+      module: new TextEncoder().encode(writer),
+      args: ["w"],
+      env: [],
+      stdout: { kind: "path", path: out },
+      signal: ac.signal,
+      onControl: (c) => {
+        control = c;
+      },
+    });
+    while (size() === 0) await Bun.sleep(10);
+    control?.pause();
+    await Bun.sleep(50); // a write under way when paused completes
+    const paused = size();
+    await Bun.sleep(300);
+    expect(size()).toBe(paused);
+    control?.resume();
+    while (size() === paused) await Bun.sleep(10);
+    control?.pause();
+    ac.abort(9);
+    expect(await run).toBe(137);
+  });
+});
