@@ -166,7 +166,7 @@ function buildPause(out: string): void {
 }
 
 /** Kill what is left in a cgroup tree (every v1 controller, or the v2 tree) and remove it. */
-function removeCgroups(rel: string): void {
+export function removeCgroups(rel: string): void {
   const roots = ["/sys/fs/cgroup"];
   try {
     for (const c of readdirSync("/sys/fs/cgroup")) roots.push(join("/sys/fs/cgroup", c));

@@ -10,9 +10,9 @@
 //   await k.stop();                                                          // even after a failure
 //
 // Why each setting in the KubeletConfiguration is what it is:
-// - no cgroups of its own (cgroupsPerQOS: false, enforceNodeAllocatable: []) and a cgroupRoot
-//   under the CRI env's cgroup, which its stop() removes: the kubelet then passes that as every
-//   pod's cgroup parent and touches no other cgroup of the host;
+// - no cgroups of its own (cgroupsPerQOS: false, enforceNodeAllocatable: []): the kubelet then
+//   gives pods no cgroup parent at all, and containerd puts each container in its default
+//   cgroup, /k8s.io/<container id> (containerCgroups() below; stop() removes what is left);
 // - the server, healthz on free loopback ports, no read-only port, webhook auth off: nothing
 //   listens beyond loopback, and nothing needs an API server;
 // - makeIPTablesUtilChains: false: the host's iptables stay as they are (pods use the host's
@@ -29,8 +29,10 @@ import {
   existsSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   renameSync,
+  rmdirSync,
   rmSync,
   unlinkSync,
   writeFileSync,
@@ -38,7 +40,7 @@ import {
 import { createServer } from "node:net";
 import { basename, join } from "node:path";
 import { mountsUnder } from "./containerd.ts";
-import { type CriEnv, criEnv, HANDLER } from "./cri.ts";
+import { type CriEnv, criEnv, HANDLER, K8S_NAMESPACE, removeCgroups } from "./cri.ts";
 import { REPO } from "./shim-env.ts";
 
 /** The node name the kubelet runs as; a static pod `web` is named `web-<NODE>`. */
@@ -81,6 +83,16 @@ const KERNEL_TUNABLES = [
   "kernel/keys/root_maxkeys",
   "kernel/keys/root_maxbytes",
 ];
+
+/**
+ * A container's (or sandbox's) cgroup directories, v1 (the controllers the tests look at) or v2:
+ * with no cgroup parent from the kubelet, containerd's default `/<namespace>/<id>`.
+ */
+export function containerCgroups(id: string): string[] {
+  const rel = join(K8S_NAMESPACE, id);
+  if (existsSync("/sys/fs/cgroup/cgroup.controllers")) return [join("/sys/fs/cgroup", rel)];
+  return ["memory", "cpu", "pids"].map((ctl) => join("/sys/fs/cgroup", ctl, rel));
+}
 
 /** A pod sandbox as `crictl pods -o json` lists it. */
 export interface CriPod {
@@ -187,6 +199,13 @@ export async function kubeletEnv(opts: { binary?: string; verbosity?: number } =
   // --root-dir); remove what the kubelet made there when there was nothing before.
   const varLibKubelet = "/var/lib/kubelet";
   const hadVarLibKubelet = existsSync(varLibKubelet);
+
+  // containerd makes /<namespace> in every cgroup hierarchy for the containers' default
+  // cgroups and never removes it; stop() removes the empty ones it made.
+  const hierarchies = existsSync("/sys/fs/cgroup/cgroup.controllers")
+    ? ["/sys/fs/cgroup"]
+    : readdirSync("/sys/fs/cgroup").map((c) => join("/sys/fs/cgroup", c));
+  const newNamespaceCgroups = hierarchies.map((h) => join(h, K8S_NAMESPACE)).filter((d) => !existsSync(d));
 
   const cri = await criEnv({ ...(opts.binary ? { binary: opts.binary } : {}), defaultRuntime: HANDLER });
   const root = join(cri.dir, "kubelet");
@@ -297,6 +316,17 @@ export async function kubeletEnv(opts: { binary?: string; verbosity?: number } =
   const stop = async () => {
     if (stopped) return;
     stopped = true;
+    // Every id this containerd knows, for the cgroups of anything a failed test left running.
+    const ids: string[] = [];
+    try {
+      for (const args of [
+        ["pods", "-q"],
+        ["ps", "-a", "-q"],
+      ] as const) {
+        const r = await cri.crictl([...args]);
+        if (r.code === 0) ids.push(...r.stdout.split("\n").filter(Boolean));
+      }
+    } catch {}
     try {
       await stopKubelet();
     } finally {
@@ -310,6 +340,12 @@ export async function kubeletEnv(opts: { binary?: string; verbosity?: number } =
         // What the kubelet left (stopped sandboxes, or running ones after a failure) goes here.
         await cri.stop();
       } finally {
+        for (const id of ids) removeCgroups(join(K8S_NAMESPACE, id));
+        for (const d of newNamespaceCgroups) {
+          try {
+            rmdirSync(d); // only when empty: another user's containers may be in it now
+          } catch {}
+        }
         for (const [name, value] of sysctls) {
           if (value === undefined || readSysctl(name) === value) continue;
           try {
@@ -345,7 +381,6 @@ export async function kubeletEnv(opts: { binary?: string; verbosity?: number } =
       authorization: { mode: "AlwaysAllow" },
       cgroupDriver: "cgroupfs",
       cgroupsPerQOS: false,
-      cgroupRoot: `/${cri.cgroupRoot}/kubelet`,
       enforceNodeAllocatable: [],
       failSwapOn: false,
       failCgroupV1: false,
