@@ -183,6 +183,17 @@ async function freePort(): Promise<number> {
   });
 }
 
+/** Whether a kubelet process is running (ours has exited by the time this is asked). */
+function otherKubeletRunning(): boolean {
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0")[0]?.endsWith("/kubelet")) return true;
+    } catch {}
+  }
+  return false;
+}
+
 function readSysctl(name: string): string | undefined {
   try {
     return readFileSync(join("/proc/sys", name), "utf8").trim();
@@ -352,7 +363,8 @@ export async function kubeletEnv(opts: { binary?: string; verbosity?: number } =
             writeFileSync(join("/proc/sys", name), value);
           } catch {}
         }
-        if (!hadVarLibKubelet) {
+        // Not while another kubelet (another suite's, run at the same time) uses it.
+        if (!hadVarLibKubelet && !otherKubeletRunning()) {
           try {
             unlinkSync(join(varLibKubelet, "device-plugins/kubelet.sock"));
           } catch {}
