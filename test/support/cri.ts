@@ -132,8 +132,6 @@ export interface CriEnv {
   dir: string;
   major: number;
   crictlBinary: string;
-  /** The cgroup (relative to each hierarchy's root) every pod's cgroup parent is under; stop() removes it. */
-  cgroupRoot: string;
   /** crictl against this containerd's socket. */
   crictl(args: string[], opts?: { timeoutMs?: number }): Promise<CtrResult>;
   /** The argv crictl() runs, for a crictl the caller spawns itself (attach with stdin). */
@@ -416,7 +414,6 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
     dir,
     major,
     crictlBinary,
-    cgroupRoot,
     crictl,
     crictlArgv,
     crictlOk,
