@@ -53,4 +53,6 @@ bash test/interop/go/build.sh >/dev/null
 bash scripts/containerd-versions.sh >/dev/null
 # crictl for test/e2e/cri.test.ts (containerd's CRI plugin), from the module proxy too.
 bash scripts/cri-tools.sh >/dev/null
+# A real kubelet (v1.34) for test/e2e/kubelet*.test.ts, from the module proxy too.
+bash scripts/kubelet.sh >/dev/null
 log "ready"

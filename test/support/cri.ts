@@ -39,7 +39,13 @@ export function crictlPath(): string {
 }
 
 /** The CRI plugins' settings for containerd 1.x (config version 2: one plugin) or 2.x (version 3: split). */
-export function criPluginConfig(o: { major: number; pauseImage: string; cniDir: string; options?: RuntimeOptionsFixture }): string {
+export function criPluginConfig(o: {
+  major: number;
+  pauseImage: string;
+  cniDir: string;
+  options?: RuntimeOptionsFixture;
+  defaultRuntime?: string;
+}): string {
   const q = (s: string) => JSON.stringify(s);
   // Root may not lower its own oom_score_adj here (a container's sandbox asks for -998):
   // restrict_oom_score_adj clamps requests to containerd's own value instead of failing.
@@ -48,7 +54,7 @@ export function criPluginConfig(o: { major: number; pauseImage: string; cniDir: 
     stream_server_address = "127.0.0.1"
     stream_server_port = "0"`;
   const runtimes = (prefix: string, extra = "") => `    [${prefix}.containerd]
-      default_runtime_name = "runc"${extra}
+      default_runtime_name = ${q(o.defaultRuntime ?? "runc")}${extra}
       [${prefix}.containerd.runtimes.runc]
         runtime_type = "io.containerd.runc.v2"
       [${prefix}.containerd.runtimes.${HANDLER}]
@@ -209,7 +215,7 @@ function buildPause(out: string): void {
 }
 
 /** Kill what is left in a cgroup tree (every v1 controller, or the v2 tree) and remove it. */
-function removeCgroups(rel: string): void {
+export function removeCgroups(rel: string): void {
   const roots = ["/sys/fs/cgroup"];
   try {
     for (const c of readdirSync("/sys/fs/cgroup")) roots.push(join("/sys/fs/cgroup", c));
@@ -250,7 +256,17 @@ function removeCgroups(rel: string): void {
   }
 }
 
-export async function criEnv(opts: { binary?: string } = {}): Promise<CriEnv> {
+export interface CriEnvOptions {
+  binary?: string;
+  /**
+   * The handler of pods that name none (default `runc`). The kubelet passes a pod's
+   * RuntimeClass handler and, with no API server to read RuntimeClasses from, a static pod
+   * has none: `wasmtime` here makes such pods ours (test/support/kubelet.ts).
+   */
+  defaultRuntime?: string;
+}
+
+export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
   const crictlBinary = crictlPath();
   if (!existsSync(crictlBinary)) throw new Error(`${crictlBinary} is missing: run scripts/cri-tools.sh`);
   const binary = opts.binary ?? "/usr/bin/containerd";
@@ -282,7 +298,13 @@ export async function criEnv(opts: { binary?: string } = {}): Promise<CriEnv> {
     path,
     namespace: K8S_NAMESPACE,
     enablePlugins: CRI_PLUGINS,
-    pluginConfig: criPluginConfig({ major, pauseImage: CRI_IMAGES.pause, cniDir, options: runtimeOptions }),
+    pluginConfig: criPluginConfig({
+      major,
+      pauseImage: CRI_IMAGES.pause,
+      cniDir,
+      options: runtimeOptions,
+      ...(opts.defaultRuntime ? { defaultRuntime: opts.defaultRuntime } : {}),
+    }),
     // CRI's first start loads more plugins than ctr needs; 2.x on a busy machine is slower.
     startTimeoutMs: 60_000,
   });
