@@ -156,9 +156,9 @@ describe("one shim per pod", () => {
       await v2.delete({ id: ids.c, execId: "" });
 
       // Unsupported calls say so.
-      const update = await v2.update({ id: ids.c, resources: undefined, annotations: {} }).catch((e: unknown) => e);
-      expect(update).toBeInstanceOf(TtrpcError);
-      expect((update as TtrpcError).code).toBe(Code.UNIMPLEMENTED);
+      const checkpoint = await v2.checkpoint({ id: ids.c, path: "/tmp/x", options: undefined }).catch((e: unknown) => e);
+      expect(checkpoint).toBeInstanceOf(TtrpcError);
+      expect((checkpoint as TtrpcError).code).toBe(Code.UNIMPLEMENTED);
 
       // With nothing left, Shutdown ends the server and removes its socket.
       await v2.shutdown({ id: ids.c, now: false });
