@@ -36,8 +36,6 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   const log = openLog(flags.bundle || process.cwd(), flags.debug);
   becomeSubreaper();
   const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
-  // Its poll thread starts now, while containerd is still on its way with Create.
-  watcher.prestart();
   const paths = shimPaths(process.env);
   const listenFd = inheritedListenFd();
   const server = new Server({
