@@ -5,7 +5,8 @@
 //
 //   bun bench/shim/smaps.ts [--n 20] [--runtime io.containerd.wasmtime.v1] [--keep]
 //
-// With --keep the containers stay up and the pids are printed, for looking by hand.
+// With --keep the containers stay up and the pids are printed, for looking by hand, until
+// SIGINT or SIGTERM.
 
 import { readdirSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -142,8 +143,12 @@ try {
   if (servers[0]) breakdown("one server", servers[0]);
   if (inits[0]) breakdown("one executor", inits[0]);
   if (values.keep) {
-    console.log(`\nservers: ${servers.join(" ")}\nexecutors: ${inits.join(" ")}\n(press Ctrl-C to stop)`);
-    await new Promise(() => {});
+    console.log(`\nservers: ${servers.join(" ")}\nexecutors: ${inits.join(" ")}\n(SIGINT or SIGTERM stops them)`);
+    // Until told: the clean-up below then runs (a signal's default action would skip it).
+    await new Promise<void>((resolve) => {
+      process.once("SIGINT", resolve);
+      process.once("SIGTERM", resolve);
+    });
   }
 } finally {
   for (const id of ids) await env.cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
