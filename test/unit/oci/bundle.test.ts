@@ -300,7 +300,7 @@ describe("classification", () => {
     const i = d.process.args.indexOf("--engine-dir");
     expect(d.process.args.slice(i, i + 4)).toEqual(["--engine-dir", "/dev/.bunwasi", "--engine-opt", "opt=2"]);
     expect(d.process.args).toContain("--cache");
-    expect(d.mounts?.at(-1)).toMatchObject({ destination: "/.bunwasi-cache", options: ["rbind", "ro", "nosuid", "nodev", "noexec"] });
+    expect(d.mounts?.at(-1)).toMatchObject({ destination: "/.bunwasi-cache", options: ["rbind", "ro", "nosuid", "nodev"] });
     expect(s.process.args).toEqual(["/app.wasm"]); // input untouched
   });
 });
