@@ -56,7 +56,13 @@ function deserialize(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Array): Poin
 /** A serialized module from a file, which wasmtime maps instead of copying. */
 function deserializeFile(lib: WasmtimeLib, engine: Pointer, path: string): Pointer {
   const out = new BigUint64Array(1);
-  check(lib, lib.wasmtime_module_deserialize_file(engine, cstr(path), out), "deserialize");
+  try {
+    check(lib, lib.wasmtime_module_deserialize_file(engine, cstr(path), out), "deserialize");
+  } catch {
+    // A cache on a noexec filesystem cannot be mapped as code: a private copy then (a bad
+    // artifact fails here too, and the caller compiles the source).
+    return deserialize(lib, engine, new Uint8Array(readFileSync(path)));
+  }
   return readPtr(out) as Pointer;
 }
 
