@@ -27,11 +27,9 @@ for name in "${names[@]}"; do
   newest=$(find src examples -name '*.ts' -newer "$target" 2>/dev/null | head -1 || true)
   if [[ ! -x $target || -n $newest ]]; then
     # Bytecode: a start of this binary drops from ~30 ms to ~10 ms, and it starts several
-    # times for every container. ESM with code splitting: each command loads only its own
-    # chunks (start and delete no server, the executor no task service), about 3 ms less CPU
-    # per executor start and 1 ms per start/delete.
+    # times for every container.
     # shellcheck disable=SC2086 # the entry list is words
-    "$bin" build --compile --bytecode --minify --format esm --splitting ${entries[$name]} "${workers[@]}" --outfile "$target" >&2
+    "$bin" build --compile --bytecode --minify ${entries[$name]} "${workers[@]}" --outfile "$target" >&2
   fi
   echo "$target"
 done
