@@ -24,7 +24,8 @@ names=("$@")
 for name in "${names[@]}"; do
   [[ -n ${entries[$name]:-} ]] || { echo "build-shim: no binary named $name" >&2; exit 2; }
   target="$out/$name"
-  newest=$(find src examples -name '*.ts' -newer "$target" 2>/dev/null | head -1 || true)
+  # This script too: a change of build flags must rebuild.
+  newest=$( (find src examples -name '*.ts' -newer "$target"; find scripts/build-shim.sh -newer "$target") 2>/dev/null | head -1 || true)
   if [[ ! -x $target || -n $newest ]]; then
     # Bytecode: a start of this binary drops from ~30 ms to ~10 ms, and it starts several
     # times for every container.
