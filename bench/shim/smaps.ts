@@ -28,7 +28,7 @@ interface Row {
   rss: number;
 }
 
-/** PSS (and its anonymous part) per mapping name, in KiB. */
+/** PSS, anonymous (private copy-on-write pages included) and RSS per mapping name, in KiB. */
 export function smapsByMapping(pid: number): Map<string, Row> {
   const out = new Map<string, Row>();
   let text: string;
@@ -46,11 +46,12 @@ export function smapsByMapping(pid: number): Map<string, Row> {
       if (!out.has(name)) out.set(name, { pss: 0, anon: 0, rss: 0 });
       continue;
     }
-    const m = /^(Pss|Pss_Anon|Rss):\s+(\d+) kB/.exec(line);
+    // Per mapping the kernel reports Anonymous (resident, unshared by nature), not Pss_Anon.
+    const m = /^(Pss|Anonymous|Rss):\s+(\d+) kB/.exec(line);
     if (!m) continue;
     const row = out.get(name) as Row;
     if (m[1] === "Pss") row.pss += Number(m[2]);
-    else if (m[1] === "Pss_Anon") row.anon += Number(m[2]);
+    else if (m[1] === "Anonymous") row.anon += Number(m[2]);
     else row.rss += Number(m[2]);
   }
   return out;
@@ -95,7 +96,7 @@ function breakdown(label: string, pid: number): void {
   console.log(
     `\n#### ${label} (pid ${pid}, ${threads(pid)} threads): Pss ${r.Pss} KiB, Pss_Anon ${r.Pss_Anon} KiB, Pss_File ${r.Pss_File} KiB, Rss ${r.Rss} KiB\n`,
   );
-  console.log("| mapping | Pss KiB | of it anon | Rss KiB |\n|---|---:|---:|---:|");
+  console.log("| mapping | Pss KiB | Anonymous KiB | Rss KiB |\n|---|---:|---:|---:|");
   const rows = [...smapsByMapping(pid)].sort((a, b) => b[1].pss - a[1].pss);
   let rest = { pss: 0, anon: 0, rss: 0 };
   for (const [name, row] of rows) {
