@@ -2,7 +2,7 @@
 # Compiles each shim binary with `bun build --compile` into ${1:-<repo>/build/bin}; prints
 # one path per binary. Further arguments pick binaries by name (default: all of them).
 # Each binary is its entry file (the one runShim call that names its engine) plus the
-# scripts that run on Worker threads (the wasm runner, the compiler, the exit watcher)
+# scripts that run on Worker threads (the wasm runner, the compiler)
 # and any host-function modules, as extra entry points so the binary carries them.
 # libwasmtime stays a file beside it (../lib), shared between processes through the page
 # cache instead of a private copy in each.
@@ -12,7 +12,7 @@ out="${1:-$PWD/build/bin}"
 shift || true
 mkdir -p "$out"
 bin=node_modules/.bin/bun
-workers=(src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts src/linux/reaper-worker.ts)
+workers=(src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts)
 
 declare -A entries=(
   [containerd-shim-wasmtime-v1]="src/bin/containerd-shim-wasmtime-v1.ts"
@@ -29,7 +29,8 @@ names=("$@")
 for name in "${names[@]}"; do
   [[ -n ${entries[$name]:-} ]] || { echo "build-shim: no binary named $name" >&2; exit 2; }
   target="$out/$name"
-  newest=$(find src examples -name '*.ts' -newer "$target" 2>/dev/null | head -1 || true)
+  # This script too: a change of build flags must rebuild.
+  newest=$( (find src examples -name '*.ts' -newer "$target"; find scripts/build-shim.sh -newer "$target") 2>/dev/null | head -1 || true)
   if [[ ! -x $target || -n $newest ]]; then
     # Bytecode: a start of this binary drops from ~30 ms to ~10 ms, and it starts several
     # times for every container.

@@ -32,3 +32,9 @@ export const EVENTS_FLUSH_TIMEOUT_MS = 2000;
 export const SHUTDOWN_GRACE_MS = 1000;
 /** Connecting to containerd's event socket. */
 export const EVENTS_CONNECT_TIMEOUT_MS = 2000;
+/**
+ * How long the shim server must have answered no call before it gives memory back (a full
+ * collection, then JSC drops compiled code and free heap blocks). A pod's server idles for
+ * nearly all its life; a call after that re-reads its code from the binary's bytecode.
+ */
+export const IDLE_SHRINK_MS = 1000;

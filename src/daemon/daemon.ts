@@ -90,7 +90,6 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   const log = stderrLogger(args.debug, o.binaryName);
   becomeSubreaper();
   const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
-  watcher.prestart();
   const paths = shimPaths(process.env);
   const counting = countingCompiles(o.engine);
   let running = 0;

@@ -49,6 +49,22 @@ export class CompileCache {
     return existsSync(this.path(key));
   }
 
+  /**
+   * The artifact's path on a hit (its mtime refreshed, as get() does), else undefined: for an
+   * engine that maps the file itself instead of reading it into memory.
+   */
+  hitPath(key: string): string | undefined {
+    const p = this.path(key);
+    try {
+      const now = new Date();
+      utimesSync(p, now, now);
+      return p;
+    } catch {
+      // Gone, or a read-only cache (the executor's mount): a hit if it is there.
+      return existsSync(p) ? p : undefined;
+    }
+  }
+
   get(key: string): Uint8Array | undefined {
     const p = this.path(key);
     try {

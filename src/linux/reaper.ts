@@ -4,8 +4,8 @@
 // because the server is a child subreaper, is reparented to us. It is not a process Bun spawned,
 // so Bun neither waits for it nor tells us when it exits. ExitWatcher does:
 //
-//   watch(pid) ─ pidfd_open(pid) ─▶ shared fd set ─▶ poll thread (reaper-worker.ts) blocks in
-//   poll(2) over all pidfds + a wake eventfd ─▶ "id ready" message ─▶ main thread:
+//   watch(pid) ─ pidfd_open(pid) ─▶ watched set; SIGCHLD (a child of ours exited) ─▶ main
+//   thread: poll(2) every watched pidfd with timeout 0 ─▶ for each readable one,
 //   waitid(P_PIDFD, fd, WEXITED|WNOHANG) reaps it and reads the status ─▶ promise resolves.
 //
 // We never call wait on "any child" (-1 / P_ALL): only on a pidfd we opened or, in
@@ -27,24 +27,22 @@
 import { ptr } from "bun:ffi";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { readdir, readFile, readlink } from "node:fs/promises";
-import { workerScript } from "../common/compiled.ts";
 import { STATUS_UNKNOWN } from "../common/constants.ts";
 import {
   decodeSiginfo,
   ECHILD,
-  EFD_CLOEXEC,
-  EFD_NONBLOCK,
   EINTR,
   ESRCH,
-  eventfd,
-  eventfdSignal,
   close as libcClose,
   P_PID,
   P_PIDFD,
+  POLLFD_SIZE,
+  POLLIN,
   PR_GET_CHILD_SUBREAPER,
   PR_SET_CHILD_SUBREAPER,
   pidfdOpen,
   pidfdSendSignal,
+  poll,
   prctl,
   SIGINFO_SIZE,
   shellStatus,
@@ -237,19 +235,15 @@ export function reapOrphans(isOurs: (pid: number) => boolean = () => false): Rea
 // ---------------------------------------------------------------------------------------------
 // ExitWatcher
 
-// Shared control block with the poll thread (see reaper-worker.ts).
-const CTL_SEQ = 0;
-const CTL_STOP = 1;
-const CTL_COUNT = 2;
-const CTL_EVENTFD = 3;
-const CTL_HEADER = 4;
-
 export interface ExitWatcherOptions {
   /** Pids the caller waits for itself (Bun.spawn children): never reaped by the orphan sweep. */
   isOurs?: (pid: number) => boolean;
   /** Orphan sweep period; 0 disables the timer (sweeps still follow every seen exit). Default 2000. */
   reapIntervalMs?: number;
-  /** poll(2) timeout of the watcher thread while something is watched (a safety net). Default 100. */
+  /**
+   * How often the pidfds are polled while a watched pid has a parent other than us, whose exit
+   * sends no SIGCHLD here. Default 100.
+   */
   pollTimeoutMs?: number;
   /** Most pids watched at once. Default 4096. */
   capacity?: number;
@@ -259,51 +253,59 @@ export interface ExitWatcherOptions {
   onOrphanReaped?: (o: ReapedOrphan) => void;
 }
 
+/** An fd polled for readability beside the pidfds (watchReadable). */
 interface Readable {
-  id: number;
   fd: number;
   onReady: () => void;
 }
 
 interface Entry {
-  id: number;
   pid: number;
   fd: number;
   /** Someone else in this process (Bun) holds a pidfd to it or the caller claims it: read the status, never reap. */
   foreign: boolean;
+  /** Its parent was not this process when watched: its exit may send us no SIGCHLD. */
+  elsewhere: boolean;
   promise: Promise<ExitStatus>;
   resolve: (s: ExitStatus) => void;
   reject: (e: Error) => void;
 }
 
-export function reaperWorkerEntry(): string {
-  return workerScript("linux/reaper-worker", process.env.BUNWASI_REAPER_WORKER);
-}
+/**
+ * While anything is watched, this long-period poll keeps the process alive (a signal listener
+ * does not) and is the safety net should a SIGCHLD ever be coalesced away before we listened.
+ */
+const SAFETY_POLL_MS = 1000;
 
-/** One per process. Tells when watched pids exit, with their status; sweeps orphan zombies. */
+/**
+ * One per process. Tells when watched pids exit, with their status; sweeps orphan zombies.
+ *
+ * No thread of its own (a Bun Worker is a whole JS VM, about 2 MiB of a server that idles
+ * with its containers): a watched init is our child (runc exited, we are the subreaper), so
+ * its exit sends us SIGCHLD. On each SIGCHLD the main thread polls every watched pidfd with
+ * a zero timeout and collects the readable ones with waitid(P_PIDFD). SIGCHLDs coalesce,
+ * hence "poll every pidfd", never "one signal, one exit". A pid whose parent is someone else
+ * is polled on a timer until it exits or becomes ours.
+ */
 export class ExitWatcher {
-  private readonly entries = new Map<number, Entry>(); // by id
   private readonly byPid = new Map<number, Entry>();
-  /** Watches whose pidfd is open but not yet handed to the poll thread. */
+  /** Watches whose pidfd is open but not yet registered. */
   private readonly opening = new Map<number, { promise: Promise<ExitStatus> }>();
-  private nextId = 1;
   private readonly capacity: number;
-  private readonly ctlBuf: SharedArrayBuffer;
-  private readonly ctl: Int32Array;
-  private efd = -1;
-  private worker: Worker | undefined;
-  private workerStopped: Promise<void> | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
+  private poller: ReturnType<typeof setInterval> | undefined;
+  private pollerMs = 0;
+  private listening = false;
   private sweepQueued = false;
   private closed = false;
   private readonly info = new Uint8Array(SIGINFO_SIZE);
-  /** Other fds polled for readability on the same thread (watchReadable), by id. */
-  private readonly readable = new Map<number, Readable>();
+  private pollBuf = new Uint8Array(POLLFD_SIZE * 16);
+  private readonly onSigchld = () => this.pollNow();
+  /** Other fds polled for readability with the pidfds (watchReadable): OOM eventfds, inotify fds. */
+  private readonly readable = new Set<Readable>();
 
   constructor(private readonly opts: ExitWatcherOptions = {}) {
     this.capacity = opts.capacity ?? 4096;
-    this.ctlBuf = new SharedArrayBuffer((CTL_HEADER + 2 * this.capacity) * 4);
-    this.ctl = new Int32Array(this.ctlBuf);
     const every = opts.reapIntervalMs ?? 2000;
     if (every > 0) {
       this.timer = setInterval(() => this.sweep(), every);
@@ -326,10 +328,13 @@ export class ExitWatcher {
     if (!Number.isInteger(pid) || pid <= 0) return Promise.reject(new RangeError(`bad pid ${pid}`));
     const known = this.byPid.get(pid) ?? this.opening.get(pid);
     if (known) return known.promise;
+    // Listening before the pidfd exists: a SIGCHLD from here on is never missed.
+    this.listen();
     // The pidfd first: from now on the orphan sweep leaves the pid alone (it skips pids this
     // process holds a pidfd for), whatever happens while we look at /proc below.
     const [fd, e] = pidfdOpen(pid);
     if (fd < 0) {
+      this.settle();
       if (e === ESRCH) {
         const r = takeReaped(pid);
         return Promise.resolve(r ? { ...r, source: "reaped" } : { pid, status: STATUS_UNKNOWN, exitedAt: new Date(), source: "unknown" });
@@ -341,6 +346,7 @@ export class ExitWatcher {
     this.opening.set(pid, opening);
     const done = () => {
       if (this.opening.get(pid) === opening) this.opening.delete(pid);
+      this.settle();
     };
     promise.then(done, done);
     return promise;
@@ -352,12 +358,12 @@ export class ExitWatcher {
     // asynchronous I/O: watch() runs on every Create, and the fd table of a process serving
     // many pods is long.
     const foreign = (this.opts.isOurs?.(pid) ?? false) || (await pidfdHeldPidsAsync(fd)).has(pid);
+    const elsewhere = (await parentOf(pid)) !== process.pid;
     if (this.closed) {
       libcClose(fd);
       throw new Error("ExitWatcher closed");
     }
-    // Exits and readable fds share the poll thread's table.
-    if (this.byPid.size + this.readable.size >= this.capacity) {
+    if (this.byPid.size >= this.capacity) {
       libcClose(fd);
       throw new Error(`ExitWatcher: more than ${this.capacity} pids watched`);
     }
@@ -367,29 +373,27 @@ export class ExitWatcher {
       resolve = res;
       reject = rej;
     });
-    const entry: Entry = { id: this.nextId++, pid, fd, foreign, promise, resolve, reject };
-    this.entries.set(entry.id, entry);
-    this.byPid.set(pid, entry);
-    this.ensureWorker();
-    this.publish();
+    this.byPid.set(pid, { pid, fd, foreign, elsewhere, promise, resolve, reject });
+    this.settle();
+    // It may have exited (and its SIGCHLD come and gone) before it was in the set.
+    this.pollNow();
     return promise;
   }
 
   /**
-   * Calls `onReady` each time `fd` is readable, polled by the exits' thread (no thread of its
-   * own): an OOM eventfd or an inotify fd. `onReady` must consume what made it readable (read
-   * the fd) before it is polled again. Returns the stop; the fd stays the caller's to close.
+   * Calls `onReady` each time `fd` is readable (an OOM eventfd or an inotify fd), polled with
+   * the pidfds: on every SIGCHLD and at least every pollTimeoutMs while any is watched, since
+   * what makes it readable sends us no signal. `onReady` must consume what made it readable
+   * (read the fd). Returns the stop; the fd stays the caller's to close.
    */
   watchReadable(fd: number, onReady: () => void): () => void {
     if (this.closed) throw new Error("ExitWatcher closed");
     if (this.byPid.size + this.readable.size >= this.capacity) throw new Error(`ExitWatcher: more than ${this.capacity} fds watched`);
-    const r: Readable = { id: this.nextId++, fd, onReady };
-    this.readable.set(r.id, r);
-    this.ensureWorker();
-    this.publish();
+    const r: Readable = { fd, onReady };
+    this.readable.add(r);
+    this.settle();
     return () => {
-      if (this.readable.delete(r.id)) this.publish();
-      r.id = -1;
+      if (this.readable.delete(r)) this.settle();
     };
   }
 
@@ -401,124 +405,93 @@ export class ExitWatcher {
     return reaped;
   }
 
-  /** Stops the thread and the timer, closes every pidfd; pending watches reject. */
+  /** Stops the timers and the SIGCHLD listener, closes every pidfd; pending watches reject. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
-    if (this.worker) {
-      Atomics.store(this.ctl, CTL_STOP, 1);
-      eventfdSignal(this.efd);
-      const stopped = this.workerStopped;
-      const t = new Promise<void>((r) => setTimeout(r, 1000).unref());
-      await Promise.race([stopped, t]);
-      this.worker.terminate();
-      this.worker = undefined;
-    }
-    if (this.efd >= 0) libcClose(this.efd);
-    this.efd = -1;
-    for (const e of this.entries.values()) {
+    for (const e of this.byPid.values()) {
       libcClose(e.fd);
       e.reject(new Error("ExitWatcher closed"));
     }
-    this.entries.clear();
     this.byPid.clear();
     this.readable.clear();
+    this.settle();
   }
 
-  /** Starts the poll thread ahead of the first watch; it idles (unref'd) until then. */
-  prestart(): void {
-    this.ensureWorker();
-    if (this.entries.size === 0) this.worker?.unref();
+  private listen(): void {
+    if (this.listening || this.closed) return;
+    this.listening = true;
+    process.on("SIGCHLD", this.onSigchld);
   }
 
-  private ensureWorker(): void {
-    if (this.worker) {
-      this.worker.ref();
-      return;
+  /**
+   * After the set changed: the SIGCHLD listener and the polls exist exactly while something
+   * is watched (or being registered), and the fast poll only for pids whose parent is not us.
+   */
+  private settle(): void {
+    const busy = !this.closed && (this.byPid.size > 0 || this.opening.size > 0);
+    if (!busy && this.listening) {
+      process.off("SIGCHLD", this.onSigchld);
+      this.listening = false;
     }
-    const [efd, e] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (efd < 0) throw new ReaperError("eventfd", e);
-    this.efd = efd;
-    Atomics.store(this.ctl, CTL_EVENTFD, efd);
-    const w = new Worker(reaperWorkerEntry());
-    this.worker = w;
-    this.workerStopped = new Promise<void>((resolve) => {
-      w.addEventListener("close", () => resolve());
-      w.addEventListener("message", (ev: MessageEvent) => {
-        const d = ev.data as { ready?: number[]; stopped?: boolean; error?: string };
-        if (d.ready) this.onReady(d.ready);
-        if (d.stopped) resolve();
-        if (d.error) {
-          // The poll thread died: fail the watches rather than hang them.
-          for (const en of this.entries.values()) en.reject(new Error(`reaper thread: ${d.error}`));
-          resolve();
+    let want = 0;
+    if (!this.closed && this.readable.size > 0) want = this.opts.pollTimeoutMs ?? 100;
+    else if (busy && this.byPid.size > 0) {
+      want = SAFETY_POLL_MS;
+      for (const e of this.byPid.values()) {
+        if (e.elsewhere) {
+          want = this.opts.pollTimeoutMs ?? 100;
+          break;
         }
-      });
-    });
-    w.postMessage({ ctl: this.ctlBuf, timeoutMs: this.opts.pollTimeoutMs ?? 100 });
-  }
-
-  /** Writes the watched set into the shared block (seqlock) and wakes the poll thread. */
-  private publish(): void {
-    const c = this.ctl;
-    Atomics.add(c, CTL_SEQ, 1); // odd: writing
-    let i = 0;
-    for (const e of [...this.entries.values(), ...this.readable.values()]) {
-      Atomics.store(c, CTL_HEADER + 2 * i, e.fd);
-      Atomics.store(c, CTL_HEADER + 2 * i + 1, e.id);
-      i++;
-    }
-    Atomics.store(c, CTL_COUNT, i);
-    Atomics.add(c, CTL_SEQ, 1); // even: done
-    if (this.efd >= 0) eventfdSignal(this.efd);
-    if (this.worker) {
-      if (this.entries.size) this.worker.ref();
-      else this.worker.unref();
-    }
-  }
-
-  private onReady(ids: number[]): void {
-    let changed = false;
-    let rearmed = false;
-    for (const id of ids) {
-      const r = this.readable.get(id);
-      if (r) {
-        // The poll thread reports an id once: a new id has it polled again.
-        this.readable.delete(id);
-        r.id = this.nextId++;
-        this.readable.set(r.id, r);
-        rearmed = true;
-        r.onReady();
-        continue;
       }
-      const e = this.entries.get(id);
-      if (!e) continue; // stale report (already collected)
-      changed = true;
-      this.collect(e);
     }
-    if (changed) {
-      this.publish();
+    if (want === this.pollerMs) return;
+    if (this.poller) clearInterval(this.poller);
+    this.poller = undefined;
+    this.pollerMs = want;
+    if (want > 0) this.poller = setInterval(() => this.pollNow(), want);
+  }
+
+  /** poll(2) every watched pidfd without waiting; collect the exited ones. */
+  private pollNow(): void {
+    if (this.closed || this.byPid.size + this.readable.size === 0) return;
+    const list: (Entry | Readable)[] = [...this.byPid.values(), ...this.readable];
+    const size = list.length * POLLFD_SIZE;
+    if (this.pollBuf.byteLength < size) this.pollBuf = new Uint8Array(size * 2);
+    const buf = this.pollBuf;
+    const view = new DataView(buf.buffer, buf.byteOffset, size);
+    buf.fill(0, 0, size);
+    list.forEach((e, i) => {
+      view.setInt32(i * POLLFD_SIZE, e.fd, true);
+      view.setInt16(i * POLLFD_SIZE + 4, POLLIN, true);
+    });
+    const [r] = poll(buf, list.length, 0);
+    if (r <= 0) return; // none exited (or EINTR: the next SIGCHLD or poll tick retries)
+    let collected = false;
+    list.forEach((e, i) => {
+      // POLLIN: exited. POLLNVAL/POLLERR/POLLHUP should not happen (the fd is ours until
+      // collected); collecting reports what waitid can tell rather than spin.
+      if (view.getInt16(i * POLLFD_SIZE + 6, true) === 0) return;
+      if ("onReady" in e) e.onReady();
+      else if (this.collect(e)) collected = true;
+    });
+    if (collected) {
+      this.settle();
       this.queueSweep();
-    } else if (rearmed) {
-      this.publish();
     }
   }
 
-  private collect(e: Entry): void {
+  /** Reads (or reaps) an exited pid's status and settles its watch; false if not yet waitable. */
+  private collect(e: Entry): boolean {
     const opts = WEXITED | WNOHANG | (e.foreign ? WNOWAIT : 0);
     let [r, err] = waitid(P_PIDFD, e.fd, this.info, opts);
     while (r < 0 && err === EINTR) [r, err] = waitid(P_PIDFD, e.fd, this.info, opts);
-    let result: ExitStatus | undefined;
+    let result: ExitStatus;
     if (r === 0) {
       const ci = decodeSiginfo(this.info);
-      if (ci.pid === 0) {
-        // Readable but not waitable yet (should not happen): re-arm under a new id.
-        this.entries.delete(e.id);
-        e.id = this.nextId++;
-        this.entries.set(e.id, e);
-        return;
-      }
+      // Readable but not waitable yet (should not happen): the next poll looks again.
+      if (ci.pid === 0) return false;
       result = { pid: e.pid, status: shellStatus(ci), exitedAt: new Date(), source: "waitid" };
     } else if (err === ECHILD) {
       // Not our child (its parent is alive and will reap it): read the zombie's status.
@@ -534,9 +507,9 @@ export class ExitWatcher {
       result = { pid: e.pid, status: STATUS_UNKNOWN, exitedAt: new Date(), source: "unknown" };
     }
     libcClose(e.fd);
-    this.entries.delete(e.id);
     this.byPid.delete(e.pid);
     e.resolve(result);
+    return true;
   }
 
   private queueSweep(): void {
@@ -556,5 +529,15 @@ export class ExitWatcher {
       // /proc hiccups must not kill the server; the next sweep retries. Said, not swallowed.
       this.opts.onSweepError?.(e);
     }
+  }
+}
+
+/** The parent pid of a process, read asynchronously from /proc (0 when it is gone). */
+async function parentOf(pid: number): Promise<number> {
+  try {
+    const s = await readFile(`/proc/${pid}/status`, "utf8");
+    return Number(/^PPid:\s+(\d+)/m.exec(s)?.[1] ?? 0);
+  } catch {
+    return 0; // gone: already reaped by someone else; the poll reports it
   }
 }

@@ -291,11 +291,14 @@ export function wasmSpec(
   const mounts = [...(spec.mounts ?? [])];
   mounts.push({ destination: d, type: "bind", source: opts.exec.dir, options: ["rbind", "ro", "nosuid", "nodev"] });
   if (opts.cacheDir) {
+    // Not noexec: the engine maps an artifact from here as code (wasmtime's
+    // deserialize_file), so containers of one module share its pages. noexec guarded
+    // nothing: a wasm module cannot execve, and the artifact is native code we load anyway.
     mounts.push({
       destination: CACHE_MOUNT,
       type: "bind",
       source: opts.cacheDir,
-      options: ["rbind", opts.cacheWritable ? "rw" : "ro", "nosuid", "nodev", "noexec"],
+      options: ["rbind", opts.cacheWritable ? "rw" : "ro", "nosuid", "nodev"],
     });
   }
   mounts.push(...viewMounts(spec, opts.rootfs, view));

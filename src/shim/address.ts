@@ -42,7 +42,8 @@ export function ensureSocketDir(address: string): void {
 
 /** containerd 1.6/1.7 read `address` in the bundle to reconnect after a restart. */
 export function writeAddressFile(bundle: string, address: string): void {
-  // A name of our own: two `start`s in one bundle must not rename each other's file away.
+  // One temporary name per process: of two `start`s racing for one bundle, each renames its
+  // own file (a shared name lets the first rename take the second's file away).
   const tmp = join(bundle, `.address.${process.pid}.tmp`);
   writeFileSync(tmp, address);
   renameSync(tmp, join(bundle, "address"));

@@ -6,7 +6,7 @@
 
 import { rename, rm, rmdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { EVENTS_FLUSH_TIMEOUT_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
+import { EVENTS_FLUSH_TIMEOUT_MS, IDLE_SHRINK_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
 import { watchOom } from "../linux/oom.ts";
 import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
@@ -39,8 +39,6 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   await writeShimPid(flags.bundle || process.cwd(), log);
   becomeSubreaper();
   const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
-  // Its poll thread starts now, while containerd is still on its way with Create.
-  watcher.prestart();
   const paths = shimPaths(process.env);
   const listenFd = inheritedListenFd();
   const server = new Server({
@@ -48,7 +46,7 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
     // As containerd's own shims: only a peer of our uid and gid may drive us.
     handshaker: requireSameUser(),
     // With -debug, every call is logged with how long it took: the timeline of a start.
-    interceptors: flags.debug ? [callTimer((m) => log(m, "debug"))] : [],
+    interceptors: [shrinkWhenIdle(IDLE_SHRINK_MS), ...(flags.debug ? [callTimer((m) => log(m, "debug"))] : [])],
   });
   const namespaces = new Map<string, ServedNamespace>();
   const host = await normalModeHost({
@@ -199,6 +197,30 @@ async function removeIfEmpty(dir: string, log: Logger): Promise<void> {
     if (code === "ENOTEMPTY" || code === "EEXIST" || code === "ENOENT") return;
     log(`removing ${dir}: ${String(e)}`, "warning");
   }
+}
+
+/**
+ * A server interceptor that gives memory back once no call has come for `ms`: a full
+ * collection, then Bun.shrink (JSC drops compiled code and returns free heap blocks). It
+ * frees about 0.8 MiB of an idle server's 7.5 MiB anonymous memory, which a collection alone
+ * does not. Deprecated in Bun's types, so called only where it exists.
+ */
+function shrinkWhenIdle(ms: number): ServerInterceptor {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const shrink = () => {
+    Bun.gc(true);
+    (Bun as { shrink?: () => void }).shrink?.();
+  };
+  return async (call, next) => {
+    if (timer) clearTimeout(timer);
+    try {
+      return await next(call);
+    } finally {
+      // unref'd: an idle server lives on its socket, never on this timer.
+      timer = setTimeout(shrink, ms);
+      timer.unref();
+    }
+  };
 }
 
 /** A server interceptor that logs each call's method, container id and duration. */

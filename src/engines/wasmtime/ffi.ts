@@ -48,6 +48,7 @@ export const SYMBOLS = {
   wasmtime_module_delete: { args: [ptr], returns: FFIType.void },
   wasmtime_module_serialize: { args: [ptr, ptr], returns: ptr },
   wasmtime_module_deserialize: { args: [ptr, ptr, usize, ptr], returns: ptr },
+  wasmtime_module_deserialize_file: { args: [ptr, ptr, ptr], returns: ptr },
   // wasmtime/store.h
   wasmtime_store_new: { args: [ptr, ptr, ptr], returns: ptr },
   wasmtime_store_context: { args: [ptr], returns: ptr },

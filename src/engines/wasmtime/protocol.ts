@@ -12,6 +12,13 @@ export interface RunRequest {
   component?: boolean;
   /** Source to fall back on when `kind === "serialized"` fails to deserialize (stale cache). */
   fallback?: { module: Uint8Array; kind: "wasm" | "wat" };
+  /**
+   * A compile-cache hit by path (`module` is then empty): wasmtime maps the file, so its pages
+   * are shared through the page cache, and no copy passes through either thread's heap.
+   */
+  serializedPath?: string;
+  /** With serializedPath: where the source is, read only if the artifact will not deserialize. */
+  fallbackPath?: { path: string; kind: "wasm" | "wat" };
   /** Post back the serialized module after compiling (for the compile cache). */
   wantSerialized: boolean;
   args: string[];

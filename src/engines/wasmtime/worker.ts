@@ -9,11 +9,11 @@
 // target), it extends the deadline by one tick and the module carries on.
 
 import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
-import { appendFileSync, writeSync } from "node:fs";
+import { appendFileSync, readFileSync, writeSync } from "node:fs";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
 import type { HostCaller, HostFunctions, ValType } from "../host.ts";
 import { runComponent } from "./component.ts";
-import { check, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import { check, cstr, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { clockOnlyWait, interruptibleSleep, writeClockEvents } from "./interruptible.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { EngineError, openStore } from "./store.ts";
@@ -43,6 +43,19 @@ function deserialize(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Array): Poin
   return readPtr(out) as Pointer;
 }
 
+/** A serialized module from a file, which wasmtime maps instead of copying. */
+function deserializeFile(lib: WasmtimeLib, engine: Pointer, path: string): Pointer {
+  const out = new BigUint64Array(1);
+  try {
+    check(lib, lib.wasmtime_module_deserialize_file(engine, cstr(path), out), "deserialize");
+  } catch {
+    // A cache on a noexec filesystem cannot be mapped as code: a private copy then (a bad
+    // artifact fails here too, and the caller compiles the source).
+    return deserialize(lib, engine, new Uint8Array(readFileSync(path)));
+  }
+  return readPtr(out) as Pointer;
+}
+
 function serialize(lib: WasmtimeLib, module: Pointer): Uint8Array {
   const vec = Buffer.alloc(LAYOUT.byteVec.size);
   check(lib, lib.wasmtime_module_serialize(module, vec), "serialize");
@@ -63,12 +76,14 @@ function run(req: RunRequest, hosts: HostFunctions[]): { code: number; message?:
   let t = performance.now();
   if (req.kind === "serialized") {
     try {
-      module = deserialize(lib, engine, req.module);
+      module = req.serializedPath ? deserializeFile(lib, engine, req.serializedPath) : deserialize(lib, engine, req.module);
       stats.deserializeMs = performance.now() - t;
     } catch (e) {
-      if (!req.fallback) throw new EngineError(String((e as Error).message));
+      const fallback =
+        req.fallback ?? (req.fallbackPath && { module: new Uint8Array(readFileSync(req.fallbackPath.path)), kind: req.fallbackPath.kind });
+      if (!fallback) throw new EngineError(String((e as Error).message));
       t = performance.now();
-      module = compile(lib, engine, req.fallback.module, req.fallback.kind);
+      module = compile(lib, engine, fallback.module, fallback.kind);
       stats.compileMs = performance.now() - t;
       if (req.wantSerialized) post({ type: "serialized", bytes: serialize(lib, module) });
     }

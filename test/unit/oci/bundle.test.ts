@@ -303,7 +303,7 @@ describe("classification", () => {
     expect(d.process.args.slice(i, i + 4)).toEqual(["--engine-dir", "/dev/.bunwasi", "--engine-opt", "opt=2"]);
     expect(d.process.args).toContain("--cache");
     expect(d.mounts?.find((m) => m.destination === "/.bunwasi-cache")).toMatchObject({
-      options: ["rbind", "ro", "nosuid", "nodev", "noexec"],
+      options: ["rbind", "ro", "nosuid", "nodev"],
     });
     // The module's view comes last: the rootfs again, without the /dev tmpfs.
     expect(d.mounts?.slice(-1)).toEqual([

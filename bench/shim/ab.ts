@@ -1,0 +1,105 @@
+// A/B of two builds of the shim under one containerd: warm `ctr run --rm` of the demo's
+// echo, and the PSS of N idle daemons, the two builds interleaved run by run so that the
+// machine's load lands on both alike (on a busy machine only such a comparison means much).
+// B is another build of this repository (e.g. an older commit's build/bin), linked as
+// containerd-shim-bunwasib-v1. Not a test.
+//
+//   bun bench/shim/ab.ts --b /path/to/other/containerd-shim-wasmtime-v1 [--runs 15] [--idle 20]
+
+import { mkdtempSync, readdirSync, readFileSync, symlinkSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { IMAGES, RUNTIME, shimEnv } from "../../test/support/shim-env.ts";
+
+const { values } = parseArgs({
+  options: { b: { type: "string" }, runs: { type: "string", default: "15" }, idle: { type: "string", default: "20" } },
+});
+if (!values.b) throw new Error("--b BINARY: the other build to compare with");
+const RUNS = Number(values.runs);
+const IDLE = Number(values.idle);
+const B_RUNTIME = "io.containerd.bunwasib.v1";
+
+const pathDir = mkdtempSync("/tmp/bw-ab-");
+symlinkSync(values.b, join(pathDir, "containerd-shim-bunwasib-v1"));
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+let seq = 0;
+
+function pssKiB(pid: number): number {
+  try {
+    return Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? 0);
+  } catch {
+    return 0; // gone
+  }
+}
+
+const env = await shimEnv({ path: [pathDir] });
+try {
+  const label: Record<string, string> = { [RUNTIME]: "A (this build)", [B_RUNTIME]: `B (${values.b})` };
+  const times: Record<string, number[]> = { [RUNTIME]: [], [B_RUNTIME]: [] };
+  const hello = async (runtime: string) => {
+    const t0 = performance.now();
+    const r = await env.run(IMAGES.demo, `ab-${process.pid}-${seq++}`, ["/wasi-demo-app.wasm", "echo", "hello"], { runtime });
+    if (r.code !== 0) throw new Error(`${runtime}: ${r.code} ${r.stderr}`);
+    return performance.now() - t0;
+  };
+  for (const rt of [RUNTIME, B_RUNTIME]) await hello(rt); // compile cache and executor dirs
+  for (let i = 0; i < RUNS; i++) {
+    // Alternate which goes first, so neither always follows the other.
+    const order = i % 2 ? [B_RUNTIME, RUNTIME] : [RUNTIME, B_RUNTIME];
+    for (const rt of order) times[rt]?.push(await hello(rt));
+  }
+  const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+  console.log(`### warm ctr run --rm of the demo's echo, median of ${RUNS} (load average after: ${load})\n`);
+  console.log("| build | median ms | ÷ B |\n|---|---:|---:|");
+  const mb = median(times[B_RUNTIME] as number[]);
+  for (const rt of [RUNTIME, B_RUNTIME]) {
+    const m = median(times[rt] as number[]);
+    console.log(`| ${label[rt]} | ${m.toFixed(1)} | ${(m / mb).toFixed(2)} |`);
+  }
+
+  console.log(`\n### ${IDLE} idle daemons each (PSS MiB, servers + executors)\n`);
+  console.log("| build | total | per container |\n|---|---:|---:|");
+  for (const rt of [RUNTIME, B_RUNTIME]) {
+    const ids: string[] = [];
+    for (let i = 0; i < IDLE; i++) {
+      const id = `ab-idle-${process.pid}-${seq++}`;
+      const r = await env.cd.ctr(["run", "-d", "--runtime", rt, IMAGES.demo, id, "/wasi-demo-app.wasm", "daemon"]);
+      if (r.code !== 0) throw new Error(`run -d (${rt}): ${r.stderr}`);
+      ids.push(id);
+    }
+    await Bun.sleep(3000);
+    const pids: number[] = [];
+    const ns = env.cd.namespace;
+    for (const d of readdirSync("/proc")) {
+      if (!/^\d+$/.test(d)) continue;
+      try {
+        const cmd = readFileSync(`/proc/${d}/cmdline`, "utf8").replaceAll("\0", " ");
+        if (cmd.includes(`-namespace ${ns}`) && cmd.includes(" serve")) pids.push(Number(d));
+      } catch {
+        // gone
+      }
+    }
+    for (const id of ids) {
+      const ps = await env.cd.ctr(["task", "ps", id]);
+      for (const line of ps.stdout.split("\n").slice(1)) {
+        const pid = Number(line.trim().split(/\s+/)[0]);
+        if (pid) pids.push(pid);
+      }
+    }
+    const total = pids.reduce((a, p) => a + pssKiB(p), 0) / 1024;
+    console.log(`| ${label[rt]} | ${total.toFixed(1)} | ${(total / IDLE).toFixed(2)} |`);
+    for (const id of ids) await env.cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
+    await Bun.sleep(500);
+    for (const id of ids) {
+      await env.cd.ctr(["task", "delete", id]);
+      await env.cd.ctr(["container", "delete", id]);
+    }
+  }
+} finally {
+  await env.stop();
+}
