@@ -265,6 +265,17 @@ function killCgroupTree(dir: string): void {
   } catch {}
 }
 
+/** Whether no process is left anywhere in the cgroup tree at `dir` (a missing tree is empty). */
+function cgroupTreeEmpty(dir: string): boolean {
+  try {
+    if (readFileSync(join(dir, "cgroup.procs"), "utf8").trim() !== "") return false;
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory() && !cgroupTreeEmpty(join(dir, e.name))) return false;
+  } catch {
+    // gone, or not a cgroup directory
+  }
+  return true;
+}
+
 function removeCgroupTree(dir: string): void {
   try {
     for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeCgroupTree(join(dir, e.name));
@@ -498,7 +509,13 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     }
     if (opts.namespace === undefined) {
       for (const cg of namespaceCgroups(namespace)) killCgroupTree(cg);
-      await sleep(20);
+      // SIGKILL is delivered at once but a process leaves its cgroup only once it has exited,
+      // which takes longer on a loaded machine: wait for that (bounded), then remove the trees.
+      const deadline = Date.now() + 10_000;
+      while (!namespaceCgroups(namespace).every(cgroupTreeEmpty) && Date.now() < deadline) {
+        for (const cg of namespaceCgroups(namespace)) killCgroupTree(cg);
+        await sleep(20);
+      }
       for (const cg of namespaceCgroups(namespace)) removeCgroupTree(cg);
       rmSync(join("/run/containerd/runc", namespace), { recursive: true, force: true });
     }
