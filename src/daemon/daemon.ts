@@ -18,7 +18,7 @@ import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
 import { findRuntime } from "../linux/runc.ts";
 import { shimPaths } from "../shim/paths.ts";
 import { probeCgroupV2 } from "../task/stats.ts";
-import { Server } from "../ttrpc/index.ts";
+import { requireSameUser, Server } from "../ttrpc/index.ts";
 import { countingCompiles } from "./compiles.ts";
 import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
 import type { DaemonShared } from "./host.ts";
@@ -116,7 +116,9 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   mkdirSync(sandboxDir, { recursive: true, mode: 0o711 });
   mkdirSync(paths.compileCacheDir, { recursive: true });
   const manager = new Manager({ shared, sandboxDir, compiled: () => counting.compiled, running: () => running });
-  const server = new Server({ onError: (e) => log(`manager ttrpc: ${String(e)}`, "error") });
+  // Only root (containerd, its shims) may ask for sandboxes: a peer check on every connection,
+  // so the short window before the chmod below lets no one in either.
+  const server = new Server({ onError: (e) => log(`manager ttrpc: ${String(e)}`, "error"), handshaker: requireSameUser() });
   server.register(ManagerDefinition, manager);
   server.listen(args.socket);
   // Only root (containerd, its shims) may ask for sandboxes.

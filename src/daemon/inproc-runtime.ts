@@ -318,9 +318,23 @@ export class HybridRuntime implements OciRuntime {
     private readonly runc: OciRuntime,
   ) {}
 
-  create(id: string, bundle: string, pidFile: string, stdio: [number, number, number], logFile: string): Promise<number> {
-    if (this.inProcess.plans.has(bundle)) return this.inProcess.create(id, bundle, stdio, dirname(pidFile));
-    return this.runc.create(id, bundle, pidFile, stdio, logFile);
+  create(
+    id: string,
+    bundle: string,
+    pidFile: string,
+    stdio: [number, number, number] | null,
+    logFile: string,
+    consoleSocket?: string,
+  ): Promise<number> {
+    if (this.inProcess.plans.has(bundle)) {
+      // A terminal is a pty that runc makes for a process; a module on a daemon thread has none.
+      if (stdio === null) {
+        this.inProcess.plans.delete(bundle);
+        return Promise.reject(notInShared(id, "terminal=true"));
+      }
+      return this.inProcess.create(id, bundle, stdio, dirname(pidFile));
+    }
+    return this.runc.create(id, bundle, pidFile, stdio, logFile, consoleSocket);
   }
 
   private pick(id: string): OciRuntime | InProcessRuntime {

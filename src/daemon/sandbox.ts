@@ -9,7 +9,7 @@ import type { DeleteResponse } from "../task/gen/containerd/runtime/task/v2/shim
 import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
 import { TaskDefinition as TaskV3 } from "../task/gen/containerd/runtime/task/v3/shim.ts";
 import { NAMESPACE_METADATA_KEY, TaskService } from "../task/task-service.ts";
-import { type CallContext, Server, type ServerInterceptor } from "../ttrpc/index.ts";
+import { type CallContext, requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";
 import { type DaemonShared, type SandboxNamespace, sandboxHost } from "./host.ts";
 
 export interface SandboxOptions {
@@ -46,6 +46,8 @@ export class Sandbox {
     };
     this.server = new Server({
       onError: (e) => d.log(`sandbox ${o.namespace}/${o.id}: ttrpc: ${String(e)}`, "error"),
+      // As a normal-mode shim: only a peer of our uid and gid (containerd) may drive a sandbox.
+      handshaker: requireSameUser(),
       interceptors: [trace],
     });
     this.service = new TaskService({

@@ -14,7 +14,7 @@
 // The count is read when the init has exited (exact for what CRI shows: the reason of an
 // exited container) and, as runc-v2 does, whenever the kernel notifies a change while the
 // container runs (an OOM kill of a process other than the init): an fd per container, polled
-// by the exit watcher's thread, so no thread of its own.
+// with the exit watcher's pidfds (src/linux/reaper.ts watchReadable), so no thread of its own.
 
 import { open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -146,7 +146,8 @@ export async function watchOom(pid: number, o: { root?: string; proc?: string; l
     const live = o.live;
     const fd = await notifier(cg);
     if (fd !== null) {
-      let stop: (() => void) | null = live.watchReadable(fd, () => {
+      let stop: (() => void) | null = null;
+      const onReady = () => {
         let ask: () => Promise<boolean>;
         if (cg.version === 1) {
           eventfdDrain(fd);
@@ -156,7 +157,15 @@ export async function watchOom(pid: number, o: { root?: string; proc?: string; l
           ask = killed;
         }
         void ask().then((k) => k && stop !== null && live.onKill());
-      });
+      };
+      try {
+        stop = live.watchReadable(fd, onReady);
+      } catch {
+        // No room to watch it (the watcher's capacity): no live events, and the count is still
+        // read at exit. The fd is not ours to keep then.
+        libcClose(fd);
+        return { killed, close: () => {} };
+      }
       stopLive = () => {
         stop?.();
         stop = null;

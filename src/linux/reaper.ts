@@ -363,7 +363,7 @@ export class ExitWatcher {
       libcClose(fd);
       throw new Error("ExitWatcher closed");
     }
-    if (this.byPid.size >= this.capacity) {
+    if (this.byPid.size + this.readable.size >= this.capacity) {
       libcClose(fd);
       throw new Error(`ExitWatcher: more than ${this.capacity} pids watched`);
     }
@@ -436,8 +436,10 @@ export class ExitWatcher {
       this.listening = false;
     }
     let want = 0;
-    if (!this.closed && this.readable.size > 0) want = this.opts.pollTimeoutMs ?? 100;
-    else if (busy && this.byPid.size > 0) {
+    // Readable fds (OOM notifications) at the safety period: an idle server must not wake
+    // often, and a container's OOM count is read again at its exit anyway.
+    if (!this.closed && this.readable.size > 0) want = SAFETY_POLL_MS;
+    if (busy && this.byPid.size > 0) {
       want = SAFETY_POLL_MS;
       for (const e of this.byPid.values()) {
         if (e.elsewhere) {

@@ -139,7 +139,7 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
       return served;
     },
     watchExit: (pid) => w.watcher.watch(pid).then((r) => ({ status: r.status, at: r.exitedAt })),
-    // Live OOM notification fds are polled by the exit watcher's thread.
+    // Live OOM notification fds are polled with the exit watcher's pidfds (no thread).
     watchOom: (pid, onKill) => watchOom(pid, { live: { watchReadable: (fd, cb) => w.watcher.watchReadable(fd, cb), onKill } }),
     // mount(2) and umount2(2) stay on this thread: each is one system call (umount2 detaches,
     // so it never waits for busy files), mount namespaces are per process so a thread would

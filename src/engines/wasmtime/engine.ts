@@ -190,7 +190,7 @@ export class WasmtimeEngine {
       }
     }
 
-    // [0] = the signal once killed, [1] = 1 while paused (see ./worker.ts).
+    // [0] = the signal once killed, [1] = 1 while paused (see ./store.ts).
     const killBuf = new SharedArrayBuffer(8);
     const kill = new Int32Array(killBuf);
     const req: RunRequest = {

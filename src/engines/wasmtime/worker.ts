@@ -1,7 +1,7 @@
 // Runs one wasm module (or component: ./component.ts) in this Worker thread, so the main
 // JS thread stays free to notice signals and interrupt it (docs/ARCHITECTURE.md, "Pitfalls").
 //
-// Interruption: the store's epoch deadline is 1 tick ahead. The main thread sets
+// Interruption (set up in ./store.ts): the store's epoch deadline is 1 tick ahead. The main thread sets
 // kill[0] = signal and calls wasmtime_engine_increment_epoch (thread-safe). When the
 // running code reaches the deadline, the epoch-deadline callback (a JSCallback that
 // runs synchronously on this thread) sees kill[0] != 0 and returns an error, which
