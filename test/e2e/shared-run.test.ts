@@ -392,7 +392,10 @@ describe("ctr run through io.containerd.wasmtimed.v1 (shared mode)", () => {
         const n = daemon.fdCount();
         return n <= before ? n : 0;
       });
-      expect(after).toBe(before);
+      // No growth. It may end lower: what the daemon holds only while something is watched
+      // (its SIGCHLD listener) can still be open when `before` is read.
+      expect(after).toBeGreaterThan(0);
+      expect(after).toBeLessThanOrEqual(before);
       expect(mountsUnder(env.dir)).toEqual([]);
       expect(existsSync(join(containerStateDir(env.cd.namespace)))).toBe(true);
       expect(
