@@ -203,6 +203,9 @@ export class WasmtimeEngine {
       serializedPath,
       fallbackPath,
       wantSerialized: !!cacheKey,
+      // Only a caller that controls the run (shared mode's Stats) needs the thread id: it
+      // costs a dlopen on the run thread, which an executor start should not pay.
+      wantThreadId: !!ctx.onControl,
       args: ctx.args,
       env: envPairs(ctx.env),
       rootDir: ctx.rootDir,

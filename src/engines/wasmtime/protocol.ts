@@ -4,6 +4,8 @@ export type ModuleKind = "wasm" | "wat" | "serialized";
 
 export interface RunRequest {
   libPath: string;
+  /** Post the run thread's Linux id ({ type: "thread" }) before running. */
+  wantThreadId?: boolean;
   /** wasm_engine_t* created on the main thread (engines are Send + Sync). */
   enginePtr: number;
   module: Uint8Array;

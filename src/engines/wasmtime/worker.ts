@@ -432,8 +432,10 @@ function threadId(): number {
 
 self.onmessage = async (ev: MessageEvent<RunRequest>) => {
   const req = ev.data;
-  const tid = threadId();
-  if (tid > 0) post({ type: "thread", tid });
+  if (req.wantThreadId) {
+    const tid = threadId();
+    if (tid > 0) post({ type: "thread", tid });
+  }
   let result: { code: number; message?: string; stats: RunStats };
   try {
     // Host functions are core-module imports: a component links WASI preview 2 only.
