@@ -9,10 +9,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { SHIM_VERSION } from "../common/constants.ts";
 import { groupId, writeAddressFile } from "../shim/address.ts";
-import { deleteTask } from "../shim/delete.ts";
 import { parseShimFlags, type ShimFlags } from "../shim/flags.ts";
 import { bootstrapParams, startReply } from "../shim/start.ts";
-import { DeleteResponse } from "../task/gen/containerd/runtime/task/v2/shim.ts";
 import { Client, type ServiceClient } from "../ttrpc/index.ts";
 import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
 import { daemonSocket } from "./paths.ts";
@@ -84,6 +82,11 @@ export async function thinStart(flags: ShimFlags, stdin: Uint8Array, env: Env = 
  * (the daemon is gone, or never had it) is cleaned up here from the bundle and state dir.
  */
 export async function thinDelete(flags: ShimFlags, env: Env = process.env, warn = (m: string) => process.stderr.write(`${m}\n`)) {
+  // Imported here, not at the top: `start` runs for every pod and needs neither.
+  const [{ deleteTask }, { DeleteResponse }] = await Promise.all([
+    import("../shim/delete.ts"),
+    import("../task/gen/containerd/runtime/task/v2/shim.ts"),
+  ]);
   let answer: Uint8Array | undefined;
   try {
     const { client, manager } = await connect(daemonSocket(env));
