@@ -16,6 +16,8 @@ import { prepareExecProcess } from "../oci/exec-process.ts";
 import { precompile } from "../oci/precompile.ts";
 import { mountRootfsAsync, unmountRootfs } from "../oci/rootfs.ts";
 import { readSpec, type SpecMount } from "../oci/spec.ts";
+// The same kernel filesystems normal mode keeps out of a module's view: here they would be the daemon's.
+import { HIDDEN_FROM_WASI, isUnder } from "../oci/wasi-view.ts";
 import { containerStateDir, runtimeRoot, type ShimPaths } from "../shim/paths.ts";
 import { Publisher } from "../task/events.ts";
 import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
@@ -109,10 +111,6 @@ export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: M
   };
 }
 
-/** Kernel filesystems a bind mount must never hand a module: they would be the daemon's. */
-const NEVER = ["/proc", "/sys", "/dev"];
-const under = (path: string, dirs: string[]) => dirs.some((d) => path === d || path.startsWith(`${d}/`));
-
 /**
  * The spec's bind-mounted directories (volumes: emptyDir, hostPath, `ctr run --mount`), as
  * WASI preopens at their destination; read-only if the mount is. Other mounts (proc, sysfs,
@@ -128,7 +126,7 @@ export async function volumePreopens(mounts: SpecMount[]): Promise<{ hostPath: s
     if (!bind || !m.source || !m.destination || !isAbsolute(m.source) || !isAbsolute(m.destination)) continue;
     const dest = posix.normalize(m.destination).replace(/\/+$/, "");
     const source = normalize(m.source);
-    if (!dest || dest === "/" || under(dest, NEVER) || under(source, NEVER)) continue;
+    if (!dest || dest === "/" || HIDDEN_FROM_WASI.some((d) => isUnder(dest, d) || isUnder(source, d))) continue;
     try {
       if (!(await stat(source)).isDirectory()) continue;
     } catch {

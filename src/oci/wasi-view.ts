@@ -26,7 +26,8 @@ export const HIDDEN_FROM_WASI = ["/proc", "/sys", "/dev"] as const;
 
 const VIEW_NAME = ".bunwasi-root";
 
-function isUnder(path: string, dir: string): boolean {
+/** `path` is `dir` or below it (a trailing slash on `path` does not count). */
+export function isUnder(path: string, dir: string): boolean {
   const p = path.replace(/\/+$/, "") || "/";
   return p === dir || p.startsWith(`${dir}/`);
 }
