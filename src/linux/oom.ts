@@ -166,7 +166,13 @@ export async function watchOom(pid: number, o: { root?: string; proc?: string; l
         libcClose(fd);
         return { killed, close: () => {} };
       }
+      // Once only: close() is called both when the exit has been counted and by the
+      // container's cleanup, and a second close(2) of the number would close whatever fd the
+      // process has opened under it since (seen: a runc spawn's pipe, EBADF in its recv).
+      let closed = false;
       stopLive = () => {
+        if (closed) return;
+        closed = true;
         stop?.();
         stop = null;
         libcClose(fd);
