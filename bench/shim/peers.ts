@@ -81,8 +81,19 @@ export async function stress(runwasi: string, shim: string, n: number, parallel:
       stderr: "pipe",
     },
   );
+  // A shim that never answers would keep stress-test (and the benchmark) waiting forever.
+  let timedOut = false;
+  const timer = setTimeout(
+    () => {
+      timedOut = true;
+      p.kill("SIGKILL");
+    },
+    Math.max(120_000, n * 1000),
+  );
   const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  clearTimeout(timer);
   const seconds = (performance.now() - t0) / 1000;
+  if (timedOut) throw new Error(`stress-test ${shim} did not finish in ${seconds.toFixed(0)} s: ${`${out}${err}`.slice(-1000)}`);
   if (code !== 0) throw new Error(`stress-test ${shim} exited ${code}: ${err.slice(-2000)}`);
   const report = existsSync(json) ? await Bun.file(json).text() : "";
   // stress-test's own figure (its clock starts after its set-up) when it wrote one.
