@@ -267,7 +267,7 @@ async function stressAll() {
   }
   console.log(`\n### runwasi's stress test through containerd: ${STRESS} tasks, ${PARALLEL} at a time\n`);
   console.log("| shim | tasks/s | ÷ runwasi |\n|---|---:|---:|");
-  const results: [string, number][] = [];
+  const results: [string, number, number][] = [];
   // Ours: a containerd that finds our shim. runwasi's and runc's: one that does not, so the
   // link the stress test makes in /usr/local/bin is the shim containerd runs.
   // --skip stress-normal leaves our normal-mode shim out of this table. A shim that fails or
@@ -277,7 +277,7 @@ async function stressAll() {
     const env = await shimEnv(opts);
     try {
       const r = await withStressSocket(env, () => stress(RW, shim, STRESS, PARALLEL));
-      results.push([name, r.tasksPerSecond]);
+      results.push([name, r.tasksPerSecond, r.failed]);
     } catch (e) {
       failed.push([name, (e as Error).message]);
     } finally {
@@ -294,7 +294,10 @@ async function stressAll() {
   }
   await one("runwasi", join(RW, "containerd-shim-wasmtime-v1"), { ourShims: false });
   const rw = results.find(([n]) => n === "runwasi")?.[1] ?? Number.NaN;
-  for (const [name, tps] of results) console.log(`| ${name} | ${tps.toFixed(1)} | ${(tps / rw).toFixed(2)} |`);
+  for (const [name, tps, bad] of results)
+    console.log(
+      `| ${name}${bad ? ` (${bad} of ${STRESS} tasks failed: succeeded ÷ wall clock)` : ""} | ${tps.toFixed(1)} | ${(tps / rw).toFixed(2)} |`,
+    );
   for (const [name, why] of failed) console.log(`| ${name} | failed | – |\n\n${name}: ${why}`);
   console.log(`\n(stress image: ${STRESS_IMAGE}, args: /wasi-demo-app.wasm echo hello)`);
 }
