@@ -14,7 +14,7 @@
 // so each shim gets a private containerd of the same binary there.
 
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { shimPaths } from "../../src/shim/paths.ts";
 import { DAEMON, type Daemon, SHARED_RUNTIME, startDaemon } from "../../test/support/daemon.ts";
@@ -283,13 +283,15 @@ async function stressAll() {
     } finally {
       await env.stop();
       await daemon?.stop("SIGTERM");
+      if (daemon) rmSync(dirname(daemon.socket), { recursive: true, force: true });
     }
   };
   if (!SKIP.has("stress-normal")) await one("bunwasi", join(REPO, "build/bin/containerd-shim-wasmtime-v1"), {});
   if (SHARED) {
     // The thin shim under its own name: stress-test derives io.containerd.wasmtimed.v1 from
     // it; containerd (and so the thin shim) gets the daemon's socket in its environment.
-    const daemon = await startDaemon(mkdtempSync("/tmp/bw-stressd-"));
+    const dir = mkdtempSync("/tmp/bw-stressd-");
+    const daemon = await startDaemon(dir);
     await one("bunwasi shared mode", join(REPO, "build/bin/containerd-shim-wasmtimed-v1"), { env: daemon.env }, daemon);
   }
   await one("runwasi", join(RW, "containerd-shim-wasmtime-v1"), { ourShims: false });
