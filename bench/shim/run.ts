@@ -1,19 +1,23 @@
 // Container start, memory and throughput of our wasm shim, against peers measured in the
 // same run under the same containerd version: runc running the same kind of work natively
 // (static busybox: the floor), and runwasi's wasmtime shim (../shared/peers/runwasi,
-// unmodified). Not a test: prints tables of medians and ratios.
+// unmodified), and our shared mode (one containerd-wasmtimed daemon hosting every wasm
+// container, reached through the thin shim). Not a test: prints tables of medians and ratios.
 //
 //   bun bench/shim/run.ts [--runs 15] [--idle 20] [--stress 300] [--parallel 8]
-//                         [--runwasi DIR] [--skip start,memory,stress]
+//                         [--shared-n 20,200,1000] [--create-parallel 4]
+//                         [--runwasi DIR] [--skip start,memory,stress,shared]
 //
-// Each peer gets its own private containerd (ours on PATH for ours; runwasi's shim linked
-// as containerd-shim-runwasi-v1 for runwasi's), all of the same binary, so no shim is found
-// in place of another.
+// Start times and memory run on one containerd that knows every runtime (ours on PATH,
+// runwasi's shim linked as containerd-shim-runwasi-v1, the daemon's socket in its env), so
+// every row shares the same containerd. The stress test needs its shim under its own name,
+// so each shim gets a private containerd of the same binary there.
 
-import { readdirSync, readFileSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { shimPaths } from "../../src/shim/paths.ts";
+import { DAEMON, type Daemon, SHARED_RUNTIME, startDaemon } from "../../test/support/daemon.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../../test/support/shim-env.ts";
 import { RUNC, RUNWASI, runwasiDir, runwasiPathDir, STRESS_IMAGE, stress, withStressSocket } from "./peers.ts";
 
@@ -25,6 +29,8 @@ const { values } = parseArgs({
     parallel: { type: "string", default: "8" },
     runwasi: { type: "string" },
     skip: { type: "string", default: "" },
+    "shared-n": { type: "string", default: "20,200,1000" },
+    "create-parallel": { type: "string", default: "4" },
   },
 });
 const RUNS = Number(values.runs);
@@ -33,6 +39,23 @@ const STRESS = Number(values.stress);
 const PARALLEL = Number(values.parallel);
 const SKIP = new Set(values.skip.split(",").filter(Boolean));
 const RW = runwasiDir(values.runwasi);
+const SHARED_N = values["shared-n"]
+  .split(",")
+  .map(Number)
+  .filter((n) => n > 0);
+const CREATE_PARALLEL = Number(values["create-parallel"]);
+// Shared mode is measured whenever the daemon is built (scripts/build-shim.sh builds both).
+let SHARED = !SKIP.has("shared");
+
+/** Runs fn over items, at most `width` at a time (ctr calls are mostly waiting on containerd). */
+async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(width, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -57,7 +80,8 @@ async function startTimes(env: ShimEnv) {
   await timedRun(env, RUNTIME, IMAGES.demo, wasmHello);
   await timedRun(env, RUNC, IMAGES.busybox, nativeHello);
   if (RW) await timedRun(env, RUNWASI, IMAGES.demo, wasmHello);
-  const rows: Record<string, number[]> = { floor: [], cold: [], warm: [], runwasi: [] };
+  if (SHARED) await timedRun(env, SHARED_RUNTIME, IMAGES.demo, wasmHello);
+  const rows: Record<string, number[]> = { floor: [], cold: [], warm: [], runwasi: [], shared: [] };
   // Interleaved, so drift in the machine's speed lands on every column alike.
   for (let i = 0; i < RUNS; i++) {
     rows.floor!.push(await timedRun(env, RUNC, IMAGES.busybox, nativeHello));
@@ -65,6 +89,8 @@ async function startTimes(env: ShimEnv) {
     rows.cold!.push(await timedRun(env, RUNTIME, IMAGES.demo, wasmHello));
     rows.warm!.push(await timedRun(env, RUNTIME, IMAGES.demo, wasmHello));
     if (RW) rows.runwasi!.push(await timedRun(env, RUNWASI, IMAGES.demo, wasmHello));
+    // Warm only: the daemon compiles a module once and keeps it for its lifetime.
+    if (SHARED) rows.shared!.push(await timedRun(env, SHARED_RUNTIME, IMAGES.demo, wasmHello));
   }
   const f = median(rows.floor!);
   const rw = RW ? median(rows.runwasi!) : Number.NaN;
@@ -76,6 +102,7 @@ async function startTimes(env: ShimEnv) {
   if (RW) row("runwasi, wasm echo (warm)", rw);
   row("bunwasi, wasm echo, cold (no compile cache)", median(rows.cold!));
   row("bunwasi, wasm echo, warm (cached)", median(rows.warm!));
+  if (SHARED) row("bunwasi shared mode, wasm echo (warm daemon)", median(rows.shared!));
 }
 
 /** Proportional set size of a process, in KiB: its fair share of shared pages. */
@@ -158,7 +185,7 @@ async function idleMemory(env: ShimEnv, runtime: string, image: string, args: st
   );
 }
 
-async function memory(env: ShimEnv) {
+async function memory(env: ShimEnv, daemon: Daemon | null) {
   console.log("\n### Memory of idle running containers (PSS, MiB: shims + container processes)\n");
   console.log("| what | containers | shims | containers' processes | total | per container |\n|---|---:|---:|---:|---:|---:|");
   for (const n of [1, IDLE]) {
@@ -166,6 +193,71 @@ async function memory(env: ShimEnv) {
     if (RW) await idleMemory(env, RUNWASI, IMAGES.demo, ["/wasi-demo-app.wasm", "daemon"], n, "runwasi, wasm daemon");
     await idleMemory(env, RUNTIME, IMAGES.demo, ["/wasi-demo-app.wasm", "daemon"], n, "bunwasi, wasm daemon");
   }
+  if (daemon) await sharedMemory(env, daemon);
+}
+
+const status = (pid: number, key: string) =>
+  Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
+
+/**
+ * Shared mode: the containers live in the daemon, so the cost of one more is the daemon's PSS
+ * growth ÷ N, plus whatever per-container process is left (the thin shim should have exited
+ * after `start`: counted, not assumed). Each N starts from the daemon as the previous left it.
+ */
+async function sharedMemory(env: ShimEnv, daemon: Daemon) {
+  console.log("\n### Shared mode: memory of N idle wasm containers in one daemon (PSS, MiB)\n");
+  console.log(
+    "| N created | daemon before | daemon with N | growth ÷ N | thin shims alive (PSS) | per container | daemon threads | daemon fds | create s | cleanup s | daemon after cleanup |",
+  );
+  console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+  const failures: string[] = [];
+  for (const n of SHARED_N) {
+    await Bun.sleep(1000);
+    const before = pssKiB(daemon.pid) / 1024;
+    const ids = Array.from({ length: n }, () => nextId("sh"));
+    const created: string[] = [];
+    let failure = "";
+    const t0 = performance.now();
+    await pool(ids, CREATE_PARALLEL, async (id) => {
+      if (failure) return; // stop creating after the first failure; what was created is measured
+      const r = await env.cd.ctr(["run", "-d", "--runtime", SHARED_RUNTIME, IMAGES.demo, id, "/wasi-demo-app.wasm", "daemon"]);
+      // Created or not, the container may exist: cleanup deletes every id tried.
+      created.push(id);
+      if (r.code !== 0 && !failure) failure = `ctr run -d #${created.length} (${id}) exited ${r.code}: ${r.stderr.trim().slice(-600)}`;
+    });
+    const createS = (performance.now() - t0) / 1000;
+    await Bun.sleep(2000);
+    const alive = daemon.proc.exitCode === null && daemon.proc.signalCode === null;
+    const ns = env.cd.namespace;
+    const thin = pidsMatching((c) => c.includes(`-namespace ${ns}`) && c.includes("containerd-shim-wasmtimed"));
+    const thinPss = thin.reduce((a, p) => a + pssKiB(p), 0) / 1024;
+    const withN = alive ? pssKiB(daemon.pid) / 1024 : Number.NaN;
+    const threads = alive ? status(daemon.pid, "Threads") : 0;
+    const fds = alive ? daemon.fdCount() : 0;
+    const t1 = performance.now();
+    await pool(created, 8, async (id) => {
+      await env.cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
+    });
+    await Bun.sleep(1000);
+    await pool(created, 8, async (id) => {
+      await env.cd.ctr(["task", "delete", "--force", id]);
+      await env.cd.ctr(["container", "delete", id]);
+    });
+    const cleanupS = (performance.now() - t1) / 1000;
+    await Bun.sleep(1000);
+    const after = alive ? pssKiB(daemon.pid) / 1024 : Number.NaN;
+    const ok = created.length - (failure ? 1 : 0);
+    const growth = (withN - before) / ok;
+    console.log(
+      `| ${ok}${failure ? ` of ${n}` : ""} | ${before.toFixed(1)} | ${withN.toFixed(1)} | ${growth.toFixed(2)} | ${thin.length} (${thinPss.toFixed(1)}) | ${(growth + thinPss / ok).toFixed(2)} | ${threads} | ${fds} | ${createS.toFixed(1)} | ${cleanupS.toFixed(1)} | ${after.toFixed(1)} |`,
+    );
+    if (failure) failures.push(`N=${n}: ${failure}${alive ? "" : `; daemon died: ${daemon.log().slice(-1500)}`}`);
+    if (!alive) {
+      SHARED = false; // nothing left to measure shared mode with
+      break;
+    }
+  }
+  for (const f of failures) console.log(`\nFAILED ${f}`);
 }
 
 async function stressAll() {
@@ -175,34 +267,65 @@ async function stressAll() {
   }
   console.log(`\n### runwasi's stress test through containerd: ${STRESS} tasks, ${PARALLEL} at a time\n`);
   console.log("| shim | tasks/s | ÷ runwasi |\n|---|---:|---:|");
-  const results: [string, number][] = [];
+  const results: [string, number, number][] = [];
   // Ours: a containerd that finds our shim. runwasi's and runc's: one that does not, so the
   // link the stress test makes in /usr/local/bin is the shim containerd runs.
-  const ours = await shimEnv();
-  try {
-    const r = await withStressSocket(ours, () => stress(RW, join(REPO, "build/bin/containerd-shim-wasmtime-v1"), STRESS, PARALLEL));
-    results.push(["bunwasi", r.tasksPerSecond]);
-  } finally {
-    await ours.stop();
+  // --skip stress-normal leaves our normal-mode shim out of this table. A shim that fails or
+  // hangs gets a row saying so, and the others are still measured.
+  const failed: [string, string][] = [];
+  const one = async (name: string, shim: string, opts: Parameters<typeof shimEnv>[0], daemon?: Daemon) => {
+    const env = await shimEnv(opts);
+    try {
+      const r = await withStressSocket(env, () => stress(RW, shim, STRESS, PARALLEL));
+      results.push([name, r.tasksPerSecond, r.failed]);
+    } catch (e) {
+      failed.push([name, (e as Error).message]);
+    } finally {
+      await env.stop();
+      await daemon?.stop("SIGTERM");
+      if (daemon) rmSync(dirname(daemon.socket), { recursive: true, force: true });
+    }
+  };
+  if (!SKIP.has("stress-normal")) await one("bunwasi", join(REPO, "build/bin/containerd-shim-wasmtime-v1"), {});
+  if (SHARED) {
+    // The thin shim under its own name: stress-test derives io.containerd.wasmtimed.v1 from
+    // it; containerd (and so the thin shim) gets the daemon's socket in its environment.
+    const dir = mkdtempSync("/tmp/bw-stressd-");
+    const daemon = await startDaemon(dir);
+    await one("bunwasi shared mode", join(REPO, "build/bin/containerd-shim-wasmtimed-v1"), { env: daemon.env }, daemon);
   }
-  const theirs = await shimEnv({ ourShims: false });
-  try {
-    const r = await withStressSocket(theirs, () => stress(RW, join(RW, "containerd-shim-wasmtime-v1"), STRESS, PARALLEL));
-    results.push(["runwasi", r.tasksPerSecond]);
-  } finally {
-    await theirs.stop();
-  }
-  const rw = results.find(([n]) => n === "runwasi")![1];
-  for (const [name, tps] of results) console.log(`| ${name} | ${tps.toFixed(1)} | ${(tps / rw).toFixed(2)} |`);
+  await one("runwasi", join(RW, "containerd-shim-wasmtime-v1"), { ourShims: false });
+  const rw = results.find(([n]) => n === "runwasi")?.[1] ?? Number.NaN;
+  for (const [name, tps, bad] of results)
+    console.log(
+      `| ${name}${bad ? ` (${bad} of ${STRESS} tasks failed: succeeded ÷ wall clock)` : ""} | ${tps.toFixed(1)} | ${(tps / rw).toFixed(2)} |`,
+    );
+  for (const [name, why] of failed) console.log(`| ${name} | failed | – |\n\n${name}: ${why}`);
   console.log(`\n(stress image: ${STRESS_IMAGE}, args: /wasi-demo-app.wasm echo hello)`);
 }
 
-const env = await shimEnv({ path: RW ? [runwasiPathDir(RW)] : [] });
+// The daemon is built with the shims: build once (shimEnv builds too, idempotently) to know.
+if (SHARED) {
+  const b = Bun.spawnSync(["bash", join(REPO, "scripts/build-shim.sh")], { stdout: "pipe", stderr: "pipe" });
+  if (b.exitCode !== 0) throw new Error(`build-shim.sh failed: ${b.stderr.toString()}`);
+  if (!existsSync(DAEMON)) {
+    console.log(`${DAEMON} not built: shared-mode rows are left out`);
+    SHARED = false;
+  }
+}
+const daemonDir = SHARED ? mkdtempSync("/tmp/bw-daemon-") : "";
+const daemon = SHARED ? await startDaemon(daemonDir) : null;
 try {
-  if (!RW) console.log("runwasi not found (../shared/peers/runwasi or --runwasi DIR): its rows are left out");
-  if (!SKIP.has("start")) await startTimes(env);
-  if (!SKIP.has("memory")) await memory(env);
+  const env = await shimEnv({ path: RW ? [runwasiPathDir(RW)] : [], ...(daemon ? { env: daemon.env } : {}) });
+  try {
+    if (!RW) console.log("runwasi not found (../shared/peers/runwasi or --runwasi DIR): its rows are left out");
+    if (!SKIP.has("start")) await startTimes(env);
+    if (!SKIP.has("memory")) await memory(env, daemon);
+  } finally {
+    await env.stop();
+  }
 } finally {
-  await env.stop();
+  await daemon?.stop("SIGTERM");
+  if (daemonDir) rmSync(daemonDir, { recursive: true, force: true });
 }
 if (!SKIP.has("stress")) await stressAll();
