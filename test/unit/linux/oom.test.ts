@@ -3,7 +3,7 @@
 // which cgroup a /proc/<pid>/cgroup names, the oom_kill line of memory.events and
 // memory.oom_control, and a watch whose counter rises between create and exit.
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { memoryCgroupOf, oomCounterFile, oomKillCount, readOomKills, watchOom } from "../../../src/linux/oom.ts";
@@ -108,7 +108,7 @@ describe("watchOom: the count at create is the baseline", () => {
   });
 });
 
-describe("live notification (v2: inotify on memory.events), polled by the exit watcher's thread", () => {
+describe("live notification (v2: inotify on memory.events), polled with the exit watcher's pidfds", () => {
   test("a kill is told as it is counted, and answered once (the exit then finds nothing new)", async () => {
     const l = layout(fixture("proc-cgroup-v2.txt"), fixture("memory.events-clean.txt"));
     const watcher = new ExitWatcher({ reapIntervalMs: 0 });
@@ -135,6 +135,20 @@ describe("live notification (v2: inotify on memory.events), polled by the exit w
       watch.close();
       watch.close(); // idempotent
       await watcher.close();
+    }
+  });
+
+  test("a second close never closes an fd opened since under the same number", async () => {
+    const l = layout(fixture("proc-cgroup-v2.txt"), fixture("memory.events-clean.txt"));
+    const watch = (await watchOom(42, { root: l.cgroupRoot, proc: l.proc, live: { watchReadable: () => () => {}, onKill: () => {} } }))!;
+    watch.close();
+    // The lowest free number is the one just closed: this open takes it.
+    const fd = openSync(l.file, "r");
+    try {
+      watch.close();
+      expect(fstatSync(fd).isFile()).toBe(true);
+    } finally {
+      closeSync(fd);
     }
   });
 });
