@@ -66,7 +66,7 @@ export class EntrypointError extends Error {
   override name = "EntrypointError";
 }
 
-const CACHE_MOUNT = "/.bunwasi-cache";
+export const CACHE_MOUNT = "/.bunwasi-cache";
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** Split "module.wasm#func" (a "#" in the last path component only). */

@@ -9,12 +9,9 @@
 
 import { dirname } from "node:path";
 import type { Engine } from "../engines/engine.ts";
-import { EntrypointError, inspectEntrypoint, rootfsOf, wasmSpec } from "./bundle.ts";
+import { CACHE_MOUNT, EntrypointError, inspectEntrypoint, rootfsOf, wasmSpec } from "./bundle.ts";
 import { type ExecutorDir, ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
 import { readSpec, type SpecProcess } from "./spec.ts";
-
-/** Where the derived bundle mounts the compile cache (see bundle.ts). */
-const CACHE_MOUNT = "/.bunwasi-cache";
 
 export interface ExecProcessOptions {
   /** containerd's bundle of the container. */
