@@ -4,6 +4,7 @@
 
 import { existsSync, statSync } from "node:fs";
 import { isAbsolute, join, normalize } from "node:path";
+import { VALID_ID } from "../common/identifiers.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import type {
   CreateSandboxRequest,
@@ -14,9 +15,6 @@ import type {
 } from "./gen/bunwasi/manager/v1/manager.ts";
 import type { DaemonShared } from "./host.ts";
 import { Sandbox } from "./sandbox.ts";
-
-/** containerd's identifier rule (pkg/identifiers), as the Task service applies it: no "/" or "..". */
-const VALID_ID = /^(?=.{1,76}$)[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
 
 export interface ManagerOptions {
   shared: DaemonShared;

@@ -8,6 +8,7 @@
 // task's state, and what it makes of it, is src/task/state.ts's to say.
 
 import { SHIM_VERSION } from "../common/constants.ts";
+import { VALID_ID } from "../common/identifiers.ts";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import { type CallContext, Code, TtrpcError } from "../ttrpc/index.ts";
 import { Container } from "./container.ts";
@@ -71,9 +72,6 @@ export interface TaskServiceOptions {
   /** Called when Shutdown finds nothing left to serve, or is told to stop now. */
   onShutdown(): void;
 }
-
-/** containerd's identifier rule (pkg/identifiers): alphanumerics joined by . _ -, at most 76. */
-const VALID_ID = /^(?=.{1,76}$)[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
 
 /** The OCI process of an Exec (JSON in an Any); INVALID_ARGUMENT when it is not one. */
 function parseProcess(req: ExecProcessRequest): OciProcess {
