@@ -11,6 +11,14 @@ import { configFlags, findLibwasmtime, LIB_NAME, libwasmtimeVersion, OPT_LEVEL, 
 
 const NAME = "wasmtime";
 
+// The library does not change under a running process: look it up and read its version once,
+// not on every Create's cache key (several stats and a file read each time).
+let version: string | undefined;
+function libraryVersion(): string {
+  version ??= libwasmtimeVersion(findLibwasmtime());
+  return version;
+}
+
 export const wasmtime: Engine = {
   name: NAME,
 
@@ -19,7 +27,7 @@ export const wasmtime: Engine = {
   canHandle: (ep) => isWasmBinary(ep.head) || isWat(ep.head) || isWatComponent(ep.head),
 
   compiler: {
-    cacheKey: (source) => CompileCache.key(source, NAME, libwasmtimeVersion(findLibwasmtime()), configFlags(OPT_LEVEL)),
+    cacheKey: (source) => CompileCache.key(source, NAME, libraryVersion(), configFlags(OPT_LEVEL)),
     compile: async (source) => (await import("./background-compile.ts")).compileInBackground(source),
   },
 
