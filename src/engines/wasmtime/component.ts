@@ -74,10 +74,13 @@ function loadComponent(lib: WasmtimeLib, engine: Pointer, req: RunRequest, stats
 }
 
 /** Run the component of `req` to completion on this thread. */
-export function runComponent(req: RunRequest, post: (m: WorkerMessage) => void): { code: number; message?: string; stats: RunStats } {
+export function runComponent(
+  req: RunRequest,
+  post: (m: WorkerMessage) => void,
+  kill: Int32Array = new Int32Array(req.kill),
+): { code: number; message?: string; stats: RunStats } {
   const { lib } = wasmtime(req.libPath);
   const engine = req.enginePtr as Pointer;
-  const kill = new Int32Array(req.kill);
   const stats: RunStats = { instantiateMs: 0, runMs: 0 };
   const keep: unknown[] = [];
   const component = loadComponent(lib, engine, req, stats, post);
