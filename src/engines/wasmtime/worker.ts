@@ -30,6 +30,11 @@ export interface RunEnv {
   /** Sleeps `ns` unless killed first; true if killed. */
   sleep: (ns: bigint) => boolean;
   post: (m: WorkerMessage) => void;
+  /**
+   * Called once, when the module first waits (its first poll_oneoff; a component: before its
+   * entry). The executor collects garbage there: the thread is inside wasm from then on.
+   */
+  firstWait?: () => void;
 }
 
 function compile(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Array, kind: "wasm" | "wat"): Pointer {
@@ -226,6 +231,7 @@ function defineProcExit(lib: WasmtimeLib, linker: Pointer, onExit: (status: numb
  */
 function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Pointer, env: RunEnv, keep: unknown[]): JSCallback {
   const { kill, sleep } = env;
+  let firstWait = env.firstWait;
   const trapOut = new BigUint64Array(1);
   const params: ValType[] = ["i32", "i32", "i32", "i32"];
   let helperPoll: Buffer | null = null;
@@ -263,6 +269,11 @@ function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Poin
   };
   return defineFunc(lib, linker, "wasi_snapshot_preview1", "poll_oneoff", params, ["i32"], (caller, args, out) => {
     try {
+      if (firstWait) {
+        const f = firstWait;
+        firstWait = undefined;
+        f();
+      }
       const view = new DataView(toArrayBuffer(args, 0, params.length * LAYOUT.val.size));
       const [inPtr, outPtr, n, neventsPtr] = params.map((_, i) => view.getUint32(i * LAYOUT.val.size + LAYOUT.val.of, true)) as [
         number,
@@ -444,7 +455,7 @@ export async function runRequest(req: RunRequest, env: RunEnv): Promise<{ code: 
   let result: { code: number; message?: string; stats: RunStats };
   try {
     // Host functions are core-module imports: a component links WASI preview 2 only.
-    result = req.component ? runComponent(req, env.post, env.kill) : run(req, await importHosts(req.hostModules), env);
+    result = req.component ? runComponent(req, env.post, env.kill, env.firstWait) : run(req, await importHosts(req.hostModules), env);
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     result = { code: EXIT_ENGINE_ERROR, message, stats: { instantiateMs: 0, runMs: 0 } };
