@@ -23,6 +23,7 @@
 import { join } from "node:path";
 import { EXIT_ENGINE_ERROR, KILL_GRACE_MS } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
+import { ADDED_VM_ENV } from "../common/vm-env.ts";
 import type { Engine, RunContext, RunResult, ThreadKill } from "./engine.ts";
 import { installKillSignals, KILL_LIB_NAME, killLibFile } from "./kill-signals.ts";
 
@@ -103,11 +104,12 @@ export function parseExecutorArgs(argv: string[]): ExecutorOptions {
   return o as ExecutorOptions;
 }
 
-/** Environment for the module: ours minus bunwasi's own BUNWASI_* knobs. */
+/** Environment for the module: ours minus bunwasi's own BUNWASI_* knobs and the VM options the shim added (src/common/vm-env.ts). */
 function moduleEnv(): Record<string, string> {
+  const added = new Set((process.env[ADDED_VM_ENV] ?? "").split(","));
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !k.startsWith("BUNWASI_")) env[k] = v;
+    if (v !== undefined && !k.startsWith("BUNWASI_") && !added.has(k)) env[k] = v;
   }
   return env;
 }
