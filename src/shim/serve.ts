@@ -27,6 +27,7 @@ import { socketPath } from "./address.ts";
 import { LISTEN_FD_ENV, type ShimFlags } from "./flags.ts";
 import { openLog } from "./log.ts";
 import { containerStateDir, runtimeRoot, type ShimPaths, shimPaths } from "./paths.ts";
+import { runtimeFor } from "./runtime.ts";
 
 /** A namespace's host values, plus what the server tidies when it exits. */
 export interface ServedNamespace extends NamespaceHost {
@@ -126,9 +127,8 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
       const publisher = new Publisher(w.ttrpcAddress, ns, (m) => log(m, "warning"));
       const served: ServedNamespace = {
         runtime: new Runc({ binary: w.runtimeBinary, root }),
-        // containerd's runtime options, as runc-v2 applies them: Root gets the namespace appended.
-        runtimeWith: (o) =>
-          new Runc({ binary: o.binaryName || w.runtimeBinary, root: o.root ? join(o.root, ns) : root, systemdCgroup: o.systemdCgroup }),
+        // containerd's runtime options, as runc-v2 applies them (src/shim/runtime.ts).
+        runtimeWith: (o) => runtimeFor(ns, { binary: w.runtimeBinary, root }, o),
         stateDir,
         events: publisher,
         publisher,
