@@ -149,8 +149,12 @@ export class Container {
           join(workDir, "runtime.log"),
           console?.path,
         );
-        // Both run at once: the runtime in its process, compiling on a thread of ours.
-        const [pid] = await Promise.all([created, prepared.warm?.()]);
+        // Both run at once: the runtime in its process, compiling on a thread of ours. A
+        // failed create still waits for the compile and its cache write (warm never fails):
+        // answered at once, containerd's Shutdown could end the server in the middle of that
+        // write and leave its tmp file in the cache.
+        const warming = prepared.warm?.();
+        const pid = await created.finally(() => warming);
         c.pid = pid;
         c.runtimeInitExe = await exeOf(pid);
         // The init is in the container's cgroup from create on: its baseline count now.

@@ -570,6 +570,29 @@ describe("cleanup failures are said, not swallowed", () => {
     expect(e.message).toBe("create: runc create: exec format error");
     expect(s.host.runtime(NS).calls).toEqual(["create other", "create c1", "delete c1 force"]);
   });
+
+  test("a failed Create answers only once the compile cache's work for it is done (no write left running)", async () => {
+    const s = setup();
+    await s.service.create(createReq("other"), ctxFor(NS));
+    s.host.runtime(NS).failing.set("create", new Error("runc create: exec format error"));
+    const order: string[] = [];
+    let finish!: () => void;
+    s.host.warm = () =>
+      new Promise<void>((r) => {
+        finish = () => {
+          order.push("warm done");
+          r();
+        };
+      });
+    const created = refusal(s.service.create(createReq("c1"), ctxFor(NS))).then((e) => order.push(`answered: ${e.message}`));
+    await Bun.sleep(20);
+    // Without the wait, the answer (and then containerd's Shutdown, exiting the server) could
+    // come while the artifact is being written, leaving its tmp file in the cache.
+    expect(order).toEqual([]);
+    finish();
+    await created;
+    expect(order).toEqual(["warm done", "answered: create: runc create: exec format error"]);
+  });
 });
 
 describe("the service's own calls", () => {
