@@ -1,21 +1,29 @@
-// A shim server that dies (SIGKILL) under a running container, against the real containerd
-// (Debian's 1.6), real runc and the compiled shim: containerd then runs `shim delete`, which
-// must clean up as the server would have. The container here was created with runtime
-// options (ctr's --runtime-config-path: CRI's runtimeoptions.v1.Options with a TOML file)
-// naming another runc binary (a wrapper that logs its calls) and another state root, so the
-// default runtime would not find it. Needs root (CI is root).
+// What a dead server or a failed Create leaves behind: nothing. Against the real containerd
+// (Debian's 1.6), real runc and the compiled shim. Needs root (CI is root).
+//
+// - A server killed (SIGKILL) under a running container: containerd runs `shim delete`, which
+//   must clean up as the server would have. The container was created with runtime options
+//   (ctr's --runtime-config-path: CRI's runtimeoptions.v1.Options with a TOML file) naming
+//   another runc binary (a wrapper that logs its calls) and another state root, so the
+//   default runtime would not find it.
+// - A Create whose runtime fails after it made the container (a wrapper that runs the real
+//   create, then fails), while the module (new to the compile cache) compiles beside it: no
+//   runc container, mount, cgroup or state dir is left, and the cache holds the whole
+//   artifact and no tmp file.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { writeImageArchive } from "../../tools/image/index.ts";
 import { type Containerd, mountsUnder } from "../support/containerd.ts";
 import { ctrTasks, fileText, sleep } from "../support/ctr-tasks.ts";
-import { RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
 const RUNC = ["/usr/sbin/runc", "/usr/bin/runc"].find((p) => existsSync(p));
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && existsSync("/usr/bin/ctr") && RUNC !== undefined;
 test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
 
 const STATE_ROOT = process.env.BUNWASI_STATE_ROOT || "/run/bunwasi";
+const CACHE = join(process.env.BUNWASI_EXEC_ROOT || "/var/lib/bunwasi", "cache");
 const T = 60_000;
 
 /** Container cgroup directories of process `pid` (v1: one per hierarchy; v2: one), as absolute paths. */
@@ -32,12 +40,12 @@ function cgroupDirsOf(pid: number): string[] {
   return out.filter((d) => existsSync(join(d, "..")));
 }
 
-describe("shim server killed (ctr + containerd 1.6 + compiled shim)", () => {
+describe("nothing left behind (ctr + containerd 1.6 + compiled shim)", () => {
   let env: ShimEnv;
   let cd: Containerd;
   let ns: string;
-  let altRoot = "";
-  const ids: string[] = [];
+  /** Runtime roots of the tests' own, and the ids created under them. */
+  const roots: { root: string; id: string }[] = [];
 
   beforeAll(async () => {
     env = await shimEnv();
@@ -47,10 +55,8 @@ describe("shim server killed (ctr + containerd 1.6 + compiled shim)", () => {
 
   afterAll(async () => {
     // Whatever the test left under its own root (a failure): the harness knows only the default one.
-    for (const id of ids) {
-      if (RUNC && altRoot && existsSync(join(altRoot, ns, id))) {
-        Bun.spawnSync([RUNC, "--root", join(altRoot, ns), "delete", "--force", id]);
-      }
+    for (const { root, id } of roots) {
+      if (RUNC && existsSync(join(root, ns, id))) Bun.spawnSync([RUNC, "--root", join(root, ns), "delete", "--force", id]);
     }
     await env?.stop();
   }, T);
@@ -64,10 +70,10 @@ describe("shim server killed (ctr + containerd 1.6 + compiled shim)", () => {
     "a container created with runtime options (BinaryName, Root) is deleted by that runtime under that root",
     async () => {
       const id = "crash-opts";
-      ids.push(id);
       const dir = join(env.dir, "opts");
       mkdirSync(dir, { recursive: true });
-      altRoot = join(dir, "root");
+      const altRoot = join(dir, "root");
+      roots.push({ root: altRoot, id });
       const calls = join(dir, "runc-calls.log");
       const wrapper = join(dir, "logging-runc");
       writeFileSync(wrapper, `#!/bin/sh\necho "$*" >> ${calls}\nexec ${RUNC} "$@"\n`);
@@ -130,6 +136,59 @@ describe("shim server killed (ctr + containerd 1.6 + compiled shim)", () => {
       expect(existsSync(join(STATE_ROOT, "state", ns))).toBe(false);
       expect(existsSync(join(STATE_ROOT, "runc", ns))).toBe(false);
       expect(existsSync(bundle) ? readdirSync(bundle) : []).toEqual([]);
+    },
+    T,
+  );
+  test(
+    "a Create whose runtime fails after making the container leaves nothing, and the cache a whole artifact",
+    async () => {
+      const id = "failed-create";
+      const dir = join(env.dir, "failing");
+      mkdirSync(dir, { recursive: true });
+      const root = join(dir, "root");
+      roots.push({ root, id });
+      const calls = join(dir, "runc-calls.log");
+      const wrapper = join(dir, "failing-runc");
+      // The real create, then a failure: the runtime holds a container the shim must remove.
+      writeFileSync(
+        wrapper,
+        `#!/bin/sh\necho "$*" >> ${calls}\ncase " $* " in *" create "*) ${RUNC} "$@"; exit 1;; esac\nexec ${RUNC} "$@"\n`,
+      );
+      chmodSync(wrapper, 0o755);
+      const toml = join(dir, "options.toml");
+      writeFileSync(toml, `BinaryName = "${wrapper}"\nRoot = "${root}"\n`);
+      // A module no earlier run compiled: the demo app with a custom section holding a nonce.
+      const nonce = new TextEncoder().encode(`${process.pid}-${Date.now()}-${Math.random()}`);
+      const name = new TextEncoder().encode("bunwasi-nonce");
+      const payload = [name.length, ...name, ...nonce];
+      const module = new Uint8Array([...readFileSync(join(WASM, "wasi-demo-app.wasm")), 0, payload.length, ...payload]);
+      expect(payload.length).toBeLessThan(128); // one LEB128 byte
+      const digest = new Bun.CryptoHasher("sha256").update(module).digest("hex");
+      const image = "docker.io/library/bunwasi-nonce:latest";
+      const archive = join(dir, "nonce.tar");
+      writeImageArchive(archive, { name: image, files: [{ path: "/app.wasm", data: module }], config: { entrypoint: ["/app.wasm"] } });
+      await ctrOk(["images", "import", archive]);
+      const cached = () => (existsSync(CACHE) ? readdirSync(CACHE).filter((f) => f.startsWith(digest)) : []);
+      expect(cached()).toEqual([]);
+
+      const r = await cd.ctr(["run", "--runtime", RUNTIME, "--runtime-config-path", toml, image, id], { timeoutMs: 30_000 });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain("failing-runc create");
+      // The shim removed what the runtime made, through the same runtime and root.
+      expect(fileText(calls)).toContain(`--root ${join(root, ns)} delete --force ${id}`);
+      await cd.ctr(["container", "rm", id]);
+
+      expect(existsSync(join(root, ns, id))).toBe(false);
+      expect(mountsUnder(join(cd.state, "io.containerd.runtime.v2.task", ns, id))).toEqual([]);
+      expect(existsSync(join(STATE_ROOT, "state", ns, id))).toBe(false);
+      const cgroups = readdirSync("/sys/fs/cgroup").flatMap((c) => [join("/sys/fs/cgroup", c, ns, id), join("/sys/fs/cgroup", ns, id)]);
+      expect(cgroups.filter((d) => existsSync(d))).toEqual([]);
+      // The compile beside the failed create finished before the answer: its artifact is
+      // whole (a .cwasm, no tmp file), though the server was told to stop right after.
+      const left = cached();
+      expect(left.length).toBe(1);
+      expect(left[0]).toEndWith(".cwasm");
+      for (const f of left) rmSync(join(CACHE, f), { force: true });
     },
     T,
   );
