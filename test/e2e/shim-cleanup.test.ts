@@ -181,6 +181,12 @@ describe("nothing left behind (ctr + containerd 1.6 + compiled shim)", () => {
       expect(existsSync(join(root, ns, id))).toBe(false);
       expect(mountsUnder(join(cd.state, "io.containerd.runtime.v2.task", ns, id))).toEqual([]);
       expect(existsSync(join(STATE_ROOT, "state", ns, id))).toBe(false);
+      // The namespace's folders of ours go with the server, which containerd stops after the
+      // failure (bounded wait: its exit is asynchronous).
+      const nsDirs = [join(STATE_ROOT, "state", ns), join(STATE_ROOT, "runc", ns)];
+      const gone = Date.now() + 10_000;
+      while (nsDirs.some((d) => existsSync(d)) && Date.now() < gone) await sleep(50);
+      expect(nsDirs.filter((d) => existsSync(d))).toEqual([]);
       const cgroups = readdirSync("/sys/fs/cgroup").flatMap((c) => [join("/sys/fs/cgroup", c, ns, id), join("/sys/fs/cgroup", ns, id)]);
       expect(cgroups.filter((d) => existsSync(d))).toEqual([]);
       // The compile beside the failed create finished before the answer: its artifact is
