@@ -153,13 +153,16 @@ export class WasmtimeEngine {
       let done = false;
       let graceTimer: ReturnType<typeof setTimeout> | undefined;
       let stats: RunStats = { instantiateMs: 0, runMs: 0, cacheHit };
+      let cacheWrite: Promise<void> | undefined;
       const finish = (code: number) => {
         if (done) return;
         done = true;
         if (graceTimer) clearTimeout(graceTimer);
         ctx.signal?.removeEventListener("abort", onAbort);
         worker.terminate();
-        resolve({ code, stats: { ...stats } });
+        const result = { code, stats: { ...stats } };
+        if (cacheWrite) void cacheWrite.then(() => resolve(result));
+        else resolve(result);
       };
       const onAbort = () => {
         const sig = signalNumber(ctx.signal?.reason);
@@ -178,7 +181,9 @@ export class WasmtimeEngine {
         if (m.type === "thread") {
           tid = m.tid;
         } else if (m.type === "serialized") {
-          this.cachePut(cacheKey, m.bytes);
+          // Best effort, and written asynchronously (a daemon serves other pods meanwhile);
+          // the run's answer waits for it, since an executor exits once it has that answer.
+          cacheWrite = this.cachePut(cacheKey, m.bytes);
         } else if (m.type === "exit") {
           stats = { ...m.stats, cacheHit };
           finish(m.code);
@@ -221,11 +226,12 @@ export class WasmtimeEngine {
     const increment = (this.lib.wasmtime_engine_increment_epoch as unknown as { ptr: number }).ptr;
     kill.setInterrupt(increment, this.enginePointer);
     let gcMs: number | undefined;
+    let cacheWrite: Promise<void> | undefined;
     const result = await runRequest(req, {
       kill: kill.word,
       sleep: (ns) => kill.sleep(ns),
       post: (m) => {
-        if (m.type === "serialized") this.cachePut(cacheKey, m.bytes);
+        if (m.type === "serialized") cacheWrite = this.cachePut(cacheKey, m.bytes);
       },
       // This thread stays inside wasm until the module ends, so no collection runs on its
       // own: collect start-up's garbage once the module first waits (about 1 MiB of an idle
@@ -237,16 +243,15 @@ export class WasmtimeEngine {
         gcMs = performance.now() - t;
       },
     });
+    // The executor exits once it has the answer: the cache write first.
+    await cacheWrite;
     return { code: result.code, stats: { ...result.stats, cacheHit, ...(gcMs === undefined ? {} : { gcMs }) } };
   }
 
-  private cachePut(cacheKey: string | undefined, bytes: Uint8Array): void {
-    if (!cacheKey || !this.cache) return;
-    try {
-      this.cache.put(cacheKey, bytes);
-    } catch {
-      // cache is best effort
-    }
+  /** Best effort: a write that fails is a miss next time. */
+  private cachePut(cacheKey: string | undefined, bytes: Uint8Array): Promise<void> | undefined {
+    if (!cacheKey || !this.cache) return undefined;
+    return this.cache.put(cacheKey, bytes).catch(() => {});
   }
 
   /** The run request for `ctx` (a cache hit by path where there is one), or the result of a source that is no module. */
@@ -284,7 +289,8 @@ export class WasmtimeEngine {
         // heaps, whose allocator kept the pages (1.7 MiB of an idle executor, measured).
         // (Modules only: a component's artifact is read and deserialized from memory, ./component.ts.)
         serializedPath = component ? undefined : this.cache.hitPath(cacheKey);
-        const hit = serializedPath ? undefined : this.cache.get(cacheKey);
+        // One lookup: a module's miss is already known here (a component reads the bytes).
+        const hit = component ? this.cache.get(cacheKey) : undefined;
         if (serializedPath) {
           kind = "serialized";
           module = new Uint8Array(0);
