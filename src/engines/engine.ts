@@ -73,6 +73,8 @@ export interface LoadOptions {
   cacheDir?: string;
   /** After a kill, how long a module blocked in a host call may take before run() resolves anyway. */
   killGraceMs?: number;
+  /** The caller will run on its own thread (Runner.runHere): start no thread ahead of time. */
+  thisThread?: boolean;
 }
 
 export interface RunContext {
@@ -112,6 +114,16 @@ export interface RunContext {
   onControl?: (control: RunControl) => void;
 }
 
+/** How native signal handlers kill a run on the calling thread (Runner.runHere). */
+export interface ThreadKill {
+  /** [0]: the kill signal once one came (0 before), written by the handler; read it with Atomics.load. */
+  readonly word: Int32Array;
+  /** Sleeps `ns` unless a kill comes first; true if killed. */
+  sleep(ns: bigint): boolean;
+  /** Native `void fn(void *arg)` a kill calls to interrupt running code; it must be async-signal-safe. */
+  setInterrupt(fn: number, arg: number): void;
+}
+
 /** Pause and resume one run (RunContext.onControl). */
 export interface RunControl {
   pause(): void;
@@ -133,6 +145,13 @@ export interface RunResult {
  */
 export interface Runner {
   run(ctx: RunContext): Promise<RunResult>;
+  /**
+   * Runs on the calling thread, which stays inside the engine until the module ends: no
+   * second thread, no second JS VM. For a process with nothing else to do (the executor).
+   * No JavaScript runs meanwhile, so kills come through `kill` (native signal handlers,
+   * ./kill-signals.ts), not `ctx.signal`. Absent from engines that cannot.
+   */
+  runHere?(ctx: Omit<RunContext, "signal" | "onControl">, kill: ThreadKill): Promise<RunResult>;
   /** Free the engine; only once no run is in flight. */
   close(): void;
 }

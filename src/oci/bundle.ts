@@ -17,6 +17,7 @@
 import { constants } from "node:fs";
 import { access, lstat, mkdir, open, readlink, rename, stat, writeFile } from "node:fs/promises";
 import { isAbsolute, join, posix, resolve } from "node:path";
+import { withSmallVmEntries } from "../common/vm-env.ts";
 import type { Engine, Entrypoint } from "../engines/engine.ts";
 import { EXECUTOR_MOUNT, type ExecutorDir, ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
 import { envValue, readSpec, type Spec, SpecError, type SpecMount } from "./spec.ts";
@@ -277,6 +278,8 @@ export function wasmSpec(
   flags.push(...(opts.executorFlags ?? []));
   out.process = {
     ...spec.process,
+    // JSC options for the executor's VM (the executor hides them from the module).
+    env: withSmallVmEntries(spec.process.env ?? []),
     args: [
       `${d}/${LOADER_NAME}`,
       "--library-path",

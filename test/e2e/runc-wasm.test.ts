@@ -135,7 +135,7 @@ describe("runc + bunwasi executor", () => {
   test("busy loop killed by `runc kill TERM` exits 143 within 1 s", async () => {
     const b = makeBundle(["/busy.wasm"], [[wasm("busy"), "/busy.wasm"]]);
     const id = newId();
-    const p = Bun.spawn([runc as string, "--root", runcRoot, "run", "--bundle", (await prep(b, id)).runtimeBundle, id], {
+    const p = Bun.spawn([runc as string, "--root", runcRoot, "run", "--bundle", (await prep(b, id, ["--stats"])).runtimeBundle, id], {
       stdin: "ignore",
       stdout: "pipe",
       stderr: "pipe",
@@ -155,6 +155,11 @@ describe("runc + bunwasi executor", () => {
     console.log(`busy.wasm: SIGTERM → exit in ${ms.toFixed(0)} ms`);
     expect(code).toBe(143);
     expect(ms).toBeLessThan(1000);
+    // As PID 1 of the container, the module ran on the executor's main thread and the C
+    // handler's epoch bump trapped it (the stats line comes only after the run returned).
+    const err = await new Response(p.stderr).text();
+    expect(err).toContain("bunwasi-executor: code=143 ");
+    expect(err).toContain("thread=main");
   });
 
   test("trap exits 134 with the message on stderr", async () => {
@@ -237,6 +242,9 @@ describe("runc + bunwasi executor", () => {
     const r = await runcRun(p.runtimeBundle, id);
     expect(r.out).toBe("cached\nexiting\n");
     expect(r.err).toContain('"cacheHit":true');
+    // The C signal handlers came from the executor directory: no Worker.
+    expect(exec.files).toContain("libbunwasi-kill.so");
+    expect(r.err).toContain("thread=main");
     console.log(`cached run: ${r.ms.toFixed(0)} ms`);
   });
 

@@ -21,6 +21,7 @@ import {
   type RunResult,
   type StdioSpec,
   signalNumber,
+  type ThreadKill,
 } from "../engine.ts";
 import { compileComponent, serializeComponent } from "./component.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
@@ -141,87 +142,12 @@ export class WasmtimeEngine {
     return r.code;
   }
 
-  /** Run to completion; resolves with the exit code and this run's timings. */
+  /** Run to completion on a Worker; resolves with the exit code and this run's timings. */
   async execute(ctx: RunContext & Precompiled): Promise<RunResult & { stats: RunStats }> {
-    const source = ctx.module ?? (ctx.modulePath ? new Uint8Array(await readFile(ctx.modulePath)) : undefined);
-    if (!source) throw new Error("RunContext needs module or modulePath");
-
-    // What to send: precompiled bytes (trusted caller only), a cache hit, or source.
-    let kind: ModuleKind;
-    let module = source;
-    let fallback: RunRequest["fallback"];
-    let cacheKey: string | undefined;
-    let cacheHit = false;
-    // Precompiled bytes say nothing about what they hold; the caller does.
-    let component = !!ctx.precompiledComponent;
-    let serializedPath: string | undefined;
-    let fallbackPath: RunRequest["fallbackPath"];
-    if (ctx.precompiled) {
-      kind = "serialized";
-    } else {
-      const src = sourceKind(source);
-      if (!src) {
-        writeErr(ctx.stderr, "bunwasi: not a wasm module or component (no \\0asm magic, not WAT)\n");
-        return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
-      }
-      const srcKind = src.kind;
-      component = src.component;
-      kind = srcKind;
-      if (this.cache) {
-        cacheKey = CompileCache.key(source, this.name, this.version, this.configFlags);
-        // A hit goes to the run thread by path (deserialize_file maps it): read into memory, the
-        // artifact and the source sent along for a fallback were copied into both threads'
-        // heaps, whose allocator kept the pages (1.7 MiB of an idle executor, measured).
-        // (Modules only: a component's artifact is read and deserialized from memory, ./component.ts.)
-        serializedPath = component ? undefined : this.cache.hitPath(cacheKey);
-        // One lookup: a module's miss is already known here (a component reads the bytes).
-        const hit = component ? this.cache.get(cacheKey) : undefined;
-        if (serializedPath) {
-          kind = "serialized";
-          module = new Uint8Array(0);
-          if (ctx.modulePath && !ctx.module) fallbackPath = { path: ctx.modulePath, kind: srcKind };
-          else fallback = { module: source, kind: srcKind };
-          cacheHit = true;
-        } else if (hit) {
-          kind = "serialized";
-          module = hit;
-          fallback = { module: source, kind: srcKind };
-          cacheHit = true;
-        }
-      }
-    }
-
-    // [0] = the signal once killed, [1] = 1 while paused (see ./store.ts).
-    const killBuf = new SharedArrayBuffer(8);
-    const kill = new Int32Array(killBuf);
-    const req: RunRequest = {
-      libPath: this.libPath,
-      enginePtr: this.enginePointer,
-      module,
-      kind,
-      component,
-      fallback,
-      serializedPath,
-      fallbackPath,
-      wantSerialized: !!cacheKey,
-      // Only a caller that controls the run (shared mode's Stats) needs the thread id: it
-      // costs a dlopen on the run thread, which an executor start should not pay.
-      wantThreadId: !!ctx.onControl,
-      args: ctx.args,
-      env: envPairs(ctx.env),
-      rootDir: ctx.rootDir,
-      rootReadOnly: !!ctx.rootReadOnly,
-      preopens: (ctx.preopens ?? []).map((p) => [p.hostPath, p.guestPath, !!p.readOnly] as [string, string, boolean]),
-      stdin: stdioPath(ctx.stdin, 0),
-      stdout: stdioPath(ctx.stdout, 1),
-      stderr: stdioPath(ctx.stderr, 2),
-      stderrFd: ctx.stderr?.kind === "fd" ? ctx.stderr.fd : undefined,
-      entry: ctx.entry ?? "_start",
-      memoryLimitBytes: ctx.memoryLimitBytes,
-      hostModules: this.hostModules,
-      kill: killBuf,
-    };
-
+    const prepared = await this.request(ctx);
+    if ("early" in prepared) return prepared.early;
+    const { req, cacheKey, cacheHit } = prepared;
+    const kill = new Int32Array(req.kill);
     const worker = takeWorker();
     return await new Promise<RunResult & { stats: RunStats }>((resolve) => {
       let done = false;
@@ -257,7 +183,7 @@ export class WasmtimeEngine {
         } else if (m.type === "serialized") {
           // Best effort, and written asynchronously (a daemon serves other pods meanwhile);
           // the run's answer waits for it, since an executor exits once it has that answer.
-          if (cacheKey && this.cache) cacheWrite = this.cache.put(cacheKey, m.bytes).catch(() => {});
+          cacheWrite = this.cachePut(cacheKey, m.bytes);
         } else if (m.type === "exit") {
           stats = { ...m.stats, cacheHit };
           finish(m.code);
@@ -284,6 +210,132 @@ export class WasmtimeEngine {
       else ctx.signal?.addEventListener("abort", onAbort, { once: true });
       worker.postMessage(req);
     });
+  }
+
+  /**
+   * Run to completion on this thread (Runner.runHere): no Worker, so no second JS VM. The
+   * thread is inside wasm until the module ends; `kill` (C signal handlers) records the
+   * signal and bumps this engine's epoch, which the run's checks read as with a Worker.
+   */
+  async executeHere(ctx: RunContext & Precompiled, kill: ThreadKill): Promise<RunResult & { stats: RunStats }> {
+    const prepared = await this.request(ctx);
+    if ("early" in prepared) return prepared.early;
+    const { req, cacheKey, cacheHit } = prepared;
+    const { runRequest } = await import("./worker.ts");
+    // From here on a kill interrupts running wasm (an atomic add on the engine).
+    const increment = (this.lib.wasmtime_engine_increment_epoch as unknown as { ptr: number }).ptr;
+    kill.setInterrupt(increment, this.enginePointer);
+    let gcMs: number | undefined;
+    let cacheWrite: Promise<void> | undefined;
+    const result = await runRequest(req, {
+      kill: kill.word,
+      sleep: (ns) => kill.sleep(ns),
+      post: (m) => {
+        if (m.type === "serialized") cacheWrite = this.cachePut(cacheKey, m.bytes);
+      },
+      // This thread stays inside wasm until the module ends, so no collection runs on its
+      // own: collect start-up's garbage once the module first waits (about 1 MiB of an idle
+      // executor, measured). Not before its entry: a short run would pay for it in latency.
+      firstWait: () => {
+        const t = performance.now();
+        Bun.gc(true);
+        Bun.shrink();
+        gcMs = performance.now() - t;
+      },
+    });
+    // The executor exits once it has the answer: the cache write first.
+    await cacheWrite;
+    return { code: result.code, stats: { ...result.stats, cacheHit, ...(gcMs === undefined ? {} : { gcMs }) } };
+  }
+
+  /** Best effort: a write that fails is a miss next time. */
+  private cachePut(cacheKey: string | undefined, bytes: Uint8Array): Promise<void> | undefined {
+    if (!cacheKey || !this.cache) return undefined;
+    return this.cache.put(cacheKey, bytes).catch(() => {});
+  }
+
+  /** The run request for `ctx` (a cache hit by path where there is one), or the result of a source that is no module. */
+  private async request(
+    ctx: RunContext & Precompiled,
+  ): Promise<{ req: RunRequest; cacheKey?: string; cacheHit: boolean } | { early: RunResult & { stats: RunStats } }> {
+    const source = ctx.module ?? (ctx.modulePath ? new Uint8Array(await readFile(ctx.modulePath)) : undefined);
+    if (!source) throw new Error("RunContext needs module or modulePath");
+
+    // What to send: precompiled bytes (trusted caller only), a cache hit, or source.
+    let kind: ModuleKind;
+    let module = source;
+    let fallback: RunRequest["fallback"];
+    let cacheKey: string | undefined;
+    let cacheHit = false;
+    // Precompiled bytes say nothing about what they hold; the caller does.
+    let component = !!ctx.precompiledComponent;
+    let serializedPath: string | undefined;
+    let fallbackPath: RunRequest["fallbackPath"];
+    if (ctx.precompiled) {
+      kind = "serialized";
+    } else {
+      const src = sourceKind(source);
+      if (!src) {
+        writeErr(ctx.stderr, "bunwasi: not a wasm module or component (no \\0asm magic, not WAT)\n");
+        return { early: { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } } };
+      }
+      const srcKind = src.kind;
+      component = src.component;
+      kind = srcKind;
+      if (this.cache) {
+        cacheKey = CompileCache.key(source, this.name, this.version, this.configFlags);
+        // A hit goes to the run thread by path (deserialize_file maps it): read into memory, the
+        // artifact and the source sent along for a fallback were copied into both threads'
+        // heaps, whose allocator kept the pages (1.7 MiB of an idle executor, measured).
+        // (Modules only: a component's artifact is read and deserialized from memory, ./component.ts.)
+        serializedPath = component ? undefined : this.cache.hitPath(cacheKey);
+        // One lookup: a module's miss is already known here (a component reads the bytes).
+        const hit = component ? this.cache.get(cacheKey) : undefined;
+        if (serializedPath) {
+          kind = "serialized";
+          module = new Uint8Array(0);
+          if (ctx.modulePath && !ctx.module) fallbackPath = { path: ctx.modulePath, kind: srcKind };
+          else fallback = { module: source, kind: srcKind };
+          cacheHit = true;
+        } else if (hit) {
+          kind = "serialized";
+          module = hit;
+          fallback = { module: source, kind: srcKind };
+          cacheHit = true;
+        }
+      }
+    }
+
+    // [0] = the signal once killed, [1] = 1 while paused (see ./store.ts).
+    const killBuf = new SharedArrayBuffer(8);
+    const req: RunRequest = {
+      libPath: this.libPath,
+      enginePtr: this.enginePointer,
+      module,
+      kind,
+      component,
+      fallback,
+      serializedPath,
+      fallbackPath,
+      wantSerialized: !!cacheKey,
+      // Only a caller that controls the run (shared mode's Stats) needs the thread id: it
+      // costs a dlopen on the run thread, which an executor start should not pay.
+      wantThreadId: !!ctx.onControl,
+      args: ctx.args,
+      env: envPairs(ctx.env),
+      rootDir: ctx.rootDir,
+      rootReadOnly: !!ctx.rootReadOnly,
+      preopens: (ctx.preopens ?? []).map((p) => [p.hostPath, p.guestPath, !!p.readOnly] as [string, string, boolean]),
+      stdin: stdioPath(ctx.stdin, 0),
+      stdout: stdioPath(ctx.stdout, 1),
+      stderr: stdioPath(ctx.stderr, 2),
+      stderrFd: ctx.stderr?.kind === "fd" ? ctx.stderr.fd : undefined,
+      entry: ctx.entry ?? "_start",
+      memoryLimitBytes: ctx.memoryLimitBytes,
+      hostModules: this.hostModules,
+      kill: killBuf,
+    };
+    return { req, cacheKey, cacheHit };
   }
 
   /** Free the engine. Only once no run is in flight. */

@@ -7,6 +7,7 @@ import { dirname, join } from "node:path";
 import { CompileCache } from "../cache.ts";
 import { type Engine, type ExecutorFile, isWasmBinary, isWat, isWatComponent, type Runner } from "../engine.ts";
 import type { HostLoadOptions } from "../host.ts";
+import { killLibFile } from "../kill-signals.ts";
 import { configFlags, findLibwasmtime, LIB_NAME, libwasmtimeVersion, OPT_LEVEL, VERSION_FILE } from "./library.ts";
 
 const NAME = "wasmtime";
@@ -31,19 +32,22 @@ export const wasmtime: Engine = {
     compile: async (source) => (await import("./background-compile.ts")).compileInBackground(source),
   },
 
-  // The library (and its version file, part of the cache key) beside the executor.
+  // The library (and its version file, part of the cache key) beside the executor, and the
+  // C signal handlers that let the executor run the module on its main thread (runHere).
   executor: () => {
     const lib = findLibwasmtime();
     const files: ExecutorFile[] = [{ name: LIB_NAME, source: lib, sharedObject: true }];
     const version = join(dirname(lib), VERSION_FILE);
     if (existsSync(version)) files.push({ name: VERSION_FILE, source: version });
+    const kill = killLibFile();
+    if (kill) files.push(kill);
     return { files };
   },
 
   load: async (opts: HostLoadOptions = {}): Promise<Runner> => {
     const { prestartWorker, WasmtimeEngine } = await import("./engine.ts");
-    // The run thread starts while the library loads.
-    prestartWorker();
+    // The run thread starts while the library loads (unless the caller runs on its own).
+    if (!opts.thisThread) prestartWorker();
     const engine = new WasmtimeEngine({
       libPath: opts.dir ? join(opts.dir, LIB_NAME) : undefined,
       cacheDir: opts.cacheDir,
@@ -51,6 +55,6 @@ export const wasmtime: Engine = {
       optLevel: OPT_LEVEL,
       hostModules: opts.hostModules,
     });
-    return { run: (ctx) => engine.execute(ctx), close: () => engine.close() };
+    return { run: (ctx) => engine.execute(ctx), runHere: (ctx, kill) => engine.executeHere(ctx, kill), close: () => engine.close() };
   },
 };

@@ -48,6 +48,8 @@ export type RunStats = {
   instantiateMs: number;
   runMs: number;
   cacheHit?: boolean;
+  /** The collection before the entry call (a run on the calling thread). */
+  gcMs?: number;
 };
 
 export type WorkerMessage =
