@@ -16,7 +16,7 @@ import { SIGNALS } from "../common/signals.ts";
 import type { Engine, Runner } from "../engines/engine.ts";
 import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
 import { findRuntime } from "../linux/runc.ts";
-import { shimPaths } from "../shim/paths.ts";
+import { shimPaths } from "../runtime-v2/paths.ts";
 import { probeCgroupV2 } from "../task/stats.ts";
 import { requireSameUser, Server } from "../ttrpc/index.ts";
 import { countingCompiles } from "./compiles.ts";

@@ -250,8 +250,11 @@ export class InProcessRuntime {
   }
 
   /**
-   * No cgroup of its own: the CPU time of the thread that runs it (from
-   * /proc/self/task/<tid>/stat) and its task count; memory is not reported.
+   * No cgroup of its own, so the figures a cgroup would give are the module's own: the CPU
+   * time of the thread that runs it (from /proc/self/task/<tid>/stat), its task count, and
+   * its linear memory as the memory usage (anonymous memory: rss), the store's limit as the
+   * limit. In the cgroup's shape, so containerd and the kubelet read them unchanged (CRI's
+   * working set is usage minus inactive file pages: here, the linear memory).
    */
   async stats(id: string): Promise<RuncStats> {
     const inst = this.get(id);
@@ -261,6 +264,14 @@ export class InProcessRuntime {
     if (tid) {
       const cpu = await threadCpu(tid);
       if (cpu) out.cpu = { usage: { total: cpu.user + cpu.kernel, user: cpu.user, kernel: cpu.kernel } };
+    }
+    const bytes = live ? await inst.control?.memoryBytes?.() : undefined;
+    if (bytes !== undefined) {
+      out.memory = {
+        // Linear memory only grows while a module runs: the current size is also the peak.
+        usage: { usage: bytes, max: bytes, limit: inst.plan.memoryLimitBytes ?? 0 },
+        raw: { rss: bytes, total_rss: bytes, anon: bytes },
+      };
     }
     return out;
   }
@@ -384,7 +395,8 @@ export class HybridRuntime implements OciRuntime {
   }
 }
 
-function notInShared(id: string, what: string): TtrpcError {
+/** The error for what a wasm container in the daemon cannot do (Exec, a terminal, Update). */
+export function notInShared(id: string, what: string): TtrpcError {
   return new TtrpcError(
     Code.UNIMPLEMENTED,
     `${what} of wasm container ${id} is not supported in shared mode (it runs in the daemon, not in a process of its own)`,

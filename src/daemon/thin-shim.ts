@@ -8,9 +8,9 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { SHIM_VERSION } from "../common/constants.ts";
-import { groupId, writeAddressFile } from "../shim/address.ts";
-import { parseShimFlags, type ShimFlags } from "../shim/flags.ts";
-import { bootstrapParams, startReply } from "../shim/start.ts";
+import { groupId, writeAddressFile } from "../runtime-v2/address.ts";
+import { parseShimFlags, type ShimFlags } from "../runtime-v2/flags.ts";
+import { bootstrapParams, startReply } from "../runtime-v2/reply.ts";
 import { Client, type ServiceClient } from "../ttrpc/index.ts";
 import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
 import { daemonSocket } from "./paths.ts";
@@ -84,7 +84,7 @@ export async function thinStart(flags: ShimFlags, stdin: Uint8Array, env: Env = 
 export async function thinDelete(flags: ShimFlags, env: Env = process.env, warn = (m: string) => process.stderr.write(`${m}\n`)) {
   // Imported here, not at the top: `start` runs for every pod and needs neither.
   const [{ deleteTask }, { DeleteResponse }] = await Promise.all([
-    import("../shim/delete.ts"),
+    import("../runtime-v2/delete.ts"),
     import("../task/gen/containerd/runtime/task/v2/shim.ts"),
   ]);
   let answer: Uint8Array | undefined;
@@ -136,7 +136,7 @@ export async function thinShimMain(binaryName: string, runtime: string, argv: st
       return;
     case "info": {
       await stdin();
-      const { runtimeInfo } = await import("../shim/main.ts");
+      const { runtimeInfo } = await import("../runtime-v2/info.ts");
       process.stdout.write(await runtimeInfo(runtime));
       return;
     }

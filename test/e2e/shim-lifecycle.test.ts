@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, rmdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { socketAddress, socketPath } from "../../src/shim/address.ts";
+import { socketAddress, socketPath } from "../../src/runtime-v2/address.ts";
 import { type Containerd, mountsUnder } from "../support/containerd.ts";
 import { ctrTasks, sleep, waitFile } from "../support/ctr-tasks.ts";
 import { IMAGES, RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";

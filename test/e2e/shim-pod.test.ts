@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Spec } from "../../src/oci/spec.ts";
-import { socketPath } from "../../src/shim/address.ts";
+import { socketPath } from "../../src/runtime-v2/address.ts";
 import { TaskDefinition as TaskV2 } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { TaskDefinition as TaskV3 } from "../../src/task/gen/containerd/runtime/task/v3/shim.ts";
 import { Status } from "../../src/task/gen/containerd/types/task/task.ts";
