@@ -18,14 +18,14 @@
 // useful to an operator than a made-up number.
 
 import { closeSync, constants, openSync } from "node:fs";
-import { readFile, rm } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { RunControl, Runner } from "../engines/engine.ts";
 import type { RuncStats } from "../linux/runc.ts";
 import type { Exit, OciRuntime } from "../task/host.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
-import { mkfifo, StdinRelay } from "./stdin-relay.ts";
+import { makeStdinFifo, StdinRelay } from "./stdin-relay.ts";
 
 /** What a wasm container runs, decided at Create from containerd's bundle. */
 export interface InProcessPlan {
@@ -114,9 +114,10 @@ export class InProcessRuntime {
       throw e;
     }
     const fifo = join(workDir, "stdin");
+    let stdin: StdinRelay;
     try {
-      await rm(fifo, { force: true });
-      mkfifo(fifo);
+      await makeStdinFifo(fifo);
+      stdin = new StdinRelay(fds[0] as number, fifo);
     } catch (e) {
       for (const fd of fds) closeQuietly(fd);
       throw e;
@@ -126,7 +127,7 @@ export class InProcessRuntime {
     const inst: Instance = {
       plan,
       fds: fds as [number, number, number],
-      stdin: new StdinRelay(fds[0] as number, fifo),
+      stdin,
       abort: new AbortController(),
       running: false,
       exit,

@@ -29,14 +29,18 @@ export interface HostBase {
 }
 
 /** runc for namespace `ns`: its own --root, and another runc for a Create with runtime options. */
-export function runcFor(b: Pick<HostBase, "paths" | "runtimeBinary">, ns: string): { root: string; runtime: Runc; with: (o: RuntimeOptions) => Runc } {
+export function runcFor(
+  b: Pick<HostBase, "paths" | "runtimeBinary">,
+  ns: string,
+): { root: string; runtime: Runc; with: (o: RuntimeOptions) => Runc } {
   const root = runtimeRoot(ns, b.paths.stateRoot);
   return {
     root,
     runtime: new Runc({ binary: b.runtimeBinary, root }),
     // containerd's runtime options, as runc-v2 applies them: Root gets the namespace appended,
     // SystemdCgroup is `runc --systemd-cgroup`.
-    with: (o) => new Runc({ binary: o.binaryName || b.runtimeBinary, root: o.root ? join(o.root, ns) : root, systemdCgroup: o.systemdCgroup }),
+    with: (o) =>
+      new Runc({ binary: o.binaryName || b.runtimeBinary, root: o.root ? join(o.root, ns) : root, systemdCgroup: o.systemdCgroup }),
   };
 }
 

@@ -13,6 +13,10 @@ import { findRuntime } from "../linux/runc.ts";
 import { prepare } from "../oci/bundle.ts";
 import { ensureExecutorDir, pruneExecutorDirs } from "../oci/executor-dir.ts";
 import { precompile } from "../oci/precompile.ts";
+import { socketPath } from "../runtime-v2/address.ts";
+import { LISTEN_FD_ENV, type ShimFlags } from "../runtime-v2/flags.ts";
+import { commonHostCalls, runcFor } from "../runtime-v2/host-parts.ts";
+import { containerStateDir, type ShimPaths, shimPaths } from "../runtime-v2/paths.ts";
 import { Publisher } from "../task/events.ts";
 import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
 import { TaskDefinition as TaskV3 } from "../task/gen/containerd/runtime/task/v3/shim.ts";
@@ -20,11 +24,7 @@ import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
 import { probeCgroupV2 } from "../task/stats.ts";
 import { TaskService } from "../task/task-service.ts";
 import { requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";
-import { socketPath } from "../runtime-v2/address.ts";
-import { LISTEN_FD_ENV, type ShimFlags } from "../runtime-v2/flags.ts";
 import { openLog } from "./log.ts";
-import { commonHostCalls, runcFor } from "../runtime-v2/host-parts.ts";
-import { containerStateDir, type ShimPaths, shimPaths } from "../runtime-v2/paths.ts";
 
 /** A namespace's host values, plus what the server tidies when it exits. */
 export interface ServedNamespace extends NamespaceHost {

@@ -5,11 +5,11 @@
 import { existsSync, readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-// unix.ts alone, not the ttrpc index: `start` runs for every container and loads no RPC code.
-import { bindUnixSocket, closeFd } from "../ttrpc/unix.ts";
 import { ensureSocketDir, groupId, socketAddress, socketPath, writeAddressFile } from "../runtime-v2/address.ts";
 import { formatShimFlags, LISTEN_FD_ENV, type ShimFlags } from "../runtime-v2/flags.ts";
 import { type BootstrapParams, bootstrapParams, startReply } from "../runtime-v2/reply.ts";
+// unix.ts alone, not the ttrpc index: `start` runs for every container and loads no RPC code.
+import { bindUnixSocket, closeFd } from "../ttrpc/unix.ts";
 
 /**
  * Starts (or finds) the server and returns what to print on stdout for this containerd:

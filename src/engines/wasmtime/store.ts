@@ -44,7 +44,8 @@ export function openStore(lib: WasmtimeLib, engine: Pointer, req: RunRequest, ki
     deadlineCb = new JSCallback(
       (cx: Pointer, _data: Pointer, delta: Pointer, kind: Pointer) => {
         // Any epoch bump (a Stats request among them) refreshes the memory figure.
-        if (memory.extern) publishMemory(kill, Number(lib.wasmtime_memory_data_size(cx, (bunPtr(memory.extern) + LAYOUT.extern.of) as Pointer)));
+        if (memory.extern)
+          publishMemory(kill, Number(lib.wasmtime_memory_data_size(cx, (bunPtr(memory.extern) + LAYOUT.extern.of) as Pointer)));
         // Paused: this thread waits here, inside the module, until resumed or killed.
         Atomics.store(kill, BLOCKED, 1);
         while (Atomics.load(kill, 1) !== 0 && Atomics.load(kill, 0) === 0) Atomics.wait(kill, 1, 1);

@@ -429,7 +429,8 @@ async function importHosts(urls: string[]): Promise<HostFunctions[]> {
 function watchMemory(lib: WasmtimeLib, cx: Pointer, instance: Buffer, opened: RunStore, kill: Int32Array): void {
   const ext = Buffer.alloc(LAYOUT.extern.size);
   const name = Buffer.from("memory");
-  if (!lib.wasmtime_instance_export_get(cx, instance, name, name.length, ext) || ext[LAYOUT.extern.kind] !== LAYOUT.externKindMemory) return;
+  if (!lib.wasmtime_instance_export_get(cx, instance, name, name.length, ext) || ext[LAYOUT.extern.kind] !== LAYOUT.externKindMemory)
+    return;
   opened.memory.extern = ext;
   publishMemory(kill, Number(lib.wasmtime_memory_data_size(cx, (bunPtr(ext) + LAYOUT.extern.of) as Pointer)));
 }
