@@ -69,7 +69,8 @@ describe("sandboxHost", () => {
     const defaults = (plain as unknown as { runc: Runc }).runc;
     expect(defaults.root).toBe(join(dir, "run/runc/k8s.io"));
     // Options naming no binary or root keep the daemon's.
-    const partial = (ns.runtimeWith?.({ systemdCgroup: true }) as unknown as { runc: Runc }).runc;
+    if (!ns.runtimeWith) throw new Error("the sandbox host honours no runtime options");
+    const partial = (ns.runtimeWith({ systemdCgroup: true }) as unknown as { runc: Runc }).runc;
     expect(partial.root).toBe(join(dir, "run/runc/k8s.io"));
     expect((partial as unknown as { opts: { binary: string } }).opts.binary).toBe("/usr/bin/runc-default");
   });
