@@ -302,11 +302,20 @@ export class InProcessRuntime {
 /** Clock ticks per second as /proc reports times (USER_HZ: 100 on every Linux we run on). */
 const USER_HZ = 100;
 
-/** A thread of this process: user and kernel CPU time in nanoseconds, or undefined if it is gone. */
+/**
+ * A thread of this process: user and kernel CPU time in nanoseconds, or undefined if it is
+ * gone. The total is the scheduler's (schedstat: nanoseconds on a CPU), split by the ratio of
+ * stat's user and system ticks: ticks alone are 10 ms steps, and a module that has printed a
+ * line and gone to sleep has used less than one.
+ */
 export async function threadCpu(tid: number): Promise<{ user: number; kernel: number } | undefined> {
   let stat: string;
+  let sched: string;
   try {
-    stat = await readFile(`/proc/self/task/${tid}/stat`, "utf8");
+    [stat, sched] = await Promise.all([
+      readFile(`/proc/self/task/${tid}/stat`, "utf8"),
+      readFile(`/proc/self/task/${tid}/schedstat`, "utf8").catch(() => ""),
+    ]);
   } catch {
     return undefined;
   }
@@ -314,7 +323,12 @@ export async function threadCpu(tid: number): Promise<{ user: number; kernel: nu
   // utime 14, stime 15.
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const ns = (ticks: string | undefined) => Math.round((Number(ticks) * 1e9) / USER_HZ);
-  return { user: ns(f[11]), kernel: ns(f[12]) };
+  const user = ns(f[11]);
+  const kernel = ns(f[12]);
+  const total = Number(sched.split(" ")[0]);
+  if (!Number.isFinite(total) || total <= 0) return { user, kernel };
+  const u = user + kernel > 0 ? Math.round((total * user) / (user + kernel)) : total;
+  return { user: u, kernel: total - u };
 }
 
 function closeQuietly(fd: number): void {
