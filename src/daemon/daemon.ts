@@ -24,6 +24,7 @@ import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
 import type { DaemonShared } from "./host.ts";
 import { stderrLogger } from "./log.ts";
 import { Manager } from "./manager.ts";
+import { raiseNofile } from "./nofile.ts";
 import { DAEMON_SOCKET_ENV, defaultDaemonSocket, type SharedModeNames } from "./paths.ts";
 
 /**
@@ -93,6 +94,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     return;
   }
   const log = stderrLogger(args.debug, name);
+  raiseNofile(log);
   becomeSubreaper();
   const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   const paths = shimPaths(process.env);
