@@ -13,7 +13,7 @@
 // implemented by the shim yet: one test pins the errors crictl gets. Missing binaries fail, never skip.
 // (The sentence on Exec above predates it: exec works in normal mode and is tested below.)
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
@@ -188,7 +188,7 @@ for (const { name, binary, shared, handler: HANDLER } of CASES) {
     const podContainers: string[] = [];
 
     test(
-      "runp: a host-network pod with handler wasmtime is READY; its pause container runs under our shim",
+      `runp: a host-network pod with handler ${HANDLER} is READY; its pause container runs under our ${shared ? "daemon" : "shim"}`,
       async () => {
         pod = await cri.runPod("main");
         const status = JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", pod.id])).status;
@@ -503,7 +503,9 @@ for (const { name, binary, shared, handler: HANDLER } of CASES) {
     );
 
     test(
-      "exec into a running wasm container (sync and streaming, exit codes), and a tty container runs",
+      shared
+        ? "exec into a running wasm container (sync and streaming) and a tty container are refused with the reason (shared mode)"
+        : "exec into a running wasm container (sync and streaming, exit codes), and a tty container runs",
       async () => {
         const p = await cri.runPod("exec");
         const id = await cri.createContainer(p, { metadata: { name: "daemon" }, image: { image: CRI_IMAGES.demo }, log_path: "d.log" });
@@ -575,7 +577,7 @@ for (const { name, binary, shared, handler: HANDLER } of CASES) {
     );
 
     test(
-      "a native container the cgroup OOM-kills (32 MiB, a shell string doubling): reason OOMKilled, exit 137, under wasmtime as under runc",
+      `a native container the cgroup OOM-kills (32 MiB, a shell string doubling): reason OOMKilled, exit 137, under ${HANDLER} as under runc`,
       async () => {
         const oomKilled = async (handler: string) => {
           const p = await cri.runPod(`oom-${handler}`, { handler });
@@ -685,7 +687,9 @@ for (const { name, binary, shared, handler: HANDLER } of CASES) {
     );
 
     test(
-      "crictl update (UpdateContainerResources) changes a running wasm container's memory and CPU limits in its cgroup",
+      shared
+        ? "crictl update (UpdateContainerResources) of a running wasm container is refused with the reason (shared mode: no cgroup of its own)"
+        : "crictl update (UpdateContainerResources) changes a running wasm container's memory and CPU limits in its cgroup",
       async () => {
         const p = await cri.runPod("update");
         const id = await cri.createContainer(p, {
@@ -909,7 +913,10 @@ for (const { name, binary, shared, handler: HANDLER } of CASES) {
         const shims = shimsFor(cri, p.id);
         expect(shims.length).toBe(1);
         // 2.x's from beside its containerd (scripts/containerd-versions.sh), 1.6's from Debian.
-        expect(shims[0]![0]).toBe(cri.major >= 2 ? join(dirname(binary), "containerd-shim-runc-v2") : "/usr/bin/containerd-shim-runc-v2");
+        // (Real paths: build/containerd may be a symlink in a work tree.)
+        expect(realpathSync(shims[0]![0]!)).toBe(
+          realpathSync(cri.major >= 2 ? join(dirname(binary), "containerd-shim-runc-v2") : "/usr/bin/containerd-shim-runc-v2"),
+        );
         const id = await cri.createContainer(p, {
           metadata: { name: "native" },
           image: { image: CRI_IMAGES.busybox },

@@ -1,5 +1,6 @@
 // A private containerd with its CRI plugin on, driven with crictl the way the kubelet drives
-// it: the compiled shim on PATH as the runtime of the `wasmtime` handler, the test images and
+// it: the compiled shims on PATH as the runtime of our handler (`wasmtime` for normal mode, or
+// `wasmtimed` for shared mode, with the daemon's socket in containerd's environment), the test images and
 // a local pause image imported into the k8s.io namespace (no registry here, so nothing is
 // ever pulled). One per containerd version in test/e2e/cri.test.ts.
 //
