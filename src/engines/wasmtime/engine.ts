@@ -307,7 +307,12 @@ export class WasmtimeEngine {
       Atomics.store(words, MEM_ASK, asked);
       this.incrementEpoch();
       const answered = Atomics.load(words, MEM_ANSWER);
-      if (answered !== asked) await Atomics.waitAsync(words, MEM_ANSWER, answered, MEMORY_ASK_MS).value;
+      if (answered !== asked) {
+        // Raced with a timer of our own: the answer or the time is up, whichever comes first,
+        // however the runtime's waitAsync treats its timeout.
+        const wait = Atomics.waitAsync(words, MEM_ANSWER, answered, MEMORY_ASK_MS);
+        if (wait.async) await Promise.race([wait.value, Bun.sleep(MEMORY_ASK_MS)]);
+      }
     }
     return publishedMemory(words);
   }

@@ -220,10 +220,12 @@ describe("the linear memory of a run (RunControl.memoryBytes, shared mode's Stat
       const ac = new AbortController();
       const run = engine.run({ modulePath: wasm(module), args: [...args], env: [], signal: ac.signal, onControl: (c) => (control = c) });
       let bytes: number | undefined;
-      while (bytes === undefined) {
+      // Until the run has instantiated (a bounded number of looks: a hang fails, naming why).
+      for (let i = 0; i < 1000 && bytes === undefined; i++) {
         await Bun.sleep(10);
         bytes = await control?.memoryBytes?.();
       }
+      if (bytes === undefined) throw new Error(`no memory figure after 1000 looks (control handed over: ${control !== undefined})`);
       expect(bytes).toBeGreaterThan(0);
       expect(bytes % 65536).toBe(0);
       ac.abort(9);
