@@ -3,7 +3,6 @@
 // only in where a wasm container runs and how its bundle is prepared. Native containers,
 // exits, OOM kills, rootfs mounts, exec processes and metrics are the same code, here.
 
-import { join } from "node:path";
 import type { Engine } from "../engines/engine.ts";
 import { watchOom } from "../linux/oom.ts";
 import type { ExitWatcher } from "../linux/reaper.ts";
@@ -14,6 +13,7 @@ import type { Logger, TaskHost } from "../task/host.ts";
 import type { RuntimeOptions } from "../task/runtime-options.ts";
 import { metricsAny } from "../task/stats.ts";
 import { runtimeRoot, type ShimPaths } from "./paths.ts";
+import { runtimeFor } from "./runtime.ts";
 
 /** What the common calls need of the process around them. */
 export interface HostBase {
@@ -33,14 +33,13 @@ export function runcFor(
   b: Pick<HostBase, "paths" | "runtimeBinary">,
   ns: string,
 ): { root: string; runtime: Runc; with: (o: RuntimeOptions) => Runc } {
-  const root = runtimeRoot(ns, b.paths.stateRoot);
+  const defaults = { binary: b.runtimeBinary, root: runtimeRoot(ns, b.paths.stateRoot) };
   return {
-    root,
-    runtime: new Runc({ binary: b.runtimeBinary, root }),
-    // containerd's runtime options, as runc-v2 applies them: Root gets the namespace appended,
-    // SystemdCgroup is `runc --systemd-cgroup`.
-    with: (o) =>
-      new Runc({ binary: o.binaryName || b.runtimeBinary, root: o.root ? join(o.root, ns) : root, systemdCgroup: o.systemdCgroup }),
+    root: defaults.root,
+    runtime: new Runc(defaults),
+    // containerd's runtime options, as runc-v2 applies them (./runtime.ts: the same rules
+    // `delete` uses after a crash).
+    with: (o) => runtimeFor(ns, defaults, o),
   };
 }
 

@@ -79,10 +79,11 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   process.on("SIGTERM", () => void exit());
   process.on("SIGINT", () => void exit());
   log(`serving ${flags.socket} for namespace ${flags.namespace}`);
-  // Off the start path: clear executor directories of earlier installs.
+  // Off the start path: clear executor directories of earlier installs. Cheap unless there
+  // are some, and then done by one server of the node at a time (src/oci/executor-dir.ts).
   setTimeout(async () => {
     try {
-      const removed = pruneExecutorDirs(paths.dataRoot, [(await ensureExecutorDir({ engine })).dir]);
+      const removed = await pruneExecutorDirs(paths.dataRoot, [(await ensureExecutorDir({ engine })).dir]);
       if (removed.length) log(`removed ${removed.length} executor directories of earlier installs`);
     } catch (e) {
       log(`pruning executor directories: ${String(e)}`, "warning");
