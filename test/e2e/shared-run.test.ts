@@ -5,7 +5,7 @@
 // pods at once with the compile counted, the manager's answers to bad requests, and the
 // daemon's fds over create/start/delete cycles. Needs root, containerd and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { Code, TtrpcError } from "../../src/ttrpc/index.ts";
@@ -397,10 +397,10 @@ describe("ctr run through io.containerd.wasmtimed.v1 (shared mode)", () => {
       expect(after).toBeGreaterThan(0);
       expect(after).toBeLessThanOrEqual(before);
       expect(mountsUnder(env.dir)).toEqual([]);
-      expect(existsSync(join(containerStateDir(env.cd.namespace)))).toBe(true);
-      expect(
-        (await Bun.$`ls ${containerStateDir(env.cd.namespace)}`.quiet().text()).split("\n").filter((l) => l.includes("cycle")),
-      ).toEqual([]);
+      // No container's state is left: the namespace's state dir is empty, or gone with its last
+      // container (the thin shim's delete removes the namespace's folders when they are empty).
+      const stateDir = containerStateDir(env.cd.namespace);
+      expect(existsSync(stateDir) ? readdirSync(stateDir).filter((l) => l.includes("cycle")) : []).toEqual([]);
     },
     T,
   );
