@@ -5,7 +5,7 @@
 //   bun bench/shared/memory.ts [N…]      (default: 10 20 50)
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
+import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { SHARED_RUNTIME, startDaemon } from "../../test/support/daemon.ts";
 import { IMAGES, shimEnv } from "../../test/support/shim-env.ts";
 

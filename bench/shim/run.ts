@@ -16,7 +16,7 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { shimPaths } from "../../src/shim/paths.ts";
+import { shimPaths } from "../../src/runtime-v2/paths.ts";
 import { DAEMON, type Daemon, SHARED_RUNTIME, startDaemon } from "../../test/support/daemon.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../../test/support/shim-env.ts";
 import { RUNC, RUNWASI, runwasiDir, runwasiPathDir, STRESS_IMAGE, stress, withStressSocket } from "./peers.ts";

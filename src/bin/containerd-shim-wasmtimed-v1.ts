@@ -1,8 +1,9 @@
 // containerd-shim-wasmtimed-v1: the thin shim of shared mode (`ctr run --runtime io.containerd.wasmtimed.v1`);
 // the wasm runs in containerd-wasmtimed. No engine here: this binary only talks to the daemon.
 import { thinShimMain } from "../daemon/thin-shim.ts";
+import { WASMTIMED } from "./wasmtimed.ts";
 
-thinShimMain("containerd-shim-wasmtimed-v1", "io.containerd.wasmtimed.v1", process.argv.slice(2)).catch((e) => {
+thinShimMain(WASMTIMED, process.argv.slice(2)).catch((e) => {
   process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(1);
 });

@@ -16,7 +16,7 @@ import { SIGNALS } from "../common/signals.ts";
 import type { Engine, Runner } from "../engines/engine.ts";
 import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
 import { findRuntime } from "../linux/runc.ts";
-import { shimPaths } from "../shim/paths.ts";
+import { shimPaths } from "../runtime-v2/paths.ts";
 import { probeCgroupV2 } from "../task/stats.ts";
 import { requireSameUser, Server } from "../ttrpc/index.ts";
 import { countingCompiles } from "./compiles.ts";
@@ -24,7 +24,8 @@ import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
 import type { DaemonShared } from "./host.ts";
 import { stderrLogger } from "./log.ts";
 import { Manager } from "./manager.ts";
-import { DEFAULT_DAEMON_SOCKET } from "./paths.ts";
+import { raiseNofile } from "./nofile.ts";
+import { DAEMON_SOCKET_ENV, defaultDaemonSocket, type SharedModeNames } from "./paths.ts";
 
 /**
  * After a kill, how long a module blocked in a host call (a sleep, a read on an empty fifo)
@@ -36,25 +37,29 @@ export const DAEMON_KILL_GRACE_MS = 20;
 const STOP_GRACE_MS = 10_000;
 
 export interface DaemonOptions {
-  binaryName: string;
+  /** The daemon's, its thin shim's and its runtime's names (from the entry file, src/bin). */
+  names: SharedModeNames;
   engine: Engine;
 }
 
-const USAGE = (name: string) => `usage: ${name} [--socket PATH] [--debug]
+const USAGE = (n: SharedModeNames) => `usage: ${n.daemon} [--socket PATH] [--debug]
 
 The bunwasi shared-mode daemon: runs the wasm containers of every pod in one process
-(runtime io.containerd.wasmtimed.v1, through containerd-shim-wasmtimed-v1).
+(runtime ${n.runtime}, through ${n.thinShim}).
 
-  --socket PATH   serve the manager service here (default ${DEFAULT_DAEMON_SOCKET});
-                  containerd must see the same path in BUNWASI_DAEMON_SOCKET if not the default
+  --socket PATH   serve the manager service here (default ${defaultDaemonSocket(n.daemon)});
+                  containerd must see the same path in ${DAEMON_SOCKET_ENV} if not the default
   --debug         log debug lines too
   --version       print the version
 
 Logs in logfmt on stderr. SIGTERM stops it gracefully.
 `;
 
-export function parseDaemonArgs(argv: string[]): { socket: string; debug: boolean; help: boolean; version: boolean } {
-  const out = { socket: DEFAULT_DAEMON_SOCKET, debug: false, help: false, version: false };
+export function parseDaemonArgs(
+  argv: string[],
+  defaultSocket: string,
+): { socket: string; debug: boolean; help: boolean; version: boolean } {
+  const out = { socket: defaultSocket, debug: false, help: false, version: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     const [name, inline] =
@@ -72,22 +77,24 @@ export function parseDaemonArgs(argv: string[]): { socket: string; debug: boolea
 }
 
 export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.slice(2)): Promise<void> {
+  const name = o.names.daemon;
   let args: ReturnType<typeof parseDaemonArgs>;
   try {
-    args = parseDaemonArgs(argv);
+    args = parseDaemonArgs(argv, defaultDaemonSocket(name));
   } catch (e) {
-    process.stderr.write(`${o.binaryName}: ${(e as Error).message}\n${USAGE(o.binaryName)}`);
+    process.stderr.write(`${name}: ${(e as Error).message}\n${USAGE(o.names)}`);
     process.exit(2);
   }
   if (args.help) {
-    process.stdout.write(USAGE(o.binaryName));
+    process.stdout.write(USAGE(o.names));
     return;
   }
   if (args.version) {
-    process.stdout.write(`${o.binaryName} (${SHIM_VERSION})\n`);
+    process.stdout.write(`${name} (${SHIM_VERSION})\n`);
     return;
   }
-  const log = stderrLogger(args.debug, o.binaryName);
+  const log = stderrLogger(args.debug, name);
+  raiseNofile(log);
   becomeSubreaper();
   const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   const paths = shimPaths(process.env);
@@ -115,7 +122,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   rmSync(sandboxDir, { recursive: true, force: true });
   mkdirSync(sandboxDir, { recursive: true, mode: 0o711 });
   mkdirSync(paths.compileCacheDir, { recursive: true });
-  const manager = new Manager({ shared, sandboxDir, compiled: () => counting.compiled, running: () => running });
+  const manager = new Manager({ shared, sandboxDir, compiled: () => counting.compiled, running: () => running, daemonName: name });
   // Only root (containerd, its shims) may ask for sandboxes: a peer check on every connection,
   // so the short window before the chmod below lets no one in either.
   const server = new Server({ onError: (e) => log(`manager ttrpc: ${String(e)}`, "error"), handshaker: requireSameUser() });

@@ -3,26 +3,23 @@
 // on a thread of the daemon (./inproc-runtime.ts) instead of in an executor under runc.
 // Native containers (the pod's pause, sidecars) still go to runc, with the daemon as their
 // child subreaper. What is process-wide (the engine, the exit watcher, the compile cache,
-// cgroup probing) is the daemon's and comes in through `DaemonShared`.
+// cgroup probing) is the daemon's and comes in through `DaemonShared`; the calls both modes
+// make the same way (native containers, exits, mounts, metrics) are ../runtime-v2/host-parts.ts.
 
 import { stat } from "node:fs/promises";
 import { dirname, isAbsolute, normalize, posix } from "node:path";
 import type { Engine, Runner } from "../engines/engine.ts";
-import { watchOom } from "../linux/oom.ts";
 import type { ExitWatcher } from "../linux/reaper.ts";
-import { Runc } from "../linux/runc.ts";
 import { inspectEntrypoint, rootfsOf } from "../oci/bundle.ts";
-import { prepareExecProcess } from "../oci/exec-process.ts";
 import { precompile } from "../oci/precompile.ts";
-import { mountRootfsAsync, unmountRootfs } from "../oci/rootfs.ts";
 import { readSpec, type SpecMount } from "../oci/spec.ts";
 // The same kernel filesystems normal mode keeps out of a module's view: here they would be the daemon's.
 import { HIDDEN_FROM_WASI, isUnder } from "../oci/wasi-view.ts";
-import { containerStateDir, runtimeRoot, type ShimPaths } from "../shim/paths.ts";
+import { commonHostCalls, runcFor } from "../runtime-v2/host-parts.ts";
+import { containerStateDir, type ShimPaths } from "../runtime-v2/paths.ts";
 import { Publisher } from "../task/events.ts";
 import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
-import { metricsAny } from "../task/stats.ts";
-import { HybridRuntime, InProcessRuntime } from "./inproc-runtime.ts";
+import { HybridRuntime, InProcessRuntime, notInShared } from "./inproc-runtime.ts";
 
 /** What every sandbox of a daemon shares. */
 export interface DaemonShared {
@@ -49,7 +46,9 @@ export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: M
   // prepareBundle is told the container's working directory, <stateDir>/<id>: the state dir
   // names the namespace, and so the runtime that will be asked to create it.
   const byStateDir = new Map<string, SandboxNamespace>();
+  const common = commonHostCalls(d);
   return {
+    ...common,
     namespace: (ns) => {
       const stateDir = containerStateDir(ns, d.paths.stateRoot);
       const publisher = new Publisher(ttrpcAddress, ns, (m) => d.log(m, "warning"));
@@ -59,18 +58,19 @@ export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: M
         onRunning: d.onRunning,
         log: (m) => d.log(m, "debug"),
       });
-      const runc = new Runc({ binary: d.runtimeBinary, root: runtimeRoot(ns, d.paths.stateRoot) });
-      const served: SandboxNamespace = { runtime: new HybridRuntime(inProcess, runc), stateDir, events: publisher, publisher };
+      const runc = runcFor(d, ns);
+      const served: SandboxNamespace = {
+        runtime: new HybridRuntime(inProcess, runc.runtime),
+        // Runtime options (BinaryName, Root, SystemdCgroup) as in normal mode: they choose the
+        // runc of the pod's native containers; a wasm container runs in-process either way.
+        runtimeWith: (o) => new HybridRuntime(inProcess, runc.with(o)),
+        stateDir,
+        events: publisher,
+        publisher,
+      };
       namespaces.set(ns, served);
       byStateDir.set(stateDir, served);
       return served;
-    },
-    watchExit: (pid) => d.watcher.watch(pid).then((r) => ({ status: r.status, at: r.exitedAt })),
-    mountRootfs: async (bundle, mounts) => {
-      await mountRootfsAsync(bundle, mounts);
-      return async () => {
-        unmountRootfs(bundle);
-      };
     },
     prepareBundle: async (_id, bundle, workDir) => {
       const spec = await readSpec(bundle);
@@ -79,8 +79,9 @@ export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: M
       const ns = byStateDir.get(dirname(workDir));
       if (!ns) throw new Error(`no namespace for ${workDir}`);
       const limit = spec.linux?.resources?.memory?.limit;
+      const plans = ns.runtime.inProcess.plans;
       // The working directory names the container uniquely: the key its plan is found by.
-      ns.runtime.inProcess.plans.set(workDir, {
+      plans.set(workDir, {
         modulePath: ep.host,
         ...(ep.entry ? { entry: ep.entry } : {}),
         args: spec.process.args,
@@ -95,19 +96,16 @@ export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: M
       const prepared = { runtimeBundle: workDir, kind: "wasm" as const, module: ep.path, moduleHost: ep.host, spec };
       // Compiled once per daemon: the cache is filled before start, every run deserializes.
       const warm = () => precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"));
-      return { runtimeBundle: workDir, kind: "wasm", inProcess: true, warm };
+      // A Create that fails before the runtime's create (stdio, console) leaves no plan behind.
+      return { runtimeBundle: workDir, kind: "wasm", inProcess: true, warm, discard: () => plans.delete(workDir) };
     },
-    // Native containers as in normal mode: exec through runc, OOM kills from their cgroup.
-    // (A wasm container here runs in the daemon: HybridRuntime refuses its exec.)
+    // Exec into a native container through runc as in normal mode; a wasm container here has
+    // no process to enter (refused before anything is prepared for it).
     prepareExec: (target, process) =>
-      prepareExecProcess({ bundle: target.bundle, runtimeBundle: target.runtimeBundle, engine: d.engine, process }),
-    kill: (pid, signal) => process.kill(pid, signal),
-    watchOom: (pid, onKill) =>
-      pid === d.pid
-        ? Promise.resolve(null)
-        : watchOom(pid, { live: { watchReadable: (fd, cb) => d.watcher.watchReadable(fd, cb), onKill } }),
-    metrics: (stats) => metricsAny(stats, d.cgroupV2),
-    log: d.log,
+      target.kind === "wasm" ? Promise.reject(notInShared(target.id, "Exec")) : common.prepareExec(target, process),
+    // Native containers' OOM kills as in normal mode; a wasm container here (its "pid" is
+    // the daemon's) has no cgroup of its own to watch.
+    watchOom: (pid, onKill) => (pid === d.pid ? Promise.resolve(null) : common.watchOom!(pid, onKill)),
   };
 }
 

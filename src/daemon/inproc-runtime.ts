@@ -18,14 +18,14 @@
 // useful to an operator than a made-up number.
 
 import { closeSync, constants, openSync } from "node:fs";
-import { readFile, rm } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { RunControl, Runner } from "../engines/engine.ts";
 import type { RuncStats } from "../linux/runc.ts";
 import type { Exit, OciRuntime } from "../task/host.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
-import { mkfifo, StdinRelay } from "./stdin-relay.ts";
+import { makeStdinFifo, StdinRelay } from "./stdin-relay.ts";
 
 /** What a wasm container runs, decided at Create from containerd's bundle. */
 export interface InProcessPlan {
@@ -114,9 +114,10 @@ export class InProcessRuntime {
       throw e;
     }
     const fifo = join(workDir, "stdin");
+    let stdin: StdinRelay;
     try {
-      await rm(fifo, { force: true });
-      mkfifo(fifo);
+      await makeStdinFifo(fifo);
+      stdin = new StdinRelay(fds[0] as number, fifo);
     } catch (e) {
       for (const fd of fds) closeQuietly(fd);
       throw e;
@@ -126,7 +127,7 @@ export class InProcessRuntime {
     const inst: Instance = {
       plan,
       fds: fds as [number, number, number],
-      stdin: new StdinRelay(fds[0] as number, fifo),
+      stdin,
       abort: new AbortController(),
       running: false,
       exit,
@@ -250,8 +251,11 @@ export class InProcessRuntime {
   }
 
   /**
-   * No cgroup of its own: the CPU time of the thread that runs it (from
-   * /proc/self/task/<tid>/stat) and its task count; memory is not reported.
+   * No cgroup of its own, so the figures a cgroup would give are the module's own: the CPU
+   * time of the thread that runs it (from /proc/self/task/<tid>/stat), its task count, and
+   * its linear memory as the memory usage (anonymous memory: rss), the store's limit as the
+   * limit. In the cgroup's shape, so containerd and the kubelet read them unchanged (CRI's
+   * working set is usage minus inactive file pages: here, the linear memory).
    */
   async stats(id: string): Promise<RuncStats> {
     const inst = this.get(id);
@@ -261,6 +265,14 @@ export class InProcessRuntime {
     if (tid) {
       const cpu = await threadCpu(tid);
       if (cpu) out.cpu = { usage: { total: cpu.user + cpu.kernel, user: cpu.user, kernel: cpu.kernel } };
+    }
+    const bytes = live ? await inst.control?.memoryBytes?.() : undefined;
+    if (bytes !== undefined) {
+      out.memory = {
+        // Linear memory only grows while a module runs: the current size is also the peak.
+        usage: { usage: bytes, max: bytes, limit: inst.plan.memoryLimitBytes ?? 0 },
+        raw: { rss: bytes, total_rss: bytes, anon: bytes },
+      };
     }
     return out;
   }
@@ -290,11 +302,20 @@ export class InProcessRuntime {
 /** Clock ticks per second as /proc reports times (USER_HZ: 100 on every Linux we run on). */
 const USER_HZ = 100;
 
-/** A thread of this process: user and kernel CPU time in nanoseconds, or undefined if it is gone. */
+/**
+ * A thread of this process: user and kernel CPU time in nanoseconds, or undefined if it is
+ * gone. The total is the scheduler's (schedstat: nanoseconds on a CPU), split by the ratio of
+ * stat's user and system ticks: ticks alone are 10 ms steps, and a module that has printed a
+ * line and gone to sleep has used less than one.
+ */
 export async function threadCpu(tid: number): Promise<{ user: number; kernel: number } | undefined> {
   let stat: string;
+  let sched: string;
   try {
-    stat = await readFile(`/proc/self/task/${tid}/stat`, "utf8");
+    [stat, sched] = await Promise.all([
+      readFile(`/proc/self/task/${tid}/stat`, "utf8"),
+      readFile(`/proc/self/task/${tid}/schedstat`, "utf8").catch(() => ""),
+    ]);
   } catch {
     return undefined;
   }
@@ -302,7 +323,12 @@ export async function threadCpu(tid: number): Promise<{ user: number; kernel: nu
   // utime 14, stime 15.
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const ns = (ticks: string | undefined) => Math.round((Number(ticks) * 1e9) / USER_HZ);
-  return { user: ns(f[11]), kernel: ns(f[12]) };
+  const user = ns(f[11]);
+  const kernel = ns(f[12]);
+  const total = Number(sched.split(" ")[0]);
+  if (!Number.isFinite(total) || total <= 0) return { user, kernel };
+  const u = user + kernel > 0 ? Math.round((total * user) / (user + kernel)) : total;
+  return { user: u, kernel: total - u };
 }
 
 function closeQuietly(fd: number): void {
@@ -384,7 +410,8 @@ export class HybridRuntime implements OciRuntime {
   }
 }
 
-function notInShared(id: string, what: string): TtrpcError {
+/** The error for what a wasm container in the daemon cannot do (Exec, a terminal, Update). */
+export function notInShared(id: string, what: string): TtrpcError {
   return new TtrpcError(
     Code.UNIMPLEMENTED,
     `${what} of wasm container ${id} is not supported in shared mode (it runs in the daemon, not in a process of its own)`,

@@ -4,7 +4,8 @@
 import { writeSync } from "node:fs";
 import type { Logger } from "../task/host.ts";
 
-export function stderrLogger(debug: boolean, name = "containerd-wasmtimed"): Logger {
+/** `name`: the daemon binary's (each line carries it, as containerd's own lines carry theirs). */
+export function stderrLogger(debug: boolean, name: string): Logger {
   return (msg, level = "info") => {
     if (level === "debug" && !debug) return;
     const line = `time="${new Date().toISOString()}" level=${level} msg=${JSON.stringify(msg)} daemon=${name} pid=${process.pid}\n`;

@@ -2,7 +2,7 @@
 // sandboxes. The thin shim asks it for a pod's sandbox on `start` and to delete a
 // container on `delete`; every other call containerd makes goes to the sandbox itself.
 
-import { existsSync, statSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import { isAbsolute, join, normalize } from "node:path";
 import { VALID_ID } from "../common/identifiers.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
@@ -23,6 +23,8 @@ export interface ManagerOptions {
   /** Modules compiled so far (./compiles.ts). */
   compiled: () => number;
   running: () => number;
+  /** The daemon binary's name, for messages. */
+  daemonName: string;
 }
 
 export class Manager {
@@ -41,11 +43,11 @@ export class Manager {
   }
 
   async createSandbox(req: CreateSandboxRequest): Promise<CreateSandboxResponse> {
-    if (this.stopping) throw new TtrpcError(Code.UNAVAILABLE, "containerd-wasmtimed is shutting down: no new sandboxes");
+    if (this.stopping) throw new TtrpcError(Code.UNAVAILABLE, `${this.o.daemonName} is shutting down: no new sandboxes`);
     checkId("sandbox id", req.id);
     checkId("namespace", req.namespace);
     if (req.containerId) checkId("container id", req.containerId);
-    checkBundle(req.bundle);
+    await checkBundle(req.bundle);
     if (!req.ttrpcAddress) throw new TtrpcError(Code.INVALID_ARGUMENT, "ttrpc_address is required (containerd's ttrpc socket, for events)");
     // Two containerds on one host may both have a pod of that name: their address is part of the key.
     const key = `${req.containerdAddress}|${req.namespace}/${req.id}`;
@@ -73,7 +75,7 @@ export class Manager {
   async deleteSandbox(req: DeleteSandboxRequest): Promise<DeleteSandboxResponse> {
     checkId("container id", req.containerId);
     checkId("namespace", req.namespace);
-    if (req.bundle) checkBundle(req.bundle, false);
+    if (req.bundle) await checkBundle(req.bundle, false);
     for (const sb of this.sandboxes.values()) {
       if (!(await sb.has(req.namespace, req.containerId))) continue;
       const r = await sb.deleteContainer(req.namespace, req.containerId);
@@ -102,16 +104,14 @@ function checkId(what: string, id: string): void {
     throw new TtrpcError(Code.INVALID_ARGUMENT, `${what} ${JSON.stringify(id)} is not valid (containerd's identifier rule)`);
 }
 
-function checkBundle(bundle: string, mustExist = true): void {
+/** Off the daemon's thread (every pod's start asks): the stat calls are asynchronous. */
+async function checkBundle(bundle: string, mustExist = true): Promise<void> {
   if (!bundle || !isAbsolute(bundle) || normalize(bundle) !== bundle.replace(/\/+$/, "")) {
     throw new TtrpcError(Code.INVALID_ARGUMENT, `bundle ${JSON.stringify(bundle)} must be an absolute, normalized path`);
   }
   if (!mustExist) return;
-  let dir = false;
-  try {
-    dir = statSync(bundle).isDirectory();
-  } catch {}
-  if (!dir || !existsSync(join(bundle, "config.json"))) {
+  const [dir, config] = await Promise.all([stat(bundle).catch(() => null), stat(join(bundle, "config.json")).catch(() => null)]);
+  if (!dir?.isDirectory() || !config) {
     throw new TtrpcError(Code.INVALID_ARGUMENT, `bundle ${bundle} is not a bundle directory (no config.json)`);
   }
 }

@@ -4,115 +4,120 @@
 // (/proc/self/fd/N), and opening a fifo read-only blocks until a writer exists; once ctr
 // has written its input and closed, that open would wait for ever. And a module blocked in
 // a read of stdin could not be interrupted by a kill. Here the daemon is the only writer of
-// the module's fifo: the open completes as soon as we connect, EOF is when containerd's
-// side ends, and a kill closes our end so the blocked read returns (EOF) and the module
-// reaches the interrupt check at once.
+// the module's fifo: EOF is when containerd's side ends, and a kill closes our ends so the
+// blocked read returns (EOF) and the module reaches the interrupt check at once.
 //
-// Everything is non-blocking on the daemon's event loop: containerd's side is polled (a
-// few ms apart while data flows, backing off to 50 ms when idle), writes that would block
-// are retried.
+// containerd's side is read as a stream (Bun waits on the fd in its event loop: no polling
+// while stdin is attached and idle) and written through a FileSink of Bun's own write end,
+// which waits for room when the module reads slower than containerd writes. Bun never closes
+// the fd we pass it; it owns and closes its writer's. Nothing is written before the module
+// holds its end of the fifo (a fifo drops what is in it when the last end closes, and a
+// module opening it with no writer left would wait for ever): the relay first waits for that
+// open, which the engine makes as it builds the run's WASI context. It is the one timed wait
+// left, tried every millisecond and bounded by the run's start-up (a blocking open on Bun's
+// thread pool would do it without a timer, but holds a pool thread per starting container).
 
-import { dlopen, FFIType } from "bun:ffi";
-import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, constants, openSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import type { FileSink } from "bun";
+import { mkfifo, strerror } from "../linux/libc.ts";
 
-let libc: { mkfifo: (path: Buffer, mode: number) => number } | undefined;
-
-/** mkfifo(3): no Node or Bun API makes a fifo. */
-export function mkfifo(path: string, mode = 0o600): void {
-  libc ??= dlopen("libc.so.6", { mkfifo: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 } }).symbols as never;
-  if (libc!.mkfifo(Buffer.from(`${path}\0`), mode) !== 0) throw new Error(`mkfifo ${path} failed`);
+/** Makes the module's stdin fifo at `path` (replacing a stale one). */
+export async function makeStdinFifo(path: string): Promise<void> {
+  await rm(path, { force: true });
+  const [r, e] = mkfifo(path);
+  if (r < 0) throw new Error(`mkfifo ${path}: ${strerror(e)}`);
 }
 
-const IDLE_MAX_MS = 50;
-
 export class StdinRelay {
-  private writer = -1;
   private closed = false;
   private done: Promise<unknown> = Promise.resolve();
+  private sink: FileSink | null = null;
+  private reader: { cancel(): Promise<void> } | null = null;
   /** Settles once the relay holds nothing of the fifo any more. */
-  private released: Promise<void> = Promise.resolve();
-  private readonly buf = Buffer.alloc(64 * 1024);
+  private released: Promise<unknown> = Promise.resolve();
 
-  /** `source`: our fd of containerd's stdin (non-blocking); `fifo`: the path the module opens. */
+  /** `source`: our fd of containerd's stdin (non-blocking; the caller owns it); `fifo`: the path the module opens. */
   constructor(
     private readonly source: number,
     readonly fifo: string,
   ) {}
 
   /**
-   * Connects once the module's thread has opened the fifo (until then opening the write end
-   * fails with ENXIO), then copies until containerd's side ends or close() is called.
-   * `done` resolves when the run is over: a module that never opens stdin ends the wait.
+   * Copies containerd's stdin to the module's fifo until containerd's side ends, close() is
+   * called, or `done` (the run is over) settles; resolves once the relay holds nothing.
    */
   async run(done: Promise<unknown>): Promise<void> {
     this.done = done;
     let over = false;
-    void done.finally(() => (over = true));
-    while (!this.closed && !over) {
-      try {
-        this.writer = openSync(this.fifo, constants.O_WRONLY | constants.O_NONBLOCK);
-        break;
-      } catch {
-        await Bun.sleep(1);
+    void done.finally(() => {
+      over = true;
+      this.close();
+    });
+    try {
+      // Until the module's thread has opened the fifo, a non-blocking open for writing fails (ENXIO).
+      let probe = -1;
+      while (!this.closed && !over) {
+        try {
+          probe = openSync(this.fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+          break;
+        } catch {
+          await Bun.sleep(1);
+        }
       }
-    }
-    let idle = 1;
-    while (!this.closed && !over) {
-      let n: number;
+      if (probe < 0) return;
+      // Bun's own write end (the module's is there, so its open succeeds); the probe goes.
       try {
-        n = readSync(this.source, this.buf, 0, this.buf.length, null);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "EAGAIN") break;
-        await Bun.sleep(idle);
-        idle = Math.min(idle * 2, IDLE_MAX_MS);
-        continue;
+        this.sink = Bun.file(this.fifo).writer();
+      } finally {
+        closeSync(probe);
       }
-      if (n === 0) break; // containerd's side closed: the module sees EOF
-      idle = 1;
-      if (!(await this.writeAll(this.buf.subarray(0, n)))) break;
-    }
-    this.close();
-    await this.released;
-  }
-
-  private async writeAll(data: Uint8Array): Promise<boolean> {
-    let off = 0;
-    while (off < data.length) {
-      if (this.closed) return false;
-      try {
-        off += writeSync(this.writer, data, off);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return false; // EPIPE: the module closed stdin
-        await Bun.sleep(5);
+      const sink = this.sink;
+      const reader = Bun.file(this.source).stream().getReader();
+      this.reader = reader;
+      while (!this.closed) {
+        const { done: eof, value } = await reader.read();
+        if (eof || this.closed) break; // containerd's side closed: the module sees EOF
+        sink.write(value);
+        await sink.flush();
       }
+    } catch {
+      // The module closed stdin (EPIPE) or the stream was cancelled: either way the relay is over.
+    } finally {
+      this.close();
+      // Once this settles Bun has let go of containerd's fd: the caller may close it (a number
+      // Bun still watched could be another file's by the time it looked again).
+      await this.reader?.cancel().catch(() => {});
+      await this.released;
     }
-    return true;
   }
 
   /** Ends the module's stdin (EOF); idempotent. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.writer < 0) {
-      // Never connected: the module's thread may be about to open the fifo, and an open
-      // with no writer would block it for ever. A read-write end (an open that never
-      // blocks) lets that open through; it goes when the run is over.
-      let rw = -1;
+    void this.reader?.cancel().catch(() => {});
+    if (this.sink) {
       try {
-        rw = openSync(this.fifo, constants.O_RDWR | constants.O_NONBLOCK);
-      } catch {
-        return;
-      }
-      this.released = this.done.finally(() => closeQuietly(rw)).then(() => {});
+        this.sink.end();
+      } catch {} // already failed (EPIPE): nothing left to end
       return;
     }
-    closeQuietly(this.writer);
-    this.writer = -1;
+    // Never connected: the module's thread may be about to open the fifo, and an open with no
+    // writer would block it for ever. A read-write end (an open that never blocks) lets that
+    // open through; it goes when the run is over.
+    let rw = -1;
+    try {
+      rw = openSync(this.fifo, constants.O_RDWR | constants.O_NONBLOCK);
+    } catch {
+      return; // no fifo (never made, or removed): nobody can be waiting on it
+    }
+    this.released = this.done
+      .catch(() => {})
+      .finally(() => {
+        try {
+          closeSync(rw);
+        } catch {}
+      });
   }
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {}
 }

@@ -8,12 +8,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { SHIM_VERSION } from "../common/constants.ts";
-import { groupId, writeAddressFile } from "../shim/address.ts";
-import { parseShimFlags, type ShimFlags } from "../shim/flags.ts";
-import { bootstrapParams, startReply } from "../shim/start.ts";
+import { groupId, writeAddressFile } from "../runtime-v2/address.ts";
+import { parseShimFlags, type ShimFlags } from "../runtime-v2/flags.ts";
+import { bootstrapParams, startReply } from "../runtime-v2/reply.ts";
 import { Client, type ServiceClient } from "../ttrpc/index.ts";
 import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
-import { daemonSocket } from "./paths.ts";
+import { DAEMON_SOCKET_ENV, daemonSocket, type SharedModeNames } from "./paths.ts";
 
 /** How long `start` tries to reach the daemon: containerd waits on us, a dead daemon must fail fast. */
 export const DAEMON_CONNECT_TIMEOUT_MS = 1000;
@@ -22,21 +22,21 @@ type Env = Record<string, string | undefined>;
 
 export class DaemonUnreachable extends Error {
   override name = "DaemonUnreachable";
-  constructor(socket: string, cause: string) {
+  constructor(daemon: string, socket: string, cause: string) {
     super(
-      `cannot reach containerd-wasmtimed at ${socket} (${cause}): start containerd-wasmtimed ` +
-        `(e.g. systemctl start containerd-wasmtimed), or set BUNWASI_DAEMON_SOCKET in containerd's environment to its --socket`,
+      `cannot reach ${daemon} at ${socket} (${cause}): start ${daemon} ` +
+        `(e.g. systemctl start ${daemon}), or set ${DAEMON_SOCKET_ENV} in containerd's environment to its --socket`,
     );
   }
 }
 
-async function connect(socket: string): Promise<{ client: Client; manager: ServiceClient<typeof ManagerDefinition> }> {
-  if (!existsSync(socket)) throw new DaemonUnreachable(socket, "no such socket");
+async function connect(daemon: string, socket: string): Promise<{ client: Client; manager: ServiceClient<typeof ManagerDefinition> }> {
+  if (!existsSync(socket)) throw new DaemonUnreachable(daemon, socket, "no such socket");
   let client: Client;
   try {
     client = await Client.connect(socket, { timeoutMs: DAEMON_CONNECT_TIMEOUT_MS });
   } catch (e) {
-    throw new DaemonUnreachable(socket, e instanceof Error ? e.message : String(e));
+    throw new DaemonUnreachable(daemon, socket, e instanceof Error ? e.message : String(e));
   }
   return { client, manager: client.service(ManagerDefinition) };
 }
@@ -50,14 +50,18 @@ function annotations(bundle: string): Record<string, string> | undefined {
 }
 
 /** `start`: the sandbox's address, in the form this containerd reads. */
-export async function thinStart(flags: ShimFlags, stdin: Uint8Array, env: Env = process.env): Promise<string | Uint8Array> {
+export async function thinStart(
+  names: SharedModeNames,
+  flags: ShimFlags,
+  stdin: Uint8Array,
+  env: Env = process.env,
+): Promise<string | Uint8Array> {
   const bundle = flags.bundle || process.cwd();
   if (!existsSync(join(bundle, "config.json"))) {
     throw new Error(`start: ${bundle} is not a bundle (no config.json); containerd runs start in the bundle directory`);
   }
   const params = bootstrapParams(stdin, flags);
-  const socket = daemonSocket(env);
-  const { client, manager } = await connect(socket);
+  const { client, manager } = await connect(names.daemon, daemonSocket(names.daemon, env));
   try {
     const { address } = await manager.createSandbox(
       {
@@ -81,15 +85,20 @@ export async function thinStart(flags: ShimFlags, stdin: Uint8Array, env: Env = 
  * `delete`: the daemon deletes the container if it has it; whatever is left on the host
  * (the daemon is gone, or never had it) is cleaned up here from the bundle and state dir.
  */
-export async function thinDelete(flags: ShimFlags, env: Env = process.env, warn = (m: string) => process.stderr.write(`${m}\n`)) {
+export async function thinDelete(
+  names: SharedModeNames,
+  flags: ShimFlags,
+  env: Env = process.env,
+  warn = (m: string) => process.stderr.write(`${m}\n`),
+) {
   // Imported here, not at the top: `start` runs for every pod and needs neither.
   const [{ deleteTask }, { DeleteResponse }] = await Promise.all([
-    import("../shim/delete.ts"),
+    import("../runtime-v2/delete.ts"),
     import("../task/gen/containerd/runtime/task/v2/shim.ts"),
   ]);
   let answer: Uint8Array | undefined;
   try {
-    const { client, manager } = await connect(daemonSocket(env));
+    const { client, manager } = await connect(names.daemon, daemonSocket(names.daemon, env));
     try {
       const r = await manager.deleteSandbox(
         { containerId: flags.id, namespace: flags.namespace, bundle: flags.bundle || process.cwd() },
@@ -113,7 +122,8 @@ export async function thinDelete(flags: ShimFlags, env: Env = process.env, warn 
   return answer ?? local;
 }
 
-export async function thinShimMain(binaryName: string, runtime: string, argv: string[]): Promise<void> {
+export async function thinShimMain(names: SharedModeNames, argv: string[]): Promise<void> {
+  const { thinShim: binaryName, runtime } = names;
   let flags: ShimFlags;
   try {
     flags = parseShimFlags(argv);
@@ -125,10 +135,10 @@ export async function thinShimMain(binaryName: string, runtime: string, argv: st
   const stdin = async () => (process.stdin.isTTY ? new Uint8Array() : new Uint8Array(await Bun.stdin.arrayBuffer()));
   switch (action) {
     case "start":
-      process.stdout.write(await thinStart(flags, await stdin()));
+      process.stdout.write(await thinStart(names, flags, await stdin()));
       return;
     case "delete":
-      process.stdout.write(await thinDelete(flags));
+      process.stdout.write(await thinDelete(names, flags));
       return;
     case "v":
     case "version":
@@ -136,14 +146,14 @@ export async function thinShimMain(binaryName: string, runtime: string, argv: st
       return;
     case "info": {
       await stdin();
-      const { runtimeInfo } = await import("../shim/main.ts");
+      const { runtimeInfo } = await import("../runtime-v2/info.ts");
       process.stdout.write(await runtimeInfo(runtime));
       return;
     }
     default:
       process.stderr.write(
         `usage: ${binaryName} [flags] start|delete\n` +
-          `containerd's thin shim for ${runtime}: sandboxes are served by containerd-wasmtimed (${daemonSocket()})\n`,
+          `containerd's thin shim for ${runtime}: sandboxes are served by ${names.daemon} (${daemonSocket(names.daemon)})\n`,
       );
       process.exit(action === "help" || action === "--help" ? 0 : 2);
   }

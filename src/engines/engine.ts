@@ -130,6 +130,8 @@ export interface RunControl {
   resume(): void;
   /** The Linux thread id running the module, once known (for its CPU time); absent if the engine cannot tell. */
   threadId?(): number | undefined;
+  /** The module's linear memory in bytes, now (for Stats); undefined while the engine cannot tell (not instantiated yet). */
+  memoryBytes?(): Promise<number | undefined>;
 }
 
 /** How a run ended: an exit code (README "Exit codes") and the engine's timings. */

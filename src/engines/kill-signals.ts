@@ -11,6 +11,9 @@ import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type { ExecutorFile, ThreadKill } from "./engine.ts";
 
+/** The size of `kill_word` in native/kill-signals.c: six int32 words, an engine's run words. */
+const RUN_WORDS_BYTES = 24;
+
 export const KILL_LIB_NAME = "libbunwasi-kill.so";
 
 const REPO_ROOT = resolve(import.meta.dir, "..", "..");
@@ -59,7 +62,7 @@ export function installKillSignals(libPath: string, signals: number[], graceMs: 
   const word = c.bunwasi_kill_word();
   if (!word) throw new Error("kill signals: no kill word");
   return {
-    word: new Int32Array(toArrayBuffer(word, 0, 8)),
+    word: new Int32Array(toArrayBuffer(word, 0, RUN_WORDS_BYTES)),
     sleep: (ns) => c.bunwasi_kill_sleep(ns) !== 0,
     setInterrupt: (fn, arg) => c.bunwasi_kill_set_interrupt(fn as never, arg as never),
   };

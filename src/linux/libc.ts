@@ -1,6 +1,7 @@
 // The one libc binding of the shim, through bun:ffi: exit monitoring (linux/reaper.ts),
 // rootfs mounts (oci/rootfs.ts), fifo flags (task/stdio.ts), the runtime's console socket and
-// terminal sizes (linux/console.ts). Linux on x86_64 and aarch64.
+// terminal sizes (linux/console.ts), fifos and the open-file limit (the shared-mode daemon,
+// src/daemon/). Linux on x86_64 and aarch64.
 //
 // Variadic libc functions (prctl, fcntl, syscall's own prototype) are reached through glibc's
 // `syscall()`, which is written in assembly and never touches va_list, so calling it with a
@@ -88,6 +89,9 @@ function open() {
     inotify_add_watch: { args: [i32, P, u32], returns: i32 },
     mount: { args: [P, P, P, u64, P], returns: i32 },
     umount2: { args: [P, i32], returns: i32 },
+    mkfifo: { args: [P, u32], returns: i32 },
+    getrlimit: { args: [i32, P], returns: i32 },
+    setrlimit: { args: [i32, P], returns: i32 },
     strerror: { args: [i32], returns: cstring },
     socket: { args: [i32, i32, i32], returns: i32 },
     bind: { args: [i32, P, u32], returns: i32 },
@@ -263,6 +267,28 @@ export function mount(source: string, target: string, fstype: string | null, fla
 /** umount2(2); [0, 0] or [-1, errno]. */
 export function umount2(target: string, flags: number): [number, number] {
   return check(libc().umount2(ptr(cstr(target)), flags));
+}
+
+/** mkfifo(3) (no Node or Bun API makes a fifo); [0, 0] or [-1, errno]. */
+export function mkfifo(path: string, mode = 0o600): [number, number] {
+  return check(libc().mkfifo(ptr(cstr(path)), mode));
+}
+
+/** RLIMIT_NOFILE: 7 in the generic table, which x86_64 and aarch64 both use. */
+export const RLIMIT_NOFILE = 7;
+/** RLIM_INFINITY as the kernel reports it (all bits set). */
+export const RLIM_INFINITY = 0xffff_ffff_ffff_ffffn;
+
+/** getrlimit(2): { soft, hard }, or the errno. */
+export function getrlimit(resource: number): { soft: bigint; hard: bigint } | { errno: number } {
+  const buf = new BigUint64Array(2);
+  const [r, e] = check(libc().getrlimit(resource, ptr(buf)));
+  return r < 0 ? { errno: e } : { soft: buf[0] as bigint, hard: buf[1] as bigint };
+}
+
+/** setrlimit(2); [0, 0] or [-1, errno]. */
+export function setrlimit(resource: number, soft: bigint, hard: bigint): [number, number] {
+  return check(libc().setrlimit(resource, ptr(new BigUint64Array([soft, hard]))));
 }
 
 // --- unix sockets with fd passing (the OCI runtime's --console-socket) ------------------------

@@ -8,7 +8,8 @@
 import { defineCommand, runMain } from "citty";
 import { SHIM_VERSION } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
-import { parseShimFlags, type ShimFlags } from "./flags.ts";
+import { parseShimFlags, type ShimFlags } from "../runtime-v2/flags.ts";
+import { runtimeInfo } from "../runtime-v2/info.ts";
 
 /** What a shim binary is: its names and its engine (the argument of runShim, ./shim.ts). */
 export interface ShimOptions {
@@ -24,15 +25,6 @@ export interface ShimOptions {
 function selfCommand(): string[] {
   const script = process.argv[1];
   return script && !script.startsWith("/$bunfs/") && script !== process.execPath ? [process.execPath, script] : [process.execPath];
-}
-
-/** containerd.types.RuntimeInfo {string name = 1; RuntimeVersion version = 2 {string version = 1; string revision = 2}} */
-export async function runtimeInfo(runtime: string): Promise<Uint8Array> {
-  const { BinaryWriter } = await import("@bufbuild/protobuf/wire");
-  const w = new BinaryWriter();
-  w.uint32(10).string(runtime);
-  w.uint32(18).fork().uint32(10).string(SHIM_VERSION).join();
-  return w.finish();
 }
 
 async function readStdin(): Promise<Uint8Array> {
@@ -64,7 +56,7 @@ export async function main(argv: string[], shim: ShimOptions): Promise<void> {
     delete: defineCommand({
       meta: { name: "delete", description: "clean up after a shim that is gone; print a DeleteResponse" },
       run: async () => {
-        const { deleteTask } = await import("./delete.ts");
+        const { deleteTask } = await import("../runtime-v2/delete.ts");
         process.stdout.write(await deleteTask(flags));
       },
     }),

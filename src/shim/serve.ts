@@ -8,26 +8,23 @@ import { rename, rm, rmdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { EVENTS_FLUSH_TIMEOUT_MS, IDLE_SHRINK_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
-import { watchOom } from "../linux/oom.ts";
 import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
-import { findRuntime, Runc } from "../linux/runc.ts";
+import { findRuntime } from "../linux/runc.ts";
 import { prepare } from "../oci/bundle.ts";
-import { prepareExecProcess } from "../oci/exec-process.ts";
 import { ensureExecutorDir, pruneExecutorDirs } from "../oci/executor-dir.ts";
 import { precompile } from "../oci/precompile.ts";
-import { mountRootfsAsync, unmountRootfs } from "../oci/rootfs.ts";
+import { socketPath } from "../runtime-v2/address.ts";
+import { LISTEN_FD_ENV, type ShimFlags } from "../runtime-v2/flags.ts";
+import { commonHostCalls, runcFor } from "../runtime-v2/host-parts.ts";
+import { containerStateDir, type ShimPaths, shimPaths } from "../runtime-v2/paths.ts";
 import { Publisher } from "../task/events.ts";
 import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
 import { TaskDefinition as TaskV3 } from "../task/gen/containerd/runtime/task/v3/shim.ts";
 import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
-import { metricsAny, probeCgroupV2 } from "../task/stats.ts";
+import { probeCgroupV2 } from "../task/stats.ts";
 import { TaskService } from "../task/task-service.ts";
 import { requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";
-import { socketPath } from "./address.ts";
-import { LISTEN_FD_ENV, type ShimFlags } from "./flags.ts";
 import { openLog } from "./log.ts";
-import { containerStateDir, runtimeRoot, type ShimPaths, shimPaths } from "./paths.ts";
-import { runtimeFor } from "./runtime.ts";
 
 /** A namespace's host values, plus what the server tidies when it exits. */
 export interface ServedNamespace extends NamespaceHost {
@@ -110,7 +107,6 @@ export interface HostWiring {
 /** The TaskHost of a shim server: runc per namespace, pidfd exits, libc mounts, our bundles. */
 export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
   const { flags, paths, log } = w;
-  const cgroupV2 = await probeCgroupV2();
   const step = <T>(fn: () => T, what: string): T => {
     if (!flags.debug) return fn();
     const t0 = performance.now();
@@ -121,35 +117,24 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
     else done();
     return out;
   };
+  const base = { paths, log, watcher: w.watcher, engine: w.engine, runtimeBinary: w.runtimeBinary, cgroupV2: await probeCgroupV2(), step };
   return {
+    ...commonHostCalls(base),
     namespace: (ns) => {
-      const root = runtimeRoot(ns, paths.stateRoot);
+      const runc = runcFor(base, ns);
       const stateDir = containerStateDir(ns, paths.stateRoot);
       const publisher = new Publisher(w.ttrpcAddress, ns, (m) => log(m, "warning"));
       const served: ServedNamespace = {
-        runtime: new Runc({ binary: w.runtimeBinary, root }),
-        // containerd's runtime options, as runc-v2 applies them (src/shim/runtime.ts).
-        runtimeWith: (o) => runtimeFor(ns, { binary: w.runtimeBinary, root }, o),
+        runtime: runc.runtime,
+        runtimeWith: runc.with,
         stateDir,
         events: publisher,
         publisher,
         // The namespace's folders go with their last container.
-        dirs: [stateDir, root],
+        dirs: [stateDir, runc.root],
       };
       w.namespaces.set(ns, served);
       return served;
-    },
-    watchExit: (pid) => w.watcher.watch(pid).then((r) => ({ status: r.status, at: r.exitedAt })),
-    // Live OOM notification fds are polled with the exit watcher's pidfds (no thread).
-    watchOom: (pid, onKill) => watchOom(pid, { live: { watchReadable: (fd, cb) => w.watcher.watchReadable(fd, cb), onKill } }),
-    // mount(2) and umount2(2) stay on this thread: each is one system call (umount2 detaches,
-    // so it never waits for busy files), mount namespaces are per process so a thread would
-    // gain nothing, and a worker would need its own FFI binding (src/oci/rootfs.ts).
-    mountRootfs: async (bundle, mounts) => {
-      await step(() => mountRootfsAsync(bundle, mounts), "mount rootfs");
-      return async () => {
-        unmountRootfs(bundle);
-      };
     },
     prepareBundle: async (id, bundle, workDir) => {
       const stateDir = dirname(workDir);
@@ -160,16 +145,6 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
       const warm = () => step(() => precompile(w.engine, prepared, paths.compileCacheDir, (m) => log(m, "warning")), "precompile");
       return { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind, warm };
     },
-    prepareExec: (target, process) =>
-      step(
-        () => prepareExecProcess({ bundle: target.bundle, runtimeBundle: target.runtimeBundle, engine: w.engine, process }),
-        "prepare exec",
-      ),
-    // An exec process is our child (the subreaper's) until its exit is collected, so its pid
-    // cannot name another process while its container can still be told to signal it.
-    kill: (pid, signal) => process.kill(pid, signal),
-    metrics: (stats) => metricsAny(stats, cgroupV2),
-    log,
   };
 }
 

@@ -6,15 +6,15 @@ import { existsSync, readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { withSmallVm } from "../common/vm-env.ts";
-import { BootstrapParams, BootstrapResult } from "../task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
+import { ensureSocketDir, groupId, socketAddress, socketPath, writeAddressFile } from "../runtime-v2/address.ts";
+import { formatShimFlags, LISTEN_FD_ENV, type ShimFlags } from "../runtime-v2/flags.ts";
+import { type BootstrapParams, bootstrapParams, startReply } from "../runtime-v2/reply.ts";
 // unix.ts alone, not the ttrpc index: `start` runs for every container and loads no RPC code.
 import { bindUnixSocket, closeFd } from "../ttrpc/unix.ts";
-import { ensureSocketDir, groupId, socketAddress, socketPath, writeAddressFile } from "./address.ts";
-import { formatShimFlags, LISTEN_FD_ENV, type ShimFlags } from "./flags.ts";
 
 /**
  * Starts (or finds) the server and returns what to print on stdout for this containerd:
- * see startReply.
+ * see startReply (../runtime-v2/reply.ts).
  */
 export async function start(
   flags: ShimFlags,
@@ -24,22 +24,6 @@ export async function start(
 ): Promise<string | Uint8Array> {
   const params = bootstrapParams(stdin, flags);
   return startReply(await startServer(flags, params, self), params, env);
-}
-
-/**
- * What `start` prints, by what the caller is (each checked in containerd's source):
- * - 2.3+ sends BootstrapParams on stdin: a protobuf BootstrapResult{version 3, ttrpc}, as its
- *   own shims print. Version 3 = task v3 API, and in a pod containerd then reuses the sandbox's
- *   shim instead of running `start`/`delete` per container (we group by sandbox id anyway).
- * - 1.7 to 2.2 set MAX_SHIM_VERSION (always "2") and send an Any or nothing: the JSON
- *   `{"version":2,…}`. 1.7 refuses a version above 2, and 2.0–2.2 cannot be told from 1.7 by
- *   anything they pass us, so they get 2 too (and talk task v2 through their v2 bridge).
- * - 1.6 (no MAX_SHIM_VERSION) accepts only the plain address.
- */
-export function startReply(address: string, params: BootstrapParams | null, env: Record<string, string | undefined>): string | Uint8Array {
-  if (params) return BootstrapResult.encode({ version: 3, address, protocol: "ttrpc" }).finish();
-  if (Number(env.MAX_SHIM_VERSION) >= 2) return JSON.stringify({ version: 2, address, protocol: "ttrpc" });
-  return address;
 }
 
 async function startServer(flags: ShimFlags, params: BootstrapParams | null, self: string[]): Promise<string> {
@@ -117,20 +101,6 @@ async function listening(address: string): Promise<boolean> {
     return true;
   } catch {
     return false; // refused: a socket file left by a server that is gone
-  }
-}
-
-/**
- * containerd 2.3+ sends BootstrapParams; older ones an Any of runtime options or nothing.
- * An Any also parses as BootstrapParams, so only trust it if it names this task.
- */
-export function bootstrapParams(stdin: Uint8Array, flags: ShimFlags): BootstrapParams | null {
-  if (stdin.length === 0) return null;
-  try {
-    const p = BootstrapParams.decode(stdin);
-    return p.instanceId === flags.id && p.namespace === flags.namespace ? p : null;
-  } catch {
-    return null; // not a protobuf at all: an older containerd's options, or nothing we know
   }
 }
 

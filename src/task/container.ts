@@ -135,6 +135,8 @@ export class Container {
       c.kind = prepared.kind;
       c.runtimeBundle = prepared.runtimeBundle;
       c.inProcess = prepared.inProcess === true;
+      const { discard } = prepared;
+      if (discard) c.undos.unshift({ what: "discard the prepared bundle", run: async () => discard() });
       // A terminal process gets the pty the runtime makes; others get containerd's fifos.
       const console = opts.terminal ? await ConsoleSocket.open() : null;
       const stdio = console ? null : await Stdio.open(opts);

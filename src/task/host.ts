@@ -96,6 +96,11 @@ export interface PreparedBundle {
   inProcess?: boolean;
   /** Work that may overlap the runtime's create (filling the compile cache); never fails. */
   warm?: () => Promise<void>;
+  /**
+   * Forgets what preparing left for the runtime's create (shared mode: the in-process plan),
+   * when the Create fails before the runtime took it over. Idempotent; a no-op after create.
+   */
+  discard?: () => void;
 }
 
 /** An OCI runtime-spec Process (what containerd's ExecProcessRequest carries as JSON). */

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
+import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { ctrTasks, fileText } from "../support/ctr-tasks.ts";
 import { REPO, RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";

@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
+import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { mountsUnder } from "../support/containerd.ts";
 import { CRI_IMAGES, crictlPath, K8S_NAMESPACE } from "../support/cri.ts";
 import { CONTAINERDS, type CriPod, containerCgroups, type KubeletEnv, kubeletEnv, kubeletPath, POD_NAMESPACE } from "../support/kubelet.ts";

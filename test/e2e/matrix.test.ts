@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
+import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import type { Containerd } from "../support/containerd.ts";
 import { ctrTasks, fileText, sleep, waitFile } from "../support/ctr-tasks.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";
@@ -65,7 +65,7 @@ class Collector {
 
 for (const version of VERSIONS) {
   const [major = 0, minor = 0] = version.replace(/^v/, "").split(".").map(Number);
-  /** What `start` tells this containerd (see startReply in src/shim/start.ts): 3 only to 2.3+. */
+  /** What `start` tells this containerd (see startReply in src/runtime-v2/reply.ts): 3 only to 2.3+. */
   const shimVersion = major > 2 || (major === 2 && minor >= 3) ? 3 : 2;
 
   describe(`containerd ${version} (built from the module proxy) + compiled shim`, () => {

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
+import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { IMAGES, REPO, type ShimEnv, shimEnv } from "../support/shim-env.ts";
 

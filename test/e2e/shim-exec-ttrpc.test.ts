@@ -17,7 +17,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import type { Spec } from "../../src/oci/spec.ts";
-import { socketPath } from "../../src/shim/address.ts";
+import { socketPath } from "../../src/runtime-v2/address.ts";
 import { type ExecProcessRequest, TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { Status } from "../../src/task/gen/containerd/types/task/task.ts";
 import { Client } from "../../src/ttrpc/index.ts";

@@ -1,23 +1,31 @@
 // One shim per pod: containers that carry the same CRI sandbox id reach the same shim
 // server, which runs them side by side. Driven directly over ttrpc (as containerd's CRI
 // plugin would), under both task API names, with a private containerd receiving events.
-// Needs root and runc.
+// In both modes: normal (a `serve` process per pod) and shared (the thin shim's `start` gets
+// the pod's sandbox in the containerd-wasmtimed daemon this file starts; no process of its
+// own, and every wasm task's pid is the daemon's). Needs root and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Spec } from "../../src/oci/spec.ts";
-import { socketPath } from "../../src/shim/address.ts";
+import { socketPath } from "../../src/runtime-v2/address.ts";
 import { TaskDefinition as TaskV2 } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { TaskDefinition as TaskV3 } from "../../src/task/gen/containerd/runtime/task/v3/shim.ts";
 import { Status } from "../../src/task/gen/containerd/types/task/task.ts";
 import { Client, Code, TtrpcError } from "../../src/ttrpc/index.ts";
+import { type Daemon, startDaemon } from "../support/daemon.ts";
 import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
-const SHIM = join(REPO, "build/bin/containerd-shim-wasmtime-v1");
 const T = 60_000;
+const MODES = [
+  { name: "normal", shim: join(REPO, "build/bin/containerd-shim-wasmtime-v1"), shared: false },
+  { name: "shared", shim: join(REPO, "build/bin/containerd-shim-wasmtimed-v1"), shared: true },
+] as const;
 
-describe("one shim per pod", () => {
+describe.each(MODES.map((m) => [m.name, m] as const))("one shim per pod, %s mode", (_name, mode) => {
+  const SHIM = mode.shim;
   let env: ShimEnv;
+  let daemon: Daemon | undefined;
   const pod = `pod-${process.pid}`;
   const ids = { a: `a-${process.pid}`, b: `b-${process.pid}`, c: `c-${process.pid}` };
   const bundles: Record<string, string> = {};
@@ -44,7 +52,7 @@ describe("one shim per pod", () => {
       [SHIM, "-namespace", env.cd.namespace, "-address", env.cd.address, "-publish-binary", "/usr/bin/containerd", "-id", id, "start"],
       {
         cwd: bundles[id],
-        env: { ...(process.env as Record<string, string>), TTRPC_ADDRESS: env.cd.ttrpcAddress },
+        env: { ...(process.env as Record<string, string>), TTRPC_ADDRESS: env.cd.ttrpcAddress, ...(daemon?.env ?? {}) },
         stdin: "ignore",
         stdout: "pipe",
         stderr: "pipe",
@@ -66,8 +74,19 @@ describe("one shim per pod", () => {
     return out;
   }
 
+  /** Shared mode: the daemon's sandboxes for this pod (ListSandboxes), with their container counts. */
+  async function sandboxes(): Promise<{ address: string; containers: number }[]> {
+    const { client: c, manager } = await daemon!.manager();
+    try {
+      return (await manager.listSandboxes({})).sandboxes.filter((s) => s.id === pod);
+    } finally {
+      c.close();
+    }
+  }
+
   beforeAll(async () => {
-    env = await shimEnv();
+    if (mode.shared) daemon = await startDaemon(mkdtempSync("/tmp/bwp-"));
+    env = await shimEnv(daemon ? { env: daemon.env } : {});
     bundles[ids.a] = bundle(ids.a, ["/wasi-demo-app.wasm", "exit", "3"]);
     bundles[ids.b] = bundle(ids.b, ["/wasi-demo-app.wasm", "echo", "from", "b"]);
     bundles[ids.c] = bundle(ids.c, ["/wasi-demo-app.wasm", "daemon"]);
@@ -76,17 +95,23 @@ describe("one shim per pod", () => {
   afterAll(async () => {
     client?.close();
     await env?.stop();
+    if (daemon) expect(await daemon.stop("SIGTERM")).toBe(0);
   }, T);
 
   test(
     "every container of the pod gets the same shim address, and one server",
-    () => {
+    async () => {
       address = start(ids.a);
-      expect(address).toMatch(/^unix:\/\/\/run\/containerd\/s\/[0-9a-f]{64}$/);
+      if (daemon) expect(address).toMatch(new RegExp(`^unix://${join(daemon.socket, "..", "sandboxes")}/[0-9a-f]{24}\\.sock$`));
+      else expect(address).toMatch(/^unix:\/\/\/run\/containerd\/s\/[0-9a-f]{64}$/);
       expect(start(ids.b)).toBe(address);
       expect(start(ids.c)).toBe(address);
       for (const id of Object.values(ids)) expect(readFileSync(join(bundles[id]!, "address"), "utf8")).toBe(address);
-      expect(serveProcesses().length).toBe(1);
+      if (daemon) {
+        // No process of its own: one sandbox in the daemon, on that address.
+        expect(serveProcesses()).toEqual([]);
+        expect((await sandboxes()).map((s) => s.address)).toEqual([address]);
+      } else expect(serveProcesses().length).toBe(1);
     },
     T,
   );
@@ -114,7 +139,9 @@ describe("one shim per pod", () => {
       const a = await create(v2, ids.a);
       const b = await create(v3, ids.b);
       const c = await create(v2, ids.c);
-      expect(new Set([a.pid, b.pid, c.pid]).size).toBe(3);
+      // Shared mode: each wasm task's pid is the daemon's, the process that runs it.
+      if (daemon) expect([a.pid, b.pid, c.pid]).toEqual([daemon.pid, daemon.pid, daemon.pid]);
+      else expect(new Set([a.pid, b.pid, c.pid]).size).toBe(3);
       expect((await v3.state({ id: ids.a, execId: "" })).status).toBe(Status.CREATED);
 
       const waits = [ids.a, ids.b].map((id) => v2.wait({ id, execId: "" }));
@@ -138,8 +165,9 @@ describe("one shim per pod", () => {
       }
 
       // As runc-v2: shim.pid in the bundle whose start began the server (the server's pid),
-      // none in the bundles of containers that joined it.
-      expect(readFileSync(join(bundles[ids.a]!, "shim.pid"), "utf8")).toBe(String(serveProcesses()[0]));
+      // none in the bundles of containers that joined it. Shared mode starts no server: none.
+      if (daemon) for (const id of Object.values(ids)) expect(existsSync(join(bundles[id]!, "shim.pid"))).toBe(false);
+      else expect(readFileSync(join(bundles[ids.a]!, "shim.pid"), "utf8")).toBe(String(serveProcesses()[0]));
       expect(existsSync(join(bundles[ids.b]!, "shim.pid"))).toBe(false);
       expect(existsSync(join(bundles[ids.c]!, "shim.pid"))).toBe(false);
 
@@ -147,7 +175,8 @@ describe("one shim per pod", () => {
       await v2.shutdown({ id: ids.a, now: false });
       await v2.shutdown({ id: ids.a, now: true });
       await Bun.sleep(200);
-      expect(serveProcesses().length).toBe(1);
+      if (daemon) expect((await sandboxes()).map((s) => s.containers)).toEqual([1]);
+      else expect(serveProcesses().length).toBe(1);
       expect((await v2.state({ id: ids.c, execId: "" })).status).toBe(Status.RUNNING);
 
       const wc = v2.wait({ id: ids.c, execId: "" });
@@ -160,11 +189,12 @@ describe("one shim per pod", () => {
       expect(checkpoint).toBeInstanceOf(TtrpcError);
       expect((checkpoint as TtrpcError).code).toBe(Code.UNIMPLEMENTED);
 
-      // With nothing left, Shutdown ends the server and removes its socket.
+      // With nothing left, Shutdown ends the server (shared: the sandbox) and removes its socket.
       await v2.shutdown({ id: ids.c, now: false });
       const deadline = Date.now() + 5000;
-      while (serveProcesses().length > 0 && Date.now() < deadline) await Bun.sleep(50);
-      expect(serveProcesses()).toEqual([]);
+      const serving = async () => (daemon ? (await sandboxes()).length : serveProcesses().length);
+      while ((await serving()) > 0 && Date.now() < deadline) await Bun.sleep(50);
+      expect(await serving()).toBe(0);
       expect(existsSync(socketPath(address))).toBe(false);
     },
     T,

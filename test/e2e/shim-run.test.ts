@@ -9,8 +9,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { socketPath } from "../../src/shim/address.ts";
-import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
+import { socketPath } from "../../src/runtime-v2/address.ts";
+import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { CreateTaskRequest, DeleteResponse, TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { Client, TtrpcError } from "../../src/ttrpc/index.ts";
 import { mountsUnder, processesUsing } from "../support/containerd.ts";

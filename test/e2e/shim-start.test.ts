@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { socketPath } from "../../src/shim/address.ts";
+import { socketPath } from "../../src/runtime-v2/address.ts";
 import { TaskDefinition as TaskV2 } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { Client } from "../../src/ttrpc/index.ts";
 import { REPO, type ShimEnv, shimEnv } from "../support/shim-env.ts";

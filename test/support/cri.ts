@@ -1,5 +1,6 @@
 // A private containerd with its CRI plugin on, driven with crictl the way the kubelet drives
-// it: the compiled shim on PATH as the runtime of the `wasmtime` handler, the test images and
+// it: the compiled shims on PATH as the runtime of our handler (`wasmtime` for normal mode, or
+// `wasmtimed` for shared mode, with the daemon's socket in containerd's environment), the test images and
 // a local pause image imported into the k8s.io namespace (no registry here, so nothing is
 // ever pulled). One per containerd version in test/e2e/cri.test.ts.
 //
@@ -18,8 +19,13 @@ import { busyboxImage, writeImageArchive } from "../../tools/image/index.ts";
 import { type Containerd, type CtrResult, containerdMajor, startContainerd } from "./containerd.ts";
 import { REPO, RUNTIME, WASM } from "./shim-env.ts";
 
-/** The CRI runtime handler (a RuntimeClass's `handler`) that maps to our shim. */
+/** The CRI runtime handler (a RuntimeClass's `handler`) that maps to our shim (normal mode). */
 export const HANDLER = "wasmtime";
+/** The handler that maps to shared mode's thin shim (io.containerd.wasmtimed.v1, test/support/daemon.ts). */
+export const SHARED_HANDLER = "wasmtimed";
+
+/** The handler whose runtime has runtime options (a wrapper binary and its own root): `<handler>-opts`. */
+export const optionsHandler = (handler: string) => `${handler}-opts`;
 /** containerd's CRI namespace: images must be here for the CRI plugin to see them. */
 export const K8S_NAMESPACE = "k8s.io";
 
@@ -45,7 +51,12 @@ export function criPluginConfig(o: {
   cniDir: string;
   options?: RuntimeOptionsFixture;
   defaultRuntime?: string;
+  /** Our handler and the runtime it maps to; default HANDLER → io.containerd.wasmtime.v1. */
+  handler?: string;
+  runtime?: string;
 }): string {
+  const handler = o.handler ?? HANDLER;
+  const runtime = o.runtime ?? RUNTIME;
   const q = (s: string) => JSON.stringify(s);
   // Root may not lower its own oom_score_adj here (a container's sandbox asks for -998):
   // restrict_oom_score_adj clamps requests to containerd's own value instead of failing.
@@ -57,8 +68,8 @@ export function criPluginConfig(o: {
       default_runtime_name = ${q(o.defaultRuntime ?? "runc")}${extra}
       [${prefix}.containerd.runtimes.runc]
         runtime_type = "io.containerd.runc.v2"
-      [${prefix}.containerd.runtimes.${HANDLER}]
-        runtime_type = ${q(RUNTIME)}${o.options ? optionsRuntime(prefix, o.major, o.options) : ""}`;
+      [${prefix}.containerd.runtimes.${handler}]
+        runtime_type = ${q(runtime)}${o.options ? optionsRuntime(prefix, o.major, o.options, handler, runtime) : ""}`;
   if (o.major < 2) {
     const p = `plugins."io.containerd.grpc.v1.cri"`;
     return `  [${p}]
@@ -88,10 +99,7 @@ ${runtimes(rt)}
 `;
 }
 
-/** The handler whose runtime (our shim) has runtime options: a wrapper binary and its own root. */
-export const HANDLER_WITH_OPTIONS = "wasmtime-opts";
-
-/** Runtime options for HANDLER_WITH_OPTIONS, and the files that show they were used. */
+/** Runtime options for optionsHandler(handler), and the files that show they were used. */
 export interface RuntimeOptionsFixture {
   /** BinaryName: a script that logs its arguments to `log`, then execs runc. */
   binary: string;
@@ -103,16 +111,16 @@ export interface RuntimeOptionsFixture {
 }
 
 /**
- * The runtime table of HANDLER_WITH_OPTIONS. containerd 2.x hands a non-runc runtime its
+ * The runtime table of optionsHandler(handler). containerd 2.x hands a non-runc runtime its
  * options table as TOML (config_body); 1.6 knows only config_path, a TOML file.
  */
-function optionsRuntime(prefix: string, major: number, o: RuntimeOptionsFixture): string {
+function optionsRuntime(prefix: string, major: number, o: RuntimeOptionsFixture, handler: string, runtime: string): string {
   const q = (s: string) => JSON.stringify(s);
   const options = major >= 2 ? `BinaryName = ${q(o.binary)}\n          Root = ${q(o.root)}` : `ConfigPath = ${q(o.configPath)}`;
   return `
-      [${prefix}.containerd.runtimes.${HANDLER_WITH_OPTIONS}]
-        runtime_type = ${q(RUNTIME)}
-        [${prefix}.containerd.runtimes.${HANDLER_WITH_OPTIONS}.options]
+      [${prefix}.containerd.runtimes.${optionsHandler(handler)}]
+        runtime_type = ${q(runtime)}
+        [${prefix}.containerd.runtimes.${optionsHandler(handler)}.options]
           ${options}`;
 }
 
@@ -179,7 +187,10 @@ export interface Pod {
 export interface CriEnv {
   cd: Containerd;
   dir: string;
-  /** What handler HANDLER_WITH_OPTIONS's runtime options name. */
+  /** Our handler (runPod's default) and the runtime type it maps to. */
+  handler: string;
+  runtime: string;
+  /** What handler optionsHandler(handler)'s runtime options name. */
   runtimeOptions: RuntimeOptionsFixture;
   major: number;
   crictlBinary: string;
@@ -189,7 +200,7 @@ export interface CriEnv {
   crictlArgv(args: string[]): string[];
   /** crictl that must succeed; its stdout. */
   crictlOk(args: string[], opts?: { timeoutMs?: number }): Promise<string>;
-  /** `crictl runp --runtime <handler>` a host-network pod; default handler wasmtime. */
+  /** `crictl runp --runtime <handler>` a host-network pod; default our handler. */
   runPod(name: string, opts?: { handler?: string }): Promise<Pod>;
   /** `crictl create --no-pull POD container.json pod.json`: the container's id. */
   createContainer(pod: Pod, config: ContainerConfig): Promise<string>;
@@ -264,6 +275,11 @@ export interface CriEnvOptions {
    * has none: `wasmtime` here makes such pods ours (test/support/kubelet.ts).
    */
   defaultRuntime?: string;
+  /** Our handler and its runtime type (default HANDLER, io.containerd.wasmtime.v1). */
+  handler?: string;
+  runtime?: string;
+  /** Extra environment for containerd and the shims it starts (shared mode: BUNWASI_DAEMON_SOCKET). */
+  env?: Record<string, string>;
 }
 
 export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
@@ -271,6 +287,8 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
   if (!existsSync(crictlBinary)) throw new Error(`${crictlBinary} is missing: run scripts/cri-tools.sh`);
   const binary = opts.binary ?? "/usr/bin/containerd";
   const major = containerdMajor(binary);
+  const handler = opts.handler ?? HANDLER;
+  const runtime = opts.runtime ?? RUNTIME;
   // 2.x's `runc` handler needs the runc shim of its own version (scripts/containerd-versions.sh
   // builds it beside containerd); 1.6 uses Debian's, which its package installs in /usr/bin.
   const path: string[] = [];
@@ -303,10 +321,13 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
       pauseImage: CRI_IMAGES.pause,
       cniDir,
       options: runtimeOptions,
+      handler,
+      runtime,
       ...(opts.defaultRuntime ? { defaultRuntime: opts.defaultRuntime } : {}),
     }),
     // CRI's first start loads more plugins than ctr needs; 2.x on a busy machine is slower.
     startTimeoutMs: 60_000,
+    ...(opts.env ? { env: opts.env } : {}),
   });
 
   const endpoint = `unix://${cd.address}`;
@@ -375,7 +396,7 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
     };
     const configPath = join(podDir, "pod.json");
     writeFileSync(configPath, JSON.stringify(config, null, 2));
-    const id = (await crictlOk(["runp", "--runtime", o.handler ?? HANDLER, configPath])).trim();
+    const id = (await crictlOk(["runp", "--runtime", o.handler ?? handler, configPath])).trim();
     return { id, name, configPath, logDir, cgroupParent };
   };
 
@@ -466,6 +487,8 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
     cd,
     dir,
     major,
+    handler,
+    runtime,
     crictlBinary,
     crictl,
     crictlArgv,

@@ -60,9 +60,9 @@ export function ctrTasks(cd: () => Containerd, logDir: () => string) {
   }
 
   /** `ctr run -d` with stdout+stderr to a file (a detached ctr leaves no reader on a fifo). */
-  async function runDetached(id: string, args: string[] = [], image: string = IMAGES.demo): Promise<string> {
+  async function runDetached(id: string, args: string[] = [], image: string = IMAGES.demo, runtime: string = RUNTIME): Promise<string> {
     const log = join(logDir(), `${id}.log`);
-    await ctrOk(["run", "-d", "--runtime", RUNTIME, "--log-uri", `file://${log}`, image, id, ...args]);
+    await ctrOk(["run", "-d", "--runtime", runtime, "--log-uri", `file://${log}`, image, id, ...args]);
     return log;
   }
 

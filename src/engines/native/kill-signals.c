@@ -25,9 +25,11 @@
 #include <time.h>
 #include <unistd.h>
 
-// [0] = the first kill signal (0 = none yet); [1] = paused (always 0 here: the layout is the
-// engine's kill word, whose second slot shared mode uses).
-static _Atomic int32_t kill_word[2];
+// The engine's run words (src/engines/wasmtime/run-words.ts), so the run code reads them as it
+// does on a Worker: [0] = the first kill signal (0 = none yet); [1] = paused (always 0 here);
+// [2] = linear memory pages published (-1 = none yet); [3..5] the memory request words, which
+// only shared mode's Stats uses.
+static _Atomic int32_t kill_word[6] = {0, 0, -1, 0, 0, 0};
 static void (*_Atomic interrupt_fn)(void *);
 static void *_Atomic interrupt_arg;
 static int wake[2] = {-1, -1};

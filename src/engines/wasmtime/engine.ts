@@ -27,6 +27,14 @@ import { compileComponent, serializeComponent } from "./component.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { configFlags, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
+import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory } from "./run-words.ts";
+
+/**
+ * How long Stats waits for a run to publish its memory after the epoch bump. A thread in
+ * wasm answers in microseconds; only one blocked in a host call we do not own (a read)
+ * runs into this, and then its last figure is reported.
+ */
+const MEMORY_ASK_MS = 10;
 
 export interface WasmtimeEngineOptions {
   /** Path of libwasmtime.so; default: found by findLibwasmtime(). */
@@ -205,6 +213,7 @@ export class WasmtimeEngine {
           Atomics.store(kill, 1, 0);
           Atomics.notify(kill, 1);
         },
+        memoryBytes: () => this.askMemory(kill),
       });
       if (ctx.signal?.aborted) onAbort();
       else ctx.signal?.addEventListener("abort", onAbort, { once: true });
@@ -306,8 +315,8 @@ export class WasmtimeEngine {
       }
     }
 
-    // [0] = the signal once killed, [1] = 1 while paused (see ./store.ts).
-    const killBuf = new SharedArrayBuffer(8);
+    // The signal once killed, paused, the memory figure: ./run-words.ts.
+    const killBuf = newRunWords();
     const req: RunRequest = {
       libPath: this.libPath,
       enginePtr: this.enginePointer,
@@ -336,6 +345,28 @@ export class WasmtimeEngine {
       kill: killBuf,
     };
     return { req, cacheKey, cacheHit };
+  }
+
+  /**
+   * The run's linear memory in bytes, fresh: a module running wasm publishes it at the epoch
+   * callback this bump causes (within microseconds); one asleep or paused in a wait of ours
+   * published it on the way in and cannot grow meanwhile. One blocked in another host call
+   * (a read) cannot answer: after MEMORY_ASK_MS its last figure is used.
+   */
+  private async askMemory(words: Int32Array): Promise<number | undefined> {
+    if (Atomics.load(words, BLOCKED) === 0 && Atomics.load(words, MEM_PAGES) >= 0) {
+      const asked = (Atomics.load(words, MEM_ASK) + 1) | 0;
+      Atomics.store(words, MEM_ASK, asked);
+      this.incrementEpoch();
+      const answered = Atomics.load(words, MEM_ANSWER);
+      if (answered !== asked) {
+        // Raced with a timer of our own: the answer or the time is up, whichever comes first,
+        // however the runtime's waitAsync treats its timeout.
+        const wait = Atomics.waitAsync(words, MEM_ANSWER, answered, MEMORY_ASK_MS);
+        if (wait.async) await Promise.race([wait.value, Bun.sleep(MEMORY_ASK_MS)]);
+      }
+    }
+    return publishedMemory(words);
   }
 
   /** Free the engine. Only once no run is in flight. */

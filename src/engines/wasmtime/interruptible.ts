@@ -11,6 +11,8 @@
 //     id u32 @16, timeout u64 @24, precision u64 @32, flags u16 @40 (bit 0: absolute)
 //   event (32 bytes): userdata u64 @0, error u16 @8, type u8 @10, fd_readwrite @16
 
+import { BLOCKED, KILL, PAUSED } from "./run-words.ts";
+
 export const SUBSCRIPTION_SIZE = 48;
 export const EVENT_SIZE = 32;
 const EVENTTYPE_CLOCK = 0;
@@ -57,18 +59,27 @@ export function writeClockEvents(mem: Uint8Array, outPtr: number, due: bigint[])
 }
 
 /**
- * Waits `ns` on `kill[0]` staying 0: resolves true if it was killed meanwhile (the killer
- * stores the signal and notifies), false when the time is up.
+ * Waits `ns` on `words[KILL]` staying 0: resolves true if it was killed meanwhile (the killer
+ * stores the signal and notifies), false when the time is up. A run paused when its sleep
+ * ends stays here until resumed (or killed): a paused module takes no step, as under runc's
+ * freezer, where a frozen sleeper's timer expires but the process runs only once thawed.
  */
-export function interruptibleSleep(kill: Int32Array, ns: bigint): boolean {
-  // Atomics.wait takes milliseconds (fractions allowed); cap at a day per wait and loop.
-  let left = Number(ns) / 1e6;
-  while (left > 0) {
-    if (Atomics.load(kill, 0) !== 0) return true;
-    const chunk = Math.min(left, 86_400_000);
-    const t0 = performance.now();
-    Atomics.wait(kill, 0, 0, chunk);
-    left -= performance.now() - t0;
+export function interruptibleSleep(words: Int32Array, ns: bigint): boolean {
+  Atomics.store(words, BLOCKED, 1);
+  try {
+    // Atomics.wait takes milliseconds (fractions allowed); cap at a day per wait and loop.
+    let left = Number(ns) / 1e6;
+    while (left > 0) {
+      if (Atomics.load(words, KILL) !== 0) return true;
+      const chunk = Math.min(left, 86_400_000);
+      const t0 = performance.now();
+      Atomics.wait(words, KILL, 0, chunk);
+      left -= performance.now() - t0;
+    }
+    // Resume notifies PAUSED, a kill both words.
+    while (Atomics.load(words, PAUSED) !== 0 && Atomics.load(words, KILL) === 0) Atomics.wait(words, PAUSED, 1);
+    return Atomics.load(words, KILL) !== 0;
+  } finally {
+    Atomics.store(words, BLOCKED, 0);
   }
-  return Atomics.load(kill, 0) !== 0;
 }

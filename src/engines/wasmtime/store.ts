@@ -3,9 +3,10 @@
 // and preview 2 in libwasmtime 48: the store keeps one context and both linkers read it),
 // and the epoch-deadline callback that turns a kill into a trap.
 
-import { JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
-import { check, cstr, cstrArray, type WasmtimeLib } from "./ffi.ts";
+import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
+import { check, cstr, cstrArray, LAYOUT, type WasmtimeLib } from "./ffi.ts";
 import type { RunRequest } from "./protocol.ts";
+import { BLOCKED, publishMemory } from "./run-words.ts";
 
 /** An error before the guest ran (bad module, link error, missing export): exit 125. */
 export class EngineError extends Error {}
@@ -15,6 +16,11 @@ export interface RunStore {
   ctx: Pointer;
   /** Must outlive the store (wasmtime calls it on the run thread); close after deleting the store. */
   deadlineCb: JSCallback;
+  /**
+   * The instance's exported memory (a wasmtime_extern_t), once the run has one: every epoch
+   * callback then publishes its size for Stats (./run-words.ts).
+   */
+  memory: { extern?: Buffer };
 }
 
 /**
@@ -24,6 +30,7 @@ export interface RunStore {
 export function openStore(lib: WasmtimeLib, engine: Pointer, req: RunRequest, kill: Int32Array, keep: unknown[]): RunStore {
   const store = lib.wasmtime_store_new(engine, null, null) as Pointer;
   let deadlineCb: JSCallback | undefined;
+  const memory: RunStore["memory"] = {};
   try {
     const ctx = lib.wasmtime_store_context(store) as Pointer;
     if (req.memoryLimitBytes !== undefined && req.memoryLimitBytes >= 0) {
@@ -35,9 +42,14 @@ export function openStore(lib: WasmtimeLib, engine: Pointer, req: RunRequest, ki
     // Epoch interruption: deadline 1 tick ahead; each tick either kills (this run was
     // aborted) or extends by one tick (another store on the shared engine was the target).
     deadlineCb = new JSCallback(
-      (_ctx: Pointer, _data: Pointer, delta: Pointer, kind: Pointer) => {
+      (cx: Pointer, _data: Pointer, delta: Pointer, kind: Pointer) => {
+        // Any epoch bump (a Stats request among them) refreshes the memory figure.
+        if (memory.extern)
+          publishMemory(kill, Number(lib.wasmtime_memory_data_size(cx, (bunPtr(memory.extern) + LAYOUT.extern.of) as Pointer)));
         // Paused: this thread waits here, inside the module, until resumed or killed.
+        Atomics.store(kill, BLOCKED, 1);
         while (Atomics.load(kill, 1) !== 0 && Atomics.load(kill, 0) === 0) Atomics.wait(kill, 1, 1);
+        Atomics.store(kill, BLOCKED, 0);
         if (Atomics.load(kill, 0) !== 0) {
           return lib.wasmtime_error_new(cstr(`interrupted by signal ${Atomics.load(kill, 0)}`));
         }
@@ -49,7 +61,7 @@ export function openStore(lib: WasmtimeLib, engine: Pointer, req: RunRequest, ki
     );
     lib.wasmtime_store_epoch_deadline_callback(store, deadlineCb.ptr as Pointer, null, null);
     lib.wasmtime_context_set_epoch_deadline(ctx, 1n);
-    return { store, ctx, deadlineCb };
+    return { store, ctx, deadlineCb, memory };
   } catch (e) {
     lib.wasmtime_store_delete(store);
     deadlineCb?.close();

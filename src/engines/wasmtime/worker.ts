@@ -19,7 +19,8 @@ import { runComponent } from "./component.ts";
 import { check, cstr, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { clockOnlyWait, interruptibleSleep, writeClockEvents } from "./interruptible.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
-import { EngineError, openStore } from "./store.ts";
+import { publishMemory } from "./run-words.ts";
+import { EngineError, openStore, type RunStore } from "./store.ts";
 
 declare const self: Worker;
 
@@ -153,6 +154,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     }
     let outcome = outcomeOf(lib, err, readPtr(trapOut), kill, exitStatus);
     if (outcome) return { ...outcome, stats };
+    watchMemory(lib, ctx, instance, opened, kill);
 
     // 5. call the entry export
     const ext = Buffer.alloc(LAYOUT.extern.size);
@@ -281,8 +283,11 @@ function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Poin
         number,
         number,
       ];
-      const wait = clockOnlyWait(callerMemory(lib, caller), inPtr, n);
+      const callerMem = callerMemory(lib, caller);
+      const wait = clockOnlyWait(callerMem, inPtr, n);
       if (wait) {
+        // Asleep, the module cannot grow: the figure published now holds until it wakes.
+        publishMemory(kill, callerMem.length);
         if (sleep(wait.timeoutNs)) {
           const msg = Buffer.from(`interrupted by signal ${Atomics.load(kill, 0)}`);
           return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
@@ -438,6 +443,16 @@ async function importHosts(urls: string[]): Promise<HostFunctions[]> {
     out.push(m.default);
   }
   return out;
+}
+
+/** Publishes the instance's exported "memory" now and at every epoch callback (Stats, ./run-words.ts). */
+function watchMemory(lib: WasmtimeLib, cx: Pointer, instance: Buffer, opened: RunStore, kill: Int32Array): void {
+  const ext = Buffer.alloc(LAYOUT.extern.size);
+  const name = Buffer.from("memory");
+  if (!lib.wasmtime_instance_export_get(cx, instance, name, name.length, ext) || ext[LAYOUT.extern.kind] !== LAYOUT.externKindMemory)
+    return;
+  opened.memory.extern = ext;
+  publishMemory(kill, Number(lib.wasmtime_memory_data_size(cx, (bunPtr(ext) + LAYOUT.extern.of) as Pointer)));
 }
 
 /** This thread's Linux id (gettid(2), in glibc since 2.30); 0 if unavailable. */

@@ -2,23 +2,29 @@
 // for it (src/daemon/paths.ts).
 import { expect, test } from "bun:test";
 import { parseDaemonArgs } from "../../../src/daemon/daemon.ts";
-import { DEFAULT_DAEMON_SOCKET, daemonSocket } from "../../../src/daemon/paths.ts";
+import { daemonSocket, defaultDaemonSocket } from "../../../src/daemon/paths.ts";
+
+const DEFAULT_DAEMON_SOCKET = defaultDaemonSocket("containerd-wasmtimed");
 
 test("defaults, --socket in both spellings, --debug, --help, --version", () => {
-  expect(parseDaemonArgs([])).toEqual({ socket: DEFAULT_DAEMON_SOCKET, debug: false, help: false, version: false });
-  expect(DEFAULT_DAEMON_SOCKET.startsWith("/run/")).toBe(true);
-  expect(parseDaemonArgs(["--socket", "/tmp/a.sock", "--debug"])).toMatchObject({ socket: "/tmp/a.sock", debug: true });
-  expect(parseDaemonArgs(["--socket=/tmp/b.sock"]).socket).toBe("/tmp/b.sock");
-  expect(parseDaemonArgs(["--help"]).help).toBe(true);
-  expect(parseDaemonArgs(["--version"]).version).toBe(true);
+  expect(parseDaemonArgs([], DEFAULT_DAEMON_SOCKET)).toEqual({ socket: DEFAULT_DAEMON_SOCKET, debug: false, help: false, version: false });
+  // The documented default (README "Shared mode", the systemd unit).
+  expect(DEFAULT_DAEMON_SOCKET).toBe("/run/bunwasi/wasmtimed.sock");
+  expect(parseDaemonArgs(["--socket", "/tmp/a.sock", "--debug"], DEFAULT_DAEMON_SOCKET)).toMatchObject({
+    socket: "/tmp/a.sock",
+    debug: true,
+  });
+  expect(parseDaemonArgs(["--socket=/tmp/b.sock"], DEFAULT_DAEMON_SOCKET).socket).toBe("/tmp/b.sock");
+  expect(parseDaemonArgs(["--help"], DEFAULT_DAEMON_SOCKET).help).toBe(true);
+  expect(parseDaemonArgs(["--version"], DEFAULT_DAEMON_SOCKET).version).toBe(true);
 });
 
 test("a missing value or an unknown argument is an error naming it", () => {
-  expect(() => parseDaemonArgs(["--socket"])).toThrow("--socket needs a path");
-  expect(() => parseDaemonArgs(["--nope"])).toThrow("unknown argument --nope");
+  expect(() => parseDaemonArgs(["--socket"], DEFAULT_DAEMON_SOCKET)).toThrow("--socket needs a path");
+  expect(() => parseDaemonArgs(["--nope"], DEFAULT_DAEMON_SOCKET)).toThrow("unknown argument --nope");
 });
 
 test("the thin shim asks BUNWASI_DAEMON_SOCKET (containerd's environment), else the default", () => {
-  expect(daemonSocket({})).toBe(DEFAULT_DAEMON_SOCKET);
-  expect(daemonSocket({ BUNWASI_DAEMON_SOCKET: "/x/d.sock" })).toBe("/x/d.sock");
+  expect(daemonSocket("containerd-wasmtimed", {})).toBe(DEFAULT_DAEMON_SOCKET);
+  expect(daemonSocket("containerd-wasmtimed", { BUNWASI_DAEMON_SOCKET: "/x/d.sock" })).toBe("/x/d.sock");
 });

@@ -4,12 +4,23 @@
 // up), the stdin relay (data and EOF reach the module's fifo, a kill ends a blocked read),
 // and the hybrid runtime's dispatch between in-process and runc.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { closeSync, constants, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HybridRuntime, type InProcessPlan, InProcessRuntime, threadCpu } from "../../../src/daemon/inproc-runtime.ts";
-import { mkfifo } from "../../../src/daemon/stdin-relay.ts";
 import type { RunContext, Runner, RunResult } from "../../../src/engines/engine.ts";
+import { mkfifo } from "../../../src/linux/libc.ts";
 import type { RuncStats } from "../../../src/linux/runc.ts";
 import type { OciRuntime } from "../../../src/task/host.ts";
 
@@ -52,6 +63,17 @@ async function created(id = "c1", p = plan()): Promise<number> {
   return rt.create(id, work, stdio, work);
 }
 
+/** How many of this process's fds are open on `path`. */
+function fdsOn(path: string): number {
+  let n = 0;
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) === path) n++;
+    } catch {} // the fd of the directory listing itself, gone by now
+  }
+  return n;
+}
+
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "inproc-"));
   runner = new FakeRunner();
@@ -65,6 +87,7 @@ beforeEach(() => {
 
 afterEach(() => {
   for (const fd of [...stdio, stdinWriter]) {
+    if (fd < 0) continue;
     try {
       closeSync(fd);
     } catch {}
@@ -161,6 +184,83 @@ describe("InProcessRuntime", () => {
     expect(cpu?.total).toBeLessThanOrEqual((own?.user ?? 0) + (own?.kernel ?? 0));
   });
 
+  test("stats: the module's linear memory as the memory usage (rss), the store limit as the limit, in the cgroup's shape", async () => {
+    await created("c1", plan({ memoryLimitBytes: 32 << 20 }));
+    await rt.start("c1");
+    expect((await rt.stats("c1")).memory).toBeUndefined(); // the engine cannot tell yet
+    let bytes = 3 * 65536;
+    runner.runs[0]!.ctx.onControl?.({ pause() {}, resume() {}, memoryBytes: async () => bytes });
+    expect((await rt.stats("c1")).memory).toEqual({
+      usage: { usage: 3 * 65536, max: 3 * 65536, limit: 32 << 20 },
+      raw: { rss: 3 * 65536, total_rss: 3 * 65536, anon: 3 * 65536 },
+    });
+    bytes = 17 * 65536; // it grew
+    expect((await rt.stats("c1")).memory?.usage?.usage).toBe(17 * 65536);
+    runner.runs[0]!.end(0);
+    await rt.exitOf("c1");
+    expect((await rt.stats("c1")).memory).toBeUndefined(); // over: nothing runs
+  });
+
+  test("a container created and deleted without a start leaves no fd (the relay's fifo end included)", async () => {
+    await created();
+    const fifo = join(dir, "c1", "stdin");
+    await rt.kill("c1", 9, false);
+    await rt.delete("c1", true);
+    expect(fdsOn(fifo)).toBe(0);
+  });
+
+  test("stdin: 1 MiB reaches a module that reads slower than containerd writes, whole and in order, then EOF", async () => {
+    await created();
+    await rt.start("c1");
+    const fifo = (runner.runs[0]!.ctx.stdin as { path: string }).path;
+    const input = Buffer.alloc(1 << 20);
+    for (let i = 0; i < input.length; i++) input[i] = (i * 7 + (i >> 12)) & 0xff;
+    // The module: a reader that takes 4 KiB at a time with pauses, so the fifo fills up.
+    const reader = Bun.spawn(["sh", "-c", `exec dd if=${fifo} bs=4096 status=none | cat`], { stdout: "pipe" });
+    const got = new Response(reader.stdout).arrayBuffer();
+    // containerd's side: written as fast as the fifo takes it (non-blocking, retried).
+    for (let off = 0; off < input.length; ) {
+      try {
+        off += writeSync(stdinWriter, input, off, Math.min(65536, input.length - off));
+      } catch {
+        await Bun.sleep(1);
+      }
+    }
+    closeSync(stdinWriter);
+    stdinWriter = -1; // closed: afterEach must not close the number again (it may be reused by then)
+    expect(Buffer.from(await got).equals(input)).toBe(true);
+    expect(await reader.exited).toBe(0);
+    runner.runs[0]!.end(0);
+    await rt.delete("c1", true);
+    expect(fdsOn(fifo)).toBe(0);
+  });
+
+  test("stdin: input that ends before the module opens its fifo still reaches it, then EOF", async () => {
+    await created();
+    await rt.start("c1");
+    writeSync(stdinWriter, "early\n");
+    closeSync(stdinWriter);
+    stdinWriter = -1;
+    await Bun.sleep(50); // containerd's side is over before the module (cat) opens the fifo
+    const fifo = (runner.runs[0]!.ctx.stdin as { path: string }).path;
+    const reader = Bun.spawn(["cat", fifo], { stdout: "pipe" });
+    expect(await new Response(reader.stdout).text()).toBe("early\n");
+    expect(await reader.exited).toBe(0);
+    runner.runs[0]!.end(0);
+    await rt.delete("c1", true);
+    expect(fdsOn(fifo)).toBe(0);
+  });
+
+  test("stdin: a run that ends without opening its fifo leaves the relay holding nothing", async () => {
+    await created();
+    await rt.start("c1");
+    const fifo = (runner.runs[0]!.ctx.stdin as { path: string }).path;
+    await Bun.sleep(20); // the relay waits for the module to open the fifo
+    runner.runs[0]!.end(125); // e.g. the module failed to link: it never opened stdin
+    await rt.delete("c1", true);
+    expect(fdsOn(fifo)).toBe(0);
+  });
+
   test("stdin: what containerd writes reaches the module's fifo, then EOF", async () => {
     await created();
     await rt.start("c1");
@@ -170,9 +270,12 @@ describe("InProcessRuntime", () => {
     const reader = Bun.spawn(["cat", fifo], { stdout: "pipe" });
     writeSync(stdinWriter, "hello stdin\n");
     closeSync(stdinWriter);
+    stdinWriter = -1; // closed: afterEach must not close the number again (it may be reused by then)
     expect(await new Response(reader.stdout).text()).toBe("hello stdin\n");
     expect(await reader.exited).toBe(0);
     runner.runs[0]!.end(0);
+    await rt.delete("c1", true);
+    expect(fdsOn(fifo)).toBe(0);
   });
 
   test("stdin: a kill ends a module's blocked read (EOF), though containerd's side stays open", async () => {
@@ -185,6 +288,8 @@ describe("InProcessRuntime", () => {
     await rt.kill("c1", 15, false);
     expect(await reader.exited).toBe(0);
     expect(readFileSync(join(dir, "out"), "utf8")).toBe("");
+    await rt.delete("c1", true);
+    expect(fdsOn(fifo)).toBe(0);
   });
 });
 

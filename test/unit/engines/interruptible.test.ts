@@ -11,6 +11,7 @@ import {
   SUBSCRIPTION_SIZE,
   writeClockEvents,
 } from "../../../src/engines/wasmtime/interruptible.ts";
+import { BLOCKED, KILL, newRunWords, PAUSED } from "../../../src/engines/wasmtime/run-words.ts";
 import { prepare, wasm } from "./helpers.ts";
 
 function subscriptions(subs: { userdata: bigint; tag?: number; timeout?: bigint; flags?: number }[]): Uint8Array {
@@ -56,10 +57,29 @@ describe("poll_oneoff subscriptions", () => {
   });
 
   test("the sleep ends by itself, or at once when the kill word is set", () => {
-    const kill = new Int32Array(new SharedArrayBuffer(4));
+    const kill = new Int32Array(newRunWords());
     expect(interruptibleSleep(kill, 1_000_000n)).toBe(false);
-    Atomics.store(kill, 0, 15);
+    Atomics.store(kill, KILL, 15);
     expect(interruptibleSleep(kill, 3_600_000_000_000n)).toBe(true);
+    expect(Atomics.load(kill, BLOCKED)).toBe(0);
+  });
+
+  test("a sleep over while paused does not return until resumed; a kill ends that wait", () => {
+    const words = new Int32Array(newRunWords());
+    Atomics.store(words, PAUSED, 1);
+    // Killed during the wait: true, without a resume (a resume would come from another thread).
+    const killer = new Worker(
+      URL.createObjectURL(
+        new Blob([
+          `self.onmessage = (e) => { const w = new Int32Array(e.data); setTimeout(() => { Atomics.store(w, ${KILL}, 9); Atomics.notify(w, ${KILL}); Atomics.notify(w, ${PAUSED}); }, 50); };`,
+        ]),
+      ),
+    );
+    killer.postMessage(words.buffer);
+    const returned = interruptibleSleep(words, 1_000n); // 1 µs: over long before the kill
+    killer.terminate();
+    expect(returned).toBe(true);
+    expect(Atomics.load(words, KILL)).toBe(9); // it waited for the kill, the only way out but a resume
   });
 });
 
@@ -153,5 +173,95 @@ describe("pause and resume of a run (RunContext.onControl)", () => {
     control?.pause();
     ac.abort(9);
     expect(await run).toBe(137);
+  });
+
+  test("a paused module asleep takes no step when its sleep is over, only once resumed (as under runc's freezer)", async () => {
+    const dir = (await import("./helpers.ts")).tmp();
+    const out = `${dir}/out`;
+    let control: import("../../../src/engines/engine.ts").RunControl | undefined;
+    let ended = false;
+    // Sleeps 0.3 s, then prints "exiting" and ends.
+    const run = engine
+      .run({
+        modulePath: wasm("wasi-demo-app"),
+        args: ["demo", "sleep", "0.3"],
+        env: [],
+        stdout: { kind: "path", path: out },
+        onControl: (c) => {
+          control = c;
+        },
+      })
+      .finally(() => {
+        ended = true;
+      });
+    while (!control?.threadId?.()) await Bun.sleep(5);
+    control?.pause();
+    await Bun.sleep(1500); // five times the sleep
+    expect(ended).toBe(false);
+    expect(Bun.file(out).size).toBe(0);
+    control?.resume();
+    expect(await run).toBe(0);
+    expect(await Bun.file(out).text()).toBe("exiting\n");
+  });
+});
+
+describe("the linear memory of a run (RunControl.memoryBytes, shared mode's Stats)", () => {
+  let engine: WasmtimeEngine;
+  beforeAll(() => {
+    engine = new WasmtimeEngine({ libPath: prepare().libPath, killGraceMs: 3_600_000 });
+  });
+
+  for (const [what, args, module] of [
+    ["asleep (published on the way into the sleep)", ["demo", "sleep", "600"], "wasi-demo-app"],
+    ["running wasm (answered at the epoch callback)", ["busy"], "busy"],
+  ] as const) {
+    test(`a module ${what}: its memory, in whole wasm pages`, async () => {
+      let control: import("../../../src/engines/engine.ts").RunControl | undefined;
+      const ac = new AbortController();
+      const run = engine.run({ modulePath: wasm(module), args: [...args], env: [], signal: ac.signal, onControl: (c) => (control = c) });
+      let bytes: number | undefined;
+      // Until the run has instantiated (a bounded number of looks: a hang fails, naming why).
+      for (let i = 0; i < 1000 && bytes === undefined; i++) {
+        await Bun.sleep(10);
+        bytes = await control?.memoryBytes?.();
+      }
+      if (bytes === undefined) throw new Error(`no memory figure after 1000 looks (control handed over: ${control !== undefined})`);
+      expect(bytes).toBeGreaterThan(0);
+      expect(bytes % 65536).toBe(0);
+      ac.abort(9);
+      expect(await run).toBe(137);
+    });
+  }
+
+  test("a module that grew to 16 pages and sleeps reports exactly 16 × 64 KiB", async () => {
+    // memory.grow by 15 from 1 page, then a 600 s clock-only poll_oneoff (our interruptible sleep).
+    const wat = `(module
+      (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "_start")
+        (drop (memory.grow (i32.const 15)))
+        (i64.store (i32.const 0) (i64.const 1))
+        (i32.store8 (i32.const 8) (i32.const 0))
+        (i32.store (i32.const 16) (i32.const 1))
+        (i64.store (i32.const 24) (i64.const 600000000000))
+        (drop (call $poll (i32.const 0) (i32.const 128) (i32.const 1) (i32.const 256)))))`;
+    let control: import("../../../src/engines/engine.ts").RunControl | undefined;
+    const ac = new AbortController();
+    const run = engine.run({
+      module: new TextEncoder().encode(wat),
+      args: ["g"],
+      env: [],
+      signal: ac.signal,
+      onControl: (c) => (control = c),
+    });
+    let bytes: number | undefined;
+    while (bytes !== 16 * 65536) {
+      await Bun.sleep(10);
+      bytes = await control?.memoryBytes?.();
+      // 1 page right after instantiation, 16 once it grew: nothing else.
+      if (bytes !== undefined) expect([65536, 16 * 65536]).toContain(bytes);
+    }
+    ac.abort(15);
+    expect(await run).toBe(143);
   });
 });

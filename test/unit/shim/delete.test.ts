@@ -5,8 +5,8 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { deleteTask } from "../../../src/shim/delete.ts";
-import { parseShimFlags } from "../../../src/shim/flags.ts";
+import { deleteTask } from "../../../src/runtime-v2/delete.ts";
+import { parseShimFlags } from "../../../src/runtime-v2/flags.ts";
 import { RUNTIME_OPTIONS_FILE, saveRuntimeOptions } from "../../../src/task/runtime-options.ts";
 
 const base = mkdtempSync(join(tmpdir(), "bunwasi-delete-"));

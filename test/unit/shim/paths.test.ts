@@ -1,6 +1,6 @@
 // Where the shim keeps its files: read from the environment it is given, when asked.
 import { describe, expect, test } from "bun:test";
-import { containerStateDir, runtimeRoot, shimPaths } from "../../../src/shim/paths.ts";
+import { containerStateDir, runtimeRoot, shimPaths } from "../../../src/runtime-v2/paths.ts";
 
 describe("shim paths", () => {
   test("defaults, and the environment's overrides", () => {

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { ExitWatcher } from "../../../src/linux/reaper.ts";
 import { Runc } from "../../../src/linux/runc.ts";
-import { parseShimFlags } from "../../../src/shim/flags.ts";
+import { parseShimFlags } from "../../../src/runtime-v2/flags.ts";
 import { normalModeHost, type ServedNamespace } from "../../../src/shim/serve.ts";
 import { Publisher } from "../../../src/task/events.ts";
 

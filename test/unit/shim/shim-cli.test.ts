@@ -2,9 +2,9 @@
 // flags, socket addresses, and telling the two kinds of `start` stdin apart.
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { groupId, socketAddress } from "../../../src/shim/address.ts";
-import { formatShimFlags, parseShimFlags } from "../../../src/shim/flags.ts";
-import { bootstrapParams, startReply } from "../../../src/shim/start.ts";
+import { groupId, socketAddress } from "../../../src/runtime-v2/address.ts";
+import { formatShimFlags, parseShimFlags } from "../../../src/runtime-v2/flags.ts";
+import { bootstrapParams, startReply } from "../../../src/runtime-v2/reply.ts";
 import { BootstrapParams, BootstrapResult } from "../../../src/task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
 import { Any } from "../../../src/task/gen/google/protobuf/any.ts";
 
