@@ -11,8 +11,8 @@ import { type Image, ImagesDefinition } from "./gen/containerd/services/images/v
 import { LeasesDefinition } from "./gen/containerd/services/leases/v1/leases.ts";
 import { GrpcClient, GrpcCode, GrpcError, type Metadata } from "./grpc.ts";
 
-export { GrpcCode, GrpcError };
 export type { Container, Image, Info };
+export { GrpcCode, GrpcError };
 
 /** containerd's gRPC limit is 16 MiB per message; a write sends 1 MiB at a time. */
 const WRITE_CHUNK = 1 << 20;
@@ -101,7 +101,10 @@ export class ContainerdClient {
     const r = await this.grpc.unary(
       LeasesDefinition,
       LeasesDefinition.methods.create,
-      { id: `bunwasi-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`, labels: { "containerd.io/gc.expire": expire } },
+      {
+        id: `bunwasi-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
+        labels: { "containerd.io/gc.expire": expire },
+      },
       this.md(),
     );
     const id = r.lease?.id;
@@ -155,6 +158,15 @@ export class ContainerdClient {
         return expected;
       }
       throw e;
+    }
+  }
+
+  /** Remove a blob; one that is not there is fine. */
+  async delete(digest: string): Promise<void> {
+    try {
+      await this.grpc.unary(ContentDefinition, ContentDefinition.methods.delete, { digest }, this.md());
+    } catch (e) {
+      if (!(e instanceof GrpcError && e.code === GrpcCode.NOT_FOUND)) throw e;
     }
   }
 

@@ -264,6 +264,8 @@ export interface CriEnvOptions {
    * has none: `wasmtime` here makes such pods ours (test/support/kubelet.ts).
    */
   defaultRuntime?: string;
+  /** Extra environment for containerd and so for the shims (e.g. a private BUNWASI_EXEC_ROOT). */
+  env?: Record<string, string>;
 }
 
 export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
@@ -298,6 +300,7 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
     path,
     namespace: K8S_NAMESPACE,
     enablePlugins: CRI_PLUGINS,
+    ...(opts.env ? { env: opts.env } : {}),
     pluginConfig: criPluginConfig({
       major,
       pauseImage: CRI_IMAGES.pause,

@@ -118,7 +118,12 @@ export function buildArtifact(spec: ArtifactSpec): BuiltArtifact {
     ],
   };
 
-  const blob = (digest: Digest, data: Uint8Array): TarEntry => ({ type: "file", path: `blobs/sha256/${digestHex(digest)}`, data, mode: 0o444 });
+  const blob = (digest: Digest, data: Uint8Array): TarEntry => ({
+    type: "file",
+    path: `blobs/sha256/${digestHex(digest)}`,
+    data,
+    mode: 0o444,
+  });
   const seen = new Set<string>();
   const entries: TarEntry[] = [
     { type: "file", path: "oci-layout", data: json({ imageLayoutVersion: "1.0.0" }), mode: 0o444 },

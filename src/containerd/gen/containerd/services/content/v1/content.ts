@@ -96,6 +96,10 @@ export interface WriteContentResponse {
   digest: string;
 }
 
+export interface DeleteContentRequest {
+  digest: string;
+}
+
 export interface AbortRequest {
   ref: string;
 }
@@ -967,6 +971,66 @@ export const WriteContentResponse: MessageFns<
   },
 };
 
+function createBaseDeleteContentRequest(): DeleteContentRequest {
+  return { digest: "" };
+}
+
+export const DeleteContentRequest: MessageFns<
+  DeleteContentRequest,
+  "containerd.services.content.v1.DeleteContentRequest"
+> = {
+  $type: "containerd.services.content.v1.DeleteContentRequest" as const,
+
+  encode(message: DeleteContentRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.digest !== "") {
+      writer.uint32(10).string(message.digest);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteContentRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteContentRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.digest = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DeleteContentRequest>, I>>(base?: I): DeleteContentRequest {
+    return DeleteContentRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteContentRequest>, I>>(object: I): DeleteContentRequest {
+    const message = createBaseDeleteContentRequest();
+    message.digest = object.digest ?? "";
+    return message;
+  },
+};
+
 function createBaseAbortRequest(): AbortRequest {
   return { ref: "" };
 }
@@ -1065,6 +1129,15 @@ export const ContentDefinition = {
       requestStream: true,
       responseType: WriteContentResponse as typeof WriteContentResponse,
       responseStream: true,
+      options: {},
+    },
+    /** Removes a blob (the shim removes a compiled artifact it found corrupt, so it can be written again). */
+    delete: {
+      name: "Delete",
+      requestType: DeleteContentRequest as typeof DeleteContentRequest,
+      requestStream: false,
+      responseType: Empty as typeof Empty,
+      responseStream: false,
       options: {},
     },
     /** Drops an unfinished ingest (a write that failed half way). */
