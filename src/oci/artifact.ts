@@ -9,6 +9,7 @@
 // image → manifest → layer → compiled blob). The next container of the image on this node,
 // from any shim, finds it through the layer's label even when the local cache lost it.
 
+import { mkdirSync } from "node:fs";
 import type { ContainerdClient, Info } from "../containerd/client.ts";
 import { GrpcCode, GrpcError } from "../containerd/errors.ts";
 import type { CompileCache } from "../engines/cache.ts";
@@ -241,6 +242,8 @@ export async function artifactForContainer(o: {
   if (!client) clients.set(k, (client = new ContainerdClient(o.address, o.namespace)));
   let cache = caches.get(o.cacheDir);
   if (!cache) caches.set(o.cacheDir, (cache = new CompileCache({ dir: o.cacheDir })));
+  // An operator (or a cache reset) may have removed it since this process first wrote to it.
+  mkdirSync(o.cacheDir, { recursive: true, mode: 0o700 });
   const artifact = await resolveArtifact(client, o.id);
   if (artifact) await precompileArtifact(client, o.engine, cache, artifact, o.log);
   return artifact;
