@@ -19,7 +19,7 @@ import { join } from "node:path";
 import { Labels } from "../../src/oci/artifact.ts";
 import { type BuiltArtifact, WasmMediaType, writeArtifactArchive } from "../../tools/image/artifact.ts";
 import { type CriEnv, criEnv, K8S_NAMESPACE, type Pod } from "../support/cri.ts";
-import { REPO, WASM } from "../support/shim-env.ts";
+import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
 const T = 180_000;
 
@@ -354,6 +354,53 @@ for (const c of CONTAINERDS) {
         const left = await content();
         expect(left.has(layerOf("gc"))).toBe(false);
         expect(left.has(stored)).toBe(false);
+      },
+      T,
+    );
+  });
+}
+
+// `ctr run` of an artifact, what each ctr does with it: 1.6's refuses to make a container of
+// an image whose layers are not all rootfs layers; 1.7's and 2.x's refuse the wasm config
+// media type but run an artifact with a plain OCI image config (runwasi's oci-tar-builder
+// writes those) through our shim like any other image.
+const CTRS = [
+  { name: "1.6 (Debian)", binary: "/usr/bin/containerd", runs: false },
+  { name: "v1.7.35", binary: join(REPO, "build/containerd/v1.7.35/bin/containerd"), runs: true },
+  { name: V2, binary: join(REPO, "build/containerd", V2, "bin/containerd"), runs: true },
+];
+for (const c of CTRS) {
+  describe(`ctr run of OCI wasm artifacts, containerd ${c.name}`, () => {
+    let env: ShimEnv;
+    const demo = join(WASM, "wasi-demo-app.wasm");
+    beforeAll(async () => {
+      env = await shimEnv({ binary: c.binary });
+      for (const cfg of ["wasm", "oci"] as const) {
+        const archive = join(env.dir, `${cfg}.tar`);
+        writeArtifactArchive(archive, { name: `bunwasi-art/ctr-${cfg}:1`, layers: [{ source: demo }], configMediaType: cfg });
+        const r = await env.cd.ctr(["images", "import", "--all-platforms", "--no-unpack", archive]);
+        if (r.code !== 0) throw new Error(`import: ${r.stderr}`);
+      }
+    }, T);
+    afterAll(async () => {
+      await env?.stop();
+    }, T);
+
+    test(
+      c.runs ? "the OCI-config artifact runs; the wasm config media type is refused by ctr" : "ctr refuses both configs",
+      async () => {
+        const oci = await env.run("docker.io/bunwasi-art/ctr-oci:1", "art-oci", ["/demo.wasm", "echo", "hi"]);
+        const wasm = await env.run("docker.io/bunwasi-art/ctr-wasm:1", "art-wasm", ["/demo.wasm", "echo", "hi"]);
+        if (c.runs) {
+          expect({ code: oci.code, out: oci.stdout }).toEqual({ code: 0, out: "hi\nexiting\n" });
+          expect(wasm.code).not.toBe(0);
+          expect(wasm.stderr).toContain(`unknown image config media type ${WasmMediaType.config}`);
+        } else {
+          for (const r of [oci, wasm]) {
+            expect(r.code).not.toBe(0);
+            expect(r.stderr).toContain("mismatched image rootfs and manifest layers");
+          }
+        }
       },
       T,
     );
