@@ -332,7 +332,16 @@ export async function prepare(opts: PrepareOptions): Promise<Prepared> {
     inspected = await inspectEntrypoint(opts.bundle, spec, opts.engine);
   } catch (e) {
     // No such file: the image may be a wasm artifact, whose module is not in the rootfs.
-    const found = e instanceof EntrypointError && opts.artifact ? await opts.artifact() : undefined;
+    if (!(e instanceof EntrypointError) || !opts.artifact) throw e;
+    let found: { bytes: Uint8Array } | undefined;
+    try {
+      found = await opts.artifact();
+    } catch (err) {
+      // An artifact's own errors say what is wrong with it; anything else (containerd not
+      // answering) leaves the first error standing, with the reason we could not look further.
+      if (err instanceof Error && err.name === "ArtifactError") throw err;
+      throw new EntrypointError(`${e.message} (and containerd could not tell whether the image is a wasm artifact: ${String(err)})`);
+    }
     if (!found) throw e;
     artifact = found.bytes;
     const { entry } = splitEntry(spec.process.args[0] ?? "");
