@@ -5,13 +5,14 @@
 // child subreaper. What is process-wide (the engine, the exit watcher, the compile cache,
 // cgroup probing) is the daemon's and comes in through `DaemonShared`.
 
-import { stat } from "node:fs/promises";
-import { dirname, isAbsolute, normalize, posix } from "node:path";
+import { stat, writeFile } from "node:fs/promises";
+import { basename, dirname, isAbsolute, join, normalize, posix } from "node:path";
 import type { Engine, Runner } from "../engines/engine.ts";
 import { watchOom } from "../linux/oom.ts";
 import type { ExitWatcher } from "../linux/reaper.ts";
 import { Runc } from "../linux/runc.ts";
-import { inspectEntrypoint, rootfsOf } from "../oci/bundle.ts";
+import { artifactForContainer } from "../oci/artifact.ts";
+import { EntrypointError, inspectEntrypoint, rootfsOf, splitEntry } from "../oci/bundle.ts";
 import { prepareExecProcess } from "../oci/exec-process.ts";
 import { precompile } from "../oci/precompile.ts";
 import { mountRootfsAsync, unmountRootfs } from "../oci/rootfs.ts";
@@ -45,7 +46,13 @@ export interface SandboxNamespace extends NamespaceHost {
   publisher: Publisher;
 }
 
-export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: Map<string, SandboxNamespace>): TaskHost {
+export function sandboxHost(
+  d: DaemonShared,
+  ttrpcAddress: string,
+  namespaces: Map<string, SandboxNamespace>,
+  /** containerd's gRPC socket: where an OCI wasm artifact's layer is read (src/oci/artifact.ts). */
+  containerdAddress = "",
+): TaskHost {
   // prepareBundle is told the container's working directory, <stateDir>/<id>: the state dir
   // names the namespace, and so the runtime that will be asked to create it.
   const byStateDir = new Map<string, SandboxNamespace>();
@@ -72,9 +79,26 @@ export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: M
         unmountRootfs(bundle);
       };
     },
-    prepareBundle: async (_id, bundle, workDir) => {
+    prepareBundle: async (id, bundle, workDir) => {
       const spec = await readSpec(bundle);
-      const { kind, entrypoint: ep } = await inspectEntrypoint(bundle, spec, d.engine);
+      const { kind, entrypoint: ep } = await inspectEntrypoint(bundle, spec, d.engine).catch(async (e) => {
+        // Not in the rootfs: an OCI wasm artifact's module is its image's wasm layer. The
+        // daemon runs it from a file in the container's working directory (gone with it).
+        if (!(e instanceof EntrypointError) || !containerdAddress) throw e;
+        const art = await artifactForContainer({
+          address: containerdAddress,
+          namespace: basename(dirname(workDir)),
+          id,
+          engine: d.engine,
+          cacheDir: d.paths.compileCacheDir,
+          log: d.log,
+        });
+        if (!art) throw e;
+        const host = join(workDir, "artifact.wasm");
+        await writeFile(host, art.bytes, { mode: 0o600 });
+        const { entry } = splitEntry(spec.process.args[0] ?? "");
+        return { kind: "wasm" as const, entrypoint: { path: host, host, head: art.bytes.subarray(0, 4096), ...(entry ? { entry } : {}) } };
+      });
       if (kind === "native") return { runtimeBundle: bundle, kind };
       const ns = byStateDir.get(dirname(workDir));
       if (!ns) throw new Error(`no namespace for ${workDir}`);

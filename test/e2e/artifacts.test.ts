@@ -19,6 +19,7 @@ import { join } from "node:path";
 import { Labels } from "../../src/oci/artifact.ts";
 import { type BuiltArtifact, WasmMediaType, writeArtifactArchive } from "../../tools/image/artifact.ts";
 import { type CriEnv, criEnv, K8S_NAMESPACE, type Pod } from "../support/cri.ts";
+import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
 const T = 180_000;
@@ -406,6 +407,54 @@ for (const c of CTRS) {
     );
   });
 }
+
+// Shared mode: the daemon runs an artifact's layer on one of its threads. Through `ctr run`
+// on 2.x (an OCI-config artifact, the kind 2.x's ctr runs), the daemon's own compile cache
+// and containerd's content store as in normal mode.
+describe(`shared mode: an OCI wasm artifact through ctr run, containerd ${V2}`, () => {
+  let dir: string;
+  let daemon: Daemon;
+  let env: ShimEnv;
+  let built: BuiltArtifact;
+  beforeAll(async () => {
+    dir = mkdtempSync("/tmp/bwas-");
+    daemon = await startDaemon(join(dir, "d"));
+    env = await shimEnv({ binary: join(REPO, "build/containerd", V2, "bin/containerd"), env: daemon.env });
+    const archive = join(env.dir, "shared.tar");
+    built = writeArtifactArchive(archive, {
+      name: "bunwasi-art/shared:1",
+      layers: [{ source: join(WASM, "wasi-demo-app.wasm") }],
+      configMediaType: "oci",
+    });
+    const r = await env.cd.ctr(["images", "import", "--all-platforms", "--no-unpack", archive]);
+    if (r.code !== 0) throw new Error(`import: ${r.stderr}`);
+  }, T);
+  afterAll(async () => {
+    await env?.stop();
+    await daemon?.stop("SIGKILL");
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }, T);
+
+  test(
+    "runs twice, compiled once, the compile stored with its labels",
+    async () => {
+      for (const word of ["one", "two"]) {
+        const r = await env.run(built.name, `shared-${word}`, ["/demo.wasm", "echo", word], { runtime: SHARED_RUNTIME });
+        expect({ code: r.code, out: r.stdout, err: r.stderr }).toEqual({ code: 0, out: `${word}\nexiting\n`, err: "" });
+      }
+      const layer = built.layers[0]!.digest;
+      const compiled = daemon
+        .log()
+        .split("\n")
+        .filter((l) => l.includes(`compiled ${layer} (${ENGINE})`));
+      expect(compiled).toHaveLength(1);
+      const ls = await env.cd.ctr(["content", "ls"]);
+      const line = ls.stdout.split("\n").find((l) => l.startsWith(layer)) ?? "";
+      expect(line).toContain(`${Labels.gcRef(ENGINE)}=sha256:`);
+    },
+    T,
+  );
+});
 
 /** The bytes with the one at `at` (a fraction of the length) inverted: same size, another digest. */
 function flipByte(bytes: Uint8Array, at: number): Uint8Array {
