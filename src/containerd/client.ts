@@ -121,7 +121,10 @@ export class ContainerdClient {
    * the expected digest and size (containerd verifies both). Content that is already there
    * is not written again; its labels are set instead. Returns the digest.
    */
-  async write(opts: { ref: string; data: Uint8Array; expected: string; labels: Record<string, string>; lease: string }): Promise<string> {
+  async write(
+    opts: { ref: string; data: Uint8Array; expected: string; labels: Record<string, string>; lease: string },
+    retried = false,
+  ): Promise<string> {
     const { data, expected } = opts;
     const call = this.grpc.call(ContentDefinition, ContentDefinition.methods.write, this.md(opts.lease));
     const base = { ref: "", total: 0, expected: "", offset: 0, data: new Uint8Array(0), labels: {} };
@@ -129,13 +132,17 @@ export class ContainerdClient {
       call.send({ ...base, action: WriteAction.STAT, ref: opts.ref, total: data.length, expected });
       const stat = await call.recv();
       if (!stat) throw new GrpcError(GrpcCode.INTERNAL, "no answer to STAT", "content.Write");
-      // An ingest of the same ref left by a write that died keeps its bytes: go on from there
-      // only if they are a prefix we can vouch for, which we cannot cheaply; start over.
-      let offset = 0;
-      if (stat.offset > 0) {
+      // STAT says how much the ingest holds. All of it: containerd already has these bytes
+      // (in its backing store, e.g. for another namespace) and only wants the COMMIT, which
+      // checks the digest. Part of it: an ingest of the same ref left by a write that died,
+      // whose bytes we cannot vouch for: drop it and start over, once.
+      let offset = stat.offset === data.length ? data.length : 0;
+      if (stat.offset > 0 && stat.offset < data.length) {
         call.cancel();
+        if (retried)
+          throw new Error(`content.Write ${opts.ref}: an ingest of ${stat.offset} bytes is in the way, and stays after an abort`);
         await this.abort(opts.ref);
-        return this.write(opts);
+        return this.write(opts, true);
       }
       while (offset < data.length) {
         const end = Math.min(offset + WRITE_CHUNK, data.length);
@@ -159,6 +166,17 @@ export class ContainerdClient {
       }
       throw e;
     }
+  }
+
+  /**
+   * A garbage collection, finished before this returns: deleting a lease with `sync` makes
+   * containerd collect at once (`ctr leases delete --sync`). A blob deleted from the metadata
+   * stays in the backing store until a collection; this makes sure it is gone.
+   */
+  async collectGarbage(): Promise<void> {
+    const id = `bunwasi-gc-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+    const r = await this.grpc.unary(LeasesDefinition, LeasesDefinition.methods.create, { id, labels: {} }, this.md());
+    if (r.lease?.id) await this.grpc.unary(LeasesDefinition, LeasesDefinition.methods.delete, { id: r.lease.id, sync: true }, this.md());
   }
 
   /** Remove a blob; one that is not there is fine. */

@@ -168,9 +168,13 @@ export async function precompileArtifact(
       log(`artifact ${artifact.image}: compiled ${artifact.layer.digest} taken from the content store (${stored})`);
     } else {
       rejected = `${stored} is corrupt: its content hashes to ${actual}`;
-      // Removed, so that the write below stores good bytes under that digest again (a write
-      // of existing content would only relabel the damaged blob).
-      await client.delete(stored).catch((e) => log(`removing corrupt ${stored}: ${String(e)}`, "warning"));
+      // Removed, and collected so that the file is gone from containerd's backing store too:
+      // the write below then stores good bytes under that digest again, where a write of
+      // content containerd still has would only relabel the damaged file.
+      await client
+        .delete(stored)
+        .then(() => client.collectGarbage())
+        .catch((e) => log(`removing corrupt ${stored}: ${String(e)}`, "warning"));
       stored = undefined;
     }
   }

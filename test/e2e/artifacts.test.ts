@@ -287,6 +287,33 @@ for (const c of CONTAINERDS) {
     );
 
     test(
+      "a restricted container (read-only rootfs, uid 65534, no capabilities) runs an artifact: the module is mounted beside the executor",
+      async () => {
+        const logPath = `restricted-${seq++}.log`;
+        const id = await cri.createContainer(pod, {
+          metadata: { name: `restricted-${seq}` },
+          image: { image: arts.module!.built.name },
+          args: ["echo", "restricted"],
+          log_path: logPath,
+          linux: {
+            security_context: {
+              readonly_rootfs: true,
+              run_as_user: { value: 65534 },
+              run_as_group: { value: 65534 },
+              no_new_privs: true,
+              capabilities: { drop_capabilities: ["ALL"] },
+            },
+          },
+        });
+        await cri.crictlOk(["start", id]);
+        const st = await cri.waitState(id, "CONTAINER_EXITED", 60_000);
+        expect(st.status.exitCode).toBe(0);
+        expect(lines(readFileSync(join(pod.logDir, logPath), "utf8"))).toEqual(["restricted", "exiting"]);
+      },
+      T,
+    );
+
+    test(
       "the other layer media type and a plain OCI image config: env from the image reaches the module",
       async () => {
         const r = await runOnce(pod, "content-type");

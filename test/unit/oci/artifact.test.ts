@@ -80,6 +80,7 @@ class FakeContainerd {
         else this.blobs.set(o.expected, { data: o.data, labels: { ...o.labels } });
         return o.expected;
       },
+      collectGarbage: async () => {},
       delete: async (digest: string) => {
         this.deletes.push(digest);
         this.blobs.delete(digest);
