@@ -128,7 +128,7 @@ export interface PrecompileOutcome {
  * A compile error is the container's error (ArtifactError): there is nothing else to run.
  * Failing to write back only costs the next node-local miss a compile, so it is logged.
  */
-export async function precompileArtifact(
+export function precompileArtifact(
   client: ContainerdClient,
   engine: Engine,
   cache: CompileCache,
@@ -136,8 +136,31 @@ export async function precompileArtifact(
   log: (msg: string, level?: "debug" | "info" | "warning" | "error") => void,
 ): Promise<PrecompileOutcome> {
   const compiler = engine.compiler;
-  if (!compiler) return { from: "compiled" };
+  if (!compiler) return Promise.resolve({ from: "compiled" });
   const key = compiler.cacheKey(artifact.bytes);
+  // Containers of one image created together (a Deployment's replicas in one pod's shim, or
+  // a daemon's many pods) wait for one compile and one write instead of racing to do both.
+  const k = `${client.address}\0${client.namespace}\0${cache.dir}\0${key}`;
+  let p = inflight.get(k);
+  if (!p) {
+    p = precompileOnce(client, engine.name, compiler, key, cache, artifact, log).finally(() => inflight.delete(k));
+    inflight.set(k, p);
+  }
+  return p;
+}
+
+const inflight = new Map<string, Promise<PrecompileOutcome>>();
+
+async function precompileOnce(
+  client: ContainerdClient,
+  engineName: string,
+  compiler: NonNullable<Engine["compiler"]>,
+  key: string,
+  cache: CompileCache,
+  artifact: WasmArtifact,
+  log: (msg: string, level?: "debug" | "info" | "warning" | "error") => void,
+): Promise<PrecompileOutcome> {
+  const engine = { name: engineName };
   const layerInfo = await client.info(artifact.layer.digest);
   const labelled = layerInfo.labels[Labels.precompiled(engine.name)];
 

@@ -56,6 +56,8 @@ class FakeContainerd {
 
   client(): ContainerdClient {
     const c = {
+      address: "fake",
+      namespace: `ns-${Math.random()}`,
       container: async (id: string) => ({ id, image: this.containers.get(id) ?? this.notFound(id), labels: {} }),
       image: async (name: string) => ({ name, labels: {}, target: { ...(this.images.get(name) ?? this.notFound(name)), annotations: {} } }),
       info: async (digest: string) => {
@@ -176,6 +178,17 @@ describe("precompileArtifact", () => {
     wipe();
     expect((await precompileArtifact(f.client(), engine, cache(), art, log)).from).toBe("content-store");
     expect(cache().get(engine.compiler!.cacheKey(MODULE))).toEqual(MODULE.slice().reverse());
+    expect(engine.compiled).toBe(1);
+    expect(f.writes).toBe(1);
+  });
+
+  test("containers of one image created together: one compile, one write", async () => {
+    const engine = fakeEngine();
+    const id = f.image("art", [["application/wasm", MODULE]]);
+    const art = (await resolveArtifact(f.client(), id))!;
+    const c = f.client();
+    const all = await Promise.all([1, 2, 3].map(() => precompileArtifact(c, engine, cache(), art, log)));
+    expect(all.map((r) => r.from)).toEqual(["compiled", "compiled", "compiled"]);
     expect(engine.compiled).toBe(1);
     expect(f.writes).toBe(1);
   });
