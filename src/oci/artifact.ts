@@ -10,6 +10,7 @@
 // from any shim, finds it through the layer's label even when the local cache lost it.
 
 import { mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
 import type { ContainerdClient, Info } from "../containerd/client.ts";
 import { GrpcCode, GrpcError } from "../containerd/errors.ts";
 import type { CompileCache } from "../engines/cache.ts";
@@ -74,7 +75,15 @@ async function readJson(client: ContainerdClient, desc: { digest: string }, what
  * cannot run: no wasm layer, more than one, a layer whose bytes do not match its digest or
  * are not wasm.
  */
-export async function resolveArtifact(client: ContainerdClient, containerId: string): Promise<WasmArtifact | undefined> {
+export async function resolveArtifact(
+  client: ContainerdClient,
+  containerId: string,
+  /**
+   * A node-local copy of layers by digest (a CompileCache of sources): a hit, checked against
+   * its digest, saves reading the layer from containerd on every container of the image.
+   */
+  layers?: CompileCache,
+): Promise<WasmArtifact | undefined> {
   const container = await client.container(containerId);
   if (!container.image) return undefined;
   const image = await client.image(container.image);
@@ -93,16 +102,19 @@ export async function resolveArtifact(client: ContainerdClient, containerId: str
   const config = await readJson(client, configDesc, "image config");
   if (config.architecture !== "wasm" && configDesc.mediaType !== WASM_CONFIG_TYPE) return undefined;
 
-  const layers = ((manifest.layers ?? []) as Descriptor[]).filter((l) => WASM_LAYER_TYPES.includes(l.mediaType));
-  if (layers.length === 0)
+  const wasmLayers = ((manifest.layers ?? []) as Descriptor[]).filter((l) => WASM_LAYER_TYPES.includes(l.mediaType));
+  if (wasmLayers.length === 0)
     throw new ArtifactError(
       `image ${container.image} is a wasm artifact but has no wasm layer (media types ${WASM_LAYER_TYPES.join(", ")})`,
     );
-  if (layers.length > 1)
+  if (wasmLayers.length > 1)
     throw new ArtifactError(
-      `image ${container.image} has ${layers.length} wasm layers (${layers.map((l) => l.digest).join(", ")}); a container runs exactly one`,
+      `image ${container.image} has ${wasmLayers.length} wasm layers (${wasmLayers.map((l) => l.digest).join(", ")}); a container runs exactly one`,
     );
-  const layer = layers[0] as Descriptor;
+  const layer = wasmLayers[0] as Descriptor;
+  const localKey = `${layer.digest.replace(/^sha256:/, "")}-layer`;
+  const local = layers?.get(localKey);
+  if (local && sha256(local) === layer.digest) return { image: container.image, layer, bytes: local };
   const bytes = await client.read(layer.digest);
   // containerd checks a digest when content is written, not when it is read back: a blob
   // damaged on disk since would otherwise run (or be compiled and cached) as it is.
@@ -110,6 +122,9 @@ export async function resolveArtifact(client: ContainerdClient, containerId: str
   if (actual !== layer.digest)
     throw new ArtifactError(`wasm layer ${layer.digest} of image ${container.image} is corrupt: its content hashes to ${actual}`);
   if (!isWasmBinary(bytes)) throw new ArtifactError(`wasm layer ${layer.digest} of image ${container.image} is not a wasm binary`);
+  try {
+    layers?.put(localKey, bytes);
+  } catch {} // only a cost: the next container reads it from containerd again
   return { image: container.image, layer, bytes };
 }
 
@@ -269,9 +284,13 @@ export async function artifactForContainer(o: {
   if (!client) clients.set(k, (client = new ContainerdClient(o.address, o.namespace)));
   let cache = caches.get(o.cacheDir);
   if (!cache) caches.set(o.cacheDir, (cache = new CompileCache({ dir: o.cacheDir })));
-  // An operator (or a cache reset) may have removed it since this process first wrote to it.
-  mkdirSync(o.cacheDir, { recursive: true, mode: 0o700 });
-  const artifact = await resolveArtifact(client, o.id);
+  // Layers beside the compile cache, not in it: that directory is mounted into containers.
+  const layersDir = join(dirname(o.cacheDir), "artifact-layers");
+  let layers = caches.get(layersDir);
+  if (!layers) caches.set(layersDir, (layers = new CompileCache({ dir: layersDir, maxBytes: 256 << 20 })));
+  // An operator (or a cache reset) may have removed them since this process first wrote to them.
+  for (const d of [o.cacheDir, layersDir]) mkdirSync(d, { recursive: true, mode: 0o700 });
+  const artifact = await resolveArtifact(client, o.id, layers);
   if (artifact) await precompileArtifact(client, o.engine, cache, artifact, o.log);
   return artifact;
 }

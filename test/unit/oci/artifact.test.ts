@@ -26,6 +26,7 @@ class FakeContainerd {
   images = new Map<string, { mediaType: string; digest: string; size: number }>();
   blobs = new Map<string, { data: Uint8Array; labels: Record<string, string> }>();
   writes = 0;
+  reads: string[] = [];
   deletes: string[] = [];
   leases = 0;
 
@@ -64,7 +65,10 @@ class FakeContainerd {
         const b = this.blobs.get(digest) ?? this.notFound(digest);
         return { digest, size: b.data.length, labels: { ...b.labels } };
       },
-      read: async (digest: string) => (this.blobs.get(digest) ?? this.notFound(digest)).data,
+      read: async (digest: string) => {
+        this.reads.push(digest);
+        return (this.blobs.get(digest) ?? this.notFound(digest)).data;
+      },
       setLabels: async (digest: string, labels: Record<string, string>) => {
         const b = this.blobs.get(digest) ?? this.notFound(digest);
         Object.assign(b.labels, labels);
@@ -129,6 +133,21 @@ describe("resolveArtifact", () => {
     expect(r?.bytes).toEqual(MODULE);
     expect(r?.layer).toEqual({ mediaType: "application/wasm", digest: sha(MODULE), size: MODULE.length });
     expect(r?.image).toBe("art");
+  });
+
+  test("with a node-local copy of layers, the next container's layer is not read from containerd (a damaged copy is)", async () => {
+    const f = new FakeContainerd();
+    const layers = new CompileCache({ dir: join(base, "layers") });
+    const id = f.image("art", [["application/wasm", MODULE]]);
+    expect((await resolveArtifact(f.client(), id, layers))?.bytes).toEqual(MODULE);
+    f.reads.length = 0;
+    expect((await resolveArtifact(f.client(), id, layers))?.bytes).toEqual(MODULE);
+    expect(f.reads).not.toContain(sha(MODULE));
+    const key = `${sha(MODULE).slice(7)}-layer`;
+    layers.put(key, OTHER);
+    expect((await resolveArtifact(f.client(), id, layers))?.bytes).toEqual(MODULE);
+    expect(f.reads).toContain(sha(MODULE));
+    expect(layers.get(key)).toEqual(MODULE);
   });
 
   test("bad artifacts: two wasm layers, none, damaged bytes, not wasm", async () => {
