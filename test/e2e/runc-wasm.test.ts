@@ -5,9 +5,9 @@ import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { wasmtime } from "../../src/engines/wasmtime/index.ts";
-import { cleanup, type Prepared, prepare } from "../../src/oci/bundle.ts";
+import { type Prepared, prepare } from "../../src/oci/bundle.ts";
 import { type ExecutorDir, ensureExecutorDir } from "../../src/oci/executor-dir.ts";
-import { mountRootfs, unmountRootfs } from "../../src/oci/rootfs.ts";
+import { mountRootfsAsync, unmountRootfs } from "../../src/oci/rootfs.ts";
 import type { Spec } from "../../src/oci/spec.ts";
 import { prepare as prepareEngine, REPO, wasm } from "../unit/engines/helpers.ts";
 
@@ -98,7 +98,8 @@ describe("runc + bunwasi executor", () => {
     expect(r.err).toBe("");
     expect(r.out).toBe("hello\nexiting\n");
     expect(r.code).toBe(0);
-    cleanup({ id, stateDir });
+    // What the service's Delete removes: the container's work directory, the derived bundle's.
+    rmSync(join(stateDir, id), { recursive: true, force: true });
   });
 
   test("exit code of `exit 3`", async () => {
@@ -199,7 +200,7 @@ describe("runc + bunwasi executor", () => {
     // containerd's read-only view: overlay with two lowerdirs and no upperdir
     const empty = join(base, `empty-${n}`);
     mkdirSync(empty);
-    mountRootfs(b, [{ type: "overlay", source: "overlay", options: [`lowerdir=${lower}:${empty}`] }]);
+    await mountRootfsAsync(b, [{ type: "overlay", source: "overlay", options: [`lowerdir=${lower}:${empty}`] }]);
     mounted.push(b);
     const id = newId();
     const p = await prep(b, id);

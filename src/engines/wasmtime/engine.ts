@@ -174,7 +174,8 @@ export class WasmtimeEngine {
         // heaps, whose allocator kept the pages (1.7 MiB of an idle executor, measured).
         // (Modules only: a component's artifact is read and deserialized from memory, ./component.ts.)
         serializedPath = component ? undefined : this.cache.hitPath(cacheKey);
-        const hit = serializedPath ? undefined : this.cache.get(cacheKey);
+        // One lookup: a module's miss is already known here (a component reads the bytes).
+        const hit = component ? this.cache.get(cacheKey) : undefined;
         if (serializedPath) {
           kind = "serialized";
           module = new Uint8Array(0);
@@ -226,13 +227,16 @@ export class WasmtimeEngine {
       let done = false;
       let graceTimer: ReturnType<typeof setTimeout> | undefined;
       let stats: RunStats = { instantiateMs: 0, runMs: 0, cacheHit };
+      let cacheWrite: Promise<void> | undefined;
       const finish = (code: number) => {
         if (done) return;
         done = true;
         if (graceTimer) clearTimeout(graceTimer);
         ctx.signal?.removeEventListener("abort", onAbort);
         worker.terminate();
-        resolve({ code, stats: { ...stats } });
+        const result = { code, stats: { ...stats } };
+        if (cacheWrite) void cacheWrite.then(() => resolve(result));
+        else resolve(result);
       };
       const onAbort = () => {
         const sig = signalNumber(ctx.signal?.reason);
@@ -251,13 +255,9 @@ export class WasmtimeEngine {
         if (m.type === "thread") {
           tid = m.tid;
         } else if (m.type === "serialized") {
-          if (cacheKey && this.cache) {
-            try {
-              this.cache.put(cacheKey, m.bytes);
-            } catch {
-              // cache is best effort
-            }
-          }
+          // Best effort, and written asynchronously (a daemon serves other pods meanwhile);
+          // the run's answer waits for it, since an executor exits once it has that answer.
+          if (cacheKey && this.cache) cacheWrite = this.cache.put(cacheKey, m.bytes).catch(() => {});
         } else if (m.type === "exit") {
           stats = { ...m.stats, cacheHit };
           finish(m.code);

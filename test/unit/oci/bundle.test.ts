@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Engine } from "../../../src/engines/engine.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
-import { cleanup, findEntrypoint, isNativeExecutable, prepare, resolveInRootfs, splitEntry, wasmSpec } from "../../../src/oci/bundle.ts";
+import { findEntrypoint, isNativeExecutable, prepare, resolveInRootfs, splitEntry, wasmSpec } from "../../../src/oci/bundle.ts";
 import type { ExecutorDir } from "../../../src/oci/executor-dir.ts";
 import { parseSpec, readSpec, type Spec } from "../../../src/oci/spec.ts";
 
@@ -182,6 +182,8 @@ describe("classification", () => {
     engineOptions: {},
     files: [],
   };
+  // The service removes a container's work directory (the derived bundle's) on Delete.
+  const removeDerived = (id: string) => rmSync(join(base, "state", id), { recursive: true, force: true });
   const opts = (b: string, id: string, engine: Engine = wasmtime) => ({
     id,
     bundle: b,
@@ -195,8 +197,8 @@ describe("classification", () => {
     expect((await prepare(opts(b, "k1"))).kind).toBe("wasm");
     const t = bundle(spec({ args: ["/t.wat"] }), { "t.wat": ";; hi\n(module)" });
     expect((await prepare(opts(t, "k2"))).kind).toBe("wasm");
-    cleanup({ id: "k1", stateDir: join(base, "state") });
-    cleanup({ id: "k2", stateDir: join(base, "state") });
+    removeDerived("k1");
+    removeDerived("k2");
   });
   test("the engine decides what is a module: canHandle sees the entrypoint and the spec", async () => {
     const seen: string[] = [];
@@ -214,7 +216,7 @@ describe("classification", () => {
     // A wasm module this engine does not take is neither its nor native.
     const w = bundle(spec({ args: ["/a.wasm"] }), { "a.wasm": WASM });
     await expect(prepare(opts(w, "p2", picky))).rejects.toThrow("/a.wasm: not a wasm module and not executable");
-    cleanup({ id: "p1", stateDir: join(base, "state") });
+    removeDerived("p1");
   });
 
   test("native: containerd's bundle unchanged", async () => {
@@ -319,8 +321,7 @@ describe("classification", () => {
       source: fakeExec.dir,
       options: ["rbind", "ro", "nosuid", "nodev"],
     });
-    cleanup({ id: "w1", stateDir: join(base, "state") });
-    cleanup({ id: "w1", stateDir: join(base, "state") }); // idempotent
+    removeDerived("w1");
   });
 
   test("wasmSpec: subcommand, engine options, cache mount, dev mount point", () => {
