@@ -122,9 +122,8 @@ export async function resolveArtifact(
   if (actual !== layer.digest)
     throw new ArtifactError(`wasm layer ${layer.digest} of image ${container.image} is corrupt: its content hashes to ${actual}`);
   if (!isWasmBinary(bytes)) throw new ArtifactError(`wasm layer ${layer.digest} of image ${container.image} is not a wasm binary`);
-  try {
-    layers?.put(localKey, bytes);
-  } catch {} // only a cost: the next container reads it from containerd again
+  // A failed write only costs the next container a read from containerd.
+  await layers?.put(localKey, bytes).catch(() => {});
   return { image: container.image, layer, bytes };
 }
 
@@ -197,11 +196,11 @@ async function precompileOnce(
   }
 
   let from: PrecompileOutcome["from"] = "cache";
-  if (!cache.has(key) && stored) {
+  if (!(await cache.has(key)) && stored) {
     const bytes = await client.read(stored);
     const actual = sha256(bytes);
     if (actual === stored) {
-      cache.put(key, bytes);
+      await cache.put(key, bytes);
       from = "content-store";
       log(`artifact ${artifact.image}: compiled ${artifact.layer.digest} taken from the content store (${stored})`);
     } else {
@@ -217,7 +216,7 @@ async function precompileOnce(
     }
   }
   if (rejected) log(`artifact ${artifact.image}: ignoring the stored compile of ${artifact.layer.digest}: ${rejected}`, "warning");
-  if (!cache.has(key)) {
+  if (!(await cache.has(key))) {
     let compiled: Uint8Array;
     try {
       compiled = await compiler.compile(artifact.bytes);
@@ -226,7 +225,7 @@ async function precompileOnce(
         `wasm layer ${artifact.layer.digest} of image ${artifact.image} does not compile: ${e instanceof Error ? e.message : String(e)}`,
       );
     }
-    cache.put(key, compiled);
+    await cache.put(key, compiled);
     from = "compiled";
     log(`artifact ${artifact.image}: compiled ${artifact.layer.digest} (${engine.name})`);
   }

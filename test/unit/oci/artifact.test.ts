@@ -144,7 +144,7 @@ describe("resolveArtifact", () => {
     expect((await resolveArtifact(f.client(), id, layers))?.bytes).toEqual(MODULE);
     expect(f.reads).not.toContain(sha(MODULE));
     const key = `${sha(MODULE).slice(7)}-layer`;
-    layers.put(key, OTHER);
+    await layers.put(key, OTHER);
     expect((await resolveArtifact(f.client(), id, layers))?.bytes).toEqual(MODULE);
     expect(f.reads).toContain(sha(MODULE));
     expect(layers.get(key)).toEqual(MODULE);
