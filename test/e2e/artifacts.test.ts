@@ -202,6 +202,10 @@ for (const c of CONTAINERDS) {
         const blob = all.get(stored as string);
         expect(blob?.[Labels.source]).toBe(layerOf("module"));
         expect(blob?.[Labels.key]).toStartWith(`${layerOf("module").slice("sha256:".length)}-${ENGINE}-`);
+        // The write's lease is gone: the layer's label alone keeps the blob.
+        const leases = await cri.cd.ctr(["leases", "ls"], { namespace: K8S_NAMESPACE });
+        expect(leases.code).toBe(0);
+        expect(leases.stdout).not.toContain("bunwasi-");
       },
       T,
     );
