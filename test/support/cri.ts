@@ -266,6 +266,8 @@ export interface CriEnvOptions {
   defaultRuntime?: string;
   /** Extra environment for containerd and so for the shims (e.g. a private BUNWASI_EXEC_ROOT). */
   env?: Record<string, string>;
+  /** The CRI's registry `config_path`: a directory of <host>/hosts.toml (e.g. a local plain-HTTP registry). */
+  registryConfigPath?: string;
 }
 
 export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
@@ -301,13 +303,17 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
     namespace: K8S_NAMESPACE,
     enablePlugins: CRI_PLUGINS,
     ...(opts.env ? { env: opts.env } : {}),
-    pluginConfig: criPluginConfig({
-      major,
-      pauseImage: CRI_IMAGES.pause,
-      cniDir,
-      options: runtimeOptions,
-      ...(opts.defaultRuntime ? { defaultRuntime: opts.defaultRuntime } : {}),
-    }),
+    pluginConfig:
+      criPluginConfig({
+        major,
+        pauseImage: CRI_IMAGES.pause,
+        cniDir,
+        options: runtimeOptions,
+        ...(opts.defaultRuntime ? { defaultRuntime: opts.defaultRuntime } : {}),
+      }) +
+      (opts.registryConfigPath
+        ? `  [plugins."${major >= 2 ? "io.containerd.cri.v1.images" : "io.containerd.grpc.v1.cri"}".registry]\n    config_path = ${JSON.stringify(opts.registryConfigPath)}\n`
+        : ""),
     // CRI's first start loads more plugins than ctr needs; 2.x on a busy machine is slower.
     startTimeoutMs: 60_000,
   });
