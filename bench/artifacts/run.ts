@@ -56,9 +56,10 @@ const runwasi = runwasiDir(values.runwasi);
 if (!runwasi) throw new Error("runwasi's shim not found: give --runwasi DIR (with containerd-shim-wasmtime-v1)");
 const V2 = pinned2x();
 const execRoot = mkdtempSync("/tmp/bwb-exec-");
+const runwasiBin = runwasiPathDir(runwasi);
 const env = await shimEnv({
   binary: join(REPO, "build/containerd", V2, "bin/containerd"),
-  path: [runwasiPathDir(runwasi)],
+  path: [runwasiBin],
   env: { BUNWASI_EXEC_ROOT: execRoot },
 });
 const demo = new Uint8Array(readFileSync(join(WASM, "wasi-demo-app.wasm")));
@@ -131,7 +132,7 @@ try {
   }
 } finally {
   await env.stop();
-  rmSync(execRoot, { recursive: true, force: true });
+  for (const d of [execRoot, runwasiBin]) rmSync(d, { recursive: true, force: true });
 }
 
 const ref = (what: string) => median(rows.find((r) => r.shim === "runwasi" && r.what === what)?.ms ?? [Number.NaN]);
