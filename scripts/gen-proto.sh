@@ -26,23 +26,25 @@ YAML
 
 check=${1:-}
 if [[ $check == --check ]]; then
-  before=$(git status --porcelain -- src/ttrpc/gen src/task/gen src/daemon/gen test/interop/gen)
+  before=$(git status --porcelain -- src/ttrpc/gen src/task/gen src/daemon/gen src/containerd/gen test/interop/gen)
 fi
 
 gen src/ttrpc/gen proto/ttrpc/request.proto
 gen test/interop/gen test/interop/echo.proto
 if compgen -G "proto/containerd/**/*.proto" >/dev/null || [[ -d proto/containerd ]]; then
-  mapfile -t task_protos < <(find proto/containerd -name '*.proto' | sort)
+  # containerd's gRPC API (the services a shim calls back) has its own output: src/containerd.
+  mapfile -t task_protos < <(find proto/containerd -name '*.proto' | grep -v -e /services/containers/ -e /services/images/ -e /services/content/ -e /services/leases/ -e /types/descriptor.proto | sort)
   gen src/task/gen "${task_protos[@]}"
 fi
+gen src/containerd/gen proto/containerd/services/{containers,images,content,leases}/v1/*.proto
 # The shared-mode daemon's manager service (our own package).
 gen src/daemon/gen proto/bunwasi/manager/v1/manager.proto
 
 if [[ $check == --check ]]; then
-  after=$(git status --porcelain -- src/ttrpc/gen src/task/gen src/daemon/gen test/interop/gen)
-  if [[ -n $after && $after != "$before" ]] || ! git diff --quiet -- src/ttrpc/gen src/task/gen src/daemon/gen test/interop/gen; then
+  after=$(git status --porcelain -- src/ttrpc/gen src/task/gen src/daemon/gen src/containerd/gen test/interop/gen)
+  if [[ -n $after && $after != "$before" ]] || ! git diff --quiet -- src/ttrpc/gen src/task/gen src/daemon/gen src/containerd/gen test/interop/gen; then
     echo "generated code is stale: run scripts/gen-proto.sh and commit" >&2
-    git diff --stat -- src/ttrpc/gen src/task/gen src/daemon/gen test/interop/gen >&2
+    git diff --stat -- src/ttrpc/gen src/task/gen src/daemon/gen src/containerd/gen test/interop/gen >&2
     exit 1
   fi
   echo "generated code is up to date"

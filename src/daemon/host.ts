@@ -6,11 +6,12 @@
 // cgroup probing) is the daemon's and comes in through `DaemonShared`; the calls both modes
 // make the same way (native containers, exits, mounts, metrics) are ../runtime-v2/host-parts.ts.
 
-import { stat } from "node:fs/promises";
-import { dirname, isAbsolute, normalize, posix } from "node:path";
+import { stat, writeFile } from "node:fs/promises";
+import { basename, dirname, isAbsolute, join, normalize, posix } from "node:path";
 import type { Engine, Runner } from "../engines/engine.ts";
 import type { ExitWatcher } from "../linux/reaper.ts";
-import { inspectEntrypoint, rootfsOf } from "../oci/bundle.ts";
+import { artifactForContainer } from "../oci/artifact.ts";
+import { EntrypointError, inspectEntrypoint, rootfsOf, splitEntry } from "../oci/bundle.ts";
 import { precompile } from "../oci/precompile.ts";
 import { readSpec, type SpecMount } from "../oci/spec.ts";
 // The same kernel filesystems normal mode keeps out of a module's view: here they would be the daemon's.
@@ -42,7 +43,13 @@ export interface SandboxNamespace extends NamespaceHost {
   publisher: Publisher;
 }
 
-export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: Map<string, SandboxNamespace>): TaskHost {
+export function sandboxHost(
+  d: DaemonShared,
+  ttrpcAddress: string,
+  namespaces: Map<string, SandboxNamespace>,
+  /** containerd's gRPC socket: where an OCI wasm artifact's layer is read (src/oci/artifact.ts). */
+  containerdAddress = "",
+): TaskHost {
   // prepareBundle is told the container's working directory, <stateDir>/<id>: the state dir
   // names the namespace, and so the runtime that will be asked to create it.
   const byStateDir = new Map<string, SandboxNamespace>();
@@ -72,9 +79,26 @@ export function sandboxHost(d: DaemonShared, ttrpcAddress: string, namespaces: M
       byStateDir.set(stateDir, served);
       return served;
     },
-    prepareBundle: async (_id, bundle, workDir) => {
+    prepareBundle: async (id, bundle, workDir) => {
       const spec = await readSpec(bundle);
-      const { kind, entrypoint: ep } = await inspectEntrypoint(bundle, spec, d.engine);
+      const { kind, entrypoint: ep } = await inspectEntrypoint(bundle, spec, d.engine).catch(async (e) => {
+        // Not in the rootfs: an OCI wasm artifact's module is its image's wasm layer. The
+        // daemon runs it from a file in the container's working directory (gone with it).
+        if (!(e instanceof EntrypointError) || !containerdAddress) throw e;
+        const art = await artifactForContainer({
+          address: containerdAddress,
+          namespace: basename(dirname(workDir)),
+          id,
+          engine: d.engine,
+          cacheDir: d.paths.compileCacheDir,
+          log: d.log,
+        });
+        if (!art) throw e;
+        const host = join(workDir, "artifact.wasm");
+        await writeFile(host, art.bytes, { mode: 0o600 });
+        const { entry } = splitEntry(spec.process.args[0] ?? "");
+        return { kind: "wasm" as const, entrypoint: { path: host, host, head: art.bytes.subarray(0, 4096), ...(entry ? { entry } : {}) } };
+      });
       if (kind === "native") return { runtimeBundle: bundle, kind };
       const ns = byStateDir.get(dirname(workDir));
       if (!ns) throw new Error(`no namespace for ${workDir}`);

@@ -62,7 +62,14 @@ export class Manager {
     }
     if (!sb) {
       const socket = join(this.o.sandboxDir, `${new Bun.CryptoHasher("sha256").update(key).digest("hex").slice(0, 24)}.sock`);
-      sb = new Sandbox({ id: req.id, namespace: req.namespace, socket, ttrpcAddress: req.ttrpcAddress }, this.o.shared, (s) => {
+      const opts = {
+        id: req.id,
+        namespace: req.namespace,
+        socket,
+        ttrpcAddress: req.ttrpcAddress,
+        containerdAddress: req.containerdAddress,
+      };
+      sb = new Sandbox(opts, this.o.shared, (s) => {
         if (this.sandboxes.get(key) === s) this.sandboxes.delete(key);
         this.o.shared.log(`sandbox ${key} closed`);
       });

@@ -19,6 +19,8 @@ export interface SandboxOptions {
   socket: string;
   /** containerd's ttrpc address, where task events go. */
   ttrpcAddress: string;
+  /** containerd's gRPC address, where OCI wasm artifacts are read. */
+  containerdAddress?: string;
 }
 
 export class Sandbox {
@@ -51,7 +53,7 @@ export class Sandbox {
       interceptors: [trace],
     });
     this.service = new TaskService({
-      host: sandboxHost(d, o.ttrpcAddress, this.namespaces),
+      host: sandboxHost(d, o.ttrpcAddress, this.namespaces, o.containerdAddress),
       defaultNamespace: o.namespace,
       shimPid: d.pid,
       onShutdown: () => void this.close(),

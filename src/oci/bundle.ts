@@ -47,6 +47,12 @@ export interface PrepareOptions {
   cacheWritable?: boolean;
   /** Extra executor flags (e.g. ["--stats"]). */
   executorFlags?: string[];
+  /**
+   * Asked only when args[0] is not in the rootfs: the wasm layer of the container's image if
+   * it is an OCI wasm artifact (src/oci/artifact.ts), else undefined. Its bytes become the
+   * module, mounted read-only at <executor mount>-artifact/module.wasm.
+   */
+  artifact?: () => Promise<{ bytes: Uint8Array } | undefined>;
 }
 
 export interface Prepared {
@@ -68,6 +74,9 @@ export class EntrypointError extends Error {
 }
 
 export const CACHE_MOUNT = "/.bunwasi-cache";
+/** An artifact's module, in a directory mounted beside the executor's (same rules for a read-only rootfs). */
+export const ARTIFACT_MODULE = "module.wasm";
+const artifactMount = (executorMount: string) => `${executorMount}-artifact`;
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** Split "module.wasm#func" (a "#" in the last path component only). */
@@ -257,6 +266,8 @@ export function wasmSpec(
     cacheDir?: string;
     cacheWritable?: boolean;
     executorFlags?: string[];
+    /** Host directory holding an artifact's ARTIFACT_MODULE, mounted read-only. */
+    artifactDir?: string;
   },
 ): Spec {
   const d = opts.mountPoint;
@@ -304,6 +315,8 @@ export function wasmSpec(
       options: ["rbind", opts.cacheWritable ? "rw" : "ro", "nosuid", "nodev"],
     });
   }
+  if (opts.artifactDir)
+    mounts.push({ destination: artifactMount(d), type: "bind", source: opts.artifactDir, options: ["rbind", "ro", "nosuid", "nodev"] });
   mounts.push(...viewMounts(spec, opts.rootfs, view));
   out.mounts = mounts;
   return out;
@@ -316,25 +329,63 @@ export function wasmSpec(
  */
 export async function prepare(opts: PrepareOptions): Promise<Prepared> {
   const spec = await readSpec(opts.bundle);
-  const { kind, entrypoint: ep } = await inspectEntrypoint(opts.bundle, spec, opts.engine);
+  let inspected: Awaited<ReturnType<typeof inspectEntrypoint>>;
+  let artifact: Uint8Array | undefined;
+  try {
+    inspected = await inspectEntrypoint(opts.bundle, spec, opts.engine);
+  } catch (e) {
+    // No such file: the image may be a wasm artifact, whose module is not in the rootfs.
+    if (!(e instanceof EntrypointError) || !opts.artifact) throw e;
+    let found: { bytes: Uint8Array } | undefined;
+    try {
+      found = await opts.artifact();
+    } catch (err) {
+      // An artifact's own errors say what is wrong with it; anything else (containerd not
+      // answering) leaves the first error standing, with the reason we could not look further.
+      if (err instanceof Error && err.name === "ArtifactError") throw err;
+      throw new EntrypointError(`${e.message} (and containerd could not tell whether the image is a wasm artifact: ${String(err)})`);
+    }
+    if (!found) throw e;
+    artifact = found.bytes;
+    const { entry } = splitEntry(spec.process.args[0] ?? "");
+    const head = artifact.subarray(0, 4096);
+    // Path and host are set below, once the mount point is known.
+    inspected = { kind: "wasm", entrypoint: { path: "", host: "", head, ...(entry ? { entry } : {}) } };
+    if (!opts.engine.canHandle(inspected.entrypoint, spec))
+      throw new EntrypointError(`the image's wasm layer is not a module ${opts.engine.name} runs`);
+  }
+  const { kind, entrypoint: ep } = inspected;
   if (kind === "native") return { runtimeBundle: opts.bundle, kind: "native", spec };
 
   const rootfs = rootfsOf(opts.bundle, spec);
   const exec = opts.executorDir ?? (await ensureExecutorDir({ engine: opts.engine, stateRoot: opts.executorStateRoot }));
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(opts.id))
+    throw new SpecError(`container id ${JSON.stringify(opts.id)} is not a valid directory name`);
+  const dir = join(opts.stateDir, opts.id);
+  await mkdir(dir, { recursive: true, mode: 0o711 });
+  const mountPoint = await executorMountPoint(rootfs, spec);
+  let artifactDir: string | undefined;
+  if (artifact) {
+    artifactDir = join(dir, "artifact");
+    await mkdir(artifactDir, { recursive: true, mode: 0o755 });
+    ep.host = join(artifactDir, ARTIFACT_MODULE);
+    ep.path = `${artifactMount(mountPoint)}/${ARTIFACT_MODULE}`;
+    // Readable by the container's user, whoever that is; written whole before runc sees it.
+    const tmp = `${ep.host}.${process.pid}`;
+    await writeFile(tmp, artifact, { mode: 0o644 });
+    await rename(tmp, ep.host);
+  }
   const derived = wasmSpec(spec, {
     rootfs,
     module: ep.path,
     entry: ep.entry,
     exec,
-    mountPoint: await executorMountPoint(rootfs, spec),
+    mountPoint,
     cacheDir: opts.cacheDir,
     cacheWritable: opts.cacheWritable,
     executorFlags: opts.executorFlags,
+    artifactDir,
   });
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(opts.id))
-    throw new SpecError(`container id ${JSON.stringify(opts.id)} is not a valid directory name`);
-  const dir = join(opts.stateDir, opts.id);
-  await mkdir(dir, { recursive: true, mode: 0o711 });
   // The cache is bind-mounted, so it must exist now: an operator (or a cache reset) may have
   // removed it since the shim last wrote to it, and runc would fail the create on a missing source.
   if (opts.cacheDir) await mkdir(opts.cacheDir, { recursive: true, mode: 0o700 });

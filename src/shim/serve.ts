@@ -5,11 +5,12 @@
 // it all through a TaskHost.
 
 import { rename, rm, rmdir, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { EVENTS_FLUSH_TIMEOUT_MS, IDLE_SHRINK_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
 import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
 import { findRuntime } from "../linux/runc.ts";
+import { artifactForContainer } from "../oci/artifact.ts";
 import { prepare } from "../oci/bundle.ts";
 import { ensureExecutorDir, pruneExecutorDirs } from "../oci/executor-dir.ts";
 import { precompile } from "../oci/precompile.ts";
@@ -139,7 +140,25 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
     prepareBundle: async (id, bundle, workDir) => {
       const stateDir = dirname(workDir);
       const prepared = await step(
-        () => prepare({ id, bundle, stateDir, cacheDir: paths.compileCacheDir, engine: w.engine }),
+        () =>
+          prepare({
+            id,
+            bundle,
+            stateDir,
+            cacheDir: paths.compileCacheDir,
+            engine: w.engine,
+            // An entrypoint missing from the rootfs may be an OCI wasm artifact's layer. The
+            // namespace is the state dir's last component (containerStateDir(ns)).
+            artifact: () =>
+              artifactForContainer({
+                address: flags.address,
+                namespace: basename(stateDir),
+                id,
+                engine: w.engine,
+                cacheDir: paths.compileCacheDir,
+                log,
+              }),
+          }),
         "prepare bundle",
       );
       const warm = () => step(() => precompile(w.engine, prepared, paths.compileCacheDir, (m) => log(m, "warning")), "precompile");

@@ -278,8 +278,10 @@ export interface CriEnvOptions {
   /** Our handler and its runtime type (default HANDLER, io.containerd.wasmtime.v1). */
   handler?: string;
   runtime?: string;
-  /** Extra environment for containerd and the shims it starts (shared mode: BUNWASI_DAEMON_SOCKET). */
+  /** Extra environment for containerd and the shims it starts (shared mode: BUNWASI_DAEMON_SOCKET, a private BUNWASI_EXEC_ROOT). */
   env?: Record<string, string>;
+  /** The CRI's registry `config_path`: a directory of <host>/hosts.toml (e.g. a local plain-HTTP registry). */
+  registryConfigPath?: string;
 }
 
 export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
@@ -316,15 +318,19 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
     path,
     namespace: K8S_NAMESPACE,
     enablePlugins: CRI_PLUGINS,
-    pluginConfig: criPluginConfig({
-      major,
-      pauseImage: CRI_IMAGES.pause,
-      cniDir,
-      options: runtimeOptions,
-      handler,
-      runtime,
-      ...(opts.defaultRuntime ? { defaultRuntime: opts.defaultRuntime } : {}),
-    }),
+    pluginConfig:
+      criPluginConfig({
+        major,
+        pauseImage: CRI_IMAGES.pause,
+        cniDir,
+        options: runtimeOptions,
+        handler,
+        runtime,
+        ...(opts.defaultRuntime ? { defaultRuntime: opts.defaultRuntime } : {}),
+      }) +
+      (opts.registryConfigPath
+        ? `  [plugins."${major >= 2 ? "io.containerd.cri.v1.images" : "io.containerd.grpc.v1.cri"}".registry]\n    config_path = ${JSON.stringify(opts.registryConfigPath)}\n`
+        : ""),
     // CRI's first start loads more plugins than ctr needs; 2.x on a busy machine is slower.
     startTimeoutMs: 60_000,
     ...(opts.env ? { env: opts.env } : {}),

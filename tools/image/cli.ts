@@ -4,16 +4,18 @@
 //   bun tools/image/cli.ts --name docker.io/library/wasi-demo-app:latest --out img.tar \
 //     --file /wasi-demo-app.wasm=build/wasm/wasi-demo-app.wasm --entrypoint /wasi-demo-app.wasm
 //   bun tools/image/cli.ts --busybox --out busybox.tar
+//   bun tools/image/cli.ts --artifact --name app:1 --out app.tar --wasm build/wasm/wasi-demo-app.wasm --entrypoint /app.wasm
 //
 // Prints the image name and manifest digest. Exit 2 on bad usage.
 
 import { parseArgs } from "node:util";
+import { WasmMediaType, writeArtifactArchive } from "./artifact.ts";
 import { busyboxImage } from "./busybox.ts";
 import type { LayerItem } from "./layer.ts";
 import { type ImageSpec, writeImageArchive } from "./layout.ts";
 import { parsePlatform } from "./platform.ts";
 
-const USAGE = `usage: bun tools/image/cli.ts --out FILE.tar (--busybox | --name NAME --file DEST=SRC ...)
+const USAGE = `usage: bun tools/image/cli.ts --out FILE.tar (--busybox | --name NAME --file DEST=SRC ... | --artifact --name NAME --wasm FILE ...)
 
   --name NAME          image name (normalized: busybox → docker.io/library/busybox:latest)
   --out FILE           archive to write (OCI image layout, tar)
@@ -32,6 +34,15 @@ const USAGE = `usage: bun tools/image/cli.ts --out FILE.tar (--busybox | --name 
   --busybox            native busybox image (busybox-static): /bin/busybox + applet links, cmd ["sh"]
   --busybox-path PATH  busybox binary to use (default /bin/busybox)
   --json               print a JSON summary
+
+OCI wasm artifact (no rootfs: the layers are wasm binaries; import with
+\`ctr images import --all-platforms --no-unpack\`, run through the CRI):
+  --artifact           build an artifact instead of a rootfs image
+  --wasm FILE[=TYPE]   a wasm layer (repeatable); TYPE: component, wasm, content or a media type
+                       (default: component for a component binary, else wasm)
+  --config-type T      wasm (application/vnd.wasm.config.v0+json, default) or oci
+  --os OS              the config's os (default wasip2 for components, else wasip1)
+  (--entrypoint, --cmd and --env apply too)
 `;
 
 function usage(msg?: string): never {
@@ -78,6 +89,10 @@ export function main(argv: string[]): void {
         platform: { type: "string" },
         "no-gzip": { type: "boolean" },
         busybox: { type: "boolean" },
+        artifact: { type: "boolean" },
+        wasm: { type: "string", multiple: true },
+        "config-type": { type: "string" },
+        os: { type: "string" },
         "busybox-path": { type: "string" },
         json: { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -95,6 +110,44 @@ export function main(argv: string[]): void {
     return;
   }
   if (!v.out) usage("--out is required");
+
+  if (v.artifact) {
+    if (!v.name) usage("--name is required");
+    if (!v.wasm?.length) usage("--artifact needs at least one --wasm FILE");
+    const configType = v["config-type"] ?? "wasm";
+    if (configType !== "wasm" && configType !== "oci") usage(`--config-type is wasm or oci, not ${configType}`);
+    const layers = v.wasm.map((w) => {
+      const eq = w.lastIndexOf("=");
+      if (eq <= 0) return { source: w };
+      const type = w.slice(eq + 1);
+      const mediaType = (WasmMediaType as Record<string, string>)[type] ?? type;
+      if (!mediaType.includes("/") || type === "config") usage(`--wasm ${w}: unknown layer type ${type}`);
+      return { source: w.slice(0, eq), mediaType };
+    });
+    const a = writeArtifactArchive(v.out, {
+      name: v.name,
+      layers,
+      configMediaType: configType,
+      ...(v.os ? { os: v.os } : {}),
+      ...(words(v.entrypoint) ? { entrypoint: words(v.entrypoint) } : {}),
+      ...(words([...(v.cmd ?? []), ...parsed.positionals]) ? { cmd: words([...(v.cmd ?? []), ...parsed.positionals]) } : {}),
+      ...(v.env?.length ? { env: v.env.map((e) => splitPair(e, "--env").join("=")) } : {}),
+    });
+    const summary = {
+      name: a.name,
+      out: v.out,
+      manifest: a.manifest.digest,
+      platform: `${(a.config.json as { os: string }).os}/wasm`,
+      config: a.config.mediaType,
+      layers: a.layers,
+    };
+    if (v.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+    else
+      process.stdout.write(
+        `${summary.name} ${summary.manifest} ${summary.platform} artifact (${a.layers.length} wasm layer(s)) → ${summary.out}\n`,
+      );
+    return;
+  }
 
   let spec: ImageSpec;
   if (v.busybox) {

@@ -1,4 +1,13 @@
 // Build OCI image layout archives for `ctr images import`: tar writer, layers, image layout.
+export {
+  type ArtifactLayer,
+  type ArtifactSpec,
+  type BuiltArtifact,
+  buildArtifact,
+  isComponent,
+  WasmMediaType,
+  writeArtifactArchive,
+} from "./artifact.ts";
 export { BUSYBOX_APPLETS, busyboxImage } from "./busybox.ts";
 export { type Digest, digestHex, sha256 } from "./digest.ts";
 export { buildLayer, type Layer, type LayerItem, type LayerOptions, layerEntries } from "./layer.ts";

@@ -241,6 +241,47 @@ describe("classification", () => {
     await expect(prepare(opts(b, "nf"))).rejects.toThrow(/names a wasm export/);
   });
 
+  test("an entrypoint missing from the rootfs: the artifact hook's wasm becomes the module, mounted read-only", async () => {
+    const b = bundle(spec({ args: ["/demo.wasm#run", "x"] }));
+    let asked = 0;
+    const r = await prepare({
+      ...opts(b, "art1"),
+      artifact: async () => {
+        asked++;
+        return { bytes: WASM };
+      },
+    });
+    expect(asked).toBe(1);
+    const dir = join(base, "state", "art1", "artifact");
+    expect(r).toMatchObject({ kind: "wasm", module: "/.bunwasi-artifact/module.wasm", moduleHost: join(dir, "module.wasm"), entry: "run" });
+    expect(new Uint8Array(readFileSync(join(dir, "module.wasm")))).toEqual(WASM);
+    const d = JSON.parse(readFileSync(join(r.runtimeBundle, "config.json"), "utf8")) as Spec;
+    expect(d.process.args.slice(d.process.args.indexOf("--module"), d.process.args.indexOf("--module") + 4)).toEqual([
+      "--module",
+      "/.bunwasi-artifact/module.wasm",
+      "--entry",
+      "run",
+    ]);
+    // argv as the spec gives it: args[0] stays the image's.
+    expect(d.process.args.slice(d.process.args.indexOf("--") + 1)).toEqual(["/demo.wasm#run", "x"]);
+    expect(d.mounts).toContainEqual({
+      destination: "/.bunwasi-artifact",
+      type: "bind",
+      source: dir,
+      options: ["rbind", "ro", "nosuid", "nodev"],
+    });
+  });
+
+  test("an entrypoint missing from the rootfs of an image that is no artifact: the rootfs error stands", async () => {
+    const b = bundle(spec({ args: ["/nope.wasm"] }));
+    await expect(prepare({ ...opts(b, "art2"), artifact: async () => undefined })).rejects.toThrow(
+      /no such file in the container's rootfs/,
+    );
+    // A file that is there never asks.
+    const c = bundle(spec({ args: ["/a.wasm"] }), { "a.wasm": WASM });
+    await prepare({ ...opts(c, "art3"), artifact: async () => Promise.reject(new Error("asked")) });
+  });
+
   test("wasm: derived bundle", async () => {
     const b = bundle(spec({ args: ["app.wasm#run", "a", "b"], cwd: "/srv", env: ["PATH=/bin", "X=1"] }), { "srv/app.wasm": WASM });
     const r = await prepare(opts(b, "w1"));
