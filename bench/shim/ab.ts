@@ -11,7 +11,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { shimPaths } from "../../src/shim/paths.ts";
+import { shimPaths } from "../../src/runtime-v2/paths.ts";
 import { IMAGES, RUNTIME, shimEnv } from "../../test/support/shim-env.ts";
 
 const { values } = parseArgs({
