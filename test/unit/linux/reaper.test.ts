@@ -138,7 +138,7 @@ describe("reaper", () => {
     for (const p of pids) expect(state(p)).toBeUndefined();
   });
 
-  test("a pid that is already a zombie when watched resolves at once (no timer, no further SIGCHLD)", async () => {
+  test("a pid that is already a zombie when watched resolves without any timer (its SIGCHLD came before the watch)", async () => {
     const ew = watcher();
     const [pid] = await orphans("(sleep 0.05; exit 9) >/dev/null & echo $!");
     await until(() => state(pid as number) === "Z");
