@@ -186,7 +186,7 @@ for (const version of VERSIONS) {
               .split("\n")
               .filter((l) => l.includes(`"${id}"`))
               .map((l) => ({ topic: l.split(" ").find((w) => w.startsWith("/")) ?? "", line: l }));
-          expect(await out.waitFor(() => mine().some((e) => e.topic === "/containers/delete"), 10_000)).toBe(true);
+          expect(await out.waitFor(() => mine().some((e) => e.topic === "/containers/delete"), 30_000)).toBe(true);
           const events = mine().filter((e) => e.topic.startsWith("/tasks/"));
           expect(events.map((e) => e.topic)).toEqual(["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
           expect(events.find((e) => e.topic === "/tasks/exit")?.line).toContain('"exit_status":7');

@@ -12,6 +12,17 @@ import type { Spec } from "../../src/oci/spec.ts";
 import { prepare as prepareEngine, REPO, wasm } from "../unit/engines/helpers.ts";
 
 const runc = Bun.which("runc");
+
+/** PID 1 has exec'd past `runc init` (whose Go runtime catches everything) and catches SIGTERM. */
+function catchesSigterm(pid: number): boolean {
+  try {
+    if (readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[1] === "init") return false;
+    const m = /^SigCgt:\s*([0-9a-fA-F]+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m !== null && (BigInt(`0x${m[1]}`) & (1n << 14n)) !== 0n;
+  } catch {
+    return false;
+  }
+}
 const busybox = Bun.which("busybox") ?? (Bun.file("/bin/busybox").size ? "/bin/busybox" : null);
 const canRun = process.getuid?.() === 0 && !!runc;
 
@@ -132,7 +143,7 @@ describe("runc + bunwasi executor", () => {
     expect(readFileSync(join(w, "rootfs", "out.txt"), "utf8")).toBe("written");
   });
 
-  test("busy loop killed by `runc kill TERM` exits 143 within 1 s", async () => {
+  test("busy loop killed by `runc kill TERM` exits 143 through the executor's trap", async () => {
     const b = makeBundle(["/busy.wasm"], [[wasm("busy"), "/busy.wasm"]]);
     const id = newId();
     const p = Bun.spawn([runc as string, "--root", runcRoot, "run", "--bundle", (await prep(b, id, ["--stats"])).runtimeBundle, id], {
@@ -140,19 +151,21 @@ describe("runc + bunwasi executor", () => {
       stdout: "pipe",
       stderr: "pipe",
     });
-    // wait until running, then give the executor time to install its signal handlers (a
-    // SIGTERM to PID 1 before that is dropped by the kernel)
-    for (let i = 0; i < 100; i++) {
+    // Wait (liveness bound only) until PID 1 is the executor, not runc init, and it catches
+    // SIGTERM: a SIGTERM to PID 1 without a handler is dropped by the kernel.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (Date.now() > deadline) throw new Error(`container ${id}: PID 1 never caught SIGTERM`);
       const s = Bun.spawnSync([runc as string, "--root", runcRoot, "state", id], { stderr: "ignore" });
-      if (s.exitCode === 0 && JSON.parse(s.stdout.toString()).status === "running") break;
+      const pid = s.exitCode === 0 ? Number(JSON.parse(s.stdout.toString()).pid) : 0;
+      if (pid > 0 && catchesSigterm(pid)) break;
       await Bun.sleep(20);
     }
-    await Bun.sleep(400);
     const t = performance.now();
     expect(Bun.spawnSync([runc as string, "--root", runcRoot, "kill", id, "TERM"]).exitCode).toBe(0);
     const code = await p.exited;
     const ms = performance.now() - t;
-    console.log(`busy.wasm: SIGTERM → exit in ${ms.toFixed(0)} ms`);
+    console.log(`busy.wasm: SIGTERM → exit in ${ms.toFixed(0)} ms (printed, not asserted)`);
     // 143: the handler caught it (the latency is printed, not asserted: load decides it).
     expect(code).toBe(143);
     // As PID 1 of the container, the module ran on the executor's main thread and the C

@@ -100,7 +100,7 @@ describe("exec and terminals (ctr + containerd 1.6 + compiled shim)", () => {
     async () => {
       const id = "ex-wasm";
       const log = await runDetached(id);
-      expect(await waitFile(log, (t) => t.includes(VERSE), 15_000)).toBe(true);
+      expect(await waitFile(log, (t) => t.includes(VERSE), 30_000)).toBe(true);
       const shim = shimPidOf(id);
       const fdsBefore = fdKinds(shim);
       const childrenBefore = childrenOf(shim);
@@ -233,7 +233,7 @@ describe("exec and terminals (ctr + containerd 1.6 + compiled shim)", () => {
             .split("\n")
             .filter((l) => l.includes(`"${id}"`))
             .map((l) => ({ topic: l.split(" ").find((w) => w.startsWith("/")) ?? "", line: l }));
-        expect(await out.waitFor(() => mine().some((e) => e.topic === "/tasks/delete"), 10_000)).toBe(true);
+        expect(await out.waitFor(() => mine().some((e) => e.topic === "/tasks/delete"), 30_000)).toBe(true);
         const events = mine().filter((e) => e.topic.startsWith("/tasks/"));
         expect(events.map((e) => e.topic)).toEqual([
           "/tasks/create",
@@ -322,7 +322,7 @@ describe("exec and terminals (ctr + containerd 1.6 + compiled shim)", () => {
 
       const w = "ex-tty-wasm";
       const log = await runDetached(w);
-      expect(await waitFile(log, (t) => t.includes(VERSE), 15_000)).toBe(true);
+      expect(await waitFile(log, (t) => t.includes(VERSE), 30_000)).toBe(true);
       const wr = await ctrInPty(["task", "exec", "-t", "--exec-id", "t2", w, "/wasi-demo-app.wasm", "echo", "hello tty"], "");
       // Through our pty's line discipline (\n → \r\n), then ctr's own under script (→ \r\r\n).
       expect(wr.out).toContain("hello tty\r\r\nexiting\r\r\n");

@@ -220,15 +220,16 @@ describe.each(MODES.map((m) => [m.name, m] as const))("shim lifecycle (ctr + con
       const p = cd.ctrSpawn(["run", "--runtime", RUNTIME, IMAGES.demo, id]);
       const out = new Collector(p.stdout);
       const err = new Collector(p.stderr);
-      expect(await out.waitFor((t) => t.includes(VERSE), 15_000)).toBe(true);
+      expect(await out.waitFor((t) => t.includes(VERSE), 30_000)).toBe(true);
       timings["ctr run → first verse (daemon, foreground)"] = `${(performance.now() - t0).toFixed(0)} ms`;
-      // a second verse a second later: it keeps singing
-      expect(await out.waitFor((t) => t.split(VERSE).length > 2, 5_000)).toBe(true);
+      // a second verse (a second later; the bound is liveness only): it keeps singing
+      expect(await out.waitFor((t) => t.split(VERSE).length > 2, 30_000)).toBe(true);
       const task = (await tasks()).get(id);
       expect(task?.status).toBe("RUNNING");
       const tk = performance.now();
       await ctrOk(["task", "kill", id]);
-      const code = await Promise.race([p.exited, sleep(10_000).then(() => -1)]);
+      // -1 only if it never exits (liveness bound, not a latency claim)
+      const code = await Promise.race([p.exited, sleep(60_000).then(() => -1)]);
       timings["kill → foreground ctr run exits (daemon, SIGTERM)"] = `${(performance.now() - tk).toFixed(0)} ms`;
       expect(err.text).toBe("");
       expect(code).toBe(143);
@@ -290,7 +291,7 @@ describe.each(MODES.map((m) => [m.name, m] as const))("shim lifecycle (ctr + con
       expect(r.stderr).toContain("exit code 137");
       expect((await tasks()).has(forced)).toBe(false);
       await removeContainer(forced);
-      const deadline = Date.now() + 5_000;
+      const deadline = Date.now() + 30_000; // liveness only
       while (Date.now() < deadline && (await servers()).some((s) => s.id === forced)) await sleep(50);
       expect((await servers()).filter((s) => s.id === forced)).toEqual([]);
     },
@@ -334,16 +335,18 @@ describe.each(MODES.map((m) => [m.name, m] as const))("shim lifecycle (ctr + con
       const id = "lc-busy";
       await runDetached(id, ["/busy.wasm"], IMAGES.tools);
       await waitStatus(id, "RUNNING");
-      // let it get into the loop, and check it burns CPU (more CPU time at each look: how much
-      // depends on what else the machine runs, so no figure is asserted)
-      await sleep(500);
+      // Check it burns CPU: its CPU time grows between looks. How fast depends on what else the
+      // machine runs, so no rate is asserted: we look again until it has grown (30 s liveness).
       const cpu = async () => JSON.parse(await ctrOk(["task", "metrics", "--format", "json", id])).cpu.usage.total as number;
       let m1 = 0;
       let m2 = 0;
       try {
         m1 = await cpu();
-        await sleep(300);
-        m2 = await cpu();
+        m2 = m1;
+        for (const deadline = Date.now() + 30_000; m2 <= m1 && Date.now() < deadline; ) {
+          await sleep(100);
+          m2 = await cpu();
+        }
       } finally {
         // A failed look must not leave a busy loop burning a core under the later tests.
         if (!(m2 > m1)) await cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
@@ -439,7 +442,7 @@ describe.each(MODES.map((m) => [m.name, m] as const))("shim lifecycle (ctr + con
             .split("\n")
             .filter((l) => l.includes(`"${id}"`))
             .map((l) => ({ topic: l.split(" ").find((w) => w.startsWith("/")) ?? "", line: l }));
-        expect(await out.waitFor(() => mine().some((e) => e.topic === "/containers/delete"), 10_000)).toBe(true);
+        expect(await out.waitFor(() => mine().some((e) => e.topic === "/containers/delete"), 30_000)).toBe(true);
         const events = mine().filter((e) => e.topic.startsWith("/tasks/"));
         const topics = events.map((e) => e.topic);
         // each exactly once, in lifecycle order
@@ -520,7 +523,7 @@ describe.each(MODES.map((m) => [m.name, m] as const))("shim lifecycle (ctr + con
       for (const id of ids) expect(await deleteTask(id)).toBe(143);
       for (const id of ids) await removeContainer(id);
       // the shims went away with their last task
-      const deadline = Date.now() + 5_000;
+      const deadline = Date.now() + 30_000; // liveness only
       while (Date.now() < deadline && (await servers()).some((s) => ids.includes(s.id))) await sleep(50);
       expect((await servers()).filter((s) => ids.includes(s.id))).toEqual([]);
       for (const id of ids) expect(existsSync(shimSocket(id))).toBe(false);
@@ -590,7 +593,7 @@ describe.each(MODES.map((m) => [m.name, m] as const))("shim lifecycle (ctr + con
     expect(fdsAfter).toBeLessThanOrEqual(fdsBefore + 2);
 
     // give the last shims a moment to exit after Shutdown
-    const deadline = Date.now() + 5_000;
+    const deadline = Date.now() + 30_000; // liveness only
     while (Date.now() < deadline && (await servers()).some((s) => s.id !== keeper)) await sleep(50);
 
     // processes: only the keeper's shim, no runc, no executor but the keeper's (shared mode:
@@ -623,7 +626,7 @@ describe.each(MODES.map((m) => [m.name, m] as const))("shim lifecycle (ctr + con
     await waitStatus(keeper, "STOPPED");
     expect(await deleteTask(keeper)).toBe(143);
     await removeContainer(keeper);
-    const end = Date.now() + 5_000;
+    const end = Date.now() + 30_000; // liveness only
     while (Date.now() < end && (await servers()).length > 0) await sleep(50);
     expect(await servers()).toEqual([]);
     if (!daemon) {

@@ -117,7 +117,7 @@ describe("one shim, two namespaces, the same container id", () => {
       // With nothing left in any namespace, Shutdown ends the server; the namespaces' folders
       // go with it.
       await task.shutdown({ id, now: false });
-      const deadline = Date.now() + 10_000;
+      const deadline = Date.now() + 30_000; // liveness only
       while (existsSync(runtimeRoot(nsB)) && Date.now() < deadline) await Bun.sleep(50);
       expect(existsSync(runtimeRoot(nsB))).toBe(false);
       expect(existsSync(containerStateDir(nsB))).toBe(false);

@@ -11,7 +11,7 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 export const fileText = (p: string) => (existsSync(p) ? readFileSync(p, "utf8") : "");
 
 /** Polls a file until `pred` holds; true if it did within the time. */
-export async function waitFile(p: string, pred: (t: string) => boolean, timeoutMs = 10_000): Promise<boolean> {
+export async function waitFile(p: string, pred: (t: string) => boolean, timeoutMs = 30_000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (pred(fileText(p))) return true;
@@ -39,7 +39,7 @@ export function ctrTasks(cd: () => Containerd, logDir: () => string) {
   }
 
   /** Polls `ctr task ls` until id has status; returns how long it took (ms). */
-  async function waitStatus(id: string, status: string, timeoutMs = 10_000): Promise<number> {
+  async function waitStatus(id: string, status: string, timeoutMs = 30_000): Promise<number> {
     const t0 = performance.now();
     const deadline = Date.now() + timeoutMs;
     let last: string | undefined;

@@ -74,7 +74,7 @@ export class RawPeer {
   }
 
   /** Waits until an answer for `streamId` arrives (or the connection closes). */
-  async answer(streamId: number, timeoutMs = 2000): Promise<Answer> {
+  async answer(streamId: number, timeoutMs = 30_000): Promise<Answer> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const a = this.answers.find((x) => x.streamId === streamId);

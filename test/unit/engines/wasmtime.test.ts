@@ -1,4 +1,4 @@
-import { beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../../../src/engines/engine.ts";
@@ -7,11 +7,34 @@ import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { prepare, tmp, wasm } from "./helpers.ts";
 
 let engine: WasmtimeEngine;
+/** An hour of kill grace: a killed run that resolves really stopped (its give-up timer never fires). */
+let patient: WasmtimeEngine;
 
 beforeAll(() => {
   const { libPath } = prepare();
   engine = new WasmtimeEngine({ libPath });
+  patient = new WasmtimeEngine({ libPath, killGraceMs: 3_600_000 });
 });
+afterAll(() => patient.close());
+
+// Says "spinning" on stdout, then loops with no host call: only an epoch trap stops it.
+const SPIN = new TextEncoder().encode(`(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "spinning\\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 9))
+    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 32)))
+    (loop $l (br $l))))`);
+
+/** Liveness only (fail instead of hang), not a bound on how fast anything is. */
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await Bun.sleep(10);
+  }
+}
 
 function io() {
   const d = tmp();
@@ -23,6 +46,11 @@ function io() {
     stderr: { kind: "path" as const, path: join(d, "stderr") },
     read: (f: "stdout" | "stderr") => readFileSync(join(d, f), "utf8"),
   };
+}
+
+/** The SPIN module wrote its marker to this io()'s stdout. */
+function spinning(s: ReturnType<typeof io>): boolean {
+  return existsSync(s.out) && s.read("stdout") === "spinning\n";
 }
 
 describe("wasmtime engine", () => {
@@ -153,27 +181,32 @@ describe("wasmtime engine", () => {
     expect(statSync(s.out).size).toBe(10 * 1024 * 1024);
   });
 
-  test("busy loop (no host calls) is interrupted within 1 s by an epoch bump; 128+signal", async () => {
+  test("busy loop (no host calls) is interrupted by an epoch bump → 128+signal; another run on the engine goes on", async () => {
+    const first = io();
+    const second = io();
     const ac = new AbortController();
     const other = new AbortController();
-    const t0 = performance.now();
     // a second busy module on the same engine must NOT be stopped by the first one's kill
     let otherDone = false;
-    const otherRun = engine.run({ modulePath: wasm("busy"), args: ["busy"], env: [], signal: other.signal }).then((c) => {
+    const otherRun = patient.execute({ module: SPIN, args: ["spin"], env: [], stdout: second.stdout, signal: other.signal }).then((r) => {
       otherDone = true;
-      return c;
+      return r;
     });
-    setTimeout(() => ac.abort("SIGTERM"), 200);
-    const code = await engine.run({ modulePath: wasm("busy"), args: ["busy"], env: [], signal: ac.signal });
-    const elapsed = performance.now() - t0;
-    expect(code).toBe(128 + 15);
-    expect(elapsed).toBeLessThan(1200);
-    await Bun.sleep(300);
+    const run = patient.execute({ module: SPIN, args: ["spin"], env: [], stdout: first.stdout, signal: ac.signal });
+    await waitFor("both modules spinning", () => spinning(first) && spinning(second));
+    const t0 = performance.now();
+    ac.abort("SIGTERM");
+    const r = await run;
+    console.log(`busy loop: SIGTERM → ${r.code} after ${(performance.now() - t0).toFixed(0)} ms (printed, not asserted)`);
+    // An hour of kill grace: run() resolving at all means the module trapped; the run
+    // thread's stats say it was inside the entry call (the give-up path reports runMs 0).
+    expect(r.code).toBe(128 + 15);
+    expect(r.stats.runMs).toBeGreaterThan(0);
     expect(otherDone).toBe(false);
-    const t1 = performance.now();
     other.abort(9);
-    expect(await otherRun).toBe(137);
-    expect(performance.now() - t1).toBeLessThan(1000);
+    const o = await otherRun;
+    expect(o.code).toBe(137);
+    expect(o.stats.runMs).toBeGreaterThan(0);
   });
 
   test("already-aborted signal stops at once", async () => {
@@ -182,15 +215,16 @@ describe("wasmtime engine", () => {
     expect(await engine.run({ modulePath: wasm("busy"), args: ["busy"], env: [], signal: ac.signal })).toBe(130);
   });
 
-  test("daemon (prints and sleeps) is stopped by a kill", async () => {
+  test("daemon (prints and sleeps) is stopped by a kill while asleep in a host call", async () => {
     const s = io();
     const ac = new AbortController();
-    setTimeout(() => ac.abort(15), 1500);
-    const t0 = performance.now();
-    const code = await engine.run({ modulePath: wasm("wasi-demo-app"), args: ["demo"], env: [], stdout: s.stdout, signal: ac.signal });
-    expect(code).toBe(143);
-    // a module asleep in a host call is noticed when the call returns (≤ 1 s here)
-    expect(performance.now() - t0).toBeLessThan(1500 + 1200);
+    const run = patient.execute({ modulePath: wasm("wasi-demo-app"), args: ["demo"], env: [], stdout: s.stdout, signal: ac.signal });
+    await waitFor("the first verse", () => existsSync(s.out) && s.read("stdout").includes("forever just because...\n"));
+    ac.abort(15);
+    const r = await run;
+    // The sleep is woken by the kill (./interruptible.ts), not given up on: an hour of grace.
+    expect(r.code).toBe(143);
+    expect(r.stats.runMs).toBeGreaterThan(0);
     expect(s.read("stdout")).toStartWith(
       "This is a song that never ends.\nYes, it goes on and on my friends.\nSome people started singing it not knowing what it was,\nSo they'll continue singing it forever just because...\n",
     );
@@ -229,7 +263,7 @@ describe("wasmtime engine", () => {
     const src = new Uint8Array(readFileSync(wasm("wasi-demo-app")));
     const t0 = performance.now();
     const artifact = engine.precompile(src);
-    const precompileMs = performance.now() - t0;
+    const precompileMs = performance.now() - t0; // printed, not asserted
     expect(artifact[0]).toBe(0x7f); // ELF
     const s = io();
     const code = await engine.run({
@@ -244,14 +278,14 @@ describe("wasmtime engine", () => {
     const st = engine.lastStats;
     expect(st?.compileMs).toBeUndefined();
     expect(st?.deserializeMs).toBeDefined();
-    expect(st?.deserializeMs ?? Infinity).toBeLessThan(precompileMs);
-    // compile from source for comparison
-    await engine.run({ module: src, args: ["d", "echo", "x"], env: [], stdout: io().stdout });
+    // compile from source for comparison: that run compiles and deserializes nothing
+    expect(await engine.run({ module: src, args: ["d", "echo", "x"], env: [], stdout: io().stdout })).toBe(0);
+    expect(engine.lastStats?.compileMs).toBeDefined();
+    expect(engine.lastStats?.deserializeMs).toBeUndefined();
     const compileMs = engine.lastStats?.compileMs ?? 0;
     console.log(
       `demo app: precompile ${precompileMs.toFixed(1)} ms, compile-in-run ${compileMs.toFixed(1)} ms, deserialize ${st?.deserializeMs?.toFixed(2)} ms, artifact ${artifact.length} B`,
     );
-    expect(st?.deserializeMs ?? Infinity).toBeLessThan(compileMs);
   });
 
   test("compile cache: miss then hit; concurrent cold starts; corrupt entry recovers", async () => {

@@ -2,7 +2,9 @@
 // without stealing the children Bun.spawn waits for. Linux x86_64 only.
 
 import { afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { becomeSubreaper, ExitWatcher, isSubreaper, listChildren, reapOrphans } from "../../../src/linux/reaper.ts";
 
 const linux = process.platform === "linux" && process.arch === "x64";
@@ -18,7 +20,8 @@ function state(pid: number): string | undefined {
   }
 }
 
-async function until(cond: () => boolean, ms = 3000): Promise<void> {
+/** Liveness only (fail instead of hang), not a bound on how fast anything is. */
+async function until(cond: () => boolean, ms = 30_000): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > end) throw new Error("timed out");
@@ -38,6 +41,33 @@ async function orphans(script: string): Promise<number[]> {
     .map(Number);
 }
 
+/**
+ * Runs `f` with setInterval disabled (intervals are recorded, never started): the watcher's
+ * periodic polls cannot fire, so whatever resolves a watch meanwhile is the SIGCHLD listener
+ * or the poll watch() itself makes. A liveness timer (setTimeout) still fails a hang.
+ */
+async function withoutIntervals<T>(f: () => Promise<T>): Promise<{ value: T; intervals: number[] }> {
+  const real = globalThis.setInterval;
+  const intervals: number[] = [];
+  globalThis.setInterval = ((_fn: () => void, ms?: number) => {
+    intervals.push(ms ?? 0);
+    return real(() => {}, 2 ** 30);
+  }) as unknown as typeof setInterval;
+  try {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const liveness = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("timed out (liveness)")), 30_000);
+    });
+    try {
+      return { value: await Promise.race([f(), liveness]), intervals };
+    } finally {
+      clearTimeout(timer);
+    }
+  } finally {
+    globalThis.setInterval = real;
+  }
+}
+
 let w: ExitWatcher | undefined;
 function watcher(opts: ConstructorParameters<typeof ExitWatcher>[0] = { reapIntervalMs: 0 }): ExitWatcher {
   w = new ExitWatcher(opts);
@@ -54,19 +84,27 @@ describe("reaper", () => {
     expect(isSubreaper()).toBe(true);
   });
 
-  test("an orphaned grandchild's exit code is reported when it exits", async () => {
+  test("an orphaned grandchild's exit code is reported when it exits, not before", async () => {
     const ew = watcher();
-    const t0 = performance.now();
-    const [pid] = await orphans("(sleep 0.3; exit 7) >/dev/null & echo $!");
+    // The orphan runs until we create `gate`: its exit is ours to time, not a sleep's.
+    const gate = join(mkdtempSync(join(tmpdir(), "bunwasi-reaper-")), "go");
+    const [pid] = await orphans(`(while [ ! -e ${gate} ]; do sleep 0.01; done; exit 7) >/dev/null & echo $!`);
     expect(listChildren()).toContain(pid as number);
-    const r = await ew.watch(pid as number);
-    const ms = performance.now() - t0;
+    let settled = false;
+    const p = ew.watch(pid as number).finally(() => {
+      settled = true;
+    });
+    await until(() => ew.isWatched(pid as number));
+    await Bun.sleep(50);
+    expect(settled).toBe(false); // alive: nothing to report yet
+    expect(["S", "R"]).toContain(state(pid as number) as string);
+    writeFileSync(gate, "");
+    const r = await p;
     expect(r.status).toBe(7);
     expect(r.source).toBe("waitid");
     expect(r.exitedAt).toBeInstanceOf(Date);
-    expect(ms).toBeGreaterThan(280);
-    expect(ms).toBeLessThan(600);
     expect(state(pid as number)).toBeUndefined(); // reaped, no zombie
+    rmSync(dirname(gate), { recursive: true, force: true });
   });
 
   test("a grandchild killed by SIGKILL reports 137", async () => {
@@ -100,14 +138,15 @@ describe("reaper", () => {
     for (const p of pids) expect(state(p)).toBeUndefined();
   });
 
-  test("a pid that is already a zombie when watched resolves at once", async () => {
+  test("a pid that is already a zombie when watched resolves without any timer (its SIGCHLD came before the watch)", async () => {
     const ew = watcher();
     const [pid] = await orphans("(sleep 0.05; exit 9) >/dev/null & echo $!");
     await until(() => state(pid as number) === "Z");
-    const t = performance.now();
-    const r = await ew.watch(pid as number);
+    // Its SIGCHLD came before the watch; with the periodic polls disabled only the poll that
+    // watch() makes itself can find it.
+    const { value: r } = await withoutIntervals(() => ew.watch(pid as number));
     expect(r.status).toBe(9);
-    expect(performance.now() - t).toBeLessThan(100);
+    expect(r.source).toBe("waitid");
   });
 
   test("Bun.spawn children running alongside keep their exit codes (we never steal them)", async () => {
@@ -151,7 +190,7 @@ describe("reaper", () => {
     const reaped: number[] = [];
     watcher({ reapIntervalMs: 50, onOrphanReaped: (o) => reaped.push(o.pid) });
     const [pid] = await orphans("(sleep 0.05; exit 1) >/dev/null & echo $!");
-    await until(() => !existsSync(`/proc/${pid}`), 2000);
+    await until(() => !existsSync(`/proc/${pid}`));
     expect(reaped).toContain(pid as number);
   });
 
@@ -172,21 +211,28 @@ describe("reaper", () => {
     });
   });
 
-  test("exit is seen promptly: kill → resolution latency", async () => {
+  test("an exit is seen through SIGCHLD, not the periodic poll", async () => {
     const ew = watcher();
     const pids = await orphans(Array.from({ length: 10 }, () => "sleep 30 >/dev/null & echo $!").join("\n"));
     const lat: number[] = [];
-    for (const pid of pids) {
-      const p = ew.watch(pid);
-      await Bun.sleep(10);
-      const t = performance.now();
-      process.kill(pid, "SIGKILL");
-      await p;
-      lat.push(performance.now() - t);
-    }
+    const sigchldBefore = process.listenerCount("SIGCHLD");
+    const { intervals } = await withoutIntervals(async () => {
+      for (const pid of pids) {
+        const p = ew.watch(pid);
+        await until(() => ew.isWatched(pid));
+        // Listening while something is watched.
+        expect(process.listenerCount("SIGCHLD")).toBe(sigchldBefore + 1);
+        const t = performance.now();
+        process.kill(pid, "SIGKILL");
+        expect((await p).status).toBe(137);
+        lat.push(performance.now() - t);
+      }
+    });
+    // The watcher did ask for its safety poll, which never ran: SIGCHLD resolved every watch.
+    expect(intervals.length).toBeGreaterThan(0);
+    expect(process.listenerCount("SIGCHLD")).toBe(sigchldBefore); // and it stops listening when idle
     lat.sort((a, b) => a - b);
-    console.log(`kill→resolve latency ms: median ${lat[5]?.toFixed(2)} max ${lat[9]?.toFixed(2)}`);
-    expect(lat[9] as number).toBeLessThan(150);
+    console.log(`kill→resolve latency ms (printed, not asserted): median ${lat[5]?.toFixed(2)} max ${lat[9]?.toFixed(2)}`);
   });
 
   test("no fd leak over 50 watch cycles", async () => {
@@ -231,14 +277,14 @@ describe("reaper", () => {
       await sh.exited;
       console.log((await w.watch(pid)).status);
     `;
-    const t = performance.now();
     const p = Bun.spawn([process.execPath, "-e", code], { stdout: "pipe", stderr: "pipe" });
-    const timer = setTimeout(() => p.kill(), 5000);
+    // Liveness only: a process kept alive is killed, and then has a signalCode.
+    const timer = setTimeout(() => p.kill("SIGKILL"), 60_000);
     const out = await new Response(p.stdout).text();
     const rc = await p.exited;
     clearTimeout(timer);
     expect(out.trim()).toBe("5");
+    expect(p.signalCode).toBeNull(); // it ended on its own
     expect(rc).toBe(0);
-    expect(performance.now() - t).toBeLessThan(3000);
   });
 });

@@ -116,7 +116,7 @@ describe("console socket and terminal copy", () => {
     const sock = await ConsoleSocket.open();
     sendMaster(sock.path, master);
     closeSync(master); // the runtime's copy goes; ours arrives
-    const received = await sock.receiveMaster(5000);
+    const received = await sock.receiveMaster(30_000);
     await sock.close();
     expect(existsSync(dirname(sock.path))).toBe(false);
     expect(received).toBeGreaterThan(2);
