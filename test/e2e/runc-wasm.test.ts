@@ -94,11 +94,6 @@ describe("runc + bunwasi executor", () => {
     return { code, out, err, ms: performance.now() - t };
   }
 
-  function median(xs: number[]): number {
-    const s = [...xs].sort((a, b) => a - b);
-    return s[Math.floor(s.length / 2)] as number;
-  }
-
   test("wasm echo hello: prints and exits 0", async () => {
     const b = makeBundle(["/wasi-demo-app.wasm", "echo", "hello"], [[wasm("wasi-demo-app"), "/wasi-demo-app.wasm"]]);
     const id = newId();
@@ -259,34 +254,5 @@ describe("runc + bunwasi executor", () => {
     expect(exec.files).toContain("libbunwasi-kill.so");
     expect(r.err).toContain("thread=main");
     console.log(`cached run: ${r.ms.toFixed(0)} ms`);
-  });
-
-  test("timings (report)", async () => {
-    const wb = makeBundle(["/wasi-demo-app.wasm", "echo", "hello"], [[wasm("wasi-demo-app"), "/wasi-demo-app.wasm"]]);
-    const ws: number[] = [];
-    let rss = "";
-    for (let i = 0; i < 5; i++) {
-      const id = newId();
-      const r = await runcRun((await prep(wb, id, ["--stats"])).runtimeBundle, id);
-      expect(r.code).toBe(0);
-      ws.push(r.ms);
-      rss = /maxRssKiB=(\d+)/.exec(r.err)?.[1] ?? rss;
-    }
-    const ns: number[] = [];
-    if (busybox) {
-      const nb = makeBundle(["/bin/busybox", "echo", "hello"], [[busybox, "/bin/busybox"]]);
-      for (let i = 0; i < 5; i++) {
-        const id = newId();
-        const r = await runcRun((await prep(nb, id)).runtimeBundle, id);
-        expect(r.code).toBe(0);
-        ns.push(r.ms);
-      }
-    }
-    const du = Bun.spawnSync(["du", "-sb", exec.dir]).stdout.toString().split("\t")[0];
-    console.log(
-      `runc run echo hello, median of 5: wasm ${median(ws).toFixed(0)} ms [${ws.map((x) => x.toFixed(0)).join(" ")}]` +
-        (ns.length ? `, native busybox ${median(ns).toFixed(0)} ms [${ns.map((x) => x.toFixed(0)).join(" ")}]` : "") +
-        `; executor max RSS ${rss} KiB; executor dir ${(Number(du) / 1e6).toFixed(1)} MB`,
-    );
   });
 });
