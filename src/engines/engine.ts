@@ -95,6 +95,12 @@ export interface RunContext {
   stdin?: StdioSpec;
   stdout?: StdioSpec;
   stderr?: StdioSpec;
+  /**
+   * May serve a wasi:http component (one exporting `wasi:http/incoming-handler`) on the
+   * network: only a caller that owns its network namespace (the normal-mode executor).
+   * Such a run lasts until `signal` aborts, then drains (README "wasi:http services").
+   */
+  httpServices?: boolean;
   /** Export to call; default "_start" (from "module.wasm#func"). */
   entry?: string;
   /** Max bytes a linear memory may grow to; undefined = unlimited. */

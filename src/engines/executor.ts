@@ -143,6 +143,8 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
       entry: o.entry,
       memoryLimitBytes: o.memoryLimitBytes,
       signal: ac.signal,
+      // This process is the container's: its network namespace is the pod's.
+      httpServices: true,
     });
     if (o.stats) {
       const ru = process.resourceUsage();

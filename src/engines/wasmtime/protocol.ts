@@ -48,6 +48,11 @@ export type RunStats = {
   instantiateMs: number;
   runMs: number;
   cacheHit?: boolean;
+  /** A wasi:http service (./http/serve.ts): start time, requests received and failed, compiled at start. */
+  startMs?: number;
+  requests?: number;
+  failedRequests?: number;
+  compiled?: boolean;
 };
 
 export type WorkerMessage =
