@@ -12,13 +12,13 @@ export const HTTP_VERSION_FILE = "libbunwasi_http.version";
 
 const REPO_ROOT = resolve(import.meta.dir, "..", "..", "..", "..");
 
-/** Candidate paths, in order: $BUNWASI_HTTP_HOST_LIB, the executor directory, beside the binary, the build tree. */
+/** Candidate paths, in order: $BUNWASI_HTTP_HOST_LIB, the executor directory, beside the binary or in ../lib (an install), the build tree. */
 export function httpHostCandidates(dir?: string): string[] {
   const out: string[] = [];
   if (process.env.BUNWASI_HTTP_HOST_LIB) out.push(process.env.BUNWASI_HTTP_HOST_LIB);
   if (dir) out.push(join(dir, HTTP_LIB_NAME));
   const exeDir = dirname(process.execPath);
-  out.push(join(exeDir, HTTP_LIB_NAME), join(exeDir, "..", "http-host", HTTP_LIB_NAME));
+  out.push(join(exeDir, HTTP_LIB_NAME), join(exeDir, "..", "lib", HTTP_LIB_NAME), join(exeDir, "..", "http-host", HTTP_LIB_NAME));
   if (process.env.BUNWASI_LIB_DIR) out.push(join(process.env.BUNWASI_LIB_DIR, HTTP_LIB_NAME));
   out.push(join(REPO_ROOT, "build", "http-host", HTTP_LIB_NAME));
   return out;
