@@ -7,8 +7,14 @@
 # component, checking every import's signature. Outputs:
 #   handler.wasm   the service (routes in handler.c)
 #   missing.wasm   the same with an import no host defines (a link error at start)
+# With `--wasi 0.2.N` (N < 12) it builds only handler-0.2.N.wasm, for hosts whose WASI is older
+# (runwasi's wasmtime 36 has 0.2.6; bench/http/run.ts): the same source and WIT with the package
+# versions rewritten and the @since gates lowered. 0.2.x minors only add functions, so the ones the
+# handler uses have the same types.
 # Idempotent: rebuilt only when an input is newer.
 set -euo pipefail
+wasi=""
+if [[ ${1:-} == --wasi ]]; then wasi="$2"; shift 2; fi
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:-$REPO/build/wasm}/http"
 SRC="$REPO/test/wasm/http"
@@ -22,7 +28,10 @@ fresh() { # out inputs...
   [[ -f "$out" ]] || return 1
   for i in "$@" "${BASH_SOURCE[0]}"; do [[ "$out" -nt "$i" ]] || return 1; done
 }
-if fresh "$OUT/handler.wasm" "$SRC/handler.c" "$SRC/world.wit" "$WASM_TOOLS" && fresh "$OUT/missing.wasm" "$SRC/handler.c" "$SRC/world.wit"; then
+if [[ -n $wasi ]]; then
+  [[ $wasi =~ ^0\.2\.[0-9]+$ ]] || { log "--wasi wants 0.2.N, got $wasi"; exit 2; }
+  fresh "$OUT/handler-$wasi.wasm" "$SRC/handler.c" "$SRC/world.wit" "$WASM_TOOLS" && { echo "$OUT"; exit 0; }
+elif fresh "$OUT/handler.wasm" "$SRC/handler.c" "$SRC/world.wit" "$WASM_TOOLS" && fresh "$OUT/missing.wasm" "$SRC/handler.c" "$SRC/world.wit"; then
   echo "$OUT"
   exit 0
 fi
@@ -46,6 +55,12 @@ build() { # name world cflags...
   mv -f "$work/$name.wasm" "$OUT/$name.wasm"
   log "built $OUT/$name.wasm"
 }
+if [[ -n $wasi ]]; then
+  sed -i -E -e "s/@0\.2\.12/@$wasi/g" -e 's/@since\(version = 0\.2\.[0-9]+\)/@since(version = 0.2.0)/g' "$work"/wit/*.wit "$work"/wit/deps/*.wit
+  build "handler-$wasi" handler "-DWASI_V=\"$wasi\""
+  echo "$OUT"
+  exit 0
+fi
 build handler handler
 build missing handler-missing -DMISSING_IMPORT
 echo "$OUT"

@@ -21,10 +21,14 @@ typedef int i32;
 typedef long long i64;
 typedef unsigned long size_t;
 
+// The WASI 0.2 minor version the imports name (-DWASI_V='"0.2.6"' for an older host's WIT).
+#ifndef WASI_V
+#define WASI_V "0.2.12"
+#endif
 #define IMPORT(mod, name) __attribute__((import_module(mod), import_name(name)))
-#define TYPES "wasi:http/types@0.2.12"
-#define STREAMS "wasi:io/streams@0.2.12"
-#define POLL "wasi:io/poll@0.2.12"
+#define TYPES "wasi:http/types@" WASI_V
+#define STREAMS "wasi:io/streams@" WASI_V
+#define POLL "wasi:io/poll@" WASI_V
 
 // ---- a bump allocator (each request has a fresh instance, so nothing is ever freed) ----
 extern u8 __heap_base;
@@ -107,17 +111,17 @@ IMPORT(TYPES, "[resource-drop]future-incoming-response") void fut_drop(i32);
 IMPORT(TYPES, "[method]incoming-response.status") i32 iresp_status(i32 self);
 IMPORT(TYPES, "[method]incoming-response.consume") void iresp_consume(i32 self, void *ret);
 IMPORT(TYPES, "[resource-drop]incoming-response") void iresp_drop(i32);
-IMPORT("wasi:http/outgoing-handler@0.2.12", "handle") void http_send(i32 req, i32 has_opts, i32 opts, void *ret);
+IMPORT("wasi:http/outgoing-handler@" WASI_V, "handle") void http_send(i32 req, i32 has_opts, i32 opts, void *ret);
 IMPORT(STREAMS, "[method]input-stream.blocking-read") void in_read(i32 self, i64 len, void *ret);
 IMPORT(STREAMS, "[resource-drop]input-stream") void in_drop(i32);
 IMPORT(STREAMS, "[method]output-stream.blocking-write-and-flush") void out_write(i32 self, const void *p, i32 n, void *ret);
 IMPORT(STREAMS, "[resource-drop]output-stream") void out_drop(i32);
 IMPORT(POLL, "[method]pollable.block") void poll_block(i32 self);
 IMPORT(POLL, "[resource-drop]pollable") void poll_drop(i32);
-IMPORT("wasi:clocks/monotonic-clock@0.2.12", "subscribe-duration") i32 sleep_for(i64 ns);
-IMPORT("wasi:cli/stdout@0.2.12", "get-stdout") i32 get_stdout(void);
-IMPORT("wasi:cli/stderr@0.2.12", "get-stderr") i32 get_stderr(void);
-IMPORT("wasi:cli/environment@0.2.12", "get-environment") void get_env(void *ret);
+IMPORT("wasi:clocks/monotonic-clock@" WASI_V, "subscribe-duration") i32 sleep_for(i64 ns);
+IMPORT("wasi:cli/stdout@" WASI_V, "get-stdout") i32 get_stdout(void);
+IMPORT("wasi:cli/stderr@" WASI_V, "get-stderr") i32 get_stderr(void);
+IMPORT("wasi:cli/environment@" WASI_V, "get-environment") void get_env(void *ret);
 
 // Return areas, laid out as the canonical ABI stores them.
 static u32 ret[32] __attribute__((aligned(8)));
@@ -244,7 +248,7 @@ static void env(const u8 *name, u32 n, i32 outparam) {
 IMPORT("bunwasi:test/missing", "nothing") void missing_nothing(void);
 #endif
 
-__attribute__((export_name("wasi:http/incoming-handler@0.2.12#handle"))) void handle(i32 request, i32 outparam) {
+__attribute__((export_name("wasi:http/incoming-handler@" WASI_V "#handle"))) void handle(i32 request, i32 outparam) {
   req_path(request, ret);
   const u8 *path = (const u8 *)"/";
   u32 n = 1;
