@@ -22,9 +22,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use tokio::sync::{Notify, watch};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, Result, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{DirPerms, FilePerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -49,7 +48,42 @@ struct Host {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    hooks: Hooks,
     limits: StoreLimits,
+}
+
+/// wasi:http's default behaviour, plus a `Host` header on outgoing requests: HTTP/1.1 requires
+/// one (RFC 9112, 3.2) and servers refuse requests without it, but wasmtime's WASIp2 client
+/// sends none and the guest may not set it (`host` is a forbidden header).
+struct Hooks;
+
+type SendFuture = Box<
+    dyn std::future::Future<
+            Output = wasmtime_wasi_http::Result<(
+                hyper::http::Response<wasmtime_wasi_http::WasiBody>,
+                Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl wasmtime_wasi_http::WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        mut request: hyper::http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        use hyper::http::header::{HOST, HeaderValue};
+        if !request.headers().contains_key(HOST) {
+            if let Some(v) = request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                request.headers_mut().insert(HOST, v);
+            }
+        }
+        Box::new(async move {
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>))
+        })
+    }
 }
 
 impl WasiView for Host {
@@ -60,7 +94,7 @@ impl WasiView for Host {
 
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 
@@ -161,8 +195,7 @@ impl App {
         b.envs(&self.cfg.env);
         b.args(&self.cfg.args);
         if let Some((dir, ro)) = &self.cfg.root {
-            let (d, f) = if *ro { (DirPerms::READ, FilePerms::READ) } else { (DirPerms::all(), FilePerms::all()) };
-            b.preopened_dir(dir, "/", d, f)?;
+            b.preopened_dir(dir, "/", if *ro { FsPerms::ReadOnly } else { FsPerms::ReadWrite })?;
         }
         let mut limits = StoreLimitsBuilder::new();
         if let Some(n) = self.cfg.memory_limit {
@@ -170,7 +203,7 @@ impl App {
         }
         let mut store = Store::new(
             self.pre.engine(),
-            Host { table: ResourceTable::new(), wasi: b.build(), http: WasiHttpCtx::new(), limits: limits.build() },
+            Host { table: ResourceTable::new(), wasi: b.build(), http: WasiHttpCtx::new(), hooks: Hooks, limits: limits.build() },
         );
         store.limiter(|h| &mut h.limits);
         Ok(store)
@@ -253,9 +286,8 @@ async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, mut stop
     }
 }
 
-async fn serve(app: Arc<App>, listener: std::net::TcpListener) {
+async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>) {
     let shared = app.shared.clone();
-    let mut stop = shared.stop.subscribe();
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -284,6 +316,8 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener) {
                 }
             },
             _ = stop.changed() => break,
+            // A stop asked before this loop first looked (the receiver saw it as its initial value).
+            _ = std::future::ready(()), if *stop.borrow() => break,
         }
     }
     // Stop accepting: the listening socket closes, new connections are refused.
@@ -350,8 +384,10 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
         .enable_all()
         .build()?;
     let app = Arc::new(App { pre, cfg, shared: shared.clone() });
+    // Subscribed before the handle exists, so a stop asked at once is seen.
+    let stop_rx = shared.stop.subscribe();
     let thread = std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
-        rt.block_on(serve(app, listener));
+        rt.block_on(serve(app, listener, stop_rx));
         // In-flight work is done; anything left (a guest still running after its response
         // and the drain) is cancelled with the runtime.
         rt.shutdown_background();
@@ -488,7 +524,8 @@ pub unsafe extern "C" fn bunwasi_http_free(s: *mut Server) -> c_int {
     if s.is_null() {
         return 1;
     }
-    if unsafe { (*s).shared.state.load(Ordering::SeqCst) } != 2 {
+    let server: &Server = unsafe { &*s };
+    if server.shared.state.load(Ordering::SeqCst) != 2 {
         return 0;
     }
     let mut s = unsafe { Box::from_raw(s) };
