@@ -70,9 +70,9 @@ function wasmtimeCli(): string {
         "run,serve,cranelift,pooling-allocator,parallel-compilation",
         "--root",
         root,
-        // Shares the compiled dependencies of our library's build.
+        // Its own lock file (--locked) pins other versions of the shared crates: its own target dir.
         "--target-dir",
-        join(REPO, "build/http-host/target"),
+        join(REPO, "build/bench/target"),
       ],
       "cargo install wasmtime-cli",
     );

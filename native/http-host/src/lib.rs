@@ -36,10 +36,27 @@ static VERSION: &str = concat!("wasmtime-48.0.0+bunwasi-http-host-", env!("CARGO
 
 /// The engine both the compiler (shim) and the server (executor) use: artifacts written by
 /// one are read by the other, so every setting that changes compiled code lives here.
-fn engine() -> Result<Engine> {
+fn config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    Engine::new(&config)
+    config
+}
+
+fn engine() -> Result<Engine> {
+    Engine::new(&config())
+}
+
+/// The server's engine: as `engine()`, plus the pooling allocator when the machine allows its
+/// address-space reservation (as `wasmtime serve` does by default): a store per request then
+/// takes its memories and tables from a pool instead of mapping them. It changes no compiled
+/// code, so the compiler's artifacts load here.
+fn serving_engine() -> Result<Engine> {
+    let mut config = config();
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(wasmtime::PoolingAllocationConfig::default()));
+    match Engine::new(&config) {
+        Ok(e) => Ok(e),
+        Err(_) => engine(),
+    }
 }
 
 // ---- per-request store data ----
@@ -357,9 +374,15 @@ fn load(engine: &Engine, src: &[u8], artifact: Option<&str>) -> Result<Component
 }
 
 fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
-    let cfg = parse_config(cfg_bytes)?;
-    let engine = engine()?;
+    let mut cfg = parse_config(cfg_bytes)?;
+    let engine = serving_engine()?;
     let component = load(&engine, src, cfg.artifact.as_deref())?;
+    // A preopened directory costs an open per request: only a component that imports
+    // wasi:filesystem gets one (the proxy world has none).
+    let uses_fs = component.component_type().imports(&engine).any(|(name, _)| name.starts_with("wasi:filesystem/"));
+    if !uses_fs {
+        cfg.root = None;
+    }
     let mut linker = Linker::<Host>::new(&engine);
     // All of WASI 0.2 (as for command components) plus wasi:http's own interfaces.
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
