@@ -160,7 +160,7 @@ describe("lifecycle", () => {
     const env: [string, string][] = [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]];
     const serving = async (lines: string[]) => {
       for (let i = 0; i < 500 && lines.length === 0; i++) await Bun.sleep(10);
-      const m = /^bunwasi: serving wasi:http on (http:\/\/127\.0\.0\.1:\d+)\/\n$/.exec(lines[0] ?? "");
+      const m = /^bunwasi: serving wasi:http on (http:\/\/127\.0\.0\.1:\d+)\/ \(compiled at start\)\n$/.exec(lines[0] ?? "");
       expect(m).not.toBeNull();
       return m?.[1] as string;
     };

@@ -175,7 +175,8 @@ export async function serveHttp(
   }
   const startMs = performance.now() - t0;
   onServing?.(svc);
-  report(`bunwasi: serving wasi:http on http://${svc.addr.replace(/:\d+$/, `:${svc.port}`)}/\n`);
+  const origin = svc.compiled ? "compiled at start" : "from the compile cache";
+  report(`bunwasi: serving wasi:http on http://${svc.addr.replace(/:\d+$/, `:${svc.port}`)}/ (${origin})\n`);
   const aborted = new Promise<void>((resolve) => {
     if (signal?.aborted) resolve();
     else signal?.addEventListener("abort", () => resolve(), { once: true });
