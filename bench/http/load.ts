@@ -7,6 +7,8 @@
 export interface LoadResult {
   conns: number;
   requests: number;
+  /** Responses received in all, the warm-up included. */
+  total: number;
   errors: number;
   seconds: number;
   rps: number;
@@ -63,6 +65,7 @@ export async function load(
   const latencies: number[] = [];
   const statuses: Record<number, number> = {};
   let errors = 0;
+  let total = 0;
   let measuring = false;
   let stopping = false;
   const tStart = performance.now();
@@ -103,6 +106,7 @@ export async function load(
             }
             if (end < 0) return;
             const now = performance.now();
+            total++;
             buf = buf.subarray(end);
             if (measuring && now <= measureTo) {
               latencies.push(now - sentAt);
@@ -139,6 +143,7 @@ export async function load(
   return {
     conns,
     requests: latencies.length,
+    total,
     errors,
     seconds,
     rps: latencies.length / seconds,

@@ -12,7 +12,7 @@
 // request from a fresh instance (wasmtime serve's default for WASIp2). The load generator
 // (./load.ts) runs in this process on the same 2 cores, the same for every row.
 
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { REPO, RUNTIME, type ShimEnv, shimEnv } from "../../test/support/shim-env.ts";
@@ -28,6 +28,8 @@ const { values } = parseArgs({
     conns: { type: "string", default: "1,50" },
     runwasi: { type: "string" },
     skip: { type: "string", default: "" },
+    /** Also a row of ours with the pooling allocator off (BUNWASI_HTTP_POOLING=0). */
+    "no-pooling": { type: "boolean", default: false },
   },
 });
 const DURATION_MS = Number(values.duration) * 1000;
@@ -103,26 +105,66 @@ const median = (xs: number[]) => {
   return s.length % 2 ? (s[(s.length - 1) / 2] as number) : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
 };
 
-type Row = { server: string; conns: number; runs: LoadResult[] };
+type Row = { server: string; conns: number; runs: LoadResult[]; cpuUsPerRequest: number[] };
 const rows: Row[] = [];
 
-async function measure(server: string, port: number): Promise<void> {
-  for (const conns of CONNS) {
-    const runs: LoadResult[] = [];
-    for (let i = 0; i < REPEAT; i++) {
-      const r = await load("127.0.0.1", port, "/", conns, DURATION_MS, WARMUP_MS);
-      const bad = Object.entries(r.statuses).filter(([s]) => s !== "200");
-      if (r.errors || bad.length) console.error(`${server} c=${conns}: ${r.errors} errors, statuses ${JSON.stringify(r.statuses)}`);
-      runs.push(r);
+/**
+ * Every server is up before the first load and the loads are interleaved (each repeat runs
+ * every server once per connection count), so a change in the machine's load hits all of
+ * them alike.
+ */
+async function measureAll(servers: { name: string; port: number; pid: number }[]): Promise<void> {
+  for (const s of servers) for (const conns of CONNS) rows.push({ server: s.name, conns, runs: [], cpuUsPerRequest: [] });
+  for (let i = 0; i < REPEAT; i++) {
+    for (const conns of CONNS) {
+      for (const s of servers) {
+        const cpu0 = cpuUs(s.pid);
+        const r = await load("127.0.0.1", s.port, "/", conns, DURATION_MS, WARMUP_MS);
+        const cpu = (cpuUs(s.pid) - cpu0) / Math.max(1, r.total);
+        const bad = Object.entries(r.statuses).filter(([st]) => st !== "200");
+        if (r.errors || bad.length) console.error(`${s.name} c=${conns}: ${r.errors} errors, statuses ${JSON.stringify(r.statuses)}`);
+        const row = rows.find((x) => x.server === s.name && x.conns === conns);
+        row?.runs.push(r);
+        row?.cpuUsPerRequest.push(cpu);
+        console.error(`run ${i + 1}/${REPEAT} ${s.name} c=${conns}: ${r.rps.toFixed(0)} req/s`);
+      }
     }
-    rows.push({ server, conns, runs });
-    const m = median(runs.map((r) => r.rps));
-    console.error(`${server} c=${conns}: ${m.toFixed(0)} req/s`);
   }
 }
 
-async function viaShim(env: ShimEnv, server: string, runtime: string): Promise<void> {
-  const id = `bench-http-${server}-${process.pid}`;
+/**
+ * CPU time (user + system, µs) the server process has used: the process the requests run in
+ * (our executor, runwasi's container process, `wasmtime serve`). Per request it is a cost that
+ * other load on the machine does not change, unlike requests/s.
+ */
+function cpuUs(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = f.slice(f.lastIndexOf(")") + 2).split(" ");
+  const hz = 100; // USER_HZ on Linux
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / hz;
+}
+
+async function taskPid(env: ShimEnv, id: string): Promise<number> {
+  const ls = (await env.cd.ctr(["task", "ls"])).stdout;
+  const pid = Number(
+    ls
+      .split("\n")
+      .find((l) => l.startsWith(`${id} `))
+      ?.trim()
+      .split(/\s+/)[1],
+  );
+  if (!(pid > 0)) throw new Error(`no pid for task ${id}`);
+  return pid;
+}
+
+/** `ctr run -d` of the handler under `runtime`; resolves with its port, pid and a stop function. */
+async function viaShim(
+  env: ShimEnv,
+  server: string,
+  runtime: string,
+  extraEnv: string[] = [],
+): Promise<{ port: number; pid: number; stop: () => Promise<void> }> {
+  const id = `bench-http-${server.replace(/\W+/g, "-")}-${process.pid}`;
   const port = freePort();
   const r = await env.cd.ctr([
     "run",
@@ -132,6 +174,7 @@ async function viaShim(env: ShimEnv, server: string, runtime: string): Promise<v
     "--net-host",
     "--env",
     `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${port}`,
+    ...extraEnv.flatMap((e) => ["--env", e]),
     "--log-uri",
     `file://${join(env.dir, `${id}.log`)}`,
     IMAGE,
@@ -139,16 +182,20 @@ async function viaShim(env: ShimEnv, server: string, runtime: string): Promise<v
     "/handler.wasm",
   ]);
   if (r.code !== 0) throw new Error(`ctr run (${server}): ${r.stderr}`);
-  try {
-    await waitServing(port, server);
-    await measure(server, port);
-  } finally {
+  const stop = async () => {
     await env.cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
     for (let i = 0; i < 100; i++) {
       if ((await env.cd.ctr(["task", "delete", id])).code === 0) break;
       await Bun.sleep(100);
     }
     await env.cd.ctr(["containers", "rm", id]);
+  };
+  try {
+    await waitServing(port, server);
+    return { port, pid: await taskPid(env, id), stop };
+  } catch (e) {
+    await stop();
+    throw e;
   }
 }
 
@@ -157,23 +204,23 @@ async function main() {
   const wasmDir = sh(["bash", "scripts/build-http-components.sh", "--wasi", WASI_V], "build-http-components.sh");
   const handler = join(wasmDir, `handler-${WASI_V}.wasm`);
   const wasmtime = SKIP.has("wasmtime") ? "" : wasmtimeCli();
-
-  if (!SKIP.has("wasmtime")) {
-    const port = freePort();
-    const p = Bun.spawn([wasmtime, "serve", "--addr", `127.0.0.1:${port}`, handler], { stdout: "ignore", stderr: "ignore" });
-    try {
+  const servers: { name: string; port: number; pid: number }[] = [];
+  const stops: (() => Promise<void>)[] = [];
+  const pathDirs = RW && !SKIP.has("runwasi") ? [runwasiPathDir(RW)] : [];
+  let env: ShimEnv | undefined;
+  try {
+    if (!SKIP.has("wasmtime")) {
+      const port = freePort();
+      const p = Bun.spawn([wasmtime, "serve", "--addr", `127.0.0.1:${port}`, handler], { stdout: "ignore", stderr: "ignore" });
+      stops.push(async () => {
+        p.kill("SIGKILL");
+        await p.exited;
+      });
       await waitServing(port, "wasmtime serve");
-      await measure("wasmtime serve", port);
-    } finally {
-      p.kill("SIGKILL");
-      await p.exited;
+      servers.push({ name: "wasmtime serve", port, pid: p.pid });
     }
-  }
-
-  if (!SKIP.has("ours") || (!SKIP.has("runwasi") && RW)) {
-    const pathDirs = RW && !SKIP.has("runwasi") ? [runwasiPathDir(RW)] : [];
-    const env = await shimEnv({ path: pathDirs });
-    try {
+    if (!SKIP.has("ours") || pathDirs.length) {
+      env = await shimEnv({ path: pathDirs });
       const archive = join(env.dir, "http.tar");
       writeImageArchive(archive, {
         name: IMAGE,
@@ -182,24 +229,38 @@ async function main() {
       });
       const r = await env.cd.ctr(["images", "import", archive]);
       if (r.code !== 0) throw new Error(`import: ${r.stderr}`);
-      if (!SKIP.has("ours")) await viaShim(env, "bunwasi", RUNTIME);
-      if (RW && !SKIP.has("runwasi")) await viaShim(env, "runwasi", RUNWASI);
-      else if (!SKIP.has("runwasi")) console.error("runwasi: not found (../shared/peers/runwasi or --runwasi DIR)");
-    } finally {
-      await env.stop();
-      for (const d of pathDirs) rmSync(d, { recursive: true, force: true });
+      if (!SKIP.has("ours")) {
+        const s = await viaShim(env, "bunwasi", RUNTIME);
+        stops.push(s.stop);
+        servers.push({ name: "bunwasi", port: s.port, pid: s.pid });
+        if (values["no-pooling"]) {
+          const n = await viaShim(env, "bunwasi no pooling", RUNTIME, ["BUNWASI_HTTP_POOLING=0"]);
+          stops.push(n.stop);
+          servers.push({ name: "bunwasi no pooling", port: n.port, pid: n.pid });
+        }
+      }
+      if (pathDirs.length) {
+        const s = await viaShim(env, "runwasi", RUNWASI);
+        stops.push(s.stop);
+        servers.push({ name: "runwasi", port: s.port, pid: s.pid });
+      } else if (!SKIP.has("runwasi")) console.error("runwasi: not found (../shared/peers/runwasi or --runwasi DIR)");
     }
+    await measureAll(servers);
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+    await env?.stop();
+    for (const d of pathDirs) rmSync(d, { recursive: true, force: true });
   }
 
   const base = new Map(rows.filter((r) => r.server === "wasmtime serve").map((r) => [r.conns, median(r.runs.map((x) => x.rps))]));
   console.log(`\nwasi:http hello, loopback, ${REPEAT} runs of ${DURATION_MS / 1000} s each (medians), same component for all`);
-  console.log("| server | conns | req/s | p50 ms | p99 ms | vs wasmtime serve |");
-  console.log("| --- | --- | --- | --- | --- | --- |");
+  console.log("| server | conns | req/s | p50 ms | p99 ms | server CPU µs/request | req/s vs wasmtime serve |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- |");
   for (const r of rows) {
     const rps = median(r.runs.map((x) => x.rps));
     const b = base.get(r.conns);
     console.log(
-      `| ${r.server} | ${r.conns} | ${rps.toFixed(0)} | ${median(r.runs.map((x) => x.p50Ms)).toFixed(2)} | ${median(r.runs.map((x) => x.p99Ms)).toFixed(2)} | ${b ? `${(rps / b).toFixed(2)}×` : "-"} |`,
+      `| ${r.server} | ${r.conns} | ${rps.toFixed(0)} | ${median(r.runs.map((x) => x.p50Ms)).toFixed(2)} | ${median(r.runs.map((x) => x.p99Ms)).toFixed(2)} | ${median(r.cpuUsPerRequest).toFixed(0)} | ${b ? `${(rps / b).toFixed(2)}×` : "-"} |`,
     );
   }
 }

@@ -50,7 +50,10 @@ fn engine() -> Result<Engine> {
 /// address-space reservation (as `wasmtime serve` does by default): a store per request then
 /// takes its memories and tables from a pool instead of mapping them. It changes no compiled
 /// code, so the compiler's artifacts load here.
-fn serving_engine() -> Result<Engine> {
+fn serving_engine(pooling: bool) -> Result<Engine> {
+    if !pooling {
+        return engine();
+    }
     let mut config = config();
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(wasmtime::PoolingAllocationConfig::default()));
     match Engine::new(&config) {
@@ -125,11 +128,12 @@ struct ServeConfig {
     memory_limit: Option<usize>,
     artifact: Option<String>,
     threads: usize,
+    pooling: bool,
 }
 
 /// The configuration is a list of NUL-terminated strings, key then value, keys repeated for
 /// lists: `addr`, `backlog`, `env` (K=V), `arg`, `root`, `root_ro` (1), `memory_limit`,
-/// `artifact` (a serialized component to try before compiling), `threads`.
+/// `artifact` (a serialized component to try before compiling), `threads`, `pooling` (0 = off).
 fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
     let mut cfg = ServeConfig {
         addr: "0.0.0.0:8080".parse().unwrap(),
@@ -140,6 +144,7 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
         memory_limit: None,
         artifact: None,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        pooling: true,
     };
     let mut root_ro = false;
     let mut parts = bytes.split(|b| *b == 0);
@@ -164,6 +169,7 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
             "memory_limit" => cfg.memory_limit = Some(v.parse()?),
             "artifact" => cfg.artifact = Some(v.to_string()),
             "threads" => cfg.threads = v.parse::<usize>()?.max(1),
+            "pooling" => cfg.pooling = v != "0",
             _ => wasmtime::bail!("unknown config key {k}"),
         }
     }
@@ -375,7 +381,7 @@ fn load(engine: &Engine, src: &[u8], artifact: Option<&str>) -> Result<Component
 
 fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
     let mut cfg = parse_config(cfg_bytes)?;
-    let engine = serving_engine()?;
+    let engine = serving_engine(cfg.pooling)?;
     let component = load(&engine, src, cfg.artifact.as_deref())?;
     // A preopened directory costs an open per request: only a component that imports
     // wasi:filesystem gets one (the proxy world has none).

@@ -105,6 +105,8 @@ export class HttpService {
     if (o.memoryLimitBytes !== undefined) pairs.push(["memory_limit", String(Math.floor(o.memoryLimitBytes))]);
     if (artifact) pairs.push(["artifact", artifact]);
     if (o.threads) pairs.push(["threads", String(o.threads)]);
+    // The pooling allocator is on unless BUNWASI_HTTP_POOLING=0 (in the container's env).
+    if (process.env.BUNWASI_HTTP_POOLING === "0") pairs.push(["pooling", "0"]);
     const server = startHttpServer(lib, encodeConfig(pairs), o.source);
     return new HttpService(lib, server, addr, lib.bunwasi_http_port(server), !artifact);
   }
