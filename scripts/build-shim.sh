@@ -23,6 +23,8 @@ declare -A entries=(
   [containerd-shim-wasmtimed-v1]="src/bin/containerd-shim-wasmtimed-v1.ts"
 )
 declare -A no_workers=([containerd-shim-wasmtimed-v1]=1)
+# The executor's C signal handlers, shipped beside libwasmtime in /.bunwasi (build/native).
+bash scripts/build-native.sh >/dev/null
 names=("$@")
 ((${#names[@]})) || names=(containerd-shim-wasmtime-v1 containerd-shim-customhost-v1 containerd-wasmtimed containerd-shim-wasmtimed-v1)
 

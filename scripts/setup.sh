@@ -39,6 +39,8 @@ fi
 export PATH="$PATH:/usr/local/go/bin"
 
 bash scripts/libwasmtime.sh >/dev/null
+# The executor's C signal handlers (clang, from the packages above): build/native.
+bash scripts/build-native.sh >/dev/null
 bash scripts/build-wasm.sh >/dev/null
 if $demo_only; then
   log "ready for the demo"

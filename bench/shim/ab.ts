@@ -4,15 +4,23 @@
 // B is another build of this repository (e.g. an older commit's build/bin), linked as
 // containerd-shim-bunwasib-v1. Not a test.
 //
-//   bun bench/shim/ab.ts --b /path/to/other/containerd-shim-wasmtime-v1 [--runs 15] [--idle 20]
+//   bun bench/shim/ab.ts --b /path/to/other/containerd-shim-wasmtime-v1 [--runs 15] [--idle 20] [--cold]
+//
+// --cold empties the compile cache before every run (of either build), as run.ts's cold row.
 
-import { mkdtempSync, readdirSync, readFileSync, symlinkSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { shimPaths } from "../../src/shim/paths.ts";
 import { IMAGES, RUNTIME, shimEnv } from "../../test/support/shim-env.ts";
 
 const { values } = parseArgs({
-  options: { b: { type: "string" }, runs: { type: "string", default: "15" }, idle: { type: "string", default: "20" } },
+  options: {
+    b: { type: "string" },
+    runs: { type: "string", default: "15" },
+    idle: { type: "string", default: "20" },
+    cold: { type: "boolean", default: false },
+  },
 });
 if (!values.b) throw new Error("--b BINARY: the other build to compare with");
 const RUNS = Number(values.runs);
@@ -42,6 +50,7 @@ try {
   const label: Record<string, string> = { [RUNTIME]: "A (this build)", [B_RUNTIME]: `B (${values.b})` };
   const times: Record<string, number[]> = { [RUNTIME]: [], [B_RUNTIME]: [] };
   const hello = async (runtime: string) => {
+    if (values.cold) rmSync(shimPaths().compileCacheDir, { recursive: true, force: true });
     const t0 = performance.now();
     const r = await env.run(IMAGES.demo, `ab-${process.pid}-${seq++}`, ["/wasi-demo-app.wasm", "echo", "hello"], { runtime });
     if (r.code !== 0) throw new Error(`${runtime}: ${r.code} ${r.stderr}`);
@@ -54,7 +63,9 @@ try {
     for (const rt of order) times[rt]?.push(await hello(rt));
   }
   const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
-  console.log(`### warm ctr run --rm of the demo's echo, median of ${RUNS} (load average after: ${load})\n`);
+  console.log(
+    `### ${values.cold ? "cold (empty compile cache)" : "warm"} ctr run --rm of the demo's echo, median of ${RUNS} (load average after: ${load})\n`,
+  );
   console.log("| build | median ms | ÷ B |\n|---|---:|---:|");
   const mb = median(times[B_RUNTIME] as number[]);
   for (const rt of [RUNTIME, B_RUNTIME]) {
@@ -62,9 +73,9 @@ try {
     console.log(`| ${label[rt]} | ${m.toFixed(1)} | ${(m / mb).toFixed(2)} |`);
   }
 
-  console.log(`\n### ${IDLE} idle daemons each (PSS MiB, servers + executors)\n`);
-  console.log("| build | total | per container |\n|---|---:|---:|");
-  for (const rt of [RUNTIME, B_RUNTIME]) {
+  if (IDLE > 0) console.log(`\n### ${IDLE} idle daemons each (PSS MiB, servers + executors)\n`);
+  if (IDLE > 0) console.log("| build | total | per container |\n|---|---:|---:|");
+  for (const rt of IDLE > 0 ? [RUNTIME, B_RUNTIME] : []) {
     const ids: string[] = [];
     for (let i = 0; i < IDLE; i++) {
       const id = `ab-idle-${process.pid}-${seq++}`;

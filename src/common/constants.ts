@@ -23,9 +23,12 @@ export const KILL_GRACE_MS = 200;
 /**
  * How long Kill waits for a freshly started executor to install its signal handlers before
  * delivering a catchable signal (otherwise the default action would kill it silently, or the
- * signal would be lost to a handler not yet there).
+ * signal would be lost to a handler not yet there). The executor installs them first thing,
+ * so the wait ends early on any healthy start; the bound is long because a start can take
+ * seconds on a loaded node, and as PID 1 of its container the executor ignores a signal
+ * that arrives before its handlers (measured: lost kills at load 60-70 with 2 s).
  */
-export const SIGNAL_READY_TIMEOUT_MS = 2000;
+export const SIGNAL_READY_TIMEOUT_MS = 10_000;
 /** How long the server waits for queued events to reach containerd before it exits. */
 export const EVENTS_FLUSH_TIMEOUT_MS = 2000;
 /** How long in-flight calls may run on after Shutdown before the server closes. */

@@ -1,16 +1,19 @@
 // Compile cache: serialized (precompiled) modules on disk.
 //
 // Key = sha256(module bytes) + engine name + engine/library version + config flags.
-// Writes are atomic (unique tmp file + rename), so concurrent starts of the same module
-// either see a whole artifact or none; two racing writers both write the same content
-// and the last rename wins. Total size is bounded: after a write, the oldest entries
-// (by mtime; a hit refreshes mtime) are evicted until under the limit.
+// Writes are asynchronous (a write of a few MiB must not hold up the other pods' calls on a
+// server's thread) and atomic: each writer has its own tmp file and renames it into place, so
+// concurrent writers of one key (in one process or several) each put a whole file there and
+// the last rename wins, and readers see a whole artifact or none. Total size is bounded:
+// after a write, the oldest entries (by mtime; a hit refreshes mtime) are evicted until
+// under the limit.
 //
 // Only bytes this process (or another bunwasi of the same engine version) wrote are
 // ever loaded: the directory must not be writable by workloads, since a deserialized
 // artifact is native code.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, utimesSync } from "node:fs";
+import { access, mkdir, readdir, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 export interface CompileCacheOptions {
@@ -20,6 +23,7 @@ export interface CompileCacheOptions {
 }
 
 const SUFFIX = ".cwasm";
+const TMP_MARK = `${SUFFIX}.tmp-`;
 
 export class CompileCache {
   readonly dir: string;
@@ -28,7 +32,6 @@ export class CompileCache {
   constructor(opts: CompileCacheOptions) {
     this.dir = opts.dir;
     this.maxBytes = opts.maxBytes ?? 512 * 1024 * 1024;
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
   }
 
   /** Cache key for `module` compiled by `engine` at `version` with config `flags`. */
@@ -45,13 +48,19 @@ export class CompileCache {
     return join(this.dir, key + SUFFIX);
   }
 
-  has(key: string): boolean {
-    return existsSync(this.path(key));
+  async has(key: string): Promise<boolean> {
+    try {
+      await access(this.path(key));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /**
    * The artifact's path on a hit (its mtime refreshed, as get() does), else undefined: for an
-   * engine that maps the file itself instead of reading it into memory.
+   * engine that maps the file itself instead of reading it into memory. A miss costs one
+   * system call: utimes fails ENOENT at the path lookup, before anything else is checked.
    */
   hitPath(key: string): string | undefined {
     const p = this.path(key);
@@ -59,8 +68,12 @@ export class CompileCache {
       const now = new Date();
       utimesSync(p, now, now);
       return p;
-    } catch {
-      // Gone, or a read-only cache (the executor's mount): a hit if it is there.
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" || code === "ENOTDIR") return undefined;
+      // The path resolved but the file may not be touched: a read-only cache (the executor's
+      // mount) or another owner's file. A hit. Anything else (EACCES on the way): look.
+      if (code === "EROFS" || code === "EPERM") return p;
       return existsSync(p) ? p : undefined;
     }
   }
@@ -81,46 +94,59 @@ export class CompileCache {
     }
   }
 
-  put(key: string, bytes: Uint8Array): void {
+  /** Stores `bytes` under `key`: resolves once the artifact is in place (and the cache bounded again). */
+  async put(key: string, bytes: Uint8Array): Promise<void> {
     const p = this.path(key);
-    const tmp = `${p}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const tmp = `${p}${TMP_MARK}${process.pid}-${Math.random().toString(36).slice(2)}`;
     try {
-      writeFileSync(tmp, bytes, { mode: 0o600 });
-      renameSync(tmp, p);
+      // "wx": a tmp name is never shared, not even by a pid reused after a crash.
+      await writeFile(tmp, bytes, { mode: 0o600, flag: "wx" });
+      await rename(tmp, p);
     } catch (e) {
-      try {
-        unlinkSync(tmp);
-      } catch {}
+      // Not a tmp file of someone else's that happened to have our name.
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") await unlink(tmp).catch(() => {});
       throw e;
     }
-    this.evict();
+    await this.evict();
   }
 
-  delete(key: string): void {
-    try {
-      unlinkSync(this.path(key));
-    } catch {}
+  async delete(key: string): Promise<void> {
+    await unlink(this.path(key)).catch(() => {});
   }
 
-  /** Remove oldest entries until the total is within maxBytes; stale tmp files (>10 min) too. */
-  evict(): void {
+  /**
+   * Removes the oldest entries until the total is within maxBytes, and tmp files older than
+   * 10 minutes (a writer that died). One scan at a time per cache: writes that end while one
+   * runs share the next.
+   */
+  evict(): Promise<void> {
+    if (this.evicting) {
+      this.evictAgain ??= this.evicting.then(() => {
+        this.evictAgain = null;
+        return this.evict();
+      });
+      return this.evictAgain;
+    }
+    this.evicting = this.scanAndEvict().finally(() => {
+      this.evicting = null;
+    });
+    return this.evicting;
+  }
+
+  private evicting: Promise<void> | null = null;
+  private evictAgain: Promise<void> | null = null;
+
+  private async scanAndEvict(): Promise<void> {
     const entries: { p: string; size: number; mtime: number }[] = [];
     let total = 0;
     const now = Date.now();
-    for (const name of readdirSync(this.dir)) {
+    for (const name of await readdir(this.dir)) {
       const p = join(this.dir, name);
-      let st: ReturnType<typeof statSync>;
-      try {
-        st = statSync(p);
-      } catch {
-        continue;
-      }
-      if (name.includes(`${SUFFIX}.tmp-`)) {
-        if (now - st.mtimeMs > 10 * 60_000) {
-          try {
-            unlinkSync(p);
-          } catch {}
-        }
+      const st = await stat(p).catch(() => null);
+      if (st === null) continue;
+      if (name.includes(TMP_MARK)) {
+        if (now - st.mtimeMs > 10 * 60_000) await unlink(p).catch(() => {});
         continue;
       }
       if (!name.endsWith(SUFFIX)) continue;
@@ -131,21 +157,17 @@ export class CompileCache {
     entries.sort((a, b) => a.mtime - b.mtime);
     for (const e of entries) {
       if (total <= this.maxBytes) break;
-      try {
-        unlinkSync(e.p);
-      } catch {}
+      await unlink(e.p).catch(() => {});
       total -= e.size;
     }
   }
 
   /** Total bytes of cached artifacts. */
-  size(): number {
+  async size(): Promise<number> {
     let total = 0;
-    for (const name of readdirSync(this.dir)) {
+    for (const name of await readdir(this.dir)) {
       if (!name.endsWith(SUFFIX)) continue;
-      try {
-        total += statSync(join(this.dir, name)).size;
-      } catch {}
+      total += (await stat(join(this.dir, name)).catch(() => ({ size: 0 }))).size;
     }
     return total;
   }

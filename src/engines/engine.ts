@@ -73,6 +73,8 @@ export interface LoadOptions {
   cacheDir?: string;
   /** After a kill, how long a module blocked in a host call may take before run() resolves anyway. */
   killGraceMs?: number;
+  /** The caller will run on its own thread (Runner.runHere): start no thread ahead of time. */
+  thisThread?: boolean;
 }
 
 export interface RunContext {
@@ -118,6 +120,16 @@ export interface RunContext {
   onControl?: (control: RunControl) => void;
 }
 
+/** How native signal handlers kill a run on the calling thread (Runner.runHere). */
+export interface ThreadKill {
+  /** [0]: the kill signal once one came (0 before), written by the handler; read it with Atomics.load. */
+  readonly word: Int32Array;
+  /** Sleeps `ns` unless a kill comes first; true if killed. */
+  sleep(ns: bigint): boolean;
+  /** Native `void fn(void *arg)` a kill calls to interrupt running code; it must be async-signal-safe. */
+  setInterrupt(fn: number, arg: number): void;
+}
+
 /** Pause and resume one run (RunContext.onControl). */
 export interface RunControl {
   pause(): void;
@@ -139,6 +151,13 @@ export interface RunResult {
  */
 export interface Runner {
   run(ctx: RunContext): Promise<RunResult>;
+  /**
+   * Runs on the calling thread, which stays inside the engine until the module ends: no
+   * second thread, no second JS VM. For a process with nothing else to do (the executor).
+   * No JavaScript runs meanwhile, so kills come through `kill` (native signal handlers,
+   * ./kill-signals.ts), not `ctx.signal`. Absent from engines that cannot.
+   */
+  runHere?(ctx: Omit<RunContext, "signal" | "onControl">, kill: ThreadKill): Promise<RunResult>;
   /** Free the engine; only once no run is in flight. */
   close(): void;
 }
@@ -154,6 +173,12 @@ export interface Engine {
   executor(): ExecutorNeeds;
   /** Load the engine (native library, threads) and return a Runner. */
   load(opts?: LoadOptions): Promise<Runner>;
+  /**
+   * A module this engine serves until stopped rather than runs to an end (wasmtime: a
+   * wasi:http component). Cheap, no engine loaded. The executor handles such a run's signals
+   * in JavaScript and passes them as `RunContext.signal`, so that a stop can drain.
+   */
+  isService?(module: Uint8Array): boolean;
 }
 
 // Exit statuses and signal names live in ../common (one home for the whole shim).

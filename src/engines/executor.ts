@@ -10,15 +10,23 @@
 // process.execPath is the loader, not us: the engine finds its files through --engine-dir
 // (the mount point), not beside execPath.
 //
-// The engine is the shim's (the binary's entry registers it, src/shim/shim.ts); the module runs
-// through Engine.load() → Runner.run(), on a thread of the engine's, and this main thread only
-// waits and handles signals. PID 1 gets no default signal dispositions from the kernel, so without handlers a
-// SIGTERM from `runc kill` would be dropped: each handler aborts the run with that signal
-// (epoch interrupt), and we exit 128+s.
+// The engine is the shim's (the binary's entry registers it, src/shim/shim.ts). PID 1 gets no
+// default signal dispositions from the kernel, so without handlers a SIGTERM from `runc kill`
+// would be dropped: each handler kills the run with that signal (epoch interrupt), and we
+// exit 128+s. Two ways to run:
+//  - on this thread (Runner.runHere), the default: the handlers are C (./kill-signals.ts), so
+//    they work while this thread is inside wasm, and the process has one JS VM, not two;
+//  - on a thread of the engine's (Runner.run), while this thread waits and turns signals into
+//    an abort in JavaScript: when the engine has no runHere, the C library is not in the
+//    engine directory, or BUNWASI_EXECUTOR_WORKER=1.
 
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { EXIT_ENGINE_ERROR, KILL_GRACE_MS } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
-import type { Engine } from "./engine.ts";
+import { ADDED_VM_ENV } from "../common/vm-env.ts";
+import type { Engine, RunContext, RunResult, ThreadKill } from "./engine.ts";
+import { installKillSignals, KILL_LIB_NAME, killLibFile } from "./kill-signals.ts";
 
 export interface ExecutorOptions {
   module: string;
@@ -97,16 +105,27 @@ export function parseExecutorArgs(argv: string[]): ExecutorOptions {
   return o as ExecutorOptions;
 }
 
-/** Environment for the module: ours minus bunwasi's own BUNWASI_* knobs. */
+/** Environment for the module: ours minus bunwasi's own BUNWASI_* knobs and the VM options the shim added (src/common/vm-env.ts). */
 function moduleEnv(): Record<string, string> {
+  const added = new Set((process.env[ADDED_VM_ENV] ?? "").split(","));
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !k.startsWith("BUNWASI_")) env[k] = v;
+    if (v !== undefined && !k.startsWith("BUNWASI_") && !added.has(k)) env[k] = v;
   }
   return env;
 }
 
 const HANDLED = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"] as const;
+
+/** Whether the engine serves this module until stopped (Engine.isService); false when it cannot tell. */
+async function isService(engine: Engine, module: string): Promise<boolean> {
+  if (!engine.isService) return false;
+  try {
+    return engine.isService(new Uint8Array(await readFile(module)));
+  } catch {
+    return false; // the run reports an unreadable module
+  }
+}
 
 /** Run the module; resolves with the process exit code. Never throws. */
 export async function runExecutor(argv: string[], engine: Engine): Promise<number> {
@@ -118,21 +137,52 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
     process.stderr.write(`bunwasi: ${(e as Error).message}\n`);
     return EXIT_ENGINE_ERROR;
   }
+  const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
+  // Handlers first, before the engine loads: the server holds a Kill until they are there
+  // (src/task/signal-ready.ts).
+  let kill: ThreadKill | undefined;
+  // A service (a wasi:http component) stops by draining its requests, which the C handlers'
+  // exit KILL_GRACE_MS after a signal would cut short: its signals are handled in JavaScript.
+  const service = await isService(engine, o.module);
+  if (process.env.BUNWASI_EXECUTOR_WORKER !== "1" && !service) {
+    const lib = o.engineDir ? join(o.engineDir, KILL_LIB_NAME) : killLibFile()?.source;
+    try {
+      kill = lib
+        ? installKillSignals(
+            lib,
+            HANDLED.map((n) => SIGNALS[n]),
+            killGraceMs,
+          )
+        : undefined;
+    } catch (e) {
+      process.stderr.write(`bunwasi: ${(e as Error).message}; the module runs on a Worker\n`);
+    }
+  }
   const ac = new AbortController();
-  const handlers = HANDLED.map((name) => {
-    const h = () => ac.abort(SIGNALS[name]);
-    process.on(name, h);
-    return [name, h] as const;
-  });
+  const handlers: (readonly [(typeof HANDLED)[number], () => void])[] = [];
+  const handleInJs = () => {
+    for (const name of HANDLED) {
+      const h = () => ac.abort(SIGNALS[name]);
+      process.on(name, h);
+      handlers.push([name, h]);
+    }
+    // A kill the C handlers took before JavaScript took over.
+    const early = kill ? Atomics.load(kill.word, 0) : 0;
+    if (early) ac.abort(early);
+  };
+  if (!kill) handleInJs();
   try {
     // A cache that cannot be written to is only read: the compile cache treats write failures as misses.
     const runner = await engine.load({
       ...(o.engineDir ? { dir: o.engineDir } : {}),
       options: o.engineOptions,
       cacheDir: o.cacheDir,
-      killGraceMs: o.killGraceMs ?? KILL_GRACE_MS,
+      killGraceMs,
+      ...(kill ? { thisThread: true } : {}),
     });
-    const { code, stats } = await runner.run({
+    const here = kill && runner.runHere ? kill : undefined;
+    if (kill && !here) handleInJs();
+    const ctx: Omit<RunContext, "signal"> = {
       modulePath: o.module,
       args: o.args,
       env: moduleEnv(),
@@ -142,14 +192,15 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
       stderr: { kind: "inherit" },
       entry: o.entry,
       memoryLimitBytes: o.memoryLimitBytes,
-      signal: ac.signal,
       // This process is the container's: its network namespace is the pod's.
       httpServices: true,
-    });
+    };
+    const { code, stats }: RunResult =
+      here && runner.runHere ? await runner.runHere(ctx, here) : await runner.run({ ...ctx, signal: ac.signal });
     if (o.stats) {
       const ru = process.resourceUsage();
       process.stderr.write(
-        `bunwasi-executor: code=${code} wallMs=${(performance.now() - t0).toFixed(1)} maxRssKiB=${ru.maxRSS} engine=${engine.name} stats=${JSON.stringify(stats)}\n`,
+        `bunwasi-executor: code=${code} wallMs=${(performance.now() - t0).toFixed(1)} maxRssKiB=${ru.maxRSS} engine=${engine.name} thread=${here ? "main" : "worker"} stats=${JSON.stringify(stats)}\n`,
       );
     }
     return code;

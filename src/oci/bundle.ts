@@ -14,9 +14,10 @@
 // The rootfs must already be mounted (src/oci/rootfs.ts) because we look inside it. All file
 // access here is asynchronous: prepare() runs on the server's request path.
 
-import { constants, rmSync } from "node:fs";
+import { constants } from "node:fs";
 import { access, lstat, mkdir, open, readlink, rename, stat, writeFile } from "node:fs/promises";
 import { isAbsolute, join, posix, resolve } from "node:path";
+import { withSmallVmEntries } from "../common/vm-env.ts";
 import type { Engine, Entrypoint } from "../engines/engine.ts";
 import { EXECUTOR_MOUNT, type ExecutorDir, ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
 import { envValue, readSpec, type Spec, SpecError, type SpecMount } from "./spec.ts";
@@ -277,6 +278,8 @@ export function wasmSpec(
   flags.push(...(opts.executorFlags ?? []));
   out.process = {
     ...spec.process,
+    // JSC options for the executor's VM (the executor hides them from the module).
+    env: withSmallVmEntries(spec.process.env ?? []),
     args: [
       `${d}/${LOADER_NAME}`,
       "--library-path",
@@ -346,10 +349,4 @@ export async function prepare(opts: PrepareOptions): Promise<Prepared> {
     ...(ep.entry ? { entry: ep.entry } : {}),
     spec,
   };
-}
-
-/** Remove what prepare() wrote for `id` (idempotent; containerd's bundle is not touched). */
-export function cleanup(opts: { id: string; stateDir: string }): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(opts.id)) return;
-  rmSync(join(opts.stateDir, opts.id), { recursive: true, force: true });
 }

@@ -17,9 +17,8 @@
 // dispatches `executor …`, see src/shim/shim.ts). Running from source there is no such binary:
 // give one (opts.executor, or BUNWASI_EXECUTOR=path of a built shim; scripts/build-shim.sh).
 
-import { createHash } from "node:crypto";
-import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
-import { chmod, copyFile, link, mkdir, readdir, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { chmod, copyFile, link, mkdir, readdir, realpath, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { isCompiled } from "../common/compiled.ts";
 import type { Engine } from "../engines/engine.ts";
@@ -152,7 +151,8 @@ export async function ensureExecutorDir(opts: ExecutorDirOptions): Promise<Execu
   }
   const ids = await Promise.all(needs.files.map(async (f) => `${f.name}=${await identity(f.source)}`));
   const inputs = [await identity(exe.path), ...ids, binaryName, process.arch];
-  const hash = createHash("sha256").update(inputs.join("\n")).digest("hex").slice(0, 16);
+  // Bun's hasher: node:crypto costs the server about 1.3 MiB of JS heap (measured).
+  const hash = new Bun.CryptoHasher("sha256").update(inputs.join("\n")).digest("hex").slice(0, 16);
   const parent = join(stateRoot, "exec");
   const dir = join(parent, hash);
   const result = async (): Promise<ExecutorDir> => {
@@ -206,46 +206,108 @@ export async function ensureExecutorDir(opts: ExecutorDirOptions): Promise<Execu
   return result();
 }
 
+/** How often, at most, one server of the node scans /proc for directories still in use. */
+export const PRUNE_INTERVAL_MS = 10 * 60_000;
+/** Held (a directory: mkdir is atomic) by the one server that prunes now. */
+const PRUNE_LOCK = ".prune.lock";
+/** Its mtime is when a server last scanned. */
+const PRUNE_STAMP = ".pruned";
+
+export interface PruneOptions {
+  /** A directory younger than this stays (a container may be between Create and Start with it). */
+  minAgeMs?: number;
+  /** No scan if one ran within this long (PRUNE_STAMP), by this server or another. */
+  intervalMs?: number;
+}
+
 /**
  * Removes executor directories left by earlier installs: each holds a ~140 MB binary that
  * is no longer the installed one. A directory stays while any process runs its binary (a
  * shim of the old version, or an executor started through its loader) or while it is
- * younger than `minAgeMs` (a container may be between Create and Start with it).
+ * younger than `minAgeMs`.
+ *
+ * Every server calls this after it starts, so it is cheap when there is nothing to do: one
+ * readdir of exec/ (and a stat per directory other than `keep`). Only when an old directory
+ * is there does it scan /proc for the processes' executables, and then only one server of the
+ * node at a time (PRUNE_LOCK) and once per `intervalMs` (PRUNE_STAMP). All of it is
+ * asynchronous: it runs on a server's thread.
  */
-export function pruneExecutorDirs(stateRoot: string, keep: string[], minAgeMs = 10 * 60_000): string[] {
+export async function pruneExecutorDirs(stateRoot: string, keep: string[], o: PruneOptions = {}): Promise<string[]> {
+  const minAgeMs = o.minAgeMs ?? 10 * 60_000;
+  const intervalMs = o.intervalMs ?? PRUNE_INTERVAL_MS;
   const parent = join(stateRoot, "exec");
-  const removed: string[] = [];
-  if (!existsSync(parent)) return removed;
-  const running = runningExecutables();
-  const now = Date.now();
-  for (const name of readdirSync(parent)) {
-    const p = join(parent, name);
-    if (keep.includes(p)) continue;
-    try {
-      if (now - statSync(p).mtimeMs < minAgeMs) continue;
-      if (readdirSync(p).some((f) => running.has(fileId(join(p, f))))) continue;
-    } catch {
-      continue;
-    }
-    rmSync(p, { recursive: true, force: true });
-    removed.push(p);
+  let names: string[];
+  try {
+    names = await readdir(parent);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw e;
   }
-  return removed;
+  const now = Date.now();
+  const old: string[] = [];
+  for (const name of names) {
+    const p = join(parent, name);
+    if (name === PRUNE_LOCK || name === PRUNE_STAMP || keep.includes(p)) continue;
+    const st = await stat(p).catch(() => null);
+    if (st?.isDirectory() && now - st.mtimeMs >= minAgeMs) old.push(p);
+  }
+  if (old.length === 0) return [];
+  const stamp = join(parent, PRUNE_STAMP);
+  const last = await stat(stamp).catch(() => null);
+  if (last && now - last.mtimeMs < intervalMs) return [];
+  const lock = join(parent, PRUNE_LOCK);
+  if (!(await takeLock(lock, intervalMs))) return [];
+  try {
+    const running = await runningExecutables();
+    const removed: string[] = [];
+    for (const p of old) {
+      let files: string[];
+      try {
+        files = await readdir(p);
+      } catch {
+        continue;
+      }
+      const ids = await Promise.all(files.map((f) => fileId(join(p, f)).catch(() => "")));
+      if (ids.some((id) => running.has(id))) continue;
+      await rm(p, { recursive: true, force: true });
+      removed.push(p);
+    }
+    await writeFile(stamp, "");
+    return removed;
+  } finally {
+    await rmdir(lock).catch(() => {});
+  }
 }
 
-function fileId(path: string): string {
-  const st = statSync(path);
+/** mkdir as a lock; one left by a server that died (older than `staleMs`) is taken over. */
+async function takeLock(lock: string, staleMs: number): Promise<boolean> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await mkdir(lock);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      const st = await stat(lock).catch(() => null);
+      if (st && Date.now() - st.mtimeMs < staleMs) return false;
+      await rmdir(lock).catch(() => {});
+    }
+  }
+  return false;
+}
+
+async function fileId(path: string): Promise<string> {
+  const st = await stat(path);
   return `${st.dev}:${st.ino}`;
 }
 
 /** dev:inode of every running process's executable. */
-function runningExecutables(): Set<string> {
+async function runningExecutables(): Promise<Set<string>> {
   const out = new Set<string>();
-  for (const pid of readdirSync("/proc")) {
+  for (const pid of await readdir("/proc")) {
     if (!/^\d+$/.test(pid)) continue;
     try {
-      out.add(fileId(`/proc/${pid}/exe`));
-    } catch {}
+      out.add(await fileId(`/proc/${pid}/exe`));
+    } catch {} // gone meanwhile, or a kernel thread (no exe)
   }
   return out;
 }

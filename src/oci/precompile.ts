@@ -2,7 +2,7 @@
 // deserializes (about 0.5 ms) instead of compiling (tens of ms). The shim compiles,
 // never the workload: a cached artifact is native code and must come from us. A hit
 // costs a hash and a stat; a miss compiles through the engine's Compiler, which keeps
-// the work off the serving thread.
+// the work off the serving thread, and the artifact is written asynchronously.
 
 import { readFile } from "node:fs/promises";
 import { CompileCache } from "../engines/cache.ts";
@@ -10,6 +10,11 @@ import type { Engine } from "../engines/engine.ts";
 import type { Prepared } from "./bundle.ts";
 
 const caches = new Map<string, CompileCache>();
+/**
+ * Compiles under way, by cache dir and key: Creates of one module side by side (a pod's
+ * replicas) share one compile and one write instead of each compiling it.
+ */
+const inFlight = new Map<string, Promise<void>>();
 
 export async function precompile(engine: Engine, prepared: Prepared, cacheDir: string, log: (m: string) => void): Promise<void> {
   const compiler = engine.compiler;
@@ -19,8 +24,17 @@ export async function precompile(engine: Engine, prepared: Prepared, cacheDir: s
     let cache = caches.get(cacheDir);
     if (!cache) caches.set(cacheDir, (cache = new CompileCache({ dir: cacheDir })));
     const key = compiler.cacheKey(source);
-    if (cache.has(key)) return;
-    cache.put(key, await compiler.compile(source));
+    const id = `${cacheDir}\0${key}`;
+    let fill = inFlight.get(id);
+    if (!fill) {
+      const c = cache;
+      fill = (async () => {
+        if (await c.has(key)) return;
+        await c.put(key, await compiler.compile(source));
+      })().finally(() => inFlight.delete(id));
+      inFlight.set(id, fill);
+    }
+    await fill;
   } catch (e) {
     // The executor compiles it then, and reports a bad module on the container's stderr.
     log(`precompile ${prepared.module}: ${e instanceof Error ? e.message : String(e)}`);

@@ -10,7 +10,6 @@
 // namespace, which is the whole process's, so it is safe from a multithreaded Bun process
 // (unlike unshare/setns; docs/ARCHITECTURE.md, "Processes").
 
-import { mkdirSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join, normalize } from "node:path";
 import { mount, strerror, umount2 } from "../linux/libc.ts";
@@ -181,32 +180,12 @@ function undoAndThrow(done: string[], e: unknown): never {
 
 /**
  * Mount containerd's rootfs mounts, in order, on <bundle>/rootfs (a Mount.target, when set, is a
- * path below it). On failure, what was mounted is undone and the error rethrown.
- */
-export function mountRootfs(bundle: string, mounts: Mount[]): string {
-  const root = rootfsPath(bundle);
-  mkdirSync(root, { recursive: true, mode: 0o711 });
-  const targets = mountTargets(bundle, mounts);
-  const done: string[] = [];
-  try {
-    mounts.forEach((m, i) => {
-      // Each target is made once the mounts before it are in place: it may lie inside one.
-      mkdirSync(targets[i]!, { recursive: true });
-      // Before mounting: a mount made of several calls (bind, then remount ro) that
-      // fails halfway is still undone.
-      done.push(targets[i]!);
-      mountOne(m, targets[i]!);
-    });
-  } catch (e) {
-    undoAndThrow(done, e);
-  }
-  return root;
-}
-
-/**
- * mountRootfs for the Task service's request path: the directories are made with asynchronous
- * I/O (a slow filesystem must not stall other pods' calls). The mount(2) calls themselves stay
- * on this thread: each is one system call, mount namespaces belong to the whole process so
+ * path below it; each target is made once the mounts before it are in place, since it may lie
+ * inside one). On failure, what was mounted is undone and the error rethrown.
+ *
+ * It runs on the Task service's request path: the directories are made with asynchronous I/O
+ * (a slow filesystem must not stall other pods' calls). The mount(2) calls themselves stay on
+ * this thread: each is one system call, mount namespaces belong to the whole process so
  * another thread would change nothing, and a worker would need its own FFI binding.
  */
 export async function mountRootfsAsync(bundle: string, mounts: Mount[]): Promise<string> {
@@ -217,6 +196,8 @@ export async function mountRootfsAsync(bundle: string, mounts: Mount[]): Promise
   try {
     for (const [i, m] of mounts.entries()) {
       await mkdir(targets[i]!, { recursive: true });
+      // Before mounting: a mount made of several calls (bind, then remount ro) that
+      // fails halfway is still undone.
       done.push(targets[i]!);
       mountOne(m, targets[i]!);
     }

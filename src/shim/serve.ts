@@ -27,6 +27,7 @@ import { socketPath } from "./address.ts";
 import { LISTEN_FD_ENV, type ShimFlags } from "./flags.ts";
 import { openLog } from "./log.ts";
 import { containerStateDir, runtimeRoot, type ShimPaths, shimPaths } from "./paths.ts";
+import { runtimeFor } from "./runtime.ts";
 
 /** A namespace's host values, plus what the server tidies when it exits. */
 export interface ServedNamespace extends NamespaceHost {
@@ -81,10 +82,11 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   process.on("SIGTERM", () => void exit());
   process.on("SIGINT", () => void exit());
   log(`serving ${flags.socket} for namespace ${flags.namespace}`);
-  // Off the start path: clear executor directories of earlier installs.
+  // Off the start path: clear executor directories of earlier installs. Cheap unless there
+  // are some, and then done by one server of the node at a time (src/oci/executor-dir.ts).
   setTimeout(async () => {
     try {
-      const removed = pruneExecutorDirs(paths.dataRoot, [(await ensureExecutorDir({ engine })).dir]);
+      const removed = await pruneExecutorDirs(paths.dataRoot, [(await ensureExecutorDir({ engine })).dir]);
       if (removed.length) log(`removed ${removed.length} executor directories of earlier installs`);
     } catch (e) {
       log(`pruning executor directories: ${String(e)}`, "warning");
@@ -126,9 +128,8 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
       const publisher = new Publisher(w.ttrpcAddress, ns, (m) => log(m, "warning"));
       const served: ServedNamespace = {
         runtime: new Runc({ binary: w.runtimeBinary, root }),
-        // containerd's runtime options, as runc-v2 applies them: Root gets the namespace appended.
-        runtimeWith: (o) =>
-          new Runc({ binary: o.binaryName || w.runtimeBinary, root: o.root ? join(o.root, ns) : root, systemdCgroup: o.systemdCgroup }),
+        // containerd's runtime options, as runc-v2 applies them (src/shim/runtime.ts).
+        runtimeWith: (o) => runtimeFor(ns, { binary: w.runtimeBinary, root }, o),
         stateDir,
         events: publisher,
         publisher,

@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
+import { withSmallVm } from "../common/vm-env.ts";
 import { BootstrapParams, BootstrapResult } from "../task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
 // unix.ts alone, not the ttrpc index: `start` runs for every container and loads no RPC code.
 import { bindUnixSocket, closeFd } from "../ttrpc/unix.ts";
@@ -72,7 +73,7 @@ async function startServer(flags: ShimFlags, params: BootstrapParams | null, sel
       stdio: ["ignore", "ignore", "ignore", fd],
       detached: true,
       env: {
-        ...process.env,
+        ...withSmallVm(process.env),
         [LISTEN_FD_ENV]: "3",
         TTRPC_ADDRESS: params?.containerdTtrpcAddress || process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`,
       },

@@ -13,7 +13,7 @@ import { RuncError } from "../linux/runc.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { type ExecOptions, ExecProcess } from "./exec.ts";
 import type { Exit, NamespaceHost, OciProcess, OciRuntime, RootfsMount, TaskHost } from "./host.ts";
-import type { RuntimeOptions } from "./runtime-options.ts";
+import { type RuntimeOptions, saveRuntimeOptions } from "./runtime-options.ts";
 import { untilSignalHandled, WASM_HANDLED_SIGNALS } from "./signal-ready.ts";
 import {
   afterCall,
@@ -124,6 +124,9 @@ export class Container {
     try {
       await mkdir(workDir, { recursive: true });
       c.undos.unshift({ what: `remove ${workDir}`, run: () => rm(workDir, { recursive: true, force: true }) });
+      // Before the runtime holds anything: a `shim delete` after this server dies must find
+      // the runtime that created the container (src/task/runtime-options.ts).
+      if (opts.runtimeOptions && runtime !== ns.runtime) await saveRuntimeOptions(workDir, opts.runtimeOptions);
       if (opts.rootfs.length > 0) {
         const unmount = await host.mountRootfs(opts.bundle, opts.rootfs);
         c.undos.unshift({ what: `unmount ${opts.bundle}/rootfs`, run: unmount });
@@ -146,8 +149,12 @@ export class Container {
           join(workDir, "runtime.log"),
           console?.path,
         );
-        // Both run at once: the runtime in its process, compiling on a thread of ours.
-        const [pid] = await Promise.all([created, prepared.warm?.()]);
+        // Both run at once: the runtime in its process, compiling on a thread of ours. A
+        // failed create still waits for the compile and its cache write (warm never fails):
+        // answered at once, containerd's Shutdown could end the server in the middle of that
+        // write and leave its tmp file in the cache.
+        const warming = prepared.warm?.();
+        const pid = await created.finally(() => warming);
         c.pid = pid;
         c.runtimeInitExe = await exeOf(pid);
         // The init is in the container's cgroup from create on: its baseline count now.

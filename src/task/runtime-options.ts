@@ -11,7 +11,8 @@
 // The TOML keys are runc's Options field names as containerd's config spells them:
 // BinaryName, Root, SystemdCgroup. Other keys and fields are not ours to act on and are left.
 
-import { readFile } from "node:fs/promises";
+import { readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { Options as RuncOptions } from "./gen/containerd/runc/options/oci.ts";
 import { Options as CriRuntimeOptions } from "./gen/containerd/runtimeoptions/v1/options.ts";
@@ -91,4 +92,51 @@ function compact(o: RuntimeOptions): RuntimeOptions | null {
 
 function invalid(msg: string): TtrpcError {
   return new TtrpcError(Code.INVALID_ARGUMENT, msg);
+}
+
+/**
+ * The file in a container's work directory (<stateDir>/<id>) that keeps the runtime options
+ * it was created with. `shim delete` runs after a server died and knows nothing but the
+ * namespace and id: without this file it would ask the default runtime binary under the
+ * default root, and a container created elsewhere would stay (runc-v2 keeps the same in its
+ * bundle's options.json). Written before the runtime creates anything and removed with the
+ * work directory. JSON of RuntimeOptions: {"binaryName"?, "root"?, "systemdCgroup"?}; the
+ * root as given, the namespace is appended by whoever builds the runtime from it.
+ */
+export const RUNTIME_OPTIONS_FILE = "runtime-options.json";
+
+/** Writes `options` whole (a temporary file renamed over it): a reader never sees half of it. */
+export async function saveRuntimeOptions(workDir: string, options: RuntimeOptions): Promise<void> {
+  const tmp = join(workDir, `.${RUNTIME_OPTIONS_FILE}.${process.pid}`);
+  try {
+    await writeFile(tmp, JSON.stringify(options), { mode: 0o600 });
+    await rename(tmp, join(workDir, RUNTIME_OPTIONS_FILE));
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** The options saveRuntimeOptions kept in `workDir`; null when there is no file (created without options). */
+export async function loadRuntimeOptions(workDir: string): Promise<RuntimeOptions | null> {
+  const file = join(workDir, RUNTIME_OPTIONS_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw e;
+  }
+  let o: unknown;
+  try {
+    o = JSON.parse(text);
+  } catch {
+    throw new Error(`${file}: not JSON`);
+  }
+  if (o === null || typeof o !== "object") throw new Error(`${file}: not an object`);
+  const { binaryName, root, systemdCgroup } = o as Record<string, unknown>;
+  if (binaryName !== undefined && typeof binaryName !== "string") throw new Error(`${file}: binaryName is not a string`);
+  if (root !== undefined && typeof root !== "string") throw new Error(`${file}: root is not a string`);
+  if (systemdCgroup !== undefined && typeof systemdCgroup !== "boolean") throw new Error(`${file}: systemdCgroup is not a boolean`);
+  return compact({ binaryName, root, systemdCgroup });
 }

@@ -5,9 +5,9 @@ import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { wasmtime } from "../../src/engines/wasmtime/index.ts";
-import { cleanup, type Prepared, prepare } from "../../src/oci/bundle.ts";
+import { type Prepared, prepare } from "../../src/oci/bundle.ts";
 import { type ExecutorDir, ensureExecutorDir } from "../../src/oci/executor-dir.ts";
-import { mountRootfs, unmountRootfs } from "../../src/oci/rootfs.ts";
+import { mountRootfsAsync, unmountRootfs } from "../../src/oci/rootfs.ts";
 import type { Spec } from "../../src/oci/spec.ts";
 import { prepare as prepareEngine, REPO, wasm } from "../unit/engines/helpers.ts";
 
@@ -98,7 +98,8 @@ describe("runc + bunwasi executor", () => {
     expect(r.err).toBe("");
     expect(r.out).toBe("hello\nexiting\n");
     expect(r.code).toBe(0);
-    cleanup({ id, stateDir });
+    // What the service's Delete removes: the container's work directory, the derived bundle's.
+    rmSync(join(stateDir, id), { recursive: true, force: true });
   });
 
   test("exit code of `exit 3`", async () => {
@@ -134,7 +135,7 @@ describe("runc + bunwasi executor", () => {
   test("busy loop killed by `runc kill TERM` exits 143 within 1 s", async () => {
     const b = makeBundle(["/busy.wasm"], [[wasm("busy"), "/busy.wasm"]]);
     const id = newId();
-    const p = Bun.spawn([runc as string, "--root", runcRoot, "run", "--bundle", (await prep(b, id)).runtimeBundle, id], {
+    const p = Bun.spawn([runc as string, "--root", runcRoot, "run", "--bundle", (await prep(b, id, ["--stats"])).runtimeBundle, id], {
       stdin: "ignore",
       stdout: "pipe",
       stderr: "pipe",
@@ -154,6 +155,11 @@ describe("runc + bunwasi executor", () => {
     console.log(`busy.wasm: SIGTERM → exit in ${ms.toFixed(0)} ms`);
     expect(code).toBe(143);
     expect(ms).toBeLessThan(1000);
+    // As PID 1 of the container, the module ran on the executor's main thread and the C
+    // handler's epoch bump trapped it (the stats line comes only after the run returned).
+    const err = await new Response(p.stderr).text();
+    expect(err).toContain("bunwasi-executor: code=143 ");
+    expect(err).toContain("thread=main");
   });
 
   test("trap exits 134 with the message on stderr", async () => {
@@ -199,7 +205,7 @@ describe("runc + bunwasi executor", () => {
     // containerd's read-only view: overlay with two lowerdirs and no upperdir
     const empty = join(base, `empty-${n}`);
     mkdirSync(empty);
-    mountRootfs(b, [{ type: "overlay", source: "overlay", options: [`lowerdir=${lower}:${empty}`] }]);
+    await mountRootfsAsync(b, [{ type: "overlay", source: "overlay", options: [`lowerdir=${lower}:${empty}`] }]);
     mounted.push(b);
     const id = newId();
     const p = await prep(b, id);
@@ -236,6 +242,9 @@ describe("runc + bunwasi executor", () => {
     const r = await runcRun(p.runtimeBundle, id);
     expect(r.out).toBe("cached\nexiting\n");
     expect(r.err).toContain('"cacheHit":true');
+    // The C signal handlers came from the executor directory: no Worker.
+    expect(exec.files).toContain("libbunwasi-kill.so");
+    expect(r.err).toContain("thread=main");
     console.log(`cached run: ${r.ms.toFixed(0)} ms`);
   });
 

@@ -74,10 +74,14 @@ function loadComponent(lib: WasmtimeLib, engine: Pointer, req: RunRequest, stats
 }
 
 /** Run the component of `req` to completion on this thread. */
-export function runComponent(req: RunRequest, post: (m: WorkerMessage) => void): { code: number; message?: string; stats: RunStats } {
+export function runComponent(
+  req: RunRequest,
+  post: (m: WorkerMessage) => void,
+  kill: Int32Array = new Int32Array(req.kill),
+  firstWait?: () => void,
+): { code: number; message?: string; stats: RunStats } {
   const { lib } = wasmtime(req.libPath);
   const engine = req.enginePtr as Pointer;
-  const kill = new Int32Array(req.kill);
   const stats: RunStats = { instantiateMs: 0, runMs: 0 };
   const keep: unknown[] = [];
   const component = loadComponent(lib, engine, req, stats, post);
@@ -112,6 +116,8 @@ export function runComponent(req: RunRequest, post: (m: WorkerMessage) => void):
     const hasResult = checkNoParams(lib, ctx, func, req.entry);
 
     const results = Buffer.alloc(COMPONENT_LAYOUT.val.size);
+    // No poll of ours to see a component's first wait: now, then.
+    firstWait?.();
     t = performance.now();
     const callErr = lib.wasmtime_component_func_call(func, ctx, null, 0, hasResult ? results : null, hasResult ? 1 : 0) as Pointer | null;
     stats.runMs = performance.now() - t;

@@ -22,6 +22,7 @@ import {
   type RunResult,
   type StdioSpec,
   signalNumber,
+  type ThreadKill,
 } from "../engine.ts";
 import { compileComponent, serializeComponent } from "./component.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
@@ -143,8 +144,122 @@ export class WasmtimeEngine {
     return r.code;
   }
 
-  /** Run to completion; resolves with the exit code and this run's timings. */
+  /** Run to completion on a Worker; resolves with the exit code and this run's timings. */
   async execute(ctx: RunContext & Precompiled): Promise<RunResult & { stats: RunStats }> {
+    const prepared = await this.request(ctx);
+    if ("early" in prepared) return prepared.early;
+    const { req, cacheKey, cacheHit } = prepared;
+    const kill = new Int32Array(req.kill);
+    const worker = takeWorker();
+    return await new Promise<RunResult & { stats: RunStats }>((resolve) => {
+      let done = false;
+      let graceTimer: ReturnType<typeof setTimeout> | undefined;
+      let stats: RunStats = { instantiateMs: 0, runMs: 0, cacheHit };
+      let cacheWrite: Promise<void> | undefined;
+      const finish = (code: number) => {
+        if (done) return;
+        done = true;
+        if (graceTimer) clearTimeout(graceTimer);
+        ctx.signal?.removeEventListener("abort", onAbort);
+        worker.terminate();
+        const result = { code, stats: { ...stats } };
+        if (cacheWrite) void cacheWrite.then(() => resolve(result));
+        else resolve(result);
+      };
+      const onAbort = () => {
+        const sig = signalNumber(ctx.signal?.reason);
+        Atomics.store(kill, 0, sig);
+        // Wakes a module asleep in our poll_oneoff (./interruptible.ts), or paused ...
+        Atomics.notify(kill, 0);
+        Atomics.notify(kill, 1);
+        // ... and interrupts one running wasm.
+        this.incrementEpoch();
+        // A module blocked in a host call (sleep, read on a fifo) only notices at its next
+        // wasm instruction; don't wait for ever.
+        graceTimer = setTimeout(() => finish(128 + sig), this.killGraceMs);
+      };
+      worker.onmessage = (ev: MessageEvent<WorkerMessage>) => {
+        const m = ev.data;
+        if (m.type === "thread") {
+          tid = m.tid;
+        } else if (m.type === "serialized") {
+          // Best effort, and written asynchronously (a daemon serves other pods meanwhile);
+          // the run's answer waits for it, since an executor exits once it has that answer.
+          cacheWrite = this.cachePut(cacheKey, m.bytes);
+        } else if (m.type === "exit") {
+          stats = { ...m.stats, cacheHit };
+          finish(m.code);
+        }
+      };
+      worker.onerror = (ev) => {
+        writeErr(ctx.stderr, `bunwasi: worker failed: ${ev.message}\n`);
+        finish(EXIT_ENGINE_ERROR);
+      };
+      let tid: number | undefined;
+      ctx.onControl?.({
+        threadId: () => tid,
+        // Paused at its next interrupt check (the epoch is bumped so that comes at once).
+        pause: () => {
+          Atomics.store(kill, 1, 1);
+          this.incrementEpoch();
+        },
+        resume: () => {
+          Atomics.store(kill, 1, 0);
+          Atomics.notify(kill, 1);
+        },
+      });
+      if (ctx.signal?.aborted) onAbort();
+      else ctx.signal?.addEventListener("abort", onAbort, { once: true });
+      worker.postMessage(req);
+    });
+  }
+
+  /**
+   * Run to completion on this thread (Runner.runHere): no Worker, so no second JS VM. The
+   * thread is inside wasm until the module ends; `kill` (C signal handlers) records the
+   * signal and bumps this engine's epoch, which the run's checks read as with a Worker.
+   */
+  async executeHere(ctx: RunContext & Precompiled, kill: ThreadKill): Promise<RunResult & { stats: RunStats }> {
+    const prepared = await this.request(ctx);
+    if ("early" in prepared) return prepared.early;
+    const { req, cacheKey, cacheHit } = prepared;
+    const { runRequest } = await import("./worker.ts");
+    // From here on a kill interrupts running wasm (an atomic add on the engine).
+    const increment = (this.lib.wasmtime_engine_increment_epoch as unknown as { ptr: number }).ptr;
+    kill.setInterrupt(increment, this.enginePointer);
+    let gcMs: number | undefined;
+    let cacheWrite: Promise<void> | undefined;
+    const result = await runRequest(req, {
+      kill: kill.word,
+      sleep: (ns) => kill.sleep(ns),
+      post: (m) => {
+        if (m.type === "serialized") cacheWrite = this.cachePut(cacheKey, m.bytes);
+      },
+      // This thread stays inside wasm until the module ends, so no collection runs on its
+      // own: collect start-up's garbage once the module first waits (about 1 MiB of an idle
+      // executor, measured). Not before its entry: a short run would pay for it in latency.
+      firstWait: () => {
+        const t = performance.now();
+        Bun.gc(true);
+        Bun.shrink();
+        gcMs = performance.now() - t;
+      },
+    });
+    // The executor exits once it has the answer: the cache write first.
+    await cacheWrite;
+    return { code: result.code, stats: { ...result.stats, cacheHit, ...(gcMs === undefined ? {} : { gcMs }) } };
+  }
+
+  /** Best effort: a write that fails is a miss next time. */
+  private cachePut(cacheKey: string | undefined, bytes: Uint8Array): Promise<void> | undefined {
+    if (!cacheKey || !this.cache) return undefined;
+    return this.cache.put(cacheKey, bytes).catch(() => {});
+  }
+
+  /** The run request for `ctx` (a cache hit by path where there is one), or the result of a source that is no module. */
+  private async request(
+    ctx: RunContext & Precompiled,
+  ): Promise<{ req: RunRequest; cacheKey?: string; cacheHit: boolean } | { early: RunResult & { stats: RunStats } }> {
     const source = ctx.module ?? (ctx.modulePath ? new Uint8Array(await readFile(ctx.modulePath)) : undefined);
     if (!source) throw new Error("RunContext needs module or modulePath");
 
@@ -164,13 +279,13 @@ export class WasmtimeEngine {
       const src = sourceKind(source);
       if (!src) {
         writeErr(ctx.stderr, "bunwasi: not a wasm module or component (no \\0asm magic, not WAT)\n");
-        return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
+        return { early: { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } } };
       }
       const srcKind = src.kind;
       component = src.component;
       kind = srcKind;
       // A wasi:http service is served by its own library, not run once (./http/serve.ts).
-      if (component && srcKind === "wasm" && isHttpService(source)) return await this.serve(source, ctx);
+      if (component && srcKind === "wasm" && isHttpService(source)) return { early: await this.serve(source, ctx) };
       if (this.cache) {
         cacheKey = CompileCache.key(source, this.name, this.version, this.configFlags);
         // A hit goes to the run thread by path (deserialize_file maps it): read into memory, the
@@ -178,7 +293,8 @@ export class WasmtimeEngine {
         // heaps, whose allocator kept the pages (1.7 MiB of an idle executor, measured).
         // (Modules only: a component's artifact is read and deserialized from memory, ./component.ts.)
         serializedPath = component ? undefined : this.cache.hitPath(cacheKey);
-        const hit = serializedPath ? undefined : this.cache.get(cacheKey);
+        // One lookup: a module's miss is already known here (a component reads the bytes).
+        const hit = component ? this.cache.get(cacheKey) : undefined;
         if (serializedPath) {
           kind = "serialized";
           module = new Uint8Array(0);
@@ -196,7 +312,6 @@ export class WasmtimeEngine {
 
     // [0] = the signal once killed, [1] = 1 while paused (see ./store.ts).
     const killBuf = new SharedArrayBuffer(8);
-    const kill = new Int32Array(killBuf);
     const req: RunRequest = {
       libPath: this.libPath,
       enginePtr: this.enginePointer,
@@ -224,70 +339,7 @@ export class WasmtimeEngine {
       hostModules: this.hostModules,
       kill: killBuf,
     };
-
-    const worker = takeWorker();
-    return await new Promise<RunResult & { stats: RunStats }>((resolve) => {
-      let done = false;
-      let graceTimer: ReturnType<typeof setTimeout> | undefined;
-      let stats: RunStats = { instantiateMs: 0, runMs: 0, cacheHit };
-      const finish = (code: number) => {
-        if (done) return;
-        done = true;
-        if (graceTimer) clearTimeout(graceTimer);
-        ctx.signal?.removeEventListener("abort", onAbort);
-        worker.terminate();
-        resolve({ code, stats: { ...stats } });
-      };
-      const onAbort = () => {
-        const sig = signalNumber(ctx.signal?.reason);
-        Atomics.store(kill, 0, sig);
-        // Wakes a module asleep in our poll_oneoff (./interruptible.ts), or paused ...
-        Atomics.notify(kill, 0);
-        Atomics.notify(kill, 1);
-        // ... and interrupts one running wasm.
-        this.incrementEpoch();
-        // A module blocked in a host call (sleep, read on a fifo) only notices at its next
-        // wasm instruction; don't wait for ever.
-        graceTimer = setTimeout(() => finish(128 + sig), this.killGraceMs);
-      };
-      worker.onmessage = (ev: MessageEvent<WorkerMessage>) => {
-        const m = ev.data;
-        if (m.type === "thread") {
-          tid = m.tid;
-        } else if (m.type === "serialized") {
-          if (cacheKey && this.cache) {
-            try {
-              this.cache.put(cacheKey, m.bytes);
-            } catch {
-              // cache is best effort
-            }
-          }
-        } else if (m.type === "exit") {
-          stats = { ...m.stats, cacheHit };
-          finish(m.code);
-        }
-      };
-      worker.onerror = (ev) => {
-        writeErr(ctx.stderr, `bunwasi: worker failed: ${ev.message}\n`);
-        finish(EXIT_ENGINE_ERROR);
-      };
-      let tid: number | undefined;
-      ctx.onControl?.({
-        threadId: () => tid,
-        // Paused at its next interrupt check (the epoch is bumped so that comes at once).
-        pause: () => {
-          Atomics.store(kill, 1, 1);
-          this.incrementEpoch();
-        },
-        resume: () => {
-          Atomics.store(kill, 1, 0);
-          Atomics.notify(kill, 1);
-        },
-      });
-      if (ctx.signal?.aborted) onAbort();
-      else ctx.signal?.addEventListener("abort", onAbort, { once: true });
-      worker.postMessage(req);
-    });
+    return { req, cacheKey, cacheHit };
   }
 
   /** Serve a wasi:http component until ctx.signal aborts (only where the caller allows it). */

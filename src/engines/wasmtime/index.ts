@@ -7,6 +7,7 @@ import { dirname, join } from "node:path";
 import { CompileCache } from "../cache.ts";
 import { type Engine, type ExecutorFile, isWasmBinary, isWat, isWatComponent, type Runner } from "../engine.ts";
 import type { HostLoadOptions } from "../host.ts";
+import { killLibFile } from "../kill-signals.ts";
 import { isHttpService } from "./http/exports.ts";
 import { findHttpHost, HTTP_LIB_NAME, HTTP_VERSION_FILE, httpCacheKey } from "./http/library.ts";
 import { configFlags, findLibwasmtime, LIB_NAME, libwasmtimeVersion, OPT_LEVEL, VERSION_FILE } from "./library.ts";
@@ -29,6 +30,9 @@ function httpHostFor(source: Uint8Array): string | undefined {
 export const wasmtime: Engine = {
   name: NAME,
 
+  // A wasi:http component is served (./http/serve.ts) until a signal drains it.
+  isService: (module) => isHttpService(module),
+
   // A wasm binary (core module or component) or WAT text of either; "#export" entrypoints
   // are checked when the module or component is linked.
   canHandle: (ep) => isWasmBinary(ep.head) || isWat(ep.head) || isWatComponent(ep.head),
@@ -43,13 +47,16 @@ export const wasmtime: Engine = {
     compile: async (source) => (await import("./background-compile.ts")).compileInBackground(source, httpHostFor(source)),
   },
 
-  // The library (and its version file, part of the cache key) beside the executor; the
-  // wasi:http host library too when it is installed.
+  // The library (and its version file, part of the cache key) beside the executor, the
+  // C signal handlers that let the executor run the module on its main thread (runHere),
+  // and the wasi:http host library when it is installed.
   executor: () => {
     const lib = findLibwasmtime();
     const files: ExecutorFile[] = [{ name: LIB_NAME, source: lib, sharedObject: true }];
     const version = join(dirname(lib), VERSION_FILE);
     if (existsSync(version)) files.push({ name: VERSION_FILE, source: version });
+    const kill = killLibFile();
+    if (kill) files.push(kill);
     const http = findHttpHost();
     if (http) {
       files.push({ name: HTTP_LIB_NAME, source: http, sharedObject: true });
@@ -61,8 +68,8 @@ export const wasmtime: Engine = {
 
   load: async (opts: HostLoadOptions = {}): Promise<Runner> => {
     const { prestartWorker, WasmtimeEngine } = await import("./engine.ts");
-    // The run thread starts while the library loads.
-    prestartWorker();
+    // The run thread starts while the library loads (unless the caller runs on its own).
+    if (!opts.thisThread) prestartWorker();
     const engine = new WasmtimeEngine({
       libPath: opts.dir ? join(opts.dir, LIB_NAME) : undefined,
       cacheDir: opts.cacheDir,
@@ -70,6 +77,6 @@ export const wasmtime: Engine = {
       optLevel: OPT_LEVEL,
       hostModules: opts.hostModules,
     });
-    return { run: (ctx) => engine.execute(ctx), close: () => engine.close() };
+    return { run: (ctx) => engine.execute(ctx), runHere: (ctx, kill) => engine.executeHere(ctx, kill), close: () => engine.close() };
   },
 };

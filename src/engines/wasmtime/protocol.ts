@@ -48,6 +48,8 @@ export type RunStats = {
   instantiateMs: number;
   runMs: number;
   cacheHit?: boolean;
+  /** The collection before the entry call (a run on the calling thread). */
+  gcMs?: number;
   /** A wasi:http service (./http/serve.ts): start time, requests received and failed, compiled at start. */
   startMs?: number;
   requests?: number;

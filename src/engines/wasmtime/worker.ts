@@ -1,5 +1,8 @@
 // Runs one wasm module (or component: ./component.ts) in this Worker thread, so the main
 // JS thread stays free to notice signals and interrupt it (docs/ARCHITECTURE.md, "Pitfalls").
+// The executor calls runRequest() on its main thread instead (WasmtimeEngine.executeHere):
+// there a kill comes from C signal handlers (../kill-signals.ts) through the same kill word
+// and epoch, and this module's onmessage is not installed.
 //
 // Interruption (set up in ./store.ts): the store's epoch deadline is 1 tick ahead. The main thread sets
 // kill[0] = signal and calls wasmtime_engine_increment_epoch (thread-safe). When the
@@ -20,8 +23,18 @@ import { EngineError, openStore } from "./store.ts";
 
 declare const self: Worker;
 
-function post(m: WorkerMessage) {
-  self.postMessage(m);
+/** What a run needs from the thread it runs on: the kill word, a sleep a kill ends, and a way to post results. */
+export interface RunEnv {
+  /** [0] = the signal once killed, [1] = 1 while paused (./store.ts). */
+  kill: Int32Array;
+  /** Sleeps `ns` unless killed first; true if killed. */
+  sleep: (ns: bigint) => boolean;
+  post: (m: WorkerMessage) => void;
+  /**
+   * Called once, when the module first waits (its first poll_oneoff; a component: before its
+   * entry). The executor collects garbage there: the thread is inside wasm from then on.
+   */
+  firstWait?: () => void;
 }
 
 function compile(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Array, kind: "wasm" | "wat"): Pointer {
@@ -64,10 +77,10 @@ function serialize(lib: WasmtimeLib, module: Pointer): Uint8Array {
   return out;
 }
 
-function run(req: RunRequest, hosts: HostFunctions[]): { code: number; message?: string; stats: RunStats } {
+function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: number; message?: string; stats: RunStats } {
   const { lib } = wasmtime(req.libPath);
   const engine = req.enginePtr as Pointer;
-  const kill = new Int32Array(req.kill);
+  const { kill, post } = env;
   const stats: RunStats = { instantiateMs: 0, runMs: 0 };
   const keep: unknown[] = []; // buffers C may still point at during the call
 
@@ -125,7 +138,7 @@ function run(req: RunRequest, hosts: HostFunctions[]): { code: number; message?:
         exitStatus = status;
       }),
     );
-    callbacks.push(defineInterruptiblePoll(lib, linker, engine, kill, keep));
+    callbacks.push(defineInterruptiblePoll(lib, linker, engine, env, keep));
     for (const host of hosts) callbacks.push(...defineHostFunctions(lib, linker, host));
     const instance = Buffer.alloc(LAYOUT.instance.size);
     const trapOut = new BigUint64Array(1);
@@ -216,7 +229,9 @@ function defineProcExit(lib: WasmtimeLib, linker: Pointer, onExit: (status: numb
  * reached through a two-line helper instance made on first need in the same store, which
  * imports the guest's memory, re-exports it, and calls the real poll_oneoff.
  */
-function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Pointer, kill: Int32Array, keep: unknown[]): JSCallback {
+function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Pointer, env: RunEnv, keep: unknown[]): JSCallback {
+  const { kill, sleep } = env;
+  let firstWait = env.firstWait;
   const trapOut = new BigUint64Array(1);
   const params: ValType[] = ["i32", "i32", "i32", "i32"];
   let helperPoll: Buffer | null = null;
@@ -254,6 +269,11 @@ function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Poin
   };
   return defineFunc(lib, linker, "wasi_snapshot_preview1", "poll_oneoff", params, ["i32"], (caller, args, out) => {
     try {
+      if (firstWait) {
+        const f = firstWait;
+        firstWait = undefined;
+        f();
+      }
       const view = new DataView(toArrayBuffer(args, 0, params.length * LAYOUT.val.size));
       const [inPtr, outPtr, n, neventsPtr] = params.map((_, i) => view.getUint32(i * LAYOUT.val.size + LAYOUT.val.of, true)) as [
         number,
@@ -263,7 +283,7 @@ function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Poin
       ];
       const wait = clockOnlyWait(callerMemory(lib, caller), inPtr, n);
       if (wait) {
-        if (interruptibleSleep(kill, wait.timeoutNs)) {
+        if (sleep(wait.timeoutNs)) {
           const msg = Buffer.from(`interrupted by signal ${Atomics.load(kill, 0)}`);
           return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
         }
@@ -430,16 +450,12 @@ function threadId(): number {
   }
 }
 
-self.onmessage = async (ev: MessageEvent<RunRequest>) => {
-  const req = ev.data;
-  if (req.wantThreadId) {
-    const tid = threadId();
-    if (tid > 0) post({ type: "thread", tid });
-  }
+/** Runs `req` on this thread to its end; reports an error message on the run's stderr. */
+export async function runRequest(req: RunRequest, env: RunEnv): Promise<{ code: number; message?: string; stats: RunStats }> {
   let result: { code: number; message?: string; stats: RunStats };
   try {
     // Host functions are core-module imports: a component links WASI preview 2 only.
-    result = req.component ? runComponent(req, post) : run(req, await importHosts(req.hostModules));
+    result = req.component ? runComponent(req, env.post, env.kill, env.firstWait) : run(req, await importHosts(req.hostModules), env);
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     result = { code: EXIT_ENGINE_ERROR, message, stats: { instantiateMs: 0, runMs: 0 } };
@@ -448,5 +464,19 @@ self.onmessage = async (ev: MessageEvent<RunRequest>) => {
     }
   }
   if (result.message) reportMessage(req, result.message);
-  post({ type: "exit", code: result.code, ...(result.message ? { message: result.message } : {}), stats: result.stats });
-};
+  return result;
+}
+
+if (!Bun.isMainThread) {
+  const post = (m: WorkerMessage) => self.postMessage(m);
+  self.onmessage = async (ev: MessageEvent<RunRequest>) => {
+    const req = ev.data;
+    if (req.wantThreadId) {
+      const tid = threadId();
+      if (tid > 0) post({ type: "thread", tid });
+    }
+    const kill = new Int32Array(req.kill);
+    const result = await runRequest(req, { kill, sleep: (ns) => interruptibleSleep(kill, ns), post });
+    post({ type: "exit", code: result.code, ...(result.message ? { message: result.message } : {}), stats: result.stats });
+  };
+}

@@ -1,7 +1,9 @@
 import { expect, test } from "bun:test";
-import { readdirSync, utimesSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CompileCache } from "../../../src/engines/cache.ts";
+import { mount } from "../../../src/linux/libc.ts";
+import { MS, unmountAll } from "../../../src/oci/rootfs.ts";
 import { tmp } from "./helpers.ts";
 
 test("key depends on bytes, engine, version and flags", () => {
@@ -20,30 +22,101 @@ test("key depends on bytes, engine, version and flags", () => {
   }
 });
 
-test("put/get round trip; miss is undefined; bad keys rejected", () => {
+test("put/get round trip; miss is undefined; bad keys rejected", async () => {
   const c = new CompileCache({ dir: tmp() });
   expect(c.get("nope")).toBeUndefined();
-  c.put("k1", new Uint8Array([1, 2, 3]));
+  expect(c.hitPath("nope")).toBeUndefined();
+  expect(await c.has("k1")).toBe(false);
+  await c.put("k1", new Uint8Array([1, 2, 3]));
+  expect(await c.has("k1")).toBe(true);
   expect(Array.from(c.get("k1") ?? [])).toEqual([1, 2, 3]);
-  expect(() => c.put("../evil", new Uint8Array(1))).toThrow();
+  expect(c.hitPath("k1")).toBe(join(c.dir, "k1.cwasm"));
+  await expect(c.put("../evil", new Uint8Array(1))).rejects.toThrow("bad cache key");
 });
 
-test("total size is bounded: oldest entries are evicted, recently used survive", () => {
+test("put does not write on the calling thread: it returns before the artifact is in place", async () => {
+  const c = new CompileCache({ dir: join(tmp(), "made-on-first-put") });
+  const bytes = new Uint8Array(8 << 20).fill(3);
+  const written = c.put("big", bytes);
+  // A synchronous write would have the file (and the directory) by now.
+  expect(existsSync(join(c.dir, "big.cwasm"))).toBe(false);
+  await written;
+  expect(statSync(join(c.dir, "big.cwasm")).size).toBe(8 << 20);
+  expect(readdirSync(c.dir)).toEqual(["big.cwasm"]);
+});
+
+test("concurrent writers of one key in one process: one whole artifact of one writer, no tmp files", async () => {
+  const c = new CompileCache({ dir: tmp() });
+  const versions = Array.from({ length: 12 }, (_, i) => new Uint8Array((1 << 20) + i).fill(i));
+  await Promise.all(versions.map((v) => c.put("same", v)));
+  const got = c.get("same");
+  expect(got).toBeDefined();
+  const i = got![0]!;
+  expect(got!.length).toBe((1 << 20) + i);
+  expect(got!.every((b) => b === i)).toBe(true);
+  expect(readdirSync(c.dir)).toEqual(["same.cwasm"]);
+});
+
+test("a failed write leaves no tmp file and says why", async () => {
+  const dir = tmp();
+  const c = new CompileCache({ dir });
+  // The artifact's name taken by a directory: the rename fails after the tmp file was written.
+  mkdirSync(join(dir, "k.cwasm"));
+  writeFileSync(join(dir, "k.cwasm", "x"), "");
+  await expect(c.put("k", new Uint8Array(10))).rejects.toThrow();
+  expect(readdirSync(dir)).toEqual(["k.cwasm"]);
+});
+
+test("total size is bounded: oldest entries are evicted, recently used survive", async () => {
   const dir = tmp();
   const c = new CompileCache({ dir, maxBytes: 3000 });
   const kb = new Uint8Array(1000);
-  c.put("a", kb);
-  c.put("b", kb);
-  c.put("c", kb);
+  await c.put("a", kb);
+  await c.put("b", kb);
+  await c.put("c", kb);
   const old = new Date(Date.now() - 60_000);
   utimesSync(join(dir, "a.cwasm"), old, old);
   utimesSync(join(dir, "b.cwasm"), new Date(Date.now() - 30_000), new Date(Date.now() - 30_000));
   c.get("a"); // a hit refreshes a
-  c.put("d", kb);
-  expect(c.size()).toBeLessThanOrEqual(3000);
+  await c.put("d", kb);
+  expect(await c.size()).toBeLessThanOrEqual(3000);
   expect(c.get("b")).toBeUndefined();
   expect(c.get("a")).toBeDefined();
   expect(c.get("d")).toBeDefined();
+});
+
+test("stale tmp files of a writer that died are removed by the next write's eviction", async () => {
+  const dir = tmp();
+  const c = new CompileCache({ dir });
+  const stale = join(dir, "x.cwasm.tmp-1-dead");
+  writeFileSync(stale, "half");
+  const old = new Date(Date.now() - 11 * 60_000);
+  utimesSync(stale, old, old);
+  const fresh = join(dir, "y.cwasm.tmp-2-live");
+  writeFileSync(fresh, "being written");
+  await c.put("k", new Uint8Array(1));
+  expect(readdirSync(dir).sort()).toEqual(["k.cwasm", "y.cwasm.tmp-2-live"]);
+});
+
+test("hitPath in a read-only cache (the executor's mount): a hit is the path, a miss undefined (root)", () => {
+  expect(process.getuid?.()).toBe(0);
+  const dir = tmp();
+  writeFileSync(join(dir, "k.cwasm"), "artifact");
+  const ro = join(tmp(), "ro");
+  mkdirSync(ro);
+  const bind = (flags: number) => {
+    const [rc, e] = mount(dir, ro, null, flags, null);
+    if (rc !== 0) throw new Error(`mount: errno ${e}`);
+  };
+  bind(MS.BIND);
+  try {
+    bind(MS.BIND | MS.REMOUNT | MS.RDONLY);
+    const c = new CompileCache({ dir: ro });
+    expect(c.hitPath("k")).toBe(join(ro, "k.cwasm"));
+    expect(c.hitPath("missing")).toBeUndefined();
+  } finally {
+    unmountAll(ro);
+  }
 });
 
 test("concurrent writers from separate processes: one whole entry, no tmp files", async () => {
@@ -52,7 +125,7 @@ test("concurrent writers from separate processes: one whole entry, no tmp files"
     import { CompileCache } from ${JSON.stringify(join(import.meta.dir, "../../../src/engines/cache.ts"))};
     const c = new CompileCache({ dir: process.argv[2] });
     const bytes = new Uint8Array(4 << 20).fill(7);
-    for (let i = 0; i < 20; i++) c.put("same", bytes);
+    for (let i = 0; i < 20; i++) await c.put("same", bytes);
   `;
   const file = join(tmp(), "writer.ts");
   await Bun.write(file, script);

@@ -43,6 +43,30 @@ describe("precompile", () => {
     expect(logs).toEqual([]);
   });
 
+  test("Creates of one module side by side share one compile and one write", async () => {
+    let compiles = 0;
+    const fake: Engine = {
+      ...wasmtime,
+      compiler: {
+        cacheKey: () => "shared",
+        compile: async () => {
+          compiles++;
+          await Bun.sleep(20);
+          return new Uint8Array([4, 5, 6]);
+        },
+      },
+    };
+    const d = tmp();
+    const mod = join(d, "m.wasm");
+    writeFileSync(mod, new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]));
+    const cache = join(d, "cache");
+    const logs: string[] = [];
+    await Promise.all(Array.from({ length: 5 }, () => precompile(fake, prepared(mod), cache, (m) => logs.push(m))));
+    expect(compiles).toBe(1);
+    expect(readdirSync(cache)).toEqual(["shared.cwasm"]);
+    expect(logs).toEqual([]);
+  });
+
   test("native containers and engines without a compiler are left alone", async () => {
     const d = tmp();
     const noCompiler: Engine = { ...wasmtime, compiler: undefined };

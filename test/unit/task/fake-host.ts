@@ -364,8 +364,11 @@ export class FakeHost implements TaskHost {
 
   async prepareBundle(_id: string, bundle: string, _workDir: string): Promise<PreparedBundle> {
     if (this.prepareError) throw this.prepareError;
-    return { runtimeBundle: bundle, kind: "native" };
+    return { runtimeBundle: bundle, kind: "native", ...(this.warm ? { warm: this.warm } : {}) };
   }
+
+  /** When set, prepared bundles carry this as their `warm` (the compile cache's work). */
+  warm: (() => Promise<void>) | null = null;
 
   metrics(stats: RuncStats) {
     return { typeUrl: "fake.Metrics", value: new TextEncoder().encode(JSON.stringify(stats)) };

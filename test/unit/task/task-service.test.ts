@@ -17,6 +17,7 @@ import {
 } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { Options as CriRuntimeOptions } from "../../../src/task/gen/containerd/runtimeoptions/v1/options.ts";
 import { Status } from "../../../src/task/gen/containerd/types/task/task.ts";
+import { loadRuntimeOptions, RUNTIME_OPTIONS_FILE } from "../../../src/task/runtime-options.ts";
 import { TASK_TABLE, type TaskCall, type TaskState } from "../../../src/task/state.ts";
 import { NAMESPACE_METADATA_KEY, namespaceOf, TaskService } from "../../../src/task/task-service.ts";
 import { Code, TtrpcError } from "../../../src/ttrpc/index.ts";
@@ -569,6 +570,29 @@ describe("cleanup failures are said, not swallowed", () => {
     expect(e.message).toBe("create: runc create: exec format error");
     expect(s.host.runtime(NS).calls).toEqual(["create other", "create c1", "delete c1 force"]);
   });
+
+  test("a failed Create answers only once the compile cache's work for it is done (no write left running)", async () => {
+    const s = setup();
+    await s.service.create(createReq("other"), ctxFor(NS));
+    s.host.runtime(NS).failing.set("create", new Error("runc create: exec format error"));
+    const order: string[] = [];
+    let finish!: () => void;
+    s.host.warm = () =>
+      new Promise<void>((r) => {
+        finish = () => {
+          order.push("warm done");
+          r();
+        };
+      });
+    const created = refusal(s.service.create(createReq("c1"), ctxFor(NS))).then((e) => order.push(`answered: ${e.message}`));
+    await Bun.sleep(20);
+    // Without the wait, the answer (and then containerd's Shutdown, exiting the server) could
+    // come while the artifact is being written, leaving its tmp file in the cache.
+    expect(order).toEqual([]);
+    finish();
+    await created;
+    expect(order).toEqual(["warm done", "answered: create: runc create: exec format error"]);
+  });
 });
 
 describe("the service's own calls", () => {
@@ -650,6 +674,21 @@ describe("the service's own calls", () => {
     await CALLS.delete(s);
     expect(alt.calls).toEqual(["create c1", "start c1", "kill c1 15", "delete c1 force"]);
     expect(s.host.runtime(NS).calls).toEqual(["create c2"]);
+  });
+
+  test("runtime options are kept in the container's work directory for `shim delete`, and go with it", async () => {
+    const s = setup();
+    const options = {
+      typeUrl: "containerd.runc.v1.Options",
+      value: RuncOptions.encode(RuncOptions.fromPartial({ binaryName: "/opt/wrap-runc", root: "/run/alt" })).finish(),
+    };
+    await s.service.create(createReq("c1", { options }), ctxFor(NS));
+    await s.service.create(createReq("c2"), ctxFor(NS));
+    const workDir = (id: string) => join(s.host.root, NS, id);
+    expect(await loadRuntimeOptions(workDir("c1"))).toEqual({ binaryName: "/opt/wrap-runc", root: "/run/alt" });
+    expect(existsSync(join(workDir("c2"), RUNTIME_OPTIONS_FILE))).toBe(false);
+    await CALLS.delete(s);
+    expect(existsSync(workDir("c1"))).toBe(false);
   });
 
   test("runtime options as CRI sends them for other runtime types: TOML in config_body or in config_path's file", async () => {

@@ -1,0 +1,89 @@
+// `shim delete` after a server died: it must ask the runtime that created the container,
+// which a Create's runtime options may have changed (another binary, another root). Fake
+// runtimes here are shell scripts that log their argv; no containerd, no runc.
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { deleteTask } from "../../../src/shim/delete.ts";
+import { parseShimFlags } from "../../../src/shim/flags.ts";
+import { RUNTIME_OPTIONS_FILE, saveRuntimeOptions } from "../../../src/task/runtime-options.ts";
+
+const base = mkdtempSync(join(tmpdir(), "bunwasi-delete-"));
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+const saved = { state: process.env.BUNWASI_STATE_ROOT, runtime: process.env.BUNWASI_RUNTIME };
+afterEach(() => {
+  for (const [k, v] of [
+    ["BUNWASI_STATE_ROOT", saved.state],
+    ["BUNWASI_RUNTIME", saved.runtime],
+  ] as const) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+});
+
+/** A runtime that appends its argv to `<name>.log` and succeeds. */
+function fakeRuntime(dir: string, name: string): { path: string; calls: () => string[] } {
+  const path = join(dir, name);
+  const log = `${path}.log`;
+  writeFileSync(path, `#!/bin/sh\necho "$*" >> ${log}\n`);
+  chmodSync(path, 0o755);
+  return { path, calls: () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n") : []) };
+}
+
+/** A state root with container `id` of namespace `ns` created (its work dir, its runtime state dir under `runtimeRoot`). */
+function scene(name: string) {
+  const dir = join(base, name);
+  const stateRoot = join(dir, "run");
+  const bundle = join(dir, "bundle");
+  mkdirSync(bundle, { recursive: true });
+  process.env.BUNWASI_STATE_ROOT = stateRoot;
+  const fallback = fakeRuntime(dir, "default-runc");
+  process.env.BUNWASI_RUNTIME = fallback.path;
+  const workDir = join(stateRoot, "state", "ns1", "c1");
+  mkdirSync(workDir, { recursive: true });
+  const flags = parseShimFlags(["-namespace", "ns1", "-address", "/c.sock", "-id", "c1", "-bundle", bundle, "delete"]);
+  return { dir, stateRoot, workDir, flags, fallback };
+}
+
+describe("shim delete", () => {
+  test("a container created with runtime options (BinaryName, Root) is deleted by that binary under that root", async () => {
+    const s = scene("options");
+    const alt = fakeRuntime(s.dir, "wrapped-runc");
+    const root = join(s.dir, "alt-root");
+    await saveRuntimeOptions(s.workDir, { binaryName: alt.path, root, systemdCgroup: true });
+    // runc-v2's layout: the namespace is appended to Root; the container's state is in there.
+    mkdirSync(join(root, "ns1", "c1"), { recursive: true });
+    const warnings: string[] = [];
+    await deleteTask(s.flags, (m) => warnings.push(m));
+    expect(alt.calls()).toEqual([`--root ${join(root, "ns1")} --systemd-cgroup delete --force c1`]);
+    expect(s.fallback.calls()).toEqual([]);
+    expect(warnings).toEqual([]);
+    // The options go with the work directory, and the namespace's empty folders of ours too.
+    expect(existsSync(s.workDir)).toBe(false);
+    expect(existsSync(join(s.stateRoot, "state", "ns1"))).toBe(false);
+  });
+
+  test("without options the default binary and root are used", async () => {
+    const s = scene("defaults");
+    mkdirSync(join(s.stateRoot, "runc", "ns1", "c1"), { recursive: true });
+    // Another container of the namespace keeps its folder.
+    mkdirSync(join(s.stateRoot, "state", "ns1", "c2"));
+    await deleteTask(s.flags, () => {});
+    expect(s.fallback.calls()).toEqual([`--root ${join(s.stateRoot, "runc", "ns1")} delete --force c1`]);
+    expect(existsSync(s.workDir)).toBe(false);
+    expect(existsSync(join(s.stateRoot, "state", "ns1", "c2"))).toBe(true);
+  });
+
+  test("an unreadable options file is said, and the default runtime is asked", async () => {
+    const s = scene("corrupt");
+    writeFileSync(join(s.workDir, RUNTIME_OPTIONS_FILE), "{half");
+    mkdirSync(join(s.stateRoot, "runc", "ns1", "c1"), { recursive: true });
+    const warnings: string[] = [];
+    await deleteTask(s.flags, (m) => warnings.push(m));
+    expect(warnings).toEqual([`runtime options: ${join(s.workDir, RUNTIME_OPTIONS_FILE)}: not JSON; using the default runtime`]);
+    expect(s.fallback.calls()).toEqual([`--root ${join(s.stateRoot, "runc", "ns1")} delete --force c1`]);
+    expect(existsSync(s.workDir)).toBe(false);
+  });
+});
