@@ -39,6 +39,9 @@ describe("export sniffing", () => {
     const command = new Uint8Array(readFileSync(component("wasi-demo-app")));
     expect(componentExports(command)?.some((n) => n.startsWith("wasi:cli/run@0.2."))).toBe(true);
     expect(isHttpService(command)).toBe(false);
+    // The engine says so to the executor, which then keeps its signals in JavaScript to drain.
+    expect(wasmtime.isService?.(source)).toBe(true);
+    expect(wasmtime.isService?.(command)).toBe(false);
     expect(componentExports(new Uint8Array(readFileSync(wasm("wasi-demo-app"))))).toBeUndefined();
     // Truncated: no answer rather than a wrong one.
     expect(componentExports(source.subarray(0, source.length - 3))).toBeUndefined();
