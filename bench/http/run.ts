@@ -48,7 +48,10 @@ function sh(cmd: string[], what: string): string {
   return r.stdout.toString().trim();
 }
 
-/** `wasmtime` from crates.io at our libwasmtime's version, with only what `serve` needs. */
+/**
+ * `wasmtime` from crates.io at our libwasmtime's version, with only what `serve` needs (its
+ * serve.rs does not build without component-model-async).
+ */
 function wasmtimeCli(): string {
   const root = join(REPO, "build/bench/wasmtime-cli");
   const bin = join(root, "bin/wasmtime");
@@ -69,7 +72,7 @@ function wasmtimeCli(): string {
         "--locked",
         "--no-default-features",
         "--features",
-        "run,serve,cranelift,pooling-allocator,parallel-compilation",
+        "run,serve,component-model-async,cranelift,pooling-allocator,parallel-compilation",
         "--root",
         root,
         // Its own lock file (--locked) pins other versions of the shared crates: its own target dir.
