@@ -10,7 +10,8 @@
 // All three serve the same component: test/wasm/http/handler.c built against WASI 0.2.6 (the
 // newest runwasi's wasmtime 36 links), path "/": "hello from wasi:http". Each answers every
 // request from a fresh instance (wasmtime serve's default for WASIp2). The load generator
-// (./load.ts) runs in this process on the same 2 cores, the same for every row.
+// (./load.ts) runs in this process on the same 2 cores, the same for every row. `wasmtime serve`
+// gets -Scli: the handler imports wasi:cli/environment, which its proxy-only default leaves out.
 
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -214,7 +215,7 @@ async function main() {
   try {
     if (!SKIP.has("wasmtime")) {
       const port = freePort();
-      const p = Bun.spawn([wasmtime, "serve", "--addr", `127.0.0.1:${port}`, handler], { stdout: "ignore", stderr: "ignore" });
+      const p = Bun.spawn([wasmtime, "serve", "-Scli", "--addr", `127.0.0.1:${port}`, handler], { stdout: "ignore", stderr: "ignore" });
       stops.push(async () => {
         p.kill("SIGKILL");
         await p.exited;
