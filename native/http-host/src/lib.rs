@@ -276,7 +276,7 @@ fn error_response() -> hyper::Response<HyperOutgoingBody> {
 }
 
 async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, mut stop: watch::Receiver<bool>) {
-    let _ = stream.set_nodelay(true);
+    // Nagle left on (as `wasmtime serve`): the head, the body and its end go out together.
     let svc = hyper::service::service_fn(move |req| {
         let app = app.clone();
         async move {
