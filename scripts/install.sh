@@ -14,6 +14,10 @@ install -D -m 0755 "$shim" "$PREFIX/bin/containerd-shim-wasmtime-v1"
 [[ -n ${BUNWASI_LIBWASMTIME:-} ]] || install -D -m 0644 "$(dirname "$lib")/libwasmtime.version" "$PREFIX/lib/libwasmtime.version"
 # The executor's C signal handlers (without them the executor runs modules on a Worker).
 install -D -m 0755 "$(bash scripts/build-native.sh)" "$PREFIX/lib/libbunwasi-kill.so"
+# The wasi:http host library (wasi:http services), found the same way in ../lib.
+http=$(bash scripts/http-host.sh)
+install -D -m 0644 "$http" "$PREFIX/lib/libbunwasi_http.so"
+install -D -m 0644 "$(dirname "$http")/libbunwasi_http.version" "$PREFIX/lib/libbunwasi_http.version"
 echo "installed $PREFIX/bin/containerd-shim-wasmtime-v1"
 echo "use it with: ctr run --runtime io.containerd.wasmtime.v1 IMAGE ID"
 

@@ -49,6 +49,10 @@ fi
 # Test components: wasm-tools (compiled once from crates.io into build/cargo, ~2 minutes)
 # and wasmtime's preview 1 adapter turn the C test programs into components.
 bash scripts/build-components.sh >/dev/null
+# wasi:http services: bunwasi's host library, compiled once from crates.io into build/http-host
+# (minutes when cold), and the test services (C, through wasm-tools) into build/wasm/http.
+bash scripts/http-host.sh >/dev/null
+bash scripts/build-http-components.sh >/dev/null
 bash test/interop/go/build.sh >/dev/null
 # containerd 1.7 and 2.x (and their ctr) for test/e2e/matrix.test.ts, built from the Go
 # module proxy into build/containerd/<version>/bin; a few minutes the first time only.

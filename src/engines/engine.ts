@@ -97,6 +97,12 @@ export interface RunContext {
   stdin?: StdioSpec;
   stdout?: StdioSpec;
   stderr?: StdioSpec;
+  /**
+   * May serve a wasi:http component (one exporting `wasi:http/incoming-handler`) on the
+   * network: only a caller that owns its network namespace (the normal-mode executor).
+   * Such a run lasts until `signal` aborts, then drains (README "wasi:http services").
+   */
+  httpServices?: boolean;
   /** Export to call; default "_start" (from "module.wasm#func"). */
   entry?: string;
   /** Max bytes a linear memory may grow to; undefined = unlimited. */
@@ -169,6 +175,12 @@ export interface Engine {
   executor(): ExecutorNeeds;
   /** Load the engine (native library, threads) and return a Runner. */
   load(opts?: LoadOptions): Promise<Runner>;
+  /**
+   * A module this engine serves until stopped rather than runs to an end (wasmtime: a
+   * wasi:http component). Cheap, no engine loaded. The executor handles such a run's signals
+   * in JavaScript and passes them as `RunContext.signal`, so that a stop can drain.
+   */
+  isService?(module: Uint8Array): boolean;
 }
 
 // Exit statuses and signal names live in ../common (one home for the whole shim).

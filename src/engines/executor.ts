@@ -20,6 +20,7 @@
 //    an abort in JavaScript: when the engine has no runHere, the C library is not in the
 //    engine directory, or BUNWASI_EXECUTOR_WORKER=1.
 
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { EXIT_ENGINE_ERROR, KILL_GRACE_MS } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
@@ -116,6 +117,16 @@ function moduleEnv(): Record<string, string> {
 
 const HANDLED = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"] as const;
 
+/** Whether the engine serves this module until stopped (Engine.isService); false when it cannot tell. */
+async function isService(engine: Engine, module: string): Promise<boolean> {
+  if (!engine.isService) return false;
+  try {
+    return engine.isService(new Uint8Array(await readFile(module)));
+  } catch {
+    return false; // the run reports an unreadable module
+  }
+}
+
 /** Run the module; resolves with the process exit code. Never throws. */
 export async function runExecutor(argv: string[], engine: Engine): Promise<number> {
   const t0 = performance.now();
@@ -130,7 +141,10 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
   // Handlers first, before the engine loads: the server holds a Kill until they are there
   // (src/task/signal-ready.ts).
   let kill: ThreadKill | undefined;
-  if (process.env.BUNWASI_EXECUTOR_WORKER !== "1") {
+  // A service (a wasi:http component) stops by draining its requests, which the C handlers'
+  // exit KILL_GRACE_MS after a signal would cut short: its signals are handled in JavaScript.
+  const service = await isService(engine, o.module);
+  if (process.env.BUNWASI_EXECUTOR_WORKER !== "1" && !service) {
     const lib = o.engineDir ? join(o.engineDir, KILL_LIB_NAME) : killLibFile()?.source;
     try {
       kill = lib
@@ -178,6 +192,8 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
       stderr: { kind: "inherit" },
       entry: o.entry,
       memoryLimitBytes: o.memoryLimitBytes,
+      // This process is the container's: its network namespace is the pod's.
+      httpServices: true,
     };
     const { code, stats }: RunResult =
       here && runner.runHere ? await runner.runHere(ctx, here) : await runner.run({ ...ctx, signal: ac.signal });

@@ -3,7 +3,8 @@
 
 import { workerScript } from "../../common/compiled.ts";
 
-export function compileInBackground(source: Uint8Array): Promise<Uint8Array> {
+/** `httpHost`: compile with bunwasi's wasi:http host library at that path (a wasi:http service). */
+export function compileInBackground(source: Uint8Array, httpHost?: string): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
     const w = new Worker(workerScript("engines/wasmtime/compile-worker"));
     w.onmessage = (ev: MessageEvent<{ error?: string; artifact?: Uint8Array }>) => {
@@ -15,6 +16,6 @@ export function compileInBackground(source: Uint8Array): Promise<Uint8Array> {
       w.terminate();
       reject(new Error(ev.message));
     };
-    w.postMessage({ source });
+    w.postMessage({ source, httpHost });
   });
 }

@@ -6,8 +6,14 @@ import { OPT_LEVEL } from "./library.ts";
 
 declare const self: Worker;
 
-self.onmessage = (ev: MessageEvent<{ source: Uint8Array }>) => {
+self.onmessage = async (ev: MessageEvent<{ source: Uint8Array; httpHost?: string }>) => {
   try {
+    if (ev.data.httpHost) {
+      // A wasi:http service: its library compiles it (./http/library.ts keys the artifact to it).
+      const { compileHttpComponent, httpHost } = await import("./http/ffi.ts");
+      postMessage({ artifact: compileHttpComponent(httpHost(ev.data.httpHost), ev.data.source) });
+      return;
+    }
     const engine = new WasmtimeEngine({ optLevel: OPT_LEVEL });
     try {
       postMessage({ artifact: engine.precompile(ev.data.source) });

@@ -8,6 +8,7 @@
 
 import type { Pointer } from "bun:ffi";
 import { readFile } from "node:fs/promises";
+import { dirname } from "node:path";
 import { workerScript } from "../../common/compiled.ts";
 import { KILL_GRACE_MS } from "../../common/constants.ts";
 import { CompileCache } from "../cache.ts";
@@ -25,6 +26,7 @@ import {
 } from "../engine.ts";
 import { compileComponent, serializeComponent } from "./component.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import { isHttpService } from "./http/exports.ts";
 import { configFlags, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory } from "./run-words.ts";
@@ -291,6 +293,8 @@ export class WasmtimeEngine {
       const srcKind = src.kind;
       component = src.component;
       kind = srcKind;
+      // A wasi:http service is served by its own library, not run once (./http/serve.ts).
+      if (component && srcKind === "wasm" && isHttpService(source)) return { early: await this.serve(source, ctx) };
       if (this.cache) {
         cacheKey = CompileCache.key(source, this.name, this.version, this.configFlags);
         // A hit goes to the run thread by path (deserialize_file maps it): read into memory, the
@@ -367,6 +371,31 @@ export class WasmtimeEngine {
       }
     }
     return publishedMemory(words);
+  }
+
+  /** Serve a wasi:http component until ctx.signal aborts (only where the caller allows it). */
+  private async serve(source: Uint8Array, ctx: RunContext): Promise<RunResult & { stats: RunStats }> {
+    if (!ctx.httpServices) {
+      writeErr(ctx.stderr, "bunwasi: a wasi:http component is served only by a container's own executor (normal mode)\n");
+      return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
+    }
+    const { serveHttp } = await import("./http/serve.ts");
+    const t = performance.now();
+    const r = await serveHttp(
+      {
+        source,
+        env: envPairs(ctx.env),
+        args: ctx.args,
+        rootDir: ctx.rootDir,
+        rootReadOnly: !!ctx.rootReadOnly,
+        memoryLimitBytes: ctx.memoryLimitBytes,
+        libDir: dirname(this.libPath),
+        cache: this.cache,
+      },
+      ctx.signal,
+      (m) => writeErr(ctx.stderr, m),
+    );
+    return { code: r.code, stats: { instantiateMs: r.stats.startMs, runMs: performance.now() - t, ...r.stats } };
   }
 
   /** Free the engine. Only once no run is in flight. */

@@ -8,6 +8,8 @@ import { CompileCache } from "../cache.ts";
 import { type Engine, type ExecutorFile, isWasmBinary, isWat, isWatComponent, type Runner } from "../engine.ts";
 import type { HostLoadOptions } from "../host.ts";
 import { killLibFile } from "../kill-signals.ts";
+import { isHttpService } from "./http/exports.ts";
+import { findHttpHost, HTTP_LIB_NAME, HTTP_VERSION_FILE, httpCacheKey } from "./http/library.ts";
 import { configFlags, findLibwasmtime, LIB_NAME, libwasmtimeVersion, OPT_LEVEL, VERSION_FILE } from "./library.ts";
 
 const NAME = "wasmtime";
@@ -20,20 +22,34 @@ function libraryVersion(): string {
   return version;
 }
 
+/** The wasi:http host library when `source` is a wasi:http service and the library is installed. */
+function httpHostFor(source: Uint8Array): string | undefined {
+  return isHttpService(source) ? findHttpHost() : undefined;
+}
+
 export const wasmtime: Engine = {
   name: NAME,
+
+  // A wasi:http component is served (./http/serve.ts) until a signal drains it.
+  isService: (module) => isHttpService(module),
 
   // A wasm binary (core module or component) or WAT text of either; "#export" entrypoints
   // are checked when the module or component is linked.
   canHandle: (ep) => isWasmBinary(ep.head) || isWat(ep.head) || isWatComponent(ep.head),
 
+  // A wasi:http service is compiled by (and keyed to) the library that serves it
+  // (./http/library.ts): an artifact of one wasmtime build is never fed to another.
   compiler: {
-    cacheKey: (source) => CompileCache.key(source, NAME, libraryVersion(), configFlags(OPT_LEVEL)),
-    compile: async (source) => (await import("./background-compile.ts")).compileInBackground(source),
+    cacheKey: (source) => {
+      const http = httpHostFor(source);
+      return http ? httpCacheKey(source, http) : CompileCache.key(source, NAME, libraryVersion(), configFlags(OPT_LEVEL));
+    },
+    compile: async (source) => (await import("./background-compile.ts")).compileInBackground(source, httpHostFor(source)),
   },
 
-  // The library (and its version file, part of the cache key) beside the executor, and the
-  // C signal handlers that let the executor run the module on its main thread (runHere).
+  // The library (and its version file, part of the cache key) beside the executor, the
+  // C signal handlers that let the executor run the module on its main thread (runHere),
+  // and the wasi:http host library when it is installed.
   executor: () => {
     const lib = findLibwasmtime();
     const files: ExecutorFile[] = [{ name: LIB_NAME, source: lib, sharedObject: true }];
@@ -41,6 +57,12 @@ export const wasmtime: Engine = {
     if (existsSync(version)) files.push({ name: VERSION_FILE, source: version });
     const kill = killLibFile();
     if (kill) files.push(kill);
+    const http = findHttpHost();
+    if (http) {
+      files.push({ name: HTTP_LIB_NAME, source: http, sharedObject: true });
+      const v = join(dirname(http), HTTP_VERSION_FILE);
+      if (existsSync(v)) files.push({ name: HTTP_VERSION_FILE, source: v });
+    }
     return { files };
   },
 

@@ -50,6 +50,11 @@ export type RunStats = {
   cacheHit?: boolean;
   /** The collection before the entry call (a run on the calling thread). */
   gcMs?: number;
+  /** A wasi:http service (./http/serve.ts): start time, requests received and failed, compiled at start. */
+  startMs?: number;
+  requests?: number;
+  failedRequests?: number;
+  compiled?: boolean;
 };
 
 export type WorkerMessage =

@@ -1,0 +1,565 @@
+//! bunwasi's wasi:http host (docs/ARCHITECTURE.md, "wasi:http services").
+//!
+//! libwasmtime's C API links the wasi:http imports but has no call that creates the
+//! incoming-request and response-outparam a `wasi:http/incoming-handler` export takes, so
+//! this small library does that part with the `wasmtime`, `wasmtime-wasi` and
+//! `wasmtime-wasi-http` crates. It also owns the HTTP/1.1 server (hyper on tokio): the
+//! guest's response body is a wasi:io stream it may keep writing after `response-outparam.set`,
+//! and hyper consumes it as it is written, with backpressure, on the same runtime that runs
+//! the guest. The executor (TypeScript, src/engines/wasmtime/http/) decides when to serve,
+//! with what configuration, and when to stop; it calls these functions through bun:ffi.
+//!
+//! Every request gets a fresh Store and instance (from one pre-instantiated component),
+//! as `wasmtime serve` does for WASIp2 components.
+
+use std::ffi::{c_char, c_int};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use tokio::sync::{Notify, watch};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Result, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Identity of this build, part of the compile-cache key (an artifact serialized by one
+/// wasmtime build must not be fed to another).
+static VERSION: &str = concat!("wasmtime-48.0.0+bunwasi-http-host-", env!("CARGO_PKG_VERSION"), "\0");
+
+/// The engine both the compiler (shim) and the server (executor) use: artifacts written by
+/// one are read by the other, so every setting that changes compiled code lives here.
+fn config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config
+}
+
+fn engine() -> Result<Engine> {
+    Engine::new(&config())
+}
+
+/// The server's engine: as `engine()`, plus the pooling allocator when the machine allows its
+/// address-space reservation (as `wasmtime serve` does by default): a store per request then
+/// takes its memories and tables from a pool instead of mapping them. It changes no compiled
+/// code, so the compiler's artifacts load here.
+fn serving_engine(pooling: bool) -> Result<Engine> {
+    if !pooling {
+        return engine();
+    }
+    let mut config = config();
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(wasmtime::PoolingAllocationConfig::default()));
+    match Engine::new(&config) {
+        Ok(e) => Ok(e),
+        Err(_) => engine(),
+    }
+}
+
+// ---- per-request store data ----
+
+struct Host {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: Hooks,
+    limits: StoreLimits,
+}
+
+/// wasi:http's default behaviour, plus a `Host` header on outgoing requests: HTTP/1.1 requires
+/// one (RFC 9112, 3.2) and servers refuse requests without it, but wasmtime's WASIp2 client
+/// sends none and the guest may not set it (`host` is a forbidden header).
+struct Hooks;
+
+type SendFuture = Box<
+    dyn std::future::Future<
+            Output = wasmtime_wasi_http::Result<(
+                hyper::http::Response<wasmtime_wasi_http::WasiBody>,
+                Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl wasmtime_wasi_http::WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        mut request: hyper::http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        use hyper::http::header::{HOST, HeaderValue};
+        if !request.headers().contains_key(HOST) {
+            if let Some(v) = request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                request.headers_mut().insert(HOST, v);
+            }
+        }
+        Box::new(async move {
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>))
+        })
+    }
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// What the executor asked for (see `parse_config`).
+struct ServeConfig {
+    addr: SocketAddr,
+    backlog: i32,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    root: Option<(String, bool)>,
+    memory_limit: Option<usize>,
+    artifact: Option<String>,
+    threads: usize,
+    pooling: bool,
+}
+
+/// The configuration is a list of NUL-terminated strings, key then value, keys repeated for
+/// lists: `addr`, `backlog`, `env` (K=V), `arg`, `root`, `root_ro` (1), `memory_limit`,
+/// `artifact` (a serialized component to try before compiling), `threads`, `pooling` (0 = off).
+fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
+    let mut cfg = ServeConfig {
+        addr: "0.0.0.0:8080".parse().unwrap(),
+        backlog: 100,
+        env: vec![],
+        args: vec![],
+        root: None,
+        memory_limit: None,
+        artifact: None,
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        pooling: true,
+    };
+    let mut root_ro = false;
+    let mut parts = bytes.split(|b| *b == 0);
+    while let Some(k) = parts.next() {
+        if k.is_empty() {
+            continue;
+        }
+        let k = std::str::from_utf8(k)?;
+        let v = std::str::from_utf8(parts.next().ok_or_else(|| wasmtime::format_err!("config key {k} has no value"))?)?;
+        match k {
+            "addr" => {
+                cfg.addr = v.parse().map_err(|e| wasmtime::format_err!("socket address {v:?}: {e}"))?;
+            }
+            "backlog" => cfg.backlog = v.parse().map_err(|_| wasmtime::format_err!("backlog {v:?} is not a number"))?,
+            "env" => {
+                let (a, b) = v.split_once('=').unwrap_or((v, ""));
+                cfg.env.push((a.to_string(), b.to_string()));
+            }
+            "arg" => cfg.args.push(v.to_string()),
+            "root" => cfg.root = Some((v.to_string(), false)),
+            "root_ro" => root_ro = v == "1",
+            "memory_limit" => cfg.memory_limit = Some(v.parse()?),
+            "artifact" => cfg.artifact = Some(v.to_string()),
+            "threads" => cfg.threads = v.parse::<usize>()?.max(1),
+            "pooling" => cfg.pooling = v != "0",
+            _ => wasmtime::bail!("unknown config key {k}"),
+        }
+    }
+    if let Some(r) = cfg.root.as_mut() {
+        r.1 = root_ro;
+    }
+    Ok(cfg)
+}
+
+/// Shared between the executor's thread (through the handle) and the server's runtime.
+struct Shared {
+    /// 0 serving, 1 draining (stop asked), 2 stopped.
+    state: AtomicI32,
+    /// Requests whose guest has not finished yet.
+    requests: AtomicU64,
+    /// Open connections.
+    connections: AtomicU64,
+    /// Requests received since the start.
+    served: AtomicU64,
+    /// Requests that ended in a trap or host error (answered 500 when nothing was sent yet).
+    failed: AtomicU64,
+    stop: watch::Sender<bool>,
+    /// Woken whenever a connection or a request ends (the drain waits on it).
+    idle: Notify,
+}
+
+/// The handle the executor holds.
+pub struct Server {
+    shared: Arc<Shared>,
+    port: u16,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct App {
+    pre: ProxyPre<Host>,
+    cfg: ServeConfig,
+    shared: Arc<Shared>,
+}
+
+impl App {
+    fn new_store(&self) -> Result<Store<Host>> {
+        let mut b = WasiCtxBuilder::new();
+        // The guest's stdout and stderr are the executor's: containerd's fifos, so the
+        // container's log.
+        b.inherit_stdout().inherit_stderr();
+        b.envs(&self.cfg.env);
+        b.args(&self.cfg.args);
+        if let Some((dir, ro)) = &self.cfg.root {
+            b.preopened_dir(dir, "/", if *ro { FsPerms::ReadOnly } else { FsPerms::ReadWrite })?;
+        }
+        let mut limits = StoreLimitsBuilder::new();
+        if let Some(n) = self.cfg.memory_limit {
+            limits = limits.memory_size(n);
+        }
+        let mut store = Store::new(
+            self.pre.engine(),
+            Host { table: ResourceTable::new(), wasi: b.build(), http: WasiHttpCtx::new(), hooks: Hooks, limits: limits.build() },
+        );
+        store.limiter(|h| &mut h.limits);
+        Ok(store)
+    }
+
+    async fn handle(self: Arc<Self>, req: hyper::Request<hyper::body::Incoming>) -> Result<hyper::Response<HyperOutgoingBody>> {
+        let mut store = self.new_store()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let out = store.data_mut().http().new_response_outparam(tx)?;
+        let pre = self.pre.clone();
+        let shared = self.shared.clone();
+        shared.requests.fetch_add(1, Ordering::SeqCst);
+        // The guest runs in a task of its own: it may go on writing the body (or working)
+        // after it has handed over the response.
+        let task = tokio::task::spawn(async move {
+            let r = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            }
+            .await;
+            if shared.requests.fetch_sub(1, Ordering::SeqCst) == 1 {
+                shared.idle.notify_waiters();
+            }
+            r
+        });
+        match rx.await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(code)) => Err(wasmtime::format_err!("guest answered with error {code:?}")),
+            // The outparam was dropped unset: the guest trapped or returned without answering.
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(wasmtime::format_err!("guest returned without setting a response")),
+                Ok(Err(e)) => Err(e.context("guest trapped")),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+}
+
+fn error_response() -> hyper::Response<HyperOutgoingBody> {
+    let body = Full::new(bytes::Bytes::from_static(b"500 Internal Server Error\n")).map_err(|never| match never {}).boxed_unsync();
+    hyper::Response::builder()
+        .status(500)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(body)
+        .expect("static response")
+}
+
+async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, mut stop: watch::Receiver<bool>) {
+    // Nagle left on (as `wasmtime serve`): the head, the body and its end go out together.
+    let svc = hyper::service::service_fn(move |req| {
+        let app = app.clone();
+        async move {
+            app.shared.served.fetch_add(1, Ordering::Relaxed);
+            match app.clone().handle(req).await {
+                Ok(r) => Ok::<_, std::convert::Infallible>(r),
+                Err(e) => {
+                    app.shared.failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("bunwasi: http: request failed: {e:?}");
+                    Ok(error_response())
+                }
+            }
+        }
+    });
+    let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let mut stopping = *stop.borrow();
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            // Stop: idle keep-alive connections close now, busy ones after their response.
+            r = stop.changed(), if !stopping => {
+                stopping = true;
+                if r.is_ok() { conn.as_mut().graceful_shutdown(); }
+            }
+        }
+    }
+}
+
+async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>) {
+    let shared = app.shared.clone();
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("bunwasi: http: listener: {e}");
+            shared.state.store(2, Ordering::SeqCst);
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    shared.connections.fetch_add(1, Ordering::SeqCst);
+                    let (app, rx, shared) = (app.clone(), shared.stop.subscribe(), shared.clone());
+                    tokio::spawn(async move {
+                        serve_connection(app, stream, rx).await;
+                        if shared.connections.fetch_sub(1, Ordering::SeqCst) == 1 {
+                            shared.idle.notify_waiters();
+                        }
+                    });
+                }
+                // EMFILE and friends: keep serving the connections we have.
+                Err(e) => {
+                    eprintln!("bunwasi: http: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+            // A stop asked before this loop first looked (the receiver saw it as its initial value).
+            _ = std::future::ready(()), if *stop.borrow() => break,
+        }
+    }
+    // Stop accepting: the listening socket closes, new connections are refused.
+    drop(listener);
+    loop {
+        let idle = shared.idle.notified();
+        tokio::pin!(idle);
+        idle.as_mut().enable();
+        if shared.connections.load(Ordering::SeqCst) == 0 && shared.requests.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        idle.await;
+    }
+    shared.state.store(2, Ordering::SeqCst);
+}
+
+fn bind(cfg: &ServeConfig) -> Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(cfg.addr), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&cfg.addr.into()).map_err(|e| wasmtime::format_err!("bind {}: {e}", cfg.addr))?;
+    sock.listen(cfg.backlog)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock.into())
+}
+
+fn load(engine: &Engine, src: &[u8], artifact: Option<&str>) -> Result<Component> {
+    if let Some(path) = artifact {
+        // Only the executor's read-only compile cache passes a path here, filled by the shim
+        // with `bunwasi_http_compile` of this same library (the cache key names it).
+        match unsafe { Component::deserialize_file(engine, path) } {
+            Ok(c) => return Ok(c),
+            Err(e) => eprintln!("bunwasi: http: cached artifact unusable, compiling: {e}"),
+        }
+    }
+    Component::new(engine, src)
+}
+
+fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
+    let mut cfg = parse_config(cfg_bytes)?;
+    let engine = serving_engine(cfg.pooling)?;
+    let component = load(&engine, src, cfg.artifact.as_deref())?;
+    // A preopened directory costs an open per request: only a component that imports
+    // wasi:filesystem gets one (the proxy world has none).
+    let uses_fs = component.component_type().imports(&engine).any(|(name, _)| name.starts_with("wasi:filesystem/"));
+    if !uses_fs {
+        cfg.root = None;
+    }
+    let mut linker = Linker::<Host>::new(&engine);
+    // All of WASI 0.2 (as for command components) plus wasi:http's own interfaces.
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    let pre = linker.instantiate_pre(&component).map_err(|e| wasmtime::format_err!("link: {e}"))?;
+    let pre = ProxyPre::new(pre).map_err(|e| wasmtime::format_err!("not a wasi:http proxy: {e}"))?;
+    let listener = bind(&cfg)?;
+    let port = listener.local_addr()?.port();
+    let (stop, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        state: AtomicI32::new(0),
+        requests: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
+        served: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        stop,
+        idle: Notify::new(),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.threads)
+        .thread_name("bunwasi-http")
+        .enable_all()
+        .build()?;
+    let app = Arc::new(App { pre, cfg, shared: shared.clone() });
+    // Subscribed before the handle exists, so a stop asked at once is seen.
+    let stop_rx = shared.stop.subscribe();
+    let thread = std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
+        rt.block_on(serve(app, listener, stop_rx));
+        // In-flight work is done; anything left (a guest still running after its response
+        // and the drain) is cancelled with the runtime.
+        rt.shutdown_background();
+    })?;
+    Ok(Server { shared, port, thread: Some(thread) })
+}
+
+// ---- C ABI (bound in src/engines/wasmtime/http/ffi.ts) ----
+
+unsafe fn slice<'a>(p: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 || p.is_null() { &[] } else { unsafe { std::slice::from_raw_parts(p, len) } }
+}
+
+/// Write `msg` NUL-terminated into `err` (capacity `cap`), truncated.
+unsafe fn write_err(err: *mut u8, cap: usize, msg: &str) {
+    if err.is_null() || cap == 0 {
+        return;
+    }
+    let n = msg.len().min(cap - 1);
+    unsafe {
+        std::ptr::copy_nonoverlapping(msg.as_ptr(), err, n);
+        *err.add(n) = 0;
+    }
+}
+
+/// This build's identity (NUL-terminated, static).
+#[unsafe(no_mangle)]
+pub extern "C" fn bunwasi_http_version() -> *const c_char {
+    VERSION.as_ptr() as *const c_char
+}
+
+/// Compile a component for the compile cache. On success *out/*out_len hold the serialized
+/// bytes (free with `bunwasi_http_bytes_free`) and 0 is returned; on failure -1 and a message.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bunwasi_http_compile(
+    src: *const u8,
+    len: usize,
+    out: *mut *mut u8,
+    out_len: *mut usize,
+    err: *mut u8,
+    err_cap: usize,
+) -> c_int {
+    let r = std::panic::catch_unwind(|| -> Result<Vec<u8>> {
+        let engine = engine()?;
+        Component::new(&engine, unsafe { slice(src, len) })?.serialize()
+    });
+    match r {
+        Ok(Ok(bytes)) => {
+            let b = bytes.into_boxed_slice();
+            unsafe {
+                *out_len = b.len();
+                *out = Box::into_raw(b) as *mut u8;
+            }
+            0
+        }
+        Ok(Err(e)) => {
+            unsafe { write_err(err, err_cap, &format!("{e:#}")) };
+            -1
+        }
+        Err(_) => {
+            unsafe { write_err(err, err_cap, "panic while compiling") };
+            -1
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bunwasi_http_bytes_free(p: *mut u8, len: usize) {
+    if !p.is_null() {
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len)) });
+    }
+}
+
+/// Compile (or map the artifact), link, bind and start serving on threads of our own.
+/// Returns the server, or null with the reason in `err`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bunwasi_http_start(
+    cfg: *const u8,
+    cfg_len: usize,
+    src: *const u8,
+    src_len: usize,
+    err: *mut u8,
+    err_cap: usize,
+) -> *mut Server {
+    let r = std::panic::catch_unwind(|| start(unsafe { slice(cfg, cfg_len) }, unsafe { slice(src, src_len) }));
+    match r {
+        Ok(Ok(s)) => Box::into_raw(Box::new(s)),
+        Ok(Err(e)) => {
+            unsafe { write_err(err, err_cap, &format!("{e:#}")) };
+            std::ptr::null_mut()
+        }
+        Err(_) => {
+            unsafe { write_err(err, err_cap, "panic while starting") };
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// The port actually bound (useful with port 0).
+#[unsafe(no_mangle)]
+pub extern "C" fn bunwasi_http_port(s: &Server) -> u32 {
+    s.port as u32
+}
+
+/// Stop accepting and drain: returns at once; poll `bunwasi_http_state` until 2.
+#[unsafe(no_mangle)]
+pub extern "C" fn bunwasi_http_stop(s: &Server) {
+    let _ = s.shared.state.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst);
+    s.shared.stop.send_replace(true);
+}
+
+/// 0 serving, 1 draining, 2 stopped (no connection and no guest left).
+#[unsafe(no_mangle)]
+pub extern "C" fn bunwasi_http_state(s: &Server) -> c_int {
+    s.shared.state.load(Ordering::SeqCst)
+}
+
+/// Counters: 0 requests in flight, 1 open connections, 2 requests received, 3 requests failed.
+#[unsafe(no_mangle)]
+pub extern "C" fn bunwasi_http_counter(s: &Server, which: c_int) -> u64 {
+    let c = match which {
+        0 => &s.shared.requests,
+        1 => &s.shared.connections,
+        2 => &s.shared.served,
+        _ => &s.shared.failed,
+    };
+    c.load(Ordering::SeqCst)
+}
+
+/// Free a stopped server (joins its thread). A server still running is left alone (the
+/// process is about to exit) and 0 is returned.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bunwasi_http_free(s: *mut Server) -> c_int {
+    if s.is_null() {
+        return 1;
+    }
+    let server: &Server = unsafe { &*s };
+    if server.shared.state.load(Ordering::SeqCst) != 2 {
+        return 0;
+    }
+    let mut s = unsafe { Box::from_raw(s) };
+    if let Some(t) = s.thread.take() {
+        let _ = t.join();
+    }
+    1
+}

@@ -1,0 +1,207 @@
+// A wasi:http service: a component exporting `wasi:http/incoming-handler@0.2.x`, served over
+// HTTP/1.1 by bunwasi's wasi:http host library (native/http-host) inside the container's
+// network namespace (docs/ARCHITECTURE.md, "wasi:http services").
+//
+// The library owns the socket, hyper and the guest's stores (a fresh one per request); this
+// module owns the configuration (runwasi's environment variables), the compile cache and the
+// lifecycle: a kill (SIGTERM, SIGINT, … through the run's AbortSignal) stops accepting, lets
+// the requests in flight finish within the grace period, and ends the run with 0 when they
+// did, 128+s when the grace period ran out first.
+
+import type { Pointer } from "bun:ffi";
+import { EXIT_ENGINE_ERROR } from "../../../common/constants.ts";
+import { signalNumber } from "../../../common/signals.ts";
+import type { CompileCache } from "../../cache.ts";
+import { encodeConfig, type HttpHostLib, httpHost, startHttpServer } from "./ffi.ts";
+import { httpCacheKey, requireHttpHost } from "./library.ts";
+
+/** Where to listen (runwasi's and `wasmtime serve`'s name); default 0.0.0.0:8080. */
+export const ADDR_ENV = "WASMTIME_HTTP_PROXY_SOCKET_ADDR";
+/** The listen backlog, default 100. runwasi's code reads the second name; both are accepted. */
+export const BACKLOG_ENVS = ["WASMTIME_HTTP_PROXY_BACKLOG", "WASMTIME_HTTP_BACKLOG"] as const;
+export const DEFAULT_ADDR = "0.0.0.0:8080";
+export const DEFAULT_BACKLOG = 100;
+/**
+ * How long in-flight requests may take after a stop (kubelet's default
+ * terminationGracePeriodSeconds; it sends SIGKILL after its own period anyway).
+ * BUNWASI_HTTP_GRACE_MS in the container's environment overrides.
+ */
+export const STOP_GRACE_MS = 30_000;
+
+const STATE_STOPPED = 2;
+
+export interface HttpServiceOptions {
+  /** The component's bytes. */
+  source: Uint8Array;
+  /** The container's environment; the service's own variables are taken out before the guest sees it. */
+  env: [string, string][];
+  args: string[];
+  /** Host directory preopened as the guest's "/" (wasi:http's proxy world has no filesystem, a wider component may). */
+  rootDir?: string;
+  rootReadOnly?: boolean;
+  /** Per store (so per request): max bytes of linear memory. */
+  memoryLimitBytes?: number;
+  /** Executor directory holding the library (/.bunwasi); absent = found on the host. */
+  libDir?: string;
+  /** Compile cache: a hit under this library's key is mapped instead of compiling. */
+  cache?: CompileCache;
+  /** Runtime threads serving requests; default: one per CPU. */
+  threads?: number;
+}
+
+/** A bad setting in the container's environment (the run ends with 125). */
+export class HttpConfigError extends Error {}
+
+/** Split the container's environment into the service's settings and the guest's variables. */
+export function httpSettings(env: [string, string][]): { addr: string; backlog: number; guestEnv: [string, string][] } {
+  let addr = DEFAULT_ADDR;
+  let backlog = DEFAULT_BACKLOG;
+  const guestEnv: [string, string][] = [];
+  for (const [k, v] of env) {
+    if (k === ADDR_ENV) {
+      // Parsed by the library (an IP address and a port: 0.0.0.0:8080, [::]:8080).
+      addr = v;
+    } else if ((BACKLOG_ENVS as readonly string[]).includes(k)) {
+      const n = Number(v);
+      if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n > 0x7fffffff) throw new HttpConfigError(`${k}=${v}: want a number`);
+      backlog = n;
+    } else {
+      guestEnv.push([k, v]);
+    }
+  }
+  return { addr, backlog, guestEnv };
+}
+
+/** A running service. */
+export class HttpService {
+  private server: Pointer | null;
+  private final: ReturnType<HttpService["counters"]> | undefined;
+
+  private constructor(
+    private readonly lib: HttpHostLib,
+    server: Pointer,
+    /** The address asked for; `port` is the one bound. */
+    readonly addr: string,
+    readonly port: number,
+    /** The component was compiled at start (no usable cache artifact). */
+    readonly compiled: boolean,
+  ) {
+    this.server = server;
+  }
+
+  /** Compile or map the component, link it, bind and start serving. Throws on any failure. */
+  static start(o: HttpServiceOptions): HttpService {
+    const { addr, backlog, guestEnv } = httpSettings(o.env);
+    const libPath = requireHttpHost(o.libDir);
+    const lib = httpHost(libPath);
+    const artifact = o.cache?.hitPath(httpCacheKey(o.source, libPath));
+    const pairs: [string, string][] = [
+      ["addr", addr],
+      ["backlog", String(backlog)],
+      ...guestEnv.map(([k, v]): [string, string] => ["env", `${k}=${v}`]),
+      ...o.args.map((a): [string, string] => ["arg", a]),
+    ];
+    if (o.rootDir !== undefined) pairs.push(["root", o.rootDir], ["root_ro", o.rootReadOnly ? "1" : "0"]);
+    if (o.memoryLimitBytes !== undefined) pairs.push(["memory_limit", String(Math.floor(o.memoryLimitBytes))]);
+    if (artifact) pairs.push(["artifact", artifact]);
+    if (o.threads) pairs.push(["threads", String(o.threads)]);
+    // The pooling allocator is on unless BUNWASI_HTTP_POOLING=0 (in the container's env).
+    if (process.env.BUNWASI_HTTP_POOLING === "0") pairs.push(["pooling", "0"]);
+    const server = startHttpServer(lib, encodeConfig(pairs), o.source);
+    return new HttpService(lib, server, addr, lib.bunwasi_http_port(server), !artifact);
+  }
+
+  /** Requests in flight, open connections, requests received, requests that failed (500). */
+  counters(): { inFlight: number; connections: number; requests: number; failed: number } {
+    if (!this.server && this.final) return this.final;
+    const s = this.live();
+    const c = (i: number) => Number(this.lib.bunwasi_http_counter(s, i));
+    return { inFlight: c(0), connections: c(1), requests: c(2), failed: c(3) };
+  }
+
+  /** True once serving has ended (after stop(), or on its own: a listener failure). */
+  stopped(): boolean {
+    return this.server === null || this.lib.bunwasi_http_state(this.server) === STATE_STOPPED;
+  }
+
+  /**
+   * Stop accepting and let the requests in flight finish. Resolves true once drained (the
+   * library's threads are then joined and freed), false when `graceMs` ran out first.
+   */
+  async stop(graceMs: number): Promise<boolean> {
+    const s = this.server;
+    if (!s) return true;
+    this.lib.bunwasi_http_stop(s);
+    const deadline = performance.now() + graceMs;
+    while (!this.stopped()) {
+      if (performance.now() >= deadline) return false;
+      await Bun.sleep(10);
+    }
+    this.final = this.counters();
+    this.lib.bunwasi_http_free(s);
+    this.server = null;
+    return true;
+  }
+
+  private live(): Pointer {
+    if (!this.server) throw new Error("http service stopped");
+    return this.server;
+  }
+}
+
+/** Grace period for this process (BUNWASI_HTTP_GRACE_MS, else STOP_GRACE_MS). */
+export function stopGraceMs(): number {
+  const v = Number(process.env.BUNWASI_HTTP_GRACE_MS);
+  return Number.isFinite(v) && v >= 0 ? v : STOP_GRACE_MS;
+}
+
+/**
+ * Serve until `signal` aborts, then drain. Resolves with the exit code: 0 after a graceful
+ * stop, 128+s when in-flight requests outlived the grace period, 125 when the service could
+ * not start (message on stderr) or stopped on its own.
+ */
+export async function serveHttp(
+  o: HttpServiceOptions,
+  signal: AbortSignal | undefined,
+  report: (message: string) => void,
+  /** Told the running service (tests watch its counters). */
+  onServing?: (svc: HttpService) => void,
+): Promise<{ code: number; stats: { startMs: number; requests: number; failedRequests: number; compiled: boolean } }> {
+  const t0 = performance.now();
+  let svc: HttpService;
+  try {
+    svc = HttpService.start(o);
+  } catch (e) {
+    report(`bunwasi: wasi:http: ${e instanceof Error ? e.message : String(e)}\n`);
+    return { code: EXIT_ENGINE_ERROR, stats: { startMs: 0, requests: 0, failedRequests: 0, compiled: false } };
+  }
+  const startMs = performance.now() - t0;
+  onServing?.(svc);
+  const origin = svc.compiled ? "compiled at start" : "from the compile cache";
+  report(`bunwasi: serving wasi:http on http://${svc.addr.replace(/:\d+$/, `:${svc.port}`)}/ (${origin})\n`);
+  const aborted = new Promise<void>((resolve) => {
+    if (signal?.aborted) resolve();
+    else signal?.addEventListener("abort", () => resolve(), { once: true });
+  });
+  // The library's server ends on its own only if its listener fails; look now and then.
+  let watch: ReturnType<typeof setInterval> | undefined;
+  const ended = new Promise<void>((resolve) => {
+    watch = setInterval(() => svc.stopped() && resolve(), 500);
+  });
+  await Promise.race([aborted, ended]);
+  clearInterval(watch);
+  const stats = () => {
+    const c = svc.counters();
+    return { startMs, requests: c.requests, failedRequests: c.failed, compiled: svc.compiled };
+  };
+  if (!signal?.aborted) {
+    await svc.stop(0);
+    report("bunwasi: wasi:http: the server stopped on its own\n");
+    return { code: EXIT_ENGINE_ERROR, stats: stats() };
+  }
+  if (!(await svc.stop(stopGraceMs()))) {
+    report(`bunwasi: wasi:http: ${svc.counters().inFlight} request(s) still in flight after the grace period\n`);
+    return { code: 128 + signalNumber(signal.reason), stats: stats() };
+  }
+  return { code: 0, stats: stats() };
+}
