@@ -13,6 +13,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SRC="$REPO/native/http-host"
 OUT="${1:-$REPO/build/http-host}"
 LIB="$OUT/libbunwasi_http.so"
+# Cargo's build directory lives outside the checkout, like Go's build cache: a new clone (CI)
+# on a machine that built it before reuses the compiled crates; cargo's fingerprints decide.
+TARGET="${BUNWASI_CARGO_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/bunwasi/http-host-target}"
 log() { echo "http-host.sh: $*" >&2; }
 command -v cargo >/dev/null || { log "cargo not found (rustup, Rust >= 1.95)"; exit 1; }
 
@@ -30,10 +33,10 @@ fi
 mkdir -p "$OUT"
 log "compiling the wasi:http host library (several minutes when cold)"
 start=$SECONDS
-nice -n 10 cargo build --quiet --release --locked --manifest-path "$SRC/Cargo.toml" --target-dir "$OUT/target" >&2
+nice -n 10 cargo build --quiet --release --locked --manifest-path "$SRC/Cargo.toml" --target-dir "$TARGET" >&2
 log "compiled in $((SECONDS - start)) s"
 tmp="$(mktemp "$OUT/.lib.XXXXXX")"
-cp "$OUT/target/release/libbunwasi_http.so" "$tmp"
+cp "$TARGET/release/libbunwasi_http.so" "$tmp"
 chmod 0755 "$tmp"
 digest="$(sha256sum "$tmp" | cut -c1-16)"
 crate="$(sed -n 's/^version = "\(.*\)"/\1/p' "$SRC/Cargo.toml" | head -1)"
