@@ -21,6 +21,7 @@ import { probeCgroupV2 } from "../task/stats.ts";
 import { requireSameUser, Server } from "../ttrpc/index.ts";
 import { countingCompiles } from "./compiles.ts";
 import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
+import { giveBackWhenQuiet } from "./give-back.ts";
 import type { DaemonShared } from "./host.ts";
 import { stderrLogger } from "./log.ts";
 import { Manager } from "./manager.ts";
@@ -93,6 +94,8 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   const paths = shimPaths(process.env);
   const counting = countingCompiles(o.engine);
   let running = 0;
+  // Memory of ended runs goes back to the kernel a second after the last one ended (./give-back.ts).
+  const runEnded = giveBackWhenQuiet(1000);
   let runner: Promise<Runner> | null = null;
   const shared: DaemonShared = {
     paths,
@@ -108,6 +111,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     pid: process.pid,
     onRunning: (d) => {
       running += d;
+      if (d < 0) runEnded();
     },
   };
   // Sandbox sockets of an earlier daemon (killed) are dead: start from an empty directory.

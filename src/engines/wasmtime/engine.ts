@@ -24,7 +24,7 @@ import {
 } from "../engine.ts";
 import { compileComponent, serializeComponent } from "./component.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
-import { configFlags, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
+import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 
 export interface WasmtimeEngineOptions {
@@ -70,7 +70,7 @@ export class WasmtimeEngine {
   private readonly hostModules: string[];
 
   constructor(opts: WasmtimeEngineOptions = {}) {
-    const { path, lib } = wasmtime(opts.libPath);
+    const { path, lib } = wasmtime(opts.libPath ?? findLibwasmtime());
     this.lib = lib;
     this.libPath = path;
     this.version = libwasmtimeVersion(path);
@@ -206,6 +206,7 @@ export class WasmtimeEngine {
       // Only a caller that controls the run (shared mode's Stats) needs the thread id: it
       // costs a dlopen on the run thread, which an executor start should not pay.
       wantThreadId: !!ctx.onControl,
+      collectBeforeRun: !!ctx.onControl,
       args: ctx.args,
       env: envPairs(ctx.env),
       rootDir: ctx.rootDir,
