@@ -3,7 +3,7 @@
 // its own pod), and after all of them were deleted. Through a private containerd 1.6. Not a
 // test: prints tables. Needs root, containerd and runc.
 //
-//   bun bench/shared/daemon-smaps.ts [--n 200] [--env K=V]… [--gdb-trim] [--cycles 0]
+//   bun bench/shared/daemon-smaps.ts [--n 200] [--env K=V]… [--gdb-trim] [--cycles 0] [--native]
 //
 // --env passes variables to the daemon (MALLOC_ARENA_MAX=2, …), to test a hypothesis
 // without a rebuild. --gdb-trim calls glibc's malloc_trim(0) in the daemon through gdb
@@ -32,6 +32,9 @@ const { values } = parseArgs({
     "gdb-trim": { type: "boolean", default: false },
     cycles: { type: "string", default: "0" },
     parallel: { type: "string", default: "4" },
+    // Native containers (busybox sleep, through runc) instead: what a sandbox costs the daemon
+    // without a wasm run in it.
+    native: { type: "boolean", default: false },
   },
 });
 const N = Number(values.n);
@@ -194,7 +197,8 @@ try {
   const ids = Array.from({ length: N }, (_, i) => `idle${i}`);
   const t0 = performance.now();
   await pool(ids, Number(values.parallel), async (id) => {
-    const r = await env.cd.ctr(["run", "-d", "--runtime", SHARED_RUNTIME, IMAGES.demo, id, "/wasi-demo-app.wasm", "daemon"]);
+    const what = values.native ? [IMAGES.busybox, id, "sleep", "3600"] : [IMAGES.demo, id, "/wasi-demo-app.wasm", "daemon"];
+    const r = await env.cd.ctr(["run", "-d", "--runtime", SHARED_RUNTIME, ...what]);
     if (r.code !== 0) throw new Error(`ctr run ${id}: ${r.stderr}`);
   });
   const createS = (performance.now() - t0) / 1000;
