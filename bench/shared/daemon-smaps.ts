@@ -18,7 +18,7 @@
 //            wasm linear memories, wasmtime's code and tables)
 //   small    other anonymous mappings under 1 MiB
 
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
 import { containerStateDir, runtimeRoot } from "../../src/shim/paths.ts";
@@ -163,6 +163,26 @@ function snap(label: string, pid: number) {
   });
 }
 
+/** The daemon's open fds by kind (socket, pipe, anon_inode:[…], or a path with digits blanked). */
+function fdKinds(pid: number): string {
+  const by = new Map<string, number>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let t: string;
+    try {
+      t = readlinkSync(`/proc/${pid}/fd/${fd}`)
+        .replace(/:\[\d+\]$/, "")
+        .replace(/[0-9a-f]{8,}|\d+/g, "N");
+    } catch {
+      continue;
+    }
+    by.set(t, (by.get(t) ?? 0) + 1);
+  }
+  return [...by]
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, n]) => `${n}× ${k}`)
+    .join(", ");
+}
+
 function gdbTrim(pid: number): string {
   const r = Bun.spawnSync(["gdb", "-p", String(pid), "-batch", "-ex", "call (int)malloc_trim(0)"], { stdout: "pipe", stderr: "pipe" });
   return /\$1 = (\d+)/.exec(r.stdout.toString())?.[1] ?? `gdb failed: ${r.stderr.toString().slice(-300)}`;
@@ -227,6 +247,7 @@ try {
   snap("deleted", daemon.pid);
   await Bun.sleep(5000);
   snap("deleted +5 s", daemon.pid);
+  console.log(`fds after the deletes: ${fdKinds(daemon.pid)}`);
   if (values["gdb-trim"]) {
     const freed = gdbTrim(daemon.pid);
     await Bun.sleep(500);
