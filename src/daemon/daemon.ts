@@ -94,8 +94,9 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   const paths = shimPaths(process.env);
   const counting = countingCompiles(o.engine);
   let running = 0;
-  // Memory of ended runs goes back to the kernel a second after the last one ended (./give-back.ts).
-  const runEnded = giveBackWhenQuiet(1000);
+  // Memory of ended runs and closed sandboxes goes back to the kernel a second after the last
+  // such end (./give-back.ts).
+  const ended = giveBackWhenQuiet(1000);
   let runner: Promise<Runner> | null = null;
   const shared: DaemonShared = {
     paths,
@@ -111,7 +112,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     pid: process.pid,
     onRunning: (d) => {
       running += d;
-      if (d < 0) runEnded();
+      if (d < 0) ended();
     },
   };
   // Sandbox sockets of an earlier daemon (killed) are dead: start from an empty directory.
@@ -119,7 +120,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   rmSync(sandboxDir, { recursive: true, force: true });
   mkdirSync(sandboxDir, { recursive: true, mode: 0o711 });
   mkdirSync(paths.compileCacheDir, { recursive: true });
-  const manager = new Manager({ shared, sandboxDir, compiled: () => counting.compiled, running: () => running });
+  const manager = new Manager({ shared, sandboxDir, compiled: () => counting.compiled, running: () => running, onSandboxClosed: ended });
   // Only root (containerd, its shims) may ask for sandboxes: a peer check on every connection,
   // so the short window before the chmod below lets no one in either.
   const server = new Server({ onError: (e) => log(`manager ttrpc: ${String(e)}`, "error"), handshaker: requireSameUser() });

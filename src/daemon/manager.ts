@@ -23,6 +23,8 @@ export interface ManagerOptions {
   /** Modules compiled so far (./compiles.ts). */
   compiled: () => number;
   running: () => number;
+  /** A sandbox has closed (the daemon gives memory back once such ends quiet down). */
+  onSandboxClosed?: () => void;
 }
 
 export class Manager {
@@ -63,6 +65,7 @@ export class Manager {
       sb = new Sandbox({ id: req.id, namespace: req.namespace, socket, ttrpcAddress: req.ttrpcAddress }, this.o.shared, (s) => {
         if (this.sandboxes.get(key) === s) this.sandboxes.delete(key);
         this.o.shared.log(`sandbox ${key} closed`);
+        this.o.onSandboxClosed?.();
       });
       this.sandboxes.set(key, sb);
       this.o.shared.log(`sandbox ${key} serving ${sb.address}`);

@@ -227,12 +227,17 @@ export class WasmtimeEngine {
       let done = false;
       let graceTimer: ReturnType<typeof setTimeout> | undefined;
       let stats: RunStats = { instantiateMs: 0, runMs: 0, cacheHit };
-      const finish = (code: number) => {
+      // `threadOver`: the thread has posted its exit (its store is deleted) or failed. Only
+      // then is it terminated: a thread terminated while still in the run would never reach
+      // the run's `finally`, and its store (linear memory, WASI fds) would leak. The grace
+      // timer reports the exit early but leaves the thread to end on its own, once the host
+      // call it is blocked in returns.
+      const finish = (code: number, threadOver = true) => {
+        if (threadOver) worker.terminate();
         if (done) return;
         done = true;
         if (graceTimer) clearTimeout(graceTimer);
         ctx.signal?.removeEventListener("abort", onAbort);
-        worker.terminate();
         resolve({ code, stats: { ...stats } });
       };
       const onAbort = () => {
@@ -245,7 +250,7 @@ export class WasmtimeEngine {
         this.incrementEpoch();
         // A module blocked in a host call (sleep, read on a fifo) only notices at its next
         // wasm instruction; don't wait for ever.
-        graceTimer = setTimeout(() => finish(128 + sig), this.killGraceMs);
+        graceTimer = setTimeout(() => finish(128 + sig, false), this.killGraceMs);
       };
       worker.onmessage = (ev: MessageEvent<WorkerMessage>) => {
         const m = ev.data;
@@ -265,7 +270,8 @@ export class WasmtimeEngine {
         }
       };
       worker.onerror = (ev) => {
-        writeErr(ctx.stderr, `bunwasi: worker failed: ${ev.message}\n`);
+        // After an early (grace) exit the container's stdio may be gone: say nothing then.
+        if (!done) writeErr(ctx.stderr, `bunwasi: worker failed: ${ev.message}\n`);
         finish(EXIT_ENGINE_ERROR);
       };
       let tid: number | undefined;
