@@ -21,6 +21,7 @@ import { probeCgroupV2 } from "../task/stats.ts";
 import { requireSameUser, Server } from "../ttrpc/index.ts";
 import { countingCompiles } from "./compiles.ts";
 import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
+import { giveBackWhenQuiet } from "./give-back.ts";
 import type { DaemonShared } from "./host.ts";
 import { stderrLogger } from "./log.ts";
 import { Manager } from "./manager.ts";
@@ -100,6 +101,9 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   const paths = shimPaths(process.env);
   const counting = countingCompiles(o.engine);
   let running = 0;
+  // Memory of ended runs and closed sandboxes goes back to the kernel a second after the last
+  // such end (./give-back.ts).
+  const ended = giveBackWhenQuiet(1000);
   let runner: Promise<Runner> | null = null;
   const shared: DaemonShared = {
     paths,
@@ -115,6 +119,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     pid: process.pid,
     onRunning: (d) => {
       running += d;
+      if (d < 0) ended();
     },
   };
   // Sandbox sockets of an earlier daemon (killed) are dead: start from an empty directory.
@@ -122,7 +127,14 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   rmSync(sandboxDir, { recursive: true, force: true });
   mkdirSync(sandboxDir, { recursive: true, mode: 0o711 });
   mkdirSync(paths.compileCacheDir, { recursive: true });
-  const manager = new Manager({ shared, sandboxDir, compiled: () => counting.compiled, running: () => running, daemonName: name });
+  const manager = new Manager({
+    shared,
+    sandboxDir,
+    compiled: () => counting.compiled,
+    running: () => running,
+    daemonName: name,
+    onSandboxClosed: ended,
+  });
   // Only root (containerd, its shims) may ask for sandboxes: a peer check on every connection,
   // so the short window before the chmod below lets no one in either.
   const server = new Server({ onError: (e) => log(`manager ttrpc: ${String(e)}`, "error"), handshaker: requireSameUser() });

@@ -25,6 +25,8 @@ export interface ManagerOptions {
   running: () => number;
   /** The daemon binary's name, for messages. */
   daemonName: string;
+  /** A sandbox has closed (the daemon gives memory back once such ends quiet down). */
+  onSandboxClosed?: () => void;
 }
 
 export class Manager {
@@ -72,6 +74,7 @@ export class Manager {
       sb = new Sandbox(opts, this.o.shared, (s) => {
         if (this.sandboxes.get(key) === s) this.sandboxes.delete(key);
         this.o.shared.log(`sandbox ${key} closed`);
+        this.o.onSandboxClosed?.();
       });
       this.sandboxes.set(key, sb);
       this.o.shared.log(`sandbox ${key} serving ${sb.address}`);

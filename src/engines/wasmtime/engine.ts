@@ -27,7 +27,7 @@ import {
 import { compileComponent, serializeComponent } from "./component.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { isHttpService } from "./http/exports.ts";
-import { configFlags, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
+import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory } from "./run-words.ts";
 
@@ -81,7 +81,7 @@ export class WasmtimeEngine {
   private readonly hostModules: string[];
 
   constructor(opts: WasmtimeEngineOptions = {}) {
-    const { path, lib } = wasmtime(opts.libPath);
+    const { path, lib } = wasmtime(opts.libPath ?? findLibwasmtime());
     this.lib = lib;
     this.libPath = path;
     this.version = libwasmtimeVersion(path);
@@ -164,12 +164,17 @@ export class WasmtimeEngine {
       let graceTimer: ReturnType<typeof setTimeout> | undefined;
       let stats: RunStats = { instantiateMs: 0, runMs: 0, cacheHit };
       let cacheWrite: Promise<void> | undefined;
-      const finish = (code: number) => {
+      // `threadOver`: the thread has posted its exit (its store is deleted) or failed. Only
+      // then is it terminated: a thread terminated while still in the run would never reach
+      // the run's `finally`, and its store (linear memory, WASI fds) would leak. The grace
+      // timer reports the exit early but leaves the thread to end on its own, once the host
+      // call it is blocked in returns.
+      const finish = (code: number, threadOver = true) => {
+        if (threadOver) worker.terminate();
         if (done) return;
         done = true;
         if (graceTimer) clearTimeout(graceTimer);
         ctx.signal?.removeEventListener("abort", onAbort);
-        worker.terminate();
         const result = { code, stats: { ...stats } };
         if (cacheWrite) void cacheWrite.then(() => resolve(result));
         else resolve(result);
@@ -184,7 +189,7 @@ export class WasmtimeEngine {
         this.incrementEpoch();
         // A module blocked in a host call (sleep, read on a fifo) only notices at its next
         // wasm instruction; don't wait for ever.
-        graceTimer = setTimeout(() => finish(128 + sig), this.killGraceMs);
+        graceTimer = setTimeout(() => finish(128 + sig, false), this.killGraceMs);
       };
       worker.onmessage = (ev: MessageEvent<WorkerMessage>) => {
         const m = ev.data;
@@ -200,7 +205,8 @@ export class WasmtimeEngine {
         }
       };
       worker.onerror = (ev) => {
-        writeErr(ctx.stderr, `bunwasi: worker failed: ${ev.message}\n`);
+        // After an early (grace) exit the container's stdio may be gone: say nothing then.
+        if (!done) writeErr(ctx.stderr, `bunwasi: worker failed: ${ev.message}\n`);
         finish(EXIT_ENGINE_ERROR);
       };
       let tid: number | undefined;
@@ -334,6 +340,7 @@ export class WasmtimeEngine {
       // Only a caller that controls the run (shared mode's Stats) needs the thread id: it
       // costs a dlopen on the run thread, which an executor start should not pay.
       wantThreadId: !!ctx.onControl,
+      collectBeforeRun: !!ctx.onControl,
       args: ctx.args,
       env: envPairs(ctx.env),
       rootDir: ctx.rootDir,

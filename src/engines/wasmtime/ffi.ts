@@ -10,7 +10,6 @@
 // a wasm_engine_t* are valid across threads of the process).
 
 import { ptr as bunPtr, dlopen, FFIType, type Pointer, read, toArrayBuffer } from "bun:ffi";
-import { findLibwasmtime } from "./library.ts";
 
 const { ptr, bool, u8, i64, u64, function: fnptr } = FFIType;
 const usize = "usize" as const; // size_t (64-bit)
@@ -155,11 +154,13 @@ function openLib(path: string) {
 
 let loaded: { path: string; lib: WasmtimeLib } | undefined;
 
-/** Load (once per JS thread) and return the bound symbols. */
-export function wasmtime(path?: string): { path: string; lib: WasmtimeLib } {
-  if (loaded && (!path || path === loaded.path)) return loaded;
-  const p = path ?? findLibwasmtime();
-  loaded = { path: p, lib: openLib(p).symbols };
+/**
+ * Load (once per JS thread) and return the bound symbols. The path is the caller's to find
+ * (./library.ts): this file is loaded by every run thread, which should not load node:fs.
+ */
+export function wasmtime(path: string): { path: string; lib: WasmtimeLib } {
+  if (loaded && path === loaded.path) return loaded;
+  loaded = { path, lib: openLib(path).symbols };
   return loaded;
 }
 

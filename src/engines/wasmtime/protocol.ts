@@ -6,6 +6,12 @@ export interface RunRequest {
   libPath: string;
   /** Post the run thread's Linux id ({ type: "thread" }) before running. */
   wantThreadId?: boolean;
+  /**
+   * Collect this thread's JS garbage (module loading, linking) before the guest runs: the
+   * thread then sits in wasm, where JSC never collects. For callers that hold many runs at
+   * once (shared mode): -0.35 MiB per idle run, measured, for ~1 ms per start.
+   */
+  collectBeforeRun?: boolean;
   /** wasm_engine_t* created on the main thread (engines are Send + Sync). */
   enginePtr: number;
   module: Uint8Array;

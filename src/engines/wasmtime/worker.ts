@@ -12,10 +12,8 @@
 // target), it extends the deadline by one tick and the module carries on.
 
 import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
-import { appendFileSync, readFileSync, writeSync } from "node:fs";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
 import type { HostCaller, HostFunctions, ValType } from "../host.ts";
-import { runComponent } from "./component.ts";
 import { check, cstr, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { clockOnlyWait, interruptibleSleep, writeClockEvents } from "./interruptible.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
@@ -23,6 +21,11 @@ import { publishMemory } from "./run-words.ts";
 import { EngineError, openStore, type RunStore } from "./store.ts";
 
 declare const self: Worker;
+
+// node:fs is loaded only on the paths that need it (a fallback, an error message): importing
+// it costs every run thread ~0.5 MiB of JS heap (measured), and in shared mode each idle
+// container is one such thread.
+const fs = () => require("node:fs") as typeof import("node:fs");
 
 /** What a run needs from the thread it runs on: the kill word, a sleep a kill ends, and a way to post results. */
 export interface RunEnv {
@@ -65,7 +68,7 @@ function deserializeFile(lib: WasmtimeLib, engine: Pointer, path: string): Point
   } catch {
     // A cache on a noexec filesystem cannot be mapped as code: a private copy then (a bad
     // artifact fails here too, and the caller compiles the source).
-    return deserialize(lib, engine, new Uint8Array(readFileSync(path)));
+    return deserialize(lib, engine, new Uint8Array(fs().readFileSync(path)));
   }
   return readPtr(out) as Pointer;
 }
@@ -94,7 +97,8 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
       stats.deserializeMs = performance.now() - t;
     } catch (e) {
       const fallback =
-        req.fallback ?? (req.fallbackPath && { module: new Uint8Array(readFileSync(req.fallbackPath.path)), kind: req.fallbackPath.kind });
+        req.fallback ??
+        (req.fallbackPath && { module: new Uint8Array(fs().readFileSync(req.fallbackPath.path)), kind: req.fallbackPath.kind });
       if (!fallback) throw new EngineError(String((e as Error).message));
       t = performance.now();
       module = compile(lib, engine, fallback.module, fallback.kind);
@@ -162,6 +166,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     if (!lib.wasmtime_instance_export_get(ctx, instance, name, name.length, ext) || ext[LAYOUT.extern.kind] !== LAYOUT.externKindFunc) {
       throw new EngineError(`module has no exported function "${req.entry}"`);
     }
+    if (req.collectBeforeRun) Bun.gc(true);
     t = performance.now();
     trapOut[0] = 0n;
     err = lib.wasmtime_func_call(ctx, (bunPtr(ext) + LAYOUT.extern.of) as Pointer, null, 0, null, 0, trapOut) as Pointer | null;
@@ -422,8 +427,8 @@ function outcomeOf(
 function reportMessage(req: RunRequest, message: string) {
   const line = `${message.endsWith("\n") ? message : `${message}\n`}`;
   try {
-    if (req.stderr !== null) appendFileSync(req.stderr, line);
-    else writeSync(req.stderrFd ?? 2, line);
+    if (req.stderr !== null) fs().appendFileSync(req.stderr, line);
+    else fs().writeSync(req.stderrFd ?? 2, line);
   } catch {
     // stderr gone: nothing better to do
   }
@@ -470,7 +475,10 @@ export async function runRequest(req: RunRequest, env: RunEnv): Promise<{ code: 
   let result: { code: number; message?: string; stats: RunStats };
   try {
     // Host functions are core-module imports: a component links WASI preview 2 only.
-    result = req.component ? runComponent(req, env.post, env.kill, env.firstWait) : run(req, await importHosts(req.hostModules), env);
+    // Components' code is loaded only for a component: every run thread's heap pays for what it imports.
+    result = req.component
+      ? (require("./component.ts") as typeof import("./component.ts")).runComponent(req, env.post, env.kill, env.firstWait)
+      : run(req, await importHosts(req.hostModules), env);
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     result = { code: EXIT_ENGINE_ERROR, message, stats: { instantiateMs: 0, runMs: 0 } };
