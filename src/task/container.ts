@@ -122,7 +122,7 @@ export class Container {
     const workDir = join(ns.stateDir, opts.id);
     c.workDir = workDir;
     try {
-      await mkdir(workDir, { recursive: true });
+      await makeWorkDir(workDir);
       c.undos.unshift({ what: `remove ${workDir}`, run: () => rm(workDir, { recursive: true, force: true }) });
       // Before the runtime holds anything: a `shim delete` after this server dies must find
       // the runtime that created the container (src/task/runtime-options.ts).
@@ -478,4 +478,21 @@ function failure(step: string, e: unknown): TtrpcError {
   if (e instanceof TtrpcError) return e;
   if (e instanceof RuncError) return new TtrpcError(Code.UNKNOWN, `${step}: ${e.message}`);
   return new TtrpcError(Code.UNKNOWN, `${step}: ${e instanceof Error ? e.message : String(e)}`);
+}
+
+/**
+ * mkdir -p of a container's work dir. A `shim delete` of the namespace's last container removes
+ * the namespace folder once empty (src/runtime-v2/delete.ts), and one that runs between the
+ * two levels of this mkdir makes the inner one fail with ENOENT (seen with 4 containers of one
+ * namespace cycling at once): the folder is simply made again.
+ */
+async function makeWorkDir(dir: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await mkdir(dir, { recursive: true });
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT" || attempt >= 10) throw e;
+    }
+  }
 }
