@@ -1,4 +1,4 @@
-// Shared mode over many container lifetimes: BUNWASI_CYCLES (default 500) create/start/delete
+// Shared mode over many container lifetimes: BUNWASI_CYCLES (default 1000, the issue's count) create/start/delete
 // cycles of a wasm container (`ctr run --rm`, a few at a time) through one daemon, with the
 // daemon's RSS, PSS, fds and threads reported before and after. Bounds catch a leak, not a
 // speed: the fd and thread counts come back to where they were, nothing is left in the daemon
@@ -15,9 +15,9 @@ import { IMAGES, type ShimEnv, shimEnv } from "../support/shim-env.ts";
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
 test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
 
-// 500 by default so that this file stays within a few minutes on a 2-core CI machine: 100
-// cycles took 24 s here at load ~30 (4.1/s). BUNWASI_CYCLES=1000 runs the issue's full count.
-const CYCLES = Number(process.env.BUNWASI_CYCLES ?? 500);
+// 1000, as the issue asks: 500 took 29 s in a quiet CI run on 2 cores (17/s), and 100 took
+// 24 s at load ~30. BUNWASI_CYCLES sets another count.
+const CYCLES = Number(process.env.BUNWASI_CYCLES ?? 1000);
 /** Cycles in flight at once: ctr mostly waits on containerd. */
 const WIDTH = 4;
 /**
