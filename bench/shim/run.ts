@@ -130,7 +130,13 @@ async function componentTimes(env: ShimEnv) {
   const imp = await env.cd.ctr(["images", "import", archive]);
   if (imp.code !== 0) throw new Error(`import ${archive}: ${imp.stderr}`);
   const runtimes = [RUNTIME, RUNC, ...(RW ? [RUNWASI] : []), ...(SHARED ? [SHARED_RUNTIME] : [])];
-  for (const rt of runtimes) await timedRun(env, rt, rt === RUNC ? IMAGES.busybox : COMPONENT_IMAGE, rt === RUNC ? nativeHello : wasmHello);
+  // One of each first, checking the component really ran: an exit 0 alone would not show it.
+  for (const rt of runtimes) {
+    const [image, args] = rt === RUNC ? [IMAGES.busybox, nativeHello] : [COMPONENT_IMAGE, wasmHello];
+    const r = await env.run(image, nextId("cw"), args, { runtime: rt });
+    if (r.code !== 0 || !r.stdout.startsWith("hello\n"))
+      throw new Error(`component warm-up (${rt}) exited ${r.code}: ${r.stdout}${r.stderr}`);
+  }
   const rows: Record<string, number[]> = { floor: [], cold: [], warm: [], runwasi: [], shared: [] };
   for (let i = 0; i < Math.max(RUNS, COLD_RUNS); i++) {
     if (i < RUNS) rows.floor!.push(await timedRun(env, RUNC, IMAGES.busybox, nativeHello));
