@@ -6,7 +6,10 @@
 //
 //   bun bench/shim/run.ts [--runs 15] [--idle 20] [--stress 300] [--parallel 8]
 //                         [--shared-n 20,200,1000] [--create-parallel 4]
-//                         [--runwasi DIR] [--skip start,memory,stress,shared]
+//                         [--runwasi DIR] [--skip start,component,memory,stress,shared]
+//                         [--cold-runs N (component rows; default --runs)]
+//
+// Component rows alone: --skip start,memory,stress (add shared to leave shared mode out).
 //
 // Start times and memory run on one containerd that knows every runtime (ours on PATH,
 // runwasi's shim linked as containerd-shim-runwasi-v1, the daemon's socket in its env), so
@@ -18,7 +21,8 @@ import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { shimPaths } from "../../src/runtime-v2/paths.ts";
 import { DAEMON, type Daemon, SHARED_RUNTIME, startDaemon } from "../../test/support/daemon.ts";
-import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../../test/support/shim-env.ts";
+import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv, WASM } from "../../test/support/shim-env.ts";
+import { writeImageArchive } from "../../tools/image/index.ts";
 import { RUNC, RUNWASI, runwasiDir, runwasiPathDir, STRESS_IMAGE, stress, withStressSocket } from "./peers.ts";
 
 const { values } = parseArgs({
@@ -31,6 +35,7 @@ const { values } = parseArgs({
     skip: { type: "string", default: "" },
     "shared-n": { type: "string", default: "20,200,1000" },
     "create-parallel": { type: "string", default: "4" },
+    "cold-runs": { type: "string" },
   },
 });
 const RUNS = Number(values.runs);
@@ -44,6 +49,7 @@ const SHARED_N = values["shared-n"]
   .map(Number)
   .filter((n) => n > 0);
 const CREATE_PARALLEL = Number(values["create-parallel"]);
+const COLD_RUNS = Number(values["cold-runs"] ?? RUNS);
 // Shared mode is measured whenever the daemon is built (scripts/build-shim.sh builds both).
 let SHARED = !SKIP.has("shared");
 
@@ -103,6 +109,57 @@ async function startTimes(env: ShimEnv) {
   row("bunwasi, wasm echo, cold (no compile cache)", median(rows.cold!));
   row("bunwasi, wasm echo, warm (cached)", median(rows.warm!));
   if (SHARED) row("bunwasi shared mode, wasm echo (warm daemon)", median(rows.shared!));
+}
+
+const COMPONENT_IMAGE = "docker.io/library/bunwasi-bench-component:latest";
+
+/**
+ * The same echo as a wasi:cli/run component (the demo app wrapped by build-components.sh),
+ * kept as a file in a rootfs image, the way runwasi also takes it. runwasi compiles such a
+ * file at every start (it precompiles OCI wasm layers only), so it has no cold/warm split.
+ */
+async function componentTimes(env: ShimEnv) {
+  const b = Bun.spawnSync(["bash", join(REPO, "scripts/build-components.sh")], { stdout: "pipe", stderr: "pipe" });
+  if (b.exitCode !== 0) throw new Error(`build-components.sh failed: ${b.stderr.toString()}`);
+  const archive = join(env.dir, "component.tar");
+  writeImageArchive(archive, {
+    name: COMPONENT_IMAGE,
+    files: [{ path: "/wasi-demo-app.wasm", source: join(WASM, "components/wasi-demo-app.wasm") }],
+    config: { entrypoint: ["/wasi-demo-app.wasm"] },
+  });
+  const imp = await env.cd.ctr(["images", "import", archive]);
+  if (imp.code !== 0) throw new Error(`import ${archive}: ${imp.stderr}`);
+  const runtimes = [RUNTIME, RUNC, ...(RW ? [RUNWASI] : []), ...(SHARED ? [SHARED_RUNTIME] : [])];
+  // One of each first, checking the component really ran: an exit 0 alone would not show it.
+  for (const rt of runtimes) {
+    const [image, args] = rt === RUNC ? [IMAGES.busybox, nativeHello] : [COMPONENT_IMAGE, wasmHello];
+    const r = await env.run(image, nextId("cw"), args, { runtime: rt });
+    if (r.code !== 0 || !r.stdout.startsWith("hello\n"))
+      throw new Error(`component warm-up (${rt}) exited ${r.code}: ${r.stdout}${r.stderr}`);
+  }
+  const rows: Record<string, number[]> = { floor: [], cold: [], warm: [], runwasi: [], shared: [] };
+  for (let i = 0; i < Math.max(RUNS, COLD_RUNS); i++) {
+    if (i < RUNS) rows.floor!.push(await timedRun(env, RUNC, IMAGES.busybox, nativeHello));
+    if (i < COLD_RUNS) {
+      rmSync(shimPaths().compileCacheDir, { recursive: true, force: true });
+      rows.cold!.push(await timedRun(env, RUNTIME, COMPONENT_IMAGE, wasmHello));
+    }
+    if (i >= RUNS) continue;
+    rows.warm!.push(await timedRun(env, RUNTIME, COMPONENT_IMAGE, wasmHello));
+    if (RW) rows.runwasi!.push(await timedRun(env, RUNWASI, COMPONENT_IMAGE, wasmHello));
+    if (SHARED) rows.shared!.push(await timedRun(env, SHARED_RUNTIME, COMPONENT_IMAGE, wasmHello));
+  }
+  const f = median(rows.floor!);
+  const rw = RW ? median(rows.runwasi!) : Number.NaN;
+  console.log(`\n### ctr run --rm of a command component's echo (median of ${RUNS}, cold of ${COLD_RUNS})\n`);
+  console.log("| what | median ms | ÷ runc floor | ÷ runwasi |\n|---|---:|---:|---:|");
+  const row = (label: string, ms: number) =>
+    console.log(`| ${label} | ${ms.toFixed(1)} | ${(ms / f).toFixed(2)} | ${RW ? (ms / rw).toFixed(2) : "–"} |`);
+  row("runc, static busybox echo (floor)", f);
+  if (RW) row("runwasi, component echo (compiled at each start)", rw);
+  row("bunwasi, component echo, cold (no compile cache)", median(rows.cold!));
+  row("bunwasi, component echo, warm (cached)", median(rows.warm!));
+  if (SHARED) row("bunwasi shared mode, component echo (warm daemon)", median(rows.shared!));
 }
 
 /** Proportional set size of a process, in KiB: its fair share of shared pages. */
@@ -324,6 +381,7 @@ try {
   try {
     if (!RW) console.log("runwasi not found (../shared/peers/runwasi or --runwasi DIR): its rows are left out");
     if (!SKIP.has("start")) await startTimes(env);
+    if (!SKIP.has("component")) await componentTimes(env);
     if (!SKIP.has("memory")) await memory(env, daemon);
   } finally {
     await env.stop();
