@@ -117,10 +117,17 @@ function moduleEnv(): Record<string, string> {
 
 const HANDLED = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"] as const;
 
+/** The binary format's version field of a core module (a component's differs): `\0asm` 1 0 0 0. */
+const CORE_MODULE_HEADER = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+
 /** Whether the engine serves this module until stopped (Engine.isService); false when it cannot tell. */
 async function isService(engine: Engine, module: string): Promise<boolean> {
   if (!engine.isService) return false;
   try {
+    // Services are components: a core module (the common case) costs an 8-byte read here, not
+    // a second read of the whole file that would sit in the heap until the first collection.
+    const head = new Uint8Array(await Bun.file(module).slice(0, 8).arrayBuffer());
+    if (CORE_MODULE_HEADER.every((b, i) => head[i] === b)) return false;
     return engine.isService(new Uint8Array(await readFile(module)));
   } catch {
     return false; // the run reports an unreadable module
@@ -178,7 +185,9 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
       options: o.engineOptions,
       cacheDir: o.cacheDir,
       killGraceMs,
-      ...(kill ? { thisThread: true } : {}),
+      // A service runs on this thread too (its server is the library's, ./wasmtime/http): no
+      // Worker started ahead for it.
+      ...(kill || service ? { thisThread: true } : {}),
     });
     const here = kill && runner.runHere ? kill : undefined;
     if (kill && !here) handleInJs();
