@@ -374,6 +374,49 @@ describe("ctr run through io.containerd.wasmtimed.v1 (shared mode)", () => {
     T,
   );
 
+  test("200 pods held at once on one daemon, each in its own sandbox and running; then stopped and gone", async () => {
+    const ids = Array.from({ length: 200 }, () => uid("hold"));
+    const ctrOk = async (args: string[]) => {
+      const r = await env.cd.ctr(args);
+      if (r.code !== 0) throw new Error(`ctr ${args.join(" ")}: exit ${r.code}: ${r.stderr}`);
+      return r.stdout;
+    };
+    const inBatches = async (f: (id: string) => Promise<unknown>) => {
+      for (let i = 0; i < ids.length; i += 8) await Promise.all(ids.slice(i, i + 8).map(f));
+    };
+    try {
+      // `ctr run -d` returns once the task has started; each sleeps until killed.
+      await inBatches((id) => ctrOk(["run", "-d", "--runtime", SHARED_RUNTIME, IMAGES.demo, id, "/wasi-demo-app.wasm", "sleep", "600000"]));
+      const held = new Set((await sandboxes()).sandboxes.map((s) => s.id));
+      expect(ids.filter((id) => !held.has(id))).toEqual([]);
+      const running = (await ctrOk(["task", "ls"]))
+        .split("\n")
+        .filter((l) => /\sRUNNING\s*$/.test(l))
+        .map((l) => l.split(/\s+/)[0]);
+      expect(ids.filter((id) => !running.includes(id))).toEqual([]);
+      // One daemon holds them all: every task's pid is the daemon's.
+      const pids = new Set(
+        (await ctrOk(["task", "ls"]))
+          .split("\n")
+          .filter((l) => l.startsWith("sh-hold-"))
+          .map((l) => l.split(/\s+/)[1]),
+      );
+      expect([...pids]).toEqual([String(daemon.pid)]);
+    } finally {
+      await inBatches((id) => env.cd.ctr(["task", "kill", "-s", "SIGKILL", id]));
+      await inBatches(async (id) => {
+        await until(
+          `${id} to stop`,
+          async () => !/RUNNING/.test((await env.cd.ctr(["task", "ls"])).stdout.split("\n").find((l) => l.startsWith(id)) ?? ""),
+          60_000,
+        );
+        await env.cd.ctr(["task", "delete", id]);
+        await env.cd.ctr(["container", "rm", id]);
+      });
+    }
+    await until("every sandbox to close", async () => (await sandboxes()).sandboxes.length === 0, 60_000);
+  }, 300_000);
+
   test(
     "create/start/delete cycles leave the daemon's fd count where it was, nothing mounted, no state",
     async () => {
