@@ -80,6 +80,10 @@ int bunwasi_kill_install(const int32_t *signals, int32_t n, int32_t grace_ms) {
   // what must end early ends through the epoch, the pipe or the timer.
   sa.sa_handler = on_kill;
   sa.sa_flags = SA_RESTART;
+  // The other kill signals wait while a handler runs, so the first one delivered records its
+  // number and arms the timer before a second can start.
+  sigemptyset(&sa.sa_mask);
+  for (int32_t i = 0; i < n; i++) sigaddset(&sa.sa_mask, signals[i]);
   for (int32_t i = 0; i < n; i++) {
     if (sigaction(signals[i], &sa, NULL) != 0) return -errno;
   }

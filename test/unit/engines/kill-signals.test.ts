@@ -83,6 +83,17 @@ async function startExecutor(module: string, ready: string, opts: { graceMs: num
   return p;
 }
 
+/** Resolves once signal `sig` is no longer pending for `pid` (delivered; 60 s liveness bound). */
+async function untilDelivered(pid: number, sig: number): Promise<void> {
+  const bit = 1n << BigInt(sig - 1);
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline; await Bun.sleep(1)) {
+    const status = await Bun.file(`/proc/${pid}/status`).text();
+    const pending = ["ShdPnd", "SigPnd"].map((k) => BigInt(`0x${new RegExp(`^${k}:\\s*([0-9a-f]+)`, "m").exec(status)?.[1] ?? "0"}`));
+    if (pending.every((p) => (p & bit) === 0n)) return;
+  }
+  throw new Error(`signal ${sig} still pending for ${pid}`);
+}
+
 async function killed(p: Bun.Subprocess<"pipe", "pipe", "pipe">, sig: NodeJS.Signals) {
   p.kill(sig);
   const code = await p.exited;
@@ -158,6 +169,9 @@ describe("kill of a module on the executor's main thread", () => {
   test("a second signal does not change the status: the first one wins", async () => {
     const p = await startExecutor(join(dir, "read.wat"), "reading", { graceMs: 500 });
     p.kill("SIGTERM");
+    // Both pending at once, the kernel would deliver the lower-numbered SIGQUIT first: send it
+    // only once SIGTERM has left the pending set (its handler then holds SIGQUIT off).
+    await untilDelivered(p.pid, 15);
     p.kill("SIGQUIT");
     expect(await p.exited).toBe(143);
     p.stdin.end();
