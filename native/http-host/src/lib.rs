@@ -55,11 +55,32 @@ fn serving_engine(pooling: bool) -> Result<Engine> {
         return engine();
     }
     let mut config = config();
-    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(wasmtime::PoolingAllocationConfig::default()));
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling_config()));
     match Engine::new(&config) {
         Ok(e) => Ok(e),
         Err(_) => engine(),
     }
+}
+
+fn xenv(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn pooling_config() -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    let pagemap = xenv("BUNWASI_HTTP_X_PAGEMAP").unwrap_or(1) != 0 && wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
+    pool.pagemap_scan(if pagemap { wasmtime::Enabled::Yes } else { wasmtime::Enabled::No });
+    let mem = xenv("BUNWASI_HTTP_X_MEM_KEEP").unwrap_or(if pagemap { 1 << 20 } else { 64 << 10 });
+    let table = xenv("BUNWASI_HTTP_X_TABLE_KEEP").unwrap_or(if pagemap { 1 << 20 } else { 64 << 10 });
+    pool.linear_memory_keep_resident(mem);
+    pool.table_keep_resident(table);
+    if let Some(n) = xenv("BUNWASI_HTTP_X_DECOMMIT_BATCH") {
+        pool.decommit_batch_size(n);
+    }
+    if std::env::var_os("BUNWASI_HTTP_X_DEBUG").is_some() {
+        eprintln!("bunwasi: http: pooling pagemap={pagemap} memory_keep={mem} table_keep={table}");
+    }
+    pool
 }
 
 // ---- per-request store data ----
@@ -309,7 +330,44 @@ async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, mut stop
     }
 }
 
-async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>) {
+/// Where connections are served.
+enum Workers {
+    /// One multi-thread runtime: tokio moves tasks between its workers.
+    Shared(tokio::runtime::Handle),
+    /// A current-thread runtime per thread: a connection, its requests and their guests stay on
+    /// the thread it was handed to (round robin).
+    PerThread { handles: Vec<tokio::runtime::Handle>, next: std::sync::atomic::AtomicUsize },
+}
+
+impl Workers {
+    fn spawn_connection(&self, stream: tokio::net::TcpStream, fut: impl FnOnce(tokio::net::TcpStream) -> ConnFuture + Send + 'static) {
+        match self {
+            Workers::Shared(h) => {
+                h.spawn(fut(stream));
+            }
+            Workers::PerThread { handles, next } => {
+                let i = next.fetch_add(1, Ordering::Relaxed) % handles.len();
+                // The stream is registered with the accepting runtime's reactor: move it over.
+                match stream.into_std() {
+                    Ok(std) => {
+                        let task = async move {
+                            match tokio::net::TcpStream::from_std(std) {
+                                Ok(s) => fut(s).await,
+                                Err(e) => eprintln!("bunwasi: http: connection: {e}"),
+                            }
+                        };
+                        handles[i].spawn(task);
+                    }
+                    Err(e) => eprintln!("bunwasi: http: connection: {e}"),
+                }
+            }
+        }
+    }
+}
+
+type ConnFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::Receiver<bool>, workers: Workers) {
     let shared = app.shared.clone();
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -325,12 +383,12 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
                 Ok((stream, _)) => {
                     shared.connections.fetch_add(1, Ordering::SeqCst);
                     let (app, rx, shared) = (app.clone(), shared.stop.subscribe(), shared.clone());
-                    tokio::spawn(async move {
+                    workers.spawn_connection(stream, move |stream| Box::pin(async move {
                         serve_connection(app, stream, rx).await;
                         if shared.connections.fetch_sub(1, Ordering::SeqCst) == 1 {
                             shared.idle.notify_waiters();
                         }
-                    });
+                    }));
                 }
                 // EMFILE and friends: keep serving the connections we have.
                 Err(e) => {
@@ -407,20 +465,46 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
         stop,
         idle: Notify::new(),
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.threads)
-        .thread_name("bunwasi-http")
-        .enable_all()
-        .build()?;
     let app = Arc::new(App { pre, cfg, shared: shared.clone() });
     // Subscribed before the handle exists, so a stop asked at once is seen.
     let stop_rx = shared.stop.subscribe();
-    let thread = std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
-        rt.block_on(serve(app, listener, stop_rx));
-        // In-flight work is done; anything left (a guest still running after its response
-        // and the drain) is cancelled with the runtime.
-        rt.shutdown_background();
-    })?;
+    let threads = app.cfg.threads;
+    let per_thread = std::env::var("BUNWASI_HTTP_X_RT").map(|v| v == "percore").unwrap_or(false);
+    let thread = if !per_thread {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).thread_name("bunwasi-http").enable_all().build()?;
+        std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
+            let workers = Workers::Shared(rt.handle().clone());
+            rt.block_on(serve(app, listener, stop_rx, workers));
+            // In-flight work is done; anything left (a guest still running after its response
+            // and the drain) is cancelled with the runtime.
+            rt.shutdown_background();
+        })?
+    } else {
+        let (exit, _) = watch::channel(false);
+        let mut handles = vec![];
+        let mut joins = vec![];
+        for i in 0..threads {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            handles.push(rt.handle().clone());
+            let mut rx = exit.subscribe();
+            joins.push(std::thread::Builder::new().name(format!("bunwasi-http-{i}")).spawn(move || {
+                rt.block_on(async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                });
+                rt.shutdown_background();
+            })?);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
+            let workers = Workers::PerThread { handles, next: std::sync::atomic::AtomicUsize::new(0) };
+            rt.block_on(serve(app, listener, stop_rx, workers));
+            exit.send_replace(true);
+            for j in joins {
+                let _ = j.join();
+            }
+            rt.shutdown_background();
+        })?
+    };
     Ok(Server { shared, port, thread: Some(thread) })
 }
 
