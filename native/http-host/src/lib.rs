@@ -62,24 +62,26 @@ fn serving_engine(pooling: bool) -> Result<Engine> {
     }
 }
 
-fn xenv(name: &str) -> Option<usize> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
+/// How a pooled memory or table is reset when its store (request) ends. wasmtime's default
+/// gives every page back with madvise(MADV_DONTNEED): a TLB shootdown (an IPI to the other
+/// cores running our threads) per call, three calls per request for a hello handler, and the
+/// next request page-faults the pages in again. That was a third of the server's CPU (perf,
+/// 50 connections). Instead the dirty pages are reset in place (copied from the memory's
+/// image or zeroed), found with the PAGEMAP_SCAN ioctl (Linux 6.7+; wasmtime checks that it
+/// works) up to `KEEP_RESIDENT` per memory; beyond that, pages are given back as before.
+/// Without the ioctl the first `KEEP_RESIDENT_NO_SCAN` bytes are zeroed whether dirty or not,
+/// so that bound stays small (a small guest's whole memory: 2 pages for our hello handler).
+/// Cost: a free slot keeps up to that much resident (a slot per concurrently live store).
+const KEEP_RESIDENT: usize = 1 << 20;
+const KEEP_RESIDENT_NO_SCAN: usize = 128 << 10;
 
 fn pooling_config() -> wasmtime::PoolingAllocationConfig {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
-    let pagemap = xenv("BUNWASI_HTTP_X_PAGEMAP").unwrap_or(1) != 0 && wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
-    pool.pagemap_scan(if pagemap { wasmtime::Enabled::Yes } else { wasmtime::Enabled::No });
-    let mem = xenv("BUNWASI_HTTP_X_MEM_KEEP").unwrap_or(if pagemap { 1 << 20 } else { 64 << 10 });
-    let table = xenv("BUNWASI_HTTP_X_TABLE_KEEP").unwrap_or(if pagemap { 1 << 20 } else { 64 << 10 });
-    pool.linear_memory_keep_resident(mem);
-    pool.table_keep_resident(table);
-    if let Some(n) = xenv("BUNWASI_HTTP_X_DECOMMIT_BATCH") {
-        pool.decommit_batch_size(n);
-    }
-    if std::env::var_os("BUNWASI_HTTP_X_DEBUG").is_some() {
-        eprintln!("bunwasi: http: pooling pagemap={pagemap} memory_keep={mem} table_keep={table}");
-    }
+    let scan = wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
+    pool.pagemap_scan(if scan { wasmtime::Enabled::Yes } else { wasmtime::Enabled::No });
+    let keep = if scan { KEEP_RESIDENT } else { KEEP_RESIDENT_NO_SCAN };
+    pool.linear_memory_keep_resident(keep);
+    pool.table_keep_resident(keep);
     pool
 }
 
@@ -330,38 +332,33 @@ async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, mut stop
     }
 }
 
-/// Where connections are served.
-enum Workers {
-    /// One multi-thread runtime: tokio moves tasks between its workers.
-    Shared(tokio::runtime::Handle),
-    /// A current-thread runtime per thread: a connection, its requests and their guests stay on
-    /// the thread it was handed to (round robin).
-    PerThread { handles: Vec<tokio::runtime::Handle>, next: std::sync::atomic::AtomicUsize },
+/// The threads that serve connections: a current-thread tokio runtime each, and a connection
+/// stays on the thread it was handed to (round robin) with its requests and their guests, as
+/// actix-web and nginx's workers do. Against one multi-thread runtime (tokio's work stealing,
+/// the shape runwasi and `wasmtime serve` use) this halved the server's CPU per request at 50
+/// connections (bench/http/run.ts): no task migrates between cores, no worker wakes another,
+/// and the guest usually finishes its whole response before hyper writes it, so a response
+/// leaves in one send. The price: a guest that computes for long holds up the other
+/// connections of its thread (a multi-thread runtime would let the other threads take them).
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl Workers {
-    fn spawn_connection(&self, stream: tokio::net::TcpStream, fut: impl FnOnce(tokio::net::TcpStream) -> ConnFuture + Send + 'static) {
-        match self {
-            Workers::Shared(h) => {
-                h.spawn(fut(stream));
+    fn spawn_connection(&self, stream: tokio::net::TcpStream, serve: impl FnOnce(tokio::net::TcpStream) -> ConnFuture + Send + 'static) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        // The stream is registered with the accepting runtime's reactor: move it to the worker's.
+        let std = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => return eprintln!("bunwasi: http: connection: {e}"),
+        };
+        self.handles[i].spawn(async move {
+            match tokio::net::TcpStream::from_std(std) {
+                Ok(s) => serve(s).await,
+                Err(e) => eprintln!("bunwasi: http: connection: {e}"),
             }
-            Workers::PerThread { handles, next } => {
-                let i = next.fetch_add(1, Ordering::Relaxed) % handles.len();
-                // The stream is registered with the accepting runtime's reactor: move it over.
-                match stream.into_std() {
-                    Ok(std) => {
-                        let task = async move {
-                            match tokio::net::TcpStream::from_std(std) {
-                                Ok(s) => fut(s).await,
-                                Err(e) => eprintln!("bunwasi: http: connection: {e}"),
-                            }
-                        };
-                        handles[i].spawn(task);
-                    }
-                    Err(e) => eprintln!("bunwasi: http: connection: {e}"),
-                }
-            }
-        }
+        });
     }
 }
 
@@ -468,43 +465,33 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
     let app = Arc::new(App { pre, cfg, shared: shared.clone() });
     // Subscribed before the handle exists, so a stop asked at once is seen.
     let stop_rx = shared.stop.subscribe();
-    let threads = app.cfg.threads;
-    let per_thread = std::env::var("BUNWASI_HTTP_X_RT").map(|v| v == "percore").unwrap_or(false);
-    let thread = if !per_thread {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).thread_name("bunwasi-http").enable_all().build()?;
-        std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
-            let workers = Workers::Shared(rt.handle().clone());
-            rt.block_on(serve(app, listener, stop_rx, workers));
-            // In-flight work is done; anything left (a guest still running after its response
-            // and the drain) is cancelled with the runtime.
-            rt.shutdown_background();
-        })?
-    } else {
-        let (exit, _) = watch::channel(false);
-        let mut handles = vec![];
-        let mut joins = vec![];
-        for i in 0..threads {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            handles.push(rt.handle().clone());
-            let mut rx = exit.subscribe();
-            joins.push(std::thread::Builder::new().name(format!("bunwasi-http-{i}")).spawn(move || {
-                rt.block_on(async move {
-                    let _ = rx.wait_for(|v| *v).await;
-                });
-                rt.shutdown_background();
-            })?);
-        }
+    // The workers run until the accept loop has drained, then end with whatever is left (a
+    // guest still running after its response) cancelled.
+    let (exit, _) = watch::channel(false);
+    let mut handles = vec![];
+    let mut joins = vec![];
+    for i in 0..app.cfg.threads {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
-            let workers = Workers::PerThread { handles, next: std::sync::atomic::AtomicUsize::new(0) };
-            rt.block_on(serve(app, listener, stop_rx, workers));
-            exit.send_replace(true);
-            for j in joins {
-                let _ = j.join();
-            }
+        handles.push(rt.handle().clone());
+        let mut rx = exit.subscribe();
+        joins.push(std::thread::Builder::new().name(format!("bunwasi-http-{i}")).spawn(move || {
+            rt.block_on(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            });
             rt.shutdown_background();
-        })?
-    };
+        })?);
+    }
+    // The accept loop (and the drain) on a thread of its own, as before the workers existed.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let workers = Workers { handles, next: std::sync::atomic::AtomicUsize::new(0) };
+    let thread = std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
+        rt.block_on(serve(app, listener, stop_rx, workers));
+        exit.send_replace(true);
+        for j in joins {
+            let _ = j.join();
+        }
+        rt.shutdown_background();
+    })?;
     Ok(Server { shared, port, thread: Some(thread) })
 }
 
