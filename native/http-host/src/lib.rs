@@ -256,7 +256,11 @@ impl App {
     }
 
     async fn handle(self: Arc<Self>, req: hyper::Request<hyper::body::Incoming>) -> Result<hyper::Response<HyperOutgoingBody>> {
-        let mut store = self.new_store()?;
+        // A store instantiated while this thread was idle, if there is one (see `Idle`).
+        let (mut store, proxy) = match Idle::take_spare() {
+            Some((store, proxy)) => (store, Some(proxy)),
+            None => (self.new_store()?, None),
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(tx)?;
@@ -267,13 +271,17 @@ impl App {
         // after it has handed over the response.
         let task = tokio::task::spawn(async move {
             let r = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let proxy = match proxy {
+                    Some(p) => p,
+                    None => pre.instantiate_async(&mut store).await?,
+                };
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             }
             .await;
             if shared.requests.fetch_sub(1, Ordering::SeqCst) == 1 {
                 shared.idle.notify_waiters();
             }
+            Idle::retire(store);
             r
         });
         match rx.await {
@@ -286,6 +294,86 @@ impl App {
                 Err(e) => Err(e.into()),
             },
         }
+    }
+}
+
+/// A worker thread's work that need not delay a response: tearing down a finished request's
+/// store (its pooled memory and tables are reset then) and instantiating the store the next
+/// request will use. Both happen when the thread is about to sleep (tokio's before-park hook),
+/// i.e. while the client reads its response, instead of between a request and its response:
+/// one connection's latency was that much shorter. A busy thread rarely parks: there the next
+/// finished request tears down the previous store, and requests instantiate their own.
+/// Every request still gets a store and instance of its own, never used before; a spare is
+/// only made earlier. What that changes for a guest: work it does while instantiated (a core
+/// module's start function) happens before its request arrives.
+#[derive(Default)]
+struct Idle {
+    /// The last finished request's store.
+    spent: Option<Store<Host>>,
+    /// A fresh store and instance for the next request.
+    spare: Option<(Store<Host>, wasmtime_wasi_http::p2::bindings::Proxy)>,
+    /// A task making the spare is under way.
+    making: bool,
+    /// Making a spare failed (a trap while instantiating): requests instantiate their own,
+    /// and report the error as before.
+    failed: bool,
+}
+
+thread_local! {
+    static IDLE: std::cell::RefCell<Idle> = std::cell::RefCell::new(Idle::default());
+}
+
+impl Idle {
+    fn take_spare() -> Option<(Store<Host>, wasmtime_wasi_http::p2::bindings::Proxy)> {
+        IDLE.with(|i| i.borrow_mut().spare.take())
+    }
+
+    /// Keep `store` for the next park; the one kept before goes now (outside the borrow:
+    /// dropping a store runs arbitrary host destructors).
+    fn retire(store: Store<Host>) {
+        let older = IDLE.with(|i| i.borrow_mut().spent.replace(store));
+        drop(older);
+    }
+
+    /// The before-park hook of a worker's runtime.
+    fn before_park(app: &Arc<App>) {
+        let spent = IDLE.with(|i| i.borrow_mut().spent.take());
+        drop(spent);
+        if app.shared.state.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        let make = IDLE.with(|i| {
+            let mut i = i.borrow_mut();
+            let make = i.spare.is_none() && !i.making && !i.failed;
+            i.making |= make;
+            make
+        });
+        if make {
+            // Spawned here, the runtime runs it before it sleeps.
+            let app = app.clone();
+            tokio::task::spawn(async move {
+                let r = async {
+                    let mut store = app.new_store()?;
+                    let proxy = app.pre.instantiate_async(&mut store).await?;
+                    Ok::<_, wasmtime::Error>((store, proxy))
+                }
+                .await;
+                IDLE.with(|i| {
+                    let mut i = i.borrow_mut();
+                    i.making = false;
+                    match r {
+                        Ok(spare) => i.spare = Some(spare),
+                        Err(_) => i.failed = true,
+                    }
+                });
+            });
+        }
+    }
+
+    /// At a worker's end, inside its runtime: drop what it kept.
+    fn clear() {
+        let idle = IDLE.with(|i| std::mem::take(&mut *i.borrow_mut()));
+        drop(idle);
     }
 }
 
@@ -471,12 +559,14 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
     let mut handles = vec![];
     let mut joins = vec![];
     for i in 0..app.cfg.threads {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let idle_app = app.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(move || Idle::before_park(&idle_app)).build()?;
         handles.push(rt.handle().clone());
         let mut rx = exit.subscribe();
         joins.push(std::thread::Builder::new().name(format!("bunwasi-http-{i}")).spawn(move || {
             rt.block_on(async move {
                 let _ = rx.wait_for(|v| *v).await;
+                Idle::clear();
             });
             rt.shutdown_background();
         })?);
