@@ -10,7 +10,8 @@
 //! with what configuration, and when to stop; it calls these functions through bun:ffi.
 //!
 //! Every request gets a fresh Store and instance (from one pre-instantiated component),
-//! as `wasmtime serve` does for WASIp2 components.
+//! as `wasmtime serve` does for WASIp2 components; an idle worker thread makes the next one
+//! ahead of time (see `Idle`).
 
 use std::ffi::{c_char, c_int};
 use std::net::SocketAddr;
@@ -423,10 +424,9 @@ async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, mut stop
 /// The threads that serve connections: a current-thread tokio runtime each, and a connection
 /// stays on the thread it was handed to (round robin) with its requests and their guests, as
 /// actix-web and nginx's workers do. Against one multi-thread runtime (tokio's work stealing,
-/// the shape runwasi and `wasmtime serve` use) this halved the server's CPU per request at 50
-/// connections (bench/http/run.ts): no task migrates between cores, no worker wakes another,
-/// and the guest usually finishes its whole response before hyper writes it, so a response
-/// leaves in one send. The price: a guest that computes for long holds up the other
+/// the shape runwasi and `wasmtime serve` use) this took the server's CPU per request at 50
+/// connections from 49-57 µs to 30-33 (same build, same run): no task migrates between cores
+/// and no worker wakes another. The price: a guest that computes for long holds up the other
 /// connections of its thread (a multi-thread runtime would let the other threads take them).
 struct Workers {
     handles: Vec<tokio::runtime::Handle>,
