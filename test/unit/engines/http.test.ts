@@ -111,6 +111,15 @@ describe("the host library serving the handler", () => {
     expect(rs).toEqual(Array.from({ length: 50 }, (_, i) => `request ${i}`));
   });
 
+  test("every request gets a fresh instance: what one leaves in linear memory is gone for the next", async () => {
+    // One after another on one connection: the same worker thread, its idle-time spare
+    // instance and the same pooled memory slot, reset in place, again and again.
+    for (let i = 0; i < 20; i++) expect(await (await fetch(`${base}/count`)).text()).toBe("count 1 8\n");
+    // At once: several stores live together.
+    const rs = await Promise.all(Array.from({ length: 20 }, () => fetch(`${base}/count`).then((r) => r.text())));
+    expect(rs).toEqual(Array.from({ length: 20 }, () => "count 1 8\n"));
+  });
+
   test("a trapping handler answers 500, and the next request is served", async () => {
     const before = svc.counters().failed;
     const r = await fetch(`${base}/trap`);

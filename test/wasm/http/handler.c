@@ -12,6 +12,8 @@
 //   /fetch/<host:port><path>   GET http://<host:port><path> through wasi:http/outgoing-handler,
 //                  200 "upstream <status>: <body>"
 //   /env/<NAME>    200 with the value of env NAME through wasi:cli/environment (or "unset")
+//   /count         bumps a zero-initialised and a seeded (7) static, 200 "count <a> <b>\n": a fresh
+//                  instance answers "count 1 8" every time
 
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -248,6 +250,11 @@ static void env(const u8 *name, u32 n, i32 outparam) {
 IMPORT("bunwasi:test/missing", "nothing") void missing_nothing(void);
 #endif
 
+// State a request leaves in linear memory (bss and data): a reused instance, or a pooled memory
+// not reset to its image, would show it to the next request.
+static u32 count_zero;
+static u32 count_seeded = 7;
+
 __attribute__((export_name("wasi:http/incoming-handler@" WASI_V "#handle"))) void handle(i32 request, i32 outparam) {
   req_path(request, ret);
   const u8 *path = (const u8 *)"/";
@@ -302,6 +309,17 @@ __attribute__((export_name("wasi:http/incoming-handler@" WASI_V "#handle"))) voi
     fetch(path + 7, n - 7, outparam);
   } else if (starts(path, n, "/env/")) {
     env(path + 5, n - 5, outparam);
+  } else if (starts(path, n, "/count")) {
+    count_zero++;
+    count_seeded++;
+    s = respond(outparam, 200, &body);
+    char msg[40] = "count ";
+    u32 k = 6 + utoa(count_zero, msg + 6);
+    msg[k++] = ' ';
+    k += utoa(count_seeded, msg + k);
+    msg[k++] = '\n';
+    write_all(s, (const u8 *)msg, k);
+    finish(body, s);
   } else {
 #ifdef MISSING_IMPORT
     missing_nothing();
