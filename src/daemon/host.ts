@@ -114,6 +114,9 @@ export function sandboxHost(
         rootReadOnly: spec.root.readonly === true,
         cwd: spec.process.cwd || "/",
         preopens: await volumePreopens(spec.mounts ?? []),
+        // The pod's network namespace, where a wasi:http service listens (CRI puts the
+        // sandbox's path in each container's spec); none: the daemon's (see InProcessPlan.netns).
+        ...netnsOf(spec),
         // As in normal mode: the cgroup limit becomes the store's limit on linear memory.
         ...(typeof limit === "number" && limit > 0 ? { memoryLimitBytes: limit } : {}),
       });
@@ -157,4 +160,10 @@ export async function volumePreopens(mounts: SpecMount[]): Promise<{ hostPath: s
     out.push({ hostPath: source, guestPath: dest, readOnly: opts.includes("ro") });
   }
   return out;
+}
+
+/** The spec's network namespace path, if it names one (`{ netns }`), else nothing. */
+export function netnsOf(spec: { linux?: { namespaces?: { type: string; path?: string }[] } }): { netns?: string } {
+  const path = spec.linux?.namespaces?.find((n) => n.type === "network")?.path;
+  return path ? { netns: path } : {};
 }

@@ -103,6 +103,19 @@ export interface RunContext {
    * Such a run lasts until `signal` aborts, then drains (README "wasi:http services").
    */
   httpServices?: boolean;
+  /**
+   * Serve a wasi:http component on a listening socket this returns, made for the service's
+   * address and backlog (its settings in the container's env) where the caller chooses: the
+   * shared-mode daemon makes it in the pod's network namespace (../linux/netns.ts). The
+   * engine owns the fd from then on. Allows services as `httpServices` does.
+   */
+  httpListen?: (addr: string, backlog: number) => number;
+  /**
+   * A service's hard stop (SIGKILL, a forced delete): no drain, in-flight requests are cut,
+   * and the run ends with 128+reason once nothing of it is left (threads, sockets). A caller
+   * whose process lives on after the run (the daemon) needs it; an executor just exits.
+   */
+  stopNow?: AbortSignal;
   /** Export to call; default "_start" (from "module.wasm#func"). */
   entry?: string;
   /** Max bytes a linear memory may grow to; undefined = unlimited. */
@@ -143,6 +156,11 @@ export interface RunControl {
 /** How a run ended: an exit code (README "Exit codes") and the engine's timings. */
 export interface RunResult {
   code: number;
+  /**
+   * The run was a service (served until stopped): its code is how the stop went (0 drained,
+   * 128+s cut), to be kept as the exit status even though it was killed.
+   */
+  service?: boolean;
   stats: Record<string, number | boolean | undefined>;
 }
 

@@ -14,8 +14,9 @@
 
 use std::ffi::{c_char, c_int};
 use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use http_body_util::{BodyExt, Full};
@@ -23,6 +24,7 @@ use hyper::server::conn::http1;
 use tokio::sync::{Notify, watch};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Result, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -39,6 +41,9 @@ static VERSION: &str = concat!("wasmtime-48.0.0+bunwasi-http-host-", env!("CARGO
 fn config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // Epoch checks in the compiled code: `bunwasi_http_abort` ends a guest that is busy in
+    // wasm (a host that outlives the service, the shared-mode daemon, must get its threads back).
+    config.epoch_interruption(true);
     config
 }
 
@@ -129,11 +134,15 @@ struct ServeConfig {
     artifact: Option<String>,
     threads: usize,
     pooling: bool,
+    /// The guest's stdout and stderr: these fds (duplicated at start) instead of the process's.
+    stdout_fd: Option<i32>,
+    stderr_fd: Option<i32>,
 }
 
 /// The configuration is a list of NUL-terminated strings, key then value, keys repeated for
 /// lists: `addr`, `backlog`, `env` (K=V), `arg`, `root`, `root_ro` (1), `memory_limit`,
-/// `artifact` (a serialized component to try before compiling), `threads`, `pooling` (0 = off).
+/// `artifact` (a serialized component to try before compiling), `threads`, `pooling` (0 = off),
+/// `stdout_fd`, `stderr_fd` (the guest's output; default: the process's own).
 fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
     let mut cfg = ServeConfig {
         addr: "0.0.0.0:8080".parse().unwrap(),
@@ -145,6 +154,8 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
         artifact: None,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         pooling: true,
+        stdout_fd: None,
+        stderr_fd: None,
     };
     let mut root_ro = false;
     let mut parts = bytes.split(|b| *b == 0);
@@ -170,6 +181,8 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
             "artifact" => cfg.artifact = Some(v.to_string()),
             "threads" => cfg.threads = v.parse::<usize>()?.max(1),
             "pooling" => cfg.pooling = v != "0",
+            "stdout_fd" => cfg.stdout_fd = Some(v.parse()?),
+            "stderr_fd" => cfg.stderr_fd = Some(v.parse()?),
             _ => wasmtime::bail!("unknown config key {k}"),
         }
     }
@@ -181,8 +194,10 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
 
 /// Shared between the executor's thread (through the handle) and the server's runtime.
 struct Shared {
-    /// 0 serving, 1 draining (stop asked), 2 stopped.
+    /// 0 serving, 1 draining (stop asked), 2 stopped (the runtime's threads are gone).
     state: AtomicI32,
+    /// Hard stop asked (`bunwasi_http_abort`): no drain, guests are cut.
+    aborted: AtomicBool,
     /// Requests whose guest has not finished yet.
     requests: AtomicU64,
     /// Open connections.
@@ -199,6 +214,8 @@ struct Shared {
 /// The handle the executor holds.
 pub struct Server {
     shared: Arc<Shared>,
+    /// To bump the epoch on abort: every running guest traps at its next check.
+    engine: Engine,
     port: u16,
     thread: Option<JoinHandle<()>>,
 }
@@ -207,14 +224,26 @@ struct App {
     pre: ProxyPre<Host>,
     cfg: ServeConfig,
     shared: Arc<Shared>,
+    stdout: Option<OutputFile>,
+    stderr: Option<OutputFile>,
 }
 
 impl App {
     fn new_store(&self) -> Result<Store<Host>> {
+        if self.shared.aborted.load(Ordering::SeqCst) {
+            wasmtime::bail!("the service is stopping");
+        }
         let mut b = WasiCtxBuilder::new();
-        // The guest's stdout and stderr are the executor's: containerd's fifos, so the
-        // container's log.
-        b.inherit_stdout().inherit_stderr();
+        // The guest's stdout and stderr are the executor's (containerd's fifos, so the
+        // container's log), or the fds the caller gave (the daemon's copies of those fifos).
+        match &self.stdout {
+            Some(f) => b.stdout(f.clone()),
+            None => b.inherit_stdout(),
+        };
+        match &self.stderr {
+            Some(f) => b.stderr(f.clone()),
+            None => b.inherit_stderr(),
+        };
         b.envs(&self.cfg.env);
         b.args(&self.cfg.args);
         if let Some((dir, ro)) = &self.cfg.root {
@@ -229,6 +258,9 @@ impl App {
             Host { table: ResourceTable::new(), wasi: b.build(), http: WasiHttpCtx::new(), hooks: Hooks, limits: limits.build() },
         );
         store.limiter(|h| &mut h.limits);
+        // The engine's epoch moves only on abort: then this store's guest traps.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_trap();
         Ok(store)
     }
 
@@ -315,7 +347,6 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
         Ok(l) => l,
         Err(e) => {
             eprintln!("bunwasi: http: listener: {e}");
-            shared.state.store(2, Ordering::SeqCst);
             return;
         }
     };
@@ -349,12 +380,13 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
         let idle = shared.idle.notified();
         tokio::pin!(idle);
         idle.as_mut().enable();
-        if shared.connections.load(Ordering::SeqCst) == 0 && shared.requests.load(Ordering::SeqCst) == 0 {
+        if shared.aborted.load(Ordering::SeqCst)
+            || (shared.connections.load(Ordering::SeqCst) == 0 && shared.requests.load(Ordering::SeqCst) == 0)
+        {
             break;
         }
         idle.await;
     }
-    shared.state.store(2, Ordering::SeqCst);
 }
 
 fn bind(cfg: &ServeConfig) -> Result<std::net::TcpListener> {
@@ -379,7 +411,16 @@ fn load(engine: &Engine, src: &[u8], artifact: Option<&str>) -> Result<Component
     Component::new(engine, src)
 }
 
-fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
+/// Our own copy of a caller's fd (close-on-exec), as a file the guest's output goes to.
+fn output_file(fd: Option<i32>) -> Result<Option<OutputFile>> {
+    let Some(fd) = fd else { return Ok(None) };
+    let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().map_err(|e| wasmtime::format_err!("fd {fd}: {e}"))?;
+    Ok(Some(OutputFile::new(std::fs::File::from(owned))))
+}
+
+/// `listener`: a listening socket the caller made (in its network namespace); None = bind
+/// `addr` here.
+fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Server> {
     let mut cfg = parse_config(cfg_bytes)?;
     let engine = serving_engine(cfg.pooling)?;
     let component = load(&engine, src, cfg.artifact.as_deref())?;
@@ -395,11 +436,20 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| wasmtime::format_err!("link: {e}"))?;
     let pre = ProxyPre::new(pre).map_err(|e| wasmtime::format_err!("not a wasi:http proxy: {e}"))?;
-    let listener = bind(&cfg)?;
+    let (stdout, stderr) = (output_file(cfg.stdout_fd)?, output_file(cfg.stderr_fd)?);
+    let listener = match listener {
+        Some(fd) => {
+            let l = std::net::TcpListener::from(fd);
+            l.set_nonblocking(true)?;
+            l
+        }
+        None => bind(&cfg)?,
+    };
     let port = listener.local_addr()?.port();
     let (stop, _) = watch::channel(false);
     let shared = Arc::new(Shared {
         state: AtomicI32::new(0),
+        aborted: AtomicBool::new(false),
         requests: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         served: AtomicU64::new(0),
@@ -412,16 +462,20 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
         .thread_name("bunwasi-http")
         .enable_all()
         .build()?;
-    let app = Arc::new(App { pre, cfg, shared: shared.clone() });
+    let engine = pre.engine().clone();
+    let app = Arc::new(App { pre, cfg, shared: shared.clone(), stdout, stderr });
     // Subscribed before the handle exists, so a stop asked at once is seen.
     let stop_rx = shared.stop.subscribe();
+    let done = shared.clone();
     let thread = std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
         rt.block_on(serve(app, listener, stop_rx));
-        // In-flight work is done; anything left (a guest still running after its response
-        // and the drain) is cancelled with the runtime.
-        rt.shutdown_background();
+        // In-flight work is done (or aborted: its guests trap at their next epoch check);
+        // anything left is cancelled with the runtime, whose threads are joined before the
+        // state says stopped, so a host that lives on (the daemon) keeps none of them.
+        rt.shutdown_timeout(std::time::Duration::from_secs(10));
+        done.state.store(2, Ordering::SeqCst);
     })?;
-    Ok(Server { shared, port, thread: Some(thread) })
+    Ok(Server { shared, engine, port, thread: Some(thread) })
 }
 
 // ---- C ABI (bound in src/engines/wasmtime/http/ffi.ts) ----
@@ -501,7 +555,33 @@ pub unsafe extern "C" fn bunwasi_http_start(
     err: *mut u8,
     err_cap: usize,
 ) -> *mut Server {
-    let r = std::panic::catch_unwind(|| start(unsafe { slice(cfg, cfg_len) }, unsafe { slice(src, src_len) }));
+    let r = std::panic::catch_unwind(|| start(unsafe { slice(cfg, cfg_len) }, unsafe { slice(src, src_len) }, None));
+    unsafe { started(r, err, err_cap) }
+}
+
+/// As `bunwasi_http_start`, serving on `listen_fd`, a listening TCP socket the caller made
+/// (the shared-mode daemon makes it inside the pod's network namespace); the `addr` and
+/// `backlog` settings are then unused. The library owns the fd from this call on, also when
+/// it fails (it is closed then).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bunwasi_http_start_fd(
+    listen_fd: c_int,
+    cfg: *const u8,
+    cfg_len: usize,
+    src: *const u8,
+    src_len: usize,
+    err: *mut u8,
+    err_cap: usize,
+) -> *mut Server {
+    let fd = if listen_fd >= 0 { Some(unsafe { OwnedFd::from_raw_fd(listen_fd) }) } else { None };
+    let r = std::panic::catch_unwind(move || match fd {
+        Some(fd) => start(unsafe { slice(cfg, cfg_len) }, unsafe { slice(src, src_len) }, Some(fd)),
+        None => Err(wasmtime::format_err!("no listening socket (fd {listen_fd})")),
+    });
+    unsafe { started(r, err, err_cap) }
+}
+
+unsafe fn started(r: std::thread::Result<Result<Server>>, err: *mut u8, err_cap: usize) -> *mut Server {
     match r {
         Ok(Ok(s)) => Box::into_raw(Box::new(s)),
         Ok(Err(e)) => {
@@ -528,7 +608,17 @@ pub extern "C" fn bunwasi_http_stop(s: &Server) {
     s.shared.stop.send_replace(true);
 }
 
-/// 0 serving, 1 draining, 2 stopped (no connection and no guest left).
+/// Hard stop (SIGKILL in the daemon): stop accepting, close every connection, trap every
+/// running guest (epoch) and cancel the rest; returns at once; poll `bunwasi_http_state` until 2.
+#[unsafe(no_mangle)]
+pub extern "C" fn bunwasi_http_abort(s: &Server) {
+    s.shared.aborted.store(true, Ordering::SeqCst);
+    bunwasi_http_stop(s);
+    s.engine.increment_epoch();
+    s.shared.idle.notify_waiters();
+}
+
+/// 0 serving, 1 draining, 2 stopped (no connection, no guest and no thread of ours left).
 #[unsafe(no_mangle)]
 pub extern "C" fn bunwasi_http_state(s: &Server) -> c_int {
     s.shared.state.load(Ordering::SeqCst)

@@ -382,8 +382,8 @@ export class WasmtimeEngine {
 
   /** Serve a wasi:http component until ctx.signal aborts (only where the caller allows it). */
   private async serve(source: Uint8Array, ctx: RunContext): Promise<RunResult & { stats: RunStats }> {
-    if (!ctx.httpServices) {
-      writeErr(ctx.stderr, "bunwasi: a wasi:http component is served only by a container's own executor (normal mode)\n");
+    if (!ctx.httpServices && !ctx.httpListen) {
+      writeErr(ctx.stderr, "bunwasi: a wasi:http component is served only where its caller gives it a network (RunContext.httpServices, httpListen)\n");
       return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
     }
     const { serveHttp } = await import("./http/serve.ts");
@@ -398,11 +398,16 @@ export class WasmtimeEngine {
         memoryLimitBytes: ctx.memoryLimitBytes,
         libDir: dirname(this.libPath),
         cache: this.cache,
+        ...(ctx.httpListen ? { listen: ctx.httpListen } : {}),
+        // The guest's output on the caller's fds (the daemon's copies of containerd's fifos).
+        ...(ctx.stdout?.kind === "fd" ? { stdoutFd: ctx.stdout.fd } : {}),
+        ...(ctx.stderr?.kind === "fd" ? { stderrFd: ctx.stderr.fd } : {}),
+        ...(ctx.stopNow ? { stopNow: ctx.stopNow } : {}),
       },
       ctx.signal,
       (m) => writeErr(ctx.stderr, m),
     );
-    return { code: r.code, stats: { instantiateMs: r.stats.startMs, runMs: performance.now() - t, ...r.stats } };
+    return { code: r.code, service: true, stats: { instantiateMs: r.stats.startMs, runMs: performance.now() - t, ...r.stats } };
   }
 
   /** Free the engine. Only once no run is in flight. */

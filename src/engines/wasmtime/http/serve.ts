@@ -29,6 +29,8 @@ export const DEFAULT_BACKLOG = 100;
 export const STOP_GRACE_MS = 30_000;
 
 const STATE_STOPPED = 2;
+/** After an abort: the library joins its threads within 10 s (a guest stuck in a blocking host call); a little more here. */
+const ABORT_WAIT_MS = 12_000;
 
 export interface HttpServiceOptions {
   /** The component's bytes. */
@@ -47,6 +49,16 @@ export interface HttpServiceOptions {
   cache?: CompileCache;
   /** Runtime threads serving requests; default: one per CPU. */
   threads?: number;
+  /**
+   * Makes the listening socket (for the address and backlog of the settings); default: the
+   * library binds in this thread's network namespace. The library owns the fd returned.
+   */
+  listen?: (addr: string, backlog: number) => number;
+  /** The guest's stdout and stderr (the library keeps copies); default: this process's. */
+  stdoutFd?: number;
+  stderrFd?: number;
+  /** Hard stop: no drain (or the drain cut short), the run ends with 128+reason. */
+  stopNow?: AbortSignal;
 }
 
 /** A bad setting in the container's environment (the run ends with 125). */
@@ -102,12 +114,16 @@ export class HttpService {
       ...o.args.map((a): [string, string] => ["arg", a]),
     ];
     if (o.rootDir !== undefined) pairs.push(["root", o.rootDir], ["root_ro", o.rootReadOnly ? "1" : "0"]);
+    if (o.stdoutFd !== undefined) pairs.push(["stdout_fd", String(o.stdoutFd)]);
+    if (o.stderrFd !== undefined) pairs.push(["stderr_fd", String(o.stderrFd)]);
     if (o.memoryLimitBytes !== undefined) pairs.push(["memory_limit", String(Math.floor(o.memoryLimitBytes))]);
     if (artifact) pairs.push(["artifact", artifact]);
     if (o.threads) pairs.push(["threads", String(o.threads)]);
     // The pooling allocator is on unless BUNWASI_HTTP_POOLING=0 (in the container's env).
     if (process.env.BUNWASI_HTTP_POOLING === "0") pairs.push(["pooling", "0"]);
-    const server = startHttpServer(lib, encodeConfig(pairs), o.source);
+    const config = encodeConfig(pairs);
+    // Made last: from here on the library owns the fd, also if it fails.
+    const server = startHttpServer(lib, config, o.source, o.listen?.(addr, backlog));
     return new HttpService(lib, server, addr, lib.bunwasi_http_port(server), !artifact);
   }
 
@@ -128,19 +144,42 @@ export class HttpService {
    * Stop accepting and let the requests in flight finish. Resolves true once drained (the
    * library's threads are then joined and freed), false when `graceMs` ran out first.
    */
-  async stop(graceMs: number): Promise<boolean> {
+  async stop(graceMs: number, cut?: AbortSignal): Promise<boolean> {
     const s = this.server;
     if (!s) return true;
     this.lib.bunwasi_http_stop(s);
     const deadline = performance.now() + graceMs;
     while (!this.stopped()) {
+      if (performance.now() >= deadline || cut?.aborted) return false;
+      await Bun.sleep(10);
+    }
+    this.release(s);
+    return true;
+  }
+
+  /**
+   * Hard stop: close the listener and every connection, trap running guests, cancel the
+   * rest. Resolves true once the library's threads are joined and the server freed; false
+   * if a guest blocked in a host call kept a thread past ABORT_WAIT_MS (the server is then
+   * left allocated: freeing it would join that thread).
+   */
+  async abort(): Promise<boolean> {
+    const s = this.server;
+    if (!s) return true;
+    this.lib.bunwasi_http_abort(s);
+    const deadline = performance.now() + ABORT_WAIT_MS;
+    while (!this.stopped()) {
       if (performance.now() >= deadline) return false;
       await Bun.sleep(10);
     }
+    this.release(s);
+    return true;
+  }
+
+  private release(s: Pointer): void {
     this.final = this.counters();
     this.lib.bunwasi_http_free(s);
     this.server = null;
-    return true;
   }
 
   private live(): Pointer {
@@ -149,10 +188,16 @@ export class HttpService {
   }
 }
 
-/** Grace period for this process (BUNWASI_HTTP_GRACE_MS, else STOP_GRACE_MS). */
-export function stopGraceMs(): number {
-  const v = Number(process.env.BUNWASI_HTTP_GRACE_MS);
-  return Number.isFinite(v) && v >= 0 ? v : STOP_GRACE_MS;
+/**
+ * Grace period: BUNWASI_HTTP_GRACE_MS from the container's env (`env`; for an executor it is
+ * also its process env), else from this process's env (a daemon's default), else STOP_GRACE_MS.
+ */
+export function stopGraceMs(env: [string, string][] = []): number {
+  for (const raw of [env.findLast(([k]) => k === "BUNWASI_HTTP_GRACE_MS")?.[1], process.env.BUNWASI_HTTP_GRACE_MS]) {
+    const v = Number(raw);
+    if (raw !== undefined && raw !== "" && Number.isFinite(v) && v >= 0) return v;
+  }
+  return STOP_GRACE_MS;
 }
 
 /**
@@ -179,10 +224,12 @@ export async function serveHttp(
   onServing?.(svc);
   const origin = svc.compiled ? "compiled at start" : "from the compile cache";
   report(`bunwasi: serving wasi:http on http://${svc.addr.replace(/:\d+$/, `:${svc.port}`)}/ (${origin})\n`);
-  const aborted = new Promise<void>((resolve) => {
-    if (signal?.aborted) resolve();
-    else signal?.addEventListener("abort", () => resolve(), { once: true });
-  });
+  const on = (sig: AbortSignal | undefined) =>
+    new Promise<void>((resolve) => {
+      if (sig?.aborted) resolve();
+      else sig?.addEventListener("abort", () => resolve(), { once: true });
+    });
+  const aborted = Promise.race([on(signal), on(o.stopNow)]);
   // The library's server ends on its own only if its listener fails; look now and then.
   let watch: ReturnType<typeof setInterval> | undefined;
   const ended = new Promise<void>((resolve) => {
@@ -194,13 +241,22 @@ export async function serveHttp(
     const c = svc.counters();
     return { startMs, requests: c.requests, failedRequests: c.failed, compiled: svc.compiled };
   };
+  const cut = async (sig: AbortSignal) => {
+    if (!(await svc.abort())) report("bunwasi: wasi:http: a guest did not end after the abort; its server is left running\n");
+    return { code: 128 + signalNumber(sig.reason), stats: stats() };
+  };
+  if (o.stopNow?.aborted) return await cut(o.stopNow);
   if (!signal?.aborted) {
     await svc.stop(0);
+    await svc.abort();
     report("bunwasi: wasi:http: the server stopped on its own\n");
     return { code: EXIT_ENGINE_ERROR, stats: stats() };
   }
-  if (!(await svc.stop(stopGraceMs()))) {
+  if (!(await svc.stop(stopGraceMs(o.env), o.stopNow))) {
+    if (o.stopNow?.aborted) return await cut(o.stopNow);
     report(`bunwasi: wasi:http: ${svc.counters().inFlight} request(s) still in flight after the grace period\n`);
+    // Nothing may outlive the run in a process that lives on (the daemon).
+    await svc.abort();
     return { code: 128 + signalNumber(signal.reason), stats: stats() };
   }
   return { code: 0, stats: stats() };
