@@ -226,6 +226,25 @@ struct App {
     shared: Arc<Shared>,
     stdout: Option<OutputFile>,
     stderr: Option<OutputFile>,
+    /// Where our own messages go (a trap, an accept error): the container's log.
+    log: Log,
+}
+
+/// The caller's stderr (`stderr_fd`) when given, else the process's: in the daemon, the
+/// container's log rather than the daemon's.
+#[derive(Clone)]
+struct Log(Option<Arc<std::fs::File>>);
+
+impl Log {
+    fn line(&self, msg: &str) {
+        use std::io::Write;
+        match &self.0 {
+            Some(f) => {
+                let _ = (&**f).write_all(format!("{msg}\n").as_bytes());
+            }
+            None => eprintln!("{msg}"),
+        }
+    }
 }
 
 impl App {
@@ -317,7 +336,7 @@ async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, mut stop
                 Ok(r) => Ok::<_, std::convert::Infallible>(r),
                 Err(e) => {
                     app.shared.failed.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("bunwasi: http: request failed: {e:?}");
+                    app.log.line(&format!("bunwasi: http: request failed: {e:?}"));
                     Ok(error_response())
                 }
             }
@@ -346,7 +365,7 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("bunwasi: http: listener: {e}");
+            app.log.line(&format!("bunwasi: http: listener: {e}"));
             return;
         }
     };
@@ -365,7 +384,7 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
                 }
                 // EMFILE and friends: keep serving the connections we have.
                 Err(e) => {
-                    eprintln!("bunwasi: http: accept: {e}");
+                    app.log.line(&format!("bunwasi: http: accept: {e}"));
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             },
@@ -399,31 +418,38 @@ fn bind(cfg: &ServeConfig) -> Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
-fn load(engine: &Engine, src: &[u8], artifact: Option<&str>) -> Result<Component> {
+fn load(engine: &Engine, src: &[u8], artifact: Option<&str>, log: &Log) -> Result<Component> {
     if let Some(path) = artifact {
         // Only the executor's read-only compile cache passes a path here, filled by the shim
         // with `bunwasi_http_compile` of this same library (the cache key names it).
         match unsafe { Component::deserialize_file(engine, path) } {
             Ok(c) => return Ok(c),
-            Err(e) => eprintln!("bunwasi: http: cached artifact unusable, compiling: {e}"),
+            Err(e) => log.line(&format!("bunwasi: http: cached artifact unusable, compiling: {e}")),
         }
     }
     Component::new(engine, src)
 }
 
 /// Our own copy of a caller's fd (close-on-exec), as a file the guest's output goes to.
-fn output_file(fd: Option<i32>) -> Result<Option<OutputFile>> {
+fn own_copy(fd: Option<i32>) -> Result<Option<std::fs::File>> {
     let Some(fd) = fd else { return Ok(None) };
     let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().map_err(|e| wasmtime::format_err!("fd {fd}: {e}"))?;
-    Ok(Some(OutputFile::new(std::fs::File::from(owned))))
+    Ok(Some(std::fs::File::from(owned)))
 }
 
 /// `listener`: a listening socket the caller made (in its network namespace); None = bind
 /// `addr` here.
 fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Server> {
     let mut cfg = parse_config(cfg_bytes)?;
+    let stdout = own_copy(cfg.stdout_fd)?;
+    let stderr = own_copy(cfg.stderr_fd)?;
+    let log = Log(match &stderr {
+        Some(f) => Some(Arc::new(f.try_clone()?)),
+        None => None,
+    });
+    let (stdout, stderr) = (stdout.map(OutputFile::new), stderr.map(OutputFile::new));
     let engine = serving_engine(cfg.pooling)?;
-    let component = load(&engine, src, cfg.artifact.as_deref())?;
+    let component = load(&engine, src, cfg.artifact.as_deref(), &log)?;
     // A preopened directory costs an open per request: only a component that imports
     // wasi:filesystem gets one (the proxy world has none).
     let uses_fs = component.component_type().imports(&engine).any(|(name, _)| name.starts_with("wasi:filesystem/"));
@@ -436,7 +462,6 @@ fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Serv
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| wasmtime::format_err!("link: {e}"))?;
     let pre = ProxyPre::new(pre).map_err(|e| wasmtime::format_err!("not a wasi:http proxy: {e}"))?;
-    let (stdout, stderr) = (output_file(cfg.stdout_fd)?, output_file(cfg.stderr_fd)?);
     let listener = match listener {
         Some(fd) => {
             let l = std::net::TcpListener::from(fd);
@@ -463,7 +488,7 @@ fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Serv
         .enable_all()
         .build()?;
     let engine = pre.engine().clone();
-    let app = Arc::new(App { pre, cfg, shared: shared.clone(), stdout, stderr });
+    let app = Arc::new(App { pre, cfg, shared: shared.clone(), stdout, stderr, log });
     // Subscribed before the handle exists, so a stop asked at once is seen.
     let stop_rx = shared.stop.subscribe();
     let done = shared.clone();
