@@ -109,7 +109,7 @@ export function sandboxHost(
         modulePath: ep.host,
         ...(ep.entry ? { entry: ep.entry } : {}),
         args: spec.process.args,
-        env: spec.process.env ?? [],
+        env: lastWins(spec.process.env ?? []),
         rootfs: rootfsOf(bundle, spec),
         rootReadOnly: spec.root.readonly === true,
         cwd: spec.process.cwd || "/",
@@ -166,4 +166,23 @@ export async function volumePreopens(mounts: SpecMount[]): Promise<{ hostPath: s
 export function netnsOf(spec: { linux?: { namespaces?: { type: string; path?: string }[] } }): { netns?: string } {
   const path = spec.linux?.namespaces?.find((n) => n.type === "network")?.path;
   return path ? { netns: path } : {};
+}
+
+/**
+ * The environment as the container's process would see it: runc keeps only the last entry of
+ * a repeated key (libcontainer's prepareEnv), and CRI repeats a key the image and the pod
+ * both set (image env first). Order: where each key's last entry is.
+ */
+export function lastWins(env: string[]): string[] {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (let i = env.length - 1; i >= 0; i--) {
+    const e = env[i] as string;
+    const eq = e.indexOf("=");
+    const key = eq < 0 ? e : e.slice(0, eq);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(e);
+  }
+  return out.reverse();
 }

@@ -13,12 +13,12 @@
 // same port, a graceful `crictl stop`, and nothing left after the pods are removed.
 // Needs root, containerd, runc, ip, nsenter, the CNI plugins (scripts/setup.sh).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
-import { type CriEnv, criEnv, K8S_NAMESPACE, type Pod, SHARED_HANDLER } from "../support/cri.ts";
+import { type CriEnv, criEnv, K8S_NAMESPACE, SHARED_HANDLER } from "../support/cri.ts";
 import { ctrTasks, fileText, waitFile } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
@@ -167,7 +167,19 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
     const port = o.port ?? freePort();
     const log = join(logs, `${id}.log`);
     const addr = o.port === 8080 ? [] : ["--env", `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${port}`];
-    await ctrOk(["run", "-d", "--runtime", SHARED_RUNTIME, "--log-uri", `file://${log}`, ...addr, ...(o.extra ?? []), IMAGE, id, ...(o.args ?? ["/handler.wasm"])]);
+    await ctrOk([
+      "run",
+      "-d",
+      "--runtime",
+      SHARED_RUNTIME,
+      "--log-uri",
+      `file://${log}`,
+      ...addr,
+      ...(o.extra ?? []),
+      IMAGE,
+      id,
+      ...(o.args ?? ["/handler.wasm"]),
+    ]);
     const up = await waitFile(log, (t) => t.includes("bunwasi: serving wasi:http on"), 30_000);
     if (!up) throw new Error(`${id} never served; log:\n${fileText(log)}\n--- daemon ---\n${daemon.log().slice(-3000)}`);
     return { base: `http://127.0.0.1:${port}`, log, port };
@@ -370,7 +382,13 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
           // The daemon's own namespace has no listener of it.
           expect(listeningInodes(readFileSync(`/proc/${daemon.pid}/net/tcp`, "utf8"), 8080)).not.toContain(inside[0]);
           const bun = join(REPO, "node_modules/.bin/bun");
-          const out = run(["nsenter", `--net=${path}`, bun, "-e", 'process.stdout.write(await (await fetch("http://127.0.0.1:8080/")).text())']);
+          const out = run([
+            "nsenter",
+            `--net=${path}`,
+            bun,
+            "-e",
+            'process.stdout.write(await (await fetch("http://127.0.0.1:8080/")).text())',
+          ]);
           expect(out).toBe(HELLO);
         } finally {
           expect(await stop(id)).toBe(0);
@@ -388,8 +406,18 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
       const busy = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response("") });
       try {
         const cases: [string, string[], string[], string][] = [
-          ["backlog", ["--env", `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${freePort()}`, "--env", "WASMTIME_HTTP_PROXY_BACKLOG=many"], ["/handler.wasm"], "WASMTIME_HTTP_PROXY_BACKLOG=many: want a number"],
-          ["inuse", ["--env", `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${busy.port}`], ["/handler.wasm"], `bind 127.0.0.1:${busy.port}: Address already in use`],
+          [
+            "backlog",
+            ["--env", `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${freePort()}`, "--env", "WASMTIME_HTTP_PROXY_BACKLOG=many"],
+            ["/handler.wasm"],
+            "WASMTIME_HTTP_PROXY_BACKLOG=many: want a number",
+          ],
+          [
+            "inuse",
+            ["--env", `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${busy.port}`],
+            ["/handler.wasm"],
+            `bind 127.0.0.1:${busy.port}: Address already in use`,
+          ],
           ["nons", ["--with-ns", "network:/var/run/netns/bwhs-none"], ["/handler.wasm"], "network namespace /var/run/netns/bwhs-none: "],
           ["missing", ["--env", `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${freePort()}`], ["/missing.wasm"], "bunwasi:test/missing"],
         ];
@@ -434,6 +462,183 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
         expect(await (await fetch(`${base}/`)).text()).toBe(HELLO);
       } finally {
         expect(await stop(again)).toBe(0);
+      }
+    },
+    T,
+  );
+});
+
+describe("wasi:http services in shared mode through the CRI (crictl, containerd 1.6, handler wasmtimed): pods with a network namespace of their own", () => {
+  let dir: string;
+  let daemon: Daemon;
+  let cri: CriEnv;
+  // The CNI bridge on the host (≤ 15 bytes) and the pods' subnet, per run.
+  const bridge = `bwh${(process.pid & 0xffffff).toString(16)}`;
+  const subnet = `10.250.${process.pid % 250}.0/24`;
+  let baseline: { fds: number };
+
+  const service = (name: string, greeting: string) => ({
+    metadata: { name },
+    image: { image: IMAGE },
+    command: ["/handler.wasm"],
+    envs: [{ key: "GREETING", value: greeting }],
+    log_path: `${name}.log`,
+  });
+
+  /** A pod with its own network namespace running the handler; resolves once it serves. */
+  async function servePod(name: string, greeting: string) {
+    const pod = await cri.runPod(name, { podNetwork: true });
+    const id = await cri.createContainer(pod, service(`${name}-svc`, greeting));
+    await cri.crictlOk(["start", id]);
+    const log = join(pod.logDir, `${name}-svc.log`);
+    const up = await waitFile(log, (t) => t.includes("bunwasi: serving wasi:http on http://0.0.0.0:8080/"), 30_000);
+    if (!up) throw new Error(`${name} never served; log:\n${fileText(log)}\n--- daemon ---\n${daemon.log().slice(-3000)}`);
+    const info = JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", pod.id]));
+    const ip: string = info.status.network.ip;
+    const netns: string = info.info.runtimeSpec.linux.namespaces.find((n: { type: string }) => n.type === "network").path;
+    return { pod, id, log, ip, netns, base: `http://${ip}:8080` };
+  }
+
+  async function sandboxes(): Promise<number> {
+    const { client, manager } = await daemon.manager();
+    try {
+      return (await manager.listSandboxes({})).sandboxes.length;
+    } finally {
+      client.close();
+    }
+  }
+
+  beforeAll(async () => {
+    sh("http-host.sh");
+    sh("build-http-components.sh");
+    sh("build-shim.sh");
+    dir = mkdtempSync("/tmp/bwhc-");
+    daemon = await startDaemon(join(dir, "d"));
+    cri = await criEnv({
+      handler: SHARED_HANDLER,
+      runtime: SHARED_RUNTIME,
+      env: daemon.env,
+      cni: {
+        binDir: CNI_BIN,
+        conflist: (cniDir) => ({
+          cniVersion: "0.4.0",
+          name: `bunwasi-${bridge}`,
+          plugins: [
+            {
+              type: "bridge",
+              bridge,
+              // The host gets the gateway address, so the test reaches pod IPs directly.
+              isGateway: true,
+              ipMasq: false,
+              ipam: { type: "host-local", ranges: [[{ subnet }]], dataDir: join(cniDir, "ipam") },
+            },
+          ],
+        }),
+      },
+    });
+    const r = await cri.cd.ctr(["images", "import", httpImage(dir)], { namespace: K8S_NAMESPACE });
+    if (r.code !== 0) throw new Error(`import: ${r.stderr}`);
+    await until("the CRI plugin to list the image", async () => (await cri.crictlOk(["images", "-o", "json"])).includes(IMAGE), 20_000);
+    // Once first, so the daemon's one-time state (compile thread, library) is in the baseline.
+    const warm = await servePod("warm", "warm");
+    await cri.crictlOk(["rmp", "-f", warm.pod.id]);
+    await until("the warm-up pod's sandbox to close", async () => (await sandboxes()) === 0);
+    baseline = daemonUsage(daemon.pid);
+  }, 1_800_000);
+
+  afterAll(async () => {
+    await cri?.stop();
+    await daemon?.stop("SIGTERM");
+    Bun.spawnSync(["ip", "link", "del", bridge]);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }, T);
+
+  let a: Awaited<ReturnType<typeof servePod>>;
+  let b: Awaited<ReturnType<typeof servePod>>;
+
+  test(
+    "two pods, each serving on 0.0.0.0:8080 in its own network namespace, reached at their pod IPs: 50 concurrent requests, 1 MiB echoed, a trap answers 500 and the service keeps serving, guest logs in the CRI log",
+    async () => {
+      a = await servePod("a", "pod a");
+      b = await servePod("b", "pod b");
+      expect(a.ip).not.toBe(b.ip);
+      expect(a.netns).not.toBe(b.netns);
+      // Each pod's listening socket is the daemon's, in that pod's namespace.
+      for (const p of [a, b]) {
+        const inside = listeningInodes(run(["nsenter", `--net=${p.netns}`, "cat", "/proc/net/tcp"]), 8080);
+        expect(inside.length).toBe(1);
+        expect(socketInodes(daemon.pid).has(inside[0] as string)).toBe(true);
+      }
+      expect((await cri.inspect(a.id)).info.pid).toBe(daemon.pid);
+
+      const many = await Promise.all(
+        Array.from({ length: 50 }, (_, i) =>
+          fetch(`${i % 2 ? b.base : a.base}/env/GREETING`).then(async (r) => [r.status, await r.text()]),
+        ),
+      );
+      expect(many).toEqual(Array.from({ length: 50 }, (_, i) => [200, i % 2 ? "pod b" : "pod a"]));
+
+      const body = new Uint8Array(1 << 20);
+      for (let i = 0; i < body.length; i++) body[i] = (i * 7 + (i >> 11)) & 0xff;
+      const echo = await fetch(`${a.base}/echo`, { method: "POST", body });
+      expect(echo.status).toBe(200);
+      expect(Buffer.compare(Buffer.from(await echo.arrayBuffer()), Buffer.from(body))).toBe(0);
+
+      const trap = await fetch(`${b.base}/trap`);
+      expect(trap.status).toBe(500);
+      await trap.text();
+      expect(await (await fetch(`${b.base}/`)).text()).toBe(HELLO);
+      expect(await waitFile(b.log, (t) => t.includes("wasm `unreachable` instruction executed"))).toBe(true);
+
+      expect(await (await fetch(`${a.base}/log`)).text()).toBe("logged\n");
+      expect(
+        await waitFile(a.log, (t) => / stdout F guest says hello on stdout$/m.test(t) && / stderr F guest says hello on stderr$/m.test(t)),
+      ).toBe(true);
+    },
+    T,
+  );
+
+  test(
+    "crictl stop during a request: the request completes, new connections are refused, the container exits 0 (Completed); the other pod keeps serving",
+    async () => {
+      const slow = fetch(`${a.base}/sleep/2000`).then(async (r) => [r.status, await r.text()]);
+      expect(await waitFile(a.log, (t) => t.includes("guest sleeping"), 20_000)).toBe(true);
+      const stopping = cri.crictlOk(["stop", "-t", "60", a.id]);
+      let refused = false;
+      for (let i = 0; i < 200 && !refused; i++) {
+        try {
+          await fetch(`${a.base}/`, { keepalive: false });
+          await Bun.sleep(10);
+        } catch {
+          refused = true;
+        }
+      }
+      expect(refused).toBe(true);
+      expect(await slow).toEqual([200, "slept 2000\n"]);
+      await stopping;
+      const st = (await cri.waitState(a.id, "CONTAINER_EXITED")).status;
+      expect([st.exitCode, st.reason]).toEqual([0, "Completed"]);
+      expect(await (await fetch(`${b.base}/`)).text()).toBe(HELLO);
+    },
+    T,
+  );
+
+  test(
+    "pods removed: nothing is left: no sandbox in the daemon, no thread of the library, the daemon's fds back, no mount, no state, the pods' namespaces gone",
+    async () => {
+      for (const p of [a, b]) await cri.crictlOk(["rmp", "-f", p.pod.id]);
+      await until("the daemon's sandboxes to close", async () => (await sandboxes()) === 0);
+      const after = await until("the library's threads to end and the fds to come back", () => {
+        const u = daemonUsage(daemon.pid);
+        return u.httpThreads === 0 && u.fds <= baseline.fds ? u : undefined;
+      });
+      expect(after.httpThreads).toBe(0);
+      for (const p of [a, b]) {
+        expect(existsSync(p.netns)).toBe(false);
+        for (const id of [p.pod.id, p.id]) {
+          expect(mountsUnder(cri.dir).filter((m) => m.includes(id))).toEqual([]);
+          expect(existsSync(join(containerStateDir(K8S_NAMESPACE), id))).toBe(false);
+        }
       }
     },
     T,

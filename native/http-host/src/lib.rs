@@ -333,7 +333,10 @@ async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, mut stop
         async move {
             app.shared.served.fetch_add(1, Ordering::Relaxed);
             match app.clone().handle(req).await {
-                Ok(r) => Ok::<_, std::convert::Infallible>(r),
+                Ok(r) => Ok::<_, std::io::Error>(r),
+                // Aborted (the guest trapped on the epoch, or was never started): no answer,
+                // hyper closes the connection, as the end of an executor would.
+                Err(_) if app.shared.aborted.load(Ordering::SeqCst) => Err(std::io::Error::other("the service was aborted")),
                 Err(e) => {
                     app.shared.failed.fetch_add(1, Ordering::Relaxed);
                     app.log.line(&format!("bunwasi: http: request failed: {e:?}"));

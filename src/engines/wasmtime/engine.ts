@@ -383,7 +383,10 @@ export class WasmtimeEngine {
   /** Serve a wasi:http component until ctx.signal aborts (only where the caller allows it). */
   private async serve(source: Uint8Array, ctx: RunContext): Promise<RunResult & { stats: RunStats }> {
     if (!ctx.httpServices && !ctx.httpListen) {
-      writeErr(ctx.stderr, "bunwasi: a wasi:http component is served only where its caller gives it a network (RunContext.httpServices, httpListen)\n");
+      writeErr(
+        ctx.stderr,
+        "bunwasi: a wasi:http component is served only where its caller gives it a network (RunContext.httpServices, httpListen)\n",
+      );
       return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
     }
     const { serveHttp } = await import("./http/serve.ts");

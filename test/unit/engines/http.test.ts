@@ -3,15 +3,16 @@
 // body both ways, concurrency, a trap answering 500, a graceful stop that lets an in-flight
 // request finish, a link error, and the compile cache keyed to the library.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CompileCache } from "../../../src/engines/cache.ts";
 import { EXIT_ENGINE_ERROR } from "../../../src/engines/engine.ts";
 import { componentExports, isHttpService } from "../../../src/engines/wasmtime/http/exports.ts";
 import { compileHttpComponent, httpHost } from "../../../src/engines/wasmtime/http/ffi.ts";
 import { httpCacheKey, requireHttpHost } from "../../../src/engines/wasmtime/http/library.ts";
-import { HttpConfigError, HttpService, httpSettings, serveHttp } from "../../../src/engines/wasmtime/http/serve.ts";
+import { HttpConfigError, HttpService, httpSettings, serveHttp, stopGraceMs } from "../../../src/engines/wasmtime/http/serve.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
+import { listenTcp } from "../../../src/linux/netns.ts";
 import { component, prepare, prepareComponents, REPO, tmp, WASM_DIR, wasm } from "./helpers.ts";
 
 const HANDLER = join(WASM_DIR, "http", "handler.wasm");
@@ -220,13 +221,120 @@ describe("lifecycle", () => {
     }
   });
 
-  test("the Runner refuses to serve unless the caller owns its network (httpServices)", async () => {
+  test("on a listening socket the caller made (the daemon's way): served there; the guest's output and the library's messages on the given fds", async () => {
+    const d = tmp("bunwasi-http-fd-");
+    const out = openSync(join(d, "out"), "w");
+    const err = openSync(join(d, "err"), "w");
+    const fd = listenTcp("127.0.0.1:0", 16);
+    try {
+      let addrAsked: [string, number] | undefined;
+      const svc = HttpService.start({
+        source,
+        env: [
+          ["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:1"],
+          ["WASMTIME_HTTP_PROXY_BACKLOG", "16"],
+        ],
+        args: [],
+        listen: (addr, backlog) => {
+          addrAsked = [addr, backlog];
+          return fd;
+        },
+        stdoutFd: out,
+        stderrFd: err,
+      });
+      // The settings say where; the caller's socket is what is served (its port, not 1).
+      expect(addrAsked).toEqual(["127.0.0.1:1", 16]);
+      expect(svc.port).not.toBe(1);
+      const base = `http://127.0.0.1:${svc.port}`;
+      expect(await (await fetch(`${base}/log`)).text()).toBe("logged\n");
+      expect((await fetch(`${base}/trap`)).status).toBe(500);
+      expect(await svc.stop(10_000)).toBe(true);
+      expect(readFileSync(join(d, "out"), "utf8")).toBe("guest says hello on stdout\n");
+      const errText = readFileSync(join(d, "err"), "utf8");
+      expect(errText).toContain("guest says hello on stderr\n");
+      expect(errText).toContain("bunwasi: http: request failed");
+      // The library closed its copy of the listening socket with the server.
+      await expect(fetch(`${base}/`)).rejects.toThrow();
+    } finally {
+      closeSync(out);
+      closeSync(err);
+    }
+  });
+
+  test("a hard stop (stopNow) after a stop cuts a guest spinning in wasm and one asleep: 128+9, the library's threads end", async () => {
+    const lines: string[] = [];
+    const term = new AbortController();
+    const kill = new AbortController();
+    let svc: HttpService | undefined;
+    const done = serveHttp(
+      // A grace longer than the test: only the hard stop can end the drain.
+      {
+        source,
+        env: [
+          ["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"],
+          ["BUNWASI_HTTP_GRACE_MS", "600000"],
+        ],
+        args: [],
+        stopNow: kill.signal,
+      },
+      term.signal,
+      (m) => lines.push(m),
+      (s) => {
+        svc = s;
+      },
+    );
+    for (let i = 0; i < 500 && !svc; i++) await Bun.sleep(10);
+    const base = `http://127.0.0.1:${svc?.port}`;
+    const spin = fetch(`${base}/spin`).then(
+      () => "answered",
+      () => "cut",
+    );
+    const asleep = fetch(`${base}/sleep/600000`).then(
+      () => "answered",
+      () => "cut",
+    );
+    for (let i = 0; i < 500 && svc?.counters().inFlight !== 2; i++) await Bun.sleep(10);
+    expect(svc?.counters().inFlight).toBe(2);
+    term.abort(15);
+    await Bun.sleep(100);
+    expect(svc?.stopped()).toBe(false);
+    kill.abort(9);
+    expect((await done).code).toBe(128 + 9);
+    expect(await spin).toBe("cut");
+    expect(await asleep).toBe("cut");
+    expect(svc?.stopped()).toBe(true);
+    const names = readdirSync("/proc/self/task").map((t) => {
+      try {
+        return readFileSync(`/proc/self/task/${t}/comm`, "utf8").trim();
+      } catch {
+        return "";
+      }
+    });
+    expect(names.filter((n) => n.startsWith("bunwasi-http"))).toEqual([]);
+  });
+
+  test("the grace period comes from the container's env first, then the process's", () => {
+    const prev = process.env.BUNWASI_HTTP_GRACE_MS;
+    try {
+      delete process.env.BUNWASI_HTTP_GRACE_MS;
+      expect(stopGraceMs([])).toBe(30_000);
+      process.env.BUNWASI_HTTP_GRACE_MS = "250";
+      expect(stopGraceMs([["A", "1"]])).toBe(250);
+      expect(stopGraceMs([["BUNWASI_HTTP_GRACE_MS", "7"]])).toBe(7);
+      expect(stopGraceMs([["BUNWASI_HTTP_GRACE_MS", "x"]])).toBe(250);
+    } finally {
+      if (prev === undefined) delete process.env.BUNWASI_HTTP_GRACE_MS;
+      else process.env.BUNWASI_HTTP_GRACE_MS = prev;
+    }
+  });
+
+  test("the Runner refuses to serve unless the caller gives it a network (httpServices, httpListen)", async () => {
     const runner = await wasmtime.load();
     const d = tmp("bunwasi-http-");
     try {
       const r = await runner.run({ modulePath: HANDLER, args: [], env: {}, stderr: { kind: "path", path: join(d, "err") } });
       expect(r.code).toBe(EXIT_ENGINE_ERROR);
-      expect(readFileSync(join(d, "err"), "utf8")).toContain("served only by a container's own executor");
+      expect(readFileSync(join(d, "err"), "utf8")).toContain("served only where its caller gives it a network");
     } finally {
       runner.close();
     }
