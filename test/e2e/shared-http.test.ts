@@ -330,8 +330,13 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
       );
       expect(await waitFile(log, (t) => t.includes("guest spinning") && t.includes("guest sleeping"), 20_000)).toBe(true);
       await ctrOk(["task", "kill", id]);
-      // Draining: the two requests hold it.
-      await Bun.sleep(300);
+      // Draining: the listener is closed, and the two requests hold the service.
+      await until("the listener to close", () =>
+        fetch(`${base}/`, { keepalive: false }).then(
+          () => false,
+          () => true,
+        ),
+      );
       expect((await tasks()).get(id)?.status).toBe("RUNNING");
       expect(await stop(id, "SIGKILL")).toBe(137);
       expect(await spin).toBe("cut");
