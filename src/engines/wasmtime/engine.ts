@@ -401,7 +401,10 @@ export class WasmtimeEngine {
         memoryLimitBytes: ctx.memoryLimitBytes,
         libDir: dirname(this.libPath),
         cache: this.cache,
-        ...(ctx.httpListen ? { listen: ctx.httpListen } : {}),
+        // A caller that makes the socket is one serving many (the daemon): no pooling
+        // allocator, whose reservation (~4 TiB of address space each) would run a 47-bit
+        // address space out after about 30 services.
+        ...(ctx.httpListen ? { listen: ctx.httpListen, pooling: false } : {}),
         // The guest's output on the caller's fds (the daemon's copies of containerd's fifos).
         ...(ctx.stdout?.kind === "fd" ? { stdoutFd: ctx.stdout.fd } : {}),
         ...(ctx.stderr?.kind === "fd" ? { stderrFd: ctx.stderr.fd } : {}),

@@ -59,6 +59,11 @@ export interface HttpServiceOptions {
   stderrFd?: number;
   /** Hard stop: no drain (or the drain cut short), the run ends with 128+reason. */
   stopNow?: AbortSignal;
+  /**
+   * The pooling allocator (default on): about 4 TiB of address space reserved per service,
+   * which a process serving many (the daemon) cannot afford; BUNWASI_HTTP_POOLING=0 turns it off too.
+   */
+  pooling?: boolean;
 }
 
 /** A bad setting in the container's environment (the run ends with 125). */
@@ -120,7 +125,7 @@ export class HttpService {
     if (artifact) pairs.push(["artifact", artifact]);
     if (o.threads) pairs.push(["threads", String(o.threads)]);
     // The pooling allocator is on unless BUNWASI_HTTP_POOLING=0 (in the container's env).
-    if (process.env.BUNWASI_HTTP_POOLING === "0") pairs.push(["pooling", "0"]);
+    if (process.env.BUNWASI_HTTP_POOLING === "0" || o.pooling === false) pairs.push(["pooling", "0"]);
     const config = encodeConfig(pairs);
     // Made last: from here on the library owns the fd, also if it fails.
     const server = startHttpServer(lib, config, o.source, o.listen?.(addr, backlog));
