@@ -356,6 +356,7 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
     async () => {
       const a = uid("two-a");
       const b = uid("two-b");
+      const before = daemonUsage(daemon.pid);
       const vmBefore = vmSizeGiB(daemon.pid);
       const sa = await serve(a, { extra: ["--env", "GREETING=I am a"] });
       const sb = await serve(b, { extra: ["--env", "GREETING=I am b"] });
@@ -372,6 +373,7 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
       } finally {
         expect(await stop(b)).toBe(0);
       }
+      await expectDaemonClean(before);
     },
     T,
   );
@@ -417,6 +419,7 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
   test(
     "bad settings fail the start with 125 and a clear message: a backlog that is no number, an address in use, a network namespace that does not exist, an unsatisfied import",
     async () => {
+      const before = daemonUsage(daemon.pid);
       const busy = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response("") });
       try {
         const cases: [string, string[], string[], string][] = [
@@ -444,6 +447,9 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
       } finally {
         busy.stop(true);
       }
+      // The listening socket of a service that failed to start is closed too (the link error:
+      // the library owned it).
+      await expectDaemonClean(before);
     },
     T,
   );

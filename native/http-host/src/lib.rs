@@ -41,8 +41,9 @@ static VERSION: &str = concat!("wasmtime-48.0.0+bunwasi-http-host-", env!("CARGO
 fn config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    // Epoch checks in the compiled code: `bunwasi_http_abort` ends a guest that is busy in
-    // wasm (a host that outlives the service, the shared-mode daemon, must get its threads back).
+    // Epoch checks in the compiled code: a guest busy in wasm yields to the runtime now and
+    // then (see `tick`), and `bunwasi_http_abort` ends it (a host that outlives the service,
+    // the shared-mode daemon, must get its threads back).
     config.epoch_interruption(true);
     config
 }
@@ -209,6 +210,10 @@ struct Shared {
     stop: watch::Sender<bool>,
     /// Woken whenever a connection or a request ends (the drain waits on it).
     idle: Notify,
+    /// The epoch ticker's thread, unparked when a request starts (it sleeps while none runs).
+    ticker: std::sync::OnceLock<std::thread::Thread>,
+    /// Tells the ticker to end (the server is stopping).
+    ticker_stop: AtomicBool,
 }
 
 /// The handle the executor holds.
@@ -277,9 +282,17 @@ impl App {
             Host { table: ResourceTable::new(), wasi: b.build(), http: WasiHttpCtx::new(), hooks: Hooks, limits: limits.build() },
         );
         store.limiter(|h| &mut h.limits);
-        // The engine's epoch moves only on abort: then this store's guest traps.
+        // At each epoch tick (while requests run, see `tick`) a guest busy in wasm yields, so it
+        // cannot starve the tasks queued behind it on its thread; after an abort it traps.
+        let shared = self.shared.clone();
         store.set_epoch_deadline(1);
-        store.epoch_deadline_trap();
+        store.epoch_deadline_callback(move |_| {
+            if shared.aborted.load(Ordering::SeqCst) {
+                Ok(wasmtime::UpdateDeadline::Interrupt)
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
         Ok(store)
     }
 
@@ -290,7 +303,11 @@ impl App {
         let out = store.data_mut().http().new_response_outparam(tx)?;
         let pre = self.pre.clone();
         let shared = self.shared.clone();
-        shared.requests.fetch_add(1, Ordering::SeqCst);
+        if shared.requests.fetch_add(1, Ordering::SeqCst) == 0 {
+            if let Some(t) = shared.ticker.get() {
+                t.unpark();
+            }
+        }
         // The guest runs in a task of its own: it may go on writing the body (or working)
         // after it has handed over the response.
         let task = tokio::task::spawn(async move {
@@ -411,6 +428,26 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
     }
 }
 
+/// How often a guest busy in wasm yields to the runtime (as `wasmtime serve`'s epoch period).
+const TICK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Moves the engine's epoch every TICK while any request runs, and not at all while none
+/// does (parked: an idle service costs no wakeups). Without it a guest spinning in wasm would
+/// keep its worker thread, and tokio never steals the task in that worker's LIFO slot: a
+/// request accepted just before would wait for ever. A thread of its own, not a task: a task
+/// would need a worker, and the spinning guest may hold the last one.
+fn tick(engine: Engine, shared: Arc<Shared>) {
+    while !shared.ticker_stop.load(Ordering::SeqCst) {
+        if shared.requests.load(Ordering::SeqCst) == 0 {
+            // A request that starts after the check unparks first: park then returns at once.
+            std::thread::park();
+            continue;
+        }
+        std::thread::sleep(TICK);
+        engine.increment_epoch();
+    }
+}
+
 fn bind(cfg: &ServeConfig) -> Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let sock = Socket::new(Domain::for_address(cfg.addr), Type::STREAM, None)?;
@@ -484,6 +521,8 @@ fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Serv
         failed: AtomicU64::new(0),
         stop,
         idle: Notify::new(),
+        ticker: std::sync::OnceLock::new(),
+        ticker_stop: AtomicBool::new(false),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.threads)
@@ -495,14 +534,31 @@ fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Serv
     // Subscribed before the handle exists, so a stop asked at once is seen.
     let stop_rx = shared.stop.subscribe();
     let done = shared.clone();
+    let (tick_engine, tick_shared) = (engine.clone(), shared.clone());
+    let ticker = std::thread::Builder::new().name("bunwasi-http-tick".into()).spawn(move || tick(tick_engine, tick_shared))?;
+    let _ = shared.ticker.set(ticker.thread().clone());
     let thread = std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
         rt.block_on(serve(app, listener, stop_rx));
         // In-flight work is done (or aborted: its guests trap at their next epoch check);
         // anything left is cancelled with the runtime, whose threads are joined before the
         // state says stopped, so a host that lives on (the daemon) keeps none of them.
         rt.shutdown_timeout(std::time::Duration::from_secs(10));
+        done.ticker_stop.store(true, Ordering::SeqCst);
+        ticker.thread().unpark();
+        let _ = ticker.join();
         done.state.store(2, Ordering::SeqCst);
-    })?;
+    });
+    let thread = match thread {
+        Ok(t) => t,
+        Err(e) => {
+            // The ticker must not outlive a start that failed.
+            shared.ticker_stop.store(true, Ordering::SeqCst);
+            if let Some(t) = shared.ticker.get() {
+                t.unpark();
+            }
+            return Err(e.into());
+        }
+    };
     Ok(Server { shared, engine, port, thread: Some(thread) })
 }
 

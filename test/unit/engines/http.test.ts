@@ -313,6 +313,23 @@ describe("lifecycle", () => {
     expect(names.filter((n) => n.startsWith("bunwasi-http"))).toEqual([]);
   });
 
+  test("a guest spinning in wasm does not starve the others: on one runtime thread, another request is still answered", async () => {
+    const svc = HttpService.start({ source, env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]], args: [], threads: 1 });
+    const base = `http://127.0.0.1:${svc.port}`;
+    const spin = fetch(`${base}/spin`).then(
+      () => "answered",
+      () => "cut",
+    );
+    for (let i = 0; i < 500 && svc.counters().inFlight !== 1; i++) await Bun.sleep(10);
+    expect(svc.counters().inFlight).toBe(1);
+    // The only worker thread is in the spinning guest's wasm: only its epoch yields let this run.
+    const hello = await fetch(`${base}/`);
+    expect(await hello.text()).toBe("hello from wasi:http\n");
+    expect(svc.counters().inFlight).toBe(1);
+    expect(await svc.abort()).toBe(true);
+    expect(await spin).toBe("cut");
+  });
+
   test("the grace period comes from the container's env first, then the process's", () => {
     const prev = process.env.BUNWASI_HTTP_GRACE_MS;
     try {
