@@ -401,6 +401,7 @@ export class WasmtimeEngine {
       },
       ctx.signal,
       (m) => writeErr(ctx.stderr, m),
+      ctx.stopNow ? { stopNow: ctx.stopNow } : {},
     );
     return { code: r.code, stats: { instantiateMs: r.stats.startMs, runMs: performance.now() - t, ...r.stats } };
   }

@@ -183,14 +183,11 @@ describe("lifecycle", () => {
       const lines2: string[] = [];
       const ac2 = new AbortController();
       let svc: HttpService | undefined;
-      const done2 = serveHttp(
-        { source, env, args: [] },
-        ac2.signal,
-        (m) => lines2.push(m),
-        (s) => {
+      const done2 = serveHttp({ source, env, args: [] }, ac2.signal, (m) => lines2.push(m), {
+        onServing: (s) => {
           svc = s;
         },
-      );
+      });
       const base2 = await serving(lines2);
       const slow = fetch(`${base2}/sleep/3000`).catch(() => "cut off");
       // The request is inside the guest when the kill comes.
@@ -204,6 +201,49 @@ describe("lifecycle", () => {
       if (prev === undefined) delete process.env.BUNWASI_HTTP_GRACE_MS;
       else process.env.BUNWASI_HTTP_GRACE_MS = prev;
     }
+  });
+
+  test("serveHttp: a second kill during the drain ends it at once with 128 + that signal; the drain can still finish after", async () => {
+    const env: [string, string][] = [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]];
+    const lines: string[] = [];
+    const ac = new AbortController();
+    const now = new AbortController();
+    // Ten minutes: only the second signal can end this drain while the test runs.
+    const prev = process.env.BUNWASI_HTTP_GRACE_MS;
+    process.env.BUNWASI_HTTP_GRACE_MS = "600000";
+    let svc: HttpService | undefined;
+    const done = serveHttp({ source, env, args: [] }, ac.signal, (m) => lines.push(m), {
+      onServing: (s) => {
+        svc = s;
+      },
+      stopNow: now.signal,
+    });
+    for (let i = 0; i < 500 && lines.length === 0; i++) await Bun.sleep(10);
+    const base = /on (http:\/\/127\.0\.0\.1:\d+)\//.exec(lines[0] ?? "")?.[1];
+    expect(base).toBeDefined();
+    const slow = fetch(`${base}/sleep/1500`).then(
+      async (r) => [r.status, await r.text()],
+      () => "cut off",
+    );
+    for (let i = 0; i < 500 && svc?.counters().inFlight !== 1; i++) await Bun.sleep(10);
+    expect(svc?.counters().inFlight).toBe(1);
+    ac.abort(15);
+    // The drain is under way when the second signal comes.
+    for (let i = 0; i < 500 && lines.length < 2; i++) await Bun.sleep(10);
+    expect(lines[1]).toBe(
+      "bunwasi: wasi:http: SIGTERM: no new connections; draining 1 request(s) for up to 600000 ms (a second signal ends it at once)\n",
+    );
+    now.abort(2);
+    const r = await done;
+    if (prev === undefined) delete process.env.BUNWASI_HTTP_GRACE_MS;
+    else process.env.BUNWASI_HTTP_GRACE_MS = prev;
+    expect(r.code).toBe(128 + 2);
+    expect(lines[2]).toBe("bunwasi: wasi:http: SIGINT during the drain: 1 request(s) cut short\n");
+    // In the executor the process exits now; here the request goes on, and the server is
+    // freed once it has drained (nothing of it is left behind by this test).
+    expect(await svc?.stop(60_000)).toBe(true);
+    expect(svc?.stopped()).toBe(true);
+    expect(await slow).toEqual([200, "slept 1500\n"]);
   });
 
   test("an unsatisfied import fails the start with the import named; so does a busy address", () => {
