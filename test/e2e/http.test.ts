@@ -191,6 +191,36 @@ describe("wasi:http services through containerd-shim-wasmtime-v1", () => {
   );
 
   test(
+    "a second signal during the drain ends it at once: exit 128 + that signal (SIGTERM, then SIGINT → 130), the request cut short",
+    async () => {
+      const id = uid("second");
+      // A grace period of ten minutes: only the second signal can end this drain within the test.
+      const { base, log } = await serve(id, ["--env", "BUNWASI_HTTP_GRACE_MS=600000"]);
+      const slow = fetch(`${base}/sleep/300000`).then(
+        (r) => `answered ${r.status}`,
+        () => "cut off",
+      );
+      expect(await waitFile(log, (t) => t.includes("guest sleeping"), 20_000)).toBe(true);
+      await ctrOk(["task", "kill", id]);
+      // The executor says when the drain is under way, and what a second signal does.
+      expect(
+        await waitFile(
+          log,
+          (t) => t.includes("SIGTERM: no new connections; draining 1 request(s) for up to 600000 ms (a second signal ends it at once)"),
+          20_000,
+        ),
+      ).toBe(true);
+      await ctrOk(["task", "kill", "-s", "SIGINT", id]);
+      await waitStatus(id, "STOPPED", 45_000);
+      expect(await deleteTask(id)).toBe(130);
+      await ctrOk(["containers", "rm", id]);
+      expect(fileText(log)).toContain("bunwasi: wasi:http: SIGINT during the drain: 1 request(s) cut short");
+      expect(await slow).toBe("cut off");
+    },
+    T,
+  );
+
+  test(
     "default address 0.0.0.0:8080 in the container's own network namespace",
     async () => {
       const id = uid("netns");
