@@ -32,8 +32,10 @@ export const STOP_GRACE_MS = 30_000;
 const STATE_STOPPED = 2;
 
 export interface HttpServiceOptions {
-  /** The component's bytes. */
+  /** The component's bytes (a binary: the library reads no WAT text). */
   source: Uint8Array;
+  /** The bytes the compile cache keys, when not `source`: the WAT text `source` was made from. */
+  cacheSource?: Uint8Array;
   /** The container's environment; the service's own variables are taken out before the guest sees it. */
   env: [string, string][];
   args: string[];
@@ -95,7 +97,7 @@ export class HttpService {
     const { addr, backlog, guestEnv } = httpSettings(o.env);
     const libPath = requireHttpHost(o.libDir);
     const lib = httpHost(libPath);
-    const artifact = o.cache?.hitPath(httpCacheKey(o.source, libPath));
+    const artifact = o.cache?.hitPath(httpCacheKey(o.cacheSource ?? o.source, libPath));
     const pairs: [string, string][] = [
       ["addr", addr],
       ["backlog", String(backlog)],
