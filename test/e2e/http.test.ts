@@ -55,6 +55,10 @@ describe("wasi:http services through containerd-shim-wasmtime-v1", () => {
       files: [
         { path: "/handler.wasm", source: join(WASM, "http", "handler.wasm") },
         { path: "/missing.wasm", source: join(WASM, "http", "missing.wasm") },
+        // handler.wasm as component text (scripts/build-http-components.sh: `wasm-tools print`).
+        { path: "/handler.wat", source: join(WASM, "http", "handler.wat") },
+        // Names the service's export, but wasmtime's parser refuses it (an undefined instance).
+        { path: "/bad.wat", data: '(component (export "wasi:http/incoming-handler@0.2.12" (instance $nowhere)))\n' },
       ],
       config: { entrypoint: ["/handler.wasm"], env: ["PATH=/", "GREETING=from the image"] },
     });
@@ -69,11 +73,23 @@ describe("wasi:http services through containerd-shim-wasmtime-v1", () => {
   }, T);
 
   /** `ctr run -d` of the handler; resolves once it serves, with its base URL and log file. */
-  async function serve(id: string, extra: string[] = [], opts: { hostNet?: boolean } = {}) {
+  async function serve(id: string, extra: string[] = [], opts: { hostNet?: boolean; module?: string } = {}) {
     const port = freePort();
     const log = join(logs, `${id}.log`);
     const net = opts.hostNet === false ? [] : ["--net-host", "--env", `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${port}`];
-    await ctrOk(["run", "-d", "--runtime", RUNTIME, "--log-uri", `file://${log}`, ...net, ...extra, IMAGE, id, "/handler.wasm"]);
+    await ctrOk([
+      "run",
+      "-d",
+      "--runtime",
+      RUNTIME,
+      "--log-uri",
+      `file://${log}`,
+      ...net,
+      ...extra,
+      IMAGE,
+      id,
+      opts.module ?? "/handler.wasm",
+    ]);
     const up = await waitFile(log, (t) => t.includes("bunwasi: serving wasi:http on"), 30_000);
     if (!up) throw new Error(`${id} never served; log:\n${fileText(log)}\n${env.cd.logTail(30)}`);
     return { base: `http://127.0.0.1:${port}`, log };
@@ -248,6 +264,31 @@ describe("wasi:http services through containerd-shim-wasmtime-v1", () => {
       } finally {
         expect(await stop(id)).toBe(0);
       }
+    },
+    T,
+  );
+
+  test(
+    "a service given as WAT text is served like its binary (compiled by the shim, from the cache); text wasmtime cannot parse: 125 and its reason",
+    async () => {
+      const id = uid("wat");
+      const { base, log } = await serve(id, [], { module: "/handler.wat" });
+      try {
+        expect(await (await fetch(`${base}/`)).text()).toBe("hello from wasi:http\n");
+        expect(await (await fetch(`${base}/env/GREETING`)).text()).toBe("from the image");
+        const echo = await fetch(`${base}/echo`, { method: "POST", body: "text in, text out" });
+        expect(await echo.text()).toBe("text in, text out");
+        // The shim compiled the text with the http library at Create, keyed by the text.
+        expect(fileText(log)).toContain("(from the compile cache)");
+      } finally {
+        expect(await stop(id)).toBe(0);
+      }
+      const bad = await env.run(IMAGE, uid("bad-wat"), ["/bad.wat"], {
+        extra: ["--net-host", "--env", `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${freePort()}`],
+      });
+      expect(bad.code).toBe(125);
+      expect(bad.stderr).toContain("bunwasi: wasi:http: wat2wasm: ");
+      expect(bad.stderr).toContain("$nowhere");
     },
     T,
   );
