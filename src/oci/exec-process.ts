@@ -101,12 +101,13 @@ async function execArtifact(
   const arg0 = process.args[0] ?? "";
   const initArg0 = spec.process.args[0] ?? "";
   const own = splitEntry(initArg0).path;
-  const path = arg0.startsWith("#") ? "" : splitEntry(arg0).path;
+  const path = splitEntry(arg0).path;
   const abs = (p: string, cwd: string) => posix.resolve(cwd || "/", p);
   const names =
-    path === "" ||
+    arg0.startsWith("#") ||
     path === mounted ||
     (!own.startsWith("#") &&
+      path !== "" &&
       (path === own || abs(path, process.cwd) === abs(own, spec.process.cwd) || (!path.includes("/") && path === basename(own))));
   if (!names) {
     const as = own.startsWith("#") ? "" : `${JSON.stringify(own)} (the container's args[0]) or `;
