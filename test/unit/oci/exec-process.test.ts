@@ -195,9 +195,10 @@ describe("the process of an exec", () => {
     await expect(prepareExecProcess({ ...c, engine: wasmtime, process: proc(["ls", "/"]), executorDir: fakeExec })).rejects.toThrow(
       `ls: no such file in the container's rootfs (the container runs an OCI wasm artifact, whose module is the image's layer: exec it as "/demo.wasm" (the container's args[0]) or "#<export>")`,
     );
-    await expect(
-      prepareExecProcess({ ...c, engine: wasmtime, process: proc(["/other/demo.wasm"]), executorDir: fakeExec }),
-    ).rejects.toThrow("exec it as");
+    for (const arg0 of ["/other/demo.wasm", ""])
+      await expect(prepareExecProcess({ ...c, engine: wasmtime, process: proc([arg0]), executorDir: fakeExec })).rejects.toThrow(
+        "exec it as",
+      );
   });
 
   test("into an artifact container whose module is gone from its work dir: refused, naming it", async () => {
