@@ -113,6 +113,12 @@ export interface RunContext {
    */
   signal?: AbortSignal;
   /**
+   * A service's drain (see `httpServices`), under way since `signal` aborted, is cut short
+   * when this aborts too: the run ends at once with 128 + its reason, requests in flight or
+   * not. The executor aborts it on a second kill signal. Other runs ignore it.
+   */
+  stopNow?: AbortSignal;
+  /**
    * Told, once the run is under way, how to pause and resume it (engines that can: the
    * module stops at its next interrupt check and waits; a kill still ends it). Absent from
    * engines that cannot.

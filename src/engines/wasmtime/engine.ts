@@ -24,7 +24,7 @@ import {
   signalNumber,
   type ThreadKill,
 } from "../engine.ts";
-import { compileComponent, serializeComponent } from "./component.ts";
+import { compileComponent, serializeComponent, wat2wasm } from "./component.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { isHttpService } from "./http/exports.ts";
 import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
@@ -300,7 +300,7 @@ export class WasmtimeEngine {
       component = src.component;
       kind = srcKind;
       // A wasi:http service is served by its own library, not run once (./http/serve.ts).
-      if (component && srcKind === "wasm" && isHttpService(source)) return { early: await this.serve(source, ctx) };
+      if (component && isHttpService(source)) return { early: await this.serveSource(source, srcKind, ctx) };
       if (this.cache) {
         cacheKey = CompileCache.key(source, this.name, this.version, this.configFlags);
         // A hit goes to the run thread by path (deserialize_file maps it): read into memory, the
@@ -380,8 +380,25 @@ export class WasmtimeEngine {
     return publishedMemory(words);
   }
 
+  /**
+   * Serve a wasi:http component given as a binary or as WAT text. The library reads only
+   * binaries (it is built without wasmtime's `wat` feature), so text goes through this
+   * library's wat2wasm first; the compile cache keys the text, as the shim's compile did.
+   */
+  private async serveSource(source: Uint8Array, kind: "wasm" | "wat", ctx: RunContext): Promise<RunResult & { stats: RunStats }> {
+    if (kind === "wasm") return this.serve(source, ctx);
+    let binary: Uint8Array;
+    try {
+      binary = wat2wasm(this.lib, source);
+    } catch (e) {
+      writeErr(ctx.stderr, `bunwasi: wasi:http: ${e instanceof Error ? e.message : String(e)}\n`);
+      return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
+    }
+    return this.serve(binary, ctx, source);
+  }
+
   /** Serve a wasi:http component until ctx.signal aborts (only where the caller allows it). */
-  private async serve(source: Uint8Array, ctx: RunContext): Promise<RunResult & { stats: RunStats }> {
+  private async serve(source: Uint8Array, ctx: RunContext, cacheSource?: Uint8Array): Promise<RunResult & { stats: RunStats }> {
     if (!ctx.httpServices) {
       writeErr(ctx.stderr, "bunwasi: a wasi:http component is served only by a container's own executor (normal mode)\n");
       return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
@@ -391,6 +408,7 @@ export class WasmtimeEngine {
     const r = await serveHttp(
       {
         source,
+        ...(cacheSource ? { cacheSource } : {}),
         env: envPairs(ctx.env),
         args: ctx.args,
         rootDir: ctx.rootDir,
@@ -401,6 +419,7 @@ export class WasmtimeEngine {
       },
       ctx.signal,
       (m) => writeErr(ctx.stderr, m),
+      ctx.stopNow ? { stopNow: ctx.stopNow } : {},
     );
     return { code: r.code, stats: { instantiateMs: r.stats.startMs, runMs: performance.now() - t, ...r.stats } };
   }

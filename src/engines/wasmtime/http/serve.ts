@@ -6,11 +6,12 @@
 // module owns the configuration (runwasi's environment variables), the compile cache and the
 // lifecycle: a kill (SIGTERM, SIGINT, … through the run's AbortSignal) stops accepting, lets
 // the requests in flight finish within the grace period, and ends the run with 0 when they
-// did, 128+s when the grace period ran out first.
+// did, 128+s when the grace period ran out first. A second kill during the drain (the
+// run's stopNow) ends it at once with 128 + that signal, as servers do on a second Ctrl-C.
 
 import type { Pointer } from "bun:ffi";
 import { EXIT_ENGINE_ERROR } from "../../../common/constants.ts";
-import { signalNumber } from "../../../common/signals.ts";
+import { SIGNALS, signalNumber } from "../../../common/signals.ts";
 import type { CompileCache } from "../../cache.ts";
 import { encodeConfig, type HttpHostLib, httpHost, startHttpServer } from "./ffi.ts";
 import { httpCacheKey, requireHttpHost } from "./library.ts";
@@ -31,8 +32,10 @@ export const STOP_GRACE_MS = 30_000;
 const STATE_STOPPED = 2;
 
 export interface HttpServiceOptions {
-  /** The component's bytes. */
+  /** The component's bytes (a binary: the library reads no WAT text). */
   source: Uint8Array;
+  /** The bytes the compile cache keys, when not `source`: the WAT text `source` was made from. */
+  cacheSource?: Uint8Array;
   /** The container's environment; the service's own variables are taken out before the guest sees it. */
   env: [string, string][];
   args: string[];
@@ -94,7 +97,7 @@ export class HttpService {
     const { addr, backlog, guestEnv } = httpSettings(o.env);
     const libPath = requireHttpHost(o.libDir);
     const lib = httpHost(libPath);
-    const artifact = o.cache?.hitPath(httpCacheKey(o.source, libPath));
+    const artifact = o.cache?.hitPath(httpCacheKey(o.cacheSource ?? o.source, libPath));
     const pairs: [string, string][] = [
       ["addr", addr],
       ["backlog", String(backlog)],
@@ -126,15 +129,16 @@ export class HttpService {
 
   /**
    * Stop accepting and let the requests in flight finish. Resolves true once drained (the
-   * library's threads are then joined and freed), false when `graceMs` ran out first.
+   * library's threads are then joined and freed), false when `graceMs` ran out first or
+   * `cut` aborted: the requests still in flight then go on until the process exits.
    */
-  async stop(graceMs: number): Promise<boolean> {
+  async stop(graceMs: number, cut?: AbortSignal): Promise<boolean> {
     const s = this.server;
     if (!s) return true;
     this.lib.bunwasi_http_stop(s);
     const deadline = performance.now() + graceMs;
     while (!this.stopped()) {
-      if (performance.now() >= deadline) return false;
+      if (performance.now() >= deadline || cut?.aborted) return false;
       await Bun.sleep(10);
     }
     this.final = this.counters();
@@ -155,17 +159,29 @@ export function stopGraceMs(): number {
   return Number.isFinite(v) && v >= 0 ? v : STOP_GRACE_MS;
 }
 
+/** "SIGTERM" for 15; the number itself for a signal without a name here. */
+function signalName(sig: number): string {
+  return Object.entries(SIGNALS).find(([, n]) => n === sig)?.[0] ?? `signal ${sig}`;
+}
+
+export interface ServeHooks {
+  /** Told the running service (tests watch its counters). */
+  onServing?: (svc: HttpService) => void;
+  /** Aborted during the drain (a second kill signal): stop draining, end with 128 + its reason. */
+  stopNow?: AbortSignal;
+}
+
 /**
  * Serve until `signal` aborts, then drain. Resolves with the exit code: 0 after a graceful
- * stop, 128+s when in-flight requests outlived the grace period, 125 when the service could
- * not start (message on stderr) or stopped on its own.
+ * stop, 128+s when in-flight requests outlived the grace period (s: the signal that began
+ * the stop) or when `hooks.stopNow` cut the drain short (s: the signal that cut it), 125 when
+ * the service could not start (message on stderr) or stopped on its own.
  */
 export async function serveHttp(
   o: HttpServiceOptions,
   signal: AbortSignal | undefined,
   report: (message: string) => void,
-  /** Told the running service (tests watch its counters). */
-  onServing?: (svc: HttpService) => void,
+  hooks: ServeHooks = {},
 ): Promise<{ code: number; stats: { startMs: number; requests: number; failedRequests: number; compiled: boolean } }> {
   const t0 = performance.now();
   let svc: HttpService;
@@ -176,7 +192,7 @@ export async function serveHttp(
     return { code: EXIT_ENGINE_ERROR, stats: { startMs: 0, requests: 0, failedRequests: 0, compiled: false } };
   }
   const startMs = performance.now() - t0;
-  onServing?.(svc);
+  hooks.onServing?.(svc);
   const origin = svc.compiled ? "compiled at start" : "from the compile cache";
   report(`bunwasi: serving wasi:http on http://${svc.addr.replace(/:\d+$/, `:${svc.port}`)}/ (${origin})\n`);
   const aborted = new Promise<void>((resolve) => {
@@ -199,9 +215,25 @@ export async function serveHttp(
     report("bunwasi: wasi:http: the server stopped on its own\n");
     return { code: EXIT_ENGINE_ERROR, stats: stats() };
   }
-  if (!(await svc.stop(stopGraceMs()))) {
-    report(`bunwasi: wasi:http: ${svc.counters().inFlight} request(s) still in flight after the grace period\n`);
-    return { code: 128 + signalNumber(signal.reason), stats: stats() };
+  const first = signalNumber(signal.reason);
+  const graceMs = stopGraceMs();
+  const now = hooks.stopNow;
+  // Said once the listener is closed, so that whoever reads the log knows what a second signal does.
+  const draining = svc.stop(graceMs, now);
+  report(
+    `bunwasi: wasi:http: ${signalName(first)}: no new connections; draining ${svc.counters().inFlight} request(s) for up to ${graceMs} ms (a second signal ends it at once)\n`,
+  );
+  // Woken at once by a second signal rather than at the drain loop's next look.
+  const cut = new Promise<boolean>((resolve) => {
+    if (now?.aborted) resolve(false);
+    else now?.addEventListener("abort", () => resolve(false), { once: true });
+  });
+  if (await Promise.race([draining, cut])) return { code: 0, stats: stats() };
+  if (now?.aborted) {
+    const second = signalNumber(now.reason);
+    report(`bunwasi: wasi:http: ${signalName(second)} during the drain: ${svc.counters().inFlight} request(s) cut short\n`);
+    return { code: 128 + second, stats: stats() };
   }
-  return { code: 0, stats: stats() };
+  report(`bunwasi: wasi:http: ${svc.counters().inFlight} request(s) still in flight after the grace period\n`);
+  return { code: 128 + first, stats: stats() };
 }
