@@ -305,7 +305,8 @@ export class WasmtimeEngine {
       // A wasi:http service is served by its own library, not run once (./http/serve.ts).
       if (component && srcKind === "wasm" && isHttpService(source)) return { early: await this.serve(source, ctx) };
       if (this.cache) {
-        cacheKey = CompileCache.key(source, this.name, this.version, this.configFlags);
+        // In slices: in the daemon this thread serves every pod while a module is hashed.
+        cacheKey = await CompileCache.keyInSlices(source, this.name, this.version, this.configFlags);
         // A hit goes to the run thread by path (deserialize_file maps it): read into memory, the
         // artifact and the source sent along for a fallback were copied into both threads'
         // heaps, whose allocator kept the pages (1.7 MiB of an idle executor, measured).

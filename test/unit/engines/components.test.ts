@@ -230,7 +230,7 @@ describe("components and the compile cache", () => {
     const artifact = await wasmtime.compiler?.compile(source);
     expect(artifact?.[0]).toBe(0x7f);
     const dir = tmp("bunwasi-comp-cache-");
-    const key = wasmtime.compiler?.cacheKey(source) as string;
+    const key = (await wasmtime.compiler?.cacheKey(source)) as string;
     writeFileSync(join(dir, `${key}.cwasm`), artifact as Uint8Array);
     const cached = new WasmtimeEngine({ libPath, cacheDir: dir });
     try {
