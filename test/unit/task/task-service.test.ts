@@ -571,6 +571,24 @@ describe("cleanup failures are said, not swallowed", () => {
     expect(s.host.runtime(NS).calls).toEqual(["create other", "create c1", "delete c1 force"]);
   });
 
+  test("a failed Create whose runtime delete fails too keeps its work dir for `shim delete` (it names the runtime to retry)", async () => {
+    const s = setup();
+    await s.service.create(createReq("other"), ctxFor(NS)); // the namespace's runtime exists now
+    s.host.runtime(NS).failing.set("create", new Error("runc create: exec format error"));
+    s.host.runtime(NS).failing.set("delete", new Error("runc delete: device or resource busy"));
+    const e = await refusal(s.service.create(createReq("c1"), ctxFor(NS)));
+    expect(e.message).toBe("create: runc create: exec format error");
+    const workDir = join(s.host.root, NS, "c1");
+    // Kept: the runtime may still hold c1, and a `shim delete` must find the runtime (its
+    // options file lives here) to retry, then removes the dir itself.
+    expect(existsSync(workDir)).toBe(true);
+    const said = s.host.logs.filter((l) => l.level === "error").map((l) => l.msg);
+    expect(said.some((m) => m.includes("runtime delete: runc delete: device or resource busy"))).toBe(true);
+    expect(said.some((m) => m.includes(`remove ${workDir}: kept until the runtime has deleted the container`))).toBe(true);
+    // Everything else is undone as before: the rootfs is unmounted.
+    expect(s.host.mounted.has("/bundles/c1")).toBe(false);
+  });
+
   test("a failed Create answers only once the compile cache's work for it is done (no write left running)", async () => {
     const s = setup();
     await s.service.create(createReq("other"), ctxFor(NS));
