@@ -71,7 +71,7 @@ export class Container {
   /** Resolves when the init process has exited. */
   readonly exited: Promise<Exit>;
   /** Set while Delete runs: a second Delete joins it. */
-  deleting: Promise<Exit> | null = null;
+  deleting: Promise<{ exit: Exit; failed: string[] }> | null = null;
   /** The exec processes, by exec id (added by Exec, removed by their Delete). */
   readonly execs = new Map<string, ExecProcess>();
   /**

@@ -546,6 +546,19 @@ describe("cleanup failures are said, not swallowed", () => {
     expect(s.host.topics(NS).filter((t) => t === "/tasks/delete")).toHaveLength(1);
   });
 
+  test("deleteFinal (the daemon's `shim delete`): a cleanup failure is logged and returned with the exit, and the container goes", async () => {
+    const s = setup();
+    await inState(s, "stopped");
+    s.host.unmountError = new Error("umount: device is busy");
+    const r = await s.service.deleteFinal({ id: "c1", execId: "" }, ctxFor(NS));
+    expect(r).toMatchObject({ exitStatus: 3 });
+    expect(r.failed).toEqual([`unmount /bundles/c1/rootfs: umount: device is busy`]);
+    expect(s.host.logs.some((l) => l.level === "error" && l.msg.includes("device is busy"))).toBe(true);
+    // containerd forgets the task after `shim delete`: so does the service, and says so.
+    expect((await refusal(CALLS.state(s))).code).toBe(Code.NOT_FOUND);
+    expect(s.host.topics(NS).filter((t) => t === "/tasks/delete")).toHaveLength(1);
+  });
+
   test("a failed Create undoes what it did and logs what it could not undo", async () => {
     const s = setup();
     s.host.prepareError = new Error("config.json: not valid JSON");
