@@ -261,12 +261,15 @@ export class InProcessRuntime {
     const inst = this.get(id);
     const live = inst.running && !inst.exited;
     const out: RuncStats = { pids: { current: live ? 1 : 0 } };
+    // Asked first, before any await: the engine gathers the asks of one turn into one epoch
+    // bump, and the Stats of a node's tasks come together (containerd asks for all at once).
+    const memory = live ? inst.control?.memoryBytes?.() : undefined;
     const tid = live ? inst.control?.threadId?.() : undefined;
     if (tid) {
       const cpu = await threadCpu(tid);
       if (cpu) out.cpu = { usage: { total: cpu.user + cpu.kernel, user: cpu.user, kernel: cpu.kernel } };
     }
-    const bytes = live ? await inst.control?.memoryBytes?.() : undefined;
+    const bytes = await memory;
     if (bytes !== undefined) {
       out.memory = {
         // Linear memory only grows while a module runs: the current size is also the peak.

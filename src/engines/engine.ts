@@ -37,9 +37,10 @@ export interface Entrypoint {
 export interface Compiler {
   /**
    * Cache key of `source` as this engine would compile it (module digest, engine version,
-   * settings). Cheap: no engine is loaded to compute it, so a cache hit costs a hash.
+   * settings). Cheap: no engine is loaded to compute it, so a cache hit costs a hash, and the
+   * hash is taken in slices, leaving the caller's event loop free between them.
    */
-  cacheKey(source: Uint8Array): string;
+  cacheKey(source: Uint8Array): Promise<string>;
   /** Compile `source` (off the calling thread) into the artifact `Runner.run` accepts from the cache. */
   compile(source: Uint8Array): Promise<Uint8Array>;
 }

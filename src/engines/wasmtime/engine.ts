@@ -28,6 +28,7 @@ import { compileComponent, serializeComponent, wat2wasm } from "./component.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { isHttpService } from "./http/exports.ts";
 import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
+import { MemoryAsks } from "./memory-asks.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory } from "./run-words.ts";
 
@@ -79,6 +80,8 @@ export class WasmtimeEngine {
   private readonly optLevel: number;
   private readonly killGraceMs: number;
   private readonly hostModules: string[];
+  /** Stats' asks for a fresh memory figure, one epoch bump per gathering (./memory-asks.ts). */
+  private readonly memoryAsks = new MemoryAsks(() => this.incrementEpoch());
 
   constructor(opts: WasmtimeEngineOptions = {}) {
     const { path, lib } = wasmtime(opts.libPath ?? findLibwasmtime());
@@ -302,7 +305,8 @@ export class WasmtimeEngine {
       // A wasi:http service is served by its own library, not run once (./http/serve.ts).
       if (component && isHttpService(source)) return { early: await this.serveSource(source, srcKind, ctx) };
       if (this.cache) {
-        cacheKey = CompileCache.key(source, this.name, this.version, this.configFlags);
+        // In slices: in the daemon this thread serves every pod while a module is hashed.
+        cacheKey = await CompileCache.keyInSlices(source, this.name, this.version, this.configFlags);
         // A hit goes to the run thread by path (deserialize_file maps it): read into memory, the
         // artifact and the source sent along for a fallback were copied into both threads'
         // heaps, whose allocator kept the pages (1.7 MiB of an idle executor, measured).
@@ -360,15 +364,19 @@ export class WasmtimeEngine {
 
   /**
    * The run's linear memory in bytes, fresh: a module running wasm publishes it at the epoch
-   * callback this bump causes (within microseconds); one asleep or paused in a wait of ours
+   * callback a bump causes (within microseconds); one asleep or paused in a wait of ours
    * published it on the way in and cannot grow meanwhile. One blocked in another host call
    * (a read) cannot answer: after MEMORY_ASK_MS its last figure is used.
+   *
+   * The epoch is the engine's, shared by every run: a bump sends every running module
+   * through its callback. So asks are gathered (./memory-asks.ts): all the asks made until
+   * the bump goes out share it, and none goes out when they were all answered meanwhile.
    */
   private async askMemory(words: Int32Array): Promise<number | undefined> {
     if (Atomics.load(words, BLOCKED) === 0 && Atomics.load(words, MEM_PAGES) >= 0) {
       const asked = (Atomics.load(words, MEM_ASK) + 1) | 0;
       Atomics.store(words, MEM_ASK, asked);
-      this.incrementEpoch();
+      await this.memoryAsks.bumpSoon(() => Atomics.load(words, MEM_ANSWER) === asked);
       const answered = Atomics.load(words, MEM_ANSWER);
       if (answered !== asked) {
         // Raced with a timer of our own: the answer or the time is up, whichever comes first,
