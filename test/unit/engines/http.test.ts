@@ -99,7 +99,7 @@ describe("a service given as WAT text", () => {
     const wat = new Uint8Array(readFileSync(HANDLER_WAT));
     const lib = requireHttpHost();
     // The shim's compile (at Create): keyed to the library, the text's own digest.
-    expect(wasmtime.compiler?.cacheKey(wat)).toBe(httpCacheKey(wat, lib));
+    expect(await wasmtime.compiler?.cacheKey(wat)).toBe(httpCacheKey(wat, lib));
     const dir = tmp("bunwasi-http-wat-");
     const cacheDir = join(dir, "cache");
     const cache = new CompileCache({ dir: cacheDir });
