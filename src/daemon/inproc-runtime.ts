@@ -225,14 +225,15 @@ export class InProcessRuntime {
       this.finish(inst, signaledStatus(signal));
       return;
     }
+    const again = inst.killSignal !== undefined;
     inst.killedAt ??= performance.now();
     inst.killSignal ??= signal;
     // Interrupt first, then end stdin: a module blocked reading it gets EOF, returns to wasm
     // and meets the interrupt.
     inst.abort.abort(signal);
     // A service drains on the first signal; SIGKILL, first or later, cuts it (as SIGKILL of
-    // its executor would).
-    if (signal === SIGNALS.SIGKILL) inst.hardStop.abort(signal);
+    // its executor would), and so does a second signal (as its executor does).
+    if (signal === SIGNALS.SIGKILL || again) inst.hardStop.abort(signal);
     inst.stdin.close();
   }
 
@@ -296,12 +297,15 @@ export class InProcessRuntime {
     const inst = this.get(id);
     const live = inst.running && !inst.exited;
     const out: RuncStats = { pids: { current: live ? 1 : 0 } };
+    // Asked first, before any await: the engine gathers the asks of one turn into one epoch
+    // bump, and the Stats of a node's tasks come together (containerd asks for all at once).
+    const memory = live ? inst.control?.memoryBytes?.() : undefined;
     const tid = live ? inst.control?.threadId?.() : undefined;
     if (tid) {
       const cpu = await threadCpu(tid);
       if (cpu) out.cpu = { usage: { total: cpu.user + cpu.kernel, user: cpu.user, kernel: cpu.kernel } };
     }
-    const bytes = live ? await inst.control?.memoryBytes?.() : undefined;
+    const bytes = await memory;
     if (bytes !== undefined) {
       out.memory = {
         // Linear memory only grows while a module runs: the current size is also the peak.

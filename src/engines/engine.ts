@@ -37,9 +37,10 @@ export interface Entrypoint {
 export interface Compiler {
   /**
    * Cache key of `source` as this engine would compile it (module digest, engine version,
-   * settings). Cheap: no engine is loaded to compute it, so a cache hit costs a hash.
+   * settings). Cheap: no engine is loaded to compute it, so a cache hit costs a hash, and the
+   * hash is taken in slices, leaving the caller's event loop free between them.
    */
-  cacheKey(source: Uint8Array): string;
+  cacheKey(source: Uint8Array): Promise<string>;
   /** Compile `source` (off the calling thread) into the artifact `Runner.run` accepts from the cache. */
   compile(source: Uint8Array): Promise<Uint8Array>;
 }
@@ -110,12 +111,6 @@ export interface RunContext {
    * engine owns the fd from then on. Allows services as `httpServices` does.
    */
   httpListen?: (addr: string, backlog: number) => number;
-  /**
-   * A service's hard stop (SIGKILL, a forced delete): no drain, in-flight requests are cut,
-   * and the run ends with 128+reason once nothing of it is left (threads, sockets). A caller
-   * whose process lives on after the run (the daemon) needs it; an executor just exits.
-   */
-  stopNow?: AbortSignal;
   /** Export to call; default "_start" (from "module.wasm#func"). */
   entry?: string;
   /** Max bytes a linear memory may grow to; undefined = unlimited. */
@@ -125,6 +120,15 @@ export interface RunContext {
    * or name ("SIGTERM"); the run then ends with 128+signal. Default reason: SIGKILL (9).
    */
   signal?: AbortSignal;
+  /**
+   * A service's drain (see `httpServices`), under way since `signal` aborted, is cut short
+   * when this aborts too (aborted first, there is no drain at all): the run ends with 128 + its
+   * reason, requests in flight cut, once nothing of the service is left (threads, sockets),
+   * which a caller whose process lives on (the daemon) needs. The executor aborts it on a
+   * second kill signal; the shared-mode daemon on SIGKILL, a second signal or a forced delete.
+   * Other runs ignore it.
+   */
+  stopNow?: AbortSignal;
   /**
    * Told, once the run is under way, how to pause and resume it (engines that can: the
    * module stops at its next interrupt check and waits; a kill still ends it). Absent from

@@ -6,11 +6,12 @@
 // module owns the configuration (runwasi's environment variables), the compile cache and the
 // lifecycle: a kill (SIGTERM, SIGINT, … through the run's AbortSignal) stops accepting, lets
 // the requests in flight finish within the grace period, and ends the run with 0 when they
-// did, 128+s when the grace period ran out first.
+// did, 128+s when the grace period ran out first. A second kill during the drain (the
+// run's stopNow) ends it at once with 128 + that signal, as servers do on a second Ctrl-C.
 
 import type { Pointer } from "bun:ffi";
 import { EXIT_ENGINE_ERROR } from "../../../common/constants.ts";
-import { signalNumber } from "../../../common/signals.ts";
+import { SIGNALS, signalNumber } from "../../../common/signals.ts";
 import type { CompileCache } from "../../cache.ts";
 import { encodeConfig, type HttpHostLib, httpHost, startHttpServer } from "./ffi.ts";
 import { httpCacheKey, requireHttpHost } from "./library.ts";
@@ -33,8 +34,10 @@ const STATE_STOPPED = 2;
 const ABORT_WAIT_MS = 12_000;
 
 export interface HttpServiceOptions {
-  /** The component's bytes. */
+  /** The component's bytes (a binary: the library reads no WAT text). */
   source: Uint8Array;
+  /** The bytes the compile cache keys, when not `source`: the WAT text `source` was made from. */
+  cacheSource?: Uint8Array;
   /** The container's environment; the service's own variables are taken out before the guest sees it. */
   env: [string, string][];
   args: string[];
@@ -57,8 +60,6 @@ export interface HttpServiceOptions {
   /** The guest's stdout and stderr (the library keeps copies); default: this process's. */
   stdoutFd?: number;
   stderrFd?: number;
-  /** Hard stop: no drain (or the drain cut short), the run ends with 128+reason. */
-  stopNow?: AbortSignal;
   /**
    * The pooling allocator (default on): about 4 TiB of address space reserved per service,
    * which a process serving many (the daemon) cannot afford; BUNWASI_HTTP_POOLING=0 turns it off too.
@@ -111,7 +112,7 @@ export class HttpService {
     const { addr, backlog, guestEnv } = httpSettings(o.env);
     const libPath = requireHttpHost(o.libDir);
     const lib = httpHost(libPath);
-    const artifact = o.cache?.hitPath(httpCacheKey(o.source, libPath));
+    const artifact = o.cache?.hitPath(httpCacheKey(o.cacheSource ?? o.source, libPath));
     const pairs: [string, string][] = [
       ["addr", addr],
       ["backlog", String(backlog)],
@@ -147,7 +148,8 @@ export class HttpService {
 
   /**
    * Stop accepting and let the requests in flight finish. Resolves true once drained (the
-   * library's threads are then joined and freed), false when `graceMs` ran out first.
+   * library's threads are then joined and freed), false when `graceMs` ran out first or
+   * `cut` aborted: the requests still in flight go on until `abort()` (or the process's exit).
    */
   async stop(graceMs: number, cut?: AbortSignal): Promise<boolean> {
     const s = this.server;
@@ -181,7 +183,9 @@ export class HttpService {
     return true;
   }
 
+  /** Free the server once (a stop's loop and an abort may both see it stopped). */
   private release(s: Pointer): void {
+    if (this.server !== s) return;
     this.final = this.counters();
     this.lib.bunwasi_http_free(s);
     this.server = null;
@@ -205,17 +209,32 @@ export function stopGraceMs(env: [string, string][] = []): number {
   return STOP_GRACE_MS;
 }
 
+/** "SIGTERM" for 15; the number itself for a signal without a name here. */
+function signalName(sig: number): string {
+  return Object.entries(SIGNALS).find(([, n]) => n === sig)?.[0] ?? `signal ${sig}`;
+}
+
+export interface ServeHooks {
+  /** Told the running service (tests watch its counters). */
+  onServing?: (svc: HttpService) => void;
+  /**
+   * Aborted during the drain (a second kill signal), or before it (the daemon's SIGKILL): no
+   * more draining, the server is aborted (nothing of it left), the run ends with 128 + its reason.
+   */
+  stopNow?: AbortSignal;
+}
+
 /**
  * Serve until `signal` aborts, then drain. Resolves with the exit code: 0 after a graceful
- * stop, 128+s when in-flight requests outlived the grace period, 125 when the service could
- * not start (message on stderr) or stopped on its own.
+ * stop, 128+s when in-flight requests outlived the grace period (s: the signal that began
+ * the stop) or when `hooks.stopNow` cut the drain short (s: the signal that cut it), 125 when
+ * the service could not start (message on stderr) or stopped on its own.
  */
 export async function serveHttp(
   o: HttpServiceOptions,
   signal: AbortSignal | undefined,
   report: (message: string) => void,
-  /** Told the running service (tests watch its counters). */
-  onServing?: (svc: HttpService) => void,
+  hooks: ServeHooks = {},
 ): Promise<{ code: number; stats: { startMs: number; requests: number; failedRequests: number; compiled: boolean } }> {
   const t0 = performance.now();
   let svc: HttpService;
@@ -226,7 +245,7 @@ export async function serveHttp(
     return { code: EXIT_ENGINE_ERROR, stats: { startMs: 0, requests: 0, failedRequests: 0, compiled: false } };
   }
   const startMs = performance.now() - t0;
-  onServing?.(svc);
+  hooks.onServing?.(svc);
   const origin = svc.compiled ? "compiled at start" : "from the compile cache";
   report(`bunwasi: serving wasi:http on http://${svc.addr.replace(/:\d+$/, `:${svc.port}`)}/ (${origin})\n`);
   const on = (sig: AbortSignal | undefined) =>
@@ -234,7 +253,8 @@ export async function serveHttp(
       if (sig?.aborted) resolve();
       else sig?.addEventListener("abort", () => resolve(), { once: true });
     });
-  const aborted = Promise.race([on(signal), on(o.stopNow)]);
+  const now = hooks.stopNow;
+  const aborted = Promise.race([on(signal), on(now)]);
   // The library's server ends on its own only if its listener fails; look now and then.
   let watch: ReturnType<typeof setInterval> | undefined;
   const ended = new Promise<void>((resolve) => {
@@ -246,23 +266,38 @@ export async function serveHttp(
     const c = svc.counters();
     return { startMs, requests: c.requests, failedRequests: c.failed, compiled: svc.compiled };
   };
-  const cut = async (sig: AbortSignal) => {
+  // Cut: the listener, every connection and every guest end now, and nothing of the service
+  // is left once this resolves (a process that lives on, the daemon, needs that).
+  const cutShort = async (sig: AbortSignal, what: string) => {
+    const inFlight = svc.counters().inFlight;
     if (!(await svc.abort())) report("bunwasi: wasi:http: a guest did not end after the abort; its server is left running\n");
+    report(`bunwasi: wasi:http: ${what}: ${inFlight} request(s) cut short\n`);
     return { code: 128 + signalNumber(sig.reason), stats: stats() };
   };
-  if (o.stopNow?.aborted) return await cut(o.stopNow);
+  // Stopped at once (the daemon's SIGKILL as the first signal): no drain.
+  if (now?.aborted) return await cutShort(now, signalName(signalNumber(now.reason)));
   if (!signal?.aborted) {
     await svc.stop(0);
     await svc.abort();
     report("bunwasi: wasi:http: the server stopped on its own\n");
     return { code: EXIT_ENGINE_ERROR, stats: stats() };
   }
-  if (!(await svc.stop(stopGraceMs(o.env), o.stopNow))) {
-    if (o.stopNow?.aborted) return await cut(o.stopNow);
-    report(`bunwasi: wasi:http: ${svc.counters().inFlight} request(s) still in flight after the grace period\n`);
-    // Nothing may outlive the run in a process that lives on (the daemon).
-    await svc.abort();
-    return { code: 128 + signalNumber(signal.reason), stats: stats() };
-  }
-  return { code: 0, stats: stats() };
+  const first = signalNumber(signal.reason);
+  const graceMs = stopGraceMs(o.env);
+  // Said once the listener is closed, so that whoever reads the log knows what a second signal does.
+  const draining = svc.stop(graceMs, now);
+  report(
+    `bunwasi: wasi:http: ${signalName(first)}: no new connections; draining ${svc.counters().inFlight} request(s) for up to ${graceMs} ms (a second signal ends it at once)\n`,
+  );
+  // Woken at once by a second signal rather than at the drain loop's next look.
+  const cut = new Promise<boolean>((resolve) => {
+    if (now?.aborted) resolve(false);
+    else now?.addEventListener("abort", () => resolve(false), { once: true });
+  });
+  if (await Promise.race([draining, cut])) return { code: 0, stats: stats() };
+  if (now?.aborted) return await cutShort(now, `${signalName(signalNumber(now.reason))} during the drain`);
+  report(`bunwasi: wasi:http: ${svc.counters().inFlight} request(s) still in flight after the grace period\n`);
+  // Nothing of the service may outlive the run in a process that lives on (the daemon).
+  await svc.abort();
+  return { code: 128 + first, stats: stats() };
 }
