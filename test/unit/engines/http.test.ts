@@ -302,7 +302,7 @@ describe("lifecycle", () => {
     }
   });
 
-  test("serveHttp: a second kill during the drain ends it at once with 128 + that signal; the drain can still finish after", async () => {
+  test("serveHttp: a second kill during the drain ends it at once with 128 + that signal, the server aborted and the request cut", async () => {
     const env: [string, string][] = [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]];
     const lines: string[] = [];
     const ac = new AbortController();
@@ -338,11 +338,9 @@ describe("lifecycle", () => {
     else process.env.BUNWASI_HTTP_GRACE_MS = prev;
     expect(r.code).toBe(128 + 2);
     expect(lines[2]).toBe("bunwasi: wasi:http: SIGINT during the drain: 1 request(s) cut short\n");
-    // In the executor the process exits now; here the request goes on, and the server is
-    // freed once it has drained (nothing of it is left behind by this test).
-    expect(await svc?.stop(60_000)).toBe(true);
+    // The server was aborted before the run ended (a daemon outlives it): freed, the request cut.
     expect(svc?.stopped()).toBe(true);
-    expect(await slow).toEqual([200, "slept 1500\n"]);
+    expect(await slow).toBe("cut off");
   });
 
   test("an unsatisfied import fails the start with the import named; so does a busy address", () => {
