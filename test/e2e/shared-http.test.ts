@@ -5,7 +5,8 @@
 // namespace path listens in the daemon's namespace (the test reaches it on a loopback port),
 // a spec with one (`--with-ns network:…`, an `ip netns` of the test's) listens there; requests,
 // 1 MiB both ways, 50 concurrent, guest logs in the container log, 500 on a trap, a graceful
-// stop, SIGKILL that cuts a request busy in wasm and one asleep, two services at once, bad
+// stop, SIGKILL that cuts a request busy in wasm and one asleep, a second signal that cuts a
+// drain, two services at once, bad
 // settings, nothing left in the daemon after delete (no thread of the library, fds back),
 // and a daemon killed under a service. Through the CRI (crictl, containerd 1.6's CRI plugin,
 // handler wasmtimed): pods with their own network namespace set up by Debian's CNI plugins
@@ -346,6 +347,27 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
       expect(await stop(id, "SIGKILL")).toBe(137);
       expect(await spin).toBe("cut");
       expect(await asleep).toBe("cut");
+      await expectDaemonClean(before);
+    },
+    T,
+  );
+
+  test(
+    "a second signal during the drain cuts it, as in the executor: SIGTERM then SIGINT ends 130, the request cut, nothing left",
+    async () => {
+      const before = daemonUsage(daemon.pid);
+      const id = uid("twice");
+      const { base, log } = await serve(id, { extra: ["--env", "BUNWASI_HTTP_GRACE_MS=600000"] });
+      const asleep = fetch(`${base}/sleep/600000`).then(
+        (r) => `status ${r.status}`,
+        () => "cut",
+      );
+      expect(await waitFile(log, (t) => t.includes("guest sleeping"), 20_000)).toBe(true);
+      await ctrOk(["task", "kill", id]);
+      expect(await waitFile(log, (t) => t.includes("SIGTERM: no new connections; draining 1 request(s)"), 20_000)).toBe(true);
+      expect(await stop(id, "SIGINT")).toBe(130);
+      expect(await asleep).toBe("cut");
+      expect(fileText(log)).toContain("SIGINT during the drain: 1 request(s) cut short");
       await expectDaemonClean(before);
     },
     T,
