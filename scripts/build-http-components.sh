@@ -7,6 +7,7 @@
 # component, checking every import's signature. Outputs:
 #   handler.wasm   the service (routes in handler.c)
 #   missing.wasm   the same with an import no host defines (a link error at start)
+#   handler.wat    handler.wasm as component text (`wasm-tools print`): a service given as WAT
 # With `--wasi 0.2.N` (N < 12) it builds only handler-0.2.N.wasm, for hosts whose WASI is older
 # (runwasi's wasmtime 36 has 0.2.6; bench/http/run.ts): the same source and WIT with the package
 # versions rewritten and the @since gates lowered. 0.2.x minors only add functions, so the ones the
@@ -31,7 +32,8 @@ fresh() { # out inputs...
 if [[ -n $wasi ]]; then
   [[ $wasi =~ ^0\.2\.[0-9]+$ ]] || { log "--wasi wants 0.2.N, got $wasi"; exit 2; }
   fresh "$OUT/handler-$wasi.wasm" "$SRC/handler.c" "$SRC/world.wit" "$WASM_TOOLS" && { echo "$OUT"; exit 0; }
-elif fresh "$OUT/handler.wasm" "$SRC/handler.c" "$SRC/world.wit" "$WASM_TOOLS" && fresh "$OUT/missing.wasm" "$SRC/handler.c" "$SRC/world.wit"; then
+elif fresh "$OUT/handler.wasm" "$SRC/handler.c" "$SRC/world.wit" "$WASM_TOOLS" && fresh "$OUT/missing.wasm" "$SRC/handler.c" "$SRC/world.wit" &&
+  fresh "$OUT/handler.wat" "$OUT/handler.wasm"; then
   echo "$OUT"
   exit 0
 fi
@@ -63,4 +65,7 @@ if [[ -n $wasi ]]; then
 fi
 build handler handler
 build missing handler-missing -DMISSING_IMPORT
+"$WASM_TOOLS" print "$OUT/handler.wasm" -o "$work/handler.wat"
+mv -f "$work/handler.wat" "$OUT/handler.wat"
+log "built $OUT/handler.wat"
 echo "$OUT"

@@ -14,8 +14,9 @@ demo_only=false
 log() { echo "setup: $*" >&2; }
 
 # Debian packages: containerd 1.6 and runc (the runtime under test), the wasm toolchain
-# for test modules, busybox for native containers.
-APT_PACKAGES=(containerd runc clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt busybox-static iproute2)
+# for test modules, busybox for native containers, the CNI plugins (/usr/lib/cni) that give
+# shared mode's wasi:http test pods a network namespace of their own.
+APT_PACKAGES=(containerd runc clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt busybox-static iproute2 containernetworking-plugins)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,7 +5,10 @@
 // containerd), in one run. Not a test: prints a table of medians and ratios to `wasmtime serve`.
 //
 //   bun bench/http/run.ts [--duration 5] [--warmup 1] [--repeat 3] [--conns 1,50]
-//                         [--runwasi DIR] [--skip ours,wasmtime,runwasi]
+//                         [--runwasi DIR] [--skip ours,wasmtime,runwasi] [--shared]
+//
+// --shared adds a row of ours in shared mode: the containerd-wasmtimed daemon (started here)
+// serving the handler in-process behind the thin shim; its CPU figure is the daemon's.
 //
 // All three serve the same component: test/wasm/http/handler.c built against WASI 0.2.6 (the
 // newest runwasi's wasmtime 36 links), path "/": "hello from wasi:http". Each answers every
@@ -13,9 +16,10 @@
 // (./load.ts) runs in this process on the same 2 cores, the same for every row. `wasmtime serve`
 // gets -Scli: the handler imports wasi:cli/environment, which its proxy-only default leaves out.
 
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { type Daemon, SHARED_RUNTIME, startDaemon } from "../../test/support/daemon.ts";
 import { REPO, RUNTIME, type ShimEnv, shimEnv } from "../../test/support/shim-env.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { RUNWASI, runwasiDir, runwasiPathDir } from "../shim/peers.ts";
@@ -31,6 +35,8 @@ const { values } = parseArgs({
     skip: { type: "string", default: "" },
     /** Also a row of ours with the pooling allocator off (BUNWASI_HTTP_POOLING=0). */
     "no-pooling": { type: "boolean", default: false },
+    /** Also a row of ours in shared mode (the daemon serves it). */
+    shared: { type: "boolean", default: false },
   },
 });
 const DURATION_MS = Number(values.duration) * 1000;
@@ -212,6 +218,8 @@ async function main() {
   const stops: (() => Promise<void>)[] = [];
   const pathDirs = RW && !SKIP.has("runwasi") ? [runwasiPathDir(RW)] : [];
   let env: ShimEnv | undefined;
+  let daemon: Daemon | undefined;
+  let daemonDir: string | undefined;
   try {
     if (!SKIP.has("wasmtime")) {
       const port = freePort();
@@ -224,7 +232,12 @@ async function main() {
       servers.push({ name: "wasmtime serve", port, pid: p.pid });
     }
     if (!SKIP.has("ours") || pathDirs.length) {
-      env = await shimEnv({ path: pathDirs });
+      if (values.shared) {
+        sh(["bash", "scripts/build-shim.sh"], "build-shim.sh");
+        daemonDir = mkdtempSync("/tmp/bwbh-");
+        daemon = await startDaemon(daemonDir);
+      }
+      env = await shimEnv({ path: pathDirs, ...(daemon ? { env: daemon.env } : {}) });
       const archive = join(env.dir, "http.tar");
       writeImageArchive(archive, {
         name: IMAGE,
@@ -237,6 +250,11 @@ async function main() {
         const s = await viaShim(env, "bunwasi", RUNTIME);
         stops.push(s.stop);
         servers.push({ name: "bunwasi", port: s.port, pid: s.pid });
+        if (daemon) {
+          const d = await viaShim(env, "bunwasi shared", SHARED_RUNTIME);
+          stops.push(d.stop);
+          servers.push({ name: "bunwasi shared", port: d.port, pid: d.pid });
+        }
         if (values["no-pooling"]) {
           const n = await viaShim(env, "bunwasi no pooling", RUNTIME, ["BUNWASI_HTTP_POOLING=0"]);
           stops.push(n.stop);
@@ -253,6 +271,8 @@ async function main() {
   } finally {
     for (const stop of stops.reverse()) await stop().catch(() => {});
     await env?.stop();
+    await daemon?.stop("SIGTERM");
+    if (daemonDir) rmSync(daemonDir, { recursive: true, force: true });
     for (const d of pathDirs) rmSync(d, { recursive: true, force: true });
   }
 

@@ -8,6 +8,8 @@
 //                         [--shared-n 20,200,1000] [--create-parallel 4]
 //                         [--runwasi DIR] [--skip start,component,memory,stress,shared]
 //                         [--cold-runs N (component rows; default --runs)]
+//                         [--containerd v2.4.2 (a version scripts/containerd-versions.sh built;
+//                          default Debian's 1.6)]
 //
 // Component rows alone: --skip start,memory,stress (add shared to leave shared mode out).
 //
@@ -36,6 +38,7 @@ const { values } = parseArgs({
     "shared-n": { type: "string", default: "20,200,1000" },
     "create-parallel": { type: "string", default: "4" },
     "cold-runs": { type: "string" },
+    containerd: { type: "string" },
   },
 });
 const RUNS = Number(values.runs);
@@ -50,6 +53,13 @@ const SHARED_N = values["shared-n"]
   .filter((n) => n > 0);
 const CREATE_PARALLEL = Number(values["create-parallel"]);
 const COLD_RUNS = Number(values["cold-runs"] ?? RUNS);
+// Every containerd of this run is one binary: Debian's by default, or a built version.
+// A built version's bin dir also holds the runc shim of that version, for the runc rows.
+const CD_BIN = values.containerd ? join(REPO, "build/containerd", values.containerd, "bin") : "";
+if (CD_BIN && !existsSync(join(CD_BIN, "containerd")))
+  throw new Error(`${CD_BIN}/containerd not built: bash scripts/containerd-versions.sh ${values.containerd}`);
+const withContainerd = (o: Parameters<typeof shimEnv>[0] = {}): Parameters<typeof shimEnv>[0] =>
+  CD_BIN ? { ...o, binary: join(CD_BIN, "containerd"), path: [...(o.path ?? []), CD_BIN] } : o;
 // Shared mode is measured whenever the daemon is built (scripts/build-shim.sh builds both).
 let SHARED = !SKIP.has("shared");
 
@@ -335,7 +345,7 @@ async function stressAll() {
   // hangs gets a row saying so, and the others are still measured.
   const failed: [string, string][] = [];
   const one = async (name: string, shim: string, opts: Parameters<typeof shimEnv>[0], daemon?: Daemon) => {
-    const env = await shimEnv(opts);
+    const env = await shimEnv(withContainerd(opts));
     try {
       const r = await withStressSocket(env, () => stress(RW, shim, STRESS, PARALLEL));
       results.push([name, r.tasksPerSecond, r.failed]);
@@ -377,7 +387,7 @@ if (SHARED) {
 const daemonDir = SHARED ? mkdtempSync("/tmp/bw-daemon-") : "";
 const daemon = SHARED ? await startDaemon(daemonDir) : null;
 try {
-  const env = await shimEnv({ path: RW ? [runwasiPathDir(RW)] : [], ...(daemon ? { env: daemon.env } : {}) });
+  const env = await shimEnv(withContainerd({ path: RW ? [runwasiPathDir(RW)] : [], ...(daemon ? { env: daemon.env } : {}) }));
   try {
     if (!RW) console.log("runwasi not found (../shared/peers/runwasi or --runwasi DIR): its rows are left out");
     if (!SKIP.has("start")) await startTimes(env);

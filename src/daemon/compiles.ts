@@ -15,10 +15,18 @@ export function countingCompiles(engine: Engine): CountingEngine {
   let compiled = 0;
   if (!inner) return { engine, compiled: 0 };
   const inFlight = new Map<string, Promise<Uint8Array>>();
+  // A Create asks for a module's key and then compiles it: the key of those very bytes is
+  // hashed once (in slices, off the event loop's critical path: ../engines/cache.ts).
+  const keys = new WeakMap<Uint8Array, Promise<string>>();
+  const cacheKey = (source: Uint8Array): Promise<string> => {
+    let k = keys.get(source);
+    if (!k) keys.set(source, (k = inner.cacheKey(source)));
+    return k;
+  };
   const compiler: Compiler = {
-    cacheKey: (source) => inner.cacheKey(source),
-    compile: (source) => {
-      const key = inner.cacheKey(source);
+    cacheKey,
+    compile: async (source) => {
+      const key = await cacheKey(source);
       let p = inFlight.get(key);
       if (!p) {
         compiled++;

@@ -102,8 +102,8 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   const counting = countingCompiles(o.engine);
   let running = 0;
   // Memory of ended runs and closed sandboxes goes back to the kernel a second after the last
-  // such end (./give-back.ts).
-  const ended = giveBackWhenQuiet(1000);
+  // such end, at most once every 10 s (./give-back.ts).
+  const ended = giveBackWhenQuiet({ quietMs: 1000, minIntervalMs: 10_000 });
   let runner: Promise<Runner> | null = null;
   const shared: DaemonShared = {
     paths,

@@ -109,11 +109,14 @@ export function sandboxHost(
         modulePath: ep.host,
         ...(ep.entry ? { entry: ep.entry } : {}),
         args: spec.process.args,
-        env: spec.process.env ?? [],
+        env: lastWins(spec.process.env ?? []),
         rootfs: rootfsOf(bundle, spec),
         rootReadOnly: spec.root.readonly === true,
         cwd: spec.process.cwd || "/",
         preopens: await volumePreopens(spec.mounts ?? []),
+        // The pod's network namespace, where a wasi:http service listens (CRI puts the
+        // sandbox's path in each container's spec); none: the daemon's (see InProcessPlan.netns).
+        ...netnsOf(spec),
         // As in normal mode: the cgroup limit becomes the store's limit on linear memory.
         ...(typeof limit === "number" && limit > 0 ? { memoryLimitBytes: limit } : {}),
       });
@@ -157,4 +160,29 @@ export async function volumePreopens(mounts: SpecMount[]): Promise<{ hostPath: s
     out.push({ hostPath: source, guestPath: dest, readOnly: opts.includes("ro") });
   }
   return out;
+}
+
+/** The spec's network namespace path, if it names one (`{ netns }`), else nothing. */
+export function netnsOf(spec: { linux?: { namespaces?: { type: string; path?: string }[] } }): { netns?: string } {
+  const path = spec.linux?.namespaces?.find((n) => n.type === "network")?.path;
+  return path ? { netns: path } : {};
+}
+
+/**
+ * The environment as the container's process would see it: runc keeps only the last entry of
+ * a repeated key (libcontainer's prepareEnv), and CRI repeats a key the image and the pod
+ * both set (image env first). Order: where each key's last entry is.
+ */
+export function lastWins(env: string[]): string[] {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (let i = env.length - 1; i >= 0; i--) {
+    const e = env[i] as string;
+    const eq = e.indexOf("=");
+    const key = eq < 0 ? e : e.slice(0, eq);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(e);
+  }
+  return out.reverse();
 }

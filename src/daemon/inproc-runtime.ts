@@ -22,6 +22,7 @@ import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { RunControl, Runner } from "../engines/engine.ts";
+import { listenTcp, NetnsRestoreError } from "../linux/netns.ts";
 import type { RuncStats } from "../linux/runc.ts";
 import type { Exit, OciRuntime } from "../task/host.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
@@ -42,6 +43,12 @@ export interface InProcessPlan {
   memoryLimitBytes?: number;
   /** The spec's volumes, preopened at their destinations (see volumePreopens in ./host.ts). */
   preopens?: { hostPath: string; guestPath: string; readOnly: boolean }[];
+  /**
+   * The network namespace a wasi:http service listens in (the spec's network namespace path:
+   * the pod's). Absent: the daemon's own (host network, or a spec that asks for a new
+   * namespace without a path, which nothing could reach; docs/ARCHITECTURE.md).
+   */
+  netns?: string;
 }
 
 interface Instance {
@@ -51,6 +58,8 @@ interface Instance {
   /** The module reads stdin from a fifo the daemon feeds (./stdin-relay.ts). */
   stdin: StdinRelay;
   abort: AbortController;
+  /** SIGKILL (or a forced delete) of a service: no drain (RunContext.stopNow). */
+  hardStop: AbortController;
   running: boolean;
   exit: Promise<Exit>;
   resolveExit: (e: Exit) => void;
@@ -85,6 +94,22 @@ export class InProcessRuntime {
   readonly plans = new Map<string, InProcessPlan>();
 
   constructor(private readonly o: InProcessRuntimeOptions) {}
+
+  /** A wasi:http service's listening socket: in `netns` (the pod's), else in the daemon's namespace. */
+  private listen(addr: string, backlog: number, netns: string | undefined): number {
+    try {
+      return listenTcp(addr, backlog, netns);
+    } catch (e) {
+      if (e instanceof NetnsRestoreError) {
+        // The daemon's main thread is stuck in a pod's network namespace: every later
+        // service would listen there. Nothing sane is left to do but stop; containerd then
+        // reports the tasks exited and the thin shims' delete cleans up (as after a crash).
+        process.stderr.write(`level=fatal msg=${JSON.stringify(e.message)}\n`);
+        process.exit(70);
+      }
+      throw e;
+    }
+  }
 
   has(id: string): boolean {
     return this.instances.has(id);
@@ -129,6 +154,7 @@ export class InProcessRuntime {
       fds: fds as [number, number, number],
       stdin,
       abort: new AbortController(),
+      hardStop: new AbortController(),
       running: false,
       exit,
       resolveExit,
@@ -163,6 +189,10 @@ export class InProcessRuntime {
         stderr: { kind: "fd", fd: inst.fds[2] },
         memoryLimitBytes: plan.memoryLimitBytes,
         signal: inst.abort.signal,
+        // A wasi:http service listens in the pod's network namespace (../linux/netns.ts);
+        // SIGKILL cuts its drain.
+        httpListen: (addr, backlog) => this.listen(addr, backlog, plan.netns),
+        stopNow: inst.hardStop.signal,
         onControl: (c) => {
           inst.control = c;
           if (inst.paused) c.pause();
@@ -170,8 +200,9 @@ export class InProcessRuntime {
       })
       .then(
         // Killed while running, it ended with the signal, as a process would: even if what
-        // the kill did (EOF on stdin) let the module reach its own exit first.
-        (r) => this.finish(inst, inst.killSignal !== undefined ? signaledStatus(inst.killSignal) : r.code),
+        // the kill did (EOF on stdin) let the module reach its own exit first. A service's
+        // code already says how its stop went (0: drained), as its executor's exit would.
+        (r) => this.finish(inst, inst.killSignal !== undefined && !r.service ? signaledStatus(inst.killSignal) : r.code),
         () => this.finish(inst, 125),
       )
       .then(() => {
@@ -194,11 +225,15 @@ export class InProcessRuntime {
       this.finish(inst, signaledStatus(signal));
       return;
     }
+    const again = inst.killSignal !== undefined;
     inst.killedAt ??= performance.now();
     inst.killSignal ??= signal;
     // Interrupt first, then end stdin: a module blocked reading it gets EOF, returns to wasm
     // and meets the interrupt.
     inst.abort.abort(signal);
+    // A service drains on the first signal; SIGKILL, first or later, cuts it (as SIGKILL of
+    // its executor would), and so does a second signal (as its executor does).
+    if (signal === SIGNALS.SIGKILL || again) inst.hardStop.abort(signal);
     inst.stdin.close();
   }
 
@@ -213,6 +248,7 @@ export class InProcessRuntime {
       if (inst.running) {
         inst.killSignal ??= SIGNALS.SIGKILL;
         inst.abort.abort(SIGNALS.SIGKILL);
+        inst.hardStop.abort(SIGNALS.SIGKILL);
         inst.stdin.close();
       } else this.finish(inst, signaledStatus(SIGNALS.SIGKILL));
       await inst.exit;
@@ -261,12 +297,15 @@ export class InProcessRuntime {
     const inst = this.get(id);
     const live = inst.running && !inst.exited;
     const out: RuncStats = { pids: { current: live ? 1 : 0 } };
+    // Asked first, before any await: the engine gathers the asks of one turn into one epoch
+    // bump, and the Stats of a node's tasks come together (containerd asks for all at once).
+    const memory = live ? inst.control?.memoryBytes?.() : undefined;
     const tid = live ? inst.control?.threadId?.() : undefined;
     if (tid) {
       const cpu = await threadCpu(tid);
       if (cpu) out.cpu = { usage: { total: cpu.user + cpu.kernel, user: cpu.user, kernel: cpu.kernel } };
     }
-    const bytes = live ? await inst.control?.memoryBytes?.() : undefined;
+    const bytes = await memory;
     if (bytes !== undefined) {
       out.memory = {
         // Linear memory only grows while a module runs: the current size is also the peak.

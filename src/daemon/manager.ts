@@ -90,9 +90,16 @@ export class Manager {
       if (!(await sb.has(req.namespace, req.containerId))) continue;
       const r = await sb.deleteContainer(req.namespace, req.containerId);
       const at = r.exitedAt ?? { seconds: 0, nanos: 0 };
-      return { found: true, pid: r.pid, exitStatus: r.exitStatus, exitedAtSeconds: Number(at.seconds), exitedAtNanos: at.nanos };
+      return {
+        found: true,
+        pid: r.pid,
+        exitStatus: r.exitStatus,
+        exitedAtSeconds: Number(at.seconds),
+        exitedAtNanos: at.nanos,
+        cleanupError: r.failed.join("; "),
+      };
     }
-    return { found: false, pid: 0, exitStatus: 0, exitedAtSeconds: 0, exitedAtNanos: 0 };
+    return { found: false, pid: 0, exitStatus: 0, exitedAtSeconds: 0, exitedAtNanos: 0, cleanupError: "" };
   }
 
   async listSandboxes(): Promise<ListSandboxesResponse> {

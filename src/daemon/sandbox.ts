@@ -84,11 +84,14 @@ export class Sandbox {
     }
   }
 
-  /** containerd's `shim delete` for a container of ours: kill what runs, then Delete it. */
-  async deleteContainer(ns: string, id: string): Promise<DeleteResponse> {
+  /**
+   * containerd's `shim delete` for a container of ours: kill what runs, then Delete it for
+   * good (containerd forgets it after); what could not be cleaned up is in `failed`.
+   */
+  async deleteContainer(ns: string, id: string): Promise<DeleteResponse & { failed: string[] }> {
     const ctx = ctxFor(ns);
     await this.service.kill({ id, execId: "", signal: 9, all: true }, ctx).catch(() => {});
-    return this.service.delete({ id, execId: "" }, ctx);
+    return this.service.deleteFinal({ id, execId: "" }, ctx);
   }
 
   /** Kill every wasm container with `signal` (the daemon is stopping). */

@@ -9,7 +9,10 @@
 //
 // containerd's side is read as a stream (Bun waits on the fd in its event loop: no polling
 // while stdin is attached and idle) and written through a FileSink of Bun's own write end,
-// which waits for room when the module reads slower than containerd writes. Bun never closes
+// which waits for room when the module reads slower than containerd writes: Bun opens the
+// fifo O_WRONLY|O_NONBLOCK and waits in its event loop for room, so a module that stops
+// reading never blocks the daemon's thread (test/unit/daemon/stdin-relay.test.ts checks the
+// flags and that nothing is lost). Bun never closes
 // the fd we pass it; it owns and closes its writer's. Nothing is written before the module
 // holds its end of the fifo (a fifo drops what is in it when the last end closes, and a
 // module opening it with no writer left would wait for ever): the relay first waits for that

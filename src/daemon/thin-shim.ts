@@ -83,16 +83,18 @@ export async function thinStart(
 
 /**
  * `delete`: the daemon deletes the container if it has it; whatever is left on the host
- * (the daemon is gone, or never had it) is cleaned up here from the bundle and state dir.
+ * (the daemon is gone, never had it, or could not clean all of it up) is cleaned up here
+ * from the bundle and state dir. As normal mode's `shim delete`, it always answers: with the
+ * exit the daemon saw when it had the container, every failure said on stderr (containerd's log).
  */
 export async function thinDelete(
   names: SharedModeNames,
   flags: ShimFlags,
   env: Env = process.env,
-  warn = (m: string) => process.stderr.write(`${m}\n`),
-) {
+  warn: (m: string) => void = (m) => process.stderr.write(`${m}\n`),
+): Promise<Uint8Array> {
   // Imported here, not at the top: `start` runs for every pod and needs neither.
-  const [{ deleteTask }, { DeleteResponse }] = await Promise.all([
+  const [{ deleteTask, killedResponse }, { DeleteResponse }] = await Promise.all([
     import("../runtime-v2/delete.ts"),
     import("../task/gen/containerd/runtime/task/v2/shim.ts"),
   ]);
@@ -104,6 +106,8 @@ export async function thinDelete(
         { containerId: flags.id, namespace: flags.namespace, bundle: flags.bundle || process.cwd() },
         { timeoutMs: 10_000 },
       );
+      // The daemon has let go of the container either way; the host steps left are retried below.
+      if (r.cleanupError) warn(`daemon delete: could not clean up: ${r.cleanupError}; cleaning up locally`);
       if (r.found) {
         answer = DeleteResponse.encode({
           pid: r.pid,
@@ -117,9 +121,13 @@ export async function thinDelete(
   } catch (e) {
     warn(`daemon delete: ${e instanceof Error ? e.message : String(e)}; cleaning up locally`);
   }
-  // Idempotent: after the daemon's Delete there is nothing left to find.
-  const local = await deleteTask(flags, warn);
-  return answer ?? local;
+  // Idempotent: after the daemon's Delete there is nothing left to find. Never fails the
+  // delete: containerd needs the answer (the exit) whatever could not be cleaned up.
+  const local = await deleteTask(flags, warn).catch((e) => {
+    warn(`local clean-up: ${e instanceof Error ? e.message : String(e)}`);
+    return undefined;
+  });
+  return answer ?? local ?? killedResponse();
 }
 
 export async function thinShimMain(names: SharedModeNames, argv: string[]): Promise<void> {

@@ -37,9 +37,10 @@ export interface Entrypoint {
 export interface Compiler {
   /**
    * Cache key of `source` as this engine would compile it (module digest, engine version,
-   * settings). Cheap: no engine is loaded to compute it, so a cache hit costs a hash.
+   * settings). Cheap: no engine is loaded to compute it, so a cache hit costs a hash, and the
+   * hash is taken in slices, leaving the caller's event loop free between them.
    */
-  cacheKey(source: Uint8Array): string;
+  cacheKey(source: Uint8Array): Promise<string>;
   /** Compile `source` (off the calling thread) into the artifact `Runner.run` accepts from the cache. */
   compile(source: Uint8Array): Promise<Uint8Array>;
 }
@@ -103,6 +104,13 @@ export interface RunContext {
    * Such a run lasts until `signal` aborts, then drains (README "wasi:http services").
    */
   httpServices?: boolean;
+  /**
+   * Serve a wasi:http component on a listening socket this returns, made for the service's
+   * address and backlog (its settings in the container's env) where the caller chooses: the
+   * shared-mode daemon makes it in the pod's network namespace (../linux/netns.ts). The
+   * engine owns the fd from then on. Allows services as `httpServices` does.
+   */
+  httpListen?: (addr: string, backlog: number) => number;
   /** Export to call; default "_start" (from "module.wasm#func"). */
   entry?: string;
   /** Max bytes a linear memory may grow to; undefined = unlimited. */
@@ -112,6 +120,15 @@ export interface RunContext {
    * or name ("SIGTERM"); the run then ends with 128+signal. Default reason: SIGKILL (9).
    */
   signal?: AbortSignal;
+  /**
+   * A service's drain (see `httpServices`), under way since `signal` aborted, is cut short
+   * when this aborts too (aborted first, there is no drain at all): the run ends with 128 + its
+   * reason, requests in flight cut, once nothing of the service is left (threads, sockets),
+   * which a caller whose process lives on (the daemon) needs. The executor aborts it on a
+   * second kill signal; the shared-mode daemon on SIGKILL, a second signal or a forced delete.
+   * Other runs ignore it.
+   */
+  stopNow?: AbortSignal;
   /**
    * Told, once the run is under way, how to pause and resume it (engines that can: the
    * module stops at its next interrupt check and waits; a kill still ends it). Absent from
@@ -143,6 +160,11 @@ export interface RunControl {
 /** How a run ended: an exit code (README "Exit codes") and the engine's timings. */
 export interface RunResult {
   code: number;
+  /**
+   * The run was a service (served until stopped): its code is how the stop went (0 drained,
+   * 128+s cut), to be kept as the exit status even though it was killed.
+   */
+  service?: boolean;
   stats: Record<string, number | boolean | undefined>;
 }
 

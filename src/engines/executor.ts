@@ -166,10 +166,13 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
     }
   }
   const ac = new AbortController();
+  // A second signal: what a user's second Ctrl-C (or an impatient `kill`) means to a server
+  // that is draining, stop now (RunContext.stopNow).
+  const now = new AbortController();
   const handlers: (readonly [(typeof HANDLED)[number], () => void])[] = [];
   const handleInJs = () => {
     for (const name of HANDLED) {
-      const h = () => ac.abort(SIGNALS[name]);
+      const h = () => (ac.signal.aborted ? now.abort(SIGNALS[name]) : ac.abort(SIGNALS[name]));
       process.on(name, h);
       handlers.push([name, h]);
     }
@@ -205,7 +208,7 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
       httpServices: true,
     };
     const { code, stats }: RunResult =
-      here && runner.runHere ? await runner.runHere(ctx, here) : await runner.run({ ...ctx, signal: ac.signal });
+      here && runner.runHere ? await runner.runHere(ctx, here) : await runner.run({ ...ctx, signal: ac.signal, stopNow: now.signal });
     if (o.stats) {
       const ru = process.resourceUsage();
       process.stderr.write(

@@ -1,7 +1,8 @@
 // The one libc binding of the shim, through bun:ffi: exit monitoring (linux/reaper.ts),
 // rootfs mounts (oci/rootfs.ts), fifo flags (task/stdio.ts), the runtime's console socket and
 // terminal sizes (linux/console.ts), fifos and the open-file limit (the shared-mode daemon,
-// src/daemon/). Linux on x86_64 and aarch64.
+// src/daemon/, and the listening sockets it makes in a pod's network namespace, linux/netns.ts).
+// Linux on x86_64 and aarch64.
 //
 // Variadic libc functions (prctl, fcntl, syscall's own prototype) are reached through glibc's
 // `syscall()`, which is written in assembly and never touches va_list, so calling it with a
@@ -16,8 +17,8 @@ import { STATUS_UNKNOWN } from "../common/constants.ts";
 
 /** System call numbers differ per architecture; a wrong table would call the wrong syscall. */
 const SYSCALLS = {
-  x64: { ioctl: 16, fcntl: 72, prctl: 157, waitid: 247, pidfd_send_signal: 424, pidfd_open: 434 },
-  arm64: { ioctl: 29, fcntl: 25, prctl: 167, waitid: 95, pidfd_send_signal: 424, pidfd_open: 434 },
+  x64: { ioctl: 16, fcntl: 72, prctl: 157, waitid: 247, pidfd_send_signal: 424, pidfd_open: 434, setns: 308 },
+  arm64: { ioctl: 29, fcntl: 25, prctl: 167, waitid: 95, pidfd_send_signal: 424, pidfd_open: 434, setns: 268 },
 };
 
 interface SyscallTable {
@@ -27,6 +28,7 @@ interface SyscallTable {
   waitid: number;
   pidfd_send_signal: number;
   pidfd_open: number;
+  setns: number;
 }
 
 /** The table of this machine; throws on an architecture we have no numbers for. */
@@ -96,6 +98,7 @@ function open() {
     socket: { args: [i32, i32, i32], returns: i32 },
     bind: { args: [i32, P, u32], returns: i32 },
     listen: { args: [i32, i32], returns: i32 },
+    setsockopt: { args: [i32, i32, i32, P, u32], returns: i32 },
     accept4: { args: [i32, P, P, i32], returns: i32 },
     recvmsg: { args: [i32, P, i32], returns: i64 },
     __errno_location: { args: [], returns: P },
@@ -299,7 +302,7 @@ export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
 export const MSG_DONTWAIT = 0x40;
 export const MSG_CMSG_CLOEXEC = 0x40000000;
-const SOL_SOCKET = 1;
+export const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
 /** sizeof(sun_path): the longest socket path is one byte less (its NUL). */
 export const SUN_PATH_MAX = 108;
@@ -363,4 +366,26 @@ export function setWindowSize(fd: number, rows: number, cols: number): [number, 
   // struct winsize { unsigned short ws_row, ws_col, ws_xpixel, ws_ypixel; }
   const ws = new Uint16Array([rows & 0xffff, cols & 0xffff, 0, 0]);
   return sys(libc().nr.ioctl, fd, TIOCSWINSZ, ptr(ws));
+}
+
+// --- network namespaces and TCP listeners (linux/netns.ts) -----------------------------------
+
+export const CLONE_NEWNET = 0x40000000;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const SO_REUSEADDR = 2;
+
+/** setns(2) of the calling thread only; [0, 0] or [-1, errno]. */
+export function setns(fd: number, nstype: number): [number, number] {
+  return sys(libc().nr.setns, fd, nstype);
+}
+
+/** setsockopt(2) with an int value; [0, 0] or [-1, errno]. */
+export function setsockoptInt(fd: number, level: number, name: number, value: number): [number, number] {
+  return check(libc().setsockopt(fd, level, name, ptr(new Int32Array([value])), 4));
+}
+
+/** bind(2) to a raw sockaddr; [0, 0] or [-1, errno]. */
+export function bindRaw(fd: number, addr: Uint8Array): [number, number] {
+  return check(libc().bind(fd, ptr(addr), addr.length));
 }

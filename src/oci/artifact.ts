@@ -142,7 +142,7 @@ export interface PrecompileOutcome {
  * A compile error is the container's error (ArtifactError): there is nothing else to run.
  * Failing to write back only costs the next node-local miss a compile, so it is logged.
  */
-export function precompileArtifact(
+export async function precompileArtifact(
   client: ContainerdClient,
   engine: Engine,
   cache: CompileCache,
@@ -150,8 +150,8 @@ export function precompileArtifact(
   log: (msg: string, level?: "debug" | "info" | "warning" | "error") => void,
 ): Promise<PrecompileOutcome> {
   const compiler = engine.compiler;
-  if (!compiler) return Promise.resolve({ from: "compiled" });
-  const key = compiler.cacheKey(artifact.bytes);
+  if (!compiler) return { from: "compiled" };
+  const key = await compiler.cacheKey(artifact.bytes);
   // Containers of one image created together (a Deployment's replicas in one pod's shim, or
   // a daemon's many pods) wait for one compile and one write instead of racing to do both.
   const k = `${client.address}\0${client.namespace}\0${cache.dir}\0${key}`;

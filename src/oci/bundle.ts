@@ -77,6 +77,8 @@ export const CACHE_MOUNT = "/.bunwasi-cache";
 /** An artifact's module, in a directory mounted beside the executor's (same rules for a read-only rootfs). */
 export const ARTIFACT_MODULE = "module.wasm";
 const artifactMount = (executorMount: string) => `${executorMount}-artifact`;
+/** Where a container whose executor is mounted at `executorMount` sees its artifact's module. */
+export const artifactModulePath = (executorMount: string) => `${artifactMount(executorMount)}/${ARTIFACT_MODULE}`;
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** Split "module.wasm#func" (a "#" in the last path component only). */
@@ -85,6 +87,16 @@ export function splitEntry(arg0: string): { path: string; entry?: string } {
   const hash = arg0.indexOf("#", slash + 1);
   if (hash <= slash + 1 || hash === arg0.length - 1) return { path: arg0 };
   return { path: arg0.slice(0, hash), entry: arg0.slice(hash + 1) };
+}
+
+/**
+ * The export an artifact container's args[0] names. The module is the image's layer, so
+ * args[0] needs no path: "#name" alone names an export, as in runwasi (whose args[0] for
+ * an artifact only ever names the export); "anything.wasm#name" does too.
+ */
+export function artifactEntry(arg0: string): string | undefined {
+  if (arg0.startsWith("#")) return arg0.length > 1 ? arg0.slice(1) : undefined;
+  return splitEntry(arg0).entry;
 }
 
 /**
@@ -347,7 +359,7 @@ export async function prepare(opts: PrepareOptions): Promise<Prepared> {
     }
     if (!found) throw e;
     artifact = found.bytes;
-    const { entry } = splitEntry(spec.process.args[0] ?? "");
+    const entry = artifactEntry(spec.process.args[0] ?? "");
     const head = artifact.subarray(0, 4096);
     // Path and host are set below, once the mount point is known.
     inspected = { kind: "wasm", entrypoint: { path: "", host: "", head, ...(entry ? { entry } : {}) } };
@@ -369,7 +381,7 @@ export async function prepare(opts: PrepareOptions): Promise<Prepared> {
     artifactDir = join(dir, "artifact");
     await mkdir(artifactDir, { recursive: true, mode: 0o755 });
     ep.host = join(artifactDir, ARTIFACT_MODULE);
-    ep.path = `${artifactMount(mountPoint)}/${ARTIFACT_MODULE}`;
+    ep.path = artifactModulePath(mountPoint);
     // Readable by the container's user, whoever that is; written whole before runc sees it.
     const tmp = `${ep.host}.${process.pid}`;
     await writeFile(tmp, artifact, { mode: 0o644 });

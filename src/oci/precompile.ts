@@ -23,7 +23,7 @@ export async function precompile(engine: Engine, prepared: Prepared, cacheDir: s
     const source = new Uint8Array(await readFile(prepared.moduleHost));
     let cache = caches.get(cacheDir);
     if (!cache) caches.set(cacheDir, (cache = new CompileCache({ dir: cacheDir })));
-    const key = compiler.cacheKey(source);
+    const key = await compiler.cacheKey(source);
     const id = `${cacheDir}\0${key}`;
     let fill = inFlight.get(id);
     if (!fill) {

@@ -40,9 +40,12 @@ export async function deleteTask(flags: ShimFlags, warn: (m: string) => void = (
   await rm(workDir, { recursive: true, force: true }).catch((e) => warn(`remove ${workDir}: ${String(e)}`));
   // A server removes its namespace's folders when it exits with them empty; a dead one did not.
   for (const dir of [dirname(workDir), defaults.root]) await removeIfEmpty(dir, warn);
-  // What runc's shim reports for a task whose process it never saw exit: killed.
-  const status = signaledStatus(SIGNALS.SIGKILL);
-  return DeleteResponse.encode({ pid: 0, exitStatus: status, exitedAt: timestamp(new Date()) }).finish();
+  return killedResponse();
+}
+
+/** What runc's shim reports for a task whose process it never saw exit: killed. */
+export function killedResponse(): Uint8Array {
+  return DeleteResponse.encode({ pid: 0, exitStatus: signaledStatus(SIGNALS.SIGKILL), exitedAt: timestamp(new Date()) }).finish();
 }
 
 /** rmdir, where "not empty" (another container of the namespace) and "gone" are expected. */

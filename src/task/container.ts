@@ -49,6 +49,14 @@ export interface CreateOptions extends StdioPaths {
 interface Undo {
   what: string;
   run: () => Promise<void>;
+  /**
+   * Skipped (kept for a retry) when an earlier step of the runtime failed: the work dir holds
+   * the runtime options a `shim delete` needs to retry that runtime's delete (another binary,
+   * another root): removed, the runtime's container would be left to no one.
+   */
+  needsRuntimeGone?: boolean;
+  /** This step is the runtime's delete. */
+  runtime?: boolean;
 }
 
 export class Container {
@@ -63,7 +71,7 @@ export class Container {
   /** Resolves when the init process has exited. */
   readonly exited: Promise<Exit>;
   /** Set while Delete runs: a second Delete joins it. */
-  deleting: Promise<Exit> | null = null;
+  deleting: Promise<{ exit: Exit; failed: string[] }> | null = null;
   /** The exec processes, by exec id (added by Exec, removed by their Delete). */
   readonly execs = new Map<string, ExecProcess>();
   /**
@@ -123,7 +131,7 @@ export class Container {
     c.workDir = workDir;
     try {
       await makeWorkDir(workDir);
-      c.undos.unshift({ what: `remove ${workDir}`, run: () => rm(workDir, { recursive: true, force: true }) });
+      c.undos.unshift({ what: `remove ${workDir}`, run: () => rm(workDir, { recursive: true, force: true }), needsRuntimeGone: true });
       // Before the runtime holds anything: a `shim delete` after this server dies must find
       // the runtime that created the container (src/task/runtime-options.ts).
       if (opts.runtimeOptions && runtime !== ns.runtime) await saveRuntimeOptions(workDir, opts.runtimeOptions);
@@ -142,7 +150,7 @@ export class Container {
       const stdio = console ? null : await Stdio.open(opts);
       try {
         // From here the runtime may hold state for the id: delete it first on the way out.
-        c.undos.unshift({ what: "runtime delete", run: () => c.runtime.delete(opts.id, true) });
+        c.undos.unshift({ what: "runtime delete", run: () => c.runtime.delete(opts.id, true), runtime: true });
         const created = c.runtime.create(
           opts.id,
           prepared.runtimeBundle,
@@ -315,16 +323,26 @@ export class Container {
     return { exit: this.exit ?? { status: killedStatus, at: new Date() }, failed };
   }
 
-  /** Runs every undo step; keeps and describes the ones that failed. */
+  /**
+   * Runs every undo step; keeps and describes the ones that failed, and those that must wait
+   * for a runtime delete that failed (Undo.needsRuntimeGone).
+   */
   private async cleanup(): Promise<string[]> {
     const failed: string[] = [];
     const kept: Undo[] = [];
+    let runtimeHolds = false;
     for (const undo of this.undos.splice(0)) {
+      if (undo.needsRuntimeGone && runtimeHolds) {
+        failed.push(`${undo.what}: kept until the runtime has deleted the container`);
+        kept.push(undo);
+        continue;
+      }
       try {
         await undo.run();
       } catch (e) {
         failed.push(`${undo.what}: ${e instanceof Error ? e.message : String(e)}`);
         kept.push(undo);
+        if (undo.runtime) runtimeHolds = true;
       }
     }
     this.undos = kept;

@@ -54,7 +54,40 @@ async function openOut(path: string): Promise<FileHandle> {
   // Read-write: the fifo then always has a reader, so a container never dies of SIGPIPE
   // when containerd (restarting) or a detached ctr stops reading; its writes wait
   // instead, as under containerd's own shims. The open never blocks either.
-  return open(path, constants.O_RDWR);
+  // But first the client's reader must be there (see withReader).
+  return withReader(path, () => open(path, constants.O_RDWR));
+}
+
+/** How long a Create waits for the client to open its end of an output fifo. */
+export const READER_WAIT_MS = 10_000;
+
+/**
+ * Opens `path` with `openRdwr` once a reader other than us has the fifo open. Bytes in a
+ * fifo live only while someone holds it open: a process that writes and exits before the
+ * client's reader arrives (ctr opens its end on another goroutine, which a loaded node can
+ * run late; a shared-mode run is over within milliseconds) leaves them in a pipe that dies
+ * with our last fd, and the client then reads nothing. containerd's runc shim waits for
+ * the reader with a blocking write-only open; we probe with a non-blocking one (ENXIO
+ * while no reader), which holds no thread. The probe stays open until the read-write fd
+ * is: a reader that saw its only writer close would take that as the end of the output.
+ * Past READER_WAIT_MS (a client that never reads) the fifo is opened as before.
+ */
+export async function withReader(path: string, openRdwr: () => Promise<FileHandle>, waitMs = READER_WAIT_MS): Promise<FileHandle> {
+  const deadline = performance.now() + waitMs;
+  let probe: FileHandle | undefined;
+  for (let delay = 1; !probe; delay = Math.min(delay * 2, 50)) {
+    try {
+      probe = await open(path, constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENXIO" || performance.now() >= deadline) break;
+      await Bun.sleep(delay);
+    }
+  }
+  try {
+    return await openRdwr();
+  } finally {
+    await probe?.close();
+  }
 }
 
 async function blocking(h: FileHandle): Promise<FileHandle> {

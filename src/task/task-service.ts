@@ -289,8 +289,20 @@ export class TaskService {
     c.deleting ??= this.remove(ns, c).finally(() => {
       c.deleting = null;
     });
-    const exit = await c.deleting;
+    const { exit } = await c.deleting;
     return { pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at) };
+  }
+
+  /**
+   * Delete for containerd's `shim delete` (the daemon's manager): final, since containerd
+   * forgets the task once that returns and nobody would retry. What cannot be cleaned up is
+   * logged and returned instead of keeping the container; the caller cleans from outside
+   * what it can (src/runtime-v2/delete.ts).
+   */
+  async deleteFinal(req: DeleteRequest, ctx?: CallContext): Promise<DeleteResponse & { failed: string[] }> {
+    const { ns, c } = this.find(ctx, req.id, "delete");
+    const { exit, failed } = await this.remove(ns, c, true);
+    return { pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at), failed };
   }
 
   async pids(req: PidsRequest, ctx?: CallContext): Promise<PidsResponse> {
@@ -434,17 +446,18 @@ export class TaskService {
     }
   }
 
-  private async remove(ns: Namespace, c: Container): Promise<Exit> {
+  /** `final`: failures are returned, and the container goes all the same (deleteFinal). */
+  private async remove(ns: Namespace, c: Container, final = false): Promise<{ exit: Exit; failed: string[] }> {
     const { log } = this.o.host;
-    const exit = await c.transition("delete", async () => {
+    const { exit, failed } = await c.transition("delete", async () => {
       const out = await c.remove(log, CREATED_EXIT_WAIT_MS, signaledStatus(SIGNALS.SIGKILL));
       // What could not be undone is kept (Delete may be retried) and said: in the log, and
       // to containerd as the error of this Delete.
       if (out.failed.length > 0) {
         for (const f of out.failed) log(`delete ${c.namespace}/${c.id}: could not clean up: ${f}`, "error");
-        throw new TtrpcError(Code.UNKNOWN, `delete ${c.id}: could not clean up: ${out.failed.join("; ")}`);
+        if (!final) throw new TtrpcError(Code.UNKNOWN, `delete ${c.id}: could not clean up: ${out.failed.join("; ")}`);
       }
-      return out.exit;
+      return out;
     });
     // The exit (and an OOM) go out first; the id stays taken until the delete is queued.
     await this.exitQueued.get(c);
@@ -453,7 +466,7 @@ export class TaskService {
       "/tasks/delete",
       encodeEvent(TaskDelete, { containerId: c.id, pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at), id: "" }),
     );
-    return exit;
+    return { exit, failed };
   }
 
   /** An OOM kill while the container runs (not of its init, or not yet seen as its exit). */

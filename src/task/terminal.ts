@@ -12,7 +12,7 @@
 import { constants, writeSync } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
 import { close as closeFd, setNonBlocking, setWindowSize, strerror } from "../linux/libc.ts";
-import type { StdioPaths } from "./stdio.ts";
+import { type StdioPaths, withReader } from "./stdio.ts";
 
 const RETRY_MS = 2;
 
@@ -129,8 +129,9 @@ async function writeAll(fd: number, buf: Uint8Array, stop: () => boolean): Promi
 async function openOutput(path: string): Promise<FileHandle> {
   if (path.startsWith("binary://")) throw new Error(`stdio ${path}: binary:// log URIs are not supported yet`);
   if (path.startsWith("file://")) return open(new URL(path).pathname, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o644);
-  // Read-write, as for other containers (src/task/stdio.ts): the fifo always has a reader.
-  return open(path, constants.O_RDWR | constants.O_NONBLOCK);
+  // Read-write, as for other containers (src/task/stdio.ts): the fifo always has a reader;
+  // opened once the client's reader is there, so nothing we copy is lost before it.
+  return withReader(path, () => open(path, constants.O_RDWR | constants.O_NONBLOCK));
 }
 
 function localPath(path: string): string {

@@ -19,8 +19,9 @@ import { join } from "node:path";
 import { Labels } from "../../src/oci/artifact.ts";
 import { type BuiltArtifact, WasmMediaType, writeArtifactArchive } from "../../tools/image/artifact.ts";
 import { type CriEnv, criEnv, K8S_NAMESPACE, type Pod } from "../support/cri.ts";
+import { ctrTasks } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { REPO, RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
 const T = 180_000;
 
@@ -318,6 +319,52 @@ for (const c of CONTAINERDS) {
     );
 
     test(
+      "exec into a running artifact container runs the artifact's module (crictl exec, sync and streaming); other names are refused",
+      async () => {
+        const id = await cri.createContainer(pod, {
+          metadata: { name: `exec-${seq++}` },
+          image: { image: arts.module!.built.name },
+          log_path: `exec-${seq}.log`,
+        });
+        await cri.crictlOk(["start", id]);
+        await cri.waitState(id, "CONTAINER_RUNNING");
+        // The image's entrypoint names the module, as an exec into a rootfs image would.
+        const sync = await cri.crictl(["exec", "--sync", id, "/demo.wasm", "echo", "from", "exec"]);
+        expect({ code: sync.code, out: sync.stdout.trim().split("\n"), err: sync.stderr }).toEqual({
+          code: 0,
+          out: ["from exec", "exiting"],
+          err: "",
+        });
+        const failing = await cri.crictl(["exec", "--sync", id, "demo.wasm", "exit", "3"]);
+        expect(failing.code).not.toBe(0);
+        expect(failing.stderr).toContain("command 'demo.wasm exit 3' exited with 3");
+        const streaming = await cri.crictl(["exec", id, "/demo.wasm", "echo", "streamed"]);
+        expect(streaming.code).toBe(0);
+        expect(
+          streaming.stdout
+            .trim()
+            .split("\n")
+            .map((l) => l.trim()),
+        ).toEqual(["streamed", "exiting"]);
+        // A name that is neither a file of the container nor its module: refused, saying what works.
+        const ls = await cri.crictl(["exec", "--sync", id, "ls", "/"]);
+        expect(ls.code).not.toBe(0);
+        expect(ls.stderr).toContain("ls: no such file in the container's rootfs");
+        // (crictl prints the message Go-quoted: its quotes come escaped)
+        expect(ls.stderr).toMatch(/exec it as \\*"\/demo\.wasm\\*" \(the container's args\[0\]\) or \\*"#<export>\\*"/);
+        // The container ran on, undisturbed, and its exec processes are gone.
+        expect((await cri.inspect(id)).status.state).toBe("CONTAINER_RUNNING");
+        const init = (await cri.inspect(id)).info.pid as number;
+        expect(init).toBeGreaterThan(0);
+        expect(containerProcs(init)).toEqual([init]);
+        await cri.crictlOk(["stop", "--timeout", "10", id]);
+        expect((await cri.inspect(id)).status.exitCode).toBe(143);
+        await cri.crictlOk(["rm", id]);
+      },
+      T,
+    );
+
+    test(
       "the other layer media type and a plain OCI image config: env from the image reaches the module",
       async () => {
         const r = await runOnce(pod, "content-type");
@@ -436,6 +483,47 @@ for (const c of CTRS) {
       },
       T,
     );
+
+    if (c.runs)
+      test(
+        "ctr task exec into a running artifact container runs the artifact's module; other names are refused",
+        async () => {
+          const id = "art-exec";
+          const log = join(env.dir, `${id}.log`);
+          const run = await env.cd.ctr([
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            "--log-uri",
+            `file://${log}`,
+            "docker.io/bunwasi-art/ctr-oci:1",
+            id,
+            "/demo.wasm",
+          ]);
+          expect(run.code).toBe(0);
+          const exec = (execId: string, args: string[]) =>
+            env.cd.ctr(["task", "exec", "--exec-id", execId, id, ...args], { timeoutMs: 60_000 });
+          const hi = await exec("e-hi", ["/demo.wasm", "echo", "hi from exec"]);
+          expect({ code: hi.code, out: hi.stdout }).toEqual({ code: 0, out: "hi from exec\nexiting\n" });
+          const three = await exec("e-three", ["/demo.wasm", "exit", "3"]);
+          expect(three.code).toBe(3);
+          const sh = await exec("e-sh", ["sh"]);
+          expect(sh.code).not.toBe(0);
+          expect(sh.stderr).toContain("sh: no such file in the container's rootfs");
+          expect(sh.stderr).toContain('exec it as "/demo.wasm"');
+          const t = ctrTasks(
+            () => env.cd,
+            () => env.dir,
+          );
+          expect((await t.tasks()).get(id)?.status).toBe("RUNNING");
+          await t.ctrOk(["task", "kill", "-s", "SIGKILL", id]);
+          await t.waitStatus(id, "STOPPED");
+          expect(await t.deleteTask(id)).toBe(137);
+          expect((await env.cd.ctr(["containers", "delete", id])).code).toBe(0);
+        },
+        T,
+      );
   });
 }
 
@@ -486,6 +574,20 @@ describe(`shared mode: an OCI wasm artifact through ctr run, containerd ${V2}`, 
     T,
   );
 });
+
+/** The processes of the container whose init is `pid`: its cgroup's (v1 memory controller, or v2). */
+function containerProcs(pid: number): number[] {
+  const lines = readFileSync(`/proc/${pid}/cgroup`, "utf8").split("\n");
+  const v1 = lines.find((l) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l));
+  const dir = v1
+    ? `/sys/fs/cgroup/memory${v1.slice(v1.indexOf(":/") + 1)}`
+    : `/sys/fs/cgroup${(lines.find((l) => l.startsWith("0::")) ?? "0::").slice(3)}`;
+  return readFileSync(join(dir, "cgroup.procs"), "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map(Number)
+    .sort((x, y) => x - y);
+}
 
 /** The bytes with the one at `at` (a fraction of the length) inverted: same size, another digest. */
 function flipByte(bytes: Uint8Array, at: number): Uint8Array {

@@ -55,6 +55,10 @@ describe("wasi:http services through containerd-shim-wasmtime-v1", () => {
       files: [
         { path: "/handler.wasm", source: join(WASM, "http", "handler.wasm") },
         { path: "/missing.wasm", source: join(WASM, "http", "missing.wasm") },
+        // handler.wasm as component text (scripts/build-http-components.sh: `wasm-tools print`).
+        { path: "/handler.wat", source: join(WASM, "http", "handler.wat") },
+        // Names the service's export, but wasmtime's parser refuses it (an undefined instance).
+        { path: "/bad.wat", data: '(component (export "wasi:http/incoming-handler@0.2.12" (instance $nowhere)))\n' },
       ],
       config: { entrypoint: ["/handler.wasm"], env: ["PATH=/", "GREETING=from the image"] },
     });
@@ -69,11 +73,23 @@ describe("wasi:http services through containerd-shim-wasmtime-v1", () => {
   }, T);
 
   /** `ctr run -d` of the handler; resolves once it serves, with its base URL and log file. */
-  async function serve(id: string, extra: string[] = [], opts: { hostNet?: boolean } = {}) {
+  async function serve(id: string, extra: string[] = [], opts: { hostNet?: boolean; module?: string } = {}) {
     const port = freePort();
     const log = join(logs, `${id}.log`);
     const net = opts.hostNet === false ? [] : ["--net-host", "--env", `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${port}`];
-    await ctrOk(["run", "-d", "--runtime", RUNTIME, "--log-uri", `file://${log}`, ...net, ...extra, IMAGE, id, "/handler.wasm"]);
+    await ctrOk([
+      "run",
+      "-d",
+      "--runtime",
+      RUNTIME,
+      "--log-uri",
+      `file://${log}`,
+      ...net,
+      ...extra,
+      IMAGE,
+      id,
+      opts.module ?? "/handler.wasm",
+    ]);
     const up = await waitFile(log, (t) => t.includes("bunwasi: serving wasi:http on"), 30_000);
     if (!up) throw new Error(`${id} never served; log:\n${fileText(log)}\n${env.cd.logTail(30)}`);
     return { base: `http://127.0.0.1:${port}`, log };
@@ -191,6 +207,36 @@ describe("wasi:http services through containerd-shim-wasmtime-v1", () => {
   );
 
   test(
+    "a second signal during the drain ends it at once: exit 128 + that signal (SIGTERM, then SIGINT → 130), the request cut short",
+    async () => {
+      const id = uid("second");
+      // A grace period of ten minutes: only the second signal can end this drain within the test.
+      const { base, log } = await serve(id, ["--env", "BUNWASI_HTTP_GRACE_MS=600000"]);
+      const slow = fetch(`${base}/sleep/300000`).then(
+        (r) => `answered ${r.status}`,
+        () => "cut off",
+      );
+      expect(await waitFile(log, (t) => t.includes("guest sleeping"), 20_000)).toBe(true);
+      await ctrOk(["task", "kill", id]);
+      // The executor says when the drain is under way, and what a second signal does.
+      expect(
+        await waitFile(
+          log,
+          (t) => t.includes("SIGTERM: no new connections; draining 1 request(s) for up to 600000 ms (a second signal ends it at once)"),
+          20_000,
+        ),
+      ).toBe(true);
+      await ctrOk(["task", "kill", "-s", "SIGINT", id]);
+      await waitStatus(id, "STOPPED", 45_000);
+      expect(await deleteTask(id)).toBe(130);
+      await ctrOk(["containers", "rm", id]);
+      expect(fileText(log)).toContain("bunwasi: wasi:http: SIGINT during the drain: 1 request(s) cut short");
+      expect(await slow).toBe("cut off");
+    },
+    T,
+  );
+
+  test(
     "default address 0.0.0.0:8080 in the container's own network namespace",
     async () => {
       const id = uid("netns");
@@ -218,6 +264,31 @@ describe("wasi:http services through containerd-shim-wasmtime-v1", () => {
       } finally {
         expect(await stop(id)).toBe(0);
       }
+    },
+    T,
+  );
+
+  test(
+    "a service given as WAT text is served like its binary (compiled by the shim, from the cache); text wasmtime cannot parse: 125 and its reason",
+    async () => {
+      const id = uid("wat");
+      const { base, log } = await serve(id, [], { module: "/handler.wat" });
+      try {
+        expect(await (await fetch(`${base}/`)).text()).toBe("hello from wasi:http\n");
+        expect(await (await fetch(`${base}/env/GREETING`)).text()).toBe("from the image");
+        const echo = await fetch(`${base}/echo`, { method: "POST", body: "text in, text out" });
+        expect(await echo.text()).toBe("text in, text out");
+        // The shim compiled the text with the http library at Create, keyed by the text.
+        expect(fileText(log)).toContain("(from the compile cache)");
+      } finally {
+        expect(await stop(id)).toBe(0);
+      }
+      const bad = await env.run(IMAGE, uid("bad-wat"), ["/bad.wat"], {
+        extra: ["--net-host", "--env", `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${freePort()}`],
+      });
+      expect(bad.code).toBe(125);
+      expect(bad.stderr).toContain("bunwasi: wasi:http: wat2wasm: ");
+      expect(bad.stderr).toContain("$nowhere");
     },
     T,
   );

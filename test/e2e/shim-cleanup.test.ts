@@ -198,4 +198,60 @@ describe("nothing left behind (ctr + containerd 1.6 + compiled shim)", () => {
     },
     T,
   );
+
+  test(
+    "a failed Create whose runtime delete fails too: the next `shim delete` retries it through the same runtime, and nothing is left",
+    async () => {
+      const id = "failed-create-delete";
+      const dir = join(env.dir, "failing-delete");
+      mkdirSync(dir, { recursive: true });
+      const root = join(dir, "root");
+      roots.push({ root, id });
+      const calls = join(dir, "runc-calls.log");
+      const once = join(dir, "delete-failed-once");
+      const wrapper = join(dir, "failing-runc");
+      // The real create, then a failure; the first delete (the server undoing its Create)
+      // fails too, so the runtime still holds the container when the Create is answered.
+      writeFileSync(
+        wrapper,
+        `#!/bin/sh\necho "$*" >> ${calls}\ncase " $* " in\n` +
+          `  *" create "*) ${RUNC} "$@"; exit 1;;\n` +
+          `  *" delete "*) if [ ! -e ${once} ]; then : > ${once}; echo "delete: device or resource busy" >&2; exit 1; fi;;\n` +
+          `esac\nexec ${RUNC} "$@"\n`,
+      );
+      chmodSync(wrapper, 0o755);
+      const toml = join(dir, "options.toml");
+      writeFileSync(toml, `BinaryName = "${wrapper}"\nRoot = "${root}"\n`);
+
+      const r = await cd.ctr(["run", "--runtime", RUNTIME, "--runtime-config-path", toml, "docker.io/library/wasi-demo-app:latest", id], {
+        timeoutMs: 30_000,
+      });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain("failing-runc create");
+      await cd.ctr(["container", "rm", id]);
+      const deleteCall = `--root ${join(root, ns)} delete --force ${id}`;
+      // containerd runs `shim delete` once the server is gone: it must find the runtime the
+      // Create used (its options were kept in the work dir for this) and delete through it.
+      // Bounded wait: the server's exit and containerd's clean-up are asynchronous.
+      const runcState = join(root, ns, id);
+      const workDir = join(STATE_ROOT, "state", ns, id);
+      const done = Date.now() + 30_000; // liveness only
+      while ((existsSync(runcState) || existsSync(workDir)) && Date.now() < done) await sleep(50);
+      expect(
+        fileText(calls)
+          .split("\n")
+          .filter((l) => l === deleteCall),
+      ).toHaveLength(2);
+      expect(existsSync(runcState)).toBe(false);
+      expect(existsSync(workDir)).toBe(false);
+      expect(mountsUnder(join(cd.state, "io.containerd.runtime.v2.task", ns, id))).toEqual([]);
+      const nsDirs = [join(STATE_ROOT, "state", ns), join(STATE_ROOT, "runc", ns)];
+      const gone = Date.now() + 30_000; // liveness only
+      while (nsDirs.some((d) => existsSync(d)) && Date.now() < gone) await sleep(50);
+      expect(nsDirs.filter((d) => existsSync(d))).toEqual([]);
+      const cgroups = readdirSync("/sys/fs/cgroup").flatMap((c) => [join("/sys/fs/cgroup", c, ns, id), join("/sys/fs/cgroup", ns, id)]);
+      expect(cgroups.filter((d) => existsSync(d))).toEqual([]);
+    },
+    T,
+  );
 });

@@ -11,9 +11,9 @@
 //   await cri.stop();                                              // pods removed, containerd stopped
 //
 // Pods use the host's network (NamespaceMode NODE): CNI plays no part, the CNI config dir is
-// an empty one of ours. Each pod's cgroup parent is under /<cgroupRoot>, which stop() removes.
+// an empty one of ours (unless criEnv is given `cni`, for pods that ask for a network of their own). Each pod's cgroup parent is under /<cgroupRoot>, which stop() removes.
 
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { busyboxImage, writeImageArchive } from "../../tools/image/index.ts";
 import { type Containerd, type CtrResult, containerdMajor, startContainerd } from "./containerd.ts";
@@ -200,8 +200,8 @@ export interface CriEnv {
   crictlArgv(args: string[]): string[];
   /** crictl that must succeed; its stdout. */
   crictlOk(args: string[], opts?: { timeoutMs?: number }): Promise<string>;
-  /** `crictl runp --runtime <handler>` a host-network pod; default our handler. */
-  runPod(name: string, opts?: { handler?: string }): Promise<Pod>;
+  /** `crictl runp --runtime <handler>` a host-network pod (or, `podNetwork`, one with its own, through CNI); default our handler. */
+  runPod(name: string, opts?: { handler?: string; podNetwork?: boolean }): Promise<Pod>;
   /** `crictl create --no-pull POD container.json pod.json`: the container's id. */
   createContainer(pod: Pod, config: ContainerConfig): Promise<string>;
   /** `crictl inspect` as JSON. */
@@ -282,6 +282,11 @@ export interface CriEnvOptions {
   env?: Record<string, string>;
   /** The CRI's registry `config_path`: a directory of <host>/hosts.toml (e.g. a local plain-HTTP registry). */
   registryConfigPath?: string;
+  /**
+   * A CNI network for pods that ask for one (runPod's `podNetwork`): the plugins of `binDir`
+   * linked into our CNI bin dir and `conflist(cniDir)` as its only config. Default: none.
+   */
+  cni?: { binDir: string; conflist: (cniDir: string) => Record<string, unknown> };
 }
 
 export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
@@ -309,6 +314,10 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
   const dir = mkdtempSync("/tmp/bwc-"); // short: containerd's sockets live in here
   const cniDir = join(dir, "cni");
   for (const d of [join(cniDir, "bin"), join(cniDir, "net.d"), join(dir, "pods")]) mkdirSync(d, { recursive: true });
+  if (opts.cni) {
+    for (const p of readdirSync(opts.cni.binDir)) symlinkSync(join(opts.cni.binDir, p), join(cniDir, "bin", p));
+    writeFileSync(join(cniDir, "net.d", "10-bunwasi.conflist"), JSON.stringify(opts.cni.conflist(cniDir), null, 2));
+  }
   const cgroupRoot = `bunwasi-cri-${basename(dir)}`;
   const runtimeOptions = runtimeOptionsFixture(dir);
 
@@ -396,8 +405,9 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
       log_directory: logDir,
       linux: {
         cgroup_parent: cgroupParent,
-        // NODE (2): the host's network namespace, so no CNI network is set up for the pod.
-        security_context: { namespace_options: { network: 2 } },
+        // NODE (2): the host's network namespace, so no CNI network is set up for the pod;
+        // POD (0): a namespace of its own, set up by the CNI plugins (criEnv's `cni`).
+        security_context: { namespace_options: { network: o.podNetwork ? 0 : 2 } },
       },
     };
     const configPath = join(podDir, "pod.json");

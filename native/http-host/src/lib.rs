@@ -15,8 +15,9 @@
 
 use std::ffi::{c_char, c_int};
 use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use http_body_util::{BodyExt, Full};
@@ -24,6 +25,7 @@ use hyper::server::conn::http1;
 use tokio::sync::{Notify, watch};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Result, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -40,6 +42,10 @@ static VERSION: &str = concat!("wasmtime-48.0.0+bunwasi-http-host-", env!("CARGO
 fn config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // Epoch checks in the compiled code: a guest busy in wasm yields to the runtime now and
+    // then (see `tick`), and `bunwasi_http_abort` ends it (a host that outlives the service,
+    // the shared-mode daemon, must get its threads back).
+    config.epoch_interruption(true);
     config
 }
 
@@ -153,11 +159,15 @@ struct ServeConfig {
     artifact: Option<String>,
     threads: usize,
     pooling: bool,
+    /// The guest's stdout and stderr: these fds (duplicated at start) instead of the process's.
+    stdout_fd: Option<i32>,
+    stderr_fd: Option<i32>,
 }
 
 /// The configuration is a list of NUL-terminated strings, key then value, keys repeated for
 /// lists: `addr`, `backlog`, `env` (K=V), `arg`, `root`, `root_ro` (1), `memory_limit`,
-/// `artifact` (a serialized component to try before compiling), `threads`, `pooling` (0 = off).
+/// `artifact` (a serialized component to try before compiling), `threads`, `pooling` (0 = off),
+/// `stdout_fd`, `stderr_fd` (the guest's output; default: the process's own).
 fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
     let mut cfg = ServeConfig {
         addr: "0.0.0.0:8080".parse().unwrap(),
@@ -169,6 +179,8 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
         artifact: None,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         pooling: true,
+        stdout_fd: None,
+        stderr_fd: None,
     };
     let mut root_ro = false;
     let mut parts = bytes.split(|b| *b == 0);
@@ -194,6 +206,8 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
             "artifact" => cfg.artifact = Some(v.to_string()),
             "threads" => cfg.threads = v.parse::<usize>()?.max(1),
             "pooling" => cfg.pooling = v != "0",
+            "stdout_fd" => cfg.stdout_fd = Some(v.parse()?),
+            "stderr_fd" => cfg.stderr_fd = Some(v.parse()?),
             _ => wasmtime::bail!("unknown config key {k}"),
         }
     }
@@ -205,8 +219,10 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
 
 /// Shared between the executor's thread (through the handle) and the server's runtime.
 struct Shared {
-    /// 0 serving, 1 draining (stop asked), 2 stopped.
+    /// 0 serving, 1 draining (stop asked), 2 stopped (the runtime's threads are gone).
     state: AtomicI32,
+    /// Hard stop asked (`bunwasi_http_abort`): no drain, guests are cut.
+    aborted: AtomicBool,
     /// Requests whose guest has not finished yet.
     requests: AtomicU64,
     /// Open connections.
@@ -218,11 +234,17 @@ struct Shared {
     stop: watch::Sender<bool>,
     /// Woken whenever a connection or a request ends (the drain waits on it).
     idle: Notify,
+    /// The epoch ticker's thread, unparked when a request starts (it sleeps while none runs).
+    ticker: std::sync::OnceLock<std::thread::Thread>,
+    /// Tells the ticker to end (the server is stopping).
+    ticker_stop: AtomicBool,
 }
 
 /// The handle the executor holds.
 pub struct Server {
     shared: Arc<Shared>,
+    /// To bump the epoch on abort: every running guest traps at its next check.
+    engine: Engine,
     port: u16,
     thread: Option<JoinHandle<()>>,
 }
@@ -231,14 +253,45 @@ struct App {
     pre: ProxyPre<Host>,
     cfg: ServeConfig,
     shared: Arc<Shared>,
+    stdout: Option<OutputFile>,
+    stderr: Option<OutputFile>,
+    /// Where our own messages go (a trap, an accept error): the container's log.
+    log: Log,
+}
+
+/// The caller's stderr (`stderr_fd`) when given, else the process's: in the daemon, the
+/// container's log rather than the daemon's.
+#[derive(Clone)]
+struct Log(Option<Arc<std::fs::File>>);
+
+impl Log {
+    fn line(&self, msg: &str) {
+        use std::io::Write;
+        match &self.0 {
+            Some(f) => {
+                let _ = (&**f).write_all(format!("{msg}\n").as_bytes());
+            }
+            None => eprintln!("{msg}"),
+        }
+    }
 }
 
 impl App {
     fn new_store(&self) -> Result<Store<Host>> {
+        if self.shared.aborted.load(Ordering::SeqCst) {
+            wasmtime::bail!("the service is stopping");
+        }
         let mut b = WasiCtxBuilder::new();
-        // The guest's stdout and stderr are the executor's: containerd's fifos, so the
-        // container's log.
-        b.inherit_stdout().inherit_stderr();
+        // The guest's stdout and stderr are the executor's (containerd's fifos, so the
+        // container's log), or the fds the caller gave (the daemon's copies of those fifos).
+        match &self.stdout {
+            Some(f) => b.stdout(f.clone()),
+            None => b.inherit_stdout(),
+        };
+        match &self.stderr {
+            Some(f) => b.stderr(f.clone()),
+            None => b.inherit_stderr(),
+        };
         b.envs(&self.cfg.env);
         b.args(&self.cfg.args);
         if let Some((dir, ro)) = &self.cfg.root {
@@ -253,13 +306,31 @@ impl App {
             Host { table: ResourceTable::new(), wasi: b.build(), http: WasiHttpCtx::new(), hooks: Hooks, limits: limits.build() },
         );
         store.limiter(|h| &mut h.limits);
+        // At each epoch tick (while requests run, see `tick`) a guest busy in wasm yields, so it
+        // cannot starve the tasks queued behind it on its thread; after an abort it traps.
+        let shared = self.shared.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if shared.aborted.load(Ordering::SeqCst) {
+                Ok(wasmtime::UpdateDeadline::Interrupt)
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
         Ok(store)
     }
 
     async fn handle(self: Arc<Self>, req: hyper::Request<hyper::body::Incoming>) -> Result<hyper::Response<HyperOutgoingBody>> {
+        if self.shared.aborted.load(Ordering::SeqCst) {
+            wasmtime::bail!("the service is stopping");
+        }
         // A store instantiated while this thread was idle, if there is one (see `Idle`).
         let (mut store, proxy) = match Idle::take_spare() {
-            Some((store, proxy)) => (store, Some(proxy)),
+            Some((mut store, proxy)) => {
+                // Its epoch deadline counts from now, not from when it was made.
+                store.set_epoch_deadline(1);
+                (store, Some(proxy))
+            }
             None => (self.new_store()?, None),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -267,7 +338,11 @@ impl App {
         let out = store.data_mut().http().new_response_outparam(tx)?;
         let pre = self.pre.clone();
         let shared = self.shared.clone();
-        shared.requests.fetch_add(1, Ordering::SeqCst);
+        if shared.requests.fetch_add(1, Ordering::SeqCst) == 0 {
+            if let Some(t) = shared.ticker.get() {
+                t.unpark();
+            }
+        }
         // The guest runs in a task of its own: it may go on writing the body (or working)
         // after it has handed over the response.
         let task = tokio::task::spawn(async move {
@@ -394,10 +469,13 @@ async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, mut stop
         async move {
             app.shared.served.fetch_add(1, Ordering::Relaxed);
             match app.clone().handle(req).await {
-                Ok(r) => Ok::<_, std::convert::Infallible>(r),
+                Ok(r) => Ok::<_, std::io::Error>(r),
+                // Aborted (the guest trapped on the epoch, or was never started): no answer,
+                // hyper closes the connection, as the end of an executor would.
+                Err(_) if app.shared.aborted.load(Ordering::SeqCst) => Err(std::io::Error::other("the service was aborted")),
                 Err(e) => {
                     app.shared.failed.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("bunwasi: http: request failed: {e:?}");
+                    app.log.line(&format!("bunwasi: http: request failed: {e:?}"));
                     Ok(error_response())
                 }
             }
@@ -434,17 +512,18 @@ struct Workers {
 }
 
 impl Workers {
-    fn spawn_connection(&self, stream: tokio::net::TcpStream, serve: impl FnOnce(tokio::net::TcpStream) -> ConnFuture + Send + 'static) {
+    fn spawn_connection(&self, stream: tokio::net::TcpStream, log: &Log, serve: impl FnOnce(tokio::net::TcpStream) -> ConnFuture + Send + 'static) {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         // The stream is registered with the accepting runtime's reactor: move it to the worker's.
         let std = match stream.into_std() {
             Ok(s) => s,
-            Err(e) => return eprintln!("bunwasi: http: connection: {e}"),
+            Err(e) => return log.line(&format!("bunwasi: http: connection: {e}")),
         };
+        let log = log.clone();
         self.handles[i].spawn(async move {
             match tokio::net::TcpStream::from_std(std) {
                 Ok(s) => serve(s).await,
-                Err(e) => eprintln!("bunwasi: http: connection: {e}"),
+                Err(e) => log.line(&format!("bunwasi: http: connection: {e}")),
             }
         });
     }
@@ -457,8 +536,7 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("bunwasi: http: listener: {e}");
-            shared.state.store(2, Ordering::SeqCst);
+            app.log.line(&format!("bunwasi: http: listener: {e}"));
             return;
         }
     };
@@ -467,8 +545,9 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
                     shared.connections.fetch_add(1, Ordering::SeqCst);
+                    let log = app.log.clone();
                     let (app, rx, shared) = (app.clone(), shared.stop.subscribe(), shared.clone());
-                    workers.spawn_connection(stream, move |stream| Box::pin(async move {
+                    workers.spawn_connection(stream, &log, move |stream| Box::pin(async move {
                         serve_connection(app, stream, rx).await;
                         if shared.connections.fetch_sub(1, Ordering::SeqCst) == 1 {
                             shared.idle.notify_waiters();
@@ -477,7 +556,7 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
                 }
                 // EMFILE and friends: keep serving the connections we have.
                 Err(e) => {
-                    eprintln!("bunwasi: http: accept: {e}");
+                    app.log.line(&format!("bunwasi: http: accept: {e}"));
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             },
@@ -492,12 +571,33 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
         let idle = shared.idle.notified();
         tokio::pin!(idle);
         idle.as_mut().enable();
-        if shared.connections.load(Ordering::SeqCst) == 0 && shared.requests.load(Ordering::SeqCst) == 0 {
+        if shared.aborted.load(Ordering::SeqCst)
+            || (shared.connections.load(Ordering::SeqCst) == 0 && shared.requests.load(Ordering::SeqCst) == 0)
+        {
             break;
         }
         idle.await;
     }
-    shared.state.store(2, Ordering::SeqCst);
+}
+
+/// How often a guest busy in wasm yields to the runtime (as `wasmtime serve`'s epoch period).
+const TICK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Moves the engine's epoch every TICK while any request runs, and not at all while none
+/// does (parked: an idle service costs no wakeups). Without it a guest spinning in wasm would
+/// keep its worker thread, and the other connections of that thread (see `Workers`) would
+/// wait for ever. A thread of its own, not a task: a task needs a worker, and the spinning
+/// guest holds its own.
+fn tick(engine: Engine, shared: Arc<Shared>) {
+    while !shared.ticker_stop.load(Ordering::SeqCst) {
+        if shared.requests.load(Ordering::SeqCst) == 0 {
+            // A request that starts after the check unparks first: park then returns at once.
+            std::thread::park();
+            continue;
+        }
+        std::thread::sleep(TICK);
+        engine.increment_epoch();
+    }
 }
 
 fn bind(cfg: &ServeConfig) -> Result<std::net::TcpListener> {
@@ -510,22 +610,38 @@ fn bind(cfg: &ServeConfig) -> Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
-fn load(engine: &Engine, src: &[u8], artifact: Option<&str>) -> Result<Component> {
+fn load(engine: &Engine, src: &[u8], artifact: Option<&str>, log: &Log) -> Result<Component> {
     if let Some(path) = artifact {
         // Only the executor's read-only compile cache passes a path here, filled by the shim
         // with `bunwasi_http_compile` of this same library (the cache key names it).
         match unsafe { Component::deserialize_file(engine, path) } {
             Ok(c) => return Ok(c),
-            Err(e) => eprintln!("bunwasi: http: cached artifact unusable, compiling: {e}"),
+            Err(e) => log.line(&format!("bunwasi: http: cached artifact unusable, compiling: {e}")),
         }
     }
     Component::new(engine, src)
 }
 
-fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
+/// Our own copy of a caller's fd (close-on-exec), as a file the guest's output goes to.
+fn own_copy(fd: Option<i32>) -> Result<Option<std::fs::File>> {
+    let Some(fd) = fd else { return Ok(None) };
+    let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().map_err(|e| wasmtime::format_err!("fd {fd}: {e}"))?;
+    Ok(Some(std::fs::File::from(owned)))
+}
+
+/// `listener`: a listening socket the caller made (in its network namespace); None = bind
+/// `addr` here.
+fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Server> {
     let mut cfg = parse_config(cfg_bytes)?;
+    let stdout = own_copy(cfg.stdout_fd)?;
+    let stderr = own_copy(cfg.stderr_fd)?;
+    let log = Log(match &stderr {
+        Some(f) => Some(Arc::new(f.try_clone()?)),
+        None => None,
+    });
+    let (stdout, stderr) = (stdout.map(OutputFile::new), stderr.map(OutputFile::new));
     let engine = serving_engine(cfg.pooling)?;
-    let component = load(&engine, src, cfg.artifact.as_deref())?;
+    let component = load(&engine, src, cfg.artifact.as_deref(), &log)?;
     // A preopened directory costs an open per request: only a component that imports
     // wasi:filesystem gets one (the proxy world has none).
     let uses_fs = component.component_type().imports(&engine).any(|(name, _)| name.starts_with("wasi:filesystem/"));
@@ -538,23 +654,35 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| wasmtime::format_err!("link: {e}"))?;
     let pre = ProxyPre::new(pre).map_err(|e| wasmtime::format_err!("not a wasi:http proxy: {e}"))?;
-    let listener = bind(&cfg)?;
+    let listener = match listener {
+        Some(fd) => {
+            let l = std::net::TcpListener::from(fd);
+            l.set_nonblocking(true)?;
+            l
+        }
+        None => bind(&cfg)?,
+    };
     let port = listener.local_addr()?.port();
     let (stop, _) = watch::channel(false);
     let shared = Arc::new(Shared {
         state: AtomicI32::new(0),
+        aborted: AtomicBool::new(false),
         requests: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         served: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         stop,
         idle: Notify::new(),
+        ticker: std::sync::OnceLock::new(),
+        ticker_stop: AtomicBool::new(false),
     });
-    let app = Arc::new(App { pre, cfg, shared: shared.clone() });
+    let engine = pre.engine().clone();
+    let app = Arc::new(App { pre, cfg, shared: shared.clone(), stdout, stderr, log });
     // Subscribed before the handle exists, so a stop asked at once is seen.
     let stop_rx = shared.stop.subscribe();
-    // The workers run until the accept loop has drained, then end with whatever is left (a
-    // guest still running after its response) cancelled.
+    // The workers run until the accept loop has drained (or the service was aborted), then end
+    // with whatever is left (a guest still running after its response) cancelled. If a start
+    // fails below, `exit` is dropped and the workers started so far end too.
     let (exit, _) = watch::channel(false);
     let mut handles = vec![];
     let mut joins = vec![];
@@ -568,21 +696,44 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
                 let _ = rx.wait_for(|v| *v).await;
                 Idle::clear();
             });
-            rt.shutdown_background();
+            // Joined (its blocking threads too), so a host that lives on keeps none of them.
+            rt.shutdown_timeout(std::time::Duration::from_secs(10));
         })?);
     }
-    // The accept loop (and the drain) on a thread of its own, as before the workers existed.
+    // The accept loop (and the drain) on a thread of its own.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let workers = Workers { handles, next: std::sync::atomic::AtomicUsize::new(0) };
+    let done = shared.clone();
+    let (tick_engine, tick_shared) = (engine.clone(), shared.clone());
+    let ticker = std::thread::Builder::new().name("bunwasi-http-tick".into()).spawn(move || tick(tick_engine, tick_shared))?;
+    let _ = shared.ticker.set(ticker.thread().clone());
     let thread = std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
         rt.block_on(serve(app, listener, stop_rx, workers));
+        // In-flight work is done (or aborted: its guests trap at their next epoch check);
+        // anything left is cancelled with the runtimes, whose threads are joined before the
+        // state says stopped, so a host that lives on (the daemon) keeps none of them.
         exit.send_replace(true);
         for j in joins {
             let _ = j.join();
         }
-        rt.shutdown_background();
-    })?;
-    Ok(Server { shared, port, thread: Some(thread) })
+        rt.shutdown_timeout(std::time::Duration::from_secs(10));
+        done.ticker_stop.store(true, Ordering::SeqCst);
+        ticker.thread().unpark();
+        let _ = ticker.join();
+        done.state.store(2, Ordering::SeqCst);
+    });
+    let thread = match thread {
+        Ok(t) => t,
+        Err(e) => {
+            // The ticker must not outlive a start that failed.
+            shared.ticker_stop.store(true, Ordering::SeqCst);
+            if let Some(t) = shared.ticker.get() {
+                t.unpark();
+            }
+            return Err(e.into());
+        }
+    };
+    Ok(Server { shared, engine, port, thread: Some(thread) })
 }
 
 // ---- C ABI (bound in src/engines/wasmtime/http/ffi.ts) ----
@@ -662,7 +813,33 @@ pub unsafe extern "C" fn bunwasi_http_start(
     err: *mut u8,
     err_cap: usize,
 ) -> *mut Server {
-    let r = std::panic::catch_unwind(|| start(unsafe { slice(cfg, cfg_len) }, unsafe { slice(src, src_len) }));
+    let r = std::panic::catch_unwind(|| start(unsafe { slice(cfg, cfg_len) }, unsafe { slice(src, src_len) }, None));
+    unsafe { started(r, err, err_cap) }
+}
+
+/// As `bunwasi_http_start`, serving on `listen_fd`, a listening TCP socket the caller made
+/// (the shared-mode daemon makes it inside the pod's network namespace); the `addr` and
+/// `backlog` settings are then unused. The library owns the fd from this call on, also when
+/// it fails (it is closed then).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bunwasi_http_start_fd(
+    listen_fd: c_int,
+    cfg: *const u8,
+    cfg_len: usize,
+    src: *const u8,
+    src_len: usize,
+    err: *mut u8,
+    err_cap: usize,
+) -> *mut Server {
+    let fd = if listen_fd >= 0 { Some(unsafe { OwnedFd::from_raw_fd(listen_fd) }) } else { None };
+    let r = std::panic::catch_unwind(move || match fd {
+        Some(fd) => start(unsafe { slice(cfg, cfg_len) }, unsafe { slice(src, src_len) }, Some(fd)),
+        None => Err(wasmtime::format_err!("no listening socket (fd {listen_fd})")),
+    });
+    unsafe { started(r, err, err_cap) }
+}
+
+unsafe fn started(r: std::thread::Result<Result<Server>>, err: *mut u8, err_cap: usize) -> *mut Server {
     match r {
         Ok(Ok(s)) => Box::into_raw(Box::new(s)),
         Ok(Err(e)) => {
@@ -689,7 +866,17 @@ pub extern "C" fn bunwasi_http_stop(s: &Server) {
     s.shared.stop.send_replace(true);
 }
 
-/// 0 serving, 1 draining, 2 stopped (no connection and no guest left).
+/// Hard stop (SIGKILL in the daemon): stop accepting, close every connection, trap every
+/// running guest (epoch) and cancel the rest; returns at once; poll `bunwasi_http_state` until 2.
+#[unsafe(no_mangle)]
+pub extern "C" fn bunwasi_http_abort(s: &Server) {
+    s.shared.aborted.store(true, Ordering::SeqCst);
+    bunwasi_http_stop(s);
+    s.engine.increment_epoch();
+    s.shared.idle.notify_waiters();
+}
+
+/// 0 serving, 1 draining, 2 stopped (no connection, no guest and no thread of ours left).
 #[unsafe(no_mangle)]
 pub extern "C" fn bunwasi_http_state(s: &Server) -> c_int {
     s.shared.state.load(Ordering::SeqCst)

@@ -1,8 +1,10 @@
 // A thread that compiles one module, so that compiling (tens of ms, or seconds for a big
 // module) never stalls the thread that serves requests.
 
+import { isWatComponent } from "../engine.ts";
 import { WasmtimeEngine } from "./engine.ts";
-import { OPT_LEVEL } from "./library.ts";
+import { wasmtime } from "./ffi.ts";
+import { findLibwasmtime, OPT_LEVEL } from "./library.ts";
 
 declare const self: Worker;
 
@@ -10,8 +12,14 @@ self.onmessage = async (ev: MessageEvent<{ source: Uint8Array; httpHost?: string
   try {
     if (ev.data.httpHost) {
       // A wasi:http service: its library compiles it (./http/library.ts keys the artifact to it).
+      // WAT text becomes a binary first, through libwasmtime: the library reads no text.
       const { compileHttpComponent, httpHost } = await import("./http/ffi.ts");
-      postMessage({ artifact: compileHttpComponent(httpHost(ev.data.httpHost), ev.data.source) });
+      let source = ev.data.source;
+      if (isWatComponent(source)) {
+        const { wat2wasm } = await import("./component.ts");
+        source = wat2wasm(wasmtime(findLibwasmtime()).lib, source);
+      }
+      postMessage({ artifact: compileHttpComponent(httpHost(ev.data.httpHost), source) });
       return;
     }
     const engine = new WasmtimeEngine({ optLevel: OPT_LEVEL });

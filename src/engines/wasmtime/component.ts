@@ -40,7 +40,8 @@ function deserializeComponent(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Arr
   return readPtr(out) as Pointer;
 }
 
-function wat2wasm(lib: WasmtimeLib, text: Uint8Array): Uint8Array {
+/** WAT text (a module's or a component's: libwasmtime's parser reads both) to its binary. */
+export function wat2wasm(lib: WasmtimeLib, text: Uint8Array): Uint8Array {
   const vec = Buffer.alloc(LAYOUT.byteVec.size);
   check(lib, lib.wasmtime_wat2wasm(text, text.length, vec), "wat2wasm");
   const bytes = byteVecBytes(vec);

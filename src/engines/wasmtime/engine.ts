@@ -24,10 +24,11 @@ import {
   signalNumber,
   type ThreadKill,
 } from "../engine.ts";
-import { compileComponent, serializeComponent } from "./component.ts";
+import { compileComponent, serializeComponent, wat2wasm } from "./component.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { isHttpService } from "./http/exports.ts";
 import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
+import { MemoryAsks } from "./memory-asks.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory } from "./run-words.ts";
 
@@ -79,6 +80,8 @@ export class WasmtimeEngine {
   private readonly optLevel: number;
   private readonly killGraceMs: number;
   private readonly hostModules: string[];
+  /** Stats' asks for a fresh memory figure, one epoch bump per gathering (./memory-asks.ts). */
+  private readonly memoryAsks = new MemoryAsks(() => this.incrementEpoch());
 
   constructor(opts: WasmtimeEngineOptions = {}) {
     const { path, lib } = wasmtime(opts.libPath ?? findLibwasmtime());
@@ -300,9 +303,10 @@ export class WasmtimeEngine {
       component = src.component;
       kind = srcKind;
       // A wasi:http service is served by its own library, not run once (./http/serve.ts).
-      if (component && srcKind === "wasm" && isHttpService(source)) return { early: await this.serve(source, ctx) };
+      if (component && isHttpService(source)) return { early: await this.serveSource(source, srcKind, ctx) };
       if (this.cache) {
-        cacheKey = CompileCache.key(source, this.name, this.version, this.configFlags);
+        // In slices: in the daemon this thread serves every pod while a module is hashed.
+        cacheKey = await CompileCache.keyInSlices(source, this.name, this.version, this.configFlags);
         // A hit goes to the run thread by path (deserialize_file maps it): read into memory, the
         // artifact and the source sent along for a fallback were copied into both threads'
         // heaps, whose allocator kept the pages (1.7 MiB of an idle executor, measured).
@@ -360,15 +364,19 @@ export class WasmtimeEngine {
 
   /**
    * The run's linear memory in bytes, fresh: a module running wasm publishes it at the epoch
-   * callback this bump causes (within microseconds); one asleep or paused in a wait of ours
+   * callback a bump causes (within microseconds); one asleep or paused in a wait of ours
    * published it on the way in and cannot grow meanwhile. One blocked in another host call
    * (a read) cannot answer: after MEMORY_ASK_MS its last figure is used.
+   *
+   * The epoch is the engine's, shared by every run: a bump sends every running module
+   * through its callback. So asks are gathered (./memory-asks.ts): all the asks made until
+   * the bump goes out share it, and none goes out when they were all answered meanwhile.
    */
   private async askMemory(words: Int32Array): Promise<number | undefined> {
     if (Atomics.load(words, BLOCKED) === 0 && Atomics.load(words, MEM_PAGES) >= 0) {
       const asked = (Atomics.load(words, MEM_ASK) + 1) | 0;
       Atomics.store(words, MEM_ASK, asked);
-      this.incrementEpoch();
+      await this.memoryAsks.bumpSoon(() => Atomics.load(words, MEM_ANSWER) === asked);
       const answered = Atomics.load(words, MEM_ANSWER);
       if (answered !== asked) {
         // Raced with a timer of our own: the answer or the time is up, whichever comes first,
@@ -380,10 +388,30 @@ export class WasmtimeEngine {
     return publishedMemory(words);
   }
 
+  /**
+   * Serve a wasi:http component given as a binary or as WAT text. The library reads only
+   * binaries (it is built without wasmtime's `wat` feature), so text goes through this
+   * library's wat2wasm first; the compile cache keys the text, as the shim's compile did.
+   */
+  private async serveSource(source: Uint8Array, kind: "wasm" | "wat", ctx: RunContext): Promise<RunResult & { stats: RunStats }> {
+    if (kind === "wasm") return this.serve(source, ctx);
+    let binary: Uint8Array;
+    try {
+      binary = wat2wasm(this.lib, source);
+    } catch (e) {
+      writeErr(ctx.stderr, `bunwasi: wasi:http: ${e instanceof Error ? e.message : String(e)}\n`);
+      return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
+    }
+    return this.serve(binary, ctx, source);
+  }
+
   /** Serve a wasi:http component until ctx.signal aborts (only where the caller allows it). */
-  private async serve(source: Uint8Array, ctx: RunContext): Promise<RunResult & { stats: RunStats }> {
-    if (!ctx.httpServices) {
-      writeErr(ctx.stderr, "bunwasi: a wasi:http component is served only by a container's own executor (normal mode)\n");
+  private async serve(source: Uint8Array, ctx: RunContext, cacheSource?: Uint8Array): Promise<RunResult & { stats: RunStats }> {
+    if (!ctx.httpServices && !ctx.httpListen) {
+      writeErr(
+        ctx.stderr,
+        "bunwasi: a wasi:http component is served only where its caller gives it a network (RunContext.httpServices, httpListen)\n",
+      );
       return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
     }
     const { serveHttp } = await import("./http/serve.ts");
@@ -391,6 +419,7 @@ export class WasmtimeEngine {
     const r = await serveHttp(
       {
         source,
+        ...(cacheSource ? { cacheSource } : {}),
         env: envPairs(ctx.env),
         args: ctx.args,
         rootDir: ctx.rootDir,
@@ -398,11 +427,19 @@ export class WasmtimeEngine {
         memoryLimitBytes: ctx.memoryLimitBytes,
         libDir: dirname(this.libPath),
         cache: this.cache,
+        // A caller that makes the socket is one serving many (the daemon): no pooling
+        // allocator, whose reservation (~4 TiB of address space each) would run a 47-bit
+        // address space out after about 30 services.
+        ...(ctx.httpListen ? { listen: ctx.httpListen, pooling: false } : {}),
+        // The guest's output on the caller's fds (the daemon's copies of containerd's fifos).
+        ...(ctx.stdout?.kind === "fd" ? { stdoutFd: ctx.stdout.fd } : {}),
+        ...(ctx.stderr?.kind === "fd" ? { stderrFd: ctx.stderr.fd } : {}),
       },
       ctx.signal,
       (m) => writeErr(ctx.stderr, m),
+      ctx.stopNow ? { stopNow: ctx.stopNow } : {},
     );
-    return { code: r.code, stats: { instantiateMs: r.stats.startMs, runMs: performance.now() - t, ...r.stats } };
+    return { code: r.code, service: true, stats: { instantiateMs: r.stats.startMs, runMs: performance.now() - t, ...r.stats } };
   }
 
   /** Free the engine. Only once no run is in flight. */

@@ -9,7 +9,7 @@ import { type Engine, type ExecutorFile, isWasmBinary, isWat, isWatComponent, ty
 import type { HostLoadOptions } from "../host.ts";
 import { killLibFile } from "../kill-signals.ts";
 import { isHttpService } from "./http/exports.ts";
-import { findHttpHost, HTTP_LIB_NAME, HTTP_VERSION_FILE, httpCacheKey } from "./http/library.ts";
+import { findHttpHost, HTTP_LIB_NAME, HTTP_VERSION_FILE, httpCacheKeyInSlices } from "./http/library.ts";
 import { configFlags, findLibwasmtime, LIB_NAME, libwasmtimeVersion, OPT_LEVEL, VERSION_FILE } from "./library.ts";
 
 const NAME = "wasmtime";
@@ -42,7 +42,7 @@ export const wasmtime: Engine = {
   compiler: {
     cacheKey: (source) => {
       const http = httpHostFor(source);
-      return http ? httpCacheKey(source, http) : CompileCache.key(source, NAME, libraryVersion(), configFlags(OPT_LEVEL));
+      return http ? httpCacheKeyInSlices(source, http) : CompileCache.keyInSlices(source, NAME, libraryVersion(), configFlags(OPT_LEVEL));
     },
     compile: async (source) => (await import("./background-compile.ts")).compileInBackground(source, httpHostFor(source)),
   },

@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CompileCache } from "../../../src/engines/cache.ts";
+import { CompileCache, HASH_SLICE } from "../../../src/engines/cache.ts";
 import { mount } from "../../../src/linux/libc.ts";
 import { MS, unmountAll } from "../../../src/oci/rootfs.ts";
 import { tmp } from "./helpers.ts";
@@ -20,6 +20,24 @@ test("key depends on bytes, engine, version and flags", () => {
   ]) {
     expect(other).not.toBe(k);
   }
+});
+
+test("keyInSlices: the same key, with a turn of the event loop between slices", async () => {
+  const big = new Uint8Array(5 * HASH_SLICE + 123);
+  for (let i = 0; i < big.length; i += 4096) big[i] = i & 0xff;
+  const order: string[] = [];
+  let turns = 0;
+  const count = () => {
+    turns++;
+    if (order.length === 0) setImmediate(count);
+  };
+  setImmediate(count);
+  const key = await CompileCache.keyInSlices(big, "wasmtime", "48.0.0", "epoch=1").finally(() => order.push("hashed"));
+  expect(key).toBe(CompileCache.key(big, "wasmtime", "48.0.0", "epoch=1"));
+  // Six slices: the loop turned between each (a hash in one go would let none through).
+  expect(turns).toBeGreaterThanOrEqual(5);
+  const small = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]);
+  expect(await CompileCache.keyInSlices(small, "x", "1", "")).toBe(CompileCache.key(small, "x", "1", ""));
 });
 
 test("put/get round trip; miss is undefined; bad keys rejected", async () => {

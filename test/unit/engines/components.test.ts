@@ -118,9 +118,20 @@ describe("components (WASI preview 2) in the wasmtime engine", () => {
 
   test("a busy component (no host calls) is killed through the epoch: 128+signal", async () => {
     const ac = new AbortController();
-    const running = run("busy", [], { signal: ac.signal });
-    // Abort once it is spinning, so that the epoch interrupt (not the pre-run check) stops it.
-    await Bun.sleep(1000);
+    const s = io();
+    const running = runner.run({
+      modulePath: component("busy"),
+      args: ["busy"],
+      env: [],
+      stdout: s.stdout,
+      stderr: s.stderr,
+      signal: ac.signal,
+    });
+    // Abort once it is spinning (it says so on stdout first), so that the epoch interrupt,
+    // not the pre-run check, stops it. Looks are bounded only to turn a hang into a failure.
+    const out = () => (existsSync(s.stdout.path) ? s.read("stdout") : "");
+    for (let i = 0; i < 6000 && out() !== "spinning\n"; i++) await Bun.sleep(10);
+    expect(out()).toBe("spinning\n");
     ac.abort("SIGTERM");
     const killed = await running;
     expect(killed.code).toBe(128 + 15);
@@ -219,7 +230,7 @@ describe("components and the compile cache", () => {
     const artifact = await wasmtime.compiler?.compile(source);
     expect(artifact?.[0]).toBe(0x7f);
     const dir = tmp("bunwasi-comp-cache-");
-    const key = wasmtime.compiler?.cacheKey(source) as string;
+    const key = (await wasmtime.compiler?.cacheKey(source)) as string;
     writeFileSync(join(dir, `${key}.cwasm`), artifact as Uint8Array);
     const cached = new WasmtimeEngine({ libPath, cacheDir: dir });
     try {

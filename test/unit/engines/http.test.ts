@@ -3,19 +3,24 @@
 // body both ways, concurrency, a trap answering 500, a graceful stop that lets an in-flight
 // request finish, a link error, and the compile cache keyed to the library.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CompileCache } from "../../../src/engines/cache.ts";
 import { EXIT_ENGINE_ERROR } from "../../../src/engines/engine.ts";
 import { componentExports, isHttpService } from "../../../src/engines/wasmtime/http/exports.ts";
 import { compileHttpComponent, httpHost } from "../../../src/engines/wasmtime/http/ffi.ts";
 import { httpCacheKey, requireHttpHost } from "../../../src/engines/wasmtime/http/library.ts";
-import { HttpConfigError, HttpService, httpSettings, serveHttp } from "../../../src/engines/wasmtime/http/serve.ts";
+import { HttpConfigError, HttpService, httpSettings, serveHttp, stopGraceMs } from "../../../src/engines/wasmtime/http/serve.ts";
+import { watComponentExports } from "../../../src/engines/wasmtime/http/wat-exports.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
+import { listenTcp } from "../../../src/linux/netns.ts";
 import { component, prepare, prepareComponents, REPO, tmp, WASM_DIR, wasm } from "./helpers.ts";
 
 const HANDLER = join(WASM_DIR, "http", "handler.wasm");
 const MISSING = join(WASM_DIR, "http", "missing.wasm");
+/** handler.wasm as component text (`wasm-tools print`, scripts/build-http-components.sh). */
+const HANDLER_WAT = join(WASM_DIR, "http", "handler.wat");
+const WASM_TOOLS = join(REPO, "build", "cargo", "bin", "wasm-tools");
 
 function sh(script: string) {
   const r = Bun.spawnSync(["bash", join(REPO, "scripts", script)], { stdout: "pipe", stderr: "pipe" });
@@ -45,6 +50,100 @@ describe("export sniffing", () => {
     expect(componentExports(new Uint8Array(readFileSync(wasm("wasi-demo-app"))))).toBeUndefined();
     // Truncated: no answer rather than a wrong one.
     expect(componentExports(source.subarray(0, source.length - 3))).toBeUndefined();
+  });
+});
+
+describe("a service given as WAT text", () => {
+  const text = (s: string) => new TextEncoder().encode(s);
+
+  test("the top-level exports read from text are the binary's, for every test component printed as text", () => {
+    const files = [
+      HANDLER,
+      MISSING,
+      ...["wasi-demo-app", "funcs", "exit-code", "missing-import", "busy", "trap", "grow"].map((c) => component(c)),
+    ];
+    for (const f of files) {
+      const printed = Bun.spawnSync([WASM_TOOLS, "print", f], { stdout: "pipe", stderr: "pipe" });
+      expect(printed.exitCode).toBe(0);
+      const fromText = watComponentExports(printed.stdout);
+      expect(fromText).toBeDefined();
+      expect({ f, names: fromText }).toEqual({ f, names: componentExports(new Uint8Array(readFileSync(f))) });
+    }
+    const wat = new Uint8Array(readFileSync(HANDLER_WAT));
+    expect(isHttpService(wat)).toBe(true);
+    expect(wasmtime.isService?.(wat)).toBe(true);
+  });
+
+  test("exports and inline exports of the component count; a nested definition's own exports, comments and strings do not", () => {
+    const names = watComponentExports(
+      // (raw: the escapes are WAT's, for the scanner to decode)
+      text(String.raw`;; a comment (export "no")
+      (component $outer (; a (; nested ;) block comment ;)
+        (component $inner (export "inner-only" (func $f)) (import "x" (func $f)))
+        (type (instance (export "wasi:http/incoming-handler@0.2.0" (instance))))
+        (instance $"quoted id" (export "inline\u{2d}one") (export "inline-two"))
+        (func (@name "not an export") (export "f\"q") (canon lift (core func 0)))
+        (export $e "wasi:http/incoming-handler@0.2.3" (instance $i))
+      )`),
+    );
+    expect(names).toEqual(["inline-one", "inline-two", 'f"q', "wasi:http/incoming-handler@0.2.3"]);
+    expect(isHttpService(text('(component (export "wasi:http/incoming-handler@0.2.0" (instance 0)))'))).toBe(true);
+    expect(isHttpService(text('(component (type (instance (export "wasi:http/incoming-handler@0.2.0" (instance)))))'))).toBe(false);
+    expect(isHttpService(text('(component (export "wasi:http/incoming-handler@0.3.0" (instance 0)))'))).toBe(false);
+    // Core module text, text that does not tokenize, or two top-level forms: no answer.
+    expect(watComponentExports(text('(module (export "x" (func 0)))'))).toBeUndefined();
+    expect(watComponentExports(text('(component (export "unclosed)'))).toBeUndefined();
+    expect(watComponentExports(text("(component) (component)"))).toBeUndefined();
+  });
+
+  test("the engine compiles and keys the text with the http library, and serves it; text wasmtime cannot parse → 125 with its reason", async () => {
+    const wat = new Uint8Array(readFileSync(HANDLER_WAT));
+    const lib = requireHttpHost();
+    // The shim's compile (at Create): keyed to the library, the text's own digest.
+    expect(await wasmtime.compiler?.cacheKey(wat)).toBe(httpCacheKey(wat, lib));
+    const dir = tmp("bunwasi-http-wat-");
+    const cacheDir = join(dir, "cache");
+    const cache = new CompileCache({ dir: cacheDir });
+    await cache.put(httpCacheKey(wat, lib), (await wasmtime.compiler?.compile(wat)) as Uint8Array);
+    writeFileSync(join(dir, "handler.wat"), wat);
+    const runner = await wasmtime.load({ cacheDir, thisThread: true });
+    try {
+      const ac = new AbortController();
+      const err = join(dir, "err");
+      const run = runner.run({
+        modulePath: join(dir, "handler.wat"),
+        args: ["handler.wat"],
+        env: { WASMTIME_HTTP_PROXY_SOCKET_ADDR: "127.0.0.1:0" },
+        stderr: { kind: "path", path: err },
+        httpServices: true,
+        signal: ac.signal,
+      });
+      let base: string | undefined;
+      for (let i = 0; i < 1000 && !base; i++) {
+        base = /serving wasi:http on (http:\/\/127\.0\.0\.1:\d+)\/ \(from the compile cache\)/.exec(
+          existsSync(err) ? readFileSync(err, "utf8") : "",
+        )?.[1];
+        if (!base) await Bun.sleep(10);
+      }
+      expect(base).toBeDefined();
+      expect(await (await fetch(`${base}/`)).text()).toBe("hello from wasi:http\n");
+      ac.abort(15);
+      expect((await run).code).toBe(0);
+
+      writeFileSync(join(dir, "bad.wat"), '(component (export "wasi:http/incoming-handler@0.2.12" (instance $nowhere)))');
+      const bad = await runner.run({
+        modulePath: join(dir, "bad.wat"),
+        args: [],
+        env: { WASMTIME_HTTP_PROXY_SOCKET_ADDR: "127.0.0.1:0" },
+        stderr: { kind: "path", path: join(dir, "bad-err") },
+        httpServices: true,
+        signal: new AbortController().signal,
+      });
+      expect(bad.code).toBe(EXIT_ENGINE_ERROR);
+      expect(readFileSync(join(dir, "bad-err"), "utf8")).toMatch(/^bunwasi: wasi:http: wat2wasm: .*\$nowhere/s);
+    } finally {
+      runner.close();
+    }
   });
 });
 
@@ -192,14 +291,11 @@ describe("lifecycle", () => {
       const lines2: string[] = [];
       const ac2 = new AbortController();
       let svc: HttpService | undefined;
-      const done2 = serveHttp(
-        { source, env, args: [] },
-        ac2.signal,
-        (m) => lines2.push(m),
-        (s) => {
+      const done2 = serveHttp({ source, env, args: [] }, ac2.signal, (m) => lines2.push(m), {
+        onServing: (s) => {
           svc = s;
         },
-      );
+      });
       const base2 = await serving(lines2);
       const slow = fetch(`${base2}/sleep/3000`).catch(() => "cut off");
       // The request is inside the guest when the kill comes.
@@ -213,6 +309,47 @@ describe("lifecycle", () => {
       if (prev === undefined) delete process.env.BUNWASI_HTTP_GRACE_MS;
       else process.env.BUNWASI_HTTP_GRACE_MS = prev;
     }
+  });
+
+  test("serveHttp: a second kill during the drain ends it at once with 128 + that signal, the server aborted and the request cut", async () => {
+    const env: [string, string][] = [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]];
+    const lines: string[] = [];
+    const ac = new AbortController();
+    const now = new AbortController();
+    // Ten minutes: only the second signal can end this drain while the test runs.
+    const prev = process.env.BUNWASI_HTTP_GRACE_MS;
+    process.env.BUNWASI_HTTP_GRACE_MS = "600000";
+    let svc: HttpService | undefined;
+    const done = serveHttp({ source, env, args: [] }, ac.signal, (m) => lines.push(m), {
+      onServing: (s) => {
+        svc = s;
+      },
+      stopNow: now.signal,
+    });
+    for (let i = 0; i < 500 && lines.length === 0; i++) await Bun.sleep(10);
+    const base = /on (http:\/\/127\.0\.0\.1:\d+)\//.exec(lines[0] ?? "")?.[1];
+    expect(base).toBeDefined();
+    const slow = fetch(`${base}/sleep/1500`).then(
+      async (r) => [r.status, await r.text()],
+      () => "cut off",
+    );
+    for (let i = 0; i < 500 && svc?.counters().inFlight !== 1; i++) await Bun.sleep(10);
+    expect(svc?.counters().inFlight).toBe(1);
+    ac.abort(15);
+    // The drain is under way when the second signal comes.
+    for (let i = 0; i < 500 && lines.length < 2; i++) await Bun.sleep(10);
+    expect(lines[1]).toBe(
+      "bunwasi: wasi:http: SIGTERM: no new connections; draining 1 request(s) for up to 600000 ms (a second signal ends it at once)\n",
+    );
+    now.abort(2);
+    const r = await done;
+    if (prev === undefined) delete process.env.BUNWASI_HTTP_GRACE_MS;
+    else process.env.BUNWASI_HTTP_GRACE_MS = prev;
+    expect(r.code).toBe(128 + 2);
+    expect(lines[2]).toBe("bunwasi: wasi:http: SIGINT during the drain: 1 request(s) cut short\n");
+    // The server was aborted before the run ended (a daemon outlives it): freed, the request cut.
+    expect(svc?.stopped()).toBe(true);
+    expect(await slow).toBe("cut off");
   });
 
   test("an unsatisfied import fails the start with the import named; so does a busy address", () => {
@@ -229,13 +366,139 @@ describe("lifecycle", () => {
     }
   });
 
-  test("the Runner refuses to serve unless the caller owns its network (httpServices)", async () => {
+  test("on a listening socket the caller made (the daemon's way): served there; the guest's output and the library's messages on the given fds", async () => {
+    const d = tmp("bunwasi-http-fd-");
+    const out = openSync(join(d, "out"), "w");
+    const err = openSync(join(d, "err"), "w");
+    const fd = listenTcp("127.0.0.1:0", 16);
+    try {
+      let addrAsked: [string, number] | undefined;
+      const svc = HttpService.start({
+        source,
+        env: [
+          ["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:1"],
+          ["WASMTIME_HTTP_PROXY_BACKLOG", "16"],
+        ],
+        args: [],
+        listen: (addr, backlog) => {
+          addrAsked = [addr, backlog];
+          return fd;
+        },
+        stdoutFd: out,
+        stderrFd: err,
+      });
+      // The settings say where; the caller's socket is what is served (its port, not 1).
+      expect(addrAsked).toEqual(["127.0.0.1:1", 16]);
+      expect(svc.port).not.toBe(1);
+      const base = `http://127.0.0.1:${svc.port}`;
+      expect(await (await fetch(`${base}/log`)).text()).toBe("logged\n");
+      expect((await fetch(`${base}/trap`)).status).toBe(500);
+      expect(await svc.stop(10_000)).toBe(true);
+      expect(readFileSync(join(d, "out"), "utf8")).toBe("guest says hello on stdout\n");
+      const errText = readFileSync(join(d, "err"), "utf8");
+      expect(errText).toContain("guest says hello on stderr\n");
+      expect(errText).toContain("bunwasi: http: request failed");
+      // The library closed its copy of the listening socket with the server.
+      await expect(fetch(`${base}/`)).rejects.toThrow();
+    } finally {
+      closeSync(out);
+      closeSync(err);
+    }
+  });
+
+  test("a hard stop (stopNow) after a stop cuts a guest spinning in wasm and one asleep: 128+9, the library's threads end", async () => {
+    const lines: string[] = [];
+    const term = new AbortController();
+    const kill = new AbortController();
+    let svc: HttpService | undefined;
+    const done = serveHttp(
+      // A grace longer than the test: only the hard stop can end the drain.
+      {
+        source,
+        env: [
+          ["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"],
+          ["BUNWASI_HTTP_GRACE_MS", "600000"],
+        ],
+        args: [],
+      },
+      term.signal,
+      (m) => lines.push(m),
+      {
+        stopNow: kill.signal,
+        onServing: (s) => {
+          svc = s;
+        },
+      },
+    );
+    for (let i = 0; i < 500 && !svc; i++) await Bun.sleep(10);
+    const base = `http://127.0.0.1:${svc?.port}`;
+    const spin = fetch(`${base}/spin`).then(
+      () => "answered",
+      () => "cut",
+    );
+    const asleep = fetch(`${base}/sleep/600000`).then(
+      () => "answered",
+      () => "cut",
+    );
+    for (let i = 0; i < 500 && svc?.counters().inFlight !== 2; i++) await Bun.sleep(10);
+    expect(svc?.counters().inFlight).toBe(2);
+    term.abort(15);
+    await Bun.sleep(100);
+    expect(svc?.stopped()).toBe(false);
+    kill.abort(9);
+    expect((await done).code).toBe(128 + 9);
+    expect(await spin).toBe("cut");
+    expect(await asleep).toBe("cut");
+    expect(svc?.stopped()).toBe(true);
+    const names = readdirSync("/proc/self/task").map((t) => {
+      try {
+        return readFileSync(`/proc/self/task/${t}/comm`, "utf8").trim();
+      } catch {
+        return "";
+      }
+    });
+    expect(names.filter((n) => n.startsWith("bunwasi-http"))).toEqual([]);
+  });
+
+  test("a guest spinning in wasm does not starve the others: on one runtime thread, another request is still answered", async () => {
+    const svc = HttpService.start({ source, env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]], args: [], threads: 1 });
+    const base = `http://127.0.0.1:${svc.port}`;
+    const spin = fetch(`${base}/spin`).then(
+      () => "answered",
+      () => "cut",
+    );
+    for (let i = 0; i < 500 && svc.counters().inFlight !== 1; i++) await Bun.sleep(10);
+    expect(svc.counters().inFlight).toBe(1);
+    // The only worker thread is in the spinning guest's wasm: only its epoch yields let this run.
+    const hello = await fetch(`${base}/`);
+    expect(await hello.text()).toBe("hello from wasi:http\n");
+    expect(svc.counters().inFlight).toBe(1);
+    expect(await svc.abort()).toBe(true);
+    expect(await spin).toBe("cut");
+  });
+
+  test("the grace period comes from the container's env first, then the process's", () => {
+    const prev = process.env.BUNWASI_HTTP_GRACE_MS;
+    try {
+      delete process.env.BUNWASI_HTTP_GRACE_MS;
+      expect(stopGraceMs([])).toBe(30_000);
+      process.env.BUNWASI_HTTP_GRACE_MS = "250";
+      expect(stopGraceMs([["A", "1"]])).toBe(250);
+      expect(stopGraceMs([["BUNWASI_HTTP_GRACE_MS", "7"]])).toBe(7);
+      expect(stopGraceMs([["BUNWASI_HTTP_GRACE_MS", "x"]])).toBe(250);
+    } finally {
+      if (prev === undefined) delete process.env.BUNWASI_HTTP_GRACE_MS;
+      else process.env.BUNWASI_HTTP_GRACE_MS = prev;
+    }
+  });
+
+  test("the Runner refuses to serve unless the caller gives it a network (httpServices, httpListen)", async () => {
     const runner = await wasmtime.load();
     const d = tmp("bunwasi-http-");
     try {
       const r = await runner.run({ modulePath: HANDLER, args: [], env: {}, stderr: { kind: "path", path: join(d, "err") } });
       expect(r.code).toBe(EXIT_ENGINE_ERROR);
-      expect(readFileSync(join(d, "err"), "utf8")).toContain("served only by a container's own executor");
+      expect(readFileSync(join(d, "err"), "utf8")).toContain("served only where its caller gives it a network");
     } finally {
       runner.close();
     }
@@ -246,9 +509,9 @@ describe("compile cache", () => {
   test("the key names the http library, not libwasmtime; a cached artifact is mapped at start", async () => {
     const lib = requireHttpHost();
     const key = httpCacheKey(source, lib);
-    expect(key).not.toBe(wasmtime.compiler?.cacheKey(new Uint8Array(readFileSync(component("wasi-demo-app")))));
+    expect(key).not.toBe(await wasmtime.compiler?.cacheKey(new Uint8Array(readFileSync(component("wasi-demo-app")))));
     // The engine's compiler keys a wasi:http service to the http library.
-    expect(wasmtime.compiler?.cacheKey(source)).toBe(key);
+    expect(await wasmtime.compiler?.cacheKey(source)).toBe(key);
     const cache = new CompileCache({ dir: tmp("bunwasi-http-cache-") });
     await cache.put(key, compileHttpComponent(httpHost(lib), source));
     const svc = HttpService.start({ source, env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]], args: [], cache });

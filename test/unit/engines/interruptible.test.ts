@@ -233,6 +233,34 @@ describe("the linear memory of a run (RunControl.memoryBytes, shared mode's Stat
     });
   }
 
+  test("concurrent asks of several running modules share one epoch bump (the epoch is every run's)", async () => {
+    const controls: import("../../../src/engines/engine.ts").RunControl[] = [];
+    const acs = [new AbortController(), new AbortController(), new AbortController()];
+    const runs = acs.map((ac) =>
+      engine.run({ modulePath: wasm("busy"), args: ["busy"], env: [], signal: ac.signal, onControl: (c) => controls.push(c) }),
+    );
+    // Until each has instantiated (bounded looks: a hang fails, naming why).
+    const figures = async () => Promise.all(controls.map((c) => c.memoryBytes?.()));
+    for (let i = 0; i < 1000 && (controls.length < 3 || (await figures()).includes(undefined)); i++) await Bun.sleep(10);
+    expect(await figures()).not.toContain(undefined);
+    // From here every epoch bump is counted: two asks of each of the three runs, at once.
+    let bumps = 0;
+    const bump = engine.incrementEpoch;
+    engine.incrementEpoch = () => {
+      bumps++;
+      bump.call(engine);
+    };
+    try {
+      const fresh = await Promise.all(controls.flatMap((c) => [c.memoryBytes?.(), c.memoryBytes?.()]));
+      expect(bumps).toBe(1);
+      for (const bytes of fresh) expect(bytes! % 65536 === 0 && bytes! > 0).toBe(true);
+    } finally {
+      engine.incrementEpoch = bump;
+    }
+    for (const ac of acs) ac.abort(9);
+    expect(await Promise.all(runs)).toEqual([137, 137, 137]);
+  });
+
   test("a module that grew to 16 pages and sleeps reports exactly 16 × 64 KiB", async () => {
     // memory.grow by 15 from 1 page, then a 600 s clock-only poll_oneoff (our interruptible sleep).
     const wat = `(module

@@ -107,7 +107,7 @@ function fakeEngine(version = "1"): Engine & { compiled: number } {
       throw new Error("not loaded in this test");
     },
     compiler: {
-      cacheKey: (src: Uint8Array) => CompileCache.key(src, "fake", version, ""),
+      cacheKey: async (src: Uint8Array) => CompileCache.key(src, "fake", version, ""),
       compile: async (src: Uint8Array) => {
         if (src.length > 8 && src[8] === 0xff) throw new Error("bad section");
         e.compiled++;
@@ -190,13 +190,16 @@ describe("precompileArtifact", () => {
     const stored = first.stored as string;
     expect(stored).toBe(sha(MODULE.slice().reverse()));
     expect(f.blobs.get(art.layer.digest)?.labels).toEqual({ [Labels.precompiled("fake")]: stored, [Labels.gcRef("fake")]: stored });
-    expect(f.blobs.get(stored)?.labels).toEqual({ [Labels.key]: engine.compiler!.cacheKey(MODULE), [Labels.source]: art.layer.digest });
+    expect(f.blobs.get(stored)?.labels).toEqual({
+      [Labels.key]: await engine.compiler!.cacheKey(MODULE),
+      [Labels.source]: art.layer.digest,
+    });
     expect(f.leases).toBe(1);
 
     expect((await precompileArtifact(f.client(), engine, cache(), art, log)).from).toBe("cache");
     wipe();
     expect((await precompileArtifact(f.client(), engine, cache(), art, log)).from).toBe("content-store");
-    expect(cache().get(engine.compiler!.cacheKey(MODULE))).toEqual(MODULE.slice().reverse());
+    expect(cache().get(await engine.compiler!.cacheKey(MODULE))).toEqual(MODULE.slice().reverse());
     expect(engine.compiled).toBe(1);
     expect(f.writes).toBe(1);
   });
@@ -221,7 +224,7 @@ describe("precompileArtifact", () => {
     expect(r.from).toBe("compiled");
     expect(r.rejected).toMatch(/was compiled for .*-fake-/);
     expect(v2.compiled).toBe(1);
-    expect(f.blobs.get(r.stored as string)?.labels[Labels.key]).toBe(v2.compiler!.cacheKey(OTHER));
+    expect(f.blobs.get(r.stored as string)?.labels[Labels.key]).toBe(await v2.compiler!.cacheKey(OTHER));
     expect(f.blobs.get(art.layer.digest)?.labels[Labels.gcRef("fake")]).toBe(r.stored as string);
   });
 

@@ -272,6 +272,15 @@ describe("classification", () => {
     });
   });
 
+  test("an artifact's args[0] may be only #export (as in runwasi, where it only ever names the export)", async () => {
+    const b = bundle(spec({ args: ["#run", "x"] }));
+    const r = await prepare({ ...opts(b, "art4"), artifact: async () => ({ bytes: WASM }) });
+    expect(r).toMatchObject({ kind: "wasm", module: "/.bunwasi-artifact/module.wasm", entry: "run" });
+    // "#" alone names nothing: the default entry.
+    const c = bundle(spec({ args: ["#"] }));
+    expect((await prepare({ ...opts(c, "art5"), artifact: async () => ({ bytes: WASM }) })).entry).toBeUndefined();
+  });
+
   test("an entrypoint missing from the rootfs of an image that is no artifact: the rootfs error stands", async () => {
     const b = bundle(spec({ args: ["/nope.wasm"] }));
     await expect(prepare({ ...opts(b, "art2"), artifact: async () => undefined })).rejects.toThrow(

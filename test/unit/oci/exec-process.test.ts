@@ -4,7 +4,7 @@
 // be exec'd into a native container (it has no executor mount).
 
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { withSmallVmEntries } from "../../../src/common/vm-env.ts";
@@ -124,6 +124,88 @@ describe("the process of an exec", () => {
     const c = await container(["/app.wasm"]);
     await expect(prepareExecProcess({ ...c, engine: wasmtime, process: proc(["/nope.wasm"]), executorDir: fakeExec })).rejects.toThrow(
       "/nope.wasm: no such file in the container's rootfs",
+    );
+  });
+
+  /** A container of an OCI wasm artifact: its own args[0] is in no rootfs; the module came from the hook. */
+  async function artifactContainer(args: string[], cwd = "/") {
+    const b = bundle(args);
+    const spec = JSON.parse(readFileSync(join(b, "config.json"), "utf8"));
+    spec.process.cwd = cwd;
+    writeFileSync(join(b, "config.json"), JSON.stringify(spec));
+    const id = `art${n}`;
+    const p = await prepare({
+      id,
+      bundle: b,
+      stateDir: join(base, "state"),
+      executorDir: fakeExec,
+      engine: wasmtime,
+      artifact: async () => ({ bytes: WASM }),
+    });
+    return { bundle: b, runtimeBundle: p.runtimeBundle };
+  }
+  const moduleOf = (args: string[]) => args[args.indexOf("--module") + 1];
+  const entryOf = (args: string[]) => (args.includes("--entry") ? args[args.indexOf("--entry") + 1] : undefined);
+  const argvOf = (args: string[]) => args.slice(args.indexOf("--") + 1);
+
+  test("into an artifact container: args[0] naming the container's module runs the artifact, argv as given", async () => {
+    const c = await artifactContainer(["./demo.wasm", "daemon"], "/srv");
+    for (const [arg0, cwd] of [
+      ["./demo.wasm", "/srv"], // the same string
+      ["demo.wasm", "/work"], // its bare file name
+      ["/srv/demo.wasm", "/work"], // the same path…
+      ["../demo.wasm", "/srv/x"], // …from the exec's cwd
+      ["/.bunwasi-artifact/module.wasm", "/"], // where it is mounted
+    ] as const) {
+      const r = await prepareExecProcess({
+        ...c,
+        engine: wasmtime,
+        process: { ...proc([arg0, "echo", "hi"]), cwd },
+        executorDir: fakeExec,
+      });
+      expect(r.kind).toBe("wasm");
+      expect(moduleOf(r.process.args)).toBe("/.bunwasi-artifact/module.wasm");
+      expect(entryOf(r.process.args)).toBeUndefined();
+      expect(argvOf(r.process.args)).toEqual([arg0, "echo", "hi"]);
+    }
+  });
+
+  test("into an artifact container: #export, with or without the module's name, calls that export", async () => {
+    const c = await artifactContainer(["/demo.wasm"]);
+    for (const arg0 of ["#hello", "/demo.wasm#hello"]) {
+      const r = await prepareExecProcess({ ...c, engine: wasmtime, process: proc([arg0]), executorDir: fakeExec });
+      expect(moduleOf(r.process.args)).toBe("/.bunwasi-artifact/module.wasm");
+      expect(entryOf(r.process.args)).toBe("hello");
+    }
+  });
+
+  test("into an artifact container: a file of its rootfs or volumes still runs as itself", async () => {
+    const c = await artifactContainer(["/demo.wasm"]);
+    const r = await prepareExecProcess({ ...c, engine: wasmtime, process: proc(["/app.wasm"]), executorDir: fakeExec });
+    expect(moduleOf(r.process.args)).toBe("/app.wasm");
+    const sh = proc(["sh"]);
+    expect(await prepareExecProcess({ ...c, engine: wasmtime, process: sh, executorDir: fakeExec })).toEqual({
+      process: sh,
+      kind: "native",
+    });
+  });
+
+  test("into an artifact container: any other name is refused, saying how to name the module", async () => {
+    const c = await artifactContainer(["/demo.wasm"]);
+    await expect(prepareExecProcess({ ...c, engine: wasmtime, process: proc(["ls", "/"]), executorDir: fakeExec })).rejects.toThrow(
+      `ls: no such file in the container's rootfs (the container runs an OCI wasm artifact, whose module is the image's layer: exec it as "/demo.wasm" (the container's args[0]) or "#<export>")`,
+    );
+    for (const arg0 of ["/other/demo.wasm", ""])
+      await expect(prepareExecProcess({ ...c, engine: wasmtime, process: proc([arg0]), executorDir: fakeExec })).rejects.toThrow(
+        "exec it as",
+      );
+  });
+
+  test("into an artifact container whose module is gone from its work dir: refused, naming it", async () => {
+    const c = await artifactContainer(["/demo.wasm"]);
+    rmSync(join(c.runtimeBundle, "artifact"), { recursive: true });
+    await expect(prepareExecProcess({ ...c, engine: wasmtime, process: proc(["/demo.wasm"]), executorDir: fakeExec })).rejects.toThrow(
+      "the artifact's module",
     );
   });
 });

@@ -23,7 +23,7 @@ describe("precompile", () => {
     const fake: Engine = {
       ...wasmtime,
       compiler: {
-        cacheKey: (s) => `k${s.length}`,
+        cacheKey: async (s) => `k${s.length}`,
         compile: async (s) => {
           compiled.push(s.length);
           return new Uint8Array([1, 2, 3]);
@@ -48,7 +48,7 @@ describe("precompile", () => {
     const fake: Engine = {
       ...wasmtime,
       compiler: {
-        cacheKey: () => "shared",
+        cacheKey: async () => "shared",
         compile: async () => {
           compiles++;
           await Bun.sleep(20);

@@ -546,6 +546,19 @@ describe("cleanup failures are said, not swallowed", () => {
     expect(s.host.topics(NS).filter((t) => t === "/tasks/delete")).toHaveLength(1);
   });
 
+  test("deleteFinal (the daemon's `shim delete`): a cleanup failure is logged and returned with the exit, and the container goes", async () => {
+    const s = setup();
+    await inState(s, "stopped");
+    s.host.unmountError = new Error("umount: device is busy");
+    const r = await s.service.deleteFinal({ id: "c1", execId: "" }, ctxFor(NS));
+    expect(r).toMatchObject({ exitStatus: 3 });
+    expect(r.failed).toEqual([`unmount /bundles/c1/rootfs: umount: device is busy`]);
+    expect(s.host.logs.some((l) => l.level === "error" && l.msg.includes("device is busy"))).toBe(true);
+    // containerd forgets the task after `shim delete`: so does the service, and says so.
+    expect((await refusal(CALLS.state(s))).code).toBe(Code.NOT_FOUND);
+    expect(s.host.topics(NS).filter((t) => t === "/tasks/delete")).toHaveLength(1);
+  });
+
   test("a failed Create undoes what it did and logs what it could not undo", async () => {
     const s = setup();
     s.host.prepareError = new Error("config.json: not valid JSON");
@@ -569,6 +582,24 @@ describe("cleanup failures are said, not swallowed", () => {
     expect(e.code).toBe(Code.UNKNOWN);
     expect(e.message).toBe("create: runc create: exec format error");
     expect(s.host.runtime(NS).calls).toEqual(["create other", "create c1", "delete c1 force"]);
+  });
+
+  test("a failed Create whose runtime delete fails too keeps its work dir for `shim delete` (it names the runtime to retry)", async () => {
+    const s = setup();
+    await s.service.create(createReq("other"), ctxFor(NS)); // the namespace's runtime exists now
+    s.host.runtime(NS).failing.set("create", new Error("runc create: exec format error"));
+    s.host.runtime(NS).failing.set("delete", new Error("runc delete: device or resource busy"));
+    const e = await refusal(s.service.create(createReq("c1"), ctxFor(NS)));
+    expect(e.message).toBe("create: runc create: exec format error");
+    const workDir = join(s.host.root, NS, "c1");
+    // Kept: the runtime may still hold c1, and a `shim delete` must find the runtime (its
+    // options file lives here) to retry, then removes the dir itself.
+    expect(existsSync(workDir)).toBe(true);
+    const said = s.host.logs.filter((l) => l.level === "error").map((l) => l.msg);
+    expect(said.some((m) => m.includes("runtime delete: runc delete: device or resource busy"))).toBe(true);
+    expect(said.some((m) => m.includes(`remove ${workDir}: kept until the runtime has deleted the container`))).toBe(true);
+    // Everything else is undone as before: the rootfs is unmounted.
+    expect(s.host.mounted.has("/bundles/c1")).toBe(false);
   });
 
   test("a failed Create answers only once the compile cache's work for it is done (no write left running)", async () => {

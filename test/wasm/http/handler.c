@@ -9,6 +9,7 @@
 //   /log           writes a line to stdout and one to stderr, 200 "logged\n"
 //   /sleep/<ms>    says "guest sleeping" on stderr, waits <ms> milliseconds, then 200 "slept <ms>\n"
 //   /trap          traps (unreachable) before answering
+//   /spin          says "guest spinning" on stderr, then loops in wasm for ever (no answer)
 //   /fetch/<host:port><path>   GET http://<host:port><path> through wasi:http/outgoing-handler,
 //                  200 "upstream <status>: <body>"
 //   /env/<NAME>    200 with the value of env NAME through wasi:cli/environment (or "unset")
@@ -305,6 +306,13 @@ __attribute__((export_name("wasi:http/incoming-handler@" WASI_V "#handle"))) voi
     msg[k++] = '\n';
     write_all(s, (const u8 *)msg, k);
     finish(body, s);
+  } else if (starts(path, n, "/spin")) {
+    // Busy in wasm, never in a host call: only an interrupt (the host's epoch) ends it.
+    i32 err = get_stderr();
+    write_str(err, "guest spinning\n");
+    out_drop(err);
+    volatile u32 spins = 0;
+    for (;;) spins++;
   } else if (starts(path, n, "/fetch/")) {
     fetch(path + 7, n - 7, outparam);
   } else if (starts(path, n, "/env/")) {

@@ -4,7 +4,8 @@
 // key applies. Binary format: the component model's Binary.md (sections of id 11 hold
 // `exportname' sortidx externdesc?`); nested components (section 4) are skipped whole.
 
-import { isComponentBinary } from "../../engine.ts";
+import { isComponentBinary, isWatComponent } from "../../engine.ts";
+import { watComponentExports } from "./wat-exports.ts";
 
 /** The interface a wasi:http service exports (any 0.2.x; wasmtime matches semver-compatibly). */
 export const INCOMING_HANDLER = /^wasi:http\/incoming-handler@0\.2\.\d+$/;
@@ -40,9 +41,10 @@ export function componentExports(b: Uint8Array): string[] | undefined {
   return names;
 }
 
-/** A component exporting `wasi:http/incoming-handler@0.2.x`. */
+/** A component (binary or WAT text, ./wat-exports.ts) exporting `wasi:http/incoming-handler@0.2.x`. */
 export function isHttpService(b: Uint8Array): boolean {
-  return componentExports(b)?.some((n) => INCOMING_HANDLER.test(n)) ?? false;
+  const names = isComponentBinary(b) ? componentExports(b) : isWatComponent(b) ? watComponentExports(b) : undefined;
+  return names?.some((n) => INCOMING_HANDLER.test(n)) ?? false;
 }
 
 class Reader {

@@ -61,3 +61,8 @@ export const HTTP_ENGINE_NAME = "wasmtime-http";
 export function httpCacheKey(source: Uint8Array, path: string): string {
   return CompileCache.key(source, HTTP_ENGINE_NAME, httpHostVersion(path), "component");
 }
+
+/** httpCacheKey, hashed without holding the event loop (CompileCache.keyInSlices). */
+export function httpCacheKeyInSlices(source: Uint8Array, path: string): Promise<string> {
+  return CompileCache.keyInSlices(source, HTTP_ENGINE_NAME, httpHostVersion(path), "component");
+}

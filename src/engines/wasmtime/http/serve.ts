@@ -6,11 +6,12 @@
 // module owns the configuration (runwasi's environment variables), the compile cache and the
 // lifecycle: a kill (SIGTERM, SIGINT, … through the run's AbortSignal) stops accepting, lets
 // the requests in flight finish within the grace period, and ends the run with 0 when they
-// did, 128+s when the grace period ran out first.
+// did, 128+s when the grace period ran out first. A second kill during the drain (the
+// run's stopNow) ends it at once with 128 + that signal, as servers do on a second Ctrl-C.
 
 import type { Pointer } from "bun:ffi";
 import { EXIT_ENGINE_ERROR } from "../../../common/constants.ts";
-import { signalNumber } from "../../../common/signals.ts";
+import { SIGNALS, signalNumber } from "../../../common/signals.ts";
 import type { CompileCache } from "../../cache.ts";
 import { encodeConfig, type HttpHostLib, httpHost, startHttpServer } from "./ffi.ts";
 import { httpCacheKey, requireHttpHost } from "./library.ts";
@@ -29,10 +30,14 @@ export const DEFAULT_BACKLOG = 100;
 export const STOP_GRACE_MS = 30_000;
 
 const STATE_STOPPED = 2;
+/** After an abort: the library joins its threads within 10 s (a guest stuck in a blocking host call); a little more here. */
+const ABORT_WAIT_MS = 12_000;
 
 export interface HttpServiceOptions {
-  /** The component's bytes. */
+  /** The component's bytes (a binary: the library reads no WAT text). */
   source: Uint8Array;
+  /** The bytes the compile cache keys, when not `source`: the WAT text `source` was made from. */
+  cacheSource?: Uint8Array;
   /** The container's environment; the service's own variables are taken out before the guest sees it. */
   env: [string, string][];
   args: string[];
@@ -47,6 +52,19 @@ export interface HttpServiceOptions {
   cache?: CompileCache;
   /** Runtime threads serving requests; default: one per CPU. */
   threads?: number;
+  /**
+   * Makes the listening socket (for the address and backlog of the settings); default: the
+   * library binds in this thread's network namespace. The library owns the fd returned.
+   */
+  listen?: (addr: string, backlog: number) => number;
+  /** The guest's stdout and stderr (the library keeps copies); default: this process's. */
+  stdoutFd?: number;
+  stderrFd?: number;
+  /**
+   * The pooling allocator (default on): about 4 TiB of address space reserved per service,
+   * which a process serving many (the daemon) cannot afford; BUNWASI_HTTP_POOLING=0 turns it off too.
+   */
+  pooling?: boolean;
 }
 
 /** A bad setting in the container's environment (the run ends with 125). */
@@ -94,7 +112,7 @@ export class HttpService {
     const { addr, backlog, guestEnv } = httpSettings(o.env);
     const libPath = requireHttpHost(o.libDir);
     const lib = httpHost(libPath);
-    const artifact = o.cache?.hitPath(httpCacheKey(o.source, libPath));
+    const artifact = o.cache?.hitPath(httpCacheKey(o.cacheSource ?? o.source, libPath));
     const pairs: [string, string][] = [
       ["addr", addr],
       ["backlog", String(backlog)],
@@ -102,12 +120,16 @@ export class HttpService {
       ...o.args.map((a): [string, string] => ["arg", a]),
     ];
     if (o.rootDir !== undefined) pairs.push(["root", o.rootDir], ["root_ro", o.rootReadOnly ? "1" : "0"]);
+    if (o.stdoutFd !== undefined) pairs.push(["stdout_fd", String(o.stdoutFd)]);
+    if (o.stderrFd !== undefined) pairs.push(["stderr_fd", String(o.stderrFd)]);
     if (o.memoryLimitBytes !== undefined) pairs.push(["memory_limit", String(Math.floor(o.memoryLimitBytes))]);
     if (artifact) pairs.push(["artifact", artifact]);
     if (o.threads) pairs.push(["threads", String(o.threads)]);
     // The pooling allocator is on unless BUNWASI_HTTP_POOLING=0 (in the container's env).
-    if (process.env.BUNWASI_HTTP_POOLING === "0") pairs.push(["pooling", "0"]);
-    const server = startHttpServer(lib, encodeConfig(pairs), o.source);
+    if (process.env.BUNWASI_HTTP_POOLING === "0" || o.pooling === false) pairs.push(["pooling", "0"]);
+    const config = encodeConfig(pairs);
+    // Made last: from here on the library owns the fd, also if it fails.
+    const server = startHttpServer(lib, config, o.source, o.listen?.(addr, backlog));
     return new HttpService(lib, server, addr, lib.bunwasi_http_port(server), !artifact);
   }
 
@@ -126,21 +148,47 @@ export class HttpService {
 
   /**
    * Stop accepting and let the requests in flight finish. Resolves true once drained (the
-   * library's threads are then joined and freed), false when `graceMs` ran out first.
+   * library's threads are then joined and freed), false when `graceMs` ran out first or
+   * `cut` aborted: the requests still in flight go on until `abort()` (or the process's exit).
    */
-  async stop(graceMs: number): Promise<boolean> {
+  async stop(graceMs: number, cut?: AbortSignal): Promise<boolean> {
     const s = this.server;
     if (!s) return true;
     this.lib.bunwasi_http_stop(s);
     const deadline = performance.now() + graceMs;
     while (!this.stopped()) {
+      if (performance.now() >= deadline || cut?.aborted) return false;
+      await Bun.sleep(10);
+    }
+    this.release(s);
+    return true;
+  }
+
+  /**
+   * Hard stop: close the listener and every connection, trap running guests, cancel the
+   * rest. Resolves true once the library's threads are joined and the server freed; false
+   * if a guest blocked in a host call kept a thread past ABORT_WAIT_MS (the server is then
+   * left allocated: freeing it would join that thread).
+   */
+  async abort(): Promise<boolean> {
+    const s = this.server;
+    if (!s) return true;
+    this.lib.bunwasi_http_abort(s);
+    const deadline = performance.now() + ABORT_WAIT_MS;
+    while (!this.stopped()) {
       if (performance.now() >= deadline) return false;
       await Bun.sleep(10);
     }
+    this.release(s);
+    return true;
+  }
+
+  /** Free the server once (a stop's loop and an abort may both see it stopped). */
+  private release(s: Pointer): void {
+    if (this.server !== s) return;
     this.final = this.counters();
     this.lib.bunwasi_http_free(s);
     this.server = null;
-    return true;
   }
 
   private live(): Pointer {
@@ -149,23 +197,44 @@ export class HttpService {
   }
 }
 
-/** Grace period for this process (BUNWASI_HTTP_GRACE_MS, else STOP_GRACE_MS). */
-export function stopGraceMs(): number {
-  const v = Number(process.env.BUNWASI_HTTP_GRACE_MS);
-  return Number.isFinite(v) && v >= 0 ? v : STOP_GRACE_MS;
+/**
+ * Grace period: BUNWASI_HTTP_GRACE_MS from the container's env (`env`; for an executor it is
+ * also its process env), else from this process's env (a daemon's default), else STOP_GRACE_MS.
+ */
+export function stopGraceMs(env: [string, string][] = []): number {
+  for (const raw of [env.findLast(([k]) => k === "BUNWASI_HTTP_GRACE_MS")?.[1], process.env.BUNWASI_HTTP_GRACE_MS]) {
+    const v = Number(raw);
+    if (raw !== undefined && raw !== "" && Number.isFinite(v) && v >= 0) return v;
+  }
+  return STOP_GRACE_MS;
+}
+
+/** "SIGTERM" for 15; the number itself for a signal without a name here. */
+function signalName(sig: number): string {
+  return Object.entries(SIGNALS).find(([, n]) => n === sig)?.[0] ?? `signal ${sig}`;
+}
+
+export interface ServeHooks {
+  /** Told the running service (tests watch its counters). */
+  onServing?: (svc: HttpService) => void;
+  /**
+   * Aborted during the drain (a second kill signal), or before it (the daemon's SIGKILL): no
+   * more draining, the server is aborted (nothing of it left), the run ends with 128 + its reason.
+   */
+  stopNow?: AbortSignal;
 }
 
 /**
  * Serve until `signal` aborts, then drain. Resolves with the exit code: 0 after a graceful
- * stop, 128+s when in-flight requests outlived the grace period, 125 when the service could
- * not start (message on stderr) or stopped on its own.
+ * stop, 128+s when in-flight requests outlived the grace period (s: the signal that began
+ * the stop) or when `hooks.stopNow` cut the drain short (s: the signal that cut it), 125 when
+ * the service could not start (message on stderr) or stopped on its own.
  */
 export async function serveHttp(
   o: HttpServiceOptions,
   signal: AbortSignal | undefined,
   report: (message: string) => void,
-  /** Told the running service (tests watch its counters). */
-  onServing?: (svc: HttpService) => void,
+  hooks: ServeHooks = {},
 ): Promise<{ code: number; stats: { startMs: number; requests: number; failedRequests: number; compiled: boolean } }> {
   const t0 = performance.now();
   let svc: HttpService;
@@ -176,13 +245,16 @@ export async function serveHttp(
     return { code: EXIT_ENGINE_ERROR, stats: { startMs: 0, requests: 0, failedRequests: 0, compiled: false } };
   }
   const startMs = performance.now() - t0;
-  onServing?.(svc);
+  hooks.onServing?.(svc);
   const origin = svc.compiled ? "compiled at start" : "from the compile cache";
   report(`bunwasi: serving wasi:http on http://${svc.addr.replace(/:\d+$/, `:${svc.port}`)}/ (${origin})\n`);
-  const aborted = new Promise<void>((resolve) => {
-    if (signal?.aborted) resolve();
-    else signal?.addEventListener("abort", () => resolve(), { once: true });
-  });
+  const on = (sig: AbortSignal | undefined) =>
+    new Promise<void>((resolve) => {
+      if (sig?.aborted) resolve();
+      else sig?.addEventListener("abort", () => resolve(), { once: true });
+    });
+  const now = hooks.stopNow;
+  const aborted = Promise.race([on(signal), on(now)]);
   // The library's server ends on its own only if its listener fails; look now and then.
   let watch: ReturnType<typeof setInterval> | undefined;
   const ended = new Promise<void>((resolve) => {
@@ -194,14 +266,38 @@ export async function serveHttp(
     const c = svc.counters();
     return { startMs, requests: c.requests, failedRequests: c.failed, compiled: svc.compiled };
   };
+  // Cut: the listener, every connection and every guest end now, and nothing of the service
+  // is left once this resolves (a process that lives on, the daemon, needs that).
+  const cutShort = async (sig: AbortSignal, what: string) => {
+    const inFlight = svc.counters().inFlight;
+    if (!(await svc.abort())) report("bunwasi: wasi:http: a guest did not end after the abort; its server is left running\n");
+    report(`bunwasi: wasi:http: ${what}: ${inFlight} request(s) cut short\n`);
+    return { code: 128 + signalNumber(sig.reason), stats: stats() };
+  };
+  // Stopped at once (the daemon's SIGKILL as the first signal): no drain.
+  if (now?.aborted) return await cutShort(now, signalName(signalNumber(now.reason)));
   if (!signal?.aborted) {
     await svc.stop(0);
+    await svc.abort();
     report("bunwasi: wasi:http: the server stopped on its own\n");
     return { code: EXIT_ENGINE_ERROR, stats: stats() };
   }
-  if (!(await svc.stop(stopGraceMs()))) {
-    report(`bunwasi: wasi:http: ${svc.counters().inFlight} request(s) still in flight after the grace period\n`);
-    return { code: 128 + signalNumber(signal.reason), stats: stats() };
-  }
-  return { code: 0, stats: stats() };
+  const first = signalNumber(signal.reason);
+  const graceMs = stopGraceMs(o.env);
+  // Said once the listener is closed, so that whoever reads the log knows what a second signal does.
+  const draining = svc.stop(graceMs, now);
+  report(
+    `bunwasi: wasi:http: ${signalName(first)}: no new connections; draining ${svc.counters().inFlight} request(s) for up to ${graceMs} ms (a second signal ends it at once)\n`,
+  );
+  // Woken at once by a second signal rather than at the drain loop's next look.
+  const cut = new Promise<boolean>((resolve) => {
+    if (now?.aborted) resolve(false);
+    else now?.addEventListener("abort", () => resolve(false), { once: true });
+  });
+  if (await Promise.race([draining, cut])) return { code: 0, stats: stats() };
+  if (now?.aborted) return await cutShort(now, `${signalName(signalNumber(now.reason))} during the drain`);
+  report(`bunwasi: wasi:http: ${svc.counters().inFlight} request(s) still in flight after the grace period\n`);
+  // Nothing of the service may outlive the run in a process that lives on (the daemon).
+  await svc.abort();
+  return { code: 128 + first, stats: stats() };
 }

@@ -52,6 +52,12 @@ export interface DeleteSandboxResponse {
   /** When it exited: Unix seconds and nanoseconds (as google.protobuf.Timestamp). */
   exitedAtSeconds: number;
   exitedAtNanos: number;
+  /**
+   * What the daemon could not clean up (empty: everything). The container is gone from the
+   * daemon all the same (containerd forgets it after `shim delete`): the thin shim says this
+   * in containerd's log and cleans from the host what it can.
+   */
+  cleanupError: string;
 }
 
 export interface ListSandboxesRequest {
@@ -329,7 +335,7 @@ export const DeleteSandboxRequest: MessageFns<DeleteSandboxRequest, "bunwasi.man
 };
 
 function createBaseDeleteSandboxResponse(): DeleteSandboxResponse {
-  return { found: false, pid: 0, exitStatus: 0, exitedAtSeconds: 0, exitedAtNanos: 0 };
+  return { found: false, pid: 0, exitStatus: 0, exitedAtSeconds: 0, exitedAtNanos: 0, cleanupError: "" };
 }
 
 export const DeleteSandboxResponse: MessageFns<DeleteSandboxResponse, "bunwasi.manager.v1.DeleteSandboxResponse"> = {
@@ -350,6 +356,9 @@ export const DeleteSandboxResponse: MessageFns<DeleteSandboxResponse, "bunwasi.m
     }
     if (message.exitedAtNanos !== 0) {
       writer.uint32(40).int32(message.exitedAtNanos);
+    }
+    if (message.cleanupError !== "") {
+      writer.uint32(50).string(message.cleanupError);
     }
     return writer;
   },
@@ -407,6 +416,14 @@ export const DeleteSandboxResponse: MessageFns<DeleteSandboxResponse, "bunwasi.m
             message.exitedAtNanos = reader.int32();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.cleanupError = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -429,6 +446,7 @@ export const DeleteSandboxResponse: MessageFns<DeleteSandboxResponse, "bunwasi.m
     message.exitStatus = object.exitStatus ?? 0;
     message.exitedAtSeconds = object.exitedAtSeconds ?? 0;
     message.exitedAtNanos = object.exitedAtNanos ?? 0;
+    message.cleanupError = object.cleanupError ?? "";
     return message;
   },
 };

@@ -1,0 +1,105 @@
+// The stdin relay (src/daemon/stdin-relay.ts) on real fifos: the write end it opens on the
+// module's fifo is non-blocking, so a module that does not read holds up nothing but its own
+// input (the daemon's event loop keeps turning: a blocking write would stall every pod), and
+// what containerd wrote meanwhile arrives whole and in order once the module reads.
+import { afterEach, expect, test } from "bun:test";
+import { closeSync, constants, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, rmSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { makeStdinFifo, StdinRelay } from "../../../src/daemon/stdin-relay.ts";
+import { mkfifo } from "../../../src/linux/libc.ts";
+
+const O_ACCMODE = 3;
+let dir = "";
+const opened: number[] = [];
+afterEach(() => {
+  for (const fd of opened.splice(0)) {
+    try {
+      closeSync(fd);
+    } catch {}
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function open(path: string, flags: number): number {
+  const fd = openSync(path, flags);
+  opened.push(fd);
+  return fd;
+}
+
+/** This process's fds on `path` with their open flags (/proc/self/fdinfo). */
+function fdsOn(path: string): { fd: number; flags: number }[] {
+  const out: { fd: number; flags: number }[] = [];
+  for (const name of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${name}`) !== path) continue;
+      const flags = /flags:\s+([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${name}`, "utf8"))?.[1];
+      out.push({ fd: Number(name), flags: Number.parseInt(flags ?? "0", 8) });
+    } catch {} // the listing's own fd, gone by now
+  }
+  return out;
+}
+
+const isAgain = (e: unknown) => (e as NodeJS.ErrnoException).code === "EAGAIN";
+
+test("a module that does not read: the relay's write end is non-blocking, the loop turns, and nothing is lost", async () => {
+  dir = mkdtempSync(join(tmpdir(), "stdin-relay-"));
+  // containerd's stdin fifo: our read end as the daemon opens it, and containerd's writer.
+  const inPath = join(dir, "in");
+  mkfifo(inPath);
+  const source = open(inPath, constants.O_RDONLY | constants.O_NONBLOCK);
+  const containerd = open(inPath, constants.O_WRONLY | constants.O_NONBLOCK);
+  const fifo = join(dir, "stdin");
+  await makeStdinFifo(fifo);
+  const relay = new StdinRelay(source, fifo);
+  let endRun = () => {};
+  const over = relay.run(new Promise<void>((r) => (endRun = r)));
+  // The module's end of its stdin, opened but not read from yet.
+  const module = open(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+
+  const input = Buffer.alloc(1 << 20);
+  for (let i = 0; i < input.length; i++) input[i] = (i * 13 + (i >> 10)) & 0xff;
+  let written = 0;
+  let stalled = false;
+  const writing = (async () => {
+    while (written < input.length) {
+      try {
+        written += writeSync(containerd, input, written, Math.min(65536, input.length - written));
+      } catch (e) {
+        if (!isAgain(e)) throw e;
+        if (written > 128 * 1024) stalled = true; // both fifos are full: the relay waits on the module
+        await Bun.sleep(1); // only returns if nothing holds this thread (a blocking write would)
+      }
+    }
+    closeSync(containerd);
+    opened.splice(opened.indexOf(containerd), 1);
+  })();
+  // Bounded looks (a hang fails here): the relay is stalled on the module, not the loop.
+  for (let i = 0; i < 6000 && !stalled; i++) await Bun.sleep(10);
+  expect(stalled).toBe(true);
+  const relayEnds = fdsOn(fifo).filter((f) => f.fd !== module && (f.flags & O_ACCMODE) === constants.O_WRONLY);
+  expect(relayEnds.length).toBe(1);
+  expect(relayEnds[0]!.flags & constants.O_NONBLOCK).toBe(constants.O_NONBLOCK);
+
+  // The module reads now: everything containerd wrote, in order, then EOF.
+  const got = Buffer.alloc(input.length + 1);
+  let n = 0;
+  for (let looks = 0; looks < 60_000; looks++) {
+    let r: number;
+    try {
+      r = readSync(module, got, n, got.length - n, null);
+    } catch (e) {
+      if (!isAgain(e)) throw e;
+      await Bun.sleep(1);
+      continue;
+    }
+    if (r === 0) break; // EOF: containerd's side closed and the relay ended the fifo
+    n += r;
+  }
+  await writing;
+  expect(n).toBe(input.length);
+  expect(got.subarray(0, n).equals(input)).toBe(true);
+  endRun();
+  await over;
+  expect(fdsOn(fifo).filter((f) => f.fd !== module)).toEqual([]);
+});

@@ -1,0 +1,74 @@
+// Output fifos (src/task/stdio.ts) on real fifos: the container's stdout is opened only
+// once the client's reader is there, so output written by a process that ends before the
+// client reads is not lost with the pipe; the wait itself is never seen by the reader as
+// an end of output; and a client that never reads does not hold a Create for ever.
+
+import { afterAll, expect, test } from "bun:test";
+import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
+import { open } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { mkfifo } from "../../../src/linux/libc.ts";
+import { Stdio, withReader } from "../../../src/task/stdio.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "bunwasi-stdio-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+function fifo(): string {
+  const p = join(dir, `out-${n++}`);
+  expect(mkfifo(p)).toEqual([0, 0]);
+  return p;
+}
+
+test("stdout is opened only once the client reads it, and what is written then reaches the client after our fds close", async () => {
+  const path = fifo();
+  let opened = false;
+  const pending = Stdio.open({ stdin: "", stdout: path, stderr: "" }).then((s) => {
+    opened = true;
+    return s;
+  });
+  // No reader yet: a write-and-exit now would leave bytes in a pipe that dies with it.
+  await Bun.sleep(100);
+  expect(opened).toBe(false);
+  const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const stdio = await pending;
+    writeSync(stdio.fds[1], "hello\n");
+    await stdio.close();
+    const buf = Buffer.alloc(64);
+    const got = readSync(reader, buf);
+    expect(buf.subarray(0, got).toString()).toBe("hello\n");
+    // Every writer gone: the end of the output.
+    expect(readSync(reader, buf)).toBe(0);
+  } finally {
+    closeSync(reader);
+  }
+});
+
+test("the reader never sees an end of output while we open (the probe closes after the read-write fd is open)", async () => {
+  const path = fifo();
+  const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const stdio = await Stdio.open({ stdin: "", stdout: path, stderr: "" });
+    // A writer is open, no data: EAGAIN, where an end of output would read 0.
+    expect(() => readSync(reader, Buffer.alloc(8))).toThrow(expect.objectContaining({ code: "EAGAIN" }));
+    await stdio.close();
+  } finally {
+    closeSync(reader);
+  }
+});
+
+test("a client that never opens its end: the fifo is opened read-write after the wait", async () => {
+  const path = fifo();
+  const h = await withReader(path, () => open(path, constants.O_RDWR), 50);
+  try {
+    // Read-write: writes succeed with no reader at all (no SIGPIPE, no ENXIO).
+    expect(writeSync(h.fd, "x")).toBe(1);
+  } finally {
+    await h.close();
+  }
+});
+
+test("a path that is missing fails as before, without waiting", async () => {
+  await expect(Stdio.open({ stdin: "", stdout: join(dir, "missing"), stderr: "" })).rejects.toThrow(/ENOENT|no such file/i);
+});
