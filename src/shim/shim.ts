@@ -19,8 +19,14 @@ export type { ShimOptions } from "./main.ts";
 export function runShim(opts: ShimOptions, argv: string[] = process.argv.slice(2)): void {
   const expected = /^containerd-shim-[a-z0-9_]+-v[0-9]+$/;
   if (!expected.test(opts.binaryName)) throw new Error(`binaryName ${opts.binaryName} is not of the form containerd-shim-<name>-v<N>`);
-  import("./main.ts")
-    .then(({ main }) => main(argv, opts))
+  // The executor (inside every wasm container) needs nothing of the command line's code:
+  // loading main.ts and citty would cost each container's executor memory for its whole life.
+  const run =
+    argv[0] === "executor"
+      ? import("../engines/executor.ts").then(({ executorMain }) => executorMain(argv.slice(1), opts.engine))
+      : import("./main.ts").then(({ main }) => main(argv, opts));
+  run
+    .then(() => {})
     .catch((e) => {
       process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
       process.exit(1);
