@@ -25,10 +25,8 @@ export function runShim(opts: ShimOptions, argv: string[] = process.argv.slice(2
     argv[0] === "executor"
       ? import("../engines/executor.ts").then(({ executorMain }) => executorMain(argv.slice(1), opts.engine))
       : import("./main.ts").then(({ main }) => main(argv, opts));
-  run
-    .then(() => {})
-    .catch((e) => {
-      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      process.exit(1);
-    });
+  run.catch((e) => {
+    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  });
 }
