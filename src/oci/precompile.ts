@@ -4,7 +4,7 @@
 // costs a hash and a stat; a miss compiles through the engine's Compiler, which keeps
 // the work off the serving thread, and the artifact is written asynchronously.
 
-import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { CompileCache } from "../engines/cache.ts";
 import type { Engine } from "../engines/engine.ts";
 import type { Prepared } from "./bundle.ts";
@@ -20,10 +20,7 @@ export async function precompile(engine: Engine, prepared: Prepared, cacheDir: s
   const compiler = engine.compiler;
   if (!compiler || prepared.kind !== "wasm" || !prepared.moduleHost) return;
   try {
-    // Read on this thread, as the hash below runs on it: read on Bun's pool thread, the
-    // module's pages stayed in that thread's heap after the buffer was collected (an idle
-    // server ~0.13 MiB smaller this way, median of 6, bench/shim/smaps.ts).
-    const source = new Uint8Array(readFileSync(prepared.moduleHost));
+    const source = new Uint8Array(await readFile(prepared.moduleHost));
     let cache = caches.get(cacheDir);
     if (!cache) caches.set(cacheDir, (cache = new CompileCache({ dir: cacheDir })));
     const key = await compiler.cacheKey(source);
