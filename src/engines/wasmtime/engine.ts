@@ -280,7 +280,7 @@ export class WasmtimeEngine {
     ctx: RunContext & Precompiled,
     syncRead = false,
   ): Promise<{ req: RunRequest; cacheKey?: string; cacheHit: boolean } | { early: RunResult & { stats: RunStats } }> {
-    // node:fs/promises only when used: importing it costs an executor about 0.75 MiB and a thread.
+    // node:fs/promises only when used (the executor reads synchronously; see ../cache.ts).
     const read = async (path: string) =>
       syncRead ? (require("node:fs") as typeof import("node:fs")).readFileSync(path) : (await import("node:fs/promises")).readFile(path);
     const source = ctx.module ?? (ctx.modulePath ? new Uint8Array(await read(ctx.modulePath)) : undefined);
