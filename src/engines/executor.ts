@@ -20,7 +20,7 @@
 //    an abort in JavaScript: when the engine has no runHere, the C library is not in the
 //    engine directory, or BUNWASI_EXECUTOR_WORKER=1.
 
-import { readFile } from "node:fs/promises";
+import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { EXIT_ENGINE_ERROR, KILL_GRACE_MS } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
@@ -126,9 +126,18 @@ async function isService(engine: Engine, module: string): Promise<boolean> {
   try {
     // Services are components: a core module (the common case) costs an 8-byte read here, not
     // a second read of the whole file that would sit in the heap until the first collection.
-    const head = new Uint8Array(await Bun.file(module).slice(0, 8).arrayBuffer());
+    // Synchronous reads: this process has nothing else to do meanwhile, and an asynchronous
+    // one would start Bun's thread pool (two threads with heaps of their own) for the
+    // container's whole life.
+    const head = new Uint8Array(8);
+    const fd = openSync(module, "r");
+    try {
+      readSync(fd, head, 0, 8, 0);
+    } finally {
+      closeSync(fd);
+    }
     if (CORE_MODULE_HEADER.every((b, i) => head[i] === b)) return false;
-    return engine.isService(new Uint8Array(await readFile(module)));
+    return engine.isService(new Uint8Array(readFileSync(module)));
   } catch {
     return false; // the run reports an unreadable module
   }

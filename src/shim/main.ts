@@ -10,6 +10,7 @@ import { SHIM_VERSION } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
 import { parseShimFlags, type ShimFlags } from "../runtime-v2/flags.ts";
 import { runtimeInfo } from "../runtime-v2/info.ts";
+import { loadServe } from "./shim.ts";
 
 /** What a shim binary is: its names and its engine (the argument of runShim, ./shim.ts). */
 export interface ShimOptions {
@@ -62,7 +63,9 @@ export async function main(argv: string[], shim: ShimOptions): Promise<void> {
     }),
     serve: defineCommand({
       meta: { name: "serve", description: "run the shim server (started by `start`)" },
-      run: async () => (await import("./serve.ts")).serve(flags, shim.engine),
+      // By path, from its own build entry (./shim.ts): the bundles of start and delete then
+      // do not carry the server.
+      run: async () => (await loadServe()).serve(flags, shim.engine),
     }),
   };
   if (action === "v" || action === "version") {

@@ -7,7 +7,6 @@
 // wasmtime_engine_increment_epoch, which is safe from any thread.
 
 import type { Pointer } from "bun:ffi";
-import { readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { workerScript } from "../../common/compiled.ts";
 import { KILL_GRACE_MS } from "../../common/constants.ts";
@@ -238,7 +237,9 @@ export class WasmtimeEngine {
    * signal and bumps this engine's epoch, which the run's checks read as with a Worker.
    */
   async executeHere(ctx: RunContext & Precompiled, kill: ThreadKill): Promise<RunResult & { stats: RunStats }> {
-    const prepared = await this.request(ctx);
+    // A synchronous read: this thread has nothing else to do, and an asynchronous one would
+    // start Bun's thread pool (two threads, with heaps of their own) for the executor's life.
+    const prepared = await this.request(ctx, true);
     if ("early" in prepared) return prepared.early;
     const { req, cacheKey, cacheHit } = prepared;
     const { runRequest } = await import("./worker.ts");
@@ -277,8 +278,12 @@ export class WasmtimeEngine {
   /** The run request for `ctx` (a cache hit by path where there is one), or the result of a source that is no module. */
   private async request(
     ctx: RunContext & Precompiled,
+    syncRead = false,
   ): Promise<{ req: RunRequest; cacheKey?: string; cacheHit: boolean } | { early: RunResult & { stats: RunStats } }> {
-    const source = ctx.module ?? (ctx.modulePath ? new Uint8Array(await readFile(ctx.modulePath)) : undefined);
+    // node:fs/promises only when used (the executor reads synchronously; see ../cache.ts).
+    const read = async (path: string) =>
+      syncRead ? (require("node:fs") as typeof import("node:fs")).readFileSync(path) : (await import("node:fs/promises")).readFile(path);
+    const source = ctx.module ?? (ctx.modulePath ? new Uint8Array(await read(ctx.modulePath)) : undefined);
     if (!source) throw new Error("RunContext needs module or modulePath");
 
     // What to send: precompiled bytes (trusted caller only), a cache hit, or source.
