@@ -20,8 +20,9 @@ import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
 import { type CriEnv, criEnv, K8S_NAMESPACE, SHARED_HANDLER } from "../support/cri.ts";
-import { ctrTasks, fileText, waitFile } from "../support/ctr-tasks.ts";
+import { fileText, waitFile } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { freePort, HELLO, HTTP_IMAGE, httpServiceScenarios, httpServices, refusedSoon } from "../support/http-services.ts";
 import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
 /** Debian's containernetworking-plugins (scripts/setup.sh installs it). */
@@ -37,8 +38,7 @@ const canRun =
 test("prerequisites: root, containerd, runc, nsenter, ip, the CNI plugins", () => expect(canRun).toBe(true));
 
 const T = 120_000;
-const IMAGE = "docker.io/library/bunwasi-test-http:latest";
-const HELLO = "hello from wasi:http\n";
+const IMAGE = HTTP_IMAGE;
 
 let seq = 0;
 const uid = (what: string) => `shh-${what}-${process.pid}-${seq++}`;
@@ -52,14 +52,6 @@ function run(argv: string[]): string {
   const r = Bun.spawnSync(argv, { stdout: "pipe", stderr: "pipe" });
   if (r.exitCode !== 0) throw new Error(`${argv.join(" ")} → ${r.exitCode}: ${r.stderr.toString()}`);
   return r.stdout.toString();
-}
-
-/** A loopback port nobody listens on right now. */
-function freePort(): number {
-  const s = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response("") });
-  const port = s.port as number;
-  s.stop(true);
-  return port;
 }
 
 async function until<V>(what: string, f: () => V | Promise<V>, timeoutMs = 30_000): Promise<NonNullable<V>> {
@@ -137,10 +129,15 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
   let daemon: Daemon;
   let env: ShimEnv;
   let logs: string;
-  const { ctrOk, waitStatus, deleteTask, tasks } = ctrTasks(
-    () => env.cd,
-    () => logs,
-  );
+  const services = httpServices({
+    runtime: SHARED_RUNTIME,
+    cd: () => env.cd,
+    logs: () => logs,
+    // No network namespace path in the spec: the daemon listens in its own, on loopback.
+    addressArgs: (port) => ["--env", `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${port}`],
+    diagnostics: () => `--- daemon ---\n${daemon.log().slice(-3000)}`,
+  });
+  const { serve, stop, ctrOk, tasks } = services;
 
   beforeAll(async () => {
     sh("http-host.sh");
@@ -168,38 +165,6 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
     rmSync(dir, { recursive: true, force: true });
   }, T);
 
-  /** `ctr run -d` of the handler on the shared runtime; resolves once it serves. */
-  async function serve(id: string, o: { port?: number; extra?: string[]; args?: string[] } = {}) {
-    const port = o.port ?? freePort();
-    const log = join(logs, `${id}.log`);
-    const addr = o.port === 8080 ? [] : ["--env", `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${port}`];
-    await ctrOk([
-      "run",
-      "-d",
-      "--runtime",
-      SHARED_RUNTIME,
-      "--log-uri",
-      `file://${log}`,
-      ...addr,
-      ...(o.extra ?? []),
-      IMAGE,
-      id,
-      ...(o.args ?? ["/handler.wasm"]),
-    ]);
-    const up = await waitFile(log, (t) => t.includes("bunwasi: serving wasi:http on"), 30_000);
-    if (!up) throw new Error(`${id} never served; log:\n${fileText(log)}\n--- daemon ---\n${daemon.log().slice(-3000)}`);
-    return { base: `http://127.0.0.1:${port}`, log, port };
-  }
-
-  /** Kill with `signal` (ctr's default SIGTERM), wait for the exit, delete; the exit code. */
-  async function stop(id: string, signal?: string): Promise<number> {
-    await ctrOk(["task", "kill", ...(signal ? ["-s", signal] : []), id]);
-    await waitStatus(id, "STOPPED", 60_000);
-    const code = await deleteTask(id);
-    await ctrOk(["containers", "rm", id]);
-    return code;
-  }
-
   /** After a test's containers are deleted: no sandbox, run or library thread left, fds back. */
   async function expectDaemonClean(before: { fds: number }): Promise<void> {
     await until("the daemon's sandboxes to close", async () => {
@@ -222,105 +187,33 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
     expect(after.fds).toBeLessThanOrEqual(before.fds);
   }
 
-  test(
-    "requests answered in the daemon (the task's pid is the daemon's); env without the service's variables; 1 MiB both ways; 50 concurrent; guest logs in the container log; SIGTERM drains and exits 0; nothing left",
-    async () => {
-      const before = daemonUsage(daemon.pid);
-      const id = uid("serve");
-      const { base, log } = await serve(id, { extra: ["--env", "WASMTIME_HTTP_PROXY_BACKLOG=64"] });
-      let stopped = false;
-      try {
+  httpServiceScenarios(
+    services,
+    {
+      mode: "shared",
+      uid,
+      serveTitle:
+        "requests answered in the daemon (the task's pid is the daemon's); env without the service's variables; 1 MiB both ways; 50 concurrent; guest logs in the container log; SIGTERM drains and exits 0; nothing left",
+      serving: async (id) => {
         expect((await tasks()).get(id)?.pid).toBe(daemon.pid);
-        const hello = await fetch(`${base}/`);
-        expect(hello.status).toBe(200);
-        expect(await hello.text()).toBe(HELLO);
-
-        expect(await (await fetch(`${base}/env/GREETING`)).text()).toBe("from the image");
-        expect(await (await fetch(`${base}/env/WASMTIME_HTTP_PROXY_SOCKET_ADDR`)).text()).toBe("unset");
-        expect(await (await fetch(`${base}/env/WASMTIME_HTTP_PROXY_BACKLOG`)).text()).toBe("unset");
-
-        const body = new Uint8Array(1 << 20);
-        for (let i = 0; i < body.length; i++) body[i] = (i * 31 + (i >> 9)) & 0xff;
-        const echo = await fetch(`${base}/echo`, { method: "POST", body });
-        expect(echo.status).toBe(200);
-        const back = new Uint8Array(await echo.arrayBuffer());
-        expect(back.length).toBe(body.length);
-        expect(Buffer.compare(Buffer.from(back), Buffer.from(body))).toBe(0);
-
-        const many = await Promise.all(
-          Array.from({ length: 50 }, (_, i) =>
-            fetch(`${base}/echo`, { method: "POST", body: `n${i}` }).then(async (r) => [r.status, await r.text()]),
-          ),
-        );
-        expect(many).toEqual(Array.from({ length: 50 }, (_, i) => [200, `n${i}`]));
-
-        // The daemon compiled it with the http library at Create (once per daemon).
-        expect(fileText(log)).toContain("(from the compile cache)");
-        // The guest's stdout and stderr reach the container's log, not the daemon's.
-        expect(await (await fetch(`${base}/log`)).text()).toBe("logged\n");
-        expect(await waitFile(log, (t) => t.includes("guest says hello on stdout") && t.includes("guest says hello on stderr"))).toBe(true);
-        expect(daemon.log()).not.toContain("guest says hello");
-
-        stopped = true;
-        expect(await stop(id)).toBe(0);
-      } finally {
-        if (!stopped) await stop(id, "SIGKILL").catch(() => 0);
-      }
-      await expectDaemonClean(before);
+      },
+      // The guest's stdout and stderr reach the container's log, not the daemon's.
+      guestLogged: () => expect(daemon.log()).not.toContain("guest says hello"),
+      leavesNothing: () => {
+        const before = daemonUsage(daemon.pid);
+        return () => expectDaemonClean(before);
+      },
+      secondSignal: {
+        title: "a second signal during the drain cuts it, as in the executor: SIGTERM then SIGINT ends 130, the request cut, nothing left",
+        draining: "SIGTERM: no new connections; draining 1 request(s)",
+        cut: "SIGINT during the drain: 1 request(s) cut short",
+      },
     },
     T,
   );
 
   test(
-    "a trapping handler answers 500 (trap in the container log) and the service keeps serving",
-    async () => {
-      const id = uid("trap");
-      const { base, log } = await serve(id);
-      try {
-        const r = await fetch(`${base}/trap`);
-        expect(r.status).toBe(500);
-        await r.text();
-        for (let i = 0; i < 3; i++) {
-          const ok = await fetch(`${base}/`);
-          expect(ok.status).toBe(200);
-          expect(await ok.text()).toBe(HELLO);
-        }
-        expect(await waitFile(log, (t) => t.includes("wasm `unreachable` instruction executed"))).toBe(true);
-      } finally {
-        expect(await stop(id)).toBe(0);
-      }
-    },
-    T,
-  );
-
-  test(
-    "SIGTERM during a request: the request completes, new connections are refused, then exit 0",
-    async () => {
-      const id = uid("grace");
-      const { base, log } = await serve(id);
-      const slow = fetch(`${base}/sleep/2000`).then(async (r) => [r.status, await r.text()]);
-      expect(await waitFile(log, (t) => t.includes("guest sleeping"), 20_000)).toBe(true);
-      await ctrOk(["task", "kill", id]);
-      let refused = false;
-      for (let i = 0; i < 200 && !refused; i++) {
-        try {
-          await fetch(`${base}/`, { keepalive: false });
-          await Bun.sleep(10);
-        } catch {
-          refused = true;
-        }
-      }
-      expect(refused).toBe(true);
-      expect(await slow).toEqual([200, "slept 2000\n"]);
-      await waitStatus(id, "STOPPED", 45_000);
-      expect(await deleteTask(id)).toBe(0);
-      await ctrOk(["containers", "rm", id]);
-    },
-    T,
-  );
-
-  test(
-    "SIGTERM, then SIGKILL while a guest spins in wasm and another sleeps: both requests are cut, exit 137, the library's threads end",
+    "shared mode: SIGTERM, then SIGKILL while a guest spins in wasm and another sleeps: both requests are cut, exit 137, the library's threads end",
     async () => {
       const before = daemonUsage(daemon.pid);
       const id = uid("kill");
@@ -353,28 +246,7 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
   );
 
   test(
-    "a second signal during the drain cuts it, as in the executor: SIGTERM then SIGINT ends 130, the request cut, nothing left",
-    async () => {
-      const before = daemonUsage(daemon.pid);
-      const id = uid("twice");
-      const { base, log } = await serve(id, { extra: ["--env", "BUNWASI_HTTP_GRACE_MS=600000"] });
-      const asleep = fetch(`${base}/sleep/600000`).then(
-        (r) => `status ${r.status}`,
-        () => "cut",
-      );
-      expect(await waitFile(log, (t) => t.includes("guest sleeping"), 20_000)).toBe(true);
-      await ctrOk(["task", "kill", id]);
-      expect(await waitFile(log, (t) => t.includes("SIGTERM: no new connections; draining 1 request(s)"), 20_000)).toBe(true);
-      expect(await stop(id, "SIGINT")).toBe(130);
-      expect(await asleep).toBe("cut");
-      expect(fileText(log)).toContain("SIGINT during the drain: 1 request(s) cut short");
-      await expectDaemonClean(before);
-    },
-    T,
-  );
-
-  test(
-    "two services at once in the daemon, each answering on its own port; stopping one leaves the other serving",
+    "shared mode: two services at once in the daemon, each answering on its own port; stopping one leaves the other serving",
     async () => {
       const a = uid("two-a");
       const b = uid("two-b");
@@ -401,7 +273,7 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
   );
 
   test(
-    "a spec with a network namespace path: the daemon's socket listens in that namespace (answered inside it), not in the daemon's",
+    "shared mode: a spec with a network namespace path: the daemon's socket listens in that namespace (answered inside it), not in the daemon's",
     async () => {
       const netns = `bwhs-${process.pid}`;
       run(["ip", "netns", "add", netns]);
@@ -439,7 +311,7 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
   );
 
   test(
-    "bad settings fail the start with 125 and a clear message: a backlog that is no number, an address in use, a network namespace that does not exist, an unsatisfied import",
+    "shared mode: bad settings fail the start with 125 and a clear message: a backlog that is no number, an address in use, a network namespace that does not exist, an unsatisfied import",
     async () => {
       const before = daemonUsage(daemon.pid);
       const busy = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response("") });
@@ -478,7 +350,7 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
 
   // Last: it kills the daemon.
   test(
-    "the daemon killed under a service: containerd reports it exited, delete cleans up, the port is free, a restarted daemon serves it again",
+    "shared mode: the daemon killed under a service: containerd reports it exited, delete cleans up, the port is free, a restarted daemon serves it again",
     async () => {
       const id = uid("crash");
       const { port } = await serve(id);
@@ -646,16 +518,7 @@ describe("wasi:http services in shared mode through the CRI (crictl, containerd 
       const slow = fetch(`${a.base}/sleep/2000`).then(async (r) => [r.status, await r.text()]);
       expect(await waitFile(a.log, (t) => t.includes("guest sleeping"), 20_000)).toBe(true);
       const stopping = cri.crictlOk(["stop", "-t", "60", a.id]);
-      let refused = false;
-      for (let i = 0; i < 200 && !refused; i++) {
-        try {
-          await fetch(`${a.base}/`, { keepalive: false });
-          await Bun.sleep(10);
-        } catch {
-          refused = true;
-        }
-      }
-      expect(refused).toBe(true);
+      expect(await refusedSoon(a.base)).toBe(true);
       expect(await slow).toEqual([200, "slept 2000\n"]);
       await stopping;
       const st = (await cri.waitState(a.id, "CONTAINER_EXITED")).status;

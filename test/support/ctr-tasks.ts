@@ -59,10 +59,16 @@ export function ctrTasks(cd: () => Containerd, logDir: () => string) {
     return m ? Number(m[1]) : 0;
   }
 
-  /** `ctr run -d` with stdout+stderr to a file (a detached ctr leaves no reader on a fifo). */
-  async function runDetached(id: string, args: string[] = [], image: string = IMAGES.demo, runtime: string = RUNTIME): Promise<string> {
+  /** `ctr run -d` with stdout+stderr to a file (a detached ctr leaves no reader on a fifo); `extra`: ctr flags before the image. */
+  async function runDetached(
+    id: string,
+    args: string[] = [],
+    image: string = IMAGES.demo,
+    runtime: string = RUNTIME,
+    extra: string[] = [],
+  ): Promise<string> {
     const log = join(logDir(), `${id}.log`);
-    await ctrOk(["run", "-d", "--runtime", runtime, "--log-uri", `file://${log}`, image, id, ...args]);
+    await ctrOk(["run", "-d", "--runtime", runtime, "--log-uri", `file://${log}`, ...extra, image, id, ...args]);
     return log;
   }
 
