@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { fileText, waitFile } from "../support/ctr-tasks.ts";
-import { freePort, HELLO, HTTP_IMAGE, httpServiceScenarios, httpServices } from "../support/http-services.ts";
+import { freePort, HELLO, HTTP_IMAGE, httpServiceScenarios, httpServices, runScript } from "../support/http-services.ts";
 import { REPO, RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc") && !!Bun.which("nsenter");
@@ -23,19 +23,14 @@ const IMAGE = HTTP_IMAGE;
 let seq = 0;
 const uid = (what: string) => `http-${what}-${process.pid}-${seq++}`;
 
-function sh(script: string): void {
-  const r = Bun.spawnSync(["bash", join(REPO, "scripts", script)], { stdout: "pipe", stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`${script} failed: ${r.stderr.toString()}`);
-}
-
 describe("wasi:http services through containerd-shim-wasmtime-v1, normal mode", () => {
   let env: ShimEnv;
   let logs: string;
 
   beforeAll(async () => {
-    sh("build-components.sh");
-    sh("http-host.sh");
-    sh("build-http-components.sh");
+    runScript("build-components.sh");
+    runScript("http-host.sh");
+    runScript("build-http-components.sh");
     env = await shimEnv();
     logs = mkdtempSync("/tmp/bwh-logs-");
     const archive = join(env.dir, "http.tar");

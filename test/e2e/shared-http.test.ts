@@ -22,7 +22,7 @@ import { mountsUnder } from "../support/containerd.ts";
 import { type CriEnv, criEnv, K8S_NAMESPACE, SHARED_HANDLER } from "../support/cri.ts";
 import { fileText, waitFile } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { freePort, HELLO, HTTP_IMAGE, httpServiceScenarios, httpServices, refusedSoon } from "../support/http-services.ts";
+import { freePort, HELLO, HTTP_IMAGE, httpServiceScenarios, httpServices, refusedSoon, runScript } from "../support/http-services.ts";
 import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
 /** Debian's containernetworking-plugins (scripts/setup.sh installs it). */
@@ -42,11 +42,6 @@ const IMAGE = HTTP_IMAGE;
 
 let seq = 0;
 const uid = (what: string) => `shh-${what}-${process.pid}-${seq++}`;
-
-function sh(script: string): void {
-  const r = Bun.spawnSync(["bash", join(REPO, "scripts", script)], { stdout: "pipe", stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`${script} failed: ${r.stderr.toString()}`);
-}
 
 function run(argv: string[]): string {
   const r = Bun.spawnSync(argv, { stdout: "pipe", stderr: "pipe" });
@@ -140,9 +135,9 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
   const { serve, stop, ctrOk, tasks } = services;
 
   beforeAll(async () => {
-    sh("http-host.sh");
-    sh("build-http-components.sh");
-    sh("build-shim.sh");
+    runScript("http-host.sh");
+    runScript("build-http-components.sh");
+    runScript("build-shim.sh");
     dir = mkdtempSync("/tmp/bwhs-");
     daemon = await startDaemon(join(dir, "d"));
     env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)) });
@@ -423,9 +418,9 @@ describe("wasi:http services in shared mode through the CRI (crictl, containerd 
   }
 
   beforeAll(async () => {
-    sh("http-host.sh");
-    sh("build-http-components.sh");
-    sh("build-shim.sh");
+    runScript("http-host.sh");
+    runScript("build-http-components.sh");
+    runScript("build-shim.sh");
     dir = mkdtempSync("/tmp/bwhc-");
     daemon = await startDaemon(join(dir, "d"));
     cri = await criEnv({

@@ -6,13 +6,21 @@
 // asserts what it always did.
 
 import { expect, test } from "bun:test";
+import { join } from "node:path";
 import type { Containerd } from "./containerd.ts";
 import { ctrTasks, fileText, waitFile } from "./ctr-tasks.ts";
+import { REPO } from "./shim-env.ts";
 
 export const HTTP_IMAGE = "docker.io/library/bunwasi-test-http:latest";
 export const HELLO = "hello from wasi:http\n";
 
 export type HttpMode = "normal" | "shared";
+
+/** Runs scripts/<script> (a build step of the services' files); throws with its stderr if it fails. */
+export function runScript(script: string): void {
+  const r = Bun.spawnSync(["bash", join(REPO, "scripts", script)], { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`${script} failed: ${r.stderr.toString()}`);
+}
 
 /** A loopback port nobody listens on right now. */
 export function freePort(): number {
