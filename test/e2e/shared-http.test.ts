@@ -49,6 +49,25 @@ function run(argv: string[]): string {
   return r.stdout.toString();
 }
 
+/** The builds the services need, a new folder with that prefix, and a daemon started in it. */
+async function daemonIn(prefix: string): Promise<{ dir: string; daemon: Daemon }> {
+  runScript("http-host.sh");
+  runScript("build-http-components.sh");
+  runScript("build-shim.sh");
+  const dir = mkdtempSync(prefix);
+  return { dir, daemon: await startDaemon(join(dir, "d")) };
+}
+
+/** How many sandboxes the daemon has open. */
+async function sandboxCount(daemon: Daemon): Promise<number> {
+  const { client, manager } = await daemon.manager();
+  try {
+    return (await manager.listSandboxes({})).sandboxes.length;
+  } finally {
+    client.close();
+  }
+}
+
 async function until<V>(what: string, f: () => V | Promise<V>, timeoutMs = 30_000): Promise<NonNullable<V>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -135,11 +154,7 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
   const { serve, stop, ctrOk, tasks } = services;
 
   beforeAll(async () => {
-    runScript("http-host.sh");
-    runScript("build-http-components.sh");
-    runScript("build-shim.sh");
-    dir = mkdtempSync("/tmp/bwhs-");
-    daemon = await startDaemon(join(dir, "d"));
+    ({ dir, daemon } = await daemonIn("/tmp/bwhs-"));
     env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)) });
     logs = join(dir, "logs");
     mkdirSync(logs);
@@ -162,14 +177,7 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
 
   /** After a test's containers are deleted: no sandbox, run or library thread left, fds back. */
   async function expectDaemonClean(before: { fds: number }): Promise<void> {
-    await until("the daemon's sandboxes to close", async () => {
-      const { client, manager } = await daemon.manager();
-      try {
-        return (await manager.listSandboxes({})).sandboxes.length === 0;
-      } finally {
-        client.close();
-      }
-    });
+    await until("the daemon's sandboxes to close", async () => (await sandboxCount(daemon)) === 0);
     let last = daemonUsage(daemon.pid);
     const after = await until("the library's threads to end and the fds to come back", () => {
       last = daemonUsage(daemon.pid);
@@ -408,21 +416,8 @@ describe("wasi:http services in shared mode through the CRI (crictl, containerd 
     return { pod, id, log, ip, netns, base: `http://${ip}:8080` };
   }
 
-  async function sandboxes(): Promise<number> {
-    const { client, manager } = await daemon.manager();
-    try {
-      return (await manager.listSandboxes({})).sandboxes.length;
-    } finally {
-      client.close();
-    }
-  }
-
   beforeAll(async () => {
-    runScript("http-host.sh");
-    runScript("build-http-components.sh");
-    runScript("build-shim.sh");
-    dir = mkdtempSync("/tmp/bwhc-");
-    daemon = await startDaemon(join(dir, "d"));
+    ({ dir, daemon } = await daemonIn("/tmp/bwhc-"));
     cri = await criEnv({
       handler: SHARED_HANDLER,
       runtime: SHARED_RUNTIME,
@@ -451,7 +446,7 @@ describe("wasi:http services in shared mode through the CRI (crictl, containerd 
     // Once first, so the daemon's one-time state (compile thread, library) is in the baseline.
     const warm = await servePod("warm", "warm");
     await cri.crictlOk(["rmp", "-f", warm.pod.id]);
-    await until("the warm-up pod's sandbox to close", async () => (await sandboxes()) === 0);
+    await until("the warm-up pod's sandbox to close", async () => (await sandboxCount(daemon)) === 0);
     baseline = daemonUsage(daemon.pid);
   }, 1_800_000);
 
@@ -527,7 +522,7 @@ describe("wasi:http services in shared mode through the CRI (crictl, containerd 
     "pods removed: nothing is left: no sandbox in the daemon, no thread of the library, the daemon's fds back, no mount, no state, the pods' namespaces gone",
     async () => {
       for (const p of [a, b]) await cri.crictlOk(["rmp", "-f", p.pod.id]);
-      await until("the daemon's sandboxes to close", async () => (await sandboxes()) === 0);
+      await until("the daemon's sandboxes to close", async () => (await sandboxCount(daemon)) === 0);
       const after = await until("the library's threads to end and the fds to come back", () => {
         const u = daemonUsage(daemon.pid);
         return u.httpThreads === 0 && u.fds <= baseline.fds ? u : undefined;
