@@ -3,7 +3,9 @@
 // in the host's network namespace (`--net-host`) on a free loopback port given through
 // runwasi's WASMTIME_HTTP_PROXY_SOCKET_ADDR, so the test reaches it directly; one test runs it
 // in a network namespace of its own on the default 0.0.0.0:8080 and reaches it with
-// nsenter. Needs root, containerd, runc, nsenter.
+// nsenter. The scenarios shared mode runs too (requests, a trap, the SIGTERM drain, a second
+// signal) come from test/support/http-services.ts; the rest is this mode's own.
+// Needs root, containerd, runc, nsenter.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";

@@ -12,6 +12,8 @@
 // handler wasmtimed): pods with their own network namespace set up by Debian's CNI plugins
 // (bridge, host-local, loopback), reached at the pod's IP from the host, two pods on the
 // same port, a graceful `crictl stop`, and nothing left after the pods are removed.
+// The scenarios normal mode runs too come from test/support/http-services.ts, with this mode's
+// checks (the daemon's pid, nothing left in it) as hooks.
 // Needs root, containerd, runc, ip, nsenter, the CNI plugins (scripts/setup.sh).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
