@@ -10,7 +10,7 @@ import { SHIM_VERSION } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
 import { parseShimFlags, type ShimFlags } from "../runtime-v2/flags.ts";
 import { runtimeInfo } from "../runtime-v2/info.ts";
-import { loadServe } from "./shim.ts";
+import { loadServe } from "./entries.ts";
 
 /** What a shim binary is: its names and its engine (the argument of runShim, ./shim.ts). */
 export interface ShimOptions {

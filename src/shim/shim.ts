@@ -11,6 +11,7 @@
 
 import { embeddedScript } from "../common/compiled.ts";
 import { parseShimFlags, type ShimFlags } from "../runtime-v2/flags.ts";
+import { loadServe } from "./entries.ts";
 import type { ShimOptions } from "./main.ts";
 
 export type { Compiler, Engine, Entrypoint, ExecutorNeeds, LoadOptions, RunContext, Runner, RunResult } from "../engines/engine.ts";
@@ -53,9 +54,4 @@ function serveAction(argv: string[]): ShimFlags | undefined {
 /** The command line's module, from its own build entry (see runShim). */
 function loadMain(): Promise<typeof import("./main.ts")> {
   return import(embeddedScript(new URL("./main.ts", import.meta.url).href));
-}
-
-/** The server's module, from its own build entry (see runShim). */
-export function loadServe(): Promise<typeof import("./serve.ts")> {
-  return import(embeddedScript(new URL("./serve.ts", import.meta.url).href));
 }
