@@ -608,15 +608,19 @@ describe("cleanup failures are said, not swallowed", () => {
     s.host.runtime(NS).failing.set("create", new Error("runc create: exec format error"));
     const order: string[] = [];
     let finish!: () => void;
+    const warming = Promise.withResolvers<void>();
     s.host.warm = () =>
       new Promise<void>((r) => {
         finish = () => {
           order.push("warm done");
           r();
         };
+        warming.resolve();
       });
     const created = refusal(s.service.create(createReq("c1"), ctxFor(NS))).then((e) => order.push(`answered: ${e.message}`));
-    await Bun.sleep(20);
+    // The cache's work has begun; the runtime's create has failed by now or will fail while it runs.
+    await warming.promise;
+    for (let i = 0; i < 20; i++) await Bun.sleep(0);
     // Without the wait, the answer (and then containerd's Shutdown, exiting the server) could
     // come while the artifact is being written, leaving its tmp file in the cache.
     expect(order).toEqual([]);
