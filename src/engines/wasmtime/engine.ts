@@ -37,6 +37,15 @@ import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory }
  * runs into this, and then its last figure is reported.
  */
 const MEMORY_ASK_MS = 10;
+/**
+ * After a kill, how often the epoch is bumped again until the run's thread has ended. One
+ * bump can be absorbed: when it lands while the run's deadline callback is running (another
+ * bump, a Stats ask, came just before), the callback may have read the kill word before it
+ * was set, and wasmtime then sets the next deadline one tick past the epoch it reads after
+ * the callback returns, which already counts this bump. Seen in a unit test under CI load:
+ * a busy module never stopped.
+ */
+const KILL_REBUMP_MS = 25;
 
 export interface WasmtimeEngineOptions {
   /** Path of libwasmtime.so; default: found by findLibwasmtime(). */
@@ -171,8 +180,12 @@ export class WasmtimeEngine {
       // the run's `finally`, and its store (linear memory, WASI fds) would leak. The grace
       // timer reports the exit early but leaves the thread to end on its own, once the host
       // call it is blocked in returns.
+      let rebump: ReturnType<typeof setInterval> | undefined;
       const finish = (code: number, threadOver = true) => {
-        if (threadOver) worker.terminate();
+        if (threadOver) {
+          worker.terminate();
+          clearInterval(rebump);
+        }
         if (done) return;
         done = true;
         if (graceTimer) clearTimeout(graceTimer);
@@ -187,8 +200,9 @@ export class WasmtimeEngine {
         // Wakes a module asleep in our poll_oneoff (./interruptible.ts), or paused ...
         Atomics.notify(kill, 0);
         Atomics.notify(kill, 1);
-        // ... and interrupts one running wasm.
+        // ... and interrupts one running wasm, bumping again until its thread is over.
         this.incrementEpoch();
+        rebump ??= setInterval(() => this.incrementEpoch(), KILL_REBUMP_MS);
         // A module blocked in a host call (sleep, read on a fifo) only notices at its next
         // wasm instruction; don't wait for ever.
         graceTimer = setTimeout(() => finish(128 + sig, false), this.killGraceMs);
