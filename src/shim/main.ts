@@ -1,6 +1,7 @@
 // A shim binary's command line (any engine's: the binary's entry file calls runShim, see
-// ./shim.ts). containerd runs it as `[-flags…] start|delete`; `start` runs it again as
-// `serve`; the OCI runtime runs it inside a wasm container as `executor`.
+// ./shim.ts). containerd runs it as `[-flags…] start|delete`, and as `-info` and `-v`.
+// `serve` (what `start` runs) and `executor` (what the OCI runtime runs inside a wasm
+// container) never come here: runShim sends them straight to their code.
 
 // Each action imports only what it uses: this binary starts three or four times per
 // container (start, serve, executor, delete), so its start-up time is container start time.
@@ -34,10 +35,6 @@ async function readStdin(): Promise<Uint8Array> {
 }
 
 export async function main(argv: string[], shim: ShimOptions): Promise<void> {
-  if (argv[0] === "executor") {
-    const { executorMain } = await import("../engines/executor.ts");
-    await executorMain(argv.slice(1), shim.engine);
-  }
   let flags: ShimFlags;
   try {
     flags = parseShimFlags(argv);
