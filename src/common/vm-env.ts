@@ -10,6 +10,7 @@ export const SMALL_VM_ENV: Readonly<Record<string, string>> = {
   BUN_JSC_useConcurrentGC: "0",
   BUN_JSC_numberOfGCMarkers: "1",
   BUN_JSC_useWarmUpMarkedBlocks: "0",
+  BUN_JSC_useBaselineJIT: "0",
 };
 
 /** Names of the SMALL_VM_ENV entries the executor added, so the module does not see them. */

@@ -79,7 +79,7 @@ export function runComponent(
   req: RunRequest,
   post: (m: WorkerMessage) => void,
   kill: Int32Array = new Int32Array(req.kill),
-  firstWait?: () => void,
+  beforeEntry?: () => void,
 ): { code: number; message?: string; stats: RunStats } {
   const { lib } = wasmtime(req.libPath);
   const engine = req.enginePtr as Pointer;
@@ -118,7 +118,7 @@ export function runComponent(
 
     const results = Buffer.alloc(COMPONENT_LAYOUT.val.size);
     // No poll of ours to see a component's first wait: now, then.
-    firstWait?.();
+    beforeEntry?.();
     t = performance.now();
     const callErr = lib.wasmtime_component_func_call(func, ctx, null, 0, hasResult ? results : null, hasResult ? 1 : 0) as Pointer | null;
     stats.runMs = performance.now() - t;

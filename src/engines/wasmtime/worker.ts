@@ -35,10 +35,12 @@ export interface RunEnv {
   sleep: (ns: bigint) => boolean;
   post: (m: WorkerMessage) => void;
   /**
-   * Called once, when the module first waits (its first poll_oneoff; a component: before its
-   * entry). The executor collects garbage there: the thread is inside wasm from then on.
+   * Called when the module is about to wait on a clock (each of its poll_oneoff sleeps; a
+   * component: once, before its entry, since its waits are wasmtime's own). The executor
+   * collects garbage there: the thread is inside wasm from then on, so no collection runs
+   * on its own, and each sleep leaves a little garbage behind.
    */
-  firstWait?: () => void;
+  onWait?: () => void;
 }
 
 function compile(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Array, kind: "wasm" | "wat"): Pointer {
@@ -237,8 +239,7 @@ function defineProcExit(lib: WasmtimeLib, linker: Pointer, onExit: (status: numb
  * imports the guest's memory, re-exports it, and calls the real poll_oneoff.
  */
 function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Pointer, env: RunEnv, keep: unknown[]): JSCallback {
-  const { kill, sleep } = env;
-  let firstWait = env.firstWait;
+  const { kill, sleep, onWait } = env;
   const trapOut = new BigUint64Array(1);
   const params: ValType[] = ["i32", "i32", "i32", "i32"];
   let helperPoll: Buffer | null = null;
@@ -276,11 +277,6 @@ function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Poin
   };
   return defineFunc(lib, linker, "wasi_snapshot_preview1", "poll_oneoff", params, ["i32"], (caller, args, out) => {
     try {
-      if (firstWait) {
-        const f = firstWait;
-        firstWait = undefined;
-        f();
-      }
       const view = new DataView(toArrayBuffer(args, 0, params.length * LAYOUT.val.size));
       const [inPtr, outPtr, n, neventsPtr] = params.map((_, i) => view.getUint32(i * LAYOUT.val.size + LAYOUT.val.of, true)) as [
         number,
@@ -293,6 +289,7 @@ function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Poin
       if (wait) {
         // Asleep, the module cannot grow: the figure published now holds until it wakes.
         publishMemory(kill, callerMem.length);
+        onWait?.();
         if (sleep(wait.timeoutNs)) {
           const msg = Buffer.from(`interrupted by signal ${Atomics.load(kill, 0)}`);
           return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
@@ -477,7 +474,7 @@ export async function runRequest(req: RunRequest, env: RunEnv): Promise<{ code: 
     // Host functions are core-module imports: a component links WASI preview 2 only.
     // Components' code is loaded only for a component: every run thread's heap pays for what it imports.
     result = req.component
-      ? (require("./component.ts") as typeof import("./component.ts")).runComponent(req, env.post, env.kill, env.firstWait)
+      ? (require("./component.ts") as typeof import("./component.ts")).runComponent(req, env.post, env.kill, env.onWait)
       : run(req, await importHosts(req.hostModules), env);
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
