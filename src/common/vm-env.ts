@@ -1,9 +1,20 @@
-// JavaScriptCore options for our long-lived processes (the shim server and the executor),
-// through the environment, the only way to set them before the VM starts (Bun reads
-// BUN_JSC_<option>). Both run little JavaScript after start-up, so threads that compile
-// and collect concurrently buy nothing and cost their stacks and per-thread heaps: measured
-// with bench/shim/smaps.ts, a server went from 9 threads to 5 and about 0.35 MiB less PSS.
-// Collections then run on the thread that allocates; with heaps of a few MiB they are short.
+// Settings for our long-lived processes (the shim server and the executor), through the
+// environment: the only way to set them before the VM or the library reading them starts.
+// Both processes run little JavaScript after start-up and then sit idle for the container's
+// life, so everything here trades speed we do not use for memory we keep. Measured with
+// bench/shim/smaps.ts (anonymous memory per process):
+// - JavaScriptCore (Bun reads BUN_JSC_<option>): no threads that compile and collect
+//   concurrently (a server went from 9 threads to 5, about 0.35 MiB less); collections run
+//   on the thread that allocates, short with heaps of a few MiB.
+// - No warm-up of GC blocks: JSC keeps a supply of pre-faulted 16 KiB blocks, and a thread
+//   that fills it, for 10 s after any allocation burst; about 0.5 MiB in each process.
+// - No baseline JIT (so none of the tiers above it): the executor's poll_oneoff callback,
+//   called at each of a sleeping module's waits, was compiled after some 40 calls, and an
+//   idle executor grew by about 0.15 MiB at each tier. The interpreter is fast enough for
+//   the little JavaScript these processes run.
+// - TOKIO_WORKER_THREADS: libwasmtime's WASI runs its tasks on a tokio runtime with one
+//   worker per CPU; one is plenty for one module, and on a 64-core node that is 63 idle
+//   threads (stacks, allocator arenas) less per container.
 
 export const SMALL_VM_ENV: Readonly<Record<string, string>> = {
   BUN_JSC_useConcurrentJIT: "0",
@@ -11,6 +22,7 @@ export const SMALL_VM_ENV: Readonly<Record<string, string>> = {
   BUN_JSC_numberOfGCMarkers: "1",
   BUN_JSC_useWarmUpMarkedBlocks: "0",
   BUN_JSC_useBaselineJIT: "0",
+  TOKIO_WORKER_THREADS: "1",
 };
 
 /** Names of the SMALL_VM_ENV entries the executor added, so the module does not see them. */

@@ -17,8 +17,8 @@ import { STATUS_UNKNOWN } from "../common/constants.ts";
 
 /** System call numbers differ per architecture; a wrong table would call the wrong syscall. */
 const SYSCALLS = {
-  x64: { ioctl: 16, fcntl: 72, prctl: 157, waitid: 247, pidfd_send_signal: 424, pidfd_open: 434, setns: 308 },
-  arm64: { ioctl: 29, fcntl: 25, prctl: 167, waitid: 95, pidfd_send_signal: 424, pidfd_open: 434, setns: 268 },
+  x64: { ioctl: 16, fcntl: 72, prctl: 157, waitid: 247, pidfd_send_signal: 424, pidfd_open: 434, setns: 308, memfd_create: 319 },
+  arm64: { ioctl: 29, fcntl: 25, prctl: 167, waitid: 95, pidfd_send_signal: 424, pidfd_open: 434, setns: 268, memfd_create: 279 },
 };
 
 interface SyscallTable {
@@ -29,6 +29,7 @@ interface SyscallTable {
   pidfd_send_signal: number;
   pidfd_open: number;
   setns: number;
+  memfd_create: number;
 }
 
 /** The table of this machine; throws on an architecture we have no numbers for. */
@@ -44,6 +45,7 @@ export const PR_SET_CHILD_SUBREAPER = 36;
 export const PR_GET_CHILD_SUBREAPER = 37;
 
 // waitid
+export const P_ALL = 0;
 export const P_PID = 1;
 export const P_PIDFD = 3;
 export const WNOHANG = 1;
@@ -374,6 +376,14 @@ export const CLONE_NEWNET = 0x40000000;
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const SO_REUSEADDR = 2;
+
+export const MFD_CLOEXEC = 1;
+
+/** An anonymous in-memory file (memfd_create(2)); `name` shows in /proc/PID/fd only. */
+export function memfdCreate(name: string, flags = MFD_CLOEXEC): [number, number] {
+  const n = Buffer.from(`${name}\0`);
+  return sys(libc().nr.memfd_create, Number(ptr(n)), flags);
+}
 
 /** setns(2) of the calling thread only; [0, 0] or [-1, errno]. */
 export function setns(fd: number, nstype: number): [number, number] {

@@ -34,6 +34,7 @@ import {
   EINTR,
   ESRCH,
   close as libcClose,
+  P_ALL,
   P_PID,
   P_PIDFD,
   POLLFD_SIZE,
@@ -203,6 +204,13 @@ export function takeReaped(pid: number): ReapedOrphan | undefined {
 
 const orphanInfo = new Uint8Array(SIGINFO_SIZE);
 
+/** Whether some child of ours is a zombie: waitid(P_ALL) with WNOWAIT looks and reaps nothing. */
+function anyZombieChild(): boolean {
+  const [r, e] = waitid(P_ALL, 0, orphanInfo, WEXITED | WNOHANG | WNOWAIT);
+  if (r < 0) return e !== ECHILD; // ECHILD: no children at all; any other failure: look anyway
+  return decodeSiginfo(orphanInfo).pid !== 0;
+}
+
 /**
  * Reaps our zombie children that nobody else will wait for: children in state Z for which
  * `isOurs(pid)` is false and to which this process holds no pidfd (Bun holds one for each
@@ -211,6 +219,10 @@ const orphanInfo = new Uint8Array(SIGINFO_SIZE);
  * statuses are kept for a minute for a late watch(pid).
  */
 export function reapOrphans(isOurs: (pid: number) => boolean = () => false): ReapedOrphan[] {
+  // The sweep runs every few seconds for the server's whole life: one syscall when no child
+  // is a zombie, instead of reading /proc (whose strings an idle server then keeps until its
+  // next collection).
+  if (!anyZombieChild()) return [];
   const me = process.pid;
   const zombies = listChildren().filter((pid) => {
     const st = readStat(pid);

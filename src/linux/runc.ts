@@ -1,9 +1,12 @@
 // The OCI runtime binary (runc, or crun) driven as a command: it gives every container
 // its namespaces, cgroup, mounts and security settings, so we never fork ourselves.
-// Every call spawns asynchronously and reads its files with asynchronous I/O: a runtime
-// that takes seconds over one container must not stall the calls of others.
+// Every call spawns asynchronously: a runtime that takes seconds over one container must not
+// stall the calls of others. Its output goes to in-memory files, not pipes, and its small
+// files are read synchronously: pipes and asynchronous file I/O would start Bun's thread
+// pool, two threads whose heaps the server keeps for its whole life (about 0.3 MiB).
 
-import { readFile } from "node:fs/promises";
+import { closeSync, fstatSync, readFileSync, readSync, writeSync } from "node:fs";
+import { memfdCreate, strerror } from "./libc.ts";
 
 export interface RuncOptions {
   /** The runtime binary: runc by default, crun when configured or found. */
@@ -113,35 +116,47 @@ export class Runc {
 
   /** `runc update --resources -`: the LinuxResources JSON goes on stdin, as runc-v2 passes it. */
   async update(id: string, resources: string): Promise<void> {
-    const proc = Bun.spawn([this.opts.binary, ...this.globalArgs, "update", "--resources", "-", id], {
-      stdin: new TextEncoder().encode(resources),
-      stdout: "ignore",
-      stderr: "pipe",
-    });
-    const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
-    if (code !== 0) throw new RuncError(`${this.name} update`, code, lastLine(err));
+    await this.spawn(["update", "--resources", "-", id], { stdin: new TextEncoder().encode(resources) });
   }
 
   private async output(args: string[]): Promise<string> {
-    const proc = Bun.spawn([this.opts.binary, ...this.globalArgs, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-    if (code !== 0) throw new RuncError(`${this.name} ${args[0]}`, code, lastLine(err));
-    return out;
+    return (await this.spawn(args, { stdout: true })).out;
   }
 
   private async run(args: string[], o: { stdio?: [number, number, number]; logFile?: string } = {}): Promise<void> {
-    const logArgs = o.logFile ? ["--log", o.logFile, "--log-format", "json"] : [];
-    const proc = Bun.spawn([this.opts.binary, ...this.globalArgs, ...logArgs, ...args], {
-      stdin: o.stdio?.[0] ?? "ignore",
-      stdout: o.stdio?.[1] ?? "ignore",
-      // With container stdio, runc's stderr is the container's: its own errors go to the log.
-      stderr: o.stdio?.[2] ?? "pipe",
-    });
-    const errText = proc.stderr instanceof ReadableStream ? new Response(proc.stderr).text() : Promise.resolve("");
-    const [code, err] = await Promise.all([proc.exited, errText]);
-    if (code === 0) return;
-    const detail = (o.logFile ? await lastLogError(o.logFile) : "") || lastLine(err);
-    throw new RuncError(`${this.name} ${args[0]}`, code, detail);
+    // With container stdio, runc's stderr is the container's: its own errors go to the log.
+    await this.spawn(args, { stdio: o.stdio, logFile: o.logFile });
+  }
+
+  /** Runs the runtime; throws a RuncError with its last error line when it fails. */
+  private async spawn(
+    args: string[],
+    o: { stdio?: [number, number, number]; logFile?: string; stdin?: Uint8Array; stdout?: boolean },
+  ): Promise<{ out: string }> {
+    const files: number[] = [];
+    const memfd = (name: string, data?: Uint8Array): number => {
+      const [fd, e] = memfdCreate(`${this.name}-${name}`);
+      if (fd < 0) throw new Error(`memfd_create: ${strerror(e)}`);
+      files.push(fd);
+      // At offset 0, leaving the file offset (shared with the child's copy) at the start.
+      if (data) writeSync(fd, data, 0, data.length, 0);
+      return fd;
+    };
+    try {
+      const stdin = o.stdio?.[0] ?? (o.stdin ? memfd("stdin", o.stdin) : "ignore");
+      const stdout = o.stdio?.[1] ?? (o.stdout ? memfd("stdout") : "ignore");
+      const stderr = o.stdio?.[2] ?? memfd("stderr");
+      const logArgs = o.logFile ? ["--log", o.logFile, "--log-format", "json"] : [];
+      const proc = Bun.spawn([this.opts.binary, ...this.globalArgs, ...logArgs, ...args], { stdin, stdout, stderr });
+      const code = await proc.exited;
+      const out = typeof stdout === "number" && o.stdout ? readAll(stdout) : "";
+      if (code === 0) return { out };
+      const err = typeof stderr === "number" && !o.stdio ? readAll(stderr) : "";
+      const detail = (o.logFile ? lastLogError(o.logFile) : "") || lastLine(err);
+      throw new RuncError(`${this.name} ${args[0]}`, code, detail);
+    } finally {
+      for (const fd of files) closeSync(fd);
+    }
   }
 
   /** The flags every command gets: the state root, and the cgroup driver when it is systemd. */
@@ -177,8 +192,20 @@ export interface RuncStats {
   blkio?: Record<string, unknown>;
 }
 
-async function readPid(pidFile: string): Promise<number> {
-  return Number((await readFile(pidFile, "utf8")).trim());
+function readPid(pidFile: string): number {
+  return Number(readFileSync(pidFile, "utf8").trim());
+}
+
+/** The whole of an in-memory file, read from its start whatever its offset. */
+function readAll(fd: number): string {
+  const buf = Buffer.alloc(fstatSync(fd).size);
+  let at = 0;
+  while (at < buf.length) {
+    const n = readSync(fd, buf, at, buf.length - at, at);
+    if (n <= 0) break;
+    at += n;
+  }
+  return buf.toString("utf8", 0, at);
 }
 
 function lastLine(text: string): string {
@@ -187,10 +214,10 @@ function lastLine(text: string): string {
 }
 
 /** runc's JSON log: the last "error" level message is the reason it failed. */
-async function lastLogError(file: string): Promise<string> {
+function lastLogError(file: string): string {
   let text: string;
   try {
-    text = await readFile(file, "utf8");
+    text = readFileSync(file, "utf8");
   } catch {
     return ""; // no log written: the caller falls back to stderr
   }

@@ -7,7 +7,7 @@
 // minute, and that path's own evidence (the --stats line, written only after the run returned)
 // is checked.
 import { beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SMALL_VM_ENV, withSmallVmEntries } from "../../../src/common/vm-env.ts";
@@ -214,7 +214,19 @@ describe("JSC options the shim adds to the executor's environment", () => {
     expect(env).toContain("BUN_JSC_numberOfGCMarkers=4");
     expect(env).not.toContain(`BUN_JSC_numberOfGCMarkers=${SMALL_VM_ENV.BUN_JSC_numberOfGCMarkers}`);
     expect(env).toContain("BUN_JSC_useConcurrentJIT=0");
-    expect(env).toContain("BUNWASI_VM_ENV=BUN_JSC_useConcurrentJIT,BUN_JSC_useConcurrentGC");
+    const added = Object.keys(SMALL_VM_ENV).filter((k) => k !== "BUN_JSC_numberOfGCMarkers");
+    expect(env).toContain(`BUNWASI_VM_ENV=${added.join(",")}`);
+  });
+
+  test("with them, a sleeping module's executor keeps one tokio worker and no JIT, GC or warm-up thread", async () => {
+    const env: Record<string, string> = {};
+    for (const e of withSmallVmEntries([])) env[e.slice(0, e.indexOf("="))] = e.slice(e.indexOf("=") + 1);
+    // The demo app's daemon writes a line (wasmtime's WASI, on its tokio runtime), then sleeps.
+    const p = await startExecutor(wasm("wasi-demo-app"), "\n", { graceMs: 60_000, env });
+    const threads = readdirSync(`/proc/${p.pid}/task`).map((t) => readFileSync(`/proc/${p.pid}/task/${t}/comm`, "utf8").trim());
+    expect(threads.filter((n) => n === "tokio-rt-worker")).toHaveLength(1);
+    for (const n of ["JSCWarmUp", "JITWorker", "HeapHelper"]) expect(threads).not.toContain(n);
+    expect((await killed(p, "SIGTERM")).code).toBe(143);
   });
 
   test("the module sees its own environment, not the options the shim added", async () => {
@@ -229,6 +241,7 @@ describe("JSC options the shim adds to the executor's environment", () => {
     expect(out).toContain("env:MINE=1");
     expect(out).toContain("env:BUN_JSC_numberOfGCMarkers=2");
     expect(out).not.toContain("useConcurrentJIT");
+    expect(out).not.toContain("TOKIO_WORKER_THREADS");
     expect(out).not.toContain("BUNWASI_VM_ENV");
   });
 });

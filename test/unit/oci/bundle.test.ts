@@ -6,7 +6,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { withSmallVmEntries } from "../../../src/common/vm-env.ts";
+import { SMALL_VM_ENV, withSmallVmEntries } from "../../../src/common/vm-env.ts";
 import type { Engine } from "../../../src/engines/engine.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { findEntrypoint, isNativeExecutable, prepare, resolveInRootfs, splitEntry, wasmSpec } from "../../../src/oci/bundle.ts";
@@ -326,7 +326,8 @@ describe("classification", () => {
     // The spec's env, then the executor's JSC options (src/common/vm-env.ts), named so the executor hides them from the module.
     expect(d.process.env).toEqual(withSmallVmEntries(["PATH=/bin", "X=1"]));
     expect(d.process.env?.slice(0, 2)).toEqual(["PATH=/bin", "X=1"]);
-    expect(d.process.env).toContain("BUNWASI_VM_ENV=BUN_JSC_useConcurrentJIT,BUN_JSC_useConcurrentGC,BUN_JSC_numberOfGCMarkers");
+    expect(d.process.env).toContain(`BUNWASI_VM_ENV=${Object.keys(SMALL_VM_ENV).join(",")}`);
+    expect(d.process.env).toContain("TOKIO_WORKER_THREADS=1");
     expect(d.process.cwd).toBe("/srv");
     expect(d.linux).toEqual(spec().linux as NonNullable<Spec["linux"]>);
     expect(d.mounts?.find((m) => m.destination === "/.bunwasi")).toEqual({
