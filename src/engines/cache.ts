@@ -1,8 +1,11 @@
 // Compile cache: serialized (precompiled) modules on disk.
 //
 // Key = sha256(module bytes) + engine name + engine/library version + config flags.
-// Writes are asynchronous (a write of a few MiB must not hold up the other pods' calls on a
-// server's thread) and atomic: each writer has its own tmp file and renames it into place, so
+// File access is synchronous: asynchronous fs calls would start Bun's thread pool, whose
+// threads then stay for a shim server's whole life (memory per idle pod, issue 8), and a write
+// of a few MiB costs a millisecond or two. What could hold up a serving thread for long,
+// hashing a large module, is done in slices (keyInSlices). Writes are atomic: each writer has
+// its own tmp file and renames it into place, so
 // concurrent writers of one key (in one process or several) each put a whole file there and
 // the last rename wins, and readers see a whole artifact or none. Total size is bounded:
 // after a write, the oldest entries (by mtime; a hit refreshes mtime) are evicted until
@@ -12,13 +15,20 @@
 // ever loaded: the directory must not be writable by workloads, since a deserialized
 // artifact is native code.
 
-import { existsSync, readFileSync, utimesSync } from "node:fs";
+import {
+  accessSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  type Stats,
+  statSync,
+  unlinkSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
-
-// node:fs/promises is imported on first use, not with this module: the executor imports the
-// cache (through its engine) but only reads it, synchronously (measured: the executor 0.1 MiB
-// smaller; a bare binary that imports the module and uses nothing of it, 0.2 MiB).
-const fsp = () => import("node:fs/promises");
 
 export interface CompileCacheOptions {
   dir: string;
@@ -72,9 +82,8 @@ export class CompileCache {
   }
 
   async has(key: string): Promise<boolean> {
-    const { access } = await fsp();
     try {
-      await access(this.path(key));
+      accessSync(this.path(key));
       return true;
     } catch {
       return false;
@@ -121,24 +130,22 @@ export class CompileCache {
   /** Stores `bytes` under `key`: resolves once the artifact is in place (and the cache bounded again). */
   async put(key: string, bytes: Uint8Array): Promise<void> {
     const p = this.path(key);
-    const { mkdir, rename, unlink, writeFile } = await fsp();
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const tmp = `${p}${TMP_MARK}${process.pid}-${Math.random().toString(36).slice(2)}`;
     try {
       // "wx": a tmp name is never shared, not even by a pid reused after a crash.
-      await writeFile(tmp, bytes, { mode: 0o600, flag: "wx" });
-      await rename(tmp, p);
+      writeFileSync(tmp, bytes, { mode: 0o600, flag: "wx" });
+      renameSync(tmp, p);
     } catch (e) {
       // Not a tmp file of someone else's that happened to have our name.
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") await unlink(tmp).catch(() => {});
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") unlinkQuietly(tmp);
       throw e;
     }
     await this.evict();
   }
 
   async delete(key: string): Promise<void> {
-    const { unlink } = await fsp();
-    await unlink(this.path(key)).catch(() => {});
+    unlinkQuietly(this.path(key));
   }
 
   /**
@@ -167,13 +174,12 @@ export class CompileCache {
     const entries: { p: string; size: number; mtime: number }[] = [];
     let total = 0;
     const now = Date.now();
-    const { readdir, stat, unlink } = await fsp();
-    for (const name of await readdir(this.dir)) {
+    for (const name of readdirSync(this.dir)) {
       const p = join(this.dir, name);
-      const st = await stat(p).catch(() => null);
+      const st = statOrNull(p);
       if (st === null) continue;
       if (name.includes(TMP_MARK)) {
-        if (now - st.mtimeMs > 10 * 60_000) await unlink(p).catch(() => {});
+        if (now - st.mtimeMs > 10 * 60_000) unlinkQuietly(p);
         continue;
       }
       if (!name.endsWith(SUFFIX)) continue;
@@ -184,7 +190,7 @@ export class CompileCache {
     entries.sort((a, b) => a.mtime - b.mtime);
     for (const e of entries) {
       if (total <= this.maxBytes) break;
-      await unlink(e.p).catch(() => {});
+      unlinkQuietly(e.p);
       total -= e.size;
     }
   }
@@ -192,11 +198,25 @@ export class CompileCache {
   /** Total bytes of cached artifacts. */
   async size(): Promise<number> {
     let total = 0;
-    const { readdir, stat } = await fsp();
-    for (const name of await readdir(this.dir)) {
+    for (const name of readdirSync(this.dir)) {
       if (!name.endsWith(SUFFIX)) continue;
-      total += (await stat(join(this.dir, name)).catch(() => ({ size: 0 }))).size;
+      total += statOrNull(join(this.dir, name))?.size ?? 0;
     }
     return total;
   }
+}
+
+function statOrNull(p: string): Stats | null {
+  try {
+    return statSync(p);
+  } catch {
+    return null;
+  }
+}
+
+/** unlink, where a file already gone (or not ours to remove) changes nothing for the caller. */
+function unlinkQuietly(p: string): void {
+  try {
+    unlinkSync(p);
+  } catch {}
 }
