@@ -1,7 +1,9 @@
 // One container: its task's state (src/task/state.ts decides what may happen to it), its
 // init process and exit, its exec processes, and the runtime steps behind each call. Every step is the OCI
-// runtime's; nothing here blocks the event loop (no synchronous spawn or file I/O), since
-// one process may serve the calls of many pods at once.
+// runtime's; nothing here blocks the event loop for long (no synchronous spawn), since one
+// process may serve the calls of many pods at once. Its few small files (the work dir, an
+// exec's spec) are written with synchronous calls, microseconds each: asynchronous fs calls
+// would start Bun's thread pool, whose threads then stay for the server's life (issue 8).
 
 import { mkdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
