@@ -12,7 +12,7 @@
 // ever loaded: the directory must not be writable by workloads, since a deserialized
 // artifact is native code.
 
-import { existsSync, readFileSync, utimesSync } from "node:fs";
+import { accessSync, existsSync, readFileSync, utimesSync } from "node:fs";
 import { join } from "node:path";
 
 // node:fs/promises is imported on first use, not with this module: the executor imports the
@@ -71,10 +71,15 @@ export class CompileCache {
     return join(this.dir, key + SUFFIX);
   }
 
+  /**
+   * Whether `key` is cached. Synchronous inside (one access(2)): a shim server asks on every
+   * Create of a wasm container, and an asynchronous fs call would start Bun's thread pool,
+   * whose threads then stay for the server's whole life (memory per idle pod, issue 8).
+   * put() stays asynchronous: it runs once per module and node, on a miss.
+   */
   async has(key: string): Promise<boolean> {
-    const { access } = await fsp();
     try {
-      await access(this.path(key));
+      accessSync(this.path(key));
       return true;
     } catch {
       return false;

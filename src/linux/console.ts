@@ -9,7 +9,7 @@
 // Everything here is non-blocking: the runtime has sent the master before its create or exec
 // returns, so the first try nearly always finds it; a slower runtime is polled for.
 
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -43,16 +43,16 @@ export class ConsoleSocket {
   ) {}
 
   static async open(): Promise<ConsoleSocket> {
-    const dir = await mkdtemp(join(tmpdir(), "bunwasi-pty-"));
+    const dir = mkdtempSync(join(tmpdir(), "bunwasi-pty-"));
     const path = join(dir, "pty.sock");
     const [fd, e] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      await rm(dir, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true });
       throw new Error(`console socket: socket(): ${strerror(e)}`);
     }
     const fail = async (what: string, err: number): Promise<never> => {
       close(fd);
-      await rm(dir, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true });
       throw new Error(`console socket ${path}: ${what}: ${strerror(err)}`);
     };
     const [b, be] = bindUnix(fd, path);
@@ -96,6 +96,6 @@ export class ConsoleSocket {
     if (this.closed) return;
     this.closed = true;
     close(this.fd);
-    await rm(this.dir, { recursive: true, force: true });
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -16,7 +16,10 @@
 // container runs (an OOM kill of a process other than the init): an fd per container, polled
 // with the exit watcher's pidfds (src/linux/reaper.ts watchReadable), so no thread of its own.
 
-import { open, readFile, writeFile } from "node:fs/promises";
+// The cgroup files are read with synchronous calls: they are tiny and answer in microseconds,
+// and asynchronous fs calls would start Bun's thread pool, whose threads then stay for the
+// server's whole life (memory per idle pod, issue 8).
+import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   drain,
@@ -69,7 +72,7 @@ export function oomCounterFile(cg: MemoryCgroup): string {
 /** The cgroup's OOM kills so far; null when the cgroup is gone or unreadable. */
 export async function readOomKills(cg: MemoryCgroup): Promise<number | null> {
   try {
-    return oomKillCount(await readFile(oomCounterFile(cg), "utf8"));
+    return oomKillCount(readFileSync(oomCounterFile(cg), "utf8"));
   } catch {
     return null;
   }
@@ -106,7 +109,7 @@ export interface LiveOom {
 export async function watchOom(pid: number, o: { root?: string; proc?: string; live?: LiveOom } = {}): Promise<OomWatch | null> {
   let text: string;
   try {
-    text = await readFile(join(o.proc ?? "/proc", String(pid), "cgroup"), "utf8");
+    text = readFileSync(join(o.proc ?? "/proc", String(pid), "cgroup"), "utf8");
   } catch {
     return null;
   }
@@ -198,11 +201,11 @@ async function notifier(cg: MemoryCgroup): Promise<number | null> {
   if (efd < 0) return null;
   try {
     // The registration holds its own reference to oom_control: our fd may go at once.
-    const control = await open(oomCounterFile(cg), "r");
+    const control = openSync(oomCounterFile(cg), "r");
     try {
-      await writeFile(join(cg.dir, "cgroup.event_control"), `${efd} ${control.fd}`);
+      writeFileSync(join(cg.dir, "cgroup.event_control"), `${efd} ${control}`);
     } finally {
-      await control.close();
+      closeSync(control);
     }
     return efd;
   } catch {

@@ -11,11 +11,25 @@
 //  - native (ELF or "#!" script, e.g. the pod's pause container): runc runs containerd's bundle
 //    unchanged.
 //
-// The rootfs must already be mounted (src/oci/rootfs.ts) because we look inside it. All file
-// access here is asynchronous: prepare() runs on the server's request path.
+// The rootfs must already be mounted (src/oci/rootfs.ts) because we look inside it. File
+// access here is synchronous: a few small files and stats, microseconds each, where
+// asynchronous fs calls would start Bun's thread pool, whose threads then stay for the
+// server's whole life (memory per idle pod, issue 8).
 
-import { constants } from "node:fs";
-import { access, lstat, mkdir, open, readlink, rename, stat, writeFile } from "node:fs/promises";
+import {
+  accessSync,
+  closeSync,
+  constants,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  readSync,
+  renameSync,
+  type Stats,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { isAbsolute, join, posix, resolve } from "node:path";
 import { withSmallVmEntries } from "../common/vm-env.ts";
 import type { Engine, Entrypoint } from "../engines/engine.ts";
@@ -117,15 +131,15 @@ export async function resolveInRootfs(rootfs: string, containerPath: string): Pr
       continue;
     }
     const host = join(rootfs, ...done, part);
-    let st: Awaited<ReturnType<typeof lstat>>;
+    let st: Stats;
     try {
-      st = await lstat(host);
+      st = lstatSync(host);
     } catch {
       return undefined;
     }
     if (st.isSymbolicLink()) {
       if (++links > 40) return undefined; // ELOOP
-      const target = await readlink(host);
+      const target = readlinkSync(host);
       if (target.startsWith("/")) done.length = 0;
       todo.unshift(...target.split("/").filter(Boolean));
       continue;
@@ -162,7 +176,7 @@ export async function findEntrypoint(
     const r = (await resolveThroughMounts(c, mounts)) ?? (await resolveInRootfs(rootfs, c));
     if (!r) continue;
     try {
-      if ((await stat(r.host)).isFile()) return r;
+      if (statSync(r.host).isFile()) return r;
     } catch {}
   }
   return undefined;
@@ -195,14 +209,15 @@ export function isNativeExecutable(head: Uint8Array, executable: boolean): boole
   return (elf || script) && executable;
 }
 
-async function readHead(file: string, n = 4096): Promise<Uint8Array> {
-  const fh = await open(file, "r");
+/** The first `n` bytes of `file`; non-blocking, so a fifo swapped in after the stat reads nothing instead of waiting. */
+export function readHead(file: string, n = 4096): Uint8Array {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
     const b = new Uint8Array(n);
-    const { bytesRead } = await fh.read(b, 0, n, 0);
+    const bytesRead = readSync(fd, b, 0, n, 0);
     return b.subarray(0, bytesRead);
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
 
@@ -217,8 +232,8 @@ export async function inspectEntrypoint(
   const { path, entry } = splitEntry(arg0);
   const found = await findEntrypoint(rootfs, path, spec.process.env, spec.process.cwd, spec.mounts);
   if (!found) throw new EntrypointError(`${arg0}: no such file in the container's rootfs`);
-  const st = await stat(found.host);
-  const ep: Entrypoint = { path: found.path, host: found.host, head: await readHead(found.host), ...(entry ? { entry } : {}) };
+  const st = statSync(found.host);
+  const ep: Entrypoint = { path: found.path, host: found.host, head: readHead(found.host), ...(entry ? { entry } : {}) };
   if (engine.canHandle(ep, spec)) return { kind: "wasm", entrypoint: ep };
   if (!isNativeExecutable(ep.head, (st.mode & 0o111) !== 0)) {
     // Worded for users, who know wasm modules rather than engines.
@@ -237,7 +252,7 @@ export function rootfsOf(bundle: string, spec: Spec): string {
 async function readOnlyDir(dir: string): Promise<boolean> {
   // access(2) answers EROFS for W_OK on a read-only mount, without writing anything.
   try {
-    await access(dir, constants.W_OK);
+    accessSync(dir, constants.W_OK);
     return false;
   } catch {
     return true;
@@ -259,7 +274,7 @@ export async function executorMountPoint(rootfs: string, spec: Spec): Promise<st
 
 async function exists(p: string): Promise<boolean> {
   try {
-    await lstat(p);
+    lstatSync(p);
     return true;
   } catch {
     return false;
@@ -374,18 +389,18 @@ export async function prepare(opts: PrepareOptions): Promise<Prepared> {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(opts.id))
     throw new SpecError(`container id ${JSON.stringify(opts.id)} is not a valid directory name`);
   const dir = join(opts.stateDir, opts.id);
-  await mkdir(dir, { recursive: true, mode: 0o711 });
+  mkdirSync(dir, { recursive: true, mode: 0o711 });
   const mountPoint = await executorMountPoint(rootfs, spec);
   let artifactDir: string | undefined;
   if (artifact) {
     artifactDir = join(dir, "artifact");
-    await mkdir(artifactDir, { recursive: true, mode: 0o755 });
+    mkdirSync(artifactDir, { recursive: true, mode: 0o755 });
     ep.host = join(artifactDir, ARTIFACT_MODULE);
     ep.path = artifactModulePath(mountPoint);
     // Readable by the container's user, whoever that is; written whole before runc sees it.
     const tmp = `${ep.host}.${process.pid}`;
-    await writeFile(tmp, artifact, { mode: 0o644 });
-    await rename(tmp, ep.host);
+    writeFileSync(tmp, artifact, { mode: 0o644 });
+    renameSync(tmp, ep.host);
   }
   const derived = wasmSpec(spec, {
     rootfs,
@@ -400,10 +415,10 @@ export async function prepare(opts: PrepareOptions): Promise<Prepared> {
   });
   // The cache is bind-mounted, so it must exist now: an operator (or a cache reset) may have
   // removed it since the shim last wrote to it, and runc would fail the create on a missing source.
-  if (opts.cacheDir) await mkdir(opts.cacheDir, { recursive: true, mode: 0o700 });
+  if (opts.cacheDir) mkdirSync(opts.cacheDir, { recursive: true, mode: 0o700 });
   const tmp = join(dir, `.config.json.${process.pid}`);
-  await writeFile(tmp, JSON.stringify(derived, null, 2), { mode: 0o600 });
-  await rename(tmp, join(dir, "config.json"));
+  writeFileSync(tmp, JSON.stringify(derived, null, 2), { mode: 0o600 });
+  renameSync(tmp, join(dir, "config.json"));
   return {
     runtimeBundle: dir,
     kind: "wasm",

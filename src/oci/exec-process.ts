@@ -10,7 +10,6 @@
 //    whose module is the image's layer and not a file of its rootfs: an args[0] that names
 //    that module runs it (see execArtifact below).
 
-import { open } from "node:fs/promises";
 import { basename, dirname, posix } from "node:path";
 import type { Engine, Entrypoint } from "../engines/engine.ts";
 import {
@@ -20,6 +19,7 @@ import {
   CACHE_MOUNT,
   EntrypointError,
   inspectEntrypoint,
+  readHead,
   rootfsOf,
   splitEntry,
   wasmSpec,
@@ -117,14 +117,11 @@ async function execArtifact(
   }
   const entry = artifactEntry(arg0);
   // The module is kept in the container's work dir for the container's life.
-  const fh = await open(host, "r").catch((err) => {
-    throw new EntrypointError(`${runtimeBundle}: the artifact's module ${host} is gone (${String(err)})`);
-  });
+  let head: Uint8Array;
   try {
-    const head = new Uint8Array(4096);
-    const { bytesRead } = await fh.read(head, 0, head.length, 0);
-    return { entrypoint: { path: mounted, host, head: head.subarray(0, bytesRead), ...(entry ? { entry } : {}) } };
-  } finally {
-    await fh.close();
+    head = readHead(host);
+  } catch (err) {
+    throw new EntrypointError(`${runtimeBundle}: the artifact's module ${host} is gone (${String(err)})`);
   }
+  return { entrypoint: { path: mounted, host, head, ...(entry ? { entry } : {}) } };
 }

@@ -17,8 +17,32 @@
 // dispatches `executor …`, see src/shim/shim.ts). Running from source there is no such binary:
 // give one (opts.executor, or BUNWASI_EXECUTOR=path of a built shim; scripts/build-shim.sh).
 
-import { existsSync } from "node:fs";
-import { chmod, copyFile, link, mkdir, readdir, realpath, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+//
+// File access here is synchronous (a few stats, links and small files, once per install):
+// asynchronous fs calls, and Bun.spawn with pipes, would start Bun's thread pool, whose
+// threads then stay for the server's whole life (memory per idle pod, issue 8).
+
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readSync,
+  realpathSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  type Stats,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { isCompiled } from "../common/compiled.ts";
 import type { Engine } from "../engines/engine.ts";
@@ -68,9 +92,8 @@ export function executorBinary(): ExecutorBinary {
 
 /** Shared libraries (name → host path) that `ldd` lists for `file`, the loader included. */
 export async function sharedLibs(file: string): Promise<Map<string, string>> {
-  const p = Bun.spawn(["ldd", file], { stdout: "pipe", stderr: "pipe" });
-  const [text, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  if (code !== 0) throw new Error(`ldd ${file} failed: ${err}${text}`);
+  const { text, code } = await outputOf(["ldd", file]);
+  if (code !== 0) throw new Error(`ldd ${file} failed: ${text}`);
   const libs = new Map<string, string>();
   for (const line of text.split("\n")) {
     // "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "\t/lib64/ld-linux-x86-64.so.2 (0x…)"
@@ -86,41 +109,66 @@ export async function sharedLibs(file: string): Promise<Map<string, string>> {
   return libs;
 }
 
-/** The file behind `p`; /proc/self/exe of a deleted binary is itself the way to read it. */
-async function resolved(p: string): Promise<string> {
+/**
+ * Runs `argv` and returns its stdout and stderr together. They go to an unlinked temporary
+ * file, not a pipe: reading a child's pipe would start Bun's thread pool (see above).
+ */
+async function outputOf(argv: string[]): Promise<{ text: string; code: number }> {
+  const path = join(tmpdir(), `.bunwasi-out-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
   try {
-    const real = await realpath(p);
-    await stat(real);
+    unlinkSync(path);
+    const code = await Bun.spawn(argv, { stdin: "ignore", stdout: fd, stderr: fd }).exited;
+    const chunks: Buffer[] = [];
+    for (let pos = 0; ; ) {
+      const b = Buffer.alloc(64 * 1024);
+      const n = readSync(fd, b, 0, b.length, pos);
+      if (n === 0) break;
+      chunks.push(b.subarray(0, n));
+      pos += n;
+    }
+    return { text: Buffer.concat(chunks).toString("utf8"), code };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The file behind `p`; /proc/self/exe of a deleted binary is itself the way to read it. */
+function resolved(p: string): string {
+  try {
+    const real = realpathSync(p);
+    statSync(real);
     return real;
   } catch {
     return p;
   }
 }
 
-async function identity(p: string): Promise<string> {
-  const real = await resolved(p);
-  const st = await stat(real);
+function identity(p: string): string {
+  const real = resolved(p);
+  const st = statSync(real);
   return `${real}:${st.size}:${st.mtimeMs}:${st.ino}`;
 }
 
 /** Hard link when on the same filesystem (no copy of a 100 MB binary), else copy. */
-async function place(src: string, dst: string, mode: number): Promise<void> {
-  const real = await resolved(src);
+function place(src: string, dst: string, mode: number): void {
+  const real = resolved(src);
   try {
-    await link(real, dst);
+    linkSync(real, dst);
     // a hard link shares the inode: leave the source's mode alone if it is already usable
-    if (((await stat(dst)).mode & 0o555) !== 0o555) await chmod(dst, mode);
+    if ((statSync(dst).mode & 0o555) !== 0o555) chmodSync(dst, mode);
     return;
   } catch {
-    // EXDEV (other filesystem) or EPERM (protected_hardlinks): copy
+    // EXDEV (other filesystem) or EPERM (protected_hardlinks): copy. Synchronous too: this
+    // happens once per install and node, and copy_file_range keeps it short.
   }
-  await copyFile(real, dst);
-  await chmod(dst, mode);
+  copyFileSync(real, dst);
+  chmodSync(dst, mode);
 }
 
-async function complete(dir: string): Promise<boolean> {
+function complete(dir: string): boolean {
   try {
-    await stat(join(dir, DONE_MARK));
+    statSync(join(dir, DONE_MARK));
     return true;
   } catch {
     return false;
@@ -138,7 +186,7 @@ export async function ensureExecutorDir(opts: ExecutorDirOptions): Promise<Execu
   const exe = opts.executor ?? executorBinary();
   const memoKey = `${stateRoot}\0${exe.path}\0${exe.subcommand.join(" ")}`;
   const memo = known.get(opts.engine)?.get(memoKey);
-  if (memo && (await complete(memo.dir))) return memo;
+  if (memo && complete(memo.dir)) return memo;
 
   const needs = opts.engine.executor();
   const binaryName = exe.subcommand.length
@@ -149,34 +197,34 @@ export async function ensureExecutorDir(opts: ExecutorDirOptions): Promise<Execu
       throw new Error(`engine ${opts.engine.name}: cannot ship a file named ${f.name} in the executor directory`);
     }
   }
-  const ids = await Promise.all(needs.files.map(async (f) => `${f.name}=${await identity(f.source)}`));
-  const inputs = [await identity(exe.path), ...ids, binaryName, process.arch];
+  const ids = needs.files.map((f) => `${f.name}=${identity(f.source)}`);
+  const inputs = [identity(exe.path), ...ids, binaryName, process.arch];
   // Bun's hasher: node:crypto costs the server about 1.3 MiB of JS heap (measured).
   const hash = new Bun.CryptoHasher("sha256").update(inputs.join("\n")).digest("hex").slice(0, 16);
   const parent = join(stateRoot, "exec");
   const dir = join(parent, hash);
-  const result = async (): Promise<ExecutorDir> => {
+  const result = (): ExecutorDir => {
     const out = {
       dir,
       binaryName,
       subcommand: exe.subcommand,
       engineOptions: { ...(needs.options ?? {}) },
-      files: (await readdir(dir)).filter((f) => f !== DONE_MARK),
+      files: readdirSync(dir).filter((f) => f !== DONE_MARK),
     };
     if (!known.has(opts.engine)) known.set(opts.engine, new Map());
     known.get(opts.engine)?.set(memoKey, out);
     return out;
   };
-  if (await complete(dir)) return result();
+  if (complete(dir)) return result();
 
-  await mkdir(parent, { recursive: true, mode: 0o711 });
+  mkdirSync(parent, { recursive: true, mode: 0o711 });
   const tmp = join(parent, `.tmp-${hash}-${process.pid}-${Math.random().toString(36).slice(2)}`);
-  await mkdir(tmp, { mode: 0o755 });
+  mkdirSync(tmp, { mode: 0o755 });
   try {
-    await place(exe.path, join(tmp, binaryName), 0o755);
+    place(exe.path, join(tmp, binaryName), 0o755);
     const libs = new Map(await sharedLibs(exe.path));
     for (const f of needs.files) {
-      await place(f.source, join(tmp, f.name), f.sharedObject ? 0o755 : 0o644);
+      place(f.source, join(tmp, f.name), f.sharedObject ? 0o755 : 0o644);
       if (f.sharedObject) for (const [name, path] of await sharedLibs(f.source)) libs.set(name, path);
     }
     let haveLoader = false;
@@ -184,23 +232,23 @@ export async function ensureExecutorDir(opts: ExecutorDirOptions): Promise<Execu
       if (needs.files.some((f) => f.name === name)) continue;
       const dst = name.startsWith("ld-linux") ? LOADER_NAME : name;
       if (dst === LOADER_NAME) haveLoader = true;
-      if (!existsSync(join(tmp, dst))) await place(path, join(tmp, dst), 0o755);
+      if (!existsSync(join(tmp, dst))) place(path, join(tmp, dst), 0o755);
     }
     if (!haveLoader) {
       // A statically linked executor would need no loader, but our args assume one.
-      await place(`/lib64/${LOADER_NAME}`, join(tmp, LOADER_NAME), 0o755);
+      place(`/lib64/${LOADER_NAME}`, join(tmp, LOADER_NAME), 0o755);
     }
-    await writeFile(join(tmp, DONE_MARK), `${inputs.join("\n")}\n`);
-    await chmod(tmp, 0o755);
+    writeFileSync(join(tmp, DONE_MARK), `${inputs.join("\n")}\n`);
+    chmodSync(tmp, 0o755);
     try {
-      await rename(tmp, dir);
+      renameSync(tmp, dir);
     } catch (e) {
       // another shim finished first (ENOTEMPTY/EEXIST): use theirs
-      if (!(await complete(dir))) throw e;
-      await rm(tmp, { recursive: true, force: true });
+      if (!complete(dir)) throw e;
+      rmSync(tmp, { recursive: true, force: true });
     }
   } catch (e) {
-    await rm(tmp, { recursive: true, force: true });
+    rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
   return result();
@@ -229,8 +277,8 @@ export interface PruneOptions {
  * Every server calls this after it starts, so it is cheap when there is nothing to do: one
  * readdir of exec/ (and a stat per directory other than `keep`). Only when an old directory
  * is there does it scan /proc for the processes' executables, and then only one server of the
- * node at a time (PRUNE_LOCK) and once per `intervalMs` (PRUNE_STAMP). All of it is
- * asynchronous: it runs on a server's thread.
+ * node at a time (PRUNE_LOCK) and once per `intervalMs` (PRUNE_STAMP). Synchronous, as
+ * the rest of this file: the scan is rare and stats of /proc entries are microseconds each.
  */
 export async function pruneExecutorDirs(stateRoot: string, keep: string[], o: PruneOptions = {}): Promise<string[]> {
   const minAgeMs = o.minAgeMs ?? 10 * 60_000;
@@ -238,7 +286,7 @@ export async function pruneExecutorDirs(stateRoot: string, keep: string[], o: Pr
   const parent = join(stateRoot, "exec");
   let names: string[];
   try {
-    names = await readdir(parent);
+    names = readdirSync(parent);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
     throw e;
@@ -248,65 +296,87 @@ export async function pruneExecutorDirs(stateRoot: string, keep: string[], o: Pr
   for (const name of names) {
     const p = join(parent, name);
     if (name === PRUNE_LOCK || name === PRUNE_STAMP || keep.includes(p)) continue;
-    const st = await stat(p).catch(() => null);
+    const st = statOrNull(p);
     if (st?.isDirectory() && now - st.mtimeMs >= minAgeMs) old.push(p);
   }
   if (old.length === 0) return [];
   const stamp = join(parent, PRUNE_STAMP);
-  const last = await stat(stamp).catch(() => null);
+  const last = statOrNull(stamp);
   if (last && now - last.mtimeMs < intervalMs) return [];
   const lock = join(parent, PRUNE_LOCK);
-  if (!(await takeLock(lock, intervalMs))) return [];
+  if (!takeLock(lock, intervalMs)) return [];
   try {
-    const running = await runningExecutables();
+    const running = runningExecutables();
     const removed: string[] = [];
     for (const p of old) {
       let files: string[];
       try {
-        files = await readdir(p);
+        files = readdirSync(p);
       } catch {
         continue;
       }
-      const ids = await Promise.all(files.map((f) => fileId(join(p, f)).catch(() => "")));
+      const ids = files.map((f) => fileIdOrEmpty(join(p, f)));
       if (ids.some((id) => running.has(id))) continue;
-      await rm(p, { recursive: true, force: true });
+      rmSync(p, { recursive: true, force: true });
       removed.push(p);
     }
-    await writeFile(stamp, "");
+    writeFileSync(stamp, "");
     return removed;
   } finally {
-    await rmdir(lock).catch(() => {});
+    rmdirQuietly(lock);
   }
 }
 
+function statOrNull(p: string): Stats | null {
+  try {
+    return statSync(p);
+  } catch {
+    return null;
+  }
+}
+
+function rmdirQuietly(p: string): void {
+  try {
+    rmdirSync(p);
+  } catch {}
+}
+
 /** mkdir as a lock; one left by a server that died (older than `staleMs`) is taken over. */
-async function takeLock(lock: string, staleMs: number): Promise<boolean> {
+function takeLock(lock: string, staleMs: number): boolean {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      await mkdir(lock);
+      mkdirSync(lock);
       return true;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      const st = await stat(lock).catch(() => null);
+      const st = statOrNull(lock);
       if (st && Date.now() - st.mtimeMs < staleMs) return false;
-      await rmdir(lock).catch(() => {});
+      rmdirQuietly(lock);
     }
   }
   return false;
 }
 
-async function fileId(path: string): Promise<string> {
-  const st = await stat(path);
+function fileId(path: string): string {
+  const st = statSync(path);
   return `${st.dev}:${st.ino}`;
 }
 
+function fileIdOrEmpty(path: string): string {
+  try {
+    return fileId(path);
+  } catch {
+    return "";
+  }
+}
+
 /** dev:inode of every running process's executable. */
-async function runningExecutables(): Promise<Set<string>> {
+function runningExecutables(): Set<string> {
   const out = new Set<string>();
-  for (const pid of await readdir("/proc")) {
+  for (const pid of readdirSync("/proc")) {
     if (!/^\d+$/.test(pid)) continue;
     try {
-      out.add(await fileId(`/proc/${pid}/exe`));
+      out.add(fileId(`/proc/${pid}/exe`));
     } catch {} // gone meanwhile, or a kernel thread (no exe)
   }
   return out;

@@ -4,7 +4,7 @@
 // costs a hash and a stat; a miss compiles through the engine's Compiler, which keeps
 // the work off the serving thread, and the artifact is written asynchronously.
 
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { CompileCache } from "../engines/cache.ts";
 import type { Engine } from "../engines/engine.ts";
 import type { Prepared } from "./bundle.ts";
@@ -20,7 +20,9 @@ export async function precompile(engine: Engine, prepared: Prepared, cacheDir: s
   const compiler = engine.compiler;
   if (!compiler || prepared.kind !== "wasm" || !prepared.moduleHost) return;
   try {
-    const source = new Uint8Array(await readFile(prepared.moduleHost));
+    // Read synchronously (a module is a few MB at most: a millisecond): asynchronous fs calls
+    // would start Bun's thread pool, whose threads stay for the server's life (issue 8).
+    const source = new Uint8Array(readFileSync(prepared.moduleHost));
     let cache = caches.get(cacheDir);
     if (!cache) caches.set(cacheDir, (cache = new CompileCache({ dir: cacheDir })));
     const key = await compiler.cacheKey(source);

@@ -10,7 +10,7 @@
 // namespace, which is the whole process's, so it is safe from a multithreaded Bun process
 // (unlike unshare/setns; docs/ARCHITECTURE.md, "Processes").
 
-import { mkdir } from "node:fs/promises";
+import { mkdirSync } from "node:fs";
 import { join, normalize } from "node:path";
 import { mount, strerror, umount2 } from "../linux/libc.ts";
 
@@ -183,19 +183,21 @@ function undoAndThrow(done: string[], e: unknown): never {
  * path below it; each target is made once the mounts before it are in place, since it may lie
  * inside one). On failure, what was mounted is undone and the error rethrown.
  *
- * It runs on the Task service's request path: the directories are made with asynchronous I/O
- * (a slow filesystem must not stall other pods' calls). The mount(2) calls themselves stay on
+ * It runs on the Task service's request path, yet the directories are made with synchronous
+ * calls: a mkdir costs microseconds, and asynchronous fs calls would start Bun's thread pool,
+ * whose threads then stay for the server's whole life (memory per idle pod, issue 8). It stays
+ * async for its callers, and the mount(2) calls themselves stay on
  * this thread: each is one system call, mount namespaces belong to the whole process so
  * another thread would change nothing, and a worker would need its own FFI binding.
  */
 export async function mountRootfsAsync(bundle: string, mounts: Mount[]): Promise<string> {
   const root = rootfsPath(bundle);
-  await mkdir(root, { recursive: true, mode: 0o711 });
+  mkdirSync(root, { recursive: true, mode: 0o711 });
   const targets = mountTargets(bundle, mounts);
   const done: string[] = [];
   try {
     for (const [i, m] of mounts.entries()) {
-      await mkdir(targets[i]!, { recursive: true });
+      mkdirSync(targets[i]!, { recursive: true });
       // Before mounting: a mount made of several calls (bind, then remount ro) that
       // fails halfway is still undone.
       done.push(targets[i]!);

@@ -5,7 +5,7 @@
 // setting containerd put there (namespaces, seccomp, capabilities, rlimits, hooks ...).
 // Reference: opencontainers/runtime-spec config.md / config-linux.md.
 
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
 export interface SpecUser {
@@ -69,7 +69,7 @@ export async function readSpec(bundleDir: string): Promise<Spec> {
   const file = join(bundleDir, "config.json");
   let text: string;
   try {
-    text = await readFile(file, "utf8");
+    text = readFileSync(file, "utf8");
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new SpecError(

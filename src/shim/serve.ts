@@ -4,7 +4,10 @@
 // signals are handled and the process exits. The service (src/task/task-service.ts) gets
 // it all through a TaskHost.
 
-import { rename, rm, rmdir, writeFile } from "node:fs/promises";
+// Files are written and removed with synchronous calls throughout the server (src/task,
+// src/oci, src/linux): each is small and takes microseconds, where asynchronous fs calls would
+// start Bun's thread pool, whose threads then stay for the server's whole life (issue 8).
+import { renameSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { EVENTS_FLUSH_TIMEOUT_MS, IDLE_SHRINK_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
@@ -68,7 +71,7 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
     await drained;
     for (const ns of namespaces.values()) for (const dir of ns.dirs) await removeIfEmpty(dir, log);
     // A socket served from an inherited fd is not unlinked by the server: the file is ours.
-    if (listenFd !== null) await rm(socketPath(flags.socket), { force: true });
+    if (listenFd !== null) rmSync(socketPath(flags.socket), { force: true });
     process.exit(0);
   };
 
@@ -175,18 +178,18 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
 async function writeShimPid(bundle: string, log: Logger): Promise<void> {
   const tmp = join(bundle, `.shim.pid.${process.pid}`);
   try {
-    await writeFile(tmp, String(process.pid));
-    await rename(tmp, join(bundle, "shim.pid"));
+    writeFileSync(tmp, String(process.pid));
+    renameSync(tmp, join(bundle, "shim.pid"));
   } catch (e) {
     log(`writing ${bundle}/shim.pid: ${String(e)}`, "warning");
-    await rm(tmp, { force: true });
+    rmSync(tmp, { force: true });
   }
 }
 
 /** rmdir, where "not empty" (another shim of the namespace still has a container) is expected. */
 async function removeIfEmpty(dir: string, log: Logger): Promise<void> {
   try {
-    await rmdir(dir);
+    rmdirSync(dir);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOTEMPTY" || code === "EEXIST" || code === "ENOENT") return;

@@ -1,9 +1,11 @@
 // One container: its task's state (src/task/state.ts decides what may happen to it), its
 // init process and exit, its exec processes, and the runtime steps behind each call. Every step is the OCI
-// runtime's; nothing here blocks the event loop (no synchronous spawn or file I/O), since
-// one process may serve the calls of many pods at once.
+// runtime's; nothing here blocks the event loop for long (no synchronous spawn), since one
+// process may serve the calls of many pods at once. Its few small files (the work dir, an
+// exec's spec) are written with synchronous calls, microseconds each: asynchronous fs calls
+// would start Bun's thread pool, whose threads then stay for the server's life (issue 8).
 
-import { mkdir, readlink, rm, writeFile } from "node:fs/promises";
+import { mkdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { STATUS_UNKNOWN } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
@@ -131,7 +133,11 @@ export class Container {
     c.workDir = workDir;
     try {
       await makeWorkDir(workDir);
-      c.undos.unshift({ what: `remove ${workDir}`, run: () => rm(workDir, { recursive: true, force: true }), needsRuntimeGone: true });
+      c.undos.unshift({
+        what: `remove ${workDir}`,
+        run: async () => rmSync(workDir, { recursive: true, force: true }),
+        needsRuntimeGone: true,
+      });
       // Before the runtime holds anything: a `shim delete` after this server dies must find
       // the runtime that created the container (src/task/runtime-options.ts).
       if (opts.runtimeOptions && runtime !== ns.runtime) await saveRuntimeOptions(workDir, opts.runtimeOptions);
@@ -388,7 +394,7 @@ export class Container {
       );
       e.kind = prepared.kind;
       e.process = prepared.process;
-      await writeFile(this.execFile(e, "json"), JSON.stringify(prepared.process), { mode: 0o600 });
+      writeFileSync(this.execFile(e, "json"), JSON.stringify(prepared.process), { mode: 0o600 });
     } catch (err) {
       this.execs.delete(opts.execId);
       throw failure("exec", err);
@@ -456,7 +462,7 @@ export class Container {
   async deleteExec(e: ExecProcess): Promise<Exit | null> {
     await e.terminal?.close();
     e.terminal = null;
-    await Promise.all((["json", "pid", "log"] as const).map((x) => rm(this.execFile(e, x), { force: true })));
+    for (const x of ["json", "pid", "log"] as const) rmSync(this.execFile(e, x), { force: true });
     this.execs.delete(e.id);
     const exit = e.exit;
     // A Wait on an exec that never ran gets an answer too: it never will run now.
@@ -485,7 +491,7 @@ export class Container {
 
 async function exeOf(pid: number): Promise<string> {
   try {
-    return await readlink(`/proc/${pid}/exe`);
+    return readlinkSync(`/proc/${pid}/exe`);
   } catch {
     return ""; // gone already, or not ours to read: untilSignalHandled then waits on SigCgt only
   }
@@ -507,7 +513,7 @@ function failure(step: string, e: unknown): TtrpcError {
 async function makeWorkDir(dir: string): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await mkdir(dir, { recursive: true });
+      mkdirSync(dir, { recursive: true });
       return;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT" || attempt >= 10) throw e;

@@ -11,7 +11,7 @@
 // The TOML keys are runc's Options field names as containerd's config spells them:
 // BinaryName, Root, SystemdCgroup. Other keys and fields are not ours to act on and are left.
 
-import { readFile, rename, rm, writeFile } from "node:fs/promises";
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { Options as RuncOptions } from "./gen/containerd/runc/options/oci.ts";
@@ -44,7 +44,7 @@ export async function runtimeOptionsOf(any: Any | undefined): Promise<RuntimeOpt
     let toml: string;
     if (o.configPath !== "") {
       try {
-        toml = await readFile(o.configPath, "utf8");
+        toml = readFileSync(o.configPath, "utf8");
       } catch (e) {
         throw invalid(`runtime options: reading config_path ${o.configPath}: ${(e as Error).message}`);
       }
@@ -109,10 +109,10 @@ export const RUNTIME_OPTIONS_FILE = "runtime-options.json";
 export async function saveRuntimeOptions(workDir: string, options: RuntimeOptions): Promise<void> {
   const tmp = join(workDir, `.${RUNTIME_OPTIONS_FILE}.${process.pid}`);
   try {
-    await writeFile(tmp, JSON.stringify(options), { mode: 0o600 });
-    await rename(tmp, join(workDir, RUNTIME_OPTIONS_FILE));
+    writeFileSync(tmp, JSON.stringify(options), { mode: 0o600 });
+    renameSync(tmp, join(workDir, RUNTIME_OPTIONS_FILE));
   } catch (e) {
-    await rm(tmp, { force: true });
+    rmSync(tmp, { force: true });
     throw e;
   }
 }
@@ -122,7 +122,7 @@ export async function loadRuntimeOptions(workDir: string): Promise<RuntimeOption
   const file = join(workDir, RUNTIME_OPTIONS_FILE);
   let text: string;
   try {
-    text = await readFile(file, "utf8");
+    text = readFileSync(file, "utf8");
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
     throw e;

@@ -1,8 +1,10 @@
 // Kill of a freshly started wasm container: wait until its executor catches the signal.
-// Read from /proc with asynchronous file I/O, a few ms apart, so a slow start of one
-// container never holds up the calls of others.
+// Read from /proc a few ms apart, sleeping on the event loop in between, so a slow start of
+// one container never holds up the calls of others. The reads themselves are synchronous:
+// /proc answers in microseconds, and asynchronous fs calls would start Bun's thread pool,
+// whose threads then stay for the server's whole life (memory per idle pod, issue 8).
 
-import { readFile, readlink } from "node:fs/promises";
+import { readFileSync, readlinkSync } from "node:fs";
 import { SIGNAL_READY_TIMEOUT_MS } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
 
@@ -26,7 +28,8 @@ export async function untilSignalHandled(
   while (!done() && Date.now() < deadline) {
     let caught: bigint;
     try {
-      const [exe, status] = await Promise.all([readlink(`/proc/${pid}/exe`), readFile(`/proc/${pid}/status`, "utf8")]);
+      const exe = readlinkSync(`/proc/${pid}/exe`);
+      const status = readFileSync(`/proc/${pid}/status`, "utf8");
       const m = /^SigCgt:\s*([0-9a-fA-F]+)/m.exec(status);
       if (!m) return;
       caught = exe === initExe ? 0n : BigInt(`0x${m[1]}`);

@@ -1,7 +1,7 @@
 // Task Stats: the OCI runtime's cgroup statistics (`runc events --stats`) in the shape
 // containerd decodes, cgroup v1 or v2 Metrics depending on the host.
 
-import { statfs } from "node:fs/promises";
+import { statfsSync } from "node:fs";
 import type { RuncMemoryEntry, RuncStats } from "../linux/runc.ts";
 import { Metrics as MetricsV1 } from "./gen/containerd/cgroups/v1/metrics.ts";
 import { Metrics as MetricsV2 } from "./gen/containerd/cgroups/v2/metrics.ts";
@@ -12,7 +12,7 @@ const CGROUP2_SUPER_MAGIC = 0x63677270;
 /** Whether the host mounts the unified hierarchy (cgroup v2); probed once by whoever builds the host. */
 export async function probeCgroupV2(root = "/sys/fs/cgroup"): Promise<boolean> {
   try {
-    return (await statfs(root)).type === CGROUP2_SUPER_MAGIC;
+    return statfsSync(root).type === CGROUP2_SUPER_MAGIC;
   } catch {
     return false; // no cgroupfs where expected: runc reports v1-shaped stats then
   }

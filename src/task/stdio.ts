@@ -1,10 +1,12 @@
 // The container's stdio: containerd hands us fifo paths (or file:// URIs) and we open
 // them here and pass the fds to the OCI runtime, so the container's process writes
 // straight into containerd's fifos and no byte passes through the shim. Opened with
-// asynchronous file I/O: an open on a slow filesystem must not stall other pods' calls.
+// synchronous calls that never wait: every fifo open is non-blocking or read-write (which
+// Linux never blocks), and the wait for a client's reader sleeps on the event loop
+// (withReader). Asynchronous fs calls would start Bun's thread pool, whose threads then
+// stay for the server's whole life (memory per idle pod, issue 8).
 
-import { constants } from "node:fs";
-import { type FileHandle, open } from "node:fs/promises";
+import { closeSync, constants, openSync } from "node:fs";
 import { setBlocking } from "../linux/libc.ts";
 
 export interface StdioPaths {
@@ -14,48 +16,61 @@ export interface StdioPaths {
 }
 
 export class Stdio {
-  private constructor(private readonly handles: [FileHandle, FileHandle, FileHandle]) {}
-
-  get fds(): [number, number, number] {
-    return [this.handles[0].fd, this.handles[1].fd, this.handles[2].fd];
-  }
+  private constructor(readonly fds: [number, number, number]) {}
 
   static async open(paths: StdioPaths): Promise<Stdio> {
-    const opened: FileHandle[] = [];
+    const opened: number[] = [];
     try {
-      opened.push(await openIn(paths.stdin));
+      opened.push(openIn(paths.stdin));
       opened.push(await openOut(paths.stdout));
       opened.push(await openOut(paths.stderr));
-      return new Stdio(opened as [FileHandle, FileHandle, FileHandle]);
+      return new Stdio(opened as [number, number, number]);
     } catch (e) {
-      await Promise.allSettled(opened.map((h) => h.close()));
+      closeAll(opened);
       throw e;
     }
   }
 
   /** The runtime's child holds its own copies once it is running; ours can go. */
   async close(): Promise<void> {
-    // Closing our copy of an fd cannot fail in a way anyone could act on.
-    await Promise.allSettled(this.handles.map((h) => h.close()));
+    closeAll(this.fds);
   }
 }
 
-async function openIn(path: string): Promise<FileHandle> {
-  if (!path) return open("/dev/null", "r");
-  // Non-blocking so the open never waits for a writer, then blocking again so the
-  // container's reads wait for input instead of failing with EAGAIN.
-  return blocking(await open(localPath(path), constants.O_RDONLY | constants.O_NONBLOCK));
+/** Closes each fd; closing our copy of an fd cannot fail in a way anyone could act on. */
+export function closeAll(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      closeSync(fd);
+    } catch {}
+  }
 }
 
-async function openOut(path: string): Promise<FileHandle> {
-  if (!path) return open("/dev/null", "w");
+function openIn(path: string): number {
+  if (!path) return openSync("/dev/null", "r");
+  // Non-blocking so the open never waits for a writer, then blocking again so the
+  // container's reads wait for input instead of failing with EAGAIN.
+  return blocking(openSync(localPath(path), constants.O_RDONLY | constants.O_NONBLOCK));
+}
+
+async function openOut(path: string): Promise<number> {
+  if (!path) return openSync("/dev/null", "w");
   if (path.startsWith("binary://")) throw new Error(`stdio ${path}: binary:// log URIs are not supported yet`);
-  if (path.startsWith("file://")) return open(new URL(path).pathname, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o644);
+  if (path.startsWith("file://")) return openLogFile(new URL(path).pathname);
   // Read-write: the fifo then always has a reader, so a container never dies of SIGPIPE
   // when containerd (restarting) or a detached ctr stops reading; its writes wait
   // instead, as under containerd's own shims. The open never blocks either.
   // But first the client's reader must be there (see withReader).
-  return withReader(path, () => open(path, constants.O_RDWR));
+  return withReader(path, () => openSync(path, constants.O_RDWR));
+}
+
+/**
+ * A file:// log file, appended to. Non-blocking so that a fifo given as a "file" fails
+ * (ENXIO without a reader) instead of stalling the event loop; blocking again afterwards,
+ * so the container's writes are ordinary ones.
+ */
+export function openLogFile(path: string): number {
+  return blocking(openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK, 0o644));
 }
 
 /** How long a Create waits for the client to open its end of an output fifo. */
@@ -68,35 +83,37 @@ export const READER_WAIT_MS = 10_000;
  * run late; a shared-mode run is over within milliseconds) leaves them in a pipe that dies
  * with our last fd, and the client then reads nothing. containerd's runc shim waits for
  * the reader with a blocking write-only open; we probe with a non-blocking one (ENXIO
- * while no reader), which holds no thread. The probe stays open until the read-write fd
- * is: a reader that saw its only writer close would take that as the end of the output.
- * Past READER_WAIT_MS (a client that never reads) the fifo is opened as before.
+ * while no reader), which holds no thread, and sleep on the event loop between probes.
+ * The probe stays open until the read-write fd is: a reader that saw its only writer
+ * close would take that as the end of the output. Past READER_WAIT_MS (a client that
+ * never reads) the fifo is opened as before. `openRdwr` must not block (read-write opens
+ * of a fifo never do).
  */
-export async function withReader(path: string, openRdwr: () => Promise<FileHandle>, waitMs = READER_WAIT_MS): Promise<FileHandle> {
+export async function withReader(path: string, openRdwr: () => number, waitMs = READER_WAIT_MS): Promise<number> {
   const deadline = performance.now() + waitMs;
-  let probe: FileHandle | undefined;
-  for (let delay = 1; !probe; delay = Math.min(delay * 2, 50)) {
+  let probe: number | undefined;
+  for (let delay = 1; probe === undefined; delay = Math.min(delay * 2, 50)) {
     try {
-      probe = await open(path, constants.O_WRONLY | constants.O_NONBLOCK);
+      probe = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENXIO" || performance.now() >= deadline) break;
       await Bun.sleep(delay);
     }
   }
   try {
-    return await openRdwr();
+    return openRdwr();
   } finally {
-    await probe?.close();
+    if (probe !== undefined) closeAll([probe]);
   }
 }
 
-async function blocking(h: FileHandle): Promise<FileHandle> {
-  const [r, err] = setBlocking(h.fd);
+function blocking(fd: number): number {
+  const [r, err] = setBlocking(fd);
   if (r < 0) {
-    await h.close();
+    closeAll([fd]);
     throw new Error(`fcntl(O_NONBLOCK off): errno ${err}`);
   }
-  return h;
+  return fd;
 }
 
 function localPath(path: string): string {

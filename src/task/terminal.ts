@@ -9,19 +9,18 @@
 // writer: once the client's writer is gone too the copy sees EOF, and the terminal is hung
 // up, as runc-v2 does (the session is over: the process gets SIGHUP, its output ends).
 
-import { constants, writeSync } from "node:fs";
-import { type FileHandle, open } from "node:fs/promises";
+import { constants, openSync, writeSync } from "node:fs";
 import { close as closeFd, setNonBlocking, setWindowSize, strerror } from "../linux/libc.ts";
-import { type StdioPaths, withReader } from "./stdio.ts";
+import { closeAll, openLogFile, type StdioPaths, withReader } from "./stdio.ts";
 
 const RETRY_MS = 2;
 
 export class Terminal {
   /** Resolves once the process side of the pty is closed and all its output is delivered. */
   readonly drained: Promise<void>;
-  private stdinWriter: FileHandle | null = null;
-  private stdinReader: FileHandle | null = null;
-  private stdout: FileHandle | null = null;
+  private stdinWriter: number | null = null;
+  private stdinReader: number | null = null;
+  private stdout: number | null = null;
   private readers: { cancel(): Promise<void> }[] = [];
   private closed = false;
 
@@ -38,16 +37,16 @@ export class Terminal {
       if (paths.stdout) t.stdout = await openOutput(paths.stdout);
       if (paths.stdin) {
         const path = localPath(paths.stdin);
-        t.stdinReader = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+        t.stdinReader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
         // With our reader open, a non-blocking open for writing cannot fail for want of one.
-        t.stdinWriter = await open(path, constants.O_WRONLY | constants.O_NONBLOCK);
+        t.stdinWriter = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
       }
     } catch (e) {
       await t.close();
       throw e;
     }
     (t as { drained: Promise<void> }).drained = t.copyOut();
-    if (t.stdinReader) void t.copyIn(t.stdinReader.fd);
+    if (t.stdinReader !== null) void t.copyIn(t.stdinReader);
     return t;
   }
 
@@ -62,7 +61,7 @@ export class Terminal {
   async closeStdin(): Promise<void> {
     const w = this.stdinWriter;
     this.stdinWriter = null;
-    await w?.close();
+    if (w !== null) closeAll([w]);
   }
 
   /** Stops every copy and closes every fd (the master too). Safe to call twice. */
@@ -72,7 +71,7 @@ export class Terminal {
     // The readers go first: Bun must not poll an fd number we have closed (and may be reused).
     await Promise.allSettled(this.readers.splice(0).map((r) => r.cancel()));
     closeFd(this.master);
-    await Promise.allSettled([this.stdinWriter?.close(), this.stdinReader?.close(), this.stdout?.close()]);
+    closeAll([this.stdinWriter, this.stdinReader, this.stdout].filter((fd) => fd !== null));
     this.stdinWriter = this.stdinReader = this.stdout = null;
   }
 
@@ -84,7 +83,7 @@ export class Terminal {
       for (;;) {
         const { done, value } = await reader.read();
         if (done || this.closed) break;
-        if (this.stdout) await writeAll(this.stdout.fd, value, () => this.closed);
+        if (this.stdout !== null) await writeAll(this.stdout, value, () => this.closed);
       }
     } catch {
       // EIO: the process side is gone, which is how a pty says end of output.
@@ -92,7 +91,7 @@ export class Terminal {
     // containerd waits for EOF on its stdout fifo: our writer must go now, not at Delete.
     const out = this.stdout;
     this.stdout = null;
-    await out?.close().catch(() => {});
+    if (out !== null) closeAll([out]);
   }
 
   /** stdin fifo → master until EOF (no writer left, after CloseIO): then the terminal hangs up. */
@@ -126,12 +125,12 @@ async function writeAll(fd: number, buf: Uint8Array, stop: () => boolean): Promi
   }
 }
 
-async function openOutput(path: string): Promise<FileHandle> {
+async function openOutput(path: string): Promise<number> {
   if (path.startsWith("binary://")) throw new Error(`stdio ${path}: binary:// log URIs are not supported yet`);
-  if (path.startsWith("file://")) return open(new URL(path).pathname, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o644);
+  if (path.startsWith("file://")) return openLogFile(new URL(path).pathname);
   // Read-write, as for other containers (src/task/stdio.ts): the fifo always has a reader;
   // opened once the client's reader is there, so nothing we copy is lost before it.
-  return withReader(path, () => open(path, constants.O_RDWR | constants.O_NONBLOCK));
+  return withReader(path, () => openSync(path, constants.O_RDWR | constants.O_NONBLOCK));
 }
 
 function localPath(path: string): string {

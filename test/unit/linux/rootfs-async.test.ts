@@ -1,4 +1,4 @@
-// mountRootfsAsync (the Task service's path): directories made with asynchronous I/O, each
+// mountRootfsAsync (the Task service's path): directories made on the way, each
 // target once the mounts before it are in place. Real mount(2), so root.
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";

@@ -4,8 +4,7 @@
 // an end of output; and a client that never reads does not hold a Create for ever.
 
 import { afterAll, expect, test } from "bun:test";
-import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
-import { open } from "node:fs/promises";
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mkfifo } from "../../../src/linux/libc.ts";
@@ -60,15 +59,36 @@ test("the reader never sees an end of output while we open (the probe closes aft
 
 test("a client that never opens its end: the fifo is opened read-write after the wait", async () => {
   const path = fifo();
-  const h = await withReader(path, () => open(path, constants.O_RDWR), 50);
+  const fd = await withReader(path, () => openSync(path, constants.O_RDWR), 50);
   try {
     // Read-write: writes succeed with no reader at all (no SIGPIPE, no ENXIO).
-    expect(writeSync(h.fd, "x")).toBe(1);
+    expect(writeSync(fd, "x")).toBe(1);
   } finally {
-    await h.close();
+    closeSync(fd);
   }
 });
 
 test("a path that is missing fails as before, without waiting", async () => {
   await expect(Stdio.open({ stdin: "", stdout: join(dir, "missing"), stderr: "" })).rejects.toThrow(/ENOENT|no such file/i);
+});
+
+test("a file:// output that is a fifo nobody reads fails at once (ENXIO) instead of blocking the event loop", async () => {
+  const path = fifo();
+  await expect(Stdio.open({ stdin: "", stdout: `file://${path}`, stderr: "" })).rejects.toThrow(/ENXIO|no such device/i);
+});
+
+test("a file:// output is appended to, and the fd we hand on is blocking", async () => {
+  const path = join(dir, `log-${n++}`);
+  const stdio = await Stdio.open({ stdin: "", stdout: `file://${path}`, stderr: `file://${path}` });
+  try {
+    writeSync(stdio.fds[1], "a");
+    writeSync(stdio.fds[2], "b");
+    // The open file's flags, as the kernel shows them (octal).
+    const flags = Number.parseInt(/^flags:\s*(\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${stdio.fds[1]}`, "utf8"))?.[1] ?? "", 8);
+    expect(flags & constants.O_APPEND).toBe(constants.O_APPEND);
+    expect(flags & constants.O_NONBLOCK).toBe(0);
+  } finally {
+    await stdio.close();
+  }
+  expect(readFileSync(path, "utf8")).toBe("ab");
 });
