@@ -144,7 +144,7 @@ function readStat(pid: number): Stat | undefined {
 }
 
 /** Pids referenced by the pidfds this process holds (Bun's own spawned children, our watches). */
-export function pidfdHeldPids(): Set<number> {
+export function pidfdHeldPids(except = -1): Set<number> {
   const out = new Set<number>();
   let fds: string[];
   try {
@@ -153,6 +153,7 @@ export function pidfdHeldPids(): Set<number> {
     return out;
   }
   for (const fd of fds) {
+    if (Number(fd) === except) continue;
     try {
       if (readlinkSync(`/proc/self/fd/${fd}`) !== "anon_inode:[pidfd]") continue;
       const m = /^Pid:\s*(-?\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"));
@@ -261,6 +262,12 @@ export interface ExitWatcherOptions {
   capacity?: number;
   /** Told when an orphan sweep failed (it is retried on the next one). */
   onSweepError?: (e: unknown) => void;
+  /**
+   * Read /proc synchronously in watch(). For a process with a short fd table (a shim server
+   * serving one pod): asynchronous reads would start Bun's thread pool, whose two threads
+   * keep their heaps for the process's life. Default false (the daemon's table is long).
+   */
+  readProcSync?: boolean;
   /** Called for each orphan the sweep reaped. */
   onOrphanReaped?: (o: ReapedOrphan) => void;
 }
@@ -367,10 +374,11 @@ export class ExitWatcher {
   private async register(pid: number, fd: number): Promise<ExitStatus> {
     // A pid this process holds another pidfd for is a Bun.spawn child (Bun waits for it):
     // collect its status with WNOWAIT so Bun's `exited` still gets it. /proc is read with
-    // asynchronous I/O: watch() runs on every Create, and the fd table of a process serving
-    // many pods is long.
-    const foreign = (this.opts.isOurs?.(pid) ?? false) || (await pidfdHeldPidsAsync(fd)).has(pid);
-    const elsewhere = (await parentOf(pid)) !== process.pid;
+    // asynchronous I/O unless readProcSync: watch() runs on every Create, and the fd table of
+    // a process serving many pods is long.
+    const sync = this.opts.readProcSync === true;
+    const foreign = (this.opts.isOurs?.(pid) ?? false) || (sync ? pidfdHeldPids(fd) : await pidfdHeldPidsAsync(fd)).has(pid);
+    const elsewhere = (sync ? parentOfSync(pid) : await parentOf(pid)) !== process.pid;
     if (this.closed) {
       libcClose(fd);
       throw new Error("ExitWatcher closed");
@@ -549,9 +557,21 @@ export class ExitWatcher {
 /** The parent pid of a process, read asynchronously from /proc (0 when it is gone). */
 async function parentOf(pid: number): Promise<number> {
   try {
-    const s = await readFile(`/proc/${pid}/status`, "utf8");
-    return Number(/^PPid:\s+(\d+)/m.exec(s)?.[1] ?? 0);
+    return ppidOf(await readFile(`/proc/${pid}/status`, "utf8"));
   } catch {
     return 0; // gone: already reaped by someone else; the poll reports it
   }
+}
+
+/** parentOf, read synchronously. */
+function parentOfSync(pid: number): number {
+  try {
+    return ppidOf(readFileSync(`/proc/${pid}/status`, "utf8"));
+  } catch {
+    return 0;
+  }
+}
+
+function ppidOf(status: string): number {
+  return Number(/^PPid:\s+(\d+)/m.exec(status)?.[1] ?? 0);
 }

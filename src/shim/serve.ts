@@ -40,7 +40,7 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   const log = openLog(flags.bundle || process.cwd(), flags.debug);
   await writeShimPid(flags.bundle || process.cwd(), log);
   becomeSubreaper();
-  const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
+  const watcher = new ExitWatcher({ readProcSync: true, onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   const paths = shimPaths(process.env);
   const listenFd = inheritedListenFd();
   const server = new Server({

@@ -165,14 +165,35 @@ describe("reaper", () => {
     }
   });
 
-  test("watch() of a Bun.spawn child reads its status without reaping it", async () => {
-    const ew = watcher();
-    const k = Bun.spawn(["sh", "-c", "sleep 0.1; exit 6"]);
-    const r = ew.watch(k.pid);
-    expect(await k.exited).toBe(6);
-    // Either we saw it first (WNOWAIT: 6) or Bun reaped it first (255): Bun's code is intact.
-    expect([6, 255]).toContain((await r).status);
-  });
+  // watch() reads /proc asynchronously by default, synchronously for a shim server.
+  for (const readProcSync of [false, true]) {
+    const how = readProcSync ? " (/proc read synchronously)" : "";
+    test(`watch() of a Bun.spawn child reads its status without reaping it${how}`, async () => {
+      const ew = watcher({ reapIntervalMs: 0, readProcSync });
+      const k = Bun.spawn(["sh", "-c", "sleep 0.1; exit 6"]);
+      const r = ew.watch(k.pid);
+      expect(await k.exited).toBe(6);
+      // Either we saw it first (WNOWAIT: 6) or Bun reaped it first (255): Bun's code is intact.
+      expect([6, 255]).toContain((await r).status);
+    });
+
+    test(`a watched pid that is not our child: status read from /proc, left for its parent${how}`, async () => {
+      const ew = watcher({ reapIntervalMs: 0, readProcSync });
+      // The background job's parent execs sleep, which never waits: the zombie stays its child.
+      const sh = Bun.spawn(["sh", "-c", "(sleep 0.05; exit 3) >/dev/null & echo $!; exec sleep 0.5"], { stdout: "pipe" });
+      const reader = sh.stdout.getReader();
+      const { value } = await reader.read();
+      const pid = Number(new TextDecoder().decode(value).trim());
+      const r = await ew.watch(pid);
+      expect(r).toMatchObject({ status: 3, source: "proc" });
+      expect(await sh.exited).toBe(0);
+      // Now reparented to us: the sweep reaps it.
+      await until(() => {
+        reapOrphans();
+        return !existsSync(`/proc/${pid}`);
+      });
+    });
+  }
 
   test("an orphan nobody watches is reaped by reapOrphans, and a late watch still gets its status", async () => {
     watcher();
@@ -192,23 +213,6 @@ describe("reaper", () => {
     const [pid] = await orphans("(sleep 0.05; exit 1) >/dev/null & echo $!");
     await until(() => !existsSync(`/proc/${pid}`));
     expect(reaped).toContain(pid as number);
-  });
-
-  test("a watched pid that is not our child: status read from /proc, left for its parent", async () => {
-    const ew = watcher();
-    // The background job's parent execs sleep, which never waits: the zombie stays its child.
-    const sh = Bun.spawn(["sh", "-c", "(sleep 0.05; exit 3) >/dev/null & echo $!; exec sleep 0.5"], { stdout: "pipe" });
-    const reader = sh.stdout.getReader();
-    const { value } = await reader.read();
-    const pid = Number(new TextDecoder().decode(value).trim());
-    const r = await ew.watch(pid);
-    expect(r).toMatchObject({ status: 3, source: "proc" });
-    expect(await sh.exited).toBe(0);
-    // Now reparented to us: the sweep reaps it.
-    await until(() => {
-      reapOrphans();
-      return !existsSync(`/proc/${pid}`);
-    });
   });
 
   test("an exit is seen through SIGCHLD, not the periodic poll", async () => {
