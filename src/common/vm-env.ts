@@ -12,6 +12,9 @@
 //   called at each of a sleeping module's waits, was compiled after some 40 calls, and an
 //   idle executor grew by about 0.15 MiB at each tier. The interpreter is fast enough for
 //   the little JavaScript these processes run.
+// - mimalloc (Bun's allocator) returns freed runs of pages to the kernel, but keeps up to
+//   4 MiB of such holes for 256 of its epochs first: an idle server held 0.5 MiB it had
+//   freed for its first two minutes. With no floor they go back within a second.
 // - TOKIO_WORKER_THREADS: libwasmtime's WASI runs its tasks on a tokio runtime with one
 //   worker per CPU; one is plenty for one module, and on a 64-core node that is 63 idle
 //   threads (stacks, allocator arenas) less per container.
@@ -22,6 +25,7 @@ export const SMALL_VM_ENV: Readonly<Record<string, string>> = {
   BUN_JSC_numberOfGCMarkers: "1",
   BUN_JSC_useWarmUpMarkedBlocks: "0",
   BUN_JSC_useBaselineJIT: "0",
+  MIMALLOC_PURGE_HOLES_LARGE_FLOOR: "0",
   TOKIO_WORKER_THREADS: "1",
 };
 
