@@ -7,8 +7,8 @@ import { unlink } from "node:fs/promises";
 import { EVENTS_FLUSH_TIMEOUT_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import type { DeleteResponse } from "../task/gen/containerd/runtime/task/v2/shim.ts";
 import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
-import { TaskDefinition as TaskV3 } from "../task/gen/containerd/runtime/task/v3/shim.ts";
 import { NAMESPACE_METADATA_KEY, TaskService } from "../task/task-service.ts";
+import { TaskV3 } from "../task/task-v3.ts";
 import { type CallContext, requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";
 import { type DaemonShared, type SandboxNamespace, sandboxHost } from "./host.ts";
 

@@ -23,10 +23,10 @@ import { commonHostCalls, runcFor } from "../runtime-v2/host-parts.ts";
 import { containerStateDir, type ShimPaths, shimPaths } from "../runtime-v2/paths.ts";
 import { Publisher } from "../task/events.ts";
 import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
-import { TaskDefinition as TaskV3 } from "../task/gen/containerd/runtime/task/v3/shim.ts";
 import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
 import { probeCgroupV2 } from "../task/stats.ts";
 import { TaskService } from "../task/task-service.ts";
+import { TaskV3 } from "../task/task-v3.ts";
 import { requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";
 import { openLog } from "./log.ts";
 

@@ -535,25 +535,29 @@ describe.each(MODES.map((m) => [m.name, m] as const))("shim lifecycle (ctr + con
   // its two threads keep their heaps (about 0.3 MiB) for the pod's life: the server uses
   // neither (src/linux/runc.ts, docs/ARCHITECTURE.md).
   if (!mode.shared)
-    test("a server that served Create, Start, Pids, Stats and a Kill has started no Bun thread pool", async () => {
-      const id = "lc-nopool";
-      await runDetached(id);
-      await waitStatus(id, "RUNNING");
-      const pid = (await servers()).find((s) => s.id === id)?.pid as number;
-      expect(pid).toBeGreaterThan(0);
-      const pool = () =>
-        readdirSync(`/proc/${pid}/task`)
-          .map((t) => readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim())
-          .filter((n) => n.startsWith("Bun Pool"));
-      await ctrOk(["task", "ps", id]);
-      await ctrOk(["task", "metrics", id]);
-      expect(pool()).toEqual([]);
-      await ctrOk(["task", "kill", id]);
-      await waitStatus(id, "STOPPED");
-      expect(pool()).toEqual([]);
-      expect(await deleteTask(id)).toBe(143);
-      await removeContainer(id);
-    }, T);
+    test(
+      "a server that served Create, Start, Pids, Stats and a Kill has started no Bun thread pool",
+      async () => {
+        const id = "lc-nopool";
+        await runDetached(id);
+        await waitStatus(id, "RUNNING");
+        const pid = (await servers()).find((s) => s.id === id)?.pid as number;
+        expect(pid).toBeGreaterThan(0);
+        const pool = () =>
+          readdirSync(`/proc/${pid}/task`)
+            .map((t) => readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim())
+            .filter((n) => n.startsWith("Bun Pool"));
+        await ctrOk(["task", "ps", id]);
+        await ctrOk(["task", "metrics", id]);
+        expect(pool()).toEqual([]);
+        await ctrOk(["task", "kill", id]);
+        await waitStatus(id, "STOPPED");
+        expect(pool()).toEqual([]);
+        expect(await deleteTask(id)).toBe(143);
+        await removeContainer(id);
+      },
+      T,
+    );
 
   test("50 create/start/kill/delete cycles leave nothing behind; a long-lived shim's fds stay flat", async () => {
     const keeper = "lc-keeper";

@@ -8,9 +8,9 @@ import { join } from "node:path";
 import type { Spec } from "../../src/oci/spec.ts";
 import { socketPath } from "../../src/runtime-v2/address.ts";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
-import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v3/shim.ts";
 import { Status } from "../../src/task/gen/containerd/types/task/task.ts";
 import { NAMESPACE_METADATA_KEY } from "../../src/task/task-service.ts";
+import { TaskV3 as TaskDefinition } from "../../src/task/task-v3.ts";
 import { Client, Code, TtrpcError } from "../../src/ttrpc/index.ts";
 import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
