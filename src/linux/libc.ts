@@ -94,6 +94,7 @@ function open() {
     mount: { args: [P, P, P, u64, P], returns: i32 },
     umount2: { args: [P, i32], returns: i32 },
     mkfifo: { args: [P, u32], returns: i32 },
+    pipe2: { args: [P, i32], returns: i32 },
     getrlimit: { args: [i32, P], returns: i32 },
     setrlimit: { args: [i32, P], returns: i32 },
     strerror: { args: [i32], returns: cstring },
@@ -376,6 +377,15 @@ export const CLONE_NEWNET = 0x40000000;
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const SO_REUSEADDR = 2;
+
+export const O_CLOEXEC = 0o2000000;
+
+/** pipe2(2): [[readFd, writeFd], 0] or [null, errno]. */
+export function pipe2(flags = O_CLOEXEC): [[number, number], 0] | [null, number] {
+  const fds = new Int32Array(2);
+  const [r, e] = check(libc().pipe2(ptr(fds), flags));
+  return r < 0 ? [null, e] : [[fds[0] as number, fds[1] as number], 0];
+}
 
 export const MFD_CLOEXEC = 1;
 

@@ -153,7 +153,10 @@ export class Container {
       if (discard) c.undos.unshift({ what: "discard the prepared bundle", run: async () => discard() });
       // A terminal process gets the pty the runtime makes; others get containerd's fifos.
       const console = opts.terminal ? await ConsoleSocket.open() : null;
-      const stdio = console ? null : await Stdio.open(opts);
+      const stdio = console ? null : await Stdio.open(opts, { id: opts.id, namespace: opts.namespace });
+      const logger = stdio?.logger;
+      // Stopped after the runtime's delete (undos run last-added first): by then its input is over.
+      if (logger) c.undos.unshift({ what: "stop the logging program", run: () => logger.stop() });
       try {
         // From here the runtime may hold state for the id: delete it first on the way out.
         c.undos.unshift({ what: "runtime delete", run: () => c.runtime.delete(opts.id, true), runtime: true });

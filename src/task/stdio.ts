@@ -8,6 +8,7 @@
 
 import { closeSync, constants, openSync } from "node:fs";
 import { setBlocking } from "../linux/libc.ts";
+import { type BinaryLogger, startBinaryLogger } from "./binary-log.ts";
 
 export interface StdioPaths {
   stdin: string;
@@ -15,13 +16,30 @@ export interface StdioPaths {
   stderr: string;
 }
 
-export class Stdio {
-  private constructor(readonly fds: [number, number, number]) {}
+/** Whose output a binary:// URI logs: the container's (an exec's output has no logging program). */
+export interface LogOwner {
+  id: string;
+  namespace: string;
+}
 
-  static async open(paths: StdioPaths): Promise<Stdio> {
+export class Stdio {
+  private constructor(
+    readonly fds: [number, number, number],
+    /** The binary:// logging program, if stdout named one: the caller stops it at delete. */
+    readonly logger: BinaryLogger | null = null,
+  ) {}
+
+  static async open(paths: StdioPaths, owner?: LogOwner): Promise<Stdio> {
     const opened: number[] = [];
     try {
       opened.push(openIn(paths.stdin));
+      // containerd gives stdout and stderr the same binary:// URI: one program takes both.
+      if (paths.stdout.startsWith("binary://")) {
+        if (!owner) throw new Error(`stdio ${paths.stdout}: binary:// log URIs are for a container's output, not an exec's`);
+        const logger = await startBinaryLogger(paths.stdout, owner.id, owner.namespace);
+        opened.push(logger.stdout, logger.stderr);
+        return new Stdio(opened as [number, number, number], logger);
+      }
       opened.push(await openOut(paths.stdout));
       opened.push(await openOut(paths.stderr));
       return new Stdio(opened as [number, number, number]);
@@ -55,7 +73,7 @@ function openIn(path: string): number {
 
 async function openOut(path: string): Promise<number> {
   if (!path) return openSync("/dev/null", "w");
-  if (path.startsWith("binary://")) throw new Error(`stdio ${path}: binary:// log URIs are not supported yet`);
+  if (path.startsWith("binary://")) throw new Error(`stdio ${path}: binary:// for stderr alone is not supported: give stdout the same URI, as containerd does`);
   if (path.startsWith("file://")) return openLogFile(new URL(path).pathname);
   // Read-write: the fifo then always has a reader, so a container never dies of SIGPIPE
   // when containerd (restarting) or a detached ctr stops reading; its writes wait

@@ -126,7 +126,7 @@ async function writeAll(fd: number, buf: Uint8Array, stop: () => boolean): Promi
 }
 
 async function openOutput(path: string): Promise<number> {
-  if (path.startsWith("binary://")) throw new Error(`stdio ${path}: binary:// log URIs are not supported yet`);
+  if (path.startsWith("binary://")) throw new Error(`stdio ${path}: binary:// log URIs are not supported with a terminal`);
   if (path.startsWith("file://")) return openLogFile(new URL(path).pathname);
   // Read-write, as for other containers (src/task/stdio.ts): the fifo always has a reader;
   // opened once the client's reader is there, so nothing we copy is lost before it.
