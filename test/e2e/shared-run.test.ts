@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
+import { DAEMON_VM_ENV } from "../../src/common/vm-env.ts";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { Code, TtrpcError } from "../../src/ttrpc/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
@@ -82,6 +83,16 @@ describe("ctr run through io.containerd.wasmtimed.v1 (shared mode)", () => {
     },
     T,
   );
+
+  test("the daemon re-executed itself once with its memory settings: the pid it was started as, the settings in its environment", () => {
+    const environ = readFileSync(`/proc/${daemon.pid}/environ`, "latin1").split("\0");
+    for (const [k, v] of Object.entries(DAEMON_VM_ENV)) {
+      expect(process.env[k]).toBeUndefined(); // not in what the harness started it with (its env is ours)
+      expect(environ).toContain(`${k}=${v}`);
+    }
+    // Its log's lines carry the pid it has now: the one the harness spawned.
+    expect(daemon.log()).toContain(`pid=${daemon.pid}`);
+  });
 
   for (const code of [0, 3, 255]) {
     test(

@@ -1,0 +1,49 @@
+// Settings that only the environment a process starts with can give (JavaScriptCore's
+// options, Bun's allocator's): a process that must carry them whoever starts it (the
+// shared-mode daemon, started by an operator's unit file) replaces itself with a copy of
+// itself that has them, once, at the very start: execve(2) keeps the pid, the fds and the
+// arguments. A key the environment already sets is left as it is (an operator's choice), and
+// with every key set there is nothing to do, so the copy does not exec again.
+
+import { dlopen, FFIType, ptr, read } from "bun:ffi";
+import { readFileSync } from "node:fs";
+
+/** The entries of `want` that `env` does not set. */
+export function missingEnv(want: Readonly<Record<string, string>>, env: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(want).filter(([k]) => env[k] === undefined));
+}
+
+/**
+ * Re-executes this process with `want` added to its environment, unless it has them all.
+ * Returns only if there was nothing to do or execve failed (then with its errno; the process
+ * goes on without the settings).
+ */
+export function reexecWithEnv(want: Readonly<Record<string, string>>): number {
+  const add = missingEnv(want, process.env);
+  if (Object.keys(add).length === 0) return 0;
+  // The arguments as the kernel has them (a compiled Bun binary's process.argv is not that).
+  const argv = readFileSync("/proc/self/cmdline", "latin1").split("\0");
+  if (argv.at(-1) === "") argv.pop();
+  const envp = Object.entries({ ...process.env, ...add }).map(([k, v]) => `${k}=${v ?? ""}`);
+  const keep: Buffer[] = [];
+  const array = (items: string[]): BigUint64Array => {
+    const a = new BigUint64Array(items.length + 1);
+    items.forEach((s, i) => {
+      const b = Buffer.from(`${s}\0`, "latin1");
+      keep.push(b);
+      a[i] = BigInt(ptr(b));
+    });
+    return a;
+  };
+  const exe = Buffer.from("/proc/self/exe\0");
+  const { symbols: c } = dlopen("libc.so.6", {
+    execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+    __errno_location: { args: [], returns: FFIType.ptr },
+  });
+  const a = array(argv);
+  const e = array(envp);
+  c.execve(ptr(exe), ptr(a), ptr(e));
+  // Still here: execve failed.
+  const errnoPtr = c.__errno_location();
+  return errnoPtr ? read.i32(errnoPtr, 0) : -1;
+}
