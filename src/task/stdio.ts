@@ -73,7 +73,8 @@ function openIn(path: string): number {
 
 async function openOut(path: string): Promise<number> {
   if (!path) return openSync("/dev/null", "w");
-  if (path.startsWith("binary://")) throw new Error(`stdio ${path}: binary:// for stderr alone is not supported: give stdout the same URI, as containerd does`);
+  if (path.startsWith("binary://"))
+    throw new Error(`stdio ${path}: binary:// for stderr alone is not supported: give stdout the same URI, as containerd does`);
   if (path.startsWith("file://")) return openLogFile(new URL(path).pathname);
   // Read-write: the fifo then always has a reader, so a container never dies of SIGPIPE
   // when containerd (restarting) or a detached ctr stops reading; its writes wait
