@@ -26,10 +26,11 @@ export function reexecWithEnv(want: Readonly<Record<string, string>>): number {
   if (argv.at(-1) === "") argv.pop();
   const envp = Object.entries({ ...process.env, ...add }).map(([k, v]) => `${k}=${v ?? ""}`);
   const keep: Buffer[] = [];
-  const array = (items: string[]): BigUint64Array => {
+  // argv was read byte for byte (latin1); process.env's values are decoded UTF-8.
+  const array = (items: string[], encoding: "latin1" | "utf8"): BigUint64Array => {
     const a = new BigUint64Array(items.length + 1);
     items.forEach((s, i) => {
-      const b = Buffer.from(`${s}\0`, "latin1");
+      const b = Buffer.from(`${s}\0`, encoding);
       keep.push(b);
       a[i] = BigInt(ptr(b));
     });
@@ -40,8 +41,8 @@ export function reexecWithEnv(want: Readonly<Record<string, string>>): number {
     execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
-  const a = array(argv);
-  const e = array(envp);
+  const a = array(argv, "latin1");
+  const e = array(envp, "utf8");
   c.execve(ptr(exe), ptr(a), ptr(e));
   // Still here: execve failed.
   const errnoPtr = c.__errno_location();
