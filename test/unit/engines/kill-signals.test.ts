@@ -221,8 +221,10 @@ describe("JSC options the shim adds to the executor's environment", () => {
   test("with them, a sleeping module's executor keeps one tokio worker and no JIT, GC or warm-up thread", async () => {
     const env: Record<string, string> = {};
     for (const e of withSmallVmEntries([])) env[e.slice(0, e.indexOf("="))] = e.slice(e.indexOf("=") + 1);
-    // The demo app's daemon writes a line (wasmtime's WASI, on its tokio runtime), then sleeps.
-    const p = await startExecutor(wasm("wasi-demo-app"), "\n", { graceMs: 60_000, env });
+    // The demo app's daemon writes its verse (wasmtime's WASI, on its tokio runtime), sleeps a
+    // second, and sings it again. Tokio names its workers once they run, which can be after
+    // the first line is out (seen in CI): we look once the second verse has begun.
+    const p = await startExecutor(wasm("wasi-demo-app"), "just because...\nThis is a song", { graceMs: 60_000, env });
     const threads = readdirSync(`/proc/${p.pid}/task`).map((t) => readFileSync(`/proc/${p.pid}/task/${t}/comm`, "utf8").trim());
     expect(threads.filter((n) => n === "tokio-rt-worker")).toHaveLength(1);
     for (const n of ["JSCWarmUp", "JITWorker", "HeapHelper"]) expect(threads).not.toContain(n);
