@@ -5,8 +5,8 @@
 // files are read synchronously: pipes and asynchronous file I/O would start Bun's thread
 // pool, two threads whose heaps the server keeps for its whole life (about 0.3 MiB).
 
-import { closeSync, fstatSync, readFileSync, readSync, writeSync } from "node:fs";
-import { memfdCreate, strerror } from "./libc.ts";
+import { closeSync, readFileSync } from "node:fs";
+import { memfd as newMemfd, readAll } from "./memfd.ts";
 
 export interface RuncOptions {
   /** The runtime binary: runc by default, crun when configured or found. */
@@ -135,11 +135,8 @@ export class Runc {
   ): Promise<{ out: string }> {
     const files: number[] = [];
     const memfd = (name: string, data?: Uint8Array): number => {
-      const [fd, e] = memfdCreate(`${this.name}-${name}`);
-      if (fd < 0) throw new Error(`memfd_create: ${strerror(e)}`);
+      const fd = newMemfd(`${this.name}-${name}`, data);
       files.push(fd);
-      // At offset 0, leaving the file offset (shared with the child's copy) at the start.
-      if (data) writeSync(fd, data, 0, data.length, 0);
       return fd;
     };
     try {
@@ -194,18 +191,6 @@ export interface RuncStats {
 
 function readPid(pidFile: string): number {
   return Number(readFileSync(pidFile, "utf8").trim());
-}
-
-/** The whole of an in-memory file, read from its start whatever its offset. */
-function readAll(fd: number): string {
-  const buf = Buffer.alloc(fstatSync(fd).size);
-  let at = 0;
-  while (at < buf.length) {
-    const n = readSync(fd, buf, at, buf.length - at, at);
-    if (n <= 0) break;
-    at += n;
-  }
-  return buf.toString("utf8", 0, at);
 }
 
 function lastLine(text: string): string {

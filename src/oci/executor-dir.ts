@@ -25,27 +25,23 @@
 import {
   chmodSync,
   closeSync,
-  constants,
   copyFileSync,
   existsSync,
   linkSync,
   mkdirSync,
-  openSync,
   readdirSync,
-  readSync,
   realpathSync,
   renameSync,
   rmdirSync,
   rmSync,
   type Stats,
   statSync,
-  unlinkSync,
   writeFileSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { isCompiled } from "../common/compiled.ts";
 import type { Engine } from "../engines/engine.ts";
+import { memfd, readAll } from "../linux/memfd.ts";
 
 /** Where the directory is mounted inside the container. */
 export const EXECUTOR_MOUNT = "/.bunwasi";
@@ -109,25 +105,12 @@ export async function sharedLibs(file: string): Promise<Map<string, string>> {
   return libs;
 }
 
-/**
- * Runs `argv` and returns its stdout and stderr together. They go to an unlinked temporary
- * file, not a pipe: reading a child's pipe would start Bun's thread pool (see above).
- */
+/** Runs `argv` and returns its stdout and stderr together, through a memfd (no pipes). */
 async function outputOf(argv: string[]): Promise<{ text: string; code: number }> {
-  const path = join(tmpdir(), `.bunwasi-out-${process.pid}-${Math.random().toString(36).slice(2)}`);
-  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
+  const fd = memfd(basename(argv[0] ?? "out"));
   try {
-    unlinkSync(path);
     const code = await Bun.spawn(argv, { stdin: "ignore", stdout: fd, stderr: fd }).exited;
-    const chunks: Buffer[] = [];
-    for (let pos = 0; ; ) {
-      const b = Buffer.alloc(64 * 1024);
-      const n = readSync(fd, b, 0, b.length, pos);
-      if (n === 0) break;
-      chunks.push(b.subarray(0, n));
-      pos += n;
-    }
-    return { text: Buffer.concat(chunks).toString("utf8"), code };
+    return { text: readAll(fd), code };
   } finally {
     closeSync(fd);
   }
