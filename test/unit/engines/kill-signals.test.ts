@@ -225,10 +225,15 @@ describe("JSC options the shim adds to the executor's environment", () => {
     // second, and sings it again. Tokio names its workers once they run, which can be after
     // the first line is out (seen in CI): we look once the second verse has begun.
     const p = await startExecutor(wasm("wasi-demo-app"), "just because...\nThis is a song", { graceMs: 60_000, env });
-    const threads = readdirSync(`/proc/${p.pid}/task`).map((t) => readFileSync(`/proc/${p.pid}/task/${t}/comm`, "utf8").trim());
+    let threads: string[];
+    try {
+      threads = readdirSync(`/proc/${p.pid}/task`).map((t) => readFileSync(`/proc/${p.pid}/task/${t}/comm`, "utf8").trim());
+    } finally {
+      // Killed before any assertion, so a failing one leaves no executor behind.
+      expect((await killed(p, "SIGTERM")).code).toBe(143);
+    }
     expect(threads.filter((n) => n === "tokio-rt-worker")).toHaveLength(1);
     for (const n of ["JSCWarmUp", "JITWorker", "HeapHelper"]) expect(threads).not.toContain(n);
-    expect((await killed(p, "SIGTERM")).code).toBe(143);
   });
 
   test("the module sees its own environment, not the options the shim added", async () => {
