@@ -5,7 +5,8 @@
 //   containerd-wasmtimed [--socket PATH] [--debug]
 //
 // Serves the manager service (./manager.ts) on PATH; each sandbox serves containerd's Task
-// API on a socket of its own beside it (<dir of PATH>/sandboxes/). SIGTERM/SIGINT stop it
+// API on a socket of its own beside it (<dir of PATH>/sandboxes/). One daemon per directory:
+// a second one refuses to start (<dir of PATH>/daemon.lock, ./lock.ts). SIGTERM/SIGINT stop it
 // gracefully: no new sandboxes, wasm containers are sent SIGTERM, then what containerd does
 // not finish within the grace period is closed.
 
@@ -23,6 +24,7 @@ import { countingCompiles } from "./compiles.ts";
 import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
 import { giveBackWhenQuiet } from "./give-back.ts";
 import type { DaemonShared } from "./host.ts";
+import { lockDaemonDir } from "./lock.ts";
 import { stderrLogger } from "./log.ts";
 import { Manager } from "./manager.ts";
 import { raiseNofile } from "./nofile.ts";
@@ -49,7 +51,8 @@ The bunwasi shared-mode daemon: runs the wasm containers of every pod in one pro
 (runtime ${n.runtime}, through ${n.thinShim}).
 
   --socket PATH   serve the manager service here (default ${defaultDaemonSocket(n.daemon)});
-                  containerd must see the same path in ${DAEMON_SOCKET_ENV} if not the default
+                  containerd must see the same path in ${DAEMON_SOCKET_ENV} if not the default;
+                  one daemon per directory (its sandboxes/ and daemon.lock are beside it)
   --debug         log debug lines too
   --version       print the version
 
@@ -94,6 +97,14 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     process.stdout.write(`${name} (${SHIM_VERSION})\n`);
     return;
   }
+  // First of all: a second daemon on this socket (or its directory) must leave the first one's
+  // socket and sandboxes alone (./lock.ts). The lock is held until the process ends.
+  try {
+    lockDaemonDir(args.socket);
+  } catch (e) {
+    process.stderr.write(`${name}: ${(e as Error).message}\n`);
+    process.exit(1);
+  }
   const log = stderrLogger(args.debug, name);
   raiseNofile(log);
   becomeSubreaper();
@@ -123,6 +134,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     },
   };
   // Sandbox sockets of an earlier daemon (killed) are dead: start from an empty directory.
+  // (No live daemon's: this one holds the directory's lock.)
   const sandboxDir = join(dirname(args.socket), "sandboxes");
   rmSync(sandboxDir, { recursive: true, force: true });
   mkdirSync(sandboxDir, { recursive: true, mode: 0o711 });

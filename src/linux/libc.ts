@@ -104,6 +104,7 @@ function open() {
     setsockopt: { args: [i32, i32, i32, P, u32], returns: i32 },
     accept4: { args: [i32, P, P, i32], returns: i32 },
     recvmsg: { args: [i32, P, i32], returns: i64 },
+    flock: { args: [i32, i32], returns: i32 },
     __errno_location: { args: [], returns: P },
   });
   return { ...lib.symbols, nr };
@@ -408,4 +409,18 @@ export function setsockoptInt(fd: number, level: number, name: number, value: nu
 /** bind(2) to a raw sockaddr; [0, 0] or [-1, errno]. */
 export function bindRaw(fd: number, addr: Uint8Array): [number, number] {
   return check(libc().bind(fd, ptr(addr), addr.length));
+}
+
+// --- advisory locks (the shared-mode daemon: one per socket directory, src/daemon/lock.ts) -----
+
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+/** What flock(2) with LOCK_NB answers when another open file holds the lock (EAGAIN on Linux). */
+export const EWOULDBLOCK = EAGAIN;
+
+/** flock(2); [0, 0] or [-1, errno]. The lock belongs to the open file and ends with its last fd. */
+export function flock(fd: number, operation: number): [number, number] {
+  return check(libc().flock(fd, operation));
 }
