@@ -1,4 +1,4 @@
-// The one libc binding of the shim, through bun:ffi: exit monitoring (linux/reaper.ts),
+// The one libc binding of the shim, through bun:ffi: exit monitoring (linux/exit-watcher.ts),
 // rootfs mounts (oci/rootfs.ts), fifo flags (task/stdio.ts), the runtime's console socket and
 // terminal sizes (linux/console.ts), fifos and the open-file limit (the shared-mode daemon,
 // src/daemon/, and the listening sockets it makes in a pod's network namespace, linux/netns.ts),
