@@ -18,6 +18,7 @@ check() { # name, command...
 check "format and lint (biome)" biome check src test bench scripts tools examples
 check "types (tsc)" tsc -p .
 check "generated code is current" bash scripts/gen-proto.sh --check
+check "no async file I/O in the shim server or the executor (thread-pool rule)" bun scripts/check-thread-pool.ts
 
 # bun test prints its own totals; fold them into ours. Suites run in one process per
 # folder so a crash in one cannot hide the others' results.

@@ -9,23 +9,7 @@
 // Debounced: one pass a while after the last run ended, so a stream of deletes pays once,
 // and never more often than a minimum interval, so a busy daemon does not pay every second.
 
-import { dlopen, FFIType } from "bun:ffi";
-
-let libc: { malloc_trim: (pad: number) => number } | null | undefined;
-
-/** glibc's malloc_trim(3): returns free memory of every arena to the kernel. False if there is no glibc. */
-export function mallocTrim(): boolean {
-  if (libc === undefined) {
-    try {
-      libc = dlopen("libc.so.6", { malloc_trim: { args: [FFIType.u64], returns: FFIType.i32 } }).symbols as never;
-    } catch {
-      libc = null; // not glibc (musl has no malloc_trim): nothing to trim
-    }
-  }
-  if (!libc) return false;
-  libc.malloc_trim(0);
-  return true;
-}
+import { mallocTrim } from "../linux/libc.ts";
 
 /** A full collection of this thread's heap, JSC's shrink, then malloc_trim. */
 export function giveBack(): void {

@@ -9,7 +9,7 @@
 import { stat, writeFile } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, normalize, posix } from "node:path";
 import type { Engine, Runner } from "../engines/engine.ts";
-import type { ExitWatcher } from "../linux/reaper.ts";
+import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import { artifactForContainer } from "../oci/artifact.ts";
 import { EntrypointError, inspectEntrypoint, rootfsOf, splitEntry } from "../oci/bundle.ts";
 import { precompile } from "../oci/precompile.ts";

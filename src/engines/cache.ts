@@ -14,11 +14,56 @@
 
 import { accessSync, existsSync, readFileSync, utimesSync } from "node:fs";
 import { join } from "node:path";
+import type { Compiler } from "./engine.ts";
 
 // node:fs/promises is imported on first use, not with this module: the executor imports the
 // cache (through its engine) but only reads it, synchronously (measured: the executor 0.1 MiB
 // smaller; a bare binary that imports the module and uses nothing of it, 0.2 MiB).
 const fsp = () => import("node:fs/promises");
+
+/** Where the entry came from in one ensure(): already there, fetched from elsewhere, or compiled now. */
+export type Filled = "cache" | "fetched" | "compiled";
+
+export interface EnsureOptions<T> {
+  /**
+   * Compiled bytes kept somewhere else (an artifact's compile in containerd's content store),
+   * asked on a miss before compiling; undefined when there are none worth taking. Trusted as
+   * they are: check them before returning them.
+   */
+  fetch?: (key: string) => Promise<Uint8Array | undefined>;
+  /**
+   * Runs once the cache holds the key, inside the shared operation, so once for every caller
+   * that shares it: storing the compile elsewhere too. Its result is every caller's.
+   */
+  publish?: (key: string, from: Filled) => Promise<T>;
+  /**
+   * Callers whose fetch or publish reach somewhere else (another containerd or namespace) share
+   * an ensure only with callers of the same scope. The compile itself is shared whatever the
+   * scope. Default "".
+   */
+  scope?: string;
+}
+
+export interface Ensured<T> {
+  key: string;
+  from: Filled;
+  /** What publish returned (undefined without one). */
+  published: T | undefined;
+}
+
+/**
+ * What is under way, by id: callers that ask for the same thing while it runs get the same
+ * promise. Module-wide rather than per CompileCache, so that two caches of one directory share.
+ */
+const underWay = new Map<string, Promise<unknown>>();
+
+function shared<T>(id: string, op: () => Promise<T>): Promise<T> {
+  const known = underWay.get(id);
+  if (known) return known as Promise<T>;
+  const p = op().finally(() => underWay.delete(id));
+  underWay.set(id, p);
+  return p;
+}
 
 export interface CompileCacheOptions {
   dir: string;
@@ -64,6 +109,40 @@ export class CompileCache {
       h.update(module.subarray(at, at + HASH_SLICE));
     }
     return keyOf(h.digest("hex"), engine, version, flags);
+  }
+
+  /**
+   * The one way to compile a module into the cache: makes sure the cache holds `source` as
+   * `compiler` compiles it and returns its key. A hit costs the key's hash and a stat. On a
+   * miss, `o.fetch` is asked first, then the compiler runs (off this thread) and the artifact
+   * is written. Callers that ask for one key while that runs (the replicas of a pod, many pods
+   * of one image in the daemon) share it: one compile and one write. A compile error rejects
+   * every caller that shared it, and the next ensure tries again.
+   */
+  async ensure<T = undefined>(compiler: Compiler, source: Uint8Array, o: EnsureOptions<T> = {}): Promise<Ensured<T>> {
+    const key = await compiler.cacheKey(source);
+    return shared(`ensure\0${this.dir}\0${key}\0${o.scope ?? ""}`, async () => {
+      const from: Filled = (await this.has(key)) ? "cache" : await this.fill(key, compiler, source, o.fetch);
+      return { key, from, published: o.publish ? await o.publish(key, from) : undefined };
+    });
+  }
+
+  /** A miss: fetched or compiled, then written. One at a time per directory and key, whatever the callers' scopes. */
+  private fill(
+    key: string,
+    compiler: Compiler,
+    source: Uint8Array,
+    fetch: EnsureOptions<unknown>["fetch"],
+  ): Promise<"fetched" | "compiled"> {
+    return shared(`fill\0${this.dir}\0${key}`, async () => {
+      const fetched = await fetch?.(key);
+      if (fetched) {
+        await this.put(key, fetched);
+        return "fetched";
+      }
+      await this.put(key, await compiler.compile(source));
+      return "compiled";
+    });
   }
 
   private path(key: string): string {

@@ -1,18 +1,24 @@
-// The one libc binding of the shim, through bun:ffi: exit monitoring (linux/reaper.ts),
+// The one libc binding of the shim, through bun:ffi: exit monitoring (linux/exit-watcher.ts),
 // rootfs mounts (oci/rootfs.ts), fifo flags (task/stdio.ts), the runtime's console socket and
 // terminal sizes (linux/console.ts), fifos and the open-file limit (the shared-mode daemon,
-// src/daemon/, and the listening sockets it makes in a pod's network namespace, linux/netns.ts).
-// Linux on x86_64 and aarch64.
+// src/daemon/, and the listening sockets it makes in a pod's network namespace, linux/netns.ts),
+// the daemon's re-execution (linux/reexec.ts) and malloc_trim (daemon/give-back.ts), and a
+// run thread's Linux id (engines/wasmtime/worker.ts). Linux on x86_64 and aarch64.
 //
 // Variadic libc functions (prctl, fcntl, syscall's own prototype) are reached through glibc's
 // `syscall()`, which is written in assembly and never touches va_list, so calling it with a
 // fixed integer prototype is sound. The other functions have plain prototypes.
 // errno is read through __errno_location() right after the failing call, on the same thread.
 //
-// The library is opened on first use, not at import, and once per thread: a Worker gets its
-// own binding (libc is already mapped, dlopen only takes a reference).
+// Bound in groups, each on the first use of one of its functions: a dlopen costs about 4 KiB
+// and each symbol 1 KiB more (Bun compiles a trampoline per symbol; measured with 230 symbols
+// bound one dlopen each and ten at a time), so what a shim server uses is one group, and a
+// caller of one or two functions elsewhere (a run thread's gettid, the daemon's execve and
+// malloc_trim) binds those alone instead of the server's two dozen. Once per thread: a Worker
+// evaluates this module anew, so it binds its own (libc is already mapped, dlopen only takes a
+// reference), and never calls function objects of another thread.
 
-import { dlopen, FFIType, ptr, read } from "bun:ffi";
+import { dlopen, type FFIFunction, FFIType, type Library, type Pointer, ptr, read } from "bun:ffi";
 import { STATUS_UNKNOWN } from "../common/constants.ts";
 
 /** System call numbers differ per architecture; a wrong table would call the wrong syscall. */
@@ -79,53 +85,67 @@ export const POLLFD_SIZE = 8;
 
 const { i32, i64, ptr: P, u32, u64, cstring } = FFIType;
 
-function open() {
-  const nr = syscallTable();
-  const lib = dlopen("libc.so.6", {
-    syscall: { args: [i64, i64, i64, i64, i64], returns: i64 },
-    waitid: { args: [i32, u32, P, i32], returns: i32 },
-    poll: { args: [P, u32, i32], returns: i32 },
-    close: { args: [i32], returns: i32 },
-    read: { args: [i32, P, i64], returns: i64 },
-    write: { args: [i32, P, i64], returns: i64 },
-    eventfd: { args: [u32, i32], returns: i32 },
-    inotify_init1: { args: [i32], returns: i32 },
-    inotify_add_watch: { args: [i32, P, u32], returns: i32 },
-    mount: { args: [P, P, P, u64, P], returns: i32 },
-    umount2: { args: [P, i32], returns: i32 },
-    mkfifo: { args: [P, u32], returns: i32 },
-    pipe2: { args: [P, i32], returns: i32 },
-    getrlimit: { args: [i32, P], returns: i32 },
-    setrlimit: { args: [i32, P], returns: i32 },
-    strerror: { args: [i32], returns: cstring },
-    socket: { args: [i32, i32, i32], returns: i32 },
-    bind: { args: [i32, P, u32], returns: i32 },
-    listen: { args: [i32, i32], returns: i32 },
-    setsockopt: { args: [i32, i32, i32, P, u32], returns: i32 },
-    accept4: { args: [i32, P, P, i32], returns: i32 },
-    recvmsg: { args: [i32, P, i32], returns: i64 },
-    flock: { args: [i32, i32], returns: i32 },
-    __errno_location: { args: [], returns: P },
-  });
-  return { ...lib.symbols, nr };
+/** A group of libc functions, bound together on the first call of `get()` in this thread. */
+function bindOnUse<const Fns extends Record<string, FFIFunction>>(symbols: Fns): () => Library<Fns>["symbols"] {
+  let bound: Library<Fns>["symbols"] | undefined;
+  return () => {
+    bound ??= dlopen("libc.so.6", symbols).symbols;
+    return bound;
+  };
 }
 
-let bound: ReturnType<typeof open> | undefined;
-function libc(): ReturnType<typeof open> {
-  bound ??= open();
-  return bound;
+/** What a shim server uses (and the daemon, which uses the same and a little more). */
+const core = bindOnUse({
+  syscall: { args: [i64, i64, i64, i64, i64], returns: i64 },
+  waitid: { args: [i32, u32, P, i32], returns: i32 },
+  poll: { args: [P, u32, i32], returns: i32 },
+  close: { args: [i32], returns: i32 },
+  read: { args: [i32, P, i64], returns: i64 },
+  write: { args: [i32, P, i64], returns: i64 },
+  eventfd: { args: [u32, i32], returns: i32 },
+  inotify_init1: { args: [i32], returns: i32 },
+  inotify_add_watch: { args: [i32, P, u32], returns: i32 },
+  mount: { args: [P, P, P, u64, P], returns: i32 },
+  umount2: { args: [P, i32], returns: i32 },
+  mkfifo: { args: [P, u32], returns: i32 },
+  pipe2: { args: [P, i32], returns: i32 },
+  getrlimit: { args: [i32, P], returns: i32 },
+  setrlimit: { args: [i32, P], returns: i32 },
+  strerror: { args: [i32], returns: cstring },
+  socket: { args: [i32, i32, i32], returns: i32 },
+  bind: { args: [i32, P, u32], returns: i32 },
+  listen: { args: [i32, i32], returns: i32 },
+  setsockopt: { args: [i32, i32, i32, P, u32], returns: i32 },
+  accept4: { args: [i32, P, P, i32], returns: i32 },
+  recvmsg: { args: [i32, P, i32], returns: i64 },
+  __errno_location: { args: [], returns: P },
+});
+
+/** The core group, on a machine whose syscall numbers we know (refused before anything is bound). */
+function libc() {
+  nrs();
+  return core();
 }
 
 /** errno of the last failing libc call on this thread. */
 export function errno(): number {
-  const p = libc().__errno_location();
-  return p ? read.i32(p, 0) : 0;
+  return errnoOf(libc().__errno_location());
+}
+
+function errnoOf(p: Pointer | bigint | null): number {
+  return p ? read.i32((typeof p === "bigint" ? Number(p) : p) as Pointer, 0) : 0;
 }
 
 /** A failing call as [-1, errno]; a succeeding one as [result, 0]. */
 function check(r: number | bigint): [number, number] {
   const n = Number(r);
   return n < 0 ? [-1, errno()] : [n, 0];
+}
+
+let nr: SyscallTable | undefined;
+function nrs(): SyscallTable {
+  nr ??= syscallTable();
+  return nr;
 }
 
 function sys(nr: number, a = 0, b = 0, c2 = 0, d = 0): [number, number] {
@@ -138,30 +158,30 @@ const O_NONBLOCK = 0o4000;
 
 /** Clears O_NONBLOCK on fd (fcntl through syscall(2): no variadic call through FFI). */
 export function setBlocking(fd: number): [number, number] {
-  const [flags, err] = sys(libc().nr.fcntl, fd, F_GETFL);
+  const [flags, err] = sys(nrs().fcntl, fd, F_GETFL);
   if (flags < 0) return [flags, err];
-  return sys(libc().nr.fcntl, fd, F_SETFL, flags & ~O_NONBLOCK);
+  return sys(nrs().fcntl, fd, F_SETFL, flags & ~O_NONBLOCK);
 }
 
 /** Sets O_NONBLOCK on fd: reads and writes then answer EAGAIN instead of stalling the thread. */
 export function setNonBlocking(fd: number): [number, number] {
-  const [flags, err] = sys(libc().nr.fcntl, fd, F_GETFL);
+  const [flags, err] = sys(nrs().fcntl, fd, F_GETFL);
   if (flags < 0) return [flags, err];
-  return sys(libc().nr.fcntl, fd, F_SETFL, flags | O_NONBLOCK);
+  return sys(nrs().fcntl, fd, F_SETFL, flags | O_NONBLOCK);
 }
 
 export function prctl(option: number, arg2 = 0, arg3 = 0, arg4 = 0): [number, number] {
-  return sys(libc().nr.prctl, option, arg2, arg3, arg4);
+  return sys(nrs().prctl, option, arg2, arg3, arg4);
 }
 
 /** pidfd_open(2): a pidfd for pid (O_CLOEXEC is implied for pidfds). */
 export function pidfdOpen(pid: number, flags = 0): [number, number] {
-  return sys(libc().nr.pidfd_open, pid, flags);
+  return sys(nrs().pidfd_open, pid, flags);
 }
 
 /** pidfd_send_signal(2) with no siginfo. sig 0 checks that the process still exists (zombie included). */
 export function pidfdSendSignal(fd: number, sig: number): [number, number] {
-  return sys(libc().nr.pidfd_send_signal, fd, sig, 0, 0);
+  return sys(nrs().pidfd_send_signal, fd, sig, 0, 0);
 }
 
 /** waitid(2) into a caller-owned 128-byte siginfo buffer (zeroed here first). */
@@ -369,7 +389,7 @@ const TIOCSWINSZ = 0x5414;
 export function setWindowSize(fd: number, rows: number, cols: number): [number, number] {
   // struct winsize { unsigned short ws_row, ws_col, ws_xpixel, ws_ypixel; }
   const ws = new Uint16Array([rows & 0xffff, cols & 0xffff, 0, 0]);
-  return sys(libc().nr.ioctl, fd, TIOCSWINSZ, ptr(ws));
+  return sys(nrs().ioctl, fd, TIOCSWINSZ, ptr(ws));
 }
 
 // --- network namespaces and TCP listeners (linux/netns.ts) -----------------------------------
@@ -393,12 +413,12 @@ export const MFD_CLOEXEC = 1;
 /** An anonymous in-memory file (memfd_create(2)); `name` shows in /proc/PID/fd only. */
 export function memfdCreate(name: string, flags = MFD_CLOEXEC): [number, number] {
   const n = Buffer.from(`${name}\0`);
-  return sys(libc().nr.memfd_create, Number(ptr(n)), flags);
+  return sys(nrs().memfd_create, Number(ptr(n)), flags);
 }
 
 /** setns(2) of the calling thread only; [0, 0] or [-1, errno]. */
 export function setns(fd: number, nstype: number): [number, number] {
-  return sys(libc().nr.setns, fd, nstype);
+  return sys(nrs().setns, fd, nstype);
 }
 
 /** setsockopt(2) with an int value; [0, 0] or [-1, errno]. */
@@ -411,7 +431,58 @@ export function bindRaw(fd: number, addr: Uint8Array): [number, number] {
   return check(libc().bind(fd, ptr(addr), addr.length));
 }
 
+// --- functions bound on their own (see the top of this file) --------------------------------
+
+const threads = bindOnUse({ gettid: { args: [], returns: i32 } });
+
+/** This thread's Linux id (gettid(2), in glibc since 2.30). */
+export function gettid(): number {
+  return threads().gettid();
+}
+
+const exec = bindOnUse({
+  execve: { args: [P, P, P], returns: i32 },
+  __errno_location: { args: [], returns: P },
+});
+
+/**
+ * execve(2) of `path` with `argv` and `envp`, each item a NUL-terminated string in the encoding
+ * the new program reads. Returns only when it failed: with the errno.
+ */
+export function execve(path: string, argv: Uint8Array[], envp: Uint8Array[]): number {
+  const array = (items: Uint8Array[]): BigUint64Array => {
+    const a = new BigUint64Array(items.length + 1); // NULL-terminated
+    items.forEach((s, i) => {
+      a[i] = BigInt(ptr(s));
+    });
+    return a;
+  };
+  const c = exec();
+  const file = cstr(path);
+  const a = array(argv);
+  const e = array(envp);
+  c.execve(ptr(file), ptr(a), ptr(e));
+  return errnoOf(c.__errno_location()) || -1;
+}
+
+const trim = bindOnUse({ malloc_trim: { args: [u64], returns: i32 } });
+let noTrim = false;
+
+/** glibc's malloc_trim(3): returns free memory of every arena to the kernel. False if this libc has none (musl). */
+export function mallocTrim(): boolean {
+  if (noTrim) return false;
+  try {
+    trim().malloc_trim(0);
+    return true;
+  } catch {
+    noTrim = true; // no such symbol: nothing to trim, and no point asking again
+    return false;
+  }
+}
+
 // --- advisory locks (the shared-mode daemon: one per socket directory, src/daemon/lock.ts) -----
+
+const locks = bindOnUse({ flock: { args: [i32, i32], returns: i32 } });
 
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;
@@ -422,5 +493,5 @@ export const EWOULDBLOCK = EAGAIN;
 
 /** flock(2); [0, 0] or [-1, errno]. The lock belongs to the open file and ends with its last fd. */
 export function flock(fd: number, operation: number): [number, number] {
-  return check(libc().flock(fd, operation));
+  return check(locks().flock(fd, operation));
 }

@@ -14,7 +14,7 @@
 // The count is read when the init has exited (exact for what CRI shows: the reason of an
 // exited container) and, as runc-v2 does, whenever the kernel notifies a change while the
 // container runs (an OOM kill of a process other than the init): an fd per container, polled
-// with the exit watcher's pidfds (src/linux/reaper.ts watchReadable), so no thread of its own.
+// with the exit watcher's pidfds (src/linux/exit-watcher.ts watchReadable), so no thread of its own.
 
 // The cgroup files are read with synchronous calls: they are tiny and answer in microseconds,
 // and asynchronous fs calls would start Bun's thread pool, whose threads then stay for the

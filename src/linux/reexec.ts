@@ -5,8 +5,8 @@
 // arguments. A key the environment already sets is left as it is (an operator's choice), and
 // with every key set there is nothing to do, so the copy does not exec again.
 
-import { dlopen, FFIType, ptr, read } from "bun:ffi";
 import { readFileSync } from "node:fs";
+import { execve } from "./libc.ts";
 
 /** The entries of `want` that `env` does not set. */
 export function missingEnv(want: Readonly<Record<string, string>>, env: Record<string, string | undefined>): Record<string, string> {
@@ -25,26 +25,8 @@ export function reexecWithEnv(want: Readonly<Record<string, string>>): number {
   const argv = readFileSync("/proc/self/cmdline", "latin1").split("\0");
   if (argv.at(-1) === "") argv.pop();
   const envp = Object.entries({ ...process.env, ...add }).map(([k, v]) => `${k}=${v ?? ""}`);
-  const keep: Buffer[] = [];
   // argv was read byte for byte (latin1); process.env's values are decoded UTF-8.
-  const array = (items: string[], encoding: "latin1" | "utf8"): BigUint64Array => {
-    const a = new BigUint64Array(items.length + 1);
-    items.forEach((s, i) => {
-      const b = Buffer.from(`${s}\0`, encoding);
-      keep.push(b);
-      a[i] = BigInt(ptr(b));
-    });
-    return a;
-  };
-  const exe = Buffer.from("/proc/self/exe\0");
-  const { symbols: c } = dlopen("libc.so.6", {
-    execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
-    __errno_location: { args: [], returns: FFIType.ptr },
-  });
-  const a = array(argv, "latin1");
-  const e = array(envp, "utf8");
-  c.execve(ptr(exe), ptr(a), ptr(e));
-  // Still here: execve failed.
-  const errnoPtr = c.__errno_location();
-  return errnoPtr ? read.i32(errnoPtr, 0) : -1;
+  const cstrings = (items: string[], encoding: "latin1" | "utf8") => items.map((s) => Buffer.from(`${s}\0`, encoding));
+  // Returns only if execve failed.
+  return execve("/proc/self/exe", cstrings(argv, "latin1"), cstrings(envp, "utf8"));
 }

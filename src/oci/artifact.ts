@@ -14,7 +14,7 @@ import { dirname, join } from "node:path";
 import type { ContainerdClient, Info } from "../containerd/client.ts";
 import { GrpcCode, GrpcError } from "../containerd/errors.ts";
 import type { CompileCache } from "../engines/cache.ts";
-import { type Engine, isWasmBinary } from "../engines/engine.ts";
+import { type Compiler, type Engine, isWasmBinary } from "../engines/engine.ts";
 
 /** Layer media types that hold a wasm binary (a core module or a component). */
 export const WASM_LAYER_TYPES: readonly string[] = [
@@ -151,110 +151,129 @@ export async function precompileArtifact(
 ): Promise<PrecompileOutcome> {
   const compiler = engine.compiler;
   if (!compiler) return { from: "compiled" };
-  const key = await compiler.cacheKey(artifact.bytes);
+  const store = new StoredCompile(client, engine.name, artifact, log);
+  const compiling: Compiler = {
+    cacheKey: (source) => compiler.cacheKey(source),
+    compile: (source) =>
+      compiler.compile(source).catch((e) => {
+        throw new ArtifactError(
+          `wasm layer ${artifact.layer.digest} of image ${artifact.image} does not compile: ${e instanceof Error ? e.message : String(e)}`,
+        );
+      }),
+  };
   // Containers of one image created together (a Deployment's replicas in one pod's shim, or
-  // a daemon's many pods) wait for one compile and one write instead of racing to do both.
-  const k = `${client.address}\0${client.namespace}\0${cache.dir}\0${key}`;
-  let p = inflight.get(k);
-  if (!p) {
-    p = precompileOnce(client, engine.name, compiler, key, cache, artifact, log).finally(() => inflight.delete(k));
-    inflight.set(k, p);
-  }
-  return p;
+  // a daemon's many pods) wait for one compile and one write instead of racing to do both:
+  // the cache's ensure() shares it among callers of the same containerd and namespace.
+  const { from, published } = await cache.ensure(compiling, artifact.bytes, {
+    scope: `${client.address}\0${client.namespace}`,
+    fetch: (key) => store.fetch(key),
+    publish: async (key, from) => {
+      if (from === "compiled") log(`artifact ${artifact.image}: compiled ${artifact.layer.digest} (${engine.name})`);
+      return store.publish(key, cache);
+    },
+  });
+  return { from: from === "fetched" ? "content-store" : from, ...published };
 }
 
-const inflight = new Map<string, Promise<PrecompileOutcome>>();
+/**
+ * The compile of an artifact's layer in containerd's content store, as one ensure() sees it:
+ * looked up once (the layer's label, then the blob's), fetched on a miss of the node's cache,
+ * and written back when there is no valid one.
+ */
+class StoredCompile {
+  /** The blob the layer's label names, when it is this key's compile and its bytes are whole. */
+  private stored: string | undefined;
+  /** Why a labelled blob was not used. */
+  private rejected: string | undefined;
+  private looked: Promise<void> | undefined;
 
-async function precompileOnce(
-  client: ContainerdClient,
-  engineName: string,
-  compiler: NonNullable<Engine["compiler"]>,
-  key: string,
-  cache: CompileCache,
-  artifact: WasmArtifact,
-  log: (msg: string, level?: "debug" | "info" | "warning" | "error") => void,
-): Promise<PrecompileOutcome> {
-  const engine = { name: engineName };
-  const layerInfo = await client.info(artifact.layer.digest);
-  const labelled = layerInfo.labels[Labels.precompiled(engine.name)];
+  constructor(
+    private readonly client: ContainerdClient,
+    private readonly engineName: string,
+    private readonly artifact: WasmArtifact,
+    private readonly log: (msg: string, level?: "debug" | "info" | "warning" | "error") => void,
+  ) {}
 
-  // A stored artifact counts only if it says it is ours for exactly this key: another engine
-  // version (or settings, or source) is stale, and so is one whose bytes are not its digest.
-  let stored: string | undefined;
-  let rejected: string | undefined;
-  let storedInfo: Info | undefined;
-  if (labelled) {
-    try {
-      storedInfo = await client.info(labelled);
+  /** A stored artifact counts only if it says it is ours for exactly this key. */
+  private lookup(key: string): Promise<void> {
+    this.looked ??= (async () => {
+      const layerInfo = await this.client.info(this.artifact.layer.digest);
+      const labelled = layerInfo.labels[Labels.precompiled(this.engineName)];
+      if (!labelled) return;
+      // Another engine version (or settings, or source) is stale.
+      let storedInfo: Info;
+      try {
+        storedInfo = await this.client.info(labelled);
+      } catch (e) {
+        if (!(e instanceof GrpcError && e.code === GrpcCode.NOT_FOUND)) throw e;
+        return this.reject(`${labelled} is not in the content store`);
+      }
       if (storedInfo.labels[Labels.key] !== key)
-        rejected = `${labelled} was compiled for ${storedInfo.labels[Labels.key] ?? "something else"}`;
-      else stored = labelled;
-    } catch (e) {
-      if (!(e instanceof GrpcError && e.code === GrpcCode.NOT_FOUND)) throw e;
-      rejected = `${labelled} is not in the content store`;
-    }
+        return this.reject(`${labelled} was compiled for ${storedInfo.labels[Labels.key] ?? "something else"}`);
+      this.stored = labelled;
+    })();
+    return this.looked;
   }
 
-  let from: PrecompileOutcome["from"] = "cache";
-  if (!(await cache.has(key)) && stored) {
-    const bytes = await client.read(stored);
+  private reject(why: string): void {
+    this.rejected = why;
+    this.log(`artifact ${this.artifact.image}: ignoring the stored compile of ${this.artifact.layer.digest}: ${why}`, "warning");
+  }
+
+  /** The stored compile's bytes, if it is this key's and whole (a miss of the node's cache). */
+  async fetch(key: string): Promise<Uint8Array | undefined> {
+    await this.lookup(key);
+    const stored = this.stored;
+    if (!stored) return undefined;
+    const bytes = await this.client.read(stored);
     const actual = sha256(bytes);
     if (actual === stored) {
-      await cache.put(key, bytes);
-      from = "content-store";
-      log(`artifact ${artifact.image}: compiled ${artifact.layer.digest} taken from the content store (${stored})`);
-    } else {
-      rejected = `${stored} is corrupt: its content hashes to ${actual}`;
-      // Removed, and collected so that the file is gone from containerd's backing store too:
-      // the write below then stores good bytes under that digest again, where a write of
-      // content containerd still has would only relabel the damaged file.
-      await client
-        .delete(stored)
-        .then(() => client.collectGarbage())
-        .catch((e) => log(`removing corrupt ${stored}: ${String(e)}`, "warning"));
-      stored = undefined;
+      this.log(`artifact ${this.artifact.image}: compiled ${this.artifact.layer.digest} taken from the content store (${stored})`);
+      return bytes;
     }
+    this.stored = undefined;
+    this.reject(`${stored} is corrupt: its content hashes to ${actual}`);
+    // Removed, and collected so that the file is gone from containerd's backing store too:
+    // the write back then stores good bytes under that digest again, where a write of
+    // content containerd still has would only relabel the damaged file.
+    await this.client
+      .delete(stored)
+      .then(() => this.client.collectGarbage())
+      .catch((e) => this.log(`removing corrupt ${stored}: ${String(e)}`, "warning"));
+    return undefined;
   }
-  if (rejected) log(`artifact ${artifact.image}: ignoring the stored compile of ${artifact.layer.digest}: ${rejected}`, "warning");
-  if (!(await cache.has(key))) {
-    let compiled: Uint8Array;
-    try {
-      compiled = await compiler.compile(artifact.bytes);
-    } catch (e) {
-      throw new ArtifactError(
-        `wasm layer ${artifact.layer.digest} of image ${artifact.image} does not compile: ${e instanceof Error ? e.message : String(e)}`,
-      );
-    }
-    await cache.put(key, compiled);
-    from = "compiled";
-    log(`artifact ${artifact.image}: compiled ${artifact.layer.digest} (${engine.name})`);
-  }
-  if (stored) return { from, stored, ...(rejected ? { rejected } : {}) };
 
-  try {
-    const bytes = cache.get(key);
-    if (!bytes) throw new Error("the compile cache lost it meanwhile");
-    const digest = sha256(bytes);
-    await client.withLease(async (lease) => {
-      await client.write({
-        ref: `bunwasi-precompiled-${key}`,
-        data: bytes,
-        expected: digest,
-        labels: { [Labels.key]: key, [Labels.source]: artifact.layer.digest },
-        lease,
+  /** Writes the node cache's compile back beside the layer unless a valid one is there. */
+  async publish(key: string, cache: CompileCache): Promise<{ stored?: string; rejected?: string }> {
+    await this.lookup(key);
+    const rejected = this.rejected ? { rejected: this.rejected } : {};
+    if (this.stored) return { stored: this.stored, ...rejected };
+    const { client, artifact, engineName } = this;
+    try {
+      const bytes = cache.get(key);
+      if (!bytes) throw new Error("the compile cache lost it meanwhile");
+      const digest = sha256(bytes);
+      await client.withLease(async (lease) => {
+        await client.write({
+          ref: `bunwasi-precompiled-${key}`,
+          data: bytes,
+          expected: digest,
+          labels: { [Labels.key]: key, [Labels.source]: artifact.layer.digest },
+          lease,
+        });
+        // Still under the lease: from this label on, the layer keeps the blob alive, and a
+        // stale blob the label pointed at before loses its last reference.
+        await client.setLabels(artifact.layer.digest, { [Labels.precompiled(engineName)]: digest, [Labels.gcRef(engineName)]: digest });
       });
-      // Still under the lease: from this label on, the layer keeps the blob alive, and a
-      // stale blob the label pointed at before loses its last reference.
-      await client.setLabels(artifact.layer.digest, { [Labels.precompiled(engine.name)]: digest, [Labels.gcRef(engine.name)]: digest });
-    });
-    log(`artifact ${artifact.image}: stored the compile of ${artifact.layer.digest} as ${digest}`);
-    return { from, stored: digest, ...(rejected ? { rejected } : {}) };
-  } catch (e) {
-    log(
-      `artifact ${artifact.image}: writing the compile back to the content store: ${e instanceof Error ? e.message : String(e)}`,
-      "warning",
-    );
-    return { from, ...(rejected ? { rejected } : {}) };
+      this.log(`artifact ${artifact.image}: stored the compile of ${artifact.layer.digest} as ${digest}`);
+      return { stored: digest, ...rejected };
+    } catch (e) {
+      this.log(
+        `artifact ${artifact.image}: writing the compile back to the content store: ${e instanceof Error ? e.message : String(e)}`,
+        "warning",
+      );
+      return rejected;
+    }
   }
 }
 

@@ -10,11 +10,6 @@ import type { Engine } from "../engines/engine.ts";
 import type { Prepared } from "./bundle.ts";
 
 const caches = new Map<string, CompileCache>();
-/**
- * Compiles under way, by cache dir and key: Creates of one module side by side (a pod's
- * replicas) share one compile and one write instead of each compiling it.
- */
-const inFlight = new Map<string, Promise<void>>();
 
 export async function precompile(engine: Engine, prepared: Prepared, cacheDir: string, log: (m: string) => void): Promise<void> {
   const compiler = engine.compiler;
@@ -25,18 +20,8 @@ export async function precompile(engine: Engine, prepared: Prepared, cacheDir: s
     const source = new Uint8Array(readFileSync(prepared.moduleHost));
     let cache = caches.get(cacheDir);
     if (!cache) caches.set(cacheDir, (cache = new CompileCache({ dir: cacheDir })));
-    const key = await compiler.cacheKey(source);
-    const id = `${cacheDir}\0${key}`;
-    let fill = inFlight.get(id);
-    if (!fill) {
-      const c = cache;
-      fill = (async () => {
-        if (await c.has(key)) return;
-        await c.put(key, await compiler.compile(source));
-      })().finally(() => inFlight.delete(id));
-      inFlight.set(id, fill);
-    }
-    await fill;
+    // Creates of one module side by side (a pod's replicas) share one compile and one write.
+    await cache.ensure(compiler, source);
   } catch (e) {
     // The executor compiles it then, and reports a bad module on the container's stderr.
     log(`precompile ${prepared.module}: ${e instanceof Error ? e.message : String(e)}`);

@@ -4,8 +4,8 @@
 // exits, OOM kills, rootfs mounts, exec processes and metrics are the same code, here.
 
 import type { Engine } from "../engines/engine.ts";
+import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import { watchOom } from "../linux/oom.ts";
-import type { ExitWatcher } from "../linux/reaper.ts";
 import { Runc } from "../linux/runc.ts";
 import { prepareExecProcess } from "../oci/exec-process.ts";
 import { mountRootfsAsync, unmountRootfs } from "../oci/rootfs.ts";

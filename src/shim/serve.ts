@@ -11,8 +11,9 @@ import { renameSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { EVENTS_FLUSH_TIMEOUT_MS, IDLE_SHRINK_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
-import { becomeSubreaper, ExitWatcher } from "../linux/reaper.ts";
+import { ExitWatcher } from "../linux/exit-watcher.ts";
 import { findRuntime } from "../linux/runc.ts";
+import { becomeSubreaper } from "../linux/subreaper.ts";
 import { artifactForContainer } from "../oci/artifact.ts";
 import { prepare } from "../oci/bundle.ts";
 import { ensureExecutorDir, pruneExecutorDirs } from "../oci/executor-dir.ts";
@@ -40,7 +41,7 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   const log = openLog(flags.bundle || process.cwd(), flags.debug);
   await writeShimPid(flags.bundle || process.cwd(), log);
   becomeSubreaper();
-  const watcher = new ExitWatcher({ readProcSync: true, onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
+  const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   const paths = shimPaths(process.env);
   const listenFd = inheritedListenFd();
   const server = new Server({

@@ -460,8 +460,9 @@ function watchMemory(lib: WasmtimeLib, cx: Pointer, instance: Buffer, opened: Ru
 /** This thread's Linux id (gettid(2), in glibc since 2.30); 0 if unavailable. */
 function threadId(): number {
   try {
-    const { dlopen, FFIType } = require("bun:ffi") as typeof import("bun:ffi");
-    return Number(dlopen("libc.so.6", { gettid: { args: [], returns: FFIType.i32 } }).symbols.gettid());
+    // Required here, not imported: only a run thread of the daemon asks, and the executor,
+    // which runs this module on its main thread, does not load the binding at all.
+    return (require("../../linux/libc.ts") as typeof import("../../linux/libc.ts")).gettid();
   } catch {
     return 0;
   }

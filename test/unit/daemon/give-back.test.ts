@@ -2,7 +2,8 @@
 // ends, not one per end, and never two closer than the minimum interval; malloc_trim is
 // reached on glibc. The schedule runs on a fake clock: no real time passes.
 import { expect, test } from "bun:test";
-import { giveBack, giveBackWhenQuiet, mallocTrim, type PassClock } from "../../../src/daemon/give-back.ts";
+import { giveBack, giveBackWhenQuiet, type PassClock } from "../../../src/daemon/give-back.ts";
+import { mallocTrim } from "../../../src/linux/libc.ts";
 
 /** A clock whose time moves only by advance(), firing the timers that fall due, in order. */
 function fakeClock() {

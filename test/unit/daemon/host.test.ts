@@ -10,7 +10,7 @@ import type { DaemonShared, SandboxNamespace } from "../../../src/daemon/host.ts
 import { lastWins, netnsOf, sandboxHost } from "../../../src/daemon/host.ts";
 import { HybridRuntime } from "../../../src/daemon/inproc-runtime.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
-import { ExitWatcher } from "../../../src/linux/reaper.ts";
+import { ExitWatcher } from "../../../src/linux/exit-watcher.ts";
 import { Runc } from "../../../src/linux/runc.ts";
 import { CreateTaskRequest } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { TaskService } from "../../../src/task/task-service.ts";

@@ -2,6 +2,7 @@ import { expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CompileCache, HASH_SLICE } from "../../../src/engines/cache.ts";
+import type { Compiler } from "../../../src/engines/engine.ts";
 import { mount } from "../../../src/linux/libc.ts";
 import { MS, unmountAll } from "../../../src/oci/rootfs.ts";
 import { tmp } from "./helpers.ts";
@@ -164,4 +165,107 @@ test("concurrent writers from separate processes: one whole entry, no tmp files"
   await Promise.all(readers);
   expect(partial).toBe(0);
   expect(readdirSync(dir)).toEqual(["same.cwasm"]);
+});
+
+/** A compiler that reverses the bytes, counting keys and compiles; a source ending in 0xff does not compile. */
+function counting(delayMs = 0) {
+  const n = { keys: 0, compiles: 0 };
+  const compiler: Compiler = {
+    cacheKey: async (s) => {
+      n.keys++;
+      return CompileCache.key(s, "fake", "1", "");
+    },
+    compile: async (s) => {
+      n.compiles++;
+      if (delayMs) await Bun.sleep(delayMs);
+      if (s.at(-1) === 0xff) throw new Error("bad section");
+      return s.slice().reverse();
+    },
+  };
+  return { compiler, n };
+}
+const MODULE = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]);
+
+test("ensure: a miss compiles and writes, a hit does neither; the key is hashed once per call", async () => {
+  const c = new CompileCache({ dir: tmp() });
+  const { compiler, n } = counting();
+  const first = await c.ensure(compiler, MODULE);
+  expect(first).toEqual({ key: CompileCache.key(MODULE, "fake", "1", ""), from: "compiled", published: undefined });
+  expect(c.get(first.key)).toEqual(MODULE.slice().reverse());
+  expect(await c.ensure(compiler, MODULE)).toMatchObject({ key: first.key, from: "cache" });
+  expect(n).toEqual({ keys: 2, compiles: 1 });
+});
+
+test("ensure: callers of one key while it compiles share one compile and one write, also from two caches of one directory", async () => {
+  const dir = tmp();
+  const { compiler, n } = counting(20);
+  const puts: string[] = [];
+  const caches = [new CompileCache({ dir }), new CompileCache({ dir })].map((c) => {
+    const put = c.put.bind(c);
+    c.put = (key, bytes) => {
+      puts.push(key);
+      return put(key, bytes);
+    };
+    return c;
+  });
+  const all = await Promise.all(Array.from({ length: 6 }, (_, i) => (caches[i % 2] as CompileCache).ensure(compiler, MODULE)));
+  expect(all.map((r) => r.from)).toEqual(Array(6).fill("compiled"));
+  expect(n.compiles).toBe(1);
+  expect(puts.length).toBe(1);
+  expect(readdirSync(dir)).toEqual([`${all[0]?.key}.cwasm`]);
+});
+
+test("ensure: fetch is asked on a miss only, before compiling; publish runs once per shared ensure, with its result for all", async () => {
+  const c = new CompileCache({ dir: tmp() });
+  const { compiler, n } = counting(20);
+  const fetched: string[] = [];
+  const published: string[] = [];
+  const o = (bytes: Uint8Array | undefined) => ({
+    fetch: async (key: string) => {
+      fetched.push(key);
+      return bytes;
+    },
+    publish: async (key: string, from: string) => {
+      published.push(from);
+      return `${from}:${key.slice(0, 4)}`;
+    },
+  });
+  const stored = new Uint8Array([9, 9]);
+  const all = await Promise.all([1, 2, 3].map(() => c.ensure(compiler, MODULE, o(stored))));
+  const key = CompileCache.key(MODULE, "fake", "1", "");
+  expect(all).toEqual(Array(3).fill({ key, from: "fetched", published: `fetched:${key.slice(0, 4)}` }));
+  expect(c.get(key)).toEqual(stored);
+  expect(fetched).toEqual([key]);
+  expect(published).toEqual(["fetched"]);
+  expect(await c.ensure(compiler, MODULE, o(stored))).toMatchObject({ from: "cache", published: `cache:${key.slice(0, 4)}` });
+  expect(fetched).toEqual([key]); // a hit asks nothing of fetch
+  expect(n.compiles).toBe(0);
+  // Nothing to fetch: compiled.
+  const other = new CompileCache({ dir: tmp() });
+  expect(await other.ensure(compiler, MODULE, o(undefined))).toMatchObject({ from: "compiled" });
+  expect(n.compiles).toBe(1);
+});
+
+test("ensure: scopes share the compile but not each other's publish", async () => {
+  const c = new CompileCache({ dir: tmp() });
+  const { compiler, n } = counting(20);
+  const published: string[] = [];
+  const scoped = (scope: string) => c.ensure(compiler, MODULE, { scope, publish: async () => void published.push(scope) });
+  const all = await Promise.all([scoped("a"), scoped("b"), scoped("a")]);
+  expect(all.map((r) => r.from)).toEqual(["compiled", "compiled", "compiled"]);
+  expect(n.compiles).toBe(1);
+  expect(published.sort()).toEqual(["a", "b"]);
+});
+
+test("ensure: a compile error rejects every caller that shared it, writes nothing, and the next ensure tries again", async () => {
+  const c = new CompileCache({ dir: tmp() });
+  const { compiler, n } = counting(20);
+  const bad = new Uint8Array([...MODULE, 0xff]);
+  const all = await Promise.allSettled([1, 2].map(() => c.ensure(compiler, bad)));
+  expect(all.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+  expect(String((all[0] as PromiseRejectedResult).reason)).toContain("bad section");
+  expect(n.compiles).toBe(1);
+  expect(existsSync(c.dir) ? readdirSync(c.dir) : []).toEqual([]);
+  await expect(c.ensure(compiler, bad)).rejects.toThrow("bad section");
+  expect(n.compiles).toBe(2);
 });

@@ -6,8 +6,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ExitWatcher } from "../../../src/linux/exit-watcher.ts";
 import { memoryCgroupOf, oomCounterFile, oomKillCount, readOomKills, watchOom } from "../../../src/linux/oom.ts";
-import { ExitWatcher } from "../../../src/linux/reaper.ts";
 
 const FIXTURES = join(import.meta.dir, "fixtures/oom");
 const fixture = (name: string) => readFileSync(join(FIXTURES, name), "utf8");

@@ -2,7 +2,7 @@
 // namespace, made when a namespace is first used and remembered for the server's exit.
 import { afterAll, describe, expect, test } from "bun:test";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
-import { ExitWatcher } from "../../../src/linux/reaper.ts";
+import { ExitWatcher } from "../../../src/linux/exit-watcher.ts";
 import { Runc } from "../../../src/linux/runc.ts";
 import { parseShimFlags } from "../../../src/runtime-v2/flags.ts";
 import { normalModeHost, type ServedNamespace } from "../../../src/shim/serve.ts";

@@ -2,8 +2,8 @@
 // Each readiness is told once, the fd is polled again after the callback consumed it, and a
 // stopped watch is told nothing more; exits are still seen alongside.
 import { afterEach, expect, test } from "bun:test";
+import { ExitWatcher } from "../../../src/linux/exit-watcher.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, eventfd, eventfdDrain, eventfdSignal, close as libcClose } from "../../../src/linux/libc.ts";
-import { ExitWatcher } from "../../../src/linux/reaper.ts";
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {

@@ -1,11 +1,15 @@
-// ExitWatcher / reapOrphans: exits of processes reparented to us (we are a child subreaper),
+// ExitWatcher and the orphan sweep: exits of processes reparented to us (we are a child subreaper),
 // without stealing the children Bun.spawn waits for. Linux x86_64 only.
 
 import { afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { becomeSubreaper, ExitWatcher, isSubreaper, listChildren, reapOrphans } from "../../../src/linux/reaper.ts";
+import { ExitWatcher } from "../../../src/linux/exit-watcher.ts";
+import { reapOrphans } from "../../../src/linux/orphans.ts";
+import { listChildren } from "../../../src/linux/proc.ts";
+import { asyncWatchReads } from "../../../src/linux/proc-async.ts";
+import { becomeSubreaper, isSubreaper } from "../../../src/linux/subreaper.ts";
 
 const linux = process.platform === "linux" && process.arch === "x64";
 
@@ -165,11 +169,11 @@ describe("reaper", () => {
     }
   });
 
-  // watch() reads /proc asynchronously by default, synchronously for a shim server.
-  for (const readProcSync of [false, true]) {
-    const how = readProcSync ? " (/proc read synchronously)" : "";
+  // watch() reads /proc synchronously by default (a shim server), asynchronously for the daemon.
+  for (const reads of [undefined, asyncWatchReads]) {
+    const how = reads ? " (/proc read asynchronously)" : "";
     test(`watch() of a Bun.spawn child reads its status without reaping it${how}`, async () => {
-      const ew = watcher({ reapIntervalMs: 0, readProcSync });
+      const ew = watcher({ reapIntervalMs: 0, reads });
       const k = Bun.spawn(["sh", "-c", "sleep 0.1; exit 6"]);
       const r = ew.watch(k.pid);
       expect(await k.exited).toBe(6);
@@ -178,7 +182,7 @@ describe("reaper", () => {
     });
 
     test(`a watched pid that is not our child: status read from /proc, left for its parent${how}`, async () => {
-      const ew = watcher({ reapIntervalMs: 0, readProcSync });
+      const ew = watcher({ reapIntervalMs: 0, reads });
       // The background job's parent execs sleep, which never waits: the zombie stays its child.
       const sh = Bun.spawn(["sh", "-c", "(sleep 0.05; exit 3) >/dev/null & echo $!; exec sleep 0.5"], { stdout: "pipe" });
       const reader = sh.stdout.getReader();
@@ -273,7 +277,8 @@ describe("reaper", () => {
 
   test("an idle watcher does not keep a process alive", async () => {
     const code = `
-      import { becomeSubreaper, ExitWatcher } from ${JSON.stringify(`${import.meta.dir}/../../../src/linux/reaper.ts`)};
+      import { ExitWatcher } from ${JSON.stringify(`${import.meta.dir}/../../../src/linux/exit-watcher.ts`)};
+      import { becomeSubreaper } from ${JSON.stringify(`${import.meta.dir}/../../../src/linux/subreaper.ts`)};
       becomeSubreaper();
       const w = new ExitWatcher();
       const sh = Bun.spawn(["sh", "-c", "(sleep 0.1; exit 5) >/dev/null & echo $!"], { stdout: "pipe" });
