@@ -193,7 +193,7 @@ export class TaskService {
   }
 
   async start(req: StartRequest, ctx?: CallContext): Promise<StartResponse> {
-    const { ns, c, p } = this.find(ctx, req.id, req.execId, "start");
+    const { ns, c, p } = this.findProcess(ctx, req.id, req.execId, "start");
     let queued: (() => void) | undefined;
     try {
       await p.transition("start", () => {
@@ -210,7 +210,7 @@ export class TaskService {
   }
 
   async state(req: StateRequest, ctx?: CallContext): Promise<StateResponse> {
-    const { c, p } = this.find(ctx, req.id, req.execId, "state");
+    const { c, p } = this.findProcess(ctx, req.id, req.execId, "state");
     p.check("state");
     return {
       id: p.id,
@@ -228,7 +228,7 @@ export class TaskService {
   }
 
   async wait(req: WaitRequest, ctx?: CallContext): Promise<WaitResponse> {
-    const { p } = this.find(ctx, req.id, req.execId, "wait");
+    const { p } = this.findProcess(ctx, req.id, req.execId, "wait");
     p.check("wait");
     const exit = await p.exited;
     // Not before an OOM kill is queued for containerd: CRI's exit monitor acts on this answer
@@ -238,14 +238,14 @@ export class TaskService {
   }
 
   async kill(req: KillRequest, ctx?: CallContext): Promise<Empty> {
-    const { p } = this.find(ctx, req.id, req.execId, "kill");
+    const { p } = this.findProcess(ctx, req.id, req.execId, "kill");
     await p.transition("kill", () => p.kill(req.signal, req.all), { all: req.all });
     return EMPTY;
   }
 
   /** No event for an exec's: runc-v2 publishes /tasks/delete for a task's init only. */
   async delete(req: DeleteRequest, ctx?: CallContext): Promise<DeleteResponse> {
-    const { p } = this.find(ctx, req.id, req.execId, "delete");
+    const { p } = this.findProcess(ctx, req.id, req.execId, "delete");
     const exit = await p.delete();
     return { pid: p.pid, exitStatus: exit?.status ?? 0, exitedAt: exit ? timestamp(exit.at) : undefined };
   }
@@ -257,13 +257,13 @@ export class TaskService {
    * what it can (src/runtime-v2/delete.ts).
    */
   async deleteFinal(req: DeleteRequest, ctx?: CallContext): Promise<DeleteResponse & { failed: string[] }> {
-    const { c } = this.find(ctx, req.id, "", "delete");
+    const { c } = this.find(ctx, req.id, "delete");
     const { exit, failed } = await c.remove(true);
     return { pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at), failed };
   }
 
   async pids(req: PidsRequest, ctx?: CallContext): Promise<PidsResponse> {
-    const { c } = this.find(ctx, req.id, "", "pids");
+    const { c } = this.find(ctx, req.id, "pids");
     const pids = await c.transition("pids", () => c.pids());
     const execOf = new Map<number, string>();
     for (const e of c.execs.values()) if (e.pid > 0 && e.exit === null) execOf.set(e.pid, e.id);
@@ -276,21 +276,21 @@ export class TaskService {
   }
 
   async pause(req: PauseRequest, ctx?: CallContext): Promise<Empty> {
-    const { ns, c } = this.find(ctx, req.id, "", "pause");
+    const { ns, c } = this.find(ctx, req.id, "pause");
     await c.transition("pause", () => c.pause());
     ns.host.events.publish("/tasks/paused", encodeEvent(TaskPaused, { containerId: c.id }));
     return EMPTY;
   }
 
   async resume(req: ResumeRequest, ctx?: CallContext): Promise<Empty> {
-    const { ns, c } = this.find(ctx, req.id, "", "resume");
+    const { ns, c } = this.find(ctx, req.id, "resume");
     await c.transition("resume", () => c.resume());
     ns.host.events.publish("/tasks/resumed", encodeEvent(TaskResumed, { containerId: c.id }));
     return EMPTY;
   }
 
   async closeIO(req: CloseIORequest, ctx?: CallContext): Promise<Empty> {
-    const { p } = this.find(ctx, req.id, req.execId, "closeIO");
+    const { p } = this.findProcess(ctx, req.id, req.execId, "closeIO");
     // Without a terminal the process holds stdin's fifo itself and we hold no writer:
     // containerd closes its own for EOF. With one, we copy stdin and hold a writer to let go.
     await p.transition("closeIO", async () => {
@@ -300,7 +300,7 @@ export class TaskService {
   }
 
   async stats(req: StatsRequest, ctx?: CallContext): Promise<StatsResponse> {
-    const { c } = this.find(ctx, req.id, "", "stats");
+    const { c } = this.find(ctx, req.id, "stats");
     const stats = await c.transition("stats", () => c.stats());
     return { stats: this.o.host.metrics(stats) };
   }
@@ -326,7 +326,7 @@ export class TaskService {
   }
 
   async exec(req: ExecProcessRequest, ctx?: CallContext): Promise<Empty> {
-    const { ns, c } = this.find(ctx, req.id, "", "exec");
+    const { ns, c } = this.find(ctx, req.id, "exec");
     if (!VALID_ID.test(req.execId)) throw new TtrpcError(Code.INVALID_ARGUMENT, `exec id ${JSON.stringify(req.execId)} is not valid`);
     const process = parseProcess(req);
     c.check("exec");
@@ -339,7 +339,7 @@ export class TaskService {
   }
 
   async resizePty(req: ResizePtyRequest, ctx?: CallContext): Promise<Empty> {
-    const { p } = this.find(ctx, req.id, req.execId, "resizePty");
+    const { p } = this.findProcess(ctx, req.id, req.execId, "resizePty");
     // Without a terminal there is nothing to resize: fine, as runc-v2.
     await p.transition("resizePty", async () => {
       try {
@@ -353,7 +353,7 @@ export class TaskService {
 
   /** New cgroup limits (CRI's UpdateContainerResources), through the runtime's update. */
   async update(req: UpdateTaskRequest, ctx?: CallContext): Promise<Empty> {
-    const { c } = this.find(ctx, req.id, "", "update");
+    const { c } = this.find(ctx, req.id, "update");
     const resources = linuxResourcesJson(req);
     await c.transition("update", () => c.update(resources));
     return EMPTY;
@@ -451,16 +451,27 @@ export class TaskService {
     return ns;
   }
 
-  /**
-   * The container a call is for, and the process it names: its exec `execId`, or its init
-   * when that is "". NOT_FOUND (as runc-v2) when either is not there.
-   */
-  private find(ctx: CallContext | undefined, id: string, execId: string, call: TaskCall): { ns: Namespace; c: Container; p: Process } {
+  /** The container a call is for; NOT_FOUND (as runc-v2) when it is not. */
+  private find(ctx: CallContext | undefined, id: string, call: TaskCall): { ns: Namespace; c: Container } {
     const name = this.namespaceName(ctx);
     const ns = this.namespaces.get(name);
     const c = ns?.containers.get(id);
     if (ns === undefined || c === undefined)
       throw new TtrpcError(Code.NOT_FOUND, `${call} container ${id} in namespace ${name}: not found`);
+    return { ns, c };
+  }
+
+  /**
+   * The process a call names: container `id`'s exec `execId`, or its init when that is "".
+   * NOT_FOUND when either is not there (an exec never added, or deleted).
+   */
+  private findProcess(
+    ctx: CallContext | undefined,
+    id: string,
+    execId: string,
+    call: TaskCall,
+  ): { ns: Namespace; c: Container; p: Process } {
+    const { ns, c } = this.find(ctx, id, call);
     if (execId === "") return { ns, c, p: c };
     const e = c.execs.get(execId);
     if (e === undefined) throw new TtrpcError(Code.NOT_FOUND, `${call} exec ${execId} in container ${c.id}: process does not exist`);
