@@ -1,13 +1,14 @@
 // The TaskHost of one sandbox in the shared-mode daemon. Like the normal shim's
-// (src/shim/serve.ts normalModeHost) in everything but where a wasm container runs: here
-// on a thread of the daemon (./inproc-runtime.ts) instead of in an executor under runc.
-// Native containers (the pod's pause, sidecars) still go to runc, with the daemon as their
-// child subreaper. What is process-wide (the engine, the exit watcher, the compile cache,
-// cgroup probing) is the daemon's and comes in through `DaemonShared`; the calls both modes
-// make the same way (native containers, exits, mounts, metrics) are ../runtime-v2/host-parts.ts.
+// (src/shim/normal-host.ts) in everything but where a wasm container runs: here on a thread
+// of the daemon (./inproc-runtime.ts), made from its plan, instead of in an executor under
+// runc. Native containers (the pod's pause, sidecars) are the same runc instances as in
+// normal mode (src/runtime-v2/runc-instance.ts), with the daemon as their child subreaper.
+// What is process-wide (the engine, the exit watcher, the compile cache, cgroup probing) is
+// the daemon's and comes in through `DaemonShared`; the calls both modes make the same way
+// (mounts, metrics, the runc of a container) are ../runtime-v2/host-parts.ts.
 
 import { stat, writeFile } from "node:fs/promises";
-import { basename, dirname, isAbsolute, join, normalize, posix } from "node:path";
+import { isAbsolute, join, normalize, posix } from "node:path";
 import type { Engine, Runner } from "../engines/engine.ts";
 import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import { artifactForContainer } from "../oci/artifact.ts";
@@ -16,11 +17,13 @@ import { precompile } from "../oci/precompile.ts";
 import { readSpec, type SpecMount } from "../oci/spec.ts";
 // The same kernel filesystems normal mode keeps out of a module's view: here they would be the daemon's.
 import { HIDDEN_FROM_WASI, isUnder } from "../oci/wasi-view.ts";
-import { commonHostCalls, runcFor } from "../runtime-v2/host-parts.ts";
+import { commonHostCalls, runcOf } from "../runtime-v2/host-parts.ts";
 import { containerStateDir, type ShimPaths } from "../runtime-v2/paths.ts";
+import { createRuncInstance } from "../runtime-v2/runc-instance.ts";
 import { Publisher } from "../task/events.ts";
 import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
-import { HybridRuntime, InProcessRuntime, notInShared } from "./inproc-runtime.ts";
+import type { InstanceRequest } from "../task/instance.ts";
+import { InProcessInstance, type InProcessPlan } from "./inproc-runtime.ts";
 
 /** What every sandbox of a daemon shares. */
 export interface DaemonShared {
@@ -39,8 +42,12 @@ export interface DaemonShared {
 
 /** One sandbox's namespaces, for its shutdown. */
 export interface SandboxNamespace extends NamespaceHost {
-  runtime: HybridRuntime;
   publisher: Publisher;
+}
+
+export interface SandboxHost extends TaskHost {
+  /** Every wasm container of the sandbox still running gets `signal` (the daemon is stopping). */
+  killWasm(signal: number): void;
 }
 
 export function sandboxHost(
@@ -49,91 +56,86 @@ export function sandboxHost(
   namespaces: Map<string, SandboxNamespace>,
   /** containerd's gRPC socket: where an OCI wasm artifact's layer is read (src/oci/artifact.ts). */
   containerdAddress = "",
-): TaskHost {
-  // prepareBundle is told the container's working directory, <stateDir>/<id>: the state dir
-  // names the namespace, and so the runtime that will be asked to create it.
-  const byStateDir = new Map<string, SandboxNamespace>();
-  const common = commonHostCalls(d);
+): SandboxHost {
+  /** The wasm containers not yet exited. */
+  const running = new Set<InProcessInstance>();
+  const inProcess = { runner: d.runner, pid: d.pid, onRunning: d.onRunning, log: (m: string) => d.log(m, "debug") };
   return {
-    ...common,
+    ...commonHostCalls(d),
     namespace: (ns) => {
       const stateDir = containerStateDir(ns, d.paths.stateRoot);
       const publisher = new Publisher(ttrpcAddress, ns, (m) => d.log(m, "warning"));
-      const inProcess = new InProcessRuntime({
-        runner: d.runner,
-        pid: d.pid,
-        onRunning: d.onRunning,
-        log: (m) => d.log(m, "debug"),
-      });
-      const runc = runcFor(d, ns);
-      const served: SandboxNamespace = {
-        runtime: new HybridRuntime(inProcess, runc.runtime),
-        // Runtime options (BinaryName, Root, SystemdCgroup) as in normal mode: they choose the
-        // runc of the pod's native containers; a wasm container runs in-process either way.
-        runtimeWith: (o) => new HybridRuntime(inProcess, runc.with(o)),
-        stateDir,
-        events: publisher,
-        publisher,
-      };
+      const served: SandboxNamespace = { stateDir, events: publisher, publisher };
       namespaces.set(ns, served);
-      byStateDir.set(stateDir, served);
       return served;
     },
-    prepareBundle: async (id, bundle, workDir) => {
-      const spec = await readSpec(bundle);
-      const { kind, entrypoint: ep } = await inspectEntrypoint(bundle, spec, d.engine).catch(async (e) => {
-        // Not in the rootfs: an OCI wasm artifact's module is its image's wasm layer. The
-        // daemon runs it from a file in the container's working directory (gone with it).
-        if (!(e instanceof EntrypointError) || !containerdAddress) throw e;
-        const art = await artifactForContainer({
-          address: containerdAddress,
-          namespace: basename(dirname(workDir)),
-          id,
-          engine: d.engine,
-          cacheDir: d.paths.compileCacheDir,
-          log: d.log,
-        });
-        if (!art) throw e;
-        const host = join(workDir, "artifact.wasm");
-        await writeFile(host, art.bytes, { mode: 0o600 });
-        const { entry } = splitEntry(spec.process.args[0] ?? "");
-        return { kind: "wasm" as const, entrypoint: { path: host, host, head: art.bytes.subarray(0, 4096), ...(entry ? { entry } : {}) } };
-      });
-      if (kind === "native") return { runtimeBundle: bundle, kind };
-      const ns = byStateDir.get(dirname(workDir));
-      if (!ns) throw new Error(`no namespace for ${workDir}`);
-      const limit = spec.linux?.resources?.memory?.limit;
-      const plans = ns.runtime.inProcess.plans;
-      // The working directory names the container uniquely: the key its plan is found by.
-      plans.set(workDir, {
-        modulePath: ep.host,
-        ...(ep.entry ? { entry: ep.entry } : {}),
-        args: spec.process.args,
-        env: lastWins(spec.process.env ?? []),
-        rootfs: rootfsOf(bundle, spec),
-        rootReadOnly: spec.root.readonly === true,
-        cwd: spec.process.cwd || "/",
-        preopens: await volumePreopens(spec.mounts ?? []),
-        // The pod's network namespace, where a wasi:http service listens (CRI puts the
-        // sandbox's path in each container's spec); none: the daemon's (see InProcessPlan.netns).
-        ...netnsOf(spec),
-        // As in normal mode: the cgroup limit becomes the store's limit on linear memory.
-        ...(typeof limit === "number" && limit > 0 ? { memoryLimitBytes: limit } : {}),
-      });
-      const prepared = { runtimeBundle: workDir, kind: "wasm" as const, module: ep.path, moduleHost: ep.host, spec };
-      // Compiled once per daemon: the cache is filled before start, every run deserializes.
-      const warm = () => precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"));
-      // A Create that fails before the runtime's create (stdio, console) leaves no plan behind.
-      return { runtimeBundle: workDir, kind: "wasm", inProcess: true, warm, discard: () => plans.delete(workDir) };
+    createInstance: async (req) => {
+      const wasm = await wasmPlan(d, req, containerdAddress);
+      // Runtime options (BinaryName, Root, SystemdCgroup) as in normal mode: they choose the
+      // runc of the pod's native containers; a wasm container runs in-process either way.
+      if (wasm === null)
+        return createRuncInstance(runcOf(d, req.namespace, req.runtimeOptions), req, { runtimeBundle: req.bundle, kind: "native" }, d);
+      const inst = await InProcessInstance.create(wasm.plan, req, { ...inProcess, warm: wasm.warm });
+      running.add(inst);
+      void inst.exited.then(() => running.delete(inst));
+      return inst;
     },
-    // Exec into a native container through runc as in normal mode; a wasm container here has
-    // no process to enter (refused before anything is prepared for it).
-    prepareExec: (target, process) =>
-      target.kind === "wasm" ? Promise.reject(notInShared(target.id, "Exec")) : common.prepareExec(target, process),
-    // Native containers' OOM kills as in normal mode; a wasm container here (its "pid" is
-    // the daemon's) has no cgroup of its own to watch.
-    watchOom: (pid, onKill) => (pid === d.pid ? Promise.resolve(null) : common.watchOom!(pid, onKill)),
+    killWasm: (signal) => {
+      for (const inst of running) void inst.kill(signal, true).catch(() => {});
+    },
   };
+}
+
+/**
+ * What a wasm container runs, from containerd's bundle (its rootfs mounted), and the compile
+ * that fills the cache for it; null for a native container.
+ */
+async function wasmPlan(
+  d: DaemonShared,
+  req: InstanceRequest,
+  containerdAddress: string,
+): Promise<{ plan: InProcessPlan; warm: () => Promise<void> } | null> {
+  const { id, bundle, workDir } = req;
+  const spec = await readSpec(bundle);
+  const { kind, entrypoint: ep } = await inspectEntrypoint(bundle, spec, d.engine).catch(async (e) => {
+    // Not in the rootfs: an OCI wasm artifact's module is its image's wasm layer. The
+    // daemon runs it from a file in the container's working directory (gone with it).
+    if (!(e instanceof EntrypointError) || !containerdAddress) throw e;
+    const art = await artifactForContainer({
+      address: containerdAddress,
+      namespace: req.namespace,
+      id,
+      engine: d.engine,
+      cacheDir: d.paths.compileCacheDir,
+      log: d.log,
+    });
+    if (!art) throw e;
+    const host = join(workDir, "artifact.wasm");
+    await writeFile(host, art.bytes, { mode: 0o600 });
+    const { entry } = splitEntry(spec.process.args[0] ?? "");
+    return { kind: "wasm" as const, entrypoint: { path: host, host, head: art.bytes.subarray(0, 4096), ...(entry ? { entry } : {}) } };
+  });
+  if (kind === "native") return null;
+  const limit = spec.linux?.resources?.memory?.limit;
+  const plan: InProcessPlan = {
+    modulePath: ep.host,
+    ...(ep.entry ? { entry: ep.entry } : {}),
+    args: spec.process.args,
+    env: lastWins(spec.process.env ?? []),
+    rootfs: rootfsOf(bundle, spec),
+    rootReadOnly: spec.root.readonly === true,
+    cwd: spec.process.cwd || "/",
+    preopens: await volumePreopens(spec.mounts ?? []),
+    // The pod's network namespace, where a wasi:http service listens (CRI puts the
+    // sandbox's path in each container's spec); none: the daemon's (see InProcessPlan.netns).
+    ...netnsOf(spec),
+    // As in normal mode: the cgroup limit becomes the store's limit on linear memory.
+    ...(typeof limit === "number" && limit > 0 ? { memoryLimitBytes: limit } : {}),
+  };
+  const prepared = { runtimeBundle: workDir, kind: "wasm" as const, module: ep.path, moduleHost: ep.host, spec };
+  // Compiled once per daemon: the cache is filled before start, every run deserializes.
+  const warm = () => precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"));
+  return { plan, warm };
 }
 
 /**

@@ -1,15 +1,15 @@
-// The "OCI runtime" of wasm containers in the shared-mode daemon: no process, no runc. A
-// container is one Runner.run() of the daemon's engine, on a thread of the daemon
-// (the engine's Runner starts a Worker per run). It answers the same calls as Runc so that
-// the Task service and its state table drive it unchanged:
+// A wasm container of the shared-mode daemon, as the task's Instance (src/task/instance.ts):
+// no process, no runc. It is one Runner.run() of the daemon's engine, on a thread of the
+// daemon (the engine's Runner starts a Worker per run), made from its plan (what to run,
+// decided at Create from containerd's bundle: ./host.ts):
 //
 //   create  keeps the plan (module, argv, env, rootfs, limits) and its own copies of the
 //           stdio fds containerd's fifos were opened as; nothing runs yet
-//   start   runs the module; its exit is the task's exit (exitOf)
+//   start   runs the module; its exit is the task's exit (`exited`)
 //   kill    aborts the run with the signal (epoch interrupt; 128+signal); before start, the
 //           task simply ends with 128+signal, as a created runc init killed would
 //   delete  aborts what still runs, frees the fds
-//   ps      the daemon's pid: the process that runs the module (see README, shared mode)
+//   pids    the daemon's pid: the process that runs the module (see README, shared mode)
 //   pause   the module's thread waits at its next interrupt check until resume
 //
 // The pid of every wasm task is the daemon's: containerd only reports it (runwasi's
@@ -19,12 +19,12 @@
 
 import { closeSync, constants, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { RunControl, Runner } from "../engines/engine.ts";
 import { listenTcp, NetnsRestoreError } from "../linux/netns.ts";
 import type { RuncStats } from "../linux/runc.ts";
-import type { Exit, OciRuntime } from "../task/host.ts";
+import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess } from "../task/instance.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { makeStdinFifo, StdinRelay } from "./stdin-relay.ts";
 
@@ -51,36 +51,10 @@ export interface InProcessPlan {
   netns?: string;
 }
 
-interface Instance {
-  plan: InProcessPlan;
-  /** Our own open file descriptions of the container's stdio (containerd's fifos). */
-  fds: [number, number, number];
-  /** The module reads stdin from a fifo the daemon feeds (./stdin-relay.ts). */
-  stdin: StdinRelay;
-  abort: AbortController;
-  /** SIGKILL (or a forced delete) of a service: no drain (RunContext.stopNow). */
-  hardStop: AbortController;
-  running: boolean;
-  exit: Promise<Exit>;
-  resolveExit: (e: Exit) => void;
-  exited: boolean;
-  startedAt?: number;
-  /** Settles once the run and everything around it (the stdin relay) is over. */
-  done?: Promise<void>;
-  /** Pause and resume of the run, from the engine. */
-  control?: RunControl;
-  /** Paused by the Task service (applied once `control` arrives). */
-  paused?: boolean;
-  /** The first signal a running module was killed with: its exit status is 128+signal. */
-  killSignal?: number;
-  /** When the first kill was sent (performance.now()), for the debug log. */
-  killedAt?: number;
-}
-
-export interface InProcessRuntimeOptions {
+export interface InProcessOptions {
   /** The daemon's one Runner (loaded on first use). */
   runner: () => Promise<Runner>;
-  /** What Create and Pids report as the task's pid. */
+  /** What the task reports as its pid. */
   pid: number;
   /** Counts runs in flight, across every sandbox (for ListSandboxes). */
   onRunning?: (delta: 1 | -1) => void;
@@ -88,12 +62,75 @@ export interface InProcessRuntimeOptions {
   log?: (msg: string) => void;
 }
 
-export class InProcessRuntime {
-  private readonly instances = new Map<string, Instance>();
-  /** Plans by runtime bundle path, put there by the host's prepareBundle. */
-  readonly plans = new Map<string, InProcessPlan>();
+export class InProcessInstance implements Instance {
+  readonly kind = "wasm";
+  readonly pid: number;
+  readonly exited: Promise<Exit>;
+  private resolveExit!: (e: Exit) => void;
+  private readonly abort = new AbortController();
+  /** SIGKILL (or a forced delete) of a service: no drain (RunContext.stopNow). */
+  private readonly hardStop = new AbortController();
+  private running = false;
+  private ended = false;
+  /** Settles once the run and everything around it (the stdin relay) is over. */
+  private done?: Promise<void>;
+  /** Pause and resume of the run, from the engine. */
+  private control?: RunControl;
+  /** Paused by the Task service (applied once `control` arrives). */
+  private paused?: boolean;
+  /** The first signal a running module was killed with: its exit status is 128+signal. */
+  private killSignal?: number;
+  /** When the first kill was sent (performance.now()), for the debug log. */
+  private killedAt?: number;
+  /** Its fds are closed: a second delete has nothing left to do. */
+  private deleted = false;
 
-  constructor(private readonly o: InProcessRuntimeOptions) {}
+  private constructor(
+    readonly id: string,
+    /** What it runs: the plan is the whole of what Create decided. */
+    private readonly plan: InProcessPlan,
+    /** Our own open file descriptions of the container's stdio (containerd's fifos). */
+    private readonly fds: [number, number, number],
+    /** The module reads stdin from a fifo the daemon feeds (./stdin-relay.ts). */
+    private readonly stdin: StdinRelay,
+    private readonly o: InProcessOptions,
+  ) {
+    this.pid = o.pid;
+    this.exited = new Promise((r) => (this.resolveExit = r));
+  }
+
+  /**
+   * Create: holds `plan` with its own copies of the stdio fds and the module's stdin fifo in
+   * the work dir; nothing runs until start. `warm` (filling the compile cache) is awaited
+   * before it answers: the module is compiled once per daemon, every run deserializes.
+   */
+  static async create(
+    plan: InProcessPlan,
+    req: InstanceRequest,
+    o: InProcessOptions & { warm?: () => Promise<void> },
+  ): Promise<InProcessInstance> {
+    const stdio = req.io.stdio;
+    // A terminal is a pty that runc makes for a process; a module on a daemon thread has none.
+    if (stdio === null) throw notInShared(req.id, "terminal=true");
+    const warming = o.warm?.();
+    try {
+      const fds = ownCopies(stdio);
+      const fifo = join(req.workDir, "stdin");
+      let stdin: StdinRelay;
+      try {
+        await makeStdinFifo(fifo);
+        stdin = new StdinRelay(fds[0], fifo);
+      } catch (e) {
+        for (const fd of fds) closeQuietly(fd);
+        throw e;
+      }
+      const inst = new InProcessInstance(req.id, plan, fds, stdin, o);
+      req.undo.push({ what: "in-process delete", run: () => inst.delete(true), runtime: true });
+      return inst;
+    } finally {
+      await warming;
+    }
+  }
 
   /** A wasi:http service's listening socket: in `netns` (the pod's), else in the daemon's namespace. */
   private listen(addr: string, backlog: number, netns: string | undefined): number {
@@ -111,67 +148,12 @@ export class InProcessRuntime {
     }
   }
 
-  has(id: string): boolean {
-    return this.instances.has(id);
-  }
-
-  get size(): number {
-    return this.instances.size;
-  }
-
-  /** `workDir`: the container's own directory, where its stdin fifo goes. */
-  async create(id: string, bundle: string, stdio: [number, number, number], workDir: string): Promise<number> {
-    const plan = this.plans.get(bundle);
-    if (!plan) throw new Error(`no in-process plan for bundle ${bundle}`);
-    this.plans.delete(bundle);
-    if (this.instances.has(id)) throw new TtrpcError(Code.ALREADY_EXISTS, `container ${id} already exists`);
-    // The Task service closes its fds once the runtime has "its own copies", as runc's child
-    // has after create: reopen each through /proc, a new open file description of the same
-    // fifo. stdout/stderr read-write, so the fifo always has a reader and a write never
-    // raises SIGPIPE in the daemon; stdin non-blocking so the open never waits for a writer.
-    const fds: number[] = [];
-    try {
-      fds.push(openSync(`/proc/self/fd/${stdio[0]}`, constants.O_RDONLY | constants.O_NONBLOCK));
-      fds.push(openSync(`/proc/self/fd/${stdio[1]}`, constants.O_RDWR));
-      fds.push(openSync(`/proc/self/fd/${stdio[2]}`, constants.O_RDWR));
-    } catch (e) {
-      for (const fd of fds) closeQuietly(fd);
-      throw e;
-    }
-    const fifo = join(workDir, "stdin");
-    let stdin: StdinRelay;
-    try {
-      await makeStdinFifo(fifo);
-      stdin = new StdinRelay(fds[0] as number, fifo);
-    } catch (e) {
-      for (const fd of fds) closeQuietly(fd);
-      throw e;
-    }
-    let resolveExit!: (e: Exit) => void;
-    const exit = new Promise<Exit>((r) => (resolveExit = r));
-    const inst: Instance = {
-      plan,
-      fds: fds as [number, number, number],
-      stdin,
-      abort: new AbortController(),
-      hardStop: new AbortController(),
-      running: false,
-      exit,
-      resolveExit,
-      exited: false,
-    };
-    this.instances.set(id, inst);
-    return this.o.pid;
-  }
-
-  async start(id: string): Promise<void> {
-    const inst = this.get(id);
-    if (inst.exited) throw new Error(`container ${id} has exited`);
-    if (inst.running) throw new Error(`container ${id} is already running`);
-    inst.running = true;
-    inst.startedAt = performance.now();
+  async start(): Promise<void> {
+    if (this.ended) throw new Error(`container ${this.id} has exited`);
+    if (this.running) throw new Error(`container ${this.id} is already running`);
+    this.running = true;
     const runner = await this.o.runner();
-    const { plan } = inst;
+    const { plan } = this;
     this.o.onRunning?.(1);
     // Not awaited: start answers once the run is under way, as `runc start` does.
     const run = runner
@@ -184,106 +166,100 @@ export class InProcessRuntime {
         rootReadOnly: plan.rootReadOnly,
         ...(plan.preopens?.length ? { preopens: plan.preopens } : {}),
         cwd: plan.cwd,
-        stdin: { kind: "path", path: inst.stdin.fifo },
-        stdout: { kind: "fd", fd: inst.fds[1] },
-        stderr: { kind: "fd", fd: inst.fds[2] },
+        stdin: { kind: "path", path: this.stdin.fifo },
+        stdout: { kind: "fd", fd: this.fds[1] },
+        stderr: { kind: "fd", fd: this.fds[2] },
         memoryLimitBytes: plan.memoryLimitBytes,
-        signal: inst.abort.signal,
+        signal: this.abort.signal,
         // A wasi:http service listens in the pod's network namespace (../linux/netns.ts);
         // SIGKILL cuts its drain.
         httpListen: (addr, backlog) => this.listen(addr, backlog, plan.netns),
-        stopNow: inst.hardStop.signal,
+        stopNow: this.hardStop.signal,
         onControl: (c) => {
-          inst.control = c;
-          if (inst.paused) c.pause();
+          this.control = c;
+          if (this.paused) c.pause();
         },
       })
       .then(
         // Killed while running, it ended with the signal, as a process would: even if what
         // the kill did (EOF on stdin) let the module reach its own exit first. A service's
         // code already says how its stop went (0: drained), as its executor's exit would.
-        (r) => this.finish(inst, inst.killSignal !== undefined && !r.service ? signaledStatus(inst.killSignal) : r.code),
-        () => this.finish(inst, 125),
+        (r) => this.finish(this.killSignal !== undefined && !r.service ? signaledStatus(this.killSignal) : r.code),
+        () => this.finish(125),
       )
       .then(() => {
-        if (inst.killedAt !== undefined)
-          this.o.log?.(`${id}: run ended ${(performance.now() - inst.killedAt).toFixed(2)} ms after the kill`);
+        if (this.killedAt !== undefined)
+          this.o.log?.(`${this.id}: run ended ${(performance.now() - this.killedAt).toFixed(2)} ms after the kill`);
       })
       .finally(() => {
-        inst.stdin.close();
+        this.stdin.close();
         this.o.onRunning?.(-1);
       });
-    const relay = inst.stdin.run(run);
-    inst.done = Promise.all([run, relay]).then(() => {});
+    const relay = this.stdin.run(run);
+    this.done = Promise.all([run, relay]).then(() => {});
   }
 
-  async kill(id: string, signal: number, _all: boolean): Promise<void> {
-    const inst = this.get(id);
-    if (inst.exited) throw new Error(`container ${id}: process already finished`);
-    if (!inst.running) {
+  async kill(signal: number, _all: boolean): Promise<void> {
+    if (this.ended) throw new Error(`container ${this.id}: process already finished`);
+    if (!this.running) {
       // Created, never started: like runc's waiting init, it ends with the signal.
-      this.finish(inst, signaledStatus(signal));
+      this.finish(signaledStatus(signal));
       return;
     }
-    const again = inst.killSignal !== undefined;
-    inst.killedAt ??= performance.now();
-    inst.killSignal ??= signal;
+    const again = this.killSignal !== undefined;
+    this.killedAt ??= performance.now();
+    this.killSignal ??= signal;
     // Interrupt first, then end stdin: a module blocked reading it gets EOF, returns to wasm
     // and meets the interrupt.
-    inst.abort.abort(signal);
+    this.abort.abort(signal);
     // A service drains on the first signal; SIGKILL, first or later, cuts it (as SIGKILL of
     // its executor would), and so does a second signal (as its executor does).
-    if (signal === SIGNALS.SIGKILL || again) inst.hardStop.abort(signal);
-    inst.stdin.close();
+    if (signal === SIGNALS.SIGKILL || again) this.hardStop.abort(signal);
+    this.stdin.close();
   }
 
-  async delete(id: string, force: boolean): Promise<void> {
-    const inst = this.instances.get(id);
-    if (!inst) {
-      if (force) return;
-      throw new Error(`container ${id} does not exist`);
-    }
-    if (!inst.exited) {
-      if (!force && inst.running) throw new Error(`container ${id} is running`);
-      if (inst.running) {
-        inst.killSignal ??= SIGNALS.SIGKILL;
-        inst.abort.abort(SIGNALS.SIGKILL);
-        inst.hardStop.abort(SIGNALS.SIGKILL);
-        inst.stdin.close();
-      } else this.finish(inst, signaledStatus(SIGNALS.SIGKILL));
-      await inst.exit;
+  async delete(force: boolean): Promise<void> {
+    if (this.deleted) return;
+    if (!this.ended) {
+      if (!force && this.running) throw new Error(`container ${this.id} is running`);
+      if (this.running) {
+        this.killSignal ??= SIGNALS.SIGKILL;
+        this.abort.abort(SIGNALS.SIGKILL);
+        this.hardStop.abort(SIGNALS.SIGKILL);
+        this.stdin.close();
+      } else this.finish(signaledStatus(SIGNALS.SIGKILL));
+      await this.exited;
     }
     // The run's thread has ended and the relay let go of the fifo: nothing of it is left.
-    await inst.done;
-    for (const fd of inst.fds) closeQuietly(fd);
-    this.instances.delete(id);
+    await this.done;
+    if (this.deleted) return;
+    this.deleted = true;
+    for (const fd of this.fds) closeQuietly(fd);
   }
 
   /**
    * The module stops at its next interrupt check (running wasm: at once; a sleep or a read
    * in progress: when it returns) and its thread waits until resumed. A kill still ends it.
    */
-  async pause(id: string): Promise<void> {
-    this.setPaused(id, true);
+  async pause(): Promise<void> {
+    this.setPaused(true);
   }
 
-  async resume(id: string): Promise<void> {
-    this.setPaused(id, false);
+  async resume(): Promise<void> {
+    this.setPaused(false);
   }
 
-  private setPaused(id: string, paused: boolean): void {
-    const inst = this.get(id);
-    if (!inst.running || inst.exited) throw new Error(`${paused ? "pause" : "resume"} container ${id}: not running`);
+  private setPaused(paused: boolean): void {
+    if (!this.running || this.ended) throw new Error(`${paused ? "pause" : "resume"} container ${this.id}: not running`);
     // Before the engine has handed over its control (the run is still starting), the wish
     // is kept and applied when it does.
-    inst.paused = paused;
-    if (paused) inst.control?.pause();
-    else inst.control?.resume();
+    this.paused = paused;
+    if (paused) this.control?.pause();
+    else this.control?.resume();
   }
 
-  async ps(id: string): Promise<number[]> {
-    const inst = this.get(id);
-    return inst.running && !inst.exited ? [this.o.pid] : [];
+  async pids(): Promise<number[]> {
+    return this.running && !this.ended ? [this.o.pid] : [];
   }
 
   /**
@@ -293,14 +269,13 @@ export class InProcessRuntime {
    * limit. In the cgroup's shape, so containerd and the kubelet read them unchanged (CRI's
    * working set is usage minus inactive file pages: here, the linear memory).
    */
-  async stats(id: string): Promise<RuncStats> {
-    const inst = this.get(id);
-    const live = inst.running && !inst.exited;
+  async stats(): Promise<RuncStats> {
+    const live = this.running && !this.ended;
     const out: RuncStats = { pids: { current: live ? 1 : 0 } };
     // Asked first, before any await: the engine gathers the asks of one turn into one epoch
     // bump, and the Stats of a node's tasks come together (containerd asks for all at once).
-    const memory = live ? inst.control?.memoryBytes?.() : undefined;
-    const tid = live ? inst.control?.threadId?.() : undefined;
+    const memory = live ? this.control?.memoryBytes?.() : undefined;
+    const tid = live ? this.control?.threadId?.() : undefined;
     if (tid) {
       const cpu = await threadCpu(tid);
       if (cpu) out.cpu = { usage: { total: cpu.user + cpu.kernel, user: cpu.user, kernel: cpu.kernel } };
@@ -309,33 +284,52 @@ export class InProcessRuntime {
     if (bytes !== undefined) {
       out.memory = {
         // Linear memory only grows while a module runs: the current size is also the peak.
-        usage: { usage: bytes, max: bytes, limit: inst.plan.memoryLimitBytes ?? 0 },
+        usage: { usage: bytes, max: bytes, limit: this.plan.memoryLimitBytes ?? 0 },
         raw: { rss: bytes, total_rss: bytes, anon: bytes },
       };
     }
     return out;
   }
 
-  exitOf(id: string): Promise<Exit> | undefined {
-    return this.instances.get(id)?.exit;
+  /** Cgroup limits: a wasm container here has no cgroup of its own. */
+  async update(_resources: string): Promise<void> {
+    throw notInShared(this.id, "Update");
   }
 
-  /** Every container still running gets `signal` (the daemon's shutdown). */
-  killAll(signal: number): void {
-    for (const [id, inst] of this.instances) if (!inst.exited) void this.kill(id, signal, true).catch(() => {});
+  /** No cgroup, no OOM killer: a module over its limit fails its memory.grow instead. */
+  oomKilled(): null {
+    return null;
   }
 
-  private finish(inst: Instance, status: number): void {
-    if (inst.exited) return;
-    inst.exited = true;
-    inst.resolveExit({ status, at: new Date() });
+  /** A wasm container here has no process to enter. */
+  async exec(_execId: string, _process: OciProcess): Promise<InstanceExec> {
+    throw notInShared(this.id, "Exec");
   }
 
-  private get(id: string): Instance {
-    const inst = this.instances.get(id);
-    if (!inst) throw new Error(`container ${id} does not exist`);
-    return inst;
+  private finish(status: number): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.resolveExit({ status, at: new Date() });
   }
+}
+
+/**
+ * The Task service closes its fds once the runtime has "its own copies", as runc's child
+ * has after create: each is reopened through /proc, a new open file description of the same
+ * fifo. stdout/stderr read-write, so the fifo always has a reader and a write never raises
+ * SIGPIPE in the daemon; stdin non-blocking so the open never waits for a writer.
+ */
+function ownCopies(stdio: [number, number, number]): [number, number, number] {
+  const fds: number[] = [];
+  try {
+    fds.push(openSync(`/proc/self/fd/${stdio[0]}`, constants.O_RDONLY | constants.O_NONBLOCK));
+    fds.push(openSync(`/proc/self/fd/${stdio[1]}`, constants.O_RDWR));
+    fds.push(openSync(`/proc/self/fd/${stdio[2]}`, constants.O_RDWR));
+  } catch (e) {
+    for (const fd of fds) closeQuietly(fd);
+    throw e;
+  }
+  return fds as [number, number, number];
 }
 
 /** Clock ticks per second as /proc reports times (USER_HZ: 100 on every Linux we run on). */
@@ -374,79 +368,6 @@ function closeQuietly(fd: number): void {
   try {
     closeSync(fd);
   } catch {}
-}
-
-/** Runs wasm containers in-process and everything else (pause, sidecars) through runc. */
-export class HybridRuntime implements OciRuntime {
-  constructor(
-    readonly inProcess: InProcessRuntime,
-    private readonly runc: OciRuntime,
-  ) {}
-
-  create(
-    id: string,
-    bundle: string,
-    pidFile: string,
-    stdio: [number, number, number] | null,
-    logFile: string,
-    consoleSocket?: string,
-  ): Promise<number> {
-    if (this.inProcess.plans.has(bundle)) {
-      // A terminal is a pty that runc makes for a process; a module on a daemon thread has none.
-      if (stdio === null) {
-        this.inProcess.plans.delete(bundle);
-        return Promise.reject(notInShared(id, "terminal=true"));
-      }
-      return this.inProcess.create(id, bundle, stdio, dirname(pidFile));
-    }
-    return this.runc.create(id, bundle, pidFile, stdio, logFile, consoleSocket);
-  }
-
-  private pick(id: string): OciRuntime | InProcessRuntime {
-    return this.inProcess.has(id) ? this.inProcess : this.runc;
-  }
-
-  start(id: string): Promise<void> {
-    return this.pick(id).start(id);
-  }
-  kill(id: string, signal: number, all: boolean): Promise<void> {
-    return this.pick(id).kill(id, signal, all);
-  }
-  delete(id: string, force: boolean): Promise<void> {
-    return this.pick(id).delete(id, force);
-  }
-  pause(id: string): Promise<void> {
-    return this.pick(id).pause(id);
-  }
-  resume(id: string): Promise<void> {
-    return this.pick(id).resume(id);
-  }
-  ps(id: string): Promise<number[]> {
-    return this.pick(id).ps(id);
-  }
-  stats(id: string): Promise<RuncStats> {
-    return this.pick(id).stats(id);
-  }
-  /** Exec runs in a native container through runc; a wasm container here has no process to enter. */
-  exec(
-    id: string,
-    processFile: string,
-    pidFile: string,
-    stdio: [number, number, number] | null,
-    logFile: string,
-    consoleSocket?: string,
-  ): Promise<number> {
-    if (this.inProcess.has(id)) return Promise.reject(notInShared(id, "Exec"));
-    return this.runc.exec(id, processFile, pidFile, stdio, logFile, consoleSocket);
-  }
-  /** Cgroup limits: a native container's through runc; a wasm container here has no cgroup of its own. */
-  update(id: string, resources: string): Promise<void> {
-    if (this.inProcess.has(id)) return Promise.reject(notInShared(id, "Update"));
-    return this.runc.update(id, resources);
-  }
-  exitOf(id: string): Promise<Exit> | undefined {
-    return this.inProcess.exitOf(id);
-  }
 }
 
 /** The error for what a wasm container in the daemon cannot do (Exec, a terminal, Update). */

@@ -10,7 +10,7 @@ import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2
 import { NAMESPACE_METADATA_KEY, TaskService } from "../task/task-service.ts";
 import { TaskV3 } from "../task/task-v3.ts";
 import { type CallContext, requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";
-import { type DaemonShared, type SandboxNamespace, sandboxHost } from "./host.ts";
+import { type DaemonShared, type SandboxHost, type SandboxNamespace, sandboxHost } from "./host.ts";
 
 export interface SandboxOptions {
   id: string;
@@ -25,6 +25,7 @@ export interface SandboxOptions {
 
 export class Sandbox {
   readonly service: TaskService;
+  private readonly host: SandboxHost;
   private readonly server: Server;
   private readonly namespaces = new Map<string, SandboxNamespace>();
   private closing: Promise<void> | null = null;
@@ -52,8 +53,9 @@ export class Sandbox {
       handshaker: requireSameUser(),
       interceptors: [trace],
     });
+    this.host = sandboxHost(d, o.ttrpcAddress, this.namespaces, o.containerdAddress);
     this.service = new TaskService({
-      host: sandboxHost(d, o.ttrpcAddress, this.namespaces, o.containerdAddress),
+      host: this.host,
       defaultNamespace: o.namespace,
       shimPid: d.pid,
       onShutdown: () => void this.close(),
@@ -96,7 +98,7 @@ export class Sandbox {
 
   /** Kill every wasm container with `signal` (the daemon is stopping). */
   killWasm(signal: number): void {
-    for (const ns of this.namespaces.values()) ns.runtime.inProcess.killAll(signal);
+    this.host.killWasm(signal);
   }
 
   /** Stops serving: calls in flight finish, queued events are flushed, the socket goes. */

@@ -155,7 +155,7 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
   }
   const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
   // Handlers first, before the engine loads: the server holds a Kill until they are there
-  // (src/task/signal-ready.ts).
+  // (src/runtime-v2/runc-instance.ts, src/linux/signal-ready.ts).
   let kill: ThreadKill | undefined;
   // A service (a wasi:http component) stops by draining its requests, which the C handlers'
   // exit KILL_GRACE_MS after a signal would cut short: its signals are handled in JavaScript.

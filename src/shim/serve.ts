@@ -2,40 +2,29 @@
 // Task service value. Everything with process-wide effect happens here and only here:
 // the environment is read, the process becomes the child subreaper, cgroups are probed,
 // signals are handled and the process exits. The service (src/task/task-service.ts) gets
-// it all through a TaskHost.
+// it all through a TaskHost (./normal-host.ts).
 
 // Files are written and removed with synchronous calls throughout the server (src/task,
 // src/oci, src/linux): each is small and takes microseconds, where asynchronous fs calls would
 // start Bun's thread pool, whose threads then stay for the server's whole life (issue 8).
 import { renameSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { join } from "node:path";
 import { EVENTS_FLUSH_TIMEOUT_MS, IDLE_SHRINK_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
 import { ExitWatcher } from "../linux/exit-watcher.ts";
 import { findRuntime } from "../linux/runc.ts";
 import { becomeSubreaper } from "../linux/subreaper.ts";
-import { artifactForContainer } from "../oci/artifact.ts";
-import { prepare } from "../oci/bundle.ts";
 import { ensureExecutorDir, pruneExecutorDirs } from "../oci/executor-dir.ts";
-import { precompile } from "../oci/precompile.ts";
 import { socketPath } from "../runtime-v2/address.ts";
 import { LISTEN_FD_ENV, type ShimFlags } from "../runtime-v2/flags.ts";
-import { commonHostCalls, runcFor } from "../runtime-v2/host-parts.ts";
-import { containerStateDir, type ShimPaths, shimPaths } from "../runtime-v2/paths.ts";
-import { Publisher } from "../task/events.ts";
+import { shimPaths } from "../runtime-v2/paths.ts";
 import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
-import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
-import { probeCgroupV2 } from "../task/stats.ts";
+import type { Logger } from "../task/host.ts";
 import { TaskService } from "../task/task-service.ts";
 import { TaskV3 } from "../task/task-v3.ts";
 import { requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";
 import { openLog } from "./log.ts";
-
-/** A namespace's host values, plus what the server tidies when it exits. */
-export interface ServedNamespace extends NamespaceHost {
-  publisher: Publisher;
-  dirs: string[];
-}
+import { normalModeHost, type ServedNamespace } from "./normal-host.ts";
 
 export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   const log = openLog(flags.bundle || process.cwd(), flags.debug);
@@ -94,81 +83,6 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
       log(`pruning executor directories: ${String(e)}`, "warning");
     }
   }, 5000).unref();
-}
-
-export interface HostWiring {
-  flags: ShimFlags;
-  paths: ShimPaths;
-  log: Logger;
-  watcher: ExitWatcher;
-  /** The engine that runs wasm containers (bundle preparation and the compile cache go through it). */
-  engine: Engine;
-  runtimeBinary: string;
-  ttrpcAddress: string;
-  /** Filled as namespaces are first used, for the server's exit. */
-  namespaces: Map<string, ServedNamespace>;
-}
-
-/** The TaskHost of a shim server: runc per namespace, pidfd exits, libc mounts, our bundles. */
-export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
-  const { flags, paths, log } = w;
-  const step = <T>(fn: () => T, what: string): T => {
-    if (!flags.debug) return fn();
-    const t0 = performance.now();
-    const out = fn();
-    const done = () => log(`${what} took ${(performance.now() - t0).toFixed(1)} ms`, "debug");
-    // then(done, done), not finally(): a rejection stays the caller's to handle.
-    if (out instanceof Promise) out.then(done, done);
-    else done();
-    return out;
-  };
-  const base = { paths, log, watcher: w.watcher, engine: w.engine, runtimeBinary: w.runtimeBinary, cgroupV2: await probeCgroupV2(), step };
-  return {
-    ...commonHostCalls(base),
-    namespace: (ns) => {
-      const runc = runcFor(base, ns);
-      const stateDir = containerStateDir(ns, paths.stateRoot);
-      const publisher = new Publisher(w.ttrpcAddress, ns, (m) => log(m, "warning"));
-      const served: ServedNamespace = {
-        runtime: runc.runtime,
-        runtimeWith: runc.with,
-        stateDir,
-        events: publisher,
-        publisher,
-        // The namespace's folders go with their last container.
-        dirs: [stateDir, runc.root],
-      };
-      w.namespaces.set(ns, served);
-      return served;
-    },
-    prepareBundle: async (id, bundle, workDir) => {
-      const stateDir = dirname(workDir);
-      const prepared = await step(
-        () =>
-          prepare({
-            id,
-            bundle,
-            stateDir,
-            cacheDir: paths.compileCacheDir,
-            engine: w.engine,
-            // An entrypoint missing from the rootfs may be an OCI wasm artifact's layer. The
-            // namespace is the state dir's last component (containerStateDir(ns)).
-            artifact: () =>
-              artifactForContainer({
-                address: flags.address,
-                namespace: basename(stateDir),
-                id,
-                engine: w.engine,
-                cacheDir: paths.compileCacheDir,
-                log,
-              }),
-          }),
-        "prepare bundle",
-      );
-      const warm = () => step(() => precompile(w.engine, prepared, paths.compileCacheDir, (m) => log(m, "warning")), "precompile");
-      return { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind, warm };
-    },
-  };
 }
 
 /**

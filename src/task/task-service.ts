@@ -9,11 +9,9 @@
 
 import { SHIM_VERSION } from "../common/constants.ts";
 import { VALID_ID } from "../common/identifiers.ts";
-import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import { type CallContext, Code, TtrpcError } from "../ttrpc/index.ts";
-import { Container } from "./container.ts";
-import { encodeEvent, timestamp } from "./events.ts";
-import type { ExecProcess } from "./exec.ts";
+import { Container, type ContainerEvents } from "./container.ts";
+import { type EncodedEvent, encodeEvent, timestamp } from "./events.ts";
 import {
   TaskCreate,
   TaskDelete,
@@ -53,15 +51,14 @@ import type {
   WaitResponse,
 } from "./gen/containerd/runtime/task/v2/shim.ts";
 import type { Empty } from "./gen/google/protobuf/empty.ts";
-import type { Exit, NamespaceHost, OciProcess, TaskHost } from "./host.ts";
+import type { NamespaceHost, TaskHost } from "./host.ts";
+import type { OciProcess } from "./instance.ts";
+import type { Process } from "./process.ts";
 import { runtimeOptionsOf } from "./runtime-options.ts";
-import { check, checkExec, execStatusOf, refusal, ruleFor, statusOf, type TaskCall } from "./state.ts";
+import { refusal, ruleFor, type TaskCall } from "./state.ts";
 
 /** The ttrpc metadata key containerd's Go client sets to the call's namespace (pkg/namespaces/ttrpc.go). */
 export const NAMESPACE_METADATA_KEY = "containerd-namespace-ttrpc";
-
-/** How long Delete of a never-started container waits for its init to go once the runtime removed it. */
-const CREATED_EXIT_WAIT_MS = 5000;
 
 export interface TaskServiceOptions {
   host: TaskHost;
@@ -122,11 +119,11 @@ export class TaskService {
    * Resolves once a process's /tasks/start (a container's) or /tasks/exec-started (an exec's)
    * is queued, so its /tasks/exit never overtakes it.
    */
-  private readonly startQueued = new WeakMap<Container | ExecProcess, Promise<void>>();
+  private readonly startQueued = new WeakMap<Process, Promise<void>>();
   /** Resolves once a container's /tasks/exit is queued, so its /tasks/delete never overtakes it. */
   private readonly exitQueued = new WeakMap<Container, Promise<void>>();
   /** Resolves once Wait may answer: the OOM count is read, and a kill's /tasks/oom is queued. */
-  private readonly exitAnswerable = new WeakMap<Container, Promise<unknown>>();
+  private readonly exitAnswerable = new WeakMap<Process, Promise<unknown>>();
   private draining = false;
 
   constructor(private readonly o: TaskServiceOptions) {}
@@ -174,9 +171,7 @@ export class TaskService {
           stderr: req.stderr,
           runtimeOptions,
         },
-        (exited) => this.onExit(ns, exited),
-        (container, exec) => this.onExecExit(ns, container, exec),
-        (killed) => this.onOom(ns, killed),
+        this.eventsOf(ns),
       );
     } finally {
       ns.creating.delete(req.id);
@@ -193,104 +188,66 @@ export class TaskService {
         pid: c.pid,
       }),
     );
-    c.watchExit(this.o.host);
+    c.watchExit();
     return { pid: c.pid };
   }
 
   async start(req: StartRequest, ctx?: CallContext): Promise<StartResponse> {
-    if (req.execId) return this.startExec(req, ctx);
-    const { ns, c } = this.find(ctx, req.id, "start");
+    const { ns, c, p } = this.findProcess(ctx, req.id, req.execId, "start");
     let queued: (() => void) | undefined;
     try {
-      await c.transition("start", () => {
+      await p.transition("start", () => {
         // Only a Start the table let through holds back the exit event (a refused one must
         // not release the hold of the Start under way).
-        this.startQueued.set(c, new Promise((r) => (queued = r)));
-        return c.start();
+        this.startQueued.set(p, new Promise((r) => (queued = r)));
+        return p.start();
       });
-      ns.host.events.publish("/tasks/start", encodeEvent(TaskStart, { containerId: c.id, pid: c.pid }));
-      return { pid: c.pid };
+      ns.host.events.publish(...startedEvent(c, p));
+      return { pid: p.pid };
     } finally {
       queued?.();
     }
   }
 
   async state(req: StateRequest, ctx?: CallContext): Promise<StateResponse> {
-    const { c } = this.find(ctx, req.id, "state");
-    if (req.execId) {
-      const e = this.findExec(c, req.execId, "state");
-      checkExec(c.id, e.id, c.state, c.initExited, e.state, "state", e.busy);
-      return {
-        id: e.id,
-        bundle: c.opts.bundle,
-        pid: e.pid,
-        status: execStatusOf(e.state, c.state, c.busy === "pause"),
-        stdin: e.opts.stdin,
-        stdout: e.opts.stdout,
-        stderr: e.opts.stderr,
-        terminal: e.opts.terminal,
-        exitStatus: e.exit?.status ?? 0,
-        exitedAt: e.exit ? timestamp(e.exit.at) : undefined,
-        execId: e.id,
-      };
-    }
-    check(c.id, c.state, "state");
+    const { c, p } = this.findProcess(ctx, req.id, req.execId, "state");
+    p.check("state");
     return {
-      id: c.id,
+      id: p.id,
       bundle: c.opts.bundle,
-      pid: c.pid,
-      status: statusOf(c.state, c.busy === "pause"),
-      stdin: c.opts.stdin,
-      stdout: c.opts.stdout,
-      stderr: c.opts.stderr,
-      terminal: c.opts.terminal,
-      exitStatus: c.exit?.status ?? 0,
-      exitedAt: c.exit ? timestamp(c.exit.at) : undefined,
-      execId: "",
+      pid: p.pid,
+      status: p.status(),
+      stdin: p.io.stdin,
+      stdout: p.io.stdout,
+      stderr: p.io.stderr,
+      terminal: p.io.terminal,
+      exitStatus: p.exit?.status ?? 0,
+      exitedAt: p.exit ? timestamp(p.exit.at) : undefined,
+      execId: p.execId,
     };
   }
 
   async wait(req: WaitRequest, ctx?: CallContext): Promise<WaitResponse> {
-    const { c } = this.find(ctx, req.id, "wait");
-    if (req.execId) {
-      const e = this.findExec(c, req.execId, "wait");
-      checkExec(c.id, e.id, c.state, c.initExited, e.state, "wait", e.busy);
-      const exit = await e.exited;
-      return { exitStatus: exit.status, exitedAt: timestamp(exit.at) };
-    }
-    check(c.id, c.state, "wait");
-    const exit = await c.exited;
+    const { p } = this.findProcess(ctx, req.id, req.execId, "wait");
+    p.check("wait");
+    const exit = await p.exited;
     // Not before an OOM kill is queued for containerd: CRI's exit monitor acts on this answer
     // and must find the TaskOOM ahead of it (its reason "OOMKilled").
-    await this.exitAnswerable.get(c);
+    await this.exitAnswerable.get(p);
     return { exitStatus: exit.status, exitedAt: timestamp(exit.at) };
   }
 
   async kill(req: KillRequest, ctx?: CallContext): Promise<Empty> {
-    const { c } = this.find(ctx, req.id, "kill");
-    if (req.execId) {
-      const e = this.findExec(c, req.execId, "kill");
-      await c.execTransition(e, "kill", async () => c.killExec(e, req.signal));
-      return EMPTY;
-    }
-    await c.transition("kill", () => c.kill(req.signal, req.all), { all: req.all });
+    const { p } = this.findProcess(ctx, req.id, req.execId, "kill");
+    await p.transition("kill", () => p.kill(req.signal, req.all), { all: req.all });
     return EMPTY;
   }
 
+  /** No event for an exec's: runc-v2 publishes /tasks/delete for a task's init only. */
   async delete(req: DeleteRequest, ctx?: CallContext): Promise<DeleteResponse> {
-    const { ns, c } = this.find(ctx, req.id, "delete");
-    if (req.execId) {
-      // No event: runc-v2 publishes /tasks/delete for a task's init only.
-      const e = this.findExec(c, req.execId, "delete");
-      const exit = await c.execTransition(e, "delete", () => c.deleteExec(e));
-      return { pid: e.pid, exitStatus: exit?.status ?? 0, exitedAt: exit ? timestamp(exit.at) : undefined };
-    }
-    // One delete per container: a second caller waits for the first and gets its answer.
-    c.deleting ??= this.remove(ns, c).finally(() => {
-      c.deleting = null;
-    });
-    const { exit } = await c.deleting;
-    return { pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at) };
+    const { p } = this.findProcess(ctx, req.id, req.execId, "delete");
+    const exit = await p.delete();
+    return { pid: p.pid, exitStatus: exit?.status ?? 0, exitedAt: exit ? timestamp(exit.at) : undefined };
   }
 
   /**
@@ -300,8 +257,8 @@ export class TaskService {
    * what it can (src/runtime-v2/delete.ts).
    */
   async deleteFinal(req: DeleteRequest, ctx?: CallContext): Promise<DeleteResponse & { failed: string[] }> {
-    const { ns, c } = this.find(ctx, req.id, "delete");
-    const { exit, failed } = await this.remove(ns, c, true);
+    const { c } = this.find(ctx, req.id, "delete");
+    const { exit, failed } = await c.remove(true);
     return { pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at), failed };
   }
 
@@ -333,18 +290,11 @@ export class TaskService {
   }
 
   async closeIO(req: CloseIORequest, ctx?: CallContext): Promise<Empty> {
-    const { c } = this.find(ctx, req.id, "closeIO");
+    const { p } = this.findProcess(ctx, req.id, req.execId, "closeIO");
     // Without a terminal the process holds stdin's fifo itself and we hold no writer:
     // containerd closes its own for EOF. With one, we copy stdin and hold a writer to let go.
-    if (req.execId) {
-      const e = this.findExec(c, req.execId, "closeIO");
-      await c.execTransition(e, "closeIO", async () => {
-        if (req.stdin) await e.terminal?.closeStdin();
-      });
-      return EMPTY;
-    }
-    await c.transition("closeIO", async () => {
-      if (req.stdin) await c.terminal?.closeStdin();
+    await p.transition("closeIO", async () => {
+      if (req.stdin) await p.terminal?.closeStdin();
     });
     return EMPTY;
   }
@@ -379,7 +329,7 @@ export class TaskService {
     const { ns, c } = this.find(ctx, req.id, "exec");
     if (!VALID_ID.test(req.execId)) throw new TtrpcError(Code.INVALID_ARGUMENT, `exec id ${JSON.stringify(req.execId)} is not valid`);
     const process = parseProcess(req);
-    check(c.id, c.state, "exec");
+    c.check("exec");
     const e = await c.addExec(
       { execId: req.execId, terminal: req.terminal, stdin: req.stdin, stdout: req.stdout, stderr: req.stderr },
       process,
@@ -389,21 +339,15 @@ export class TaskService {
   }
 
   async resizePty(req: ResizePtyRequest, ctx?: CallContext): Promise<Empty> {
-    const { c } = this.find(ctx, req.id, "resizePty");
-    const resize = (t: { resize(w: number, h: number): void } | null) => async () => {
+    const { p } = this.findProcess(ctx, req.id, req.execId, "resizePty");
+    // Without a terminal there is nothing to resize: fine, as runc-v2.
+    await p.transition("resizePty", async () => {
       try {
-        t?.resize(req.width, req.height);
+        p.terminal?.resize(req.width, req.height);
       } catch (e) {
         throw new TtrpcError(Code.UNKNOWN, String(e instanceof Error ? e.message : e));
       }
-    };
-    if (req.execId) {
-      const e = this.findExec(c, req.execId, "resizePty");
-      await c.execTransition(e, "resizePty", () => resize(e.terminal)());
-      return EMPTY;
-    }
-    // Without a terminal there is nothing to resize: fine, as runc-v2.
-    await c.transition("resizePty", () => resize(c.terminal)());
+    });
     return EMPTY;
   }
 
@@ -430,76 +374,41 @@ export class TaskService {
     throw refusal(id, "running", call, rule);
   }
 
-  private async startExec(req: StartRequest, ctx?: CallContext): Promise<StartResponse> {
-    const { ns, c } = this.find(ctx, req.id, "start");
-    const e = this.findExec(c, req.execId, "start");
-    let queued: (() => void) | undefined;
-    try {
-      await c.execTransition(e, "start", () => {
-        this.startQueued.set(e, new Promise((r) => (queued = r)));
-        return c.startExec(e);
-      });
-      ns.host.events.publish("/tasks/exec-started", encodeEvent(TaskExecStarted, { containerId: c.id, execId: e.id, pid: e.pid }));
-      return { pid: e.pid };
-    } finally {
-      queued?.();
-    }
-  }
-
-  /** `final`: failures are returned, and the container goes all the same (deleteFinal). */
-  private async remove(ns: Namespace, c: Container, final = false): Promise<{ exit: Exit; failed: string[] }> {
-    const { log } = this.o.host;
-    const { exit, failed } = await c.transition("delete", async () => {
-      const out = await c.remove(log, CREATED_EXIT_WAIT_MS, signaledStatus(SIGNALS.SIGKILL));
-      // What could not be undone is kept (Delete may be retried) and said: in the log, and
-      // to containerd as the error of this Delete.
-      if (out.failed.length > 0) {
-        for (const f of out.failed) log(`delete ${c.namespace}/${c.id}: could not clean up: ${f}`, "error");
-        if (!final) throw new TtrpcError(Code.UNKNOWN, `delete ${c.id}: could not clean up: ${out.failed.join("; ")}`);
-      }
-      return out;
-    });
-    // The exit (and an OOM) go out first; the id stays taken until the delete is queued.
-    await this.exitQueued.get(c);
-    ns.containers.delete(c.id);
-    ns.host.events.publish(
-      "/tasks/delete",
-      encodeEvent(TaskDelete, { containerId: c.id, pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at), id: "" }),
-    );
-    return { exit, failed };
-  }
-
-  /** An OOM kill while the container runs (not of its init, or not yet seen as its exit). */
-  private onOom(ns: Namespace, c: Container): void {
-    const publish = () => ns.host.events.publish("/tasks/oom", encodeEvent(TaskOOM, { containerId: c.id }));
-    const started = this.startQueued.get(c);
-    if (started) void started.then(publish);
-    else publish();
+  /** What a container of `ns` tells the service: the events go out in containerd's order. */
+  private eventsOf(ns: Namespace): ContainerEvents {
+    return {
+      exited: (c) => this.onExit(ns, c),
+      execExited: (c, e) => this.publishOnceStarted(e, () => this.publishExit(ns, c, e)),
+      oom: (c) => this.publishOnceStarted(c, () => ns.host.events.publish("/tasks/oom", encodeEvent(TaskOOM, { containerId: c.id }))),
+      removed: async (c, exit) => {
+        // The exit (and an OOM) go out first; the id stays taken until the delete is queued.
+        await this.exitQueued.get(c);
+        ns.containers.delete(c.id);
+        ns.host.events.publish(
+          "/tasks/delete",
+          encodeEvent(TaskDelete, { containerId: c.id, pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at), id: "" }),
+        );
+      },
+    };
   }
 
   /**
-   * Publishes the exit: after the container's /tasks/start, and after its /tasks/oom when the
-   * cgroup OOM-killed (runc-v2's order: containerd's CRI takes the reason "OOMKilled" from
-   * the TaskOOM, so it must be there when the exit is handled).
+   * Publishes the init's exit: after the container's /tasks/start, and after its /tasks/oom
+   * when the cgroup OOM-killed (runc-v2's order: containerd's CRI takes the reason "OOMKilled"
+   * from the TaskOOM, so it must be there when the exit is handled).
    */
   private onExit(ns: Namespace, c: Container): void {
-    const exit = c.exit!;
-    const publish = () =>
-      ns.host.events.publish(
-        "/tasks/exit",
-        encodeEvent(TaskExit, { containerId: c.id, id: c.id, pid: c.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at) }),
-      );
     const started = this.startQueued.get(c);
     const oom = c.oomKilled();
     if (!started && !oom) {
-      publish();
+      this.publishExit(ns, c, c);
       return;
     }
     const queued = (async () => {
       const killed = (await oom) ?? false;
       await started;
       if (killed) ns.host.events.publish("/tasks/oom", encodeEvent(TaskOOM, { containerId: c.id }));
-      publish();
+      this.publishExit(ns, c, c);
     })();
     this.exitQueued.set(c, queued);
     // Without a kill Wait need not wait for the events (they may wait for a Start under way).
@@ -510,15 +419,18 @@ export class TaskService {
       );
   }
 
-  /** An exec's exit: /tasks/exit with the exec id, after its /tasks/exec-started. */
-  private onExecExit(ns: Namespace, c: Container, e: ExecProcess): void {
-    const exit = e.exit!;
-    const publish = () =>
-      ns.host.events.publish(
-        "/tasks/exit",
-        encodeEvent(TaskExit, { containerId: c.id, id: e.id, pid: e.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at) }),
-      );
-    const started = this.startQueued.get(e);
+  /** /tasks/exit of process `p` of container `c`: `id` is the exec id, or the container's. */
+  private publishExit(ns: Namespace, c: Container, p: Process): void {
+    const exit = p.exit!;
+    ns.host.events.publish(
+      "/tasks/exit",
+      encodeEvent(TaskExit, { containerId: c.id, id: p.id, pid: p.pid, exitStatus: exit.status, exitedAt: timestamp(exit.at) }),
+    );
+  }
+
+  /** Runs `publish` once `p`'s own start event is queued (at once when no Start is under way). */
+  private publishOnceStarted(p: Process, publish: () => void): void {
+    const started = this.startQueued.get(p);
     if (started) void started.then(publish);
     else publish();
   }
@@ -549,12 +461,28 @@ export class TaskService {
     return { ns, c };
   }
 
-  /** The exec process a call names; NOT_FOUND when there is none (never added, or deleted). */
-  private findExec(c: Container, execId: string, call: string): ExecProcess {
+  /**
+   * The process a call names: container `id`'s exec `execId`, or its init when that is "".
+   * NOT_FOUND when either is not there (an exec never added, or deleted).
+   */
+  private findProcess(
+    ctx: CallContext | undefined,
+    id: string,
+    execId: string,
+    call: TaskCall,
+  ): { ns: Namespace; c: Container; p: Process } {
+    const { ns, c } = this.find(ctx, id, call);
+    if (execId === "") return { ns, c, p: c };
     const e = c.execs.get(execId);
     if (e === undefined) throw new TtrpcError(Code.NOT_FOUND, `${call} exec ${execId} in container ${c.id}: process does not exist`);
-    return e;
+    return { ns, c, p: e };
   }
+}
+
+/** A Start's event: /tasks/start for a container's init, /tasks/exec-started for an exec. */
+function startedEvent(c: Container, p: Process): [string, EncodedEvent] {
+  if (p === c) return ["/tasks/start", encodeEvent(TaskStart, { containerId: c.id, pid: c.pid })];
+  return ["/tasks/exec-started", encodeEvent(TaskExecStarted, { containerId: c.id, execId: p.execId, pid: p.pid })];
 }
 
 /**

@@ -1,19 +1,21 @@
 // A shared-mode sandbox's TaskHost (src/daemon/host.ts) under a real Task service, with no
-// containerd: runtime options choose the runc of native containers as in normal mode, a
-// wasm container's exec is refused before anything is prepared, and a Create that fails
-// between preparing the bundle and the runtime's create leaves no in-process plan behind.
+// containerd: a native container is a runc instance as in normal mode, with the runc its
+// runtime options name; a wasm container is an in-process instance, which refuses a
+// terminal and Exec with the reason; a refused or failed Create leaves no state behind.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DaemonShared, SandboxNamespace } from "../../../src/daemon/host.ts";
 import { lastWins, netnsOf, sandboxHost } from "../../../src/daemon/host.ts";
-import { HybridRuntime } from "../../../src/daemon/inproc-runtime.ts";
+import { InProcessInstance } from "../../../src/daemon/inproc-runtime.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { ExitWatcher } from "../../../src/linux/exit-watcher.ts";
-import { Runc } from "../../../src/linux/runc.ts";
-import { CreateTaskRequest } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
+import { CreateTaskRequest, ExecProcessRequest } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
+import type { InstanceRequest } from "../../../src/task/instance.ts";
 import { TaskService } from "../../../src/task/task-service.ts";
+import { UndoStack } from "../../../src/task/undo.ts";
+import { Code } from "../../../src/ttrpc/index.ts";
 import { ctxFor } from "../task/fake-host.ts";
 
 const watcher = new ExitWatcher({ reapIntervalMs: 0 });
@@ -48,34 +50,72 @@ function wasmBundle(name: string): string {
   return bundle;
 }
 
+/** A bundle whose process is a native program (a script), as a pod's pause container is. */
+function nativeBundle(name: string): string {
+  const bundle = join(dir, name);
+  mkdirSync(join(bundle, "rootfs/bin"), { recursive: true });
+  writeFileSync(join(bundle, "rootfs/bin/pause"), "#!/bin/sh\n", { mode: 0o755 });
+  writeFileSync(
+    join(bundle, "config.json"),
+    JSON.stringify({ ociVersion: "1.0.2", process: { args: ["/bin/pause"], cwd: "/", env: [] }, root: { path: "rootfs" } }),
+  );
+  return bundle;
+}
+
+function request(id: string, bundle: string, over: Partial<InstanceRequest> = {}): InstanceRequest {
+  const workDir = join(dir, "state", id);
+  mkdirSync(workDir, { recursive: true });
+  return {
+    namespace: "k8s.io",
+    id,
+    bundle,
+    workDir,
+    io: { stdio: [0, 1, 2], console: null },
+    runtimeOptions: null,
+    undo: new UndoStack(),
+    onOom: () => {},
+    ...over,
+  };
+}
+
 describe("sandboxHost", () => {
-  test("runtime options (BinaryName, Root, SystemdCgroup) choose the runc of the namespace's native containers, as in normal mode", () => {
-    const namespaces = new Map<string, SandboxNamespace>();
-    const host = sandboxHost(shared, "/nowhere.ttrpc", namespaces);
-    const ns = host.namespace("k8s.io");
-    const plain = ns.runtime as HybridRuntime;
-    const withOpts = ns.runtimeWith?.({ binaryName: "/opt/my-runc", root: "/var/my-root", systemdCgroup: true });
-    expect(withOpts).toBeInstanceOf(HybridRuntime);
-    const h = withOpts as HybridRuntime;
-    // The same in-process runtime: a wasm container still runs in the daemon, its plan is found.
-    expect(h.inProcess).toBe(plain.inProcess);
-    const runc = (h as unknown as { runc: Runc }).runc;
-    expect(runc).toBeInstanceOf(Runc);
-    expect(runc.root).toBe("/var/my-root/k8s.io"); // runc-v2: Root gets the namespace appended
-    expect((runc as unknown as { opts: { binary: string; systemdCgroup?: boolean } }).opts).toMatchObject({
-      binary: "/opt/my-runc",
-      systemdCgroup: true,
+  test("a native container runs under runc as in normal mode, with the runc its runtime options name (BinaryName, Root, SystemdCgroup)", async () => {
+    // A stand-in runc: logs its arguments; its "init" is a process that has exited already.
+    const calls = join(dir, "calls");
+    const script = join(dir, "my-runc");
+    writeFileSync(
+      script,
+      `#!/bin/sh\necho "$@" >> ${calls}\nprev=""\nfor a; do [ "$prev" = --pid-file ] && { true & p=$!; wait $p; echo $p > "$a"; }; prev=$a; done\nexit 0\n`,
+    );
+    chmodSync(script, 0o755);
+    const host = sandboxHost({ ...shared, runtimeBinary: script }, "/nowhere.ttrpc", new Map());
+    const withOptions = request("pause1", nativeBundle("b1"), {
+      runtimeOptions: { binaryName: script, root: "/var/my-root", systemdCgroup: true },
     });
-    const defaults = (plain as unknown as { runc: Runc }).runc;
-    expect(defaults.root).toBe(join(dir, "run/runc/k8s.io"));
-    // Options naming no binary or root keep the daemon's.
-    if (!ns.runtimeWith) throw new Error("the sandbox host honours no runtime options");
-    const partial = (ns.runtimeWith({ systemdCgroup: true }) as unknown as { runc: Runc }).runc;
-    expect(partial.root).toBe(join(dir, "run/runc/k8s.io"));
-    expect((partial as unknown as { opts: { binary: string } }).opts.binary).toBe("/usr/bin/runc-default");
+    const inst = await host.createInstance(withOptions);
+    expect(inst.kind).toBe("native");
+    expect(inst).not.toBeInstanceOf(InProcessInstance);
+    const plain = request("pause2", nativeBundle("b2"));
+    await host.createInstance(plain);
+    const lines = readFileSync(calls, "utf8").trim().split("\n");
+    // runc-v2's rules: Root gets the namespace appended; no options: the daemon's runc and root.
+    expect(lines[0]).toStartWith(
+      `--root /var/my-root/k8s.io --systemd-cgroup --log ${withOptions.workDir}/runtime.log --log-format json create --bundle ${join(dir, "b1")}`,
+    );
+    expect(lines[1]).toStartWith(`--root ${join(dir, "run/runc/k8s.io")} --log`);
+    for (const r of [withOptions, plain]) expect(await r.undo.run()).toEqual([]);
   });
 
-  test("a Create that fails after the bundle is prepared (stdin cannot be opened) leaves no in-process plan and no state", async () => {
+  test("a wasm container runs in the daemon, from its plan", async () => {
+    const host = sandboxHost(shared, "/nowhere.ttrpc", new Map());
+    const req = request("w1", wasmBundle("b1"));
+    const inst = await host.createInstance(req);
+    expect(inst).toBeInstanceOf(InProcessInstance);
+    expect(inst.pid).toBe(process.pid);
+    expect(await req.undo.run()).toEqual([]);
+  });
+
+  test("a Create that fails or is refused leaves no state, and the id can be created again", async () => {
     const namespaces = new Map<string, SandboxNamespace>();
     const service = new TaskService({
       host: sandboxHost(shared, "/nowhere.ttrpc", namespaces),
@@ -84,28 +124,41 @@ describe("sandboxHost", () => {
       onShutdown: () => {},
     });
     const bundle = wasmBundle("b1");
-    const create = service.create(
-      CreateTaskRequest.fromPartial({ id: "c1", bundle, rootfs: [], stdin: join(dir, "no-such-fifo"), stdout: "", stderr: "" }),
-      ctxFor("default"),
-    );
-    await expect(create).rejects.toThrow("no-such-fifo");
-    const ns = namespaces.get("default");
-    expect(ns).toBeDefined();
-    expect([...ns!.runtime.inProcess.plans.keys()]).toEqual([]);
-    expect(ns!.runtime.inProcess.size).toBe(0);
-    expect(readdirSync(ns!.stateDir)).toEqual([]);
-    // The same id can be created again (here it fails the same way, again leaving nothing).
-    await expect(
-      service.create(CreateTaskRequest.fromPartial({ id: "c1", bundle, rootfs: [], stdin: join(dir, "no-such-fifo") }), ctxFor("default")),
-    ).rejects.toThrow("no-such-fifo");
-    expect(ns!.runtime.inProcess.plans.size).toBe(0);
+    // Its stdin cannot be opened.
+    for (let i = 0; i < 2; i++) {
+      const create = service.create(
+        CreateTaskRequest.fromPartial({ id: "c1", bundle, rootfs: [], stdin: join(dir, "no-such-fifo"), stdout: "", stderr: "" }),
+        ctxFor("default"),
+      );
+      await expect(create).rejects.toThrow("no-such-fifo");
+      expect(readdirSync(namespaces.get("default")!.stateDir)).toEqual([]);
+    }
+    // A terminal: refused once the bundle is known to be wasm.
+    const refused = service.create(CreateTaskRequest.fromPartial({ id: "c1", bundle, rootfs: [], terminal: true }), ctxFor("default"));
+    await expect(refused).rejects.toMatchObject({ code: Code.UNIMPLEMENTED });
+    await expect(refused).rejects.toThrow("terminal=true of wasm container c1 is not supported in shared mode");
+    expect(readdirSync(namespaces.get("default")!.stateDir)).toEqual([]);
   });
 
-  test("exec into a wasm container is refused with the reason, before anything is prepared", async () => {
-    const host = sandboxHost(shared, "/nowhere.ttrpc", new Map());
-    await expect(
-      host.prepareExec({ id: "w1", bundle: "/b", runtimeBundle: "/w", kind: "wasm" }, { args: ["/x.wasm"], cwd: "/" }),
-    ).rejects.toThrow("Exec of wasm container w1 is not supported in shared mode (it runs in the daemon, not in a process of its own)");
+  test("exec into a wasm container is refused with the reason, and nothing of it is kept", async () => {
+    const service = new TaskService({
+      host: sandboxHost(shared, "/nowhere.ttrpc", new Map()),
+      defaultNamespace: "default",
+      shimPid: 1,
+      onShutdown: () => {},
+    });
+    const ctx = ctxFor("default");
+    await service.create(CreateTaskRequest.fromPartial({ id: "w1", bundle: wasmBundle("b1"), rootfs: [] }), ctx);
+    const exec = ExecProcessRequest.fromPartial({
+      id: "w1",
+      execId: "e1",
+      spec: { typeUrl: "x", value: new TextEncoder().encode(JSON.stringify({ args: ["/app.wasm"], cwd: "/" })) },
+    });
+    await expect(service.exec(exec, ctx)).rejects.toThrow(
+      "Exec of wasm container w1 is not supported in shared mode (it runs in the daemon, not in a process of its own)",
+    );
+    await expect(service.state({ id: "w1", execId: "e1" }, ctx)).rejects.toMatchObject({ code: Code.NOT_FOUND });
+    expect(await service.delete({ id: "w1", execId: "" }, ctx)).toMatchObject({ exitStatus: 137 });
   });
 });
 

@@ -1,8 +1,8 @@
-// The daemon's in-process runtime (src/daemon/inproc-runtime.ts) with a fake Runner: what
+// The daemon's in-process instance (src/daemon/inproc-runtime.ts) with a fake Runner: what
 // it hands the engine (module, argv, env, rootfs, limits, stdio), how each Task call maps
 // onto a run (create holds, start runs, kill aborts or ends a created one, delete cleans
 // up), the stdin relay (data and EOF reach the module's fifo, a kill ends a blocked read),
-// and the hybrid runtime's dispatch between in-process and runc.
+// and what it refuses (a terminal, Exec, Update) before anything is made.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import {
   closeSync,
@@ -18,11 +18,11 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HybridRuntime, type InProcessPlan, InProcessRuntime, threadCpu } from "../../../src/daemon/inproc-runtime.ts";
+import { InProcessInstance, type InProcessPlan, threadCpu } from "../../../src/daemon/inproc-runtime.ts";
 import type { RunContext, Runner, RunResult } from "../../../src/engines/engine.ts";
 import { mkfifo } from "../../../src/linux/libc.ts";
-import type { RuncStats } from "../../../src/linux/runc.ts";
-import type { OciRuntime } from "../../../src/task/host.ts";
+import type { ProcessIo } from "../../../src/task/instance.ts";
+import { UndoStack } from "../../../src/task/undo.ts";
 
 /** A Runner whose runs end when told to, or when aborted (128+signal), like the real one. */
 class FakeRunner implements Runner {
@@ -41,7 +41,6 @@ class FakeRunner implements Runner {
 
 let dir: string;
 let runner: FakeRunner;
-let rt: InProcessRuntime;
 let stdio: [number, number, number];
 let stdinWriter: number;
 
@@ -56,11 +55,25 @@ const plan = (over: Partial<InProcessPlan> = {}): InProcessPlan => ({
   ...over,
 });
 
-async function created(id = "c1", p = plan()): Promise<number> {
+/** Container `id` created from plan `p`; `undo` gets the undo of what create made. */
+async function created(
+  id = "c1",
+  p = plan(),
+  o: { undo?: UndoStack; io?: ProcessIo; warm?: () => Promise<void> } = {},
+): Promise<InProcessInstance> {
   const work = join(dir, id);
   mkdirSync(work, { recursive: true });
-  rt.plans.set(work, p);
-  return rt.create(id, work, stdio, work);
+  const req = {
+    namespace: "default",
+    id,
+    bundle: "/bundle",
+    workDir: work,
+    io: o.io ?? { stdio, console: null },
+    runtimeOptions: null,
+    undo: o.undo ?? new UndoStack(),
+    onOom: () => {},
+  };
+  return InProcessInstance.create(p, req, { runner: async () => runner, pid: 4242, ...(o.warm ? { warm: o.warm } : {}) });
 }
 
 /** How many of this process's fds are open on `path`. */
@@ -77,7 +90,6 @@ function fdsOn(path: string): number {
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "inproc-"));
   runner = new FakeRunner();
-  rt = new InProcessRuntime({ runner: async () => runner, pid: 4242 });
   // A fifo as containerd's stdin: we keep its write end.
   mkfifo(join(dir, "in"));
   const r = openSync(join(dir, "in"), constants.O_RDONLY | constants.O_NONBLOCK);
@@ -95,11 +107,12 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe("InProcessRuntime", () => {
+describe("InProcessInstance", () => {
   test("create holds the plan and reports the daemon's pid; start runs it with the plan", async () => {
-    expect(await created()).toBe(4242);
+    const inst = await created();
+    expect(inst.pid).toBe(4242);
     expect(runner.runs).toHaveLength(0);
-    await rt.start("c1");
+    await inst.start();
     await Bun.sleep(0);
     expect(runner.runs).toHaveLength(1);
     const ctx = runner.runs[0]!.ctx;
@@ -112,72 +125,72 @@ describe("InProcessRuntime", () => {
     // stdout/stderr: our own copies of the fifos; stdin: the relay's fifo.
     expect(ctx.stdout?.kind).toBe("fd");
     expect(ctx.stdin).toEqual({ kind: "path", path: join(dir, "c1", "stdin") });
-    expect(await rt.ps("c1")).toEqual([4242]);
+    expect(await inst.pids()).toEqual([4242]);
     runner.runs[0]!.end(3);
-    expect((await rt.exitOf("c1"))?.status).toBe(3);
-    expect(await rt.ps("c1")).toEqual([]);
+    expect((await inst.exited).status).toBe(3);
+    expect(await inst.pids()).toEqual([]);
   });
 
   test("kill of a running module aborts its run with the signal: 128+s", async () => {
-    await created();
-    await rt.start("c1");
-    await rt.kill("c1", 15, false);
-    expect((await rt.exitOf("c1"))?.status).toBe(143);
-    await expect(rt.kill("c1", 9, false)).rejects.toThrow("already finished");
+    const inst = await created();
+    await inst.start();
+    await inst.kill(15, false);
+    expect((await inst.exited).status).toBe(143);
+    await expect(inst.kill(9, false)).rejects.toThrow("already finished");
   });
 
   test("a module killed while running that reaches its own exit first still ends with the signal", async () => {
     runner.ignoreAbort = true;
-    await created();
-    await rt.start("c1");
+    const inst = await created();
+    await inst.start();
     await Bun.sleep(0);
-    await rt.kill("c1", 15, false);
+    await inst.kill(15, false);
     runner.runs[0]!.end(0); // e.g. cat, given EOF by the kill
-    expect((await rt.exitOf("c1"))?.status).toBe(143);
+    expect((await inst.exited).status).toBe(143);
   });
 
   test("kill of a created, never started container ends it with the signal; nothing ever runs", async () => {
-    await created();
-    await rt.kill("c1", 9, false);
-    expect((await rt.exitOf("c1"))?.status).toBe(137);
+    const inst = await created();
+    await inst.kill(9, false);
+    expect((await inst.exited).status).toBe(137);
     expect(runner.runs).toHaveLength(0);
-    await expect(rt.start("c1")).rejects.toThrow("has exited");
+    await expect(inst.start()).rejects.toThrow("has exited");
   });
 
-  test("delete (force) of a running module kills it, closes its fds, forgets it", async () => {
+  test("delete (force) of a running module kills it and closes its fds; a second delete is fine", async () => {
     const before = readdirSync("/proc/self/fd").length;
-    await created();
+    const inst = await created();
     expect(readdirSync("/proc/self/fd").length).toBe(before + 3);
-    await rt.start("c1");
-    await expect(rt.delete("c1", false)).rejects.toThrow("is running");
-    await rt.delete("c1", true);
-    expect((await rt.exitOf("c1")) ?? "gone").toBe("gone");
-    expect(rt.has("c1")).toBe(false);
+    await inst.start();
+    await expect(inst.delete(false)).rejects.toThrow("is running");
+    await inst.delete(true);
+    expect((await inst.exited).status).toBe(137);
     expect(readdirSync("/proc/self/fd").length).toBe(before);
-    await rt.delete("c1", true); // forced delete of what is gone: fine
-    await expect(rt.delete("c1", false)).rejects.toThrow("does not exist");
+    await inst.delete(true); // the undo of a Create deletes it again: nothing left to do
+    await inst.delete(false);
+    expect(readdirSync("/proc/self/fd").length).toBe(before);
   });
 
   test("pause and resume go to the engine's control of the run; a pause before it is handed over is kept", async () => {
     const seen: string[] = [];
-    await created();
-    await expect(rt.pause("c1")).rejects.toThrow("not running");
-    await rt.start("c1");
-    await rt.pause("c1"); // the fake run has not handed over its control yet
+    const inst = await created();
+    await expect(inst.pause()).rejects.toThrow("not running");
+    await inst.start();
+    await inst.pause(); // the fake run has not handed over its control yet
     runner.runs[0]!.ctx.onControl?.({ pause: () => seen.push("pause"), resume: () => seen.push("resume") });
-    await rt.resume("c1");
-    await rt.pause("c1");
+    await inst.resume();
+    await inst.pause();
     expect(seen).toEqual(["pause", "resume", "pause"]);
   });
 
   test("stats: one task while it runs, and the CPU time of the thread the engine names", async () => {
-    await created();
-    await rt.start("c1");
-    expect((await rt.stats("c1")).pids?.current).toBe(1);
-    expect((await rt.stats("c1")).cpu).toBeUndefined(); // no thread named yet
+    const inst = await created();
+    await inst.start();
+    expect((await inst.stats()).pids?.current).toBe(1);
+    expect((await inst.stats()).cpu).toBeUndefined(); // no thread named yet
     // This test's own main thread (tid = pid) stands in for the run's thread.
     runner.runs[0]!.ctx.onControl?.({ pause() {}, resume() {}, threadId: () => process.pid });
-    const cpu = (await rt.stats("c1")).cpu?.usage;
+    const cpu = (await inst.stats()).cpu?.usage;
     const own = await threadCpu(process.pid);
     expect(cpu?.total).toBe((cpu?.user ?? -1) + (cpu?.kernel ?? -1));
     expect(cpu?.total).toBeGreaterThan(0);
@@ -185,33 +198,33 @@ describe("InProcessRuntime", () => {
   });
 
   test("stats: the module's linear memory as the memory usage (rss), the store limit as the limit, in the cgroup's shape", async () => {
-    await created("c1", plan({ memoryLimitBytes: 32 << 20 }));
-    await rt.start("c1");
-    expect((await rt.stats("c1")).memory).toBeUndefined(); // the engine cannot tell yet
+    const inst = await created("c1", plan({ memoryLimitBytes: 32 << 20 }));
+    await inst.start();
+    expect((await inst.stats()).memory).toBeUndefined(); // the engine cannot tell yet
     let bytes = 3 * 65536;
     runner.runs[0]!.ctx.onControl?.({ pause() {}, resume() {}, memoryBytes: async () => bytes });
-    expect((await rt.stats("c1")).memory).toEqual({
+    expect((await inst.stats()).memory).toEqual({
       usage: { usage: 3 * 65536, max: 3 * 65536, limit: 32 << 20 },
       raw: { rss: 3 * 65536, total_rss: 3 * 65536, anon: 3 * 65536 },
     });
     bytes = 17 * 65536; // it grew
-    expect((await rt.stats("c1")).memory?.usage?.usage).toBe(17 * 65536);
+    expect((await inst.stats()).memory?.usage?.usage).toBe(17 * 65536);
     runner.runs[0]!.end(0);
-    await rt.exitOf("c1");
-    expect((await rt.stats("c1")).memory).toBeUndefined(); // over: nothing runs
+    await inst.exited;
+    expect((await inst.stats()).memory).toBeUndefined(); // over: nothing runs
   });
 
   test("a container created and deleted without a start leaves no fd (the relay's fifo end included)", async () => {
-    await created();
+    const inst = await created();
     const fifo = join(dir, "c1", "stdin");
-    await rt.kill("c1", 9, false);
-    await rt.delete("c1", true);
+    await inst.kill(9, false);
+    await inst.delete(true);
     expect(fdsOn(fifo)).toBe(0);
   });
 
   test("stdin: 1 MiB reaches a module that reads slower than containerd writes, whole and in order, then EOF", async () => {
-    await created();
-    await rt.start("c1");
+    const inst = await created();
+    await inst.start();
     const fifo = (runner.runs[0]!.ctx.stdin as { path: string }).path;
     const input = Buffer.alloc(1 << 20);
     for (let i = 0; i < input.length; i++) input[i] = (i * 7 + (i >> 12)) & 0xff;
@@ -231,13 +244,13 @@ describe("InProcessRuntime", () => {
     expect(Buffer.from(await got).equals(input)).toBe(true);
     expect(await reader.exited).toBe(0);
     runner.runs[0]!.end(0);
-    await rt.delete("c1", true);
+    await inst.delete(true);
     expect(fdsOn(fifo)).toBe(0);
   });
 
   test("stdin: input that ends before the module opens its fifo still reaches it, then EOF", async () => {
-    await created();
-    await rt.start("c1");
+    const inst = await created();
+    await inst.start();
     writeSync(stdinWriter, "early\n");
     closeSync(stdinWriter);
     stdinWriter = -1;
@@ -247,23 +260,23 @@ describe("InProcessRuntime", () => {
     expect(await new Response(reader.stdout).text()).toBe("early\n");
     expect(await reader.exited).toBe(0);
     runner.runs[0]!.end(0);
-    await rt.delete("c1", true);
+    await inst.delete(true);
     expect(fdsOn(fifo)).toBe(0);
   });
 
   test("stdin: a run that ends without opening its fifo leaves the relay holding nothing", async () => {
-    await created();
-    await rt.start("c1");
+    const inst = await created();
+    await inst.start();
     const fifo = (runner.runs[0]!.ctx.stdin as { path: string }).path;
     await Bun.sleep(20); // the relay waits for the module to open the fifo
     runner.runs[0]!.end(125); // e.g. the module failed to link: it never opened stdin
-    await rt.delete("c1", true);
+    await inst.delete(true);
     expect(fdsOn(fifo)).toBe(0);
   });
 
   test("stdin: what containerd writes reaches the module's fifo, then EOF", async () => {
-    await created();
-    await rt.start("c1");
+    const inst = await created();
+    await inst.start();
     await Bun.sleep(0);
     // The module's side: open the fifo as the engine does (blocking: it waits for the relay).
     const fifo = (runner.runs[0]!.ctx.stdin as { path: string }).path;
@@ -274,63 +287,70 @@ describe("InProcessRuntime", () => {
     expect(await new Response(reader.stdout).text()).toBe("hello stdin\n");
     expect(await reader.exited).toBe(0);
     runner.runs[0]!.end(0);
-    await rt.delete("c1", true);
+    await inst.delete(true);
     expect(fdsOn(fifo)).toBe(0);
   });
 
   test("stdin: a kill ends a module's blocked read (EOF), though containerd's side stays open", async () => {
-    await created();
-    await rt.start("c1");
+    const inst = await created();
+    await inst.start();
     await Bun.sleep(0);
     const fifo = (runner.runs[0]!.ctx.stdin as { path: string }).path;
     const reader = Bun.spawn(["cat", fifo], { stdout: "pipe" });
     await Bun.sleep(50);
-    await rt.kill("c1", 15, false);
+    await inst.kill(15, false);
     expect(await reader.exited).toBe(0);
     expect(readFileSync(join(dir, "out"), "utf8")).toBe("");
-    await rt.delete("c1", true);
+    await inst.delete(true);
     expect(fdsOn(fifo)).toBe(0);
   });
 });
 
-describe("HybridRuntime", () => {
-  test("a bundle with an in-process plan runs in-process; anything else goes to runc", async () => {
-    const calls: string[] = [];
-    const runc: OciRuntime = {
-      create: async (id) => {
-        calls.push(`create ${id}`);
-        return 77;
-      },
-      start: async (id) => void calls.push(`start ${id}`),
-      kill: async (id) => void calls.push(`kill ${id}`),
-      delete: async (id) => void calls.push(`delete ${id}`),
-      pause: async (id) => void calls.push(`pause ${id}`),
-      resume: async (id) => void calls.push(`resume ${id}`),
-      ps: async () => [77],
-      stats: async () => ({}) as RuncStats,
-      exec: async (id) => {
-        calls.push(`exec ${id}`);
-        return 78;
-      },
-      update: async (id) => void calls.push(`update ${id}`),
-    };
-    const h = new HybridRuntime(rt, runc);
-    const work = join(dir, "w1");
-    mkdirSync(work);
-    rt.plans.set(work, plan());
-    expect(await h.create("wasm1", work, join(work, "init.pid"), stdio, join(work, "log"))).toBe(4242);
-    expect(await h.create("native1", "/bundle", join(dir, "p"), stdio, join(dir, "l"))).toBe(77);
-    expect(calls).toEqual(["create native1"]);
-    await h.start("wasm1");
-    await h.pause("native1");
-    expect(await h.exec("native1", "/p.json", join(dir, "e.pid"), stdio, join(dir, "el"))).toBe(78);
-    await h.update("native1", "{}");
-    expect(calls).toEqual(["create native1", "pause native1", "exec native1", "update native1"]);
-    // A wasm container in the daemon has no process to exec into and no cgroup of its own.
-    await expect(h.exec("wasm1", "/p.json", join(dir, "e.pid"), stdio, join(dir, "el"))).rejects.toThrow("not supported in shared mode");
-    await expect(h.update("wasm1", "{}")).rejects.toThrow("not supported in shared mode");
-    expect(h.exitOf("wasm1")).toBeInstanceOf(Promise);
-    expect(h.exitOf("native1")).toBeUndefined();
-    await h.delete("wasm1", true);
+describe("what a wasm container in the daemon cannot do", () => {
+  test("a terminal is refused before anything is made: no compile, no fd, no fifo", async () => {
+    const before = readdirSync("/proc/self/fd").length;
+    let warmed = false;
+    const undo = new UndoStack();
+    const create = created("t1", plan(), { undo, io: { stdio: null, console: "/tmp/pty.sock" }, warm: async () => void (warmed = true) });
+    await expect(create).rejects.toThrow(
+      "terminal=true of wasm container t1 is not supported in shared mode (it runs in the daemon, not in a process of its own)",
+    );
+    expect(warmed).toBe(false);
+    expect(readdirSync("/proc/self/fd").length).toBe(before);
+    expect(readdirSync(join(dir, "t1"))).toEqual([]);
+    expect(await undo.run()).toEqual([]);
+  });
+
+  test("Exec and Update are refused (UNIMPLEMENTED, saying why); OOM kills: nobody watches", async () => {
+    const inst = await created();
+    await expect(inst.exec("e1", { args: ["/x.wasm"], cwd: "/" })).rejects.toMatchObject({
+      code: 12,
+      message: "Exec of wasm container c1 is not supported in shared mode (it runs in the daemon, not in a process of its own)",
+    });
+    await expect(inst.update("{}")).rejects.toThrow("Update of wasm container c1 is not supported in shared mode");
+    expect(inst.oomKilled()).toBeNull();
+    await inst.delete(true);
+  });
+});
+
+describe("its Create", () => {
+  test("answers once the compile cache is filled, and pushes its delete on the Create's undo stack", async () => {
+    const before = readdirSync("/proc/self/fd").length;
+    const undo = new UndoStack();
+    const warming = Promise.withResolvers<void>();
+    let answered = false;
+    const create = created("c1", plan(), { undo, warm: () => warming.promise }).then((i) => {
+      answered = true;
+      return i;
+    });
+    for (let i = 0; i < 20; i++) await Bun.sleep(1);
+    expect(answered).toBe(false);
+    warming.resolve();
+    const inst = await create;
+    expect(readdirSync("/proc/self/fd").length).toBe(before + 3);
+    // A Create that fails after the instance (a terminal's master never came, say) undoes it.
+    expect(await undo.run()).toEqual([]);
+    expect((await inst.exited).status).toBe(137);
+    expect(readdirSync("/proc/self/fd").length).toBe(before);
   });
 });

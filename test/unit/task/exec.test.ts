@@ -199,14 +199,15 @@ describe("Exec and its task", () => {
     expect(await waiting).toMatchObject({ exitStatus: 255 });
   });
 
-  test("the exec's process goes to the host as given, with the request's terminal flag", async () => {
+  test("the exec's process goes to the container's instance as given, with the request's terminal flag", async () => {
     const s = setup();
     await running(s);
     // Never started here: the fifo paths are only reported back.
     await s.service.exec(execReq("e1", ["/app.wasm", "echo", "hi"], { terminal: true, stdin: "/fifo/in", stdout: "/fifo/out" }), ctx);
     expect(s.host.execsPrepared).toEqual([
       {
-        target: { id: "c1", bundle: "/bundles/c1", runtimeBundle: "/bundles/c1", kind: "native" },
+        id: "c1",
+        execId: "e1",
         process: { args: ["/app.wasm", "echo", "hi"], cwd: "/", env: ["PATH=/bin"], terminal: true },
       },
     ]);

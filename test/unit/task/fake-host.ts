@@ -1,25 +1,15 @@
-// A TaskHost with no root, no runc and no containerd: an in-memory OCI runtime whose
-// processes exit when told (or when killed), and event sinks that record what was
-// published. Any runtime call can be held at a gate, to put calls side by side.
+// A TaskHost with no root, no runc and no containerd: its instances are in-memory containers
+// whose processes exit when told (or when killed), and event sinks record what was published.
+// Each namespace's instances (and those of a Create with runtime options) log their calls on a
+// FakeRuntime, where any call can be held at a gate, to put calls side by side.
 
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
-import type { OomWatch } from "../../../src/linux/oom.ts";
+import { join } from "node:path";
 import { RuncError, type RuncStats } from "../../../src/linux/runc.ts";
 import type { EncodedEvent, EventSink } from "../../../src/task/events.ts";
-import type {
-  ExecTarget,
-  Exit,
-  LogLevel,
-  NamespaceHost,
-  OciProcess,
-  OciRuntime,
-  PreparedBundle,
-  PreparedExec,
-  RootfsMount,
-  TaskHost,
-} from "../../../src/task/host.ts";
+import type { LogLevel, NamespaceHost, RootfsMount, TaskHost } from "../../../src/task/host.ts";
+import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess, ProcessIo } from "../../../src/task/instance.ts";
 import type { RuntimeOptions } from "../../../src/task/runtime-options.ts";
 import type { CallContext } from "../../../src/ttrpc/index.ts";
 
@@ -74,7 +64,8 @@ class Processes {
   }
 }
 
-export class FakeRuntime implements OciRuntime {
+/** An in-memory OCI runtime: the calls it got, in order, and the containers it holds. */
+export class FakeRuntime {
   readonly calls: string[] = [];
   readonly containers = new Map<string, { pid: number; paused: boolean }>();
   private readonly gates = new Map<RuntimeMethod, Gate & { wait: Promise<void>; arrived(): void }>();
@@ -84,6 +75,8 @@ export class FakeRuntime implements OciRuntime {
   diesOnCreate: number | null = null;
   /** When set, the next exec process has exited with this status before exec returns. */
   diesOnExec: number | null = null;
+  /** The resources of each update, in order, as the runtime got them. */
+  readonly updates: { id: string; resources: unknown }[] = [];
 
   constructor(
     readonly ns: string,
@@ -117,7 +110,7 @@ export class FakeRuntime implements OciRuntime {
     if (err) throw err;
   }
 
-  async create(id: string, _bundle: string, _pidFile: string, _stdio: [number, number, number] | null, _logFile: string): Promise<number> {
+  async create(id: string): Promise<number> {
     await this.enter("create", id);
     const pid = this.procs.spawn(this.ns, id);
     this.containers.set(id, { pid, paused: false });
@@ -126,17 +119,8 @@ export class FakeRuntime implements OciRuntime {
     return pid;
   }
 
-  /** An exec process: "<id>/<exec id>" in the pid space (the exec id from the process file's name). */
-  async exec(
-    id: string,
-    processFile: string,
-    _pidFile: string,
-    _stdio: [number, number, number] | null,
-    _logFile: string,
-  ): Promise<number> {
-    const execId = basename(processFile)
-      .replace(/^exec-/, "")
-      .replace(/\.json$/, "");
+  /** An exec process: "<id>/<exec id>" in the pid space. */
+  async exec(id: string, execId: string): Promise<number> {
     await this.enter("exec", `${id} ${execId}`);
     const c = this.mustExist(id, "exec");
     const init = this.procs.byPid.get(c.pid)!;
@@ -201,9 +185,6 @@ export class FakeRuntime implements OciRuntime {
     return { pids: { current: 1, limit: 10 } };
   }
 
-  /** The resources of each update, in order, as the runtime got them. */
-  readonly updates: { id: string; resources: unknown }[] = [];
-
   async update(id: string, resources: string): Promise<void> {
     await this.enter("update", id);
     this.mustExist(id, "update");
@@ -214,6 +195,49 @@ export class FakeRuntime implements OciRuntime {
     const c = this.containers.get(id);
     if (c === undefined) throw new RuncError(`runc ${what}`, 1, `container ${id} does not exist`);
     return c;
+  }
+}
+
+/** A container of a FakeRuntime, as the task's Instance. */
+class FakeInstance implements Instance {
+  readonly kind = "native";
+  readonly exited: Promise<Exit>;
+
+  constructor(
+    private readonly host: FakeHost,
+    private readonly runtime: FakeRuntime,
+    private readonly req: InstanceRequest,
+    readonly pid: number,
+  ) {
+    this.exited = host.procs.byPid.get(pid)!.promise;
+  }
+
+  start = () => this.runtime.start(this.req.id);
+  kill = (signal: number, all: boolean) => this.runtime.kill(this.req.id, signal, all);
+  pause = () => this.runtime.pause(this.req.id);
+  resume = () => this.runtime.resume(this.req.id);
+  delete = (force: boolean) => this.runtime.delete(this.req.id, force);
+  pids = () => this.runtime.ps(this.req.id);
+  stats = () => this.runtime.stats(this.req.id);
+  update = (resources: string) => this.runtime.update(this.req.id, resources);
+  oomKilled = () => this.host.oomKilled(this.pid);
+
+  async exec(execId: string, process: OciProcess): Promise<InstanceExec> {
+    if (this.host.prepareExecError) throw this.host.prepareExecError;
+    this.host.execsPrepared.push({ id: this.req.id, execId, process });
+    const { host, runtime, req } = this;
+    const exit = Promise.withResolvers<Exit>();
+    let pid = 0;
+    return {
+      start: async (_io: ProcessIo) => {
+        pid = await runtime.exec(req.id, execId);
+        exit.resolve(host.procs.byPid.get(pid)!.promise);
+        return pid;
+      },
+      exited: exit.promise,
+      kill: (signal) => host.signal(pid, signal),
+      delete: () => {},
+    };
   }
 }
 
@@ -239,33 +263,48 @@ export class FakeHost implements TaskHost {
   readonly root = mkdtempSync(join(tmpdir(), "bunwasi-task-"));
   /** When set, unmounting fails with this error. */
   unmountError: Error | null = null;
-  /** When set, preparing a bundle fails with this error. */
+  /** When set, creating an instance fails with this error before anything else (as preparing its bundle would). */
   prepareError: Error | null = null;
   /** When set, preparing an exec's process fails with this error. */
   prepareExecError: Error | null = null;
-  /** Exec processes as prepareExec got them, in order. */
-  readonly execsPrepared: { target: ExecTarget; process: OciProcess }[] = [];
-  /** Signals sent to processes through kill(): "pid signal". */
+  /** When set, a created instance's work that overlaps its runtime's create (the compile cache's). */
+  warm: (() => Promise<void>) | null = null;
+  /** Exec processes as their instances got them, in order. */
+  readonly execsPrepared: { id: string; execId: string; process: OciProcess }[] = [];
+  /** Signals sent to exec processes: "pid signal". */
   readonly signals: string[] = [];
+  /** The runtimes made for containers with runtime options, in order. */
+  readonly optionRuntimes: { ns: string; options: RuntimeOptions; runtime: FakeRuntime }[] = [];
 
   namespace(ns: string): NamespaceHost {
     this.namespacesAsked.push(ns);
-    const runtime = new FakeRuntime(ns, this.procs);
-    this.runtimes.set(ns, runtime);
-    return {
-      runtime,
-      stateDir: join(this.root, ns),
-      events: new RecordingSink(ns, this.events),
-      runtimeWith: (options) => {
-        const r = new FakeRuntime(ns, this.procs);
-        this.optionRuntimes.push({ ns, options, runtime: r });
-        return r;
-      },
-    };
+    this.runtimes.set(ns, new FakeRuntime(ns, this.procs));
+    return { stateDir: join(this.root, ns), events: new RecordingSink(ns, this.events) };
   }
 
-  /** The runtimes made for containers with runtime options, in order. */
-  readonly optionRuntimes: { ns: string; options: RuntimeOptions; runtime: FakeRuntime }[] = [];
+  /** As the runc instance does it: the runtime's delete is undone first, the compile cache's work overlaps create. */
+  async createInstance(req: InstanceRequest): Promise<Instance> {
+    if (this.prepareError) throw this.prepareError;
+    let runtime = this.runtime(req.namespace);
+    if (req.runtimeOptions) {
+      runtime = new FakeRuntime(req.namespace, this.procs);
+      this.optionRuntimes.push({ ns: req.namespace, options: req.runtimeOptions, runtime });
+    }
+    req.undo.push({ what: "runtime delete", run: () => runtime.delete(req.id, true), runtime: true });
+    const created = runtime.create(req.id);
+    const warming = this.warm?.();
+    const pid = await created.finally(() => warming);
+    const cg = { count: 0, answered: 0, onKill: req.onOom, closed: false };
+    this.oomWatched.push(pid);
+    this.oomCgroups.set(pid, cg);
+    req.undo.push({
+      what: "stop watching for OOM kills",
+      run: async () => {
+        cg.closed = true;
+      },
+    });
+    return new FakeInstance(this, runtime, req, pid);
+  }
 
   runtime(ns: string): FakeRuntime {
     const r = this.runtimes.get(ns);
@@ -273,23 +312,12 @@ export class FakeHost implements TaskHost {
     return r;
   }
 
-  watchExit(pid: number): Promise<Exit> {
-    const p = this.procs.byPid.get(pid);
-    return p ? p.promise : Promise.reject(new Error(`no process ${pid}`));
-  }
-
   /** As kill(2) on a process of ours: the process exits by the signal a little later. */
-  kill(pid: number, signal: number): void {
+  signal(pid: number, signal: number): void {
     const p = this.procs.byPid.get(pid);
     if (p === undefined || p.exited) throw Object.assign(new Error("kill ESRCH"), { code: "ESRCH" });
     this.signals.push(`${pid} ${signal}`);
     queueMicrotask(() => this.procs.exit(pid, 128 + signal));
-  }
-
-  async prepareExec(target: ExecTarget, process: OciProcess): Promise<PreparedExec> {
-    if (this.prepareExecError) throw this.prepareExecError;
-    this.execsPrepared.push({ target, process });
-    return { process, kind: target.kind };
   }
 
   /** An exec process exits on its own with `status`. */
@@ -299,28 +327,22 @@ export class FakeHost implements TaskHost {
     this.procs.exit(found[0], status);
   }
 
-  /** Each watched init's cgroup: its OOM kill count, what was answered, whom to tell live. */
+  /** Each init's cgroup: its OOM kill count, what was answered, whom to tell live. */
   private readonly oomCgroups = new Map<number, { count: number; answered: number; onKill: () => void; closed: boolean }>();
-  /** Pids the service asked to watch for OOM kills, in order. */
+  /** Inits whose cgroup is watched for OOM kills, in order. */
   readonly oomWatched: number[] = [];
 
-  async watchOom(pid: number, onKill: () => void): Promise<OomWatch | null> {
-    this.oomWatched.push(pid);
-    const cg = { count: 0, answered: 0, onKill, closed: false };
-    this.oomCgroups.set(pid, cg);
-    return {
-      killed: async () => {
-        if (cg.count <= cg.answered) return false;
-        cg.answered = cg.count;
-        return true;
-      },
-      close: () => {
-        cg.closed = true;
-      },
-    };
+  /** As src/linux/oom.ts: a kill is answered once; the last question ends the watch. */
+  oomKilled(pid: number): Promise<boolean> | null {
+    const cg = this.oomCgroups.get(pid);
+    if (cg === undefined) return null;
+    const killed = cg.count > cg.answered;
+    cg.answered = cg.count;
+    cg.closed = true;
+    return Promise.resolve(killed);
   }
 
-  /** Whether the service stopped watching the container's cgroup. */
+  /** Whether the container's cgroup is no longer watched. */
   oomWatchClosed(ns: string, id: string): boolean {
     return this.oomCgroups.get(this.pidOf(ns, id))?.closed ?? false;
   }
@@ -361,14 +383,6 @@ export class FakeHost implements TaskHost {
       this.mounted.delete(bundle);
     };
   }
-
-  async prepareBundle(_id: string, bundle: string, _workDir: string): Promise<PreparedBundle> {
-    if (this.prepareError) throw this.prepareError;
-    return { runtimeBundle: bundle, kind: "native", ...(this.warm ? { warm: this.warm } : {}) };
-  }
-
-  /** When set, prepared bundles carry this as their `warm` (the compile cache's work). */
-  warm: (() => Promise<void>) | null = null;
 
   metrics(stats: RuncStats) {
     return { typeUrl: "fake.Metrics", value: new TextEncoder().encode(JSON.stringify(stats)) };

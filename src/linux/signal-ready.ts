@@ -1,4 +1,5 @@
-// Kill of a freshly started wasm container: wait until its executor catches the signal.
+// Before a catchable signal is sent to a freshly started process that is PID 1 of its pid
+// namespace (the kernel drops it unless a handler is installed): wait until it catches it.
 // Read from /proc a few ms apart, sleeping on the event loop in between, so a slow start of
 // one container never holds up the calls of others. The reads themselves are synchronous:
 // /proc answers in microseconds, and asynchronous fs calls would start Bun's thread pool,
@@ -6,10 +7,6 @@
 
 import { readFileSync, readlinkSync } from "node:fs";
 import { SIGNAL_READY_TIMEOUT_MS } from "../common/constants.ts";
-import { SIGNALS } from "../common/signals.ts";
-
-/** Signals the executor handles (src/engines/executor.ts): HUP, INT, QUIT, TERM. */
-export const WASM_HANDLED_SIGNALS: ReadonlySet<number> = new Set([SIGNALS.SIGHUP, SIGNALS.SIGINT, SIGNALS.SIGQUIT, SIGNALS.SIGTERM]);
 
 /**
  * Resolves once `pid` has exec'd the container's process (its exe is no longer the runtime's

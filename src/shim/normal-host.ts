@@ -1,0 +1,90 @@
+// The TaskHost of a normal-mode shim server (one per pod, src/shim/serve.ts): every container
+// runs under runc, a wasm container's init being our executor in a derived bundle
+// (src/oci/bundle.ts); exits come from pidfds, mounts from libc (src/runtime-v2/).
+
+import { dirname } from "node:path";
+import type { Engine } from "../engines/engine.ts";
+import type { ExitWatcher } from "../linux/exit-watcher.ts";
+import { artifactForContainer } from "../oci/artifact.ts";
+import { prepare } from "../oci/bundle.ts";
+import { precompile } from "../oci/precompile.ts";
+import type { ShimFlags } from "../runtime-v2/flags.ts";
+import { commonHostCalls, runcOf } from "../runtime-v2/host-parts.ts";
+import { containerStateDir, runtimeRoot, type ShimPaths } from "../runtime-v2/paths.ts";
+import { createRuncInstance } from "../runtime-v2/runc-instance.ts";
+import { Publisher } from "../task/events.ts";
+import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
+import { probeCgroupV2 } from "../task/stats.ts";
+
+/** A namespace's host values, plus what the server tidies when it exits. */
+export interface ServedNamespace extends NamespaceHost {
+  publisher: Publisher;
+  dirs: string[];
+}
+
+export interface HostWiring {
+  flags: ShimFlags;
+  paths: ShimPaths;
+  log: Logger;
+  watcher: ExitWatcher;
+  /** The engine that runs wasm containers (bundle preparation and the compile cache go through it). */
+  engine: Engine;
+  runtimeBinary: string;
+  ttrpcAddress: string;
+  /** Filled as namespaces are first used, for the server's exit. */
+  namespaces: Map<string, ServedNamespace>;
+}
+
+/** The TaskHost of a shim server: runc per namespace, pidfd exits, libc mounts, our bundles. */
+export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
+  const { flags, paths, log } = w;
+  const step = <T>(fn: () => T, what: string): T => {
+    if (!flags.debug) return fn();
+    const t0 = performance.now();
+    const out = fn();
+    const done = () => log(`${what} took ${(performance.now() - t0).toFixed(1)} ms`, "debug");
+    // then(done, done), not finally(): a rejection stays the caller's to handle.
+    if (out instanceof Promise) out.then(done, done);
+    else done();
+    return out;
+  };
+  const base = { paths, log, watcher: w.watcher, engine: w.engine, runtimeBinary: w.runtimeBinary, cgroupV2: await probeCgroupV2(), step };
+  return {
+    ...commonHostCalls(base),
+    namespace: (ns) => {
+      const stateDir = containerStateDir(ns, paths.stateRoot);
+      const publisher = new Publisher(w.ttrpcAddress, ns, (m) => log(m, "warning"));
+      // The namespace's folders go with their last container.
+      const served: ServedNamespace = { stateDir, events: publisher, publisher, dirs: [stateDir, runtimeRoot(ns, paths.stateRoot)] };
+      w.namespaces.set(ns, served);
+      return served;
+    },
+    createInstance: async (req) => {
+      const prepared = await step(
+        () =>
+          prepare({
+            id: req.id,
+            bundle: req.bundle,
+            // The derived bundle goes in the container's work dir, <stateDir>/<id>.
+            stateDir: dirname(req.workDir),
+            cacheDir: paths.compileCacheDir,
+            engine: w.engine,
+            // An entrypoint missing from the rootfs may be an OCI wasm artifact's layer.
+            artifact: () =>
+              artifactForContainer({
+                address: flags.address,
+                namespace: req.namespace,
+                id: req.id,
+                engine: w.engine,
+                cacheDir: paths.compileCacheDir,
+                log,
+              }),
+          }),
+        "prepare bundle",
+      );
+      const warm = () => step(() => precompile(w.engine, prepared, paths.compileCacheDir, (m) => log(m, "warning")), "precompile");
+      const runc = runcOf(base, req.namespace, req.runtimeOptions);
+      return createRuncInstance(runc, req, { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind, warm }, base);
+    },
+  };
+}
