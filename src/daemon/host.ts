@@ -6,16 +6,14 @@
 // cgroup probing) is the daemon's and comes in through `DaemonShared`; the calls both modes
 // make the same way (native containers, exits, mounts, metrics) are ../runtime-v2/host-parts.ts.
 
-import { stat, writeFile } from "node:fs/promises";
-import { basename, dirname, isAbsolute, join, normalize, posix } from "node:path";
+import { basename, dirname, join } from "node:path";
 import type { Engine, Runner } from "../engines/engine.ts";
 import type { ExitWatcher } from "../linux/reaper.ts";
 import { artifactForContainer } from "../oci/artifact.ts";
-import { EntrypointError, inspectEntrypoint, rootfsOf, splitEntry } from "../oci/bundle.ts";
+import { RUN_DIR } from "../oci/bundle.ts";
+import { planContainer } from "../oci/container-plan.ts";
 import { precompile } from "../oci/precompile.ts";
-import { readSpec, type SpecMount } from "../oci/spec.ts";
-// The same kernel filesystems normal mode keeps out of a module's view: here they would be the daemon's.
-import { HIDDEN_FROM_WASI, isUnder } from "../oci/wasi-view.ts";
+import { readSpec } from "../oci/spec.ts";
 import { commonHostCalls, runcFor } from "../runtime-v2/host-parts.ts";
 import { containerStateDir, type ShimPaths } from "../runtime-v2/paths.ts";
 import { Publisher } from "../task/events.ts";
@@ -81,46 +79,39 @@ export function sandboxHost(
     },
     prepareBundle: async (id, bundle, workDir) => {
       const spec = await readSpec(bundle);
-      const { kind, entrypoint: ep } = await inspectEntrypoint(bundle, spec, d.engine).catch(async (e) => {
-        // Not in the rootfs: an OCI wasm artifact's module is its image's wasm layer. The
-        // daemon runs it from a file in the container's working directory (gone with it).
-        if (!(e instanceof EntrypointError) || !containerdAddress) throw e;
-        const art = await artifactForContainer({
-          address: containerdAddress,
-          namespace: basename(dirname(workDir)),
-          id,
-          engine: d.engine,
-          cacheDir: d.paths.compileCacheDir,
-          log: d.log,
-        });
-        if (!art) throw e;
-        const host = join(workDir, "artifact.wasm");
-        await writeFile(host, art.bytes, { mode: 0o600 });
-        const { entry } = splitEntry(spec.process.args[0] ?? "");
-        return { kind: "wasm" as const, entrypoint: { path: host, host, head: art.bytes.subarray(0, 4096), ...(entry ? { entry } : {}) } };
+      // The same plan as normal mode's (../oci/container-plan.ts). An OCI wasm artifact's module
+      // is its image's layer, read through containerd and written to the container's run
+      // directory (gone with the work dir); nothing is mounted into a container here, so the
+      // plan names it by its host path.
+      const plan = await planContainer({
+        bundle,
+        spec,
+        engine: d.engine,
+        ...(containerdAddress
+          ? {
+              artifact: {
+                find: () =>
+                  artifactForContainer({
+                    address: containerdAddress,
+                    namespace: basename(dirname(workDir)),
+                    id,
+                    engine: d.engine,
+                    cacheDir: d.paths.compileCacheDir,
+                    log: d.log,
+                  }),
+                dir: join(workDir, RUN_DIR),
+              },
+            }
+          : {}),
       });
-      if (kind === "native") return { runtimeBundle: bundle, kind };
+      if (plan.kind === "native") return { runtimeBundle: bundle, kind: "native" };
       const ns = byStateDir.get(dirname(workDir));
       if (!ns) throw new Error(`no namespace for ${workDir}`);
-      const limit = spec.linux?.resources?.memory?.limit;
       const plans = ns.runtime.inProcess.plans;
       // The working directory names the container uniquely: the key its plan is found by.
-      plans.set(workDir, {
-        modulePath: ep.host,
-        ...(ep.entry ? { entry: ep.entry } : {}),
-        args: spec.process.args,
-        env: lastWins(spec.process.env ?? []),
-        rootfs: rootfsOf(bundle, spec),
-        rootReadOnly: spec.root.readonly === true,
-        cwd: spec.process.cwd || "/",
-        preopens: await volumePreopens(spec.mounts ?? []),
-        // The pod's network namespace, where a wasi:http service listens (CRI puts the
-        // sandbox's path in each container's spec); none: the daemon's (see InProcessPlan.netns).
-        ...netnsOf(spec),
-        // As in normal mode: the cgroup limit becomes the store's limit on linear memory.
-        ...(typeof limit === "number" && limit > 0 ? { memoryLimitBytes: limit } : {}),
-      });
-      const prepared = { runtimeBundle: workDir, kind: "wasm" as const, module: ep.path, moduleHost: ep.host, spec };
+      plans.set(workDir, plan.run);
+      const { module } = plan.run;
+      const prepared = { runtimeBundle: workDir, kind: "wasm" as const, module: module.path, moduleHost: module.host, spec };
       // Compiled once per daemon: the cache is filled before start, every run deserializes.
       const warm = () => precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"));
       // A Create that fails before the runtime's create (stdio, console) leaves no plan behind.
@@ -134,55 +125,4 @@ export function sandboxHost(
     // the daemon's) has no cgroup of its own to watch.
     watchOom: (pid, onKill) => (pid === d.pid ? Promise.resolve(null) : common.watchOom!(pid, onKill)),
   };
-}
-
-/**
- * The spec's bind-mounted directories (volumes: emptyDir, hostPath, `ctr run --mount`), as
- * WASI preopens at their destination; read-only if the mount is. Other mounts (proc, sysfs,
- * tmpfs /dev, mqueue) are the container's kernel views, which an in-process module has
- * none of; bind mounts of files (resolv.conf, hosts) cannot be preopened and are skipped,
- * as is anything from or onto /proc, /sys and /dev.
- */
-export async function volumePreopens(mounts: SpecMount[]): Promise<{ hostPath: string; guestPath: string; readOnly: boolean }[]> {
-  const out: { hostPath: string; guestPath: string; readOnly: boolean }[] = [];
-  for (const m of mounts) {
-    const opts = m.options ?? [];
-    const bind = m.type === "bind" || opts.includes("bind") || opts.includes("rbind");
-    if (!bind || !m.source || !m.destination || !isAbsolute(m.source) || !isAbsolute(m.destination)) continue;
-    const dest = posix.normalize(m.destination).replace(/\/+$/, "");
-    const source = normalize(m.source);
-    if (!dest || dest === "/" || HIDDEN_FROM_WASI.some((d) => isUnder(dest, d) || isUnder(source, d))) continue;
-    try {
-      if (!(await stat(source)).isDirectory()) continue;
-    } catch {
-      continue;
-    }
-    out.push({ hostPath: source, guestPath: dest, readOnly: opts.includes("ro") });
-  }
-  return out;
-}
-
-/** The spec's network namespace path, if it names one (`{ netns }`), else nothing. */
-export function netnsOf(spec: { linux?: { namespaces?: { type: string; path?: string }[] } }): { netns?: string } {
-  const path = spec.linux?.namespaces?.find((n) => n.type === "network")?.path;
-  return path ? { netns: path } : {};
-}
-
-/**
- * The environment as the container's process would see it: runc keeps only the last entry of
- * a repeated key (libcontainer's prepareEnv), and CRI repeats a key the image and the pod
- * both set (image env first). Order: where each key's last entry is.
- */
-export function lastWins(env: string[]): string[] {
-  const seen = new Set<string>();
-  const out: string[] = [];
-  for (let i = env.length - 1; i >= 0; i--) {
-    const e = env[i] as string;
-    const eq = e.indexOf("=");
-    const key = eq < 0 ? e : e.slice(0, eq);
-    if (seen.has(key)) continue;
-    seen.add(key);
-    out.push(e);
-  }
-  return out.reverse();
 }

@@ -3,12 +3,14 @@
 // (the engine's Runner starts a Worker per run). It answers the same calls as Runc so that
 // the Task service and its state table drive it unchanged:
 //
-//   create  keeps the plan (module, argv, env, rootfs, limits) and its own copies of the
-//           stdio fds containerd's fifos were opened as; nothing runs yet
+//   create  keeps the plan (a RunPlan, src/engines/run-plan.ts: the same as normal mode's
+//           executor runs), mounts its WASI view under the container's work dir
+//           (src/oci/wasi-view.ts) and keeps its own copies of the stdio fds containerd's
+//           fifos were opened as; nothing runs yet
 //   start   runs the module; its exit is the task's exit (exitOf)
 //   kill    aborts the run with the signal (epoch interrupt; 128+signal); before start, the
 //           task simply ends with 128+signal, as a created runc init killed would
-//   delete  aborts what still runs, frees the fds
+//   delete  aborts what still runs, takes the view down, frees the fds
 //   ps      the daemon's pid: the process that runs the module (see README, shared mode)
 //   pause   the module's thread waits at its next interrupt check until resume
 //
@@ -22,37 +24,18 @@ import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { RunControl, Runner } from "../engines/engine.ts";
+import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
 import { listenTcp, NetnsRestoreError } from "../linux/netns.ts";
 import type { RuncStats } from "../linux/runc.ts";
+import { mountView, unmountView, viewDir } from "../oci/wasi-view.ts";
 import type { Exit, OciRuntime } from "../task/host.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { makeStdinFifo, StdinRelay } from "./stdin-relay.ts";
 
-/** What a wasm container runs, decided at Create from containerd's bundle. */
-export interface InProcessPlan {
-  /** The module's file on the host (under the mounted rootfs, or a volume's source). */
-  modulePath: string;
-  entry?: string;
-  /** argv as the module sees it: the spec's process.args as given. */
-  args: string[];
-  env: string[];
-  /** Host path preopened as the module's "/": the container's mounted rootfs. */
-  rootfs: string;
-  rootReadOnly: boolean;
-  cwd: string;
-  memoryLimitBytes?: number;
-  /** The spec's volumes, preopened at their destinations (see volumePreopens in ./host.ts). */
-  preopens?: { hostPath: string; guestPath: string; readOnly: boolean }[];
-  /**
-   * The network namespace a wasi:http service listens in (the spec's network namespace path:
-   * the pod's). Absent: the daemon's own (host network, or a spec that asks for a new
-   * namespace without a path, which nothing could reach; docs/ARCHITECTURE.md).
-   */
-  netns?: string;
-}
-
 interface Instance {
-  plan: InProcessPlan;
+  plan: RunPlan;
+  /** The module's "/": its WASI view, mounted by create (src/oci/wasi-view.ts). */
+  view: string;
   /** Our own open file descriptions of the container's stdio (containerd's fifos). */
   fds: [number, number, number];
   /** The module reads stdin from a fifo the daemon feeds (./stdin-relay.ts). */
@@ -91,7 +74,9 @@ export interface InProcessRuntimeOptions {
 export class InProcessRuntime {
   private readonly instances = new Map<string, Instance>();
   /** Plans by runtime bundle path, put there by the host's prepareBundle. */
-  readonly plans = new Map<string, InProcessPlan>();
+  readonly plans = new Map<string, RunPlan>();
+  /** Views a failed create could not take down, by container id: delete tries again. */
+  private readonly leftViews = new Map<string, string>();
 
   constructor(private readonly o: InProcessRuntimeOptions) {}
 
@@ -138,6 +123,14 @@ export class InProcessRuntime {
       for (const fd of fds) closeQuietly(fd);
       throw e;
     }
+    // The module's "/" (nodev: a device node in the image or a volume is not for it to open).
+    const view = viewDir(workDir);
+    try {
+      mountView(plan.view, view);
+    } catch (e) {
+      for (const fd of fds) closeQuietly(fd);
+      throw e;
+    }
     const fifo = join(workDir, "stdin");
     let stdin: StdinRelay;
     try {
@@ -145,12 +138,19 @@ export class InProcessRuntime {
       stdin = new StdinRelay(fds[0] as number, fifo);
     } catch (e) {
       for (const fd of fds) closeQuietly(fd);
+      try {
+        unmountView(view);
+      } catch {
+        // Kept for delete, which refuses (and so keeps the work dir) until it is gone.
+        this.leftViews.set(id, view);
+      }
       throw e;
     }
     let resolveExit!: (e: Exit) => void;
     const exit = new Promise<Exit>((r) => (resolveExit = r));
     const inst: Instance = {
       plan,
+      view,
       fds: fds as [number, number, number],
       stdin,
       abort: new AbortController(),
@@ -176,18 +176,11 @@ export class InProcessRuntime {
     // Not awaited: start answers once the run is under way, as `runc start` does.
     const run = runner
       .run({
-        modulePath: plan.modulePath,
-        ...(plan.entry ? { entry: plan.entry } : {}),
-        args: plan.args,
-        env: plan.env,
-        rootDir: plan.rootfs,
-        rootReadOnly: plan.rootReadOnly,
-        ...(plan.preopens?.length ? { preopens: plan.preopens } : {}),
-        cwd: plan.cwd,
+        // The module and its view as the daemon sees them, on the host.
+        ...runContextOf(plan, { modulePath: plan.module.host, rootDir: inst.view }),
         stdin: { kind: "path", path: inst.stdin.fifo },
         stdout: { kind: "fd", fd: inst.fds[1] },
         stderr: { kind: "fd", fd: inst.fds[2] },
-        memoryLimitBytes: plan.memoryLimitBytes,
         signal: inst.abort.signal,
         // A wasi:http service listens in the pod's network namespace (../linux/netns.ts);
         // SIGKILL cuts its drain.
@@ -240,6 +233,11 @@ export class InProcessRuntime {
   async delete(id: string, force: boolean): Promise<void> {
     const inst = this.instances.get(id);
     if (!inst) {
+      const left = this.leftViews.get(id);
+      if (left !== undefined) {
+        unmountView(left);
+        this.leftViews.delete(id);
+      }
       if (force) return;
       throw new Error(`container ${id} does not exist`);
     }
@@ -255,6 +253,9 @@ export class InProcessRuntime {
     }
     // The run's thread has ended and the relay let go of the fifo: nothing of it is left.
     await inst.done;
+    // First, and on failure nothing else: the instance stays for a retry, and its work dir
+    // (which a recursive removal would enter, down into the rootfs and the volumes) too.
+    unmountView(inst.view);
     for (const fd of inst.fds) closeQuietly(fd);
     this.instances.delete(id);
   }
@@ -309,7 +310,7 @@ export class InProcessRuntime {
     if (bytes !== undefined) {
       out.memory = {
         // Linear memory only grows while a module runs: the current size is also the peak.
-        usage: { usage: bytes, max: bytes, limit: inst.plan.memoryLimitBytes ?? 0 },
+        usage: { usage: bytes, max: bytes, limit: inst.plan.limits.memoryBytes ?? 0 },
         raw: { rss: bytes, total_rss: bytes, anon: bytes },
       };
     }

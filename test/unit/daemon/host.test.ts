@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DaemonShared, SandboxNamespace } from "../../../src/daemon/host.ts";
-import { lastWins, netnsOf, sandboxHost } from "../../../src/daemon/host.ts";
+import { sandboxHost } from "../../../src/daemon/host.ts";
 import { HybridRuntime } from "../../../src/daemon/inproc-runtime.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { ExitWatcher } from "../../../src/linux/reaper.ts";
@@ -106,20 +106,5 @@ describe("sandboxHost", () => {
     await expect(
       host.prepareExec({ id: "w1", bundle: "/b", runtimeBundle: "/w", kind: "wasm" }, { args: ["/x.wasm"], cwd: "/" }),
     ).rejects.toThrow("Exec of wasm container w1 is not supported in shared mode (it runs in the daemon, not in a process of its own)");
-  });
-});
-
-describe("the spec as an in-process plan sees it", () => {
-  test("env: the last entry of a repeated key wins, where it stands (runc's prepareEnv)", () => {
-    expect(lastWins(["A=1", "G=image", "B=2", "G=pod", "C"])).toEqual(["A=1", "B=2", "G=pod", "C"]);
-    expect(lastWins([])).toEqual([]);
-  });
-
-  test("the network namespace: the spec's path, or none (no entry, or one without a path)", () => {
-    expect(netnsOf({ linux: { namespaces: [{ type: "pid" }, { type: "network", path: "/var/run/netns/cni-1" }] } })).toEqual({
-      netns: "/var/run/netns/cni-1",
-    });
-    expect(netnsOf({ linux: { namespaces: [{ type: "network" }] } })).toEqual({});
-    expect(netnsOf({})).toEqual({});
   });
 });

@@ -1,5 +1,6 @@
 // The daemon's in-process runtime (src/daemon/inproc-runtime.ts) with a fake Runner: what
-// it hands the engine (module, argv, env, rootfs, limits, stdio), how each Task call maps
+// it hands the engine from the RunPlan (module, argv, env, the WASI view it mounts, limits,
+// stdio; real mounts, so root), how each Task call maps
 // onto a run (create holds, start runs, kill aborts or ends a created one, delete cleans
 // up), the stdin relay (data and EOF reach the module's fifo, a kill ends a blocked read),
 // and the hybrid runtime's dispatch between in-process and runc.
@@ -14,14 +15,17 @@ import {
   readFileSync,
   readlinkSync,
   rmSync,
+  writeFileSync,
   writeSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HybridRuntime, type InProcessPlan, InProcessRuntime, threadCpu } from "../../../src/daemon/inproc-runtime.ts";
+import { HybridRuntime, InProcessRuntime, threadCpu } from "../../../src/daemon/inproc-runtime.ts";
 import type { RunContext, Runner, RunResult } from "../../../src/engines/engine.ts";
+import type { RunPlan } from "../../../src/engines/run-plan.ts";
 import { mkfifo } from "../../../src/linux/libc.ts";
 import type { RuncStats } from "../../../src/linux/runc.ts";
+import { unmountView, viewDir } from "../../../src/oci/wasi-view.ts";
 import type { OciRuntime } from "../../../src/task/host.ts";
 
 /** A Runner whose runs end when told to, or when aborted (128+signal), like the real one. */
@@ -45,16 +49,25 @@ let rt: InProcessRuntime;
 let stdio: [number, number, number];
 let stdinWriter: number;
 
-const plan = (over: Partial<InProcessPlan> = {}): InProcessPlan => ({
-  modulePath: "/rootfs/app.wasm",
+/** A plan for the rootfs made in `dir` (created mounts its view: real mounts, root). */
+const plan = (over: Partial<RunPlan> = {}): RunPlan => ({
+  module: { host: join(dir, "rootfs/app.wasm"), path: "/app.wasm" },
   args: ["/app.wasm", "a b"],
   env: ["K=V"],
-  rootfs: "/rootfs",
-  rootReadOnly: true,
   cwd: "/",
-  memoryLimitBytes: 1 << 20,
+  limits: { memoryBytes: 1 << 20 },
+  view: { root: join(dir, "rootfs"), readOnly: true, volumes: [] },
+  user: { uid: 0, gid: 0, additionalGids: [] },
   ...over,
 });
+
+/** Mount points at or under `path` in this process's mount namespace. */
+function mountsUnder(path: string): string[] {
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[4] ?? "")
+    .filter((p) => p === path || p.startsWith(`${path}/`));
+}
 
 async function created(id = "c1", p = plan()): Promise<number> {
   const work = join(dir, id);
@@ -76,6 +89,8 @@ function fdsOn(path: string): number {
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "inproc-"));
+  mkdirSync(join(dir, "rootfs"));
+  writeFileSync(join(dir, "rootfs/app.wasm"), "");
   runner = new FakeRunner();
   rt = new InProcessRuntime({ runner: async () => runner, pid: 4242 });
   // A fifo as containerd's stdin: we keep its write end.
@@ -92,6 +107,9 @@ afterEach(() => {
       closeSync(fd);
     } catch {}
   }
+  // A test that ends without a delete leaves its view mounted: never remove through it.
+  for (const id of readdirSync(dir)) unmountView(viewDir(join(dir, id)));
+  expect(mountsUnder(dir)).toEqual([]);
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -103,11 +121,15 @@ describe("InProcessRuntime", () => {
     await Bun.sleep(0);
     expect(runner.runs).toHaveLength(1);
     const ctx = runner.runs[0]!.ctx;
-    expect(ctx.modulePath).toBe("/rootfs/app.wasm");
+    // The module by its host path; the view the create mounted as its "/" (read-only by the
+    // mount, as normal mode's: the kernel says EROFS, not the WASI layer).
+    expect(ctx.modulePath).toBe(join(dir, "rootfs/app.wasm"));
     expect(ctx.args).toEqual(["/app.wasm", "a b"]);
     expect(ctx.env).toEqual(["K=V"]);
-    expect(ctx.rootDir).toBe("/rootfs");
-    expect(ctx.rootReadOnly).toBe(true);
+    expect(ctx.cwd).toBe("/");
+    expect(ctx.rootDir).toBe(join(dir, "c1", "wasi-root"));
+    expect(ctx.rootReadOnly).toBeUndefined();
+    expect(ctx.preopens).toBeUndefined();
     expect(ctx.memoryLimitBytes).toBe(1 << 20);
     // stdout/stderr: our own copies of the fifos; stdin: the relay's fifo.
     expect(ctx.stdout?.kind).toBe("fd");
@@ -116,6 +138,35 @@ describe("InProcessRuntime", () => {
     runner.runs[0]!.end(3);
     expect((await rt.exitOf("c1"))?.status).toBe(3);
     expect(await rt.ps("c1")).toEqual([]);
+  });
+
+  test("create mounts the plan's view under the work dir, delete takes it down; the rootfs is untouched", async () => {
+    const vol = join(dir, "vol");
+    mkdirSync(vol);
+    writeFileSync(join(vol, "v"), "volume");
+    await created(
+      "c1",
+      plan({ view: { root: join(dir, "rootfs"), readOnly: true, volumes: [{ source: vol, destination: "/data", readOnly: true }] } }),
+    );
+    const view = join(dir, "c1", "wasi-root");
+    expect(mountsUnder(view)).toEqual([view, join(view, "data")]);
+    expect(readFileSync(join(view, "data/v"), "utf8")).toBe("volume");
+    expect(() => writeFileSync(join(view, "new"), "")).toThrow("EROFS");
+    await rt.start("c1");
+    runner.runs[0]!.end(0);
+    await rt.exitOf("c1");
+    await rt.delete("c1", false);
+    expect(mountsUnder(view)).toEqual([]);
+    expect(readdirSync(join(dir, "rootfs")).sort()).toEqual(["app.wasm", "data"]);
+  });
+
+  test("a view that cannot be mounted fails the create, holding nothing", async () => {
+    const before = readdirSync("/proc/self/fd").length;
+    const bad = plan({ view: { root: join(dir, "no-such-rootfs"), readOnly: false, volumes: [] } });
+    await expect(created("c1", bad)).rejects.toThrow("no-such-rootfs");
+    expect(rt.has("c1")).toBe(false);
+    expect(readdirSync("/proc/self/fd").length).toBe(before);
+    expect(mountsUnder(join(dir, "c1"))).toEqual([]);
   });
 
   test("kill of a running module aborts its run with the signal: 128+s", async () => {
@@ -185,7 +236,7 @@ describe("InProcessRuntime", () => {
   });
 
   test("stats: the module's linear memory as the memory usage (rss), the store limit as the limit, in the cgroup's shape", async () => {
-    await created("c1", plan({ memoryLimitBytes: 32 << 20 }));
+    await created("c1", plan({ limits: { memoryBytes: 32 << 20 } }));
     await rt.start("c1");
     expect((await rt.stats("c1")).memory).toBeUndefined(); // the engine cannot tell yet
     let bytes = 3 * 65536;
