@@ -56,6 +56,7 @@ beforeAll(async () => {
     name: PLAN_IMAGE,
     files: [
       { path: "/escape.wasm", source: join(WASM, "escape.wasm") },
+      { path: "/env.wasm", source: join(WASM, "env.wasm") },
       { path: "/wasi-demo-app.wasm", source: join(WASM, "wasi-demo-app.wasm") },
       { path: "/notes.txt", data: "in the image\n", mode: 0o644 },
       // /dev/null's numbers, where a module could name it: its view hides /dev, not this.
@@ -230,7 +231,7 @@ describe("the executor's own environment (normal mode)", () => {
     () => dir,
   );
   test(
-    "is its VM settings only: an image's LD_PRELOAD, BUN_OPTIONS, NODE_OPTIONS and BUNWASI_* never reach it",
+    "is its VM settings only, for the container's and for an exec's: an image's LD_PRELOAD, BUN_OPTIONS, NODE_OPTIONS and BUNWASI_* never reach it",
     async () => {
       const id = uid("environ");
       const log = await t.runDetached(
@@ -253,6 +254,12 @@ describe("the executor's own environment (normal mode)", () => {
         );
         // The executor itself: our loader running our binary, not something the image chose.
         expect(readFileSync(`/proc/${pid}/cmdline`, "latin1")).toContain("--plan");
+        // An exec of a module (ctr gives it the container's env) runs on a plan of its own:
+        // the env is the module's, and the loader starting the executor never saw LD_PRELOAD.
+        const e = await env.cd.ctr(["task", "exec", "--exec-id", "e-env", id, "/env.wasm", "x"], { timeoutMs: 60_000 });
+        expect({ code: e.code, err: e.stderr }).toEqual({ code: 0, err: "" });
+        expect(e.stdout).toContain("arg[1]=x\n");
+        for (const kv of HOSTILE_ENV) expect(e.stdout).toContain(`env:${kv}\n`);
       } finally {
         await t.ctrOk(["task", "kill", "-s", "SIGKILL", id]);
         await t.waitStatus(id, "STOPPED");
