@@ -23,7 +23,7 @@ import { join } from "node:path";
 import { smallVmEntries } from "../common/vm-env.ts";
 import type { Engine } from "../engines/engine.ts";
 import { PLAN_FILE, type RunPlan } from "../engines/run-plan.ts";
-import { EntrypointError, type EntrypointKind, planContainer, rootfsOf } from "./container-plan.ts";
+import { EntrypointError, type EntrypointKind, planContainer, RUN_DIR, rootfsOf } from "./container-plan.ts";
 import { EXECUTOR_MOUNT, type ExecutorDir, ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
 import { readSpec, type Spec, SpecError, type SpecIdMapping, type SpecProcess } from "./spec.ts";
 import { viewMountPoint, viewMounts } from "./wasi-view.ts";
@@ -75,8 +75,6 @@ export interface Prepared {
 }
 
 export const CACHE_MOUNT = "/.bunwasi-cache";
-/** The container's run directory in its work dir: its plan, an exec's plans, an artifact's module. */
-export const RUN_DIR = "run";
 /** Where a container whose executor is mounted at `executorMount` sees its run directory (same rules for a read-only rootfs). */
 export const runMount = (executorMount: string) => `${executorMount}-run`;
 

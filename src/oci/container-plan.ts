@@ -55,6 +55,11 @@ export class EntrypointError extends Error {
   override name = "EntrypointError";
 }
 
+/**
+ * The container's run directory, in its work dir: an artifact's module (both modes); in normal
+ * mode also the plans the executor reads (./bundle.ts, ./exec-process.ts).
+ */
+export const RUN_DIR = "run";
 /** An artifact's module, in the container's run directory. */
 export const ARTIFACT_MODULE = "module.wasm";
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

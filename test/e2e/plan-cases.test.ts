@@ -44,7 +44,7 @@ let seq = 0;
 const uid = (what: string) => `pc-${what}-${process.pid}-${seq++}`;
 
 beforeAll(async () => {
-  dir = mkdtempSync("/tmp/bwp-");
+  dir = mkdtempSync("/tmp/bwpc-");
   // The daemon is started before shimEnv builds the shims: build them (all three) first.
   const built = Bun.spawnSync(["bash", join(REPO, "scripts/build-shim.sh")], { stdout: "pipe", stderr: "pipe" });
   if (built.exitCode !== 0) throw new Error(`build-shim.sh: ${built.stderr.toString()}`);
