@@ -38,18 +38,16 @@ export const DAEMON_VM_ENV: Readonly<Record<string, string>> = {
   MIMALLOC_PURGE_HOLES_LARGE_FLOOR: "0",
 };
 
-/** Names of the SMALL_VM_ENV entries the executor added, so the module does not see them. */
-export const ADDED_VM_ENV = "BUNWASI_VM_ENV";
-
-/** `env` with SMALL_VM_ENV added where it sets nothing of its own. */
+/** `env` with SMALL_VM_ENV added where it sets nothing of its own (the shim server's, from `start`). */
 export function withSmallVm(env: Record<string, string | undefined>): Record<string, string | undefined> {
   return { ...SMALL_VM_ENV, ...env };
 }
 
-/** OCI `KEY=VALUE` entries with SMALL_VM_ENV added where unset, and ADDED_VM_ENV naming what was added. */
-export function withSmallVmEntries(env: string[]): string[] {
-  const set = new Set(env.map((e) => e.slice(0, Math.max(0, e.indexOf("=")))));
-  const added = Object.keys(SMALL_VM_ENV).filter((k) => !set.has(k));
-  if (!added.length) return env;
-  return [...env, ...added.map((k) => `${k}=${SMALL_VM_ENV[k]}`), `${ADDED_VM_ENV}=${added.join(",")}`];
+/**
+ * The executor's whole environment, as OCI `KEY=VALUE` entries: SMALL_VM_ENV and nothing else.
+ * The container's env is the module's (in its RunPlan, src/engines/run-plan.ts), never the
+ * executor process's: an image's LD_PRELOAD or BUN_OPTIONS would otherwise run in it.
+ */
+export function smallVmEntries(): string[] {
+  return Object.entries(SMALL_VM_ENV).map(([k, v]) => `${k}=${v}`);
 }

@@ -7,23 +7,21 @@
 // the daemon's and comes in through `DaemonShared`; the calls both modes make the same way
 // (mounts, metrics, the runc of a container) are ../runtime-v2/host-parts.ts.
 
-import { stat, writeFile } from "node:fs/promises";
-import { isAbsolute, join, normalize, posix } from "node:path";
+import { join } from "node:path";
 import type { Engine, Runner } from "../engines/engine.ts";
+import type { RunPlan } from "../engines/run-plan.ts";
 import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import { artifactForContainer } from "../oci/artifact.ts";
-import { EntrypointError, inspectEntrypoint, rootfsOf, splitEntry } from "../oci/bundle.ts";
+import { planContainer, RUN_DIR } from "../oci/container-plan.ts";
 import { precompile } from "../oci/precompile.ts";
-import { readSpec, type SpecMount } from "../oci/spec.ts";
-// The same kernel filesystems normal mode keeps out of a module's view: here they would be the daemon's.
-import { HIDDEN_FROM_WASI, isUnder } from "../oci/wasi-view.ts";
+import { readSpec } from "../oci/spec.ts";
 import { commonHostCalls, runcOf } from "../runtime-v2/host-parts.ts";
 import { containerStateDir, type ShimPaths } from "../runtime-v2/paths.ts";
 import { createRuncInstance } from "../runtime-v2/runc-instance.ts";
 import { Publisher } from "../task/events.ts";
 import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
 import type { InstanceRequest } from "../task/instance.ts";
-import { InProcessInstance, type InProcessPlan } from "./inproc-runtime.ts";
+import { InProcessInstance } from "./inproc-runtime.ts";
 
 /** What every sandbox of a daemon shares. */
 export interface DaemonShared {
@@ -87,104 +85,45 @@ export function sandboxHost(
 }
 
 /**
- * What a wasm container runs, from containerd's bundle (its rootfs mounted), and the compile
- * that fills the cache for it; null for a native container.
+ * What a wasm container runs, from containerd's bundle (its rootfs mounted): the same plan as
+ * normal mode's (../oci/container-plan.ts), and the compile that fills the cache for it; null
+ * for a native container.
  */
 async function wasmPlan(
   d: DaemonShared,
   req: InstanceRequest,
   containerdAddress: string,
-): Promise<{ plan: InProcessPlan; warm: () => Promise<void> } | null> {
+): Promise<{ plan: RunPlan; warm: () => Promise<void> } | null> {
   const { id, bundle, workDir } = req;
   const spec = await readSpec(bundle);
-  const { kind, entrypoint: ep } = await inspectEntrypoint(bundle, spec, d.engine).catch(async (e) => {
-    // Not in the rootfs: an OCI wasm artifact's module is its image's wasm layer. The
-    // daemon runs it from a file in the container's working directory (gone with it).
-    if (!(e instanceof EntrypointError) || !containerdAddress) throw e;
-    const art = await artifactForContainer({
-      address: containerdAddress,
-      namespace: req.namespace,
-      id,
-      engine: d.engine,
-      cacheDir: d.paths.compileCacheDir,
-      log: d.log,
-    });
-    if (!art) throw e;
-    const host = join(workDir, "artifact.wasm");
-    await writeFile(host, art.bytes, { mode: 0o600 });
-    const { entry } = splitEntry(spec.process.args[0] ?? "");
-    return { kind: "wasm" as const, entrypoint: { path: host, host, head: art.bytes.subarray(0, 4096), ...(entry ? { entry } : {}) } };
+  // An OCI wasm artifact's module is its image's layer, read through containerd and written to
+  // the container's run directory (gone with the work dir); nothing is mounted into a
+  // container here, so the plan names it by its host path.
+  const plan = await planContainer({
+    bundle,
+    spec,
+    engine: d.engine,
+    ...(containerdAddress
+      ? {
+          artifact: {
+            find: () =>
+              artifactForContainer({
+                address: containerdAddress,
+                namespace: req.namespace,
+                id,
+                engine: d.engine,
+                cacheDir: d.paths.compileCacheDir,
+                log: d.log,
+              }),
+            dir: join(workDir, RUN_DIR),
+          },
+        }
+      : {}),
   });
-  if (kind === "native") return null;
-  const limit = spec.linux?.resources?.memory?.limit;
-  const plan: InProcessPlan = {
-    modulePath: ep.host,
-    ...(ep.entry ? { entry: ep.entry } : {}),
-    args: spec.process.args,
-    env: lastWins(spec.process.env ?? []),
-    rootfs: rootfsOf(bundle, spec),
-    rootReadOnly: spec.root.readonly === true,
-    cwd: spec.process.cwd || "/",
-    preopens: await volumePreopens(spec.mounts ?? []),
-    // The pod's network namespace, where a wasi:http service listens (CRI puts the
-    // sandbox's path in each container's spec); none: the daemon's (see InProcessPlan.netns).
-    ...netnsOf(spec),
-    // As in normal mode: the cgroup limit becomes the store's limit on linear memory.
-    ...(typeof limit === "number" && limit > 0 ? { memoryLimitBytes: limit } : {}),
-  };
-  const prepared = { runtimeBundle: workDir, kind: "wasm" as const, module: ep.path, moduleHost: ep.host, spec };
+  if (plan.kind === "native") return null;
+  const { module } = plan.run;
+  const prepared = { runtimeBundle: workDir, kind: "wasm" as const, module: module.path, moduleHost: module.host, spec };
   // Compiled once per daemon: the cache is filled before start, every run deserializes.
   const warm = () => precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"));
-  return { plan, warm };
-}
-
-/**
- * The spec's bind-mounted directories (volumes: emptyDir, hostPath, `ctr run --mount`), as
- * WASI preopens at their destination; read-only if the mount is. Other mounts (proc, sysfs,
- * tmpfs /dev, mqueue) are the container's kernel views, which an in-process module has
- * none of; bind mounts of files (resolv.conf, hosts) cannot be preopened and are skipped,
- * as is anything from or onto /proc, /sys and /dev.
- */
-export async function volumePreopens(mounts: SpecMount[]): Promise<{ hostPath: string; guestPath: string; readOnly: boolean }[]> {
-  const out: { hostPath: string; guestPath: string; readOnly: boolean }[] = [];
-  for (const m of mounts) {
-    const opts = m.options ?? [];
-    const bind = m.type === "bind" || opts.includes("bind") || opts.includes("rbind");
-    if (!bind || !m.source || !m.destination || !isAbsolute(m.source) || !isAbsolute(m.destination)) continue;
-    const dest = posix.normalize(m.destination).replace(/\/+$/, "");
-    const source = normalize(m.source);
-    if (!dest || dest === "/" || HIDDEN_FROM_WASI.some((d) => isUnder(dest, d) || isUnder(source, d))) continue;
-    try {
-      if (!(await stat(source)).isDirectory()) continue;
-    } catch {
-      continue;
-    }
-    out.push({ hostPath: source, guestPath: dest, readOnly: opts.includes("ro") });
-  }
-  return out;
-}
-
-/** The spec's network namespace path, if it names one (`{ netns }`), else nothing. */
-export function netnsOf(spec: { linux?: { namespaces?: { type: string; path?: string }[] } }): { netns?: string } {
-  const path = spec.linux?.namespaces?.find((n) => n.type === "network")?.path;
-  return path ? { netns: path } : {};
-}
-
-/**
- * The environment as the container's process would see it: runc keeps only the last entry of
- * a repeated key (libcontainer's prepareEnv), and CRI repeats a key the image and the pod
- * both set (image env first). Order: where each key's last entry is.
- */
-export function lastWins(env: string[]): string[] {
-  const seen = new Set<string>();
-  const out: string[] = [];
-  for (let i = env.length - 1; i >= 0; i--) {
-    const e = env[i] as string;
-    const eq = e.indexOf("=");
-    const key = eq < 0 ? e : e.slice(0, eq);
-    if (seen.has(key)) continue;
-    seen.add(key);
-    out.push(e);
-  }
-  return out.reverse();
+  return { plan: plan.run, warm };
 }

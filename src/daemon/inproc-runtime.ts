@@ -3,12 +3,14 @@
 // daemon (the engine's Runner starts a Worker per run), made from its plan (what to run,
 // decided at Create from containerd's bundle: ./host.ts):
 //
-//   create  keeps the plan (module, argv, env, rootfs, limits) and its own copies of the
-//           stdio fds containerd's fifos were opened as; nothing runs yet
+//   create  keeps the plan (a RunPlan, src/engines/run-plan.ts: the same as normal mode's
+//           executor runs), mounts its WASI view under the container's work dir
+//           (src/oci/wasi-view.ts) and keeps its own copies of the stdio fds containerd's
+//           fifos were opened as; nothing runs yet
 //   start   runs the module; its exit is the task's exit (`exited`)
 //   kill    aborts the run with the signal (epoch interrupt; 128+signal); before start, the
 //           task simply ends with 128+signal, as a created runc init killed would
-//   delete  aborts what still runs, frees the fds
+//   delete  aborts what still runs, takes the view down, frees the fds
 //   pids    the daemon's pid: the process that runs the module (see README, shared mode)
 //   pause   the module's thread waits at its next interrupt check until resume
 //
@@ -22,34 +24,13 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { RunControl, Runner } from "../engines/engine.ts";
+import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
 import { listenTcp, NetnsRestoreError } from "../linux/netns.ts";
 import type { RuncStats } from "../linux/runc.ts";
+import { mountView, unmountView, viewDir } from "../oci/wasi-view.ts";
 import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess } from "../task/instance.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { makeStdinFifo, StdinRelay } from "./stdin-relay.ts";
-
-/** What a wasm container runs, decided at Create from containerd's bundle. */
-export interface InProcessPlan {
-  /** The module's file on the host (under the mounted rootfs, or a volume's source). */
-  modulePath: string;
-  entry?: string;
-  /** argv as the module sees it: the spec's process.args as given. */
-  args: string[];
-  env: string[];
-  /** Host path preopened as the module's "/": the container's mounted rootfs. */
-  rootfs: string;
-  rootReadOnly: boolean;
-  cwd: string;
-  memoryLimitBytes?: number;
-  /** The spec's volumes, preopened at their destinations (see volumePreopens in ./host.ts). */
-  preopens?: { hostPath: string; guestPath: string; readOnly: boolean }[];
-  /**
-   * The network namespace a wasi:http service listens in (the spec's network namespace path:
-   * the pod's). Absent: the daemon's own (host network, or a spec that asks for a new
-   * namespace without a path, which nothing could reach; docs/ARCHITECTURE.md).
-   */
-  netns?: string;
-}
 
 export interface InProcessOptions {
   /** The daemon's one Runner (loaded on first use). */
@@ -88,7 +69,9 @@ export class InProcessInstance implements Instance {
   private constructor(
     readonly id: string,
     /** What it runs: the plan is the whole of what Create decided. */
-    private readonly plan: InProcessPlan,
+    private readonly plan: RunPlan,
+    /** The module's "/": its WASI view, mounted by create (src/oci/wasi-view.ts). */
+    private readonly view: string,
     /** Our own open file descriptions of the container's stdio (containerd's fifos). */
     private readonly fds: [number, number, number],
     /** The module reads stdin from a fifo the daemon feeds (./stdin-relay.ts). */
@@ -105,7 +88,7 @@ export class InProcessInstance implements Instance {
    * before it answers: the module is compiled once per daemon, every run deserializes.
    */
   static async create(
-    plan: InProcessPlan,
+    plan: RunPlan,
     req: InstanceRequest,
     o: InProcessOptions & { warm?: () => Promise<void> },
   ): Promise<InProcessInstance> {
@@ -114,6 +97,12 @@ export class InProcessInstance implements Instance {
     if (stdio === null) throw notInShared(req.id, "terminal=true");
     const warming = o.warm?.();
     try {
+      // The module's "/" (nodev: a device node in the image or a volume is not for it to
+      // open). Its undo is a runtime step: while it is mounted the work dir must stay, or its
+      // recursive removal would reach into the rootfs and the volumes.
+      const view = viewDir(req.workDir);
+      mountView(plan.view, view);
+      req.undo.push({ what: "unmount the module's view", run: async () => unmountView(view), runtime: true });
       const fds = ownCopies(stdio);
       const fifo = join(req.workDir, "stdin");
       let stdin: StdinRelay;
@@ -124,7 +113,7 @@ export class InProcessInstance implements Instance {
         for (const fd of fds) closeQuietly(fd);
         throw e;
       }
-      const inst = new InProcessInstance(req.id, plan, fds, stdin, o);
+      const inst = new InProcessInstance(req.id, plan, view, fds, stdin, o);
       req.undo.push({ what: "in-process delete", run: () => inst.delete(true), runtime: true });
       return inst;
     } finally {
@@ -158,18 +147,11 @@ export class InProcessInstance implements Instance {
     // Not awaited: start answers once the run is under way, as `runc start` does.
     const run = runner
       .run({
-        modulePath: plan.modulePath,
-        ...(plan.entry ? { entry: plan.entry } : {}),
-        args: plan.args,
-        env: plan.env,
-        rootDir: plan.rootfs,
-        rootReadOnly: plan.rootReadOnly,
-        ...(plan.preopens?.length ? { preopens: plan.preopens } : {}),
-        cwd: plan.cwd,
+        // The module and its view as the daemon sees them, on the host.
+        ...runContextOf(plan, { modulePath: plan.module.host, rootDir: this.view }),
         stdin: { kind: "path", path: this.stdin.fifo },
         stdout: { kind: "fd", fd: this.fds[1] },
         stderr: { kind: "fd", fd: this.fds[2] },
-        memoryLimitBytes: plan.memoryLimitBytes,
         signal: this.abort.signal,
         // A wasi:http service listens in the pod's network namespace (../linux/netns.ts);
         // SIGKILL cuts its drain.
@@ -284,7 +266,7 @@ export class InProcessInstance implements Instance {
     if (bytes !== undefined) {
       out.memory = {
         // Linear memory only grows while a module runs: the current size is also the peak.
-        usage: { usage: bytes, max: bytes, limit: this.plan.memoryLimitBytes ?? 0 },
+        usage: { usage: bytes, max: bytes, limit: this.plan.limits.memoryBytes ?? 0 },
         raw: { rss: bytes, total_rss: bytes, anon: bytes },
       };
     }

@@ -1,8 +1,14 @@
 // The executor: the process an OCI runtime (runc) starts for a wasm container
 // (docs/ARCHITECTURE.md, "One Create").
 //
-//   <shim> executor --module PATH [--entry FUNC] [--memory-limit BYTES] [--engine-dir DIR]
-//                   [--engine-opt KEY=VALUE]... [--cache DIR] [--kill-grace-ms N] [--stats] -- ARGS...
+//   <shim> executor --plan FILE [--engine-dir DIR] [--engine-opt KEY=VALUE]... [--cache DIR]
+//                   [--root-dir DIR] [--kill-grace-ms N] [--stats]
+//
+// What it runs (module, export, argv, env, cwd, memory limit) is the RunPlan the shim wrote
+// (./run-plan.ts), read from FILE; how it runs (the engine's files, the compile cache, where
+// the module's view is) comes from the flags, which the shim writes too. Nothing is taken from
+// this process's environment, which holds only its VM settings (src/common/vm-env.ts): the
+// container's env is the module's, so an image's LD_PRELOAD or BUNWASI_* reach no part of us.
 //
 // It runs INSIDE the container: root is the container's rootfs, it is usually PID 1 of its pid
 // namespace, and fds 0/1/2 are whatever runc wired (containerd's fifos). It is started through
@@ -18,20 +24,20 @@
 //    they work while this thread is inside wasm, and the process has one JS VM, not two;
 //  - on a thread of the engine's (Runner.run), while this thread waits and turns signals into
 //    an abort in JavaScript: when the engine has no runHere, the C library is not in the
-//    engine directory, or BUNWASI_EXECUTOR_WORKER=1.
+//    engine directory, or BUNWASI_EXECUTOR_WORKER=1 is in the executor's own environment
+//    (whoever starts it by hand; the shim never sets it).
 
 import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { EXIT_ENGINE_ERROR, KILL_GRACE_MS } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
-import { ADDED_VM_ENV } from "../common/vm-env.ts";
 import type { Engine, RunContext, RunResult, ThreadKill } from "./engine.ts";
 import { installKillSignals, KILL_LIB_NAME, killLibFile } from "./kill-signals.ts";
+import { parseRunPlan, type RunPlan, runContextOf } from "./run-plan.ts";
 
 export interface ExecutorOptions {
-  module: string;
-  entry?: string;
-  memoryLimitBytes?: number;
+  /** The RunPlan's file (JSON, ./run-plan.ts). */
+  plan: string;
   /** Where the engine's executor files are (Engine.executor().files). */
   engineDir?: string;
   engineOptions: Record<string, string>;
@@ -40,8 +46,6 @@ export interface ExecutorOptions {
   stats?: boolean;
   /** Directory preopened as the module's "/" (default "/"; the shim passes the WASI view, src/oci/wasi-view.ts). */
   rootDir?: string;
-  /** argv as the module sees it (the container's process.args as given). */
-  args: string[];
 }
 
 /** Parse executor argv (without the runtime's own argv[0]/script; a leading "executor" is skipped). */
@@ -56,23 +60,10 @@ export function parseExecutorArgs(argv: string[]): ExecutorOptions {
   };
   for (; i < a.length; i++) {
     const f = a[i] as string;
-    if (f === "--") {
-      i++;
-      break;
-    }
     switch (f) {
-      case "--module":
-        o.module = val(f);
+      case "--plan":
+        o.plan = val(f);
         break;
-      case "--entry":
-        o.entry = val(f);
-        break;
-      case "--memory-limit": {
-        const n = Number(val(f));
-        if (!Number.isSafeInteger(n) || n < 0) throw new Error(`executor: --memory-limit wants a byte count, got ${a[i]}`);
-        o.memoryLimitBytes = n;
-        break;
-      }
       case "--engine-dir":
         o.engineDir = val(f);
         break;
@@ -86,9 +77,12 @@ export function parseExecutorArgs(argv: string[]): ExecutorOptions {
       case "--cache":
         o.cacheDir = val(f);
         break;
-      case "--kill-grace-ms":
-        o.killGraceMs = Number(val(f));
+      case "--kill-grace-ms": {
+        const n = Number(val(f));
+        if (!Number.isSafeInteger(n) || n < 0) throw new Error(`executor: --kill-grace-ms wants milliseconds, got ${a[i]}`);
+        o.killGraceMs = n;
         break;
+      }
       case "--stats":
         o.stats = true;
         break;
@@ -96,23 +90,22 @@ export function parseExecutorArgs(argv: string[]): ExecutorOptions {
         o.rootDir = val(f);
         break;
       default:
-        throw new Error(`executor: unknown flag ${f}`);
+        throw new Error(`executor: unknown argument ${f}`);
     }
   }
-  if (!o.module) throw new Error("executor: --module PATH is required");
-  o.args = a.slice(i);
-  if (o.args.length === 0) o.args = [o.module];
+  if (!o.plan) throw new Error("executor: --plan FILE is required");
   return o as ExecutorOptions;
 }
 
-/** Environment for the module: ours minus bunwasi's own BUNWASI_* knobs and the VM options the shim added (src/common/vm-env.ts). */
-function moduleEnv(): Record<string, string> {
-  const added = new Set((process.env[ADDED_VM_ENV] ?? "").split(","));
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !k.startsWith("BUNWASI_") && !added.has(k)) env[k] = v;
+/** The plan in `file`; synchronous, as every read here (see isService). */
+function readPlan(file: string): RunPlan {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new Error(`executor: cannot read the plan ${file}: ${(e as Error).message}`);
   }
-  return env;
+  return parseRunPlan(text);
 }
 
 const HANDLED = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"] as const;
@@ -147,8 +140,10 @@ async function isService(engine: Engine, module: string): Promise<boolean> {
 export async function runExecutor(argv: string[], engine: Engine): Promise<number> {
   const t0 = performance.now();
   let o: ExecutorOptions;
+  let plan: RunPlan;
   try {
     o = parseExecutorArgs(argv);
+    plan = readPlan(o.plan);
   } catch (e) {
     process.stderr.write(`bunwasi: ${(e as Error).message}\n`);
     return EXIT_ENGINE_ERROR;
@@ -159,7 +154,7 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
   let kill: ThreadKill | undefined;
   // A service (a wasi:http component) stops by draining its requests, which the C handlers'
   // exit KILL_GRACE_MS after a signal would cut short: its signals are handled in JavaScript.
-  const service = await isService(engine, o.module);
+  const service = await isService(engine, plan.module.path);
   if (process.env.BUNWASI_EXECUTOR_WORKER !== "1" && !service) {
     const lib = o.engineDir ? join(o.engineDir, KILL_LIB_NAME) : killLibFile()?.source;
     try {
@@ -204,15 +199,11 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
     const here = kill && runner.runHere ? kill : undefined;
     if (kill && !here) handleInJs();
     const ctx: Omit<RunContext, "signal"> = {
-      modulePath: o.module,
-      args: o.args,
-      env: moduleEnv(),
-      rootDir: o.rootDir ?? "/",
+      // The module and the view as this process, inside the container, sees them.
+      ...runContextOf(plan, { modulePath: plan.module.path, rootDir: o.rootDir ?? "/" }),
       stdin: { kind: "inherit" },
       stdout: { kind: "inherit" },
       stderr: { kind: "inherit" },
-      entry: o.entry,
-      memoryLimitBytes: o.memoryLimitBytes,
       // This process is the container's: its network namespace is the pod's.
       httpServices: true,
     };

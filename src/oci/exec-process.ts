@@ -1,31 +1,26 @@
 // The process of an Exec (`ctr task exec`, `kubectl exec`) as the OCI runtime runs it inside
-// an existing container: its args[0] is looked up in the container (the exec's PATH and cwd,
-// the container's rootfs and volumes) and given to the engine the way a container's
-// entrypoint is (src/oci/bundle.ts):
+// an existing container (normal mode): its args[0] is looked up in the container (the exec's
+// PATH and cwd, the container's rootfs and volumes) and given to the engine the way a
+// container's entrypoint is (./container-plan.ts):
 //  - a wasm module (or WAT, or module.wasm#export): the process becomes our executor, started
-//    through the loader from the container's executor mount, with the exec's args, env, cwd
-//    and user. Only a wasm container has that mount.
+//    through the loader from the container's executor mount, with a RunPlan of its own (the
+//    same rules as the container's, with the exec's args, env, cwd and user), written to the
+//    container's run directory as exec-<digest>.json: the same exec (a probe run every few
+//    seconds) writes the same file once. Only a wasm container has those mounts.
 //  - a native program: the process as containerd gave it.
 //  - in a container of an OCI wasm artifact (docs/ARCHITECTURE.md, "OCI wasm artifacts"),
 //    whose module is the image's layer and not a file of its rootfs: an args[0] that names
 //    that module runs it (see execArtifact below).
 
+import { existsSync, readFileSync } from "node:fs";
 import { basename, dirname, posix } from "node:path";
-import type { Engine, Entrypoint } from "../engines/engine.ts";
-import {
-  ARTIFACT_MODULE,
-  artifactEntry,
-  artifactModulePath,
-  CACHE_MOUNT,
-  EntrypointError,
-  inspectEntrypoint,
-  readHead,
-  rootfsOf,
-  splitEntry,
-  wasmSpec,
-} from "./bundle.ts";
+import type { Engine } from "../engines/engine.ts";
+import { PLAN_FILE, parseRunPlan, type RunModule, type RunPlan } from "../engines/run-plan.ts";
+import { CACHE_MOUNT, executorProcess, runMount, writePlanFile } from "./bundle.ts";
+import { ARTIFACT_MODULE, artifactEntry, EntrypointError, inspectEntrypoint, runPlan, splitEntry } from "./container-plan.ts";
 import { type ExecutorDir, ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
 import { readSpec, type Spec, type SpecProcess } from "./spec.ts";
+import { viewMountPoint } from "./wasi-view.ts";
 
 export interface ExecProcessOptions {
   /** containerd's bundle of the container. */
@@ -42,37 +37,57 @@ export interface ExecProcessOptions {
 
 export async function prepareExecProcess(o: ExecProcessOptions): Promise<{ process: SpecProcess; kind: "wasm" | "native" }> {
   const spec = await readSpec(o.bundle);
-  const withExec = { ...spec, process: o.process };
-  // The container's executor, cache and artifact mounts are where its derived bundle put them.
+  const withExec: Spec = { ...spec, process: o.process };
+  // The container's executor, cache and run directory mounts are where its derived bundle put them.
   const derived = o.runtimeBundle === o.bundle ? undefined : await readSpec(o.runtimeBundle);
-  let inspected: Awaited<ReturnType<typeof inspectEntrypoint>>;
+  let module: RunModule;
   try {
-    inspected = await inspectEntrypoint(o.bundle, withExec, o.engine);
+    const inspected = await inspectEntrypoint(o.bundle, withExec, o.engine);
+    if (inspected.kind === "native") return { process: o.process, kind: "native" };
+    const ep = inspected.entrypoint;
+    if (!derived) {
+      throw new EntrypointError(`${ep.path}: a wasm module runs only in a container whose own process is one (this one is native)`);
+    }
+    module = { host: ep.host, path: ep.path, ...(ep.entry ? { entry: ep.entry } : {}) };
   } catch (e) {
     if (!(e instanceof EntrypointError) || !derived) throw e;
-    const art = await execArtifact(spec, o.process, derived, o.runtimeBundle);
+    const art = execArtifact(spec, o.process, ourMounts(derived, o.runtimeBundle), o.runtimeBundle);
     if (!art) throw e;
     if ("refused" in art) throw new EntrypointError(`${e.message} ${art.refused}`);
-    inspected = { kind: "wasm", entrypoint: art.entrypoint };
+    module = art.module;
   }
-  const { kind, entrypoint } = inspected;
-  if (kind === "native") return { process: o.process, kind };
-  if (!derived) {
-    throw new EntrypointError(`${entrypoint.path}: a wasm module runs only in a container whose own process is one (this one is native)`);
-  }
-  const loader = derived.process.args[0] ?? "";
-  if (!loader.endsWith(`/${LOADER_NAME}`)) throw new EntrypointError(`${o.runtimeBundle}: not a bundle of our executor`);
-  const cache = (derived.mounts ?? []).find((m) => m.destination === CACHE_MOUNT);
-  const writable = (cache?.options ?? []).includes("rw");
-  const out = wasmSpec(withExec, {
-    rootfs: rootfsOf(o.bundle, spec),
-    module: entrypoint.path,
-    ...(entrypoint.entry ? { entry: entrypoint.entry } : {}),
+  const mounts = ourMounts(derived, o.runtimeBundle);
+  const run = runPlan(o.bundle, withExec, module);
+  const name = `exec-${new Bun.CryptoHasher("sha256").update(JSON.stringify(run)).digest("hex").slice(0, 32)}.json`;
+  writePlanFile(mounts.runDir, name, run, withExec);
+  const process = executorProcess(o.process, {
     exec: o.executorDir ?? (await ensureExecutorDir({ engine: o.engine, stateRoot: o.executorStateRoot })),
-    mountPoint: dirname(loader),
-    ...(cache?.source ? { cacheDir: cache.source, cacheWritable: writable } : {}),
+    mountPoint: mounts.executor,
+    planFile: `${mounts.runAt}/${name}`,
+    viewAt: viewMountPoint(spec),
+    cache: mounts.cache,
   });
-  return { process: out.process, kind };
+  return { process, kind: "wasm" };
+}
+
+/** Where a wasm container's derived bundle mounts our directories. */
+interface OurMounts {
+  /** The executor mount, in the container. */
+  executor: string;
+  /** The run directory: on the host, and in the container. */
+  runDir: string;
+  runAt: string;
+  cache: boolean;
+}
+
+function ourMounts(derived: Spec, runtimeBundle: string): OurMounts {
+  const loader = derived.process.args[0] ?? "";
+  if (!loader.endsWith(`/${LOADER_NAME}`)) throw new EntrypointError(`${runtimeBundle}: not a bundle of our executor`);
+  const executor = dirname(loader);
+  const runAt = runMount(executor);
+  const runDir = (derived.mounts ?? []).find((m) => m.destination === runAt)?.source;
+  if (!runDir) throw new EntrypointError(`${runtimeBundle}: the container has no run directory mounted at ${runAt}`);
+  return { executor, runDir, runAt, cache: (derived.mounts ?? []).some((m) => m.destination === CACHE_MOUNT) };
 }
 
 /**
@@ -87,17 +102,16 @@ export async function prepareExecProcess(o: ExecProcessOptions): Promise<{ proce
  *
  * Returns undefined when the container is not an artifact's (the caller's error stands).
  */
-async function execArtifact(
+function execArtifact(
   spec: Spec,
   process: SpecProcess,
-  derived: Spec,
+  mounts: OurMounts,
   runtimeBundle: string,
-): Promise<{ entrypoint: Entrypoint } | { refused: string } | undefined> {
-  const loader = derived.process.args[0] ?? "";
-  const mounted = artifactModulePath(dirname(loader));
-  const mount = (derived.mounts ?? []).find((m) => m.destination === dirname(mounted));
-  if (!mount?.source) return undefined;
-  const host = posix.join(mount.source, ARTIFACT_MODULE);
+): { module: RunModule } | { refused: string } | undefined {
+  const host = posix.join(mounts.runDir, ARTIFACT_MODULE);
+  const mounted = `${mounts.runAt}/${ARTIFACT_MODULE}`;
+  // The container's own plan says whether its module is an artifact's.
+  if (!containerPlan(mounts).module.artifact) return undefined;
   const arg0 = process.args[0] ?? "";
   const initArg0 = spec.process.args[0] ?? "";
   const own = splitEntry(initArg0).path;
@@ -116,12 +130,17 @@ async function execArtifact(
     };
   }
   const entry = artifactEntry(arg0);
-  // The module is kept in the container's work dir for the container's life.
-  let head: Uint8Array;
+  // The module is kept in the container's run directory for the container's life.
+  if (!existsSync(host)) throw new EntrypointError(`${runtimeBundle}: the artifact's module ${host} is gone`);
+  return { module: { host, path: mounted, ...(entry ? { entry } : {}), artifact: true } };
+}
+
+/** The container's own RunPlan, as the shim wrote it at its Create. */
+function containerPlan(mounts: OurMounts): RunPlan {
+  const file = posix.join(mounts.runDir, PLAN_FILE);
   try {
-    head = readHead(host);
-  } catch (err) {
-    throw new EntrypointError(`${runtimeBundle}: the artifact's module ${host} is gone (${String(err)})`);
+    return parseRunPlan(readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new EntrypointError(`the container's plan ${file}: ${(e as Error).message}`);
   }
-  return { entrypoint: { path: mounted, host, head, ...(entry ? { entry } : {}) } };
 }

@@ -15,12 +15,19 @@ export interface SpecUser {
   [k: string]: unknown;
 }
 
+export interface SpecRlimit {
+  type: string;
+  hard: number;
+  soft: number;
+}
+
 export interface SpecProcess {
   terminal?: boolean;
   user?: SpecUser;
   args: string[];
   env?: string[];
   cwd: string;
+  rlimits?: SpecRlimit[];
   [k: string]: unknown;
 }
 
@@ -38,11 +45,20 @@ export interface SpecMount {
 
 export interface SpecLinuxResources {
   memory?: { limit?: number; reservation?: number; swap?: number; [k: string]: unknown };
+  cpu?: { shares?: number; quota?: number; period?: number; [k: string]: unknown };
   [k: string]: unknown;
+}
+
+export interface SpecIdMapping {
+  containerID: number;
+  hostID: number;
+  size: number;
 }
 
 export interface SpecLinux {
   namespaces?: { type: string; path?: string }[];
+  uidMappings?: SpecIdMapping[];
+  gidMappings?: SpecIdMapping[];
   cgroupsPath?: string;
   resources?: SpecLinuxResources;
   [k: string]: unknown;

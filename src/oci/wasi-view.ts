@@ -1,30 +1,38 @@
-// The filesystem a wasm module sees through WASI: the container's files without the
-// kernel's interfaces. runc mounts /proc, /sys and /dev into every container, and the
-// executor needs them (the dynamic loader and Bun read /proc/self/*, stdio may be /dev/null);
-// a module must not: /proc/1/environ holds the executor's environment, /proc/self/mem its
-// memory, /sys and /dev the host's devices and kernel settings.
+// The filesystem a wasm module sees through WASI (RunPlan.view, src/engines/run-plan.ts): the
+// container's rootfs and its bind-mounted directories (volumes), without the kernel's
+// interfaces and without device nodes. runc mounts /proc, /sys and /dev into every container,
+// and the executor needs them (the dynamic loader and Bun read /proc/self/*, stdio may be
+// /dev/null); a module must not: /proc/1/environ holds the executor's environment,
+// /proc/self/mem its memory, /sys and /dev the host's devices and kernel settings.
 //
-// So the module's "/" is not the container's "/" but a second view of it, mounted by runc
-// from the derived spec:
+// One list, `viewVolumes`, says what is in the view; both modes make it by mounts, so that no
+// path (with "..", symlinks, /proc/self/root) can reach what is not mounted there:
 //
-//   <view>          a non-recursive bind of the rootfs: the image's files and nothing mounted
-//                   on top of them (no proc, sysfs, devices, executor, compile cache)
-//   <view>/<dest>   each of the spec's other mounts again (volumes, /etc/hosts, tmpfs, …),
-//                   in the spec's order, skipping those at or under /proc, /sys and /dev
+//   <view>          a non-recursive bind of the rootfs (the image's files, with nothing that
+//                   is mounted on top of them), nosuid and nodev, read-only if the root is
+//   <view>/<dest>   each volume again, non-recursive, nosuid and nodev, read-only if asked
 //
-// and the executor preopens <view> as the guest's "/". Hiding by mounts, not by filtering
-// paths in the WASI layer, means no path (with "..", symlinks, /proc/self/root) can reach
-// what is not mounted there, and the executor keeps its own full view.
-//
-// The view's mount point is in the /dev tmpfs runc creates (nothing is written into the
-// image, and the view cannot contain itself), or /.bunwasi-root when the spec has no /dev tmpfs.
+//  - normal mode: runc mounts it from the derived spec (`viewMounts`) at a point of the
+//    container (`viewMountPoint`), and the executor preopens that point as the module's "/".
+//    The executor keeps its own full view of the container.
+//  - shared mode: the daemon mounts it itself (`mountView`) under the container's work dir
+//    (VIEW_DIR) and preopens that directory as "/"; `unmountView` takes it down on delete
+//    (and the thin shim's delete after a daemon crash, src/runtime-v2/delete.ts).
+// nodev is what makes a device node in an image (or a volume) fail with EACCES in both modes.
 
+import { mkdirSync, statSync } from "node:fs";
+import { isAbsolute, join, normalize, posix } from "node:path";
+import type { ViewVolume, WasiView } from "../engines/run-plan.ts";
+import { makeDirsInRoot } from "./in-root.ts";
+import { MountError, mountOne, unmountAll } from "./rootfs.ts";
 import type { Spec, SpecMount } from "./spec.ts";
 
 /** Directories of the container a module does not see, with everything under them. */
 export const HIDDEN_FROM_WASI = ["/proc", "/sys", "/dev"] as const;
 
 const VIEW_NAME = ".bunwasi-root";
+/** Shared mode: the view's directory in the container's work dir. */
+export const VIEW_DIR = "wasi-root";
 
 /** `path` is `dir` or below it (a trailing slash on `path` does not count). */
 export function isUnder(path: string, dir: string): boolean {
@@ -32,19 +40,107 @@ export function isUnder(path: string, dir: string): boolean {
   return p === dir || p.startsWith(`${dir}/`);
 }
 
-/** Where the view is mounted in the container. */
+/** A bind mount (type "bind", or a "bind"/"rbind" option: runc takes either). */
+function isBind(m: SpecMount): boolean {
+  const opts = m.options ?? [];
+  return m.type === "bind" || opts.includes("bind") || opts.includes("rbind");
+}
+
+/**
+ * The spec's volumes as the module sees them: bind-mounted directories at their destination,
+ * read-only when the mount is. Not in the view: other mounts (proc, sysfs, the /dev tmpfs,
+ * mqueue, any tmpfs: the container's kernel views), bind mounts of files (resolv.conf, hosts:
+ * a WASI view is directories), sources that are gone, relative paths, and anything from or
+ * onto /proc, /sys and /dev.
+ */
+export function viewVolumes(spec: Spec): ViewVolume[] {
+  const out: ViewVolume[] = [];
+  for (const m of spec.mounts ?? []) {
+    if (!isBind(m) || !m.source || !m.destination || !isAbsolute(m.source) || !isAbsolute(m.destination)) continue;
+    const destination = posix.normalize(m.destination).replace(/\/+$/, "");
+    const source = normalize(m.source);
+    if (!destination || destination === "/" || HIDDEN_FROM_WASI.some((d) => isUnder(destination, d) || isUnder(source, d))) continue;
+    try {
+      if (!statSync(source).isDirectory()) continue;
+    } catch {
+      continue;
+    }
+    out.push({ source, destination, readOnly: (m.options ?? []).includes("ro") });
+  }
+  return out;
+}
+
+/** Normal mode: where runc mounts the view in the container (in runc's /dev tmpfs, else at the top). */
 export function viewMountPoint(spec: Spec): string {
   const devTmpfs = (spec.mounts ?? []).some((m) => m.destination === "/dev" && m.type === "tmpfs");
   return devTmpfs ? `/dev/${VIEW_NAME}` : `/${VIEW_NAME}`;
 }
 
-/** The mounts that make the module's view at `at` of the container with rootfs `rootfs`. */
-export function viewMounts(spec: Spec, rootfs: string, at: string): SpecMount[] {
-  const ro = spec.root?.readonly === true;
-  const out: SpecMount[] = [{ destination: at, type: "bind", source: rootfs, options: ["bind", ro ? "ro" : "rw", "nosuid", "nodev"] }];
-  for (const m of spec.mounts ?? []) {
-    if (HIDDEN_FROM_WASI.some((d) => isUnder(m.destination, d))) continue;
-    out.push({ ...m, destination: `${at}${m.destination.startsWith("/") ? "" : "/"}${m.destination}` });
-  }
-  return out;
+const flags = (readOnly: boolean) => [readOnly ? "ro" : "rw", "nosuid", "nodev"];
+
+/** Normal mode: the spec mounts that make `view` at `at` in the container. */
+export function viewMounts(view: WasiView, at: string): SpecMount[] {
+  return [
+    { destination: at, type: "bind", source: view.root, options: ["bind", ...flags(view.readOnly)] },
+    ...view.volumes.map((v) => ({
+      destination: `${at}${v.destination}`,
+      type: "bind",
+      source: v.source,
+      options: ["bind", ...flags(v.readOnly)],
+    })),
+  ];
 }
+
+/**
+ * Shared mode: mounts `view` at the host directory `at` (made if missing). Each volume's mount
+ * point is made as runc makes one: in the rootfs (or in the volume it lies in), symlinks
+ * resolved inside the container. Every mount is private, so none propagates to or from the
+ * rootfs's peers. On failure what was mounted is taken down and the error thrown.
+ */
+export function mountView(view: WasiView, at: string): void {
+  mkdirSync(at, { recursive: true, mode: 0o700 });
+  // Mount points on the rootfs itself are made before the view exists (it may be read-only);
+  // one inside another volume is made there, through the view.
+  const onRoot = view.volumes.filter((v, i) => !view.volumes.slice(0, i).some((o) => isUnder(v.destination, o.destination)));
+  for (const v of onRoot) {
+    try {
+      makeDirsInRoot(view.root, v.destination);
+    } catch (e) {
+      throw new Error(`volume ${v.destination}: cannot make its mount point in the container's rootfs: ${(e as Error).message}`);
+    }
+  }
+  mountOne({ type: "bind", source: view.root, options: ["bind", "private", ...flags(view.readOnly)] }, at);
+  try {
+    for (const v of view.volumes) {
+      let target: string;
+      try {
+        target = makeDirsInRoot(at, v.destination).host;
+      } catch (e) {
+        throw new Error(`volume ${v.destination}: cannot make its mount point: ${(e as Error).message}`);
+      }
+      mountOne({ type: "bind", source: v.source, options: ["bind", "private", ...flags(v.readOnly)] }, target);
+    }
+  } catch (e) {
+    unmountAll(at);
+    throw e;
+  }
+}
+
+/**
+ * Shared mode: takes the view at `at` down (MNT_DETACH: its volumes with it, busy files do not
+ * hold it). Throws if it could not: then `at` must not be removed recursively, which would
+ * reach into the rootfs and the volumes.
+ */
+export function unmountView(at: string): void {
+  try {
+    unmountAll(at);
+  } catch (e) {
+    // A path through a file cannot be a mount point: nothing to take down.
+    if (!(e instanceof MountError && e.errno === ENOTDIR)) throw e;
+  }
+}
+
+const ENOTDIR = 20;
+
+/** Shared mode: the view's directory of the container whose work dir is `workDir`. */
+export const viewDir = (workDir: string): string => join(workDir, VIEW_DIR);

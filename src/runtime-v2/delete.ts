@@ -8,6 +8,7 @@ import { dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import { findRuntime } from "../linux/runc.ts";
 import { unmountRootfs } from "../oci/rootfs.ts";
+import { unmountView, viewDir } from "../oci/wasi-view.ts";
 import { timestamp } from "../task/events.ts";
 import { DeleteResponse } from "../task/gen/containerd/runtime/task/v2/shim.ts";
 import { loadRuntimeOptions } from "../task/runtime-options.ts";
@@ -37,7 +38,17 @@ export async function deleteTask(flags: ShimFlags, warn: (m: string) => void = (
   } catch (e) {
     warn(`unmount rootfs: ${String(e)}`);
   }
-  await rm(workDir, { recursive: true, force: true }).catch((e) => warn(`remove ${workDir}: ${String(e)}`));
+  // Shared mode: a wasm container's WASI view, mounted by the daemon in its work dir. Still
+  // mounted, the work dir is not removed: a recursive removal would reach into the rootfs and
+  // the volumes through it.
+  let viewDown = true;
+  try {
+    unmountView(viewDir(workDir));
+  } catch (e) {
+    viewDown = false;
+    warn(`unmount the module's view: ${String(e)}; ${workDir} is kept`);
+  }
+  if (viewDown) await rm(workDir, { recursive: true, force: true }).catch((e) => warn(`remove ${workDir}: ${String(e)}`));
   // A server removes its namespace's folders when it exits with them empty; a dead one did not.
   for (const dir of [dirname(workDir), defaults.root]) await removeIfEmpty(dir, warn);
   return killedResponse();

@@ -535,6 +535,7 @@ describe(`shared mode: an OCI wasm artifact through ctr run, containerd ${V2}`, 
   let daemon: Daemon;
   let env: ShimEnv;
   let built: BuiltArtifact;
+  let funcs: BuiltArtifact;
   beforeAll(async () => {
     dir = mkdtempSync("/tmp/bwas-");
     daemon = await startDaemon(join(dir, "d"));
@@ -545,8 +546,18 @@ describe(`shared mode: an OCI wasm artifact through ctr run, containerd ${V2}`, 
       layers: [{ source: join(WASM, "wasi-demo-app.wasm") }],
       configMediaType: "oci",
     });
-    const r = await env.cd.ctr(["images", "import", "--all-platforms", "--no-unpack", archive]);
-    if (r.code !== 0) throw new Error(`import: ${r.stderr}`);
+    // funcs.wat: _start exits 1, the export `other` exits 7.
+    const funcsArchive = join(env.dir, "funcs.tar");
+    funcs = writeArtifactArchive(funcsArchive, {
+      name: "bunwasi-art/funcs:1",
+      layers: [{ source: join(WASM, "funcs.wasm") }],
+      configMediaType: "oci",
+      entrypoint: ["/funcs.wasm"],
+    });
+    for (const a of [archive, funcsArchive]) {
+      const r = await env.cd.ctr(["images", "import", "--all-platforms", "--no-unpack", a]);
+      if (r.code !== 0) throw new Error(`import ${a}: ${r.stderr}`);
+    }
   }, T);
   afterAll(async () => {
     await env?.stop();
@@ -570,6 +581,23 @@ describe(`shared mode: an OCI wasm artifact through ctr run, containerd ${V2}`, 
       const ls = await env.cd.ctr(["content", "ls"]);
       const line = ls.stdout.split("\n").find((l) => l.startsWith(layer)) ?? "";
       expect(line).toContain(`${Labels.gcRef(ENGINE)}=sha256:`);
+    },
+    T,
+  );
+  test(
+    "#name alone as args[0] calls that export, in shared mode as in normal mode (one plan); the image's args[0] runs _start",
+    async () => {
+      for (const [mode, runtime] of [
+        ["normal", RUNTIME],
+        ["shared", SHARED_RUNTIME],
+      ] as const) {
+        const named = await env.run(funcs.name, `funcs-named-${mode}`, ["#other"], { runtime });
+        expect({ mode, code: named.code, err: named.stderr }).toEqual({ mode, code: 7, err: "" });
+        const path = await env.run(funcs.name, `funcs-path-${mode}`, ["/funcs.wasm#other"], { runtime });
+        expect({ mode, code: path.code }).toEqual({ mode, code: 7 });
+        const start = await env.run(funcs.name, `funcs-start-${mode}`, [], { runtime });
+        expect({ mode, code: start.code }).toEqual({ mode, code: 1 });
+      }
     },
     T,
   );

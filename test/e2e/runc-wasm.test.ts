@@ -9,7 +9,7 @@ import { type Prepared, prepare } from "../../src/oci/bundle.ts";
 import { type ExecutorDir, ensureExecutorDir } from "../../src/oci/executor-dir.ts";
 import { mountRootfsAsync, unmountRootfs } from "../../src/oci/rootfs.ts";
 import type { Spec } from "../../src/oci/spec.ts";
-import { prepare as prepareEngine, REPO, wasm } from "../unit/engines/helpers.ts";
+import { prepare as prepareEngine, REPO, wasm, writePlan } from "../unit/engines/helpers.ts";
 
 const runc = Bun.which("runc");
 
@@ -128,7 +128,8 @@ describe("runc + bunwasi executor", () => {
     expect(lines.slice(0, 3)).toEqual(["arg[0]=env.wasm", "arg[1]=a b", "arg[2]=c"]);
     expect(lines).toContain("env:PATH=/opt/app");
     expect(lines).toContain("env:GREETING=hi there");
-    expect(lines.filter((l) => l.startsWith("env:BUNWASI_"))).toEqual([]);
+    // The module's env is the spec's, nothing of the executor's (its VM settings).
+    expect(lines.filter((l) => l.startsWith("env:"))).toEqual(["env:PATH=/opt/app", "env:GREETING=hi there"]);
 
     const w = makeBundle(["/app.wasm", "write", "/out.txt", "written"], [[wasm("wasi-demo-app"), "/app.wasm"]], (s) => {
       s.root.readonly = false;
@@ -229,19 +230,8 @@ describe("runc + bunwasi executor", () => {
     const cache = join(base, "cache");
     // the trusted side (here: the executor on the host) fills the cache ...
     const bin = join(exec.dir, exec.binaryName);
-    const h = Bun.spawnSync([
-      bin,
-      ...exec.subcommand,
-      "--module",
-      wasm("wasi-demo-app"),
-      "--cache",
-      cache,
-      "--engine-dir",
-      exec.dir,
-      "--",
-      "x",
-      "echo",
-    ]);
+    const plan = writePlan(base, wasm("wasi-demo-app"), { args: ["x", "echo"] });
+    const h = Bun.spawnSync([bin, ...exec.subcommand, "--plan", plan, "--cache", cache, "--engine-dir", exec.dir]);
     expect(h.exitCode).toBe(0);
     // ... the container only reads it
     const b = makeBundle(["/wasi-demo-app.wasm", "echo", "cached"], [[wasm("wasi-demo-app"), "/wasi-demo-app.wasm"]]);

@@ -1,6 +1,7 @@
 // Shared mode when the daemon goes away: killed with SIGKILL while a wasm and a native
 // container run (containerd reports both exited, the thin shim's `delete` cleans up runc
-// and the mounts without the daemon, and a restarted daemon runs new pods), and stopped
+// and the mounts, the module's view included, without the daemon, and a restarted daemon
+// runs new pods), and stopped
 // with SIGTERM (its wasm containers end with 143, it exits 0). Needs root, containerd, runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
@@ -79,6 +80,9 @@ describe("shared mode: the daemon dies or stops", () => {
       }
       await until("both to run", async () => (await running(wasm)) && (await running(native)));
       expect(runcContainers()).toContain(native);
+      // The module's view, which the daemon mounted in the container's work dir.
+      const workDir = join(containerStateDir(env.cd.namespace), wasm);
+      expect(mountsUnder(workDir)).toEqual([join(workDir, "wasi-root")]);
 
       expect(await daemon.stop("SIGKILL")).toBe("SIGKILL");
       // containerd sees the sandboxes' sockets close, runs the thin shim's `delete` (which
@@ -91,6 +95,9 @@ describe("shared mode: the daemon dies or stops", () => {
       // The native container's processes are gone with it (runc delete --force), nothing is mounted.
       await until("runc to forget the native container", () => !runcContainers().includes(native));
       expect(mountsUnder(env.dir)).toEqual([]);
+      // The view too (the thin shim's delete took it down before removing the work dir).
+      expect(mountsUnder(containerStateDir(env.cd.namespace))).toEqual([]);
+      expect(existsSync(workDir)).toBe(false);
       const tasks = (await env.cd.ctr(["tasks", "ls", "-q"])).stdout.split("\n");
       expect(tasks).not.toContain(wasm);
       expect(tasks).not.toContain(native);

@@ -12,7 +12,9 @@ export type LayerItem =
   /** A host file; its permission bits are kept unless mode is given. */
   | { path: string; source: string; mode?: number }
   | { path: string; symlink: string }
-  | { path: string; dir: true; mode?: number };
+  | { path: string; dir: true; mode?: number }
+  /** A device node: containerd makes it with mknod when it unpacks the layer (as root). */
+  | { path: string; device: "char" | "block"; major: number; minor: number; mode?: number };
 
 export interface LayerOptions {
   gzip?: boolean;
@@ -42,6 +44,15 @@ function toEntry(item: LayerItem, mtime: number): TarEntry {
   const path = cleanPath(item.path);
   if ("symlink" in item) return { type: "symlink", path, target: item.symlink, mtime };
   if ("dir" in item) return { type: "dir", path, mode: item.mode ?? 0o755, mtime };
+  if ("device" in item)
+    return {
+      type: item.device === "char" ? "chardev" : "blockdev",
+      path,
+      major: item.major,
+      minor: item.minor,
+      mode: item.mode ?? 0o666,
+      mtime,
+    };
   if ("source" in item) {
     const st = statSync(item.source);
     if (!st.isFile()) throw new Error(`${item.source} is not a regular file`);

@@ -5,7 +5,9 @@
 export type TarEntry =
   | { type: "file"; path: string; data: Uint8Array; mode?: number; mtime?: number; uid?: number; gid?: number }
   | { type: "dir"; path: string; mode?: number; mtime?: number; uid?: number; gid?: number }
-  | { type: "symlink"; path: string; target: string; mtime?: number; uid?: number; gid?: number };
+  | { type: "symlink"; path: string; target: string; mtime?: number; uid?: number; gid?: number }
+  /** A device node ('3' character, '4' block), as `mknod` makes it: what tests of a runtime's view need. */
+  | { type: "chardev" | "blockdev"; path: string; major: number; minor: number; mode?: number; mtime?: number; uid?: number; gid?: number };
 
 /** An entry as read back; `mode` holds only the permission bits (0o7777). */
 export type TarReadEntry =
@@ -19,7 +21,7 @@ const MAX_OCTAL_SIZE = 8 ** 11 - 1; // 11 octal digits in the size field
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-const TYPEFLAG = { file: "0", dir: "5", symlink: "2", pax: "x" } as const;
+const TYPEFLAG = { file: "0", dir: "5", symlink: "2", chardev: "3", blockdev: "4", pax: "x" } as const;
 
 interface Header {
   name: string;
@@ -30,6 +32,8 @@ interface Header {
   mtime: number;
   typeflag: string;
   linkname: string;
+  devmajor?: number;
+  devminor?: number;
 }
 
 function putString(buf: Uint8Array, off: number, len: number, s: string | Uint8Array): void {
@@ -80,8 +84,8 @@ function encodeHeader(h: Header, prefix: string): Uint8Array {
   const group = h.gid === 0 ? "root" : "";
   putString(b, 265, 32, owner);
   putString(b, 297, 32, group);
-  putOctal(b, 329, 8, 0);
-  putOctal(b, 337, 8, 0);
+  putOctal(b, 329, 8, h.devmajor ?? 0);
+  putOctal(b, 337, 8, h.devminor ?? 0);
   putString(b, 345, 155, prefix);
   let sum = 0;
   for (const x of b) sum += x;
@@ -136,7 +140,8 @@ function encodeEntry(e: TarEntry): Uint8Array[] {
   const name = split ? split.name : path.slice(-100).replace(/^\/+/, "");
   const prefix = split ? split.prefix : "";
   const link = enc.encode(linkname).length > 100 ? linkname.slice(0, 100) : linkname;
-  out.push(encodeHeader({ ...base, name, size: data.length, typeflag: TYPEFLAG[e.type], linkname: link }, prefix));
+  const dev = e.type === "chardev" || e.type === "blockdev" ? { devmajor: e.major, devminor: e.minor } : {};
+  out.push(encodeHeader({ ...base, name, size: data.length, typeflag: TYPEFLAG[e.type], linkname: link, ...dev }, prefix));
   if (data.length > 0) out.push(data, new Uint8Array(padding(data.length)));
   return out;
 }

@@ -7,7 +7,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, w
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DaemonShared, SandboxNamespace } from "../../../src/daemon/host.ts";
-import { lastWins, netnsOf, sandboxHost } from "../../../src/daemon/host.ts";
+import { sandboxHost } from "../../../src/daemon/host.ts";
 import { InProcessInstance } from "../../../src/daemon/inproc-runtime.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { ExitWatcher } from "../../../src/linux/exit-watcher.ts";
@@ -159,20 +159,5 @@ describe("sandboxHost", () => {
     );
     await expect(service.state({ id: "w1", execId: "e1" }, ctx)).rejects.toMatchObject({ code: Code.NOT_FOUND });
     expect(await service.delete({ id: "w1", execId: "" }, ctx)).toMatchObject({ exitStatus: 137 });
-  });
-});
-
-describe("the spec as an in-process plan sees it", () => {
-  test("env: the last entry of a repeated key wins, where it stands (runc's prepareEnv)", () => {
-    expect(lastWins(["A=1", "G=image", "B=2", "G=pod", "C"])).toEqual(["A=1", "B=2", "G=pod", "C"]);
-    expect(lastWins([])).toEqual([]);
-  });
-
-  test("the network namespace: the spec's path, or none (no entry, or one without a path)", () => {
-    expect(netnsOf({ linux: { namespaces: [{ type: "pid" }, { type: "network", path: "/var/run/netns/cni-1" }] } })).toEqual({
-      netns: "/var/run/netns/cni-1",
-    });
-    expect(netnsOf({ linux: { namespaces: [{ type: "network" }] } })).toEqual({});
-    expect(netnsOf({})).toEqual({});
   });
 });

@@ -1,5 +1,6 @@
 // The daemon's in-process instance (src/daemon/inproc-runtime.ts) with a fake Runner: what
-// it hands the engine (module, argv, env, rootfs, limits, stdio), how each Task call maps
+// it hands the engine from the RunPlan (module, argv, env, the WASI view it mounts, limits,
+// stdio; real mounts, so root), how each Task call maps
 // onto a run (create holds, start runs, kill aborts or ends a created one, delete cleans
 // up), the stdin relay (data and EOF reach the module's fifo, a kill ends a blocked read),
 // and what it refuses (a terminal, Exec, Update) before anything is made.
@@ -14,13 +15,16 @@ import {
   readFileSync,
   readlinkSync,
   rmSync,
+  writeFileSync,
   writeSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { InProcessInstance, type InProcessPlan, threadCpu } from "../../../src/daemon/inproc-runtime.ts";
+import { InProcessInstance, threadCpu } from "../../../src/daemon/inproc-runtime.ts";
 import type { RunContext, Runner, RunResult } from "../../../src/engines/engine.ts";
+import type { RunPlan } from "../../../src/engines/run-plan.ts";
 import { mkfifo } from "../../../src/linux/libc.ts";
+import { unmountView, viewDir } from "../../../src/oci/wasi-view.ts";
 import type { ProcessIo } from "../../../src/task/instance.ts";
 import { UndoStack } from "../../../src/task/undo.ts";
 
@@ -44,16 +48,25 @@ let runner: FakeRunner;
 let stdio: [number, number, number];
 let stdinWriter: number;
 
-const plan = (over: Partial<InProcessPlan> = {}): InProcessPlan => ({
-  modulePath: "/rootfs/app.wasm",
+/** A plan for the rootfs made in `dir` (created mounts its view: real mounts, root). */
+const plan = (over: Partial<RunPlan> = {}): RunPlan => ({
+  module: { host: join(dir, "rootfs/app.wasm"), path: "/app.wasm" },
   args: ["/app.wasm", "a b"],
   env: ["K=V"],
-  rootfs: "/rootfs",
-  rootReadOnly: true,
   cwd: "/",
-  memoryLimitBytes: 1 << 20,
+  limits: { memoryBytes: 1 << 20 },
+  view: { root: join(dir, "rootfs"), readOnly: true, volumes: [] },
+  user: { uid: 0, gid: 0, additionalGids: [] },
   ...over,
 });
+
+/** Mount points at or under `path` in this process's mount namespace. */
+function mountsUnder(path: string): string[] {
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[4] ?? "")
+    .filter((p) => p === path || p.startsWith(`${path}/`));
+}
 
 /** Container `id` created from plan `p`; `undo` gets the undo of what create made. */
 async function created(
@@ -95,6 +108,8 @@ beforeEach(() => {
   const r = openSync(join(dir, "in"), constants.O_RDONLY | constants.O_NONBLOCK);
   stdinWriter = openSync(join(dir, "in"), constants.O_WRONLY | constants.O_NONBLOCK);
   stdio = [r, openSync(join(dir, "out"), "w"), openSync(join(dir, "err"), "w")];
+  mkdirSync(join(dir, "rootfs"));
+  writeFileSync(join(dir, "rootfs/app.wasm"), "");
 });
 
 afterEach(() => {
@@ -104,6 +119,9 @@ afterEach(() => {
       closeSync(fd);
     } catch {}
   }
+  // A test that ends without a delete leaves its view mounted: never remove through it.
+  for (const id of readdirSync(dir)) unmountView(viewDir(join(dir, id)));
+  expect(mountsUnder(dir)).toEqual([]);
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -116,11 +134,15 @@ describe("InProcessInstance", () => {
     await Bun.sleep(0);
     expect(runner.runs).toHaveLength(1);
     const ctx = runner.runs[0]!.ctx;
-    expect(ctx.modulePath).toBe("/rootfs/app.wasm");
+    // The module by its host path; the view the create mounted as its "/" (read-only by the
+    // mount, as normal mode's: the kernel says EROFS, not the WASI layer).
+    expect(ctx.modulePath).toBe(join(dir, "rootfs/app.wasm"));
     expect(ctx.args).toEqual(["/app.wasm", "a b"]);
     expect(ctx.env).toEqual(["K=V"]);
-    expect(ctx.rootDir).toBe("/rootfs");
-    expect(ctx.rootReadOnly).toBe(true);
+    expect(ctx.cwd).toBe("/");
+    expect(ctx.rootDir).toBe(join(dir, "c1", "wasi-root"));
+    expect(ctx.rootReadOnly).toBeUndefined();
+    expect(ctx.preopens).toBeUndefined();
     expect(ctx.memoryLimitBytes).toBe(1 << 20);
     // stdout/stderr: our own copies of the fifos; stdin: the relay's fifo.
     expect(ctx.stdout?.kind).toBe("fd");
@@ -129,6 +151,37 @@ describe("InProcessInstance", () => {
     runner.runs[0]!.end(3);
     expect((await inst.exited).status).toBe(3);
     expect(await inst.pids()).toEqual([]);
+  });
+
+  test("create mounts the plan's view under the work dir, the undo takes it down; the rootfs is untouched", async () => {
+    const vol = join(dir, "vol");
+    mkdirSync(vol);
+    writeFileSync(join(vol, "v"), "volume");
+    const undo = new UndoStack();
+    const inst = await created(
+      "c1",
+      plan({ view: { root: join(dir, "rootfs"), readOnly: true, volumes: [{ source: vol, destination: "/data", readOnly: true }] } }),
+      { undo },
+    );
+    const view = join(dir, "c1", "wasi-root");
+    expect(mountsUnder(view)).toEqual([view, join(view, "data")]);
+    expect(readFileSync(join(view, "data/v"), "utf8")).toBe("volume");
+    expect(() => writeFileSync(join(view, "new"), "")).toThrow("EROFS");
+    await inst.start();
+    await Bun.sleep(0);
+    runner.runs[0]!.end(0);
+    await inst.exited;
+    expect(await undo.run()).toEqual([]);
+    expect(mountsUnder(view)).toEqual([]);
+    expect(readdirSync(join(dir, "rootfs")).sort()).toEqual(["app.wasm", "data"]);
+  });
+
+  test("a view that cannot be mounted fails the create, holding nothing", async () => {
+    const before = readdirSync("/proc/self/fd").length;
+    const bad = plan({ view: { root: join(dir, "no-such-rootfs"), readOnly: false, volumes: [] } });
+    await expect(created("c1", bad)).rejects.toThrow("no-such-rootfs");
+    expect(readdirSync("/proc/self/fd").length).toBe(before);
+    expect(mountsUnder(join(dir, "c1"))).toEqual([]);
   });
 
   test("kill of a running module aborts its run with the signal: 128+s", async () => {
@@ -198,7 +251,7 @@ describe("InProcessInstance", () => {
   });
 
   test("stats: the module's linear memory as the memory usage (rss), the store limit as the limit, in the cgroup's shape", async () => {
-    const inst = await created("c1", plan({ memoryLimitBytes: 32 << 20 }));
+    const inst = await created("c1", plan({ limits: { memoryBytes: 32 << 20 } }));
     await inst.start();
     expect((await inst.stats()).memory).toBeUndefined(); // the engine cannot tell yet
     let bytes = 3 * 65536;

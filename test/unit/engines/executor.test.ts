@@ -1,11 +1,16 @@
 // The executor reaches the engine only through Engine.load() and Runner.run(): its flags
-// become LoadOptions (engine dir, engine options, cache, kill grace) and a RunContext
-// (module, entry, argv, memory limit, the container's root and stdio), and the run's code
-// is its exit code; a bad command line or a failing load is 125.
-import { describe, expect, test } from "bun:test";
+// become LoadOptions (engine dir, engine options, cache, kill grace), its RunPlan file a
+// RunContext (module, entry, argv, env, cwd, memory limit; the view's root from --root-dir;
+// stdio inherited), and the run's code is its exit code; a bad command line or plan, or a
+// failing load, is 125.
+import { afterAll, describe, expect, test } from "bun:test";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import type { Engine, LoadOptions, RunContext } from "../../../src/engines/engine.ts";
 import { parseExecutorArgs, runExecutor } from "../../../src/engines/executor.ts";
+import { parseRunPlan } from "../../../src/engines/run-plan.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
+import { tmp, writePlan } from "./helpers.ts";
 
 /** An engine that records what the executor asks of it and "runs" with exit code `code`. */
 function recording(code: number) {
@@ -28,47 +33,63 @@ function recording(code: number) {
 }
 
 describe("executor", () => {
-  test("flags parse; everything after -- is the module's argv", () => {
+  const dir = tmp("bunwasi-executor-");
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  test("flags parse; there is no argv of the module on the command line", () => {
     const o = parseExecutorArgs([
       "executor",
-      "--module",
-      "/app.wasm",
-      "--entry",
-      "run",
+      "--plan",
+      "/.bunwasi-run/plan.json",
       "--engine-dir",
       "/.bunwasi",
       "--engine-opt",
       "a=1",
       "--engine-opt",
       "b=x=y",
-      "--memory-limit",
-      "4096",
-      "--",
-      "app.wasm#run",
-      "--not-ours",
+      "--root-dir",
+      "/dev/.bunwasi-root",
+      "--kill-grace-ms",
+      "50",
     ]);
-    expect(o).toMatchObject({
-      module: "/app.wasm",
-      entry: "run",
+    expect(o).toEqual({
+      plan: "/.bunwasi-run/plan.json",
       engineDir: "/.bunwasi",
       engineOptions: { a: "1", b: "x=y" },
-      memoryLimitBytes: 4096,
-      args: ["app.wasm#run", "--not-ours"],
+      rootDir: "/dev/.bunwasi-root",
+      killGraceMs: 50,
     });
-    expect(() => parseExecutorArgs(["--engine-opt", "novalue", "--module", "/m"])).toThrow(/KEY=VALUE/);
-    expect(() => parseExecutorArgs(["--lib", "/x.so", "--module", "/m"])).toThrow(/unknown flag --lib/);
+    expect(() => parseExecutorArgs(["--engine-opt", "novalue", "--plan", "/p"])).toThrow(/KEY=VALUE/);
+    expect(() => parseExecutorArgs(["--lib", "/x.so", "--plan", "/p"])).toThrow("executor: unknown argument --lib");
+    // What the module runs comes from the plan only: the old flags and a trailing argv are refused.
+    expect(() => parseExecutorArgs(["--plan", "/p", "--module", "/m.wasm"])).toThrow("executor: unknown argument --module");
+    expect(() => parseExecutorArgs(["--plan", "/p", "--", "m"])).toThrow("executor: unknown argument --");
+    expect(() => parseExecutorArgs(["--engine-dir", "/d"])).toThrow("executor: --plan FILE is required");
+    expect(() => parseExecutorArgs(["--plan", "/p", "--kill-grace-ms", "soon"])).toThrow(/wants milliseconds/);
   });
 
-  test("runs through Engine.load and Runner.run; the run's code is the exit code", async () => {
+  test("runs the plan through Engine.load and Runner.run; the run's code is the exit code", async () => {
     const { engine, seen } = recording(7);
-    const argv = ["--module", "/m.wasm", "--entry", "go", "--engine-dir", "/d", "--engine-opt", "k=v", "--cache", "/c", "--", "m", "x"];
+    const plan = writePlan(dir, "/m.wasm", {
+      module: { host: "/host/rootfs/m.wasm", path: "/m.wasm", entry: "go" },
+      args: ["m", "x"],
+      env: ["K=V", "LD_PRELOAD=/x.so"],
+      cwd: "/srv",
+      limits: { memoryBytes: 4096 },
+    });
+    const argv = ["--plan", plan, "--engine-dir", "/d", "--engine-opt", "k=v", "--cache", "/c", "--root-dir", "/view"];
     expect(await runExecutor(argv, engine)).toBe(7);
     expect(seen.load).toMatchObject({ dir: "/d", options: { k: "v" }, cacheDir: "/c" });
     expect(seen.run).toMatchObject({
+      // The module as the container sees it, in the view the shim mounted.
       modulePath: "/m.wasm",
       entry: "go",
       args: ["m", "x"],
-      rootDir: "/",
+      // The plan's env, and only it: not this process's.
+      env: ["K=V", "LD_PRELOAD=/x.so"],
+      cwd: "/srv",
+      rootDir: "/view",
+      memoryLimitBytes: 4096,
       stdin: { kind: "inherit" },
       stdout: { kind: "inherit" },
       stderr: { kind: "inherit" },
@@ -76,15 +97,20 @@ describe("executor", () => {
     expect(seen.run?.signal).toBeInstanceOf(AbortSignal);
   });
 
-  test("a bad command line or an engine that fails to load: 125", async () => {
+  test("a bad command line, a plan that cannot be read or is wrong, or an engine that fails to load: 125", async () => {
     const { engine } = recording(0);
-    expect(await runExecutor(["--entry", "x"], engine)).toBe(125);
+    expect(await runExecutor(["--engine-dir", "x"], engine)).toBe(125);
+    expect(await runExecutor(["--plan", join(dir, "missing.json")], engine)).toBe(125);
+    const bad = join(dir, "bad.json");
+    writeFileSync(bad, JSON.stringify({ module: { host: "/m" }, args: [] }));
+    expect(await runExecutor(["--plan", bad], engine)).toBe(125);
+    expect(() => parseRunPlan(readFileSync(bad, "utf8"))).toThrow("plan: module needs host and path");
     const broken: Engine = {
       ...engine,
       load: async () => {
         throw new Error("no library");
       },
     };
-    expect(await runExecutor(["--module", "/m.wasm"], broken)).toBe(125);
+    expect(await runExecutor(["--plan", writePlan(dir, "/m.wasm")], broken)).toBe(125);
   });
 });

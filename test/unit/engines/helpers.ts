@@ -1,8 +1,9 @@
 // Shared setup for the engine tests: build libwasmtime + the test modules (idempotent) and
 // fail loudly if either is missing.
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import type { RunPlan } from "../../../src/engines/run-plan.ts";
 
 export const REPO = resolve(import.meta.dir, "..", "..", "..");
 export const WASM_DIR = join(REPO, "build", "wasm");
@@ -54,3 +55,24 @@ export function prepareComponents(): void {
 export function component(name: string): string {
   return join(WASM_DIR, "components", `${name}.wasm`);
 }
+
+/**
+ * Writes a RunPlan for `module` (a host path: the executor runs on the host here) into `dir`
+ * and returns the file, for `executor --plan`. `over` replaces fields of the plan.
+ */
+export function writePlan(dir: string, module: string, over: Partial<RunPlan> = {}): string {
+  const plan: RunPlan = {
+    module: { host: module, path: module },
+    args: [module],
+    env: [],
+    cwd: "/",
+    limits: {},
+    view: { root: "/", readOnly: false, volumes: [] },
+    user: { uid: 0, gid: 0, additionalGids: [] },
+    ...over,
+  };
+  const file = join(dir, `plan-${++plans}.json`);
+  writeFileSync(file, JSON.stringify(plan));
+  return file;
+}
+let plans = 0;

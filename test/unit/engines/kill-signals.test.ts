@@ -10,10 +10,10 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SMALL_VM_ENV, withSmallVmEntries } from "../../../src/common/vm-env.ts";
+import { SMALL_VM_ENV, smallVmEntries } from "../../../src/common/vm-env.ts";
 import { KILL_LIB_NAME, killLibFile } from "../../../src/engines/kill-signals.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
-import { prepare, REPO, wasm } from "./helpers.ts";
+import { prepare, REPO, wasm, writePlan } from "./helpers.ts";
 
 const SHIM = join(REPO, "src/bin/containerd-shim-wasmtime-v1.ts");
 let dir: string;
@@ -66,12 +66,15 @@ beforeAll(() => {
 
 /** Starts the executor on `module` with stdin a pipe nobody writes; resolves once it printed `ready`. */
 async function startExecutor(module: string, ready: string, opts: { graceMs: number; env?: Record<string, string> }) {
-  const p = Bun.spawn([process.execPath, SHIM, "executor", "--stats", "--kill-grace-ms", String(opts.graceMs), "--module", module], {
-    stdin: "pipe",
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { ...process.env, ...opts.env },
-  });
+  const p = Bun.spawn(
+    [process.execPath, SHIM, "executor", "--stats", "--kill-grace-ms", String(opts.graceMs), "--plan", writePlan(dir, module)],
+    {
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, ...opts.env },
+    },
+  );
   const reader = p.stdout.getReader();
   let seen = "";
   while (!seen.includes(ready)) {
@@ -198,7 +201,8 @@ describe("kill of a module on the executor's main thread", () => {
   });
 
   test("a module that ends by itself: its own status, on the main thread", async () => {
-    const p = Bun.spawn([process.execPath, SHIM, "executor", "--stats", "--module", wasm("wasi-demo-app"), "--", "app", "exit", "3"], {
+    const plan = writePlan(dir, wasm("wasi-demo-app"), { args: ["app", "exit", "3"] });
+    const p = Bun.spawn([process.execPath, SHIM, "executor", "--stats", "--plan", plan], {
       stdout: "pipe",
       stderr: "pipe",
     });
@@ -207,20 +211,14 @@ describe("kill of a module on the executor's main thread", () => {
   });
 });
 
-describe("JSC options the shim adds to the executor's environment", () => {
-  test("added only where the spec sets nothing, and named so the executor can hide them", () => {
-    const env = withSmallVmEntries(["PATH=/bin", "BUN_JSC_numberOfGCMarkers=4"]);
-    expect(env).toContain("PATH=/bin");
-    expect(env).toContain("BUN_JSC_numberOfGCMarkers=4");
-    expect(env).not.toContain(`BUN_JSC_numberOfGCMarkers=${SMALL_VM_ENV.BUN_JSC_numberOfGCMarkers}`);
-    expect(env).toContain("BUN_JSC_useConcurrentJIT=0");
-    const added = Object.keys(SMALL_VM_ENV).filter((k) => k !== "BUN_JSC_numberOfGCMarkers");
-    expect(env).toContain(`BUNWASI_VM_ENV=${added.join(",")}`);
+describe("the executor's environment: its VM settings, never the module's", () => {
+  test("the shim gives the executor SMALL_VM_ENV and nothing else", () => {
+    expect(smallVmEntries()).toEqual(Object.entries(SMALL_VM_ENV).map(([k, v]) => `${k}=${v}`));
+    expect(smallVmEntries()).toContain("BUN_JSC_useConcurrentJIT=0");
   });
 
   test("with them, a sleeping module's executor keeps one tokio worker and no JIT, GC or warm-up thread", async () => {
-    const env: Record<string, string> = {};
-    for (const e of withSmallVmEntries([])) env[e.slice(0, e.indexOf("="))] = e.slice(e.indexOf("=") + 1);
+    const env: Record<string, string> = { ...SMALL_VM_ENV };
     // The demo app's daemon writes its verse (wasmtime's WASI, on its tokio runtime), sleeps a
     // second, and sings it again. Tokio names its workers once they run, which can be after
     // the first line is out (seen in CI): we look once the second verse has begun.
@@ -236,20 +234,20 @@ describe("JSC options the shim adds to the executor's environment", () => {
     for (const n of ["JSCWarmUp", "JITWorker", "HeapHelper"]) expect(threads).not.toContain(n);
   });
 
-  test("the module sees its own environment, not the options the shim added", async () => {
-    const env: Record<string, string> = { PATH: "/bin", MINE: "1", BUN_JSC_numberOfGCMarkers: "2" };
-    for (const e of withSmallVmEntries(Object.entries(env).map(([k, v]) => `${k}=${v}`))) {
-      const i = e.indexOf("=");
-      env[e.slice(0, i)] = e.slice(i + 1);
-    }
-    const p = Bun.spawn([process.execPath, SHIM, "executor", "--module", wasm("env"), "--", "env"], { stdout: "pipe", env });
+  test("the module's env is its plan's: nothing of the executor's own environment reaches it", async () => {
+    const env: Record<string, string> = { PATH: "/bin", MINE: "1", ...SMALL_VM_ENV };
+    const plan = writePlan(dir, wasm("env"), {
+      args: ["env"],
+      env: ["PLANNED=1", "BUN_JSC_numberOfGCMarkers=2", "BUNWASI_EXECUTOR_WORKER=1"],
+    });
+    const p = Bun.spawn([process.execPath, SHIM, "executor", "--plan", plan], { stdout: "pipe", env });
     const out = await new Response(p.stdout).text();
     expect(await p.exited).toBe(0);
-    expect(out).toContain("env:MINE=1");
-    expect(out).toContain("env:BUN_JSC_numberOfGCMarkers=2");
-    expect(out).not.toContain("useConcurrentJIT");
-    expect(out).not.toContain("TOKIO_WORKER_THREADS");
-    expect(out).not.toContain("BUNWASI_VM_ENV");
+    expect(out.split("\n").filter((l) => l.startsWith("env:"))).toEqual([
+      "env:PLANNED=1",
+      "env:BUN_JSC_numberOfGCMarkers=2",
+      "env:BUNWASI_EXECUTOR_WORKER=1",
+    ]);
   });
 });
 

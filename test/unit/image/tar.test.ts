@@ -73,6 +73,26 @@ describe("writeTar", () => {
     expect(readFileSync(join(out, "empty")).length).toBe(0);
   });
 
+  test("device nodes: GNU tar lists their numbers and makes them (as root)", () => {
+    const devPath = join(tmp.path, "dev.tar");
+    writeFileSync(
+      devPath,
+      writeTar([
+        { type: "chardev", path: "null", major: 1, minor: 3, mode: 0o666 },
+        { type: "blockdev", path: "loop", major: 7, minor: 0, mode: 0o660 },
+      ]),
+    );
+    const lines = gnuTar("--numeric-owner", "-tvf", devPath).trim().split("\n");
+    expect(lines[0]).toMatch(/^crw-rw-rw- 0\/0 +1,3 .* null$/);
+    expect(lines[1]).toMatch(/^brw-rw---- 0\/0 +7,0 .* loop$/);
+    const out = join(tmp.path, "devx");
+    mkdirSync(out);
+    gnuTar("-xpf", devPath, "-C", out);
+    const st = lstatSync(join(out, "null"));
+    expect(st.isCharacterDevice()).toBe(true);
+    expect(st.rdev).toBe((1 << 8) | 3);
+  });
+
   test("Bun.Archive reads the same files", async () => {
     const files = await new Bun.Archive(archive as Uint8Array<ArrayBuffer>).files();
     expect(await files.get("bin/tool")?.text()).toBe("#!/bin/sh\necho hi\n");

@@ -1,15 +1,17 @@
-// src/oci/spec.ts + src/oci/bundle.ts without runc: config.json errors, finding args[0] in a
-// rootfs (PATH, cwd, symlinks that must not escape), classification through the engine's
-// canHandle, the derived wasm spec.
+// src/oci/spec.ts + src/oci/bundle.ts without runc: config.json errors, and normal mode's
+// derived bundle made from the plan (the plan's own rules: ./container-plan.test.ts): the
+// executor reads the plan from the run directory, and its process gets no env of the container.
 
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SMALL_VM_ENV, withSmallVmEntries } from "../../../src/common/vm-env.ts";
+import { smallVmEntries } from "../../../src/common/vm-env.ts";
 import type { Engine } from "../../../src/engines/engine.ts";
+import { parseRunPlan, type RunPlan } from "../../../src/engines/run-plan.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
-import { findEntrypoint, isNativeExecutable, prepare, resolveInRootfs, splitEntry, wasmSpec } from "../../../src/oci/bundle.ts";
+import { prepare, wasmSpec } from "../../../src/oci/bundle.ts";
+import { planContainer } from "../../../src/oci/container-plan.ts";
 import type { ExecutorDir } from "../../../src/oci/executor-dir.ts";
 import { parseSpec, readSpec, type Spec } from "../../../src/oci/spec.ts";
 
@@ -91,92 +93,7 @@ describe("readSpec errors", () => {
   });
 });
 
-describe("args[0] resolution", () => {
-  const b = bundle(spec(), {
-    "app.wasm": WASM,
-    "usr/bin/tool.wasm": WASM,
-    "srv/work/local.wasm": WASM,
-    "bin/link.wasm": { link: "../usr/bin/tool.wasm" },
-    "bin/abs.wasm": { link: "/usr/bin/tool.wasm" },
-    "bin/escape.wasm": { link: "../../../../../../etc/passwd" },
-    "bin/escape2.wasm": { link: "/../../../etc/hostname" },
-    "bin/loop.wasm": { link: "loop.wasm" },
-    lib: { link: "/usr/bin" },
-    "usr/bin/dir.wasm/x": WASM,
-  });
-  const root = join(b, "rootfs");
-  const env = ["PATH=/usr/bin:/bin"];
-
-  test("absolute path", async () => {
-    expect((await findEntrypoint(root, "/app.wasm", env, "/"))?.path).toBe("/app.wasm");
-  });
-  test("bare name via PATH", async () => {
-    expect((await findEntrypoint(root, "tool.wasm", env, "/"))?.path).toBe("/usr/bin/tool.wasm");
-  });
-  test("bare name falls back to cwd", async () => {
-    expect((await findEntrypoint(root, "local.wasm", env, "/srv/work"))?.path).toBe("/srv/work/local.wasm");
-  });
-  test("relative path with a slash is relative to cwd", async () => {
-    expect((await findEntrypoint(root, "./work/local.wasm", env, "/srv"))?.path).toBe("/srv/work/local.wasm");
-  });
-  test("no PATH in env: default PATH", async () => {
-    expect((await findEntrypoint(root, "tool.wasm", undefined, "/"))?.path).toBe("/usr/bin/tool.wasm");
-  });
-  test("relative and absolute symlinks resolve inside the rootfs", async () => {
-    expect((await findEntrypoint(root, "link.wasm", env, "/"))?.path).toBe("/usr/bin/tool.wasm");
-    expect((await findEntrypoint(root, "/bin/abs.wasm", env, "/"))?.path).toBe("/usr/bin/tool.wasm");
-    expect((await findEntrypoint(root, "/lib/tool.wasm", env, "/"))?.path).toBe("/usr/bin/tool.wasm");
-  });
-  test("symlinks cannot escape the rootfs", async () => {
-    // ../../.. stops at the container's "/": /etc/passwd of the rootfs, which does not exist
-    expect(await findEntrypoint(root, "/bin/escape.wasm", env, "/")).toBeUndefined();
-    expect(await findEntrypoint(root, "/bin/escape2.wasm", env, "/")).toBeUndefined();
-    expect(await resolveInRootfs(root, "/../../../../etc/passwd")).toBeUndefined();
-    const r = await resolveInRootfs(root, "/bin/../../../app.wasm");
-    expect(r?.host).toBe(join(root, "app.wasm"));
-  });
-  test("symlink loops and directories are not entrypoints", async () => {
-    expect(await findEntrypoint(root, "/bin/loop.wasm", env, "/")).toBeUndefined();
-    expect(await findEntrypoint(root, "/usr/bin/dir.wasm", env, "/")).toBeUndefined();
-  });
-  test("a path under a bind mount (a volume) is found in the mount's source", async () => {
-    const vol = bundle(spec(), {
-      "bin/app.wasm": WASM,
-      "bin/link.wasm": { link: "/bin/app.wasm" },
-      "bin/out.wasm": { link: "../../../../etc/passwd" },
-    });
-    const volume = join(vol, "rootfs");
-    const mounts = [
-      { destination: "/shared", type: "bind", source: volume, options: ["rbind", "ro"] },
-      { destination: "/proc", type: "proc", source: "proc" },
-    ];
-    expect(await findEntrypoint(root, "/shared/bin/app.wasm", env, "/", mounts)).toEqual({
-      host: join(volume, "bin/app.wasm"),
-      path: "/shared/bin/app.wasm",
-    });
-    // Symlinks inside the volume resolve inside the volume, never outside it.
-    expect((await findEntrypoint(root, "/shared/bin/link.wasm", env, "/", mounts))?.host).toBe(join(volume, "bin/app.wasm"));
-    expect(await findEntrypoint(root, "/shared/bin/out.wasm", env, "/", mounts)).toBeUndefined();
-    // Not under any mount: the rootfs, as before.
-    expect((await findEntrypoint(root, "/app.wasm", env, "/", mounts))?.host).toBe(join(root, "app.wasm"));
-  });
-  test("module.wasm#func", () => {
-    expect(splitEntry("/app.wasm#hello")).toEqual({ path: "/app.wasm", entry: "hello" });
-    expect(splitEntry("/a#b/app.wasm")).toEqual({ path: "/a#b/app.wasm" });
-    expect(splitEntry("app.wasm#")).toEqual({ path: "app.wasm#" });
-    expect(splitEntry("#x")).toEqual({ path: "#x" });
-  });
-});
-
-describe("classification", () => {
-  test("native programs by content and mode", () => {
-    expect(isNativeExecutable(ELF, true)).toBe(true);
-    expect(isNativeExecutable(new TextEncoder().encode("#!/bin/sh\n"), true)).toBe(true);
-    expect(isNativeExecutable(ELF, false)).toBe(false);
-    expect(isNativeExecutable(WASM, true)).toBe(false);
-    expect(isNativeExecutable(new TextEncoder().encode("hello"), true)).toBe(false);
-  });
-
+describe("prepare: the derived bundle from the plan", () => {
   const fakeExec: ExecutorDir = {
     dir: "/run/bunwasi/exec/abc",
     binaryName: "bunwasi-executor",
@@ -202,46 +119,27 @@ describe("classification", () => {
     removeDerived("k1");
     removeDerived("k2");
   });
-  test("the engine decides what is a module: canHandle sees the entrypoint and the spec", async () => {
-    const seen: string[] = [];
-    const picky: Engine = {
-      ...wasmtime,
-      name: "picky",
-      canHandle: (ep, s) => {
-        seen.push(`${ep.path} ${ep.host.endsWith("/rootfs/srv/app.txt")} ${s.process?.cwd}`);
-        return new TextDecoder().decode(ep.head).startsWith("PICK");
-      },
-    };
-    const b = bundle(spec({ args: ["app.txt"], cwd: "/srv" }), { "srv/app.txt": "PICK me" });
-    expect(await prepare(opts(b, "p1", picky))).toMatchObject({ kind: "wasm", module: "/srv/app.txt" });
-    expect(seen).toEqual(["/srv/app.txt true /srv"]);
-    // A wasm module this engine does not take is neither its nor native.
-    const w = bundle(spec({ args: ["/a.wasm"] }), { "a.wasm": WASM });
-    await expect(prepare(opts(w, "p2", picky))).rejects.toThrow("/a.wasm: not a wasm module and not executable");
-    removeDerived("p1");
-  });
 
-  test("native: containerd's bundle unchanged", async () => {
+  test("native: containerd's bundle unchanged, nothing written", async () => {
     const b = bundle(spec({ args: ["sh", "-c", "true"] }), { "bin/sh": { mode: 0o755, data: ELF } });
     const r = await prepare(opts(b, "nat"));
     expect(r).toMatchObject({ kind: "native", runtimeBundle: b });
-  });
-  test("missing entrypoint", async () => {
-    const b = bundle(spec({ args: ["/nope.wasm", "x"] }));
-    await expect(prepare(opts(b, "miss"))).rejects.toThrow("/nope.wasm: no such file in the container's rootfs");
-  });
-  test("neither wasm nor executable", async () => {
-    const b = bundle(spec({ args: ["/data.txt"] }), { "data.txt": "hello" });
-    await expect(prepare(opts(b, "bad"))).rejects.toThrow("/data.txt: not a wasm module and not executable");
-    const c = bundle(spec({ args: ["/elf"] }), { elf: { mode: 0o644, data: ELF } });
-    await expect(prepare(opts(c, "bad2"))).rejects.toThrow("/elf: not a wasm module and not executable");
-  });
-  test("#func on a native binary is refused", async () => {
-    const b = bundle(spec({ args: ["/bin/sh#main"] }), { "bin/sh": { mode: 0o755, data: ELF } });
-    await expect(prepare(opts(b, "nf"))).rejects.toThrow(/names a wasm export/);
+    expect(existsSync(join(base, "state", "nat"))).toBe(false);
   });
 
-  test("an entrypoint missing from the rootfs: the artifact hook's wasm becomes the module, mounted read-only", async () => {
+  test("the plan builder's errors reach the Create as they are", async () => {
+    const b = bundle(spec({ args: ["/nope.wasm", "x"] }));
+    await expect(prepare(opts(b, "miss"))).rejects.toThrow("/nope.wasm: no such file in the container's rootfs");
+    const c = bundle(spec({ args: ["/bin/sh#main"] }), { "bin/sh": { mode: 0o755, data: ELF } });
+    await expect(prepare(opts(c, "nf"))).rejects.toThrow(/names a wasm export/);
+  });
+
+  test("an id that is no directory name is refused before anything is written", async () => {
+    const b = bundle(spec(), { "app.wasm": WASM });
+    await expect(prepare(opts(b, "../x"))).rejects.toThrow('container id "../x" is not a valid directory name');
+  });
+
+  test("an entrypoint missing from the rootfs: the artifact hook's wasm becomes the module, in the run directory", async () => {
     const b = bundle(spec({ args: ["/demo.wasm#run", "x"] }));
     let asked = 0;
     const r = await prepare({
@@ -252,47 +150,41 @@ describe("classification", () => {
       },
     });
     expect(asked).toBe(1);
-    const dir = join(base, "state", "art1", "artifact");
-    expect(r).toMatchObject({ kind: "wasm", module: "/.bunwasi-artifact/module.wasm", moduleHost: join(dir, "module.wasm"), entry: "run" });
+    const dir = join(base, "state", "art1", "run");
+    expect(r).toMatchObject({ kind: "wasm", module: "/.bunwasi-run/module.wasm", moduleHost: join(dir, "module.wasm"), entry: "run" });
+    expect(r.run?.module).toEqual({ host: join(dir, "module.wasm"), path: "/.bunwasi-run/module.wasm", entry: "run", artifact: true });
     expect(new Uint8Array(readFileSync(join(dir, "module.wasm")))).toEqual(WASM);
+    // The executor reads the same plan, with argv as the spec gives it: args[0] stays the image's.
+    const plan = parseRunPlan(readFileSync(join(dir, "plan.json"), "utf8"));
+    expect(plan).toEqual(r.run as RunPlan);
+    expect(plan.args).toEqual(["/demo.wasm#run", "x"]);
     const d = JSON.parse(readFileSync(join(r.runtimeBundle, "config.json"), "utf8")) as Spec;
-    expect(d.process.args.slice(d.process.args.indexOf("--module"), d.process.args.indexOf("--module") + 4)).toEqual([
-      "--module",
-      "/.bunwasi-artifact/module.wasm",
-      "--entry",
-      "run",
+    expect(d.process.args.slice(d.process.args.indexOf("--plan"), d.process.args.indexOf("--plan") + 2)).toEqual([
+      "--plan",
+      "/.bunwasi-run/plan.json",
     ]);
-    // argv as the spec gives it: args[0] stays the image's.
-    expect(d.process.args.slice(d.process.args.indexOf("--") + 1)).toEqual(["/demo.wasm#run", "x"]);
     expect(d.mounts).toContainEqual({
-      destination: "/.bunwasi-artifact",
+      destination: "/.bunwasi-run",
       type: "bind",
       source: dir,
       options: ["rbind", "ro", "nosuid", "nodev"],
     });
+    removeDerived("art1");
   });
 
-  test("an artifact's args[0] may be only #export (as in runwasi, where it only ever names the export)", async () => {
-    const b = bundle(spec({ args: ["#run", "x"] }));
-    const r = await prepare({ ...opts(b, "art4"), artifact: async () => ({ bytes: WASM }) });
-    expect(r).toMatchObject({ kind: "wasm", module: "/.bunwasi-artifact/module.wasm", entry: "run" });
-    // "#" alone names nothing: the default entry.
-    const c = bundle(spec({ args: ["#"] }));
-    expect((await prepare({ ...opts(c, "art5"), artifact: async () => ({ bytes: WASM }) })).entry).toBeUndefined();
-  });
-
-  test("an entrypoint missing from the rootfs of an image that is no artifact: the rootfs error stands", async () => {
-    const b = bundle(spec({ args: ["/nope.wasm"] }));
-    await expect(prepare({ ...opts(b, "art2"), artifact: async () => undefined })).rejects.toThrow(
-      /no such file in the container's rootfs/,
-    );
-    // A file that is there never asks.
-    const c = bundle(spec({ args: ["/a.wasm"] }), { "a.wasm": WASM });
-    await prepare({ ...opts(c, "art3"), artifact: async () => Promise.reject(new Error("asked")) });
-  });
-
-  test("wasm: derived bundle", async () => {
-    const b = bundle(spec({ args: ["app.wasm#run", "a", "b"], cwd: "/srv", env: ["PATH=/bin", "X=1"] }), { "srv/app.wasm": WASM });
+  test("wasm: the derived bundle runs the executor on the plan; its process env is the VM settings only", async () => {
+    const env = [
+      "PATH=/bin",
+      "X=1",
+      "LD_PRELOAD=/x.so",
+      "BUN_OPTIONS=--preload /x.js",
+      "NODE_OPTIONS=--require /x.js",
+      "BUNWASI_EXECUTOR_WORKER=1",
+      "X=2",
+    ];
+    const b = bundle(spec({ args: ["app.wasm#run", "a", "b"], cwd: "/srv", env, user: { uid: 1000, gid: 1000 } }), {
+      "srv/app.wasm": WASM,
+    });
     const r = await prepare(opts(b, "w1"));
     expect(r).toMatchObject({
       kind: "wasm",
@@ -308,27 +200,33 @@ describe("classification", () => {
       "--library-path",
       "/.bunwasi",
       "/.bunwasi/bunwasi-executor",
-      "--module",
-      "/srv/app.wasm",
-      "--entry",
-      "run",
+      "--plan",
+      "/.bunwasi-run/plan.json",
       "--engine-dir",
       "/.bunwasi",
-      "--memory-limit",
-      String(64 << 20),
       "--root-dir",
       "/dev/.bunwasi-root",
-      "--",
-      "app.wasm#run",
-      "a",
-      "b",
     ]);
-    // The spec's env, then the executor's JSC options (src/common/vm-env.ts), named so the executor hides them from the module.
-    expect(d.process.env).toEqual(withSmallVmEntries(["PATH=/bin", "X=1"]));
-    expect(d.process.env?.slice(0, 2)).toEqual(["PATH=/bin", "X=1"]);
-    expect(d.process.env).toContain(`BUNWASI_VM_ENV=${Object.keys(SMALL_VM_ENV).join(",")}`);
+    // Nothing of the container's env reaches the executor process: the module's env is in the plan.
+    expect(d.process.env).toEqual(smallVmEntries());
     expect(d.process.env).toContain("TOKIO_WORKER_THREADS=1");
+    const planFile = join(r.runtimeBundle, "run", "plan.json");
+    const plan = parseRunPlan(readFileSync(planFile, "utf8"));
+    expect(plan.env).toEqual([
+      "PATH=/bin",
+      "LD_PRELOAD=/x.so",
+      "BUN_OPTIONS=--preload /x.js",
+      "NODE_OPTIONS=--require /x.js",
+      "BUNWASI_EXECUTOR_WORKER=1",
+      "X=2",
+    ]);
+    expect(plan.args).toEqual(["app.wasm#run", "a", "b"]);
+    expect(plan.limits.memoryBytes).toBe(64 << 20);
+    // The plan holds the module's env: readable by the container's user only.
+    const st = statSync(planFile);
+    expect([st.mode & 0o777, st.uid, st.gid]).toEqual([0o400, 1000, 1000]);
     expect(d.process.cwd).toBe("/srv");
+    expect(d.process.user).toEqual({ uid: 1000, gid: 1000 });
     expect(d.linux).toEqual(spec().linux as NonNullable<Spec["linux"]>);
     expect(d.mounts?.find((m) => m.destination === "/.bunwasi")).toEqual({
       destination: "/.bunwasi",
@@ -339,22 +237,58 @@ describe("classification", () => {
     removeDerived("w1");
   });
 
-  test("wasmSpec: subcommand, engine options, cache mount, dev mount point", () => {
-    const s = spec();
+  test("the plan file is owned by the container's user through the spec's id mappings", async () => {
+    const s = spec(
+      { user: { uid: 0, gid: 0 } },
+      {
+        linux: {
+          uidMappings: [{ containerID: 0, hostID: 200000, size: 65536 }],
+          gidMappings: [{ containerID: 0, hostID: 300000, size: 65536 }],
+        },
+      },
+    );
+    const r = await prepare(opts(bundle(s, { "app.wasm": WASM }), "map1"));
+    const st = statSync(join(r.runtimeBundle, "run", "plan.json"));
+    expect([st.uid, st.gid]).toEqual([200000, 300000]);
+    const unmapped = spec({ user: { uid: 70000, gid: 0 } }, { linux: { uidMappings: [{ containerID: 0, hostID: 200000, size: 65536 }] } });
+    await expect(prepare(opts(bundle(unmapped, { "app.wasm": WASM }), "map2"))).rejects.toThrow(
+      "config.json: process.user uid 70000 is not mapped by linux.uidMappings",
+    );
+    removeDerived("map1");
+    removeDerived("map2");
+  });
+
+  test("wasmSpec: subcommand, engine options, cache mount, dev mount point, the view from the plan", async () => {
+    const vol = join(base, "vol-ws");
+    mkdirSync(vol, { recursive: true });
+    const s = spec(
+      {},
+      {
+        mounts: [
+          { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid"] },
+          { destination: "/data", type: "bind", source: vol, options: ["rbind", "rprivate", "ro"] },
+          { destination: "/etc/hosts", type: "bind", source: "/etc/hosts", options: ["rbind", "ro"] },
+        ],
+      },
+    );
+    const b = bundle(s, { "app.wasm": WASM });
+    const plan = await planContainer({ bundle: b, spec: s, engine: wasmtime });
+    if (plan.kind !== "wasm") throw new Error("not wasm");
     const d = wasmSpec(s, {
-      rootfs: "/r",
-      module: "/app.wasm",
+      run: plan.run,
       exec: { ...fakeExec, binaryName: "containerd-shim-x-v1", subcommand: ["executor"], engineOptions: { opt: "2" } },
       mountPoint: "/dev/.bunwasi",
+      runDir: "/state/c/run",
       cacheDir: "/var/cache/bunwasi",
     });
-    expect(d.process.args.slice(0, 6)).toEqual([
+    expect(d.process.args.slice(0, 7)).toEqual([
       "/dev/.bunwasi/ld-linux-x86-64.so.2",
       "--library-path",
       "/dev/.bunwasi",
       "/dev/.bunwasi/containerd-shim-x-v1",
       "executor",
-      "--module",
+      "--plan",
+      "/dev/.bunwasi-run/plan.json",
     ]);
     const i = d.process.args.indexOf("--engine-dir");
     expect(d.process.args.slice(i, i + 4)).toEqual(["--engine-dir", "/dev/.bunwasi", "--engine-opt", "opt=2"]);
@@ -362,9 +296,16 @@ describe("classification", () => {
     expect(d.mounts?.find((m) => m.destination === "/.bunwasi-cache")).toMatchObject({
       options: ["rbind", "ro", "nosuid", "nodev"],
     });
-    // The module's view comes last: the rootfs again, without the /dev tmpfs.
-    expect(d.mounts?.slice(-1)).toEqual([
-      { destination: "/dev/.bunwasi-root", type: "bind", source: "/r", options: ["bind", "rw", "nosuid", "nodev"] },
+    expect(d.mounts?.find((m) => m.destination === "/dev/.bunwasi-run")).toEqual({
+      destination: "/dev/.bunwasi-run",
+      type: "bind",
+      source: "/state/c/run",
+      options: ["rbind", "ro", "nosuid", "nodev"],
+    });
+    // The module's view comes last: the rootfs again, and the volume (not the file bind, not the /dev tmpfs).
+    expect(d.mounts?.slice(-2)).toEqual([
+      { destination: "/dev/.bunwasi-root", type: "bind", source: join(b, "rootfs"), options: ["bind", "rw", "nosuid", "nodev"] },
+      { destination: "/dev/.bunwasi-root/data", type: "bind", source: vol, options: ["bind", "ro", "nosuid", "nodev"] },
     ]);
     expect(s.process.args).toEqual(["/app.wasm"]); // input untouched
   });

@@ -1,13 +1,15 @@
 // src/oci/exec-process.ts without runc: the process of an Exec as the runtime gets it. A module
-// exec'd into a wasm container becomes our executor at that container's mount (with the
-// container's memory limit and cache), a native program stays as given, and a module cannot
-// be exec'd into a native container (it has no executor mount).
+// exec'd into a wasm container becomes our executor at that container's mount, reading a plan
+// of its own from the container's run directory (the container's rules: memory limit, view;
+// the exec's args, env, cwd, user), a native program stays as given, and a module cannot be
+// exec'd into a native container (it has no executor mount).
 
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { withSmallVmEntries } from "../../../src/common/vm-env.ts";
+import { basename, join } from "node:path";
+import { smallVmEntries } from "../../../src/common/vm-env.ts";
+import { parseRunPlan, type RunPlan } from "../../../src/engines/run-plan.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { prepare } from "../../../src/oci/bundle.ts";
 import { prepareExecProcess } from "../../../src/oci/exec-process.ts";
@@ -62,45 +64,59 @@ async function container(args: string[], cacheDir?: string) {
   return { bundle: b, runtimeBundle: p.runtimeBundle };
 }
 
+/** The plan an exec's executor reads: the file its --plan names, in the container's run directory. */
+function planOf(runtimeBundle: string, args: string[]): RunPlan {
+  const file = args[args.indexOf("--plan") + 1] ?? "";
+  expect(file.startsWith("/.bunwasi-run/exec-")).toBe(true);
+  return parseRunPlan(readFileSync(join(runtimeBundle, "run", basename(file)), "utf8"));
+}
+
 describe("the process of an exec", () => {
-  test("a module exec'd into a wasm container runs through the executor at the container's mount", async () => {
+  test("a module exec'd into a wasm container runs through the executor at the container's mount, on a plan of its own", async () => {
     const c = await container(["/app.wasm"]);
     const r = await prepareExecProcess({ ...c, engine: wasmtime, process: proc(["tool.wasm", "a", "b"]), executorDir: fakeExec });
     expect(r.kind).toBe("wasm");
+    const planFile = r.process.args[5] ?? "";
     expect(r.process.args).toEqual([
       `/.bunwasi/${LOADER_NAME}`,
       "--library-path",
       "/.bunwasi",
       "/.bunwasi/bunwasi-executor",
-      "--module",
-      "/bin/tool.wasm",
+      "--plan",
+      planFile,
       "--engine-dir",
       "/.bunwasi",
-      "--memory-limit",
-      String(32 << 20),
       // the module's "/" is the container's view without /proc, /sys and /dev, as the init's
       "--root-dir",
       "/dev/.bunwasi-root",
-      "--",
-      "tool.wasm",
-      "a",
-      "b",
     ]);
-    // Everything else of the exec's process is kept: its env, cwd, user, terminal flag.
-    // (the env gains the executor's JSC options, which the executor hides from the module: src/common/vm-env.ts)
-    expect(r.process).toMatchObject({
+    // The exec's args, env (last wins), cwd and user, the container's limits and view: the same rules as the container's.
+    const plan = planOf(c.runtimeBundle, r.process.args);
+    expect(plan).toMatchObject({
+      module: { host: join(c.bundle, "rootfs/bin/tool.wasm"), path: "/bin/tool.wasm" },
+      args: ["tool.wasm", "a", "b"],
+      env: ["PATH=/bin", "K=V"],
       cwd: "/work",
-      env: withSmallVmEntries(["PATH=/bin", "K=V"]),
-      user: { uid: 7, gid: 7 },
-      terminal: false,
+      limits: { memoryBytes: 32 << 20 },
+      user: { uid: 7, gid: 7, additionalGids: [] },
+      view: { root: join(c.bundle, "rootfs"), readOnly: false, volumes: [] },
     });
+    // Readable by the exec's user only.
+    const st = statSync(join(c.runtimeBundle, "run", basename(planFile)));
+    expect([st.mode & 0o777, st.uid, st.gid]).toEqual([0o400, 7, 7]);
+    // Everything else of the exec's process is kept: its cwd, user, terminal flag; its env is
+    // the executor's VM settings only (the module's is in the plan).
+    expect(r.process).toMatchObject({ cwd: "/work", env: smallVmEntries(), user: { uid: 7, gid: 7 }, terminal: false });
+    // The same exec again writes the same file: a probe run every few seconds leaves one.
+    const again = await prepareExecProcess({ ...c, engine: wasmtime, process: proc(["tool.wasm", "a", "b"]), executorDir: fakeExec });
+    expect(again.process.args[5]).toBe(planFile);
+    expect(readdirSync(join(c.runtimeBundle, "run")).filter((f) => f.startsWith("exec-"))).toHaveLength(1);
   });
 
-  test("module#export becomes --entry; the container's compile cache is the exec's too", async () => {
+  test("module#export is the plan's entry; the container's compile cache is the exec's too", async () => {
     const c = await container(["/app.wasm"], join(base, "cache"));
     const r = await prepareExecProcess({ ...c, engine: wasmtime, process: proc(["/app.wasm#run"]), executorDir: fakeExec });
-    expect(r.process.args).toContain("--entry");
-    expect(r.process.args[r.process.args.indexOf("--entry") + 1]).toBe("run");
+    expect(planOf(c.runtimeBundle, r.process.args).module.entry).toBe("run");
     expect(r.process.args[r.process.args.indexOf("--cache") + 1]).toBe("/.bunwasi-cache");
   });
 
@@ -144,9 +160,6 @@ describe("the process of an exec", () => {
     });
     return { bundle: b, runtimeBundle: p.runtimeBundle };
   }
-  const moduleOf = (args: string[]) => args[args.indexOf("--module") + 1];
-  const entryOf = (args: string[]) => (args.includes("--entry") ? args[args.indexOf("--entry") + 1] : undefined);
-  const argvOf = (args: string[]) => args.slice(args.indexOf("--") + 1);
 
   test("into an artifact container: args[0] naming the container's module runs the artifact, argv as given", async () => {
     const c = await artifactContainer(["./demo.wasm", "daemon"], "/srv");
@@ -155,7 +168,7 @@ describe("the process of an exec", () => {
       ["demo.wasm", "/work"], // its bare file name
       ["/srv/demo.wasm", "/work"], // the same path…
       ["../demo.wasm", "/srv/x"], // …from the exec's cwd
-      ["/.bunwasi-artifact/module.wasm", "/"], // where it is mounted
+      ["/.bunwasi-run/module.wasm", "/"], // where it is mounted
     ] as const) {
       const r = await prepareExecProcess({
         ...c,
@@ -164,9 +177,9 @@ describe("the process of an exec", () => {
         executorDir: fakeExec,
       });
       expect(r.kind).toBe("wasm");
-      expect(moduleOf(r.process.args)).toBe("/.bunwasi-artifact/module.wasm");
-      expect(entryOf(r.process.args)).toBeUndefined();
-      expect(argvOf(r.process.args)).toEqual([arg0, "echo", "hi"]);
+      const plan = planOf(c.runtimeBundle, r.process.args);
+      expect(plan.module).toEqual({ host: join(c.runtimeBundle, "run/module.wasm"), path: "/.bunwasi-run/module.wasm", artifact: true });
+      expect(plan.args).toEqual([arg0, "echo", "hi"]);
     }
   });
 
@@ -174,15 +187,16 @@ describe("the process of an exec", () => {
     const c = await artifactContainer(["/demo.wasm"]);
     for (const arg0 of ["#hello", "/demo.wasm#hello"]) {
       const r = await prepareExecProcess({ ...c, engine: wasmtime, process: proc([arg0]), executorDir: fakeExec });
-      expect(moduleOf(r.process.args)).toBe("/.bunwasi-artifact/module.wasm");
-      expect(entryOf(r.process.args)).toBe("hello");
+      const { module } = planOf(c.runtimeBundle, r.process.args);
+      expect(module.path).toBe("/.bunwasi-run/module.wasm");
+      expect(module.entry).toBe("hello");
     }
   });
 
   test("into an artifact container: a file of its rootfs or volumes still runs as itself", async () => {
     const c = await artifactContainer(["/demo.wasm"]);
     const r = await prepareExecProcess({ ...c, engine: wasmtime, process: proc(["/app.wasm"]), executorDir: fakeExec });
-    expect(moduleOf(r.process.args)).toBe("/app.wasm");
+    expect(planOf(c.runtimeBundle, r.process.args).module).toEqual({ host: join(c.bundle, "rootfs/app.wasm"), path: "/app.wasm" });
     const sh = proc(["sh"]);
     expect(await prepareExecProcess({ ...c, engine: wasmtime, process: sh, executorDir: fakeExec })).toEqual({
       process: sh,
@@ -203,7 +217,7 @@ describe("the process of an exec", () => {
 
   test("into an artifact container whose module is gone from its work dir: refused, naming it", async () => {
     const c = await artifactContainer(["/demo.wasm"]);
-    rmSync(join(c.runtimeBundle, "artifact"), { recursive: true });
+    rmSync(join(c.runtimeBundle, "run/module.wasm"));
     await expect(prepareExecProcess({ ...c, engine: wasmtime, process: proc(["/demo.wasm"]), executorDir: fakeExec })).rejects.toThrow(
       "the artifact's module",
     );

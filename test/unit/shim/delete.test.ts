@@ -5,6 +5,7 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { mountView, viewDir } from "../../../src/oci/wasi-view.ts";
 import { deleteTask } from "../../../src/runtime-v2/delete.ts";
 import { parseShimFlags } from "../../../src/runtime-v2/flags.ts";
 import { RUNTIME_OPTIONS_FILE, saveRuntimeOptions } from "../../../src/task/runtime-options.ts";
@@ -63,6 +64,25 @@ describe("shim delete", () => {
     // The options go with the work directory, and the namespace's empty folders of ours too.
     expect(existsSync(s.workDir)).toBe(false);
     expect(existsSync(join(s.stateRoot, "state", "ns1"))).toBe(false);
+  });
+
+  test("a module's view the shared-mode daemon left mounted in the work dir is taken down before the dir goes (root)", async () => {
+    const s = scene("view");
+    const rootfs = join(s.dir, "rootfs");
+    const vol = join(s.dir, "vol");
+    mkdirSync(rootfs);
+    mkdirSync(vol);
+    writeFileSync(join(rootfs, "app.wasm"), "image");
+    writeFileSync(join(vol, "data"), "volume");
+    mountView({ root: rootfs, readOnly: false, volumes: [{ source: vol, destination: "/data", readOnly: false }] }, viewDir(s.workDir));
+    const warnings: string[] = [];
+    await deleteTask(s.flags, (m) => warnings.push(m));
+    expect(warnings).toEqual([]);
+    expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(s.workDir);
+    expect(existsSync(s.workDir)).toBe(false);
+    // Removed after the unmount: nothing of the rootfs or the volume was removed through the view.
+    expect(readFileSync(join(rootfs, "app.wasm"), "utf8")).toBe("image");
+    expect(readFileSync(join(vol, "data"), "utf8")).toBe("volume");
   });
 
   test("without options the default binary and root are used", async () => {

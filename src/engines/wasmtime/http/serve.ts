@@ -125,8 +125,10 @@ export class HttpService {
     if (o.memoryLimitBytes !== undefined) pairs.push(["memory_limit", String(Math.floor(o.memoryLimitBytes))]);
     if (artifact) pairs.push(["artifact", artifact]);
     if (o.threads) pairs.push(["threads", String(o.threads)]);
-    // The pooling allocator is on unless BUNWASI_HTTP_POOLING=0 (in the container's env).
-    if (process.env.BUNWASI_HTTP_POOLING === "0" || o.pooling === false) pairs.push(["pooling", "0"]);
+    // The pooling allocator is on unless BUNWASI_HTTP_POOLING=0 (in the container's env; else
+    // in this process's, which the executor's never carries from a container).
+    const pooling = o.env.findLast(([k]) => k === "BUNWASI_HTTP_POOLING")?.[1] ?? process.env.BUNWASI_HTTP_POOLING;
+    if (pooling === "0" || o.pooling === false) pairs.push(["pooling", "0"]);
     const config = encodeConfig(pairs);
     // Made last: from here on the library owns the fd, also if it fails.
     const server = startHttpServer(lib, config, o.source, o.listen?.(addr, backlog));
@@ -198,8 +200,8 @@ export class HttpService {
 }
 
 /**
- * Grace period: BUNWASI_HTTP_GRACE_MS from the container's env (`env`; for an executor it is
- * also its process env), else from this process's env (a daemon's default), else STOP_GRACE_MS.
+ * Grace period: BUNWASI_HTTP_GRACE_MS from the container's env (`env`, from its RunPlan), else
+ * from this process's env (a daemon's default), else STOP_GRACE_MS.
  */
 export function stopGraceMs(env: [string, string][] = []): number {
   for (const raw of [env.findLast(([k]) => k === "BUNWASI_HTTP_GRACE_MS")?.[1], process.env.BUNWASI_HTTP_GRACE_MS]) {
