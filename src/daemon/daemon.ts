@@ -25,12 +25,12 @@ import { requireSameUser, Server } from "../ttrpc/index.ts";
 import { countingCompiles } from "./compiles.ts";
 import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
 import { giveBackWhenQuiet } from "./give-back.ts";
-import type { DaemonShared } from "./host.ts";
 import { lockDaemonDir } from "./lock.ts";
 import { stderrLogger } from "./log.ts";
 import { Manager } from "./manager.ts";
 import { raiseNofile } from "./nofile.ts";
 import { DAEMON_SOCKET_ENV, defaultDaemonSocket, type SharedModeNames } from "./paths.ts";
+import type { DaemonShared } from "./sandbox-host.ts";
 
 /**
  * After a kill, how long a module blocked in a host call (a sleep, a read on an empty fifo)

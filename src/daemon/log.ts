@@ -2,7 +2,7 @@
 // shape containerd's own Go code writes, so one parser reads both.
 
 import { writeSync } from "node:fs";
-import type { Logger } from "../task/host.ts";
+import type { Logger } from "../task/task-host.ts";
 
 /** `name`: the daemon binary's (each line carries it, as containerd's own lines carry theirs). */
 export function stderrLogger(debug: boolean, name: string): Logger {

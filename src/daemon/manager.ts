@@ -13,8 +13,8 @@ import type {
   DeleteSandboxResponse,
   ListSandboxesResponse,
 } from "./gen/bunwasi/manager/v1/manager.ts";
-import type { DaemonShared } from "./host.ts";
 import { Sandbox } from "./sandbox.ts";
+import type { DaemonShared } from "./sandbox-host.ts";
 
 export interface ManagerOptions {
   shared: DaemonShared;

@@ -8,7 +8,7 @@
 // (scripts/systemd/containerd-wasmtimed.service, LimitNOFILE).
 
 import { getrlimit, RLIM_INFINITY, RLIMIT_NOFILE, setrlimit, strerror } from "../linux/libc.ts";
-import type { Logger } from "../task/host.ts";
+import type { Logger } from "../task/task-host.ts";
 
 /** Open files one wasm container costs the daemon (measured: 12019 fds for 1000 containers). */
 export const FDS_PER_CONTAINER = 12;

@@ -10,7 +10,7 @@ import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2
 import { NAMESPACE_METADATA_KEY, TaskService } from "../task/task-service.ts";
 import { TaskV3 } from "../task/task-v3.ts";
 import { type CallContext, requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";
-import { type DaemonShared, type SandboxHost, type SandboxNamespace, sandboxHost } from "./host.ts";
+import { type DaemonShared, type SandboxHost, type SandboxNamespace, sandboxHost } from "./sandbox-host.ts";
 
 export interface SandboxOptions {
   id: string;

@@ -36,7 +36,7 @@ export function findRuntime(preferred?: string): string {
   return "runc";
 }
 
-// Implements src/task/host.ts OciRuntime (checked where serve.ts hands it to the service;
+// Implements src/task/task-host.ts OciRuntime (checked where serve.ts hands it to the service;
 // not named here, so this layer does not import the one above it).
 export class Runc {
   constructor(private readonly opts: RuncOptions) {}

@@ -18,8 +18,8 @@ import { type OomWatch, watchOom } from "../linux/oom.ts";
 import type { Runc, RuncStats } from "../linux/runc.ts";
 import { untilSignalHandled } from "../linux/signal-ready.ts";
 import { prepareExecProcess } from "../oci/exec-process.ts";
-import type { Logger } from "../task/host.ts";
 import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess, ProcessIo } from "../task/instance.ts";
+import type { Logger } from "../task/task-host.ts";
 
 /** What a runc instance needs of the process around it. */
 export interface RuncParts {

@@ -1,5 +1,5 @@
 // Which OCI runtime a container runs with, in one place for a server (every call, either mode:
-// ./host-parts.ts) and `shim delete` (after the server died, ./delete.ts): the namespace's
+// ./common-host-calls.ts) and `shim delete` (after the server died, ./delete.ts): the namespace's
 // default, or the one its Create's runtime options name, with runc-v2's rules (`Root` gets
 // the namespace appended, `SystemdCgroup` is `--systemd-cgroup`).
 

@@ -8,13 +8,13 @@ import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import { artifactForContainer } from "../oci/artifact.ts";
 import { prepare } from "../oci/bundle.ts";
 import { precompile } from "../oci/precompile.ts";
+import { commonHostCalls, runcOf } from "../runtime-v2/common-host-calls.ts";
 import type { ShimFlags } from "../runtime-v2/flags.ts";
-import { commonHostCalls, runcOf } from "../runtime-v2/host-parts.ts";
 import { containerStateDir, runtimeRoot, type ShimPaths } from "../runtime-v2/paths.ts";
 import { createRuncInstance } from "../runtime-v2/runc-instance.ts";
 import { Publisher } from "../task/events.ts";
-import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
 import { probeCgroupV2 } from "../task/stats.ts";
+import type { Logger, NamespaceHost, TaskHost } from "../task/task-host.ts";
 
 /** A namespace's host values, plus what the server tidies when it exits. */
 export interface ServedNamespace extends NamespaceHost {

@@ -19,7 +19,7 @@ import { socketPath } from "../runtime-v2/address.ts";
 import { LISTEN_FD_ENV, type ShimFlags } from "../runtime-v2/flags.ts";
 import { shimPaths } from "../runtime-v2/paths.ts";
 import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
-import type { Logger } from "../task/host.ts";
+import type { Logger } from "../task/task-host.ts";
 import { TaskService } from "../task/task-service.ts";
 import { TaskV3 } from "../task/task-v3.ts";
 import { requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";

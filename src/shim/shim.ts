@@ -15,7 +15,13 @@ import { loadServe } from "./entries.ts";
 import type { ShimOptions } from "./main.ts";
 
 export type { Compiler, Engine, Entrypoint, ExecutorNeeds, LoadOptions, RunContext, Runner, RunResult } from "../engines/engine.ts";
-export { defineHostFunctions, type HostCaller, type HostFunction, type HostFunctions, withHostFunctions } from "../engines/host.ts";
+export {
+  defineHostFunctions,
+  type HostCaller,
+  type HostFunction,
+  type HostFunctions,
+  withHostFunctions,
+} from "../engines/host-functions.ts";
 export type { ShimOptions } from "./main.ts";
 
 /** Run the shim's command line (process.argv) and exit when it is done. */

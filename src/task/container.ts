@@ -13,12 +13,12 @@ import { ConsoleSocket } from "../linux/console.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { type ExecOptions, ExecProcess } from "./exec.ts";
 import type { Status } from "./gen/containerd/types/task/task.ts";
-import type { NamespaceHost, RootfsMount, TaskHost } from "./host.ts";
 import type { Exit, Instance, OciProcess } from "./instance.ts";
 import { CONSOLE_TIMEOUT_MS, failure, type Process } from "./process.ts";
 import { type RuntimeOptions, saveRuntimeOptions } from "./runtime-options.ts";
 import { afterCall, afterExit, begin, check, EXCLUSIVE, statusOf, type TaskCall, type TaskState } from "./state.ts";
 import { Stdio, type StdioPaths } from "./stdio.ts";
+import type { NamespaceHost, RootfsMount, TaskHost } from "./task-host.ts";
 import { Terminal } from "./terminal.ts";
 import { UndoStack } from "./undo.ts";
 

@@ -1,5 +1,5 @@
 // containerd's Task service over our containers, as a value: everything it touches comes in
-// through its options (src/task/host.ts), so a process may hold one per sandbox or one for
+// through its options (src/task/task-host.ts), so a process may hold one per sandbox or one for
 // every pod of a node. Served twice, as containerd.task.v2.Task and containerd.task.v3.Task:
 // the messages are the same, only the package differs.
 //
@@ -51,11 +51,11 @@ import type {
   WaitResponse,
 } from "./gen/containerd/runtime/task/v2/shim.ts";
 import type { Empty } from "./gen/google/protobuf/empty.ts";
-import type { NamespaceHost, TaskHost } from "./host.ts";
 import type { OciProcess } from "./instance.ts";
 import type { Process } from "./process.ts";
 import { runtimeOptionsOf } from "./runtime-options.ts";
 import { refusal, ruleFor, type TaskCall } from "./state.ts";
+import type { NamespaceHost, TaskHost } from "./task-host.ts";
 
 /** The ttrpc metadata key containerd's Go client sets to the call's namespace (pkg/namespaces/ttrpc.go). */
 export const NAMESPACE_METADATA_KEY = "containerd-namespace-ttrpc";

@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-// The engine's run words (src/engines/wasmtime/run-words.ts), so the run code reads them as it
+// The engine's run words (src/engines/wasmtime/run-atomics.ts), so the run code reads them as it
 // does on a Worker: [0] = the first kill signal (0 = none yet); [1] = paused (always 0 here);
 // [2] = linear memory pages published (-1 = none yet); [3..5] the memory request words, which
 // only shared mode's Stats uses.

@@ -29,7 +29,7 @@ import { isHttpService } from "./http/exports.ts";
 import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import { MemoryAsks } from "./memory-asks.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
-import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory } from "./run-words.ts";
+import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory } from "./run-atomics.ts";
 
 /**
  * How long Stats waits for a run to publish its memory after the epoch bump. A thread in
@@ -355,7 +355,7 @@ export class WasmtimeEngine {
       }
     }
 
-    // The signal once killed, paused, the memory figure: ./run-words.ts.
+    // The signal once killed, paused, the memory figure: ./run-atomics.ts.
     const killBuf = newRunWords();
     const req: RunRequest = {
       libPath: this.libPath,

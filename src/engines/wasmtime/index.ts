@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { CompileCache } from "../cache.ts";
 import { type Engine, type ExecutorFile, isWasmBinary, isWat, isWatComponent, type Runner } from "../engine.ts";
-import type { HostLoadOptions } from "../host.ts";
+import type { HostLoadOptions } from "../host-functions.ts";
 import { killLibFile } from "../kill-signals.ts";
 import { isHttpService } from "./http/exports.ts";
 import { findHttpHost, HTTP_LIB_NAME, HTTP_VERSION_FILE, httpCacheKeyInSlices } from "./http/library.ts";

@@ -11,7 +11,7 @@
 //     id u32 @16, timeout u64 @24, precision u64 @32, flags u16 @40 (bit 0: absolute)
 //   event (32 bytes): userdata u64 @0, error u16 @8, type u8 @10, fd_readwrite @16
 
-import { BLOCKED, KILL, PAUSED } from "./run-words.ts";
+import { BLOCKED, KILL, PAUSED } from "./run-atomics.ts";
 
 export const SUBSCRIPTION_SIZE = 48;
 export const EVENT_SIZE = 32;

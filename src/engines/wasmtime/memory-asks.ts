@@ -1,6 +1,6 @@
 // Gathers Stats' asks for a fresh memory figure into one epoch bump.
 //
-// A run publishes its linear memory at its epoch callback (./run-words.ts), so asking for a
+// A run publishes its linear memory at its epoch callback (./run-atomics.ts), so asking for a
 // fresh figure means bumping the epoch. The epoch is the engine's: one bump sends every
 // running module of the daemon through its callback, not only the asked one. containerd
 // asks for the Stats of all of a node's tasks at once (its Metrics call, the kubelet's

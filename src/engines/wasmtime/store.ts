@@ -6,7 +6,7 @@
 import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
 import { check, cstr, cstrArray, LAYOUT, type WasmtimeLib } from "./ffi.ts";
 import type { RunRequest } from "./protocol.ts";
-import { BLOCKED, publishMemory } from "./run-words.ts";
+import { BLOCKED, publishMemory } from "./run-atomics.ts";
 
 /** An error before the guest ran (bad module, link error, missing export): exit 125. */
 export class EngineError extends Error {}
@@ -18,7 +18,7 @@ export interface RunStore {
   deadlineCb: JSCallback;
   /**
    * The instance's exported memory (a wasmtime_extern_t), once the run has one: every epoch
-   * callback then publishes its size for Stats (./run-words.ts).
+   * callback then publishes its size for Stats (./run-atomics.ts).
    */
   memory: { extern?: Buffer };
 }

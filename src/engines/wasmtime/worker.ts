@@ -13,11 +13,11 @@
 
 import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
-import type { HostCaller, HostFunctions, ValType } from "../host.ts";
+import type { HostCaller, HostFunctions, ValType } from "../host-functions.ts";
 import { check, cstr, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { clockOnlyWait, interruptibleSleep, writeClockEvents } from "./interruptible.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
-import { publishMemory } from "./run-words.ts";
+import { publishMemory } from "./run-atomics.ts";
 import { EngineError, openStore, type RunStore } from "./store.ts";
 
 declare const self: Worker;
@@ -447,7 +447,7 @@ async function importHosts(urls: string[]): Promise<HostFunctions[]> {
   return out;
 }
 
-/** Publishes the instance's exported "memory" now and at every epoch callback (Stats, ./run-words.ts). */
+/** Publishes the instance's exported "memory" now and at every epoch callback (Stats, ./run-atomics.ts). */
 function watchMemory(lib: WasmtimeLib, cx: Pointer, instance: Buffer, opened: RunStore, kill: Int32Array): void {
   const ext = Buffer.alloc(LAYOUT.extern.size);
   const name = Buffer.from("memory");

@@ -1,4 +1,4 @@
-// A shared-mode sandbox's TaskHost (src/daemon/host.ts) under a real Task service, with no
+// A shared-mode sandbox's TaskHost (src/daemon/sandbox-host.ts) under a real Task service, with no
 // containerd: a native container is a runc instance as in normal mode, with the runc its
 // runtime options name; a wasm container is an in-process instance, which refuses a
 // terminal and Exec with the reason; a refused or failed Create leaves no state behind.
@@ -6,9 +6,9 @@ import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:tes
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { DaemonShared, SandboxNamespace } from "../../../src/daemon/host.ts";
-import { sandboxHost } from "../../../src/daemon/host.ts";
 import { InProcessInstance } from "../../../src/daemon/inproc-runtime.ts";
+import type { DaemonShared, SandboxNamespace } from "../../../src/daemon/sandbox-host.ts";
+import { sandboxHost } from "../../../src/daemon/sandbox-host.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { ExitWatcher } from "../../../src/linux/exit-watcher.ts";
 import { CreateTaskRequest, ExecProcessRequest } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";

@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Engine, EXIT_ENGINE_ERROR, EXIT_TRAP, type Runner } from "../../../src/engines/engine.ts";
-import { withHostFunctions } from "../../../src/engines/host.ts";
+import { withHostFunctions } from "../../../src/engines/host-functions.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { prepare, tmp } from "./helpers.ts";
 

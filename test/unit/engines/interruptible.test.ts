@@ -11,7 +11,7 @@ import {
   SUBSCRIPTION_SIZE,
   writeClockEvents,
 } from "../../../src/engines/wasmtime/interruptible.ts";
-import { BLOCKED, KILL, newRunWords, PAUSED } from "../../../src/engines/wasmtime/run-words.ts";
+import { BLOCKED, KILL, newRunWords, PAUSED } from "../../../src/engines/wasmtime/run-atomics.ts";
 import { prepare, wasm } from "./helpers.ts";
 
 function subscriptions(subs: { userdata: bigint; tag?: number; timeout?: bigint; flags?: number }[]): Uint8Array {

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { ExitWatcher } from "../../../src/linux/exit-watcher.ts";
 import { becomeSubreaper } from "../../../src/linux/subreaper.ts";
-import { runcOf } from "../../../src/runtime-v2/host-parts.ts";
+import { runcOf } from "../../../src/runtime-v2/common-host-calls.ts";
 import { createRuncInstance, type RuncParts } from "../../../src/runtime-v2/runc-instance.ts";
 import type { InstanceRequest } from "../../../src/task/instance.ts";
 import type { RuntimeOptions } from "../../../src/task/runtime-options.ts";

@@ -8,9 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RuncError, type RuncStats } from "../../../src/linux/runc.ts";
 import type { EncodedEvent, EventSink } from "../../../src/task/events.ts";
-import type { LogLevel, NamespaceHost, RootfsMount, TaskHost } from "../../../src/task/host.ts";
 import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess, ProcessIo } from "../../../src/task/instance.ts";
 import type { RuntimeOptions } from "../../../src/task/runtime-options.ts";
+import type { LogLevel, NamespaceHost, RootfsMount, TaskHost } from "../../../src/task/task-host.ts";
 import type { CallContext } from "../../../src/ttrpc/index.ts";
 
 export interface Published {

@@ -5,7 +5,7 @@
 // normal mode (src/runtime-v2/runc-instance.ts), with the daemon as their child subreaper.
 // What is process-wide (the engine, the exit watcher, the compile cache, cgroup probing) is
 // the daemon's and comes in through `DaemonShared`; the calls both modes make the same way
-// (mounts, metrics, the runc of a container) are ../runtime-v2/host-parts.ts.
+// (mounts, metrics, the runc of a container) are ../runtime-v2/common-host-calls.ts.
 
 import { join } from "node:path";
 import type { Engine, Runner } from "../engines/engine.ts";
@@ -15,12 +15,12 @@ import { artifactForContainer } from "../oci/artifact.ts";
 import { planContainer, RUN_DIR } from "../oci/container-plan.ts";
 import { precompile } from "../oci/precompile.ts";
 import { readSpec } from "../oci/spec.ts";
-import { commonHostCalls, runcOf } from "../runtime-v2/host-parts.ts";
+import { commonHostCalls, runcOf } from "../runtime-v2/common-host-calls.ts";
 import { containerStateDir, type ShimPaths } from "../runtime-v2/paths.ts";
 import { createRuncInstance } from "../runtime-v2/runc-instance.ts";
 import { Publisher } from "../task/events.ts";
-import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
 import type { InstanceRequest } from "../task/instance.ts";
+import type { Logger, NamespaceHost, TaskHost } from "../task/task-host.ts";
 import { InProcessInstance } from "./inproc-runtime.ts";
 
 /** What every sandbox of a daemon shares. */

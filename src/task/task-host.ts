@@ -11,7 +11,7 @@
 //
 // createInstance is where the modes differ: it prepares containerd's bundle and has it run
 // (src/task/instance.ts). Normal mode's host is src/shim/normal-host.ts, a shared-mode
-// sandbox's src/daemon/host.ts; tests build fakes.
+// sandbox's src/daemon/sandbox-host.ts; tests build fakes.
 
 import type { RuncStats } from "../linux/runc.ts";
 import type { EventSink } from "./events.ts";

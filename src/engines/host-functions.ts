@@ -41,7 +41,7 @@ export interface HostLoadOptions extends LoadOptions {
 
 /**
  * `engine` plus the host functions of `modules` (URLs of modules whose default export is a
- * HostFunctions, e.g. `new URL("./host.ts", import.meta.url)`). Everything else, the compile
+ * HostFunctions, e.g. `new URL("./host-functions.ts", import.meta.url)`). Everything else, the compile
  * cache included, is the wrapped engine's: host functions change linking, not compiled code.
  */
 export function withHostFunctions(engine: Engine, opts: { name?: string; modules: (string | URL)[] }): Engine {

@@ -1,5 +1,5 @@
 // What a TaskHost does the same way in both modes: the normal shim server's host
-// (src/shim/normal-host.ts) and a shared-mode sandbox's (src/daemon/host.ts) differ only in
+// (src/shim/normal-host.ts) and a shared-mode sandbox's (src/daemon/sandbox-host.ts) differ only in
 // how a container's bundle is prepared and where a wasm container runs. Rootfs mounts,
 // metrics, and the runc a container runs with are the same code, here; so is a runc
 // container itself (./runc-instance.ts).
@@ -8,9 +8,9 @@ import type { Engine } from "../engines/engine.ts";
 import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import type { Runc } from "../linux/runc.ts";
 import { mountRootfsAsync, unmountRootfs } from "../oci/rootfs.ts";
-import type { Logger, TaskHost } from "../task/host.ts";
 import type { RuntimeOptions } from "../task/runtime-options.ts";
 import { metricsAny } from "../task/stats.ts";
+import type { Logger, TaskHost } from "../task/task-host.ts";
 import { runtimeRoot, type ShimPaths } from "./paths.ts";
 import type { RuncParts } from "./runc-instance.ts";
 import { runtimeFor } from "./runtime.ts";
