@@ -152,8 +152,7 @@ export class CompileCache {
 
   /**
    * Whether `key` is cached. Synchronous inside (one access(2)): a shim server asks on every
-   * Create of a wasm container, and an asynchronous fs call would start Bun's thread pool,
-   * whose threads then stay for the server's whole life (memory per idle pod, issue 8).
+   * Create of a wasm container (docs/ARCHITECTURE.md, "Bun's thread pool").
    * put() stays asynchronous: it runs once per module and node, on a miss.
    */
   async has(key: string): Promise<boolean> {

@@ -119,9 +119,7 @@ async function isService(engine: Engine, module: string): Promise<boolean> {
   try {
     // Services are components: a core module (the common case) costs an 8-byte read here, not
     // a second read of the whole file that would sit in the heap until the first collection.
-    // Synchronous reads: this process has nothing else to do meanwhile, and an asynchronous
-    // one would start Bun's thread pool (two threads with heaps of their own) for the
-    // container's whole life.
+    // Synchronous reads: this process has nothing else to do meanwhile (docs/ARCHITECTURE.md, "Bun's thread pool").
     const head = new Uint8Array(8);
     const fd = openSync(module, "r");
     try {

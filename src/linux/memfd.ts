@@ -1,6 +1,5 @@
 // In-memory files for a helper command's input and output (runc, ldd): a command's pipes would
-// start Bun's thread pool, whose two threads keep their heaps for the server's whole life
-// (memory per idle pod, issue 8); a memfd passed by number starts nothing.
+// start Bun's thread pool (docs/ARCHITECTURE.md, "Bun's thread pool"); a memfd passed by number starts nothing.
 
 import { closeSync, fstatSync, readSync, writeSync } from "node:fs";
 import { memfdCreate, strerror } from "./libc.ts";

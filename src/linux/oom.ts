@@ -16,9 +16,7 @@
 // container runs (an OOM kill of a process other than the init): an fd per container, polled
 // with the exit watcher's pidfds (src/linux/exit-watcher.ts watchReadable), so no thread of its own.
 
-// The cgroup files are read with synchronous calls: they are tiny and answer in microseconds,
-// and asynchronous fs calls would start Bun's thread pool, whose threads then stay for the
-// server's whole life (memory per idle pod, issue 8).
+// The cgroup files are read with synchronous calls, microseconds each (docs/ARCHITECTURE.md, "Bun's thread pool").
 import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {

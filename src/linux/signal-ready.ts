@@ -1,9 +1,8 @@
 // Before a catchable signal is sent to a freshly started process that is PID 1 of its pid
 // namespace (the kernel drops it unless a handler is installed): wait until it catches it.
 // Read from /proc a few ms apart, sleeping on the event loop in between, so a slow start of
-// one container never holds up the calls of others. The reads themselves are synchronous:
-// /proc answers in microseconds, and asynchronous fs calls would start Bun's thread pool,
-// whose threads then stay for the server's whole life (memory per idle pod, issue 8).
+// one container never holds up the calls of others. The reads themselves are synchronous,
+// microseconds each (docs/ARCHITECTURE.md, "Bun's thread pool").
 
 import { readFileSync, readlinkSync } from "node:fs";
 import { SIGNAL_READY_TIMEOUT_MS } from "../common/constants.ts";

@@ -14,9 +14,7 @@
 //    kept, so the module gets the same sandbox a native process would; the module's
 //    filesystem is its WASI view (./wasi-view.ts).
 //
-// File access here is synchronous: a few small files and stats, microseconds each, where
-// asynchronous fs calls would start Bun's thread pool, whose threads then stay for the
-// server's whole life (memory per idle pod, issue 8).
+// File access here is synchronous (docs/ARCHITECTURE.md, "Bun's thread pool").
 
 import { accessSync, chownSync, constants, lstatSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";

@@ -18,9 +18,8 @@
 // give one (opts.executor, or BUNWASI_EXECUTOR=path of a built shim; scripts/build-shim.sh).
 
 //
-// File access here is synchronous (a few stats, links and small files, once per install):
-// asynchronous fs calls, and Bun.spawn with pipes, would start Bun's thread pool, whose
-// threads then stay for the server's whole life (memory per idle pod, issue 8).
+// File access here is synchronous (a few stats, links and small files, once per install), and
+// ldd's output goes through a memfd, not a pipe (docs/ARCHITECTURE.md, "Bun's thread pool").
 
 import {
   chmodSync,

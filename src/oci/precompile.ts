@@ -15,8 +15,7 @@ export async function precompile(engine: Engine, prepared: Prepared, cacheDir: s
   const compiler = engine.compiler;
   if (!compiler || prepared.kind !== "wasm" || !prepared.moduleHost) return;
   try {
-    // Read synchronously (a module is a few MB at most: a millisecond): asynchronous fs calls
-    // would start Bun's thread pool, whose threads stay for the server's life (issue 8).
+    // Read synchronously (a module is a few MB at most: a millisecond) (docs/ARCHITECTURE.md, "Bun's thread pool").
     const source = new Uint8Array(readFileSync(prepared.moduleHost));
     let cache = caches.get(cacheDir);
     if (!cache) caches.set(cacheDir, (cache = new CompileCache({ dir: cacheDir })));

@@ -184,9 +184,7 @@ function undoAndThrow(done: string[], e: unknown): never {
  * inside one). On failure, what was mounted is undone and the error rethrown.
  *
  * It runs on the Task service's request path, yet the directories are made with synchronous
- * calls: a mkdir costs microseconds, and asynchronous fs calls would start Bun's thread pool,
- * whose threads then stay for the server's whole life (memory per idle pod, issue 8). It stays
- * async for its callers, and the mount(2) calls themselves stay on
+ * calls, microseconds each (docs/ARCHITECTURE.md, "Bun's thread pool"). It stays async for its callers, and the mount(2) calls themselves stay on
  * this thread: each is one system call, mount namespaces belong to the whole process so
  * another thread would change nothing, and a worker would need its own FFI binding.
  */

@@ -5,8 +5,7 @@
 // counter (src/linux/oom.ts). A wasm container's init is our executor, which must have its
 // signal handlers in place before a catchable signal can reach it (src/linux/signal-ready.ts).
 // Its files (pid files, runc's logs, an exec's process) go in the container's work dir; they
-// are written and removed with synchronous calls, microseconds each: asynchronous fs calls
-// would start Bun's thread pool, whose threads then stay for the server's life (issue 8).
+// are written and removed with synchronous calls, microseconds each (docs/ARCHITECTURE.md, "Bun's thread pool").
 
 import { readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";

@@ -2,9 +2,8 @@
 // init process and exit, its exec processes, and what its Create set up (an undo stack, run
 // by a failed Create and by Delete). How it runs is its Instance's (src/task/instance.ts),
 // which the host makes. Nothing here blocks the event loop for long, since one process may
-// serve the calls of many pods at once. The work dir is made with a synchronous call,
-// microseconds: asynchronous fs calls would start Bun's thread pool, whose threads then stay
-// for the server's life (issue 8).
+// serve the calls of many pods at once. The work dir is made with a synchronous call
+// (docs/ARCHITECTURE.md, "Bun's thread pool").
 
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";

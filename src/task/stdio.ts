@@ -3,8 +3,7 @@
 // straight into containerd's fifos and no byte passes through the shim. Opened with
 // synchronous calls that never wait: every fifo open is non-blocking or read-write (which
 // Linux never blocks), and the wait for a client's reader sleeps on the event loop
-// (withReader). Asynchronous fs calls would start Bun's thread pool, whose threads then
-// stay for the server's whole life (memory per idle pod, issue 8).
+// (withReader). Synchronous: (docs/ARCHITECTURE.md, "Bun's thread pool").
 
 import { closeSync, constants, openSync } from "node:fs";
 import { setBlocking } from "../linux/libc.ts";

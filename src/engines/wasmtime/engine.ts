@@ -253,8 +253,7 @@ export class WasmtimeEngine {
    * signal and bumps this engine's epoch, which the run's checks read as with a Worker.
    */
   async executeHere(ctx: RunContext & Precompiled, kill: ThreadKill): Promise<RunResult & { stats: RunStats }> {
-    // A synchronous read: this thread has nothing else to do, and an asynchronous one would
-    // start Bun's thread pool (two threads, with heaps of their own) for the executor's life.
+    // A synchronous read: this thread has nothing else to do (docs/ARCHITECTURE.md, "Bun's thread pool").
     const prepared = await this.request(ctx, true);
     if ("early" in prepared) return prepared.early;
     const { req, cacheKey, cacheHit } = prepared;
