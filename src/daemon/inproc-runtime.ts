@@ -53,7 +53,7 @@ export interface InProcessPlan {
 
 interface Instance {
   plan: InProcessPlan;
-  /** Our own open file descriptions of the container's stdio (containerd's fifos). */
+  /** Our own open file descriptions of the container's stdio (containerd's fifos); -1 once closed (closeFds). */
   fds: [number, number, number];
   /** The module reads stdin from a fifo the daemon feeds (./stdin-relay.ts). */
   stdin: StdinRelay;
@@ -214,7 +214,10 @@ export class InProcessRuntime {
         this.o.onRunning?.(-1);
       });
     const relay = inst.stdin.run(run);
-    inst.done = Promise.all([run, relay]).then(() => {});
+    // containerd's stdin goes once the relay has let go of it (the run's output went at its exit).
+    inst.done = Promise.all([run, relay])
+      .then(() => {})
+      .finally(() => closeFds(inst, [0, 1, 2]));
   }
 
   async kill(id: string, signal: number, _all: boolean): Promise<void> {
@@ -255,7 +258,7 @@ export class InProcessRuntime {
     }
     // The run's thread has ended and the relay let go of the fifo: nothing of it is left.
     await inst.done;
-    for (const fd of inst.fds) closeQuietly(fd);
+    closeFds(inst, [0, 1, 2]);
     this.instances.delete(id);
   }
 
@@ -328,6 +331,14 @@ export class InProcessRuntime {
   private finish(inst: Instance, status: number): void {
     if (inst.exited) return;
     inst.exited = true;
+    // The output ends with the run, before its exit is reported, as a process's fds close
+    // before its parent can reap it; not at Delete. containerd's client (task.Delete in
+    // client/task.go, since 1.6.22, 1.7.3 and in 2.x) waits for its copy of the output to
+    // reach EOF before it sends Delete; earlier ones closed their read ends first. Held until
+    // Delete, our copies would keep the output open for ever: CRI's exit handling (2.x's
+    // handleContainerExit) and `ctr run --rm` would wait on it and never delete the task.
+    // A run that never started leaves nothing to relay: its stdin goes too.
+    closeFds(inst, inst.running ? [1, 2] : [0, 1, 2]);
     inst.resolveExit({ status, at: new Date() });
   }
 
@@ -368,6 +379,15 @@ export async function threadCpu(tid: number): Promise<{ user: number; kernel: nu
   if (!Number.isFinite(total) || total <= 0) return { user, kernel };
   const u = user + kernel > 0 ? Math.round((total * user) / (user + kernel)) : total;
   return { user: u, kernel: total - u };
+}
+
+/** Closes the instance's stdio fds at `which` that are still open. */
+function closeFds(inst: Instance, which: (0 | 1 | 2)[]): void {
+  for (const i of which) {
+    const fd = inst.fds[i];
+    inst.fds[i] = -1;
+    if (fd >= 0) closeQuietly(fd);
+  }
 }
 
 function closeQuietly(fd: number): void {

@@ -1,9 +1,9 @@
 // The Kubernetes path: containerd's CRI plugin, driven with crictl as the kubelet would drive
 // it, runs pods whose RuntimeClass handler maps to our shim, in both modes: `wasmtime` (normal
 // mode, a shim server per pod) and `wasmtimed` (shared mode: the thin shim and the
-// containerd-wasmtimed daemon this file starts; on 1.6 only, the CRI plugin's side is the same
-// code on 2.x). Where shared mode differs by design (no Exec, terminal or Update for a wasm
-// container: it runs on a thread of the daemon), the test asserts the error. For Debian's
+// containerd-wasmtimed daemon this file starts), each on 1.6 and on 2.x. Where shared mode
+// differs by design (no Exec, terminal or Update for a wasm container: it runs on a thread of
+// the daemon), the test asserts the error. For Debian's
 // containerd 1.6 and the 2.x that scripts/containerd-versions.sh builds, a private containerd
 // (test/support/cri.ts) with the compiled shim on PATH: a host-network pod whose sandbox
 // (pause), a wasm container and a native busybox sidecar share one shim; logs in CRI's
@@ -56,10 +56,10 @@ const CONTAINERDS = [
   { name: "containerd 1.6 (Debian)", binary: "/usr/bin/containerd" },
   { name: `containerd ${V2} (built from the module proxy)`, binary: join(REPO, "build/containerd", V2, "bin/containerd") },
 ];
-/** Each containerd with normal mode; shared mode on 1.6. */
+/** Each containerd in normal mode and in shared mode. */
 const CASES = [
   ...CONTAINERDS.map((c) => ({ ...c, shared: false, handler: HANDLER })),
-  { ...CONTAINERDS[0]!, shared: true, handler: SHARED_HANDLER },
+  ...CONTAINERDS.map((c) => ({ ...c, shared: true, handler: SHARED_HANDLER })),
 ];
 
 test("prerequisites: root, runc, crictl, both containerds, and 2.x's own runc shim", () => {

@@ -29,6 +29,15 @@ export interface Daemon {
 }
 
 export async function startDaemon(dir: string, extraEnv: Record<string, string> = {}): Promise<Daemon> {
+  // Built here, not only by shimEnv/criEnv: a suite may start its daemon first.
+  const built = Bun.spawnSync(
+    ["bash", join(REPO, "scripts/build-shim.sh"), join(REPO, "build/bin"), "containerd-wasmtimed", "containerd-shim-wasmtimed-v1"],
+    {
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
+  if (built.exitCode !== 0) throw new Error(`build-shim.sh failed: ${built.stderr.toString()}`);
   mkdirSync(dir, { recursive: true });
   const socket = join(dir, "wasmtimed.sock");
   const logPath = join(dir, "daemon.log");

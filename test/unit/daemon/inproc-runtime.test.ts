@@ -13,6 +13,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  readSync,
   rmSync,
   writeSync,
 } from "node:fs";
@@ -85,7 +86,10 @@ beforeEach(() => {
   stdio = [r, openSync(join(dir, "out"), "w"), openSync(join(dir, "err"), "w")];
 });
 
-afterEach(() => {
+afterEach(async () => {
+  // What a test left (a run it ended without Delete) is deleted here: its fds close when its
+  // relay lets go, which must not happen during the next test's fd count.
+  await rt.delete("c1", true);
   for (const fd of [...stdio, stdinWriter]) {
     if (fd < 0) continue;
     try {
@@ -156,6 +160,65 @@ describe("InProcessRuntime", () => {
     expect(readdirSync("/proc/self/fd").length).toBe(before);
     await rt.delete("c1", true); // forced delete of what is gone: fine
     await expect(rt.delete("c1", false)).rejects.toThrow("does not exist");
+  });
+
+  test("the module's output ends with its run, before the exit is reported and before any Delete (containerd's reader sees EOF)", async () => {
+    // containerd's side of stdout and stderr: fifos it reads; the Task service opens them
+    // read-write and closes its own fds once the runtime has its copies, as after a create.
+    const readers: number[] = [];
+    for (const name of ["fifo-out", "fifo-err"]) {
+      mkfifo(join(dir, name));
+      readers.push(openSync(join(dir, name), constants.O_RDONLY | constants.O_NONBLOCK));
+    }
+    const [out, err] = ["fifo-out", "fifo-err"].map((n) => openSync(join(dir, n), constants.O_RDWR));
+    for (const fd of [stdio[1], stdio[2]]) closeSync(fd);
+    stdio = [stdio[0], out!, err!];
+    const readNow = (fd: number) => {
+      const buf = Buffer.alloc(64);
+      try {
+        return buf.subarray(0, readSync(fd, buf)).toString();
+      } catch (e) {
+        return (e as NodeJS.ErrnoException).code; // EAGAIN: a writer is still there
+      }
+    };
+    try {
+      await created();
+      for (const fd of [out!, err!]) closeSync(fd);
+      stdio = [stdio[0], -1, -1];
+      await rt.start("c1");
+      await Bun.sleep(0);
+      const run = runner.runs[0]!;
+      writeSync((run.ctx.stdout as { fd: number }).fd, "hello\n");
+      // Running: the output is open (our copies are its writers).
+      expect(readers.map(readNow)).toEqual(["hello\n", "EAGAIN"]);
+      run.end(0);
+      expect((await rt.exitOf("c1"))?.status).toBe(0);
+      // Exited and not deleted: what was written was read, and then the end of both.
+      expect(readers.map(readNow)).toEqual(["", ""]);
+      await rt.delete("c1", false);
+    } finally {
+      for (const fd of readers) closeSync(fd);
+    }
+  });
+
+  test("a created, never started container killed: its stdio is closed at once, before any Delete", async () => {
+    mkfifo(join(dir, "fifo-out"));
+    const reader = openSync(join(dir, "fifo-out"), constants.O_RDONLY | constants.O_NONBLOCK);
+    const out = openSync(join(dir, "fifo-out"), constants.O_RDWR);
+    closeSync(stdio[1]);
+    stdio = [stdio[0], out, stdio[2]];
+    try {
+      await created();
+      closeSync(out);
+      stdio = [stdio[0], -1, stdio[2]];
+      const buf = Buffer.alloc(8);
+      expect(() => readSync(reader, buf)).toThrow("EAGAIN");
+      await rt.kill("c1", 9, true);
+      expect(readSync(reader, buf)).toBe(0); // EOF
+      await rt.delete("c1", false);
+    } finally {
+      closeSync(reader);
+    }
   });
 
   test("pause and resume go to the engine's control of the run; a pause before it is handed over is kept", async () => {
