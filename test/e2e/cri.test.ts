@@ -142,14 +142,7 @@ for (const { name, binary, shared, handler: HANDLER } of CASES) {
     }, T);
 
     /** Shared mode: the daemon's sandboxes (ListSandboxes) serving pod `podId`. */
-    async function sandboxesOf(podId: string) {
-      const { client, manager } = await shd!.manager();
-      try {
-        return (await manager.listSandboxes({})).sandboxes.filter((s) => s.id === podId && s.namespace === K8S_NAMESPACE);
-      } finally {
-        client.close();
-      }
-    }
+    const sandboxesOf = (podId: string) => shd!.sandboxesOf(K8S_NAMESPACE, podId);
 
     /** Shared mode: containerd's Task API on the pod's sandbox in the daemon, as containerd calls it. */
     async function sandboxTask<R>(podId: string, f: (task: any, ctx: { metadata: Record<string, string[]> }) => Promise<R>): Promise<R> {
