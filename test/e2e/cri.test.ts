@@ -13,7 +13,7 @@
 // implemented by the shim yet: one test pins the errors crictl gets. Missing binaries fail, never skip.
 // (The sentence on Exec above predates it: exec works in normal mode and is tested below.)
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
@@ -138,7 +138,11 @@ for (const { name, binary, shared, handler: HANDLER } of CASES) {
 
     afterAll(async () => {
       await cri?.stop();
-      if (shd) expect(await shd.stop("SIGTERM")).toBe(0);
+      if (shd) {
+        const code = await shd.stop("SIGTERM");
+        rmSync(dirname(shd.socket), { recursive: true, force: true });
+        expect(code).toBe(0);
+      }
     }, T);
 
     /** Shared mode: the daemon's sandboxes (ListSandboxes) serving pod `podId`. */
