@@ -72,7 +72,7 @@ export class InProcessInstance implements Instance {
     private readonly plan: RunPlan,
     /** The module's "/": its WASI view, mounted by create (src/oci/wasi-view.ts). */
     private readonly view: string,
-    /** Our own open file descriptions of the container's stdio (containerd's fifos). */
+    /** Our own open file descriptions of the container's stdio (containerd's fifos); -1 once closed. */
     private readonly fds: [number, number, number],
     /** The module reads stdin from a fifo the daemon feeds (./stdin-relay.ts). */
     private readonly stdin: StdinRelay,
@@ -178,7 +178,10 @@ export class InProcessInstance implements Instance {
         this.o.onRunning?.(-1);
       });
     const relay = this.stdin.run(run);
-    this.done = Promise.all([run, relay]).then(() => {});
+    // containerd's stdin goes once the relay has let go of it (the run's output went at its exit).
+    this.done = Promise.all([run, relay])
+      .then(() => {})
+      .finally(() => this.closeFds([0, 1, 2]));
   }
 
   async kill(signal: number, _all: boolean): Promise<void> {
@@ -216,7 +219,7 @@ export class InProcessInstance implements Instance {
     await this.done;
     if (this.deleted) return;
     this.deleted = true;
-    for (const fd of this.fds) closeQuietly(fd);
+    this.closeFds([0, 1, 2]);
   }
 
   /**
@@ -291,7 +294,24 @@ export class InProcessInstance implements Instance {
   private finish(status: number): void {
     if (this.ended) return;
     this.ended = true;
+    // The output ends with the run, before its exit is reported, as a process's fds close
+    // before its parent can reap it; not at Delete. containerd's client (task.Delete in
+    // client/task.go, since 1.6.22, 1.7.3 and in 2.x) waits for its copy of the output to
+    // reach EOF before it sends Delete; earlier ones closed their read ends first. Held until
+    // Delete, our copies would keep the output open for ever: CRI's exit handling (2.x's
+    // handleContainerExit) and `ctr run --rm` would wait on it and never delete the task.
+    // A run that never started leaves nothing to relay: its stdin goes too.
+    this.closeFds(this.running ? [1, 2] : [0, 1, 2]);
     this.resolveExit({ status, at: new Date() });
+  }
+
+  /** Closes our copies of the stdio fds at `which` that are still open (-1 once closed). */
+  private closeFds(which: (0 | 1 | 2)[]): void {
+    for (const i of which) {
+      const fd = this.fds[i];
+      this.fds[i] = -1;
+      if (fd >= 0) closeQuietly(fd);
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 // OCI wasm artifacts where they are used: a real kubelet (static pods, no API server,
-// test/support/kubelet.ts) on Debian's containerd 1.6 and the pinned 2.x runs a pod whose
+// test/support/kubelet.ts) on Debian's containerd 1.6 and the pinned 2.x, in normal mode and in
+// shared mode (one containerd-wasmtimed daemon per describe), runs a pod whose
 // containers' images are wasm artifacts (no rootfs layer), one a core module and one a
 // component, pulled by nobody (imagePullPolicy Never: imported with `ctr images import
 // --all-platforms --no-unpack`). Both run to completion with their output in the kubelet's
@@ -10,7 +11,7 @@ import { join } from "node:path";
 import { Labels } from "../../src/oci/artifact.ts";
 import { type BuiltArtifact, writeArtifactArchive } from "../../tools/image/artifact.ts";
 import { K8S_NAMESPACE } from "../support/cri.ts";
-import { CONTAINERDS, type CriPod, type KubeletEnv, kubeletEnv } from "../support/kubelet.ts";
+import { type CriPod, KUBELET_CASES, type KubeletEnv, kubeletEnv } from "../support/kubelet.ts";
 import { WASM } from "../support/shim-env.ts";
 
 const T = 240_000;
@@ -27,14 +28,14 @@ const lines = (path: string) =>
     .filter(Boolean)
     .map((l) => l.split(" ").slice(3).join(" "));
 
-for (const { name, binary } of CONTAINERDS) {
-  describe(`kubelet runs OCI wasm artifacts on ${name}`, () => {
+for (const { name, binary, shared, mode } of KUBELET_CASES) {
+  describe(`kubelet runs OCI wasm artifacts on ${name} (${mode})`, () => {
     let k: KubeletEnv;
     const images: Record<"module" | "component", BuiltArtifact> = {} as never;
 
     beforeAll(async () => {
       if (!existsSync(binary)) throw new Error(`${binary} is missing: run scripts/containerd-versions.sh`);
-      k = await kubeletEnv({ binary });
+      k = await kubeletEnv({ binary, shared });
       for (const [kind, file] of [
         ["module", "wasi-demo-app.wasm"],
         ["component", "components/wasi-demo-app.wasm"],
@@ -56,6 +57,7 @@ for (const { name, binary } of CONTAINERDS) {
 
     afterAll(async () => {
       await k?.stop();
+      if (shared) expect(k?.daemonExit).toBe(0);
     }, T);
 
     test(

@@ -1,7 +1,9 @@
 // Kubernetes for real: the kubelet (v1.34, scripts/kubelet.sh) runs static pods standalone
 // (no API server) on a private containerd whose CRI default runtime is our shim
-// (test/support/kubelet.ts). For Debian's containerd 1.6 and the pinned 2.x: a pod with a wasm
-// service container and a native busybox sidecar reaches Running in one shim, with CRI-format
+// (test/support/kubelet.ts). For Debian's containerd 1.6 and the pinned 2.x, each in normal mode
+// and in shared mode (one containerd-wasmtimed daemon per describe): a pod with a wasm
+// service container and a native busybox sidecar reaches Running in one shim (shared mode:
+// one sandbox of the daemon), with CRI-format
 // logs under the kubelet's podLogsDir; run-to-completion wasm containers are restarted per the
 // pod's restartPolicy (Always, OnFailure); removing a manifest stops the pod gracefully; and
 // once the kubelet has stopped its pods, nothing of them is left. Pod state is read through
@@ -13,7 +15,16 @@ import { join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { mountsUnder } from "../support/containerd.ts";
 import { CRI_IMAGES, crictlPath, K8S_NAMESPACE } from "../support/cri.ts";
-import { CONTAINERDS, type CriPod, containerCgroups, type KubeletEnv, kubeletEnv, kubeletPath, POD_NAMESPACE } from "../support/kubelet.ts";
+import {
+  CONTAINERDS,
+  type CriPod,
+  containerCgroups,
+  KUBELET_CASES,
+  type KubeletEnv,
+  kubeletEnv,
+  kubeletPath,
+  POD_NAMESPACE,
+} from "../support/kubelet.ts";
 
 const T = 240_000;
 const VERSE = "This is a song that never ends.";
@@ -65,20 +76,23 @@ function podLogPath(k: KubeletEnv, sandbox: CriPod, container: string, attempt: 
   return join(k.podLogsDir, `${m.namespace}_${m.name}_${m.uid}`, container, `${attempt}.log`);
 }
 
-for (const { name, binary } of CONTAINERDS) {
-  describe(`kubelet (static pods) on ${name}, default runtime our shim`, () => {
+for (const { name, binary, shared, mode } of KUBELET_CASES) {
+  describe(`kubelet (static pods) on ${name}, default runtime our shim (${mode})`, () => {
     let k: KubeletEnv;
     /** Every sandbox and container id the suite saw, for the teardown test. */
     const seen = new Set<string>();
 
     beforeAll(async () => {
       if (!existsSync(binary)) throw new Error(`${binary} is missing: run scripts/containerd-versions.sh`);
-      k = await kubeletEnv({ binary });
+      k = await kubeletEnv({ binary, shared });
     }, T);
 
     afterAll(async () => {
       await k?.stop();
     }, T);
+
+    /** Shared mode: the daemon's sandboxes serving pod sandbox `id`. */
+    const sandboxesOf = (id: string) => k.daemon!.sandboxesOf(K8S_NAMESPACE, id);
 
     const readySandbox = (pod: string) =>
       k.until(`pod ${pod}'s sandbox to be ready`, async () => (await k.sandboxes(pod)).find((p) => p.state === "SANDBOX_READY"));
@@ -115,16 +129,25 @@ for (const { name, binary } of CONTAINERDS) {
 
         // The pod named no RuntimeClass: containerd's default runtime ran it, which is ours.
         const inspectp = JSON.parse(await k.cri.crictlOk(["inspectp", "-o", "json", sandbox.id]));
-        expect(inspectp.info.runtimeType).toBe("io.containerd.wasmtime.v1");
-        // One shim for the whole pod: started for the sandbox, the containers joined it.
-        const shims = shimsFor(k, sandbox.id);
-        expect(shims.length).toBe(1);
-        expect(shims[0]![0]).toEndWith("containerd-shim-wasmtime-v1");
+        expect(inspectp.info.runtimeType).toBe(k.runtime);
+        if (shared) {
+          // No shim process (the thin shim's `start` asked the daemon for the pod's sandbox and
+          // is gone): one sandbox in the daemon holds the pause, the wasm and the sidecar.
+          expect(shimsFor(k, sandbox.id)).toEqual([]);
+          expect((await sandboxesOf(sandbox.id)).map((s) => s.containers)).toEqual([3]);
+        } else {
+          // One shim for the whole pod: started for the sandbox, the containers joined it.
+          const shims = shimsFor(k, sandbox.id);
+          expect(shims.length).toBe(1);
+          expect(shims[0]![0]).toEndWith("containerd-shim-wasmtime-v1");
+        }
         expect(shimsFor(k, daemon.id)).toEqual([]);
         expect(shimsFor(k, sidecar.id)).toEqual([]);
-        // With no pod cgroups (cgroupsPerQOS: false) the kubelet names no cgroup parent, so the
-        // wasm container's cgroup is containerd's default (what the teardown test finds gone).
-        for (const d of containerCgroups(daemon.id)) expect(`${d}: ${existsSync(d)}`).toBe(`${d}: true`);
+        // With no pod cgroups (cgroupsPerQOS: false) the kubelet names no cgroup parent, so a
+        // container's cgroup is containerd's default (what the teardown test finds gone). In
+        // shared mode the wasm container runs on a thread of the daemon: no cgroup of its own.
+        for (const d of containerCgroups(daemon.id)) expect(`${d}: ${existsSync(d)}`).toBe(`${d}: ${!shared}`);
+        for (const d of containerCgroups(sidecar.id)) expect(`${d}: ${existsSync(d)}`).toBe(`${d}: true`);
 
         // Logs: the kubelet picked the path; containerd wrote CRI-format lines there.
         const daemonLog = podLogPath(k, sandbox, "daemon", 0);
@@ -238,8 +261,9 @@ for (const { name, binary } of CONTAINERDS) {
         await k.until("the sandbox to stop", async () => (await k.sandboxes("graceful")).every((p) => p.state === "SANDBOX_NOTREADY"));
         // The kubelet killed it with the pod's grace period, not an override.
         expect(readFileSync(k.logPath, "utf8")).toMatch(/"Killing container with a grace period" .*containerName="daemon".*gracePeriod=60/);
-        // The pod's shim is gone once its tasks are.
+        // The pod's shim is gone once its tasks are (shared mode: the daemon's sandbox of it).
         await k.until("the pod's shim to exit", () => shimsFor(k, sandbox.id).length === 0);
+        if (shared) await k.until("the daemon to close the pod's sandbox", async () => (await sandboxesOf(sandbox.id)).length === 0);
       },
       T,
     );
@@ -256,6 +280,9 @@ for (const { name, binary } of CONTAINERDS) {
         const ids = [...seen];
         expect(ids.length).toBeGreaterThan(4);
         await k.until("every shim of the kubelet's pods to exit", () => ids.every((id) => shimsFor(k, id).length === 0));
+        // Shared mode: the daemon serves no sandbox any more.
+        if (shared)
+          await k.until("the daemon to close every sandbox", async () => (await Promise.all(ids.map(sandboxesOf))).flat().length === 0);
         // Nothing but containerd itself still names its socket (shims get it as -address).
         expect([...processes().values()].filter((a) => a.includes(k.cri.cd.address) && a[0] !== k.cri.cd.binary)).toEqual([]);
         expect(mountsUnder(k.cri.dir).filter((m) => ids.some((id) => m.includes(id)))).toEqual([]);
@@ -270,6 +297,8 @@ for (const { name, binary } of CONTAINERDS) {
         const dir = k.cri.dir;
         await k.stop();
         expect(existsSync(dir)).toBe(false);
+        // Shared mode: the daemon, stopped last, ended cleanly.
+        if (shared) expect(k.daemonExit).toBe(0);
         expect([...processes().values()].filter((a) => a.join(" ").includes(dir))).toEqual([]);
       },
       T,

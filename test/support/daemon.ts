@@ -20,6 +20,8 @@ export interface Daemon {
   log(): string;
   /** A connected manager client (close the client when done). */
   manager(): Promise<{ client: Client; manager: ServiceClient<typeof ManagerDefinition> }>;
+  /** The sandboxes the daemon serves for pod (or task) `id` of containerd namespace `namespace` (ListSandboxes). */
+  sandboxesOf(namespace: string, id: string): Promise<{ id: string; namespace: string; address: string; containers: number }[]>;
   /** Open file descriptors of the daemon now. */
   fdCount(): number;
   /** Signals the daemon and waits for it to exit; resolves with its exit code or signal. */
@@ -29,6 +31,15 @@ export interface Daemon {
 }
 
 export async function startDaemon(dir: string, extraEnv: Record<string, string> = {}): Promise<Daemon> {
+  // Built here, not only by shimEnv/criEnv: a suite may start its daemon first.
+  const built = Bun.spawnSync(
+    ["bash", join(REPO, "scripts/build-shim.sh"), join(REPO, "build/bin"), "containerd-wasmtimed", "containerd-shim-wasmtimed-v1"],
+    {
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
+  if (built.exitCode !== 0) throw new Error(`build-shim.sh failed: ${built.stderr.toString()}`);
   mkdirSync(dir, { recursive: true });
   const socket = join(dir, "wasmtimed.sock");
   const logPath = join(dir, "daemon.log");
@@ -68,6 +79,14 @@ export async function startDaemon(dir: string, extraEnv: Record<string, string> 
     manager: async () => {
       const client = await Client.connect(socket, { timeoutMs: 2000 });
       return { client, manager: client.service(ManagerDefinition) };
+    },
+    sandboxesOf: async (namespace, id) => {
+      const { client, manager } = await d.manager();
+      try {
+        return (await manager.listSandboxes({})).sandboxes.filter((s) => s.id === id && s.namespace === namespace);
+      } finally {
+        client.close();
+      }
     },
     fdCount: () => readdirSync(`/proc/${proc.pid}/fd`).length,
     stop: async (signal = "SIGTERM") => {

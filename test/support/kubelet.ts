@@ -1,7 +1,9 @@
 // A real kubelet (scripts/kubelet.sh builds it from the Go module proxy) running standalone
 // on a private containerd with CRI (test/support/cri.ts) whose default runtime is our shim:
 // no API server, no kubeconfig; pods are static pod manifests in a directory the kubelet
-// watches. Everything lives under the CRI env's temp dir; stop() tears it all down.
+// watches. Everything lives under the CRI env's temp dir; stop() tears it all down. With
+// `shared`, the default runtime is shared mode's (handler `wasmtimed`) and the env starts
+// its own containerd-wasmtimed daemon (test/support/daemon.ts), one for all its pods.
 //
 //   const k = await kubeletEnv({ binary: "/usr/bin/containerd" });
 //   k.addPod({ metadata: { name: "web" }, spec: { containers: [...] } });   // a manifest file
@@ -28,6 +30,7 @@ import {
   copyFileSync,
   existsSync,
   mkdirSync,
+  mkdtempSync,
   openSync,
   readdirSync,
   readFileSync,
@@ -38,9 +41,10 @@ import {
   writeFileSync,
 } from "node:fs";
 import { createServer } from "node:net";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { mountsUnder } from "./containerd.ts";
-import { type CriEnv, criEnv, HANDLER, K8S_NAMESPACE, removeCgroups } from "./cri.ts";
+import { type CriEnv, criEnv, HANDLER, K8S_NAMESPACE, removeCgroups, SHARED_HANDLER } from "./cri.ts";
+import { type Daemon, SHARED_RUNTIME, startDaemon } from "./daemon.ts";
 import { REPO } from "./shim-env.ts";
 
 /** The node name the kubelet runs as; a static pod `web` is named `web-<NODE>`. */
@@ -73,6 +77,11 @@ export const CONTAINERDS = [
   { name: "containerd 1.6 (Debian)", binary: "/usr/bin/containerd" },
   { name: `containerd ${pinned2x()} (built from the module proxy)`, binary: join(REPO, "build/containerd", pinned2x(), "bin/containerd") },
 ];
+
+/** What the kubelet suites run: each containerd in normal mode, then each in shared mode. */
+export const KUBELET_CASES = [false, true].flatMap((shared) =>
+  CONTAINERDS.map((c) => ({ ...c, shared, mode: shared ? "shared mode, handler wasmtimed" : "normal mode, handler wasmtime" })),
+);
 
 /** The sysctls the kubelet's container manager sets when protectKernelDefaults is off. */
 const KERNEL_TUNABLES = [
@@ -114,6 +123,12 @@ export interface CriContainer {
 
 export interface KubeletEnv {
   cri: CriEnv;
+  /** Shared mode: the daemon that runs the pods' wasm containers (null in normal mode). */
+  daemon: Daemon | null;
+  /** Shared mode, once stop() has stopped the daemon (SIGTERM): its exit code or signal. */
+  readonly daemonExit: number | string | null;
+  /** The runtime type of the kubelet's pods (containerd's default runtime). */
+  runtime: string;
   /** The kubelet's --root-dir. */
   root: string;
   /** Where the kubelet puts pod logs (podLogsDir). */
@@ -140,7 +155,10 @@ export interface KubeletEnv {
    * then stops the kubelet (SIGTERM; SIGKILL after 30 s). containerd stays up. Safe to call twice.
    */
   stopKubelet(): Promise<void>;
-  /** stopKubelet(), then the CRI env's stop (pods removed, containerd stopped, cgroups gone), sysctls restored. Safe to call twice. */
+  /**
+   * stopKubelet(), then the CRI env's stop (pods removed, containerd stopped, cgroups gone),
+   * sysctls restored; shared mode: then the daemon stopped and its directory removed. Safe to call twice.
+   */
   stop(): Promise<void>;
 }
 
@@ -202,7 +220,7 @@ function readSysctl(name: string): string | undefined {
   }
 }
 
-export async function kubeletEnv(opts: { binary?: string; verbosity?: number } = {}): Promise<KubeletEnv> {
+export async function kubeletEnv(opts: { binary?: string; verbosity?: number; shared?: boolean } = {}): Promise<KubeletEnv> {
   const binary = kubeletPath();
   if (!existsSync(binary)) throw new Error(`${binary} is missing: run scripts/kubelet.sh`);
   const sysctls = new Map(KERNEL_TUNABLES.map((n) => [n, readSysctl(n)]));
@@ -218,7 +236,26 @@ export async function kubeletEnv(opts: { binary?: string; verbosity?: number } =
     : readdirSync("/sys/fs/cgroup").map((c) => join("/sys/fs/cgroup", c));
   const newNamespaceCgroups = hierarchies.map((h) => join(h, K8S_NAMESPACE)).filter((d) => !existsSync(d));
 
-  const cri = await criEnv({ ...(opts.binary ? { binary: opts.binary } : {}), defaultRuntime: HANDLER });
+  // Shared mode: one daemon for every pod of the env, in a directory of its own (containerd's
+  // must exist first, and the daemon's socket goes into containerd's environment).
+  const daemon = opts.shared ? await startDaemon(mkdtempSync("/tmp/bwkd-")) : null;
+  let daemonExit: number | string | null = null;
+  const stopDaemon = async () => {
+    if (!daemon || daemonExit !== null) return;
+    daemonExit = await daemon.stop("SIGTERM");
+    rmSync(dirname(daemon.socket), { recursive: true, force: true });
+  };
+  let cri: CriEnv;
+  try {
+    cri = await criEnv({
+      ...(opts.binary ? { binary: opts.binary } : {}),
+      ...(daemon ? { handler: SHARED_HANDLER, runtime: SHARED_RUNTIME, env: daemon.env } : {}),
+      defaultRuntime: daemon ? SHARED_HANDLER : HANDLER,
+    });
+  } catch (e) {
+    await stopDaemon();
+    throw e;
+  }
   const root = join(cri.dir, "kubelet");
   const podLogsDir = join(root, "pod-logs");
   const manifests = join(root, "manifests");
@@ -370,6 +407,8 @@ export async function kubeletEnv(opts: { binary?: string; verbosity?: number } =
           } catch {}
           rmSync(varLibKubelet, { recursive: true, force: true });
         }
+        // Last: containerd has shut every pod's sandbox down by now.
+        await stopDaemon();
       }
     }
   };
@@ -439,6 +478,11 @@ export async function kubeletEnv(opts: { binary?: string; verbosity?: number } =
 
   return {
     cri,
+    daemon,
+    get daemonExit() {
+      return daemonExit;
+    },
+    runtime: cri.runtime,
     root,
     podLogsDir,
     manifests,

@@ -14,6 +14,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  readSync,
   rmSync,
   writeFileSync,
   writeSync,
@@ -47,6 +48,8 @@ let dir: string;
 let runner: FakeRunner;
 let stdio: [number, number, number];
 let stdinWriter: number;
+/** The instances a test created, deleted after it. */
+const live: InProcessInstance[] = [];
 
 /** A plan for the rootfs made in `dir` (created mounts its view: real mounts, root). */
 const plan = (over: Partial<RunPlan> = {}): RunPlan => ({
@@ -86,7 +89,9 @@ async function created(
     undo: o.undo ?? new UndoStack(),
     onOom: () => {},
   };
-  return InProcessInstance.create(p, req, { runner: async () => runner, pid: 4242, ...(o.warm ? { warm: o.warm } : {}) });
+  const inst = await InProcessInstance.create(p, req, { runner: async () => runner, pid: 4242, ...(o.warm ? { warm: o.warm } : {}) });
+  live.push(inst);
+  return inst;
 }
 
 /** How many of this process's fds are open on `path`. */
@@ -112,7 +117,10 @@ beforeEach(() => {
   writeFileSync(join(dir, "rootfs/app.wasm"), "");
 });
 
-afterEach(() => {
+afterEach(async () => {
+  // What a test left (a run it ended without Delete) is deleted here: its fds close when its
+  // relay lets go, which must not happen during the next test's fd count.
+  for (const inst of live.splice(0)) await inst.delete(true).catch(() => {});
   for (const fd of [...stdio, stdinWriter]) {
     if (fd < 0) continue;
     try {
@@ -222,6 +230,65 @@ describe("InProcessInstance", () => {
     await inst.delete(true); // the undo of a Create deletes it again: nothing left to do
     await inst.delete(false);
     expect(readdirSync("/proc/self/fd").length).toBe(before);
+  });
+
+  test("the module's output ends with its run, before the exit is reported and before any Delete (containerd's reader sees EOF)", async () => {
+    // containerd's side of stdout and stderr: fifos it reads; the Task service opens them
+    // read-write and closes its own fds once the runtime has its copies, as after a create.
+    const readers: number[] = [];
+    for (const name of ["fifo-out", "fifo-err"]) {
+      mkfifo(join(dir, name));
+      readers.push(openSync(join(dir, name), constants.O_RDONLY | constants.O_NONBLOCK));
+    }
+    const [out, err] = ["fifo-out", "fifo-err"].map((n) => openSync(join(dir, n), constants.O_RDWR));
+    for (const fd of [stdio[1], stdio[2]]) closeSync(fd);
+    stdio = [stdio[0], out!, err!];
+    const readNow = (fd: number) => {
+      const buf = Buffer.alloc(64);
+      try {
+        return buf.subarray(0, readSync(fd, buf)).toString();
+      } catch (e) {
+        return (e as NodeJS.ErrnoException).code; // EAGAIN: a writer is still there
+      }
+    };
+    try {
+      const inst = await created();
+      for (const fd of [out!, err!]) closeSync(fd);
+      stdio = [stdio[0], -1, -1];
+      await inst.start();
+      await Bun.sleep(0);
+      const run = runner.runs[0]!;
+      writeSync((run.ctx.stdout as { fd: number }).fd, "hello\n");
+      // Running: the output is open (our copies are its writers).
+      expect(readers.map(readNow)).toEqual(["hello\n", "EAGAIN"]);
+      run.end(0);
+      expect((await inst.exited).status).toBe(0);
+      // Exited and not deleted: what was written was read, and then the end of both.
+      expect(readers.map(readNow)).toEqual(["", ""]);
+      await inst.delete(false);
+    } finally {
+      for (const fd of readers) closeSync(fd);
+    }
+  });
+
+  test("a created, never started container killed: its stdio is closed at once, before any Delete", async () => {
+    mkfifo(join(dir, "fifo-out"));
+    const reader = openSync(join(dir, "fifo-out"), constants.O_RDONLY | constants.O_NONBLOCK);
+    const out = openSync(join(dir, "fifo-out"), constants.O_RDWR);
+    closeSync(stdio[1]);
+    stdio = [stdio[0], out, stdio[2]];
+    try {
+      const inst = await created();
+      closeSync(out);
+      stdio = [stdio[0], -1, stdio[2]];
+      const buf = Buffer.alloc(8);
+      expect(() => readSync(reader, buf)).toThrow("EAGAIN");
+      await inst.kill(9, true);
+      expect(readSync(reader, buf)).toBe(0); // EOF
+      await inst.delete(false);
+    } finally {
+      closeSync(reader);
+    }
   });
 
   test("pause and resume go to the engine's control of the run; a pause before it is handed over is kept", async () => {
