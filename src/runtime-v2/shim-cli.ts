@@ -14,8 +14,7 @@
 //
 // This runs at every container's start and delete: it imports only what the action needs.
 
-import { readFileSync, readSync, writeSync } from "node:fs";
-import { isatty } from "node:tty";
+import { readFileSync, readlinkSync, readSync, writeSync } from "node:fs";
 import { SHIM_VERSION } from "../common/constants.ts";
 import { groupId, writeAddressFile } from "./address.ts";
 import { parseShimFlags, type ShimFlags } from "./flags.ts";
@@ -167,10 +166,11 @@ export async function shimCliMain(shim: ShimBinary, argv: string[] = process.arg
 /**
  * All of stdin until EOF (containerd writes what it has and closes it); nothing from a
  * terminal. Read synchronously: an asynchronous read would start Bun's thread pool for a
- * process that lives milliseconds.
+ * process that lives milliseconds. Neither process.stdin nor node:tty is touched: either loads
+ * Node's streams, measured at 2 to 13 ms of CPU in a process whose whole life is about 10.
  */
 async function readStdin(): Promise<Uint8Array> {
-  if (isatty(0)) return new Uint8Array();
+  if (fromTerminal()) return new Uint8Array();
   const chunks: Uint8Array[] = [];
   let total = 0;
   for (;;) {
@@ -194,6 +194,15 @@ async function readStdin(): Promise<Uint8Array> {
     if (total > STDIN_LIMIT) throw new Error(`stdin holds more than ${STDIN_LIMIT} bytes`);
   }
   return chunks.length === 1 ? (chunks[0] as Uint8Array) : Buffer.concat(chunks);
+}
+
+/** Whether stdin is a terminal (someone typing at a shell): its device says so. */
+function fromTerminal(): boolean {
+  try {
+    return /^\/dev\/(pts\/|tty|console$)/.test(readlinkSync("/proc/self/fd/0"));
+  } catch {
+    return false; // no stdin, or no /proc: nothing to wait for either way
+  }
 }
 
 function writeAll(fd: number, out: string | Uint8Array): void {
