@@ -55,10 +55,6 @@ export class TaskServer {
     this.server.listen(o.fd !== undefined ? { fd: o.fd } : o.socket);
   }
 
-  get closed(): boolean {
-    return this.closing !== null;
-  }
-
   /**
    * Stops accepting first (a `start` for this pod from now on starts or asks for a new server
    * instead of being handed one about to go), lets calls in flight finish within the grace
