@@ -17,7 +17,7 @@
 import { readFileSync, readlinkSync, readSync, writeSync } from "node:fs";
 import { SHIM_VERSION } from "../common/constants.ts";
 import { groupId, writeAddressFile } from "./address.ts";
-import { parseShimFlags, type ShimFlags } from "./flags.ts";
+import { parseShimFlags, type ShimFlags, ttrpcAddress } from "./flags.ts";
 import { bootstrapParams, startReply } from "./reply.ts";
 
 /** What `start` is asked, with containerd's inputs already read and checked. */
@@ -125,7 +125,7 @@ async function start(shim: ShimBinary, flags: ShimFlags, io: CliIo): Promise<str
     bundle,
     group: groupId(flags.id, annotations(config)),
     ...(params?.socketDir ? { socketDir: params.socketDir } : {}),
-    ttrpcAddress: params?.containerdTtrpcAddress || io.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`,
+    ttrpcAddress: params?.containerdTtrpcAddress || ttrpcAddress(flags, io.env),
   });
   writeAddressFile(bundle, address);
   return startReply(address, params, io.env);

@@ -18,7 +18,7 @@ import { prepare } from "../oci/bundle.ts";
 import { ensureExecutorDir, pruneExecutorDirs } from "../oci/executor-dir.ts";
 import { precompile } from "../oci/precompile.ts";
 import { socketPath } from "../runtime-v2/address.ts";
-import type { ShimFlags } from "../runtime-v2/flags.ts";
+import { type ShimFlags, ttrpcAddress } from "../runtime-v2/flags.ts";
 import { commonHostCalls, runcFor } from "../runtime-v2/host-parts.ts";
 import { containerStateDir, type ShimPaths, shimPaths } from "../runtime-v2/paths.ts";
 import { inheritedListenFd, TaskServer } from "../runtime-v2/task-server.ts";
@@ -48,7 +48,7 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
     watcher,
     engine,
     runtimeBinary: findRuntime(process.env.BUNWASI_RUNTIME),
-    ttrpcAddress: process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`,
+    ttrpcAddress: ttrpcAddress(flags, process.env),
     namespaces,
   });
   const exit = () => {
