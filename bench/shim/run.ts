@@ -10,6 +10,8 @@
 //                         [--cold-runs N (component rows; default --runs)]
 //                         [--containerd v2.4.2 (a version scripts/containerd-versions.sh built;
 //                          default Debian's 1.6)]
+//                         [--b OTHER_BUILD/containerd-shim-wasmtime-v1 (start rows of another
+//                          build of ours too, e.g. before a change, interleaved with the rest)]
 //
 // Component rows alone: --skip start,small,memory,stress (add shared to leave shared mode out).
 // Start times alone (the demo app and a small C module): --skip component,memory,stress.
@@ -19,7 +21,7 @@
 // every row shares the same containerd. The stress test needs its shim under its own name,
 // so each shim gets a private containerd of the same binary there.
 
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { shimPaths } from "../../src/runtime-v2/paths.ts";
@@ -40,6 +42,7 @@ const { values } = parseArgs({
     "create-parallel": { type: "string", default: "4" },
     "cold-runs": { type: "string" },
     containerd: { type: "string" },
+    b: { type: "string" },
   },
 });
 const RUNS = Number(values.runs);
@@ -48,6 +51,14 @@ const STRESS = Number(values.stress);
 const PARALLEL = Number(values.parallel);
 const SKIP = new Set(values.skip.split(",").filter(Boolean));
 const RW = runwasiDir(values.runwasi);
+/** Another build of ours (--b), linked under its own runtime name for the start rows. */
+const B_RUNTIME = "io.containerd.bunwasib.v1";
+const B = values.b ?? null;
+function bPathDir(binary: string): string {
+  const dir = mkdtempSync("/tmp/bw-b-");
+  symlinkSync(binary, join(dir, "containerd-shim-bunwasib-v1"));
+  return dir;
+}
 const SHARED_N = values["shared-n"]
   .split(",")
   .map(Number)
@@ -130,7 +141,8 @@ async function startTimes(env: ShimEnv, w: StartWorkload) {
   await floor();
   if (RW) await wasm(RUNWASI);
   if (SHARED) await wasm(SHARED_RUNTIME);
-  const rows: Record<string, number[]> = { floor: [], cold: [], warm: [], runwasi: [], shared: [] };
+  if (B) await wasm(B_RUNTIME);
+  const rows: Record<string, number[]> = { floor: [], cold: [], warm: [], runwasi: [], shared: [], bCold: [], bWarm: [] };
   // Interleaved, so drift in the machine's speed lands on every column alike.
   for (let i = 0; i < RUNS; i++) {
     rows.floor!.push(await floor());
@@ -140,6 +152,11 @@ async function startTimes(env: ShimEnv, w: StartWorkload) {
     if (RW) rows.runwasi!.push(await wasm(RUNWASI));
     // Warm only: the daemon compiles a module once and keeps it for its lifetime.
     if (SHARED) rows.shared!.push(await wasm(SHARED_RUNTIME));
+    if (B) {
+      rmSync(shimPaths().compileCacheDir, { recursive: true, force: true });
+      rows.bCold!.push(await wasm(B_RUNTIME));
+      rows.bWarm!.push(await wasm(B_RUNTIME));
+    }
   }
   const f = median(rows.floor!);
   const rw = RW ? median(rows.runwasi!) : Number.NaN;
@@ -152,6 +169,10 @@ async function startTimes(env: ShimEnv, w: StartWorkload) {
   row(`bunwasi, ${w.what}, cold (no compile cache)`, median(rows.cold!));
   row(`bunwasi, ${w.what}, warm (cached)`, median(rows.warm!));
   if (SHARED) row(`bunwasi shared mode, ${w.what} (warm daemon)`, median(rows.shared!));
+  if (B) {
+    row(`B (${B}), ${w.what}, cold`, median(rows.bCold!));
+    row(`B (${B}), ${w.what}, warm`, median(rows.bWarm!));
+  }
 }
 
 const COMPONENT_IMAGE = "docker.io/library/bunwasi-bench-component:latest";
@@ -420,7 +441,9 @@ if (SHARED) {
 const daemonDir = SHARED ? mkdtempSync("/tmp/bw-daemon-") : "";
 const daemon = SHARED ? await startDaemon(daemonDir) : null;
 try {
-  const env = await shimEnv(withContainerd({ path: RW ? [runwasiPathDir(RW)] : [], ...(daemon ? { env: daemon.env } : {}) }));
+  const env = await shimEnv(
+    withContainerd({ path: [...(RW ? [runwasiPathDir(RW)] : []), ...(B ? [bPathDir(B)] : [])], ...(daemon ? { env: daemon.env } : {}) }),
+  );
   try {
     if (!RW) console.log("runwasi not found (../shared/peers/runwasi or --runwasi DIR): its rows are left out");
     if (!SKIP.has("start"))
