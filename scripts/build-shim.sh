@@ -16,7 +16,7 @@ workers=(src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts)
 # The command line (start, delete) and the server are entries of their own, which runShim
 # loads by path (src/shim/shim.ts): the executor's bundle then carries neither, nor does
 # the server's carry the command line.
-cli=(src/shim/main.ts src/shim/serve.ts)
+cli=(src/shim/command-line.ts src/shim/serve.ts)
 
 declare -A entries=(
   [containerd-shim-wasmtime-v1]="src/bin/containerd-shim-wasmtime-v1.ts"

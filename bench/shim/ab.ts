@@ -5,14 +5,17 @@
 // containerd-shim-bunwasib-v1. Not a test.
 //
 //   bun bench/shim/ab.ts --b /path/to/other/containerd-shim-wasmtime-v1 [--runs 15] [--idle 20] [--cold]
+//                        [--workload demo|small]
 //
 // --cold empties the compile cache before every run (of either build), as run.ts's cold row.
+// --workload small runs run.ts's small C module (cat under --null-io) instead of the demo's echo.
 
 import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { shimPaths } from "../../src/runtime-v2/paths.ts";
-import { IMAGES, RUNTIME, shimEnv } from "../../test/support/shim-env.ts";
+import { IMAGES, RUNTIME, shimEnv, WASM } from "../../test/support/shim-env.ts";
+import { writeImageArchive } from "../../tools/image/index.ts";
 
 const { values } = parseArgs({
   options: {
@@ -20,6 +23,7 @@ const { values } = parseArgs({
     runs: { type: "string", default: "15" },
     idle: { type: "string", default: "20" },
     cold: { type: "boolean", default: false },
+    workload: { type: "string", default: "demo" },
   },
 });
 if (!values.b) throw new Error("--b BINARY: the other build to compare with");
@@ -45,14 +49,26 @@ function pssKiB(pid: number): number {
   }
 }
 
+const SMALL_IMAGE = "docker.io/library/bunwasi-bench-small:latest";
+const small = values.workload === "small";
+const [image, args, extra] = small
+  ? [SMALL_IMAGE, ["/cat.wasm"], ["--null-io"]]
+  : [IMAGES.demo as string, ["/wasi-demo-app.wasm", "echo", "hello"], [] as string[]];
+
 const env = await shimEnv({ path: [pathDir] });
 try {
+  if (small) {
+    const archive = join(env.dir, "small.tar");
+    writeImageArchive(archive, { name: SMALL_IMAGE, files: [{ path: "/cat.wasm", source: join(WASM, "cat.wasm") }], config: {} });
+    const imp = await env.cd.ctr(["images", "import", archive]);
+    if (imp.code !== 0) throw new Error(`import: ${imp.stderr}`);
+  }
   const label: Record<string, string> = { [RUNTIME]: "A (this build)", [B_RUNTIME]: `B (${values.b})` };
   const times: Record<string, number[]> = { [RUNTIME]: [], [B_RUNTIME]: [] };
   const hello = async (runtime: string) => {
     if (values.cold) rmSync(shimPaths().compileCacheDir, { recursive: true, force: true });
     const t0 = performance.now();
-    const r = await env.run(IMAGES.demo, `ab-${process.pid}-${seq++}`, ["/wasi-demo-app.wasm", "echo", "hello"], { runtime });
+    const r = await env.run(image, `ab-${process.pid}-${seq++}`, args, { runtime, extra });
     if (r.code !== 0) throw new Error(`${runtime}: ${r.code} ${r.stderr}`);
     return performance.now() - t0;
   };
@@ -64,7 +80,7 @@ try {
   }
   const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
   console.log(
-    `### ${values.cold ? "cold (empty compile cache)" : "warm"} ctr run --rm of the demo's echo, median of ${RUNS} (load average after: ${load})\n`,
+    `### ${values.cold ? "cold (empty compile cache)" : "warm"} ctr run --rm of ${small ? "the small C module (cat, --null-io)" : "the demo's echo"}, median of ${RUNS} (load average after: ${load})\n`,
   );
   console.log("| build | median ms | ÷ B |\n|---|---:|---:|");
   const mb = median(times[B_RUNTIME] as number[]);

@@ -6,19 +6,22 @@
 //
 //   bun bench/shim/run.ts [--runs 15] [--idle 20] [--stress 300] [--parallel 8]
 //                         [--shared-n 20,200,1000] [--create-parallel 4]
-//                         [--runwasi DIR] [--skip start,component,memory,stress,shared]
+//                         [--runwasi DIR] [--skip start,small,component,memory,stress,shared]
 //                         [--cold-runs N (component rows; default --runs)]
 //                         [--containerd v2.4.2 (a version scripts/containerd-versions.sh built;
 //                          default Debian's 1.6)]
+//                         [--b OTHER_BUILD/containerd-shim-wasmtime-v1 (start rows of another
+//                          build of ours too, e.g. before a change, interleaved with the rest)]
 //
-// Component rows alone: --skip start,memory,stress (add shared to leave shared mode out).
+// Component rows alone: --skip start,small,memory,stress (add shared to leave shared mode out).
+// Start times alone (the demo app and a small C module): --skip component,memory,stress.
 //
 // Start times and memory run on one containerd that knows every runtime (ours on PATH,
 // runwasi's shim linked as containerd-shim-runwasi-v1, the daemon's socket in its env), so
 // every row shares the same containerd. The stress test needs its shim under its own name,
 // so each shim gets a private containerd of the same binary there.
 
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { shimPaths } from "../../src/runtime-v2/paths.ts";
@@ -39,6 +42,7 @@ const { values } = parseArgs({
     "create-parallel": { type: "string", default: "4" },
     "cold-runs": { type: "string" },
     containerd: { type: "string" },
+    b: { type: "string" },
   },
 });
 const RUNS = Number(values.runs);
@@ -47,6 +51,14 @@ const STRESS = Number(values.stress);
 const PARALLEL = Number(values.parallel);
 const SKIP = new Set(values.skip.split(",").filter(Boolean));
 const RW = runwasiDir(values.runwasi);
+/** Another build of ours (--b), linked under its own runtime name for the start rows. */
+const B_RUNTIME = "io.containerd.bunwasib.v1";
+const B = values.b ?? null;
+function bPathDir(binary: string): string {
+  const dir = mkdtempSync("/tmp/bw-b-");
+  symlinkSync(binary, join(dir, "containerd-shim-bunwasib-v1"));
+  return dir;
+}
 const SHARED_N = values["shared-n"]
   .split(",")
   .map(Number)
@@ -80,9 +92,9 @@ const median = (xs: number[]) => {
 let seq = 0;
 const nextId = (p: string) => `${p}-${process.pid}-${seq++}`;
 
-async function timedRun(env: ShimEnv, runtime: string, image: string, args: string[]): Promise<number> {
+async function timedRun(env: ShimEnv, runtime: string, image: string, args: string[], extra: string[] = []): Promise<number> {
   const t0 = performance.now();
-  const r = await env.run(image, nextId("b"), args, { runtime });
+  const r = await env.run(image, nextId("b"), args, { runtime, extra });
   const ms = performance.now() - t0;
   if (r.code !== 0) throw new Error(`run (${runtime}) failed (${r.code}): ${r.stderr}`);
   return ms;
@@ -91,34 +103,76 @@ async function timedRun(env: ShimEnv, runtime: string, image: string, args: stri
 const wasmHello = ["/wasi-demo-app.wasm", "echo", "hello"];
 const nativeHello = ["echo", "hello"];
 
-async function startTimes(env: ShimEnv) {
+/** What a start-time table runs in the wasm rows (runc's floor is always busybox's echo). */
+interface StartWorkload {
+  title: string;
+  image: string;
+  args: string[];
+  /** What the module is, for the row labels. */
+  what: string;
+  /** More `ctr run` flags, for every row (runc's floor included). */
+  extra?: string[];
+}
+
+const SMALL_IMAGE = "docker.io/library/bunwasi-bench-small:latest";
+/**
+ * test/wasm/cat.c: a 17 KiB C module that copies stdin to stdout, run with `--null-io` (all
+ * three on /dev/null, in every row) so that it reads EOF and exits 0: without a stdin, runwasi
+ * gives the module one that never ends.
+ */
+const SMALL_MODULE = "cat.wasm";
+
+async function importSmallImage(env: ShimEnv): Promise<void> {
+  const archive = join(env.dir, "small.tar");
+  writeImageArchive(archive, {
+    name: SMALL_IMAGE,
+    files: [{ path: `/${SMALL_MODULE}`, source: join(WASM, SMALL_MODULE) }],
+    config: { entrypoint: [`/${SMALL_MODULE}`] },
+  });
+  const imp = await env.cd.ctr(["images", "import", archive]);
+  if (imp.code !== 0) throw new Error(`import ${archive}: ${imp.stderr}`);
+}
+
+async function startTimes(env: ShimEnv, w: StartWorkload) {
+  const wasm = (runtime: string) => timedRun(env, runtime, w.image, w.args, w.extra);
+  const floor = () => timedRun(env, RUNC, IMAGES.busybox, nativeHello, w.extra);
   // One of each first: the executor directory and image snapshots are set up once per node.
-  await timedRun(env, RUNTIME, IMAGES.demo, wasmHello);
-  await timedRun(env, RUNC, IMAGES.busybox, nativeHello);
-  if (RW) await timedRun(env, RUNWASI, IMAGES.demo, wasmHello);
-  if (SHARED) await timedRun(env, SHARED_RUNTIME, IMAGES.demo, wasmHello);
-  const rows: Record<string, number[]> = { floor: [], cold: [], warm: [], runwasi: [], shared: [] };
+  await wasm(RUNTIME);
+  await floor();
+  if (RW) await wasm(RUNWASI);
+  if (SHARED) await wasm(SHARED_RUNTIME);
+  if (B) await wasm(B_RUNTIME);
+  const rows: Record<string, number[]> = { floor: [], cold: [], warm: [], runwasi: [], shared: [], bCold: [], bWarm: [] };
   // Interleaved, so drift in the machine's speed lands on every column alike.
   for (let i = 0; i < RUNS; i++) {
-    rows.floor!.push(await timedRun(env, RUNC, IMAGES.busybox, nativeHello));
+    rows.floor!.push(await floor());
     rmSync(shimPaths().compileCacheDir, { recursive: true, force: true });
-    rows.cold!.push(await timedRun(env, RUNTIME, IMAGES.demo, wasmHello));
-    rows.warm!.push(await timedRun(env, RUNTIME, IMAGES.demo, wasmHello));
-    if (RW) rows.runwasi!.push(await timedRun(env, RUNWASI, IMAGES.demo, wasmHello));
+    rows.cold!.push(await wasm(RUNTIME));
+    rows.warm!.push(await wasm(RUNTIME));
+    if (RW) rows.runwasi!.push(await wasm(RUNWASI));
     // Warm only: the daemon compiles a module once and keeps it for its lifetime.
-    if (SHARED) rows.shared!.push(await timedRun(env, SHARED_RUNTIME, IMAGES.demo, wasmHello));
+    if (SHARED) rows.shared!.push(await wasm(SHARED_RUNTIME));
+    if (B) {
+      rmSync(shimPaths().compileCacheDir, { recursive: true, force: true });
+      rows.bCold!.push(await wasm(B_RUNTIME));
+      rows.bWarm!.push(await wasm(B_RUNTIME));
+    }
   }
   const f = median(rows.floor!);
   const rw = RW ? median(rows.runwasi!) : Number.NaN;
-  console.log(`\n### ctr run --rm of a hello (median of ${RUNS})\n`);
+  console.log(`\n### ctr run --rm${w.extra?.length ? ` ${w.extra.join(" ")}` : ""} of ${w.title} (median of ${RUNS})\n`);
   console.log("| what | median ms | ÷ runc floor | ÷ runwasi |\n|---|---:|---:|---:|");
   const row = (label: string, ms: number) =>
     console.log(`| ${label} | ${ms.toFixed(1)} | ${(ms / f).toFixed(2)} | ${RW ? (ms / rw).toFixed(2) : "–"} |`);
   row("runc, static busybox echo (floor)", f);
-  if (RW) row("runwasi, wasm echo (warm)", rw);
-  row("bunwasi, wasm echo, cold (no compile cache)", median(rows.cold!));
-  row("bunwasi, wasm echo, warm (cached)", median(rows.warm!));
-  if (SHARED) row("bunwasi shared mode, wasm echo (warm daemon)", median(rows.shared!));
+  if (RW) row(`runwasi, ${w.what}`, rw);
+  row(`bunwasi, ${w.what}, cold (no compile cache)`, median(rows.cold!));
+  row(`bunwasi, ${w.what}, warm (cached)`, median(rows.warm!));
+  if (SHARED) row(`bunwasi shared mode, ${w.what} (warm daemon)`, median(rows.shared!));
+  if (B) {
+    row(`B (${B}), ${w.what}, cold`, median(rows.bCold!));
+    row(`B (${B}), ${w.what}, warm`, median(rows.bWarm!));
+  }
 }
 
 const COMPONENT_IMAGE = "docker.io/library/bunwasi-bench-component:latest";
@@ -387,10 +441,23 @@ if (SHARED) {
 const daemonDir = SHARED ? mkdtempSync("/tmp/bw-daemon-") : "";
 const daemon = SHARED ? await startDaemon(daemonDir) : null;
 try {
-  const env = await shimEnv(withContainerd({ path: RW ? [runwasiPathDir(RW)] : [], ...(daemon ? { env: daemon.env } : {}) }));
+  const env = await shimEnv(
+    withContainerd({ path: [...(RW ? [runwasiPathDir(RW)] : []), ...(B ? [bPathDir(B)] : [])], ...(daemon ? { env: daemon.env } : {}) }),
+  );
   try {
     if (!RW) console.log("runwasi not found (../shared/peers/runwasi or --runwasi DIR): its rows are left out");
-    if (!SKIP.has("start")) await startTimes(env);
+    if (!SKIP.has("start"))
+      await startTimes(env, { title: "the demo app's echo", image: IMAGES.demo, args: wasmHello, what: "demo app echo (244 KB)" });
+    if (!SKIP.has("small")) {
+      await importSmallImage(env);
+      await startTimes(env, {
+        title: "a small C module",
+        image: SMALL_IMAGE,
+        args: [`/${SMALL_MODULE}`],
+        what: "C cat of /dev/null (17 KB)",
+        extra: ["--null-io"],
+      });
+    }
     if (!SKIP.has("component")) await componentTimes(env);
     if (!SKIP.has("memory")) await memory(env, daemon);
   } finally {

@@ -3,7 +3,4 @@
 import { thinShimMain } from "../daemon/thin-shim.ts";
 import { WASMTIMED } from "./wasmtimed.ts";
 
-thinShimMain(WASMTIMED, process.argv.slice(2)).catch((e) => {
-  process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
-});
+void thinShimMain(WASMTIMED, process.argv.slice(2));

@@ -1,15 +1,13 @@
-// One pod's sandbox in the daemon: a Task service (the same value a normal-mode shim
-// serves) on a unix socket of its own, answering containerd's Task API v2 and v3 for any
-// number of namespaces. containerd talks to it exactly as to a shim server; it goes away
-// when containerd shuts it down (Shutdown with no container left) or the daemon stops.
+// One pod's sandbox in the daemon: a Task service on a unix socket of its own, served as a
+// normal-mode shim server serves its one (src/runtime-v2/task-server.ts), answering
+// containerd's Task API v2 and v3 for any number of namespaces. containerd talks to it exactly
+// as to a shim server; it goes away when containerd shuts it down (Shutdown with no container
+// left) or the daemon stops.
 
-import { unlink } from "node:fs/promises";
-import { EVENTS_FLUSH_TIMEOUT_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
+import { TaskServer } from "../runtime-v2/task-server.ts";
 import type { DeleteResponse } from "../task/gen/containerd/runtime/task/v2/shim.ts";
-import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
-import { NAMESPACE_METADATA_KEY, TaskService } from "../task/task-service.ts";
-import { TaskV3 } from "../task/task-v3.ts";
-import { type CallContext, requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";
+import { NAMESPACE_METADATA_KEY, type TaskService } from "../task/task-service.ts";
+import type { CallContext } from "../ttrpc/index.ts";
 import { type DaemonShared, type SandboxHost, type SandboxNamespace, sandboxHost } from "./sandbox-host.ts";
 
 export interface SandboxOptions {
@@ -24,9 +22,8 @@ export interface SandboxOptions {
 }
 
 export class Sandbox {
-  readonly service: TaskService;
   private readonly host: SandboxHost;
-  private readonly server: Server;
+  private readonly server: TaskServer;
   private readonly namespaces = new Map<string, SandboxNamespace>();
   private closing: Promise<void> | null = null;
 
@@ -35,33 +32,25 @@ export class Sandbox {
     d: DaemonShared,
     private readonly onClosed: (s: Sandbox) => void,
   ) {
-    // Every call in the debug log, with its outcome: the timeline of a pod.
-    const trace: ServerInterceptor = async (call, next) => {
-      const t0 = performance.now();
-      try {
-        const out = await next(call);
-        d.log(`sandbox ${o.id}: ${call.method} ok ${(performance.now() - t0).toFixed(1)} ms`, "debug");
-        return out;
-      } catch (e) {
-        d.log(`sandbox ${o.id}: ${call.method} failed ${(performance.now() - t0).toFixed(1)} ms: ${String(e)}`, "debug");
-        throw e;
-      }
-    };
-    this.server = new Server({
-      onError: (e) => d.log(`sandbox ${o.namespace}/${o.id}: ttrpc: ${String(e)}`, "error"),
-      // As a normal-mode shim: only a peer of our uid and gid (containerd) may drive a sandbox.
-      handshaker: requireSameUser(),
-      interceptors: [trace],
-    });
     this.host = sandboxHost(d, o.ttrpcAddress, this.namespaces, o.containerdAddress);
-    this.service = new TaskService({
-      host: this.host,
-      defaultNamespace: o.namespace,
-      shimPid: d.pid,
+    this.server = new TaskServer({
+      socket: o.socket,
+      service: {
+        host: this.host,
+        defaultNamespace: o.namespace,
+        shimPid: d.pid,
+      },
+      log: d.log,
+      name: `sandbox ${o.namespace}/${o.id}`,
+      // Every call in the debug log, with its outcome: the timeline of a pod.
+      traceCalls: true,
+      publishers: () => [...this.namespaces.values()].map((ns) => ns.publisher),
       onShutdown: () => void this.close(),
     });
-    this.server.register(TaskV2, this.service).register(TaskV3, this.service);
-    this.server.listen(o.socket);
+  }
+
+  get service(): TaskService {
+    return this.server.service;
   }
 
   get address(): string {
@@ -103,15 +92,7 @@ export class Sandbox {
 
   /** Stops serving: calls in flight finish, queued events are flushed, the socket goes. */
   close(): Promise<void> {
-    this.closing ??= (async () => {
-      const drained = this.server.shutdown(SHUTDOWN_GRACE_MS);
-      const flushed = Promise.all([...this.namespaces.values()].map((ns) => ns.publisher.flushed()));
-      await Promise.race([flushed, Bun.sleep(EVENTS_FLUSH_TIMEOUT_MS)]);
-      await drained;
-      for (const ns of this.namespaces.values()) ns.publisher.close();
-      await unlink(this.o.socket).catch(() => {});
-      this.onClosed(this);
-    })();
+    this.closing ??= this.server.close().then(() => this.onClosed(this));
     return this.closing;
   }
 }

@@ -1,16 +1,14 @@
 // containerd-shim-wasmtimed-v1: the shim containerd runs for io.containerd.wasmtimed.v1.
 // It serves nothing itself: `start` asks the daemon (containerd-wasmtimed) for the pod's
-// sandbox and prints its address the way the calling containerd expects; `delete` asks
+// sandbox, whose address the command line (../runtime-v2/shim-cli.ts, the same as a
+// normal-mode shim's) prints the way the calling containerd expects; `delete` asks
 // the daemon to delete the container, and cleans up on its own what a dead daemon left
 // (runc containers, the rootfs mount, the state directory), since containerd runs it
 // precisely when the shim's socket died.
 
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { SHIM_VERSION } from "../common/constants.ts";
-import { groupId, writeAddressFile } from "../runtime-v2/address.ts";
-import { parseShimFlags, type ShimFlags } from "../runtime-v2/flags.ts";
-import { bootstrapParams, startReply } from "../runtime-v2/reply.ts";
+import { existsSync } from "node:fs";
+import type { ShimFlags } from "../runtime-v2/flags.ts";
+import { type StartContext, shimCliMain } from "../runtime-v2/shim-cli.ts";
 import { Client, type ServiceClient } from "../ttrpc/index.ts";
 import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
 import { DAEMON_SOCKET_ENV, daemonSocket, type SharedModeNames } from "./paths.ts";
@@ -41,41 +39,22 @@ async function connect(daemon: string, socket: string): Promise<{ client: Client
   return { client, manager: client.service(ManagerDefinition) };
 }
 
-function annotations(bundle: string): Record<string, string> | undefined {
-  try {
-    return JSON.parse(readFileSync(join(bundle, "config.json"), "utf8")).annotations;
-  } catch {
-    return undefined; // the daemon's Create reports a config.json that does not parse
-  }
-}
-
-/** `start`: the sandbox's address, in the form this containerd reads. */
-export async function thinStart(
-  names: SharedModeNames,
-  flags: ShimFlags,
-  stdin: Uint8Array,
-  env: Env = process.env,
-): Promise<string | Uint8Array> {
-  const bundle = flags.bundle || process.cwd();
-  if (!existsSync(join(bundle, "config.json"))) {
-    throw new Error(`start: ${bundle} is not a bundle (no config.json); containerd runs start in the bundle directory`);
-  }
-  const params = bootstrapParams(stdin, flags);
+/** `start`: the sandbox's address (the command line prints it in the form this containerd reads). */
+export async function thinStart(names: SharedModeNames, ctx: StartContext, env: Env = process.env): Promise<string> {
   const { client, manager } = await connect(names.daemon, daemonSocket(names.daemon, env));
   try {
     const { address } = await manager.createSandbox(
       {
-        id: groupId(flags.id, annotations(bundle)),
-        namespace: flags.namespace,
-        bundle,
-        containerdAddress: flags.address,
-        ttrpcAddress: params?.containerdTtrpcAddress || env.TTRPC_ADDRESS || `${flags.address}.ttrpc`,
-        containerId: flags.id,
+        id: ctx.group,
+        namespace: ctx.flags.namespace,
+        bundle: ctx.bundle,
+        containerdAddress: ctx.flags.address,
+        ttrpcAddress: ctx.ttrpcAddress,
+        containerId: ctx.flags.id,
       },
       { timeoutMs: 10_000 },
     );
-    writeAddressFile(bundle, address);
-    return startReply(address, params, env);
+    return address;
   } finally {
     client.close();
   }
@@ -130,39 +109,16 @@ export async function thinDelete(
   return answer ?? local ?? killedResponse();
 }
 
-export async function thinShimMain(names: SharedModeNames, argv: string[]): Promise<void> {
-  const { thinShim: binaryName, runtime } = names;
-  let flags: ShimFlags;
-  try {
-    flags = parseShimFlags(argv);
-  } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n`);
-    process.exit(2);
-  }
-  const action = flags.rest[0];
-  const stdin = async () => (process.stdin.isTTY ? new Uint8Array() : new Uint8Array(await Bun.stdin.arrayBuffer()));
-  switch (action) {
-    case "start":
-      process.stdout.write(await thinStart(names, flags, await stdin()));
-      return;
-    case "delete":
-      process.stdout.write(await thinDelete(names, flags));
-      return;
-    case "v":
-    case "version":
-      process.stdout.write(`${binaryName} (${SHIM_VERSION})\n`);
-      return;
-    case "info": {
-      await stdin();
-      const { runtimeInfo } = await import("../runtime-v2/info.ts");
-      process.stdout.write(await runtimeInfo(runtime));
-      return;
-    }
-    default:
-      process.stderr.write(
-        `usage: ${binaryName} [flags] start|delete\n` +
-          `containerd's thin shim for ${runtime}: sandboxes are served by ${names.daemon} (${daemonSocket(names.daemon)})\n`,
-      );
-      process.exit(action === "help" || action === "--help" ? 0 : 2);
-  }
+/** The thin shim's command line (../runtime-v2/shim-cli.ts), as containerd runs it. */
+export function thinShimMain(names: SharedModeNames, argv: string[]): Promise<never> {
+  return shimCliMain(
+    {
+      binaryName: names.thinShim,
+      runtime: names.runtime,
+      description: `containerd's thin shim for ${names.runtime}: sandboxes are served by ${names.daemon} (${daemonSocket(names.daemon)})`,
+      start: (ctx) => thinStart(names, ctx),
+      delete: (flags) => thinDelete(names, flags),
+    },
+    argv,
+  );
 }

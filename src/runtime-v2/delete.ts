@@ -2,35 +2,53 @@
 // restart) to clean up what the shim would have. Its stdout must be exactly a
 // DeleteResponse; containerd logs its stderr, so every cleanup step that fails is said
 // there (the response has no field for it, and failing would leave containerd's record).
+//
+// containerd (1.6 at least) runs it after every shim's exit, clean or not, and waits for it
+// before `ctr run --rm` returns: most of the time the server has already removed everything.
+// Then it only looks (a few stat calls and /proc/self/mountinfo) and answers, loading neither
+// the runtime, the mount code (bun:ffi) nor the generated messages.
 
-import { access, rm, rmdir } from "node:fs/promises";
+import { existsSync, readFileSync, rmdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
-import { findRuntime } from "../linux/runc.ts";
-import { unmountRootfs } from "../oci/rootfs.ts";
-import { unmountView, viewDir } from "../oci/wasi-view.ts";
-import { timestamp } from "../task/events.ts";
-import { DeleteResponse } from "../task/gen/containerd/runtime/task/v2/shim.ts";
-import { loadRuntimeOptions } from "../task/runtime-options.ts";
 import type { ShimFlags } from "./flags.ts";
 import { containerStateDir, runtimeRoot, shimPaths } from "./paths.ts";
-import { runtimeFor } from "./runtime.ts";
 
 export async function deleteTask(flags: ShimFlags, warn: (m: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<Uint8Array> {
   const bundle = flags.bundle || process.cwd();
   const { stateRoot } = shimPaths(process.env);
   const workDir = join(containerStateDir(flags.namespace, stateRoot), flags.id);
+  const defaultRoot = runtimeRoot(flags.namespace, stateRoot);
+  // The work directory holds the runtime options of a container created with other ones (its
+  // runtime's root among them): without it, the default runtime is the only one to ask.
+  if (existsSync(workDir) || existsSync(join(defaultRoot, flags.id)) || mountedAtOrUnder(join(bundle, "rootfs"))) {
+    await cleanUp(flags, bundle, workDir, defaultRoot, warn);
+  }
+  // A server removes its namespace's folders when it exits with them empty; a dead one did not.
+  for (const dir of [dirname(workDir), defaultRoot]) removeIfEmpty(dir, warn);
+  return killedResponse();
+}
+
+/** What a dead server left: the runtime's container, the rootfs mounts, the work directory. */
+async function cleanUp(flags: ShimFlags, bundle: string, workDir: string, defaultRoot: string, warn: (m: string) => void): Promise<void> {
+  const [{ rmSync }, { findRuntime }, { unmountRootfs }, { unmountView, viewDir }, { loadRuntimeOptions }, { runtimeFor }] =
+    await Promise.all([
+      import("node:fs"),
+      import("../linux/runc.ts"),
+      import("../oci/rootfs.ts"),
+      import("../oci/wasi-view.ts"),
+      import("../task/runtime-options.ts"),
+      import("./runtime.ts"),
+    ]);
   // The runtime that created the container: a Create's runtime options (another binary or
   // root) are kept in its work directory for this moment (src/task/runtime-options.ts).
   const options = await loadRuntimeOptions(workDir).catch((e) => {
     warn(`runtime options: ${e instanceof Error ? e.message : String(e)}; using the default runtime`);
     return null;
   });
-  const defaults = { binary: findRuntime(process.env.BUNWASI_RUNTIME), root: runtimeRoot(flags.namespace, stateRoot) };
-  const runtime = runtimeFor(flags.namespace, defaults, options);
-  // containerd runs us after every shim exit, clean or not: when the shim already removed
-  // the container, there is nothing to ask the runtime.
-  if (await exists(join(runtime.root, flags.id))) {
+  const runtime = runtimeFor(flags.namespace, { binary: findRuntime(process.env.BUNWASI_RUNTIME), root: defaultRoot }, options);
+  // When the server already removed the container, there is nothing to ask the runtime.
+  if (existsSync(join(runtime.root, flags.id))) {
     await runtime.delete(flags.id, true).catch((e) => warn(`runtime delete: ${String(e)}`));
   }
   try {
@@ -41,39 +59,62 @@ export async function deleteTask(flags: ShimFlags, warn: (m: string) => void = (
   // Shared mode: a wasm container's WASI view, mounted by the daemon in its work dir. Still
   // mounted, the work dir is not removed: a recursive removal would reach into the rootfs and
   // the volumes through it.
-  let viewDown = true;
   try {
     unmountView(viewDir(workDir));
   } catch (e) {
-    viewDown = false;
     warn(`unmount the module's view: ${String(e)}; ${workDir} is kept`);
+    return;
   }
-  if (viewDown) await rm(workDir, { recursive: true, force: true }).catch((e) => warn(`remove ${workDir}: ${String(e)}`));
-  // A server removes its namespace's folders when it exits with them empty; a dead one did not.
-  for (const dir of [dirname(workDir), defaults.root]) await removeIfEmpty(dir, warn);
-  return killedResponse();
+  try {
+    rmSync(workDir, { recursive: true, force: true });
+  } catch (e) {
+    warn(`remove ${workDir}: ${String(e)}`);
+  }
 }
 
-/** What runc's shim reports for a task whose process it never saw exit: killed. */
-export function killedResponse(): Uint8Array {
-  return DeleteResponse.encode({ pid: 0, exitStatus: signaledStatus(SIGNALS.SIGKILL), exitedAt: timestamp(new Date()) }).finish();
+/**
+ * What runc's shim reports for a task whose process it never saw exit: killed, now.
+ * containerd.task.v2.DeleteResponse {uint32 pid = 1; uint32 exit_status = 2;
+ * google.protobuf.Timestamp exited_at = 3 {int64 seconds = 1; int32 nanos = 2}}, written here:
+ * the generated code of the whole Task API is not worth loading for three fields.
+ */
+export function killedResponse(now: number = Date.now()): Uint8Array {
+  const seconds = Math.floor(now / 1000);
+  const nanos = (now % 1000) * 1e6;
+  // proto3: a zero field is left out.
+  const ts = [...(seconds ? [0x08, ...varint(seconds)] : []), ...(nanos ? [0x10, ...varint(nanos)] : [])];
+  return Uint8Array.from([0x10, ...varint(signaledStatus(SIGNALS.SIGKILL)), 0x1a, ts.length, ...ts]);
+}
+
+function varint(n: number): number[] {
+  const out: number[] = [];
+  for (; n > 0x7f; n = Math.floor(n / 128)) out.push((n % 128) | 0x80);
+  out.push(n);
+  return out;
+}
+
+/** Anything mounted at `path` or below it, in this process's mount table. */
+function mountedAtOrUnder(path: string): boolean {
+  let table: string;
+  try {
+    table = readFileSync("/proc/self/mountinfo", "utf8");
+  } catch {
+    return true; // cannot tell: let the unmount find out
+  }
+  for (const line of table.split("\n")) {
+    // Field 5 is the mount point, with space, tab, newline and backslash as octal escapes.
+    const at = line.split(" ")[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+    if (at === path || at?.startsWith(`${path}/`)) return true;
+  }
+  return false;
 }
 
 /** rmdir, where "not empty" (another container of the namespace) and "gone" are expected. */
-async function removeIfEmpty(dir: string, warn: (m: string) => void): Promise<void> {
+function removeIfEmpty(dir: string, warn: (m: string) => void): void {
   try {
-    await rmdir(dir);
+    rmdirSync(dir);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== "ENOTEMPTY" && code !== "EEXIST" && code !== "ENOENT") warn(`remove ${dir}: ${String(e)}`);
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -57,6 +57,15 @@ export function parseShimFlags(argv: readonly string[]): ShimFlags {
   return out;
 }
 
+/**
+ * containerd's ttrpc socket, where task events go: TTRPC_ADDRESS, which containerd sets for
+ * every shim it runs (and `start` for the server it spawns), else `<-address>.ttrpc`, where
+ * containerd always puts it. containerd 2.3+ also names it in BootstrapParams (./shim-cli.ts).
+ */
+export function ttrpcAddress(flags: ShimFlags, env: Record<string, string | undefined>): string {
+  return env.TTRPC_ADDRESS || `${flags.address}.ttrpc`;
+}
+
 /** The flags again, for the server process we start with the same view of the world. */
 export function formatShimFlags(f: ShimFlags): string[] {
   const out = ["-namespace", f.namespace, "-address", f.address, "-publish-binary", f.publishBinary, "-id", f.id];

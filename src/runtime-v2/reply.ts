@@ -1,10 +1,14 @@
 // What a shim's `start` prints, and what containerd 2.3+ tells it on stdin: the same for a
-// normal-mode shim (src/shim/start.ts) and shared mode's thin shim (src/daemon/thin-shim.ts).
+// normal-mode shim and shared mode's thin shim (both through ./shim-cli.ts). The generated
+// bootstrap messages are loaded only when containerd sent something: up to 2.2 without runtime
+// options, `start` never needs them.
 
-import { BootstrapParams, BootstrapResult } from "../task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
+import type { BootstrapParams } from "../task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
 import type { ShimFlags } from "./flags.ts";
 
 export type { BootstrapParams };
+
+const generated = () => import("../task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts");
 
 /**
  * What `start` prints, by what the caller is (each checked in containerd's source):
@@ -16,8 +20,12 @@ export type { BootstrapParams };
  *   anything they pass us, so they get 2 too (and talk task v2 through their v2 bridge).
  * - 1.6 (no MAX_SHIM_VERSION) accepts only the plain address.
  */
-export function startReply(address: string, params: BootstrapParams | null, env: Record<string, string | undefined>): string | Uint8Array {
-  if (params) return BootstrapResult.encode({ version: 3, address, protocol: "ttrpc" }).finish();
+export async function startReply(
+  address: string,
+  params: BootstrapParams | null,
+  env: Record<string, string | undefined>,
+): Promise<string | Uint8Array> {
+  if (params) return (await generated()).BootstrapResult.encode({ version: 3, address, protocol: "ttrpc" }).finish();
   if (Number(env.MAX_SHIM_VERSION) >= 2) return JSON.stringify({ version: 2, address, protocol: "ttrpc" });
   return address;
 }
@@ -26,8 +34,9 @@ export function startReply(address: string, params: BootstrapParams | null, env:
  * containerd 2.3+ sends BootstrapParams; older ones an Any of runtime options or nothing.
  * An Any also parses as BootstrapParams, so only trust it if it names this task.
  */
-export function bootstrapParams(stdin: Uint8Array, flags: ShimFlags): BootstrapParams | null {
+export async function bootstrapParams(stdin: Uint8Array, flags: ShimFlags): Promise<BootstrapParams | null> {
   if (stdin.length === 0) return null;
+  const { BootstrapParams } = await generated();
   try {
     const p = BootstrapParams.decode(stdin);
     return p.instanceId === flags.id && p.namespace === flags.namespace ? p : null;

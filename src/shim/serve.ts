@@ -5,24 +5,21 @@
 // it all through a TaskHost (./normal-host.ts).
 
 // Files are written and removed with synchronous calls throughout the server (src/task,
-// src/oci, src/linux): each is small and takes microseconds, where asynchronous fs calls would
-// start Bun's thread pool, whose threads then stay for the server's whole life (issue 8).
+// src/oci, src/linux), microseconds each (docs/ARCHITECTURE.md, "Bun's thread pool").
 import { renameSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { EVENTS_FLUSH_TIMEOUT_MS, IDLE_SHRINK_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
+import { IDLE_SHRINK_MS } from "../common/constants.ts";
 import type { Engine } from "../engines/engine.ts";
 import { ExitWatcher } from "../linux/exit-watcher.ts";
 import { findRuntime } from "../linux/runc.ts";
 import { becomeSubreaper } from "../linux/subreaper.ts";
 import { ensureExecutorDir, pruneExecutorDirs } from "../oci/executor-dir.ts";
 import { socketPath } from "../runtime-v2/address.ts";
-import { LISTEN_FD_ENV, type ShimFlags } from "../runtime-v2/flags.ts";
+import { type ShimFlags, ttrpcAddress } from "../runtime-v2/flags.ts";
 import { shimPaths } from "../runtime-v2/paths.ts";
-import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
+import { inheritedListenFd, TaskServer } from "../runtime-v2/task-server.ts";
 import type { Logger } from "../task/task-host.ts";
-import { TaskService } from "../task/task-service.ts";
-import { TaskV3 } from "../task/task-v3.ts";
-import { requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";
+import type { ServerInterceptor } from "../ttrpc/index.ts";
 import { openLog } from "./log.ts";
 import { normalModeHost, type ServedNamespace } from "./normal-host.ts";
 
@@ -32,14 +29,6 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   becomeSubreaper();
   const watcher = new ExitWatcher({ onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   const paths = shimPaths(process.env);
-  const listenFd = inheritedListenFd();
-  const server = new Server({
-    onError: (e) => log(`ttrpc: ${String(e)}`, "error"),
-    // As containerd's own shims: only a peer of our uid and gid may drive us.
-    handshaker: requireSameUser(),
-    // With -debug, every call is logged with how long it took: the timeline of a start.
-    interceptors: [shrinkWhenIdle(IDLE_SHRINK_MS), ...(flags.debug ? [callTimer((m) => log(m, "debug"))] : [])],
-  });
   const namespaces = new Map<string, ServedNamespace>();
   const host = await normalModeHost({
     flags,
@@ -48,30 +37,29 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
     watcher,
     engine,
     runtimeBinary: findRuntime(process.env.BUNWASI_RUNTIME),
-    ttrpcAddress: process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`,
+    ttrpcAddress: ttrpcAddress(flags, process.env),
     namespaces,
   });
-
-  const exit = async () => {
-    // Stop accepting first: a `start` for this pod from now on starts a new server
-    // instead of handing containerd one that is about to exit.
-    const drained = server.shutdown(SHUTDOWN_GRACE_MS);
-    const flushed = Promise.all([...namespaces.values()].map((ns) => ns.publisher.flushed()));
-    await Promise.race([flushed, Bun.sleep(EVENTS_FLUSH_TIMEOUT_MS)]);
-    await drained;
-    for (const ns of namespaces.values()) for (const dir of ns.dirs) await removeIfEmpty(dir, log);
-    // A socket served from an inherited fd is not unlinked by the server: the file is ours.
-    if (listenFd !== null) rmSync(socketPath(flags.socket), { force: true });
+  const exit = () => {
+    // The namespace's folders go with their last container (another server may still use them).
+    for (const ns of namespaces.values()) for (const dir of ns.dirs) removeIfEmpty(dir, log);
     process.exit(0);
   };
-
-  const service = new TaskService({ host, defaultNamespace: flags.namespace, shimPid: process.pid, onShutdown: () => void exit() });
-  server.register(TaskV2, service).register(TaskV3, service);
-  server.listen(listenFd !== null ? { fd: listenFd } : socketPath(flags.socket));
+  const server = new TaskServer({
+    socket: socketPath(flags.socket),
+    fd: inheritedListenFd(),
+    service: { host, defaultNamespace: flags.namespace, shimPid: process.pid },
+    log,
+    // With -debug, every call is logged with how long it took: the timeline of a start.
+    traceCalls: flags.debug,
+    interceptors: [shrinkWhenIdle(IDLE_SHRINK_MS)],
+    publishers: () => [...namespaces.values()].map((ns) => ns.publisher),
+    onShutdown: exit,
+  });
   log(`listening ${performance.now().toFixed(1)} ms after the process started`, "debug");
   // containerd stops us with Shutdown; a signal from an operator means the same.
-  process.on("SIGTERM", () => void exit());
-  process.on("SIGINT", () => void exit());
+  process.on("SIGTERM", () => void server.close().then(exit));
+  process.on("SIGINT", () => void server.close().then(exit));
   log(`serving ${flags.socket} for namespace ${flags.namespace}`);
   // Off the start path: clear executor directories of earlier installs. Cheap unless there
   // are some, and then done by one server of the node at a time (src/oci/executor-dir.ts).
@@ -102,7 +90,7 @@ async function writeShimPid(bundle: string, log: Logger): Promise<void> {
 }
 
 /** rmdir, where "not empty" (another shim of the namespace still has a container) is expected. */
-async function removeIfEmpty(dir: string, log: Logger): Promise<void> {
+function removeIfEmpty(dir: string, log: Logger): void {
   try {
     rmdirSync(dir);
   } catch (e) {
@@ -134,28 +122,4 @@ function shrinkWhenIdle(ms: number): ServerInterceptor {
       timer.unref();
     }
   };
-}
-
-/** A server interceptor that logs each call's method, container id and duration. */
-function callTimer(log: (m: string) => void): ServerInterceptor {
-  return async (call, next) => {
-    const t0 = performance.now();
-    try {
-      return await next(call);
-    } finally {
-      const id = (call.request as { id?: string } | undefined)?.id ?? "";
-      log(`${call.method} ${id} took ${(performance.now() - t0).toFixed(1)} ms`);
-    }
-  };
-}
-
-/** The listening socket `start` bound and passed as fd 3 (src/shim/start.ts), if it did. */
-function inheritedListenFd(): number | null {
-  const v = process.env[LISTEN_FD_ENV];
-  // Not for the processes we start (runc, and through it containers).
-  delete process.env[LISTEN_FD_ENV];
-  if (v === undefined) return null;
-  const fd = Number(v);
-  if (!Number.isInteger(fd) || fd < 3) throw new Error(`${LISTEN_FD_ENV}=${v} is not a file descriptor`);
-  return fd;
 }

@@ -10,9 +10,8 @@
 // step reaches the engine only through the Engine interface (src/engines/engine.ts).
 
 import { embeddedScript } from "../common/compiled.ts";
+import type { Engine } from "../engines/engine.ts";
 import { parseShimFlags, type ShimFlags } from "../runtime-v2/flags.ts";
-import { loadServe } from "./entries.ts";
-import type { ShimOptions } from "./main.ts";
 
 export type { Compiler, Engine, Entrypoint, ExecutorNeeds, LoadOptions, RunContext, Runner, RunResult } from "../engines/engine.ts";
 export {
@@ -22,7 +21,16 @@ export {
   type HostFunctions,
   withHostFunctions,
 } from "../engines/host-functions.ts";
-export type { ShimOptions } from "./main.ts";
+
+/** What a shim binary is: its names and its engine (the argument of runShim). */
+export interface ShimOptions {
+  /** The binary's file name: containerd-shim-<name>-v<N> (what containerd looks for on PATH). */
+  binaryName: string;
+  /** The runtime name containerd is given (`ctr run --runtime io.containerd.<name>.v<N>`). */
+  runtime: string;
+  /** The engine that runs the modules. Keep its import cheap: start and delete never load it. */
+  engine: Engine;
+}
 
 /** Run the shim's command line (process.argv) and exit when it is done. */
 export function runShim(opts: ShimOptions, argv: string[] = process.argv.slice(2)): void {
@@ -30,7 +38,7 @@ export function runShim(opts: ShimOptions, argv: string[] = process.argv.slice(2
   if (!expected.test(opts.binaryName)) throw new Error(`binaryName ${opts.binaryName} is not of the form containerd-shim-<name>-v<N>`);
   // Each process goes straight to its part: the executor (inside every wasm container) and
   // the server (one per pod) live as long as their container, and carry none of the command
-  // line's code (citty, start, delete). main.ts and serve.ts are build entries of their own,
+  // line's code (start, delete). command-line.ts and serve.ts are build entries of their own,
   // loaded by path: imported here, `bun build` would put them in this file's bundle, whose
   // top-level functions are all created at start-up, their modules evaluated or not
   // (measured: an idle executor and an idle server each 0.3 MiB smaller without them).
@@ -40,14 +48,14 @@ export function runShim(opts: ShimOptions, argv: string[] = process.argv.slice(2
       ? import("../engines/executor.ts").then(({ executorMain }) => executorMain(argv.slice(1), opts.engine))
       : serveFlags
         ? loadServe().then(({ serve }) => serve(serveFlags, opts.engine))
-        : loadMain().then(({ main }) => main(argv, opts));
+        : loadCommandLine().then(({ main }) => main(argv, opts));
   run.catch((e) => {
     process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     process.exit(1);
   });
 }
 
-/** The flags when argv is `[flags…] serve` (what `start` runs), else undefined: main.ts handles the rest, bad flags included. */
+/** The flags when argv is `[flags…] serve` (what `start` runs), else undefined: the command line handles the rest, bad flags included. */
 function serveAction(argv: string[]): ShimFlags | undefined {
   try {
     const flags = parseShimFlags(argv);
@@ -58,6 +66,11 @@ function serveAction(argv: string[]): ShimFlags | undefined {
 }
 
 /** The command line's module, from its own build entry (see runShim). */
-function loadMain(): Promise<typeof import("./main.ts")> {
-  return import(embeddedScript(new URL("./main.ts", import.meta.url).href));
+function loadCommandLine(): Promise<typeof import("./command-line.ts")> {
+  return import(embeddedScript(new URL("./command-line.ts", import.meta.url).href));
+}
+
+/** The server's module, from its own build entry (see runShim). */
+function loadServe(): Promise<typeof import("./serve.ts")> {
+  return import(embeddedScript(new URL("./serve.ts", import.meta.url).href));
 }

@@ -1,45 +1,20 @@
-// `shim start`: find or start the server for this container's group, print its address.
-// containerd reads our stdout and stderr until every holder closes them, so the server
-// we start must hold neither.
+// Normal mode's `start` (the command line around it is ../runtime-v2/shim-cli.ts): find or
+// start the server of this container's group and return its address. containerd reads our
+// stdout and stderr until every holder closes them, so the server we start holds neither.
 
-import { existsSync, readFileSync } from "node:fs";
-import { rm } from "node:fs/promises";
-import { join } from "node:path";
+import { existsSync, rmSync } from "node:fs";
 import { withSmallVm } from "../common/vm-env.ts";
-import { ensureSocketDir, groupId, socketAddress, socketPath, writeAddressFile } from "../runtime-v2/address.ts";
-import { formatShimFlags, LISTEN_FD_ENV, type ShimFlags } from "../runtime-v2/flags.ts";
-import { type BootstrapParams, bootstrapParams, startReply } from "../runtime-v2/reply.ts";
+import { ensureSocketDir, socketAddress, socketPath } from "../runtime-v2/address.ts";
+import { formatShimFlags, LISTEN_FD_ENV } from "../runtime-v2/flags.ts";
+import type { StartContext } from "../runtime-v2/shim-cli.ts";
 // unix.ts alone, not the ttrpc index: `start` runs for every container and loads no RPC code.
 import { bindUnixSocket, closeFd } from "../ttrpc/unix.ts";
 
-/**
- * Starts (or finds) the server and returns what to print on stdout for this containerd:
- * see startReply (../runtime-v2/reply.ts).
- */
-export async function start(
-  flags: ShimFlags,
-  stdin: Uint8Array,
-  self: string[],
-  env: Record<string, string | undefined> = process.env,
-): Promise<string | Uint8Array> {
-  const params = bootstrapParams(stdin, flags);
-  return startReply(await startServer(flags, params, self), params, env);
-}
-
-async function startServer(flags: ShimFlags, params: BootstrapParams | null, self: string[]): Promise<string> {
-  // containerd runs `start` inside the bundle (its cwd) without -bundle. Anything else is not a
-  // start by containerd: refuse it rather than leave an address file in a random directory.
-  const bundle = flags.bundle || process.cwd();
-  if (!existsSync(join(bundle, "config.json"))) {
-    throw new Error(`start: ${bundle} is not a bundle (no config.json); containerd runs start in the bundle directory`);
-  }
-  const annotations = readAnnotations(bundle);
-  const address = socketAddress(flags.address, flags.namespace, groupId(flags.id, annotations), params?.socketDir || undefined);
-
-  if (await listening(address)) {
-    writeAddressFile(bundle, address);
-    return address;
-  }
+/** The group's server address; `self` is how to run this binary again (the server is us, with `serve`). */
+export async function startServer(ctx: StartContext, self: string[]): Promise<string> {
+  const { flags, bundle } = ctx;
+  const address = socketAddress(flags.address, flags.namespace, ctx.group, ctx.socketDir);
+  if (await listening(address)) return address;
 
   ensureSocketDir(address);
   // We bind the socket here and hand it to the server as fd 3, as containerd's own shims do:
@@ -47,29 +22,21 @@ async function startServer(flags: ShimFlags, params: BootstrapParams | null, sel
   // The kernel queues containerd's connection until the server accepts, so we need not wait
   // for the server to come up.
   const fd = await bindOrReuse(address);
-  if (fd === null) {
-    writeAddressFile(bundle, address);
-    return address;
-  }
+  if (fd === null) return address;
   try {
     const child = Bun.spawn([...self, ...formatShimFlags({ ...flags, bundle, socket: address }), "serve"], {
       cwd: bundle,
       stdio: ["ignore", "ignore", "ignore", fd],
       detached: true,
-      env: {
-        ...withSmallVm(process.env),
-        [LISTEN_FD_ENV]: "3",
-        TTRPC_ADDRESS: params?.containerdTtrpcAddress || process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`,
-      },
+      env: { ...withSmallVm(process.env), [LISTEN_FD_ENV]: "3", TTRPC_ADDRESS: ctx.ttrpcAddress },
     });
     child.unref();
   } catch (e) {
-    await rm(socketPath(address), { force: true });
+    rmSync(socketPath(address), { force: true });
     throw e;
   } finally {
     closeFd(fd);
   }
-  writeAddressFile(bundle, address);
   return address;
 }
 
@@ -86,7 +53,7 @@ async function bindOrReuse(address: string): Promise<number | null> {
     } catch (e) {
       if ((e as { code?: string }).code !== "EADDRINUSE" || attempt > 0) throw e;
       if (await listening(address)) return null;
-      await rm(path, { force: true });
+      rmSync(path, { force: true });
     }
   }
 }
@@ -101,15 +68,5 @@ async function listening(address: string): Promise<boolean> {
     return true;
   } catch {
     return false; // refused: a socket file left by a server that is gone
-  }
-}
-
-function readAnnotations(bundle: string): Record<string, string> | undefined {
-  try {
-    return JSON.parse(readFileSync(join(bundle, "config.json"), "utf8")).annotations;
-  } catch {
-    // A config.json that does not parse: the container is its own group, and its Create
-    // fails naming the error, where containerd shows it.
-    return undefined;
   }
 }

@@ -64,6 +64,17 @@ describe("start and the pod's socket", () => {
     return out;
   }
 
+  /**
+   * The servers of an address once one has exec'd: `start` may exit before the server it
+   * spawned has (Bun's spawn returns before the child's exec), so /proc can show it a little
+   * after `start` is done. Polled, with a deadline that only bounds a failure.
+   */
+  async function serversOnceStarted(address: string): Promise<number[]> {
+    const deadline = Date.now() + 10_000;
+    while (serversOf(address).length === 0 && Date.now() < deadline) await Bun.sleep(10);
+    return serversOf(address);
+  }
+
   async function shutdown(address: string): Promise<void> {
     const client = await Client.connect(socketPath(address));
     try {
@@ -83,11 +94,12 @@ describe("start and the pod's socket", () => {
       const address = replies[0]!;
       expect(address).toMatch(/^unix:\/\/\/run\/containerd\/s\/[0-9a-f]{64}$/);
       expect(new Set(replies)).toEqual(new Set([address]));
-      expect(serversOf(address).length).toBe(1);
+      const servers = await serversOnceStarted(address);
+      expect(servers.length).toBe(1);
       const client = await Client.connect(socketPath(address));
       const connect = await client.service(TaskV2).connect({ id });
       client.close();
-      expect(connect.shimPid).toBe(serversOf(address)[0]!);
+      expect(connect.shimPid).toBe(servers[0]!);
       await shutdown(address);
       // The server removes the socket file it was handed when it exits.
       expect(existsSync(socketPath(address))).toBe(false);
@@ -101,14 +113,14 @@ describe("start and the pod's socket", () => {
       const id = `stale-${process.pid}`;
       const dir = bundle(id);
       const address = await startOnce(id, dir);
-      const [first] = serversOf(address);
+      const [first] = await serversOnceStarted(address);
       expect(first).toBeGreaterThan(0);
       process.kill(first!, "SIGKILL");
       while (serversOf(address).length > 0) await Bun.sleep(20);
       expect(existsSync(socketPath(address))).toBe(true); // nobody removed it
 
       expect(await startOnce(id, dir)).toBe(address);
-      const now = serversOf(address);
+      const now = await serversOnceStarted(address);
       expect(now.length).toBe(1);
       expect(now[0]).not.toBe(first);
       await shutdown(address);

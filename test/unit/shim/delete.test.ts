@@ -6,8 +6,10 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mountView, viewDir } from "../../../src/oci/wasi-view.ts";
-import { deleteTask } from "../../../src/runtime-v2/delete.ts";
+import { deleteTask, killedResponse } from "../../../src/runtime-v2/delete.ts";
 import { parseShimFlags } from "../../../src/runtime-v2/flags.ts";
+import { timestamp } from "../../../src/task/events.ts";
+import { DeleteResponse } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { RUNTIME_OPTIONS_FILE, saveRuntimeOptions } from "../../../src/task/runtime-options.ts";
 
 const base = mkdtempSync(join(tmpdir(), "bunwasi-delete-"));
@@ -106,4 +108,28 @@ describe("shim delete", () => {
     expect(s.fallback.calls()).toEqual([`--root ${join(s.stateRoot, "runc", "ns1")} delete --force c1`]);
     expect(existsSync(s.workDir)).toBe(false);
   });
+
+  test("after a server that cleaned up: no runtime is asked, and the answer is a kill, now", async () => {
+    const s = scene("clean");
+    rmSync(s.workDir, { recursive: true });
+    const warnings: string[] = [];
+    const before = Date.now();
+    const out = DeleteResponse.decode(await deleteTask(s.flags, (m) => warnings.push(m)));
+    expect(s.fallback.calls()).toEqual([]);
+    expect(warnings).toEqual([]);
+    expect(out.pid).toBe(0);
+    expect(out.exitStatus).toBe(137);
+    const at = Number(out.exitedAt?.seconds) * 1000 + (out.exitedAt?.nanos ?? 0) / 1e6;
+    expect(at).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000);
+    expect(at).toBeLessThanOrEqual(Date.now());
+    // The namespace's empty folder of ours goes too.
+    expect(existsSync(join(s.stateRoot, "state", "ns1"))).toBe(false);
+  });
+});
+
+test("the hand-written DeleteResponse is the generated code's, byte for byte", () => {
+  for (const now of [1_780_000_000_000, 1_780_000_000_123, 1_000, 999]) {
+    const want = DeleteResponse.encode({ pid: 0, exitStatus: 137, exitedAt: timestamp(new Date(now)) }).finish();
+    expect(killedResponse(now)).toEqual(want);
+  }
 });

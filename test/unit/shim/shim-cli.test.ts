@@ -1,10 +1,15 @@
 // The shim's side of the runtime v2 binary protocol that needs no containerd: Go-style
-// flags, socket addresses, and telling the two kinds of `start` stdin apart.
-import { describe, expect, test } from "bun:test";
+// flags, socket addresses, telling the two kinds of `start` stdin apart, and the command line
+// both kinds of shim binary share (src/runtime-v2/shim-cli.ts) around a fake start and delete.
+import { afterAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { groupId, socketAddress } from "../../../src/runtime-v2/address.ts";
 import { formatShimFlags, parseShimFlags } from "../../../src/runtime-v2/flags.ts";
 import { bootstrapParams, startReply } from "../../../src/runtime-v2/reply.ts";
+import { runShimCli, type ShimBinary, type StartContext } from "../../../src/runtime-v2/shim-cli.ts";
 import { BootstrapParams, BootstrapResult } from "../../../src/task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
 import { Any } from "../../../src/task/gen/google/protobuf/any.ts";
 
@@ -78,18 +83,18 @@ describe("socket address", () => {
 describe("start stdin", () => {
   const flags = parseShimFlags(["-namespace", "ns1", "-address", "/a", "-id", "c1", "start"]);
 
-  test("BootstrapParams naming this task are used", () => {
+  test("BootstrapParams naming this task are used", async () => {
     const bytes = BootstrapParams.encode(
       BootstrapParams.fromPartial({ instanceId: "c1", namespace: "ns1", containerdTtrpcAddress: "/a.ttrpc", socketDir: "/run/x" }),
     ).finish();
-    expect(bootstrapParams(bytes, flags)).toMatchObject({ containerdTtrpcAddress: "/a.ttrpc", socketDir: "/run/x" });
+    expect(await bootstrapParams(bytes, flags)).toMatchObject({ containerdTtrpcAddress: "/a.ttrpc", socketDir: "/run/x" });
   });
 
-  test("a legacy Any of runtime options (or nothing, or junk) is not mistaken for them", () => {
+  test("a legacy Any of runtime options (or nothing, or junk) is not mistaken for them", async () => {
     const any = Any.encode({ typeUrl: "containerd.runc.v1.Options", value: new Uint8Array([8, 1]) }).finish();
-    expect(bootstrapParams(any, flags)).toBeNull();
-    expect(bootstrapParams(new Uint8Array(), flags)).toBeNull();
-    expect(bootstrapParams(new Uint8Array([0xff, 0xff, 0xff]), flags)).toBeNull();
+    expect(await bootstrapParams(any, flags)).toBeNull();
+    expect(await bootstrapParams(new Uint8Array(), flags)).toBeNull();
+    expect(await bootstrapParams(new Uint8Array([0xff, 0xff, 0xff]), flags)).toBeNull();
   });
 });
 
@@ -97,14 +102,154 @@ describe("start reply", () => {
   const address = "unix:///run/containerd/s/abc";
   const params = BootstrapParams.fromPartial({ instanceId: "c1", namespace: "ns1" });
 
-  test("containerd 2.3+ (BootstrapParams on stdin) gets a BootstrapResult for task v3", () => {
-    const out = startReply(address, params, {});
+  test("containerd 2.3+ (BootstrapParams on stdin) gets a BootstrapResult for task v3", async () => {
+    const out = await startReply(address, params, {});
     expect(out).toBeInstanceOf(Uint8Array);
     expect(BootstrapResult.decode(out as Uint8Array)).toEqual({ version: 3, address, protocol: "ttrpc" });
   });
 
-  test("1.7 to 2.2 (MAX_SHIM_VERSION set) get JSON version 2; 1.6 the plain address", () => {
-    expect(JSON.parse(startReply(address, null, { MAX_SHIM_VERSION: "2" }) as string)).toEqual({ version: 2, address, protocol: "ttrpc" });
-    expect(startReply(address, null, {})).toBe(address);
+  test("1.7 to 2.2 (MAX_SHIM_VERSION set) get JSON version 2; 1.6 the plain address", async () => {
+    expect(JSON.parse((await startReply(address, null, { MAX_SHIM_VERSION: "2" })) as string)).toEqual({
+      version: 2,
+      address,
+      protocol: "ttrpc",
+    });
+    expect(await startReply(address, null, {})).toBe(address);
+  });
+});
+
+describe("the command line (runShimCli)", () => {
+  const dirs: string[] = [];
+  afterAll(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  function bundle(config: object | string = { ociVersion: "1.0.2" }): string {
+    const dir = mkdtempSync(join(tmpdir(), "bw-cli-"));
+    dirs.push(dir);
+    writeFileSync(join(dir, "config.json"), typeof config === "string" ? config : JSON.stringify(config));
+    return dir;
+  }
+
+  /** Runs one command line against a fake shim; what it printed, and what start and delete were asked. */
+  async function run(argv: string[], o: { stdin?: Uint8Array; env?: Record<string, string>; cwd?: string; address?: string } = {}) {
+    const starts: StartContext[] = [];
+    const deletes: string[] = [];
+    const out: (string | Uint8Array)[] = [];
+    let err = "";
+    const shim: ShimBinary = {
+      binaryName: "containerd-shim-fake-v1",
+      runtime: "io.containerd.fake.v1",
+      description: "a fake shim",
+      start: async (ctx) => {
+        starts.push(ctx);
+        return o.address ?? "unix:///run/fake.sock";
+      },
+      delete: async (flags) => {
+        deletes.push(flags.id);
+        return new Uint8Array([1, 2, 3]);
+      },
+    };
+    const code = await runShimCli(argv, shim, {
+      stdin: async () => o.stdin ?? new Uint8Array(),
+      stdout: (b) => out.push(b),
+      stderr: (s) => {
+        err += s;
+      },
+      env: o.env ?? {},
+      cwd: o.cwd ?? "/nonexistent",
+    });
+    return { code, out, err, starts, deletes };
+  }
+
+  const flags = ["-namespace", "ns1", "-address", "/run/c.sock", "-publish-binary", "/bin/c", "-id", "c1"];
+
+  test("-v and -info answer without any other flag; -info reads its options and names the runtime", async () => {
+    const v = await run(["-v"]);
+    expect(v.code).toBe(0);
+    expect(v.out.join("")).toMatch(/^containerd-shim-fake-v1 \(.+\)\n$/);
+    const info = await run(["-info"], { stdin: new Uint8Array([10, 0]) });
+    expect(info.code).toBe(0);
+    // containerd.types.RuntimeInfo: field 1 (name), a string.
+    const bytes = info.out[0] as Uint8Array;
+    expect(bytes[0]).toBe(10);
+    expect(new TextDecoder().decode(bytes.subarray(2, 2 + (bytes[1] as number)))).toBe("io.containerd.fake.v1");
+  });
+
+  test("a bad flag, no action or an unknown one is refused with the usage (status 2)", async () => {
+    for (const argv of [["-bogus", "start"], flags, [...flags, "serve-me"]]) {
+      const r = await run(argv);
+      expect(r.code).toBe(2);
+      expect(r.err).toContain("usage: containerd-shim-fake-v1");
+      expect(r.starts.length + r.deletes.length).toBe(0);
+    }
+  });
+
+  test("start outside a bundle, or without a namespace, fails before the shim's start and writes nothing", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "bw-cli-"));
+    dirs.push(dir);
+    const r = await run([...flags, "start"], { cwd: dir });
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`${dir} is not a bundle (no config.json)`);
+    expect(r.starts).toEqual([]);
+    expect(existsSync(join(dir, "address"))).toBe(false);
+    const b = bundle();
+    const noNs = await run(["-id", "c1", "-address", "/run/c.sock", "start"], { cwd: b });
+    expect(noNs.code).toBe(1);
+    expect(noNs.err).toContain("-namespace is required");
+    expect(noNs.starts).toEqual([]);
+  });
+
+  test("start: the bundle is the cwd, the pod is the CRI sandbox id, events go to TTRPC_ADDRESS; the address file is written", async () => {
+    const b = bundle({ annotations: { "io.kubernetes.cri.sandbox-id": "pod9" } });
+    const r = await run([...flags, "start"], { cwd: b, env: { TTRPC_ADDRESS: "/run/c.sock.ttrpc-env" } });
+    expect(r.code).toBe(0);
+    expect(r.starts).toHaveLength(1);
+    expect(r.starts[0]).toMatchObject({ bundle: b, group: "pod9", ttrpcAddress: "/run/c.sock.ttrpc-env" });
+    expect(r.starts[0]?.socketDir).toBeUndefined();
+    expect(readFileSync(join(b, "address"), "utf8")).toBe("unix:///run/fake.sock");
+    // containerd 1.6: the plain address.
+    expect(r.out).toEqual(["unix:///run/fake.sock"]);
+  });
+
+  test("start: without TTRPC_ADDRESS events go to <address>.ttrpc; a config.json that does not parse makes the container its own group", async () => {
+    const b = bundle("{not json");
+    const r = await run([...flags, "-bundle", b, "start"], { env: { MAX_SHIM_VERSION: "2" } });
+    expect(r.code).toBe(0);
+    expect(r.starts[0]).toMatchObject({ bundle: b, group: "c1", ttrpcAddress: "/run/c.sock.ttrpc" });
+    expect(JSON.parse(r.out[0] as string)).toEqual({ version: 2, address: "unix:///run/fake.sock", protocol: "ttrpc" });
+  });
+
+  test("start: containerd 2.3+'s BootstrapParams give the ttrpc address and socket dir, and get a BootstrapResult", async () => {
+    const b = bundle();
+    const stdin = BootstrapParams.encode(
+      BootstrapParams.fromPartial({ instanceId: "c1", namespace: "ns1", containerdTtrpcAddress: "/run/boot.ttrpc", socketDir: "/run/sd" }),
+    ).finish();
+    const r = await run([...flags, "start"], { cwd: b, stdin, env: { TTRPC_ADDRESS: "/run/env.ttrpc" } });
+    expect(r.code).toBe(0);
+    expect(r.starts[0]).toMatchObject({ ttrpcAddress: "/run/boot.ttrpc", socketDir: "/run/sd" });
+    expect(BootstrapResult.decode(r.out[0] as Uint8Array)).toEqual({ version: 3, address: "unix:///run/fake.sock", protocol: "ttrpc" });
+  });
+
+  test("a failing start says why on stderr (status 1); delete prints what the shim's delete returns", async () => {
+    const b = bundle();
+    const failing: ShimBinary = {
+      binaryName: "containerd-shim-fake-v1",
+      runtime: "io.containerd.fake.v1",
+      description: "",
+      start: async () => {
+        throw new Error("no daemon here");
+      },
+      delete: async () => new Uint8Array(),
+    };
+    let err = "";
+    const io = { stdin: async () => new Uint8Array(), stdout: () => {}, stderr: (s: string) => void (err += s), env: {}, cwd: b };
+    expect(await runShimCli([...flags, "start"], failing, io)).toBe(1);
+    expect(err).toBe("containerd-shim-fake-v1 start: no daemon here\n");
+    expect(existsSync(join(b, "address"))).toBe(false);
+    const d = await run([...flags, "delete"]);
+    expect(d.code).toBe(0);
+    expect(d.deletes).toEqual(["c1"]);
+    expect(d.out).toEqual([new Uint8Array([1, 2, 3])]);
   });
 });

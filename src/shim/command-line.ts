@@ -1,0 +1,29 @@
+// Normal mode's command line: containerd's `start` and `delete` (and -info, -v) through the
+// runtime v2 command line both kinds of shim share (../runtime-v2/shim-cli.ts). `serve` (what
+// `start` runs) and `executor` (what the OCI runtime runs inside a wasm container) never come
+// here: runShim (./shim.ts) sends them straight to their code. A build entry of its own, so
+// that neither the server nor the executor carries it.
+
+import { shimCliMain } from "../runtime-v2/shim-cli.ts";
+import type { ShimOptions } from "./shim.ts";
+
+/** How to run ourselves again: the compiled binary alone, or bun plus this script. */
+function selfCommand(): string[] {
+  const script = process.argv[1];
+  return script && !script.startsWith("/$bunfs/") && script !== process.execPath ? [process.execPath, script] : [process.execPath];
+}
+
+export function main(argv: string[], shim: ShimOptions): Promise<never> {
+  return shimCliMain(
+    {
+      binaryName: shim.binaryName,
+      runtime: shim.runtime,
+      description: `containerd shim for WebAssembly (${shim.engine.name}): one server per pod, each module under runc`,
+      // Each action imports only what it uses: this binary starts three or four times per
+      // container (start, serve, executor, delete), so its start-up time is container start time.
+      start: async (ctx) => (await import("./start.ts")).startServer(ctx, selfCommand()),
+      delete: async (flags) => (await import("../runtime-v2/delete.ts")).deleteTask(flags),
+    },
+    argv,
+  );
+}
