@@ -6,17 +6,25 @@
 //   bun scripts/check-thread-pool.ts      exits 1 naming each use and how the process loads it
 //
 // What those processes load is followed from their entries through static imports and
-// re-exports, literal dynamic imports and require() calls, and workerScript("…") (a Worker
-// runs in the same process). Type-only imports are not loaded, and are not followed. The
+// re-exports, literal dynamic imports and require() calls, and scripts named by
+// `new URL("./x.ts", import.meta.url)` (a Worker runs in the same process), except the command
+// line's (OTHER_PROCESSES). Type-only imports are not loaded, and are not followed. The
 // daemon is not checked: it keeps Bun's thread pool by design (src/linux/proc-async.ts).
 
 import { existsSync, readFileSync } from "node:fs";
-import { dirname, join, relative, resolve } from "node:path";
+import { dirname, relative, resolve } from "node:path";
 
 const ROOT = resolve(import.meta.dir, "..");
 
 /** What the normal-mode shim binary starts with, and what runShim loads by path in its server and its executor. */
 export const ENTRIES = ["src/bin/containerd-shim-wasmtime-v1.ts", "src/shim/serve.ts", "src/engines/executor.ts"];
+
+/**
+ * Scripts named by path that neither process loads: the command line (start, delete) is a
+ * short-lived process of its own, which runShim loads by path only there (src/shim/scripts.ts
+ * names it beside the server's script).
+ */
+export const OTHER_PROCESSES = ["src/shim/command-line.ts"];
 
 /**
  * Uses that are there by design, each with why it does not start the pool in a server's or an
@@ -190,8 +198,10 @@ export function loads(file: string): string[] {
     if (!i.path.startsWith(".")) continue;
     out.push(resolve(dirname(file), i.path));
   }
-  // A Worker's script (src/common/compiled.ts): a thread of the same process.
-  for (const m of source.matchAll(/\bworkerScript\(\s*["']([^"']+)["']/g)) out.push(join(ROOT, "src", `${m[1]}.ts`));
+  // A script named beside this module and loaded by path (a Worker's: a thread of the same
+  // process; src/engines/wasmtime/scripts.ts, src/shim/scripts.ts).
+  for (const m of source.matchAll(/\bnew URL\(\s*["'](\.{1,2}\/[^"']+)["']\s*,\s*import\.meta\.url\s*\)/g))
+    out.push(resolve(dirname(file), m[1]!));
   return out.filter((p) => existsSync(p));
 }
 
@@ -200,10 +210,11 @@ export function graph(entries: readonly string[]): Map<string, string | undefine
   const seen = new Map<string, string | undefined>();
   const todo = entries.map((e) => resolve(ROOT, e));
   for (const e of todo) seen.set(e, undefined);
+  const other = new Set(OTHER_PROCESSES.map((p) => resolve(ROOT, p)));
   while (todo.length > 0) {
     const file = todo.pop() as string;
     for (const next of loads(file)) {
-      if (seen.has(next)) continue;
+      if (seen.has(next) || other.has(next)) continue;
       seen.set(next, file);
       todo.push(next);
     }

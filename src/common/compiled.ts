@@ -7,13 +7,13 @@ import { existsSync } from "node:fs";
 export const isCompiled: boolean = Bun.main.startsWith("/$bunfs/");
 
 /**
- * The script of a Worker: `src/<srcPath>.ts` itself when running from source, or its
- * embedded copy when compiled (it must then be an extra entry point of the build; the
- * embedded path is relative to the entries' common folder).
+ * The script of a Worker, given by its source URL (`new URL("./worker.ts", import.meta.url)`,
+ * beside the module that starts it): itself when running from source, its embedded copy when
+ * compiled (it must then be an extra entry point of the build, src/package/build.ts).
  */
-export function workerScript(srcPath: string, override?: string): string {
+export function workerScript(script: URL, override?: string): string {
   if (override) return override;
-  return embeddedScript(new URL(`../${srcPath}.ts`, import.meta.url).href);
+  return embeddedScript(script.href);
 }
 
 /**
@@ -32,5 +32,5 @@ export function embeddedScript(source: string): string {
     const p = `/$bunfs/root/${parts.slice(i).join("/")}.js`;
     if (existsSync(p)) return p;
   }
-  throw new Error(`${source} is not embedded: add it as a \`bun build --compile\` entry point (scripts/build-shim.sh)`);
+  throw new Error(`${source} is not embedded: add it as a \`bun build --compile\` entry point (src/package/build.ts)`);
 }

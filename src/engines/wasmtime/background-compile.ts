@@ -2,11 +2,12 @@
 // serialized artifact the compile cache stores.
 
 import { workerScript } from "../../common/compiled.ts";
+import { COMPILE_WORKER_SCRIPT } from "./scripts.ts";
 
 /** `httpHost`: compile with bunwasi's wasi:http host library at that path (a wasi:http service). */
 export function compileInBackground(source: Uint8Array, httpHost?: string): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(workerScript("engines/wasmtime/compile-worker"));
+    const w = new Worker(workerScript(COMPILE_WORKER_SCRIPT));
     w.onmessage = (ev: MessageEvent<{ error?: string; artifact?: Uint8Array }>) => {
       w.terminate();
       if (ev.data.artifact) resolve(ev.data.artifact);

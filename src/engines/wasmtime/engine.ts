@@ -30,6 +30,7 @@ import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./l
 import { MemoryAsks } from "./memory-asks.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory } from "./run-atomics.ts";
+import { RUN_WORKER_SCRIPT } from "./scripts.ts";
 
 /**
  * How long Stats waits for a run to publish its memory after the epoch bump. A thread in
@@ -492,13 +493,12 @@ function takeWorker(): Worker {
 
 /**
  * Where the run worker's code is. From source: ./worker.ts beside this file. In a
- * `bun build --compile` binary the worker must be given as an extra entry point
- * (`bun build --compile main.ts src/engines/wasmtime/worker.ts`); it then lives in the
- * embedded filesystem at /$bunfs/root/<path relative to the build root>.js.
- * BUNWASI_WASMTIME_WORKER overrides.
+ * `bun build --compile` binary the worker must be given as an extra entry point (./scripts.ts
+ * names it for the builder, src/package/build.ts); it then lives in the embedded filesystem
+ * at /$bunfs/root/<path relative to the build root>.js. BUNWASI_WASMTIME_WORKER overrides.
  */
 export function workerEntry(): string {
-  return workerScript("engines/wasmtime/worker", process.env.BUNWASI_WASMTIME_WORKER);
+  return workerScript(RUN_WORKER_SCRIPT, process.env.BUNWASI_WASMTIME_WORKER);
 }
 
 function copyVec(vec: Buffer): Uint8Array {

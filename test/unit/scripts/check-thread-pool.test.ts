@@ -52,7 +52,8 @@ test("the graph is what a server and an executor load: a run thread's and the co
     expect(files).toContain(f);
   expect(files.filter((f) => f.startsWith("src/daemon/") || f === "src/linux/proc-async.ts")).toEqual([]);
   // start and delete are short-lived processes of the command line, loaded by path.
-  expect(files).not.toContain("src/shim/main.ts");
+  expect(files).not.toContain("src/shim/command-line.ts");
+  expect(files).not.toContain("src/shim/start.ts");
 });
 
 test("the rule holds for this repository, and each allowance is used", () => {
