@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Compiles each shim binary with `bun build --compile` into ${1:-<repo>/build/bin}; prints
 # one path per binary. Further arguments pick binaries by name (default: all of them).
-# Each binary is its entry file (the one runShim call that names its engine) plus the
-# scripts that run on Worker threads (the wasm runner, the compiler)
-# and any host-function modules, as extra entry points so the binary carries them.
+# Each binary is its entry file plus the scripts it loads by path, as extra entry points so
+# the binary carries them. A binary of runShim (the wasmtime shim, examples/custom-host) is
+# built as any user of the @bunwasi/shim package builds one: with its build helper
+# (src/package/bunwasi-build.ts), given the entry and its host-function modules; the helper
+# adds the command line, the server and the wasmtime Worker scripts, and fixes the flags.
 # libwasmtime stays a file beside it (../lib), shared between processes through the page
 # cache instead of a private copy in each.
 set -euo pipefail
@@ -12,11 +14,9 @@ out="${1:-$PWD/build/bin}"
 shift || true
 mkdir -p "$out"
 bin=node_modules/.bin/bun
+# The shared-mode daemon runs modules, so it carries the wasmtime Worker scripts
+# (src/engines/wasmtime/scripts.ts names them for the build helper too).
 workers=(src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts)
-# The command line (start, delete) and the server are entries of their own, which runShim
-# loads by path (src/shim/shim.ts): the executor's bundle then carries neither, nor does
-# the server's carry the command line.
-cli=(src/shim/command-line.ts src/shim/serve.ts)
 
 declare -A entries=(
   [containerd-shim-wasmtime-v1]="src/bin/containerd-shim-wasmtime-v1.ts"
@@ -37,18 +37,22 @@ for name in "${names[@]}"; do
   [[ -n ${entries[$name]:-} ]] || { echo "build-shim: no binary named $name" >&2; exit 2; }
   target="$out/$name"
   # This script too: a change of build flags must rebuild.
-  newest=$( (find src examples -name '*.ts' -newer "$target"; find scripts/build-shim.sh -newer "$target") 2>/dev/null | head -1 || true)
+  newest=$( (find src examples -name '*.ts' -not -path '*/dist/*' -newer "$target"; find scripts/build-shim.sh -newer "$target") 2>/dev/null | head -1 || true)
   if [[ ! -x $target || -n $newest ]]; then
     # Bytecode: a start of this binary drops from ~30 ms to ~10 ms, and it starts several
     # times for every container. No .env or bunfig.toml autoload: a shim must not take
     # settings from whatever directory containerd starts it in, and looking for them reads
     # the cwd and its parents into Bun's directory cache (measured: +1.1 MiB in every server
     # whose bundle lies under a /tmp of 6000 entries).
-    extra=("${workers[@]}")
-    [[ -z ${no_workers[$name]:-} ]] || extra=()
-    [[ -z ${uses_run_shim[$name]:-} ]] || extra+=("${cli[@]}")
-    # shellcheck disable=SC2086 # the entry list is words
-    "$bin" build --compile --bytecode --minify --no-compile-autoload-dotenv --no-compile-autoload-bunfig ${entries[$name]} "${extra[@]}" --outfile "$target" >&2
+    if [[ -n ${uses_run_shim[$name]:-} ]]; then
+      # shellcheck disable=SC2086 # the entry list is words
+      "$bin" src/package/bunwasi-build.ts --outfile "$target" ${entries[$name]} >/dev/null
+    else
+      extra=("${workers[@]}")
+      [[ -z ${no_workers[$name]:-} ]] || extra=()
+      # shellcheck disable=SC2086 # the entry list is words
+      "$bin" build --compile --bytecode --minify --no-compile-autoload-dotenv --no-compile-autoload-bunfig ${entries[$name]} "${extra[@]}" --outfile "$target" >&2
+    fi
   fi
   echo "$target"
 done

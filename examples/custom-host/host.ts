@@ -1,9 +1,9 @@
 // The host functions of containerd-shim-customhost-v1. This module is loaded on the thread
 // that links and runs the guest (inside the executor process), so it must be a module of its
-// own: the shim's entry names it, and scripts/build-shim.sh embeds it in the binary.
+// own: the shim's entry names it, and the build embeds it in the binary (scripts/build-shim.sh).
 
 import { writeSync } from "node:fs";
-import { defineHostFunctions } from "../../src/shim/shim.ts";
+import { defineHostFunctions } from "@bunwasi/shim";
 
 const PREFIX = "[customhost] ";
 

@@ -5,22 +5,15 @@
 //   import { myEngine } from "../engines/myengine/index.ts";
 //   runShim({ binaryName: "containerd-shim-myengine-v1", runtime: "io.containerd.myengine.v1", engine: myEngine });
 //
-// The binary (`bun build --compile`, scripts/build-shim.sh) then serves containerd's Task API
-// (start, serve, delete, -info, -v) and is its own executor inside wasm containers; every
-// step reaches the engine only through the Engine interface (src/engines/engine.ts).
+// The binary (`bun build --compile` through src/package/build.ts) then serves containerd's
+// Task API (start, serve, delete, -info, -v) and is its own executor inside wasm containers;
+// every step reaches the engine only through the Engine interface (src/engines/engine.ts).
+// Outside this repository the same call comes from the @bunwasi/shim package (src/package).
 
 import { embeddedScript } from "../common/compiled.ts";
 import type { Engine } from "../engines/engine.ts";
 import { parseShimFlags, type ShimFlags } from "../runtime-v2/flags.ts";
-
-export type { Compiler, Engine, Entrypoint, ExecutorNeeds, LoadOptions, RunContext, Runner, RunResult } from "../engines/engine.ts";
-export {
-  defineHostFunctions,
-  type HostCaller,
-  type HostFunction,
-  type HostFunctions,
-  withHostFunctions,
-} from "../engines/host-functions.ts";
+import { COMMAND_LINE_SCRIPT, SERVE_SCRIPT } from "./scripts.ts";
 
 /** What a shim binary is: its names and its engine (the argument of runShim). */
 export interface ShimOptions {
@@ -67,10 +60,10 @@ function serveAction(argv: string[]): ShimFlags | undefined {
 
 /** The command line's module, from its own build entry (see runShim). */
 function loadCommandLine(): Promise<typeof import("./command-line.ts")> {
-  return import(embeddedScript(new URL("./command-line.ts", import.meta.url).href));
+  return import(embeddedScript(COMMAND_LINE_SCRIPT.href));
 }
 
 /** The server's module, from its own build entry (see runShim). */
 function loadServe(): Promise<typeof import("./serve.ts")> {
-  return import(embeddedScript(new URL("./serve.ts", import.meta.url).href));
+  return import(embeddedScript(SERVE_SCRIPT.href));
 }
