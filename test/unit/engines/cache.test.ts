@@ -113,6 +113,20 @@ test("the node key: made on first use (32 bytes, 0600, beside the cache), one ke
   expect(await elsewhere.check("k")).toEqual({ rejected: "its MAC does not verify" });
 });
 
+test("the node key made by several processes at once: one key, which every one of them signed with", async () => {
+  const dir = join(tmp(), "cache");
+  const script = `
+    import { CompileCache } from ${JSON.stringify(join(import.meta.dir, "../../../src/engines/cache.ts"))};
+    await new CompileCache({ dir: process.argv[2] }).put("k" + process.argv[3], new Uint8Array([Number(process.argv[3])]));
+  `;
+  const file = join(tmp(), "maker.ts");
+  writeFileSync(file, script);
+  const procs = Array.from({ length: 6 }, (_, i) => Bun.spawn([process.execPath, file, dir, String(i)], { stderr: "inherit" }));
+  for (const p of procs) expect(await p.exited).toBe(0);
+  expect(readdirSync(join(dir, "..")).filter((n) => n.startsWith("cache.key"))).toEqual(["cache.key"]);
+  for (let i = 0; i < 6; i++) expect(checkElsewhere(dir, `k${i}`)).toEqual({ bytes: [i] });
+});
+
 test("the node key file is refused when others may read it, or it is not ours, not a file or the wrong size", async () => {
   const cases: [string, (f: string) => void, string][] = [
     ["readable by others", (f) => chmodSync(f, 0o644), "others may read it"],
