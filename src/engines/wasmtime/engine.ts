@@ -347,12 +347,15 @@ export class WasmtimeEngine {
         checked = await checkedEntry(this.cache, cacheKey, component);
         given = checked?.fdPath;
       }
-      if (given && component) {
+      // A component's artifact in memory; a given file that cannot be read is none (the source is compiled).
+      let artifact: Uint8Array | undefined;
+      if (given && component) artifact = checked?.bytes ?? (await read(given).then((b) => new Uint8Array(b), noArtifact));
+      if (artifact) {
         kind = "serialized";
-        module = checked?.bytes ?? new Uint8Array(await read(given));
+        module = artifact;
         fallback = { module: source, kind: srcKind };
         cacheHit = true;
-      } else if (given) {
+      } else if (given && !component) {
         // A module's goes to the run thread by path (deserialize_file maps it): read into
         // memory, the artifact and the source sent along for a fallback were copied into both
         // threads' heaps, whose allocator kept the pages (1.7 MiB of an idle executor, measured).
@@ -493,6 +496,8 @@ export class WasmtimeEngine {
     this.engine = null;
   }
 }
+
+const noArtifact = () => undefined;
 
 /**
  * `key`'s entry of the cache if it checks (its file open: close it once loaded); undefined on a
