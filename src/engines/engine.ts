@@ -112,7 +112,7 @@ export interface RunContext {
   /**
    * May serve a wasi:http component (one exporting `wasi:http/incoming-handler`) on the
    * network: only a caller that owns its network namespace (the normal-mode executor).
-   * Such a run lasts until `signal` aborts, then drains (README "wasi:http services").
+   * Such a run lasts until `signal` aborts, then drains (docs/running.md, "wasi:http services").
    */
   httpServices?: boolean;
   /**
