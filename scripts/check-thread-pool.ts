@@ -35,7 +35,7 @@ export const ALLOWED: readonly { file: string; use: string; count: number; why: 
     file: "src/engines/cache.ts",
     use: 'import("node:fs/promises")',
     count: 1,
-    why: "the cache's writes (put, evict): a server writes once per module and node, on a compile miss; the executor's cache is read-only",
+    why: "the cache's writes (put, evict): a server writes once per module and node, on a compile miss; the executor has no cache",
   },
   {
     file: "src/engines/wasmtime/engine.ts",

@@ -1,7 +1,7 @@
 // A wasm container of the shared-mode daemon, as the task's Instance (src/task/instance.ts):
 // no process, no runc. It is one Runner.run() of the daemon's engine, on a thread of the
 // daemon (the engine's Runner starts a Worker per run), made from its plan (what to run,
-// decided at Create from containerd's bundle: ./host.ts):
+// decided at Create from containerd's bundle: ./sandbox-host.ts):
 //
 //   create  keeps the plan (a RunPlan, src/engines/run-plan.ts: the same as normal mode's
 //           executor runs), mounts its WASI view under the container's work dir

@@ -123,7 +123,8 @@ async function wasmPlan(
   if (plan.kind === "native") return null;
   const { module } = plan.run;
   const prepared = { runtimeBundle: workDir, kind: "wasm" as const, module: module.path, moduleHost: module.host, spec };
-  // Compiled once per daemon: the cache is filled before start, every run deserializes.
-  const warm = () => precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"));
+  // Compiled once per daemon: the cache is filled before start; every run checks the entry
+  // again right before it maps it (the engine's own check: Start may come much later).
+  const warm = async () => void (await precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning")));
   return { plan: plan.run, warm };
 }

@@ -70,7 +70,12 @@ export interface LoadOptions {
   dir?: string;
   /** `executor().options`, as given. */
   options?: Record<string, string>;
-  /** Compile-cache directory to read artifacts from (and to write, when writable). */
+  /**
+   * The node's compile cache (./cache.ts, its key `<cacheDir>.key`): a run maps a module's
+   * artifact from it only when the entry checks (this node compiled it), and writes its
+   * compile back on a miss. Only for a process trusted with the node's key (the shared-mode
+   * daemon); the executor gets RunContext.compiled instead.
+   */
   cacheDir?: string;
   /** After a kill, how long a module blocked in a host call may take before run() resolves anyway. */
   killGraceMs?: number;
@@ -83,6 +88,12 @@ export interface RunContext {
   module?: Uint8Array;
   /** ... or a host path to read them from. One of module / modulePath is required. */
   modulePath?: string;
+  /**
+   * The module's compiled artifact (what this engine's Compiler made of it), which the caller
+   * checked this node compiled (the compile cache's MAC): mapped instead of compiling, the
+   * source being the fallback should it not load. Native code: only a trusted caller names one.
+   */
+  compiled?: string;
   /** argv as the module sees it (args[0] is the program name). */
   args: string[];
   /** Environment, "KEY=VALUE" entries (as in an OCI spec) or a record. */
@@ -101,7 +112,7 @@ export interface RunContext {
   /**
    * May serve a wasi:http component (one exporting `wasi:http/incoming-handler`) on the
    * network: only a caller that owns its network namespace (the normal-mode executor).
-   * Such a run lasts until `signal` aborts, then drains (README "wasi:http services").
+   * Such a run lasts until `signal` aborts, then drains (docs/running.md, "wasi:http services").
    */
   httpServices?: boolean;
   /**

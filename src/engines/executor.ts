@@ -1,12 +1,12 @@
 // The executor: the process an OCI runtime (runc) starts for a wasm container
 // (docs/ARCHITECTURE.md, "One Create").
 //
-//   <shim> executor --plan FILE [--engine-dir DIR] [--engine-opt KEY=VALUE]... [--cache DIR]
+//   <shim> executor --plan FILE [--engine-dir DIR] [--engine-opt KEY=VALUE]... [--compiled FILE]
 //                   [--root-dir DIR] [--kill-grace-ms N] [--stats]
 //
 // What it runs (module, export, argv, env, cwd, memory limit) is the RunPlan the shim wrote
-// (./run-plan.ts), read from FILE; how it runs (the engine's files, the compile cache, where
-// the module's view is) comes from the flags, which the shim writes too. Nothing is taken from
+// (./run-plan.ts), read from FILE; how it runs (the engine's files, the module's compiled
+// artifact, where the module's view is) comes from the flags, which the shim writes too. Nothing is taken from
 // this process's environment, which holds only its VM settings (src/common/vm-env.ts): the
 // container's env is the module's, so an image's LD_PRELOAD or BUNWASI_* reach no part of us.
 //
@@ -41,7 +41,12 @@ export interface ExecutorOptions {
   /** Where the engine's executor files are (Engine.executor().files). */
   engineDir?: string;
   engineOptions: Record<string, string>;
-  cacheDir?: string;
+  /**
+   * The module's compiled artifact: the one file of the node's compile cache the shim checked
+   * (this node compiled it) and bound into the container. This process holds no key to check
+   * it with and sees no cache (docs/ARCHITECTURE.md, "Compiled code we trust").
+   */
+  compiled?: string;
   killGraceMs?: number;
   stats?: boolean;
   /** Directory preopened as the module's "/" (default "/"; the shim passes the WASI view, src/oci/wasi-view.ts). */
@@ -74,8 +79,8 @@ export function parseExecutorArgs(argv: string[]): ExecutorOptions {
         (o.engineOptions as Record<string, string>)[kv.slice(0, eq)] = kv.slice(eq + 1);
         break;
       }
-      case "--cache":
-        o.cacheDir = val(f);
+      case "--compiled":
+        o.compiled = val(f);
         break;
       case "--kill-grace-ms": {
         const n = Number(val(f));
@@ -184,11 +189,9 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
   };
   if (!kill) handleInJs();
   try {
-    // A cache that cannot be written to is only read: the compile cache treats write failures as misses.
     const runner = await engine.load({
       ...(o.engineDir ? { dir: o.engineDir } : {}),
       options: o.engineOptions,
-      cacheDir: o.cacheDir,
       killGraceMs,
       // A service runs on this thread too (its server is the library's, ./wasmtime/http): no
       // Worker started ahead for it.
@@ -199,6 +202,7 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
     const ctx: Omit<RunContext, "signal"> = {
       // The module and the view as this process, inside the container, sees them.
       ...runContextOf(plan, { modulePath: plan.module.path, rootDir: o.rootDir ?? "/" }),
+      ...(o.compiled ? { compiled: o.compiled } : {}),
       stdin: { kind: "inherit" },
       stdout: { kind: "inherit" },
       stderr: { kind: "inherit" },

@@ -36,8 +36,8 @@ export function findRuntime(preferred?: string): string {
   return "runc";
 }
 
-// Implements src/task/task-host.ts OciRuntime (checked where serve.ts hands it to the service;
-// not named here, so this layer does not import the one above it).
+// The runc of a container under runc, in both modes: src/runtime-v2/runc-instance.ts drives it
+// (and `shim delete` after a server died, src/runtime-v2/delete.ts).
 export class Runc {
   constructor(private readonly opts: RuncOptions) {}
 

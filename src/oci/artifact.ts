@@ -7,7 +7,10 @@
 // and back into the content store, next to the layer, so that it lives and dies with the
 // image (containerd's garbage collector follows `containerd.io/gc.ref.content.*` labels:
 // image → manifest → layer → compiled blob). The next container of the image on this node,
-// from any shim, finds it through the layer's label even when the local cache lost it.
+// from any shim, finds it through the layer's label even when the local cache lost it. Labels
+// are anyone's to write who reaches containerd's API, and a digest proves bytes intact, not
+// who compiled them: a stored compile is taken only with its MAC under this node's key
+// (the label `bunwasi.io/precompiled.mac`, docs/ARCHITECTURE.md "Compiled code we trust").
 
 import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -38,6 +41,8 @@ export const Labels = {
   key: "bunwasi.io/precompiled.key",
   /** On the compiled blob: the layer it was compiled from. */
   source: "bunwasi.io/precompiled.source",
+  /** On the compiled blob: its MAC under the node's key, over the key and its bytes (CompileCache.mac). */
+  mac: "bunwasi.io/precompiled.mac",
 } as const;
 
 export class ArtifactError extends Error {
@@ -151,7 +156,7 @@ export async function precompileArtifact(
 ): Promise<PrecompileOutcome> {
   const compiler = engine.compiler;
   if (!compiler) return { from: "compiled" };
-  const store = new StoredCompile(client, engine.name, artifact, log);
+  const store = new StoredCompile(client, engine.name, artifact, cache, log);
   const compiling: Compiler = {
     cacheKey: (source) => compiler.cacheKey(source),
     compile: (source) =>
@@ -164,14 +169,15 @@ export async function precompileArtifact(
   // Containers of one image created together (a Deployment's replicas in one pod's shim, or
   // a daemon's many pods) wait for one compile and one write instead of racing to do both:
   // the cache's ensure() shares it among callers of the same containerd and namespace.
-  const { from, published } = await cache.ensure(compiling, artifact.bytes, {
+  const { key, from, published, rejected } = await cache.ensure(compiling, artifact.bytes, {
     scope: `${client.address}\0${client.namespace}`,
     fetch: (key) => store.fetch(key),
     publish: async (key, from) => {
       if (from === "compiled") log(`artifact ${artifact.image}: compiled ${artifact.layer.digest} (${engine.name})`);
-      return store.publish(key, cache);
+      return store.publish(key);
     },
   });
+  if (rejected) log(`artifact ${artifact.image}: compile cache: ${key}.cwasm not used: ${rejected}`, "warning");
   return { from: from === "fetched" ? "content-store" : from, ...published };
 }
 
@@ -183,6 +189,8 @@ export async function precompileArtifact(
 class StoredCompile {
   /** The blob the layer's label names, when it is this key's compile and its bytes are whole. */
   private stored: string | undefined;
+  /** Its MAC label: verified against its bytes when they are fetched. */
+  private storedMac: string | undefined;
   /** Why a labelled blob was not used. */
   private rejected: string | undefined;
   private looked: Promise<void> | undefined;
@@ -191,6 +199,8 @@ class StoredCompile {
     private readonly client: ContainerdClient,
     private readonly engineName: string,
     private readonly artifact: WasmArtifact,
+    /** The node's compile cache: its key makes and checks MACs. */
+    private readonly cache: CompileCache,
     private readonly log: (msg: string, level?: "debug" | "info" | "warning" | "error") => void,
   ) {}
 
@@ -211,6 +221,7 @@ class StoredCompile {
       if (storedInfo.labels[Labels.key] !== key)
         return this.reject(`${labelled} was compiled for ${storedInfo.labels[Labels.key] ?? "something else"}`);
       this.stored = labelled;
+      this.storedMac = storedInfo.labels[Labels.mac];
     })();
     return this.looked;
   }
@@ -220,7 +231,7 @@ class StoredCompile {
     this.log(`artifact ${this.artifact.image}: ignoring the stored compile of ${this.artifact.layer.digest}: ${why}`, "warning");
   }
 
-  /** The stored compile's bytes, if it is this key's and whole (a miss of the node's cache). */
+  /** The stored compile's bytes, if it is this key's, whole and compiled on this node (a miss of the node's cache). */
   async fetch(key: string): Promise<Uint8Array | undefined> {
     await this.lookup(key);
     const stored = this.stored;
@@ -228,6 +239,16 @@ class StoredCompile {
     const bytes = await this.client.read(stored);
     const actual = sha256(bytes);
     if (actual === stored) {
+      // Whole, and labelled this key's: still anyone's bytes, unless their MAC is ours. Not
+      // deleted when it is not: it may be another layer's good compile, relabelled.
+      const mac = await this.cache.mac(key, bytes);
+      if (this.storedMac === undefined || this.storedMac !== mac) {
+        this.stored = undefined;
+        this.reject(
+          `${stored} was not compiled on this node (its ${Labels.mac} label ${this.storedMac ? "does not verify" : "is missing"})`,
+        );
+        return undefined;
+      }
       this.log(`artifact ${this.artifact.image}: compiled ${this.artifact.layer.digest} taken from the content store (${stored})`);
       return bytes;
     }
@@ -244,21 +265,23 @@ class StoredCompile {
   }
 
   /** Writes the node cache's compile back beside the layer unless a valid one is there. */
-  async publish(key: string, cache: CompileCache): Promise<{ stored?: string; rejected?: string }> {
+  async publish(key: string): Promise<{ stored?: string; rejected?: string }> {
     await this.lookup(key);
     const rejected = this.rejected ? { rejected: this.rejected } : {};
     if (this.stored) return { stored: this.stored, ...rejected };
     const { client, artifact, engineName } = this;
     try {
-      const bytes = cache.get(key);
-      if (!bytes) throw new Error("the compile cache lost it meanwhile");
+      const { entry, rejected: notUsed } = await this.cache.check(key, { read: true });
+      entry?.close();
+      const bytes = entry?.bytes;
+      if (!entry || !bytes) throw new Error(`the compile cache lost it meanwhile${notUsed ? ` (${notUsed})` : ""}`);
       const digest = sha256(bytes);
       await client.withLease(async (lease) => {
         await client.write({
           ref: `bunwasi-precompiled-${key}`,
           data: bytes,
           expected: digest,
-          labels: { [Labels.key]: key, [Labels.source]: artifact.layer.digest },
+          labels: { [Labels.key]: key, [Labels.source]: artifact.layer.digest, [Labels.mac]: entry.mac },
           lease,
         });
         // Still under the lease: from this label on, the layer keeps the blob alive, and a
@@ -302,10 +325,11 @@ export async function artifactForContainer(o: {
   if (!client) clients.set(k, (client = new ContainerdClient(o.address, o.namespace)));
   let cache = caches.get(o.cacheDir);
   if (!cache) caches.set(o.cacheDir, (cache = new CompileCache({ dir: o.cacheDir })));
-  // Layers beside the compile cache, not in it: that directory is mounted into containers.
+  // Layers beside the compile cache, not in it: entries there are compiled code, each with its MAC.
   const layersDir = join(dirname(o.cacheDir), "artifact-layers");
   let layers = caches.get(layersDir);
-  if (!layers) caches.set(layersDir, (layers = new CompileCache({ dir: layersDir, maxBytes: 256 << 20 })));
+  // No key: a layer is checked against its digest on every use, and is never loaded as code.
+  if (!layers) caches.set(layersDir, (layers = new CompileCache({ dir: layersDir, maxBytes: 256 << 20, keyFile: null })));
   // An operator (or a cache reset) may have removed them since this process first wrote to them.
   for (const d of [o.cacheDir, layersDir]) mkdirSync(d, { recursive: true, mode: 0o700 });
   const artifact = await resolveArtifact(client, o.id, layers);

@@ -8,7 +8,10 @@
 //    <stateDir>/<id> whose config.json is containerd's with the process replaced by our
 //    executor, started through the loader from a read-only bind mount of the executor
 //    directory (./executor-dir.ts) and reading its plan from the run directory, mounted
-//    read-only beside it. The executor's own environment is only its VM settings
+//    read-only beside it. The module's compiled artifact, checked in the node's compile cache
+//    before the container is created, is bound read-only into the run directory as one file
+//    (module.cwasm): the container sees its own compile and no other module's (docs/
+//    ARCHITECTURE.md, "Compiled code we trust"). The executor's own environment is only its VM settings
 //    (src/common/vm-env.ts): the module's env is in the plan. Everything else (cwd, user,
 //    namespaces, cgroupsPath, resources, seccomp, rlimits, capabilities, mounts, hooks) is
 //    kept, so the module gets the same sandbox a native process would; the module's
@@ -40,12 +43,12 @@ export interface PrepareOptions {
   /** Parent of exec/ for the default executor directory; default /var/lib/bunwasi. */
   executorStateRoot?: string;
   /**
-   * Host compile-cache directory to mount at /.bunwasi-cache. Read-only by default: the trusted
-   * shim fills it (src/oci/precompile.ts); `cacheWritable` lets the executor write too,
-   * which is only safe for trusted modules (the module sees "/" and could plant native code).
+   * Compiles the module into the node's compile cache, or finds it there and checks it
+   * (./precompile.ts), before the container is created: the artifact's host path, which the
+   * container gets as its one compiled module (COMPILED_MODULE in its run directory, bound
+   * read-only), or undefined (the executor then compiles it itself).
    */
-  cacheDir?: string;
-  cacheWritable?: boolean;
+  compile?: (module: Pick<Prepared, "kind" | "module" | "moduleHost">) => Promise<string | undefined>;
   /** Extra executor flags (e.g. ["--stats"]). */
   executorFlags?: string[];
   /**
@@ -72,7 +75,11 @@ export interface Prepared {
   run?: RunPlan;
 }
 
-export const CACHE_MOUNT = "/.bunwasi-cache";
+/**
+ * In the run directory: the mount point of the module's compiled artifact (one file of the
+ * node's compile cache, bound read-only), which the executor maps (--compiled).
+ */
+export const COMPILED_MODULE = "module.cwasm";
 /** Where a container whose executor is mounted at `executorMount` sees its run directory (same rules for a read-only rootfs). */
 export const runMount = (executorMount: string) => `${executorMount}-run`;
 
@@ -123,8 +130,8 @@ export function executorProcess(
     planFile: string;
     /** Where the module's WASI view is mounted in the container (./wasi-view.ts). */
     viewAt: string;
-    /** The compile cache is mounted at CACHE_MOUNT. */
-    cache?: boolean;
+    /** The module's compiled artifact, in the container (the executor maps it instead of compiling). */
+    compiled?: string;
     executorFlags?: string[];
   },
 ): SpecProcess {
@@ -133,7 +140,7 @@ export function executorProcess(
   // The engine finds its files (executor().files) in the mounted directory.
   flags.push("--engine-dir", d);
   for (const [k, v] of Object.entries(opts.exec.engineOptions)) flags.push("--engine-opt", `${k}=${v}`);
-  if (opts.cache) flags.push("--cache", CACHE_MOUNT);
+  if (opts.compiled) flags.push("--compiled", opts.compiled);
   flags.push("--root-dir", opts.viewAt);
   flags.push(...(opts.executorFlags ?? []));
   return {
@@ -152,8 +159,8 @@ export function wasmSpec(
     mountPoint: string;
     /** Host path of the container's run directory (holding PLAN_FILE), mounted read-only. */
     runDir: string;
-    cacheDir?: string;
-    cacheWritable?: boolean;
+    /** Host path of the module's checked compiled artifact, bound read-only at COMPILED_MODULE in the run directory. */
+    compiled?: string;
     executorFlags?: string[];
   },
 ): Spec {
@@ -162,28 +169,27 @@ export function wasmSpec(
   out.root = { ...spec.root, path: opts.run.view.root };
   // The module's "/": the container without /proc, /sys and /dev (./wasi-view.ts).
   const viewAt = viewMountPoint(spec);
+  const compiledAt = `${runMount(d)}/${COMPILED_MODULE}`;
   out.process = executorProcess(spec.process, {
     exec: opts.exec,
     mountPoint: d,
     planFile: `${runMount(d)}/${PLAN_FILE}`,
     viewAt,
-    cache: opts.cacheDir !== undefined,
+    ...(opts.compiled ? { compiled: compiledAt } : {}),
     executorFlags: opts.executorFlags,
   });
   const mounts = [...(spec.mounts ?? [])];
   mounts.push({ destination: d, type: "bind", source: opts.exec.dir, options: ["rbind", "ro", "nosuid", "nodev"] });
-  if (opts.cacheDir) {
-    // Not noexec: the engine maps an artifact from here as code (wasmtime's
-    // deserialize_file), so containers of one module share its pages. noexec guarded
-    // nothing: a wasm module cannot execve, and the artifact is native code we load anyway.
-    mounts.push({
-      destination: CACHE_MOUNT,
-      type: "bind",
-      source: opts.cacheDir,
-      options: ["rbind", opts.cacheWritable ? "rw" : "ro", "nosuid", "nodev"],
-    });
-  }
   mounts.push({ destination: runMount(d), type: "bind", source: opts.runDir, options: ["rbind", "ro", "nosuid", "nodev"] });
+  if (opts.compiled) {
+    // One file, not the cache: the container sees no other module's compile. runc binds the
+    // inode the path names when it creates the container, a moment after the shim checked it;
+    // only root can put another file there meanwhile (the cache directory is root's, 0700).
+    // Not noexec: the engine maps it as code (wasmtime's deserialize_file), so containers of
+    // one module share its pages; a wasm module cannot execve, and the run directory is not in
+    // its view.
+    mounts.push({ destination: compiledAt, type: "bind", source: opts.compiled, options: ["bind", "ro", "nosuid", "nodev"] });
+  }
   mounts.push(...viewMounts(opts.run.view, viewAt));
   out.mounts = mounts;
   return out;
@@ -241,18 +247,17 @@ export async function prepare(opts: PrepareOptions): Promise<Prepared> {
   const exec = opts.executorDir ?? (await ensureExecutorDir({ engine: opts.engine, stateRoot: opts.executorStateRoot }));
   mkdirSync(dir, { recursive: true, mode: 0o711 });
   writePlanFile(runDir, PLAN_FILE, run, spec);
+  const compiled = await opts.compile?.({ kind: "wasm", module: run.module.path, moduleHost: run.module.host });
+  // The bind's mount point, inside the run directory's read-only bind: runc cannot make it there.
+  if (compiled) writeFileSync(join(runDir, COMPILED_MODULE), "", { mode: 0o444 });
   const derived = wasmSpec(spec, {
     run,
     exec,
     mountPoint: executorMount(),
     runDir,
-    cacheDir: opts.cacheDir,
-    cacheWritable: opts.cacheWritable,
+    ...(compiled ? { compiled } : {}),
     executorFlags: opts.executorFlags,
   });
-  // The cache is bind-mounted, so it must exist now: an operator (or a cache reset) may have
-  // removed it since the shim last wrote to it, and runc would fail the create on a missing source.
-  if (opts.cacheDir) mkdirSync(opts.cacheDir, { recursive: true, mode: 0o700 });
   const tmp = join(dir, `.config.json.${process.pid}`);
   writeFileSync(tmp, JSON.stringify(derived, null, 2), { mode: 0o600 });
   renameSync(tmp, join(dir, "config.json"));

@@ -16,7 +16,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { basename, dirname, posix } from "node:path";
 import type { Engine } from "../engines/engine.ts";
 import { PLAN_FILE, parseRunPlan, type RunModule, type RunPlan } from "../engines/run-plan.ts";
-import { CACHE_MOUNT, executorProcess, runMount, writePlanFile } from "./bundle.ts";
+import { COMPILED_MODULE, executorProcess, runMount, writePlanFile } from "./bundle.ts";
 import { ARTIFACT_MODULE, artifactEntry, EntrypointError, inspectEntrypoint, runPlan, splitEntry } from "./container-plan.ts";
 import { type ExecutorDir, ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
 import { readSpec, type Spec, type SpecProcess } from "./spec.ts";
@@ -38,7 +38,7 @@ export interface ExecProcessOptions {
 export async function prepareExecProcess(o: ExecProcessOptions): Promise<{ process: SpecProcess; kind: "wasm" | "native" }> {
   const spec = await readSpec(o.bundle);
   const withExec: Spec = { ...spec, process: o.process };
-  // The container's executor, cache and run directory mounts are where its derived bundle put them.
+  // The container's executor, run directory and compiled module mounts are where its derived bundle put them.
   const derived = o.runtimeBundle === o.bundle ? undefined : await readSpec(o.runtimeBundle);
   let module: RunModule;
   try {
@@ -65,7 +65,7 @@ export async function prepareExecProcess(o: ExecProcessOptions): Promise<{ proce
     mountPoint: mounts.executor,
     planFile: `${mounts.runAt}/${name}`,
     viewAt: viewMountPoint(spec),
-    cache: mounts.cache,
+    ...((await sameCompile(o.engine, module, mounts)) ? { compiled: `${mounts.runAt}/${COMPILED_MODULE}` } : {}),
   });
   return { process, kind: "wasm" };
 }
@@ -77,7 +77,8 @@ interface OurMounts {
   /** The run directory: on the host, and in the container. */
   runDir: string;
   runAt: string;
-  cache: boolean;
+  /** The compile-cache key of the compiled module bound into the container, if one is. */
+  compiledKey?: string;
 }
 
 function ourMounts(derived: Spec, runtimeBundle: string): OurMounts {
@@ -87,7 +88,23 @@ function ourMounts(derived: Spec, runtimeBundle: string): OurMounts {
   const runAt = runMount(executor);
   const runDir = (derived.mounts ?? []).find((m) => m.destination === runAt)?.source;
   if (!runDir) throw new EntrypointError(`${runtimeBundle}: the container has no run directory mounted at ${runAt}`);
-  return { executor, runDir, runAt, cache: (derived.mounts ?? []).some((m) => m.destination === CACHE_MOUNT) };
+  const compiled = (derived.mounts ?? []).find((m) => m.destination === `${runAt}/${COMPILED_MODULE}`)?.source;
+  return { executor, runDir, runAt, ...(compiled?.endsWith(".cwasm") ? { compiledKey: basename(compiled, ".cwasm") } : {}) };
+}
+
+/**
+ * Whether the exec's module is the one the container's compiled artifact was compiled from
+ * (the same compile-cache key): the exec then maps it too instead of compiling. The container
+ * has no other compile to offer: it sees no compile cache (docs/ARCHITECTURE.md, "Compiled code
+ * we trust").
+ */
+async function sameCompile(engine: Engine, module: RunModule, mounts: OurMounts): Promise<boolean> {
+  if (!mounts.compiledKey || !engine.compiler) return false;
+  try {
+    return (await engine.compiler.cacheKey(new Uint8Array(readFileSync(module.host)))) === mounts.compiledKey;
+  } catch {
+    return false; // unreadable here: the executor reports it
+  }
 }
 
 /**

@@ -1,8 +1,10 @@
-// Fills the compile cache before a wasm container starts, so its executor only
-// deserializes (about 0.5 ms) instead of compiling (tens of ms). The shim compiles,
-// never the workload: a cached artifact is native code and must come from us. A hit
-// costs a hash and a stat; a miss compiles through the engine's Compiler, which keeps
-// the work off the serving thread, and the artifact is written asynchronously.
+// Fills the compile cache before a wasm container starts, so that it only maps the compiled
+// module (about 0.5 ms) instead of compiling (tens of ms). The shim compiles, never the
+// workload: a cached artifact is native code and must come from us (docs/ARCHITECTURE.md,
+// "Compiled code we trust"). A hit costs the source's hash and the entry's check (an HMAC over
+// the artifact under the node's key); a miss, or an entry that does not check, compiles
+// through the engine's Compiler, which keeps the work off the serving thread, and the artifact
+// is written asynchronously.
 
 import { readFileSync } from "node:fs";
 import { CompileCache } from "../engines/cache.ts";
@@ -11,18 +13,31 @@ import type { Prepared } from "./bundle.ts";
 
 const caches = new Map<string, CompileCache>();
 
-export async function precompile(engine: Engine, prepared: Prepared, cacheDir: string, log: (m: string) => void): Promise<void> {
+/**
+ * The module's compiled artifact in the cache at `cacheDir` (its key file `<cacheDir>.key`),
+ * checked or written now: its path, or undefined when there is none (no compiler, not wasm, or
+ * the compile failed: logged, and the run then compiles and reports a bad module itself).
+ */
+export async function precompile(
+  engine: Engine,
+  prepared: Pick<Prepared, "kind" | "module" | "moduleHost">,
+  cacheDir: string,
+  log: (m: string) => void,
+): Promise<string | undefined> {
   const compiler = engine.compiler;
-  if (!compiler || prepared.kind !== "wasm" || !prepared.moduleHost) return;
+  if (!compiler || prepared.kind !== "wasm" || !prepared.moduleHost) return undefined;
   try {
-    // Read synchronously (a module is a few MB at most: a millisecond) (docs/ARCHITECTURE.md, "Bun's thread pool").
+    // Read synchronously (a module is a few MB at most: a millisecond): asynchronous fs calls
+    // would start Bun's thread pool, whose threads stay for the server's life (issue 8).
     const source = new Uint8Array(readFileSync(prepared.moduleHost));
     let cache = caches.get(cacheDir);
     if (!cache) caches.set(cacheDir, (cache = new CompileCache({ dir: cacheDir })));
     // Creates of one module side by side (a pod's replicas) share one compile and one write.
-    await cache.ensure(compiler, source);
+    const done = await cache.ensure(compiler, source);
+    if (done.rejected) log(`compile cache: ${done.key}.cwasm not used: ${done.rejected}; compiled again`);
+    return done.file;
   } catch (e) {
-    // The executor compiles it then, and reports a bad module on the container's stderr.
     log(`precompile ${prepared.module}: ${e instanceof Error ? e.message : String(e)}`);
+    return undefined;
   }
 }

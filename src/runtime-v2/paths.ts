@@ -12,7 +12,11 @@ export interface ShimPaths {
   stateRoot: string;
   /** On disk: the executor directory and the compile cache survive reboots and stay out of RAM. */
   dataRoot: string;
-  /** Compiled modules, written only by the shim (never by a workload) and mounted read-only. */
+  /**
+   * Compiled modules, written only by the shim and the daemon (never by a workload), each with
+   * its MAC under the node's key `<compileCacheDir>.key`; no container sees the directory (each
+   * gets its own module's one file bound in).
+   */
   compileCacheDir: string;
 }
 

@@ -67,8 +67,9 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
             bundle: req.bundle,
             // The derived bundle goes in the container's work dir, <stateDir>/<id>.
             stateDir: dirname(req.workDir),
-            cacheDir: paths.compileCacheDir,
             engine: w.engine,
+            // Before runc creates the container: the checked compile is bound into it.
+            compile: (m) => step(() => precompile(w.engine, m, paths.compileCacheDir, (msg) => log(msg, "warning")), "precompile"),
             // An entrypoint missing from the rootfs may be an OCI wasm artifact's layer.
             artifact: () =>
               artifactForContainer({
@@ -82,9 +83,8 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
           }),
         "prepare bundle",
       );
-      const warm = () => step(() => precompile(w.engine, prepared, paths.compileCacheDir, (m) => log(m, "warning")), "precompile");
       const runc = runcOf(base, req.namespace, req.runtimeOptions);
-      return createRuncInstance(runc, req, { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind, warm }, base);
+      return createRuncInstance(runc, req, { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind }, base);
     },
   };
 }

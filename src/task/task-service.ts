@@ -365,7 +365,7 @@ export class TaskService {
 
   /**
    * A call the table refuses in every state: UNIMPLEMENTED whether or not the container is
-   * there (what the shim always answered, and the README promises), so the answer does not
+   * there (what the shim always answered, and docs/running.md "Not done yet" says), so the answer does not
    * depend on a lookup.
    */
   private unimplemented(id: string, call: TaskCall): never {

@@ -7,9 +7,10 @@ import { join } from "node:path";
 import { wasmtime } from "../../src/engines/wasmtime/index.ts";
 import { type Prepared, prepare } from "../../src/oci/bundle.ts";
 import { type ExecutorDir, ensureExecutorDir } from "../../src/oci/executor-dir.ts";
+import { precompile } from "../../src/oci/precompile.ts";
 import { mountRootfsAsync, unmountRootfs } from "../../src/oci/rootfs.ts";
 import type { Spec } from "../../src/oci/spec.ts";
-import { prepare as prepareEngine, REPO, wasm, writePlan } from "../unit/engines/helpers.ts";
+import { prepare as prepareEngine, REPO, wasm } from "../unit/engines/helpers.ts";
 
 const runc = Bun.which("runc");
 
@@ -226,17 +227,22 @@ describe("runc + bunwasi executor", () => {
     expect(unmountRootfs(b)).toBe(1);
   });
 
-  test("compile cache filled on the host, mounted read-only: a hit", async () => {
+  test("the module compiled on the host before the create, its one compiled file bound into the container: a hit", async () => {
     const cache = join(base, "cache");
-    // the trusted side (here: the executor on the host) fills the cache ...
-    const bin = join(exec.dir, exec.binaryName);
-    const plan = writePlan(base, wasm("wasi-demo-app"), { args: ["x", "echo"] });
-    const h = Bun.spawnSync([bin, ...exec.subcommand, "--plan", plan, "--cache", cache, "--engine-dir", exec.dir]);
-    expect(h.exitCode).toBe(0);
-    // ... the container only reads it
     const b = makeBundle(["/wasi-demo-app.wasm", "echo", "cached"], [[wasm("wasi-demo-app"), "/wasi-demo-app.wasm"]]);
     const id = newId();
-    const p = await prepare({ id, bundle: b, stateDir, executorDir: exec, cacheDir: cache, executorFlags: ["--stats"], engine: wasmtime });
+    const logs: string[] = [];
+    const p = await prepare({
+      id,
+      bundle: b,
+      stateDir,
+      executorDir: exec,
+      // The trusted side (the shim) compiles into the cache and checks the entry; the container gets that one file.
+      compile: (m) => precompile(wasmtime, m, cache, (l) => logs.push(l)),
+      executorFlags: ["--stats"],
+      engine: wasmtime,
+    });
+    expect(logs).toEqual([]);
     const r = await runcRun(p.runtimeBundle, id);
     expect(r.out).toBe("cached\nexiting\n");
     expect(r.err).toContain('"cacheHit":true');

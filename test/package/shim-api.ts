@@ -86,6 +86,7 @@ interface LoadOptions {
 interface RunContext {
   module?: Uint8Array;
   modulePath?: string;
+  compiled?: string;
   args: string[];
   env: string[] | Record<string, string>;
   rootDir?: string;

@@ -10,7 +10,7 @@ import type { Pointer } from "bun:ffi";
 import { dirname } from "node:path";
 import { workerScript } from "../../common/compiled.ts";
 import { KILL_GRACE_MS } from "../../common/constants.ts";
-import { CompileCache } from "../cache.ts";
+import { type CheckedEntry, CompileCache } from "../cache.ts";
 import {
   EXIT_ENGINE_ERROR,
   isComponentBinary,
@@ -26,6 +26,7 @@ import {
 import { compileComponent, serializeComponent, wat2wasm } from "./component.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { isHttpService } from "./http/exports.ts";
+import { findHttpHost, httpCacheKeyInSlices } from "./http/library.ts";
 import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import { MemoryAsks } from "./memory-asks.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
@@ -53,7 +54,7 @@ const HERE_COLLECT_MS = 10_000;
 export interface WasmtimeEngineOptions {
   /** Path of libwasmtime.so; default: found by findLibwasmtime(). */
   libPath?: string;
-  /** Directory for the compile cache; default: no cache. */
+  /** Directory of the node's compile cache (its key `<cacheDir>.key`); default: no cache. */
   cacheDir?: string;
   cacheMaxBytes?: number;
   /** Cranelift opt level: 0 none, 1 speed (default), 2 speed_and_size. */
@@ -170,7 +171,7 @@ export class WasmtimeEngine {
   async execute(ctx: RunContext & Precompiled): Promise<RunResult & { stats: RunStats }> {
     const prepared = await this.request(ctx);
     if ("early" in prepared) return prepared.early;
-    const { req, cacheKey, cacheHit } = prepared;
+    const { req, cacheKey, cacheHit, loaded } = prepared;
     const kill = new Int32Array(req.kill);
     const worker = takeWorker();
     return await new Promise<RunResult & { stats: RunStats }>((resolve) => {
@@ -188,6 +189,7 @@ export class WasmtimeEngine {
         if (threadOver) {
           worker.terminate();
           clearInterval(rebump);
+          loaded();
         }
         if (done) return;
         done = true;
@@ -257,7 +259,7 @@ export class WasmtimeEngine {
     // A synchronous read: this thread has nothing else to do (docs/ARCHITECTURE.md, "Bun's thread pool").
     const prepared = await this.request(ctx, true);
     if ("early" in prepared) return prepared.early;
-    const { req, cacheKey, cacheHit } = prepared;
+    const { req, cacheKey, cacheHit, loaded } = prepared;
     const { runRequest } = await import("./worker.ts");
     // From here on a kill interrupts running wasm (an atomic add on the engine).
     const increment = (this.lib.wasmtime_engine_increment_epoch as unknown as { ptr: number }).ptr;
@@ -285,6 +287,7 @@ export class WasmtimeEngine {
         gcMs = (gcMs ?? 0) + gcAt - t;
       },
     });
+    loaded();
     // The executor exits once it has the answer: the cache write first.
     await cacheWrite;
     return { code: result.code, stats: { ...result.stats, cacheHit, ...(gcMs === undefined ? {} : { gcMs }) } };
@@ -296,11 +299,15 @@ export class WasmtimeEngine {
     return this.cache.put(cacheKey, bytes).catch(() => {});
   }
 
-  /** The run request for `ctx` (a cache hit by path where there is one), or the result of a source that is no module. */
+  /**
+   * The run request for `ctx` (its checked compiled artifact by path where there is one), or
+   * the result of a source that is no module. `loaded` is called once the run thread is done
+   * with the artifact (it closes the checked file).
+   */
   private async request(
     ctx: RunContext & Precompiled,
     syncRead = false,
-  ): Promise<{ req: RunRequest; cacheKey?: string; cacheHit: boolean } | { early: RunResult & { stats: RunStats } }> {
+  ): Promise<{ req: RunRequest; cacheKey?: string; cacheHit: boolean; loaded: () => void } | { early: RunResult & { stats: RunStats } }> {
     // node:fs/promises only when used (the executor reads synchronously; see ../cache.ts).
     const read = async (path: string) =>
       syncRead ? (require("node:fs") as typeof import("node:fs")).readFileSync(path) : (await import("node:fs/promises")).readFile(path);
@@ -317,6 +324,7 @@ export class WasmtimeEngine {
     let component = !!ctx.precompiledComponent;
     let serializedPath: string | undefined;
     let fallbackPath: RunRequest["fallbackPath"];
+    let checked: CheckedEntry | undefined;
     if (ctx.precompiled) {
       kind = "serialized";
     } else {
@@ -330,30 +338,38 @@ export class WasmtimeEngine {
       kind = srcKind;
       // A wasi:http service is served by its own library, not run once (./http/serve.ts).
       if (component && isHttpService(source)) return { early: await this.serveSource(source, srcKind, ctx) };
-      if (this.cache) {
+      // The artifact: the one the caller checked (the executor's, bound in by the shim), else
+      // the cache's entry, checked here, right before it is loaded (the daemon).
+      let given = ctx.compiled;
+      if (!given && this.cache) {
         // In slices: in the daemon this thread serves every pod while a module is hashed.
         cacheKey = await CompileCache.keyInSlices(source, this.name, this.version, this.configFlags);
-        // A hit goes to the run thread by path (deserialize_file maps it): read into memory, the
-        // artifact and the source sent along for a fallback were copied into both threads'
-        // heaps, whose allocator kept the pages (1.7 MiB of an idle executor, measured).
-        // (Modules only: a component's artifact is read and deserialized from memory, ./component.ts.)
-        serializedPath = component ? undefined : this.cache.hitPath(cacheKey);
-        // One lookup: a module's miss is already known here (a component reads the bytes).
-        const hit = component ? this.cache.get(cacheKey) : undefined;
-        if (serializedPath) {
-          kind = "serialized";
-          module = new Uint8Array(0);
-          if (ctx.modulePath && !ctx.module) fallbackPath = { path: ctx.modulePath, kind: srcKind };
-          else fallback = { module: source, kind: srcKind };
-          cacheHit = true;
-        } else if (hit) {
-          kind = "serialized";
-          module = hit;
-          fallback = { module: source, kind: srcKind };
-          cacheHit = true;
-        }
+        // A component's artifact is read and deserialized from memory (./component.ts).
+        checked = await checkedEntry(this.cache, cacheKey, component);
+        given = checked?.fdPath;
+      }
+      // A component's artifact in memory; a given file that cannot be read is none (the source is compiled).
+      let artifact: Uint8Array | undefined;
+      if (given && component) artifact = checked?.bytes ?? (await read(given).then((b) => new Uint8Array(b), noArtifact));
+      if (artifact) {
+        kind = "serialized";
+        module = artifact;
+        fallback = { module: source, kind: srcKind };
+        cacheHit = true;
+      } else if (given && !component) {
+        // A module's goes to the run thread by path (deserialize_file maps it): read into
+        // memory, the artifact and the source sent along for a fallback were copied into both
+        // threads' heaps, whose allocator kept the pages (1.7 MiB of an idle executor, measured).
+        kind = "serialized";
+        module = new Uint8Array(0);
+        serializedPath = given;
+        if (ctx.modulePath && !ctx.module) fallbackPath = { path: ctx.modulePath, kind: srcKind };
+        else fallback = { module: source, kind: srcKind };
+        cacheHit = true;
       }
     }
+    // A component's bytes are in hand: its file is not needed any more.
+    if (checked?.bytes) checked.close();
 
     // The signal once killed, paused, the memory figure: ./run-atomics.ts.
     const killBuf = newRunWords();
@@ -385,7 +401,7 @@ export class WasmtimeEngine {
       hostModules: this.hostModules,
       kill: killBuf,
     };
-    return { req, cacheKey, cacheHit };
+    return { req, cacheKey, cacheHit, loaded: () => checked?.close() };
   }
 
   /**
@@ -442,17 +458,24 @@ export class WasmtimeEngine {
     }
     const { serveHttp } = await import("./http/serve.ts");
     const t = performance.now();
+    const libDir = dirname(this.libPath);
+    // The artifact: the caller's (checked by it), else the cache's entry under the serving
+    // library's key, checked now; its file stays open until the service has loaded it.
+    let checked: CheckedEntry | undefined;
+    const httpLib = ctx.compiled || !this.cache ? undefined : findHttpHost(libDir);
+    if (this.cache && httpLib) checked = await checkedEntry(this.cache, await httpCacheKeyInSlices(cacheSource ?? source, httpLib), false);
+    const artifact = ctx.compiled ?? checked?.fdPath;
+    const loaded = () => checked?.close();
     const r = await serveHttp(
       {
         source,
-        ...(cacheSource ? { cacheSource } : {}),
         env: envPairs(ctx.env),
         args: ctx.args,
         rootDir: ctx.rootDir,
         rootReadOnly: !!ctx.rootReadOnly,
         memoryLimitBytes: ctx.memoryLimitBytes,
-        libDir: dirname(this.libPath),
-        cache: this.cache,
+        libDir,
+        ...(artifact ? { artifact } : {}),
         // A caller that makes the socket is one serving many (the daemon): no pooling
         // allocator, whose reservation (~4 TiB of address space each) would run a 47-bit
         // address space out after about 30 services.
@@ -463,8 +486,8 @@ export class WasmtimeEngine {
       },
       ctx.signal,
       (m) => writeErr(ctx.stderr, m),
-      ctx.stopNow ? { stopNow: ctx.stopNow } : {},
-    );
+      { onServing: loaded, ...(ctx.stopNow ? { stopNow: ctx.stopNow } : {}) },
+    ).finally(loaded);
     return { code: r.code, service: true, stats: { instantiateMs: r.stats.startMs, runMs: performance.now() - t, ...r.stats } };
   }
 
@@ -472,6 +495,21 @@ export class WasmtimeEngine {
   close(): void {
     if (this.engine) this.lib.wasm_engine_delete(this.engine);
     this.engine = null;
+  }
+}
+
+const noArtifact = () => undefined;
+
+/**
+ * `key`'s entry of the cache if it checks (its file open: close it once loaded); undefined on a
+ * miss, a rejected entry (the run compiles, and writes its compile back), or a cache that
+ * cannot be checked at all (its key file is not to be trusted: the run compiles).
+ */
+async function checkedEntry(cache: CompileCache, key: string, read: boolean): Promise<CheckedEntry | undefined> {
+  try {
+    return (await cache.check(key, { read })).entry;
+  } catch {
+    return undefined;
   }
 }
 

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { CompileCache } from "../../../src/engines/cache.ts";
 import {
   EXIT_ENGINE_ERROR,
   EXIT_TRAP,
@@ -231,17 +232,26 @@ describe("components and the compile cache", () => {
     expect(artifact?.[0]).toBe(0x7f);
     const dir = tmp("bunwasi-comp-cache-");
     const key = (await wasmtime.compiler?.cacheKey(source)) as string;
-    writeFileSync(join(dir, `${key}.cwasm`), artifact as Uint8Array);
+    const cache = new CompileCache({ dir });
+    await cache.put(key, artifact as Uint8Array);
+    // From the cache, checked (the daemon's way), and given as a checked file (the executor's).
     const cached = new WasmtimeEngine({ libPath, cacheDir: dir });
+    const plain = new WasmtimeEngine({ libPath });
     try {
-      const s = io();
-      const r = await cached.execute({ module: source, args: ["env", "hit"], env: [], stdout: s.stdout });
-      expect(r.code).toBe(0);
-      expect(s.read("stdout")).toBe("arg[0]=env\narg[1]=hit\n");
-      expect(r.stats.cacheHit).toBe(true);
-      expect(r.stats.compileMs).toBeUndefined();
+      for (const [engine, extra] of [
+        [cached, {}],
+        [plain, { compiled: cache.fileOf(key) }],
+      ] as const) {
+        const s = io();
+        const r = await engine.execute({ module: source, args: ["env", "hit"], env: [], stdout: s.stdout, ...extra });
+        expect(r.code).toBe(0);
+        expect(s.read("stdout")).toBe("arg[0]=env\narg[1]=hit\n");
+        expect(r.stats.cacheHit).toBe(true);
+        expect(r.stats.compileMs).toBeUndefined();
+      }
     } finally {
       cached.close();
+      plain.close();
     }
   });
 

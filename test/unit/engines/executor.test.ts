@@ -77,10 +77,13 @@ describe("executor", () => {
       cwd: "/srv",
       limits: { memoryBytes: 4096 },
     });
-    const argv = ["--plan", plan, "--engine-dir", "/d", "--engine-opt", "k=v", "--cache", "/c", "--root-dir", "/view"];
+    const argv = ["--plan", plan, "--engine-dir", "/d", "--engine-opt", "k=v", "--compiled", "/run/module.cwasm", "--root-dir", "/view"];
     expect(await runExecutor(argv, engine)).toBe(7);
-    expect(seen.load).toMatchObject({ dir: "/d", options: { k: "v" }, cacheDir: "/c" });
+    // No compile cache in here: the one compiled module the shim checked and bound in.
+    expect(seen.load).toMatchObject({ dir: "/d", options: { k: "v" } });
+    expect(seen.load).not.toHaveProperty("cacheDir");
     expect(seen.run).toMatchObject({
+      compiled: "/run/module.cwasm",
       // The module as the container sees it, in the view the shim mounted.
       modulePath: "/m.wasm",
       entry: "go",

@@ -514,7 +514,13 @@ describe("compile cache", () => {
     expect(await wasmtime.compiler?.cacheKey(source)).toBe(key);
     const cache = new CompileCache({ dir: tmp("bunwasi-http-cache-") });
     await cache.put(key, compileHttpComponent(httpHost(lib), source));
-    const svc = HttpService.start({ source, env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]], args: [], cache });
+    // The artifact its caller checked: mapped, not compiled.
+    const svc = HttpService.start({
+      source,
+      env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]],
+      args: [],
+      artifact: cache.fileOf(key),
+    });
     expect(svc.compiled).toBe(false);
     expect(await svc.stop(10_000)).toBe(true);
   });

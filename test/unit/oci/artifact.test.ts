@@ -1,6 +1,7 @@
 // src/oci/artifact.ts against an in-memory containerd (containers, images, content with
 // labels, leases): which images are artifacts, the errors for bad ones, and when the
-// compile comes from the node's cache, from the content store, or from the compiler.
+// compile comes from the node's cache, from the content store (only with this node's MAC), or
+// from the compiler.
 // test/e2e/artifacts.test.ts runs the same against real containerds.
 import { afterAll, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -137,7 +138,7 @@ describe("resolveArtifact", () => {
 
   test("with a node-local copy of layers, the next container's layer is not read from containerd (a damaged copy is)", async () => {
     const f = new FakeContainerd();
-    const layers = new CompileCache({ dir: join(base, "layers") });
+    const layers = new CompileCache({ dir: join(base, "layers"), keyFile: null });
     const id = f.image("art", [["application/wasm", MODULE]]);
     expect((await resolveArtifact(f.client(), id, layers))?.bytes).toEqual(MODULE);
     f.reads.length = 0;
@@ -178,8 +179,14 @@ describe("precompileArtifact", () => {
     cacheDir = join(base, `cache${n++}`);
     logs.length = 0;
   });
-  const cache = () => new CompileCache({ dir: cacheDir });
+  // One node key for every cache of the test (a node's), beside them.
+  const cache = () => new CompileCache({ dir: cacheDir, keyFile: join(base, "node.key") });
   const wipe = () => rmSync(cacheDir, { recursive: true, force: true });
+  const cached = async (key: string) => {
+    const { entry } = await cache().check(key, { read: true });
+    entry?.close();
+    return entry?.bytes;
+  };
 
   test("compiled once, stored with its labels under a lease, then reused from the cache and from the store", async () => {
     const engine = fakeEngine();
@@ -190,16 +197,18 @@ describe("precompileArtifact", () => {
     const stored = first.stored as string;
     expect(stored).toBe(sha(MODULE.slice().reverse()));
     expect(f.blobs.get(art.layer.digest)?.labels).toEqual({ [Labels.precompiled("fake")]: stored, [Labels.gcRef("fake")]: stored });
+    const key = await engine.compiler!.cacheKey(MODULE);
     expect(f.blobs.get(stored)?.labels).toEqual({
-      [Labels.key]: await engine.compiler!.cacheKey(MODULE),
+      [Labels.key]: key,
       [Labels.source]: art.layer.digest,
+      [Labels.mac]: await cache().mac(key, MODULE.slice().reverse()),
     });
     expect(f.leases).toBe(1);
 
     expect((await precompileArtifact(f.client(), engine, cache(), art, log)).from).toBe("cache");
     wipe();
     expect((await precompileArtifact(f.client(), engine, cache(), art, log)).from).toBe("content-store");
-    expect(cache().get(await engine.compiler!.cacheKey(MODULE))).toEqual(MODULE.slice().reverse());
+    expect(await cached(key)).toEqual(MODULE.slice().reverse());
     expect(engine.compiled).toBe(1);
     expect(f.writes).toBe(1);
   });
@@ -240,6 +249,52 @@ describe("precompileArtifact", () => {
     expect(r.rejected).toContain("is corrupt");
     expect(f.deletes).toEqual([stored as string]);
     expect(f.blobs.get(stored as string)?.data).toEqual(MODULE.slice().reverse());
+  });
+
+  test("a forged label: another layer's compile labelled with this layer's key and MAC is not taken (nor deleted); ours is written", async () => {
+    const engine = fakeEngine();
+    const a = (await resolveArtifact(f.client(), f.image("a", [["application/wasm", MODULE]])))!;
+    const b = (await resolveArtifact(f.client(), f.image("b", [["application/wasm", OTHER]])))!;
+    const storedA = (await precompileArtifact(f.client(), engine, cache(), a, log)).stored as string;
+    const storedB = (await precompileArtifact(f.client(), engine, cache(), b, log)).stored as string;
+    // A's layer pointed at B's compile, every bunwasi label of A's compile copied onto B's.
+    const copied = Object.fromEntries(Object.entries(f.blobs.get(storedA)?.labels ?? {}).filter(([k]) => k.startsWith("bunwasi.io/")));
+    expect(Object.keys(copied).sort()).toEqual([Labels.key, Labels.mac, Labels.source].sort());
+    await f.client().setLabels(a.layer.digest, { [Labels.precompiled("fake")]: storedB, [Labels.gcRef("fake")]: storedB });
+    await f.client().setLabels(storedB, copied);
+    wipe();
+    const r = await precompileArtifact(f.client(), engine, cache(), a, log);
+    expect(r).toMatchObject({ from: "compiled", stored: storedA });
+    expect(r.rejected).toBe(`${storedB} was not compiled on this node (its ${Labels.mac} label does not verify)`);
+    expect(await cached(await engine.compiler!.cacheKey(MODULE))).toEqual(MODULE.slice().reverse());
+    expect(f.blobs.get(a.layer.digest)?.labels[Labels.precompiled("fake")]).toBe(storedA);
+    expect(f.deletes).toEqual([]);
+    expect(engine.compiled).toBe(3);
+  });
+
+  test("a stored compile without a MAC label, or from another node (another key), is compiled again here", async () => {
+    const engine = fakeEngine();
+    const a = (await resolveArtifact(f.client(), f.image("a", [["application/wasm", MODULE]])))!;
+    const stored = (await precompileArtifact(f.client(), engine, cache(), a, log)).stored as string;
+    const blob = f.blobs.get(stored) as { labels: Record<string, string> };
+    delete blob.labels[Labels.mac];
+    wipe();
+    const r = await precompileArtifact(f.client(), engine, cache(), a, log);
+    expect(r).toMatchObject({
+      from: "compiled",
+      stored,
+      rejected: `${stored} was not compiled on this node (its ${Labels.mac} label is missing)`,
+    });
+    // Written again with its MAC: the next miss takes it.
+    expect(blob.labels[Labels.mac]).toMatch(/^[0-9a-f]{64}$/);
+    wipe();
+    expect((await precompileArtifact(f.client(), engine, cache(), a, log)).from).toBe("content-store");
+    // Another node's key: its MAC does not verify here.
+    const elsewhere = new CompileCache({ dir: join(base, `elsewhere${n++}`), keyFile: join(base, `other${n}.key`) });
+    const r2 = await precompileArtifact(f.client(), engine, elsewhere, a, log);
+    expect(r2.from).toBe("compiled");
+    expect(r2.rejected).toContain("was not compiled on this node");
+    expect(engine.compiled).toBe(3);
   });
 
   test("a label naming a blob that is gone is stale; a layer that does not compile is the container's error", async () => {

@@ -237,6 +237,36 @@ describe("prepare: the derived bundle from the plan", () => {
     removeDerived("w1");
   });
 
+  test("the compile hook runs before the bundle is written: its file is bound in as the one compiled module", async () => {
+    const b = bundle(spec({ args: ["/app.wasm"] }), { "app.wasm": WASM });
+    const asked: unknown[] = [];
+    const r = await prepare({
+      ...opts(b, "cw1"),
+      compile: async (m) => {
+        asked.push(m);
+        return "/var/lib/bunwasi/cache/k.cwasm";
+      },
+    });
+    expect(asked).toEqual([{ kind: "wasm", module: "/app.wasm", moduleHost: join(b, "rootfs", "app.wasm") }]);
+    const d = JSON.parse(readFileSync(join(r.runtimeBundle, "config.json"), "utf8")) as Spec;
+    expect(d.process.args.slice(-4, -2)).toEqual(["--compiled", "/.bunwasi-run/module.cwasm"]);
+    expect(d.mounts?.find((m) => m.destination === "/.bunwasi-run/module.cwasm")?.source).toBe("/var/lib/bunwasi/cache/k.cwasm");
+    // Its mount point, made in the run directory (runc cannot make it inside a read-only bind).
+    const st = statSync(join(r.runtimeBundle, "run", "module.cwasm"));
+    expect([st.isFile(), st.size, st.mode & 0o777]).toEqual([true, 0, 0o444]);
+    // No compile (no compiler, or it failed): no bind, no flag; the executor compiles.
+    const none = await prepare({
+      ...opts(bundle(spec({ args: ["/app.wasm"] }), { "app.wasm": WASM }), "cw2"),
+      compile: async () => undefined,
+    });
+    const dn = JSON.parse(readFileSync(join(none.runtimeBundle, "config.json"), "utf8")) as Spec;
+    expect(dn.process.args).not.toContain("--compiled");
+    expect(dn.mounts?.some((m) => m.destination.endsWith("module.cwasm"))).toBe(false);
+    expect(existsSync(join(none.runtimeBundle, "run", "module.cwasm"))).toBe(false);
+    removeDerived("cw1");
+    removeDerived("cw2");
+  });
+
   test("the plan file is owned by the container's user through the spec's id mappings", async () => {
     const s = spec(
       { user: { uid: 0, gid: 0 } },
@@ -258,7 +288,7 @@ describe("prepare: the derived bundle from the plan", () => {
     removeDerived("map2");
   });
 
-  test("wasmSpec: subcommand, engine options, cache mount, dev mount point, the view from the plan", async () => {
+  test("wasmSpec: subcommand, engine options, the one compiled module bound in, dev mount point, the view from the plan", async () => {
     const vol = join(base, "vol-ws");
     mkdirSync(vol, { recursive: true });
     const s = spec(
@@ -279,7 +309,7 @@ describe("prepare: the derived bundle from the plan", () => {
       exec: { ...fakeExec, binaryName: "containerd-shim-x-v1", subcommand: ["executor"], engineOptions: { opt: "2" } },
       mountPoint: "/dev/.bunwasi",
       runDir: "/state/c/run",
-      cacheDir: "/var/cache/bunwasi",
+      compiled: "/var/lib/bunwasi/cache/k.cwasm",
     });
     expect(d.process.args.slice(0, 7)).toEqual([
       "/dev/.bunwasi/ld-linux-x86-64.so.2",
@@ -292,16 +322,22 @@ describe("prepare: the derived bundle from the plan", () => {
     ]);
     const i = d.process.args.indexOf("--engine-dir");
     expect(d.process.args.slice(i, i + 4)).toEqual(["--engine-dir", "/dev/.bunwasi", "--engine-opt", "opt=2"]);
-    expect(d.process.args).toContain("--cache");
-    expect(d.mounts?.find((m) => m.destination === "/.bunwasi-cache")).toMatchObject({
-      options: ["rbind", "ro", "nosuid", "nodev"],
-    });
-    expect(d.mounts?.find((m) => m.destination === "/dev/.bunwasi-run")).toEqual({
-      destination: "/dev/.bunwasi-run",
-      type: "bind",
-      source: "/state/c/run",
-      options: ["rbind", "ro", "nosuid", "nodev"],
-    });
+    const c = d.process.args.indexOf("--compiled");
+    expect(d.process.args.slice(c, c + 2)).toEqual(["--compiled", "/dev/.bunwasi-run/module.cwasm"]);
+    // The run directory, then the compiled module inside it: one file, never the cache directory.
+    const run = d.mounts?.findIndex((m) => m.destination === "/dev/.bunwasi-run") ?? -1;
+    expect(d.mounts?.slice(run, run + 2)).toEqual([
+      { destination: "/dev/.bunwasi-run", type: "bind", source: "/state/c/run", options: ["rbind", "ro", "nosuid", "nodev"] },
+      {
+        destination: "/dev/.bunwasi-run/module.cwasm",
+        type: "bind",
+        source: "/var/lib/bunwasi/cache/k.cwasm",
+        options: ["bind", "ro", "nosuid", "nodev"],
+      },
+    ]);
+    expect(d.mounts?.filter((m) => m.source?.startsWith("/var/lib/bunwasi/cache")).map((m) => m.source)).toEqual([
+      "/var/lib/bunwasi/cache/k.cwasm",
+    ]);
     // The module's view comes last: the rootfs again, and the volume (not the file bind, not the /dev tmpfs).
     expect(d.mounts?.slice(-2)).toEqual([
       { destination: "/dev/.bunwasi-root", type: "bind", source: join(b, "rootfs"), options: ["bind", "rw", "nosuid", "nodev"] },

@@ -44,7 +44,8 @@ function bundle(args: string[]): string {
   } as Spec;
   writeFileSync(join(b, "config.json"), JSON.stringify(spec));
   writeFileSync(join(root, "app.wasm"), WASM);
-  writeFileSync(join(root, "bin/tool.wasm"), WASM);
+  // Another module (a custom section more): a compile of its own.
+  writeFileSync(join(root, "bin/tool.wasm"), new Uint8Array([...WASM, 0, 1, 0]));
   writeFileSync(join(root, "bin/sh"), ELF);
   chmodSync(join(root, "bin/sh"), 0o755);
   return b;
@@ -58,9 +59,19 @@ const proc = (args: string[]): SpecProcess => ({
   terminal: false,
 });
 
-async function container(args: string[], cacheDir?: string) {
+/** A container's bundles; `compiled`: its module's compile bound in (a cache file named by the module's key, as the compile cache names it). */
+async function container(args: string[], compiled = false) {
   const b = bundle(args);
-  const p = await prepare({ id: `c${n}`, bundle: b, stateDir: join(base, "state"), executorDir: fakeExec, engine: wasmtime, cacheDir });
+  const compile = async (m: { moduleHost?: string }) =>
+    join(base, "cache", `${await wasmtime.compiler?.cacheKey(new Uint8Array(readFileSync(m.moduleHost ?? "")))}.cwasm`);
+  const p = await prepare({
+    id: `c${n}`,
+    bundle: b,
+    stateDir: join(base, "state"),
+    executorDir: fakeExec,
+    engine: wasmtime,
+    ...(compiled ? { compile } : {}),
+  });
   return { bundle: b, runtimeBundle: p.runtimeBundle };
 }
 
@@ -113,11 +124,19 @@ describe("the process of an exec", () => {
     expect(readdirSync(join(c.runtimeBundle, "run")).filter((f) => f.startsWith("exec-"))).toHaveLength(1);
   });
 
-  test("module#export is the plan's entry; the container's compile cache is the exec's too", async () => {
-    const c = await container(["/app.wasm"], join(base, "cache"));
+  test("module#export is the plan's entry; the container's compiled module is the exec's too when it is the same module", async () => {
+    const c = await container(["/app.wasm"], true);
     const r = await prepareExecProcess({ ...c, engine: wasmtime, process: proc(["/app.wasm#run"]), executorDir: fakeExec });
     expect(planOf(c.runtimeBundle, r.process.args).module.entry).toBe("run");
-    expect(r.process.args[r.process.args.indexOf("--cache") + 1]).toBe("/.bunwasi-cache");
+    expect(r.process.args[r.process.args.indexOf("--compiled") + 1]).toBe("/.bunwasi-run/module.cwasm");
+    // Another module: no compile of it in the container (it sees no cache); its executor compiles it.
+    const other = await prepareExecProcess({ ...c, engine: wasmtime, process: proc(["tool.wasm"]), executorDir: fakeExec });
+    expect(other.kind).toBe("wasm");
+    expect(other.process.args).not.toContain("--compiled");
+    // A container whose module has no compile bound in: none for the exec either.
+    const bare = await container(["/app.wasm"]);
+    const r2 = await prepareExecProcess({ ...bare, engine: wasmtime, process: proc(["/app.wasm"]), executorDir: fakeExec });
+    expect(r2.process.args).not.toContain("--compiled");
   });
 
   test("a native program exec'd into a wasm container is left as given", async () => {

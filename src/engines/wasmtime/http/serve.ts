@@ -3,8 +3,8 @@
 // network namespace (docs/ARCHITECTURE.md, "wasi:http services").
 //
 // The library owns the socket, hyper and the guest's stores (a fresh one per request); this
-// module owns the configuration (runwasi's environment variables), the compile cache and the
-// lifecycle: a kill (SIGTERM, SIGINT, … through the run's AbortSignal) stops accepting, lets
+// module owns the configuration (runwasi's environment variables), which compiled artifact
+// it maps (one its caller checked) and the lifecycle: a kill (SIGTERM, SIGINT, … through the run's AbortSignal) stops accepting, lets
 // the requests in flight finish within the grace period, and ends the run with 0 when they
 // did, 128+s when the grace period ran out first. A second kill during the drain (the
 // run's stopNow) ends it at once with 128 + that signal, as servers do on a second Ctrl-C.
@@ -12,9 +12,8 @@
 import type { Pointer } from "bun:ffi";
 import { EXIT_ENGINE_ERROR } from "../../../common/constants.ts";
 import { SIGNALS, signalNumber } from "../../../common/signals.ts";
-import type { CompileCache } from "../../cache.ts";
 import { encodeConfig, type HttpHostLib, httpHost, startHttpServer } from "./ffi.ts";
-import { httpCacheKey, requireHttpHost } from "./library.ts";
+import { requireHttpHost } from "./library.ts";
 
 /** Where to listen (runwasi's and `wasmtime serve`'s name); default 0.0.0.0:8080. */
 export const ADDR_ENV = "WASMTIME_HTTP_PROXY_SOCKET_ADDR";
@@ -36,8 +35,6 @@ const ABORT_WAIT_MS = 12_000;
 export interface HttpServiceOptions {
   /** The component's bytes (a binary: the library reads no WAT text). */
   source: Uint8Array;
-  /** The bytes the compile cache keys, when not `source`: the WAT text `source` was made from. */
-  cacheSource?: Uint8Array;
   /** The container's environment; the service's own variables are taken out before the guest sees it. */
   env: [string, string][];
   args: string[];
@@ -48,8 +45,12 @@ export interface HttpServiceOptions {
   memoryLimitBytes?: number;
   /** Executor directory holding the library (/.bunwasi); absent = found on the host. */
   libDir?: string;
-  /** Compile cache: a hit under this library's key is mapped instead of compiling. */
-  cache?: CompileCache;
+  /**
+   * The component compiled by this library (`bunwasi_http_compile`), checked by the caller:
+   * this node compiled it (docs/ARCHITECTURE.md, "Compiled code we trust"). Mapped instead of
+   * compiling; loaded by HttpService.start, so it may be closed once that returned.
+   */
+  artifact?: string;
   /** Runtime threads serving requests; default: one per CPU. */
   threads?: number;
   /**
@@ -112,7 +113,7 @@ export class HttpService {
     const { addr, backlog, guestEnv } = httpSettings(o.env);
     const libPath = requireHttpHost(o.libDir);
     const lib = httpHost(libPath);
-    const artifact = o.cache?.hitPath(httpCacheKey(o.cacheSource ?? o.source, libPath));
+    const artifact = o.artifact;
     const pairs: [string, string][] = [
       ["addr", addr],
       ["backlog", String(backlog)],
