@@ -18,13 +18,11 @@ import {
   readdirSync,
   readFileSync,
   realpathSync,
-  rmSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import ts from "typescript";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { type Containerd, startContainerd } from "../support/containerd.ts";
 import { type LocalRegistry, localRegistry } from "../support/local-registry.ts";
@@ -239,12 +237,22 @@ for (const [label, binary] of [
     let cd: Containerd | undefined;
 
     beforeAll(async () => {
+      const dir = join(work.path, `cd-${binary ? "2" : "1"}`);
       cd = await startContainerd({
-        dir: join(work.path, `cd-${binary ? "2" : "1"}`),
+        dir,
         path: [join(project, "bin")],
         ...(binary ? { binary } : {}),
-        // What the binary finds is what a user installed: nothing of this checkout's.
-        env: { BUNWASI_LIBWASMTIME: "", BUNWASI_LIB_DIR: "", BUNWASI_KILL_LIB: "", BUNWASI_HTTP_HOST_LIB: "" },
+        env: {
+          // What the binary finds is what a user installed: nothing of this checkout's.
+          BUNWASI_LIBWASMTIME: "",
+          BUNWASI_LIB_DIR: "",
+          BUNWASI_KILL_LIB: "",
+          BUNWASI_HTTP_HOST_LIB: "",
+          // The node's directories (state, executor directories, compile cache) in containerd's
+          // own, which stop() unmounts and removes: this test's binary leaves nothing behind.
+          BUNWASI_STATE_ROOT: join(dir, "bunwasi-state"),
+          BUNWASI_EXEC_ROOT: join(dir, "bunwasi-lib"),
+        },
       });
       const archive = join(work.path, `shout-${label.split(" ")[0]}.tar`);
       writeImageArchive(archive, {
@@ -257,10 +265,7 @@ for (const [label, binary] of [
     }, 120_000);
 
     afterAll(async () => {
-      if (!cd) return;
-      const ns = cd.namespace;
-      await cd.stop();
-      for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
+      await cd?.stop();
     }, T);
 
     test(
