@@ -288,7 +288,7 @@ export class InProcessInstance implements Instance {
       // The engine's CPU quota, counted as a cgroup's cpu.stat (../engines/wasmtime/cpu-throttle.ts).
       const t = this.control?.cpuThrottling?.();
       if (cpu && t)
-        out.cpu = { ...out.cpu, throttling: { periods: t.periods, throttled_periods: t.throttledPeriods, throttled_time: t.throttledNs } };
+        out.cpu = { ...out.cpu, throttling: { periods: t.periods, throttledPeriods: t.throttledPeriods, throttledTime: t.throttledNs } };
     }
     const bytes = await memory;
     if (bytes !== undefined) {

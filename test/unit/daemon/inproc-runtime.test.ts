@@ -292,7 +292,7 @@ describe("InProcessInstance", () => {
       threadId: () => process.pid,
       cpuThrottling: () => ({ periods: 40, throttledPeriods: 30, throttledNs: 2_700_000_000 }),
     });
-    expect((await inst.stats()).cpu?.throttling).toEqual({ periods: 40, throttled_periods: 30, throttled_time: 2_700_000_000 });
+    expect((await inst.stats()).cpu?.throttling).toEqual({ periods: 40, throttledPeriods: 30, throttledTime: 2_700_000_000 });
     await inst.delete(true);
   });
 
