@@ -28,7 +28,8 @@ export interface Daemon {
   restart(): Promise<void>;
 }
 
-export async function startDaemon(dir: string, extraEnv: Record<string, string> = {}): Promise<Daemon> {
+/** `args`: more of the daemon's flags (e.g. --default-memory-limit). */
+export async function startDaemon(dir: string, extraEnv: Record<string, string> = {}, args: string[] = []): Promise<Daemon> {
   mkdirSync(dir, { recursive: true });
   const socket = join(dir, "wasmtimed.sock");
   const logPath = join(dir, "daemon.log");
@@ -38,7 +39,7 @@ export async function startDaemon(dir: string, extraEnv: Record<string, string> 
     // Appended to, so a restarted daemon's log follows the first one's.
     const logFd = openSync(logPath, "a");
     try {
-      proc = Bun.spawn([DAEMON, "--socket", socket, "--debug"], { env, stdin: "ignore", stdout: "ignore", stderr: logFd });
+      proc = Bun.spawn([DAEMON, "--socket", socket, "--debug", ...args], { env, stdin: "ignore", stdout: "ignore", stderr: logFd });
     } finally {
       closeSync(logFd);
     }
