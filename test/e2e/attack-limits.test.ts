@@ -65,7 +65,7 @@ describe("memory and CPU limits in both modes", () => {
   let env: ShimEnv;
 
   beforeAll(async () => {
-    dir = mkdtempSync("/tmp/bwl-");
+    dir = mkdtempSync("/tmp/bwal-");
     daemon = await startDaemon(join(dir, "d"), {}, ["--default-memory-limit", "64Mi"]);
     env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)) });
     const archive = join(dir, "attack.tar");
