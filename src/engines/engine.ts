@@ -124,8 +124,14 @@ export interface RunContext {
   httpListen?: (addr: string, backlog: number) => number;
   /** Export to call; default "_start" (from "module.wasm#func"). */
   entry?: string;
-  /** Max bytes a linear memory may grow to; undefined = unlimited. */
+  /** Max bytes all of the module's linear memories and tables may take together; undefined = unlimited. */
   memoryLimitBytes?: number;
+  /**
+   * The spec's CPU limits (linux.resources.cpu: quota and period in µs, shares a weight), for
+   * a caller whose runs share one process (the shared-mode daemon): the engine holds the run's
+   * thread to them. The executor does not pass them: its cgroup does that.
+   */
+  cpu?: CpuLimits;
   /**
    * Kill: abort = stop the module promptly. `signal.reason` may be a signal number (e.g. 15)
    * or name ("SIGTERM"); the run then ends with 128+signal. Default reason: SIGKILL (9).
@@ -158,10 +164,21 @@ export interface ThreadKill {
   setInterrupt(fn: number, arg: number): void;
 }
 
+/** linux.resources.cpu as a run obeys it; a quota <= 0 or absent is none. */
+export interface CpuLimits {
+  quota?: number;
+  period?: number;
+  shares?: number;
+}
+
 /** Pause and resume one run (RunContext.onControl). */
 export interface RunControl {
   pause(): void;
   resume(): void;
+  /** New CPU limits for the running module (Update), applied at its next interrupt check. */
+  setCpu?(cpu: CpuLimits): void;
+  /** What holding the run to its CPU quota did so far, as a cgroup's cpu.stat counts it. */
+  cpuThrottling?(): { periods: number; throttledPeriods: number; throttledNs: number };
   /** The Linux thread id running the module, once known (for its CPU time); absent if the engine cannot tell. */
   threadId?(): number | undefined;
   /** The module's linear memory in bytes, now (for Stats); undefined while the engine cannot tell (not instantiated yet). */

@@ -3,7 +3,8 @@
 // terminal sizes (linux/console.ts), fifos and the open-file limit (the shared-mode daemon,
 // src/daemon/, and the listening sockets it makes in a pod's network namespace, linux/netns.ts),
 // the daemon's re-execution (linux/reexec.ts) and malloc_trim (daemon/give-back.ts), and a
-// run thread's Linux id (engines/wasmtime/worker.ts). Linux on x86_64 and aarch64.
+// run thread's Linux id, CPU time and nice value (engines/wasmtime/worker.ts, cpu-throttle.ts).
+// Linux on x86_64 and aarch64.
 //
 // Variadic libc functions (prctl, fcntl, syscall's own prototype) are reached through glibc's
 // `syscall()`, which is written in assembly and never touches va_list, so calling it with a
@@ -438,6 +439,27 @@ const threads = bindOnUse({ gettid: { args: [], returns: i32 } });
 /** This thread's Linux id (gettid(2), in glibc since 2.30). */
 export function gettid(): number {
   return threads().gettid();
+}
+
+// --- a run thread's own CPU (the shared-mode daemon's CPU quota, engines/wasmtime/cpu-throttle.ts) ---
+
+const cpuTime = bindOnUse({
+  clock_gettime: { args: [i32, P], returns: i32 },
+  setpriority: { args: [i32, u32, i32], returns: i32 },
+});
+const CLOCK_THREAD_CPUTIME_ID = 3;
+const PRIO_PROCESS = 0;
+const timespec = new BigInt64Array(2);
+
+/** CPU time of the calling thread in nanoseconds (clock_gettime(CLOCK_THREAD_CPUTIME_ID), a vDSO call). */
+export function threadCpuNs(): number {
+  if (cpuTime().clock_gettime(CLOCK_THREAD_CPUTIME_ID, ptr(timespec)) !== 0) return 0;
+  return Number(timespec[0]) * 1e9 + Number(timespec[1]);
+}
+
+/** Sets the calling thread's nice value (setpriority(2) on thread id 0: this thread on Linux); false if refused. */
+export function setThreadNice(nice: number): boolean {
+  return cpuTime().setpriority(PRIO_PROCESS, 0, nice) === 0;
 }
 
 const exec = bindOnUse({

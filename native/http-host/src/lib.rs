@@ -11,7 +11,9 @@
 //!
 //! Every request gets a fresh Store and instance (from one pre-instantiated component),
 //! as `wasmtime serve` does for WASIp2 components; an idle worker thread makes the next one
-//! ahead of time (see `Idle`).
+//! ahead of time (see `Idle`). The service as a whole is bounded (issue 16): at most
+//! `max_requests` guests run at once (the others wait for a turn), and all of its stores
+//! together grow their memories and tables within `memory_limit` (see `Budget`).
 
 use std::ffi::{c_char, c_int};
 use std::net::SocketAddr;
@@ -24,7 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use tokio::sync::{Notify, watch};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Result, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Result, Store};
 use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
@@ -99,7 +101,51 @@ struct Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: Hooks,
-    limits: StoreLimits,
+    limits: Share,
+}
+
+/// Bytes a table element takes at most (a funcref is a pointer).
+const TABLE_ELEMENT_BYTES: usize = 8;
+
+/// What is left of the service's `memory_limit`: all of its stores' memories and tables
+/// together (the spare ones `Idle` makes included), not each store's.
+struct Budget(AtomicU64);
+
+/// A store's part of the `Budget` (its ResourceLimiter): it takes what its memories and tables
+/// grow by, and gives all of it back when the store is dropped. No budget: unbounded.
+struct Share {
+    budget: Option<Arc<Budget>>,
+    taken: u64,
+}
+
+impl Share {
+    fn take(&mut self, bytes: usize) -> bool {
+        let Some(budget) = &self.budget else { return true };
+        let bytes = bytes as u64;
+        let ok = budget.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(bytes)).is_ok();
+        if ok {
+            self.taken += bytes;
+        }
+        ok
+    }
+}
+
+impl wasmtime::ResourceLimiter for Share {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        Ok(self.take(desired.saturating_sub(current)))
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        Ok(self.take(desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.0.fetch_add(self.taken, Ordering::SeqCst);
+        }
+    }
 }
 
 /// wasi:http's default behaviour, plus a `Host` header on outgoing requests: HTTP/1.1 requires
@@ -155,7 +201,10 @@ struct ServeConfig {
     env: Vec<(String, String)>,
     args: Vec<String>,
     root: Option<(String, bool)>,
-    memory_limit: Option<usize>,
+    /// All of the service's stores together, in bytes.
+    memory_limit: Option<u64>,
+    /// Guests running at once; the other requests wait for a turn.
+    max_requests: Option<usize>,
     artifact: Option<String>,
     threads: usize,
     pooling: bool,
@@ -165,8 +214,9 @@ struct ServeConfig {
 }
 
 /// The configuration is a list of NUL-terminated strings, key then value, keys repeated for
-/// lists: `addr`, `backlog`, `env` (K=V), `arg`, `root`, `root_ro` (1), `memory_limit`,
-/// `artifact` (a serialized component to try before compiling), `threads`, `pooling` (0 = off),
+/// lists: `addr`, `backlog`, `env` (K=V), `arg`, `root`, `root_ro` (1), `memory_limit` (bytes,
+/// all stores together), `max_requests` (guests at once), `artifact` (a serialized component to
+/// try before compiling), `threads`, `pooling` (0 = off),
 /// `stdout_fd`, `stderr_fd` (the guest's output; default: the process's own).
 fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
     let mut cfg = ServeConfig {
@@ -176,6 +226,7 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
         args: vec![],
         root: None,
         memory_limit: None,
+        max_requests: None,
         artifact: None,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         pooling: true,
@@ -203,6 +254,7 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
             "root" => cfg.root = Some((v.to_string(), false)),
             "root_ro" => root_ro = v == "1",
             "memory_limit" => cfg.memory_limit = Some(v.parse()?),
+            "max_requests" => cfg.max_requests = Some(v.parse::<usize>()?.max(1)),
             "artifact" => cfg.artifact = Some(v.to_string()),
             "threads" => cfg.threads = v.parse::<usize>()?.max(1),
             "pooling" => cfg.pooling = v != "0",
@@ -253,6 +305,10 @@ struct App {
     pre: ProxyPre<Host>,
     cfg: ServeConfig,
     shared: Arc<Shared>,
+    /// What is left of `memory_limit` (None: unbounded).
+    budget: Option<Arc<Budget>>,
+    /// A turn per guest running (`max_requests`; None: unbounded).
+    turns: Option<Arc<tokio::sync::Semaphore>>,
     stdout: Option<OutputFile>,
     stderr: Option<OutputFile>,
     /// Where our own messages go (a trap, an accept error): the container's log.
@@ -297,14 +353,9 @@ impl App {
         if let Some((dir, ro)) = &self.cfg.root {
             b.preopened_dir(dir, "/", if *ro { FsPerms::ReadOnly } else { FsPerms::ReadWrite })?;
         }
-        let mut limits = StoreLimitsBuilder::new();
-        if let Some(n) = self.cfg.memory_limit {
-            limits = limits.memory_size(n);
-        }
-        let mut store = Store::new(
-            self.pre.engine(),
-            Host { table: ResourceTable::new(), wasi: b.build(), http: WasiHttpCtx::new(), hooks: Hooks, limits: limits.build() },
-        );
+        let limits = Share { budget: self.budget.clone(), taken: 0 };
+        let mut store =
+            Store::new(self.pre.engine(), Host { table: ResourceTable::new(), wasi: b.build(), http: WasiHttpCtx::new(), hooks: Hooks, limits });
         store.limiter(|h| &mut h.limits);
         // At each epoch tick (while requests run, see `tick`) a guest busy in wasm yields, so it
         // cannot starve the tasks queued behind it on its thread; after an abort it traps.
@@ -324,6 +375,11 @@ impl App {
         if self.shared.aborted.load(Ordering::SeqCst) {
             wasmtime::bail!("the service is stopping");
         }
+        // A turn (`max_requests`), held until the guest's task is over and its store retired.
+        let turn = match &self.turns {
+            Some(t) => Some(t.clone().acquire_owned().await?),
+            None => None,
+        };
         // A store instantiated while this thread was idle, if there is one (see `Idle`).
         let (mut store, proxy) = match Idle::take_spare() {
             Some((mut store, proxy)) => {
@@ -358,6 +414,7 @@ impl App {
                 shared.idle.notify_waiters();
             }
             Idle::retire(store);
+            drop(turn);
             r
         });
         match rx.await {
@@ -677,7 +734,9 @@ fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Serv
         ticker_stop: AtomicBool::new(false),
     });
     let engine = pre.engine().clone();
-    let app = Arc::new(App { pre, cfg, shared: shared.clone(), stdout, stderr, log });
+    let budget = cfg.memory_limit.map(|n| Arc::new(Budget(AtomicU64::new(n))));
+    let turns = cfg.max_requests.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+    let app = Arc::new(App { pre, cfg, shared: shared.clone(), budget, turns, stdout, stderr, log });
     // Subscribed before the handle exists, so a stop asked at once is seen.
     let stop_rx = shared.stop.subscribe();
     // The workers run until the accept loop has drained (or the service was aborted), then end

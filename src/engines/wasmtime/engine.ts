@@ -24,13 +24,15 @@ import {
   type ThreadKill,
 } from "../engine.ts";
 import { compileComponent, serializeComponent, wat2wasm } from "./component.ts";
+import { CPU_TICK_MS } from "./cpu-throttle.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { isHttpService } from "./http/exports.ts";
 import { findHttpHost, httpCacheKeyInSlices } from "./http/library.ts";
 import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import { MemoryAsks } from "./memory-asks.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
-import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory } from "./run-atomics.ts";
+import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory, setCpuWords, throttling } from "./run-atomics.ts";
+import { type WasmShape, wasmShape } from "./wasm-shape.ts";
 
 /**
  * How long Stats waits for a run to publish its memory after the epoch bump. A thread in
@@ -93,6 +95,9 @@ export class WasmtimeEngine {
   private readonly hostModules: string[];
   /** Stats' asks for a fresh memory figure, one epoch bump per gathering (./memory-asks.ts). */
   private readonly memoryAsks = new MemoryAsks(() => this.incrementEpoch());
+  /** The runs with a CPU quota: while there is one, the epoch ticks every CPU_TICK_MS (./cpu-throttle.ts). */
+  private readonly quotaRuns = new Set<Int32Array>();
+  private cpuTicker: ReturnType<typeof setInterval> | undefined;
 
   constructor(opts: WasmtimeEngineOptions = {}) {
     const { path, lib } = wasmtime(opts.libPath ?? findLibwasmtime());
@@ -172,6 +177,10 @@ export class WasmtimeEngine {
     if ("early" in prepared) return prepared.early;
     const { req, cacheKey, cacheHit, loaded } = prepared;
     const kill = new Int32Array(req.kill);
+    if (ctx.cpu) {
+      setCpuWords(kill, ctx.cpu);
+      this.holdToQuota(kill, (ctx.cpu.quota ?? 0) > 0);
+    }
     const worker = takeWorker();
     return await new Promise<RunResult & { stats: RunStats }>((resolve) => {
       let done = false;
@@ -190,6 +199,7 @@ export class WasmtimeEngine {
           clearInterval(rebump);
           loaded();
         }
+        this.holdToQuota(kill, false);
         if (done) return;
         done = true;
         if (graceTimer) clearTimeout(graceTimer);
@@ -242,11 +252,35 @@ export class WasmtimeEngine {
           Atomics.notify(kill, 1);
         },
         memoryBytes: () => this.askMemory(kill),
+        setCpu: (cpu) => {
+          if (done) return;
+          setCpuWords(kill, cpu);
+          this.holdToQuota(kill, (cpu.quota ?? 0) > 0);
+          // Read at the next callback: now, for a module busy in wasm (shares change its nice value).
+          this.incrementEpoch();
+        },
+        cpuThrottling: () => throttling(req.kill),
       });
       if (ctx.signal?.aborted) onAbort();
       else ctx.signal?.addEventListener("abort", onAbort, { once: true });
       worker.postMessage(req);
     });
+  }
+
+  /**
+   * Counts `words`' run among those with a CPU quota (or no longer): the epoch ticks while
+   * there is one, so that each reaches its throttle's check (./cpu-throttle.ts). One tick
+   * sends every running module of the engine through its callback; one without a quota
+   * only publishes its memory figure there and carries on.
+   */
+  private holdToQuota(words: Int32Array, on: boolean): void {
+    if (on) this.quotaRuns.add(words);
+    else this.quotaRuns.delete(words);
+    if (this.quotaRuns.size > 0) this.cpuTicker ??= setInterval(() => this.incrementEpoch(), CPU_TICK_MS);
+    else if (this.cpuTicker) {
+      clearInterval(this.cpuTicker);
+      this.cpuTicker = undefined;
+    }
   }
 
   /**
@@ -397,6 +431,7 @@ export class WasmtimeEngine {
       stderrFd: ctx.stderr?.kind === "fd" ? ctx.stderr.fd : undefined,
       entry: ctx.entry ?? "_start",
       memoryLimitBytes: ctx.memoryLimitBytes,
+      ...(ctx.memoryLimitBytes !== undefined && !ctx.precompiled ? shapeOf(this.lib, source) : {}),
       hostModules: this.hostModules,
       kill: killBuf,
     };
@@ -537,6 +572,18 @@ function takeWorker(): Worker {
  */
 export function workerEntry(): string {
   return workerScript("engines/wasmtime/worker", process.env.BUNWASI_WASMTIME_WORKER);
+}
+
+/**
+ * The memories and tables a module source declares (./wasm-shape.ts), for its store's limits;
+ * nothing when it cannot be read (the compile then says why). WAT text is translated first.
+ */
+function shapeOf(lib: WasmtimeLib, source: Uint8Array): { shape?: WasmShape } {
+  try {
+    return { shape: wasmShape(isWasmBinary(source) ? source : wat2wasm(lib, source)) };
+  } catch {
+    return {};
+  }
 }
 
 function copyVec(vec: Buffer): Uint8Array {

@@ -1,7 +1,8 @@
 // wasi:http services in-process: export sniffing, the service's settings, and the real host
 // library (build/http-host) serving test/wasm/http/handler.c on loopback: requests, a 1 MiB
 // body both ways, concurrency, a trap answering 500, a graceful stop that lets an in-flight
-// request finish, a link error, and the compile cache keyed to the library.
+// request finish, a link error, the compile cache keyed to the library, and the service's
+// bounds (guests at once, memory of all its stores together).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -13,6 +14,7 @@ import { httpCacheKey, requireHttpHost } from "../../../src/engines/wasmtime/htt
 import { HttpConfigError, HttpService, httpSettings, serveHttp, stopGraceMs } from "../../../src/engines/wasmtime/http/serve.ts";
 import { watComponentExports } from "../../../src/engines/wasmtime/http/wat-exports.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
+import { wasmShape } from "../../../src/engines/wasmtime/wasm-shape.ts";
 import { listenTcp } from "../../../src/linux/netns.ts";
 import { component, prepare, prepareComponents, REPO, tmp, WASM_DIR, wasm } from "./helpers.ts";
 
@@ -242,6 +244,69 @@ describe("the host library serving the handler", () => {
       expect(await r.text()).toBe("upstream 200: upstream saw /some/path");
     } finally {
       upstream.stop(true);
+    }
+  });
+});
+
+describe("a service's bounds (issue 16)", () => {
+  /** Liveness only (fail instead of hang), never a bound on how fast anything is. */
+  async function until(what: string, cond: () => boolean): Promise<void> {
+    for (let i = 0; !cond(); i++) {
+      if (i > 3000) throw new Error(`timed out waiting for ${what}`);
+      await Bun.sleep(10);
+    }
+  }
+
+  test("at most max_requests guests run at once; the other requests wait their turn and are all answered", async () => {
+    const svc = HttpService.start({ source, env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]], args: [], maxRequests: 2 });
+    try {
+      const base = `http://127.0.0.1:${svc.port}`;
+      const answers = Promise.all(Array.from({ length: 5 }, () => fetch(`${base}/sleep/300`).then((r) => r.status)));
+      await until("two guests running", () => svc.counters().inFlight === 2);
+      let most = 0;
+      for (let i = 0; i < 40; i++) {
+        most = Math.max(most, svc.counters().inFlight);
+        await Bun.sleep(10);
+      }
+      expect(most).toBe(2);
+      expect(await answers).toEqual([200, 200, 200, 200, 200]);
+    } finally {
+      await svc.stop(10_000);
+    }
+  });
+
+  test("the memory limit bounds all of its stores together: with room for one instance, a second request fails (500) while the first runs, and is served once it is over", async () => {
+    // What one instance of the handler makes at start: its memory and its tables' elements.
+    const shape = wasmShape(source);
+    const one = shape.memories.reduce((a, b) => a + b, 0) + shape.tables.reduce((a, b) => a + b, 0) * 8;
+    const svc = HttpService.start({
+      source,
+      env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]],
+      args: [],
+      threads: 1,
+      memoryLimitBytes: Math.floor(one * 1.5),
+    });
+    try {
+      const base = `http://127.0.0.1:${svc.port}`;
+      const slow = fetch(`${base}/sleep/2000`).then(async (r) => [r.status, await r.text()] as const);
+      await until("the first guest running", () => svc.counters().inFlight === 1);
+      const second = await fetch(`${base}/`);
+      expect(second.status).toBe(500);
+      await second.text();
+      expect(await slow).toEqual([200, "slept 2000\n"]);
+      // Its store is dropped once its thread is idle: then there is room again.
+      for (let i = 0; ; i++) {
+        const r = await fetch(`${base}/`);
+        const text = await r.text();
+        if (r.status === 200) {
+          expect(text).toBe("hello from wasi:http\n");
+          break;
+        }
+        if (i > 500) throw new Error(`no request served again (last: ${r.status})`);
+        await Bun.sleep(20);
+      }
+    } finally {
+      await svc.stop(10_000);
     }
   });
 });
