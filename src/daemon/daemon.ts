@@ -16,6 +16,7 @@ import { SHIM_VERSION } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
 import type { Engine, Runner } from "../engines/engine.ts";
 import { ExitWatcher } from "../linux/exit-watcher.ts";
+import { joinGroupSlots } from "../linux/idmap.ts";
 import { asyncWatchReads } from "../linux/proc-async.ts";
 import { findRuntime } from "../linux/runc.ts";
 import { becomeSubreaper } from "../linux/subreaper.ts";
@@ -110,6 +111,10 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   const log = stderrLogger(args.debug, name);
   raiseNofile(log);
   becomeSubreaper();
+  // Before any thread that touches a module's files exists: they inherit these groups, through
+  // which a container's additional groups reach its idmapped view (../linux/idmap.ts).
+  const slots = joinGroupSlots();
+  if (slots) log(`${slots}: a container's additional groups will not reach its files`, "warning");
   const watcher = new ExitWatcher({ reads: asyncWatchReads, onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   const paths = shimPaths(process.env);
   const counting = countingCompiles(o.engine);

@@ -25,9 +25,8 @@ import { join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { RunControl, Runner } from "../engines/engine.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
-import { listenTcp, NetnsRestoreError } from "../linux/netns.ts";
 import type { RuncStats } from "../linux/runc.ts";
-import { mountView, unmountView, viewDir } from "../oci/wasi-view.ts";
+import { mountView, unmountView, viewAsUser, viewDir } from "../oci/wasi-view.ts";
 import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess } from "../task/instance.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { makeStdinFifo, StdinRelay } from "./stdin-relay.ts";
@@ -103,6 +102,8 @@ export class InProcessInstance implements Instance {
       const view = viewDir(req.workDir);
       mountView(plan.view, view);
       req.undo.push({ what: "unmount the module's view", run: async () => unmountView(view), runtime: true });
+      // The daemon is root: the view is the container's user's (process.user), as the kernel sees it.
+      await viewAsUser(view, plan.user);
       const fds = ownCopies(stdio);
       const fifo = join(req.workDir, "stdin");
       let stdin: StdinRelay;
@@ -118,22 +119,6 @@ export class InProcessInstance implements Instance {
       return inst;
     } finally {
       await warming;
-    }
-  }
-
-  /** A wasi:http service's listening socket: in `netns` (the pod's), else in the daemon's namespace. */
-  private listen(addr: string, backlog: number, netns: string | undefined): number {
-    try {
-      return listenTcp(addr, backlog, netns);
-    } catch (e) {
-      if (e instanceof NetnsRestoreError) {
-        // The daemon's main thread is stuck in a pod's network namespace: every later
-        // service would listen there. Nothing sane is left to do but stop; containerd then
-        // reports the tasks exited and the thin shims' delete cleans up (as after a crash).
-        process.stderr.write(`level=fatal msg=${JSON.stringify(e.message)}\n`);
-        process.exit(70);
-      }
-      throw e;
     }
   }
 
@@ -153,9 +138,12 @@ export class InProcessInstance implements Instance {
         stdout: { kind: "fd", fd: this.fds[1] },
         stderr: { kind: "fd", fd: this.fds[2] },
         signal: this.abort.signal,
-        // A wasi:http service listens in the pod's network namespace (../linux/netns.ts);
-        // SIGKILL cuts its drain.
-        httpListen: (addr, backlog) => this.listen(addr, backlog, plan.netns),
+        // A wasi:http service's sockets (its listener, its outgoing requests) are the pod's
+        // network namespace's; a spec that asks for a namespace of its own without naming
+        // one gets no outgoing network (there is none to give it). SIGKILL cuts its drain.
+        httpNetwork: { ...(plan.netns ? { netns: plan.netns } : {}), outgoing: !plan.unnamedNetns },
+        // The daemon is root for every container: the view's idmapped mount decides (viewAsUser).
+        noFileCapabilities: true,
         stopNow: this.hardStop.signal,
         onControl: (c) => {
           this.control = c;

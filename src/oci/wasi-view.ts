@@ -19,10 +19,14 @@
 //    (VIEW_DIR) and preopens that directory as "/"; `unmountView` takes it down on delete
 //    (and the thin shim's delete after a daemon crash, src/runtime-v2/delete.ts).
 // nodev is what makes a device node in an image (or a volume) fail with EACCES in both modes.
+// Whose files: normal mode's executor runs as the spec's user (runc), so the kernel checks the
+// module's access as that user's; shared mode's view is re-mounted idmapped to that user
+// (`viewAsUser`, ../linux/idmap.ts), since the daemon's threads are root and shared.
 
-import { mkdirSync, statSync } from "node:fs";
+import { closeSync, mkdirSync, statSync } from "node:fs";
 import { isAbsolute, join, normalize, posix } from "node:path";
-import type { ViewVolume, WasiView } from "../engines/run-plan.ts";
+import type { RunUser, ViewVolume, WasiView } from "../engines/run-plan.ts";
+import { IdmapError, idMaps, idmapTree, userNamespace } from "../linux/idmap.ts";
 import { makeDirsInRoot } from "./in-root.ts";
 import { MountError, mountOne, unmountAll } from "./rootfs.ts";
 import type { Spec, SpecMount } from "./spec.ts";
@@ -123,6 +127,32 @@ export function mountView(view: WasiView, at: string): void {
   } catch (e) {
     unmountAll(at);
     throw e;
+  }
+}
+
+/**
+ * Shared mode: the view mounted at `at` becomes `user`'s (process.user): re-mounted idmapped,
+ * so that whatever thread of the daemon touches it (none with a capability over files), the
+ * kernel checks the access as that user's and files made there are that user's
+ * (../linux/idmap.ts). The daemon's own ids need no map. On
+ * failure the error is thrown and `at` is to be unmounted by the caller (as after mountView).
+ */
+export async function viewAsUser(at: string, user: RunUser): Promise<void> {
+  const maps = idMaps(user);
+  if (!maps) return;
+  const { uidMap, gidMap } = maps;
+  let ns: number;
+  try {
+    ns = await userNamespace(uidMap, gidMap);
+  } catch (e) {
+    throw new Error(`the module's view as user ${user.uid}:${user.gid}: ${(e as Error).message}`);
+  }
+  try {
+    idmapTree(at, ns, (dir) => unmountAll(dir));
+  } catch (e) {
+    throw new Error(`the module's view as user ${user.uid}:${user.gid}: ${e instanceof IdmapError ? e.message : String(e)}`);
+  } finally {
+    closeSync(ns);
   }
 }
 

@@ -370,6 +370,7 @@ export class WasmtimeEngine {
       // Only a caller that controls the run (shared mode's Stats) needs the thread id: it
       // costs a dlopen on the run thread, which an executor start should not pay.
       wantThreadId: !!ctx.onControl,
+      dropFileCaps: !!ctx.noFileCapabilities,
       collectBeforeRun: !!ctx.onControl,
       args: ctx.args,
       env: envPairs(ctx.env),
@@ -433,10 +434,10 @@ export class WasmtimeEngine {
 
   /** Serve a wasi:http component until ctx.signal aborts (only where the caller allows it). */
   private async serve(source: Uint8Array, ctx: RunContext, cacheSource?: Uint8Array): Promise<RunResult & { stats: RunStats }> {
-    if (!ctx.httpServices && !ctx.httpListen) {
+    if (!ctx.httpServices && !ctx.httpNetwork) {
       writeErr(
         ctx.stderr,
-        "bunwasi: a wasi:http component is served only where its caller gives it a network (RunContext.httpServices, httpListen)\n",
+        "bunwasi: a wasi:http component is served only where its caller gives it a network (RunContext.httpServices, httpNetwork)\n",
       );
       return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
     }
@@ -453,10 +454,17 @@ export class WasmtimeEngine {
         memoryLimitBytes: ctx.memoryLimitBytes,
         libDir: dirname(this.libPath),
         cache: this.cache,
-        // A caller that makes the socket is one serving many (the daemon): no pooling
-        // allocator, whose reservation (~4 TiB of address space each) would run a 47-bit
-        // address space out after about 30 services.
-        ...(ctx.httpListen ? { listen: ctx.httpListen, pooling: false } : {}),
+        // A caller that serves many (the daemon): sockets in the pod's namespace, and no
+        // pooling allocator, whose reservation (~4 TiB of address space each) would run a
+        // 47-bit address space out after about 30 services.
+        ...(ctx.httpNetwork
+          ? {
+              ...(ctx.httpNetwork.netns !== undefined ? { netns: ctx.httpNetwork.netns } : {}),
+              outgoing: ctx.httpNetwork.outgoing !== false,
+              pooling: false,
+            }
+          : {}),
+        ...(ctx.noFileCapabilities ? { fileCapabilities: false } : {}),
         // The guest's output on the caller's fds (the daemon's copies of containerd's fifos).
         ...(ctx.stdout?.kind === "fd" ? { stdoutFd: ctx.stdout.fd } : {}),
         ...(ctx.stderr?.kind === "fd" ? { stderrFd: ctx.stderr.fd } : {}),
