@@ -26,7 +26,7 @@ import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { RunControl, Runner } from "../engines/engine.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
 import type { RuncStats } from "../linux/runc.ts";
-import { mountView, unmountView, viewAsUser, viewDir } from "../oci/wasi-view.ts";
+import { mountViewAs, unmountView, viewDir } from "../oci/wasi-view.ts";
 import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess } from "../task/instance.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { makeStdinFifo, StdinRelay } from "./stdin-relay.ts";
@@ -94,16 +94,16 @@ export class InProcessInstance implements Instance {
     const stdio = req.io.stdio;
     // A terminal is a pty that runc makes for a process; a module on a daemon thread has none.
     if (stdio === null) throw notInShared(req.id, "terminal=true");
+    // The module's "/" (nodev: a device node in the image or a volume is not for it to open),
+    // as the container's user (process.user) sees it: the daemon is root. Before the compile
+    // reads the module: a user's rootfs is mounted anew. Its undo is a runtime step: while it
+    // is mounted the work dir must stay, or its recursive removal would reach into the rootfs
+    // and the volumes.
+    const view = viewDir(req.workDir);
+    await mountViewAs(plan.view, view, plan.user);
+    req.undo.push({ what: "unmount the module's view", run: async () => unmountView(view), runtime: true });
     const warming = o.warm?.();
     try {
-      // The module's "/" (nodev: a device node in the image or a volume is not for it to
-      // open). Its undo is a runtime step: while it is mounted the work dir must stay, or its
-      // recursive removal would reach into the rootfs and the volumes.
-      const view = viewDir(req.workDir);
-      mountView(plan.view, view);
-      req.undo.push({ what: "unmount the module's view", run: async () => unmountView(view), runtime: true });
-      // The daemon is root: the view is the container's user's (process.user), as the kernel sees it.
-      await viewAsUser(view, plan.user);
       const fds = ownCopies(stdio);
       const fifo = join(req.workDir, "stdin");
       let stdin: StdinRelay;
@@ -142,7 +142,7 @@ export class InProcessInstance implements Instance {
         // network namespace's; a spec that asks for a namespace of its own without naming
         // one gets no outgoing network (there is none to give it). SIGKILL cuts its drain.
         httpNetwork: { ...(plan.netns ? { netns: plan.netns } : {}), outgoing: !plan.unnamedNetns },
-        // The daemon is root for every container: the view's idmapped mount decides (viewAsUser).
+        // The daemon is root for every container: the view's idmapped mounts decide (mountViewAs).
         noFileCapabilities: true,
         stopNow: this.hardStop.signal,
         onControl: (c) => {

@@ -27,11 +27,15 @@
 // caller): `unshare --user` waits while the daemon writes its maps and takes a reference to
 // its namespace; the mount keeps the namespace alive after that process is gone.
 
-import { closeSync, openSync, readlinkSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, readlinkSync, rmdirSync, writeFileSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import {
   AT_RECURSIVE,
+  EINVAL,
+  MNT_DETACH,
   MOUNT_ATTR_IDMAP,
   MS_PRIVATE,
+  mount,
   mountSetattr,
   moveMount,
   O_CLOEXEC,
@@ -39,6 +43,7 @@ import {
   openTree,
   setgroupsThisThread,
   strerror,
+  umount2,
 } from "./libc.ts";
 
 /** Whom a view is mapped to. */
@@ -145,26 +150,162 @@ export async function userNamespace(uidMap: string, gidMap: string): Promise<num
   }
 }
 
+/** An idmapped copy of the mount at `path` (with what is mounted below it when `recursive`), detached: its fd. */
+function idmappedClone(path: string, usernsFd: number, recursive: boolean): number {
+  const [tree, e1] = openTree(path, OPEN_TREE_CLONE | O_CLOEXEC | (recursive ? AT_RECURSIVE : 0));
+  if (tree < 0) throw new IdmapError(`open_tree ${path}: ${strerror(e1)}`);
+  const [r, e2] = mountSetattr(tree, recursive ? AT_RECURSIVE : 0, { set: MOUNT_ATTR_IDMAP, propagation: MS_PRIVATE, usernsFd });
+  if (r < 0) {
+    closeSync(tree);
+    const why = e2 === EINVAL ? " (its filesystem has no idmapped mounts)" : "";
+    throw new IdmapError(`idmapped mount of ${path}: ${strerror(e2)}${why}`);
+  }
+  return tree;
+}
+
+function attach(tree: number, at: string): void {
+  const [m, e] = moveMount(tree, at);
+  if (m < 0) throw new IdmapError(`move_mount to ${at}: ${strerror(e)}`);
+}
+
 /**
- * Re-mounts the tree mounted at `at` (with everything mounted beneath it) idmapped through the
- * user namespace `usernsFd`, private, in place: a clone of the tree is idmapped while detached
- * (the only state in which a mount can be), the original is taken down, the clone put at `at`.
- * The mounts keep their flags (nosuid, nodev, ro). On failure `at` is left as it was, or empty
- * after a failure past the unmount (the caller unmounts `at` either way).
+ * Re-mounts the mount at `at` (with everything mounted beneath it) idmapped through the user
+ * namespace `usernsFd`, private, in place: a clone is idmapped while detached (the only state
+ * in which a mount can be), the original taken down, the clone put at `at`. The mounts keep
+ * their flags (nosuid, nodev, ro). On failure `at` is as it was, or empty past the unmount.
  */
-export function idmapTree(at: string, usernsFd: number, unmount: (at: string) => void): void {
-  const [tree, e1] = openTree(at, OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
-  if (tree < 0) throw new IdmapError(`open_tree ${at}: ${strerror(e1)}`);
+export function idmapInPlace(at: string, usernsFd: number): void {
+  const tree = idmappedClone(at, usernsFd, true);
   try {
-    const [r, e2] = mountSetattr(tree, AT_RECURSIVE, { set: MOUNT_ATTR_IDMAP, propagation: MS_PRIVATE, usernsFd });
-    if (r < 0) {
-      const why = e2 === 22 /* EINVAL */ ? " (a filesystem of the view without idmapped mounts?)" : "";
-      throw new IdmapError(`mount_setattr MOUNT_ATTR_IDMAP ${at}: ${strerror(e2)}${why}`);
-    }
-    unmount(at);
-    const [m, e3] = moveMount(tree, at);
-    if (m < 0) throw new IdmapError(`move_mount ${at}: ${strerror(e3)}`);
+    detach(at);
+    attach(tree, at);
   } finally {
     closeSync(tree);
   }
+}
+
+/**
+ * Re-mounts the container's rootfs at `path` so that its files are seen through the user
+ * namespace `usernsFd`. An overlay cannot be idmapped itself, but its layers can: the same
+ * overlay is mounted anew over idmapped copies of its lower directories and of its upper and
+ * work directories' parent, attached for the mount under `scratch` (an empty directory that a
+ * crash leaves to an unmount, never to a recursive removal) and detached again right after
+ * (the overlay keeps its own references to them). Copy-up, new files and permission checks then
+ * all go through the mapping, as for a native container of that user. Anything else mounted
+ * there (a bind of a snapshot directory) is idmapped in place.
+ */
+export function remountIdmapped(path: string, scratch: string, usernsFd: number): void {
+  const mounts = readMountinfo();
+  const top = mounts.findLast((m) => m.mountPoint === path);
+  if (!top) throw new IdmapError(`${path} is not a mount point`);
+  if (mounts.some((m) => m.mountPoint.startsWith(`${path}/`))) throw new IdmapError(`${path} has mounts below it: not supported`);
+  if (top.fstype !== "overlay") {
+    idmapInPlace(path, usernsFd);
+    return;
+  }
+
+  const lowers: string[] = [];
+  let upper: string | undefined;
+  let work: string | undefined;
+  const rest: string[] = [];
+  for (const o of splitUnescaped(top.superOptions, ",")) {
+    const eq = o.indexOf("=");
+    const [k, v] = eq < 0 ? [o, ""] : [o.slice(0, eq), o.slice(eq + 1)];
+    if (k === "lowerdir") lowers.push(...splitUnescaped(v, ":"));
+    else if (k === "lowerdir+") lowers.push(v);
+    else if (k === "upperdir") upper = v;
+    else if (k === "workdir") work = v;
+    else if (k === "datadir+") throw new IdmapError(`${path}: an overlay with data-only layers is not supported`);
+    else if (o !== "rw" && o !== "ro") rest.push(o);
+  }
+  for (const d of [...lowers, upper, work]) {
+    if (d !== undefined && (!d.startsWith("/") || d.includes("\\")))
+      throw new IdmapError(`${path}: overlay layer ${JSON.stringify(d)} is not an absolute plain path`);
+  }
+  if ((upper === undefined) !== (work === undefined) || (upper && work && dirname(upper) !== dirname(work)))
+    throw new IdmapError(`${path}: overlay upperdir and workdir not side by side`);
+
+  const copies: string[] = [];
+  const place = (source: string, name: string): string => {
+    const at = join(scratch, name);
+    mkdirSync(at);
+    copies.push(at);
+    const tree = idmappedClone(source, usernsFd, false);
+    try {
+      attach(tree, at);
+    } finally {
+      closeSync(tree);
+    }
+    return at;
+  };
+  try {
+    const opts = [...rest, `lowerdir=${lowers.map((l, i) => place(l, `.l${i}`)).join(":")}`];
+    if (upper && work) {
+      const parent = place(dirname(upper), ".u");
+      opts.push(`upperdir=${join(parent, basename(upper))}`, `workdir=${join(parent, basename(work))}`);
+    }
+    const data = opts.join(",");
+    if (data.length >= 4096) throw new IdmapError(`${path}: the overlay's options would exceed a page (${lowers.length} layers)`);
+    detach(path);
+    const [r, e] = mount("overlay", path, "overlay", mountFlags(top.mountOptions), data);
+    if (r < 0) throw new IdmapError(`mount overlay on ${path} over idmapped layers: ${strerror(e)}`);
+  } finally {
+    for (const c of copies.reverse()) {
+      detach(c);
+      rmdirSync(c);
+    }
+  }
+}
+
+function detach(path: string): void {
+  const [r, e] = umount2(path, MNT_DETACH);
+  if (r < 0 && e !== EINVAL) throw new IdmapError(`umount ${path}: ${strerror(e)}`);
+}
+
+/** The per-mount flags of a mountinfo options field, as mount(2) takes them. */
+function mountFlags(options: string): number {
+  const FLAGS: Record<string, number> = { ro: 0x1, nosuid: 0x2, nodev: 0x4, noexec: 0x8, noatime: 0x400, nodiratime: 0x800 };
+  return options.split(",").reduce((f, o) => f | (FLAGS[o] ?? 0), 0);
+}
+
+interface MountLine {
+  mountPoint: string;
+  mountOptions: string;
+  fstype: string;
+  superOptions: string;
+}
+
+/** This process's mounts (/proc/self/mountinfo), paths decoded. */
+function readMountinfo(): MountLine[] {
+  const decode = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+  const out: MountLine[] = [];
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    const f = line.split(" ");
+    const dash = f.indexOf("-", 6);
+    if (dash < 0) continue;
+    out.push({
+      mountPoint: decode(f[4] ?? ""),
+      mountOptions: f[5] ?? "",
+      fstype: f[dash + 1] ?? "",
+      superOptions: decode(f[dash + 3] ?? ""),
+    });
+  }
+  return out;
+}
+
+/** Split on `sep` where it is not escaped with a backslash (overlay escapes , and : in its paths). */
+function splitUnescaped(s: string, sep: string): string[] {
+  const out: string[] = [];
+  let cur = "";
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i] as string;
+    if (c === "\\" && i + 1 < s.length) {
+      cur += s[++i];
+    } else if (c === sep) {
+      out.push(cur);
+      cur = "";
+    } else cur += c;
+  }
+  out.push(cur);
+  return out;
 }

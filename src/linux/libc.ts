@@ -488,6 +488,7 @@ function sys6(nr: number, a = 0, b = 0, c2 = 0, d = 0, e = 0): [number, number] 
   return n < 0 ? [-1, errnoOf(m.__errno_location())] : [n, 0];
 }
 
+export const MNT_DETACH = 0x2;
 export const AT_FDCWD = -100;
 export const AT_EMPTY_PATH = 0x1000;
 export const AT_RECURSIVE = 0x8000;

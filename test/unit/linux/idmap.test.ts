@@ -1,7 +1,7 @@
 // src/linux/idmap.ts: the id maps of a container's user (a permutation of all ids, so that no
 // owner is left unmapped), and, as root, a module's file access through a view idmapped to
 // 1000:1000 with the run's threads without capabilities over files (RunContext.noFileCapabilities):
-// what the shared-mode daemon does (src/oci/wasi-view.ts viewAsUser), the module a real one
+// what the shared-mode daemon does (src/oci/wasi-view.ts mountViewAs), the module a real one
 // (test/wasm/wasi-demo-app.c `write`) run by libwasmtime, its file operations on libwasmtime's
 // own threads.
 import { afterAll, describe, expect, test } from "bun:test";
@@ -10,7 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { GROUP_SLOT_BASE, GROUP_SLOTS, idMaps, permutationMap } from "../../../src/linux/idmap.ts";
-import { mountView, unmountView, viewAsUser } from "../../../src/oci/wasi-view.ts";
+import { mount } from "../../../src/linux/libc.ts";
+import { unmountAll } from "../../../src/oci/rootfs.ts";
+import { mountViewAs, unmountView } from "../../../src/oci/wasi-view.ts";
 import { prepare, wasm } from "../engines/helpers.ts";
 
 /** The lines of a map as [inside, outside, count]. */
@@ -74,72 +76,94 @@ describe("the maps", () => {
   });
 });
 
-describe("a module's file access through a view idmapped to 1000:1000, its threads without capabilities over files (root)", () => {
+describe("a module's file access through a view mounted as 1000:1000, its threads without capabilities over files (root)", () => {
   test("prerequisites: root (mounts, idmapped mounts)", () => expect(process.getuid?.()).toBe(0));
 
   const base = mkdtempSync(join(tmpdir(), "bunwasi-idmap-"));
+  const rootfs = join(base, "rootfs");
+  const view = join(base, "view");
   afterAll(() => {
-    unmountView(join(base, "view"));
+    unmountView(view);
+    unmountAll(rootfs);
     rmSync(base, { recursive: true, force: true });
   });
 
-  test("a root-owned 0755 directory refuses (EACCES), its own directory, a 1777 one and a group-writable one of its group take files owned 1000:1000; reads of root's files work", async () => {
+  test("rootfs (an overlay, re-mounted over idmapped layers) and volume: root's 0755 directories refuse (EACCES), root's 0600 file is unreadable; its own 0700 directory, a 1777 one and one of its group take files owned 1000:1000", async () => {
     prepare();
-    const root = join(base, "root");
-    const dirs = { rootOwned: join(root, "rootdir"), mine: join(root, "mine"), tmp: join(root, "tmp"), group: join(root, "group") };
+    // The image's layer, as a snapshotter keeps it, and the container's upper layer.
+    const lower = join(base, "snapshots", "1", "fs");
+    const upper = join(base, "snapshots", "2", "fs");
+    const work = join(base, "snapshots", "2", "work");
+    for (const d of [lower, upper, work, rootfs, join(lower, "etc"), join(lower, "app"), join(lower, "tmp")])
+      mkdirSync(d, { recursive: true });
+    writeFileSync(join(lower, "public.txt"), "for all\n", { mode: 0o644 });
+    writeFileSync(join(lower, "secret.txt"), "root's\n", { mode: 0o600 });
+    writeFileSync(join(lower, "app", "key"), "the app's\n", { mode: 0o600 });
+    chownSync(join(lower, "app", "key"), 1000, 1000);
+    chownSync(join(lower, "app"), 1000, 1000);
+    chmodSync(join(lower, "app"), 0o700);
+    chmodSync(join(lower, "tmp"), 0o1777);
+    const [r, e] = mount("overlay", rootfs, "overlay", 0, `lowerdir=${lower},upperdir=${upper},workdir=${work}`);
+    expect(`${r} ${e}`).toBe("0 0");
+    // A volume: directories of root, of the user, of its group.
+    const vol = join(base, "vol");
+    const dirs = { rootOwned: join(vol, "rootdir"), mine: join(vol, "mine"), group: join(vol, "group") };
     for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true });
-    chmodSync(root, 0o755);
-    chmodSync(dirs.rootOwned, 0o755);
     chownSync(dirs.mine, 1000, 1000);
-    chmodSync(dirs.tmp, 0o1777);
     chownSync(dirs.group, 0, 1000);
     chmodSync(dirs.group, 0o775);
-    writeFileSync(join(root, "public.txt"), "for all\n", { mode: 0o644 });
-    writeFileSync(join(root, "secret.txt"), "root's\n", { mode: 0o600 });
-    const view = join(base, "view");
-    mountView({ root, readOnly: false, volumes: [] }, view);
-    await viewAsUser(view, { uid: 1000, gid: 1000, additionalGids: [] });
-    expect(readFileSync("/proc/self/mountinfo", "utf8")).toMatch(new RegExp(` ${view} \\S*idmapped`));
+
+    await mountViewAs({ root: rootfs, readOnly: false, volumes: [{ source: vol, destination: "/data", readOnly: false }] }, view, {
+      uid: 1000,
+      gid: 1000,
+      additionalGids: [],
+    });
+    const info = readFileSync("/proc/self/mountinfo", "utf8");
+    expect(info).toMatch(new RegExp(` ${view}/data \\S*idmapped`));
+    // Nothing of the layers' copies is left mounted; the rootfs is an overlay again.
+    const points = info.split("\n").map((l) => l.split(" ")[4] ?? "");
+    expect(points.filter((p) => p.startsWith(`${view}/.`))).toEqual([]);
+    expect(info).toMatch(new RegExp(` ${rootfs} \\S+ [^\\n]*- overlay `));
 
     const runner = await wasmtime.load();
     try {
-      const write = async (path: string) => {
+      const probe = async (args: string[]) => {
+        const out = join(base, "out");
         const err = join(base, "err");
         const r = await runner.run({
-          modulePath: wasm("wasi-demo-app"),
-          args: ["wasi-demo-app", "write", path, "written"],
+          modulePath: wasm(args[0] as string),
+          args,
           env: [],
           rootDir: view,
-          stdout: { kind: "path", path: join(base, "out") },
+          stdout: { kind: "path", path: out },
           stderr: { kind: "path", path: err },
           noFileCapabilities: true,
         });
-        return `${r.code} ${existsSync(err) ? readFileSync(err, "utf8").trim() : ""}`.trim();
+        return `${r.code} ${readFileSync(out, "utf8")}${readFileSync(err, "utf8")}`.trim();
       };
-      // Reads: a root-owned 0644 file is readable, a 0600 one is not (no CAP_DAC_READ_SEARCH).
-      const out = join(base, "probe");
-      const probe = await runner.run({
-        modulePath: wasm("escape"),
-        args: ["escape", "/public.txt", "/secret.txt"],
-        env: [],
-        rootDir: view,
-        stdout: { kind: "path", path: out },
-        noFileCapabilities: true,
-      });
-      expect(probe.code).toBe(0);
-      expect(readFileSync(out, "utf8")).toBe("/public.txt: ok for all\n/secret.txt: error Permission denied\n");
-      expect(await write("/rootdir/x")).toBe("1 open /rootdir/x: Permission denied");
-      expect(await write("/x")).toBe("1 open /x: Permission denied");
+      // Reads: root's 0644 file, the user's own 0600 file in its 0700 directory; not root's 0600 one.
+      expect(await probe(["escape", "/public.txt", "/app/key", "/secret.txt"])).toBe(
+        "0 /public.txt: ok for all\n/app/key: ok the app's\n/secret.txt: error Permission denied",
+      );
+      const write = (path: string) => probe(["wasi-demo-app", "write", path, "written"]);
+      for (const path of ["/etc/x", "/x", "/data/rootdir/x"]) expect(await write(path)).toBe(`1 open ${path}: Permission denied`);
+      expect(existsSync(join(upper, "etc", "x"))).toBe(false);
       expect(existsSync(join(dirs.rootOwned, "x"))).toBe(false);
       for (const [path, host] of [
-        ["/mine/x", join(dirs.mine, "x")],
-        ["/tmp/x", join(dirs.tmp, "x")],
-        ["/group/x", join(dirs.group, "x")],
+        ["/app/x", join(upper, "app", "x")],
+        ["/tmp/x", join(upper, "tmp", "x")],
+        ["/data/mine/x", join(dirs.mine, "x")],
+        ["/data/group/x", join(dirs.group, "x")],
       ] as const) {
-        expect(`${path}: ${await write(path)}`).toBe(`${path}: 0`);
+        expect(`${path}: ${await write(path)}`).toBe(`${path}: 0 exiting`);
         const s = statSync(host);
         expect(`${path}: ${s.uid}:${s.gid}`).toBe(`${path}: 1000:1000`);
       }
+      // Copied up by a write, the user's file stays the user's.
+      const appended = await probe(["wasi-demo-app", "write", "/app/key", "rewritten"]);
+      expect(appended).toBe("0 exiting");
+      const key = statSync(join(upper, "app", "key"));
+      expect(`${key.uid}:${key.gid} ${(key.mode & 0o777).toString(8)}`).toBe("1000:1000 600");
     } finally {
       runner.close();
     }
