@@ -45,10 +45,16 @@ function run(argv: string[]): string {
   return r.stdout.toString();
 }
 
-/** GET `url` from inside the network namespace `netns` (a path): "<status> <body>", or "failed: <why>". */
-function getIn(netns: string, url: string): string {
+/**
+ * GET `url` from inside the network namespace `netns` (a path): "<status> <body>", or "failed:
+ * <why>". Asynchronous: the server the request may reach is this process's own.
+ */
+async function getIn(netns: string, url: string): Promise<string> {
   const script = `try { const r = await fetch(${JSON.stringify(url)}); console.log(r.status, await r.text()) } catch (e) { console.log("failed:", e.code ?? e.message) }`;
-  return run(["nsenter", `--net=${netns}`, BUN, "-e", script]).trim();
+  const p = Bun.spawn(["nsenter", `--net=${netns}`, BUN, "-e", script], { stdout: "pipe", stderr: "inherit" });
+  const [out, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
+  if (code !== 0) throw new Error(`nsenter … fetch ${url} → ${code}`);
+  return out.trim();
 }
 
 const MODES = [
@@ -184,13 +190,13 @@ for (const [n, m] of MODES.entries()) {
           const netns = `/proc/${pid}/ns/net`;
           if (m.mode === "normal") run(["nsenter", `--net=${netns}`, "ip", "link", "set", "lo", "up"]);
           const deadline = Date.now() + 30_000;
-          let answer = getIn(netns, `http://127.0.0.1:${port}/`);
+          let answer = await getIn(netns, `http://127.0.0.1:${port}/`);
           while (answer.startsWith("failed") && Date.now() < deadline) {
             await Bun.sleep(100);
-            answer = getIn(netns, `http://127.0.0.1:${port}/`);
+            answer = await getIn(netns, `http://127.0.0.1:${port}/`);
           }
           expect(answer).toBe("200 hello from wasi:http");
-          const toHost = getIn(netns, `http://127.0.0.1:${port}/fetch/127.0.0.1:${secret.port}/`);
+          const toHost = await getIn(netns, `http://127.0.0.1:${port}/fetch/127.0.0.1:${secret.port}/`);
           expect(toHost).not.toContain("secret");
           expect(toHost).toStartWith("502 ");
         } finally {
