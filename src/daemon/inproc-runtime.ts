@@ -142,8 +142,6 @@ export class InProcessInstance implements Instance {
         // network namespace's; a spec that asks for a namespace of its own without naming
         // one gets no outgoing network (there is none to give it). SIGKILL cuts its drain.
         httpNetwork: { ...(plan.netns ? { netns: plan.netns } : {}), outgoing: !plan.unnamedNetns },
-        // The daemon is root for every container: the view's idmapped mounts decide (mountViewAs).
-        noFileCapabilities: true,
         stopNow: this.hardStop.signal,
         onControl: (c) => {
           this.control = c;

@@ -76,6 +76,16 @@ export interface LoadOptions {
   killGraceMs?: number;
   /** The caller will run on its own thread (Runner.runHere): start no thread ahead of time. */
   thisThread?: boolean;
+  /**
+   * Every run's threads (and the threads the engine starts from them) give up the capabilities
+   * that override file permissions (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH,
+   * CAP_FOWNER, CAP_FSETID) before the module runs. For a process that is root for many
+   * containers (the shared-mode daemon), each module's view idmapped to its container's user
+   * (../linux/idmap.ts): the kernel then checks its file access by that mount and the mode bits
+   * alone. A setting of the whole Runner, not of a run: an engine's worker threads (libwasmtime's
+   * blocking pool) serve every run and keep the capabilities of the run that started them.
+   */
+  noFileCapabilities?: boolean;
 }
 
 export interface RunContext {
@@ -113,14 +123,6 @@ export interface RunContext {
    * Allows services as `httpServices` does.
    */
   httpNetwork?: { netns?: string; outgoing?: boolean };
-  /**
-   * The run's threads (and those they start) give up the capabilities that override file
-   * permissions (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID) before
-   * the module runs: for a caller that is root for many containers (the shared-mode daemon),
-   * whose module's view is idmapped to the container's user (../linux/idmap.ts), so that the
-   * kernel checks its file access by that mount and the mode bits alone.
-   */
-  noFileCapabilities?: boolean;
   /** Export to call; default "_start" (from "module.wasm#func"). */
   entry?: string;
   /** Max bytes a linear memory may grow to; undefined = unlimited. */

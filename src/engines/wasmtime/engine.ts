@@ -61,6 +61,8 @@ export interface WasmtimeEngineOptions {
   killGraceMs?: number;
   /** Scripts whose default export is a HostFunctions (../host.ts), linked into every run. */
   hostModules?: string[];
+  /** Every run drops the capabilities over files first (LoadOptions.noFileCapabilities). */
+  noFileCapabilities?: boolean;
 }
 
 /** `module` is wasmtime's serialized form (trusted caller only): of a component when `precompiledComponent`. */
@@ -90,6 +92,7 @@ export class WasmtimeEngine {
   private readonly optLevel: number;
   private readonly killGraceMs: number;
   private readonly hostModules: string[];
+  private readonly noFileCapabilities: boolean;
   /** Stats' asks for a fresh memory figure, one epoch bump per gathering (./memory-asks.ts). */
   private readonly memoryAsks = new MemoryAsks(() => this.incrementEpoch());
 
@@ -101,6 +104,7 @@ export class WasmtimeEngine {
     this.optLevel = opts.optLevel ?? OPT_LEVEL;
     this.hostModules = opts.hostModules ?? [];
     this.killGraceMs = opts.killGraceMs ?? KILL_GRACE_MS;
+    this.noFileCapabilities = !!opts.noFileCapabilities;
     const config = lib.wasm_config_new() as Pointer;
     lib.wasmtime_config_epoch_interruption_set(config, true);
     lib.wasmtime_config_cranelift_opt_level_set(config, this.optLevel);
@@ -370,7 +374,7 @@ export class WasmtimeEngine {
       // Only a caller that controls the run (shared mode's Stats) needs the thread id: it
       // costs a dlopen on the run thread, which an executor start should not pay.
       wantThreadId: !!ctx.onControl,
-      dropFileCaps: !!ctx.noFileCapabilities,
+      dropFileCaps: this.noFileCapabilities,
       collectBeforeRun: !!ctx.onControl,
       args: ctx.args,
       env: envPairs(ctx.env),
@@ -464,7 +468,7 @@ export class WasmtimeEngine {
               pooling: false,
             }
           : {}),
-        ...(ctx.noFileCapabilities ? { fileCapabilities: false } : {}),
+        ...(this.noFileCapabilities ? { fileCapabilities: false } : {}),
         // The guest's output on the caller's fds (the daemon's copies of containerd's fifos).
         ...(ctx.stdout?.kind === "fd" ? { stdoutFd: ctx.stdout.fd } : {}),
         ...(ctx.stderr?.kind === "fd" ? { stderrFd: ctx.stderr.fd } : {}),

@@ -1,19 +1,19 @@
 // src/linux/idmap.ts: the id maps of a container's user (a permutation of all ids, so that no
-// owner is left unmapped), and, as root, a module's file access through a view idmapped to
-// 1000:1000 with the run's threads without capabilities over files (RunContext.noFileCapabilities):
-// what the shared-mode daemon does (src/oci/wasi-view.ts mountViewAs), the module a real one
-// (test/wasm/wasi-demo-app.c `write`) run by libwasmtime, its file operations on libwasmtime's
-// own threads.
+// owner is left unmapped), and, as root, a module's file access through a view mounted as
+// 1000:1000 (src/oci/wasi-view.ts mountViewAs: an overlay rootfs re-mounted over idmapped
+// layers, an idmapped volume) by a Runner whose runs give up the capabilities over files
+// (LoadOptions.noFileCapabilities): what the shared-mode daemon does. The modules are real ones
+// (test/wasm/wasi-demo-app.c `write`, escape.c) run by libwasmtime, whose file operations happen
+// on its own threads, in a process of their own (fixtures/run-in-view.ts).
 import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { GROUP_SLOT_BASE, GROUP_SLOTS, idMaps, permutationMap } from "../../../src/linux/idmap.ts";
 import { mount } from "../../../src/linux/libc.ts";
 import { unmountAll } from "../../../src/oci/rootfs.ts";
 import { mountViewAs, unmountView } from "../../../src/oci/wasi-view.ts";
-import { prepare, wasm } from "../engines/helpers.ts";
+import { prepare, WASM_DIR } from "../engines/helpers.ts";
 
 /** The lines of a map as [inside, outside, count]. */
 const lines = (map: string) =>
@@ -125,47 +125,44 @@ describe("a module's file access through a view mounted as 1000:1000, its thread
     expect(points.filter((p) => p.startsWith(`${view}/.`))).toEqual([]);
     expect(info).toMatch(new RegExp(` ${rootfs} \\S+ [^\\n]*- overlay `));
 
-    const runner = await wasmtime.load();
-    try {
-      const probe = async (args: string[]) => {
-        const out = join(base, "out");
-        const err = join(base, "err");
-        const r = await runner.run({
-          modulePath: wasm(args[0] as string),
-          args,
-          env: [],
-          rootDir: view,
-          stdout: { kind: "path", path: out },
-          stderr: { kind: "path", path: err },
-          noFileCapabilities: true,
-        });
-        return `${r.code} ${readFileSync(out, "utf8")}${readFileSync(err, "utf8")}`.trim();
-      };
-      // Reads: root's 0644 file, the user's own 0600 file in its 0700 directory; not root's 0600 one.
-      expect(await probe(["escape", "/public.txt", "/app/key", "/secret.txt"])).toBe(
-        "0 /public.txt: ok for all\n/app/key: ok the app's\n/secret.txt: error Permission denied",
+    // The runs in a process of their own, as in the daemon (fixtures/run-in-view.ts says why).
+    const scratch = join(base, "scratch");
+    mkdirSync(scratch);
+    const runs = (list: string[][]): string[] => {
+      const r = Bun.spawnSync(
+        [process.execPath, join(import.meta.dir, "fixtures", "run-in-view.ts"), view, WASM_DIR, scratch, JSON.stringify(list)],
+        { stdout: "pipe", stderr: "pipe" },
       );
-      const write = (path: string) => probe(["wasi-demo-app", "write", path, "written"]);
-      for (const path of ["/etc/x", "/x", "/data/rootdir/x"]) expect(await write(path)).toBe(`1 open ${path}: Permission denied`);
-      expect(existsSync(join(upper, "etc", "x"))).toBe(false);
-      expect(existsSync(join(dirs.rootOwned, "x"))).toBe(false);
-      for (const [path, host] of [
-        ["/app/x", join(upper, "app", "x")],
-        ["/tmp/x", join(upper, "tmp", "x")],
-        ["/data/mine/x", join(dirs.mine, "x")],
-        ["/data/group/x", join(dirs.group, "x")],
-      ] as const) {
-        expect(`${path}: ${await write(path)}`).toBe(`${path}: 0 exiting`);
-        const s = statSync(host);
-        expect(`${path}: ${s.uid}:${s.gid}`).toBe(`${path}: 1000:1000`);
-      }
+      if (r.exitCode !== 0) throw new Error(`run-in-view: ${r.stderr.toString()}`);
+      return JSON.parse(r.stdout.toString());
+    };
+    const denied = ["/etc/x", "/x", "/data/rootdir/x"];
+    const allowed = [
+      ["/app/x", join(upper, "app", "x")],
+      ["/tmp/x", join(upper, "tmp", "x")],
+      ["/data/mine/x", join(dirs.mine, "x")],
+      ["/data/group/x", join(dirs.group, "x")],
+    ] as const;
+    const write = (path: string) => ["wasi-demo-app", "write", path, "written"];
+    const results = runs([
+      ["escape", "/public.txt", "/app/key", "/secret.txt"],
+      ...denied.map(write),
+      ...allowed.map(([path]) => write(path)),
       // Copied up by a write, the user's file stays the user's.
-      const appended = await probe(["wasi-demo-app", "write", "/app/key", "rewritten"]);
-      expect(appended).toBe("0 exiting");
-      const key = statSync(join(upper, "app", "key"));
-      expect(`${key.uid}:${key.gid} ${(key.mode & 0o777).toString(8)}`).toBe("1000:1000 600");
-    } finally {
-      runner.close();
+      write("/app/key"),
+    ]);
+    // Reads: root's 0644 file, the user's own 0600 file in its 0700 directory; not root's 0600 one.
+    expect(results[0]).toBe("0 /public.txt: ok for all\n/app/key: ok the app's\n/secret.txt: error Permission denied");
+    expect(results.slice(1, 1 + denied.length)).toEqual(denied.map((p) => `1 open ${p}: Permission denied`));
+    expect(existsSync(join(upper, "etc", "x"))).toBe(false);
+    expect(existsSync(join(dirs.rootOwned, "x"))).toBe(false);
+    for (const [k, [path, host]] of allowed.entries()) {
+      expect(`${path}: ${results[1 + denied.length + k]}`).toBe(`${path}: 0 exiting`);
+      const s = statSync(host);
+      expect(`${path}: ${s.uid}:${s.gid}`).toBe(`${path}: 1000:1000`);
     }
+    expect(results.at(-1)).toBe("0 exiting");
+    const key = statSync(join(upper, "app", "key"));
+    expect(`${key.uid}:${key.gid} ${(key.mode & 0o777).toString(8)}`).toBe("1000:1000 600");
   });
 });
