@@ -27,7 +27,7 @@
 // caller): `unshare --user` waits while the daemon writes its maps and takes a reference to
 // its namespace; the mount keeps the namespace alive after that process is gone.
 
-import { closeSync, mkdirSync, openSync, readFileSync, readlinkSync, rmdirSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import {
   AT_RECURSIVE,
@@ -79,6 +79,10 @@ export function joinGroupSlots(): string | undefined {
 
 /** The highest id a map may name (2^32-1 is the invalid id). */
 const MAX_ID = 0xffff_fffe;
+
+const MS_NOSUID = 0x2;
+const MS_NODEV = 0x4;
+const MS_NOEXEC = 0x8;
 
 /**
  * Map lines ("inside outside count") for the id permutation that sends each `inside` of
@@ -188,9 +192,11 @@ export function idmapInPlace(at: string, usernsFd: number): void {
  * Re-mounts the container's rootfs at `path` so that its files are seen through the user
  * namespace `usernsFd`. An overlay cannot be idmapped itself, but its layers can: the same
  * overlay is mounted anew over idmapped copies of its lower directories and of its upper and
- * work directories' parent, attached for the mount under `scratch` (an empty directory that a
- * crash leaves to an unmount, never to a recursive removal) and detached again right after
- * (the overlay keeps its own references to them). Copy-up, new files and permission checks then
+ * work directories' parent, attached for the mount inside a small tmpfs mounted on `scratch`
+ * (an empty directory) and taken down with it right after (the overlay keeps its own
+ * references to them). A crash meanwhile leaves them to an unmount of `scratch`, which takes
+ * them all, never to a recursive removal (which would reach into the image's layers through
+ * them). Copy-up, new files and permission checks then
  * all go through the mapping, as for a native container of that user. Anything else mounted
  * there (a bind of a snapshot directory) is idmapped in place.
  */
@@ -225,11 +231,11 @@ export function remountIdmapped(path: string, scratch: string, usernsFd: number)
   if ((upper === undefined) !== (work === undefined) || (upper && work && dirname(upper) !== dirname(work)))
     throw new IdmapError(`${path}: overlay upperdir and workdir not side by side`);
 
-  const copies: string[] = [];
+  const [t, te] = mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700,size=64k");
+  if (t < 0) throw new IdmapError(`mount tmpfs on ${scratch}: ${strerror(te)}`);
   const place = (source: string, name: string): string => {
     const at = join(scratch, name);
     mkdirSync(at);
-    copies.push(at);
     const tree = idmappedClone(source, usernsFd, false);
     try {
       attach(tree, at);
@@ -250,10 +256,8 @@ export function remountIdmapped(path: string, scratch: string, usernsFd: number)
     const [r, e] = mount("overlay", path, "overlay", mountFlags(top.mountOptions), data);
     if (r < 0) throw new IdmapError(`mount overlay on ${path} over idmapped layers: ${strerror(e)}`);
   } finally {
-    for (const c of copies.reverse()) {
-      detach(c);
-      rmdirSync(c);
-    }
+    // The tmpfs and every copy in it.
+    detach(scratch);
   }
 }
 
