@@ -1,9 +1,9 @@
-// Attack suite, network and users (issue 16, items 5 and 6), in both modes through the CRI of
-// containerd 1.6: normal mode (handler wasmtime → io.containerd.wasmtime.v1: an executor per
-// container under runc) and shared mode (handler wasmtimed → io.containerd.wasmtimed.v1: the
-// containerd-wasmtimed daemon, root, runs every module on threads of its own). Pods get a
-// network of their own from Debian's CNI plugins (bridge, host-local, loopback), as a cluster
-// would give them.
+// Attack suite, network and users (issue 16, items 5 and 6), in both modes through the CRI:
+// normal mode (handler wasmtime → io.containerd.wasmtime.v1: an executor per container under
+// runc) on containerd 1.6 and the pinned 2.x, shared mode (handler wasmtimed →
+// io.containerd.wasmtimed.v1: the containerd-wasmtimed daemon, root, runs every module on
+// threads of its own) on 1.6. Pods get a network of their own from Debian's CNI plugins
+// (bridge, host-local, loopback), as a cluster would give them.
 //
 // Network. A pod's wasi:http service (test/wasm/http/handler.c, /fetch/<host:port>/) asks for a
 // server the test binds on the host's 127.0.0.1: it must not reach it (502), since its sockets
@@ -13,10 +13,11 @@
 // Users. A container with process.user 1000:1000 (CRI run_as_user, run_as_group) and
 // supplemental group 2000 cannot create a file in a root-owned 0755 volume directory (EACCES),
 // can in a 1000-owned one, in a root:2000 2775 one and in its image's /tmp (1777), and what it
-// creates is owned 1000:1000 (1000:2000 in the setgid directory).
+// creates is owned 1000:1000 (1000:2000 in the setgid directory); once removed, nothing of the
+// containers is left mounted.
 // Needs root, containerd, runc, ip, nsenter, the CNI plugins (scripts/setup.sh).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { CRI_IMAGES, type CriEnv, criEnv, HANDLER, K8S_NAMESPACE, SHARED_HANDLER } from "../support/cri.ts";
@@ -57,13 +58,37 @@ async function getIn(netns: string, url: string): Promise<string> {
   return out.trim();
 }
 
+/** The 2.x that scripts/containerd-versions.sh pins (its PINNED=(…) line). */
+function pinned2x(): string {
+  const v = /^PINNED=\(([^)]*)\)/m
+    .exec(readFileSync(join(REPO, "scripts/containerd-versions.sh"), "utf8"))?.[1]
+    ?.trim()
+    .split(/\s+/)
+    .find((x) => x.startsWith("v2."));
+  if (!v) throw new Error("scripts/containerd-versions.sh pins no 2.x");
+  return v;
+}
+
+const V2 = pinned2x();
+const CONTAINERDS = [
+  { containerd: "1.6", binary: "/usr/bin/containerd" },
+  { containerd: V2, binary: join(REPO, "build/containerd", V2, "bin/containerd") },
+];
 const MODES = [
   { mode: "normal", handler: HANDLER, runtime: RUNTIME },
   { mode: "shared", handler: SHARED_HANDLER, runtime: SHARED_RUNTIME },
 ] as const;
+// Normal mode on both; shared mode on 1.6 only, as test/e2e/cri.test.ts: on the pinned 2.x
+// `crictl rmp -f` of a shared-mode pod times out in StopPodSandbox (seen on the code before
+// this suite's changes as well).
+const CASES = [...CONTAINERDS.map((c) => ({ ...c, ...MODES[0] })), { ...(CONTAINERDS[0] as (typeof CONTAINERDS)[0]), ...MODES[1] }];
+test(`prerequisites: containerd ${V2} and its own runc shim (scripts/containerd-versions.sh)`, () => {
+  for (const f of [CONTAINERDS[1]?.binary ?? "", join(REPO, "build/containerd", V2, "bin/containerd-shim-runc-v2")])
+    expect(`${f}: ${existsSync(f)}`).toBe(`${f}: true`);
+});
 
-for (const [n, m] of MODES.entries()) {
-  describe(`attack: network and users, ${m.mode} mode (crictl, containerd 1.6, handler ${m.handler})`, () => {
+for (const [n, m] of CASES.entries()) {
+  describe(`attack: network and users, ${m.mode} mode (crictl, containerd ${m.containerd}, handler ${m.handler})`, () => {
     let dir: string;
     let daemon: Daemon | undefined;
     let cri: CriEnv;
@@ -81,6 +106,7 @@ for (const [n, m] of MODES.entries()) {
       dir = mkdtempSync("/tmp/bwa-");
       if (m.mode === "shared") daemon = await startDaemon(join(dir, "d"));
       cri = await criEnv({
+        binary: m.binary,
         handler: m.handler,
         runtime: m.runtime,
         ...(daemon ? { env: daemon.env } : {}),
@@ -225,6 +251,7 @@ for (const [n, m] of MODES.entries()) {
         chownSync(dirs.group, 0, 2000);
         chmodSync(dirs.group, 0o2775);
         const pod = await cri.runPod(name("users"));
+        const ids: string[] = [];
         try {
           const write = async (path: string) => {
             const c = name("w");
@@ -236,6 +263,7 @@ for (const [n, m] of MODES.entries()) {
               log_path: `${c}.log`,
               linux: { security_context: { run_as_user: { value: 1000 }, run_as_group: { value: 1000 }, supplemental_groups: [2000] } },
             });
+            ids.push(id);
             await cri.crictlOk(["start", id]);
             const st = (await cri.waitState(id, "CONTAINER_EXITED", 60_000)).status;
             return { code: st.exitCode as number, log: fileText(join(pod.logDir, `${c}.log`)) };
@@ -257,8 +285,15 @@ for (const [n, m] of MODES.entries()) {
           expect(`/tmp/x: ${tmp.code} ${tmp.code ? tmp.log : ""}`).toBe("/tmp/x: 0 ");
         } finally {
           await cri.crictlOk(["rmp", "-f", pod.id]);
-          rmSync(vol, { recursive: true, force: true });
         }
+        // Removed, nothing of them is mounted (rootfs, view, the layers' copies) and the volume
+        // is whole.
+        const left = readFileSync("/proc/self/mountinfo", "utf8")
+          .split("\n")
+          .filter((l) => ids.some((id) => l.includes(id)) || l.includes(vol));
+        expect(left).toEqual([]);
+        expect(readdirSync(vol).sort()).toEqual(["group", "mine", "root"]);
+        rmSync(vol, { recursive: true, force: true });
       },
       T,
     );
