@@ -16,6 +16,7 @@ import { SHIM_VERSION } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
 import type { Engine, Runner } from "../engines/engine.ts";
 import { ExitWatcher } from "../linux/exit-watcher.ts";
+import { joinGroupSlots } from "../linux/idmap.ts";
 import { asyncWatchReads } from "../linux/proc-async.ts";
 import { findRuntime } from "../linux/runc.ts";
 import { becomeSubreaper } from "../linux/subreaper.ts";
@@ -140,6 +141,10 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   const log = stderrLogger(args.debug, name);
   raiseNofile(log);
   becomeSubreaper();
+  // Before any thread that touches a module's files exists: they inherit these groups, through
+  // which a container's additional groups reach its idmapped view (../linux/idmap.ts).
+  const slots = joinGroupSlots();
+  if (slots) log(`${slots}: a container's additional groups will not reach its files`, "warning");
   const watcher = new ExitWatcher({ reads: asyncWatchReads, onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   const paths = shimPaths(process.env);
   const counting = countingCompiles(o.engine);
@@ -154,7 +159,9 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     watcher,
     engine: counting.engine,
     runner: () => {
-      runner ??= o.engine.load({ cacheDir: paths.compileCacheDir, killGraceMs: DAEMON_KILL_GRACE_MS });
+      // Root for every container: its runs' threads give up the capabilities over files, and
+      // each module's view is its container's user's (oci/wasi-view.ts mountViewAs).
+      runner ??= o.engine.load({ cacheDir: paths.compileCacheDir, killGraceMs: DAEMON_KILL_GRACE_MS, noFileCapabilities: true });
       return runner;
     },
     runtimeBinary: findRuntime(process.env.BUNWASI_RUNTIME),

@@ -28,9 +28,8 @@ import { join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { CpuLimits, RunControl, Runner } from "../engines/engine.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
-import { listenTcp, NetnsRestoreError } from "../linux/netns.ts";
 import type { RuncStats } from "../linux/runc.ts";
-import { mountView, unmountView, viewDir } from "../oci/wasi-view.ts";
+import { mountViewAs, unmountView, viewDir } from "../oci/wasi-view.ts";
 import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess } from "../task/instance.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { makeStdinFifo, StdinRelay } from "./stdin-relay.ts";
@@ -111,14 +110,16 @@ export class InProcessInstance implements Instance {
     const stdio = req.io.stdio;
     // A terminal is a pty that runc makes for a process; a module on a daemon thread has none.
     if (stdio === null) throw notInShared(req.id, "terminal=true");
+    // The module's "/" (nodev: a device node in the image or a volume is not for it to open),
+    // as the container's user (process.user) sees it: the daemon is root. Before the compile
+    // reads the module: a user's rootfs is mounted anew. Its undo is a runtime step: while it
+    // is mounted the work dir must stay, or its recursive removal would reach into the rootfs
+    // and the volumes.
+    const view = viewDir(req.workDir);
+    await mountViewAs(plan.view, view, plan.user);
+    req.undo.push({ what: "unmount the module's view", run: async () => unmountView(view), runtime: true });
     const warming = o.warm?.();
     try {
-      // The module's "/" (nodev: a device node in the image or a volume is not for it to
-      // open). Its undo is a runtime step: while it is mounted the work dir must stay, or its
-      // recursive removal would reach into the rootfs and the volumes.
-      const view = viewDir(req.workDir);
-      mountView(plan.view, view);
-      req.undo.push({ what: "unmount the module's view", run: async () => unmountView(view), runtime: true });
       const fds = ownCopies(stdio);
       const fifo = join(req.workDir, "stdin");
       let stdin: StdinRelay;
@@ -134,22 +135,6 @@ export class InProcessInstance implements Instance {
       return inst;
     } finally {
       await warming;
-    }
-  }
-
-  /** A wasi:http service's listening socket: in `netns` (the pod's), else in the daemon's namespace. */
-  private listen(addr: string, backlog: number, netns: string | undefined): number {
-    try {
-      return listenTcp(addr, backlog, netns);
-    } catch (e) {
-      if (e instanceof NetnsRestoreError) {
-        // The daemon's main thread is stuck in a pod's network namespace: every later
-        // service would listen there. Nothing sane is left to do but stop; containerd then
-        // reports the tasks exited and the thin shims' delete cleans up (as after a crash).
-        process.stderr.write(`level=fatal msg=${JSON.stringify(e.message)}\n`);
-        process.exit(70);
-      }
-      throw e;
     }
   }
 
@@ -173,9 +158,10 @@ export class InProcessInstance implements Instance {
         stdout: { kind: "fd", fd: this.fds[1] },
         stderr: { kind: "fd", fd: this.fds[2] },
         signal: this.abort.signal,
-        // A wasi:http service listens in the pod's network namespace (../linux/netns.ts);
-        // SIGKILL cuts its drain.
-        httpListen: (addr, backlog) => this.listen(addr, backlog, plan.netns),
+        // A wasi:http service's sockets (its listener, its outgoing requests) are the pod's
+        // network namespace's; a spec that asks for a namespace of its own without naming
+        // one gets no outgoing network (there is none to give it). SIGKILL cuts its drain.
+        httpNetwork: { ...(plan.netns ? { netns: plan.netns } : {}), outgoing: !plan.unnamedNetns },
         stopNow: this.hardStop.signal,
         onControl: (c) => {
           this.control = c;

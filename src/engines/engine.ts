@@ -81,6 +81,16 @@ export interface LoadOptions {
   killGraceMs?: number;
   /** The caller will run on its own thread (Runner.runHere): start no thread ahead of time. */
   thisThread?: boolean;
+  /**
+   * Every run's threads (and the threads the engine starts from them) give up the capabilities
+   * that override file permissions (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH,
+   * CAP_FOWNER, CAP_FSETID) before the module runs. For a process that is root for many
+   * containers (the shared-mode daemon), each module's view idmapped to its container's user
+   * (../linux/idmap.ts): the kernel then checks its file access by that mount and the mode bits
+   * alone. A setting of the whole Runner, not of a run: an engine's worker threads (libwasmtime's
+   * blocking pool) serve every run and keep the capabilities of the run that started them.
+   */
+  noFileCapabilities?: boolean;
 }
 
 export interface RunContext {
@@ -116,12 +126,14 @@ export interface RunContext {
    */
   httpServices?: boolean;
   /**
-   * Serve a wasi:http component on a listening socket this returns, made for the service's
-   * address and backlog (its settings in the container's env) where the caller chooses: the
-   * shared-mode daemon makes it in the pod's network namespace (../linux/netns.ts). The
-   * engine owns the fd from then on. Allows services as `httpServices` does.
+   * Serve a wasi:http component as a process that serves many and lives in a network namespace
+   * of its own (the shared-mode daemon). Every socket of the service, its listener and its
+   * outgoing requests, is made in `netns` (a network namespace's path: the pod's) by threads of
+   * the engine that enter it, never by the caller's; absent, in this process's. `outgoing:
+   * false` refuses the guest's outgoing requests (the caller has no network to give them).
+   * Allows services as `httpServices` does.
    */
-  httpListen?: (addr: string, backlog: number) => number;
+  httpNetwork?: { netns?: string; outgoing?: boolean };
   /** Export to call; default "_start" (from "module.wasm#func"). */
   entry?: string;
   /** Max bytes all of the module's linear memories and tables may take together; undefined = unlimited. */

@@ -64,6 +64,8 @@ export interface WasmtimeEngineOptions {
   killGraceMs?: number;
   /** Scripts whose default export is a HostFunctions (../host.ts), linked into every run. */
   hostModules?: string[];
+  /** Every run drops the capabilities over files first (LoadOptions.noFileCapabilities). */
+  noFileCapabilities?: boolean;
 }
 
 /** `module` is wasmtime's serialized form (trusted caller only): of a component when `precompiledComponent`. */
@@ -93,6 +95,7 @@ export class WasmtimeEngine {
   private readonly optLevel: number;
   private readonly killGraceMs: number;
   private readonly hostModules: string[];
+  private readonly noFileCapabilities: boolean;
   /** Stats' asks for a fresh memory figure, one epoch bump per gathering (./memory-asks.ts). */
   private readonly memoryAsks = new MemoryAsks(() => this.incrementEpoch());
   /** The runs with a CPU quota: while there is one, the epoch ticks every CPU_TICK_MS (./cpu-throttle.ts). */
@@ -107,6 +110,7 @@ export class WasmtimeEngine {
     this.optLevel = opts.optLevel ?? OPT_LEVEL;
     this.hostModules = opts.hostModules ?? [];
     this.killGraceMs = opts.killGraceMs ?? KILL_GRACE_MS;
+    this.noFileCapabilities = !!opts.noFileCapabilities;
     const config = lib.wasm_config_new() as Pointer;
     lib.wasmtime_config_epoch_interruption_set(config, true);
     lib.wasmtime_config_cranelift_opt_level_set(config, this.optLevel);
@@ -419,6 +423,7 @@ export class WasmtimeEngine {
       // Only a caller that controls the run (shared mode's Stats) needs the thread id: it
       // costs a dlopen on the run thread, which an executor start should not pay.
       wantThreadId: !!ctx.onControl,
+      dropFileCaps: this.noFileCapabilities,
       collectBeforeRun: !!ctx.onControl,
       args: ctx.args,
       env: envPairs(ctx.env),
@@ -483,10 +488,10 @@ export class WasmtimeEngine {
 
   /** Serve a wasi:http component until ctx.signal aborts (only where the caller allows it). */
   private async serve(source: Uint8Array, ctx: RunContext, cacheSource?: Uint8Array): Promise<RunResult & { stats: RunStats }> {
-    if (!ctx.httpServices && !ctx.httpListen) {
+    if (!ctx.httpServices && !ctx.httpNetwork) {
       writeErr(
         ctx.stderr,
-        "bunwasi: a wasi:http component is served only where its caller gives it a network (RunContext.httpServices, httpListen)\n",
+        "bunwasi: a wasi:http component is served only where its caller gives it a network (RunContext.httpServices, httpNetwork)\n",
       );
       return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
     }
@@ -510,10 +515,17 @@ export class WasmtimeEngine {
         memoryLimitBytes: ctx.memoryLimitBytes,
         libDir,
         ...(artifact ? { artifact } : {}),
-        // A caller that makes the socket is one serving many (the daemon): no pooling
-        // allocator, whose reservation (~4 TiB of address space each) would run a 47-bit
-        // address space out after about 30 services.
-        ...(ctx.httpListen ? { listen: ctx.httpListen, pooling: false } : {}),
+        // A caller that serves many (the daemon): sockets in the pod's namespace, and no
+        // pooling allocator, whose reservation (~4 TiB of address space each) would run a
+        // 47-bit address space out after about 30 services.
+        ...(ctx.httpNetwork
+          ? {
+              ...(ctx.httpNetwork.netns !== undefined ? { netns: ctx.httpNetwork.netns } : {}),
+              outgoing: ctx.httpNetwork.outgoing !== false,
+              pooling: false,
+            }
+          : {}),
+        ...(this.noFileCapabilities ? { fileCapabilities: false } : {}),
         // The guest's output on the caller's fds (the daemon's copies of containerd's fifos).
         ...(ctx.stdout?.kind === "fd" ? { stdoutFd: ctx.stdout.fd } : {}),
         ...(ctx.stderr?.kind === "fd" ? { stderrFd: ctx.stderr.fd } : {}),

@@ -8,6 +8,8 @@ export interface RunRequest {
   libPath: string;
   /** Post the run thread's Linux id ({ type: "thread" }) before running. */
   wantThreadId?: boolean;
+  /** The run thread gives up the capabilities over files first (LoadOptions.noFileCapabilities). */
+  dropFileCaps?: boolean;
   /**
    * Collect this thread's JS garbage (module loading, linking) before the guest runs: the
    * thread then sits in wasm, where JSC never collects. For callers that hold many runs at

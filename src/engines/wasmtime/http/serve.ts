@@ -66,10 +66,18 @@ export interface HttpServiceOptions {
   /** Runtime threads serving requests; default: one per CPU. */
   threads?: number;
   /**
-   * Makes the listening socket (for the address and backlog of the settings); default: the
-   * library binds in this thread's network namespace. The library owns the fd returned.
+   * The network namespace (a path) every socket of the service is made in, its listener and its
+   * outgoing requests: the library's threads that make them enter it (native/http-host, `Netns`).
+   * Default: this process's.
    */
-  listen?: (addr: string, backlog: number) => number;
+  netns?: string;
+  /** False: every outgoing request of the guest is refused (HttpRequestDenied). Default true. */
+  outgoing?: boolean;
+  /**
+   * False: the library's threads give up the capabilities over files before serving
+   * (RunContext.noFileCapabilities). Default true.
+   */
+  fileCapabilities?: boolean;
   /** The guest's stdout and stderr (the library keeps copies); default: this process's. */
   stdoutFd?: number;
   stderrFd?: number;
@@ -139,13 +147,15 @@ export class HttpService {
     pairs.push(["max_requests", String(o.maxRequests ?? MAX_REQUESTS)]);
     if (artifact) pairs.push(["artifact", artifact]);
     if (o.threads) pairs.push(["threads", String(o.threads)]);
+    if (o.netns !== undefined) pairs.push(["netns", o.netns]);
+    if (o.outgoing === false) pairs.push(["outgoing", "0"]);
+    if (o.fileCapabilities === false) pairs.push(["file_caps", "0"]);
     // The pooling allocator is on unless BUNWASI_HTTP_POOLING=0 (in the container's env; else
     // in this process's, which the executor's never carries from a container).
     const pooling = o.env.findLast(([k]) => k === "BUNWASI_HTTP_POOLING")?.[1] ?? process.env.BUNWASI_HTTP_POOLING;
     if (pooling === "0" || o.pooling === false) pairs.push(["pooling", "0"]);
     const config = encodeConfig(pairs);
-    // Made last: from here on the library owns the fd, also if it fails.
-    const server = startHttpServer(lib, config, o.source, o.listen?.(addr, backlog));
+    const server = startHttpServer(lib, config, o.source);
     return new HttpService(lib, server, addr, lib.bunwasi_http_port(server), !artifact);
   }
 
