@@ -2,7 +2,7 @@
 // engine, one compile cache, one exit watcher; wasm containers run on its threads, native
 // ones under runc with the daemon as their child subreaper.
 //
-//   containerd-wasmtimed [--socket PATH] [--debug]
+//   containerd-wasmtimed [--socket PATH] [--default-memory-limit SIZE] [--debug]
 //
 // Serves the manager service (./manager.ts) on PATH; each sandbox serves containerd's Task
 // API on a socket of its own beside it (<dir of PATH>/sandboxes/). One daemon per directory:
@@ -16,6 +16,7 @@ import { SHIM_VERSION } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
 import type { Engine, Runner } from "../engines/engine.ts";
 import { ExitWatcher } from "../linux/exit-watcher.ts";
+import { joinGroupSlots } from "../linux/idmap.ts";
 import { asyncWatchReads } from "../linux/proc-async.ts";
 import { findRuntime } from "../linux/runc.ts";
 import { becomeSubreaper } from "../linux/subreaper.ts";
@@ -40,6 +41,11 @@ import type { DaemonShared } from "./sandbox-host.ts";
 export const DAEMON_KILL_GRACE_MS = 20;
 /** How long a SIGTERM'd daemon waits for containerd to finish its sandboxes. */
 const STOP_GRACE_MS = 10_000;
+/**
+ * The memory limit of a wasm container whose spec sets none: every module in the daemon is
+ * bounded (its linear memories and tables together), since what it takes is the daemon's.
+ */
+export const DEFAULT_MEMORY_LIMIT = 512 * 2 ** 20;
 
 export interface DaemonOptions {
   /** The daemon's, its thin shim's and its runtime's names (from the entry file, src/bin). */
@@ -47,7 +53,7 @@ export interface DaemonOptions {
   engine: Engine;
 }
 
-const USAGE = (n: SharedModeNames) => `usage: ${n.daemon} [--socket PATH] [--debug]
+const USAGE = (n: SharedModeNames) => `usage: ${n.daemon} [--socket PATH] [--default-memory-limit SIZE] [--debug]
 
 The bunwasi shared-mode daemon: runs the wasm containers of every pod in one process
 (runtime ${n.runtime}, through ${n.thinShim}).
@@ -55,17 +61,26 @@ The bunwasi shared-mode daemon: runs the wasm containers of every pod in one pro
   --socket PATH   serve the manager service here (default ${defaultDaemonSocket(n.daemon)});
                   containerd must see the same path in ${DAEMON_SOCKET_ENV} if not the default;
                   one daemon per directory (its sandboxes/ and daemon.lock are beside it)
+  --default-memory-limit SIZE
+                  the memory limit of a wasm container whose spec sets none (bytes, or with
+                  a suffix K, M, G, Ki, Mi, Gi; default 512Mi; 0: none, unbounded)
   --debug         log debug lines too
   --version       print the version
 
 Logs in logfmt on stderr. SIGTERM stops it gracefully.
 `;
 
-export function parseDaemonArgs(
-  argv: string[],
-  defaultSocket: string,
-): { socket: string; debug: boolean; help: boolean; version: boolean } {
-  const out = { socket: defaultSocket, debug: false, help: false, version: false };
+export interface DaemonArgs {
+  socket: string;
+  /** Undefined: no default limit. */
+  defaultMemoryLimit: number | undefined;
+  debug: boolean;
+  help: boolean;
+  version: boolean;
+}
+
+export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonArgs {
+  const out: DaemonArgs = { socket: defaultSocket, defaultMemoryLimit: DEFAULT_MEMORY_LIMIT, debug: false, help: false, version: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     const [name, inline] =
@@ -74,12 +89,28 @@ export function parseDaemonArgs(
       const v = inline ?? argv[++i];
       if (!v) throw new Error("--socket needs a path");
       out.socket = v;
+    } else if (name === "--default-memory-limit") {
+      const v = inline ?? argv[++i];
+      if (!v) throw new Error("--default-memory-limit needs a size");
+      const n = parseSize(v);
+      if (n === undefined) throw new Error(`--default-memory-limit: ${JSON.stringify(v)} is not a size (bytes, or 512Mi, 1G, ...)`);
+      out.defaultMemoryLimit = n > 0 ? n : undefined;
     } else if (name === "--debug" || name === "-debug") out.debug = true;
     else if (name === "--help" || name === "-h" || name === "help") out.help = true;
     else if (name === "--version" || name === "-v") out.version = true;
     else throw new Error(`unknown argument ${a}`);
   }
   return out;
+}
+
+const UNITS: Record<string, number> = { "": 1, K: 1e3, M: 1e6, G: 1e9, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30 };
+
+/** Bytes from "536870912", "512Mi", "1G" (Kubernetes' suffixes); undefined if it is none of those. */
+export function parseSize(s: string): number | undefined {
+  const m = /^(\d+)(|K|M|G|Ki|Mi|Gi)$/.exec(s.trim());
+  if (!m) return undefined;
+  const n = Number(m[1]) * (UNITS[m[2] as string] as number);
+  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.slice(2)): Promise<void> {
@@ -110,6 +141,10 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   const log = stderrLogger(args.debug, name);
   raiseNofile(log);
   becomeSubreaper();
+  // Before any thread that touches a module's files exists: they inherit these groups, through
+  // which a container's additional groups reach its idmapped view (../linux/idmap.ts).
+  const slots = joinGroupSlots();
+  if (slots) log(`${slots}: a container's additional groups will not reach its files`, "warning");
   const watcher = new ExitWatcher({ reads: asyncWatchReads, onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   const paths = shimPaths(process.env);
   const counting = countingCompiles(o.engine);
@@ -124,12 +159,15 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     watcher,
     engine: counting.engine,
     runner: () => {
-      runner ??= o.engine.load({ cacheDir: paths.compileCacheDir, killGraceMs: DAEMON_KILL_GRACE_MS });
+      // Root for every container: its runs' threads give up the capabilities over files, and
+      // each module's view is its container's user's (oci/wasi-view.ts mountViewAs).
+      runner ??= o.engine.load({ cacheDir: paths.compileCacheDir, killGraceMs: DAEMON_KILL_GRACE_MS, noFileCapabilities: true });
       return runner;
     },
     runtimeBinary: findRuntime(process.env.BUNWASI_RUNTIME),
     cgroupV2: await probeCgroupV2(),
     pid: process.pid,
+    ...(args.defaultMemoryLimit !== undefined ? { defaultMemoryBytes: args.defaultMemoryLimit } : {}),
     onRunning: (d) => {
       running += d;
       if (d < 0) ended();
@@ -156,7 +194,9 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   server.listen(args.socket);
   // Only root (containerd, its shims) may ask for sandboxes.
   chmodSync(args.socket, 0o600);
-  log(`serving the manager service on ${args.socket} (engine ${o.engine.name}, state ${paths.stateRoot}, cache ${paths.compileCacheDir})`);
+  log(
+    `serving the manager service on ${args.socket} (engine ${o.engine.name}, state ${paths.stateRoot}, cache ${paths.compileCacheDir}, default memory limit ${args.defaultMemoryLimit ?? "none"})`,
+  );
 
   let stopping = false;
   const stop = async (why: string) => {

@@ -13,6 +13,9 @@
 //   delete  aborts what still runs, takes the view down, frees the fds
 //   pids    the daemon's pid: the process that runs the module (see README, shared mode)
 //   pause   the module's thread waits at its next interrupt check until resume
+//   update  a new CPU quota, period or shares, applied at its next interrupt check; the
+//           memory limit (its store's, the daemon's default when the spec has none) only
+//           before start
 //
 // The pid of every wasm task is the daemon's: containerd only reports it (runwasi's
 // Instance::start documents the value as "a unique ID (such as a PID) ... nothing
@@ -23,11 +26,10 @@ import { closeSync, constants, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
-import type { RunControl, Runner } from "../engines/engine.ts";
+import type { CpuLimits, RunControl, Runner } from "../engines/engine.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
-import { listenTcp, NetnsRestoreError } from "../linux/netns.ts";
 import type { RuncStats } from "../linux/runc.ts";
-import { mountView, unmountView, viewDir } from "../oci/wasi-view.ts";
+import { mountViewAs, unmountView, viewDir } from "../oci/wasi-view.ts";
 import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess } from "../task/instance.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { makeStdinFifo, StdinRelay } from "./stdin-relay.ts";
@@ -41,6 +43,11 @@ export interface InProcessOptions {
   onRunning?: (delta: 1 | -1) => void;
   /** Debug lines (how long a kill took to end the run). */
   log?: (msg: string) => void;
+  /**
+   * The memory limit of a container whose spec sets none (the daemon's --default-memory-limit):
+   * every run in the daemon is bounded. Absent: none (unbounded).
+   */
+  defaultMemoryBytes?: number;
 }
 
 export class InProcessInstance implements Instance {
@@ -65,6 +72,12 @@ export class InProcessInstance implements Instance {
   private killedAt?: number;
   /** Its fds are closed: a second delete has nothing left to do. */
   private deleted = false;
+  /** The memory limit the run gets (or has): the spec's, else the daemon's default. */
+  private memoryLimit: number | undefined;
+  /** The CPU limits the run gets (or has): the spec's, as Update changed them. */
+  private cpu: CpuLimits;
+  /** Update changed `cpu` while the engine had not handed over its control yet. */
+  private cpuPending = false;
 
   private constructor(
     readonly id: string,
@@ -80,6 +93,8 @@ export class InProcessInstance implements Instance {
   ) {
     this.pid = o.pid;
     this.exited = new Promise((r) => (this.resolveExit = r));
+    this.memoryLimit = plan.limits.memoryBytes ?? o.defaultMemoryBytes;
+    this.cpu = { ...plan.limits.cpu };
   }
 
   /**
@@ -95,14 +110,16 @@ export class InProcessInstance implements Instance {
     const stdio = req.io.stdio;
     // A terminal is a pty that runc makes for a process; a module on a daemon thread has none.
     if (stdio === null) throw notInShared(req.id, "terminal=true");
+    // The module's "/" (nodev: a device node in the image or a volume is not for it to open),
+    // as the container's user (process.user) sees it: the daemon is root. Before the compile
+    // reads the module: a user's rootfs is mounted anew. Its undo is a runtime step: while it
+    // is mounted the work dir must stay, or its recursive removal would reach into the rootfs
+    // and the volumes.
+    const view = viewDir(req.workDir);
+    await mountViewAs(plan.view, view, plan.user);
+    req.undo.push({ what: "unmount the module's view", run: async () => unmountView(view), runtime: true });
     const warming = o.warm?.();
     try {
-      // The module's "/" (nodev: a device node in the image or a volume is not for it to
-      // open). Its undo is a runtime step: while it is mounted the work dir must stay, or its
-      // recursive removal would reach into the rootfs and the volumes.
-      const view = viewDir(req.workDir);
-      mountView(plan.view, view);
-      req.undo.push({ what: "unmount the module's view", run: async () => unmountView(view), runtime: true });
       const fds = ownCopies(stdio);
       const fifo = join(req.workDir, "stdin");
       let stdin: StdinRelay;
@@ -121,22 +138,6 @@ export class InProcessInstance implements Instance {
     }
   }
 
-  /** A wasi:http service's listening socket: in `netns` (the pod's), else in the daemon's namespace. */
-  private listen(addr: string, backlog: number, netns: string | undefined): number {
-    try {
-      return listenTcp(addr, backlog, netns);
-    } catch (e) {
-      if (e instanceof NetnsRestoreError) {
-        // The daemon's main thread is stuck in a pod's network namespace: every later
-        // service would listen there. Nothing sane is left to do but stop; containerd then
-        // reports the tasks exited and the thin shims' delete cleans up (as after a crash).
-        process.stderr.write(`level=fatal msg=${JSON.stringify(e.message)}\n`);
-        process.exit(70);
-      }
-      throw e;
-    }
-  }
-
   async start(): Promise<void> {
     if (this.ended) throw new Error(`container ${this.id} has exited`);
     if (this.running) throw new Error(`container ${this.id} is already running`);
@@ -149,17 +150,26 @@ export class InProcessInstance implements Instance {
       .run({
         // The module and its view as the daemon sees them, on the host.
         ...runContextOf(plan, { modulePath: plan.module.host, rootDir: this.view }),
+        // Bounded in the daemon whatever the spec says (the node's default), and held to its
+        // CPU quota by the engine (no cgroup of its own).
+        ...(this.memoryLimit !== undefined ? { memoryLimitBytes: this.memoryLimit } : {}),
+        cpu: { ...this.cpu },
         stdin: { kind: "path", path: this.stdin.fifo },
         stdout: { kind: "fd", fd: this.fds[1] },
         stderr: { kind: "fd", fd: this.fds[2] },
         signal: this.abort.signal,
-        // A wasi:http service listens in the pod's network namespace (../linux/netns.ts);
-        // SIGKILL cuts its drain.
-        httpListen: (addr, backlog) => this.listen(addr, backlog, plan.netns),
+        // A wasi:http service's sockets (its listener, its outgoing requests) are the pod's
+        // network namespace's; a spec that asks for a namespace of its own without naming
+        // one gets no outgoing network (there is none to give it). SIGKILL cuts its drain.
+        httpNetwork: { ...(plan.netns ? { netns: plan.netns } : {}), outgoing: !plan.unnamedNetns },
         stopNow: this.hardStop.signal,
         onControl: (c) => {
           this.control = c;
           if (this.paused) c.pause();
+          if (this.cpuPending) {
+            this.cpuPending = false;
+            c.setCpu?.({ ...this.cpu });
+          }
         },
       })
       .then(
@@ -264,21 +274,48 @@ export class InProcessInstance implements Instance {
     if (tid) {
       const cpu = await threadCpu(tid);
       if (cpu) out.cpu = { usage: { total: cpu.user + cpu.kernel, user: cpu.user, kernel: cpu.kernel } };
+      // The engine's CPU quota, counted as a cgroup's cpu.stat (../engines/wasmtime/cpu-throttle.ts).
+      const t = this.control?.cpuThrottling?.();
+      if (cpu && t)
+        out.cpu = { ...out.cpu, throttling: { periods: t.periods, throttledPeriods: t.throttledPeriods, throttledTime: t.throttledNs } };
     }
     const bytes = await memory;
     if (bytes !== undefined) {
       out.memory = {
         // Linear memory only grows while a module runs: the current size is also the peak.
-        usage: { usage: bytes, max: bytes, limit: this.plan.limits.memoryBytes ?? 0 },
+        usage: { usage: bytes, max: bytes, limit: this.memoryLimit ?? 0 },
         raw: { rss: bytes, total_rss: bytes, anon: bytes },
       };
     }
     return out;
   }
 
-  /** Cgroup limits: a wasm container here has no cgroup of its own. */
-  async update(_resources: string): Promise<void> {
-    throw notInShared(this.id, "Update");
+  /**
+   * New limits (CRI's UpdateContainerResources), runc's way: what the resources leave out
+   * keeps its value. The CPU quota, period and shares apply to a running module at its next
+   * interrupt check (the engine throttles its thread). The memory limit is its store's,
+   * fixed when the module starts: changed before start it applies, after start a change is
+   * refused (and nothing of the update applied).
+   */
+  async update(resources: string): Promise<void> {
+    const r = parseResources(this.id, resources);
+    if (r.memory !== undefined) {
+      // 0 or -1 ("unlimited" in a spec) is the daemon's default, as at Create.
+      const limit = r.memory > 0 ? r.memory : this.o.defaultMemoryBytes;
+      if (limit !== this.memoryLimit) {
+        if (this.running)
+          throw new TtrpcError(
+            Code.UNIMPLEMENTED,
+            `update of wasm container ${this.id}: its memory limit cannot change once it runs in shared mode (its store's limits are set when it starts)`,
+          );
+        this.memoryLimit = limit;
+      }
+    }
+    if (!r.cpu) return;
+    this.cpu = { ...this.cpu, ...r.cpu };
+    if (!this.running) return;
+    if (this.control?.setCpu) this.control.setCpu({ ...this.cpu });
+    else this.cpuPending = true;
   }
 
   /** No cgroup, no OOM killer: a module over its limit fails its memory.grow instead. */
@@ -366,13 +403,34 @@ export async function threadCpu(tid: number): Promise<{ user: number; kernel: nu
   return { user: u, kernel: total - u };
 }
 
+/** The parts of an OCI LinuxResources (JSON) a wasm container here obeys. */
+function parseResources(id: string, json: string): { memory?: number; cpu?: CpuLimits } {
+  let r: { memory?: { limit?: unknown }; cpu?: Record<string, unknown> };
+  try {
+    r = JSON.parse(json) ?? {};
+  } catch (e) {
+    throw new TtrpcError(Code.INVALID_ARGUMENT, `update ${id}: resources are not JSON (${(e as Error).message})`);
+  }
+  const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
+  const out: { memory?: number; cpu?: CpuLimits } = {};
+  const memory = num(r.memory?.limit);
+  if (memory !== undefined) out.memory = memory;
+  const cpu: CpuLimits = {};
+  for (const k of ["quota", "period", "shares"] as const) {
+    const v = num(r.cpu?.[k]);
+    if (v !== undefined) cpu[k] = v;
+  }
+  if (Object.keys(cpu).length) out.cpu = cpu;
+  return out;
+}
+
 function closeQuietly(fd: number): void {
   try {
     closeSync(fd);
   } catch {}
 }
 
-/** The error for what a wasm container in the daemon cannot do (Exec, a terminal, Update). */
+/** The error for what a wasm container in the daemon cannot do (Exec, a terminal). */
 export function notInShared(id: string, what: string): TtrpcError {
   return new TtrpcError(
     Code.UNIMPLEMENTED,

@@ -36,6 +36,8 @@ export interface DaemonShared {
   cgroupV2: boolean;
   pid: number;
   onRunning?: (delta: 1 | -1) => void;
+  /** The memory limit of a wasm container whose spec sets none (--default-memory-limit). */
+  defaultMemoryBytes?: number;
 }
 
 /** One sandbox's namespaces, for its shutdown. */
@@ -57,7 +59,13 @@ export function sandboxHost(
 ): SandboxHost {
   /** The wasm containers not yet exited. */
   const running = new Set<InProcessInstance>();
-  const inProcess = { runner: d.runner, pid: d.pid, onRunning: d.onRunning, log: (m: string) => d.log(m, "debug") };
+  const inProcess = {
+    runner: d.runner,
+    pid: d.pid,
+    onRunning: d.onRunning,
+    log: (m: string) => d.log(m, "debug"),
+    defaultMemoryBytes: d.defaultMemoryBytes,
+  };
   return {
     ...commonHostCalls(d),
     namespace: (ns) => {

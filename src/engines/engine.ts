@@ -81,6 +81,16 @@ export interface LoadOptions {
   killGraceMs?: number;
   /** The caller will run on its own thread (Runner.runHere): start no thread ahead of time. */
   thisThread?: boolean;
+  /**
+   * Every run's threads (and the threads the engine starts from them) give up the capabilities
+   * that override file permissions (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH,
+   * CAP_FOWNER, CAP_FSETID) before the module runs. For a process that is root for many
+   * containers (the shared-mode daemon), each module's view idmapped to its container's user
+   * (../linux/idmap.ts): the kernel then checks its file access by that mount and the mode bits
+   * alone. A setting of the whole Runner, not of a run: an engine's worker threads (libwasmtime's
+   * blocking pool) serve every run and keep the capabilities of the run that started them.
+   */
+  noFileCapabilities?: boolean;
 }
 
 export interface RunContext {
@@ -116,16 +126,24 @@ export interface RunContext {
    */
   httpServices?: boolean;
   /**
-   * Serve a wasi:http component on a listening socket this returns, made for the service's
-   * address and backlog (its settings in the container's env) where the caller chooses: the
-   * shared-mode daemon makes it in the pod's network namespace (../linux/netns.ts). The
-   * engine owns the fd from then on. Allows services as `httpServices` does.
+   * Serve a wasi:http component as a process that serves many and lives in a network namespace
+   * of its own (the shared-mode daemon). Every socket of the service, its listener and its
+   * outgoing requests, is made in `netns` (a network namespace's path: the pod's) by threads of
+   * the engine that enter it, never by the caller's; absent, in this process's. `outgoing:
+   * false` refuses the guest's outgoing requests (the caller has no network to give them).
+   * Allows services as `httpServices` does.
    */
-  httpListen?: (addr: string, backlog: number) => number;
+  httpNetwork?: { netns?: string; outgoing?: boolean };
   /** Export to call; default "_start" (from "module.wasm#func"). */
   entry?: string;
-  /** Max bytes a linear memory may grow to; undefined = unlimited. */
+  /** Max bytes all of the module's linear memories and tables may take together; undefined = unlimited. */
   memoryLimitBytes?: number;
+  /**
+   * The spec's CPU limits (linux.resources.cpu: quota and period in µs, shares a weight), for
+   * a caller whose runs share one process (the shared-mode daemon): the engine holds the run's
+   * thread to them. The executor does not pass them: its cgroup does that.
+   */
+  cpu?: CpuLimits;
   /**
    * Kill: abort = stop the module promptly. `signal.reason` may be a signal number (e.g. 15)
    * or name ("SIGTERM"); the run then ends with 128+signal. Default reason: SIGKILL (9).
@@ -158,10 +176,21 @@ export interface ThreadKill {
   setInterrupt(fn: number, arg: number): void;
 }
 
+/** linux.resources.cpu as a run obeys it; a quota <= 0 or absent is none. */
+export interface CpuLimits {
+  quota?: number;
+  period?: number;
+  shares?: number;
+}
+
 /** Pause and resume one run (RunContext.onControl). */
 export interface RunControl {
   pause(): void;
   resume(): void;
+  /** New CPU limits for the running module (Update), applied at its next interrupt check. */
+  setCpu?(cpu: CpuLimits): void;
+  /** What holding the run to its CPU quota did so far, as a cgroup's cpu.stat counts it. */
+  cpuThrottling?(): { periods: number; throttledPeriods: number; throttledNs: number };
   /** The Linux thread id running the module, once known (for its CPU time); absent if the engine cannot tell. */
   threadId?(): number | undefined;
   /** The module's linear memory in bytes, now (for Stats); undefined while the engine cannot tell (not instantiated yet). */

@@ -86,6 +86,12 @@ export interface RunPlan {
    * names none (the host's network, or a new namespace without a path).
    */
   netns?: string;
+  /**
+   * The spec asks for a network namespace of its own without naming one (`ctr run` without
+   * --net-host; runc would make an empty one). A run that cannot be given one (in the
+   * shared-mode daemon) gets no outgoing network instead.
+   */
+  unnamedNetns?: true;
 }
 
 /** The file name of a container's plan in its run directory. */

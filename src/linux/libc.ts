@@ -1,9 +1,10 @@
 // The one libc binding of the shim, through bun:ffi: exit monitoring (linux/exit-watcher.ts),
 // rootfs mounts (oci/rootfs.ts), fifo flags (task/stdio.ts), the runtime's console socket and
 // terminal sizes (linux/console.ts), fifos and the open-file limit (the shared-mode daemon,
-// src/daemon/, and the listening sockets it makes in a pod's network namespace, linux/netns.ts),
+// src/daemon/), idmapped mounts of a module's view (linux/idmap.ts),
 // the daemon's re-execution (linux/reexec.ts) and malloc_trim (daemon/give-back.ts), and a
-// run thread's Linux id (engines/wasmtime/worker.ts). Linux on x86_64 and aarch64.
+// run thread's Linux id, CPU time and nice value (engines/wasmtime/worker.ts, cpu-throttle.ts).
+// Linux on x86_64 and aarch64.
 //
 // Variadic libc functions (prctl, fcntl, syscall's own prototype) are reached through glibc's
 // `syscall()`, which is written in assembly and never touches va_list, so calling it with a
@@ -115,7 +116,6 @@ const core = bindOnUse({
   socket: { args: [i32, i32, i32], returns: i32 },
   bind: { args: [i32, P, u32], returns: i32 },
   listen: { args: [i32, i32], returns: i32 },
-  setsockopt: { args: [i32, i32, i32, P, u32], returns: i32 },
   accept4: { args: [i32, P, P, i32], returns: i32 },
   recvmsg: { args: [i32, P, i32], returns: i64 },
   __errno_location: { args: [], returns: P },
@@ -347,6 +347,11 @@ export function bindUnix(fd: number, path: string): [number, number] {
   return check(libc().bind(fd, ptr(addr), 2 + name.length + 1));
 }
 
+/** bind(2) to a raw sockaddr (a netlink one, for example); [0, 0] or [-1, errno]. */
+export function bindRaw(fd: number, addr: Uint8Array): [number, number] {
+  return check(libc().bind(fd, ptr(addr), addr.length));
+}
+
 export function listen(fd: number, backlog: number): [number, number] {
   return check(libc().listen(fd, backlog));
 }
@@ -392,13 +397,6 @@ export function setWindowSize(fd: number, rows: number, cols: number): [number, 
   return sys(nrs().ioctl, fd, TIOCSWINSZ, ptr(ws));
 }
 
-// --- network namespaces and TCP listeners (linux/netns.ts) -----------------------------------
-
-export const CLONE_NEWNET = 0x40000000;
-export const AF_INET = 2;
-export const AF_INET6 = 10;
-export const SO_REUSEADDR = 2;
-
 export const O_CLOEXEC = 0o2000000;
 
 /** pipe2(2): [[readFd, writeFd], 0] or [null, errno]. */
@@ -416,21 +414,6 @@ export function memfdCreate(name: string, flags = MFD_CLOEXEC): [number, number]
   return sys(nrs().memfd_create, Number(ptr(n)), flags);
 }
 
-/** setns(2) of the calling thread only; [0, 0] or [-1, errno]. */
-export function setns(fd: number, nstype: number): [number, number] {
-  return sys(nrs().setns, fd, nstype);
-}
-
-/** setsockopt(2) with an int value; [0, 0] or [-1, errno]. */
-export function setsockoptInt(fd: number, level: number, name: number, value: number): [number, number] {
-  return check(libc().setsockopt(fd, level, name, ptr(new Int32Array([value])), 4));
-}
-
-/** bind(2) to a raw sockaddr; [0, 0] or [-1, errno]. */
-export function bindRaw(fd: number, addr: Uint8Array): [number, number] {
-  return check(libc().bind(fd, ptr(addr), addr.length));
-}
-
 // --- functions bound on their own (see the top of this file) --------------------------------
 
 const threads = bindOnUse({ gettid: { args: [], returns: i32 } });
@@ -438,6 +421,27 @@ const threads = bindOnUse({ gettid: { args: [], returns: i32 } });
 /** This thread's Linux id (gettid(2), in glibc since 2.30). */
 export function gettid(): number {
   return threads().gettid();
+}
+
+// --- a run thread's own CPU (the shared-mode daemon's CPU quota, engines/wasmtime/cpu-throttle.ts) ---
+
+const cpuTime = bindOnUse({
+  clock_gettime: { args: [i32, P], returns: i32 },
+  setpriority: { args: [i32, u32, i32], returns: i32 },
+});
+const CLOCK_THREAD_CPUTIME_ID = 3;
+const PRIO_PROCESS = 0;
+const timespec = new BigInt64Array(2);
+
+/** CPU time of the calling thread in nanoseconds (clock_gettime(CLOCK_THREAD_CPUTIME_ID), a vDSO call). */
+export function threadCpuNs(): number {
+  if (cpuTime().clock_gettime(CLOCK_THREAD_CPUTIME_ID, ptr(timespec)) !== 0) return 0;
+  return Number(timespec[0]) * 1e9 + Number(timespec[1]);
+}
+
+/** Sets the calling thread's nice value (setpriority(2) on thread id 0: this thread on Linux); false if refused. */
+export function setThreadNice(nice: number): boolean {
+  return cpuTime().setpriority(PRIO_PROCESS, 0, nice) === 0;
 }
 
 const exec = bindOnUse({
@@ -479,6 +483,119 @@ export function mallocTrim(): boolean {
     return false;
   }
 }
+
+// --- idmapped mounts, a thread's groups and capabilities (the shared-mode daemon, linux/idmap.ts)
+
+/**
+ * The new mount API's numbers are the same on every architecture (allocated after the tables
+ * were unified, Linux 5.2 and 5.12); the credential calls' are not, so they have a table here.
+ */
+const MOUNT_API = { open_tree: 428, move_mount: 429, mount_setattr: 442 } as const;
+const CREDS: Record<string, { setgroups: number; capget: number; capset: number }> = {
+  x64: { setgroups: 116, capget: 125, capset: 126 },
+  arm64: { setgroups: 159, capget: 90, capset: 91 },
+};
+
+/** This architecture's numbers of the calls above (refused with the usual message elsewhere). */
+function creds(): { setgroups: number; capget: number; capset: number } {
+  const c = CREDS[process.arch];
+  if (!c) syscallTable();
+  return c as NonNullable<typeof c>;
+}
+
+const mountApi = bindOnUse({
+  // glibc's syscall(), six arguments: mount_setattr takes five.
+  syscall: { args: [i64, i64, i64, i64, i64, i64], returns: i64 },
+  __errno_location: { args: [], returns: P },
+});
+
+function sys6(nr: number, a = 0, b = 0, c2 = 0, d = 0, e = 0): [number, number] {
+  const m = mountApi();
+  const n = Number(m.syscall(nr, a, b, c2, d, e));
+  return n < 0 ? [-1, errnoOf(m.__errno_location())] : [n, 0];
+}
+
+export const MNT_DETACH = 0x2;
+export const AT_FDCWD = -100;
+export const AT_EMPTY_PATH = 0x1000;
+export const AT_RECURSIVE = 0x8000;
+export const OPEN_TREE_CLONE = 1;
+export const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
+export const MOUNT_ATTR_IDMAP = 0x100000;
+export const MS_PRIVATE = 1 << 18;
+
+/** open_tree(2) of `path` (relative to AT_FDCWD); [fd, 0] or [-1, errno]. */
+export function openTree(path: string, flags: number): [number, number] {
+  const p = cstr(path);
+  const r = sys6(MOUNT_API.open_tree, AT_FDCWD, Number(ptr(p)), flags);
+  keepAlive(p);
+  return r;
+}
+
+/**
+ * mount_setattr(2) on the mount tree `fd` (AT_EMPTY_PATH), with struct mount_attr {attr_set,
+ * attr_clr, propagation, userns_fd} (MOUNT_ATTR_SIZE_VER0, 32 bytes); [0, 0] or [-1, errno].
+ */
+export function mountSetattr(
+  fd: number,
+  flags: number,
+  attr: { set: number; clear?: number; propagation?: number; usernsFd?: number },
+): [number, number] {
+  const a = new BigUint64Array([BigInt(attr.set), BigInt(attr.clear ?? 0), BigInt(attr.propagation ?? 0), BigInt(attr.usernsFd ?? 0)]);
+  const empty = cstr("");
+  const r = sys6(MOUNT_API.mount_setattr, fd, Number(ptr(empty)), flags | AT_EMPTY_PATH, Number(ptr(a)), a.byteLength);
+  keepAlive(empty, a);
+  return r;
+}
+
+/** move_mount(2) of the detached tree `fd` onto `target`; [0, 0] or [-1, errno]. */
+export function moveMount(fd: number, target: string): [number, number] {
+  const empty = cstr("");
+  const to = cstr(target);
+  const r = sys6(MOUNT_API.move_mount, fd, Number(ptr(empty)), AT_FDCWD, Number(ptr(to)), MOVE_MOUNT_F_EMPTY_PATH);
+  keepAlive(empty, to);
+  return r;
+}
+
+/**
+ * setgroups(2) of the calling thread only (the raw system call: glibc's wrapper changes every
+ * thread of the process); threads it starts afterwards inherit the list. [0, 0] or [-1, errno].
+ */
+export function setgroupsThisThread(gids: number[]): [number, number] {
+  const list = new Uint32Array(Math.max(gids.length, 1));
+  list.set(gids);
+  const r = sys6(creds().setgroups, gids.length, Number(ptr(list)));
+  keepAlive(list);
+  return r;
+}
+
+/** The capabilities that override a file's permissions: CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID. */
+export const FILE_CAPABILITIES = [0, 1, 2, 3, 4] as const;
+
+/**
+ * The calling thread gives up `caps` (capability numbers below 32), effective and permitted,
+ * for good (capget/capset of this thread only, _LINUX_CAPABILITY_VERSION_3); threads it starts
+ * afterwards inherit the result. [0, 0] or [-1, errno].
+ */
+export function dropCapabilitiesThisThread(caps: readonly number[]): [number, number] {
+  const c = creds();
+  // struct __user_cap_header_struct {u32 version; int pid} (pid 0: this thread) and two
+  // struct __user_cap_data_struct {u32 effective, permitted, inheritable} (capabilities 0-31, 32-63).
+  const header = new Uint32Array([0x20080522, 0]);
+  const data = new Uint32Array(6);
+  let r = sys6(c.capget, Number(ptr(header)), Number(ptr(data)));
+  if (r[0] === 0) {
+    const mask = ~caps.reduce((m, cap) => m | (1 << cap), 0) >>> 0;
+    data[0] = (data[0] as number) & mask;
+    data[1] = (data[1] as number) & mask;
+    r = sys6(c.capset, Number(ptr(header)), Number(ptr(data)));
+  }
+  keepAlive(header, data);
+  return r;
+}
+
+/** Holds buffers whose addresses a call was given as numbers until the call has returned. */
+function keepAlive(..._buffers: unknown[]): void {}
 
 // --- advisory locks (the shared-mode daemon: one per socket directory, src/daemon/lock.ts) -----
 

@@ -177,7 +177,8 @@ export interface RuncMemoryEntry {
 export interface RuncStats {
   cpu?: {
     usage?: { total?: number; kernel?: number; user?: number; percpu?: number[] };
-    throttling?: { periods?: number; throttled_periods?: number; throttled_time?: number };
+    // runc's own names (libcontainer/types: throttledPeriods, throttledTime), not the kernel's or containerd's.
+    throttling?: { periods?: number; throttledPeriods?: number; throttledTime?: number };
   };
   memory?: {
     usage?: RuncMemoryEntry;

@@ -117,7 +117,7 @@ async function artifactModule(missing: EntrypointError, spec: Spec, engine: Engi
  */
 export function runPlan(bundle: string, spec: Spec, module: RunModule): RunPlan {
   const p = spec.process;
-  const netns = spec.linux?.namespaces?.find((n) => n.type === "network")?.path;
+  const net = spec.linux?.namespaces?.find((n) => n.type === "network");
   return {
     module,
     args: p.args,
@@ -126,7 +126,7 @@ export function runPlan(bundle: string, spec: Spec, module: RunModule): RunPlan 
     limits: limitsOf(spec),
     view: { root: rootfsOf(bundle, spec), readOnly: spec.root.readonly === true, volumes: viewVolumes(spec) },
     user: userOf(spec),
-    ...(netns ? { netns } : {}),
+    ...(net?.path ? { netns: net.path } : net ? { unnamedNetns: true as const } : {}),
   };
 }
 

@@ -19,10 +19,14 @@
 //    (VIEW_DIR) and preopens that directory as "/"; `unmountView` takes it down on delete
 //    (and the thin shim's delete after a daemon crash, src/runtime-v2/delete.ts).
 // nodev is what makes a device node in an image (or a volume) fail with EACCES in both modes.
+// Whose files: normal mode's executor runs as the spec's user (runc), so the kernel checks the
+// module's access as that user's; shared mode's view is re-mounted idmapped to that user
+// (`mountViewAs`, ../linux/idmap.ts), since the daemon's threads are root and shared.
 
-import { mkdirSync, statSync } from "node:fs";
+import { closeSync, mkdirSync, statSync } from "node:fs";
 import { isAbsolute, join, normalize, posix } from "node:path";
-import type { ViewVolume, WasiView } from "../engines/run-plan.ts";
+import type { RunUser, ViewVolume, WasiView } from "../engines/run-plan.ts";
+import { IdmapError, idMaps, idmapInPlace, remountIdmapped, userNamespace } from "../linux/idmap.ts";
 import { makeDirsInRoot } from "./in-root.ts";
 import { MountError, mountOne, unmountAll } from "./rootfs.ts";
 import type { Spec, SpecMount } from "./spec.ts";
@@ -95,9 +99,10 @@ export function viewMounts(view: WasiView, at: string): SpecMount[] {
  * Shared mode: mounts `view` at the host directory `at` (made if missing). Each volume's mount
  * point is made as runc makes one: in the rootfs (or in the volume it lies in), symlinks
  * resolved inside the container. Every mount is private, so none propagates to or from the
- * rootfs's peers. On failure what was mounted is taken down and the error thrown.
+ * rootfs's peers. Returns where each volume is mounted, in order. On failure what was mounted
+ * is taken down and the error thrown.
  */
-export function mountView(view: WasiView, at: string): void {
+export function mountView(view: WasiView, at: string): string[] {
   mkdirSync(at, { recursive: true, mode: 0o700 });
   // Mount points on the rootfs itself are made before the view exists (it may be read-only);
   // one inside another volume is made there, through the view.
@@ -110,6 +115,7 @@ export function mountView(view: WasiView, at: string): void {
     }
   }
   mountOne({ type: "bind", source: view.root, options: ["bind", "private", ...flags(view.readOnly)] }, at);
+  const targets: string[] = [];
   try {
     for (const v of view.volumes) {
       let target: string;
@@ -119,10 +125,56 @@ export function mountView(view: WasiView, at: string): void {
         throw new Error(`volume ${v.destination}: cannot make its mount point: ${(e as Error).message}`);
       }
       mountOne({ type: "bind", source: v.source, options: ["bind", "private", ...flags(v.readOnly)] }, target);
+      targets.push(target);
     }
   } catch (e) {
     unmountAll(at);
     throw e;
+  }
+  return targets;
+}
+
+/**
+ * Shared mode: mounts `view` at `at` (as `mountView`) as `user` (process.user) sees it: the
+ * rootfs re-mounted over idmapped layers and each volume idmapped (../linux/idmap.ts), so that
+ * whatever thread of the daemon touches them (none with a capability over files) the kernel
+ * checks the access as that user's, and files made there are that user's. The daemon's own ids
+ * need no map: then it is `mountView`. Called before anything reads the rootfs for the
+ * container (the compile): its overlay is mounted anew. On failure what it mounted in the view
+ * is taken down and the error thrown.
+ */
+export async function mountViewAs(view: WasiView, at: string, user: RunUser): Promise<void> {
+  const maps = idMaps(user);
+  if (!maps) {
+    mountView(view, at);
+    return;
+  }
+  const as = `the module's view as user ${user.uid}:${user.gid}`;
+  let ns: number;
+  try {
+    ns = await userNamespace(maps.uidMap, maps.gidMap);
+  } catch (e) {
+    throw new Error(`${as}: ${(e as Error).message}`);
+  }
+  try {
+    // The view's own directory is the scratch place of the layers while the overlay is made.
+    mkdirSync(at, { recursive: true, mode: 0o700 });
+    remountIdmapped(view.root, at, ns);
+    const targets = mountView(view, at);
+    try {
+      // Each volume that lies in no other one, with those that lie in it.
+      for (const [i, v] of view.volumes.entries()) {
+        if (view.volumes.slice(0, i).some((o) => isUnder(v.destination, o.destination))) continue;
+        idmapInPlace(targets[i] as string, ns);
+      }
+    } catch (e) {
+      unmountAll(at);
+      throw e;
+    }
+  } catch (e) {
+    throw new Error(`${as}: ${e instanceof IdmapError ? e.message : String(e)}`);
+  } finally {
+    closeSync(ns);
   }
 }
 

@@ -5,6 +5,7 @@
 export type {
   Compiler,
   ContainerSpec,
+  CpuLimits,
   Engine,
   Entrypoint,
   ExecutorFile,

@@ -31,8 +31,8 @@ export function metricsAny(s: RuncStats, cgroupV2: boolean): Any {
         userUsec: Math.floor((s.cpu?.usage?.user ?? 0) / 1000),
         systemUsec: Math.floor((s.cpu?.usage?.kernel ?? 0) / 1000),
         nrPeriods: thr.periods ?? 0,
-        nrThrottled: thr.throttled_periods ?? 0,
-        throttledUsec: Math.floor((thr.throttled_time ?? 0) / 1000),
+        nrThrottled: thr.throttledPeriods ?? 0,
+        throttledUsec: Math.floor((thr.throttledTime ?? 0) / 1000),
       },
       memory: {
         anon: raw.anon ?? 0,
@@ -60,7 +60,7 @@ export function metricsAny(s: RuncStats, cgroupV2: boolean): Any {
         user: s.cpu?.usage?.user ?? 0,
         perCpu: s.cpu?.usage?.percpu ?? [],
       },
-      throttling: { periods: thr.periods ?? 0, throttledPeriods: thr.throttled_periods ?? 0, throttledTime: thr.throttled_time ?? 0 },
+      throttling: { periods: thr.periods ?? 0, throttledPeriods: thr.throttledPeriods ?? 0, throttledTime: thr.throttledTime ?? 0 },
     },
     memory: {
       cache: raw.cache ?? 0,

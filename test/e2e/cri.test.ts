@@ -2,8 +2,8 @@
 // it, runs pods whose RuntimeClass handler maps to our shim, in both modes: `wasmtime` (normal
 // mode, a shim server per pod) and `wasmtimed` (shared mode: the thin shim and the
 // containerd-wasmtimed daemon this file starts), each on 1.6 and on 2.x. Where shared mode
-// differs by design (no Exec, terminal or Update for a wasm container: it runs on a thread of
-// the daemon), the test asserts the error. For Debian's
+// differs by design (no Exec or terminal for a wasm container: it runs on a thread of the
+// daemon; no change of a running one's memory limit), the test asserts the error. For Debian's
 // containerd 1.6 and the 2.x that scripts/containerd-versions.sh builds, a private containerd
 // (test/support/cri.ts) with the compiled shim on PATH: a host-network pod whose sandbox
 // (pause), a wasm container and a native busybox sidecar share one shim; logs in CRI's
@@ -685,7 +685,7 @@ for (const { name, binary, shared, handler: HANDLER } of CASES) {
 
     test(
       shared
-        ? "crictl update (UpdateContainerResources) of a running wasm container is refused with the reason (shared mode: no cgroup of its own)"
+        ? "crictl update (UpdateContainerResources) of a running wasm container changes its CPU limits; a change of its memory limit is refused with the reason (shared mode: the store's limit, set at start)"
         : "crictl update (UpdateContainerResources) changes a running wasm container's memory and CPU limits in its cgroup",
       async () => {
         const p = await cri.runPod("update");
@@ -703,13 +703,16 @@ for (const { name, binary, shared, handler: HANDLER } of CASES) {
           : [join("/sys/fs/cgroup/memory", p.cgroupParent, id), join("/sys/fs/cgroup/cpu", p.cgroupParent, id)];
         const memLimit = () => readFileSync(join(memDir, v2 ? "memory.max" : "memory.limit_in_bytes"), "utf8").trim();
         if (shared) {
-          // Shared mode: the module has no cgroup of its own (its limit is its store's), so
-          // Update is refused with the reason and the container runs on.
+          // Shared mode: the module has no cgroup of its own. Its CPU limits are the engine's
+          // (applied live); its memory limit is its store's, set at start: a change is refused
+          // with the reason and the container runs on.
           expect(existsSync(memDir)).toBe(false);
+          await cri.crictlOk(["update", "--cpu-quota", "50000", "--cpu-period", "100000", id]);
+          expect((await cri.inspect(id)).info.runtimeSpec.linux.resources.cpu).toMatchObject({ quota: 50000, period: 100000 });
           const r = await cri.crictl(["update", "--memory", String(256 << 20), id]);
           expect(r.code).not.toBe(0);
           expect(r.stderr).toContain(
-            `Update of wasm container ${id} is not supported in shared mode (it runs in the daemon, not in a process of its own)`,
+            `update of wasm container ${id}: its memory limit cannot change once it runs in shared mode (its store's limits are set when it starts)`,
           );
           expect((await cri.inspect(id)).status.state).toBe("CONTAINER_RUNNING");
           await cri.crictlOk(["rmp", "--force", p.id]);

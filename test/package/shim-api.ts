@@ -15,6 +15,7 @@ export const SURFACE = {
   "@bunwasi/shim": [
     "Compiler",
     "ContainerSpec",
+    "CpuLimits",
     "Engine",
     "Entrypoint",
     "ExecutorFile",
@@ -81,6 +82,7 @@ interface LoadOptions {
   cacheDir?: string;
   killGraceMs?: number;
   thisThread?: boolean;
+  noFileCapabilities?: boolean;
 }
 
 interface RunContext {
@@ -97,9 +99,10 @@ interface RunContext {
   stdout?: StdioSpec;
   stderr?: StdioSpec;
   httpServices?: boolean;
-  httpListen?: (addr: string, backlog: number) => number;
+  httpNetwork?: { netns?: string; outgoing?: boolean };
   entry?: string;
   memoryLimitBytes?: number;
+  cpu?: CpuLimits;
   signal?: AbortSignal;
   stopNow?: AbortSignal;
   onControl?: (control: RunControl) => void;
@@ -111,9 +114,17 @@ interface ThreadKill {
   setInterrupt(fn: number, arg: number): void;
 }
 
+interface CpuLimits {
+  quota?: number;
+  period?: number;
+  shares?: number;
+}
+
 interface RunControl {
   pause(): void;
   resume(): void;
+  setCpu?(cpu: CpuLimits): void;
+  cpuThrottling?(): { periods: number; throttledPeriods: number; throttledNs: number };
   threadId?(): number | undefined;
   memoryBytes?(): Promise<number | undefined>;
 }
@@ -185,6 +196,7 @@ export type Pins = [
   Pin<Equal<Shim.LoadOptions, LoadOptions>>,
   Pin<Equal<Shim.RunContext, RunContext>>,
   Pin<Equal<Shim.ThreadKill, ThreadKill>>,
+  Pin<Equal<Shim.CpuLimits, CpuLimits>>,
   Pin<Equal<Shim.RunControl, RunControl>>,
   Pin<Equal<Shim.RunResult, RunResult>>,
   Pin<Equal<Shim.Runner, Runner>>,

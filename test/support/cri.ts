@@ -167,6 +167,7 @@ export interface ContainerConfig {
       seccomp?: { profile_type: number };
       run_as_user?: { value: number };
       run_as_group?: { value: number };
+      supplemental_groups?: number[];
       no_new_privs?: boolean;
       capabilities?: { drop_capabilities?: string[]; add_capabilities?: string[] };
       readonly_rootfs?: boolean;

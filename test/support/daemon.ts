@@ -30,7 +30,8 @@ export interface Daemon {
   restart(): Promise<void>;
 }
 
-export async function startDaemon(dir: string, extraEnv: Record<string, string> = {}): Promise<Daemon> {
+/** `args`: more of the daemon's flags (e.g. --default-memory-limit). */
+export async function startDaemon(dir: string, extraEnv: Record<string, string> = {}, args: string[] = []): Promise<Daemon> {
   // Built here, not only by shimEnv/criEnv: a suite may start its daemon first.
   const built = Bun.spawnSync(
     ["bash", join(REPO, "scripts/build-shim.sh"), join(REPO, "build/bin"), "containerd-wasmtimed", "containerd-shim-wasmtimed-v1"],
@@ -49,7 +50,7 @@ export async function startDaemon(dir: string, extraEnv: Record<string, string> 
     // Appended to, so a restarted daemon's log follows the first one's.
     const logFd = openSync(logPath, "a");
     try {
-      proc = Bun.spawn([DAEMON, "--socket", socket, "--debug"], { env, stdin: "ignore", stdout: "ignore", stderr: logFd });
+      proc = Bun.spawn([DAEMON, "--socket", socket, "--debug", ...args], { env, stdin: "ignore", stdout: "ignore", stderr: logFd });
     } finally {
       closeSync(logFd);
     }

@@ -11,11 +11,18 @@
 //!
 //! Every request gets a fresh Store and instance (from one pre-instantiated component),
 //! as `wasmtime serve` does for WASIp2 components; an idle worker thread makes the next one
-//! ahead of time (see `Idle`).
+//! ahead of time (see `Idle`). The service as a whole is bounded (issue 16): at most
+//! `max_requests` guests run at once (the others wait for a turn), and all of its stores
+//! together grow their memories and tables within `memory_limit` (see `Budget`).
+//!
+//!
+//! A caller that lives in another network namespace than the service's (the shared-mode
+//! daemon) names the service's (`netns`): every socket of the service, its listener and its
+//! outgoing requests, is made on a thread of ours that entered it (see `Netns`).
 
 use std::ffi::{c_char, c_int};
 use std::net::SocketAddr;
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -24,7 +31,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use tokio::sync::{Notify, watch};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Result, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Result, Store};
 use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::io::TokioIo;
@@ -99,13 +106,60 @@ struct Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: Hooks,
-    limits: StoreLimits,
+    limits: Share,
+}
+
+/// Bytes a table element takes at most (a funcref is a pointer).
+const TABLE_ELEMENT_BYTES: usize = 8;
+
+/// What is left of the service's `memory_limit`: all of its stores' memories and tables
+/// together (the spare ones `Idle` makes included), not each store's.
+struct Budget(AtomicU64);
+
+/// A store's part of the `Budget` (its ResourceLimiter): it takes what its memories and tables
+/// grow by, and gives all of it back when the store is dropped. No budget: unbounded.
+struct Share {
+    budget: Option<Arc<Budget>>,
+    taken: u64,
+}
+
+impl Share {
+    fn take(&mut self, bytes: usize) -> bool {
+        let Some(budget) = &self.budget else { return true };
+        let bytes = bytes as u64;
+        let ok = budget.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(bytes)).is_ok();
+        if ok {
+            self.taken += bytes;
+        }
+        ok
+    }
+}
+
+impl wasmtime::ResourceLimiter for Share {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        Ok(self.take(desired.saturating_sub(current)))
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        Ok(self.take(desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.0.fetch_add(self.taken, Ordering::SeqCst);
+        }
+    }
 }
 
 /// wasi:http's default behaviour, plus a `Host` header on outgoing requests: HTTP/1.1 requires
 /// one (RFC 9112, 3.2) and servers refuse requests without it, but wasmtime's WASIp2 client
-/// sends none and the guest may not set it (`host` is a forbidden header).
-struct Hooks;
+/// sends none and the guest may not set it (`host` is a forbidden header). `outgoing: false`
+/// refuses every outgoing request (HttpRequestDenied): the caller has no network to give them.
+struct Hooks {
+    outgoing: bool,
+}
 
 type SendFuture = Box<
     dyn std::future::Future<
@@ -124,6 +178,9 @@ impl wasmtime_wasi_http::WasiHttpHooks for Hooks {
         _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
         use hyper::http::header::{HOST, HeaderValue};
+        if !self.outgoing {
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
         if !request.headers().contains_key(HOST) {
             if let Some(v) = request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
                 request.headers_mut().insert(HOST, v);
@@ -155,19 +212,31 @@ struct ServeConfig {
     env: Vec<(String, String)>,
     args: Vec<String>,
     root: Option<(String, bool)>,
-    memory_limit: Option<usize>,
+    /// All of the service's stores together, in bytes.
+    memory_limit: Option<u64>,
+    /// Guests running at once; the other requests wait for a turn.
+    max_requests: Option<usize>,
     artifact: Option<String>,
     threads: usize,
     pooling: bool,
     /// The guest's stdout and stderr: these fds (duplicated at start) instead of the process's.
     stdout_fd: Option<i32>,
     stderr_fd: Option<i32>,
+    /// The network namespace (a path) every socket of the service is made in; None: the caller's.
+    netns: Option<String>,
+    /// Outgoing requests allowed (false: each one is refused).
+    outgoing: bool,
+    /// False: our threads give up the capabilities over files before they serve (see `drop_file_caps`).
+    file_caps: bool,
 }
 
 /// The configuration is a list of NUL-terminated strings, key then value, keys repeated for
-/// lists: `addr`, `backlog`, `env` (K=V), `arg`, `root`, `root_ro` (1), `memory_limit`,
-/// `artifact` (a serialized component to try before compiling), `threads`, `pooling` (0 = off),
-/// `stdout_fd`, `stderr_fd` (the guest's output; default: the process's own).
+/// lists: `addr`, `backlog`, `env` (K=V), `arg`, `root`, `root_ro` (1), `memory_limit` (bytes,
+/// all stores together), `max_requests` (guests at once), `artifact` (a serialized component to
+/// try before compiling), `threads`, `pooling` (0 = off),
+/// `stdout_fd`, `stderr_fd` (the guest's output; default: the process's own), `netns` (the
+/// path of the network namespace to listen and connect in), `outgoing` (0 = refuse outgoing
+/// requests), `file_caps` (0 = the serving threads give up the capabilities over files).
 fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
     let mut cfg = ServeConfig {
         addr: "0.0.0.0:8080".parse().unwrap(),
@@ -176,11 +245,15 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
         args: vec![],
         root: None,
         memory_limit: None,
+        max_requests: None,
         artifact: None,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         pooling: true,
         stdout_fd: None,
         stderr_fd: None,
+        netns: None,
+        outgoing: true,
+        file_caps: true,
     };
     let mut root_ro = false;
     let mut parts = bytes.split(|b| *b == 0);
@@ -203,11 +276,15 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
             "root" => cfg.root = Some((v.to_string(), false)),
             "root_ro" => root_ro = v == "1",
             "memory_limit" => cfg.memory_limit = Some(v.parse()?),
+            "max_requests" => cfg.max_requests = Some(v.parse::<usize>()?.max(1)),
             "artifact" => cfg.artifact = Some(v.to_string()),
             "threads" => cfg.threads = v.parse::<usize>()?.max(1),
             "pooling" => cfg.pooling = v != "0",
             "stdout_fd" => cfg.stdout_fd = Some(v.parse()?),
             "stderr_fd" => cfg.stderr_fd = Some(v.parse()?),
+            "netns" => cfg.netns = Some(v.to_string()),
+            "outgoing" => cfg.outgoing = v != "0",
+            "file_caps" => cfg.file_caps = v != "0",
             _ => wasmtime::bail!("unknown config key {k}"),
         }
     }
@@ -253,6 +330,10 @@ struct App {
     pre: ProxyPre<Host>,
     cfg: ServeConfig,
     shared: Arc<Shared>,
+    /// What is left of `memory_limit` (None: unbounded).
+    budget: Option<Arc<Budget>>,
+    /// A turn per guest running (`max_requests`; None: unbounded).
+    turns: Option<Arc<tokio::sync::Semaphore>>,
     stdout: Option<OutputFile>,
     stderr: Option<OutputFile>,
     /// Where our own messages go (a trap, an accept error): the container's log.
@@ -297,14 +378,9 @@ impl App {
         if let Some((dir, ro)) = &self.cfg.root {
             b.preopened_dir(dir, "/", if *ro { FsPerms::ReadOnly } else { FsPerms::ReadWrite })?;
         }
-        let mut limits = StoreLimitsBuilder::new();
-        if let Some(n) = self.cfg.memory_limit {
-            limits = limits.memory_size(n);
-        }
-        let mut store = Store::new(
-            self.pre.engine(),
-            Host { table: ResourceTable::new(), wasi: b.build(), http: WasiHttpCtx::new(), hooks: Hooks, limits: limits.build() },
-        );
+        let limits = Share { budget: self.budget.clone(), taken: 0 };
+        let mut store =
+            Store::new(self.pre.engine(), Host { table: ResourceTable::new(), wasi: b.build(), http: WasiHttpCtx::new(), hooks: Hooks { outgoing: self.cfg.outgoing }, limits });
         store.limiter(|h| &mut h.limits);
         // At each epoch tick (while requests run, see `tick`) a guest busy in wasm yields, so it
         // cannot starve the tasks queued behind it on its thread; after an abort it traps.
@@ -324,6 +400,11 @@ impl App {
         if self.shared.aborted.load(Ordering::SeqCst) {
             wasmtime::bail!("the service is stopping");
         }
+        // A turn (`max_requests`), held until the guest's task is over and its store retired.
+        let turn = match &self.turns {
+            Some(t) => Some(t.clone().acquire_owned().await?),
+            None => None,
+        };
         // A store instantiated while this thread was idle, if there is one (see `Idle`).
         let (mut store, proxy) = match Idle::take_spare() {
             Some((mut store, proxy)) => {
@@ -358,6 +439,7 @@ impl App {
                 shared.idle.notify_waiters();
             }
             Idle::retire(store);
+            drop(turn);
             r
         });
         match rx.await {
@@ -610,6 +692,128 @@ fn bind(cfg: &ServeConfig) -> Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
+unsafe extern "C" {
+    /// glibc's setns(2): moves the calling thread only.
+    fn setns(fd: c_int, nstype: c_int) -> c_int;
+    /// glibc's capget(2) and capset(2): the calling thread's capabilities (pid 0).
+    fn capget(header: *mut u32, data: *mut u32) -> c_int;
+    fn capset(header: *mut u32, data: *const u32) -> c_int;
+}
+const CLONE_NEWNET: c_int = 0x4000_0000;
+
+/// The capabilities that override a file's permissions: CAP_CHOWN, CAP_DAC_OVERRIDE,
+/// CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID.
+const FILE_CAPS: u32 = 0b1_1111;
+
+/// The calling thread gives up FILE_CAPS, effective and permitted, for good; the threads it
+/// starts inherit that. A host that is root for many containers (the shared-mode daemon) asks
+/// for it: a guest's files are then checked by its view's idmapped mount and the mode bits
+/// alone (src/linux/idmap.ts), whichever of our threads touches them.
+fn drop_file_caps() -> Result<()> {
+    let (mut header, mut data) = this_thread_caps()?;
+    data[0] &= !FILE_CAPS;
+    data[1] &= !FILE_CAPS;
+    if unsafe { capset(header.as_mut_ptr(), data.as_ptr()) } != 0 {
+        wasmtime::bail!("capset: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The calling thread's capability header and sets: _LINUX_CAPABILITY_VERSION_3, pid 0; then
+/// {effective, permitted, inheritable} for capabilities 0-31 and 32-63.
+fn this_thread_caps() -> Result<([u32; 2], [u32; 6])> {
+    let mut header = [0x2008_0522u32, 0];
+    let mut data = [0u32; 6];
+    if unsafe { capget(header.as_mut_ptr(), data.as_mut_ptr()) } != 0 {
+        wasmtime::bail!("capget: {}", std::io::Error::last_os_error());
+    }
+    Ok((header, data))
+}
+
+/// How a thread of ours starts: in the service's network namespace, without the capabilities
+/// over files, as asked.
+#[derive(Clone)]
+struct ThreadSetup {
+    netns: Option<Arc<Netns>>,
+    drop_caps: bool,
+}
+
+impl ThreadSetup {
+    fn apply(&self) -> Result<()> {
+        if let Some(ns) = &self.netns {
+            ns.enter()?;
+        }
+        if self.drop_caps {
+            drop_file_caps()?;
+        }
+        Ok(())
+    }
+
+    /// For a thread tokio starts (a blocking-pool thread). It inherited both from the worker
+    /// thread that started it, so a failure here still leaves it right, unless it does not: the
+    /// process then stops rather than serve a pod from the host's namespace or as root.
+    fn apply_or_abort(&self, log: &Log) {
+        if let Err(e) = self.apply() {
+            let ns_ok = self.netns.as_ref().is_none_or(|ns| ns.is_current());
+            let caps_ok = !self.drop_caps || this_thread_caps().is_ok_and(|(_, d)| (d[0] | d[1]) & FILE_CAPS == 0);
+            if !(ns_ok && caps_ok) {
+                log.line(&format!("bunwasi: http: {e:#}; stopping"));
+                std::process::abort();
+            }
+        }
+    }
+}
+
+/// The network namespace a service's sockets are made in, when it is not the caller's (the
+/// shared-mode daemon serves a pod's service from its own namespace). A socket belongs for its
+/// whole life to the namespace of the thread that created it, and setns(CLONE_NEWNET) moves
+/// only the calling thread; so the threads of ours that make sockets enter the namespace at
+/// their start and never leave it (they end with the service): the listener is bound on a
+/// short-lived thread, and each worker thread, where a guest's outgoing requests connect,
+/// enters before it runs anything, as does each thread of its blocking pool (where a host
+/// name is looked up). Nothing of the caller's threads changes namespace.
+struct Netns {
+    path: String,
+    file: std::fs::File,
+}
+
+impl Netns {
+    fn open(path: &str) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| wasmtime::format_err!("network namespace {path}: {e}"))?;
+        Ok(Netns { path: path.to_string(), file })
+    }
+
+    /// Move the calling thread into the namespace.
+    fn enter(&self) -> Result<()> {
+        if unsafe { setns(self.file.as_raw_fd(), CLONE_NEWNET) } != 0 {
+            wasmtime::bail!("network namespace {}: setns: {}", self.path, std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The calling thread is in the namespace already (a thread inherits its creator's).
+    fn is_current(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.file.metadata(), std::fs::metadata("/proc/thread-self/ns/net")) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+}
+
+/// Bind as `bind` does, in `netns` when given (on a thread of its own, which ends here).
+fn bind_in(cfg: &ServeConfig, netns: Option<&Netns>) -> Result<std::net::TcpListener> {
+    let Some(ns) = netns else { return bind(cfg) };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.enter()?;
+            bind(cfg)
+        })
+        .join()
+        .map_err(|_| wasmtime::format_err!("panic while binding"))?
+    })
+}
+
 fn load(engine: &Engine, src: &[u8], artifact: Option<&str>, log: &Log) -> Result<Component> {
     if let Some(path) = artifact {
         // Only the executor's read-only compile cache passes a path here, filled by the shim
@@ -629,9 +833,7 @@ fn own_copy(fd: Option<i32>) -> Result<Option<std::fs::File>> {
     Ok(Some(std::fs::File::from(owned)))
 }
 
-/// `listener`: a listening socket the caller made (in its network namespace); None = bind
-/// `addr` here.
-fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Server> {
+fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
     let mut cfg = parse_config(cfg_bytes)?;
     let stdout = own_copy(cfg.stdout_fd)?;
     let stderr = own_copy(cfg.stderr_fd)?;
@@ -640,6 +842,10 @@ fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Serv
         None => None,
     });
     let (stdout, stderr) = (stdout.map(OutputFile::new), stderr.map(OutputFile::new));
+    let netns = match &cfg.netns {
+        Some(path) => Some(Arc::new(Netns::open(path)?)),
+        None => None,
+    };
     let engine = serving_engine(cfg.pooling)?;
     let component = load(&engine, src, cfg.artifact.as_deref(), &log)?;
     // A preopened directory costs an open per request: only a component that imports
@@ -654,14 +860,7 @@ fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Serv
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| wasmtime::format_err!("link: {e}"))?;
     let pre = ProxyPre::new(pre).map_err(|e| wasmtime::format_err!("not a wasi:http proxy: {e}"))?;
-    let listener = match listener {
-        Some(fd) => {
-            let l = std::net::TcpListener::from(fd);
-            l.set_nonblocking(true)?;
-            l
-        }
-        None => bind(&cfg)?,
-    };
+    let listener = bind_in(&cfg, netns.as_deref())?;
     let port = listener.local_addr()?.port();
     let (stop, _) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -677,7 +876,9 @@ fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Serv
         ticker_stop: AtomicBool::new(false),
     });
     let engine = pre.engine().clone();
-    let app = Arc::new(App { pre, cfg, shared: shared.clone(), stdout, stderr, log });
+    let budget = cfg.memory_limit.map(|n| Arc::new(Budget(AtomicU64::new(n))));
+    let turns = cfg.max_requests.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+    let app = Arc::new(App { pre, cfg, shared: shared.clone(), budget, turns, stdout, stderr, log });
     // Subscribed before the handle exists, so a stop asked at once is seen.
     let stop_rx = shared.stop.subscribe();
     // The workers run until the accept loop has drained (or the service was aborted), then end
@@ -686,12 +887,28 @@ fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Serv
     let (exit, _) = watch::channel(false);
     let mut handles = vec![];
     let mut joins = vec![];
+    // Each worker says whether its setup (namespace, capabilities) held before it runs anything.
+    let (entered_tx, entered) = std::sync::mpsc::channel::<Result<()>>();
+    let setup = ThreadSetup { netns: netns.clone(), drop_caps: !app.cfg.file_caps };
     for i in 0..app.cfg.threads {
         let idle_app = app.clone();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(move || Idle::before_park(&idle_app)).build()?;
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        builder.enable_all().on_thread_park(move || Idle::before_park(&idle_app));
+        if setup.netns.is_some() || setup.drop_caps {
+            let (setup, log) = (setup.clone(), app.log.clone());
+            builder.on_thread_start(move || setup.apply_or_abort(&log));
+        }
+        let rt = builder.build()?;
         handles.push(rt.handle().clone());
         let mut rx = exit.subscribe();
+        let (setup, entered_tx) = (setup.clone(), entered_tx.clone());
         joins.push(std::thread::Builder::new().name(format!("bunwasi-http-{i}")).spawn(move || {
+            let r = setup.apply();
+            let ok = r.is_ok();
+            let _ = entered_tx.send(r);
+            if !ok {
+                return;
+            }
             rt.block_on(async move {
                 let _ = rx.wait_for(|v| *v).await;
                 Idle::clear();
@@ -699,6 +916,11 @@ fn start(cfg_bytes: &[u8], src: &[u8], listener: Option<OwnedFd>) -> Result<Serv
             // Joined (its blocking threads too), so a host that lives on keeps none of them.
             rt.shutdown_timeout(std::time::Duration::from_secs(10));
         })?);
+    }
+    drop(entered_tx);
+    for _ in 0..joins.len() {
+        // A worker that could not enter has ended; the others end when `exit` drops with this error.
+        entered.recv().map_err(|_| wasmtime::format_err!("a worker thread ended at its start"))??;
     }
     // The accept loop (and the drain) on a thread of its own.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -813,29 +1035,7 @@ pub unsafe extern "C" fn bunwasi_http_start(
     err: *mut u8,
     err_cap: usize,
 ) -> *mut Server {
-    let r = std::panic::catch_unwind(|| start(unsafe { slice(cfg, cfg_len) }, unsafe { slice(src, src_len) }, None));
-    unsafe { started(r, err, err_cap) }
-}
-
-/// As `bunwasi_http_start`, serving on `listen_fd`, a listening TCP socket the caller made
-/// (the shared-mode daemon makes it inside the pod's network namespace); the `addr` and
-/// `backlog` settings are then unused. The library owns the fd from this call on, also when
-/// it fails (it is closed then).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn bunwasi_http_start_fd(
-    listen_fd: c_int,
-    cfg: *const u8,
-    cfg_len: usize,
-    src: *const u8,
-    src_len: usize,
-    err: *mut u8,
-    err_cap: usize,
-) -> *mut Server {
-    let fd = if listen_fd >= 0 { Some(unsafe { OwnedFd::from_raw_fd(listen_fd) }) } else { None };
-    let r = std::panic::catch_unwind(move || match fd {
-        Some(fd) => start(unsafe { slice(cfg, cfg_len) }, unsafe { slice(src, src_len) }, Some(fd)),
-        None => Err(wasmtime::format_err!("no listening socket (fd {listen_fd})")),
-    });
+    let r = std::panic::catch_unwind(|| start(unsafe { slice(cfg, cfg_len) }, unsafe { slice(src, src_len) }));
     unsafe { started(r, err, err_cap) }
 }
 

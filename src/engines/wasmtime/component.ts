@@ -95,6 +95,10 @@ export function runComponent(
     if (Atomics.load(kill, 0) !== 0) return { code: 128 + Atomics.load(kill, 0), stats };
 
     linker = lib.wasmtime_component_linker_new(engine) as Pointer;
+    // All of WASI 0.2, wasi:sockets included, but no network: the store's WASI context
+    // (./store.ts) never calls wasi_config_inherit_network, so wasmtime-wasi's default address
+    // check refuses every bind and connect, and name lookups are off (its default). A component
+    // in the shared-mode daemon, whose threads are in the node's namespace, reaches nothing.
     check(lib, lib.wasmtime_component_linker_add_wasip2(linker), "define wasi");
     const instance = Buffer.alloc(COMPONENT_LAYOUT.instance.size);
     const err = lib.wasmtime_component_linker_instantiate(linker, ctx, component, instance) as Pointer | null;

@@ -24,14 +24,16 @@ import {
   type ThreadKill,
 } from "../engine.ts";
 import { compileComponent, serializeComponent, wat2wasm } from "./component.ts";
+import { CPU_TICK_MS } from "./cpu-throttle.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { isHttpService } from "./http/exports.ts";
 import { findHttpHost, httpCacheKeyInSlices } from "./http/library.ts";
 import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import { MemoryAsks } from "./memory-asks.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
-import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory } from "./run-atomics.ts";
+import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory, setCpuWords, throttling } from "./run-atomics.ts";
 import { RUN_WORKER_SCRIPT } from "./scripts.ts";
+import { type WasmShape, wasmShape } from "./wasm-shape.ts";
 
 /**
  * How long Stats waits for a run to publish its memory after the epoch bump. A thread in
@@ -63,6 +65,8 @@ export interface WasmtimeEngineOptions {
   killGraceMs?: number;
   /** Scripts whose default export is a HostFunctions (../host.ts), linked into every run. */
   hostModules?: string[];
+  /** Every run drops the capabilities over files first (LoadOptions.noFileCapabilities). */
+  noFileCapabilities?: boolean;
 }
 
 /** `module` is wasmtime's serialized form (trusted caller only): of a component when `precompiledComponent`. */
@@ -92,8 +96,12 @@ export class WasmtimeEngine {
   private readonly optLevel: number;
   private readonly killGraceMs: number;
   private readonly hostModules: string[];
+  private readonly noFileCapabilities: boolean;
   /** Stats' asks for a fresh memory figure, one epoch bump per gathering (./memory-asks.ts). */
   private readonly memoryAsks = new MemoryAsks(() => this.incrementEpoch());
+  /** The runs with a CPU quota: while there is one, the epoch ticks every CPU_TICK_MS (./cpu-throttle.ts). */
+  private readonly quotaRuns = new Set<Int32Array>();
+  private cpuTicker: ReturnType<typeof setInterval> | undefined;
 
   constructor(opts: WasmtimeEngineOptions = {}) {
     const { path, lib } = wasmtime(opts.libPath ?? findLibwasmtime());
@@ -103,6 +111,7 @@ export class WasmtimeEngine {
     this.optLevel = opts.optLevel ?? OPT_LEVEL;
     this.hostModules = opts.hostModules ?? [];
     this.killGraceMs = opts.killGraceMs ?? KILL_GRACE_MS;
+    this.noFileCapabilities = !!opts.noFileCapabilities;
     const config = lib.wasm_config_new() as Pointer;
     lib.wasmtime_config_epoch_interruption_set(config, true);
     lib.wasmtime_config_cranelift_opt_level_set(config, this.optLevel);
@@ -173,6 +182,10 @@ export class WasmtimeEngine {
     if ("early" in prepared) return prepared.early;
     const { req, cacheKey, cacheHit, loaded } = prepared;
     const kill = new Int32Array(req.kill);
+    if (ctx.cpu) {
+      setCpuWords(kill, ctx.cpu);
+      this.holdToQuota(kill, (ctx.cpu.quota ?? 0) > 0);
+    }
     const worker = takeWorker();
     return await new Promise<RunResult & { stats: RunStats }>((resolve) => {
       let done = false;
@@ -191,6 +204,7 @@ export class WasmtimeEngine {
           clearInterval(rebump);
           loaded();
         }
+        this.holdToQuota(kill, false);
         if (done) return;
         done = true;
         if (graceTimer) clearTimeout(graceTimer);
@@ -243,11 +257,35 @@ export class WasmtimeEngine {
           Atomics.notify(kill, 1);
         },
         memoryBytes: () => this.askMemory(kill),
+        setCpu: (cpu) => {
+          if (done) return;
+          setCpuWords(kill, cpu);
+          this.holdToQuota(kill, (cpu.quota ?? 0) > 0);
+          // Read at the next callback: now, for a module busy in wasm (shares change its nice value).
+          this.incrementEpoch();
+        },
+        cpuThrottling: () => throttling(req.kill),
       });
       if (ctx.signal?.aborted) onAbort();
       else ctx.signal?.addEventListener("abort", onAbort, { once: true });
       worker.postMessage(req);
     });
+  }
+
+  /**
+   * Counts `words`' run among those with a CPU quota (or no longer): the epoch ticks while
+   * there is one, so that each reaches its throttle's check (./cpu-throttle.ts). One tick
+   * sends every running module of the engine through its callback; one without a quota
+   * only publishes its memory figure there and carries on.
+   */
+  private holdToQuota(words: Int32Array, on: boolean): void {
+    if (on) this.quotaRuns.add(words);
+    else this.quotaRuns.delete(words);
+    if (this.quotaRuns.size > 0) this.cpuTicker ??= setInterval(() => this.incrementEpoch(), CPU_TICK_MS);
+    else if (this.cpuTicker) {
+      clearInterval(this.cpuTicker);
+      this.cpuTicker = undefined;
+    }
   }
 
   /**
@@ -386,6 +424,7 @@ export class WasmtimeEngine {
       // Only a caller that controls the run (shared mode's Stats) needs the thread id: it
       // costs a dlopen on the run thread, which an executor start should not pay.
       wantThreadId: !!ctx.onControl,
+      dropFileCaps: this.noFileCapabilities,
       collectBeforeRun: !!ctx.onControl,
       args: ctx.args,
       env: envPairs(ctx.env),
@@ -398,6 +437,7 @@ export class WasmtimeEngine {
       stderrFd: ctx.stderr?.kind === "fd" ? ctx.stderr.fd : undefined,
       entry: ctx.entry ?? "_start",
       memoryLimitBytes: ctx.memoryLimitBytes,
+      ...(ctx.memoryLimitBytes !== undefined && !ctx.precompiled ? shapeOf(this.lib, source) : {}),
       hostModules: this.hostModules,
       kill: killBuf,
     };
@@ -449,10 +489,10 @@ export class WasmtimeEngine {
 
   /** Serve a wasi:http component until ctx.signal aborts (only where the caller allows it). */
   private async serve(source: Uint8Array, ctx: RunContext, cacheSource?: Uint8Array): Promise<RunResult & { stats: RunStats }> {
-    if (!ctx.httpServices && !ctx.httpListen) {
+    if (!ctx.httpServices && !ctx.httpNetwork) {
       writeErr(
         ctx.stderr,
-        "bunwasi: a wasi:http component is served only where its caller gives it a network (RunContext.httpServices, httpListen)\n",
+        "bunwasi: a wasi:http component is served only where its caller gives it a network (RunContext.httpServices, httpNetwork)\n",
       );
       return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
     }
@@ -476,10 +516,17 @@ export class WasmtimeEngine {
         memoryLimitBytes: ctx.memoryLimitBytes,
         libDir,
         ...(artifact ? { artifact } : {}),
-        // A caller that makes the socket is one serving many (the daemon): no pooling
-        // allocator, whose reservation (~4 TiB of address space each) would run a 47-bit
-        // address space out after about 30 services.
-        ...(ctx.httpListen ? { listen: ctx.httpListen, pooling: false } : {}),
+        // A caller that serves many (the daemon): sockets in the pod's namespace, and no
+        // pooling allocator, whose reservation (~4 TiB of address space each) would run a
+        // 47-bit address space out after about 30 services.
+        ...(ctx.httpNetwork
+          ? {
+              ...(ctx.httpNetwork.netns !== undefined ? { netns: ctx.httpNetwork.netns } : {}),
+              outgoing: ctx.httpNetwork.outgoing !== false,
+              pooling: false,
+            }
+          : {}),
+        ...(this.noFileCapabilities ? { fileCapabilities: false } : {}),
         // The guest's output on the caller's fds (the daemon's copies of containerd's fifos).
         ...(ctx.stdout?.kind === "fd" ? { stdoutFd: ctx.stdout.fd } : {}),
         ...(ctx.stderr?.kind === "fd" ? { stderrFd: ctx.stderr.fd } : {}),
@@ -537,6 +584,18 @@ function takeWorker(): Worker {
  */
 export function workerEntry(): string {
   return workerScript(RUN_WORKER_SCRIPT, process.env.BUNWASI_WASMTIME_WORKER);
+}
+
+/**
+ * The memories and tables a module source declares (./wasm-shape.ts), for its store's limits;
+ * nothing when it cannot be read (the compile then says why). WAT text is translated first.
+ */
+function shapeOf(lib: WasmtimeLib, source: Uint8Array): { shape?: WasmShape } {
+  try {
+    return { shape: wasmShape(isWasmBinary(source) ? source : wat2wasm(lib, source)) };
+  } catch {
+    return {};
+  }
 }
 
 function copyVec(vec: Buffer): Uint8Array {

@@ -76,6 +76,7 @@ export const wasmtime: Engine = {
       killGraceMs: opts.killGraceMs,
       optLevel: OPT_LEVEL,
       hostModules: opts.hostModules,
+      noFileCapabilities: opts.noFileCapabilities,
     });
     return { run: (ctx) => engine.execute(ctx), runHere: (ctx, kill) => engine.executeHere(ctx, kill), close: () => engine.close() };
   },

@@ -1,11 +1,15 @@
 // Messages between WasmtimeEngine (main thread) and its run worker.
 
+import type { WasmShape } from "./wasm-shape.ts";
+
 export type ModuleKind = "wasm" | "wat" | "serialized";
 
 export interface RunRequest {
   libPath: string;
   /** Post the run thread's Linux id ({ type: "thread" }) before running. */
   wantThreadId?: boolean;
+  /** The run thread gives up the capabilities over files first (LoadOptions.noFileCapabilities). */
+  dropFileCaps?: boolean;
   /**
    * Collect this thread's JS garbage (module loading, linking) before the guest runs: the
    * thread then sits in wasm, where JSC never collects. For callers that hold many runs at
@@ -41,7 +45,10 @@ export interface RunRequest {
   stderrFd?: number; // where to write a trap message when stderr is inherited/fd
   /** Export to call: "_start" (for a component: `wasi:cli/run`), or a function taking no arguments. */
   entry: string;
+  /** All of the store's memories and tables together (./store.ts). */
   memoryLimitBytes?: number;
+  /** The module's memories, tables and instances (./wasm-shape.ts), read where the limit needs them; absent: unknown. */
+  shape?: WasmShape;
   /** Scripts whose default export is a HostFunctions (../host.ts): imported and linked by the worker. */
   hostModules: string[];
   /** Int32Array view: [0] = signal number once killed (0 = running); [1] = 1 while paused. */

@@ -10,6 +10,13 @@
 //   [MEM_ANSWER]  set to MEM_ASK's value by the run thread once it has published
 //   [BLOCKED]     1 while the run thread sits in a wait of ours (sleep, pause): its memory
 //                 cannot change, so the published figure is current and nobody need ask
+//   [CPU_QUOTA]   the CPU quota in µs per CPU_PERIOD (the spec's linux.resources.cpu); <= 0
+//                 unlimited. Written by the owner (start, Update), read at each epoch callback
+//   [CPU_PERIOD]  the period in µs
+//   [CPU_SHARES]  the spec's shares (a weight; 0 none): the run thread's nice value follows it
+//   [CPU_CHECKS]  epoch callbacks that checked a quota (Stats: throttling periods)
+//   [CPU_THROTTLED] of those, the ones that slept (Stats: throttled periods)
+//   [THROTTLED_NS] (a 64-bit word after the others) nanoseconds slept by the throttle
 
 export const KILL = 0;
 export const PAUSED = 1;
@@ -17,13 +24,20 @@ export const MEM_PAGES = 2;
 export const MEM_ASK = 3;
 export const MEM_ANSWER = 4;
 export const BLOCKED = 5;
-const WORDS = 6;
+export const CPU_QUOTA = 6;
+export const CPU_PERIOD = 7;
+export const CPU_SHARES = 8;
+export const CPU_CHECKS = 9;
+export const CPU_THROTTLED = 10;
+const WORDS = 12; // an even count: the 64-bit word after them is aligned
+/** Index of THROTTLED_NS in a BigInt64Array over the same buffer. */
+export const THROTTLED_NS = WORDS / 2;
 
 /** The wasm page: linear memory grows in these (the default page size). */
 export const WASM_PAGE = 65536;
 
 export function newRunWords(): SharedArrayBuffer {
-  const buf = new SharedArrayBuffer(WORDS * 4);
+  const buf = new SharedArrayBuffer(WORDS * 4 + 8);
   Atomics.store(new Int32Array(buf), MEM_PAGES, -1);
   return buf;
 }
@@ -42,4 +56,32 @@ export function publishMemory(words: Int32Array, bytes: number): void {
 export function publishedMemory(words: Int32Array): number | undefined {
   const pages = Atomics.load(words, MEM_PAGES);
   return pages < 0 ? undefined : pages * WASM_PAGE;
+}
+
+/** The CPU limits a run obeys, as the owner sets them (start, Update). */
+export interface CpuWords {
+  /** µs per period; <= 0 or absent: no quota. */
+  quota?: number;
+  period?: number;
+  shares?: number;
+}
+
+/** Owner: sets the run's CPU limits (read by its thread at its next epoch callback). */
+export function setCpuWords(words: Int32Array, cpu: CpuWords): void {
+  const quota = cpu.quota !== undefined && cpu.quota > 0 ? Math.min(Math.floor(cpu.quota), 0x7fffffff) : 0;
+  // The kernel's default period when the spec gives a quota without one.
+  const period = cpu.period !== undefined && cpu.period > 0 ? Math.min(Math.floor(cpu.period), 0x7fffffff) : 100_000;
+  Atomics.store(words, CPU_PERIOD, period);
+  Atomics.store(words, CPU_QUOTA, quota);
+  Atomics.store(words, CPU_SHARES, cpu.shares !== undefined && cpu.shares > 0 ? Math.min(Math.floor(cpu.shares), 0x7fffffff) : 0);
+}
+
+/** What the throttle has done so far, in the shape of a cgroup's cpu.stat. */
+export function throttling(buf: SharedArrayBuffer): { periods: number; throttledPeriods: number; throttledNs: number } {
+  const words = new Int32Array(buf, 0, WORDS);
+  return {
+    periods: Atomics.load(words, CPU_CHECKS) >>> 0,
+    throttledPeriods: Atomics.load(words, CPU_THROTTLED) >>> 0,
+    throttledNs: Number(Atomics.load(new BigInt64Array(buf), THROTTLED_NS)),
+  };
 }

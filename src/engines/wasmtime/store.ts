@@ -1,12 +1,23 @@
 // The per-run store both run paths share (core modules in ./worker.ts, components in
 // ./component.ts): memory limit, the WASI context (one wasi_config_t serves preview 1
 // and preview 2 in libwasmtime 48: the store keeps one context and both linkers read it),
-// and the epoch-deadline callback that turns a kill into a trap.
+// and the epoch-deadline callback that turns a kill into a trap and applies the CPU quota.
+//
+// The memory limit bounds everything the store makes together: linear memories, tables,
+// instances. wasmtime's limiter (wasmtime_store_limiter, the only one of its C API) is per
+// memory and per table, plus counts; so the store may make exactly the memories, tables and
+// instances the module declares (./wasm-shape.ts), each table holds at most a few thousand
+// elements more than it starts with, and each memory gets an equal share of what is left.
+// A module that needs more at start than that is refused before it runs (exit 125, saying
+// so); a grow past its share fails (memory.grow and table.grow return -1).
 
 import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
+import { CpuThrottle, type ThreadClock } from "./cpu-throttle.ts";
 import { check, cstr, cstrArray, LAYOUT, type WasmtimeLib } from "./ffi.ts";
+import { interruptibleSleep } from "./interruptible.ts";
 import type { RunRequest } from "./protocol.ts";
 import { BLOCKED, publishMemory } from "./run-atomics.ts";
+import type { WasmShape } from "./wasm-shape.ts";
 
 /** An error before the guest ran (bad module, link error, missing export): exit 125. */
 export class EngineError extends Error {}
@@ -34,8 +45,20 @@ export function openStore(lib: WasmtimeLib, engine: Pointer, req: RunRequest, ki
   try {
     const ctx = lib.wasmtime_store_context(store) as Pointer;
     if (req.memoryLimitBytes !== undefined && req.memoryLimitBytes >= 0) {
-      lib.wasmtime_store_limiter(store, BigInt(Math.floor(req.memoryLimitBytes)), -1n, -1n, -1n, -1n);
+      const l = storeLimits(req.memoryLimitBytes, req.shape);
+      lib.wasmtime_store_limiter(
+        store,
+        BigInt(l.memorySize),
+        BigInt(l.tableElements),
+        BigInt(l.instances),
+        BigInt(l.tables),
+        BigInt(l.memories),
+      );
     }
+    // The CPU quota and shares (shared mode; the executor's kill word has no room for them):
+    // the shares' nice value from the start, the quota from the first epoch callback on.
+    const throttle = CpuThrottle.applies(kill) ? new CpuThrottle(kill, threadClock(kill)) : undefined;
+    throttle?.check();
     // takes ownership of the config
     check(lib, lib.wasmtime_context_set_wasi(ctx, wasiConfig(lib, req, keep)), "wasi");
 
@@ -46,6 +69,8 @@ export function openStore(lib: WasmtimeLib, engine: Pointer, req: RunRequest, ki
         // Any epoch bump (a Stats request among them) refreshes the memory figure.
         if (memory.extern)
           publishMemory(kill, Number(lib.wasmtime_memory_data_size(cx, (bunPtr(memory.extern) + LAYOUT.extern.of) as Pointer)));
+        // Over its CPU quota: sleeps here until it is back within it (a kill ends the sleep).
+        throttle?.check();
         // Paused: this thread waits here, inside the module, until resumed or killed.
         Atomics.store(kill, BLOCKED, 1);
         while (Atomics.load(kill, 1) !== 0 && Atomics.load(kill, 0) === 0) Atomics.wait(kill, 1, 1);
@@ -67,6 +92,73 @@ export function openStore(lib: WasmtimeLib, engine: Pointer, req: RunRequest, ki
     deadlineCb?.close();
     throw e;
   }
+}
+
+/** How many bytes a table element takes in wasmtime at most (a funcref is a pointer). */
+export const TABLE_ELEMENT_BYTES = 8;
+/** Elements each table may grow by beyond its initial size, where the limit leaves room. */
+export const TABLE_ROOM = 10_000;
+const PAGE = 65536;
+
+/** What wasmtime_store_limiter is given. */
+export interface StoreLimits {
+  /** Bytes each linear memory may grow to. */
+  memorySize: number;
+  /** Elements each table may grow to. */
+  tableElements: number;
+  instances: number;
+  tables: number;
+  memories: number;
+}
+
+/**
+ * The shape assumed for a module whose binary we do not have (precompiled bytes a trusted
+ * caller gave): one memory, one table, one instance, as a WASI program has.
+ */
+const ONE_OF_EACH: WasmShape = { memories: [0], tables: [0], instances: 1 };
+
+const mib = (n: number) => `${(n / 2 ** 20).toFixed(n % 2 ** 20 ? 1 : 0)} MiB`;
+
+/**
+ * The limiter's settings that keep all of a store's memories and tables within `limitBytes`
+ * together (see the top of this file); throws EngineError when the module needs more at start.
+ */
+export function storeLimits(limitBytes: number, shape: WasmShape = ONE_OF_EACH): StoreLimits {
+  const limit = Math.max(0, Math.floor(limitBytes));
+  const nT = shape.tables.length;
+  const nM = shape.memories.length;
+  const tableMin = Math.max(0, ...shape.tables);
+  const memoryMin = shape.memories.reduce((a, b) => a + b, 0);
+  const need = nT * tableMin * TABLE_ELEMENT_BYTES + memoryMin;
+  const what = `${nM} linear ${nM === 1 ? "memory" : "memories"} and ${nT} ${nT === 1 ? "table" : "tables"}`;
+  if (need > limit) {
+    throw new EngineError(
+      `memory limit: the module's ${what} need ${mib(need)} at start, more than the container's limit of ${mib(limit)}`,
+    );
+  }
+  const room = nT ? Math.floor((limit - memoryMin) / (nT * TABLE_ELEMENT_BYTES)) : 0;
+  const tableElements = nT ? Math.max(tableMin, Math.min(tableMin + TABLE_ROOM, room)) : 0;
+  const forMemories = limit - nT * tableElements * TABLE_ELEMENT_BYTES;
+  const memorySize = nM ? Math.floor(forMemories / nM / PAGE) * PAGE : 0;
+  const largest = Math.max(0, ...shape.memories);
+  if (largest > memorySize) {
+    throw new EngineError(
+      `memory limit: the container's limit of ${mib(limit)} is shared by the module's ${what}, ${mib(memorySize)} for each memory, and one needs ${mib(largest)} at start`,
+    );
+  }
+  return { memorySize, tableElements, instances: Math.max(1, shape.instances), tables: nT, memories: nM };
+}
+
+/** The run thread's clocks, nice value and interruptible sleep, for its CPU throttle. */
+function threadClock(kill: Int32Array): ThreadClock {
+  // Required here: only a run of the daemon has CPU words, and an executor never loads this binding.
+  const libc = require("../../linux/libc.ts") as typeof import("../../linux/libc.ts");
+  return {
+    wallNs: () => performance.now() * 1e6,
+    cpuNs: () => libc.threadCpuNs(),
+    nice: (n) => void libc.setThreadNice(n),
+    sleep: (ns) => interruptibleSleep(kill, BigInt(ns)),
+  };
 }
 
 /** A wasi_config_t with the run's argv, env, root preopen and stdio. */

@@ -492,6 +492,20 @@ if (!Bun.isMainThread) {
   const post = (m: WorkerMessage) => self.postMessage(m);
   self.onmessage = async (ev: MessageEvent<RunRequest>) => {
     const req = ev.data;
+    // Before anything touches a file (the module's WASI included): this thread, and the
+    // threads libwasmtime starts from it, give up the capabilities over files, so that the
+    // view's idmapped mount and the mode bits decide (src/linux/idmap.ts). Not at all rather
+    // than with them.
+    if (req.dropFileCaps) {
+      const libc = require("../../linux/libc.ts") as typeof import("../../linux/libc.ts");
+      const [r, e] = libc.dropCapabilitiesThisThread(libc.FILE_CAPABILITIES);
+      if (r < 0) {
+        const message = `bunwasi: cannot give up the run thread's file capabilities: ${libc.strerror(e)}`;
+        reportMessage(req, message);
+        post({ type: "exit", code: EXIT_ENGINE_ERROR, message, stats: { instantiateMs: 0, runMs: 0 } });
+        return;
+      }
+    }
     if (req.wantThreadId) {
       const tid = threadId();
       if (tid > 0) post({ type: "thread", tid });

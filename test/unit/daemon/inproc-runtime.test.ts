@@ -3,7 +3,8 @@
 // stdio; real mounts, so root), how each Task call maps
 // onto a run (create holds, start runs, kill aborts or ends a created one, delete cleans
 // up), the stdin relay (data and EOF reach the module's fifo, a kill ends a blocked read),
-// and what it refuses (a terminal, Exec, Update) before anything is made.
+// and what it refuses (a terminal, Exec) before anything is made; its limits (the daemon's
+// default memory limit, Update of the CPU limits and of the memory limit before start).
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import {
   closeSync,
@@ -75,7 +76,7 @@ function mountsUnder(path: string): string[] {
 async function created(
   id = "c1",
   p = plan(),
-  o: { undo?: UndoStack; io?: ProcessIo; warm?: () => Promise<void> } = {},
+  o: { undo?: UndoStack; io?: ProcessIo; warm?: () => Promise<void>; defaultMemoryBytes?: number } = {},
 ): Promise<InProcessInstance> {
   const work = join(dir, id);
   mkdirSync(work, { recursive: true });
@@ -89,7 +90,12 @@ async function created(
     undo: o.undo ?? new UndoStack(),
     onOom: () => {},
   };
-  const inst = await InProcessInstance.create(p, req, { runner: async () => runner, pid: 4242, ...(o.warm ? { warm: o.warm } : {}) });
+  const inst = await InProcessInstance.create(p, req, {
+    runner: async () => runner,
+    pid: 4242,
+    ...(o.warm ? { warm: o.warm } : {}),
+    ...(o.defaultMemoryBytes !== undefined ? { defaultMemoryBytes: o.defaultMemoryBytes } : {}),
+  });
   live.push(inst);
   return inst;
 }
@@ -303,6 +309,60 @@ describe("InProcessInstance", () => {
     expect(seen).toEqual(["pause", "resume", "pause"]);
   });
 
+  test("a spec without a memory limit gets the daemon's default: the run's limit, Stats' limit", async () => {
+    const inst = await created("c1", plan({ limits: {} }), { defaultMemoryBytes: 48 << 20 });
+    await inst.start();
+    expect(runner.runs[0]!.ctx.memoryLimitBytes).toBe(48 << 20);
+    runner.runs[0]!.ctx.onControl?.({ pause() {}, resume() {}, memoryBytes: async () => 65536 });
+    expect((await inst.stats()).memory?.usage?.limit).toBe(48 << 20);
+    // The spec's own limit wins; without a default there is none.
+    const own = await created("c2", plan({ limits: { memoryBytes: 8 << 20 } }), { defaultMemoryBytes: 48 << 20 });
+    await own.start();
+    expect(runner.runs[1]!.ctx.memoryLimitBytes).toBe(8 << 20);
+    const none = await created("c3", plan({ limits: {} }));
+    await none.start();
+    expect(runner.runs[2]!.ctx.memoryLimitBytes).toBeUndefined();
+    for (const i of [inst, own, none]) await i.delete(true);
+  });
+
+  test("Update before start: the run starts with the new limits (unset fields keep theirs; 0 memory is the default)", async () => {
+    const inst = await created("c1", plan({ limits: { memoryBytes: 64 << 20, cpu: { shares: 512 } } }), { defaultMemoryBytes: 48 << 20 });
+    await inst.update(JSON.stringify({ memory: { limit: 0 }, cpu: { quota: 20_000, period: 50_000 } }));
+    await inst.start();
+    expect(runner.runs[0]!.ctx.memoryLimitBytes).toBe(48 << 20);
+    expect(runner.runs[0]!.ctx.cpu).toEqual({ shares: 512, quota: 20_000, period: 50_000 });
+    await inst.delete(true);
+  });
+
+  test("Update while it runs: the CPU limits go to the engine's control, kept until the engine hands it over", async () => {
+    const inst = await created("c1", plan({ limits: { cpu: { quota: 10_000, period: 100_000 } } }));
+    await inst.start();
+    expect(runner.runs[0]!.ctx.cpu).toEqual({ quota: 10_000, period: 100_000 });
+    await inst.update(JSON.stringify({ cpu: { quota: 30_000 } })); // no control yet
+    const set: unknown[] = [];
+    runner.runs[0]!.ctx.onControl?.({ pause() {}, resume() {}, setCpu: (c) => set.push(c) });
+    expect(set).toEqual([{ quota: 30_000, period: 100_000 }]);
+    await inst.update(JSON.stringify({ cpu: { quota: -1, shares: 2 } }));
+    expect(set).toEqual([
+      { quota: 30_000, period: 100_000 },
+      { quota: -1, period: 100_000, shares: 2 },
+    ]);
+    await inst.delete(true);
+  });
+
+  test("stats: the engine's CPU throttling in the cgroup's cpu.stat shape", async () => {
+    const inst = await created();
+    await inst.start();
+    runner.runs[0]!.ctx.onControl?.({
+      pause() {},
+      resume() {},
+      threadId: () => process.pid,
+      cpuThrottling: () => ({ periods: 40, throttledPeriods: 30, throttledNs: 2_700_000_000 }),
+    });
+    expect((await inst.stats()).cpu?.throttling).toEqual({ periods: 40, throttledPeriods: 30, throttledTime: 2_700_000_000 });
+    await inst.delete(true);
+  });
+
   test("stats: one task while it runs, and the CPU time of the thread the engine names", async () => {
     const inst = await created();
     await inst.start();
@@ -441,14 +501,31 @@ describe("what a wasm container in the daemon cannot do", () => {
     expect(await undo.run()).toEqual([]);
   });
 
-  test("Exec and Update are refused (UNIMPLEMENTED, saying why); OOM kills: nobody watches", async () => {
+  test("Exec is refused (UNIMPLEMENTED, saying why); OOM kills: nobody watches", async () => {
     const inst = await created();
     await expect(inst.exec("e1", { args: ["/x.wasm"], cwd: "/" })).rejects.toMatchObject({
       code: 12,
       message: "Exec of wasm container c1 is not supported in shared mode (it runs in the daemon, not in a process of its own)",
     });
-    await expect(inst.update("{}")).rejects.toThrow("Update of wasm container c1 is not supported in shared mode");
     expect(inst.oomKilled()).toBeNull();
+    await inst.delete(true);
+  });
+
+  test("a change of the memory limit once it runs is refused (UNIMPLEMENTED, saying why), and nothing of that Update applies", async () => {
+    const inst = await created("c1", plan({ limits: { memoryBytes: 64 << 20, cpu: { quota: 10_000, period: 100_000 } } }));
+    await inst.start();
+    const set: unknown[] = [];
+    runner.runs[0]!.ctx.onControl?.({ pause() {}, resume() {}, setCpu: (c) => set.push(c) });
+    await expect(inst.update(JSON.stringify({ memory: { limit: 128 << 20 }, cpu: { quota: 50_000 } }))).rejects.toMatchObject({
+      code: 12,
+      message:
+        "update of wasm container c1: its memory limit cannot change once it runs in shared mode (its store's limits are set when it starts)",
+    });
+    expect(set).toEqual([]);
+    // The same limit again (CRI sends every field) is no change.
+    await inst.update(JSON.stringify({ memory: { limit: 64 << 20 }, cpu: { quota: 50_000 } }));
+    expect(set).toEqual([{ quota: 50_000, period: 100_000 }]);
+    await expect(inst.update("{nope")).rejects.toMatchObject({ code: 3 });
     await inst.delete(true);
   });
 });

@@ -1,9 +1,10 @@
 // wasi:http services in-process: export sniffing, the service's settings, and the real host
 // library (build/http-host) serving test/wasm/http/handler.c on loopback: requests, a 1 MiB
 // body both ways, concurrency, a trap answering 500, a graceful stop that lets an in-flight
-// request finish, a link error, and the compile cache keyed to the library.
+// request finish, a link error, the compile cache keyed to the library, and the service's
+// bounds (guests at once, memory of all its stores together).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CompileCache } from "../../../src/engines/cache.ts";
 import { EXIT_ENGINE_ERROR } from "../../../src/engines/engine.ts";
@@ -13,7 +14,7 @@ import { httpCacheKey, requireHttpHost } from "../../../src/engines/wasmtime/htt
 import { HttpConfigError, HttpService, httpSettings, serveHttp, stopGraceMs } from "../../../src/engines/wasmtime/http/serve.ts";
 import { watComponentExports } from "../../../src/engines/wasmtime/http/wat-exports.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
-import { listenTcp } from "../../../src/linux/netns.ts";
+import { wasmShape } from "../../../src/engines/wasmtime/wasm-shape.ts";
 import { component, prepare, prepareComponents, REPO, tmp, WASM_DIR, wasm } from "./helpers.ts";
 
 const HANDLER = join(WASM_DIR, "http", "handler.wasm");
@@ -246,6 +247,69 @@ describe("the host library serving the handler", () => {
   });
 });
 
+describe("a service's bounds (issue 16)", () => {
+  /** Liveness only (fail instead of hang), never a bound on how fast anything is. */
+  async function until(what: string, cond: () => boolean): Promise<void> {
+    for (let i = 0; !cond(); i++) {
+      if (i > 3000) throw new Error(`timed out waiting for ${what}`);
+      await Bun.sleep(10);
+    }
+  }
+
+  test("at most max_requests guests run at once; the other requests wait their turn and are all answered", async () => {
+    const svc = HttpService.start({ source, env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]], args: [], maxRequests: 2 });
+    try {
+      const base = `http://127.0.0.1:${svc.port}`;
+      const answers = Promise.all(Array.from({ length: 5 }, () => fetch(`${base}/sleep/300`).then((r) => r.status)));
+      await until("two guests running", () => svc.counters().inFlight === 2);
+      let most = 0;
+      for (let i = 0; i < 40; i++) {
+        most = Math.max(most, svc.counters().inFlight);
+        await Bun.sleep(10);
+      }
+      expect(most).toBe(2);
+      expect(await answers).toEqual([200, 200, 200, 200, 200]);
+    } finally {
+      await svc.stop(10_000);
+    }
+  });
+
+  test("the memory limit bounds all of its stores together: with room for one instance, a second request fails (500) while the first runs, and is served once it is over", async () => {
+    // What one instance of the handler makes at start: its memory and its tables' elements.
+    const shape = wasmShape(source);
+    const one = shape.memories.reduce((a, b) => a + b, 0) + shape.tables.reduce((a, b) => a + b, 0) * 8;
+    const svc = HttpService.start({
+      source,
+      env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]],
+      args: [],
+      threads: 1,
+      memoryLimitBytes: Math.floor(one * 1.5),
+    });
+    try {
+      const base = `http://127.0.0.1:${svc.port}`;
+      const slow = fetch(`${base}/sleep/2000`).then(async (r) => [r.status, await r.text()] as const);
+      await until("the first guest running", () => svc.counters().inFlight === 1);
+      const second = await fetch(`${base}/`);
+      expect(second.status).toBe(500);
+      await second.text();
+      expect(await slow).toEqual([200, "slept 2000\n"]);
+      // Its store is dropped once its thread is idle: then there is room again.
+      for (let i = 0; ; i++) {
+        const r = await fetch(`${base}/`);
+        const text = await r.text();
+        if (r.status === 200) {
+          expect(text).toBe("hello from wasi:http\n");
+          break;
+        }
+        if (i > 500) throw new Error(`no request served again (last: ${r.status})`);
+        await Bun.sleep(20);
+      }
+    } finally {
+      await svc.stop(10_000);
+    }
+  });
+});
+
 describe("lifecycle", () => {
   test("a stop lets the in-flight request finish, refuses new connections, and drains", async () => {
     const svc = HttpService.start({ source, env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]], args: [] });
@@ -366,41 +430,86 @@ describe("lifecycle", () => {
     }
   });
 
-  test("on a listening socket the caller made (the daemon's way): served there; the guest's output and the library's messages on the given fds", async () => {
-    const d = tmp("bunwasi-http-fd-");
+  test("in a network namespace the caller names (the daemon's way): it listens there and its outgoing requests leave from there, the caller's thread stays in its own; the guest's output and the library's messages on the given fds; outgoing: false refuses them", async () => {
+    expect(process.getuid?.()).toBe(0); // ip netns and setns need root
+    const d = tmp("bunwasi-http-ns-");
     const out = openSync(join(d, "out"), "w");
     const err = openSync(join(d, "err"), "w");
-    const fd = listenTcp("127.0.0.1:0", 16);
+    const ns = `bunwasi-http-${process.pid}`;
+    const path = `/var/run/netns/${ns}`;
+    const sh = (argv: string[]) => {
+      const r = Bun.spawnSync(argv, { stdout: "pipe", stderr: "pipe" });
+      if (r.exitCode !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr.toString()}`);
+      return r.stdout.toString();
+    };
+    sh(["ip", "netns", "add", ns]);
+    // The same loopback port answers differently in the two namespaces: whichever answers the
+    // guest's request says where its socket was made.
+    const host = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("host's loopback") });
+    const bun = join(REPO, "node_modules/.bin/bun");
+    const inside = Bun.spawn(
+      [
+        "nsenter",
+        `--net=${path}`,
+        bun,
+        "-e",
+        `Bun.serve({ hostname: "127.0.0.1", port: ${host.port}, fetch: () => new Response("the namespace's loopback") }); console.log("up")`,
+      ],
+      { stdout: "pipe", stderr: "inherit" },
+    );
+    const services: HttpService[] = [];
     try {
-      let addrAsked: [string, number] | undefined;
-      const svc = HttpService.start({
-        source,
-        env: [
-          ["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:1"],
-          ["WASMTIME_HTTP_PROXY_BACKLOG", "16"],
-        ],
-        args: [],
-        listen: (addr, backlog) => {
-          addrAsked = [addr, backlog];
-          return fd;
-        },
-        stdoutFd: out,
-        stderrFd: err,
-      });
-      // The settings say where; the caller's socket is what is served (its port, not 1).
-      expect(addrAsked).toEqual(["127.0.0.1:1", 16]);
-      expect(svc.port).not.toBe(1);
-      const base = `http://127.0.0.1:${svc.port}`;
-      expect(await (await fetch(`${base}/log`)).text()).toBe("logged\n");
-      expect((await fetch(`${base}/trap`)).status).toBe(500);
+      sh(["ip", "-n", ns, "link", "set", "lo", "up"]);
+      await new Response(inside.stdout).body?.getReader().read(); // "up"
+      const own = readlinkSync("/proc/thread-self/ns/net");
+      const start = (outgoing: boolean) => {
+        const svc = HttpService.start({
+          source,
+          env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]],
+          args: [],
+          netns: path,
+          outgoing,
+          stdoutFd: out,
+          stderrFd: err,
+        });
+        services.push(svc);
+        return svc;
+      };
+      const svc = start(true);
+      expect(readlinkSync("/proc/thread-self/ns/net")).toBe(own);
+      // Reached from inside the namespace only: a request there, through nsenter.
+      const get = (port: number, path_: string) =>
+        sh([
+          "nsenter",
+          `--net=${path}`,
+          bun,
+          "-e",
+          `const r = await fetch("http://127.0.0.1:${port}${path_}"); console.log(r.status, await r.text())`,
+        ]).trim();
+      expect(get(svc.port, `/fetch/127.0.0.1:${host.port}/`)).toBe("200 upstream 200: the namespace's loopback");
+      expect(get(svc.port, "/log")).toBe("200 logged");
+      expect(get(svc.port, "/trap")).toStartWith("500 ");
       expect(await svc.stop(10_000)).toBe(true);
       expect(readFileSync(join(d, "out"), "utf8")).toBe("guest says hello on stdout\n");
       const errText = readFileSync(join(d, "err"), "utf8");
       expect(errText).toContain("guest says hello on stderr\n");
       expect(errText).toContain("bunwasi: http: request failed");
-      // The library closed its copy of the listening socket with the server.
-      await expect(fetch(`${base}/`)).rejects.toThrow();
+
+      const denied = start(false);
+      expect(get(denied.port, `/fetch/127.0.0.1:${host.port}/`)).toStartWith("502 ");
+      expect(await denied.stop(10_000)).toBe(true);
+
+      // A namespace that does not exist: a clear error, before anything is served.
+      expect(() =>
+        HttpService.start({ source, env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]], args: [], netns: `${path}-none` }),
+      ).toThrow(`network namespace ${path}-none: `);
+      expect(readlinkSync("/proc/thread-self/ns/net")).toBe(own);
     } finally {
+      for (const svc of services) await svc.abort();
+      inside.kill();
+      await inside.exited;
+      host.stop(true);
+      Bun.spawnSync(["ip", "netns", "del", ns]);
       closeSync(out);
       closeSync(err);
     }
@@ -492,7 +601,7 @@ describe("lifecycle", () => {
     }
   });
 
-  test("the Runner refuses to serve unless the caller gives it a network (httpServices, httpListen)", async () => {
+  test("the Runner refuses to serve unless the caller gives it a network (httpServices, httpNetwork)", async () => {
     const runner = await wasmtime.load();
     const d = tmp("bunwasi-http-");
     try {

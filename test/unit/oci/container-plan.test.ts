@@ -379,10 +379,13 @@ describe("env, cwd, user, limits, network", () => {
     });
   }
 
-  test("the network namespace: the spec's path, or none (no entry, or one without a path)", async () => {
+  test("the network namespace: the spec's path, or none (no entry: the host's; one without a path: unnamed)", async () => {
     const ns = (namespaces: { type: string; path?: string }[]) => wasmPlan(b, spec({}, { linux: { namespaces } }));
-    expect((await ns([{ type: "pid" }, { type: "network", path: "/var/run/netns/cni-1" }])).netns).toBe("/var/run/netns/cni-1");
-    expect((await ns([{ type: "network" }])).netns).toBeUndefined();
-    expect((await wasmPlan(b, spec())).netns).toBeUndefined();
+    const named = await ns([{ type: "pid" }, { type: "network", path: "/var/run/netns/cni-1" }]);
+    expect([named.netns, named.unnamedNetns]).toEqual(["/var/run/netns/cni-1", undefined]);
+    const unnamed = await ns([{ type: "network" }]);
+    expect([unnamed.netns, unnamed.unnamedNetns]).toEqual([undefined, true]);
+    const host = await wasmPlan(b, spec());
+    expect([host.netns, host.unnamedNetns]).toEqual([undefined, undefined]);
   });
 });

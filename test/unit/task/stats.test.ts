@@ -5,27 +5,39 @@ import { Metrics as MetricsV1 } from "../../../src/task/gen/containerd/cgroups/v
 import { Metrics as MetricsV2 } from "../../../src/task/gen/containerd/cgroups/v2/metrics.ts";
 import { metricsAny, probeCgroupV2 } from "../../../src/task/stats.ts";
 
+// As `runc events --stats` prints them (runc 1.1: camelCase throttling fields).
 const stats = {
-  cpu: { usage: { total: 5_000_000, kernel: 1_000_000, user: 4_000_000, percpu: [2_000_000, 3_000_000] } },
+  cpu: {
+    usage: { total: 5_000_000, kernel: 1_000_000, user: 4_000_000, percpu: [2_000_000, 3_000_000] },
+    throttling: { periods: 31, throttledPeriods: 30, throttledTime: 2_451_278_340 },
+  },
   memory: { usage: { usage: 4096, limit: 8192 }, raw: { anon: 100, cache: 200 } },
   pids: { current: 3, limit: 64 },
 };
 
 describe("metricsAny", () => {
-  test("cgroup v2: usec and the unified memory fields", () => {
+  test("cgroup v2: usec, throttling and the unified memory fields", () => {
     const any = metricsAny(stats, true);
     expect(any.typeUrl).toBe(MetricsV2.$type);
     const m = MetricsV2.decode(any.value);
-    expect(m.cpu).toMatchObject({ usageUsec: 5000, userUsec: 4000, systemUsec: 1000 });
+    expect(m.cpu).toMatchObject({
+      usageUsec: 5000,
+      userUsec: 4000,
+      systemUsec: 1000,
+      nrPeriods: 31,
+      nrThrottled: 30,
+      throttledUsec: 2_451_278,
+    });
     expect(m.memory).toMatchObject({ anon: 100, usage: 4096, usageLimit: 8192 });
     expect(m.pids).toMatchObject({ current: 3, limit: 64 });
   });
 
-  test("cgroup v1: ns, per-cpu list and the v1 memory fields", () => {
+  test("cgroup v1: ns, per-cpu list, throttling and the v1 memory fields", () => {
     const any = metricsAny(stats, false);
     expect(any.typeUrl).toBe(MetricsV1.$type);
     const m = MetricsV1.decode(any.value);
     expect(m.cpu?.usage).toMatchObject({ total: 5_000_000, perCpu: [2_000_000, 3_000_000] });
+    expect(m.cpu?.throttling).toEqual({ periods: 31, throttledPeriods: 30, throttledTime: 2_451_278_340 });
     expect(m.memory).toMatchObject({ cache: 200, usage: { usage: 4096, limit: 8192, max: 0, failcnt: 0 } });
   });
 });

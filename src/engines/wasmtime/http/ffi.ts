@@ -11,7 +11,6 @@ const SYMBOLS = {
   bunwasi_http_compile: { args: [ptr, usize, ptr, ptr, ptr, usize], returns: i32 },
   bunwasi_http_bytes_free: { args: [ptr, usize], returns: FFIType.void },
   bunwasi_http_start: { args: [ptr, usize, ptr, usize, ptr, usize], returns: ptr },
-  bunwasi_http_start_fd: { args: [i32, ptr, usize, ptr, usize, ptr, usize], returns: ptr },
   bunwasi_http_port: { args: [ptr], returns: u32 },
   bunwasi_http_stop: { args: [ptr], returns: FFIType.void },
   bunwasi_http_abort: { args: [ptr], returns: FFIType.void },
@@ -64,18 +63,10 @@ export function encodeConfig(pairs: [string, string][]): Buffer {
   return Buffer.from(pairs.map(([k, v]) => `${k}\0${v}\0`).join(""), "utf8");
 }
 
-/**
- * Start serving; throws with the library's message (link error, bind failure, not a proxy).
- * With `listenFd` (a listening socket the caller made) the library serves on that and owns it
- * from this call on, whether it succeeds or not.
- */
-export function startHttpServer(lib: HttpHostLib, config: Buffer, source: Uint8Array, listenFd?: number): Pointer {
+/** Start serving; throws with the library's message (link error, bind failure, not a proxy). */
+export function startHttpServer(lib: HttpHostLib, config: Buffer, source: Uint8Array): Pointer {
   const err = Buffer.alloc(ERR_CAP);
-  const s = (
-    listenFd === undefined
-      ? lib.bunwasi_http_start(config, config.length, source, source.length, err, ERR_CAP)
-      : lib.bunwasi_http_start_fd(listenFd, config, config.length, source, source.length, err, ERR_CAP)
-  ) as Pointer | null;
+  const s = lib.bunwasi_http_start(config, config.length, source, source.length, err, ERR_CAP) as Pointer | null;
   if (!s) throw new Error(errText(err));
   return s;
 }

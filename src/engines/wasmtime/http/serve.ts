@@ -27,6 +27,12 @@ export const DEFAULT_BACKLOG = 100;
  * BUNWASI_HTTP_GRACE_MS in the container's environment overrides.
  */
 export const STOP_GRACE_MS = 30_000;
+/**
+ * Guests a service runs at once; further requests wait for a turn. With the memory limit
+ * (all of its stores together) it bounds what one service takes of its host: the executor's
+ * cgroup in normal mode, the daemon in shared mode. Not the container's to raise.
+ */
+export const MAX_REQUESTS = 100;
 
 const STATE_STOPPED = 2;
 /** After an abort: the library joins its threads within 10 s (a guest stuck in a blocking host call); a little more here. */
@@ -41,8 +47,14 @@ export interface HttpServiceOptions {
   /** Host directory preopened as the guest's "/" (wasi:http's proxy world has no filesystem, a wider component may). */
   rootDir?: string;
   rootReadOnly?: boolean;
-  /** Per store (so per request): max bytes of linear memory. */
+  /**
+   * Bytes all of the service's stores (a store per request in flight, and the spare ones made
+   * ahead) may grow their memories and tables to, together: a request that would need more
+   * fails (500).
+   */
   memoryLimitBytes?: number;
+  /** Guests running at once (default MAX_REQUESTS); the other requests wait. */
+  maxRequests?: number;
   /** Executor directory holding the library (/.bunwasi); absent = found on the host. */
   libDir?: string;
   /**
@@ -54,10 +66,18 @@ export interface HttpServiceOptions {
   /** Runtime threads serving requests; default: one per CPU. */
   threads?: number;
   /**
-   * Makes the listening socket (for the address and backlog of the settings); default: the
-   * library binds in this thread's network namespace. The library owns the fd returned.
+   * The network namespace (a path) every socket of the service is made in, its listener and its
+   * outgoing requests: the library's threads that make them enter it (native/http-host, `Netns`).
+   * Default: this process's.
    */
-  listen?: (addr: string, backlog: number) => number;
+  netns?: string;
+  /** False: every outgoing request of the guest is refused (HttpRequestDenied). Default true. */
+  outgoing?: boolean;
+  /**
+   * False: the library's threads give up the capabilities over files before serving
+   * (RunContext.noFileCapabilities). Default true.
+   */
+  fileCapabilities?: boolean;
   /** The guest's stdout and stderr (the library keeps copies); default: this process's. */
   stdoutFd?: number;
   stderrFd?: number;
@@ -124,15 +144,18 @@ export class HttpService {
     if (o.stdoutFd !== undefined) pairs.push(["stdout_fd", String(o.stdoutFd)]);
     if (o.stderrFd !== undefined) pairs.push(["stderr_fd", String(o.stderrFd)]);
     if (o.memoryLimitBytes !== undefined) pairs.push(["memory_limit", String(Math.floor(o.memoryLimitBytes))]);
+    pairs.push(["max_requests", String(o.maxRequests ?? MAX_REQUESTS)]);
     if (artifact) pairs.push(["artifact", artifact]);
     if (o.threads) pairs.push(["threads", String(o.threads)]);
+    if (o.netns !== undefined) pairs.push(["netns", o.netns]);
+    if (o.outgoing === false) pairs.push(["outgoing", "0"]);
+    if (o.fileCapabilities === false) pairs.push(["file_caps", "0"]);
     // The pooling allocator is on unless BUNWASI_HTTP_POOLING=0 (in the container's env; else
     // in this process's, which the executor's never carries from a container).
     const pooling = o.env.findLast(([k]) => k === "BUNWASI_HTTP_POOLING")?.[1] ?? process.env.BUNWASI_HTTP_POOLING;
     if (pooling === "0" || o.pooling === false) pairs.push(["pooling", "0"]);
     const config = encodeConfig(pairs);
-    // Made last: from here on the library owns the fd, also if it fails.
-    const server = startHttpServer(lib, config, o.source, o.listen?.(addr, backlog));
+    const server = startHttpServer(lib, config, o.source);
     return new HttpService(lib, server, addr, lib.bunwasi_http_port(server), !artifact);
   }
 

@@ -1,0 +1,234 @@
+// Attacks on memory and CPU limits (issue 16, items 2 and 3), in both modes, on a private
+// containerd 1.6: normal mode (io.containerd.wasmtime.v1: the executor under runc, in a cgroup)
+// and shared mode (io.containerd.wasmtimed.v1: a thread of the daemon this file starts, with
+// --default-memory-limit 64Mi).
+//  - Memory: under a 64 MiB limit, four memories grown to 60 MiB each (multi-memory) and a
+//    table grown to 24 million elements fail their grow (exit 12), four memories of 60 MiB at
+//    start are not run (125, saying why); the daemon's peak resident memory grows by less than
+//    the limit meanwhile. Before: shared mode ran them to exit 0 (the daemon 248 / 194 MiB
+//    larger), normal mode was killed by the cgroup (137).
+//  - A wasm container without a limit in shared mode gets the daemon's default (the run and
+//    Stats' limit).
+//  - CPU: a busy module with a quota of 0.1 is throttled (Stats' cpu.throttling: the cgroup's
+//    counts in normal mode, the engine's in shared mode); one without a quota is not until an
+//    Update (over ttrpc, as containerd's CRI plugin sends it) gives it one.
+// Needs root, containerd and runc. Figures (the daemon's growth) are printed, never asserted
+// beyond the limit itself; no assertion depends on timing.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { socketPath } from "../../src/common/address.ts";
+import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
+import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
+import { Client } from "../../src/ttrpc/index.ts";
+import { writeImageArchive } from "../../tools/image/index.ts";
+import { ctrTasks } from "../support/ctr-tasks.ts";
+import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+
+const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
+test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
+
+const T = 120_000;
+const MiB = 2 ** 20;
+const LIMIT = 64 * MiB;
+const IMAGE = "docker.io/library/bunwasi-attack-limits:latest";
+const MODULES = ["mem4", "mem4-initial", "table24m", "busy"];
+const LINUX_RESOURCES = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+let seq = 0;
+const uid = (what: string) => `al-${what}-${process.pid}-${seq++}`;
+
+/** Liveness only (fail instead of hang), never a bound on how fast anything is. */
+async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 60_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await f();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(50);
+  }
+}
+
+/** A field of /proc/PID/status in bytes. */
+function statusBytes(pid: number, field: "VmRSS" | "VmHWM"): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return Number(m[1]) * 1024;
+}
+
+/** Figures measured here (printed at the end). */
+const figures: string[] = [];
+
+describe("memory and CPU limits in both modes", () => {
+  let dir: string;
+  let daemon: Daemon;
+  let env: ShimEnv;
+
+  beforeAll(async () => {
+    dir = mkdtempSync("/tmp/bwal-");
+    daemon = await startDaemon(join(dir, "d"), {}, ["--default-memory-limit", "64Mi"]);
+    env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)) });
+    const archive = join(dir, "attack.tar");
+    writeImageArchive(archive, {
+      name: IMAGE,
+      files: MODULES.map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
+      config: { entrypoint: ["/busy.wasm"] },
+    });
+    const r = await env.cd.ctr(["images", "import", archive]);
+    if (r.code !== 0) throw new Error(`import: ${r.stderr}`);
+    // The daemon loads its engine on its first run: done here, not counted as an attack's growth.
+    await env.run(IMAGE, uid("warm"), ["/mem4.wasm"], { runtime: SHARED_RUNTIME, extra: ["--memory-limit", String(MiB)] });
+  }, 300_000);
+
+  afterAll(async () => {
+    for (const f of figures) console.log(f);
+    const ns = env?.cd.namespace;
+    await env?.stop();
+    await daemon?.stop("SIGKILL");
+    if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }, T);
+
+  const tasks = ctrTasks(
+    () => env.cd,
+    () => dir,
+  );
+
+  /** The task's metrics as containerd reports them (cgroup v1 shape). */
+  async function metrics(id: string): Promise<{
+    cpu?: { throttling?: { periods?: number; throttled_periods?: number; throttled_time?: number } };
+    memory?: { usage?: { limit?: number } };
+  }> {
+    return JSON.parse(await tasks.ctrOk(["task", "metrics", "--format", "json", id]));
+  }
+
+  /** Sends an Update to the task's shim (or sandbox) over ttrpc, as containerd does for CRI's UpdateContainerResources. */
+  async function update(id: string, resources: object): Promise<void> {
+    const address = readFileSync(join(env.cd.state, "io.containerd.runtime.v2.task", env.cd.namespace, id, "address"), "utf8").trim();
+    const client = await Client.connect(socketPath(address), { timeoutMs: 5000 });
+    try {
+      await client.service(TaskDefinition).update({
+        id,
+        resources: { typeUrl: LINUX_RESOURCES, value: new TextEncoder().encode(JSON.stringify(resources)) },
+        annotations: {},
+      });
+    } finally {
+      client.close();
+    }
+  }
+
+  async function stop(id: string): Promise<void> {
+    await tasks.ctrOk(["task", "kill", "-s", "SIGKILL", id]);
+    await tasks.waitStatus(id, "STOPPED");
+    await tasks.deleteTask(id);
+    await tasks.ctrOk(["container", "rm", id]);
+  }
+
+  for (const mode of [
+    { name: "normal", runtime: RUNTIME },
+    { name: "shared", runtime: SHARED_RUNTIME },
+  ] as const) {
+    const shared = mode.name === "shared";
+    const run = (id: string, args: string[], extra: string[] = []) => env.run(IMAGE, id, args, { runtime: mode.runtime, extra });
+
+    /**
+     * Runs `f`, and in shared mode measures how much the daemon's peak resident memory grew
+     * meanwhile (its high-water mark reset first: /proc/PID/clear_refs, 5).
+     */
+    async function daemonGrowth<T>(what: string, f: () => Promise<T>): Promise<{ result: T; growth?: number }> {
+      if (!shared) return { result: await f() };
+      writeFileSync(`/proc/${daemon.pid}/clear_refs`, "5");
+      const before = statusBytes(daemon.pid, "VmRSS");
+      const result = await f();
+      const growth = statusBytes(daemon.pid, "VmHWM") - before;
+      figures.push(`shared: ${what}: the daemon's peak RSS grew by ${(growth / MiB).toFixed(1)} MiB`);
+      return { result, growth };
+    }
+
+    describe(`${mode.name} mode`, () => {
+      test(
+        "four memories (multi-memory) grown to 60 MiB each under a 64 MiB limit: the first grow fails (exit 12); the daemon grows by less than the limit",
+        async () => {
+          const { result, growth } = await daemonGrowth("mem4 under 64 MiB", () =>
+            run(uid("mem4"), ["/mem4.wasm"], ["--memory-limit", String(LIMIT)]),
+          );
+          expect(result.stderr).toBe("");
+          expect(result.code).toBe(12);
+          if (shared) expect(growth).toBeLessThan(LIMIT);
+        },
+        T,
+      );
+
+      test(
+        "a table grown to 24 million elements under a 64 MiB limit: the grow fails (exit 12); the daemon grows by less than the limit",
+        async () => {
+          const { result, growth } = await daemonGrowth("table24m under 64 MiB", () =>
+            run(uid("table"), ["/table24m.wasm"], ["--memory-limit", String(LIMIT)]),
+          );
+          expect(result.stderr).toBe("");
+          expect(result.code).toBe(12);
+          if (shared) expect(growth).toBeLessThan(LIMIT);
+        },
+        T,
+      );
+
+      test(
+        "four memories of 60 MiB from the start under a 64 MiB limit: not run (125), saying why",
+        async () => {
+          const r = await run(uid("mem4i"), ["/mem4-initial.wasm"], ["--memory-limit", String(LIMIT)]);
+          expect(r.stderr).toContain(
+            "memory limit: the module's 4 linear memories and 0 tables need 240 MiB at start, more than the container's limit of 64 MiB",
+          );
+          expect(r.code).toBe(125);
+        },
+        T,
+      );
+
+      test(
+        "a busy module with a CPU quota of 0.1 is throttled (Stats' cpu.throttling counts it)",
+        async () => {
+          const id = uid("quota");
+          await tasks.runDetached(id, ["/busy.wasm"], IMAGE, mode.runtime, ["--cpu-quota", "10000", "--cpu-period", "100000"]);
+          await tasks.waitStatus(id, "RUNNING");
+          const t = await until("throttled periods in the task's metrics", async () => (await metrics(id)).cpu?.throttling);
+          await until("a throttled period", async () => ((await metrics(id)).cpu?.throttling?.throttled_periods ?? 0) > 0);
+          expect(t.periods).toBeGreaterThan(0);
+          await stop(id);
+        },
+        T,
+      );
+
+      test(
+        "a busy module without a quota is not throttled; an Update giving it one is (on the running task)",
+        async () => {
+          const id = uid("update");
+          await tasks.runDetached(id, ["/busy.wasm"], IMAGE, mode.runtime);
+          await tasks.waitStatus(id, "RUNNING");
+          expect((await metrics(id)).cpu?.throttling?.throttled_periods ?? 0).toBe(0);
+          await update(id, { cpu: { quota: 10_000, period: 100_000 } });
+          await until("a throttled period after the Update", async () => ((await metrics(id)).cpu?.throttling?.throttled_periods ?? 0) > 0);
+          await stop(id);
+        },
+        T,
+      );
+
+      if (shared) {
+        test(
+          "a wasm container without a memory limit gets the daemon's default (64Mi here): the attack fails its grow, Stats reports the limit",
+          async () => {
+            const { result, growth } = await daemonGrowth("mem4 with no limit (default 64Mi)", () => run(uid("dflt"), ["/mem4.wasm"]));
+            expect(result.stderr).toBe("");
+            expect(result.code).toBe(12);
+            expect(growth).toBeLessThan(LIMIT);
+            const id = uid("dflt-stats");
+            await tasks.runDetached(id, ["/busy.wasm"], IMAGE, mode.runtime);
+            await tasks.waitStatus(id, "RUNNING");
+            expect((await until("a memory figure", async () => (await metrics(id)).memory?.usage))?.limit).toBe(LIMIT);
+            await stop(id);
+          },
+          T,
+        );
+      }
+    });
+  }
+});
