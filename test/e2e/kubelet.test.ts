@@ -186,14 +186,25 @@ for (const { name, binary, shared, mode } of KUBELET_CASES) {
         expect(newest.annotations["io.kubernetes.container.restartCount"]).toBe(String(newest.metadata.attempt));
         // Every attempt the runtime still keeps (the kubelet's GC keeps few) exited with 3 or
         // is the newest, which may still be starting or running.
+        let looked = 0;
         for (const c of await k.containers("always", "job")) {
           seen.add(c.id);
           expect(c.podSandboxId).toBe(sandbox.id);
-          const status = (await k.cri.inspect(c.id)).status;
+          let status: { state: string; exitCode: number };
+          try {
+            status = (await k.cri.inspect(c.id)).status;
+          } catch (e) {
+            // The kubelet's container GC may remove an older attempt between the listing and
+            // this look (seen in shared mode, where attempts follow each other fast).
+            if (/NotFound/.test(String(e)) && c.metadata.attempt < newest.metadata.attempt) continue;
+            throw e;
+          }
+          looked++;
           if (status.state === "CONTAINER_EXITED")
             expect(`attempt ${c.metadata.attempt}: ${status.exitCode}`).toBe(`attempt ${c.metadata.attempt}: 3`);
-          else expect(c.metadata.attempt).toBe(newest.metadata.attempt);
+          else expect(c.metadata.attempt).toBeGreaterThanOrEqual(newest.metadata.attempt);
         }
+        expect(looked).toBeGreaterThan(0);
         // Restarts happen inside the pod: its sandbox is the one it started with.
         expect((await k.sandboxes("always")).map((p) => [p.id, p.state])).toEqual([[sandbox.id, "SANDBOX_READY"]]);
       },
