@@ -207,7 +207,10 @@ describe.each(MODES.map((m) => [m.name, m] as const))("shim lifecycle (ctr + con
   const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
 
   function ourMounts(): string[] {
-    return [...mountsUnder(cd.root), ...mountsUnder(cd.state), ...mountsUnder(STATE_ROOT)];
+    // Under the machine-wide state root, only this containerd's namespace is ours: another
+    // suite or run on the machine may hold mounts of its own there meanwhile.
+    const ours = mountsUnder(STATE_ROOT).filter((m) => m.includes(`/${cd.namespace}/`));
+    return [...mountsUnder(cd.root), ...mountsUnder(cd.state), ...ours];
   }
 
   // --- tests ----------------------------------------------------------------------------------
