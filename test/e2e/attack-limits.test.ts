@@ -25,6 +25,7 @@ import { writeImageArchive } from "../../tools/image/index.ts";
 import { ctrTasks } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { until as waitUntil } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
 test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
@@ -39,15 +40,7 @@ let seq = 0;
 const uid = (what: string) => `al-${what}-${process.pid}-${seq++}`;
 
 /** Liveness only (fail instead of hang), never a bound on how fast anything is. */
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 60_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(50);
-  }
-}
+const until = <T>(what: string, f: () => T | Promise<T>, timeoutMs = 60_000) => waitUntil(what, f, timeoutMs, 50);
 
 /** A field of /proc/PID/status in bytes. */
 function statusBytes(pid: number, field: "VmRSS" | "VmHWM"): number {
