@@ -47,7 +47,14 @@ export interface DaemonOptions {
   engine: Engine;
 }
 
-const USAGE = (n: SharedModeNames) => `usage: ${n.daemon} [--socket PATH] [--debug]
+/**
+ * The most WASI handles (files, directories, stdio) one wasm container may hold open in the
+ * daemon, unless its spec's RLIMIT_NOFILE is lower: every one is an fd of the daemon's, which
+ * all pods share. `--max-open-files` changes it.
+ */
+export const DEFAULT_MAX_OPEN_FILES = 1024;
+
+const USAGE = (n: SharedModeNames) => `usage: ${n.daemon} [--socket PATH] [--max-open-files N] [--debug]
 
 The bunwasi shared-mode daemon: runs the wasm containers of every pod in one process
 (runtime ${n.runtime}, through ${n.thinShim}).
@@ -55,6 +62,9 @@ The bunwasi shared-mode daemon: runs the wasm containers of every pod in one pro
   --socket PATH   serve the manager service here (default ${defaultDaemonSocket(n.daemon)});
                   containerd must see the same path in ${DAEMON_SOCKET_ENV} if not the default;
                   one daemon per directory (its sandboxes/ and daemon.lock are beside it)
+  --max-open-files N
+                  the most files, directories and stdio one wasm container may hold open
+                  (default ${DEFAULT_MAX_OPEN_FILES}; lower if its spec's RLIMIT_NOFILE is)
   --debug         log debug lines too
   --version       print the version
 
@@ -64,8 +74,8 @@ Logs in logfmt on stderr. SIGTERM stops it gracefully.
 export function parseDaemonArgs(
   argv: string[],
   defaultSocket: string,
-): { socket: string; debug: boolean; help: boolean; version: boolean } {
-  const out = { socket: defaultSocket, debug: false, help: false, version: false };
+): { socket: string; debug: boolean; help: boolean; version: boolean; maxOpenFiles: number } {
+  const out = { socket: defaultSocket, debug: false, help: false, version: false, maxOpenFiles: DEFAULT_MAX_OPEN_FILES };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     const [name, inline] =
@@ -74,6 +84,10 @@ export function parseDaemonArgs(
       const v = inline ?? argv[++i];
       if (!v) throw new Error("--socket needs a path");
       out.socket = v;
+    } else if (name === "--max-open-files") {
+      const v = Number(inline ?? argv[++i]);
+      if (!Number.isSafeInteger(v) || v < 1) throw new Error("--max-open-files needs a positive number");
+      out.maxOpenFiles = v;
     } else if (name === "--debug" || name === "-debug") out.debug = true;
     else if (name === "--help" || name === "-h" || name === "help") out.help = true;
     else if (name === "--version" || name === "-v") out.version = true;
@@ -130,6 +144,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     runtimeBinary: findRuntime(process.env.BUNWASI_RUNTIME),
     cgroupV2: await probeCgroupV2(),
     pid: process.pid,
+    maxOpenFiles: args.maxOpenFiles,
     onRunning: (d) => {
       running += d;
       if (d < 0) ended();

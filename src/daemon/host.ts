@@ -22,6 +22,7 @@ import { Publisher } from "../task/events.ts";
 import type { Logger, NamespaceHost, TaskHost } from "../task/host.ts";
 import type { InstanceRequest } from "../task/instance.ts";
 import { InProcessInstance } from "./inproc-runtime.ts";
+import { readModule } from "./module-read.ts";
 
 /** What every sandbox of a daemon shares. */
 export interface DaemonShared {
@@ -35,6 +36,8 @@ export interface DaemonShared {
   runtimeBinary: string;
   cgroupV2: boolean;
   pid: number;
+  /** The most WASI handles a wasm container may hold open (--max-open-files). */
+  maxOpenFiles?: number;
   onRunning?: (delta: 1 | -1) => void;
 }
 
@@ -57,7 +60,13 @@ export function sandboxHost(
 ): SandboxHost {
   /** The wasm containers not yet exited. */
   const running = new Set<InProcessInstance>();
-  const inProcess = { runner: d.runner, pid: d.pid, onRunning: d.onRunning, log: (m: string) => d.log(m, "debug") };
+  const inProcess = {
+    runner: d.runner,
+    pid: d.pid,
+    onRunning: d.onRunning,
+    log: (m: string) => d.log(m, "debug"),
+    ...(d.maxOpenFiles ? { maxOpenFiles: d.maxOpenFiles } : {}),
+  };
   return {
     ...commonHostCalls(d),
     namespace: (ns) => {
@@ -122,8 +131,16 @@ async function wasmPlan(
   });
   if (plan.kind === "native") return null;
   const { module } = plan.run;
-  const prepared = { runtimeBundle: workDir, kind: "wasm" as const, module: module.path, moduleHost: module.host, spec };
-  // Compiled once per daemon: the cache is filled before start, every run deserializes.
-  const warm = () => precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"));
+  const prepared = {
+    runtimeBundle: workDir,
+    kind: "wasm" as const,
+    module: module.path,
+    moduleHost: module.host,
+    ...(module.hostRoot ? { moduleRoot: module.hostRoot } : {}),
+    spec,
+  };
+  // Compiled once per daemon: the cache is filled before start, every run deserializes. The
+  // module is read off the main thread (./module-read.ts).
+  const warm = () => precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"), readModule);
   return { plan: plan.run, warm };
 }

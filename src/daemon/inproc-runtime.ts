@@ -21,16 +21,19 @@
 
 import { closeSync, constants, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { RunControl, Runner } from "../engines/engine.ts";
+import { openModuleFile } from "../engines/module-file.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
 import { listenTcp, NetnsRestoreError } from "../linux/netns.ts";
+import { fdPath } from "../linux/open-in-root.ts";
 import type { RuncStats } from "../linux/runc.ts";
 import { mountView, unmountView, viewDir } from "../oci/wasi-view.ts";
 import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess } from "../task/instance.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { makeStdinFifo, StdinRelay } from "./stdin-relay.ts";
+import { Unstick } from "./unstick.ts";
 
 export interface InProcessOptions {
   /** The daemon's one Runner (loaded on first use). */
@@ -41,6 +44,11 @@ export interface InProcessOptions {
   onRunning?: (delta: 1 | -1) => void;
   /** Debug lines (how long a kill took to end the run). */
   log?: (msg: string) => void;
+  /**
+   * The most WASI handles a container may hold open, whatever its spec's RLIMIT_NOFILE says
+   * (that applies when lower): each is an fd of the daemon's.
+   */
+  maxOpenFiles?: number;
 }
 
 export class InProcessInstance implements Instance {
@@ -65,6 +73,8 @@ export class InProcessInstance implements Instance {
   private killedAt?: number;
   /** Its fds are closed: a second delete has nothing left to do. */
   private deleted = false;
+  /** After a kill, frees the run's thread from a blocked write to its stdout or stderr (./unstick.ts). */
+  private unstick?: Unstick;
 
   private constructor(
     readonly id: string,
@@ -140,18 +150,33 @@ export class InProcessInstance implements Instance {
   async start(): Promise<void> {
     if (this.ended) throw new Error(`container ${this.id} has exited`);
     if (this.running) throw new Error(`container ${this.id} is already running`);
-    this.running = true;
-    const runner = await this.o.runner();
     const { plan } = this;
+    // The module, opened once inside the module's view (an artifact's: in its run directory),
+    // and only if it is a regular file within the cap (src/engines/module-file.ts): a file swapped
+    // since Create (a symlink to /dev/zero, a fifo, a huge file) fails Start with what it is now,
+    // and nothing of it is read. The run reads it through this fd, off the main thread.
+    const m = plan.module;
+    const at = m.artifact ? { root: m.hostRoot ?? dirname(m.host), path: basename(m.host) } : { root: this.view, path: m.path };
+    const module = openModuleFile(at.root, at.path, m.path);
+    this.running = true;
+    let runner: Runner;
+    try {
+      runner = await this.o.runner();
+    } catch (e) {
+      closeQuietly(module.fd);
+      this.running = false;
+      throw e;
+    }
     this.o.onRunning?.(1);
     // Not awaited: start answers once the run is under way, as `runc start` does.
     const run = runner
       .run({
         // The module and its view as the daemon sees them, on the host.
-        ...runContextOf(plan, { modulePath: plan.module.host, rootDir: this.view }),
+        ...runContextOf(plan, { modulePath: fdPath(module.fd), rootDir: this.view }),
         stdin: { kind: "path", path: this.stdin.fifo },
         stdout: { kind: "fd", fd: this.fds[1] },
         stderr: { kind: "fd", fd: this.fds[2] },
+        ...maxOpenFiles(plan.limits.openFiles, this.o.maxOpenFiles),
         signal: this.abort.signal,
         // A wasi:http service listens in the pod's network namespace (../linux/netns.ts);
         // SIGKILL cuts its drain.
@@ -170,10 +195,17 @@ export class InProcessInstance implements Instance {
         () => this.finish(125),
       )
       .then(() => {
-        if (this.killedAt !== undefined)
-          this.o.log?.(`${this.id}: run ended ${(performance.now() - this.killedAt).toFixed(2)} ms after the kill`);
+        if (this.killedAt === undefined) return;
+        this.o.log?.(`${this.id}: run ended ${(performance.now() - this.killedAt).toFixed(2)} ms after the kill`);
+        // Reported on the engine's grace: its thread may still be in a host call (./unstick.ts).
+        const tid = this.control?.threadId?.();
+        if (tid && !this.deleted) {
+          this.unstick = new Unstick(tid, [this.fds[1], this.fds[2]], (m) => this.o.log?.(`${this.id}: ${m}`));
+          void this.unstick.run();
+        }
       })
       .finally(() => {
+        closeQuietly(module.fd);
         this.stdin.close();
         this.o.onRunning?.(-1);
       });
@@ -216,6 +248,7 @@ export class InProcessInstance implements Instance {
     await this.done;
     if (this.deleted) return;
     this.deleted = true;
+    this.unstick?.stop();
     for (const fd of this.fds) closeQuietly(fd);
   }
 
@@ -312,6 +345,12 @@ function ownCopies(stdio: [number, number, number]): [number, number, number] {
     throw e;
   }
   return fds as [number, number, number];
+}
+
+/** The spec's open-file limit, bounded by the daemon's per-container cap; either may be absent. */
+function maxOpenFiles(spec: number | undefined, daemon: number | undefined): { maxOpenFiles?: number } {
+  const caps = [spec, daemon].filter((n): n is number => n !== undefined);
+  return caps.length ? { maxOpenFiles: Math.min(...caps) } : {};
 }
 
 /** Clock ticks per second as /proc reports times (USER_HZ: 100 on every Linux we run on). */

@@ -28,11 +28,13 @@
 //    (whoever starts it by hand; the shim never sets it).
 
 import { closeSync, openSync, readFileSync, readSync } from "node:fs";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { EXIT_ENGINE_ERROR, KILL_GRACE_MS } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
+import { fdPath } from "../linux/open-in-root.ts";
 import type { Engine, RunContext, RunResult, ThreadKill } from "./engine.ts";
 import { installKillSignals, KILL_LIB_NAME, killLibFile } from "./kill-signals.ts";
+import { openModuleFile, readModulePathSync } from "./module-file.ts";
 import { parseRunPlan, type RunPlan, runContextOf } from "./run-plan.ts";
 
 export interface ExecutorOptions {
@@ -130,7 +132,7 @@ async function isService(engine: Engine, module: string): Promise<boolean> {
       closeSync(fd);
     }
     if (CORE_MODULE_HEADER.every((b, i) => head[i] === b)) return false;
-    return engine.isService(new Uint8Array(readFileSync(module)));
+    return engine.isService(readModulePathSync(module));
   } catch {
     return false; // the run reports an unreadable module
   }
@@ -148,13 +150,25 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
     process.stderr.write(`bunwasi: ${(e as Error).message}\n`);
     return EXIT_ENGINE_ERROR;
   }
+  // The module, opened once here inside the module's view (a symlink swapped in for it resolves
+  // there, never to this process's /dev or /proc), and only if it is a regular file within the
+  // cap (./module-file.ts): a swap since Create fails here, with what the file is now. The run
+  // reads it through this fd.
+  let moduleFd: number;
+  try {
+    moduleFd = openPlanModule(plan, o.rootDir ?? "/");
+  } catch (e) {
+    process.stderr.write(`bunwasi: ${(e as Error).message}\n`);
+    return EXIT_ENGINE_ERROR;
+  }
+  const modulePath = fdPath(moduleFd);
   const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
   // Handlers first, before the engine loads: the server holds a Kill until they are there
   // (src/runtime-v2/runc-instance.ts, src/linux/signal-ready.ts).
   let kill: ThreadKill | undefined;
   // A service (a wasi:http component) stops by draining its requests, which the C handlers'
   // exit KILL_GRACE_MS after a signal would cut short: its signals are handled in JavaScript.
-  const service = await isService(engine, plan.module.path);
+  const service = await isService(engine, modulePath);
   if (process.env.BUNWASI_EXECUTOR_WORKER !== "1" && !service) {
     const lib = o.engineDir ? join(o.engineDir, KILL_LIB_NAME) : killLibFile()?.source;
     try {
@@ -200,7 +214,7 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
     if (kill && !here) handleInJs();
     const ctx: Omit<RunContext, "signal"> = {
       // The module and the view as this process, inside the container, sees them.
-      ...runContextOf(plan, { modulePath: plan.module.path, rootDir: o.rootDir ?? "/" }),
+      ...runContextOf(plan, { modulePath, rootDir: o.rootDir ?? "/" }),
       stdin: { kind: "inherit" },
       stdout: { kind: "inherit" },
       stderr: { kind: "inherit" },
@@ -221,7 +235,18 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
     return EXIT_ENGINE_ERROR;
   } finally {
     for (const [name, h] of handlers) process.off(name, h);
+    closeSync(moduleFd);
   }
+}
+
+/**
+ * The plan's module inside `root` (the module's view): an artifact's is in the run directory,
+ * which the view does not hold, and is opened there (inside that directory, too).
+ */
+function openPlanModule(plan: RunPlan, root: string): number {
+  const m = plan.module;
+  const at = m.artifact ? { root: dirname(m.path), path: basename(m.path) } : { root, path: m.path };
+  return openModuleFile(at.root, at.path, m.path).fd;
 }
 
 /** Process entry: `<shim binary> executor …`. */

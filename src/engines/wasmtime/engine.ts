@@ -23,6 +23,7 @@ import {
   signalNumber,
   type ThreadKill,
 } from "../engine.ts";
+import { MODULE_MAX_BYTES, ModuleFileError, readModulePathSync } from "../module-file.ts";
 import { compileComponent, serializeComponent, wat2wasm } from "./component.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { isHttpService } from "./http/exports.ts";
@@ -301,10 +302,14 @@ export class WasmtimeEngine {
     ctx: RunContext & Precompiled,
     syncRead = false,
   ): Promise<{ req: RunRequest; cacheKey?: string; cacheHit: boolean } | { early: RunResult & { stats: RunStats } }> {
-    // node:fs/promises only when used (the executor reads synchronously; see ../cache.ts).
-    const read = async (path: string) =>
-      syncRead ? (require("node:fs") as typeof import("node:fs")).readFileSync(path) : (await import("node:fs/promises")).readFile(path);
-    const source = ctx.module ?? (ctx.modulePath ? new Uint8Array(await read(ctx.modulePath)) : undefined);
+    let source: Uint8Array | undefined;
+    try {
+      source = ctx.module ?? (ctx.modulePath ? await readModulePath(ctx.modulePath, syncRead) : undefined);
+    } catch (e) {
+      if (!(e instanceof ModuleFileError)) throw e;
+      writeErr(ctx.stderr, `bunwasi: ${e.message}\n`);
+      return { early: { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } } };
+    }
     if (!source) throw new Error("RunContext needs module or modulePath");
 
     // What to send: precompiled bytes (trusted caller only), a cache hit, or source.
@@ -343,7 +348,9 @@ export class WasmtimeEngine {
         if (serializedPath) {
           kind = "serialized";
           module = new Uint8Array(0);
-          if (ctx.modulePath && !ctx.module) fallbackPath = { path: ctx.modulePath, kind: srcKind };
+          // By path whenever there is one (read again only if the artifact will not deserialize,
+          // within the same cap): bytes sent along would sit in the run thread's heap.
+          if (ctx.modulePath) fallbackPath = { path: ctx.modulePath, kind: srcKind };
           else fallback = { module: source, kind: srcKind };
           cacheHit = true;
         } else if (hit) {
@@ -382,6 +389,7 @@ export class WasmtimeEngine {
       stderrFd: ctx.stderr?.kind === "fd" ? ctx.stderr.fd : undefined,
       entry: ctx.entry ?? "_start",
       memoryLimitBytes: ctx.memoryLimitBytes,
+      ...(ctx.maxOpenFiles !== undefined ? { maxOpenFiles: ctx.maxOpenFiles } : {}),
       hostModules: this.hostModules,
       kill: killBuf,
     };
@@ -508,6 +516,41 @@ function copyVec(vec: Buffer): Uint8Array {
   if (!len) return new Uint8Array(0);
   const { toArrayBuffer } = require("bun:ffi") as typeof import("bun:ffi");
   return new Uint8Array(toArrayBuffer(data as Pointer, 0, len)).slice();
+}
+
+/**
+ * The module at `path` (a caller's fd through /proc/self/fd, or any path), read once: opened
+ * without waiting (a fifo in its place does not block the open), and only a regular file within
+ * MODULE_MAX_BYTES is read (../module-file.ts). Synchronously for the executor; on Bun's thread
+ * pool for the daemon, whose main thread serves every pod.
+ */
+async function readModulePath(path: string, sync: boolean): Promise<Uint8Array> {
+  if (sync) return readModulePathSync(path);
+  const { constants } = require("node:fs") as typeof import("node:fs");
+  let fh: import("node:fs/promises").FileHandle;
+  try {
+    fh = await (await import("node:fs/promises")).open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (e) {
+    throw new ModuleFileError(`${path}: ${(e as Error).message}`);
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new ModuleFileError(`${path}: not a regular file, not a module file`);
+    if (st.size > MODULE_MAX_BYTES)
+      throw new ModuleFileError(`${path}: ${st.size} bytes, more than a module may have (${MODULE_MAX_BYTES})`);
+    // One byte more than the size: a file still growing shows as longer than it said.
+    const buf = new Uint8Array(st.size + 1);
+    let n = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n === buf.length) throw new ModuleFileError(`${path}: grew while it was read (more than ${st.size} bytes)`);
+    }
+    return buf.subarray(0, n);
+  } finally {
+    await fh.close();
+  }
 }
 
 function envPairs(env: RunContext["env"]): [string, string][] {

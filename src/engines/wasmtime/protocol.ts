@@ -42,6 +42,8 @@ export interface RunRequest {
   /** Export to call: "_start" (for a component: `wasi:cli/run`), or a function taking no arguments. */
   entry: string;
   memoryLimitBytes?: number;
+  /** The most WASI handles the module may hold open at once, stdio and preopens included (./file-guard.ts); absent = no cap. */
+  maxOpenFiles?: number;
   /** Scripts whose default export is a HostFunctions (../host.ts): imported and linked by the worker. */
   hostModules: string[];
   /** Int32Array view: [0] = signal number once killed (0 = running); [1] = 1 while paused. */

@@ -15,9 +15,20 @@ import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi"
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
 import type { HostCaller, HostFunctions, ValType } from "../host.ts";
 import { check, cstr, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import {
+  ERRNO_ACCES,
+  ERRNO_MFILE,
+  ERRNO_SUCCESS,
+  FILESTAT_FILETYPE,
+  FILESTAT_SIZE,
+  HandleCount,
+  LOOKUP_SYMLINK_FOLLOW,
+  mayOpen,
+  scratchOffset,
+} from "./file-guard.ts";
 import { clockOnlyWait, interruptibleSleep, writeClockEvents } from "./interruptible.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
-import { publishMemory } from "./run-words.ts";
+import { KILL, publishMemory } from "./run-words.ts";
 import { EngineError, openStore, type RunStore } from "./store.ts";
 
 declare const self: Worker;
@@ -100,7 +111,11 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     } catch (e) {
       const fallback =
         req.fallback ??
-        (req.fallbackPath && { module: new Uint8Array(fs().readFileSync(req.fallbackPath.path)), kind: req.fallbackPath.kind });
+        (req.fallbackPath && {
+          // Within the module size cap, whatever the file has become (../module-file.ts; loaded on this path only).
+          module: (require("../module-file.ts") as typeof import("../module-file.ts")).readModulePathSync(req.fallbackPath.path),
+          kind: req.fallbackPath.kind,
+        });
       if (!fallback) throw new EngineError(String((e as Error).message));
       t = performance.now();
       module = compile(lib, engine, fallback.module, fallback.kind);
@@ -145,7 +160,10 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
         exitStatus = status;
       }),
     );
-    callbacks.push(defineInterruptiblePoll(lib, linker, engine, env, keep));
+    const real = new RealWasi(lib, engine, keep);
+    callbacks.push(defineInterruptiblePoll(lib, linker, real, env));
+    const handles = new HandleCount(3 + (req.rootDir !== undefined ? 1 : 0) + (req.preopens?.length ?? 0), req.maxOpenFiles);
+    callbacks.push(...defineFileGuard(lib, linker, real, handles, kill));
     for (const host of hosts) callbacks.push(...defineHostFunctions(lib, linker, host));
     const instance = Buffer.alloc(LAYOUT.instance.size);
     const trapOut = new BigUint64Array(1);
@@ -231,20 +249,89 @@ function defineProcExit(lib: WasmtimeLib, linker: Pointer, onExit: (status: numb
   });
 }
 
+const WASI = "wasi_snapshot_preview1";
+
+/** The signatures of wasmtime's own WASI functions our shadows reach (wasi_snapshot_preview1.witx). */
+const REAL_WASI = {
+  poll_oneoff: ["i32", "i32", "i32", "i32"],
+  path_open: ["i32", "i32", "i32", "i32", "i32", "i64", "i64", "i32", "i32"],
+  path_filestat_get: ["i32", "i32", "i32", "i32", "i32"],
+  fd_filestat_get: ["i32", "i32"],
+  fd_close: ["i32"],
+  fd_renumber: ["i32", "i32"],
+} as const satisfies Record<string, readonly ValType[]>;
+type RealName = keyof typeof REAL_WASI;
+
 /**
- * Shadow wasi_snapshot_preview1.poll_oneoff with one whose sleeps a kill ends at once
- * (./interruptible.ts). Every other poll (fds, absolute deadlines) is wasmtime's own. That
- * one must be called from wasm (it finds the guest's memory through its caller), so it is
- * reached through a two-line helper instance made on first need in the same store, which
- * imports the guest's memory, re-exports it, and calls the real poll_oneoff.
+ * Calls wasmtime's imports of wasi_snapshot_preview1.`REAL_WASI` from wasm, on the guest's
+ * memory: they find the memory through their caller, so a helper instance, made on first need in
+ * the run's store, imports the guest's memory, exports it as "memory", and calls them.
  */
-function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Pointer, env: RunEnv, keep: unknown[]): JSCallback {
-  const { kill, sleep, onWait } = env;
-  const trapOut = new BigUint64Array(1);
-  const params: ValType[] = ["i32", "i32", "i32", "i32"];
-  let helperPoll: Buffer | null = null;
-  const helper = (caller: Pointer): Buffer => {
-    if (helperPoll) return helperPoll;
+const HELPER_WAT = `(module
+${Object.entries(REAL_WASI)
+  .map(([name, params]) => `  (import "${WASI}" "${name}" (func $${name} (param ${params.join(" ")}) (result i32)))`)
+  .join("\n")}
+  (import "env" "memory" (memory 0))
+  (export "memory" (memory 0))
+${Object.entries(REAL_WASI)
+  .map(
+    ([name, params]) =>
+      `  (func (export "${name}") (param ${params.join(" ")}) (result i32) ${params.map((_, i) => `(local.get ${i})`).join(" ")} (call $${name}))`,
+  )
+  .join("\n")})`;
+
+/** What a call of wasmtime's own function gave: its errno, or a trap for the guest (an error: its message). */
+type RealResult = { errno: number } | { trap: Pointer };
+
+class RealWasi {
+  private fns: Map<RealName, Buffer> | null = null;
+  private readonly trapOut = new BigUint64Array(1);
+  private readonly results = Buffer.alloc(LAYOUT.val.size);
+
+  constructor(
+    private readonly lib: WasmtimeLib,
+    private readonly engine: Pointer,
+    private readonly keep: unknown[],
+  ) {}
+
+  /** wasmtime's `name` with `args` (a wasmtime_val_t array: the shadow's own, or one made by vals()). */
+  call(caller: Pointer, name: RealName, args: Pointer | Buffer): RealResult {
+    const lib = this.lib;
+    const fn = this.helper(caller).get(name) as Buffer;
+    const cx = lib.wasmtime_caller_context(caller) as Pointer;
+    this.trapOut[0] = 0n;
+    const err = lib.wasmtime_func_call(
+      cx,
+      (bunPtr(fn) + LAYOUT.extern.of) as Pointer,
+      args,
+      REAL_WASI[name].length,
+      this.results,
+      1,
+      this.trapOut,
+    ) as Pointer | null;
+    if (err) {
+      const msg = Buffer.from(errorMessage(lib, err));
+      lib.wasmtime_error_delete(err);
+      return { trap: lib.wasmtime_trap_new(msg, msg.length) as Pointer };
+    }
+    const trap = readPtr(this.trapOut) as Pointer | null;
+    if (trap) return { trap };
+    return { errno: new DataView(this.results.buffer, this.results.byteOffset).getInt32(LAYOUT.val.of, true) };
+  }
+
+  /** A wasmtime_val_t array of i32s. */
+  static vals(values: number[]): Buffer {
+    const b = Buffer.alloc(values.length * LAYOUT.val.size);
+    const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    values.forEach((x, i) => {
+      writeVal(v, i, "i32", x);
+    });
+    return b;
+  }
+
+  private helper(caller: Pointer): Map<RealName, Buffer> {
+    if (this.fns) return this.fns;
+    const lib = this.lib;
     const cx = lib.wasmtime_caller_context(caller) as Pointer;
     const memory = Buffer.alloc(LAYOUT.extern.size);
     const memName = Buffer.from("memory");
@@ -252,30 +339,55 @@ function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Poin
       !lib.wasmtime_caller_export_get(caller, memName, memName.length, memory) ||
       memory[LAYOUT.extern.kind] !== LAYOUT.externKindMemory
     ) {
-      throw new Error('poll_oneoff: the module exports no memory named "memory"');
+      throw new Error('the module exports no memory named "memory"');
     }
-    const module = compile(lib, engine, Buffer.from(POLL_HELPER_WAT), "wat");
-    const l = lib.wasmtime_linker_new(engine) as Pointer;
+    const module = compile(lib, this.engine, Buffer.from(HELPER_WAT), "wat");
+    const l = lib.wasmtime_linker_new(this.engine) as Pointer;
     try {
       check(lib, lib.wasmtime_linker_define_wasi(l), "define wasi");
       const env = Buffer.from("env");
       check(lib, lib.wasmtime_linker_define(l, cx, env, env.length, memName, memName.length, memory) as Pointer | null, "define memory");
       const instance = Buffer.alloc(LAYOUT.instance.size);
-      trapOut[0] = 0n;
-      const err = lib.wasmtime_linker_instantiate(l, cx, module, instance, trapOut) as Pointer | null;
-      if (err || readPtr(trapOut)) throw new Error("poll_oneoff: cannot instantiate the helper");
-      const fn = Buffer.alloc(LAYOUT.extern.size);
-      const name = Buffer.from("poll");
-      if (!lib.wasmtime_instance_export_get(cx, instance, name, name.length, fn)) throw new Error("poll_oneoff: helper has no poll");
-      keep.push(fn, instance);
-      helperPoll = fn;
-      return fn;
+      this.trapOut[0] = 0n;
+      const err = lib.wasmtime_linker_instantiate(l, cx, module, instance, this.trapOut) as Pointer | null;
+      if (err || readPtr(this.trapOut)) throw new Error("cannot instantiate the WASI helper");
+      const fns = new Map<RealName, Buffer>();
+      for (const name of Object.keys(REAL_WASI) as RealName[]) {
+        const fn = Buffer.alloc(LAYOUT.extern.size);
+        const n = Buffer.from(name);
+        if (!lib.wasmtime_instance_export_get(cx, instance, n, n.length, fn)) throw new Error(`the WASI helper has no ${name}`);
+        fns.set(name, fn);
+      }
+      this.keep.push(instance, fns);
+      this.fns = fns;
+      return fns;
     } finally {
       lib.wasmtime_linker_delete(l);
       lib.wasmtime_module_delete(module);
     }
-  };
-  return defineFunc(lib, linker, "wasi_snapshot_preview1", "poll_oneoff", params, ["i32"], (caller, args, out) => {
+  }
+}
+
+/** A trap carrying `message`, for a shadow to return. */
+function trapWith(lib: WasmtimeLib, message: string): Pointer {
+  const msg = Buffer.from(message);
+  return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
+}
+
+/** Sets the i32 result of a shadow to `errno`. */
+function returnErrno(out: Pointer, errno: number): null {
+  writeVal(new DataView(toArrayBuffer(out, 0, LAYOUT.val.size)), 0, "i32", errno);
+  return null;
+}
+
+/**
+ * Shadow wasi_snapshot_preview1.poll_oneoff with one whose sleeps a kill ends at once
+ * (./interruptible.ts). Every other poll (fds, absolute deadlines) is wasmtime's own.
+ */
+function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, real: RealWasi, env: RunEnv): JSCallback {
+  const { kill, sleep, onWait } = env;
+  const params = REAL_WASI.poll_oneoff;
+  return defineFunc(lib, linker, WASI, "poll_oneoff", [...params], ["i32"], (caller, args, out) => {
     try {
       const view = new DataView(toArrayBuffer(args, 0, params.length * LAYOUT.val.size));
       const [inPtr, outPtr, n, neventsPtr] = params.map((_, i) => view.getUint32(i * LAYOUT.val.size + LAYOUT.val.of, true)) as [
@@ -290,40 +402,118 @@ function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Poin
         // Asleep, the module cannot grow: the figure published now holds until it wakes.
         publishMemory(kill, callerMem.length);
         onWait?.();
-        if (sleep(wait.timeoutNs)) {
-          const msg = Buffer.from(`interrupted by signal ${Atomics.load(kill, 0)}`);
-          return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
-        }
+        if (sleep(wait.timeoutNs)) return trapWith(lib, `interrupted by signal ${Atomics.load(kill, 0)}`);
         const mem = callerMemory(lib, caller);
         const count = writeClockEvents(mem, outPtr, wait.due);
         new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(neventsPtr, count, true);
-        writeVal(new DataView(toArrayBuffer(out, 0, LAYOUT.val.size)), 0, "i32", 0);
-        return null;
+        return returnErrno(out, 0);
       }
-      const fn = helper(caller);
-      trapOut[0] = 0n;
-      const cx = lib.wasmtime_caller_context(caller) as Pointer;
-      const err = lib.wasmtime_func_call(cx, (bunPtr(fn) + LAYOUT.extern.of) as Pointer, args, 4, out, 1, trapOut) as Pointer | null;
-      if (err) {
-        const msg = Buffer.from(errorMessage(lib, err));
-        lib.wasmtime_error_delete(err);
-        return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
-      }
-      return (readPtr(trapOut) as Pointer | null) || null;
+      const r = real.call(caller, "poll_oneoff", args);
+      return "trap" in r ? r.trap : returnErrno(out, r.errno);
     } catch (e) {
-      const msg = Buffer.from(`poll_oneoff: ${e instanceof Error ? e.message : String(e)}`);
-      return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
+      return trapWith(lib, `poll_oneoff: ${e instanceof Error ? e.message : String(e)}`);
     }
   });
 }
 
-/** Calls wasmtime's poll_oneoff from wasm, on the guest's memory (imported, and exported as "memory"). */
-const POLL_HELPER_WAT = `(module
-  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-  (import "env" "memory" (memory 0))
-  (export "memory" (memory 0))
-  (func (export "poll") (param i32 i32 i32 i32) (result i32)
-    (call $poll (local.get 0) (local.get 1) (local.get 2) (local.get 3))))`;
+/**
+ * Shadow path_open, fd_close and fd_renumber with the rules of ./file-guard.ts: only regular
+ * files and directories are opened (EACCES otherwise, before the open where the path already
+ * names something else), and at most `handles`' cap are open at once (EMFILE).
+ */
+function defineFileGuard(lib: WasmtimeLib, linker: Pointer, real: RealWasi, handles: HandleCount, kill: Int32Array): JSCallback[] {
+  const i32At = (args: Pointer, n: number, i: number) =>
+    new DataView(toArrayBuffer(args, 0, n * LAYOUT.val.size)).getInt32(i * LAYOUT.val.size + LAYOUT.val.of, true);
+
+  /**
+   * The WASI filetype wasmtime reports for `call` (a stat into a borrowed 64-byte buffer at
+   * `buf`), or its errno, or a trap; `avoid`: the guest memory the stat reads itself.
+   */
+  const statInto = (
+    caller: Pointer,
+    avoid: [number, number][],
+    call: (buf: number) => RealResult,
+  ): { filetype: number } | RealResult | undefined => {
+    const mem = callerMemory(lib, caller);
+    const at = scratchOffset(mem.length, FILESTAT_SIZE, avoid);
+    if (at === undefined) return undefined;
+    const saved = mem.slice(at, at + FILESTAT_SIZE);
+    try {
+      const r = call(at);
+      if ("trap" in r || r.errno !== ERRNO_SUCCESS) return r;
+      return { filetype: callerMemory(lib, caller)[at + FILESTAT_FILETYPE] as number };
+    } finally {
+      callerMemory(lib, caller).set(saved, at);
+    }
+  };
+
+  const open = defineFunc(lib, linker, WASI, "path_open", [...REAL_WASI.path_open], ["i32"], (caller, args, out) => {
+    try {
+      const n = REAL_WASI.path_open.length;
+      const [dirfd, lookup, pathPtr, pathLen] = [0, 1, 2, 3].map((i) => i32At(args, n, i)) as [number, number, number, number];
+      const fdOut = i32At(args, n, 8) >>> 0;
+      if (handles.full()) return returnErrno(out, ERRNO_MFILE);
+      const followed = (lookup & LOOKUP_SYMLINK_FOLLOW) !== 0;
+      const avoid: [number, number][] = [
+        [pathPtr >>> 0, (pathPtr >>> 0) + (pathLen >>> 0)],
+        [fdOut, fdOut + 4],
+      ];
+      // What the path names now, by wasmtime's own resolution: a fifo's open would wait.
+      const before = statInto(caller, avoid, (buf) =>
+        real.call(caller, "path_filestat_get", RealWasi.vals([dirfd, lookup, pathPtr, pathLen, buf])),
+      );
+      if (before && "trap" in before) {
+        // wasmtime's stat fails outright on a socket ("sockets are not currently supported"):
+        // refused as such; the run's own kill is its trap.
+        if (Atomics.load(kill, KILL) !== 0) return before.trap;
+        lib.wasm_trap_delete(before.trap);
+        return returnErrno(out, ERRNO_ACCES);
+      }
+      if (before && "filetype" in before && !mayOpen(before.filetype, followed)) return returnErrno(out, ERRNO_ACCES);
+      // Anything else (a missing path, a file to create, an error the open reports too): the open.
+      const r = real.call(caller, "path_open", args);
+      if ("trap" in r) return r.trap;
+      if (r.errno !== ERRNO_SUCCESS) return returnErrno(out, r.errno);
+      const mem = callerMemory(lib, caller);
+      const fd = new DataView(mem.buffer, mem.byteOffset, mem.byteLength).getInt32(fdOut, true);
+      // What was opened: a fifo renamed in between (its open found a peer) is closed unread.
+      const after = statInto(caller, [[fdOut, fdOut + 4]], (buf) => real.call(caller, "fd_filestat_get", RealWasi.vals([fd, buf])));
+      if (!after || "trap" in after || ("filetype" in after && !mayOpen(after.filetype, followed))) {
+        if (after && "trap" in after) lib.wasm_trap_delete(after.trap);
+        const closed = real.call(caller, "fd_close", RealWasi.vals([fd]));
+        if ("trap" in closed) return closed.trap;
+        return returnErrno(out, ERRNO_ACCES);
+      }
+      handles.opened();
+      return returnErrno(out, ERRNO_SUCCESS);
+    } catch (e) {
+      return trapWith(lib, `path_open: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  });
+  const close = defineFunc(lib, linker, WASI, "fd_close", [...REAL_WASI.fd_close], ["i32"], (caller, args, out) => {
+    try {
+      const r = real.call(caller, "fd_close", args);
+      if ("trap" in r) return r.trap;
+      if (r.errno === ERRNO_SUCCESS) handles.closed();
+      return returnErrno(out, r.errno);
+    } catch (e) {
+      return trapWith(lib, `fd_close: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  });
+  const renumber = defineFunc(lib, linker, WASI, "fd_renumber", [...REAL_WASI.fd_renumber], ["i32"], (caller, args, out) => {
+    try {
+      const [from, to] = [i32At(args, 2, 0), i32At(args, 2, 1)];
+      const r = real.call(caller, "fd_renumber", args);
+      if ("trap" in r) return r.trap;
+      // `to` was closed, `from` took its number.
+      if (r.errno === ERRNO_SUCCESS && from !== to) handles.closed();
+      return returnErrno(out, r.errno);
+    } catch (e) {
+      return trapWith(lib, `fd_renumber: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  });
+  return [open, close, renumber];
+}
 
 /** Read the i-th wasmtime_val_t of an array. */
 function readVal(view: DataView, i: number, t: ValType): number | bigint {
