@@ -27,7 +27,7 @@
 //    engine directory, or BUNWASI_EXECUTOR_WORKER=1 is in the executor's own environment
 //    (whoever starts it by hand; the shim never sets it).
 
-import { closeSync, openSync, readFileSync, readSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { EXIT_ENGINE_ERROR, KILL_GRACE_MS } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
@@ -215,6 +215,7 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
     const ctx: Omit<RunContext, "signal"> = {
       // The module and the view as this process, inside the container, sees them.
       ...runContextOf(plan, { modulePath, rootDir: o.rootDir ?? "/" }),
+      ...handleRoom(plan.limits.openFiles),
       stdin: { kind: "inherit" },
       stdout: { kind: "inherit" },
       stderr: { kind: "inherit" },
@@ -237,6 +238,35 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
     for (const [name, h] of handlers) process.off(name, h);
     closeSync(moduleFd);
   }
+}
+
+/**
+ * Room enough for the engine's own descriptors (its runtime's epoll and event fds, the fd a
+ * directory listing holds while it reads) besides the ones this process holds when the run
+ * starts.
+ */
+const ENGINE_FDS = 32;
+
+/**
+ * The most WASI handles the module may hold: the kernel counts this process's own fds against
+ * its RLIMIT_NOFILE too, and an open refused by the kernel reaches the module as an I/O error,
+ * so the engine's cap (EMFILE, the errno a process at its limit gets) is what is left of the
+ * limit runc set (`spec`, checked against /proc/self/limits) once this process's own fds and
+ * the engine's margin are counted. Nothing when no limit is known.
+ */
+function handleRoom(spec: number | undefined): { maxOpenFiles?: number } {
+  let limit = spec;
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    if (m?.[1] && m[1] !== "unlimited") limit = Math.min(limit ?? Number.POSITIVE_INFINITY, Number(m[1]));
+  } catch {}
+  if (limit === undefined) return {};
+  let held = 0;
+  try {
+    held = readdirSync("/proc/self/fd").length;
+  } catch {}
+  // stdio and the preopens are among the module's handles and this process's fds alike.
+  return { maxOpenFiles: Math.max(0, limit - held - ENGINE_FDS + 3) };
 }
 
 /**
