@@ -200,7 +200,7 @@ export class InProcessInstance implements Instance {
         // Reported on the engine's grace: its thread may still be in a host call (./unstick.ts).
         const tid = this.control?.threadId?.();
         if (tid && !this.deleted) {
-          this.unstick = new Unstick(tid, [this.fds[1], this.fds[2]], (m) => this.o.log?.(`${this.id}: ${m}`));
+          this.unstick = new Unstick(tid, [this.fds[1], this.fds[2]], this.view, (m) => this.o.log?.(`${this.id}: ${m}`));
           void this.unstick.run();
         }
       })

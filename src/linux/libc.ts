@@ -23,8 +23,28 @@ import { STATUS_UNKNOWN } from "../common/constants.ts";
 
 /** System call numbers differ per architecture; a wrong table would call the wrong syscall. */
 const SYSCALLS = {
-  x64: { ioctl: 16, fcntl: 72, prctl: 157, waitid: 247, pidfd_send_signal: 424, pidfd_open: 434, setns: 308, memfd_create: 319 },
-  arm64: { ioctl: 29, fcntl: 25, prctl: 167, waitid: 95, pidfd_send_signal: 424, pidfd_open: 434, setns: 268, memfd_create: 279 },
+  x64: {
+    ioctl: 16,
+    fcntl: 72,
+    prctl: 157,
+    waitid: 247,
+    pidfd_send_signal: 424,
+    pidfd_open: 434,
+    setns: 308,
+    memfd_create: 319,
+    tgkill: 234,
+  },
+  arm64: {
+    ioctl: 29,
+    fcntl: 25,
+    prctl: 167,
+    waitid: 95,
+    pidfd_send_signal: 424,
+    pidfd_open: 434,
+    setns: 268,
+    memfd_create: 279,
+    tgkill: 131,
+  },
 };
 
 interface SyscallTable {
@@ -36,6 +56,7 @@ interface SyscallTable {
   pidfd_open: number;
   setns: number;
   memfd_create: number;
+  tgkill: number;
 }
 
 /** The table of this machine; throws on an architecture we have no numbers for. */
@@ -494,4 +515,47 @@ export const EWOULDBLOCK = EAGAIN;
 /** flock(2); [0, 0] or [-1, errno]. The lock belongs to the open file and ends with its last fd. */
 export function flock(fd: number, operation: number): [number, number] {
   return check(locks().flock(fd, operation));
+}
+
+// --- a signal that only interrupts (the shared-mode daemon, src/daemon/unstick.ts) -----------
+
+/**
+ * The signal that wakes one thread of ours out of a blocking call with EINTR: a real-time one
+ * neither glibc (32, 33) nor Bun's runtime handles.
+ */
+export const WAKE_SIGNAL = 40;
+/** sizeof(struct sigaction) in glibc on x86_64 and aarch64: handler, 128-byte mask, flags (+pad), restorer. */
+const SIGACTION_SIZE = 152;
+const SIGACTION_FLAGS = 136;
+
+const wakes = bindOnUse({
+  sigaction: { args: [i32, P, P], returns: i32 },
+  // Its address is the handler: a function that does nothing with its argument and touches
+  // nothing else, so safe in any thread at any moment. Interrupting is the whole point.
+  abs: { args: [i32], returns: i32 },
+  __errno_location: { args: [], returns: P },
+});
+let wakeInstalled = false;
+
+/**
+ * Installs WAKE_SIGNAL's handler once for the process: a handler that does nothing, without
+ * SA_RESTART, so that the blocking call a thread is in when it arrives (an open of a fifo, a
+ * read of one) fails with EINTR instead of going on. [0, 0] or [-1, errno].
+ */
+export function installWakeSignal(): [number, number] {
+  if (wakeInstalled) return [0, 0];
+  const w = wakes();
+  const act = new Uint8Array(SIGACTION_SIZE);
+  const v = new DataView(act.buffer);
+  v.setBigUint64(0, BigInt((w.abs as unknown as { ptr: number }).ptr), true);
+  v.setInt32(SIGACTION_FLAGS, 0, true); // no SA_RESTART, no SA_SIGINFO; the mask stays empty
+  const r = w.sigaction(WAKE_SIGNAL, ptr(act), null);
+  if (r < 0) return [-1, errnoOf(w.__errno_location())];
+  wakeInstalled = true;
+  return [0, 0];
+}
+
+/** tgkill(2) of a thread of this process. */
+export function tgkill(tid: number, sig: number): [number, number] {
+  return sys(nrs().tgkill, process.pid, tid, sig);
 }
