@@ -559,3 +559,71 @@ export function installWakeSignal(): [number, number] {
 export function tgkill(tid: number, sig: number): [number, number] {
   return sys(nrs().tgkill, process.pid, tid, sig);
 }
+
+// --- what a path names, for a run thread's file guard (src/engines/wasmtime/file-guard.ts) -----
+// Raw system calls through a group of two symbols: a run thread binds these alone.
+
+const PATH_CALLS = {
+  x64: { openat: 257, openat2: 437, statx: 332, readlinkat: 267, close: 3 },
+  arm64: { openat: 56, openat2: 437, statx: 291, readlinkat: 78, close: 57 },
+} as const;
+
+const paths = bindOnUse({
+  syscall: { args: [i64, i64, i64, i64, i64, i64], returns: i64 },
+  __errno_location: { args: [], returns: P },
+});
+
+function pathCall(name: keyof (typeof PATH_CALLS)["x64"], a = 0, b = 0, c = 0, d = 0, e = 0): [number, number] {
+  syscallTable(); // refuses an architecture we have no numbers for
+  const nr = (PATH_CALLS as Record<string, Record<string, number>>)[process.arch]?.[name] as number;
+  const p = paths();
+  const r = Number(p.syscall(nr, a, b, c, d, e));
+  return r < 0 ? [-1, errnoOf(p.__errno_location())] : [r, 0];
+}
+
+export const AT_FDCWD = -100;
+export const O_PATH = 0o10000000;
+export const O_NOFOLLOW_FLAG = process.arch === "arm64" ? 0o100000 : 0o400000;
+export const O_DIRECTORY_FLAG = process.arch === "arm64" ? 0o40000 : 0o200000;
+export const RESOLVE_NO_MAGICLINKS = 0x02;
+export const RESOLVE_BENEATH = 0x08;
+export const ENOENT = 2;
+
+/** openat(2) with no mode; [fd, 0] or [-1, errno]. `path` is NUL-terminated. */
+export function openatRaw(dirfd: number, path: Uint8Array, flags: number): [number, number] {
+  return pathCall("openat", dirfd, Number(ptr(path)), flags | O_CLOEXEC);
+}
+
+/** openat2(2) with no mode; [fd, 0] or [-1, errno] (ENOSYS before Linux 5.6). `path` is NUL-terminated. */
+export function openat2Raw(dirfd: number, path: Uint8Array, flags: number, resolve: number): [number, number] {
+  // struct open_how { u64 flags; u64 mode; u64 resolve; }
+  const how = new BigUint64Array([BigInt(flags | O_CLOEXEC), 0n, BigInt(resolve)]);
+  return pathCall("openat2", dirfd, Number(ptr(path)), Number(ptr(how)), 24);
+}
+
+/** The file type bits of st_mode, and the file's identity, of an open fd (statx(2) AT_EMPTY_PATH). */
+export function statxFd(fd: number): { mode: number; id: string } | { errno: number } {
+  const AT_EMPTY_PATH = 0x1000;
+  const STATX_TYPE = 0x1;
+  const STATX_INO = 0x100;
+  const buf = new Uint8Array(256);
+  const [r, e] = pathCall("statx", fd, Number(ptr(EMPTY)), AT_EMPTY_PATH, STATX_TYPE | STATX_INO, Number(ptr(buf)));
+  if (r < 0) return { errno: e };
+  // struct statx: stx_mode u16 @28, stx_ino u64 @32, stx_dev_major u32 @136, stx_dev_minor u32 @140.
+  const v = new DataView(buf.buffer);
+  return { mode: v.getUint16(28, true), id: `${v.getUint32(136, true)}:${v.getUint32(140, true)}:${v.getBigUint64(32, true)}` };
+}
+const EMPTY = new Uint8Array(1);
+
+/** readlinkat(2) of an fd's /proc link: the path it was opened by, as the kernel tells it now. */
+export function fdLinkPath(fd: number): string | undefined {
+  const name = new TextEncoder().encode(`/proc/self/fd/${fd}\0`);
+  const buf = new Uint8Array(4096);
+  const [n] = pathCall("readlinkat", AT_FDCWD, Number(ptr(name)), Number(ptr(buf)), buf.length);
+  return n < 0 ? undefined : new TextDecoder().decode(buf.subarray(0, n));
+}
+
+/** close(2) through the same group. */
+export function closeRaw(fd: number): void {
+  pathCall("close", fd);
+}

@@ -7,9 +7,15 @@
 //    a socket is nothing WASI preview 1 can use: a module would hold its thread, in the
 //    shared-mode daemon one of the daemon's, in a call no kill can end. Device nodes are
 //    already refused by the view's `nodev`. All of these fail with EACCES, in both modes.
-//    What a path names is asked before the open (wasmtime's path_filestat_get, which waits on
-//    nothing) and what was opened after it (fd_filestat_get): a fifo renamed in between is
-//    closed again at once, and is never read.
+//    What a path names is looked at before the open, and again after it: on the host, with
+//    O_PATH (which opens nothing and waits on nothing) resolved beneath the host directory of
+//    the module's directory handle as wasmtime resolves it (openat2 RESOLVE_BENEATH), a few
+//    microseconds. Where that cannot tell (no such directory known, a kernel without openat2)
+//    or the two looks differ (a file renamed in between), wasmtime's own path_filestat_get
+//    before and fd_filestat_get after (about 0.2 ms each, on its runtime's threads) decide, and
+//    what is not a file or directory is closed again at once, unread. What remains is a fifo
+//    renamed in and out again during the open itself: the kill ends such a call
+//    (src/daemon/unstick.ts in the daemon; in normal mode the process's death).
 //  - At most `cap` handles at once (the spec's RLIMIT_NOFILE, bounded in shared mode by the
 //    daemon's per-container cap): one more open fails with EMFILE, as it would for a process
 //    at its limit. stdio and the preopened directories count, as a process's fds 0-2 do.
@@ -82,5 +88,144 @@ export class HandleCount {
 
   get count(): number {
     return this.open;
+  }
+}
+
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const S_IFLNK = 0o120000;
+
+/** What a path names, looked at on the host: a file of some kind (with its identity), or nothing. */
+export type Look = { kind: "dir" | "file" | "link" | "special"; id: string; host?: string } | { kind: "missing" };
+
+type Libc = typeof import("../../linux/libc.ts");
+let libc: Libc | undefined;
+/** Loaded on a run's first open, by the run thread that opens (a Worker binds its own). */
+const sys = (): Libc => {
+  libc ??= require("../../linux/libc.ts") as Libc;
+  return libc;
+};
+/** openat2 answered ENOSYS (a kernel before 5.6): the slow way for every open. */
+let noOpenat2 = false;
+
+/**
+ * `path` (the module's bytes, relative) as wasmtime would resolve it beneath the directory
+ * `dirFd` (an O_PATH fd of the host directory behind a module's handle), looked at without
+ * opening it; `follow`: a symlink at its end is followed. A directory's host path comes with it
+ * (what a handle of it is on the host). Undefined when it cannot tell.
+ */
+export function lookBeneath(dirFd: number, path: Uint8Array, follow: boolean): Look | undefined {
+  if (noOpenat2 || path.includes(0)) return undefined;
+  const c = sys();
+  const name = new Uint8Array(path.length + 1);
+  name.set(path);
+  const [fd, errno] = c.openat2Raw(dirFd, name, c.O_PATH | (follow ? 0 : c.O_NOFOLLOW_FLAG), c.RESOLVE_BENEATH | c.RESOLVE_NO_MAGICLINKS);
+  if (fd < 0) {
+    if (errno === c.ENOSYS) noOpenat2 = true;
+    return errno === c.ENOENT || errno === ENOTDIR ? { kind: "missing" } : undefined;
+  }
+  try {
+    const st = c.statxFd(fd);
+    if ("errno" in st) return undefined;
+    const type = st.mode & S_IFMT;
+    if (type === S_IFDIR) return { kind: "dir", id: st.id, ...hostOf(c, fd) };
+    return { kind: type === S_IFREG ? "file" : type === S_IFLNK ? "link" : "special", id: st.id };
+  } finally {
+    c.closeRaw(fd);
+  }
+}
+const ENOTDIR = 20;
+
+function hostOf(c: Libc, fd: number): { host?: string } {
+  const host = c.fdLinkPath(fd);
+  return host?.startsWith("/") ? { host } : {};
+}
+
+/** Whether a module may open what a look found (a symlink only where it is not followed). */
+export function mayOpenLook(look: Look, followed: boolean): boolean {
+  return look.kind === "dir" || look.kind === "file" || look.kind === "missing" || (!followed && look.kind === "link");
+}
+
+/**
+ * The host directory behind each of a run's directory handles: its preopens (numbered from 3 in
+ * the order they were given, after stdio), and each directory it opens. A handle renamed on the
+ * host meanwhile keeps its old path here: looks from it then disagree or fail, and the slow way
+ * decides. An O_PATH fd of each preopen (where nearly every open starts: wasi-libc resolves
+ * absolute paths from "/") and of the last other directory used is kept, not one per handle: a
+ * module's handles would cost the host twice their number.
+ */
+export class GuestDirs {
+  private readonly dirs = new Map<number, string>();
+  private readonly preopens: number;
+  private readonly fds = new Map<number, number>();
+  private last: { fd: number; host: string; dirFd: number } | undefined;
+
+  constructor(preopens: string[]) {
+    preopens.forEach((p, i) => {
+      this.dirs.set(3 + i, p);
+    });
+    this.preopens = preopens.length;
+  }
+
+  /** An O_PATH fd of the host directory behind the module's handle `fd`; undefined if unknown. */
+  dirFd(fd: number): number | undefined {
+    const host = this.dirs.get(fd);
+    if (host === undefined) return undefined;
+    const isPreopen = fd >= 3 && fd < 3 + this.preopens && !this.moved.has(fd);
+    if (isPreopen) {
+      const have = this.fds.get(fd);
+      if (have !== undefined) return have;
+    } else if (this.last && this.last.fd === fd && this.last.host === host) return this.last.dirFd;
+    const c = sys();
+    const [d] = c.openatRaw(c.AT_FDCWD, new TextEncoder().encode(`${host}\0`), c.O_PATH | c.O_DIRECTORY_FLAG);
+    if (d < 0) return undefined;
+    if (isPreopen) this.fds.set(fd, d);
+    else {
+      if (this.last) c.closeRaw(this.last.dirFd);
+      this.last = { fd, host, dirFd: d };
+    }
+    return d;
+  }
+
+  /** Handles whose number a renumber took over: no longer what the preopen was. */
+  private readonly moved = new Set<number>();
+
+  opened(fd: number, host: string | undefined): void {
+    this.forget(fd);
+    if (host !== undefined) this.dirs.set(fd, host);
+  }
+
+  closed(fd: number): void {
+    this.forget(fd);
+  }
+
+  renumbered(from: number, to: number): void {
+    const d = this.dirs.get(from);
+    this.forget(from);
+    this.forget(to);
+    if (d !== undefined) this.dirs.set(to, d);
+  }
+
+  /** Closes the fds kept (the run is over). */
+  dispose(): void {
+    for (const fd of this.fds.values()) sys().closeRaw(fd);
+    this.fds.clear();
+    if (this.last) sys().closeRaw(this.last.dirFd);
+    this.last = undefined;
+  }
+
+  private forget(fd: number): void {
+    this.dirs.delete(fd);
+    if (fd >= 3 && fd < 3 + this.preopens) this.moved.add(fd);
+    const kept = this.fds.get(fd);
+    if (kept !== undefined) {
+      sys().closeRaw(kept);
+      this.fds.delete(fd);
+    }
+    if (this.last?.fd === fd) {
+      sys().closeRaw(this.last.dirFd);
+      this.last = undefined;
+    }
   }
 }

@@ -21,9 +21,12 @@ import {
   ERRNO_SUCCESS,
   FILESTAT_FILETYPE,
   FILESTAT_SIZE,
+  GuestDirs,
   HandleCount,
   LOOKUP_SYMLINK_FOLLOW,
+  lookBeneath,
   mayOpen,
+  mayOpenLook,
   scratchOffset,
 } from "./file-guard.ts";
 import { clockOnlyWait, interruptibleSleep, writeClockEvents } from "./interruptible.ts";
@@ -136,6 +139,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
   let linker: Pointer | null = null;
   let deadlineCb: JSCallback | null = null;
   const callbacks: JSCallback[] = [];
+  let dirs: GuestDirs | undefined;
   let exitStatus: number | undefined;
   try {
     t = performance.now();
@@ -163,7 +167,8 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     const real = new RealWasi(lib, engine, keep);
     callbacks.push(defineInterruptiblePoll(lib, linker, real, env));
     const handles = new HandleCount(3 + (req.rootDir !== undefined ? 1 : 0) + (req.preopens?.length ?? 0), req.maxOpenFiles);
-    callbacks.push(...defineFileGuard(lib, linker, real, handles, kill));
+    dirs = new GuestDirs([...(req.rootDir !== undefined ? [req.rootDir] : []), ...(req.preopens ?? []).map(([host]) => host)]);
+    callbacks.push(...defineFileGuard(lib, linker, real, handles, dirs, kill));
     for (const host of hosts) callbacks.push(...defineHostFunctions(lib, linker, host));
     const instance = Buffer.alloc(LAYOUT.instance.size);
     const trapOut = new BigUint64Array(1);
@@ -196,6 +201,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
   } finally {
     if (linker) lib.wasmtime_linker_delete(linker);
     if (store) lib.wasmtime_store_delete(store); // closes the WASI files
+    dirs?.dispose();
     lib.wasmtime_module_delete(module);
     deadlineCb?.close();
     for (const cb of callbacks) cb.close();
@@ -421,7 +427,14 @@ function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, real: RealWa
  * files and directories are opened (EACCES otherwise, before the open where the path already
  * names something else), and at most `handles`' cap are open at once (EMFILE).
  */
-function defineFileGuard(lib: WasmtimeLib, linker: Pointer, real: RealWasi, handles: HandleCount, kill: Int32Array): JSCallback[] {
+function defineFileGuard(
+  lib: WasmtimeLib,
+  linker: Pointer,
+  real: RealWasi,
+  handles: HandleCount,
+  dirs: GuestDirs,
+  kill: Int32Array,
+): JSCallback[] {
   const i32At = (args: Pointer, n: number, i: number) =>
     new DataView(toArrayBuffer(args, 0, n * LAYOUT.val.size)).getInt32(i * LAYOUT.val.size + LAYOUT.val.of, true);
 
@@ -458,32 +471,50 @@ function defineFileGuard(lib: WasmtimeLib, linker: Pointer, real: RealWasi, hand
         [pathPtr >>> 0, (pathPtr >>> 0) + (pathLen >>> 0)],
         [fdOut, fdOut + 4],
       ];
-      // What the path names now, by wasmtime's own resolution: a fifo's open would wait.
-      const before = statInto(caller, avoid, (buf) =>
-        real.call(caller, "path_filestat_get", RealWasi.vals([dirfd, lookup, pathPtr, pathLen, buf])),
-      );
-      if (before && "trap" in before) {
-        // wasmtime's stat fails outright on a socket ("sockets are not currently supported"):
-        // refused as such; the run's own kill is its trap.
-        if (Atomics.load(kill, KILL) !== 0) return before.trap;
-        lib.wasm_trap_delete(before.trap);
-        return returnErrno(out, ERRNO_ACCES);
+      // What the path names now (a fifo's open would wait): looked at on the host, or by
+      // wasmtime's own resolution where that cannot tell.
+      const base = dirs.dirFd(dirfd);
+      const path = callerMemory(lib, caller).slice(pathPtr >>> 0, (pathPtr >>> 0) + (pathLen >>> 0));
+      const look = base === undefined ? undefined : lookBeneath(base, path, followed);
+      if (look && !mayOpenLook(look, followed)) return returnErrno(out, ERRNO_ACCES);
+      if (!look) {
+        const before = statInto(caller, avoid, (buf) =>
+          real.call(caller, "path_filestat_get", RealWasi.vals([dirfd, lookup, pathPtr, pathLen, buf])),
+        );
+        if (before && "trap" in before) {
+          // wasmtime's stat fails outright on a socket ("sockets are not currently supported"):
+          // refused as such; the run's own kill is its trap.
+          if (Atomics.load(kill, KILL) !== 0) return before.trap;
+          lib.wasm_trap_delete(before.trap);
+          return returnErrno(out, ERRNO_ACCES);
+        }
+        if (before && "filetype" in before && !mayOpen(before.filetype, followed)) return returnErrno(out, ERRNO_ACCES);
       }
-      if (before && "filetype" in before && !mayOpen(before.filetype, followed)) return returnErrno(out, ERRNO_ACCES);
       // Anything else (a missing path, a file to create, an error the open reports too): the open.
       const r = real.call(caller, "path_open", args);
       if ("trap" in r) return r.trap;
       if (r.errno !== ERRNO_SUCCESS) return returnErrno(out, r.errno);
       const mem = callerMemory(lib, caller);
       const fd = new DataView(mem.buffer, mem.byteOffset, mem.byteLength).getInt32(fdOut, true);
-      // What was opened: a fifo renamed in between (its open found a peer) is closed unread.
-      const after = statInto(caller, [[fdOut, fdOut + 4]], (buf) => real.call(caller, "fd_filestat_get", RealWasi.vals([fd, buf])));
-      if (!after || "trap" in after || ("filetype" in after && !mayOpen(after.filetype, followed))) {
-        if (after && "trap" in after) lib.wasm_trap_delete(after.trap);
-        const closed = real.call(caller, "fd_close", RealWasi.vals([fd]));
-        if ("trap" in closed) return closed.trap;
-        return returnErrno(out, ERRNO_ACCES);
+      // What was opened: the same file the look found (or a file it created), or else what
+      // wasmtime says it is; a fifo renamed in between (its open found a peer) is closed unread.
+      const again = base === undefined ? undefined : lookBeneath(base, path, followed);
+      const same =
+        look !== undefined &&
+        again !== undefined &&
+        again.kind !== "missing" &&
+        mayOpenLook(again, followed) &&
+        (look.kind === "missing" || ("id" in again && "id" in look && again.id === look.id));
+      if (!same) {
+        const after = statInto(caller, [[fdOut, fdOut + 4]], (buf) => real.call(caller, "fd_filestat_get", RealWasi.vals([fd, buf])));
+        if (!after || "trap" in after || ("filetype" in after && !mayOpen(after.filetype, followed))) {
+          if (after && "trap" in after) lib.wasm_trap_delete(after.trap);
+          const closed = real.call(caller, "fd_close", RealWasi.vals([fd]));
+          if ("trap" in closed) return closed.trap;
+          return returnErrno(out, ERRNO_ACCES);
+        }
       }
+      dirs.opened(fd, same && again?.kind === "dir" ? again.host : undefined);
       handles.opened();
       return returnErrno(out, ERRNO_SUCCESS);
     } catch (e) {
@@ -494,7 +525,10 @@ function defineFileGuard(lib: WasmtimeLib, linker: Pointer, real: RealWasi, hand
     try {
       const r = real.call(caller, "fd_close", args);
       if ("trap" in r) return r.trap;
-      if (r.errno === ERRNO_SUCCESS) handles.closed();
+      if (r.errno === ERRNO_SUCCESS) {
+        handles.closed();
+        dirs.closed(i32At(args, 1, 0));
+      }
       return returnErrno(out, r.errno);
     } catch (e) {
       return trapWith(lib, `fd_close: ${e instanceof Error ? e.message : String(e)}`);
@@ -506,7 +540,10 @@ function defineFileGuard(lib: WasmtimeLib, linker: Pointer, real: RealWasi, hand
       const r = real.call(caller, "fd_renumber", args);
       if ("trap" in r) return r.trap;
       // `to` was closed, `from` took its number.
-      if (r.errno === ERRNO_SUCCESS && from !== to) handles.closed();
+      if (r.errno === ERRNO_SUCCESS && from !== to) {
+        handles.closed();
+        dirs.renumbered(from, to);
+      }
       return returnErrno(out, r.errno);
     } catch (e) {
       return trapWith(lib, `fd_renumber: ${e instanceof Error ? e.message : String(e)}`);
