@@ -12,7 +12,9 @@ out="${1:-$PWD/build/bin}"
 shift || true
 mkdir -p "$out"
 bin=node_modules/.bin/bun
-workers=(src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts)
+# wasi-shadows.ts is no Worker's script, but a run thread loads it by path on first need, so
+# that it is not bundled into the worker's script (whose size every run thread pays for).
+workers=(src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts src/engines/wasmtime/wasi-shadows.ts)
 # The command line (start, delete) and the server are entries of their own, which runShim
 # loads by path (src/shim/shim.ts): the executor's bundle then carries neither, nor does
 # the server's carry the command line.

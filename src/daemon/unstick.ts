@@ -23,7 +23,7 @@
 
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import { readdir, readFile, readlink } from "node:fs/promises";
-import { installWakeSignal, tgkill, WAKE_SIGNAL } from "../linux/libc.ts";
+import { installWakeSignal, tgkill, WAKE_SIGNAL } from "../linux/wake.ts";
 
 /** How often a stuck run's thread is looked at. */
 const CHECK_MS = 10;

@@ -23,28 +23,8 @@ import { STATUS_UNKNOWN } from "../common/constants.ts";
 
 /** System call numbers differ per architecture; a wrong table would call the wrong syscall. */
 const SYSCALLS = {
-  x64: {
-    ioctl: 16,
-    fcntl: 72,
-    prctl: 157,
-    waitid: 247,
-    pidfd_send_signal: 424,
-    pidfd_open: 434,
-    setns: 308,
-    memfd_create: 319,
-    tgkill: 234,
-  },
-  arm64: {
-    ioctl: 29,
-    fcntl: 25,
-    prctl: 167,
-    waitid: 95,
-    pidfd_send_signal: 424,
-    pidfd_open: 434,
-    setns: 268,
-    memfd_create: 279,
-    tgkill: 131,
-  },
+  x64: { ioctl: 16, fcntl: 72, prctl: 157, waitid: 247, pidfd_send_signal: 424, pidfd_open: 434, setns: 308, memfd_create: 319 },
+  arm64: { ioctl: 29, fcntl: 25, prctl: 167, waitid: 95, pidfd_send_signal: 424, pidfd_open: 434, setns: 268, memfd_create: 279 },
 };
 
 interface SyscallTable {
@@ -56,7 +36,6 @@ interface SyscallTable {
   pidfd_open: number;
   setns: number;
   memfd_create: number;
-  tgkill: number;
 }
 
 /** The table of this machine; throws on an architecture we have no numbers for. */
@@ -515,115 +494,4 @@ export const EWOULDBLOCK = EAGAIN;
 /** flock(2); [0, 0] or [-1, errno]. The lock belongs to the open file and ends with its last fd. */
 export function flock(fd: number, operation: number): [number, number] {
   return check(locks().flock(fd, operation));
-}
-
-// --- a signal that only interrupts (the shared-mode daemon, src/daemon/unstick.ts) -----------
-
-/**
- * The signal that wakes one thread of ours out of a blocking call with EINTR: a real-time one
- * neither glibc (32, 33) nor Bun's runtime handles.
- */
-export const WAKE_SIGNAL = 40;
-/** sizeof(struct sigaction) in glibc on x86_64 and aarch64: handler, 128-byte mask, flags (+pad), restorer. */
-const SIGACTION_SIZE = 152;
-const SIGACTION_FLAGS = 136;
-
-const wakes = bindOnUse({
-  sigaction: { args: [i32, P, P], returns: i32 },
-  // Its address is the handler: a function that does nothing with its argument and touches
-  // nothing else, so safe in any thread at any moment. Interrupting is the whole point.
-  abs: { args: [i32], returns: i32 },
-  __errno_location: { args: [], returns: P },
-});
-let wakeInstalled = false;
-
-/**
- * Installs WAKE_SIGNAL's handler once for the process: a handler that does nothing, without
- * SA_RESTART, so that the blocking call a thread is in when it arrives (an open of a fifo, a
- * read of one) fails with EINTR instead of going on. [0, 0] or [-1, errno].
- */
-export function installWakeSignal(): [number, number] {
-  if (wakeInstalled) return [0, 0];
-  const w = wakes();
-  const act = new Uint8Array(SIGACTION_SIZE);
-  const v = new DataView(act.buffer);
-  v.setBigUint64(0, BigInt((w.abs as unknown as { ptr: number }).ptr), true);
-  v.setInt32(SIGACTION_FLAGS, 0, true); // no SA_RESTART, no SA_SIGINFO; the mask stays empty
-  const r = w.sigaction(WAKE_SIGNAL, ptr(act), null);
-  if (r < 0) return [-1, errnoOf(w.__errno_location())];
-  wakeInstalled = true;
-  return [0, 0];
-}
-
-/** tgkill(2) of a thread of this process. */
-export function tgkill(tid: number, sig: number): [number, number] {
-  return sys(nrs().tgkill, process.pid, tid, sig);
-}
-
-// --- what a path names, for a run thread's file guard (src/engines/wasmtime/file-guard.ts) -----
-// Raw system calls through a group of two symbols: a run thread binds these alone.
-
-const PATH_CALLS = {
-  x64: { openat: 257, openat2: 437, statx: 332, readlinkat: 267, close: 3 },
-  arm64: { openat: 56, openat2: 437, statx: 291, readlinkat: 78, close: 57 },
-} as const;
-
-const paths = bindOnUse({
-  syscall: { args: [i64, i64, i64, i64, i64, i64], returns: i64 },
-  __errno_location: { args: [], returns: P },
-});
-
-function pathCall(name: keyof (typeof PATH_CALLS)["x64"], a = 0, b = 0, c = 0, d = 0, e = 0): [number, number] {
-  syscallTable(); // refuses an architecture we have no numbers for
-  const nr = (PATH_CALLS as Record<string, Record<string, number>>)[process.arch]?.[name] as number;
-  const p = paths();
-  const r = Number(p.syscall(nr, a, b, c, d, e));
-  return r < 0 ? [-1, errnoOf(p.__errno_location())] : [r, 0];
-}
-
-export const AT_FDCWD = -100;
-export const O_PATH = 0o10000000;
-export const O_NOFOLLOW_FLAG = process.arch === "arm64" ? 0o100000 : 0o400000;
-export const O_DIRECTORY_FLAG = process.arch === "arm64" ? 0o40000 : 0o200000;
-export const RESOLVE_NO_MAGICLINKS = 0x02;
-export const RESOLVE_BENEATH = 0x08;
-export const ENOENT = 2;
-
-/** openat(2) with no mode; [fd, 0] or [-1, errno]. `path` is NUL-terminated. */
-export function openatRaw(dirfd: number, path: Uint8Array, flags: number): [number, number] {
-  return pathCall("openat", dirfd, Number(ptr(path)), flags | O_CLOEXEC);
-}
-
-/** openat2(2) with no mode; [fd, 0] or [-1, errno] (ENOSYS before Linux 5.6). `path` is NUL-terminated. */
-export function openat2Raw(dirfd: number, path: Uint8Array, flags: number, resolve: number): [number, number] {
-  // struct open_how { u64 flags; u64 mode; u64 resolve; }
-  const how = new BigUint64Array([BigInt(flags | O_CLOEXEC), 0n, BigInt(resolve)]);
-  return pathCall("openat2", dirfd, Number(ptr(path)), Number(ptr(how)), 24);
-}
-
-/** The file type bits of st_mode, and the file's identity, of an open fd (statx(2) AT_EMPTY_PATH). */
-export function statxFd(fd: number): { mode: number; id: string } | { errno: number } {
-  const AT_EMPTY_PATH = 0x1000;
-  const STATX_TYPE = 0x1;
-  const STATX_INO = 0x100;
-  const buf = new Uint8Array(256);
-  const [r, e] = pathCall("statx", fd, Number(ptr(EMPTY)), AT_EMPTY_PATH, STATX_TYPE | STATX_INO, Number(ptr(buf)));
-  if (r < 0) return { errno: e };
-  // struct statx: stx_mode u16 @28, stx_ino u64 @32, stx_dev_major u32 @136, stx_dev_minor u32 @140.
-  const v = new DataView(buf.buffer);
-  return { mode: v.getUint16(28, true), id: `${v.getUint32(136, true)}:${v.getUint32(140, true)}:${v.getBigUint64(32, true)}` };
-}
-const EMPTY = new Uint8Array(1);
-
-/** readlinkat(2) of an fd's /proc link: the path it was opened by, as the kernel tells it now. */
-export function fdLinkPath(fd: number): string | undefined {
-  const name = new TextEncoder().encode(`/proc/self/fd/${fd}\0`);
-  const buf = new Uint8Array(4096);
-  const [n] = pathCall("readlinkat", AT_FDCWD, Number(ptr(name)), Number(ptr(buf)), buf.length);
-  return n < 0 ? undefined : new TextDecoder().decode(buf.subarray(0, n));
-}
-
-/** close(2) through the same group. */
-export function closeRaw(fd: number): void {
-  pathCall("close", fd);
 }

@@ -390,6 +390,7 @@ export class WasmtimeEngine {
       entry: ctx.entry ?? "_start",
       memoryLimitBytes: ctx.memoryLimitBytes,
       ...(ctx.maxOpenFiles !== undefined ? { maxOpenFiles: ctx.maxOpenFiles } : {}),
+      shadowsScript: shadowsScript(),
       hostModules: this.hostModules,
       kill: killBuf,
     };
@@ -497,6 +498,14 @@ function takeWorker(): Worker {
   const w = spare ?? new Worker(workerEntry());
   spare = null;
   return w;
+}
+
+let shadows: string | undefined;
+
+/** Where ./wasi-shadows.ts is (an entry point of the binary of its own, as the Worker scripts are). */
+function shadowsScript(): string {
+  shadows ??= workerScript("engines/wasmtime/wasi-shadows");
+  return shadows;
 }
 
 /**

@@ -99,12 +99,12 @@ const S_IFLNK = 0o120000;
 /** What a path names, looked at on the host: a file of some kind (with its identity), or nothing. */
 export type Look = { kind: "dir" | "file" | "link" | "special"; id: string; host?: string } | { kind: "missing" };
 
-type Libc = typeof import("../../linux/libc.ts");
-let libc: Libc | undefined;
+type Calls = typeof import("../../linux/path-calls.ts");
+let calls: Calls | undefined;
 /** Loaded on a run's first open, by the run thread that opens (a Worker binds its own). */
-const sys = (): Libc => {
-  libc ??= require("../../linux/libc.ts") as Libc;
-  return libc;
+const sys = (): Calls => {
+  calls ??= require("../../linux/path-calls.ts") as Calls;
+  return calls;
 };
 /** openat2 answered ENOSYS (a kernel before 5.6): the slow way for every open. */
 let noOpenat2 = false;
@@ -120,10 +120,10 @@ export function lookBeneath(dirFd: number, path: Uint8Array, follow: boolean): L
   const c = sys();
   const name = new Uint8Array(path.length + 1);
   name.set(path);
-  const [fd, errno] = c.openat2Raw(dirFd, name, c.O_PATH | (follow ? 0 : c.O_NOFOLLOW_FLAG), c.RESOLVE_BENEATH | c.RESOLVE_NO_MAGICLINKS);
+  const [fd, errno] = c.openat2(dirFd, name, c.O_PATH | (follow ? 0 : c.O_NOFOLLOW), c.RESOLVE_BENEATH | c.RESOLVE_NO_MAGICLINKS);
   if (fd < 0) {
     if (errno === c.ENOSYS) noOpenat2 = true;
-    return errno === c.ENOENT || errno === ENOTDIR ? { kind: "missing" } : undefined;
+    return errno === c.ENOENT || errno === c.ENOTDIR ? { kind: "missing" } : undefined;
   }
   try {
     const st = c.statxFd(fd);
@@ -132,12 +132,11 @@ export function lookBeneath(dirFd: number, path: Uint8Array, follow: boolean): L
     if (type === S_IFDIR) return { kind: "dir", id: st.id, ...hostOf(c, fd) };
     return { kind: type === S_IFREG ? "file" : type === S_IFLNK ? "link" : "special", id: st.id };
   } finally {
-    c.closeRaw(fd);
+    c.close(fd);
   }
 }
-const ENOTDIR = 20;
 
-function hostOf(c: Libc, fd: number): { host?: string } {
+function hostOf(c: Calls, fd: number): { host?: string } {
   const host = c.fdLinkPath(fd);
   return host?.startsWith("/") ? { host } : {};
 }
@@ -178,11 +177,11 @@ export class GuestDirs {
       if (have !== undefined) return have;
     } else if (this.last && this.last.fd === fd && this.last.host === host) return this.last.dirFd;
     const c = sys();
-    const [d] = c.openatRaw(c.AT_FDCWD, new TextEncoder().encode(`${host}\0`), c.O_PATH | c.O_DIRECTORY_FLAG);
+    const [d] = c.openat(c.AT_FDCWD, new TextEncoder().encode(`${host}\0`), c.O_PATH | c.O_DIRECTORY);
     if (d < 0) return undefined;
     if (isPreopen) this.fds.set(fd, d);
     else {
-      if (this.last) c.closeRaw(this.last.dirFd);
+      if (this.last) c.close(this.last.dirFd);
       this.last = { fd, host, dirFd: d };
     }
     return d;
@@ -209,9 +208,9 @@ export class GuestDirs {
 
   /** Closes the fds kept (the run is over). */
   dispose(): void {
-    for (const fd of this.fds.values()) sys().closeRaw(fd);
+    for (const fd of this.fds.values()) sys().close(fd);
     this.fds.clear();
-    if (this.last) sys().closeRaw(this.last.dirFd);
+    if (this.last) sys().close(this.last.dirFd);
     this.last = undefined;
   }
 
@@ -220,11 +219,11 @@ export class GuestDirs {
     if (fd >= 3 && fd < 3 + this.preopens) this.moved.add(fd);
     const kept = this.fds.get(fd);
     if (kept !== undefined) {
-      sys().closeRaw(kept);
+      sys().close(kept);
       this.fds.delete(fd);
     }
     if (this.last?.fd === fd) {
-      sys().closeRaw(this.last.dirFd);
+      sys().close(this.last.dirFd);
       this.last = undefined;
     }
   }

@@ -42,6 +42,12 @@ export interface RunRequest {
   /** Export to call: "_start" (for a component: `wasi:cli/run`), or a function taking no arguments. */
   entry: string;
   memoryLimitBytes?: number;
+  /**
+   * Where ./wasi-shadows.ts is for this process (from source, or embedded in the binary): the
+   * run thread loads it by this path on first need, so that it is not part of every run
+   * thread's script.
+   */
+  shadowsScript: string;
   /** The most WASI handles the module may hold open at once, stdio and preopens included (./file-guard.ts); absent = no cap. */
   maxOpenFiles?: number;
   /** Scripts whose default export is a HostFunctions (../host.ts): imported and linked by the worker. */

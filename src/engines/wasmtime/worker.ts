@@ -12,26 +12,13 @@
 // target), it extends the deadline by one tick and the module carries on.
 
 import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
+import { MODULE_MAX_BYTES } from "../../common/constants.ts";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
 import type { HostCaller, HostFunctions, ValType } from "../host.ts";
 import { check, cstr, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
-import {
-  ERRNO_ACCES,
-  ERRNO_MFILE,
-  ERRNO_SUCCESS,
-  FILESTAT_FILETYPE,
-  FILESTAT_SIZE,
-  GuestDirs,
-  HandleCount,
-  LOOKUP_SYMLINK_FOLLOW,
-  lookBeneath,
-  mayOpen,
-  mayOpenLook,
-  scratchOffset,
-} from "./file-guard.ts";
 import { clockOnlyWait, interruptibleSleep, writeClockEvents } from "./interruptible.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
-import { KILL, publishMemory } from "./run-words.ts";
+import { publishMemory } from "./run-words.ts";
 import { EngineError, openStore, type RunStore } from "./store.ts";
 
 declare const self: Worker;
@@ -89,6 +76,32 @@ function deserializeFile(lib: WasmtimeLib, engine: Pointer, path: string): Point
   return readPtr(out) as Pointer;
 }
 
+/**
+ * The module's source for a compile after a failed deserialize: the caller's checked fd (through
+ * /proc/self/fd) or path, read only if a regular file, within MODULE_MAX_BYTES whatever it has
+ * become (../module-file.ts is the main thread's; it is not bundled into this thread's script).
+ */
+function readFallback(path: string): Uint8Array {
+  const f = fs();
+  const fd = f.openSync(path, f.constants.O_RDONLY | f.constants.O_NONBLOCK | f.constants.O_NOCTTY);
+  try {
+    const st = f.fstatSync(fd);
+    if (!st.isFile() || st.size > MODULE_MAX_BYTES)
+      throw new EngineError(`${path}: not a regular file of at most ${MODULE_MAX_BYTES} bytes`);
+    const buf = new Uint8Array(st.size + 1);
+    let n = 0;
+    for (;;) {
+      const got = f.readSync(fd, buf, n, buf.length - n, n);
+      if (got === 0) break;
+      n += got;
+      if (n === buf.length) throw new EngineError(`${path}: grew while it was read`);
+    }
+    return buf.subarray(0, n);
+  } finally {
+    f.closeSync(fd);
+  }
+}
+
 function serialize(lib: WasmtimeLib, module: Pointer): Uint8Array {
   const vec = Buffer.alloc(LAYOUT.byteVec.size);
   check(lib, lib.wasmtime_module_serialize(module, vec), "serialize");
@@ -112,13 +125,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
       module = req.serializedPath ? deserializeFile(lib, engine, req.serializedPath) : deserialize(lib, engine, req.module);
       stats.deserializeMs = performance.now() - t;
     } catch (e) {
-      const fallback =
-        req.fallback ??
-        (req.fallbackPath && {
-          // Within the module size cap, whatever the file has become (../module-file.ts; loaded on this path only).
-          module: (require("../module-file.ts") as typeof import("../module-file.ts")).readModulePathSync(req.fallbackPath.path),
-          kind: req.fallbackPath.kind,
-        });
+      const fallback = req.fallback ?? (req.fallbackPath && { module: readFallback(req.fallbackPath.path), kind: req.fallbackPath.kind });
       if (!fallback) throw new EngineError(String((e as Error).message));
       t = performance.now();
       module = compile(lib, engine, fallback.module, fallback.kind);
@@ -139,7 +146,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
   let linker: Pointer | null = null;
   let deadlineCb: JSCallback | null = null;
   const callbacks: JSCallback[] = [];
-  let dirs: GuestDirs | undefined;
+  let made: Shadows | undefined;
   let exitStatus: number | undefined;
   try {
     t = performance.now();
@@ -159,16 +166,24 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     // wasmtime's WASI proc_exit rejects statuses >= 126 (an error without the status), so
     // shadow it with one that records any status and unwinds with a trap.
     lib.wasmtime_linker_allow_shadowing(linker, true);
-    callbacks.push(
-      defineProcExit(lib, linker, (status) => {
-        exitStatus = status;
-      }),
-    );
-    const real = new RealWasi(lib, engine, keep);
-    callbacks.push(defineInterruptiblePoll(lib, linker, real, env));
-    const handles = new HandleCount(3 + (req.rootDir !== undefined ? 1 : 0) + (req.preopens?.length ?? 0), req.maxOpenFiles);
-    dirs = new GuestDirs([...(req.rootDir !== undefined ? [req.rootDir] : []), ...(req.preopens ?? []).map(([host]) => host)]);
-    callbacks.push(...defineFileGuard(lib, linker, real, handles, dirs, kill));
+    // Our WASI functions (proc_exit, poll_oneoff and the file guard's) share one callback.
+    const d = new Dispatch();
+    callbacks.push(d.cb);
+    defineProcExit(lib, linker, d, (status) => {
+      exitStatus = status;
+    });
+    const shadows = (): Shadows => {
+      if (made) return made;
+      // By path, not bundled into this thread's script (./wasi-shadows.ts says why).
+      const script = req.shadowsScript.startsWith("file:") ? Bun.fileURLToPath(req.shadowsScript) : req.shadowsScript;
+      const w = require(script) as typeof import("./wasi-shadows.ts");
+      const tools = { engine, callerMemory, compileWat: (text: Uint8Array) => compile(lib, engine, text, "wat") };
+      const preopens = [...(req.rootDir !== undefined ? [req.rootDir] : []), ...(req.preopens ?? []).map(([host]) => host)];
+      made = w.shadowsFor(lib, tools, keep, preopens, req.maxOpenFiles, kill);
+      return made;
+    };
+    defineInterruptiblePoll(lib, linker, d, shadows, env);
+    defineFileGuard(lib, linker, d, shadows);
     for (const host of hosts) callbacks.push(...defineHostFunctions(lib, linker, host));
     const instance = Buffer.alloc(LAYOUT.instance.size);
     const trapOut = new BigUint64Array(1);
@@ -201,7 +216,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
   } finally {
     if (linker) lib.wasmtime_linker_delete(linker);
     if (store) lib.wasmtime_store_delete(store); // closes the WASI files
-    dirs?.dispose();
+    made?.dispose();
     lib.wasmtime_module_delete(module);
     deadlineCb?.close();
     for (const cb of callbacks) cb.close();
@@ -213,7 +228,29 @@ const PROC_EXIT_MARK = "bunwasi: proc_exit";
 
 type HostCallback = (caller: Pointer, args: Pointer, results: Pointer) => Pointer | null;
 
-/** Define `module`.`name` in the linker as a function of the given types, run by `impl`. */
+/**
+ * One JSCallback for several host functions: each JSCallback costs the run thread memory (a
+ * trampoline, a function object), and in shared mode every idle container is such a thread.
+ * wasmtime hands each function its own `env` pointer back: here, its index in `impls` plus one.
+ */
+class Dispatch {
+  private readonly impls: HostCallback[] = [];
+  readonly cb = new JSCallback(
+    (env: Pointer, caller: Pointer, args: Pointer, _nargs: number | bigint, out: Pointer, _nresults: number | bigint) =>
+      (this.impls[Number(env) - 1] as HostCallback)(caller, args, out),
+    { args: ["ptr", "ptr", "ptr", "usize", "ptr", "usize"], returns: "ptr" },
+  );
+
+  /** `impl`'s env pointer. */
+  add(impl: HostCallback): Pointer {
+    return this.impls.push(impl) as Pointer;
+  }
+}
+
+/**
+ * Define `module`.`name` in the linker as a function of the given types, run by `impl`: through
+ * `dispatch`'s callback when given (then nothing is returned), else a JSCallback of its own.
+ */
 function defineFunc(
   lib: WasmtimeLib,
   linker: Pointer,
@@ -222,7 +259,27 @@ function defineFunc(
   params: ValType[],
   results: ValType[],
   impl: HostCallback,
-): JSCallback {
+  dispatch: Dispatch,
+): null;
+function defineFunc(
+  lib: WasmtimeLib,
+  linker: Pointer,
+  module: string,
+  name: string,
+  params: ValType[],
+  results: ValType[],
+  impl: HostCallback,
+): JSCallback;
+function defineFunc(
+  lib: WasmtimeLib,
+  linker: Pointer,
+  module: string,
+  name: string,
+  params: ValType[],
+  results: ValType[],
+  impl: HostCallback,
+  dispatch?: Dispatch,
+): JSCallback | null {
   const vec = (types: ValType[]) => {
     const out = Buffer.alloc(LAYOUT.byteVec.size);
     if (!types.length) lib.wasm_valtype_vec_new_empty(out);
@@ -233,146 +290,42 @@ function defineFunc(
     return out;
   };
   const ty = lib.wasm_functype_new(vec(params), vec(results)) as Pointer; // takes both vectors
-  const cb = new JSCallback(
-    (_env: Pointer, caller: Pointer, args: Pointer, _nargs: number | bigint, out: Pointer, _nresults: number | bigint) =>
-      impl(caller, args, out),
-    { args: ["ptr", "ptr", "ptr", "usize", "ptr", "usize"], returns: "ptr" },
-  );
+  const cb = dispatch
+    ? null
+    : new JSCallback(
+        (_env: Pointer, caller: Pointer, args: Pointer, _nargs: number | bigint, out: Pointer, _nresults: number | bigint) =>
+          impl(caller, args, out),
+        { args: ["ptr", "ptr", "ptr", "usize", "ptr", "usize"], returns: "ptr" },
+      );
+  const env = dispatch ? dispatch.add(impl) : null;
+  const fnPtr = (dispatch ? dispatch.cb.ptr : cb?.ptr) as Pointer;
   const mod = Buffer.from(module);
   const fn = Buffer.from(name);
-  const err = lib.wasmtime_linker_define_func(linker, mod, mod.length, fn, fn.length, ty, cb.ptr as Pointer, null, null) as Pointer | null;
+  const err = lib.wasmtime_linker_define_func(linker, mod, mod.length, fn, fn.length, ty, fnPtr, env, null) as Pointer | null;
   lib.wasm_functype_delete(ty);
   check(lib, err, `define ${module}.${name}`);
   return cb;
 }
 
 /** Define wasi_snapshot_preview1.proc_exit(i32) → records the status and traps. */
-function defineProcExit(lib: WasmtimeLib, linker: Pointer, onExit: (status: number) => void): JSCallback {
+function defineProcExit(lib: WasmtimeLib, linker: Pointer, d: Dispatch, onExit: (status: number) => void): void {
   const mark = Buffer.from(PROC_EXIT_MARK);
-  return defineFunc(lib, linker, "wasi_snapshot_preview1", "proc_exit", ["i32"], [], (_caller, args) => {
-    onExit(new DataView(toArrayBuffer(args, 0, LAYOUT.val.size)).getUint32(LAYOUT.val.of, true));
-    return lib.wasmtime_trap_new(mark, mark.length) as Pointer;
-  });
+  defineFunc(
+    lib,
+    linker,
+    "wasi_snapshot_preview1",
+    "proc_exit",
+    ["i32"],
+    [],
+    (_caller, args) => {
+      onExit(new DataView(toArrayBuffer(args, 0, LAYOUT.val.size)).getUint32(LAYOUT.val.of, true));
+      return lib.wasmtime_trap_new(mark, mark.length) as Pointer;
+    },
+    d,
+  );
 }
 
 const WASI = "wasi_snapshot_preview1";
-
-/** The signatures of wasmtime's own WASI functions our shadows reach (wasi_snapshot_preview1.witx). */
-const REAL_WASI = {
-  poll_oneoff: ["i32", "i32", "i32", "i32"],
-  path_open: ["i32", "i32", "i32", "i32", "i32", "i64", "i64", "i32", "i32"],
-  path_filestat_get: ["i32", "i32", "i32", "i32", "i32"],
-  fd_filestat_get: ["i32", "i32"],
-  fd_close: ["i32"],
-  fd_renumber: ["i32", "i32"],
-} as const satisfies Record<string, readonly ValType[]>;
-type RealName = keyof typeof REAL_WASI;
-
-/**
- * Calls wasmtime's imports of wasi_snapshot_preview1.`REAL_WASI` from wasm, on the guest's
- * memory: they find the memory through their caller, so a helper instance, made on first need in
- * the run's store, imports the guest's memory, exports it as "memory", and calls them.
- */
-const HELPER_WAT = `(module
-${Object.entries(REAL_WASI)
-  .map(([name, params]) => `  (import "${WASI}" "${name}" (func $${name} (param ${params.join(" ")}) (result i32)))`)
-  .join("\n")}
-  (import "env" "memory" (memory 0))
-  (export "memory" (memory 0))
-${Object.entries(REAL_WASI)
-  .map(
-    ([name, params]) =>
-      `  (func (export "${name}") (param ${params.join(" ")}) (result i32) ${params.map((_, i) => `(local.get ${i})`).join(" ")} (call $${name}))`,
-  )
-  .join("\n")})`;
-
-/** What a call of wasmtime's own function gave: its errno, or a trap for the guest (an error: its message). */
-type RealResult = { errno: number } | { trap: Pointer };
-
-class RealWasi {
-  private fns: Map<RealName, Buffer> | null = null;
-  private readonly trapOut = new BigUint64Array(1);
-  private readonly results = Buffer.alloc(LAYOUT.val.size);
-
-  constructor(
-    private readonly lib: WasmtimeLib,
-    private readonly engine: Pointer,
-    private readonly keep: unknown[],
-  ) {}
-
-  /** wasmtime's `name` with `args` (a wasmtime_val_t array: the shadow's own, or one made by vals()). */
-  call(caller: Pointer, name: RealName, args: Pointer | Buffer): RealResult {
-    const lib = this.lib;
-    const fn = this.helper(caller).get(name) as Buffer;
-    const cx = lib.wasmtime_caller_context(caller) as Pointer;
-    this.trapOut[0] = 0n;
-    const err = lib.wasmtime_func_call(
-      cx,
-      (bunPtr(fn) + LAYOUT.extern.of) as Pointer,
-      args,
-      REAL_WASI[name].length,
-      this.results,
-      1,
-      this.trapOut,
-    ) as Pointer | null;
-    if (err) {
-      const msg = Buffer.from(errorMessage(lib, err));
-      lib.wasmtime_error_delete(err);
-      return { trap: lib.wasmtime_trap_new(msg, msg.length) as Pointer };
-    }
-    const trap = readPtr(this.trapOut) as Pointer | null;
-    if (trap) return { trap };
-    return { errno: new DataView(this.results.buffer, this.results.byteOffset).getInt32(LAYOUT.val.of, true) };
-  }
-
-  /** A wasmtime_val_t array of i32s. */
-  static vals(values: number[]): Buffer {
-    const b = Buffer.alloc(values.length * LAYOUT.val.size);
-    const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-    values.forEach((x, i) => {
-      writeVal(v, i, "i32", x);
-    });
-    return b;
-  }
-
-  private helper(caller: Pointer): Map<RealName, Buffer> {
-    if (this.fns) return this.fns;
-    const lib = this.lib;
-    const cx = lib.wasmtime_caller_context(caller) as Pointer;
-    const memory = Buffer.alloc(LAYOUT.extern.size);
-    const memName = Buffer.from("memory");
-    if (
-      !lib.wasmtime_caller_export_get(caller, memName, memName.length, memory) ||
-      memory[LAYOUT.extern.kind] !== LAYOUT.externKindMemory
-    ) {
-      throw new Error('the module exports no memory named "memory"');
-    }
-    const module = compile(lib, this.engine, Buffer.from(HELPER_WAT), "wat");
-    const l = lib.wasmtime_linker_new(this.engine) as Pointer;
-    try {
-      check(lib, lib.wasmtime_linker_define_wasi(l), "define wasi");
-      const env = Buffer.from("env");
-      check(lib, lib.wasmtime_linker_define(l, cx, env, env.length, memName, memName.length, memory) as Pointer | null, "define memory");
-      const instance = Buffer.alloc(LAYOUT.instance.size);
-      this.trapOut[0] = 0n;
-      const err = lib.wasmtime_linker_instantiate(l, cx, module, instance, this.trapOut) as Pointer | null;
-      if (err || readPtr(this.trapOut)) throw new Error("cannot instantiate the WASI helper");
-      const fns = new Map<RealName, Buffer>();
-      for (const name of Object.keys(REAL_WASI) as RealName[]) {
-        const fn = Buffer.alloc(LAYOUT.extern.size);
-        const n = Buffer.from(name);
-        if (!lib.wasmtime_instance_export_get(cx, instance, n, n.length, fn)) throw new Error(`the WASI helper has no ${name}`);
-        fns.set(name, fn);
-      }
-      this.keep.push(instance, fns);
-      this.fns = fns;
-      return fns;
-    } finally {
-      lib.wasmtime_linker_delete(l);
-      lib.wasmtime_module_delete(module);
-    }
-  }
-}
 
 /** A trap carrying `message`, for a shadow to return. */
 function trapWith(lib: WasmtimeLib, message: string): Pointer {
@@ -386,170 +339,72 @@ function returnErrno(out: Pointer, errno: number): null {
   return null;
 }
 
+/** The shadows that call wasmtime's own WASI (./wasi-shadows.ts), made on a run's first need of one. */
+type Shadows = import("./wasi-shadows.ts").Shadows;
+
 /**
  * Shadow wasi_snapshot_preview1.poll_oneoff with one whose sleeps a kill ends at once
  * (./interruptible.ts). Every other poll (fds, absolute deadlines) is wasmtime's own.
  */
-function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, real: RealWasi, env: RunEnv): JSCallback {
+function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, d: Dispatch, shadows: () => Shadows, env: RunEnv): void {
   const { kill, sleep, onWait } = env;
-  const params = REAL_WASI.poll_oneoff;
-  return defineFunc(lib, linker, WASI, "poll_oneoff", [...params], ["i32"], (caller, args, out) => {
-    try {
-      const view = new DataView(toArrayBuffer(args, 0, params.length * LAYOUT.val.size));
-      const [inPtr, outPtr, n, neventsPtr] = params.map((_, i) => view.getUint32(i * LAYOUT.val.size + LAYOUT.val.of, true)) as [
-        number,
-        number,
-        number,
-        number,
-      ];
-      const callerMem = callerMemory(lib, caller);
-      const wait = clockOnlyWait(callerMem, inPtr, n);
-      if (wait) {
-        // Asleep, the module cannot grow: the figure published now holds until it wakes.
-        publishMemory(kill, callerMem.length);
-        onWait?.();
-        if (sleep(wait.timeoutNs)) return trapWith(lib, `interrupted by signal ${Atomics.load(kill, 0)}`);
-        const mem = callerMemory(lib, caller);
-        const count = writeClockEvents(mem, outPtr, wait.due);
-        new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(neventsPtr, count, true);
-        return returnErrno(out, 0);
+  const params: ValType[] = ["i32", "i32", "i32", "i32"];
+  defineFunc(
+    lib,
+    linker,
+    WASI,
+    "poll_oneoff",
+    params,
+    ["i32"],
+    (caller, args, out) => {
+      try {
+        const view = new DataView(toArrayBuffer(args, 0, params.length * LAYOUT.val.size));
+        const [inPtr, outPtr, n, neventsPtr] = params.map((_, i) => view.getUint32(i * LAYOUT.val.size + LAYOUT.val.of, true)) as [
+          number,
+          number,
+          number,
+          number,
+        ];
+        const callerMem = callerMemory(lib, caller);
+        const wait = clockOnlyWait(callerMem, inPtr, n);
+        if (wait) {
+          // Asleep, the module cannot grow: the figure published now holds until it wakes.
+          publishMemory(kill, callerMem.length);
+          onWait?.();
+          if (sleep(wait.timeoutNs)) return trapWith(lib, `interrupted by signal ${Atomics.load(kill, 0)}`);
+          const mem = callerMemory(lib, caller);
+          const count = writeClockEvents(mem, outPtr, wait.due);
+          new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(neventsPtr, count, true);
+          return returnErrno(out, 0);
+        }
+        const r = shadows().real.call(caller, "poll_oneoff", args);
+        return "trap" in r ? r.trap : returnErrno(out, r.errno);
+      } catch (e) {
+        return trapWith(lib, `poll_oneoff: ${e instanceof Error ? e.message : String(e)}`);
       }
-      const r = real.call(caller, "poll_oneoff", args);
-      return "trap" in r ? r.trap : returnErrno(out, r.errno);
-    } catch (e) {
-      return trapWith(lib, `poll_oneoff: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  });
+    },
+    d,
+  );
 }
 
 /**
- * Shadow path_open, fd_close and fd_renumber with the rules of ./file-guard.ts: only regular
- * files and directories are opened (EACCES otherwise, before the open where the path already
- * names something else), and at most `handles`' cap are open at once (EMFILE).
+ * Shadow path_open, fd_close and fd_renumber with the file guard (./file-guard.ts): only
+ * regular files and directories open, at most the run's cap of handles at once. The guard's code
+ * is loaded on the first call of one of them (./wasi-shadows.ts).
  */
-function defineFileGuard(
-  lib: WasmtimeLib,
-  linker: Pointer,
-  real: RealWasi,
-  handles: HandleCount,
-  dirs: GuestDirs,
-  kill: Int32Array,
-): JSCallback[] {
-  const i32At = (args: Pointer, n: number, i: number) =>
-    new DataView(toArrayBuffer(args, 0, n * LAYOUT.val.size)).getInt32(i * LAYOUT.val.size + LAYOUT.val.of, true);
-
-  /**
-   * The WASI filetype wasmtime reports for `call` (a stat into a borrowed 64-byte buffer at
-   * `buf`), or its errno, or a trap; `avoid`: the guest memory the stat reads itself.
-   */
-  const statInto = (
-    caller: Pointer,
-    avoid: [number, number][],
-    call: (buf: number) => RealResult,
-  ): { filetype: number } | RealResult | undefined => {
-    const mem = callerMemory(lib, caller);
-    const at = scratchOffset(mem.length, FILESTAT_SIZE, avoid);
-    if (at === undefined) return undefined;
-    const saved = mem.slice(at, at + FILESTAT_SIZE);
-    try {
-      const r = call(at);
-      if ("trap" in r || r.errno !== ERRNO_SUCCESS) return r;
-      return { filetype: callerMemory(lib, caller)[at + FILESTAT_FILETYPE] as number };
-    } finally {
-      callerMemory(lib, caller).set(saved, at);
-    }
-  };
-
-  const open = defineFunc(lib, linker, WASI, "path_open", [...REAL_WASI.path_open], ["i32"], (caller, args, out) => {
-    try {
-      const n = REAL_WASI.path_open.length;
-      const [dirfd, lookup, pathPtr, pathLen] = [0, 1, 2, 3].map((i) => i32At(args, n, i)) as [number, number, number, number];
-      const fdOut = i32At(args, n, 8) >>> 0;
-      if (handles.full()) return returnErrno(out, ERRNO_MFILE);
-      const followed = (lookup & LOOKUP_SYMLINK_FOLLOW) !== 0;
-      const avoid: [number, number][] = [
-        [pathPtr >>> 0, (pathPtr >>> 0) + (pathLen >>> 0)],
-        [fdOut, fdOut + 4],
-      ];
-      // What the path names now (a fifo's open would wait): looked at on the host, or by
-      // wasmtime's own resolution where that cannot tell.
-      const base = dirs.dirFd(dirfd);
-      const path = callerMemory(lib, caller).slice(pathPtr >>> 0, (pathPtr >>> 0) + (pathLen >>> 0));
-      const look = base === undefined ? undefined : lookBeneath(base, path, followed);
-      if (look && !mayOpenLook(look, followed)) return returnErrno(out, ERRNO_ACCES);
-      if (!look) {
-        const before = statInto(caller, avoid, (buf) =>
-          real.call(caller, "path_filestat_get", RealWasi.vals([dirfd, lookup, pathPtr, pathLen, buf])),
-        );
-        if (before && "trap" in before) {
-          // wasmtime's stat fails outright on a socket ("sockets are not currently supported"):
-          // refused as such; the run's own kill is its trap.
-          if (Atomics.load(kill, KILL) !== 0) return before.trap;
-          lib.wasm_trap_delete(before.trap);
-          return returnErrno(out, ERRNO_ACCES);
-        }
-        if (before && "filetype" in before && !mayOpen(before.filetype, followed)) return returnErrno(out, ERRNO_ACCES);
-      }
-      // Anything else (a missing path, a file to create, an error the open reports too): the open.
-      const r = real.call(caller, "path_open", args);
-      if ("trap" in r) return r.trap;
-      if (r.errno !== ERRNO_SUCCESS) return returnErrno(out, r.errno);
-      const mem = callerMemory(lib, caller);
-      const fd = new DataView(mem.buffer, mem.byteOffset, mem.byteLength).getInt32(fdOut, true);
-      // What was opened: the same file the look found (or a file it created), or else what
-      // wasmtime says it is; a fifo renamed in between (its open found a peer) is closed unread.
-      const again = base === undefined ? undefined : lookBeneath(base, path, followed);
-      const same =
-        look !== undefined &&
-        again !== undefined &&
-        again.kind !== "missing" &&
-        mayOpenLook(again, followed) &&
-        (look.kind === "missing" || ("id" in again && "id" in look && again.id === look.id));
-      if (!same) {
-        const after = statInto(caller, [[fdOut, fdOut + 4]], (buf) => real.call(caller, "fd_filestat_get", RealWasi.vals([fd, buf])));
-        if (!after || "trap" in after || ("filetype" in after && !mayOpen(after.filetype, followed))) {
-          if (after && "trap" in after) lib.wasm_trap_delete(after.trap);
-          const closed = real.call(caller, "fd_close", RealWasi.vals([fd]));
-          if ("trap" in closed) return closed.trap;
-          return returnErrno(out, ERRNO_ACCES);
-        }
-      }
-      dirs.opened(fd, same && again?.kind === "dir" ? again.host : undefined);
-      handles.opened();
-      return returnErrno(out, ERRNO_SUCCESS);
-    } catch (e) {
-      return trapWith(lib, `path_open: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  });
-  const close = defineFunc(lib, linker, WASI, "fd_close", [...REAL_WASI.fd_close], ["i32"], (caller, args, out) => {
-    try {
-      const r = real.call(caller, "fd_close", args);
-      if ("trap" in r) return r.trap;
-      if (r.errno === ERRNO_SUCCESS) {
-        handles.closed();
-        dirs.closed(i32At(args, 1, 0));
-      }
-      return returnErrno(out, r.errno);
-    } catch (e) {
-      return trapWith(lib, `fd_close: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  });
-  const renumber = defineFunc(lib, linker, WASI, "fd_renumber", [...REAL_WASI.fd_renumber], ["i32"], (caller, args, out) => {
-    try {
-      const [from, to] = [i32At(args, 2, 0), i32At(args, 2, 1)];
-      const r = real.call(caller, "fd_renumber", args);
-      if ("trap" in r) return r.trap;
-      // `to` was closed, `from` took its number.
-      if (r.errno === ERRNO_SUCCESS && from !== to) {
-        handles.closed();
-        dirs.renumbered(from, to);
-      }
-      return returnErrno(out, r.errno);
-    } catch (e) {
-      return trapWith(lib, `fd_renumber: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  });
-  return [open, close, renumber];
+function defineFileGuard(lib: WasmtimeLib, linker: Pointer, d: Dispatch, shadows: () => Shadows): void {
+  defineFunc(
+    lib,
+    linker,
+    WASI,
+    "path_open",
+    ["i32", "i32", "i32", "i32", "i32", "i64", "i64", "i32", "i32"],
+    ["i32"],
+    (c, a, o) => shadows().guard.pathOpen(c, a, o),
+    d,
+  );
+  defineFunc(lib, linker, WASI, "fd_close", ["i32"], ["i32"], (c, a, o) => shadows().guard.fdClose(c, a, o), d);
+  defineFunc(lib, linker, WASI, "fd_renumber", ["i32", "i32"], ["i32"], (c, a, o) => shadows().guard.fdRenumber(c, a, o), d);
 }
 
 /** Read the i-th wasmtime_val_t of an array. */
