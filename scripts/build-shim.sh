@@ -14,9 +14,10 @@ out="${1:-$PWD/build/bin}"
 shift || true
 mkdir -p "$out"
 bin=node_modules/.bin/bun
-# The shared-mode daemon runs modules, so it carries the wasmtime Worker scripts
-# (src/engines/wasmtime/scripts.ts names them for the build helper too).
-workers=(src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts)
+# The shared-mode daemon runs modules, so it carries the wasmtime Worker scripts and the
+# shadows a run thread loads by path (src/engines/wasmtime/scripts.ts names them for the
+# build helper too).
+workers=(src/engines/wasmtime/worker.ts src/engines/wasmtime/compile-worker.ts src/engines/wasmtime/wasi-shadows.ts)
 
 declare -A entries=(
   [containerd-shim-wasmtime-v1]="src/bin/containerd-shim-wasmtime-v1.ts"

@@ -15,6 +15,12 @@ export const EXIT_ENGINE_ERROR = 125;
 export const STATUS_UNKNOWN = 255;
 
 /**
+ * The most bytes a module file may have (a wasm module, WAT text or a component; an OCI
+ * artifact's layer has the same bound). A larger file, or a device, fifo or socket in its
+ * place, is refused before anything of it is read (src/engines/module-file.ts).
+ */
+export const MODULE_MAX_BYTES = 256 << 20;
+/**
  * How long a running module may take to notice a kill before its run is ended without it.
  * A module blocked in a host call (sleep, a read on a fifo) only sees the interrupt at its
  * next wasm instruction; the executor then exits anyway with 128+signal.

@@ -53,7 +53,14 @@ export interface DaemonOptions {
   engine: Engine;
 }
 
-const USAGE = (n: SharedModeNames) => `usage: ${n.daemon} [--socket PATH] [--default-memory-limit SIZE] [--debug]
+/**
+ * The most WASI handles (files, directories, stdio) one wasm container may hold open in the
+ * daemon, unless its spec's RLIMIT_NOFILE is lower: every one is an fd of the daemon's, which
+ * all pods share. `--max-open-files` changes it.
+ */
+export const DEFAULT_MAX_OPEN_FILES = 1024;
+
+const USAGE = (n: SharedModeNames) => `usage: ${n.daemon} [--socket PATH] [--default-memory-limit SIZE] [--max-open-files N] [--debug]
 
 The bunwasi shared-mode daemon: runs the wasm containers of every pod in one process
 (runtime ${n.runtime}, through ${n.thinShim}).
@@ -64,6 +71,9 @@ The bunwasi shared-mode daemon: runs the wasm containers of every pod in one pro
   --default-memory-limit SIZE
                   the memory limit of a wasm container whose spec sets none (bytes, or with
                   a suffix K, M, G, Ki, Mi, Gi; default 512Mi; 0: none, unbounded)
+  --max-open-files N
+                  the most files, directories and stdio one wasm container may hold open
+                  (default ${DEFAULT_MAX_OPEN_FILES}; lower if its spec's RLIMIT_NOFILE is)
   --debug         log debug lines too
   --version       print the version
 
@@ -74,13 +84,22 @@ export interface DaemonArgs {
   socket: string;
   /** Undefined: no default limit. */
   defaultMemoryLimit: number | undefined;
+  /** The most WASI handles one wasm container may hold open (DEFAULT_MAX_OPEN_FILES). */
+  maxOpenFiles: number;
   debug: boolean;
   help: boolean;
   version: boolean;
 }
 
 export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonArgs {
-  const out: DaemonArgs = { socket: defaultSocket, defaultMemoryLimit: DEFAULT_MEMORY_LIMIT, debug: false, help: false, version: false };
+  const out: DaemonArgs = {
+    socket: defaultSocket,
+    defaultMemoryLimit: DEFAULT_MEMORY_LIMIT,
+    maxOpenFiles: DEFAULT_MAX_OPEN_FILES,
+    debug: false,
+    help: false,
+    version: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     const [name, inline] =
@@ -95,6 +114,10 @@ export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonAr
       const n = parseSize(v);
       if (n === undefined) throw new Error(`--default-memory-limit: ${JSON.stringify(v)} is not a size (bytes, or 512Mi, 1G, ...)`);
       out.defaultMemoryLimit = n > 0 ? n : undefined;
+    } else if (name === "--max-open-files") {
+      const v = Number(inline ?? argv[++i]);
+      if (!Number.isSafeInteger(v) || v < 1) throw new Error("--max-open-files needs a positive number");
+      out.maxOpenFiles = v;
     } else if (name === "--debug" || name === "-debug") out.debug = true;
     else if (name === "--help" || name === "-h" || name === "help") out.help = true;
     else if (name === "--version" || name === "-v") out.version = true;
@@ -168,6 +191,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     cgroupV2: await probeCgroupV2(),
     pid: process.pid,
     ...(args.defaultMemoryLimit !== undefined ? { defaultMemoryBytes: args.defaultMemoryLimit } : {}),
+    maxOpenFiles: args.maxOpenFiles,
     onRunning: (d) => {
       running += d;
       if (d < 0) ended();

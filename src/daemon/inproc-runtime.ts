@@ -24,15 +24,18 @@
 
 import { closeSync, constants, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { CpuLimits, RunControl, Runner } from "../engines/engine.ts";
+import { openModuleFile } from "../engines/module-file.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
+import { fdPath } from "../linux/open-in-root.ts";
 import type { RuncStats } from "../linux/runc.ts";
 import { mountViewAs, unmountView, viewDir } from "../oci/wasi-view.ts";
 import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess } from "../task/instance.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { makeStdinFifo, StdinRelay } from "./stdin-relay.ts";
+import { Unstick } from "./unstick.ts";
 
 export interface InProcessOptions {
   /** The daemon's one Runner (loaded on first use). */
@@ -48,6 +51,11 @@ export interface InProcessOptions {
    * every run in the daemon is bounded. Absent: none (unbounded).
    */
   defaultMemoryBytes?: number;
+  /**
+   * The most WASI handles a container may hold open, whatever its spec's RLIMIT_NOFILE says
+   * (that applies when lower): each is an fd of the daemon's.
+   */
+  maxOpenFiles?: number;
 }
 
 export class InProcessInstance implements Instance {
@@ -78,6 +86,8 @@ export class InProcessInstance implements Instance {
   private cpu: CpuLimits;
   /** Update changed `cpu` while the engine had not handed over its control yet. */
   private cpuPending = false;
+  /** After a kill, frees the run's thread from a blocked write to its stdout or stderr (./unstick.ts). */
+  private unstick?: Unstick;
 
   private constructor(
     readonly id: string,
@@ -141,15 +151,29 @@ export class InProcessInstance implements Instance {
   async start(): Promise<void> {
     if (this.ended) throw new Error(`container ${this.id} has exited`);
     if (this.running) throw new Error(`container ${this.id} is already running`);
-    this.running = true;
-    const runner = await this.o.runner();
     const { plan } = this;
+    // The module, opened once inside the module's view (an artifact's: in its run directory),
+    // and only if it is a regular file within the cap (src/engines/module-file.ts): a file swapped
+    // since Create (a symlink to /dev/zero, a fifo, a huge file) fails Start with what it is now,
+    // and nothing of it is read. The run reads it through this fd, off the main thread.
+    const m = plan.module;
+    const at = m.artifact ? { root: m.hostRoot ?? dirname(m.host), path: basename(m.host) } : { root: this.view, path: m.path };
+    const module = openModuleFile(at.root, at.path, m.path);
+    this.running = true;
+    let runner: Runner;
+    try {
+      runner = await this.o.runner();
+    } catch (e) {
+      closeQuietly(module.fd);
+      this.running = false;
+      throw e;
+    }
     this.o.onRunning?.(1);
     // Not awaited: start answers once the run is under way, as `runc start` does.
     const run = runner
       .run({
         // The module and its view as the daemon sees them, on the host.
-        ...runContextOf(plan, { modulePath: plan.module.host, rootDir: this.view }),
+        ...runContextOf(plan, { modulePath: fdPath(module.fd), rootDir: this.view }),
         // Bounded in the daemon whatever the spec says (the node's default), and held to its
         // CPU quota by the engine (no cgroup of its own).
         ...(this.memoryLimit !== undefined ? { memoryLimitBytes: this.memoryLimit } : {}),
@@ -157,6 +181,7 @@ export class InProcessInstance implements Instance {
         stdin: { kind: "path", path: this.stdin.fifo },
         stdout: { kind: "fd", fd: this.fds[1] },
         stderr: { kind: "fd", fd: this.fds[2] },
+        ...maxOpenFiles(plan.limits.openFiles, this.o.maxOpenFiles),
         signal: this.abort.signal,
         // A wasi:http service's sockets (its listener, its outgoing requests) are the pod's
         // network namespace's; a spec that asks for a namespace of its own without naming
@@ -176,14 +201,17 @@ export class InProcessInstance implements Instance {
         // Killed while running, it ended with the signal, as a process would: even if what
         // the kill did (EOF on stdin) let the module reach its own exit first. A service's
         // code already says how its stop went (0: drained), as its executor's exit would.
-        (r) => this.finish(this.killSignal !== undefined && !r.service ? signaledStatus(this.killSignal) : r.code),
-        () => this.finish(125),
+        (r) => {
+          this.watchKilledThread();
+          this.finish(this.killSignal !== undefined && !r.service ? signaledStatus(this.killSignal) : r.code);
+        },
+        () => {
+          this.watchKilledThread();
+          this.finish(125);
+        },
       )
-      .then(() => {
-        if (this.killedAt !== undefined)
-          this.o.log?.(`${this.id}: run ended ${(performance.now() - this.killedAt).toFixed(2)} ms after the kill`);
-      })
       .finally(() => {
+        closeQuietly(module.fd);
         this.stdin.close();
         this.o.onRunning?.(-1);
       });
@@ -229,6 +257,7 @@ export class InProcessInstance implements Instance {
     await this.done;
     if (this.deleted) return;
     this.deleted = true;
+    this.unstick?.stop();
     this.closeFds([0, 1, 2]);
   }
 
@@ -342,6 +371,25 @@ export class InProcessInstance implements Instance {
     this.resolveExit({ status, at: new Date() });
   }
 
+  /**
+   * A killed run is reported on the engine's grace, and its thread may still be in a host call
+   * (./unstick.ts). Our copies of its stdout and stderr go to the Unstick, which drains them if
+   * that thread is stuck writing to one and closes them once the thread is over: the output
+   * ends when the run is really gone, as a process's fds close only at its end. (Closed now, the
+   * fd numbers the thread's write names could be anything's by the time it is looked at.)
+   */
+  private watchKilledThread(): void {
+    if (this.killedAt === undefined) return;
+    this.o.log?.(`${this.id}: run ended ${(performance.now() - this.killedAt).toFixed(2)} ms after the kill`);
+    const tid = this.control?.threadId?.();
+    if (!tid || this.deleted) return;
+    const out = [this.fds[1], this.fds[2]].filter((fd) => fd >= 0);
+    this.fds[1] = -1;
+    this.fds[2] = -1;
+    this.unstick = new Unstick(tid, out, this.view, (m) => this.o.log?.(`${this.id}: ${m}`));
+    void this.unstick.run();
+  }
+
   /** Closes our copies of the stdio fds at `which` that are still open (-1 once closed). */
   private closeFds(which: (0 | 1 | 2)[]): void {
     for (const i of which) {
@@ -369,6 +417,12 @@ function ownCopies(stdio: [number, number, number]): [number, number, number] {
     throw e;
   }
   return fds as [number, number, number];
+}
+
+/** The spec's open-file limit, bounded by the daemon's per-container cap; either may be absent. */
+function maxOpenFiles(spec: number | undefined, daemon: number | undefined): { maxOpenFiles?: number } {
+  const caps = [spec, daemon].filter((n): n is number => n !== undefined);
+  return caps.length ? { maxOpenFiles: Math.min(...caps) } : {};
 }
 
 /** Clock ticks per second as /proc reports times (USER_HZ: 100 on every Linux we run on). */

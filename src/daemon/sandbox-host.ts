@@ -22,6 +22,7 @@ import { Publisher } from "../task/events.ts";
 import type { InstanceRequest } from "../task/instance.ts";
 import type { Logger, NamespaceHost, TaskHost } from "../task/task-host.ts";
 import { InProcessInstance } from "./inproc-runtime.ts";
+import { readModule } from "./module-read.ts";
 
 /** What every sandbox of a daemon shares. */
 export interface DaemonShared {
@@ -35,6 +36,8 @@ export interface DaemonShared {
   runtimeBinary: string;
   cgroupV2: boolean;
   pid: number;
+  /** The most WASI handles a wasm container may hold open (--max-open-files). */
+  maxOpenFiles?: number;
   onRunning?: (delta: 1 | -1) => void;
   /** The memory limit of a wasm container whose spec sets none (--default-memory-limit). */
   defaultMemoryBytes?: number;
@@ -65,6 +68,7 @@ export function sandboxHost(
     onRunning: d.onRunning,
     log: (m: string) => d.log(m, "debug"),
     defaultMemoryBytes: d.defaultMemoryBytes,
+    ...(d.maxOpenFiles ? { maxOpenFiles: d.maxOpenFiles } : {}),
   };
   return {
     ...commonHostCalls(d),
@@ -130,9 +134,17 @@ async function wasmPlan(
   });
   if (plan.kind === "native") return null;
   const { module } = plan.run;
-  const prepared = { runtimeBundle: workDir, kind: "wasm" as const, module: module.path, moduleHost: module.host, spec };
+  const prepared = {
+    runtimeBundle: workDir,
+    kind: "wasm" as const,
+    module: module.path,
+    moduleHost: module.host,
+    ...(module.hostRoot ? { moduleRoot: module.hostRoot } : {}),
+    spec,
+  };
   // Compiled once per daemon: the cache is filled before start; every run checks the entry
-  // again right before it maps it (the engine's own check: Start may come much later).
-  const warm = async () => void (await precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning")));
+  // again right before it maps it (the engine's own check: Start may come much later). The
+  // module is read off the main thread (./module-read.ts).
+  const warm = async () => void (await precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"), readModule));
   return { plan: plan.run, warm };
 }

@@ -145,6 +145,11 @@ export interface RunContext {
    */
   cpu?: CpuLimits;
   /**
+   * The most handles (files, directories, stdio) the module may hold open at once; one more open
+   * fails with EMFILE. undefined = no cap of the engine's own.
+   */
+  maxOpenFiles?: number;
+  /**
    * Kill: abort = stop the module promptly. `signal.reason` may be a signal number (e.g. 15)
    * or name ("SIGTERM"); the run then ends with 128+signal. Default reason: SIGKILL (9).
    */

@@ -27,12 +27,14 @@
 //    engine directory, or BUNWASI_EXECUTOR_WORKER=1 is in the executor's own environment
 //    (whoever starts it by hand; the shim never sets it).
 
-import { closeSync, openSync, readFileSync, readSync } from "node:fs";
-import { join } from "node:path";
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { EXIT_ENGINE_ERROR, KILL_GRACE_MS } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
+import { fdPath } from "../linux/open-in-root.ts";
 import type { Engine, RunContext, RunResult, ThreadKill } from "./engine.ts";
 import { installKillSignals, KILL_LIB_NAME, killLibFile } from "./kill-signals.ts";
+import { openModuleFile, readModulePathSync } from "./module-file.ts";
 import { parseRunPlan, type RunPlan, runContextOf } from "./run-plan.ts";
 
 export interface ExecutorOptions {
@@ -133,7 +135,7 @@ async function isService(engine: Engine, module: string): Promise<boolean> {
       closeSync(fd);
     }
     if (CORE_MODULE_HEADER.every((b, i) => head[i] === b)) return false;
-    return engine.isService(new Uint8Array(readFileSync(module)));
+    return engine.isService(readModulePathSync(module));
   } catch {
     return false; // the run reports an unreadable module
   }
@@ -151,13 +153,25 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
     process.stderr.write(`bunwasi: ${(e as Error).message}\n`);
     return EXIT_ENGINE_ERROR;
   }
+  // The module, opened once here inside the module's view (a symlink swapped in for it resolves
+  // there, never to this process's /dev or /proc), and only if it is a regular file within the
+  // cap (./module-file.ts): a swap since Create fails here, with what the file is now. The run
+  // reads it through this fd.
+  let moduleFd: number;
+  try {
+    moduleFd = openPlanModule(plan, o.rootDir ?? "/");
+  } catch (e) {
+    process.stderr.write(`bunwasi: ${(e as Error).message}\n`);
+    return EXIT_ENGINE_ERROR;
+  }
+  const modulePath = fdPath(moduleFd);
   const killGraceMs = o.killGraceMs ?? KILL_GRACE_MS;
   // Handlers first, before the engine loads: the server holds a Kill until they are there
   // (src/runtime-v2/runc-instance.ts, src/linux/signal-ready.ts).
   let kill: ThreadKill | undefined;
   // A service (a wasi:http component) stops by draining its requests, which the C handlers'
   // exit KILL_GRACE_MS after a signal would cut short: its signals are handled in JavaScript.
-  const service = await isService(engine, plan.module.path);
+  const service = await isService(engine, modulePath);
   if (process.env.BUNWASI_EXECUTOR_WORKER !== "1" && !service) {
     const lib = o.engineDir ? join(o.engineDir, KILL_LIB_NAME) : killLibFile()?.source;
     try {
@@ -201,8 +215,9 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
     if (kill && !here) handleInJs();
     const ctx: Omit<RunContext, "signal"> = {
       // The module and the view as this process, inside the container, sees them.
-      ...runContextOf(plan, { modulePath: plan.module.path, rootDir: o.rootDir ?? "/" }),
+      ...runContextOf(plan, { modulePath, rootDir: o.rootDir ?? "/" }),
       ...(o.compiled ? { compiled: o.compiled } : {}),
+      ...handleRoom(plan.limits.openFiles),
       stdin: { kind: "inherit" },
       stdout: { kind: "inherit" },
       stderr: { kind: "inherit" },
@@ -223,7 +238,47 @@ export async function runExecutor(argv: string[], engine: Engine): Promise<numbe
     return EXIT_ENGINE_ERROR;
   } finally {
     for (const [name, h] of handlers) process.off(name, h);
+    closeSync(moduleFd);
   }
+}
+
+/**
+ * Room enough for the engine's own descriptors (its runtime's epoll and event fds, the fd a
+ * directory listing holds while it reads) besides the ones this process holds when the run
+ * starts.
+ */
+const ENGINE_FDS = 32;
+
+/**
+ * The most WASI handles the module may hold: the kernel counts this process's own fds against
+ * its RLIMIT_NOFILE too, and an open refused by the kernel reaches the module as an I/O error,
+ * so the engine's cap (EMFILE, the errno a process at its limit gets) is what is left of the
+ * limit runc set (`spec`, checked against /proc/self/limits) once this process's own fds and
+ * the engine's margin are counted. Nothing when no limit is known.
+ */
+function handleRoom(spec: number | undefined): { maxOpenFiles?: number } {
+  let limit = spec;
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    if (m?.[1] && m[1] !== "unlimited") limit = Math.min(limit ?? Number.POSITIVE_INFINITY, Number(m[1]));
+  } catch {}
+  if (limit === undefined) return {};
+  let held = 0;
+  try {
+    held = readdirSync("/proc/self/fd").length;
+  } catch {}
+  // stdio and the preopens are among the module's handles and this process's fds alike.
+  return { maxOpenFiles: Math.max(0, limit - held - ENGINE_FDS + 3) };
+}
+
+/**
+ * The plan's module inside `root` (the module's view): an artifact's is in the run directory,
+ * which the view does not hold, and is opened there (inside that directory, too).
+ */
+function openPlanModule(plan: RunPlan, root: string): number {
+  const m = plan.module;
+  const at = m.artifact ? { root: dirname(m.path), path: basename(m.path) } : { root, path: m.path };
+  return openModuleFile(at.root, at.path, m.path).fd;
 }
 
 /** Process entry: `<shim binary> executor …`. */

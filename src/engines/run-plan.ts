@@ -19,6 +19,12 @@ export interface RunModule {
    */
   host: string;
   /**
+   * The host directory `host` was found inside (the rootfs, the source of the volume it is in,
+   * the run directory): the host opens it again inside that directory, never through a link
+   * out of it (./module-file.ts). Absent from plans written before it was: `host`'s directory.
+   */
+  hostRoot?: string;
+  /**
    * The same file as the container sees it (what the executor opens inside the container). For
    * an artifact in shared mode, where nothing is mounted into a container, its host path.
    */
@@ -148,7 +154,7 @@ function isStrings(v: unknown): v is string[] {
 export function runContextOf(
   plan: RunPlan,
   at: { modulePath: string; rootDir: string },
-): Pick<RunContext, "modulePath" | "entry" | "args" | "env" | "cwd" | "rootDir" | "memoryLimitBytes"> {
+): Pick<RunContext, "modulePath" | "entry" | "args" | "env" | "cwd" | "rootDir" | "memoryLimitBytes" | "maxOpenFiles"> {
   return {
     modulePath: at.modulePath,
     ...(plan.module.entry ? { entry: plan.module.entry } : {}),
@@ -157,5 +163,6 @@ export function runContextOf(
     cwd: plan.cwd,
     rootDir: at.rootDir,
     ...(plan.limits.memoryBytes !== undefined ? { memoryLimitBytes: plan.limits.memoryBytes } : {}),
+    ...(plan.limits.openFiles !== undefined ? { maxOpenFiles: plan.limits.openFiles } : {}),
   };
 }

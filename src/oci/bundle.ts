@@ -67,6 +67,8 @@ export interface Prepared {
   module?: string;
   /** Wasm: the module's path on the host (run.module.host). */
   moduleHost?: string;
+  /** Wasm: the host directory it is opened inside (run.module.hostRoot). */
+  moduleRoot?: string;
   /** Wasm: export to call ("module.wasm#func"); absent = _start. */
   entry?: string;
   /** The parsed containerd spec. */
@@ -266,6 +268,7 @@ export async function prepare(opts: PrepareOptions): Promise<Prepared> {
     kind: "wasm",
     module: run.module.path,
     moduleHost: run.module.host,
+    ...(run.module.hostRoot ? { moduleRoot: run.module.hostRoot } : {}),
     ...(run.module.entry ? { entry: run.module.entry } : {}),
     spec,
     run,

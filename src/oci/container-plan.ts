@@ -14,9 +14,10 @@
 // access is synchronous: a few small files and stats, microseconds each, where asynchronous
 // fs calls would start Bun's thread pool (docs/ARCHITECTURE.md).
 
-import { closeSync, constants, mkdirSync, openSync, readSync, renameSync, statSync, writeFileSync } from "node:fs";
-import { isAbsolute, join, posix, resolve } from "node:path";
+import { closeSync, fstatSync, mkdirSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { isAbsolute, join, posix, relative, resolve } from "node:path";
 import type { Engine, Entrypoint } from "../engines/engine.ts";
+import { MODULE_MAX_BYTES, openModuleFile, readHeadOf } from "../engines/module-file.ts";
 import type { RunLimits, RunModule, RunPlan, RunUser } from "../engines/run-plan.ts";
 import { resolveInRoot } from "./in-root.ts";
 import { envValue, type Spec, type SpecMount } from "./spec.ts";
@@ -70,7 +71,7 @@ const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
  */
 export async function planContainer(i: PlanInput): Promise<ContainerPlan> {
   const { bundle, spec, engine } = i;
-  let inspected: { kind: EntrypointKind; entrypoint: Entrypoint };
+  let inspected: { kind: EntrypointKind; entrypoint: Entrypoint; root: string };
   try {
     inspected = await inspectEntrypoint(bundle, spec, engine);
   } catch (e) {
@@ -81,7 +82,8 @@ export async function planContainer(i: PlanInput): Promise<ContainerPlan> {
   }
   if (inspected.kind === "native") return { kind: "native", spec };
   const ep = inspected.entrypoint;
-  return { kind: "wasm", spec, run: runPlan(bundle, spec, { host: ep.host, path: ep.path, ...(ep.entry ? { entry: ep.entry } : {}) }) };
+  const module: RunModule = { host: ep.host, hostRoot: inspected.root, path: ep.path, ...(ep.entry ? { entry: ep.entry } : {}) };
+  return { kind: "wasm", spec, run: runPlan(bundle, spec, module) };
 }
 
 /** The module of an artifact image, written to its run directory; `missing` stands when the image is none. */
@@ -108,7 +110,7 @@ async function artifactModule(missing: EntrypointError, spec: Spec, engine: Engi
   writeFileSync(tmp, found.bytes, { mode: 0o644 });
   renameSync(tmp, host);
   const path = a.seenAt ? `${await a.seenAt()}/${ARTIFACT_MODULE}` : host;
-  return { host, path, ...(entry ? { entry } : {}), artifact: true };
+  return { host, hostRoot: a.dir, path, ...(entry ? { entry } : {}), artifact: true };
 }
 
 /**
@@ -193,7 +195,8 @@ export function artifactEntry(arg0: string): string | undefined {
  * Find args[0] in the container: a name with "/" is taken relative to cwd (absolute as is);
  * a bare name is looked up in each PATH entry (the spec's env, else the default PATH) and then
  * in cwd (what runwasi does for wasm entrypoints like "app.wasm"). Symlinks resolve inside the
- * rootfs, or inside the volume the path is under.
+ * rootfs, or inside the volume the path is under: `root` is that directory on the host, and
+ * `host` is under it.
  */
 export function findEntrypoint(
   rootfs: string,
@@ -201,7 +204,7 @@ export function findEntrypoint(
   env: string[] | undefined,
   cwd: string,
   mounts: SpecMount[] = [],
-): { host: string; path: string } | undefined {
+): { host: string; path: string; root: string } | undefined {
   const candidates: string[] = [];
   if (arg0.includes("/")) candidates.push(posix.resolve(cwd || "/", arg0));
   else {
@@ -213,7 +216,11 @@ export function findEntrypoint(
     candidates.push(posix.resolve(cwd || "/", arg0));
   }
   for (const c of candidates) {
-    const r = resolveThroughMounts(c, mounts) ?? resolveInRoot(rootfs, c);
+    const inRootfs = (): { host: string; path: string; root: string } | undefined => {
+      const r = resolveInRoot(rootfs, c);
+      return r && { ...r, root: rootfs };
+    };
+    const r = resolveThroughMounts(c, mounts) ?? inRootfs();
     if (!r) continue;
     try {
       if (statSync(r.host).isFile()) return r;
@@ -227,7 +234,7 @@ export function findEntrypoint(
  * found in the mount's source, as the container will see it. The deepest mount wins;
  * symlinks resolve inside that source.
  */
-function resolveThroughMounts(path: string, mounts: SpecMount[]): { host: string; path: string } | undefined {
+function resolveThroughMounts(path: string, mounts: SpecMount[]): { host: string; path: string; root: string } | undefined {
   let best: SpecMount | undefined;
   for (const m of mounts) {
     const bind = m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
@@ -239,7 +246,7 @@ function resolveThroughMounts(path: string, mounts: SpecMount[]): { host: string
   if (!best) return undefined;
   const dest = posix.normalize(best.destination).replace(/\/+$/, "");
   const inner = resolveInRoot(best.source as string, path.slice(dest.length) || "/");
-  return inner ? { host: inner.host, path } : undefined;
+  return inner ? { host: inner.host, path, root: best.source as string } : undefined;
 }
 
 /** A native program: an ELF binary or a "#!" script, with an execute bit. */
@@ -249,38 +256,48 @@ export function isNativeExecutable(head: Uint8Array, executable: boolean): boole
   return (elf || script) && executable;
 }
 
-/** The first `n` bytes of `file`; non-blocking, so a fifo swapped in after the stat reads nothing instead of waiting. */
-export function readHead(file: string, n = 4096): Uint8Array {
-  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
-  try {
-    const b = new Uint8Array(n);
-    const bytesRead = readSync(fd, b, 0, n, 0);
-    return b.subarray(0, bytesRead);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Find the spec's entrypoint and decide who runs it: `engine` (wasm) or runc itself (native). */
+/**
+ * Find the spec's entrypoint and decide who runs it: `engine` (wasm) or runc itself (native).
+ * The file is opened inside `root` (the rootfs, or the volume it is in) without following links
+ * out of it, and only if it is a regular file (../engines/module-file.ts); a module must also be
+ * within the module size cap (a native program's size is runc's business).
+ */
 export async function inspectEntrypoint(
   bundle: string,
   spec: Spec,
   engine: Engine,
-): Promise<{ kind: EntrypointKind; entrypoint: Entrypoint }> {
+): Promise<{ kind: EntrypointKind; entrypoint: Entrypoint; root: string }> {
   const rootfs = rootfsOf(bundle, spec);
   const arg0 = spec.process.args[0] as string;
   const { path, entry } = splitEntry(arg0);
   const found = findEntrypoint(rootfs, path, spec.process.env, spec.process.cwd, spec.mounts);
   if (!found) throw new EntrypointError(`${arg0}: no such file in the container's rootfs`);
-  const st = statSync(found.host);
-  const ep: Entrypoint = { path: found.path, host: found.host, head: readHead(found.host), ...(entry ? { entry } : {}) };
-  if (engine.canHandle(ep, spec)) return { kind: "wasm", entrypoint: ep };
-  if (!isNativeExecutable(ep.head, (st.mode & 0o111) !== 0)) {
+  let opened: { fd: number; size: number };
+  try {
+    opened = openModuleFile(found.root, relative(found.root, found.host), found.path, Number.POSITIVE_INFINITY);
+  } catch (e) {
+    throw new EntrypointError((e as Error).message);
+  }
+  let head: Uint8Array;
+  let executable: boolean;
+  try {
+    head = readHeadOf(opened.fd);
+    executable = (fstatSync(opened.fd).mode & 0o111) !== 0;
+  } finally {
+    closeSync(opened.fd);
+  }
+  const ep: Entrypoint = { path: found.path, host: found.host, head, ...(entry ? { entry } : {}) };
+  if (engine.canHandle(ep, spec)) {
+    if (opened.size > MODULE_MAX_BYTES)
+      throw new EntrypointError(`${found.path}: ${opened.size} bytes, more than a module may have (${MODULE_MAX_BYTES})`);
+    return { kind: "wasm", entrypoint: ep, root: found.root };
+  }
+  if (!isNativeExecutable(ep.head, executable)) {
     // Worded for users, who know wasm modules rather than engines.
     throw new EntrypointError(`${found.path}: not a wasm module and not executable`);
   }
   if (entry) throw new EntrypointError(`${arg0}: "#${entry}" names a wasm export, but ${found.path} is a native executable`);
-  return { kind: "native", entrypoint: ep };
+  return { kind: "native", entrypoint: ep, root: found.root };
 }
 
 /** Absolute host path of the container's rootfs. */

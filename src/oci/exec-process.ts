@@ -48,7 +48,7 @@ export async function prepareExecProcess(o: ExecProcessOptions): Promise<{ proce
     if (!derived) {
       throw new EntrypointError(`${ep.path}: a wasm module runs only in a container whose own process is one (this one is native)`);
     }
-    module = { host: ep.host, path: ep.path, ...(ep.entry ? { entry: ep.entry } : {}) };
+    module = { host: ep.host, hostRoot: inspected.root, path: ep.path, ...(ep.entry ? { entry: ep.entry } : {}) };
   } catch (e) {
     if (!(e instanceof EntrypointError) || !derived) throw e;
     const art = execArtifact(spec, o.process, ourMounts(derived, o.runtimeBundle), o.runtimeBundle);

@@ -6,30 +6,40 @@
 // through the engine's Compiler, which keeps the work off the serving thread, and the artifact
 // is written asynchronously.
 
-import { readFileSync } from "node:fs";
+import { dirname, relative } from "node:path";
 import { CompileCache } from "../engines/cache.ts";
 import type { Engine } from "../engines/engine.ts";
+import { readModuleSync } from "../engines/module-file.ts";
 import type { Prepared } from "./bundle.ts";
 
 const caches = new Map<string, CompileCache>();
 
 /**
+ * Reads the module `path` inside `root` (../engines/module-file.ts: never through a link out of
+ * it, a regular file within the size cap). `shown` names it in errors.
+ */
+export type ModuleReader = (root: string, path: string, shown: string) => Uint8Array | Promise<Uint8Array>;
+
+/**
  * The module's compiled artifact in the cache at `cacheDir` (its key file `<cacheDir>.key`),
  * checked or written now: its path, or undefined when there is none (no compiler, not wasm, or
  * the compile failed: logged, and the run then compiles and reports a bad module itself).
+ * `read` defaults to a synchronous read (a module is a few MB at most: a millisecond), which a
+ * shim server wants: asynchronous fs calls would start Bun's thread pool, whose threads stay for
+ * the server's life. The daemon, busy rather than idle, reads off its main thread.
  */
 export async function precompile(
   engine: Engine,
-  prepared: Pick<Prepared, "kind" | "module" | "moduleHost">,
+  prepared: Pick<Prepared, "kind" | "module" | "moduleHost" | "moduleRoot">,
   cacheDir: string,
   log: (m: string) => void,
+  read: ModuleReader = readModuleSync,
 ): Promise<string | undefined> {
   const compiler = engine.compiler;
   if (!compiler || prepared.kind !== "wasm" || !prepared.moduleHost) return undefined;
   try {
-    // Read synchronously (a module is a few MB at most: a millisecond): asynchronous fs calls
-    // would start Bun's thread pool, whose threads stay for the server's life (issue 8).
-    const source = new Uint8Array(readFileSync(prepared.moduleHost));
+    const root = prepared.moduleRoot ?? dirname(prepared.moduleHost);
+    const source = await read(root, relative(root, prepared.moduleHost), prepared.module ?? prepared.moduleHost);
     let cache = caches.get(cacheDir);
     if (!cache) caches.set(cacheDir, (cache = new CompileCache({ dir: cacheDir })));
     // Creates of one module side by side (a pod's replicas) share one compile and one write.

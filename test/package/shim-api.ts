@@ -103,6 +103,7 @@ interface RunContext {
   entry?: string;
   memoryLimitBytes?: number;
   cpu?: CpuLimits;
+  maxOpenFiles?: number;
   signal?: AbortSignal;
   stopNow?: AbortSignal;
   onControl?: (control: RunControl) => void;

@@ -14,7 +14,9 @@ export type LayerItem =
   | { path: string; symlink: string }
   | { path: string; dir: true; mode?: number }
   /** A device node: containerd makes it with mknod when it unpacks the layer (as root). */
-  | { path: string; device: "char" | "block"; major: number; minor: number; mode?: number };
+  | { path: string; device: "char" | "block"; major: number; minor: number; mode?: number }
+  /** A named pipe (containerd makes it with mkfifo). */
+  | { path: string; fifo: true; mode?: number };
 
 export interface LayerOptions {
   gzip?: boolean;
@@ -44,6 +46,7 @@ function toEntry(item: LayerItem, mtime: number): TarEntry {
   const path = cleanPath(item.path);
   if ("symlink" in item) return { type: "symlink", path, target: item.symlink, mtime };
   if ("dir" in item) return { type: "dir", path, mode: item.mode ?? 0o755, mtime };
+  if ("fifo" in item) return { type: "fifo", path, mode: item.mode ?? 0o666, mtime };
   if ("device" in item)
     return {
       type: item.device === "char" ? "chardev" : "blockdev",

@@ -7,7 +7,9 @@ export type TarEntry =
   | { type: "dir"; path: string; mode?: number; mtime?: number; uid?: number; gid?: number }
   | { type: "symlink"; path: string; target: string; mtime?: number; uid?: number; gid?: number }
   /** A device node ('3' character, '4' block), as `mknod` makes it: what tests of a runtime's view need. */
-  | { type: "chardev" | "blockdev"; path: string; major: number; minor: number; mode?: number; mtime?: number; uid?: number; gid?: number };
+  | { type: "chardev" | "blockdev"; path: string; major: number; minor: number; mode?: number; mtime?: number; uid?: number; gid?: number }
+  /** A named pipe ('6'), as `mkfifo` makes it. */
+  | { type: "fifo"; path: string; mode?: number; mtime?: number; uid?: number; gid?: number };
 
 /** An entry as read back; `mode` holds only the permission bits (0o7777). */
 export type TarReadEntry =
@@ -21,7 +23,7 @@ const MAX_OCTAL_SIZE = 8 ** 11 - 1; // 11 octal digits in the size field
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-const TYPEFLAG = { file: "0", dir: "5", symlink: "2", chardev: "3", blockdev: "4", pax: "x" } as const;
+const TYPEFLAG = { file: "0", dir: "5", symlink: "2", chardev: "3", blockdev: "4", fifo: "6", pax: "x" } as const;
 
 interface Header {
   name: string;

@@ -23,6 +23,7 @@ import {
   signalNumber,
   type ThreadKill,
 } from "../engine.ts";
+import { MODULE_MAX_BYTES, ModuleFileError, readModulePathSync } from "../module-file.ts";
 import { compileComponent, serializeComponent, wat2wasm } from "./component.ts";
 import { CPU_TICK_MS } from "./cpu-throttle.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
@@ -32,7 +33,7 @@ import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./l
 import { MemoryAsks } from "./memory-asks.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory, setCpuWords, throttling } from "./run-atomics.ts";
-import { RUN_WORKER_SCRIPT } from "./scripts.ts";
+import { RUN_WORKER_SCRIPT, WASI_SHADOWS_SCRIPT } from "./scripts.ts";
 import { type WasmShape, wasmShape } from "./wasm-shape.ts";
 
 /**
@@ -346,10 +347,16 @@ export class WasmtimeEngine {
     ctx: RunContext & Precompiled,
     syncRead = false,
   ): Promise<{ req: RunRequest; cacheKey?: string; cacheHit: boolean; loaded: () => void } | { early: RunResult & { stats: RunStats } }> {
-    // node:fs/promises only when used (the executor reads synchronously; see ../cache.ts).
     const read = async (path: string) =>
-      syncRead ? (require("node:fs") as typeof import("node:fs")).readFileSync(path) : (await import("node:fs/promises")).readFile(path);
-    const source = ctx.module ?? (ctx.modulePath ? new Uint8Array(await read(ctx.modulePath)) : undefined);
+      syncRead ? (require("node:fs") as typeof import("node:fs")).readFileSync(path) : (await asyncFs()).readFile(path);
+    let source: Uint8Array | undefined;
+    try {
+      source = ctx.module ?? (ctx.modulePath ? await readModulePath(ctx.modulePath, syncRead) : undefined);
+    } catch (e) {
+      if (!(e instanceof ModuleFileError)) throw e;
+      writeErr(ctx.stderr, `bunwasi: ${e.message}\n`);
+      return { early: { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } } };
+    }
     if (!source) throw new Error("RunContext needs module or modulePath");
 
     // What to send: precompiled bytes (trusted caller only), a cache hit, or source.
@@ -401,7 +408,9 @@ export class WasmtimeEngine {
         kind = "serialized";
         module = new Uint8Array(0);
         serializedPath = given;
-        if (ctx.modulePath && !ctx.module) fallbackPath = { path: ctx.modulePath, kind: srcKind };
+        // By path whenever there is one (read again only if the artifact will not deserialize,
+        // within the same cap): bytes sent along would sit in the run thread's heap.
+        if (ctx.modulePath) fallbackPath = { path: ctx.modulePath, kind: srcKind };
         else fallback = { module: source, kind: srcKind };
         cacheHit = true;
       }
@@ -438,6 +447,8 @@ export class WasmtimeEngine {
       entry: ctx.entry ?? "_start",
       memoryLimitBytes: ctx.memoryLimitBytes,
       ...(ctx.memoryLimitBytes !== undefined && !ctx.precompiled ? shapeOf(this.lib, source) : {}),
+      ...(ctx.maxOpenFiles !== undefined ? { maxOpenFiles: ctx.maxOpenFiles } : {}),
+      shadowsScript: shadowsScript(),
       hostModules: this.hostModules,
       kill: killBuf,
     };
@@ -576,6 +587,14 @@ function takeWorker(): Worker {
   return w;
 }
 
+let shadows: string | undefined;
+
+/** Where ./wasi-shadows.ts is (an entry point of the binary of its own, as the Worker scripts are). */
+function shadowsScript(): string {
+  shadows ??= workerScript(WASI_SHADOWS_SCRIPT);
+  return shadows;
+}
+
 /**
  * Where the run worker's code is. From source: ./worker.ts beside this file. In a
  * `bun build --compile` binary the worker must be given as an extra entry point (./scripts.ts
@@ -604,6 +623,41 @@ function copyVec(vec: Buffer): Uint8Array {
   if (!len) return new Uint8Array(0);
   const { toArrayBuffer } = require("bun:ffi") as typeof import("bun:ffi");
   return new Uint8Array(toArrayBuffer(data as Pointer, 0, len)).slice();
+}
+
+/** node:fs/promises, loaded only when used: the executor reads synchronously (see ../cache.ts). */
+const asyncFs = () => import("node:fs/promises");
+
+/**
+ * The module at `path` (a caller's fd through /proc/self/fd, or any path), read once: opened
+ * without waiting (a fifo in its place does not block the open), and only a regular file within
+ * MODULE_MAX_BYTES is read (../module-file.ts). Synchronously for the executor; on Bun's thread
+ * pool for the daemon, whose main thread serves every pod.
+ */
+async function readModulePath(path: string, sync: boolean): Promise<Uint8Array> {
+  if (sync) return readModulePathSync(path);
+  const { constants } = require("node:fs") as typeof import("node:fs");
+  const fh = await (await asyncFs()).open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY).catch((e: Error) => {
+    throw new ModuleFileError(`${path}: ${e.message}`);
+  });
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new ModuleFileError(`${path}: not a regular file, not a module file`);
+    if (st.size > MODULE_MAX_BYTES)
+      throw new ModuleFileError(`${path}: ${st.size} bytes, more than a module may have (${MODULE_MAX_BYTES})`);
+    // One byte more than the size: a file still growing shows as longer than it said.
+    const buf = new Uint8Array(st.size + 1);
+    let n = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n === buf.length) throw new ModuleFileError(`${path}: grew while it was read (more than ${st.size} bytes)`);
+    }
+    return buf.subarray(0, n);
+  } finally {
+    await fh.close();
+  }
 }
 
 function envPairs(env: RunContext["env"]): [string, string][] {

@@ -49,6 +49,14 @@ export interface RunRequest {
   memoryLimitBytes?: number;
   /** The module's memories, tables and instances (./wasm-shape.ts), read where the limit needs them; absent: unknown. */
   shape?: WasmShape;
+  /**
+   * Where ./wasi-shadows.ts is for this process (from source, or embedded in the binary): the
+   * run thread loads it by this path on first need, so that it is not part of every run
+   * thread's script.
+   */
+  shadowsScript: string;
+  /** The most WASI handles the module may hold open at once, stdio and preopens included (./file-guard.ts); absent = no cap. */
+  maxOpenFiles?: number;
   /** Scripts whose default export is a HostFunctions (../host.ts): imported and linked by the worker. */
   hostModules: string[];
   /** Int32Array view: [0] = signal number once killed (0 = running); [1] = 1 while paused. */

@@ -7,5 +7,12 @@ export const RUN_WORKER_SCRIPT = new URL("./worker.ts", import.meta.url);
 /** The compile thread (./compile-worker.ts): compiles a module for the compile cache. */
 export const COMPILE_WORKER_SCRIPT = new URL("./compile-worker.ts", import.meta.url);
 
+/**
+ * The WASI shadows (./wasi-shadows.ts): no Worker's script, but a run thread loads it by path
+ * on its first open, so that it is not bundled into the run thread's script (whose size every
+ * run thread pays for).
+ */
+export const WASI_SHADOWS_SCRIPT = new URL("./wasi-shadows.ts", import.meta.url);
+
 /** Every script above: what a binary with this engine must embed. */
-export const WASMTIME_SCRIPTS: readonly URL[] = [RUN_WORKER_SCRIPT, COMPILE_WORKER_SCRIPT];
+export const WASMTIME_SCRIPTS: readonly URL[] = [RUN_WORKER_SCRIPT, COMPILE_WORKER_SCRIPT, WASI_SHADOWS_SCRIPT];

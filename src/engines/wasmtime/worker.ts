@@ -12,6 +12,7 @@
 // target), it extends the deadline by one tick and the module carries on.
 
 import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
+import { MODULE_MAX_BYTES } from "../../common/constants.ts";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
 import type { HostCaller, HostFunctions, ValType } from "../host-functions.ts";
 import { check, cstr, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
@@ -75,6 +76,32 @@ function deserializeFile(lib: WasmtimeLib, engine: Pointer, path: string): Point
   return readPtr(out) as Pointer;
 }
 
+/**
+ * The module's source for a compile after a failed deserialize: the caller's checked fd (through
+ * /proc/self/fd) or path, read only if a regular file, within MODULE_MAX_BYTES whatever it has
+ * become (../module-file.ts is the main thread's; it is not bundled into this thread's script).
+ */
+function readFallback(path: string): Uint8Array {
+  const f = fs();
+  const fd = f.openSync(path, f.constants.O_RDONLY | f.constants.O_NONBLOCK | f.constants.O_NOCTTY);
+  try {
+    const st = f.fstatSync(fd);
+    if (!st.isFile() || st.size > MODULE_MAX_BYTES)
+      throw new EngineError(`${path}: not a regular file of at most ${MODULE_MAX_BYTES} bytes`);
+    const buf = new Uint8Array(st.size + 1);
+    let n = 0;
+    for (;;) {
+      const got = f.readSync(fd, buf, n, buf.length - n, n);
+      if (got === 0) break;
+      n += got;
+      if (n === buf.length) throw new EngineError(`${path}: grew while it was read`);
+    }
+    return buf.subarray(0, n);
+  } finally {
+    f.closeSync(fd);
+  }
+}
+
 function serialize(lib: WasmtimeLib, module: Pointer): Uint8Array {
   const vec = Buffer.alloc(LAYOUT.byteVec.size);
   check(lib, lib.wasmtime_module_serialize(module, vec), "serialize");
@@ -98,9 +125,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
       module = req.serializedPath ? deserializeFile(lib, engine, req.serializedPath) : deserialize(lib, engine, req.module);
       stats.deserializeMs = performance.now() - t;
     } catch (e) {
-      const fallback =
-        req.fallback ??
-        (req.fallbackPath && { module: new Uint8Array(fs().readFileSync(req.fallbackPath.path)), kind: req.fallbackPath.kind });
+      const fallback = req.fallback ?? (req.fallbackPath && { module: readFallback(req.fallbackPath.path), kind: req.fallbackPath.kind });
       if (!fallback) throw new EngineError(String((e as Error).message));
       t = performance.now();
       module = compile(lib, engine, fallback.module, fallback.kind);
@@ -121,6 +146,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
   let linker: Pointer | null = null;
   let deadlineCb: JSCallback | null = null;
   const callbacks: JSCallback[] = [];
+  let made: Shadows | undefined;
   let exitStatus: number | undefined;
   try {
     t = performance.now();
@@ -140,12 +166,24 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     // wasmtime's WASI proc_exit rejects statuses >= 126 (an error without the status), so
     // shadow it with one that records any status and unwinds with a trap.
     lib.wasmtime_linker_allow_shadowing(linker, true);
-    callbacks.push(
-      defineProcExit(lib, linker, (status) => {
-        exitStatus = status;
-      }),
-    );
-    callbacks.push(defineInterruptiblePoll(lib, linker, engine, env, keep));
+    // Our WASI functions (proc_exit, poll_oneoff and the file guard's) share one callback.
+    const d = new Dispatch();
+    callbacks.push(d.cb);
+    defineProcExit(lib, linker, d, (status) => {
+      exitStatus = status;
+    });
+    const shadows = (): Shadows => {
+      if (made) return made;
+      // By path, not bundled into this thread's script (./wasi-shadows.ts says why).
+      const script = req.shadowsScript.startsWith("file:") ? Bun.fileURLToPath(req.shadowsScript) : req.shadowsScript;
+      const w = require(script) as typeof import("./wasi-shadows.ts");
+      const tools = { engine, callerMemory, compileWat: (text: Uint8Array) => compile(lib, engine, text, "wat") };
+      const preopens = [...(req.rootDir !== undefined ? [req.rootDir] : []), ...(req.preopens ?? []).map(([host]) => host)];
+      made = w.shadowsFor(lib, tools, keep, preopens, req.maxOpenFiles, kill);
+      return made;
+    };
+    defineInterruptiblePoll(lib, linker, d, shadows, env);
+    defineFileGuard(lib, linker, d, shadows);
     for (const host of hosts) callbacks.push(...defineHostFunctions(lib, linker, host));
     const instance = Buffer.alloc(LAYOUT.instance.size);
     const trapOut = new BigUint64Array(1);
@@ -178,6 +216,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
   } finally {
     if (linker) lib.wasmtime_linker_delete(linker);
     if (store) lib.wasmtime_store_delete(store); // closes the WASI files
+    made?.dispose();
     lib.wasmtime_module_delete(module);
     deadlineCb?.close();
     for (const cb of callbacks) cb.close();
@@ -189,7 +228,29 @@ const PROC_EXIT_MARK = "bunwasi: proc_exit";
 
 type HostCallback = (caller: Pointer, args: Pointer, results: Pointer) => Pointer | null;
 
-/** Define `module`.`name` in the linker as a function of the given types, run by `impl`. */
+/**
+ * One JSCallback for several host functions: each JSCallback costs the run thread memory (a
+ * trampoline, a function object), and in shared mode every idle container is such a thread.
+ * wasmtime hands each function its own `env` pointer back: here, its index in `impls` plus one.
+ */
+class Dispatch {
+  private readonly impls: HostCallback[] = [];
+  readonly cb = new JSCallback(
+    (env: Pointer, caller: Pointer, args: Pointer, _nargs: number | bigint, out: Pointer, _nresults: number | bigint) =>
+      (this.impls[Number(env) - 1] as HostCallback)(caller, args, out),
+    { args: ["ptr", "ptr", "ptr", "usize", "ptr", "usize"], returns: "ptr" },
+  );
+
+  /** `impl`'s env pointer. */
+  add(impl: HostCallback): Pointer {
+    return this.impls.push(impl) as Pointer;
+  }
+}
+
+/**
+ * Define `module`.`name` in the linker as a function of the given types, run by `impl`: through
+ * `dispatch`'s callback when given (then nothing is returned), else a JSCallback of its own.
+ */
 function defineFunc(
   lib: WasmtimeLib,
   linker: Pointer,
@@ -198,7 +259,27 @@ function defineFunc(
   params: ValType[],
   results: ValType[],
   impl: HostCallback,
-): JSCallback {
+  dispatch: Dispatch,
+): null;
+function defineFunc(
+  lib: WasmtimeLib,
+  linker: Pointer,
+  module: string,
+  name: string,
+  params: ValType[],
+  results: ValType[],
+  impl: HostCallback,
+): JSCallback;
+function defineFunc(
+  lib: WasmtimeLib,
+  linker: Pointer,
+  module: string,
+  name: string,
+  params: ValType[],
+  results: ValType[],
+  impl: HostCallback,
+  dispatch?: Dispatch,
+): JSCallback | null {
   const vec = (types: ValType[]) => {
     const out = Buffer.alloc(LAYOUT.byteVec.size);
     if (!types.length) lib.wasm_valtype_vec_new_empty(out);
@@ -209,121 +290,122 @@ function defineFunc(
     return out;
   };
   const ty = lib.wasm_functype_new(vec(params), vec(results)) as Pointer; // takes both vectors
-  const cb = new JSCallback(
-    (_env: Pointer, caller: Pointer, args: Pointer, _nargs: number | bigint, out: Pointer, _nresults: number | bigint) =>
-      impl(caller, args, out),
-    { args: ["ptr", "ptr", "ptr", "usize", "ptr", "usize"], returns: "ptr" },
-  );
+  const cb = dispatch
+    ? null
+    : new JSCallback(
+        (_env: Pointer, caller: Pointer, args: Pointer, _nargs: number | bigint, out: Pointer, _nresults: number | bigint) =>
+          impl(caller, args, out),
+        { args: ["ptr", "ptr", "ptr", "usize", "ptr", "usize"], returns: "ptr" },
+      );
+  const env = dispatch ? dispatch.add(impl) : null;
+  const fnPtr = (dispatch ? dispatch.cb.ptr : cb?.ptr) as Pointer;
   const mod = Buffer.from(module);
   const fn = Buffer.from(name);
-  const err = lib.wasmtime_linker_define_func(linker, mod, mod.length, fn, fn.length, ty, cb.ptr as Pointer, null, null) as Pointer | null;
+  const err = lib.wasmtime_linker_define_func(linker, mod, mod.length, fn, fn.length, ty, fnPtr, env, null) as Pointer | null;
   lib.wasm_functype_delete(ty);
   check(lib, err, `define ${module}.${name}`);
   return cb;
 }
 
 /** Define wasi_snapshot_preview1.proc_exit(i32) → records the status and traps. */
-function defineProcExit(lib: WasmtimeLib, linker: Pointer, onExit: (status: number) => void): JSCallback {
+function defineProcExit(lib: WasmtimeLib, linker: Pointer, d: Dispatch, onExit: (status: number) => void): void {
   const mark = Buffer.from(PROC_EXIT_MARK);
-  return defineFunc(lib, linker, "wasi_snapshot_preview1", "proc_exit", ["i32"], [], (_caller, args) => {
-    onExit(new DataView(toArrayBuffer(args, 0, LAYOUT.val.size)).getUint32(LAYOUT.val.of, true));
-    return lib.wasmtime_trap_new(mark, mark.length) as Pointer;
-  });
+  defineFunc(
+    lib,
+    linker,
+    "wasi_snapshot_preview1",
+    "proc_exit",
+    ["i32"],
+    [],
+    (_caller, args) => {
+      onExit(new DataView(toArrayBuffer(args, 0, LAYOUT.val.size)).getUint32(LAYOUT.val.of, true));
+      return lib.wasmtime_trap_new(mark, mark.length) as Pointer;
+    },
+    d,
+  );
 }
+
+const WASI = "wasi_snapshot_preview1";
+
+/** A trap carrying `message`, for a shadow to return. */
+function trapWith(lib: WasmtimeLib, message: string): Pointer {
+  const msg = Buffer.from(message);
+  return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
+}
+
+/** Sets the i32 result of a shadow to `errno`. */
+function returnErrno(out: Pointer, errno: number): null {
+  writeVal(new DataView(toArrayBuffer(out, 0, LAYOUT.val.size)), 0, "i32", errno);
+  return null;
+}
+
+/** The shadows that call wasmtime's own WASI (./wasi-shadows.ts), made on a run's first need of one. */
+type Shadows = import("./wasi-shadows.ts").Shadows;
 
 /**
  * Shadow wasi_snapshot_preview1.poll_oneoff with one whose sleeps a kill ends at once
- * (./interruptible.ts). Every other poll (fds, absolute deadlines) is wasmtime's own. That
- * one must be called from wasm (it finds the guest's memory through its caller), so it is
- * reached through a two-line helper instance made on first need in the same store, which
- * imports the guest's memory, re-exports it, and calls the real poll_oneoff.
+ * (./interruptible.ts). Every other poll (fds, absolute deadlines) is wasmtime's own.
  */
-function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, engine: Pointer, env: RunEnv, keep: unknown[]): JSCallback {
+function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, d: Dispatch, shadows: () => Shadows, env: RunEnv): void {
   const { kill, sleep, onWait } = env;
-  const trapOut = new BigUint64Array(1);
   const params: ValType[] = ["i32", "i32", "i32", "i32"];
-  let helperPoll: Buffer | null = null;
-  const helper = (caller: Pointer): Buffer => {
-    if (helperPoll) return helperPoll;
-    const cx = lib.wasmtime_caller_context(caller) as Pointer;
-    const memory = Buffer.alloc(LAYOUT.extern.size);
-    const memName = Buffer.from("memory");
-    if (
-      !lib.wasmtime_caller_export_get(caller, memName, memName.length, memory) ||
-      memory[LAYOUT.extern.kind] !== LAYOUT.externKindMemory
-    ) {
-      throw new Error('poll_oneoff: the module exports no memory named "memory"');
-    }
-    const module = compile(lib, engine, Buffer.from(POLL_HELPER_WAT), "wat");
-    const l = lib.wasmtime_linker_new(engine) as Pointer;
-    try {
-      check(lib, lib.wasmtime_linker_define_wasi(l), "define wasi");
-      const env = Buffer.from("env");
-      check(lib, lib.wasmtime_linker_define(l, cx, env, env.length, memName, memName.length, memory) as Pointer | null, "define memory");
-      const instance = Buffer.alloc(LAYOUT.instance.size);
-      trapOut[0] = 0n;
-      const err = lib.wasmtime_linker_instantiate(l, cx, module, instance, trapOut) as Pointer | null;
-      if (err || readPtr(trapOut)) throw new Error("poll_oneoff: cannot instantiate the helper");
-      const fn = Buffer.alloc(LAYOUT.extern.size);
-      const name = Buffer.from("poll");
-      if (!lib.wasmtime_instance_export_get(cx, instance, name, name.length, fn)) throw new Error("poll_oneoff: helper has no poll");
-      keep.push(fn, instance);
-      helperPoll = fn;
-      return fn;
-    } finally {
-      lib.wasmtime_linker_delete(l);
-      lib.wasmtime_module_delete(module);
-    }
-  };
-  return defineFunc(lib, linker, "wasi_snapshot_preview1", "poll_oneoff", params, ["i32"], (caller, args, out) => {
-    try {
-      const view = new DataView(toArrayBuffer(args, 0, params.length * LAYOUT.val.size));
-      const [inPtr, outPtr, n, neventsPtr] = params.map((_, i) => view.getUint32(i * LAYOUT.val.size + LAYOUT.val.of, true)) as [
-        number,
-        number,
-        number,
-        number,
-      ];
-      const callerMem = callerMemory(lib, caller);
-      const wait = clockOnlyWait(callerMem, inPtr, n);
-      if (wait) {
-        // Asleep, the module cannot grow: the figure published now holds until it wakes.
-        publishMemory(kill, callerMem.length);
-        onWait?.();
-        if (sleep(wait.timeoutNs)) {
-          const msg = Buffer.from(`interrupted by signal ${Atomics.load(kill, 0)}`);
-          return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
+  defineFunc(
+    lib,
+    linker,
+    WASI,
+    "poll_oneoff",
+    params,
+    ["i32"],
+    (caller, args, out) => {
+      try {
+        const view = new DataView(toArrayBuffer(args, 0, params.length * LAYOUT.val.size));
+        const [inPtr, outPtr, n, neventsPtr] = params.map((_, i) => view.getUint32(i * LAYOUT.val.size + LAYOUT.val.of, true)) as [
+          number,
+          number,
+          number,
+          number,
+        ];
+        const callerMem = callerMemory(lib, caller);
+        const wait = clockOnlyWait(callerMem, inPtr, n);
+        if (wait) {
+          // Asleep, the module cannot grow: the figure published now holds until it wakes.
+          publishMemory(kill, callerMem.length);
+          onWait?.();
+          if (sleep(wait.timeoutNs)) return trapWith(lib, `interrupted by signal ${Atomics.load(kill, 0)}`);
+          const mem = callerMemory(lib, caller);
+          const count = writeClockEvents(mem, outPtr, wait.due);
+          new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(neventsPtr, count, true);
+          return returnErrno(out, 0);
         }
-        const mem = callerMemory(lib, caller);
-        const count = writeClockEvents(mem, outPtr, wait.due);
-        new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(neventsPtr, count, true);
-        writeVal(new DataView(toArrayBuffer(out, 0, LAYOUT.val.size)), 0, "i32", 0);
-        return null;
+        const r = shadows().real.call(caller, "poll_oneoff", args);
+        return "trap" in r ? r.trap : returnErrno(out, r.errno);
+      } catch (e) {
+        return trapWith(lib, `poll_oneoff: ${e instanceof Error ? e.message : String(e)}`);
       }
-      const fn = helper(caller);
-      trapOut[0] = 0n;
-      const cx = lib.wasmtime_caller_context(caller) as Pointer;
-      const err = lib.wasmtime_func_call(cx, (bunPtr(fn) + LAYOUT.extern.of) as Pointer, args, 4, out, 1, trapOut) as Pointer | null;
-      if (err) {
-        const msg = Buffer.from(errorMessage(lib, err));
-        lib.wasmtime_error_delete(err);
-        return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
-      }
-      return (readPtr(trapOut) as Pointer | null) || null;
-    } catch (e) {
-      const msg = Buffer.from(`poll_oneoff: ${e instanceof Error ? e.message : String(e)}`);
-      return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
-    }
-  });
+    },
+    d,
+  );
 }
 
-/** Calls wasmtime's poll_oneoff from wasm, on the guest's memory (imported, and exported as "memory"). */
-const POLL_HELPER_WAT = `(module
-  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-  (import "env" "memory" (memory 0))
-  (export "memory" (memory 0))
-  (func (export "poll") (param i32 i32 i32 i32) (result i32)
-    (call $poll (local.get 0) (local.get 1) (local.get 2) (local.get 3))))`;
+/**
+ * Shadow path_open, fd_close and fd_renumber with the file guard (./file-guard.ts): only
+ * regular files and directories open, at most the run's cap of handles at once. The guard's code
+ * is loaded on the first call of one of them (./wasi-shadows.ts).
+ */
+function defineFileGuard(lib: WasmtimeLib, linker: Pointer, d: Dispatch, shadows: () => Shadows): void {
+  defineFunc(
+    lib,
+    linker,
+    WASI,
+    "path_open",
+    ["i32", "i32", "i32", "i32", "i32", "i64", "i64", "i32", "i32"],
+    ["i32"],
+    (c, a, o) => shadows().guard.pathOpen(c, a, o),
+    d,
+  );
+  defineFunc(lib, linker, WASI, "fd_close", ["i32"], ["i32"], (c, a, o) => shadows().guard.fdClose(c, a, o), d);
+  defineFunc(lib, linker, WASI, "fd_renumber", ["i32", "i32"], ["i32"], (c, a, o) => shadows().guard.fdRenumber(c, a, o), d);
+}
 
 /** Read the i-th wasmtime_val_t of an array. */
 function readVal(view: DataView, i: number, t: ValType): number | bigint {

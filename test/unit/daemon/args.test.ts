@@ -1,7 +1,7 @@
 // containerd-wasmtimed's command line (src/daemon/daemon.ts) and where the thin shim looks
 // for it (src/daemon/paths.ts).
 import { expect, test } from "bun:test";
-import { DEFAULT_MEMORY_LIMIT, parseDaemonArgs, parseSize } from "../../../src/daemon/daemon.ts";
+import { DEFAULT_MAX_OPEN_FILES, DEFAULT_MEMORY_LIMIT, parseDaemonArgs, parseSize } from "../../../src/daemon/daemon.ts";
 import { daemonSocket, defaultDaemonSocket } from "../../../src/daemon/paths.ts";
 
 const DEFAULT_DAEMON_SOCKET = defaultDaemonSocket("containerd-wasmtimed");
@@ -10,6 +10,7 @@ test("defaults, --socket in both spellings, --debug, --help, --version", () => {
   expect(parseDaemonArgs([], DEFAULT_DAEMON_SOCKET)).toEqual({
     socket: DEFAULT_DAEMON_SOCKET,
     defaultMemoryLimit: DEFAULT_MEMORY_LIMIT,
+    maxOpenFiles: DEFAULT_MAX_OPEN_FILES,
     debug: false,
     help: false,
     version: false,
@@ -36,6 +37,14 @@ test("--default-memory-limit: bytes or Kubernetes' suffixes; 0 is none; the defa
   for (const bad of ["", "-1", "1.5G", "64MB", "lots"]) expect(parseSize(bad)).toBeUndefined();
   expect(() => limit("64MB")).toThrow('--default-memory-limit: "64MB" is not a size');
   expect(() => parseDaemonArgs(["--default-memory-limit"], DEFAULT_DAEMON_SOCKET)).toThrow("--default-memory-limit needs a size");
+});
+
+test("--max-open-files: the per-container cap on open WASI handles, a positive number", () => {
+  expect(parseDaemonArgs(["--max-open-files", "64"], DEFAULT_DAEMON_SOCKET).maxOpenFiles).toBe(64);
+  expect(parseDaemonArgs(["--max-open-files=4096"], DEFAULT_DAEMON_SOCKET).maxOpenFiles).toBe(4096);
+  for (const bad of ["0", "-1", "x", "1.5"]) {
+    expect(() => parseDaemonArgs(["--max-open-files", bad], DEFAULT_DAEMON_SOCKET)).toThrow("--max-open-files needs a positive number");
+  }
 });
 
 test("a missing value or an unknown argument is an error naming it", () => {

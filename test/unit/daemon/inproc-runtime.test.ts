@@ -148,9 +148,11 @@ describe("InProcessInstance", () => {
     await Bun.sleep(0);
     expect(runner.runs).toHaveLength(1);
     const ctx = runner.runs[0]!.ctx;
-    // The module by its host path; the view the create mounted as its "/" (read-only by the
-    // mount, as normal mode's: the kernel says EROFS, not the WASI layer).
-    expect(ctx.modulePath).toBe(join(dir, "rootfs/app.wasm"));
+    // The module by an fd of ours, opened inside the view the create mounted as its "/"
+    // (src/engines/module-file.ts); that view read-only by the mount, as normal mode's: the
+    // kernel says EROFS, not the WASI layer.
+    expect(ctx.modulePath).toMatch(/^\/proc\/self\/fd\/\d+$/);
+    expect(readlinkSync(ctx.modulePath as string)).toBe(join(dir, "c1", "wasi-root", "app.wasm"));
     expect(ctx.args).toEqual(["/app.wasm", "a b"]);
     expect(ctx.env).toEqual(["K=V"]);
     expect(ctx.cwd).toBe("/");

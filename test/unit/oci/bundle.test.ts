@@ -152,7 +152,13 @@ describe("prepare: the derived bundle from the plan", () => {
     expect(asked).toBe(1);
     const dir = join(base, "state", "art1", "run");
     expect(r).toMatchObject({ kind: "wasm", module: "/.bunwasi-run/module.wasm", moduleHost: join(dir, "module.wasm"), entry: "run" });
-    expect(r.run?.module).toEqual({ host: join(dir, "module.wasm"), path: "/.bunwasi-run/module.wasm", entry: "run", artifact: true });
+    expect(r.run?.module).toEqual({
+      host: join(dir, "module.wasm"),
+      hostRoot: dir,
+      path: "/.bunwasi-run/module.wasm",
+      entry: "run",
+      artifact: true,
+    });
     expect(new Uint8Array(readFileSync(join(dir, "module.wasm")))).toEqual(WASM);
     // The executor reads the same plan, with argv as the spec gives it: args[0] stays the image's.
     const plan = parseRunPlan(readFileSync(join(dir, "plan.json"), "utf8"));

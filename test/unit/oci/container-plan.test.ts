@@ -104,7 +104,8 @@ describe("entrypoint forms", () => {
     test(name, async () => {
       const run = await wasmPlan(b, spec(process));
       const host = join(root, want.path);
-      expect(run.module).toEqual({ host, path: want.path, ...(want.entry ? { entry: want.entry } : {}) });
+      // hostRoot: where the host opens it again, inside the rootfs (src/engines/module-file.ts).
+      expect(run.module).toEqual({ host, hostRoot: root, path: want.path, ...(want.entry ? { entry: want.entry } : {}) });
       // argv as given: args[0] with its "#export" too.
       expect(run.args).toEqual(process.args as string[]);
     });
@@ -182,7 +183,7 @@ describe("a module on a volume", () => {
   ];
   test("is found in the volume's source, as the container will see it", async () => {
     const run = await wasmPlan(b, spec({ args: ["/shared/bin/app.wasm"] }, { mounts }));
-    expect(run.module).toEqual({ host: join(vol, "bin/app.wasm"), path: "/shared/bin/app.wasm" });
+    expect(run.module).toEqual({ host: join(vol, "bin/app.wasm"), hostRoot: vol, path: "/shared/bin/app.wasm" });
   });
   test("its symlinks resolve inside the volume, never out of it", async () => {
     expect((await wasmPlan(b, spec({ args: ["/shared/bin/link.wasm"] }, { mounts }))).module.host).toBe(join(vol, "bin/app.wasm"));
@@ -221,6 +222,7 @@ describe("OCI wasm artifacts (args[0] in no rootfs)", () => {
       expect(a.asked).toBe(1);
       expect(run.module).toEqual({
         host: join(dir, "module.wasm"),
+        hostRoot: dir,
         path: "/.bunwasi-run/module.wasm",
         ...(entry ? { entry } : {}),
         artifact: true,
@@ -234,7 +236,13 @@ describe("OCI wasm artifacts (args[0] in no rootfs)", () => {
   test("nothing mounted into a container (shared mode): the module is named by its host path", async () => {
     const dir = join(base, `run${n++}`);
     const run = await wasmPlan(bundle(), spec({ args: ["#greet"] }), artifact(dir));
-    expect(run.module).toEqual({ host: join(dir, "module.wasm"), path: join(dir, "module.wasm"), entry: "greet", artifact: true });
+    expect(run.module).toEqual({
+      host: join(dir, "module.wasm"),
+      hostRoot: dir,
+      path: join(dir, "module.wasm"),
+      entry: "greet",
+      artifact: true,
+    });
   });
 
   test("a file of the rootfs never asks", async () => {

@@ -215,7 +215,11 @@ describe("the process of an exec", () => {
   test("into an artifact container: a file of its rootfs or volumes still runs as itself", async () => {
     const c = await artifactContainer(["/demo.wasm"]);
     const r = await prepareExecProcess({ ...c, engine: wasmtime, process: proc(["/app.wasm"]), executorDir: fakeExec });
-    expect(planOf(c.runtimeBundle, r.process.args).module).toEqual({ host: join(c.bundle, "rootfs/app.wasm"), path: "/app.wasm" });
+    expect(planOf(c.runtimeBundle, r.process.args).module).toEqual({
+      host: join(c.bundle, "rootfs/app.wasm"),
+      hostRoot: join(c.bundle, "rootfs"),
+      path: "/app.wasm",
+    });
     const sh = proc(["sh"]);
     expect(await prepareExecProcess({ ...c, engine: wasmtime, process: sh, executorDir: fakeExec })).toEqual({
       process: sh,

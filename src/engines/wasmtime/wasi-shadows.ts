@@ -1,0 +1,335 @@
+// The WASI functions the run thread shadows that need wasmtime's own (./worker.ts defines them
+// all at link time through one callback): the passthrough to wasmtime's implementation, and the
+// file guard's path_open, fd_close and fd_renumber (./file-guard.ts has the rules). A script of
+// its own (an entry point of the binary, found like a Worker's, RunRequest.shadowsScript), loaded
+// on a run's first call of one of them: whatever the run thread's script bundles, each run
+// thread pays for in memory, loaded or not, and in shared mode each idle container is such a
+// thread (this code in the worker's bundle: +0.10-0.15 MiB PSS per idle container, measured).
+
+import { ptr as bunPtr, type Pointer, toArrayBuffer } from "bun:ffi";
+import type { ValType } from "../host-functions.ts";
+import { check, errorMessage, LAYOUT, readPtr, type WasmtimeLib } from "./ffi.ts";
+import {
+  ERRNO_ACCES,
+  ERRNO_MFILE,
+  ERRNO_SUCCESS,
+  FILESTAT_FILETYPE,
+  FILESTAT_SIZE,
+  GuestDirs,
+  HandleCount,
+  LOOKUP_SYMLINK_FOLLOW,
+  lookBeneath,
+  mayOpen,
+  mayOpenLook,
+  scratchOffset,
+} from "./file-guard.ts";
+import { KILL } from "./run-atomics.ts";
+
+/** A host function's body: (caller, args, results) → a trap, or null. */
+export type HostCallback = (caller: Pointer, args: Pointer, results: Pointer) => Pointer | null;
+
+/** What these shadows need of the run thread's code (./worker.ts). */
+export interface GuestTools {
+  engine: Pointer;
+  /** The caller's exported "memory", as a view valid during the call. */
+  callerMemory(lib: WasmtimeLib, caller: Pointer): Uint8Array;
+  /** A module compiled from WAT text. */
+  compileWat(text: Uint8Array): Pointer;
+}
+
+/** The file guard's shadows. */
+export interface FileGuard {
+  pathOpen: HostCallback;
+  fdClose: HostCallback;
+  fdRenumber: HostCallback;
+}
+
+export const WASI = "wasi_snapshot_preview1";
+
+/** The signatures of wasmtime's own WASI functions our shadows reach (wasi_snapshot_preview1.witx). */
+export const REAL_WASI = {
+  poll_oneoff: ["i32", "i32", "i32", "i32"],
+  path_open: ["i32", "i32", "i32", "i32", "i32", "i64", "i64", "i32", "i32"],
+  path_filestat_get: ["i32", "i32", "i32", "i32", "i32"],
+  fd_filestat_get: ["i32", "i32"],
+  fd_close: ["i32"],
+  fd_renumber: ["i32", "i32"],
+} as const satisfies Record<string, readonly ValType[]>;
+export type RealName = keyof typeof REAL_WASI;
+
+/**
+ * Calls wasmtime's imports of wasi_snapshot_preview1.`REAL_WASI` from wasm, on the guest's
+ * memory: they find the memory through their caller, so a helper instance, made on first need in
+ * the run's store, imports the guest's memory, exports it as "memory", and calls them.
+ */
+const HELPER_WAT = `(module
+${Object.entries(REAL_WASI)
+  .map(([name, params]) => `  (import "${WASI}" "${name}" (func $${name} (param ${params.join(" ")}) (result i32)))`)
+  .join("\n")}
+  (import "env" "memory" (memory 0))
+  (export "memory" (memory 0))
+${Object.entries(REAL_WASI)
+  .map(
+    ([name, params]) =>
+      `  (func (export "${name}") (param ${params.join(" ")}) (result i32) ${params.map((_, i) => `(local.get ${i})`).join(" ")} (call $${name}))`,
+  )
+  .join("\n")})`;
+
+/** What a call of wasmtime's own function gave: its errno, or a trap for the guest (an error: its message). */
+export type RealResult = { errno: number } | { trap: Pointer };
+
+export class RealWasi {
+  private fns: Map<RealName, Buffer> | null = null;
+  private readonly trapOut = new BigUint64Array(1);
+  private readonly results = Buffer.alloc(LAYOUT.val.size);
+
+  constructor(
+    private readonly lib: WasmtimeLib,
+    private readonly tools: GuestTools,
+    private readonly keep: unknown[],
+  ) {}
+
+  /** wasmtime's `name` with `args` (a wasmtime_val_t array: the shadow's own, or one made by vals()). */
+  call(caller: Pointer, name: RealName, args: Pointer | Buffer): RealResult {
+    const lib = this.lib;
+    const fn = this.helper(caller).get(name) as Buffer;
+    const cx = lib.wasmtime_caller_context(caller) as Pointer;
+    this.trapOut[0] = 0n;
+    const err = lib.wasmtime_func_call(
+      cx,
+      (bunPtr(fn) + LAYOUT.extern.of) as Pointer,
+      args,
+      REAL_WASI[name].length,
+      this.results,
+      1,
+      this.trapOut,
+    ) as Pointer | null;
+    if (err) {
+      const msg = Buffer.from(errorMessage(lib, err));
+      lib.wasmtime_error_delete(err);
+      return { trap: lib.wasmtime_trap_new(msg, msg.length) as Pointer };
+    }
+    const trap = readPtr(this.trapOut) as Pointer | null;
+    if (trap) return { trap };
+    return { errno: new DataView(this.results.buffer, this.results.byteOffset).getInt32(LAYOUT.val.of, true) };
+  }
+
+  /** A wasmtime_val_t array of i32s. */
+  static vals(values: number[]): Buffer {
+    const b = Buffer.alloc(values.length * LAYOUT.val.size);
+    const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    values.forEach((x, i) => {
+      v.setUint8(i * LAYOUT.val.size + LAYOUT.val.kind, LAYOUT.valkind.i32);
+      v.setInt32(i * LAYOUT.val.size + LAYOUT.val.of, x, true);
+    });
+    return b;
+  }
+
+  private helper(caller: Pointer): Map<RealName, Buffer> {
+    if (this.fns) return this.fns;
+    const lib = this.lib;
+    const cx = lib.wasmtime_caller_context(caller) as Pointer;
+    const memory = Buffer.alloc(LAYOUT.extern.size);
+    const memName = Buffer.from("memory");
+    if (
+      !lib.wasmtime_caller_export_get(caller, memName, memName.length, memory) ||
+      memory[LAYOUT.extern.kind] !== LAYOUT.externKindMemory
+    ) {
+      throw new Error('the module exports no memory named "memory"');
+    }
+    const module = this.tools.compileWat(Buffer.from(HELPER_WAT));
+    const l = lib.wasmtime_linker_new(this.tools.engine) as Pointer;
+    try {
+      check(lib, lib.wasmtime_linker_define_wasi(l), "define wasi");
+      const env = Buffer.from("env");
+      check(lib, lib.wasmtime_linker_define(l, cx, env, env.length, memName, memName.length, memory) as Pointer | null, "define memory");
+      const instance = Buffer.alloc(LAYOUT.instance.size);
+      this.trapOut[0] = 0n;
+      const err = lib.wasmtime_linker_instantiate(l, cx, module, instance, this.trapOut) as Pointer | null;
+      if (err || readPtr(this.trapOut)) throw new Error("cannot instantiate the WASI helper");
+      const fns = new Map<RealName, Buffer>();
+      for (const name of Object.keys(REAL_WASI) as RealName[]) {
+        const fn = Buffer.alloc(LAYOUT.extern.size);
+        const n = Buffer.from(name);
+        if (!lib.wasmtime_instance_export_get(cx, instance, n, n.length, fn)) throw new Error(`the WASI helper has no ${name}`);
+        fns.set(name, fn);
+      }
+      this.keep.push(instance, fns);
+      this.fns = fns;
+      return fns;
+    } finally {
+      lib.wasmtime_linker_delete(l);
+      lib.wasmtime_module_delete(module);
+    }
+  }
+}
+
+/** A trap carrying `message`, for a shadow to return. */
+export function trapWith(lib: WasmtimeLib, message: string): Pointer {
+  const msg = Buffer.from(message);
+  return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
+}
+
+/** Sets the i32 result of a shadow to `errno`. */
+export function returnErrno(out: Pointer, errno: number): null {
+  const v = new DataView(toArrayBuffer(out, 0, LAYOUT.val.size));
+  v.setUint8(LAYOUT.val.kind, LAYOUT.valkind.i32);
+  v.setInt32(LAYOUT.val.of, errno, true);
+  return null;
+}
+
+/**
+ * Shadow path_open, fd_close and fd_renumber with the rules of ./file-guard.ts: only regular
+ * files and directories are opened (EACCES otherwise, before the open where the path already
+ * names something else), and at most `handles`' cap are open at once (EMFILE).
+ */
+export function fileGuard(
+  lib: WasmtimeLib,
+  tools: GuestTools,
+  real: RealWasi,
+  handles: HandleCount,
+  dirs: GuestDirs,
+  kill: Int32Array,
+): FileGuard {
+  const callerMemory = (l: WasmtimeLib, caller: Pointer) => tools.callerMemory(l, caller);
+  const i32At = (args: Pointer, n: number, i: number) =>
+    new DataView(toArrayBuffer(args, 0, n * LAYOUT.val.size)).getInt32(i * LAYOUT.val.size + LAYOUT.val.of, true);
+
+  /**
+   * The WASI filetype wasmtime reports for `call` (a stat into a borrowed 64-byte buffer at
+   * `buf`), or its errno, or a trap; `avoid`: the guest memory the stat reads itself.
+   */
+  const statInto = (
+    caller: Pointer,
+    avoid: [number, number][],
+    call: (buf: number) => RealResult,
+  ): { filetype: number } | RealResult | undefined => {
+    const mem = callerMemory(lib, caller);
+    const at = scratchOffset(mem.length, FILESTAT_SIZE, avoid);
+    if (at === undefined) return undefined;
+    const saved = mem.slice(at, at + FILESTAT_SIZE);
+    try {
+      const r = call(at);
+      if ("trap" in r || r.errno !== ERRNO_SUCCESS) return r;
+      return { filetype: callerMemory(lib, caller)[at + FILESTAT_FILETYPE] as number };
+    } finally {
+      callerMemory(lib, caller).set(saved, at);
+    }
+  };
+
+  const pathOpen: HostCallback = (caller, args, out) => {
+    try {
+      const n = REAL_WASI.path_open.length;
+      const [dirfd, lookup, pathPtr, pathLen] = [0, 1, 2, 3].map((i) => i32At(args, n, i)) as [number, number, number, number];
+      const fdOut = i32At(args, n, 8) >>> 0;
+      if (handles.full()) return returnErrno(out, ERRNO_MFILE);
+      const followed = (lookup & LOOKUP_SYMLINK_FOLLOW) !== 0;
+      const avoid: [number, number][] = [
+        [pathPtr >>> 0, (pathPtr >>> 0) + (pathLen >>> 0)],
+        [fdOut, fdOut + 4],
+      ];
+      // What the path names now (a fifo's open would wait): looked at on the host, or by
+      // wasmtime's own resolution where that cannot tell.
+      const base = dirs.dirFd(dirfd);
+      const path = callerMemory(lib, caller).slice(pathPtr >>> 0, (pathPtr >>> 0) + (pathLen >>> 0));
+      const look = base === undefined ? undefined : lookBeneath(base, path, followed);
+      if (look && !mayOpenLook(look, followed)) return returnErrno(out, ERRNO_ACCES);
+      if (!look) {
+        const before = statInto(caller, avoid, (buf) =>
+          real.call(caller, "path_filestat_get", RealWasi.vals([dirfd, lookup, pathPtr, pathLen, buf])),
+        );
+        if (before && "trap" in before) {
+          // wasmtime's stat fails outright on a socket ("sockets are not currently supported"):
+          // refused as such; the run's own kill is its trap.
+          if (Atomics.load(kill, KILL) !== 0) return before.trap;
+          lib.wasm_trap_delete(before.trap);
+          return returnErrno(out, ERRNO_ACCES);
+        }
+        if (before && "filetype" in before && !mayOpen(before.filetype, followed)) return returnErrno(out, ERRNO_ACCES);
+      }
+      // Anything else (a missing path, a file to create, an error the open reports too): the open.
+      const r = real.call(caller, "path_open", args);
+      if ("trap" in r) return r.trap;
+      if (r.errno !== ERRNO_SUCCESS) return returnErrno(out, r.errno);
+      const mem = callerMemory(lib, caller);
+      const fd = new DataView(mem.buffer, mem.byteOffset, mem.byteLength).getInt32(fdOut, true);
+      // What was opened: the same file the look found (or a file it created), or else what
+      // wasmtime says it is; a fifo renamed in between (its open found a peer) is closed unread.
+      const again = base === undefined ? undefined : lookBeneath(base, path, followed);
+      const same =
+        look !== undefined &&
+        again !== undefined &&
+        again.kind !== "missing" &&
+        mayOpenLook(again, followed) &&
+        (look.kind === "missing" || ("id" in again && "id" in look && again.id === look.id));
+      if (!same) {
+        const after = statInto(caller, [[fdOut, fdOut + 4]], (buf) => real.call(caller, "fd_filestat_get", RealWasi.vals([fd, buf])));
+        if (!after || "trap" in after || ("filetype" in after && !mayOpen(after.filetype, followed))) {
+          if (after && "trap" in after) lib.wasm_trap_delete(after.trap);
+          const closed = real.call(caller, "fd_close", RealWasi.vals([fd]));
+          if ("trap" in closed) return closed.trap;
+          return returnErrno(out, ERRNO_ACCES);
+        }
+      }
+      dirs.opened(fd, same && again?.kind === "dir" ? again.host : undefined);
+      handles.opened();
+      return returnErrno(out, ERRNO_SUCCESS);
+    } catch (e) {
+      return trapWith(lib, `path_open: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  };
+  const fdClose: HostCallback = (caller, args, out) => {
+    try {
+      const r = real.call(caller, "fd_close", args);
+      if ("trap" in r) return r.trap;
+      if (r.errno === ERRNO_SUCCESS) {
+        handles.closed();
+        dirs.closed(i32At(args, 1, 0));
+      }
+      return returnErrno(out, r.errno);
+    } catch (e) {
+      return trapWith(lib, `fd_close: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  };
+  const fdRenumber: HostCallback = (caller, args, out) => {
+    try {
+      const [from, to] = [i32At(args, 2, 0), i32At(args, 2, 1)];
+      const r = real.call(caller, "fd_renumber", args);
+      if ("trap" in r) return r.trap;
+      // `to` was closed, `from` took its number.
+      if (r.errno === ERRNO_SUCCESS && from !== to) {
+        handles.closed();
+        dirs.renumbered(from, to);
+      }
+      return returnErrno(out, r.errno);
+    } catch (e) {
+      return trapWith(lib, `fd_renumber: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  };
+  return { pathOpen, fdClose, fdRenumber };
+}
+
+/** The shadows of one run: wasmtime's own WASI, the file guard, and what to close at the run's end. */
+export interface Shadows {
+  real: RealWasi;
+  guard: FileGuard;
+  dispose(): void;
+}
+
+/**
+ * The shadows of a run whose WASI context has `preopens` (host directories, numbered from 3
+ * after stdio) and a cap of `maxOpenFiles` handles (stdio and preopens included).
+ */
+export function shadowsFor(
+  lib: WasmtimeLib,
+  tools: GuestTools,
+  keep: unknown[],
+  preopens: string[],
+  maxOpenFiles: number | undefined,
+  kill: Int32Array,
+): Shadows {
+  const real = new RealWasi(lib, tools, keep);
+  const handles = new HandleCount(3 + preopens.length, maxOpenFiles);
+  const dirs = new GuestDirs(preopens);
+  return { real, guard: fileGuard(lib, tools, real, handles, dirs, kill), dispose: () => dirs.dispose() };
+}

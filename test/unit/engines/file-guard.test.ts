@@ -1,0 +1,131 @@
+// What a module may open and how many (src/engines/wasmtime/file-guard.ts, the worker's
+// shadows of path_open, fd_close and fd_renumber), on the real engine: fifos, sockets and
+// device nodes fail with EACCES before anything waits on them, and a run holds at most its
+// cap of handles (EMFILE past it), which closes and renumbers give back.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { WasmtimeEngine } from "../../../src/engines/wasmtime/engine.ts";
+import { HandleCount, mayOpen, scratchOffset } from "../../../src/engines/wasmtime/file-guard.ts";
+import { prepare, tmp, wasm } from "./helpers.ts";
+
+describe("the rules", () => {
+  test("only directories and regular files open (a symlink only where it is not followed)", () => {
+    // WASI filetypes: 0 unknown (a fifo), 1 block, 2 char, 3 dir, 4 regular, 5/6 sockets, 7 symlink.
+    expect([0, 1, 2, 3, 4, 5, 6, 7].filter((t) => mayOpen(t, true))).toEqual([3, 4]);
+    expect([0, 1, 2, 3, 4, 5, 6, 7].filter((t) => mayOpen(t, false))).toEqual([3, 4, 7]);
+  });
+
+  test("borrowed memory is 8-aligned, inside the memory, clear of what the call uses", () => {
+    expect(scratchOffset(65536, 64, [[100, 110]])).toBe(0);
+    expect(scratchOffset(65536, 64, [[10, 20]])).toBe(24);
+    expect(
+      scratchOffset(65536, 64, [
+        [0, 4],
+        [8, 30],
+      ]),
+    ).toBe(32);
+    expect(scratchOffset(40, 64, [])).toBeUndefined();
+  });
+
+  test("a count against a cap; no cap: never full", () => {
+    const c = new HandleCount(4, 5);
+    expect(c.full()).toBe(false);
+    c.opened();
+    expect(c.full()).toBe(true);
+    c.closed();
+    expect(c.full()).toBe(false);
+    const free = new HandleCount(4);
+    for (let i = 0; i < 10_000; i++) free.opened();
+    expect(free.full()).toBe(false);
+  });
+});
+
+describe("on the engine", () => {
+  let engine: WasmtimeEngine;
+  let dir: string;
+  let root: string;
+  let listener: { stop(): void } | undefined;
+  beforeAll(() => {
+    engine = new WasmtimeEngine({ libPath: prepare().libPath });
+    dir = tmp("bunwasi-guard-");
+    root = join(dir, "root");
+    mkdirSync(join(root, "d"), { recursive: true });
+    writeFileSync(join(root, "f.txt"), "a file\n");
+    for (const f of ["fifo", "fifo2"]) expect(Bun.spawnSync(["mkfifo", join(root, f)]).exitCode).toBe(0);
+    listener = Bun.listen({ unix: join(root, "sock"), socket: { data() {} } });
+    if (process.getuid?.() === 0) expect(Bun.spawnSync(["mknod", join(root, "null"), "c", "1", "3"]).exitCode).toBe(0);
+  });
+  afterAll(() => {
+    listener?.stop();
+    engine.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function run(module: string | Uint8Array, args: string[], maxOpenFiles?: number) {
+    const out = join(dir, "out");
+    const r = await engine.execute({
+      ...(typeof module === "string" ? { modulePath: module } : { module }),
+      args,
+      env: [],
+      rootDir: root,
+      stdout: { kind: "path", path: out },
+      stderr: { kind: "path", path: `${out}.err` },
+      ...(maxOpenFiles !== undefined ? { maxOpenFiles } : {}),
+    });
+    return { code: r.code, out: readFileSync(out, "utf8"), err: readFileSync(`${out}.err`, "utf8") };
+  }
+
+  test("a fifo, a socket and a device node fail with EACCES at once; files and directories open", async () => {
+    const paths = ["/fifo", "/sock", ...(process.getuid?.() === 0 ? ["/null"] : []), "/f.txt", "/d"];
+    const r = await run(wasm("escape"), ["escape", ...paths]);
+    expect({ code: r.code, err: r.err }).toEqual({ code: 0, err: "" });
+    expect(r.out.split("\n").filter(Boolean)).toEqual([
+      "/fifo: error Permission denied",
+      "/sock: error Permission denied",
+      ...(process.getuid?.() === 0 ? ["/null: error Permission denied"] : []),
+      "/f.txt: ok a file",
+      // fopen of a directory opens it; reading a line of it is what fails.
+      "/d: ok ",
+    ]);
+  });
+
+  test("a run holds at most its cap of handles, stdio and the root included: EMFILE past it", async () => {
+    // 3 stdio + the root preopen = 4 of the 64.
+    expect((await run(wasm("openloop"), ["openloop"], 64)).out).toBe("opened 60: No file descriptors available\n");
+    expect((await run(wasm("openloop"), ["openloop"], 4)).out).toBe("opened 0: No file descriptors available\n");
+  });
+
+  // Opens "." and `close`s or renumbers it 200 times: past a cap of 8 unless each gives its handle back.
+  const cycle = (give: "close" | "renumber") =>
+    new TextEncoder().encode(`(module
+      (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_renumber" (func $renumber (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 100) ".")
+      (func $dot (param $at i32)
+        (local $e i32)
+        (local.set $e (call $open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 1) (i32.const 2)
+          (i64.const 0x6002) (i64.const 0x6002) (i32.const 0) (local.get $at)))
+        (if (local.get $e) (then (call $exit (i32.add (i32.const 100) (local.get $e))))))
+      (func (export "_start")
+        (local $i i32)
+        (loop $l
+          (call $dot (i32.const 0))
+          ${
+            give === "close"
+              ? "(drop (call $close (i32.load (i32.const 0))))"
+              : "(call $dot (i32.const 4)) (drop (call $renumber (i32.load (i32.const 0)) (i32.load (i32.const 4)))) (drop (call $close (i32.load (i32.const 4))))"
+          }
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 200))))))`);
+
+  test("fd_close and fd_renumber give their handles back", async () => {
+    expect((await run(cycle("close"), ["c"], 8)).code).toBe(0);
+    expect((await run(cycle("renumber"), ["r"], 8)).code).toBe(0);
+    // The same with a cap of 4 (stdio and the root): the first open fails, EMFILE (33).
+    expect((await run(cycle("close"), ["c"], 4)).code).toBe(133);
+  });
+});
