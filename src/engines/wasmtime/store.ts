@@ -36,16 +36,25 @@ export interface RunStore {
 
 /**
  * A store configured for `req`. `keep` collects buffers C may still read while the run
- * lasts. On error nothing leaks: the store is deleted before the throw.
+ * lasts. On error nothing leaks: the store is deleted before the throw. `hostInstances`: the
+ * instances the run itself may add to the store besides the module's (a core module's WASI
+ * helper, ./wasi-shadows.ts, which makes no memory or table of its own).
  */
-export function openStore(lib: WasmtimeLib, engine: Pointer, req: RunRequest, kill: Int32Array, keep: unknown[]): RunStore {
+export function openStore(
+  lib: WasmtimeLib,
+  engine: Pointer,
+  req: RunRequest,
+  kill: Int32Array,
+  keep: unknown[],
+  hostInstances = 0,
+): RunStore {
   const store = lib.wasmtime_store_new(engine, null, null) as Pointer;
   let deadlineCb: JSCallback | undefined;
   const memory: RunStore["memory"] = {};
   try {
     const ctx = lib.wasmtime_store_context(store) as Pointer;
     if (req.memoryLimitBytes !== undefined && req.memoryLimitBytes >= 0) {
-      const l = storeLimits(req.memoryLimitBytes, req.shape);
+      const l = storeLimits(req.memoryLimitBytes, req.shape, hostInstances);
       lib.wasmtime_store_limiter(
         store,
         BigInt(l.memorySize),
@@ -122,8 +131,9 @@ const mib = (n: number) => `${(n / 2 ** 20).toFixed(n % 2 ** 20 ? 1 : 0)} MiB`;
 /**
  * The limiter's settings that keep all of a store's memories and tables within `limitBytes`
  * together (see the top of this file); throws EngineError when the module needs more at start.
+ * `hostInstances` more instances are allowed for the run's own (no memory or table of theirs).
  */
-export function storeLimits(limitBytes: number, shape: WasmShape = ONE_OF_EACH): StoreLimits {
+export function storeLimits(limitBytes: number, shape: WasmShape = ONE_OF_EACH, hostInstances = 0): StoreLimits {
   const limit = Math.max(0, Math.floor(limitBytes));
   const nT = shape.tables.length;
   const nM = shape.memories.length;
@@ -146,7 +156,7 @@ export function storeLimits(limitBytes: number, shape: WasmShape = ONE_OF_EACH):
       `memory limit: the container's limit of ${mib(limit)} is shared by the module's ${what}, ${mib(memorySize)} for each memory, and one needs ${mib(largest)} at start`,
     );
   }
-  return { memorySize, tableElements, instances: Math.max(1, shape.instances), tables: nT, memories: nM };
+  return { memorySize, tableElements, instances: Math.max(1, shape.instances) + hostInstances, tables: nT, memories: nM };
 }
 
 /** The run thread's clocks, nice value and interruptible sleep, for its CPU throttle. */

@@ -150,8 +150,9 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
   let exitStatus: number | undefined;
   try {
     t = performance.now();
-    // 2-3. store: WASI preview 1 context, memory limit, epoch interruption
-    const opened = openStore(lib, engine, req, kill, keep);
+    // 2-3. store: WASI preview 1 context, memory limit, epoch interruption; one instance more
+    // than the module's for the file guard's WASI helper (./wasi-shadows.ts).
+    const opened = openStore(lib, engine, req, kill, keep, 1);
     store = opened.store;
     deadlineCb = opened.deadlineCb;
     const ctx = opened.ctx;

@@ -83,6 +83,11 @@ describe("store limits: all memories and tables together within the limit", () =
     expect(l.memorySize * l.memories + l.tableElements * l.tables * TABLE_ELEMENT_BYTES).toBeLessThanOrEqual(64 * MiB);
   });
 
+  test("the run's own instances (a core module's WASI helper) are counted on top, and make no memory or table", () => {
+    const l = storeLimits(64 * MiB, { memories: [2 * PAGE], tables: [5], instances: 1 }, 1);
+    expect(l).toEqual({ ...storeLimits(64 * MiB, { memories: [2 * PAGE], tables: [5], instances: 1 }), instances: 2 });
+  });
+
   test("four memories share it: 16 MiB each under 64 MiB", () => {
     expect(storeLimits(64 * MiB, { memories: [PAGE, PAGE, PAGE, PAGE], tables: [], instances: 1 })).toEqual({
       memorySize: 16 * MiB,
