@@ -43,6 +43,8 @@ export interface InProcessOptions {
   onRunning?: (delta: 1 | -1) => void;
   /** Debug lines (how long a kill took to end the run). */
   log?: (msg: string) => void;
+  /** A running module's run ended `seconds` after its first kill (the daemon's metrics). */
+  onKillExited?: (seconds: number) => void;
   /**
    * The memory limit of a container whose spec sets none (the daemon's --default-memory-limit):
    * every run in the daemon is bounded. Absent: none (unbounded).
@@ -180,8 +182,10 @@ export class InProcessInstance implements Instance {
         () => this.finish(125),
       )
       .then(() => {
-        if (this.killedAt !== undefined)
-          this.o.log?.(`${this.id}: run ended ${(performance.now() - this.killedAt).toFixed(2)} ms after the kill`);
+        if (this.killedAt === undefined) return;
+        const ms = performance.now() - this.killedAt;
+        this.o.log?.(`${this.id}: run ended ${ms.toFixed(2)} ms after the kill`);
+        this.o.onKillExited?.(ms / 1000);
       })
       .finally(() => {
         this.stdin.close();

@@ -7,7 +7,7 @@
 // is written asynchronously.
 
 import { readFileSync } from "node:fs";
-import { CompileCache } from "../engines/cache.ts";
+import { CompileCache, type Filled } from "../engines/cache.ts";
 import type { Engine } from "../engines/engine.ts";
 import type { Prepared } from "./bundle.ts";
 
@@ -23,6 +23,8 @@ export async function precompile(
   prepared: Pick<Prepared, "kind" | "module" | "moduleHost">,
   cacheDir: string,
   log: (m: string) => void,
+  /** Told where the entry came from: the cache (a hit), or compiled or fetched now (the daemon counts hits). */
+  onEnsured?: (from: Filled) => void,
 ): Promise<string | undefined> {
   const compiler = engine.compiler;
   if (!compiler || prepared.kind !== "wasm" || !prepared.moduleHost) return undefined;
@@ -34,6 +36,7 @@ export async function precompile(
     if (!cache) caches.set(cacheDir, (cache = new CompileCache({ dir: cacheDir })));
     // Creates of one module side by side (a pod's replicas) share one compile and one write.
     const done = await cache.ensure(compiler, source);
+    onEnsured?.(done.from);
     if (done.rejected) log(`compile cache: ${done.key}.cwasm not used: ${done.rejected}; compiled again`);
     return done.file;
   } catch (e) {

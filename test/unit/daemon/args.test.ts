@@ -10,6 +10,8 @@ test("defaults, --socket in both spellings, --debug, --help, --version", () => {
   expect(parseDaemonArgs([], DEFAULT_DAEMON_SOCKET)).toEqual({
     socket: DEFAULT_DAEMON_SOCKET,
     defaultMemoryLimit: DEFAULT_MEMORY_LIMIT,
+    // Metrics are off unless asked for.
+    metrics: undefined,
     debug: false,
     help: false,
     version: false,
@@ -36,6 +38,28 @@ test("--default-memory-limit: bytes or Kubernetes' suffixes; 0 is none; the defa
   for (const bad of ["", "-1", "1.5G", "64MB", "lots"]) expect(parseSize(bad)).toBeUndefined();
   expect(() => limit("64MB")).toThrow('--default-memory-limit: "64MB" is not a size');
   expect(() => parseDaemonArgs(["--default-memory-limit"], DEFAULT_DAEMON_SOCKET)).toThrow("--default-memory-limit needs a size");
+});
+
+test("--metrics-address: a unix socket or a loopback TCP address, nothing else", () => {
+  const m = (v: string) => parseDaemonArgs(["--metrics-address", v], DEFAULT_DAEMON_SOCKET).metrics;
+  expect(m("unix:///run/bunwasi/metrics.sock")).toEqual({ kind: "unix", path: "/run/bunwasi/metrics.sock" });
+  expect(m("/run/bunwasi/metrics.sock")).toEqual({ kind: "unix", path: "/run/bunwasi/metrics.sock" });
+  expect(m("127.0.0.1:9464")).toEqual({ kind: "tcp", hostname: "127.0.0.1", port: 9464 });
+  expect(m("127.8.9.10:0")).toEqual({ kind: "tcp", hostname: "127.8.9.10", port: 0 });
+  expect(m("[::1]:9464")).toEqual({ kind: "tcp", hostname: "::1", port: 9464 });
+  expect(m("localhost:9464")).toEqual({ kind: "tcp", hostname: "127.0.0.1", port: 9464 });
+  expect(parseDaemonArgs(["--metrics-address=127.0.0.1:1"], DEFAULT_DAEMON_SOCKET).metrics).toEqual({
+    kind: "tcp",
+    hostname: "127.0.0.1",
+    port: 1,
+  });
+  // Anything reachable from the network is refused, saying why.
+  for (const open of ["0.0.0.0:9464", "[::]:9464", "10.0.0.5:9464", "node.example:9464", "128.0.0.1:9464"])
+    expect(() => m(open)).toThrow("is not a loopback address. The daemon's metrics name every pod's containers");
+  expect(() => m("unix://relative.sock")).toThrow("a unix socket's path must be absolute");
+  expect(() => m("127.0.0.1")).toThrow("is not an address");
+  expect(() => m("127.0.0.1:70000")).toThrow("out of range");
+  expect(() => parseDaemonArgs(["--metrics-address"], DEFAULT_DAEMON_SOCKET)).toThrow("--metrics-address needs an address");
 });
 
 test("a missing value or an unknown argument is an error naming it", () => {
