@@ -13,8 +13,8 @@
 
 import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { SHIM_VERSION } from "../common/constants.ts";
 import { embeddedScript } from "../common/compiled.ts";
+import { SHIM_VERSION } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
 import type { Engine, Runner } from "../engines/engine.ts";
 import { ExitWatcher } from "../linux/exit-watcher.ts";
@@ -29,10 +29,10 @@ import { countingCompiles } from "./compiles.ts";
 import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
 import { giveBackWhenQuiet } from "./give-back.ts";
 import { lockDaemonDir } from "./lock.ts";
-import { type MetricsAddress, parseMetricsAddress } from "./metrics-address.ts";
-import type { MetricsEndpoint } from "./metrics-server.ts";
 import { stderrLogger } from "./log.ts";
 import { Manager } from "./manager.ts";
+import { type MetricsAddress, parseMetricsAddress } from "./metrics-address.ts";
+import type { MetricsEndpoint } from "./metrics-server.ts";
 import { raiseNofile } from "./nofile.ts";
 import { DAEMON_SOCKET_ENV, defaultDaemonSocket, type SharedModeNames } from "./paths.ts";
 import type { DaemonShared } from "./sandbox-host.ts";

@@ -45,7 +45,8 @@ export function exposition(families: readonly Family[]): string {
 }
 
 function histogramLines(name: string, s: HistogramSample, out: string[]): void {
-  if (s.counts.length !== s.bounds.length + 1) throw new Error(`histogram ${name}: ${s.bounds.length} bounds need ${s.bounds.length + 1} counts`);
+  if (s.counts.length !== s.bounds.length + 1)
+    throw new Error(`histogram ${name}: ${s.bounds.length} bounds need ${s.bounds.length + 1} counts`);
   if (s.labels && "le" in s.labels) throw new Error(`histogram ${name}: "le" is the bucket's label`);
   let cumulative = 0;
   s.bounds.forEach((b, i) => {

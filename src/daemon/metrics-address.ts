@@ -35,7 +35,7 @@ function loopback(host: string): string | undefined {
   if (host === "localhost") return "127.0.0.1";
   if (host === "::1" || host === "0:0:0:0:0:0:0:1") return "::1";
   const v4 = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
-  if (v4 && v4.slice(1).every((o) => Number(o) <= 255)) return host;
+  if (v4?.slice(1).every((o) => Number(o) <= 255)) return host;
   return undefined;
 }
 

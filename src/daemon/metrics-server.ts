@@ -8,8 +8,8 @@
 import { chmodSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import { EXPOSITION_CONTENT_TYPE, exposition } from "./exposition.ts";
-import { type MetricsAddress, metricsAddressText } from "./metrics-address.ts";
 import { DaemonMetrics, type MetricsSource } from "./metrics.ts";
+import { type MetricsAddress, metricsAddressText } from "./metrics-address.ts";
 
 export { DaemonMetrics };
 
@@ -24,7 +24,8 @@ export async function serveMetrics(address: MetricsAddress, metrics: DaemonMetri
   const fetch = async (req: Request): Promise<Response> => {
     const path = new URL(req.url).pathname;
     if (path !== "/metrics") return new Response("not found: the metrics are at /metrics\n", { status: 404 });
-    if (req.method !== "GET" && req.method !== "HEAD") return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
+    if (req.method !== "GET" && req.method !== "HEAD")
+      return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
     try {
       const text = exposition(await metrics.families(source));
       return new Response(req.method === "HEAD" ? null : text, { headers: { "content-type": EXPOSITION_CONTENT_TYPE } });

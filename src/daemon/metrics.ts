@@ -94,7 +94,12 @@ export class DaemonMetrics implements DaemonObserver {
           STATES.map((state) => ({ labels: { kind, state }, value: byState.get(`${kind}\0${state}`) ?? 0 })),
         ),
       },
-      { name: "bunwasi_wasm_runs", help: "Wasm modules running on the daemon's threads.", type: "gauge", samples: [{ value: source.running() }] },
+      {
+        name: "bunwasi_wasm_runs",
+        help: "Wasm modules running on the daemon's threads.",
+        type: "gauge",
+        samples: [{ value: source.running() }],
+      },
       {
         name: "bunwasi_container_cpu_seconds_total",
         help: "CPU time of the thread running a wasm container's module (user and system).",
@@ -198,7 +203,12 @@ async function processFigures(openFdCount: number | undefined): Promise<Family[]
   const maxFds = /^Max open files\s+(\d+)/m.exec(limits)?.[1];
   const cpu = process.cpuUsage();
   return [
-    ...one("process_cpu_seconds_total", "CPU time of the daemon, every thread (its modules' included).", "counter", (cpu.user + cpu.system) / 1e6),
+    ...one(
+      "process_cpu_seconds_total",
+      "CPU time of the daemon, every thread (its modules' included).",
+      "counter",
+      (cpu.user + cpu.system) / 1e6,
+    ),
     ...one("process_resident_memory_bytes", "The daemon's resident memory (RSS).", "gauge", kB(status, "VmRSS")),
     ...one("process_virtual_memory_bytes", "The daemon's virtual memory size.", "gauge", kB(status, "VmSize")),
     ...one(
