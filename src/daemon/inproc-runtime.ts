@@ -26,7 +26,7 @@ import { closeSync, constants, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
-import type { CpuLimits, RunControl, Runner } from "../engines/engine.ts";
+import type { CpuLimits, HttpServiceCounters, RunControl, Runner } from "../engines/engine.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
 import type { RuncStats } from "../linux/runc.ts";
 import { mountViewAs, unmountView, viewDir } from "../oci/wasi-view.ts";
@@ -76,6 +76,8 @@ export class InProcessInstance implements Instance {
   private deleted = false;
   /** The memory limit the run gets (or has): the spec's, else the daemon's default. */
   private memoryLimit: number | undefined;
+  /** A wasi:http service's request counters, once it serves (the daemon's metrics). */
+  private http?: () => HttpServiceCounters;
   /** The CPU limits the run gets (or has): the spec's, as Update changed them. */
   private cpu: CpuLimits;
   /** Update changed `cpu` while the engine had not handed over its control yet. */
@@ -165,6 +167,9 @@ export class InProcessInstance implements Instance {
         // one gets no outgoing network (there is none to give it). SIGKILL cuts its drain.
         httpNetwork: { ...(plan.netns ? { netns: plan.netns } : {}), outgoing: !plan.unnamedNetns },
         stopNow: this.hardStop.signal,
+        onHttpService: (counters) => {
+          this.http = counters;
+        },
         onControl: (c) => {
           this.control = c;
           if (this.paused) c.pause();
@@ -292,6 +297,11 @@ export class InProcessInstance implements Instance {
       };
     }
     return out;
+  }
+
+  /** A wasi:http service's request counters while it runs; undefined for a module that is not one (or not serving yet). */
+  httpCounters(): HttpServiceCounters | undefined {
+    return this.running && !this.ended ? this.http?.() : undefined;
   }
 
   /**

@@ -82,6 +82,7 @@ export class DaemonMetrics implements DaemonObserver {
         return v === undefined ? [] : [{ labels: { namespace: w.namespace, id: w.id, sandbox: w.sandbox }, value: v }];
       });
     const cpu = (i: number) => figures[i]?.cpu;
+    const http = live.map((w) => w.instance.httpCounters());
     const ns = (n: number | undefined) => (n === undefined ? undefined : n / 1e9);
 
     return [
@@ -138,6 +139,30 @@ export class DaemonMetrics implements DaemonObserver {
         help: "Files and directories a wasm container's module holds open through its WASI view, its preopened root included (sockets are not counted).",
         type: "gauge",
         samples: fds.ok ? perContainer((i) => openByView[i]) : [],
+      },
+      {
+        name: "bunwasi_http_requests_total",
+        help: "Requests a wasm container's wasi:http service received (its latency is not measured: the http library keeps no timings).",
+        type: "counter",
+        samples: perContainer((i) => http[i]?.requests),
+      },
+      {
+        name: "bunwasi_http_requests_failed_total",
+        help: "Requests a wasm container's wasi:http service answered 500 (the guest trapped or failed).",
+        type: "counter",
+        samples: perContainer((i) => http[i]?.failed),
+      },
+      {
+        name: "bunwasi_http_requests_in_flight",
+        help: "Requests a wasm container's wasi:http service is handling now.",
+        type: "gauge",
+        samples: perContainer((i) => http[i]?.inFlight),
+      },
+      {
+        name: "bunwasi_http_connections",
+        help: "Open connections to a wasm container's wasi:http service.",
+        type: "gauge",
+        samples: perContainer((i) => http[i]?.connections),
       },
       {
         name: "bunwasi_compiles_total",

@@ -9,8 +9,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
+import { writeImageArchive } from "../../tools/image/index.ts";
 import { DAEMON, type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, REPO, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { freePort, HTTP_IMAGE, runScript } from "../support/http-services.ts";
+import { IMAGES, REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -67,6 +69,7 @@ describe("shared mode: the daemon's Prometheus metrics", () => {
   let env: ShimEnv;
   let socket: string;
   const ids = Array.from({ length: N }, (_, i) => `shm-${process.pid}-${i}`);
+  const httpId = `shm-${process.pid}-http`;
   let lastText = "";
   /** The scrape with the 20 containers running, printed at the end for the record. */
   let fullText = "";
@@ -81,6 +84,9 @@ describe("shared mode: the daemon's Prometheus metrics", () => {
 
   beforeAll(async () => {
     buildParser();
+    // The wasi:http host library and the handler component (test/wasm/http).
+    runScript("http-host.sh");
+    runScript("build-http-components.sh");
     dir = mkdtempSync("/tmp/bwm-");
     socket = join(dir, "metrics.sock");
     env = await shimEnv({ env: { BUNWASI_DAEMON_SOCKET: join(dir, "d", "wasmtimed.sock") }, dir: join(dir, basename(dir)) });
@@ -90,7 +96,7 @@ describe("shared mode: the daemon's Prometheus metrics", () => {
   afterAll(async () => {
     if (fullText) console.log(fullText);
     const ns = env?.cd.namespace;
-    for (const id of ids) {
+    for (const id of [...ids, httpId]) {
       await env?.cd.ctr(["task", "kill", "-s", "SIGKILL", id]).catch(() => {});
       await env?.cd.ctr(["task", "delete", "--force", id]).catch(() => {});
       await env?.cd.ctr(["container", "delete", id]).catch(() => {});
@@ -218,6 +224,46 @@ describe("shared mode: the daemon's Prometheus metrics", () => {
       expect(value(s, "bunwasi_wasm_runs")).toBe(N - killed.length);
       // An exited module has no thread and no memory left to report.
       expect(perContainer(s, "bunwasi_container_memory_bytes", env.cd.namespace).size).toBe(N - killed.length);
+    },
+    T,
+  );
+
+  test(
+    "a wasi:http service: its requests counted",
+    async () => {
+      const archive = join(dir, "http.tar");
+      writeImageArchive(archive, {
+        name: HTTP_IMAGE,
+        files: [{ path: "/handler.wasm", source: join(WASM, "http", "handler.wasm") }],
+        config: { entrypoint: ["/handler.wasm"], env: ["PATH=/"] },
+      });
+      expect((await env.cd.ctr(["images", "import", archive])).code).toBe(0);
+      const port = freePort();
+      const r = await env.cd.ctr([
+        "run",
+        "-d",
+        "--runtime",
+        SHARED_RUNTIME,
+        "--env",
+        `WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:${port}`,
+        HTTP_IMAGE,
+        httpId,
+        "/handler.wasm",
+      ]);
+      expect(r.code).toBe(0);
+      // Its counters appear once it serves: no request has been sent to it yet.
+      const ns = env.cd.namespace;
+      const serving = await until("the service's counters in the scrape", async () => {
+        const x = await scrape();
+        return perContainer(x, "bunwasi_http_requests_total", ns).has(httpId) ? x : undefined;
+      });
+      expect(perContainer(serving, "bunwasi_http_requests_total", ns).get(httpId)).toBe(0);
+      for (let i = 0; i < 3; i++) expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(200);
+      const s = await scrape();
+      expect(perContainer(s, "bunwasi_http_requests_total", ns).get(httpId)).toBe(3);
+      expect(perContainer(s, "bunwasi_http_requests_failed_total", ns).get(httpId)).toBe(0);
+      // Only the service has them: a module that is not one has no http samples.
+      expect(perContainer(s, "bunwasi_http_requests_total", ns).size).toBe(1);
     },
     T,
   );
