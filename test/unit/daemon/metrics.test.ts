@@ -13,12 +13,12 @@ import type { RuncStats } from "../../../src/linux/runc.ts";
 const dir = mkdtempSync("/tmp/bwmu-");
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function live(id: string, stats: RuncStats): LiveWasm {
+function live(id: string, stats: RuncStats, http?: ReturnType<LiveWasm["instance"]["httpCounters"]>): LiveWasm {
   return {
     namespace: "ns",
     id,
     view: `/nowhere/${id}/wasi-root`,
-    instance: { stats: async () => stats } as unknown as LiveWasm["instance"],
+    instance: { stats: async () => stats, httpCounters: () => http } as unknown as LiveWasm["instance"],
   };
 }
 
@@ -39,8 +39,9 @@ const source: MetricsSource = {
           cpu: { usage: { total: 1_500_000_000 }, throttling: { periods: 10, throttledPeriods: 4, throttledTime: 250_000_000 } },
           memory: { usage: { usage: 131072, limit: 1 << 20 } },
         }),
-        // Not instantiated yet: no figures, so no samples (rather than zeros that would lie).
-        live("w2", {}),
+        // A wasi:http service: no memory figure (a component's), so no such sample rather
+        // than a zero that would lie; its request counters instead.
+        live("w2", {}, { requests: 7, failed: 1, inFlight: 2, connections: 3 }),
       ],
     },
   ],
@@ -91,7 +92,13 @@ test("figures read from the sandboxes, counters from what the daemon observed", 
     expect(lines.filter((l) => l.includes('id="w2"'))).toEqual([
       // Its open files are /proc's to say, not the engine's.
       'bunwasi_container_open_files{namespace="ns",id="w2",sandbox="pod-a"} 0',
+      'bunwasi_http_requests_total{namespace="ns",id="w2",sandbox="pod-a"} 7',
+      'bunwasi_http_requests_failed_total{namespace="ns",id="w2",sandbox="pod-a"} 1',
+      'bunwasi_http_requests_in_flight{namespace="ns",id="w2",sandbox="pod-a"} 2',
+      'bunwasi_http_connections{namespace="ns",id="w2",sandbox="pod-a"} 3',
     ]);
+    // A module that is not a service has no http samples.
+    expect(lines.filter((l) => l.startsWith("bunwasi_http_") && l.includes('id="w1"'))).toEqual([]);
     const rss = Number(lines.find((l) => l.startsWith("process_resident_memory_bytes "))?.split(" ")[1]);
     expect(rss).toBeGreaterThan(0);
     expect(Number(lines.find((l) => l.startsWith("process_threads "))?.split(" ")[1])).toBeGreaterThan(0);
