@@ -59,7 +59,9 @@ try {
     const text = await (await fetch("http://localhost/metrics", { unix: metricsSocket })).text();
     await Bun.sleep(2000);
     const p = pss(daemon.pid);
-    console.log(`| ${n}, after a scrape (${text.length} bytes) | ${p.toFixed(1)} | ${((p - base) / n).toFixed(2)} | ${(p / n).toFixed(2)} |`);
+    console.log(
+      `| ${n}, after a scrape (${text.length} bytes) | ${p.toFixed(1)} | ${((p - base) / n).toFixed(2)} | ${(p / n).toFixed(2)} |`,
+    );
   }
 } finally {
   const ns = env.cd.namespace;
