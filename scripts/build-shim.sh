@@ -24,7 +24,7 @@ declare -A entries=(
   [containerd-shim-customhost-v1]="examples/custom-host/containerd-shim-customhost-v1.ts examples/custom-host/host.ts"
   # Shared mode: the daemon runs the modules (so carries the workers); the thin shim only
   # talks to it and carries none.
-  [containerd-wasmtimed]="src/bin/containerd-wasmtimed.ts"
+  [containerd-wasmtimed]="src/bin/containerd-wasmtimed.ts src/daemon/metrics-server.ts"
   [containerd-shim-wasmtimed-v1]="src/bin/containerd-shim-wasmtimed-v1.ts"
 )
 declare -A no_workers=([containerd-shim-wasmtimed-v1]=1)

@@ -55,6 +55,8 @@ bash scripts/build-components.sh >/dev/null
 bash scripts/http-host.sh >/dev/null
 bash scripts/build-http-components.sh >/dev/null
 bash test/interop/go/build.sh >/dev/null
+# Prometheus' own text parser, for the daemon's metrics test (test/e2e/shared-metrics.test.ts).
+bash tools/promparse/build.sh >/dev/null
 # containerd 1.7 and 2.x (and their ctr) for test/e2e/matrix.test.ts, built from the Go
 # module proxy into build/containerd/<version>/bin; a few minutes the first time only.
 bash scripts/containerd-versions.sh >/dev/null

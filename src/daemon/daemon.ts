@@ -2,16 +2,18 @@
 // engine, one compile cache, one exit watcher; wasm containers run on its threads, native
 // ones under runc with the daemon as their child subreaper.
 //
-//   containerd-wasmtimed [--socket PATH] [--default-memory-limit SIZE] [--debug]
+//   containerd-wasmtimed [--socket PATH] [--default-memory-limit SIZE] [--metrics-address ADDR] [--debug]
 //
 // Serves the manager service (./manager.ts) on PATH; each sandbox serves containerd's Task
 // API on a socket of its own beside it (<dir of PATH>/sandboxes/). One daemon per directory:
 // a second one refuses to start (<dir of PATH>/daemon.lock, ./lock.ts). SIGTERM/SIGINT stop it
 // gracefully: no new sandboxes, wasm containers are sent SIGTERM, then what containerd does
-// not finish within the grace period is closed.
+// not finish within the grace period is closed. With --metrics-address it serves Prometheus
+// text at /metrics there (./metrics-server.ts, loaded only then).
 
 import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { embeddedScript } from "../common/compiled.ts";
 import { SHIM_VERSION } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
 import type { Engine, Runner } from "../engines/engine.ts";
@@ -29,9 +31,12 @@ import { giveBackWhenQuiet } from "./give-back.ts";
 import { lockDaemonDir } from "./lock.ts";
 import { stderrLogger } from "./log.ts";
 import { Manager } from "./manager.ts";
+import { type MetricsAddress, parseMetricsAddress } from "./metrics-address.ts";
+import type { MetricsEndpoint } from "./metrics-server.ts";
 import { raiseNofile } from "./nofile.ts";
 import { DAEMON_SOCKET_ENV, defaultDaemonSocket, type SharedModeNames } from "./paths.ts";
 import type { DaemonShared } from "./sandbox-host.ts";
+import { METRICS_SCRIPT } from "./scripts.ts";
 
 /**
  * After a kill, how long a module blocked in a host call (a sleep, a read on an empty fifo)
@@ -60,7 +65,9 @@ export interface DaemonOptions {
  */
 export const DEFAULT_MAX_OPEN_FILES = 1024;
 
-const USAGE = (n: SharedModeNames) => `usage: ${n.daemon} [--socket PATH] [--default-memory-limit SIZE] [--max-open-files N] [--debug]
+const USAGE = (
+  n: SharedModeNames,
+) => `usage: ${n.daemon} [--socket PATH] [--default-memory-limit SIZE] [--max-open-files N] [--metrics-address ADDR] [--debug]
 
 The bunwasi shared-mode daemon: runs the wasm containers of every pod in one process
 (runtime ${n.runtime}, through ${n.thinShim}).
@@ -74,6 +81,11 @@ The bunwasi shared-mode daemon: runs the wasm containers of every pod in one pro
   --max-open-files N
                   the most files, directories and stdio one wasm container may hold open
                   (default ${DEFAULT_MAX_OPEN_FILES}; lower if its spec's RLIMIT_NOFILE is)
+  --metrics-address ADDR
+                  serve Prometheus metrics at http://ADDR/metrics: unix:///path/metrics.sock
+                  (made mode 0600) or a loopback TCP address (127.0.0.1:PORT, [::1]:PORT,
+                  localhost:PORT); any other address is refused: the figures name every
+                  pod's containers and are served without authentication (default: off)
   --debug         log debug lines too
   --version       print the version
 
@@ -86,6 +98,8 @@ export interface DaemonArgs {
   defaultMemoryLimit: number | undefined;
   /** The most WASI handles one wasm container may hold open (DEFAULT_MAX_OPEN_FILES). */
   maxOpenFiles: number;
+  /** Where to serve metrics; undefined: nowhere (the default). */
+  metrics: MetricsAddress | undefined;
   debug: boolean;
   help: boolean;
   version: boolean;
@@ -96,6 +110,7 @@ export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonAr
     socket: defaultSocket,
     defaultMemoryLimit: DEFAULT_MEMORY_LIMIT,
     maxOpenFiles: DEFAULT_MAX_OPEN_FILES,
+    metrics: undefined,
     debug: false,
     help: false,
     version: false,
@@ -118,6 +133,10 @@ export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonAr
       const v = Number(inline ?? argv[++i]);
       if (!Number.isSafeInteger(v) || v < 1) throw new Error("--max-open-files needs a positive number");
       out.maxOpenFiles = v;
+    } else if (name === "--metrics-address") {
+      const v = inline ?? argv[++i];
+      if (!v) throw new Error("--metrics-address needs an address (unix:///path/metrics.sock or 127.0.0.1:PORT)");
+      out.metrics = parseMetricsAddress(v);
     } else if (name === "--debug" || name === "-debug") out.debug = true;
     else if (name === "--help" || name === "-h" || name === "help") out.help = true;
     else if (name === "--version" || name === "-v") out.version = true;
@@ -176,6 +195,9 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   // such end, at most once every 10 s (./give-back.ts).
   const ended = giveBackWhenQuiet({ quietMs: 1000, minIntervalMs: 10_000 });
   let runner: Promise<Runner> | null = null;
+  // Loaded by path only when asked for: a daemon without metrics holds none of their code.
+  const metricsModule = args.metrics ? await loadMetrics() : undefined;
+  const metrics = metricsModule ? new metricsModule.DaemonMetrics() : undefined;
   const shared: DaemonShared = {
     paths,
     log,
@@ -196,6 +218,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
       running += d;
       if (d < 0) ended();
     },
+    ...(metrics ? { observe: metrics } : {}),
   };
   // Sandbox sockets of an earlier daemon (killed) are dead: start from an empty directory.
   // (No live daemon's: this one holds the directory's lock.)
@@ -211,6 +234,21 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     daemonName: name,
     onSandboxClosed: ended,
   });
+  // Before the manager listens: a daemon asked for metrics it cannot serve stops here.
+  let endpoint: MetricsEndpoint | undefined;
+  if (metricsModule && metrics && args.metrics) {
+    try {
+      endpoint = await metricsModule.serveMetrics(args.metrics, metrics, {
+        sandboxes: () => manager.sandboxes.values(),
+        compiled: () => counting.compiled,
+        running: () => running,
+      });
+    } catch (e) {
+      process.stderr.write(`${name}: ${(e as Error).message}\n`);
+      process.exit(1);
+    }
+    log(`serving metrics on ${endpoint.address}/metrics`);
+  }
   // Only root (containerd, its shims) may ask for sandboxes: a peer check on every connection,
   // so the short window before the chmod below lets no one in either.
   const server = new Server({ onError: (e) => log(`manager ttrpc: ${String(e)}`, "error"), handshaker: requireSameUser() });
@@ -235,9 +273,15 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     while (manager.sandboxes.size > 0 && Date.now() < deadline) await Bun.sleep(50);
     for (const sb of manager.sandboxes.values()) sb.killWasm(SIGNALS.SIGKILL);
     await Promise.all([...manager.sandboxes.values()].map((sb) => sb.close()));
+    await endpoint?.close();
     log("stopped");
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+/** ./metrics-server.ts, by path (its embedded copy in a compiled binary): not in the daemon's bundle. */
+async function loadMetrics(): Promise<typeof import("./metrics-server.ts")> {
+  return import(embeddedScript(METRICS_SCRIPT.href));
 }

@@ -26,7 +26,7 @@ import { closeSync, constants, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
-import type { CpuLimits, RunControl, Runner } from "../engines/engine.ts";
+import type { CpuLimits, HttpServiceCounters, RunControl, Runner } from "../engines/engine.ts";
 import { openModuleFile } from "../engines/module-file.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
 import { fdPath } from "../linux/open-in-root.ts";
@@ -46,6 +46,8 @@ export interface InProcessOptions {
   onRunning?: (delta: 1 | -1) => void;
   /** Debug lines (how long a kill took to end the run). */
   log?: (msg: string) => void;
+  /** A running module's run ended `seconds` after its first kill (the daemon's metrics). */
+  onKillExited?: (seconds: number) => void;
   /**
    * The memory limit of a container whose spec sets none (the daemon's --default-memory-limit):
    * every run in the daemon is bounded. Absent: none (unbounded).
@@ -82,6 +84,8 @@ export class InProcessInstance implements Instance {
   private deleted = false;
   /** The memory limit the run gets (or has): the spec's, else the daemon's default. */
   private memoryLimit: number | undefined;
+  /** A wasi:http service's request counters, once it serves (the daemon's metrics). */
+  private http?: () => HttpServiceCounters;
   /** The CPU limits the run gets (or has): the spec's, as Update changed them. */
   private cpu: CpuLimits;
   /** Update changed `cpu` while the engine had not handed over its control yet. */
@@ -188,6 +192,9 @@ export class InProcessInstance implements Instance {
         // one gets no outgoing network (there is none to give it). SIGKILL cuts its drain.
         httpNetwork: { ...(plan.netns ? { netns: plan.netns } : {}), outgoing: !plan.unnamedNetns },
         stopNow: this.hardStop.signal,
+        onHttpService: (counters) => {
+          this.http = counters;
+        },
         onControl: (c) => {
           this.control = c;
           if (this.paused) c.pause();
@@ -319,6 +326,11 @@ export class InProcessInstance implements Instance {
     return out;
   }
 
+  /** A wasi:http service's request counters while it runs; undefined for a module that is not one (or not serving yet). */
+  httpCounters(): HttpServiceCounters | undefined {
+    return this.running && !this.ended ? this.http?.() : undefined;
+  }
+
   /**
    * New limits (CRI's UpdateContainerResources), runc's way: what the resources leave out
    * keeps its value. The CPU quota, period and shares apply to a running module at its next
@@ -380,7 +392,9 @@ export class InProcessInstance implements Instance {
    */
   private watchKilledThread(): void {
     if (this.killedAt === undefined) return;
-    this.o.log?.(`${this.id}: run ended ${(performance.now() - this.killedAt).toFixed(2)} ms after the kill`);
+    const ms = performance.now() - this.killedAt;
+    this.o.log?.(`${this.id}: run ended ${ms.toFixed(2)} ms after the kill`);
+    this.o.onKillExited?.(ms / 1000);
     const tid = this.control?.threadId?.();
     if (!tid || this.deleted) return;
     const out = [this.fds[1], this.fds[2]].filter((fd) => fd >= 0);

@@ -8,6 +8,7 @@
 // (mounts, metrics, the runc of a container) are ../runtime-v2/common-host-calls.ts.
 
 import { join } from "node:path";
+import type { Filled } from "../engines/cache.ts";
 import type { Engine, Runner } from "../engines/engine.ts";
 import type { RunPlan } from "../engines/run-plan.ts";
 import type { ExitWatcher } from "../linux/exit-watcher.ts";
@@ -15,6 +16,7 @@ import { artifactForContainer } from "../oci/artifact.ts";
 import { planContainer, RUN_DIR } from "../oci/container-plan.ts";
 import { precompile } from "../oci/precompile.ts";
 import { readSpec } from "../oci/spec.ts";
+import { viewDir } from "../oci/wasi-view.ts";
 import { commonHostCalls, runcOf } from "../runtime-v2/common-host-calls.ts";
 import { containerStateDir, type ShimPaths } from "../runtime-v2/paths.ts";
 import { createRuncInstance } from "../runtime-v2/runc-instance.ts";
@@ -41,6 +43,25 @@ export interface DaemonShared {
   onRunning?: (delta: 1 | -1) => void;
   /** The memory limit of a wasm container whose spec sets none (--default-memory-limit). */
   defaultMemoryBytes?: number;
+  /** What the daemon's metrics count as it happens; absent when it serves none (--metrics-address). */
+  observe?: DaemonObserver;
+}
+
+/** The events the daemon's metrics count (./metrics.ts); the rest they read when scraped. */
+export interface DaemonObserver {
+  /** A wasm Create's compile: found in the cache ("cache"), or compiled or fetched for it. */
+  ensured(from: Filled): void;
+  /** A running wasm container's run ended `seconds` after its first kill. */
+  killExited(seconds: number): void;
+}
+
+/** A wasm container of a sandbox whose module has not exited (for the daemon's metrics). */
+export interface LiveWasm {
+  namespace: string;
+  id: string;
+  instance: InProcessInstance;
+  /** The module's "/" in the daemon's mount namespace (its WASI view). */
+  view: string;
 }
 
 /** One sandbox's namespaces, for its shutdown. */
@@ -51,6 +72,8 @@ export interface SandboxNamespace extends NamespaceHost {
 export interface SandboxHost extends TaskHost {
   /** Every wasm container of the sandbox still running gets `signal` (the daemon is stopping). */
   killWasm(signal: number): void;
+  /** Its wasm containers whose module has not exited. */
+  liveWasm(): Iterable<LiveWasm>;
 }
 
 export function sandboxHost(
@@ -61,7 +84,7 @@ export function sandboxHost(
   containerdAddress = "",
 ): SandboxHost {
   /** The wasm containers not yet exited. */
-  const running = new Set<InProcessInstance>();
+  const running = new Map<InProcessInstance, LiveWasm>();
   const inProcess = {
     runner: d.runner,
     pid: d.pid,
@@ -69,6 +92,7 @@ export function sandboxHost(
     log: (m: string) => d.log(m, "debug"),
     defaultMemoryBytes: d.defaultMemoryBytes,
     ...(d.maxOpenFiles ? { maxOpenFiles: d.maxOpenFiles } : {}),
+    ...(d.observe ? { onKillExited: d.observe.killExited } : {}),
   };
   return {
     ...commonHostCalls(d),
@@ -86,13 +110,14 @@ export function sandboxHost(
       if (wasm === null)
         return createRuncInstance(runcOf(d, req.namespace, req.runtimeOptions), req, { runtimeBundle: req.bundle, kind: "native" }, d);
       const inst = await InProcessInstance.create(wasm.plan, req, { ...inProcess, warm: wasm.warm });
-      running.add(inst);
+      running.set(inst, { namespace: req.namespace, id: req.id, instance: inst, view: viewDir(req.workDir) });
       void inst.exited.then(() => running.delete(inst));
       return inst;
     },
     killWasm: (signal) => {
-      for (const inst of running) void inst.kill(signal, true).catch(() => {});
+      for (const inst of running.keys()) void inst.kill(signal, true).catch(() => {});
     },
+    liveWasm: () => running.values(),
   };
 }
 
@@ -145,6 +170,7 @@ async function wasmPlan(
   // Compiled once per daemon: the cache is filled before start; every run checks the entry
   // again right before it maps it (the engine's own check: Start may come much later). The
   // module is read off the main thread (./module-read.ts).
-  const warm = async () => void (await precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"), readModule));
+  const warm = async () =>
+    void (await precompile(d.engine, prepared, d.paths.compileCacheDir, (m) => d.log(m, "warning"), readModule, d.observe?.ensured));
   return { plan: plan.run, warm };
 }

@@ -8,7 +8,7 @@ import { TaskServer } from "../runtime-v2/task-server.ts";
 import type { DeleteResponse } from "../task/gen/containerd/runtime/task/v2/shim.ts";
 import { NAMESPACE_METADATA_KEY, type TaskService } from "../task/task-service.ts";
 import type { CallContext } from "../ttrpc/index.ts";
-import { type DaemonShared, type SandboxHost, type SandboxNamespace, sandboxHost } from "./sandbox-host.ts";
+import { type DaemonShared, type LiveWasm, type SandboxHost, type SandboxNamespace, sandboxHost } from "./sandbox-host.ts";
 
 export interface SandboxOptions {
   id: string;
@@ -83,6 +83,11 @@ export class Sandbox {
     const ctx = ctxFor(ns);
     await this.service.kill({ id, execId: "", signal: 9, all: true }, ctx).catch(() => {});
     return this.service.deleteFinal({ id, execId: "" }, ctx);
+  }
+
+  /** Its wasm containers whose module has not exited (the daemon's metrics). */
+  liveWasm(): Iterable<LiveWasm> {
+    return this.host.liveWasm();
   }
 
   /** Kill every wasm container with `signal` (the daemon is stopping). */

@@ -169,7 +169,16 @@ export interface RunContext {
    * engines that cannot.
    */
   onControl?: (control: RunControl) => void;
+  /**
+   * Told, once a served module (isService) serves, how to read its counters since it began:
+   * requests received, requests answered 500 (the guest failed), requests being handled now,
+   * open connections (the shared-mode daemon's metrics). Other runs never call it.
+   */
+  onHttpService?: (counters: () => { requests: number; failed: number; inFlight: number; connections: number }) => void;
 }
+
+/** What RunContext.onHttpService reads. */
+export type HttpServiceCounters = ReturnType<Parameters<NonNullable<RunContext["onHttpService"]>>[0]>;
 
 /** How native signal handlers kill a run on the calling thread (Runner.runHere). */
 export interface ThreadKill {

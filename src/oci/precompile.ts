@@ -7,7 +7,7 @@
 // is written asynchronously.
 
 import { dirname, relative } from "node:path";
-import { CompileCache } from "../engines/cache.ts";
+import { CompileCache, type Filled } from "../engines/cache.ts";
 import type { Engine } from "../engines/engine.ts";
 import { readModuleSync } from "../engines/module-file.ts";
 import type { Prepared } from "./bundle.ts";
@@ -34,6 +34,8 @@ export async function precompile(
   cacheDir: string,
   log: (m: string) => void,
   read: ModuleReader = readModuleSync,
+  /** Told where the entry came from: the cache (a hit), or compiled or fetched now (the daemon counts hits). */
+  onEnsured?: (from: Filled) => void,
 ): Promise<string | undefined> {
   const compiler = engine.compiler;
   if (!compiler || prepared.kind !== "wasm" || !prepared.moduleHost) return undefined;
@@ -44,6 +46,7 @@ export async function precompile(
     if (!cache) caches.set(cacheDir, (cache = new CompileCache({ dir: cacheDir })));
     // Creates of one module side by side (a pod's replicas) share one compile and one write.
     const done = await cache.ensure(compiler, source);
+    onEnsured?.(done.from);
     if (done.rejected) log(`compile cache: ${done.key}.cwasm not used: ${done.rejected}; compiled again`);
     return done.file;
   } catch (e) {

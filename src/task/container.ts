@@ -91,6 +91,11 @@ export class Container implements Process {
     return this.opts.namespace;
   }
 
+  /** Whether a wasm module or a native process runs it (its instance's kind). */
+  get kind(): Instance["kind"] {
+    return this.instance.kind;
+  }
+
   get execId(): string {
     return "";
   }

@@ -51,10 +51,10 @@ import type {
   WaitResponse,
 } from "./gen/containerd/runtime/task/v2/shim.ts";
 import type { Empty } from "./gen/google/protobuf/empty.ts";
-import type { OciProcess } from "./instance.ts";
+import type { Instance, OciProcess } from "./instance.ts";
 import type { Process } from "./process.ts";
 import { runtimeOptionsOf } from "./runtime-options.ts";
-import { refusal, ruleFor, type TaskCall } from "./state.ts";
+import { refusal, ruleFor, type TaskCall, type TaskState } from "./state.ts";
 import type { NamespaceHost, TaskHost } from "./task-host.ts";
 
 /** The ttrpc metadata key containerd's Go client sets to the call's namespace (pkg/namespaces/ttrpc.go). */
@@ -133,6 +133,17 @@ export class TaskService {
     let n = 0;
     for (const ns of this.namespaces.values()) n += ns.containers.size + ns.creating.size;
     return n;
+  }
+
+  /**
+   * Every container served, with its task's state and how it runs (the shared-mode daemon's
+   * metrics). Creates under way are not in it yet.
+   */
+  list(): { namespace: string; id: string; state: TaskState; kind: Instance["kind"] }[] {
+    const out: { namespace: string; id: string; state: TaskState; kind: Instance["kind"] }[] = [];
+    for (const [namespace, ns] of this.namespaces)
+      for (const c of ns.containers.values()) out.push({ namespace, id: c.id, state: c.state, kind: c.kind });
+    return out;
   }
 
   /** Set once Shutdown has decided to stop: no Create is taken from then on. */

@@ -107,6 +107,7 @@ interface RunContext {
   signal?: AbortSignal;
   stopNow?: AbortSignal;
   onControl?: (control: RunControl) => void;
+  onHttpService?: (counters: () => { requests: number; failed: number; inFlight: number; connections: number }) => void;
 }
 
 interface ThreadKill {

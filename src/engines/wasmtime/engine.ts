@@ -544,7 +544,13 @@ export class WasmtimeEngine {
       },
       ctx.signal,
       (m) => writeErr(ctx.stderr, m),
-      { onServing: loaded, ...(ctx.stopNow ? { stopNow: ctx.stopNow } : {}) },
+      {
+        onServing: (svc) => {
+          loaded();
+          ctx.onHttpService?.(() => svc.counters());
+        },
+        ...(ctx.stopNow ? { stopNow: ctx.stopNow } : {}),
+      },
     ).finally(loaded);
     return { code: r.code, service: true, stats: { instantiateMs: r.stats.startMs, runMs: performance.now() - t, ...r.stats } };
   }

@@ -11,6 +11,8 @@ test("defaults, --socket in both spellings, --debug, --help, --version", () => {
     socket: DEFAULT_DAEMON_SOCKET,
     defaultMemoryLimit: DEFAULT_MEMORY_LIMIT,
     maxOpenFiles: DEFAULT_MAX_OPEN_FILES,
+    // Metrics are off unless asked for.
+    metrics: undefined,
     debug: false,
     help: false,
     version: false,
@@ -45,6 +47,28 @@ test("--max-open-files: the per-container cap on open WASI handles, a positive n
   for (const bad of ["0", "-1", "x", "1.5"]) {
     expect(() => parseDaemonArgs(["--max-open-files", bad], DEFAULT_DAEMON_SOCKET)).toThrow("--max-open-files needs a positive number");
   }
+});
+
+test("--metrics-address: a unix socket or a loopback TCP address, nothing else", () => {
+  const m = (v: string) => parseDaemonArgs(["--metrics-address", v], DEFAULT_DAEMON_SOCKET).metrics;
+  expect(m("unix:///run/bunwasi/metrics.sock")).toEqual({ kind: "unix", path: "/run/bunwasi/metrics.sock" });
+  expect(m("/run/bunwasi/metrics.sock")).toEqual({ kind: "unix", path: "/run/bunwasi/metrics.sock" });
+  expect(m("127.0.0.1:9464")).toEqual({ kind: "tcp", hostname: "127.0.0.1", port: 9464 });
+  expect(m("127.8.9.10:0")).toEqual({ kind: "tcp", hostname: "127.8.9.10", port: 0 });
+  expect(m("[::1]:9464")).toEqual({ kind: "tcp", hostname: "::1", port: 9464 });
+  expect(m("localhost:9464")).toEqual({ kind: "tcp", hostname: "127.0.0.1", port: 9464 });
+  expect(parseDaemonArgs(["--metrics-address=127.0.0.1:1"], DEFAULT_DAEMON_SOCKET).metrics).toEqual({
+    kind: "tcp",
+    hostname: "127.0.0.1",
+    port: 1,
+  });
+  // Anything reachable from the network is refused, saying why.
+  for (const open of ["0.0.0.0:9464", "[::]:9464", "10.0.0.5:9464", "node.example:9464", "128.0.0.1:9464"])
+    expect(() => m(open)).toThrow("is not a loopback address. The daemon's metrics name every pod's containers");
+  expect(() => m("unix://relative.sock")).toThrow("a unix socket's path must be absolute");
+  expect(() => m("127.0.0.1")).toThrow("is not an address");
+  expect(() => m("127.0.0.1:70000")).toThrow("out of range");
+  expect(() => parseDaemonArgs(["--metrics-address"], DEFAULT_DAEMON_SOCKET)).toThrow("--metrics-address needs an address");
 });
 
 test("a missing value or an unknown argument is an error naming it", () => {
