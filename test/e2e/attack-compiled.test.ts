@@ -28,6 +28,7 @@ import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { type BuiltArtifact, writeArtifactArchive } from "../../tools/image/artifact.ts";
 import { busyboxImage, writeImageArchive } from "../../tools/image/index.ts";
 import type { Containerd } from "../support/containerd.ts";
+import { CONTAINERD_2X } from "../support/containerd-versions.ts";
 import { type CriEnv, criEnv, K8S_NAMESPACE, type Pod, SHARED_HANDLER } from "../support/cri.ts";
 import { ctrTasks } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
@@ -38,16 +39,8 @@ test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
 
 const T = 180_000;
 const ENGINE = "wasmtime";
-const V2_BINARY = (() => {
-  const script = readFileSync(join(REPO, "scripts/containerd-versions.sh"), "utf8");
-  const v = /^PINNED=\(([^)]*)\)/m
-    .exec(script)?.[1]
-    ?.trim()
-    .split(/\s+/)
-    .find((x) => x.startsWith("v2."));
-  if (!v) throw new Error("scripts/containerd-versions.sh pins no 2.x");
-  return join(REPO, "build/containerd", v, "bin/containerd");
-})();
+/** The 2.x part's containerd: the pinned one (test/support/containerd-versions.ts). */
+const V2_BINARY = CONTAINERD_2X.binary;
 
 const MODES = [
   { mode: "normal", runtime: RUNTIME },

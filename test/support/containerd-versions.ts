@@ -28,11 +28,12 @@ export interface ContainerdVersion {
   readonly binary: string;
 }
 
+/** Debian's containerd 1.6 (the package's). */
+export const CONTAINERD_1_6: ContainerdVersion = { name: "1.6", binary: "/usr/bin/containerd" };
+/** The pinned 2.x, built by scripts/containerd-versions.sh. */
+export const CONTAINERD_2X: ContainerdVersion = { name: pinned2x(), binary: join(REPO, "build/containerd", pinned2x(), "bin/containerd") };
 /** Debian's 1.6, then the pinned 2.x. */
-export const CONTAINERDS: readonly ContainerdVersion[] = [
-  { name: "1.6", binary: "/usr/bin/containerd" },
-  { name: pinned2x(), binary: join(REPO, "build/containerd", pinned2x(), "bin/containerd") },
-];
+export const CONTAINERDS: readonly ContainerdVersion[] = [CONTAINERD_1_6, CONTAINERD_2X];
 
 /**
  * What a containerd needs on its PATH, besides our shims, to run a native container (a pod's
