@@ -7,8 +7,9 @@
 //  - a forged precompiled label in containerd's content store (artifact A's layer pointed at
 //    artifact B's compiled blob, every bunwasi label of A's blob copied onto it, the node
 //    cache emptied): A must be compiled and run, never B.
-// On Debian's containerd 1.6 (ctr for plain images, the CRI for artifacts, which 1.6's ctr
-// cannot run) and on the pinned 2.x (ctr runs OCI-config artifacts). Needs root.
+// The first two on Debian's containerd 1.6 and on the pinned 2.x, through ctr; the forged
+// label on 1.6 through the CRI (1.6's ctr cannot run artifacts) and on the pinned 2.x through
+// ctr (it runs OCI-config artifacts). Needs root.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import {
   chmodSync,
@@ -28,6 +29,7 @@ import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { type BuiltArtifact, writeArtifactArchive } from "../../tools/image/artifact.ts";
 import { busyboxImage, writeImageArchive } from "../../tools/image/index.ts";
 import type { Containerd } from "../support/containerd.ts";
+import { CONTAINERD_2X, CONTAINERDS } from "../support/containerd-versions.ts";
 import { type CriEnv, criEnv, K8S_NAMESPACE, type Pod, SHARED_HANDLER } from "../support/cri.ts";
 import { ctrTasks } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
@@ -38,16 +40,8 @@ test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
 
 const T = 180_000;
 const ENGINE = "wasmtime";
-const V2_BINARY = (() => {
-  const script = readFileSync(join(REPO, "scripts/containerd-versions.sh"), "utf8");
-  const v = /^PINNED=\(([^)]*)\)/m
-    .exec(script)?.[1]
-    ?.trim()
-    .split(/\s+/)
-    .find((x) => x.startsWith("v2."));
-  if (!v) throw new Error("scripts/containerd-versions.sh pins no 2.x");
-  return join(REPO, "build/containerd", v, "bin/containerd");
-})();
+/** The 2.x part's containerd: the pinned one (test/support/containerd-versions.ts). */
+const V2_BINARY = CONTAINERD_2X.binary;
 
 const MODES = [
   { mode: "normal", runtime: RUNTIME },
@@ -85,177 +79,180 @@ function cacheFileOf(cacheDir: string, module: Uint8Array): string | undefined {
   return name ? join(cacheDir, name) : undefined;
 }
 
-describe("compiled code we trust, ctr on containerd 1.6", () => {
-  let dir: string;
-  let execRoot: string;
-  let daemon: Daemon;
-  let env: ShimEnv;
-  const cacheDirOf = (mode: Mode) => (mode === "normal" ? join(execRoot, "cache") : join(dir, "d", "exec", "cache"));
-  const logOf = (mode: Mode) => (mode === "normal" ? readFileSync(env.cd.logPath, "utf8") : daemon.log());
+// The cache attacks on each containerd: one containerd and one daemon per version.
+for (const c of CONTAINERDS) {
+  describe(`compiled code we trust, ctr on containerd ${c.name}`, () => {
+    let dir: string;
+    let execRoot: string;
+    let daemon: Daemon;
+    let env: ShimEnv;
+    const cacheDirOf = (mode: Mode) => (mode === "normal" ? join(execRoot, "cache") : join(dir, "d", "exec", "cache"));
+    const logOf = (mode: Mode) => (mode === "normal" ? readFileSync(env.cd.logPath, "utf8") : daemon.log());
 
-  beforeAll(async () => {
-    dir = mkdtempSync("/tmp/bwac-");
-    const built = Bun.spawnSync(["bash", join(REPO, "scripts/build-shim.sh")], { stdout: "pipe", stderr: "pipe" });
-    if (built.exitCode !== 0) throw new Error(`build-shim.sh: ${built.stderr.toString()}`);
-    daemon = await startDaemon(join(dir, "d"));
-    // Normal mode's shims get a data root of their own: this file changes cache files on purpose.
-    execRoot = join(dir, "exec");
-    mkdirSync(execRoot);
-    env = await shimEnv({ env: { ...daemon.env, BUNWASI_EXEC_ROOT: execRoot }, dir: join(dir, basename(dir)) });
-    const victim = join(dir, "victim.tar");
-    writeImageArchive(victim, {
-      name: VICTIM_IMAGE,
-      files: [{ path: "/victim.wat", data: victimWat, mode: 0o644 }],
-      config: { entrypoint: ["/victim.wat"] },
-    });
-    // busybox with the applets a snoop needs, and a wasm module to be the container's process.
-    const bb = busyboxImage({ name: SNOOP_IMAGE });
-    const snoop = join(dir, "snoop.tar");
-    writeImageArchive(snoop, {
-      ...bb,
-      files: [
-        ...bb.files,
-        ...["find", "grep", "xargs"].map((a) => ({ path: `/bin/${a}`, symlink: "busybox" })),
-        { path: "/sleep.wasm", source: join(WASM, "wasi-demo-app.wasm") },
-      ],
-      config: { entrypoint: ["/sleep.wasm"], env: ["PATH=/bin"] },
-    });
-    for (const a of [victim, snoop]) {
-      const r = await env.cd.ctr(["images", "import", a]);
-      if (r.code !== 0) throw new Error(`import ${a}: ${r.stderr}`);
-    }
-  }, 300_000);
-
-  afterAll(async () => {
-    const ns = env?.cd.namespace;
-    await env?.stop();
-    await daemon?.stop("SIGKILL");
-    if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  }, T);
-
-  test(
-    "normal mode: a second container finds no other module's compiled code (no cache directory in its filesystem, the secret nowhere)",
-    async () => {
-      const v = await env.run(VICTIM_IMAGE, uid("victim"), []);
-      expect({ code: v.code, out: v.stdout }).toEqual({ code: 0, out: "victim ran\n" });
-      // The victim's compile is in the node's cache, secret included: what there is to steal.
-      const victimFile = cacheFileOf(join(execRoot, "cache"), new TextEncoder().encode(victimWat));
-      expect(victimFile).toBeDefined();
-      expect(readFileSync(victimFile as string).includes(Buffer.from(SECRET))).toBe(true);
-
-      const t = ctrTasks(
-        () => env.cd,
-        () => env.dir,
-      );
-      const id = uid("snoop");
-      await t.runDetached(id, ["/sleep.wasm", "sleep", "600"], SNOOP_IMAGE);
-      try {
-        await t.waitStatus(id, "RUNNING");
-        const sh = (execId: string, script: string) => env.cd.ctr(["task", "exec", "--exec-id", execId, id, "sh", "-c", script]);
-        const cacheDir = await sh("ls-cache", "ls -la /.bunwasi-cache");
-        // Every regular file of the container's filesystem but /proc's and /sys's.
-        const files = "find / \\( -path /proc -o -path /sys \\) -prune -o -type f -print";
-        const compiled = await sh("find-compiled", `${files} | grep '[.]cwasm$'`);
-        const secret = await sh("grep-secret", `${files} | xargs grep -l -e '${SECRET_PATTERN}'`);
-        const mounts = await sh("mounts", "cat /proc/self/mountinfo");
-        const seen = {
-          cacheDirListed: cacheDir.code === 0,
-          compiledFiles: compiled.stdout.split("\n").filter(Boolean).sort(),
-          filesWithTheSecret: secret.stdout.split("\n").filter(Boolean),
-          cacheDirMounted: mounts.stdout.split("\n").some((l) => l.split(" ")[3] === join(execRoot, "cache")),
-        };
-        console.log(`what the second container saw: ${JSON.stringify(seen)}`);
-        expect(seen).toEqual({
-          cacheDirListed: false,
-          // Its own module's compile, bound in as one file, and nothing else.
-          compiledFiles: ["/.bunwasi-run/module.cwasm"],
-          filesWithTheSecret: [],
-          cacheDirMounted: false,
-        });
-      } finally {
-        await t.ctrOk(["task", "kill", "-s", "SIGKILL", id]);
-        await t.waitStatus(id, "STOPPED");
-        await t.deleteTask(id);
-        await t.ctrOk(["containers", "delete", id]);
+    beforeAll(async () => {
+      dir = mkdtempSync("/tmp/bwac-");
+      const built = Bun.spawnSync(["bash", join(REPO, "scripts/build-shim.sh")], { stdout: "pipe", stderr: "pipe" });
+      if (built.exitCode !== 0) throw new Error(`build-shim.sh: ${built.stderr.toString()}`);
+      daemon = await startDaemon(join(dir, "d"));
+      // Normal mode's shims get a data root of their own: this file changes cache files on purpose.
+      execRoot = join(dir, "exec");
+      mkdirSync(execRoot);
+      env = await shimEnv({ binary: c.binary, env: { ...daemon.env, BUNWASI_EXEC_ROOT: execRoot }, dir: join(dir, basename(dir)) });
+      const victim = join(dir, "victim.tar");
+      writeImageArchive(victim, {
+        name: VICTIM_IMAGE,
+        files: [{ path: "/victim.wat", data: victimWat, mode: 0o644 }],
+        config: { entrypoint: ["/victim.wat"] },
+      });
+      // busybox with the applets a snoop needs, and a wasm module to be the container's process.
+      const bb = busyboxImage({ name: SNOOP_IMAGE });
+      const snoop = join(dir, "snoop.tar");
+      writeImageArchive(snoop, {
+        ...bb,
+        files: [
+          ...bb.files,
+          ...["find", "grep", "xargs"].map((a) => ({ path: `/bin/${a}`, symlink: "busybox" })),
+          { path: "/sleep.wasm", source: join(WASM, "wasi-demo-app.wasm") },
+        ],
+        config: { entrypoint: ["/sleep.wasm"], env: ["PATH=/bin"] },
+      });
+      for (const a of [victim, snoop]) {
+        const r = await env.cd.ctr(["images", "import", a]);
+        if (r.code !== 0) throw new Error(`import ${a}: ${r.stderr}`);
       }
-    },
-    T,
-  );
+    }, 300_000);
 
-  for (const { mode, runtime } of MODES) {
-    const envWasm = () => new Uint8Array(readFileSync(join(WASM, "env.wasm")));
-    const demoWasm = () => new Uint8Array(readFileSync(join(WASM, "wasi-demo-app.wasm")));
-    /** Removes env.wasm's compile from the cache: the next run compiles it afresh. */
-    const forgetEnv = () => {
-      const digest = sha256(envWasm());
-      const cacheDir = cacheDirOf(mode);
-      if (existsSync(cacheDir)) for (const n of readdirSync(cacheDir)) if (n.startsWith(`${digest}-`)) rmSync(join(cacheDir, n));
-    };
-    /** env.wasm run with args "echo <word>": its own output, or the demo's were its compile swapped. */
-    const runEnv = (word: string) => env.run(IMAGES.tools, uid(`env-${mode}`), ["/env.wasm", "echo", word], { runtime });
+    afterAll(async () => {
+      const ns = env?.cd.namespace;
+      await env?.stop();
+      await daemon?.stop("SIGKILL");
+      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    }, T);
 
     test(
-      `${mode} mode: a node cache file with another module's compiled bytes is not mapped; the module is compiled again`,
+      "normal mode: a second container finds no other module's compiled code (no cache directory in its filesystem, the secret nowhere)",
       async () => {
-        const cacheDir = cacheDirOf(mode);
-        forgetEnv();
-        expect((await runEnv("first")).stdout).toContain("arg[1]=echo\narg[2]=first\n");
-        const demo = await env.run(IMAGES.tools, uid(`demo-${mode}`), ["/wasi-demo-app.wasm", "echo", "x"], { runtime });
-        expect(demo.stdout).toBe("x\nexiting\n");
-        const envFile = cacheFileOf(cacheDir, envWasm()) as string;
-        const demoFile = cacheFileOf(cacheDir, demoWasm()) as string;
-        expect(envFile).toBeDefined();
-        expect(demoFile).toBeDefined();
-        // In place: same inode, owner and mode; only the bytes are the other module's compile.
-        writeFileSync(envFile, readFileSync(demoFile));
-        const r = await runEnv("swapped");
-        console.log(`${mode} mode, env.wasm with the demo's compile in its cache file: ${JSON.stringify(r.stdout)}`);
-        expect({ code: r.code, out: r.stdout.split("\n").slice(0, 3) }).toEqual({
-          code: 0,
-          out: ["arg[0]=/env.wasm", "arg[1]=echo", "arg[2]=swapped"],
-        });
-        // Compiled again: the file holds env.wasm's compile now.
-        expect(Buffer.compare(readFileSync(envFile), readFileSync(demoFile))).not.toBe(0);
-        expect(logOf(mode)).toMatch(/not used: its MAC does not verify/);
+        const v = await env.run(VICTIM_IMAGE, uid("victim"), []);
+        expect({ code: v.code, out: v.stdout }).toEqual({ code: 0, out: "victim ran\n" });
+        // The victim's compile is in the node's cache, secret included: what there is to steal.
+        const victimFile = cacheFileOf(join(execRoot, "cache"), new TextEncoder().encode(victimWat));
+        expect(victimFile).toBeDefined();
+        expect(readFileSync(victimFile as string).includes(Buffer.from(SECRET))).toBe(true);
+
+        const t = ctrTasks(
+          () => env.cd,
+          () => env.dir,
+        );
+        const id = uid("snoop");
+        await t.runDetached(id, ["/sleep.wasm", "sleep", "600"], SNOOP_IMAGE);
+        try {
+          await t.waitStatus(id, "RUNNING");
+          const sh = (execId: string, script: string) => env.cd.ctr(["task", "exec", "--exec-id", execId, id, "sh", "-c", script]);
+          const cacheDir = await sh("ls-cache", "ls -la /.bunwasi-cache");
+          // Every regular file of the container's filesystem but /proc's and /sys's.
+          const files = "find / \\( -path /proc -o -path /sys \\) -prune -o -type f -print";
+          const compiled = await sh("find-compiled", `${files} | grep '[.]cwasm$'`);
+          const secret = await sh("grep-secret", `${files} | xargs grep -l -e '${SECRET_PATTERN}'`);
+          const mounts = await sh("mounts", "cat /proc/self/mountinfo");
+          const seen = {
+            cacheDirListed: cacheDir.code === 0,
+            compiledFiles: compiled.stdout.split("\n").filter(Boolean).sort(),
+            filesWithTheSecret: secret.stdout.split("\n").filter(Boolean),
+            cacheDirMounted: mounts.stdout.split("\n").some((l) => l.split(" ")[3] === join(execRoot, "cache")),
+          };
+          console.log(`what the second container saw: ${JSON.stringify(seen)}`);
+          expect(seen).toEqual({
+            cacheDirListed: false,
+            // Its own module's compile, bound in as one file, and nothing else.
+            compiledFiles: ["/.bunwasi-run/module.cwasm"],
+            filesWithTheSecret: [],
+            cacheDirMounted: false,
+          });
+        } finally {
+          await t.ctrOk(["task", "kill", "-s", "SIGKILL", id]);
+          await t.waitStatus(id, "STOPPED");
+          await t.deleteTask(id);
+          await t.ctrOk(["containers", "delete", id]);
+        }
       },
       T,
     );
 
-    for (const change of ["owner", "mode"] as const) {
+    for (const { mode, runtime } of MODES) {
+      const envWasm = () => new Uint8Array(readFileSync(join(WASM, "env.wasm")));
+      const demoWasm = () => new Uint8Array(readFileSync(join(WASM, "wasi-demo-app.wasm")));
+      /** Removes env.wasm's compile from the cache: the next run compiles it afresh. */
+      const forgetEnv = () => {
+        const digest = sha256(envWasm());
+        const cacheDir = cacheDirOf(mode);
+        if (existsSync(cacheDir)) for (const n of readdirSync(cacheDir)) if (n.startsWith(`${digest}-`)) rmSync(join(cacheDir, n));
+      };
+      /** env.wasm run with args "echo <word>": its own output, or the demo's were its compile swapped. */
+      const runEnv = (word: string) => env.run(IMAGES.tools, uid(`env-${mode}`), ["/env.wasm", "echo", word], { runtime });
+
       test(
-        `${mode} mode: a node cache file whose ${change} changed is not mapped; the module is compiled again`,
+        `${mode} mode: a node cache file with another module's compiled bytes is not mapped; the module is compiled again`,
         async () => {
           const cacheDir = cacheDirOf(mode);
           forgetEnv();
-          expect((await runEnv("before")).code).toBe(0);
+          expect((await runEnv("first")).stdout).toContain("arg[1]=echo\narg[2]=first\n");
+          const demo = await env.run(IMAGES.tools, uid(`demo-${mode}`), ["/wasi-demo-app.wasm", "echo", "x"], { runtime });
+          expect(demo.stdout).toBe("x\nexiting\n");
           const envFile = cacheFileOf(cacheDir, envWasm()) as string;
+          const demoFile = cacheFileOf(cacheDir, demoWasm()) as string;
           expect(envFile).toBeDefined();
-          const was = statSync(envFile);
-          if (change === "owner") chownSync(envFile, 65534, 65534);
-          else chmodSync(envFile, 0o666);
-          const r = await runEnv(change);
+          expect(demoFile).toBeDefined();
+          // In place: same inode, owner and mode; only the bytes are the other module's compile.
+          writeFileSync(envFile, readFileSync(demoFile));
+          const r = await runEnv("swapped");
+          console.log(`${mode} mode, env.wasm with the demo's compile in its cache file: ${JSON.stringify(r.stdout)}`);
           expect({ code: r.code, out: r.stdout.split("\n").slice(0, 3) }).toEqual({
             code: 0,
-            out: ["arg[0]=/env.wasm", "arg[1]=echo", `arg[2]=${change}`],
+            out: ["arg[0]=/env.wasm", "arg[1]=echo", "arg[2]=swapped"],
           });
-          // Replaced by a fresh compile: ours again, written by root, writable by no one else.
-          const now = statSync(envFile);
-          console.log(
-            `${mode} mode, cache file with its ${change} changed: before uid ${was.uid} mode ${(was.mode & 0o777).toString(8)} ino ${was.ino}; after uid ${now.uid} mode ${(now.mode & 0o777).toString(8)} ino ${now.ino}`,
-          );
-          expect({ uid: now.uid, groupOrOtherWrite: now.mode & 0o022, sameFile: now.ino === was.ino }).toEqual({
-            uid: 0,
-            groupOrOtherWrite: 0,
-            sameFile: false,
-          });
-          expect(logOf(mode)).toContain(change === "owner" ? "not used: owned by uid 65534" : "not used: mode 666");
+          // Compiled again: the file holds env.wasm's compile now.
+          expect(Buffer.compare(readFileSync(envFile), readFileSync(demoFile))).not.toBe(0);
+          expect(logOf(mode)).toMatch(/not used: its MAC does not verify/);
         },
         T,
       );
+
+      for (const change of ["owner", "mode"] as const) {
+        test(
+          `${mode} mode: a node cache file whose ${change} changed is not mapped; the module is compiled again`,
+          async () => {
+            const cacheDir = cacheDirOf(mode);
+            forgetEnv();
+            expect((await runEnv("before")).code).toBe(0);
+            const envFile = cacheFileOf(cacheDir, envWasm()) as string;
+            expect(envFile).toBeDefined();
+            const was = statSync(envFile);
+            if (change === "owner") chownSync(envFile, 65534, 65534);
+            else chmodSync(envFile, 0o666);
+            const r = await runEnv(change);
+            expect({ code: r.code, out: r.stdout.split("\n").slice(0, 3) }).toEqual({
+              code: 0,
+              out: ["arg[0]=/env.wasm", "arg[1]=echo", `arg[2]=${change}`],
+            });
+            // Replaced by a fresh compile: ours again, written by root, writable by no one else.
+            const now = statSync(envFile);
+            console.log(
+              `${mode} mode, cache file with its ${change} changed: before uid ${was.uid} mode ${(was.mode & 0o777).toString(8)} ino ${was.ino}; after uid ${now.uid} mode ${(now.mode & 0o777).toString(8)} ino ${now.ino}`,
+            );
+            expect({ uid: now.uid, groupOrOtherWrite: now.mode & 0o022, sameFile: now.ino === was.ino }).toEqual({
+              uid: 0,
+              groupOrOtherWrite: 0,
+              sameFile: false,
+            });
+            expect(logOf(mode)).toContain(change === "owner" ? "not used: owned by uid 65534" : "not used: mode 666");
+          },
+          T,
+        );
+      }
     }
-  }
-});
+  });
+}
 
 /** The artifacts of the forged-label attack: A prints its args (env.wasm), B echoes (the demo). */
 function forgeryArtifacts(dir: string, configMediaType: "wasm" | "oci"): { archives: string[]; a: BuiltArtifact; b: BuiltArtifact } {

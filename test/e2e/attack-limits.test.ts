@@ -1,6 +1,7 @@
 // Attacks on memory and CPU limits (issue 16, items 2 and 3), in both modes, on a private
-// containerd 1.6: normal mode (io.containerd.wasmtime.v1: the executor under runc, in a cgroup)
-// and shared mode (io.containerd.wasmtimed.v1: a thread of the daemon this file starts, with
+// containerd of each version (Debian's 1.6 and the pinned 2.x, test/support/containerd-versions.ts):
+// normal mode (io.containerd.wasmtime.v1: the executor under runc, in a cgroup) and shared mode
+// (io.containerd.wasmtimed.v1: a thread of the daemon this file starts, with
 // --default-memory-limit 64Mi).
 //  - Memory: under a 64 MiB limit, four memories grown to 60 MiB each (multi-memory) and a
 //    table grown to 24 million elements fail their grow (exit 12), four memories of 60 MiB at
@@ -22,6 +23,7 @@ import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { Client } from "../../src/ttrpc/index.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
+import { CONTAINERDS } from "../support/containerd-versions.ts";
 import { ctrTasks } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
@@ -49,182 +51,187 @@ function statusBytes(pid: number, field: "VmRSS" | "VmHWM"): number {
   return Number(m[1]) * 1024;
 }
 
-/** Figures measured here (printed at the end). */
+/** Figures measured here (printed, and emptied, at the end of each containerd's block). */
 const figures: string[] = [];
 
-describe("memory and CPU limits in both modes", () => {
-  let dir: string;
-  let daemon: Daemon;
-  let env: ShimEnv;
+for (const c of CONTAINERDS) {
+  describe(`memory and CPU limits in both modes, containerd ${c.name}`, () => {
+    let dir: string;
+    let daemon: Daemon;
+    let env: ShimEnv;
 
-  beforeAll(async () => {
-    dir = mkdtempSync("/tmp/bwal-");
-    daemon = await startDaemon(join(dir, "d"), {}, ["--default-memory-limit", "64Mi"]);
-    env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)) });
-    const archive = join(dir, "attack.tar");
-    writeImageArchive(archive, {
-      name: IMAGE,
-      files: MODULES.map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
-      config: { entrypoint: ["/busy.wasm"] },
-    });
-    const r = await env.cd.ctr(["images", "import", archive]);
-    if (r.code !== 0) throw new Error(`import: ${r.stderr}`);
-    // The daemon loads its engine on its first run: done here, not counted as an attack's growth.
-    await env.run(IMAGE, uid("warm"), ["/mem4.wasm"], { runtime: SHARED_RUNTIME, extra: ["--memory-limit", String(MiB)] });
-  }, 300_000);
-
-  afterAll(async () => {
-    for (const f of figures) console.log(f);
-    const ns = env?.cd.namespace;
-    await env?.stop();
-    await daemon?.stop("SIGKILL");
-    if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
-  }, T);
-
-  const tasks = ctrTasks(
-    () => env.cd,
-    () => dir,
-  );
-
-  /** The task's metrics as containerd reports them (cgroup v1 shape). */
-  async function metrics(id: string): Promise<{
-    cpu?: { throttling?: { periods?: number; throttled_periods?: number; throttled_time?: number } };
-    memory?: { usage?: { limit?: number } };
-  }> {
-    return JSON.parse(await tasks.ctrOk(["task", "metrics", "--format", "json", id]));
-  }
-
-  /** Sends an Update to the task's shim (or sandbox) over ttrpc, as containerd does for CRI's UpdateContainerResources. */
-  async function update(id: string, resources: object): Promise<void> {
-    const address = readFileSync(join(env.cd.state, "io.containerd.runtime.v2.task", env.cd.namespace, id, "address"), "utf8").trim();
-    const client = await Client.connect(socketPath(address), { timeoutMs: 5000 });
-    try {
-      await client.service(TaskDefinition).update({
-        id,
-        resources: { typeUrl: LINUX_RESOURCES, value: new TextEncoder().encode(JSON.stringify(resources)) },
-        annotations: {},
+    beforeAll(async () => {
+      dir = mkdtempSync("/tmp/bwal-");
+      daemon = await startDaemon(join(dir, "d"), {}, ["--default-memory-limit", "64Mi"]);
+      env = await shimEnv({ binary: c.binary, env: daemon.env, dir: join(dir, basename(dir)) });
+      const archive = join(dir, "attack.tar");
+      writeImageArchive(archive, {
+        name: IMAGE,
+        files: MODULES.map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
+        config: { entrypoint: ["/busy.wasm"] },
       });
-    } finally {
-      client.close();
-    }
-  }
+      const r = await env.cd.ctr(["images", "import", archive]);
+      if (r.code !== 0) throw new Error(`import: ${r.stderr}`);
+      // The daemon loads its engine on its first run: done here, not counted as an attack's growth.
+      await env.run(IMAGE, uid("warm"), ["/mem4.wasm"], { runtime: SHARED_RUNTIME, extra: ["--memory-limit", String(MiB)] });
+    }, 300_000);
 
-  async function stop(id: string): Promise<void> {
-    await tasks.ctrOk(["task", "kill", "-s", "SIGKILL", id]);
-    await tasks.waitStatus(id, "STOPPED");
-    await tasks.deleteTask(id);
-    await tasks.ctrOk(["container", "rm", id]);
-  }
+    afterAll(async () => {
+      for (const f of figures.splice(0)) console.log(f);
+      const ns = env?.cd.namespace;
+      await env?.stop();
+      await daemon?.stop("SIGKILL");
+      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true });
+    }, T);
 
-  for (const mode of [
-    { name: "normal", runtime: RUNTIME },
-    { name: "shared", runtime: SHARED_RUNTIME },
-  ] as const) {
-    const shared = mode.name === "shared";
-    const run = (id: string, args: string[], extra: string[] = []) => env.run(IMAGE, id, args, { runtime: mode.runtime, extra });
+    const tasks = ctrTasks(
+      () => env.cd,
+      () => dir,
+    );
 
-    /**
-     * Runs `f`, and in shared mode measures how much the daemon's peak resident memory grew
-     * meanwhile (its high-water mark reset first: /proc/PID/clear_refs, 5).
-     */
-    async function daemonGrowth<T>(what: string, f: () => Promise<T>): Promise<{ result: T; growth?: number }> {
-      if (!shared) return { result: await f() };
-      writeFileSync(`/proc/${daemon.pid}/clear_refs`, "5");
-      const before = statusBytes(daemon.pid, "VmRSS");
-      const result = await f();
-      const growth = statusBytes(daemon.pid, "VmHWM") - before;
-      figures.push(`shared: ${what}: the daemon's peak RSS grew by ${(growth / MiB).toFixed(1)} MiB`);
-      return { result, growth };
+    /** The task's metrics as containerd reports them (cgroup v1 shape). */
+    async function metrics(id: string): Promise<{
+      cpu?: { throttling?: { periods?: number; throttled_periods?: number; throttled_time?: number } };
+      memory?: { usage?: { limit?: number } };
+    }> {
+      return JSON.parse(await tasks.ctrOk(["task", "metrics", "--format", "json", id]));
     }
 
-    describe(`${mode.name} mode`, () => {
-      test(
-        "four memories (multi-memory) grown to 60 MiB each under a 64 MiB limit: the first grow fails (exit 12); the daemon grows by less than the limit",
-        async () => {
-          const { result, growth } = await daemonGrowth("mem4 under 64 MiB", () =>
-            run(uid("mem4"), ["/mem4.wasm"], ["--memory-limit", String(LIMIT)]),
-          );
-          expect(result.stderr).toBe("");
-          expect(result.code).toBe(12);
-          if (shared) expect(growth).toBeLessThan(LIMIT);
-        },
-        T,
-      );
+    /** Sends an Update to the task's shim (or sandbox) over ttrpc, as containerd does for CRI's UpdateContainerResources. */
+    async function update(id: string, resources: object): Promise<void> {
+      const address = readFileSync(join(env.cd.state, "io.containerd.runtime.v2.task", env.cd.namespace, id, "address"), "utf8").trim();
+      const client = await Client.connect(socketPath(address), { timeoutMs: 5000 });
+      try {
+        await client.service(TaskDefinition).update({
+          id,
+          resources: { typeUrl: LINUX_RESOURCES, value: new TextEncoder().encode(JSON.stringify(resources)) },
+          annotations: {},
+        });
+      } finally {
+        client.close();
+      }
+    }
 
-      test(
-        "a table grown to 24 million elements under a 64 MiB limit: the grow fails (exit 12); the daemon grows by less than the limit",
-        async () => {
-          const { result, growth } = await daemonGrowth("table24m under 64 MiB", () =>
-            run(uid("table"), ["/table24m.wasm"], ["--memory-limit", String(LIMIT)]),
-          );
-          expect(result.stderr).toBe("");
-          expect(result.code).toBe(12);
-          if (shared) expect(growth).toBeLessThan(LIMIT);
-        },
-        T,
-      );
+    async function stop(id: string): Promise<void> {
+      await tasks.ctrOk(["task", "kill", "-s", "SIGKILL", id]);
+      await tasks.waitStatus(id, "STOPPED");
+      await tasks.deleteTask(id);
+      await tasks.ctrOk(["container", "rm", id]);
+    }
 
-      test(
-        "four memories of 60 MiB from the start under a 64 MiB limit: not run (125), saying why",
-        async () => {
-          const r = await run(uid("mem4i"), ["/mem4-initial.wasm"], ["--memory-limit", String(LIMIT)]);
-          expect(r.stderr).toContain(
-            "memory limit: the module's 4 linear memories and 0 tables need 240 MiB at start, more than the container's limit of 64 MiB",
-          );
-          expect(r.code).toBe(125);
-        },
-        T,
-      );
+    for (const mode of [
+      { name: "normal", runtime: RUNTIME },
+      { name: "shared", runtime: SHARED_RUNTIME },
+    ] as const) {
+      const shared = mode.name === "shared";
+      const run = (id: string, args: string[], extra: string[] = []) => env.run(IMAGE, id, args, { runtime: mode.runtime, extra });
 
-      test(
-        "a busy module with a CPU quota of 0.1 is throttled (Stats' cpu.throttling counts it)",
-        async () => {
-          const id = uid("quota");
-          await tasks.runDetached(id, ["/busy.wasm"], IMAGE, mode.runtime, ["--cpu-quota", "10000", "--cpu-period", "100000"]);
-          await tasks.waitStatus(id, "RUNNING");
-          // ctr's JSON leaves zero fields out: the first figures may be an empty throttling.
-          const t = await until("a throttled period in the task's metrics", async () => {
-            const thr = (await metrics(id)).cpu?.throttling;
-            return (thr?.throttled_periods ?? 0) > 0 ? thr : undefined;
-          });
-          expect(t.periods).toBeGreaterThan(0);
-          await stop(id);
-        },
-        T,
-      );
+      /**
+       * Runs `f`, and in shared mode measures how much the daemon's peak resident memory grew
+       * meanwhile (its high-water mark reset first: /proc/PID/clear_refs, 5).
+       */
+      async function daemonGrowth<T>(what: string, f: () => Promise<T>): Promise<{ result: T; growth?: number }> {
+        if (!shared) return { result: await f() };
+        writeFileSync(`/proc/${daemon.pid}/clear_refs`, "5");
+        const before = statusBytes(daemon.pid, "VmRSS");
+        const result = await f();
+        const growth = statusBytes(daemon.pid, "VmHWM") - before;
+        figures.push(`shared, containerd ${c.name}: ${what}: the daemon's peak RSS grew by ${(growth / MiB).toFixed(1)} MiB`);
+        return { result, growth };
+      }
 
-      test(
-        "a busy module without a quota is not throttled; an Update giving it one is (on the running task)",
-        async () => {
-          const id = uid("update");
-          await tasks.runDetached(id, ["/busy.wasm"], IMAGE, mode.runtime);
-          await tasks.waitStatus(id, "RUNNING");
-          expect((await metrics(id)).cpu?.throttling?.throttled_periods ?? 0).toBe(0);
-          await update(id, { cpu: { quota: 10_000, period: 100_000 } });
-          await until("a throttled period after the Update", async () => ((await metrics(id)).cpu?.throttling?.throttled_periods ?? 0) > 0);
-          await stop(id);
-        },
-        T,
-      );
-
-      if (shared) {
+      describe(`${mode.name} mode`, () => {
         test(
-          "a wasm container without a memory limit gets the daemon's default (64Mi here): the attack fails its grow, Stats reports the limit",
+          "four memories (multi-memory) grown to 60 MiB each under a 64 MiB limit: the first grow fails (exit 12); the daemon grows by less than the limit",
           async () => {
-            const { result, growth } = await daemonGrowth("mem4 with no limit (default 64Mi)", () => run(uid("dflt"), ["/mem4.wasm"]));
+            const { result, growth } = await daemonGrowth("mem4 under 64 MiB", () =>
+              run(uid("mem4"), ["/mem4.wasm"], ["--memory-limit", String(LIMIT)]),
+            );
             expect(result.stderr).toBe("");
             expect(result.code).toBe(12);
-            expect(growth).toBeLessThan(LIMIT);
-            const id = uid("dflt-stats");
-            await tasks.runDetached(id, ["/busy.wasm"], IMAGE, mode.runtime);
+            if (shared) expect(growth).toBeLessThan(LIMIT);
+          },
+          T,
+        );
+
+        test(
+          "a table grown to 24 million elements under a 64 MiB limit: the grow fails (exit 12); the daemon grows by less than the limit",
+          async () => {
+            const { result, growth } = await daemonGrowth("table24m under 64 MiB", () =>
+              run(uid("table"), ["/table24m.wasm"], ["--memory-limit", String(LIMIT)]),
+            );
+            expect(result.stderr).toBe("");
+            expect(result.code).toBe(12);
+            if (shared) expect(growth).toBeLessThan(LIMIT);
+          },
+          T,
+        );
+
+        test(
+          "four memories of 60 MiB from the start under a 64 MiB limit: not run (125), saying why",
+          async () => {
+            const r = await run(uid("mem4i"), ["/mem4-initial.wasm"], ["--memory-limit", String(LIMIT)]);
+            expect(r.stderr).toContain(
+              "memory limit: the module's 4 linear memories and 0 tables need 240 MiB at start, more than the container's limit of 64 MiB",
+            );
+            expect(r.code).toBe(125);
+          },
+          T,
+        );
+
+        test(
+          "a busy module with a CPU quota of 0.1 is throttled (Stats' cpu.throttling counts it)",
+          async () => {
+            const id = uid("quota");
+            await tasks.runDetached(id, ["/busy.wasm"], IMAGE, mode.runtime, ["--cpu-quota", "10000", "--cpu-period", "100000"]);
             await tasks.waitStatus(id, "RUNNING");
-            expect((await until("a memory figure", async () => (await metrics(id)).memory?.usage))?.limit).toBe(LIMIT);
+            // ctr's JSON leaves zero fields out: the first figures may be an empty throttling.
+            const t = await until("a throttled period in the task's metrics", async () => {
+              const thr = (await metrics(id)).cpu?.throttling;
+              return (thr?.throttled_periods ?? 0) > 0 ? thr : undefined;
+            });
+            expect(t.periods).toBeGreaterThan(0);
             await stop(id);
           },
           T,
         );
-      }
-    });
-  }
-});
+
+        test(
+          "a busy module without a quota is not throttled; an Update giving it one is (on the running task)",
+          async () => {
+            const id = uid("update");
+            await tasks.runDetached(id, ["/busy.wasm"], IMAGE, mode.runtime);
+            await tasks.waitStatus(id, "RUNNING");
+            expect((await metrics(id)).cpu?.throttling?.throttled_periods ?? 0).toBe(0);
+            await update(id, { cpu: { quota: 10_000, period: 100_000 } });
+            await until(
+              "a throttled period after the Update",
+              async () => ((await metrics(id)).cpu?.throttling?.throttled_periods ?? 0) > 0,
+            );
+            await stop(id);
+          },
+          T,
+        );
+
+        if (shared) {
+          test(
+            "a wasm container without a memory limit gets the daemon's default (64Mi here): the attack fails its grow, Stats reports the limit",
+            async () => {
+              const { result, growth } = await daemonGrowth("mem4 with no limit (default 64Mi)", () => run(uid("dflt"), ["/mem4.wasm"]));
+              expect(result.stderr).toBe("");
+              expect(result.code).toBe(12);
+              expect(growth).toBeLessThan(LIMIT);
+              const id = uid("dflt-stats");
+              await tasks.runDetached(id, ["/busy.wasm"], IMAGE, mode.runtime);
+              await tasks.waitStatus(id, "RUNNING");
+              expect((await until("a memory figure", async () => (await metrics(id)).memory?.usage))?.limit).toBe(LIMIT);
+              await stop(id);
+            },
+            T,
+          );
+        }
+      });
+    }
+  });
+}

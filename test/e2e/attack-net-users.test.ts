@@ -1,8 +1,8 @@
-// Attack suite, network and users (issue 16, items 5 and 6), in both modes through the CRI:
-// normal mode (handler wasmtime → io.containerd.wasmtime.v1: an executor per container under
-// runc) on containerd 1.6 and the pinned 2.x, shared mode (handler wasmtimed →
-// io.containerd.wasmtimed.v1: the containerd-wasmtimed daemon, root, runs every module on
-// threads of its own) on 1.6. Pods get a network of their own from Debian's CNI plugins
+// Attack suite, network and users (issue 16, items 5 and 6), in both modes through the CRI, on
+// containerd 1.6 and the pinned 2.x (test/support/containerd-versions.ts): normal mode (handler
+// wasmtime → io.containerd.wasmtime.v1: an executor per container under runc) and shared mode
+// (handler wasmtimed → io.containerd.wasmtimed.v1: the containerd-wasmtimed daemon, root, runs
+// every module on threads of its own). Pods get a network of their own from Debian's CNI plugins
 // (bridge, host-local, loopback), as a cluster would give them.
 //
 // Network. A pod's wasi:http service (test/wasm/http/handler.c, /fetch/<host:port>/) asks for a
@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { writeImageArchive } from "../../tools/image/index.ts";
+import { CONTAINERDS, runcShimPath } from "../support/containerd-versions.ts";
 import { CRI_IMAGES, type CriEnv, criEnv, HANDLER, K8S_NAMESPACE, SHARED_HANDLER } from "../support/cri.ts";
 import { fileText, waitFile } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
@@ -58,33 +59,17 @@ async function getIn(netns: string, url: string): Promise<string> {
   return out.trim();
 }
 
-/** The 2.x that scripts/containerd-versions.sh pins (its PINNED=(…) line). */
-function pinned2x(): string {
-  const v = /^PINNED=\(([^)]*)\)/m
-    .exec(readFileSync(join(REPO, "scripts/containerd-versions.sh"), "utf8"))?.[1]
-    ?.trim()
-    .split(/\s+/)
-    .find((x) => x.startsWith("v2."));
-  if (!v) throw new Error("scripts/containerd-versions.sh pins no 2.x");
-  return v;
-}
-
-const V2 = pinned2x();
-const CONTAINERDS = [
-  { containerd: "1.6", binary: "/usr/bin/containerd" },
-  { containerd: V2, binary: join(REPO, "build/containerd", V2, "bin/containerd") },
-];
 const MODES = [
   { mode: "normal", handler: HANDLER, runtime: RUNTIME },
   { mode: "shared", handler: SHARED_HANDLER, runtime: SHARED_RUNTIME },
 ] as const;
-// Normal mode on both; shared mode on 1.6 only, as test/e2e/cri.test.ts: on the pinned 2.x
-// `crictl rmp -f` of a shared-mode pod times out in StopPodSandbox (seen on the code before
-// this suite's changes as well).
-const CASES = [...CONTAINERDS.map((c) => ({ ...c, ...MODES[0] })), { ...(CONTAINERDS[0] as (typeof CONTAINERDS)[0]), ...MODES[1] }];
-test(`prerequisites: containerd ${V2} and its own runc shim (scripts/containerd-versions.sh)`, () => {
-  for (const f of [CONTAINERDS[1]?.binary ?? "", join(REPO, "build/containerd", V2, "bin/containerd-shim-runc-v2")])
-    expect(`${f}: ${existsSync(f)}`).toBe(`${f}: true`);
+/** Each containerd in each mode. */
+const CASES = CONTAINERDS.flatMap((c) => MODES.map((m) => ({ containerd: c.name, binary: c.binary, ...m })));
+test("prerequisites: each containerd, and a 2.x's own runc shim (scripts/containerd-versions.sh)", () => {
+  for (const c of CONTAINERDS) {
+    expect(`${c.binary}: ${existsSync(c.binary)}`).toBe(`${c.binary}: true`);
+    expect(() => runcShimPath(c.binary)).not.toThrow();
+  }
 });
 
 for (const [n, m] of CASES.entries()) {

@@ -17,6 +17,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSyn
 import { basename, dirname, join } from "node:path";
 import { busyboxImage, writeImageArchive } from "../../tools/image/index.ts";
 import { type Containerd, type CtrResult, containerdMajor, startContainerd } from "./containerd.ts";
+import { runcShimPath } from "./containerd-versions.ts";
 import { REPO, RUNTIME, WASM } from "./shim-env.ts";
 
 /** The CRI runtime handler (a RuntimeClass's `handler`) that maps to our shim (normal mode). */
@@ -297,14 +298,8 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
   const major = containerdMajor(binary);
   const handler = opts.handler ?? HANDLER;
   const runtime = opts.runtime ?? RUNTIME;
-  // 2.x's `runc` handler needs the runc shim of its own version (scripts/containerd-versions.sh
-  // builds it beside containerd); 1.6 uses Debian's, which its package installs in /usr/bin.
-  const path: string[] = [];
-  if (major >= 2) {
-    const runcShim = join(dirname(binary), "containerd-shim-runc-v2");
-    if (!existsSync(runcShim)) throw new Error(`${runcShim} is missing: run scripts/containerd-versions.sh`);
-    path.push(dirname(binary));
-  }
+  // 2.x's `runc` handler needs the runc shim of its own version.
+  const path = runcShimPath(binary);
   for (const [script, what] of [
     ["scripts/build-wasm.sh", "build-wasm.sh"],
     ["scripts/build-shim.sh", "build-shim.sh"],

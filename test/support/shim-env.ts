@@ -5,6 +5,7 @@ import { mkdtempSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { busyboxImage, writeImageArchive } from "../../tools/image/index.ts";
 import { type Containerd, type CtrOptions, type CtrResult, startContainerd } from "./containerd.ts";
+import { runcShimPath } from "./containerd-versions.ts";
 
 export const REPO = resolve(import.meta.dir, "../..");
 export const WASM = join(REPO, "build/wasm");
@@ -37,7 +38,7 @@ export interface ShimEnv {
 }
 
 export interface ShimEnvOptions {
-  /** containerd binary (default Debian's). */
+  /** containerd binary (default Debian's); a 2.x gets the runc shim built beside it on its PATH too. */
   binary?: string;
   /** Put our shims on containerd's PATH (default true); false for a containerd that must find another shim of the same name. */
   ourShims?: boolean;
@@ -54,7 +55,7 @@ export async function shimEnv(opts: ShimEnvOptions = {}): Promise<ShimEnv> {
   const bin = buildShim();
   // Short: containerd's sockets live in here.
   const dir = opts.dir ?? mkdtempSync("/tmp/bwe-");
-  const path = [...(opts.ourShims === false ? [] : [bin]), ...(opts.path ?? [])];
+  const path = [...(opts.ourShims === false ? [] : [bin]), ...(opts.path ?? []), ...runcShimPath(opts.binary ?? "/usr/bin/containerd")];
   const cd = await startContainerd({
     dir,
     path,
