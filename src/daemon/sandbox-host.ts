@@ -68,6 +68,7 @@ export function sandboxHost(
     onRunning: d.onRunning,
     log: (m: string) => d.log(m, "debug"),
     defaultMemoryBytes: d.defaultMemoryBytes,
+    engine: d.engine,
     ...(d.maxOpenFiles ? { maxOpenFiles: d.maxOpenFiles } : {}),
   };
   return {
