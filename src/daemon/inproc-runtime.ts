@@ -12,6 +12,9 @@
 //           task simply ends with 128+signal, as a created runc init killed would
 //   delete  aborts what still runs, takes the view down, frees the fds
 //   pids    the daemon's pid: the process that runs the module (see README, shared mode)
+//   exec    another run in the same view (its own thread, store, stdio and exit), planned by
+//           the same rules as normal mode's exec (src/oci/exec-process.ts planExec), with the
+//           container's limits; it ends when the container's run ends or is deleted
 //   pause   the module's thread waits at its next interrupt check until resume
 //   update  a new CPU quota, period or shares, applied at its next interrupt check; the
 //           memory limit (its store's, the daemon's default when the spec has none) only
@@ -22,17 +25,20 @@
 // internally should be using this ID"), and a real, live pid that runs the module is more
 // useful to an operator than a made-up number.
 
-import { closeSync, constants, openSync } from "node:fs";
+import { closeSync, constants, openSync, rmSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
-import type { CpuLimits, HttpServiceCounters, RunControl, Runner } from "../engines/engine.ts";
+import type { CpuLimits, Engine, HttpServiceCounters, RunControl, Runner } from "../engines/engine.ts";
 import { openModuleFile } from "../engines/module-file.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
+import { idMaps } from "../linux/idmap.ts";
 import { fdPath } from "../linux/open-in-root.ts";
 import type { RuncStats } from "../linux/runc.ts";
+import { planExec } from "../oci/exec-process.ts";
+import { readSpec } from "../oci/spec.ts";
 import { mountViewAs, unmountView, viewDir } from "../oci/wasi-view.ts";
-import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess } from "../task/instance.ts";
+import type { Exit, Instance, InstanceExec, InstanceRequest, OciProcess, ProcessIo } from "../task/instance.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { makeStdinFifo, StdinRelay } from "./stdin-relay.ts";
 import { Unstick } from "./unstick.ts";
@@ -58,7 +64,25 @@ export interface InProcessOptions {
    * (that applies when lower): each is an fd of the daemon's.
    */
   maxOpenFiles?: number;
+  /** The engine whose canHandle plans an exec (src/oci/exec-process.ts); absent: Exec is refused. */
+  engine?: Engine;
 }
+
+/** Where a container's files are: what an exec is planned from and keeps its stdin fifo in. */
+interface ContainerFiles {
+  /** containerd's bundle (config.json, the rootfs mounted). */
+  bundle: string;
+  /** The container's work dir. */
+  workDir: string;
+}
+
+/**
+ * The most execs one wasm container may have started and not yet deleted. Each exec's store is
+ * bounded by the container's memory limit by itself (wasmtime's limiter is per store: one
+ * budget cannot be shared between stores), so a container takes at most (1 + this) times its
+ * limit from the daemon. Exec probes run one at a time; a person's `kubectl exec` a few.
+ */
+export const MAX_EXEC_RUNS = 4;
 
 export class InProcessInstance implements Instance {
   readonly kind = "wasm";
@@ -92,6 +116,8 @@ export class InProcessInstance implements Instance {
   private cpuPending = false;
   /** After a kill, frees the run's thread from a blocked write to its stdout or stderr (./unstick.ts). */
   private unstick?: Unstick;
+  /** The runs of its exec processes that started, until their Delete (or the container's) frees them. */
+  private readonly execRuns = new Map<InProcessInstance, { fifo: string; freed?: Promise<void> }>();
 
   private constructor(
     readonly id: string,
@@ -104,6 +130,8 @@ export class InProcessInstance implements Instance {
     /** The module reads stdin from a fifo the daemon feeds (./stdin-relay.ts). */
     private readonly stdin: StdinRelay,
     private readonly o: InProcessOptions,
+    /** The container's bundle and work dir; absent for an exec's own run. */
+    private readonly files?: ContainerFiles,
   ) {
     this.pid = o.pid;
     this.exited = new Promise((r) => (this.resolveExit = r));
@@ -144,7 +172,7 @@ export class InProcessInstance implements Instance {
         for (const fd of fds) closeQuietly(fd);
         throw e;
       }
-      const inst = new InProcessInstance(req.id, plan, view, fds, stdin, o);
+      const inst = new InProcessInstance(req.id, plan, view, fds, stdin, o, { bundle: req.bundle, workDir: req.workDir });
       req.undo.push({ what: "in-process delete", run: () => inst.delete(true), runtime: true });
       return inst;
     } finally {
@@ -250,6 +278,8 @@ export class InProcessInstance implements Instance {
 
   async delete(force: boolean): Promise<void> {
     if (this.deleted) return;
+    // As runc's: the init's end ends its execs. Theirs are over (thread, store, fds) first.
+    if (force || this.ended) await Promise.all([...this.execRuns.keys()].map((r) => this.freeExec(r)));
     if (!this.ended) {
       if (!force && this.running) throw new Error(`container ${this.id} is running`);
       if (this.running) {
@@ -287,6 +317,8 @@ export class InProcessInstance implements Instance {
     this.paused = paused;
     if (paused) this.control?.pause();
     else this.control?.resume();
+    // Its execs with it, as runc's freezer takes every process of the cgroup.
+    for (const r of this.execRuns.keys()) if (r.running && !r.ended) r.setPaused(paused);
   }
 
   async pids(): Promise<number[]> {
@@ -354,6 +386,13 @@ export class InProcessInstance implements Instance {
     }
     if (!r.cpu) return;
     this.cpu = { ...this.cpu, ...r.cpu };
+    this.applyCpu(this.cpu);
+    // Its execs run under the container's CPU limits (each by itself: see exec).
+    for (const run of this.execRuns.keys()) if (!run.ended) run.applyCpu(this.cpu);
+  }
+
+  private applyCpu(cpu: CpuLimits): void {
+    this.cpu = { ...cpu };
     if (!this.running) return;
     if (this.control?.setCpu) this.control.setCpu({ ...this.cpu });
     else this.cpuPending = true;
@@ -364,9 +403,101 @@ export class InProcessInstance implements Instance {
     return null;
   }
 
-  /** A wasm container here has no process to enter. */
-  async exec(_execId: string, _process: OciProcess): Promise<InstanceExec> {
-    throw notInShared(this.id, "Exec");
+  /**
+   * Exec: the process planned by the container's rules, as normal mode plans it (planExec):
+   * a module of the container (or WAT, or `#export`; an artifact's own module) runs later, on
+   * Start, as another run in this container's view. Refused here, before anything is made: a
+   * terminal (no pty on a daemon thread), a native program (no Linux container to run it in),
+   * another user than the container's (its view is mounted for the container's user).
+   */
+  async exec(execId: string, process: OciProcess): Promise<InstanceExec> {
+    const what = `exec ${execId} in wasm container ${this.id}`;
+    if (process.terminal)
+      throw new TtrpcError(
+        Code.UNIMPLEMENTED,
+        `${what}: a terminal (tty) is not supported in shared mode (a module on a thread of the daemon has no pty); exec without one`,
+      );
+    const { engine } = this.o;
+    if (!this.files || !engine) throw notInShared(this.id, "Exec");
+    if (this.ended || this.deleted) throw new TtrpcError(Code.FAILED_PRECONDITION, `${what}: it has exited`);
+    const { bundle } = this.files;
+    const own = this.plan.module;
+    const planned = await planExec({
+      bundle,
+      spec: await readSpec(bundle),
+      engine,
+      process,
+      // An artifact's module is named by its host path here: nothing is mounted into a container.
+      wasm: {
+        artifact: () => (own.artifact ? { host: own.host, hostRoot: own.hostRoot ?? dirname(own.host), path: own.host } : undefined),
+      },
+    });
+    if (planned.kind === "native")
+      throw new TtrpcError(
+        Code.FAILED_PRECONDITION,
+        `${what}: ${planned.path} is a native program, and in shared mode a wasm container runs on a thread of the daemon: it has no Linux container to run a process in (normal mode runs it with runc exec in the container)`,
+      );
+    const { user } = planned.run;
+    if (JSON.stringify(idMaps(user)) !== JSON.stringify(idMaps(this.plan.user)))
+      throw new TtrpcError(
+        Code.FAILED_PRECONDITION,
+        `${what}: as user ${user.uid}:${user.gid}, but the container runs as ${this.plan.user.uid}:${this.plan.user.gid}: in shared mode its view is mounted for its own user only`,
+      );
+    return new InProcessExec(this, execId, planned.run);
+  }
+
+  /**
+   * Starts an exec's run: its own thread and store (bounded by the container's memory limit,
+   * held to its CPU limits as they are now), its own copies of its stdio, its own stdin fifo
+   * in the work dir; the container's view. It is this container's until freed (freeExec).
+   */
+  async startExec(execId: string, plan: RunPlan, stdio: [number, number, number]): Promise<InProcessInstance> {
+    if (!this.files || this.ended || this.deleted)
+      throw new TtrpcError(Code.FAILED_PRECONDITION, `exec ${execId}: container ${this.id} has exited`);
+    if (this.execRuns.size >= MAX_EXEC_RUNS)
+      throw new TtrpcError(
+        Code.RESOURCE_EXHAUSTED,
+        `exec ${execId}: container ${this.id} already has ${this.execRuns.size} execs, the most one wasm container may have at once in shared mode (each has a store of the container's memory limit); delete one first`,
+      );
+    const fifo = join(this.files.workDir, `exec-${execId}.stdin`);
+    const fds = ownCopies(stdio);
+    try {
+      await makeStdinFifo(fifo);
+    } catch (e) {
+      for (const fd of fds) closeQuietly(fd);
+      throw e;
+    }
+    const run = new InProcessInstance(`${this.id}/${execId}`, plan, this.view, fds, new StdinRelay(fds[0], fifo), this.o);
+    run.memoryLimit = this.memoryLimit;
+    run.cpu = { ...this.cpu };
+    this.execRuns.set(run, { fifo });
+    try {
+      await run.start();
+    } catch (e) {
+      await this.freeExec(run);
+      throw e;
+    }
+    if (this.paused) run.setPaused(true);
+    return run;
+  }
+
+  /** An exec's run is over and gone: killed if it still runs, its fds closed, its fifo removed. Once. */
+  freeExec(run: InProcessInstance): Promise<void> {
+    const e = this.execRuns.get(run);
+    if (!e) return Promise.resolve();
+    e.freed ??= run
+      .delete(true)
+      .catch((err) => this.o.log?.(`${run.id}: delete: ${String(err)}`))
+      .finally(() => {
+        rmSync(e.fifo, { force: true });
+        this.execRuns.delete(run);
+      });
+    return e.freed;
+  }
+
+  /** Whether a run has ended (its exit decided). */
+  get finished(): boolean {
+    return this.ended;
   }
 
   private finish(status: number): void {
@@ -411,6 +542,45 @@ export class InProcessInstance implements Instance {
       this.fds[i] = -1;
       if (fd >= 0) closeQuietly(fd);
     }
+  }
+}
+
+/**
+ * One exec of a wasm container (src/task/instance.ts InstanceExec): planned at Exec, run at
+ * Start by its container (startExec), freed at its Delete or its container's. Its pid is the
+ * daemon's, as the container's.
+ */
+class InProcessExec implements InstanceExec {
+  private run?: InProcessInstance;
+  private readonly exit = Promise.withResolvers<Exit>();
+  readonly exited = this.exit.promise;
+
+  constructor(
+    private readonly container: InProcessInstance,
+    private readonly execId: string,
+    private readonly plan: RunPlan,
+  ) {}
+
+  async start(io: ProcessIo): Promise<number> {
+    // Exec refused a terminal: a process without one has its fifos.
+    if (io.stdio === null) throw new Error(`exec ${this.execId}: no stdio`);
+    const run = await this.container.startExec(this.execId, this.plan, io.stdio);
+    this.run = run;
+    this.exit.resolve(run.exited);
+    return run.pid;
+  }
+
+  /** The signal ends its run (128+signal), as the container's kill does. */
+  kill(signal: number): void {
+    const run = this.run;
+    if (!run) throw new Error(`exec ${this.execId} has not started`);
+    if (run.finished) throw new Error(`exec ${this.execId}: process already finished`);
+    void run.kill(signal, false).catch(() => {}); // it raced us to its exit
+  }
+
+  /** Its thread, store, fds and fifo go (the Task service deletes an exec only once it has exited, or never ran). */
+  delete(): void {
+    if (this.run) void this.container.freeExec(this.run);
   }
 }
 

@@ -91,6 +91,7 @@ export function sandboxHost(
     onRunning: d.onRunning,
     log: (m: string) => d.log(m, "debug"),
     defaultMemoryBytes: d.defaultMemoryBytes,
+    engine: d.engine,
     ...(d.maxOpenFiles ? { maxOpenFiles: d.maxOpenFiles } : {}),
     ...(d.observe ? { onKillExited: d.observe.killExited } : {}),
   };

@@ -5,9 +5,8 @@
 // errors (containerd's ExecSync answers Unimplemented, "Probe errored" in the kubelet's log),
 // and the kubelet 1.34 takes an errored probe as "unknown", neither success nor failure: no
 // container is restarted, so both tests time out waiting for what a working Exec gives.
-// Shared mode (handler wasmtimed, one daemon per describe) has no Exec of a wasm container yet
-// (issue 17: it runs on a thread of the daemon, there is no process to exec in): there one test
-// pins that documented failure, and the two above stay normal mode's until issue 17 gives it Exec.
+// Both modes: in shared mode (handler wasmtimed, one daemon per describe) the probe's module runs
+// on a thread of the daemon, in the container's view (issue 17).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { CRI_IMAGES } from "../support/cri.ts";
@@ -43,44 +42,6 @@ for (const { name, binary, shared, mode } of KUBELET_CASES) {
       await k?.stop();
       if (shared) expect(k?.daemonExit).toBe(0);
     }, T);
-
-    if (shared) {
-      test(
-        "shared mode: an exec probe of a wasm container errors with the reason (no Exec there yet, issue 17); the kubelet neither passes nor fails it, and the container runs on",
-        async () => {
-          k.addPod({
-            metadata: { name: "probed" },
-            spec: {
-              containers: [
-                {
-                  name: "daemon",
-                  image: CRI_IMAGES.demo,
-                  args: ["daemon"],
-                  livenessProbe: { exec: { command: [...PROBE, "1"] }, periodSeconds: 1, failureThreshold: 1, timeoutSeconds: 10 },
-                },
-              ],
-            },
-          });
-          const errored = await k.until(
-            "three errored probes",
-            () => {
-              const l = probeLines(k, "probed", "daemon", "Probe errored");
-              return l.length >= 3 ? l : undefined;
-            },
-            120_000,
-          );
-          // Each one refused by the daemon with the reason, as crictl exec is (cri.test.ts).
-          for (const l of errored) expect(l).toMatch(/Exec of wasm container [0-9a-f]{64} is not supported in shared mode/);
-          // "exit 1" never ran: no failure, so no restart (as it would be in normal mode).
-          expect(probeLines(k, "probed", "daemon", "Probe failed")).toEqual([]);
-          expect(probeLines(k, "probed", "daemon", "Probe succeeded")).toEqual([]);
-          const cs = await k.containers("probed", "daemon");
-          expect(cs.map((c) => [c.metadata.attempt, c.state])).toEqual([[0, "CONTAINER_RUNNING"]]);
-        },
-        T,
-      );
-      return;
-    }
 
     test(
       "a passing exec probe (exit 0) succeeds again and again and never restarts the container",

@@ -1,7 +1,8 @@
 // A shared-mode sandbox's TaskHost (src/daemon/sandbox-host.ts) under a real Task service, with no
 // containerd: a native container is a runc instance as in normal mode, with the runc its
 // runtime options name; a wasm container is an in-process instance, which refuses a
-// terminal and Exec with the reason; a refused or failed Create leaves no state behind.
+// terminal and an Exec of a native binary with the reason and adds an Exec of a module; a
+// refused or failed Create leaves no state behind.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -140,7 +141,7 @@ describe("sandboxHost", () => {
     expect(readdirSync(namespaces.get("default")!.stateDir)).toEqual([]);
   });
 
-  test("exec into a wasm container is refused with the reason, and nothing of it is kept", async () => {
+  test("exec into a wasm container: a module is added; a native binary is refused with the reason, and nothing of it is kept", async () => {
     const service = new TaskService({
       host: sandboxHost(shared, "/nowhere.ttrpc", new Map()),
       defaultNamespace: "default",
@@ -148,16 +149,26 @@ describe("sandboxHost", () => {
       onShutdown: () => {},
     });
     const ctx = ctxFor("default");
-    await service.create(CreateTaskRequest.fromPartial({ id: "w1", bundle: wasmBundle("b1"), rootfs: [] }), ctx);
-    const exec = ExecProcessRequest.fromPartial({
-      id: "w1",
-      execId: "e1",
-      spec: { typeUrl: "x", value: new TextEncoder().encode(JSON.stringify({ args: ["/app.wasm"], cwd: "/" })) },
+    const bundle = wasmBundle("b1");
+    mkdirSync(join(bundle, "rootfs/bin"));
+    writeFileSync(join(bundle, "rootfs/bin/sh"), "#!/bin/sh\n", { mode: 0o755 });
+    await service.create(CreateTaskRequest.fromPartial({ id: "w1", bundle, rootfs: [] }), ctx);
+    const exec = (execId: string, args: string[]) =>
+      ExecProcessRequest.fromPartial({
+        id: "w1",
+        execId,
+        spec: { typeUrl: "x", value: new TextEncoder().encode(JSON.stringify({ args, cwd: "/" })) },
+      });
+    await service.exec(exec("e0", ["/app.wasm", "x"]), ctx);
+    expect(await service.state({ id: "w1", execId: "e0" }, ctx)).toMatchObject({ execId: "e0", pid: 0 });
+    await expect(service.exec(exec("e1", ["/bin/sh"]), ctx)).rejects.toMatchObject({
+      code: Code.FAILED_PRECONDITION,
+      message: expect.stringContaining(
+        "exec e1 in wasm container w1: /bin/sh is a native program, and in shared mode a wasm container runs on a thread of the daemon: it has no Linux container to run a process in",
+      ),
     });
-    await expect(service.exec(exec, ctx)).rejects.toThrow(
-      "Exec of wasm container w1 is not supported in shared mode (it runs in the daemon, not in a process of its own)",
-    );
     await expect(service.state({ id: "w1", execId: "e1" }, ctx)).rejects.toMatchObject({ code: Code.NOT_FOUND });
+    await service.delete({ id: "w1", execId: "e0" }, ctx);
     expect(await service.delete({ id: "w1", execId: "" }, ctx)).toMatchObject({ exitStatus: 137 });
   });
 });

@@ -3,8 +3,11 @@
 // stdio; real mounts, so root), how each Task call maps
 // onto a run (create holds, start runs, kill aborts or ends a created one, delete cleans
 // up), the stdin relay (data and EOF reach the module's fifo, a kill ends a blocked read),
-// and what it refuses (a terminal, Exec) before anything is made; its limits (the daemon's
-// default memory limit, Update of the CPU limits and of the memory limit before start).
+// and what it refuses (a terminal) before anything is made; its limits (the daemon's
+// default memory limit, Update of the CPU limits and of the memory limit before start). Exec:
+// planned by the container's rules (a module, #export, WAT), run on Start as a run of its own
+// in the container's view with the container's limits and its own stdio; killed, deleted,
+// ended with its container's Delete; a terminal, a native program, another user refused.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import {
   closeSync,
@@ -22,12 +25,13 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { InProcessInstance, threadCpu } from "../../../src/daemon/inproc-runtime.ts";
+import { InProcessInstance, MAX_EXEC_RUNS, threadCpu } from "../../../src/daemon/inproc-runtime.ts";
 import type { RunContext, Runner, RunResult } from "../../../src/engines/engine.ts";
 import type { RunPlan } from "../../../src/engines/run-plan.ts";
+import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { mkfifo } from "../../../src/linux/libc.ts";
 import { unmountView, viewDir } from "../../../src/oci/wasi-view.ts";
-import type { ProcessIo } from "../../../src/task/instance.ts";
+import type { InstanceExec, ProcessIo } from "../../../src/task/instance.ts";
 import { UndoStack } from "../../../src/task/undo.ts";
 
 /** A Runner whose runs end when told to, or when aborted (128+signal), like the real one. */
@@ -76,14 +80,14 @@ function mountsUnder(path: string): string[] {
 async function created(
   id = "c1",
   p = plan(),
-  o: { undo?: UndoStack; io?: ProcessIo; warm?: () => Promise<void>; defaultMemoryBytes?: number } = {},
+  o: { undo?: UndoStack; io?: ProcessIo; warm?: () => Promise<void>; defaultMemoryBytes?: number; bundle?: string } = {},
 ): Promise<InProcessInstance> {
   const work = join(dir, id);
   mkdirSync(work, { recursive: true });
   const req = {
     namespace: "default",
     id,
-    bundle: "/bundle",
+    bundle: o.bundle ?? "/bundle",
     workDir: work,
     io: o.io ?? { stdio, console: null },
     runtimeOptions: null,
@@ -93,6 +97,7 @@ async function created(
   const inst = await InProcessInstance.create(p, req, {
     runner: async () => runner,
     pid: 4242,
+    engine: wasmtime,
     ...(o.warm ? { warm: o.warm } : {}),
     ...(o.defaultMemoryBytes !== undefined ? { defaultMemoryBytes: o.defaultMemoryBytes } : {}),
   });
@@ -503,12 +508,8 @@ describe("what a wasm container in the daemon cannot do", () => {
     expect(await undo.run()).toEqual([]);
   });
 
-  test("Exec is refused (UNIMPLEMENTED, saying why); OOM kills: nobody watches", async () => {
+  test("OOM kills: nobody watches", async () => {
     const inst = await created();
-    await expect(inst.exec("e1", { args: ["/x.wasm"], cwd: "/" })).rejects.toMatchObject({
-      code: 12,
-      message: "Exec of wasm container c1 is not supported in shared mode (it runs in the daemon, not in a process of its own)",
-    });
     expect(inst.oomKilled()).toBeNull();
     await inst.delete(true);
   });
@@ -551,5 +552,179 @@ describe("its Create", () => {
     expect(await undo.run()).toEqual([]);
     expect((await inst.exited).status).toBe(137);
     expect(readdirSync("/proc/self/fd").length).toBe(before);
+  });
+});
+
+describe("Exec", () => {
+  const WASM = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]);
+  const ELF = new Uint8Array([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]);
+  const limits = { memoryBytes: 8 << 20, cpu: { quota: 20_000, period: 100_000 } };
+
+  /** A bundle in `dir` (config.json, the rootfs with a module, a WAT, a native program) and its container, started. */
+  async function container(): Promise<InProcessInstance> {
+    const root = join(dir, "rootfs");
+    writeFileSync(join(root, "app.wasm"), WASM);
+    writeFileSync(join(root, "tool.wasm"), WASM);
+    writeFileSync(join(root, "hello.wat"), "(module)");
+    mkdirSync(join(root, "bin"));
+    writeFileSync(join(root, "bin/sh"), ELF, { mode: 0o755 });
+    const spec = { ociVersion: "1.0.2", process: { args: ["/app.wasm"], cwd: "/", env: ["PATH=/bin"] }, root: { path: "rootfs" } };
+    writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
+    const inst = await created("c1", plan({ limits }), { bundle: dir });
+    await inst.start();
+    await Bun.sleep(0);
+    return inst;
+  }
+
+  /** An exec's stdio as the Task service opens it: containerd's fifo for stdin, files for the output. */
+  function execIo(name: string): { io: ProcessIo; writer: number; close(): void } {
+    mkfifo(join(dir, `${name}.in`));
+    const r = openSync(join(dir, `${name}.in`), constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = openSync(join(dir, `${name}.in`), constants.O_WRONLY | constants.O_NONBLOCK);
+    const fds: [number, number, number] = [r, openSync(join(dir, `${name}.out`), "w"), openSync(join(dir, `${name}.err`), "w")];
+    return {
+      io: { stdio: fds, console: null },
+      writer,
+      close: () => {
+        for (const fd of [...fds, writer]) closeSync(fd);
+      },
+    };
+  }
+
+  const proc = (args: string[]) => ({ args, cwd: "/", env: ["PATH=/bin", "E=1"] });
+
+  test("a module of the container: nothing runs before Start; then a run of its own in the container's view, with its limits and its own stdio", async () => {
+    const before = readdirSync("/proc/self/fd").length;
+    const inst = await container();
+    const e = await inst.exec("e1", proc(["tool.wasm", "x"]));
+    expect(runner.runs).toHaveLength(1);
+    const x = execIo("e1");
+    expect(await e.start(x.io)).toBe(4242);
+    // The Task service closes its fds once the runtime has its own copies.
+    x.close();
+    await Bun.sleep(0);
+    expect(runner.runs).toHaveLength(2);
+    const ctx = runner.runs[1]!.ctx;
+    // Not in the exec's PATH (/bin): found in its cwd, as normal mode finds it.
+    expect(readlinkSync(ctx.modulePath as string)).toBe(join(dir, "c1", "wasi-root", "tool.wasm"));
+    expect(ctx.args).toEqual(["tool.wasm", "x"]);
+    expect(ctx.env).toEqual(["PATH=/bin", "E=1"]);
+    expect(ctx.rootDir).toBe(join(dir, "c1", "wasi-root"));
+    expect(ctx.memoryLimitBytes).toBe(8 << 20);
+    expect(ctx.cpu).toEqual(limits.cpu);
+    expect(ctx.stdin).toEqual({ kind: "path", path: join(dir, "c1", "exec-e1.stdin") });
+    expect(ctx.stdout).not.toEqual(runner.runs[0]!.ctx.stdout);
+    runner.runs[1]!.end(3);
+    expect((await e.exited).status).toBe(3);
+    expect(() => e.kill(9)).toThrow("already finished");
+    e.delete();
+    await inst.delete(true);
+    // Everything of the exec is gone: its copies of the fifos, its stdin fifo.
+    expect(readdirSync("/proc/self/fd").length).toBe(before);
+    expect(readdirSync(join(dir, "c1"))).not.toContain("exec-e1.stdin");
+  });
+
+  test("#export and a WAT of the rootfs; an Update of the CPU limits reaches a running exec; a pause too", async () => {
+    const inst = await container();
+    const ex = await inst.exec("e1", proc(["/tool.wasm#hello"]));
+    const wat = await inst.exec("e2", proc(["/hello.wat"]));
+    const a = execIo("a");
+    const b = execIo("b");
+    await ex.start(a.io);
+    await wat.start(b.io);
+    a.close();
+    b.close();
+    await Bun.sleep(0);
+    expect(runner.runs[1]!.ctx.entry).toBe("hello");
+    expect(readlinkSync(runner.runs[2]!.ctx.modulePath as string)).toBe(join(dir, "c1", "wasi-root", "hello.wat"));
+    const calls: unknown[] = [];
+    runner.runs[1]!.ctx.onControl?.({ pause: () => calls.push("pause"), resume: () => calls.push("resume"), setCpu: (c) => calls.push(c) });
+    await inst.update(JSON.stringify({ cpu: { quota: 50_000 } }));
+    await inst.pause();
+    await inst.resume();
+    expect(calls).toEqual([{ quota: 50_000, period: 100_000 }, "pause", "resume"]);
+    await inst.delete(true);
+  });
+
+  test(`at most ${MAX_EXEC_RUNS} execs of a container at once: one more is refused until one is deleted`, async () => {
+    const inst = await container();
+    const started: { e: InstanceExec; x: ReturnType<typeof execIo> }[] = [];
+    for (let i = 0; i < MAX_EXEC_RUNS; i++) {
+      const e = await inst.exec(`e${i}`, proc(["/tool.wasm"]));
+      const x = execIo(`e${i}`);
+      await e.start(x.io);
+      x.close();
+      started.push({ e, x });
+    }
+    const extra = await inst.exec("over", proc(["/tool.wasm"]));
+    const y = execIo("over");
+    await expect(extra.start(y.io)).rejects.toMatchObject({
+      code: 8,
+      message: expect.stringContaining(`already has ${MAX_EXEC_RUNS} execs`),
+    });
+    // A deleted exec makes room.
+    const first = started[0]!.e;
+    first.kill(9);
+    await first.exited;
+    first.delete();
+    await Bun.sleep(0);
+    await Bun.sleep(0);
+    const again = await inst.exec("again", proc(["/tool.wasm"]));
+    expect(await again.start(y.io)).toBe(4242);
+    y.close();
+    await inst.delete(true);
+  });
+
+  test("kill of an exec ends it with 128+s; the container runs on", async () => {
+    const inst = await container();
+    const e = await inst.exec("e1", proc(["/tool.wasm"]));
+    const x = execIo("e1");
+    await e.start(x.io);
+    x.close();
+    e.kill(15);
+    expect((await e.exited).status).toBe(143);
+    expect(await inst.pids()).toEqual([4242]);
+    e.delete();
+    await inst.delete(true);
+  });
+
+  test("the container's Delete ends its running execs first (137) and frees them", async () => {
+    const before = readdirSync("/proc/self/fd").length;
+    const inst = await container();
+    const e = await inst.exec("e1", proc(["/tool.wasm"]));
+    const x = execIo("e1");
+    await e.start(x.io);
+    x.close();
+    await inst.delete(true);
+    expect((await e.exited).status).toBe(137);
+    expect((await inst.exited).status).toBe(137);
+    expect(readdirSync("/proc/self/fd").length).toBe(before);
+    expect(readdirSync(join(dir, "c1"))).not.toContain("exec-e1.stdin");
+  });
+
+  test("refused, saying why, before anything is made: a terminal, a native program, another user, a missing file; after the init's exit", async () => {
+    const inst = await container();
+    const before = readdirSync("/proc/self/fd").length;
+    await expect(inst.exec("t", { ...proc(["/tool.wasm"]), terminal: true })).rejects.toMatchObject({
+      code: 12,
+      message: expect.stringContaining("exec t in wasm container c1: a terminal (tty) is not supported in shared mode"),
+    });
+    await expect(inst.exec("n", proc(["sh", "-c", "true"]))).rejects.toMatchObject({
+      code: 9,
+      message: expect.stringContaining("/bin/sh is a native program, and in shared mode a wasm container runs on a thread of the daemon"),
+    });
+    await expect(inst.exec("u", { ...proc(["/tool.wasm"]), user: { uid: 1000, gid: 1000 } })).rejects.toMatchObject({
+      code: 9,
+      message: expect.stringContaining("as user 1000:1000, but the container runs as 0:0"),
+    });
+    await expect(inst.exec("m", proc(["/nope.wasm"]))).rejects.toThrow("/nope.wasm: no such file in the container's rootfs");
+    expect(readdirSync("/proc/self/fd").length).toBe(before);
+    runner.runs[0]!.end(0);
+    await inst.exited;
+    await expect(inst.exec("late", proc(["/tool.wasm"]))).rejects.toMatchObject({
+      code: 9,
+      message: expect.stringContaining("it has exited"),
+    });
+    await inst.delete(true);
   });
 });

@@ -12,9 +12,10 @@ import { smallVmEntries } from "../../../src/common/vm-env.ts";
 import { parseRunPlan, type RunPlan } from "../../../src/engines/run-plan.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { prepare } from "../../../src/oci/bundle.ts";
-import { prepareExecProcess } from "../../../src/oci/exec-process.ts";
+import { planExec, prepareExecProcess } from "../../../src/oci/exec-process.ts";
 import { type ExecutorDir, LOADER_NAME } from "../../../src/oci/executor-dir.ts";
 import type { Spec, SpecProcess } from "../../../src/oci/spec.ts";
+import { readSpec } from "../../../src/oci/spec.ts";
 
 const base = mkdtempSync(join(tmpdir(), "bunwasi-exec-"));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -197,7 +198,12 @@ describe("the process of an exec", () => {
       });
       expect(r.kind).toBe("wasm");
       const plan = planOf(c.runtimeBundle, r.process.args);
-      expect(plan.module).toEqual({ host: join(c.runtimeBundle, "run/module.wasm"), path: "/.bunwasi-run/module.wasm", artifact: true });
+      expect(plan.module).toEqual({
+        host: join(c.runtimeBundle, "run/module.wasm"),
+        hostRoot: join(c.runtimeBundle, "run"),
+        path: "/.bunwasi-run/module.wasm",
+        artifact: true,
+      });
       expect(plan.args).toEqual([arg0, "echo", "hi"]);
     }
   });
@@ -244,5 +250,38 @@ describe("the process of an exec", () => {
     await expect(prepareExecProcess({ ...c, engine: wasmtime, process: proc(["/demo.wasm"]), executorDir: fakeExec })).rejects.toThrow(
       "the artifact's module",
     );
+  });
+
+  test("planExec, as shared mode calls it: the exec's plan by the container's rules; an artifact's module by its host path", async () => {
+    const b = bundle(["/app.wasm"]);
+    const spec = await readSpec(b);
+    const plan = await planExec({
+      bundle: b,
+      spec,
+      engine: wasmtime,
+      process: proc(["tool.wasm", "x"]),
+      wasm: { artifact: () => undefined },
+    });
+    if (plan.kind !== "wasm") throw new Error("not wasm");
+    expect(plan.run.module).toEqual({ host: join(b, "rootfs/bin/tool.wasm"), hostRoot: join(b, "rootfs"), path: "/bin/tool.wasm" });
+    expect(plan.run).toMatchObject({ args: ["tool.wasm", "x"], cwd: "/work", user: { uid: 7, gid: 7 }, limits: { memoryBytes: 32 << 20 } });
+    expect(await planExec({ bundle: b, spec, engine: wasmtime, process: proc(["sh"]), wasm: { artifact: () => undefined } })).toEqual({
+      kind: "native",
+      path: "/bin/sh",
+    });
+    // The artifact's module where the daemon keeps it (nothing is mounted into a container there).
+    const run = join(base, `art-shared-${n++}`);
+    mkdirSync(run);
+    writeFileSync(join(run, "module.wasm"), WASM);
+    const own = { host: join(run, "module.wasm"), hostRoot: run, path: join(run, "module.wasm") };
+    const art = await planExec({
+      bundle: b,
+      spec: { ...spec, process: { ...spec.process, args: ["/demo.wasm"] } },
+      engine: wasmtime,
+      process: proc(["#hello"]),
+      wasm: { artifact: () => own },
+    });
+    if (art.kind !== "wasm") throw new Error("not wasm");
+    expect(art.run.module).toEqual({ ...own, entry: "hello", artifact: true });
   });
 });
