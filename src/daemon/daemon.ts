@@ -66,6 +66,7 @@ The bunwasi shared-mode daemon: runs the wasm containers of every pod in one pro
                   a suffix K, M, G, Ki, Mi, Gi; default 512Mi; 0: none, unbounded)
   --debug         log debug lines too
   --version       print the version
+  -h, --help      print this
 
 Logs in logfmt on stderr. SIGTERM stops it gracefully.
 `;
@@ -96,7 +97,7 @@ export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonAr
       if (n === undefined) throw new Error(`--default-memory-limit: ${JSON.stringify(v)} is not a size (bytes, or 512Mi, 1G, ...)`);
       out.defaultMemoryLimit = n > 0 ? n : undefined;
     } else if (name === "--debug" || name === "-debug") out.debug = true;
-    else if (name === "--help" || name === "-h" || name === "help") out.help = true;
+    else if (name === "--help" || name === "-help" || name === "-h" || name === "help") out.help = true;
     else if (name === "--version" || name === "-v") out.version = true;
     else throw new Error(`unknown argument ${a}`);
   }
