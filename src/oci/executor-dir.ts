@@ -179,7 +179,7 @@ export async function ensureExecutorDir(opts: ExecutorDirOptions): Promise<Execu
   // share a filesystem, and are never copied into RAM.
   const stateRoot = opts.stateRoot ?? process.env.BUNWASI_EXEC_ROOT ?? "/var/lib/bunwasi";
   const exe = opts.executor ?? executorBinary();
-  const memoKey = `${stateRoot}\0${exe.path}\0${exe.subcommand.join(" ")}`;
+  const memoKey = `${stateRoot}\0${exe.path}\0${exe.name ?? ""}\0${exe.subcommand.join(" ")}`;
   const memo = known.get(opts.engine)?.get(memoKey);
   if (memo && complete(memo.dir)) return memo;
 
