@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs bunwasi on a node, and nothing else: the three binaries, the libraries they load,
+# Installs bunwasi on a node, and nothing else: its one binary under its three program names,
+# the libraries it loads,
 # the shared-mode daemon's systemd unit and containerd config snippets. It never installs,
 # replaces or configures containerd or runc, runs no package manager and builds nothing:
 # build first (scripts/build-release.sh, on this machine or a build machine with this checkout).
@@ -8,11 +9,12 @@
 #   ... bash scripts/install.sh --uninstall
 #
 # What lands (PREFIX=/usr/local; DESTDIR, if set, is put in front of every path):
-#   $PREFIX/lib/bunwasi/<version>-<digest>/bin/   containerd-shim-wasmtime-v1, containerd-wasmtimed,
-#                                                containerd-shim-wasmtimed-v1
+#   $PREFIX/lib/bunwasi/<version>-<digest>/bin/   bunwasi: the one binary of all three programs
+#                                                (it runs the one it is started as: src/bin/programs.ts)
 #   $PREFIX/lib/bunwasi/<version>-<digest>/lib/   libwasmtime.so (+ .version), libbunwasi-kill.so,
 #                                                libbunwasi_http.so (+ .version)
-#   $PREFIX/bin/<each binary>                    a symlink into the directory above
+#   $PREFIX/bin/<each program>                   containerd-shim-wasmtime-v1, containerd-wasmtimed,
+#                                                containerd-shim-wasmtimed-v1: a symlink to that bunwasi
 #   $PREFIX/share/bunwasi/containerd-1.x.toml    CRI runtimes wasmtime and wasmtimed, 1.6/1.7
 #   $PREFIX/share/bunwasi/containerd-2.x.toml    the same for 2.x
 #   $SYSTEMD_UNIT_DIR/containerd-wasmtimed.service
@@ -43,7 +45,9 @@ case ${1:-} in
   *) die "usage: [DESTDIR=…] [PREFIX=…] [SYSTEMD_UNIT_DIR=…] bash scripts/install.sh [--uninstall]" ;;
 esac
 
-BINARIES=(containerd-shim-wasmtime-v1 containerd-wasmtimed containerd-shim-wasmtimed-v1)
+ONE=bunwasi
+# The names it answers to (src/bin/programs.ts names the same; a unit test checks).
+PROGRAMS=(containerd-shim-wasmtime-v1 containerd-wasmtimed containerd-shim-wasmtimed-v1)
 # Each library and the file beside it that names its version, as the builds leave them.
 LIBS=(build/lib/libwasmtime.so build/lib/libwasmtime.version build/native/libbunwasi-kill.so
   build/http-host/libbunwasi_http.so build/http-host/libbunwasi_http.version)
@@ -63,7 +67,7 @@ reload_systemd() {
 }
 
 if [[ $action == uninstall ]]; then
-  for b in "${BINARIES[@]}"; do
+  for b in "${PROGRAMS[@]}"; do
     link=$root/bin/$b
     if [[ -L $link && $(readlink "$link") == ../lib/bunwasi/* ]]; then
       rm -f "$link"
@@ -94,16 +98,12 @@ if [[ $action == uninstall ]]; then
 fi
 
 # What the build made, and that it is current: this script builds nothing.
-sources=()
-for b in "${BINARIES[@]}"; do sources+=("build/bin/$b"); done
-sources+=("${LIBS[@]}")
+sources=("build/bin/$ONE" "${LIBS[@]}")
 for f in "${sources[@]}"; do
-  [[ -f $repo/$f ]] || die "$repo/$f is missing: build first with bash scripts/build-release.sh"
+  [[ -f $repo/$f && ! -L $repo/$f ]] || die "$repo/$f is missing: build first with bash scripts/build-release.sh"
 done
-for b in "${BINARIES[@]}"; do
-  newer=$(find "$repo/src" -name '*.ts' -newer "$repo/build/bin/$b" -print -quit)
-  [[ -z $newer ]] || die "$repo/build/bin/$b is older than $newer: rebuild with bash scripts/build-release.sh"
-done
+newer=$(find "$repo/src" -name '*.ts' -newer "$repo/build/bin/$ONE" -print -quit)
+[[ -z $newer ]] || die "$repo/build/bin/$ONE is older than $newer: rebuild with bash scripts/build-release.sh"
 
 # The build's name: the package version and a digest of every file installed from it, so the
 # same build installs into the same directory (a second run changes nothing) and two builds
@@ -121,7 +121,7 @@ if [[ ! -d $dir ]]; then
   trap 'rm -rf "$stage"' EXIT
   chmod 0755 "$stage"
   mkdir "$stage/bin" "$stage/lib"
-  for b in "${BINARIES[@]}"; do install -m 0755 "$repo/build/bin/$b" "$stage/bin/$b"; done
+  install -m 0755 "$repo/build/bin/$ONE" "$stage/bin/$ONE"
   for f in "${LIBS[@]}"; do
     # The .so files keep their execute bits: an executor directory hard-links them, and a
     # mode that is not 0755 there would be changed on the shared inode.
@@ -140,9 +140,12 @@ put() {
   chmod 0644 "$tmp"
   mv -f "$tmp" "$1"
 }
-for b in "${BINARIES[@]}"; do
+# Each name links to the binary itself: containerd runs a shim by the path it finds on PATH
+# (or runtime_path), the unit runs the daemon by path, and the binary picks its program by
+# that name (its argv[0]), not by the file's.
+for b in "${PROGRAMS[@]}"; do
   tmp=$root/bin/.$b.$$
-  ln -sfn "../lib/bunwasi/$build/bin/$b" "$tmp"
+  ln -sfn "../lib/bunwasi/$build/bin/$ONE" "$tmp"
   mv -Tf "$tmp" "$root/bin/$b"
 done
 for s in "${SNIPPETS[@]}"; do
@@ -153,8 +156,8 @@ reload_systemd
 
 echo "installed bunwasi $build: $PREFIX/bin/{$(
   IFS=,
-  echo "${BINARIES[*]}"
-)} -> $PREFIX/lib/bunwasi/$build/"
+  echo "${PROGRAMS[*]}"
+)} -> $PREFIX/lib/bunwasi/$build/bin/$ONE"
 echo "installed $unit_dir/$UNIT (not enabled; shared mode: systemctl enable --now containerd-wasmtimed)"
 echo "containerd 2.x: add to /etc/containerd/config.toml: imports = [\"$PREFIX/share/bunwasi/containerd-2.x.toml\"]; restart containerd"
 echo "containerd 1.6/1.7: append $PREFIX/share/bunwasi/containerd-1.x.toml to /etc/containerd/config.toml (not imports: 1.x would drop the file's own CRI section); restart containerd"

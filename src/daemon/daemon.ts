@@ -88,6 +88,7 @@ The bunwasi shared-mode daemon: runs the wasm containers of every pod in one pro
                   pod's containers and are served without authentication (default: off)
   --debug         log debug lines too
   --version       print the version
+  -h, --help      print this
 
 Logs in logfmt on stderr. SIGTERM stops it gracefully.
 `;
@@ -138,7 +139,7 @@ export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonAr
       if (!v) throw new Error("--metrics-address needs an address (unix:///path/metrics.sock or 127.0.0.1:PORT)");
       out.metrics = parseMetricsAddress(v);
     } else if (name === "--debug" || name === "-debug") out.debug = true;
-    else if (name === "--help" || name === "-h" || name === "help") out.help = true;
+    else if (name === "--help" || name === "-help" || name === "-h" || name === "help") out.help = true;
     else if (name === "--version" || name === "-v") out.version = true;
     else throw new Error(`unknown argument ${a}`);
   }

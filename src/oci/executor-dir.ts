@@ -52,6 +52,12 @@ export interface ExecutorBinary {
   path: string;
   /** Arguments that select executor mode, placed before the executor flags ([] or ["executor"]). */
   subcommand: string[];
+  /**
+   * Its file name in the executor directory (default: the path's). A binary of several
+   * programs picks one by the name it is started as: this names the program that has the
+   * executor, whatever the file's own name.
+   */
+  name?: string;
 }
 
 export interface ExecutorDir {
@@ -80,8 +86,15 @@ export function executorBinary(): ExecutorBinary {
   // "executor" first: the binary is a shim whose entry dispatches on it.
   if (process.env.BUNWASI_EXECUTOR) return { path: process.env.BUNWASI_EXECUTOR, subcommand: ["executor"] };
   // A binary replaced on disk (an upgrade under a running shim) is still readable through
-  // /proc/self/exe, though its old path is gone.
-  if (isCompiled) return { path: existsSync(process.execPath) ? process.execPath : "/proc/self/exe", subcommand: ["executor"] };
+  // /proc/self/exe, though its old path is gone. Its name is the one this process was started
+  // as (the shim's: `start` starts the server under it, src/shim/command-line.ts), not the
+  // file's: process.execPath resolves a symbolic link to the one binary (src/bin/bunwasi.ts).
+  if (isCompiled)
+    return {
+      path: existsSync(process.execPath) ? process.execPath : "/proc/self/exe",
+      subcommand: ["executor"],
+      name: basename(process.argv0),
+    };
   throw new Error("running from source, there is no executor binary: build the shim (scripts/build-shim.sh) and set BUNWASI_EXECUTOR");
 }
 
@@ -166,14 +179,16 @@ export async function ensureExecutorDir(opts: ExecutorDirOptions): Promise<Execu
   // share a filesystem, and are never copied into RAM.
   const stateRoot = opts.stateRoot ?? process.env.BUNWASI_EXEC_ROOT ?? "/var/lib/bunwasi";
   const exe = opts.executor ?? executorBinary();
-  const memoKey = `${stateRoot}\0${exe.path}\0${exe.subcommand.join(" ")}`;
+  const memoKey = `${stateRoot}\0${exe.path}\0${exe.name ?? ""}\0${exe.subcommand.join(" ")}`;
   const memo = known.get(opts.engine)?.get(memoKey);
   if (memo && complete(memo.dir)) return memo;
 
   const needs = opts.engine.executor();
-  const binaryName = exe.subcommand.length
-    ? basename(exe.path === "/proc/self/exe" ? process.execPath.replace(/ \(deleted\)$/, "") : exe.path)
-    : "bunwasi-executor";
+  const binaryName =
+    exe.name ??
+    (exe.subcommand.length
+      ? basename(exe.path === "/proc/self/exe" ? process.execPath.replace(/ \(deleted\)$/, "") : exe.path)
+      : "bunwasi-executor");
   for (const f of needs.files) {
     if (f.name === binaryName || f.name === LOADER_NAME || f.name.includes("/") || f.name.startsWith(".")) {
       throw new Error(`engine ${opts.engine.name}: cannot ship a file named ${f.name} in the executor directory`);

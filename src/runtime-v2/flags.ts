@@ -47,6 +47,11 @@ export function parseShimFlags(argv: readonly string[]): ShimFlags {
       else out.rest.push(name);
       continue;
     }
+    // Go's flag package knows -h and -help without their being defined; as Go shims, usage.
+    if (name === "h" || name === "help") {
+      out.rest.push("help");
+      continue;
+    }
     const key = stringFlags[name];
     if (key === undefined) throw new Error(`flag provided but not defined: -${name}`);
     const value = eq >= 0 ? body.slice(eq + 1) : argv[++i];

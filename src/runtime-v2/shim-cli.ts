@@ -63,7 +63,7 @@ const STDIN_LIMIT = 10 << 20;
 export async function runShimCli(argv: string[], shim: ShimBinary, io: CliIo): Promise<number> {
   const usage = () =>
     `usage: ${shim.binaryName} [-namespace NS -address ADDR -publish-binary BIN -id ID [-bundle DIR] [-debug]] start|delete\n` +
-    `       ${shim.binaryName} -info | -v\n${shim.description}\n`;
+    `       ${shim.binaryName} -info | -v | -h\n${shim.description}\n`;
   let flags: ShimFlags;
   try {
     flags = parseShimFlags(argv);

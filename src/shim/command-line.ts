@@ -4,13 +4,21 @@
 // here: runShim (./shim.ts) sends them straight to their code. A build entry of its own, so
 // that neither the server nor the executor carries it.
 
+import { basename } from "node:path";
 import { shimCliMain } from "../runtime-v2/shim-cli.ts";
 import type { ShimOptions } from "./shim.ts";
+import type { SelfCommand } from "./start.ts";
 
-/** How to run ourselves again: the compiled binary alone, or bun plus this script. */
-function selfCommand(): string[] {
+/**
+ * How to run ourselves again, for the server `start` starts: bun plus this script from
+ * source; else the binary, under the name we answer to. A binary of several programs
+ * (src/bin/bunwasi.ts) picks its program by the name it is started as, and process.execPath
+ * is the file itself (a symbolic link resolved), so the name goes in argv[0].
+ */
+function selfCommand(binaryName: string): SelfCommand {
   const script = process.argv[1];
-  return script && !script.startsWith("/$bunfs/") && script !== process.execPath ? [process.execPath, script] : [process.execPath];
+  if (script && !script.startsWith("/$bunfs/") && script !== process.execPath) return { cmd: [process.execPath, script] };
+  return { cmd: [process.execPath], argv0: basename(process.argv0) === binaryName ? process.argv0 : binaryName };
 }
 
 export function main(argv: string[], shim: ShimOptions): Promise<never> {
@@ -21,7 +29,7 @@ export function main(argv: string[], shim: ShimOptions): Promise<never> {
       description: `containerd shim for WebAssembly (${shim.engine.name}): one server per pod, each module under runc`,
       // Each action imports only what it uses: this binary starts three or four times per
       // container (start, serve, executor, delete), so its start-up time is container start time.
-      start: async (ctx) => (await import("./start.ts")).startServer(ctx, selfCommand()),
+      start: async (ctx) => (await import("./start.ts")).startServer(ctx, selfCommand(shim.binaryName)),
       delete: async (flags) => (await import("../runtime-v2/delete.ts")).deleteTask(flags),
     },
     argv,

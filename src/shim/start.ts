@@ -10,8 +10,14 @@ import type { StartContext } from "../runtime-v2/shim-cli.ts";
 // unix.ts alone, not the ttrpc index: `start` runs for every container and loads no RPC code.
 import { bindUnixSocket, closeFd } from "../ttrpc/unix.ts";
 
+/** How to run this binary again: the command, and its argv[0] when that is not cmd[0]. */
+export interface SelfCommand {
+  cmd: string[];
+  argv0?: string;
+}
+
 /** The group's server address; `self` is how to run this binary again (the server is us, with `serve`). */
-export async function startServer(ctx: StartContext, self: string[]): Promise<string> {
+export async function startServer(ctx: StartContext, self: SelfCommand): Promise<string> {
   const { flags, bundle } = ctx;
   const address = socketAddress(flags.address, flags.namespace, ctx.group, ctx.socketDir);
   if (await listening(address)) return address;
@@ -24,7 +30,8 @@ export async function startServer(ctx: StartContext, self: string[]): Promise<st
   const fd = await bindOrReuse(address);
   if (fd === null) return address;
   try {
-    const child = Bun.spawn([...self, ...formatShimFlags({ ...flags, bundle, socket: address }), "serve"], {
+    const child = Bun.spawn([...self.cmd, ...formatShimFlags({ ...flags, bundle, socket: address }), "serve"], {
+      ...(self.argv0 ? { argv0: self.argv0 } : {}),
       cwd: bundle,
       stdio: ["ignore", "ignore", "ignore", fd],
       detached: true,

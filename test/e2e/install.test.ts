@@ -33,7 +33,9 @@ const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && 
 test("prerequisites: root, containerd, runc, unshare", () => expect(canRun).toBe(true));
 
 const T = 120_000;
-const BINARIES = ["containerd-shim-wasmtime-v1", "containerd-wasmtimed", "containerd-shim-wasmtimed-v1"];
+/** The one binary, and the names install.sh links to it (src/bin/programs.ts). */
+const ONE = "bunwasi";
+const PROGRAMS = ["containerd-shim-wasmtime-v1", "containerd-wasmtimed", "containerd-shim-wasmtimed-v1"];
 /** Build product → its name in the installed lib/ directory. */
 const LIBS = [
   "build/lib/libwasmtime.so",
@@ -126,7 +128,7 @@ describe("scripts/install.sh: a node install that touches nothing else", () => {
     // The libraries must come from the prefix, not from the environment.
     for (const k of ["BUNWASI_LIBWASMTIME", "BUNWASI_LIB_DIR", "BUNWASI_KILL_LIB", "BUNWASI_HTTP_HOST_LIB", "BUNWASI_EXECUTOR"])
       delete process.env[k];
-    const built = Bun.spawnSync(["bash", join(REPO, "scripts/build-shim.sh"), join(REPO, "build/bin"), ...BINARIES], { stderr: "pipe" });
+    const built = Bun.spawnSync(["bash", join(REPO, "scripts/build-shim.sh"), join(REPO, "build/bin"), ...PROGRAMS], { stderr: "pipe" });
     if (built.exitCode !== 0) throw new Error(`build-shim.sh: ${built.stderr}`);
     for (const f of LIBS) if (!existsSync(join(REPO, f))) throw new Error(`${f} is missing: run bash scripts/setup.sh`);
     dir = mkdtempSync("/tmp/bwi-");
@@ -182,10 +184,10 @@ describe("scripts/install.sh: a node install that touches nothing else", () => {
     `d usr/local/lib/bunwasi/${b} 0755`,
     `d usr/local/lib/bunwasi/${b}/bin 0755`,
     `d usr/local/lib/bunwasi/${b}/lib 0755`,
-    ...BINARIES.map((n) => `f usr/local/lib/bunwasi/${b}/bin/${n} 0755`),
+    `f usr/local/lib/bunwasi/${b}/bin/${ONE} 0755`,
     ...LIBS.map((f) => `f usr/local/lib/bunwasi/${b}/lib/${basename(f)} ${f.endsWith(".so") ? "0755" : "0644"}`),
   ];
-  const linksTo = (b: string) => BINARIES.map((n) => `l usr/local/bin/${n} -> ../lib/bunwasi/${b}/bin/${n}`);
+  const linksTo = (b: string) => PROGRAMS.map((n) => `l usr/local/bin/${n} -> ../lib/bunwasi/${b}/bin/${ONE}`);
   const fixed = [
     "d units 0755",
     `f units/${UNIT} 0644`,
@@ -228,7 +230,7 @@ describe("scripts/install.sh: a node install that touches nothing else", () => {
       // Everything it wrote (no tripwire.log: it ran no package manager or build tool).
       expect(tree(w)).toEqual([...fixed, ...buildTree(b as string), ...linksTo(b as string)].sort());
       // The files are the build's.
-      for (const n of BINARIES) expect(sha256(join(store, b as string, "bin", n))).toBe(sha256(join(REPO, "build/bin", n)));
+      expect(sha256(join(store, b as string, "bin", ONE))).toBe(sha256(join(REPO, "build/bin", ONE)));
       for (const f of LIBS) expect(sha256(join(store, b as string, "lib", basename(f)))).toBe(sha256(join(REPO, f)));
       expect(readFileSync(join(units, UNIT), "utf8")).toContain(
         `\nExecStart=${prefix}/bin/containerd-wasmtimed --socket /run/bunwasi/wasmtimed.sock\n`,
@@ -247,7 +249,7 @@ describe("scripts/install.sh: a node install that touches nothing else", () => {
     T,
   );
 
-  test("the installed binaries run from the prefix", () => {
+  test("each installed name runs its own program from the prefix: its version, and its usage for -h and --help", () => {
     for (const [bin, flag] of [
       ["containerd-shim-wasmtime-v1", "-v"],
       ["containerd-wasmtimed", "--version"],
@@ -256,7 +258,20 @@ describe("scripts/install.sh: a node install that touches nothing else", () => {
       const r = Bun.spawnSync([join(prefix, "bin", bin), flag], { stdout: "pipe", stderr: "pipe", cwd: "/" });
       expect(`${r.stdout}${r.stderr}`).toBe(`${bin} (bunwasi ${VERSION})\n`);
       expect(r.exitCode).toBe(0);
+      for (const help of ["-h", "--help"]) {
+        const h = Bun.spawnSync([join(prefix, "bin", bin), help], { stdout: "pipe", stderr: "pipe", cwd: "/" });
+        expect(h.stderr.toString()).toBe("");
+        expect(h.stdout.toString()).toStartWith(`usage: ${bin} `);
+        expect(h.exitCode).toBe(0);
+      }
     }
+    // The binary itself, under its own name: the list of its programs.
+    const own = Bun.spawnSync([join(prefix, "lib/bunwasi", builds()[0] as string, "bin", ONE), "--help"], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    expect(own.exitCode).toBe(0);
+    for (const p of PROGRAMS) expect(own.stdout.toString()).toContain(`\n  ${p} `);
   });
 
   test.each(Object.entries(CONTAINERD))(
@@ -314,7 +329,8 @@ describe("scripts/install.sh: a node install that touches nothing else", () => {
       expect((await cd.ctr(["run", "-d", "--runtime", RUNTIME, IMAGES.demo, old, "/wasi-demo-app.wasm", "sleep", "600000"])).code).toBe(0);
       await until(`${old} to run`, () => running(old));
       const server = await until(`the server of ${old}`, () => serverOf(old));
-      expect(server.exe).toBe(join(store, a, "bin/containerd-shim-wasmtime-v1"));
+      // The one binary of build A, started (by start) under the shim's name.
+      expect(server.exe).toBe(join(store, a, "bin", ONE));
       // The executor directory holds the installed libwasmtime itself (a hard link: same inode).
       const [execDir, ...others] = readdirSync(join(exec, "exec")).filter((n) => !n.startsWith("."));
       expect(others).toEqual([]);
@@ -327,7 +343,7 @@ describe("scripts/install.sh: a node install that touches nothing else", () => {
       for (const f of ["package.json", "scripts/install.sh", "scripts/containerd-config", "scripts/systemd"]) {
         cpSync(join(REPO, f), join(other, f), { recursive: true });
       }
-      for (const f of [...LIBS, ...BINARIES.map((n) => `build/bin/${n}`)]) {
+      for (const f of [...LIBS, `build/bin/${ONE}`]) {
         mkdirSync(dirname(join(other, f)), { recursive: true });
         linkSync(realpathSync(join(REPO, f)), join(other, f));
       }
@@ -343,7 +359,7 @@ describe("scripts/install.sh: a node install that touches nothing else", () => {
       expect(builds()).toEqual([a, b].sort());
       expect(up.out).toContain(`older builds kept for the servers still running them: ${a} `);
       expect(tree(w)).toEqual([...fixed, ...buildTree(a), ...buildTree(b), ...linksTo(b)].sort());
-      expect(realpathSync(join(prefix, "bin/containerd-shim-wasmtime-v1"))).toBe(join(store, b, "bin/containerd-shim-wasmtime-v1"));
+      expect(realpathSync(join(prefix, "bin/containerd-shim-wasmtime-v1"))).toBe(join(store, b, "bin", ONE));
 
       // A new pod gets build B; the old one goes on on A, and ends as it should.
       const fresh = uid("new");
@@ -351,7 +367,7 @@ describe("scripts/install.sh: a node install that touches nothing else", () => {
         0,
       );
       await until(`${fresh} to run`, () => running(fresh));
-      expect((await until(`the server of ${fresh}`, () => serverOf(fresh))).exe).toBe(join(store, b, "bin/containerd-shim-wasmtime-v1"));
+      expect((await until(`the server of ${fresh}`, () => serverOf(fresh))).exe).toBe(join(store, b, "bin", ONE));
       expect(await running(old)).toBe(true);
       expect(serverOf(old)?.pid).toBe(server.pid);
       const r = await env.run(IMAGES.demo, uid("echo"), ["/wasi-demo-app.wasm", "echo", "from the prefix"]);

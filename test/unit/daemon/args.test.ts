@@ -24,7 +24,7 @@ test("defaults, --socket in both spellings, --debug, --help, --version", () => {
     debug: true,
   });
   expect(parseDaemonArgs(["--socket=/tmp/b.sock"], DEFAULT_DAEMON_SOCKET).socket).toBe("/tmp/b.sock");
-  expect(parseDaemonArgs(["--help"], DEFAULT_DAEMON_SOCKET).help).toBe(true);
+  for (const h of ["--help", "-help", "-h", "help"]) expect(parseDaemonArgs([h], DEFAULT_DAEMON_SOCKET).help).toBe(true);
   expect(parseDaemonArgs(["--version"], DEFAULT_DAEMON_SOCKET).version).toBe(true);
 });
 

@@ -2,7 +2,7 @@
 // executor binary and the loader, carries the engine's options, refuses file names that
 // would clash, and is built once per set of inputs.
 import { afterAll, expect, test } from "bun:test";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import type { Engine } from "../../../src/engines/engine.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
@@ -53,4 +53,21 @@ test("file names that would clash or escape are refused", async () => {
       /cannot ship a file named/,
     );
   }
+});
+
+test("a binary of several programs is shipped under the executor's program name, not its file's", async () => {
+  const engine = engineWith([]);
+  const named = { ...executor, name: "containerd-shim-x-v1" };
+  const a = await ensureExecutorDir({ engine, stateRoot: root.path, executor: named });
+  expect(a.binaryName).toBe("containerd-shim-x-v1");
+  expect(a.files).toContain("containerd-shim-x-v1");
+  expect(a.files).not.toContain(basename(process.execPath));
+  // The same file (a hard link, or a copy across filesystems).
+  const shipped = statSync(join(a.dir, "containerd-shim-x-v1"));
+  const real = statSync(realpathSync(process.execPath));
+  expect(shipped.ino === real.ino || shipped.size === real.size).toBe(true);
+  // The name is part of the directory's identity.
+  const b = await ensureExecutorDir({ engine, stateRoot: root.path, executor });
+  expect(b.dir).not.toBe(a.dir);
+  expect(b.binaryName).toBe(basename(process.execPath));
 });

@@ -37,6 +37,12 @@ describe("flags", () => {
     expect(parseShimFlags(["-id=x", "-debug=false", "delete"])).toMatchObject({ id: "x", debug: false, rest: ["delete"] });
   });
 
+  test("-h and -help are the help action in any spelling; they take no value", () => {
+    for (const h of ["-h", "--h", "-help", "--help"]) expect(parseShimFlags([h]).rest).toEqual(["help"]);
+    expect(parseShimFlags(["-id", "x", "-help", "start"])).toMatchObject({ id: "x", rest: ["help", "start"] });
+    expect(() => parseShimFlags(["-hh"])).toThrow("flag provided but not defined: -hh");
+  });
+
   test("an unknown flag or a missing value is an error, as in Go", () => {
     expect(() => parseShimFlags(["-bogus", "1"])).toThrow("flag provided but not defined: -bogus");
     expect(() => parseShimFlags(["-id"])).toThrow("flag needs an argument: -id");
@@ -174,6 +180,19 @@ describe("the command line (runShimCli)", () => {
     const bytes = info.out[0] as Uint8Array;
     expect(bytes[0]).toBe(10);
     expect(new TextDecoder().decode(bytes.subarray(2, 2 + (bytes[1] as number)))).toBe("io.containerd.fake.v1");
+  });
+
+  test("-h, -help, --help and help print the usage on stdout and succeed, flags or not (Go's flag package knows -h and -help)", async () => {
+    for (const argv of [["-h"], ["-help"], ["--help"], ["--h"], ["help"], [...flags, "-h"], ["-h", "start"]]) {
+      const r = await run(argv);
+      expect(r.code).toBe(0);
+      expect(r.err).toBe("");
+      const out = r.out.join("");
+      expect(out).toStartWith("usage: containerd-shim-fake-v1 [-namespace NS");
+      expect(out).toContain("containerd-shim-fake-v1 -info | -v | -h\n");
+      expect(out).toEndWith("a fake shim\n");
+      expect(r.starts.length + r.deletes.length).toBe(0);
+    }
   });
 
   test("a bad flag, no action or an unknown one is refused with the usage (status 2)", async () => {
