@@ -45,6 +45,7 @@ go 1.24
 require (
 	go.opentelemetry.io/collector/component $CORE
 	go.opentelemetry.io/collector/confmap $STABLE
+	go.opentelemetry.io/collector/confmap/provider/envprovider $STABLE
 	go.opentelemetry.io/collector/confmap/provider/fileprovider $STABLE
 	go.opentelemetry.io/collector/exporter $CORE
 	go.opentelemetry.io/collector/otelcol $CORE
@@ -65,6 +66,7 @@ import (
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/provider/envprovider"
 	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/otelcol"
@@ -91,7 +93,8 @@ func main() {
 		Factories: components,
 		ConfigProviderSettings: otelcol.ConfigProviderSettings{
 			ResolverSettings: confmap.ResolverSettings{
-				ProviderFactories: []confmap.ProviderFactory{fileprovider.NewFactory()},
+				// The env provider too: the resolver's default scheme (${VAR}) must have one.
+				ProviderFactories: []confmap.ProviderFactory{fileprovider.NewFactory(), envprovider.NewFactory()},
 			},
 		},
 	}

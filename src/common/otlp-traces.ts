@@ -37,6 +37,7 @@ const KIND_SERVER = 2;
 const STATUS_OK = 1;
 const STATUS_ERROR = 2;
 const WARN_EVERY_MS = 60_000;
+const CONTAINERD_SERVICE = "containerd";
 
 export interface OtlpSettings {
   url: string;
@@ -58,7 +59,9 @@ export function otlpSettings(env: Env, service: string): OtlpSettings {
   const url = traces ? traces : `${(base ?? "").replace(/\/+$/, "")}/v1/traces`;
   if (!/^https?:\/\//.test(url)) throw new Error(`OTLP endpoint ${url} is not an http(s) URL`);
   const resource: Attributes = { ...keyValues(env.OTEL_RESOURCE_ATTRIBUTES), "service.name": service };
-  if (env.OTEL_SERVICE_NAME) resource["service.name"] = env.OTEL_SERVICE_NAME;
+  // containerd 2.x puts OTEL_SERVICE_NAME=containerd in its own environment when it is unset,
+  // and its shims inherit it: that name is containerd's, not an operator's choice for us.
+  if (env.OTEL_SERVICE_NAME && env.OTEL_SERVICE_NAME !== CONTAINERD_SERVICE) resource["service.name"] = env.OTEL_SERVICE_NAME;
   return {
     url,
     headers: {
@@ -135,8 +138,10 @@ export function otlpTracer(env: Env, service: string, log: Log): Tracer {
 
   return {
     run<T>(name: string, fn: (span: SpanHandle) => T, o: SpanOptions = {}): T {
+      // A call's parent is its caller's span or none: whatever context the server's socket
+      // handlers were set up in (a sandbox's server is made inside a manager call) is not it.
       const sent = o.traceparent !== undefined ? parseTraceparent(o.traceparent) : undefined;
-      const parent = sent === undefined ? current.getStore() : sent;
+      const parent = sent !== undefined || o.server ? sent : current.getStore();
       // A caller that traces but did not sample this trace: neither do we (parent-based sampling).
       if (parent === null) return fn({ set() {}, setName() {} });
       const span: Span = {

@@ -19,7 +19,8 @@ export interface SpanOptions {
   server?: boolean;
   /**
    * The caller's W3C trace context (`traceparent`, `tracestate` as sent in request metadata):
-   * the span's parent. Without it the parent is the span the caller runs in, if any.
+   * the span's parent. Without it a server span starts a trace, any other span is a child of
+   * the span the code runs in, if any.
    */
   traceparent?: string;
   tracestate?: string;

@@ -47,7 +47,7 @@ export class TaskServer {
       onError: (e) => o.log(`${prefix}ttrpc: ${String(e)}`, "error"),
       handshaker: requireSameUser(),
       interceptors: [
-        ...(tracingOn() ? [spanPerCall()] : []),
+        ...(tracingOn() ? [spanPerCall(o.service.defaultNamespace)] : []),
         ...(o.traceCalls ? [callLog((m) => o.log(`${prefix}${m}`, "debug"))] : []),
         ...(o.interceptors ?? []),
       ],
@@ -101,12 +101,13 @@ function callLog(log: (m: string) => void): ServerInterceptor {
  * context containerd 2.x sends in the request metadata (`traceparent`, `tracestate`: its ttrpc
  * client interceptor puts the W3C propagator's keys there).
  */
-export function spanPerCall(): ServerInterceptor {
+export function spanPerCall(defaultNamespace?: string): ServerInterceptor {
   return (call, next) => {
     const md = call.ctx.metadata;
     const req = call.request as { id?: string; execId?: string } | undefined;
     const attributes: Record<string, string> = { "rpc.system": "ttrpc", "rpc.service": call.service, "rpc.method": call.method };
-    const ns = md[NAMESPACE_METADATA_KEY]?.[0];
+    // containerd 1.x sends no namespace in the metadata: the server's own (-namespace) then.
+    const ns = md[NAMESPACE_METADATA_KEY]?.[0] || defaultNamespace;
     if (ns) attributes["containerd.namespace"] = ns;
     if (typeof req?.id === "string" && req.id) attributes["container.id"] = req.id;
     if (typeof req?.execId === "string" && req.execId) attributes["containerd.exec.id"] = req.execId;

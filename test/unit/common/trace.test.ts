@@ -74,6 +74,10 @@ describe("when tracing is on", () => {
     const t = otlpSettings({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://c/t", OTEL_SERVICE_NAME: "mine" }, "d");
     expect(t.url).toBe("http://c/t");
     expect(t.resource["service.name"]).toBe("mine");
+    // What containerd 2.x leaves in its shims' environment names containerd, not us.
+    expect(otlpSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c", OTEL_SERVICE_NAME: "containerd" }, "d").resource["service.name"]).toBe(
+      "d",
+    );
     expect(() => otlpSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c", OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" }, "d")).toThrow(
       /grpc is not supported/,
     );
@@ -167,6 +171,15 @@ describe("the exporter", () => {
     expect(byName.get("a.step")?.parentSpanId).toBe(sa.spanId);
     expect(byName.get("b.step")?.parentSpanId).toBe(sb.spanId);
     expect(byName.get("b.step")?.traceId).toBe(sb.traceId);
+  });
+
+  test("a server span without a caller's context starts a trace, whatever span it runs in", async () => {
+    const t = otlpTracer(env, "svc", () => {});
+    await t.run("outer", () => t.run("call", async () => {}, { server: true }));
+    await t.flush(5000);
+    const byName = new Map(c.spans().map((s) => [s.name, s]));
+    expect(byName.get("call")?.parentSpanId).toBeUndefined();
+    expect(byName.get("call")?.traceId).not.toBe(byName.get("outer")?.traceId);
   });
 
   test("a failure is the span's error status and still the caller's", async () => {
