@@ -7,7 +7,8 @@
 // Create span. containerd 1.6 sends no trace context to shims (its Create is our trace's root);
 // containerd 2.x traces when the same variables are set, and its ttrpc client span of the call
 // is then our Create span's parent. Shared mode: the daemon's span of the manager call the thin
-// shim makes at start (CreateSandbox) too.
+// shim makes at start (CreateSandbox) too. And with the collector down, a run is unchanged and
+// the shim's warning is in containerd's log.
 // Needs root, containerd, runc, the pinned 2.x (scripts/containerd-versions.sh) and the collector.
 // The trace of each run is printed (names, durations, parents); nothing asserts on timing.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -252,3 +253,32 @@ for (const c of CONTAINERDS)
         }
       }, 180_000);
     });
+
+describe("a collector that is down, normal mode, containerd 1.6", () => {
+  let env: ShimEnv;
+  let dead: string;
+  beforeAll(async () => {
+    dead = `http://127.0.0.1:${freePort()}`;
+    env = await shimEnv({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: dead, OTEL_BSP_SCHEDULE_DELAY: "100" }, dir: join(dir, "c-down") });
+  }, 300_000);
+  afterAll(async () => {
+    await env?.stop();
+  });
+
+  test("the run is unchanged; the shim says in containerd's log that it dropped spans", async () => {
+    const id = `tr-down-${process.pid}`;
+    const r = await env.run(IMAGES.demo, id, ["/wasi-demo-app.wasm", "echo", "traced"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("traced");
+    const line = await until(
+      "the shim's warning in containerd's log",
+      () =>
+        readFileSync(env.cd.logPath, "utf8")
+          .split("\n")
+          .find((l) => l.includes(`traces: ${dead}/v1/traces`) && l.includes("spans dropped")),
+      60_000,
+      100,
+    );
+    expect(line).toContain("warn");
+  }, 180_000);
+});
