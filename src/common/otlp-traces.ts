@@ -10,7 +10,6 @@
 // OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
 // OTEL_BSP_EXPORT_TIMEOUT.
 
-import { AsyncLocalStorage } from "node:async_hooks";
 import type { Attributes, AttributeValue, SpanHandle, SpanOptions, Tracer } from "./trace.ts";
 
 type Env = Record<string, string | undefined>;
@@ -19,6 +18,8 @@ type Log = (m: string, level: "warning" | "debug") => void;
 interface Context {
   traceId: string;
   spanId: string;
+  /** The W3C tracestate the trace came with (empty when none): every span of ours in it keeps it. */
+  traceState: string;
 }
 
 interface Span extends Context, SpanHandle {
@@ -77,8 +78,11 @@ export function otlpSettings(env: Env, service: string): OtlpSettings {
   };
 }
 
-export function otlpTracer(env: Env, service: string, log: Log): Tracer {
+export async function otlpTracer(env: Env, service: string, log: Log): Promise<Tracer> {
   const s = otlpSettings(env, service);
+  // Imported here, not at the top: a bundler hoists a static import of a built-in module out of
+  // a module it inlines, and a server with tracing off would load node:async_hooks at start.
+  const { AsyncLocalStorage } = await import("node:async_hooks");
   const current = new AsyncLocalStorage<Context>();
   const queue: Span[] = [];
   let dropped = 0;
@@ -148,6 +152,7 @@ export function otlpTracer(env: Env, service: string, log: Log): Tracer {
         traceId: parent?.traceId ?? randomHex(16),
         spanId: randomHex(8),
         parentSpanId: parent?.spanId ?? "",
+        traceState: sent ? (o.tracestate ?? "") : (parent?.traceState ?? ""),
         name,
         server: o.server ?? false,
         start: now(),
@@ -168,7 +173,7 @@ export function otlpTracer(env: Env, service: string, log: Log): Tracer {
       };
       let out: T;
       try {
-        out = current.run({ traceId: span.traceId, spanId: span.spanId }, fn, span);
+        out = current.run({ traceId: span.traceId, spanId: span.spanId, traceState: span.traceState }, fn, span);
       } catch (e) {
         done(e ?? "thrown");
         throw e;
@@ -203,7 +208,7 @@ export function parseTraceparent(v: string): Context | null | undefined {
   const m = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/.exec(v.trim());
   if (!m || m[1] === "ff" || /^0+$/.test(m[2] ?? "") || /^0+$/.test(m[3] ?? "")) return undefined;
   if ((Number.parseInt(m[4] ?? "0", 16) & 1) === 0) return null;
-  return { traceId: m[2] as string, spanId: m[3] as string };
+  return { traceId: m[2] as string, spanId: m[3] as string, traceState: "" };
 }
 
 /** The OTLP/JSON body of a batch: one resource, one scope. Ids in hex, times in ns as strings. */
@@ -219,6 +224,7 @@ export function encode(batch: readonly Span[], resource: Attributes): unknown {
               traceId: sp.traceId,
               spanId: sp.spanId,
               ...(sp.parentSpanId ? { parentSpanId: sp.parentSpanId } : {}),
+              ...(sp.traceState ? { traceState: sp.traceState } : {}),
               name: sp.name,
               kind: sp.server ? KIND_SERVER : KIND_INTERNAL,
               startTimeUnixNano: nanos(sp.start),

@@ -69,7 +69,7 @@ export async function startTracing(
   if (tracer !== null || !tracingWanted(env)) return;
   try {
     const { otlpTracer } = await import("./otlp-traces.ts");
-    tracer = otlpTracer(env, service, log);
+    tracer = await otlpTracer(env, service, log);
   } catch (e) {
     log(`traces: off: ${e instanceof Error ? e.message : String(e)}`, "warning");
   }

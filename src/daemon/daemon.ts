@@ -197,7 +197,8 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   const server = new Server({
     onError: (e) => log(`manager ttrpc: ${String(e)}`, "error"),
     handshaker: requireSameUser(),
-    ...(tracingOn() ? { interceptors: [spanPerCall()] } : {}),
+    // A manager request's id is its sandbox's (a pod's; for a lone container, the container's).
+    ...(tracingOn() ? { interceptors: [spanPerCall({ idAttribute: "containerd.sandbox.id" })] } : {}),
   });
   server.register(ManagerDefinition, manager);
   server.listen(args.socket);

@@ -47,7 +47,7 @@ export class TaskServer {
       onError: (e) => o.log(`${prefix}ttrpc: ${String(e)}`, "error"),
       handshaker: requireSameUser(),
       interceptors: [
-        ...(tracingOn() ? [spanPerCall(o.service.defaultNamespace)] : []),
+        ...(tracingOn() ? [spanPerCall({ defaultNamespace: o.service.defaultNamespace })] : []),
         ...(o.traceCalls ? [callLog((m) => o.log(`${prefix}${m}`, "debug"))] : []),
         ...(o.interceptors ?? []),
       ],
@@ -101,15 +101,16 @@ function callLog(log: (m: string) => void): ServerInterceptor {
  * context containerd 2.x sends in the request metadata (`traceparent`, `tracestate`: its ttrpc
  * client interceptor puts the W3C propagator's keys there).
  */
-export function spanPerCall(defaultNamespace?: string): ServerInterceptor {
+export function spanPerCall(o: { defaultNamespace?: string; idAttribute?: string } = {}): ServerInterceptor {
+  const idAttribute = o.idAttribute ?? "container.id";
   return (call, next) => {
     const md = call.ctx.metadata;
     const req = call.request as { id?: string; execId?: string } | undefined;
     const attributes: Record<string, string> = { "rpc.system": "ttrpc", "rpc.service": call.service, "rpc.method": call.method };
     // containerd 1.x sends no namespace in the metadata: the server's own (-namespace) then.
-    const ns = md[NAMESPACE_METADATA_KEY]?.[0] || defaultNamespace;
+    const ns = md[NAMESPACE_METADATA_KEY]?.[0] || o.defaultNamespace;
     if (ns) attributes["containerd.namespace"] = ns;
-    if (typeof req?.id === "string" && req.id) attributes["container.id"] = req.id;
+    if (typeof req?.id === "string" && req.id) attributes[idAttribute] = req.id;
     if (typeof req?.execId === "string" && req.execId) attributes["containerd.exec.id"] = req.execId;
     return traced(`${call.service}/${call.method}`, () => next(call), {
       server: true,

@@ -239,7 +239,8 @@ for (const c of CONTAINERDS)
         }
         if (m.mode === "shared") {
           const sandbox = all.find(
-            (s) => s.service === m.service && s.name === "bunwasi.manager.v1.Manager/CreateSandbox" && attr(s, "container.id") === id,
+            (s) =>
+              s.service === m.service && s.name === "bunwasi.manager.v1.Manager/CreateSandbox" && attr(s, "containerd.sandbox.id") === id,
           );
           expect(sandbox?.status?.code).toBe(1);
         }

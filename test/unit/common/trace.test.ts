@@ -15,6 +15,7 @@ import { tempDir } from "../../support/tmp.ts";
 
 interface OtlpSpan {
   traceId: string;
+  traceState?: string;
   spanId: string;
   parentSpanId?: string;
   name: string;
@@ -98,7 +99,7 @@ describe("when tracing is on", () => {
 
 describe("traceparent", () => {
   test("sampled, unsampled, malformed", () => {
-    expect(parseTraceparent(`00-${PARENT}-${PARENT_SPAN}-01`)).toEqual({ traceId: PARENT, spanId: PARENT_SPAN });
+    expect(parseTraceparent(`00-${PARENT}-${PARENT_SPAN}-01`)).toEqual({ traceId: PARENT, spanId: PARENT_SPAN, traceState: "" });
     expect(parseTraceparent(`00-${PARENT}-${PARENT_SPAN}-00`)).toBeNull();
     expect(parseTraceparent("00-xyz")).toBeUndefined();
     expect(parseTraceparent(`00-${"0".repeat(32)}-${PARENT_SPAN}-01`)).toBeUndefined();
@@ -113,7 +114,7 @@ describe("the exporter", () => {
   afterEach(() => void c.bodies.splice(0));
 
   test("nested spans, parents from the caller's traceparent then from the span they run in", async () => {
-    const t = otlpTracer(env, "svc", () => {});
+    const t = await otlpTracer(env, "svc", () => {});
     const out = await t.run(
       "call",
       async () => {
@@ -124,7 +125,7 @@ describe("the exporter", () => {
         });
         return t.run("step two", () => "done");
       },
-      { server: true, traceparent: `00-${PARENT}-${PARENT_SPAN}-01`, attributes: { "container.id": "c1" } },
+      { server: true, traceparent: `00-${PARENT}-${PARENT_SPAN}-01`, tracestate: "vendor=x", attributes: { "container.id": "c1" } },
     );
     expect(out).toBe("done");
     await t.flush(5000);
@@ -137,6 +138,7 @@ describe("the exporter", () => {
     expect(call.traceId).toBe(PARENT);
     expect(call.parentSpanId).toBe(PARENT_SPAN);
     expect(call.kind).toBe(2);
+    expect(call.traceState).toBe("vendor=x");
     expect(attr(call, "container.id")).toEqual({ stringValue: "c1" });
     for (const name of ["step 1", "step two"]) {
       const s = byName.get(name) as OtlpSpan;
@@ -144,6 +146,7 @@ describe("the exporter", () => {
       expect(s.parentSpanId).toBe(call.spanId);
       expect(s.kind).toBe(1);
       expect(s.status.code).toBe(1);
+      expect(s.traceState).toBe("vendor=x");
     }
     expect(attr(byName.get("step 1") as OtlpSpan, "n")).toEqual({ intValue: "2" });
     for (const s of spans) expect(BigInt(s.endTimeUnixNano) >= BigInt(s.startTimeUnixNano)).toBe(true);
@@ -151,7 +154,7 @@ describe("the exporter", () => {
   });
 
   test("interleaved calls keep their own parents; a root call starts its own trace", async () => {
-    const t = otlpTracer(env, "svc", () => {});
+    const t = await otlpTracer(env, "svc", () => {});
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const a = t.run("a", async () => {
@@ -174,7 +177,7 @@ describe("the exporter", () => {
   });
 
   test("a server span without a caller's context starts a trace, whatever span it runs in", async () => {
-    const t = otlpTracer(env, "svc", () => {});
+    const t = await otlpTracer(env, "svc", () => {});
     await t.run("outer", () => t.run("call", async () => {}, { server: true }));
     await t.flush(5000);
     const byName = new Map(c.spans().map((s) => [s.name, s]));
@@ -183,7 +186,7 @@ describe("the exporter", () => {
   });
 
   test("a failure is the span's error status and still the caller's", async () => {
-    const t = otlpTracer(env, "svc", () => {});
+    const t = await otlpTracer(env, "svc", () => {});
     await expect(t.run("fails", async () => Promise.reject(new Error("no such container")))).rejects.toThrow("no such container");
     expect(() =>
       t.run("throws", () => {
@@ -197,14 +200,14 @@ describe("the exporter", () => {
   });
 
   test("a caller that did not sample the trace: no span", async () => {
-    const t = otlpTracer(env, "svc", () => {});
+    const t = await otlpTracer(env, "svc", () => {});
     expect(t.run("unsampled", () => 1, { traceparent: `00-${PARENT}-${PARENT_SPAN}-00` })).toBe(1);
     await t.flush(5000);
     expect(c.spans()).toEqual([]);
   });
 
   test("a full batch is sent without waiting for the delay", async () => {
-    const t = otlpTracer({ ...env, OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "3" }, "svc", () => {});
+    const t = await otlpTracer({ ...env, OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "3" }, "svc", () => {});
     for (const n of [1, 2, 3]) t.run(`s${n}`, () => n);
     const until = async () => {
       while (c.spans().length < 3) await Bun.sleep(5);
@@ -218,7 +221,7 @@ describe("the exporter", () => {
     const down = Bun.serve({ port: 0, fetch: () => new Response("") });
     const url = `http://127.0.0.1:${down.port}`;
     down.stop(true);
-    const t = otlpTracer({ OTEL_EXPORTER_OTLP_ENDPOINT: url }, "svc", (m) => warnings.push(m));
+    const t = await otlpTracer({ OTEL_EXPORTER_OTLP_ENDPOINT: url }, "svc", (m) => warnings.push(m));
     expect(await t.run("call", async () => 42)).toBe(42);
     await t.flush(5000);
     expect(warnings.length).toBe(1);
@@ -232,6 +235,7 @@ describe("the exporter", () => {
           traceId: PARENT,
           spanId: PARENT_SPAN,
           parentSpanId: "",
+          traceState: "",
           name: "x",
           server: false,
           start: 1_700_000_000_123.5,
