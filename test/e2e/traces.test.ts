@@ -250,7 +250,9 @@ for (const c of CONTAINERDS)
         console.log(`trace of ctr run (${m.mode} mode, containerd ${c.containerd}):\n${tree(all, root).join("\n")}`);
         for (const x of ["Start", "Wait", "Delete"]) {
           const s = call(all, x) as Span;
-          console.log(`  ${s.name} [${s.service}] ${ms(s).toFixed(1)} ms, parent ${s.parentSpanId ? "containerd's span" : "none"}`);
+          console.log(
+            `other call: ${s.name} [${s.service}] ${ms(s).toFixed(1)} ms, parent ${s.parentSpanId ? "containerd's span" : "none"}`,
+          );
         }
       }, 180_000);
     });
