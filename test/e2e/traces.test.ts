@@ -71,7 +71,9 @@ let daemon: Daemon;
 function spans(): Span[] {
   if (!existsSync(output)) return [];
   const out: Span[] = [];
-  for (const line of readFileSync(output, "utf8").split("\n")) {
+  // Whole lines only: the collector may be writing the last one now.
+  const text = readFileSync(output, "utf8");
+  for (const line of text.slice(0, text.lastIndexOf("\n") + 1).split("\n")) {
     if (!line.trim()) continue;
     const body = JSON.parse(line) as {
       resourceSpans: { resource: { attributes: { key: string; value: { stringValue?: string } }[] }; scopeSpans: { spans: Span[] }[] }[];
