@@ -64,4 +64,6 @@ bash scripts/containerd-versions.sh >/dev/null
 bash scripts/cri-tools.sh >/dev/null
 # A real kubelet (v1.34) for test/e2e/kubelet*.test.ts, from the module proxy too.
 bash scripts/kubelet.sh >/dev/null
+# An OpenTelemetry Collector for test/e2e/traces.test.ts, from the module proxy too.
+bash scripts/otel-collector.sh >/dev/null
 log "ready"

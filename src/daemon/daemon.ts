@@ -16,6 +16,7 @@ import { dirname, join } from "node:path";
 import { embeddedScript } from "../common/compiled.ts";
 import { SHIM_VERSION } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
+import { flushTraces, startTracing, tracingOn } from "../common/trace.ts";
 import type { Engine, Runner } from "../engines/engine.ts";
 import { ExitWatcher } from "../linux/exit-watcher.ts";
 import { joinGroupSlots } from "../linux/idmap.ts";
@@ -23,6 +24,7 @@ import { asyncWatchReads } from "../linux/proc-async.ts";
 import { findRuntime } from "../linux/runc.ts";
 import { becomeSubreaper } from "../linux/subreaper.ts";
 import { shimPaths } from "../runtime-v2/paths.ts";
+import { spanPerCall } from "../runtime-v2/task-server.ts";
 import { probeCgroupV2 } from "../task/stats.ts";
 import { requireSameUser, Server } from "../ttrpc/index.ts";
 import { countingCompiles } from "./compiles.ts";
@@ -190,6 +192,9 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   if (slots) log(`${slots}: a container's additional groups will not reach its files`, "warning");
   const watcher = new ExitWatcher({ reads: asyncWatchReads, onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   const paths = shimPaths(process.env);
+  // Before any server exists: each adds a span per call only if tracing is on by then. Loads
+  // nothing unless the OTEL_* variables ask for traces (../common/trace.ts).
+  await startTracing(process.env, name, log);
   const counting = countingCompiles(o.engine);
   let running = 0;
   // Memory of ended runs and closed sandboxes goes back to the kernel a second after the last
@@ -252,7 +257,12 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   }
   // Only root (containerd, its shims) may ask for sandboxes: a peer check on every connection,
   // so the short window before the chmod below lets no one in either.
-  const server = new Server({ onError: (e) => log(`manager ttrpc: ${String(e)}`, "error"), handshaker: requireSameUser() });
+  const server = new Server({
+    onError: (e) => log(`manager ttrpc: ${String(e)}`, "error"),
+    handshaker: requireSameUser(),
+    // A manager request's id is its sandbox's (a pod's; for a lone container, the container's).
+    ...(tracingOn() ? { interceptors: [spanPerCall({ idAttribute: "containerd.sandbox.id" })] } : {}),
+  });
   server.register(ManagerDefinition, manager);
   server.listen(args.socket);
   // Only root (containerd, its shims) may ask for sandboxes.
@@ -276,6 +286,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     await Promise.all([...manager.sandboxes.values()].map((sb) => sb.close()));
     await endpoint?.close();
     log("stopped");
+    await flushTraces();
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));

@@ -8,6 +8,7 @@
 // (mounts, metrics, the runc of a container) are ../runtime-v2/common-host-calls.ts.
 
 import { join } from "node:path";
+import { traced } from "../common/trace.ts";
 import type { Filled } from "../engines/cache.ts";
 import type { Engine, Runner } from "../engines/engine.ts";
 import type { RunPlan } from "../engines/run-plan.ts";
@@ -105,12 +106,15 @@ export function sandboxHost(
       return served;
     },
     createInstance: async (req) => {
-      const wasm = await wasmPlan(d, req, containerdAddress);
+      const wasm = await traced("plan", () => wasmPlan(d, req, containerdAddress));
       // Runtime options (BinaryName, Root, SystemdCgroup) as in normal mode: they choose the
       // runc of the pod's native containers; a wasm container runs in-process either way.
       if (wasm === null)
         return createRuncInstance(runcOf(d, req.namespace, req.runtimeOptions), req, { runtimeBundle: req.bundle, kind: "native" }, d);
-      const inst = await InProcessInstance.create(wasm.plan, req, { ...inProcess, warm: wasm.warm });
+      // The module's view is mounted and the compile cache filled (wasm.warm) inside this step.
+      const inst = await traced("runtime create", () => InProcessInstance.create(wasm.plan, req, { ...inProcess, warm: wasm.warm }), {
+        attributes: { "bunwasi.runtime": "in-process", "bunwasi.kind": "wasm" },
+      });
       running.set(inst, { namespace: req.namespace, id: req.id, instance: inst, view: viewDir(req.workDir) });
       void inst.exited.then(() => running.delete(inst));
       return inst;

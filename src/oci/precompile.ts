@@ -7,6 +7,7 @@
 // is written asynchronously.
 
 import { dirname, relative } from "node:path";
+import { traced } from "../common/trace.ts";
 import { CompileCache, type Filled } from "../engines/cache.ts";
 import type { Engine } from "../engines/engine.ts";
 import { readModuleSync } from "../engines/module-file.ts";
@@ -45,7 +46,15 @@ export async function precompile(
     let cache = caches.get(cacheDir);
     if (!cache) caches.set(cacheDir, (cache = new CompileCache({ dir: cacheDir })));
     // Creates of one module side by side (a pod's replicas) share one compile and one write.
-    const done = await cache.ensure(compiler, source);
+    const c = cache;
+    const done = await traced("compile", async (span) => {
+      const out = await c.ensure(compiler, source);
+      // The step's name in a trace says which it was: the work of a compile or a hit.
+      if (out.from === "cache") span.setName("compile cache hit");
+      span.set("bunwasi.compile.from", out.from);
+      span.set("bunwasi.compile.key", out.key);
+      return out;
+    });
     onEnsured?.(done.from);
     if (done.rejected) log(`compile cache: ${done.key}.cwasm not used: ${done.rejected}; compiled again`);
     return done.file;

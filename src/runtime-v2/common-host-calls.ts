@@ -4,6 +4,7 @@
 // metrics, and the runc a container runs with are the same code, here; so is a runc
 // container itself (./runc-instance.ts).
 
+import { traced } from "../common/trace.ts";
 import type { Engine } from "../engines/engine.ts";
 import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import type { Runc } from "../linux/runc.ts";
@@ -45,7 +46,9 @@ export function commonHostCalls(b: HostBase): CommonHostCalls {
     // so it never waits for busy files), mount namespaces are per process so a thread would
     // gain nothing, and a worker would need its own FFI binding (src/oci/rootfs.ts).
     mountRootfs: async (bundle, mounts) => {
-      await step(() => mountRootfsAsync(bundle, mounts), "mount rootfs");
+      await traced("mount rootfs", () => step(() => mountRootfsAsync(bundle, mounts), "mount rootfs"), {
+        attributes: { "bunwasi.mounts": mounts.length },
+      });
       return async () => {
         unmountRootfs(bundle);
       };

@@ -11,6 +11,7 @@ import { readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { STATUS_UNKNOWN } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
+import { traced } from "../common/trace.ts";
 import type { Engine } from "../engines/engine.ts";
 import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import { type OomWatch, watchOom } from "../linux/oom.ts";
@@ -46,20 +47,26 @@ const WASM_HANDLED_SIGNALS: ReadonlySet<number> = new Set([SIGNALS.SIGHUP, SIGNA
 export async function createRuncInstance(runc: Runc, req: InstanceRequest, bundle: RuncBundle, parts: RuncParts): Promise<Instance> {
   // From here runc may hold state for the id: its delete comes first on the way out.
   req.undo.push({ what: "runtime delete", run: () => runc.delete(req.id, true), runtime: true });
-  const created = runc.create(
-    req.id,
-    bundle.runtimeBundle,
-    join(req.workDir, "init.pid"),
-    req.io.stdio,
-    join(req.workDir, "runtime.log"),
-    req.io.console ?? undefined,
+  const pid = await traced(
+    "runtime create",
+    () => {
+      const created = runc.create(
+        req.id,
+        bundle.runtimeBundle,
+        join(req.workDir, "init.pid"),
+        req.io.stdio,
+        join(req.workDir, "runtime.log"),
+        req.io.console ?? undefined,
+      );
+      // Both run at once: runc in its process, compiling on a thread of ours. A failed create
+      // still waits for the compile and its cache write (warm never fails): answered at once,
+      // containerd's Shutdown could end the server in the middle of that write and leave its
+      // tmp file in the cache.
+      const warming = bundle.warm?.();
+      return created.finally(() => warming);
+    },
+    { attributes: { "bunwasi.runtime": "runc", "bunwasi.kind": bundle.kind } },
   );
-  // Both run at once: runc in its process, compiling on a thread of ours. A failed create still
-  // waits for the compile and its cache write (warm never fails): answered at once,
-  // containerd's Shutdown could end the server in the middle of that write and leave its tmp
-  // file in the cache.
-  const warming = bundle.warm?.();
-  const pid = await created.finally(() => warming);
   const initExe = exeOf(pid);
   // The init is in the container's cgroup from create on: its baseline count now.
   const oom = await watchOom(pid, { live: { watchReadable: (fd, cb) => parts.watcher.watchReadable(fd, cb), onKill: req.onOom } });

@@ -8,10 +8,11 @@
 
 import { rmSync } from "node:fs";
 import { EVENTS_FLUSH_TIMEOUT_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
+import { traced, tracingOn } from "../common/trace.ts";
 import type { Publisher } from "../task/events.ts";
 import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
 import type { Logger } from "../task/task-host.ts";
-import { TaskService, type TaskServiceOptions } from "../task/task-service.ts";
+import { NAMESPACE_METADATA_KEY, TaskService, type TaskServiceOptions } from "../task/task-service.ts";
 import { TaskV3 } from "../task/task-v3.ts";
 import { requireSameUser, Server, type ServerInterceptor } from "../ttrpc/index.ts";
 import { LISTEN_FD_ENV } from "./flags.ts";
@@ -45,7 +46,11 @@ export class TaskServer {
     this.server = new Server({
       onError: (e) => o.log(`${prefix}ttrpc: ${String(e)}`, "error"),
       handshaker: requireSameUser(),
-      interceptors: [...(o.traceCalls ? [callLog((m) => o.log(`${prefix}${m}`, "debug"))] : []), ...(o.interceptors ?? [])],
+      interceptors: [
+        ...(tracingOn() ? [spanPerCall({ defaultNamespace: o.service.defaultNamespace })] : []),
+        ...(o.traceCalls ? [callLog((m) => o.log(`${prefix}${m}`, "debug"))] : []),
+        ...(o.interceptors ?? []),
+      ],
     });
     this.service = new TaskService({
       ...o.service,
@@ -87,6 +92,32 @@ function callLog(log: (m: string) => void): ServerInterceptor {
       log(`${call.method} ${id} failed ${(performance.now() - t0).toFixed(1)} ms: ${String(e)}`);
       throw e;
     }
+  };
+}
+
+/**
+ * An interceptor that runs each call as a span (only added while tracing is on, ../common/trace.ts),
+ * named as containerd's otelttrpc names its own (`<service>/<method>`) and parented on the trace
+ * context containerd 2.x sends in the request metadata (`traceparent`, `tracestate`: its ttrpc
+ * client interceptor puts the W3C propagator's keys there).
+ */
+export function spanPerCall(o: { defaultNamespace?: string; idAttribute?: string } = {}): ServerInterceptor {
+  const idAttribute = o.idAttribute ?? "container.id";
+  return (call, next) => {
+    const md = call.ctx.metadata;
+    const req = call.request as { id?: string; execId?: string } | undefined;
+    const attributes: Record<string, string> = { "rpc.system": "ttrpc", "rpc.service": call.service, "rpc.method": call.method };
+    // containerd 1.x sends no namespace in the metadata: the server's own (-namespace) then.
+    const ns = md[NAMESPACE_METADATA_KEY]?.[0] || o.defaultNamespace;
+    if (ns) attributes["containerd.namespace"] = ns;
+    if (typeof req?.id === "string" && req.id) attributes[idAttribute] = req.id;
+    if (typeof req?.execId === "string" && req.execId) attributes["containerd.exec.id"] = req.execId;
+    return traced(`${call.service}/${call.method}`, () => next(call), {
+      server: true,
+      attributes,
+      ...(md.traceparent?.[0] !== undefined ? { traceparent: md.traceparent[0] } : {}),
+      ...(md.tracestate?.[0] !== undefined ? { tracestate: md.tracestate[0] } : {}),
+    });
   };
 }
 

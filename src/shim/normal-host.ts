@@ -3,6 +3,7 @@
 // (src/oci/bundle.ts); exits come from pidfds, mounts from libc (src/runtime-v2/).
 
 import { dirname } from "node:path";
+import { traced } from "../common/trace.ts";
 import type { Engine } from "../engines/engine.ts";
 import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import { artifactForContainer } from "../oci/artifact.ts";
@@ -60,28 +61,31 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
       return served;
     },
     createInstance: async (req) => {
-      const prepared = await step(
-        () =>
-          prepare({
-            id: req.id,
-            bundle: req.bundle,
-            // The derived bundle goes in the container's work dir, <stateDir>/<id>.
-            stateDir: dirname(req.workDir),
-            engine: w.engine,
-            // Before runc creates the container: the checked compile is bound into it.
-            compile: (m) => step(() => precompile(w.engine, m, paths.compileCacheDir, (msg) => log(msg, "warning")), "precompile"),
-            // An entrypoint missing from the rootfs may be an OCI wasm artifact's layer.
-            artifact: () =>
-              artifactForContainer({
-                address: flags.address,
-                namespace: req.namespace,
-                id: req.id,
-                engine: w.engine,
-                cacheDir: paths.compileCacheDir,
-                log,
-              }),
-          }),
-        "prepare bundle",
+      // The plan of what runs (and, inside it, the compile): the derived bundle runc runs.
+      const prepared = await traced("plan", () =>
+        step(
+          () =>
+            prepare({
+              id: req.id,
+              bundle: req.bundle,
+              // The derived bundle goes in the container's work dir, <stateDir>/<id>.
+              stateDir: dirname(req.workDir),
+              engine: w.engine,
+              // Before runc creates the container: the checked compile is bound into it.
+              compile: (m) => step(() => precompile(w.engine, m, paths.compileCacheDir, (msg) => log(msg, "warning")), "precompile"),
+              // An entrypoint missing from the rootfs may be an OCI wasm artifact's layer.
+              artifact: () =>
+                artifactForContainer({
+                  address: flags.address,
+                  namespace: req.namespace,
+                  id: req.id,
+                  engine: w.engine,
+                  cacheDir: paths.compileCacheDir,
+                  log,
+                }),
+            }),
+          "prepare bundle",
+        ),
       );
       const runc = runcOf(base, req.namespace, req.runtimeOptions);
       return createRuncInstance(runc, req, { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind }, base);

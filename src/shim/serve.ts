@@ -7,8 +7,9 @@
 // Files are written and removed with synchronous calls throughout the server (src/task,
 // src/oci, src/linux), microseconds each (docs/ARCHITECTURE.md, "Bun's thread pool").
 import { renameSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { IDLE_SHRINK_MS } from "../common/constants.ts";
+import { flushTraces, startTracing } from "../common/trace.ts";
 import type { Engine } from "../engines/engine.ts";
 import { ExitWatcher } from "../linux/exit-watcher.ts";
 import { findRuntime } from "../linux/runc.ts";
@@ -40,10 +41,14 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
     ttrpcAddress: ttrpcAddress(flags, process.env),
     namespaces,
   });
+  // Before the server exists: it adds a span per call only if tracing is on by then. Loads
+  // nothing unless the OTEL_* variables ask for traces (src/common/trace.ts).
+  await startTracing(process.env, basename(process.execPath), log);
   const exit = () => {
     // The namespace's folders go with their last container (another server may still use them).
     for (const ns of namespaces.values()) for (const dir of ns.dirs) removeIfEmpty(dir, log);
-    process.exit(0);
+    // The last calls' spans (Delete, Shutdown) go out first, within a second whatever the collector does.
+    void flushTraces().finally(() => process.exit(0));
   };
   const server = new TaskServer({
     socket: socketPath(flags.socket),

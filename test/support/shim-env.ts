@@ -48,6 +48,8 @@ export interface ShimEnvOptions {
   env?: Record<string, string>;
   /** Where containerd lives (default a new /tmp/bwe-* directory). */
   dir?: string;
+  /** Plugins to keep loaded that the private config disables (e.g. containerd's tracing ones). */
+  enablePlugins?: string[];
 }
 
 export async function shimEnv(opts: ShimEnvOptions = {}): Promise<ShimEnv> {
@@ -61,6 +63,7 @@ export async function shimEnv(opts: ShimEnvOptions = {}): Promise<ShimEnv> {
     path,
     ...(opts.binary ? { binary: opts.binary } : {}),
     ...(opts.env ? { env: opts.env } : {}),
+    ...(opts.enablePlugins ? { enablePlugins: opts.enablePlugins } : {}),
   });
   try {
     const demo = join(dir, "demo.tar");
