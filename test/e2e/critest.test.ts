@@ -18,15 +18,16 @@
 // Left in though runc's handler fails them: containerd 1.6's NotFound on StopContainer and
 // StopPodSandbox of unknown ids (its own idempotence behaviour).
 //
-// Measured on this 2-core machine (one critest run per handler, shims and images built):
+// Measured on this 2-core machine, shared with other test runs (one critest run per handler,
+// shims and images built; times vary by ±20 s between runs):
 //   containerd   handler              passed failed skipped   time
-//   1.6.20       runc                     90      2      50    90 s
-//                wasmtime (normal)        90      2      50   113 s
-//                wasmtimed (shared)       90      2      50    67 s
-//   2.4.2        runc                    106      0      36    68 s
-//                wasmtime (normal)       106      0      36    68 s
-//                wasmtimed (shared)      106      0      36    70 s
-// The whole file: about 4 min 50 s (1.6) + 3 min 45 s (2.4.2).
+//   1.6.20       runc                     90      2      50    56 s
+//                wasmtime (normal)        90      2      50    48 s
+//                wasmtimed (shared)       90      2      50    70 s
+//   2.4.2        runc                    106      0      36    76 s
+//                wasmtime (normal)       106      0      36    73 s
+//                wasmtimed (shared)      106      0      36    56 s
+// The whole file: 6 min 45 s.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
