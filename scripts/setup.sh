@@ -60,7 +60,10 @@ bash tools/promparse/build.sh >/dev/null
 # containerd 1.7 and 2.x (and their ctr) for test/e2e/matrix.test.ts, built from the Go
 # module proxy into build/containerd/<version>/bin; a few minutes the first time only.
 bash scripts/containerd-versions.sh >/dev/null
-# crictl for test/e2e/cri.test.ts (containerd's CRI plugin), from the module proxy too.
+# crictl for test/e2e/cri.test.ts (containerd's CRI plugin), and critest (with the ginkgo CLI
+# its --parallel runs) for test/e2e/critest.test.ts, from the module proxy too. critest's pods
+# use the CNI plugins (containernetworking-plugins above; its portmap needs iptables, a
+# dependency of that package).
 bash scripts/cri-tools.sh >/dev/null
 # A real kubelet (v1.34) for test/e2e/kubelet*.test.ts, from the module proxy too.
 bash scripts/kubelet.sh >/dev/null

@@ -334,7 +334,9 @@ export class InProcessInstance implements Instance {
    */
   async stats(): Promise<RuncStats> {
     const live = this.running && !this.ended;
-    const out: RuncStats = { pids: { current: live ? 1 : 0 } };
+    // No OOM killer acts on a module (oomKilled): its count of OOM kills is 0, as a cgroup's
+    // that was never over its limit.
+    const out: RuncStats = { pids: { current: live ? 1 : 0 }, oomKills: 0 };
     // Asked first, before any await: the engine gathers the asks of one turn into one epoch
     // bump, and the Stats of a node's tasks come together (containerd asks for all at once).
     const memory = live ? this.control?.memoryBytes?.() : undefined;

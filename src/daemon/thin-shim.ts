@@ -8,6 +8,7 @@
 
 import { existsSync } from "node:fs";
 import type { ShimFlags } from "../runtime-v2/flags.ts";
+import type { OciFeatures } from "../runtime-v2/info.ts";
 import { type StartContext, shimCliMain } from "../runtime-v2/shim-cli.ts";
 import { Client, type ServiceClient } from "../ttrpc/index.ts";
 import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
@@ -109,6 +110,20 @@ export async function thinDelete(
   return answer ?? local ?? killedResponse();
 }
 
+/**
+ * What shared mode honours of runc's features. Native containers run under runc as in normal
+ * mode. A wasm container runs on a thread of the daemon: its mounts reach the module only as
+ * its WASI view, one non-recursive read-only bind per read-only volume ("ro" or "rro", so
+ * nothing mounted under it is visible, let alone writable: src/oci/wasi-view.ts), which keeps
+ * recursive read-only mounts; but the thread enters no user namespace of the container's
+ * (only its network namespace), so "user" is not among the namespaces (the CRI plugin offers
+ * user namespaces, `hostUsers: false`, only to a handler that lists it).
+ */
+export function sharedModeFeatures(runtime: OciFeatures): OciFeatures {
+  if (!runtime.linux?.namespaces) return runtime;
+  return { ...runtime, linux: { ...runtime.linux, namespaces: runtime.linux.namespaces.filter((n) => n !== "user") } };
+}
+
 /** The thin shim's command line (../runtime-v2/shim-cli.ts), as containerd runs it. */
 export function thinShimMain(names: SharedModeNames, argv: string[]): Promise<never> {
   return shimCliMain(
@@ -118,6 +133,7 @@ export function thinShimMain(names: SharedModeNames, argv: string[]): Promise<ne
       description: `containerd's thin shim for ${names.runtime}: sandboxes are served by ${names.daemon} (${daemonSocket(names.daemon)})`,
       start: (ctx) => thinStart(names, ctx),
       delete: (flags) => thinDelete(names, flags),
+      features: sharedModeFeatures,
     },
     argv,
   );

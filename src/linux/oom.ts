@@ -84,6 +84,12 @@ export interface OomWatch {
    * in order.
    */
   killed(): Promise<boolean>;
+  /**
+   * The cgroup's oom_kill counter as the kernel has it now (not from the baseline): what a
+   * cgroup's stats report (containerd's Task Metrics, CRI's container_oom_events_total).
+   * null once the cgroup is gone.
+   */
+  count(): Promise<number | null>;
   /** Ends the live notification and closes its fd; idempotent. */
   close(): void;
 }
@@ -165,7 +171,7 @@ export async function watchOom(pid: number, o: { root?: string; proc?: string; l
         // No room to watch it (the watcher's capacity): no live events, and the count is still
         // read at exit. The fd is not ours to keep then.
         libcClose(fd);
-        return { killed, close: () => {} };
+        return { killed, count: () => readOomKills(cg), close: () => {} };
       }
       // Once only: close() is called both when the exit has been counted and by the
       // container's cleanup, and a second close(2) of the number would close whatever fd the
@@ -180,7 +186,7 @@ export async function watchOom(pid: number, o: { root?: string; proc?: string; l
       };
     }
   }
-  return { killed, close: () => stopLive() };
+  return { killed, count: () => readOomKills(cg), close: () => stopLive() };
 }
 
 /** The fd that becomes readable when the cgroup's OOM state changes; null if none can be made. */

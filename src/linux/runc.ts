@@ -188,6 +188,12 @@ export interface RuncStats {
   };
   pids?: { current?: number; limit?: number };
   blkio?: Record<string, unknown>;
+  /**
+   * Not runc's: the memory cgroup's count of OOM kills (oom_kill of memory.oom_control or
+   * memory.events), which `runc events --stats` leaves out and runc-v2 reports; the
+   * container's instance adds it (./oom.ts).
+   */
+  oomKills?: number;
 }
 
 function readPid(pidFile: string): number {

@@ -69,7 +69,10 @@ export function viewVolumes(spec: Spec): ViewVolume[] {
     } catch {
       continue;
     }
-    out.push({ source, destination, readOnly: (m.options ?? []).includes("ro") });
+    // "rro" (a recursive read-only mount, CRI's recursiveReadOnly): the view's bind is not
+    // recursive, so a read-only one is read-only all the way down.
+    const options = m.options ?? [];
+    out.push({ source, destination, readOnly: options.includes("ro") || options.includes("rro") });
   }
   return out;
 }

@@ -138,8 +138,9 @@ class RuncInstance implements Instance {
     return this.runc.ps(this.id);
   }
 
-  stats(): Promise<RuncStats> {
-    return this.runc.stats(this.id);
+  async stats(): Promise<RuncStats> {
+    const [stats, oomKills] = await Promise.all([this.runc.stats(this.id), this.oom?.count() ?? null]);
+    return oomKills === null ? stats : { ...stats, oomKills };
   }
 
   update(resources: string): Promise<void> {

@@ -18,6 +18,7 @@ import { readFileSync, readlinkSync, readSync, writeSync } from "node:fs";
 import { SHIM_VERSION } from "../common/constants.ts";
 import { groupId, writeAddressFile } from "./address.ts";
 import { parseShimFlags, type ShimFlags, ttrpcAddress } from "./flags.ts";
+import type { OciFeatures } from "./info.ts";
 import { bootstrapParams, startReply } from "./reply.ts";
 
 /** What `start` is asked, with containerd's inputs already read and checked. */
@@ -45,6 +46,12 @@ export interface ShimBinary {
   start(ctx: StartContext): Promise<string>;
   /** A containerd.runtime.task.v2.DeleteResponse for a container whose server is gone. */
   delete(flags: ShimFlags): Promise<Uint8Array>;
+  /**
+   * For -info: what this shim honours of its OCI runtime's features (`runc features`): the
+   * runtime's own document where every container of the handler gets what it says, less
+   * where a container of ours would not.
+   */
+  features(runtime: OciFeatures): OciFeatures;
 }
 
 /** The process around the command line (a test passes its own). */
@@ -79,12 +86,22 @@ export async function runShimCli(argv: string[], shim: ShimBinary, io: CliIo): P
         io.stdout(`${shim.binaryName} (${SHIM_VERSION})\n`);
         return 0;
       case "info": {
-        // containerd 2.x runs `shim -info` (runtime options on stdin) and parses a RuntimeInfo
-        // from stdout: for `ctr plugins inspect-runtime`, idmap mount checks and (2.4+) every
-        // Create, looking for a mount annotation. We have no options, features or annotations.
-        await io.stdin();
-        const { runtimeInfo } = await import("./info.ts");
-        io.stdout(await runtimeInfo(shim.runtime));
+        // containerd 2.x runs `shim -info` (runtime options on stdin, an Any) and parses a
+        // RuntimeInfo from stdout: for `ctr plugins inspect-runtime`, idmap mount checks, the
+        // CRI plugin's handler features (it offers recursive read-only mounts and user
+        // namespaces only to a handler whose features list them) and (2.4+) every Create,
+        // looking for a mount annotation. The features are the OCI runtime's, as the options
+        // name it (BinaryName) or as the shim finds it, narrowed by the shim.
+        const input = await io.stdin();
+        const [{ runtimeInfo, ociRuntimeFeatures }, { runtimeOptionsOf }, { Any }, { findRuntime }] = await Promise.all([
+          import("./info.ts"),
+          import("../task/runtime-options.ts"),
+          import("../task/gen/google/protobuf/any.ts"),
+          import("../linux/runc.ts"),
+        ]);
+        const options = input.length ? await runtimeOptionsOf(Any.decode(input)) : null;
+        const features = ociRuntimeFeatures(options?.binaryName || findRuntime(io.env.BUNWASI_RUNTIME));
+        io.stdout(await runtimeInfo(shim.runtime, features && shim.features(features)));
         return 0;
       }
       case "start":

@@ -31,6 +31,9 @@ export function main(argv: string[], shim: ShimOptions): Promise<never> {
       // container (start, serve, executor, delete), so its start-up time is container start time.
       start: async (ctx) => (await import("./start.ts")).startServer(ctx, selfCommand(shim.binaryName)),
       delete: async (flags) => (await import("../runtime-v2/delete.ts")).deleteTask(flags),
+      // Every container of a pod here runs under runc, a wasm one too (our executor inside it,
+      // the module's view built from runc's mounts, src/oci/wasi-view.ts): runc's features hold.
+      features: (runtime) => runtime,
     },
     argv,
   );

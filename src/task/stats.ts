@@ -48,6 +48,8 @@ export function metricsAny(s: RuncStats, cgroupV2: boolean): Any {
         swapUsage: s.memory?.swap?.usage ?? 0,
         swapLimit: s.memory?.swap?.limit ?? 0,
       },
+      // Present when counted (CRI leaves out container_oom_events_total without it).
+      ...(s.oomKills !== undefined ? { memoryEvents: { oomKill: s.oomKills } } : {}),
     });
     return { typeUrl: MetricsV2.$type, value: MetricsV2.encode(m).finish() };
   }
@@ -80,6 +82,7 @@ export function metricsAny(s: RuncStats, cgroupV2: boolean): Any {
       swap: memoryEntry(s.memory?.swap),
       kernel: memoryEntry(s.memory?.kernel),
     },
+    ...(s.oomKills !== undefined ? { memoryOomControl: { oomKill: s.oomKills } } : {}),
   });
   return { typeUrl: MetricsV1.$type, value: MetricsV1.encode(m).finish() };
 }

@@ -55,6 +55,8 @@ export function criPluginConfig(o: {
   /** Our handler and the runtime it maps to; default HANDLER → io.containerd.wasmtime.v1. */
   handler?: string;
   runtime?: string;
+  /** More handlers and their runtime types, beside runc and ours (one containerd for several of ours). */
+  extraHandlers?: { handler: string; runtime: string }[];
 }): string {
   const handler = o.handler ?? HANDLER;
   const runtime = o.runtime ?? RUNTIME;
@@ -70,7 +72,15 @@ export function criPluginConfig(o: {
       [${prefix}.containerd.runtimes.runc]
         runtime_type = "io.containerd.runc.v2"
       [${prefix}.containerd.runtimes.${handler}]
-        runtime_type = ${q(runtime)}${o.options ? optionsRuntime(prefix, o.major, o.options, handler, runtime) : ""}`;
+        runtime_type = ${q(runtime)}${o.options ? optionsRuntime(prefix, o.major, o.options, handler, runtime) : ""}${(
+          o.extraHandlers ?? []
+        )
+          .map(
+            (x) => `
+      [${prefix}.containerd.runtimes.${x.handler}]
+        runtime_type = ${q(x.runtime)}`,
+          )
+          .join("")}`;
   if (o.major < 2) {
     const p = `plugins."io.containerd.grpc.v1.cri"`;
     return `  [${p}]
@@ -280,6 +290,8 @@ export interface CriEnvOptions {
   /** Our handler and its runtime type (default HANDLER, io.containerd.wasmtime.v1). */
   handler?: string;
   runtime?: string;
+  /** More handlers of ours in the same containerd (e.g. shared mode's beside normal mode's). */
+  extraHandlers?: { handler: string; runtime: string }[];
   /** Extra environment for containerd and the shims it starts (shared mode: BUNWASI_DAEMON_SOCKET, a private BUNWASI_EXEC_ROOT). */
   env?: Record<string, string>;
   /** The CRI's registry `config_path`: a directory of <host>/hosts.toml (e.g. a local plain-HTTP registry). */
@@ -331,6 +343,7 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
         options: runtimeOptions,
         handler,
         runtime,
+        ...(opts.extraHandlers ? { extraHandlers: opts.extraHandlers } : {}),
         ...(opts.defaultRuntime ? { defaultRuntime: opts.defaultRuntime } : {}),
       }) +
       (opts.registryConfigPath

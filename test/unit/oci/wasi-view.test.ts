@@ -8,13 +8,31 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { WasiView } from "../../../src/engines/run-plan.ts";
 import type { Spec, SpecMount } from "../../../src/oci/spec.ts";
-import { mountView, unmountView, viewMountPoint, viewMounts } from "../../../src/oci/wasi-view.ts";
+import { mountView, unmountView, viewMountPoint, viewMounts, viewVolumes } from "../../../src/oci/wasi-view.ts";
 
 const spec = (mounts: SpecMount[]): Spec => ({
   ociVersion: "1.0.2",
   process: { args: ["/app.wasm"], cwd: "/" },
   root: { path: "rootfs" },
   mounts,
+});
+
+test("viewVolumes: a recursive read-only mount (CRI's rro) is a read-only volume of the view, as ro is", () => {
+  const dir = mkdtempSync(join(tmpdir(), "bw-rro-"));
+  try {
+    const bind = (destination: string, options: string[]): SpecMount => ({ destination, type: "bind", source: dir, options });
+    const spec = {
+      ociVersion: "1.0.2",
+      mounts: [bind("/rro", ["rbind", "rprivate", "rro"]), bind("/ro", ["rbind", "ro"]), bind("/rw", ["rbind", "rw"])],
+    } as Spec;
+    expect(viewVolumes(spec).map((v) => [v.destination, v.readOnly])).toEqual([
+      ["/rro", true],
+      ["/ro", true],
+      ["/rw", false],
+    ]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 describe("normal mode: the spec mounts runc makes the view with", () => {

@@ -6,10 +6,13 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { BinaryReader } from "@bufbuild/protobuf/wire";
+import { sharedModeFeatures } from "../../../src/daemon/thin-shim.ts";
 import { groupId, socketAddress } from "../../../src/runtime-v2/address.ts";
 import { formatShimFlags, parseShimFlags } from "../../../src/runtime-v2/flags.ts";
 import { bootstrapParams, startReply } from "../../../src/runtime-v2/reply.ts";
 import { runShimCli, type ShimBinary, type StartContext } from "../../../src/runtime-v2/shim-cli.ts";
+import { Options as RuncOptions } from "../../../src/task/gen/containerd/runc/options/oci.ts";
 import { BootstrapParams, BootstrapResult } from "../../../src/task/gen/containerd/runtime/bootstrap/v1/bootstrap.ts";
 import { Any } from "../../../src/task/gen/google/protobuf/any.ts";
 
@@ -155,6 +158,8 @@ describe("the command line (runShimCli)", () => {
         deletes.push(flags.id);
         return new Uint8Array([1, 2, 3]);
       },
+      // Narrows as a shim may: keeps only the mount options it names.
+      features: (f) => ({ ...f, mountOptions: (f.mountOptions ?? []).filter((m) => m === "rro") }),
     };
     const code = await runShimCli(argv, shim, {
       stdin: async () => o.stdin ?? new Uint8Array(),
@@ -193,6 +198,65 @@ describe("the command line (runShimCli)", () => {
       expect(out).toEndWith("a fake shim\n");
       expect(r.starts.length + r.deletes.length).toBe(0);
     }
+  });
+
+  test("-info passes on the OCI runtime's features (the options' BinaryName, else BUNWASI_RUNTIME), narrowed by the shim", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "bw-cli-"));
+    dirs.push(dir);
+    const runtime = (name: string, features: object | null) => {
+      const path = join(dir, name);
+      writeFileSync(
+        path,
+        features ? `#!/bin/sh\n[ "$1" = features ] && cat <<'EOF'\n${JSON.stringify(features)}\nEOF\n` : "#!/bin/sh\nexit 1\n",
+        { mode: 0o755 },
+      );
+      return path;
+    };
+    const fromEnv = runtime("env-runc", { ociVersionMax: "1.0.2", mountOptions: ["ro", "rro"], linux: { namespaces: ["user"] } });
+    const fromOptions = runtime("options-runc", { mountOptions: ["rbind"] });
+    /** RuntimeInfo's field 4, google.protobuf.Any: its type URL and its value as JSON. */
+    const features = (bytes: Uint8Array) => {
+      const r = new BinaryReader(bytes);
+      while (r.pos < r.len) {
+        const [field, wire] = r.tag();
+        if (field !== 4) {
+          r.skip(wire);
+          continue;
+        }
+        const any = Any.decode(r.bytes());
+        return { typeUrl: any.typeUrl, value: JSON.parse(new TextDecoder().decode(any.value)) };
+      }
+      return null;
+    };
+    const env = { BUNWASI_RUNTIME: fromEnv };
+    const a = await run(["-info"], { stdin: new Uint8Array(), env });
+    expect(a.code).toBe(0);
+    expect(features(a.out[0] as Uint8Array)).toEqual({
+      typeUrl: "types.containerd.io/opencontainers/runtime-spec/1/features/Features",
+      value: { ociVersionMax: "1.0.2", mountOptions: ["rro"], linux: { namespaces: ["user"] } },
+    });
+    const options = Any.encode({
+      typeUrl: "containerd.runc.v1.Options",
+      value: RuncOptions.encode(RuncOptions.fromPartial({ binaryName: fromOptions })).finish(),
+    }).finish();
+    const b = await run(["-info"], { stdin: options, env });
+    expect(features(b.out[0] as Uint8Array)?.value).toEqual({ mountOptions: [] });
+    // A runtime without `features` (runc before 1.1): no features, as runc-v2 answers.
+    const c = await run(["-info"], { stdin: new Uint8Array(), env: { BUNWASI_RUNTIME: runtime("old-runc", null) } });
+    expect(c.code).toBe(0);
+    expect(features(c.out[0] as Uint8Array)).toBeNull();
+  });
+
+  test("shared mode keeps runc's features but user namespaces (a wasm container's thread enters none)", () => {
+    const runc = {
+      mountOptions: ["ro", "rro"],
+      linux: { namespaces: ["mount", "network", "user"], mountExtensions: { idmap: { enabled: true } } },
+    };
+    expect(sharedModeFeatures(runc)).toEqual({
+      mountOptions: ["ro", "rro"],
+      linux: { namespaces: ["mount", "network"], mountExtensions: { idmap: { enabled: true } } },
+    });
+    expect(sharedModeFeatures({ mountOptions: ["rro"] })).toEqual({ mountOptions: ["rro"] });
   });
 
   test("a bad flag, no action or an unknown one is refused with the usage (status 2)", async () => {
@@ -260,6 +324,7 @@ describe("the command line (runShimCli)", () => {
         throw new Error("no daemon here");
       },
       delete: async () => new Uint8Array(),
+      features: (f) => f,
     };
     let err = "";
     const io = { stdin: async () => new Uint8Array(), stdout: () => {}, stderr: (s: string) => void (err += s), env: {}, cwd: b };

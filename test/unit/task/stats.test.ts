@@ -16,6 +16,16 @@ const stats = {
 };
 
 describe("metricsAny", () => {
+  test("the OOM kill count, when counted, is v1's memory_oom_control and v2's memory_events (CRI's container_oom_events_total)", () => {
+    const v1 = MetricsV1.decode(metricsAny({ ...stats, oomKills: 2 }, false).value);
+    expect(v1.memoryOomControl).toEqual({ oomKillDisable: 0, underOom: 0, oomKill: 2 });
+    const v2 = MetricsV2.decode(metricsAny({ ...stats, oomKills: 0 }, true).value);
+    expect(v2.memoryEvents).toEqual({ low: 0, high: 0, max: 0, oom: 0, oomKill: 0 });
+    // Not counted (no cgroup found): absent, not a zero that was never read.
+    expect(MetricsV1.decode(metricsAny(stats, false).value).memoryOomControl).toBeUndefined();
+    expect(MetricsV2.decode(metricsAny(stats, true).value).memoryEvents).toBeUndefined();
+  });
+
   test("cgroup v2: usec, throttling and the unified memory fields", () => {
     const any = metricsAny(stats, true);
     expect(any.typeUrl).toBe(MetricsV2.$type);

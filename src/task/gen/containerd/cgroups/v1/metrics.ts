@@ -21,6 +21,17 @@ export interface Metrics {
   pids: PidsStat | undefined;
   cpu: CPUStat | undefined;
   memory: MemoryStat | undefined;
+  memoryOomControl: MemoryOomControl | undefined;
+}
+
+/**
+ * memory.oom_control; only oom_kill is filled (the kernel's count of OOM kills in the
+ * cgroup, what CRI's container_oom_events_total reports).
+ */
+export interface MemoryOomControl {
+  oomKillDisable: number;
+  underOom: number;
+  oomKill: number;
 }
 
 export interface PidsStat {
@@ -74,7 +85,7 @@ export interface MemoryEntry {
 }
 
 function createBaseMetrics(): Metrics {
-  return { pids: undefined, cpu: undefined, memory: undefined };
+  return { pids: undefined, cpu: undefined, memory: undefined, memoryOomControl: undefined };
 }
 
 export const Metrics: MessageFns<Metrics, "io.containerd.cgroups.v1.Metrics"> = {
@@ -89,6 +100,9 @@ export const Metrics: MessageFns<Metrics, "io.containerd.cgroups.v1.Metrics"> = 
     }
     if (message.memory !== undefined) {
       MemoryStat.encode(message.memory, writer.uint32(34).fork()).join();
+    }
+    if (message.memoryOomControl !== undefined) {
+      MemoryOomControl.encode(message.memoryOomControl, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -130,6 +144,14 @@ export const Metrics: MessageFns<Metrics, "io.containerd.cgroups.v1.Metrics"> = 
             message.memory = MemoryStat.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.memoryOomControl = MemoryOomControl.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -152,6 +174,90 @@ export const Metrics: MessageFns<Metrics, "io.containerd.cgroups.v1.Metrics"> = 
     message.memory = (object.memory !== undefined && object.memory !== null)
       ? MemoryStat.fromPartial(object.memory)
       : undefined;
+    message.memoryOomControl = (object.memoryOomControl !== undefined && object.memoryOomControl !== null)
+      ? MemoryOomControl.fromPartial(object.memoryOomControl)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMemoryOomControl(): MemoryOomControl {
+  return { oomKillDisable: 0, underOom: 0, oomKill: 0 };
+}
+
+export const MemoryOomControl: MessageFns<MemoryOomControl, "io.containerd.cgroups.v1.MemoryOomControl"> = {
+  $type: "io.containerd.cgroups.v1.MemoryOomControl" as const,
+
+  encode(message: MemoryOomControl, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.oomKillDisable !== 0) {
+      writer.uint32(8).uint64(message.oomKillDisable);
+    }
+    if (message.underOom !== 0) {
+      writer.uint32(16).uint64(message.underOom);
+    }
+    if (message.oomKill !== 0) {
+      writer.uint32(24).uint64(message.oomKill);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemoryOomControl {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemoryOomControl();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.oomKillDisable = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.underOom = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.oomKill = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<MemoryOomControl>, I>>(base?: I): MemoryOomControl {
+    return MemoryOomControl.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MemoryOomControl>, I>>(object: I): MemoryOomControl {
+    const message = createBaseMemoryOomControl();
+    message.oomKillDisable = object.oomKillDisable ?? 0;
+    message.underOom = object.underOom ?? 0;
+    message.oomKill = object.oomKill ?? 0;
     return message;
   },
 };

@@ -20,6 +20,19 @@ export interface Metrics {
   pids: PidsStat | undefined;
   cpu: CPUStat | undefined;
   memory: MemoryStat | undefined;
+  memoryEvents: MemoryEvents | undefined;
+}
+
+/**
+ * memory.events; only oom_kill is filled (the kernel's count of OOM kills in the cgroup,
+ * what CRI's container_oom_events_total reports).
+ */
+export interface MemoryEvents {
+  low: number;
+  high: number;
+  max: number;
+  oom: number;
+  oomKill: number;
 }
 
 export interface PidsStat {
@@ -52,7 +65,7 @@ export interface MemoryStat {
 }
 
 function createBaseMetrics(): Metrics {
-  return { pids: undefined, cpu: undefined, memory: undefined };
+  return { pids: undefined, cpu: undefined, memory: undefined, memoryEvents: undefined };
 }
 
 export const Metrics: MessageFns<Metrics, "io.containerd.cgroups.v2.Metrics"> = {
@@ -67,6 +80,9 @@ export const Metrics: MessageFns<Metrics, "io.containerd.cgroups.v2.Metrics"> = 
     }
     if (message.memory !== undefined) {
       MemoryStat.encode(message.memory, writer.uint32(34).fork()).join();
+    }
+    if (message.memoryEvents !== undefined) {
+      MemoryEvents.encode(message.memoryEvents, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -108,6 +124,14 @@ export const Metrics: MessageFns<Metrics, "io.containerd.cgroups.v2.Metrics"> = 
             message.memory = MemoryStat.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.memoryEvents = MemoryEvents.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -130,6 +154,114 @@ export const Metrics: MessageFns<Metrics, "io.containerd.cgroups.v2.Metrics"> = 
     message.memory = (object.memory !== undefined && object.memory !== null)
       ? MemoryStat.fromPartial(object.memory)
       : undefined;
+    message.memoryEvents = (object.memoryEvents !== undefined && object.memoryEvents !== null)
+      ? MemoryEvents.fromPartial(object.memoryEvents)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMemoryEvents(): MemoryEvents {
+  return { low: 0, high: 0, max: 0, oom: 0, oomKill: 0 };
+}
+
+export const MemoryEvents: MessageFns<MemoryEvents, "io.containerd.cgroups.v2.MemoryEvents"> = {
+  $type: "io.containerd.cgroups.v2.MemoryEvents" as const,
+
+  encode(message: MemoryEvents, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.low !== 0) {
+      writer.uint32(8).uint64(message.low);
+    }
+    if (message.high !== 0) {
+      writer.uint32(16).uint64(message.high);
+    }
+    if (message.max !== 0) {
+      writer.uint32(24).uint64(message.max);
+    }
+    if (message.oom !== 0) {
+      writer.uint32(32).uint64(message.oom);
+    }
+    if (message.oomKill !== 0) {
+      writer.uint32(40).uint64(message.oomKill);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemoryEvents {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemoryEvents();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.low = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.high = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.max = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.oom = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.oomKill = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<MemoryEvents>, I>>(base?: I): MemoryEvents {
+    return MemoryEvents.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MemoryEvents>, I>>(object: I): MemoryEvents {
+    const message = createBaseMemoryEvents();
+    message.low = object.low ?? 0;
+    message.high = object.high ?? 0;
+    message.max = object.max ?? 0;
+    message.oom = object.oom ?? 0;
+    message.oomKill = object.oomKill ?? 0;
     return message;
   },
 };
