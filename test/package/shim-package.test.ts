@@ -206,6 +206,7 @@ describe("the user project", () => {
         "dist/shim/serve.js",
         "dist/engines/wasmtime/worker.js",
         "dist/engines/wasmtime/compile-worker.js",
+        "dist/engines/wasmtime/wasi-shadows.js",
       ]);
     },
     T,
