@@ -142,9 +142,20 @@ export class DaemonMetrics implements DaemonObserver {
       },
       {
         name: "bunwasi_http_requests_total",
-        help: "Requests a wasm container's wasi:http service received (its latency is not measured: the http library keeps no timings).",
+        help: "Requests a wasm container's wasi:http service received.",
         type: "counter",
         samples: perContainer((i) => http[i]?.requests),
+      },
+      {
+        name: "bunwasi_http_request_duration_seconds",
+        help: "How long a wasm container's wasi:http service took per request, from the request's head read to its response body's end (or its failure).",
+        type: "histogram",
+        samples: live.flatMap((w, i) => {
+          const l = http[i]?.latency;
+          return l
+            ? [{ labels: { namespace: w.namespace, id: w.id, sandbox: w.sandbox }, bounds: l.bounds, counts: l.counts, sum: l.sum }]
+            : [];
+        }),
       },
       {
         name: "bunwasi_http_requests_failed_total",
