@@ -165,6 +165,14 @@ describe("settings from the environment", () => {
   });
 });
 
+test("a library without a call this bunwasi binds (an older build) is refused at load, naming the call", () => {
+  // libwasmtime has none of the library's calls: the first one missing is named.
+  const other = join(REPO, "build", "lib", "libwasmtime.so");
+  expect(() => httpHost(other)).toThrow(
+    /^Symbol "bunwasi_http_\w+" not found in .*: not the wasi:http host library of this bunwasi \(an older build\?\); rebuild it \(scripts\/http-host\.sh\)$/,
+  );
+});
+
 describe("the host library serving the handler", () => {
   let svc: HttpService;
   let base: string;

@@ -38,7 +38,7 @@ export function httpHost(path: string): HttpHostLib {
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       if (!/^Symbol ".*" not found/.test(msg)) throw e;
-      throw new Error(`${msg}: the wasi:http host library is older than this bunwasi; rebuild it (scripts/http-host.sh)`);
+      throw new Error(`${msg}: not the wasi:http host library of this bunwasi (an older build?); rebuild it (scripts/http-host.sh)`);
     }
     loaded.set(path, lib);
   }
