@@ -2,8 +2,9 @@
 // scraped from where they already are: the sandboxes and their Task services (containers by
 // state), each running wasm container's Stats (the same figures the task API's Stats gives
 // containerd: its thread's CPU time, its linear memory, the engine's CPU throttle words), the
-// compile count (./compiles.ts), the runs in flight, /proc for open files and the daemon
-// itself. Two are counted as they happen, since nothing keeps them: compile-cache hits and
+// compile count (./compiles.ts), the runs in flight, a wasi:http service's request counters
+// and latency histogram (kept by the http library, read through RunContext.onHttpService),
+// /proc for open files and the daemon itself. Two are counted as they happen, since nothing keeps them: compile-cache hits and
 // misses of Creates, and how long a kill took to end a run. Loaded only with
 // --metrics-address (./metrics-server.ts), so a daemon without it counts neither.
 
