@@ -2,8 +2,9 @@
 // scraped from where they already are: the sandboxes and their Task services (containers by
 // state), each running wasm container's Stats (the same figures the task API's Stats gives
 // containerd: its thread's CPU time, its linear memory, the engine's CPU throttle words), the
-// compile count (./compiles.ts), the runs in flight, /proc for open files and the daemon
-// itself. Two are counted as they happen, since nothing keeps them: compile-cache hits and
+// compile count (./compiles.ts), the runs in flight, a wasi:http service's request counters
+// and latency histogram (kept by the http library, read through RunContext.onHttpService),
+// /proc for open files and the daemon itself. Two are counted as they happen, since nothing keeps them: compile-cache hits and
 // misses of Creates, and how long a kill took to end a run. Loaded only with
 // --metrics-address (./metrics-server.ts), so a daemon without it counts neither.
 
@@ -142,9 +143,20 @@ export class DaemonMetrics implements DaemonObserver {
       },
       {
         name: "bunwasi_http_requests_total",
-        help: "Requests a wasm container's wasi:http service received (its latency is not measured: the http library keeps no timings).",
+        help: "Requests a wasm container's wasi:http service received.",
         type: "counter",
         samples: perContainer((i) => http[i]?.requests),
+      },
+      {
+        name: "bunwasi_http_request_duration_seconds",
+        help: "How long a wasm container's wasi:http service took per request, from the request's head read to its response body's end (or its failure).",
+        type: "histogram",
+        samples: live.flatMap((w, i) => {
+          const l = http[i]?.latency;
+          return l
+            ? [{ labels: { namespace: w.namespace, id: w.id, sandbox: w.sandbox }, bounds: l.bounds, counts: l.counts, sum: l.sum }]
+            : [];
+        }),
       },
       {
         name: "bunwasi_http_requests_failed_total",

@@ -172,9 +172,21 @@ export interface RunContext {
   /**
    * Told, once a served module (isService) serves, how to read its counters since it began:
    * requests received, requests answered 500 (the guest failed), requests being handled now,
-   * open connections (the shared-mode daemon's metrics). Other runs never call it.
+   * open connections (the shared-mode daemon's metrics), and, from an engine that times them,
+   * how long its requests took (from a request's head read to its response body's end, or its
+   * failure) as a histogram: bucket upper bounds in seconds (ascending), a count per bucket (not
+   * cumulative; one more than the bounds, for the requests above the last) and their sum in
+   * seconds. Other runs never call it.
    */
-  onHttpService?: (counters: () => { requests: number; failed: number; inFlight: number; connections: number }) => void;
+  onHttpService?: (
+    counters: () => {
+      requests: number;
+      failed: number;
+      inFlight: number;
+      connections: number;
+      latency?: { bounds: readonly number[]; counts: readonly number[]; sum: number };
+    },
+  ) => void;
 }
 
 /** What RunContext.onHttpService reads. */

@@ -3,8 +3,9 @@
 // unix socket and every scrape is parsed by Prometheus' own text parser (github.com/prometheus/
 // common/expfmt, tools/promparse). Checked: the 20 running containers and their sandboxes,
 // each one's linear memory, CPU time and open files, one compile then cache hits, and the
-// kill-to-exit histogram counting the kills. A non-loopback address is refused before the
-// daemon takes anything. Needs root, containerd, runc and Go (for the parser).
+// kill-to-exit histogram counting the kills, a wasi:http service's requests counted and timed.
+// A non-loopback address is refused before the daemon takes anything. Needs root, containerd,
+// runc and Go (for the parser).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
@@ -20,6 +21,8 @@ test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
 
 const T = 120_000;
 const N = 20;
+/** Requests sent to the wasi:http service. */
+const HTTP_N = 7;
 const PROMPARSE = join(REPO, "build/promparse");
 
 interface Parsed {
@@ -229,7 +232,7 @@ describe("shared mode: the daemon's Prometheus metrics", () => {
   );
 
   test(
-    "a wasi:http service: its requests counted",
+    `a wasi:http service: its ${HTTP_N} requests counted and timed`,
     async () => {
       const archive = join(dir, "http.tar");
       writeImageArchive(archive, {
@@ -258,12 +261,51 @@ describe("shared mode: the daemon's Prometheus metrics", () => {
         return perContainer(x, "bunwasi_http_requests_total", ns).has(httpId) ? x : undefined;
       });
       expect(perContainer(serving, "bunwasi_http_requests_total", ns).get(httpId)).toBe(0);
-      for (let i = 0; i < 3; i++) expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(200);
+      const latency = (x: Scrape) => {
+        const f = x.bunwasi_http_request_duration_seconds;
+        expect(f?.type).toBe("HISTOGRAM");
+        const ms = f?.metrics.filter((m) => m.labels.namespace === ns) ?? [];
+        // Only the service has one: a module that is not one has no http samples.
+        expect(ms.map((m) => m.labels)).toEqual([{ namespace: ns, id: httpId, sandbox: httpId }]);
+        return ms[0]?.histogram;
+      };
+      expect(latency(serving)?.count).toBe(0);
+      for (let i = 0; i < HTTP_N; i++) {
+        const res = await fetch(`http://127.0.0.1:${port}/`);
+        expect(res.status).toBe(200);
+        expect(await res.text()).toBe("hello from wasi:http\n");
+      }
       const s = await scrape();
-      expect(perContainer(s, "bunwasi_http_requests_total", ns).get(httpId)).toBe(3);
+      expect(perContainer(s, "bunwasi_http_requests_total", ns).get(httpId)).toBe(HTTP_N);
       expect(perContainer(s, "bunwasi_http_requests_failed_total", ns).get(httpId)).toBe(0);
-      // Only the service has them: a module that is not one has no http samples.
       expect(perContainer(s, "bunwasi_http_requests_total", ns).size).toBe(1);
+      // Each request timed once (its body was read to its end above), every one in the +Inf
+      // bucket, the cumulative counts ascending, a positive sum.
+      const h = latency(s);
+      expect(h?.count).toBe(HTTP_N);
+      expect(h?.sum).toBeGreaterThan(0);
+      const counts = h?.buckets.map((b) => b.count) ?? [];
+      expect(counts).toEqual([...counts].sort((a, b) => a - b));
+      // 0.5 ms to 30 s, then +Inf (the parser writes it as the largest float: JSON has no infinity).
+      expect(h?.buckets.map((b) => b.le)).toEqual([
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+        10,
+        30,
+        Number.MAX_VALUE,
+      ]);
+      expect(h?.buckets.at(-1)?.count).toBe(HTTP_N);
     },
     T,
   );

@@ -107,7 +107,15 @@ interface RunContext {
   signal?: AbortSignal;
   stopNow?: AbortSignal;
   onControl?: (control: RunControl) => void;
-  onHttpService?: (counters: () => { requests: number; failed: number; inFlight: number; connections: number }) => void;
+  onHttpService?: (
+    counters: () => {
+      requests: number;
+      failed: number;
+      inFlight: number;
+      connections: number;
+      latency?: { bounds: readonly number[]; counts: readonly number[]; sum: number };
+    },
+  ) => void;
 }
 
 interface ThreadKill {

@@ -308,6 +308,8 @@ struct Shared {
     served: AtomicU64,
     /// Requests that ended in a trap or host error (answered 500 when nothing was sent yet).
     failed: AtomicU64,
+    /// How long the requests received took (see `Timing`).
+    latency: Latency,
     stop: watch::Sender<bool>,
     /// Woken whenever a connection or a request ends (the drain waits on it).
     idle: Notify,
@@ -535,6 +537,100 @@ impl Idle {
     }
 }
 
+/// Upper bounds of the request-latency buckets, in microseconds: Prometheus' usual spread from
+/// 0.5 ms to 30 s (the daemon's kill-to-exit histogram uses the same, in seconds).
+const LATENCY_BOUNDS_US: [u64; 15] =
+    [500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000];
+
+/// A service's request latencies: a count per bucket (not cumulative: an observation is one
+/// increment; the reader adds them up) and their sum, in atomics that every worker thread
+/// bumps without a lock and that the caller reads while they do (`bunwasi_http_latency`).
+/// A reader may see a count whose duration is not in the sum yet, or the other way round:
+/// one observation off, for one scrape.
+#[derive(Default)]
+struct Latency {
+    /// One per bound of LATENCY_BOUNDS_US, then the requests above the last.
+    buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Latency {
+    fn observe(&self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        // A bucket counts what is at most its bound (Prometheus' "le").
+        let i = LATENCY_BOUNDS_US.iter().position(|b| us <= *b).unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The counts per bucket, then the sum: LATENCY_WORDS words.
+    fn read(&self) -> [u64; LATENCY_WORDS] {
+        let mut out = [0; LATENCY_WORDS];
+        for (o, b) in out.iter_mut().zip(&self.buckets) {
+            *o = b.load(Ordering::Relaxed);
+        }
+        out[LATENCY_WORDS - 1] = self.sum_us.load(Ordering::Relaxed);
+        out
+    }
+}
+
+/// What `bunwasi_http_latency` writes: a count per bucket, then the sum.
+const LATENCY_WORDS: usize = LATENCY_BOUNDS_US.len() + 2;
+
+/// One request's time, from its head read to the end of its response's body, observed once
+/// when dropped: at the body's end, or when the request ends otherwise (the guest failed
+/// without an answer, the client went away, the service was aborted). So every request
+/// received is observed once, and `served` equals the histogram's count once none is open.
+struct Timing {
+    start: std::time::Instant,
+    shared: Arc<Shared>,
+}
+
+impl Timing {
+    fn start(shared: Arc<Shared>) -> Self {
+        Timing { start: std::time::Instant::now(), shared }
+    }
+}
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        self.shared.latency.observe(self.start.elapsed());
+    }
+}
+
+/// A response body that ends its request's `Timing` when it ends (its last frame was taken,
+/// an error frame, or it is dropped: hyper drops a body it knows has ended without polling
+/// it for the end). No allocation: it wraps the body in place.
+struct Timed<B> {
+    body: B,
+    timing: Option<Timing>,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Timed<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(r, std::task::Poll::Ready(None | Some(Err(_)))) {
+            this.timing.take();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 fn error_response() -> hyper::Response<HyperOutgoingBody> {
     let body = Full::new(bytes::Bytes::from_static(b"500 Internal Server Error\n")).map_err(|never| match never {}).boxed_unsync();
     hyper::Response::builder()
@@ -549,18 +645,22 @@ async fn serve_connection(app: Arc<App>, stream: tokio::net::TcpStream, mut stop
     let svc = hyper::service::service_fn(move |req| {
         let app = app.clone();
         async move {
+            // Its head is read: the request's time starts now, and ends with its response body
+            // (or with the request, dropped unanswered).
+            let timing = Timing::start(app.shared.clone());
             app.shared.served.fetch_add(1, Ordering::Relaxed);
-            match app.clone().handle(req).await {
-                Ok(r) => Ok::<_, std::io::Error>(r),
+            let resp = match app.clone().handle(req).await {
+                Ok(r) => r,
                 // Aborted (the guest trapped on the epoch, or was never started): no answer,
                 // hyper closes the connection, as the end of an executor would.
-                Err(_) if app.shared.aborted.load(Ordering::SeqCst) => Err(std::io::Error::other("the service was aborted")),
+                Err(_) if app.shared.aborted.load(Ordering::SeqCst) => return Err(std::io::Error::other("the service was aborted")),
                 Err(e) => {
                     app.shared.failed.fetch_add(1, Ordering::Relaxed);
                     app.log.line(&format!("bunwasi: http: request failed: {e:?}"));
-                    Ok(error_response())
+                    error_response()
                 }
-            }
+            };
+            Ok::<_, std::io::Error>(resp.map(|body| Timed { body, timing: Some(timing) }))
         }
     });
     let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
@@ -870,6 +970,7 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
         connections: AtomicU64::new(0),
         served: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        latency: Latency::default(),
         stop,
         idle: Notify::new(),
         ticker: std::sync::OnceLock::new(),
@@ -1094,6 +1195,29 @@ pub extern "C" fn bunwasi_http_counter(s: &Server, which: c_int) -> u64 {
     c.load(Ordering::SeqCst)
 }
 
+/// The request-latency buckets' upper bounds, in microseconds, ascending: writes them into
+/// `out` when it holds `cap` >= their number, and returns their number (N) either way.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bunwasi_http_latency_bounds(out: *mut u64, cap: usize) -> usize {
+    if !out.is_null() && cap >= LATENCY_BOUNDS_US.len() {
+        unsafe { std::ptr::copy_nonoverlapping(LATENCY_BOUNDS_US.as_ptr(), out, LATENCY_BOUNDS_US.len()) };
+    }
+    LATENCY_BOUNDS_US.len()
+}
+
+/// The requests' latency since the start (from a request's head read to its response body's
+/// end, or to its failure): N+1 counts (one per bound of `bunwasi_http_latency_bounds`, not
+/// cumulative, then those above the last bound), then the sum of every request's time in
+/// microseconds. Writes them into `out` when `cap` >= N+2, and returns N+2 either way.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bunwasi_http_latency(s: &Server, out: *mut u64, cap: usize) -> usize {
+    if !out.is_null() && cap >= LATENCY_WORDS {
+        let words = s.shared.latency.read();
+        unsafe { std::ptr::copy_nonoverlapping(words.as_ptr(), out, LATENCY_WORDS) };
+    }
+    LATENCY_WORDS
+}
+
 /// Free a stopped server (joins its thread). A server still running is left alone (the
 /// process is about to exit) and 0 is returned.
 #[unsafe(no_mangle)]
@@ -1110,4 +1234,79 @@ pub unsafe extern "C" fn bunwasi_http_free(s: *mut Server) -> c_int {
         let _ = t.join();
     }
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
+            state: AtomicI32::new(0),
+            aborted: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            latency: Latency::default(),
+            stop: watch::channel(false).0,
+            idle: Notify::new(),
+            ticker: std::sync::OnceLock::new(),
+            ticker_stop: AtomicBool::new(false),
+        })
+    }
+
+    #[test]
+    fn bounds_ascend() {
+        assert!(LATENCY_BOUNDS_US.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn observations_land_in_their_bucket_and_the_sum() {
+        let l = Latency::default();
+        // At a bound: that bucket (le); just above: the next; above the last: the overflow one.
+        l.observe(Duration::from_micros(500));
+        l.observe(Duration::from_micros(501));
+        l.observe(Duration::from_micros(0));
+        l.observe(Duration::from_secs(31));
+        l.observe(Duration::from_millis(20));
+        let w = l.read();
+        let mut want = [0u64; LATENCY_WORDS];
+        want[0] = 2; // 0 and 500 µs
+        want[1] = 1; // 501 µs
+        want[5] = 1; // 20 ms <= 25 ms
+        want[LATENCY_BOUNDS_US.len()] = 1; // 31 s
+        want[LATENCY_WORDS - 1] = 500 + 501 + 31_000_000 + 20_000;
+        assert_eq!(w, want);
+    }
+
+    #[test]
+    fn a_body_read_to_its_end_is_timed_once() {
+        let s = shared();
+        let body = Timed { body: Full::new(bytes::Bytes::from_static(b"hello")), timing: Some(Timing::start(s.clone())) };
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let got = rt.block_on(body.collect()).unwrap().to_bytes();
+        assert_eq!(&got[..], b"hello");
+        let w = s.latency.read();
+        assert_eq!(w[..LATENCY_WORDS - 1].iter().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn a_body_dropped_unread_and_a_request_never_answered_are_timed_once_each() {
+        let s = shared();
+        drop(Timed { body: Full::new(bytes::Bytes::from_static(b"x")), timing: Some(Timing::start(s.clone())) });
+        drop(Timing::start(s.clone()));
+        let w = s.latency.read();
+        assert_eq!(w[..LATENCY_WORDS - 1].iter().sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn the_c_calls_write_only_with_room() {
+        let mut bounds = [0u64; LATENCY_BOUNDS_US.len()];
+        assert_eq!(unsafe { bunwasi_http_latency_bounds(bounds.as_mut_ptr(), 3) }, LATENCY_BOUNDS_US.len());
+        assert_eq!(bounds, [0; LATENCY_BOUNDS_US.len()]);
+        assert_eq!(unsafe { bunwasi_http_latency_bounds(bounds.as_mut_ptr(), bounds.len()) }, LATENCY_BOUNDS_US.len());
+        assert_eq!(bounds, LATENCY_BOUNDS_US);
+    }
 }

@@ -41,7 +41,20 @@ const source: MetricsSource = {
         }),
         // A wasi:http service: no memory figure (a component's), so no such sample rather
         // than a zero that would lie; its request counters instead.
-        live("w2", {}, { requests: 7, failed: 1, inFlight: 2, connections: 3 }),
+        // Its latency as the engine reads it from the http library: a count per bucket, not cumulative.
+        live(
+          "w2",
+          {},
+          {
+            requests: 7,
+            failed: 1,
+            inFlight: 2,
+            connections: 3,
+            latency: { bounds: [0.001, 0.01, 0.1], counts: [2, 4, 0, 1], sum: 0.5 },
+          },
+        ),
+        // A service of an engine that does not time its requests: counters, no histogram.
+        live("w4", {}, { requests: 1, failed: 0, inFlight: 0, connections: 0 }),
       ],
     },
   ],
@@ -93,12 +106,28 @@ test("figures read from the sandboxes, counters from what the daemon observed", 
       // Its open files are /proc's to say, not the engine's.
       'bunwasi_container_open_files{namespace="ns",id="w2",sandbox="pod-a"} 0',
       'bunwasi_http_requests_total{namespace="ns",id="w2",sandbox="pod-a"} 7',
+      // Cumulative buckets, +Inf and _count with every request.
+      'bunwasi_http_request_duration_seconds_bucket{namespace="ns",id="w2",sandbox="pod-a",le="0.001"} 2',
+      'bunwasi_http_request_duration_seconds_bucket{namespace="ns",id="w2",sandbox="pod-a",le="0.01"} 6',
+      'bunwasi_http_request_duration_seconds_bucket{namespace="ns",id="w2",sandbox="pod-a",le="0.1"} 6',
+      'bunwasi_http_request_duration_seconds_bucket{namespace="ns",id="w2",sandbox="pod-a",le="+Inf"} 7',
+      'bunwasi_http_request_duration_seconds_sum{namespace="ns",id="w2",sandbox="pod-a"} 0.5',
+      'bunwasi_http_request_duration_seconds_count{namespace="ns",id="w2",sandbox="pod-a"} 7',
       'bunwasi_http_requests_failed_total{namespace="ns",id="w2",sandbox="pod-a"} 1',
       'bunwasi_http_requests_in_flight{namespace="ns",id="w2",sandbox="pod-a"} 2',
       'bunwasi_http_connections{namespace="ns",id="w2",sandbox="pod-a"} 3',
     ]);
     // A module that is not a service has no http samples.
     expect(lines.filter((l) => l.startsWith("bunwasi_http_") && l.includes('id="w1"'))).toEqual([]);
+    // A service without latency figures has its counters and no histogram (no empty one).
+    expect(lines.filter((l) => l.includes('id="w4"')).map((l) => l.split("{")[0])).toEqual([
+      "bunwasi_container_open_files",
+      "bunwasi_http_requests_total",
+      "bunwasi_http_requests_failed_total",
+      "bunwasi_http_requests_in_flight",
+      "bunwasi_http_connections",
+    ]);
+    expect(lines).toContain("# TYPE bunwasi_http_request_duration_seconds histogram");
     const rss = Number(lines.find((l) => l.startsWith("process_resident_memory_bytes "))?.split(" ")[1]);
     expect(rss).toBeGreaterThan(0);
     expect(Number(lines.find((l) => l.startsWith("process_threads "))?.split(" ")[1])).toBeGreaterThan(0);

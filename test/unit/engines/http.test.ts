@@ -165,6 +165,14 @@ describe("settings from the environment", () => {
   });
 });
 
+test("a library without a call this bunwasi binds (an older build) is refused at load, naming the call", () => {
+  // libwasmtime has none of the library's calls: the first one missing is named.
+  const other = join(REPO, "build", "lib", "libwasmtime.so");
+  expect(() => httpHost(other)).toThrow(
+    /^Symbol "bunwasi_http_\w+" not found in .*: not the wasi:http host library of this bunwasi \(an older build\?\); rebuild it \(scripts\/http-host\.sh\)$/,
+  );
+});
+
 describe("the host library serving the handler", () => {
   let svc: HttpService;
   let base: string;
@@ -229,6 +237,28 @@ describe("the host library serving the handler", () => {
     const ok = await fetch(`${base}/`);
     expect(ok.status).toBe(200);
     expect(await ok.text()).toBe("hello from wasi:http\n");
+  });
+
+  test("each request is timed into the service's latency histogram: served, failed (500) and slow ones", async () => {
+    const total = (l: { counts: readonly number[] }) => l.counts.reduce((a, b) => a + b, 0);
+    const before = svc.counters();
+    // Prometheus' usual buckets, 0.5 ms to 30 s, from the library.
+    expect(before.latency.bounds).toEqual([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]);
+    expect(before.latency.counts.length).toBe(16);
+    // Every request received so far was observed once (none is in flight between tests).
+    expect(total(before.latency)).toBe(before.requests);
+    for (let i = 0; i < 4; i++) await (await fetch(`${base}/`)).text();
+    const trap = await fetch(`${base}/trap`);
+    expect(trap.status).toBe(500);
+    await trap.text();
+    // A guest that sleeps 30 ms cannot have taken less: it lands above the 25 ms bound.
+    expect(await (await fetch(`${base}/sleep/30`)).text()).toBe("slept 30\n");
+    const after = svc.counters();
+    expect(after.requests - before.requests).toBe(6);
+    expect(total(after.latency) - total(before.latency)).toBe(6);
+    expect(after.latency.sum - before.latency.sum).toBeGreaterThanOrEqual(0.03);
+    const upTo25ms = (l: { counts: readonly number[] }) => l.counts.slice(0, 6).reduce((a, b) => a + b, 0);
+    expect(total(after.latency) - upTo25ms(after.latency) - (total(before.latency) - upTo25ms(before.latency))).toBeGreaterThanOrEqual(1);
   });
 
   test("an outgoing request goes through wasi:http/outgoing-handler", async () => {

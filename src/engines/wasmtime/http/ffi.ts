@@ -16,6 +16,8 @@ const SYMBOLS = {
   bunwasi_http_abort: { args: [ptr], returns: FFIType.void },
   bunwasi_http_state: { args: [ptr], returns: i32 },
   bunwasi_http_counter: { args: [ptr, i32], returns: u64 },
+  bunwasi_http_latency_bounds: { args: [ptr, usize], returns: usize },
+  bunwasi_http_latency: { args: [ptr, ptr, usize], returns: usize },
   bunwasi_http_free: { args: [ptr], returns: i32 },
 } as const;
 
@@ -23,14 +25,62 @@ export type HttpHostLib = ReturnType<typeof dlopen<typeof SYMBOLS>>["symbols"];
 
 const loaded = new Map<string, HttpHostLib>();
 
-/** Load (once per thread and path) and return the bound symbols. */
+/**
+ * Load (once per thread and path) and return the bound symbols. The library is built from the
+ * same tree as this file (scripts/http-host.sh, installed beside the binary): one that lacks a
+ * call bound here is an older build, and loading it fails saying so.
+ */
 export function httpHost(path: string): HttpHostLib {
   let lib = loaded.get(path);
   if (!lib) {
-    lib = dlopen(path, SYMBOLS).symbols;
+    try {
+      lib = dlopen(path, SYMBOLS).symbols;
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      if (!/^Symbol ".*" not found/.test(msg)) throw e;
+      throw new Error(`${msg}: not the wasi:http host library of this bunwasi (an older build?); rebuild it (scripts/http-host.sh)`);
+    }
     loaded.set(path, lib);
   }
   return lib;
+}
+
+/**
+ * A service's request latencies, from a request's head read to its response body's end (or
+ * its failure): bucket upper bounds and the sum in seconds, a count per bucket (not
+ * cumulative; one more than the bounds, for the requests above the last).
+ */
+export interface HttpLatency {
+  bounds: readonly number[];
+  counts: readonly number[];
+  sum: number;
+}
+
+const boundsOf = new WeakMap<HttpHostLib, readonly number[]>();
+
+/** The library's latency bucket bounds in seconds (fixed per build, read once). */
+export function latencyBounds(lib: HttpHostLib): readonly number[] {
+  let b = boundsOf.get(lib);
+  if (!b) {
+    const n = Number(lib.bunwasi_http_latency_bounds(null, 0));
+    const us = new BigUint64Array(n);
+    if (Number(lib.bunwasi_http_latency_bounds(us, n)) !== n) throw new Error("bunwasi_http_latency_bounds: its count changed");
+    b = Object.freeze([...us].map((v) => Number(v) / 1e6));
+    boundsOf.set(lib, b);
+  }
+  return b;
+}
+
+/** A reader of `server`'s latency histogram, with its buffer made once (a scrape reads it often). */
+export function latencyReader(lib: HttpHostLib, server: Pointer): () => HttpLatency {
+  const bounds = latencyBounds(lib);
+  const words = new BigUint64Array(bounds.length + 2);
+  return () => {
+    const n = Number(lib.bunwasi_http_latency(server, words, words.length));
+    if (n !== words.length) throw new Error(`bunwasi_http_latency: ${n} words, want ${words.length}`);
+    const counts = [...words.subarray(0, bounds.length + 1)].map(Number);
+    return { bounds, counts, sum: Number(words[bounds.length + 1]) / 1e6 };
+  };
 }
 
 const ERR_CAP = 4096;

@@ -12,7 +12,7 @@
 import type { Pointer } from "bun:ffi";
 import { EXIT_ENGINE_ERROR } from "../../../common/constants.ts";
 import { SIGNALS, signalNumber } from "../../../common/signals.ts";
-import { encodeConfig, type HttpHostLib, httpHost, startHttpServer } from "./ffi.ts";
+import { encodeConfig, type HttpHostLib, type HttpLatency, httpHost, latencyReader, startHttpServer } from "./ffi.ts";
 import { requireHttpHost } from "./library.ts";
 
 /** Where to listen (runwasi's and `wasmtime serve`'s name); default 0.0.0.0:8080. */
@@ -115,6 +115,7 @@ export function httpSettings(env: [string, string][]): { addr: string; backlog: 
 export class HttpService {
   private server: Pointer | null;
   private final: ReturnType<HttpService["counters"]> | undefined;
+  private readonly latency: () => HttpLatency;
 
   private constructor(
     private readonly lib: HttpHostLib,
@@ -126,6 +127,7 @@ export class HttpService {
     readonly compiled: boolean,
   ) {
     this.server = server;
+    this.latency = latencyReader(lib, server);
   }
 
   /** Compile or map the component, link it, bind and start serving. Throws on any failure. */
@@ -159,12 +161,12 @@ export class HttpService {
     return new HttpService(lib, server, addr, lib.bunwasi_http_port(server), !artifact);
   }
 
-  /** Requests in flight, open connections, requests received, requests that failed (500). */
-  counters(): { inFlight: number; connections: number; requests: number; failed: number } {
+  /** Requests in flight, open connections, requests received, requests that failed (500), and how long they took. */
+  counters(): { inFlight: number; connections: number; requests: number; failed: number; latency: HttpLatency } {
     if (!this.server && this.final) return this.final;
     const s = this.live();
     const c = (i: number) => Number(this.lib.bunwasi_http_counter(s, i));
-    return { inFlight: c(0), connections: c(1), requests: c(2), failed: c(3) };
+    return { inFlight: c(0), connections: c(1), requests: c(2), failed: c(3), latency: this.latency() };
   }
 
   /** True once serving has ended (after stop(), or on its own: a listener failure). */
