@@ -16,6 +16,7 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { pinned2x } from "../../test/support/containerd-versions.ts";
 import { REPO, RUNTIME, shimEnv, WASM } from "../../test/support/shim-env.ts";
 import { writeArtifactArchive } from "../../tools/image/artifact.ts";
 import { writeImageArchive } from "../../tools/image/layout.ts";
@@ -26,16 +27,6 @@ const { values } = parseArgs({
 });
 const RUNS = Number(values.runs);
 const COLD = Number(values.cold);
-
-function pinned2x(): string {
-  const v = /^PINNED=\(([^)]*)\)/m
-    .exec(readFileSync(join(REPO, "scripts/containerd-versions.sh"), "utf8"))?.[1]
-    ?.trim()
-    .split(/\s+/)
-    .find((x) => x.startsWith("v2."));
-  if (!v) throw new Error("scripts/containerd-versions.sh pins no 2.x");
-  return v;
-}
 
 /** The module with a custom section named `bench` holding `tag`: same code, another digest. */
 function variant(module: Uint8Array, tag: string): Uint8Array {

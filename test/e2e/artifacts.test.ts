@@ -18,23 +18,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Labels } from "../../src/oci/artifact.ts";
 import { type BuiltArtifact, WasmMediaType, writeArtifactArchive } from "../../tools/image/artifact.ts";
+import { pinned2x } from "../support/containerd-versions.ts";
 import { type CriEnv, criEnv, K8S_NAMESPACE, type Pod } from "../support/cri.ts";
 import { ctrTasks } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { REPO, RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
 const T = 180_000;
-
-function pinned2x(): string {
-  const script = readFileSync(join(REPO, "scripts/containerd-versions.sh"), "utf8");
-  const v = /^PINNED=\(([^)]*)\)/m
-    .exec(script)?.[1]
-    ?.trim()
-    .split(/\s+/)
-    .find((x) => x.startsWith("v2."));
-  if (!v) throw new Error("scripts/containerd-versions.sh pins no 2.x");
-  return v;
-}
 
 const V2 = pinned2x();
 const CONTAINERDS = [

@@ -20,6 +20,7 @@ import { Status as TaskStatus } from "../../src/task/gen/containerd/types/task/t
 import { NAMESPACE_METADATA_KEY } from "../../src/task/task-service.ts";
 import { Client } from "../../src/ttrpc/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
+import { pinned2x } from "../support/containerd-versions.ts";
 import {
   CRI_IMAGES,
   type CriEnv,
@@ -37,18 +38,6 @@ import { REPO } from "../support/shim-env.ts";
 const T = 120_000;
 const SHIM_NAME = "containerd-shim-wasmtime-v1";
 const VERSE = "This is a song that never ends.";
-
-/** The 2.x that scripts/containerd-versions.sh pins (its PINNED=(…) line). */
-function pinned2x(): string {
-  const script = readFileSync(join(REPO, "scripts/containerd-versions.sh"), "utf8");
-  const v = /^PINNED=\(([^)]*)\)/m
-    .exec(script)?.[1]
-    ?.trim()
-    .split(/\s+/)
-    .find((x) => x.startsWith("v2."));
-  if (!v) throw new Error("scripts/containerd-versions.sh pins no 2.x");
-  return v;
-}
 
 const V2 = pinned2x();
 const CONTAINERDS = [

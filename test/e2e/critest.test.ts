@@ -32,23 +32,12 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { buildImage } from "../../tools/image/index.ts";
+import { pinned2x } from "../support/containerd-versions.ts";
 import { type CriEnv, crictlPath, criEnv, HANDLER, SHARED_HANDLER } from "../support/cri.ts";
 import { CRITEST_UPSTREAMS, critestImages } from "../support/critest-images.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { mirrorHostsDir, type OciRegistry, ociRegistry } from "../support/oci-registry.ts";
 import { REPO, RUNTIME } from "../support/shim-env.ts";
-
-/** The 2.x that scripts/containerd-versions.sh pins (its PINNED=(…) line). */
-function pinned2x(): string {
-  const script = readFileSync(join(REPO, "scripts/containerd-versions.sh"), "utf8");
-  const v = /^PINNED=\(([^)]*)\)/m
-    .exec(script)?.[1]
-    ?.trim()
-    .split(/\s+/)
-    .find((x) => x.startsWith("v2."));
-  if (!v) throw new Error("scripts/containerd-versions.sh pins no 2.x");
-  return v;
-}
 
 const V2 = pinned2x();
 const CONTAINERDS = [

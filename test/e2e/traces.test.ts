@@ -14,6 +14,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pinned2x } from "../support/containerd-versions.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
@@ -25,16 +26,6 @@ test("prerequisites: root, containerd, runc, the collector (scripts/otel-collect
   expect(`${COLLECTOR}: ${existsSync(COLLECTOR)}`).toBe(`${COLLECTOR}: true`);
 });
 
-/** The 2.x that scripts/containerd-versions.sh pins (its PINNED=(…) line). */
-function pinned2x(): string {
-  const v = /^PINNED=\(([^)]*)\)/m
-    .exec(readFileSync(join(REPO, "scripts/containerd-versions.sh"), "utf8"))?.[1]
-    ?.trim()
-    .split(/\s+/)
-    .find((x) => x.startsWith("v2."));
-  if (!v) throw new Error("scripts/containerd-versions.sh pins no 2.x");
-  return v;
-}
 const V2 = pinned2x();
 const CONTAINERDS = [
   { containerd: "1.6", binary: "/usr/bin/containerd", traces: false },

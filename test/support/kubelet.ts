@@ -43,6 +43,7 @@ import {
 import { createServer } from "node:net";
 import { basename, dirname, join } from "node:path";
 import { mountsUnder } from "./containerd.ts";
+import { pinned2x } from "./containerd-versions.ts";
 import { type CriEnv, criEnv, HANDLER, K8S_NAMESPACE, removeCgroups, SHARED_HANDLER } from "./cri.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "./daemon.ts";
 import { REPO } from "./shim-env.ts";
@@ -58,18 +59,6 @@ export function kubeletPath(): string {
   const v = /^PINNED=(\S+)/m.exec(script)?.[1];
   if (!v) throw new Error("scripts/kubelet.sh has no PINNED= line");
   return join(REPO, "build/kubelet", v, "bin/kubelet");
-}
-
-/** The 2.x that scripts/containerd-versions.sh pins (its PINNED=(…) line). */
-function pinned2x(): string {
-  const script = readFileSync(join(REPO, "scripts/containerd-versions.sh"), "utf8");
-  const v = /^PINNED=\(([^)]*)\)/m
-    .exec(script)?.[1]
-    ?.trim()
-    .split(/\s+/)
-    .find((x) => x.startsWith("v2."));
-  if (!v) throw new Error("scripts/containerd-versions.sh pins no 2.x");
-  return v;
 }
 
 /** The containerds the kubelet suites run on: Debian's 1.6 and the pinned 2.x. */
