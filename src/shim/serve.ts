@@ -7,7 +7,7 @@
 // Files are written and removed with synchronous calls throughout the server (src/task,
 // src/oci, src/linux), microseconds each (docs/ARCHITECTURE.md, "Bun's thread pool").
 import { renameSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { IDLE_SHRINK_MS } from "../common/constants.ts";
 import { flushTraces, startTracing } from "../common/trace.ts";
 import type { Engine } from "../engines/engine.ts";
@@ -24,7 +24,8 @@ import type { ServerInterceptor } from "../ttrpc/index.ts";
 import { openLog } from "./log.ts";
 import { normalModeHost, type ServedNamespace } from "./normal-host.ts";
 
-export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
+/** `name`: the shim binary's name (its traces' service name; the file may be the one binary under another). */
+export async function serve(flags: ShimFlags, engine: Engine, name: string): Promise<void> {
   const log = openLog(flags.bundle || process.cwd(), flags.debug);
   await writeShimPid(flags.bundle || process.cwd(), log);
   becomeSubreaper();
@@ -43,7 +44,7 @@ export async function serve(flags: ShimFlags, engine: Engine): Promise<void> {
   });
   // Before the server exists: it adds a span per call only if tracing is on by then. Loads
   // nothing unless the OTEL_* variables ask for traces (src/common/trace.ts).
-  await startTracing(process.env, basename(process.execPath), log);
+  await startTracing(process.env, name, log);
   const exit = () => {
     // The namespace's folders go with their last container (another server may still use them).
     for (const ns of namespaces.values()) for (const dir of ns.dirs) removeIfEmpty(dir, log);

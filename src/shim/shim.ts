@@ -40,7 +40,7 @@ export function runShim(opts: ShimOptions, argv: string[] = process.argv.slice(2
     argv[0] === "executor"
       ? import("../engines/executor.ts").then(({ executorMain }) => executorMain(argv.slice(1), opts.engine))
       : serveFlags
-        ? loadServe().then(({ serve }) => serve(serveFlags, opts.engine))
+        ? loadServe().then(({ serve }) => serve(serveFlags, opts.engine, opts.binaryName))
         : loadCommandLine().then(({ main }) => main(argv, opts));
   run.catch((e) => {
     process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
