@@ -1,0 +1,265 @@
+// containerd's Sandbox API with shared mode: containerd 2.x (the version scripts/containerd-
+// versions.sh pins) whose CRI handler `wasmtimed` has `sandboxer = "shim"`, so a pod is the
+// daemon's sandbox itself: no pause container, no runc, no process of the pod's at all.
+// crictl drives it as the kubelet would (test/support/cri.ts); pods use the host's network.
+// Each step asserts what containerd's CRI sees (inspectp, pods, inspect, logs, statsp) and
+// what the host has (processes in /proc, mounts, our state dirs, the daemon's sandboxes).
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
+import { SandboxDefinition } from "../../src/task/gen/containerd/runtime/sandbox/v1/sandbox.ts";
+import { Client } from "../../src/ttrpc/index.ts";
+import { mountsUnder } from "../support/containerd.ts";
+import { CRI_IMAGES, type CriEnv, crictlPath, criEnv, K8S_NAMESPACE, type Pod, SHARED_HANDLER } from "../support/cri.ts";
+import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { REPO } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
+
+const T = 120_000;
+
+/** The 2.x that scripts/containerd-versions.sh pins (its PINNED=(…) line). */
+function pinned2x(): string {
+  const script = readFileSync(join(REPO, "scripts/containerd-versions.sh"), "utf8");
+  const v = /^PINNED=\(([^)]*)\)/m
+    .exec(script)?.[1]
+    ?.trim()
+    .split(/\s+/)
+    .find((x) => x.startsWith("v2."));
+  if (!v) throw new Error("scripts/containerd-versions.sh pins no 2.x");
+  return v;
+}
+const V2 = pinned2x();
+const CONTAINERD = join(REPO, "build/containerd", V2, "bin/containerd");
+
+/** Running processes as pid → argv. */
+function processes(): Map<number, string[]> {
+  const out = new Map<number, string[]>();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const argv = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0");
+      argv.pop();
+      if (argv.length) out.set(Number(d), argv);
+    } catch {}
+  }
+  return out;
+}
+
+/** Processes whose command line names any of `ids` (a shim's -id, runc's container id, a pause's bundle). */
+function processesNaming(ids: string[]): string[] {
+  return [...processes().values()].map((a) => a.join(" ")).filter((cmd) => ids.some((id) => cmd.includes(id)));
+}
+
+/** A process's parent, from /proc/<pid>/stat (its 4th field, after the command in parentheses). */
+function parentOf(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * runc, or a pause binary (the pause image's /pause), among the descendants of `roots` (our
+ * containerd and our daemon: a pause container of the pod would be the daemon's child, as
+ * the subreaper of what runc starts). Other suites on the machine have their own.
+ */
+function runcOrPauseUnder(roots: number[]): string[] {
+  const all = processes();
+  const under = (pid: number): boolean => {
+    for (let p = pid, hops = 0; p > 1 && hops < 64; p = parentOf(p), hops++) if (roots.includes(p)) return true;
+    return false;
+  };
+  return [...all.entries()].filter(([pid, a]) => /(^|\/)(runc|pause)$/.test(a[0] ?? "") && under(pid)).map(([, a]) => a.join(" "));
+}
+
+/** Paths under `dir` (at most 4 levels down) whose name is one of `ids`. */
+function entriesNamed(dir: string, ids: string[], depth = 4): string[] {
+  if (depth === 0) return [];
+  let entries: import("node:fs").Dirent[];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+  return entries.flatMap((e) => {
+    const p = join(dir, e.name);
+    if (ids.includes(e.name)) return [p];
+    return e.isDirectory() ? entriesNamed(p, ids, depth - 1) : [];
+  });
+}
+
+test("prerequisites: root, runc, crictl and containerd 2.x", () => {
+  expect(process.getuid?.()).toBe(0);
+  expect(Bun.which("runc")).not.toBeNull();
+  for (const f of [crictlPath(), CONTAINERD]) expect(`${f}: ${existsSync(f)}`).toBe(`${f}: true`);
+});
+
+describe(`the Sandbox API on containerd ${V2}: handler ${SHARED_HANDLER} with sandboxer "shim" (shared mode)`, () => {
+  let cri: CriEnv;
+  let shd: Daemon;
+
+  beforeAll(async () => {
+    shd = await startDaemon(mkdtempSync("/tmp/bwsb-"));
+    cri = await criEnv({ binary: CONTAINERD, handler: SHARED_HANDLER, runtime: SHARED_RUNTIME, env: shd.env, sandboxer: "shim" });
+  }, T);
+
+  afterAll(async () => {
+    await cri?.stop();
+    if (shd) {
+      const code = await shd.stop("SIGTERM");
+      rmSync(dirname(shd.socket), { recursive: true, force: true });
+      expect(code).toBe(0);
+    }
+  }, T);
+
+  const runcOrPause = () => runcOrPauseUnder([cri.cd.pid, shd.pid]);
+  const sandboxesOf = (podId: string) => shd.sandboxesOf(K8S_NAMESPACE, podId);
+
+  /** The Sandbox API on the pod's socket in the daemon, as containerd's shim sandboxer calls it. */
+  async function sandboxApi(podId: string, f: (sb: any) => Promise<any>): Promise<any> {
+    const [sb] = await sandboxesOf(podId);
+    if (!sb) throw new Error(`the daemon has no sandbox for pod ${podId}`);
+    const client = await Client.connect(sb.address.replace(/^unix:\/\//, ""), { timeoutMs: 2000 });
+    try {
+      return await f(client.service(SandboxDefinition));
+    } finally {
+      client.close();
+    }
+  }
+
+  let pod: Pod;
+  const containers: string[] = [];
+
+  test(
+    "runp: the pod is READY, a sandbox of the daemon with no container, and no process of its own (no shim, pause or runc)",
+    async () => {
+      pod = await cri.runPod("main");
+      const status = JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", pod.id])).status;
+      expect(status.state).toBe("SANDBOX_READY");
+      expect(status.runtimeHandler).toBe(SHARED_HANDLER);
+      expect(status.linux.namespaces.options.network).toBe("NODE");
+      const pods = JSON.parse(await cri.crictlOk(["pods", "-o", "json", "--id", pod.id])).items;
+      expect(pods.map((p: any) => p.state)).toEqual(["SANDBOX_READY"]);
+
+      // The pod is the daemon's sandbox: it holds no container (no pause), and serves the
+      // Sandbox API, where containerd created and started it with the pod's own settings.
+      expect((await sandboxesOf(pod.id)).map((s) => s.containers)).toEqual([0]);
+      const st = await sandboxApi(pod.id, (sb) => sb.sandboxStatus({ sandboxId: pod.id, verbose: false }));
+      expect(st.state).toBe("SANDBOX_READY");
+      expect(st.pid).toBe(shd.pid);
+      const platform = await sandboxApi(pod.id, (sb) => sb.platform({ sandboxId: pod.id }));
+      expect(platform.platform.os).toBe("linux");
+      expect(platform.platform.architecture).toBe(process.arch === "x64" ? "amd64" : process.arch);
+
+      // Not a process for the pod: the thin shim's `start` is gone, no pause, no runc.
+      expect(processesNaming([pod.id])).toEqual([]);
+      expect(runcOrPause()).toEqual([]);
+      // No container of the pod's in containerd, and no pause image pulled or used.
+      const ctrs = await cri.cd.ctr(["containers", "ls", "-q"], { namespace: K8S_NAMESPACE });
+      expect(ctrs.stdout.split("\n").filter(Boolean)).toEqual([]);
+      // Nothing mounted for the pod: a pause container's rootfs and /dev/shm are what the podsandbox path mounts.
+      expect(mountsUnder(cri.dir).filter((m) => m.includes(pod.id))).toEqual([]);
+    },
+    T,
+  );
+
+  test(
+    "create + start a wasm container: its logs, its exit 0, still no process of the pod's; a second one runs until stopped",
+    async () => {
+      const hello = await cri.createContainer(pod, {
+        metadata: { name: "hello" },
+        image: { image: CRI_IMAGES.demo },
+        args: ["echo", "hello"],
+        log_path: "hello.log",
+      });
+      containers.push(hello);
+      await cri.crictlOk(["start", hello]);
+      const st = await cri.waitState(hello, "CONTAINER_EXITED");
+      expect(st.status.exitCode).toBe(0);
+      expect(st.status.reason).toBe("Completed");
+      const logs = await cri.crictl(["logs", hello]);
+      expect(logs.code).toBe(0);
+      expect(logs.stdout).toBe("hello\nexiting\n");
+
+      expect(processesNaming([pod.id, hello])).toEqual([]);
+      expect(runcOrPause()).toEqual([]);
+
+      const three = await cri.createContainer(pod, {
+        metadata: { name: "exit3" },
+        image: { image: CRI_IMAGES.demo },
+        args: ["exit", "3"],
+        log_path: "exit3.log",
+      });
+      containers.push(three);
+      await cri.crictlOk(["start", three]);
+      const st3 = await cri.waitState(three, "CONTAINER_EXITED");
+      expect(st3.status.exitCode).toBe(3);
+      expect(st3.status.reason).toBe("Error");
+
+      // The pod stays READY with all its containers exited (Task Shutdown after each Delete
+      // does not end a Sandbox-API pod).
+      expect(JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", pod.id])).status.state).toBe("SANDBOX_READY");
+      expect((await sandboxesOf(pod.id)).length).toBe(1);
+    },
+    T,
+  );
+
+  test(
+    "a running wasm container: pod stats through SandboxMetrics; stopp stops it and the pod is NOTREADY; rmp leaves nothing",
+    async () => {
+      const daemon = await cri.createContainer(pod, {
+        metadata: { name: "daemon" },
+        image: { image: CRI_IMAGES.demo },
+        log_path: "daemon.log",
+      });
+      containers.push(daemon);
+      await cri.crictlOk(["start", daemon]);
+      const running = await cri.waitState(daemon, "CONTAINER_RUNNING");
+      // The task's pid is the daemon's: the module runs on a thread of the daemon.
+      expect(running.info.pid).toBe(shd.pid);
+      expect(processesNaming([pod.id, daemon])).toEqual([]);
+      expect(runcOrPause()).toEqual([]);
+
+      // crictl statsp: CRI's PodSandboxStats, whose cpu and memory are SandboxMetrics'.
+      const podStats = await until("the pod's stats", async () => {
+        const r = await cri.crictl(["statsp", "-o", "json", "--id", pod.id]);
+        if (r.code !== 0) throw new Error(`crictl statsp: ${r.stderr}\n${cri.cd.logTail(20)}`);
+        const s = JSON.parse(r.stdout).stats?.[0];
+        return s?.linux?.cpu?.usageCoreNanoSeconds?.value > 0 ? s : undefined;
+      });
+      expect(podStats.attributes.id).toBe(pod.id);
+      expect(Number(podStats.linux.memory.workingSetBytes?.value ?? podStats.linux.memory.usageBytes?.value)).toBeGreaterThan(0);
+
+      await cri.crictlOk(["stopp", pod.id], { timeoutMs: 90_000 });
+      const after = await cri.inspect(daemon);
+      expect(after.status.state).toBe("CONTAINER_EXITED");
+      const pst = await until("the pod to be NOTREADY", async () => {
+        const s = JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", pod.id])).status;
+        return s.state === "SANDBOX_NOTREADY" ? s : undefined;
+      });
+      expect(pst.state).toBe("SANDBOX_NOTREADY");
+
+      await cri.crictlOk(["rmp", pod.id], { timeoutMs: 90_000 });
+      const pods = JSON.parse(await cri.crictlOk(["pods", "-o", "json", "--id", pod.id]));
+      expect(pods.items ?? []).toEqual([]);
+      // ShutdownSandbox closed the daemon's sandbox, and its socket went with it.
+      await until("the daemon to close the pod's sandbox", async () => (await sandboxesOf(pod.id)).length === 0);
+      const ids = [pod.id, ...containers];
+      expect(processesNaming(ids)).toEqual([]);
+      expect(runcOrPause()).toEqual([]);
+      expect(mountsUnder(cri.dir).filter((m) => ids.some((id) => m.includes(id)))).toEqual([]);
+      expect(readdirSync(join(dirname(shd.socket), "sandboxes")).filter((f) => f.endsWith(".sock"))).toEqual([]);
+      for (const id of ids) {
+        expect(existsSync(join(containerStateDir(K8S_NAMESPACE), id))).toBe(false);
+        expect(existsSync(join(runtimeRoot(K8S_NAMESPACE), id))).toBe(false);
+      }
+      // containerd's bundles for the pod (the shim sandboxer's) and its containers are gone too.
+      expect([...entriesNamed(cri.cd.state, ids), ...entriesNamed(cri.cd.root, ids)]).toEqual([]);
+    },
+    T,
+  );
+});
