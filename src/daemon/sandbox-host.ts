@@ -14,9 +14,10 @@ import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import { artifactForContainer } from "../oci/artifact.ts";
 import { planContainer, RUN_DIR } from "../oci/container-plan.ts";
 import { precompile } from "../oci/precompile.ts";
-import { readSpec } from "../oci/spec.ts";
+import { readSpec, type Spec } from "../oci/spec.ts";
 import { commonHostCalls, runcOf } from "../runtime-v2/common-host-calls.ts";
 import { containerStateDir, type ShimPaths } from "../runtime-v2/paths.ts";
+import { refuseServerNamespaces } from "../runtime-v2/pod-namespaces.ts";
 import { createRuncInstance } from "../runtime-v2/runc-instance.ts";
 import { Publisher } from "../task/events.ts";
 import type { InstanceRequest } from "../task/instance.ts";
@@ -83,8 +84,10 @@ export function sandboxHost(
       const wasm = await wasmPlan(d, req, containerdAddress);
       // Runtime options (BinaryName, Root, SystemdCgroup) as in normal mode: they choose the
       // runc of the pod's native containers; a wasm container runs in-process either way.
-      if (wasm === null)
+      if (!("plan" in wasm)) {
+        refuseServerNamespaces(req.id, wasm.spec, d.pid);
         return createRuncInstance(runcOf(d, req.namespace, req.runtimeOptions), req, { runtimeBundle: req.bundle, kind: "native" }, d);
+      }
       const inst = await InProcessInstance.create(wasm.plan, req, { ...inProcess, warm: wasm.warm });
       running.add(inst);
       void inst.exited.then(() => running.delete(inst));
@@ -98,14 +101,14 @@ export function sandboxHost(
 
 /**
  * What a wasm container runs, from containerd's bundle (its rootfs mounted): the same plan as
- * normal mode's (../oci/container-plan.ts), and the compile that fills the cache for it; null
- * for a native container.
+ * normal mode's (../oci/container-plan.ts), and the compile that fills the cache for it; the
+ * spec alone for a native container.
  */
 async function wasmPlan(
   d: DaemonShared,
   req: InstanceRequest,
   containerdAddress: string,
-): Promise<{ plan: RunPlan; warm: () => Promise<void> } | null> {
+): Promise<{ plan: RunPlan; warm: () => Promise<void> } | { spec: Spec }> {
   const { id, bundle, workDir } = req;
   const spec = await readSpec(bundle);
   // An OCI wasm artifact's module is its image's layer, read through containerd and written to
@@ -132,7 +135,7 @@ async function wasmPlan(
         }
       : {}),
   });
-  if (plan.kind === "native") return null;
+  if (plan.kind === "native") return { spec };
   const { module } = plan.run;
   const prepared = {
     runtimeBundle: workDir,

@@ -11,6 +11,7 @@ import { precompile } from "../oci/precompile.ts";
 import { commonHostCalls, runcOf } from "../runtime-v2/common-host-calls.ts";
 import type { ShimFlags } from "../runtime-v2/flags.ts";
 import { containerStateDir, runtimeRoot, type ShimPaths } from "../runtime-v2/paths.ts";
+import { refuseServerNamespaces } from "../runtime-v2/pod-namespaces.ts";
 import { createRuncInstance } from "../runtime-v2/runc-instance.ts";
 import { Publisher } from "../task/events.ts";
 import { probeCgroupV2 } from "../task/stats.ts";
@@ -83,6 +84,7 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
           }),
         "prepare bundle",
       );
+      refuseServerNamespaces(req.id, prepared.spec);
       const runc = runcOf(base, req.namespace, req.runtimeOptions);
       return createRuncInstance(runc, req, { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind }, base);
     },

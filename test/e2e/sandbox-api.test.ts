@@ -209,6 +209,30 @@ describe(`the Sandbox API on containerd ${V2}: handler ${SHARED_HANDLER} with sa
   );
 
   test(
+    "a native sidecar is refused at start, saying why (it would join the daemon's namespaces: the host's); the pod goes on",
+    async () => {
+      const sidecar = await cri.createContainer(pod, {
+        metadata: { name: "sidecar" },
+        image: { image: CRI_IMAGES.busybox },
+        command: ["sh", "-c", "exec sleep 3600"],
+        log_path: "sidecar.log",
+      });
+      containers.push(sidecar);
+      const r = await cri.crictl(["start", sidecar]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(`container ${sidecar} would run under runc in the`);
+      expect(r.stderr).toContain(`namespaces of pid ${shd.pid}`);
+      expect(r.stderr).toContain("use the podsandbox sandboxer");
+      expect(runcOrPause()).toEqual([]);
+      // The failed Create left nothing in the daemon's sandbox, which still serves the pod.
+      expect((await sandboxesOf(pod.id)).map((s) => s.containers)).toEqual([0]);
+      expect(JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", pod.id])).status.state).toBe("SANDBOX_READY");
+      await cri.crictlOk(["rm", sidecar]);
+    },
+    T,
+  );
+
+  test(
     "a running wasm container: pod stats through SandboxMetrics; stopp stops it and the pod is NOTREADY; rmp leaves nothing",
     async () => {
       const daemon = await cri.createContainer(pod, {
