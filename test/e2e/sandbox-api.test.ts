@@ -12,7 +12,7 @@ import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { SandboxDefinition } from "../../src/task/gen/containerd/runtime/sandbox/v1/sandbox.ts";
 import { Client } from "../../src/ttrpc/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
-import { CRI_IMAGES, type CriEnv, crictlPath, criEnv, K8S_NAMESPACE, type Pod, SHARED_HANDLER } from "../support/cri.ts";
+import { CRI_IMAGES, type CriEnv, crictlPath, criEnv, HANDLER, K8S_NAMESPACE, type Pod, SHARED_HANDLER } from "../support/cri.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { REPO } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
@@ -282,6 +282,68 @@ describe(`the Sandbox API on containerd ${V2}: handler ${SHARED_HANDLER} with sa
         expect(existsSync(join(runtimeRoot(K8S_NAMESPACE), id))).toBe(false);
       }
       // containerd's bundles for the pod (the shim sandboxer's) and its containers are gone too.
+      expect([...entriesNamed(cri.cd.state, ids), ...entriesNamed(cri.cd.root, ids)]).toEqual([]);
+    },
+    T,
+  );
+});
+
+describe(`the Sandbox API on containerd ${V2}: handler ${HANDLER} with sandboxer "shim" (normal mode)`, () => {
+  let cri: CriEnv;
+
+  beforeAll(async () => {
+    cri = await criEnv({ binary: CONTAINERD, sandboxer: "shim" });
+  }, T);
+
+  afterAll(async () => {
+    await cri?.stop();
+  }, T);
+
+  /** Our shim processes containerd started for `id` (their -id argument). */
+  const shimsFor = (id: string) =>
+    [...processes().values()].filter(
+      (a) => /containerd-shim-wasmtime-v1$/.test(a[0] ?? "") && a.includes(cri.cd.address) && a[a.indexOf("-id") + 1] === id,
+    );
+
+  test(
+    "runp: READY, the pod is one shim server (no pause, no runc); a wasm container is refused at start, saying why; rmp leaves nothing",
+    async () => {
+      const pod = await cri.runPod("solo");
+      expect(JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", pod.id])).status.state).toBe("SANDBOX_READY");
+      const servers = shimsFor(pod.id);
+      expect(servers.map((a) => a.at(-1))).toEqual(["serve"]);
+      expect(runcOrPauseUnder([cri.cd.pid])).toEqual([]);
+      // What StartSandbox answered as the pod's pid is the server's (CRI builds the namespaces from it).
+      const serverPid = [...processes().entries()].find(([, a]) => a.join(" ") === servers[0]?.join(" "))?.[0];
+      expect(serverPid).toBeGreaterThan(0);
+
+      // Every container of normal mode runs under runc, which would join the server's namespaces.
+      const hello = await cri.createContainer(pod, {
+        metadata: { name: "hello" },
+        image: { image: CRI_IMAGES.demo },
+        args: ["echo", "hello"],
+        log_path: "hello.log",
+      });
+      const r = await cri.crictl(["start", hello]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(`container ${hello} would run under runc in the`);
+      expect(r.stderr).toContain(`namespaces of pid ${serverPid}`);
+      expect(runcOrPauseUnder([cri.cd.pid, serverPid!])).toEqual([]);
+      await cri.crictlOk(["rm", hello]);
+      // The server is still the pod (Task Shutdown after the failed Create did not end it).
+      expect(shimsFor(pod.id).length).toBe(1);
+
+      await cri.crictlOk(["stopp", pod.id], { timeoutMs: 90_000 });
+      await cri.crictlOk(["rmp", pod.id], { timeoutMs: 90_000 });
+      // ShutdownSandbox: the server exits, and containerd's `shim delete` finds nothing.
+      await until("the pod's server to exit", () => shimsFor(pod.id).length === 0);
+      const ids = [pod.id, hello];
+      expect(processesNaming(ids)).toEqual([]);
+      expect(mountsUnder(cri.dir).filter((m) => ids.some((id) => m.includes(id)))).toEqual([]);
+      for (const id of ids) {
+        expect(existsSync(join(containerStateDir(K8S_NAMESPACE), id))).toBe(false);
+        expect(existsSync(join(runtimeRoot(K8S_NAMESPACE), id))).toBe(false);
+      }
       expect([...entriesNamed(cri.cd.state, ids), ...entriesNamed(cri.cd.root, ids)]).toEqual([]);
     },
     T,
