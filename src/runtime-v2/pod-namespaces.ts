@@ -1,22 +1,15 @@
-// A container must never join the namespaces of the process that serves it. containerd's CRI
-// names a pod's namespaces by its sandbox's pid (/proc/<pid>/ns/net, ipc, uts, and pid when
-// the pod shares one); with a pause container that pid is the pause's. Under containerd's
-// shim sandboxer (the Sandbox API, src/task/sandbox-service.ts) it is the pid we answered,
-// ours: a normal-mode server's or the shared-mode daemon's, both in the host's namespaces. A
-// wasm container in the daemon runs on its threads and joins nothing; one run by runc would
-// join the host's IPC, UTS and PID namespaces. Until such a pod has a holder of its own
-// namespaces (a pause-like process made only when a runc container needs one), that is refused.
+// A container under runc must never join the namespaces of the process that serves it (see
+// src/oci/pod-namespaces.ts for when a spec names them: under containerd's shim sandboxer).
+// A wasm container in normal mode gets its own instead (the derived bundle, src/oci/bundle.ts);
+// a native one would share the host's IPC, UTS and PID namespaces with no way round it until
+// such a pod has a holder of its namespaces (a pause-like process made only when a runc
+// container needs one), so it is refused.
 
+import { namespacesOf } from "../oci/pod-namespaces.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 
 interface NamespacedSpec {
   linux?: { namespaces?: { type: string; path?: string }[] };
-}
-
-/** The spec's namespaces that are process `pid`'s own (the joins refused below). */
-export function namespacesOf(spec: NamespacedSpec, pid: number): string[] {
-  const own = new RegExp(`^/proc/${pid}/ns/[a-z_]+$`);
-  return (spec.linux?.namespaces ?? []).filter((n) => n.path !== undefined && own.test(n.path)).map((n) => n.type);
 }
 
 /**
@@ -26,7 +19,7 @@ export function namespacesOf(spec: NamespacedSpec, pid: number): string[] {
  * reports the error).
  */
 export function refuseServerNamespaces(id: string, spec: NamespacedSpec, pid: number = process.pid): void {
-  const joined = namespacesOf(spec, pid);
+  const joined = namespacesOf(spec.linux?.namespaces, pid);
   if (joined.length === 0) return;
   throw new TtrpcError(
     Code.FAILED_PRECONDITION,

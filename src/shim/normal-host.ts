@@ -81,10 +81,13 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
                 cacheDir: paths.compileCacheDir,
                 log,
               }),
+            // A pod of containerd's shim sandboxer names our namespaces as its own.
+            serverPid: process.pid,
           }),
         "prepare bundle",
       );
-      refuseServerNamespaces(req.id, prepared.spec);
+      // A wasm container's derived bundle has its own namespaces instead (serverPid above).
+      if (prepared.kind === "native") refuseServerNamespaces(req.id, prepared.spec);
       const runc = runcOf(base, req.namespace, req.runtimeOptions);
       return createRuncInstance(runc, req, { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind }, base);
     },

@@ -10,8 +10,8 @@
 //   config.json, and calls CreateSandbox (options: the pod's runtime.v1.PodSandboxConfig;
 //   netns_path) and StartSandbox on the address `start` printed. The pid StartSandbox answers
 //   is what CRI builds every container's namespaces from (/proc/<pid>/ns/net, ipc, uts, and
-//   pid unless the container has its own): ours is the serving process's, in the host's
-//   namespaces, which is right for a host-network pod (see "Not done" below). CRI then waits
+//   pid when the pod shares one): ours is the serving process's, in the host's namespaces,
+//   which is right for a host-network pod's network (see "Not done" below). CRI then waits
 //   on WaitSandbox for as long as the pod lives.
 // - CreateContainer: SandboxStatus (the pid again, and CRI's state) and Platform.
 // - StartContainer: the Task API on the sandbox's address; a shim that answered `start` with
@@ -25,10 +25,10 @@
 //   An error there fails CRI's whole ListPodSandboxStats, so it is answered: the pod's
 //   containers' statistics added up.
 //
-// Not done: a pod with a network namespace of its own (CRI's netns_path) still gets our pid
-// as its namespace holder, so a native container of such a pod would join the host's
-// namespaces; such pods need a holder process (a pause-like one) and are refused at Create
-// until it exists.
+// Not done: a holder of the pod's own namespaces. CRI names them by our pid, the host's, so a
+// pod with a network namespace of its own is refused at CreateSandbox, a native container is
+// refused at its Create (src/runtime-v2/pod-namespaces.ts), and a normal-mode wasm container
+// gets IPC, UTS and PID namespaces of its own (src/oci/pod-namespaces.ts).
 
 import type { RuncStats } from "../linux/runc.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";

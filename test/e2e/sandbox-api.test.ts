@@ -1,12 +1,13 @@
-// containerd's Sandbox API with shared mode: containerd 2.x (the version scripts/containerd-
-// versions.sh pins) whose CRI handler `wasmtimed` has `sandboxer = "shim"`, so a pod is the
-// daemon's sandbox itself: no pause container, no runc, no process of the pod's at all.
-// crictl drives it as the kubelet would (test/support/cri.ts); pods use the host's network.
-// Each step asserts what containerd's CRI sees (inspectp, pods, inspect, logs, statsp) and
-// what the host has (processes in /proc, mounts, our state dirs, the daemon's sandboxes).
+// containerd's Sandbox API: containerd 2.x (the version scripts/containerd-versions.sh pins)
+// whose CRI handler has `sandboxer = "shim"`, so no pause container is made. Shared mode
+// (`wasmtimed`): the pod is the daemon's sandbox itself, with no process of its own at all.
+// Normal mode (`wasmtime`): the pod is its shim server. crictl drives it as the kubelet would
+// (test/support/cri.ts); pods use the host's network. Each step asserts what containerd's CRI
+// sees (inspectp, pods, inspect, logs, statsp) and what the host has (processes in /proc and
+// their namespaces, mounts, our state dirs, containerd's bundles, the daemon's sandboxes).
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { SandboxDefinition } from "../../src/task/gen/containerd/runtime/sandbox/v1/sandbox.ts";
@@ -90,6 +91,12 @@ function entriesNamed(dir: string, ids: string[], depth = 4): string[] {
     if (ids.includes(e.name)) return [p];
     return e.isDirectory() ? entriesNamed(p, ids, depth - 1) : [];
   });
+}
+
+/** A container's cgroup directories under its pod's parent (cgroupfs driver), v1 or v2 layout. */
+function cgroupDirs(pod: Pod, id: string): string[] {
+  if (existsSync("/sys/fs/cgroup/cgroup.controllers")) return [join("/sys/fs/cgroup", pod.cgroupParent, id)];
+  return ["memory", "cpu", "pids"].map((ctl) => join("/sys/fs/cgroup", ctl, pod.cgroupParent, id));
 }
 
 test("prerequisites: root, runc, crictl and containerd 2.x", () => {
@@ -306,7 +313,7 @@ describe(`the Sandbox API on containerd ${V2}: handler ${HANDLER} with sandboxer
     );
 
   test(
-    "runp: READY, the pod is one shim server (no pause, no runc); a wasm container is refused at start, saying why; rmp leaves nothing",
+    "runp: READY, the pod is one shim server (no pause); wasm containers run under runc in namespaces of their own but the host's network; a native sidecar is refused; rmp leaves nothing",
     async () => {
       const pod = await cri.runPod("solo");
       expect(JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", pod.id])).status.state).toBe("SANDBOX_READY");
@@ -317,34 +324,63 @@ describe(`the Sandbox API on containerd ${V2}: handler ${HANDLER} with sandboxer
       const serverPid = [...processes().entries()].find(([, a]) => a.join(" ") === servers[0]?.join(" "))?.[0];
       expect(serverPid).toBeGreaterThan(0);
 
-      // Every container of normal mode runs under runc, which would join the server's namespaces.
       const hello = await cri.createContainer(pod, {
         metadata: { name: "hello" },
         image: { image: CRI_IMAGES.demo },
         args: ["echo", "hello"],
         log_path: "hello.log",
       });
-      const r = await cri.crictl(["start", hello]);
+      await cri.crictlOk(["start", hello]);
+      const st = await cri.waitState(hello, "CONTAINER_EXITED");
+      expect(st.status.exitCode).toBe(0);
+      expect((await cri.crictl(["logs", hello])).stdout).toBe("hello\nexiting\n");
+
+      // A running one: the executor (under runc) is in the host's network namespace (a
+      // host-network pod's), not in the server's IPC, UTS or PID namespaces (the host's).
+      const daemon = await cri.createContainer(pod, {
+        metadata: { name: "daemon" },
+        image: { image: CRI_IMAGES.demo },
+        log_path: "daemon.log",
+      });
+      await cri.crictlOk(["start", daemon]);
+      const running = await cri.waitState(daemon, "CONTAINER_RUNNING");
+      const pid = running.info.pid as number;
+      expect(pid).toBeGreaterThan(0);
+      expect(pid).not.toBe(serverPid);
+      const ns = (p: number | string, t: string) => readlinkSync(`/proc/${p}/ns/${t}`);
+      expect(ns(pid, "net")).toBe(ns(serverPid!, "net"));
+      for (const t of ["ipc", "uts", "pid"]) expect(`${t} ${ns(pid, t)}`).not.toBe(`${t} ${ns(serverPid!, t)}`);
+
+      // A native container would join the server's namespaces: refused, saying why.
+      const sidecar = await cri.createContainer(pod, {
+        metadata: { name: "sidecar" },
+        image: { image: CRI_IMAGES.busybox },
+        command: ["sh", "-c", "exec sleep 3600"],
+        log_path: "sidecar.log",
+      });
+      const r = await cri.crictl(["start", sidecar]);
       expect(r.code).not.toBe(0);
-      expect(r.stderr).toContain(`container ${hello} would run under runc in the`);
+      expect(r.stderr).toContain(`container ${sidecar} would run under runc in the`);
       expect(r.stderr).toContain(`namespaces of pid ${serverPid}`);
-      expect(runcOrPauseUnder([cri.cd.pid, serverPid!])).toEqual([]);
-      await cri.crictlOk(["rm", hello]);
-      // The server is still the pod (Task Shutdown after the failed Create did not end it).
+      await cri.crictlOk(["rm", sidecar]);
       expect(shimsFor(pod.id).length).toBe(1);
 
       await cri.crictlOk(["stopp", pod.id], { timeoutMs: 90_000 });
+      expect((await cri.inspect(daemon)).status.state).toBe("CONTAINER_EXITED");
       await cri.crictlOk(["rmp", pod.id], { timeoutMs: 90_000 });
       // ShutdownSandbox: the server exits, and containerd's `shim delete` finds nothing.
       await until("the pod's server to exit", () => shimsFor(pod.id).length === 0);
-      const ids = [pod.id, hello];
+      const ids = [pod.id, hello, daemon, sidecar];
       expect(processesNaming(ids)).toEqual([]);
+      expect(runcOrPauseUnder([cri.cd.pid])).toEqual([]);
       expect(mountsUnder(cri.dir).filter((m) => ids.some((id) => m.includes(id)))).toEqual([]);
       for (const id of ids) {
         expect(existsSync(join(containerStateDir(K8S_NAMESPACE), id))).toBe(false);
         expect(existsSync(join(runtimeRoot(K8S_NAMESPACE), id))).toBe(false);
       }
       expect([...entriesNamed(cri.cd.state, ids), ...entriesNamed(cri.cd.root, ids)]).toEqual([]);
+      // The wasm containers' cgroups (runc made them under the pod's parent) are gone.
+      for (const id of [hello, daemon]) for (const d of cgroupDirs(pod, id)) expect(existsSync(d)).toBe(false);
     },
     T,
   );

@@ -1,7 +1,8 @@
 // A runc container never joins the namespaces of the process that serves it (what CRI's spec
 // names under containerd's shim sandboxer, whose pod pid is ours).
 import { describe, expect, test } from "bun:test";
-import { namespacesOf, refuseServerNamespaces } from "../../../src/runtime-v2/pod-namespaces.ts";
+import { namespacesOf, wasmNamespaces } from "../../../src/oci/pod-namespaces.ts";
+import { refuseServerNamespaces } from "../../../src/runtime-v2/pod-namespaces.ts";
 import { Code, TtrpcError } from "../../../src/ttrpc/index.ts";
 
 const spec = (namespaces: { type: string; path?: string }[]) => ({ linux: { namespaces } });
@@ -15,11 +16,32 @@ describe("namespaces of the serving process in a spec", () => {
       { type: "uts", path: "/proc/77/ns/uts" },
       { type: "mount" },
     ]);
-    expect(namespacesOf(cri, 77)).toEqual(["network", "ipc", "uts"]);
-    expect(namespacesOf(cri, 7)).toEqual([]);
-    expect(namespacesOf(cri, 777)).toEqual([]);
-    expect(namespacesOf(spec([{ type: "network", path: "/var/run/netns/cni-1" }]), 77)).toEqual([]);
-    expect(namespacesOf({}, 77)).toEqual([]);
+    expect(namespacesOf(cri.linux.namespaces, 77)).toEqual(["network", "ipc", "uts"]);
+    expect(namespacesOf(cri.linux.namespaces, 7)).toEqual([]);
+    expect(namespacesOf(cri.linux.namespaces, 777)).toEqual([]);
+    expect(namespacesOf([{ type: "network", path: "/var/run/netns/cni-1" }], 77)).toEqual([]);
+    expect(namespacesOf(undefined, 77)).toEqual([]);
+  });
+
+  test("a wasm container's: our IPC, UTS and PID joins become its own namespaces, the network join (the host's) stays; others untouched", () => {
+    const ns = [
+      { type: "pid", path: "/proc/77/ns/pid" },
+      { type: "network", path: "/proc/77/ns/net" },
+      { type: "ipc", path: "/proc/77/ns/ipc" },
+      { type: "uts", path: "/proc/77/ns/uts" },
+      { type: "mount" },
+      { type: "cgroup", path: "/proc/5/ns/cgroup" },
+    ];
+    expect(wasmNamespaces(ns, 77)).toEqual([
+      { type: "pid" },
+      { type: "network", path: "/proc/77/ns/net" },
+      { type: "ipc" },
+      { type: "uts" },
+      { type: "mount" },
+      { type: "cgroup", path: "/proc/5/ns/cgroup" },
+    ]);
+    expect(wasmNamespaces(ns, 6)).toEqual(ns);
+    expect(wasmNamespaces(undefined, 77)).toBeUndefined();
   });
 
   test("refused with FAILED_PRECONDITION (UNIMPLEMENTED would make containerd retry with Task API v2), naming the container, the namespaces and the pid; allowed otherwise", () => {
