@@ -216,6 +216,32 @@ describe(`the Sandbox API on containerd ${V2}: handler ${SHARED_HANDLER} with sa
   );
 
   test(
+    "containerd restarts under a running pod: it reconnects to the sandbox, the pod stays READY, the module keeps running; rmp --force leaves nothing",
+    async () => {
+      const p = await cri.runPod("restart");
+      const id = await cri.createContainer(p, { metadata: { name: "daemon" }, image: { image: CRI_IMAGES.demo }, log_path: "d.log" });
+      await cri.crictlOk(["start", id]);
+      await cri.waitState(id, "CONTAINER_RUNNING");
+      await until("the module's first output", () => readFileSync(join(p.logDir, "d.log"), "utf8").length > 0);
+      await cri.restart();
+      expect(JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", p.id])).status.state).toBe("SANDBOX_READY");
+      expect((await cri.inspect(id)).status.state).toBe("CONTAINER_RUNNING");
+      const size = readFileSync(join(p.logDir, "d.log"), "utf8").length;
+      await until("more output after the restart", () => readFileSync(join(p.logDir, "d.log"), "utf8").length > size);
+      // The same sandbox of the daemon, still holding the container.
+      expect((await sandboxesOf(p.id)).map((s) => s.containers)).toEqual([1]);
+      await cri.crictlOk(["rmp", "--force", p.id], { timeoutMs: 90_000 });
+      await until("the daemon to close the pod's sandbox", async () => (await sandboxesOf(p.id)).length === 0);
+      const ids = [p.id, id];
+      expect(processesNaming(ids)).toEqual([]);
+      expect(runcOrPause()).toEqual([]);
+      expect(mountsUnder(cri.dir).filter((m) => ids.some((x) => m.includes(x)))).toEqual([]);
+      expect([...entriesNamed(cri.cd.state, ids), ...entriesNamed(cri.cd.root, ids)]).toEqual([]);
+    },
+    T,
+  );
+
+  test(
     "a native sidecar is refused at start, saying why (it would join the daemon's namespaces: the host's); the pod goes on",
     async () => {
       const sidecar = await cri.createContainer(pod, {
