@@ -7,7 +7,7 @@
 // the daemon's and comes in through `DaemonShared`; the calls both modes make the same way
 // (mounts, metrics, the runc of a container) are ../runtime-v2/common-host-calls.ts.
 
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Engine, Runner } from "../engines/engine.ts";
 import type { RunPlan } from "../engines/run-plan.ts";
 import type { ExitWatcher } from "../linux/exit-watcher.ts";
@@ -17,7 +17,7 @@ import { precompile } from "../oci/precompile.ts";
 import { readSpec, type Spec } from "../oci/spec.ts";
 import { commonHostCalls, runcOf } from "../runtime-v2/common-host-calls.ts";
 import { containerStateDir, type ShimPaths } from "../runtime-v2/paths.ts";
-import { refuseServerNamespaces } from "../runtime-v2/pod-namespaces.ts";
+import { PodHolders } from "../runtime-v2/pod-holder.ts";
 import { createRuncInstance } from "../runtime-v2/runc-instance.ts";
 import { Publisher } from "../task/events.ts";
 import type { InstanceRequest } from "../task/instance.ts";
@@ -63,6 +63,7 @@ export function sandboxHost(
 ): SandboxHost {
   /** The wasm containers not yet exited. */
   const running = new Set<InProcessInstance>();
+  const holders = new PodHolders({ log: d.log, pid: d.pid });
   const inProcess = {
     runner: d.runner,
     pid: d.pid,
@@ -85,14 +86,17 @@ export function sandboxHost(
       // Runtime options (BinaryName, Root, SystemdCgroup) as in normal mode: they choose the
       // runc of the pod's native containers; a wasm container runs in-process either way.
       if (!("plan" in wasm)) {
-        refuseServerNamespaces(req.id, wasm.spec, d.pid);
-        return createRuncInstance(runcOf(d, req.namespace, req.runtimeOptions), req, { runtimeBundle: req.bundle, kind: "native" }, d);
+        const runc = runcOf(d, req.namespace, req.runtimeOptions);
+        // In a pod of containerd's shim sandboxer it joins the pod's holder, not the daemon's namespaces.
+        const runtimeBundle = await holders.bundleFor({ ...req, stateDir: dirname(req.workDir), spec: wasm.spec, runc });
+        return createRuncInstance(runc, req, { runtimeBundle, kind: "native" }, d);
       }
       const inst = await InProcessInstance.create(wasm.plan, req, { ...inProcess, warm: wasm.warm });
       running.add(inst);
       void inst.exited.then(() => running.delete(inst));
       return inst;
     },
+    releasePod: (sandboxId) => holders.release(sandboxId),
     killWasm: (signal) => {
       for (const inst of running) void inst.kill(signal, true).catch(() => {});
     },

@@ -20,7 +20,7 @@ export function namespacesOf(namespaces: Namespaces, pid: number): string[] {
  * namespace becomes a namespace of the container's own, the network join stays (a host-network
  * pod's). The module cannot tell: WASI has no call that sees IPC objects, the hostname or other
  * processes; what the pod loses is only what its wasm containers could not use. A native
- * container gets no such rewrite (src/runtime-v2/pod-namespaces.ts refuses it).
+ * container joins its pod's holder instead (src/runtime-v2/pod-holder.ts).
  */
 export function wasmNamespaces(namespaces: Namespaces, pid: number): Namespaces {
   if (namespaces === undefined) return undefined;

@@ -25,10 +25,12 @@
 //   An error there fails CRI's whole ListPodSandboxStats, so it is answered: the pod's
 //   containers' statistics added up.
 //
-// Not done: a holder of the pod's own namespaces. CRI names them by our pid, the host's, so a
-// pod with a network namespace of its own is refused at CreateSandbox, a native container is
-// refused at its Create (src/runtime-v2/pod-namespaces.ts), and a normal-mode wasm container
-// gets IPC, UTS and PID namespaces of its own (src/oci/pod-namespaces.ts).
+// CRI names the pod's namespaces by our pid, the host's: a native container joins a holder of
+// the pod's own instead, made for the pod's first (src/runtime-v2/pod-holder.ts, released when
+// the pod stops), a normal-mode wasm container gets IPC, UTS and PID namespaces of its own
+// (src/oci/pod-namespaces.ts), and a pod with a network namespace of its own is refused at
+// CreateSandbox (not done: the holder would have to join it, and wasm containers in the daemon
+// to use it).
 
 import type { RuncStats } from "../linux/runc.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
@@ -85,6 +87,8 @@ export interface SandboxServiceOptions {
   log: Logger;
   /** After ShutdownSandbox is answered: close the server and release what it holds. */
   onShutdown(): void;
+  /** Once the pod's containers are stopped: what the host holds for the pod goes (its namespace holder). */
+  release?(sandboxId: string): Promise<void>;
   /** How long StopSandbox waits for a container after SIGKILL before it gives up on it. */
   killWaitMs?: number;
 }
@@ -160,7 +164,8 @@ export class SandboxService {
   async stopSandbox(req: StopSandboxRequest): Promise<StopSandboxResponse> {
     const to = this.check(req.sandboxId, "stop");
     if (to === this.state) return {}; // already stopped
-    this.stopping ??= this.stopAll(req.timeoutSecs * 1000).then(() => {
+    this.stopping ??= this.stopAll(req.timeoutSecs * 1000).then(async () => {
+      await this.releasePod(req.sandboxId);
       if (this.state !== "shutdown") this.state = "stopped";
       this.exitedAt = new Date();
       for (const w of this.stoppedWaiters.splice(0)) w();
@@ -208,6 +213,7 @@ export class SandboxService {
       await this.stopAll(0);
       this.exitedAt = new Date();
     }
+    await this.releasePod(req.sandboxId);
     for (const w of this.stoppedWaiters.splice(0)) w();
     for (const { namespace, id } of this.o.tasks.list()) {
       const r = await this.o.tasks.deleteFinal({ id, execId: "" }, namespaceContext(namespace)).catch((e) => {
@@ -230,6 +236,10 @@ export class SandboxService {
       if (s) stats.push(s);
     }
     return { metrics: { timestamp: timestamp(new Date()), id: req.sandboxId, data: this.o.metrics(addStats(stats)) } };
+  }
+
+  private async releasePod(id: string): Promise<void> {
+    await this.o.release?.(id).catch((e) => this.o.log(`sandbox ${id}: releasing what the host holds for it: ${String(e)}`, "warning"));
   }
 
   /** The state a call leads to; NOT_FOUND for another sandbox's id (one pod per service). */

@@ -63,6 +63,28 @@ function parentOf(pid: number): number {
   }
 }
 
+/** Zombie children of `parent` (/proc/<pid>/stat: state Z): exits nobody reaped. */
+function zombiesOf(parent: number): number[] {
+  return readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+        const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        return state === "Z" && Number(ppid) === parent;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** Whether `root` is `pid` or one of its ancestors. */
+function parentChainHas(pid: number, root: number): boolean {
+  for (let p = pid, hops = 0; p > 1 && hops < 64; p = parentOf(p), hops++) if (p === root) return true;
+  return false;
+}
+
 /**
  * runc, or a pause binary (the pause image's /pause), among the descendants of `roots` (our
  * containerd and our daemon: a pause container of the pod would be the daemon's child, as
@@ -70,10 +92,7 @@ function parentOf(pid: number): number {
  */
 function runcOrPauseUnder(roots: number[]): string[] {
   const all = processes();
-  const under = (pid: number): boolean => {
-    for (let p = pid, hops = 0; p > 1 && hops < 64; p = parentOf(p), hops++) if (roots.includes(p)) return true;
-    return false;
-  };
+  const under = (pid: number): boolean => roots.some((r) => parentChainHas(pid, r));
   return [...all.entries()].filter(([pid, a]) => /(^|\/)(runc|pause)$/.test(a[0] ?? "") && under(pid)).map(([, a]) => a.join(" "));
 }
 
@@ -242,25 +261,60 @@ describe(`the Sandbox API on containerd ${V2}: handler ${SHARED_HANDLER} with sa
   );
 
   test(
-    "a native sidecar is refused at start, saying why (it would join the daemon's namespaces: the host's); the pod goes on",
+    "a native sidecar: it runs in a holder of the pod's namespaces (IPC, UTS, PID; the host's network), made for it alone; stopp removes the holder, rmp leaves nothing",
     async () => {
-      const sidecar = await cri.createContainer(pod, {
+      const p = await cri.runPod("side");
+      // A wasm container first: no holder for it.
+      const hello = await cri.createContainer(p, {
+        metadata: { name: "hello" },
+        image: { image: CRI_IMAGES.demo },
+        args: ["echo", "hi"],
+        log_path: "h.log",
+      });
+      await cri.crictlOk(["start", hello]);
+      expect((await cri.waitState(hello, "CONTAINER_EXITED")).status.exitCode).toBe(0);
+      expect(runcOrPause()).toEqual([]);
+
+      const sidecar = await cri.createContainer(p, {
         metadata: { name: "sidecar" },
         image: { image: CRI_IMAGES.busybox },
-        command: ["sh", "-c", "exec sleep 3600"],
+        command: ["sh", "-c", "echo sidecar up; exec sleep 3600"],
         log_path: "sidecar.log",
       });
-      containers.push(sidecar);
-      const r = await cri.crictl(["start", sidecar]);
-      expect(r.code).not.toBe(0);
-      expect(r.stderr).toContain(`container ${sidecar} would run under runc in the`);
-      expect(r.stderr).toContain(`namespaces of pid ${shd.pid}`);
-      expect(r.stderr).toContain("use the podsandbox sandboxer");
+      await cri.crictlOk(["start", sidecar]);
+      const running = await cri.waitState(sidecar, "CONTAINER_RUNNING");
+      await until("the sidecar's line", async () => (await cri.crictl(["logs", sidecar])).stdout === "sidecar up\n");
+      // One holder: runc's init of a container created and never started, under the daemon.
+      const holders = runcOrPause();
+      expect(holders).toEqual([expect.stringMatching(/runc init$/)]);
+      const holderPid = [...processes().entries()].find(([pid, a]) => a.join(" ") === holders[0] && parentChainHas(pid, shd.pid))?.[0];
+      expect(holderPid).toBeGreaterThan(0);
+      const ns = (pid: number, t: string) => readlinkSync(`/proc/${pid}/ns/${t}`);
+      const side = running.info.pid as number;
+      expect(ns(side, "net")).toBe(ns(shd.pid, "net"));
+      for (const t of ["ipc", "uts", "pid"]) {
+        expect(`${t} ${ns(side, t)}`).toBe(`${t} ${ns(holderPid!, t)}`);
+        expect(`${t} ${ns(side, t)}`).not.toBe(`${t} ${ns(shd.pid, t)}`);
+      }
+      expect(JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", p.id])).status.state).toBe("SANDBOX_READY");
+
+      await cri.crictlOk(["stopp", p.id], { timeoutMs: 90_000 });
+      expect((await cri.inspect(sidecar)).status.state).toBe("CONTAINER_EXITED");
       expect(runcOrPause()).toEqual([]);
-      // The failed Create left nothing in the daemon's sandbox, which still serves the pod.
-      expect((await sandboxesOf(pod.id)).map((s) => s.containers)).toEqual([0]);
-      expect(JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", pod.id])).status.state).toBe("SANDBOX_READY");
-      await cri.crictlOk(["rm", sidecar]);
+      // The holder's exit was reaped (the daemon is the subreaper of what runc starts).
+      await until("no zombie child of the daemon", () => zombiesOf(shd.pid).length === 0);
+      expect(existsSync(`/proc/${holderPid}`)).toBe(false);
+      await cri.crictlOk(["rmp", p.id], { timeoutMs: 90_000 });
+      await until("the daemon to close the pod's sandbox", async () => (await sandboxesOf(p.id)).length === 0);
+      const ids = [p.id, hello, sidecar];
+      expect(processesNaming(ids)).toEqual([]);
+      expect(mountsUnder(cri.dir).filter((m) => ids.some((x) => m.includes(x)))).toEqual([]);
+      expect([...entriesNamed(cri.cd.state, ids), ...entriesNamed(cri.cd.root, ids)]).toEqual([]);
+      for (const id of ids) {
+        expect(existsSync(join(containerStateDir(K8S_NAMESPACE), id))).toBe(false);
+        expect(existsSync(join(runtimeRoot(K8S_NAMESPACE), id))).toBe(false);
+        for (const d of cgroupDirs(p, id)) expect(existsSync(d)).toBe(false);
+      }
     },
     T,
   );
@@ -339,7 +393,7 @@ describe(`the Sandbox API on containerd ${V2}: handler ${HANDLER} with sandboxer
     );
 
   test(
-    "runp: READY, the pod is one shim server (no pause); wasm containers run under runc in namespaces of their own but the host's network; a native sidecar is refused; rmp leaves nothing",
+    "runp: READY, the pod is one shim server (no pause); wasm containers run under runc in namespaces of their own but the host's network; a native sidecar in the pod's holder; rmp leaves nothing",
     async () => {
       const pod = await cri.runPod("solo");
       expect(JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", pod.id])).status.state).toBe("SANDBOX_READY");
@@ -377,22 +431,29 @@ describe(`the Sandbox API on containerd ${V2}: handler ${HANDLER} with sandboxer
       expect(ns(pid, "net")).toBe(ns(serverPid!, "net"));
       for (const t of ["ipc", "uts", "pid"]) expect(`${t} ${ns(pid, t)}`).not.toBe(`${t} ${ns(serverPid!, t)}`);
 
-      // A native container would join the server's namespaces: refused, saying why.
+      // A native sidecar joins the pod's holder (made now), not the server's namespaces.
       const sidecar = await cri.createContainer(pod, {
         metadata: { name: "sidecar" },
         image: { image: CRI_IMAGES.busybox },
-        command: ["sh", "-c", "exec sleep 3600"],
+        command: ["sh", "-c", "echo sidecar up; exec sleep 3600"],
         log_path: "sidecar.log",
       });
-      const r = await cri.crictl(["start", sidecar]);
-      expect(r.code).not.toBe(0);
-      expect(r.stderr).toContain(`container ${sidecar} would run under runc in the`);
-      expect(r.stderr).toContain(`namespaces of pid ${serverPid}`);
-      await cri.crictlOk(["rm", sidecar]);
+      await cri.crictlOk(["start", sidecar]);
+      const side = (await cri.waitState(sidecar, "CONTAINER_RUNNING")).info.pid as number;
+      const holders = runcOrPauseUnder([serverPid!]).filter((c) => c.endsWith("runc init"));
+      expect(holders.length).toBe(1);
+      const holderPid = [...processes().entries()].find(([p, a]) => a.join(" ") === holders[0] && parentChainHas(p, serverPid!))?.[0];
+      expect(ns(side, "net")).toBe(ns(serverPid!, "net"));
+      for (const t of ["ipc", "uts", "pid"]) {
+        expect(`${t} ${ns(side, t)}`).toBe(`${t} ${ns(holderPid!, t)}`);
+        expect(`${t} ${ns(side, t)}`).not.toBe(`${t} ${ns(serverPid!, t)}`);
+      }
       expect(shimsFor(pod.id).length).toBe(1);
 
       await cri.crictlOk(["stopp", pod.id], { timeoutMs: 90_000 });
       expect((await cri.inspect(daemon)).status.state).toBe("CONTAINER_EXITED");
+      expect((await cri.inspect(sidecar)).status.state).toBe("CONTAINER_EXITED");
+      expect(runcOrPauseUnder([serverPid!])).toEqual([]);
       await cri.crictlOk(["rmp", pod.id], { timeoutMs: 90_000 });
       // ShutdownSandbox: the server exits, and containerd's `shim delete` finds nothing.
       await until("the pod's server to exit", () => shimsFor(pod.id).length === 0);
@@ -406,7 +467,7 @@ describe(`the Sandbox API on containerd ${V2}: handler ${HANDLER} with sandboxer
       }
       expect([...entriesNamed(cri.cd.state, ids), ...entriesNamed(cri.cd.root, ids)]).toEqual([]);
       // The wasm containers' cgroups (runc made them under the pod's parent) are gone.
-      for (const id of [hello, daemon]) for (const d of cgroupDirs(pod, id)) expect(existsSync(d)).toBe(false);
+      for (const id of [pod.id, hello, daemon, sidecar]) for (const d of cgroupDirs(pod, id)) expect(existsSync(d)).toBe(false);
     },
     T,
   );

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
 import { CreateSandboxRequest } from "../../../src/task/gen/containerd/runtime/sandbox/v1/sandbox.ts";
 import { CreateTaskRequest } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
+import { Status } from "../../../src/task/gen/containerd/types/task/task.ts";
 import { NamespaceMode, PodSandboxConfig } from "../../../src/task/gen/k8s/cri/v1/pod_sandbox_config.ts";
 import { hostPlatform, SandboxService } from "../../../src/task/sandbox-service.ts";
 import { criStateOf, SANDBOX_TABLE, type SandboxCall, type SandboxState } from "../../../src/task/sandbox-state.ts";
@@ -37,14 +38,23 @@ function setup() {
     holdsOpen: () => sandbox.holdsOpen,
   });
   const logs: string[] = [];
+  const released: string[] = [];
   sandbox = new SandboxService({
     tasks,
     pid: PID,
     metrics: (s) => host.metrics(s),
     log: (m) => logs.push(m),
     onShutdown: () => closed.sandbox++,
+    release: async (id) => {
+      // Only once every container has stopped: the holder of their namespaces goes last.
+      for (const { namespace, id: c } of tasks.list()) {
+        const st = await tasks.state({ id: c, execId: "" }, ctxFor(namespace));
+        if (st.status !== Status.STOPPED) throw new Error(`released while ${c} is ${st.status}`);
+      }
+      released.push(id);
+    },
   });
-  return { host, tasks, sandbox, closed, logs };
+  return { host, tasks, sandbox, closed, logs, released };
 }
 type Setup = ReturnType<typeof setup>;
 
@@ -317,6 +327,9 @@ describe("StopSandbox, WaitSandbox, ShutdownSandbox", () => {
     expect(st.exitedAt).toEqual(w.exitedAt);
     // A WaitSandbox after the stop answers the same at once.
     expect(await s.sandbox.waitSandbox({ sandboxId: POD })).toEqual(w);
+    // What the host holds for the pod (a holder of its namespaces) went once its containers had stopped.
+    expect(s.released).toEqual([POD]);
+    expect(s.logs.filter((l) => l.includes("releasing"))).toEqual([]);
   });
 
   test("a timeout: SIGTERM first, and no SIGKILL for a container that exits on it", async () => {
@@ -345,6 +358,7 @@ describe("StopSandbox, WaitSandbox, ShutdownSandbox", () => {
     expect((await waiting).exitStatus).toBe(0);
     expect(s.tasks.list()).toEqual([]);
     expect(s.host.runtime(NS).containers.size).toBe(0);
+    expect(s.released).toEqual([POD]);
     await Bun.sleep(1);
     expect(s.closed.sandbox).toBe(1);
     // containerd's later calls find nothing.
