@@ -33,7 +33,8 @@ gen src/ttrpc/gen proto/ttrpc/request.proto
 gen test/interop/gen test/interop/echo.proto
 if compgen -G "proto/containerd/**/*.proto" >/dev/null || [[ -d proto/containerd ]]; then
   # containerd's gRPC API (the services a shim calls back) has its own output: src/containerd.
-  mapfile -t task_protos < <(find proto/containerd -name '*.proto' | grep -v -e /services/containers/ -e /services/images/ -e /services/content/ -e /services/leases/ -e /types/descriptor.proto | sort)
+  # The CRI's PodSandboxConfig (proto/k8s) is what containerd's Sandbox API hands a shim.
+  mapfile -t task_protos < <(find proto/containerd proto/k8s -name '*.proto' | grep -v -e /services/containers/ -e /services/images/ -e /services/content/ -e /services/leases/ -e /types/descriptor.proto | sort)
   gen src/task/gen "${task_protos[@]}"
 fi
 gen src/containerd/gen proto/containerd/services/{containers,images,content,leases}/v1/*.proto

@@ -49,7 +49,7 @@ export class Manager {
     checkId("sandbox id", req.id);
     checkId("namespace", req.namespace);
     if (req.containerId) checkId("container id", req.containerId);
-    await checkBundle(req.bundle);
+    await checkBundle(req.bundle, req.sandboxBundle ? "directory" : "config");
     if (!req.ttrpcAddress) throw new TtrpcError(Code.INVALID_ARGUMENT, "ttrpc_address is required (containerd's ttrpc socket, for events)");
     // Two containerds on one host may both have a pod of that name: their address is part of the key.
     const key = `${req.containerdAddress}|${req.namespace}/${req.id}`;
@@ -85,7 +85,7 @@ export class Manager {
   async deleteSandbox(req: DeleteSandboxRequest): Promise<DeleteSandboxResponse> {
     checkId("container id", req.containerId);
     checkId("namespace", req.namespace);
-    if (req.bundle) await checkBundle(req.bundle, false);
+    if (req.bundle) await checkBundle(req.bundle, "path");
     for (const sb of this.sandboxes.values()) {
       if (!(await sb.has(req.namespace, req.containerId))) continue;
       const r = await sb.deleteContainer(req.namespace, req.containerId);
@@ -121,14 +121,24 @@ function checkId(what: string, id: string): void {
     throw new TtrpcError(Code.INVALID_ARGUMENT, `${what} ${JSON.stringify(id)} is not valid (containerd's identifier rule)`);
 }
 
-/** Off the daemon's thread (every pod's start asks): the stat calls are asynchronous. */
-async function checkBundle(bundle: string, mustExist = true): Promise<void> {
+/**
+ * Off the daemon's thread (every pod's start asks): the stat calls are asynchronous. `need`:
+ * a container's bundle (with config.json), a sandbox's (a directory: containerd's shim
+ * sandboxer writes no spec), or only a well-formed path (a delete's, which may be gone).
+ */
+async function checkBundle(bundle: string, need: "config" | "directory" | "path"): Promise<void> {
   if (!bundle || !isAbsolute(bundle) || normalize(bundle) !== bundle.replace(/\/+$/, "")) {
     throw new TtrpcError(Code.INVALID_ARGUMENT, `bundle ${JSON.stringify(bundle)} must be an absolute, normalized path`);
   }
-  if (!mustExist) return;
-  const [dir, config] = await Promise.all([stat(bundle).catch(() => null), stat(join(bundle, "config.json")).catch(() => null)]);
+  if (need === "path") return;
+  const [dir, config] = await Promise.all([
+    stat(bundle).catch(() => null),
+    need === "config" ? stat(join(bundle, "config.json")).catch(() => null) : true,
+  ]);
   if (!dir?.isDirectory() || !config) {
-    throw new TtrpcError(Code.INVALID_ARGUMENT, `bundle ${bundle} is not a bundle directory (no config.json)`);
+    throw new TtrpcError(
+      Code.INVALID_ARGUMENT,
+      `bundle ${bundle} is not a bundle directory${need === "config" ? " (no config.json)" : ""}`,
+    );
   }
 }

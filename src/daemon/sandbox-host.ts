@@ -7,7 +7,7 @@
 // the daemon's and comes in through `DaemonShared`; the calls both modes make the same way
 // (mounts, metrics, the runc of a container) are ../runtime-v2/common-host-calls.ts.
 
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { traced } from "../common/trace.ts";
 import type { Filled } from "../engines/cache.ts";
 import type { Engine, Runner } from "../engines/engine.ts";
@@ -16,10 +16,11 @@ import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import { artifactForContainer } from "../oci/artifact.ts";
 import { planContainer, RUN_DIR } from "../oci/container-plan.ts";
 import { precompile } from "../oci/precompile.ts";
-import { readSpec } from "../oci/spec.ts";
+import { readSpec, type Spec } from "../oci/spec.ts";
 import { viewDir } from "../oci/wasi-view.ts";
 import { commonHostCalls, runcOf } from "../runtime-v2/common-host-calls.ts";
 import { containerStateDir, type ShimPaths } from "../runtime-v2/paths.ts";
+import { PodHolders } from "../runtime-v2/pod-holder.ts";
 import { createRuncInstance } from "../runtime-v2/runc-instance.ts";
 import { Publisher } from "../task/events.ts";
 import type { InstanceRequest } from "../task/instance.ts";
@@ -86,6 +87,7 @@ export function sandboxHost(
 ): SandboxHost {
   /** The wasm containers not yet exited. */
   const running = new Map<InProcessInstance, LiveWasm>();
+  const holders = new PodHolders({ log: d.log, pid: d.pid });
   const inProcess = {
     runner: d.runner,
     pid: d.pid,
@@ -109,8 +111,12 @@ export function sandboxHost(
       const wasm = await traced("plan", () => wasmPlan(d, req, containerdAddress));
       // Runtime options (BinaryName, Root, SystemdCgroup) as in normal mode: they choose the
       // runc of the pod's native containers; a wasm container runs in-process either way.
-      if (wasm === null)
-        return createRuncInstance(runcOf(d, req.namespace, req.runtimeOptions), req, { runtimeBundle: req.bundle, kind: "native" }, d);
+      if (!("plan" in wasm)) {
+        const runc = runcOf(d, req.namespace, req.runtimeOptions);
+        // In a pod of containerd's shim sandboxer it joins the pod's holder, not the daemon's namespaces.
+        const runtimeBundle = await holders.bundleFor({ ...req, stateDir: dirname(req.workDir), spec: wasm.spec, runc });
+        return createRuncInstance(runc, req, { runtimeBundle, kind: "native" }, d);
+      }
       // The module's view is mounted and the compile cache filled (wasm.warm) inside this step.
       const inst = await traced("runtime create", () => InProcessInstance.create(wasm.plan, req, { ...inProcess, warm: wasm.warm }), {
         attributes: { "bunwasi.runtime": "in-process", "bunwasi.kind": "wasm" },
@@ -119,6 +125,7 @@ export function sandboxHost(
       void inst.exited.then(() => running.delete(inst));
       return inst;
     },
+    releasePod: (sandboxId) => holders.release(sandboxId),
     killWasm: (signal) => {
       for (const inst of running.keys()) void inst.kill(signal, true).catch(() => {});
     },
@@ -128,14 +135,14 @@ export function sandboxHost(
 
 /**
  * What a wasm container runs, from containerd's bundle (its rootfs mounted): the same plan as
- * normal mode's (../oci/container-plan.ts), and the compile that fills the cache for it; null
- * for a native container.
+ * normal mode's (../oci/container-plan.ts), and the compile that fills the cache for it; the
+ * spec alone for a native container.
  */
 async function wasmPlan(
   d: DaemonShared,
   req: InstanceRequest,
   containerdAddress: string,
-): Promise<{ plan: RunPlan; warm: () => Promise<void> } | null> {
+): Promise<{ plan: RunPlan; warm: () => Promise<void> } | { spec: Spec }> {
   const { id, bundle, workDir } = req;
   const spec = await readSpec(bundle);
   // An OCI wasm artifact's module is its image's layer, read through containerd and written to
@@ -162,7 +169,7 @@ async function wasmPlan(
         }
       : {}),
   });
-  if (plan.kind === "native") return null;
+  if (plan.kind === "native") return { spec };
   const { module } = plan.run;
   const prepared = {
     runtimeBundle: workDir,

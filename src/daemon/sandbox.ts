@@ -2,12 +2,12 @@
 // normal-mode shim server serves its one (src/runtime-v2/task-server.ts), answering
 // containerd's Task API v2 and v3 for any number of namespaces. containerd talks to it exactly
 // as to a shim server; it goes away when containerd shuts it down (Shutdown with no container
-// left) or the daemon stops.
+// left, or, for a pod containerd made through the Sandbox API, ShutdownSandbox) or the daemon
+// stops.
 
 import { TaskServer } from "../runtime-v2/task-server.ts";
 import type { DeleteResponse } from "../task/gen/containerd/runtime/task/v2/shim.ts";
-import { NAMESPACE_METADATA_KEY, type TaskService } from "../task/task-service.ts";
-import type { CallContext } from "../ttrpc/index.ts";
+import { namespaceContext as ctxFor, type TaskService } from "../task/task-service.ts";
 import { type DaemonShared, type LiveWasm, type SandboxHost, type SandboxNamespace, sandboxHost } from "./sandbox-host.ts";
 
 export interface SandboxOptions {
@@ -46,6 +46,9 @@ export class Sandbox {
       traceCalls: true,
       publishers: () => [...this.namespaces.values()].map((ns) => ns.publisher),
       onShutdown: () => void this.close(),
+      // Under the Sandbox API (a handler with sandboxer = "shim") this sandbox is the pod, and
+      // the daemon holds its namespaces: a pure-wasm pod runs no process of its own.
+      sandboxPid: d.pid,
     });
   }
 
@@ -100,9 +103,4 @@ export class Sandbox {
     this.closing ??= this.server.close().then(() => this.onClosed(this));
     return this.closing;
   }
-}
-
-function ctxFor(ns: string): CallContext {
-  // The Task service reads only the namespace from a call's context.
-  return { metadata: { [NAMESPACE_METADATA_KEY]: [ns] } } as unknown as CallContext;
 }

@@ -51,7 +51,9 @@ export async function thinStart(names: SharedModeNames, ctx: StartContext, env: 
         bundle: ctx.bundle,
         containerdAddress: ctx.flags.address,
         ttrpcAddress: ctx.ttrpcAddress,
-        containerId: ctx.flags.id,
+        // A sandbox's start (containerd's shim sandboxer) names the pod, not a container.
+        containerId: ctx.sandbox ? "" : ctx.flags.id,
+        sandboxBundle: ctx.sandbox,
       },
       { timeoutMs: 10_000 },
     );

@@ -14,7 +14,7 @@
 //
 // This runs at every container's start and delete: it imports only what the action needs.
 
-import { readFileSync, readlinkSync, readSync, writeSync } from "node:fs";
+import { lstatSync, readFileSync, readlinkSync, readSync, statSync, writeSync } from "node:fs";
 import { SHIM_VERSION } from "../common/constants.ts";
 import { groupId, writeAddressFile } from "./address.ts";
 import { parseShimFlags, type ShimFlags, ttrpcAddress } from "./flags.ts";
@@ -32,6 +32,11 @@ export interface StartContext {
   socketDir?: string;
   /** containerd's ttrpc address, where task events go: BootstrapParams, else TTRPC_ADDRESS, else `<address>.ttrpc`. */
   ttrpcAddress: string;
+  /**
+   * Started by containerd's `shim` sandbox controller for a pod (`-id` is the sandbox's): its
+   * bundle has no config.json, and the Sandbox API's CreateSandbox comes next on our address.
+   */
+  sandbox: boolean;
 }
 
 /** One shim binary: its names, and what its `start` and `delete` do. */
@@ -130,22 +135,38 @@ async function start(shim: ShimBinary, flags: ShimFlags, io: CliIo): Promise<str
   // containerd runs `start` inside the bundle (its cwd) without -bundle. Anything else is not a
   // start by containerd: refuse it rather than leave an address file in a random directory.
   const bundle = flags.bundle || io.cwd;
-  let config: string;
+  let config: string | undefined;
   try {
     config = readFileSync(`${bundle}/config.json`, "utf8");
   } catch {
-    throw new Error(`${bundle} is not a bundle (no config.json); containerd runs start in the bundle directory`);
+    if (!sandboxBundle(bundle))
+      throw new Error(`${bundle} is not a bundle (no config.json); containerd runs start in the bundle directory`);
   }
   const params = await bootstrapParams(await io.stdin(), flags);
   const address = await shim.start({
     flags,
     bundle,
-    group: groupId(flags.id, annotations(config)),
+    sandbox: config === undefined,
+    // A sandbox is its own group: its containers name it in their sandbox-id annotation.
+    group: config === undefined ? flags.id : groupId(flags.id, annotations(config)),
     ...(params?.socketDir ? { socketDir: params.socketDir } : {}),
     ttrpcAddress: params?.containerdTtrpcAddress || ttrpcAddress(flags, io.env),
   });
   writeAddressFile(bundle, address);
   return startReply(address, params, io.env);
+}
+
+/**
+ * A bundle containerd's shim sandbox controller made for a pod: no spec (CRI gives none), but
+ * containerd's bundle layout (core/runtime/v2/bundle.go: a `rootfs` directory and a `work`
+ * link to the working directory, made before the spec would be written).
+ */
+function sandboxBundle(bundle: string): boolean {
+  try {
+    return statSync(`${bundle}/rootfs`).isDirectory() && lstatSync(`${bundle}/work`).isSymbolicLink();
+  } catch {
+    return false;
+  }
 }
 
 function needNamespace(flags: ShimFlags): void {

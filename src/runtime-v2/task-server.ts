@@ -3,14 +3,18 @@
 // socket is a path we bind or, for a normal-mode server, the listening fd `start` bound and
 // passed as fd 3. Only a peer of our uid and gid may drive it (containerd's own shims check
 // the same). Task API v2 and v3 are registered on it (the two protos differ in their package
-// line only). Closing stops accepting, lets calls in flight finish, flushes the queued events
+// line only), and containerd's Sandbox API beside them (src/task/sandbox-service.ts: containerd's
+// `shim` sandboxer calls it on the socket of the shim it started for the pod, then sends the
+// pod's Task calls to that same socket). Closing stops accepting, lets calls in flight finish, flushes the queued events
 // to containerd (up to EVENTS_FLUSH_TIMEOUT_MS) and removes the socket file.
 
 import { rmSync } from "node:fs";
 import { EVENTS_FLUSH_TIMEOUT_MS, SHUTDOWN_GRACE_MS } from "../common/constants.ts";
 import { traced, tracingOn } from "../common/trace.ts";
 import type { Publisher } from "../task/events.ts";
+import { SandboxDefinition } from "../task/gen/containerd/runtime/sandbox/v1/sandbox.ts";
 import { TaskDefinition as TaskV2 } from "../task/gen/containerd/runtime/task/v2/shim.ts";
+import { SandboxService } from "../task/sandbox-service.ts";
 import type { Logger } from "../task/task-host.ts";
 import { NAMESPACE_METADATA_KEY, TaskService, type TaskServiceOptions } from "../task/task-service.ts";
 import { TaskV3 } from "../task/task-v3.ts";
@@ -22,7 +26,7 @@ export interface TaskServerOptions {
   socket: string;
   fd?: number;
   /** The service's options; its Shutdown closes this server. */
-  service: Omit<TaskServiceOptions, "onShutdown">;
+  service: Omit<TaskServiceOptions, "onShutdown" | "holdsOpen">;
   log: Logger;
   /** Names the server in its log lines (a sandbox's pod); empty for a server that is the whole process. */
   name?: string;
@@ -32,12 +36,15 @@ export interface TaskServerOptions {
   interceptors?: ServerInterceptor[];
   /** The event publishers to flush on close (read then: namespaces are added as they are first used). */
   publishers: () => Iterable<Publisher>;
-  /** After a Shutdown that stopped the service (not after close() called otherwise). */
+  /** After a Shutdown (Task or Sandbox API) that stopped the service (not after close() called otherwise). */
   onShutdown?: () => void;
+  /** What the Sandbox API reports as the pod's pid (its namespaces' holder): the serving process. */
+  sandboxPid: number;
 }
 
 export class TaskServer {
   readonly service: TaskService;
+  readonly sandbox: SandboxService;
   private readonly server: Server;
   private closing: Promise<void> | null = null;
 
@@ -52,11 +59,17 @@ export class TaskServer {
         ...(o.interceptors ?? []),
       ],
     });
-    this.service = new TaskService({
-      ...o.service,
-      onShutdown: () => void this.close().then(() => o.onShutdown?.()),
+    const shutdown = () => void this.close().then(() => o.onShutdown?.());
+    this.service = new TaskService({ ...o.service, onShutdown: shutdown, holdsOpen: () => this.sandbox.holdsOpen });
+    this.sandbox = new SandboxService({
+      tasks: this.service,
+      pid: o.sandboxPid,
+      metrics: (s) => o.service.host.metrics(s),
+      log: (m, level) => o.log(`${prefix}${m}`, level),
+      onShutdown: shutdown,
+      release: (id) => o.service.host.releasePod?.(id) ?? Promise.resolve(),
     });
-    this.server.register(TaskV2, this.service).register(TaskV3, this.service);
+    this.server.register(TaskV2, this.service).register(TaskV3, this.service).register(SandboxDefinition, this.sandbox);
     this.server.listen(o.fd !== undefined ? { fd: o.fd } : o.socket);
   }
 

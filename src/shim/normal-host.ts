@@ -12,6 +12,7 @@ import { precompile } from "../oci/precompile.ts";
 import { commonHostCalls, runcOf } from "../runtime-v2/common-host-calls.ts";
 import type { ShimFlags } from "../runtime-v2/flags.ts";
 import { containerStateDir, runtimeRoot, type ShimPaths } from "../runtime-v2/paths.ts";
+import { PodHolders } from "../runtime-v2/pod-holder.ts";
 import { createRuncInstance } from "../runtime-v2/runc-instance.ts";
 import { Publisher } from "../task/events.ts";
 import { probeCgroupV2 } from "../task/stats.ts";
@@ -49,6 +50,7 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
     else done();
     return out;
   };
+  const holders = new PodHolders({ log, pid: process.pid });
   const base = { paths, log, watcher: w.watcher, engine: w.engine, runtimeBinary: w.runtimeBinary, cgroupV2: await probeCgroupV2(), step };
   return {
     ...commonHostCalls(base),
@@ -83,12 +85,21 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
                   cacheDir: paths.compileCacheDir,
                   log,
                 }),
+              // A pod of containerd's shim sandboxer names our namespaces as its own.
+              serverPid: process.pid,
             }),
           "prepare bundle",
         ),
       );
       const runc = runcOf(base, req.namespace, req.runtimeOptions);
-      return createRuncInstance(runc, req, { runtimeBundle: prepared.runtimeBundle, kind: prepared.kind }, base);
+      // A wasm container's derived bundle has namespaces of its own instead of ours (serverPid
+      // above); a native one joins its pod's holder (a pod of containerd's shim sandboxer).
+      const runtimeBundle =
+        prepared.kind === "native"
+          ? await holders.bundleFor({ ...req, stateDir: dirname(req.workDir), spec: prepared.spec, runc })
+          : prepared.runtimeBundle;
+      return createRuncInstance(runc, req, { runtimeBundle, kind: prepared.kind }, base);
     },
+    releasePod: (sandboxId) => holders.release(sandboxId),
   };
 }

@@ -61,6 +61,8 @@ export async function serve(flags: ShimFlags, engine: Engine, name: string): Pro
     interceptors: [shrinkWhenIdle(IDLE_SHRINK_MS)],
     publishers: () => [...namespaces.values()].map((ns) => ns.publisher),
     onShutdown: exit,
+    // Under the Sandbox API (a handler with sandboxer = "shim") this server is the pod.
+    sandboxPid: process.pid,
   });
   log(`listening ${performance.now().toFixed(1)} ms after the process started`, "debug");
   // containerd stops us with Shutdown; a signal from an operator means the same.

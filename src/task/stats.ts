@@ -90,3 +90,42 @@ export function metricsAny(s: RuncStats, cgroupV2: boolean): Any {
 function memoryEntry(e: RuncMemoryEntry | undefined) {
   return { usage: e?.usage ?? 0, limit: e?.limit ?? 0, max: e?.max ?? 0, failcnt: e?.failcnt ?? 0 };
 }
+
+/**
+ * Several containers' statistics as one (a pod's, for the Sandbox API's SandboxMetrics):
+ * counters and usages add up, per-CPU times add up CPU by CPU. A limit adds up only when
+ * every container has one: one unlimited container makes the pod unlimited (0).
+ */
+export function addStats(all: RuncStats[]): RuncStats {
+  const sum = (f: (s: RuncStats) => number | undefined) => all.reduce((n, s) => n + (f(s) ?? 0), 0);
+  const limit = (f: (s: RuncStats) => number | undefined) => (all.length > 0 && all.every((s) => (f(s) ?? 0) > 0) ? sum(f) : 0);
+  const entry = (f: (s: RuncStats) => RuncMemoryEntry | undefined): RuncMemoryEntry => ({
+    usage: sum((s) => f(s)?.usage),
+    limit: limit((s) => f(s)?.limit),
+    max: sum((s) => f(s)?.max),
+    failcnt: sum((s) => f(s)?.failcnt),
+  });
+  const percpu: number[] = [];
+  const raw: Record<string, number> = {};
+  for (const s of all) {
+    for (const [i, v] of (s.cpu?.usage?.percpu ?? []).entries()) percpu[i] = (percpu[i] ?? 0) + v;
+    for (const [k, v] of Object.entries(s.memory?.raw ?? {})) raw[k] = (raw[k] ?? 0) + v;
+  }
+  return {
+    cpu: {
+      usage: {
+        total: sum((s) => s.cpu?.usage?.total),
+        kernel: sum((s) => s.cpu?.usage?.kernel),
+        user: sum((s) => s.cpu?.usage?.user),
+        percpu,
+      },
+      throttling: {
+        periods: sum((s) => s.cpu?.throttling?.periods),
+        throttledPeriods: sum((s) => s.cpu?.throttling?.throttledPeriods),
+        throttledTime: sum((s) => s.cpu?.throttling?.throttledTime),
+      },
+    },
+    memory: { usage: entry((s) => s.memory?.usage), swap: entry((s) => s.memory?.swap), kernel: entry((s) => s.memory?.kernel), raw },
+    pids: { current: sum((s) => s.pids?.current), limit: limit((s) => s.pids?.limit) },
+  };
+}

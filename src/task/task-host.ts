@@ -51,4 +51,9 @@ export interface TaskHost {
   /** An instance's statistics as containerd decodes them (cgroup v1 or v2 Metrics). */
   metrics(stats: RuncStats): Any;
   log: Logger;
+  /**
+   * A pod of containerd's Sandbox API has stopped (./sandbox-service.ts): release what the
+   * host holds for it beside its containers (src/runtime-v2/pod-holder.ts).
+   */
+  releasePod?(sandboxId: string): Promise<void>;
 }

@@ -9,6 +9,7 @@
 
 import { SHIM_VERSION } from "../common/constants.ts";
 import { VALID_ID } from "../common/identifiers.ts";
+import type { RuncStats } from "../linux/runc.ts";
 import { type CallContext, Code, TtrpcError } from "../ttrpc/index.ts";
 import { Container, type ContainerEvents } from "./container.ts";
 import { type EncodedEvent, encodeEvent, timestamp } from "./events.ts";
@@ -68,6 +69,11 @@ export interface TaskServiceOptions {
   shimPid: number;
   /** Called when Shutdown finds nothing left to serve, or is told to stop now. */
   onShutdown(): void;
+  /**
+   * While this says so, Shutdown leaves the service up even with no container left: a pod
+   * created through the Sandbox API lives until its ShutdownSandbox (./sandbox-service.ts).
+   */
+  holdsOpen?: () => boolean;
 }
 
 /** The OCI process of an Exec (JSON in an Any); INVALID_ARGUMENT when it is not one. */
@@ -96,6 +102,12 @@ export function processDetails(execId: string): { typeUrl: string; value: Uint8A
   const id = new TextEncoder().encode(execId);
   // Field 1, wire type 2; exec ids are at most 76 bytes, so the length is one varint byte.
   return { typeUrl: "containerd.runc.v1.ProcessDetails", value: Uint8Array.of(0x0a, id.length, ...id) };
+}
+
+/** A call's context naming namespace `ns`: how calls made from inside the process (not by containerd) say which. */
+export function namespaceContext(ns: string): CallContext {
+  // The service reads only the namespace from a call's context.
+  return { metadata: { [NAMESPACE_METADATA_KEY]: [ns] } } as unknown as CallContext;
 }
 
 /** The namespace a call is for: containerd's metadata, else `fallback`. */
@@ -144,6 +156,12 @@ export class TaskService {
     for (const [namespace, ns] of this.namespaces)
       for (const c of ns.containers.values()) out.push({ namespace, id: c.id, state: c.state, kind: c.kind });
     return out;
+  }
+
+  /** A container's statistics as its runtime reports them (a pod's metrics add them up). */
+  async runtimeStats(namespace: string, id: string): Promise<RuncStats> {
+    const { c } = this.find(namespaceContext(namespace), id, "stats");
+    return c.transition("stats", () => c.stats());
   }
 
   /** Set once Shutdown has decided to stop: no Create is taken from then on. */
@@ -328,7 +346,7 @@ export class TaskService {
    * after each Delete; the last one stops us.
    */
   async shutdown(_req: ShutdownRequest): Promise<Empty> {
-    if (this.size === 0) {
+    if (this.size === 0 && !this.o.holdsOpen?.()) {
       this.draining = true;
       // After this answer is on its way: the host's shutdown closes the server.
       setTimeout(() => this.o.onShutdown(), 0);

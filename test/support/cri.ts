@@ -57,10 +57,14 @@ export function criPluginConfig(o: {
   runtime?: string;
   /** More handlers and their runtime types, beside runc and ours (one containerd for several of ours). */
   extraHandlers?: { handler: string; runtime: string }[];
+  /** 2.x: our handler's pods through containerd's Sandbox API (`shim`), with no pause image pulled. */
+  sandboxer?: "shim";
 }): string {
   const handler = o.handler ?? HANDLER;
   const runtime = o.runtime ?? RUNTIME;
   const q = (s: string) => JSON.stringify(s);
+  if (o.sandboxer && o.major < 2) throw new Error("the shim sandboxer is configured per runtime in containerd 2.x only");
+  const sandboxer = o.sandboxer ? `\n        sandboxer = ${q(o.sandboxer)}\n        disable_pause_image_pull = true` : "";
   // Root may not lower its own oom_score_adj here (a container's sandbox asks for -998):
   // restrict_oom_score_adj clamps requests to containerd's own value instead of failing.
   // The streaming server (exec/attach/port-forward URLs) stays on loopback.
@@ -72,7 +76,7 @@ export function criPluginConfig(o: {
       [${prefix}.containerd.runtimes.runc]
         runtime_type = "io.containerd.runc.v2"
       [${prefix}.containerd.runtimes.${handler}]
-        runtime_type = ${q(runtime)}${o.options ? optionsRuntime(prefix, o.major, o.options, handler, runtime) : ""}${(
+        runtime_type = ${q(runtime)}${sandboxer}${o.options ? optionsRuntime(prefix, o.major, o.options, handler, runtime) : ""}${(
           o.extraHandlers ?? []
         )
           .map(
@@ -292,6 +296,8 @@ export interface CriEnvOptions {
   runtime?: string;
   /** More handlers of ours in the same containerd (e.g. shared mode's beside normal mode's). */
   extraHandlers?: { handler: string; runtime: string }[];
+  /** 2.x: the handler's sandboxer (criPluginConfig's `sandboxer`); default CRI's podsandbox (a pause container). */
+  sandboxer?: "shim";
   /** Extra environment for containerd and the shims it starts (shared mode: BUNWASI_DAEMON_SOCKET, a private BUNWASI_EXEC_ROOT). */
   env?: Record<string, string>;
   /** The CRI's registry `config_path`: a directory of <host>/hosts.toml (e.g. a local plain-HTTP registry). */
@@ -345,6 +351,7 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
         runtime,
         ...(opts.extraHandlers ? { extraHandlers: opts.extraHandlers } : {}),
         ...(opts.defaultRuntime ? { defaultRuntime: opts.defaultRuntime } : {}),
+        ...(opts.sandboxer ? { sandboxer: opts.sandboxer } : {}),
       }) +
       (opts.registryConfigPath
         ? `  [plugins."${major >= 2 ? "io.containerd.cri.v1.images" : "io.containerd.grpc.v1.cri"}".registry]\n    config_path = ${JSON.stringify(opts.registryConfigPath)}\n`

@@ -294,6 +294,32 @@ describe("prepare: the derived bundle from the plan", () => {
     removeDerived("map2");
   });
 
+  test("wasmSpec with serverPid (a pod of containerd's shim sandboxer): the server's IPC, UTS and PID joins become the container's own, its network stays", async () => {
+    const joins = [
+      { type: "pid", path: "/proc/4242/ns/pid" },
+      { type: "network", path: "/proc/4242/ns/net" },
+      { type: "ipc", path: "/proc/4242/ns/ipc" },
+      { type: "uts", path: "/proc/4242/ns/uts" },
+      { type: "mount" },
+    ];
+    const s = spec({}, { linux: { namespaces: joins } });
+    const b = bundle(s, { "app.wasm": WASM });
+    const plan = await planContainer({ bundle: b, spec: s, engine: wasmtime });
+    if (plan.kind !== "wasm") throw new Error("not wasm");
+    const opts = { run: plan.run, exec: fakeExec, mountPoint: "/dev/.bunwasi", runDir: "/state/c/run" };
+    expect(wasmSpec(s, { ...opts, serverPid: 4242 }).linux?.namespaces).toEqual([
+      { type: "pid" },
+      { type: "network", path: "/proc/4242/ns/net" },
+      { type: "ipc" },
+      { type: "uts" },
+      { type: "mount" },
+    ]);
+    // A pause's pid (the podsandbox path), or no serverPid: the spec's namespaces as they are.
+    expect(wasmSpec(s, { ...opts, serverPid: 1 }).linux?.namespaces).toEqual(joins);
+    expect(wasmSpec(s, opts).linux?.namespaces).toEqual(joins);
+    expect(s.linux?.namespaces).toEqual(joins); // containerd's spec is not touched
+  });
+
   test("wasmSpec: subcommand, engine options, the one compiled module bound in, dev mount point, the view from the plan", async () => {
     const vol = join(base, "vol-ws");
     mkdirSync(vol, { recursive: true });

@@ -3,7 +3,7 @@
 // both kinds of shim binary share (src/runtime-v2/shim-cli.ts) around a fake start and delete.
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
@@ -301,6 +301,30 @@ describe("the command line (runShimCli)", () => {
     expect(r.code).toBe(0);
     expect(r.starts[0]).toMatchObject({ bundle: b, group: "c1", ttrpcAddress: "/run/c.sock.ttrpc" });
     expect(JSON.parse(r.out[0] as string)).toEqual({ version: 2, address: "unix:///run/fake.sock", protocol: "ttrpc" });
+  });
+
+  test("start for containerd's shim sandboxer: a bundle with containerd's layout and no config.json is the pod's own, its id the group", async () => {
+    const b = mkdtempSync(join(tmpdir(), "bw-cli-"));
+    dirs.push(b);
+    mkdirSync(join(b, "rootfs"));
+    mkdirSync(join(b, "workdir"));
+    symlinkSync(join(b, "workdir"), join(b, "work"));
+    const stdin = BootstrapParams.encode(BootstrapParams.fromPartial({ instanceId: "pod1", namespace: "ns1" })).finish();
+    const r = await run([...flags.slice(0, -1), "pod1", "start"], { cwd: b, stdin });
+    expect(r.code).toBe(0);
+    expect(r.starts[0]).toMatchObject({ bundle: b, group: "pod1", sandbox: true });
+    expect(BootstrapResult.decode(r.out[0] as Uint8Array)).toEqual({ version: 3, address: "unix:///run/fake.sock", protocol: "ttrpc" });
+    // A container's bundle is not one: it has a config.json.
+    const c = await run([...flags, "start"], { cwd: bundle() });
+    expect(c.starts[0]?.sandbox).toBe(false);
+    // A directory without containerd's layout is still refused (no address file left in it).
+    const plain = mkdtempSync(join(tmpdir(), "bw-cli-"));
+    dirs.push(plain);
+    mkdirSync(join(plain, "rootfs"));
+    const refused = await run([...flags, "start"], { cwd: plain });
+    expect(refused.code).toBe(1);
+    expect(refused.err).toContain("no config.json");
+    expect(existsSync(join(plain, "address"))).toBe(false);
   });
 
   test("start: containerd 2.3+'s BootstrapParams give the ttrpc address and socket dir, and get a BootstrapResult", async () => {

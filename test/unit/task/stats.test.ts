@@ -1,9 +1,10 @@
 // Task Stats: the runtime's numbers as the cgroup v1 or v2 Metrics containerd decodes; the
 // host says which, once, instead of a probe at import.
 import { describe, expect, test } from "bun:test";
+import type { RuncStats } from "../../../src/linux/runc.ts";
 import { Metrics as MetricsV1 } from "../../../src/task/gen/containerd/cgroups/v1/metrics.ts";
 import { Metrics as MetricsV2 } from "../../../src/task/gen/containerd/cgroups/v2/metrics.ts";
-import { metricsAny, probeCgroupV2 } from "../../../src/task/stats.ts";
+import { addStats, metricsAny, probeCgroupV2 } from "../../../src/task/stats.ts";
 
 // As `runc events --stats` prints them (runc 1.1: camelCase throttling fields).
 const stats = {
@@ -56,5 +57,35 @@ describe("probeCgroupV2", () => {
   test("only a cgroup2 filesystem counts", async () => {
     expect(await probeCgroupV2("/proc")).toBe(false);
     expect(await probeCgroupV2("/no/such/dir")).toBe(false);
+  });
+});
+
+describe("addStats: a pod's statistics from its containers'", () => {
+  test("counters and usages add up, per-CPU times CPU by CPU, raw memory fields key by key", () => {
+    const a: RuncStats = {
+      cpu: { usage: { total: 10, kernel: 4, user: 6, percpu: [7, 3] }, throttling: { periods: 2, throttledPeriods: 1, throttledTime: 5 } },
+      memory: { usage: { usage: 100, limit: 1000, max: 150, failcnt: 1 }, raw: { anon: 60, file: 40 } },
+      pids: { current: 1, limit: 10 },
+    };
+    const b: RuncStats = {
+      cpu: { usage: { total: 5, kernel: 1, user: 4, percpu: [1, 2, 2] } },
+      memory: { usage: { usage: 50, limit: 500, max: 60 }, raw: { anon: 50, shmem: 1 } },
+      pids: { current: 2, limit: 5 },
+    };
+    const s = addStats([a, b]);
+    expect(s.cpu?.usage).toEqual({ total: 15, kernel: 5, user: 10, percpu: [8, 5, 2] });
+    expect(s.cpu?.throttling).toEqual({ periods: 2, throttledPeriods: 1, throttledTime: 5 });
+    expect(s.memory?.usage).toEqual({ usage: 150, limit: 1500, max: 210, failcnt: 1 });
+    expect(s.memory?.raw).toEqual({ anon: 110, file: 40, shmem: 1 });
+    expect(s.pids).toEqual({ current: 3, limit: 15 });
+  });
+
+  test("one container without a limit makes the pod's unlimited (0); no containers, all zero", () => {
+    const s = addStats([{ memory: { usage: { usage: 1, limit: 100 } } }, { memory: { usage: { usage: 2 } } }]);
+    expect(s.memory?.usage?.limit).toBe(0);
+    expect(s.memory?.usage?.usage).toBe(3);
+    const none = addStats([]);
+    expect(none.cpu?.usage?.total).toBe(0);
+    expect(none.pids).toEqual({ current: 0, limit: 0 });
   });
 });

@@ -30,6 +30,11 @@ export interface CreateSandboxRequest {
   ttrpcAddress: string;
   /** The container being started (for the log; the sandbox serves every container of the pod). */
   containerId: string;
+  /**
+   * The bundle is the pod's own, made by containerd's shim sandbox controller: no
+   * config.json in it, and the Sandbox API comes next on the address (container_id empty).
+   */
+  sandboxBundle: boolean;
 }
 
 export interface CreateSandboxResponse {
@@ -80,7 +85,15 @@ export interface ListSandboxesResponse {
 }
 
 function createBaseCreateSandboxRequest(): CreateSandboxRequest {
-  return { id: "", namespace: "", bundle: "", containerdAddress: "", ttrpcAddress: "", containerId: "" };
+  return {
+    id: "",
+    namespace: "",
+    bundle: "",
+    containerdAddress: "",
+    ttrpcAddress: "",
+    containerId: "",
+    sandboxBundle: false,
+  };
 }
 
 export const CreateSandboxRequest: MessageFns<CreateSandboxRequest, "bunwasi.manager.v1.CreateSandboxRequest"> = {
@@ -104,6 +117,9 @@ export const CreateSandboxRequest: MessageFns<CreateSandboxRequest, "bunwasi.man
     }
     if (message.containerId !== "") {
       writer.uint32(50).string(message.containerId);
+    }
+    if (message.sandboxBundle !== false) {
+      writer.uint32(56).bool(message.sandboxBundle);
     }
     return writer;
   },
@@ -169,6 +185,14 @@ export const CreateSandboxRequest: MessageFns<CreateSandboxRequest, "bunwasi.man
             message.containerId = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.sandboxBundle = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -192,6 +216,7 @@ export const CreateSandboxRequest: MessageFns<CreateSandboxRequest, "bunwasi.man
     message.containerdAddress = object.containerdAddress ?? "";
     message.ttrpcAddress = object.ttrpcAddress ?? "";
     message.containerId = object.containerId ?? "";
+    message.sandboxBundle = object.sandboxBundle ?? false;
     return message;
   },
 };

@@ -1,0 +1,189 @@
+// The holder of a pod's namespaces for its native (runc) containers, when the pod has no pause
+// container: containerd's shim sandboxer (src/task/sandbox-service.ts). CRI names the pod's
+// namespaces by the pid we answered, ours, in the host's namespaces (src/oci/pod-namespaces.ts);
+// a native container must not join those. So the first native container of such a pod makes
+// the holder, and every native container of the pod joins the holder's IPC, UTS and PID
+// namespaces instead of ours (its network join stays: the host's, a host-network pod's).
+// A pod of wasm containers never makes one.
+//
+// The holder is a runc container of the pod's own (runc id: the sandbox id) that is created
+// and never started: runc's init then waits for a `start` that never comes, holding the new
+// namespaces, and runs nothing of an image's. Its bundle is an empty read-only root with one
+// empty executable file (runc looks its process up before it waits, and never executes it),
+// in `<stateDir>/<sandbox id>` like a container's work dir, so `shim delete` after a crash
+// finds it and removes it the way it removes a container (./delete.ts). Its cgroup is the
+// container's with the sandbox id for the container's: under the pod's cgroup parent.
+//
+// What a pause container does that this does not: PID 1 of a shared PID namespace reaps the
+// orphans of the pod's containers; runc's waiting init does not. It is removed when the pod
+// stops (StopSandbox) or ends (ShutdownSandbox).
+
+import { chmodSync, closeSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Runc } from "../linux/runc.ts";
+import { namespacesOf } from "../oci/pod-namespaces.ts";
+import type { Spec } from "../oci/spec.ts";
+import { type RuntimeOptions, saveRuntimeOptions } from "../task/runtime-options.ts";
+import type { Logger } from "../task/task-host.ts";
+import { Code, TtrpcError } from "../ttrpc/index.ts";
+
+/** The annotation CRI marks every container of a pod with. */
+const SANDBOX_ID_ANNOTATION = "io.kubernetes.cri.sandbox-id";
+/** The file the holder's process names (never executed). */
+const HOLDER_PROCESS = "/pod-holder";
+
+interface Holder {
+  pid: number;
+  runc: Runc;
+  dir: string;
+}
+
+export interface PodHolderParts {
+  log: Logger;
+  /** This process's pid: the one whose namespaces CRI's spec names. */
+  pid: number;
+}
+
+/** The holders of one server's pods, by sandbox id. */
+export class PodHolders {
+  private readonly holders = new Map<string, Promise<Holder>>();
+
+  constructor(private readonly parts: PodHolderParts) {}
+
+  /**
+   * The bundle runc is to create native container `id` from: containerd's when its spec joins
+   * none of our namespaces, else a derived one in `workDir` that joins its pod's holder (made
+   * now if it is the pod's first). `stateDir` is the namespace's (the holder's dir goes there).
+   */
+  async bundleFor(o: {
+    id: string;
+    bundle: string;
+    workDir: string;
+    stateDir: string;
+    spec: Spec;
+    runc: Runc;
+    runtimeOptions: RuntimeOptions | null;
+  }): Promise<string> {
+    const ours = namespacesOf(o.spec.linux?.namespaces, this.parts.pid);
+    if (ours.length === 0) return o.bundle;
+    const sandbox = o.spec.annotations?.[SANDBOX_ID_ANNOTATION];
+    if (!sandbox || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(sandbox)) {
+      throw new TtrpcError(
+        Code.FAILED_PRECONDITION,
+        `container ${o.id} would run under runc in the ${ours.join(", ")} namespaces of pid ${this.parts.pid}, this shim's (the host's), and names no pod (${SANDBOX_ID_ANNOTATION}) whose namespaces it could join instead`,
+      );
+    }
+    let holder = this.holders.get(sandbox);
+    if (!holder) {
+      holder = this.make(sandbox, o);
+      this.holders.set(sandbox, holder);
+      holder.catch(() => this.holders.delete(sandbox));
+    }
+    const { pid } = await holder;
+    const spec = structuredClone(o.spec);
+    spec.root = { ...spec.root, path: spec.root.path.startsWith("/") ? spec.root.path : join(o.bundle, spec.root.path) };
+    spec.linux = {
+      ...spec.linux,
+      namespaces: spec.linux?.namespaces?.map((n) =>
+        n.type !== "network" && n.path !== undefined && ours.includes(n.type)
+          ? { type: n.type, path: `/proc/${pid}/ns/${nsFile(n.type)}` }
+          : n,
+      ),
+    };
+    mkdirSync(o.workDir, { recursive: true, mode: 0o711 });
+    const tmp = join(o.workDir, `.config.json.${process.pid}`);
+    writeFileSync(tmp, JSON.stringify(spec), { mode: 0o600 });
+    renameSync(tmp, join(o.workDir, "config.json"));
+    return o.workDir;
+  }
+
+  /** Kills and removes pod `sandbox`'s holder, if it has one (the pod has stopped or ended). */
+  async release(sandbox: string): Promise<void> {
+    const holder = this.holders.get(sandbox);
+    if (!holder) return;
+    this.holders.delete(sandbox);
+    const h = await holder.catch(() => null);
+    if (!h) return;
+    try {
+      await h.runc.delete(sandbox, true);
+      rmSync(h.dir, { recursive: true, force: true });
+      this.parts.log(`pod ${sandbox}: its namespace holder (pid ${h.pid}) removed`, "debug");
+    } catch (e) {
+      // Kept: `shim delete` of the sandbox id retries through the same runc (./delete.ts).
+      this.parts.log(`pod ${sandbox}: removing its namespace holder: ${String(e)}`, "warning");
+    }
+  }
+
+  private async make(
+    sandbox: string,
+    o: { id: string; stateDir: string; spec: Spec; runc: Runc; runtimeOptions: RuntimeOptions | null },
+  ): Promise<Holder> {
+    const dir = join(o.stateDir, sandbox);
+    const root = join(dir, "rootfs");
+    mkdirSync(root, { recursive: true, mode: 0o711 });
+    try {
+      // As a container's work dir: `shim delete` of the sandbox id asks the same runc.
+      if (o.runtimeOptions) await saveRuntimeOptions(dir, o.runtimeOptions);
+      const exe = join(root, HOLDER_PROCESS);
+      writeFileSync(exe, "");
+      chmodSync(exe, 0o555);
+      writeFileSync(join(dir, "config.json"), JSON.stringify(holderSpec(o.spec, o.id, sandbox, this.parts.pid)), { mode: 0o600 });
+      const devNull = openSync("/dev/null", "r+");
+      let pid: number;
+      try {
+        pid = await o.runc.create(sandbox, dir, join(dir, "init.pid"), [devNull, devNull, devNull], join(dir, "runtime.log"));
+      } finally {
+        closeSync(devNull);
+      }
+      this.parts.log(`pod ${sandbox}: namespace holder pid ${pid} for its native containers`, "debug");
+      return { pid, runc: o.runc, dir };
+    } catch (e) {
+      await o.runc.delete(sandbox, true).catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+      throw new TtrpcError(
+        Code.FAILED_PRECONDITION,
+        `pod ${sandbox}: making the holder of its namespaces for container ${o.id}: ${e instanceof Error ? e.message : String(e)}`,
+      );
+    }
+  }
+}
+
+/** /proc/<pid>/ns/<file> of a namespace type (OCI's names are not the kernel's for two). */
+function nsFile(type: string): string {
+  return type === "network" ? "net" : type === "mount" ? "mnt" : type;
+}
+
+/**
+ * The holder's spec, from its pod's first native container's: new IPC, UTS, PID and mount
+ * namespaces (the network: the container's, when it is not one of ours, else ours, the
+ * host's), the container's hostname, and its cgroup with the sandbox id for the container's.
+ */
+export function holderSpec(template: Spec, containerId: string, sandbox: string, ourPid: number): Spec {
+  const ours = new Set(namespacesOf(template.linux?.namespaces, ourPid));
+  const net = template.linux?.namespaces?.find((n) => n.type === "network");
+  const namespaces: { type: string; path?: string }[] = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
+  if (net && !ours.has("network")) namespaces.push(net);
+  const cgroupsPath = template.linux?.cgroupsPath;
+  return {
+    ociVersion: template.ociVersion,
+    process: {
+      args: [HOLDER_PROCESS],
+      cwd: "/",
+      env: [],
+      user: { uid: 65534, gid: 65534 },
+      noNewPrivileges: true,
+      capabilities: { bounding: [], effective: [], permitted: [] },
+    } as Spec["process"],
+    root: { path: "rootfs", readonly: true },
+    ...(template.hostname ? { hostname: template.hostname } : {}),
+    // runc's init reaches its exec fifo through /proc/self/fd, and sets up /dev.
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
+      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "noexec", "mode=755", "size=64k"] },
+    ],
+    linux: {
+      namespaces,
+      ...(cgroupsPath?.endsWith(containerId) ? { cgroupsPath: `${cgroupsPath.slice(0, -containerId.length)}${sandbox}` } : {}),
+    },
+  };
+}
