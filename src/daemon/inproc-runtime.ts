@@ -35,9 +35,9 @@ import type { CpuLimits, Engine, HttpServiceCounters, RunControl, Runner } from 
 import { openModuleFile } from "../engines/module-file.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
 import { idMaps } from "../linux/idmap.ts";
-import { close as closeFd } from "../linux/libc.ts";
+import { close as closeFd, setNonBlocking, strerror } from "../linux/libc.ts";
 import { fdPath } from "../linux/open-in-root.ts";
-import { hangUp, openPty } from "../linux/pty.ts";
+import { openPty } from "../linux/pty.ts";
 import type { RuncStats } from "../linux/runc.ts";
 import { planExec } from "../oci/exec-process.ts";
 import { readSpec } from "../oci/spec.ts";
@@ -129,12 +129,15 @@ export class InProcessInstance implements Instance {
     private readonly plan: RunPlan,
     /** The module's "/": its WASI view, mounted by create (src/oci/wasi-view.ts). */
     private readonly view: string,
-    /** Our own open file descriptions of the container's stdio (containerd's fifos); -1 once closed, or with a terminal. */
+    /**
+     * Our own open file descriptions of the container's stdio (containerd's fifos; with a
+     * terminal, the pty's slave as stdin, and -1 for the outputs); -1 once closed.
+     */
     private readonly fds: [number, number, number],
-    /** The module reads stdin from a fifo the daemon feeds (./stdin-relay.ts); null with a terminal. */
-    private readonly stdin: StdinRelay | null,
-    /** With a terminal: the pty's slave, the module's stdin, stdout and stderr; -1 without one or once closed. */
-    private tty: number,
+    /** The module reads stdin from a fifo the daemon feeds (./stdin-relay.ts). */
+    private readonly stdin: StdinRelay,
+    /** With a terminal: the pty's slave (fds[0] owns it), the module's stdout and stderr; -1 without one. */
+    private readonly tty: number,
     private readonly o: InProcessOptions,
     /** The container's bundle and work dir; absent for an exec's own run. */
     private readonly files?: ContainerFiles,
@@ -206,15 +209,11 @@ export class InProcessInstance implements Instance {
         // CPU quota by the engine (no cgroup of its own).
         ...(this.memoryLimit !== undefined ? { memoryLimitBytes: this.memoryLimit } : {}),
         cpu: { ...this.cpu },
-        // A terminal's slave is all three, as runc gives a terminal process; else containerd's
-        // fifos, stdin through the relay.
-        ...(this.stdin
-          ? {
-              stdin: { kind: "path", path: this.stdin.fifo },
-              stdout: { kind: "fd", fd: this.fds[1] },
-              stderr: { kind: "fd", fd: this.fds[2] },
-            }
-          : { stdin: { kind: "fd", fd: this.tty }, stdout: { kind: "fd", fd: this.tty }, stderr: { kind: "fd", fd: this.tty } }),
+        // stdin through the relay (from containerd's fifo, or from the terminal); the output to
+        // containerd's fifos, or to the terminal (both outputs: a terminal has one stream).
+        stdin: { kind: "path", path: this.stdin.fifo },
+        stdout: { kind: "fd", fd: this.tty >= 0 ? this.tty : this.fds[1] },
+        stderr: { kind: "fd", fd: this.tty >= 0 ? this.tty : this.fds[2] },
         ...maxOpenFiles(plan.limits.openFiles, this.o.maxOpenFiles),
         signal: this.abort.signal,
         // A wasi:http service's sockets (its listener, its outgoing requests) are the pod's
@@ -249,17 +248,14 @@ export class InProcessInstance implements Instance {
       )
       .finally(() => {
         closeQuietly(module.fd);
-        this.stdin?.close();
+        this.stdin.close();
         this.o.onRunning?.(-1);
       });
-    const relay = this.stdin?.run(run);
+    const relay = this.stdin.run(run);
     // containerd's stdin goes once the relay has let go of it (the run's output went at its exit).
     this.done = Promise.all([run, relay])
       .then(() => {})
-      .finally(() => {
-        this.closeFds([0, 1, 2]);
-        this.closeTty();
-      });
+      .finally(() => this.closeFds([0, 1, 2]));
   }
 
   async kill(signal: number, _all: boolean): Promise<void> {
@@ -277,12 +273,8 @@ export class InProcessInstance implements Instance {
     this.abort.abort(signal);
     // A service drains on the first signal; SIGKILL, first or later, cuts it (as SIGKILL of
     // its executor would), and so does a second signal (as its executor does).
-    const cut = signal === SIGNALS.SIGKILL || again;
-    if (cut) this.hardStop.abort(signal);
-    this.stdin?.close();
-    // A module blocked reading its terminal (or writing to one nobody reads) returns once the
-    // terminal hangs up; a service that drains keeps its terminal until it ends.
-    if (this.tty >= 0 && (cut || !this.http)) hangUp(this.tty);
+    if (signal === SIGNALS.SIGKILL || again) this.hardStop.abort(signal);
+    this.stdin.close();
   }
 
   /**
@@ -304,8 +296,7 @@ export class InProcessInstance implements Instance {
         this.killSignal ??= SIGNALS.SIGKILL;
         this.abort.abort(SIGNALS.SIGKILL);
         this.hardStop.abort(SIGNALS.SIGKILL);
-        this.stdin?.close();
-        if (this.tty >= 0) hangUp(this.tty);
+        this.stdin.close();
       } else this.finish(signaledStatus(SIGNALS.SIGKILL));
       await this.exited;
     }
@@ -315,7 +306,6 @@ export class InProcessInstance implements Instance {
     this.deleted = true;
     this.unstick?.stop();
     this.closeFds([0, 1, 2]);
-    this.closeTty();
   }
 
   /**
@@ -523,9 +513,9 @@ export class InProcessInstance implements Instance {
     // Delete, our copies would keep the output open for ever: CRI's exit handling (2.x's
     // handleContainerExit) and `ctr run --rm` would wait on it and never delete the task.
     // A run that never started leaves nothing to relay: its stdin goes too.
+    // A terminal's output ends as its last slave fd goes: the run's with the run, ours (the
+    // relay's source) once the relay has let go of it.
     this.closeFds(this.running ? [1, 2] : [0, 1, 2]);
-    // A terminal's output ends as the last slave fd goes: ours now, the engine's with the run.
-    this.closeTty();
     this.resolveExit({ status, at: new Date() });
   }
 
@@ -543,19 +533,11 @@ export class InProcessInstance implements Instance {
     this.o.onKillExited?.(ms / 1000);
     const tid = this.control?.threadId?.();
     if (!tid || this.deleted) return;
-    const out = [this.fds[1], this.fds[2], this.tty].filter((fd) => fd >= 0);
+    const out = [this.fds[1], this.fds[2]].filter((fd) => fd >= 0);
     this.fds[1] = -1;
     this.fds[2] = -1;
-    this.tty = -1;
     this.unstick = new Unstick(tid, out, this.view, (m) => this.o.log?.(`${this.id}: ${m}`));
     void this.unstick.run();
-  }
-
-  /** Closes our fd of the terminal's slave, if it has one still open. */
-  private closeTty(): void {
-    const fd = this.tty;
-    this.tty = -1;
-    if (fd >= 0) closeQuietly(fd);
   }
 
   /** Closes our copies of the stdio fds at `which` that are still open (-1 once closed). */
@@ -608,35 +590,44 @@ class InProcessExec implements InstanceExec {
 /** A run's stdio: containerd's fifos (own copies, stdin through a relay) or a terminal. */
 interface RunStdio {
   fds: [number, number, number];
-  stdin: StdinRelay | null;
-  /** The pty's slave; -1 without a terminal. */
+  stdin: StdinRelay;
+  /** The pty's slave (fds[0]); -1 without a terminal. */
   tty: number;
 }
 
 /**
- * The stdio of a run from what the Task service gives: its own copies of containerd's fifos
- * and a stdin relay through `fifo`; or, for a terminal process, a pty of its own whose master
- * goes to the service's console (as runc sends its to the console socket) and whose slave the
- * run keeps. `onHangup`: the master closed (the run gets SIGHUP).
+ * The stdio of a run from what the Task service gives: its own copies of containerd's fifos;
+ * or, for a terminal process, a pty of its own whose master goes to the service's console (as
+ * runc sends its to the console socket), and whose slave is the module's stdout and stderr.
+ * Its stdin comes through a relay to `fifo` either way, from the terminal's slave for a
+ * terminal (what its line discipline delivers: the typed lines, ^D as EOF): wasmtime reads a
+ * stdin file on a thread of its runtime that outlives the run while a read waits, and would
+ * hold the slave open (the terminal's output would never end) and a killed module's read
+ * blocked; the relay ends both (./stdin-relay.ts). `onHangup`: the master closed (SIGHUP).
  */
 async function runStdio(io: ProcessIo, fifo: string, onHangup: () => void): Promise<RunStdio> {
+  let fds: [number, number, number];
+  let tty = -1;
   if (io.console) {
     const { master, slave } = openPty();
+    const [r, e] = setNonBlocking(slave);
     try {
+      if (r < 0) throw new Error(`terminal: O_NONBLOCK: ${strerror(e)}`);
       io.console.handOver(master, onHangup);
-    } catch (e) {
+    } catch (err) {
+      if (r < 0) closeFd(master);
       closeFd(slave);
-      throw e;
+      throw err;
     }
-    return { fds: [-1, -1, -1], stdin: null, tty: slave };
-  }
-  if (!io.stdio) throw new Error("neither stdio nor a console");
-  const fds = ownCopies(io.stdio);
+    fds = [slave, -1, -1];
+    tty = slave;
+  } else if (io.stdio) fds = ownCopies(io.stdio);
+  else throw new Error("neither stdio nor a console");
   try {
     await makeStdinFifo(fifo);
-    return { fds, stdin: new StdinRelay(fds[0], fifo), tty: -1 };
+    return { fds, stdin: new StdinRelay(fds[0], fifo), tty };
   } catch (e) {
-    for (const fd of fds) closeQuietly(fd);
+    for (const fd of fds) if (fd >= 0) closeQuietly(fd);
     throw e;
   }
 }

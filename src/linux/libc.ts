@@ -404,8 +404,6 @@ const TIOCSPTLCK = 0x40045431;
 const TIOCGPTPEER = 0x5441;
 /** Makes the terminal the caller's session's controlling terminal. */
 const TIOCSCTTY = 0x540e;
-/** Hangs the terminal up for every file open on it (as vhangup(2), on any terminal; CAP_SYS_ADMIN). */
-const TIOCVHANGUP = 0x5437;
 
 /** Unlocks the slave of pty master `fd` (unlockpt(3)). */
 export function unlockPty(fd: number): [number, number] {
@@ -421,11 +419,6 @@ export function openPtyPeer(fd: number, flags: number): [number, number] {
 /** Makes terminal `fd` the controlling terminal of the caller's session (it must lead one that has none). */
 export function setControllingTerminal(fd: number): [number, number] {
   return sys(nrs().ioctl, fd, TIOCSCTTY, 0);
-}
-
-/** Hangs up the terminal behind `fd`: blocked reads of it return, later reads see EOF, writes fail. */
-export function hangUpTerminal(fd: number): [number, number] {
-  return sys(nrs().ioctl, fd, TIOCVHANGUP, 0);
 }
 
 export const O_CLOEXEC = 0o2000000;

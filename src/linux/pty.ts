@@ -2,7 +2,7 @@
 // wasm containers and execs with terminal=true): what runc does for a container's process
 // (a pty whose master goes to the console socket, the slave as the process's stdio), done here.
 // The master goes to the Task service, which copies it to containerd's fifos (src/task/terminal.ts);
-// the slave is the module's stdin, stdout and stderr.
+// the slave is the module's terminal (src/daemon/inproc-runtime.ts says how).
 //
 // One danger is the daemon's own: a session leader with no controlling terminal that opens a
 // terminal without O_NOCTTY gets it as its controlling terminal, and then a ^C typed into
@@ -13,7 +13,7 @@
 // to (holdSessionTerminal): a session has one controlling terminal, so no other is taken.
 
 import { closeSync, constants, openSync, readFileSync } from "node:fs";
-import { hangUpTerminal, O_CLOEXEC, openPtyPeer, setControllingTerminal, strerror, unlockPty } from "./libc.ts";
+import { O_CLOEXEC, openPtyPeer, setControllingTerminal, strerror, unlockPty } from "./libc.ts";
 
 const FLAGS = constants.O_RDWR | constants.O_NOCTTY | O_CLOEXEC;
 
@@ -38,14 +38,6 @@ export function openPty(): Pty {
     closeSync(master);
     throw e;
   }
-}
-
-/**
- * Hangs up the pty behind `slave`: a read or write of it blocked in the process (a module
- * killed while it waits for input) returns, as a hangup does to a process's terminal.
- */
-export function hangUp(slave: number): void {
-  hangUpTerminal(slave);
 }
 
 /** The session's own terminal, once taken (held for the life of the process). */
