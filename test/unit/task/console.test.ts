@@ -10,6 +10,9 @@ import { openPty } from "../../../src/linux/pty.ts";
 import { ConsoleHandover } from "../../../src/task/console.ts";
 import { Terminal } from "../../../src/task/terminal.ts";
 
+/** A terminal whose output and input go nowhere (the pump's own paths are not what these test). */
+const NO_PATHS = { stdin: "", stdout: "", stderr: "" };
+
 /** What a write to the process's side of a pty gives: "ok", or the error's code (EIO once hung up). */
 function writeSlave(slave: number): string {
   try {
@@ -30,7 +33,7 @@ describe("ConsoleHandover", () => {
     await c.close();
     // Received: ours (the Terminal's) to close, not the console's.
     expect(writeSlave(slave)).toBe("ok");
-    const t = await Terminal.attach(master, {});
+    const t = await Terminal.attach(master, NO_PATHS);
     await t.close();
     expect(writeSlave(slave)).toBe("EIO");
     closeSync(slave);
@@ -66,7 +69,7 @@ describe("Terminal's hangup", () => {
   test("close() calls the hand-over's hangup before the master goes (the process meets the signal, not the EOF)", async () => {
     const { master, slave } = openPty();
     let atHangup: string | undefined;
-    const t = await Terminal.attach(master, {}, () => {
+    const t = await Terminal.attach(master, NO_PATHS, () => {
       atHangup = writeSlave(slave);
     });
     await t.close();
