@@ -8,7 +8,8 @@
 //           (src/oci/wasi-view.ts) and keeps its own copies of the stdio fds containerd's
 //           fifos were opened as; or, with a terminal, makes a pty (src/linux/pty.ts) whose
 //           master it hands to the Task service as runc sends its to the console socket, and
-//           whose slave is the module's stdin, stdout and stderr; nothing runs yet
+//           whose slave is the module's stdout and stderr and, through the stdin relay, its
+//           stdin (runStdio says why); nothing runs yet
 //   start   runs the module; its exit is the task's exit (`exited`)
 //   kill    aborts the run with the signal (epoch interrupt; 128+signal); before start, the
 //           task simply ends with 128+signal, as a created runc init killed would
