@@ -6,7 +6,10 @@
 //   create  keeps the plan (a RunPlan, src/engines/run-plan.ts: the same as normal mode's
 //           executor runs), mounts its WASI view under the container's work dir
 //           (src/oci/wasi-view.ts) and keeps its own copies of the stdio fds containerd's
-//           fifos were opened as; nothing runs yet
+//           fifos were opened as; or, with a terminal, makes a pty (src/linux/pty.ts) whose
+//           master it hands to the Task service as runc sends its to the console socket, and
+//           whose slave is the module's stdout and stderr and, through the stdin relay, its
+//           stdin (runStdio says why); nothing runs yet
 //   start   runs the module; its exit is the task's exit (`exited`)
 //   kill    aborts the run with the signal (epoch interrupt; 128+signal); before start, the
 //           task simply ends with 128+signal, as a created runc init killed would
@@ -33,7 +36,9 @@ import type { CpuLimits, Engine, HttpServiceCounters, RunControl, Runner } from 
 import { openModuleFile } from "../engines/module-file.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
 import { idMaps } from "../linux/idmap.ts";
+import { close as closeFd, setNonBlocking, strerror } from "../linux/libc.ts";
 import { fdPath } from "../linux/open-in-root.ts";
+import { openPty } from "../linux/pty.ts";
 import type { RuncStats } from "../linux/runc.ts";
 import { planExec } from "../oci/exec-process.ts";
 import { readSpec } from "../oci/spec.ts";
@@ -125,10 +130,15 @@ export class InProcessInstance implements Instance {
     private readonly plan: RunPlan,
     /** The module's "/": its WASI view, mounted by create (src/oci/wasi-view.ts). */
     private readonly view: string,
-    /** Our own open file descriptions of the container's stdio (containerd's fifos); -1 once closed. */
+    /**
+     * Our own open file descriptions of the container's stdio (containerd's fifos; with a
+     * terminal, the pty's slave as stdin, and -1 for the outputs); -1 once closed.
+     */
     private readonly fds: [number, number, number],
     /** The module reads stdin from a fifo the daemon feeds (./stdin-relay.ts). */
     private readonly stdin: StdinRelay,
+    /** With a terminal: the pty's slave (fds[0] owns it), the module's stdout and stderr; -1 without one. */
+    private readonly tty: number,
     private readonly o: InProcessOptions,
     /** The container's bundle and work dir; absent for an exec's own run. */
     private readonly files?: ContainerFiles,
@@ -149,9 +159,6 @@ export class InProcessInstance implements Instance {
     req: InstanceRequest,
     o: InProcessOptions & { warm?: () => Promise<void> },
   ): Promise<InProcessInstance> {
-    const stdio = req.io.stdio;
-    // A terminal is a pty that runc makes for a process; a module on a daemon thread has none.
-    if (stdio === null) throw notInShared(req.id, "terminal=true");
     // The module's "/" (nodev: a device node in the image or a volume is not for it to open),
     // as the container's user (process.user) sees it: the daemon is root. Before the compile
     // reads the module: a user's rootfs is mounted anew. Its undo is a runtime step: while it
@@ -162,18 +169,11 @@ export class InProcessInstance implements Instance {
     req.undo.push({ what: "unmount the module's view", run: async () => unmountView(view), runtime: true });
     const warming = o.warm?.();
     try {
-      const fds = ownCopies(stdio);
-      const fifo = join(req.workDir, "stdin");
-      let stdin: StdinRelay;
-      try {
-        await makeStdinFifo(fifo);
-        stdin = new StdinRelay(fds[0], fifo);
-      } catch (e) {
-        for (const fd of fds) closeQuietly(fd);
-        throw e;
-      }
-      const inst = new InProcessInstance(req.id, plan, view, fds, stdin, o, { bundle: req.bundle, workDir: req.workDir });
-      req.undo.push({ what: "in-process delete", run: () => inst.delete(true), runtime: true });
+      let inst: InProcessInstance | undefined;
+      const io = await runStdio(req.io, join(req.workDir, "stdin"), () => inst?.hangUp());
+      inst = new InProcessInstance(req.id, plan, view, io.fds, io.stdin, io.tty, o, { bundle: req.bundle, workDir: req.workDir });
+      const created = inst;
+      req.undo.push({ what: "in-process delete", run: () => created.delete(true), runtime: true });
       return inst;
     } finally {
       await warming;
@@ -210,9 +210,11 @@ export class InProcessInstance implements Instance {
         // CPU quota by the engine (no cgroup of its own).
         ...(this.memoryLimit !== undefined ? { memoryLimitBytes: this.memoryLimit } : {}),
         cpu: { ...this.cpu },
+        // stdin through the relay (from containerd's fifo, or from the terminal); the output to
+        // containerd's fifos, or to the terminal (both outputs: a terminal has one stream).
         stdin: { kind: "path", path: this.stdin.fifo },
-        stdout: { kind: "fd", fd: this.fds[1] },
-        stderr: { kind: "fd", fd: this.fds[2] },
+        stdout: { kind: "fd", fd: this.tty >= 0 ? this.tty : this.fds[1] },
+        stderr: { kind: "fd", fd: this.tty >= 0 ? this.tty : this.fds[2] },
         ...maxOpenFiles(plan.limits.openFiles, this.o.maxOpenFiles),
         signal: this.abort.signal,
         // A wasi:http service's sockets (its listener, its outgoing requests) are the pod's
@@ -274,6 +276,15 @@ export class InProcessInstance implements Instance {
     // its executor would), and so does a second signal (as its executor does).
     if (signal === SIGNALS.SIGKILL || again) this.hardStop.abort(signal);
     this.stdin.close();
+  }
+
+  /**
+   * The terminal hung up (its master closes: CloseIO and then EOF of containerd's stdin, or
+   * Delete): a running module gets SIGHUP, as the kernel sends a process whose terminal hangs
+   * up, and as normal mode's executor ends its module with it (129).
+   */
+  hangUp(): void {
+    if (this.running && !this.ended) void this.kill(SIGNALS.SIGHUP, false).catch(() => {});
   }
 
   async delete(force: boolean): Promise<void> {
@@ -408,17 +419,12 @@ export class InProcessInstance implements Instance {
   /**
    * Exec: the process planned by the container's rules, as normal mode plans it (planExec):
    * a module of the container (or WAT, or `#export`; an artifact's own module) runs later, on
-   * Start, as another run in this container's view. Refused here, before anything is made: a
-   * terminal (no pty on a daemon thread), a native program (no Linux container to run it in),
-   * another user than the container's (its view is mounted for the container's user).
+   * Start, as another run in this container's view (with a terminal of its own if it asks for
+   * one). Refused here, before anything is made: a native program (no Linux container to run
+   * it in), another user than the container's (its view is mounted for the container's user).
    */
   async exec(execId: string, process: OciProcess): Promise<InstanceExec> {
     const what = `exec ${execId} in wasm container ${this.id}`;
-    if (process.terminal)
-      throw new TtrpcError(
-        Code.UNIMPLEMENTED,
-        `${what}: a terminal (tty) is not supported in shared mode (a module on a thread of the daemon has no pty); exec without one`,
-      );
     const { engine } = this.o;
     if (!this.files || !engine) throw notInShared(this.id, "Exec");
     if (this.ended || this.deleted) throw new TtrpcError(Code.FAILED_PRECONDITION, `${what}: it has exited`);
@@ -450,10 +456,10 @@ export class InProcessInstance implements Instance {
 
   /**
    * Starts an exec's run: its own thread and store (bounded by the container's memory limit,
-   * held to its CPU limits as they are now), its own copies of its stdio, its own stdin fifo
-   * in the work dir; the container's view. It is this container's until freed (freeExec).
+   * held to its CPU limits as they are now), its own copies of its stdio and its own stdin
+   * fifo in the work dir, or its own terminal; the container's view. It is this container's until freed (freeExec).
    */
-  async startExec(execId: string, plan: RunPlan, stdio: [number, number, number]): Promise<InProcessInstance> {
+  async startExec(execId: string, plan: RunPlan, stdio: ProcessIo): Promise<InProcessInstance> {
     if (!this.files || this.ended || this.deleted)
       throw new TtrpcError(Code.FAILED_PRECONDITION, `exec ${execId}: container ${this.id} has exited`);
     if (this.execRuns.size >= MAX_EXEC_RUNS)
@@ -462,25 +468,21 @@ export class InProcessInstance implements Instance {
         `exec ${execId}: container ${this.id} already has ${this.execRuns.size} execs, the most one wasm container may have at once in shared mode (each has a store of the container's memory limit); delete one first`,
       );
     const fifo = join(this.files.workDir, `exec-${execId}.stdin`);
-    const fds = ownCopies(stdio);
-    try {
-      await makeStdinFifo(fifo);
-    } catch (e) {
-      for (const fd of fds) closeQuietly(fd);
-      throw e;
-    }
-    const run = new InProcessInstance(`${this.id}/${execId}`, plan, this.view, fds, new StdinRelay(fds[0], fifo), this.o);
+    let run: InProcessInstance | undefined;
+    const io = await runStdio(stdio, fifo, () => run?.hangUp());
+    run = new InProcessInstance(`${this.id}/${execId}`, plan, this.view, io.fds, io.stdin, io.tty, this.o);
     run.memoryLimit = this.memoryLimit;
     run.cpu = { ...this.cpu };
+    const started = run;
     this.execRuns.set(run, { fifo });
     try {
-      await run.start();
+      await started.start();
     } catch (e) {
-      await this.freeExec(run);
+      await this.freeExec(started);
       throw e;
     }
-    if (this.paused) run.setPaused(true);
-    return run;
+    if (this.paused) started.setPaused(true);
+    return started;
   }
 
   /** An exec's run is over and gone: killed if it still runs, its fds closed, its fifo removed. Once. */
@@ -512,6 +514,8 @@ export class InProcessInstance implements Instance {
     // Delete, our copies would keep the output open for ever: CRI's exit handling (2.x's
     // handleContainerExit) and `ctr run --rm` would wait on it and never delete the task.
     // A run that never started leaves nothing to relay: its stdin goes too.
+    // A terminal's output ends as its last slave fd goes: the run's with the run, ours (the
+    // relay's source) once the relay has let go of it.
     this.closeFds(this.running ? [1, 2] : [0, 1, 2]);
     this.resolveExit({ status, at: new Date() });
   }
@@ -564,9 +568,7 @@ class InProcessExec implements InstanceExec {
   ) {}
 
   async start(io: ProcessIo): Promise<number> {
-    // Exec refused a terminal: a process without one has its fifos.
-    if (io.stdio === null) throw new Error(`exec ${this.execId}: no stdio`);
-    const run = await this.container.startExec(this.execId, this.plan, io.stdio);
+    const run = await this.container.startExec(this.execId, this.plan, io);
     this.run = run;
     this.exit.resolve(run.exited);
     return run.pid;
@@ -583,6 +585,51 @@ class InProcessExec implements InstanceExec {
   /** Its thread, store, fds and fifo go (the Task service deletes an exec only once it has exited, or never ran). */
   delete(): void {
     if (this.run) void this.container.freeExec(this.run);
+  }
+}
+
+/** A run's stdio: containerd's fifos (own copies, stdin through a relay) or a terminal. */
+interface RunStdio {
+  fds: [number, number, number];
+  stdin: StdinRelay;
+  /** The pty's slave (fds[0]); -1 without a terminal. */
+  tty: number;
+}
+
+/**
+ * The stdio of a run from what the Task service gives: its own copies of containerd's fifos;
+ * or, for a terminal process, a pty of its own whose master goes to the service's console (as
+ * runc sends its to the console socket), and whose slave is the module's stdout and stderr.
+ * Its stdin comes through a relay to `fifo` either way, from the terminal's slave for a
+ * terminal (what its line discipline delivers: the typed lines, ^D as EOF): wasmtime reads a
+ * stdin file on a thread of its runtime that outlives the run while a read waits, and would
+ * hold the slave open (the terminal's output would never end) and a killed module's read
+ * blocked; the relay ends both (./stdin-relay.ts). `onHangup`: the master closed (SIGHUP).
+ */
+async function runStdio(io: ProcessIo, fifo: string, onHangup: () => void): Promise<RunStdio> {
+  let fds: [number, number, number];
+  let tty = -1;
+  if (io.console) {
+    const { master, slave } = openPty();
+    const [r, e] = setNonBlocking(slave);
+    try {
+      if (r < 0) throw new Error(`terminal: O_NONBLOCK: ${strerror(e)}`);
+      io.console.handOver(master, onHangup);
+    } catch (err) {
+      if (r < 0) closeFd(master);
+      closeFd(slave);
+      throw err;
+    }
+    fds = [slave, -1, -1];
+    tty = slave;
+  } else if (io.stdio) fds = ownCopies(io.stdio);
+  else throw new Error("neither stdio nor a console");
+  try {
+    await makeStdinFifo(fifo);
+    return { fds, stdin: new StdinRelay(fds[0], fifo), tty };
+  } catch (e) {
+    for (const fd of fds) if (fd >= 0) closeQuietly(fd);
+    throw e;
   }
 }
 

@@ -42,7 +42,7 @@ export class ConsoleSocket {
     private readonly fd: number,
   ) {}
 
-  static async open(): Promise<ConsoleSocket> {
+  static open(): ConsoleSocket {
     const dir = mkdtempSync(join(tmpdir(), "bunwasi-pty-"));
     const path = join(dir, "pty.sock");
     const [fd, e] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -50,7 +50,7 @@ export class ConsoleSocket {
       rmSync(dir, { recursive: true, force: true });
       throw new Error(`console socket: socket(): ${strerror(e)}`);
     }
-    const fail = async (what: string, err: number): Promise<never> => {
+    const fail = (what: string, err: number): never => {
       close(fd);
       rmSync(dir, { recursive: true, force: true });
       throw new Error(`console socket ${path}: ${what}: ${strerror(err)}`);

@@ -1,6 +1,6 @@
 // The one libc binding of the shim, through bun:ffi: exit monitoring (linux/exit-watcher.ts),
 // rootfs mounts (oci/rootfs.ts), fifo flags (task/stdio.ts), the runtime's console socket and
-// terminal sizes (linux/console.ts), fifos and the open-file limit (the shared-mode daemon,
+// terminal sizes (linux/console.ts), the daemon's own ptys (linux/pty.ts), fifos and the open-file limit (the shared-mode daemon,
 // src/daemon/), idmapped mounts of a module's view (linux/idmap.ts),
 // the daemon's re-execution (linux/reexec.ts) and malloc_trim (daemon/give-back.ts), and a
 // run thread's Linux id, CPU time and nice value (engines/wasmtime/worker.ts, cpu-throttle.ts).
@@ -395,6 +395,30 @@ export function setWindowSize(fd: number, rows: number, cols: number): [number, 
   // struct winsize { unsigned short ws_row, ws_col, ws_xpixel, ws_ypixel; }
   const ws = new Uint16Array([rows & 0xffff, cols & 0xffff, 0, 0]);
   return sys(nrs().ioctl, fd, TIOCSWINSZ, ptr(ws));
+}
+
+// A pty of the daemon's own (src/linux/pty.ts): the same numbers on x86_64 and aarch64.
+/** _IOW('T', 0x31, int): locks or unlocks the slave of a pty master (unlockpt(3)). */
+const TIOCSPTLCK = 0x40045431;
+/** _IO('T', 0x41): opens the master's slave, without a path (Linux 4.13). */
+const TIOCGPTPEER = 0x5441;
+/** Makes the terminal the caller's session's controlling terminal. */
+const TIOCSCTTY = 0x540e;
+
+/** Unlocks the slave of pty master `fd` (unlockpt(3)). */
+export function unlockPty(fd: number): [number, number] {
+  const unlock = new Int32Array([0]);
+  return sys(nrs().ioctl, fd, TIOCSPTLCK, ptr(unlock));
+}
+
+/** Opens the slave of pty master `fd` with open(2) `flags`; [fd, 0] or [-1, errno]. */
+export function openPtyPeer(fd: number, flags: number): [number, number] {
+  return sys(nrs().ioctl, fd, TIOCGPTPEER, flags);
+}
+
+/** Makes terminal `fd` the controlling terminal of the caller's session (it must lead one that has none). */
+export function setControllingTerminal(fd: number): [number, number] {
+  return sys(nrs().ioctl, fd, TIOCSCTTY, 0);
 }
 
 export const O_CLOEXEC = 0o2000000;

@@ -56,7 +56,7 @@ export async function createRuncInstance(runc: Runc, req: InstanceRequest, bundl
         join(req.workDir, "init.pid"),
         req.io.stdio,
         join(req.workDir, "runtime.log"),
-        req.io.console ?? undefined,
+        req.io.console?.socketPath(),
       );
       // Both run at once: runc in its process, compiling on a thread of ours. A failed create
       // still waits for the compile and its cache write (warm never fails): answered at once,
@@ -187,7 +187,7 @@ class RuncExec implements InstanceExec {
 
   async start(io: ProcessIo): Promise<number> {
     const { req, files } = this;
-    this.pid = await this.runc.exec(req.id, files.process, files.pid, io.stdio, files.log, io.console ?? undefined);
+    this.pid = await this.runc.exec(req.id, files.process, files.pid, io.stdio, files.log, io.console?.socketPath());
     this.exit.resolve(watchProcess(this.parts, this.pid, `exec ${req.namespace}/${req.id}/${this.execId}`));
     return this.pid;
   }

@@ -8,8 +8,8 @@
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
-import { ConsoleSocket } from "../linux/console.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
+import { ConsoleHandover } from "./console.ts";
 import { type ExecOptions, ExecProcess } from "./exec.ts";
 import type { Status } from "./gen/containerd/types/task/task.ts";
 import type { Exit, Instance, OciProcess } from "./instance.ts";
@@ -127,7 +127,7 @@ export class Container implements Process {
         c.undo.push({ what: `unmount ${opts.bundle}/rootfs`, run: unmount });
       }
       // A terminal process gets the pty the runtime makes; others get containerd's fifos.
-      const console = opts.terminal ? await ConsoleSocket.open() : null;
+      const console = opts.terminal ? new ConsoleHandover() : null;
       const stdio = console ? null : await Stdio.open(opts, { id: opts.id, namespace: opts.namespace });
       const logger = stdio?.logger;
       // Stopped after the runtime's delete (undos run last-added first): by then its input is over.
@@ -138,14 +138,15 @@ export class Container implements Process {
           id: opts.id,
           bundle: opts.bundle,
           workDir,
-          io: { stdio: stdio?.fds ?? null, console: console?.path ?? null },
+          io: { stdio: stdio?.fds ?? null, console },
           runtimeOptions: opts.runtimeOptions ?? null,
           undo: c.undo,
           onOom: () => events.oom(c),
         });
         c.pid = c.instance.pid;
         if (console) {
-          const terminal = await Terminal.attach(await console.receiveMaster(CONSOLE_TIMEOUT_MS), opts);
+          const { master, onHangup } = await console.receive(CONSOLE_TIMEOUT_MS);
+          const terminal = await Terminal.attach(master, opts, onHangup);
           c.terminal = terminal;
           c.undo.push({ what: "close the terminal", run: () => terminal.close() });
         }

@@ -4,8 +4,8 @@
 
 import { STATUS_UNKNOWN } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
-import { ConsoleSocket } from "../linux/console.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
+import { ConsoleHandover } from "./console.ts";
 import type { Status } from "./gen/containerd/types/task/task.ts";
 import type { Exit, InstanceExec } from "./instance.ts";
 import { CONSOLE_TIMEOUT_MS, failure, type Process, type ProcessCall } from "./process.ts";
@@ -108,13 +108,16 @@ export class ExecProcess implements Process {
 
   /** Runs it through its instance, with its terminal if it has one, and watches its exit. */
   async start(): Promise<void> {
-    const console = this.opts.terminal ? await ConsoleSocket.open() : null;
+    const console = this.opts.terminal ? new ConsoleHandover() : null;
     let stdio: Stdio | null = null;
     try {
       stdio = console ? null : await Stdio.open(this.opts);
-      this.pid = await this.run.start({ stdio: stdio?.fds ?? null, console: console?.path ?? null });
+      this.pid = await this.run.start({ stdio: stdio?.fds ?? null, console });
       void this.run.exited.then((exit) => this.exitedOnce(exit));
-      if (console) this.terminal = await Terminal.attach(await console.receiveMaster(CONSOLE_TIMEOUT_MS), this.opts);
+      if (console) {
+        const { master, onHangup } = await console.receive(CONSOLE_TIMEOUT_MS);
+        this.terminal = await Terminal.attach(master, this.opts, onHangup);
+      }
     } catch (err) {
       // Running without its terminal it would be unreachable: it goes (its exit is watched).
       if (this.pid > 0) this.signalQuietly(SIGNALS.SIGKILL);

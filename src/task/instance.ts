@@ -26,12 +26,28 @@ export interface OciProcess {
 
 /**
  * A process's stdio as its runtime takes it: containerd's fifos, opened (the runtime's process
- * holds its own copies once it runs), or for a terminal process the console socket where the
- * runtime sends the pty master it makes (stdio is null then).
+ * holds its own copies once it runs), or for a terminal process the console the runtime hands
+ * the master of the pty it makes to (stdio is null then).
  */
 export interface ProcessIo {
   stdio: [number, number, number] | null;
-  console: string | null;
+  console: ProcessConsole | null;
+}
+
+/**
+ * Where a terminal process's runtime hands over the master of the pty it made for it; the
+ * Task service copies it to containerd's fifos (src/task/terminal.ts). One of the two, by the
+ * runtime: an OCI runtime (runc, another process) sends it to a unix socket; a runtime in this
+ * process (the shared-mode daemon's) hands the fd over.
+ */
+export interface ProcessConsole {
+  /** The unix socket to give an OCI runtime as --console-socket (made on the first call). */
+  socketPath(): string;
+  /**
+   * The master itself, ours from now on. `onHangup`: called when the terminal hangs up (its
+   * master closes: CloseIO then EOF, or Delete), where no kernel signals a session of it.
+   */
+  handOver(master: number, onHangup?: () => void): void;
 }
 
 /** What TaskHost.createInstance is told. */

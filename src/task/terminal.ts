@@ -1,8 +1,9 @@
-// A terminal process's stdio: the runtime hands us the pty master (src/linux/console.ts) and
-// we copy between it and containerd's fifos, as containerd's own shims do; the pty's line
-// discipline stands between, so output arrives with \r\n and ^C is a signal. Only stdout is
-// used (a terminal has one output stream). Every fd is non-blocking and every copy runs on
-// the event loop: a terminal nobody reads must not stall other containers' calls.
+// A terminal process's stdio: the runtime hands us the pty master (./console.ts: through runc's
+// console socket, or directly from the shared-mode daemon) and we copy between it and
+// containerd's fifos, as containerd's own shims do; the pty's line discipline stands between,
+// so output arrives with \r\n and ^C is a signal. Only stdout is used (a terminal has one
+// output stream). Every fd is non-blocking and every copy runs on the event loop: a terminal
+// nobody reads must not stall other containers' calls.
 //
 // Stdin: we hold a writer of containerd's stdin fifo ourselves, so the copy does not see EOF
 // while no client is attached (before ctr opens it, between attaches). CloseIO closes that
@@ -24,13 +25,20 @@ export class Terminal {
   private readers: { cancel(): Promise<void> }[] = [];
   private closed = false;
 
-  private constructor(private readonly master: number) {
+  private constructor(
+    private readonly master: number,
+    private onHangup: (() => void) | undefined,
+  ) {
     this.drained = Promise.resolve();
   }
 
-  /** Takes ownership of `master` and starts copying; on failure `master` is closed. */
-  static async attach(master: number, paths: StdioPaths): Promise<Terminal> {
-    const t = new Terminal(master);
+  /**
+   * Takes ownership of `master` and starts copying; on failure `master` is closed. `onHangup`
+   * (a runtime in this process, src/task/console.ts): called as the master closes, once it
+   * copies, where no kernel signals the process of the hangup.
+   */
+  static async attach(master: number, paths: StdioPaths, onHangup?: () => void): Promise<Terminal> {
+    const t = new Terminal(master, undefined);
     try {
       const [r, e] = setNonBlocking(master);
       if (r < 0) throw new Error(`terminal: O_NONBLOCK: ${strerror(e)}`);
@@ -45,6 +53,7 @@ export class Terminal {
       await t.close();
       throw e;
     }
+    t.onHangup = onHangup;
     (t as { drained: Promise<void> }).drained = t.copyOut();
     if (t.stdinReader !== null) void t.copyIn(t.stdinReader);
     return t;
@@ -70,6 +79,9 @@ export class Terminal {
     this.closed = true;
     // The readers go first: Bun must not poll an fd number we have closed (and may be reused).
     await Promise.allSettled(this.readers.splice(0).map((r) => r.cancel()));
+    // Before the master goes: the process then meets the hangup as the signal, not as the EOF
+    // on its terminal that the close gives it.
+    this.onHangup?.();
     closeFd(this.master);
     closeAll([this.stdinWriter, this.stdinReader, this.stdout].filter((fd) => fd !== null));
     this.stdinWriter = this.stdinReader = this.stdout = null;

@@ -4,7 +4,7 @@
 // terminal and an Exec of a native binary with the reason and adds an Exec of a module; a
 // refused or failed Create leaves no state behind.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InProcessInstance } from "../../../src/daemon/inproc-runtime.ts";
@@ -12,7 +12,7 @@ import type { DaemonShared, SandboxNamespace } from "../../../src/daemon/sandbox
 import { sandboxHost } from "../../../src/daemon/sandbox-host.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { ExitWatcher } from "../../../src/linux/exit-watcher.ts";
-import { CreateTaskRequest, ExecProcessRequest } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
+import { CreateTaskRequest, DeleteRequest, ExecProcessRequest } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import type { InstanceRequest } from "../../../src/task/instance.ts";
 import { TaskService } from "../../../src/task/task-service.ts";
 import { UndoStack } from "../../../src/task/undo.ts";
@@ -79,6 +79,17 @@ function request(id: string, bundle: string, over: Partial<InstanceRequest> = {}
   };
 }
 
+/** How many pty masters this process holds open. */
+function ptyMasters(): number {
+  return readdirSync("/proc/self/fd").filter((f) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${f}`) === "/dev/ptmx";
+    } catch {
+      return false;
+    }
+  }).length;
+}
+
 describe("sandboxHost", () => {
   test("a native container runs under runc as in normal mode, with the runc its runtime options name (BinaryName, Root, SystemdCgroup)", async () => {
     // A stand-in runc: logs its arguments; its "init" is a process that has exited already.
@@ -116,7 +127,7 @@ describe("sandboxHost", () => {
     expect(await req.undo.run()).toEqual([]);
   });
 
-  test("a Create that fails or is refused leaves no state, and the id can be created again", async () => {
+  test("a Create that fails leaves no state, and the id can be created again (with a terminal, deleted without a trace)", async () => {
     const namespaces = new Map<string, SandboxNamespace>();
     const service = new TaskService({
       host: sandboxHost(shared, "/nowhere.ttrpc", namespaces),
@@ -134,11 +145,13 @@ describe("sandboxHost", () => {
       await expect(create).rejects.toThrow("no-such-fifo");
       expect(readdirSync(namespaces.get("default")!.stateDir)).toEqual([]);
     }
-    // A terminal: refused once the bundle is known to be wasm.
-    const refused = service.create(CreateTaskRequest.fromPartial({ id: "c1", bundle, rootfs: [], terminal: true }), ctxFor("default"));
-    await expect(refused).rejects.toMatchObject({ code: Code.UNIMPLEMENTED });
-    await expect(refused).rejects.toThrow("terminal=true of wasm container c1 is not supported in shared mode");
+    // Created again, with a terminal (a pty of the daemon's): its Delete leaves no state, no fd.
+    const fds = readdirSync("/proc/self/fd").length;
+    await service.create(CreateTaskRequest.fromPartial({ id: "c1", bundle, rootfs: [], terminal: true }), ctxFor("default"));
+    expect(ptyMasters()).toBeGreaterThan(0);
+    await service.delete(DeleteRequest.fromPartial({ id: "c1" }), ctxFor("default"));
     expect(readdirSync(namespaces.get("default")!.stateDir)).toEqual([]);
+    expect(readdirSync("/proc/self/fd").length).toBe(fds);
   });
 
   test("exec into a wasm container: a module is added; a native binary is refused with the reason, and nothing of it is kept", async () => {

@@ -3,11 +3,12 @@
 // stdio; real mounts, so root), how each Task call maps
 // onto a run (create holds, start runs, kill aborts or ends a created one, delete cleans
 // up), the stdin relay (data and EOF reach the module's fifo, a kill ends a blocked read),
-// and what it refuses (a terminal) before anything is made; its limits (the daemon's
+// a terminal (a pty of its own: the master to the console, the slave the module's output and
+// its stdin's source; a hangup is SIGHUP); its limits (the daemon's
 // default memory limit, Update of the CPU limits and of the memory limit before start). Exec:
 // planned by the container's rules (a module, #export, WAT), run on Start as a run of its own
 // in the container's view with the container's limits and its own stdio; killed, deleted,
-// ended with its container's Delete; a terminal, a native program, another user refused.
+// ended with its container's Delete; with a terminal of its own; a native program, another user refused.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import {
   closeSync,
@@ -29,10 +30,11 @@ import { InProcessInstance, MAX_EXEC_RUNS, threadCpu } from "../../../src/daemon
 import type { RunContext, Runner, RunResult } from "../../../src/engines/engine.ts";
 import type { RunPlan } from "../../../src/engines/run-plan.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
-import { mkfifo } from "../../../src/linux/libc.ts";
+import { mkfifo, setNonBlocking } from "../../../src/linux/libc.ts";
 import { unmountView, viewDir } from "../../../src/oci/wasi-view.ts";
-import type { InstanceExec, ProcessIo } from "../../../src/task/instance.ts";
+import type { InstanceExec, ProcessConsole, ProcessIo } from "../../../src/task/instance.ts";
 import { UndoStack } from "../../../src/task/undo.ts";
+import { until } from "../../support/until.ts";
 
 /** A Runner whose runs end when told to, or when aborted (128+signal), like the real one. */
 class FakeRunner implements Runner {
@@ -493,21 +495,107 @@ describe("InProcessInstance", () => {
   });
 });
 
-describe("what a wasm container in the daemon cannot do", () => {
-  test("a terminal is refused before anything is made: no compile, no fd, no fifo", async () => {
+/** A console as the Task service's (src/task/console.ts): the master handed over, and its hangup. */
+class FakeConsole implements ProcessConsole {
+  master = -1;
+  onHangup?: () => void;
+  socketPath(): string {
+    throw new Error("an in-process runtime hands the master over");
+  }
+  handOver(master: number, onHangup?: () => void): void {
+    this.master = master;
+    this.onHangup = onHangup;
+  }
+  /** The service's Terminal closing: the hangup first, then the master. */
+  hangUp(): void {
+    this.onHangup?.();
+    this.close();
+  }
+  close(): void {
+    if (this.master >= 0) closeSync(this.master);
+    this.master = -1;
+  }
+}
+
+/** What the master has to read (non-blocking): the text, or "EIO" once every slave fd is closed. */
+function readMaster(master: number): string {
+  const buf = Buffer.alloc(4096);
+  let text = "";
+  for (;;) {
+    try {
+      const n = readSync(master, buf, 0, buf.length, null);
+      if (n <= 0) return text;
+      text += buf.toString("utf8", 0, n);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EAGAIN") return text;
+      return `${text}${code}`;
+    }
+  }
+}
+
+describe("a terminal (a pty of the daemon's own)", () => {
+  test("create makes a pty: its master to the console, its slave the run's stdout and stderr and the source of its stdin; its output ends with the run; nothing left after delete", async () => {
     const before = readdirSync("/proc/self/fd").length;
-    let warmed = false;
-    const undo = new UndoStack();
-    const create = created("t1", plan(), { undo, io: { stdio: null, console: "/tmp/pty.sock" }, warm: async () => void (warmed = true) });
-    await expect(create).rejects.toThrow(
-      "terminal=true of wasm container t1 is not supported in shared mode (it runs in the daemon, not in a process of its own)",
-    );
-    expect(warmed).toBe(false);
+    const console = new FakeConsole();
+    const inst = await created("t1", plan(), { io: { stdio: null, console } });
+    expect(console.master).toBeGreaterThanOrEqual(0);
+    expect(runner.runs).toHaveLength(0);
+    setNonBlocking(console.master);
+    await inst.start();
+    await Bun.sleep(0);
+    const ctx = runner.runs[0]!.ctx;
+    const out = (ctx.stdout as { fd: number }).fd;
+    expect((ctx.stderr as { fd: number }).fd).toBe(out);
+    expect(readlinkSync(`/proc/self/fd/${out}`)).toMatch(/^\/dev\/pts\/\d+$/);
+    // The module's side: writes through the slave reach the master through the line discipline.
+    const w = openSync(`/proc/self/fd/${out}`, constants.O_RDWR | constants.O_NOCTTY);
+    writeSync(w, "out\n");
+    closeSync(w);
+    expect(readMaster(console.master)).toBe("out\r\n");
+    // What is typed: echoed by the line discipline, the line on the module's stdin; ^D is EOF.
+    const fifo = (ctx.stdin as { path: string }).path;
+    const reader = Bun.spawn(["cat", fifo], { stdout: "pipe" });
+    writeSync(console.master, "typed\n\x04");
+    expect(await new Response(reader.stdout).text()).toBe("typed\n");
+    expect(readMaster(console.master)).toBe("typed\r\n");
+    runner.runs[0]!.end(0);
+    expect((await inst.exited).status).toBe(0);
+    // Every slave fd is gone with the run: the master reads EIO, as when a process's last fd of its terminal closes.
+    await until("EIO on the master", () => readMaster(console.master) === "EIO");
+    await inst.delete(true);
+    console.close();
     expect(readdirSync("/proc/self/fd").length).toBe(before);
-    expect(readdirSync(join(dir, "t1"))).toEqual([]);
-    expect(await undo.run()).toEqual([]);
   });
 
+  test("the terminal hangs up (CloseIO, then EOF): a running module gets SIGHUP (129), though it reached its own end (EOF) first", async () => {
+    const console = new FakeConsole();
+    runner.ignoreAbort = true; // the module's own end: its read of stdin saw EOF
+    const inst = await created("t2", plan(), { io: { stdio: null, console } });
+    await inst.start();
+    await Bun.sleep(0);
+    console.hangUp();
+    runner.runs[0]!.end(0);
+    expect((await inst.exited).status).toBe(129);
+    await inst.delete(true);
+  });
+
+  test("a hangup of a created, never started container changes nothing; delete frees the pty", async () => {
+    const before = readdirSync("/proc/self/fd").length;
+    const console = new FakeConsole();
+    const inst = await created("t4", plan(), { io: { stdio: null, console } });
+    console.hangUp();
+    await inst.start();
+    await Bun.sleep(0);
+    expect(runner.runs).toHaveLength(1);
+    runner.runs[0]!.end(3);
+    expect((await inst.exited).status).toBe(3);
+    await inst.delete(true);
+    expect(readdirSync("/proc/self/fd").length).toBe(before);
+  });
+});
+
+describe("what a wasm container in the daemon cannot do", () => {
   test("OOM kills: nobody watches", async () => {
     const inst = await created();
     expect(inst.oomKilled()).toBeNull();
@@ -702,13 +790,31 @@ describe("Exec", () => {
     expect(readdirSync(join(dir, "c1"))).not.toContain("exec-e1.stdin");
   });
 
-  test("refused, saying why, before anything is made: a terminal, a native program, another user, a missing file; after the init's exit", async () => {
+  test("an exec with a terminal: a pty of its own (not the container's stdio), its master to the exec's console; freed at its Delete", async () => {
+    const before = readdirSync("/proc/self/fd").length;
+    const inst = await container();
+    const e = await inst.exec("t", { ...proc(["/tool.wasm"]), terminal: true });
+    const console = new FakeConsole();
+    await e.start({ stdio: null, console });
+    await Bun.sleep(0);
+    const ctx = runner.runs[1]!.ctx;
+    const fd = (ctx.stdout as { fd: number }).fd;
+    expect((ctx.stderr as { fd: number }).fd).toBe(fd);
+    expect(readlinkSync(`/proc/self/fd/${fd}`)).toMatch(/^\/dev\/pts\/\d+$/);
+    // CloseIO then EOF: the exec gets SIGHUP; the container runs on.
+    console.hangUp();
+    expect((await e.exited).status).toBe(129);
+    e.delete();
+    runner.runs[0]!.end(0);
+    await inst.exited;
+    // The container's Delete waits for its execs to be freed.
+    await inst.delete(true);
+    expect(readdirSync("/proc/self/fd").length).toBe(before);
+  });
+
+  test("refused, saying why, before anything is made: a native program, another user, a missing file; after the init's exit", async () => {
     const inst = await container();
     const before = readdirSync("/proc/self/fd").length;
-    await expect(inst.exec("t", { ...proc(["/tool.wasm"]), terminal: true })).rejects.toMatchObject({
-      code: 12,
-      message: expect.stringContaining("exec t in wasm container c1: a terminal (tty) is not supported in shared mode"),
-    });
     await expect(inst.exec("n", proc(["sh", "-c", "true"]))).rejects.toMatchObject({
       code: 9,
       message: expect.stringContaining("/bin/sh is a native program, and in shared mode a wasm container runs on a thread of the daemon"),
