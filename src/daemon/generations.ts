@@ -104,10 +104,14 @@ export class Generations {
   }
 
   /** `shim delete` of a container this daemon does not have: asked of each draining daemon. */
-  async deleteElsewhere(req: DeleteSandboxRequest): Promise<DeleteSandboxResponse | undefined> {
+  async deleteElsewhere(req: DeleteSandboxRequest, warn: (m: string) => void): Promise<DeleteSandboxResponse | undefined> {
     for (const pid of this.others()) {
-      const r = await withManager(this.daemonSocket(pid), (m) => m.deleteSandbox(req, { timeoutMs: 10_000 })).catch(() => undefined);
-      if (r?.found) return r;
+      try {
+        const r = await withManager(this.daemonSocket(pid), (m) => m.deleteSandbox(req, { timeoutMs: 10_000 }));
+        if (r.found) return r;
+      } catch (e) {
+        warn(`delete of ${req.namespace}/${req.containerId}: asking daemon ${pid}: ${e instanceof Error ? e.message : String(e)}`);
+      }
     }
     return undefined;
   }

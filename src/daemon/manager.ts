@@ -135,7 +135,7 @@ export class Manager {
     const found = await this.deleteHere(req);
     if (found || this.handingOver) return found ?? NOT_FOUND;
     // Not here: a draining daemon's (one that handed over to this one) perhaps.
-    return (await this.o.generations.deleteElsewhere(req)) ?? NOT_FOUND;
+    return (await this.o.generations.deleteElsewhere(req, (m) => this.o.shared.log(m, "warning"))) ?? NOT_FOUND;
   }
 
   private async deleteHere(req: DeleteSandboxRequest): Promise<DeleteSandboxResponse | undefined> {

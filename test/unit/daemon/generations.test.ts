@@ -1,10 +1,13 @@
 // The files of the daemons of one socket directory across a hand-over (src/daemon/generations.ts):
 // each names its daemon's pid; at start a daemon removes those of dead daemons (a crash) and of
-// daemons from before hand-overs, and leaves a live (draining) daemon's alone.
+// daemons from before hand-overs, and leaves a live (draining) daemon's alone; a delete the serving
+// daemon cannot do is asked of the draining ones.
 import { afterEach, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { type DeleteSandboxRequest, ManagerDefinition } from "../../../src/daemon/gen/bunwasi/manager/v1/manager.ts";
 import { Generations } from "../../../src/daemon/generations.ts";
+import { Server } from "../../../src/ttrpc/index.ts";
 
 let dir: string | undefined;
 afterEach(() => {
@@ -37,4 +40,38 @@ test("names carry the pid; prepare() removes dead daemons' files and keeps live 
   // A file at the live daemon's path that accepts nothing is no sandbox of its.
   expect(await g.foreignSandbox("aa")).toBeUndefined();
   expect(existsSync(join(g.sandboxDir, `aa.${live}.sock`))).toBe(true);
+});
+
+test("a delete this daemon cannot do is asked of each live draining daemon at its own socket", async () => {
+  dir = mkdtempSync("/tmp/bwg-");
+  // This test's process stands for the draining daemon (its pid is live); "this" daemon has a
+  // pid of its own that no file names.
+  const self = new Generations(join(dir, "wasmtimed.sock"), deadPid());
+  const drainer = new Generations(join(dir, "wasmtimed.sock"), process.pid);
+  self.prepare();
+  const asked: string[] = [];
+  const server = new Server();
+  server.register(ManagerDefinition, {
+    deleteSandbox: async (req: DeleteSandboxRequest) => {
+      asked.push(req.containerId);
+      return { found: req.containerId === "mine", pid: 7, exitStatus: 143, exitedAtSeconds: 1, exitedAtNanos: 2, cleanupError: "" };
+    },
+  });
+  server.listen(drainer.ownSocket);
+  try {
+    const warnings: string[] = [];
+    const r = await self.deleteElsewhere({ containerId: "mine", namespace: "ns", bundle: "" }, (m) => warnings.push(m));
+    expect(r).toMatchObject({ found: true, pid: 7, exitStatus: 143 });
+    expect(await self.deleteElsewhere({ containerId: "theirs", namespace: "ns", bundle: "" }, (m) => warnings.push(m))).toBeUndefined();
+    expect(asked).toEqual(["mine", "theirs"]);
+    expect(warnings).toEqual([]);
+  } finally {
+    await server.shutdown();
+  }
+  // A drainer gone (its socket refuses): said, not thrown.
+  const warnings: string[] = [];
+  writeFileSync(drainer.ownSocket, "");
+  expect(await self.deleteElsewhere({ containerId: "mine", namespace: "ns", bundle: "" }, (m) => warnings.push(m))).toBeUndefined();
+  expect(warnings).toHaveLength(1);
+  expect(warnings[0]).toStartWith(`delete of ns/mine: asking daemon ${process.pid}: `);
 });
