@@ -162,6 +162,9 @@ try {
   events.kill("SIGKILL");
   await env.stop();
   await daemon.stop("SIGKILL");
+  // What the crash left (the table says how much): unmounted before the directories go, deepest
+  // first, so that no removal reaches through a mount.
+  for (const m of mounts().sort().reverse()) Bun.spawnSync(["umount", "-l", m]);
   for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
   rmSync(dir, { recursive: true, force: true });
 }
