@@ -2,17 +2,18 @@
 // engine, one compile cache, one exit watcher; wasm containers run on its threads, native
 // ones under runc with the daemon as their child subreaper.
 //
-//   containerd-wasmtimed [--socket PATH] [--default-memory-limit SIZE] [--metrics-address ADDR] [--debug]
+//   containerd-wasmtimed [--socket PATH] [--take-over [--detach]] [--pid-file PATH] [--default-memory-limit SIZE] [--metrics-address ADDR] [--debug]
 //
 // Serves the manager service (./manager.ts) on PATH; each sandbox serves containerd's Task
 // API on a socket of its own beside it (<dir of PATH>/sandboxes/). One daemon per directory:
-// a second one refuses to start (<dir of PATH>/daemon.lock, ./lock.ts). SIGTERM/SIGINT stop it
+// a second one refuses to start (<dir of PATH>/daemon.lock, ./lock.ts), unless started with
+// --take-over: then the serving one hands over (./generations.ts) and drains. SIGTERM/SIGINT stop it
 // gracefully: no new sandboxes, wasm containers are sent SIGTERM, then what containerd does
 // not finish within the grace period is closed. With --metrics-address it serves Prometheus
 // text at /metrics there (./metrics-server.ts, loaded only then).
 
-import { chmodSync, mkdirSync, rmSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { chmodSync, closeSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { embeddedScript } from "../common/compiled.ts";
 import { SHIM_VERSION } from "../common/constants.ts";
 import { SIGNALS } from "../common/signals.ts";
@@ -26,9 +27,10 @@ import { becomeSubreaper } from "../linux/subreaper.ts";
 import { shimPaths } from "../runtime-v2/paths.ts";
 import { spanPerCall } from "../runtime-v2/task-server.ts";
 import { probeCgroupV2 } from "../task/stats.ts";
-import { requireSameUser, Server } from "../ttrpc/index.ts";
+import { bindUnixSocket, requireSameUser, Server } from "../ttrpc/index.ts";
 import { countingCompiles } from "./compiles.ts";
-import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
+import { type HandOverResponse, ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
+import { Generations, takeOverLock } from "./generations.ts";
 import { giveBackWhenQuiet } from "./give-back.ts";
 import { lockDaemonDir } from "./lock.ts";
 import { stderrLogger } from "./log.ts";
@@ -69,7 +71,7 @@ export const DEFAULT_MAX_OPEN_FILES = 1024;
 
 const USAGE = (
   n: SharedModeNames,
-) => `usage: ${n.daemon} [--socket PATH] [--default-memory-limit SIZE] [--max-open-files N] [--metrics-address ADDR] [--debug]
+) => `usage: ${n.daemon} [--socket PATH] [--take-over [--detach]] [--pid-file PATH] [--default-memory-limit SIZE] [--max-open-files N] [--metrics-address ADDR] [--debug]
 
 The bunwasi shared-mode daemon: runs the wasm containers of every pod in one process
 (runtime ${n.runtime}, through ${n.thinShim}).
@@ -77,6 +79,12 @@ The bunwasi shared-mode daemon: runs the wasm containers of every pod in one pro
   --socket PATH   serve the manager service here (default ${defaultDaemonSocket(n.daemon)});
                   containerd must see the same path in ${DAEMON_SOCKET_ENV} if not the default;
                   one daemon per directory (its sandboxes/ and daemon.lock are beside it)
+  --take-over     start even if a daemon serves PATH: it hands over (new pods come here), keeps
+                  serving its own pods until containerd has deleted them, then exits; with no
+                  daemon there, just start. An upgrade: systemctl reload ${n.daemon}
+  --detach        with --take-over: return once the new daemon serves, leaving it running
+                  (what the unit's ExecReload runs)
+  --pid-file PATH write the daemon's pid here once it serves (systemd's PIDFile=)
   --default-memory-limit SIZE
                   the memory limit of a wasm container whose spec sets none (bytes, or with
                   a suffix K, M, G, Ki, Mi, Gi; default 512Mi; 0: none, unbounded)
@@ -104,6 +112,10 @@ export interface DaemonArgs {
   /** Where to serve metrics; undefined: nowhere (the default). */
   metrics: MetricsAddress | undefined;
   debug: boolean;
+  /** Ask the daemon serving the socket to hand over, rather than refuse to start. */
+  takeOver: boolean;
+  detach: boolean;
+  pidFile: string | undefined;
   help: boolean;
   version: boolean;
 }
@@ -115,6 +127,9 @@ export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonAr
     maxOpenFiles: DEFAULT_MAX_OPEN_FILES,
     metrics: undefined,
     debug: false,
+    takeOver: false,
+    detach: false,
+    pidFile: undefined,
     help: false,
     version: false,
   };
@@ -140,11 +155,18 @@ export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonAr
       const v = inline ?? argv[++i];
       if (!v) throw new Error("--metrics-address needs an address (unix:///path/metrics.sock or 127.0.0.1:PORT)");
       out.metrics = parseMetricsAddress(v);
-    } else if (name === "--debug" || name === "-debug") out.debug = true;
+    } else if (name === "--pid-file") {
+      const v = inline ?? argv[++i];
+      if (!v) throw new Error("--pid-file needs a path");
+      out.pidFile = v;
+    } else if (name === "--take-over") out.takeOver = true;
+    else if (name === "--detach") out.detach = true;
+    else if (name === "--debug" || name === "-debug") out.debug = true;
     else if (name === "--help" || name === "-help" || name === "-h" || name === "help") out.help = true;
     else if (name === "--version" || name === "-v") out.version = true;
     else throw new Error(`unknown argument ${a}`);
   }
+  if (out.detach && !out.takeOver) throw new Error("--detach goes with --take-over");
   return out;
 }
 
@@ -175,15 +197,22 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     process.stdout.write(`${name} (${SHIM_VERSION})\n`);
     return;
   }
+  if (args.detach) return detach(name, args, argv);
+  const log = stderrLogger(args.debug, name);
+  const generations = new Generations(args.socket);
   // First of all: a second daemon on this socket (or its directory) must leave the first one's
-  // socket and sandboxes alone (./lock.ts). The lock is held until the process ends.
+  // socket and sandboxes alone (./lock.ts); with --take-over, the first one hands over first.
+  // The lock is held until the process ends or it hands over in turn.
+  let lockFd: number;
   try {
-    lockDaemonDir(args.socket);
+    if (args.takeOver) {
+      mkdirSync(dirname(args.socket), { recursive: true, mode: 0o711 });
+      lockFd = (await takeOverLock(generations, (m) => log(m))).fd;
+    } else lockFd = lockDaemonDir(args.socket);
   } catch (e) {
     process.stderr.write(`${name}: ${(e as Error).message}\n`);
     process.exit(1);
   }
-  const log = stderrLogger(args.debug, name);
   raiseNofile(log);
   becomeSubreaper();
   // Before any thread that touches a module's files exists: they inherit these groups, through
@@ -226,19 +255,32 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     },
     ...(metrics ? { observe: metrics } : {}),
   };
-  // Sandbox sockets of an earlier daemon (killed) are dead: start from an empty directory.
-  // (No live daemon's: this one holds the directory's lock.)
-  const sandboxDir = join(dirname(args.socket), "sandboxes");
-  rmSync(sandboxDir, { recursive: true, force: true });
-  mkdirSync(sandboxDir, { recursive: true, mode: 0o711 });
+  // Sandbox sockets of an earlier daemon (killed) are dead: removed. A draining daemon's (one
+  // that handed over) live on: its pid is in their names (./generations.ts).
+  const { removed } = generations.prepare();
+  if (removed > 0) log(`removed ${removed} sockets of dead daemons`);
   mkdirSync(paths.compileCacheDir, { recursive: true });
-  const manager = new Manager({
+  let handedOver = false;
+  const manager: Manager = new Manager({
     shared,
-    sandboxDir,
+    generations,
     compiled: () => counting.compiled,
     running: () => running,
     daemonName: name,
-    onSandboxClosed: ended,
+    onSandboxClosed: () => {
+      ended();
+      if (handedOver && manager.sandboxes.size === 0) void exitDrained();
+    },
+    onHandOver: async (successor): Promise<HandOverResponse> => {
+      log(`daemon ${successor} takes over: no new sandboxes here; serving the ${manager.sandboxes.size} there are until they are deleted`);
+      manager.startHandingOver(successorServes());
+      // Its metrics address is the successor's from now on.
+      await endpoint?.close();
+      endpoint = undefined;
+      // Last: from here the successor may take the lock (nothing of this daemon's needs it).
+      closeSync(lockFd);
+      return { pid: process.pid, sandboxes: manager.sandboxes.size };
+    },
   });
   // Before the manager listens: a daemon asked for metrics it cannot serve stops here.
   let endpoint: MetricsEndpoint | undefined;
@@ -264,12 +306,60 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     ...(tracingOn() ? { interceptors: [spanPerCall({ idAttribute: "containerd.sandbox.id" })] } : {}),
   });
   server.register(ManagerDefinition, manager);
-  server.listen(args.socket);
+  // Bound beside the path, then renamed over it: a thin shim finds a listener there at every
+  // moment, the predecessor's until the rename, this one's after; a stale socket is replaced.
+  // Served from its fd, so closing it never unlinks the path (a successor's by then).
+  const fresh = `${args.socket}.${process.pid}`;
+  rmSync(fresh, { force: true });
+  const fd = bindUnixSocket(fresh);
   // Only root (containerd, its shims) may ask for sandboxes.
-  chmodSync(args.socket, 0o600);
+  chmodSync(fresh, 0o600);
+  renameSync(fresh, args.socket);
+  const publicIno = statSync(args.socket).ino;
+  server.listen({ fd });
+  // The same service at a path of this daemon's own: a successor forwards there what this one
+  // still has (./generations.ts).
+  const own = new Server({ onError: (e) => log(`manager ttrpc: ${String(e)}`, "error"), handshaker: requireSameUser() });
+  own.register(ManagerDefinition, manager);
+  own.listen(generations.ownSocket);
+  chmodSync(generations.ownSocket, 0o600);
+  if (args.pidFile) writePidFile(args.pidFile);
   log(
     `serving the manager service on ${args.socket} (engine ${o.engine.name}, state ${paths.stateRoot}, cache ${paths.compileCacheDir}, default memory limit ${args.defaultMemoryLimit ?? "none"})`,
   );
+
+  /** Is the manager socket's path still this daemon's (no successor renamed its own over it)? */
+  const ownsPath = () => {
+    try {
+      return statSync(args.socket).ino === publicIno;
+    } catch {
+      return false;
+    }
+  };
+  // After a hand-over: resolves once the successor's socket is at the path. Until then this one
+  // still listens there (a thin shim finds a listener either way); new pods wait for it.
+  function successorServes(): Promise<void> {
+    handedOver = true;
+    return (async () => {
+      while (ownsPath()) await Bun.sleep(20);
+      log("the successor serves the manager socket");
+      await server.shutdown(1000);
+      if (manager.sandboxes.size === 0) void exitDrained();
+    })();
+  }
+  const leave = async () => {
+    await Promise.all([own.shutdown(1000), endpoint?.close()]);
+    if (args.pidFile) removePidFile(args.pidFile);
+    await flushTraces();
+    process.exit(0);
+  };
+  let exiting = false;
+  const exitDrained = async () => {
+    if (exiting || ownsPath()) return;
+    exiting = true;
+    log("handed over and every sandbox deleted: exiting");
+    await leave();
+  };
 
   let stopping = false;
   const stop = async (why: string) => {
@@ -277,6 +367,8 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     stopping = true;
     log(`${why}: stopping; no new sandboxes, wasm containers get SIGTERM`);
     manager.drain();
+    // The path is removed only while it is this daemon's (not once a successor took it).
+    if (ownsPath()) rmSync(args.socket, { force: true });
     await server.shutdown(1000);
     for (const sb of manager.sandboxes.values()) sb.killWasm(SIGNALS.SIGTERM);
     // containerd sees the exits and deletes the tasks; each sandbox closes with its last one.
@@ -284,13 +376,72 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     while (manager.sandboxes.size > 0 && Date.now() < deadline) await Bun.sleep(50);
     for (const sb of manager.sandboxes.values()) sb.killWasm(SIGNALS.SIGKILL);
     await Promise.all([...manager.sandboxes.values()].map((sb) => sb.close()));
-    await endpoint?.close();
     log("stopped");
-    await flushTraces();
-    process.exit(0);
+    await leave();
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+/** The pid file, replaced whole (systemd reads it after a reload: the unit's main process is its pid). */
+function writePidFile(path: string): void {
+  const tmp = `${path}.${process.pid}`;
+  writeFileSync(tmp, `${process.pid}\n`, { mode: 0o644 });
+  renameSync(tmp, path);
+}
+
+/** Removed only while it names this daemon (a successor's stays). */
+function removePidFile(path: string): void {
+  try {
+    if (readFileSync(path, "utf8") === `${process.pid}\n`) rmSync(path, { force: true });
+  } catch {}
+}
+
+/**
+ * --take-over --detach (the unit's ExecReload): the daemon itself started in a session of its
+ * own, without --detach; returns once it serves (its pid in the pid file, or its manager
+ * socket at the path), exits 1 if it exits first. systemd then reads the pid file: the new
+ * daemon is the unit's main process, the old one drains beside it.
+ */
+async function detach(name: string, args: DaemonArgs, argv: string[]): Promise<never> {
+  const { spawn } = await import("node:child_process");
+  // As started: our one binary picks the program by argv[0].
+  const cmdline = readFileSync("/proc/self/cmdline", "latin1").split("\0");
+  const child = spawn(
+    "/proc/self/exe",
+    argv.filter((a) => a !== "--detach"),
+    {
+      argv0: cmdline[0] ?? name,
+      detached: true,
+      stdio: ["ignore", "inherit", "inherit"],
+    },
+  );
+  let exited: number | null = null;
+  child.on("exit", (code, signal) => {
+    exited = code ?? (signal ? 128 : 1);
+  });
+  const ours = new Generations(args.socket, child.pid ?? -1).ownSocket;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (exited !== null) {
+      process.stderr.write(`${name}: the new daemon exited (${exited}) before serving\n`);
+      process.exit(1);
+    }
+    let served = false;
+    try {
+      served = args.pidFile ? readFileSync(args.pidFile, "utf8") === `${child.pid}\n` : statSync(ours).isSocket();
+    } catch {}
+    if (served) {
+      child.unref();
+      process.stdout.write(`${name}: daemon ${child.pid} serves ${args.socket}\n`);
+      process.exit(0);
+    }
+    if (Date.now() > deadline) {
+      process.stderr.write(`${name}: the new daemon (pid ${child.pid}) did not serve within 60 s; it is left running\n`);
+      process.exit(1);
+    }
+    await Bun.sleep(50);
+  }
 }
 
 /** ./metrics-server.ts, by path (its embedded copy in a compiled binary): not in the daemon's bundle. */

@@ -1,6 +1,9 @@
 // The manager service (proto/bunwasi/manager/v1/manager.proto): the daemon's table of
 // sandboxes. The thin shim asks it for a pod's sandbox on `start` and to delete a
 // container on `delete`; every other call containerd makes goes to the sandbox itself.
+// Across a hand-over (./generations.ts) the serving daemon answers for a pod a draining one
+// still has with that one's sandbox, and forwards a `delete` it cannot do; a daemon that has
+// handed over makes no sandbox and forwards every new pod's to the serving daemon.
 
 import { stat } from "node:fs/promises";
 import { isAbsolute, join, normalize } from "node:path";
@@ -11,15 +14,20 @@ import type {
   CreateSandboxResponse,
   DeleteSandboxRequest,
   DeleteSandboxResponse,
+  HandOverRequest,
+  HandOverResponse,
   ListSandboxesResponse,
 } from "./gen/bunwasi/manager/v1/manager.ts";
+import type { Generations } from "./generations.ts";
 import { Sandbox } from "./sandbox.ts";
 import type { DaemonShared } from "./sandbox-host.ts";
 
 export interface ManagerOptions {
   shared: DaemonShared;
-  /** Where sandbox sockets go (one file per sandbox). */
-  sandboxDir: string;
+  /** Where sandbox sockets go (one file per sandbox) and the other daemons of the directory are. */
+  generations: Generations;
+  /** A successor asks this daemon to hand over (the daemon lets go of its lock); its answer. */
+  onHandOver?: (successor: number) => Promise<HandOverResponse>;
   /** Modules compiled so far (./compiles.ts). */
   compiled: () => number;
   running: () => number;
@@ -32,8 +40,30 @@ export interface ManagerOptions {
 export class Manager {
   readonly sandboxes = new Map<string, Sandbox>();
   private stopping = false;
+  /** Resolves once the successor serves the manager socket (set when handing over). */
+  private successorServes: Promise<void> | null = null;
 
   constructor(private readonly o: ManagerOptions) {}
+
+  /** A daemon that handed over: it serves the sandboxes it has, new pods go to the successor. */
+  get handingOver(): boolean {
+    return this.successorServes !== null;
+  }
+
+  /**
+   * From now on no sandbox is made here: a pod this daemon does not have is the successor's,
+   * asked for once `serves` resolves (the successor took the manager socket).
+   */
+  startHandingOver(serves: Promise<void>): void {
+    this.successorServes = serves;
+  }
+
+  async handOver(req: HandOverRequest): Promise<HandOverResponse> {
+    if (this.stopping || this.handingOver || !this.o.onHandOver) {
+      throw new TtrpcError(Code.FAILED_PRECONDITION, `${this.o.daemonName} is ${this.stopping ? "stopping" : "handing over already"}`);
+    }
+    return this.o.onHandOver(req.pid);
+  }
 
   get draining(): boolean {
     return this.stopping;
@@ -62,8 +92,24 @@ export class Manager {
     if (sb && req.containerId && (await sb.has(req.namespace, req.containerId))) {
       throw new TtrpcError(Code.ALREADY_EXISTS, `container ${req.containerId} already exists in sandbox ${key}`);
     }
+    if (sb) return { address: sb.address };
+    const g = this.o.generations;
+    const hash = new Bun.CryptoHasher("sha256").update(key).digest("hex").slice(0, 24);
+    // A pod started before a hand-over stays where it runs.
+    const foreign = await g.foreignSandbox(hash);
+    if (foreign) {
+      this.o.shared.log(`sandbox ${key} is a draining daemon's: ${foreign}`, "debug");
+      return { address: foreign };
+    }
+    if (this.successorServes) {
+      await this.successorServes;
+      return g.createAtServing(req);
+    }
+    if (this.stopping) throw new TtrpcError(Code.UNAVAILABLE, `${this.o.daemonName} is shutting down: no new sandboxes`);
+    // Asked twice at once while the lookups above awaited: one sandbox.
+    sb = this.sandboxes.get(key);
     if (!sb) {
-      const socket = join(this.o.sandboxDir, `${new Bun.CryptoHasher("sha256").update(key).digest("hex").slice(0, 24)}.sock`);
+      const socket = g.sandboxSocket(hash);
       const opts = {
         id: req.id,
         namespace: req.namespace,
@@ -86,6 +132,13 @@ export class Manager {
     checkId("container id", req.containerId);
     checkId("namespace", req.namespace);
     if (req.bundle) await checkBundle(req.bundle, "path");
+    const found = await this.deleteHere(req);
+    if (found || this.handingOver) return found ?? NOT_FOUND;
+    // Not here: a draining daemon's (one that handed over to this one) perhaps.
+    return (await this.o.generations.deleteElsewhere(req, (m) => this.o.shared.log(m, "warning"))) ?? NOT_FOUND;
+  }
+
+  private async deleteHere(req: DeleteSandboxRequest): Promise<DeleteSandboxResponse | undefined> {
     for (const sb of this.sandboxes.values()) {
       if (!(await sb.has(req.namespace, req.containerId))) continue;
       const r = await sb.deleteContainer(req.namespace, req.containerId);
@@ -99,7 +152,7 @@ export class Manager {
         cleanupError: r.failed.join("; "),
       };
     }
-    return { found: false, pid: 0, exitStatus: 0, exitedAtSeconds: 0, exitedAtNanos: 0, cleanupError: "" };
+    return undefined;
   }
 
   async listSandboxes(): Promise<ListSandboxesResponse> {
@@ -115,6 +168,8 @@ export class Manager {
     };
   }
 }
+
+const NOT_FOUND: DeleteSandboxResponse = { found: false, pid: 0, exitStatus: 0, exitedAtSeconds: 0, exitedAtNanos: 0, cleanupError: "" };
 
 function checkId(what: string, id: string): void {
   if (!VALID_ID.test(id))

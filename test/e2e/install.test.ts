@@ -233,7 +233,10 @@ describe("scripts/install.sh: a node install that touches nothing else", () => {
       expect(sha256(join(store, b as string, "bin", ONE))).toBe(sha256(join(REPO, "build/bin", ONE)));
       for (const f of LIBS) expect(sha256(join(store, b as string, "lib", basename(f)))).toBe(sha256(join(REPO, f)));
       expect(readFileSync(join(units, UNIT), "utf8")).toContain(
-        `\nExecStart=${prefix}/bin/containerd-wasmtimed --socket /run/bunwasi/wasmtimed.sock\n`,
+        `\nExecStart=${prefix}/bin/containerd-wasmtimed --socket /run/bunwasi/wasmtimed.sock --pid-file /run/bunwasi/wasmtimed.pid\n`,
+      );
+      expect(readFileSync(join(units, UNIT), "utf8")).toContain(
+        `\nExecReload=${prefix}/bin/containerd-wasmtimed --socket /run/bunwasi/wasmtimed.sock --pid-file /run/bunwasi/wasmtimed.pid --take-over --detach\n`,
       );
       expect(r.out).toContain(`imports = ["${prefix}/share/bunwasi/containerd-2.x.toml"]`);
       expect(r.out).toContain(`append ${prefix}/share/bunwasi/containerd-1.x.toml to /etc/containerd/config.toml`);

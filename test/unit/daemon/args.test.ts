@@ -14,6 +14,10 @@ test("defaults, --socket in both spellings, --debug, --help, --version", () => {
     // Metrics are off unless asked for.
     metrics: undefined,
     debug: false,
+    // A second daemon refuses unless asked to take over.
+    takeOver: false,
+    detach: false,
+    pidFile: undefined,
     help: false,
     version: false,
   });
@@ -79,4 +83,15 @@ test("a missing value or an unknown argument is an error naming it", () => {
 test("the thin shim asks BUNWASI_DAEMON_SOCKET (containerd's environment), else the default", () => {
   expect(daemonSocket("containerd-wasmtimed", {})).toBe(DEFAULT_DAEMON_SOCKET);
   expect(daemonSocket("containerd-wasmtimed", { BUNWASI_DAEMON_SOCKET: "/x/d.sock" })).toBe("/x/d.sock");
+});
+
+test("--take-over, --detach (only with it), --pid-file", () => {
+  expect(parseDaemonArgs(["--take-over", "--pid-file", "/run/x.pid"], DEFAULT_DAEMON_SOCKET)).toMatchObject({
+    takeOver: true,
+    detach: false,
+    pidFile: "/run/x.pid",
+  });
+  expect(parseDaemonArgs(["--take-over", "--detach"], DEFAULT_DAEMON_SOCKET)).toMatchObject({ takeOver: true, detach: true });
+  expect(() => parseDaemonArgs(["--detach"], DEFAULT_DAEMON_SOCKET)).toThrow("--detach goes with --take-over");
+  expect(() => parseDaemonArgs(["--pid-file"], DEFAULT_DAEMON_SOCKET)).toThrow("--pid-file needs a path");
 });

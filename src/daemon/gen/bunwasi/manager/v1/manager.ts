@@ -84,6 +84,17 @@ export interface ListSandboxesResponse {
   wasmRunning: number;
 }
 
+export interface HandOverRequest {
+  /** The successor's pid (for the log). */
+  pid: number;
+}
+
+export interface HandOverResponse {
+  /** The daemon handing over: its pid, and the sandboxes it keeps serving until they are deleted. */
+  pid: number;
+  sandboxes: number;
+}
+
 function createBaseCreateSandboxRequest(): CreateSandboxRequest {
   return {
     id: "",
@@ -695,6 +706,132 @@ export const ListSandboxesResponse: MessageFns<ListSandboxesResponse, "bunwasi.m
   },
 };
 
+function createBaseHandOverRequest(): HandOverRequest {
+  return { pid: 0 };
+}
+
+export const HandOverRequest: MessageFns<HandOverRequest, "bunwasi.manager.v1.HandOverRequest"> = {
+  $type: "bunwasi.manager.v1.HandOverRequest" as const,
+
+  encode(message: HandOverRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pid !== 0) {
+      writer.uint32(8).uint32(message.pid);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HandOverRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandOverRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pid = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<HandOverRequest>, I>>(base?: I): HandOverRequest {
+    return HandOverRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HandOverRequest>, I>>(object: I): HandOverRequest {
+    const message = createBaseHandOverRequest();
+    message.pid = object.pid ?? 0;
+    return message;
+  },
+};
+
+function createBaseHandOverResponse(): HandOverResponse {
+  return { pid: 0, sandboxes: 0 };
+}
+
+export const HandOverResponse: MessageFns<HandOverResponse, "bunwasi.manager.v1.HandOverResponse"> = {
+  $type: "bunwasi.manager.v1.HandOverResponse" as const,
+
+  encode(message: HandOverResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pid !== 0) {
+      writer.uint32(8).uint32(message.pid);
+    }
+    if (message.sandboxes !== 0) {
+      writer.uint32(16).uint32(message.sandboxes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HandOverResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandOverResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pid = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sandboxes = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<HandOverResponse>, I>>(base?: I): HandOverResponse {
+    return HandOverResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HandOverResponse>, I>>(object: I): HandOverResponse {
+    const message = createBaseHandOverResponse();
+    message.pid = object.pid ?? 0;
+    message.sandboxes = object.sandboxes ?? 0;
+    return message;
+  },
+};
+
 export type ManagerDefinition = typeof ManagerDefinition;
 export const ManagerDefinition = {
   name: "Manager",
@@ -726,6 +863,19 @@ export const ManagerDefinition = {
       requestType: ListSandboxesRequest as typeof ListSandboxesRequest,
       requestStream: false,
       responseType: ListSandboxesResponse as typeof ListSandboxesResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * A successor (a daemon started with --take-over) asks the serving daemon to hand over: it
+     * makes no sandbox from then on, lets go of the directory's serving lock and answers; it
+     * serves its sandboxes until containerd has deleted them all, then exits.
+     */
+    handOver: {
+      name: "HandOver",
+      requestType: HandOverRequest as typeof HandOverRequest,
+      requestStream: false,
+      responseType: HandOverResponse as typeof HandOverResponse,
       responseStream: false,
       options: {},
     },
