@@ -146,6 +146,13 @@ for (const c of CONTAINERDS) {
       return c;
     }
 
+    /** Polls until `done()` (liveness only, as settle); returns `value()` then. */
+    async function settleOn<T>(done: () => boolean, value: () => T): Promise<T> {
+      const deadline = Date.now() + SETTLE_MS;
+      while (!done() && Date.now() < deadline) await Bun.sleep(100);
+      return value();
+    }
+
     for (const mode of MODES) {
       describe(`files and blocked calls, ${mode.name}`, () => {
         const t = ctrTasks(
@@ -257,24 +264,29 @@ for (const c of CONTAINERDS) {
            * Until `id` has ended (a refused open) or a thread of the daemon waits in a pipe or fifo
            * (the run blocked where the test wants it); liveness only.
            */
-          async function blockedOrOver(id: string): Promise<void> {
+          /**
+           * Until the run is blocked (more of the daemon's threads wait in a pipe than `before`, taken
+           * before it started: an earlier round's killed run may still wait there) or is over.
+           */
+          async function blockedOrOver(id: string, before: number): Promise<void> {
             const deadline = Date.now() + 30_000;
             while (Date.now() < deadline) {
               const st = (await t.tasks()).get(id)?.status;
               if (st === "STOPPED") return;
-              if (st === "RUNNING" && waitsInPipe()) return;
+              if (st === "RUNNING" && pipeWaiters() > before) return;
               await Bun.sleep(20);
             }
           }
 
-          /** A thread of the daemon sleeps in a pipe's or a fifo's read, write or open. */
-          function waitsInPipe(): boolean {
+          /** How many of the daemon's threads sleep in a pipe's or a fifo's read, write or open. */
+          function pipeWaiters(): number {
+            let n = 0;
             for (const tid of readdirSync(`/proc/${daemon.pid}/task`)) {
               try {
-                if (/pipe|fifo|partner/.test(readFileSync(`/proc/${daemon.pid}/task/${tid}/wchan`, "utf8"))) return true;
+                if (/pipe|fifo|partner/.test(readFileSync(`/proc/${daemon.pid}/task/${tid}/wchan`, "utf8"))) n++;
               } catch {}
             }
-            return false;
+            return n;
           }
 
           /** `freed`: what the daemon logs it did to free the killed runs' threads (src/daemon/unstick.ts). */
@@ -309,9 +321,10 @@ for (const c of CONTAINERDS) {
                   for (let i = 0; i < ROUNDS; i++) {
                     const id = uid("blocked");
                     ids.push(id);
+                    const before = pipeWaiters();
                     // No log file: with one, stdout would be a file, which never blocks a write.
                     await t.ctrOk(["run", "-d", "--runtime", mode.runtime, ...b.extra(), IMAGE, id, ...b.args]);
-                    await blockedOrOver(id);
+                    await blockedOrOver(id, before);
                     await env.cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
                     await t.waitStatus(id, "STOPPED");
                   }
@@ -320,7 +333,9 @@ for (const c of CONTAINERDS) {
                   const over = killed.threads - baseline.threads;
                   expect({ over: Math.max(0, over), threads: over > 0 ? threadNames() : "" }).toEqual({ over: 0, threads: "" });
                   // Each of them was blocked, and freed by the daemon.
-                  if (b.freed) expect(ids.filter((id) => b.freed?.test(logOf(id))).length).toBe(ROUNDS);
+                  // (Said once the freed thread is over: looked for until then, liveness only.)
+                  const freed = () => ids.filter((id) => b.freed?.test(logOf(id))).length;
+                  if (b.freed) expect(await settleOn(() => freed() === ROUNDS, freed)).toBe(ROUNDS);
                 } finally {
                   for (const id of ids) {
                     await t.deleteTask(id).catch(() => {});
