@@ -11,7 +11,7 @@
 // running pod; UpdateContainerResources changing a running container's cgroup; exec (sync
 // and streaming) into a wasm container, in both modes. Missing binaries fail, never skip.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
@@ -32,6 +32,7 @@ import {
   SHARED_HANDLER,
 } from "../support/cri.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { processes } from "../support/processes.ts";
 import { REPO } from "../support/shim-env.ts";
 
 const T = 120_000;
@@ -66,20 +67,6 @@ async function until<V>(what: string, f: () => V | Promise<V>, timeoutMs = 20_00
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(50);
   }
-}
-
-/** Running processes as pid → argv. */
-function processes(): Map<number, string[]> {
-  const out = new Map<number, string[]>();
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const argv = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0");
-      argv.pop();
-      if (argv.length) out.set(Number(d), argv);
-    } catch {}
-  }
-  return out;
 }
 
 /** Shim processes containerd started for `id` (their -id argument), any runtime. */

@@ -10,7 +10,7 @@
 // crictl against the same containerd. Exec liveness probes are in kubelet-probes.test.ts.
 // Missing binaries fail, never skip.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { mountsUnder } from "../support/containerd.ts";
@@ -25,6 +25,7 @@ import {
   kubeletPath,
   POD_NAMESPACE,
 } from "../support/kubelet.ts";
+import { processes } from "../support/processes.ts";
 
 const T = 240_000;
 const VERSE = "This is a song that never ends.";
@@ -34,20 +35,6 @@ test("prerequisites: root, runc, the kubelet, crictl and both containerds", () =
   expect(Bun.which("runc")).not.toBeNull();
   for (const f of [kubeletPath(), crictlPath(), ...CONTAINERDS.map((c) => c.binary)]) expect(`${f}: ${existsSync(f)}`).toBe(`${f}: true`);
 });
-
-/** Running processes as pid → argv. */
-function processes(): Map<number, string[]> {
-  const out = new Map<number, string[]>();
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const argv = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0");
-      argv.pop();
-      if (argv.length) out.set(Number(d), argv);
-    } catch {}
-  }
-  return out;
-}
 
 /** Shim processes this containerd started for `id` (their -id argument), any runtime. */
 function shimsFor(k: KubeletEnv, id: string): string[][] {

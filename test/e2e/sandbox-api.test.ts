@@ -13,40 +13,17 @@ import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { SandboxDefinition } from "../../src/task/gen/containerd/runtime/sandbox/v1/sandbox.ts";
 import { Client } from "../../src/ttrpc/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
+import { pinned2x } from "../support/containerd-versions.ts";
 import { CRI_IMAGES, type CriEnv, crictlPath, criEnv, HANDLER, K8S_NAMESPACE, type Pod, SHARED_HANDLER } from "../support/cri.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { processes } from "../support/processes.ts";
 import { REPO } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const T = 120_000;
 
-/** The 2.x that scripts/containerd-versions.sh pins (its PINNED=(…) line). */
-function pinned2x(): string {
-  const script = readFileSync(join(REPO, "scripts/containerd-versions.sh"), "utf8");
-  const v = /^PINNED=\(([^)]*)\)/m
-    .exec(script)?.[1]
-    ?.trim()
-    .split(/\s+/)
-    .find((x) => x.startsWith("v2."));
-  if (!v) throw new Error("scripts/containerd-versions.sh pins no 2.x");
-  return v;
-}
 const V2 = pinned2x();
 const CONTAINERD = join(REPO, "build/containerd", V2, "bin/containerd");
-
-/** Running processes as pid → argv. */
-function processes(): Map<number, string[]> {
-  const out = new Map<number, string[]>();
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const argv = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0");
-      argv.pop();
-      if (argv.length) out.set(Number(d), argv);
-    } catch {}
-  }
-  return out;
-}
 
 /** Processes whose command line names any of `ids` (a shim's -id, runc's container id, a pause's bundle). */
 function processesNaming(ids: string[]): string[] {
