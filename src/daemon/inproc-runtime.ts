@@ -215,6 +215,8 @@ export class InProcessInstance implements Instance {
         stdin: { kind: "path", path: this.stdin.fifo },
         stdout: { kind: "fd", fd: this.tty >= 0 ? this.tty : this.fds[1] },
         stderr: { kind: "fd", fd: this.tty >= 0 ? this.tty : this.fds[2] },
+        // The module asks whether that is a terminal (isatty): the engine says so.
+        ...(this.tty >= 0 ? { terminal: true } : {}),
         ...maxOpenFiles(plan.limits.openFiles, this.o.maxOpenFiles),
         signal: this.abort.signal,
         // A wasi:http service's sockets (its listener, its outgoing requests) are the pod's

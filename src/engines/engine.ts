@@ -150,6 +150,13 @@ export interface RunContext {
    */
   maxOpenFiles?: number;
   /**
+   * stdin, stdout and stderr are a terminal the caller made and gives by path or fd (the
+   * shared-mode daemon's pty): the module's fd_fdstat_get says so for fds 0–2 (a character device
+   * without seek or tell), as isatty() asks. A process that inherits its terminal (the executor)
+   * need not say it.
+   */
+  terminal?: boolean;
+  /**
    * Kill: abort = stop the module promptly. `signal.reason` may be a signal number (e.g. 15)
    * or name ("SIGTERM"); the run then ends with 128+signal. Default reason: SIGKILL (9).
    */

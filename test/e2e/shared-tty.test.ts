@@ -160,10 +160,10 @@ for (const version of VERSIONS) {
         expect(out).toMatch(/to stderr\r+\n/);
         const lines = out.replace(/\r+\n/g, "\n");
         expect(lines).toContain("\nhello there\necho: hello there\nexit 5\n");
-        // What the module's isatty() says: no terminal. wasmtime's C API opens stdio it is given
-        // by path as plain files and reports no terminal for them (normal mode's executor
-        // inherits the pty as its fds 0-2, and its module's isatty() is 1). docs/shared-mode.md.
-        expect(lines).toContain("tty stdin=0 stdout=0 stderr=0\nto stderr\n");
+        // What the module's isatty() says: a terminal, all three (wasmtime opens the stdio it is
+        // given by path as plain files; the engine answers fd_fdstat_get for them as a terminal,
+        // as normal mode's executor, which inherits the pty, has it). docs/shared-mode.md.
+        expect(lines).toContain("tty stdin=1 stdout=1 stderr=1\nto stderr\n");
       },
       T,
     );
@@ -227,7 +227,7 @@ for (const version of VERSIONS) {
             expect((await t.state({ id, execId: "" })).terminal).toBe(true);
             const input = openSync(stdin, constants.O_WRONLY | constants.O_NONBLOCK);
             let text = await readUntil(out, (x) => x.includes("to stderr\r\n"));
-            expect(text).toBe("tty stdin=0 stdout=0 stderr=0\r\nto stderr\r\n");
+            expect(text).toBe("tty stdin=1 stdout=1 stderr=1\r\nto stderr\r\n");
             writeSync(input, "one\n");
             text = await readUntil(out, (x) => x.includes("echo: one\r\n"), text);
             // ResizePty: the size the pty has.

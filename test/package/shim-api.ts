@@ -104,6 +104,7 @@ interface RunContext {
   memoryLimitBytes?: number;
   cpu?: CpuLimits;
   maxOpenFiles?: number;
+  terminal?: boolean;
   signal?: AbortSignal;
   stopNow?: AbortSignal;
   onControl?: (control: RunControl) => void;

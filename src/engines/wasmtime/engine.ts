@@ -448,6 +448,7 @@ export class WasmtimeEngine {
       memoryLimitBytes: ctx.memoryLimitBytes,
       ...(ctx.memoryLimitBytes !== undefined && !ctx.precompiled ? shapeOf(this.lib, source) : {}),
       ...(ctx.maxOpenFiles !== undefined ? { maxOpenFiles: ctx.maxOpenFiles } : {}),
+      ...(ctx.terminal ? { terminal: true } : {}),
       shadowsScript: shadowsScript(),
       hostModules: this.hostModules,
       kill: killBuf,

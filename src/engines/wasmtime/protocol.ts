@@ -57,6 +57,8 @@ export interface RunRequest {
   shadowsScript: string;
   /** The most WASI handles the module may hold open at once, stdio and preopens included (./file-guard.ts); absent = no cap. */
   maxOpenFiles?: number;
+  /** stdin, stdout and stderr are a terminal (RunContext.terminal). */
+  terminal?: boolean;
   /** Scripts whose default export is a HostFunctions (../host.ts): imported and linked by the worker. */
   hostModules: string[];
   /** Int32Array view: [0] = signal number once killed (0 = running); [1] = 1 while paused. */

@@ -54,6 +54,7 @@ export const REAL_WASI = {
   fd_filestat_get: ["i32", "i32"],
   fd_close: ["i32"],
   fd_renumber: ["i32", "i32"],
+  fd_fdstat_get: ["i32", "i32"],
 } as const satisfies Record<string, readonly ValType[]>;
 export type RealName = keyof typeof REAL_WASI;
 
@@ -309,10 +310,50 @@ export function fileGuard(
   return { pathOpen, fdClose, fdRenumber };
 }
 
+/** fdstat (wasi_snapshot_preview1.witx): fs_filetype u8 at 0, fs_rights_base u64 at 8. */
+const FDSTAT_RIGHTS_BASE = 8;
+const FILETYPE_CHARACTER_DEVICE = 2;
+/** The rights isatty() (wasi-libc) takes to mean "not a terminal": fd_seek, fd_tell. */
+const SEEK_OR_TELL = (1n << 2n) | (1n << 5n);
+
+/**
+ * fd_fdstat_get of a run whose stdio is a terminal its caller made (RunRequest.terminal): wasmtime
+ * opened those fds by path as plain files, so it reports a seekable file and isatty() says no. For
+ * fds 0–2, while they are still the terminal's (`ttys`: the file guard's close and renumber take
+ * them out), it says what a terminal is: a character device without seek or tell.
+ */
+export function terminalFdstat(lib: WasmtimeLib, tools: GuestTools, real: RealWasi, ttys: Set<number>): HostCallback {
+  return (caller, args, out) => {
+    try {
+      const r = real.call(caller, "fd_fdstat_get", args);
+      if ("trap" in r) return r.trap;
+      const a = new DataView(toArrayBuffer(args, 0, 2 * LAYOUT.val.size));
+      const fd = a.getInt32(LAYOUT.val.of, true);
+      if (r.errno === ERRNO_SUCCESS && ttys.has(fd)) {
+        const buf = a.getInt32(LAYOUT.val.size + LAYOUT.val.of, true) >>> 0;
+        const mem = tools.callerMemory(lib, caller);
+        const v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
+        v.setUint8(buf, FILETYPE_CHARACTER_DEVICE);
+        v.setBigUint64(buf + FDSTAT_RIGHTS_BASE, v.getBigUint64(buf + FDSTAT_RIGHTS_BASE, true) & ~SEEK_OR_TELL, true);
+      }
+      return returnErrno(out, r.errno);
+    } catch (e) {
+      return trapWith(lib, `fd_fdstat_get: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  };
+}
+
+/** The errno a shadow has set as its result. */
+function resultErrno(out: Pointer): number {
+  return new DataView(toArrayBuffer(out, 0, LAYOUT.val.size)).getInt32(LAYOUT.val.of, true);
+}
+
 /** The shadows of one run: wasmtime's own WASI, the file guard, and what to close at the run's end. */
 export interface Shadows {
   real: RealWasi;
   guard: FileGuard;
+  /** fd_fdstat_get of a run on a terminal (terminalFdstat). */
+  terminalFdstat: HostCallback;
   dispose(): void;
 }
 
@@ -331,5 +372,30 @@ export function shadowsFor(
   const real = new RealWasi(lib, tools, keep);
   const handles = new HandleCount(3 + preopens.length, maxOpenFiles);
   const dirs = new GuestDirs(preopens);
-  return { real, guard: fileGuard(lib, tools, real, handles, dirs, kill), dispose: () => dirs.dispose() };
+  const guard = fileGuard(lib, tools, real, handles, dirs, kill);
+  // The stdio fds that are still the terminal's: a close or a renumber over one takes it out.
+  const ttys = new Set([0, 1, 2]);
+  const i32 = (args: Pointer, n: number, i: number) =>
+    new DataView(toArrayBuffer(args, 0, n * LAYOUT.val.size)).getInt32(i * LAYOUT.val.size + LAYOUT.val.of, true);
+  const fdClose: HostCallback = (c, a, o) => {
+    const trap = guard.fdClose(c, a, o);
+    if (!trap && resultErrno(o) === ERRNO_SUCCESS) ttys.delete(i32(a, 1, 0));
+    return trap;
+  };
+  const fdRenumber: HostCallback = (c, a, o) => {
+    const [from, to] = [i32(a, 2, 0), i32(a, 2, 1)];
+    const trap = guard.fdRenumber(c, a, o);
+    if (!trap && resultErrno(o) === ERRNO_SUCCESS && from !== to) {
+      const wasTty = ttys.delete(from);
+      ttys.delete(to);
+      if (wasTty) ttys.add(to);
+    }
+    return trap;
+  };
+  return {
+    real,
+    guard: { ...guard, fdClose, fdRenumber },
+    terminalFdstat: terminalFdstat(lib, tools, real, ttys),
+    dispose: () => dirs.dispose(),
+  };
 }

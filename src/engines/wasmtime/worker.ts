@@ -185,6 +185,9 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     };
     defineInterruptiblePoll(lib, linker, d, shadows, env);
     defineFileGuard(lib, linker, d, shadows);
+    // stdio on a terminal its caller made: isatty() must say so (./wasi-shadows.ts terminalFdstat).
+    if (req.terminal)
+      defineFunc(lib, linker, WASI, "fd_fdstat_get", ["i32", "i32"], ["i32"], (c, a, o) => shadows().terminalFdstat(c, a, o), d);
     for (const host of hosts) callbacks.push(...defineHostFunctions(lib, linker, host));
     const instance = Buffer.alloc(LAYOUT.instance.size);
     const trapOut = new BigUint64Array(1);
