@@ -212,7 +212,8 @@ for (const version of VERSIONS) {
         // The counts see an exec's run: its thread is there while it runs.
         const sleeper = env.cd.ctrSpawn(["task", "exec", "--exec-id", "e-seen", id, "/wasi-demo-app.wasm", "sleep", "60"]);
         await execShown(id, "e-seen");
-        expect(counts().threads).toBeGreaterThan(baseline.threads);
+        // (Looked for until it shows: the exec may be listed a moment before its thread is counted.)
+        expect(await until("the exec's thread", () => counts().threads > baseline.threads, SETTLE_MS)).toBe(true);
         await t.ctrOk(["task", "kill", "--exec-id", "e-seen", "-s", "SIGKILL", id]);
         expect(await sleeper.exited).toBe(137);
         for (let i = 0; i < ROUNDS; i++) {
