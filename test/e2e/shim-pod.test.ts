@@ -102,7 +102,9 @@ describe.each(MODES.map((m) => [m.name, m] as const))("one shim per pod, %s mode
     "every container of the pod gets the same shim address, and one server",
     async () => {
       address = start(ids.a);
-      if (daemon) expect(address).toMatch(new RegExp(`^unix://${join(daemon.socket, "..", "sandboxes")}/[0-9a-f]{24}\\.sock$`));
+      // A sandbox's socket names the pod (a hash) and the daemon that serves it (its pid).
+      if (daemon)
+        expect(address).toMatch(new RegExp(`^unix://${join(daemon.socket, "..", "sandboxes")}/[0-9a-f]{24}\\.${daemon.pid}\\.sock$`));
       else expect(address).toMatch(/^unix:\/\/\/run\/containerd\/s\/[0-9a-f]{64}$/);
       expect(start(ids.b)).toBe(address);
       expect(start(ids.c)).toBe(address);
