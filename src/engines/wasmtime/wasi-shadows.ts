@@ -193,8 +193,6 @@ export function fileGuard(
   kill: Int32Array,
 ): FileGuard {
   const callerMemory = (l: WasmtimeLib, caller: Pointer) => tools.callerMemory(l, caller);
-  const i32At = (args: Pointer, n: number, i: number) =>
-    new DataView(toArrayBuffer(args, 0, n * LAYOUT.val.size)).getInt32(i * LAYOUT.val.size + LAYOUT.val.of, true);
 
   /**
    * The WASI filetype wasmtime reports for `call` (a stat into a borrowed 64-byte buffer at
@@ -310,6 +308,11 @@ export function fileGuard(
   return { pathOpen, fdClose, fdRenumber };
 }
 
+/** The i-th i32 of a shadow's `n` arguments (a wasmtime_val_t array). */
+function i32At(args: Pointer, n: number, i: number): number {
+  return new DataView(toArrayBuffer(args, 0, n * LAYOUT.val.size)).getInt32(i * LAYOUT.val.size + LAYOUT.val.of, true);
+}
+
 /** fdstat (wasi_snapshot_preview1.witx): fs_filetype u8 at 0, fs_rights_base u64 at 8. */
 const FDSTAT_RIGHTS_BASE = 8;
 const FILETYPE_CHARACTER_DEVICE = 2;
@@ -327,10 +330,9 @@ export function terminalFdstat(lib: WasmtimeLib, tools: GuestTools, real: RealWa
     try {
       const r = real.call(caller, "fd_fdstat_get", args);
       if ("trap" in r) return r.trap;
-      const a = new DataView(toArrayBuffer(args, 0, 2 * LAYOUT.val.size));
-      const fd = a.getInt32(LAYOUT.val.of, true);
+      const fd = i32At(args, 2, 0);
       if (r.errno === ERRNO_SUCCESS && ttys.has(fd)) {
-        const buf = a.getInt32(LAYOUT.val.size + LAYOUT.val.of, true) >>> 0;
+        const buf = i32At(args, 2, 1) >>> 0;
         const mem = tools.callerMemory(lib, caller);
         const v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
         v.setUint8(buf, FILETYPE_CHARACTER_DEVICE);
@@ -375,15 +377,13 @@ export function shadowsFor(
   const guard = fileGuard(lib, tools, real, handles, dirs, kill);
   // The stdio fds that are still the terminal's: a close or a renumber over one takes it out.
   const ttys = new Set([0, 1, 2]);
-  const i32 = (args: Pointer, n: number, i: number) =>
-    new DataView(toArrayBuffer(args, 0, n * LAYOUT.val.size)).getInt32(i * LAYOUT.val.size + LAYOUT.val.of, true);
   const fdClose: HostCallback = (c, a, o) => {
     const trap = guard.fdClose(c, a, o);
-    if (!trap && resultErrno(o) === ERRNO_SUCCESS) ttys.delete(i32(a, 1, 0));
+    if (!trap && resultErrno(o) === ERRNO_SUCCESS) ttys.delete(i32At(a, 1, 0));
     return trap;
   };
   const fdRenumber: HostCallback = (c, a, o) => {
-    const [from, to] = [i32(a, 2, 0), i32(a, 2, 1)];
+    const [from, to] = [i32At(a, 2, 0), i32At(a, 2, 1)];
     const trap = guard.fdRenumber(c, a, o);
     if (!trap && resultErrno(o) === ERRNO_SUCCESS && from !== to) {
       const wasTty = ttys.delete(from);
