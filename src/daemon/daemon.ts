@@ -241,7 +241,12 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     runner: () => {
       // Root for every container: its runs' threads give up the capabilities over files, and
       // each module's view is its container's user's (oci/wasi-view.ts mountViewAs).
-      runner ??= o.engine.load({ cacheDir: paths.compileCacheDir, killGraceMs: DAEMON_KILL_GRACE_MS, noFileCapabilities: true });
+      runner ??= o.engine.load({
+        cacheDir: paths.compileCacheDir,
+        killGraceMs: DAEMON_KILL_GRACE_MS,
+        noFileCapabilities: true,
+        pools: true,
+      });
       return runner;
     },
     runtimeBinary: findRuntime(process.env.BUNWASI_RUNTIME),

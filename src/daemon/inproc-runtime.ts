@@ -219,6 +219,7 @@ export class InProcessInstance implements Instance {
         ...(this.tty >= 0 ? { terminal: true } : {}),
         ...maxOpenFiles(plan.limits.openFiles, this.o.maxOpenFiles),
         signal: this.abort.signal,
+        watchStdin: (news) => this.stdin.watch(news),
         // A wasi:http service's sockets (its listener, its outgoing requests) are the pod's
         // network namespace's; a spec that asks for a namespace of its own without naming
         // one gets no outgoing network (there is none to give it). SIGKILL cuts its drain.
@@ -354,8 +355,10 @@ export class InProcessInstance implements Instance {
     // bump, and the Stats of a node's tasks come together (containerd asks for all at once).
     const memory = live ? this.control?.memoryBytes?.() : undefined;
     const tid = live ? this.control?.threadId?.() : undefined;
-    if (tid) {
-      const cpu = await threadCpu(tid);
+    // A pooled run's CPU is counted by its pool (its thread is many runs'); another's is its thread's.
+    const pooledCpu = live && !tid ? this.control?.cpuTime?.() : undefined;
+    if (tid || pooledCpu) {
+      const cpu = pooledCpu ?? (await threadCpu(tid as number));
       if (cpu) out.cpu = { usage: { total: cpu.user + cpu.kernel, user: cpu.user, kernel: cpu.kernel } };
       // The engine's CPU quota, counted as a cgroup's cpu.stat (../engines/wasmtime/cpu-throttle.ts).
       const t = this.control?.cpuThrottling?.();

@@ -39,6 +39,8 @@ export class StdinRelay {
   private reader: { cancel(): Promise<void> } | null = null;
   /** Settles once the relay holds nothing of the fifo any more. */
   private released: Promise<unknown> = Promise.resolve();
+  /** Told each time the fifo has news (written, closed): an engine reading it without blocking waits for that. */
+  private readonly listeners: (() => void)[] = [];
 
   /** `source`: our fd of containerd's stdin (non-blocking; the caller owns it); `fifo`: the path the module opens. */
   constructor(
@@ -83,6 +85,7 @@ export class StdinRelay {
         if (eof || this.closed) break; // containerd's side closed: the module sees EOF
         sink.write(value);
         await sink.flush();
+        this.news();
       }
     } catch {
       // The module closed stdin (EPIPE) or the stream was cancelled: either way the relay is over.
@@ -95,6 +98,15 @@ export class StdinRelay {
     }
   }
 
+  /** Calls `news` after each write to the fifo and once it is closed. */
+  watch(news: () => void): void {
+    this.listeners.push(news);
+  }
+
+  private news(): void {
+    for (const f of this.listeners) f();
+  }
+
   /** Ends the module's stdin (EOF); idempotent. */
   close(): void {
     if (this.closed) return;
@@ -104,6 +116,7 @@ export class StdinRelay {
       try {
         this.sink.end();
       } catch {} // already failed (EPIPE): nothing left to end
+      this.news();
       return;
     }
     // Never connected: the module's thread may be about to open the fifo, and an open with no

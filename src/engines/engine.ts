@@ -91,6 +91,11 @@ export interface LoadOptions {
    * blocking pool) serve every run and keep the capabilities of the run that started them.
    */
   noFileCapabilities?: boolean;
+  /**
+   * Runs that can share a thread do (a caller that holds many at once: the shared-mode daemon):
+   * an engine may then run many modules on each of a few threads rather than one thread each.
+   */
+  pools?: boolean;
 }
 
 export interface RunContext {
@@ -177,6 +182,12 @@ export interface RunContext {
    */
   onControl?: (control: RunControl) => void;
   /**
+   * Told how to say that stdin (a path the caller feeds, such as the daemon's relay fifo) has
+   * news: the caller calls `news` each time it wrote to it or closed it. An engine that reads
+   * stdin without blocking (the run pools) waits for that rather than looking again and again.
+   */
+  watchStdin?: (news: () => void) => void;
+  /**
    * Told, once a served module (isService) serves, how to read its counters since it began:
    * requests received, requests answered 500 (the guest failed), requests being handled now,
    * open connections (the shared-mode daemon's metrics), and, from an engine that times them,
@@ -226,6 +237,8 @@ export interface RunControl {
   cpuThrottling?(): { periods: number; throttledPeriods: number; throttledNs: number };
   /** The Linux thread id running the module, once known (for its CPU time); absent if the engine cannot tell. */
   threadId?(): number | undefined;
+  /** The module's CPU time in ns, where its thread is not its own (a run pool counts its slices); absent otherwise. */
+  cpuTime?(): { user: number; kernel: number };
   /** The module's linear memory in bytes, now (for Stats); undefined while the engine cannot tell (not instantiated yet). */
   memoryBytes?(): Promise<number | undefined>;
 }

@@ -24,14 +24,18 @@ const REPO_ROOT = resolve(import.meta.dir, "..", "..");
  * build/native when running from source.
  */
 export function killLibCandidates(): string[] {
-  const env = process.env.BUNWASI_KILL_LIB;
+  return nativeLibCandidates(KILL_LIB_NAME, process.env.BUNWASI_KILL_LIB);
+}
+
+/** Where a native library of ours (scripts/build-native.sh) may be, as for the kill library above; `env` overrides. */
+export function nativeLibCandidates(name: string, env?: string): string[] {
   if (env) return [env];
   const exeDir = dirname(process.execPath);
   return [
-    join(exeDir, KILL_LIB_NAME),
-    join(exeDir, "..", "lib", KILL_LIB_NAME),
-    join(exeDir, "..", "native", KILL_LIB_NAME),
-    join(REPO_ROOT, "build", "native", KILL_LIB_NAME),
+    join(exeDir, name),
+    join(exeDir, "..", "lib", name),
+    join(exeDir, "..", "native", name),
+    join(REPO_ROOT, "build", "native", name),
   ];
 }
 

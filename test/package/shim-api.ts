@@ -83,6 +83,7 @@ interface LoadOptions {
   killGraceMs?: number;
   thisThread?: boolean;
   noFileCapabilities?: boolean;
+  pools?: boolean;
 }
 
 interface RunContext {
@@ -108,6 +109,7 @@ interface RunContext {
   signal?: AbortSignal;
   stopNow?: AbortSignal;
   onControl?: (control: RunControl) => void;
+  watchStdin?: (news: () => void) => void;
   onHttpService?: (
     counters: () => {
       requests: number;
@@ -137,6 +139,7 @@ interface RunControl {
   setCpu?(cpu: CpuLimits): void;
   cpuThrottling?(): { periods: number; throttledPeriods: number; throttledNs: number };
   threadId?(): number | undefined;
+  cpuTime?(): { user: number; kernel: number };
   memoryBytes?(): Promise<number | undefined>;
 }
 

@@ -140,7 +140,7 @@ export function runComponent(
     if (linker) lib.wasmtime_component_linker_delete(linker);
     if (opened) {
       lib.wasmtime_store_delete(opened.store); // closes the WASI files
-      opened.deadlineCb.close();
+      opened.deadlineCb?.close();
     }
     lib.wasmtime_component_delete(component);
     void keep;

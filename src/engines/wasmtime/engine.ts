@@ -31,8 +31,9 @@ import { isHttpService } from "./http/exports.ts";
 import { findHttpHost, httpCacheKeyInSlices } from "./http/library.ts";
 import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import { MemoryAsks } from "./memory-asks.ts";
+import { poolable, poolLibPath, RunPools } from "./pool.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
-import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory, setCpuWords, throttling } from "./run-atomics.ts";
+import { BLOCKED, CPU_NS, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory, setCpuWords, throttling } from "./run-atomics.ts";
 import { RUN_WORKER_SCRIPT, WASI_SHADOWS_SCRIPT } from "./scripts.ts";
 import { type WasmShape, wasmShape } from "./wasm-shape.ts";
 
@@ -68,6 +69,8 @@ export interface WasmtimeEngineOptions {
   hostModules?: string[];
   /** Every run drops the capabilities over files first (LoadOptions.noFileCapabilities). */
   noFileCapabilities?: boolean;
+  /** Core modules run on a few shared threads, many each (./pool.ts), where they can. */
+  pools?: boolean;
 }
 
 /** `module` is wasmtime's serialized form (trusted caller only): of a component when `precompiledComponent`. */
@@ -103,6 +106,8 @@ export class WasmtimeEngine {
   /** The runs with a CPU quota: while there is one, the epoch ticks every CPU_TICK_MS (./cpu-throttle.ts). */
   private readonly quotaRuns = new Set<Int32Array>();
   private cpuTicker: ReturnType<typeof setInterval> | undefined;
+  /** The run pools, where the engine has them and their native library is built. */
+  private readonly pools: RunPools | undefined;
 
   constructor(opts: WasmtimeEngineOptions = {}) {
     const { path, lib } = wasmtime(opts.libPath ?? findLibwasmtime());
@@ -119,6 +124,8 @@ export class WasmtimeEngine {
     this.engine = lib.wasm_engine_new_with_config(config) as Pointer; // takes ownership of config
     if (!this.engine) throw new Error("wasm_engine_new_with_config failed");
     this.cache = opts.cacheDir ? new CompileCache({ dir: opts.cacheDir, maxBytes: opts.cacheMaxBytes }) : undefined;
+    const poolLib = opts.pools ? poolLibPath() : undefined;
+    this.pools = poolLib ? new RunPools(this.libPath, poolLib, this.noFileCapabilities) : undefined;
   }
 
   /** Config flags that change compiled code (part of the cache key). */
@@ -183,6 +190,8 @@ export class WasmtimeEngine {
     if ("early" in prepared) return prepared.early;
     const { req, cacheKey, cacheHit, loaded } = prepared;
     const kill = new Int32Array(req.kill);
+    if (this.pools && ctx.onControl && poolable(req, prepared.imports))
+      return this.executePooled(this.pools, ctx, req, cacheKey, cacheHit, loaded);
     if (ctx.cpu) {
       setCpuWords(kill, ctx.cpu);
       this.holdToQuota(kill, (ctx.cpu.quota ?? 0) > 0);
@@ -274,6 +283,71 @@ export class WasmtimeEngine {
   }
 
   /**
+   * Runs `req` on a pool (./pool.ts): the same controls as a run of its own, through the same
+   * words; a kill, a resume and stdin's news wake the run on its pool, where a thread of its
+   * own would be notified. The epoch ticks while it lasts (holdToQuota), so that a busy module
+   * yields its pool to the others at each tick.
+   */
+  private executePooled(
+    pools: RunPools,
+    ctx: RunContext & Precompiled,
+    req: RunRequest,
+    cacheKey: string | undefined,
+    cacheHit: boolean,
+    loaded: () => void,
+  ): Promise<RunResult & { stats: RunStats }> {
+    const kill = new Int32Array(req.kill);
+    const big = new BigInt64Array(req.kill);
+    if (ctx.cpu) setCpuWords(kill, ctx.cpu);
+    this.holdToQuota(kill, true);
+    return new Promise((resolve) => {
+      let cacheWrite: Promise<void> | undefined;
+      let done = false;
+      const onAbort = () => {
+        Atomics.store(kill, 0, signalNumber(ctx.signal?.reason));
+        this.incrementEpoch();
+        handle.wake();
+      };
+      const handle = pools.run(req, (m) => {
+        if (m.type === "serialized") cacheWrite = this.cachePut(cacheKey, m.bytes);
+        else if (m.type === "exit") {
+          done = true;
+          loaded();
+          this.holdToQuota(kill, false);
+          ctx.signal?.removeEventListener("abort", onAbort);
+          const result = { code: m.code, stats: { ...m.stats, cacheHit } };
+          if (cacheWrite) void cacheWrite.then(() => resolve(result));
+          else resolve(result);
+        }
+      });
+      ctx.watchStdin?.(() => {
+        if (!done) handle.wake();
+      });
+      ctx.onControl?.({
+        pause: () => {
+          Atomics.store(kill, 1, 1);
+          this.incrementEpoch();
+        },
+        resume: () => {
+          Atomics.store(kill, 1, 0);
+          handle.wake();
+        },
+        memoryBytes: () => this.askMemory(kill),
+        setCpu: (cpu) => {
+          if (!done) setCpuWords(kill, cpu);
+        },
+        cpuThrottling: () => throttling(req.kill),
+        cpuTime: () => {
+          const ns = Number(Atomics.load(big, CPU_NS));
+          return { user: ns, kernel: 0 };
+        },
+      });
+      if (ctx.signal?.aborted) onAbort();
+      else ctx.signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /**
    * Counts `words`' run among those with a CPU quota (or no longer): the epoch ticks while
    * there is one, so that each reaches its throttle's check (./cpu-throttle.ts). One tick
    * sends every running module of the engine through its callback; one without a quota
@@ -299,7 +373,7 @@ export class WasmtimeEngine {
     const prepared = await this.request(ctx, true);
     if ("early" in prepared) return prepared.early;
     const { req, cacheKey, cacheHit, loaded } = prepared;
-    const { runRequest } = await import("./worker.ts");
+    const { runRequest } = await import("./run-module.ts");
     // From here on a kill interrupts running wasm (an atomic add on the engine).
     const increment = (this.lib.wasmtime_engine_increment_epoch as unknown as { ptr: number }).ptr;
     kill.setInterrupt(increment, this.enginePointer);
@@ -346,7 +420,10 @@ export class WasmtimeEngine {
   private async request(
     ctx: RunContext & Precompiled,
     syncRead = false,
-  ): Promise<{ req: RunRequest; cacheKey?: string; cacheHit: boolean; loaded: () => void } | { early: RunResult & { stats: RunStats } }> {
+  ): Promise<
+    | { req: RunRequest; cacheKey?: string; cacheHit: boolean; loaded: () => void; imports?: string[] }
+    | { early: RunResult & { stats: RunStats } }
+  > {
     const read = async (path: string) =>
       syncRead ? (require("node:fs") as typeof import("node:fs")).readFileSync(path) : (await asyncFs()).readFile(path);
     let source: Uint8Array | undefined;
@@ -453,7 +530,9 @@ export class WasmtimeEngine {
       hostModules: this.hostModules,
       kill: killBuf,
     };
-    return { req, cacheKey, cacheHit, loaded: () => checked?.close() };
+    // What a pool must serve of it (./pool.ts): its imports, read where pools may take it.
+    const imports = this.pools && !component && !ctx.precompiled ? (req.shape ?? shapeOf(this.lib, source).shape)?.imports : undefined;
+    return { req, cacheKey, cacheHit, loaded: () => checked?.close(), imports };
   }
 
   /**

@@ -80,6 +80,12 @@ export const SYMBOLS = {
   wasmtime_func_call: { args: [ptr, ptr, ptr, usize, ptr, usize, ptr], returns: ptr },
   wasmtime_caller_export_get: { args: [ptr, ptr, usize, ptr], returns: bool },
   wasmtime_caller_context: { args: [ptr], returns: ptr },
+  // wasmtime/async.h (the run pools, ./pool-worker.ts): any store may be called through these
+  wasmtime_func_call_async: { args: [ptr, ptr, ptr, usize, ptr, usize, ptr, ptr], returns: ptr },
+  wasmtime_linker_instantiate_async: { args: [ptr, ptr, ptr, ptr, ptr, ptr], returns: ptr },
+  wasmtime_linker_define_async_func: { args: [ptr, ptr, usize, ptr, usize, ptr, fnptr, ptr, ptr], returns: ptr },
+  wasmtime_call_future_poll: { args: [ptr], returns: bool },
+  wasmtime_call_future_delete: { args: [ptr], returns: FFIType.void },
   // wasmtime/memory.h
   wasmtime_memory_data: { args: [ptr, ptr], returns: ptr },
   wasmtime_memory_data_size: { args: [ptr, ptr], returns: usize },

@@ -77,6 +77,7 @@ export const wasmtime: Engine = {
       optLevel: OPT_LEVEL,
       hostModules: opts.hostModules,
       noFileCapabilities: opts.noFileCapabilities,
+      pools: opts.pools,
     });
     return { run: (ctx) => engine.execute(ctx), runHere: (ctx, kill) => engine.executeHere(ctx, kill), close: () => engine.close() };
   },

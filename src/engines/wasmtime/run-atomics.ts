@@ -17,6 +17,8 @@
 //   [CPU_CHECKS]  epoch callbacks that checked a quota (Stats: throttling periods)
 //   [CPU_THROTTLED] of those, the ones that slept (Stats: throttled periods)
 //   [THROTTLED_NS] (a 64-bit word after the others) nanoseconds slept by the throttle
+//   [CPU_NS]      (64-bit, after it) CPU time the module has used, where its thread is not its
+//                 own (a run pool counts each of its slices, ./pool-worker.ts); 0 otherwise
 
 export const KILL = 0;
 export const PAUSED = 1;
@@ -32,12 +34,14 @@ export const CPU_THROTTLED = 10;
 const WORDS = 12; // an even count: the 64-bit word after them is aligned
 /** Index of THROTTLED_NS in a BigInt64Array over the same buffer. */
 export const THROTTLED_NS = WORDS / 2;
+/** Index of CPU_NS in a BigInt64Array over the same buffer. */
+export const CPU_NS = THROTTLED_NS + 1;
 
 /** The wasm page: linear memory grows in these (the default page size). */
 export const WASM_PAGE = 65536;
 
 export function newRunWords(): SharedArrayBuffer {
-  const buf = new SharedArrayBuffer(WORDS * 4 + 8);
+  const buf = new SharedArrayBuffer(WORDS * 4 + 16);
   Atomics.store(new Int32Array(buf), MEM_PAGES, -1);
   return buf;
 }

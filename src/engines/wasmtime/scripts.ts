@@ -4,6 +4,8 @@
 
 /** The run thread (./worker.ts): links and runs one module. */
 export const RUN_WORKER_SCRIPT = new URL("./worker.ts", import.meta.url);
+/** A run pool's thread (./pool-worker.ts): drives many modules' stores. */
+export const POOL_WORKER_SCRIPT = new URL("./pool-worker.ts", import.meta.url);
 /** The compile thread (./compile-worker.ts): compiles a module for the compile cache. */
 export const COMPILE_WORKER_SCRIPT = new URL("./compile-worker.ts", import.meta.url);
 
@@ -15,4 +17,4 @@ export const COMPILE_WORKER_SCRIPT = new URL("./compile-worker.ts", import.meta.
 export const WASI_SHADOWS_SCRIPT = new URL("./wasi-shadows.ts", import.meta.url);
 
 /** Every script above: what a binary with this engine must embed. */
-export const WASMTIME_SCRIPTS: readonly URL[] = [RUN_WORKER_SCRIPT, COMPILE_WORKER_SCRIPT, WASI_SHADOWS_SCRIPT];
+export const WASMTIME_SCRIPTS: readonly URL[] = [RUN_WORKER_SCRIPT, POOL_WORKER_SCRIPT, COMPILE_WORKER_SCRIPT, WASI_SHADOWS_SCRIPT];

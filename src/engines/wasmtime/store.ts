@@ -25,8 +25,8 @@ export class EngineError extends Error {}
 export interface RunStore {
   store: Pointer;
   ctx: Pointer;
-  /** Must outlive the store (wasmtime calls it on the run thread); close after deleting the store. */
-  deadlineCb: JSCallback;
+  /** Must outlive the store (wasmtime calls it on the run thread); close after deleting the store. None in a pool. */
+  deadlineCb?: JSCallback;
   /**
    * The instance's exported memory (a wasmtime_extern_t), once the run has one: every epoch
    * callback then publishes its size for Stats (./run-atomics.ts).
@@ -47,6 +47,7 @@ export function openStore(
   kill: Int32Array,
   keep: unknown[],
   hostInstances = 0,
+  pooled?: PooledStore,
 ): RunStore {
   const store = lib.wasmtime_store_new(engine, null, null) as Pointer;
   let deadlineCb: JSCallback | undefined;
@@ -64,12 +65,19 @@ export function openStore(
         BigInt(l.memories),
       );
     }
+    // takes ownership of the config
+    check(lib, lib.wasmtime_context_set_wasi(ctx, wasiConfig(lib, req, keep, !!pooled)), "wasi");
+    if (pooled) {
+      // A pool's store: its deadline is native (no JavaScript runs on a fiber), its CPU is
+      // accounted by the pool per slice (./pool-worker.ts).
+      lib.wasmtime_store_epoch_deadline_callback(store, pooled.deadline, pooled.slot, null);
+      lib.wasmtime_context_set_epoch_deadline(ctx, 1n);
+      return { store, ctx, memory };
+    }
     // The CPU quota and shares (shared mode; the executor's kill word has no room for them):
     // the shares' nice value from the start, the quota from the first epoch callback on.
     const throttle = CpuThrottle.applies(kill) ? new CpuThrottle(kill, threadClock(kill)) : undefined;
     throttle?.check();
-    // takes ownership of the config
-    check(lib, lib.wasmtime_context_set_wasi(ctx, wasiConfig(lib, req, keep)), "wasi");
 
     // Epoch interruption: deadline 1 tick ahead; each tick either kills (this run was
     // aborted) or extends by one tick (another store on the shared engine was the target).
@@ -101,6 +109,12 @@ export function openStore(
     deadlineCb?.close();
     throw e;
   }
+}
+
+/** A store a run pool drives (./pool-worker.ts): its native epoch callback and the slot it is given. */
+export interface PooledStore {
+  deadline: Pointer;
+  slot: Pointer;
 }
 
 /** How many bytes a table element takes in wasmtime at most (a funcref is a pointer). */
@@ -171,8 +185,12 @@ function threadClock(kill: Int32Array): ThreadClock {
   };
 }
 
-/** A wasi_config_t with the run's argv, env, root preopen and stdio. */
-function wasiConfig(lib: WasmtimeLib, req: RunRequest, keep: unknown[]): Pointer {
+/**
+ * A wasi_config_t with the run's argv, env, root preopen and stdio. `ownStdin`: the caller
+ * reads stdin itself (a pool: the open of a fifo could wait, and so could its reads), and
+ * wasmtime's is left empty.
+ */
+function wasiConfig(lib: WasmtimeLib, req: RunRequest, keep: unknown[], ownStdin: boolean): Pointer {
   const wasi = lib.wasi_config_new() as Pointer;
   const fail = (msg: string): never => {
     lib.wasi_config_delete(wasi);
@@ -202,6 +220,7 @@ function wasiConfig(lib: WasmtimeLib, req: RunRequest, keep: unknown[]): Pointer
     [req.stderr, "stderr"],
   ];
   for (const [path, which] of stdio) {
+    if (which === "stdin" && ownStdin) continue;
     if (path === null) lib[`wasi_config_inherit_${which}`](wasi);
     else if (!lib[`wasi_config_set_${which}_file`](wasi, cstr(path))) fail(`wasi: cannot open ${which} ${path}`);
   }

@@ -25,6 +25,8 @@ export interface WasmShape {
   tables: number[];
   /** Core instances it makes: 1 for a module; a component's core modules, each counted once. */
   instances: number;
+  /** The functions a core module imports, as `module.name` (what a run pool must serve, ./pool.ts). */
+  imports?: string[];
 }
 
 const PAGE = 65536;
@@ -62,6 +64,12 @@ class Reader {
   }
   name(): void {
     this.skip(this.uleb());
+  }
+  text(): string {
+    const n = this.uleb();
+    const from = this.at;
+    this.skip(n);
+    return new TextDecoder().decode(this.b.subarray(from, from + n));
   }
   /** Limits: the initial size (in its unit: pages or elements) and the page size in bytes. */
   limits(): { min: number; pageBytes: number } {
@@ -105,6 +113,7 @@ function headerIs(b: Uint8Array, at: number, version: number[]): boolean {
 /** The shape of a core module or a component binary; throws on a binary it cannot read. */
 export function wasmShape(binary: Uint8Array): WasmShape {
   const shape: WasmShape = { memories: [], tables: [], instances: 0 };
+  if (headerIs(binary, 0, CORE_VERSION)) shape.imports = [];
   addShape(binary, 0, binary.length, shape);
   return shape;
 }
@@ -137,11 +146,12 @@ function coreSection(r: Reader, id: number, into: WasmShape): void {
   };
   if (id === 2) {
     for (let n = r.uleb(); n > 0; n--) {
-      r.name();
-      r.name();
+      const name = `${r.text()}.${r.text()}`;
       const kind = r.byte();
-      if (kind === 0x00) r.uleb();
-      else if (kind === 0x01) table(false);
+      if (kind === 0x00) {
+        r.uleb();
+        into.imports?.push(name);
+      } else if (kind === 0x01) table(false);
       else if (kind === 0x02) memory(false);
       else if (kind === 0x03) {
         r.valType();

@@ -1,0 +1,646 @@
+// A run pool's thread: drives many stores, one core module each, through wasmtime's async C
+// API (./pool.ts starts these threads and hands them runs). One JS VM for many runs, where a
+// run of its own (./worker.ts) costs a VM per container.
+//
+// Each run's wasm runs on a fiber of wasmtime's until it yields: at an epoch tick (the engine
+// ticks while a pooled run exists, so that a busy module leaves the thread to the others), or
+// in a host call that would wait (poll_oneoff, fd_read of stdin, fd_write of stdout/stderr,
+// proc_exit). No JavaScript may run on a fiber, so those host functions and the epoch callback
+// are native (../native/pool-host.c): a call parks in its store's slot, the poll returns, and
+// this thread does the call's work here, on the guest's memory (which cannot move while its
+// guest waits), waiting without blocking: a timer for a sleep, a wake from the engine when the
+// daemon's stdin relay wrote or closed, a retry for an output nobody drains. The answer goes
+// into the slot, and the next poll hands it to wasmtime.
+//
+// Per run, what a thread of its own gives: a kill drops the run's future at once, wherever it
+// is (a busy module is unwound by its epoch callback); a paused run is not polled; its memory
+// limit is its store's; its CPU time is the sum of its poll slices (this thread's CPU clock
+// around each), its quota held by delaying its next slice; its memory figure is published at
+// each epoch callback and each park.
+
+import { dlopen, FFIType, type Pointer, ptr, toArrayBuffer } from "bun:ffi";
+import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
+import { EXIT_ENGINE_ERROR } from "../engine.ts";
+import { CpuBucket } from "./cpu-throttle.ts";
+import { check, errorMessage, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import { clockOnlyWait, EVENT_SIZE, SUBSCRIPTION_SIZE, writeClockEvents } from "./interruptible.ts";
+import type { RunRequest, RunStats } from "./protocol.ts";
+import {
+  BLOCKED,
+  CPU_CHECKS,
+  CPU_NS,
+  CPU_PERIOD,
+  CPU_QUOTA,
+  CPU_THROTTLED,
+  KILL,
+  PAUSED,
+  publishMemory,
+  THROTTLED_NS,
+} from "./run-atomics.ts";
+import { loadModule, outcomeOf, reportMessage } from "./run-module.ts";
+import { EngineError, openStore } from "./store.ts";
+
+declare const self: Worker;
+
+/** Main thread → pool. */
+export type PoolMessage =
+  | { type: "init"; libPath: string; poolLib: string; dropFileCaps: boolean }
+  | { type: "run"; id: number; req: RunRequest }
+  /** Something changed for run `id`: killed, resumed, stdin written or closed. */
+  | { type: "wake"; id: number };
+
+/** Pool → main thread. */
+export type PoolReply =
+  | { type: "exit"; id: number; code: number; message?: string; stats: RunStats }
+  | { type: "serialized"; id: number; bytes: Uint8Array }
+  | { type: "failed"; message: string };
+
+// The slot of a store (struct slot_t of ../native/pool-host.c): int32 words, then int64 ones.
+const OP = 0;
+const STATE = 1;
+const RESULT = 2;
+const SLOT_ARGS = 5; // int64 index
+const MEM_BASE = 25;
+const MEM_LEN = 26;
+const SLOT_WORDS = 31;
+const SLOT_MEMORY = 32;
+const SLOT_BYTES = 472;
+const PARKED = 0;
+const ANSWERED = 1;
+
+/** The host functions a pool serves itself (the env id each is defined with). */
+export const POOL_CALLS = { proc_exit: 1, poll_oneoff: 2, fd_read: 3, fd_write: 4 } as const;
+const WASI = "wasi_snapshot_preview1";
+
+// WASI errnos and event types (wasi_snapshot_preview1.witx).
+const ERRNO_BADF = 8;
+const ERRNO_IO = 29;
+const ERRNO_PIPE = 64;
+const EVENTTYPE_FD_READ = 1;
+const EVENTTYPE_FD_WRITE = 2;
+
+/** Longest wait between two tries of an output nobody drains (ms): it starts at 1 and doubles. */
+const WRITE_RETRY_MAX_MS = 100;
+/** Longest wait between two tries of stdin when no wake comes (a caller without a relay). */
+const READ_RETRY_MAX_MS = 1000;
+/** setTimeout's longest delay. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+type Native = ReturnType<typeof openNative>;
+
+function openNative(path: string) {
+  const { ptr: p, i32 } = FFIType;
+  const usize = "usize" as const;
+  return dlopen(path, {
+    bunwasi_pool_init: { args: [p, p, p, p, p, p, p], returns: FFIType.void },
+    bunwasi_pool_env: { args: [p, i32], returns: p },
+    bunwasi_pool_slot_size: { args: [], returns: usize },
+    bunwasi_pool_host_ptr: { args: [], returns: p },
+    bunwasi_pool_env_free_ptr: { args: [], returns: p },
+    bunwasi_pool_deadline_ptr: { args: [], returns: p },
+  }).symbols;
+}
+
+interface PoolRun {
+  id: number;
+  req: RunRequest;
+  words: Int32Array;
+  big: BigInt64Array;
+  slot: SharedArrayBuffer;
+  i32: Int32Array;
+  i64: BigInt64Array;
+  keep: unknown[];
+  module: Pointer | null;
+  store: Pointer | null;
+  ctx: Pointer | null;
+  linker: Pointer | null;
+  future: Pointer | null;
+  phase: "instantiate" | "call";
+  instance: Buffer;
+  entry: Buffer;
+  trapOut: BigUint64Array;
+  errOut: BigUint64Array;
+  stats: RunStats;
+  startedAt: number;
+  /** Our own ends of its stdio (non-blocking): stdin, stdout, stderr; -1 when none. */
+  fds: [number, number, number];
+  /** queued to run, waiting on a host call, paused (not polled), over */
+  state: "queued" | "waiting" | "paused" | "done";
+  timer?: ReturnType<typeof setTimeout>;
+  /** A read of stdin waiting for input (retried at each wake). */
+  stdinRead?: () => void;
+  readRetryMs: number;
+  cpuNs: number;
+  bucket?: { limits: string; bucket: CpuBucket };
+}
+
+let lib: WasmtimeLib;
+let native: Native;
+let engine: Pointer;
+const runs = new Map<number, PoolRun>();
+const queue: PoolRun[] = [];
+let stepping = false;
+let threadCpuNs: () => number = () => 0;
+
+function post(m: PoolReply): void {
+  self.postMessage(m);
+}
+
+function init(m: Extract<PoolMessage, { type: "init" }>): void {
+  lib = wasmtime(m.libPath).lib;
+  native = openNative(m.poolLib);
+  if (Number(native.bunwasi_pool_slot_size()) !== SLOT_BYTES) throw new Error("libbunwasi-pool: its slot is not this engine's");
+  const fn = (f: unknown) => (f as { ptr: Pointer }).ptr;
+  native.bunwasi_pool_init(
+    fn(lib.wasmtime_caller_export_get),
+    fn(lib.wasmtime_caller_context),
+    fn(lib.wasmtime_memory_data),
+    fn(lib.wasmtime_memory_data_size),
+    fn(lib.wasmtime_func_call),
+    fn(lib.wasmtime_error_new),
+    fn(lib.wasmtime_trap_new),
+  );
+  const libc = require("../../linux/libc.ts") as typeof import("../../linux/libc.ts");
+  threadCpuNs = () => libc.threadCpuNs();
+  // Before any module touches a file: as a run thread of its own does (./worker.ts).
+  if (m.dropFileCaps) {
+    const [r, e] = libc.dropCapabilitiesThisThread(libc.FILE_CAPABILITIES);
+    if (r < 0) throw new Error(`cannot give up the pool thread's file capabilities: ${libc.strerror(e)}`);
+  }
+}
+
+/** Opens our own non-blocking end of a stdio path (a fifo's open then never waits), or -1. */
+function ownEnd(path: string | null, write: boolean): number {
+  if (path === null) return -1;
+  try {
+    return openSync(path, (write ? constants.O_WRONLY : constants.O_RDONLY) | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch {
+    return -1;
+  }
+}
+
+function start(id: number, req: RunRequest): void {
+  const slot = new SharedArrayBuffer(SLOT_BYTES);
+  const run: PoolRun = {
+    id,
+    req,
+    words: new Int32Array(req.kill),
+    big: new BigInt64Array(req.kill),
+    slot,
+    i32: new Int32Array(slot),
+    i64: new BigInt64Array(slot),
+    keep: [],
+    module: null,
+    store: null,
+    ctx: null,
+    linker: null,
+    future: null,
+    phase: "instantiate",
+    instance: Buffer.alloc(LAYOUT.instance.size),
+    entry: Buffer.alloc(LAYOUT.extern.size),
+    trapOut: new BigUint64Array(1),
+    errOut: new BigUint64Array(1),
+    stats: { instantiateMs: 0, runMs: 0 },
+    startedAt: performance.now(),
+    fds: [-1, -1, -1],
+    state: "queued",
+    readRetryMs: 1,
+    cpuNs: 0,
+  };
+  runs.set(id, run);
+  try {
+    const slotPtr = ptr(slot);
+    run.i64[SLOT_WORDS] = BigInt(ptr(run.words));
+    run.module = loadModule(
+      lib,
+      engine,
+      req,
+      (m) => m.type === "serialized" && post({ type: "serialized", id, bytes: m.bytes }),
+      run.stats,
+    );
+    const opened = openStore(lib, engine, req, run.words, run.keep, 0, {
+      deadline: native.bunwasi_pool_deadline_ptr() as Pointer,
+      slot: slotPtr,
+    });
+    run.store = opened.store;
+    run.ctx = opened.ctx;
+    if (Atomics.load(run.words, KILL) !== 0) {
+      end(run, 128 + Atomics.load(run.words, KILL));
+      return;
+    }
+    run.fds = [ownEnd(req.stdin, false), ownEnd(req.stdout, true), ownEnd(req.stderr, true)];
+    const linker = lib.wasmtime_linker_new(engine) as Pointer;
+    run.linker = linker;
+    check(lib, lib.wasmtime_linker_define_wasi(linker), "define wasi");
+    lib.wasmtime_linker_allow_shadowing(linker, true);
+    for (const [name, op] of Object.entries(POOL_CALLS)) defineParked(linker, name, op, slotPtr);
+    run.future = lib.wasmtime_linker_instantiate_async(linker, run.ctx, run.module, run.instance, run.trapOut, run.errOut) as Pointer;
+    enqueue(run);
+  } catch (e) {
+    failed(run, e);
+  }
+}
+
+/** The types of the calls a pool serves (all i32 arguments). */
+const PARAMS: Record<string, number> = { proc_exit: 1, poll_oneoff: 4, fd_read: 4, fd_write: 4 };
+
+function defineParked(linker: Pointer, name: string, op: number, slotPtr: Pointer): void {
+  const vec = (n: number) => {
+    const out = Buffer.alloc(LAYOUT.byteVec.size);
+    if (!n) lib.wasm_valtype_vec_new_empty(out);
+    else lib.wasm_valtype_vec_new(out, n, new BigUint64Array(Array.from({ length: n }, () => BigInt(lib.wasm_valtype_new(0) as number))));
+    return out;
+  };
+  const ty = lib.wasm_functype_new(vec(PARAMS[name] as number), vec(name === "proc_exit" ? 0 : 1)) as Pointer;
+  const mod = Buffer.from(WASI);
+  const fn = Buffer.from(name);
+  const env = native.bunwasi_pool_env(slotPtr, op) as Pointer;
+  const err = lib.wasmtime_linker_define_async_func(
+    linker,
+    mod,
+    mod.length,
+    fn,
+    fn.length,
+    ty,
+    native.bunwasi_pool_host_ptr() as Pointer,
+    env,
+    native.bunwasi_pool_env_free_ptr() as Pointer,
+  ) as Pointer | null;
+  lib.wasm_functype_delete(ty);
+  check(lib, err, `define ${WASI}.${name}`);
+}
+
+function enqueue(run: PoolRun): void {
+  if (run.state === "done") return;
+  if (Atomics.load(run.words, PAUSED) !== 0) {
+    run.state = "paused";
+    return;
+  }
+  run.state = "queued";
+  queue.push(run);
+  if (!stepping) {
+    stepping = true;
+    setImmediate(step);
+  }
+}
+
+/** Polls the first queued run for one slice; then gives the event loop a turn (kills, wakes, timers). */
+function step(): void {
+  const run = queue.shift();
+  if (run && run.state === "queued") {
+    try {
+      slice(run);
+    } catch (e) {
+      failed(run, e);
+    }
+  }
+  if (queue.length > 0) setImmediate(step);
+  else stepping = false;
+}
+
+function slice(run: PoolRun): void {
+  const sig = Atomics.load(run.words, KILL);
+  if (sig !== 0) {
+    end(run, 128 + sig);
+    return;
+  }
+  Atomics.store(run.words, BLOCKED, 0);
+  const c0 = threadCpuNs();
+  const done = lib.wasmtime_call_future_poll(run.future as Pointer);
+  run.cpuNs += threadCpuNs() - c0;
+  Atomics.store(run.big, CPU_NS, BigInt(run.cpuNs));
+  Atomics.store(run.words, BLOCKED, 1);
+  if (done) {
+    phaseDone(run);
+    return;
+  }
+  const op = run.i32[OP] as number;
+  if (op !== 0 && run.i32[STATE] === PARKED) {
+    hostCall(run, op);
+    return;
+  }
+  // An epoch yield: back in the queue, after its quota's delay if it is over it.
+  const delay = throttle(run);
+  if (delay > 0) {
+    run.state = "waiting";
+    run.timer = setTimeout(() => {
+      Atomics.add(run.big, THROTTLED_NS, BigInt(Math.round(delay * 1e6)));
+      enqueue(run);
+    }, delay);
+  } else enqueue(run);
+}
+
+/** How long (ms) the run must wait before its next slice to stay within its CPU quota; 0 for none. */
+function throttle(run: PoolRun): number {
+  const quota = Atomics.load(run.words, CPU_QUOTA);
+  const period = Atomics.load(run.words, CPU_PERIOD);
+  if (quota <= 0 || period <= 0) {
+    run.bucket = undefined;
+    return 0;
+  }
+  const limits = `${quota}/${period}`;
+  const wall = performance.now() * 1e6;
+  if (run.bucket?.limits !== limits) run.bucket = { limits, bucket: new CpuBucket(quota * 1000, period * 1000, wall, run.cpuNs) };
+  Atomics.add(run.words, CPU_CHECKS, 1);
+  const ns = run.bucket.bucket.debt(wall, run.cpuNs);
+  if (ns <= 0) return 0;
+  Atomics.add(run.words, CPU_THROTTLED, 1);
+  return Math.min(ns, period * 1000) / 1e6;
+}
+
+function phaseDone(run: PoolRun): void {
+  lib.wasmtime_call_future_delete(run.future as Pointer);
+  run.future = null;
+  const err = readPtr(run.errOut);
+  const trap = readPtr(run.trapOut);
+  if (run.phase === "instantiate") {
+    run.stats.instantiateMs = performance.now() - run.startedAt;
+    if (err && !trap && Atomics.load(run.words, KILL) === 0) {
+      const msg = errorMessage(lib, err);
+      lib.wasmtime_error_delete(err);
+      end(run, EXIT_ENGINE_ERROR, `link: ${msg}`);
+      return;
+    }
+    const outcome = outcomeOf(lib, err, trap, run.words, undefined);
+    if (outcome) {
+      end(run, outcome.code, outcome.message);
+      return;
+    }
+    // The linker is not needed any more: the instance holds what it took from it.
+    lib.wasmtime_linker_delete(run.linker as Pointer);
+    run.linker = null;
+    const ctx = run.ctx as Pointer;
+    const mem = Buffer.alloc(LAYOUT.extern.size);
+    const memName = Buffer.from("memory");
+    if (
+      lib.wasmtime_instance_export_get(ctx, run.instance, memName, memName.length, mem) &&
+      mem[LAYOUT.extern.kind] === LAYOUT.externKindMemory
+    ) {
+      run.keep.push(mem);
+      run.i64[SLOT_MEMORY] = BigInt(ptr(mem));
+      publishMemory(run.words, Number(lib.wasmtime_memory_data_size(ctx, (ptr(mem) + LAYOUT.extern.of) as Pointer)));
+    }
+    const name = Buffer.from(run.req.entry);
+    if (
+      !lib.wasmtime_instance_export_get(ctx, run.instance, name, name.length, run.entry) ||
+      run.entry[LAYOUT.extern.kind] !== LAYOUT.externKindFunc
+    ) {
+      end(run, EXIT_ENGINE_ERROR, `module has no exported function "${run.req.entry}"`);
+      return;
+    }
+    run.phase = "call";
+    run.startedAt = performance.now();
+    run.trapOut[0] = 0n;
+    run.errOut[0] = 0n;
+    run.future = lib.wasmtime_func_call_async(
+      ctx,
+      (ptr(run.entry) + LAYOUT.extern.of) as Pointer,
+      null,
+      0,
+      null,
+      0,
+      run.trapOut,
+      run.errOut,
+    ) as Pointer;
+    enqueue(run);
+    return;
+  }
+  run.stats.runMs = performance.now() - run.startedAt;
+  const outcome = outcomeOf(lib, err, trap, run.words, undefined);
+  end(run, outcome?.code ?? 0, outcome?.message);
+}
+
+/** The guest's memory as it was when its call parked. */
+function guestMemory(run: PoolRun): Uint8Array {
+  const len = Number(run.i64[MEM_LEN]);
+  return len ? new Uint8Array(toArrayBuffer(Number(run.i64[MEM_BASE]) as Pointer, 0, len)) : new Uint8Array(0);
+}
+
+function arg(run: PoolRun, i: number): number {
+  return Number(BigInt.asUintN(32, run.i64[SLOT_ARGS + i] as bigint));
+}
+
+/** Hands the parked call its errno at the next poll (a paused run stays unpolled until resumed). */
+function answer(run: PoolRun, errno: number): void {
+  run.i32[RESULT] = errno;
+  run.i32[STATE] = ANSWERED;
+  run.timer = undefined;
+  run.stdinRead = undefined;
+  enqueue(run);
+}
+
+function hostCall(run: PoolRun, op: number): void {
+  run.state = "waiting";
+  const mem = guestMemory(run);
+  // Waiting, the module cannot grow: the figure published now holds until it runs again.
+  publishMemory(run.words, mem.length);
+  if (op === POOL_CALLS.proc_exit) {
+    end(run, arg(run, 0) & 0xff);
+    return;
+  }
+  if (op === POOL_CALLS.poll_oneoff) {
+    pollOneoff(run, mem);
+    return;
+  }
+  if (op === POOL_CALLS.fd_read) {
+    fdRead(run);
+    return;
+  }
+  if (op === POOL_CALLS.fd_write) {
+    fdWrite(run, mem);
+    return;
+  }
+  answer(run, ERRNO_BADF);
+}
+
+/**
+ * poll_oneoff: clocks only (sleep, nanosleep) wait on a timer. With fd subscriptions, each is
+ * reported ready at once (a regular file or directory is; stdin's read that follows waits as
+ * a read does), and their clocks are not waited for.
+ */
+function pollOneoff(run: PoolRun, mem: Uint8Array): void {
+  const [inPtr, outPtr, n, neventsPtr] = [0, 1, 2, 3].map((i) => arg(run, i)) as [number, number, number, number];
+  const wait = clockOnlyWait(mem, inPtr, n);
+  if (wait) {
+    let left = Number(wait.timeoutNs) / 1e6;
+    const due = () => {
+      if (left > MAX_TIMER_MS) {
+        left -= MAX_TIMER_MS;
+        run.timer = setTimeout(due, MAX_TIMER_MS);
+        return;
+      }
+      const m = guestMemory(run);
+      const count = writeClockEvents(m, outPtr, wait.due);
+      new DataView(m.buffer, m.byteOffset, m.byteLength).setUint32(neventsPtr, count, true);
+      answer(run, 0);
+    };
+    if (left <= 0) {
+      due();
+      return;
+    }
+    const first = Math.min(left, MAX_TIMER_MS);
+    left -= first;
+    run.timer = setTimeout(due, first);
+    return;
+  }
+  if (n === 0 || inPtr + n * SUBSCRIPTION_SIZE > mem.length) {
+    answer(run, 28); // EINVAL
+    return;
+  }
+  const v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    const at = inPtr + i * SUBSCRIPTION_SIZE;
+    const type = v.getUint8(at + 8);
+    if (type !== EVENTTYPE_FD_READ && type !== EVENTTYPE_FD_WRITE) continue;
+    const ev = outPtr + count * EVENT_SIZE;
+    mem.fill(0, ev, ev + EVENT_SIZE);
+    v.setBigUint64(ev, v.getBigUint64(at, true), true);
+    v.setUint8(ev + 10, type);
+    count++;
+  }
+  if (count === 0) {
+    // Absolute clocks only: not waited for (the pool has no guest clock to compare them to).
+    const m = guestMemory(run);
+    const first = v.getBigUint64(inPtr, true);
+    writeClockEvents(m, outPtr, [first]);
+    count = 1;
+  }
+  v.setUint32(neventsPtr, count, true);
+  answer(run, 0);
+}
+
+/** The iovecs of a read or write: [pointer, length] each (8 bytes: u32, u32). */
+function iovecs(mem: Uint8Array, at: number, n: number): [number, number][] {
+  const v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
+  const out: [number, number][] = [];
+  for (let i = 0; i < n; i++) out.push([v.getUint32(at + i * 8, true), v.getUint32(at + i * 8 + 4, true)]);
+  return out;
+}
+
+/** fd_read of stdin from our non-blocking end; empty: wait for the engine's wake (input, EOF, a kill). */
+function fdRead(run: PoolRun): void {
+  const [fd, iovs, iovsLen, nreadPtr] = [0, 1, 2, 3].map((i) => arg(run, i)) as [number, number, number, number];
+  if (fd !== 0 || run.fds[0] < 0) {
+    answer(run, ERRNO_BADF);
+    return;
+  }
+  const attempt = () => {
+    const mem = guestMemory(run);
+    let total = 0;
+    try {
+      for (const [buf, len] of iovecs(mem, iovs, iovsLen)) {
+        if (len === 0) continue;
+        const got = readSync(run.fds[0], mem, buf, len, null);
+        total += got;
+        if (got < len) break;
+      }
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EAGAIN") {
+        answer(run, ERRNO_IO);
+        return;
+      }
+      if (total === 0) {
+        // Nothing yet: the engine wakes us when the relay wrote or closed; a retry backs that up.
+        run.stdinRead = attempt;
+        run.timer = setTimeout(attempt, run.readRetryMs);
+        run.readRetryMs = Math.min(run.readRetryMs * 2, READ_RETRY_MAX_MS);
+        return;
+      }
+    }
+    run.readRetryMs = 1;
+    new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(nreadPtr, total, true);
+    answer(run, 0);
+  };
+  attempt();
+}
+
+/** fd_write of stdout or stderr to our non-blocking end: what does not fit now is retried until it does. */
+function fdWrite(run: PoolRun, mem: Uint8Array): void {
+  const [fd, iovs, iovsLen, nwrittenPtr] = [0, 1, 2, 3].map((i) => arg(run, i)) as [number, number, number, number];
+  const out = fd === 1 || fd === 2 ? run.fds[fd] : -1;
+  if (out === undefined || out < 0) {
+    answer(run, ERRNO_BADF);
+    return;
+  }
+  const parts = iovecs(mem, iovs, iovsLen).map(([buf, len]) => mem.slice(buf, buf + len));
+  const bytes = Buffer.concat(parts);
+  let done = 0;
+  let retryMs = 1;
+  const attempt = () => {
+    try {
+      while (done < bytes.length) done += writeSync(out, bytes, done, bytes.length - done);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EAGAIN") {
+        run.timer = setTimeout(attempt, retryMs);
+        retryMs = Math.min(retryMs * 2, WRITE_RETRY_MAX_MS);
+        return;
+      }
+      answer(run, code === "EPIPE" ? ERRNO_PIPE : ERRNO_IO);
+      return;
+    }
+    const m = guestMemory(run);
+    new DataView(m.buffer, m.byteOffset, m.byteLength).setUint32(nwrittenPtr, bytes.length, true);
+    answer(run, 0);
+  };
+  attempt();
+}
+
+/** Something changed for the run: a kill ends it now; a resume or stdin's news moves it on. */
+function wake(id: number): void {
+  const run = runs.get(id);
+  if (!run || run.state === "done") return;
+  const sig = Atomics.load(run.words, KILL);
+  if (sig !== 0) {
+    end(run, 128 + sig);
+    return;
+  }
+  if (run.state === "paused" && Atomics.load(run.words, PAUSED) === 0) {
+    enqueue(run);
+    return;
+  }
+  if (run.stdinRead) {
+    clearTimeout(run.timer);
+    run.stdinRead();
+  }
+}
+
+function failed(run: PoolRun, e: unknown): void {
+  const message = e instanceof Error ? e.message : String(e);
+  const known = e instanceof EngineError || /^(compile|deserialize|wat2wasm|wasi|define )/.test(message);
+  end(run, EXIT_ENGINE_ERROR, known ? message : `bunwasi: internal error: ${message}`);
+}
+
+/** Frees everything of the run (its future first: dropping it unwinds the guest) and reports its exit. */
+function end(run: PoolRun, code: number, message?: string): void {
+  if (run.state === "done") return;
+  run.state = "done";
+  clearTimeout(run.timer);
+  runs.delete(run.id);
+  if (run.future) lib.wasmtime_call_future_delete(run.future);
+  if (run.linker) lib.wasmtime_linker_delete(run.linker);
+  if (run.store) lib.wasmtime_store_delete(run.store);
+  if (run.module) lib.wasmtime_module_delete(run.module);
+  run.future = run.linker = run.store = run.module = null;
+  for (const fd of run.fds) if (fd >= 0) closeSync(fd);
+  run.fds = [-1, -1, -1];
+  if (message) reportMessage(run.req, message);
+  post({ type: "exit", id: run.id, code, ...(message ? { message } : {}), stats: run.stats });
+}
+
+if (!Bun.isMainThread) {
+  self.onmessage = (ev: MessageEvent<PoolMessage>) => {
+    const m = ev.data;
+    if (m.type === "init") {
+      try {
+        init(m);
+      } catch (e) {
+        post({ type: "failed", message: e instanceof Error ? e.message : String(e) });
+      }
+    } else if (m.type === "run") {
+      engine = m.req.enginePtr as Pointer;
+      start(m.id, m.req);
+    } else if (m.type === "wake") wake(m.id);
+  };
+}
