@@ -77,6 +77,8 @@ export class StdinRelay {
       } finally {
         closeSync(probe);
       }
+      // The fifo has its writer: from now on a reader's EOF is the end of stdin.
+      this.news();
       const sink = this.sink;
       const reader = Bun.file(this.source).stream().getReader();
       this.reader = reader;

@@ -73,7 +73,7 @@ export async function shimEnv(opts: ShimEnvOptions = {}): Promise<ShimEnv> {
       config: { entrypoint: ["/wasi-demo-app.wasm"] },
     });
     const tools = join(dir, "tools.tar");
-    const modules = ["bigout", "busy", "cat", "env", "escape", "funcs", "grow", "trap", "wasi-demo-app"];
+    const modules = ["bigout", "busy", "cat", "env", "escape", "funcs", "grow", "tick", "trap", "wasi-demo-app"];
     writeImageArchive(tools, {
       name: IMAGES.tools,
       files: [

@@ -298,6 +298,7 @@ export class WasmtimeEngine {
   ): Promise<RunResult & { stats: RunStats }> {
     const kill = new Int32Array(req.kill);
     const big = new BigInt64Array(req.kill);
+    if (ctx.watchStdin) req.stdinNews = true;
     if (ctx.cpu) setCpuWords(kill, ctx.cpu);
     this.holdToQuota(kill, true);
     return new Promise((resolve) => {
@@ -321,7 +322,7 @@ export class WasmtimeEngine {
         }
       });
       ctx.watchStdin?.(() => {
-        if (!done) handle.wake();
+        if (!done) handle.wake(true);
       });
       ctx.onControl?.({
         pause: () => {

@@ -46,8 +46,8 @@ declare const self: Worker;
 export type PoolMessage =
   | { type: "init"; libPath: string; poolLib: string; dropFileCaps: boolean }
   | { type: "run"; id: number; req: RunRequest }
-  /** Something changed for run `id`: killed, resumed, stdin written or closed. */
-  | { type: "wake"; id: number };
+  /** Something changed for run `id`: killed, resumed, or (`stdin`) its stdin's feeder connected, wrote or closed. */
+  | { type: "wake"; id: number; stdin?: boolean };
 
 /** Pool → main thread. */
 export type PoolReply =
@@ -130,6 +130,8 @@ interface PoolRun {
   /** A read of stdin waiting for input (retried at each wake). */
   stdinRead?: () => void;
   readRetryMs: number;
+  /** stdin's feeder has connected (RunRequest.stdinNews): an empty read is EOF from now on. */
+  stdinLive: boolean;
   cpuNs: number;
   bucket?: { limits: string; bucket: CpuBucket };
 }
@@ -205,6 +207,7 @@ function start(id: number, req: RunRequest): void {
     fds: [-1, -1, -1],
     state: "queued",
     readRetryMs: 1,
+    stdinLive: !req.stdinNews,
     cpuNs: 0,
   };
   runs.set(id, run);
@@ -528,6 +531,7 @@ function fdRead(run: PoolRun): void {
   const attempt = () => {
     const mem = guestMemory(run);
     let total = 0;
+    let wouldBlock = false;
     try {
       for (const [buf, len] of iovecs(mem, iovs, iovsLen)) {
         if (len === 0) continue;
@@ -535,18 +539,23 @@ function fdRead(run: PoolRun): void {
         total += got;
         if (got < len) break;
       }
+      // A fifo whose feeder has not connected yet reads empty: not its end.
+      wouldBlock = total === 0 && !run.stdinLive;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EAGAIN") {
         answer(run, ERRNO_IO);
         return;
       }
-      if (total === 0) {
-        // Nothing yet: the engine wakes us when the relay wrote or closed; a retry backs that up.
-        run.stdinRead = attempt;
+      wouldBlock = total === 0;
+    }
+    if (wouldBlock) {
+      // Nothing yet: a feeder that tells its news (the daemon's relay) wakes us; another is tried again.
+      run.stdinRead = attempt;
+      if (!run.req.stdinNews) {
         run.timer = setTimeout(attempt, run.readRetryMs);
         run.readRetryMs = Math.min(run.readRetryMs * 2, READ_RETRY_MAX_MS);
-        return;
       }
+      return;
     }
     run.readRetryMs = 1;
     new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(nreadPtr, total, true);
@@ -588,9 +597,10 @@ function fdWrite(run: PoolRun, mem: Uint8Array): void {
 }
 
 /** Something changed for the run: a kill ends it now; a resume or stdin's news moves it on. */
-function wake(id: number): void {
+function wake(id: number, stdin: boolean): void {
   const run = runs.get(id);
   if (!run || run.state === "done") return;
+  if (stdin) run.stdinLive = true;
   const sig = Atomics.load(run.words, KILL);
   if (sig !== 0) {
     end(run, 128 + sig);
@@ -641,6 +651,6 @@ if (!Bun.isMainThread) {
     } else if (m.type === "run") {
       engine = m.req.enginePtr as Pointer;
       start(m.id, m.req);
-    } else if (m.type === "wake") wake(m.id);
+    } else if (m.type === "wake") wake(m.id, !!m.stdin);
   };
 }

@@ -96,7 +96,7 @@ export class RunPools {
   ) {}
 
   /** Runs `req` on a pool; `onReply` gets its messages (its exit last). Returns how to wake it. */
-  run(req: RunRequest, onReply: (m: PoolReply) => void): { wake(): void } {
+  run(req: RunRequest, onReply: (m: PoolReply) => void): { wake(stdin?: boolean): void } {
     const pool = this.pick();
     const id = this.nextId++;
     this.handlers.set(id, { pool, onReply });
@@ -104,7 +104,9 @@ export class RunPools {
     clearTimeout(pool.idle);
     pool.idle = undefined;
     pool.worker.postMessage({ type: "run", id, req } satisfies PoolMessage);
-    return { wake: () => this.handlers.has(id) && pool.worker.postMessage({ type: "wake", id } satisfies PoolMessage) };
+    return {
+      wake: (stdin = false) => this.handlers.has(id) && pool.worker.postMessage({ type: "wake", id, stdin } satisfies PoolMessage),
+    };
   }
 
   /** The pool with the fewest runs; a new one while there are fewer than cores and none is empty. */

@@ -57,6 +57,11 @@ export interface RunRequest {
   shadowsScript: string;
   /** The most WASI handles the module may hold open at once, stdio and preopens included (./file-guard.ts); absent = no cap. */
   maxOpenFiles?: number;
+  /**
+   * stdin is a fifo whose feeder says when it has news (RunContext.watchStdin; a run pool is
+   * woken then): until its first news the fifo has no writer yet, and an empty read is not EOF.
+   */
+  stdinNews?: boolean;
   /** stdin, stdout and stderr are a terminal (RunContext.terminal). */
   terminal?: boolean;
   /** Scripts whose default export is a HostFunctions (../host.ts): imported and linked by the worker. */
