@@ -97,6 +97,8 @@ export class StdinRelay {
       // Bun still watched could be another file's by the time it looked again).
       await this.reader?.cancel().catch(() => {});
       await this.released;
+      // Whatever was still Bun's is closed now.
+      this.news();
     }
   }
 
@@ -109,16 +111,22 @@ export class StdinRelay {
     for (const f of this.listeners) f();
   }
 
+  private readonly newsNow = () => this.news();
+
   /** Ends the module's stdin (EOF); idempotent. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     void this.reader?.cancel().catch(() => {});
     if (this.sink) {
+      // The news once Bun has closed its end (end() may close it later): a reader's EOF then.
       try {
-        this.sink.end();
-      } catch {} // already failed (EPIPE): nothing left to end
-      this.news();
+        const ended = this.sink.end();
+        if (ended instanceof Promise) void ended.then(this.newsNow, this.newsNow);
+        else this.news();
+      } catch {
+        this.news(); // already failed (EPIPE): nothing left to end
+      }
       return;
     }
     // Never connected: the module's thread may be about to open the fifo, and an open with no

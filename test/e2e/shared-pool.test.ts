@@ -54,6 +54,11 @@ describe("run pools (shared mode)", () => {
     expect(r.code).toBe(0);
   }
 
+  const running = (id: string) =>
+    until(`${id} running`, async () =>
+      (await ctr(["task", "ls"])).stdout.split("\n").some((l) => l.startsWith(id) && l.includes("RUNNING")),
+    );
+
   async function killAndDelete(id: string, signal: string): Promise<void> {
     expect((await ctr(["task", "kill", "-s", signal, id])).code).toBe(0);
     await until(`${id} stopped`, async () =>
@@ -120,12 +125,11 @@ describe("run pools (shared mode)", () => {
       expect((await ctr(["run", "-d", "--runtime", SHARED_RUNTIME, IMAGES.tools, stuck, "/bigout.wasm", "100"])).code).toBe(0);
       const cat = uid("cat");
       const p = env.cd.ctrSpawn(["run", "--rm", "--runtime", SHARED_RUNTIME, IMAGES.tools, cat, "/cat.wasm"], { stdin: "pipe" });
-      await until(`${cat} running`, async () =>
-        (await ctr(["task", "ls"])).stdout.split("\n").some((l) => l.startsWith(cat) && l.includes("RUNNING")),
-      );
+      await running(cat);
       const other = uid("echo");
       // A pooled module (cat, fed) on the same pools.
       const fed = env.cd.ctrSpawn(["run", "--rm", "--runtime", SHARED_RUNTIME, IMAGES.tools, other, "/cat.wasm"], { stdin: "pipe" });
+      await running(other);
       const sink = fed.stdin as import("bun").FileSink;
       sink.write("still here\n");
       await sink.end();
