@@ -532,7 +532,7 @@ export class WasmtimeEngine {
       kill: killBuf,
     };
     // What a pool must serve of it (./pool.ts): its imports, read where pools may take it.
-    const imports = this.pools && !component && !ctx.precompiled ? (req.shape ?? shapeOf(this.lib, source).shape)?.imports : undefined;
+    const imports = this.pools && !component && !ctx.precompiled ? shapeOf(this.lib, source, true).shape?.imports : undefined;
     return { req, cacheKey, cacheHit, loaded: () => checked?.close(), imports };
   }
 
@@ -696,9 +696,9 @@ export function workerEntry(): string {
  * The memories and tables a module source declares (./wasm-shape.ts), for its store's limits;
  * nothing when it cannot be read (the compile then says why). WAT text is translated first.
  */
-function shapeOf(lib: WasmtimeLib, source: Uint8Array): { shape?: WasmShape } {
+function shapeOf(lib: WasmtimeLib, source: Uint8Array, imports = false): { shape?: WasmShape } {
   try {
-    return { shape: wasmShape(isWasmBinary(source) ? source : wat2wasm(lib, source)) };
+    return { shape: wasmShape(isWasmBinary(source) ? source : wat2wasm(lib, source), imports) };
   } catch {
     return {};
   }

@@ -110,10 +110,10 @@ function headerIs(b: Uint8Array, at: number, version: number[]): boolean {
   return b[at] === 0 && b[at + 1] === 0x61 && b[at + 2] === 0x73 && b[at + 3] === 0x6d && version.every((v, i) => b[at + 4 + i] === v);
 }
 
-/** The shape of a core module or a component binary; throws on a binary it cannot read. */
-export function wasmShape(binary: Uint8Array): WasmShape {
+/** The shape of a core module or a component binary (`imports`: a core module's too); throws on a binary it cannot read. */
+export function wasmShape(binary: Uint8Array, imports = false): WasmShape {
   const shape: WasmShape = { memories: [], tables: [], instances: 0 };
-  if (headerIs(binary, 0, CORE_VERSION)) shape.imports = [];
+  if (imports && headerIs(binary, 0, CORE_VERSION)) shape.imports = [];
   addShape(binary, 0, binary.length, shape);
   return shape;
 }

@@ -57,7 +57,12 @@ beforeAll(() => {
   prepare();
   const r = Bun.spawnSync(["bash", join(REPO, "scripts/build-native.sh")], { stdout: "pipe", stderr: "pipe" });
   if (r.exitCode !== 0) throw new Error(`build-native.sh failed: ${r.stderr.toString()}`);
-  lib = r.stdout.toString().trim();
+  // The script prints each library it built, one a line.
+  lib =
+    r.stdout
+      .toString()
+      .split("\n")
+      .find((l) => l.endsWith(`/${KILL_LIB_NAME}`)) ?? "";
   dir = mkdtempSync(join(tmpdir(), "bunwasi-kill-"));
   writeFileSync(join(dir, "spin.wat"), SPIN);
   writeFileSync(join(dir, "sleep.wat"), SLEEP);
