@@ -12,7 +12,7 @@
 #   build/bin/bunwasi (and beside it the links containerd-shim-wasmtime-v1, containerd-wasmtimed,
 #   containerd-shim-wasmtimed-v1: install.sh makes its own)                  (scripts/build-shim.sh)
 #   build/lib/libwasmtime.so, libwasmtime.version      (scripts/libwasmtime.sh)
-#   build/native/libbunwasi-kill.so                    (scripts/build-native.sh)
+#   build/native/libbunwasi-kill.so, libbunwasi-pool.so (scripts/build-native.sh)
 #   build/http-host/libbunwasi_http.so, .version       (scripts/http-host.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."

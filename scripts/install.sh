@@ -12,7 +12,7 @@
 #   $PREFIX/lib/bunwasi/<version>-<digest>/bin/   bunwasi: the one binary of all three programs
 #                                                (it runs the one it is started as: src/bin/programs.ts)
 #   $PREFIX/lib/bunwasi/<version>-<digest>/lib/   libwasmtime.so (+ .version), libbunwasi-kill.so,
-#                                                libbunwasi_http.so (+ .version)
+#                                                libbunwasi-pool.so, libbunwasi_http.so (+ .version)
 #   $PREFIX/bin/<each program>                   containerd-shim-wasmtime-v1, containerd-wasmtimed,
 #                                                containerd-shim-wasmtimed-v1: a symlink to that bunwasi
 #   $PREFIX/share/bunwasi/containerd-1.x.toml    CRI runtimes wasmtime and wasmtimed, 1.6/1.7
@@ -49,7 +49,7 @@ ONE=bunwasi
 # The names it answers to (src/bin/programs.ts names the same; a unit test checks).
 PROGRAMS=(containerd-shim-wasmtime-v1 containerd-wasmtimed containerd-shim-wasmtimed-v1)
 # Each library and the file beside it that names its version, as the builds leave them.
-LIBS=(build/lib/libwasmtime.so build/lib/libwasmtime.version build/native/libbunwasi-kill.so
+LIBS=(build/lib/libwasmtime.so build/lib/libwasmtime.version build/native/libbunwasi-kill.so build/native/libbunwasi-pool.so
   build/http-host/libbunwasi_http.so build/http-host/libbunwasi_http.version)
 SNIPPETS=(containerd-1.x.toml containerd-2.x.toml)
 UNIT=containerd-wasmtimed.service

@@ -41,6 +41,7 @@ const LIBS = [
   "build/lib/libwasmtime.so",
   "build/lib/libwasmtime.version",
   "build/native/libbunwasi-kill.so",
+  "build/native/libbunwasi-pool.so",
   "build/http-host/libbunwasi_http.so",
   "build/http-host/libbunwasi_http.version",
 ];
