@@ -39,8 +39,11 @@ export class StdinRelay {
   private reader: { cancel(): Promise<void> } | null = null;
   /** Settles once the relay holds nothing of the fifo any more. */
   private released: Promise<unknown> = Promise.resolve();
-  /** Told each time the fifo has news (written, closed): an engine reading it without blocking waits for that. */
-  private readonly listeners: (() => void)[] = [];
+  /**
+   * Told each time the fifo has news (written, closed; `ended`: no more input will come, once
+   * what is in it is read): an engine reading it without blocking waits for that.
+   */
+  private readonly listeners: ((ended: boolean) => void)[] = [];
 
   /** `source`: our fd of containerd's stdin (non-blocking; the caller owns it); `fifo`: the path the module opens. */
   constructor(
@@ -103,12 +106,12 @@ export class StdinRelay {
   }
 
   /** Calls `news` after each write to the fifo and once it is closed. */
-  watch(news: () => void): void {
+  watch(news: (ended: boolean) => void): void {
     this.listeners.push(news);
   }
 
   private news(): void {
-    for (const f of this.listeners) f();
+    for (const f of this.listeners) f(this.closed);
   }
 
   private readonly newsNow = () => this.news();

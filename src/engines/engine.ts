@@ -183,10 +183,11 @@ export interface RunContext {
   onControl?: (control: RunControl) => void;
   /**
    * Told how to say that stdin (a path the caller feeds, such as the daemon's relay fifo) has
-   * news: the caller calls `news` each time it wrote to it or closed it. An engine that reads
-   * stdin without blocking (the run pools) waits for that rather than looking again and again.
+   * news: the caller calls `news` each time it wrote to it or closed it (`ended`: nothing more
+   * will come once what is in it is read). An engine that reads stdin without blocking (the run
+   * pools) waits for that rather than looking again and again.
    */
-  watchStdin?: (news: () => void) => void;
+  watchStdin?: (news: (ended: boolean) => void) => void;
   /**
    * Told, once a served module (isService) serves, how to read its counters since it began:
    * requests received, requests answered 500 (the guest failed), requests being handled now,

@@ -109,7 +109,7 @@ interface RunContext {
   signal?: AbortSignal;
   stopNow?: AbortSignal;
   onControl?: (control: RunControl) => void;
-  watchStdin?: (news: () => void) => void;
+  watchStdin?: (news: (ended: boolean) => void) => void;
   onHttpService?: (
     counters: () => {
       requests: number;

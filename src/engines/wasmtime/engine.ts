@@ -321,8 +321,8 @@ export class WasmtimeEngine {
           else resolve(result);
         }
       });
-      ctx.watchStdin?.(() => {
-        if (!done) handle.wake(true);
+      ctx.watchStdin?.((ended) => {
+        if (!done) handle.wake(ended ? "ended" : "news");
       });
       ctx.onControl?.({
         pause: () => {

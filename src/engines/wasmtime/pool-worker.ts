@@ -46,8 +46,11 @@ declare const self: Worker;
 export type PoolMessage =
   | { type: "init"; libPath: string; poolLib: string; dropFileCaps: boolean }
   | { type: "run"; id: number; req: RunRequest }
-  /** Something changed for run `id`: killed, resumed, or (`stdin`) its stdin's feeder connected, wrote or closed. */
-  | { type: "wake"; id: number; stdin?: boolean };
+  /**
+   * Something changed for run `id`: killed, resumed, or (`stdin`) its stdin's feeder connected
+   * or wrote ("news"), or will write no more ("ended": an empty read is its end from then on).
+   */
+  | { type: "wake"; id: number; stdin?: "news" | "ended" };
 
 /** Pool → main thread. */
 export type PoolReply =
@@ -132,6 +135,8 @@ interface PoolRun {
   readRetryMs: number;
   /** stdin's feeder has connected (RunRequest.stdinNews): an empty read is EOF from now on. */
   stdinLive: boolean;
+  /** stdin's feeder will write no more: a read that would wait is its end (its writer may close later). */
+  stdinEnded: boolean;
   cpuNs: number;
   bucket?: { limits: string; bucket: CpuBucket };
 }
@@ -208,6 +213,7 @@ function start(id: number, req: RunRequest): void {
     state: "queued",
     readRetryMs: 1,
     stdinLive: !req.stdinNews,
+    stdinEnded: false,
     cpuNs: 0,
   };
   runs.set(id, run);
@@ -546,7 +552,8 @@ function fdRead(run: PoolRun): void {
         answer(run, ERRNO_IO);
         return;
       }
-      wouldBlock = total === 0;
+      // Empty and its feeder done: its end, whenever its writer goes.
+      wouldBlock = total === 0 && !run.stdinEnded;
     }
     if (wouldBlock) {
       // Nothing yet: a feeder that tells its news (the daemon's relay) wakes us; another is tried again.
@@ -597,10 +604,11 @@ function fdWrite(run: PoolRun, mem: Uint8Array): void {
 }
 
 /** Something changed for the run: a kill ends it now; a resume or stdin's news moves it on. */
-function wake(id: number, stdin: boolean): void {
+function wake(id: number, stdin: "news" | "ended" | undefined): void {
   const run = runs.get(id);
   if (!run || run.state === "done") return;
   if (stdin) run.stdinLive = true;
+  if (stdin === "ended") run.stdinEnded = true;
   const sig = Atomics.load(run.words, KILL);
   if (sig !== 0) {
     end(run, 128 + sig);
@@ -651,6 +659,6 @@ if (!Bun.isMainThread) {
     } else if (m.type === "run") {
       engine = m.req.enginePtr as Pointer;
       start(m.id, m.req);
-    } else if (m.type === "wake") wake(m.id, !!m.stdin);
+    } else if (m.type === "wake") wake(m.id, m.stdin);
   };
 }

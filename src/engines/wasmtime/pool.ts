@@ -96,7 +96,7 @@ export class RunPools {
   ) {}
 
   /** Runs `req` on a pool; `onReply` gets its messages (its exit last). Returns how to wake it. */
-  run(req: RunRequest, onReply: (m: PoolReply) => void): { wake(stdin?: boolean): void } {
+  run(req: RunRequest, onReply: (m: PoolReply) => void): { wake(stdin?: "news" | "ended"): void } {
     const pool = this.pick();
     const id = this.nextId++;
     this.handlers.set(id, { pool, onReply });
@@ -105,7 +105,8 @@ export class RunPools {
     pool.idle = undefined;
     pool.worker.postMessage({ type: "run", id, req } satisfies PoolMessage);
     return {
-      wake: (stdin = false) => this.handlers.has(id) && pool.worker.postMessage({ type: "wake", id, stdin } satisfies PoolMessage),
+      wake: (stdin?: "news" | "ended") =>
+        this.handlers.has(id) && pool.worker.postMessage({ type: "wake", id, ...(stdin ? { stdin } : {}) } satisfies PoolMessage),
     };
   }
 
