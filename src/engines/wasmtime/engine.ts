@@ -23,7 +23,7 @@ import {
   signalNumber,
   type ThreadKill,
 } from "../engine.ts";
-import { MODULE_MAX_BYTES, ModuleFileError, readModulePathSync } from "../module-file.ts";
+import { ModuleFileError, readModulePath, readModulePathSync } from "../module-file.ts";
 import { compileComponent, serializeComponent, wat2wasm } from "./component.ts";
 import { CPU_TICK_MS } from "./cpu-throttle.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
@@ -348,10 +348,10 @@ export class WasmtimeEngine {
     syncRead = false,
   ): Promise<{ req: RunRequest; cacheKey?: string; cacheHit: boolean; loaded: () => void } | { early: RunResult & { stats: RunStats } }> {
     const read = async (path: string) =>
-      syncRead ? (require("node:fs") as typeof import("node:fs")).readFileSync(path) : (await asyncFs()).readFile(path);
+      syncRead ? (require("node:fs") as typeof import("node:fs")).readFileSync(path) : (await import("node:fs/promises")).readFile(path);
     let source: Uint8Array | undefined;
     try {
-      source = ctx.module ?? (ctx.modulePath ? await readModulePath(ctx.modulePath, syncRead) : undefined);
+      source = ctx.module ?? (ctx.modulePath ? await (syncRead ? readModulePathSync : readModulePath)(ctx.modulePath) : undefined);
     } catch (e) {
       if (!(e instanceof ModuleFileError)) throw e;
       writeErr(ctx.stderr, `bunwasi: ${e.message}\n`);
@@ -630,41 +630,6 @@ function copyVec(vec: Buffer): Uint8Array {
   if (!len) return new Uint8Array(0);
   const { toArrayBuffer } = require("bun:ffi") as typeof import("bun:ffi");
   return new Uint8Array(toArrayBuffer(data as Pointer, 0, len)).slice();
-}
-
-/** node:fs/promises, loaded only when used: the executor reads synchronously (see ../cache.ts). */
-const asyncFs = () => import("node:fs/promises");
-
-/**
- * The module at `path` (a caller's fd through /proc/self/fd, or any path), read once: opened
- * without waiting (a fifo in its place does not block the open), and only a regular file within
- * MODULE_MAX_BYTES is read (../module-file.ts). Synchronously for the executor; on Bun's thread
- * pool for the daemon, whose main thread serves every pod.
- */
-async function readModulePath(path: string, sync: boolean): Promise<Uint8Array> {
-  if (sync) return readModulePathSync(path);
-  const { constants } = require("node:fs") as typeof import("node:fs");
-  const fh = await (await asyncFs()).open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY).catch((e: Error) => {
-    throw new ModuleFileError(`${path}: ${e.message}`);
-  });
-  try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw new ModuleFileError(`${path}: not a regular file, not a module file`);
-    if (st.size > MODULE_MAX_BYTES)
-      throw new ModuleFileError(`${path}: ${st.size} bytes, more than a module may have (${MODULE_MAX_BYTES})`);
-    // One byte more than the size: a file still growing shows as longer than it said.
-    const buf = new Uint8Array(st.size + 1);
-    let n = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-      if (n === buf.length) throw new ModuleFileError(`${path}: grew while it was read (more than ${st.size} bytes)`);
-    }
-    return buf.subarray(0, n);
-  } finally {
-    await fh.close();
-  }
 }
 
 function envPairs(env: RunContext["env"]): [string, string][] {
