@@ -129,4 +129,5 @@ try {
   }
 } finally {
   await env.stop();
+  rmSync(pathDir, { recursive: true, force: true });
 }

@@ -468,5 +468,6 @@ try {
 } finally {
   await daemon?.stop("SIGTERM");
   if (daemonDir) rmSync(daemonDir, { recursive: true, force: true });
+  if (B_RUNTIME) rmSync(dirname(B_RUNTIME), { recursive: true, force: true });
 }
 if (!SKIP.has("stress")) await stressAll();
