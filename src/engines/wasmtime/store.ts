@@ -85,7 +85,15 @@ export function openStore(
         // Any epoch bump (a Stats request among them) refreshes the memory figure.
         if (memory.extern)
           publishMemory(kill, Number(lib.wasmtime_memory_data_size(cx, (bunPtr(memory.extern) + LAYOUT.extern.of) as Pointer)));
-        // A new memory limit (Update): grows are held to it from here on.
+        // Over its CPU quota: sleeps here until it is back within it (a kill ends the sleep).
+        throttle?.check();
+        // Paused: this thread waits here, inside the module, until resumed or killed.
+        Atomics.store(kill, BLOCKED, 1);
+        while (Atomics.load(kill, 1) !== 0 && Atomics.load(kill, 0) === 0) Atomics.wait(kill, 1, 1);
+        Atomics.store(kill, BLOCKED, 0);
+        // A new memory limit (Update): grows are held to it from here on. Last, so that one
+        // set while this thread was paused or throttled here applies before it runs on (the
+        // bump that came with it fell inside this callback and does not bring another).
         const next = newMemoryLimit(kill, limitGen);
         if (next) {
           limitGen = next.gen;
@@ -93,12 +101,6 @@ export function openStore(
             limit(next.bytes);
           } catch {} // refused by the owner before it was set (./engine.ts)
         }
-        // Over its CPU quota: sleeps here until it is back within it (a kill ends the sleep).
-        throttle?.check();
-        // Paused: this thread waits here, inside the module, until resumed or killed.
-        Atomics.store(kill, BLOCKED, 1);
-        while (Atomics.load(kill, 1) !== 0 && Atomics.load(kill, 0) === 0) Atomics.wait(kill, 1, 1);
-        Atomics.store(kill, BLOCKED, 0);
         if (Atomics.load(kill, 0) !== 0) {
           return lib.wasmtime_error_new(cstr(`interrupted by signal ${Atomics.load(kill, 0)}`));
         }

@@ -1,6 +1,7 @@
 // Limits changed while a run runs (RunControl.setMemoryLimit, issue 17 item 2), in the wasmtime
 // engine with the real libwasmtime: a module's store holds to a new memory limit from its next
-// epoch callback on (lower: a grow past it fails; higher: one that failed succeeds), and one
+// epoch callback on (lower: a grow past it fails; higher: one that failed succeeds; set while
+// paused: from resume on), and one
 // below what the module holds is refused, nothing changed; one its shape cannot start under is
 // refused saying why.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -82,6 +83,11 @@ describe("a memory limit changed while the module runs", () => {
     // None at all: it grows on.
     await c.setMemoryLimit?.(undefined);
     expect(await grow()).toBe("+");
+    // Set while it is paused (its thread waits in its epoch callback): it holds from resume on.
+    c.pause();
+    await c.setMemoryLimit?.(8 * MiB);
+    c.resume();
+    expect(await grow()).toBe("-");
     abort.abort(9);
     expect((await done).code).toBe(137);
   }, 120_000);
