@@ -67,7 +67,7 @@ describe("a service controlled as a run", () => {
     } finally {
       await svc.stop(10_000);
     }
-  });
+  }, 60_000);
 
   test("paused, a stop still ends it: the abort lets a paused service's waits go", async () => {
     const svc = start();
@@ -81,7 +81,7 @@ describe("a service controlled as a run", () => {
     await Bun.sleep(100);
     expect(await svc.abort()).toBe(true);
     expect(await waiting).toBe("cut");
-  });
+  }, 60_000);
 
   test("its figures: the memory its stores hold and the CPU time of its threads, non-zero and growing with load", async () => {
     const svc = start({ threads: 1 });
@@ -103,7 +103,7 @@ describe("a service controlled as a run", () => {
     } finally {
       await svc.stop(10_000);
     }
-  });
+  }, 60_000);
 
   test("a CPU quota over its threads throttles a guest spinning in wasm; without one it is not, until an Update gives it one", async () => {
     const limited = start({ cpu: { quota: 10_000, period: 100_000 } });
@@ -121,7 +121,7 @@ describe("a service controlled as a run", () => {
       expect(await limited.abort()).toBe(true);
       expect(await free.abort()).toBe(true);
     }
-  });
+  }, 60_000);
 
   test("a memory limit below what its stores hold is refused, nothing changed; one above it is set", async () => {
     const svc = start({ memoryLimitBytes: 64 * 2 ** 20 });
@@ -140,5 +140,5 @@ describe("a service controlled as a run", () => {
     } finally {
       await svc.stop(10_000);
     }
-  });
+  }, 60_000);
 });
