@@ -138,6 +138,8 @@ interface RunControl {
   cpuThrottling?(): { periods: number; throttledPeriods: number; throttledNs: number };
   threadId?(): number | undefined;
   memoryBytes?(): Promise<number | undefined>;
+  setMemoryLimit?(bytes: number | undefined): Promise<void>;
+  cpuNs?(): number;
 }
 
 interface RunResult {

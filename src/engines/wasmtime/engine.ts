@@ -17,6 +17,7 @@ import {
   isWasmBinary,
   isWat,
   isWatComponent,
+  MemoryLimitBelowUsage,
   type RunContext,
   type RunResult,
   type StdioSpec,
@@ -32,8 +33,19 @@ import { findHttpHost, httpCacheKeyInSlices } from "./http/library.ts";
 import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import { MemoryAsks } from "./memory-asks.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
-import { BLOCKED, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory, setCpuWords, throttling } from "./run-atomics.ts";
+import {
+  BLOCKED,
+  MEM_ANSWER,
+  MEM_ASK,
+  MEM_PAGES,
+  newRunWords,
+  publishedMemory,
+  setCpuWords,
+  setMemoryLimitWords,
+  throttling,
+} from "./run-atomics.ts";
 import { RUN_WORKER_SCRIPT, WASI_SHADOWS_SCRIPT } from "./scripts.ts";
+import { storeLimits } from "./store.ts";
 import { type WasmShape, wasmShape } from "./wasm-shape.ts";
 
 /**
@@ -266,6 +278,19 @@ export class WasmtimeEngine {
           this.incrementEpoch();
         },
         cpuThrottling: () => throttling(req.kill),
+        setMemoryLimit: async (bytes) => {
+          // Checked here, set at the run's next epoch callback (now, for a module in wasm).
+          // The shape must fit (throws, saying why) and what the module's memory holds now
+          // must, as the store's limiter divides the limit among its memories.
+          if (bytes !== undefined) {
+            const perMemory = storeLimits(bytes, req.shape).memorySize;
+            const used = await this.askMemory(kill);
+            if (used !== undefined && used > perMemory) throw new MemoryLimitBelowUsage(bytes, used);
+          }
+          if (done) return;
+          setMemoryLimitWords(req.kill, bytes);
+          this.incrementEpoch();
+        },
       });
       if (ctx.signal?.aborted) onAbort();
       else ctx.signal?.addEventListener("abort", onAbort, { once: true });
@@ -508,7 +533,7 @@ export class WasmtimeEngine {
       );
       return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
     }
-    const { serveHttp } = await import("./http/serve.ts");
+    const { serveHttp, serviceControl } = await import("./http/serve.ts");
     const t = performance.now();
     const libDir = dirname(this.libPath);
     // The artifact: the caller's (checked by it), else the cache's entry under the serving
@@ -539,6 +564,8 @@ export class WasmtimeEngine {
             }
           : {}),
         ...(this.noFileCapabilities ? { fileCapabilities: false } : {}),
+        // A caller with no cgroup per container (the daemon): the service's threads hold to its quota.
+        ...(ctx.cpu ? { cpu: ctx.cpu } : {}),
         // The guest's output on the caller's fds (the daemon's copies of containerd's fifos).
         ...(ctx.stdout?.kind === "fd" ? { stdoutFd: ctx.stdout.fd } : {}),
         ...(ctx.stderr?.kind === "fd" ? { stderrFd: ctx.stderr.fd } : {}),
@@ -549,6 +576,7 @@ export class WasmtimeEngine {
         onServing: (svc) => {
           loaded();
           ctx.onHttpService?.(() => svc.counters());
+          ctx.onControl?.(serviceControl(svc));
         },
         ...(ctx.stopNow ? { stopNow: ctx.stopNow } : {}),
       },

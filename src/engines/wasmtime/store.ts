@@ -16,7 +16,7 @@ import { CpuThrottle, type ThreadClock } from "./cpu-throttle.ts";
 import { check, cstr, cstrArray, LAYOUT, type WasmtimeLib } from "./ffi.ts";
 import { interruptibleSleep } from "./interruptible.ts";
 import type { RunRequest } from "./protocol.ts";
-import { BLOCKED, publishMemory } from "./run-atomics.ts";
+import { BLOCKED, newMemoryLimit, publishMemory } from "./run-atomics.ts";
 import type { WasmShape } from "./wasm-shape.ts";
 
 /** An error before the guest ran (bad module, link error, missing export): exit 125. */
@@ -53,8 +53,11 @@ export function openStore(
   const memory: RunStore["memory"] = {};
   try {
     const ctx = lib.wasmtime_store_context(store) as Pointer;
-    if (req.memoryLimitBytes !== undefined && req.memoryLimitBytes >= 0) {
-      const l = storeLimits(req.memoryLimitBytes, req.shape, hostInstances);
+    // The limit at start (an Update's since the run began, if one came), and each new one an
+    // Update sets later, at the epoch callback (the owner checked it: ./engine.ts).
+    const limit = (bytes: number | undefined) => {
+      if (bytes === undefined) return lib.wasmtime_store_limiter(store, -1n, -1n, -1n, -1n, -1n);
+      const l = storeLimits(bytes, req.shape, hostInstances);
       lib.wasmtime_store_limiter(
         store,
         BigInt(l.memorySize),
@@ -63,7 +66,11 @@ export function openStore(
         BigInt(l.tables),
         BigInt(l.memories),
       );
-    }
+    };
+    const updated = newMemoryLimit(kill, 0);
+    let limitGen = updated?.gen ?? 0;
+    if (updated) limit(updated.bytes);
+    else if (req.memoryLimitBytes !== undefined && req.memoryLimitBytes >= 0) limit(req.memoryLimitBytes);
     // The CPU quota and shares (shared mode; the executor's kill word has no room for them):
     // the shares' nice value from the start, the quota from the first epoch callback on.
     const throttle = CpuThrottle.applies(kill) ? new CpuThrottle(kill, threadClock(kill)) : undefined;
@@ -84,6 +91,16 @@ export function openStore(
         Atomics.store(kill, BLOCKED, 1);
         while (Atomics.load(kill, 1) !== 0 && Atomics.load(kill, 0) === 0) Atomics.wait(kill, 1, 1);
         Atomics.store(kill, BLOCKED, 0);
+        // A new memory limit (Update): grows are held to it from here on. Last, so that one
+        // set while this thread was paused or throttled here applies before it runs on (the
+        // bump that came with it fell inside this callback and does not bring another).
+        const next = newMemoryLimit(kill, limitGen);
+        if (next) {
+          limitGen = next.gen;
+          try {
+            limit(next.bytes);
+          } catch {} // refused by the owner before it was set (./engine.ts)
+        }
         if (Atomics.load(kill, 0) !== 0) {
           return lib.wasmtime_error_new(cstr(`interrupted by signal ${Atomics.load(kill, 0)}`));
         }
