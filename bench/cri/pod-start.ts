@@ -1,11 +1,13 @@
 // Pod start through CRI, as the kubelet drives it: RunPodSandbox, CreateContainer,
-// StartContainer, then the container's first line in its CRI log file. Four rows on one
+// StartContainer, then the container's first line in its CRI log file. Five rows on one
 // containerd 2.x with its CRI plugin (test/support/cri.ts), interleaved:
 //
 //   runc                runc handler, a static native hello (./hello.c), a pause container
 //   normal              handler wasmtime (a shim server per pod, the module under runc), pause container
 //   shared podsandbox   handler wasmtimed (the daemon), pause container under runc
 //   shared shim         handler wasmtimed-shim: the same daemon, `sandboxer = "shim"` (no pause)
+//   normal shim         handler wasmtime-shim: normal mode with `sandboxer = "shim"` (no pause;
+//                       the pod is its shim server)
 //
 // The wasm rows run the same C module, `wasi-demo-app.wasm echo hello` (the demo image, its
 // compile cached after the warm-up pod). The calls go over containerd's gRPC socket
@@ -13,15 +15,19 @@
 // of medians and p90s and each row's total against runc's.
 //
 //   bun bench/cri/pod-start.ts [--runs 15] [--containerd v2.4.2] [--pod-network]
-//                              [--only runc,normal,shared,shim] [--timeline]
+//                              [--only runc,normal,shared,shim,normal-shim] [--timeline] [--logs DIR]
+//                              [--gap 250 (ms of quiet after each teardown)]
 //
 // Pods use the host's network (NamespaceMode NODE) unless --pod-network: then each pod gets a
 // network namespace of its own through a CNI bridge (what the shim sandboxer refuses today).
 // Each pod is stopped and removed (StopPodSandbox, RemovePodSandbox) before the next starts;
 // at the end nothing may be left: no pod, container or daemon sandbox, no process naming a pod.
-// --timeline prints each sample's call times as they come, for looking at where time goes.
+// Between pods a quiet --gap: what a teardown leaves to do in the background (a shim's exit,
+// containerd's garbage collection of the snapshot) lands in no row's next start.
+// --timeline prints each sample's call times as they come, for looking at where time goes;
+// --logs DIR keeps containerd's and the daemon's debug logs of the run there.
 
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, watch } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, watch, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
 import { NamespaceMode } from "../../src/task/gen/k8s/cri/v1/pod_sandbox_config.ts";
@@ -38,17 +44,21 @@ const { values } = parseArgs({
     runs: { type: "string", default: "15" },
     containerd: { type: "string", default: pinned2x() },
     "pod-network": { type: "boolean", default: false },
-    only: { type: "string", default: "runc,normal,shared,shim" },
+    only: { type: "string", default: "runc,normal,shared,shim,normal-shim" },
     timeline: { type: "boolean", default: false },
+    logs: { type: "string" },
+    gap: { type: "string", default: "250" },
   },
 });
 const RUNS = Number(values.runs);
+const GAP_MS = Number(values.gap);
 const POD_NETWORK = values["pod-network"];
 const CONTAINERD = join(REPO, "build/containerd", values.containerd, "bin/containerd");
 if (!existsSync(CONTAINERD)) throw new Error(`${CONTAINERD} not built: bash scripts/containerd-versions.sh ${values.containerd}`);
 
-/** The handler whose pods go through containerd's Sandbox API: the shared runtime with `sandboxer = "shim"`. */
+/** The handlers whose pods go through containerd's Sandbox API: our runtimes with `sandboxer = "shim"`. */
 const SHIM_SANDBOXER_HANDLER = `${SHARED_HANDLER}-shim`;
+const NORMAL_SHIM_SANDBOXER_HANDLER = `${HANDLER}-shim`;
 const HELLO_IMAGE = "docker.io/library/bunwasi-bench-hello:latest";
 const CNI_BIN = "/usr/lib/cni";
 
@@ -64,10 +74,11 @@ const ALL_ROWS: Row[] = [
   { key: "normal", label: "normal mode (podsandbox)", handler: HANDLER, container: wasmHello },
   { key: "shared", label: "shared mode, podsandbox", handler: SHARED_HANDLER, container: wasmHello },
   { key: "shim", label: 'shared mode, sandboxer "shim"', handler: SHIM_SANDBOXER_HANDLER, container: wasmHello },
+  { key: "normal-shim", label: 'normal mode, sandboxer "shim"', handler: NORMAL_SHIM_SANDBOXER_HANDLER, container: wasmHello },
 ];
 const only = new Set(values.only.split(","));
 const ROWS = ALL_ROWS.filter((r) => only.has(r.key));
-if (!ROWS.length) throw new Error(`--only ${values.only}: no row (runc, normal, shared, shim)`);
+if (!ROWS.length) throw new Error(`--only ${values.only}: no row (runc, normal, shared, shim, normal-shim)`);
 
 /** One pod's times in ms from sending RunPodSandbox. */
 interface Sample {
@@ -140,6 +151,17 @@ function firstLine(file: string): { at: Promise<number>; cancel(): void } {
   return { at, cancel: stop };
 }
 
+/** Until CRI reports container `id` EXITED (state 2). */
+async function exited(client: CriClient, id: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const c = (await client.listContainers()).find((x) => x.id === id);
+    if (c?.state === 2) return;
+    if (Date.now() > deadline) throw new Error(`container ${id}: state ${c?.state} after 30 s, wanted EXITED`);
+    await Bun.sleep(20);
+  }
+}
+
 let seq = 0;
 /** Every pod this run made, for the check that none is left. */
 const podIds: string[] = [];
@@ -177,11 +199,15 @@ async function podStart(cri: CriEnv, client: CriClient, row: Row, cgroupRoot: st
     if (Number.isNaN(t4)) throw new Error(`${row.label}: no output in ${join(logDir, logPath)} within 30 s`);
     const text = readFileSync(join(logDir, logPath), "utf8");
     if (!/ stdout F hello\n/.test(text)) throw new Error(`${row.label}: the log is not the hello line: ${JSON.stringify(text)}`);
+    // The hello has ended; StopPodSandbox while containerd has not yet seen its exit may fail
+    // to kill it ("container not running"), so the teardown waits for EXITED first (untimed).
+    await exited(client, ctrId);
     const t5 = performance.now();
     await client.stopPodSandbox(podId);
     await client.removePodSandbox(podId);
     const t6 = performance.now();
     podId = "";
+    await Bun.sleep(GAP_MS);
     return { run: t1 - t0, create: t2 - t1, start: t3 - t2, output: Math.max(0, t4 - t3), total: Math.max(t3, t4) - t0, teardown: t6 - t5 };
   } finally {
     line.cancel();
@@ -233,6 +259,7 @@ try {
     extraHandlers: [
       { handler: HANDLER, runtime: RUNTIME },
       { handler: SHARED_HANDLER, runtime: SHARED_RUNTIME },
+      { handler: NORMAL_SHIM_SANDBOXER_HANDLER, runtime: RUNTIME, sandboxer: "shim" },
     ],
     env: daemon.env,
     ...(POD_NETWORK
@@ -274,7 +301,7 @@ try {
       samples.get(row.key)!.push(s);
       if (values.timeline)
         console.log(
-          `${row.key.padEnd(6)} run ${ms(s.run)}  create ${ms(s.create)}  start ${ms(s.start)}  output +${ms(s.output)}  total ${ms(s.total)}  teardown ${ms(s.teardown)}`,
+          `${row.key.padEnd(11)} run ${ms(s.run)}  create ${ms(s.create)}  start ${ms(s.start)}  output +${ms(s.output)}  total ${ms(s.total)}  teardown ${ms(s.teardown)}`,
         );
     }
   }
@@ -305,6 +332,11 @@ try {
   if (left.length) process.exitCode = 1;
 } finally {
   client?.close();
+  if (values.logs) {
+    mkdirSync(values.logs, { recursive: true });
+    if (cri) copyFileSync(cri.cd.logPath, join(values.logs, "containerd.log"));
+    writeFileSync(join(values.logs, "daemon.log"), daemon.log());
+  }
   await cri?.stop();
   await daemon.stop("SIGTERM");
   if (POD_NETWORK) Bun.spawnSync(["ip", "link", "del", bridge], { stderr: "ignore" });
