@@ -71,7 +71,7 @@ interface Row {
 const wasmHello = { image: CRI_IMAGES.demo, command: ["/wasi-demo-app.wasm"], args: ["echo", "hello"] };
 const ALL_ROWS: Row[] = [
   { key: "runc", label: "runc, native hello", handler: "runc", container: { image: HELLO_IMAGE, command: ["/hello"], args: [] } },
-  { key: "normal", label: "normal mode (podsandbox)", handler: HANDLER, container: wasmHello },
+  { key: "normal", label: "normal mode, podsandbox", handler: HANDLER, container: wasmHello },
   { key: "shared", label: "shared mode, podsandbox", handler: SHARED_HANDLER, container: wasmHello },
   { key: "shim", label: 'shared mode, sandboxer "shim"', handler: SHIM_SANDBOXER_HANDLER, container: wasmHello },
   { key: "normal-shim", label: 'normal mode, sandboxer "shim"', handler: NORMAL_SHIM_SANDBOXER_HANDLER, container: wasmHello },
