@@ -55,16 +55,18 @@ export function criPluginConfig(o: {
   /** Our handler and the runtime it maps to; default HANDLER → io.containerd.wasmtime.v1. */
   handler?: string;
   runtime?: string;
-  /** More handlers and their runtime types, beside runc and ours (one containerd for several of ours). */
-  extraHandlers?: { handler: string; runtime: string }[];
+  /** More handlers and their runtime types (and 2.x sandboxers), beside runc and ours (one containerd for several of ours). */
+  extraHandlers?: ExtraHandler[];
   /** 2.x: our handler's pods through containerd's Sandbox API (`shim`), with no pause image pulled. */
   sandboxer?: "shim";
 }): string {
   const handler = o.handler ?? HANDLER;
   const runtime = o.runtime ?? RUNTIME;
   const q = (s: string) => JSON.stringify(s);
-  if (o.sandboxer && o.major < 2) throw new Error("the shim sandboxer is configured per runtime in containerd 2.x only");
-  const sandboxer = o.sandboxer ? `\n        sandboxer = ${q(o.sandboxer)}\n        disable_pause_image_pull = true` : "";
+  if ((o.sandboxer || o.extraHandlers?.some((x) => x.sandboxer)) && o.major < 2)
+    throw new Error("the shim sandboxer is configured per runtime in containerd 2.x only");
+  const sandboxerOf = (x?: "shim") => (x ? `\n        sandboxer = ${q(x)}\n        disable_pause_image_pull = true` : "");
+  const sandboxer = sandboxerOf(o.sandboxer);
   // Root may not lower its own oom_score_adj here (a container's sandbox asks for -998):
   // restrict_oom_score_adj clamps requests to containerd's own value instead of failing.
   // The streaming server (exec/attach/port-forward URLs) stays on loopback.
@@ -82,7 +84,7 @@ export function criPluginConfig(o: {
           .map(
             (x) => `
       [${prefix}.containerd.runtimes.${x.handler}]
-        runtime_type = ${q(x.runtime)}`,
+        runtime_type = ${q(x.runtime)}${sandboxerOf(x.sandboxer)}`,
           )
           .join("")}`;
   if (o.major < 2) {
@@ -112,6 +114,13 @@ ${server}
       conf_dir = ${q(join(o.cniDir, "net.d"))}
 ${runtimes(rt)}
 `;
+}
+
+/** A handler beside runc and ours: its runtime type and, on 2.x, its sandboxer (default CRI's podsandbox). */
+export interface ExtraHandler {
+  handler: string;
+  runtime: string;
+  sandboxer?: "shim";
 }
 
 /** Runtime options for optionsHandler(handler), and the files that show they were used. */
@@ -295,7 +304,7 @@ export interface CriEnvOptions {
   handler?: string;
   runtime?: string;
   /** More handlers of ours in the same containerd (e.g. shared mode's beside normal mode's). */
-  extraHandlers?: { handler: string; runtime: string }[];
+  extraHandlers?: ExtraHandler[];
   /** 2.x: the handler's sandboxer (criPluginConfig's `sandboxer`); default CRI's podsandbox (a pause container). */
   sandboxer?: "shim";
   /** Extra environment for containerd and the shims it starts (shared mode: BUNWASI_DAEMON_SOCKET, a private BUNWASI_EXEC_ROOT). */
