@@ -41,6 +41,7 @@ import { raiseNofile } from "./nofile.ts";
 import { DAEMON_SOCKET_ENV, defaultDaemonSocket, type SharedModeNames } from "./paths.ts";
 import type { DaemonShared } from "./sandbox-host.ts";
 import { METRICS_SCRIPT } from "./scripts.ts";
+import { markWorkDir, sweepDeadDaemons, thisDaemon } from "./sweep.ts";
 
 /**
  * After a kill, how long a module blocked in a host call (a sleep, a read on an empty fifo)
@@ -221,6 +222,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   if (slots) log(`${slots}: a container's additional groups will not reach its files`, "warning");
   const watcher = new ExitWatcher({ reads: asyncWatchReads, onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   const paths = shimPaths(process.env);
+  const self = thisDaemon(args.socket);
   // Before any server exists: each adds a span per call only if tracing is on by then. Loads
   // nothing unless the OTEL_* variables ask for traces (../common/trace.ts).
   await startTracing(process.env, name, log);
@@ -254,11 +256,20 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
       if (d < 0) ended();
     },
     ...(metrics ? { observe: metrics } : {}),
+    markWorkDir: (c) => markWorkDir(self, c),
   };
   // Sandbox sockets of an earlier daemon (killed) are dead: removed. A draining daemon's (one
   // that handed over) live on: its pid is in their names (./generations.ts).
   const { removed } = generations.prepare();
   if (removed > 0) log(`removed ${removed} sockets of dead daemons`);
+  // What dead daemons of this directory left of their containers (a crash: containerd's
+  // `shim delete` of each may not have run, or not to the end). Before the manager listens:
+  // no Create of this daemon's can meet a sweep of the same container.
+  const swept = await sweepDeadDaemons(self, paths.stateRoot, log);
+  if (swept.found > 0) {
+    const failed = swept.failed > 0 ? ` (${swept.failed} not whole: see the warnings above)` : "";
+    log(`cleaned up ${swept.found} containers left by dead daemons${failed}`);
+  }
   mkdirSync(paths.compileCacheDir, { recursive: true });
   let handedOver = false;
   const manager: Manager = new Manager({

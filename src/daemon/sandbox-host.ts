@@ -47,6 +47,8 @@ export interface DaemonShared {
   defaultMemoryBytes?: number;
   /** What the daemon's metrics count as it happens; absent when it serves none (--metrics-address). */
   observe?: DaemonObserver;
+  /** Marks a container's work dir as this daemon's, for the next one to sweep after a crash (./sweep.ts). */
+  markWorkDir?: (c: { bundle: string; workDir: string }) => void;
 }
 
 /** The events the daemon's metrics count (./metrics.ts); the rest they read when scraped. */
@@ -100,6 +102,7 @@ export function sandboxHost(
   };
   return {
     ...commonHostCalls(d),
+    ...(d.markWorkDir ? { workDirMade: d.markWorkDir } : {}),
     namespace: (ns) => {
       const stateDir = containerStateDir(ns, d.paths.stateRoot);
       const publisher = new Publisher(ttrpcAddress, ns, (m) => d.log(m, "warning"));

@@ -5,32 +5,62 @@
 //
 // containerd (1.6 at least) runs it after every shim's exit, clean or not, and waits for it
 // before `ctr run --rm` returns: most of the time the server has already removed everything.
-// Then it only looks (a few stat calls and /proc/self/mountinfo) and answers, loading neither
-// the runtime, the mount code (bun:ffi) nor the generated messages.
+// Then it only looks (a few stat calls and one umount2 of the rootfs) and answers, loading
+// neither the runtime nor the generated messages. After a crash of shared mode's daemon it
+// runs for every container at once, each given 5 s by containerd: what it costs is
+// docs/ARCHITECTURE.md's "What a crash costs".
 
-import { existsSync, readFileSync, rmdirSync } from "node:fs";
+import { existsSync, rmdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { ShimFlags } from "./flags.ts";
 import { containerStateDir, runtimeRoot, shimPaths } from "./paths.ts";
 
 export async function deleteTask(flags: ShimFlags, warn: (m: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<Uint8Array> {
-  const bundle = flags.bundle || process.cwd();
-  const { stateRoot } = shimPaths(process.env);
-  const workDir = join(containerStateDir(flags.namespace, stateRoot), flags.id);
-  const defaultRoot = runtimeRoot(flags.namespace, stateRoot);
-  // The work directory holds the runtime options of a container created with other ones (its
-  // runtime's root among them): without it, the default runtime is the only one to ask.
-  if (existsSync(workDir) || existsSync(join(defaultRoot, flags.id)) || mountedAtOrUnder(join(bundle, "rootfs"))) {
-    await cleanUp(flags, bundle, workDir, defaultRoot, warn);
-  }
-  // A server removes its namespace's folders when it exits with them empty; a dead one did not.
-  for (const dir of [dirname(workDir), defaultRoot]) removeIfEmpty(dir, warn);
+  await cleanUpLeftovers(
+    { namespace: flags.namespace, id: flags.id, bundle: flags.bundle || process.cwd() },
+    shimPaths(process.env).stateRoot,
+    warn,
+  );
   return killedResponse();
 }
 
+/** A container as `shim delete` names it. */
+export interface LeftContainer {
+  namespace: string;
+  id: string;
+  bundle: string;
+}
+
+/**
+ * Whatever a server that died left of container `c` under `stateRoot`: its runtime's
+ * container, its rootfs and view mounts, its work dir. Idempotent, every failure said through
+ * `warn`; what is already gone costs a few stat calls. Also what a restarted shared-mode
+ * daemon runs for each container of a dead one (src/daemon/sweep.ts).
+ */
+export async function cleanUpLeftovers(c: LeftContainer, stateRoot: string, warn: (m: string) => void): Promise<void> {
+  const workDir = join(containerStateDir(c.namespace, stateRoot), c.id);
+  const defaultRoot = runtimeRoot(c.namespace, stateRoot);
+  // The work directory holds the runtime options of a container created with other ones (its
+  // runtime's root among them): without it, the default runtime is the only one to ask.
+  if (existsSync(workDir) || existsSync(join(defaultRoot, c.id))) await cleanUp(c, workDir, defaultRoot, warn);
+  else if (existsSync(join(c.bundle, "rootfs"))) {
+    // Only a rootfs mount may be left (the common case: nothing is). umount2 answers EINVAL when
+    // nothing is mounted there, at the cost of one call: reading the mount table instead would
+    // cost in proportion to every mount of the node (two per running container in shared mode).
+    const { unmountRootfs } = await import("../oci/rootfs.ts");
+    try {
+      unmountRootfs(c.bundle);
+    } catch (e) {
+      warn(`unmount rootfs: ${String(e)}`);
+    }
+  }
+  // A server removes its namespace's folders when it exits with them empty; a dead one did not.
+  for (const dir of [dirname(workDir), defaultRoot]) removeIfEmpty(dir, warn);
+}
+
 /** What a dead server left: the runtime's container, the rootfs mounts, the work directory. */
-async function cleanUp(flags: ShimFlags, bundle: string, workDir: string, defaultRoot: string, warn: (m: string) => void): Promise<void> {
+async function cleanUp(c: LeftContainer, workDir: string, defaultRoot: string, warn: (m: string) => void): Promise<void> {
   const [{ rmSync }, { findRuntime }, { unmountRootfs }, { unmountView, viewDir }, { loadRuntimeOptions }, { runtimeFor }] =
     await Promise.all([
       import("node:fs"),
@@ -46,13 +76,13 @@ async function cleanUp(flags: ShimFlags, bundle: string, workDir: string, defaul
     warn(`runtime options: ${e instanceof Error ? e.message : String(e)}; using the default runtime`);
     return null;
   });
-  const runtime = runtimeFor(flags.namespace, { binary: findRuntime(process.env.BUNWASI_RUNTIME), root: defaultRoot }, options);
+  const runtime = runtimeFor(c.namespace, { binary: findRuntime(process.env.BUNWASI_RUNTIME), root: defaultRoot }, options);
   // When the server already removed the container, there is nothing to ask the runtime.
-  if (existsSync(join(runtime.root, flags.id))) {
-    await runtime.delete(flags.id, true).catch((e) => warn(`runtime delete: ${String(e)}`));
+  if (existsSync(join(runtime.root, c.id))) {
+    await runtime.delete(c.id, true).catch((e) => warn(`runtime delete: ${String(e)}`));
   }
   try {
-    unmountRootfs(bundle);
+    unmountRootfs(c.bundle);
   } catch (e) {
     warn(`unmount rootfs: ${String(e)}`);
   }
@@ -74,16 +104,32 @@ async function cleanUp(flags: ShimFlags, bundle: string, workDir: string, defaul
 
 /**
  * What runc's shim reports for a task whose process it never saw exit: killed, now.
- * containerd.task.v2.DeleteResponse {uint32 pid = 1; uint32 exit_status = 2;
- * google.protobuf.Timestamp exited_at = 3 {int64 seconds = 1; int32 nanos = 2}}, written here:
- * the generated code of the whole Task API is not worth loading for three fields.
  */
 export function killedResponse(now: number = Date.now()): Uint8Array {
-  const seconds = Math.floor(now / 1000);
-  const nanos = (now % 1000) * 1e6;
+  return deleteResponse({
+    pid: 0,
+    exitStatus: signaledStatus(SIGNALS.SIGKILL),
+    exitedAt: { seconds: Math.floor(now / 1000), nanos: (now % 1000) * 1e6 },
+  });
+}
+
+/**
+ * containerd.task.v2.DeleteResponse {uint32 pid = 1; uint32 exit_status = 2;
+ * google.protobuf.Timestamp exited_at = 3 {int64 seconds = 1; int32 nanos = 2}}, written here:
+ * the generated code of the whole Task API is not worth loading for three fields (this runs
+ * once per container, and after a daemon's crash for every container at once).
+ */
+export function deleteResponse(r: { pid: number; exitStatus: number; exitedAt: { seconds: number; nanos: number } }): Uint8Array {
+  const { seconds, nanos } = r.exitedAt;
   // proto3: a zero field is left out.
   const ts = [...(seconds ? [0x08, ...varint(seconds)] : []), ...(nanos ? [0x10, ...varint(nanos)] : [])];
-  return Uint8Array.from([0x10, ...varint(signaledStatus(SIGNALS.SIGKILL)), 0x1a, ts.length, ...ts]);
+  return Uint8Array.from([
+    ...(r.pid ? [0x08, ...varint(r.pid)] : []),
+    ...(r.exitStatus ? [0x10, ...varint(r.exitStatus)] : []),
+    0x1a,
+    ts.length,
+    ...ts,
+  ]);
 }
 
 function varint(n: number): number[] {
@@ -91,22 +137,6 @@ function varint(n: number): number[] {
   for (; n > 0x7f; n = Math.floor(n / 128)) out.push((n % 128) | 0x80);
   out.push(n);
   return out;
-}
-
-/** Anything mounted at `path` or below it, in this process's mount table. */
-function mountedAtOrUnder(path: string): boolean {
-  let table: string;
-  try {
-    table = readFileSync("/proc/self/mountinfo", "utf8");
-  } catch {
-    return true; // cannot tell: let the unmount find out
-  }
-  for (const line of table.split("\n")) {
-    // Field 5 is the mount point, with space, tab, newline and backslash as octal escapes.
-    const at = line.split(" ")[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
-    if (at === path || at?.startsWith(`${path}/`)) return true;
-  }
-  return false;
 }
 
 /** rmdir, where "not empty" (another container of the namespace) and "gone" are expected. */

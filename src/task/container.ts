@@ -119,6 +119,7 @@ export class Container implements Process {
         run: async () => rmSync(workDir, { recursive: true, force: true }),
         needsRuntimeGone: true,
       });
+      host.workDirMade?.({ namespace: opts.namespace, id: opts.id, bundle: opts.bundle, workDir });
       // Before the runtime holds anything: a `shim delete` after this server dies must find
       // the runtime that created the container (src/task/runtime-options.ts).
       if (opts.runtimeOptions) await saveRuntimeOptions(workDir, opts.runtimeOptions);

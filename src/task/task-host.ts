@@ -46,6 +46,13 @@ export interface TaskHost {
    * this host runs it; the container's init waits for Instance.start.
    */
   createInstance(request: InstanceRequest): Promise<Instance>;
+  /**
+   * A container's work dir was just made, before anything is mounted for it: a host whose
+   * containers a crash leaves to someone else to clean up marks it here as its own (shared
+   * mode: the daemon's next generation sweeps what a dead one left, src/daemon/sweep.ts).
+   * A throw fails the Create.
+   */
+  workDirMade?(container: { namespace: string; id: string; bundle: string; workDir: string }): void;
   /** Mounts containerd's rootfs mounts on `<bundle>/rootfs`; resolves with the undo. */
   mountRootfs(bundle: string, mounts: RootfsMount[]): Promise<() => Promise<void>>;
   /** An instance's statistics as containerd decodes them (cgroup v1 or v2 Metrics). */
