@@ -235,8 +235,8 @@ for (const c of CONTAINERDS) {
 
         const daemon = s.daemon as Daemon;
         await daemon.restart();
-        expect(daemon.log()).toContain(`cleaned up ${ids.length} containers left by dead daemons`);
         await s.expectNothingLeft(nativePid);
+        expect(daemon.log()).toContain(`cleaned up ${ids.length} containers left by dead daemons`);
       },
       T,
     );
