@@ -28,8 +28,8 @@ export function alive(pid: number): boolean {
 
 /**
  * When process `pid` started (field 22 of /proc/<pid>/stat, in clock ticks since boot);
- * undefined when there is no such process. A pid with its start time names one process for
- * good: a pid alone may meanwhile be another process's.
+ * undefined when there is no such process, or it has exited (a zombie, not yet reaped). A pid
+ * with its start time names one process for good: a pid alone may meanwhile be another's.
  */
 export function processStart(pid: number): string | undefined {
   let stat: string;
@@ -39,7 +39,8 @@ export function processStart(pid: number): string | undefined {
     return undefined;
   }
   // The name (field 2) is in parentheses and may hold spaces and ")": fields 3… follow the last ")".
-  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return fields[0] === "Z" ? undefined : fields[19];
 }
 
 /** The live daemons of the socket directory (their pids, from daemons/), except `except`. */

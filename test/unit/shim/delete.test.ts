@@ -6,7 +6,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mountView, viewDir } from "../../../src/oci/wasi-view.ts";
-import { deleteTask, killedResponse } from "../../../src/runtime-v2/delete.ts";
+import { deleteResponse, deleteTask, killedResponse } from "../../../src/runtime-v2/delete.ts";
 import { parseShimFlags } from "../../../src/runtime-v2/flags.ts";
 import { timestamp } from "../../../src/task/events.ts";
 import { DeleteResponse } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
@@ -132,4 +132,31 @@ test("the hand-written DeleteResponse is the generated code's, byte for byte", (
     const want = DeleteResponse.encode({ pid: 0, exitStatus: 137, exitedAt: timestamp(new Date(now)) }).finish();
     expect(killedResponse(now)).toEqual(want);
   }
+});
+
+test("the hand-written DeleteResponse of an exit the daemon saw is the generated code's, byte for byte", () => {
+  for (const [pid, exitStatus, seconds, nanos] of [
+    [4242, 3, 1_700_000_000, 5],
+    [1, 0, 1_700_000_000, 0],
+    [0, 255, 0, 0],
+    [2 ** 22 + 1, 137, 2 ** 33, 999_999_999],
+  ] as const) {
+    const want = DeleteResponse.encode({ pid, exitStatus, exitedAt: { seconds, nanos } }).finish();
+    expect(deleteResponse({ pid, exitStatus, exitedAt: { seconds, nanos } })).toEqual(want);
+  }
+});
+
+test("a rootfs left mounted without a work dir is unmounted, without reading the mount table (root)", async () => {
+  const dir = join(base, "rootfs-only");
+  const bundle = join(dir, "bundle");
+  const source = join(dir, "src");
+  mkdirSync(join(bundle, "rootfs"), { recursive: true });
+  mkdirSync(source, { recursive: true });
+  process.env.BUNWASI_STATE_ROOT = join(dir, "run");
+  expect(Bun.spawnSync(["mount", "--bind", source, join(bundle, "rootfs")]).exitCode).toBe(0);
+  const warnings: string[] = [];
+  const flags = parseShimFlags(["-namespace", "ns1", "-address", "/c.sock", "-id", "c1", "-bundle", bundle, "delete"]);
+  await deleteTask(flags, (m) => warnings.push(m));
+  expect(warnings).toEqual([]);
+  expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(bundle);
 });
