@@ -89,7 +89,7 @@ export function sandboxHost(
 ): SandboxHost {
   /** The wasm containers not yet exited. */
   const running = new Map<InProcessInstance, LiveWasm>();
-  const holders = new PodHolders({ log: d.log, pid: d.pid });
+  const holders = new PodHolders({ log: d.log, pid: d.pid, ...(d.markWorkDir ? { markWorkDir: d.markWorkDir } : {}) });
   const inProcess = {
     runner: d.runner,
     pid: d.pid,
