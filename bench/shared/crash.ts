@@ -137,12 +137,17 @@ async function measure(N: number): Promise<Figures> {
       nativeAlive: existsSync(`/proc/${nativePid}`),
     };
 
+    const logFrom = daemon.log().length;
     const restartAt = performance.now();
     await daemon.restart();
     const answering = performance.now() - restartAt;
     const fresh = await env.run(IMAGES.demo, "after", ["/wasi-demo-app.wasm", "echo", "back"], { runtime: SHARED_RUNTIME });
     const served = performance.now() - restartAt;
     if (fresh.code !== 0 || fresh.stdout !== "back\nexiting\n") throw new Error(`the restarted daemon: ${fresh.stderr}`);
+    // The sweep runs once the daemon serves; its log says when it is done.
+    const log = () => daemon.log().slice(logFrom);
+    if (log().includes("cleaning up ")) await until("the sweep", () => /cleaned up \d+ containers left by dead daemons/.test(log()));
+    const sweptAt = performance.now() - restartAt;
     const swept = {
       mounts: mounts().length,
       state: entries(containerStateDir(ns)),
@@ -161,7 +166,7 @@ async function measure(N: number): Promise<Figures> {
       "left after the restart (its sweep): mounts / work dirs": `${swept.mounts} / ${swept.state}`,
       "the native container's process: after containerd / after the restart": `${alive(after.nativeAlive)} / ${alive(swept.nativeAlive)}`,
       "sandbox sockets after the kill → after a restart": `${after.sockets} → ${swept.sockets}`,
-      "restart → daemon answers / a new pod has run": `${(answering / 1000).toFixed(2)} / ${(served / 1000).toFixed(2)} s`,
+      "restart → daemon answers / a new pod has run / its sweep is done": `${(answering / 1000).toFixed(2)} / ${(served / 1000).toFixed(2)} / ${(sweptAt / 1000).toFixed(2)} s`,
     };
   } finally {
     events.kill("SIGKILL");
@@ -185,8 +190,11 @@ async function until(what: string, f: () => boolean | Promise<boolean>, timeoutM
 
 const columns: Figures[] = [];
 for (const n of NS) {
-  columns.push(await measure(n));
-  console.error(`N = ${n}: done`);
+  const c = await measure(n);
+  columns.push(c);
+  // Each column as soon as it is measured (a later N may fail).
+  console.error(`N = ${n} (load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}):`);
+  for (const [row, figure] of Object.entries(c)) console.error(`  ${row}: ${figure}`);
 }
 console.log(`N running wasm containers + 1 native (busybox under runc), containerd 1.6, one run each`);
 console.log(`| | ${NS.map((n) => `N = ${n}`).join(" | ")} |`);

@@ -49,6 +49,8 @@ export interface DaemonShared {
   observe?: DaemonObserver;
   /** Marks a container's work dir as this daemon's, for the next one to sweep after a crash (./sweep.ts). */
   markWorkDir?: (c: { bundle: string; workDir: string }) => void;
+  /** Resolves once a dead daemon's container of this id is cleaned up, if there is one (./sweep.ts). */
+  swept?: (namespace: string, id: string) => Promise<void>;
 }
 
 /** The events the daemon's metrics count (./metrics.ts); the rest they read when scraped. */
@@ -102,7 +104,14 @@ export function sandboxHost(
   };
   return {
     ...commonHostCalls(d),
-    ...(d.markWorkDir ? { workDirMade: d.markWorkDir } : {}),
+    ...(d.markWorkDir
+      ? {
+          claimWorkDir: async (c: { namespace: string; id: string; bundle: string; workDir: string }) => {
+            await d.swept?.(c.namespace, c.id);
+            d.markWorkDir?.(c);
+          },
+        }
+      : {}),
     namespace: (ns) => {
       const stateDir = containerStateDir(ns, d.paths.stateRoot);
       const publisher = new Publisher(ttrpcAddress, ns, (m) => d.log(m, "warning"));

@@ -42,7 +42,7 @@ export interface PodHolderParts {
   log: Logger;
   /** This process's pid: the one whose namespaces CRI's spec names. */
   pid: number;
-  /** Marks the holder's dir as a container's work dir is marked (TaskHost.workDirMade): its bundle is the dir itself. */
+  /** Marks the holder's dir as a container's work dir is marked (TaskHost.claimWorkDir): its bundle is the dir itself. */
   markWorkDir?: (c: { bundle: string; workDir: string }) => void;
 }
 

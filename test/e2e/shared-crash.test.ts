@@ -173,12 +173,15 @@ function crashScene(containerd: string, opts: { failingDelete: boolean }) {
     /** After the restart: nothing of the dead daemon's is left. */
     async expectNothingLeft(nativePid: number) {
       const ns = (s.env as ShimEnv).cd.namespace;
+      const daemon = s.daemon as Daemon;
+      // The restarted daemon sweeps in the background once it serves: its log says when it is done.
+      if (daemon.log().includes("cleaning up "))
+        await until("the sweep to end", () => /cleaned up \d+ containers left by dead daemons/.test(daemon.log()), T);
       expect(s.mounts()).toEqual([]);
       expect(entries(containerStateDir(ns))).toEqual([]);
       expect(entries(runtimeRoot(ns))).toEqual([]);
       // runc delete --force killed it; its parent (the dead daemon, its subreaper) is gone: init reaps it.
       await until("the native container's process to be gone", () => !existsSync(`/proc/${nativePid}`));
-      const daemon = s.daemon as Daemon;
       expect(entries(join(s.daemonDir, "sandboxes"))).toEqual([]);
       expect(entries(join(s.daemonDir, "daemons"))).toEqual([`${daemon.pid}.sock`]);
     },

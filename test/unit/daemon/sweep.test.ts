@@ -8,7 +8,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { processStart } from "../../../src/daemon/daemon-files.ts";
-import { type DaemonId, markWorkDir, sweepDeadDaemons, thisDaemon } from "../../../src/daemon/sweep.ts";
+import { type DaemonId, markWorkDir, Sweep, sweepDeadDaemons, thisDaemon } from "../../../src/daemon/sweep.ts";
 import { viewDir } from "../../../src/oci/wasi-view.ts";
 
 const base = mkdtempSync(join(tmpdir(), "bunwasi-sweep-"));
@@ -95,4 +95,24 @@ test("only the containers of a dead daemon of this directory are cleaned up: run
 test("no state root yet: nothing to sweep", async () => {
   const self = thisDaemon(join(base, "none", "wasmtimed.sock"));
   expect(await sweepDeadDaemons(self, join(base, "none", "run"), () => {})).toEqual({ found: 0, failed: 0 });
+});
+
+test("a Create of a container id being swept waits for its clean-up (settled); any other id does not", async () => {
+  const root = join(base, "settled");
+  const stateRoot = join(root, "run");
+  const socketDir = join(root, "d");
+  process.env.BUNWASI_RUNTIME = "/bin/true";
+  const self = thisDaemon(join(socketDir, "wasmtimed.sock"));
+  const workDir = join(stateRoot, "state", "ns1", "c1");
+  markWorkDir(await deadDaemon(socketDir), { bundle: join(root, "bundle"), workDir });
+  const sweep = new Sweep(stateRoot, () => {}, self);
+  expect(sweep.found).toBe(1);
+  const order: string[] = [];
+  const waiting = sweep.settled("ns1", "c1").then(() => order.push(`settled: work dir ${existsSync(workDir) ? "kept" : "gone"}`));
+  await sweep.settled("ns1", "other");
+  order.push("other");
+  await sweep.run();
+  await waiting;
+  expect(order).toEqual(["other", "settled: work dir gone"]);
+  await sweep.settled("ns1", "c1");
 });
