@@ -16,12 +16,12 @@
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { cleanUpLeftovers, type LeftContainer } from "../runtime-v2/delete.ts";
-import { containerStateDir } from "../runtime-v2/paths.ts";
+import { containerStateDir, WORK_DIR_OWNER_FILE } from "../runtime-v2/paths.ts";
 import type { Logger } from "../task/task-host.ts";
 import { processStart } from "./daemon-files.ts";
 
 /** In a work dir: which daemon made it, and the container's bundle. */
-export const OWNER_FILE = "daemon.json";
+const OWNER_FILE = WORK_DIR_OWNER_FILE;
 
 /** A daemon, for good: a pid alone may later be another process's. */
 export interface DaemonId {

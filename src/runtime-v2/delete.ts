@@ -10,11 +10,11 @@
 // runs for every container at once, each given 5 s by containerd: what it costs is
 // docs/ARCHITECTURE.md's "What a crash costs".
 
-import { existsSync, rmdirSync } from "node:fs";
+import { existsSync, readdirSync, rmdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { ShimFlags } from "./flags.ts";
-import { containerStateDir, runtimeRoot, shimPaths } from "./paths.ts";
+import { containerStateDir, runtimeRoot, shimPaths, WORK_DIR_OWNER_FILE } from "./paths.ts";
 
 export async function deleteTask(flags: ShimFlags, warn: (m: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<Uint8Array> {
   await cleanUpLeftovers(
@@ -96,9 +96,13 @@ async function cleanUp(c: LeftContainer, workDir: string, defaultRoot: string, w
     return;
   }
   try {
+    // The owner's mark last: a clean-up killed half-way (containerd's 5 s) leaves a work dir
+    // that still says whose it was, for the daemon's sweep to finish.
+    for (const name of readdirSync(workDir))
+      if (name !== WORK_DIR_OWNER_FILE) rmSync(join(workDir, name), { recursive: true, force: true });
     rmSync(workDir, { recursive: true, force: true });
   } catch (e) {
-    warn(`remove ${workDir}: ${String(e)}`);
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") warn(`remove ${workDir}: ${String(e)}`);
   }
 }
 

@@ -34,3 +34,10 @@ export function runtimeRoot(namespace: string, stateRoot = shimPaths().stateRoot
 export function containerStateDir(namespace: string, stateRoot = shimPaths().stateRoot): string {
   return join(stateRoot, "state", namespace);
 }
+
+/**
+ * In a work dir, who made it (shared mode: the daemon, src/daemon/sweep.ts), so that a clean-up
+ * that never ran or ended half-way can be finished by someone who knows that owner is dead.
+ * Removed last of the work dir (./delete.ts).
+ */
+export const WORK_DIR_OWNER_FILE = "daemon.json";

@@ -116,3 +116,14 @@ test("a Create of a container id being swept waits for its clean-up (settled); a
   expect(order).toEqual(["other", "settled: work dir gone"]);
   await sweep.settled("ns1", "c1");
 });
+
+test("a work dir a killed clean-up left with nothing but its owner's mark (removed last) is finished", async () => {
+  const root = join(base, "half");
+  const stateRoot = join(root, "run");
+  const socketDir = join(root, "d");
+  process.env.BUNWASI_RUNTIME = "/bin/true";
+  const workDir = join(stateRoot, "state", "ns1", "c1");
+  markWorkDir(await deadDaemon(socketDir), { bundle: join(root, "bundle"), workDir });
+  expect(await sweepDeadDaemons(thisDaemon(join(socketDir, "wasmtimed.sock")), stateRoot, () => {})).toEqual({ found: 1, failed: 0 });
+  expect(existsSync(join(stateRoot, "state", "ns1"))).toBe(false);
+});
