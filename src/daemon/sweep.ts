@@ -101,7 +101,7 @@ export class Sweep {
   }
 
   /**
-   * Cleans them up, one after the other. Resolves with how many there were, and how many of
+   * Cleans them up, one after the other, the daemon serving between two. Resolves with how many there were, and how many of
    * them could not be cleaned up whole (each failure logged; such a work dir is kept, and the
    * next start tries again).
    */
@@ -123,6 +123,9 @@ export class Sweep {
         resolve();
       }
       if (failures > 0) failed++;
+      // Its unmounts and removals are synchronous calls: between two containers the daemon
+      // serves what came meanwhile (a sweep of a thousand takes tens of seconds under load).
+      await new Promise((r) => setImmediate(r));
     }
     return { found, failed };
   }
