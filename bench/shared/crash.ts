@@ -154,6 +154,19 @@ async function measure(N: number): Promise<Figures> {
       sockets: entries(join(daemonDir, "sandboxes")),
       nativeAlive: existsSync(`/proc/${nativePid}`),
     };
+    if (swept.state > 0) {
+      // What the sweep did not take, and why (its warnings).
+      const left = containerStateDir(ns);
+      for (const d of readdirSync(left)) {
+        let inside = "(a file)";
+        try {
+          inside = readdirSync(join(left, d)).join(" ");
+        } catch {}
+        console.error(`left: ${join(left, d)}: ${inside}`);
+      }
+      console.error(`left: ${join(left, d)}: ${existsSync(join(left, d)) ? readdirSync(join(left, d)).join(" ") : ""}`);
+      for (const l of log().split("\n")) if (l.includes("dead daemon")) console.error(l);
+    }
     const alive = (a: boolean) => (a ? "alive" : "gone");
     return {
       "containers started in": `${(started / 1000).toFixed(1)} s`,
