@@ -164,7 +164,6 @@ async function measure(N: number): Promise<Figures> {
         } catch {}
         console.error(`left: ${join(left, d)}: ${inside}`);
       }
-      console.error(`left: ${join(left, d)}: ${existsSync(join(left, d)) ? readdirSync(join(left, d)).join(" ") : ""}`);
       for (const l of log().split("\n")) if (l.includes("dead daemon")) console.error(l);
     }
     const alive = (a: boolean) => (a ? "alive" : "gone");
