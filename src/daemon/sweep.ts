@@ -13,12 +13,12 @@
 // view unmounts, the work dir; idempotent, so a `delete` containerd runs at the same moment
 // for the same container does no harm.
 
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { cleanUpLeftovers, type LeftContainer } from "../runtime-v2/delete.ts";
-import { containerStateDir, WORK_DIR_OWNER_FILE } from "../runtime-v2/paths.ts";
+import { containerStateDir, removerOf, WORK_DIR_OWNER_FILE } from "../runtime-v2/paths.ts";
 import type { Logger } from "../task/task-host.ts";
-import { processStart } from "./daemon-files.ts";
+import { alive, processStart } from "./daemon-files.ts";
 
 /** In a work dir: which daemon made it, and the container's bundle. */
 const OWNER_FILE = WORK_DIR_OWNER_FILE;
@@ -73,6 +73,8 @@ const lives = (d: DaemonId): boolean => processStart(d.pid) === d.started;
  */
 export class Sweep {
   private readonly pending = new Map<string, { c: LeftContainer; done: Promise<void>; resolve: () => void }>();
+  /** Work dirs a clean-up renamed aside and was killed before it removed them (../runtime-v2/delete.ts). */
+  private readonly aside: string[] = [];
 
   constructor(
     private readonly stateRoot: string,
@@ -82,6 +84,11 @@ export class Sweep {
     const root = dirname(containerStateDir("_", stateRoot));
     for (const namespace of list(root)) {
       for (const id of list(join(root, namespace))) {
+        const remover = removerOf(id);
+        if (remover !== undefined) {
+          if (!alive(remover)) this.aside.push(join(root, namespace, id));
+          continue;
+        }
         const owner = ownerOf(join(root, namespace, id));
         if (!owner || owner.dir !== self.dir || owner.pid === self.pid || lives(owner)) continue;
         const { promise, resolve } = Promise.withResolvers<void>();
@@ -90,9 +97,9 @@ export class Sweep {
     }
   }
 
-  /** How many containers it found. */
+  /** How many containers it found (and dirs left aside by a killed clean-up). */
   get found(): number {
-    return this.pending.size;
+    return this.pending.size + this.aside.length;
   }
 
   /** Resolves once container `id` of `namespace` is not (or no longer) being cleaned up. */
@@ -107,7 +114,17 @@ export class Sweep {
    */
   async run(): Promise<{ found: number; failed: number }> {
     let failed = 0;
-    const found = this.pending.size;
+    const found = this.found;
+    // Renamed aside only after their view was unmounted: nothing is mounted in them.
+    for (const dir of this.aside.splice(0)) {
+      try {
+        rmSync(dir, { recursive: true, force: true });
+        removeIfEmpty(dirname(dir));
+      } catch (e) {
+        failed++;
+        this.log(`removing ${dir}, left by a killed clean-up: ${String(e)}`, "warning");
+      }
+    }
     for (const [k, { c, resolve }] of this.pending) {
       let failures = 0;
       try {
@@ -137,6 +154,13 @@ export function sweepDeadDaemons(self: DaemonId, stateRoot: string, log: Logger)
 }
 
 const key = (namespace: string, id: string) => `${namespace}/${id}`;
+
+/** rmdir, if nothing else is in it (another container of the namespace). */
+function removeIfEmpty(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {}
+}
 
 function list(dir: string): string[] {
   try {

@@ -10,11 +10,11 @@
 // runs for every container at once, each given 5 s by containerd: what it costs is
 // docs/ARCHITECTURE.md's "What a crash costs".
 
-import { existsSync, readdirSync, rmdirSync } from "node:fs";
+import { existsSync, renameSync, rmdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import type { ShimFlags } from "./flags.ts";
-import { containerStateDir, runtimeRoot, shimPaths, WORK_DIR_OWNER_FILE } from "./paths.ts";
+import { containerStateDir, removingDir, runtimeRoot, shimPaths } from "./paths.ts";
 
 export async function deleteTask(flags: ShimFlags, warn: (m: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<Uint8Array> {
   await cleanUpLeftovers(
@@ -95,14 +95,21 @@ async function cleanUp(c: LeftContainer, workDir: string, defaultRoot: string, w
     warn(`unmount the module's view: ${String(e)}; ${workDir} is kept`);
     return;
   }
+  // Renamed aside in one step, then removed: a clean-up killed half-way (containerd's 5 s)
+  // leaves either the work dir whole, its owner's mark in it, or a dir aside that nothing uses
+  // and whose remover's pid is in its name (src/daemon/sweep.ts removes both).
+  const aside = removingDir(workDir, process.pid);
   try {
-    // The owner's mark last: a clean-up killed half-way (containerd's 5 s) leaves a work dir
-    // that still says whose it was, for the daemon's sweep to finish.
-    for (const name of readdirSync(workDir))
-      if (name !== WORK_DIR_OWNER_FILE) rmSync(join(workDir, name), { recursive: true, force: true });
-    rmSync(workDir, { recursive: true, force: true });
+    renameSync(workDir, aside);
   } catch (e) {
+    // Gone: removed meanwhile by another clean-up of the same container.
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") warn(`remove ${workDir}: ${String(e)}`);
+    return;
+  }
+  try {
+    rmSync(aside, { recursive: true, force: true });
+  } catch (e) {
+    warn(`remove ${aside}: ${String(e)}`);
   }
 }
 

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { processStart } from "../../../src/daemon/daemon-files.ts";
 import { type DaemonId, markWorkDir, Sweep, sweepDeadDaemons, thisDaemon } from "../../../src/daemon/sweep.ts";
 import { viewDir } from "../../../src/oci/wasi-view.ts";
+import { removingDir } from "../../../src/runtime-v2/paths.ts";
 
 const base = mkdtempSync(join(tmpdir(), "bunwasi-sweep-"));
 const saved = process.env.BUNWASI_RUNTIME;
@@ -126,4 +127,21 @@ test("a work dir a killed clean-up left with nothing but its owner's mark (remov
   markWorkDir(await deadDaemon(socketDir), { bundle: join(root, "bundle"), workDir });
   expect(await sweepDeadDaemons(thisDaemon(join(socketDir, "wasmtimed.sock")), stateRoot, () => {})).toEqual({ found: 1, failed: 0 });
   expect(existsSync(join(stateRoot, "state", "ns1"))).toBe(false);
+});
+
+test("a work dir a killed clean-up renamed aside is removed once its remover is dead; a live remover's is left to it", async () => {
+  const root = join(base, "aside");
+  const stateRoot = join(root, "run");
+  const ns = join(stateRoot, "state", "ns1");
+  const gone = await deadDaemon(root);
+  const dead = removingDir(join(ns, "c1"), gone.pid);
+  const busy = removingDir(join(ns, "c2"), process.pid);
+  for (const d of [dead, busy]) {
+    mkdirSync(join(d, "run"), { recursive: true });
+    writeFileSync(join(d, "run", "module.wasm"), "x");
+  }
+  const r = await sweepDeadDaemons(thisDaemon(join(root, "d", "wasmtimed.sock")), stateRoot, () => {});
+  expect(r).toEqual({ found: 1, failed: 0 });
+  expect(existsSync(dead)).toBe(false);
+  expect(existsSync(busy)).toBe(true);
 });
