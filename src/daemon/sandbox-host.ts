@@ -47,6 +47,10 @@ export interface DaemonShared {
   defaultMemoryBytes?: number;
   /** What the daemon's metrics count as it happens; absent when it serves none (--metrics-address). */
   observe?: DaemonObserver;
+  /** Marks a container's work dir as this daemon's, for the next one to sweep after a crash (./sweep.ts). */
+  markWorkDir?: (c: { bundle: string; workDir: string }) => void;
+  /** Resolves once a dead daemon's container of this id is cleaned up, if there is one (./sweep.ts). */
+  swept?: (namespace: string, id: string) => Promise<void>;
 }
 
 /** The events the daemon's metrics count (./metrics.ts); the rest they read when scraped. */
@@ -87,7 +91,7 @@ export function sandboxHost(
 ): SandboxHost {
   /** The wasm containers not yet exited. */
   const running = new Map<InProcessInstance, LiveWasm>();
-  const holders = new PodHolders({ log: d.log, pid: d.pid });
+  const holders = new PodHolders({ log: d.log, pid: d.pid, ...(d.markWorkDir ? { markWorkDir: d.markWorkDir } : {}) });
   const inProcess = {
     runner: d.runner,
     pid: d.pid,
@@ -100,6 +104,14 @@ export function sandboxHost(
   };
   return {
     ...commonHostCalls(d),
+    ...(d.markWorkDir
+      ? {
+          claimWorkDir: async (c: { namespace: string; id: string; bundle: string; workDir: string }) => {
+            await d.swept?.(c.namespace, c.id);
+            d.markWorkDir?.(c);
+          },
+        }
+      : {}),
     namespace: (ns) => {
       const stateDir = containerStateDir(ns, d.paths.stateRoot);
       const publisher = new Publisher(ttrpcAddress, ns, (m) => d.log(m, "warning"));

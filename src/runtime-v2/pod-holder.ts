@@ -42,6 +42,8 @@ export interface PodHolderParts {
   log: Logger;
   /** This process's pid: the one whose namespaces CRI's spec names. */
   pid: number;
+  /** Marks the holder's dir as a container's work dir is marked (TaskHost.claimWorkDir): its bundle is the dir itself. */
+  markWorkDir?: (c: { bundle: string; workDir: string }) => void;
 }
 
 /** The holders of one server's pods, by sandbox id. */
@@ -122,6 +124,7 @@ export class PodHolders {
     const root = join(dir, "rootfs");
     mkdirSync(root, { recursive: true, mode: 0o711 });
     try {
+      this.parts.markWorkDir?.({ bundle: dir, workDir: dir });
       // As a container's work dir: `shim delete` of the sandbox id asks the same runc.
       if (o.runtimeOptions) await saveRuntimeOptions(dir, o.runtimeOptions);
       const exe = join(root, HOLDER_PROCESS);

@@ -46,6 +46,14 @@ export interface TaskHost {
    * this host runs it; the container's init waits for Instance.start.
    */
   createInstance(request: InstanceRequest): Promise<Instance>;
+  /**
+   * Before a container's work dir is made: a host whose containers a crash leaves to someone
+   * else to clean up makes it here and marks it as its own (shared mode: the daemon's next
+   * generation sweeps what a dead one left, src/daemon/sweep.ts), after waiting, if it must,
+   * for that sweep to finish with a dead daemon's container of the same id. A throw fails the
+   * Create.
+   */
+  claimWorkDir?(container: { namespace: string; id: string; bundle: string; workDir: string }): Promise<void>;
   /** Mounts containerd's rootfs mounts on `<bundle>/rootfs`; resolves with the undo. */
   mountRootfs(bundle: string, mounts: RootfsMount[]): Promise<() => Promise<void>>;
   /** An instance's statistics as containerd decodes them (cgroup v1 or v2 Metrics). */

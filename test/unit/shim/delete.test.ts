@@ -6,7 +6,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mountView, viewDir } from "../../../src/oci/wasi-view.ts";
-import { deleteTask, killedResponse, rootfsMounted } from "../../../src/runtime-v2/delete.ts";
+import { deleteResponse, deleteTask, killedResponse, rootfsMounted } from "../../../src/runtime-v2/delete.ts";
 import { parseShimFlags } from "../../../src/runtime-v2/flags.ts";
 import { timestamp } from "../../../src/task/events.ts";
 import { DeleteResponse } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
@@ -213,5 +213,17 @@ test("the hand-written DeleteResponse is the generated code's, byte for byte", (
   for (const now of [1_780_000_000_000, 1_780_000_000_123, 1_000, 999]) {
     const want = DeleteResponse.encode({ pid: 0, exitStatus: 137, exitedAt: timestamp(new Date(now)) }).finish();
     expect(killedResponse(now)).toEqual(want);
+  }
+});
+
+test("the hand-written DeleteResponse of an exit the daemon saw is the generated code's, byte for byte", () => {
+  for (const [pid, exitStatus, seconds, nanos] of [
+    [4242, 3, 1_700_000_000, 5],
+    [1, 0, 1_700_000_000, 0],
+    [0, 255, 0, 0],
+    [2 ** 22 + 1, 137, 2 ** 33, 999_999_999],
+  ] as const) {
+    const want = DeleteResponse.encode({ pid, exitStatus, exitedAt: { seconds, nanos } }).finish();
+    expect(deleteResponse({ pid, exitStatus, exitedAt: { seconds, nanos } })).toEqual(want);
   }
 });
