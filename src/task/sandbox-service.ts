@@ -32,6 +32,7 @@
 // CreateSandbox (not done: the holder would have to join it, and wasm containers in the daemon
 // to use it).
 
+import { statSync } from "node:fs";
 import type { RuncStats } from "../linux/runc.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { timestamp } from "./events.ts";
@@ -87,6 +88,8 @@ export interface SandboxServiceOptions {
   log: Logger;
   /** After ShutdownSandbox is answered: close the server and release what it holds. */
   onShutdown(): void;
+  /** CreateSandbox came: the host learns the pod (its network namespace). */
+  adopt?(pod: PodRecord): void;
   /** Once the pod's containers are stopped: what the host holds for the pod goes (its namespace holder). */
   release?(sandboxId: string): Promise<void>;
   /** How long StopSandbox waits for a container after SIGKILL before it gives up on it. */
@@ -130,13 +133,8 @@ export class SandboxService {
     const to = checkSandbox(req.sandboxId, this.state, "create");
     if (!req.sandboxId) throw new TtrpcError(Code.INVALID_ARGUMENT, "CreateSandbox: sandbox_id is required");
     const record = podRecord(req);
-    if (!record.hostNetwork && record.netnsPath) {
-      // See "Not done" at the top: our pid would hand the host's namespaces to the pod's containers.
-      throw new TtrpcError(
-        Code.UNIMPLEMENTED,
-        `sandbox ${req.sandboxId}: a pod with a network namespace of its own (${record.netnsPath}) is not supported by this shim's sandboxer yet; use hostNetwork, or the podsandbox sandboxer`,
-      );
-    }
+    if (record.netnsPath) checkNetns(req.sandboxId, record.netnsPath);
+    this.o.adopt?.(record);
     this.record = record;
     this.state = to;
     this.createdAt = new Date();
@@ -269,6 +267,23 @@ export class SandboxService {
       }),
     );
   }
+}
+
+/**
+ * The pod's network namespace must be one: CRI made it (a bind mount of an nsfs inode) before
+ * CreateSandbox. Anything else would put the pod's containers somewhere runc or the daemon
+ * cannot enter, found only at the first container's Create.
+ */
+function checkNetns(id: string, path: string): void {
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    throw new TtrpcError(Code.FAILED_PRECONDITION, `CreateSandbox ${id}: the pod's network namespace ${path}: ${String(e)}`);
+  }
+  // Every namespace file is an inode of the kernel's one nsfs: the device of our own's.
+  if (!path.startsWith("/") || st.dev !== statSync("/proc/self/ns/net").dev)
+    throw new TtrpcError(Code.FAILED_PRECONDITION, `CreateSandbox ${id}: ${path} is not a network namespace`);
 }
 
 function podRecord(req: CreateSandboxRequest): PodRecord {

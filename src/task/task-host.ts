@@ -52,6 +52,11 @@ export interface TaskHost {
   metrics(stats: RuncStats): Any;
   log: Logger;
   /**
+   * containerd's Sandbox API created the pod this host serves (./sandbox-service.ts): its
+   * network namespace ("" for the host's) is where its containers' network is.
+   */
+  adoptPod?(pod: { id: string; netnsPath: string }): void;
+  /**
    * A pod of containerd's Sandbox API has stopped (./sandbox-service.ts): release what the
    * host holds for it beside its containers (src/runtime-v2/pod-holder.ts).
    */

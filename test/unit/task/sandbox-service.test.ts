@@ -39,12 +39,14 @@ function setup() {
   });
   const logs: string[] = [];
   const released: string[] = [];
+  const adopted: { id: string; netnsPath: string }[] = [];
   sandbox = new SandboxService({
     tasks,
     pid: PID,
     metrics: (s) => host.metrics(s),
     log: (m) => logs.push(m),
     onShutdown: () => closed.sandbox++,
+    adopt: (pod) => adopted.push({ id: pod.id, netnsPath: pod.netnsPath }),
     release: async (id) => {
       // Only once every container has stopped: the holder of their namespaces goes last.
       for (const { namespace, id: c } of tasks.list()) {
@@ -54,7 +56,7 @@ function setup() {
       released.push(id);
     },
   });
-  return { host, tasks, sandbox, closed, logs, released };
+  return { host, tasks, sandbox, closed, logs, released, adopted };
 }
 type Setup = ReturnType<typeof setup>;
 
@@ -205,15 +207,27 @@ describe("CreateSandbox", () => {
     expect(s.sandbox.current).toBe("none");
   });
 
-  test("a pod with a network namespace of its own is refused (UNIMPLEMENTED, saying why), and nothing is created", async () => {
+  test("a pod with a network namespace of its own: the host adopts the pod with CRI's namespace (a host-network pod's is \"\")", async () => {
     const s = setup();
-    const e = await refusal(
-      s.sandbox.createSandbox(createReq({ options: podConfig(NamespaceMode.POD), netnsPath: "/var/run/netns/cni-1" })),
-    );
-    expect(e.code).toBe(Code.UNIMPLEMENTED);
-    expect(e.message).toContain("/var/run/netns/cni-1");
-    expect(e.message).toContain("hostNetwork");
-    expect(s.sandbox.current).toBe("none");
+    // A network namespace file, as CRI's bind mount of one is: our own, through /proc.
+    const netns = `/proc/${process.pid}/ns/net`;
+    await s.sandbox.createSandbox(createReq({ options: podConfig(NamespaceMode.POD), netnsPath: netns }));
+    expect(s.sandbox.pod).toMatchObject({ netnsPath: netns, hostNetwork: false });
+    expect(s.adopted).toEqual([{ id: POD, netnsPath: netns }]);
+    const h = setup();
+    await h.sandbox.createSandbox(createReq());
+    expect(h.adopted).toEqual([{ id: POD, netnsPath: "" }]);
+  });
+
+  test("a netns path that is not a namespace, or not there, is FAILED_PRECONDITION (never UNIMPLEMENTED), and nothing is created or adopted", async () => {
+    for (const path of ["/var/run/netns/cni-not-there", "/proc/self/stat", "relative/ns"]) {
+      const s = setup();
+      const e = await refusal(s.sandbox.createSandbox(createReq({ options: podConfig(NamespaceMode.POD), netnsPath: path })));
+      expect(`${path}: ${e.code}`).toBe(`${path}: ${Code.FAILED_PRECONDITION}`);
+      expect(e.message).toContain(path);
+      expect(s.sandbox.current).toBe("none");
+      expect(s.adopted).toEqual([]);
+    }
   });
 
   test("no sandbox id: INVALID_ARGUMENT", async () => {
