@@ -76,7 +76,7 @@ export function criPluginConfig(o: {
       [${prefix}.containerd.runtimes.runc]
         runtime_type = "io.containerd.runc.v2"
       [${prefix}.containerd.runtimes.${handler}]
-        runtime_type = ${q(runtime)}${sandboxer}${o.options ? optionsRuntime(prefix, o.major, o.options, handler, runtime) : ""}${(
+        runtime_type = ${q(runtime)}${sandboxer}${o.options ? optionsRuntime(prefix, o.major, o.options, handler, runtime, sandboxer) : ""}${(
           o.extraHandlers ?? []
         )
           .map(
@@ -126,15 +126,23 @@ export interface RuntimeOptionsFixture {
 }
 
 /**
- * The runtime table of optionsHandler(handler). containerd 2.x hands a non-runc runtime its
- * options table as TOML (config_body); 1.6 knows only config_path, a TOML file.
+ * The runtime table of optionsHandler(handler), with the handler's sandboxer lines. containerd
+ * 2.x hands a non-runc runtime its options table as TOML (config_body); 1.6 knows only
+ * config_path, a TOML file.
  */
-function optionsRuntime(prefix: string, major: number, o: RuntimeOptionsFixture, handler: string, runtime: string): string {
+function optionsRuntime(
+  prefix: string,
+  major: number,
+  o: RuntimeOptionsFixture,
+  handler: string,
+  runtime: string,
+  sandboxer: string,
+): string {
   const q = (s: string) => JSON.stringify(s);
   const options = major >= 2 ? `BinaryName = ${q(o.binary)}\n          Root = ${q(o.root)}` : `ConfigPath = ${q(o.configPath)}`;
   return `
       [${prefix}.containerd.runtimes.${optionsHandler(handler)}]
-        runtime_type = ${q(runtime)}
+        runtime_type = ${q(runtime)}${sandboxer}
         [${prefix}.containerd.runtimes.${optionsHandler(handler)}.options]
           ${options}`;
 }
