@@ -10,9 +10,8 @@
 //   config.json, and calls CreateSandbox (options: the pod's runtime.v1.PodSandboxConfig;
 //   netns_path) and StartSandbox on the address `start` printed. The pid StartSandbox answers
 //   is what CRI builds every container's namespaces from (/proc/<pid>/ns/net, ipc, uts, and
-//   pid when the pod shares one): ours is the serving process's, in the host's namespaces,
-//   which is right for a host-network pod's network (see "Not done" below). CRI then waits
-//   on WaitSandbox for as long as the pod lives.
+//   pid when the pod shares one): ours is the serving process's, in the host's namespaces
+//   (see the end of this comment). CRI then waits on WaitSandbox for as long as the pod lives.
 // - CreateContainer: SandboxStatus (the pid again, and CRI's state) and Platform.
 // - StartContainer: the Task API on the sandbox's address; a shim that answered `start` with
 //   version 3 (containerd 2.3+) is not run again per container, nor `shim delete` after.
@@ -25,12 +24,14 @@
 //   An error there fails CRI's whole ListPodSandboxStats, so it is answered: the pod's
 //   containers' statistics added up.
 //
-// CRI names the pod's namespaces by our pid, the host's: a native container joins a holder of
-// the pod's own instead, made for the pod's first (src/runtime-v2/pod-holder.ts, released when
-// the pod stops), a normal-mode wasm container gets IPC, UTS and PID namespaces of its own
-// (src/oci/pod-namespaces.ts), and a pod with a network namespace of its own is refused at
-// CreateSandbox (not done: the holder would have to join it, and wasm containers in the daemon
-// to use it).
+// CRI names the pod's namespaces by our pid, the host's. The network: a pod with a namespace of
+// its own (CRI made it, and set its CNI network up, before CreateSandbox named it in
+// netns_path) is adopted by the host, whose containers join that namespace instead of ours
+// (src/oci/pod-namespaces.ts podNetwork); a host-network pod's is ours, the host's. The rest: a
+// native container joins a holder of the pod's own, made for the pod's first
+// (src/runtime-v2/pod-holder.ts, released when the pod stops), a normal-mode wasm container
+// gets IPC, UTS and PID namespaces of its own. CRI tears the network down and removes the
+// namespace after StopSandbox.
 
 import { statSync } from "node:fs";
 import type { RuncStats } from "../linux/runc.ts";

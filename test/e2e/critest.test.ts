@@ -162,8 +162,16 @@ test("parseJUnit reads Ginkgo's testcases", () => {
 });
 
 const HANDLERS = [
-  { handler: HANDLER, mode: "normal" },
-  { handler: SHARED_HANDLER, mode: "shared" },
+  { handler: HANDLER, mode: "normal mode" },
+  { handler: SHARED_HANDLER, mode: "shared mode" },
+];
+/**
+ * 2.x only: each mode again through containerd's Sandbox API (`sandboxer = "shim"`): no pause
+ * container, the pod is our server or the daemon's sandbox; its network namespace, CRI's.
+ */
+const SHIM_HANDLERS = [
+  { handler: `${HANDLER}-shim`, runtime: RUNTIME, mode: 'normal mode, sandboxer "shim"' },
+  { handler: `${SHARED_HANDLER}-shim`, runtime: SHARED_RUNTIME, mode: 'shared mode, sandboxer "shim"' },
 ];
 
 for (const c of CONTAINERDS) {
@@ -178,6 +186,7 @@ for (const c of CONTAINERDS) {
     const n = CONTAINERDS.indexOf(c);
     const bridge = `bwct${n}${(process.pid & 0xffff).toString(16)}`;
     const net = `10.${230 + n}.${process.pid % 250}`;
+    const shimHandlers = c.binary === CONTAINERDS[1]!.binary ? SHIM_HANDLERS : [];
 
     beforeAll(async () => {
       dir = mkdtempSync("/tmp/bwct-");
@@ -187,7 +196,10 @@ for (const c of CONTAINERDS) {
         binary: c.binary,
         handler: HANDLER,
         runtime: RUNTIME,
-        extraHandlers: [{ handler: SHARED_HANDLER, runtime: SHARED_RUNTIME }],
+        extraHandlers: [
+          { handler: SHARED_HANDLER, runtime: SHARED_RUNTIME },
+          ...shimHandlers.map((h) => ({ handler: h.handler, runtime: h.runtime, sandboxer: "shim" as const })),
+        ],
         env: daemon.env,
         registryConfigPath: mirrorHostsDir(join(dir, "certs.d"), CRITEST_UPSTREAMS, reg.host),
         cni: {
@@ -230,8 +242,8 @@ for (const c of CONTAINERDS) {
       expect(runc.counts.passed).toBeGreaterThan(50);
     }, 1_800_000);
 
-    for (const h of HANDLERS) {
-      test(`${h.handler} (${h.mode} mode) passes every spec runc's handler passes`, async () => {
+    for (const h of [...HANDLERS, ...shimHandlers]) {
+      test(`${h.handler} (${h.mode}) passes every spec runc's handler passes`, async () => {
         expect(runc).toBeDefined();
         const ours = await runCritest(cri, h.handler, dir);
         runs.push(ours);

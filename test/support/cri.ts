@@ -55,16 +55,17 @@ export function criPluginConfig(o: {
   /** Our handler and the runtime it maps to; default HANDLER → io.containerd.wasmtime.v1. */
   handler?: string;
   runtime?: string;
-  /** More handlers and their runtime types, beside runc and ours (one containerd for several of ours). */
-  extraHandlers?: { handler: string; runtime: string }[];
+  /** More handlers and their runtime types (2.x: and sandboxers), beside runc and ours (one containerd for several of ours). */
+  extraHandlers?: ExtraHandler[];
   /** 2.x: our handler's pods through containerd's Sandbox API (`shim`), with no pause image pulled. */
   sandboxer?: "shim";
 }): string {
   const handler = o.handler ?? HANDLER;
   const runtime = o.runtime ?? RUNTIME;
   const q = (s: string) => JSON.stringify(s);
-  if (o.sandboxer && o.major < 2) throw new Error("the shim sandboxer is configured per runtime in containerd 2.x only");
-  const sandboxer = o.sandboxer ? `\n        sandboxer = ${q(o.sandboxer)}\n        disable_pause_image_pull = true` : "";
+  if ((o.sandboxer || o.extraHandlers?.some((x) => x.sandboxer)) && o.major < 2)
+    throw new Error("the shim sandboxer is configured per runtime in containerd 2.x only");
+  const sandboxer = o.sandboxer ? sandboxerLines(o.sandboxer) : "";
   // Root may not lower its own oom_score_adj here (a container's sandbox asks for -998):
   // restrict_oom_score_adj clamps requests to containerd's own value instead of failing.
   // The streaming server (exec/attach/port-forward URLs) stays on loopback.
@@ -82,7 +83,7 @@ export function criPluginConfig(o: {
           .map(
             (x) => `
       [${prefix}.containerd.runtimes.${x.handler}]
-        runtime_type = ${q(x.runtime)}`,
+        runtime_type = ${q(x.runtime)}${x.sandboxer ? sandboxerLines(x.sandboxer) : ""}`,
           )
           .join("")}`;
   if (o.major < 2) {
@@ -112,6 +113,18 @@ ${server}
       conf_dir = ${q(join(o.cniDir, "net.d"))}
 ${runtimes(rt)}
 `;
+}
+
+/** A handler of a runtime type, with its sandboxer (2.x; default CRI's podsandbox). */
+export interface ExtraHandler {
+  handler: string;
+  runtime: string;
+  sandboxer?: "shim";
+}
+
+/** A runtime table's lines for a sandboxer: no pause image is pulled for its pods either. */
+function sandboxerLines(sandboxer: string): string {
+  return `\n        sandboxer = ${JSON.stringify(sandboxer)}\n        disable_pause_image_pull = true`;
 }
 
 /** Runtime options for optionsHandler(handler), and the files that show they were used. */
@@ -302,8 +315,8 @@ export interface CriEnvOptions {
   /** Our handler and its runtime type (default HANDLER, io.containerd.wasmtime.v1). */
   handler?: string;
   runtime?: string;
-  /** More handlers of ours in the same containerd (e.g. shared mode's beside normal mode's). */
-  extraHandlers?: { handler: string; runtime: string }[];
+  /** More handlers of ours in the same containerd (e.g. shared mode's beside normal mode's, a handler with the shim sandboxer). */
+  extraHandlers?: ExtraHandler[];
   /** 2.x: the handler's sandboxer (criPluginConfig's `sandboxer`); default CRI's podsandbox (a pause container). */
   sandboxer?: "shim";
   /** Extra environment for containerd and the shims it starts (shared mode: BUNWASI_DAEMON_SOCKET, a private BUNWASI_EXEC_ROOT). */
