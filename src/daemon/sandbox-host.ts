@@ -126,7 +126,7 @@ export function sandboxHost(
       void inst.exited.then(() => running.delete(inst));
       return inst;
     },
-    adoptPod: (pod) => holders.adopt(pod.netnsPath),
+    adoptPod: (pod) => holders.adopt(pod),
     releasePod: (sandboxId) => holders.release(sandboxId),
     killWasm: (signal) => {
       for (const inst of running.keys()) void inst.kill(signal, true).catch(() => {});

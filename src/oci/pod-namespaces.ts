@@ -16,6 +16,12 @@ export interface PodNamespaces {
   pid: number;
   /** The pod's own network namespace (a path, CRI's); absent for a host-network pod. */
   netns?: string;
+  /** The pod's hostname (PodSandboxConfig's), which its UTS namespace is to have; absent: the node's. */
+  hostname?: string;
+  /** The pod's sysctls, set in its namespaces (a pause container's). */
+  sysctls?: Record<string, string>;
+  /** OCI namespace types the pod shares with the node: joins of ours of these stay ours (the host's). */
+  node?: string[];
 }
 
 /** `pid`'s own namespaces that the spec joins, by type. */

@@ -28,7 +28,7 @@ import type { Runc } from "../linux/runc.ts";
 import { namespacesOf, type PodNamespaces, podNetwork } from "../oci/pod-namespaces.ts";
 import type { Spec } from "../oci/spec.ts";
 import { type RuntimeOptions, saveRuntimeOptions } from "../task/runtime-options.ts";
-import type { Logger } from "../task/task-host.ts";
+import type { AdoptedPod, Logger } from "../task/task-host.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 
 /** The annotation CRI marks every container of a pod with. */
@@ -51,21 +51,31 @@ export interface PodHolderParts {
 /** The holders of one server's pods, by sandbox id. */
 export class PodHolders {
   private readonly holders = new Map<string, Promise<Holder>>();
-  private netns: string | undefined;
+  private adopted: AdoptedPod | undefined;
 
   constructor(private readonly parts: PodHolderParts) {}
 
   /** Where the pod's containers have their namespaces: our pid CRI names, and the pod's network namespace. */
   get pod(): PodNamespaces {
-    return this.netns === undefined ? { pid: this.parts.pid } : { pid: this.parts.pid, netns: this.netns };
+    const a = this.adopted;
+    if (!a) return { pid: this.parts.pid };
+    return {
+      pid: this.parts.pid,
+      ...(a.netnsPath ? { netns: a.netnsPath } : {}),
+      ...(a.hostname ? { hostname: a.hostname } : {}),
+      sysctls: a.sysctls,
+      node: a.nodeNamespaces,
+    };
   }
 
   /**
    * CreateSandbox came: the pod's network namespace, the one CRI made (and set its CNI network
-   * up in), or "" for the host's. A container's join of our network namespace is to this one.
+   * up in), or "" for the host's: a container's join of our network namespace is to this one.
+   * Its hostname, sysctls and the namespaces it shares with the node are the holder's, as they
+   * would be a pause container's.
    */
-  adopt(netnsPath: string): void {
-    this.netns = netnsPath || undefined;
+  adopt(pod: AdoptedPod): void {
+    this.adopted = pod;
   }
 
   /**
@@ -82,7 +92,9 @@ export class PodHolders {
     runc: Runc;
     runtimeOptions: RuntimeOptions | null;
   }): Promise<string> {
-    const ours = namespacesOf(o.spec.linux?.namespaces, this.parts.pid);
+    const node = this.pod.node ?? [];
+    // Joins of ours the pod shares with the node (hostIPC, hostPID) stay: ours are the host's.
+    const ours = namespacesOf(o.spec.linux?.namespaces, this.parts.pid).filter((t) => !node.includes(t));
     if (ours.length === 0) return o.bundle;
     const sandbox = o.spec.annotations?.[SANDBOX_ID_ANNOTATION];
     if (!sandbox || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(sandbox)) {
@@ -173,16 +185,22 @@ function nsFile(type: string): string {
 
 /**
  * The holder's spec, from its pod's first native container's: new IPC, UTS, PID and mount
- * namespaces, the container's network (the pod's own, or a join that is not of ours; with
- * none of these, ours: the host's), the container's hostname, and its cgroup with the sandbox
- * id for the container's.
+ * namespaces (but those the pod shares with the node), the container's network (the pod's own,
+ * or a join that is not of ours; with none of these, ours: the host's), the pod's hostname
+ * (else the container's) and sysctls, and its cgroup with the sandbox id for the container's.
  */
 export function holderSpec(template: Spec, containerId: string, sandbox: string, pod: PodNamespaces): Spec {
   const joins = podNetwork(template.linux?.namespaces, pod);
   const ours = new Set(namespacesOf(joins, pod.pid));
   const net = joins?.find((n) => n.type === "network");
-  const namespaces: { type: string; path?: string }[] = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
+  const node = pod.node ?? [];
+  // A namespace the pod shares with the node is not made: runc leaves the holder in the host's.
+  const namespaces: { type: string; path?: string }[] = ["pid", "ipc", "uts", "mount"]
+    .filter((t) => !node.includes(t))
+    .map((type) => ({ type }));
   if (net && !ours.has("network")) namespaces.push(net);
+  // As CRI's pause container: net.* sysctls only in a network namespace of the pod's own.
+  const sysctl = Object.fromEntries(Object.entries(pod.sysctls ?? {}).filter(([k]) => !(node.includes("network") && k.startsWith("net."))));
   const cgroupsPath = template.linux?.cgroupsPath;
   return {
     ociVersion: template.ociVersion,
@@ -195,7 +213,8 @@ export function holderSpec(template: Spec, containerId: string, sandbox: string,
       capabilities: { bounding: [], effective: [], permitted: [] },
     } as Spec["process"],
     root: { path: "rootfs", readonly: true },
-    ...(template.hostname ? { hostname: template.hostname } : {}),
+    // The node's UTS namespace keeps the node's name.
+    ...((pod.hostname || template.hostname) && !node.includes("uts") ? { hostname: pod.hostname || template.hostname } : {}),
     // runc's init reaches its exec fifo through /proc/self/fd, and sets up /dev.
     mounts: [
       { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
@@ -203,6 +222,7 @@ export function holderSpec(template: Spec, containerId: string, sandbox: string,
     ],
     linux: {
       namespaces,
+      ...(Object.keys(sysctl).length ? { sysctl } : {}),
       ...(cgroupsPath?.endsWith(containerId) ? { cgroupsPath: `${cgroupsPath.slice(0, -containerId.length)}${sandbox}` } : {}),
     },
   };

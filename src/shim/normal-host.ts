@@ -100,7 +100,7 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
           : prepared.runtimeBundle;
       return createRuncInstance(runc, req, { runtimeBundle, kind: prepared.kind }, base);
     },
-    adoptPod: (pod) => holders.adopt(pod.netnsPath),
+    adoptPod: (pod) => holders.adopt(pod),
     releasePod: (sandboxId) => holders.release(sandboxId),
   };
 }

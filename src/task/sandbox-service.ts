@@ -59,6 +59,7 @@ import type {
 } from "./gen/containerd/runtime/sandbox/v1/sandbox.ts";
 import type { Any } from "./gen/google/protobuf/any.ts";
 import { NamespaceMode, PodSandboxConfig } from "./gen/k8s/cri/v1/pod_sandbox_config.ts";
+import { criSandboxDir, type PodFilesConfig, removePodFiles, writePodFiles } from "./pod-files.ts";
 import { checkSandbox, criStateOf, type SandboxCall, type SandboxState } from "./sandbox-state.ts";
 import { addStats } from "./stats.ts";
 import type { Logger } from "./task-host.ts";
@@ -68,10 +69,18 @@ import { namespaceContext, type TaskService } from "./task-service.ts";
 export interface PodRecord {
   id: string;
   bundle: string;
+  /** CreateSandbox's options were CRI's PodSandboxConfig. */
+  fromCri: boolean;
   /** The network namespace CRI made for the pod; "" for the host's. */
   netnsPath: string;
   /** From the PodSandboxConfig, when the options carried one. */
   name: string;
+  /** The pod's hostname ("" for the node's): what its containers' UTS namespace is to have. */
+  hostname: string;
+  /** PodSandboxConfig's linux.sysctls. */
+  sysctls: Record<string, string>;
+  /** The OCI namespace types the pod shares with the node (see AdoptedPod). */
+  nodeNamespaces: string[];
   namespace: string;
   uid: string;
   cgroupParent: string;
@@ -89,7 +98,7 @@ export interface SandboxServiceOptions {
   log: Logger;
   /** After ShutdownSandbox is answered: close the server and release what it holds. */
   onShutdown(): void;
-  /** CreateSandbox came: the host learns the pod (its network namespace). */
+  /** CreateSandbox came: the host learns the pod (its network namespace, what a pause would hold). */
   adopt?(pod: PodRecord): void;
   /** Once the pod's containers are stopped: what the host holds for the pod goes (its namespace holder). */
   release?(sandboxId: string): Promise<void>;
@@ -109,6 +118,8 @@ export class SandboxService {
   private createdAt = new Date(0);
   private exitedAt: Date | undefined;
   private stopping: Promise<void> | undefined;
+  /** CRI's directory where CreateSandbox wrote the pod's hostname, hosts and resolv.conf (./pod-files.ts). */
+  private files: string | undefined;
   private readonly stoppedWaiters: (() => void)[] = [];
 
   constructor(private readonly o: SandboxServiceOptions) {}
@@ -133,8 +144,19 @@ export class SandboxService {
   async createSandbox(req: CreateSandboxRequest): Promise<CreateSandboxResponse> {
     const to = checkSandbox(req.sandboxId, this.state, "create");
     if (!req.sandboxId) throw new TtrpcError(Code.INVALID_ARGUMENT, "CreateSandbox: sandbox_id is required");
-    const record = podRecord(req);
+    const { record, dns } = podRecord(req);
     if (record.netnsPath) checkNetns(req.sandboxId, record.netnsPath);
+    // CRI's pod: the files it mounts into each container, which a pause's controller would write.
+    const files = record.fromCri ? criSandboxDir(record.bundle, record.id) : undefined;
+    if (files) {
+      try {
+        writePodFiles(files, { hostname: record.hostname, ...(dns ? { dns } : {}) });
+      } catch (e) {
+        removePodFiles(files);
+        throw new TtrpcError(Code.FAILED_PRECONDITION, `CreateSandbox ${req.sandboxId}: writing the pod's files in ${files}: ${String(e)}`);
+      }
+      this.files = files;
+    }
     this.o.adopt?.(record);
     this.record = record;
     this.state = to;
@@ -213,6 +235,7 @@ export class SandboxService {
       this.exitedAt = new Date();
     }
     await this.releasePod(req.sandboxId);
+    if (this.files) removePodFiles(this.files);
     for (const w of this.stoppedWaiters.splice(0)) w();
     for (const { namespace, id } of this.o.tasks.list()) {
       const r = await this.o.tasks.deleteFinal({ id, execId: "" }, namespaceContext(namespace)).catch((e) => {
@@ -287,7 +310,7 @@ function checkNetns(id: string, path: string): void {
     throw new TtrpcError(Code.FAILED_PRECONDITION, `CreateSandbox ${id}: ${path} is not a network namespace`);
 }
 
-function podRecord(req: CreateSandboxRequest): PodRecord {
+function podRecord(req: CreateSandboxRequest): { record: PodRecord; dns: PodFilesConfig["dns"] } {
   let config: PodSandboxConfig | undefined;
   const any = req.options;
   if (any?.typeUrl && (any.typeUrl === POD_CONFIG_TYPE || any.typeUrl.endsWith(`/${POD_CONFIG_TYPE}`))) {
@@ -297,19 +320,32 @@ function podRecord(req: CreateSandboxRequest): PodRecord {
       throw new TtrpcError(Code.INVALID_ARGUMENT, `CreateSandbox ${req.sandboxId}: options are not a PodSandboxConfig: ${String(e)}`);
     }
   }
-  const network = config?.linux?.securityContext?.namespaceOptions?.network ?? NamespaceMode.POD;
-  return {
+  const options = config?.linux?.securityContext?.namespaceOptions;
+  const network = options?.network ?? NamespaceMode.POD;
+  // Without a PodSandboxConfig (not CRI), a pod with no netns of its own is on the host's.
+  const hostNetwork = config ? network === NamespaceMode.NODE : !req.netnsPath;
+  const dns = config?.dnsConfig;
+  const record: PodRecord = {
     id: req.sandboxId,
     bundle: req.bundlePath,
+    fromCri: config !== undefined,
     netnsPath: req.netnsPath,
     name: config?.metadata?.name ?? "",
+    hostname: config?.hostname ?? "",
+    sysctls: config?.linux?.sysctls ?? {},
+    // As CRI's pause container: a host-network pod has the node's UTS namespace too.
+    nodeNamespaces: [
+      ...(hostNetwork ? ["network", "uts"] : []),
+      ...(options?.pid === NamespaceMode.NODE ? ["pid"] : []),
+      ...(options?.ipc === NamespaceMode.NODE ? ["ipc"] : []),
+    ],
     namespace: config?.metadata?.namespace ?? "",
     uid: config?.metadata?.uid ?? "",
     cgroupParent: config?.linux?.cgroupParent ?? "",
-    // Without a PodSandboxConfig (not CRI), a pod with no netns of its own is on the host's.
-    hostNetwork: config ? network === NamespaceMode.NODE : !req.netnsPath,
+    hostNetwork,
     annotations: req.annotations,
   };
+  return { record, dns: dns ? { servers: dns.servers, searches: dns.searches, options: dns.options } : undefined };
 }
 
 /** containerd's platform of this host: Node's arch in OCI's words (as containerd's platforms.DefaultSpec). */

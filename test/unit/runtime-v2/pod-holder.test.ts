@@ -146,7 +146,27 @@ describe("namespaces of the serving process in a spec", () => {
     );
     expect(own.linux?.namespaces).toContainEqual({ type: "network", path: "/var/run/netns/cni-1" });
     // Under the shim sandboxer, a pod with a network namespace of its own: CRI names ours, the holder joins the pod's.
-    const podNet = holderSpec(template, "c1", "pod1", { pid: 99, netns: "/var/run/netns/cni-4" });
+    const podNet = holderSpec(template, "c1", "pod1", { pid: 99, netns: "/var/run/netns/cni-4", hostname: "web-1" });
+    // The pod's hostname (a pause container's, under the podsandbox path), not the container's spec's.
+    expect(podNet.hostname).toBe("web-1");
+    // A host-network, hostIPC pod: no UTS, IPC or network namespace of the holder's (the node's stay), and no net.* sysctl (it would be the node's).
+    const hostish = holderSpec(template, "c1", "pod1", {
+      pid: 99,
+      hostname: "web-1",
+      node: ["network", "uts", "ipc"],
+      sysctls: { "kernel.shm_rmid_forced": "1", "net.ipv4.ip_forward": "1" },
+    });
+    expect(hostish.linux?.namespaces).toEqual([{ type: "pid" }, { type: "mount" }]);
+    expect(hostish.hostname).toBeUndefined();
+    expect(hostish.linux?.sysctl).toEqual({ "kernel.shm_rmid_forced": "1" });
+    // Its own network: the pod's sysctls, net.* too, are set in it.
+    const own2 = holderSpec(template, "c1", "pod1", {
+      pid: 99,
+      netns: "/var/run/netns/cni-5",
+      sysctls: { "net.ipv4.ip_forward": "1" },
+      node: [],
+    });
+    expect(own2.linux?.sysctl).toEqual({ "net.ipv4.ip_forward": "1" });
     expect(podNet.linux?.namespaces).toEqual([
       { type: "pid" },
       { type: "ipc" },

@@ -61,11 +61,16 @@ function setup() {
 type Setup = ReturnType<typeof setup>;
 
 /** CRI's PodSandboxConfig in an Any, as containerd's shim sandboxer passes it. */
-function podConfig(network: NamespaceMode = NamespaceMode.NODE) {
+function podConfig(network: NamespaceMode = NamespaceMode.NODE, ipc: NamespaceMode = NamespaceMode.POD) {
   const config = PodSandboxConfig.fromPartial({
     metadata: { name: "web", namespace: "default", uid: "u-1", attempt: 0 },
+    hostname: "web-host",
     logDirectory: "/var/log/pods/x",
-    linux: { cgroupParent: "/kubepods/besteffort/podu-1", securityContext: { namespaceOptions: { network } } },
+    linux: {
+      cgroupParent: "/kubepods/besteffort/podu-1",
+      securityContext: { namespaceOptions: { network, ipc } },
+      sysctls: { "kernel.shm_rmid_forced": "1" },
+    },
   });
   return { typeUrl: PodSandboxConfig.$type, value: PodSandboxConfig.encode(config).finish() };
 }
@@ -173,17 +178,21 @@ describe("every Sandbox API call in every state follows the state table", () => 
 });
 
 describe("CreateSandbox", () => {
-  test("keeps what CRI's PodSandboxConfig says of the pod: name, cgroup parent, the host's network", async () => {
+  test("keeps what CRI's PodSandboxConfig says of the pod: name, hostname, cgroup parent, sysctls, the host's network (and UTS namespace)", async () => {
     const s = setup();
     await s.sandbox.createSandbox(createReq({ annotations: { a: "b" } }));
     expect(s.sandbox.pod).toEqual({
       id: POD,
       bundle: `/run/containerd/${POD}`,
+      fromCri: true,
       netnsPath: "",
       name: "web",
+      hostname: "web-host",
       namespace: "default",
       uid: "u-1",
       cgroupParent: "/kubepods/besteffort/podu-1",
+      sysctls: { "kernel.shm_rmid_forced": "1" },
+      nodeNamespaces: ["network", "uts"],
       hostNetwork: true,
       annotations: { a: "b" },
     });
@@ -211,8 +220,9 @@ describe("CreateSandbox", () => {
     const s = setup();
     // A network namespace file, as CRI's bind mount of one is: our own, through /proc.
     const netns = `/proc/${process.pid}/ns/net`;
-    await s.sandbox.createSandbox(createReq({ options: podConfig(NamespaceMode.POD), netnsPath: netns }));
-    expect(s.sandbox.pod).toMatchObject({ netnsPath: netns, hostNetwork: false });
+    await s.sandbox.createSandbox(createReq({ options: podConfig(NamespaceMode.POD, NamespaceMode.NODE), netnsPath: netns }));
+    // hostIPC: the one namespace it shares with the node.
+    expect(s.sandbox.pod).toMatchObject({ netnsPath: netns, hostNetwork: false, nodeNamespaces: ["ipc"] });
     expect(s.adopted).toEqual([{ id: POD, netnsPath: netns }]);
     const h = setup();
     await h.sandbox.createSandbox(createReq());
