@@ -9,11 +9,12 @@
 //
 // Where: <containerd root>/io.containerd.grpc.v1.cri/sandboxes/<id>, CRI's sandbox root (its
 // runtime plugin keeps that name for its directory). containerd's root is where the bundle's
-// `work` link points: <root>/io.containerd.runtime.v2.task/<namespace>/<id>.
+// `work` link points: <root>/<plugin>/<namespace>/<id>, the plugin being the shim sandbox
+// controller's (io.containerd.sandbox.controller.v1.shim) or the task runtime's.
 
 import { copyFileSync, mkdirSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { hostname as nodeHostname } from "node:os";
-import { dirname, isAbsolute, join } from "node:path";
+import { basename, dirname, isAbsolute, join } from "node:path";
 
 const CRI_ROOT = "io.containerd.grpc.v1.cri";
 const FILES = ["hostname", "hosts", "resolv.conf"] as const;
@@ -36,9 +37,9 @@ export function criSandboxDir(bundle: string, id: string): string | undefined {
     return undefined;
   }
   if (!isAbsolute(work) || !work.endsWith(`/${id}`)) return undefined;
-  const tasks = dirname(dirname(work));
-  if (!tasks.endsWith("/io.containerd.runtime.v2.task")) return undefined;
-  return join(dirname(tasks), CRI_ROOT, "sandboxes", id);
+  const plugin = dirname(dirname(work));
+  if (!basename(plugin).startsWith("io.containerd.")) return undefined;
+  return join(dirname(plugin), CRI_ROOT, "sandboxes", id);
 }
 
 /** resolv.conf from CRI's DNSConfig, as containerd writes it (search, nameserver lines, options). */

@@ -22,8 +22,9 @@ function layout(id: string) {
   const top = mkdtempSync("/tmp/bw-podfiles-");
   dirs.push(top);
   const root = join(top, "root");
-  const work = join(root, "io.containerd.runtime.v2.task", "k8s.io", id);
-  const bundle = join(top, "state", "io.containerd.runtime.v2.task", "k8s.io", id);
+  // The shim sandbox controller's bundle (containerd 2.x), and its work dir under the root.
+  const work = join(root, "io.containerd.sandbox.controller.v1.shim", "k8s.io", id);
+  const bundle = join(top, "state", "io.containerd.sandbox.controller.v1.shim", "k8s.io", id);
   mkdirSync(work, { recursive: true });
   mkdirSync(join(bundle, "rootfs"), { recursive: true });
   symlinkSync(work, join(bundle, "work"));
