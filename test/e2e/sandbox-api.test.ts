@@ -166,12 +166,20 @@ async function ownNetworkPod(
     ([pid, a]) => a.join(" ") === holders[0] && o.roots(p.id).some((r) => parentChainHas(pid, r)),
   )?.[0];
   expect(netnsOfPid(holderPid!)).toBe(ns);
+  // Not a host-network pod: a UTS namespace of its own, the holder's, and CRI's files of the pod
+  // (written at CreateSandbox) in the sidecar.
+  expect(readlinkSync(`/proc/${side}/ns/uts`)).toBe(readlinkSync(`/proc/${holderPid}/ns/uts`));
+  expect(readlinkSync(`/proc/${side}/ns/uts`)).not.toBe(readlinkSync(`/proc/${o.host}/ns/uts`));
+  const podFiles = join(cri.cd.root, "io.containerd.grpc.v1.cri", "sandboxes", p.id);
+  expect(readdirSync(podFiles).sort()).toEqual(["hostname", "hosts", "resolv.conf"]);
+  expect(readFileSync(`/proc/${side}/root/etc/resolv.conf`, "utf8")).toBe(readFileSync(join(podFiles, "resolv.conf"), "utf8"));
 
   await cri.crictlOk(["stopp", p.id], { timeoutMs: 90_000 });
   expect(runcOrPauseUnder(o.roots(p.id))).toEqual([]);
   // CRI tore the network down and removed its file; nothing of ours is left in the namespace.
   await until("the pod's namespace to be gone", () => netnsFilesOf(ns).length === 0 && pidsInNetns(ns).length === 0);
   await cri.crictlOk(["rmp", p.id], { timeoutMs: 90_000 });
+  expect(existsSync(podFiles)).toBe(false);
   const ids = [p.id, svc, sidecar];
   await until("nothing of the pod to run", () => processesNaming(ids).length === 0);
   expect(mountsUnder(cri.dir).filter((m) => ids.some((x) => m.includes(x)))).toEqual([]);
@@ -406,7 +414,7 @@ describe(`the Sandbox API on containerd ${V2}: handler ${SHARED_HANDLER} with sa
   );
 
   test(
-    "a native sidecar: it runs in a holder of the pod's namespaces (IPC, UTS, PID; the host's network), made for it alone; stopp removes the holder, rmp leaves nothing",
+    "a native sidecar: it runs in a holder of the pod's namespaces (IPC, PID; the host's network and UTS), made for it alone; stopp removes the holder, rmp leaves nothing",
     async () => {
       const p = await cri.runPod("side");
       // A wasm container first: no holder for it.
@@ -436,8 +444,9 @@ describe(`the Sandbox API on containerd ${V2}: handler ${SHARED_HANDLER} with sa
       expect(holderPid).toBeGreaterThan(0);
       const ns = (pid: number, t: string) => readlinkSync(`/proc/${pid}/ns/${t}`);
       const side = running.info.pid as number;
-      expect(ns(side, "net")).toBe(ns(shd.pid, "net"));
-      for (const t of ["ipc", "uts", "pid"]) {
+      // A host-network pod has the node's network and UTS namespaces, as its pause would.
+      for (const t of ["net", "uts"]) expect(`${t} ${ns(side, t)}`).toBe(`${t} ${ns(shd.pid, t)}`);
+      for (const t of ["ipc", "pid"]) {
         expect(`${t} ${ns(side, t)}`).toBe(`${t} ${ns(holderPid!, t)}`);
         expect(`${t} ${ns(side, t)}`).not.toBe(`${t} ${ns(shd.pid, t)}`);
       }
@@ -604,8 +613,9 @@ describe(`the Sandbox API on containerd ${V2}: handler ${HANDLER} with sandboxer
       const holders = runcOrPauseUnder([serverPid!]).filter((c) => c.endsWith("runc init"));
       expect(holders.length).toBe(1);
       const holderPid = [...processes().entries()].find(([p, a]) => a.join(" ") === holders[0] && parentChainHas(p, serverPid!))?.[0];
-      expect(ns(side, "net")).toBe(ns(serverPid!, "net"));
-      for (const t of ["ipc", "uts", "pid"]) {
+      // A host-network pod has the node's network and UTS namespaces, as its pause would.
+      for (const t of ["net", "uts"]) expect(`${t} ${ns(side, t)}`).toBe(`${t} ${ns(serverPid!, t)}`);
+      for (const t of ["ipc", "pid"]) {
         expect(`${t} ${ns(side, t)}`).toBe(`${t} ${ns(holderPid!, t)}`);
         expect(`${t} ${ns(side, t)}`).not.toBe(`${t} ${ns(serverPid!, t)}`);
       }
