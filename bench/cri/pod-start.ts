@@ -174,10 +174,12 @@ async function podStart(cri: CriEnv, client: CriClient, row: Row, cgroupRoot: st
     metadata: { name, uid: `${name}-${process.pid}`, namespace: "bunwasi-bench", attempt: 0 },
     hostname: "",
     logDirectory: logDir,
+    dnsConfig: undefined,
     labels: {},
     annotations: {},
     linux: {
       cgroupParent: `/${cgroupRoot}/${name}`,
+      sysctls: {},
       securityContext: { namespaceOptions: { network, pid: NamespaceMode.POD, ipc: NamespaceMode.POD } },
     },
   };

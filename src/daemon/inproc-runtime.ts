@@ -494,7 +494,11 @@ export class InProcessInstance implements Instance {
         Code.FAILED_PRECONDITION,
         `${what}: as user ${user.uid}:${user.gid}, but the container runs as ${this.plan.user.uid}:${this.plan.user.gid}: in shared mode its view is mounted for its own user only`,
       );
-    return new InProcessExec(this, execId, planned.run);
+    // The container's network, not the one the bundle's spec names: under containerd's shim
+    // sandboxer that is the daemon's, which the container's plan has made the pod's own.
+    const { netns: _spec, unnamedNetns: _unnamed, ...run } = planned.run;
+    const { netns, unnamedNetns } = this.plan;
+    return new InProcessExec(this, execId, { ...run, ...(netns ? { netns } : {}), ...(unnamedNetns ? { unnamedNetns } : {}) });
   }
 
   /**

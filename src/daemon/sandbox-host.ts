@@ -15,6 +15,7 @@ import type { RunPlan } from "../engines/run-plan.ts";
 import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import { artifactForContainer } from "../oci/artifact.ts";
 import { planContainer, RUN_DIR } from "../oci/container-plan.ts";
+import { type PodNamespaces, podNetwork } from "../oci/pod-namespaces.ts";
 import { precompile } from "../oci/precompile.ts";
 import { readSpec, type Spec } from "../oci/spec.ts";
 import { viewDir } from "../oci/wasi-view.ts";
@@ -120,7 +121,7 @@ export function sandboxHost(
       return served;
     },
     createInstance: async (req) => {
-      const wasm = await traced("plan", () => wasmPlan(d, req, containerdAddress));
+      const wasm = await traced("plan", () => wasmPlan(d, req, containerdAddress, holders.pod));
       // Runtime options (BinaryName, Root, SystemdCgroup) as in normal mode: they choose the
       // runc of the pod's native containers; a wasm container runs in-process either way.
       if (!("plan" in wasm)) {
@@ -137,6 +138,7 @@ export function sandboxHost(
       void inst.exited.then(() => running.delete(inst));
       return inst;
     },
+    adoptPod: (pod) => holders.adopt(pod),
     releasePod: (sandboxId) => holders.release(sandboxId),
     killWasm: (signal) => {
       for (const inst of running.keys()) void inst.kill(signal, true).catch(() => {});
@@ -154,9 +156,12 @@ async function wasmPlan(
   d: DaemonShared,
   req: InstanceRequest,
   containerdAddress: string,
+  /** Under containerd's shim sandboxer: the pod's network is the namespace CRI made, not the daemon's it names. */
+  pod: PodNamespaces,
 ): Promise<{ plan: RunPlan; warm: () => Promise<void> } | { spec: Spec }> {
   const { id, bundle, workDir } = req;
   const spec = await readSpec(bundle);
+  if (spec.linux?.namespaces) spec.linux.namespaces = podNetwork(spec.linux.namespaces, pod);
   // An OCI wasm artifact's module is its image's layer, read through containerd and written to
   // the container's run directory (gone with the work dir); nothing is mounted into a
   // container here, so the plan names it by its host path.

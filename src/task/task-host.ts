@@ -35,6 +35,19 @@ export interface RootfsMount {
   options: string[];
 }
 
+/** What a host learns of a pod of containerd's Sandbox API at CreateSandbox. */
+export interface AdoptedPod {
+  id: string;
+  /** The network namespace CRI made for the pod; "" for the host's. */
+  netnsPath: string;
+  /** "" for the node's. */
+  hostname: string;
+  /** The pod's sysctls (PodSandboxConfig's), a pause container's. */
+  sysctls: Record<string, string>;
+  /** The OCI namespace types the pod shares with the node (hostNetwork: network and uts; hostPID: pid; hostIPC: ipc). */
+  nodeNamespaces: string[];
+}
+
 export interface TaskHost {
   /**
    * The namespace's state directory and publisher. Called once per namespace by a service (it
@@ -59,6 +72,13 @@ export interface TaskHost {
   /** An instance's statistics as containerd decodes them (cgroup v1 or v2 Metrics). */
   metrics(stats: RuncStats): Any;
   log: Logger;
+  /**
+   * containerd's Sandbox API created the pod this host serves (./sandbox-service.ts): its
+   * network namespace is where its containers' network is, and what a pause container would
+   * have held of it (hostname, sysctls, the namespaces it shares with the node) is what the
+   * holder of its native containers' namespaces has (src/runtime-v2/pod-holder.ts).
+   */
+  adoptPod?(pod: AdoptedPod): void;
   /**
    * A pod of containerd's Sandbox API has stopped (./sandbox-service.ts): release what the
    * host holds for it beside its containers (src/runtime-v2/pod-holder.ts).

@@ -55,7 +55,7 @@ export function criPluginConfig(o: {
   /** Our handler and the runtime it maps to; default HANDLER → io.containerd.wasmtime.v1. */
   handler?: string;
   runtime?: string;
-  /** More handlers and their runtime types (and 2.x sandboxers), beside runc and ours (one containerd for several of ours). */
+  /** More handlers and their runtime types (2.x: and sandboxers), beside runc and ours (one containerd for several of ours). */
   extraHandlers?: ExtraHandler[];
   /** 2.x: our handler's pods through containerd's Sandbox API (`shim`), with no pause image pulled. */
   sandboxer?: "shim";
@@ -65,8 +65,7 @@ export function criPluginConfig(o: {
   const q = (s: string) => JSON.stringify(s);
   if ((o.sandboxer || o.extraHandlers?.some((x) => x.sandboxer)) && o.major < 2)
     throw new Error("the shim sandboxer is configured per runtime in containerd 2.x only");
-  const sandboxerOf = (x?: "shim") => (x ? `\n        sandboxer = ${q(x)}\n        disable_pause_image_pull = true` : "");
-  const sandboxer = sandboxerOf(o.sandboxer);
+  const sandboxer = o.sandboxer ? sandboxerLines(o.sandboxer) : "";
   // Root may not lower its own oom_score_adj here (a container's sandbox asks for -998):
   // restrict_oom_score_adj clamps requests to containerd's own value instead of failing.
   // The streaming server (exec/attach/port-forward URLs) stays on loopback.
@@ -78,13 +77,13 @@ export function criPluginConfig(o: {
       [${prefix}.containerd.runtimes.runc]
         runtime_type = "io.containerd.runc.v2"
       [${prefix}.containerd.runtimes.${handler}]
-        runtime_type = ${q(runtime)}${sandboxer}${o.options ? optionsRuntime(prefix, o.major, o.options, handler, runtime) : ""}${(
+        runtime_type = ${q(runtime)}${sandboxer}${o.options ? optionsRuntime(prefix, o.major, o.options, handler, runtime, sandboxer) : ""}${(
           o.extraHandlers ?? []
         )
           .map(
             (x) => `
       [${prefix}.containerd.runtimes.${x.handler}]
-        runtime_type = ${q(x.runtime)}${sandboxerOf(x.sandboxer)}`,
+        runtime_type = ${q(x.runtime)}${x.sandboxer ? sandboxerLines(x.sandboxer) : ""}`,
           )
           .join("")}`;
   if (o.major < 2) {
@@ -116,11 +115,16 @@ ${runtimes(rt)}
 `;
 }
 
-/** A handler beside runc and ours: its runtime type and, on 2.x, its sandboxer (default CRI's podsandbox). */
+/** A handler of a runtime type, with its sandboxer (2.x; default CRI's podsandbox). */
 export interface ExtraHandler {
   handler: string;
   runtime: string;
   sandboxer?: "shim";
+}
+
+/** A runtime table's lines for a sandboxer: no pause image is pulled for its pods either. */
+function sandboxerLines(sandboxer: string): string {
+  return `\n        sandboxer = ${JSON.stringify(sandboxer)}\n        disable_pause_image_pull = true`;
 }
 
 /** Runtime options for optionsHandler(handler), and the files that show they were used. */
@@ -135,15 +139,23 @@ export interface RuntimeOptionsFixture {
 }
 
 /**
- * The runtime table of optionsHandler(handler). containerd 2.x hands a non-runc runtime its
- * options table as TOML (config_body); 1.6 knows only config_path, a TOML file.
+ * The runtime table of optionsHandler(handler), with the handler's sandboxer lines. containerd
+ * 2.x hands a non-runc runtime its options table as TOML (config_body); 1.6 knows only
+ * config_path, a TOML file.
  */
-function optionsRuntime(prefix: string, major: number, o: RuntimeOptionsFixture, handler: string, runtime: string): string {
+function optionsRuntime(
+  prefix: string,
+  major: number,
+  o: RuntimeOptionsFixture,
+  handler: string,
+  runtime: string,
+  sandboxer: string,
+): string {
   const q = (s: string) => JSON.stringify(s);
   const options = major >= 2 ? `BinaryName = ${q(o.binary)}\n          Root = ${q(o.root)}` : `ConfigPath = ${q(o.configPath)}`;
   return `
       [${prefix}.containerd.runtimes.${optionsHandler(handler)}]
-        runtime_type = ${q(runtime)}
+        runtime_type = ${q(runtime)}${sandboxer}
         [${prefix}.containerd.runtimes.${optionsHandler(handler)}.options]
           ${options}`;
 }
@@ -303,7 +315,7 @@ export interface CriEnvOptions {
   /** Our handler and its runtime type (default HANDLER, io.containerd.wasmtime.v1). */
   handler?: string;
   runtime?: string;
-  /** More handlers of ours in the same containerd (e.g. shared mode's beside normal mode's). */
+  /** More handlers of ours in the same containerd (e.g. shared mode's beside normal mode's, a handler with the shim sandboxer). */
   extraHandlers?: ExtraHandler[];
   /** 2.x: the handler's sandboxer (criPluginConfig's `sandboxer`); default CRI's podsandbox (a pause container). */
   sandboxer?: "shim";
