@@ -22,7 +22,8 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
-import { getrlimit, RLIMIT_NOFILE, setrlimit } from "../../src/linux/libc.ts";
+import { containersFor } from "../../src/daemon/nofile.ts";
+import { getrlimit, RLIMIT_NOFILE, setrlimit, strerror } from "../../src/linux/libc.ts";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../../test/support/daemon.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../../test/support/shim-env.ts";
@@ -132,8 +133,12 @@ function processTable(): Map<number, [number, string]> {
   const want = BigInt(Math.max(65_536, N * 16 + 4096));
   const lim = getrlimit(RLIMIT_NOFILE);
   if (!("errno" in lim) && lim.hard < want) {
-    const [r] = setrlimit(RLIMIT_NOFILE, want, want);
-    if (r !== 0) console.log(`(could not raise RLIMIT_NOFILE to ${want}: the daemon keeps ${lim.hard})`);
+    const [r, e] = setrlimit(RLIMIT_NOFILE, want, want);
+    if (r !== 0)
+      console.log(
+        `(RLIMIT_NOFILE stays at ${lim.hard}: raising it to ${want} failed, ${strerror(e)} (no CAP_SYS_RESOURCE?); ` +
+          `that is room for about ${containersFor(lim.hard)} containers in the daemon)`,
+      );
   }
 }
 
@@ -280,22 +285,40 @@ async function killLatencies(ids: string[]): Promise<number[]> {
   const step = Math.max(1, Math.floor(ids.length / KILL_SAMPLE));
   const sample = ids.filter((_, i) => i % step === 0).slice(0, KILL_SAMPLE);
   const out: number[] = [];
+  let failed = 0;
   for (const id of sample) {
     const t0 = performance.now();
     const seen = exitOf(id);
-    await ctrOk(["task", "kill", "-s", "SIGKILL", id]);
-    out.push((await seen) - t0);
+    try {
+      await ctrOk(["task", "kill", "-s", "SIGKILL", id]);
+      out.push((await seen) - t0);
+    } catch (e) {
+      seen.catch(() => {});
+      console.log(`(kill of ${id}: ${(e as Error).message})`);
+      if (++failed === 3) break; // a runtime that stopped answering: the sample ends here
+    }
   }
   return out;
 }
 
-/** Deletes every task and container of ids (25 per ctr call, 8 calls at a time); seconds. */
-async function deleteAll(ids: string[]): Promise<number> {
+/**
+ * Deletes every task and container of ids (25 per ctr call, 8 calls at a time); seconds. A
+ * runtime that stops answering (e.g. out of fds) would keep this going for hours: after
+ * --ramp-minutes it gives up, says so, and leaves the rest to containerd's teardown.
+ */
+async function deleteAll(ids: string[], note: (s: string) => void): Promise<number> {
   const t0 = performance.now();
+  const deadline = Date.now() + RAMP_MS;
+  let left = 0;
   await pool(chunks(ids, 25), 8, async (some) => {
+    if (Date.now() > deadline) {
+      left += some.length;
+      return;
+    }
     await env.cd.ctr(["task", "delete", "--force", ...some], { timeoutMs: 300_000 });
     await env.cd.ctr(["container", "delete", ...some], { timeoutMs: 300_000 });
   });
+  if (left) note(`delete gave up after ${values["ramp-minutes"]} min with ${left} not tried`);
   return (performance.now() - t0) / 1000;
 }
 
@@ -361,7 +384,7 @@ async function measure(key: string): Promise<Row> {
       if (running.length < r.reached) row.note += `${row.note ? "; " : ""}only ${running.length} of ${r.reached} RUNNING`;
       row.killMs = await killLatencies(running);
     }
-    row.deleteS.push(await deleteAll(r.ids));
+    row.deleteS.push(await deleteAll(r.ids, (s) => (row.note += `${row.note ? "; " : ""}${s}`)));
     await until(`${peer.name}: no task or container left`, async () => (await ctrOk(["container", "ls", "-q"])).trim() === "");
   }
   // Settled: every sandbox closed, the daemon's deferred clean-up done.
