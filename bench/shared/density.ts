@@ -240,6 +240,8 @@ interface Ramp {
   width: number;
   reached: number;
   ratePerS: number;
+  /** Every batch's rate, in order: the first and last show how the rate changes with N. */
+  rates: number[];
   stopped: string;
   ids: string[];
 }
@@ -277,7 +279,7 @@ async function ramp(peer: Peer, width: number): Promise<Ramp> {
       `  ${peer.name} @${width}: ${ids.length} (${(size / seconds).toFixed(1)}/s, ${gib(memAvailableKiB())} GiB available)\n`,
     );
   }
-  return { width, reached: ids.length - (stopped.startsWith("ctr") ? 1 : 0), ratePerS: median(rates), stopped, ids };
+  return { width, reached: ids.length - (stopped.startsWith("ctr") ? 1 : 0), ratePerS: median(rates), rates, stopped, ids };
 }
 
 /** Kill → exit event of `sample` containers, one at a time, in ms. */
@@ -450,7 +452,7 @@ try {
     `\nN = ${N} idle containers per peer, containerd ${cdVersion}, ${started.toISOString().slice(0, 16)} UTC, load at the end ${load}; ` +
       `kill latency over ${KILL_SAMPLE} (SIGKILL, one at a time, ctr's start included)\n`,
   );
-  const widthCols = WIDTHS.map((w) => `create+start /s @${w}`);
+  const widthCols = WIDTHS.map((w) => `create+start /s @${w} (first → last batch)`);
   console.log(
     `| peer | N reached | ${widthCols.join(" | ")} | ÷ runc @${WIDTHS[0]} | PSS / idle container (MiB) | ÷ runc | kill median / p99 / max (ms) | delete all (s) | daemon PSS start → after (MiB) | daemon threads | daemon fds | containerd fds | mounts | per-container processes (N → after) |`,
   );
@@ -461,7 +463,7 @@ try {
     const isShared = r.peer.runtime === SHARED_RUNTIME;
     const pssChange = ((r.daemonPss[1] - r.daemonPss[0]) / r.daemonPss[0]) * 100;
     console.log(
-      `| ${r.peer.name} | ${r.ramps.map((x) => x.reached).join(" / ")} | ${r.ramps.map((x) => f1(x.ratePerS)).join(" | ")} | ${runc ? f2(r.ramps[0]!.ratePerS / runc.ramps[0]!.ratePerS) : "–"} | ${f2(r.pssPerContainerMiB)} | ${runc ? f2(r.pssPerContainerMiB / runc.pssPerContainerMiB) : "–"} | ${f1(median(r.killMs))} / ${f1(quantile(r.killMs, 0.99))} / ${f1(Math.max(...r.killMs))} | ${r.deleteS.map(f1).join(" / ")} | ${isShared ? `${f1(r.daemonPss[0])} → ${f1(r.daemonPss[1])} (${pssChange >= 0 ? "+" : ""}${pssChange.toFixed(0)}%)` : "–"} | ${isShared ? arrow(r.threads) : "–"} | ${isShared ? arrow(r.fds) : "–"} | ${arrow(r.cdFds)} | ${arrow(r.mounts)} | ${r.procs.join(" → ")} |`,
+      `| ${r.peer.name} | ${r.ramps.map((x) => x.reached).join(" / ")} | ${r.ramps.map((x) => `${f1(x.ratePerS)} (${f1(x.rates[0] ?? Number.NaN)} → ${f1(x.rates.at(-1) ?? Number.NaN)})`).join(" | ")} | ${runc ? f2(r.ramps[0]!.ratePerS / runc.ramps[0]!.ratePerS) : "–"} | ${f2(r.pssPerContainerMiB)} | ${runc ? f2(r.pssPerContainerMiB / runc.pssPerContainerMiB) : "–"} | ${f1(median(r.killMs))} / ${f1(quantile(r.killMs, 0.99))} / ${f1(Math.max(...r.killMs))} | ${r.deleteS.map(f1).join(" / ")} | ${isShared ? `${f1(r.daemonPss[0])} → ${f1(r.daemonPss[1])} (${pssChange >= 0 ? "+" : ""}${pssChange.toFixed(0)}%)` : "–"} | ${isShared ? arrow(r.threads) : "–"} | ${isShared ? arrow(r.fds) : "–"} | ${arrow(r.cdFds)} | ${arrow(r.mounts)} | ${r.procs.join(" → ")} |`,
     );
   }
   for (const r of rows) if (r.note) console.log(`\n${r.peer.name}: ${r.note}`);
