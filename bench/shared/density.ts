@@ -235,6 +235,16 @@ function perContainerProcesses(inits: number[]): number[] {
 }
 
 let seq = 0;
+/**
+ * SIGINT/SIGTERM: the ramp under way stops (and says so), later peers are left out, what was
+ * created is deleted, and the table of what was measured is printed.
+ */
+let interrupted = false;
+for (const sig of ["SIGINT", "SIGTERM"] as const)
+  process.on(sig, () => {
+    interrupted = true;
+    process.stderr.write(`(${sig}: stopping after this step)\n`);
+  });
 
 interface Ramp {
   width: number;
@@ -258,6 +268,10 @@ async function ramp(peer: Peer, width: number): Promise<Ramp> {
     const avail = memAvailableKiB();
     if (avail - size * perContainerKiB < MIN_FREE_KIB) {
       stopped = `memory: ${gib(avail)} GiB available, the next ${size} would leave less than ${values["min-free-gib"]}`;
+      break;
+    }
+    if (interrupted) {
+      stopped = "interrupted";
       break;
     }
     if (Date.now() - t0 > RAMP_MS) {
@@ -428,25 +442,38 @@ async function ctrFloor(width: number): Promise<number> {
   return n / ((performance.now() - t0) / 1000);
 }
 
+const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "–");
+const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "–");
+const arrow = (xs: number[]) => xs.join(" → ");
+
+/** One peer's row of the table; the ratios need runc's row. */
+function formatRow(r: Row, runc?: Row): string {
+  const isShared = r.peer.runtime === SHARED_RUNTIME;
+  const pssChange = ((r.daemonPss[1] - r.daemonPss[0]) / r.daemonPss[0]) * 100;
+  return `| ${r.peer.name} | ${r.ramps.map((x) => x.reached).join(" / ")} | ${r.ramps.map((x) => `${f1(x.ratePerS)} (${f1(x.rates[0] ?? Number.NaN)} → ${f1(x.rates.at(-1) ?? Number.NaN)})`).join(" | ")} | ${runc ? f2(r.ramps[0]!.ratePerS / runc.ramps[0]!.ratePerS) : "–"} | ${f2(r.pssPerContainerMiB)} | ${runc ? f2(r.pssPerContainerMiB / runc.pssPerContainerMiB) : "–"} | ${f1(median(r.killMs))} / ${f1(quantile(r.killMs, 0.99))} / ${f1(Math.max(...r.killMs))} | ${r.deleteS.map(f1).join(" / ")} | ${isShared ? `${f1(r.daemonPss[0])} → ${f1(r.daemonPss[1])} (${pssChange >= 0 ? "+" : ""}${pssChange.toFixed(0)}%)` : "–"} | ${isShared ? arrow(r.threads) : "–"} | ${isShared ? arrow(r.fds) : "–"} | ${arrow(r.cdFds)} | ${arrow(r.mounts)} | ${r.procs.join(" → ")} |`;
+}
+
 const rows: Row[] = [];
 const floors: number[] = [];
 const started = new Date();
 try {
   for (const w of WIDTHS) floors.push(await ctrFloor(w));
   for (const key of PEERS) {
+    if (interrupted) break;
     const avail = memAvailableKiB();
     if (avail < MIN_FREE_KIB) {
       console.log(`(${key} left out: ${gib(avail)} GiB available)`);
       continue;
     }
     process.stderr.write(`${ALL_PEERS[key]!.name}…\n`);
-    rows.push(await measure(key));
+    const row = await measure(key);
+    rows.push(row);
+    // Kept as it comes (ratios need runc's row): a run cut short still leaves its figures.
+    process.stderr.write(`${formatRow(row)}\n`);
   }
 } finally {
   events.kill("SIGKILL");
   const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
-  const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "–");
-  const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "–");
   const runc = rows.find((r) => r.peer.runtime === RUNC);
   console.log(
     `\nN = ${N} idle containers per peer, containerd ${cdVersion}, ${started.toISOString().slice(0, 16)} UTC, load at the end ${load}; ` +
@@ -458,14 +485,7 @@ try {
   );
   console.log(`|---|---:|${WIDTHS.map(() => "---:|").join("")}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
   console.log(`| ctr version (one round trip: ctr's own floor) | | ${floors.map(f1).join(" | ")} | | | | | | | | | | | |`);
-  const arrow = (xs: number[]) => xs.join(" → ");
-  for (const r of rows) {
-    const isShared = r.peer.runtime === SHARED_RUNTIME;
-    const pssChange = ((r.daemonPss[1] - r.daemonPss[0]) / r.daemonPss[0]) * 100;
-    console.log(
-      `| ${r.peer.name} | ${r.ramps.map((x) => x.reached).join(" / ")} | ${r.ramps.map((x) => `${f1(x.ratePerS)} (${f1(x.rates[0] ?? Number.NaN)} → ${f1(x.rates.at(-1) ?? Number.NaN)})`).join(" | ")} | ${runc ? f2(r.ramps[0]!.ratePerS / runc.ramps[0]!.ratePerS) : "–"} | ${f2(r.pssPerContainerMiB)} | ${runc ? f2(r.pssPerContainerMiB / runc.pssPerContainerMiB) : "–"} | ${f1(median(r.killMs))} / ${f1(quantile(r.killMs, 0.99))} / ${f1(Math.max(...r.killMs))} | ${r.deleteS.map(f1).join(" / ")} | ${isShared ? `${f1(r.daemonPss[0])} → ${f1(r.daemonPss[1])} (${pssChange >= 0 ? "+" : ""}${pssChange.toFixed(0)}%)` : "–"} | ${isShared ? arrow(r.threads) : "–"} | ${isShared ? arrow(r.fds) : "–"} | ${arrow(r.cdFds)} | ${arrow(r.mounts)} | ${r.procs.join(" → ")} |`,
-    );
-  }
+  for (const r of rows) console.log(formatRow(r, runc));
   for (const r of rows) if (r.note) console.log(`\n${r.peer.name}: ${r.note}`);
   await env.stop();
   await daemon?.stop("SIGKILL");
