@@ -6,6 +6,7 @@
 //   bun bench/shared/density.ts [--n 1000] [--parallel 8,32] [--peers shared,normal,runc,runwasi]
 //                               [--containerd v2.4.2] [--runwasi DIR] [--kill-sample 100]
 //                               [--batch 100] [--min-free-gib 5] [--ramp-minutes 30]
+//                               [--delete-minutes 30]
 //
 // Per peer and per parallelism: the containers are created and started with `ctr run -d` in
 // batches (`--batch`), `--parallel` at a time; the rate is the median over batches. Before each
@@ -40,6 +41,7 @@ const { values } = parseArgs({
     batch: { type: "string", default: "100" },
     "min-free-gib": { type: "string", default: "5" },
     "ramp-minutes": { type: "string", default: "30" },
+    "delete-minutes": { type: "string", default: "30" },
   },
 });
 const N = Number(values.n);
@@ -51,6 +53,7 @@ const KILL_SAMPLE = Number(values["kill-sample"]);
 const BATCH = Number(values.batch);
 const MIN_FREE_KIB = Number(values["min-free-gib"]) * 1024 * 1024;
 const RAMP_MS = Number(values["ramp-minutes"]) * 60_000;
+const DELETE_MS = Number(values["delete-minutes"]) * 60_000;
 const RW = runwasiDir(values.runwasi);
 const CD_BIN = values.containerd ? join(REPO, "build/containerd", values.containerd, "bin") : "";
 if (CD_BIN && !existsSync(join(CD_BIN, "containerd")))
@@ -320,11 +323,12 @@ async function killLatencies(ids: string[]): Promise<number[]> {
 /**
  * Deletes every task and container of ids (25 per ctr call, 8 calls at a time); seconds. A
  * runtime that stops answering (e.g. out of fds) would keep this going for hours: after
- * --ramp-minutes it gives up, says so, and leaves the rest to containerd's teardown.
+ * --delete-minutes it gives up and says so (the rest is left to containerd's teardown, and the
+ * row's after-figures then count it).
  */
 async function deleteAll(ids: string[], note: (s: string) => void): Promise<number> {
   const t0 = performance.now();
-  const deadline = Date.now() + RAMP_MS;
+  const deadline = Date.now() + DELETE_MS;
   let left = 0;
   await pool(chunks(ids, 25), 8, async (some) => {
     if (Date.now() > deadline) {
@@ -334,7 +338,7 @@ async function deleteAll(ids: string[], note: (s: string) => void): Promise<numb
     await env.cd.ctr(["task", "delete", "--force", ...some], { timeoutMs: 300_000 });
     await env.cd.ctr(["container", "delete", ...some], { timeoutMs: 300_000 });
   });
-  if (left) note(`delete gave up after ${values["ramp-minutes"]} min with ${left} not tried`);
+  if (left) note(`delete gave up after ${values["delete-minutes"]} min with ${left} not tried`);
   return (performance.now() - t0) / 1000;
 }
 
