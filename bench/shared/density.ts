@@ -266,6 +266,8 @@ async function ramp(peer: Peer, width: number): Promise<Ramp> {
   const t0 = Date.now();
   let stopped = "";
   let perContainerKiB = 0;
+  /** `ctr run -d` calls that succeeded: calls already in flight when one fails may still succeed. */
+  let started = 0;
   while (ids.length < N && !stopped) {
     const size = Math.min(BATCH, N - ids.length);
     const avail = memAvailableKiB();
@@ -287,6 +289,7 @@ async function ramp(peer: Peer, width: number): Promise<Ramp> {
       if (stopped) return;
       const r = await env.cd.ctr(["run", "-d", "--runtime", peer.runtime, peer.image, id, ...peer.args], { timeoutMs: 120_000 });
       ids.push(id); // created or not, it may exist: deleted with the rest
+      if (r.code === 0) started++;
       if (r.code !== 0 && !stopped) stopped = `ctr run -d #${ids.length} failed (${r.code}): ${r.stderr.trim().slice(-400)}`;
     });
     const seconds = (performance.now() - b0) / 1000;
@@ -296,7 +299,7 @@ async function ramp(peer: Peer, width: number): Promise<Ramp> {
       `  ${peer.name} @${width}: ${ids.length} (${(size / seconds).toFixed(1)}/s, ${gib(memAvailableKiB())} GiB available)\n`,
     );
   }
-  return { width, reached: ids.length - (stopped.startsWith("ctr") ? 1 : 0), ratePerS: median(rates), rates, stopped, ids };
+  return { width, reached: started, ratePerS: median(rates), rates, stopped, ids };
 }
 
 /** Kill → exit event of `sample` containers, one at a time, in ms. */
