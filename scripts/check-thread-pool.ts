@@ -41,7 +41,13 @@ export const ALLOWED: readonly { file: string; use: string; count: number; why: 
     file: "src/engines/wasmtime/engine.ts",
     use: 'import("node:fs/promises")',
     count: 1,
-    why: "Runner.run's reads of a module and an artifact (asyncFs): the daemon's path, and the executor's Worker fallback; the executor's own path (executeHere) reads synchronously",
+    why: "Runner.run's read of an artifact: the daemon's path, and the executor's Worker fallback; the executor's own path (executeHere) reads synchronously",
+  },
+  {
+    file: "src/engines/module-file.ts",
+    use: 'import("node:fs/promises")',
+    count: 1,
+    why: "readModulePath, the daemon's read of a module at Start (Runner.run); the executor and a server call only the synchronous readers",
   },
 ];
 

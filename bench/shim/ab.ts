@@ -1,8 +1,9 @@
 // A/B of two builds of the shim under one containerd: warm `ctr run --rm` of the demo's
 // echo, and the PSS of N idle daemons, the two builds interleaved run by run so that the
 // machine's load lands on both alike (on a busy machine only such a comparison means much).
-// B is another build of this repository (e.g. an older commit's build/bin), linked as
-// containerd-shim-bunwasib-v1. Not a test.
+// B is another build of this repository (e.g. an older commit's build/bin): containerd runs it
+// by its absolute path (a runtime that is a path is the shim binary itself), through a link
+// named as our shim, since the one binary picks its program by the name it is started as. Not a test.
 //
 //   bun bench/shim/ab.ts --b /path/to/other/containerd-shim-wasmtime-v1 [--runs 15] [--idle 20] [--cold]
 //                        [--workload demo|small]
@@ -29,10 +30,9 @@ const { values } = parseArgs({
 if (!values.b) throw new Error("--b BINARY: the other build to compare with");
 const RUNS = Number(values.runs);
 const IDLE = Number(values.idle);
-const B_RUNTIME = "io.containerd.bunwasib.v1";
-
 const pathDir = mkdtempSync("/tmp/bw-ab-");
-symlinkSync(values.b, join(pathDir, "containerd-shim-bunwasib-v1"));
+const B_RUNTIME = join(pathDir, "containerd-shim-wasmtime-v1");
+symlinkSync(values.b, B_RUNTIME);
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -55,7 +55,7 @@ const [image, args, extra] = small
   ? [SMALL_IMAGE, ["/cat.wasm"], ["--null-io"]]
   : [IMAGES.demo as string, ["/wasi-demo-app.wasm", "echo", "hello"], [] as string[]];
 
-const env = await shimEnv({ path: [pathDir] });
+const env = await shimEnv();
 try {
   if (small) {
     const archive = join(env.dir, "small.tar");
@@ -129,4 +129,5 @@ try {
   }
 } finally {
   await env.stop();
+  rmSync(pathDir, { recursive: true, force: true });
 }

@@ -51,13 +51,17 @@ const STRESS = Number(values.stress);
 const PARALLEL = Number(values.parallel);
 const SKIP = new Set(values.skip.split(",").filter(Boolean));
 const RW = runwasiDir(values.runwasi);
-/** Another build of ours (--b), linked under its own runtime name for the start rows. */
-const B_RUNTIME = "io.containerd.bunwasib.v1";
+/**
+ * Another build of ours (--b) for the start rows: containerd runs a runtime given as an
+ * absolute path as the shim binary itself, here a link named as our shim (the one binary picks
+ * its program by the name it is started as).
+ */
 const B = values.b ?? null;
-function bPathDir(binary: string): string {
-  const dir = mkdtempSync("/tmp/bw-b-");
-  symlinkSync(binary, join(dir, "containerd-shim-bunwasib-v1"));
-  return dir;
+const B_RUNTIME = B ? bLink(B) : "";
+function bLink(binary: string): string {
+  const link = join(mkdtempSync("/tmp/bw-b-"), "containerd-shim-wasmtime-v1");
+  symlinkSync(binary, link);
+  return link;
 }
 const SHARED_N = values["shared-n"]
   .split(",")
@@ -441,9 +445,7 @@ if (SHARED) {
 const daemonDir = SHARED ? mkdtempSync("/tmp/bw-daemon-") : "";
 const daemon = SHARED ? await startDaemon(daemonDir) : null;
 try {
-  const env = await shimEnv(
-    withContainerd({ path: [...(RW ? [runwasiPathDir(RW)] : []), ...(B ? [bPathDir(B)] : [])], ...(daemon ? { env: daemon.env } : {}) }),
-  );
+  const env = await shimEnv(withContainerd({ path: RW ? [runwasiPathDir(RW)] : [], ...(daemon ? { env: daemon.env } : {}) }));
   try {
     if (!RW) console.log("runwasi not found (../shared/peers/runwasi or --runwasi DIR): its rows are left out");
     if (!SKIP.has("start"))
@@ -466,5 +468,6 @@ try {
 } finally {
   await daemon?.stop("SIGTERM");
   if (daemonDir) rmSync(daemonDir, { recursive: true, force: true });
+  if (B_RUNTIME) rmSync(dirname(B_RUNTIME), { recursive: true, force: true });
 }
 if (!SKIP.has("stress")) await stressAll();

@@ -41,6 +41,7 @@ import { raiseNofile } from "./nofile.ts";
 import { DAEMON_SOCKET_ENV, defaultDaemonSocket, type SharedModeNames } from "./paths.ts";
 import type { DaemonShared } from "./sandbox-host.ts";
 import { METRICS_SCRIPT } from "./scripts.ts";
+import { markWorkDir, Sweep, thisDaemon } from "./sweep.ts";
 
 /**
  * After a kill, how long a module blocked in a host call (a sleep, a read on an empty fifo)
@@ -221,6 +222,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   if (slots) log(`${slots}: a container's additional groups will not reach its files`, "warning");
   const watcher = new ExitWatcher({ reads: asyncWatchReads, onSweepError: (e) => log(`reaping orphans: ${String(e)}`, "warning") });
   const paths = shimPaths(process.env);
+  const self = thisDaemon(args.socket);
   // Before any server exists: each adds a span per call only if tracing is on by then. Loads
   // nothing unless the OTEL_* variables ask for traces (../common/trace.ts).
   await startTracing(process.env, name, log);
@@ -259,11 +261,17 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
       if (d < 0) ended();
     },
     ...(metrics ? { observe: metrics } : {}),
+    markWorkDir: (c) => markWorkDir(self, c),
+    swept: (ns, id) => sweep.settled(ns, id),
   };
   // Sandbox sockets of an earlier daemon (killed) are dead: removed. A draining daemon's (one
   // that handed over) live on: its pid is in their names (./generations.ts).
   const { removed } = generations.prepare();
   if (removed > 0) log(`removed ${removed} sockets of dead daemons`);
+  // What dead daemons of this directory left of their containers (a crash: containerd's
+  // `shim delete` of each may not have run, or not to the end): found now, cleaned up once the
+  // manager listens (./sweep.ts).
+  const sweep = new Sweep(paths.stateRoot, log, self);
   mkdirSync(paths.compileCacheDir, { recursive: true });
   let handedOver = false;
   const manager: Manager = new Manager({
@@ -329,6 +337,14 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   own.listen(generations.ownSocket);
   chmodSync(generations.ownSocket, 0o600);
   if (args.pidFile) writePidFile(args.pidFile);
+  if (sweep.found > 0) {
+    log(`cleaning up ${sweep.found} containers left by dead daemons`);
+    void sweep
+      .run()
+      .then(({ found, failed }) =>
+        log(`cleaned up ${found} containers left by dead daemons${failed > 0 ? ` (${failed} not whole: see the warnings above)` : ""}`),
+      );
+  }
   log(
     `serving the manager service on ${args.socket} (engine ${o.engine.name}, state ${paths.stateRoot}, cache ${paths.compileCacheDir}, default memory limit ${args.defaultMemoryLimit ?? "none"})`,
   );

@@ -13,6 +13,7 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { Client, type ServiceClient } from "../ttrpc/index.ts";
+import { alive, daemonsDir, liveDaemons, pidOf } from "./daemon-files.ts";
 import {
   type CreateSandboxRequest,
   type CreateSandboxResponse,
@@ -39,7 +40,7 @@ export class Generations {
     readonly pid: number = process.pid,
   ) {
     this.sandboxDir = join(dirname(socket), "sandboxes");
-    this.daemonsDir = join(dirname(socket), "daemons");
+    this.daemonsDir = daemonsDir(socket);
   }
 
   /** This daemon's own manager socket (reachable by its pid after a successor took the shared path). */
@@ -77,18 +78,7 @@ export class Generations {
 
   /** The other live daemons of the directory (draining ones), by their manager sockets. */
   others(): number[] {
-    let names: string[];
-    try {
-      names = readdirSync(this.daemonsDir);
-    } catch {
-      return [];
-    }
-    const out: number[] = [];
-    for (const n of names) {
-      const pid = pidOf(n);
-      if (pid !== undefined && pid !== this.pid && alive(pid)) out.push(pid);
-    }
-    return out;
+    return liveDaemons(this.socket, this.pid);
   }
 
   /**
@@ -179,20 +169,5 @@ async function accepts(path: string): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-/** The pid a file of ours names: <pid>.sock, or <hash>.<pid>.sock. */
-function pidOf(name: string): number | undefined {
-  const m = /(?:^|\.)([1-9][0-9]*)\.sock$/.exec(name);
-  return m ? Number(m[1]) : undefined;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as { code?: string }).code === "EPERM";
   }
 }

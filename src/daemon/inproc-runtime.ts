@@ -18,10 +18,11 @@
 //   exec    another run in the same view (its own thread, store, stdio and exit), planned by
 //           the same rules as normal mode's exec (src/oci/exec-process.ts planExec), with the
 //           container's limits; it ends when the container's run ends or is deleted
-//   pause   the module's thread waits at its next interrupt check until resume
-//   update  a new CPU quota, period or shares, applied at its next interrupt check; the
-//           memory limit (its store's, the daemon's default when the spec has none) only
-//           before start
+//   pause   the module's thread waits at its next interrupt check until resume (a wasi:http
+//           service: nothing accepted or answered, connections queue, until resume)
+//   update  a new CPU quota, period or shares, and a new memory limit (its store's, the
+//           daemon's default when the spec has none), applied at its next interrupt check;
+//           a memory limit below what the module holds is refused, as cgroup v1 refuses it
 //
 // The pid of every wasm task is the daemon's: containerd only reports it (runwasi's
 // Instance::start documents the value as "a unique ID (such as a PID) ... nothing
@@ -32,7 +33,14 @@ import { closeSync, constants, openSync, rmSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
-import type { CpuLimits, Engine, HttpServiceCounters, RunControl, Runner } from "../engines/engine.ts";
+import {
+  type CpuLimits,
+  type Engine,
+  type HttpServiceCounters,
+  MemoryLimitBelowUsage,
+  type RunControl,
+  type Runner,
+} from "../engines/engine.ts";
 import { openModuleFile } from "../engines/module-file.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
 import { idMaps } from "../linux/idmap.ts";
@@ -119,6 +127,8 @@ export class InProcessInstance implements Instance {
   private cpu: CpuLimits;
   /** Update changed `cpu` while the engine had not handed over its control yet. */
   private cpuPending = false;
+  /** The same for `memoryLimit`. */
+  private memoryPending = false;
   /** After a kill, frees the run's thread from a blocked write to its stdout or stderr (./unstick.ts). */
   private unstick?: Unstick;
   /** The runs of its exec processes that started, until their Delete (or the container's) frees them. */
@@ -234,6 +244,11 @@ export class InProcessInstance implements Instance {
           if (this.cpuPending) {
             this.cpuPending = false;
             c.setCpu?.({ ...this.cpu });
+          }
+          if (this.memoryPending) {
+            this.memoryPending = false;
+            // Nothing runs yet: only a limit the module cannot start under fails (its run then says why).
+            c.setMemoryLimit?.(this.memoryLimit).catch((e) => this.o.log?.(`${this.id}: memory limit: ${String(e)}`));
           }
         },
       })
@@ -355,20 +370,22 @@ export class InProcessInstance implements Instance {
     // bump, and the Stats of a node's tasks come together (containerd asks for all at once).
     const memory = live ? this.control?.memoryBytes?.() : undefined;
     const tid = live ? this.control?.threadId?.() : undefined;
-    // A pooled run's CPU is counted by its pool (its thread is many runs'); another's is its thread's.
-    const pooledCpu = live && !tid ? this.control?.cpuTime?.() : undefined;
-    if (tid || pooledCpu) {
-      const cpu = pooledCpu ?? (await threadCpu(tid as number));
-      if (cpu) out.cpu = { usage: { total: cpu.user + cpu.kernel, user: cpu.user, kernel: cpu.kernel } };
+    // A wasi:http service runs on the library's threads, a pooled run on a thread of many runs:
+    // the engine counts its CPU time, not split into user and kernel time (its clocks count both).
+    const total = live ? this.control?.cpuNs?.() : undefined;
+    const cpu = total !== undefined ? { total } : tid ? await threadCpu(tid) : undefined;
+    if (cpu) {
+      out.cpu = { usage: "total" in cpu ? { total: cpu.total } : { total: cpu.user + cpu.kernel, user: cpu.user, kernel: cpu.kernel } };
       // The engine's CPU quota, counted as a cgroup's cpu.stat (../engines/wasmtime/cpu-throttle.ts).
       const t = this.control?.cpuThrottling?.();
-      if (cpu && t)
+      if (t)
         out.cpu = { ...out.cpu, throttling: { periods: t.periods, throttledPeriods: t.throttledPeriods, throttledTime: t.throttledNs } };
     }
     const bytes = await memory;
     if (bytes !== undefined) {
       out.memory = {
-        // Linear memory only grows while a module runs: the current size is also the peak.
+        // Linear memory only grows while a module runs: the current size is also the peak. (A
+        // service's stores come and go with its requests: what they hold now.)
         usage: { usage: bytes, max: bytes, limit: this.memoryLimit ?? 0 },
         raw: { rss: bytes, total_rss: bytes, anon: bytes },
       };
@@ -384,9 +401,14 @@ export class InProcessInstance implements Instance {
   /**
    * New limits (CRI's UpdateContainerResources), runc's way: what the resources leave out
    * keeps its value. The CPU quota, period and shares apply to a running module at its next
-   * interrupt check (the engine throttles its thread). The memory limit is its store's,
-   * fixed when the module starts: changed before start it applies, after start a change is
-   * refused (and nothing of the update applied).
+   * interrupt check (the engine throttles its thread; a service's, all of its threads). The
+   * memory limit is its store's (a service's: all of its stores together), the daemon's
+   * default for 0 or -1, as at Create: never unbounded while the daemon has a default. A
+   * running module holds to a new one from its next interrupt check on; one below what it
+   * holds now is refused and nothing of the update applied, as cgroup v1 refuses a limit
+   * below a cgroup's usage (EBUSY: runc's "unable to set memory limit"), since memory a module
+   * holds cannot be taken from it (there is no reclaim; cgroup v2 would OOM-kill instead).
+   * Its execs get the container's new limits, each for its own store.
    */
   async update(resources: string): Promise<void> {
     const r = parseResources(this.id, resources);
@@ -394,11 +416,9 @@ export class InProcessInstance implements Instance {
       // 0 or -1 ("unlimited" in a spec) is the daemon's default, as at Create.
       const limit = r.memory > 0 ? r.memory : this.o.defaultMemoryBytes;
       if (limit !== this.memoryLimit) {
-        if (this.running)
-          throw new TtrpcError(
-            Code.UNIMPLEMENTED,
-            `update of wasm container ${this.id}: its memory limit cannot change once it runs in shared mode (its store's limits are set when it starts)`,
-          );
+        // The container's run first (its refusal changes nothing), then each exec's.
+        const runs = [this, ...[...this.execRuns.keys()].filter((run) => !run.ended)];
+        for (const run of runs) await run.applyMemoryLimit(limit);
         this.memoryLimit = limit;
       }
     }
@@ -407,6 +427,25 @@ export class InProcessInstance implements Instance {
     this.applyCpu(this.cpu);
     // Its execs run under the container's CPU limits (each by itself: see exec).
     for (const run of this.execRuns.keys()) if (!run.ended) run.applyCpu(this.cpu);
+  }
+
+  /** This run's store (a service's stores) holds to `limit` from now on; refused when it holds more already. */
+  private async applyMemoryLimit(limit: number | undefined): Promise<void> {
+    if (this.running && !this.ended && !this.control) {
+      // Still starting (its module read and checked): the engine gets it with its control.
+      this.memoryPending = true;
+    } else if (this.running && !this.ended && this.control?.setMemoryLimit) {
+      try {
+        await this.control.setMemoryLimit(limit);
+      } catch (e) {
+        if (e instanceof MemoryLimitBelowUsage)
+          throw new Error(
+            `update of wasm container ${this.id}: unable to set memory limit to ${e.limit} (current usage: ${e.usage}): in shared mode the memory a module holds cannot be taken back from it, as cgroup v1 refuses a limit below its usage`,
+          );
+        throw new Error(`update of wasm container ${this.id}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    this.memoryLimit = limit;
   }
 
   private applyCpu(cpu: CpuLimits): void {
@@ -456,7 +495,11 @@ export class InProcessInstance implements Instance {
         Code.FAILED_PRECONDITION,
         `${what}: as user ${user.uid}:${user.gid}, but the container runs as ${this.plan.user.uid}:${this.plan.user.gid}: in shared mode its view is mounted for its own user only`,
       );
-    return new InProcessExec(this, execId, planned.run);
+    // The container's network, not the one the bundle's spec names: under containerd's shim
+    // sandboxer that is the daemon's, which the container's plan has made the pod's own.
+    const { netns: _spec, unnamedNetns: _unnamed, ...run } = planned.run;
+    const { netns, unnamedNetns } = this.plan;
+    return new InProcessExec(this, execId, { ...run, ...(netns ? { netns } : {}), ...(unnamedNetns ? { unnamedNetns } : {}) });
   }
 
   /**
@@ -706,7 +749,13 @@ function parseResources(id: string, json: string): { memory?: number; cpu?: CpuL
   const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
   const out: { memory?: number; cpu?: CpuLimits } = {};
   const memory = num(r.memory?.limit);
-  if (memory !== undefined) out.memory = memory;
+  if (memory !== undefined) {
+    // A byte count, or -1 (none: the daemon's default applies). Anything else is refused rather
+    // than wrapped into the store limiter's 64-bit words (where a huge value became "none").
+    if (memory !== -1 && (!Number.isSafeInteger(memory) || memory < 0))
+      throw new TtrpcError(Code.INVALID_ARGUMENT, `update ${id}: memory.limit ${memory} is not a byte count (or -1)`);
+    out.memory = memory;
+  }
   const cpu: CpuLimits = {};
   for (const k of ["quota", "period", "shares"] as const) {
     const v = num(r.cpu?.[k]);

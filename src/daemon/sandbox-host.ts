@@ -15,6 +15,7 @@ import type { RunPlan } from "../engines/run-plan.ts";
 import type { ExitWatcher } from "../linux/exit-watcher.ts";
 import { artifactForContainer } from "../oci/artifact.ts";
 import { planContainer, RUN_DIR } from "../oci/container-plan.ts";
+import { type PodNamespaces, podNetwork } from "../oci/pod-namespaces.ts";
 import { precompile } from "../oci/precompile.ts";
 import { readSpec, type Spec } from "../oci/spec.ts";
 import { viewDir } from "../oci/wasi-view.ts";
@@ -47,6 +48,10 @@ export interface DaemonShared {
   defaultMemoryBytes?: number;
   /** What the daemon's metrics count as it happens; absent when it serves none (--metrics-address). */
   observe?: DaemonObserver;
+  /** Marks a container's work dir as this daemon's, for the next one to sweep after a crash (./sweep.ts). */
+  markWorkDir?: (c: { bundle: string; workDir: string }) => void;
+  /** Resolves once a dead daemon's container of this id is cleaned up, if there is one (./sweep.ts). */
+  swept?: (namespace: string, id: string) => Promise<void>;
 }
 
 /** The events the daemon's metrics count (./metrics.ts); the rest they read when scraped. */
@@ -87,7 +92,7 @@ export function sandboxHost(
 ): SandboxHost {
   /** The wasm containers not yet exited. */
   const running = new Map<InProcessInstance, LiveWasm>();
-  const holders = new PodHolders({ log: d.log, pid: d.pid });
+  const holders = new PodHolders({ log: d.log, pid: d.pid, ...(d.markWorkDir ? { markWorkDir: d.markWorkDir } : {}) });
   const inProcess = {
     runner: d.runner,
     pid: d.pid,
@@ -100,6 +105,14 @@ export function sandboxHost(
   };
   return {
     ...commonHostCalls(d),
+    ...(d.markWorkDir
+      ? {
+          claimWorkDir: async (c: { namespace: string; id: string; bundle: string; workDir: string }) => {
+            await d.swept?.(c.namespace, c.id);
+            d.markWorkDir?.(c);
+          },
+        }
+      : {}),
     namespace: (ns) => {
       const stateDir = containerStateDir(ns, d.paths.stateRoot);
       const publisher = new Publisher(ttrpcAddress, ns, (m) => d.log(m, "warning"));
@@ -108,7 +121,7 @@ export function sandboxHost(
       return served;
     },
     createInstance: async (req) => {
-      const wasm = await traced("plan", () => wasmPlan(d, req, containerdAddress));
+      const wasm = await traced("plan", () => wasmPlan(d, req, containerdAddress, holders.pod));
       // Runtime options (BinaryName, Root, SystemdCgroup) as in normal mode: they choose the
       // runc of the pod's native containers; a wasm container runs in-process either way.
       if (!("plan" in wasm)) {
@@ -125,6 +138,7 @@ export function sandboxHost(
       void inst.exited.then(() => running.delete(inst));
       return inst;
     },
+    adoptPod: (pod) => holders.adopt(pod),
     releasePod: (sandboxId) => holders.release(sandboxId),
     killWasm: (signal) => {
       for (const inst of running.keys()) void inst.kill(signal, true).catch(() => {});
@@ -142,9 +156,12 @@ async function wasmPlan(
   d: DaemonShared,
   req: InstanceRequest,
   containerdAddress: string,
+  /** Under containerd's shim sandboxer: the pod's network is the namespace CRI made, not the daemon's it names. */
+  pod: PodNamespaces,
 ): Promise<{ plan: RunPlan; warm: () => Promise<void> } | { spec: Spec }> {
   const { id, bundle, workDir } = req;
   const spec = await readSpec(bundle);
+  if (spec.linux?.namespaces) spec.linux.namespaces = podNetwork(spec.linux.namespaces, pod);
   // An OCI wasm artifact's module is its image's layer, read through containerd and written to
   // the container's run directory (gone with the work dir); nothing is mounted into a
   // container here, so the plan names it by its host path.

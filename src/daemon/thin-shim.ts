@@ -7,11 +7,13 @@
 // precisely when the shim's socket died.
 
 import { existsSync } from "node:fs";
+import { join } from "node:path";
 import type { ShimFlags } from "../runtime-v2/flags.ts";
 import type { OciFeatures } from "../runtime-v2/info.ts";
 import { type StartContext, shimCliMain } from "../runtime-v2/shim-cli.ts";
-import { Client, type ServiceClient } from "../ttrpc/index.ts";
-import { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
+import type { Client, ServiceClient } from "../ttrpc/index.ts";
+import { daemonsDir, liveDaemons, noDaemonLives } from "./daemon-files.ts";
+import type { ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
 import { DAEMON_SOCKET_ENV, daemonSocket, type SharedModeNames } from "./paths.ts";
 
 /** How long `start` tries to reach the daemon: containerd waits on us, a dead daemon must fail fast. */
@@ -31,6 +33,11 @@ export class DaemonUnreachable extends Error {
 
 async function connect(daemon: string, socket: string): Promise<{ client: Client; manager: ServiceClient<typeof ManagerDefinition> }> {
   if (!existsSync(socket)) throw new DaemonUnreachable(daemon, socket, "no such socket");
+  // Loaded here, not at the top: a `delete` after a crash finds no daemon and needs neither.
+  const [{ Client }, { ManagerDefinition }] = await Promise.all([
+    import("../ttrpc/index.ts"),
+    import("./gen/bunwasi/manager/v1/manager.ts"),
+  ]);
   let client: Client;
   try {
     client = await Client.connect(socket, { timeoutMs: DAEMON_CONNECT_TIMEOUT_MS });
@@ -68,6 +75,11 @@ export async function thinStart(names: SharedModeNames, ctx: StartContext, env: 
  * (the daemon is gone, never had it, or could not clean all of it up) is cleaned up here
  * from the bundle and state dir. As normal mode's `shim delete`, it always answers: with the
  * exit the daemon saw when it had the container, every failure said on stderr (containerd's log).
+ *
+ * After a crash of the daemon containerd runs this for every container at once, and gives each
+ * 5 s (io.containerd.timeout.shim.cleanup) before it kills it and records the exit as 255,
+ * leaving what it would have cleaned: so when no daemon of the directory lives, it asks none
+ * and loads no client, only the clean-up (docs/ARCHITECTURE.md, "What a crash costs").
  */
 export async function thinDelete(
   names: SharedModeNames,
@@ -75,41 +87,45 @@ export async function thinDelete(
   env: Env = process.env,
   warn: (m: string) => void = (m) => process.stderr.write(`${m}\n`),
 ): Promise<Uint8Array> {
-  // Imported here, not at the top: `start` runs for every pod and needs neither.
-  const [{ deleteTask, killedResponse }, { DeleteResponse }] = await Promise.all([
-    import("../runtime-v2/delete.ts"),
-    import("../task/gen/containerd/runtime/task/v2/shim.ts"),
-  ]);
+  // Imported here, not at the top: `start` runs for every pod and needs none of it.
+  const { cleanUpLeftovers, deleteResponse, killedResponse } = await import("../runtime-v2/delete.ts");
+  const { shimPaths } = await import("../runtime-v2/paths.ts");
+  const socket = daemonSocket(names.daemon, env);
+  const bundle = flags.bundle || process.cwd();
   let answer: Uint8Array | undefined;
-  try {
-    const { client, manager } = await connect(names.daemon, daemonSocket(names.daemon, env));
-    try {
-      const r = await manager.deleteSandbox(
-        { containerId: flags.id, namespace: flags.namespace, bundle: flags.bundle || process.cwd() },
-        { timeoutMs: 10_000 },
-      );
-      // The daemon has let go of the container either way; the host steps left are retried below.
-      if (r.cleanupError) warn(`daemon delete: could not clean up: ${r.cleanupError}; cleaning up locally`);
-      if (r.found) {
-        answer = DeleteResponse.encode({
-          pid: r.pid,
-          exitStatus: r.exitStatus,
-          exitedAt: { seconds: r.exitedAtSeconds, nanos: r.exitedAtNanos },
-        }).finish();
+  if (noDaemonLives(socket)) warn(`daemon delete: no ${names.daemon} of ${socket} lives; cleaning up locally`);
+  else {
+    const req = { containerId: flags.id, namespace: flags.namespace, bundle };
+    // The serving daemon (which asks the draining ones itself); if it cannot be reached, each
+    // other live daemon at its own socket: a draining daemon whose successor died no longer
+    // listens at the path, but still has its containers.
+    const sockets = [socket, ...liveDaemons(socket).map((pid) => join(daemonsDir(socket), `${pid}.sock`))];
+    for (const at of sockets) {
+      try {
+        const { client, manager } = await connect(names.daemon, at);
+        try {
+          const r = await manager.deleteSandbox(req, { timeoutMs: 10_000 });
+          // The daemon has let go of the container either way; the host steps left are retried below.
+          if (r.cleanupError) warn(`daemon delete: could not clean up: ${r.cleanupError}; cleaning up locally`);
+          if (r.found) {
+            const exitedAt = { seconds: r.exitedAtSeconds, nanos: r.exitedAtNanos };
+            answer = deleteResponse({ pid: r.pid, exitStatus: r.exitStatus, exitedAt });
+          }
+        } finally {
+          client.close();
+        }
+        if (answer || at === socket) break;
+      } catch (e) {
+        if (at === socket) warn(`daemon delete: ${e instanceof Error ? e.message : String(e)}; cleaning up locally`);
       }
-    } finally {
-      client.close();
     }
-  } catch (e) {
-    warn(`daemon delete: ${e instanceof Error ? e.message : String(e)}; cleaning up locally`);
   }
   // Idempotent: after the daemon's Delete there is nothing left to find. Never fails the
   // delete: containerd needs the answer (the exit) whatever could not be cleaned up.
-  const local = await deleteTask(flags, warn).catch((e) => {
-    warn(`local clean-up: ${e instanceof Error ? e.message : String(e)}`);
-    return undefined;
-  });
-  return answer ?? local ?? killedResponse();
+  await cleanUpLeftovers({ namespace: flags.namespace, id: flags.id, bundle }, shimPaths(process.env).stateRoot, warn).catch((e) =>
+    warn(`local clean-up: ${e instanceof Error ? e.message : String(e)}`),
+  );
+  return answer ?? killedResponse();
 }
 
 /**

@@ -238,10 +238,31 @@ export interface RunControl {
   cpuThrottling?(): { periods: number; throttledPeriods: number; throttledNs: number };
   /** The Linux thread id running the module, once known (for its CPU time); absent if the engine cannot tell. */
   threadId?(): number | undefined;
-  /** The module's CPU time in ns, where its thread is not its own (a run pool counts its slices); absent otherwise. */
-  cpuTime?(): { user: number; kernel: number };
   /** The module's linear memory in bytes, now (for Stats); undefined while the engine cannot tell (not instantiated yet). */
   memoryBytes?(): Promise<number | undefined>;
+  /**
+   * A new memory limit for the running module (Update; undefined: none): what its store may
+   * grow to from then on. Rejects with MemoryLimitBelowUsage, and changes nothing, when the
+   * module already holds more than the limit would let it (memory cannot be taken back from
+   * a module); with an EngineError-like Error when the module's shape cannot fit it at all.
+   */
+  setMemoryLimit?(bytes: number | undefined): Promise<void>;
+  /**
+   * CPU time the run has used (ns), where no thread the caller can name (threadId) is the
+   * run's alone: a wasi:http service's request threads, a run pool's thread (it counts the
+   * run's slices).
+   */
+  cpuNs?(): number;
+}
+
+/** RunControl.setMemoryLimit: the run already holds `usage` bytes, more than `limit` allows. */
+export class MemoryLimitBelowUsage extends Error {
+  constructor(
+    readonly limit: number,
+    readonly usage: number,
+  ) {
+    super(`unable to set memory limit to ${limit} (current usage: ${usage}): memory a module holds cannot be taken back from it`);
+  }
 }
 
 /** How a run ended: an exit code (README "Exit codes") and the engine's timings. */

@@ -29,6 +29,15 @@ function kindOf(st: Stats): string {
   return "not a regular file";
 }
 
+/** Throws unless `st` is a regular file of at most `maxBytes`: what every reader checks first. */
+function checkModuleStat(st: Stats, shown: string, maxBytes: number): void {
+  if (!st.isFile()) throw new ModuleFileError(`${shown}: ${kindOf(st)}, not a module file`);
+  if (st.size > maxBytes) throw new ModuleFileError(`${shown}: ${st.size} bytes, more than a module may have (${maxBytes})`);
+}
+
+/** How a module file is opened for reading: never waiting (a fifo in its place), never our terminal. */
+const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
+
 /**
  * `path` inside `root`, opened for reading (non-blocking, so no open can wait) once it is
  * known to be a regular file of at most `maxBytes`: its fd (the caller closes it) and size.
@@ -45,10 +54,9 @@ export function openModuleFile(root: string, path: string, shown = path, maxByte
   }
   try {
     const st = fstatSync(pathFd);
-    if (!st.isFile()) throw new ModuleFileError(`${shown}: ${kindOf(st)}, not a module file`);
-    if (st.size > maxBytes) throw new ModuleFileError(`${shown}: ${st.size} bytes, more than a module may have (${maxBytes})`);
+    checkModuleStat(st, shown, maxBytes);
     // The O_PATH fd's own file: the inode just checked, whatever the path names by now.
-    const fd = openSync(fdPath(pathFd), constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    const fd = openSync(fdPath(pathFd), READ_FLAGS);
     return { fd, size: st.size };
   } finally {
     closeSync(pathFd);
@@ -60,20 +68,22 @@ export function openModuleFile(root: string, path: string, shown = path, maxByte
  * `maxBytes`, a file that has grown past them meanwhile fails.
  */
 export function readModuleFileSync(fd: number, shown: string, maxBytes = MODULE_MAX_BYTES): Uint8Array {
-  const size = fstatSync(fd).size;
-  if (size > maxBytes) throw new ModuleFileError(`${shown}: ${size} bytes, more than a module may have (${maxBytes})`);
-  // One byte more than the size: a file still growing shows as longer than it said.
-  const buf = new Uint8Array(Math.min(size, maxBytes) + 1);
+  const st = fstatSync(fd);
+  checkModuleStat(st, shown, maxBytes);
+  const buf = sizedBuffer(st.size);
   let n = 0;
-  for (;;) {
-    const got = readSync(fd, buf, n, buf.length - n, n);
-    if (got === 0) break;
-    n += got;
-    if (n === buf.length) {
-      throw new ModuleFileError(`${shown}: grew while it was read (more than ${buf.length - 1} bytes)`);
-    }
+  for (let got = -1; got !== 0; n += got) {
+    got = readSync(fd, buf, n, buf.length - n, n);
+    grewCheck(buf, n + got, shown);
   }
   return buf.subarray(0, n);
+}
+
+/** One byte more than the size: a file still growing shows as longer than it said. */
+const sizedBuffer = (size: number) => new Uint8Array(size + 1);
+
+function grewCheck(buf: Uint8Array, n: number, shown: string): void {
+  if (n === buf.length) throw new ModuleFileError(`${shown}: grew while it was read (more than ${buf.length - 1} bytes)`);
 }
 
 /** A module file read whole: openModuleFile then readModuleFileSync. */
@@ -94,16 +104,38 @@ export function readModuleSync(root: string, path: string, shown = path, maxByte
 export function readModulePathSync(path: string, maxBytes = MODULE_MAX_BYTES): Uint8Array {
   let fd: number;
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    fd = openSync(path, READ_FLAGS);
   } catch (e) {
     throw new ModuleFileError(`${path}: ${(e as Error).message}`);
   }
   try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) throw new ModuleFileError(`${path}: ${kindOf(st)}, not a module file`);
     return readModuleFileSync(fd, path, maxBytes);
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * readModulePathSync on Bun's thread pool: the daemon's, whose main thread serves every pod
+ * (the executor and a shim server read synchronously, docs/ARCHITECTURE.md "Bun's thread
+ * pool"; node:fs/promises is loaded only here, for them never).
+ */
+export async function readModulePath(path: string, maxBytes = MODULE_MAX_BYTES): Promise<Uint8Array> {
+  const fh = await (await import("node:fs/promises")).open(path, READ_FLAGS).catch((e: Error) => {
+    throw new ModuleFileError(`${path}: ${e.message}`);
+  });
+  try {
+    const st = await fh.stat();
+    checkModuleStat(st, path, maxBytes);
+    const buf = sizedBuffer(st.size);
+    let n = 0;
+    for (let got = -1; got !== 0; n += got) {
+      got = (await fh.read(buf, n, buf.length - n, n)).bytesRead;
+      grewCheck(buf, n + got, path);
+    }
+    return buf.subarray(0, n);
+  } finally {
+    await fh.close();
   }
 }
 

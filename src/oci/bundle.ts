@@ -26,7 +26,7 @@ import type { Engine } from "../engines/engine.ts";
 import { PLAN_FILE, type RunPlan } from "../engines/run-plan.ts";
 import { EntrypointError, type EntrypointKind, planContainer, RUN_DIR, rootfsOf } from "./container-plan.ts";
 import { EXECUTOR_MOUNT, type ExecutorDir, ensureExecutorDir, LOADER_NAME } from "./executor-dir.ts";
-import { wasmNamespaces } from "./pod-namespaces.ts";
+import { type PodNamespaces, wasmNamespaces } from "./pod-namespaces.ts";
 import { readSpec, type Spec, SpecError, type SpecIdMapping, type SpecProcess } from "./spec.ts";
 import { viewMountPoint, viewMounts } from "./wasi-view.ts";
 
@@ -59,10 +59,11 @@ export interface PrepareOptions {
    */
   artifact?: () => Promise<{ bytes: Uint8Array } | undefined>;
   /**
-   * The serving process's pid: a wasm container's joins of its namespaces (containerd's shim
-   * sandboxer names them) become the container's own, but the network (./pod-namespaces.ts).
+   * The serving process's pid and its pod's network namespace: a wasm container's joins of
+   * the process's namespaces (containerd's shim sandboxer names them) become the container's
+   * own, but the network, which is the pod's (./pod-namespaces.ts).
    */
-  serverPid?: number;
+  pod?: PodNamespaces;
 }
 
 export interface Prepared {
@@ -170,13 +171,13 @@ export function wasmSpec(
     /** Host path of the module's checked compiled artifact, bound read-only at COMPILED_MODULE in the run directory. */
     compiled?: string;
     executorFlags?: string[];
-    /** See PrepareOptions.serverPid. */
-    serverPid?: number;
+    /** See PrepareOptions.pod. */
+    pod?: PodNamespaces;
   },
 ): Spec {
   const d = opts.mountPoint;
   const out: Spec = structuredClone(spec);
-  if (opts.serverPid !== undefined && out.linux?.namespaces) out.linux.namespaces = wasmNamespaces(out.linux.namespaces, opts.serverPid);
+  if (opts.pod && out.linux?.namespaces) out.linux.namespaces = wasmNamespaces(out.linux.namespaces, opts.pod);
   out.root = { ...spec.root, path: opts.run.view.root };
   // The module's "/": the container without /proc, /sys and /dev (./wasi-view.ts).
   const viewAt = viewMountPoint(spec);
@@ -268,7 +269,7 @@ export async function prepare(opts: PrepareOptions): Promise<Prepared> {
     runDir,
     ...(compiled ? { compiled } : {}),
     executorFlags: opts.executorFlags,
-    ...(opts.serverPid !== undefined ? { serverPid: opts.serverPid } : {}),
+    ...(opts.pod ? { pod: opts.pod } : {}),
   });
   const tmp = join(dir, `.config.json.${process.pid}`);
   writeFileSync(tmp, JSON.stringify(derived, null, 2), { mode: 0o600 });

@@ -3,7 +3,7 @@
 // environment when asked, never at import: a process serving many pods builds its
 // paths once, in its entry point, and hands them to the Task service.
 
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 
 type Env = Record<string, string | undefined>;
 
@@ -33,4 +33,20 @@ export function runtimeRoot(namespace: string, stateRoot = shimPaths().stateRoot
 /** Per-container working files of a namespace: derived bundle, pid file, runtime log. */
 export function containerStateDir(namespace: string, stateRoot = shimPaths().stateRoot): string {
   return join(stateRoot, "state", namespace);
+}
+
+/**
+ * In a work dir, who made it (shared mode: the daemon, src/daemon/sweep.ts), so that a clean-up
+ * that never ran, or was killed before it renamed the dir aside (./delete.ts), can be finished
+ * by whoever knows that owner is dead.
+ */
+export const WORK_DIR_OWNER_FILE = "daemon.json";
+
+/** Where a work dir goes while process `pid` removes it: beside it, hidden, named by its remover. */
+export const removingDir = (workDir: string, pid: number): string => join(dirname(workDir), `.${basename(workDir)}.removing.${pid}`);
+
+/** The remover's pid of a dir named by removingDir; undefined for any other name. */
+export function removerOf(name: string): number | undefined {
+  const m = /^\..+\.removing\.([1-9][0-9]*)$/.exec(name);
+  return m ? Number(m[1]) : undefined;
 }

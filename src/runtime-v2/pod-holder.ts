@@ -3,7 +3,8 @@
 // namespaces by the pid we answered, ours, in the host's namespaces (src/oci/pod-namespaces.ts);
 // a native container must not join those. So the first native container of such a pod makes
 // the holder, and every native container of the pod joins the holder's IPC, UTS and PID
-// namespaces instead of ours (its network join stays: the host's, a host-network pod's).
+// namespaces instead of ours. Its network join is the pod's (podNetwork): the namespace CRI
+// made for the pod, which the holder joins too, or ours, the host's, for a host-network pod.
 // A pod of wasm containers never makes one.
 //
 // The holder is a runc container of the pod's own (runc id: the sandbox id) that is created
@@ -17,14 +18,17 @@
 // What a pause container does that this does not: PID 1 of a shared PID namespace reaps the
 // orphans of the pod's containers; runc's waiting init does not. It is removed when the pod
 // stops (StopSandbox) or ends (ShutdownSandbox).
+//
+// One PodHolders per host, and a host serves one pod of the shim sandboxer at most (a
+// normal-mode server, a daemon's sandbox): `adopt` tells it the pod's network namespace.
 
 import { chmodSync, closeSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Runc } from "../linux/runc.ts";
-import { namespacesOf } from "../oci/pod-namespaces.ts";
+import { namespacesOf, type PodNamespaces, podNetwork } from "../oci/pod-namespaces.ts";
 import type { Spec } from "../oci/spec.ts";
 import { type RuntimeOptions, saveRuntimeOptions } from "../task/runtime-options.ts";
-import type { Logger } from "../task/task-host.ts";
+import type { AdoptedPod, Logger } from "../task/task-host.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 
 /** The annotation CRI marks every container of a pod with. */
@@ -42,13 +46,39 @@ export interface PodHolderParts {
   log: Logger;
   /** This process's pid: the one whose namespaces CRI's spec names. */
   pid: number;
+  /** Marks the holder's dir as a container's work dir is marked (TaskHost.claimWorkDir): its bundle is the dir itself. */
+  markWorkDir?: (c: { bundle: string; workDir: string }) => void;
 }
 
 /** The holders of one server's pods, by sandbox id. */
 export class PodHolders {
   private readonly holders = new Map<string, Promise<Holder>>();
+  private adopted: AdoptedPod | undefined;
 
   constructor(private readonly parts: PodHolderParts) {}
+
+  /** Where the pod's containers have their namespaces: our pid CRI names, and the pod's network namespace. */
+  get pod(): PodNamespaces {
+    const a = this.adopted;
+    if (!a) return { pid: this.parts.pid };
+    return {
+      pid: this.parts.pid,
+      ...(a.netnsPath ? { netns: a.netnsPath } : {}),
+      ...(a.hostname ? { hostname: a.hostname } : {}),
+      sysctls: a.sysctls,
+      node: a.nodeNamespaces,
+    };
+  }
+
+  /**
+   * CreateSandbox came: the pod's network namespace, the one CRI made (and set its CNI network
+   * up in), or "" for the host's: a container's join of our network namespace is to this one.
+   * Its hostname, sysctls and the namespaces it shares with the node are the holder's, as they
+   * would be a pause container's.
+   */
+  adopt(pod: AdoptedPod): void {
+    this.adopted = pod;
+  }
 
   /**
    * The bundle runc is to create native container `id` from: containerd's when its spec joins
@@ -64,7 +94,9 @@ export class PodHolders {
     runc: Runc;
     runtimeOptions: RuntimeOptions | null;
   }): Promise<string> {
-    const ours = namespacesOf(o.spec.linux?.namespaces, this.parts.pid);
+    const node = this.pod.node ?? [];
+    // Joins of ours the pod shares with the node (hostIPC, hostPID) stay: ours are the host's.
+    const ours = namespacesOf(o.spec.linux?.namespaces, this.parts.pid).filter((t) => !node.includes(t));
     if (ours.length === 0) return o.bundle;
     const sandbox = o.spec.annotations?.[SANDBOX_ID_ANNOTATION];
     if (!sandbox || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(sandbox)) {
@@ -84,7 +116,7 @@ export class PodHolders {
     spec.root = { ...spec.root, path: spec.root.path.startsWith("/") ? spec.root.path : join(o.bundle, spec.root.path) };
     spec.linux = {
       ...spec.linux,
-      namespaces: spec.linux?.namespaces?.map((n) =>
+      namespaces: podNetwork(spec.linux?.namespaces, this.pod)?.map((n) =>
         n.type !== "network" && n.path !== undefined && ours.includes(n.type)
           ? { type: n.type, path: `/proc/${pid}/ns/${nsFile(n.type)}` }
           : n,
@@ -122,12 +154,13 @@ export class PodHolders {
     const root = join(dir, "rootfs");
     mkdirSync(root, { recursive: true, mode: 0o711 });
     try {
+      this.parts.markWorkDir?.({ bundle: dir, workDir: dir });
       // As a container's work dir: `shim delete` of the sandbox id asks the same runc.
       if (o.runtimeOptions) await saveRuntimeOptions(dir, o.runtimeOptions);
       const exe = join(root, HOLDER_PROCESS);
       writeFileSync(exe, "");
       chmodSync(exe, 0o555);
-      writeFileSync(join(dir, "config.json"), JSON.stringify(holderSpec(o.spec, o.id, sandbox, this.parts.pid)), { mode: 0o600 });
+      writeFileSync(join(dir, "config.json"), JSON.stringify(holderSpec(o.spec, o.id, sandbox, this.pod)), { mode: 0o600 });
       const devNull = openSync("/dev/null", "r+");
       let pid: number;
       try {
@@ -155,14 +188,22 @@ function nsFile(type: string): string {
 
 /**
  * The holder's spec, from its pod's first native container's: new IPC, UTS, PID and mount
- * namespaces (the network: the container's, when it is not one of ours, else ours, the
- * host's), the container's hostname, and its cgroup with the sandbox id for the container's.
+ * namespaces (but those the pod shares with the node), the container's network (the pod's own,
+ * or a join that is not of ours; with none of these, ours: the host's), the pod's hostname
+ * (else the container's) and sysctls, and its cgroup with the sandbox id for the container's.
  */
-export function holderSpec(template: Spec, containerId: string, sandbox: string, ourPid: number): Spec {
-  const ours = new Set(namespacesOf(template.linux?.namespaces, ourPid));
-  const net = template.linux?.namespaces?.find((n) => n.type === "network");
-  const namespaces: { type: string; path?: string }[] = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
+export function holderSpec(template: Spec, containerId: string, sandbox: string, pod: PodNamespaces): Spec {
+  const joins = podNetwork(template.linux?.namespaces, pod);
+  const ours = new Set(namespacesOf(joins, pod.pid));
+  const net = joins?.find((n) => n.type === "network");
+  const node = pod.node ?? [];
+  // A namespace the pod shares with the node is not made: runc leaves the holder in the host's.
+  const namespaces: { type: string; path?: string }[] = ["pid", "ipc", "uts", "mount"]
+    .filter((t) => !node.includes(t))
+    .map((type) => ({ type }));
   if (net && !ours.has("network")) namespaces.push(net);
+  // As CRI's pause container: net.* sysctls only in a network namespace of the pod's own.
+  const sysctl = Object.fromEntries(Object.entries(pod.sysctls ?? {}).filter(([k]) => !(node.includes("network") && k.startsWith("net."))));
   const cgroupsPath = template.linux?.cgroupsPath;
   return {
     ociVersion: template.ociVersion,
@@ -175,7 +216,8 @@ export function holderSpec(template: Spec, containerId: string, sandbox: string,
       capabilities: { bounding: [], effective: [], permitted: [] },
     } as Spec["process"],
     root: { path: "rootfs", readonly: true },
-    ...(template.hostname ? { hostname: template.hostname } : {}),
+    // The node's UTS namespace keeps the node's name.
+    ...((pod.hostname || template.hostname) && !node.includes("uts") ? { hostname: pod.hostname || template.hostname } : {}),
     // runc's init reaches its exec fifo through /proc/self/fd, and sets up /dev.
     mounts: [
       { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
@@ -183,6 +225,7 @@ export function holderSpec(template: Spec, containerId: string, sandbox: string,
     ],
     linux: {
       namespaces,
+      ...(Object.keys(sysctl).length ? { sysctl } : {}),
       ...(cgroupsPath?.endsWith(containerId) ? { cgroupsPath: `${cgroupsPath.slice(0, -containerId.length)}${sandbox}` } : {}),
     },
   };

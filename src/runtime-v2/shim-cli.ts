@@ -15,10 +15,12 @@
 // This runs at every container's start and delete: it imports only what the action needs.
 
 import { lstatSync, readFileSync, readlinkSync, readSync, statSync, writeSync } from "node:fs";
+import { join } from "node:path";
 import { SHIM_VERSION } from "../common/constants.ts";
 import { groupId, writeAddressFile } from "./address.ts";
 import { parseShimFlags, type ShimFlags, ttrpcAddress } from "./flags.ts";
 import type { OciFeatures } from "./info.ts";
+import { shimPaths } from "./paths.ts";
 import { bootstrapParams, startReply } from "./reply.ts";
 
 /** What `start` is asked, with containerd's inputs already read and checked. */
@@ -105,7 +107,10 @@ export async function runShimCli(argv: string[], shim: ShimBinary, io: CliIo): P
           import("../linux/runc.ts"),
         ]);
         const options = input.length ? await runtimeOptionsOf(Any.decode(input)) : null;
-        const features = ociRuntimeFeatures(options?.binaryName || findRuntime(io.env.BUNWASI_RUNTIME));
+        const features = ociRuntimeFeatures(
+          options?.binaryName || findRuntime(io.env.BUNWASI_RUNTIME),
+          join(shimPaths(io.env).stateRoot, "features"),
+        );
         io.stdout(await runtimeInfo(shim.runtime, features && shim.features(features)));
         return 0;
       }

@@ -67,6 +67,7 @@ export class TaskServer {
       metrics: (s) => o.service.host.metrics(s),
       log: (m, level) => o.log(`${prefix}${m}`, level),
       onShutdown: shutdown,
+      adopt: (pod) => o.service.host.adoptPod?.(pod),
       release: (id) => o.service.host.releasePod?.(id) ?? Promise.resolve(),
     });
     this.server.register(TaskV2, this.service).register(TaskV3, this.service).register(SandboxDefinition, this.sandbox);

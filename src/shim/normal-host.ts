@@ -86,13 +86,13 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
                   log,
                 }),
               // A pod of containerd's shim sandboxer names our namespaces as its own.
-              serverPid: process.pid,
+              pod: holders.pod,
             }),
           "prepare bundle",
         ),
       );
       const runc = runcOf(base, req.namespace, req.runtimeOptions);
-      // A wasm container's derived bundle has namespaces of its own instead of ours (serverPid
+      // A wasm container's derived bundle has namespaces of its own instead of ours (`pod`
       // above); a native one joins its pod's holder (a pod of containerd's shim sandboxer).
       const runtimeBundle =
         prepared.kind === "native"
@@ -100,6 +100,7 @@ export async function normalModeHost(w: HostWiring): Promise<TaskHost> {
           : prepared.runtimeBundle;
       return createRuncInstance(runc, req, { runtimeBundle, kind: prepared.kind }, base);
     },
+    adoptPod: (pod) => holders.adopt(pod),
     releasePod: (sandboxId) => holders.release(sandboxId),
   };
 }

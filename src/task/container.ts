@@ -113,12 +113,13 @@ export class Container implements Process {
     const c = new Container(opts, host, events);
     const workDir = join(ns.stateDir, opts.id);
     try {
-      makeWorkDir(workDir);
       c.undo.push({
         what: `remove ${workDir}`,
         run: async () => rmSync(workDir, { recursive: true, force: true }),
         needsRuntimeGone: true,
       });
+      await host.claimWorkDir?.({ namespace: opts.namespace, id: opts.id, bundle: opts.bundle, workDir });
+      makeWorkDir(workDir);
       // Before the runtime holds anything: a `shim delete` after this server dies must find
       // the runtime that created the container (src/task/runtime-options.ts).
       if (opts.runtimeOptions) await saveRuntimeOptions(workDir, opts.runtimeOptions);

@@ -10,9 +10,8 @@
 //   config.json, and calls CreateSandbox (options: the pod's runtime.v1.PodSandboxConfig;
 //   netns_path) and StartSandbox on the address `start` printed. The pid StartSandbox answers
 //   is what CRI builds every container's namespaces from (/proc/<pid>/ns/net, ipc, uts, and
-//   pid when the pod shares one): ours is the serving process's, in the host's namespaces,
-//   which is right for a host-network pod's network (see "Not done" below). CRI then waits
-//   on WaitSandbox for as long as the pod lives.
+//   pid when the pod shares one): ours is the serving process's, in the host's namespaces
+//   (see the end of this comment). CRI then waits on WaitSandbox for as long as the pod lives.
 // - CreateContainer: SandboxStatus (the pid again, and CRI's state) and Platform.
 // - StartContainer: the Task API on the sandbox's address; a shim that answered `start` with
 //   version 3 (containerd 2.3+) is not run again per container, nor `shim delete` after.
@@ -25,13 +24,16 @@
 //   An error there fails CRI's whole ListPodSandboxStats, so it is answered: the pod's
 //   containers' statistics added up.
 //
-// CRI names the pod's namespaces by our pid, the host's: a native container joins a holder of
-// the pod's own instead, made for the pod's first (src/runtime-v2/pod-holder.ts, released when
-// the pod stops), a normal-mode wasm container gets IPC, UTS and PID namespaces of its own
-// (src/oci/pod-namespaces.ts), and a pod with a network namespace of its own is refused at
-// CreateSandbox (not done: the holder would have to join it, and wasm containers in the daemon
-// to use it).
+// CRI names the pod's namespaces by our pid, the host's. The network: a pod with a namespace of
+// its own (CRI made it, and set its CNI network up, before CreateSandbox named it in
+// netns_path) is adopted by the host, whose containers join that namespace instead of ours
+// (src/oci/pod-namespaces.ts podNetwork); a host-network pod's is ours, the host's. The rest: a
+// native container joins a holder of the pod's own, made for the pod's first
+// (src/runtime-v2/pod-holder.ts, released when the pod stops), a normal-mode wasm container
+// gets IPC, UTS and PID namespaces of its own. CRI tears the network down and removes the
+// namespace after StopSandbox.
 
+import { statSync } from "node:fs";
 import type { RuncStats } from "../linux/runc.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { timestamp } from "./events.ts";
@@ -57,6 +59,7 @@ import type {
 } from "./gen/containerd/runtime/sandbox/v1/sandbox.ts";
 import type { Any } from "./gen/google/protobuf/any.ts";
 import { NamespaceMode, PodSandboxConfig } from "./gen/k8s/cri/v1/pod_sandbox_config.ts";
+import { criSandboxDir, type PodFilesConfig, removePodFiles, writePodFiles } from "./pod-files.ts";
 import { checkSandbox, criStateOf, type SandboxCall, type SandboxState } from "./sandbox-state.ts";
 import { addStats } from "./stats.ts";
 import type { Logger } from "./task-host.ts";
@@ -66,10 +69,18 @@ import { namespaceContext, type TaskService } from "./task-service.ts";
 export interface PodRecord {
   id: string;
   bundle: string;
+  /** CreateSandbox's options were CRI's PodSandboxConfig. */
+  fromCri: boolean;
   /** The network namespace CRI made for the pod; "" for the host's. */
   netnsPath: string;
   /** From the PodSandboxConfig, when the options carried one. */
   name: string;
+  /** The pod's hostname ("" for the node's): what its containers' UTS namespace is to have. */
+  hostname: string;
+  /** PodSandboxConfig's linux.sysctls. */
+  sysctls: Record<string, string>;
+  /** The OCI namespace types the pod shares with the node (see AdoptedPod). */
+  nodeNamespaces: string[];
   namespace: string;
   uid: string;
   cgroupParent: string;
@@ -87,6 +98,8 @@ export interface SandboxServiceOptions {
   log: Logger;
   /** After ShutdownSandbox is answered: close the server and release what it holds. */
   onShutdown(): void;
+  /** CreateSandbox came: the host learns the pod (its network namespace, what a pause would hold). */
+  adopt?(pod: PodRecord): void;
   /** Once the pod's containers are stopped: what the host holds for the pod goes (its namespace holder). */
   release?(sandboxId: string): Promise<void>;
   /** How long StopSandbox waits for a container after SIGKILL before it gives up on it. */
@@ -105,6 +118,8 @@ export class SandboxService {
   private createdAt = new Date(0);
   private exitedAt: Date | undefined;
   private stopping: Promise<void> | undefined;
+  /** CRI's directory where CreateSandbox wrote the pod's hostname, hosts and resolv.conf (./pod-files.ts). */
+  private files: string | undefined;
   private readonly stoppedWaiters: (() => void)[] = [];
 
   constructor(private readonly o: SandboxServiceOptions) {}
@@ -129,14 +144,20 @@ export class SandboxService {
   async createSandbox(req: CreateSandboxRequest): Promise<CreateSandboxResponse> {
     const to = checkSandbox(req.sandboxId, this.state, "create");
     if (!req.sandboxId) throw new TtrpcError(Code.INVALID_ARGUMENT, "CreateSandbox: sandbox_id is required");
-    const record = podRecord(req);
-    if (!record.hostNetwork && record.netnsPath) {
-      // See "Not done" at the top: our pid would hand the host's namespaces to the pod's containers.
-      throw new TtrpcError(
-        Code.UNIMPLEMENTED,
-        `sandbox ${req.sandboxId}: a pod with a network namespace of its own (${record.netnsPath}) is not supported by this shim's sandboxer yet; use hostNetwork, or the podsandbox sandboxer`,
-      );
+    const { record, dns } = podRecord(req);
+    if (record.netnsPath) checkNetns(req.sandboxId, record.netnsPath);
+    // CRI's pod: the files it mounts into each container, which a pause's controller would write.
+    const files = record.fromCri ? criSandboxDir(record.bundle, record.id) : undefined;
+    if (files) {
+      try {
+        writePodFiles(files, { hostname: record.hostname, ...(dns ? { dns } : {}) });
+      } catch (e) {
+        removePodFiles(files);
+        throw new TtrpcError(Code.FAILED_PRECONDITION, `CreateSandbox ${req.sandboxId}: writing the pod's files in ${files}: ${String(e)}`);
+      }
+      this.files = files;
     }
+    this.o.adopt?.(record);
     this.record = record;
     this.state = to;
     this.createdAt = new Date();
@@ -214,6 +235,7 @@ export class SandboxService {
       this.exitedAt = new Date();
     }
     await this.releasePod(req.sandboxId);
+    if (this.files) removePodFiles(this.files);
     for (const w of this.stoppedWaiters.splice(0)) w();
     for (const { namespace, id } of this.o.tasks.list()) {
       const r = await this.o.tasks.deleteFinal({ id, execId: "" }, namespaceContext(namespace)).catch((e) => {
@@ -271,7 +293,24 @@ export class SandboxService {
   }
 }
 
-function podRecord(req: CreateSandboxRequest): PodRecord {
+/**
+ * The pod's network namespace must be one: CRI made it (a bind mount of an nsfs inode) before
+ * CreateSandbox. Anything else would put the pod's containers somewhere runc or the daemon
+ * cannot enter, found only at the first container's Create.
+ */
+function checkNetns(id: string, path: string): void {
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    throw new TtrpcError(Code.FAILED_PRECONDITION, `CreateSandbox ${id}: the pod's network namespace ${path}: ${String(e)}`);
+  }
+  // Every namespace file is an inode of the kernel's one nsfs: the device of our own's.
+  if (!path.startsWith("/") || st.dev !== statSync("/proc/self/ns/net").dev)
+    throw new TtrpcError(Code.FAILED_PRECONDITION, `CreateSandbox ${id}: ${path} is not a network namespace`);
+}
+
+function podRecord(req: CreateSandboxRequest): { record: PodRecord; dns: PodFilesConfig["dns"] } {
   let config: PodSandboxConfig | undefined;
   const any = req.options;
   if (any?.typeUrl && (any.typeUrl === POD_CONFIG_TYPE || any.typeUrl.endsWith(`/${POD_CONFIG_TYPE}`))) {
@@ -281,19 +320,32 @@ function podRecord(req: CreateSandboxRequest): PodRecord {
       throw new TtrpcError(Code.INVALID_ARGUMENT, `CreateSandbox ${req.sandboxId}: options are not a PodSandboxConfig: ${String(e)}`);
     }
   }
-  const network = config?.linux?.securityContext?.namespaceOptions?.network ?? NamespaceMode.POD;
-  return {
+  const options = config?.linux?.securityContext?.namespaceOptions;
+  const network = options?.network ?? NamespaceMode.POD;
+  // Without a PodSandboxConfig (not CRI), a pod with no netns of its own is on the host's.
+  const hostNetwork = config ? network === NamespaceMode.NODE : !req.netnsPath;
+  const dns = config?.dnsConfig;
+  const record: PodRecord = {
     id: req.sandboxId,
     bundle: req.bundlePath,
+    fromCri: config !== undefined,
     netnsPath: req.netnsPath,
     name: config?.metadata?.name ?? "",
+    hostname: config?.hostname ?? "",
+    sysctls: config?.linux?.sysctls ?? {},
+    // As CRI's pause container: a host-network pod has the node's UTS namespace too.
+    nodeNamespaces: [
+      ...(hostNetwork ? ["network", "uts"] : []),
+      ...(options?.pid === NamespaceMode.NODE ? ["pid"] : []),
+      ...(options?.ipc === NamespaceMode.NODE ? ["ipc"] : []),
+    ],
     namespace: config?.metadata?.namespace ?? "",
     uid: config?.metadata?.uid ?? "",
     cgroupParent: config?.linux?.cgroupParent ?? "",
-    // Without a PodSandboxConfig (not CRI), a pod with no netns of its own is on the host's.
-    hostNetwork: config ? network === NamespaceMode.NODE : !req.netnsPath,
+    hostNetwork,
     annotations: req.annotations,
   };
+  return { record, dns: dns ? { servers: dns.servers, searches: dns.searches, options: dns.options } : undefined };
 }
 
 /** containerd's platform of this host: Node's arch in OCI's words (as containerd's platforms.DefaultSpec). */

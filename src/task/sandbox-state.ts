@@ -16,7 +16,8 @@
 //
 // Codes: a sandbox that is not there (never created, or shut down) is NOT_FOUND, which
 // containerd's controller and CRI take as "already gone" on Stop, Status and Shutdown; a
-// second Create is ALREADY_EXISTS; a call the state does not allow is FAILED_PRECONDITION.
+// second Create is ALREADY_EXISTS; a call the state does not allow is FAILED_PRECONDITION,
+// but SandboxMetrics of a stopped pod, UNAVAILABLE (see the table).
 
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 
@@ -89,7 +90,9 @@ export const SANDBOX_TABLE: Readonly<Record<SandboxState, Readonly<Record<Sandbo
     status: ok(),
     ping: ok(),
     shutdown: ok("shutdown"),
-    metrics: no(Code.FAILED_PRECONDITION, "the sandbox has stopped"),
+    // UNAVAILABLE, not FAILED_PRECONDITION: CRI's ListPodSandboxStats asks every pod it saw
+    // ready, and fails as a whole on any other error from one that stopped meanwhile.
+    metrics: no(Code.UNAVAILABLE, "the sandbox has stopped"),
   },
   shutdown: {
     ...absent("the sandbox was shut down"),

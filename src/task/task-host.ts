@@ -35,6 +35,19 @@ export interface RootfsMount {
   options: string[];
 }
 
+/** What a host learns of a pod of containerd's Sandbox API at CreateSandbox. */
+export interface AdoptedPod {
+  id: string;
+  /** The network namespace CRI made for the pod; "" for the host's. */
+  netnsPath: string;
+  /** "" for the node's. */
+  hostname: string;
+  /** The pod's sysctls (PodSandboxConfig's), a pause container's. */
+  sysctls: Record<string, string>;
+  /** The OCI namespace types the pod shares with the node (hostNetwork: network and uts; hostPID: pid; hostIPC: ipc). */
+  nodeNamespaces: string[];
+}
+
 export interface TaskHost {
   /**
    * The namespace's state directory and publisher. Called once per namespace by a service (it
@@ -46,11 +59,26 @@ export interface TaskHost {
    * this host runs it; the container's init waits for Instance.start.
    */
   createInstance(request: InstanceRequest): Promise<Instance>;
+  /**
+   * Before a container's work dir is made: a host whose containers a crash leaves to someone
+   * else to clean up makes it here and marks it as its own (shared mode: the daemon's next
+   * generation sweeps what a dead one left, src/daemon/sweep.ts), after waiting, if it must,
+   * for that sweep to finish with a dead daemon's container of the same id. A throw fails the
+   * Create.
+   */
+  claimWorkDir?(container: { namespace: string; id: string; bundle: string; workDir: string }): Promise<void>;
   /** Mounts containerd's rootfs mounts on `<bundle>/rootfs`; resolves with the undo. */
   mountRootfs(bundle: string, mounts: RootfsMount[]): Promise<() => Promise<void>>;
   /** An instance's statistics as containerd decodes them (cgroup v1 or v2 Metrics). */
   metrics(stats: RuncStats): Any;
   log: Logger;
+  /**
+   * containerd's Sandbox API created the pod this host serves (./sandbox-service.ts): its
+   * network namespace is where its containers' network is, and what a pause container would
+   * have held of it (hostname, sysctls, the namespaces it shares with the node) is what the
+   * holder of its native containers' namespaces has (src/runtime-v2/pod-holder.ts).
+   */
+  adoptPod?(pod: AdoptedPod): void;
   /**
    * A pod of containerd's Sandbox API has stopped (./sandbox-service.ts): release what the
    * host holds for it beside its containers (src/runtime-v2/pod-holder.ts).

@@ -13,10 +13,14 @@
 //  - CPU: a busy module with a quota of 0.1 is throttled (Stats' cpu.throttling: the cgroup's
 //    counts in normal mode, the engine's in shared mode); one without a quota is not until an
 //    Update (over ttrpc, as containerd's CRI plugin sends it) gives it one.
+//  - An Update to no memory limit (-1) of a running module does not unbound it: its grows
+//    stay bounded (normal mode: by its store, whose limit is the one it started with; shared
+//    mode: by the daemon's default). Before: shared mode refused any memory Update of a
+//    running module.
 // Needs root, containerd and runc. Figures (the daemon's growth) are printed, never asserted
 // beyond the limit itself; no assertion depends on timing.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { socketPath } from "../../src/common/address.ts";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
@@ -24,8 +28,9 @@ import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/sh
 import { Client } from "../../src/ttrpc/index.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
-import { ctrTasks } from "../support/ctr-tasks.ts";
+import { ctrTasks, fileText } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { GROW_STEPS_WAT } from "../support/grow-steps.ts";
 import { RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 import { until as waitUntil } from "../support/until.ts";
 
@@ -65,9 +70,13 @@ for (const c of CONTAINERDS) {
       daemon = await startDaemon(join(dir, "d"), {}, ["--default-memory-limit", "64Mi"]);
       env = await shimEnv({ binary: c.binary, env: daemon.env, dir: join(dir, basename(dir)) });
       const archive = join(dir, "attack.tar");
+      writeFileSync(join(dir, "grow.wat"), GROW_STEPS_WAT);
       writeImageArchive(archive, {
         name: IMAGE,
-        files: MODULES.map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
+        files: [
+          ...MODULES.map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
+          { path: "/grow.wat", source: join(dir, "grow.wat") },
+        ],
         config: { entrypoint: ["/busy.wasm"] },
       });
       const r = await env.cd.ctr(["images", "import", archive]);
@@ -209,6 +218,29 @@ for (const c of CONTAINERDS) {
               "a throttled period after the Update",
               async () => ((await metrics(id)).cpu?.throttling?.throttled_periods ?? 0) > 0,
             );
+            await stop(id);
+          },
+          T,
+        );
+
+        test(
+          "an Update to no memory limit (-1) does not unbound a running module: its grows stay bounded (normal: its store's limit from start; shared: the daemon's default)",
+          async () => {
+            const id = uid("unbound");
+            const log = await tasks.runDetached(id, ["/grow.wat"], IMAGE, mode.runtime, ["--memory-limit", String(32 * MiB)]);
+            await tasks.waitStatus(id, "RUNNING");
+            const n = join(env.cd.state, "io.containerd.runtime.v2.task", env.cd.namespace, id, "rootfs", "n");
+            writeFileSync(n, "");
+            await update(id, { memory: { limit: -1 } });
+            // One MiB per byte appended (grow-steps), all asked at once: it starts with 1 MiB.
+            appendFileSync(n, "x".repeat(80));
+            const answers = await until("80 answers", () => {
+              const l = fileText(log).split("\n").filter(Boolean);
+              return l.length >= 80 ? l : undefined;
+            });
+            const held = 1 + answers.indexOf("-");
+            expect(answers.slice(held - 1).every((a) => a === "-")).toBe(true);
+            expect(held).toBe(shared ? LIMIT / MiB : 32);
             await stop(id);
           },
           T,

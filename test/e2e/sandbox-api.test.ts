@@ -2,28 +2,194 @@
 // whose CRI handler has `sandboxer = "shim"`, so no pause container is made. Shared mode
 // (`wasmtimed`): the pod is the daemon's sandbox itself, with no process of its own at all.
 // Normal mode (`wasmtime`): the pod is its shim server. crictl drives it as the kubelet would
-// (test/support/cri.ts); pods use the host's network. Each step asserts what containerd's CRI
-// sees (inspectp, pods, inspect, logs, statsp) and what the host has (processes in /proc and
-// their namespaces, mounts, our state dirs, containerd's bundles, the daemon's sandboxes).
+// (test/support/cri.ts); pods use the host's network, or one of their own that CRI made and
+// set up through CNI (Debian's bridge and host-local plugins) before CreateSandbox named it. Each
+// step asserts what containerd's CRI sees (inspectp, pods, inspect, logs, statsp) and what the
+// host has (processes in /proc and their namespaces, mounts, our state dirs, containerd's
+// bundles, the daemon's sandboxes, network namespaces).
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { SandboxDefinition } from "../../src/task/gen/containerd/runtime/sandbox/v1/sandbox.ts";
 import { Client } from "../../src/ttrpc/index.ts";
+import { writeImageArchive } from "../../tools/image/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
 import { pinned2x } from "../support/containerd-versions.ts";
 import { CRI_IMAGES, type CriEnv, crictlPath, criEnv, HANDLER, K8S_NAMESPACE, type Pod, SHARED_HANDLER } from "../support/cri.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { HTTP_IMAGE, runScript } from "../support/http-services.ts";
 import { processes } from "../support/processes.ts";
-import { REPO } from "../support/shim-env.ts";
+import { REPO, WASM } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const T = 120_000;
 
 const V2 = pinned2x();
 const CONTAINERD = join(REPO, "build/containerd", V2, "bin/containerd");
+/** Debian's containernetworking-plugins. */
+const CNI_BIN = "/usr/lib/cni";
+
+/**
+ * A CNI network for the pods that ask for one of their own: a bridge of this run's (n tells the
+ * two suites' apart; ≤ 15 bytes) with the host as its gateway, so the test reaches pod IPs.
+ */
+function podNetworkCni(n: number) {
+  const bridge = `bwsb${n}${(process.pid & 0xffff).toString(16)}`;
+  const subnet = `10.${240 + n}.${process.pid % 250}.0/24`;
+  return {
+    bridge,
+    subnet,
+    cni: {
+      binDir: CNI_BIN,
+      conflist: (cniDir: string) => ({
+        cniVersion: "0.4.0",
+        name: `bunwasi-${bridge}`,
+        plugins: [
+          {
+            type: "bridge",
+            bridge,
+            isGateway: true,
+            ipMasq: false,
+            ipam: { type: "host-local", ranges: [[{ subnet }]], dataDir: join(cniDir, "ipam") },
+          },
+        ],
+      }),
+    },
+  };
+}
+
+/** The wasi:http handler component's image (imported into the CRI's namespace). */
+async function importHttpImage(cri: CriEnv): Promise<void> {
+  runScript("http-host.sh");
+  runScript("build-http-components.sh");
+  const archive = join(cri.dir, "http.tar");
+  writeImageArchive(archive, {
+    name: HTTP_IMAGE,
+    files: [{ path: "/handler.wasm", source: join(WASM, "http", "handler.wasm") }],
+    config: { entrypoint: ["/handler.wasm"], env: ["PATH=/"] },
+  });
+  const r = await cri.cd.ctr(["images", "import", archive], { namespace: K8S_NAMESPACE });
+  if (r.code !== 0) throw new Error(`import ${HTTP_IMAGE}: ${r.stderr}`);
+  await until("the CRI plugin to list the http image", async () => (await cri.crictlOk(["images", "-o", "json"])).includes(HTTP_IMAGE));
+}
+
+/** A network namespace's inode, as /proc/<pid>/ns/net names it ("net:[<ino>]") and as stat sees a bind mount of it. */
+const netnsOfPid = (pid: number) => readlinkSync(`/proc/${pid}/ns/net`);
+const netnsOfFile = (path: string) => `net:[${statSync(path).ino}]`;
+
+/** CRI's network namespace files (bind mounts under /var/run/netns) whose namespace is `ns`. */
+function netnsFilesOf(ns: string): string[] {
+  const dir = "/var/run/netns";
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir);
+  } catch {}
+  return names
+    .map((n) => join(dir, n))
+    .filter((p) => {
+      try {
+        return netnsOfFile(p) === ns;
+      } catch {
+        return false;
+      }
+    });
+}
+
+/** Processes (pids) in network namespace `ns`. */
+function pidsInNetns(ns: string): number[] {
+  return [...processes().keys()].filter((pid) => {
+    try {
+      return netnsOfPid(pid) === ns;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * A pod with a network namespace of its own under the shim sandboxer, in either mode: CRI made
+ * the namespace and its CNI network before CreateSandbox; a wasi:http service of the pod serves
+ * at the pod's IP from inside it (shared mode: sockets of the daemon, made there; normal mode:
+ * the executor under runc, which joined it); a native sidecar and its pod's holder are in it too;
+ * stopp ends the holder, rmp leaves nothing (CRI removes the namespace; nothing of ours keeps
+ * it). `roots`: the processes a holder is found under (our daemon and containerd, or the pod's server).
+ */
+async function ownNetworkPod(
+  cri: CriEnv,
+  o: { subnet: string; roots: (podId: string) => number[]; host: number; shared: boolean },
+): Promise<void> {
+  const p = await cri.runPod(`net-${o.shared ? "shared" : "normal"}`, { podNetwork: true });
+  const status = JSON.parse(await cri.crictlOk(["inspectp", "-o", "json", p.id])).status;
+  expect(status.state).toBe("SANDBOX_READY");
+  expect(status.linux.namespaces.options.network).toBe("POD");
+  const ip: string = status.network.ip;
+  expect(ip.startsWith(o.subnet.replace(/0\/24$/, ""))).toBe(true);
+  // No pause, no runc, no holder for a pod without native containers.
+  expect(runcOrPauseUnder(o.roots(p.id))).toEqual([]);
+
+  const svc = await cri.createContainer(p, {
+    metadata: { name: "svc" },
+    image: { image: HTTP_IMAGE },
+    command: ["/handler.wasm"],
+    envs: [{ key: "GREETING", value: `pod ${p.name}` }],
+    log_path: "svc.log",
+  });
+  await cri.crictlOk(["start", svc]);
+  await until("the service to serve", () =>
+    readFileSync(join(p.logDir, "svc.log"), "utf8").includes("serving wasi:http on http://0.0.0.0:8080/"),
+  );
+  const r = await fetch(`http://${ip}:8080/env/GREETING`);
+  expect([r.status, await r.text()]).toEqual([200, `pod ${p.name}`]);
+  const svcPid = (await cri.inspect(svc)).info.pid as number;
+  if (o.shared) expect(svcPid).toBe(o.host);
+
+  const sidecar = await cri.createContainer(p, {
+    metadata: { name: "sidecar" },
+    image: { image: CRI_IMAGES.busybox },
+    command: ["sh", "-c", "echo sidecar up; exec sleep 3600"],
+    log_path: "sidecar.log",
+  });
+  await cri.crictlOk(["start", sidecar]);
+  const side = (await cri.waitState(sidecar, "CONTAINER_RUNNING")).info.pid as number;
+  const ns = netnsOfPid(side);
+  expect(ns).not.toBe(netnsOfPid(o.host));
+  // It is CRI's namespace of the pod, the one the pod's IP is on.
+  expect(netnsFilesOf(ns).length).toBe(1);
+  const addrs = Bun.spawnSync(["nsenter", `--net=/proc/${side}/ns/net`, "ip", "-4", "-o", "addr"], { stdout: "pipe" }).stdout.toString();
+  expect(addrs).toContain(` ${ip}/`);
+  if (!o.shared) expect(netnsOfPid(svcPid)).toBe(ns);
+  const holders = runcOrPauseUnder(o.roots(p.id)).filter((c) => c.endsWith("runc init"));
+  expect(holders.length).toBe(1);
+  const holderPid = [...processes().entries()].find(
+    ([pid, a]) => a.join(" ") === holders[0] && o.roots(p.id).some((r) => parentChainHas(pid, r)),
+  )?.[0];
+  expect(netnsOfPid(holderPid!)).toBe(ns);
+  // Not a host-network pod: a UTS namespace of its own, the holder's, and CRI's files of the pod
+  // (written at CreateSandbox) in the sidecar.
+  expect(readlinkSync(`/proc/${side}/ns/uts`)).toBe(readlinkSync(`/proc/${holderPid}/ns/uts`));
+  expect(readlinkSync(`/proc/${side}/ns/uts`)).not.toBe(readlinkSync(`/proc/${o.host}/ns/uts`));
+  const podFiles = join(cri.cd.root, "io.containerd.grpc.v1.cri", "sandboxes", p.id);
+  expect(readdirSync(podFiles).sort()).toEqual(["hostname", "hosts", "resolv.conf"]);
+  expect(readFileSync(`/proc/${side}/root/etc/resolv.conf`, "utf8")).toBe(readFileSync(join(podFiles, "resolv.conf"), "utf8"));
+
+  await cri.crictlOk(["stopp", p.id], { timeoutMs: 90_000 });
+  expect(runcOrPauseUnder(o.roots(p.id))).toEqual([]);
+  // CRI tore the network down and removed its file; nothing of ours is left in the namespace.
+  await until("the pod's namespace to be gone", () => netnsFilesOf(ns).length === 0 && pidsInNetns(ns).length === 0);
+  await cri.crictlOk(["rmp", p.id], { timeoutMs: 90_000 });
+  expect(existsSync(podFiles)).toBe(false);
+  const ids = [p.id, svc, sidecar];
+  await until("nothing of the pod to run", () => processesNaming(ids).length === 0);
+  expect(mountsUnder(cri.dir).filter((m) => ids.some((x) => m.includes(x)))).toEqual([]);
+  expect([...entriesNamed(cri.cd.state, ids), ...entriesNamed(cri.cd.root, ids)]).toEqual([]);
+  for (const id of ids) {
+    expect(existsSync(join(containerStateDir(K8S_NAMESPACE), id))).toBe(false);
+    expect(existsSync(join(runtimeRoot(K8S_NAMESPACE), id))).toBe(false);
+    for (const d of cgroupDirs(p, id)) expect(existsSync(d)).toBe(false);
+  }
+}
 
 /** Processes whose command line names any of `ids` (a shim's -id, runc's container id, a pause's bundle). */
 function processesNaming(ids: string[]): string[] {
@@ -104,14 +270,24 @@ test("prerequisites: root, runc, crictl and containerd 2.x", () => {
 describe(`the Sandbox API on containerd ${V2}: handler ${SHARED_HANDLER} with sandboxer "shim" (shared mode)`, () => {
   let cri: CriEnv;
   let shd: Daemon;
+  const net = podNetworkCni(0);
 
   beforeAll(async () => {
     shd = await startDaemon(mkdtempSync("/tmp/bwsb-"));
-    cri = await criEnv({ binary: CONTAINERD, handler: SHARED_HANDLER, runtime: SHARED_RUNTIME, env: shd.env, sandboxer: "shim" });
+    cri = await criEnv({
+      binary: CONTAINERD,
+      handler: SHARED_HANDLER,
+      runtime: SHARED_RUNTIME,
+      env: shd.env,
+      sandboxer: "shim",
+      cni: net.cni,
+    });
+    await importHttpImage(cri);
   }, T);
 
   afterAll(async () => {
     await cri?.stop();
+    Bun.spawnSync(["ip", "link", "del", net.bridge]);
     if (shd) {
       const code = await shd.stop("SIGTERM");
       rmSync(dirname(shd.socket), { recursive: true, force: true });
@@ -238,7 +414,7 @@ describe(`the Sandbox API on containerd ${V2}: handler ${SHARED_HANDLER} with sa
   );
 
   test(
-    "a native sidecar: it runs in a holder of the pod's namespaces (IPC, UTS, PID; the host's network), made for it alone; stopp removes the holder, rmp leaves nothing",
+    "a native sidecar: it runs in a holder of the pod's namespaces (IPC, PID; the host's network and UTS), made for it alone; stopp removes the holder, rmp leaves nothing",
     async () => {
       const p = await cri.runPod("side");
       // A wasm container first: no holder for it.
@@ -268,8 +444,9 @@ describe(`the Sandbox API on containerd ${V2}: handler ${SHARED_HANDLER} with sa
       expect(holderPid).toBeGreaterThan(0);
       const ns = (pid: number, t: string) => readlinkSync(`/proc/${pid}/ns/${t}`);
       const side = running.info.pid as number;
-      expect(ns(side, "net")).toBe(ns(shd.pid, "net"));
-      for (const t of ["ipc", "uts", "pid"]) {
+      // A host-network pod has the node's network and UTS namespaces, as its pause would.
+      for (const t of ["net", "uts"]) expect(`${t} ${ns(side, t)}`).toBe(`${t} ${ns(shd.pid, t)}`);
+      for (const t of ["ipc", "pid"]) {
         expect(`${t} ${ns(side, t)}`).toBe(`${t} ${ns(holderPid!, t)}`);
         expect(`${t} ${ns(side, t)}`).not.toBe(`${t} ${ns(shd.pid, t)}`);
       }
@@ -293,6 +470,12 @@ describe(`the Sandbox API on containerd ${V2}: handler ${SHARED_HANDLER} with sa
         for (const d of cgroupDirs(p, id)) expect(existsSync(d)).toBe(false);
       }
     },
+    T,
+  );
+
+  test(
+    "a pod with a network namespace of its own (CNI): no process for it; a wasi:http service serves at the pod's IP, its sockets the daemon's in the pod's namespace; a native sidecar and its holder join that namespace; rmp leaves nothing, the namespace included",
+    () => ownNetworkPod(cri, { subnet: net.subnet, roots: () => [cri.cd.pid, shd.pid], host: shd.pid, shared: true }),
     T,
   );
 
@@ -354,13 +537,16 @@ describe(`the Sandbox API on containerd ${V2}: handler ${SHARED_HANDLER} with sa
 
 describe(`the Sandbox API on containerd ${V2}: handler ${HANDLER} with sandboxer "shim" (normal mode)`, () => {
   let cri: CriEnv;
+  const net = podNetworkCni(1);
 
   beforeAll(async () => {
-    cri = await criEnv({ binary: CONTAINERD, sandboxer: "shim" });
+    cri = await criEnv({ binary: CONTAINERD, sandboxer: "shim", cni: net.cni });
+    await importHttpImage(cri);
   }, T);
 
   afterAll(async () => {
     await cri?.stop();
+    Bun.spawnSync(["ip", "link", "del", net.bridge]);
   }, T);
 
   /** Our shim processes containerd started for `id` (their -id argument). */
@@ -368,6 +554,13 @@ describe(`the Sandbox API on containerd ${V2}: handler ${HANDLER} with sandboxer
     [...processes().values()].filter(
       (a) => /containerd-shim-wasmtime-v1$/.test(a[0] ?? "") && a.includes(cri.cd.address) && a[a.indexOf("-id") + 1] === id,
     );
+  /** The pids of those, and containerd's. */
+  const serverPids = (id: string) => [
+    cri.cd.pid,
+    ...[...processes().entries()]
+      .filter(([, a]) => /containerd-shim-wasmtime-v1$/.test(a[0] ?? "") && a.includes(cri.cd.address) && a[a.indexOf("-id") + 1] === id)
+      .map(([pid]) => pid),
+  ];
 
   test(
     "runp: READY, the pod is one shim server (no pause); wasm containers run under runc in namespaces of their own but the host's network; a native sidecar in the pod's holder; rmp leaves nothing",
@@ -420,8 +613,9 @@ describe(`the Sandbox API on containerd ${V2}: handler ${HANDLER} with sandboxer
       const holders = runcOrPauseUnder([serverPid!]).filter((c) => c.endsWith("runc init"));
       expect(holders.length).toBe(1);
       const holderPid = [...processes().entries()].find(([p, a]) => a.join(" ") === holders[0] && parentChainHas(p, serverPid!))?.[0];
-      expect(ns(side, "net")).toBe(ns(serverPid!, "net"));
-      for (const t of ["ipc", "uts", "pid"]) {
+      // A host-network pod has the node's network and UTS namespaces, as its pause would.
+      for (const t of ["net", "uts"]) expect(`${t} ${ns(side, t)}`).toBe(`${t} ${ns(serverPid!, t)}`);
+      for (const t of ["ipc", "pid"]) {
         expect(`${t} ${ns(side, t)}`).toBe(`${t} ${ns(holderPid!, t)}`);
         expect(`${t} ${ns(side, t)}`).not.toBe(`${t} ${ns(serverPid!, t)}`);
       }
@@ -446,6 +640,12 @@ describe(`the Sandbox API on containerd ${V2}: handler ${HANDLER} with sandboxer
       // The wasm containers' cgroups (runc made them under the pod's parent) are gone.
       for (const id of [pod.id, hello, daemon, sidecar]) for (const d of cgroupDirs(pod, id)) expect(existsSync(d)).toBe(false);
     },
+    T,
+  );
+
+  test(
+    "a pod with a network namespace of its own (CNI): a wasi:http service serves at the pod's IP from its executor, under runc in that namespace; a native sidecar and its holder join it too; rmp leaves nothing, the namespace included",
+    () => ownNetworkPod(cri, { subnet: net.subnet, roots: serverPids, host: process.pid, shared: false }),
     T,
   );
 });

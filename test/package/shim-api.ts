@@ -139,8 +139,9 @@ interface RunControl {
   setCpu?(cpu: CpuLimits): void;
   cpuThrottling?(): { periods: number; throttledPeriods: number; throttledNs: number };
   threadId?(): number | undefined;
-  cpuTime?(): { user: number; kernel: number };
   memoryBytes?(): Promise<number | undefined>;
+  setMemoryLimit?(bytes: number | undefined): Promise<void>;
+  cpuNs?(): number;
 }
 
 interface RunResult {

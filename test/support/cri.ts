@@ -55,16 +55,17 @@ export function criPluginConfig(o: {
   /** Our handler and the runtime it maps to; default HANDLER → io.containerd.wasmtime.v1. */
   handler?: string;
   runtime?: string;
-  /** More handlers and their runtime types, beside runc and ours (one containerd for several of ours). */
-  extraHandlers?: { handler: string; runtime: string }[];
+  /** More handlers and their runtime types (2.x: and sandboxers), beside runc and ours (one containerd for several of ours). */
+  extraHandlers?: ExtraHandler[];
   /** 2.x: our handler's pods through containerd's Sandbox API (`shim`), with no pause image pulled. */
   sandboxer?: "shim";
 }): string {
   const handler = o.handler ?? HANDLER;
   const runtime = o.runtime ?? RUNTIME;
   const q = (s: string) => JSON.stringify(s);
-  if (o.sandboxer && o.major < 2) throw new Error("the shim sandboxer is configured per runtime in containerd 2.x only");
-  const sandboxer = o.sandboxer ? `\n        sandboxer = ${q(o.sandboxer)}\n        disable_pause_image_pull = true` : "";
+  if ((o.sandboxer || o.extraHandlers?.some((x) => x.sandboxer)) && o.major < 2)
+    throw new Error("the shim sandboxer is configured per runtime in containerd 2.x only");
+  const sandboxer = o.sandboxer ? sandboxerLines(o.sandboxer) : "";
   // Root may not lower its own oom_score_adj here (a container's sandbox asks for -998):
   // restrict_oom_score_adj clamps requests to containerd's own value instead of failing.
   // The streaming server (exec/attach/port-forward URLs) stays on loopback.
@@ -76,13 +77,13 @@ export function criPluginConfig(o: {
       [${prefix}.containerd.runtimes.runc]
         runtime_type = "io.containerd.runc.v2"
       [${prefix}.containerd.runtimes.${handler}]
-        runtime_type = ${q(runtime)}${sandboxer}${o.options ? optionsRuntime(prefix, o.major, o.options, handler, runtime) : ""}${(
+        runtime_type = ${q(runtime)}${sandboxer}${o.options ? optionsRuntime(prefix, o.major, o.options, handler, runtime, sandboxer) : ""}${(
           o.extraHandlers ?? []
         )
           .map(
             (x) => `
       [${prefix}.containerd.runtimes.${x.handler}]
-        runtime_type = ${q(x.runtime)}`,
+        runtime_type = ${q(x.runtime)}${x.sandboxer ? sandboxerLines(x.sandboxer) : ""}`,
           )
           .join("")}`;
   if (o.major < 2) {
@@ -114,6 +115,18 @@ ${runtimes(rt)}
 `;
 }
 
+/** A handler of a runtime type, with its sandboxer (2.x; default CRI's podsandbox). */
+export interface ExtraHandler {
+  handler: string;
+  runtime: string;
+  sandboxer?: "shim";
+}
+
+/** A runtime table's lines for a sandboxer: no pause image is pulled for its pods either. */
+function sandboxerLines(sandboxer: string): string {
+  return `\n        sandboxer = ${JSON.stringify(sandboxer)}\n        disable_pause_image_pull = true`;
+}
+
 /** Runtime options for optionsHandler(handler), and the files that show they were used. */
 export interface RuntimeOptionsFixture {
   /** BinaryName: a script that logs its arguments to `log`, then execs runc. */
@@ -126,15 +139,23 @@ export interface RuntimeOptionsFixture {
 }
 
 /**
- * The runtime table of optionsHandler(handler). containerd 2.x hands a non-runc runtime its
- * options table as TOML (config_body); 1.6 knows only config_path, a TOML file.
+ * The runtime table of optionsHandler(handler), with the handler's sandboxer lines. containerd
+ * 2.x hands a non-runc runtime its options table as TOML (config_body); 1.6 knows only
+ * config_path, a TOML file.
  */
-function optionsRuntime(prefix: string, major: number, o: RuntimeOptionsFixture, handler: string, runtime: string): string {
+function optionsRuntime(
+  prefix: string,
+  major: number,
+  o: RuntimeOptionsFixture,
+  handler: string,
+  runtime: string,
+  sandboxer: string,
+): string {
   const q = (s: string) => JSON.stringify(s);
   const options = major >= 2 ? `BinaryName = ${q(o.binary)}\n          Root = ${q(o.root)}` : `ConfigPath = ${q(o.configPath)}`;
   return `
       [${prefix}.containerd.runtimes.${optionsHandler(handler)}]
-        runtime_type = ${q(runtime)}
+        runtime_type = ${q(runtime)}${sandboxer}
         [${prefix}.containerd.runtimes.${optionsHandler(handler)}.options]
           ${options}`;
 }
@@ -294,8 +315,8 @@ export interface CriEnvOptions {
   /** Our handler and its runtime type (default HANDLER, io.containerd.wasmtime.v1). */
   handler?: string;
   runtime?: string;
-  /** More handlers of ours in the same containerd (e.g. shared mode's beside normal mode's). */
-  extraHandlers?: { handler: string; runtime: string }[];
+  /** More handlers of ours in the same containerd (e.g. shared mode's beside normal mode's, a handler with the shim sandboxer). */
+  extraHandlers?: ExtraHandler[];
   /** 2.x: the handler's sandboxer (criPluginConfig's `sandboxer`); default CRI's podsandbox (a pause container). */
   sandboxer?: "shim";
   /** Extra environment for containerd and the shims it starts (shared mode: BUNWASI_DAEMON_SOCKET, a private BUNWASI_EXEC_ROOT). */

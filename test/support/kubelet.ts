@@ -67,10 +67,27 @@ export const CONTAINERDS = [
   { name: `containerd ${pinned2x()} (built from the module proxy)`, binary: join(REPO, "build/containerd", pinned2x(), "bin/containerd") },
 ];
 
+export interface KubeletCase {
+  name: string;
+  binary: string;
+  shared: boolean;
+  mode: string;
+  /** 2.x: our handler's pods through containerd's Sandbox API (no pause container). */
+  sandboxer?: "shim";
+}
+
 /** What the kubelet suites run: each containerd in normal mode, then each in shared mode. */
-export const KUBELET_CASES = [false, true].flatMap((shared) =>
+export const KUBELET_CASES: KubeletCase[] = [false, true].flatMap((shared) =>
   CONTAINERDS.map((c) => ({ ...c, shared, mode: shared ? "shared mode, handler wasmtimed" : "normal mode, handler wasmtime" })),
 );
+
+/** The pinned 2.x in both modes again, its handlers with `sandboxer = "shim"` (kubelet.test.ts runs them). */
+export const KUBELET_SHIM_CASES: KubeletCase[] = [false, true].map((shared) => ({
+  ...CONTAINERDS[1]!,
+  shared,
+  mode: `${shared ? "shared mode, handler wasmtimed" : "normal mode, handler wasmtime"}, sandboxer "shim"`,
+  sandboxer: "shim",
+}));
 
 /** The sysctls the kubelet's container manager sets when protectKernelDefaults is off. */
 const KERNEL_TUNABLES = [
@@ -209,7 +226,9 @@ function readSysctl(name: string): string | undefined {
   }
 }
 
-export async function kubeletEnv(opts: { binary?: string; verbosity?: number; shared?: boolean } = {}): Promise<KubeletEnv> {
+export async function kubeletEnv(
+  opts: { binary?: string; verbosity?: number; shared?: boolean; sandboxer?: "shim" } = {},
+): Promise<KubeletEnv> {
   const binary = kubeletPath();
   if (!existsSync(binary)) throw new Error(`${binary} is missing: run scripts/kubelet.sh`);
   const sysctls = new Map(KERNEL_TUNABLES.map((n) => [n, readSysctl(n)]));
@@ -240,6 +259,7 @@ export async function kubeletEnv(opts: { binary?: string; verbosity?: number; sh
       ...(opts.binary ? { binary: opts.binary } : {}),
       ...(daemon ? { handler: SHARED_HANDLER, runtime: SHARED_RUNTIME, env: daemon.env } : {}),
       defaultRuntime: daemon ? SHARED_HANDLER : HANDLER,
+      ...(opts.sandboxer ? { sandboxer: opts.sandboxer } : {}),
     });
   } catch (e) {
     await stopDaemon();

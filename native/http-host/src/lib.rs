@@ -112,22 +112,45 @@ struct Host {
 /// Bytes a table element takes at most (a funcref is a pointer).
 const TABLE_ELEMENT_BYTES: usize = 8;
 
-/// What is left of the service's `memory_limit`: all of its stores' memories and tables
-/// together (the spare ones `Idle` makes included), not each store's.
-struct Budget(AtomicU64);
+/// The service's `memory_limit` and what its stores hold of it: all of their memories and
+/// tables together (the spare ones `Idle` makes included), not each store's. The limit may
+/// change while the service runs (`bunwasi_http_set_memory_limit`, an Update); `used` is also
+/// what Stats reports as the service's memory.
+struct Budget {
+    /// Bytes all stores may hold together; u64::MAX: unbounded.
+    limit: AtomicU64,
+    used: AtomicU64,
+}
+
+impl Budget {
+    fn new(limit: Option<u64>) -> Self {
+        Budget { limit: AtomicU64::new(limit.unwrap_or(u64::MAX)), used: AtomicU64::new(0) }
+    }
+
+    /// A new limit, unless the stores already hold more than it (the cgroup v1 answer to a
+    /// memory limit below the usage: EBUSY, nothing changed). False then.
+    fn set_limit(&self, limit: u64) -> bool {
+        if self.used.load(Ordering::SeqCst) > limit {
+            return false;
+        }
+        self.limit.store(limit, Ordering::SeqCst);
+        true
+    }
+}
 
 /// A store's part of the `Budget` (its ResourceLimiter): it takes what its memories and tables
-/// grow by, and gives all of it back when the store is dropped. No budget: unbounded.
+/// grow by, and gives all of it back when the store is dropped.
 struct Share {
-    budget: Option<Arc<Budget>>,
+    shared: Arc<Shared>,
     taken: u64,
 }
 
 impl Share {
     fn take(&mut self, bytes: usize) -> bool {
-        let Some(budget) = &self.budget else { return true };
+        let b = &self.shared.budget;
         let bytes = bytes as u64;
-        let ok = budget.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(bytes)).is_ok();
+        let limit = b.limit.load(Ordering::SeqCst);
+        let ok = b.used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| used.checked_add(bytes).filter(|n| *n <= limit)).is_ok();
         if ok {
             self.taken += bytes;
         }
@@ -147,9 +170,7 @@ impl wasmtime::ResourceLimiter for Share {
 
 impl Drop for Share {
     fn drop(&mut self) {
-        if let Some(budget) = &self.budget {
-            budget.0.fetch_add(self.taken, Ordering::SeqCst);
-        }
+        self.shared.budget.used.fetch_sub(self.taken, Ordering::SeqCst);
     }
 }
 
@@ -228,6 +249,11 @@ struct ServeConfig {
     outgoing: bool,
     /// False: our threads give up the capabilities over files before they serve (see `drop_file_caps`).
     file_caps: bool,
+    /// The container's CPU quota and period in µs (quota <= 0: none): see `Cpu`.
+    cpu_quota_us: i64,
+    cpu_period_us: u64,
+    /// The nice value of every thread of the service (the container's CPU shares as a weight).
+    nice: i32,
 }
 
 /// The configuration is a list of NUL-terminated strings, key then value, keys repeated for
@@ -236,7 +262,9 @@ struct ServeConfig {
 /// try before compiling), `threads`, `pooling` (0 = off),
 /// `stdout_fd`, `stderr_fd` (the guest's output; default: the process's own), `netns` (the
 /// path of the network namespace to listen and connect in), `outgoing` (0 = refuse outgoing
-/// requests), `file_caps` (0 = the serving threads give up the capabilities over files).
+/// requests), `file_caps` (0 = the serving threads give up the capabilities over files),
+/// `cpu_quota` and `cpu_period` (µs: the service's threads together use at most quota per
+/// period, see `Cpu`), `nice` (the threads' nice value).
 fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
     let mut cfg = ServeConfig {
         addr: "0.0.0.0:8080".parse().unwrap(),
@@ -254,6 +282,9 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
         netns: None,
         outgoing: true,
         file_caps: true,
+        cpu_quota_us: 0,
+        cpu_period_us: 100_000,
+        nice: 0,
     };
     let mut root_ro = false;
     let mut parts = bytes.split(|b| *b == 0);
@@ -285,6 +316,9 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
             "netns" => cfg.netns = Some(v.to_string()),
             "outgoing" => cfg.outgoing = v != "0",
             "file_caps" => cfg.file_caps = v != "0",
+            "cpu_quota" => cfg.cpu_quota_us = v.parse()?,
+            "cpu_period" => cfg.cpu_period_us = v.parse::<u64>()?.max(1),
+            "nice" => cfg.nice = v.parse::<i32>()?.clamp(-20, 19),
             _ => wasmtime::bail!("unknown config key {k}"),
         }
     }
@@ -317,6 +351,251 @@ struct Shared {
     ticker: std::sync::OnceLock<std::thread::Thread>,
     /// Tells the ticker to end (the server is stopping).
     ticker_stop: AtomicBool,
+    /// The memory limit of all stores together, and what they hold.
+    budget: Budget,
+    /// Paused (`bunwasi_http_pause`): see `Shared::pause`. Told to async waiters through the
+    /// channel, to a thread blocked in a guest's epoch callback through `wake`.
+    paused: watch::Sender<bool>,
+    /// Guarded by `gate`, notified by pause, resume, a CPU limit change and an abort: wakes the
+    /// threads that wait in `wait_while_paused` and `hold_to_quota`.
+    gate: std::sync::Mutex<()>,
+    wake: std::sync::Condvar,
+    /// The CPU quota and what holding to it did.
+    cpu: Cpu,
+    /// The service's threads, for their CPU time and nice value.
+    clocks: std::sync::Mutex<Clocks>,
+}
+
+impl Shared {
+    fn new(memory_limit: Option<u64>, cfg_cpu: (i64, u64, i32)) -> Self {
+        Shared {
+            state: AtomicI32::new(0),
+            aborted: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            latency: Latency::default(),
+            stop: watch::channel(false).0,
+            idle: Notify::new(),
+            ticker: std::sync::OnceLock::new(),
+            ticker_stop: AtomicBool::new(false),
+            budget: Budget::new(memory_limit),
+            paused: watch::channel(false).0,
+            gate: std::sync::Mutex::new(()),
+            wake: std::sync::Condvar::new(),
+            cpu: Cpu::new(cfg_cpu.0, cfg_cpu.1, cfg_cpu.2),
+            clocks: std::sync::Mutex::new(Clocks::default()),
+        }
+    }
+
+    fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Pause or resume, as runc's freezer does to a native server: while paused the listener
+    /// stays open but nothing accepts (the kernel queues new connections in its backlog, up
+    /// to the backlog's size), a request read on an open connection waits before its guest
+    /// starts, and a guest running wasm stops its thread at its next epoch check (the caller
+    /// bumps the epoch) until resumed. Nothing is refused; all of it goes on after resume.
+    fn pause(&self, on: bool) {
+        {
+            let _g = self.gate.lock().unwrap();
+            self.paused.send_replace(on);
+        }
+        self.wake.notify_all();
+    }
+
+    /// Wakes every thread of ours that waits (pause, quota): an abort, a new limit.
+    fn wake_all(&self) {
+        drop(self.gate.lock().unwrap());
+        self.wake.notify_all();
+    }
+
+    /// On a worker thread, in a guest's epoch callback: blocks the thread while paused.
+    fn wait_while_paused(&self) {
+        let mut g = self.gate.lock().unwrap();
+        while self.is_paused() && !self.aborted.load(Ordering::SeqCst) {
+            g = self.wake.wait(g).unwrap();
+        }
+    }
+
+    /// Before a request's guest starts: waits (without holding the thread) while paused.
+    async fn until_resumed(&self) {
+        let mut rx = self.paused.subscribe();
+        let _ = rx.wait_for(|p| !*p).await;
+    }
+
+    /// On a worker thread (a guest's epoch callback, a request's start): while the service's
+    /// threads together are over the CPU quota, this one sleeps until they are back within it,
+    /// as CFS bandwidth control stops a cgroup's threads until its next period. See `Cpu`.
+    fn hold_to_quota(&self) {
+        let cpu = &self.cpu;
+        let mut counted = false;
+        let mut throttled = false;
+        while !self.aborted.load(Ordering::SeqCst) {
+            let quota = cpu.quota_us.load(Ordering::SeqCst);
+            let period = cpu.period_us.load(Ordering::SeqCst).max(1);
+            if quota <= 0 {
+                return;
+            }
+            let debt = {
+                let mut b = cpu.bucket.lock().unwrap();
+                let (now, used) = (std::time::Instant::now(), self.cpu_ns());
+                if b.as_ref().is_none_or(|b| b.limits != (quota, period)) {
+                    // New limits (start, Update): a full bucket.
+                    *b = Some(Bucket::new((quota, period), now, used));
+                }
+                b.as_mut().unwrap().debt(now, used)
+            };
+            if !counted {
+                counted = true;
+                cpu.checks.fetch_add(1, Ordering::Relaxed);
+            }
+            if debt == 0 {
+                return;
+            }
+            if !throttled {
+                throttled = true;
+                cpu.throttled.fetch_add(1, Ordering::Relaxed);
+            }
+            // At most a period at a time: an Update, a pause or an abort is seen within one.
+            let t0 = std::time::Instant::now();
+            let g = self.gate.lock().unwrap();
+            let _ = self.wake.wait_timeout(g, std::time::Duration::from_nanos(debt.min(period * 1000))).unwrap();
+            cpu.throttled_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The calling thread is one of the service's from now on (its CPU time counts, it gets the
+    /// service's nice value).
+    fn thread_started(&self) {
+        let Some(clock) = this_thread_clock() else { return };
+        let tid = unsafe { gettid() };
+        let nice = self.cpu.nice.load(Ordering::SeqCst);
+        if nice != 0 {
+            unsafe { setpriority(PRIO_PROCESS, tid as u32, nice) };
+        }
+        self.clocks.lock().unwrap().live.push((clock, tid));
+    }
+
+    /// The calling thread is about to end: its CPU time is kept as the retired threads'.
+    fn thread_ending(&self) {
+        let Some(clock) = this_thread_clock() else { return };
+        let mut c = self.clocks.lock().unwrap();
+        if let Some(i) = c.live.iter().position(|(k, _)| *k == clock) {
+            c.live.swap_remove(i);
+            c.retired_ns += clock_ns(CLOCK_THREAD_CPUTIME_ID).unwrap_or(0);
+        }
+    }
+
+    /// CPU time of every thread the service has had (ns): the ones running (their clocks), and
+    /// the ones that ended.
+    fn cpu_ns(&self) -> u64 {
+        let c = self.clocks.lock().unwrap();
+        c.retired_ns + c.live.iter().filter_map(|(k, _)| clock_ns(*k)).sum::<u64>()
+    }
+
+    /// New CPU limits (an Update): the quota from the threads' next check, the nice value now.
+    fn set_cpu(&self, quota_us: i64, period_us: u64, nice: i32) {
+        self.cpu.period_us.store(period_us.max(1), Ordering::SeqCst);
+        self.cpu.quota_us.store(quota_us, Ordering::SeqCst);
+        let nice = nice.clamp(-20, 19);
+        if self.cpu.nice.swap(nice, Ordering::SeqCst) != nice {
+            for (_, tid) in &self.clocks.lock().unwrap().live {
+                unsafe { setpriority(PRIO_PROCESS, *tid as u32, nice) };
+            }
+        }
+        // A thread asleep over the old quota looks again.
+        self.wake_all();
+    }
+}
+
+/// The container's CPU limits over all of the service's threads together (a service has no
+/// cgroup of its own in the daemon). A token bucket as src/engines/wasmtime/cpu-throttle.ts
+/// keeps for a module's thread: at most one quota of CPU time in it, refilled at quota/period
+/// of the wall time; the CPU time spent is the sum of the threads' own clocks
+/// (`Shared::cpu_ns`). Each worker thread checks it at every epoch tick of a running guest
+/// (every CPU_TICK while a quota is set) and before each request's guest starts; over it, the
+/// thread sleeps until the bucket is back in credit. The counts are cpu.stat's: checks
+/// (periods), checks that slept (throttled periods) and the time slept, summed over the threads.
+struct Cpu {
+    quota_us: std::sync::atomic::AtomicI64,
+    period_us: AtomicU64,
+    nice: AtomicI32,
+    bucket: std::sync::Mutex<Option<Bucket>>,
+    checks: AtomicU64,
+    throttled: AtomicU64,
+    throttled_ns: AtomicU64,
+}
+
+impl Cpu {
+    fn new(quota_us: i64, period_us: u64, nice: i32) -> Self {
+        Cpu {
+            quota_us: std::sync::atomic::AtomicI64::new(quota_us),
+            period_us: AtomicU64::new(period_us.max(1)),
+            nice: AtomicI32::new(nice),
+            bucket: std::sync::Mutex::new(None),
+            checks: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            throttled_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+/// CPU time the service may still use (ns), refilled at quota/period per ns of wall time up to
+/// one quota.
+struct Bucket {
+    limits: (i64, u64),
+    tokens: f64,
+    wall: std::time::Instant,
+    cpu: u64,
+}
+
+impl Bucket {
+    fn new(limits: (i64, u64), wall: std::time::Instant, cpu: u64) -> Self {
+        Bucket { limits, tokens: limits.0 as f64 * 1000.0, wall, cpu }
+    }
+
+    /// At `now`, the service having used `cpu` ns in all: how long to sleep (ns) before running on.
+    fn debt(&mut self, now: std::time::Instant, cpu: u64) -> u64 {
+        let quota = self.limits.0 as f64 * 1000.0;
+        let rate = quota / (self.limits.1 as f64 * 1000.0);
+        let refill = now.saturating_duration_since(self.wall).as_nanos() as f64 * rate;
+        self.tokens = (self.tokens + refill).min(quota) - cpu.saturating_sub(self.cpu) as f64;
+        self.wall = now;
+        self.cpu = cpu;
+        if self.tokens >= 0.0 { 0 } else { (-self.tokens / rate).ceil() as u64 }
+    }
+}
+
+/// The service's threads: (CPU-time clock, tid) of each running one, and the CPU time of those
+/// that ended.
+#[derive(Default)]
+struct Clocks {
+    live: Vec<(i32, i32)>,
+    retired_ns: u64,
+}
+
+unsafe extern "C" {
+    fn pthread_self() -> usize;
+    fn pthread_getcpuclockid(thread: usize, clock: *mut i32) -> c_int;
+    fn clock_gettime(clock: i32, ts: *mut [i64; 2]) -> c_int;
+    fn gettid() -> i32;
+    fn setpriority(which: c_int, who: u32, prio: c_int) -> c_int;
+}
+const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+const PRIO_PROCESS: c_int = 0;
+
+/// The calling thread's CPU-time clock, readable from any thread while this one lives.
+fn this_thread_clock() -> Option<i32> {
+    let mut clock = 0;
+    (unsafe { pthread_getcpuclockid(pthread_self(), &mut clock) } == 0).then_some(clock)
+}
+
+fn clock_ns(clock: i32) -> Option<u64> {
+    let mut ts = [0i64; 2];
+    (unsafe { clock_gettime(clock, &mut ts) } == 0).then(|| ts[0] as u64 * 1_000_000_000 + ts[1] as u64)
 }
 
 /// The handle the executor holds.
@@ -332,8 +611,6 @@ struct App {
     pre: ProxyPre<Host>,
     cfg: ServeConfig,
     shared: Arc<Shared>,
-    /// What is left of `memory_limit` (None: unbounded).
-    budget: Option<Arc<Budget>>,
     /// A turn per guest running (`max_requests`; None: unbounded).
     turns: Option<Arc<tokio::sync::Semaphore>>,
     stdout: Option<OutputFile>,
@@ -380,15 +657,18 @@ impl App {
         if let Some((dir, ro)) = &self.cfg.root {
             b.preopened_dir(dir, "/", if *ro { FsPerms::ReadOnly } else { FsPerms::ReadWrite })?;
         }
-        let limits = Share { budget: self.budget.clone(), taken: 0 };
+        let limits = Share { shared: self.shared.clone(), taken: 0 };
         let mut store =
             Store::new(self.pre.engine(), Host { table: ResourceTable::new(), wasi: b.build(), http: WasiHttpCtx::new(), hooks: Hooks { outgoing: self.cfg.outgoing }, limits });
         store.limiter(|h| &mut h.limits);
         // At each epoch tick (while requests run, see `tick`) a guest busy in wasm yields, so it
-        // cannot starve the tasks queued behind it on its thread; after an abort it traps.
+        // cannot starve the tasks queued behind it on its thread; after an abort it traps. A
+        // pause stops its thread here, and so does the CPU quota while the service is over it.
         let shared = self.shared.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
+            shared.wait_while_paused();
+            shared.hold_to_quota();
             if shared.aborted.load(Ordering::SeqCst) {
                 Ok(wasmtime::UpdateDeadline::Interrupt)
             } else {
@@ -399,9 +679,13 @@ impl App {
     }
 
     async fn handle(self: Arc<Self>, req: hyper::Request<hyper::body::Incoming>) -> Result<hyper::Response<HyperOutgoingBody>> {
+        // Paused: the request waits (its connection is read, nothing answers) until resumed.
+        self.shared.until_resumed().await;
         if self.shared.aborted.load(Ordering::SeqCst) {
             wasmtime::bail!("the service is stopping");
         }
+        // Over the CPU quota: this thread sleeps off the debt before another guest runs.
+        self.shared.hold_to_quota();
         // A turn (`max_requests`), held until the guest's task is over and its store retired.
         let turn = match &self.turns {
             Some(t) => Some(t.clone().acquire_owned().await?),
@@ -499,7 +783,7 @@ impl Idle {
     fn before_park(app: &Arc<App>) {
         let spent = IDLE.with(|i| i.borrow_mut().spent.take());
         drop(spent);
-        if app.shared.state.load(Ordering::Relaxed) != 0 {
+        if app.shared.state.load(Ordering::Relaxed) != 0 || app.shared.is_paused() {
             return;
         }
         let make = IDLE.with(|i| {
@@ -722,9 +1006,14 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
             return;
         }
     };
+    // Paused: the listener stays open and nothing accepts; the kernel queues the connections
+    // (up to the backlog) until resume, as for a frozen process's listening socket.
+    let mut paused = shared.paused.subscribe();
     loop {
+        let hold = *paused.borrow_and_update();
         tokio::select! {
-            r = listener.accept() => match r {
+            _ = paused.changed() => {}
+            r = listener.accept(), if !hold => match r {
                 Ok((stream, _)) => {
                     shared.connections.fetch_add(1, Ordering::SeqCst);
                     let log = app.log.clone();
@@ -764,6 +1053,9 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
 
 /// How often a guest busy in wasm yields to the runtime (as `wasmtime serve`'s epoch period).
 const TICK: std::time::Duration = std::time::Duration::from_millis(50);
+/// The tick while the service has a CPU quota: how often a busy guest's thread checks it (as
+/// a module's in the daemon, src/engines/wasmtime/cpu-throttle.ts CPU_TICK_MS).
+const CPU_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Moves the engine's epoch every TICK while any request runs, and not at all while none
 /// does (parked: an idle service costs no wakeups). Without it a guest spinning in wasm would
@@ -777,7 +1069,8 @@ fn tick(engine: Engine, shared: Arc<Shared>) {
             std::thread::park();
             continue;
         }
-        std::thread::sleep(TICK);
+        // A CPU quota is held at the ticks: finer ones while there is one.
+        std::thread::sleep(if shared.cpu.quota_us.load(Ordering::SeqCst) > 0 { CPU_TICK } else { TICK });
         engine.increment_epoch();
     }
 }
@@ -962,24 +1255,10 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
     let pre = ProxyPre::new(pre).map_err(|e| wasmtime::format_err!("not a wasi:http proxy: {e}"))?;
     let listener = bind_in(&cfg, netns.as_deref())?;
     let port = listener.local_addr()?.port();
-    let (stop, _) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        state: AtomicI32::new(0),
-        aborted: AtomicBool::new(false),
-        requests: AtomicU64::new(0),
-        connections: AtomicU64::new(0),
-        served: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        latency: Latency::default(),
-        stop,
-        idle: Notify::new(),
-        ticker: std::sync::OnceLock::new(),
-        ticker_stop: AtomicBool::new(false),
-    });
+    let shared = Arc::new(Shared::new(cfg.memory_limit, (cfg.cpu_quota_us, cfg.cpu_period_us, cfg.nice)));
     let engine = pre.engine().clone();
-    let budget = cfg.memory_limit.map(|n| Arc::new(Budget(AtomicU64::new(n))));
     let turns = cfg.max_requests.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
-    let app = Arc::new(App { pre, cfg, shared: shared.clone(), budget, turns, stdout, stderr, log });
+    let app = Arc::new(App { pre, cfg, shared: shared.clone(), turns, stdout, stderr, log });
     // Subscribed before the handle exists, so a stop asked at once is seen.
     let stop_rx = shared.stop.subscribe();
     // The workers run until the accept loop has drained (or the service was aborted), then end
@@ -995,14 +1274,20 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
         let idle_app = app.clone();
         let mut builder = tokio::runtime::Builder::new_current_thread();
         builder.enable_all().on_thread_park(move || Idle::before_park(&idle_app));
-        if setup.netns.is_some() || setup.drop_caps {
-            let (setup, log) = (setup.clone(), app.log.clone());
-            builder.on_thread_start(move || setup.apply_or_abort(&log));
-        }
+        // Its blocking pool's threads (file I/O, name lookups): set up as the worker, and
+        // counted as the service's (CPU time, nice value) while they live.
+        let (setup_pool, log, started, ending) = (setup.clone(), app.log.clone(), shared.clone(), shared.clone());
+        builder.on_thread_start(move || {
+            if setup_pool.netns.is_some() || setup_pool.drop_caps {
+                setup_pool.apply_or_abort(&log);
+            }
+            started.thread_started();
+        });
+        builder.on_thread_stop(move || ending.thread_ending());
         let rt = builder.build()?;
         handles.push(rt.handle().clone());
         let mut rx = exit.subscribe();
-        let (setup, entered_tx) = (setup.clone(), entered_tx.clone());
+        let (setup, entered_tx, counted) = (setup.clone(), entered_tx.clone(), shared.clone());
         joins.push(std::thread::Builder::new().name(format!("bunwasi-http-{i}")).spawn(move || {
             let r = setup.apply();
             let ok = r.is_ok();
@@ -1010,12 +1295,14 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
             if !ok {
                 return;
             }
+            counted.thread_started();
             rt.block_on(async move {
                 let _ = rx.wait_for(|v| *v).await;
                 Idle::clear();
             });
             // Joined (its blocking threads too), so a host that lives on keeps none of them.
             rt.shutdown_timeout(std::time::Duration::from_secs(10));
+            counted.thread_ending();
         })?);
     }
     drop(entered_tx);
@@ -1031,6 +1318,7 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
     let ticker = std::thread::Builder::new().name("bunwasi-http-tick".into()).spawn(move || tick(tick_engine, tick_shared))?;
     let _ = shared.ticker.set(ticker.thread().clone());
     let thread = std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
+        done.thread_started();
         rt.block_on(serve(app, listener, stop_rx, workers));
         // In-flight work is done (or aborted: its guests trap at their next epoch check);
         // anything left is cancelled with the runtimes, whose threads are joined before the
@@ -1040,6 +1328,7 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
             let _ = j.join();
         }
         rt.shutdown_timeout(std::time::Duration::from_secs(10));
+        done.thread_ending();
         done.ticker_stop.store(true, Ordering::SeqCst);
         ticker.thread().unpark();
         let _ = ticker.join();
@@ -1175,6 +1464,38 @@ pub extern "C" fn bunwasi_http_abort(s: &Server) {
     bunwasi_http_stop(s);
     s.engine.increment_epoch();
     s.shared.idle.notify_waiters();
+    // A paused service ends too (as SIGKILL ends a frozen process): its waits let go.
+    s.shared.pause(false);
+    s.shared.wake_all();
+}
+
+/// Pause (1) or resume (0) the service (see `Shared::pause`); returns at once: a guest busy in
+/// wasm stops at its next epoch check, which the bump here makes immediate.
+#[unsafe(no_mangle)]
+pub extern "C" fn bunwasi_http_pause(s: &Server, on: c_int) {
+    if s.shared.aborted.load(Ordering::SeqCst) {
+        return;
+    }
+    s.shared.pause(on != 0);
+    if on != 0 {
+        s.engine.increment_epoch();
+    }
+}
+
+/// New CPU limits for the running service (an Update): `quota_us` per `period_us` over all of
+/// its threads (<= 0: none), and their nice value.
+#[unsafe(no_mangle)]
+pub extern "C" fn bunwasi_http_set_cpu(s: &Server, quota_us: i64, period_us: u64, nice: c_int) {
+    s.shared.set_cpu(quota_us, period_us, nice);
+    // A guest busy in wasm reaches its check at once.
+    s.engine.increment_epoch();
+}
+
+/// A new memory limit for all of the service's stores together (u64::MAX: none): 0 once set,
+/// -1 (nothing changed) when they already hold more than it (counter 4 says how much).
+#[unsafe(no_mangle)]
+pub extern "C" fn bunwasi_http_set_memory_limit(s: &Server, bytes: u64) -> c_int {
+    if s.shared.budget.set_limit(bytes) { 0 } else { -1 }
 }
 
 /// 0 serving, 1 draining, 2 stopped (no connection, no guest and no thread of ours left).
@@ -1183,14 +1504,26 @@ pub extern "C" fn bunwasi_http_state(s: &Server) -> c_int {
     s.shared.state.load(Ordering::SeqCst)
 }
 
-/// Counters: 0 requests in flight, 1 open connections, 2 requests received, 3 requests failed.
+/// Counters: 0 requests in flight, 1 open connections, 2 requests received, 3 requests failed,
+/// 4 bytes the stores hold (memories and tables), 5 the memory limit (u64::MAX: none), 6 CPU
+/// time of the service's threads (ns), 7 quota checks, 8 of them throttled, 9 ns slept by the
+/// throttle (summed over the threads), 10 paused (1) or not.
 #[unsafe(no_mangle)]
 pub extern "C" fn bunwasi_http_counter(s: &Server, which: c_int) -> u64 {
+    let sh = &s.shared;
     let c = match which {
-        0 => &s.shared.requests,
-        1 => &s.shared.connections,
-        2 => &s.shared.served,
-        _ => &s.shared.failed,
+        0 => &sh.requests,
+        1 => &sh.connections,
+        2 => &sh.served,
+        3 => &sh.failed,
+        4 => &sh.budget.used,
+        5 => &sh.budget.limit,
+        6 => return sh.cpu_ns(),
+        7 => &sh.cpu.checks,
+        8 => &sh.cpu.throttled,
+        9 => &sh.cpu.throttled_ns,
+        10 => return sh.is_paused() as u64,
+        _ => return 0,
     };
     c.load(Ordering::SeqCst)
 }
@@ -1242,19 +1575,7 @@ mod tests {
     use std::time::Duration;
 
     fn shared() -> Arc<Shared> {
-        Arc::new(Shared {
-            state: AtomicI32::new(0),
-            aborted: AtomicBool::new(false),
-            requests: AtomicU64::new(0),
-            connections: AtomicU64::new(0),
-            served: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            latency: Latency::default(),
-            stop: watch::channel(false).0,
-            idle: Notify::new(),
-            ticker: std::sync::OnceLock::new(),
-            ticker_stop: AtomicBool::new(false),
-        })
+        Arc::new(Shared::new(None, (0, 100_000, 0)))
     }
 
     #[test]

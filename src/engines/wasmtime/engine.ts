@@ -17,13 +17,14 @@ import {
   isWasmBinary,
   isWat,
   isWatComponent,
+  MemoryLimitBelowUsage,
   type RunContext,
   type RunResult,
   type StdioSpec,
   signalNumber,
   type ThreadKill,
 } from "../engine.ts";
-import { MODULE_MAX_BYTES, ModuleFileError, readModulePathSync } from "../module-file.ts";
+import { ModuleFileError, readModulePath, readModulePathSync } from "../module-file.ts";
 import { compileComponent, serializeComponent, wat2wasm } from "./component.ts";
 import { CPU_TICK_MS } from "./cpu-throttle.ts";
 import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
@@ -33,8 +34,20 @@ import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./l
 import { MemoryAsks } from "./memory-asks.ts";
 import { poolable, poolLibPath, RunPools } from "./pool.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
-import { BLOCKED, CPU_NS, MEM_ANSWER, MEM_ASK, MEM_PAGES, newRunWords, publishedMemory, setCpuWords, throttling } from "./run-atomics.ts";
+import {
+  BLOCKED,
+  CPU_NS,
+  MEM_ANSWER,
+  MEM_ASK,
+  MEM_PAGES,
+  newRunWords,
+  publishedMemory,
+  setCpuWords,
+  setMemoryLimitWords,
+  throttling,
+} from "./run-atomics.ts";
 import { RUN_WORKER_SCRIPT, WASI_SHADOWS_SCRIPT } from "./scripts.ts";
+import { storeLimits } from "./store.ts";
 import { type WasmShape, wasmShape } from "./wasm-shape.ts";
 
 /**
@@ -275,6 +288,7 @@ export class WasmtimeEngine {
           this.incrementEpoch();
         },
         cpuThrottling: () => throttling(req.kill),
+        setMemoryLimit: (bytes) => this.setMemoryLimit(req, bytes, () => done),
       });
       if (ctx.signal?.aborted) onAbort();
       else ctx.signal?.addEventListener("abort", onAbort, { once: true });
@@ -338,14 +352,30 @@ export class WasmtimeEngine {
           if (!done) setCpuWords(kill, cpu);
         },
         cpuThrottling: () => throttling(req.kill),
-        cpuTime: () => {
-          const ns = Number(Atomics.load(big, CPU_NS));
-          return { user: ns, kernel: 0 };
-        },
+        cpuNs: () => Number(Atomics.load(big, CPU_NS)),
+        setMemoryLimit: (bytes) => this.setMemoryLimit(req, bytes, () => done),
       });
       if (ctx.signal?.aborted) onAbort();
       else ctx.signal?.addEventListener("abort", onAbort, { once: true });
     });
+  }
+
+  /**
+   * RunControl.setMemoryLimit of a run with a store of its own (a Worker's or a pool's): checked
+   * here, set at the run's next epoch callback (now, for a module in wasm) or, pooled, before its
+   * next slice. The shape must fit (throws, saying why) and what the module's memory holds now
+   * must, as the store's limiter divides the limit among its memories.
+   */
+  private async setMemoryLimit(req: RunRequest, bytes: number | undefined, over: () => boolean): Promise<void> {
+    const kill = new Int32Array(req.kill);
+    if (bytes !== undefined) {
+      const perMemory = storeLimits(bytes, req.shape).memorySize;
+      const used = await this.askMemory(kill);
+      if (used !== undefined && used > perMemory) throw new MemoryLimitBelowUsage(bytes, used);
+    }
+    if (over()) return;
+    setMemoryLimitWords(req.kill, bytes);
+    this.incrementEpoch();
   }
 
   /**
@@ -426,10 +456,10 @@ export class WasmtimeEngine {
     | { early: RunResult & { stats: RunStats } }
   > {
     const read = async (path: string) =>
-      syncRead ? (require("node:fs") as typeof import("node:fs")).readFileSync(path) : (await asyncFs()).readFile(path);
+      syncRead ? (require("node:fs") as typeof import("node:fs")).readFileSync(path) : (await import("node:fs/promises")).readFile(path);
     let source: Uint8Array | undefined;
     try {
-      source = ctx.module ?? (ctx.modulePath ? await readModulePath(ctx.modulePath, syncRead) : undefined);
+      source = ctx.module ?? (ctx.modulePath ? await (syncRead ? readModulePathSync : readModulePath)(ctx.modulePath) : undefined);
     } catch (e) {
       if (!(e instanceof ModuleFileError)) throw e;
       writeErr(ctx.stderr, `bunwasi: ${e.message}\n`);
@@ -588,7 +618,7 @@ export class WasmtimeEngine {
       );
       return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
     }
-    const { serveHttp } = await import("./http/serve.ts");
+    const { serveHttp, serviceControl } = await import("./http/serve.ts");
     const t = performance.now();
     const libDir = dirname(this.libPath);
     // The artifact: the caller's (checked by it), else the cache's entry under the serving
@@ -619,6 +649,8 @@ export class WasmtimeEngine {
             }
           : {}),
         ...(this.noFileCapabilities ? { fileCapabilities: false } : {}),
+        // A caller with no cgroup per container (the daemon): the service's threads hold to its quota.
+        ...(ctx.cpu ? { cpu: ctx.cpu } : {}),
         // The guest's output on the caller's fds (the daemon's copies of containerd's fifos).
         ...(ctx.stdout?.kind === "fd" ? { stdoutFd: ctx.stdout.fd } : {}),
         ...(ctx.stderr?.kind === "fd" ? { stderrFd: ctx.stderr.fd } : {}),
@@ -629,6 +661,7 @@ export class WasmtimeEngine {
         onServing: (svc) => {
           loaded();
           ctx.onHttpService?.(() => svc.counters());
+          ctx.onControl?.(serviceControl(svc));
         },
         ...(ctx.stopNow ? { stopNow: ctx.stopNow } : {}),
       },
@@ -710,41 +743,6 @@ function copyVec(vec: Buffer): Uint8Array {
   if (!len) return new Uint8Array(0);
   const { toArrayBuffer } = require("bun:ffi") as typeof import("bun:ffi");
   return new Uint8Array(toArrayBuffer(data as Pointer, 0, len)).slice();
-}
-
-/** node:fs/promises, loaded only when used: the executor reads synchronously (see ../cache.ts). */
-const asyncFs = () => import("node:fs/promises");
-
-/**
- * The module at `path` (a caller's fd through /proc/self/fd, or any path), read once: opened
- * without waiting (a fifo in its place does not block the open), and only a regular file within
- * MODULE_MAX_BYTES is read (../module-file.ts). Synchronously for the executor; on Bun's thread
- * pool for the daemon, whose main thread serves every pod.
- */
-async function readModulePath(path: string, sync: boolean): Promise<Uint8Array> {
-  if (sync) return readModulePathSync(path);
-  const { constants } = require("node:fs") as typeof import("node:fs");
-  const fh = await (await asyncFs()).open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY).catch((e: Error) => {
-    throw new ModuleFileError(`${path}: ${e.message}`);
-  });
-  try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw new ModuleFileError(`${path}: not a regular file, not a module file`);
-    if (st.size > MODULE_MAX_BYTES)
-      throw new ModuleFileError(`${path}: ${st.size} bytes, more than a module may have (${MODULE_MAX_BYTES})`);
-    // One byte more than the size: a file still growing shows as longer than it said.
-    const buf = new Uint8Array(st.size + 1);
-    let n = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-      if (n === buf.length) throw new ModuleFileError(`${path}: grew while it was read (more than ${st.size} bytes)`);
-    }
-    return buf.subarray(0, n);
-  } finally {
-    await fh.close();
-  }
 }
 
 function envPairs(env: RunContext["env"]): [string, string][] {

@@ -16,7 +16,8 @@
 // is (a busy module is unwound by its epoch callback); a paused run is not polled; its memory
 // limit is its store's; its CPU time is the sum of its poll slices (this thread's CPU clock
 // around each), its quota held by delaying its next slice; its memory figure is published at
-// each epoch callback and each park.
+// each epoch callback and each park; a new memory limit (Update) is set on its store before
+// its next slice.
 
 import { dlopen, FFIType, type Pointer, ptr, toArrayBuffer } from "bun:ffi";
 import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
@@ -118,6 +119,8 @@ interface PoolRun {
   ctx: Pointer | null;
   linker: Pointer | null;
   future: Pointer | null;
+  /** Applies an Update's new memory limit to its store (RunStore.followLimit). */
+  followLimit: () => void;
   phase: "instantiate" | "call";
   instance: Buffer;
   entry: Buffer;
@@ -202,6 +205,7 @@ function start(id: number, req: RunRequest): void {
     ctx: null,
     linker: null,
     future: null,
+    followLimit: () => {},
     phase: "instantiate",
     instance: Buffer.alloc(LAYOUT.instance.size),
     entry: Buffer.alloc(LAYOUT.extern.size),
@@ -233,6 +237,7 @@ function start(id: number, req: RunRequest): void {
     });
     run.store = opened.store;
     run.ctx = opened.ctx;
+    run.followLimit = opened.followLimit;
     if (Atomics.load(run.words, KILL) !== 0) {
       end(run, 128 + Atomics.load(run.words, KILL));
       return;
@@ -313,6 +318,9 @@ function slice(run: PoolRun): void {
     end(run, 128 + sig);
     return;
   }
+  // Its store is not running between two polls: an Update's memory limit is set here, and
+  // holds for every grow from this slice on (none can happen while it is not polled).
+  run.followLimit();
   Atomics.store(run.words, BLOCKED, 0);
   const c0 = threadCpuNs();
   const done = lib.wasmtime_call_future_poll(run.future as Pointer);

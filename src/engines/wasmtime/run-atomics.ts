@@ -16,7 +16,10 @@
 //   [CPU_SHARES]  the spec's shares (a weight; 0 none): the run thread's nice value follows it
 //   [CPU_CHECKS]  epoch callbacks that checked a quota (Stats: throttling periods)
 //   [CPU_THROTTLED] of those, the ones that slept (Stats: throttled periods)
+//   [MEM_LIMIT_GEN] bumped by the owner when it sets a new memory limit (Update); the run
+//                 thread applies MEM_LIMIT to its store at its next epoch callback
 //   [THROTTLED_NS] (a 64-bit word after the others) nanoseconds slept by the throttle
+//   [MEM_LIMIT]   (64-bit, after it) the memory limit in bytes for MEM_LIMIT_GEN; -1 none
 //   [CPU_NS]      (64-bit, after it) CPU time the module has used, where its thread is not its
 //                 own (a run pool counts each of its slices, ./pool-worker.ts); 0 otherwise
 
@@ -31,17 +34,20 @@ export const CPU_PERIOD = 7;
 export const CPU_SHARES = 8;
 export const CPU_CHECKS = 9;
 export const CPU_THROTTLED = 10;
-const WORDS = 12; // an even count: the 64-bit word after them is aligned
+export const MEM_LIMIT_GEN = 11;
+const WORDS = 12; // an even count: the 64-bit words after them are aligned
 /** Index of THROTTLED_NS in a BigInt64Array over the same buffer. */
 export const THROTTLED_NS = WORDS / 2;
+/** Index of MEM_LIMIT in a BigInt64Array over the same buffer. */
+export const MEM_LIMIT = THROTTLED_NS + 1;
 /** Index of CPU_NS in a BigInt64Array over the same buffer. */
-export const CPU_NS = THROTTLED_NS + 1;
+export const CPU_NS = MEM_LIMIT + 1;
 
 /** The wasm page: linear memory grows in these (the default page size). */
 export const WASM_PAGE = 65536;
 
 export function newRunWords(): SharedArrayBuffer {
-  const buf = new SharedArrayBuffer(WORDS * 4 + 16);
+  const buf = new SharedArrayBuffer(WORDS * 4 + 24);
   Atomics.store(new Int32Array(buf), MEM_PAGES, -1);
   return buf;
 }
@@ -88,4 +94,23 @@ export function throttling(buf: SharedArrayBuffer): { periods: number; throttled
     throttledPeriods: Atomics.load(words, CPU_THROTTLED) >>> 0,
     throttledNs: Number(Atomics.load(new BigInt64Array(buf), THROTTLED_NS)),
   };
+}
+
+/** Owner: the store's memory limit is `bytes` from the run thread's next epoch callback on (undefined: none). */
+export function setMemoryLimitWords(buf: SharedArrayBuffer, bytes: number | undefined): void {
+  Atomics.store(new BigInt64Array(buf), MEM_LIMIT, bytes === undefined ? -1n : BigInt(Math.floor(bytes)));
+  Atomics.add(new Int32Array(buf, 0, WORDS), MEM_LIMIT_GEN, 1);
+}
+
+/**
+ * Run thread: the memory limit set since generation `seen`, if any: its generation and bytes
+ * (undefined: none). Words without room for one (the executor's kill word) never have one.
+ */
+export function newMemoryLimit(words: Int32Array, seen: number): { gen: number; bytes: number | undefined } | undefined {
+  if (words.length <= MEM_LIMIT_GEN || !(words.buffer instanceof SharedArrayBuffer) || words.buffer.byteLength < (MEM_LIMIT + 1) * 8)
+    return undefined;
+  const gen = Atomics.load(words, MEM_LIMIT_GEN);
+  if (gen === seen) return undefined;
+  const bytes = Atomics.load(new BigInt64Array(words.buffer), MEM_LIMIT);
+  return { gen, bytes: bytes < 0n ? undefined : Number(bytes) };
 }

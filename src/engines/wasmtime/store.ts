@@ -16,7 +16,7 @@ import { CpuThrottle, type ThreadClock } from "./cpu-throttle.ts";
 import { check, cstr, cstrArray, LAYOUT, type WasmtimeLib } from "./ffi.ts";
 import { interruptibleSleep } from "./interruptible.ts";
 import type { RunRequest } from "./protocol.ts";
-import { BLOCKED, publishMemory } from "./run-atomics.ts";
+import { BLOCKED, newMemoryLimit, publishMemory } from "./run-atomics.ts";
 import type { WasmShape } from "./wasm-shape.ts";
 
 /** An error before the guest ran (bad module, link error, missing export): exit 125. */
@@ -32,6 +32,11 @@ export interface RunStore {
    * callback then publishes its size for Stats (./run-atomics.ts).
    */
   memory: { extern?: Buffer };
+  /**
+   * Applies the memory limit an Update set since the last call, if one did (./run-atomics.ts).
+   * Called where the store is not running wasm: its epoch callback, a pool between two polls.
+   */
+  followLimit(): void;
 }
 
 /**
@@ -54,8 +59,11 @@ export function openStore(
   const memory: RunStore["memory"] = {};
   try {
     const ctx = lib.wasmtime_store_context(store) as Pointer;
-    if (req.memoryLimitBytes !== undefined && req.memoryLimitBytes >= 0) {
-      const l = storeLimits(req.memoryLimitBytes, req.shape, hostInstances);
+    // The limit at start (an Update's since the run began, if one came), and each new one an
+    // Update sets later, at the epoch callback (the owner checked it: ./engine.ts).
+    const limit = (bytes: number | undefined) => {
+      if (bytes === undefined) return lib.wasmtime_store_limiter(store, -1n, -1n, -1n, -1n, -1n);
+      const l = storeLimits(bytes, req.shape, hostInstances);
       lib.wasmtime_store_limiter(
         store,
         BigInt(l.memorySize),
@@ -64,15 +72,28 @@ export function openStore(
         BigInt(l.tables),
         BigInt(l.memories),
       );
-    }
+    };
+    const updated = newMemoryLimit(kill, 0);
+    let limitGen = updated?.gen ?? 0;
+    if (updated) limit(updated.bytes);
+    else if (req.memoryLimitBytes !== undefined && req.memoryLimitBytes >= 0) limit(req.memoryLimitBytes);
+    // A new memory limit (Update): grows are held to it from here on.
+    const followLimit = () => {
+      const next = newMemoryLimit(kill, limitGen);
+      if (!next) return;
+      limitGen = next.gen;
+      try {
+        limit(next.bytes);
+      } catch {} // refused by the owner before it was set (./engine.ts)
+    };
     // takes ownership of the config
     check(lib, lib.wasmtime_context_set_wasi(ctx, wasiConfig(lib, req, keep, !!pooled)), "wasi");
     if (pooled) {
       // A pool's store: its deadline is native (no JavaScript runs on a fiber), its CPU is
-      // accounted by the pool per slice (./pool-worker.ts).
+      // accounted by the pool per slice, and its new limits are set between two polls (./pool-worker.ts).
       lib.wasmtime_store_epoch_deadline_callback(store, pooled.deadline, pooled.slot, null);
       lib.wasmtime_context_set_epoch_deadline(ctx, 1n);
-      return { store, ctx, memory };
+      return { store, ctx, memory, followLimit };
     }
     // The CPU quota and shares (shared mode; the executor's kill word has no room for them):
     // the shares' nice value from the start, the quota from the first epoch callback on.
@@ -92,6 +113,10 @@ export function openStore(
         Atomics.store(kill, BLOCKED, 1);
         while (Atomics.load(kill, 1) !== 0 && Atomics.load(kill, 0) === 0) Atomics.wait(kill, 1, 1);
         Atomics.store(kill, BLOCKED, 0);
+        // Last, so that a limit set while this thread was paused or throttled here applies
+        // before it runs on (the bump that came with it fell inside this callback and does
+        // not bring another).
+        followLimit();
         if (Atomics.load(kill, 0) !== 0) {
           return lib.wasmtime_error_new(cstr(`interrupted by signal ${Atomics.load(kill, 0)}`));
         }
@@ -103,7 +128,7 @@ export function openStore(
     );
     lib.wasmtime_store_epoch_deadline_callback(store, deadlineCb.ptr as Pointer, null, null);
     lib.wasmtime_context_set_epoch_deadline(ctx, 1n);
-    return { store, ctx, deadlineCb, memory };
+    return { store, ctx, deadlineCb, memory, followLimit };
   } catch (e) {
     lib.wasmtime_store_delete(store);
     deadlineCb?.close();

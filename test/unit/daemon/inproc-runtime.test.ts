@@ -27,7 +27,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InProcessInstance, MAX_EXEC_RUNS, threadCpu } from "../../../src/daemon/inproc-runtime.ts";
-import type { RunContext, Runner, RunResult } from "../../../src/engines/engine.ts";
+import { MemoryLimitBelowUsage, type RunContext, type Runner, type RunResult } from "../../../src/engines/engine.ts";
 import type { RunPlan } from "../../../src/engines/run-plan.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { mkfifo, setNonBlocking } from "../../../src/linux/libc.ts";
@@ -601,22 +601,39 @@ describe("what a wasm container in the daemon cannot do", () => {
     expect(inst.oomKilled()).toBeNull();
     await inst.delete(true);
   });
+});
 
-  test("a change of the memory limit once it runs is refused (UNIMPLEMENTED, saying why), and nothing of that Update applies", async () => {
+describe("Update of a running wasm container", () => {
+  test("a new memory limit goes to the running module (its control); one below its usage is refused with runc's words, and nothing of that Update applies", async () => {
     const inst = await created("c1", plan({ limits: { memoryBytes: 64 << 20, cpu: { quota: 10_000, period: 100_000 } } }));
     await inst.start();
     const set: unknown[] = [];
-    runner.runs[0]!.ctx.onControl?.({ pause() {}, resume() {}, setCpu: (c) => set.push(c) });
-    await expect(inst.update(JSON.stringify({ memory: { limit: 128 << 20 }, cpu: { quota: 50_000 } }))).rejects.toMatchObject({
-      code: 12,
-      message:
-        "update of wasm container c1: its memory limit cannot change once it runs in shared mode (its store's limits are set when it starts)",
+    const limits: (number | undefined)[] = [];
+    runner.runs[0]!.ctx.onControl?.({
+      pause() {},
+      resume() {},
+      setCpu: (c) => set.push(c),
+      setMemoryLimit: async (bytes) => {
+        if (bytes !== undefined && bytes < 32 << 20) throw new MemoryLimitBelowUsage(bytes, 32 << 20);
+        limits.push(bytes);
+      },
     });
+    await expect(inst.update(JSON.stringify({ memory: { limit: 16 << 20 }, cpu: { quota: 50_000 } }))).rejects.toThrow(
+      `update of wasm container c1: unable to set memory limit to ${16 << 20} (current usage: ${32 << 20})`,
+    );
     expect(set).toEqual([]);
-    // The same limit again (CRI sends every field) is no change.
+    expect(limits).toEqual([]);
+    // The same limit again (CRI sends every field) is no change; a new one goes to the run.
     await inst.update(JSON.stringify({ memory: { limit: 64 << 20 }, cpu: { quota: 50_000 } }));
+    expect(limits).toEqual([]);
     expect(set).toEqual([{ quota: 50_000, period: 100_000 }]);
+    await inst.update(JSON.stringify({ memory: { limit: 128 << 20 } }));
+    expect(limits).toEqual([128 << 20]);
+    // Not a byte count: refused (INVALID_ARGUMENT), as is JSON that does not parse.
+    for (const limit of [-2, 1.5, 2 ** 60])
+      await expect(inst.update(JSON.stringify({ memory: { limit } }))).rejects.toMatchObject({ code: 3 });
     await expect(inst.update("{nope")).rejects.toMatchObject({ code: 3 });
+    expect(limits).toEqual([128 << 20]);
     await inst.delete(true);
   });
 });

@@ -39,8 +39,8 @@ const source: MetricsSource = {
           cpu: { usage: { total: 1_500_000_000 }, throttling: { periods: 10, throttledPeriods: 4, throttledTime: 250_000_000 } },
           memory: { usage: { usage: 131072, limit: 1 << 20 } },
         }),
-        // A wasi:http service: no memory figure (a component's), so no such sample rather
-        // than a zero that would lie; its request counters instead.
+        // A wasi:http service whose Stats have no memory figure (not serving yet): no such
+        // sample rather than a zero that would lie; its request counters instead.
         // Its latency as the engine reads it from the http library: a count per bucket, not cumulative.
         live(
           "w2",

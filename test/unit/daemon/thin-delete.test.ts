@@ -31,7 +31,7 @@ afterEach(async () => {
 const NAMES = { daemon: "containerd-wasmtimed", thinShim: "containerd-shim-wasmtimed-v1", runtime: "io.containerd.wasmtimed.v1" };
 
 /** A fake daemon answering deleteSandbox with `answer`; a runtime whose delete fails; container c1's leftovers on the host. */
-function scene(name: string, answer: Partial<DeleteSandboxResponse>) {
+function scene(name: string, answer: Partial<DeleteSandboxResponse>, asked: string[] = []) {
   const dir = join(base, name);
   const stateRoot = join(dir, "run");
   const bundle = join(dir, "bundle");
@@ -49,7 +49,10 @@ function scene(name: string, answer: Partial<DeleteSandboxResponse>) {
   const server = new Server();
   server.register(ManagerDefinition, {
     createSandbox: async () => ({ address: "" }),
-    deleteSandbox: async () => ({ found: false, pid: 0, exitStatus: 0, exitedAtSeconds: 0, exitedAtNanos: 0, cleanupError: "", ...answer }),
+    deleteSandbox: async (r: { containerId: string }): Promise<DeleteSandboxResponse> => {
+      asked.push(r.containerId);
+      return { found: false, pid: 0, exitStatus: 0, exitedAtSeconds: 0, exitedAtNanos: 0, cleanupError: "", ...answer };
+    },
     listSandboxes: async () => ({ sandboxes: [], modulesCompiled: 0, wasmRunning: 0 }),
   });
   server.listen(socket);
@@ -57,7 +60,7 @@ function scene(name: string, answer: Partial<DeleteSandboxResponse>) {
   const flags = parseShimFlags(["-namespace", "ns1", "-address", "/c.sock", "-id", "c1", "-bundle", bundle, "delete"]);
   const warnings: string[] = [];
   const run = () => thinDelete(NAMES, flags, { BUNWASI_DAEMON_SOCKET: socket }, (m) => warnings.push(m));
-  return { workDir, warnings, run, runtimeCalls: () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n") : []) };
+  return { dir, workDir, warnings, run, runtimeCalls: () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n") : []) };
 }
 
 test("the daemon could not clean up all of it: the exit it saw is answered, the failure said, the host cleaned here", async () => {
@@ -88,4 +91,29 @@ test("a container the daemon does not know, with a runtime whose delete fails: a
   expect(s.warnings).toHaveLength(1);
   expect(s.warnings[0]).toContain("device or resource busy");
   expect(existsSync(s.workDir)).toBe(false);
+});
+
+test("no daemon of the socket's directory lives (a crash): none is asked, the host is cleaned here, the answer is a kill", async () => {
+  const asked: string[] = [];
+  const s = scene("crashed", { found: true, pid: 1, exitStatus: 0 }, asked);
+  // What a SIGKILLed daemon leaves: its own socket, named by its pid, which no process has now.
+  const gone = Bun.spawn(["true"]);
+  await gone.exited;
+  mkdirSync(join(s.dir, "daemons"));
+  writeFileSync(join(s.dir, "daemons", `${gone.pid}.sock`), "");
+  const out = DeleteResponse.decode(await s.run());
+  expect(out).toMatchObject({ pid: 0, exitStatus: 128 + 9 });
+  expect(asked).toEqual([]);
+  expect(s.warnings[0]).toBe(`daemon delete: no containerd-wasmtimed of ${join(s.dir, "daemon.sock")} lives; cleaning up locally`);
+  expect(existsSync(s.workDir)).toBe(false);
+});
+
+test("a live daemon in daemons/ is asked, and its answer is the exit", async () => {
+  const asked: string[] = [];
+  const s = scene("alive", { found: true, pid: 77, exitStatus: 0, exitedAtSeconds: 1_700_000_000 }, asked);
+  mkdirSync(join(s.dir, "daemons"));
+  writeFileSync(join(s.dir, "daemons", `${process.pid}.sock`), "");
+  const out = DeleteResponse.decode(await s.run());
+  expect(out).toMatchObject({ pid: 77, exitStatus: 0 });
+  expect(asked).toEqual(["c1"]);
 });

@@ -294,7 +294,7 @@ describe("prepare: the derived bundle from the plan", () => {
     removeDerived("map2");
   });
 
-  test("wasmSpec with serverPid (a pod of containerd's shim sandboxer): the server's IPC, UTS and PID joins become the container's own, its network stays", async () => {
+  test("wasmSpec with a pod of containerd's shim sandboxer: the server's IPC, UTS and PID joins become the container's own, its network is the pod's", async () => {
     const joins = [
       { type: "pid", path: "/proc/4242/ns/pid" },
       { type: "network", path: "/proc/4242/ns/net" },
@@ -307,15 +307,24 @@ describe("prepare: the derived bundle from the plan", () => {
     const plan = await planContainer({ bundle: b, spec: s, engine: wasmtime });
     if (plan.kind !== "wasm") throw new Error("not wasm");
     const opts = { run: plan.run, exec: fakeExec, mountPoint: "/dev/.bunwasi", runDir: "/state/c/run" };
-    expect(wasmSpec(s, { ...opts, serverPid: 4242 }).linux?.namespaces).toEqual([
+    // A host-network pod: the network join, the host's, stays.
+    expect(wasmSpec(s, { ...opts, pod: { pid: 4242 } }).linux?.namespaces).toEqual([
       { type: "pid" },
       { type: "network", path: "/proc/4242/ns/net" },
       { type: "ipc" },
       { type: "uts" },
       { type: "mount" },
     ]);
-    // A pause's pid (the podsandbox path), or no serverPid: the spec's namespaces as they are.
-    expect(wasmSpec(s, { ...opts, serverPid: 1 }).linux?.namespaces).toEqual(joins);
+    // A pod with a network namespace of its own (CRI's): the container joins that one.
+    expect(wasmSpec(s, { ...opts, pod: { pid: 4242, netns: "/var/run/netns/cni-1" } }).linux?.namespaces).toEqual([
+      { type: "pid" },
+      { type: "network", path: "/var/run/netns/cni-1" },
+      { type: "ipc" },
+      { type: "uts" },
+      { type: "mount" },
+    ]);
+    // A pause's pid (the podsandbox path), or no pod: the spec's namespaces as they are.
+    expect(wasmSpec(s, { ...opts, pod: { pid: 1, netns: "/var/run/netns/cni-1" } }).linux?.namespaces).toEqual(joins);
     expect(wasmSpec(s, opts).linux?.namespaces).toEqual(joins);
     expect(s.linux?.namespaces).toEqual(joins); // containerd's spec is not touched
   });

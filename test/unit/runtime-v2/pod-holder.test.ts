@@ -3,7 +3,7 @@
 // own, a native one its pod's holder's. What needs no runc: the specs, and the refusals.
 import { describe, expect, test } from "bun:test";
 import type { Runc } from "../../../src/linux/runc.ts";
-import { namespacesOf, wasmNamespaces } from "../../../src/oci/pod-namespaces.ts";
+import { namespacesOf, podNetwork, wasmNamespaces } from "../../../src/oci/pod-namespaces.ts";
 import type { Spec } from "../../../src/oci/spec.ts";
 import { holderSpec, PodHolders } from "../../../src/runtime-v2/pod-holder.ts";
 import { Code, TtrpcError } from "../../../src/ttrpc/index.ts";
@@ -35,7 +35,7 @@ describe("namespaces of the serving process in a spec", () => {
       { type: "mount" },
       { type: "cgroup", path: "/proc/5/ns/cgroup" },
     ];
-    expect(wasmNamespaces(ns, 77)).toEqual([
+    expect(wasmNamespaces(ns, { pid: 77 })).toEqual([
       { type: "pid" },
       { type: "network", path: "/proc/77/ns/net" },
       { type: "ipc" },
@@ -43,8 +43,31 @@ describe("namespaces of the serving process in a spec", () => {
       { type: "mount" },
       { type: "cgroup", path: "/proc/5/ns/cgroup" },
     ]);
-    expect(wasmNamespaces(ns, 6)).toEqual(ns);
-    expect(wasmNamespaces(undefined, 77)).toBeUndefined();
+    expect(wasmNamespaces(ns, { pid: 6 })).toEqual(ns);
+    expect(wasmNamespaces(undefined, { pid: 77 })).toBeUndefined();
+    // A pod with a network namespace of its own: the network join is to it.
+    expect(wasmNamespaces(ns, { pid: 77, netns: "/run/netns/cni-2" })?.find((n) => n.type === "network")).toEqual({
+      type: "network",
+      path: "/run/netns/cni-2",
+    });
+  });
+
+  test("the pod's network: our network join becomes the pod's namespace; every other entry, and a spec joining another's network, stay", () => {
+    const ns = [
+      { type: "network", path: "/proc/77/ns/net" },
+      { type: "ipc", path: "/proc/77/ns/ipc" },
+    ];
+    const pod = { pid: 77, netns: "/var/run/netns/cni-3" };
+    expect(podNetwork(ns, pod)).toEqual([
+      { type: "network", path: "/var/run/netns/cni-3" },
+      { type: "ipc", path: "/proc/77/ns/ipc" },
+    ]);
+    // Applied twice, the same (the daemon rewrites the spec, then the holder reads it again).
+    expect(podNetwork(podNetwork(ns, pod), pod)).toEqual(podNetwork(ns, pod));
+    expect(podNetwork(ns, { pid: 77 })).toEqual(ns);
+    const other = [{ type: "network", path: "/proc/5/ns/net" }];
+    expect(podNetwork(other, pod)).toEqual(other);
+    expect(podNetwork(undefined, pod)).toBeUndefined();
   });
 
   test("a native container whose spec joins none of ours runs from containerd's bundle as it is (the podsandbox path)", async () => {
@@ -95,14 +118,16 @@ describe("namespaces of the serving process in a spec", () => {
         cgroupsPath: "/kubepods/pod-1/c1",
       },
     } as unknown as Spec;
-    const h = holderSpec(template, "c1", "pod1", 99);
+    const h = holderSpec(template, "c1", "pod1", { pid: 99 });
     expect(h.linux?.namespaces).toEqual([{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }]);
     expect(h.linux?.cgroupsPath).toBe("/kubepods/pod-1/pod1");
     expect(h.hostname).toBe("node1");
     expect(h.root).toEqual({ path: "rootfs", readonly: true });
     expect(h.process.user).toEqual({ uid: 65534, gid: 65534 });
     // systemd's form of a cgroup path ends with the id too.
-    const sd = holderSpec({ ...template, linux: { ...template.linux, cgroupsPath: "kubepods.slice:cri-containerd:c1" } }, "c1", "pod1", 99);
+    const sd = holderSpec({ ...template, linux: { ...template.linux, cgroupsPath: "kubepods.slice:cri-containerd:c1" } }, "c1", "pod1", {
+      pid: 99,
+    });
     expect(sd.linux?.cgroupsPath).toBe("kubepods.slice:cri-containerd:pod1");
     // A network of the pod's own (not ours) is the holder's too.
     const own = holderSpec(
@@ -117,8 +142,37 @@ describe("namespaces of the serving process in a spec", () => {
       },
       "c1",
       "pod1",
-      99,
+      { pid: 99 },
     );
     expect(own.linux?.namespaces).toContainEqual({ type: "network", path: "/var/run/netns/cni-1" });
+    // Under the shim sandboxer, a pod with a network namespace of its own: CRI names ours, the holder joins the pod's.
+    const podNet = holderSpec(template, "c1", "pod1", { pid: 99, netns: "/var/run/netns/cni-4", hostname: "web-1" });
+    // The pod's hostname (a pause container's, under the podsandbox path), not the container's spec's.
+    expect(podNet.hostname).toBe("web-1");
+    // A host-network, hostIPC pod: no UTS, IPC or network namespace of the holder's (the node's stay), and no net.* sysctl (it would be the node's).
+    const hostish = holderSpec(template, "c1", "pod1", {
+      pid: 99,
+      hostname: "web-1",
+      node: ["network", "uts", "ipc"],
+      sysctls: { "kernel.shm_rmid_forced": "1", "net.ipv4.ip_forward": "1" },
+    });
+    expect(hostish.linux?.namespaces).toEqual([{ type: "pid" }, { type: "mount" }]);
+    expect(hostish.hostname).toBeUndefined();
+    expect(hostish.linux?.sysctl).toEqual({ "kernel.shm_rmid_forced": "1" });
+    // Its own network: the pod's sysctls, net.* too, are set in it.
+    const own2 = holderSpec(template, "c1", "pod1", {
+      pid: 99,
+      netns: "/var/run/netns/cni-5",
+      sysctls: { "net.ipv4.ip_forward": "1" },
+      node: [],
+    });
+    expect(own2.linux?.sysctl).toEqual({ "net.ipv4.ip_forward": "1" });
+    expect(podNet.linux?.namespaces).toEqual([
+      { type: "pid" },
+      { type: "ipc" },
+      { type: "uts" },
+      { type: "mount" },
+      { type: "network", path: "/var/run/netns/cni-4" },
+    ]);
   });
 });

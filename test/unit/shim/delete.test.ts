@@ -6,7 +6,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mountView, viewDir } from "../../../src/oci/wasi-view.ts";
-import { deleteTask, killedResponse } from "../../../src/runtime-v2/delete.ts";
+import { deleteResponse, deleteTask, killedResponse, rootfsMounted } from "../../../src/runtime-v2/delete.ts";
 import { parseShimFlags } from "../../../src/runtime-v2/flags.ts";
 import { timestamp } from "../../../src/task/events.ts";
 import { DeleteResponse } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
@@ -127,9 +127,103 @@ describe("shim delete", () => {
   });
 });
 
+describe("is the rootfs still mounted? (the mount table only when the directory cannot tell)", () => {
+  /** A bundle with a rootfs directory, and a mount table reader that counts its reads. */
+  function bundleScene(name: string) {
+    const bundle = join(base, "rootfs-check", name);
+    mkdirSync(join(bundle, "rootfs"), { recursive: true });
+    const reads = { n: 0 };
+    const table = () => {
+      reads.n++;
+      return readFileSync("/proc/self/mountinfo", "utf8");
+    };
+    return { bundle, rootfs: join(bundle, "rootfs"), reads, table };
+  }
+  const mount = (...args: string[]) => {
+    const r = Bun.spawnSync(["mount", ...args]);
+    if (r.exitCode !== 0) throw new Error(`mount ${args.join(" ")}: ${r.stderr.toString()}`);
+  };
+  const umount = (path: string) => Bun.spawnSync(["umount", "-l", path]);
+
+  test("the server unmounted it (an empty directory on the bundle's device): no, without reading the table", () => {
+    const s = bundleScene("empty");
+    expect(rootfsMounted(s.bundle, s.table)).toBe(false);
+    expect(s.reads.n).toBe(0);
+  });
+
+  test("no rootfs directory at all: no, without reading the table", () => {
+    const s = bundleScene("none");
+    rmSync(s.rootfs, { recursive: true });
+    expect(rootfsMounted(s.bundle, s.table)).toBe(false);
+    expect(s.reads.n).toBe(0);
+  });
+
+  test("another filesystem mounted on it (as an overlay is): yes, without reading the table (root)", () => {
+    const s = bundleScene("tmpfs");
+    mount("-t", "tmpfs", "tmpfs", s.rootfs);
+    try {
+      expect(rootfsMounted(s.bundle, s.table)).toBe(true);
+      expect(s.reads.n).toBe(0);
+    } finally {
+      umount(s.rootfs);
+    }
+  });
+
+  test("a directory of the bundle's own filesystem bound on it: the table decides, yes (root)", () => {
+    const s = bundleScene("bind");
+    const image = join(base, "rootfs-check", "bind-image");
+    mkdirSync(image, { recursive: true });
+    writeFileSync(join(image, "app.wasm"), "image");
+    mount("--bind", image, s.rootfs);
+    try {
+      expect(rootfsMounted(s.bundle, s.table)).toBe(true);
+      expect(s.reads.n).toBe(1);
+    } finally {
+      umount(s.rootfs);
+    }
+  });
+
+  test("files in it but nothing mounted: the table decides, no", () => {
+    const s = bundleScene("files");
+    writeFileSync(join(s.rootfs, "left"), "x");
+    expect(rootfsMounted(s.bundle, s.table)).toBe(false);
+    expect(s.reads.n).toBe(1);
+  });
+
+  test("shim delete after a server died with the rootfs mounted and no work dir: it is unmounted (root)", async () => {
+    const s = scene("mounted-rootfs");
+    rmSync(s.workDir, { recursive: true });
+    const bundle = s.flags.bundle;
+    mkdirSync(join(bundle, "rootfs"), { recursive: true });
+    mount("-t", "tmpfs", "tmpfs", join(bundle, "rootfs"));
+    try {
+      const warnings: string[] = [];
+      await deleteTask(s.flags, (m) => warnings.push(m));
+      expect(warnings).toEqual([]);
+      expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(join(bundle, "rootfs"));
+      // Nothing was created for the runtime to delete: it is not asked.
+      expect(s.fallback.calls()).toEqual([]);
+    } finally {
+      umount(join(bundle, "rootfs"));
+    }
+  });
+});
+
 test("the hand-written DeleteResponse is the generated code's, byte for byte", () => {
   for (const now of [1_780_000_000_000, 1_780_000_000_123, 1_000, 999]) {
     const want = DeleteResponse.encode({ pid: 0, exitStatus: 137, exitedAt: timestamp(new Date(now)) }).finish();
     expect(killedResponse(now)).toEqual(want);
+  }
+});
+
+test("the hand-written DeleteResponse of an exit the daemon saw is the generated code's, byte for byte", () => {
+  for (const [pid, exitStatus, seconds, nanos] of [
+    [4242, 3, 1_700_000_000, 5],
+    [1, 0, 1_700_000_000, 0],
+    [0, 255, 0, 0],
+    [2 ** 22 + 1, 137, 2 ** 33, 999_999_999],
+  ] as const) {
+    const want = DeleteResponse.encode({ pid, exitStatus, exitedAt: { seconds, nanos } }).finish();
+    expect(deleteResponse({ pid, exitStatus, exitedAt: { seconds, nanos } })).toEqual(want);
   }
 });

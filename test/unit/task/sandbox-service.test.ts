@@ -39,12 +39,14 @@ function setup() {
   });
   const logs: string[] = [];
   const released: string[] = [];
+  const adopted: { id: string; netnsPath: string }[] = [];
   sandbox = new SandboxService({
     tasks,
     pid: PID,
     metrics: (s) => host.metrics(s),
     log: (m) => logs.push(m),
     onShutdown: () => closed.sandbox++,
+    adopt: (pod) => adopted.push({ id: pod.id, netnsPath: pod.netnsPath }),
     release: async (id) => {
       // Only once every container has stopped: the holder of their namespaces goes last.
       for (const { namespace, id: c } of tasks.list()) {
@@ -54,16 +56,21 @@ function setup() {
       released.push(id);
     },
   });
-  return { host, tasks, sandbox, closed, logs, released };
+  return { host, tasks, sandbox, closed, logs, released, adopted };
 }
 type Setup = ReturnType<typeof setup>;
 
 /** CRI's PodSandboxConfig in an Any, as containerd's shim sandboxer passes it. */
-function podConfig(network: NamespaceMode = NamespaceMode.NODE) {
+function podConfig(network: NamespaceMode = NamespaceMode.NODE, ipc: NamespaceMode = NamespaceMode.POD) {
   const config = PodSandboxConfig.fromPartial({
     metadata: { name: "web", namespace: "default", uid: "u-1", attempt: 0 },
+    hostname: "web-host",
     logDirectory: "/var/log/pods/x",
-    linux: { cgroupParent: "/kubepods/besteffort/podu-1", securityContext: { namespaceOptions: { network } } },
+    linux: {
+      cgroupParent: "/kubepods/besteffort/podu-1",
+      securityContext: { namespaceOptions: { network, ipc } },
+      sysctls: { "kernel.shm_rmid_forced": "1" },
+    },
   });
   return { typeUrl: PodSandboxConfig.$type, value: PodSandboxConfig.encode(config).finish() };
 }
@@ -171,17 +178,21 @@ describe("every Sandbox API call in every state follows the state table", () => 
 });
 
 describe("CreateSandbox", () => {
-  test("keeps what CRI's PodSandboxConfig says of the pod: name, cgroup parent, the host's network", async () => {
+  test("keeps what CRI's PodSandboxConfig says of the pod: name, hostname, cgroup parent, sysctls, the host's network (and UTS namespace)", async () => {
     const s = setup();
     await s.sandbox.createSandbox(createReq({ annotations: { a: "b" } }));
     expect(s.sandbox.pod).toEqual({
       id: POD,
       bundle: `/run/containerd/${POD}`,
+      fromCri: true,
       netnsPath: "",
       name: "web",
+      hostname: "web-host",
       namespace: "default",
       uid: "u-1",
       cgroupParent: "/kubepods/besteffort/podu-1",
+      sysctls: { "kernel.shm_rmid_forced": "1" },
+      nodeNamespaces: ["network", "uts"],
       hostNetwork: true,
       annotations: { a: "b" },
     });
@@ -205,15 +216,28 @@ describe("CreateSandbox", () => {
     expect(s.sandbox.current).toBe("none");
   });
 
-  test("a pod with a network namespace of its own is refused (UNIMPLEMENTED, saying why), and nothing is created", async () => {
+  test("a pod with a network namespace of its own: the host adopts the pod with CRI's namespace (a host-network pod's is \"\")", async () => {
     const s = setup();
-    const e = await refusal(
-      s.sandbox.createSandbox(createReq({ options: podConfig(NamespaceMode.POD), netnsPath: "/var/run/netns/cni-1" })),
-    );
-    expect(e.code).toBe(Code.UNIMPLEMENTED);
-    expect(e.message).toContain("/var/run/netns/cni-1");
-    expect(e.message).toContain("hostNetwork");
-    expect(s.sandbox.current).toBe("none");
+    // A network namespace file, as CRI's bind mount of one is: our own, through /proc.
+    const netns = `/proc/${process.pid}/ns/net`;
+    await s.sandbox.createSandbox(createReq({ options: podConfig(NamespaceMode.POD, NamespaceMode.NODE), netnsPath: netns }));
+    // hostIPC: the one namespace it shares with the node.
+    expect(s.sandbox.pod).toMatchObject({ netnsPath: netns, hostNetwork: false, nodeNamespaces: ["ipc"] });
+    expect(s.adopted).toEqual([{ id: POD, netnsPath: netns }]);
+    const h = setup();
+    await h.sandbox.createSandbox(createReq());
+    expect(h.adopted).toEqual([{ id: POD, netnsPath: "" }]);
+  });
+
+  test("a netns path that is not a namespace, or not there, is FAILED_PRECONDITION (never UNIMPLEMENTED), and nothing is created or adopted", async () => {
+    for (const path of ["/var/run/netns/cni-not-there", "/proc/self/stat", "relative/ns"]) {
+      const s = setup();
+      const e = await refusal(s.sandbox.createSandbox(createReq({ options: podConfig(NamespaceMode.POD), netnsPath: path })));
+      expect(`${path}: ${e.code}`).toBe(`${path}: ${Code.FAILED_PRECONDITION}`);
+      expect(e.message).toContain(path);
+      expect(s.sandbox.current).toBe("none");
+      expect(s.adopted).toEqual([]);
+    }
   });
 
   test("no sandbox id: INVALID_ARGUMENT", async () => {

@@ -12,6 +12,8 @@
 import type { Pointer } from "bun:ffi";
 import { EXIT_ENGINE_ERROR } from "../../../common/constants.ts";
 import { SIGNALS, signalNumber } from "../../../common/signals.ts";
+import { type CpuLimits, MemoryLimitBelowUsage, type RunControl } from "../../engine.ts";
+import { niceOfShares } from "../cpu-throttle.ts";
 import { encodeConfig, type HttpHostLib, type HttpLatency, httpHost, latencyReader, startHttpServer } from "./ffi.ts";
 import { requireHttpHost } from "./library.ts";
 
@@ -35,6 +37,31 @@ export const STOP_GRACE_MS = 30_000;
 export const MAX_REQUESTS = 100;
 
 const STATE_STOPPED = 2;
+/** The library's counters (`bunwasi_http_counter`) beyond the request counts. */
+const MEMORY_USED = 4;
+const MEMORY_LIMIT = 5;
+const CPU_NS = 6;
+const CPU_CHECKS = 7;
+const CPU_THROTTLED = 8;
+const THROTTLED_NS = 9;
+/** The library's "no memory limit". */
+const NO_LIMIT = 0xffff_ffff_ffff_ffffn;
+
+/** The library's quota, period and nice value for `cpu` (a quota <= 0 or absent: none; the kernel's default period). */
+function cpuWords(cpu: CpuLimits): { quota: number; period: number; nice: number } {
+  const quota = cpu.quota !== undefined && cpu.quota > 0 ? Math.floor(cpu.quota) : 0;
+  const period = cpu.period !== undefined && cpu.period > 0 ? Math.floor(cpu.period) : 100_000;
+  return { quota, period, nice: cpu.shares !== undefined && cpu.shares > 0 ? niceOfShares(cpu.shares) : 0 };
+}
+
+function cpuPairs(cpu: CpuLimits): [string, string][] {
+  const w = cpuWords(cpu);
+  return [
+    ["cpu_quota", String(w.quota)],
+    ["cpu_period", String(w.period)],
+    ["nice", String(w.nice)],
+  ];
+}
 /** After an abort: the library joins its threads within 10 s (a guest stuck in a blocking host call); a little more here. */
 const ABORT_WAIT_MS = 12_000;
 
@@ -82,6 +109,11 @@ export interface HttpServiceOptions {
   stdoutFd?: number;
   stderrFd?: number;
   /**
+   * CPU limits over all of the service's threads together (a caller without a cgroup per
+   * container: the daemon): quota per period in µs, shares as the threads' nice value.
+   */
+  cpu?: CpuLimits;
+  /**
    * The pooling allocator (default on): about 4 TiB of address space reserved per service,
    * which a process serving many (the daemon) cannot afford; BUNWASI_HTTP_POOLING=0 turns it off too.
    */
@@ -114,7 +146,7 @@ export function httpSettings(env: [string, string][]): { addr: string; backlog: 
 /** A running service. */
 export class HttpService {
   private server: Pointer | null;
-  private final: ReturnType<HttpService["counters"]> | undefined;
+  private final: (ReturnType<HttpService["counters"]> & { cpuNs: number }) | undefined;
   private readonly latency: () => HttpLatency;
 
   private constructor(
@@ -152,6 +184,7 @@ export class HttpService {
     if (o.netns !== undefined) pairs.push(["netns", o.netns]);
     if (o.outgoing === false) pairs.push(["outgoing", "0"]);
     if (o.fileCapabilities === false) pairs.push(["file_caps", "0"]);
+    if (o.cpu) pairs.push(...cpuPairs(o.cpu));
     // The pooling allocator is on unless BUNWASI_HTTP_POOLING=0 (in the container's env; else
     // in this process's, which the executor's never carries from a container).
     const pooling = o.env.findLast(([k]) => k === "BUNWASI_HTTP_POOLING")?.[1] ?? process.env.BUNWASI_HTTP_POOLING;
@@ -167,6 +200,53 @@ export class HttpService {
     const s = this.live();
     const c = (i: number) => Number(this.lib.bunwasi_http_counter(s, i));
     return { inFlight: c(0), connections: c(1), requests: c(2), failed: c(3), latency: this.latency() };
+  }
+
+  /**
+   * What the service holds and has used, for Stats: bytes its stores hold (memories and tables
+   * of every request's store, and the spare ones made ahead), its memory limit (undefined:
+   * none), CPU time of its threads (ns), and what holding them to the CPU quota did.
+   */
+  usage(): {
+    memoryBytes: number;
+    memoryLimit?: number;
+    cpuNs: number;
+    throttling: { periods: number; throttledPeriods: number; throttledNs: number };
+  } {
+    if (!this.server)
+      return { memoryBytes: 0, cpuNs: this.final?.cpuNs ?? 0, throttling: { periods: 0, throttledPeriods: 0, throttledNs: 0 } };
+    const s = this.server;
+    const c = (i: number) => this.lib.bunwasi_http_counter(s, i) as number | bigint;
+    const limit = BigInt(c(MEMORY_LIMIT));
+    return {
+      memoryBytes: Number(c(MEMORY_USED)),
+      ...(limit === NO_LIMIT ? {} : { memoryLimit: Number(limit) }),
+      cpuNs: Number(c(CPU_NS)),
+      throttling: { periods: Number(c(CPU_CHECKS)), throttledPeriods: Number(c(CPU_THROTTLED)), throttledNs: Number(c(THROTTLED_NS)) },
+    };
+  }
+
+  /** Pause (as a frozen process: nothing accepted or answered, connections queue) or resume. */
+  pause(on: boolean): void {
+    if (this.server) this.lib.bunwasi_http_pause(this.server, on ? 1 : 0);
+  }
+
+  /** New CPU limits for all of the service's threads (an Update). */
+  setCpu(cpu: CpuLimits): void {
+    if (!this.server) return;
+    const w = cpuWords(cpu);
+    this.lib.bunwasi_http_set_cpu(this.server, BigInt(w.quota), BigInt(w.period), w.nice);
+  }
+
+  /**
+   * A new memory limit for all of the service's stores (undefined: none); refused with
+   * MemoryLimitBelowUsage, nothing changed, when they hold more than it now.
+   */
+  setMemoryLimit(bytes: number | undefined): void {
+    if (!this.server) return;
+    const limit = bytes === undefined ? NO_LIMIT : BigInt(Math.max(0, Math.floor(bytes)));
+    if (this.lib.bunwasi_http_set_memory_limit(this.server, limit) !== 0)
+      throw new MemoryLimitBelowUsage(Number(limit), Number(this.lib.bunwasi_http_counter(this.server, MEMORY_USED)));
   }
 
   /** True once serving has ended (after stop(), or on its own: a listener failure). */
@@ -214,7 +294,7 @@ export class HttpService {
   /** Free the server once (a stop's loop and an abort may both see it stopped). */
   private release(s: Pointer): void {
     if (this.server !== s) return;
-    this.final = this.counters();
+    this.final = { ...this.counters(), cpuNs: Number(this.lib.bunwasi_http_counter(s, CPU_NS)) };
     this.lib.bunwasi_http_free(s);
     this.server = null;
   }
@@ -328,4 +408,21 @@ export async function serveHttp(
   // Nothing of the service may outlive the run in a process that lives on (the daemon).
   await svc.abort();
   return { code: 128 + first, stats: stats() };
+}
+
+/**
+ * A running service as its caller controls a run (RunContext.onControl): pause and resume (as
+ * runc's freezer: requests wait, connections queue), CPU and memory limits changed live (an
+ * Update), and its figures for Stats: the memory its stores hold, the CPU time of its threads.
+ */
+export function serviceControl(svc: HttpService): RunControl {
+  return {
+    pause: () => svc.pause(true),
+    resume: () => svc.pause(false),
+    setCpu: (cpu) => svc.setCpu(cpu),
+    cpuThrottling: () => svc.usage().throttling,
+    memoryBytes: async () => svc.usage().memoryBytes,
+    setMemoryLimit: async (bytes) => svc.setMemoryLimit(bytes),
+    cpuNs: () => svc.usage().cpuNs,
+  };
 }

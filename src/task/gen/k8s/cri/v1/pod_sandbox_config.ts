@@ -14,7 +14,8 @@ export const protobufFileName = "k8s/cri/v1/pod_sandbox_config.proto";
 /**
  * The part of Kubernetes' CRI PodSandboxConfig (k8s.io/cri-api, runtime.v1) a shim reads
  * when containerd's shim sandbox controller passes it as CreateSandbox's options: who the pod
- * is, its cgroup parent and which network it asked for. Field numbers are the CRI's; fields
+ * is, its cgroup parent, which namespaces it shares with the node, its hostname, DNS settings and
+ * sysctls (what a pause container would have had). Field numbers are the CRI's; fields
  * we do not read are left out (protobuf skips them).
  */
 
@@ -30,6 +31,7 @@ export interface PodSandboxConfig {
   metadata: PodSandboxMetadata | undefined;
   hostname: string;
   logDirectory: string;
+  dnsConfig: DNSConfig | undefined;
   labels: { [key: string]: string };
   annotations: { [key: string]: string };
   linux: LinuxPodSandboxConfig | undefined;
@@ -45,6 +47,12 @@ export interface PodSandboxConfig_AnnotationsEntry {
   value: string;
 }
 
+export interface DNSConfig {
+  servers: string[];
+  searches: string[];
+  options: string[];
+}
+
 export interface PodSandboxMetadata {
   name: string;
   uid: string;
@@ -55,6 +63,12 @@ export interface PodSandboxMetadata {
 export interface LinuxPodSandboxConfig {
   cgroupParent: string;
   securityContext: LinuxSandboxSecurityContext | undefined;
+  sysctls: { [key: string]: string };
+}
+
+export interface LinuxPodSandboxConfig_SysctlsEntry {
+  key: string;
+  value: string;
 }
 
 export interface LinuxSandboxSecurityContext {
@@ -69,7 +83,15 @@ export interface NamespaceOption {
 }
 
 function createBasePodSandboxConfig(): PodSandboxConfig {
-  return { metadata: undefined, hostname: "", logDirectory: "", labels: {}, annotations: {}, linux: undefined };
+  return {
+    metadata: undefined,
+    hostname: "",
+    logDirectory: "",
+    dnsConfig: undefined,
+    labels: {},
+    annotations: {},
+    linux: undefined,
+  };
 }
 
 export const PodSandboxConfig: MessageFns<PodSandboxConfig, "runtime.v1.PodSandboxConfig"> = {
@@ -84,6 +106,9 @@ export const PodSandboxConfig: MessageFns<PodSandboxConfig, "runtime.v1.PodSandb
     }
     if (message.logDirectory !== "") {
       writer.uint32(26).string(message.logDirectory);
+    }
+    if (message.dnsConfig !== undefined) {
+      DNSConfig.encode(message.dnsConfig, writer.uint32(34).fork()).join();
     }
     globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
       PodSandboxConfig_LabelsEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
@@ -132,6 +157,14 @@ export const PodSandboxConfig: MessageFns<PodSandboxConfig, "runtime.v1.PodSandb
             }
 
             message.logDirectory = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.dnsConfig = DNSConfig.decode(reader, reader.uint32());
             continue;
           }
           case 6: {
@@ -186,6 +219,9 @@ export const PodSandboxConfig: MessageFns<PodSandboxConfig, "runtime.v1.PodSandb
       : undefined;
     message.hostname = object.hostname ?? "";
     message.logDirectory = object.logDirectory ?? "";
+    message.dnsConfig = (object.dnsConfig !== undefined && object.dnsConfig !== null)
+      ? DNSConfig.fromPartial(object.dnsConfig)
+      : undefined;
     message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
       (acc: { [key: string]: string }, [key, value]: [string, string]) => {
         if (value !== undefined) {
@@ -359,6 +395,87 @@ export const PodSandboxConfig_AnnotationsEntry: MessageFns<
   },
 };
 
+function createBaseDNSConfig(): DNSConfig {
+  return { servers: [], searches: [], options: [] };
+}
+
+export const DNSConfig: MessageFns<DNSConfig, "runtime.v1.DNSConfig"> = {
+  $type: "runtime.v1.DNSConfig" as const,
+
+  encode(message: DNSConfig, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.servers) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.searches) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.options) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DNSConfig {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDNSConfig();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.servers.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.searches.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.options.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DNSConfig>, I>>(base?: I): DNSConfig {
+    return DNSConfig.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DNSConfig>, I>>(object: I): DNSConfig {
+    const message = createBaseDNSConfig();
+    message.servers = object.servers?.map((e) => e) || [];
+    message.searches = object.searches?.map((e) => e) || [];
+    message.options = object.options?.map((e) => e) || [];
+    return message;
+  },
+};
+
 function createBasePodSandboxMetadata(): PodSandboxMetadata {
   return { name: "", uid: "", namespace: "", attempt: 0 };
 }
@@ -453,7 +570,7 @@ export const PodSandboxMetadata: MessageFns<PodSandboxMetadata, "runtime.v1.PodS
 };
 
 function createBaseLinuxPodSandboxConfig(): LinuxPodSandboxConfig {
-  return { cgroupParent: "", securityContext: undefined };
+  return { cgroupParent: "", securityContext: undefined, sysctls: {} };
 }
 
 export const LinuxPodSandboxConfig: MessageFns<LinuxPodSandboxConfig, "runtime.v1.LinuxPodSandboxConfig"> = {
@@ -466,6 +583,9 @@ export const LinuxPodSandboxConfig: MessageFns<LinuxPodSandboxConfig, "runtime.v
     if (message.securityContext !== undefined) {
       LinuxSandboxSecurityContext.encode(message.securityContext, writer.uint32(18).fork()).join();
     }
+    globalThis.Object.entries(message.sysctls).forEach(([key, value]: [string, string]) => {
+      LinuxPodSandboxConfig_SysctlsEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
     return writer;
   },
 
@@ -498,6 +618,17 @@ export const LinuxPodSandboxConfig: MessageFns<LinuxPodSandboxConfig, "runtime.v
             message.securityContext = LinuxSandboxSecurityContext.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = LinuxPodSandboxConfig_SysctlsEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.sysctls[entry3.key] = entry3.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -519,6 +650,91 @@ export const LinuxPodSandboxConfig: MessageFns<LinuxPodSandboxConfig, "runtime.v
     message.securityContext = (object.securityContext !== undefined && object.securityContext !== null)
       ? LinuxSandboxSecurityContext.fromPartial(object.securityContext)
       : undefined;
+    message.sysctls = (globalThis.Object.entries(object.sysctls ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseLinuxPodSandboxConfig_SysctlsEntry(): LinuxPodSandboxConfig_SysctlsEntry {
+  return { key: "", value: "" };
+}
+
+export const LinuxPodSandboxConfig_SysctlsEntry: MessageFns<
+  LinuxPodSandboxConfig_SysctlsEntry,
+  "runtime.v1.LinuxPodSandboxConfig.SysctlsEntry"
+> = {
+  $type: "runtime.v1.LinuxPodSandboxConfig.SysctlsEntry" as const,
+
+  encode(message: LinuxPodSandboxConfig_SysctlsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LinuxPodSandboxConfig_SysctlsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLinuxPodSandboxConfig_SysctlsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<LinuxPodSandboxConfig_SysctlsEntry>, I>>(
+    base?: I,
+  ): LinuxPodSandboxConfig_SysctlsEntry {
+    return LinuxPodSandboxConfig_SysctlsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LinuxPodSandboxConfig_SysctlsEntry>, I>>(
+    object: I,
+  ): LinuxPodSandboxConfig_SysctlsEntry {
+    const message = createBaseLinuxPodSandboxConfig_SysctlsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
