@@ -7,7 +7,10 @@
 //    where a fifo's open used to wait for a peer for ever, holding a daemon thread no kill freed.
 //  - A module blocked in a host call and killed, 20 times over: the daemon's threads come back to
 //    their baseline once each run is killed, its fds once each container is deleted
-//    (/proc/<daemon>/task, /proc/<daemon>/fd).
+//    (/proc/<daemon>/task, /proc/<daemon>/fd). A module on a thread of its own blocks that
+//    thread (a write to a stdout nobody reads: the daemon drains it at the kill); a pooled one
+//    (src/engines/wasmtime/pool.ts) waits holding none: 20 at once, each with its stdout full,
+//    add no thread per run and none waits in a pipe, and each is killed at once.
 //  - A module opening "/" in a loop stops at its cap with EMFILE (the spec's RLIMIT_NOFILE, ctr's
 //    1024), and the next container starts: it used to take the daemon to its fd limit.
 //  - The module file swapped between Create and Start (a symlink to /dev/zero, a fifo, a file
@@ -15,9 +18,27 @@
 //    executor, exit 125 with that message), nothing is read from it, and the daemon serves the
 //    next pod. Driven over ttrpc, as containerd would, to put the swap between the two calls.
 // Needs root, containerd and runc.
+
+import { dlopen, ptr } from "bun:ffi";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { availableParallelism } from "node:os";
 import { basename, join } from "node:path";
+import { syscallTable } from "../../src/linux/libc.ts";
 import type { Spec } from "../../src/oci/spec.ts";
 import { socketPath } from "../../src/runtime-v2/address.ts";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
@@ -38,6 +59,37 @@ const IMAGE = "docker.io/library/bunwasi-attack-files:latest";
 const ROUNDS = 20;
 /** How long a daemon's counts may take to come back (liveness only: idle runtime threads end after 10 s). */
 const SETTLE_MS = 60_000;
+
+/**
+ * Writes 64 KiB to stdout again and again until a write fails. It imports path_open (never
+ * called), which the run pools do not serve (src/engines/wasmtime/pool.ts): so it runs on a
+ * thread of its own, as bigout would, were it not pooled.
+ */
+const BIGOUT_THREAD_WAT = `(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "_start")
+    ;; an iovec at 0: 65536 bytes at 16; nwritten at 8
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (loop $more
+      (br_if $more (i32.eqz (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))))
+`;
+
+/** How full a pipe is (FIONREAD) and what it holds at most (F_GETPIPE_SZ), by syscall(2): both calls are variadic. */
+const pipeCalls = (() => {
+  const { syscall } = dlopen("libc.so.6", { syscall: { args: ["i64", "i64", "i64", "i64"], returns: "i64" } }).symbols;
+  const nr = syscallTable();
+  return {
+    queued(fd: number): number {
+      const n = new Int32Array(1);
+      return Number(syscall(nr.ioctl, fd, 0x541b, ptr(n))) === 0 ? (n[0] as number) : -1;
+    },
+    size: (fd: number) => Number(syscall(nr.fcntl, fd, 1032, 0)),
+  };
+})();
 
 const MODES = [
   { name: "normal mode", runtime: RUNTIME, shim: join(REPO, "build/bin/containerd-shim-wasmtime-v1"), shared: false },
@@ -74,6 +126,7 @@ for (const c of CONTAINERDS) {
           ...["escape", "bigout", "openloop", "wasi-demo-app"].map((m) => ({ path: `/${m}.wasm`, source: join(WASM, `${m}.wasm`) })),
           // A component: its WASI is wasmtime's preview 2, which the file guard does not shadow.
           { path: "/escape-component.wasm", source: join(WASM, "components/escape.wasm") },
+          { path: "/bigout-thread.wat", data: BIGOUT_THREAD_WAT, mode: 0o644 },
           { path: "/notes.txt", data: "in the image\n", mode: 0o644 },
           { path: "/fifo", fifo: true as const },
         ],
@@ -295,10 +348,11 @@ for (const c of CONTAINERDS) {
             { name: "opening a fifo of the image", args: ["/escape.wasm", "/fifo"], extra: () => [] },
             // Before: the open found the test's writer, and the read waited for data.
             { name: "reading a fifo of a volume", args: ["/escape.wasm", "/vol/fifo"], extra: volume },
-            // A detached ctr leaves nobody reading the container's stdout fifo: the writes fill it.
+            // A detached ctr leaves nobody reading the container's stdout fifo: the writes fill it,
+            // and the last one holds the run's thread (a pooled run's is a case of its own below).
             {
-              name: "writing a stdout nobody reads",
-              args: ["/bigout.wasm", "64"],
+              name: "writing a stdout nobody reads on a thread of their own",
+              args: ["/bigout-thread.wat"],
               extra: () => [],
               freed: /drained \d+ bytes of output nobody read/,
             },
@@ -349,6 +403,80 @@ for (const c of CONTAINERDS) {
               T,
             );
           }
+
+          /**
+           * Whether the pipe of `id`'s stdout (the daemon's fd of containerd's fifo) is full: its
+           * writer waits for room. Looked at through a reader of our own, which reads nothing.
+           */
+          function stdoutFull(id: string): boolean {
+            for (const n of readdirSync(`/proc/${daemon.pid}/fd`)) {
+              let link = "";
+              try {
+                link = readlinkSync(`/proc/${daemon.pid}/fd/${n}`);
+              } catch {}
+              if (!link.endsWith(`/${id}-stdout`)) continue;
+              let fd = -1;
+              try {
+                fd = openSync(`/proc/${daemon.pid}/fd/${n}`, constants.O_RDONLY | constants.O_NONBLOCK);
+                const size = pipeCalls.size(fd);
+                return size > 0 && pipeCalls.queued(fd) === size;
+              } catch {
+                return false;
+              } finally {
+                if (fd >= 0) closeSync(fd);
+              }
+            }
+            return false;
+          }
+
+          test(
+            `${ROUNDS} pooled modules writing a stdout nobody reads, at once: each waits for room holding no thread; killed, 137 each, the daemon's threads back to their baseline before Delete, its fds after`,
+            async () => {
+              const ids: string[] = [];
+              try {
+                const waiters = pipeWaiters();
+                for (let i = 0; i < ROUNDS; i++) {
+                  const id = uid("pooled");
+                  ids.push(id);
+                  // No log file: with one, stdout would be a file, which never fills.
+                  await t.ctrOk(["run", "-d", "--runtime", mode.runtime, IMAGE, id, "/bigout.wasm", "64"]);
+                }
+                // Each one's stdout fills (liveness only): its module has more to write and waits.
+                const full = () => ids.filter(stdoutFull).length;
+                expect(await settleOn(() => full() === ROUNDS, full)).toBe(ROUNDS);
+                const tasks = await t.tasks();
+                expect(ids.filter((id) => tasks.get(id)?.status === "RUNNING").length).toBe(ROUNDS);
+                // Waiting, none holds a thread of the daemon in a write (a run of its own would: the
+                // case above), and the daemon has no thread per run: its pools, one per core at most.
+                expect(pipeWaiters()).toBeLessThanOrEqual(waiters);
+                const held = counts().threads - baseline.threads;
+                expect({ held: held <= availableParallelism(), threads: threadNames() }).toMatchObject({ held: true });
+                for (const id of ids) {
+                  await env.cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
+                  await t.waitStatus(id, "STOPPED");
+                }
+                // Every run is over, and its pool gone once idle.
+                const killed = await settle((c) => c.threads <= baseline.threads);
+                const over = killed.threads - baseline.threads;
+                expect({ over: Math.max(0, over), threads: over > 0 ? threadNames() : "" }).toEqual({ over: 0, threads: "" });
+                const statuses: number[] = [];
+                for (const id of ids.splice(0)) {
+                  statuses.push(await t.deleteTask(id));
+                  await t.ctrOk(["containers", "delete", id]);
+                }
+                expect(statuses).toEqual(Array(ROUNDS).fill(137));
+              } finally {
+                for (const id of ids) {
+                  await t.deleteTask(id).catch(() => {});
+                  await t.ctrOk(["containers", "delete", id]).catch(() => {});
+                }
+              }
+              const deleted = await settle((c) => c.threads <= baseline.threads && c.fds <= baseline.fds);
+              expect(deleted.fds).toBeLessThanOrEqual(baseline.fds);
+              expect(deleted.threads).toBeLessThanOrEqual(baseline.threads);
+            },
+            T,
+          );
         } else {
           test(
             "a module writing a stdout nobody reads ends on SIGKILL",
