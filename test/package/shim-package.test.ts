@@ -205,6 +205,7 @@ describe("the user project", () => {
         "dist/shim/command-line.js",
         "dist/shim/serve.js",
         "dist/engines/wasmtime/worker.js",
+        "dist/engines/wasmtime/pool-worker.js",
         "dist/engines/wasmtime/compile-worker.js",
         "dist/engines/wasmtime/wasi-shadows.js",
       ]);
