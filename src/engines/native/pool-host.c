@@ -11,9 +11,8 @@
 //    yet"), so the poll returns. The pool then does the work in JavaScript, on its own stack,
 //    on that memory (which cannot move or grow while its guest waits), writes the result into
 //    the slot and polls again: the continuation hands the result to wasmtime.
-//  - a parked call may ask for wasmtime's own WASI function first (the file guard opens through
-//    it): the continuation calls it through the parked call's caller, on the fiber, and parks
-//    again with its result for the pool to read.
+//  - a parked call may have several results (the file guard's `ask`, pool-guard.ts: what to do
+//    next and its arguments): the first is the i32 `result`, the rest the i64 `answers`.
 //  - the epoch deadline: kill (an error: the store unwinds), else publish the memory figure
 //    and yield, so that one busy module leaves the thread to the others at each tick.
 //
@@ -42,8 +41,6 @@ typedef bool (*caller_export_get_fn)(void *caller, const char *name, size_t len,
 typedef void *(*caller_context_fn)(void *caller);
 typedef uint8_t *(*memory_data_fn)(void *cx, const void *mem);
 typedef size_t (*memory_data_size_fn)(void *cx, const void *mem);
-typedef void *(*func_call_fn)(void *cx, const void *func, const val32 *args, size_t nargs, val32 *results, size_t nresults,
-                              void **trap);
 typedef void *(*error_new_fn)(const char *msg);
 typedef void *(*trap_new_fn)(const char *msg, size_t len);
 
@@ -52,56 +49,48 @@ static struct {
   caller_context_fn caller_context;
   memory_data_fn memory_data;
   memory_data_size_fn memory_data_size;
-  func_call_fn func_call;
   error_new_fn error_new;
   trap_new_fn trap_new;
 } wt;
 
 /** Sets the libwasmtime functions this library calls. */
 void bunwasi_pool_init(void *caller_export_get, void *caller_context, void *memory_data, void *memory_data_size,
-                       void *func_call, void *error_new, void *trap_new) {
+                       void *error_new, void *trap_new) {
   wt.caller_export_get = (caller_export_get_fn)caller_export_get;
   wt.caller_context = (caller_context_fn)caller_context;
   wt.memory_data = (memory_data_fn)memory_data;
   wt.memory_data_size = (memory_data_size_fn)memory_data_size;
-  wt.func_call = (func_call_fn)func_call;
   wt.error_new = (error_new_fn)error_new;
   trap_new_fn t = (trap_new_fn)trap_new;
   wt.trap_new = t;
 }
 
-#define MAX_ARGS 10
+#define MAX_ARGS 12
 #define TRAP_MAX 200
 
 // What `state` says (the pool writes it to move a parked call on).
-enum { PARKED = 0, ANSWERED = 1, CALL_REAL = 2 };
+enum { PARKED = 0, ANSWERED = 1 };
 
 /**
  * One store's slot, shared with the pool's JavaScript (its offsets are in pool-worker.ts,
  * POOL_SLOT). Only the pool thread touches it: JavaScript between polls, this code during one.
  */
 typedef struct {
-  int32_t op;      // the parked host function's id (its env), 0 when none
-  int32_t state;   // PARKED, ANSWERED (result set), CALL_REAL (real_* set)
-  int32_t result;  // the errno to return once ANSWERED
-  int32_t trap;    // with ANSWERED: 1 = trap with `trap_msg` instead of returning
-  int32_t in_real; // inside a call of wasmtime's own function: the epoch does not yield there
-  int32_t real_fn; // which of `real_funcs` to call
-  int32_t real_nargs;
-  int32_t real_errno;  // its result, once it returned
-  int32_t real_failed; // 1 if it trapped or failed (its trap, if any, is in `real_trap`)
-  int32_t pad;
-  int64_t args[MAX_ARGS]; // the parked call's arguments (i32 or i64 each)
-  int64_t real_args[MAX_ARGS];
-  uint64_t mem_base; // the caller's memory when it parked
+  int32_t op;       // the parked host function's id (its env), 0 when none
+  int32_t state;    // PARKED, ANSWERED (result set)
+  int32_t result;   // the first (i32) result to return once ANSWERED
+  int32_t trap;     // with ANSWERED: 1 = trap with `trap_msg` instead of returning
+  int32_t nresults; // how many results the parked call returns
+  int32_t pad[5];
+  int64_t args[MAX_ARGS];    // the parked call's arguments (i32 or i64 each)
+  int64_t answers[MAX_ARGS]; // its results after the first (i64 each)
+  uint64_t mem_base;         // the caller's memory when it parked
   uint64_t mem_len;
-  void *caller;        // the parked call's caller (valid until its continuation says done)
-  val32 *results;      // where its result goes
-  void **trap_ret;     // where a trap goes
-  extern32 *real_funcs; // wasmtime's own functions (the store's WASI helper's exports)
-  int32_t *words;      // the run's words (src/engines/wasmtime/run-atomics.ts)
-  extern32 *memory;    // the instance's exported memory, once instantiated (for the figure)
-  void *real_trap;     // a trap of the real call, for the pool to hand on or free
+  void *caller;     // the parked call's caller (valid until its continuation says done)
+  val32 *results;   // where its results go
+  void **trap_ret;  // where a trap goes
+  int32_t *words;   // the run's words (src/engines/wasmtime/run-atomics.ts)
+  extern32 *memory; // the instance's exported memory, once instantiated (for the figure)
   char trap_msg[TRAP_MAX];
 } slot_t;
 
@@ -135,57 +124,35 @@ static void capture_memory(slot_t *s, void *caller) {
 
 static bool continue_call(void *env) {
   slot_t *s = (slot_t *)env;
-  if (s->state == ANSWERED) {
-    if (s->trap) {
-      *s->trap_ret = wt.trap_new(s->trap_msg, strnlen(s->trap_msg, TRAP_MAX));
-    } else {
-      s->results[0].kind = 0; // i32
-      memset(s->results[0].of.raw, 0, sizeof s->results[0].of.raw);
-      s->results[0].of.i32 = s->result;
+  if (s->state != ANSWERED) return false;
+  if (s->trap) {
+    *s->trap_ret = wt.trap_new(s->trap_msg, strnlen(s->trap_msg, TRAP_MAX));
+  } else {
+    for (int i = 0; i < s->nresults && i <= MAX_ARGS; i++) {
+      memset(&s->results[i], 0, sizeof s->results[i]);
+      if (i == 0) {
+        s->results[0].kind = 0; // i32
+        s->results[0].of.i32 = s->result;
+      } else {
+        s->results[i].kind = 1; // i64
+        s->results[i].of.i64 = s->answers[i - 1];
+      }
     }
-    s->op = 0;
-    s->state = PARKED;
-    s->trap = 0;
-    s->caller = NULL;
-    return true;
   }
-  if (s->state == CALL_REAL) {
-    val32 args[MAX_ARGS];
-    val32 res;
-    void *trap = NULL;
-    int n = s->real_nargs < MAX_ARGS ? s->real_nargs : MAX_ARGS;
-    for (int i = 0; i < n; i++) {
-      memset(&args[i], 0, sizeof args[i]);
-      // i64 where the witx says so; the pool gives each argument's kind in its top bit.
-      args[i].kind = (uint8_t)((s->real_args[i] >> 62) & 1); // 0 i32, 1 i64
-      int64_t v = s->real_args[i] & ~((int64_t)1 << 62);
-      if (args[i].kind == 0)
-        args[i].of.i32 = (int32_t)v;
-      else
-        args[i].of.i64 = v;
-    }
-    memset(&res, 0, sizeof res);
-    s->in_real = 1;
-    void *err = wt.func_call(wt.caller_context(s->caller), &s->real_funcs[s->real_fn].of, args, (size_t)n, &res, 1, &trap);
-    s->in_real = 0;
-    s->real_failed = err || trap ? 1 : 0;
-    s->real_trap = trap ? trap : err; // the pool tells them apart by real_failed's kind below
-    if (err) s->real_failed = 2;
-    s->real_errno = res.of.i32;
-    capture_memory(s, s->caller);
-    s->state = PARKED;
-    return false;
-  }
-  return false;
+  s->op = 0;
+  s->state = PARKED;
+  s->trap = 0;
+  s->caller = NULL;
+  return true;
 }
 
 /** The one async host function (wasmtime_func_async_callback_t) of every parked call. */
 void bunwasi_pool_host(void *env, void *caller, const val32 *args, size_t nargs, val32 *results, size_t nresults,
                        void **trap_ret, void **continuation) {
-  (void)nresults;
   func_env *e = (func_env *)env;
   slot_t *s = e->slot;
   s->op = e->op;
+  s->nresults = (int32_t)nresults;
   s->state = PARKED;
   s->trap = 0;
   for (size_t i = 0; i < nargs && i < MAX_ARGS; i++) s->args[i] = args[i].kind == 1 ? args[i].of.i64 : (int64_t)args[i].of.i32;
@@ -231,8 +198,7 @@ static void *deadline(void *cx, void *data, uint64_t *delta, uint8_t *kind) {
     return wt.error_new(msg);
   }
   *delta = 1;
-  // Inside wasmtime's own function (a nested, synchronous call) there is no yielding.
-  *kind = s->in_real ? 0 : 1; // WASMTIME_UPDATE_DEADLINE_CONTINUE : _YIELD
+  *kind = 1; // WASMTIME_UPDATE_DEADLINE_YIELD
   return NULL;
 }
 

@@ -32,7 +32,7 @@ import { isHttpService } from "./http/exports.ts";
 import { findHttpHost, httpCacheKeyInSlices } from "./http/library.ts";
 import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
 import { MemoryAsks } from "./memory-asks.ts";
-import { poolable, poolLibPath, RunPools } from "./pool.ts";
+import { needsFileGuard, poolable, poolLibPath, RunPools } from "./pool.ts";
 import type { ModuleKind, RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import {
   BLOCKED,
@@ -203,8 +203,10 @@ export class WasmtimeEngine {
     if ("early" in prepared) return prepared.early;
     const { req, cacheKey, cacheHit, loaded } = prepared;
     const kill = new Int32Array(req.kill);
-    if (this.pools && ctx.onControl && poolable(req, prepared.imports))
+    if (this.pools && ctx.onControl && poolable(req, prepared.imports)) {
+      if (needsFileGuard(prepared.imports)) req.fileGuard = true;
       return this.executePooled(this.pools, ctx, req, cacheKey, cacheHit, loaded);
+    }
     if (ctx.cpu) {
       setCpuWords(kill, ctx.cpu);
       this.holdToQuota(kill, (ctx.cpu.quota ?? 0) > 0);

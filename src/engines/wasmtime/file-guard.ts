@@ -228,3 +228,163 @@ export class GuestDirs {
     }
   }
 }
+
+// The guard's calls, each a generator: it asks for wasmtime's own WASI functions by yielding
+// them (name and arguments) and is handed back what each gave. So the rules are written once
+// and run by both run paths: a run of its own calls wasmtime's function from its host function
+// and resumes at once (./wasi-shadows.ts); a pool, whose host functions must not call into the
+// store (it is driven through the async API), parks the call, answers with the call to make,
+// and a wasm trampoline in the store makes it and comes back with its errno (./pool-guard.ts).
+
+/** The signatures of wasmtime's own WASI functions the shadows reach (wasi_snapshot_preview1.witx). */
+export const REAL_WASI = {
+  poll_oneoff: ["i32", "i32", "i32", "i32"],
+  path_open: ["i32", "i32", "i32", "i32", "i32", "i64", "i64", "i32", "i32"],
+  path_filestat_get: ["i32", "i32", "i32", "i32", "i32"],
+  fd_filestat_get: ["i32", "i32"],
+  fd_close: ["i32"],
+  fd_renumber: ["i32", "i32"],
+  fd_fdstat_get: ["i32", "i32"],
+  fd_read: ["i32", "i32", "i32", "i32"],
+  fd_write: ["i32", "i32", "i32", "i32"],
+} as const satisfies Record<string, readonly ("i32" | "i64")[]>;
+export type RealName = keyof typeof REAL_WASI;
+
+/** One call of wasmtime's own function: i32 arguments as numbers, i64 ones as bigints. */
+export interface RealCall {
+  name: RealName;
+  args: (number | bigint)[];
+}
+
+/**
+ * What such a call gave: its errno, or a trap for the guest (`T`: whatever the run path's traps
+ * are; a pool's trampoline never comes back from one, so there it is `never`).
+ */
+export type RealOutcome<T> = { errno: number } | { trap: T };
+
+/** What one of the guard's calls ends with: the errno for the module, or a trap to hand on. */
+export type GuardCall<T> = Generator<RealCall, RealOutcome<T>, RealOutcome<T>>;
+
+/** One run's guard: its counts and directories, and how to see its memory. */
+export interface GuardRun<T> {
+  handles: HandleCount;
+  dirs: GuestDirs;
+  /** The guest's memory as it is now (re-read after each real call). */
+  memory(): Uint8Array;
+  /** The run was killed: a trap is then the kill's, handed on. */
+  killed(): boolean;
+  /** Frees a trap the guard does not hand on. */
+  drop(trap: T): void;
+}
+
+/** The filetype a stat (into a borrowed 64-byte buffer; `avoid`: what the call itself uses) reports, or what it gave instead. */
+function* statInto<T>(
+  run: GuardRun<T>,
+  avoid: [number, number][],
+  call: (buf: number) => RealCall,
+): Generator<RealCall, { filetype: number } | RealOutcome<T> | undefined, RealOutcome<T>> {
+  const mem = run.memory();
+  const at = scratchOffset(mem.length, FILESTAT_SIZE, avoid);
+  if (at === undefined) return undefined;
+  const saved = mem.slice(at, at + FILESTAT_SIZE);
+  try {
+    const r = yield call(at);
+    if ("trap" in r || r.errno !== ERRNO_SUCCESS) return r;
+    return { filetype: run.memory()[at + FILESTAT_FILETYPE] as number };
+  } finally {
+    run.memory().set(saved, at);
+  }
+}
+
+/**
+ * path_open(dirfd, lookupflags, path, path_len, oflags, rights_base, rights_inheriting,
+ * fdflags, fd_out): only regular files and directories are opened (EACCES otherwise, before the
+ * open where the path already names something else), at most the cap at once (EMFILE).
+ */
+export function* pathOpenRule<T>(run: GuardRun<T>, args: (number | bigint)[]): GuardCall<T> {
+  const [dirfd, lookup, pathPtr, pathLen] = args.slice(0, 4).map(Number) as [number, number, number, number];
+  const fdOut = Number(args[8]) >>> 0;
+  if (run.handles.full()) return { errno: ERRNO_MFILE };
+  const followed = (lookup & LOOKUP_SYMLINK_FOLLOW) !== 0;
+  const p0 = pathPtr >>> 0;
+  const p1 = p0 + (pathLen >>> 0);
+  const avoid: [number, number][] = [
+    [p0, p1],
+    [fdOut, fdOut + 4],
+  ];
+  // What the path names now (a fifo's open would wait): looked at on the host, or by
+  // wasmtime's own resolution where that cannot tell.
+  const base = run.dirs.dirFd(dirfd);
+  const path = run.memory().slice(p0, p1);
+  const look = base === undefined ? undefined : lookBeneath(base, path, followed);
+  if (look && !mayOpenLook(look, followed)) return { errno: ERRNO_ACCES };
+  if (!look) {
+    const before = yield* statInto(run, avoid, (buf) => ({ name: "path_filestat_get", args: [dirfd, lookup, pathPtr, pathLen, buf] }));
+    if (before && "trap" in before) {
+      // wasmtime's stat fails outright on a socket ("sockets are not currently supported"):
+      // refused as such; the run's own kill is its trap.
+      if (run.killed()) return before;
+      run.drop(before.trap);
+      return { errno: ERRNO_ACCES };
+    }
+    if (before && "filetype" in before && !mayOpen(before.filetype, followed)) return { errno: ERRNO_ACCES };
+  }
+  // Anything else (a missing path, a file to create, an error the open reports too): the open.
+  const r = yield { name: "path_open", args };
+  if ("trap" in r || r.errno !== ERRNO_SUCCESS) return r;
+  const mem = run.memory();
+  const fd = new DataView(mem.buffer, mem.byteOffset, mem.byteLength).getInt32(fdOut, true);
+  // What was opened: the same file the look found (or a file it created), or else what
+  // wasmtime says it is; a fifo renamed in between (its open found a peer) is closed unread.
+  const again = base === undefined ? undefined : lookBeneath(base, path, followed);
+  const same =
+    look !== undefined &&
+    again !== undefined &&
+    again.kind !== "missing" &&
+    mayOpenLook(again, followed) &&
+    (look.kind === "missing" || ("id" in again && "id" in look && again.id === look.id));
+  if (!same) {
+    const after = yield* statInto(run, [[fdOut, fdOut + 4]], (buf) => ({ name: "fd_filestat_get", args: [fd, buf] }));
+    if (!after || "trap" in after || ("filetype" in after && !mayOpen(after.filetype, followed))) {
+      if (after && "trap" in after) run.drop(after.trap);
+      const closed = yield { name: "fd_close", args: [fd] };
+      if ("trap" in closed) return closed;
+      return { errno: ERRNO_ACCES };
+    }
+  }
+  run.dirs.opened(fd, same && again?.kind === "dir" ? again.host : undefined);
+  run.handles.opened();
+  return { errno: ERRNO_SUCCESS };
+}
+
+/** fd_close(fd): wasmtime's, and one handle fewer. */
+export function* fdCloseRule<T>(run: GuardRun<T>, args: (number | bigint)[]): GuardCall<T> {
+  const r = yield { name: "fd_close", args };
+  if (!("trap" in r) && r.errno === ERRNO_SUCCESS) {
+    run.handles.closed();
+    run.dirs.closed(Number(args[0]));
+  }
+  return r;
+}
+
+/** fd_renumber(from, to): wasmtime's; `to` was closed and `from` took its number. */
+export function* fdRenumberRule<T>(run: GuardRun<T>, args: (number | bigint)[]): GuardCall<T> {
+  const [from, to] = [Number(args[0]), Number(args[1])];
+  const r = yield { name: "fd_renumber", args };
+  if (!("trap" in r) && r.errno === ERRNO_SUCCESS && from !== to) {
+    run.handles.closed();
+    run.dirs.renumbered(from, to);
+  }
+  return r;
+}
+
+/** The guard's calls by the WASI function they stand for. */
+export const GUARD_RULES = { path_open: pathOpenRule, fd_close: fdCloseRule, fd_renumber: fdRenumberRule } as const;
+export type GuardName = keyof typeof GUARD_RULES;
+
+/** Runs one of the guard's calls to its end, making each real call it asks for with `real`. */
+export function runGuard<T>(call: GuardCall<T>, real: (c: RealCall) => RealOutcome<T>): RealOutcome<T> {
+  let step = call.next();
+  while (!step.done) step = call.next(real(step.value));
+  return step.value;
+}

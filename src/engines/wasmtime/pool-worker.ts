@@ -25,6 +25,7 @@ import { EXIT_ENGINE_ERROR } from "../engine.ts";
 import { CpuBucket } from "./cpu-throttle.ts";
 import { check, errorMessage, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { clockOnlyWait, EVENT_SIZE, SUBSCRIPTION_SIZE, writeClockEvents } from "./interruptible.ts";
+import { ASK_PARAMS, ASK_RESULTS, ASK_VALUES, FORWARDER_WAT, GUARD_KINDS, PooledGuard, TRAMPOLINE_WAT } from "./pool-guard.ts";
 import type { RunRequest, RunStats } from "./protocol.ts";
 import {
   BLOCKED,
@@ -38,7 +39,7 @@ import {
   publishMemory,
   THROTTLED_NS,
 } from "./run-atomics.ts";
-import { loadModule, outcomeOf, reportMessage } from "./run-module.ts";
+import { compile, loadModule, outcomeOf, reportMessage } from "./run-module.ts";
 import { EngineError, openStore } from "./store.ts";
 
 declare const self: Worker;
@@ -63,17 +64,23 @@ export type PoolReply =
 const OP = 0;
 const STATE = 1;
 const RESULT = 2;
+const TRAP = 3;
 const SLOT_ARGS = 5; // int64 index
-const MEM_BASE = 25;
-const MEM_LEN = 26;
-const SLOT_WORDS = 31;
-const SLOT_MEMORY = 32;
-const SLOT_BYTES = 472;
+const SLOT_ANSWERS = 17;
+const MEM_BASE = 29;
+const MEM_LEN = 30;
+const SLOT_WORDS = 34;
+const SLOT_MEMORY = 35;
+const TRAP_MSG = 288; // byte offset
+const TRAP_MAX = 200;
+const SLOT_BYTES = 488;
 const PARKED = 0;
 const ANSWERED = 1;
 
 /** The host functions a pool serves itself (the env id each is defined with). */
 export const POOL_CALLS = { proc_exit: 1, poll_oneoff: 2, fd_read: 3, fd_write: 4 } as const;
+/** The env id of the file guard's `bunwasi.ask` (./pool-guard.ts). */
+const GUARD_ASK = 5;
 const WASI = "wasi_snapshot_preview1";
 
 // WASI errnos and event types (wasi_snapshot_preview1.witx).
@@ -96,7 +103,7 @@ function openNative(path: string) {
   const { ptr: p, i32 } = FFIType;
   const usize = "usize" as const;
   return dlopen(path, {
-    bunwasi_pool_init: { args: [p, p, p, p, p, p, p], returns: FFIType.void },
+    bunwasi_pool_init: { args: [p, p, p, p, p, p], returns: FFIType.void },
     bunwasi_pool_env: { args: [p, i32], returns: p },
     bunwasi_pool_slot_size: { args: [], returns: usize },
     bunwasi_pool_host_ptr: { args: [], returns: p },
@@ -142,6 +149,13 @@ interface PoolRun {
   stdinEnded: boolean;
   cpuNs: number;
   bucket?: { limits: string; bucket: CpuBucket };
+  /** The file guard of a module that opens files (RunRequest.fileGuard): its rules, and the forwarder its trampoline fills. */
+  guard?: { rules: PooledGuard; forwarder: Buffer };
+  /**
+   * The parked call is the guard's `ask` for a read or write of stdio the pool serves: its
+   * arguments are these, and its errno is answered as the trampoline's "return" (./pool-guard.ts).
+   */
+  asked?: number[];
 }
 
 let lib: WasmtimeLib;
@@ -166,7 +180,6 @@ function init(m: Extract<PoolMessage, { type: "init" }>): void {
     fn(lib.wasmtime_caller_context),
     fn(lib.wasmtime_memory_data),
     fn(lib.wasmtime_memory_data_size),
-    fn(lib.wasmtime_func_call),
     fn(lib.wasmtime_error_new),
     fn(lib.wasmtime_trap_new),
   );
@@ -231,9 +244,11 @@ function start(id: number, req: RunRequest): void {
       (m) => m.type === "serialized" && post({ type: "serialized", id, bytes: m.bytes }),
       run.stats,
     );
-    const opened = openStore(lib, engine, req, run.words, run.keep, 0, {
+    // The file guard adds two instances (its forwarder and trampoline) and the forwarder's table.
+    const opened = openStore(lib, engine, req, run.words, run.keep, req.fileGuard ? 2 : 0, {
       deadline: native.bunwasi_pool_deadline_ptr() as Pointer,
       slot: slotPtr,
+      ...(req.fileGuard ? { hostTableSize: GUARD_TABLE_SIZE } : {}),
     });
     run.store = opened.store;
     run.ctx = opened.ctx;
@@ -248,6 +263,7 @@ function start(id: number, req: RunRequest): void {
     check(lib, lib.wasmtime_linker_define_wasi(linker), "define wasi");
     lib.wasmtime_linker_allow_shadowing(linker, true);
     for (const [name, op] of Object.entries(POOL_CALLS)) defineParked(linker, name, op, slotPtr);
+    if (req.fileGuard) linkGuard(run, linker);
     run.future = lib.wasmtime_linker_instantiate_async(linker, run.ctx, run.module, run.instance, run.trapOut, run.errOut) as Pointer;
     enqueue(run);
   } catch (e) {
@@ -255,18 +271,31 @@ function start(id: number, req: RunRequest): void {
   }
 }
 
-/** The types of the calls a pool serves (all i32 arguments). */
-const PARAMS: Record<string, number> = { proc_exit: 1, poll_oneoff: 4, fd_read: 4, fd_write: 4 };
+/** The types of the calls a pool serves: [params, results]. */
+const I32 = (n: number) => Array.from({ length: n }, () => "i32" as const);
+const TYPES: Record<string, [("i32" | "i64")[], ("i32" | "i64")[]]> = {
+  proc_exit: [I32(1), []],
+  poll_oneoff: [I32(4), I32(1)],
+  fd_read: [I32(4), I32(1)],
+  fd_write: [I32(4), I32(1)],
+  ask: [ASK_PARAMS, ASK_RESULTS],
+};
 
-function defineParked(linker: Pointer, name: string, op: number, slotPtr: Pointer): void {
-  const vec = (n: number) => {
+function defineParked(linker: Pointer, name: string, op: number, slotPtr: Pointer, module = WASI): void {
+  const vec = (types: ("i32" | "i64")[]) => {
     const out = Buffer.alloc(LAYOUT.byteVec.size);
-    if (!n) lib.wasm_valtype_vec_new_empty(out);
-    else lib.wasm_valtype_vec_new(out, n, new BigUint64Array(Array.from({ length: n }, () => BigInt(lib.wasm_valtype_new(0) as number))));
+    if (!types.length) lib.wasm_valtype_vec_new_empty(out);
+    else
+      lib.wasm_valtype_vec_new(
+        out,
+        types.length,
+        new BigUint64Array(types.map((t) => BigInt(lib.wasm_valtype_new(LAYOUT.valkind[t]) as number))),
+      );
     return out;
   };
-  const ty = lib.wasm_functype_new(vec(PARAMS[name] as number), vec(name === "proc_exit" ? 0 : 1)) as Pointer;
-  const mod = Buffer.from(WASI);
+  const [params, results] = TYPES[name] as [("i32" | "i64")[], ("i32" | "i64")[]];
+  const ty = lib.wasm_functype_new(vec(params), vec(results)) as Pointer;
+  const mod = Buffer.from(module);
   const fn = Buffer.from(name);
   const env = native.bunwasi_pool_env(slotPtr, op) as Pointer;
   const err = lib.wasmtime_linker_define_async_func(
@@ -281,7 +310,140 @@ function defineParked(linker: Pointer, name: string, op: number, slotPtr: Pointe
     native.bunwasi_pool_env_free_ptr() as Pointer,
   ) as Pointer | null;
   lib.wasm_functype_delete(ty);
-  check(lib, err, `define ${WASI}.${name}`);
+  check(lib, err, `define ${module}.${name}`);
+}
+
+/** Elements of the guard's forwarder table (./pool-guard.ts). */
+const GUARD_TABLE_SIZE = GUARD_KINDS.length;
+/** The guard's two modules, compiled once per pool thread (an engine's modules serve any of its stores). */
+let guardModules: { forwarder: Pointer; trampoline: Pointer } | undefined;
+
+const compileWat = (text: string): Pointer => compile(lib, engine, Buffer.from(text), "wat");
+
+/**
+ * Instantiates a module without a start function in the run's store at once: its future runs
+ * no guest code and calls no host function, but may yield at the store's epoch deadline (its
+ * callback is the pool's), so it is polled until done.
+ */
+function instantiateNow(run: PoolRun, linker: Pointer, module: Pointer, what: string): Buffer {
+  const instance = Buffer.alloc(LAYOUT.instance.size);
+  const trapOut = new BigUint64Array(1);
+  const errOut = new BigUint64Array(1);
+  const future = lib.wasmtime_linker_instantiate_async(linker, run.ctx, module, instance, trapOut, errOut) as Pointer;
+  try {
+    while (!lib.wasmtime_call_future_poll(future)) {}
+  } finally {
+    lib.wasmtime_call_future_delete(future);
+  }
+  const err = readPtr(errOut) as Pointer | null;
+  if (err) {
+    const msg = errorMessage(lib, err);
+    lib.wasmtime_error_delete(err);
+    throw new Error(`${what}: ${msg}`);
+  }
+  if (readPtr(trapOut)) throw new Error(`${what}: trapped at its instantiation`);
+  run.keep.push(instance);
+  return instance;
+}
+
+function exportOf(run: PoolRun, instance: Buffer, name: string): Buffer {
+  const ext = Buffer.alloc(LAYOUT.extern.size);
+  const n = Buffer.from(name);
+  if (!lib.wasmtime_instance_export_get(run.ctx, instance, n, n.length, ext)) throw new Error(`the file guard has no ${name}`);
+  run.keep.push(ext);
+  return ext;
+}
+
+/**
+ * The file guard's first half, before the guest is instantiated: its forwarder in the store,
+ * its path_open, fd_close and fd_renumber the guest's (./pool-guard.ts).
+ */
+function linkGuard(run: PoolRun, linker: Pointer): void {
+  guardModules ??= { forwarder: compileWat(FORWARDER_WAT), trampoline: compileWat(TRAMPOLINE_WAT) };
+  const empty = lib.wasmtime_linker_new(engine) as Pointer;
+  let forwarder: Buffer;
+  try {
+    forwarder = instantiateNow(run, empty, guardModules.forwarder, "the file guard's forwarder");
+  } finally {
+    lib.wasmtime_linker_delete(empty);
+  }
+  const mod = Buffer.from(WASI);
+  for (const name of GUARD_KINDS) {
+    const fn = Buffer.from(name);
+    check(
+      lib,
+      lib.wasmtime_linker_define(linker, run.ctx, mod, mod.length, fn, fn.length, exportOf(run, forwarder, name)) as Pointer | null,
+      `define ${WASI}.${name}`,
+    );
+  }
+  const preopens = [...(run.req.rootDir !== undefined ? [run.req.rootDir] : []), ...(run.req.preopens ?? []).map(([host]) => host)];
+  run.guard = {
+    rules: new PooledGuard(
+      preopens,
+      run.req.maxOpenFiles,
+      () => guestMemory(run),
+      () => Atomics.load(run.words, KILL) !== 0,
+    ),
+    forwarder,
+  };
+}
+
+/**
+ * Its second half, once the guest is instantiated (before its entry runs): the trampoline, on
+ * the guest's memory, fills the forwarder's table.
+ */
+function finishGuard(run: PoolRun, guestMemoryExtern: Buffer | undefined): void {
+  const guard = run.guard;
+  if (!guard || !guardModules) return;
+  if (!guestMemoryExtern) throw new EngineError('the module exports no memory named "memory" (the file guard needs it)');
+  const l = lib.wasmtime_linker_new(engine) as Pointer;
+  try {
+    check(lib, lib.wasmtime_linker_define_wasi(l), "define wasi");
+    defineParked(l, "ask", GUARD_ASK, ptr(run.slot), "bunwasi");
+    const env = Buffer.from("env");
+    for (const [name, ext] of [
+      ["memory", guestMemoryExtern],
+      ["guard", exportOf(run, guard.forwarder, "guard")],
+    ] as const) {
+      const n = Buffer.from(name);
+      check(lib, lib.wasmtime_linker_define(l, run.ctx, env, env.length, n, n.length, ext) as Pointer | null, `define env.${name}`);
+    }
+    instantiateNow(run, l, guardModules.trampoline, "the file guard's trampoline");
+  } finally {
+    lib.wasmtime_linker_delete(l);
+  }
+}
+
+/** The file guard's `ask` (./pool-guard.ts): its rule's next step, or a trap if the rule failed. */
+function guardAsk(run: PoolRun): void {
+  const guard = run.guard;
+  try {
+    if (!guard) throw new Error("this run has no file guard");
+    const values = Array.from({ length: ASK_VALUES }, (_, j) => run.i64[SLOT_ARGS + 2 + j] as bigint);
+    const a = guard.rules.ask(Number(run.i64[SLOT_ARGS] as bigint), Number(BigInt.asIntN(32, run.i64[SLOT_ARGS + 1] as bigint)), values);
+    if ("stdio" in a) {
+      // A read or write of its stdio: served as in any pooled store, its errno the trampoline's return.
+      run.asked = a.args;
+      if (a.stdio === 0) fdRead(run, 0);
+      else fdWrite(run, guestMemory(run), a.stdio);
+      return;
+    }
+    a.values.forEach((v, j) => {
+      run.i64[SLOT_ANSWERS + j] = BigInt.asIntN(64, v);
+    });
+    answer(run, a.next);
+  } catch (e) {
+    trapAnswer(run, `file guard: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/** Hands the parked call a trap carrying `message` at the next poll. */
+function trapAnswer(run: PoolRun, message: string): void {
+  const bytes = new Uint8Array(run.slot, TRAP_MSG, TRAP_MAX);
+  bytes.fill(0);
+  bytes.set(new TextEncoder().encode(message).subarray(0, TRAP_MAX - 1));
+  run.i32[TRAP] = 1;
+  answer(run, 0);
 }
 
 function enqueue(run: PoolRun): void {
@@ -396,7 +558,8 @@ function phaseDone(run: PoolRun): void {
       run.keep.push(mem);
       run.i64[SLOT_MEMORY] = BigInt(ptr(mem));
       publishMemory(run.words, Number(lib.wasmtime_memory_data_size(ctx, (ptr(mem) + LAYOUT.extern.of) as Pointer)));
-    }
+      finishGuard(run, mem);
+    } else finishGuard(run, undefined);
     const name = Buffer.from(run.req.entry);
     if (
       !lib.wasmtime_instance_export_get(ctx, run.instance, name, name.length, run.entry) ||
@@ -434,11 +597,18 @@ function guestMemory(run: PoolRun): Uint8Array {
 }
 
 function arg(run: PoolRun, i: number): number {
+  if (run.asked) return (run.asked[i] as number) >>> 0;
   return Number(BigInt.asUintN(32, run.i64[SLOT_ARGS + i] as bigint));
 }
 
 /** Hands the parked call its errno at the next poll (a paused run stays unpolled until resumed). */
 function answer(run: PoolRun, errno: number): void {
+  if (run.asked) {
+    // The guard's `ask`: "return errno" (./pool-guard.ts).
+    run.asked = undefined;
+    run.i64[SLOT_ANSWERS] = BigInt(errno);
+    errno = 0;
+  }
   run.i32[RESULT] = errno;
   run.i32[STATE] = ANSWERED;
   run.timer = undefined;
@@ -460,11 +630,15 @@ function hostCall(run: PoolRun, op: number): void {
     return;
   }
   if (op === POOL_CALLS.fd_read) {
-    fdRead(run);
+    fdRead(run, arg(run, 0));
     return;
   }
   if (op === POOL_CALLS.fd_write) {
-    fdWrite(run, mem);
+    fdWrite(run, mem, arg(run, 0));
+    return;
+  }
+  if (op === GUARD_ASK) {
+    guardAsk(run);
     return;
   }
   answer(run, ERRNO_BADF);
@@ -535,9 +709,9 @@ function iovecs(mem: Uint8Array, at: number, n: number): [number, number][] {
   return out;
 }
 
-/** fd_read of stdin from our non-blocking end; empty: wait for the engine's wake (input, EOF, a kill). */
-function fdRead(run: PoolRun): void {
-  const [fd, iovs, iovsLen, nreadPtr] = [0, 1, 2, 3].map((i) => arg(run, i)) as [number, number, number, number];
+/** fd_read of stdin (`fd`: which of its stdio the guest's fd is) from our non-blocking end; empty: wait for the engine's wake (input, EOF, a kill). */
+function fdRead(run: PoolRun, fd: number): void {
+  const [iovs, iovsLen, nreadPtr] = [1, 2, 3].map((i) => arg(run, i)) as [number, number, number];
   if (fd !== 0 || run.fds[0] < 0) {
     answer(run, ERRNO_BADF);
     return;
@@ -579,9 +753,9 @@ function fdRead(run: PoolRun): void {
   attempt();
 }
 
-/** fd_write of stdout or stderr to our non-blocking end: what does not fit now is retried until it does. */
-function fdWrite(run: PoolRun, mem: Uint8Array): void {
-  const [fd, iovs, iovsLen, nwrittenPtr] = [0, 1, 2, 3].map((i) => arg(run, i)) as [number, number, number, number];
+/** fd_write of stdout or stderr (`fd`: which of its stdio the guest's fd is) to our non-blocking end: what does not fit now is retried until it does. */
+function fdWrite(run: PoolRun, mem: Uint8Array, fd: number): void {
+  const [iovs, iovsLen, nwrittenPtr] = [1, 2, 3].map((i) => arg(run, i)) as [number, number, number];
   const out = fd === 1 || fd === 2 ? run.fds[fd] : -1;
   if (out === undefined || out < 0) {
     answer(run, ERRNO_BADF);
@@ -651,6 +825,8 @@ function end(run: PoolRun, code: number, message?: string): void {
   run.future = run.linker = run.store = run.module = null;
   for (const fd of run.fds) if (fd >= 0) closeSync(fd);
   run.fds = [-1, -1, -1];
+  run.guard?.rules.dispose();
+  run.guard = undefined;
   if (message) reportMessage(run.req, message);
   post({ type: "exit", id: run.id, code, ...(message ? { message } : {}), stats: run.stats });
 }

@@ -17,9 +17,8 @@ const POOL_IDLE_MS = 2000;
 
 /**
  * The WASI functions a pooled module may import: every one wasmtime's own answers without
- * waiting, and the ones the pool serves itself (POOL_CALLS). Not yet: path_open and
- * fd_renumber (the file guard's shadows call wasmtime's own WASI from the host function, which
- * a store run through the async API refuses), sockets.
+ * waiting, the ones the pool serves itself (POOL_CALLS), and the file guard's (path_open,
+ * fd_close, fd_renumber: ./pool-guard.ts). Not yet: sockets.
  */
 const POOLED_WASI = new Set([
   "args_get",
@@ -42,6 +41,7 @@ const POOLED_WASI = new Set([
   "fd_prestat_dir_name",
   "fd_read",
   "fd_readdir",
+  "fd_renumber",
   "fd_seek",
   "fd_sync",
   "fd_tell",
@@ -50,6 +50,7 @@ const POOLED_WASI = new Set([
   "path_filestat_get",
   "path_filestat_set_times",
   "path_link",
+  "path_open",
   "path_readlink",
   "path_remove_directory",
   "path_rename",
@@ -69,6 +70,11 @@ export function poolable(req: RunRequest, imports: string[] | undefined): boolea
   if (req.stdin === null || req.stdout === null || req.stderr === null) return false;
   if (!imports) return false;
   return imports.every((i) => i.startsWith("wasi_snapshot_preview1.") && POOLED_WASI.has(i.slice("wasi_snapshot_preview1.".length)));
+}
+
+/** Whether a pooled module needs the file guard in its store: it can open files, or renumber its handles. */
+export function needsFileGuard(imports: string[] | undefined): boolean {
+  return !!imports?.some((i) => i === "wasi_snapshot_preview1.path_open" || i === "wasi_snapshot_preview1.fd_renumber");
 }
 
 interface Pool {

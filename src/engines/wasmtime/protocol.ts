@@ -55,6 +55,11 @@ export interface RunRequest {
    * thread's script.
    */
   shadowsScript: string;
+  /**
+   * A run pool's module opens files (it imports path_open or fd_renumber): the pool puts the
+   * file guard in its store (./pool-guard.ts). A run of its own always has the guard.
+   */
+  fileGuard?: boolean;
   /** The most WASI handles the module may hold open at once, stdio and preopens included (./file-guard.ts); absent = no cap. */
   maxOpenFiles?: number;
   /**

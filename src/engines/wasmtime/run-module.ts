@@ -40,7 +40,8 @@ export interface RunEnv {
   onWait?: () => void;
 }
 
-function compile(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Array, kind: "wasm" | "wat"): Pointer {
+/** A module compiled from its binary or WAT text. */
+export function compile(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Array, kind: "wasm" | "wat"): Pointer {
   let wasm = bytes;
   if (kind === "wat") {
     const vec = Buffer.alloc(LAYOUT.byteVec.size);

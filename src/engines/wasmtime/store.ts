@@ -63,7 +63,7 @@ export function openStore(
     // Update sets later, at the epoch callback (the owner checked it: ./engine.ts).
     const limit = (bytes: number | undefined) => {
       if (bytes === undefined) return lib.wasmtime_store_limiter(store, -1n, -1n, -1n, -1n, -1n);
-      const l = storeLimits(bytes, req.shape, hostInstances);
+      const l = storeLimits(bytes, req.shape, hostInstances, pooled?.hostTableSize ?? 0);
       lib.wasmtime_store_limiter(
         store,
         BigInt(l.memorySize),
@@ -140,6 +140,8 @@ export function openStore(
 export interface PooledStore {
   deadline: Pointer;
   slot: Pointer;
+  /** Elements of a table the pool adds to the store (the file guard's forwarder, ./pool-guard.ts); absent: none. */
+  hostTableSize?: number;
 }
 
 /** How many bytes a table element takes in wasmtime at most (a funcref is a pointer). */
@@ -170,9 +172,10 @@ const mib = (n: number) => `${(n / 2 ** 20).toFixed(n % 2 ** 20 ? 1 : 0)} MiB`;
 /**
  * The limiter's settings that keep all of a store's memories and tables within `limitBytes`
  * together (see the top of this file); throws EngineError when the module needs more at start.
- * `hostInstances` more instances are allowed for the run's own (no memory or table of theirs).
+ * `hostInstances` more instances are allowed for the run's own (no memory of theirs), and
+ * with `hostTableSize` > 0 one more table of that many elements (so every table may hold as many).
  */
-export function storeLimits(limitBytes: number, shape: WasmShape = ONE_OF_EACH, hostInstances = 0): StoreLimits {
+export function storeLimits(limitBytes: number, shape: WasmShape = ONE_OF_EACH, hostInstances = 0, hostTableSize = 0): StoreLimits {
   const limit = Math.max(0, Math.floor(limitBytes));
   const nT = shape.tables.length;
   const nM = shape.memories.length;
@@ -195,7 +198,13 @@ export function storeLimits(limitBytes: number, shape: WasmShape = ONE_OF_EACH, 
       `memory limit: the container's limit of ${mib(limit)} is shared by the module's ${what}, ${mib(memorySize)} for each memory, and one needs ${mib(largest)} at start`,
     );
   }
-  return { memorySize, tableElements, instances: Math.max(1, shape.instances) + hostInstances, tables: nT, memories: nM };
+  return {
+    memorySize,
+    tableElements: Math.max(tableElements, hostTableSize),
+    instances: Math.max(1, shape.instances) + hostInstances,
+    tables: nT + (hostTableSize > 0 ? 1 : 0),
+    memories: nM,
+  };
 }
 
 /** The run thread's clocks, nice value and interruptible sleep, for its CPU throttle. */

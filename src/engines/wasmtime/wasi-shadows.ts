@@ -10,18 +10,18 @@ import { ptr as bunPtr, type Pointer, toArrayBuffer } from "bun:ffi";
 import type { ValType } from "../host-functions.ts";
 import { check, errorMessage, LAYOUT, readPtr, type WasmtimeLib } from "./ffi.ts";
 import {
-  ERRNO_ACCES,
-  ERRNO_MFILE,
   ERRNO_SUCCESS,
-  FILESTAT_FILETYPE,
-  FILESTAT_SIZE,
+  fdCloseRule,
+  fdRenumberRule,
+  type GuardCall,
+  type GuardRun,
   GuestDirs,
   HandleCount,
-  LOOKUP_SYMLINK_FOLLOW,
-  lookBeneath,
-  mayOpen,
-  mayOpenLook,
-  scratchOffset,
+  pathOpenRule,
+  REAL_WASI,
+  type RealCall,
+  type RealName,
+  runGuard,
 } from "./file-guard.ts";
 import { KILL } from "./run-atomics.ts";
 
@@ -46,17 +46,7 @@ export interface FileGuard {
 
 export const WASI = "wasi_snapshot_preview1";
 
-/** The signatures of wasmtime's own WASI functions our shadows reach (wasi_snapshot_preview1.witx). */
-export const REAL_WASI = {
-  poll_oneoff: ["i32", "i32", "i32", "i32"],
-  path_open: ["i32", "i32", "i32", "i32", "i32", "i64", "i64", "i32", "i32"],
-  path_filestat_get: ["i32", "i32", "i32", "i32", "i32"],
-  fd_filestat_get: ["i32", "i32"],
-  fd_close: ["i32"],
-  fd_renumber: ["i32", "i32"],
-  fd_fdstat_get: ["i32", "i32"],
-} as const satisfies Record<string, readonly ValType[]>;
-export type RealName = keyof typeof REAL_WASI;
+export { REAL_WASI, type RealName };
 
 /**
  * Calls wasmtime's imports of wasi_snapshot_preview1.`REAL_WASI` from wasm, on the guest's
@@ -115,13 +105,20 @@ export class RealWasi {
     return { errno: new DataView(this.results.buffer, this.results.byteOffset).getInt32(LAYOUT.val.of, true) };
   }
 
-  /** A wasmtime_val_t array of i32s. */
-  static vals(values: number[]): Buffer {
+  /** A wasmtime_val_t array of `name`'s arguments (i32s as numbers, i64s as bigints). */
+  static vals(name: RealName, values: (number | bigint)[]): Buffer {
+    const types: readonly ValType[] = REAL_WASI[name];
     const b = Buffer.alloc(values.length * LAYOUT.val.size);
     const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
     values.forEach((x, i) => {
-      v.setUint8(i * LAYOUT.val.size + LAYOUT.val.kind, LAYOUT.valkind.i32);
-      v.setInt32(i * LAYOUT.val.size + LAYOUT.val.of, x, true);
+      const at = i * LAYOUT.val.size;
+      if (types[i] === "i64") {
+        v.setUint8(at + LAYOUT.val.kind, LAYOUT.valkind.i64);
+        v.setBigInt64(at + LAYOUT.val.of, BigInt(x), true);
+      } else {
+        v.setUint8(at + LAYOUT.val.kind, LAYOUT.valkind.i32);
+        v.setInt32(at + LAYOUT.val.of, Number(x), true);
+      }
     });
     return b;
   }
@@ -180,9 +177,8 @@ export function returnErrno(out: Pointer, errno: number): null {
 }
 
 /**
- * Shadow path_open, fd_close and fd_renumber with the rules of ./file-guard.ts: only regular
- * files and directories are opened (EACCES otherwise, before the open where the path already
- * names something else), and at most `handles`' cap are open at once (EMFILE).
+ * Shadow path_open, fd_close and fd_renumber with the rules of ./file-guard.ts (its
+ * pathOpenRule, fdCloseRule, fdRenumberRule), each real call they ask for made at once.
  */
 export function fileGuard(
   lib: WasmtimeLib,
@@ -192,120 +188,35 @@ export function fileGuard(
   dirs: GuestDirs,
   kill: Int32Array,
 ): FileGuard {
-  const callerMemory = (l: WasmtimeLib, caller: Pointer) => tools.callerMemory(l, caller);
-
-  /**
-   * The WASI filetype wasmtime reports for `call` (a stat into a borrowed 64-byte buffer at
-   * `buf`), or its errno, or a trap; `avoid`: the guest memory the stat reads itself.
-   */
-  const statInto = (
-    caller: Pointer,
-    avoid: [number, number][],
-    call: (buf: number) => RealResult,
-  ): { filetype: number } | RealResult | undefined => {
-    const mem = callerMemory(lib, caller);
-    const at = scratchOffset(mem.length, FILESTAT_SIZE, avoid);
-    if (at === undefined) return undefined;
-    const saved = mem.slice(at, at + FILESTAT_SIZE);
-    try {
-      const r = call(at);
-      if ("trap" in r || r.errno !== ERRNO_SUCCESS) return r;
-      return { filetype: callerMemory(lib, caller)[at + FILESTAT_FILETYPE] as number };
-    } finally {
-      callerMemory(lib, caller).set(saved, at);
-    }
-  };
-
-  const pathOpen: HostCallback = (caller, args, out) => {
-    try {
-      const n = REAL_WASI.path_open.length;
-      const [dirfd, lookup, pathPtr, pathLen] = [0, 1, 2, 3].map((i) => i32At(args, n, i)) as [number, number, number, number];
-      const fdOut = i32At(args, n, 8) >>> 0;
-      if (handles.full()) return returnErrno(out, ERRNO_MFILE);
-      const followed = (lookup & LOOKUP_SYMLINK_FOLLOW) !== 0;
-      const avoid: [number, number][] = [
-        [pathPtr >>> 0, (pathPtr >>> 0) + (pathLen >>> 0)],
-        [fdOut, fdOut + 4],
-      ];
-      // What the path names now (a fifo's open would wait): looked at on the host, or by
-      // wasmtime's own resolution where that cannot tell.
-      const base = dirs.dirFd(dirfd);
-      const path = callerMemory(lib, caller).slice(pathPtr >>> 0, (pathPtr >>> 0) + (pathLen >>> 0));
-      const look = base === undefined ? undefined : lookBeneath(base, path, followed);
-      if (look && !mayOpenLook(look, followed)) return returnErrno(out, ERRNO_ACCES);
-      if (!look) {
-        const before = statInto(caller, avoid, (buf) =>
-          real.call(caller, "path_filestat_get", RealWasi.vals([dirfd, lookup, pathPtr, pathLen, buf])),
+  const shadow = (name: RealName, rule: (run: GuardRun<Pointer>, args: (number | bigint)[]) => GuardCall<Pointer>): HostCallback => {
+    const types: readonly ValType[] = REAL_WASI[name];
+    return (caller, args, out) => {
+      try {
+        const run: GuardRun<Pointer> = {
+          handles,
+          dirs,
+          memory: () => tools.callerMemory(lib, caller),
+          killed: () => Atomics.load(kill, KILL) !== 0,
+          drop: (trap) => lib.wasm_trap_delete(trap),
+        };
+        const view = new DataView(toArrayBuffer(args, 0, types.length * LAYOUT.val.size));
+        const values = types.map((t, i) =>
+          t === "i64"
+            ? view.getBigInt64(i * LAYOUT.val.size + LAYOUT.val.of, true)
+            : view.getInt32(i * LAYOUT.val.size + LAYOUT.val.of, true),
         );
-        if (before && "trap" in before) {
-          // wasmtime's stat fails outright on a socket ("sockets are not currently supported"):
-          // refused as such; the run's own kill is its trap.
-          if (Atomics.load(kill, KILL) !== 0) return before.trap;
-          lib.wasm_trap_delete(before.trap);
-          return returnErrno(out, ERRNO_ACCES);
-        }
-        if (before && "filetype" in before && !mayOpen(before.filetype, followed)) return returnErrno(out, ERRNO_ACCES);
+        const r = runGuard(rule(run, values), (c: RealCall) => real.call(caller, c.name, RealWasi.vals(c.name, c.args)));
+        return "trap" in r ? r.trap : returnErrno(out, r.errno);
+      } catch (e) {
+        return trapWith(lib, `${name}: ${e instanceof Error ? e.message : String(e)}`);
       }
-      // Anything else (a missing path, a file to create, an error the open reports too): the open.
-      const r = real.call(caller, "path_open", args);
-      if ("trap" in r) return r.trap;
-      if (r.errno !== ERRNO_SUCCESS) return returnErrno(out, r.errno);
-      const mem = callerMemory(lib, caller);
-      const fd = new DataView(mem.buffer, mem.byteOffset, mem.byteLength).getInt32(fdOut, true);
-      // What was opened: the same file the look found (or a file it created), or else what
-      // wasmtime says it is; a fifo renamed in between (its open found a peer) is closed unread.
-      const again = base === undefined ? undefined : lookBeneath(base, path, followed);
-      const same =
-        look !== undefined &&
-        again !== undefined &&
-        again.kind !== "missing" &&
-        mayOpenLook(again, followed) &&
-        (look.kind === "missing" || ("id" in again && "id" in look && again.id === look.id));
-      if (!same) {
-        const after = statInto(caller, [[fdOut, fdOut + 4]], (buf) => real.call(caller, "fd_filestat_get", RealWasi.vals([fd, buf])));
-        if (!after || "trap" in after || ("filetype" in after && !mayOpen(after.filetype, followed))) {
-          if (after && "trap" in after) lib.wasm_trap_delete(after.trap);
-          const closed = real.call(caller, "fd_close", RealWasi.vals([fd]));
-          if ("trap" in closed) return closed.trap;
-          return returnErrno(out, ERRNO_ACCES);
-        }
-      }
-      dirs.opened(fd, same && again?.kind === "dir" ? again.host : undefined);
-      handles.opened();
-      return returnErrno(out, ERRNO_SUCCESS);
-    } catch (e) {
-      return trapWith(lib, `path_open: ${e instanceof Error ? e.message : String(e)}`);
-    }
+    };
   };
-  const fdClose: HostCallback = (caller, args, out) => {
-    try {
-      const r = real.call(caller, "fd_close", args);
-      if ("trap" in r) return r.trap;
-      if (r.errno === ERRNO_SUCCESS) {
-        handles.closed();
-        dirs.closed(i32At(args, 1, 0));
-      }
-      return returnErrno(out, r.errno);
-    } catch (e) {
-      return trapWith(lib, `fd_close: ${e instanceof Error ? e.message : String(e)}`);
-    }
+  return {
+    pathOpen: shadow("path_open", pathOpenRule),
+    fdClose: shadow("fd_close", fdCloseRule),
+    fdRenumber: shadow("fd_renumber", fdRenumberRule),
   };
-  const fdRenumber: HostCallback = (caller, args, out) => {
-    try {
-      const [from, to] = [i32At(args, 2, 0), i32At(args, 2, 1)];
-      const r = real.call(caller, "fd_renumber", args);
-      if ("trap" in r) return r.trap;
-      // `to` was closed, `from` took its number.
-      if (r.errno === ERRNO_SUCCESS && from !== to) {
-        handles.closed();
-        dirs.renumbered(from, to);
-      }
-      return returnErrno(out, r.errno);
-    } catch (e) {
-      return trapWith(lib, `fd_renumber: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  };
-  return { pathOpen, fdClose, fdRenumber };
 }
 
 /** The i-th i32 of a shadow's `n` arguments (a wasmtime_val_t array). */

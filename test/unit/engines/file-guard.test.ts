@@ -1,13 +1,16 @@
 // What a module may open and how many (src/engines/wasmtime/file-guard.ts, the worker's
 // shadows of path_open, fd_close and fd_renumber), on the real engine: fifos, sockets and
 // device nodes fail with EACCES before anything waits on them, and a run holds at most its
-// cap of handles (EMFILE past it), which closes and renumbers give back.
+// cap of handles (EMFILE past it), which closes and renumbers give back. The same on a run of
+// its own and in a run pool's store (./pool-guard.ts: the same rules, run through a trampoline).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { RunControl } from "../../../src/engines/engine.ts";
 import { WasmtimeEngine } from "../../../src/engines/wasmtime/engine.ts";
 import { HandleCount, mayOpen, scratchOffset } from "../../../src/engines/wasmtime/file-guard.ts";
-import { prepare, tmp, wasm } from "./helpers.ts";
+import { poolLibPath } from "../../../src/engines/wasmtime/pool.ts";
+import { prepare, REPO, tmp, wasm } from "./helpers.ts";
 
 describe("the rules", () => {
   test("only directories and regular files open (a symlink only where it is not followed)", () => {
@@ -41,14 +44,20 @@ describe("the rules", () => {
   });
 });
 
-describe("on the engine", () => {
+describe.each([{ pooled: false }, { pooled: true }])("on the engine, pooled: $pooled", ({ pooled }) => {
   let engine: WasmtimeEngine;
   let dir: string;
   let root: string;
   let listener: { stop(): void } | undefined;
   beforeAll(() => {
-    engine = new WasmtimeEngine({ libPath: prepare().libPath });
+    if (pooled) {
+      const r = Bun.spawnSync(["bash", join(REPO, "scripts/build-native.sh")], { stdout: "pipe", stderr: "pipe" });
+      if (r.exitCode !== 0) throw new Error(`build-native.sh failed: ${r.stderr.toString()}`);
+      expect(existsSync(poolLibPath() ?? "")).toBe(true);
+    }
     dir = tmp("bunwasi-guard-");
+    // As the daemon's: with pools, a compiled (cached) core module runs pooled.
+    engine = new WasmtimeEngine({ libPath: prepare().libPath, ...(pooled ? { cacheDir: join(dir, "cache"), pools: true } : {}) });
     root = join(dir, "root");
     mkdirSync(join(root, "d"), { recursive: true });
     writeFileSync(join(root, "f.txt"), "a file\n");
@@ -62,18 +71,34 @@ describe("on the engine", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function run(module: string | Uint8Array, args: string[], maxOpenFiles?: number) {
+  async function once(module: string | Uint8Array, args: string[], maxOpenFiles?: number) {
     const out = join(dir, "out");
+    let control: RunControl | undefined;
     const r = await engine.execute({
       ...(typeof module === "string" ? { modulePath: module } : { module }),
       args,
       env: [],
       rootDir: root,
+      // All three by path, as the daemon gives them (a pool takes no inherited stdio).
+      stdin: { kind: "path", path: "/dev/null" },
       stdout: { kind: "path", path: out },
       stderr: { kind: "path", path: `${out}.err` },
       ...(maxOpenFiles !== undefined ? { maxOpenFiles } : {}),
+      onControl: (c) => {
+        control = c;
+      },
     });
-    return { code: r.code, out: readFileSync(out, "utf8"), err: readFileSync(`${out}.err`, "utf8") };
+    // A pooled run has no thread of its own to name; its CPU time is counted by its pool.
+    const wasPooled = control?.threadId === undefined && control?.cpuNs !== undefined;
+    return { code: r.code, out: readFileSync(out, "utf8"), err: readFileSync(`${out}.err`, "utf8"), wasPooled };
+  }
+
+  /** The module run where this case says: pooled, a run compiled before (the pools take compiled modules only). */
+  async function run(module: string | Uint8Array, args: string[], maxOpenFiles?: number) {
+    let r = await once(module, args, maxOpenFiles);
+    if (pooled && !r.wasPooled) r = await once(module, args, maxOpenFiles);
+    expect(r.wasPooled).toBe(pooled);
+    return { code: r.code, out: r.out, err: r.err };
   }
 
   test("a fifo, a socket and a device node fail with EACCES at once; files and directories open", async () => {
