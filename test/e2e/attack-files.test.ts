@@ -61,14 +61,13 @@ const ROUNDS = 20;
 const SETTLE_MS = 60_000;
 
 /**
- * Writes 64 KiB to stdout again and again until a write fails. It imports path_open (never
+ * Writes 64 KiB to stdout again and again until a write fails. It imports sock_accept (never
  * called), which the run pools do not serve (src/engines/wasmtime/pool.ts): so it runs on a
  * thread of its own, as bigout would, were it not pooled.
  */
 const BIGOUT_THREAD_WAT = `(module
   (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "path_open"
-    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_accept" (func $accept (param i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (func (export "_start")
     ;; an iovec at 0: 65536 bytes at 16; nwritten at 8
@@ -76,6 +75,39 @@ const BIGOUT_THREAD_WAT = `(module
     (i32.store (i32.const 4) (i32.const 65536))
     (loop $more
       (br_if $more (i32.eqz (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))))
+`;
+
+/**
+ * Opens the image's /fifo (nobody writes it: an open would wait for ever) through path_open,
+ * prints "open: NN\n" (NN: the WASI errno, 02 = EACCES), then sleeps an hour in poll_oneoff.
+ * It imports path_open: in shared mode a run pool takes it, the file guard in its store.
+ */
+const FIFO_THEN_SLEEP_WAT = `(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "fifo")
+  (data (i32.const 300) "open: 00\n")
+  (func (export "_start")
+    (local $e i32)
+    ;; fd 3 is the root ("/"); rights: fd_read; the new fd at 200
+    (local.set $e (call $open (i32.const 3) (i32.const 1) (i32.const 100) (i32.const 4) (i32.const 0)
+      (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 200)))
+    (i32.store8 (i32.const 306) (i32.add (i32.const 48) (i32.div_u (local.get $e) (i32.const 10))))
+    (i32.store8 (i32.const 307) (i32.add (i32.const 48) (i32.rem_u (local.get $e) (i32.const 10))))
+    (i32.store (i32.const 0) (i32.const 300))
+    (i32.store (i32.const 4) (i32.const 9))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    ;; one relative clock subscription of an hour at 400; its event at 500, the count at 600
+    (i64.store (i32.const 400) (i64.const 1))
+    (i32.store8 (i32.const 408) (i32.const 0))
+    (i32.store (i32.const 416) (i32.const 1))
+    (i64.store (i32.const 424) (i64.const 3600000000000))
+    (i64.store (i32.const 432) (i64.const 0))
+    (i32.store16 (i32.const 440) (i32.const 0))
+    (loop $l (drop (call $poll (i32.const 400) (i32.const 500) (i32.const 1) (i32.const 600))) (br $l))))
 `;
 
 /** How full a pipe is (FIONREAD) and what it holds at most (F_GETPIPE_SZ), by syscall(2): both calls are variadic. */
@@ -127,6 +159,7 @@ for (const c of CONTAINERDS) {
           // A component: its WASI is wasmtime's preview 2, which the file guard does not shadow.
           { path: "/escape-component.wasm", source: join(WASM, "components/escape.wasm") },
           { path: "/bigout-thread.wat", data: BIGOUT_THREAD_WAT, mode: 0o644 },
+          { path: "/fifo-then-sleep.wat", data: FIFO_THEN_SLEEP_WAT, mode: 0o644 },
           { path: "/notes.txt", data: "in the image\n", mode: 0o644 },
           { path: "/fifo", fifo: true as const },
         ],
@@ -286,6 +319,32 @@ for (const c of CONTAINERDS) {
           },
           T,
         );
+
+        /**
+         * ROUNDS modules that open the image's fifo (refused: "open: 02", EACCES) and then sleep,
+         * all at once; `whileHeld` looks at them while they sleep; then each is killed: 137 each.
+         */
+        async function guardedSleepers(whileHeld: () => void | Promise<void>): Promise<void> {
+          const ids: string[] = [];
+          try {
+            const logs: string[] = [];
+            for (let i = 0; i < ROUNDS; i++) {
+              const id = uid("guarded");
+              ids.push(id);
+              logs.push(await t.runDetached(id, ["/fifo-then-sleep.wat"], IMAGE, mode.runtime));
+            }
+            const refused = () => logs.filter((l) => existsSync(l) && readFileSync(l, "utf8") === "open: 02\n").length;
+            expect(await settleOn(() => refused() === ROUNDS, refused)).toBe(ROUNDS);
+            const tasks = await t.tasks();
+            expect(ids.filter((id) => tasks.get(id)?.status === "RUNNING").length).toBe(ROUNDS);
+            await whileHeld();
+            const statuses: number[] = [];
+            for (const id of ids.splice(0)) statuses.push(await killAndDelete(id));
+            expect(statuses).toEqual(Array(ROUNDS).fill(137));
+          } finally {
+            for (const id of ids) await killAndDelete(id).catch(() => {});
+          }
+        }
 
         if (mode.shared) {
           /** The daemon's counts once one run of each kind has come and gone (its runtime's threads made). */
@@ -477,7 +536,28 @@ for (const c of CONTAINERDS) {
             },
             T,
           );
+          test(
+            `${ROUNDS} modules opening a fifo (EACCES) then asleep, at once, pooled (the file guard in a pool's store): no thread per run; killed, 137 each; the daemon's threads back to their baseline, its fds after Delete`,
+            async () => {
+              await guardedSleepers(() => {
+                // A thread of its own per run would add ROUNDS; the pools add one per core at most.
+                const held = counts().threads - baseline.threads;
+                expect({ held: held <= availableParallelism(), threads: threadNames() }).toMatchObject({ held: true });
+              });
+              const deleted = await settle((c) => c.threads <= baseline.threads && c.fds <= baseline.fds);
+              expect(deleted.fds).toBeLessThanOrEqual(baseline.fds);
+              expect(deleted.threads).toBeLessThanOrEqual(baseline.threads);
+            },
+            T,
+          );
         } else {
+          test(
+            `${ROUNDS} modules opening a fifo (EACCES) then asleep, at once; killed, 137 each`,
+            async () => {
+              await guardedSleepers(() => {});
+            },
+            T,
+          );
           test(
             "a module writing a stdout nobody reads ends on SIGKILL",
             async () => {

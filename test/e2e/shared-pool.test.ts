@@ -1,6 +1,7 @@
 // Shared mode's run pools (src/engines/wasmtime/pool.ts): core modules run many to a thread.
 // Many idle modules are held on a few threads (the daemon's thread count does not follow their
-// number); each answers Kill and Delete; a busy loop does not stop a sleeping module from
+// number), the demo app among them (it imports path_open: the file guard is in its store); each
+// answers Kill and Delete; a busy loop does not stop a sleeping module from
 // printing; a module blocked reading stdin nobody writes is killed at once; nothing is left
 // after Delete. On each containerd (Debian's 1.6 and the pinned 2.x,
 // test/support/containerd-versions.ts), one daemon each. Needs root, containerd and runc.
@@ -91,6 +92,42 @@ for (const c of CONTAINERDS)
         expect(withSixteen - withTwo).toBeLessThanOrEqual(2);
         for (const id of ids) await killAndDelete(id, "SIGTERM");
         // The pools end once idle; the fds of every run are closed.
+        await until("the daemon's fds back", () => daemon.fdCount() <= fdsBefore);
+      },
+      T,
+    );
+
+    test(
+      "the demo app (it opens files: the file guard in its store) sleeping, 16 of them: pooled, the daemon's threads do not follow their number; each answers Kill and Delete",
+      async () => {
+        const startSleep = async (id: string) => {
+          const r = await ctr(["run", "-d", "--runtime", SHARED_RUNTIME, IMAGES.demo, id, "/wasi-demo-app.wasm", "sleep", "3600"]);
+          expect(r.stderr).toBe("");
+          expect(r.code).toBe(0);
+          await running(id);
+        };
+        const warm = uid("demo-warm");
+        await startSleep(warm);
+        await killAndDelete(warm, "SIGKILL");
+        const fdsBefore = daemon.fdCount();
+        const ids = Array.from({ length: 16 }, () => uid("demo"));
+        await startSleep(ids[0] as string);
+        await startSleep(ids[1] as string);
+        const withTwo = threads();
+        for (const id of ids.slice(2)) await startSleep(id);
+        const withSixteen = threads();
+        console.log(`daemon threads: ${withTwo} with 2 sleeping demo apps, ${withSixteen} with 16`);
+        // A thread per run would add 14; pools add none past one per core.
+        expect(withSixteen - withTwo).toBeLessThanOrEqual(2);
+        for (const id of ids) {
+          expect((await ctr(["task", "kill", "-s", "SIGTERM", id])).code).toBe(0);
+          await until(`${id} stopped`, async () =>
+            (await ctr(["task", "ls"])).stdout.split("\n").some((l) => l.startsWith(id) && l.includes("STOPPED")),
+          );
+          const del = await ctr(["task", "delete", id]);
+          expect(del.code).toBe(0);
+          expect((await ctr(["container", "delete", id])).code).toBe(0);
+        }
         await until("the daemon's fds back", () => daemon.fdCount() <= fdsBefore);
       },
       T,
