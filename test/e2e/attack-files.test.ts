@@ -89,7 +89,7 @@ const FIFO_THEN_SLEEP_WAT = `(module
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 100) "fifo")
-  (data (i32.const 300) "open: 00\n")
+  (data (i32.const 300) "open: 00\\n")
   (func (export "_start")
     (local $e i32)
     ;; fd 3 is the root ("/"); rights: fd_read; the new fd at 200
