@@ -15,9 +15,10 @@
 //    (FORWARDER_WAT), instantiated first, whose functions call through its table; the
 //    trampoline's element segment fills that table when it is instantiated, right after the
 //    guest (before the guest's entry runs).
-//  - a guarded store's fd_read and fd_write come the same way: on the guest's stdio (its fds
-//    0-2, while they are: a close or a renumber moves them) the pool serves them as it does in
-//    any pooled store, without blocking its thread; on a file the guest opened, wasmtime's own.
+//  - a guarded store's fd_read, fd_write and poll_oneoff come the same way: on the guest's
+//    stdio (its fds 0-2, while they are: a close or a renumber moves them) and clocks the pool
+//    serves them as it does in any pooled store, without blocking its thread; on a file the
+//    guest opened, wasmtime's own (a file never waits).
 //
 // What differs from a run of its own: a trap of wasmtime's own function unwinds the trampoline
 // and the guest with it (wasm cannot catch it), where a run of its own refuses the open with
@@ -35,13 +36,14 @@ import {
   REAL_WASI,
   type RealName,
 } from "./file-guard.ts";
+import { polledFds, type StdioRole } from "./pool-poll.ts";
 
 const WASI = "wasi_snapshot_preview1";
 
-/** The calls the forwarder takes from the guest: the guard's, and reads and writes (on stdio, the pool's). */
-export type ForwardedName = GuardName | "fd_read" | "fd_write";
+/** The calls the forwarder takes from the guest: the guard's, reads and writes (on stdio, the pool's), polls (of stdio and clocks, the pool's). */
+export type ForwardedName = GuardName | "fd_read" | "fd_write" | "poll_oneoff";
 /** What `ask`'s first argument says: a call begins (k: the k-th of these, 1-based), or 0: the last real call's errno is in the second. */
-export const GUARD_KINDS: readonly ForwardedName[] = ["path_open", "fd_close", "fd_renumber", "fd_read", "fd_write"];
+export const GUARD_KINDS: readonly ForwardedName[] = ["path_open", "fd_close", "fd_renumber", "fd_read", "fd_write", "poll_oneoff"];
 /** The real calls the trampoline makes: `ask`'s first result k (1-based); 0 = return the second result as the errno. */
 export const TRAMPOLINE_CALLS: readonly RealName[] = [
   "path_open",
@@ -51,6 +53,7 @@ export const TRAMPOLINE_CALLS: readonly RealName[] = [
   "fd_renumber",
   "fd_read",
   "fd_write",
+  "poll_oneoff",
 ];
 /** `ask` carries this many i64 arguments each way (path_open's nine). */
 export const ASK_VALUES = 9;
@@ -112,8 +115,11 @@ export const ASK_RESULTS: ("i32" | "i64")[] = ["i32", ...Array.from({ length: AS
 
 /** What the pool answers an `ask`: the trampoline's next step. */
 export type AskAnswer = { next: number; values: bigint[] };
-/** Or: the call is a read or write of the guest's stdio (0, 1, 2), which the pool serves itself. */
-export type AskStdio = { stdio: 0 | 1 | 2; args: number[] };
+/**
+ * Or: the pool serves the call itself: a read or write of the guest's stdio (0, 1, 2), or a
+ * poll of clocks and stdio only ("poll", ./pool-poll.ts).
+ */
+export type AskPool = { pool: StdioRole | "poll"; args: number[] };
 
 /** A call that only passes through to wasmtime's own (a read or write of a file). */
 function* passThrough(name: RealName, args: (number | bigint)[]): GuardCall<never> {
@@ -130,7 +136,7 @@ export class PooledGuard {
   /** What to note once the call in progress succeeds (a close or renumber of a stdio fd). */
   private onSuccess: (() => void) | undefined;
   /** The guest's fds that are still its stdio, and which (a renumber moves one, a close ends it). */
-  private readonly stdio = new Map<number, 0 | 1 | 2>([
+  private readonly stdio = new Map<number, StdioRole>([
     [0, 0],
     [1, 1],
     [2, 2],
@@ -155,7 +161,7 @@ export class PooledGuard {
    * call's arguments, or (kind 0) the one in progress goes on with its real call's errno.
    * Throws on a kind it does not know or an `ask` with no call in progress.
    */
-  ask(kind: number, errno: number, values: bigint[]): AskAnswer | AskStdio {
+  ask(kind: number, errno: number, values: bigint[]): AskAnswer | AskPool {
     let step: IteratorResult<{ name: RealName; args: (number | bigint)[] }, { errno: number }>;
     if (kind !== 0) {
       const name = GUARD_KINDS[kind - 1];
@@ -165,7 +171,13 @@ export class PooledGuard {
       this.onSuccess = undefined;
       if (name === "fd_read" || name === "fd_write") {
         const role = this.stdio.get(args[0] as number);
-        if (role !== undefined && (name === "fd_read") === (role === 0)) return { stdio: role, args: args as number[] };
+        if (role !== undefined && (name === "fd_read") === (role === 0)) return { pool: role, args: args as number[] };
+        this.call = passThrough(name, args);
+      } else if (name === "poll_oneoff") {
+        // Clocks and stdio only: the pool's (a clock waits on a timer there, never on this
+        // thread); a file of the guest's in it: wasmtime's own, which a file makes ready at once.
+        const fds = polledFds(this.run.memory(), (args[0] as number) >>> 0, (args[2] as number) >>> 0);
+        if (fds.every((fd) => this.stdio.has(fd))) return { pool: "poll", args: args as number[] };
         this.call = passThrough(name, args);
       } else {
         this.call = GUARD_RULES[name](this.run, args);
@@ -207,6 +219,11 @@ export class PooledGuard {
       this.call = undefined;
       throw e;
     }
+  }
+
+  /** Which of its stdio the guest's `fd` is now, if any. */
+  stdioRole(fd: number): StdioRole | undefined {
+    return this.stdio.get(fd);
   }
 
   /** Closes what the guard kept open (the run is over). */

@@ -24,8 +24,9 @@ import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
 import { EXIT_ENGINE_ERROR } from "../engine.ts";
 import { CpuBucket } from "./cpu-throttle.ts";
 import { check, errorMessage, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
-import { clockOnlyWait, EVENT_SIZE, SUBSCRIPTION_SIZE, writeClockEvents } from "./interruptible.ts";
+import { clockOnlyWait, SUBSCRIPTION_SIZE, writeClockEvents } from "./interruptible.ts";
 import { ASK_PARAMS, ASK_RESULTS, ASK_VALUES, FORWARDER_WAT, GUARD_KINDS, PooledGuard, TRAMPOLINE_WAT } from "./pool-guard.ts";
+import { polledFds, stdioPoll } from "./pool-poll.ts";
 import type { RunRequest, RunStats } from "./protocol.ts";
 import {
   BLOCKED,
@@ -83,12 +84,10 @@ export const POOL_CALLS = { proc_exit: 1, poll_oneoff: 2, fd_read: 3, fd_write: 
 const GUARD_ASK = 5;
 const WASI = "wasi_snapshot_preview1";
 
-// WASI errnos and event types (wasi_snapshot_preview1.witx).
+// WASI errnos (wasi_snapshot_preview1.witx).
 const ERRNO_BADF = 8;
 const ERRNO_IO = 29;
 const ERRNO_PIPE = 64;
-const EVENTTYPE_FD_READ = 1;
-const EVENTTYPE_FD_WRITE = 2;
 
 /** Longest wait between two tries of an output nobody drains (ms): it starts at 1 and doubles. */
 const WRITE_RETRY_MAX_MS = 100;
@@ -421,11 +420,12 @@ function guardAsk(run: PoolRun): void {
     if (!guard) throw new Error("this run has no file guard");
     const values = Array.from({ length: ASK_VALUES }, (_, j) => run.i64[SLOT_ARGS + 2 + j] as bigint);
     const a = guard.rules.ask(Number(run.i64[SLOT_ARGS] as bigint), Number(BigInt.asIntN(32, run.i64[SLOT_ARGS + 1] as bigint)), values);
-    if ("stdio" in a) {
-      // A read or write of its stdio: served as in any pooled store, its errno the trampoline's return.
+    if ("pool" in a) {
+      // A read or write of its stdio, a poll of clocks and stdio: served as in any pooled store, its errno the trampoline's return.
       run.asked = a.args;
-      if (a.stdio === 0) fdRead(run, 0);
-      else fdWrite(run, guestMemory(run), a.stdio);
+      if (a.pool === "poll") pollOneoff(run, guestMemory(run));
+      else if (a.pool === 0) fdRead(run, 0);
+      else fdWrite(run, guestMemory(run), a.pool);
       return;
     }
     a.values.forEach((v, j) => {
@@ -645,9 +645,9 @@ function hostCall(run: PoolRun, op: number): void {
 }
 
 /**
- * poll_oneoff: clocks only (sleep, nanosleep) wait on a timer. With fd subscriptions, each is
- * reported ready at once (a regular file or directory is; stdin's read that follows waits as
- * a read does), and their clocks are not waited for.
+ * poll_oneoff: clocks only (sleep, nanosleep) wait on a timer. With fd subscriptions (all on
+ * the guest's stdio here: ./pool-guard.ts sends a poll of a file to wasmtime's own), wasmtime's
+ * answer (./pool-poll.ts): each ready at once, or EBADF.
  */
 function pollOneoff(run: PoolRun, mem: Uint8Array): void {
   const [inPtr, outPtr, n, neventsPtr] = [0, 1, 2, 3].map((i) => arg(run, i)) as [number, number, number, number];
@@ -674,30 +674,22 @@ function pollOneoff(run: PoolRun, mem: Uint8Array): void {
     run.timer = setTimeout(due, first);
     return;
   }
+  if (polledFds(mem, inPtr, n).length > 0) {
+    const r = stdioPoll(mem, inPtr, outPtr, n, (fd) =>
+      run.guard ? run.guard.rules.stdioRole(fd) : fd === 0 || fd === 1 || fd === 2 ? fd : undefined,
+    );
+    if (r.errno === 0) new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(neventsPtr, r.count, true);
+    answer(run, r.errno);
+    return;
+  }
   if (n === 0 || inPtr + n * SUBSCRIPTION_SIZE > mem.length) {
     answer(run, 28); // EINVAL
     return;
   }
-  const v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
-  let count = 0;
-  for (let i = 0; i < n; i++) {
-    const at = inPtr + i * SUBSCRIPTION_SIZE;
-    const type = v.getUint8(at + 8);
-    if (type !== EVENTTYPE_FD_READ && type !== EVENTTYPE_FD_WRITE) continue;
-    const ev = outPtr + count * EVENT_SIZE;
-    mem.fill(0, ev, ev + EVENT_SIZE);
-    v.setBigUint64(ev, v.getBigUint64(at, true), true);
-    v.setUint8(ev + 10, type);
-    count++;
-  }
-  if (count === 0) {
-    // Absolute clocks only: not waited for (the pool has no guest clock to compare them to).
-    const m = guestMemory(run);
-    const first = v.getBigUint64(inPtr, true);
-    writeClockEvents(m, outPtr, [first]);
-    count = 1;
-  }
-  v.setUint32(neventsPtr, count, true);
+  // Absolute clocks only: not waited for (the pool has no guest clock to compare them to).
+  const first = new DataView(mem.buffer, mem.byteOffset, mem.byteLength).getBigUint64(inPtr, true);
+  const count = writeClockEvents(mem, outPtr, [first]);
+  new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(neventsPtr, count, true);
   answer(run, 0);
 }
 

@@ -90,7 +90,7 @@ describe.each([{ pooled: false }, { pooled: true }])("on the engine, pooled: $po
     });
     // A pooled run has no thread of its own to name; its CPU time is counted by its pool.
     const wasPooled = control?.threadId === undefined && control?.cpuNs !== undefined;
-    return { code: r.code, out: readFileSync(out, "utf8"), err: readFileSync(`${out}.err`, "utf8"), wasPooled };
+    return { code: r.code, out: readFileSync(out, "latin1"), err: readFileSync(`${out}.err`, "utf8"), wasPooled };
   }
 
   /** The module run where this case says: pooled, a run compiled before (the pools take compiled modules only). */
@@ -146,6 +146,90 @@ describe.each([{ pooled: false }, { pooled: true }])("on the engine, pooled: $po
           }
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
           (br_if $l (i32.lt_u (local.get $i) (i32.const 200))))))`);
+
+  // Polls with fd subscriptions (a pooled store answers them as wasmtime does: ./pool-poll.ts),
+  // each written out as bytes: errno, nevents, then per event its userdata, type, nbytes, error.
+  // `opens`: it opens a file and polls it too (a pooled store then has the file guard), else
+  // only stdio and fds it never opened.
+  const pollsWat = (opens: boolean) => `(module
+    ${opens ? '(import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))' : ""}
+    (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 100) "f.txt")
+    (global $o (mut i32) (i32.const 2000))
+    (func $put (param $b i32) (i32.store8 (global.get $o) (local.get $b)) (global.set $o (i32.add (global.get $o) (i32.const 1))))
+    (func $sub (param $i i32) (result i32)
+      (local $at i32)
+      (local.set $at (i32.add (i32.const 400) (i32.mul (local.get $i) (i32.const 48))))
+      (memory.fill (local.get $at) (i32.const 0) (i32.const 48))
+      (i64.store (local.get $at) (i64.extend_i32_u (local.get $i)))
+      (local.get $at))
+    (func $fd (param $i i32) (param $tag i32) (param $fd i32)
+      (local $at i32)
+      (local.set $at (call $sub (local.get $i)))
+      (i32.store8 offset=8 (local.get $at) (local.get $tag))
+      (i32.store offset=16 (local.get $at) (local.get $fd)))
+    (func $clock (param $i i32) (param $ns i64)
+      (local $at i32)
+      (local.set $at (call $sub (local.get $i)))
+      (i32.store offset=16 (local.get $at) (i32.const 1))
+      (i64.store offset=24 (local.get $at) (local.get $ns)))
+    (func $run (param $n i32)
+      (local $k i32) (local $at i32)
+      (i32.store (i32.const 1200) (i32.const 0))
+      (call $put (call $poll (i32.const 400) (i32.const 1000) (local.get $n) (i32.const 1200)))
+      (call $put (i32.load (i32.const 1200)))
+      (block $done (loop $l
+        (br_if $done (i32.ge_u (local.get $k) (i32.load (i32.const 1200))))
+        (local.set $at (i32.add (i32.const 1000) (i32.mul (local.get $k) (i32.const 32))))
+        (call $put (i32.load8_u (local.get $at)))
+        (call $put (i32.load8_u offset=10 (local.get $at)))
+        (call $put (i32.load8_u offset=16 (local.get $at)))
+        (call $put (i32.load8_u offset=8 (local.get $at)))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br $l))))
+    (func (export "_start")
+      ${
+        opens
+          ? `(call $put (call $open (i32.const 3) (i32.const 1) (i32.const 100) (i32.const 5) (i32.const 0)
+        (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 200)))
+      ;; a file it opened (ready once wasmtime's blocking thread has read it)
+      (call $fd (i32.const 0) (i32.const 1) (i32.load (i32.const 200)))
+      (call $run (i32.const 1))`
+          : ""
+      }
+      ;; stdin, stdout, an hour's clock
+      (call $fd (i32.const 0) (i32.const 1) (i32.const 0))
+      (call $fd (i32.const 1) (i32.const 2) (i32.const 1))
+      (call $clock (i32.const 2) (i64.const 3600000000000))
+      (call $run (i32.const 3))
+      ;; an fd nobody opened
+      (call $fd (i32.const 0) (i32.const 1) (i32.const 99))
+      (call $run (i32.const 1))
+      ;; a write of stdin
+      (call $fd (i32.const 0) (i32.const 2) (i32.const 0))
+      (call $run (i32.const 1))
+      (i32.store (i32.const 2100) (i32.const 2000))
+      (i32.store (i32.const 2104) (i32.sub (global.get $o) (i32.const 2000)))
+      (drop (call $write (i32.const 1) (i32.const 2100) (i32.const 1) (i32.const 2108)))))`;
+
+  test.each([true, false])(
+    "poll_oneoff with fd subscriptions (opening a file: %p): a file and stdio ready (nbytes 1), not a clock not due; EBADF for an fd that is not open or the wrong way",
+    async (opens) => {
+      const r = await run(new TextEncoder().encode(pollsWat(opens)), ["polls"]);
+      expect({ code: r.code, err: r.err }).toEqual({ code: 0, err: "" });
+      expect([...Buffer.from(r.out, "latin1")]).toEqual([
+        // the open, the file
+        ...(opens ? [0, ...[0, 1, ...[0, 1, 1, 0]]] : []),
+        // stdin, stdout; not the hour's clock
+        ...[0, 2, ...[0, 1, 1, 0], ...[1, 2, 1, 0]],
+        // fd 99; a write of stdin
+        ...[8, 0],
+        ...[8, 0],
+      ]);
+    },
+  );
 
   test("fd_close and fd_renumber give their handles back", async () => {
     expect((await run(cycle("close"), ["c"], 8)).code).toBe(0);

@@ -87,8 +87,8 @@ describe("the pool's file guard", () => {
       () => false,
     );
     const io = [10, 1, 20];
-    expect(g.ask(kind("fd_read"), 0, pad([0, ...io]))).toEqual({ stdio: 0, args: [0, ...io] });
-    expect(g.ask(kind("fd_write"), 0, pad([2, ...io]))).toEqual({ stdio: 2, args: [2, ...io] });
+    expect(g.ask(kind("fd_read"), 0, pad([0, ...io]))).toEqual({ pool: 0, args: [0, ...io] });
+    expect(g.ask(kind("fd_write"), 0, pad([2, ...io]))).toEqual({ pool: 2, args: [2, ...io] });
     // Reading stdout is no stdio read of the pool's.
     expect(g.ask(kind("fd_read"), 0, pad([1, ...io]))).toMatchObject({ next: call("fd_read") });
     expect(g.ask(0, 8, pad([]))).toEqual({ next: 0, values: pad([8]) });
@@ -97,13 +97,13 @@ describe("the pool's file guard", () => {
     // fd_renumber(1, 5): stdout is 5 now, 1 is no more.
     expect(g.ask(kind("fd_renumber"), 0, pad([1, 5]))).toEqual({ next: call("fd_renumber"), values: pad([1, 5]) });
     expect(g.ask(0, 0, pad([]))).toEqual({ next: 0, values: pad([0]) });
-    expect(g.ask(kind("fd_write"), 0, pad([5, ...io]))).toEqual({ stdio: 1, args: [5, ...io] });
+    expect(g.ask(kind("fd_write"), 0, pad([5, ...io]))).toEqual({ pool: 1, args: [5, ...io] });
     expect(g.ask(kind("fd_write"), 0, pad([1, ...io]))).toMatchObject({ next: call("fd_write") });
     expect(g.ask(0, 8, pad([]))).toMatchObject({ next: 0 });
     // A failed close changes nothing; a closed stderr is wasmtime's (which says EBADF).
     expect(g.ask(kind("fd_close"), 0, pad([2]))).toMatchObject({ next: call("fd_close") });
     expect(g.ask(0, 8, pad([]))).toEqual({ next: 0, values: pad([8]) });
-    expect(g.ask(kind("fd_write"), 0, pad([2, ...io]))).toMatchObject({ stdio: 2 });
+    expect(g.ask(kind("fd_write"), 0, pad([2, ...io]))).toMatchObject({ pool: 2 });
     expect(g.ask(kind("fd_close"), 0, pad([2]))).toMatchObject({ next: call("fd_close") });
     expect(g.ask(0, 0, pad([]))).toEqual({ next: 0, values: pad([0]) });
     expect(g.ask(kind("fd_write"), 0, pad([2, ...io]))).toMatchObject({ next: call("fd_write") });
