@@ -27,6 +27,7 @@ import { check, errorMessage, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from
 import { clockOnlyWait, SUBSCRIPTION_SIZE, writeClockEvents } from "./interruptible.ts";
 import { ASK_PARAMS, ASK_RESULTS, ASK_VALUES, FORWARDER_WAT, GUARD_KINDS, PooledGuard, TRAMPOLINE_WAT } from "./pool-guard.ts";
 import { polledFds, stdioPoll } from "./pool-poll.ts";
+import { FairQueue } from "./pool-queue.ts";
 import type { RunRequest, RunStats } from "./protocol.ts";
 import {
   BLOCKED,
@@ -34,6 +35,7 @@ import {
   CPU_NS,
   CPU_PERIOD,
   CPU_QUOTA,
+  CPU_SHARES,
   CPU_THROTTLED,
   KILL,
   PAUSED,
@@ -147,6 +149,8 @@ interface PoolRun {
   /** stdin's feeder will write no more: a read that would wait is its end (its writer may close later). */
   stdinEnded: boolean;
   cpuNs: number;
+  /** Its CPU time weighted by its shares, which orders the pool's polls (./pool-queue.ts). */
+  vruntime: number;
   bucket?: { limits: string; bucket: CpuBucket };
   /** The file guard of a module that opens files (RunRequest.fileGuard): its rules, and the forwarder its trampoline fills. */
   guard?: { rules: PooledGuard; forwarder: Buffer };
@@ -161,7 +165,8 @@ let lib: WasmtimeLib;
 let native: Native;
 let engine: Pointer;
 const runs = new Map<number, PoolRun>();
-const queue: PoolRun[] = [];
+/** The runs ready for a slice, polled by the least CPU time weighted by shares (./pool-queue.ts). */
+const queue = new FairQueue<PoolRun>();
 let stepping = false;
 let threadCpuNs: () => number = () => 0;
 
@@ -231,6 +236,7 @@ function start(id: number, req: RunRequest): void {
     stdinLive: !req.stdinNews,
     stdinEnded: false,
     cpuNs: 0,
+    vruntime: 0,
   };
   runs.set(id, run);
   try {
@@ -460,9 +466,9 @@ function enqueue(run: PoolRun): void {
   }
 }
 
-/** Polls the first queued run for one slice; then gives the event loop a turn (kills, wakes, timers). */
+/** Polls the queued run that is owed the thread most for one slice; then gives the event loop a turn (kills, wakes, timers). */
 function step(): void {
-  const run = queue.shift();
+  const run = queue.take();
   if (run && run.state === "queued") {
     try {
       slice(run);
@@ -470,7 +476,7 @@ function step(): void {
       failed(run, e);
     }
   }
-  if (queue.length > 0) setImmediate(step);
+  if (queue.size > 0) setImmediate(step);
   else stepping = false;
 }
 
@@ -486,7 +492,9 @@ function slice(run: PoolRun): void {
   Atomics.store(run.words, BLOCKED, 0);
   const c0 = threadCpuNs();
   const done = lib.wasmtime_call_future_poll(run.future as Pointer);
-  run.cpuNs += threadCpuNs() - c0;
+  const used = threadCpuNs() - c0;
+  run.cpuNs += used;
+  FairQueue.charge(run, used, Atomics.load(run.words, CPU_SHARES));
   Atomics.store(run.big, CPU_NS, BigInt(run.cpuNs));
   Atomics.store(run.words, BLOCKED, 1);
   if (done) {
