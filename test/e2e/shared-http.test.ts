@@ -26,6 +26,7 @@ import { fileText, waitFile } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { freePort, HELLO, HTTP_IMAGE, httpServiceScenarios, httpServices, refusedSoon, runScript } from "../support/http-services.ts";
 import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 /** Debian's containernetworking-plugins (scripts/setup.sh installs it). */
 const CNI_BIN = "/usr/lib/cni";
@@ -67,16 +68,6 @@ async function sandboxCount(daemon: Daemon): Promise<number> {
     return (await manager.listSandboxes({})).sandboxes.length;
   } finally {
     client.close();
-  }
-}
-
-async function until<V>(what: string, f: () => V | Promise<V>, timeoutMs = 30_000): Promise<NonNullable<V>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<V>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(25);
   }
 }
 

@@ -9,6 +9,7 @@ import { basename, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { IMAGES, REPO, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 function pinnedVersions(): string[] {
   const override = process.env.BUNWASI_CONTAINERD_VERSIONS?.trim();
@@ -26,16 +27,6 @@ test("prerequisites: root, runc, the pinned containerd builds", () => {
   expect(VERSIONS.length).toBeGreaterThan(0);
   for (const v of VERSIONS) expect(existsSync(join(binDir(v), "containerd"))).toBe(true);
 });
-
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 20_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
 
 for (const version of VERSIONS) {
   const [major = 0, minor = 0] = version.replace(/^v/, "").split(".").map(Number);

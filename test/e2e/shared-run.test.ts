@@ -13,6 +13,7 @@ import { Code, TtrpcError } from "../../src/ttrpc/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { IMAGES, REPO, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
 test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
@@ -21,16 +22,6 @@ const T = 120_000;
 const THIN_SHIM = join(REPO, "build/bin/containerd-shim-wasmtimed-v1");
 let seq = 0;
 const uid = (what: string) => `sh-${what}-${process.pid}-${seq++}`;
-
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 20_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
 
 /** Kill latencies measured here (printed at the end, never asserted). */
 const latencies: Record<string, number[]> = {};
