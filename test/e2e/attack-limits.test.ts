@@ -20,18 +20,17 @@
 // Needs root, containerd and runc. Figures (the daemon's growth) are printed, never asserted
 // beyond the limit itself; no assertion depends on timing.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { socketPath } from "../../src/common/address.ts";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { Client } from "../../src/ttrpc/index.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
 import { ctrTasks, fileText } from "../support/ctr-tasks.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
 import { GROW_STEPS_WAT } from "../support/grow-steps.ts";
-import { RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { RUNTIME, type ShimEnv, WASM } from "../support/shim-env.ts";
 import { until as waitUntil } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -61,14 +60,14 @@ const figures: string[] = [];
 
 for (const c of CONTAINERDS) {
   describe(`memory and CPU limits in both modes, containerd ${c.name}`, () => {
+    let shared: SharedEnv | undefined;
     let dir: string;
     let daemon: Daemon;
     let env: ShimEnv;
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwal-");
-      daemon = await startDaemon(join(dir, "d"), {}, ["--default-memory-limit", "64Mi"]);
-      env = await shimEnv({ binary: c.binary, env: daemon.env, dir: join(dir, basename(dir)) });
+      shared = await sharedEnv({ prefix: "/tmp/bwal-", daemonArgs: ["--default-memory-limit", "64Mi"], containerd: { binary: c.binary } });
+      ({ dir, daemon, env } = shared);
       const archive = join(dir, "attack.tar");
       writeFileSync(join(dir, "grow.wat"), GROW_STEPS_WAT);
       writeImageArchive(archive, {
@@ -87,11 +86,7 @@ for (const c of CONTAINERDS) {
 
     afterAll(async () => {
       for (const f of figures.splice(0)) console.log(f);
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await daemon?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      rmSync(dir, { recursive: true, force: true });
+      await shared?.stop();
     }, T);
 
     const tasks = ctrTasks(

@@ -13,12 +13,12 @@
 //
 // Needs root, containerd, runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, REPO, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { IMAGES, REPO, type ShimEnv } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -47,7 +47,7 @@ const entries = (d: string) => (existsSync(d) ? readdirSync(d) : []);
 /** One containerd, one daemon, the containers of one case. */
 function crashScene(containerd: string, opts: { failingDelete: boolean }) {
   const s = {
-    dir: "",
+    shared: undefined as SharedEnv | undefined,
     daemonDir: "",
     daemon: undefined as Daemon | undefined,
     env: undefined as ShimEnv | undefined,
@@ -60,39 +60,28 @@ function crashScene(containerd: string, opts: { failingDelete: boolean }) {
         .filter((m) => m.includes(ns) || m.includes(s.daemonDir));
     },
     async setUp() {
-      s.dir = mkdtempSync("/tmp/bwk-");
-      s.daemonDir = join(s.dir, "d");
-      const socket = join(s.daemonDir, "wasmtimed.sock");
-      const path: string[] = [];
-      if (opts.failingDelete) {
-        // The thin shim, but its `delete` fails without doing anything: containerd records the
-        // exit as 255 and leaves everything as it was (its rootfs mounts included).
-        const bin = join(s.dir, "bin");
-        mkdirSync(bin);
-        const shim = join(bin, "containerd-shim-wasmtimed-v1");
-        writeFileSync(
-          shim,
-          `#!/bin/sh\nfor a in "$@"; do [ "$a" = delete ] && { echo "delete: refused (test)" >&2; exit 1; }; done\nexec ${join(REPO, "build/bin/containerd-shim-wasmtimed-v1")} "$@"\n`,
-        );
-        chmodSync(shim, 0o755);
-        path.push(bin);
-      }
-      s.env = await shimEnv({
-        binary: containerd,
-        env: { BUNWASI_DAEMON_SOCKET: socket },
-        dir: join(s.dir, basename(s.dir)),
-        ...(opts.failingDelete ? { ourShims: false, path } : {}),
+      s.shared = await sharedEnv({
+        prefix: "/tmp/bwk-",
+        containerd: (dir) => {
+          if (!opts.failingDelete) return { binary: containerd };
+          // The thin shim, but its `delete` fails without doing anything: containerd records the
+          // exit as 255 and leaves everything as it was (its rootfs mounts included).
+          const bin = join(dir, "bin");
+          mkdirSync(bin);
+          const shim = join(bin, "containerd-shim-wasmtimed-v1");
+          writeFileSync(
+            shim,
+            `#!/bin/sh\nfor a in "$@"; do [ "$a" = delete ] && { echo "delete: refused (test)" >&2; exit 1; }; done\nexec ${join(REPO, "build/bin/containerd-shim-wasmtimed-v1")} "$@"\n`,
+          );
+          chmodSync(shim, 0o755);
+          return { binary: containerd, ourShims: false, path: [bin] };
+        },
       });
-      s.daemon = await startDaemon(s.daemonDir);
+      ({ daemonDir: s.daemonDir, daemon: s.daemon, env: s.env } = s.shared);
     },
+    /** What a failed case left goes too: SharedEnv.stop unmounts before it removes. */
     async tearDown() {
-      const ns = s.env?.cd.namespace;
-      await s.env?.stop();
-      await s.daemon?.stop("SIGKILL");
-      // Whatever a failed case left: unmounted deepest first, so no removal reaches through a mount.
-      if (ns) for (const m of s.mounts().sort().reverse()) Bun.spawnSync(["umount", "-l", m]);
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      if (s.dir) rmSync(s.dir, { recursive: true, force: true });
+      await s.shared?.stop();
     },
     /** `ctr tasks ls`: id → [pid, status]. */
     async tasks(): Promise<Map<string, [number, string]>> {

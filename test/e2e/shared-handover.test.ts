@@ -8,13 +8,13 @@
 // and a take-over with no daemon running just starts. On containerd 1.6 and the pinned 2.x
 // (test/support/containerd-versions.ts). Needs root, containerd, runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { daemonLockPath } from "../../src/daemon/lock.ts";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
+import { containerStateDir } from "../../src/runtime-v2/paths.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { IMAGES, type ShimEnv } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -48,6 +48,7 @@ function mountsUnder(...paths: string[]): string[] {
 
 for (const c of CONTAINERDS) {
   describe(`shared mode: hand-over to a new daemon under ${N} running wasm containers, containerd ${c.name}`, () => {
+    let shared: SharedEnv | undefined;
     let dir: string;
     let daemonDir: string;
     let socket: string;
@@ -56,21 +57,13 @@ for (const c of CONTAINERDS) {
     let env: ShimEnv;
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwh-");
-      daemonDir = join(dir, "d");
-      socket = join(daemonDir, "wasmtimed.sock");
-      env = await shimEnv({ binary: c.binary, env: { BUNWASI_DAEMON_SOCKET: socket }, dir: join(dir, basename(dir)) });
-      a = await startDaemon(daemonDir);
+      shared = await sharedEnv({ prefix: "/tmp/bwh-", containerd: { binary: c.binary } });
+      ({ dir, daemonDir, daemon: a, env } = shared);
+      socket = a.socket;
     }, 300_000);
 
-    afterAll(async () => {
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await b?.stop("SIGKILL");
-      await a?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      rmSync(dir, { recursive: true, force: true });
-    }, T);
+    // B (each one started) is stopped too, before A.
+    afterAll(() => shared?.stop(), T);
 
     /** `ctr tasks ls` as id → [pid, status]. */
     async function tasks(): Promise<Map<string, [number, string]>> {
@@ -111,8 +104,8 @@ for (const c of CONTAINERDS) {
     /** Starts daemon B with --take-over and waits until the manager socket is its. */
     async function takeOver(): Promise<Daemon> {
       const before = statSync(socket).ino;
-      // startDaemon returns once the socket answers: the old daemon's does already.
-      const d = await startDaemon(daemonDir, {}, ["--take-over"]);
+      // It returns once the socket answers (startDaemon): the old daemon's does already.
+      const d = await (shared as SharedEnv).anotherDaemon(["--take-over"]);
       await until("the new daemon to serve the manager socket", () => {
         if (d.proc.exitCode !== null) throw new Error(`the new daemon exited: ${d.log()}`);
         return statSync(socket).ino !== before && existsSync(join(daemonDir, "daemons", `${d.pid}.sock`));
@@ -271,7 +264,7 @@ for (const c of CONTAINERDS) {
       async () => {
         expect(await b?.stop("SIGTERM")).toBe(0);
         const logged = readFileSync(join(daemonDir, "daemon.log"), "utf8").length;
-        const d = await startDaemon(daemonDir, {}, ["--take-over"]);
+        const d = await (shared as SharedEnv).anotherDaemon(["--take-over"]);
         b = d;
         expect(readFileSync(daemonLockPath(socket), "utf8")).toBe(`${d.pid} ${socket}\n`);
         expect(d.log().slice(logged)).not.toContain("hands over");
