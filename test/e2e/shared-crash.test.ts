@@ -83,34 +83,6 @@ function crashScene(containerd: string, opts: { failingDelete: boolean }) {
     async tearDown() {
       await s.shared?.stop();
     },
-    /** `ctr tasks ls`: id → [pid, status]. */
-    async tasks(): Promise<Map<string, [number, string]>> {
-      const out = new Map<string, [number, string]>();
-      for (const l of (await (s.env as ShimEnv).cd.ctr(["tasks", "ls"])).stdout.split("\n").slice(1)) {
-        const [id, pid, status] = l.trim().split(/\s+/);
-        if (id && pid && status) out.set(id, [Number(pid), status]);
-      }
-      return out;
-    },
-    /** containerd's /tasks/exit events (`ctr events`): container id → exit status, as containerd records it. */
-    watchExits(): { exits: Map<string, number>; stop: () => void } {
-      const exits = new Map<string, number>();
-      const p = (s.env as ShimEnv).cd.ctrSpawn(["events"]);
-      void (async () => {
-        let buf = "";
-        for await (const chunk of p.stdout as ReadableStream<Uint8Array>) {
-          buf += new TextDecoder().decode(chunk);
-          for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-            const line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            if (!line.includes("/tasks/exit")) continue;
-            const e = JSON.parse(line.slice(line.indexOf("{"))) as { container_id: string; exit_status?: number };
-            exits.set(e.container_id, e.exit_status ?? 0);
-          }
-        }
-      })();
-      return { exits, stop: () => p.kill("SIGKILL") };
-    },
     /**
      * `n` wasm containers asleep and one native one (busybox sleep under runc) running in the
      * daemon; then SIGKILL of the daemon, and every exit seen by containerd. Resolves with the
@@ -118,7 +90,7 @@ function crashScene(containerd: string, opts: { failingDelete: boolean }) {
      */
     async runAndCrash(n: number): Promise<{ ids: string[]; exits: Map<string, number>; nativePid: number }> {
       const env = s.env as ShimEnv;
-      const events = s.watchExits();
+      const events = env.cd.watchExits();
       try {
         const probe = uid("probe");
         expect(
@@ -138,12 +110,12 @@ function crashScene(containerd: string, opts: { failingDelete: boolean }) {
         await until(
           `all ${ids.length} to run`,
           async () => {
-            const t = await s.tasks();
+            const t = await env.cd.taskList();
             return ids.every((id) => t.get(id)?.[1] === "RUNNING");
           },
           T,
         );
-        const nativePid = (await s.tasks()).get(native)?.[0] as number;
+        const nativePid = (await env.cd.taskList()).get(native)?.[0] as number;
         expect(existsSync(`/proc/${nativePid}`)).toBe(true);
         // The daemon's files for them: a work dir each, a sandbox socket each, the mounts.
         const ns = env.cd.namespace;
@@ -191,7 +163,7 @@ for (const c of CONTAINERDS) {
         for (const id of ids) expect([id, exits.get(id)]).toEqual([id, 137]);
         // containerd forgot every task.
         await until("no task left", async () => {
-          const t = await s.tasks();
+          const t = await (s.env as ShimEnv).cd.taskList();
           return ids.every((id) => !t.has(id));
         });
         const daemon = s.daemon as Daemon;

@@ -65,41 +65,7 @@ for (const c of CONTAINERDS) {
     // B (each one started) is stopped too, before A.
     afterAll(() => shared?.stop(), T);
 
-    /** `ctr tasks ls` as id → [pid, status]. */
-    async function tasks(): Promise<Map<string, [number, string]>> {
-      const out = new Map<string, [number, string]>();
-      for (const l of (await env.cd.ctr(["tasks", "ls"])).stdout.split("\n").slice(1)) {
-        const [id, pid, status] = l.trim().split(/\s+/);
-        if (id && pid && status) out.set(id, [Number(pid), status]);
-      }
-      return out;
-    }
-
-    /**
-     * containerd's task exit events as they come (`ctr events`): container id → exit status.
-     * What containerd has seen, not what a shim says.
-     */
-    function watchExits(): { exits: Map<string, number>; stop: () => void } {
-      const exits = new Map<string, number>();
-      const p = env.cd.ctrSpawn(["events"]);
-      void (async () => {
-        let buf = "";
-        for await (const chunk of p.stdout as ReadableStream<Uint8Array>) {
-          buf += new TextDecoder().decode(chunk);
-          let nl = buf.indexOf("\n");
-          while (nl >= 0) {
-            const line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            nl = buf.indexOf("\n");
-            if (!line.includes("/tasks/exit")) continue;
-            const json = line.slice(line.indexOf("{"));
-            const e = JSON.parse(json) as { container_id: string; exit_status?: number };
-            exits.set(e.container_id, e.exit_status ?? 0);
-          }
-        }
-      })();
-      return { exits, stop: () => p.kill("SIGKILL") };
-    }
+    const tasks = () => env.cd.taskList();
 
     /** Starts daemon B with --take-over and waits until the manager socket is its. */
     async function takeOver(): Promise<Daemon> {
@@ -117,7 +83,7 @@ for (const c of CONTAINERDS) {
       `${N} running wasm containers survive a hand-over; each answers State, Kill (143) and Delete; new pods land on the new daemon; the old one exits with its last sandbox; nothing is left`,
       async () => {
         // containerd's exit events from here on: a probe's exit seen means ctr has subscribed.
-        const events = watchExits();
+        const events = env.cd.watchExits();
         const probe = uid("probe");
         expect(
           (await env.cd.ctr(["run", "--rm", "--runtime", SHARED_RUNTIME, IMAGES.demo, probe, "/wasi-demo-app.wasm", "echo", "x"])).code,
