@@ -21,7 +21,7 @@ import { join } from "node:path";
 import { containerStateDir } from "../../src/runtime-v2/paths.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
-import { type CriEnv, criEnv, K8S_NAMESPACE, SHARED_HANDLER } from "../support/cri.ts";
+import { bridgeCni, CNI_BIN, type CriEnv, criEnv, K8S_NAMESPACE, SHARED_HANDLER } from "../support/cri.ts";
 import { fileText, waitFile } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv, startDaemon } from "../support/daemon.ts";
 import { freePort, HELLO, HTTP_IMAGE, httpServiceScenarios, httpServices, refusedSoon, runScript } from "../support/http-services.ts";
@@ -29,7 +29,6 @@ import { REPO, type ShimEnv, WASM } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 /** Debian's containernetworking-plugins (scripts/setup.sh installs it). */
-const CNI_BIN = "/usr/lib/cni";
 const canRun =
   process.getuid?.() === 0 &&
   existsSync("/usr/bin/containerd") &&
@@ -411,23 +410,8 @@ describe("wasi:http services in shared mode through the CRI (crictl, containerd 
       handler: SHARED_HANDLER,
       runtime: SHARED_RUNTIME,
       env: daemon.env,
-      cni: {
-        binDir: CNI_BIN,
-        conflist: (cniDir) => ({
-          cniVersion: "0.4.0",
-          name: `bunwasi-${bridge}`,
-          plugins: [
-            {
-              type: "bridge",
-              bridge,
-              // The host gets the gateway address, so the test reaches pod IPs directly.
-              isGateway: true,
-              ipMasq: false,
-              ipam: { type: "host-local", ranges: [[{ subnet }]], dataDir: join(cniDir, "ipam") },
-            },
-          ],
-        }),
-      },
+      // The host takes the gateway address, so the test reaches pod IPs directly.
+      cni: bridgeCni(bridge, subnet),
     });
     const r = await cri.cd.ctr(["images", "import", httpImage(dir)], { namespace: K8S_NAMESPACE });
     if (r.code !== 0) throw new Error(`import: ${r.stderr}`);
