@@ -16,11 +16,8 @@
 //    cpu.throttling); its memory limit is changed live, below what its stores hold refused.
 // Needs root, containerd and runc. No assertion depends on how fast anything runs.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { socketPath } from "../../src/common/address.ts";
-import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
-import { Client } from "../../src/ttrpc/index.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
 import { ctrTasks, fileText, waitFile } from "../support/ctr-tasks.ts";
@@ -37,7 +34,6 @@ const T = 120_000;
 const MiB = 2 ** 20;
 const DEFAULT_LIMIT = 64 * MiB;
 const IMAGE = "docker.io/library/bunwasi-shared-update:latest";
-const LINUX_RESOURCES = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 let seq = 0;
 const uid = (what: string) => `su-${what}-${process.pid}-${seq++}`;
 
@@ -89,24 +85,9 @@ for (const c of CONTAINERDS) {
       return JSON.parse(await tasks.ctrOk(["task", "metrics", "--format", "json", id]));
     }
 
-    /** Sends an Update to the task's shim (or sandbox) over ttrpc, as containerd does for CRI's UpdateContainerResources. */
-    async function update(id: string, resources: object): Promise<void> {
-      const address = readFileSync(join(bundle(id), "address"), "utf8").trim();
-      const client = await Client.connect(socketPath(address), { timeoutMs: 10_000 });
-      try {
-        await client.service(TaskDefinition).update({
-          id,
-          resources: { typeUrl: LINUX_RESOURCES, value: new TextEncoder().encode(JSON.stringify(resources)) },
-          annotations: {},
-        });
-      } finally {
-        client.close();
-      }
-    }
-
     /** The Update's error message ("" if it succeeded). */
     const updateError = (id: string, resources: object) =>
-      update(id, resources).then(
+      tasks.update(id, resources).then(
         () => "",
         (e: Error) => e.message,
       );
@@ -276,7 +257,7 @@ for (const c of CONTAINERDS) {
         expect(t.periods).toBeGreaterThan(0);
         await until("the free service's guest spinning", async () => ((await metrics(free.id)).cpu?.usage?.total ?? 0) > 0);
         expect((await metrics(free.id)).cpu?.throttling?.throttled_periods ?? 0).toBe(0);
-        await update(free.id, { cpu: { quota: 10_000, period: 100_000 } });
+        await tasks.update(free.id, { cpu: { quota: 10_000, period: 100_000 } });
         await until(
           "a throttled period after the Update",
           async () => ((await metrics(free.id)).cpu?.throttling?.throttled_periods ?? 0) > 0,
