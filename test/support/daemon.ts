@@ -156,12 +156,11 @@ export async function sharedEnv(o: SharedEnvOptions): Promise<SharedEnv> {
     const daemon = daemons[0] as Daemon;
     const c = typeof o.containerd === "function" ? o.containerd(dir) : (o.containerd ?? {});
     env = await shimEnv({ ...c, env: { ...c.env, ...daemon.env }, dir: join(dir, basename(dir)) });
-    const started = env;
     return {
       dir,
       daemonDir,
       daemon,
-      env: started,
+      env,
       anotherDaemon: async (args) => {
         const d = await startDaemon(daemonDir, {}, args);
         daemons.push(d);
