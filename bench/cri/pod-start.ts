@@ -32,7 +32,7 @@ import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
 import { NamespaceMode } from "../../src/task/gen/k8s/cri/v1/pod_sandbox_config.ts";
 import { pinned2x } from "../../test/support/containerd-versions.ts";
-import { CRI_IMAGES, type CriEnv, criEnv, HANDLER, K8S_NAMESPACE, SHARED_HANDLER } from "../../test/support/cri.ts";
+import { bridgeCni, CRI_IMAGES, type CriEnv, criEnv, HANDLER, K8S_NAMESPACE, SHARED_HANDLER } from "../../test/support/cri.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../../test/support/daemon.ts";
 import { processes } from "../../test/support/processes.ts";
 import { REPO, RUNTIME } from "../../test/support/shim-env.ts";
@@ -60,7 +60,6 @@ if (!existsSync(CONTAINERD)) throw new Error(`${CONTAINERD} not built: bash scri
 const SHIM_SANDBOXER_HANDLER = `${SHARED_HANDLER}-shim`;
 const NORMAL_SHIM_SANDBOXER_HANDLER = `${HANDLER}-shim`;
 const HELLO_IMAGE = "docker.io/library/bunwasi-bench-hello:latest";
-const CNI_BIN = "/usr/lib/cni";
 
 interface Row {
   key: string;
@@ -266,22 +265,7 @@ try {
     env: daemon.env,
     ...(POD_NETWORK
       ? {
-          cni: {
-            binDir: CNI_BIN,
-            conflist: (cniDir: string) => ({
-              cniVersion: "0.4.0",
-              name: `bunwasi-${bridge}`,
-              plugins: [
-                {
-                  type: "bridge",
-                  bridge,
-                  isGateway: true,
-                  ipMasq: false,
-                  ipam: { type: "host-local", ranges: [[{ subnet: `10.249.${process.pid % 250}.0/24` }]], dataDir: join(cniDir, "ipam") },
-                },
-              ],
-            }),
-          },
+          cni: bridgeCni(bridge, `10.249.${process.pid % 250}.0/24`),
         }
       : {}),
   });

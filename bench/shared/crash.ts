@@ -12,23 +12,24 @@
 // sweeps what dead daemons left, src/daemon/sweep.ts); the time until the restarted daemon
 // answers on its socket and until a new pod has run on it. Each N gets its own containerd and
 // daemon.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { basename, join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
-import { SHARED_RUNTIME, startDaemon } from "../../test/support/daemon.ts";
-import { IMAGES, shimEnv } from "../../test/support/shim-env.ts";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { containerStateDir } from "../../src/runtime-v2/paths.ts";
+import { SHARED_RUNTIME, sharedEnv } from "../../test/support/daemon.ts";
+import { IMAGES } from "../../test/support/shim-env.ts";
+import { until } from "../../test/support/until.ts";
 
 const NS = process.argv.length > 2 ? process.argv.slice(2).map(Number) : [1000];
 const PARALLEL = 8;
+/** How long a wait may take before the run fails (liveness only), and how often it looks (the figures' resolution). */
+const WAIT = [600_000, 20] as const;
 
 /** One row of the table: a label, and its figure for each N. */
 type Figures = Record<string, string>;
 
 async function measure(N: number): Promise<Figures> {
-  const dir = mkdtempSync("/tmp/bwc-");
-  const daemonDir = join(dir, "d");
-  const daemon = await startDaemon(daemonDir);
-  const env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)) });
+  const shared = await sharedEnv({ prefix: "/tmp/bwc-" });
+  const { daemonDir, daemon, env } = shared;
   const ns = env.cd.namespace;
 
   /** Mount points that name this run's namespace or daemon directory. */
@@ -39,38 +40,17 @@ async function measure(N: number): Promise<Figures> {
       .filter((m) => m.includes(ns) || m.includes(daemonDir));
   const entries = (d: string) => (existsSync(d) ? readdirSync(d).length : 0);
   const rssMiB = (pid: number) => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
+  const tasks = () => env.cd.taskList();
 
-  async function tasks(): Promise<Map<string, [number, string]>> {
-    const out = new Map<string, [number, string]>();
-    for (const l of (await env.cd.ctr(["tasks", "ls"])).stdout.split("\n").slice(1)) {
-      const [id, pid, status] = l.trim().split(/\s+/);
-      if (id && pid && status) out.set(id, [Number(pid), status]);
-    }
-    return out;
-  }
-
-  /** containerd's /tasks/exit events, by container id, with when each was read. */
-  const exits = new Map<string, { status: number; at: number }>();
-  const events = env.cd.ctrSpawn(["events"]);
-  void (async () => {
-    let buf = "";
-    for await (const chunk of events.stdout as ReadableStream<Uint8Array>) {
-      buf += new TextDecoder().decode(chunk);
-      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (!line.includes("/tasks/exit")) continue;
-        const e = JSON.parse(line.slice(line.indexOf("{"))) as { container_id: string; exit_status?: number };
-        exits.set(e.container_id, { status: e.exit_status ?? 0, at: performance.now() });
-      }
-    }
-  })();
+  /** containerd's /tasks/exit events: each exit status, and when it was read. */
+  const events = env.cd.watchExits();
+  const { exits, seenAt } = events;
 
   try {
     // A probe: the engine loaded, and `ctr events` subscribed once its exit shows.
     const probe = await env.run(IMAGES.demo, "probe", ["/wasi-demo-app.wasm", "echo", "x"], { runtime: SHARED_RUNTIME });
     if (probe.code !== 0) throw new Error(`probe: ${probe.stderr}`);
-    await until("the probe's exit event", () => exits.has("probe"), 30_000);
+    await until("the probe's exit event", () => exits.has("probe"), 30_000, WAIT[1]);
 
     const ids = Array.from({ length: N }, (_, i) => `w${i}`);
     const t0 = performance.now();
@@ -98,10 +78,14 @@ async function measure(N: number): Promise<Figures> {
     const r = await env.cd.ctr(["run", "-d", "--runtime", SHARED_RUNTIME, IMAGES.busybox, native, "sleep", "3600"]);
     if (r.code !== 0) throw new Error(`ctr run native: ${r.stderr}`);
     const all = [...ids, native];
-    await until(`all ${N + 1} to run`, async () => {
-      const t = await tasks();
-      return all.every((id) => t.get(id)?.[1] === "RUNNING");
-    });
+    await until(
+      `all ${N + 1} to run`,
+      async () => {
+        const t = await tasks();
+        return all.every((id) => t.get(id)?.[1] === "RUNNING");
+      },
+      ...WAIT,
+    );
     const started = performance.now() - t0;
     const nativePid = (await tasks()).get(native)?.[0] as number;
     const before = {
@@ -114,17 +98,21 @@ async function measure(N: number): Promise<Figures> {
     const killedAt = performance.now();
     await daemon.stop("SIGKILL");
     const sinceKill = (t: number) => ((t - killedAt) / 1000).toFixed(2);
-    await until("containerd to see every exit", () => all.every((id) => exits.has(id)));
-    const lastExit = Math.max(...all.map((id) => exits.get(id)?.at ?? 0));
-    const firstExit = Math.min(...all.map((id) => exits.get(id)?.at ?? 0));
-    await until("no task RUNNING", async () => {
-      const t = await tasks();
-      return all.every((id) => t.get(id)?.[1] !== "RUNNING");
-    });
+    await until("containerd to see every exit", () => all.every((id) => exits.has(id)), ...WAIT);
+    const lastExit = Math.max(...all.map((id) => seenAt.get(id) ?? 0));
+    const firstExit = Math.min(...all.map((id) => seenAt.get(id) ?? 0));
+    await until(
+      "no task RUNNING",
+      async () => {
+        const t = await tasks();
+        return all.every((id) => t.get(id)?.[1] !== "RUNNING");
+      },
+      ...WAIT,
+    );
     const noneRunning = performance.now();
     const statuses = new Map<number, number>();
     for (const id of all) {
-      const s = exits.get(id)?.status ?? -1;
+      const s = exits.get(id) ?? -1;
       statuses.set(s, (statuses.get(s) ?? 0) + 1);
     }
     // containerd cleans up a dead shim's tasks (`shim delete`, our thin shim's local clean-up);
@@ -146,7 +134,8 @@ async function measure(N: number): Promise<Figures> {
     if (fresh.code !== 0 || fresh.stdout !== "back\nexiting\n") throw new Error(`the restarted daemon: ${fresh.stderr}`);
     // The sweep runs once the daemon serves; its log says when it is done.
     const log = () => daemon.log().slice(logFrom);
-    if (log().includes("cleaning up ")) await until("the sweep", () => /cleaned up \d+ containers left by dead daemons/.test(log()));
+    if (log().includes("cleaning up "))
+      await until("the sweep", () => /cleaned up \d+ containers left by dead daemons/.test(log()), ...WAIT);
     const sweptAt = performance.now() - restartAt;
     const swept = {
       mounts: mounts().length,
@@ -181,22 +170,9 @@ async function measure(N: number): Promise<Figures> {
       "restart → daemon answers / a new pod has run / its sweep is done": `${(answering / 1000).toFixed(2)} / ${(served / 1000).toFixed(2)} / ${(sweptAt / 1000).toFixed(2)} s`,
     };
   } finally {
-    events.kill("SIGKILL");
-    await env.stop();
-    await daemon.stop("SIGKILL");
-    // What the crash left (the table says how much): unmounted before the directories go, deepest
-    // first, so that no removal reaches through a mount.
-    for (const m of mounts().sort().reverse()) Bun.spawnSync(["umount", "-l", m]);
-    for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-async function until(what: string, f: () => boolean | Promise<boolean>, timeoutMs = 600_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
+    events.stop();
+    // What the crash left (the table says how much) goes too: SharedEnv.stop unmounts before it removes.
+    await shared.stop();
   }
 }
 

@@ -15,6 +15,7 @@
 import { copyFileSync, mkdirSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { hostname as nodeHostname } from "node:os";
 import { basename, dirname, isAbsolute, join } from "node:path";
+import type { Logger } from "./task-host.ts";
 
 const CRI_ROOT = "io.containerd.grpc.v1.cri";
 const FILES = ["hostname", "hosts", "resolv.conf"] as const;
@@ -27,18 +28,27 @@ export interface PodFilesConfig {
 
 /**
  * CRI's directory of sandbox `id`, from containerd's bundle of it; undefined when the bundle has
- * no `work` link of containerd's layout (not a CRI pod: nothing is written).
+ * no `work` link of containerd's layout: nothing is written then, and `log` says why (CRI then
+ * mounts none of the files: the containers see their image's own, if any).
  */
-export function criSandboxDir(bundle: string, id: string): string | undefined {
+export function criSandboxDir(bundle: string, id: string, log: Logger): string | undefined {
+  const notWritten = (why: string) => {
+    log(`sandbox ${id}: the pod's ${FILES.join(", ")} not written (CRI mounts none of them): ${why}`, "warning");
+    return undefined;
+  };
   let work: string;
   try {
     work = readlinkSync(join(bundle, "work"));
-  } catch {
-    return undefined;
+  } catch (e) {
+    return notWritten(`no work link in the bundle to find containerd's root from (${String(e)})`);
   }
-  if (!isAbsolute(work) || !work.endsWith(`/${id}`)) return undefined;
+  if (!isAbsolute(work) || !work.endsWith(`/${id}`)) {
+    return notWritten(`the bundle's work link points to ${work}, not to <containerd root>/<plugin>/<namespace>/${id}`);
+  }
   const plugin = dirname(dirname(work));
-  if (!basename(plugin).startsWith("io.containerd.")) return undefined;
+  if (!basename(plugin).startsWith("io.containerd.")) {
+    return notWritten(`the bundle's work link points to ${work}, whose ${basename(plugin)} is not a containerd plugin's directory`);
+  }
   return join(dirname(plugin), CRI_ROOT, "sandboxes", id);
 }
 

@@ -147,7 +147,7 @@ export class SandboxService {
     const { record, dns } = podRecord(req);
     if (record.netnsPath) checkNetns(req.sandboxId, record.netnsPath);
     // CRI's pod: the files it mounts into each container, which a pause's controller would write.
-    const files = record.fromCri ? criSandboxDir(record.bundle, record.id) : undefined;
+    const files = record.fromCri ? criSandboxDir(record.bundle, record.id, this.o.log) : undefined;
     if (files) {
       try {
         writePodFiles(files, { hostname: record.hostname, ...(dns ? { dns } : {}) });

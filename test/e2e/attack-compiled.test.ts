@@ -23,17 +23,16 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { Labels } from "../../src/oci/artifact.ts";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { type BuiltArtifact, writeArtifactArchive } from "../../tools/image/artifact.ts";
 import { busyboxImage, writeImageArchive } from "../../tools/image/index.ts";
 import type { Containerd } from "../support/containerd.ts";
 import { CONTAINERD_2X, CONTAINERDS } from "../support/containerd-versions.ts";
 import { type CriEnv, criEnv, K8S_NAMESPACE, type Pod, SHARED_HANDLER } from "../support/cri.ts";
 import { ctrTasks } from "../support/ctr-tasks.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv, startDaemon } from "../support/daemon.ts";
+import { IMAGES, REPO, RUNTIME, type ShimEnv, WASM } from "../support/shim-env.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
 test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
@@ -79,9 +78,16 @@ function cacheFileOf(cacheDir: string, module: Uint8Array): string | undefined {
   return name ? join(cacheDir, name) : undefined;
 }
 
+/** Normal mode's shims get a data root of their own, `<dir>/exec`: this file changes cache files on purpose. */
+function ownExecRoot(dir: string): string {
+  mkdirSync(join(dir, "exec"));
+  return join(dir, "exec");
+}
+
 // The cache attacks on each containerd: one containerd and one daemon per version.
 for (const c of CONTAINERDS) {
   describe(`compiled code we trust, ctr on containerd ${c.name}`, () => {
+    let shared: SharedEnv | undefined;
     let dir: string;
     let execRoot: string;
     let daemon: Daemon;
@@ -90,14 +96,12 @@ for (const c of CONTAINERDS) {
     const logOf = (mode: Mode) => (mode === "normal" ? readFileSync(env.cd.logPath, "utf8") : daemon.log());
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwac-");
-      const built = Bun.spawnSync(["bash", join(REPO, "scripts/build-shim.sh")], { stdout: "pipe", stderr: "pipe" });
-      if (built.exitCode !== 0) throw new Error(`build-shim.sh: ${built.stderr.toString()}`);
-      daemon = await startDaemon(join(dir, "d"));
-      // Normal mode's shims get a data root of their own: this file changes cache files on purpose.
+      shared = await sharedEnv({
+        prefix: "/tmp/bwac-",
+        containerd: (d) => ({ binary: c.binary, env: { BUNWASI_EXEC_ROOT: ownExecRoot(d) } }),
+      });
+      ({ dir, daemon, env } = shared);
       execRoot = join(dir, "exec");
-      mkdirSync(execRoot);
-      env = await shimEnv({ binary: c.binary, env: { ...daemon.env, BUNWASI_EXEC_ROOT: execRoot }, dir: join(dir, basename(dir)) });
       const victim = join(dir, "victim.tar");
       writeImageArchive(victim, {
         name: VICTIM_IMAGE,
@@ -122,13 +126,7 @@ for (const c of CONTAINERDS) {
       }
     }, 300_000);
 
-    afterAll(async () => {
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await daemon?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    }, T);
+    afterAll(() => shared?.stop(), T);
 
     test(
       "normal mode: a second container finds no other module's compiled code (no cache directory in its filesystem, the secret nowhere)",
@@ -402,18 +400,18 @@ for (const { mode } of MODES) {
 }
 
 describe("a forged precompiled label, ctr on the pinned containerd 2.x, both modes", () => {
+  let shared: SharedEnv | undefined;
   let dir: string;
   let daemon: Daemon;
   let env: ShimEnv;
   let arts: ReturnType<typeof forgeryArtifacts>;
 
   beforeAll(async () => {
-    dir = mkdtempSync("/tmp/bwa2-");
-    const built = Bun.spawnSync(["bash", join(REPO, "scripts/build-shim.sh")], { stdout: "pipe", stderr: "pipe" });
-    if (built.exitCode !== 0) throw new Error(`build-shim.sh: ${built.stderr.toString()}`);
-    daemon = await startDaemon(join(dir, "d"));
-    mkdirSync(join(dir, "exec"));
-    env = await shimEnv({ binary: V2_BINARY, env: { ...daemon.env, BUNWASI_EXEC_ROOT: join(dir, "exec") }, dir: join(dir, basename(dir)) });
+    shared = await sharedEnv({
+      prefix: "/tmp/bwa2-",
+      containerd: (d) => ({ binary: V2_BINARY, env: { BUNWASI_EXEC_ROOT: ownExecRoot(d) } }),
+    });
+    ({ dir, daemon, env } = shared);
     // 2.x's ctr runs artifacts with a plain OCI image config.
     arts = forgeryArtifacts(dir, "oci");
     for (const a of arts.archives) {
@@ -422,13 +420,7 @@ describe("a forged precompiled label, ctr on the pinned containerd 2.x, both mod
     }
   }, 300_000);
 
-  afterAll(async () => {
-    const ns = env?.cd.namespace;
-    await env?.stop();
-    await daemon?.stop("SIGKILL");
-    if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  }, T);
+  afterAll(() => shared?.stop(), T);
 
   for (const { mode, runtime } of MODES) {
     test(

@@ -20,18 +20,14 @@
 // Needs root, containerd and runc. Figures (the daemon's growth) are printed, never asserted
 // beyond the limit itself; no assertion depends on timing.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
-import { socketPath } from "../../src/common/address.ts";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
-import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
-import { Client } from "../../src/ttrpc/index.ts";
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
 import { ctrTasks, fileText } from "../support/ctr-tasks.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
 import { GROW_STEPS_WAT } from "../support/grow-steps.ts";
-import { RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { RUNTIME, type ShimEnv, WASM } from "../support/shim-env.ts";
 import { until as waitUntil } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -42,7 +38,6 @@ const MiB = 2 ** 20;
 const LIMIT = 64 * MiB;
 const IMAGE = "docker.io/library/bunwasi-attack-limits:latest";
 const MODULES = ["mem4", "mem4-initial", "table24m", "busy"];
-const LINUX_RESOURCES = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 let seq = 0;
 const uid = (what: string) => `al-${what}-${process.pid}-${seq++}`;
 
@@ -61,14 +56,14 @@ const figures: string[] = [];
 
 for (const c of CONTAINERDS) {
   describe(`memory and CPU limits in both modes, containerd ${c.name}`, () => {
+    let shared: SharedEnv | undefined;
     let dir: string;
     let daemon: Daemon;
     let env: ShimEnv;
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwal-");
-      daemon = await startDaemon(join(dir, "d"), {}, ["--default-memory-limit", "64Mi"]);
-      env = await shimEnv({ binary: c.binary, env: daemon.env, dir: join(dir, basename(dir)) });
+      shared = await sharedEnv({ prefix: "/tmp/bwal-", daemonArgs: ["--default-memory-limit", "64Mi"], containerd: { binary: c.binary } });
+      ({ dir, daemon, env } = shared);
       const archive = join(dir, "attack.tar");
       writeFileSync(join(dir, "grow.wat"), GROW_STEPS_WAT);
       writeImageArchive(archive, {
@@ -87,11 +82,7 @@ for (const c of CONTAINERDS) {
 
     afterAll(async () => {
       for (const f of figures.splice(0)) console.log(f);
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await daemon?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      rmSync(dir, { recursive: true, force: true });
+      await shared?.stop();
     }, T);
 
     const tasks = ctrTasks(
@@ -105,21 +96,6 @@ for (const c of CONTAINERDS) {
       memory?: { usage?: { limit?: number } };
     }> {
       return JSON.parse(await tasks.ctrOk(["task", "metrics", "--format", "json", id]));
-    }
-
-    /** Sends an Update to the task's shim (or sandbox) over ttrpc, as containerd does for CRI's UpdateContainerResources. */
-    async function update(id: string, resources: object): Promise<void> {
-      const address = readFileSync(join(env.cd.state, "io.containerd.runtime.v2.task", env.cd.namespace, id, "address"), "utf8").trim();
-      const client = await Client.connect(socketPath(address), { timeoutMs: 5000 });
-      try {
-        await client.service(TaskDefinition).update({
-          id,
-          resources: { typeUrl: LINUX_RESOURCES, value: new TextEncoder().encode(JSON.stringify(resources)) },
-          annotations: {},
-        });
-      } finally {
-        client.close();
-      }
     }
 
     async function stop(id: string): Promise<void> {
@@ -213,7 +189,7 @@ for (const c of CONTAINERDS) {
             await tasks.runDetached(id, ["/busy.wasm"], IMAGE, mode.runtime);
             await tasks.waitStatus(id, "RUNNING");
             expect((await metrics(id)).cpu?.throttling?.throttled_periods ?? 0).toBe(0);
-            await update(id, { cpu: { quota: 10_000, period: 100_000 } });
+            await tasks.update(id, { cpu: { quota: 10_000, period: 100_000 } });
             await until(
               "a throttled period after the Update",
               async () => ((await metrics(id)).cpu?.throttling?.throttled_periods ?? 0) > 0,
@@ -231,7 +207,7 @@ for (const c of CONTAINERDS) {
             await tasks.waitStatus(id, "RUNNING");
             const n = join(env.cd.state, "io.containerd.runtime.v2.task", env.cd.namespace, id, "rootfs", "n");
             writeFileSync(n, "");
-            await update(id, { memory: { limit: -1 } });
+            await tasks.update(id, { memory: { limit: -1 } });
             // One MiB per byte appended (grow-steps), all asked at once: it starts with 1 MiB.
             appendFileSync(n, "x".repeat(80));
             const answers = await until("80 answers", () => {

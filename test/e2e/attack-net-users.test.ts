@@ -21,13 +21,12 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, 
 import { join } from "node:path";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { CONTAINERDS, runcShimPath } from "../support/containerd-versions.ts";
-import { CRI_IMAGES, type CriEnv, criEnv, HANDLER, K8S_NAMESPACE, SHARED_HANDLER } from "../support/cri.ts";
+import { bridgeCni, CNI_BIN, CRI_IMAGES, type CriEnv, criEnv, HANDLER, K8S_NAMESPACE, SHARED_HANDLER } from "../support/cri.ts";
 import { fileText, waitFile } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { freePort, runScript } from "../support/http-services.ts";
 import { REPO, RUNTIME, WASM } from "../support/shim-env.ts";
 
-const CNI_BIN = "/usr/lib/cni";
 const canRun =
   process.getuid?.() === 0 &&
   existsSync("/usr/bin/containerd") &&
@@ -95,23 +94,8 @@ for (const [n, m] of CASES.entries()) {
         handler: m.handler,
         runtime: m.runtime,
         ...(daemon ? { env: daemon.env } : {}),
-        cni: {
-          binDir: CNI_BIN,
-          conflist: (cniDir) => ({
-            cniVersion: "0.4.0",
-            name: `bunwasi-${bridge}`,
-            plugins: [
-              {
-                type: "bridge",
-                bridge,
-                // The host gets the gateway address: the test's "allowed" server listens there.
-                isGateway: true,
-                ipMasq: false,
-                ipam: { type: "host-local", ranges: [[{ subnet: `${net}.0/24` }]], dataDir: join(cniDir, "ipam") },
-              },
-            ],
-          }),
-        },
+        // The host takes the gateway address: the test's "allowed" server listens there.
+        cni: bridgeCni(bridge, `${net}.0/24`),
       });
       const archive = join(dir, "net.tar");
       writeImageArchive(archive, {

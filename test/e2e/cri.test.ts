@@ -38,6 +38,7 @@ import {
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { processes } from "../support/processes.ts";
 import { REPO } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 const T = 120_000;
 const SHIM_NAME = "containerd-shim-wasmtime-v1";
@@ -62,18 +63,6 @@ test("prerequisites: root, runc, crictl, both containerds, and 2.x's own runc sh
   const need = [crictlPath(), ...CONTAINERDS.map((c) => c.binary), join(dirname(CONTAINERDS[1]!.binary), "containerd-shim-runc-v2")];
   for (const f of need) expect(`${f}: ${existsSync(f)}`).toBe(`${f}: true`);
 });
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function until<V>(what: string, f: () => V | Promise<V>, timeoutMs = 20_000): Promise<NonNullable<V>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<V>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 /** Shim processes containerd started for `id` (their -id argument), any runtime. */
 function shimsFor(cri: CriEnv, id: string): string[][] {

@@ -28,6 +28,7 @@ import { basename, dirname, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { SHARED_RUNTIME } from "../support/daemon.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc") && !!Bun.which("unshare");
 test("prerequisites: root, containerd, runc, unshare", () => expect(canRun).toBe(true));
@@ -63,16 +64,6 @@ const VERSION = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")).ver
 
 let seq = 0;
 const uid = (what: string) => `ins-${what}-${process.pid}-${seq++}`;
-
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 30_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(25);
-  }
-}
 
 function sha256(path: string): string {
   return new Bun.CryptoHasher("sha256").update(readFileSync(path)).digest("hex");

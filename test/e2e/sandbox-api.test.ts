@@ -17,7 +17,17 @@ import { Client } from "../../src/ttrpc/index.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
 import { pinned2x } from "../support/containerd-versions.ts";
-import { CRI_IMAGES, type CriEnv, crictlPath, criEnv, HANDLER, K8S_NAMESPACE, type Pod, SHARED_HANDLER } from "../support/cri.ts";
+import {
+  bridgeCni,
+  CRI_IMAGES,
+  type CriEnv,
+  crictlPath,
+  criEnv,
+  HANDLER,
+  K8S_NAMESPACE,
+  type Pod,
+  SHARED_HANDLER,
+} from "../support/cri.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { HTTP_IMAGE, runScript } from "../support/http-services.ts";
 import { processes } from "../support/processes.ts";
@@ -28,9 +38,6 @@ const T = 120_000;
 
 const V2 = pinned2x();
 const CONTAINERD = join(REPO, "build/containerd", V2, "bin/containerd");
-/** Debian's containernetworking-plugins. */
-const CNI_BIN = "/usr/lib/cni";
-
 /**
  * A CNI network for the pods that ask for one of their own: a bridge of this run's (n tells the
  * two suites' apart; ≤ 15 bytes) with the host as its gateway, so the test reaches pod IPs.
@@ -38,26 +45,7 @@ const CNI_BIN = "/usr/lib/cni";
 function podNetworkCni(n: number) {
   const bridge = `bwsb${n}${(process.pid & 0xffff).toString(16)}`;
   const subnet = `10.${240 + n}.${process.pid % 250}.0/24`;
-  return {
-    bridge,
-    subnet,
-    cni: {
-      binDir: CNI_BIN,
-      conflist: (cniDir: string) => ({
-        cniVersion: "0.4.0",
-        name: `bunwasi-${bridge}`,
-        plugins: [
-          {
-            type: "bridge",
-            bridge,
-            isGateway: true,
-            ipMasq: false,
-            ipam: { type: "host-local", ranges: [[{ subnet }]], dataDir: join(cniDir, "ipam") },
-          },
-        ],
-      }),
-    },
-  };
+  return { bridge, subnet, cni: bridgeCni(bridge, subnet) };
 }
 
 /** The wasi:http handler component's image (imported into the CRI's namespace). */

@@ -13,12 +13,12 @@
 //
 // Needs root, containerd, runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, REPO, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { IMAGES, REPO, type ShimEnv } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -47,7 +47,7 @@ const entries = (d: string) => (existsSync(d) ? readdirSync(d) : []);
 /** One containerd, one daemon, the containers of one case. */
 function crashScene(containerd: string, opts: { failingDelete: boolean }) {
   const s = {
-    dir: "",
+    shared: undefined as SharedEnv | undefined,
     daemonDir: "",
     daemon: undefined as Daemon | undefined,
     env: undefined as ShimEnv | undefined,
@@ -60,67 +60,28 @@ function crashScene(containerd: string, opts: { failingDelete: boolean }) {
         .filter((m) => m.includes(ns) || m.includes(s.daemonDir));
     },
     async setUp() {
-      s.dir = mkdtempSync("/tmp/bwk-");
-      s.daemonDir = join(s.dir, "d");
-      const socket = join(s.daemonDir, "wasmtimed.sock");
-      const path: string[] = [];
-      if (opts.failingDelete) {
-        // The thin shim, but its `delete` fails without doing anything: containerd records the
-        // exit as 255 and leaves everything as it was (its rootfs mounts included).
-        const bin = join(s.dir, "bin");
-        mkdirSync(bin);
-        const shim = join(bin, "containerd-shim-wasmtimed-v1");
-        writeFileSync(
-          shim,
-          `#!/bin/sh\nfor a in "$@"; do [ "$a" = delete ] && { echo "delete: refused (test)" >&2; exit 1; }; done\nexec ${join(REPO, "build/bin/containerd-shim-wasmtimed-v1")} "$@"\n`,
-        );
-        chmodSync(shim, 0o755);
-        path.push(bin);
-      }
-      s.env = await shimEnv({
-        binary: containerd,
-        env: { BUNWASI_DAEMON_SOCKET: socket },
-        dir: join(s.dir, basename(s.dir)),
-        ...(opts.failingDelete ? { ourShims: false, path } : {}),
+      s.shared = await sharedEnv({
+        prefix: "/tmp/bwk-",
+        containerd: (dir) => {
+          if (!opts.failingDelete) return { binary: containerd };
+          // The thin shim, but its `delete` fails without doing anything: containerd records the
+          // exit as 255 and leaves everything as it was (its rootfs mounts included).
+          const bin = join(dir, "bin");
+          mkdirSync(bin);
+          const shim = join(bin, "containerd-shim-wasmtimed-v1");
+          writeFileSync(
+            shim,
+            `#!/bin/sh\nfor a in "$@"; do [ "$a" = delete ] && { echo "delete: refused (test)" >&2; exit 1; }; done\nexec ${join(REPO, "build/bin/containerd-shim-wasmtimed-v1")} "$@"\n`,
+          );
+          chmodSync(shim, 0o755);
+          return { binary: containerd, ourShims: false, path: [bin] };
+        },
       });
-      s.daemon = await startDaemon(s.daemonDir);
+      ({ daemonDir: s.daemonDir, daemon: s.daemon, env: s.env } = s.shared);
     },
+    /** What a failed case left goes too: SharedEnv.stop unmounts before it removes. */
     async tearDown() {
-      const ns = s.env?.cd.namespace;
-      await s.env?.stop();
-      await s.daemon?.stop("SIGKILL");
-      // Whatever a failed case left: unmounted deepest first, so no removal reaches through a mount.
-      if (ns) for (const m of s.mounts().sort().reverse()) Bun.spawnSync(["umount", "-l", m]);
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      if (s.dir) rmSync(s.dir, { recursive: true, force: true });
-    },
-    /** `ctr tasks ls`: id → [pid, status]. */
-    async tasks(): Promise<Map<string, [number, string]>> {
-      const out = new Map<string, [number, string]>();
-      for (const l of (await (s.env as ShimEnv).cd.ctr(["tasks", "ls"])).stdout.split("\n").slice(1)) {
-        const [id, pid, status] = l.trim().split(/\s+/);
-        if (id && pid && status) out.set(id, [Number(pid), status]);
-      }
-      return out;
-    },
-    /** containerd's /tasks/exit events (`ctr events`): container id → exit status, as containerd records it. */
-    watchExits(): { exits: Map<string, number>; stop: () => void } {
-      const exits = new Map<string, number>();
-      const p = (s.env as ShimEnv).cd.ctrSpawn(["events"]);
-      void (async () => {
-        let buf = "";
-        for await (const chunk of p.stdout as ReadableStream<Uint8Array>) {
-          buf += new TextDecoder().decode(chunk);
-          for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-            const line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            if (!line.includes("/tasks/exit")) continue;
-            const e = JSON.parse(line.slice(line.indexOf("{"))) as { container_id: string; exit_status?: number };
-            exits.set(e.container_id, e.exit_status ?? 0);
-          }
-        }
-      })();
-      return { exits, stop: () => p.kill("SIGKILL") };
+      await s.shared?.stop();
     },
     /**
      * `n` wasm containers asleep and one native one (busybox sleep under runc) running in the
@@ -129,7 +90,7 @@ function crashScene(containerd: string, opts: { failingDelete: boolean }) {
      */
     async runAndCrash(n: number): Promise<{ ids: string[]; exits: Map<string, number>; nativePid: number }> {
       const env = s.env as ShimEnv;
-      const events = s.watchExits();
+      const events = env.cd.watchExits();
       try {
         const probe = uid("probe");
         expect(
@@ -149,12 +110,12 @@ function crashScene(containerd: string, opts: { failingDelete: boolean }) {
         await until(
           `all ${ids.length} to run`,
           async () => {
-            const t = await s.tasks();
+            const t = await env.cd.taskList();
             return ids.every((id) => t.get(id)?.[1] === "RUNNING");
           },
           T,
         );
-        const nativePid = (await s.tasks()).get(native)?.[0] as number;
+        const nativePid = (await env.cd.taskList()).get(native)?.[0] as number;
         expect(existsSync(`/proc/${nativePid}`)).toBe(true);
         // The daemon's files for them: a work dir each, a sandbox socket each, the mounts.
         const ns = env.cd.namespace;
@@ -202,7 +163,7 @@ for (const c of CONTAINERDS) {
         for (const id of ids) expect([id, exits.get(id)]).toEqual([id, 137]);
         // containerd forgot every task.
         await until("no task left", async () => {
-          const t = await s.tasks();
+          const t = await (s.env as ShimEnv).cd.taskList();
           return ids.every((id) => !t.has(id));
         });
         const daemon = s.daemon as Daemon;

@@ -5,12 +5,12 @@
 // or containerd, and RSS ends below a fixed multiple of where it started. Needs root,
 // containerd and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { basename, join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { containerStateDir } from "../../src/runtime-v2/paths.ts";
 import { mountsUnder } from "../support/containerd.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { IMAGES, type ShimEnv } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
 test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
@@ -25,16 +25,6 @@ const WIDTH = 4;
  * cycles, about twice the daemon's start. Measured with 1000 cycles: see the log line.
  */
 const RSS_FACTOR = 2;
-
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 30_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(100);
-  }
-}
 
 interface Usage {
   rssMiB: number;
@@ -57,23 +47,16 @@ function usage(pid: number): Usage {
 const show = (u: Usage) => `RSS ${u.rssMiB.toFixed(1)} MiB, PSS ${u.pssMiB.toFixed(1)} MiB, ${u.fds} fds, ${u.threads} threads`;
 
 describe(`shared mode: ${CYCLES} create/start/delete cycles`, () => {
-  let dir: string;
+  let shared: SharedEnv | undefined;
   let daemon: Daemon;
   let env: ShimEnv;
 
   beforeAll(async () => {
-    dir = mkdtempSync("/tmp/bwy-");
-    daemon = await startDaemon(join(dir, "d"));
-    env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)) });
+    shared = await sharedEnv({ prefix: "/tmp/bwy-" });
+    ({ daemon, env } = shared);
   }, 300_000);
 
-  afterAll(async () => {
-    const ns = env?.cd.namespace;
-    await env?.stop();
-    await daemon?.stop("SIGKILL");
-    if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
-  }, 120_000);
+  afterAll(() => shared?.stop(), 120_000);
 
   async function listed() {
     const { client, manager } = await daemon.manager();

@@ -8,13 +8,13 @@
 // (/proc/<daemon>/task, /proc/<daemon>/fd), no exec file left in the work dir. Needs root,
 // containerd and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { basename, join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { containerStateDir } from "../../src/runtime-v2/paths.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { ctrTasks, waitFile } from "../support/ctr-tasks.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { REPO, type ShimEnv, WASM } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -33,6 +33,7 @@ test("containerd 2.4.2 is built (scripts/containerd-versions.sh)", () => expect(
 
 for (const version of VERSIONS) {
   describe(`exec into a wasm container, shared mode, ${version.name}`, () => {
+    let shared: SharedEnv | undefined;
     let dir: string;
     let daemon: Daemon;
     let env: ShimEnv;
@@ -40,9 +41,8 @@ for (const version of VERSIONS) {
     const uid = (what: string) => `sx-${what}-${process.pid}-${seq++}`;
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwx-");
-      daemon = await startDaemon(join(dir, "d"));
-      env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)), ...(version.binary ? { binary: version.binary } : {}) });
+      shared = await sharedEnv({ prefix: "/tmp/bwx-", containerd: version.binary ? { binary: version.binary } : {} });
+      ({ dir, daemon, env } = shared);
       const archive = join(dir, "shared-exec.tar");
       writeImageArchive(archive, {
         name: IMAGE,
@@ -58,13 +58,7 @@ for (const version of VERSIONS) {
       if (r.code !== 0) throw new Error(`import ${archive}: ${r.stderr}`);
     }, 300_000);
 
-    afterAll(async () => {
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await daemon?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    }, T);
+    afterAll(() => shared?.stop(), T);
 
     const t = ctrTasks(
       () => env.cd,

@@ -4,12 +4,13 @@
 // runs new pods), and stopped
 // with SIGTERM (its wasm containers end with 143, it exits 0). Needs root, containerd, runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { basename, join } from "node:path";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { mountsUnder } from "../support/containerd.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { IMAGES, type ShimEnv } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
 test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
@@ -18,35 +19,17 @@ const T = 120_000;
 let seq = 0;
 const uid = (what: string) => `shf-${what}-${process.pid}-${seq++}`;
 
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 30_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(25);
-  }
-}
-
 describe("shared mode: the daemon dies or stops", () => {
-  let dir: string;
+  let shared: SharedEnv | undefined;
   let daemon: Daemon;
   let env: ShimEnv;
 
   beforeAll(async () => {
-    dir = mkdtempSync("/tmp/bwf-");
-    daemon = await startDaemon(join(dir, "d"));
-    // The containerd dir names the namespace: unique per run.
-    env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)) });
+    shared = await sharedEnv({ prefix: "/tmp/bwf-" });
+    ({ daemon, env } = shared);
   }, 300_000);
 
-  afterAll(async () => {
-    const ns = env?.cd.namespace;
-    await env?.stop();
-    await daemon?.stop("SIGKILL");
-    if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
-  }, T);
+  afterAll(() => shared?.stop(), T);
 
   const spawnRun = (image: string, id: string, args: readonly string[]) =>
     env.cd.ctrSpawn(["run", "--rm", "--runtime", SHARED_RUNTIME, image, id, ...args]);

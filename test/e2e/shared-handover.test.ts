@@ -8,13 +8,13 @@
 // and a take-over with no daemon running just starts. On containerd 1.6 and the pinned 2.x
 // (test/support/containerd-versions.ts). Needs root, containerd, runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { daemonLockPath } from "../../src/daemon/lock.ts";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
+import { containerStateDir } from "../../src/runtime-v2/paths.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { IMAGES, type ShimEnv } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -48,6 +48,7 @@ function mountsUnder(...paths: string[]): string[] {
 
 for (const c of CONTAINERDS) {
   describe(`shared mode: hand-over to a new daemon under ${N} running wasm containers, containerd ${c.name}`, () => {
+    let shared: SharedEnv | undefined;
     let dir: string;
     let daemonDir: string;
     let socket: string;
@@ -56,63 +57,21 @@ for (const c of CONTAINERDS) {
     let env: ShimEnv;
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwh-");
-      daemonDir = join(dir, "d");
-      socket = join(daemonDir, "wasmtimed.sock");
-      env = await shimEnv({ binary: c.binary, env: { BUNWASI_DAEMON_SOCKET: socket }, dir: join(dir, basename(dir)) });
-      a = await startDaemon(daemonDir);
+      shared = await sharedEnv({ prefix: "/tmp/bwh-", containerd: { binary: c.binary } });
+      ({ dir, daemonDir, daemon: a, env } = shared);
+      socket = a.socket;
     }, 300_000);
 
-    afterAll(async () => {
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await b?.stop("SIGKILL");
-      await a?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      rmSync(dir, { recursive: true, force: true });
-    }, T);
+    // B (each one started) is stopped too, before A.
+    afterAll(() => shared?.stop(), T);
 
-    /** `ctr tasks ls` as id → [pid, status]. */
-    async function tasks(): Promise<Map<string, [number, string]>> {
-      const out = new Map<string, [number, string]>();
-      for (const l of (await env.cd.ctr(["tasks", "ls"])).stdout.split("\n").slice(1)) {
-        const [id, pid, status] = l.trim().split(/\s+/);
-        if (id && pid && status) out.set(id, [Number(pid), status]);
-      }
-      return out;
-    }
-
-    /**
-     * containerd's task exit events as they come (`ctr events`): container id → exit status.
-     * What containerd has seen, not what a shim says.
-     */
-    function watchExits(): { exits: Map<string, number>; stop: () => void } {
-      const exits = new Map<string, number>();
-      const p = env.cd.ctrSpawn(["events"]);
-      void (async () => {
-        let buf = "";
-        for await (const chunk of p.stdout as ReadableStream<Uint8Array>) {
-          buf += new TextDecoder().decode(chunk);
-          let nl = buf.indexOf("\n");
-          while (nl >= 0) {
-            const line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            nl = buf.indexOf("\n");
-            if (!line.includes("/tasks/exit")) continue;
-            const json = line.slice(line.indexOf("{"));
-            const e = JSON.parse(json) as { container_id: string; exit_status?: number };
-            exits.set(e.container_id, e.exit_status ?? 0);
-          }
-        }
-      })();
-      return { exits, stop: () => p.kill("SIGKILL") };
-    }
+    const tasks = () => env.cd.taskList();
 
     /** Starts daemon B with --take-over and waits until the manager socket is its. */
     async function takeOver(): Promise<Daemon> {
       const before = statSync(socket).ino;
-      // startDaemon returns once the socket answers: the old daemon's does already.
-      const d = await startDaemon(daemonDir, {}, ["--take-over"]);
+      // It returns once the socket answers (startDaemon): the old daemon's does already.
+      const d = await (shared as SharedEnv).anotherDaemon(["--take-over"]);
       await until("the new daemon to serve the manager socket", () => {
         if (d.proc.exitCode !== null) throw new Error(`the new daemon exited: ${d.log()}`);
         return statSync(socket).ino !== before && existsSync(join(daemonDir, "daemons", `${d.pid}.sock`));
@@ -124,7 +83,7 @@ for (const c of CONTAINERDS) {
       `${N} running wasm containers survive a hand-over; each answers State, Kill (143) and Delete; new pods land on the new daemon; the old one exits with its last sandbox; nothing is left`,
       async () => {
         // containerd's exit events from here on: a probe's exit seen means ctr has subscribed.
-        const events = watchExits();
+        const events = env.cd.watchExits();
         const probe = uid("probe");
         expect(
           (await env.cd.ctr(["run", "--rm", "--runtime", SHARED_RUNTIME, IMAGES.demo, probe, "/wasi-demo-app.wasm", "echo", "x"])).code,
@@ -271,7 +230,7 @@ for (const c of CONTAINERDS) {
       async () => {
         expect(await b?.stop("SIGTERM")).toBe(0);
         const logged = readFileSync(join(daemonDir, "daemon.log"), "utf8").length;
-        const d = await startDaemon(daemonDir, {}, ["--take-over"]);
+        const d = await (shared as SharedEnv).anotherDaemon(["--take-over"]);
         b = d;
         expect(readFileSync(daemonLockPath(socket), "utf8")).toBe(`${d.pid} ${socket}\n`);
         expect(d.log().slice(logged)).not.toContain("hands over");

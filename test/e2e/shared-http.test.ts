@@ -17,18 +17,18 @@
 // Needs root, containerd, runc, ip, nsenter, the CNI plugins (scripts/setup.sh).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
-import { basename, join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
+import { join } from "node:path";
+import { containerStateDir } from "../../src/runtime-v2/paths.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
-import { type CriEnv, criEnv, K8S_NAMESPACE, SHARED_HANDLER } from "../support/cri.ts";
+import { bridgeCni, CNI_BIN, type CriEnv, criEnv, K8S_NAMESPACE, SHARED_HANDLER } from "../support/cri.ts";
 import { fileText, waitFile } from "../support/ctr-tasks.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv, startDaemon } from "../support/daemon.ts";
 import { freePort, HELLO, HTTP_IMAGE, httpServiceScenarios, httpServices, refusedSoon, runScript } from "../support/http-services.ts";
-import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { REPO, type ShimEnv, WASM } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 /** Debian's containernetworking-plugins (scripts/setup.sh installs it). */
-const CNI_BIN = "/usr/lib/cni";
 const canRun =
   process.getuid?.() === 0 &&
   existsSync("/usr/bin/containerd") &&
@@ -51,13 +51,11 @@ function run(argv: string[]): string {
   return r.stdout.toString();
 }
 
-/** The builds the services need, a new folder with that prefix, and a daemon started in it. */
-async function daemonIn(prefix: string): Promise<{ dir: string; daemon: Daemon }> {
+/** The builds the services need. */
+function buildServices(): void {
   runScript("http-host.sh");
   runScript("build-http-components.sh");
   runScript("build-shim.sh");
-  const dir = mkdtempSync(prefix);
-  return { dir, daemon: await startDaemon(join(dir, "d")) };
 }
 
 /** How many sandboxes the daemon has open. */
@@ -67,16 +65,6 @@ async function sandboxCount(daemon: Daemon): Promise<number> {
     return (await manager.listSandboxes({})).sandboxes.length;
   } finally {
     client.close();
-  }
-}
-
-async function until<V>(what: string, f: () => V | Promise<V>, timeoutMs = 30_000): Promise<NonNullable<V>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<V>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(25);
   }
 }
 
@@ -141,6 +129,7 @@ function listeningInodes(tcp: string, port: number): string[] {
 }
 
 describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
+  let shared: SharedEnv | undefined;
   let dir: string;
   let daemon: Daemon;
   let env: ShimEnv;
@@ -156,8 +145,9 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
   const { serve, stop, ctrOk, tasks } = services;
 
   beforeAll(async () => {
-    ({ dir, daemon } = await daemonIn("/tmp/bwhs-"));
-    env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)) });
+    buildServices();
+    shared = await sharedEnv({ prefix: "/tmp/bwhs-", stopSignal: "SIGTERM" });
+    ({ dir, daemon, env } = shared);
     logs = join(dir, "logs");
     mkdirSync(logs);
     const r = await env.cd.ctr(["images", "import", httpImage(dir)]);
@@ -169,13 +159,7 @@ describe("wasi:http services in shared mode (ctr, containerd 1.6)", () => {
     await stop(warm);
   }, 1_800_000);
 
-  afterAll(async () => {
-    const ns = env?.cd.namespace;
-    await env?.stop();
-    await daemon?.stop("SIGTERM");
-    if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
-  }, T);
+  afterAll(() => shared?.stop(), T);
 
   /** After a test's containers are deleted: no sandbox, run or library thread left, fds back. */
   async function expectDaemonClean(before: { fds: number }): Promise<void> {
@@ -419,28 +403,15 @@ describe("wasi:http services in shared mode through the CRI (crictl, containerd 
   }
 
   beforeAll(async () => {
-    ({ dir, daemon } = await daemonIn("/tmp/bwhc-"));
+    buildServices();
+    dir = mkdtempSync("/tmp/bwhc-");
+    daemon = await startDaemon(join(dir, "d"));
     cri = await criEnv({
       handler: SHARED_HANDLER,
       runtime: SHARED_RUNTIME,
       env: daemon.env,
-      cni: {
-        binDir: CNI_BIN,
-        conflist: (cniDir) => ({
-          cniVersion: "0.4.0",
-          name: `bunwasi-${bridge}`,
-          plugins: [
-            {
-              type: "bridge",
-              bridge,
-              // The host gets the gateway address, so the test reaches pod IPs directly.
-              isGateway: true,
-              ipMasq: false,
-              ipam: { type: "host-local", ranges: [[{ subnet }]], dataDir: join(cniDir, "ipam") },
-            },
-          ],
-        }),
-      },
+      // The host takes the gateway address, so the test reaches pod IPs directly.
+      cni: bridgeCni(bridge, subnet),
     });
     const r = await cri.cd.ctr(["images", "import", httpImage(dir)], { namespace: K8S_NAMESPACE });
     if (r.code !== 0) throw new Error(`import: ${r.stderr}`);

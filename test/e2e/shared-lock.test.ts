@@ -6,13 +6,12 @@
 // free, so a restarted one starts. On containerd 1.6 and the pinned 2.x
 // (test/support/containerd-versions.ts). Needs root, containerd, runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
-import { basename, join } from "node:path";
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { daemonLockPath } from "../../src/daemon/lock.ts";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
-import { DAEMON, type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { DAEMON, type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { IMAGES, type ShimEnv } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -51,30 +50,18 @@ function snapshot(dir: string): string[] {
 
 for (const c of CONTAINERDS) {
   describe(`shared mode: one daemon per socket directory, containerd ${c.name}`, () => {
+    let shared: SharedEnv | undefined;
     let dir: string;
     let daemonDir: string;
     let daemon: Daemon;
     let env: ShimEnv;
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwl-");
-      daemonDir = join(dir, "d");
-      // shimEnv builds the binaries (the daemon's included) before the daemon starts.
-      env = await shimEnv({
-        binary: c.binary,
-        env: { BUNWASI_DAEMON_SOCKET: join(daemonDir, "wasmtimed.sock") },
-        dir: join(dir, basename(dir)),
-      });
-      daemon = await startDaemon(daemonDir);
+      shared = await sharedEnv({ prefix: "/tmp/bwl-", containerd: { binary: c.binary } });
+      ({ dir, daemonDir, daemon, env } = shared);
     }, 300_000);
 
-    afterAll(async () => {
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await daemon?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      rmSync(dir, { recursive: true, force: true });
-    }, T);
+    afterAll(() => shared?.stop(), T);
 
     async function running(id: string): Promise<boolean> {
       return (await env.cd.ctr(["tasks", "ls"])).stdout.split("\n").some((l) => l.startsWith(`${id} `) && l.includes("RUNNING"));

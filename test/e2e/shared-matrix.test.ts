@@ -4,11 +4,11 @@
 // daemon-run module's life through ctr (RUNNING, ps, metrics, SIGTERM → 143), a native
 // container, and the events in order. Needs root, runc and those builds.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { basename, join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, REPO, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { IMAGES, REPO, type ShimEnv } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 function pinnedVersions(): string[] {
   const override = process.env.BUNWASI_CONTAINERD_VERSIONS?.trim();
@@ -27,38 +27,22 @@ test("prerequisites: root, runc, the pinned containerd builds", () => {
   for (const v of VERSIONS) expect(existsSync(join(binDir(v), "containerd"))).toBe(true);
 });
 
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 20_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
-
 for (const version of VERSIONS) {
   const [major = 0, minor = 0] = version.replace(/^v/, "").split(".").map(Number);
   const shimVersion = major > 2 || (major === 2 && minor >= 3) ? 3 : 2;
 
   describe(`shared mode under containerd ${version}`, () => {
+    let shared: SharedEnv | undefined;
     let dir: string;
     let daemon: Daemon;
     let env: ShimEnv;
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwm-");
-      daemon = await startDaemon(join(dir, "d"));
-      env = await shimEnv({ binary: join(binDir(version), "containerd"), env: daemon.env, dir: join(dir, basename(dir)) });
+      shared = await sharedEnv({ prefix: "/tmp/bwm-", containerd: { binary: join(binDir(version), "containerd") } });
+      ({ dir, daemon, env } = shared);
     }, 120_000);
 
-    afterAll(async () => {
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await daemon?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      rmSync(dir, { recursive: true, force: true });
-    }, T);
+    afterAll(() => shared?.stop(), T);
 
     const ctrOk = async (args: string[]) => {
       const r = await env.cd.ctr(args);

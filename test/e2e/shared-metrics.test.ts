@@ -7,13 +7,12 @@
 // A non-loopback address is refused before the daemon takes anything. Needs root, containerd,
 // runc and Go (for the parser).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { basename, join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { writeImageArchive } from "../../tools/image/index.ts";
-import { DAEMON, type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { DAEMON, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
 import { freePort, HTTP_IMAGE, runScript } from "../support/http-services.ts";
-import { IMAGES, REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { IMAGES, REPO, type ShimEnv, WASM } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -67,8 +66,8 @@ function perContainer(s: Scrape, name: string, ns: string): Map<string, number> 
 }
 
 describe("shared mode: the daemon's Prometheus metrics", () => {
+  let shared: SharedEnv | undefined;
   let dir: string;
-  let daemon: Daemon;
   let env: ShimEnv;
   let socket: string;
   const ids = Array.from({ length: N }, (_, i) => `shm-${process.pid}-${i}`);
@@ -90,24 +89,19 @@ describe("shared mode: the daemon's Prometheus metrics", () => {
     // The wasi:http host library and the handler component (test/wasm/http).
     runScript("http-host.sh");
     runScript("build-http-components.sh");
-    dir = mkdtempSync("/tmp/bwm-");
+    shared = await sharedEnv({ prefix: "/tmp/bwm-", daemonArgs: (d) => ["--metrics-address", `unix://${join(d, "metrics.sock")}`] });
+    ({ dir, env } = shared);
     socket = join(dir, "metrics.sock");
-    env = await shimEnv({ env: { BUNWASI_DAEMON_SOCKET: join(dir, "d", "wasmtimed.sock") }, dir: join(dir, basename(dir)) });
-    daemon = await startDaemon(join(dir, "d"), {}, ["--metrics-address", `unix://${socket}`]);
   }, 300_000);
 
   afterAll(async () => {
     if (fullText) console.log(fullText);
-    const ns = env?.cd.namespace;
     for (const id of [...ids, httpId]) {
       await env?.cd.ctr(["task", "kill", "-s", "SIGKILL", id]).catch(() => {});
       await env?.cd.ctr(["task", "delete", "--force", id]).catch(() => {});
       await env?.cd.ctr(["container", "delete", id]).catch(() => {});
     }
-    await env?.stop();
-    await daemon?.stop("SIGKILL");
-    if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
+    await shared?.stop();
   }, T);
 
   test(

@@ -5,14 +5,15 @@
 // pods at once with the compile counted, the manager's answers to bad requests, and the
 // daemon's fds over create/start/delete cycles. Needs root, containerd and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { DAEMON_VM_ENV } from "../../src/common/vm-env.ts";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
+import { containerStateDir } from "../../src/runtime-v2/paths.ts";
 import { Code, TtrpcError } from "../../src/ttrpc/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, REPO, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { IMAGES, REPO, type ShimEnv } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
 test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
@@ -22,20 +23,11 @@ const THIN_SHIM = join(REPO, "build/bin/containerd-shim-wasmtimed-v1");
 let seq = 0;
 const uid = (what: string) => `sh-${what}-${process.pid}-${seq++}`;
 
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 20_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
-
 /** Kill latencies measured here (printed at the end, never asserted). */
 const latencies: Record<string, number[]> = {};
 
 describe("ctr run through io.containerd.wasmtimed.v1 (shared mode)", () => {
+  let shared: SharedEnv | undefined;
   let dir: string;
   let daemon: Daemon;
   let env: ShimEnv;
@@ -43,10 +35,8 @@ describe("ctr run through io.containerd.wasmtimed.v1 (shared mode)", () => {
     env.run(image, id, args, { runtime: SHARED_RUNTIME, ...o });
 
   beforeAll(async () => {
-    dir = mkdtempSync("/tmp/bws-");
-    daemon = await startDaemon(join(dir, "d"));
-    // The containerd dir names the namespace: unique per run.
-    env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)) });
+    shared = await sharedEnv({ prefix: "/tmp/bws-" });
+    ({ dir, daemon, env } = shared);
   }, 300_000);
 
   afterAll(async () => {
@@ -55,11 +45,7 @@ describe("ctr run through io.containerd.wasmtimed.v1 (shared mode)", () => {
     }
     // The daemon's own measure: from the kill to the run (its thread) being over.
     for (const line of daemon?.log().split("\n") ?? []) if (line.includes("after the kill")) console.log(line);
-    const ns = env?.cd.namespace;
-    await env?.stop();
-    await daemon?.stop("SIGKILL");
-    if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
+    await shared?.stop();
   }, T);
 
   async function sandboxes() {

@@ -18,24 +18,21 @@ import {
   copyFileSync,
   existsSync,
   mkdirSync,
-  mkdtempSync,
   openSync,
   readdirSync,
   readlinkSync,
   readSync,
-  rmSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { socketPath } from "../../src/runtime-v2/address.ts";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { Status } from "../../src/task/gen/containerd/types/task/task.ts";
 import { Client } from "../../src/ttrpc/index.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { REPO, type ShimEnv, WASM } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc") && !!Bun.which("script");
@@ -107,6 +104,7 @@ const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 for (const version of VERSIONS) {
   describe(`a terminal in shared mode, ${version.name}`, () => {
+    let shared: SharedEnv | undefined;
     let dir: string;
     let daemon: Daemon;
     let env: ShimEnv;
@@ -114,9 +112,8 @@ for (const version of VERSIONS) {
     const uid = (what: string) => `st-${what}-${process.pid}-${seq++}`;
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwt-");
-      daemon = await startDaemon(join(dir, "d"));
-      env = await shimEnv({ env: daemon.env, dir: join(dir, basename(dir)), ...(version.binary ? { binary: version.binary } : {}) });
+      shared = await sharedEnv({ prefix: "/tmp/bwt-", containerd: version.binary ? { binary: version.binary } : {} });
+      ({ dir, daemon, env } = shared);
       const archive = join(dir, "shared-tty.tar");
       writeImageArchive(archive, {
         name: IMAGE,
@@ -127,13 +124,7 @@ for (const version of VERSIONS) {
       if (r.code !== 0) throw new Error(`import ${archive}: ${r.stderr}`);
     }, 300_000);
 
-    afterAll(async () => {
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await daemon?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    }, T);
+    afterAll(() => shared?.stop(), T);
 
     test(
       "ctr run -t: the module's output through the terminal, what is typed reaches it, its exit code is ctr's",

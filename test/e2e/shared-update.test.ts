@@ -16,19 +16,15 @@
 //    cpu.throttling); its memory limit is changed live, below what its stores hold refused.
 // Needs root, containerd and runc. No assertion depends on how fast anything runs.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { basename, join } from "node:path";
-import { socketPath } from "../../src/common/address.ts";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
-import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
-import { Client } from "../../src/ttrpc/index.ts";
+import { appendFileSync, existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
 import { ctrTasks, fileText, waitFile } from "../support/ctr-tasks.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
 import { GROW_STEPS_WAT } from "../support/grow-steps.ts";
 import { freePort, HELLO, runScript } from "../support/http-services.ts";
-import { RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { RUNTIME, type ShimEnv, WASM } from "../support/shim-env.ts";
 import { until as waitUntil } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -38,7 +34,6 @@ const T = 120_000;
 const MiB = 2 ** 20;
 const DEFAULT_LIMIT = 64 * MiB;
 const IMAGE = "docker.io/library/bunwasi-shared-update:latest";
-const LINUX_RESOURCES = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 let seq = 0;
 const uid = (what: string) => `su-${what}-${process.pid}-${seq++}`;
 
@@ -52,6 +47,7 @@ interface Metrics {
 
 for (const c of CONTAINERDS) {
   describe(`Update, Pause and Stats in shared mode, containerd ${c.name}`, () => {
+    let shared: SharedEnv | undefined;
     let dir: string;
     let daemon: Daemon;
     let env: ShimEnv;
@@ -60,9 +56,8 @@ for (const c of CONTAINERDS) {
       runScript("http-host.sh");
       runScript("build-http-components.sh");
       runScript("build-shim.sh");
-      dir = mkdtempSync("/tmp/bwsu-");
-      daemon = await startDaemon(join(dir, "d"), {}, ["--default-memory-limit", "64Mi"]);
-      env = await shimEnv({ binary: c.binary, env: daemon.env, dir: join(dir, basename(dir)) });
+      shared = await sharedEnv({ prefix: "/tmp/bwsu-", daemonArgs: ["--default-memory-limit", "64Mi"], containerd: { binary: c.binary } });
+      ({ dir, daemon, env } = shared);
       writeFileSync(join(dir, "grow.wat"), GROW_STEPS_WAT);
       const archive = join(dir, "image.tar");
       writeImageArchive(archive, {
@@ -77,13 +72,7 @@ for (const c of CONTAINERDS) {
       if (r.code !== 0) throw new Error(`import: ${r.stderr}`);
     }, 1_800_000);
 
-    afterAll(async () => {
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await daemon?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      rmSync(dir, { recursive: true, force: true });
-    }, T);
+    afterAll(() => shared?.stop(), T);
 
     const tasks = ctrTasks(
       () => env.cd,
@@ -96,24 +85,9 @@ for (const c of CONTAINERDS) {
       return JSON.parse(await tasks.ctrOk(["task", "metrics", "--format", "json", id]));
     }
 
-    /** Sends an Update to the task's shim (or sandbox) over ttrpc, as containerd does for CRI's UpdateContainerResources. */
-    async function update(id: string, resources: object): Promise<void> {
-      const address = readFileSync(join(bundle(id), "address"), "utf8").trim();
-      const client = await Client.connect(socketPath(address), { timeoutMs: 10_000 });
-      try {
-        await client.service(TaskDefinition).update({
-          id,
-          resources: { typeUrl: LINUX_RESOURCES, value: new TextEncoder().encode(JSON.stringify(resources)) },
-          annotations: {},
-        });
-      } finally {
-        client.close();
-      }
-    }
-
     /** The Update's error message ("" if it succeeded). */
     const updateError = (id: string, resources: object) =>
-      update(id, resources).then(
+      tasks.update(id, resources).then(
         () => "",
         (e: Error) => e.message,
       );
@@ -283,7 +257,7 @@ for (const c of CONTAINERDS) {
         expect(t.periods).toBeGreaterThan(0);
         await until("the free service's guest spinning", async () => ((await metrics(free.id)).cpu?.usage?.total ?? 0) > 0);
         expect((await metrics(free.id)).cpu?.throttling?.throttled_periods ?? 0).toBe(0);
-        await update(free.id, { cpu: { quota: 10_000, period: 100_000 } });
+        await tasks.update(free.id, { cpu: { quota: 10_000, period: 100_000 } });
         await until(
           "a throttled period after the Update",
           async () => ((await metrics(free.id)).cpu?.throttling?.throttled_periods ?? 0) > 0,

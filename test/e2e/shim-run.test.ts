@@ -16,6 +16,7 @@ import { Client, TtrpcError } from "../../src/ttrpc/index.ts";
 import { mountsUnder, processesUsing } from "../support/containerd.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
 
@@ -35,20 +36,6 @@ const uid = (what: string) => `run-${what}-${process.pid}-${seq++}`;
 
 /** When this file began: every exit time it sees is from later (and not later than now). */
 const FILE_START_MS = Date.now();
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 30_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 function alive(pid: number): boolean {
   try {

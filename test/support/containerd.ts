@@ -4,6 +4,8 @@
 //   const cd = await startContainerd({ dir, path: ["/work/main/dist"] });
 //   await cd.ctr(["images", "import", "img.tar"]);     // → { code, stdout, stderr }
 //   const p = cd.ctrSpawn(["run", "--rm", img, "id"]);  // long-running, Bun.Subprocess
+//   (await cd.taskList()).get(id);                      // `ctr tasks ls` → [pid, status]
+//   const w = cd.watchExits(); w.exits.get(id); w.stop(); // `ctr events`' /tasks/exit
 //   await cd.restart();                                 // SIGTERM containerd only; shims live on
 //   await cd.stop();                                    // kill all, clean up, remove dir
 //
@@ -68,6 +70,12 @@ export interface CtrOptions {
   env?: Record<string, string>;
 }
 
+export interface ExitWatch {
+  readonly exits: Map<string, number>;
+  readonly seenAt: Map<string, number>;
+  stop(): void;
+}
+
 export interface Containerd {
   readonly dir: string;
   /** gRPC address (unix socket path) — what `ctr --address` and shims' -address get. */
@@ -91,6 +99,14 @@ export interface Containerd {
   ): Bun.Subprocess<"pipe" | "ignore", "pipe", "pipe">;
   /** The full argv ctr() would run (for logging or for running it yourself). */
   ctrArgv(args: string[], namespace?: string): string[];
+  /** `ctr tasks ls`: id → [pid, status]. */
+  taskList(): Promise<Map<string, [number, string]>>;
+  /**
+   * containerd's task exit events as they come (`ctr events`, /tasks/exit): what containerd has
+   * seen, not what a shim says. `exits`: container id → exit status; `seenAt`: when each was read
+   * (performance.now()). stop() ends the watch.
+   */
+  watchExits(): ExitWatch;
   /** SIGTERM containerd only (shims keep running), then start it again with the same config. */
   restart(): Promise<void>;
   /** Kill everything this instance started, clean up, remove dir. Safe to call twice. */
@@ -387,6 +403,36 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
       env: { ...ctrEnv, ...(o.env ?? {}) },
     }) as Bun.Subprocess<"pipe" | "ignore", "pipe", "pipe">;
 
+  const taskList = async () => {
+    const out = new Map<string, [number, string]>();
+    for (const l of (await ctr(["tasks", "ls"])).stdout.split("\n").slice(1)) {
+      const [id, pid, status] = l.trim().split(/\s+/);
+      if (id && pid && status) out.set(id, [Number(pid), status]);
+    }
+    return out;
+  };
+
+  const watchExits = (): ExitWatch => {
+    const exits = new Map<string, number>();
+    const seenAt = new Map<string, number>();
+    const p = ctrSpawn(["events"]);
+    void (async () => {
+      let buf = "";
+      for await (const chunk of p.stdout as ReadableStream<Uint8Array>) {
+        buf += new TextDecoder().decode(chunk);
+        for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (!line.includes("/tasks/exit")) continue;
+          const e = JSON.parse(line.slice(line.indexOf("{"))) as { container_id: string; exit_status?: number };
+          exits.set(e.container_id, e.exit_status ?? 0);
+          seenAt.set(e.container_id, performance.now());
+        }
+      }
+    })();
+    return { exits, seenAt, stop: () => p.kill("SIGKILL") };
+  };
+
   // A config that makes containerd skip its tasks service still answers `ctr version`.
   const checkTasksPlugin = async () => {
     const r = await ctr(["plugins", "ls"], { timeoutMs: 5_000 });
@@ -545,6 +591,8 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     ctr,
     ctrSpawn,
     ctrArgv,
+    taskList,
+    watchExits,
     async restart() {
       await terminate();
       await launch();

@@ -330,6 +330,33 @@ export interface CriEnvOptions {
   cni?: { binDir: string; conflist: (cniDir: string) => Record<string, unknown> };
 }
 
+/** Debian's containernetworking-plugins. */
+export const CNI_BIN = "/usr/lib/cni";
+
+/**
+ * criEnv's `cni` for a bridge network of the test's own: `bridge` (≤ 15 bytes) on the host, which
+ * takes the gateway address (so the test reaches pod IPs directly), and pod addresses from
+ * `subnet` (host-local). `ipMasq`: NAT for pods' traffic that leaves the host (default none).
+ */
+export function bridgeCni(bridge: string, subnet: string, o: { ipMasq?: boolean } = {}): NonNullable<CriEnvOptions["cni"]> {
+  return {
+    binDir: CNI_BIN,
+    conflist: (cniDir) => ({
+      cniVersion: "0.4.0",
+      name: `bunwasi-${bridge}`,
+      plugins: [
+        {
+          type: "bridge",
+          bridge,
+          isGateway: true,
+          ipMasq: o.ipMasq ?? false,
+          ipam: { type: "host-local", ranges: [[{ subnet }]], dataDir: join(cniDir, "ipam") },
+        },
+      ],
+    }),
+  };
+}
+
 export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
   const crictlBinary = crictlPath();
   if (!existsSync(crictlBinary)) throw new Error(`${crictlBinary} is missing: run scripts/cri-tools.sh`);

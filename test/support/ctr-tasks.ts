@@ -1,10 +1,17 @@
 // ctr as the e2e suites drive tasks: calls that must succeed, `ctr task ls` as a map,
-// waiting for a status, and detached runs whose output goes to a file.
+// waiting for a status, detached runs whose output goes to a file, and the Update containerd
+// sends a task's shim for CRI (ctr has no command for it).
 
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { socketPath } from "../../src/common/address.ts";
+import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
+import { Client } from "../../src/ttrpc/index.ts";
 import type { Containerd } from "./containerd.ts";
 import { IMAGES, RUNTIME } from "./shim-env.ts";
+
+/** The type URL of an Update's resources (an OCI LinuxResources in JSON), as containerd sends it. */
+export const LINUX_RESOURCES = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -72,5 +79,20 @@ export function ctrTasks(cd: () => Containerd, logDir: () => string) {
     return log;
   }
 
-  return { ctrOk, tasks, waitStatus, deleteTask, runDetached };
+  /** Sends an Update to the task's shim (or sandbox) over ttrpc, as containerd does for CRI's UpdateContainerResources. */
+  async function update(id: string, resources: object): Promise<void> {
+    const address = readFileSync(join(cd().state, "io.containerd.runtime.v2.task", cd().namespace, id, "address"), "utf8").trim();
+    const client = await Client.connect(socketPath(address), { timeoutMs: 10_000 });
+    try {
+      await client.service(TaskDefinition).update({
+        id,
+        resources: { typeUrl: LINUX_RESOURCES, value: new TextEncoder().encode(JSON.stringify(resources)) },
+        annotations: {},
+      });
+    } finally {
+      client.close();
+    }
+  }
+
+  return { ctrOk, tasks, waitStatus, deleteTask, runDetached, update };
 }

@@ -1,12 +1,15 @@
 // The shared-mode daemon (build/bin/containerd-wasmtimed) as a test starts it: its own
 // socket in a temp dir, its own compile cache (so compiles can be counted from zero), its
-// log kept for the assertion messages.
+// log kept for the assertion messages. sharedEnv: a shared-mode suite's setting, a daemon and
+// a private containerd that finds it, in one temp dir, and all of it gone after stop().
 
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { basename, join } from "node:path";
 import { ManagerDefinition } from "../../src/daemon/gen/bunwasi/manager/v1/manager.ts";
+import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { Client, type ServiceClient } from "../../src/ttrpc/index.ts";
-import { REPO } from "./shim-env.ts";
+import { mountsUnder } from "./containerd.ts";
+import { REPO, type ShimEnv, type ShimEnvOptions, shimEnv } from "./shim-env.ts";
 
 export const SHARED_RUNTIME = "io.containerd.wasmtimed.v1";
 export const DAEMON = join(REPO, "build/bin/containerd-wasmtimed");
@@ -98,6 +101,77 @@ export async function startDaemon(dir: string, extraEnv: Record<string, string> 
     restart: () => launch(),
   };
   return d;
+}
+
+/** ShimEnv's options for a shared-mode suite: `dir` is sharedEnv's, `env` gets the daemon's added. */
+export type SharedContainerd = Omit<ShimEnvOptions, "dir">;
+
+export interface SharedEnvOptions {
+  /** mkdtemp prefix of the directory that holds it all (short: sockets live in it). */
+  prefix: string;
+  /** The daemon's extra flags (e.g. --default-memory-limit); a function when they name a path in the directory. */
+  daemonArgs?: string[] | ((dir: string) => string[]);
+  /** containerd's options (its binary, more environment, PATH); a function when they need the directory. */
+  containerd?: SharedContainerd | ((dir: string) => SharedContainerd);
+  /** How stop() ends the daemons (default SIGKILL: what they leave is removed after). */
+  stopSignal?: NodeJS.Signals;
+}
+
+export interface SharedEnv {
+  /** The directory of it all: the daemon's in `d`, containerd's beside it. */
+  readonly dir: string;
+  /** The daemon's directory: its socket, sandboxes, log, compile cache. */
+  readonly daemonDir: string;
+  readonly daemon: Daemon;
+  /** A private containerd with our shims, whose thin shim finds `daemon`. */
+  readonly env: ShimEnv;
+  /** Starts another daemon on the same directory (e.g. with --take-over); stop() stops it too. */
+  anotherDaemon(args: string[]): Promise<Daemon>;
+  /**
+   * containerd first (its clean-up deletes the tasks through the daemon), then the daemons (the
+   * last started first), then what they left: the mounts under their directories, the shims'
+   * state of the namespace (runtime root, work dirs), the directory.
+   */
+  stop(): Promise<void>;
+}
+
+/** A daemon in `<dir>/d` and a containerd in `<dir>/<basename(dir)>` (it names the namespace: unique per run). */
+export async function sharedEnv(o: SharedEnvOptions): Promise<SharedEnv> {
+  const dir = mkdtempSync(o.prefix);
+  const daemonDir = join(dir, "d");
+  const daemons: Daemon[] = [];
+  let env: ShimEnv | undefined;
+  const stop = async () => {
+    const ns = env?.cd.namespace;
+    await env?.stop();
+    for (const d of daemons.toReversed()) await d.stop(o.stopSignal ?? "SIGKILL");
+    const left = ns ? [daemonDir, runtimeRoot(ns), containerStateDir(ns)] : [daemonDir];
+    // Deepest first, and before any removal, so that none reaches through a mount.
+    for (const m of left.flatMap((p) => mountsUnder(p)).sort((a, b) => b.length - a.length)) Bun.spawnSync(["umount", "-l", m]);
+    for (const d of left.slice(1)) rmSync(d, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    daemons.push(await startDaemon(daemonDir, {}, typeof o.daemonArgs === "function" ? o.daemonArgs(dir) : (o.daemonArgs ?? [])));
+    const daemon = daemons[0] as Daemon;
+    const c = typeof o.containerd === "function" ? o.containerd(dir) : (o.containerd ?? {});
+    env = await shimEnv({ ...c, env: { ...c.env, ...daemon.env }, dir: join(dir, basename(dir)) });
+    return {
+      dir,
+      daemonDir,
+      daemon,
+      env,
+      anotherDaemon: async (args) => {
+        const d = await startDaemon(daemonDir, {}, args);
+        daemons.push(d);
+        return d;
+      },
+      stop,
+    };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
 }
 
 function safeRead(p: string): string {

@@ -11,6 +11,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { MemoryLimitBelowUsage } from "../../../src/engines/engine.ts";
 import { HttpService, serviceControl } from "../../../src/engines/wasmtime/http/serve.ts";
+import { until } from "../../support/until.ts";
 import { prepare, REPO, WASM_DIR } from "./helpers.ts";
 
 const HANDLER = join(WASM_DIR, "http", "handler.wasm");
@@ -27,17 +28,6 @@ beforeAll(() => {
   sh("build-http-components.sh");
   source = new Uint8Array(readFileSync(HANDLER));
 }, 1_800_000);
-
-/** Liveness only (fail instead of hang), never a bound on how fast anything is. */
-async function until<T>(what: string, f: () => T | undefined | false | Promise<T | undefined | false>): Promise<T> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(10);
-  }
-}
 
 const start = (o: Partial<Parameters<typeof HttpService.start>[0]> = {}) =>
   HttpService.start({ source, env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]], args: [], ...o });
@@ -92,9 +82,9 @@ describe("a service controlled as a run", () => {
       const cpu0 = control.cpuNs?.() ?? 0;
       expect(cpu0).toBeGreaterThan(0);
       // Three guests asleep at once: three stores held (at least), more than one.
-      const one = await until("a store held", async () => (await control.memoryBytes?.()) || undefined);
+      const one = await until("a store held", async () => (await control.memoryBytes?.()) || undefined, 60_000);
       const sleepers = Array.from({ length: 3 }, () => fetch(`${base}/sleep/1500`).then((r) => r.text()));
-      await until("three guests running", () => svc.counters().inFlight === 3);
+      await until("three guests running", () => svc.counters().inFlight === 3, 60_000);
       expect(await control.memoryBytes?.()).toBeGreaterThanOrEqual(3 * Math.min(one, 65536));
       expect(await control.memoryBytes?.()).toBeGreaterThan(one);
       expect(await Promise.all(sleepers)).toEqual(["slept 1500\n", "slept 1500\n", "slept 1500\n"]);
@@ -111,12 +101,12 @@ describe("a service controlled as a run", () => {
     try {
       for (const svc of [limited, free]) void fetch(`http://127.0.0.1:${svc.port}/spin`).catch(() => {});
       const [lc, fc] = [serviceControl(limited), serviceControl(free)];
-      await until("both guests spinning", () => limited.counters().inFlight === 1 && free.counters().inFlight === 1);
-      await until("the limited service throttled twice", () => (lc.cpuThrottling?.().throttledPeriods ?? 0) >= 2);
+      await until("both guests spinning", () => limited.counters().inFlight === 1 && free.counters().inFlight === 1, 60_000);
+      await until("the limited service throttled twice", () => (lc.cpuThrottling?.().throttledPeriods ?? 0) >= 2, 60_000);
       expect(lc.cpuThrottling?.().throttledNs).toBeGreaterThan(0);
       expect(fc.cpuThrottling?.()).toEqual({ periods: 0, throttledPeriods: 0, throttledNs: 0 });
       fc.setCpu?.({ quota: 20_000, period: 100_000 });
-      await until("the updated service throttled", () => (fc.cpuThrottling?.().throttledPeriods ?? 0) > 0);
+      await until("the updated service throttled", () => (fc.cpuThrottling?.().throttledPeriods ?? 0) > 0, 60_000);
     } finally {
       expect(await limited.abort()).toBe(true);
       expect(await free.abort()).toBe(true);
@@ -129,7 +119,7 @@ describe("a service controlled as a run", () => {
     try {
       const base = `http://127.0.0.1:${svc.port}`;
       expect((await fetch(`${base}/`)).status).toBe(200);
-      const held = await until("a store held", async () => (await control.memoryBytes?.()) || undefined);
+      const held = await until("a store held", async () => (await control.memoryBytes?.()) || undefined, 60_000);
       const refused = await control.setMemoryLimit?.(1).catch((e) => e);
       expect(refused).toBeInstanceOf(MemoryLimitBelowUsage);
       expect((refused as MemoryLimitBelowUsage).usage).toBeGreaterThan(0);

@@ -15,6 +15,7 @@ import { HttpConfigError, HttpService, httpSettings, serveHttp, stopGraceMs } fr
 import { watComponentExports } from "../../../src/engines/wasmtime/http/wat-exports.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { wasmShape } from "../../../src/engines/wasmtime/wasm-shape.ts";
+import { until } from "../../support/until.ts";
 import { component, prepare, prepareComponents, REPO, tmp, WASM_DIR, wasm } from "./helpers.ts";
 
 const HANDLER = join(WASM_DIR, "http", "handler.wasm");
@@ -278,14 +279,6 @@ describe("the host library serving the handler", () => {
 });
 
 describe("a service's bounds (issue 16)", () => {
-  /** Liveness only (fail instead of hang), never a bound on how fast anything is. */
-  async function until(what: string, cond: () => boolean): Promise<void> {
-    for (let i = 0; !cond(); i++) {
-      if (i > 3000) throw new Error(`timed out waiting for ${what}`);
-      await Bun.sleep(10);
-    }
-  }
-
   test("at most max_requests guests run at once; the other requests wait their turn and are all answered", async () => {
     const svc = HttpService.start({ source, env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]], args: [], maxRequests: 2 });
     try {

@@ -13,6 +13,7 @@ import { WasmtimeEngine } from "../../../src/engines/wasmtime/engine.ts";
 import { CPU_CHECKS, CPU_THROTTLED, newRunWords, setCpuWords, throttling } from "../../../src/engines/wasmtime/run-atomics.ts";
 import { storeLimits, TABLE_ELEMENT_BYTES, TABLE_ROOM } from "../../../src/engines/wasmtime/store.ts";
 import { wasmShape } from "../../../src/engines/wasmtime/wasm-shape.ts";
+import { until } from "../../support/until.ts";
 import { component, prepare, prepareComponents, tmp, wasm } from "./helpers.ts";
 
 const MiB = 2 ** 20;
@@ -263,15 +264,6 @@ describe("the CPU throttle's accounting (fake clocks)", () => {
 });
 
 describe("a busy module's CPU quota (real runs)", () => {
-  /** Liveness only (fail instead of hang), not a bound on how fast anything is. */
-  async function until(what: string, cond: () => boolean): Promise<void> {
-    const deadline = Date.now() + 60_000;
-    while (!cond()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await Bun.sleep(20);
-    }
-  }
-
   test("with a quota it is throttled, without none is not, until its control gives it one; a kill ends a throttled run", async () => {
     const runs = [{ quota: 10_000, period: 100_000 }, undefined].map((cpu) => {
       const abort = new AbortController();
@@ -291,12 +283,12 @@ describe("a busy module's CPU quota (real runs)", () => {
     const [limited, free] = runs as [(typeof runs)[0], (typeof runs)[0]];
     const stats = (r: typeof limited) => r.control()?.cpuThrottling?.();
     // Twice: the first sleep is counted in nanoseconds once it is over, before the second starts.
-    await until("the limited run to be throttled twice", () => (stats(limited)?.throttledPeriods ?? 0) >= 2);
+    await until("the limited run to be throttled twice", () => (stats(limited)?.throttledPeriods ?? 0) >= 2, 60_000);
     expect(stats(limited)?.throttledNs).toBeGreaterThan(0);
     // The free one went through the same epoch ticks: never counted, never slept.
     expect(stats(free)).toEqual({ periods: 0, throttledPeriods: 0, throttledNs: 0 });
     free.control()?.setCpu?.({ quota: 20_000, period: 100_000 });
-    await until("the updated run to be throttled", () => (stats(free)?.throttledPeriods ?? 0) > 0);
+    await until("the updated run to be throttled", () => (stats(free)?.throttledPeriods ?? 0) > 0, 60_000);
     for (const r of runs) r.abort.abort(9);
     expect((await limited.done).code).toBe(137);
     expect((await free.done).code).toBe(137);

@@ -12,6 +12,7 @@ import { MemoryLimitBelowUsage, type RunControl } from "../../../src/engines/eng
 import { WasmtimeEngine } from "../../../src/engines/wasmtime/engine.ts";
 import { poolLibPath } from "../../../src/engines/wasmtime/pool.ts";
 import { GROW_STEPS_WAT } from "../../support/grow-steps.ts";
+import { until } from "../../support/until.ts";
 import { prepare, REPO, tmp } from "./helpers.ts";
 
 const MiB = 2 ** 20;
@@ -30,17 +31,6 @@ afterAll(() => {
   engine.close();
   pooling.close();
 });
-
-/** Liveness only (fail instead of hang), never a bound on how fast anything is. */
-async function until<T>(what: string, f: () => T | undefined | false): Promise<T> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(10);
-  }
-}
 
 /** GROW_STEPS_WAT started in a directory of its own with a 16 MiB limit: its control, its output, its end. */
 async function startGrowSteps(on: WasmtimeEngine) {
@@ -65,7 +55,7 @@ async function startGrowSteps(on: WasmtimeEngine) {
       control = c;
     },
   });
-  const c = await until("the run's control", () => control);
+  const c = await until("the run's control", () => control, 60_000);
   return { dir, out, c, abort, done };
 }
 
@@ -82,7 +72,7 @@ describe.each(runs)("a memory limit changed while the module runs: $name", ({ on
     // Killed once it runs (compiled by then; its run ends once the artifact is written).
     const first = await startGrowSteps(on());
     appendFileSync(join(first.dir, "n"), "x");
-    await until("its first answer", () => readFileSync(first.out, "utf8").includes("\n"));
+    await until("its first answer", () => readFileSync(first.out, "utf8").includes("\n"), 60_000);
     first.abort.abort(9);
     expect((await first.done).code).toBe(137);
   }, 60_000);
@@ -101,10 +91,14 @@ describe.each(runs)("a memory limit changed while the module runs: $name", ({ on
     const grow = async () => {
       asked++;
       appendFileSync(join(dir, "n"), "x");
-      const lines = await until(`answer ${asked}`, () => {
-        const l = readFileSync(out, "utf8").split("\n").filter(Boolean);
-        return l.length >= asked && l;
-      });
+      const lines = await until(
+        `answer ${asked}`,
+        () => {
+          const l = readFileSync(out, "utf8").split("\n").filter(Boolean);
+          return l.length >= asked && l;
+        },
+        60_000,
+      );
       return lines[asked - 1];
     };
     // 1 MiB at start (the module's page), then 3 more: 4 MiB held.

@@ -10,6 +10,7 @@ import { reapOrphans } from "../../../src/linux/orphans.ts";
 import { listChildren } from "../../../src/linux/proc.ts";
 import { asyncWatchReads } from "../../../src/linux/proc-async.ts";
 import { becomeSubreaper, isSubreaper } from "../../../src/linux/subreaper.ts";
+import { until } from "../../support/until.ts";
 
 const linux = process.platform === "linux" && process.arch === "x64";
 
@@ -21,15 +22,6 @@ function state(pid: number): string | undefined {
     return s.slice(s.lastIndexOf(")") + 2).split(" ")[0];
   } catch {
     return undefined;
-  }
-}
-
-/** Liveness only (fail instead of hang), not a bound on how fast anything is. */
-async function until(cond: () => boolean, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("timed out");
-    await Bun.sleep(5);
   }
 }
 
@@ -98,7 +90,7 @@ describe("reaper", () => {
     const p = ew.watch(pid as number).finally(() => {
       settled = true;
     });
-    await until(() => ew.isWatched(pid as number));
+    await until("the pid to be watched", () => ew.isWatched(pid as number));
     await Bun.sleep(50);
     expect(settled).toBe(false); // alive: nothing to report yet
     expect(["S", "R"]).toContain(state(pid as number) as string);
@@ -145,7 +137,7 @@ describe("reaper", () => {
   test("a pid that is already a zombie when watched resolves without any timer (its SIGCHLD came before the watch)", async () => {
     const ew = watcher();
     const [pid] = await orphans("(sleep 0.05; exit 9) >/dev/null & echo $!");
-    await until(() => state(pid as number) === "Z");
+    await until("the orphan to be a zombie", () => state(pid as number) === "Z");
     // Its SIGCHLD came before the watch; with the periodic polls disabled only the poll that
     // watch() makes itself can find it.
     const { value: r } = await withoutIntervals(() => ew.watch(pid as number));
@@ -192,7 +184,7 @@ describe("reaper", () => {
       expect(r).toMatchObject({ status: 3, source: "proc" });
       expect(await sh.exited).toBe(0);
       // Now reparented to us: the sweep reaps it.
-      await until(() => {
+      await until("the orphan to be reaped", () => {
         reapOrphans();
         return !existsSync(`/proc/${pid}`);
       });
@@ -202,7 +194,7 @@ describe("reaper", () => {
   test("an orphan nobody watches is reaped by reapOrphans, and a late watch still gets its status", async () => {
     watcher();
     const [pid] = await orphans("(sleep 0.05; exit 12) >/dev/null & echo $!");
-    await until(() => state(pid as number) === "Z");
+    await until("the orphan to be a zombie", () => state(pid as number) === "Z");
     const reaped = reapOrphans();
     expect(reaped.map((o) => o.pid)).toContain(pid as number);
     expect(reaped.find((o) => o.pid === pid)?.status).toBe(12);
@@ -215,7 +207,7 @@ describe("reaper", () => {
     const reaped: number[] = [];
     watcher({ reapIntervalMs: 50, onOrphanReaped: (o) => reaped.push(o.pid) });
     const [pid] = await orphans("(sleep 0.05; exit 1) >/dev/null & echo $!");
-    await until(() => !existsSync(`/proc/${pid}`));
+    await until("the sweep to reap the orphan", () => !existsSync(`/proc/${pid}`));
     expect(reaped).toContain(pid as number);
   });
 
@@ -227,7 +219,7 @@ describe("reaper", () => {
     const { intervals } = await withoutIntervals(async () => {
       for (const pid of pids) {
         const p = ew.watch(pid);
-        await until(() => ew.isWatched(pid));
+        await until("the pid to be watched", () => ew.isWatched(pid));
         // Listening while something is watched.
         expect(process.listenerCount("SIGCHLD")).toBe(sigchldBefore + 1);
         const t = performance.now();
@@ -270,7 +262,7 @@ describe("reaper", () => {
     await expect(p).rejects.toThrow("closed");
     await expect(ew.watch(pid as number)).rejects.toThrow("closed");
     process.kill(pid as number, "SIGKILL");
-    await until(() => state(pid as number) === "Z");
+    await until("the orphan to be a zombie", () => state(pid as number) === "Z");
     reapOrphans();
     expect(existsSync(`/proc/${pid}`)).toBe(false);
   });

@@ -34,9 +34,27 @@ function layout(id: string) {
 describe("the pod's files", () => {
   test("CRI's sandbox directory is found from the bundle's work link; no link, or another layout: none", () => {
     const l = layout("p1");
-    expect(criSandboxDir(l.bundle, "p1")).toBe(l.cri);
-    expect(criSandboxDir(l.bundle, "p2")).toBeUndefined();
-    expect(criSandboxDir("/nonexistent/p1", "p1")).toBeUndefined();
+    const log = () => {};
+    expect(criSandboxDir(l.bundle, "p1", log)).toBe(l.cri);
+    expect(criSandboxDir(l.bundle, "p2", log)).toBeUndefined();
+    expect(criSandboxDir("/nonexistent/p1", "p1", log)).toBeUndefined();
+  });
+
+  test("no CRI directory found: a warning says the files were not written and why; none when it is found", () => {
+    const l = layout("p1");
+    const logged: [string, string | undefined][] = [];
+    const log = (msg: string, level?: string) => logged.push([msg, level]);
+    criSandboxDir(l.bundle, "p1", log);
+    expect(logged).toEqual([]);
+    criSandboxDir("/nonexistent/p1", "p1", log);
+    criSandboxDir(l.bundle, "p2", log);
+    expect(logged.map(([, level]) => level)).toEqual(["warning", "warning"]);
+    expect(logged[0]?.[0]).toStartWith(
+      "sandbox p1: the pod's hostname, hosts, resolv.conf not written (CRI mounts none of them): no work link",
+    );
+    expect(logged[1]?.[0]).toBe(
+      `sandbox p2: the pod's hostname, hosts, resolv.conf not written (CRI mounts none of them): the bundle's work link points to ${join(l.root, "io.containerd.sandbox.controller.v1.shim", "k8s.io", "p1")}, not to <containerd root>/<plugin>/<namespace>/p2`,
+    );
   });
 
   test("resolv.conf as containerd writes a DNSConfig: search, one nameserver line each, options", () => {
