@@ -12,6 +12,7 @@ import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { IMAGES, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
 test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
@@ -19,16 +20,6 @@ test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
 const T = 240_000;
 let seq = 0;
 const uid = (what: string) => `pool-${what}-${process.pid}-${seq++}`;
-
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 30_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(50);
-  }
-}
 
 for (const c of CONTAINERDS)
   describe(`run pools (shared mode), containerd ${c.name}`, () => {
