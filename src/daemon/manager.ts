@@ -35,6 +35,8 @@ export interface ManagerOptions {
   daemonName: string;
   /** A sandbox has closed (the daemon gives memory back once such ends quiet down). */
   onSandboxClosed?: () => void;
+  /** Right before a new sandbox is made here (the daemon may start a successor for the next ones, ./overflow.ts). */
+  beforeNewSandbox?: () => void;
 }
 
 export class Manager {
@@ -109,6 +111,7 @@ export class Manager {
     // Asked twice at once while the lookups above awaited: one sandbox.
     sb = this.sandboxes.get(key);
     if (!sb) {
+      this.o.beforeNewSandbox?.();
       const socket = g.sandboxSocket(hash);
       const opts = {
         id: req.id,

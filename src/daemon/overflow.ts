@@ -1,0 +1,120 @@
+// Overflow: a daemon whose open files near its budget hands the new pods to a successor
+// (docs/ARCHITECTURE.md, "Overflow"). Every wasm container holds a dozen or more fds in the
+// daemon (./nofile.ts) and a process may hold no more than its hard RLIMIT_NOFILE, which an
+// unprivileged daemon cannot raise: where that is 20000, one daemon holds about 1200
+// containers. Beyond, the daemon does what an upgrade does (./generations.ts): it starts a new
+// daemon with --take-over, which takes the manager socket and every new pod, while this one
+// keeps serving its own pods until containerd has deleted them, then exits. So the rules of a
+// hand-over hold unchanged: a pod stays in the daemon that has it, a `shim delete` reaches it,
+// the crash sweep leaves a live daemon's work alone.
+//
+// Bounded: at most MAX_DAEMONS live daemons per socket directory. Each costs its own base
+// memory (engine, JS heaps, compile cache mappings) and a run-pool thread per core, and a
+// pod's start and a `shim delete` ask each other live daemon in turn; the last one, unable to
+// start another, goes on making sandboxes until the kernel refuses it an fd (a create that
+// fails cleanly, EMFILE).
+
+import { readdirSync } from "node:fs";
+import type { Logger } from "../task/task-host.ts";
+
+/** The most live daemons of one socket directory that overflow starts (a reload still may start one more). */
+export const MAX_DAEMONS = 16;
+/** By default a daemon hands over once it holds this share of its open-file limit. */
+export const DEFAULT_BUDGET_SHARE = 0.9;
+/** After a successor exited without taking over, how long until another is tried. */
+const RETRY_MS = 10_000;
+
+/**
+ * The default budget for a soft limit of `soft` open files: what is left above it is room for
+ * the containers still added to the pods this daemon has, for execs and for the fds a start
+ * holds for a moment. Undefined (never overflow) when the limit is unlimited.
+ */
+export function defaultFdBudget(soft: bigint | undefined, infinity: bigint): number | undefined {
+  if (soft === undefined || soft === infinity) return undefined;
+  return Math.floor(Number(soft) * DEFAULT_BUDGET_SHARE);
+}
+
+export interface OverflowOptions {
+  /** Open files at which new pods go to a successor. */
+  budget: number;
+  /** An fd count, up to about a container's worth: how many the daemon holds now. */
+  countFds?: () => number;
+  /** Live daemons of the socket directory, this one included. */
+  liveDaemons: () => number;
+  /**
+   * Starts the successor (a daemon with --take-over); resolves when it has exited (it drained
+   * in turn, or failed before it took over).
+   */
+  startSuccessor: () => { pid: number; exited: Promise<number> };
+  /** Whether a successor has asked this daemon to hand over already (then nothing is started). */
+  handedOver: () => boolean;
+  log: Logger;
+  /** Most open files one container costs (./nofile.ts): how far apart two counts may be. */
+  fdsPerContainer: number;
+}
+
+/** Counts this process's open fds. */
+export function countOwnFds(): number {
+  return readdirSync("/proc/self/fd").length;
+}
+
+/**
+ * Told before each new sandbox is made here. Counts the daemon's fds, seldom while far below
+ * the budget (a count reads a directory of as many entries), at every new sandbox near it; at
+ * the budget it starts one successor.
+ */
+export class Overflow {
+  /** New sandboxes to let pass before the next count. */
+  private skip = 0;
+  private successor: number | undefined;
+  private refusedLogged = false;
+  /** After a successor that failed: no other before this time (one that fails at once must not be started at every pod). */
+  private retryAt = 0;
+
+  constructor(private readonly o: OverflowOptions) {}
+
+  /** The successor started and not yet exited, if any. */
+  get starting(): number | undefined {
+    return this.successor;
+  }
+
+  beforeNewSandbox(): void {
+    if (this.successor !== undefined || this.o.handedOver() || Date.now() < this.retryAt) return;
+    if (this.skip > 0) {
+      this.skip--;
+      return;
+    }
+    const fds = (this.o.countFds ?? countOwnFds)();
+    if (fds < this.o.budget) {
+      // A sandbox's first container costs at most fdsPerContainer; its pod may add more: a
+      // quarter of the distance in containers before the next count.
+      this.skip = Math.floor((this.o.budget - fds) / this.o.fdsPerContainer / 4);
+      return;
+    }
+    const live = this.o.liveDaemons();
+    if (live >= MAX_DAEMONS) {
+      if (!this.refusedLogged)
+        this.o.log(
+          `${fds} open files, at the budget of ${this.o.budget}, but ${live} daemons serve this directory (at most ${MAX_DAEMONS}): new pods stay here until the open-file limit refuses them`,
+          "warning",
+        );
+      this.refusedLogged = true;
+      return;
+    }
+    let started: { pid: number; exited: Promise<number> };
+    try {
+      started = this.o.startSuccessor();
+    } catch (e) {
+      this.o.log(`starting a successor daemon: ${e instanceof Error ? e.message : String(e)}`, "warning");
+      return;
+    }
+    this.successor = started.pid;
+    this.o.log(`${fds} open files, at the budget of ${this.o.budget}: daemon ${started.pid} takes the new pods`);
+    void started.exited.then((code) => {
+      if (this.successor !== started.pid) return;
+      this.successor = undefined;
+      this.retryAt = Date.now() + RETRY_MS;
+      if (!this.o.handedOver()) this.o.log(`successor daemon ${started.pid} exited (${code}) before it took over`, "warning");
+    });
+  }
+}
