@@ -318,6 +318,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     onHandOver: async (successor): Promise<HandOverResponse> => {
       log(`daemon ${successor} takes over: no new sandboxes here; serving the ${manager.sandboxes.size} there are until they are deleted`);
       manager.startHandingOver(successorServes());
+      overflow?.stopWaiting();
       // Its metrics address is the successor's from now on.
       await endpoint?.close();
       endpoint = undefined;
@@ -390,14 +391,20 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   };
   // After a hand-over: resolves once the successor's socket is at the path. Until then this one
   // still listens there (a thin shim finds a listener either way); new pods wait for it.
+  // The listener on the path is shut down only after that: a pod that waited for the rename is
+  // asked of the successor on its connection, which the shutdown would close (it waits 1 s
+  // for calls in flight, this one among them).
   function successorServes(): Promise<void> {
     handedOver = true;
-    return (async () => {
+    const serves = (async () => {
       while (ownsPath()) await Bun.sleep(20);
       log("the successor serves the manager socket");
+    })();
+    void serves.then(async () => {
       await server.shutdown(1000);
       if (manager.sandboxes.size === 0) void exitDrained();
-    })();
+    });
+    return serves;
   }
   const leave = async () => {
     await Promise.all([own.shutdown(1000), endpoint?.close()]);

@@ -23,6 +23,8 @@ export const MAX_DAEMONS = 16;
 export const DEFAULT_BUDGET_SHARE = 0.9;
 /** After a successor exited without taking over, how long until another is tried. */
 const RETRY_MS = 10_000;
+/** How long a new pod waits for a successor that is starting (as long as a successor waits for a hand-over). */
+const WAIT_MS = 10_000;
 
 /**
  * The default budget for a soft limit of `soft` open files: what is left above it is room for
@@ -61,7 +63,10 @@ export function countOwnFds(): number {
 /**
  * Told before each new sandbox is made here. Counts the daemon's fds, seldom while far below
  * the budget (a count reads a directory of as many entries), at every new sandbox near it; at
- * the budget it starts one successor.
+ * the budget it starts one successor, and the new pods wait for it to take over (then the
+ * manager forwards them) rather than fill this daemon while it starts: a start takes a second
+ * or more under load, at 30 pods a second. Should it fail, or not take over within
+ * WAIT_MS, they are made here (the budget leaves room above it).
  */
 export class Overflow {
   /** New sandboxes to let pass before the next count. */
@@ -70,6 +75,8 @@ export class Overflow {
   private refusedLogged = false;
   /** After a successor that failed: no other before this time (one that fails at once must not be started at every pod). */
   private retryAt = 0;
+  /** Resolves once the successor took over or exited: the new pods that wait for it. */
+  private waiting: { promise: Promise<void>; resolve: () => void } | undefined;
 
   constructor(private readonly o: OverflowOptions) {}
 
@@ -78,18 +85,21 @@ export class Overflow {
     return this.successor;
   }
 
-  beforeNewSandbox(): void {
-    if (this.successor !== undefined || this.o.handedOver() || Date.now() < this.retryAt) return;
+  /** Before a new sandbox: undefined, make it here; a promise, wait, then ask handedOver() again. */
+  beforeNewSandbox(): Promise<void> | undefined {
+    if (this.o.handedOver()) return undefined;
+    if (this.waiting) return this.waiting.promise;
+    if (this.successor !== undefined || Date.now() < this.retryAt) return undefined;
     if (this.skip > 0) {
       this.skip--;
-      return;
+      return undefined;
     }
     const fds = (this.o.countFds ?? countOwnFds)();
     if (fds < this.o.budget) {
       // A sandbox's first container costs at most fdsPerContainer; its pod may add more: a
       // quarter of the distance in containers before the next count.
       this.skip = Math.floor((this.o.budget - fds) / this.o.fdsPerContainer / 4);
-      return;
+      return undefined;
     }
     const live = this.o.liveDaemons();
     if (live >= MAX_DAEMONS) {
@@ -99,22 +109,36 @@ export class Overflow {
           "warning",
         );
       this.refusedLogged = true;
-      return;
+      return undefined;
     }
     let started: { pid: number; exited: Promise<number> };
     try {
       started = this.o.startSuccessor();
     } catch (e) {
       this.o.log(`starting a successor daemon: ${e instanceof Error ? e.message : String(e)}`, "warning");
-      return;
+      this.retryAt = Date.now() + RETRY_MS;
+      return undefined;
     }
     this.successor = started.pid;
     this.o.log(`${fds} open files, at the budget of ${this.o.budget}: daemon ${started.pid} takes the new pods`);
+    const w = Promise.withResolvers<void>();
+    this.waiting = w;
+    const timer = setTimeout(() => this.stopWaiting(), WAIT_MS);
+    void w.promise.then(() => clearTimeout(timer));
     void started.exited.then((code) => {
       if (this.successor !== started.pid) return;
       this.successor = undefined;
+      this.stopWaiting();
+      if (this.o.handedOver()) return;
       this.retryAt = Date.now() + RETRY_MS;
-      if (!this.o.handedOver()) this.o.log(`successor daemon ${started.pid} exited (${code}) before it took over`, "warning");
+      this.o.log(`successor daemon ${started.pid} exited (${code}) before it took over`, "warning");
     });
+    return w.promise;
+  }
+
+  /** The successor asked this daemon to hand over (or will not): the waiting pods go on. */
+  stopWaiting(): void {
+    this.waiting?.resolve();
+    this.waiting = undefined;
   }
 }

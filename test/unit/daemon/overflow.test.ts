@@ -57,26 +57,42 @@ test("below the budget nothing starts, and the fds are counted seldom while far 
   expect(near.state.started).toEqual([]);
 });
 
-test("at the budget one successor starts, not one per pod; none once handed over", () => {
+test("below the budget a new pod is made at once (no wait)", () => {
+  const { o, state } = fake();
+  state.fds = 999;
+  expect(o.beforeNewSandbox()).toBeUndefined();
+});
+
+test("at the budget one successor starts, not one per pod; new pods wait until it takes over; none once handed over", async () => {
   const { o, state } = fake();
   state.fds = 1000;
-  for (let i = 0; i < 5; i++) o.beforeNewSandbox();
+  const waits = Array.from({ length: 5 }, () => o.beforeNewSandbox());
   expect(state.started).toEqual([100]);
   expect(o.starting).toBe(100);
+  for (const w of waits) expect(w).toBeInstanceOf(Promise);
+  let done = 0;
+  for (const w of waits) void w?.then(() => done++);
+  await Bun.sleep(0);
+  expect(done).toBe(0);
+  // The daemon's HandOver: the waiting pods go on (and the manager forwards them).
   state.handedOver = true;
-  for (let i = 0; i < 5; i++) o.beforeNewSandbox();
+  o.stopWaiting();
+  await Bun.sleep(0);
+  expect(done).toBe(5);
+  for (let i = 0; i < 5; i++) expect(o.beforeNewSandbox()).toBeUndefined();
   expect(state.started).toEqual([100]);
 });
 
 test("a successor that exits before taking over is logged, and the next is tried only after a pause", async () => {
   const { o, state } = fake();
   state.fds = 1000;
-  o.beforeNewSandbox();
+  const waiting = o.beforeNewSandbox();
   state.exit[0]?.(1);
-  await Bun.sleep(0);
+  // The pods that waited for it go on (made here).
+  await waiting;
   expect(o.starting).toBeUndefined();
   expect(state.logs.some((l) => l.includes("exited (1) before it took over"))).toBe(true);
-  o.beforeNewSandbox();
+  expect(o.beforeNewSandbox()).toBeUndefined();
   expect(state.started).toEqual([100]);
 });
 
