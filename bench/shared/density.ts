@@ -25,8 +25,8 @@
 // Shared mode may run in several daemons: one that nears its fd budget (the daemon's default,
 // or --fd-budget) hands the new pods to a successor (src/daemon/overflow.ts). Its figures (PSS, threads, fds) are of all the daemons of
 // the run's socket directory summed, and the row says how many there were. containerd holds fds
-// per container too (4 in shared mode: its connection to the sandbox, the events connection,
-// the shim log fifo twice) and it is one process: a ramp also stops when the next batch would
+// per container too (3 in shared mode: its connection to the sandbox and the shim log fifo
+// `<bundle>/log`, opened twice; the daemon's events connection is one for all) and it is one process: a ramp also stops when the next batch would
 // leave containerd less than a batch's worth below its open-file limit.
 
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -144,7 +144,7 @@ function processTable(): Map<number, [number, string]> {
     if (r !== 0)
       console.log(
         `(RLIMIT_NOFILE stays at ${lim.hard}: raising it to ${want} failed, ${strerror(e)} (no CAP_SYS_RESOURCE?); ` +
-          `that is room for about ${containersFor(lim.hard)} containers per daemon (then a successor takes the new ones) and about ${Math.floor(Number(lim.hard) / 4)} in containerd)`,
+          `that is room for about ${containersFor(lim.hard)} containers per daemon (then a successor takes the new ones) and about ${Math.floor(Number(lim.hard) / 3)} in containerd, 3 fds each)`,
       );
   }
 }
@@ -311,9 +311,9 @@ async function ramp(peer: Peer, width: number): Promise<Ramp> {
       stopped = "interrupted";
       break;
     }
-    // containerd's fds per container so far (4 in shared mode): the next batch must fit below its limit.
+    // containerd's fds per container so far (3 in shared mode): the next batch must fit below its limit.
     const cdFds = fdsOf(env.cd.pid);
-    const cdPer = ids.length > 0 ? Math.max(1, (cdFds - cdFds0) / ids.length) : 4;
+    const cdPer = ids.length > 0 ? Math.max(1, (cdFds - cdFds0) / ids.length) : 3;
     if (cdFds + 2 * size * cdPer > cdLimit) {
       stopped = `containerd's open-file limit: it holds ${cdFds} of ${cdLimit} fds (${cdPer.toFixed(1)} per container); the next ${size} would leave it less than a batch's worth`;
       break;

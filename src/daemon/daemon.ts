@@ -28,6 +28,7 @@ import { findRuntime } from "../linux/runc.ts";
 import { becomeSubreaper } from "../linux/subreaper.ts";
 import { shimPaths } from "../runtime-v2/paths.ts";
 import { spanPerCall } from "../runtime-v2/task-server.ts";
+import { EventsConnections } from "../task/events.ts";
 import { probeCgroupV2 } from "../task/stats.ts";
 import { bindUnixSocket, requireSameUser, Server } from "../ttrpc/index.ts";
 import { countingCompiles } from "./compiles.ts";
@@ -277,6 +278,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     },
     ...(metrics ? { observe: metrics } : {}),
     markWorkDir: (c) => markWorkDir(self, c),
+    eventsConnections: new EventsConnections(),
     swept: (ns, id) => sweep.settled(ns, id),
   };
   // Sandbox sockets of an earlier daemon (killed) are dead: removed. A draining daemon's (one
