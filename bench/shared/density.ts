@@ -314,8 +314,8 @@ async function ramp(peer: Peer, width: number): Promise<Ramp> {
     // containerd's fds per container so far (3 in shared mode): the next batch must fit below its limit.
     const cdFds = fdsOf(env.cd.pid);
     const cdPer = ids.length > 0 ? Math.max(1, (cdFds - cdFds0) / ids.length) : 3;
-    if (cdFds + 2 * size * cdPer > cdLimit) {
-      stopped = `containerd's open-file limit: it holds ${cdFds} of ${cdLimit} fds (${cdPer.toFixed(1)} per container); the next ${size} would leave it less than a batch's worth`;
+    if (cdFds + size * cdPer + 256 > cdLimit) {
+      stopped = `containerd's open-file limit: it holds ${cdFds} of ${cdLimit} fds (${cdPer.toFixed(1)} per container); the next ${size} would leave it fewer than 256 spare`;
       break;
     }
     if (Date.now() - t0 > RAMP_MS) {
