@@ -41,7 +41,7 @@ import { Manager } from "./manager.ts";
 import { type MetricsAddress, parseMetricsAddress } from "./metrics-address.ts";
 import type { MetricsEndpoint } from "./metrics-server.ts";
 import { FDS_PER_CONTAINER, raiseNofile } from "./nofile.ts";
-import { defaultFdBudget, Overflow } from "./overflow.ts";
+import { defaultFdBudget, Overflow, systemdUnit } from "./overflow.ts";
 import { DAEMON_SOCKET_ENV, defaultDaemonSocket, type SharedModeNames } from "./paths.ts";
 import type { DaemonShared } from "./sandbox-host.ts";
 import { METRICS_SCRIPT } from "./scripts.ts";
@@ -302,6 +302,12 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
           handedOver: () => handedOver,
           log,
           startSuccessor: () => {
+            // Under systemd its reload starts the successor (and makes it the unit's main process).
+            const unit = systemdUnit(readFileSync("/proc/self/cgroup", "utf8"), process.env);
+            if (unit) {
+              const ctl = Bun.spawn(["systemctl", "reload", unit], { stdio: ["ignore", "inherit", "inherit"] });
+              return { pid: ctl.pid, exited: ctl.exited, what: `the daemon systemctl reload ${unit} (pid ${ctl.pid}) starts` };
+            }
             const child = spawnDaemon(name, successorArgs(argv));
             return { pid: child.pid, exited: child.exited };
           },

@@ -4,9 +4,10 @@
 // unprivileged daemon cannot raise: where that is 20000, one daemon holds about 1200
 // containers. Beyond, the daemon does what an upgrade does (./generations.ts): it starts a new
 // daemon with --take-over, which takes the manager socket and every new pod, while this one
-// keeps serving its own pods until containerd has deleted them, then exits. So the rules of a
-// hand-over hold unchanged: a pod stays in the daemon that has it, a `shim delete` reaches it,
-// the crash sweep leaves a live daemon's work alone.
+// keeps serving its own pods until containerd has deleted them, then exits (under systemd it
+// asks systemd for that reload: systemdUnit below). So the rules of a hand-over hold
+// unchanged: a pod stays in the daemon that has it, a `shim delete` reaches it, the crash
+// sweep leaves a live daemon's work alone.
 //
 // Bounded: at most MAX_DAEMONS live daemons per socket directory. Each costs its own base
 // memory (engine, JS heaps, compile cache mappings) and a run-pool thread per core, and a
@@ -47,12 +48,31 @@ export interface OverflowOptions {
    * Starts the successor (a daemon with --take-over); resolves when it has exited (it drained
    * in turn, or failed before it took over).
    */
-  startSuccessor: () => { pid: number; exited: Promise<number> };
+  startSuccessor: () => { pid: number; exited: Promise<number>; what?: string };
   /** Whether a successor has asked this daemon to hand over already (then nothing is started). */
   handedOver: () => boolean;
   log: Logger;
   /** Most open files one container costs (./nofile.ts): how far apart two counts may be. */
   fdsPerContainer: number;
+}
+
+/**
+ * The systemd service this process runs as, if any: the last component of its cgroup path
+ * (the unified hierarchy's line, else the name=systemd one) when it names a .service and
+ * systemd started it (INVOCATION_ID is set). Under systemd a successor is started by
+ * `systemctl reload` of the unit: its ExecReload is the same --take-over, and systemd then
+ * reads the pid file, so the successor becomes the unit's main process (a successor started
+ * by the daemon itself would leave the unit's main process to exit once drained, and systemd
+ * to restart it).
+ */
+export function systemdUnit(cgroup: string, env: Record<string, string | undefined>): string | undefined {
+  if (!env.INVOCATION_ID) return undefined;
+  const lines = cgroup.split("\n");
+  for (const line of [lines.find((l) => l.startsWith("0::")), lines.find((l) => l.includes(":name=systemd:"))]) {
+    const last = line?.slice(line.lastIndexOf("/") + 1).trim();
+    if (last && /^[A-Za-z0-9:_.\\@-]+\.service$/.test(last)) return last;
+  }
+  return undefined;
 }
 
 /** Counts this process's open fds. */
@@ -111,7 +131,7 @@ export class Overflow {
       this.refusedLogged = true;
       return undefined;
     }
-    let started: { pid: number; exited: Promise<number> };
+    let started: { pid: number; exited: Promise<number>; what?: string };
     try {
       started = this.o.startSuccessor();
     } catch (e) {
@@ -120,7 +140,7 @@ export class Overflow {
       return undefined;
     }
     this.successor = started.pid;
-    this.o.log(`${fds} open files, at the budget of ${this.o.budget}: daemon ${started.pid} takes the new pods`);
+    this.o.log(`${fds} open files, at the budget of ${this.o.budget}: ${started.what ?? `daemon ${started.pid}`} takes the new pods`);
     const w = Promise.withResolvers<void>();
     this.waiting = w;
     const timer = setTimeout(() => this.stopWaiting(), WAIT_MS);
@@ -131,7 +151,7 @@ export class Overflow {
       this.stopWaiting();
       if (this.o.handedOver()) return;
       this.retryAt = Date.now() + RETRY_MS;
-      this.o.log(`successor daemon ${started.pid} exited (${code}) before it took over`, "warning");
+      this.o.log(`${started.what ?? `successor daemon ${started.pid}`} exited (${code}) before it took over`, "warning");
     });
     return w.promise;
   }

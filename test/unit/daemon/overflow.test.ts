@@ -1,7 +1,7 @@
 // When a daemon near its fd budget starts a successor (src/daemon/overflow.ts), with fakes for
 // the fd count, the other daemons and the start.
 import { expect, test } from "bun:test";
-import { defaultFdBudget, MAX_DAEMONS, Overflow, type OverflowOptions } from "../../../src/daemon/overflow.ts";
+import { defaultFdBudget, MAX_DAEMONS, Overflow, type OverflowOptions, systemdUnit } from "../../../src/daemon/overflow.ts";
 import { RLIM_INFINITY } from "../../../src/linux/libc.ts";
 
 function fake(over: Partial<OverflowOptions> = {}) {
@@ -114,4 +114,17 @@ test("a start that throws is logged, and the pod is made here", () => {
   state.fds = 1000;
   expect(() => o.beforeNewSandbox()).not.toThrow();
   expect(state.logs.some((l) => l.includes("starting a successor daemon: ENOENT"))).toBe(true);
+});
+
+test("under systemd (INVOCATION_ID, a .service cgroup) the successor is the unit's reload; elsewhere none", () => {
+  const v2 = "0::/system.slice/containerd-wasmtimed.service\n";
+  const v1 = "4:memory:/system.slice/containerd-wasmtimed.service\n1:name=systemd:/system.slice/containerd-wasmtimed.service\n0::/\n";
+  const id = { INVOCATION_ID: "0123abcd" };
+  expect(systemdUnit(v2, id)).toBe("containerd-wasmtimed.service");
+  // A hybrid hierarchy: 0::/ names nothing; the name=systemd line does.
+  expect(systemdUnit(v1, id)).toBe("containerd-wasmtimed.service");
+  expect(systemdUnit(v1.replace("0::/\n", ""), id)).toBe("containerd-wasmtimed.service");
+  expect(systemdUnit(v2, {})).toBeUndefined();
+  expect(systemdUnit("0::/user.slice/session-3.scope\n", id)).toBeUndefined();
+  expect(systemdUnit("0::/\n", id)).toBeUndefined();
 });
