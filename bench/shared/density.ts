@@ -4,7 +4,8 @@
 // prints one table. Needs root, containerd and runc.
 //
 //   bun bench/shared/density.ts [--n 1000] [--parallel 8,32] [--peers shared,normal,runc,runwasi]
-//                               [--containerd v2.4.2] [--runwasi DIR] [--kill-sample 100]
+//                               [--containerd v2.4.2] [--runwasi DIR] [--kill-sample 100|all]
+//                               [--kill-parallel 1] [--fd-budget N]
 //                               [--batch 100] [--min-free-gib 5] [--ramp-minutes 30]
 //                               [--delete-minutes 30]
 //
@@ -12,21 +13,31 @@
 // batches (`--batch`), `--parallel` at a time; the rate is the median over batches. Before each
 // batch the machine's MemAvailable is checked: a ramp stops when the next batch would leave less
 // than --min-free-gib, or after --ramp-minutes, and the row says where. At the end of the first
-// ramp of a peer: PSS per idle container (shared: the daemon's growth ÷ N plus any thin shim
+// ramp of a peer: PSS per idle container (shared: the daemons' growth ÷ N plus any thin shim
 // left; the others: the PSS of every per-container process, shims and what runs in the
 // container), then kill latency over a sample (`ctr task kill -s SIGKILL`, one at a time, until
-// containerd's /tasks/exit event), then the time to delete all (`ctr task delete --force` and
+// containerd's /tasks/exit event; `--kill-sample all --kill-parallel 8`: every container, 8
+// kills at a time), then the time to delete all (`ctr task delete --force` and
 // `ctr container delete`, 25 ids per call, 8 calls at a time). The ctr row is what `ctr
 // version` (one gRPC round trip) costs at the same parallelism: the ceiling any runtime's rate
 // meets through ctr.
+//
+// Shared mode may run in several daemons: one that nears its fd budget (the daemon's default,
+// or --fd-budget) hands the new pods to a successor (src/daemon/overflow.ts). Its figures (PSS, threads, fds) are of all the daemons of
+// the run's socket directory summed, and the row says how many there were. containerd holds fds
+// per container too (3 in shared mode: its connection to the sandbox and the shim log fifo
+// `<bundle>/log`, opened twice; the daemon's events connection is one for all) and it is one process: a ramp also stops when the next batch would
+// leave containerd less than a batch's worth below its open-file limit.
 
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
+import { pidOf, processStart } from "../../src/daemon/daemon-files.ts";
 import { containersFor } from "../../src/daemon/nofile.ts";
 import { getrlimit, RLIMIT_NOFILE, setrlimit, strerror } from "../../src/linux/libc.ts";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../../test/support/daemon.ts";
+import { chunks, pool } from "../../test/support/ramp.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../../test/support/shim-env.ts";
 import { RUNC, RUNWASI, runwasiDir, runwasiPathDir } from "../shim/peers.ts";
 
@@ -38,6 +49,8 @@ const { values } = parseArgs({
     containerd: { type: "string" },
     runwasi: { type: "string" },
     "kill-sample": { type: "string", default: "100" },
+    "kill-parallel": { type: "string", default: "1" },
+    "fd-budget": { type: "string" },
     batch: { type: "string", default: "100" },
     "min-free-gib": { type: "string", default: "5" },
     "ramp-minutes": { type: "string", default: "30" },
@@ -49,7 +62,9 @@ const WIDTHS = values.parallel
   .split(",")
   .map(Number)
   .filter((p) => p > 0);
-const KILL_SAMPLE = Number(values["kill-sample"]);
+const KILL_ALL = values["kill-sample"] === "all";
+const KILL_SAMPLE = KILL_ALL ? Number.POSITIVE_INFINITY : Number(values["kill-sample"]);
+const KILL_PARALLEL = Number(values["kill-parallel"]);
 const BATCH = Number(values.batch);
 const MIN_FREE_KIB = Number(values["min-free-gib"]) * 1024 * 1024;
 const RAMP_MS = Number(values["ramp-minutes"]) * 60_000;
@@ -89,18 +104,6 @@ const quantile = (xs: number[], q: number) => {
   return s.length ? s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]! : Number.NaN;
 };
 
-/** Runs fn over items, at most `width` at a time. */
-async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(width, items.length) }, async () => {
-      while (next < items.length) await fn(items[next++]!);
-    }),
-  );
-}
-const chunks = <T>(xs: T[], size: number): T[][] =>
-  Array.from({ length: Math.ceil(xs.length / size) }, (_, i) => xs.slice(i * size, (i + 1) * size));
-
 const memAvailableKiB = () => Number(/^MemAvailable:\s+(\d+)/m.exec(readFileSync("/proc/meminfo", "utf8"))?.[1] ?? 0);
 const gib = (kib: number) => (kib / 1024 / 1024).toFixed(1);
 
@@ -130,8 +133,9 @@ function processTable(): Map<number, [number, string]> {
   return out;
 }
 
-// Room for the fds N containers need in the daemon (about a dozen each, src/daemon/nofile.ts)
-// and in containerd: root may raise its hard limit, and both inherit it from us.
+// Room for the fds N containers need in the daemon (17 each, src/daemon/nofile.ts) and in
+// containerd: root may raise its hard limit, and both inherit it from us. Where it cannot, the
+// daemon overflows into successors; containerd cannot.
 {
   const want = BigInt(Math.max(65_536, N * 16 + 4096));
   const lim = getrlimit(RLIMIT_NOFILE);
@@ -140,14 +144,16 @@ function processTable(): Map<number, [number, string]> {
     if (r !== 0)
       console.log(
         `(RLIMIT_NOFILE stays at ${lim.hard}: raising it to ${want} failed, ${strerror(e)} (no CAP_SYS_RESOURCE?); ` +
-          `that is room for about ${containersFor(lim.hard)} containers in the daemon)`,
+          `that is room for about ${containersFor(lim.hard)} containers per daemon (then a successor takes the new ones) and about ${Math.floor(Number(lim.hard) / 3)} in containerd, 3 fds each)`,
       );
   }
 }
 
 const dir = mkdtempSync("/tmp/bwd-");
 const daemonDir = join(dir, "d");
-const daemon: Daemon | null = PEERS.includes("shared") ? await startDaemon(daemonDir) : null;
+const daemon: Daemon | null = PEERS.includes("shared")
+  ? await startDaemon(daemonDir, {}, values["fd-budget"] ? ["--fd-budget", values["fd-budget"]] : [])
+  : null;
 const env: ShimEnv = await shimEnv({
   dir: join(dir, basename(dir)),
   path: RW ? [runwasiPathDir(RW)] : [],
@@ -156,6 +162,30 @@ const env: ShimEnv = await shimEnv({
 });
 const ns = env.cd.namespace;
 const cdVersion = (await env.cd.ctr(["version"])).stdout.match(/Server:[\s\S]*?Version:\s+(\S+)/)?.[1] ?? "?";
+
+/** Every daemon of the run's socket directory seen so far (the first, then the successors of overflows). */
+const daemonsSeen = new Set<number>(daemon ? [daemon.pid] : []);
+/** The live daemons of the run (their own manager sockets, daemons/<pid>.sock). */
+function liveDaemons(): number[] {
+  if (!daemon) return [];
+  let names: string[] = [];
+  try {
+    names = readdirSync(join(daemonDir, "daemons"));
+  } catch {}
+  for (const n of names) {
+    const pid = pidOf(n);
+    if (pid !== undefined) daemonsSeen.add(pid);
+  }
+  return [...daemonsSeen].filter((p) => processStart(p) !== undefined);
+}
+/** A figure of all the live daemons, summed. */
+const allDaemons = (f: (pid: number) => number) => liveDaemons().reduce((a, p) => a + f(p), 0);
+
+/** containerd's soft open-file limit (its /proc/<pid>/limits). */
+function containerdNofile(): number {
+  const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync(`/proc/${env.cd.pid}/limits`, "utf8"));
+  return !m || m[1] === "unlimited" ? Number.POSITIVE_INFINITY : Number(m[1]);
+}
 
 /** Mount points of this run: containers' rootfs (named by the namespace) and the daemon's views. */
 const mounts = () =>
@@ -233,7 +263,7 @@ function perContainerProcesses(inits: number[]): number[] {
     for (const c of children.get(p) ?? []) walk(c);
   };
   for (const p of inits) walk(p);
-  if (daemon) out.delete(daemon.pid);
+  for (const d of daemonsSeen) out.delete(d);
   return [...out];
 }
 
@@ -266,6 +296,8 @@ async function ramp(peer: Peer, width: number): Promise<Ramp> {
   const t0 = Date.now();
   let stopped = "";
   let perContainerKiB = 0;
+  const cdFds0 = fdsOf(env.cd.pid);
+  const cdLimit = containerdNofile();
   /** `ctr run -d` calls that succeeded: calls already in flight when one fails may still succeed. */
   let started = 0;
   while (ids.length < N && !stopped) {
@@ -277,6 +309,13 @@ async function ramp(peer: Peer, width: number): Promise<Ramp> {
     }
     if (interrupted) {
       stopped = "interrupted";
+      break;
+    }
+    // containerd's fds per container so far (3 in shared mode): the next batch must fit below its limit.
+    const cdFds = fdsOf(env.cd.pid);
+    const cdPer = ids.length > 0 ? Math.max(1, (cdFds - cdFds0) / ids.length) : 3;
+    if (cdFds + size * cdPer + 256 > cdLimit) {
+      stopped = `containerd's open-file limit: it holds ${cdFds} of ${cdLimit} fds (${cdPer.toFixed(1)} per container); the next ${size} would leave it fewer than 256 spare`;
       break;
     }
     if (Date.now() - t0 > RAMP_MS) {
@@ -302,13 +341,14 @@ async function ramp(peer: Peer, width: number): Promise<Ramp> {
   return { width, reached: started, ratePerS: median(rates), rates, stopped, ids };
 }
 
-/** Kill → exit event of `sample` containers, one at a time, in ms. */
+/** Kill → exit event of `sample` containers (every one with --kill-sample all), --kill-parallel at a time, in ms. */
 async function killLatencies(ids: string[]): Promise<number[]> {
-  const step = Math.max(1, Math.floor(ids.length / KILL_SAMPLE));
+  const step = KILL_ALL ? 1 : Math.max(1, Math.floor(ids.length / KILL_SAMPLE));
   const sample = ids.filter((_, i) => i % step === 0).slice(0, KILL_SAMPLE);
   const out: number[] = [];
   let failed = 0;
-  for (const id of sample) {
+  await pool(sample, KILL_PARALLEL, async (id) => {
+    if (failed >= 3) return; // a runtime that stopped answering: the sample ends here
     const t0 = performance.now();
     const seen = exitOf(id);
     try {
@@ -317,9 +357,9 @@ async function killLatencies(ids: string[]): Promise<number[]> {
     } catch (e) {
       seen.catch(() => {});
       console.log(`(kill of ${id}: ${(e as Error).message})`);
-      if (++failed === 3) break; // a runtime that stopped answering: the sample ends here
+      failed++;
     }
-  }
+  });
   return out;
 }
 
@@ -357,6 +397,8 @@ interface Row {
   cdFds: [number, number, number];
   mounts: [number, number, number];
   procs: [number, number];
+  /** Daemons (shared mode): live ones at the start, at N, after. */
+  daemons: [number, number, number];
   note: string;
 }
 
@@ -369,24 +411,25 @@ async function measure(key: string): Promise<Row> {
   });
   if (warm.code !== 0) throw new Error(`warm-up (${peer.runtime}) exited ${warm.code}: ${warm.stderr}`);
   await Bun.sleep(1000);
-  const dPid = daemon?.pid ?? 0;
+  const daemonsPss = () => allDaemons(pssKiB);
   const row: Row = {
     peer,
     ramps: [],
     pssPerContainerMiB: Number.NaN,
     killMs: [],
     deleteS: [],
-    daemonPss: [pssKiB(dPid) / 1024, Number.NaN],
-    threads: [threadsOf(dPid), 0, 0],
-    fds: [fdsOf(dPid), 0, 0],
+    daemonPss: [daemonsPss() / 1024, Number.NaN],
+    threads: [allDaemons(threadsOf), 0, 0],
+    fds: [allDaemons(fdsOf), 0, 0],
     cdFds: [fdsOf(env.cd.pid), 0, 0],
     mounts: [mounts(), 0, 0],
     procs: [0, 0],
+    daemons: [liveDaemons().length, 0, 0],
     note: "",
   };
   for (const width of WIDTHS) {
     const first = row.ramps.length === 0;
-    const daemonBefore = pssKiB(dPid);
+    const daemonBefore = daemonsPss();
     const r = await ramp(peer, width);
     row.ramps.push(r);
     if (r.stopped) row.note += `${row.note ? "; " : ""}@${width} stopped at ${r.reached}: ${r.stopped}`;
@@ -397,10 +440,11 @@ async function measure(key: string): Promise<Row> {
       const procs = perContainerProcesses(inits);
       const procKiB = procs.reduce((a, p) => a + pssKiB(p), 0);
       const n = r.reached || 1;
-      row.pssPerContainerMiB = ((isShared ? pssKiB(dPid) - daemonBefore : 0) + procKiB) / 1024 / n;
+      row.pssPerContainerMiB = ((isShared ? daemonsPss() - daemonBefore : 0) + procKiB) / 1024 / n;
+      row.daemons[1] = liveDaemons().length;
       row.procs[0] = procs.length;
-      row.threads[1] = threadsOf(dPid);
-      row.fds[1] = fdsOf(dPid);
+      row.threads[1] = allDaemons(threadsOf);
+      row.fds[1] = allDaemons(fdsOf);
       row.cdFds[1] = fdsOf(env.cd.pid);
       row.mounts[1] = mounts();
       const running = r.ids.filter((id) => tasks.get(id)?.status === "RUNNING");
@@ -410,8 +454,10 @@ async function measure(key: string): Promise<Row> {
     row.deleteS.push(await deleteAll(r.ids, (s) => (row.note += `${row.note ? "; " : ""}${s}`)));
     await until(`${peer.name}: no task or container left`, async () => (await ctrOk(["container", "ls", "-q"])).trim() === "");
   }
-  // Settled: every sandbox closed, the daemon's deferred clean-up done.
+  // Settled: every sandbox closed (the full daemons of an overflow exit with their last), the
+  // daemon's deferred clean-up done.
   if (daemon) {
+    await until("the full daemons to exit", () => liveDaemons().length <= 1);
     await until("the daemon's sandboxes to close", async () => {
       const { client, manager } = await daemon.manager();
       try {
@@ -424,11 +470,12 @@ async function measure(key: string): Promise<Row> {
   await until(`${peer.name}: per-container processes to go`, () => perContainerProcesses([]).length === 0, 60_000);
   // A run thread may take a moment to end after its sandbox closed: up to a minute for the
   // daemon's threads to come back, then whatever they are is the row's figure.
-  if (daemon) await until("the daemon's threads to come back", () => threadsOf(dPid) <= row.threads[0] + 2, 60_000);
+  if (daemon) await until("the daemon's threads to come back", () => allDaemons(threadsOf) <= row.threads[0] + 2, 60_000);
   await Bun.sleep(3000);
-  row.daemonPss[1] = pssKiB(dPid) / 1024;
-  row.threads[2] = threadsOf(dPid);
-  row.fds[2] = fdsOf(dPid);
+  row.daemonPss[1] = daemonsPss() / 1024;
+  row.threads[2] = allDaemons(threadsOf);
+  row.fds[2] = allDaemons(fdsOf);
+  row.daemons[2] = liveDaemons().length;
   row.cdFds[2] = fdsOf(env.cd.pid);
   row.mounts[2] = mounts();
   row.procs[1] = perContainerProcesses([]).length;
@@ -457,7 +504,7 @@ const arrow = (xs: number[]) => xs.join(" → ");
 function formatRow(r: Row, runc?: Row): string {
   const isShared = r.peer.runtime === SHARED_RUNTIME;
   const pssChange = ((r.daemonPss[1] - r.daemonPss[0]) / r.daemonPss[0]) * 100;
-  return `| ${r.peer.name} | ${r.ramps.map((x) => x.reached).join(" / ")} | ${r.ramps.map((x) => `${f1(x.ratePerS)} (${f1(x.rates[0] ?? Number.NaN)} → ${f1(x.rates.at(-1) ?? Number.NaN)})`).join(" | ")} | ${runc ? f2(r.ramps[0]!.ratePerS / runc.ramps[0]!.ratePerS) : "–"} | ${f2(r.pssPerContainerMiB)} | ${runc ? f2(r.pssPerContainerMiB / runc.pssPerContainerMiB) : "–"} | ${f1(median(r.killMs))} / ${f1(quantile(r.killMs, 0.99))} / ${f1(Math.max(...r.killMs))} | ${r.deleteS.map(f1).join(" / ")} | ${isShared ? `${f1(r.daemonPss[0])} → ${f1(r.daemonPss[1])} (${pssChange >= 0 ? "+" : ""}${pssChange.toFixed(0)}%)` : "–"} | ${isShared ? arrow(r.threads) : "–"} | ${isShared ? arrow(r.fds) : "–"} | ${arrow(r.cdFds)} | ${arrow(r.mounts)} | ${r.procs.join(" → ")} |`;
+  return `| ${r.peer.name} | ${r.ramps.map((x) => x.reached).join(" / ")} | ${r.ramps.map((x) => `${f1(x.ratePerS)} (${f1(x.rates[0] ?? Number.NaN)} → ${f1(x.rates.at(-1) ?? Number.NaN)})`).join(" | ")} | ${runc ? f2(r.ramps[0]!.ratePerS / runc.ramps[0]!.ratePerS) : "–"} | ${f2(r.pssPerContainerMiB)} | ${runc ? f2(r.pssPerContainerMiB / runc.pssPerContainerMiB) : "–"} | ${f1(median(r.killMs))} / ${f1(quantile(r.killMs, 0.99))} / ${f1(Math.max(...r.killMs))} (${r.killMs.filter((ms) => ms > 1000).length} of ${r.killMs.length} over 1 s) | ${r.deleteS.map(f1).join(" / ")} | ${isShared ? `${f1(r.daemonPss[0])} → ${f1(r.daemonPss[1])} (${pssChange >= 0 ? "+" : ""}${pssChange.toFixed(0)}%)` : "–"} | ${isShared ? arrow(r.daemons) : "–"} | ${isShared ? arrow(r.threads) : "–"} | ${isShared ? arrow(r.fds) : "–"} | ${arrow(r.cdFds)} | ${arrow(r.mounts)} | ${r.procs.join(" → ")} |`;
 }
 
 const rows: Row[] = [];
@@ -484,17 +531,19 @@ try {
   const runc = rows.find((r) => r.peer.runtime === RUNC);
   console.log(
     `\nN = ${N} idle containers per peer, containerd ${cdVersion}, ${started.toISOString().slice(0, 16)} UTC, load at the end ${load}; ` +
-      `kill latency over ${KILL_SAMPLE} (SIGKILL, one at a time, ctr's start included)\n`,
+      `kill latency over ${KILL_ALL ? "every container" : KILL_SAMPLE} (SIGKILL, ${KILL_PARALLEL === 1 ? "one at a time" : `${KILL_PARALLEL} at a time`}, ctr's start included)\n`,
   );
   const widthCols = WIDTHS.map((w) => `create+start /s @${w} (first → last batch)`);
   console.log(
-    `| peer | N reached | ${widthCols.join(" | ")} | ÷ runc @${WIDTHS[0]} | PSS / idle container (MiB) | ÷ runc | kill median / p99 / max (ms) | delete all (s) | daemon PSS start → after (MiB) | daemon threads | daemon fds | containerd fds | mounts | per-container processes (N → after) |`,
+    `| peer | N reached | ${widthCols.join(" | ")} | ÷ runc @${WIDTHS[0]} | PSS / idle container (MiB) | ÷ runc | kill median / p99 / max (ms) | delete all (s) | daemon PSS start → after (MiB) | daemons (start → N → after) | daemon threads | daemon fds | containerd fds | mounts | per-container processes (N → after) |`,
   );
-  console.log(`|---|---:|${WIDTHS.map(() => "---:|").join("")}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
-  console.log(`| ctr version (one round trip: ctr's own floor) | | ${floors.map(f1).join(" | ")} | | | | | | | | | | | |`);
+  console.log(`|---|---:|${WIDTHS.map(() => "---:|").join("")}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
+  console.log(`| ctr version (one round trip: ctr's own floor) | | ${floors.map(f1).join(" | ")} | | | | | | | | | | | | |`);
   for (const r of rows) console.log(formatRow(r, runc));
   for (const r of rows) if (r.note) console.log(`\n${r.peer.name}: ${r.note}`);
   await env.stop();
+  // Successors the first daemon started are this run's too: stopped by their pids.
+  for (const pid of liveDaemons()) if (pid !== daemon?.pid) process.kill(pid, "SIGKILL");
   await daemon?.stop("SIGKILL");
   for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
   rmSync(dir, { recursive: true, force: true });

@@ -2,12 +2,13 @@
 // engine, one compile cache, one exit watcher; wasm containers run on its threads, native
 // ones under runc with the daemon as their child subreaper.
 //
-//   containerd-wasmtimed [--socket PATH] [--take-over [--detach]] [--pid-file PATH] [--default-memory-limit SIZE] [--metrics-address ADDR] [--debug]
+//   containerd-wasmtimed [--socket PATH] [--take-over [--detach]] [--pid-file PATH] [--default-memory-limit SIZE] [--fd-budget N] [--metrics-address ADDR] [--debug]
 //
 // Serves the manager service (./manager.ts) on PATH; each sandbox serves containerd's Task
 // API on a socket of its own beside it (<dir of PATH>/sandboxes/). One daemon per directory:
 // a second one refuses to start (<dir of PATH>/daemon.lock, ./lock.ts), unless started with
-// --take-over: then the serving one hands over (./generations.ts) and drains. SIGTERM/SIGINT stop it
+// --take-over: then the serving one hands over (./generations.ts) and drains. A daemon near its
+// open-file budget starts such a successor itself (./overflow.ts). SIGTERM/SIGINT stop it
 // gracefully: no new sandboxes, wasm containers are sent SIGTERM, then what containerd does
 // not finish within the grace period is closed. With --metrics-address it serves Prometheus
 // text at /metrics there (./metrics-server.ts, loaded only then).
@@ -21,11 +22,13 @@ import { flushTraces, startTracing, tracingOn } from "../common/trace.ts";
 import type { Engine, Runner } from "../engines/engine.ts";
 import { ExitWatcher } from "../linux/exit-watcher.ts";
 import { joinGroupSlots } from "../linux/idmap.ts";
+import { RLIM_INFINITY } from "../linux/libc.ts";
 import { asyncWatchReads } from "../linux/proc-async.ts";
 import { findRuntime } from "../linux/runc.ts";
 import { becomeSubreaper } from "../linux/subreaper.ts";
 import { shimPaths } from "../runtime-v2/paths.ts";
 import { spanPerCall } from "../runtime-v2/task-server.ts";
+import { EventsConnections } from "../task/events.ts";
 import { probeCgroupV2 } from "../task/stats.ts";
 import { bindUnixSocket, requireSameUser, Server } from "../ttrpc/index.ts";
 import { countingCompiles } from "./compiles.ts";
@@ -37,7 +40,8 @@ import { stderrLogger } from "./log.ts";
 import { Manager } from "./manager.ts";
 import { type MetricsAddress, parseMetricsAddress } from "./metrics-address.ts";
 import type { MetricsEndpoint } from "./metrics-server.ts";
-import { raiseNofile } from "./nofile.ts";
+import { FDS_PER_CONTAINER, raiseNofile } from "./nofile.ts";
+import { defaultFdBudget, Overflow, systemdUnit } from "./overflow.ts";
 import { DAEMON_SOCKET_ENV, defaultDaemonSocket, type SharedModeNames } from "./paths.ts";
 import type { DaemonShared } from "./sandbox-host.ts";
 import { METRICS_SCRIPT } from "./scripts.ts";
@@ -72,7 +76,7 @@ export const DEFAULT_MAX_OPEN_FILES = 1024;
 
 const USAGE = (
   n: SharedModeNames,
-) => `usage: ${n.daemon} [--socket PATH] [--take-over [--detach]] [--pid-file PATH] [--default-memory-limit SIZE] [--max-open-files N] [--metrics-address ADDR] [--debug]
+) => `usage: ${n.daemon} [--socket PATH] [--take-over [--detach]] [--pid-file PATH] [--default-memory-limit SIZE] [--max-open-files N] [--fd-budget N] [--metrics-address ADDR] [--debug]
 
 The bunwasi shared-mode daemon: runs the wasm containers of every pod in one process
 (runtime ${n.runtime}, through ${n.thinShim}).
@@ -92,6 +96,10 @@ The bunwasi shared-mode daemon: runs the wasm containers of every pod in one pro
   --max-open-files N
                   the most files, directories and stdio one wasm container may hold open
                   (default ${DEFAULT_MAX_OPEN_FILES}; lower if its spec's RLIMIT_NOFILE is)
+  --fd-budget N   once the daemon holds N open files, it starts a successor (as --take-over)
+                  that takes the new pods, and serves its own until they are deleted
+                  (default: 90% of its open-file limit; for tests and operators: it only
+                  moves where new pods go, no limit of a container's changes)
   --metrics-address ADDR
                   serve Prometheus metrics at http://ADDR/metrics: unix:///path/metrics.sock
                   (made mode 0600) or a loopback TCP address (127.0.0.1:PORT, [::1]:PORT,
@@ -110,6 +118,8 @@ export interface DaemonArgs {
   defaultMemoryLimit: number | undefined;
   /** The most WASI handles one wasm container may hold open (DEFAULT_MAX_OPEN_FILES). */
   maxOpenFiles: number;
+  /** Open files at which a successor takes the new pods (./overflow.ts); undefined: the default. */
+  fdBudget: number | undefined;
   /** Where to serve metrics; undefined: nowhere (the default). */
   metrics: MetricsAddress | undefined;
   debug: boolean;
@@ -126,6 +136,7 @@ export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonAr
     socket: defaultSocket,
     defaultMemoryLimit: DEFAULT_MEMORY_LIMIT,
     maxOpenFiles: DEFAULT_MAX_OPEN_FILES,
+    fdBudget: undefined,
     metrics: undefined,
     debug: false,
     takeOver: false,
@@ -152,6 +163,10 @@ export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonAr
       const v = Number(inline ?? argv[++i]);
       if (!Number.isSafeInteger(v) || v < 1) throw new Error("--max-open-files needs a positive number");
       out.maxOpenFiles = v;
+    } else if (name === "--fd-budget") {
+      const v = Number(inline ?? argv[++i]);
+      if (!Number.isSafeInteger(v) || v < 1) throw new Error("--fd-budget needs a positive number");
+      out.fdBudget = v;
     } else if (name === "--metrics-address") {
       const v = inline ?? argv[++i];
       if (!v) throw new Error("--metrics-address needs an address (unix:///path/metrics.sock or 127.0.0.1:PORT)");
@@ -214,7 +229,8 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     process.stderr.write(`${name}: ${(e as Error).message}\n`);
     process.exit(1);
   }
-  raiseNofile(log);
+  const soft = raiseNofile(log);
+  const fdBudget = args.fdBudget ?? defaultFdBudget(soft, RLIM_INFINITY);
   becomeSubreaper();
   // Before any thread that touches a module's files exists: they inherit these groups, through
   // which a container's additional groups reach its idmapped view (../linux/idmap.ts).
@@ -262,6 +278,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     },
     ...(metrics ? { observe: metrics } : {}),
     markWorkDir: (c) => markWorkDir(self, c),
+    eventsConnections: new EventsConnections(),
     swept: (ns, id) => sweep.settled(ns, id),
   };
   // Sandbox sockets of an earlier daemon (killed) are dead: removed. A draining daemon's (one
@@ -274,12 +291,34 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   const sweep = new Sweep(paths.stateRoot, log, self);
   mkdirSync(paths.compileCacheDir, { recursive: true });
   let handedOver = false;
+  // Near its fd budget, the daemon hands the new pods to a successor of its own (./overflow.ts).
+  const overflow =
+    fdBudget === undefined
+      ? undefined
+      : new Overflow({
+          budget: fdBudget,
+          fdsPerContainer: FDS_PER_CONTAINER,
+          liveDaemons: () => generations.others().length + 1,
+          handedOver: () => handedOver,
+          log,
+          startSuccessor: () => {
+            // Under systemd its reload starts the successor (and makes it the unit's main process).
+            const unit = systemdUnit(readFileSync("/proc/self/cgroup", "utf8"), process.env);
+            if (unit) {
+              const ctl = Bun.spawn(["systemctl", "reload", unit], { stdio: ["ignore", "inherit", "inherit"] });
+              return { pid: ctl.pid, exited: ctl.exited, what: `the daemon systemctl reload ${unit} (pid ${ctl.pid}) starts` };
+            }
+            const child = spawnDaemon(name, successorArgs(argv));
+            return { pid: child.pid, exited: child.exited };
+          },
+        });
   const manager: Manager = new Manager({
     shared,
     generations,
     compiled: () => counting.compiled,
     running: () => running,
     daemonName: name,
+    ...(overflow ? { beforeNewSandbox: () => overflow.beforeNewSandbox() } : {}),
     onSandboxClosed: () => {
       ended();
       if (handedOver && manager.sandboxes.size === 0) void exitDrained();
@@ -287,6 +326,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     onHandOver: async (successor): Promise<HandOverResponse> => {
       log(`daemon ${successor} takes over: no new sandboxes here; serving the ${manager.sandboxes.size} there are until they are deleted`);
       manager.startHandingOver(successorServes());
+      overflow?.stopWaiting();
       // Its metrics address is the successor's from now on.
       await endpoint?.close();
       endpoint = undefined;
@@ -346,7 +386,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
       );
   }
   log(
-    `serving the manager service on ${args.socket} (engine ${o.engine.name}, state ${paths.stateRoot}, cache ${paths.compileCacheDir}, default memory limit ${args.defaultMemoryLimit ?? "none"})`,
+    `serving the manager service on ${args.socket} (engine ${o.engine.name}, state ${paths.stateRoot}, cache ${paths.compileCacheDir}, default memory limit ${args.defaultMemoryLimit ?? "none"}, fd budget ${fdBudget ?? "none"})`,
   );
 
   /** Is the manager socket's path still this daemon's (no successor renamed its own over it)? */
@@ -359,14 +399,20 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   };
   // After a hand-over: resolves once the successor's socket is at the path. Until then this one
   // still listens there (a thin shim finds a listener either way); new pods wait for it.
+  // The listener on the path is shut down only after that: a pod that waited for the rename is
+  // asked of the successor on its connection, which the shutdown would close (it waits 1 s
+  // for calls in flight, this one among them).
   function successorServes(): Promise<void> {
     handedOver = true;
-    return (async () => {
+    const serves = (async () => {
       while (ownsPath()) await Bun.sleep(20);
       log("the successor serves the manager socket");
+    })();
+    void serves.then(async () => {
       await server.shutdown(1000);
       if (manager.sandboxes.size === 0) void exitDrained();
-    })();
+    });
+    return serves;
   }
   const leave = async () => {
     await Promise.all([own.shutdown(1000), endpoint?.close()]);
@@ -404,6 +450,30 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   process.on("SIGINT", () => void stop("SIGINT"));
 }
 
+/**
+ * This binary again as a daemon with `argv`, in a process group of its own (a Ctrl-C or a
+ * signal to the starter's group does not reach it), logging where this one logs. Bun waits for
+ * it (it holds a pidfd: the exit watcher's orphan sweep leaves it alone); unref'd, so that a
+ * starter may exit first.
+ */
+function spawnDaemon(name: string, argv: string[]): Bun.Subprocess<"ignore", "inherit", "inherit"> {
+  // As started: our one binary picks the program by argv[0].
+  const cmdline = readFileSync("/proc/self/cmdline", "latin1").split("\0");
+  const child = Bun.spawn(["/proc/self/exe", ...argv], {
+    argv0: cmdline[0] || name,
+    detached: true,
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  child.unref();
+  return child;
+}
+
+/** A successor's arguments: this daemon's, with --take-over (an overflow is a hand-over). */
+export function successorArgs(argv: string[]): string[] {
+  const out = argv.filter((a) => a !== "--detach");
+  return out.includes("--take-over") ? out : [...out, "--take-over"];
+}
+
 /** The pid file, replaced whole (systemd reads it after a reload: the unit's main process is its pid). */
 function writePidFile(path: string): void {
   const tmp = `${path}.${process.pid}`;
@@ -425,21 +495,13 @@ function removePidFile(path: string): void {
  * daemon is the unit's main process, the old one drains beside it.
  */
 async function detach(name: string, args: DaemonArgs, argv: string[]): Promise<never> {
-  const { spawn } = await import("node:child_process");
-  // As started: our one binary picks the program by argv[0].
-  const cmdline = readFileSync("/proc/self/cmdline", "latin1").split("\0");
-  const child = spawn(
-    "/proc/self/exe",
+  const child = spawnDaemon(
+    name,
     argv.filter((a) => a !== "--detach"),
-    {
-      argv0: cmdline[0] ?? name,
-      detached: true,
-      stdio: ["ignore", "inherit", "inherit"],
-    },
   );
   let exited: number | null = null;
-  child.on("exit", (code, signal) => {
-    exited = code ?? (signal ? 128 : 1);
+  void child.exited.then((code) => {
+    exited = code;
   });
   const ours = new Generations(args.socket, child.pid ?? -1).ownSocket;
   const deadline = Date.now() + 60_000;

@@ -35,6 +35,11 @@ export interface ManagerOptions {
   daemonName: string;
   /** A sandbox has closed (the daemon gives memory back once such ends quiet down). */
   onSandboxClosed?: () => void;
+  /**
+   * Before a new sandbox is made here: a daemon at its fd budget starts a successor and
+   * returns a promise that resolves once that took over or failed (./overflow.ts).
+   */
+  beforeNewSandbox?: () => Promise<void> | undefined;
 }
 
 export class Manager {
@@ -101,6 +106,9 @@ export class Manager {
       this.o.shared.log(`sandbox ${key} is a draining daemon's: ${foreign}`, "debug");
       return { address: foreign };
     }
+    // At the fd budget: wait for the successor to take over, then ask it.
+    const overflow = this.successorServes ? undefined : this.o.beforeNewSandbox?.();
+    if (overflow) await overflow;
     if (this.successorServes) {
       await this.successorServes;
       return g.createAtServing(req);

@@ -1,17 +1,22 @@
-// The daemon's open-file limit. Every wasm container holds about a dozen fds in the daemon
-// (its three stdio copies, the stdin relay's fifo end and the stream on containerd's side,
-// the sandbox's socket and connections, the files the module's WASI context keeps open:
-// 12019 fds with 1000 idle containers, bench/shim/run.ts), so the usual soft limit of 1024
-// would stop it near 80 containers. At start the daemon raises its soft limit to the hard
-// one (what a process may do unprivileged) and warns when that still holds fewer than
-// WARN_BELOW_CONTAINERS containers; the systemd unit sets the hard limit
-// (scripts/systemd/containerd-wasmtimed.service, LimitNOFILE).
+// The daemon's open-file limit. Every wasm container of `ctr run -d` holds 16 fds in the
+// daemon (counted in /proc/<daemon>/fd before and after one, containerd 1.6 and 2.4.2, the
+// demo app asleep on a run pool): the sandbox's listening socket and containerd's connection
+// to it; containerd's three stdio fifos, opened twice (the instance's copies and the run's);
+// the stdin relay's fifo, both ends; the module's root directory (its WASI preopen); the module
+// file and the compiled artifact, kept open for a fallback compile and by the checked cache
+// entry; the artifact's mapping, which wasmtime keeps its file open for; the run's eventfd and
+// epoll. The events connection to containerd is one for all sandboxes (../task/events.ts,
+// EventsConnections). So the usual soft limit of 1024 would stop it near 60 containers. At
+// start the daemon raises its soft limit to the hard one (what a process may do unprivileged)
+// and warns when that still holds fewer than WARN_BELOW_CONTAINERS containers; the systemd unit sets the hard limit
+// (scripts/systemd/containerd-wasmtimed.service, LimitNOFILE). Where the hard limit is lower
+// than the containers need, new pods overflow into a successor daemon (./overflow.ts).
 
 import { getrlimit, RLIM_INFINITY, RLIMIT_NOFILE, setrlimit, strerror } from "../linux/libc.ts";
 import type { Logger } from "../task/task-host.ts";
 
-/** Open files one wasm container costs the daemon (measured: 12019 fds for 1000 containers). */
-export const FDS_PER_CONTAINER = 12;
+/** Open files one wasm container costs the daemon (measured, see above). */
+export const FDS_PER_CONTAINER = 16;
 /** Below room for this many containers, the daemon warns at start. */
 export const WARN_BELOW_CONTAINERS = 1000;
 

@@ -23,7 +23,7 @@ import { commonHostCalls, runcOf } from "../runtime-v2/common-host-calls.ts";
 import { containerStateDir, type ShimPaths } from "../runtime-v2/paths.ts";
 import { PodHolders } from "../runtime-v2/pod-holder.ts";
 import { createRuncInstance } from "../runtime-v2/runc-instance.ts";
-import { Publisher } from "../task/events.ts";
+import { type EventsConnections, Publisher } from "../task/events.ts";
 import type { InstanceRequest } from "../task/instance.ts";
 import type { Logger, NamespaceHost, TaskHost } from "../task/task-host.ts";
 import { InProcessInstance } from "./inproc-runtime.ts";
@@ -52,6 +52,11 @@ export interface DaemonShared {
   markWorkDir?: (c: { bundle: string; workDir: string }) => void;
   /** Resolves once a dead daemon's container of this id is cleaned up, if there is one (./sweep.ts). */
   swept?: (namespace: string, id: string) => Promise<void>;
+  /**
+   * The events connections every sandbox's publishers share, one per containerd: else each
+   * sandbox holds one, an fd in the daemon and one in containerd per pod.
+   */
+  eventsConnections?: EventsConnections;
 }
 
 /** The events the daemon's metrics count (./metrics.ts); the rest they read when scraped. */
@@ -115,7 +120,7 @@ export function sandboxHost(
       : {}),
     namespace: (ns) => {
       const stateDir = containerStateDir(ns, d.paths.stateRoot);
-      const publisher = new Publisher(ttrpcAddress, ns, (m) => d.log(m, "warning"));
+      const publisher = new Publisher(ttrpcAddress, ns, (m) => d.log(m, "warning"), d.eventsConnections);
       const served: SandboxNamespace = { stateDir, events: publisher, publisher };
       namespaces.set(ns, served);
       return served;

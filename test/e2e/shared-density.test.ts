@@ -13,6 +13,7 @@ import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { mountsUnder, processesUsing } from "../support/containerd.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { chunks, pool } from "../support/ramp.ts";
 import { IMAGES, type ShimEnv, shimEnv } from "../support/shim-env.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -33,17 +34,6 @@ async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 120_0
     await Bun.sleep(100);
   }
 }
-
-async function pool<T>(items: T[], width: number, fn: (t: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(width, items.length) }, async () => {
-      while (next < items.length) await fn(items[next++]!);
-    }),
-  );
-}
-const chunks = <T>(xs: T[], size: number): T[][] =>
-  Array.from({ length: Math.ceil(xs.length / size) }, (_, i) => xs.slice(i * size, (i + 1) * size));
 
 const threadsOf = (pid: number) => readdirSync(`/proc/${pid}/task`).length;
 const fdsOf = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;

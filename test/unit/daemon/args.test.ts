@@ -1,7 +1,7 @@
 // containerd-wasmtimed's command line (src/daemon/daemon.ts) and where the thin shim looks
 // for it (src/daemon/paths.ts).
 import { expect, test } from "bun:test";
-import { DEFAULT_MAX_OPEN_FILES, DEFAULT_MEMORY_LIMIT, parseDaemonArgs, parseSize } from "../../../src/daemon/daemon.ts";
+import { DEFAULT_MAX_OPEN_FILES, DEFAULT_MEMORY_LIMIT, parseDaemonArgs, parseSize, successorArgs } from "../../../src/daemon/daemon.ts";
 import { daemonSocket, defaultDaemonSocket } from "../../../src/daemon/paths.ts";
 
 const DEFAULT_DAEMON_SOCKET = defaultDaemonSocket("containerd-wasmtimed");
@@ -11,6 +11,8 @@ test("defaults, --socket in both spellings, --debug, --help, --version", () => {
     socket: DEFAULT_DAEMON_SOCKET,
     defaultMemoryLimit: DEFAULT_MEMORY_LIMIT,
     maxOpenFiles: DEFAULT_MAX_OPEN_FILES,
+    // The default budget is 90% of the open-file limit, known only once the daemon runs.
+    fdBudget: undefined,
     // Metrics are off unless asked for.
     metrics: undefined,
     debug: false,
@@ -51,6 +53,22 @@ test("--max-open-files: the per-container cap on open WASI handles, a positive n
   for (const bad of ["0", "-1", "x", "1.5"]) {
     expect(() => parseDaemonArgs(["--max-open-files", bad], DEFAULT_DAEMON_SOCKET)).toThrow("--max-open-files needs a positive number");
   }
+});
+
+test("--fd-budget: the open files at which a successor takes the new pods, a positive number", () => {
+  expect(parseDaemonArgs(["--fd-budget", "200"], DEFAULT_DAEMON_SOCKET).fdBudget).toBe(200);
+  expect(parseDaemonArgs(["--fd-budget=18000"], DEFAULT_DAEMON_SOCKET).fdBudget).toBe(18000);
+  for (const bad of ["0", "-1", "x", "1.5"]) {
+    expect(() => parseDaemonArgs(["--fd-budget", bad], DEFAULT_DAEMON_SOCKET)).toThrow("--fd-budget needs a positive number");
+  }
+});
+
+test("an overflow successor gets the daemon's own arguments with --take-over, never --detach", () => {
+  const mine = ["--socket", "/tmp/a.sock", "--fd-budget", "200", "--pid-file", "/tmp/p"];
+  expect(successorArgs(mine)).toEqual([...mine, "--take-over"]);
+  expect(successorArgs(["--take-over", "--detach", "--debug"])).toEqual(["--take-over", "--debug"]);
+  for (const a of [successorArgs(mine), successorArgs(["--take-over"])])
+    expect(parseDaemonArgs(a, DEFAULT_DAEMON_SOCKET).takeOver).toBe(true);
 });
 
 test("--metrics-address: a unix socket or a loopback TCP address, nothing else", () => {
