@@ -63,6 +63,10 @@ export type PoolReply =
 const OP = 0;
 const STATE = 1;
 const RESULT = 2;
+const TRAP = 3;
+/** slot_t.trap_msg: its byte offset and size (NUL-terminated within). */
+const TRAP_MSG = 272;
+const TRAP_MSG_MAX = 200;
 const SLOT_ARGS = 5; // int64 index
 const MEM_BASE = 25;
 const MEM_LEN = 26;
@@ -78,13 +82,23 @@ const WASI = "wasi_snapshot_preview1";
 
 // WASI errnos and event types (wasi_snapshot_preview1.witx).
 const ERRNO_BADF = 8;
+const ERRNO_INVAL = 28;
 const ERRNO_IO = 29;
+const ERRNO_NOMEM = 48;
 const ERRNO_PIPE = 64;
 const EVENTTYPE_FD_READ = 1;
 const EVENTTYPE_FD_WRITE = 2;
 
 /** Longest wait between two tries of an output nobody drains (ms): it starts at 1 and doubles. */
 const WRITE_RETRY_MAX_MS = 100;
+/**
+ * The most one fd_write or fd_read takes of what it asks, in bytes and in iovecs (a short
+ * write or read, which WASI allows: the guest goes on with its next call). What a run holds of
+ * the daemon's memory while its output waits is this much, whatever its iovecs ask (4096
+ * iovecs over one 64 KiB page ask 256 MiB).
+ */
+const IO_MAX_BYTES = 65536;
+const IO_MAX_IOVECS = 1024;
 /** Longest wait between two tries of stdin when no wake comes (a caller without a relay). */
 const READ_RETRY_MAX_MS = 1000;
 /** setTimeout's longest delay. */
@@ -324,19 +338,53 @@ function slice(run: PoolRun): void {
   Atomics.store(run.words, BLOCKED, 0);
   const c0 = threadCpuNs();
   const done = lib.wasmtime_call_future_poll(run.future as Pointer);
-  run.cpuNs += threadCpuNs() - c0;
-  Atomics.store(run.big, CPU_NS, BigInt(run.cpuNs));
   Atomics.store(run.words, BLOCKED, 1);
   if (done) {
+    charge(run, c0);
     phaseDone(run);
     return;
   }
   const op = run.i32[OP] as number;
   if (op !== 0 && run.i32[STATE] === PARKED) {
-    hostCall(run, op);
+    // The call's work here is the run's CPU time as much as its wasm is (a module that
+    // sleeps 0 in a loop spends most of its time in this thread's answers).
+    try {
+      hostCall(run, op);
+    } finally {
+      charge(run, c0);
+    }
     return;
   }
-  // An epoch yield: back in the queue, after its quota's delay if it is over it.
+  charge(run, c0);
+  requeue(run);
+}
+
+/** Counts this thread's CPU time since `c0` to the run (Stats' CPU, and its quota). */
+function charge(run: PoolRun, c0: number): void {
+  run.cpuNs += threadCpuNs() - c0;
+  Atomics.store(run.big, CPU_NS, BigInt(run.cpuNs));
+}
+
+/**
+ * Runs `f` for the run outside its slice (a timer's or a wake's continuation of its host
+ * call): its CPU time is the run's, and a throw ends that run only, never the pool thread
+ * (an uncaught error would end every run the thread holds).
+ */
+function forRun(run: PoolRun, f: () => void): void {
+  if (run.state === "done") return;
+  const c0 = threadCpuNs();
+  try {
+    f();
+  } catch (e) {
+    failed(run, e);
+  } finally {
+    charge(run, c0);
+  }
+}
+
+/** Back in the queue (an epoch yield, an answered call), after its quota's delay if it is over it. */
+function requeue(run: PoolRun): void {
+  if (run.state === "done") return;
   const delay = throttle(run);
   if (delay > 0) {
     run.state = "waiting";
@@ -443,7 +491,40 @@ function answer(run: PoolRun, errno: number): void {
   run.i32[STATE] = ANSWERED;
   run.timer = undefined;
   run.stdinRead = undefined;
-  enqueue(run);
+  requeue(run);
+}
+
+/**
+ * Ends the parked call with a trap (the guest is unwound, its run ends 134, saying `message`):
+ * what wasmtime's own WASI does with a pointer past the guest's memory.
+ */
+function trapCall(run: PoolRun, message: string): void {
+  const msg = new Uint8Array(run.slot, TRAP_MSG, TRAP_MSG_MAX);
+  const { written } = new TextEncoder().encodeInto(message.slice(0, TRAP_MSG_MAX - 1), msg.subarray(0, TRAP_MSG_MAX - 1));
+  msg[written] = 0;
+  run.i32[TRAP] = 1;
+  answer(run, 0);
+}
+
+/** Whether `len` bytes at `at` lie inside the guest's memory (pointers are the guest's: u32). */
+function inside(mem: Uint8Array, at: number, len: number): boolean {
+  return at + len <= mem.length;
+}
+
+/**
+ * Checks a call's pointers before it waits (its memory cannot move or shrink while it waits,
+ * so what its answer writes later fits): an array larger than 4 GiB is ENOMEM, a region past
+ * the guest's memory a trap, as wasmtime's own WASI answers both. True if the call may go on.
+ */
+function pointersFit(run: PoolRun, call: string, mem: Uint8Array, arrays: [number, number][], regions: [number, number][]): boolean {
+  if (arrays.some(([, len]) => len > 2 ** 32)) {
+    answer(run, ERRNO_NOMEM);
+    return false;
+  }
+  const bad = [...arrays, ...regions].find(([at, len]) => !inside(mem, at, len));
+  if (!bad) return true;
+  trapCall(run, `${call}: pointer out of bounds: ${bad[1]} bytes at ${bad[0]}, memory of ${mem.length}`);
+  return false;
 }
 
 function hostCall(run: PoolRun, op: number): void {
@@ -477,13 +558,22 @@ function hostCall(run: PoolRun, op: number): void {
  */
 function pollOneoff(run: PoolRun, mem: Uint8Array): void {
   const [inPtr, outPtr, n, neventsPtr] = [0, 1, 2, 3].map((i) => arg(run, i)) as [number, number, number, number];
+  if (n === 0) {
+    answer(run, ERRNO_INVAL);
+    return;
+  }
+  const subs: [number, number][] = [
+    [inPtr, n * SUBSCRIPTION_SIZE],
+    [outPtr, n * EVENT_SIZE],
+  ];
+  if (!pointersFit(run, "poll_oneoff", mem, subs, [[neventsPtr, 4]])) return;
   const wait = clockOnlyWait(mem, inPtr, n);
   if (wait) {
     let left = Number(wait.timeoutNs) / 1e6;
     const due = () => {
       if (left > MAX_TIMER_MS) {
         left -= MAX_TIMER_MS;
-        run.timer = setTimeout(due, MAX_TIMER_MS);
+        run.timer = setTimeout(() => forRun(run, due), MAX_TIMER_MS);
         return;
       }
       const m = guestMemory(run);
@@ -497,11 +587,7 @@ function pollOneoff(run: PoolRun, mem: Uint8Array): void {
     }
     const first = Math.min(left, MAX_TIMER_MS);
     left -= first;
-    run.timer = setTimeout(due, first);
-    return;
-  }
-  if (n === 0 || inPtr + n * SUBSCRIPTION_SIZE > mem.length) {
-    answer(run, 28); // EINVAL
+    run.timer = setTimeout(() => forRun(run, due), first);
     return;
   }
   const v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
@@ -527,11 +613,25 @@ function pollOneoff(run: PoolRun, mem: Uint8Array): void {
   answer(run, 0);
 }
 
-/** The iovecs of a read or write: [pointer, length] each (8 bytes: u32, u32). */
+/**
+ * The iovecs of a read or write ([pointer, length] each, 8 bytes: u32, u32; the array checked
+ * by the caller), read one at a time: there may be as many as the guest's memory holds. At
+ * most IO_MAX_BYTES and IO_MAX_IOVECS of them (the iovecs past those are not looked at); the
+ * first one past the guest's memory alone, if one is.
+ */
 function iovecs(mem: Uint8Array, at: number, n: number): [number, number][] {
   const v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
   const out: [number, number][] = [];
-  for (let i = 0; i < n; i++) out.push([v.getUint32(at + i * 8, true), v.getUint32(at + i * 8 + 4, true)]);
+  const max = IO_MAX_BYTES;
+  let total = 0;
+  for (let i = 0; i < n && total < max && out.length < IO_MAX_IOVECS; i++) {
+    const buf = v.getUint32(at + i * 8, true);
+    const len = v.getUint32(at + i * 8 + 4, true);
+    if (!inside(mem, buf, len)) return [[buf, len]]; // the caller's check finds it past the memory
+    if (len === 0) continue;
+    out.push([buf, Math.min(len, max - total)]);
+    total += len;
+  }
   return out;
 }
 
@@ -542,13 +642,16 @@ function fdRead(run: PoolRun): void {
     answer(run, ERRNO_BADF);
     return;
   }
+  const first = guestMemory(run);
+  if (!pointersFit(run, "fd_read", first, [[iovs, iovsLen * 8]], [[nreadPtr, 4]])) return;
+  const parts = iovecs(first, iovs, iovsLen);
+  if (!pointersFit(run, "fd_read", first, [], parts)) return;
   const attempt = () => {
     const mem = guestMemory(run);
     let total = 0;
     let wouldBlock = false;
     try {
-      for (const [buf, len] of iovecs(mem, iovs, iovsLen)) {
-        if (len === 0) continue;
+      for (const [buf, len] of parts) {
         const got = readSync(run.fds[0], mem, buf, len, null);
         total += got;
         if (got < len) break;
@@ -565,9 +668,9 @@ function fdRead(run: PoolRun): void {
     }
     if (wouldBlock) {
       // Nothing yet: a feeder that tells its news (the daemon's relay) wakes us; another is tried again.
-      run.stdinRead = attempt;
+      run.stdinRead = () => forRun(run, attempt);
       if (!run.req.stdinNews) {
-        run.timer = setTimeout(attempt, run.readRetryMs);
+        run.timer = setTimeout(run.stdinRead, run.readRetryMs);
         run.readRetryMs = Math.min(run.readRetryMs * 2, READ_RETRY_MAX_MS);
       }
       return;
@@ -587,17 +690,22 @@ function fdWrite(run: PoolRun, mem: Uint8Array): void {
     answer(run, ERRNO_BADF);
     return;
   }
-  const parts = iovecs(mem, iovs, iovsLen).map(([buf, len]) => mem.slice(buf, buf + len));
-  const bytes = Buffer.concat(parts);
+  if (!pointersFit(run, "fd_write", mem, [[iovs, iovsLen * 8]], [[nwrittenPtr, 4]])) return;
+  const parts = iovecs(mem, iovs, iovsLen);
+  if (!pointersFit(run, "fd_write", mem, [], parts)) return;
+  const bytes = Buffer.concat(parts.map(([buf, len]) => mem.subarray(buf, buf + len)));
   let done = 0;
   let retryMs = 1;
   const attempt = () => {
     try {
-      while (done < bytes.length) done += writeSync(out, bytes, done, bytes.length - done);
+      while (done < bytes.length) {
+        done += writeSync(out, bytes, done, bytes.length - done);
+        retryMs = 1; // a reader that drains again is not made to wait long
+      }
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === "EAGAIN") {
-        run.timer = setTimeout(attempt, retryMs);
+        run.timer = setTimeout(() => forRun(run, attempt), retryMs);
         retryMs = Math.min(retryMs * 2, WRITE_RETRY_MAX_MS);
         return;
       }
