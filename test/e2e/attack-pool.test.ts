@@ -32,7 +32,7 @@ const T = 180_000;
 const MiB = 2 ** 20;
 const LIMIT = 64 * MiB;
 const IMAGE = "docker.io/library/bunwasi-attack-pool:latest";
-const MODULES = ["pool-attack", "pool-start", "tick", "busy"];
+const MODULES = ["pool-attack", "pool-start", "tick", "busy", "mem4", "mem4-initial", "table24m"];
 /** WASI errnos (wasi_snapshot_preview1.witx). */
 const ENOMEM = 48;
 /** The daemon runs one pool thread per core (pool.ts): the neighbours fill each with two. */
@@ -355,6 +355,19 @@ for (const c of CONTAINERDS) {
               expect(r.stdout).toBe(`m ${LIMIT / 65536}\n`);
               expect(r.code).toBe(0);
               await neighboursUnharmed();
+            },
+            T,
+          );
+
+          test(
+            "on a pool, under 64 MiB: four memories grown to 60 MiB each and a table grown to 24 million elements fail their grow (12), four memories of 60 MiB at start are not run (125, saying why); the neighbours do not notice",
+            async () => {
+              const mem4 = await env.run(IMAGE, uid("mem4"), ["/mem4.wasm"], { runtime: SHARED_RUNTIME });
+              const table = await env.run(IMAGE, uid("table"), ["/table24m.wasm"], { runtime: SHARED_RUNTIME });
+              const initial = await env.run(IMAGE, uid("mem4i"), ["/mem4-initial.wasm"], { runtime: SHARED_RUNTIME });
+              await neighboursUnharmed();
+              expect([mem4.code, table.code, initial.code]).toEqual([12, 12, 125]);
+              expect(initial.stderr).toContain("more than the container's limit of 64 MiB");
             },
             T,
           );
