@@ -32,7 +32,7 @@ const T = 180_000;
 const MiB = 2 ** 20;
 const LIMIT = 64 * MiB;
 const IMAGE = "docker.io/library/bunwasi-attack-pool:latest";
-const MODULES = ["pool-attack", "pool-start", "tick", "busy", "mem4", "mem4-initial", "table24m"];
+const MODULES = ["pool-attack", "pool-start", "tick", "busy", "mem4", "mem4-initial", "table24m", "abs-sleep"];
 /** WASI errnos (wasi_snapshot_preview1.witx). */
 const ENOMEM = 48;
 /** The daemon runs one pool thread per core (pool.ts): the neighbours fill each with two. */
@@ -313,6 +313,26 @@ for (const c of CONTAINERDS) {
         );
 
         test(
+          shared
+            ? "a poll of an absolute clock far in the future (2^64-1 ns) is answered at once on a pool (no guest clock to wait on: it holds nothing), the module goes on"
+            : "a poll of an absolute clock far in the future (2^64-1 ns) waits (wasmtime's own poll) until its kill: 137",
+          async () => {
+            if (shared) {
+              const r = await run(["o"]);
+              await neighboursUnharmed();
+              expect(r.stdout).toBe("o 0\n");
+              expect(r.code).toBe(0);
+              return;
+            }
+            const id = uid("o");
+            await tasks.runDetached(id, ["/pool-attack.wasm", "o"], IMAGE, mode.runtime);
+            await tasks.waitStatus(id, "RUNNING");
+            expect(await stop(id)).toBe(137);
+          },
+          T,
+        );
+
+        test(
           "unbounded recursion ends that module with wasmtime's stack-overflow trap (on a pool, the fiber's guard is never reached)",
           async () => {
             const r = await run(["h"]);
@@ -422,6 +442,35 @@ for (const c of CONTAINERDS) {
               // What the daemon counts to the run is what its thread spent (within a tenth of a CPU).
               expect(Math.abs(busiest - stats) / wall).toBeLessThan(0.1);
               expect(await stop(id)).toBe(137);
+            },
+            T,
+          );
+
+          test(
+            "on a thread of its own (a module importing path_open): a wait for an absolute clock far in the future, killed five times over, gives back its thread each time (the daemon's thread count is back to what it was). FAILS today: wasmtime's own poll_oneoff waits in the kernel, which no kill reaches; each round keeps a Worker thread and its store",
+            async () => {
+              const threads = () => readdirSync(`/proc/${daemon.pid}/task`).length;
+              // A first round loads what a run of its own needs once (its Worker's script, the WASI helper).
+              const warm = uid("abs");
+              await tasks.runDetached(warm, ["/abs-sleep.wasm"], IMAGE, SHARED_RUNTIME);
+              await tasks.waitStatus(warm, "RUNNING");
+              expect(await stop(warm)).toBe(137);
+              const before = threads();
+              for (let i = 0; i < 5; i++) {
+                const id = uid("abs");
+                await tasks.runDetached(id, ["/abs-sleep.wasm"], IMAGE, SHARED_RUNTIME);
+                await tasks.waitStatus(id, "RUNNING");
+                expect(await stop(id)).toBe(137);
+              }
+              const after = await until("the daemon's threads back", () => {
+                const n = threads();
+                return n <= before ? n : undefined;
+              }).catch(() => threads());
+              figures.push(
+                `containerd ${c.name}: an absolute far-future wait on a thread of its own, killed 5 times: daemon threads ${before} → ${after}`,
+              );
+              expect(after).toBeLessThanOrEqual(before);
+              await neighboursUnharmed();
             },
             T,
           );

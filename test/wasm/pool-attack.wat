@@ -15,6 +15,7 @@
 ;;   l  fd_write to every fd from 3 to 1023; prints how many did not fail
 ;;   m  grows its memory a page at a time until refused; prints its pages then; exits 0
 ;;   n  prints "n <i>" for i = 1..50, 5 ms apart, and exits 0 (a neighbour that finishes)
+;;   o  polls an absolute realtime clock of 2^64-1 ns (the far future); prints the errno
 ;; Anything else: exit 2.
 (module
   (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes (param i32 i32) (result i32)))
@@ -164,5 +165,12 @@
           (call $say (i32.const 110) (local.get $i))
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
           (br_if $lines (i32.le_u (local.get $i) (i32.const 50))))
+        (return)))
+    (if (i32.eq (local.get $m) (i32.const 111)) ;; o
+      (then
+        (call $clock_sub (i64.const -1))
+        (i32.store (i32.const 0x1010) (i32.const 0)) ;; realtime
+        (i32.store16 (i32.const 0x1028) (i32.const 1)) ;; subclockflags: abstime
+        (call $say (i32.const 111) (call $poll (i32.const 0x1000) (i32.const 0x1100) (i32.const 1) (i32.const 0x10)))
         (return)))
     (call $exit (i32.const 2))))
