@@ -193,7 +193,9 @@ for (const c of CONTAINERDS) {
               ],
               { stdin: "pipe" },
             );
-            await tasks.waitStatus(id, "RUNNING");
+            // Input once the read waits for it (RUNNING), so that the answer comes at the wake;
+            // a run already over shows why in its output.
+            await until(`${id} running`, async () => p.exitCode !== null || (await tasks.tasks()).get(id)?.status === "RUNNING");
             const sink = p.stdin as import("bun").FileSink;
             sink.write("input\n");
             await sink.end();
