@@ -7,8 +7,10 @@
 // later run shares a thread with two of them) print on their pools, and each test checks, besides
 // its own rule, that they go on printing, that none has ended, and that the daemon is the same
 // process. The same module runs in normal mode (the executor under runc) where the rule is
-// one of both modes. On each containerd (Debian's 1.6 and the pinned 2.x). Needs root,
-// containerd and runc.
+// one of both modes. One case is a run of its own in shared mode (a module importing
+// path_open is not pooled): a wait for an absolute clock, which wasmtime's own poll_oneoff
+// makes in the kernel, must give its thread back at the kill (it does not yet). On each
+// containerd (Debian's 1.6 and the pinned 2.x). Needs root, containerd and runc.
 //
 // No assertion bounds how fast anything is: waits are liveness only. The CPU test measures a
 // quota (what the issue quotes: a 0.1 quota holds), on the pool thread's own CPU clock
