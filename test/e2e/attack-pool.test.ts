@@ -7,9 +7,9 @@
 // later run shares a thread with two of them) print on their pools, and each test checks, besides
 // its own rule, that they go on printing, that none has ended, and that the daemon is the same
 // process. The same module runs in normal mode (the executor under runc) where the rule is
-// one of both modes. One case is a run of its own in shared mode (a module importing
-// path_open is not pooled): a wait for an absolute clock, which wasmtime's own poll_oneoff
-// makes in the kernel, must give its thread back at the kill (it does not yet). On each
+// one of both modes. Two cases are runs of their own in shared mode (a module importing
+// path_open is not pooled): an absolute deadline is waited for until it comes, and a wait for
+// one far in the future gives its thread back at the kill. On each
 // containerd (Debian's 1.6 and the pinned 2.x). Needs root, containerd and runc.
 //
 // No assertion bounds how fast anything is: waits are liveness only. The CPU test measures a
@@ -34,7 +34,18 @@ const T = 180_000;
 const MiB = 2 ** 20;
 const LIMIT = 64 * MiB;
 const IMAGE = "docker.io/library/bunwasi-attack-pool:latest";
-const MODULES = ["pool-attack", "pool-start", "tick", "busy", "mem4", "mem4-initial", "table24m", "abs-sleep"];
+const MODULES = [
+  "pool-attack",
+  "pool-start",
+  "tick",
+  "busy",
+  "mem4",
+  "mem4-initial",
+  "table24m",
+  "abs-sleep",
+  "abs-deadline",
+  "abs-deadline-own",
+];
 /** WASI errnos (wasi_snapshot_preview1.witx). */
 const ENOMEM = 48;
 /** The daemon runs one pool thread per core (pool.ts): the neighbours fill each with two. */
@@ -317,21 +328,24 @@ for (const c of CONTAINERDS) {
         );
 
         test(
-          shared
-            ? "a poll of an absolute clock far in the future (2^64-1 ns) is answered at once on a pool (no guest clock to wait on: it holds nothing), the module goes on"
-            : "a poll of an absolute clock far in the future (2^64-1 ns) waits (wasmtime's own poll) until its kill: 137",
+          "a poll of an absolute realtime clock far in the future (2^64-1 ns) waits until its kill: 137, as in wasmtime's own WASI (before: a pool answered it at once, and a guest waiting for a time to come busy-looped)",
           async () => {
-            if (shared) {
-              const r = await run(["o"]);
-              await neighboursUnharmed();
-              expect(r.stdout).toBe("o 0\n");
-              expect(r.code).toBe(0);
-              return;
-            }
             const id = uid("o");
             await tasks.runDetached(id, ["/pool-attack.wasm", "o"], IMAGE, mode.runtime);
             await tasks.waitStatus(id, "RUNNING");
+            if (shared) await neighboursUnharmed();
             expect(await stop(id)).toBe(137);
+          },
+          T,
+        );
+
+        test(
+          'an absolute realtime deadline 2 s after the clock the module reads is waited for: the module, reading the clock again, finds it reached, prints so and exits 0 (before: a pool answered at once, and it printed "deadline early", exit 1)',
+          async () => {
+            const r = await env.run(IMAGE, uid("dl"), ["/abs-deadline.wasm"], { runtime: mode.runtime });
+            if (shared) await neighboursUnharmed();
+            expect(r.stdout).toBe("deadline reached\n");
+            expect(r.code).toBe(0);
           },
           T,
         );
@@ -451,7 +465,18 @@ for (const c of CONTAINERDS) {
           );
 
           test(
-            "on a thread of its own (a module importing path_open): a wait for an absolute clock far in the future, killed five times over, gives back its thread each time (the daemon's thread count is back to what it was). FAILS today: wasmtime's own poll_oneoff waits in the kernel, which no kill reaches; each round keeps a Worker thread and its store",
+            "on a thread of its own (a module importing path_open): an absolute realtime deadline 2 s after the clock the module reads is waited for: it finds it reached, prints so and exits 0",
+            async () => {
+              const r = await env.run(IMAGE, uid("dlo"), ["/abs-deadline-own.wasm"], { runtime: SHARED_RUNTIME });
+              expect(r.stdout).toBe("deadline reached\n");
+              expect(r.code).toBe(0);
+              await neighboursUnharmed();
+            },
+            T,
+          );
+
+          test(
+            "on a thread of its own (a module importing path_open): a wait for an absolute clock far in the future, killed five times over, gives back its thread each time (the daemon's thread count is back to what it was; before: wasmtime's own poll_oneoff waited in the kernel, which no kill reaches, and each round kept a Worker thread and its store)",
             async () => {
               const threads = () => readdirSync(`/proc/${daemon.pid}/task`).length;
               // A first round loads what a run of its own needs once (its Worker's script, the WASI helper).

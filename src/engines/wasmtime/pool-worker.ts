@@ -24,7 +24,7 @@ import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
 import { EXIT_ENGINE_ERROR } from "../engine.ts";
 import { CpuBucket } from "./cpu-throttle.ts";
 import { check, errorMessage, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
-import { clockOnlyWait, EVENT_SIZE, SUBSCRIPTION_SIZE, writeClockEvents } from "./interruptible.ts";
+import { clockOnlyWait, EVENT_SIZE, type GuestClock, guestClocks, SUBSCRIPTION_SIZE, writeClockEvents } from "./interruptible.ts";
 import type { RunRequest, RunStats } from "./protocol.ts";
 import {
   BLOCKED,
@@ -150,6 +150,8 @@ interface PoolRun {
   /** A read of stdin waiting for input (retried at each wake). */
   stdinRead?: () => void;
   readRetryMs: number;
+  /** The clocks its guest reads, for absolute poll deadlines (./interruptible.ts). */
+  clock: GuestClock;
   /** stdin's feeder has connected (RunRequest.stdinNews): an empty read is EOF from now on. */
   stdinLive: boolean;
   /** stdin's feeder will write no more: a read that would wait is its end (its writer may close later). */
@@ -230,6 +232,7 @@ function start(id: number, req: RunRequest): void {
     fds: [-1, -1, -1],
     state: "queued",
     readRetryMs: 1,
+    clock: guestClocks(process.hrtime.bigint()),
     stdinLive: !req.stdinNews,
     stdinEnded: false,
     cpuNs: 0,
@@ -251,6 +254,7 @@ function start(id: number, req: RunRequest): void {
     });
     run.store = opened.store;
     run.ctx = opened.ctx;
+    run.clock = guestClocks(process.hrtime.bigint()); // its WASI context was just made
     run.followLimit = opened.followLimit;
     if (Atomics.load(run.words, KILL) !== 0) {
       end(run, 128 + Atomics.load(run.words, KILL));
@@ -552,7 +556,8 @@ function hostCall(run: PoolRun, op: number): void {
 }
 
 /**
- * poll_oneoff: clocks only (sleep, nanosleep) wait on a timer. With fd subscriptions, each is
+ * poll_oneoff: clocks only (sleep, nanosleep; an absolute deadline on the realtime or
+ * monotonic clock until it comes on that clock) wait on a timer. With fd subscriptions, each is
  * reported ready at once (a regular file or directory is; stdin's read that follows waits as
  * a read does), and their clocks are not waited for.
  */
@@ -567,9 +572,10 @@ function pollOneoff(run: PoolRun, mem: Uint8Array): void {
     [outPtr, n * EVENT_SIZE],
   ];
   if (!pointersFit(run, "poll_oneoff", mem, subs, [[neventsPtr, 4]])) return;
-  const wait = clockOnlyWait(mem, inPtr, n);
+  const wait = clockOnlyWait(mem, inPtr, n, run.clock);
   if (wait) {
-    let left = Number(wait.timeoutNs) / 1e6;
+    // Whole milliseconds, rounded up: a timer truncates a fraction, and a wait must not end early.
+    let left = Math.ceil(Number(wait.timeoutNs) / 1e6);
     const due = () => {
       if (left > MAX_TIMER_MS) {
         left -= MAX_TIMER_MS;
@@ -603,11 +609,9 @@ function pollOneoff(run: PoolRun, mem: Uint8Array): void {
     count++;
   }
   if (count === 0) {
-    // Absolute clocks only: not waited for (the pool has no guest clock to compare them to).
-    const m = guestMemory(run);
-    const first = v.getBigUint64(inPtr, true);
-    writeClockEvents(m, outPtr, [first]);
-    count = 1;
+    // Clocks only, one of them absolute on a CPU-time clock: wasmtime's WASI refuses those too.
+    answer(run, ERRNO_INVAL);
+    return;
   }
   v.setUint32(neventsPtr, count, true);
   answer(run, 0);
