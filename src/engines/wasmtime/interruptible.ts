@@ -3,8 +3,10 @@
 // call returns: a module asleep for an hour would keep its thread (and memory) for an hour
 // after a kill. The worker (./worker.ts) shadows it with this: a poll that only waits for
 // clocks (what sleep(), nanosleep() and usleep() compile to) waits on the run's kill word
-// with Atomics.wait, which the killing thread wakes with Atomics.notify. Anything else (fd
-// subscriptions, absolute deadlines) goes to wasmtime's implementation unchanged.
+// with Atomics.wait, which the killing thread wakes with Atomics.notify. An absolute deadline
+// on the realtime or monotonic clock is the time left until it on that clock (guestClocks).
+// Anything else (fd subscriptions, absolute CPU-time clocks) goes to wasmtime's implementation
+// unchanged.
 //
 // Layouts are WASI preview 1's (wasi_snapshot_preview1.witx), little-endian:
 //   subscription (48 bytes): userdata u64 @0, tag u8 @8, then at @16 for a clock:
@@ -17,6 +19,36 @@ export const SUBSCRIPTION_SIZE = 48;
 export const EVENT_SIZE = 32;
 const EVENTTYPE_CLOCK = 0;
 const SUBCLOCKFLAGS_ABSTIME = 1;
+const CLOCK_REALTIME = 0;
+const CLOCK_MONOTONIC = 1;
+
+/** Now on a WASI clock (clockid), in nanoseconds, as the guest reads it; undefined: not one we know. */
+export type GuestClock = (id: number) => bigint | undefined;
+
+/**
+ * The clocks a run's guest reads with clock_time_get, as wasmtime's WASI gives them: realtime
+ * in nanoseconds since the epoch; monotonic in nanoseconds since its WASI context was made.
+ * `monotonicBase`: process.hrtime.bigint() taken just after the store's WASI context was set:
+ * ours then lags the guest's by a little, so a deadline converted with it is never early.
+ * Realtime is rounded down to the millisecond (Date.now) for the same reason.
+ */
+export function guestClocks(monotonicBase: bigint): GuestClock {
+  return (id) => {
+    if (id === CLOCK_REALTIME) return BigInt(Date.now()) * 1_000_000n;
+    if (id === CLOCK_MONOTONIC) return process.hrtime.bigint() - monotonicBase;
+    return undefined;
+  };
+}
+
+/**
+ * A clock subscription's timeout as a time to wait from now: an absolute one (`deadline` on a
+ * clock that reads `now`) is what is left until it, 0 if it has passed. In bigint: a deadline
+ * of 2^64-1 ns neither wraps nor loses its place.
+ */
+export function timeLeft(timeout: bigint, absolute: boolean, now: bigint): bigint {
+  if (!absolute) return timeout;
+  return timeout > now ? timeout - now : 0n;
+}
 
 export interface ClockWait {
   /** How long to wait, in nanoseconds (the earliest relative timeout). */
@@ -26,10 +58,12 @@ export interface ClockWait {
 }
 
 /**
- * The wait a poll asks for, if it is one we handle: only clock subscriptions, all relative.
- * Undefined otherwise (including no subscriptions, which WASI answers with EINVAL).
+ * The wait a poll asks for, if it is one we handle: only clock subscriptions, relative ones or
+ * absolute ones on a clock `clock` reads (realtime, monotonic), each read once here, as
+ * wasmtime's WASI does. Undefined otherwise (including no subscriptions, which WASI answers
+ * with EINVAL).
  */
-export function clockOnlyWait(mem: Uint8Array, inPtr: number, n: number): ClockWait | undefined {
+export function clockOnlyWait(mem: Uint8Array, inPtr: number, n: number, clock: GuestClock): ClockWait | undefined {
   if (n === 0 || inPtr + n * SUBSCRIPTION_SIZE > mem.length) return undefined;
   const v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
   let timeoutNs: bigint | undefined;
@@ -37,8 +71,12 @@ export function clockOnlyWait(mem: Uint8Array, inPtr: number, n: number): ClockW
   for (let i = 0; i < n; i++) {
     const at = inPtr + i * SUBSCRIPTION_SIZE;
     if (v.getUint8(at + 8) !== EVENTTYPE_CLOCK) return undefined;
-    if ((v.getUint16(at + 40, true) & SUBCLOCKFLAGS_ABSTIME) !== 0) return undefined;
-    const timeout = v.getBigUint64(at + 24, true);
+    let timeout = v.getBigUint64(at + 24, true);
+    if ((v.getUint16(at + 40, true) & SUBCLOCKFLAGS_ABSTIME) !== 0) {
+      const now = clock(v.getUint32(at + 16, true));
+      if (now === undefined) return undefined;
+      timeout = timeLeft(timeout, true, now);
+    }
     subs.push({ userdata: v.getBigUint64(at, true), timeout });
     if (timeoutNs === undefined || timeout < timeoutNs) timeoutNs = timeout;
   }

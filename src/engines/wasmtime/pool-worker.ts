@@ -24,7 +24,7 @@ import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
 import { EXIT_ENGINE_ERROR } from "../engine.ts";
 import { CpuBucket } from "./cpu-throttle.ts";
 import { check, errorMessage, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
-import { clockOnlyWait, SUBSCRIPTION_SIZE, writeClockEvents } from "./interruptible.ts";
+import { clockOnlyWait, EVENT_SIZE, type GuestClock, guestClocks, SUBSCRIPTION_SIZE, writeClockEvents } from "./interruptible.ts";
 import { ASK_PARAMS, ASK_RESULTS, ASK_VALUES, FORWARDER_WAT, GUARD_KINDS, PooledGuard, TRAMPOLINE_WAT } from "./pool-guard.ts";
 import { polledFds, stdioPoll } from "./pool-poll.ts";
 import { FairQueue } from "./pool-queue.ts";
@@ -88,11 +88,21 @@ const WASI = "wasi_snapshot_preview1";
 
 // WASI errnos (wasi_snapshot_preview1.witx).
 const ERRNO_BADF = 8;
+const ERRNO_INVAL = 28;
 const ERRNO_IO = 29;
+const ERRNO_NOMEM = 48;
 const ERRNO_PIPE = 64;
 
 /** Longest wait between two tries of an output nobody drains (ms): it starts at 1 and doubles. */
 const WRITE_RETRY_MAX_MS = 100;
+/**
+ * The most one fd_write or fd_read takes of what it asks, in bytes and in iovecs (a short
+ * write or read, which WASI allows: the guest goes on with its next call). What a run holds of
+ * the daemon's memory while its output waits is this much, whatever its iovecs ask (4096
+ * iovecs over one 64 KiB page ask 256 MiB).
+ */
+const IO_MAX_BYTES = 65536;
+const IO_MAX_IOVECS = 1024;
 /** Longest wait between two tries of stdin when no wake comes (a caller without a relay). */
 const READ_RETRY_MAX_MS = 1000;
 /** setTimeout's longest delay. */
@@ -144,6 +154,8 @@ interface PoolRun {
   /** A read of stdin waiting for input (retried at each wake). */
   stdinRead?: () => void;
   readRetryMs: number;
+  /** The clocks its guest reads, for absolute poll deadlines (./interruptible.ts). */
+  clock: GuestClock;
   /** stdin's feeder has connected (RunRequest.stdinNews): an empty read is EOF from now on. */
   stdinLive: boolean;
   /** stdin's feeder will write no more: a read that would wait is its end (its writer may close later). */
@@ -233,6 +245,7 @@ function start(id: number, req: RunRequest): void {
     fds: [-1, -1, -1],
     state: "queued",
     readRetryMs: 1,
+    clock: guestClocks(process.hrtime.bigint()),
     stdinLive: !req.stdinNews,
     stdinEnded: false,
     cpuNs: 0,
@@ -257,6 +270,7 @@ function start(id: number, req: RunRequest): void {
     });
     run.store = opened.store;
     run.ctx = opened.ctx;
+    run.clock = guestClocks(process.hrtime.bigint()); // its WASI context was just made
     run.followLimit = opened.followLimit;
     if (Atomics.load(run.words, KILL) !== 0) {
       end(run, 128 + Atomics.load(run.words, KILL));
@@ -443,7 +457,11 @@ function guardAsk(run: PoolRun): void {
   }
 }
 
-/** Hands the parked call a trap carrying `message` at the next poll. */
+/**
+ * Ends the parked call with a trap carrying `message` at the next poll (the guest is unwound,
+ * its run ends 134): a failed guard rule, or a pointer past the guest's memory, as wasmtime's
+ * own WASI answers that.
+ */
 function trapAnswer(run: PoolRun, message: string): void {
   const bytes = new Uint8Array(run.slot, TRAP_MSG, TRAP_MAX);
   bytes.fill(0);
@@ -492,21 +510,55 @@ function slice(run: PoolRun): void {
   Atomics.store(run.words, BLOCKED, 0);
   const c0 = threadCpuNs();
   const done = lib.wasmtime_call_future_poll(run.future as Pointer);
-  const used = threadCpuNs() - c0;
-  run.cpuNs += used;
-  FairQueue.charge(run, used, Atomics.load(run.words, CPU_SHARES));
-  Atomics.store(run.big, CPU_NS, BigInt(run.cpuNs));
   Atomics.store(run.words, BLOCKED, 1);
   if (done) {
+    charge(run, c0);
     phaseDone(run);
     return;
   }
   const op = run.i32[OP] as number;
   if (op !== 0 && run.i32[STATE] === PARKED) {
-    hostCall(run, op);
+    // The call's work here is the run's CPU time as much as its wasm is (a module that
+    // sleeps 0 in a loop spends most of its time in this thread's answers).
+    try {
+      hostCall(run, op);
+    } finally {
+      charge(run, c0);
+    }
     return;
   }
-  // An epoch yield: back in the queue, after its quota's delay if it is over it.
+  charge(run, c0);
+  requeue(run);
+}
+
+/** Counts this thread's CPU time since `c0` to the run (Stats' CPU, its quota, its place by shares). */
+function charge(run: PoolRun, c0: number): void {
+  const used = threadCpuNs() - c0;
+  run.cpuNs += used;
+  FairQueue.charge(run, used, Atomics.load(run.words, CPU_SHARES));
+  Atomics.store(run.big, CPU_NS, BigInt(run.cpuNs));
+}
+
+/**
+ * Runs `f` for the run outside its slice (a timer's or a wake's continuation of its host
+ * call): its CPU time is the run's, and a throw ends that run only, never the pool thread
+ * (an uncaught error would end every run the thread holds).
+ */
+function forRun(run: PoolRun, f: () => void): void {
+  if (run.state === "done") return;
+  const c0 = threadCpuNs();
+  try {
+    f();
+  } catch (e) {
+    failed(run, e);
+  } finally {
+    charge(run, c0);
+  }
+}
+
+/** Back in the queue (an epoch yield, an answered call), after its quota's delay if it is over it. */
+function requeue(run: PoolRun): void {
+  if (run.state === "done") return;
   const delay = throttle(run);
   if (delay > 0) {
     run.state = "waiting";
@@ -621,7 +673,28 @@ function answer(run: PoolRun, errno: number): void {
   run.i32[STATE] = ANSWERED;
   run.timer = undefined;
   run.stdinRead = undefined;
-  enqueue(run);
+  requeue(run);
+}
+
+/** Whether `len` bytes at `at` lie inside the guest's memory (pointers are the guest's: u32). */
+function inside(mem: Uint8Array, at: number, len: number): boolean {
+  return at + len <= mem.length;
+}
+
+/**
+ * Checks a call's pointers before it waits (its memory cannot move or shrink while it waits,
+ * so what its answer writes later fits): an array larger than 4 GiB is ENOMEM, a region past
+ * the guest's memory a trap, as wasmtime's own WASI answers both. True if the call may go on.
+ */
+function pointersFit(run: PoolRun, call: string, mem: Uint8Array, arrays: [number, number][], regions: [number, number][]): boolean {
+  if (arrays.some(([, len]) => len > 2 ** 32)) {
+    answer(run, ERRNO_NOMEM);
+    return false;
+  }
+  const bad = [...arrays, ...regions].find(([at, len]) => !inside(mem, at, len));
+  if (!bad) return true;
+  trapAnswer(run, `${call}: pointer out of bounds: ${bad[1]} bytes at ${bad[0]}, memory of ${mem.length}`);
+  return false;
 }
 
 function hostCall(run: PoolRun, op: number): void {
@@ -653,19 +726,30 @@ function hostCall(run: PoolRun, op: number): void {
 }
 
 /**
- * poll_oneoff: clocks only (sleep, nanosleep) wait on a timer. With fd subscriptions (all on
+ * poll_oneoff: clocks only (sleep, nanosleep; an absolute deadline on the realtime or
+ * monotonic clock until it comes on that clock) wait on a timer. With fd subscriptions (all on
  * the guest's stdio here: ./pool-guard.ts sends a poll of a file to wasmtime's own), wasmtime's
  * answer (./pool-poll.ts): each ready at once, or EBADF.
  */
 function pollOneoff(run: PoolRun, mem: Uint8Array): void {
   const [inPtr, outPtr, n, neventsPtr] = [0, 1, 2, 3].map((i) => arg(run, i)) as [number, number, number, number];
-  const wait = clockOnlyWait(mem, inPtr, n);
+  if (n === 0) {
+    answer(run, ERRNO_INVAL);
+    return;
+  }
+  const subs: [number, number][] = [
+    [inPtr, n * SUBSCRIPTION_SIZE],
+    [outPtr, n * EVENT_SIZE],
+  ];
+  if (!pointersFit(run, "poll_oneoff", mem, subs, [[neventsPtr, 4]])) return;
+  const wait = clockOnlyWait(mem, inPtr, n, run.clock);
   if (wait) {
-    let left = Number(wait.timeoutNs) / 1e6;
+    // Whole milliseconds, rounded up: a timer truncates a fraction, and a wait must not end early.
+    let left = Math.ceil(Number(wait.timeoutNs) / 1e6);
     const due = () => {
       if (left > MAX_TIMER_MS) {
         left -= MAX_TIMER_MS;
-        run.timer = setTimeout(due, MAX_TIMER_MS);
+        run.timer = setTimeout(() => forRun(run, due), MAX_TIMER_MS);
         return;
       }
       const m = guestMemory(run);
@@ -679,7 +763,7 @@ function pollOneoff(run: PoolRun, mem: Uint8Array): void {
     }
     const first = Math.min(left, MAX_TIMER_MS);
     left -= first;
-    run.timer = setTimeout(due, first);
+    run.timer = setTimeout(() => forRun(run, due), first);
     return;
   }
   if (polledFds(mem, inPtr, n).length > 0) {
@@ -690,22 +774,29 @@ function pollOneoff(run: PoolRun, mem: Uint8Array): void {
     answer(run, r.errno);
     return;
   }
-  if (n === 0 || inPtr + n * SUBSCRIPTION_SIZE > mem.length) {
-    answer(run, 28); // EINVAL
-    return;
-  }
-  // Absolute clocks only: not waited for (the pool has no guest clock to compare them to).
-  const first = new DataView(mem.buffer, mem.byteOffset, mem.byteLength).getBigUint64(inPtr, true);
-  const count = writeClockEvents(mem, outPtr, [first]);
-  new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(neventsPtr, count, true);
-  answer(run, 0);
+  // Clocks only, one of them absolute on a CPU-time clock: wasmtime's WASI refuses those too.
+  answer(run, ERRNO_INVAL);
 }
 
-/** The iovecs of a read or write: [pointer, length] each (8 bytes: u32, u32). */
+/**
+ * The iovecs of a read or write ([pointer, length] each, 8 bytes: u32, u32; the array checked
+ * by the caller), read one at a time: there may be as many as the guest's memory holds. At
+ * most IO_MAX_BYTES and IO_MAX_IOVECS of them (the iovecs past those are not looked at); the
+ * first one past the guest's memory alone, if one is.
+ */
 function iovecs(mem: Uint8Array, at: number, n: number): [number, number][] {
   const v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
   const out: [number, number][] = [];
-  for (let i = 0; i < n; i++) out.push([v.getUint32(at + i * 8, true), v.getUint32(at + i * 8 + 4, true)]);
+  const max = IO_MAX_BYTES;
+  let total = 0;
+  for (let i = 0; i < n && total < max && out.length < IO_MAX_IOVECS; i++) {
+    const buf = v.getUint32(at + i * 8, true);
+    const len = v.getUint32(at + i * 8 + 4, true);
+    if (!inside(mem, buf, len)) return [[buf, len]]; // the caller's check finds it past the memory
+    if (len === 0) continue;
+    out.push([buf, Math.min(len, max - total)]);
+    total += len;
+  }
   return out;
 }
 
@@ -716,13 +807,16 @@ function fdRead(run: PoolRun, fd: number): void {
     answer(run, ERRNO_BADF);
     return;
   }
+  const first = guestMemory(run);
+  if (!pointersFit(run, "fd_read", first, [[iovs, iovsLen * 8]], [[nreadPtr, 4]])) return;
+  const parts = iovecs(first, iovs, iovsLen);
+  if (!pointersFit(run, "fd_read", first, [], parts)) return;
   const attempt = () => {
     const mem = guestMemory(run);
     let total = 0;
     let wouldBlock = false;
     try {
-      for (const [buf, len] of iovecs(mem, iovs, iovsLen)) {
-        if (len === 0) continue;
+      for (const [buf, len] of parts) {
         const got = readSync(run.fds[0], mem, buf, len, null);
         total += got;
         if (got < len) break;
@@ -739,9 +833,9 @@ function fdRead(run: PoolRun, fd: number): void {
     }
     if (wouldBlock) {
       // Nothing yet: a feeder that tells its news (the daemon's relay) wakes us; another is tried again.
-      run.stdinRead = attempt;
+      run.stdinRead = () => forRun(run, attempt);
       if (!run.req.stdinNews) {
-        run.timer = setTimeout(attempt, run.readRetryMs);
+        run.timer = setTimeout(run.stdinRead, run.readRetryMs);
         run.readRetryMs = Math.min(run.readRetryMs * 2, READ_RETRY_MAX_MS);
       }
       return;
@@ -761,17 +855,22 @@ function fdWrite(run: PoolRun, mem: Uint8Array, fd: number): void {
     answer(run, ERRNO_BADF);
     return;
   }
-  const parts = iovecs(mem, iovs, iovsLen).map(([buf, len]) => mem.slice(buf, buf + len));
-  const bytes = Buffer.concat(parts);
+  if (!pointersFit(run, "fd_write", mem, [[iovs, iovsLen * 8]], [[nwrittenPtr, 4]])) return;
+  const parts = iovecs(mem, iovs, iovsLen);
+  if (!pointersFit(run, "fd_write", mem, [], parts)) return;
+  const bytes = Buffer.concat(parts.map(([buf, len]) => mem.subarray(buf, buf + len)));
   let done = 0;
   let retryMs = 1;
   const attempt = () => {
     try {
-      while (done < bytes.length) done += writeSync(out, bytes, done, bytes.length - done);
+      while (done < bytes.length) {
+        done += writeSync(out, bytes, done, bytes.length - done);
+        retryMs = 1; // a reader that drains again is not made to wait long
+      }
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === "EAGAIN") {
-        run.timer = setTimeout(attempt, retryMs);
+        run.timer = setTimeout(() => forRun(run, attempt), retryMs);
         retryMs = Math.min(retryMs * 2, WRITE_RETRY_MAX_MS);
         return;
       }

@@ -14,7 +14,7 @@ import { MODULE_MAX_BYTES } from "../../common/constants.ts";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
 import type { HostCaller, HostFunctions, ValType } from "../host-functions.ts";
 import { check, cstr, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
-import { clockOnlyWait, writeClockEvents } from "./interruptible.ts";
+import { clockOnlyWait, type GuestClock, guestClocks, writeClockEvents } from "./interruptible.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { publishMemory } from "./run-atomics.ts";
 import { EngineError, openStore, type RunStore } from "./store.ts";
@@ -157,6 +157,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     // 2-3. store: WASI preview 1 context, memory limit, epoch interruption; one instance more
     // than the module's for the file guard's WASI helper (./wasi-shadows.ts).
     const opened = openStore(lib, engine, req, kill, keep, 1);
+    const clock = guestClocks(process.hrtime.bigint()); // its WASI context was just made
     store = opened.store;
     deadlineCb = opened.deadlineCb ?? null;
     const ctx = opened.ctx;
@@ -187,7 +188,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
       made = w.shadowsFor(lib, tools, keep, preopens, req.maxOpenFiles, kill);
       return made;
     };
-    defineInterruptiblePoll(lib, linker, d, shadows, env);
+    defineInterruptiblePoll(lib, linker, d, shadows, env, clock);
     defineFileGuard(lib, linker, d, shadows);
     // stdio on a terminal its caller made: isatty() must say so (./wasi-shadows.ts terminalFdstat).
     if (req.terminal)
@@ -354,7 +355,14 @@ type Shadows = import("./wasi-shadows.ts").Shadows;
  * Shadow wasi_snapshot_preview1.poll_oneoff with one whose sleeps a kill ends at once
  * (./interruptible.ts). Every other poll (fds, absolute deadlines) is wasmtime's own.
  */
-function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, d: Dispatch, shadows: () => Shadows, env: RunEnv): void {
+function defineInterruptiblePoll(
+  lib: WasmtimeLib,
+  linker: Pointer,
+  d: Dispatch,
+  shadows: () => Shadows,
+  env: RunEnv,
+  clock: GuestClock,
+): void {
   const { kill, sleep, onWait } = env;
   const params: ValType[] = ["i32", "i32", "i32", "i32"];
   defineFunc(
@@ -374,7 +382,7 @@ function defineInterruptiblePoll(lib: WasmtimeLib, linker: Pointer, d: Dispatch,
           number,
         ];
         const callerMem = callerMemory(lib, caller);
-        const wait = clockOnlyWait(callerMem, inPtr, n);
+        const wait = clockOnlyWait(callerMem, inPtr, n, clock);
         if (wait) {
           // Asleep, the module cannot grow: the figure published now holds until it wakes.
           publishMemory(kill, callerMem.length);

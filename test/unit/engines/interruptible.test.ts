@@ -7,26 +7,85 @@ import { WasmtimeEngine } from "../../../src/engines/wasmtime/engine.ts";
 import {
   clockOnlyWait,
   EVENT_SIZE,
+  type GuestClock,
+  guestClocks,
   interruptibleSleep,
   SUBSCRIPTION_SIZE,
+  timeLeft,
   writeClockEvents,
 } from "../../../src/engines/wasmtime/interruptible.ts";
 import { BLOCKED, KILL, newRunWords, PAUSED } from "../../../src/engines/wasmtime/run-atomics.ts";
 import { prepare, wasm } from "./helpers.ts";
 
-function subscriptions(subs: { userdata: bigint; tag?: number; timeout?: bigint; flags?: number }[]): Uint8Array {
+function subscriptions(subs: { userdata: bigint; tag?: number; timeout?: bigint; flags?: number; clock?: number }[]): Uint8Array {
   const mem = new Uint8Array(16 + subs.length * SUBSCRIPTION_SIZE);
   const v = new DataView(mem.buffer);
   subs.forEach((s, i) => {
     const at = 16 + i * SUBSCRIPTION_SIZE;
     v.setBigUint64(at, s.userdata, true);
     v.setUint8(at + 8, s.tag ?? 0);
-    v.setUint32(at + 16, 1, true); // monotonic
+    v.setUint32(at + 16, s.clock ?? 1, true); // monotonic unless told
     v.setBigUint64(at + 24, s.timeout ?? 0n, true);
     v.setUint16(at + 40, s.flags ?? 0, true);
   });
   return mem;
 }
+
+// A fake of the guest's clocks: realtime at 10^18 ns, monotonic at 5 s; no CPU-time clock.
+const clock: GuestClock = (id) => (id === 0 ? 1_000_000_000_000_000_000n : id === 1 ? 5_000_000_000n : undefined);
+const ABSTIME = 1;
+const MAX_U64 = 2n ** 64n - 1n;
+
+describe("absolute deadlines", () => {
+  test("timeLeft: what is left until the deadline, 0 once it passed, a relative timeout as it is", () => {
+    expect(timeLeft(7_000n, true, 5_000n)).toBe(2_000n);
+    expect(timeLeft(5_000n, true, 5_000n)).toBe(0n);
+    expect(timeLeft(1_000n, true, 5_000n)).toBe(0n);
+    expect(timeLeft(1_000n, false, 5_000n)).toBe(1_000n);
+    // The far future neither wraps nor rounds: 2^64-1 ns less now.
+    expect(timeLeft(MAX_U64, true, 1n)).toBe(MAX_U64 - 1n);
+    expect(timeLeft(MAX_U64, true, 0n)).toBe(MAX_U64);
+  });
+
+  test("a deadline is read on the clock the subscription names", () => {
+    const real = subscriptions([{ userdata: 1n, clock: 0, flags: ABSTIME, timeout: 1_000_000_002_000_000_000n }]);
+    expect(clockOnlyWait(real, 16, 1, clock)).toEqual({ timeoutNs: 2_000_000_000n, due: [1n] });
+    const mono = subscriptions([{ userdata: 2n, clock: 1, flags: ABSTIME, timeout: 8_000_000_000n }]);
+    expect(clockOnlyWait(mono, 16, 1, clock)).toEqual({ timeoutNs: 3_000_000_000n, due: [2n] });
+  });
+
+  test("a deadline passed is due at once; the far future is waited for whole", () => {
+    const past = subscriptions([{ userdata: 3n, clock: 0, flags: ABSTIME, timeout: 1n }]);
+    expect(clockOnlyWait(past, 16, 1, clock)).toEqual({ timeoutNs: 0n, due: [3n] });
+    const far = subscriptions([{ userdata: 4n, clock: 0, flags: ABSTIME, timeout: MAX_U64 }]);
+    expect(clockOnlyWait(far, 16, 1, clock)).toEqual({ timeoutNs: MAX_U64 - 1_000_000_000_000_000_000n, due: [4n] });
+  });
+
+  test("absolute and relative together: the earliest, every one due then", () => {
+    const mem = subscriptions([
+      { userdata: 1n, timeout: 4_000_000_000n },
+      { userdata: 2n, clock: 1, flags: ABSTIME, timeout: 9_000_000_000n }, // 4 s from the fake's 5 s
+      { userdata: 3n, timeout: 6_000_000_000n },
+    ]);
+    expect(clockOnlyWait(mem, 16, 3, clock)).toEqual({ timeoutNs: 4_000_000_000n, due: [1n, 2n] });
+  });
+
+  test("an absolute deadline on a CPU-time clock is left to wasmtime", () => {
+    expect(clockOnlyWait(subscriptions([{ userdata: 1n, clock: 2, flags: ABSTIME, timeout: 1n }]), 16, 1, clock)).toBeUndefined();
+  });
+
+  test("the real clocks: realtime is the epoch's, monotonic counts from its base, neither ahead of the host's", () => {
+    const base = process.hrtime.bigint();
+    const c = guestClocks(base);
+    const before = BigInt(Date.now()) * 1_000_000n;
+    const real = c(0) as bigint;
+    expect(real >= before && real <= BigInt(Date.now()) * 1_000_000n).toBe(true);
+    const mono = c(1) as bigint;
+    expect(mono >= 0n && mono <= process.hrtime.bigint() - base).toBe(true);
+    expect(c(2)).toBeUndefined();
+    expect(c(3)).toBeUndefined();
+  });
+});
 
 describe("poll_oneoff subscriptions", () => {
   test("relative clocks: the earliest timeout, every subscription due then", () => {
@@ -35,15 +94,14 @@ describe("poll_oneoff subscriptions", () => {
       { userdata: 2n, timeout: 2_000_000n },
       { userdata: 3n, timeout: 2_000_000n },
     ]);
-    expect(clockOnlyWait(mem, 16, 3)).toEqual({ timeoutNs: 2_000_000n, due: [2n, 3n] });
+    expect(clockOnlyWait(mem, 16, 3, clock)).toEqual({ timeoutNs: 2_000_000n, due: [2n, 3n] });
   });
 
-  test("an fd subscription, an absolute deadline or none at all are left to wasmtime", () => {
-    expect(clockOnlyWait(subscriptions([{ userdata: 1n }, { userdata: 2n, tag: 1 }]), 16, 2)).toBeUndefined();
-    expect(clockOnlyWait(subscriptions([{ userdata: 1n, flags: 1 }]), 16, 1)).toBeUndefined();
-    expect(clockOnlyWait(subscriptions([]), 16, 0)).toBeUndefined();
+  test("an fd subscription or none at all are left to wasmtime", () => {
+    expect(clockOnlyWait(subscriptions([{ userdata: 1n }, { userdata: 2n, tag: 1 }]), 16, 2, clock)).toBeUndefined();
+    expect(clockOnlyWait(subscriptions([]), 16, 0, clock)).toBeUndefined();
     // Out of the memory's bounds: not ours to read.
-    expect(clockOnlyWait(subscriptions([{ userdata: 1n }]), 16, 2)).toBeUndefined();
+    expect(clockOnlyWait(subscriptions([{ userdata: 1n }]), 16, 2, clock)).toBeUndefined();
   });
 
   test("events: userdata, success, type clock", () => {
