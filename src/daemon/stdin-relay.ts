@@ -25,6 +25,13 @@ import { rm } from "node:fs/promises";
 import type { FileSink } from "bun";
 import { mkfifo, strerror } from "../linux/libc.ts";
 
+/**
+ * The most written to the module's fifo before its reader is told: a pipe's smallest capacity
+ * (one page: the kernel gives a new pipe no more once the user's pipe pages pass
+ * /proc/sys/fs/pipe-user-pages-soft, as a node with thousands of containers does).
+ */
+const FIFO_PIECE = 4096;
+
 /** Makes the module's stdin fifo at `path` (replacing a stale one). */
 export async function makeStdinFifo(path: string): Promise<void> {
   await rm(path, { force: true });
@@ -88,9 +95,15 @@ export class StdinRelay {
       while (!this.closed) {
         const { done: eof, value } = await reader.read();
         if (eof || this.closed) break; // containerd's side closed: the module sees EOF
-        sink.write(value);
-        await sink.flush();
-        this.news();
+        // One fifo's worth at most between two news: a reader that waits for news once it found
+        // the fifo empty (a run pool's) is told after each piece is in, and a piece always fits
+        // an empty fifo. A larger write would wait for room that only such a reader can make,
+        // which waits for news that only the end of that write sends.
+        for (let at = 0; at < value.length && !this.closed; at += FIFO_PIECE) {
+          sink.write(value.subarray(at, at + FIFO_PIECE));
+          await sink.flush();
+          this.news();
+        }
       }
     } catch {
       // The module closed stdin (EPIPE) or the stream was cancelled: either way the relay is over.
