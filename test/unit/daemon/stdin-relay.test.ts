@@ -103,3 +103,67 @@ test("a module that does not read: the relay's write end is non-blocking, the lo
   await over;
   expect(fdsOn(fifo).filter((f) => f.fd !== module)).toEqual([]);
 });
+
+test("a reader that looks again only when told (a run pool's): large writes arrive whole, told piece by piece, then EOF", async () => {
+  dir = mkdtempSync(join(tmpdir(), "stdin-relay-"));
+  const inPath = join(dir, "in");
+  mkfifo(inPath);
+  const source = open(inPath, constants.O_RDONLY | constants.O_NONBLOCK);
+  const containerd = open(inPath, constants.O_WRONLY | constants.O_NONBLOCK);
+  const fifo = join(dir, "stdin");
+  await makeStdinFifo(fifo);
+  const relay = new StdinRelay(source, fifo);
+  let told: () => void = () => {};
+  let ended = false;
+  relay.watch((end) => {
+    ended ||= end;
+    told();
+  });
+  let endRun = () => {};
+  const over = relay.run(new Promise<void>((r) => (endRun = r)));
+  const module = open(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+
+  // containerd writes 1 MiB in writes larger than a fifo holds, then closes.
+  const input = Buffer.alloc(1 << 20);
+  for (let i = 0; i < input.length; i++) input[i] = (i * 7 + (i >> 12)) & 0xff;
+  const writing = (async () => {
+    for (let at = 0; at < input.length; ) {
+      try {
+        at += writeSync(containerd, input, at, Math.min(256 * 1024, input.length - at));
+      } catch (e) {
+        if (!isAgain(e)) throw e;
+        await Bun.sleep(1);
+      }
+    }
+    closeSync(containerd);
+    opened.splice(opened.indexOf(containerd), 1);
+  })();
+
+  // The reader: everything there is, then it waits for news (never looks on its own).
+  const got = Buffer.alloc(input.length + 1);
+  let n = 0;
+  for (;;) {
+    const news = new Promise<void>((r) => (told = r));
+    let eof = false;
+    for (;;) {
+      try {
+        const r = readSync(module, got, n, got.length - n, null);
+        if (r === 0) eof = true;
+        n += r;
+        if (r === 0) break;
+      } catch (e) {
+        if (!isAgain(e)) throw e;
+        break;
+      }
+    }
+    if (eof && ended) break;
+    // Liveness only: without news the reader would wait for ever (the bug this checks).
+    const timedOut = await Promise.race([news.then(() => false), Bun.sleep(30_000).then(() => true)]);
+    if (timedOut) throw new Error(`no news after ${n} of ${input.length} bytes`);
+  }
+  await writing;
+  expect(n).toBe(input.length);
+  expect(got.subarray(0, n).equals(input)).toBe(true);
+  endRun();
+  await over;
+}, 120_000);
