@@ -1,7 +1,8 @@
 // Shared mode under the other containerd versions (1.7 and 2.x built by
 // scripts/containerd-versions.sh; the rest of test/e2e runs Debian's 1.6): the thin shim's
 // `start` reply in each form (1.7 JSON version 2, 2.3+ a BootstrapResult for task v3), a
-// daemon-run module's life through ctr (RUNNING, ps, metrics, SIGTERM → 143), a native
+// daemon-run module's life through ctr (RUNNING, ps, metrics, SIGTERM → 143), stdin piped
+// into a pooled module, a native
 // container, and the events in order. Needs root, runc and those builds.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
@@ -64,6 +65,24 @@ for (const version of VERSIONS) {
         expect(r.code).toBe(0);
         const three = await env.run(IMAGES.demo, `smx-exit-${major}`, ["/wasi-demo-app.wasm", "exit", "3"], { runtime: SHARED_RUNTIME });
         expect(three.code).toBe(3);
+      },
+      T,
+    );
+
+    test(
+      "stdin: 200 KB piped into ctr run reach a pooled module whole (the relay tells it piece by piece), and EOF ends it",
+      async () => {
+        const id = `smx-stdin-${major}`;
+        const p = env.cd.ctrSpawn(["run", "--rm", "--runtime", SHARED_RUNTIME, IMAGES.tools, id, "/cat.wasm"], { stdin: "pipe" });
+        await until(`${id} RUNNING`, async () => (await status(id))?.[2] === "RUNNING");
+        const input = `first\n${"y".repeat(200_000)}\nlast`;
+        const sink = p.stdin as import("bun").FileSink;
+        sink.write(input);
+        await sink.end();
+        const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+        expect(stderr).toBe("");
+        expect(stdout).toBe(input);
+        expect(code).toBe(0);
       },
       T,
     );
