@@ -129,6 +129,8 @@ export class Overflow {
           "warning",
         );
       this.refusedLogged = true;
+      // Looked at again later, not at every new pod: a full daemon's fd list is long.
+      this.retryAt = Date.now() + RETRY_MS;
       return undefined;
     }
     let started: { pid: number; exited: Promise<number>; what?: string };

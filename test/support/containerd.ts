@@ -418,8 +418,9 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     const p = ctrSpawn(["events"]);
     void (async () => {
       let buf = "";
+      const text = new TextDecoder();
       for await (const chunk of p.stdout as ReadableStream<Uint8Array>) {
-        buf += new TextDecoder().decode(chunk);
+        buf += text.decode(chunk, { stream: true });
         for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
