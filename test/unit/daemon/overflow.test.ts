@@ -103,6 +103,8 @@ test(`at most ${MAX_DAEMONS} daemons: the last one keeps the new pods and says s
   for (let i = 0; i < 3; i++) o.beforeNewSandbox();
   expect(state.started).toEqual([]);
   expect(state.logs.filter((l) => l.includes(`at most ${MAX_DAEMONS}`)).length).toBe(1);
+  // Its fds were counted once: the next new pods do not read its long fd list again.
+  expect(state.counts).toBe(1);
 });
 
 test("a start that throws is logged, and the pod is made here", () => {
