@@ -19,24 +19,18 @@
 //  - At most `cap` handles at once (the spec's RLIMIT_NOFILE, bounded in shared mode by the
 //    daemon's per-container cap): one more open fails with EMFILE, as it would for a process
 //    at its limit. stdio and the preopened directories count, as a process's fds 0-2 do.
-//
-// Layouts are WASI preview 1's (wasi_snapshot_preview1.witx), little-endian:
-//   filestat (64 bytes): dev u64 @0, ino u64 @8, filetype u8 @16, nlink u64 @24, size u64 @32,
-//   atim @40, mtim @48, ctim @56.
 
-/** WASI errno values returned to the module. */
-export const ERRNO_SUCCESS = 0;
-export const ERRNO_ACCES = 2;
-export const ERRNO_MFILE = 33;
-
-export const FILESTAT_SIZE = 64;
-export const FILESTAT_FILETYPE = 16;
-/** lookupflags bit 0: follow a symlink at the end of the path. */
-export const LOOKUP_SYMLINK_FOLLOW = 1;
-
-const FILETYPE_DIRECTORY = 3;
-const FILETYPE_REGULAR_FILE = 4;
-const FILETYPE_SYMBOLIC_LINK = 7;
+import {
+  ERRNO_ACCES,
+  ERRNO_MFILE,
+  ERRNO_SUCCESS,
+  FILESTAT_FILETYPE,
+  FILESTAT_SIZE,
+  FILETYPE_DIRECTORY,
+  FILETYPE_REGULAR_FILE,
+  FILETYPE_SYMBOLIC_LINK,
+  LOOKUP_SYMLINK_FOLLOW,
+} from "../wasi-abi.ts";
 
 /**
  * Whether a module may open a file of WASI `filetype` (wasmtime reports a fifo as unknown, 0).

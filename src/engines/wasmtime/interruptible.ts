@@ -6,21 +6,10 @@
 // with Atomics.wait, which the killing thread wakes with Atomics.notify. An absolute deadline
 // on the realtime or monotonic clock is the time left until it on that clock (guestClocks).
 // Anything else (fd subscriptions, absolute CPU-time clocks) goes to wasmtime's implementation
-// unchanged.
-//
-// Layouts are WASI preview 1's (wasi_snapshot_preview1.witx), little-endian:
-//   subscription (48 bytes): userdata u64 @0, tag u8 @8, then at @16 for a clock:
-//     id u32 @16, timeout u64 @24, precision u64 @32, flags u16 @40 (bit 0: absolute)
-//   event (32 bytes): userdata u64 @0, error u16 @8, type u8 @10, fd_readwrite @16
+// unchanged. (The layouts of subscriptions and events: ../wasi-abi.ts.)
 
+import { CLOCK_MONOTONIC, CLOCK_REALTIME, EVENT_SIZE, EVENTTYPE_CLOCK, SUBCLOCKFLAGS_ABSTIME, SUBSCRIPTION_SIZE } from "../wasi-abi.ts";
 import { BLOCKED, KILL, PAUSED } from "./run-atomics.ts";
-
-export const SUBSCRIPTION_SIZE = 48;
-export const EVENT_SIZE = 32;
-const EVENTTYPE_CLOCK = 0;
-const SUBCLOCKFLAGS_ABSTIME = 1;
-const CLOCK_REALTIME = 0;
-const CLOCK_MONOTONIC = 1;
 
 /** Now on a WASI clock (clockid), in nanoseconds, as the guest reads it; undefined: not one we know. */
 export type GuestClock = (id: number) => bigint | undefined;

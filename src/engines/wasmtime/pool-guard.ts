@@ -26,6 +26,7 @@
 // the host look cannot tell (the path escapes its directory through an absolute symlink, which
 // wasmtime refuses too, or a kernel without openat2).
 
+import { WASI_MODULE } from "../wasi-abi.ts";
 import {
   GUARD_RULES,
   type GuardCall,
@@ -37,8 +38,6 @@ import {
   type RealName,
 } from "./file-guard.ts";
 import { polledFds, type StdioRole } from "./pool-poll.ts";
-
-const WASI = "wasi_snapshot_preview1";
 
 /** The calls the forwarder takes from the guest: the guard's, reads and writes (on stdio, the pool's), polls (of stdio and clocks, the pool's). */
 export type ForwardedName = GuardName | "fd_read" | "fd_write" | "poll_oneoff";
@@ -78,7 +77,7 @@ const locals = Array.from({ length: ASK_VALUES }, (_, j) => `$a${j}`);
 
 /** The trampoline: the guard's loop (ask, then call what it says, until it says return). */
 export const TRAMPOLINE_WAT = `(module
-${TRAMPOLINE_CALLS.map((n) => `  (import "${WASI}" "${n}" (func $${n} ${sig(REAL_WASI[n])} (result i32)))`).join("\n")}
+${TRAMPOLINE_CALLS.map((n) => `  (import "${WASI_MODULE}" "${n}" (func $${n} ${sig(REAL_WASI[n])} (result i32)))`).join("\n")}
   (import "bunwasi" "ask" (func $ask (param i32 i32 ${i64s(ASK_VALUES)}) (result i32 ${i64s(ASK_VALUES)})))
   (import "env" "memory" (memory 0))
   (import "env" "guard" (table ${GUARD_KINDS.length} funcref))

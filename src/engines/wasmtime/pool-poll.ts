@@ -7,24 +7,23 @@
 // (nbytes 1, no flags), in the order subscribed, and no clock (wasmtime's timer is not ready at
 // its first look, even for a timeout of 0: measured, test/unit/engines/file-guard.test.ts). Only polls whose fds are all the guest's stdio are answered here; one
 // that names a file the guest opened goes to wasmtime's own through the file guard's
-// trampoline (./pool-guard.ts), which answers it at once for the same reason.
-//
-// Layouts (wasi_snapshot_preview1.witx): subscription (48 bytes): userdata u64 @0, tag u8 @8,
-// then a clock's id u32 @16, timeout u64 @24, flags u16 @40, or an fd u32 @16; event (32
-// bytes): userdata u64 @0, error u16 @8, type u8 @10, nbytes u64 @16, flags u16 @24.
+// trampoline (./pool-guard.ts), which answers it at once for the same reason. (The layouts of
+// subscriptions and events: ../wasi-abi.ts.)
 
-import { EVENT_SIZE, SUBSCRIPTION_SIZE } from "./interruptible.ts";
+import {
+  CLOCK_MONOTONIC,
+  CLOCK_REALTIME,
+  ERRNO_BADF,
+  ERRNO_INVAL,
+  EVENT_SIZE,
+  EVENTTYPE_CLOCK,
+  EVENTTYPE_FD_READ,
+  EVENTTYPE_FD_WRITE,
+  SUBSCRIPTION_SIZE,
+} from "../wasi-abi.ts";
 
 /** Which of its stdio a guest's fd is: stdin, stdout, stderr. */
 export type StdioRole = 0 | 1 | 2;
-
-const EVENTTYPE_CLOCK = 0;
-const EVENTTYPE_FD_READ = 1;
-const EVENTTYPE_FD_WRITE = 2;
-const CLOCK_REALTIME = 0;
-const CLOCK_MONOTONIC = 1;
-const ERRNO_BADF = 8;
-const ERRNO_INVAL = 28;
 
 /** The fds a poll's fd subscriptions name, in order (none: a poll of clocks only). */
 export function polledFds(mem: Uint8Array, inPtr: number, n: number): number[] {

@@ -22,9 +22,10 @@
 import { dlopen, FFIType, type Pointer, ptr, toArrayBuffer } from "bun:ffi";
 import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
 import { EXIT_ENGINE_ERROR } from "../engine.ts";
+import { ERRNO_BADF, ERRNO_INVAL, ERRNO_IO, ERRNO_NOMEM, ERRNO_PIPE, EVENT_SIZE, SUBSCRIPTION_SIZE, WASI_MODULE } from "../wasi-abi.ts";
 import { CpuBucket } from "./cpu-throttle.ts";
 import { check, errorMessage, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
-import { clockOnlyWait, EVENT_SIZE, type GuestClock, guestClocks, SUBSCRIPTION_SIZE, writeClockEvents } from "./interruptible.ts";
+import { clockOnlyWait, type GuestClock, guestClocks, writeClockEvents } from "./interruptible.ts";
 import { ASK_PARAMS, ASK_RESULTS, ASK_VALUES, FORWARDER_WAT, GUARD_KINDS, PooledGuard, TRAMPOLINE_WAT } from "./pool-guard.ts";
 import { polledFds, stdioPoll } from "./pool-poll.ts";
 import { FairQueue } from "./pool-queue.ts";
@@ -84,14 +85,6 @@ const ANSWERED = 1;
 export const POOL_CALLS = { proc_exit: 1, poll_oneoff: 2, fd_read: 3, fd_write: 4 } as const;
 /** The env id of the file guard's `bunwasi.ask` (./pool-guard.ts). */
 const GUARD_ASK = 5;
-const WASI = "wasi_snapshot_preview1";
-
-// WASI errnos (wasi_snapshot_preview1.witx).
-const ERRNO_BADF = 8;
-const ERRNO_INVAL = 28;
-const ERRNO_IO = 29;
-const ERRNO_NOMEM = 48;
-const ERRNO_PIPE = 64;
 
 /** Longest wait between two tries of an output nobody drains (ms): it starts at 1 and doubles. */
 const WRITE_RETRY_MAX_MS = 100;
@@ -300,7 +293,7 @@ const TYPES: Record<string, [("i32" | "i64")[], ("i32" | "i64")[]]> = {
   ask: [ASK_PARAMS, ASK_RESULTS],
 };
 
-function defineParked(linker: Pointer, name: string, op: number, slotPtr: Pointer, module = WASI): void {
+function defineParked(linker: Pointer, name: string, op: number, slotPtr: Pointer, module = WASI_MODULE): void {
   const vec = (types: ("i32" | "i64")[]) => {
     const out = Buffer.alloc(LAYOUT.byteVec.size);
     if (!types.length) lib.wasm_valtype_vec_new_empty(out);
@@ -386,13 +379,13 @@ function linkGuard(run: PoolRun, linker: Pointer): void {
   } finally {
     lib.wasmtime_linker_delete(empty);
   }
-  const mod = Buffer.from(WASI);
+  const mod = Buffer.from(WASI_MODULE);
   for (const name of GUARD_KINDS) {
     const fn = Buffer.from(name);
     check(
       lib,
       lib.wasmtime_linker_define(linker, run.ctx, mod, mod.length, fn, fn.length, exportOf(run, forwarder, name)) as Pointer | null,
-      `define ${WASI}.${name}`,
+      `define ${WASI_MODULE}.${name}`,
     );
   }
   const preopens = [...(run.req.rootDir !== undefined ? [run.req.rootDir] : []), ...(run.req.preopens ?? []).map(([host]) => host)];

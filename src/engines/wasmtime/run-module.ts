@@ -13,6 +13,7 @@ import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi"
 import { MODULE_MAX_BYTES } from "../../common/constants.ts";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
 import type { HostCaller, HostFunctions, ValType } from "../host-functions.ts";
+import { WASI_MODULE } from "../wasi-abi.ts";
 import { check, cstr, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { clockOnlyWait, type GuestClock, guestClocks, writeClockEvents } from "./interruptible.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
@@ -192,7 +193,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     defineFileGuard(lib, linker, d, shadows);
     // stdio on a terminal its caller made: isatty() must say so (./wasi-shadows.ts terminalFdstat).
     if (req.terminal)
-      defineFunc(lib, linker, WASI, "fd_fdstat_get", ["i32", "i32"], ["i32"], (c, a, o) => shadows().terminalFdstat(c, a, o), d);
+      defineFunc(lib, linker, WASI_MODULE, "fd_fdstat_get", ["i32", "i32"], ["i32"], (c, a, o) => shadows().terminalFdstat(c, a, o), d);
     for (const host of hosts) callbacks.push(...defineHostFunctions(lib, linker, host));
     const instance = Buffer.alloc(LAYOUT.instance.size);
     const trapOut = new BigUint64Array(1);
@@ -322,7 +323,7 @@ function defineProcExit(lib: WasmtimeLib, linker: Pointer, d: Dispatch, onExit: 
   defineFunc(
     lib,
     linker,
-    "wasi_snapshot_preview1",
+    WASI_MODULE,
     "proc_exit",
     ["i32"],
     [],
@@ -333,8 +334,6 @@ function defineProcExit(lib: WasmtimeLib, linker: Pointer, d: Dispatch, onExit: 
     d,
   );
 }
-
-const WASI = "wasi_snapshot_preview1";
 
 /** A trap carrying `message`, for a shadow to return. */
 function trapWith(lib: WasmtimeLib, message: string): Pointer {
@@ -368,7 +367,7 @@ function defineInterruptiblePoll(
   defineFunc(
     lib,
     linker,
-    WASI,
+    WASI_MODULE,
     "poll_oneoff",
     params,
     ["i32"],
@@ -412,15 +411,15 @@ function defineFileGuard(lib: WasmtimeLib, linker: Pointer, d: Dispatch, shadows
   defineFunc(
     lib,
     linker,
-    WASI,
+    WASI_MODULE,
     "path_open",
     ["i32", "i32", "i32", "i32", "i32", "i64", "i64", "i32", "i32"],
     ["i32"],
     (c, a, o) => shadows().guard.pathOpen(c, a, o),
     d,
   );
-  defineFunc(lib, linker, WASI, "fd_close", ["i32"], ["i32"], (c, a, o) => shadows().guard.fdClose(c, a, o), d);
-  defineFunc(lib, linker, WASI, "fd_renumber", ["i32", "i32"], ["i32"], (c, a, o) => shadows().guard.fdRenumber(c, a, o), d);
+  defineFunc(lib, linker, WASI_MODULE, "fd_close", ["i32"], ["i32"], (c, a, o) => shadows().guard.fdClose(c, a, o), d);
+  defineFunc(lib, linker, WASI_MODULE, "fd_renumber", ["i32", "i32"], ["i32"], (c, a, o) => shadows().guard.fdRenumber(c, a, o), d);
 }
 
 /** Read the i-th wasmtime_val_t of an array. */

@@ -8,9 +8,9 @@
 
 import { ptr as bunPtr, type Pointer, toArrayBuffer } from "bun:ffi";
 import type { ValType } from "../host-functions.ts";
+import { ERRNO_SUCCESS, FILETYPE_CHARACTER_DEVICE, WASI_MODULE } from "../wasi-abi.ts";
 import { check, errorMessage, LAYOUT, readPtr, type WasmtimeLib } from "./ffi.ts";
 import {
-  ERRNO_SUCCESS,
   fdCloseRule,
   fdRenumberRule,
   type GuardCall,
@@ -44,8 +44,6 @@ export interface FileGuard {
   fdRenumber: HostCallback;
 }
 
-export const WASI = "wasi_snapshot_preview1";
-
 export { REAL_WASI, type RealName };
 
 /**
@@ -55,7 +53,7 @@ export { REAL_WASI, type RealName };
  */
 const HELPER_WAT = `(module
 ${Object.entries(REAL_WASI)
-  .map(([name, params]) => `  (import "${WASI}" "${name}" (func $${name} (param ${params.join(" ")}) (result i32)))`)
+  .map(([name, params]) => `  (import "${WASI_MODULE}" "${name}" (func $${name} (param ${params.join(" ")}) (result i32)))`)
   .join("\n")}
   (import "env" "memory" (memory 0))
   (export "memory" (memory 0))
@@ -226,7 +224,6 @@ function i32At(args: Pointer, n: number, i: number): number {
 
 /** fdstat (wasi_snapshot_preview1.witx): fs_filetype u8 at 0, fs_rights_base u64 at 8. */
 const FDSTAT_RIGHTS_BASE = 8;
-const FILETYPE_CHARACTER_DEVICE = 2;
 /** The rights isatty() (wasi-libc) takes to mean "not a terminal": fd_seek, fd_tell. */
 const SEEK_OR_TELL = (1n << 2n) | (1n << 5n);
 

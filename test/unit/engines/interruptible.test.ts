@@ -3,14 +3,13 @@
 // module asleep for ten minutes: the run ends although the engine would wait an hour for
 // a module stuck in a host call (killGraceMs), so it is the thread itself that stopped.
 import { beforeAll, describe, expect, test } from "bun:test";
+import { EVENT_SIZE, SUBSCRIPTION_SIZE } from "../../../src/engines/wasi-abi.ts";
 import { WasmtimeEngine } from "../../../src/engines/wasmtime/engine.ts";
 import {
   clockOnlyWait,
-  EVENT_SIZE,
   type GuestClock,
   guestClocks,
   interruptibleSleep,
-  SUBSCRIPTION_SIZE,
   timeLeft,
   writeClockEvents,
 } from "../../../src/engines/wasmtime/interruptible.ts";

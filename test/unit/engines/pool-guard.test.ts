@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ERRNO_ACCES, ERRNO_MFILE } from "../../../src/engines/wasmtime/file-guard.ts";
+import { ERRNO_ACCES, ERRNO_MFILE } from "../../../src/engines/wasi-abi.ts";
 import { ASK_VALUES, GUARD_KINDS, PooledGuard, TRAMPOLINE_CALLS } from "../../../src/engines/wasmtime/pool-guard.ts";
 import { tmp } from "./helpers.ts";
 
