@@ -218,6 +218,38 @@ export function trapMessage(lib: WasmtimeLib, trap: Pointer): string {
   return s.replace(/\0+$/, "");
 }
 
+/** A wasm value type by name (LAYOUT.valkind). */
+export type ValKind = keyof typeof LAYOUT.valkind;
+
+/**
+ * A wasm_functype_t of `params` → `results`, for a linker to define a host function with (the
+ * caller deletes it with wasm_functype_delete once defined).
+ */
+export function funcType(lib: WasmtimeLib, params: readonly ValKind[], results: readonly ValKind[]): Pointer {
+  const vec = (types: readonly ValKind[]) => {
+    const out = Buffer.alloc(LAYOUT.byteVec.size);
+    if (!types.length) lib.wasm_valtype_vec_new_empty(out);
+    else {
+      const arr = new BigUint64Array(types.map((t) => BigInt(lib.wasm_valtype_new(LAYOUT.valkind[t]) as number)));
+      lib.wasm_valtype_vec_new(out, types.length, arr); // takes the valtypes
+    }
+    return out;
+  };
+  return lib.wasm_functype_new(vec(params), vec(results)) as Pointer; // takes both vectors
+}
+
+/**
+ * The export `name` of an instance in the store `cx` (a wasmtime_extern_t), if it has one of
+ * `kind` (LAYOUT.externKind*; undefined: of any kind). C may point at it: keep it while it is used.
+ */
+export function instanceExport(lib: WasmtimeLib, cx: Pointer, instance: Buffer, name: string, kind?: number): Buffer | undefined {
+  const ext = Buffer.alloc(LAYOUT.extern.size);
+  const n = Buffer.from(name);
+  if (!lib.wasmtime_instance_export_get(cx, instance, n, n.length, ext)) return undefined;
+  if (kind !== undefined && ext[LAYOUT.extern.kind] !== kind) return undefined;
+  return ext;
+}
+
 /** Throw a JS Error for a non-null wasmtime_error_t*, freeing it. */
 export function check(lib: WasmtimeLib, result: unknown, what: string): void {
   const err = (result || null) as Pointer | null; // a wasmtime_error_t* (or null)

@@ -24,7 +24,7 @@ import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
 import { EXIT_ENGINE_ERROR } from "../engine.ts";
 import { ERRNO_BADF, ERRNO_INVAL, ERRNO_IO, ERRNO_NOMEM, ERRNO_PIPE, EVENT_SIZE, SUBSCRIPTION_SIZE, WASI_MODULE } from "../wasi-abi.ts";
 import { CpuBucket } from "./cpu-throttle.ts";
-import { check, errorMessage, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import { check, errorMessage, funcType, instanceExport, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { clockOnlyWait, type GuestClock, guestClocks, writeClockEvents } from "./interruptible.ts";
 import { ASK_PARAMS, ASK_RESULTS, ASK_VALUES, FORWARDER_WAT, GUARD_KINDS, PooledGuard, TRAMPOLINE_WAT } from "./pool-guard.ts";
 import { polledFds, stdioPoll } from "./pool-poll.ts";
@@ -134,7 +134,8 @@ interface PoolRun {
   followLimit: () => void;
   phase: "instantiate" | "call";
   instance: Buffer;
-  entry: Buffer;
+  /** Its entry export, once instantiated (the call's future points at it). */
+  entry?: Buffer;
   trapOut: BigUint64Array;
   errOut: BigUint64Array;
   stats: RunStats;
@@ -230,7 +231,6 @@ function start(id: number, req: RunRequest): void {
     followLimit: () => {},
     phase: "instantiate",
     instance: Buffer.alloc(LAYOUT.instance.size),
-    entry: Buffer.alloc(LAYOUT.extern.size),
     trapOut: new BigUint64Array(1),
     errOut: new BigUint64Array(1),
     stats: { instantiateMs: 0, runMs: 0 },
@@ -294,19 +294,8 @@ const TYPES: Record<string, [("i32" | "i64")[], ("i32" | "i64")[]]> = {
 };
 
 function defineParked(linker: Pointer, name: string, op: number, slotPtr: Pointer, module = WASI_MODULE): void {
-  const vec = (types: ("i32" | "i64")[]) => {
-    const out = Buffer.alloc(LAYOUT.byteVec.size);
-    if (!types.length) lib.wasm_valtype_vec_new_empty(out);
-    else
-      lib.wasm_valtype_vec_new(
-        out,
-        types.length,
-        new BigUint64Array(types.map((t) => BigInt(lib.wasm_valtype_new(LAYOUT.valkind[t]) as number))),
-      );
-    return out;
-  };
   const [params, results] = TYPES[name] as [("i32" | "i64")[], ("i32" | "i64")[]];
-  const ty = lib.wasm_functype_new(vec(params), vec(results)) as Pointer;
+  const ty = funcType(lib, params, results);
   const mod = Buffer.from(module);
   const fn = Buffer.from(name);
   const env = native.bunwasi_pool_env(slotPtr, op) as Pointer;
@@ -359,9 +348,8 @@ function instantiateNow(run: PoolRun, linker: Pointer, module: Pointer, what: st
 }
 
 function exportOf(run: PoolRun, instance: Buffer, name: string): Buffer {
-  const ext = Buffer.alloc(LAYOUT.extern.size);
-  const n = Buffer.from(name);
-  if (!lib.wasmtime_instance_export_get(run.ctx, instance, n, n.length, ext)) throw new Error(`the file guard has no ${name}`);
+  const ext = instanceExport(lib, run.ctx as Pointer, instance, name);
+  if (!ext) throw new Error(`the file guard has no ${name}`);
   run.keep.push(ext);
   return ext;
 }
@@ -602,32 +590,26 @@ function phaseDone(run: PoolRun): void {
     lib.wasmtime_linker_delete(run.linker as Pointer);
     run.linker = null;
     const ctx = run.ctx as Pointer;
-    const mem = Buffer.alloc(LAYOUT.extern.size);
-    const memName = Buffer.from("memory");
-    if (
-      lib.wasmtime_instance_export_get(ctx, run.instance, memName, memName.length, mem) &&
-      mem[LAYOUT.extern.kind] === LAYOUT.externKindMemory
-    ) {
+    const mem = instanceExport(lib, ctx, run.instance, "memory", LAYOUT.externKindMemory);
+    if (mem) {
       run.keep.push(mem);
       run.i64[SLOT_MEMORY] = BigInt(ptr(mem));
       publishMemory(run.words, Number(lib.wasmtime_memory_data_size(ctx, (ptr(mem) + LAYOUT.extern.of) as Pointer)));
-      finishGuard(run, mem);
-    } else finishGuard(run, undefined);
-    const name = Buffer.from(run.req.entry);
-    if (
-      !lib.wasmtime_instance_export_get(ctx, run.instance, name, name.length, run.entry) ||
-      run.entry[LAYOUT.extern.kind] !== LAYOUT.externKindFunc
-    ) {
+    }
+    finishGuard(run, mem);
+    const entry = instanceExport(lib, ctx, run.instance, run.req.entry, LAYOUT.externKindFunc);
+    if (!entry) {
       end(run, EXIT_ENGINE_ERROR, `module has no exported function "${run.req.entry}"`);
       return;
     }
+    run.entry = entry;
     run.phase = "call";
     run.startedAt = performance.now();
     run.trapOut[0] = 0n;
     run.errOut[0] = 0n;
     run.future = lib.wasmtime_func_call_async(
       ctx,
-      (ptr(run.entry) + LAYOUT.extern.of) as Pointer,
+      (ptr(entry) + LAYOUT.extern.of) as Pointer,
       null,
       0,
       null,

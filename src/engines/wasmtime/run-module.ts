@@ -14,7 +14,19 @@ import { MODULE_MAX_BYTES } from "../../common/constants.ts";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
 import type { HostCaller, HostFunctions, ValType } from "../host-functions.ts";
 import { WASI_MODULE } from "../wasi-abi.ts";
-import { check, cstr, errorMessage, LAYOUT, readPtr, TRAP_CODE_INTERRUPT, trapMessage, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import {
+  check,
+  cstr,
+  errorMessage,
+  funcType,
+  instanceExport,
+  LAYOUT,
+  readPtr,
+  TRAP_CODE_INTERRUPT,
+  trapMessage,
+  type WasmtimeLib,
+  wasmtime,
+} from "./ffi.ts";
 import { clockOnlyWait, type GuestClock, guestClocks, writeClockEvents } from "./interruptible.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { publishMemory } from "./run-atomics.ts";
@@ -150,7 +162,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
   let store: Pointer | null = null;
   let linker: Pointer | null = null;
   let deadlineCb: JSCallback | null = null;
-  const callbacks: JSCallback[] = [];
+  let dispatch: Dispatch | undefined;
   let made: Shadows | undefined;
   let exitStatus: number | undefined;
   try {
@@ -173,9 +185,9 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     // wasmtime's WASI proc_exit rejects statuses >= 126 (an error without the status), so
     // shadow it with one that records any status and unwinds with a trap.
     lib.wasmtime_linker_allow_shadowing(linker, true);
-    // Our WASI functions (proc_exit, poll_oneoff and the file guard's) share one callback.
+    // Our functions (proc_exit, poll_oneoff, the file guard's, the host modules') share one callback.
     const d = new Dispatch();
-    callbacks.push(d.cb);
+    dispatch = d;
     defineProcExit(lib, linker, d, (status) => {
       exitStatus = status;
     });
@@ -194,7 +206,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     // stdio on a terminal its caller made: isatty() must say so (./wasi-shadows.ts terminalFdstat).
     if (req.terminal)
       defineFunc(lib, linker, WASI_MODULE, "fd_fdstat_get", ["i32", "i32"], ["i32"], (c, a, o) => shadows().terminalFdstat(c, a, o), d);
-    for (const host of hosts) callbacks.push(...defineHostFunctions(lib, linker, host));
+    for (const host of hosts) defineHostFunctions(lib, linker, host, d);
     const instance = Buffer.alloc(LAYOUT.instance.size);
     const trapOut = new BigUint64Array(1);
     let err = lib.wasmtime_linker_instantiate(linker, ctx, module, instance, trapOut) as Pointer | null;
@@ -211,11 +223,8 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     watchMemory(lib, ctx, instance, opened, kill);
 
     // 5. call the entry export
-    const ext = Buffer.alloc(LAYOUT.extern.size);
-    const name = Buffer.from(req.entry, "utf8");
-    if (!lib.wasmtime_instance_export_get(ctx, instance, name, name.length, ext) || ext[LAYOUT.extern.kind] !== LAYOUT.externKindFunc) {
-      throw new EngineError(`module has no exported function "${req.entry}"`);
-    }
+    const ext = instanceExport(lib, ctx, instance, req.entry, LAYOUT.externKindFunc);
+    if (!ext) throw new EngineError(`module has no exported function "${req.entry}"`);
     if (req.collectBeforeRun) Bun.gc(true);
     t = performance.now();
     trapOut[0] = 0n;
@@ -229,7 +238,7 @@ function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: numb
     made?.dispose();
     lib.wasmtime_module_delete(module);
     deadlineCb?.close();
-    for (const cb of callbacks) cb.close();
+    dispatch?.cb.close();
     void keep;
   }
 }
@@ -257,10 +266,7 @@ class Dispatch {
   }
 }
 
-/**
- * Define `module`.`name` in the linker as a function of the given types, run by `impl`: through
- * `dispatch`'s callback when given (then nothing is returned), else a JSCallback of its own.
- */
+/** Define `module`.`name` in the linker as a function of the given types, run by `impl` through `dispatch`'s callback. */
 function defineFunc(
   lib: WasmtimeLib,
   linker: Pointer,
@@ -270,51 +276,23 @@ function defineFunc(
   results: ValType[],
   impl: HostCallback,
   dispatch: Dispatch,
-): null;
-function defineFunc(
-  lib: WasmtimeLib,
-  linker: Pointer,
-  module: string,
-  name: string,
-  params: ValType[],
-  results: ValType[],
-  impl: HostCallback,
-): JSCallback;
-function defineFunc(
-  lib: WasmtimeLib,
-  linker: Pointer,
-  module: string,
-  name: string,
-  params: ValType[],
-  results: ValType[],
-  impl: HostCallback,
-  dispatch?: Dispatch,
-): JSCallback | null {
-  const vec = (types: ValType[]) => {
-    const out = Buffer.alloc(LAYOUT.byteVec.size);
-    if (!types.length) lib.wasm_valtype_vec_new_empty(out);
-    else {
-      const arr = new BigUint64Array(types.map((t) => BigInt(lib.wasm_valtype_new(LAYOUT.valkind[t]) as number)));
-      lib.wasm_valtype_vec_new(out, types.length, arr); // takes the valtypes
-    }
-    return out;
-  };
-  const ty = lib.wasm_functype_new(vec(params), vec(results)) as Pointer; // takes both vectors
-  const cb = dispatch
-    ? null
-    : new JSCallback(
-        (_env: Pointer, caller: Pointer, args: Pointer, _nargs: number | bigint, out: Pointer, _nresults: number | bigint) =>
-          impl(caller, args, out),
-        { args: ["ptr", "ptr", "ptr", "usize", "ptr", "usize"], returns: "ptr" },
-      );
-  const env = dispatch ? dispatch.add(impl) : null;
-  const fnPtr = (dispatch ? dispatch.cb.ptr : cb?.ptr) as Pointer;
+): void {
+  const ty = funcType(lib, params, results);
   const mod = Buffer.from(module);
   const fn = Buffer.from(name);
-  const err = lib.wasmtime_linker_define_func(linker, mod, mod.length, fn, fn.length, ty, fnPtr, env, null) as Pointer | null;
+  const err = lib.wasmtime_linker_define_func(
+    linker,
+    mod,
+    mod.length,
+    fn,
+    fn.length,
+    ty,
+    dispatch.cb.ptr as Pointer,
+    dispatch.add(impl),
+    null,
+  ) as Pointer | null;
   lib.wasm_functype_delete(ty);
   check(lib, err, `define ${module}.${name}`);
-  return cb;
 }
 
 /** Define wasi_snapshot_preview1.proc_exit(i32) → records the status and traps. */
@@ -456,12 +434,17 @@ export function callerMemory(lib: WasmtimeLib, caller: Pointer): Uint8Array {
 }
 
 /** Define every function of a host module; a function that throws traps the guest with its message. */
-function defineHostFunctions(lib: WasmtimeLib, linker: Pointer, host: HostFunctions): JSCallback[] {
-  const cbs: JSCallback[] = [];
+function defineHostFunctions(lib: WasmtimeLib, linker: Pointer, host: HostFunctions, d: Dispatch): void {
   for (const [module, fns] of Object.entries(host)) {
     for (const [name, f] of Object.entries(fns)) {
-      cbs.push(
-        defineFunc(lib, linker, module, name, f.params, f.results, (caller, args, out) => {
+      defineFunc(
+        lib,
+        linker,
+        module,
+        name,
+        f.params,
+        f.results,
+        (caller, args, out) => {
           try {
             const argView = f.params.length ? new DataView(toArrayBuffer(args, 0, f.params.length * LAYOUT.val.size)) : undefined;
             const values = f.params.map((t, i) => readVal(argView as DataView, i, t));
@@ -471,14 +454,13 @@ function defineHostFunctions(lib: WasmtimeLib, linker: Pointer, host: HostFuncti
             if (rt) writeVal(new DataView(toArrayBuffer(out, 0, LAYOUT.val.size)), 0, rt, r ?? 0);
             return null;
           } catch (e) {
-            const msg = Buffer.from(`${module}.${name}: ${e instanceof Error ? e.message : String(e)}`);
-            return lib.wasmtime_trap_new(msg, msg.length) as Pointer;
+            return trapWith(lib, `${module}.${name}: ${e instanceof Error ? e.message : String(e)}`);
           }
-        }),
+        },
+        d,
       );
     }
   }
-  return cbs;
 }
 
 /** Exit code (and message) for an error/trap result, or null if the call succeeded. */
@@ -546,10 +528,8 @@ async function importHosts(urls: string[]): Promise<HostFunctions[]> {
 
 /** Publishes the instance's exported "memory" now and at every epoch callback (Stats, ./run-atomics.ts). */
 function watchMemory(lib: WasmtimeLib, cx: Pointer, instance: Buffer, opened: RunStore, kill: Int32Array): void {
-  const ext = Buffer.alloc(LAYOUT.extern.size);
-  const name = Buffer.from("memory");
-  if (!lib.wasmtime_instance_export_get(cx, instance, name, name.length, ext) || ext[LAYOUT.extern.kind] !== LAYOUT.externKindMemory)
-    return;
+  const ext = instanceExport(lib, cx, instance, "memory", LAYOUT.externKindMemory);
+  if (!ext) return;
   opened.memory.extern = ext;
   publishMemory(kill, Number(lib.wasmtime_memory_data_size(cx, (bunPtr(ext) + LAYOUT.extern.of) as Pointer)));
 }

@@ -9,7 +9,7 @@
 import { ptr as bunPtr, type Pointer, toArrayBuffer } from "bun:ffi";
 import type { ValType } from "../host-functions.ts";
 import { ERRNO_SUCCESS, FILETYPE_CHARACTER_DEVICE, WASI_MODULE } from "../wasi-abi.ts";
-import { check, errorMessage, LAYOUT, readPtr, type WasmtimeLib } from "./ffi.ts";
+import { check, errorMessage, instanceExport, LAYOUT, readPtr, type WasmtimeLib } from "./ffi.ts";
 import {
   fdCloseRule,
   fdRenumberRule,
@@ -145,9 +145,8 @@ export class RealWasi {
       if (err || readPtr(this.trapOut)) throw new Error("cannot instantiate the WASI helper");
       const fns = new Map<RealName, Buffer>();
       for (const name of Object.keys(REAL_WASI) as RealName[]) {
-        const fn = Buffer.alloc(LAYOUT.extern.size);
-        const n = Buffer.from(name);
-        if (!lib.wasmtime_instance_export_get(cx, instance, n, n.length, fn)) throw new Error(`the WASI helper has no ${name}`);
+        const fn = instanceExport(lib, cx, instance, name);
+        if (!fn) throw new Error(`the WASI helper has no ${name}`);
         fns.set(name, fn);
       }
       this.keep.push(instance, fns);
