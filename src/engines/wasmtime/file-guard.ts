@@ -140,40 +140,57 @@ export function mayOpenLook(look: Look, followed: boolean): boolean {
   return look.kind === "dir" || look.kind === "file" || look.kind === "missing" || (!followed && look.kind === "link");
 }
 
+/** Which of its stdio a guest's fd is: stdin, stdout, stderr. */
+export type StdioRole = 0 | 1 | 2;
+
 /**
- * The host directory behind each of a run's directory handles: its preopens (numbered from 3 in
- * the order they were given, after stdio), and each directory it opens. A handle renamed on the
- * host meanwhile keeps its old path here: looks from it then disagree or fail, and the slow way
- * decides. An O_PATH fd of each preopen (where nearly every open starts: wasi-libc resolves
- * absolute paths from "/") and of the last other directory used is kept, not one per handle: a
- * module's handles would cost the host twice their number.
+ * What the guard knows of a run's fds, kept through its opens, closes and renumbers: which are
+ * still its stdio (fds 0-2 at the start; a renumber moves one, a close ends it), and the host
+ * directory behind each directory handle: its preopens (numbered from 3 in the order they were
+ * given, after stdio), and each directory it opens. A handle renamed on the host meanwhile keeps
+ * its old path here: looks from it then disagree or fail, and the slow way decides. An O_PATH fd
+ * of each preopen (where nearly every open starts: wasi-libc resolves absolute paths from "/")
+ * and of the last other directory used is kept, not one per handle: a module's handles would
+ * cost the host twice their number.
  */
-export class GuestDirs {
-  private readonly dirs = new Map<number, string>();
+export class GuestFds {
+  /** A stdio fd's role, or a directory handle's host path. */
+  private readonly known = new Map<number, StdioRole | string>([
+    [0, 0],
+    [1, 1],
+    [2, 2],
+  ]);
   private readonly preopens: number;
-  private readonly fds = new Map<number, number>();
+  /** The O_PATH fd kept of each preopen still in its place. */
+  private readonly preopenFds = new Map<number, number>();
   private last: { fd: number; host: string; dirFd: number } | undefined;
 
   constructor(preopens: string[]) {
     preopens.forEach((p, i) => {
-      this.dirs.set(3 + i, p);
+      this.known.set(3 + i, p);
     });
     this.preopens = preopens.length;
   }
 
+  /** Which of its stdio the guest's `fd` is now, if any. */
+  stdioRole(fd: number): StdioRole | undefined {
+    const k = this.known.get(fd);
+    return typeof k === "number" ? k : undefined;
+  }
+
   /** An O_PATH fd of the host directory behind the module's handle `fd`; undefined if unknown. */
   dirFd(fd: number): number | undefined {
-    const host = this.dirs.get(fd);
-    if (host === undefined) return undefined;
+    const host = this.known.get(fd);
+    if (typeof host !== "string") return undefined;
     const isPreopen = fd >= 3 && fd < 3 + this.preopens && !this.moved.has(fd);
     if (isPreopen) {
-      const have = this.fds.get(fd);
+      const have = this.preopenFds.get(fd);
       if (have !== undefined) return have;
     } else if (this.last && this.last.fd === fd && this.last.host === host) return this.last.dirFd;
     const c = sys();
     const [d] = c.openat(c.AT_FDCWD, new TextEncoder().encode(`${host}\0`), c.O_PATH | c.O_DIRECTORY);
     if (d < 0) return undefined;
-    if (isPreopen) this.fds.set(fd, d);
+    if (isPreopen) this.preopenFds.set(fd, d);
     else {
       if (this.last) c.close(this.last.dirFd);
       this.last = { fd, host, dirFd: d };
@@ -186,7 +203,7 @@ export class GuestDirs {
 
   opened(fd: number, host: string | undefined): void {
     this.forget(fd);
-    if (host !== undefined) this.dirs.set(fd, host);
+    if (host !== undefined) this.known.set(fd, host);
   }
 
   closed(fd: number): void {
@@ -194,27 +211,27 @@ export class GuestDirs {
   }
 
   renumbered(from: number, to: number): void {
-    const d = this.dirs.get(from);
+    const k = this.known.get(from);
     this.forget(from);
     this.forget(to);
-    if (d !== undefined) this.dirs.set(to, d);
+    if (k !== undefined) this.known.set(to, k);
   }
 
   /** Closes the fds kept (the run is over). */
   dispose(): void {
-    for (const fd of this.fds.values()) sys().close(fd);
-    this.fds.clear();
+    for (const fd of this.preopenFds.values()) sys().close(fd);
+    this.preopenFds.clear();
     if (this.last) sys().close(this.last.dirFd);
     this.last = undefined;
   }
 
   private forget(fd: number): void {
-    this.dirs.delete(fd);
+    this.known.delete(fd);
     if (fd >= 3 && fd < 3 + this.preopens) this.moved.add(fd);
-    const kept = this.fds.get(fd);
+    const kept = this.preopenFds.get(fd);
     if (kept !== undefined) {
       sys().close(kept);
-      this.fds.delete(fd);
+      this.preopenFds.delete(fd);
     }
     if (this.last?.fd === fd) {
       sys().close(this.last.dirFd);
@@ -259,10 +276,10 @@ export type RealOutcome<T> = { errno: number } | { trap: T };
 /** What one of the guard's calls ends with: the errno for the module, or a trap to hand on. */
 export type GuardCall<T> = Generator<RealCall, RealOutcome<T>, RealOutcome<T>>;
 
-/** One run's guard: its counts and directories, and how to see its memory. */
+/** One run's guard: its count of handles, what it knows of its fds, and how to see its memory. */
 export interface GuardRun<T> {
   handles: HandleCount;
-  dirs: GuestDirs;
+  fds: GuestFds;
   /** The guest's memory as it is now (re-read after each real call). */
   memory(): Uint8Array;
   /** The run was killed: a trap is then the kill's, handed on. */
@@ -308,7 +325,7 @@ export function* pathOpenRule<T>(run: GuardRun<T>, args: (number | bigint)[]): G
   ];
   // What the path names now (a fifo's open would wait): looked at on the host, or by
   // wasmtime's own resolution where that cannot tell.
-  const base = run.dirs.dirFd(dirfd);
+  const base = run.fds.dirFd(dirfd);
   const path = run.memory().slice(p0, p1);
   const look = base === undefined ? undefined : lookBeneath(base, path, followed);
   if (look && !mayOpenLook(look, followed)) return { errno: ERRNO_ACCES };
@@ -346,7 +363,7 @@ export function* pathOpenRule<T>(run: GuardRun<T>, args: (number | bigint)[]): G
       return { errno: ERRNO_ACCES };
     }
   }
-  run.dirs.opened(fd, same && again?.kind === "dir" ? again.host : undefined);
+  run.fds.opened(fd, same && again?.kind === "dir" ? again.host : undefined);
   run.handles.opened();
   return { errno: ERRNO_SUCCESS };
 }
@@ -356,7 +373,7 @@ export function* fdCloseRule<T>(run: GuardRun<T>, args: (number | bigint)[]): Gu
   const r = yield { name: "fd_close", args };
   if (!("trap" in r) && r.errno === ERRNO_SUCCESS) {
     run.handles.closed();
-    run.dirs.closed(Number(args[0]));
+    run.fds.closed(Number(args[0]));
   }
   return r;
 }
@@ -367,7 +384,7 @@ export function* fdRenumberRule<T>(run: GuardRun<T>, args: (number | bigint)[]):
   const r = yield { name: "fd_renumber", args };
   if (!("trap" in r) && r.errno === ERRNO_SUCCESS && from !== to) {
     run.handles.closed();
-    run.dirs.renumbered(from, to);
+    run.fds.renumbered(from, to);
   }
   return r;
 }

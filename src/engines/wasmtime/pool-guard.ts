@@ -32,12 +32,13 @@ import {
   type GuardCall,
   type GuardName,
   type GuardRun,
-  GuestDirs,
+  GuestFds,
   HandleCount,
   REAL_WASI,
   type RealName,
+  type StdioRole,
 } from "./file-guard.ts";
-import { polledFds, type StdioRole } from "./pool-poll.ts";
+import { polledFds } from "./pool-poll.ts";
 
 /** The calls the forwarder takes from the guest: the guard's, reads and writes (on stdio, the pool's), polls (of stdio and clocks, the pool's). */
 export type ForwardedName = GuardName | "fd_read" | "fd_write" | "poll_oneoff";
@@ -126,20 +127,14 @@ function* passThrough(name: RealName, args: (number | bigint)[]): GuardCall<neve
 }
 
 /**
- * One pooled run's guard: its counts and directories, and the call in progress (one at a time:
- * the guest is single-threaded and waits in it).
+ * One pooled run's guard: its counts and fds, and the call in progress (one at a time: the guest
+ * is single-threaded and waits in it).
  */
 export class PooledGuard {
   private readonly run: GuardRun<never>;
   private call: GuardCall<never> | undefined;
-  /** What to note once the call in progress succeeds (a close or renumber of a stdio fd). */
-  private onSuccess: (() => void) | undefined;
-  /** The guest's fds that are still its stdio, and which (a renumber moves one, a close ends it). */
-  private readonly stdio = new Map<number, StdioRole>([
-    [0, 0],
-    [1, 1],
-    [2, 2],
-  ]);
+  /** What `ask` answers, filled anew by each (the pool copies it into the store's slot at once). */
+  private readonly answer: AskAnswer = { next: 0, values: Array.from({ length: ASK_VALUES }, () => 0n) };
 
   /**
    * `preopens`: the run's preopened host directories in order (numbered from 3); `cap`: its
@@ -148,7 +143,7 @@ export class PooledGuard {
   constructor(preopens: string[], cap: number | undefined, memory: () => Uint8Array, killed: () => boolean) {
     this.run = {
       handles: new HandleCount(3 + preopens.length, cap),
-      dirs: new GuestDirs(preopens),
+      fds: new GuestFds(preopens),
       memory,
       killed,
       drop: () => {},
@@ -157,39 +152,28 @@ export class PooledGuard {
 
   /**
    * The answer to an `ask(kind, errno, values)`: a new guard call (kind ≥ 1) is begun with the
-   * call's arguments, or (kind 0) the one in progress goes on with its real call's errno.
-   * Throws on a kind it does not know or an `ask` with no call in progress.
+   * call's arguments, or (kind 0) the one in progress goes on with its real call's errno. An
+   * AskAnswer is valid until the next `ask`. Throws on a kind it does not know or an `ask` with
+   * no call in progress.
    */
-  ask(kind: number, errno: number, values: bigint[]): AskAnswer | AskPool {
+  ask(kind: number, errno: number, values: ArrayLike<bigint>): AskAnswer | AskPool {
     let step: IteratorResult<{ name: RealName; args: (number | bigint)[] }, { errno: number }>;
     if (kind !== 0) {
       const name = GUARD_KINDS[kind - 1];
       if (!name) throw new Error(`the file guard has no call ${kind}`);
       const types = REAL_WASI[name] as readonly string[];
       const args = types.map((t, j) => (t === "i64" ? BigInt.asIntN(64, values[j] ?? 0n) : Number(BigInt.asIntN(32, values[j] ?? 0n))));
-      this.onSuccess = undefined;
       if (name === "fd_read" || name === "fd_write") {
-        const role = this.stdio.get(args[0] as number);
+        const role = this.run.fds.stdioRole(args[0] as number);
         if (role !== undefined && (name === "fd_read") === (role === 0)) return { pool: role, args: args as number[] };
         this.call = passThrough(name, args);
       } else if (name === "poll_oneoff") {
         // Clocks and stdio only: the pool's (a clock waits on a timer there, never on this
         // thread); a file of the guest's in it: wasmtime's own, which a file makes ready at once.
         const fds = polledFds(this.run.memory(), (args[0] as number) >>> 0, (args[2] as number) >>> 0);
-        if (fds.every((fd) => this.stdio.has(fd))) return { pool: "poll", args: args as number[] };
+        if (fds.every((fd) => this.run.fds.stdioRole(fd) !== undefined)) return { pool: "poll", args: args as number[] };
         this.call = passThrough(name, args);
-      } else {
-        this.call = GUARD_RULES[name](this.run, args);
-        const [from, to] = [args[0] as number, args[1] as number];
-        if (name === "fd_close") this.onSuccess = () => this.stdio.delete(from);
-        if (name === "fd_renumber" && from !== to)
-          this.onSuccess = () => {
-            const role = this.stdio.get(from);
-            this.stdio.delete(from);
-            this.stdio.delete(to);
-            if (role !== undefined) this.stdio.set(to, role);
-          };
-      }
+      } else this.call = GUARD_RULES[name](this.run, args);
       step = this.next(undefined);
     } else {
       if (!this.call) throw new Error("the file guard has no call in progress");
@@ -197,15 +181,18 @@ export class PooledGuard {
     }
     if (step.done) {
       this.call = undefined;
-      if (step.value.errno === 0) this.onSuccess?.();
-      this.onSuccess = undefined;
-      return { next: 0, values: [BigInt(step.value.errno), ...Array.from({ length: ASK_VALUES - 1 }, () => 0n)] };
+      return this.reply(0, [step.value.errno]);
     }
     const k = TRAMPOLINE_CALLS.indexOf(step.value.name);
     if (k < 0) throw new Error(`the file guard asked for ${step.value.name}, which the trampoline does not call`);
-    const out = step.value.args.map((a) => BigInt(a));
-    while (out.length < ASK_VALUES) out.push(0n);
-    return { next: k + 1, values: out };
+    return this.reply(k + 1, step.value.args);
+  }
+
+  /** The trampoline's next step `next` with `values`, the rest of its ASK_VALUES 0. */
+  private reply(next: number, values: readonly (number | bigint)[]): AskAnswer {
+    this.answer.next = next;
+    for (let j = 0; j < ASK_VALUES; j++) this.answer.values[j] = j < values.length ? BigInt(values[j] as number | bigint) : 0n;
+    return this.answer;
   }
 
   private next(errno: number | undefined) {
@@ -222,12 +209,12 @@ export class PooledGuard {
 
   /** Which of its stdio the guest's `fd` is now, if any. */
   stdioRole(fd: number): StdioRole | undefined {
-    return this.stdio.get(fd);
+    return this.run.fds.stdioRole(fd);
   }
 
   /** Closes what the guard kept open (the run is over). */
   dispose(): void {
     this.call = undefined;
-    this.run.dirs.dispose();
+    this.run.fds.dispose();
   }
 }

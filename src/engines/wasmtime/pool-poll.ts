@@ -21,9 +21,7 @@ import {
   EVENTTYPE_FD_WRITE,
   SUBSCRIPTION_SIZE,
 } from "../wasi-abi.ts";
-
-/** Which of its stdio a guest's fd is: stdin, stdout, stderr. */
-export type StdioRole = 0 | 1 | 2;
+import type { StdioRole } from "./file-guard.ts";
 
 /** The fds a poll's fd subscriptions name, in order (none: a poll of clocks only). */
 export function polledFds(mem: Uint8Array, inPtr: number, n: number): number[] {

@@ -159,7 +159,7 @@ interface PoolRun {
   vruntime: number;
   bucket?: { limits: string; bucket: CpuBucket };
   /** The file guard of a module that opens files (RunRequest.fileGuard): its rules, and the forwarder its trampoline fills. */
-  guard?: { rules: PooledGuard; forwarder: Buffer };
+  guard?: { rules: PooledGuard; forwarder: Buffer; askValues: BigInt64Array };
   /**
    * The parked call is the guard's `ask` for a read or write of stdio the pool serves: its
    * arguments are these, and its errno is answered as the trampoline's "return" (./pool-guard.ts).
@@ -385,6 +385,7 @@ function linkGuard(run: PoolRun, linker: Pointer): void {
       () => Atomics.load(run.words, KILL) !== 0,
     ),
     forwarder,
+    askValues: run.i64.subarray(SLOT_ARGS + 2, SLOT_ARGS + 2 + ASK_VALUES),
   };
 }
 
@@ -419,8 +420,11 @@ function guardAsk(run: PoolRun): void {
   const guard = run.guard;
   try {
     if (!guard) throw new Error("this run has no file guard");
-    const values = Array.from({ length: ASK_VALUES }, (_, j) => run.i64[SLOT_ARGS + 2 + j] as bigint);
-    const a = guard.rules.ask(Number(run.i64[SLOT_ARGS] as bigint), Number(BigInt.asIntN(32, run.i64[SLOT_ARGS + 1] as bigint)), values);
+    const a = guard.rules.ask(
+      Number(run.i64[SLOT_ARGS] as bigint),
+      Number(BigInt.asIntN(32, run.i64[SLOT_ARGS + 1] as bigint)),
+      guard.askValues,
+    );
     if ("pool" in a) {
       // A read or write of its stdio, a poll of clocks and stdio: served as in any pooled store, its errno the trampoline's return.
       run.asked = a.args;

@@ -15,7 +15,7 @@ import {
   fdRenumberRule,
   type GuardCall,
   type GuardRun,
-  GuestDirs,
+  GuestFds,
   HandleCount,
   pathOpenRule,
   REAL_WASI,
@@ -182,7 +182,7 @@ export function fileGuard(
   tools: GuestTools,
   real: RealWasi,
   handles: HandleCount,
-  dirs: GuestDirs,
+  fds: GuestFds,
   kill: Int32Array,
 ): FileGuard {
   const shadow = (name: RealName, rule: (run: GuardRun<Pointer>, args: (number | bigint)[]) => GuardCall<Pointer>): HostCallback => {
@@ -191,7 +191,7 @@ export function fileGuard(
       try {
         const run: GuardRun<Pointer> = {
           handles,
-          dirs,
+          fds,
           memory: () => tools.callerMemory(lib, caller),
           killed: () => Atomics.load(kill, KILL) !== 0,
           drop: (trap) => lib.wasm_trap_delete(trap),
@@ -229,16 +229,16 @@ const SEEK_OR_TELL = (1n << 2n) | (1n << 5n);
 /**
  * fd_fdstat_get of a run whose stdio is a terminal its caller made (RunRequest.terminal): wasmtime
  * opened those fds by path as plain files, so it reports a seekable file and isatty() says no. For
- * fds 0–2, while they are still the terminal's (`ttys`: the file guard's close and renumber take
- * them out), it says what a terminal is: a character device without seek or tell.
+ * fds 0–2, while they are still its stdio (`fds`: the file guard's close and renumber take them
+ * out, or move them), it says what a terminal is: a character device without seek or tell.
  */
-export function terminalFdstat(lib: WasmtimeLib, tools: GuestTools, real: RealWasi, ttys: Set<number>): HostCallback {
+export function terminalFdstat(lib: WasmtimeLib, tools: GuestTools, real: RealWasi, fds: GuestFds): HostCallback {
   return (caller, args, out) => {
     try {
       const r = real.call(caller, "fd_fdstat_get", args);
       if ("trap" in r) return r.trap;
       const fd = i32At(args, 2, 0);
-      if (r.errno === ERRNO_SUCCESS && ttys.has(fd)) {
+      if (r.errno === ERRNO_SUCCESS && fds.stdioRole(fd) !== undefined) {
         const buf = i32At(args, 2, 1) >>> 0;
         const mem = tools.callerMemory(lib, caller);
         const v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
@@ -250,11 +250,6 @@ export function terminalFdstat(lib: WasmtimeLib, tools: GuestTools, real: RealWa
       return trapWith(lib, `fd_fdstat_get: ${e instanceof Error ? e.message : String(e)}`);
     }
   };
-}
-
-/** The errno a shadow has set as its result. */
-function resultErrno(out: Pointer): number {
-  return new DataView(toArrayBuffer(out, 0, LAYOUT.val.size)).getInt32(LAYOUT.val.of, true);
 }
 
 /** The shadows of one run: wasmtime's own WASI, the file guard, and what to close at the run's end. */
@@ -280,29 +275,12 @@ export function shadowsFor(
 ): Shadows {
   const real = new RealWasi(lib, tools, keep);
   const handles = new HandleCount(3 + preopens.length, maxOpenFiles);
-  const dirs = new GuestDirs(preopens);
-  const guard = fileGuard(lib, tools, real, handles, dirs, kill);
-  // The stdio fds that are still the terminal's: a close or a renumber over one takes it out.
-  const ttys = new Set([0, 1, 2]);
-  const fdClose: HostCallback = (c, a, o) => {
-    const trap = guard.fdClose(c, a, o);
-    if (!trap && resultErrno(o) === ERRNO_SUCCESS) ttys.delete(i32At(a, 1, 0));
-    return trap;
-  };
-  const fdRenumber: HostCallback = (c, a, o) => {
-    const [from, to] = [i32At(a, 2, 0), i32At(a, 2, 1)];
-    const trap = guard.fdRenumber(c, a, o);
-    if (!trap && resultErrno(o) === ERRNO_SUCCESS && from !== to) {
-      const wasTty = ttys.delete(from);
-      ttys.delete(to);
-      if (wasTty) ttys.add(to);
-    }
-    return trap;
-  };
+  const fds = new GuestFds(preopens);
   return {
     real,
-    guard: { ...guard, fdClose, fdRenumber },
-    terminalFdstat: terminalFdstat(lib, tools, real, ttys),
-    dispose: () => dirs.dispose(),
+    guard: fileGuard(lib, tools, real, handles, fds, kill),
+    // The stdio fds that are still the terminal's: the guard's close and renumber keep them.
+    terminalFdstat: terminalFdstat(lib, tools, real, fds),
+    dispose: () => fds.dispose(),
   };
 }

@@ -1,7 +1,8 @@
 // poll_oneoff with fd subscriptions in a run pool's store (src/engines/wasmtime/pool-poll.ts):
 // answered as wasmtime's own answers it, on a memory of our own standing in for the guest's.
 import { describe, expect, test } from "bun:test";
-import { polledFds, type StdioRole, stdioPoll } from "../../../src/engines/wasmtime/pool-poll.ts";
+import type { StdioRole } from "../../../src/engines/wasmtime/file-guard.ts";
+import { polledFds, stdioPoll } from "../../../src/engines/wasmtime/pool-poll.ts";
 
 const IN = 1000;
 const OUT = 3000;
