@@ -27,7 +27,7 @@ import { CpuBucket } from "./cpu-throttle.ts";
 import { check, errorMessage, funcType, instanceExport, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { clockOnlyWait, type GuestClock, guestClocks, writeClockEvents } from "./interruptible.ts";
 import { ASK_PARAMS, ASK_RESULTS, ASK_VALUES, FORWARDER_WAT, GUARD_KINDS, PooledGuard, TRAMPOLINE_WAT } from "./pool-guard.ts";
-import { polledFds, stdioPoll } from "./pool-poll.ts";
+import { stdioPoll } from "./pool-poll.ts";
 import { FairQueue } from "./pool-queue.ts";
 import type { RunRequest, RunStats } from "./protocol.ts";
 import {
@@ -745,16 +745,15 @@ function pollOneoff(run: PoolRun, mem: Uint8Array): void {
     run.timer = setTimeout(() => forRun(run, due), first);
     return;
   }
-  if (polledFds(mem, inPtr, n).length > 0) {
-    const r = stdioPoll(mem, inPtr, outPtr, n, (fd) =>
-      run.guard ? run.guard.rules.stdioRole(fd) : fd === 0 || fd === 1 || fd === 2 ? fd : undefined,
-    );
-    if (r.errno === 0) new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(neventsPtr, r.count, true);
-    answer(run, r.errno);
-    return;
-  }
-  // Clocks only, one of them absolute on a CPU-time clock: wasmtime's WASI refuses those too.
-  answer(run, ERRNO_INVAL);
+  // Anything else has an fd subscription, or is what clockOnlyWait leaves: clocks only, one of
+  // them absolute on a CPU-time clock, or a subscription of no kind WASI knows. stdioPoll
+  // refuses the latter two with EINVAL, as wasmtime's WASI does (a clock of another id or an
+  // unknown tag is EINVAL there, whatever else the poll holds).
+  const r = stdioPoll(mem, inPtr, outPtr, n, (fd) =>
+    run.guard ? run.guard.rules.stdioRole(fd) : fd === 0 || fd === 1 || fd === 2 ? fd : undefined,
+  );
+  if (r.errno === 0) new DataView(mem.buffer, mem.byteOffset, mem.byteLength).setUint32(neventsPtr, r.count, true);
+  answer(run, r.errno);
 }
 
 /**

@@ -113,4 +113,20 @@ describe("a pooled poll of stdio", () => {
     expect(stdioPoll(mem, IN, OUT, 0, stdio)).toEqual({ errno: 28, count: 0 });
     expect(stdioPoll(mem, 65536 - 10, OUT, 1, stdio)).toEqual({ errno: 28, count: 0 });
   });
+
+  test("what a pooled poll of clocks only does not wait on (an absolute deadline on a CPU-time clock, a subscription of no known kind): EINVAL", () => {
+    const mem = new Uint8Array(65536);
+    const cpu = subs(mem, [
+      { userdata: 1n, clock: { id: 1, timeout: 5n } },
+      { userdata: 2n, clock: { id: 2, timeout: 5n, absolute: true } },
+    ]);
+    expect(stdioPoll(mem, IN, OUT, cpu, stdio)).toEqual({ errno: 28, count: 0 });
+    const unknown = subs(mem, [
+      { userdata: 1n, clock: { timeout: 5n } },
+      { userdata: 2n, clock: { timeout: 5n } },
+    ]);
+    mem[IN + 48 + 8] = 7;
+    expect(stdioPoll(mem, IN, OUT, unknown, stdio)).toEqual({ errno: 28, count: 0 });
+    expect(mem[OUT]).toBe(0xee);
+  });
 });
