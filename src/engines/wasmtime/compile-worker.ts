@@ -3,7 +3,7 @@
 
 import { isWatComponent } from "../engine.ts";
 import { WasmtimeEngine } from "./engine.ts";
-import { wasmtime } from "./ffi.ts";
+import { wasmtime, wat2wasm } from "./ffi.ts";
 import { findLibwasmtime, OPT_LEVEL } from "./library.ts";
 
 declare const self: Worker;
@@ -16,7 +16,6 @@ self.onmessage = async (ev: MessageEvent<{ source: Uint8Array; httpHost?: string
       const { compileHttpComponent, httpHost } = await import("./http/ffi.ts");
       let source = ev.data.source;
       if (isWatComponent(source)) {
-        const { wat2wasm } = await import("./component.ts");
         source = wat2wasm(wasmtime(findLibwasmtime()).lib, source);
       }
       postMessage({ artifact: compileHttpComponent(httpHost(ev.data.httpHost), source) });

@@ -10,7 +10,8 @@
 
 import type { Pointer } from "bun:ffi";
 import { EXIT_TRAP } from "../engine.ts";
-import { byteVecBytes, COMPONENT_LAYOUT, check, errorMessage, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import { COMPONENT_LAYOUT, check, errorMessage, readPtr, takeByteVec, type WasmtimeLib, wasmtime, wat2wasm } from "./ffi.ts";
+import { type CodeKind, loadCompiled } from "./load-compiled.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { EngineError, openStore } from "./store.ts";
 
@@ -27,11 +28,7 @@ export function compileComponent(lib: WasmtimeLib, engine: Pointer, bytes: Uint8
 
 /** wasmtime's serialized form of a compiled component (for the compile cache). */
 export function serializeComponent(lib: WasmtimeLib, component: Pointer): Uint8Array {
-  const vec = Buffer.alloc(LAYOUT.byteVec.size);
-  check(lib, lib.wasmtime_component_serialize(component, vec), "serialize");
-  const bytes = byteVecBytes(vec);
-  lib.wasm_byte_vec_delete(vec);
-  return bytes;
+  return takeByteVec(lib, "serialize", (vec) => lib.wasmtime_component_serialize(component, vec));
 }
 
 function deserializeComponent(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Array): Pointer {
@@ -40,39 +37,8 @@ function deserializeComponent(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Arr
   return readPtr(out) as Pointer;
 }
 
-/** WAT text (a module's or a component's: libwasmtime's parser reads both) to its binary. */
-export function wat2wasm(lib: WasmtimeLib, text: Uint8Array): Uint8Array {
-  const vec = Buffer.alloc(LAYOUT.byteVec.size);
-  check(lib, lib.wasmtime_wat2wasm(text, text.length, vec), "wat2wasm");
-  const bytes = byteVecBytes(vec);
-  lib.wasm_byte_vec_delete(vec);
-  return bytes;
-}
-
-/** The component of `req`: deserialized (falling back on its source when stale) or compiled. */
-function loadComponent(lib: WasmtimeLib, engine: Pointer, req: RunRequest, stats: RunStats, post: (m: WorkerMessage) => void): Pointer {
-  let t = performance.now();
-  if (req.kind === "serialized") {
-    try {
-      const c = deserializeComponent(lib, engine, req.module);
-      stats.deserializeMs = performance.now() - t;
-      return c;
-    } catch (e) {
-      if (!req.fallback) throw new EngineError((e as Error).message);
-      t = performance.now();
-    }
-  }
-  const src = req.kind === "serialized" ? (req.fallback as NonNullable<RunRequest["fallback"]>) : { module: req.module, kind: req.kind };
-  let c: Pointer;
-  try {
-    c = compileComponent(lib, engine, src.module, src.kind);
-  } catch (e) {
-    throw new EngineError((e as Error).message);
-  }
-  stats.compileMs = performance.now() - t;
-  if (req.wantSerialized) post({ type: "serialized", bytes: serializeComponent(lib, c) });
-  return c;
-}
+/** A component, as ./load-compiled.ts loads it (its artifact is always sent in memory). */
+const COMPONENT: CodeKind = { compile: compileComponent, deserialize: deserializeComponent, serialize: serializeComponent };
 
 /** Run the component of `req` to completion on this thread. */
 export function runComponent(
@@ -85,7 +51,7 @@ export function runComponent(
   const engine = req.enginePtr as Pointer;
   const stats: RunStats = { instantiateMs: 0, runMs: 0 };
   const keep: unknown[] = [];
-  const component = loadComponent(lib, engine, req, stats, post);
+  const component = loadCompiled(lib, engine, req, post, stats, COMPONENT);
   let linker: Pointer | null = null;
   let opened: ReturnType<typeof openStore> | undefined;
   try {

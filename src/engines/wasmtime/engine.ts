@@ -25,9 +25,9 @@ import {
   type ThreadKill,
 } from "../engine.ts";
 import { ModuleFileError, readModulePath, readModulePathSync } from "../module-file.ts";
-import { compileComponent, serializeComponent, wat2wasm } from "./component.ts";
+import { compileComponent, serializeComponent } from "./component.ts";
 import { CPU_TICK_MS } from "./cpu-throttle.ts";
-import { check, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import { check, readPtr, takeByteVec, type WasmtimeLib, wasmtime, wat2wasm } from "./ffi.ts";
 import { isHttpService } from "./http/exports.ts";
 import { findHttpHost, httpCacheKeyInSlices } from "./http/library.ts";
 import { configFlags, findLibwasmtime, libwasmtimeVersion, OPT_LEVEL } from "./library.ts";
@@ -164,22 +164,12 @@ export class WasmtimeEngine {
         lib.wasmtime_component_delete(c);
       }
     }
-    let wasm = module;
-    if (!isWasmBinary(module) && isWat(module)) {
-      const vec = Buffer.alloc(LAYOUT.byteVec.size);
-      check(lib, lib.wasmtime_wat2wasm(module, module.length, vec), "wat2wasm");
-      wasm = copyVec(vec);
-      lib.wasm_byte_vec_delete(vec);
-    }
+    const wasm = !isWasmBinary(module) && isWat(module) ? wat2wasm(lib, module) : module;
     const out = new BigUint64Array(1);
     check(lib, lib.wasmtime_module_new(this.enginePointer as Pointer, wasm, wasm.length, out), "compile");
     const mod = readPtr(out) as Pointer;
     try {
-      const vec = Buffer.alloc(LAYOUT.byteVec.size);
-      check(lib, lib.wasmtime_module_serialize(mod, vec), "serialize");
-      const bytes = copyVec(vec);
-      lib.wasm_byte_vec_delete(vec);
-      return bytes;
+      return takeByteVec(lib, "serialize", (vec) => lib.wasmtime_module_serialize(mod, vec));
     } finally {
       lib.wasmtime_module_delete(mod);
     }
@@ -737,14 +727,6 @@ function shapeOf(lib: WasmtimeLib, source: Uint8Array, imports = false): { shape
   } catch {
     return {};
   }
-}
-
-function copyVec(vec: Buffer): Uint8Array {
-  const len = Number(vec.readBigUInt64LE(0));
-  const data = Number(vec.readBigUInt64LE(8));
-  if (!len) return new Uint8Array(0);
-  const { toArrayBuffer } = require("bun:ffi") as typeof import("bun:ffi");
-  return new Uint8Array(toArrayBuffer(data as Pointer, 0, len)).slice();
 }
 
 function envPairs(env: RunContext["env"]): [string, string][] {

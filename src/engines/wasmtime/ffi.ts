@@ -200,6 +200,20 @@ export function byteVecBytes(vec: Buffer): Uint8Array {
   return new Uint8Array(toArrayBuffer(data as Pointer, 0, len)).slice();
 }
 
+/** What a call that fills a wasm_byte_vec_t gave (`fill`: its error, if any), copied out; the vector is freed. */
+export function takeByteVec(lib: WasmtimeLib, what: string, fill: (vec: Buffer) => unknown): Uint8Array {
+  const vec = Buffer.alloc(LAYOUT.byteVec.size);
+  check(lib, fill(vec), what);
+  const bytes = byteVecBytes(vec);
+  lib.wasm_byte_vec_delete(vec);
+  return bytes;
+}
+
+/** WAT text (a module's or a component's: libwasmtime's parser reads both) to its binary. */
+export function wat2wasm(lib: WasmtimeLib, text: Uint8Array): Uint8Array {
+  return takeByteVec(lib, "wat2wasm", (vec) => lib.wasmtime_wat2wasm(text, text.length, vec));
+}
+
 /** Message of a wasmtime_error_t (does not free it). */
 export function errorMessage(lib: WasmtimeLib, err: Pointer): string {
   const vec = Buffer.alloc(LAYOUT.byteVec.size);
@@ -221,11 +235,8 @@ export function trapMessage(lib: WasmtimeLib, trap: Pointer): string {
 /** A wasm value type by name (LAYOUT.valkind). */
 export type ValKind = keyof typeof LAYOUT.valkind;
 
-/**
- * A wasm_functype_t of `params` → `results`, for a linker to define a host function with (the
- * caller deletes it with wasm_functype_delete once defined).
- */
-export function funcType(lib: WasmtimeLib, params: readonly ValKind[], results: readonly ValKind[]): Pointer {
+/** A wasm_functype_t of `params` → `results` (the caller deletes it with wasm_functype_delete). */
+function funcType(lib: WasmtimeLib, params: readonly ValKind[], results: readonly ValKind[]): Pointer {
   const vec = (types: readonly ValKind[]) => {
     const out = Buffer.alloc(LAYOUT.byteVec.size);
     if (!types.length) lib.wasm_valtype_vec_new_empty(out);
@@ -236,6 +247,28 @@ export function funcType(lib: WasmtimeLib, params: readonly ValKind[], results: 
     return out;
   };
   return lib.wasm_functype_new(vec(params), vec(results)) as Pointer; // takes both vectors
+}
+
+/**
+ * Defines `module`.`name` in `linker`: a host function of `params` → `results`, which wasmtime
+ * calls as `callback` with `env` (freed by `finalizer`, if any, with the linker). `async`: for a
+ * store driven through the async API (wasmtime_linker_define_async_func, ./pool-worker.ts).
+ */
+export function defineHost(
+  lib: WasmtimeLib,
+  linker: Pointer,
+  module: string,
+  name: string,
+  types: { params: readonly ValKind[]; results: readonly ValKind[] },
+  host: { callback: Pointer; env: Pointer | null; finalizer: Pointer | null; async?: boolean },
+): void {
+  const ty = funcType(lib, types.params, types.results);
+  const mod = Buffer.from(module);
+  const fn = Buffer.from(name);
+  const define = host.async ? lib.wasmtime_linker_define_async_func : lib.wasmtime_linker_define_func;
+  const err = define(linker, mod, mod.length, fn, fn.length, ty, host.callback, host.env, host.finalizer) as Pointer | null;
+  lib.wasm_functype_delete(ty);
+  check(lib, err, `define ${module}.${name}`);
 }
 
 /**

@@ -24,7 +24,7 @@ import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
 import { EXIT_ENGINE_ERROR } from "../engine.ts";
 import { ERRNO_BADF, ERRNO_INVAL, ERRNO_IO, ERRNO_NOMEM, ERRNO_PIPE, EVENT_SIZE, SUBSCRIPTION_SIZE, WASI_MODULE } from "../wasi-abi.ts";
 import { CpuBucket } from "./cpu-throttle.ts";
-import { check, errorMessage, funcType, instanceExport, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
+import { check, defineHost, errorMessage, instanceExport, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { clockOnlyWait, type GuestClock, guestClocks, writeClockEvents } from "./interruptible.ts";
 import { ASK_PARAMS, ASK_RESULTS, ASK_VALUES, FORWARDER_WAT, GUARD_KINDS, PooledGuard, TRAMPOLINE_WAT } from "./pool-guard.ts";
 import { stdioPoll } from "./pool-poll.ts";
@@ -64,20 +64,17 @@ export type PoolReply =
   | { type: "serialized"; id: number; bytes: Uint8Array }
   | { type: "failed"; message: string };
 
-// The slot of a store (struct slot_t of ../native/pool-host.c): int32 words, then int64 ones.
-const OP = 0;
-const STATE = 1;
-const RESULT = 2;
-const TRAP = 3;
-const SLOT_ARGS = 5; // int64 index
-const SLOT_ANSWERS = 17;
-const MEM_BASE = 29;
-const MEM_LEN = 30;
-const SLOT_WORDS = 34;
-const SLOT_MEMORY = 35;
-const TRAP_MSG = 288; // byte offset
-const TRAP_MAX = 200;
-const SLOT_BYTES = 488;
+/** The slot of a store (struct slot_t of ../native/pool-host.c): where its fields are. */
+const POOL_SLOT = {
+  /** Indexes of its int32 words. */
+  i32: { op: 0, state: 1, result: 2, trap: 3 },
+  /** Indexes of its int64 words. */
+  i64: { args: 5, answers: 17, memBase: 29, memLen: 30, words: 34, memory: 35 },
+  /** Its trap message: byte offset, most bytes. */
+  trapMsg: { at: 288, max: 200 },
+  bytes: 488,
+} as const;
+/** What its `state` says. */
 const PARKED = 0;
 const ANSWERED = 1;
 
@@ -183,7 +180,7 @@ function post(m: PoolReply): void {
 function init(m: Extract<PoolMessage, { type: "init" }>): void {
   lib = wasmtime(m.libPath).lib;
   native = openNative(m.poolLib);
-  if (Number(native.bunwasi_pool_slot_size()) !== SLOT_BYTES) throw new Error("libbunwasi-pool: its slot is not this engine's");
+  if (Number(native.bunwasi_pool_slot_size()) !== POOL_SLOT.bytes) throw new Error("libbunwasi-pool: its slot is not this engine's");
   const fn = (f: unknown) => (f as { ptr: Pointer }).ptr;
   native.bunwasi_pool_init(
     fn(lib.wasmtime_caller_export_get),
@@ -213,7 +210,7 @@ function ownEnd(path: string | null, write: boolean): number {
 }
 
 function start(id: number, req: RunRequest): void {
-  const slot = new SharedArrayBuffer(SLOT_BYTES);
+  const slot = new SharedArrayBuffer(POOL_SLOT.bytes);
   const run: PoolRun = {
     id,
     req,
@@ -247,7 +244,7 @@ function start(id: number, req: RunRequest): void {
   runs.set(id, run);
   try {
     const slotPtr = ptr(slot);
-    run.i64[SLOT_WORDS] = BigInt(ptr(run.words));
+    run.i64[POOL_SLOT.i64.words] = BigInt(ptr(run.words));
     run.module = loadModule(
       lib,
       engine,
@@ -295,23 +292,19 @@ const TYPES: Record<string, [("i32" | "i64")[], ("i32" | "i64")[]]> = {
 
 function defineParked(linker: Pointer, name: string, op: number, slotPtr: Pointer, module = WASI_MODULE): void {
   const [params, results] = TYPES[name] as [("i32" | "i64")[], ("i32" | "i64")[]];
-  const ty = funcType(lib, params, results);
-  const mod = Buffer.from(module);
-  const fn = Buffer.from(name);
-  const env = native.bunwasi_pool_env(slotPtr, op) as Pointer;
-  const err = lib.wasmtime_linker_define_async_func(
+  defineHost(
+    lib,
     linker,
-    mod,
-    mod.length,
-    fn,
-    fn.length,
-    ty,
-    native.bunwasi_pool_host_ptr() as Pointer,
-    env,
-    native.bunwasi_pool_env_free_ptr() as Pointer,
-  ) as Pointer | null;
-  lib.wasm_functype_delete(ty);
-  check(lib, err, `define ${module}.${name}`);
+    module,
+    name,
+    { params, results },
+    {
+      callback: native.bunwasi_pool_host_ptr() as Pointer,
+      env: native.bunwasi_pool_env(slotPtr, op) as Pointer,
+      finalizer: native.bunwasi_pool_env_free_ptr() as Pointer,
+      async: true,
+    },
+  );
 }
 
 /** Elements of the guard's forwarder table (./pool-guard.ts). */
@@ -385,7 +378,7 @@ function linkGuard(run: PoolRun, linker: Pointer): void {
       () => Atomics.load(run.words, KILL) !== 0,
     ),
     forwarder,
-    askValues: run.i64.subarray(SLOT_ARGS + 2, SLOT_ARGS + 2 + ASK_VALUES),
+    askValues: run.i64.subarray(POOL_SLOT.i64.args + 2, POOL_SLOT.i64.args + 2 + ASK_VALUES),
   };
 }
 
@@ -421,8 +414,8 @@ function guardAsk(run: PoolRun): void {
   try {
     if (!guard) throw new Error("this run has no file guard");
     const a = guard.rules.ask(
-      Number(run.i64[SLOT_ARGS] as bigint),
-      Number(BigInt.asIntN(32, run.i64[SLOT_ARGS + 1] as bigint)),
+      Number(run.i64[POOL_SLOT.i64.args] as bigint),
+      Number(BigInt.asIntN(32, run.i64[POOL_SLOT.i64.args + 1] as bigint)),
       guard.askValues,
     );
     if ("pool" in a) {
@@ -434,7 +427,7 @@ function guardAsk(run: PoolRun): void {
       return;
     }
     a.values.forEach((v, j) => {
-      run.i64[SLOT_ANSWERS + j] = BigInt.asIntN(64, v);
+      run.i64[POOL_SLOT.i64.answers + j] = BigInt.asIntN(64, v);
     });
     answer(run, a.next);
   } catch (e) {
@@ -448,10 +441,10 @@ function guardAsk(run: PoolRun): void {
  * own WASI answers that.
  */
 function trapAnswer(run: PoolRun, message: string): void {
-  const bytes = new Uint8Array(run.slot, TRAP_MSG, TRAP_MAX);
+  const bytes = new Uint8Array(run.slot, POOL_SLOT.trapMsg.at, POOL_SLOT.trapMsg.max);
   bytes.fill(0);
-  bytes.set(new TextEncoder().encode(message).subarray(0, TRAP_MAX - 1));
-  run.i32[TRAP] = 1;
+  bytes.set(new TextEncoder().encode(message).subarray(0, POOL_SLOT.trapMsg.max - 1));
+  run.i32[POOL_SLOT.i32.trap] = 1;
   answer(run, 0);
 }
 
@@ -501,8 +494,8 @@ function slice(run: PoolRun): void {
     phaseDone(run);
     return;
   }
-  const op = run.i32[OP] as number;
-  if (op !== 0 && run.i32[STATE] === PARKED) {
+  const op = run.i32[POOL_SLOT.i32.op] as number;
+  if (op !== 0 && run.i32[POOL_SLOT.i32.state] === PARKED) {
     // The call's work here is the run's CPU time as much as its wasm is (a module that
     // sleeps 0 in a loop spends most of its time in this thread's answers).
     try {
@@ -597,7 +590,7 @@ function phaseDone(run: PoolRun): void {
     const mem = instanceExport(lib, ctx, run.instance, "memory", LAYOUT.externKindMemory);
     if (mem) {
       run.keep.push(mem);
-      run.i64[SLOT_MEMORY] = BigInt(ptr(mem));
+      run.i64[POOL_SLOT.i64.memory] = BigInt(ptr(mem));
       publishMemory(run.words, Number(lib.wasmtime_memory_data_size(ctx, (ptr(mem) + LAYOUT.extern.of) as Pointer)));
     }
     finishGuard(run, mem);
@@ -631,13 +624,13 @@ function phaseDone(run: PoolRun): void {
 
 /** The guest's memory as it was when its call parked. */
 function guestMemory(run: PoolRun): Uint8Array {
-  const len = Number(run.i64[MEM_LEN]);
-  return len ? new Uint8Array(toArrayBuffer(Number(run.i64[MEM_BASE]) as Pointer, 0, len)) : new Uint8Array(0);
+  const len = Number(run.i64[POOL_SLOT.i64.memLen]);
+  return len ? new Uint8Array(toArrayBuffer(Number(run.i64[POOL_SLOT.i64.memBase]) as Pointer, 0, len)) : new Uint8Array(0);
 }
 
 function arg(run: PoolRun, i: number): number {
   if (run.asked) return (run.asked[i] as number) >>> 0;
-  return Number(BigInt.asUintN(32, run.i64[SLOT_ARGS + i] as bigint));
+  return Number(BigInt.asUintN(32, run.i64[POOL_SLOT.i64.args + i] as bigint));
 }
 
 /** Hands the parked call its errno at the next poll (a paused run stays unpolled until resumed). */
@@ -645,11 +638,11 @@ function answer(run: PoolRun, errno: number): void {
   if (run.asked) {
     // The guard's `ask`: "return errno" (./pool-guard.ts).
     run.asked = undefined;
-    run.i64[SLOT_ANSWERS] = BigInt(errno);
+    run.i64[POOL_SLOT.i64.answers] = BigInt(errno);
     errno = 0;
   }
-  run.i32[RESULT] = errno;
-  run.i32[STATE] = ANSWERED;
+  run.i32[POOL_SLOT.i32.result] = errno;
+  run.i32[POOL_SLOT.i32.state] = ANSWERED;
   run.timer = undefined;
   run.stdinRead = undefined;
   requeue(run);

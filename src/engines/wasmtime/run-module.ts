@@ -10,24 +10,26 @@
 // target), it extends the deadline by one tick and the module carries on.
 
 import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
-import { MODULE_MAX_BYTES } from "../../common/constants.ts";
 import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
 import type { HostCaller, HostFunctions, ValType } from "../host-functions.ts";
 import { WASI_MODULE } from "../wasi-abi.ts";
 import {
   check,
   cstr,
+  defineHost,
   errorMessage,
-  funcType,
   instanceExport,
   LAYOUT,
   readPtr,
   TRAP_CODE_INTERRUPT,
+  takeByteVec,
   trapMessage,
   type WasmtimeLib,
   wasmtime,
+  wat2wasm,
 } from "./ffi.ts";
 import { clockOnlyWait, type GuestClock, guestClocks, writeClockEvents } from "./interruptible.ts";
+import { type CodeKind, loadCompiled } from "./load-compiled.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { publishMemory } from "./run-atomics.ts";
 import { EngineError, openStore, type RunStore } from "./store.ts";
@@ -55,13 +57,7 @@ export interface RunEnv {
 
 /** A module compiled from its binary or WAT text. */
 export function compile(lib: WasmtimeLib, engine: Pointer, bytes: Uint8Array, kind: "wasm" | "wat"): Pointer {
-  let wasm = bytes;
-  if (kind === "wat") {
-    const vec = Buffer.alloc(LAYOUT.byteVec.size);
-    check(lib, lib.wasmtime_wat2wasm(bytes, bytes.length, vec), "wat2wasm");
-    wasm = new Uint8Array(toArrayBuffer(Number(vec.readBigUInt64LE(8)) as Pointer, 0, Number(vec.readBigUInt64LE(0)))).slice();
-    lib.wasm_byte_vec_delete(vec);
-  }
+  const wasm = kind === "wat" ? wat2wasm(lib, bytes) : bytes;
   const out = new BigUint64Array(1);
   check(lib, lib.wasmtime_module_new(engine, wasm, wasm.length, out), "compile");
   return readPtr(out) as Pointer;
@@ -86,66 +82,17 @@ function deserializeFile(lib: WasmtimeLib, engine: Pointer, path: string): Point
   return readPtr(out) as Pointer;
 }
 
-/**
- * The module's source for a compile after a failed deserialize: the caller's checked fd (through
- * /proc/self/fd) or path, read only if a regular file, within MODULE_MAX_BYTES whatever it has
- * become (../module-file.ts is the main thread's; it is not bundled into this thread's script).
- */
-function readFallback(path: string): Uint8Array {
-  const f = fs();
-  const fd = f.openSync(path, f.constants.O_RDONLY | f.constants.O_NONBLOCK | f.constants.O_NOCTTY);
-  try {
-    const st = f.fstatSync(fd);
-    if (!st.isFile() || st.size > MODULE_MAX_BYTES)
-      throw new EngineError(`${path}: not a regular file of at most ${MODULE_MAX_BYTES} bytes`);
-    const buf = new Uint8Array(st.size + 1);
-    let n = 0;
-    for (;;) {
-      const got = f.readSync(fd, buf, n, buf.length - n, n);
-      if (got === 0) break;
-      n += got;
-      if (n === buf.length) throw new EngineError(`${path}: grew while it was read`);
-    }
-    return buf.subarray(0, n);
-  } finally {
-    f.closeSync(fd);
-  }
-}
-
-function serialize(lib: WasmtimeLib, module: Pointer): Uint8Array {
-  const vec = Buffer.alloc(LAYOUT.byteVec.size);
-  check(lib, lib.wasmtime_module_serialize(module, vec), "serialize");
-  const out = new Uint8Array(toArrayBuffer(Number(vec.readBigUInt64LE(8)) as Pointer, 0, Number(vec.readBigUInt64LE(0)))).slice();
-  lib.wasm_byte_vec_delete(vec);
-  return out;
-}
+/** A core module, as ./load-compiled.ts loads it. */
+const CORE_MODULE: CodeKind = {
+  compile,
+  deserialize,
+  deserializeFile,
+  serialize: (lib, module) => takeByteVec(lib, "serialize", (vec) => lib.wasmtime_module_serialize(module, vec)),
+};
 
 /** The run's compiled module: its artifact deserialized (or its source compiled, then posted for the cache). */
 export function loadModule(lib: WasmtimeLib, engine: Pointer, req: RunRequest, post: RunEnv["post"], stats: RunStats): Pointer {
-  let module: Pointer;
-  let t = performance.now();
-  if (req.kind === "serialized") {
-    try {
-      module = req.serializedPath ? deserializeFile(lib, engine, req.serializedPath) : deserialize(lib, engine, req.module);
-      stats.deserializeMs = performance.now() - t;
-    } catch (e) {
-      const fallback = req.fallback ?? (req.fallbackPath && { module: readFallback(req.fallbackPath.path), kind: req.fallbackPath.kind });
-      if (!fallback) throw new EngineError(String((e as Error).message));
-      t = performance.now();
-      module = compile(lib, engine, fallback.module, fallback.kind);
-      stats.compileMs = performance.now() - t;
-      if (req.wantSerialized) post({ type: "serialized", bytes: serialize(lib, module) });
-    }
-  } else {
-    try {
-      module = compile(lib, engine, req.module, req.kind);
-    } catch (e) {
-      throw new EngineError((e as Error).message);
-    }
-    stats.compileMs = performance.now() - t;
-    if (req.wantSerialized) post({ type: "serialized", bytes: serialize(lib, module) });
-  }
-  return module;
+  return loadCompiled(lib, engine, req, post, stats, CORE_MODULE);
 }
 
 function run(req: RunRequest, hosts: HostFunctions[], env: RunEnv): { code: number; message?: string; stats: RunStats } {
@@ -277,22 +224,14 @@ function defineFunc(
   impl: HostCallback,
   dispatch: Dispatch,
 ): void {
-  const ty = funcType(lib, params, results);
-  const mod = Buffer.from(module);
-  const fn = Buffer.from(name);
-  const err = lib.wasmtime_linker_define_func(
+  defineHost(
+    lib,
     linker,
-    mod,
-    mod.length,
-    fn,
-    fn.length,
-    ty,
-    dispatch.cb.ptr as Pointer,
-    dispatch.add(impl),
-    null,
-  ) as Pointer | null;
-  lib.wasm_functype_delete(ty);
-  check(lib, err, `define ${module}.${name}`);
+    module,
+    name,
+    { params, results },
+    { callback: dispatch.cb.ptr as Pointer, env: dispatch.add(impl), finalizer: null },
+  );
 }
 
 /** Define wasi_snapshot_preview1.proc_exit(i32) → records the status and traps. */
