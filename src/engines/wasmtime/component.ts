@@ -10,8 +10,9 @@
 
 import type { Pointer } from "bun:ffi";
 import { EXIT_TRAP } from "../engine.ts";
-import { COMPONENT_LAYOUT, check, errorMessage, readPtr, takeByteVec, type WasmtimeLib, wasmtime, wat2wasm } from "./ffi.ts";
+import { COMPONENT_LAYOUT, check, readPtr, takeByteVec, type WasmtimeLib, wasmtime, wat2wasm } from "./ffi.ts";
 import { type CodeKind, loadCompiled } from "./load-compiled.ts";
+import { errorOutcome } from "./outcome.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { EngineError, openStore } from "./store.ts";
 
@@ -72,7 +73,7 @@ export function runComponent(
     if (err) {
       // An exit or kill during instantiation is an outcome; anything else means the
       // component could not be linked (an import nobody defines, a type mismatch).
-      const outcome = errorOutcome(lib, err, kill);
+      const outcome = errorOutcome(lib, err, Atomics.load(kill, 0));
       if (outcome.code !== EXIT_TRAP) return { ...outcome, stats };
       throw new EngineError(`link: ${outcome.message}`);
     }
@@ -92,7 +93,7 @@ export function runComponent(
     t = performance.now();
     const callErr = lib.wasmtime_component_func_call(func, ctx, null, 0, hasResult ? results : null, hasResult ? 1 : 0) as Pointer | null;
     stats.runMs = performance.now() - t;
-    if (callErr) return { ...errorOutcome(lib, callErr, kill), stats };
+    if (callErr) return { ...errorOutcome(lib, callErr, Atomics.load(kill, 0)), stats };
     let code = 0;
     if (hasResult) {
       // `run` returns `result`: ok → 0, err → 1 (what wasmtime's CLI reports too).
@@ -148,18 +149,4 @@ function checkNoParams(lib: WasmtimeLib, ctx: Pointer, func: Buffer, name: strin
   } finally {
     lib.wasmtime_component_func_type_delete(ty);
   }
-}
-
-/** Exit code for an error out of instantiate/call (freeing it): exit status, kill, or trap. */
-function errorOutcome(lib: WasmtimeLib, err: Pointer, kill: Int32Array): { code: number; message?: string } {
-  const status = new Int32Array(1);
-  if (lib.wasmtime_error_exit_status(err, status)) {
-    lib.wasmtime_error_delete(err);
-    return { code: (status[0] ?? 0) & 0xff };
-  }
-  const message = errorMessage(lib, err);
-  lib.wasmtime_error_delete(err);
-  const sig = Atomics.load(kill, 0);
-  if (sig) return { code: 128 + sig };
-  return { code: EXIT_TRAP, message };
 }

@@ -26,6 +26,7 @@ import { ERRNO_BADF, ERRNO_INVAL, ERRNO_IO, ERRNO_NOMEM, ERRNO_PIPE, EVENT_SIZE,
 import { CpuBucket } from "./cpu-throttle.ts";
 import { check, defineHost, errorMessage, instanceExport, LAYOUT, readPtr, type WasmtimeLib, wasmtime } from "./ffi.ts";
 import { clockOnlyWait, type GuestClock, guestClocks, writeClockEvents } from "./interruptible.ts";
+import { outcomeOf } from "./outcome.ts";
 import { ASK_PARAMS, ASK_RESULTS, ASK_VALUES, FORWARDER_WAT, GUARD_KINDS, PooledGuard, TRAMPOLINE_WAT } from "./pool-guard.ts";
 import { stdioPoll } from "./pool-poll.ts";
 import { FairQueue } from "./pool-queue.ts";
@@ -43,7 +44,7 @@ import {
   publishMemory,
   THROTTLED_NS,
 } from "./run-atomics.ts";
-import { compile, loadModule, outcomeOf, reportMessage } from "./run-module.ts";
+import { compile, loadModule, reportMessage } from "./run-module.ts";
 import { EngineError, openStore } from "./store.ts";
 
 declare const self: Worker;
@@ -292,19 +293,14 @@ const TYPES: Record<string, [("i32" | "i64")[], ("i32" | "i64")[]]> = {
 
 function defineParked(linker: Pointer, name: string, op: number, slotPtr: Pointer, module = WASI_MODULE): void {
   const [params, results] = TYPES[name] as [("i32" | "i64")[], ("i32" | "i64")[]];
-  defineHost(
-    lib,
-    linker,
-    module,
-    name,
-    { params, results },
-    {
-      callback: native.bunwasi_pool_host_ptr() as Pointer,
-      env: native.bunwasi_pool_env(slotPtr, op) as Pointer,
-      finalizer: native.bunwasi_pool_env_free_ptr() as Pointer,
-      async: true,
-    },
-  );
+  // Parked in the slot by the native host function; its env (the slot and op) freed with the linker.
+  const host = {
+    callback: native.bunwasi_pool_host_ptr() as Pointer,
+    env: native.bunwasi_pool_env(slotPtr, op) as Pointer,
+    finalizer: native.bunwasi_pool_env_free_ptr() as Pointer,
+    async: true,
+  };
+  defineHost(lib, linker, module, name, { params, results }, host);
 }
 
 /** Elements of the guard's forwarder table (./pool-guard.ts). */

@@ -10,7 +10,7 @@
 // target), it extends the deadline by one tick and the module carries on.
 
 import { ptr as bunPtr, JSCallback, type Pointer, toArrayBuffer } from "bun:ffi";
-import { EXIT_ENGINE_ERROR, EXIT_TRAP } from "../engine.ts";
+import { EXIT_ENGINE_ERROR } from "../engine.ts";
 import type { HostCaller, HostFunctions, ValType } from "../host-functions.ts";
 import { WASI_MODULE } from "../wasi-abi.ts";
 import {
@@ -21,15 +21,14 @@ import {
   instanceExport,
   LAYOUT,
   readPtr,
-  TRAP_CODE_INTERRUPT,
   takeByteVec,
-  trapMessage,
   type WasmtimeLib,
   wasmtime,
   wat2wasm,
 } from "./ffi.ts";
 import { clockOnlyWait, type GuestClock, guestClocks, writeClockEvents } from "./interruptible.ts";
 import { type CodeKind, loadCompiled } from "./load-compiled.ts";
+import { outcomeOf } from "./outcome.ts";
 import type { RunRequest, RunStats, WorkerMessage } from "./protocol.ts";
 import { publishMemory } from "./run-atomics.ts";
 import { EngineError, openStore, type RunStore } from "./store.ts";
@@ -224,14 +223,8 @@ function defineFunc(
   impl: HostCallback,
   dispatch: Dispatch,
 ): void {
-  defineHost(
-    lib,
-    linker,
-    module,
-    name,
-    { params, results },
-    { callback: dispatch.cb.ptr as Pointer, env: dispatch.add(impl), finalizer: null },
-  );
+  const host = { callback: dispatch.cb.ptr as Pointer, env: dispatch.add(impl), finalizer: null };
+  defineHost(lib, linker, module, name, { params, results }, host);
 }
 
 /** Define wasi_snapshot_preview1.proc_exit(i32) → records the status and traps. */
@@ -400,43 +393,6 @@ function defineHostFunctions(lib: WasmtimeLib, linker: Pointer, host: HostFuncti
       );
     }
   }
-}
-
-/** Exit code (and message) for an error/trap result, or null if the call succeeded. */
-export function outcomeOf(
-  lib: WasmtimeLib,
-  err: Pointer | null,
-  trap: Pointer | null,
-  kill: Int32Array,
-  exitStatus: number | undefined,
-): { code: number; message?: string } | null {
-  const sig = Atomics.load(kill, 0);
-  if ((err || trap) && exitStatus !== undefined) {
-    if (err) lib.wasmtime_error_delete(err);
-    if (trap) lib.wasm_trap_delete(trap);
-    // like a process: the parent sees the low 8 bits
-    return { code: exitStatus & 0xff };
-  }
-  if (err) {
-    const status = new Int32Array(1);
-    if (lib.wasmtime_error_exit_status(err, status)) {
-      lib.wasmtime_error_delete(err);
-      return { code: (status[0] ?? 0) & 0xff };
-    }
-    const msg = errorMessage(lib, err);
-    lib.wasmtime_error_delete(err);
-    if (sig) return { code: 128 + sig };
-    return { code: EXIT_TRAP, message: msg };
-  }
-  if (trap) {
-    const codeBuf = new Uint8Array(1);
-    const hasCode = lib.wasmtime_trap_code(trap, codeBuf);
-    const msg = trapMessage(lib, trap);
-    lib.wasm_trap_delete(trap);
-    if (sig || (hasCode && codeBuf[0] === TRAP_CODE_INTERRUPT)) return { code: 128 + (sig || 9) };
-    return { code: EXIT_TRAP, message: msg };
-  }
-  return null;
 }
 
 export function reportMessage(req: RunRequest, message: string) {
