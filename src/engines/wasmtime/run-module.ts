@@ -1,6 +1,6 @@
 // Runs one wasm module (or component: ./component.ts) to its end on the calling thread: a run
 // thread of its own (./worker.ts), or the executor's main thread (WasmtimeEngine.executeHere).
-// The run pools (./pool-worker.ts) share its module loading and error reporting.
+// The run pools (./pool-worker.ts) share its module loading (./load-compiled.ts) and error reporting.
 //
 // Interruption (set up in ./store.ts): the store's epoch deadline is 1 tick ahead. The main thread sets
 // kill[0] = signal and calls wasmtime_engine_increment_epoch (thread-safe). When the
