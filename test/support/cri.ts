@@ -532,7 +532,7 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
         {
           name: CRI_IMAGES.tools,
           files: [
-            ...["cat", "env", "escape", "grow", "trap", "wasi-demo-app"].map((m) => ({
+            ...["cat", "env", "escape", "grow", "stdin-exit", "trap", "wasi-demo-app"].map((m) => ({
               path: `/${m}.wasm`,
               source: join(WASM, `${m}.wasm`),
             })),
