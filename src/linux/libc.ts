@@ -385,6 +385,18 @@ export function recvFd(sock: number, flags: number): { fd: number; errno: number
   return { fd: carriesFd ? cv.getInt32(16, true) : -1, errno: 0, data: data.subarray(0, n) };
 }
 
+// --- pipes -------------------------------------------------------------------------------------
+
+/** ioctl request for the bytes waiting to be read (the same number on x86_64 and aarch64). */
+const FIONREAD = 0x541b;
+
+/** The bytes in the pipe or fifo behind `fd` that no reader has read yet; -1 on an error. */
+export function unreadBytes(fd: number): number {
+  const n = new Int32Array(1);
+  const [r] = sys(nrs().ioctl, fd, FIONREAD, ptr(n));
+  return r < 0 ? -1 : (n[0] as number);
+}
+
 // --- terminals ---------------------------------------------------------------------------------
 
 /** ioctl request that sets a terminal's window size (the same number on x86_64 and aarch64). */

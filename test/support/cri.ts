@@ -197,7 +197,7 @@ export interface ContainerConfig {
   /** Volumes as the kubelet passes them: host directories bind-mounted into the container. */
   mounts?: { container_path: string; host_path: string; readonly?: boolean }[];
   linux?: {
-    resources?: { memory_limit_in_bytes?: number };
+    resources?: { memory_limit_in_bytes?: number; cpu_shares?: number; cpuset_cpus?: string };
     security_context?: {
       /** 0 RuntimeDefault, 1 Unconfined, 2 Localhost. */
       seccomp?: { profile_type: number };
@@ -532,7 +532,7 @@ export async function criEnv(opts: CriEnvOptions = {}): Promise<CriEnv> {
         {
           name: CRI_IMAGES.tools,
           files: [
-            ...["cat", "env", "escape", "grow", "trap", "wasi-demo-app"].map((m) => ({
+            ...["busy", "cat", "env", "escape", "grow", "stdin-exit", "trap", "wasi-demo-app"].map((m) => ({
               path: `/${m}.wasm`,
               source: join(WASM, `${m}.wasm`),
             })),

@@ -322,7 +322,7 @@ export class WasmtimeEngine {
           loaded();
           this.holdToQuota(kill, false);
           ctx.signal?.removeEventListener("abort", onAbort);
-          const result = { code: m.code, stats: { ...m.stats, cacheHit } };
+          const result = { code: m.code, stats: { ...m.stats, cacheHit, pooled: true } };
           if (cacheWrite) void cacheWrite.then(() => resolve(result));
           else resolve(result);
         }

@@ -88,6 +88,8 @@ export type RunStats = {
   requests?: number;
   failedRequests?: number;
   compiled?: boolean;
+  /** The run was one of many on a run pool's thread (./pool.ts), not on a thread of its own. */
+  pooled?: boolean;
 };
 
 export type WorkerMessage =
