@@ -311,6 +311,18 @@ async function collect(proc: Bun.Subprocess<any, "pipe", "pipe">, timeoutMs: num
   }
 }
 
+/**
+ * Writes `input` to a process's stdin (a ctrSpawn with stdin "pipe"), closes it (EOF), and
+ * collects what the process prints and its exit code.
+ */
+export async function feed(p: Bun.Subprocess<"pipe" | "ignore", "pipe", "pipe">, input: string): Promise<CtrResult> {
+  const sink = p.stdin as import("bun").FileSink;
+  sink.write(input);
+  await sink.end();
+  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { code, stdout, stderr };
+}
+
 const FIFO_COMMANDS = (args: string[]) =>
   args[0] === "run" || (["tasks", "task", "t"].includes(args[0] ?? "") && ["start", "exec"].includes(args[1] ?? ""));
 
