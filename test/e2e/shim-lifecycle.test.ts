@@ -11,8 +11,8 @@
 // Not here: several containers sharing one shim (a pod) — ctr cannot group containers without
 // CRI; that is covered elsewhere.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { socketAddress, socketPath } from "../../src/runtime-v2/address.ts";
 import { type Containerd, mountsUnder } from "../support/containerd.ts";
 import { ctrTasks, sleep, waitFile } from "../support/ctr-tasks.ts";
@@ -77,7 +77,10 @@ describe.each(MODES.map((m) => [m.name, m] as const))("shim lifecycle (ctr + con
   afterAll(async () => {
     for (const [k, v] of Object.entries(timings)) console.log(`timing (${mode.name}): ${k}: ${v}`);
     await env?.stop();
-    if (daemon) expect(await daemon.stop("SIGTERM")).toBe(0);
+    if (daemon) {
+      expect(await daemon.stop("SIGTERM")).toBe(0);
+      rmSync(dirname(daemon.socket), { recursive: true, force: true });
+    }
     // The shim keeps one (by now empty) directory per namespace in its state and runtime roots,
     // as runc's shim does in /run/containerd/runc; the harness only removes the latter.
     if (ns) removeNamespaceDirs(ns);

@@ -5,8 +5,8 @@
 // the pod's sandbox in the containerd-wasmtimed daemon this file starts; no process of its
 // own, and every wasm task's pid is the daemon's). Needs root and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import type { Spec } from "../../src/oci/spec.ts";
 import { socketPath } from "../../src/runtime-v2/address.ts";
 import { TaskDefinition as TaskV2 } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
@@ -96,7 +96,10 @@ describe.each(MODES.map((m) => [m.name, m] as const))("one shim per pod, %s mode
     client?.close();
     const ns = env?.cd.namespace;
     await env?.stop();
-    if (daemon) expect(await daemon.stop("SIGTERM")).toBe(0);
+    if (daemon) {
+      expect(await daemon.stop("SIGTERM")).toBe(0);
+      rmSync(dirname(daemon.socket), { recursive: true, force: true });
+    }
     // Shared mode: the sandbox made the namespace's work-dir folder, and containerd's `shim
     // delete` (which removes it once empty) never runs for a sandbox driven without containerd.
     if (ns) removeNamespaceDirs(ns);
