@@ -32,7 +32,7 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
-import { pidOf, processStart } from "../../src/daemon/daemon-files.ts";
+import { liveDaemons as daemonsOf, processStart } from "../../src/daemon/daemon-files.ts";
 import { containersFor } from "../../src/daemon/nofile.ts";
 import { getrlimit, RLIMIT_NOFILE, setrlimit, strerror } from "../../src/linux/libc.ts";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
@@ -165,18 +165,12 @@ const cdVersion = (await env.cd.ctr(["version"])).stdout.match(/Server:[\s\S]*?V
 
 /** Every daemon of the run's socket directory seen so far (the first, then the successors of overflows). */
 const daemonsSeen = new Set<number>(daemon ? [daemon.pid] : []);
-/** The live daemons of the run (their own manager sockets, daemons/<pid>.sock). */
+/** The live daemons of the run (not zombies: one that exited is no figure of the row's). */
 function liveDaemons(): number[] {
   if (!daemon) return [];
-  let names: string[] = [];
-  try {
-    names = readdirSync(join(daemonDir, "daemons"));
-  } catch {}
-  for (const n of names) {
-    const pid = pidOf(n);
-    if (pid !== undefined) daemonsSeen.add(pid);
-  }
-  return [...daemonsSeen].filter((p) => processStart(p) !== undefined);
+  const live = daemonsOf(daemon.socket).filter((p) => processStart(p) !== undefined);
+  for (const p of live) daemonsSeen.add(p);
+  return live;
 }
 /** A figure of all the live daemons, summed. */
 const allDaemons = (f: (pid: number) => number) => liveDaemons().reduce((a, p) => a + f(p), 0);
@@ -194,36 +188,18 @@ const mounts = () =>
     .map((l) => l.split(" ")[4] ?? "")
     .filter((m) => m.includes(ns) || m.startsWith(dir)).length;
 
-/** containerd's /tasks/exit events, by container id: when each was read. */
-const exits = new Map<string, number>();
-const waiters = new Map<string, () => void>();
-const events = env.cd.ctrSpawn(["events"]);
-void (async () => {
-  let buf = "";
-  const dec = new TextDecoder();
-  for await (const chunk of events.stdout as ReadableStream<Uint8Array>) {
-    buf += dec.decode(chunk, { stream: true });
-    for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (!line.includes("/tasks/exit")) continue;
-      const e = JSON.parse(line.slice(line.indexOf("{"))) as { container_id: string };
-      exits.set(e.container_id, performance.now());
-      waiters.get(e.container_id)?.();
-    }
+/** containerd's /tasks/exit events: when each container's was read. */
+const events = env.cd.watchExits();
+/** When the exit event of `id` was read (performance.now()), looked for every 5 ms. */
+async function exitOf(id: string, timeoutMs = 30_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const at = events.seenAt.get(id);
+    if (at !== undefined) return at;
+    if (Date.now() > deadline) throw new Error(`no exit event for ${id} in ${timeoutMs} ms`);
+    await Bun.sleep(5);
   }
-})();
-const exitOf = (id: string, timeoutMs = 30_000) =>
-  new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`no exit event for ${id} in ${timeoutMs} ms`)), timeoutMs);
-    const done = () => {
-      clearTimeout(t);
-      waiters.delete(id);
-      resolve(exits.get(id)!);
-    };
-    if (exits.has(id)) done();
-    else waiters.set(id, done);
-  });
+}
 
 async function ctrOk(args: string[], timeoutMs = 120_000): Promise<string> {
   const r = await env.cd.ctr(args, { timeoutMs });
@@ -526,7 +502,7 @@ try {
     process.stderr.write(`${formatRow(row)}\n`);
   }
 } finally {
-  events.kill("SIGKILL");
+  events.stop();
   const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
   const runc = rows.find((r) => r.peer.runtime === RUNC);
   console.log(

@@ -290,7 +290,6 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   // manager listens (./sweep.ts).
   const sweep = new Sweep(paths.stateRoot, log, self);
   mkdirSync(paths.compileCacheDir, { recursive: true });
-  let handedOver = false;
   // Near its fd budget, the daemon hands the new pods to a successor of its own (./overflow.ts).
   const overflow =
     fdBudget === undefined
@@ -299,7 +298,8 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
           budget: fdBudget,
           fdsPerContainer: FDS_PER_CONTAINER,
           liveDaemons: () => generations.others().length + 1,
-          handedOver: () => handedOver,
+          // The manager's state: one hand-over flag for both.
+          handedOver: () => manager.handingOver,
           log,
           startSuccessor: () => {
             // Under systemd its reload starts the successor (and makes it the unit's main process).
@@ -321,7 +321,7 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     ...(overflow ? { beforeNewSandbox: () => overflow.beforeNewSandbox() } : {}),
     onSandboxClosed: () => {
       ended();
-      if (handedOver && manager.sandboxes.size === 0) void exitDrained();
+      if (manager.handingOver && manager.sandboxes.size === 0) void exitDrained();
     },
     onHandOver: async (successor): Promise<HandOverResponse> => {
       log(`daemon ${successor} takes over: no new sandboxes here; serving the ${manager.sandboxes.size} there are until they are deleted`);
@@ -403,7 +403,6 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   // asked of the successor on its connection, which the shutdown would close (it waits 1 s
   // for calls in flight, this one among them).
   function successorServes(): Promise<void> {
-    handedOver = true;
     const serves = (async () => {
       while (ownsPath()) await Bun.sleep(20);
       log("the successor serves the manager socket");
@@ -468,7 +467,7 @@ function spawnDaemon(name: string, argv: string[]): Bun.Subprocess<"ignore", "in
   return child;
 }
 
-/** A successor's arguments: this daemon's, with --take-over (an overflow is a hand-over). */
+/** A successor's arguments: this daemon's, with --take-over (an overflow is a hand-over), without --detach. */
 export function successorArgs(argv: string[]): string[] {
   const out = argv.filter((a) => a !== "--detach");
   return out.includes("--take-over") ? out : [...out, "--take-over"];
@@ -495,10 +494,7 @@ function removePidFile(path: string): void {
  * daemon is the unit's main process, the old one drains beside it.
  */
 async function detach(name: string, args: DaemonArgs, argv: string[]): Promise<never> {
-  const child = spawnDaemon(
-    name,
-    argv.filter((a) => a !== "--detach"),
-  );
+  const child = spawnDaemon(name, successorArgs(argv));
   let exited: number | null = null;
   void child.exited.then((code) => {
     exited = code;

@@ -37,7 +37,8 @@ export interface ManagerOptions {
   onSandboxClosed?: () => void;
   /**
    * Before a new sandbox is made here: a daemon at its fd budget starts a successor and
-   * returns a promise that resolves once that took over or failed (./overflow.ts).
+   * returns a promise that resolves once that took over or failed (./overflow.ts); one that
+   * handed over already (handingOver) starts none and returns undefined.
    */
   beforeNewSandbox?: () => Promise<void> | undefined;
 }
@@ -107,7 +108,7 @@ export class Manager {
       return { address: foreign };
     }
     // At the fd budget: wait for the successor to take over, then ask it.
-    const overflow = this.successorServes ? undefined : this.o.beforeNewSandbox?.();
+    const overflow = this.o.beforeNewSandbox?.();
     if (overflow) await overflow;
     if (this.successorServes) {
       await this.successorServes;

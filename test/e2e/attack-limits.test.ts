@@ -20,13 +20,14 @@
 // Needs root, containerd and runc. Figures (the daemon's growth) are printed, never asserted
 // beyond the limit itself; no assertion depends on timing.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
 import { ctrTasks, fileText } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
 import { GROW_STEPS_WAT } from "../support/grow-steps.ts";
+import { statusBytes } from "../support/processes.ts";
 import { RUNTIME, type ShimEnv, WASM } from "../support/shim-env.ts";
 import { until as waitUntil } from "../support/until.ts";
 
@@ -43,13 +44,6 @@ const uid = (what: string) => `al-${what}-${process.pid}-${seq++}`;
 
 /** Liveness only (fail instead of hang), never a bound on how fast anything is. */
 const until = <T>(what: string, f: () => T | Promise<T>, timeoutMs = 60_000) => waitUntil(what, f, timeoutMs, 50);
-
-/** A field of /proc/PID/status in bytes. */
-function statusBytes(pid: number, field: "VmRSS" | "VmHWM"): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
-  return Number(m[1]) * 1024;
-}
 
 /** Figures measured here (printed, and emptied, at the end of each containerd's block). */
 const figures: string[] = [];

@@ -16,15 +16,16 @@
 // quota (what the issue quotes: a 0.1 quota holds), on the pool thread's own CPU clock
 // (/proc/PID/task/TID/schedstat), with twice the quota as its bound.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { basename, join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
+import { join } from "node:path";
 import { writeImageArchive } from "../../tools/image/index.ts";
+import { feed } from "../support/containerd.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
 import { ctrTasks, fileText } from "../support/ctr-tasks.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { statusBytes } from "../support/processes.ts";
+import { RUNTIME, type ShimEnv, WASM } from "../support/shim-env.ts";
 import { until as waitUntil } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -56,13 +57,6 @@ const uid = (what: string) => `ap-${what}-${process.pid}-${seq++}`;
 /** Liveness only (fail instead of hang), never a bound on how fast anything is. */
 const until = <T>(what: string, f: () => T | Promise<T>, timeoutMs = 60_000) => waitUntil(what, f, timeoutMs, 50);
 
-/** A field of /proc/PID/status in bytes. */
-function statusBytes(pid: number, field: "VmRSS" | "VmHWM"): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
-  return Number(m[1]) * 1024;
-}
-
 /** Each thread of `pid`: its CPU time so far (ns on a CPU, schedstat's first field). */
 function threadCpuNs(pid: number): Map<number, number> {
   const out = new Map<number, number>();
@@ -79,6 +73,7 @@ const figures: string[] = [];
 
 for (const c of CONTAINERDS) {
   describe(`run pools under attack, containerd ${c.name}`, () => {
+    let shared: SharedEnv | undefined;
     let dir: string;
     let daemon: Daemon;
     let daemonPid: number;
@@ -92,10 +87,9 @@ for (const c of CONTAINERDS) {
     );
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwap-");
-      daemon = await startDaemon(join(dir, "d"), {}, ["--default-memory-limit", "64Mi"]);
+      shared = await sharedEnv({ prefix: "/tmp/bwap-", daemonArgs: ["--default-memory-limit", "64Mi"], containerd: { binary: c.binary } });
+      ({ dir, daemon, env } = shared);
       daemonPid = daemon.pid;
-      env = await shimEnv({ binary: c.binary, env: daemon.env, dir: join(dir, basename(dir)) });
       const archive = join(dir, "attack.tar");
       writeImageArchive(archive, {
         name: IMAGE,
@@ -114,11 +108,7 @@ for (const c of CONTAINERDS) {
 
     afterAll(async () => {
       for (const f of figures.splice(0)) console.log(f);
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await daemon?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      rmSync(dir, { recursive: true, force: true });
+      await shared?.stop();
     }, T);
 
     const ticks = (log: string) => (fileText(log).match(/t\n/g) ?? []).length;
@@ -209,14 +199,10 @@ for (const c of CONTAINERDS) {
             // Input once the read waits for it (RUNNING), so that the answer comes at the wake;
             // a run already over shows why in its output.
             await until(`${id} running`, async () => p.exitCode !== null || (await tasks.tasks()).get(id)?.status === "RUNNING");
-            const sink = p.stdin as import("bun").FileSink;
-            sink.write("input\n");
-            await sink.end();
-            const out = await new Response(p.stdout).text();
-            const code = await p.exited;
+            const { stdout, stderr, code } = await feed(p, "input\n");
             if (shared) await neighboursUnharmed();
-            expect(out).toBe("");
-            expect(await new Response(p.stderr).text()).toMatch(/fd_read.*out of bounds/i);
+            expect(stdout).toBe("");
+            expect(stderr).toMatch(/fd_read.*out of bounds/i);
             expect(code).toBe(134);
           },
           T,

@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
+import { feed } from "../support/containerd.ts";
 import { ctrTasks, fileText } from "../support/ctr-tasks.ts";
 import { REPO, RUNTIME, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
@@ -168,10 +169,7 @@ describe("ctr run of components through containerd-shim-wasmtime-v1", () => {
         // ctr 1.6 loses stdin's EOF if the input ends before the task exists.
         await waitStatus(id, "RUNNING", 20_000);
         const input = `line one\nzwei ✓ 🐳\n${"x".repeat(100_000)}\nlast line without newline`;
-        const sink = p.stdin as import("bun").FileSink;
-        sink.write(input);
-        await sink.end();
-        const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+        const { stdout, stderr, code } = await feed(p, input);
         expect(stderr).toBe("");
         expect(stdout).toBe(input);
         expect(code).toBe(0);

@@ -41,7 +41,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { dirname, join } from "node:path";
 import { buildImage } from "../../tools/image/index.ts";
 import { pinned2x } from "../support/containerd-versions.ts";
-import { type CriEnv, crictlPath, criEnv, HANDLER, SHARED_HANDLER } from "../support/cri.ts";
+import { bridgeCni, CNI_BIN, type CriEnv, crictlPath, criEnv, HANDLER, SHARED_HANDLER } from "../support/cri.ts";
 import { CRITEST_UPSTREAMS, critestImages } from "../support/critest-images.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { mirrorHostsDir, type OciRegistry, ociRegistry } from "../support/oci-registry.ts";
@@ -52,7 +52,6 @@ const CONTAINERDS = [
   { name: "1.6 (Debian)", binary: "/usr/bin/containerd" },
   { name: V2, binary: join(REPO, "build/containerd", V2, "bin/containerd") },
 ];
-const CNI_BIN = "/usr/lib/cni";
 /** Specs dropped because runc's handler cannot pass them on this machine either (header). */
 const SKIP = ["AppArmor", "public image with digest should be pulled and removed", "should support MaskedPaths", "benchmark"];
 /** Ginkgo nodes: critest re-runs itself through the ginkgo CLI (scripts/cri-tools.sh builds it). */
@@ -210,23 +209,7 @@ for (const c of CONTAINERDS) {
         ],
         env: daemon.env,
         registryConfigPath: mirrorHostsDir(join(dir, "certs.d"), CRITEST_UPSTREAMS, reg.host),
-        cni: {
-          binDir: CNI_BIN,
-          conflist: (cniDir) => ({
-            cniVersion: "0.4.0",
-            name: `bunwasi-${bridge}`,
-            plugins: [
-              {
-                type: "bridge",
-                bridge,
-                isGateway: true,
-                ipMasq: true,
-                ipam: { type: "host-local", ranges: [[{ subnet: `${net}.0/24` }]], dataDir: join(cniDir, "ipam") },
-              },
-              { type: "portmap", capabilities: { portMappings: true } },
-            ],
-          }),
-        },
+        cni: bridgeCni(bridge, `${net}.0/24`, { ipMasq: true, portmap: true }),
       });
       // critest's own config file is the harness's (empty): keep /etc/crictl.yaml out.
       writeFileSync(join(cri.dir, "crictl.yaml"), "");

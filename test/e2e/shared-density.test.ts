@@ -7,14 +7,14 @@
 // density benchmark's (bench/shared/density.ts); the elapsed times are logged for the record.
 // Needs root, containerd and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { basename, join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
-import { mountsUnder, processesUsing } from "../support/containerd.ts";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { containerStateDir } from "../../src/runtime-v2/paths.ts";
+import { type ExitWatch, mountsUnder, processesUsing } from "../support/containerd.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
 import { chunks, pool } from "../support/ramp.ts";
-import { IMAGES, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { IMAGES, type ShimEnv } from "../support/shim-env.ts";
+import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
 test("prerequisites: root, containerd, runc", () => expect(canRun).toBe(true));
@@ -25,57 +25,30 @@ const WIDTH = 8;
 /** Ids per `ctr task kill`/`delete` call: ctr's own start would otherwise be most of the work. */
 const PER_CALL = 25;
 
-async function until<T>(what: string, f: () => T | Promise<T>, timeoutMs = 120_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(100);
-  }
-}
+/** Waits as long as N containers may take under load, looking every 100 ms. */
+const waitFor = <T>(what: string, f: () => T | Promise<T>, timeoutMs = 120_000) => until(what, f, timeoutMs, 100);
 
 const threadsOf = (pid: number) => readdirSync(`/proc/${pid}/task`).length;
-const fdsOf = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
 const pssMiB = (pid: number) => Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1]) / 1024;
 
 for (const c of CONTAINERDS) {
   describe(`shared mode: ${N} idle wasm containers at once, containerd ${c.name}`, () => {
-    let dir: string;
+    let shared: SharedEnv | undefined;
     let daemon: Daemon;
     let env: ShimEnv;
-    let events: Bun.Subprocess<"pipe" | "ignore", "pipe", "pipe"> | undefined;
     /** containerd's /tasks/exit events: container id → exit status. */
-    const exits = new Map<string, number>();
+    let events: ExitWatch | undefined;
+    const exits = () => (events as ExitWatch).exits;
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwn-");
-      daemon = await startDaemon(join(dir, "d"));
-      env = await shimEnv({ binary: c.binary, env: daemon.env, dir: join(dir, basename(dir)) });
-      events = env.cd.ctrSpawn(["events"]);
-      void (async () => {
-        let buf = "";
-        const dec = new TextDecoder();
-        for await (const chunk of events.stdout as ReadableStream<Uint8Array>) {
-          buf += dec.decode(chunk, { stream: true });
-          for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-            const line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            if (!line.includes("/tasks/exit")) continue;
-            const e = JSON.parse(line.slice(line.indexOf("{"))) as { container_id: string; exit_status?: number };
-            exits.set(e.container_id, e.exit_status ?? 0);
-          }
-        }
-      })();
+      shared = await sharedEnv({ prefix: "/tmp/bwn-", containerd: { binary: c.binary } });
+      ({ daemon, env } = shared);
+      events = env.cd.watchExits();
     }, 300_000);
 
     afterAll(async () => {
-      events?.kill("SIGKILL");
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await daemon?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      rmSync(dir, { recursive: true, force: true });
+      events?.stop();
+      await shared?.stop();
     }, 300_000);
 
     async function sandboxes() {
@@ -86,16 +59,8 @@ for (const c of CONTAINERDS) {
         client.close();
       }
     }
-    async function taskStatuses(): Promise<Map<string, string>> {
-      const r = await env.cd.ctr(["task", "ls"], { timeoutMs: 120_000 });
-      if (r.code !== 0) throw new Error(`ctr task ls: ${r.stderr}`);
-      const m = new Map<string, string>();
-      for (const line of r.stdout.split("\n").slice(1)) {
-        const [id, , status] = line.trim().split(/\s+/);
-        if (id && status) m.set(id, status);
-      }
-      return m;
-    }
+    /** `ctr task ls`: id → status. */
+    const taskStatuses = async () => new Map([...(await env.cd.taskList(120_000))].map(([id, [, status]]) => [id, status]));
     /** Work dirs of this namespace's containers (the daemon's and the thin shim's state). */
     const workDirs = () => {
       const d = containerStateDir(env.cd.namespace);
@@ -111,10 +76,10 @@ for (const c of CONTAINERDS) {
         // shows that `ctr events` is subscribed.
         const warm = await env.run(IMAGES.demo, "warm", ["/wasi-demo-app.wasm", "echo", "x"], { runtime: SHARED_RUNTIME });
         expect(warm.code).toBe(0);
-        await until("the warm-up's exit event", () => exits.has("warm"), 30_000);
-        await until("the warm-up's sandbox to close", async () => (await sandboxes()).sandboxes.length === 0);
+        await waitFor("the warm-up's exit event", () => exits().has("warm"), 30_000);
+        await waitFor("the warm-up's sandbox to close", async () => (await sandboxes()).sandboxes.length === 0);
         await Bun.sleep(1000);
-        const before = { fds: fdsOf(daemon.pid), threads: threadsOf(daemon.pid), pss: pssMiB(daemon.pid) };
+        const before = { fds: daemon.fdCount(), threads: threadsOf(daemon.pid), pss: pssMiB(daemon.pid) };
         // containerd's rootfs mounts are under its dir, the daemon's views of them under the work dirs.
         const mounts = () => [...mountsUnder(env.dir), ...mountsUnder(containerStateDir(env.cd.namespace))];
         const mountsBefore = mounts();
@@ -141,12 +106,12 @@ for (const c of CONTAINERDS) {
         expect(held.wasmRunning).toBe(N);
         expect(held.sandboxes.length).toBe(N);
         const withN = {
-          fds: fdsOf(daemon.pid),
+          fds: daemon.fdCount(),
           threads: threadsOf(daemon.pid),
           pss: pssMiB(daemon.pid),
           mounts: mounts().length,
         };
-        expect(exits.size).toBe(1); // none of the N exited on its own
+        expect(exits().size).toBe(1); // none of the N exited on its own
 
         const t1 = performance.now();
         await pool(ids, WIDTH, async (id) => {
@@ -154,9 +119,9 @@ for (const c of CONTAINERDS) {
           if (r.code !== 0) failures.push(`${id}: ctr task kill → ${r.code}: ${r.stderr.trim()}`);
         });
         expect(failures.slice(0, 5)).toEqual([]);
-        await until(`the ${N} exit events`, () => ids.every((id) => exits.has(id)));
+        await waitFor(`the ${N} exit events`, () => ids.every((id) => exits().has(id)));
         const killedS = (performance.now() - t1) / 1000;
-        expect(ids.filter((id) => exits.get(id) !== 137).map((id) => `${id}: ${exits.get(id)}`)).toEqual([]);
+        expect(ids.filter((id) => exits().get(id) !== 137).map((id) => `${id}: ${exits().get(id)}`)).toEqual([]);
 
         const t2 = performance.now();
         await pool(chunks(ids, PER_CALL), WIDTH, async (some) => {
@@ -170,12 +135,12 @@ for (const c of CONTAINERDS) {
         expect((await env.cd.ctr(["container", "ls", "-q"])).stdout.trim()).toBe("");
 
         // Nothing left: the daemon serves no sandbox, and what it held for them is gone.
-        await until("every sandbox to close", async () => (await sandboxes()).sandboxes.length === 0);
-        const fds = await until("the daemon's fds to come back", () => {
-          const n = fdsOf(daemon.pid);
+        await waitFor("every sandbox to close", async () => (await sandboxes()).sandboxes.length === 0);
+        const fds = await waitFor("the daemon's fds to come back", () => {
+          const n = daemon.fdCount();
           return n <= before.fds ? n : 0;
         });
-        const threads = await until("the daemon's threads to come back", () => {
+        const threads = await waitFor("the daemon's threads to come back", () => {
           const n = threadsOf(daemon.pid);
           return n <= before.threads + 2 ? n : 0; // Bun's own I/O pool may have grown by one or two
         });
@@ -184,7 +149,7 @@ for (const c of CONTAINERDS) {
         expect((await sandboxes()).wasmRunning).toBe(0);
         expect(mounts()).toEqual(mountsBefore);
         expect(workDirs()).toEqual(workBefore);
-        expect(await until("no shim process left", () => strays().length === 0 || null, 60_000)).toBe(true);
+        expect(await waitFor("no shim process left", () => strays().length === 0 || null, 60_000)).toBe(true);
         console.log(
           `containerd ${c.name}: ${N} started in ${startedS.toFixed(1)} s (${(N / startedS).toFixed(1)}/s), killed and every exit seen in ${killedS.toFixed(1)} s, deleted in ${deletedS.toFixed(1)} s; ` +
             `daemon before: ${before.fds} fds, ${before.threads} threads, PSS ${before.pss.toFixed(0)} MiB; with ${N}: ${withN.fds} fds, ${withN.threads} threads, PSS ${withN.pss.toFixed(0)} MiB, ${withN.mounts} mounts; ` +

@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { feed } from "../support/containerd.ts";
 import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
 import { IMAGES, REPO, type ShimEnv } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
@@ -76,10 +77,7 @@ for (const version of VERSIONS) {
         const p = env.cd.ctrSpawn(["run", "--rm", "--runtime", SHARED_RUNTIME, IMAGES.tools, id, "/cat.wasm"], { stdin: "pipe" });
         await until(`${id} RUNNING`, async () => (await status(id))?.[2] === "RUNNING");
         const input = `first\n${"y".repeat(200_000)}\nlast`;
-        const sink = p.stdin as import("bun").FileSink;
-        sink.write(input);
-        await sink.end();
-        const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+        const { stdout, stderr, code } = await feed(p, input);
         expect(stderr).toBe("");
         expect(stdout).toBe(input);
         expect(code).toBe(0);

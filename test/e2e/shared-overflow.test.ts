@@ -8,15 +8,15 @@
 // the exited ones, work dirs, mounts, shim processes), and the last one serves on. On
 // containerd 1.6 and the pinned 2.x. Needs root, containerd and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { basename, join } from "node:path";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { processStart } from "../../src/daemon/daemon-files.ts";
 import { daemonLockPath } from "../../src/daemon/lock.ts";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
-import { mountsUnder, processesUsing } from "../support/containerd.ts";
+import { containerStateDir } from "../../src/runtime-v2/paths.ts";
+import { type ExitWatch, mountsUnder, processesUsing } from "../support/containerd.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
-import { DAEMON, type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { DAEMON, type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { IMAGES, type ShimEnv } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -33,60 +33,31 @@ const alive = (pid: number) => processStart(pid) !== undefined;
 
 for (const c of CONTAINERDS) {
   describe(`shared mode: overflow into successor daemons at a tiny fd budget, containerd ${c.name}`, () => {
-    let dir: string;
+    let shared: SharedEnv | undefined;
     let daemonDir: string;
     let a: Daemon;
     let env: ShimEnv;
-    /** Every daemon pid seen, in order of appearance: ours to stop at the end. */
+    /** Every daemon pid seen, in order of appearance (the successors are stopped by shared.stop()). */
     const daemons: number[] = [];
-    let events: Bun.Subprocess<"pipe" | "ignore", "pipe", "pipe"> | undefined;
     /** containerd's /tasks/exit events: container id → exit status. */
-    const exits = new Map<string, number>();
+    let events: ExitWatch | undefined;
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwo-");
-      daemonDir = join(dir, "d");
       // Daemon A's own fds after its start are a few dozen; 16 a container (src/daemon/nofile.ts):
       // at 100, each daemon is full after a few containers.
-      a = await startDaemon(daemonDir, {}, ["--fd-budget", "100"]);
+      shared = await sharedEnv({ prefix: "/tmp/bwo-", daemonArgs: ["--fd-budget", "100"], containerd: { binary: c.binary } });
+      ({ daemonDir, daemon: a, env } = shared);
       daemons.push(a.pid);
-      env = await shimEnv({ binary: c.binary, env: a.env, dir: join(dir, basename(dir)) });
-      events = env.cd.ctrSpawn(["events"]);
-      void (async () => {
-        let buf = "";
-        const dec = new TextDecoder();
-        for await (const chunk of events.stdout as ReadableStream<Uint8Array>) {
-          buf += dec.decode(chunk, { stream: true });
-          for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-            const line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            if (!line.includes("/tasks/exit")) continue;
-            const e = JSON.parse(line.slice(line.indexOf("{"))) as { container_id: string; exit_status?: number };
-            exits.set(e.container_id, e.exit_status ?? 0);
-          }
-        }
-      })();
+      events = env.cd.watchExits();
     }, 300_000);
 
     afterAll(async () => {
-      events?.kill("SIGKILL");
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      // The successors are this test's too (started by its daemon): stopped by their pids.
-      for (const pid of daemons.slice(1)) if (alive(pid)) process.kill(pid, "SIGKILL");
-      await a?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      rmSync(dir, { recursive: true, force: true });
+      events?.stop();
+      await shared?.stop();
     }, T);
 
-    async function tasks(): Promise<Map<string, [number, string]>> {
-      const out = new Map<string, [number, string]>();
-      for (const l of (await env.cd.ctr(["tasks", "ls"])).stdout.split("\n").slice(1)) {
-        const [id, pid, status] = l.trim().split(/\s+/);
-        if (id && pid && status) out.set(id, [Number(pid), status]);
-      }
-      return out;
-    }
+    const tasks = () => env.cd.taskList();
+    const exits = () => (events as ExitWatch).exits;
     const sandboxSockets = () => readdirSync(join(daemonDir, "sandboxes"));
     const workDirs = () => {
       const d = containerStateDir(env.cd.namespace);
@@ -99,7 +70,7 @@ for (const c of CONTAINERDS) {
       async () => {
         const probe = "probe";
         expect((await env.run(IMAGES.demo, probe, ["/wasi-demo-app.wasm", "echo", "x"], { runtime: SHARED_RUNTIME })).code).toBe(0);
-        await until("ctr events to report the probe's exit", () => exits.has(probe));
+        await until("ctr events to report the probe's exit", () => exits().has(probe));
         const mountsBefore = [...mountsUnder(env.dir), ...mountsUnder(containerStateDir(env.cd.namespace))];
         const workBefore = workDirs();
 
@@ -136,7 +107,7 @@ for (const c of CONTAINERDS) {
         // All at once, RUNNING, each where it was started; none has exited.
         const all = await tasks();
         for (const id of ids) expect({ id, task: all.get(id) }).toEqual({ id, task: [owner.get(id) as number, "RUNNING"] });
-        expect(exits.size).toBe(1);
+        expect(exits().size).toBe(1);
         // Each sandbox socket names the daemon that serves it.
         for (const pid of daemons) {
           const held = ids.filter((id) => owner.get(id) === pid).length;
@@ -147,8 +118,8 @@ for (const c of CONTAINERDS) {
         for (const id of ids) {
           const k = await env.cd.ctr(["tasks", "kill", "-s", "SIGKILL", id]);
           expect({ id, code: k.code, stderr: k.stderr }).toEqual({ id, code: 0, stderr: "" });
-          await until(`${id}'s exit event`, () => exits.has(id));
-          expect({ id, status: exits.get(id) }).toEqual({ id, status: 137 });
+          await until(`${id}'s exit event`, () => exits().has(id));
+          expect({ id, status: exits().get(id) }).toEqual({ id, status: 137 });
           expect((await tasks()).get(id)?.[1]).toBe("STOPPED");
           // (ctr warns of the non-zero status on stderr.)
           const d = await env.cd.ctr(["tasks", "delete", id]);

@@ -6,12 +6,11 @@
 // after Delete. On each containerd (Debian's 1.6 and the pinned 2.x,
 // test/support/containerd-versions.ts), one daemon each. Needs root, containerd and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { basename, join } from "node:path";
-import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
+import { existsSync, readdirSync } from "node:fs";
+import { feed } from "../support/containerd.ts";
 import { CONTAINERDS } from "../support/containerd-versions.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { type Daemon, SHARED_RUNTIME, type SharedEnv, sharedEnv } from "../support/daemon.ts";
+import { IMAGES, type ShimEnv } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && !!Bun.which("runc");
@@ -23,25 +22,18 @@ const uid = (what: string) => `pool-${what}-${process.pid}-${seq++}`;
 
 for (const c of CONTAINERDS)
   describe(`run pools (shared mode), containerd ${c.name}`, () => {
-    let dir: string;
+    let shared: SharedEnv | undefined;
     let daemon: Daemon;
     let env: ShimEnv;
     const threads = () => readdirSync(`/proc/${daemon.pid}/task`).length;
     const ctr = (args: string[]) => env.cd.ctr(args);
 
     beforeAll(async () => {
-      dir = mkdtempSync("/tmp/bwp-");
-      daemon = await startDaemon(join(dir, "d"));
-      env = await shimEnv({ binary: c.binary, env: daemon.env, dir: join(dir, basename(dir)) });
+      shared = await sharedEnv({ prefix: "/tmp/bwp-", containerd: { binary: c.binary } });
+      ({ daemon, env } = shared);
     }, 300_000);
 
-    afterAll(async () => {
-      const ns = env?.cd.namespace;
-      await env?.stop();
-      await daemon?.stop("SIGKILL");
-      if (ns) for (const d of [runtimeRoot(ns), containerStateDir(ns)]) rmSync(d, { recursive: true, force: true });
-      rmSync(dir, { recursive: true, force: true });
-    }, T);
+    afterAll(() => shared?.stop(), T);
 
     async function startIdle(id: string): Promise<void> {
       const r = await ctr(["run", "-d", "--runtime", SHARED_RUNTIME, IMAGES.tools, id, "/tick.wasm"]);
@@ -161,11 +153,9 @@ for (const c of CONTAINERDS)
         // A pooled module (cat, fed) on the same pools.
         const fed = env.cd.ctrSpawn(["run", "--rm", "--runtime", SHARED_RUNTIME, IMAGES.tools, other, "/cat.wasm"], { stdin: "pipe" });
         await running(other);
-        const sink = fed.stdin as import("bun").FileSink;
-        sink.write("still here\n");
-        await sink.end();
-        expect(await new Response(fed.stdout).text()).toBe("still here\n");
-        expect(await fed.exited).toBe(0);
+        const echoed = await feed(fed, "still here\n");
+        expect(echoed.stdout).toBe("still here\n");
+        expect(echoed.code).toBe(0);
         expect((await ctr(["task", "kill", "-s", "SIGKILL", cat])).code).toBe(0);
         expect(await p.exited).toBe(137);
         await killAndDelete(stuck, "SIGKILL");

@@ -11,13 +11,13 @@
 // Not here: several containers sharing one shim (a pod) — ctr cannot group containers without
 // CRI; that is covered elsewhere.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { socketAddress, socketPath } from "../../src/runtime-v2/address.ts";
 import { type Containerd, mountsUnder } from "../support/containerd.ts";
 import { ctrTasks, sleep, waitFile } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
-import { IMAGES, RUNTIME as NORMAL_RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";
+import { IMAGES, RUNTIME as NORMAL_RUNTIME, removeNamespaceDirs, type ShimEnv, shimEnv } from "../support/shim-env.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/containerd") && existsSync("/usr/bin/ctr");
 
@@ -27,12 +27,6 @@ const STATE_ROOT = process.env.BUNWASI_STATE_ROOT || "/run/bunwasi";
 const SHIM = "containerd-shim-wasmtime-v1";
 const T = 60_000;
 const VERSE = "This is a song that never ends.";
-
-function rmdirQuietly(d: string): void {
-  try {
-    rmdirSync(d);
-  } catch {}
-}
 
 /** Accumulates a stream's text in the background; waitFor polls it. */
 class Collector {
@@ -83,10 +77,13 @@ describe.each(MODES.map((m) => [m.name, m] as const))("shim lifecycle (ctr + con
   afterAll(async () => {
     for (const [k, v] of Object.entries(timings)) console.log(`timing (${mode.name}): ${k}: ${v}`);
     await env?.stop();
-    if (daemon) expect(await daemon.stop("SIGTERM")).toBe(0);
+    if (daemon) {
+      expect(await daemon.stop("SIGTERM")).toBe(0);
+      rmSync(dirname(daemon.socket), { recursive: true, force: true });
+    }
     // The shim keeps one (by now empty) directory per namespace in its state and runtime roots,
     // as runc's shim does in /run/containerd/runc; the harness only removes the latter.
-    if (ns) for (const d of [join(STATE_ROOT, "state", ns), join(STATE_ROOT, "runc", ns)]) rmdirQuietly(d);
+    if (ns) removeNamespaceDirs(ns);
   }, T);
 
   // --- helpers over ctr -----------------------------------------------------------------------

@@ -5,8 +5,8 @@
 // parameters as environment; it is stopped with the container's delete. A program that never
 // gets ready, or is not there, fails the Create with a message saying so. Needs root.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import type { Containerd } from "../support/containerd.ts";
 import { ctrTasks, fileText, waitFile } from "../support/ctr-tasks.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
@@ -58,7 +58,10 @@ describe.each(MODES.map((m) => [m.name, m] as const))("binary:// log URIs (ctr +
 
   afterAll(async () => {
     await env?.stop();
-    if (daemon) expect(await daemon.stop("SIGTERM")).toBe(0);
+    if (daemon) {
+      expect(await daemon.stop("SIGTERM")).toBe(0);
+      rmSync(dirname(daemon.socket), { recursive: true, force: true });
+    }
   }, T);
 
   const { ctrOk } = ctrTasks(

@@ -5,8 +5,8 @@
 // the pod's sandbox in the containerd-wasmtimed daemon this file starts; no process of its
 // own, and every wasm task's pid is the daemon's). Needs root and runc.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import type { Spec } from "../../src/oci/spec.ts";
 import { socketPath } from "../../src/runtime-v2/address.ts";
 import { TaskDefinition as TaskV2 } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
@@ -14,7 +14,7 @@ import { Status } from "../../src/task/gen/containerd/types/task/task.ts";
 import { TaskV3 } from "../../src/task/task-v3.ts";
 import { Client, Code, TtrpcError } from "../../src/ttrpc/index.ts";
 import { type Daemon, startDaemon } from "../support/daemon.ts";
-import { REPO, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
+import { REPO, removeNamespaceDirs, type ShimEnv, shimEnv, WASM } from "../support/shim-env.ts";
 
 const T = 60_000;
 const MODES = [
@@ -94,8 +94,15 @@ describe.each(MODES.map((m) => [m.name, m] as const))("one shim per pod, %s mode
 
   afterAll(async () => {
     client?.close();
+    const ns = env?.cd.namespace;
     await env?.stop();
-    if (daemon) expect(await daemon.stop("SIGTERM")).toBe(0);
+    if (daemon) {
+      expect(await daemon.stop("SIGTERM")).toBe(0);
+      rmSync(dirname(daemon.socket), { recursive: true, force: true });
+    }
+    // Shared mode: the sandbox made the namespace's work-dir folder, and containerd's `shim
+    // delete` (which removes it once empty) never runs for a sandbox driven without containerd.
+    if (ns) removeNamespaceDirs(ns);
   }, T);
 
   test(

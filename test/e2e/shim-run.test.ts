@@ -13,7 +13,7 @@ import { socketPath } from "../../src/runtime-v2/address.ts";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { CreateTaskRequest, DeleteResponse, TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { Client, TtrpcError } from "../../src/ttrpc/index.ts";
-import { mountsUnder, processesUsing } from "../support/containerd.ts";
+import { feed, mountsUnder, processesUsing } from "../support/containerd.ts";
 import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
 import { IMAGES, REPO, RUNTIME, type ShimEnv, shimEnv } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
@@ -292,10 +292,7 @@ describe.each(MODES.map((m) => [m.name, m] as const))("ctr run, %s mode", (_name
           20_000,
         );
         const input = `line one\nzwei ✓ 🐳\n${"x".repeat(100_000)}\nlast line without newline`;
-        const sink = p.stdin as import("bun").FileSink;
-        sink.write(input);
-        await sink.end();
-        const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+        const { stdout, stderr, code } = await feed(p, input);
         expect(stderr).toBe("");
         expect(stdout.length).toBe(input.length);
         expect(stdout).toBe(input);

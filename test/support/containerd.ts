@@ -73,6 +73,8 @@ export interface CtrOptions {
 export interface ExitWatch {
   readonly exits: Map<string, number>;
   readonly seenAt: Map<string, number>;
+  /** The `ctr events` process (a process of this containerd's, not a shim). */
+  readonly pid: number;
   stop(): void;
 }
 
@@ -99,8 +101,8 @@ export interface Containerd {
   ): Bun.Subprocess<"pipe" | "ignore", "pipe", "pipe">;
   /** The full argv ctr() would run (for logging or for running it yourself). */
   ctrArgv(args: string[], namespace?: string): string[];
-  /** `ctr tasks ls`: id → [pid, status]. */
-  taskList(): Promise<Map<string, [number, string]>>;
+  /** `ctr tasks ls`: id → [pid, status]. `timeoutMs`: ctr's (default 60 s; thousands of tasks take longer under load). */
+  taskList(timeoutMs?: number): Promise<Map<string, [number, string]>>;
   /**
    * containerd's task exit events as they come (`ctr events`, /tasks/exit): what containerd has
    * seen, not what a shim says. `exits`: container id → exit status; `seenAt`: when each was read
@@ -309,6 +311,18 @@ async function collect(proc: Bun.Subprocess<any, "pipe", "pipe">, timeoutMs: num
   }
 }
 
+/**
+ * Writes `input` to a process's stdin (a ctrSpawn with stdin "pipe"), closes it (EOF), and
+ * collects what the process prints and its exit code.
+ */
+export async function feed(p: Bun.Subprocess<"pipe" | "ignore", "pipe", "pipe">, input: string): Promise<CtrResult> {
+  const sink = p.stdin as import("bun").FileSink;
+  sink.write(input);
+  await sink.end();
+  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { code, stdout, stderr };
+}
+
 const FIFO_COMMANDS = (args: string[]) =>
   args[0] === "run" || (["tasks", "task", "t"].includes(args[0] ?? "") && ["start", "exec"].includes(args[1] ?? ""));
 
@@ -403,9 +417,9 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
       env: { ...ctrEnv, ...(o.env ?? {}) },
     }) as Bun.Subprocess<"pipe" | "ignore", "pipe", "pipe">;
 
-  const taskList = async () => {
+  const taskList = async (timeoutMs?: number) => {
     const out = new Map<string, [number, string]>();
-    for (const l of (await ctr(["tasks", "ls"])).stdout.split("\n").slice(1)) {
+    for (const l of (await ctr(["tasks", "ls"], timeoutMs ? { timeoutMs } : {})).stdout.split("\n").slice(1)) {
       const [id, pid, status] = l.trim().split(/\s+/);
       if (id && pid && status) out.set(id, [Number(pid), status]);
     }
@@ -431,7 +445,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
         }
       }
     })();
-    return { exits, seenAt, stop: () => p.kill("SIGKILL") };
+    return { exits, seenAt, pid: p.pid, stop: () => p.kill("SIGKILL") };
   };
 
   // A config that makes containerd skip its tasks service still answers `ctr version`.

@@ -336,9 +336,14 @@ export const CNI_BIN = "/usr/lib/cni";
 /**
  * criEnv's `cni` for a bridge network of the test's own: `bridge` (≤ 15 bytes) on the host, which
  * takes the gateway address (so the test reaches pod IPs directly), and pod addresses from
- * `subnet` (host-local). `ipMasq`: NAT for pods' traffic that leaves the host (default none).
+ * `subnet` (host-local). `ipMasq`: NAT for pods' traffic that leaves the host (default none);
+ * `portmap`: the portmap plugin after it (a pod's port mappings on the host; default none).
  */
-export function bridgeCni(bridge: string, subnet: string, o: { ipMasq?: boolean } = {}): NonNullable<CriEnvOptions["cni"]> {
+export function bridgeCni(
+  bridge: string,
+  subnet: string,
+  o: { ipMasq?: boolean; portmap?: boolean } = {},
+): NonNullable<CriEnvOptions["cni"]> {
   return {
     binDir: CNI_BIN,
     conflist: (cniDir) => ({
@@ -352,6 +357,7 @@ export function bridgeCni(bridge: string, subnet: string, o: { ipMasq?: boolean 
           ipMasq: o.ipMasq ?? false,
           ipam: { type: "host-local", ranges: [[{ subnet }]], dataDir: join(cniDir, "ipam") },
         },
+        ...(o.portmap ? [{ type: "portmap", capabilities: { portMappings: true } }] : []),
       ],
     }),
   };

@@ -5,14 +5,18 @@
 
 import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
+import { liveDaemons, processStart } from "../../src/daemon/daemon-files.ts";
 import { ManagerDefinition } from "../../src/daemon/gen/bunwasi/manager/v1/manager.ts";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { Client, type ServiceClient } from "../../src/ttrpc/index.ts";
 import { mountsUnder } from "./containerd.ts";
 import { REPO, type ShimEnv, type ShimEnvOptions, shimEnv } from "./shim-env.ts";
+import { until } from "./until.ts";
 
 export const SHARED_RUNTIME = "io.containerd.wasmtimed.v1";
 export const DAEMON = join(REPO, "build/bin/containerd-wasmtimed");
+/** The manager socket's name in a test daemon's directory. */
+const SOCKET = "wasmtimed.sock";
 
 export interface Daemon {
   readonly socket: string;
@@ -45,7 +49,7 @@ export async function startDaemon(dir: string, extraEnv: Record<string, string> 
   );
   if (built.exitCode !== 0) throw new Error(`build-shim.sh failed: ${built.stderr.toString()}`);
   mkdirSync(dir, { recursive: true });
-  const socket = join(dir, "wasmtimed.sock");
+  const socket = join(dir, SOCKET);
   const logPath = join(dir, "daemon.log");
   const env = { ...(process.env as Record<string, string>), BUNWASI_EXEC_ROOT: join(dir, "exec"), ...extraEnv };
   let proc!: Bun.Subprocess;
@@ -129,7 +133,7 @@ export interface SharedEnv {
   anotherDaemon(args: string[]): Promise<Daemon>;
   /**
    * containerd first (its clean-up deletes the tasks through the daemon), then the daemons (the
-   * last started first), then what they left: the mounts under their directories, the shims'
+   * last started first, then any successor a daemon started itself), then what they left: the mounts under their directories, the shims'
    * state of the namespace (runtime root, work dirs), the directory.
    */
   stop(): Promise<void>;
@@ -144,7 +148,11 @@ export async function sharedEnv(o: SharedEnvOptions): Promise<SharedEnv> {
   const stop = async () => {
     const ns = env?.cd.namespace;
     await env?.stop();
-    for (const d of daemons.toReversed()) await d.stop(o.stopSignal ?? "SIGKILL");
+    const signal = o.stopSignal ?? "SIGKILL";
+    for (const d of daemons.toReversed()) await d.stop(signal);
+    // Daemons the daemons started themselves (an overflow's successors, src/daemon/overflow.ts):
+    // not our children, so found by their files and waited for by their pids.
+    await stopOthers(join(daemonDir, SOCKET), signal);
     const left = ns ? [daemonDir, runtimeRoot(ns), containerStateDir(ns)] : [daemonDir];
     // Deepest first, and before any removal, so that none reaches through a mount.
     for (const m of left.flatMap((p) => mountsUnder(p)).sort((a, b) => b.length - a.length)) Bun.spawnSync(["umount", "-l", m]);
@@ -172,6 +180,27 @@ export async function sharedEnv(o: SharedEnvOptions): Promise<SharedEnv> {
     await stop();
     throw e;
   }
+}
+
+/**
+ * Signals every live daemon of `socket`'s directory (liveDaemons: those a test did not start
+ * are successors of its daemons) and waits until each has exited. Only processes whose command
+ * line names `socket`: a pid in a file of a daemon killed earlier may be another process's by now.
+ */
+async function stopOthers(socket: string, signal: NodeJS.Signals): Promise<void> {
+  const ours = liveDaemons(socket).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(socket);
+    } catch {
+      return false;
+    }
+  });
+  for (const pid of ours) {
+    try {
+      process.kill(pid, signal);
+    } catch {}
+  }
+  for (const pid of ours) await until(`daemon ${pid} to exit`, () => processStart(pid) === undefined);
 }
 
 function safeRead(p: string): string {

@@ -1,8 +1,9 @@
 // Everything an end-to-end test of the shim needs: the compiled shim on a private
 // containerd's PATH, and the test images imported. One per test file.
 
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmdirSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { busyboxImage, writeImageArchive } from "../../tools/image/index.ts";
 import { type Containerd, type CtrOptions, type CtrResult, startContainerd } from "./containerd.ts";
 import { runcShimPath } from "./containerd-versions.ts";
@@ -105,4 +106,19 @@ export async function shimEnv(opts: ShimEnvOptions = {}): Promise<ShimEnv> {
       cd.ctr(["run", "--rm", "--runtime", o.runtime ?? RUNTIME, ...(o.extra ?? []), image, id, ...args], { timeoutMs: 60_000, ...o }),
     stop: () => cd.stop(),
   };
+}
+
+/**
+ * Removes namespace `ns`'s folders under the shims' state root (runtimeRoot, containerStateDir)
+ * if they are empty. A shim server removes them when it exits with them empty, and so does
+ * containerd's `shim delete` after a shared-mode sandbox closed; a suite that stops first, or
+ * drives a sandbox without containerd, calls this after its last container. Empty ones only:
+ * anything in them is a leak for the suite to see.
+ */
+export function removeNamespaceDirs(ns: string): void {
+  for (const d of [containerStateDir(ns), runtimeRoot(ns)]) {
+    try {
+      rmdirSync(d);
+    } catch {}
+  }
 }
