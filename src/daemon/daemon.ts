@@ -131,6 +131,9 @@ export interface DaemonArgs {
   version: boolean;
 }
 
+/** The switches: arguments that take no value. */
+const FLAGS = new Set(["--take-over", "--detach", "--debug", "-debug", "--help", "-help", "--version"]);
+
 export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonArgs {
   const out: DaemonArgs = {
     socket: defaultSocket,
@@ -175,6 +178,10 @@ export function parseDaemonArgs(argv: string[], defaultSocket: string): DaemonAr
       const v = inline ?? argv[++i];
       if (!v) throw new Error("--pid-file needs a path");
       out.pidFile = v;
+    } else if (FLAGS.has(name) && inline !== undefined) {
+      // A switch takes no value: `--detach=x` accepted as --detach would also pass
+      // successorArgs' filter and detach the successor again.
+      throw new Error(`${name} takes no value`);
     } else if (name === "--take-over") out.takeOver = true;
     else if (name === "--detach") out.detach = true;
     else if (name === "--debug" || name === "-debug") out.debug = true;

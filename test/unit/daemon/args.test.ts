@@ -98,6 +98,12 @@ test("a missing value or an unknown argument is an error naming it", () => {
   expect(() => parseDaemonArgs(["--nope"], DEFAULT_DAEMON_SOCKET)).toThrow("unknown argument --nope");
 });
 
+test("a switch given a value is an error (--detach=x would detach an overflow successor again)", () => {
+  expect(() => parseDaemonArgs(["--take-over", "--detach=x"], DEFAULT_DAEMON_SOCKET)).toThrow("--detach takes no value");
+  expect(() => parseDaemonArgs(["--take-over=1"], DEFAULT_DAEMON_SOCKET)).toThrow("--take-over takes no value");
+  expect(() => parseDaemonArgs(["--debug=no"], DEFAULT_DAEMON_SOCKET)).toThrow("--debug takes no value");
+});
+
 test("the thin shim asks BUNWASI_DAEMON_SOCKET (containerd's environment), else the default", () => {
   expect(daemonSocket("containerd-wasmtimed", {})).toBe(DEFAULT_DAEMON_SOCKET);
   expect(daemonSocket("containerd-wasmtimed", { BUNWASI_DAEMON_SOCKET: "/x/d.sock" })).toBe("/x/d.sock");
