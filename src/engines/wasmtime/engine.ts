@@ -193,7 +193,9 @@ export class WasmtimeEngine {
     if ("early" in prepared) return prepared.early;
     const { req, cacheKey, cacheHit, loaded } = prepared;
     const kill = new Int32Array(req.kill);
-    if (this.pools && ctx.onControl && poolable(req, prepared.imports)) {
+    // A run confined to a cpuset keeps a thread of its own: a pool's thread serves many runs,
+    // and confining it would confine them all (src/linux/cpuset.ts).
+    if (this.pools && ctx.onControl && !req.cpus && poolable(req, prepared.imports)) {
       if (needsFileGuard(prepared.imports)) req.fileGuard = true;
       return this.executePooled(this.pools, ctx, req, cacheKey, cacheHit, loaded);
     }
@@ -245,6 +247,14 @@ export class WasmtimeEngine {
         const m = ev.data;
         if (m.type === "thread") {
           tid = m.tid;
+          // Moved (Update) after the request went: the thread is known now.
+          if (cpus !== req.cpus) {
+            try {
+              confine(m.tid, cpus);
+            } catch (e) {
+              writeErr(ctx.stderr, `bunwasi: ${e instanceof Error ? e.message : String(e)}\n`);
+            }
+          }
         } else if (m.type === "serialized") {
           // Best effort, and written asynchronously (a daemon serves other pods meanwhile);
           // the run's answer waits for it, since an executor exits once it has that answer.
@@ -260,8 +270,14 @@ export class WasmtimeEngine {
         finish(EXIT_ENGINE_ERROR);
       };
       let tid: number | undefined;
+      let cpus = req.cpus;
       ctx.onControl?.({
         threadId: () => tid,
+        setCpus: (next) => {
+          if (done) return;
+          cpus = next;
+          if (tid !== undefined) confine(tid, next);
+        },
         // Paused at its next interrupt check (the epoch is bumped so that comes at once).
         pause: () => {
           Atomics.store(kill, 1, 1);
@@ -534,6 +550,7 @@ export class WasmtimeEngine {
       // costs a dlopen on the run thread, which an executor start should not pay.
       wantThreadId: !!ctx.onControl,
       dropFileCaps: this.noFileCapabilities,
+      ...(ctx.cpu?.cpus ? { cpus: ctx.cpu.cpus } : {}),
       collectBeforeRun: !!ctx.onControl,
       args: ctx.args,
       env: envPairs(ctx.env),
@@ -607,6 +624,15 @@ export class WasmtimeEngine {
       writeErr(
         ctx.stderr,
         "bunwasi: a wasi:http component is served only where its caller gives it a network (RunContext.httpServices, httpNetwork)\n",
+      );
+      return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
+    }
+    if (ctx.cpu?.cpus) {
+      // Its threads are the http library's, started and shared outside any run thread: none
+      // could be held to the cpuset, and running it anyway would drop the limit.
+      writeErr(
+        ctx.stderr,
+        `bunwasi: a wasi:http service cannot be confined to CPUs ${ctx.cpu.cpus.join(",")} in shared mode (its threads are the http library's); run it in normal mode (io.containerd.wasmtime.v1) or without a narrower cpuset\n`,
       );
       return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
     }
@@ -691,6 +717,23 @@ let spare: Worker | null = null;
  */
 export function prestartWorker(): void {
   spare ??= new Worker(workerEntry());
+}
+
+/**
+ * Moves run thread `tid` of this process to `cpus` (undefined: to the main thread's CPUs, the
+ * daemon's own). Throws, saying why, if the kernel refuses. Required here, not imported: the
+ * executor, which loads this module too, never binds libc.
+ */
+function confine(tid: number, cpus: number[] | undefined): void {
+  const libc = require("../../linux/libc.ts") as typeof import("../../linux/libc.ts");
+  let to = cpus;
+  if (!to) {
+    const [own, e] = libc.schedGetaffinity(0);
+    if (!own) throw new Error(`sched_getaffinity: ${libc.strerror(e)}`);
+    to = own;
+  }
+  const [r, e] = libc.schedSetaffinity(tid, to);
+  if (r < 0) throw new Error(`cannot move run thread ${tid} to CPUs ${to.join(",")}: ${libc.strerror(e)}`);
 }
 
 function takeWorker(): Worker {
