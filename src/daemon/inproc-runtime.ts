@@ -453,9 +453,9 @@ export class InProcessInstance implements Instance {
     }
     this.cpuset = cpuset;
     if (!r.cpu && !moved) return;
-    this.cpu = { ...this.cpu, ...r.cpu, ...(cpus ? { cpus } : {}) };
-    if (!cpus) delete this.cpu.cpus;
-    this.applyCpu(this.cpu);
+    const next: CpuLimits = { ...this.cpu, ...r.cpu, ...(cpus ? { cpus } : {}) };
+    if (!cpus) delete next.cpus;
+    this.applyCpu(next);
     // Its execs run under the container's CPU limits (each by itself: see exec).
     for (const run of this.execRuns.keys()) if (!run.ended) run.applyCpu(this.cpu);
   }

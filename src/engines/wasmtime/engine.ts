@@ -26,6 +26,7 @@ import {
 } from "../engine.ts";
 import { ModuleFileError, readModulePath, readModulePathSync } from "../module-file.ts";
 import { compileComponent, serializeComponent } from "./component.ts";
+import { ConfinedThreads, confineThread } from "./cpu-confine.ts";
 import { CPU_TICK_MS } from "./cpu-throttle.ts";
 import { check, readPtr, takeByteVec, type WasmtimeLib, wasmtime, wat2wasm } from "./ffi.ts";
 import { isHttpService } from "./http/exports.ts";
@@ -119,6 +120,8 @@ export class WasmtimeEngine {
   /** The runs with a CPU quota: while there is one, the epoch ticks every CPU_TICK_MS (./cpu-throttle.ts). */
   private readonly quotaRuns = new Set<Int32Array>();
   private cpuTicker: ReturnType<typeof setInterval> | undefined;
+  /** The threads of runs confined to a cpuset, and the shared threads kept off it (./cpu-confine.ts). */
+  private readonly confined = new ConfinedThreads();
   /** The run pools, where the engine has them and their native library is built. */
   private readonly pools: RunPools | undefined;
 
@@ -204,6 +207,7 @@ export class WasmtimeEngine {
       this.holdToQuota(kill, (ctx.cpu.quota ?? 0) > 0);
     }
     const worker = takeWorker();
+    const confinedStart = req.cpus ? this.confined.start() : undefined;
     return await new Promise<RunResult & { stats: RunStats }>((resolve) => {
       let done = false;
       let graceTimer: ReturnType<typeof setTimeout> | undefined;
@@ -220,6 +224,10 @@ export class WasmtimeEngine {
           worker.terminate();
           clearInterval(rebump);
           loaded();
+          if (confinedStart || movedTo) {
+            confinedStart?.(undefined);
+            this.confined.end(tid);
+          }
         }
         this.holdToQuota(kill, false);
         if (done) return;
@@ -247,10 +255,15 @@ export class WasmtimeEngine {
         const m = ev.data;
         if (m.type === "thread") {
           tid = m.tid;
+          confinedStart?.(m.tid);
+          if (cpus && !confinedStart) {
+            movedTo = true;
+            this.confined.hold(m.tid);
+          }
           // Moved (Update) after the request went: the thread is known now.
           if (cpus !== req.cpus) {
             try {
-              confine(m.tid, cpus);
+              confineThread(m.tid, cpus);
             } catch (e) {
               writeErr(ctx.stderr, `bunwasi: ${e instanceof Error ? e.message : String(e)}\n`);
             }
@@ -271,12 +284,19 @@ export class WasmtimeEngine {
       };
       let tid: number | undefined;
       let cpus = req.cpus;
+      /** Confined by an Update (setCpus), having started unconfined. */
+      let movedTo = false;
       ctx.onControl?.({
         threadId: () => tid,
         setCpus: (next) => {
           if (done) return;
           cpus = next;
-          if (tid !== undefined) confine(tid, next);
+          if (tid === undefined) return;
+          confineThread(tid, next);
+          if (next && !confinedStart) {
+            movedTo = true;
+            this.confined.hold(tid);
+          }
         },
         // Paused at its next interrupt check (the epoch is bumped so that comes at once).
         pause: () => {
@@ -548,7 +568,7 @@ export class WasmtimeEngine {
       wantSerialized: !!cacheKey,
       // Only a caller that controls the run (shared mode's Stats) needs the thread id: it
       // costs a dlopen on the run thread, which an executor start should not pay.
-      wantThreadId: !!ctx.onControl,
+      wantThreadId: !!ctx.onControl || !!ctx.cpu?.cpus,
       dropFileCaps: this.noFileCapabilities,
       ...(ctx.cpu?.cpus ? { cpus: ctx.cpu.cpus } : {}),
       collectBeforeRun: !!ctx.onControl,
@@ -717,23 +737,6 @@ let spare: Worker | null = null;
  */
 export function prestartWorker(): void {
   spare ??= new Worker(workerEntry());
-}
-
-/**
- * Moves run thread `tid` of this process to `cpus` (undefined: to the main thread's CPUs, the
- * daemon's own). Throws, saying why, if the kernel refuses. Required here, not imported: the
- * executor, which loads this module too, never binds libc.
- */
-function confine(tid: number, cpus: number[] | undefined): void {
-  const libc = require("../../linux/libc.ts") as typeof import("../../linux/libc.ts");
-  let to = cpus;
-  if (!to) {
-    const [own, e] = libc.schedGetaffinity(0);
-    if (!own) throw new Error(`sched_getaffinity: ${libc.strerror(e)}`);
-    to = own;
-  }
-  const [r, e] = libc.schedSetaffinity(tid, to);
-  if (r < 0) throw new Error(`cannot move run thread ${tid} to CPUs ${to.join(",")}: ${libc.strerror(e)}`);
 }
 
 function takeWorker(): Worker {
