@@ -178,6 +178,12 @@ for (const c of CONTAINERDS) {
               const ticks = threadTicks(daemon.pid, tid);
               await until("the confined thread to spend CPU", () => threadTicks(daemon.pid, tid) > ticks);
               expect(daemon.log()).toContain(`${id}: runs on a thread of its own confined to CPUs 1`);
+              // The figure (printed): the daemon's threads by Cpus_allowed_list while it runs.
+              const byList = new Map<string, number>();
+              for (const l of daemonThreads(daemon.pid).values()) byList.set(l, (byList.get(l) ?? 0) + 1);
+              console.log(
+                `shared, containerd ${c.name}: daemon threads by Cpus_allowed_list while a cpus "1" module runs: ${[...byList].map(([l, n]) => `${n} on ${l}`).join(", ")}`,
+              );
             }
             await stop(id);
             if (isShared)
