@@ -183,13 +183,13 @@ export class InProcessInstance implements Instance {
     req: InstanceRequest,
     o: InProcessOptions & { warm?: () => Promise<void> },
   ): Promise<InProcessInstance> {
+    // Before anything is made: a cpuset the daemon cannot hold the run to is refused.
+    const cpus = placeCpuset(`create wasm container ${req.id}`, plan.limits.cpuset);
     // The module's "/" (nodev: a device node in the image or a volume is not for it to open),
     // as the container's user (process.user) sees it: the daemon is root. Before the compile
     // reads the module: a user's rootfs is mounted anew. Its undo is a runtime step: while it
     // is mounted the work dir must stay, or its recursive removal would reach into the rootfs
     // and the volumes.
-    // Before anything is made: a cpuset the daemon cannot hold the run to is refused.
-    const cpus = placeCpuset(`create wasm container ${req.id}`, plan.limits.cpuset);
     const view = viewDir(req.workDir);
     await mountViewAs(plan.view, view, plan.user);
     req.undo.push({ what: "unmount the module's view", run: async () => unmountView(view), runtime: true });
