@@ -22,7 +22,12 @@
 //           service: nothing accepted or answered, connections queue, until resume)
 //   update  a new CPU quota, period or shares, and a new memory limit (its store's, the
 //           daemon's default when the spec has none), applied at its next interrupt check;
-//           a memory limit below what the module holds is refused, as cgroup v1 refuses it
+//           a memory limit below what the module holds is refused, as cgroup v1 refuses it;
+//           a new cpuset moves the run's thread, or is refused for a pooled run
+//
+// The cpuset (cpu.cpus, cpu.mems) is decided by src/linux/cpuset.ts at create: a run whose
+// cpuset leaves out some of the daemon's CPUs gets a thread of its own confined to it; one the
+// daemon cannot honour fails create, as runc's create fails on it.
 //
 // The pid of every wasm task is the daemon's: containerd only reports it (runwasi's
 // Instance::start documents the value as "a unique ID (such as a PID) ... nothing
@@ -43,6 +48,7 @@ import {
 } from "../engines/engine.ts";
 import { openModuleFile } from "../engines/module-file.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
+import { CpusetError, cpusetPlacement, daemonPlaces } from "../linux/cpuset.ts";
 import { idMaps } from "../linux/idmap.ts";
 import { close as closeFd, setNonBlocking, strerror, unreadBytes } from "../linux/libc.ts";
 import { fdPath } from "../linux/open-in-root.ts";
@@ -128,8 +134,10 @@ export class InProcessInstance implements Instance {
   private memoryLimit: number | undefined;
   /** A wasi:http service's request counters, once it serves (the daemon's metrics). */
   private http?: () => HttpServiceCounters;
-  /** The CPU limits the run gets (or has): the spec's, as Update changed them. */
+  /** The CPU limits the run gets (or has): the spec's, as Update changed them; `cpus` as placed (placeCpuset). */
   private cpu: CpuLimits;
+  /** The cpuset as the spec and Updates gave it (kept for an Update that names one of the two only). */
+  private cpuset: { cpus?: string; mems?: string };
   /** Update changed `cpu` while the engine had not handed over its control yet. */
   private cpuPending = false;
   /** The same for `memoryLimit`. */
@@ -162,6 +170,7 @@ export class InProcessInstance implements Instance {
     this.exited = new Promise((r) => (this.resolveExit = r));
     this.memoryLimit = plan.limits.memoryBytes ?? o.defaultMemoryBytes;
     this.cpu = { ...plan.limits.cpu };
+    this.cpuset = { ...plan.limits.cpuset };
   }
 
   /**
@@ -174,6 +183,8 @@ export class InProcessInstance implements Instance {
     req: InstanceRequest,
     o: InProcessOptions & { warm?: () => Promise<void> },
   ): Promise<InProcessInstance> {
+    // Before anything is made: a cpuset the daemon cannot hold the run to is refused.
+    const cpus = placeCpuset(`create wasm container ${req.id}`, plan.limits.cpuset);
     // The module's "/" (nodev: a device node in the image or a volume is not for it to open),
     // as the container's user (process.user) sees it: the daemon is root. Before the compile
     // reads the module: a user's rootfs is mounted anew. Its undo is a runtime step: while it
@@ -187,6 +198,7 @@ export class InProcessInstance implements Instance {
       let inst: InProcessInstance | undefined;
       const io = await runStdio(req.io, join(req.workDir, "stdin"), () => inst?.hangUp());
       inst = new InProcessInstance(req.id, plan, view, io.fds, io.stdin, io.tty, o, { bundle: req.bundle, workDir: req.workDir });
+      if (cpus) inst.cpu.cpus = cpus;
       const created = inst;
       req.undo.push({ what: "in-process delete", run: () => created.delete(true), runtime: true });
       return inst;
@@ -250,6 +262,7 @@ export class InProcessInstance implements Instance {
             this.cpuPending = false;
             c.setCpu?.({ ...this.cpu });
           }
+          if (this.cpu.cpus) this.o.log?.(`${this.id}: runs on a thread of its own confined to CPUs ${this.cpu.cpus.join(",")}`);
           if (this.memoryPending) {
             this.memoryPending = false;
             // Nothing runs yet: only a limit the module cannot start under fails (its run then says why).
@@ -264,6 +277,7 @@ export class InProcessInstance implements Instance {
         async (r) => {
           // Which way it ran (a test of the pools reads this line).
           if (r.stats.pooled) this.o.log?.(`${this.id}: ran on a run pool`);
+          else if (this.cpu.cpus) this.o.log?.(`${this.id}: ran on a thread of its own confined to CPUs ${this.cpu.cpus.join(",")}`);
           this.watchKilledThread();
           const status = this.killSignal !== undefined && !r.service ? signaledStatus(this.killSignal) : r.code;
           await this.outputRead();
@@ -422,6 +436,11 @@ export class InProcessInstance implements Instance {
    */
   async update(resources: string): Promise<void> {
     const r = parseResources(this.id, resources);
+    // The cpuset first, and every refusal of it before anything applies.
+    const cpuset = r.cpuset ? { ...this.cpuset, ...r.cpuset } : this.cpuset;
+    const cpus = r.cpuset ? placeCpuset(`update ${this.id}`, cpuset) : this.cpu.cpus;
+    const moved = !sameCpus(cpus, this.cpu.cpus);
+    if (moved) for (const run of [this, ...this.execRuns.keys()]) run.checkMovable();
     if (r.memory !== undefined) {
       // 0 or -1 ("unlimited" in a spec) is the daemon's default, as at Create.
       const limit = r.memory > 0 ? r.memory : this.o.defaultMemoryBytes;
@@ -432,9 +451,11 @@ export class InProcessInstance implements Instance {
         this.memoryLimit = limit;
       }
     }
-    if (!r.cpu) return;
-    this.cpu = { ...this.cpu, ...r.cpu };
-    this.applyCpu(this.cpu);
+    this.cpuset = cpuset;
+    if (!r.cpu && !moved) return;
+    const next: CpuLimits = { ...this.cpu, ...r.cpu, ...(cpus ? { cpus } : {}) };
+    if (!cpus) delete next.cpus;
+    this.applyCpu(next);
     // Its execs run under the container's CPU limits (each by itself: see exec).
     for (const run of this.execRuns.keys()) if (!run.ended) run.applyCpu(this.cpu);
   }
@@ -459,10 +480,34 @@ export class InProcessInstance implements Instance {
   }
 
   private applyCpu(cpu: CpuLimits): void {
+    const moved = !sameCpus(cpu.cpus, this.cpu.cpus);
     this.cpu = { ...cpu };
-    if (!this.running) return;
+    if (!this.running || this.ended) return;
     if (this.control?.setCpu) this.control.setCpu({ ...this.cpu });
     else this.cpuPending = true;
+    // checkMovable let it through: the run has a thread of its own to move.
+    if (moved) this.control?.setCpus?.(this.cpu.cpus);
+  }
+
+  /**
+   * Throws if the run cannot be moved to another cpuset now (update checks this for every run
+   * of the container before it changes anything). A pooled run shares its thread with other
+   * containers' runs: confining that thread would confine them, and moving a run off its pool
+   * is not something the engine can do; a wasi:http service's threads are the http library's.
+   * A run still starting has no thread to move yet.
+   */
+  private checkMovable(): void {
+    if (!this.running || this.ended) return;
+    if (!this.control)
+      throw new TtrpcError(
+        Code.FAILED_PRECONDITION,
+        `update ${this.id}: its run is still starting; its cpuset can be changed once it runs (try again)`,
+      );
+    if (!this.control.setCpus)
+      throw new TtrpcError(
+        Code.FAILED_PRECONDITION,
+        `update ${this.id}: it runs on threads it shares with other runs (a run pool, or a wasi:http service's), which cannot be confined to its cpuset alone; nothing was changed (re-create the container with the cpuset, or run it in normal mode, io.containerd.wasmtime.v1)`,
+      );
   }
 
   /** No cgroup, no OOM killer: a module over its limit fails its memory.grow instead. */
@@ -775,8 +820,26 @@ export async function threadCpu(tid: number): Promise<{ user: number; kernel: nu
   return { user: u, kernel: total - u };
 }
 
+/**
+ * The CPUs a run of this cpuset is confined to (undefined: none, it may share a pool), or
+ * INVALID_ARGUMENT saying why the daemon cannot honour it (src/linux/cpuset.ts decides).
+ */
+function placeCpuset(what: string, cpuset: { cpus?: string; mems?: string } | undefined): number[] | undefined {
+  if (!cpuset || (cpuset.cpus === undefined && cpuset.mems === undefined)) return undefined;
+  try {
+    return cpusetPlacement(cpuset, daemonPlaces()).cpus;
+  } catch (e) {
+    if (e instanceof CpusetError) throw new TtrpcError(Code.INVALID_ARGUMENT, `${what}: ${e.message}`);
+    throw e;
+  }
+}
+
+function sameCpus(a: number[] | undefined, b: number[] | undefined): boolean {
+  return a === b || (!!a && !!b && a.length === b.length && a.every((c, i) => c === b[i]));
+}
+
 /** The parts of an OCI LinuxResources (JSON) a wasm container here obeys. */
-function parseResources(id: string, json: string): { memory?: number; cpu?: CpuLimits } {
+function parseResources(id: string, json: string): { memory?: number; cpu?: CpuLimits; cpuset?: { cpus?: string; mems?: string } } {
   let r: { memory?: { limit?: unknown }; cpu?: Record<string, unknown> };
   try {
     r = JSON.parse(json) ?? {};
@@ -784,7 +847,7 @@ function parseResources(id: string, json: string): { memory?: number; cpu?: CpuL
     throw new TtrpcError(Code.INVALID_ARGUMENT, `update ${id}: resources are not JSON (${(e as Error).message})`);
   }
   const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
-  const out: { memory?: number; cpu?: CpuLimits } = {};
+  const out: { memory?: number; cpu?: CpuLimits; cpuset?: { cpus?: string; mems?: string } } = {};
   const memory = num(r.memory?.limit);
   if (memory !== undefined) {
     // A byte count, or -1 (none: the daemon's default applies). Anything else is refused rather
@@ -799,6 +862,13 @@ function parseResources(id: string, json: string): { memory?: number; cpu?: CpuL
     if (v !== undefined) cpu[k] = v;
   }
   if (Object.keys(cpu).length) out.cpu = cpu;
+  // An empty list leaves the cpuset as it is, as runc update does.
+  const cpuset: { cpus?: string; mems?: string } = {};
+  for (const k of ["cpus", "mems"] as const) {
+    const v = r.cpu?.[k];
+    if (typeof v === "string" && v !== "") cpuset[k] = v;
+  }
+  if (Object.keys(cpuset).length) out.cpuset = cpuset;
   return out;
 }
 

@@ -226,6 +226,12 @@ export interface CpuLimits {
   quota?: number;
   period?: number;
   shares?: number;
+  /**
+   * The CPUs the run's thread must stay on (the container's cpuset, cut to the caller's CPUs:
+   * src/linux/cpuset.ts); absent: wherever the caller's threads may run. A run confined so
+   * gets a thread of its own, never a pool's.
+   */
+  cpus?: number[];
 }
 
 /** Pause and resume one run (RunContext.onControl). */
@@ -234,6 +240,12 @@ export interface RunControl {
   resume(): void;
   /** New CPU limits for the running module (Update), applied at its next interrupt check. */
   setCpu?(cpu: CpuLimits): void;
+  /**
+   * Moves the run's thread to `cpus` (undefined: back to every CPU the caller's main thread may
+   * use), at once. Present only where the run has threads of its own to move: a pooled run
+   * shares its thread with others and cannot be confined alone.
+   */
+  setCpus?(cpus: number[] | undefined): void;
   /** What holding the run to its CPU quota did so far, as a cgroup's cpu.stat counts it. */
   cpuThrottling?(): { periods: number; throttledPeriods: number; throttledNs: number };
   /** The Linux thread id running the module, once known (for its CPU time); absent if the engine cannot tell. */

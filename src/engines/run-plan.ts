@@ -41,6 +41,12 @@ export interface RunLimits {
   memoryBytes?: number;
   /** linux.resources.cpu, as given (quota and period in µs, shares a weight). */
   cpu?: { quota?: number; period?: number; shares?: number };
+  /**
+   * linux.resources.cpu.cpus and .mems, as given (cpuset lists): runc's cgroup holds normal
+   * mode's executor to them; the shared-mode daemon confines the run's thread
+   * (src/linux/cpuset.ts).
+   */
+  cpuset?: { cpus?: string; mems?: string };
   /** The soft RLIMIT_NOFILE of process.rlimits: how many files the process may hold open. */
   openFiles?: number;
 }

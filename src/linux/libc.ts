@@ -452,11 +452,37 @@ export function memfdCreate(name: string, flags = MFD_CLOEXEC): [number, number]
 
 // --- functions bound on their own (see the top of this file) --------------------------------
 
-const threads = bindOnUse({ gettid: { args: [], returns: i32 } });
+const threads = bindOnUse({
+  gettid: { args: [], returns: i32 },
+  sched_getaffinity: { args: [i32, u64, P], returns: i32 },
+  sched_setaffinity: { args: [i32, u64, P], returns: i32 },
+  __errno_location: { args: [], returns: P },
+});
 
 /** This thread's Linux id (gettid(2), in glibc since 2.30). */
 export function gettid(): number {
   return threads().gettid();
+}
+
+/** Room for CPU numbers below 8192 (the kernel's largest NR_CPUS is 8192). */
+const AFFINITY_BYTES = 1024;
+
+/** The CPUs thread `tid` may run on (sched_getaffinity(2); 0: the calling thread), ascending. */
+export function schedGetaffinity(tid = 0): [number[] | null, number] {
+  const t = threads();
+  const mask = new Uint8Array(AFFINITY_BYTES);
+  if (t.sched_getaffinity(tid, AFFINITY_BYTES, ptr(mask)) < 0) return [null, errnoOf(t.__errno_location())];
+  const cpus: number[] = [];
+  for (let i = 0; i < AFFINITY_BYTES * 8; i++) if ((mask[i >> 3] ?? 0) & (1 << (i & 7))) cpus.push(i);
+  return [cpus, 0];
+}
+
+/** Confines thread `tid` (0: the calling thread) to `cpus` (sched_setaffinity(2)); [0, 0] or [-1, errno]. */
+export function schedSetaffinity(tid: number, cpus: readonly number[]): [number, number] {
+  const t = threads();
+  const mask = new Uint8Array(AFFINITY_BYTES);
+  for (const c of cpus) if (c >= 0 && c < AFFINITY_BYTES * 8) mask[c >> 3] = (mask[c >> 3] ?? 0) | (1 << (c & 7));
+  return t.sched_setaffinity(tid, AFFINITY_BYTES, ptr(mask)) < 0 ? [-1, errnoOf(t.__errno_location())] : [0, 0];
 }
 
 // --- a run thread's own CPU (the shared-mode daemon's CPU quota, engines/wasmtime/cpu-throttle.ts) ---

@@ -163,6 +163,12 @@ function limitsOf(spec: Spec): RunLimits {
     if (typeof v === "number" && Number.isFinite(v)) cpu[k] = v;
   }
   if (Object.keys(cpu).length) out.cpu = cpu;
+  const cpuset: NonNullable<RunLimits["cpuset"]> = {};
+  for (const k of ["cpus", "mems"] as const) {
+    const v = r?.cpu?.[k];
+    if (typeof v === "string" && v !== "") cpuset[k] = v;
+  }
+  if (Object.keys(cpuset).length) out.cpuset = cpuset;
   const nofile = spec.process.rlimits?.find((l) => l.type === "RLIMIT_NOFILE");
   if (typeof nofile?.soft === "number") out.openFiles = nofile.soft;
   return out;

@@ -131,12 +131,14 @@ interface CpuLimits {
   quota?: number;
   period?: number;
   shares?: number;
+  cpus?: number[];
 }
 
 interface RunControl {
   pause(): void;
   resume(): void;
   setCpu?(cpu: CpuLimits): void;
+  setCpus?(cpus: number[] | undefined): void;
   cpuThrottling?(): { periods: number; throttledPeriods: number; throttledNs: number };
   threadId?(): number | undefined;
   memoryBytes?(): Promise<number | undefined>;

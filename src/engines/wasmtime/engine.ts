@@ -26,6 +26,7 @@ import {
 } from "../engine.ts";
 import { ModuleFileError, readModulePath, readModulePathSync } from "../module-file.ts";
 import { compileComponent, serializeComponent } from "./component.ts";
+import { ConfinedThreads, confineThread } from "./cpu-confine.ts";
 import { CPU_TICK_MS } from "./cpu-throttle.ts";
 import { check, readPtr, takeByteVec, type WasmtimeLib, wasmtime, wat2wasm } from "./ffi.ts";
 import { isHttpService } from "./http/exports.ts";
@@ -119,6 +120,8 @@ export class WasmtimeEngine {
   /** The runs with a CPU quota: while there is one, the epoch ticks every CPU_TICK_MS (./cpu-throttle.ts). */
   private readonly quotaRuns = new Set<Int32Array>();
   private cpuTicker: ReturnType<typeof setInterval> | undefined;
+  /** The threads of runs confined to a cpuset, and the shared threads kept off it (./cpu-confine.ts). */
+  private readonly confined = new ConfinedThreads();
   /** The run pools, where the engine has them and their native library is built. */
   private readonly pools: RunPools | undefined;
 
@@ -193,7 +196,9 @@ export class WasmtimeEngine {
     if ("early" in prepared) return prepared.early;
     const { req, cacheKey, cacheHit, loaded } = prepared;
     const kill = new Int32Array(req.kill);
-    if (this.pools && ctx.onControl && poolable(req, prepared.imports)) {
+    // A run confined to a cpuset keeps a thread of its own: a pool's thread serves many runs,
+    // and confining it would confine them all (src/linux/cpuset.ts).
+    if (this.pools && ctx.onControl && !req.cpus && poolable(req, prepared.imports)) {
       if (needsFileGuard(prepared.imports)) req.fileGuard = true;
       return this.executePooled(this.pools, ctx, req, cacheKey, cacheHit, loaded);
     }
@@ -202,6 +207,7 @@ export class WasmtimeEngine {
       this.holdToQuota(kill, (ctx.cpu.quota ?? 0) > 0);
     }
     const worker = takeWorker();
+    const confinedStart = req.cpus ? this.confined.start() : undefined;
     return await new Promise<RunResult & { stats: RunStats }>((resolve) => {
       let done = false;
       let graceTimer: ReturnType<typeof setTimeout> | undefined;
@@ -218,6 +224,10 @@ export class WasmtimeEngine {
           worker.terminate();
           clearInterval(rebump);
           loaded();
+          if (confinedStart || movedTo) {
+            confinedStart?.(undefined);
+            this.confined.end(tid);
+          }
         }
         this.holdToQuota(kill, false);
         if (done) return;
@@ -245,6 +255,19 @@ export class WasmtimeEngine {
         const m = ev.data;
         if (m.type === "thread") {
           tid = m.tid;
+          confinedStart?.(m.tid);
+          if (cpus && !confinedStart) {
+            movedTo = true;
+            this.confined.hold(m.tid);
+          }
+          // Moved (Update) after the request went: the thread is known now.
+          if (cpus !== req.cpus) {
+            try {
+              confineThread(m.tid, cpus);
+            } catch (e) {
+              writeErr(ctx.stderr, `bunwasi: ${e instanceof Error ? e.message : String(e)}\n`);
+            }
+          }
         } else if (m.type === "serialized") {
           // Best effort, and written asynchronously (a daemon serves other pods meanwhile);
           // the run's answer waits for it, since an executor exits once it has that answer.
@@ -260,8 +283,21 @@ export class WasmtimeEngine {
         finish(EXIT_ENGINE_ERROR);
       };
       let tid: number | undefined;
+      let cpus = req.cpus;
+      /** Confined by an Update (setCpus), having started unconfined. */
+      let movedTo = false;
       ctx.onControl?.({
         threadId: () => tid,
+        setCpus: (next) => {
+          if (done) return;
+          cpus = next;
+          if (tid === undefined) return;
+          confineThread(tid, next);
+          if (next && !confinedStart) {
+            movedTo = true;
+            this.confined.hold(tid);
+          }
+        },
         // Paused at its next interrupt check (the epoch is bumped so that comes at once).
         pause: () => {
           Atomics.store(kill, 1, 1);
@@ -532,8 +568,9 @@ export class WasmtimeEngine {
       wantSerialized: !!cacheKey,
       // Only a caller that controls the run (shared mode's Stats) needs the thread id: it
       // costs a dlopen on the run thread, which an executor start should not pay.
-      wantThreadId: !!ctx.onControl,
+      wantThreadId: !!ctx.onControl || !!ctx.cpu?.cpus,
       dropFileCaps: this.noFileCapabilities,
+      ...(ctx.cpu?.cpus ? { cpus: ctx.cpu.cpus } : {}),
       collectBeforeRun: !!ctx.onControl,
       args: ctx.args,
       env: envPairs(ctx.env),
@@ -607,6 +644,15 @@ export class WasmtimeEngine {
       writeErr(
         ctx.stderr,
         "bunwasi: a wasi:http component is served only where its caller gives it a network (RunContext.httpServices, httpNetwork)\n",
+      );
+      return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
+    }
+    if (ctx.cpu?.cpus) {
+      // Its threads are the http library's, started and shared outside any run thread: none
+      // could be held to the cpuset, and running it anyway would drop the limit.
+      writeErr(
+        ctx.stderr,
+        `bunwasi: a wasi:http service cannot be confined to CPUs ${ctx.cpu.cpus.join(",")} in shared mode (its threads are the http library's); run it in normal mode (io.containerd.wasmtime.v1) or without a narrower cpuset\n`,
       );
       return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
     }

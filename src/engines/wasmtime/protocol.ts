@@ -10,6 +10,8 @@ export interface RunRequest {
   wantThreadId?: boolean;
   /** The run thread gives up the capabilities over files first (LoadOptions.noFileCapabilities). */
   dropFileCaps?: boolean;
+  /** The run thread confines itself to these CPUs first (CpuLimits.cpus, the container's cpuset). */
+  cpus?: number[];
   /**
    * Collect this thread's JS garbage (module loading, linking) before the guest runs: the
    * thread then sits in wasm, where JSC never collects. For callers that hold many runs at

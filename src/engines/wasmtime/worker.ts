@@ -15,6 +15,18 @@ if (!Bun.isMainThread) {
   const post = (m: WorkerMessage) => self.postMessage(m);
   self.onmessage = async (ev: MessageEvent<RunRequest>) => {
     const req = ev.data;
+    // First of all: the container's cpuset is this thread's, and every thread started from it
+    // (libwasmtime's) inherits it. A run that cannot be held to it does not run.
+    if (req.cpus) {
+      const libc = require("../../linux/libc.ts") as typeof import("../../linux/libc.ts");
+      const [r, e] = libc.schedSetaffinity(0, req.cpus);
+      if (r < 0) {
+        const message = `bunwasi: cannot confine the run thread to CPUs ${req.cpus.join(",")}: ${libc.strerror(e)}`;
+        reportMessage(req, message);
+        post({ type: "exit", code: EXIT_ENGINE_ERROR, message, stats: { instantiateMs: 0, runMs: 0 } });
+        return;
+      }
+    }
     // Before anything touches a file (the module's WASI included): this thread, and the
     // threads libwasmtime starts from it, give up the capabilities over files, so that the
     // view's idmapped mount and the mode bits decide (src/linux/idmap.ts). Not at all rather

@@ -30,7 +30,8 @@ import { InProcessInstance, MAX_EXEC_RUNS, threadCpu } from "../../../src/daemon
 import { MemoryLimitBelowUsage, type RunContext, type Runner, type RunResult } from "../../../src/engines/engine.ts";
 import type { RunPlan } from "../../../src/engines/run-plan.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
-import { mkfifo, setNonBlocking } from "../../../src/linux/libc.ts";
+import { formatCpuList } from "../../../src/linux/cpuset.ts";
+import { mkfifo, schedGetaffinity, setNonBlocking } from "../../../src/linux/libc.ts";
 import { unmountView, viewDir } from "../../../src/oci/wasi-view.ts";
 import type { InstanceExec, ProcessConsole, ProcessIo } from "../../../src/task/instance.ts";
 import { UndoStack } from "../../../src/task/undo.ts";
@@ -671,6 +672,68 @@ describe("Update of a running wasm container", () => {
       await expect(inst.update(JSON.stringify({ memory: { limit } }))).rejects.toMatchObject({ code: 3 });
     await expect(inst.update("{nope")).rejects.toMatchObject({ code: 3 });
     expect(limits).toEqual([128 << 20]);
+    await inst.delete(true);
+  });
+});
+
+describe("a cpuset (src/linux/cpuset.ts decides; this machine's CPUs: the test's own)", () => {
+  const mine = () => schedGetaffinity(0)[0] as number[];
+  const last = () => String(mine().at(-1));
+
+  test("Create refuses a cpuset naming no CPU of the daemon's, or unparsable, or mems leaving out its node (INVALID_ARGUMENT), before it mounts anything", async () => {
+    for (const cpuset of [{ cpus: "8000" }, { cpus: "1-x" }, { mems: "63" }]) {
+      const undo = new UndoStack();
+      await expect(created("c1", plan({ limits: { cpuset } }), { undo })).rejects.toMatchObject({ code: 3 });
+      expect(mountsUnder(viewDir(join(dir, "c1")))).toEqual([]);
+    }
+  });
+
+  // A narrower cpuset needs two CPUs to choose from (skipped, not passed, on one).
+  const twoCpus = (schedGetaffinity(0)[0]?.length ?? 0) >= 2;
+
+  test.if(twoCpus)(
+    "one that covers every CPU of the daemon's changes nothing; a narrower one is the run's cpus, and Update moves an own-thread run",
+    async () => {
+      const all = await created("c0", plan({ limits: { cpuset: { cpus: formatCpuList(mine()) } } }));
+      await all.start();
+      expect(runner.runs[0]!.ctx.cpu).toEqual({});
+      await all.delete(true);
+      const inst = await created("c1", plan({ limits: { cpu: { quota: 10_000 }, cpuset: { cpus: last() } } }));
+      await inst.start();
+      expect(runner.runs[1]!.ctx.cpu).toEqual({ quota: 10_000, cpus: [Number(last())] });
+      const moves: (number[] | undefined)[] = [];
+      runner.runs[1]!.ctx.onControl?.({ pause() {}, resume() {}, setCpu() {}, setCpus: (c) => moves.push(c) });
+      await inst.update(JSON.stringify({ cpu: { cpus: String(mine()[0]) } }));
+      // An empty list leaves it as it is (runc update's way); the whole set unconfines it.
+      await inst.update(JSON.stringify({ cpu: { cpus: "", quota: 20_000 } }));
+      await inst.update(JSON.stringify({ cpu: { cpus: formatCpuList(mine()) } }));
+      expect(moves).toEqual([[mine()[0] as number], undefined]);
+      await inst.delete(true);
+    },
+  );
+
+  test.if(twoCpus)("Update cannot confine a pooled run (no setCpus): FAILED_PRECONDITION, and nothing of that Update applies", async () => {
+    const inst = await created("c1", plan({ limits: { memoryBytes: 64 << 20 } }));
+    await inst.start();
+    const set: unknown[] = [];
+    const limits: (number | undefined)[] = [];
+    runner.runs[0]!.ctx.onControl?.({
+      pause() {},
+      resume() {},
+      setCpu: (c) => set.push(c),
+      setMemoryLimit: async (b) => {
+        limits.push(b);
+      },
+    });
+    await expect(inst.update(JSON.stringify({ memory: { limit: 32 << 20 }, cpu: { quota: 5_000, cpus: last() } }))).rejects.toMatchObject({
+      code: 9,
+      message: expect.stringContaining("cannot be confined to its cpuset alone; nothing was changed"),
+    });
+    expect(set).toEqual([]);
+    expect(limits).toEqual([]);
+    // A cpuset that covers every CPU is no move: the rest applies.
+    await inst.update(JSON.stringify({ cpu: { quota: 5_000, cpus: formatCpuList(mine()) } }));
+    expect(set).toEqual([{ quota: 5_000 }]);
     await inst.delete(true);
   });
 });
