@@ -7,7 +7,7 @@
 //                               [--containerd v2.4.2] [--runwasi DIR] [--kill-sample 100|all]
 //                               [--kill-parallel 1] [--fd-budget N]
 //                               [--batch 100] [--min-free-gib 5] [--ramp-minutes 30]
-//                               [--delete-minutes 30]
+//                               [--delete-minutes 30] [--env K=V]… [--smaps DIR]
 //
 // Per peer and per parallelism: the containers are created and started with `ctr run -d` in
 // batches (`--batch`), `--parallel` at a time; the rate is the median over batches. Before each
@@ -29,10 +29,11 @@
 // `<bundle>/log`, opened twice; the daemon's events connection is one for all) and it is one process: a ramp also stops when the next batch would
 // leave containerd less than a batch's worth below its open-file limit.
 
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
 import { pidOf, processStart } from "../../src/daemon/daemon-files.ts";
+import { GAVE_BACK } from "../../src/daemon/give-back.ts";
 import { containersFor } from "../../src/daemon/nofile.ts";
 import { getrlimit, RLIMIT_NOFILE, setrlimit, strerror } from "../../src/linux/libc.ts";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
@@ -55,6 +56,12 @@ const { values } = parseArgs({
     "min-free-gib": { type: "string", default: "5" },
     "ramp-minutes": { type: "string", default: "30" },
     "delete-minutes": { type: "string", default: "30" },
+    // Variables for the daemon (MIMALLOC_…=…): a hypothesis tested without a rebuild. The daemon
+    // re-executes itself with its own settings (src/common/vm-env.ts) only where these set none.
+    env: { type: "string", multiple: true, default: [] },
+    // The daemon's /proc/PID/smaps at its start figure and its after figure, kept in DIR as
+    // start.smaps and after.smaps: bench/shared/smaps-diff.ts says what grew, mapping by mapping.
+    smaps: { type: "string" },
   },
 });
 const N = Number(values.n);
@@ -70,6 +77,7 @@ const MIN_FREE_KIB = Number(values["min-free-gib"]) * 1024 * 1024;
 const RAMP_MS = Number(values["ramp-minutes"]) * 60_000;
 const DELETE_MS = Number(values["delete-minutes"]) * 60_000;
 const RW = runwasiDir(values.runwasi);
+const DAEMON_ENV = Object.fromEntries(values.env.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
 const CD_BIN = values.containerd ? join(REPO, "build/containerd", values.containerd, "bin") : "";
 if (CD_BIN && !existsSync(join(CD_BIN, "containerd")))
   throw new Error(`${CD_BIN}/containerd not built: bash scripts/containerd-versions.sh ${values.containerd}`);
@@ -106,6 +114,17 @@ const quantile = (xs: number[], q: number) => {
 
 const memAvailableKiB = () => Number(/^MemAvailable:\s+(\d+)/m.exec(readFileSync("/proc/meminfo", "utf8"))?.[1] ?? 0);
 const gib = (kib: number) => (kib / 1024 / 1024).toFixed(1);
+
+/** The first daemon's give-back passes that found nothing left to serve. */
+const emptyPasses = () =>
+  (daemon?.log() ?? "").split("\n").filter((l) => l.includes(GAVE_BACK) && l.includes(" 0 sandboxes, 0 wasm runs, 0 run threads")).length;
+
+/** The first daemon's smaps as `<--smaps>/<label>.smaps`, with --smaps. */
+function keepSmaps(label: string): void {
+  if (!values.smaps || !daemon) return;
+  mkdirSync(values.smaps, { recursive: true });
+  writeFileSync(join(values.smaps, `${label}.smaps`), readFileSync(`/proc/${daemon.pid}/smaps`));
+}
 
 /** PSS of a process in KiB (0 once it is gone). */
 function pssKiB(pid: number): number {
@@ -152,7 +171,7 @@ function processTable(): Map<number, [number, string]> {
 const dir = mkdtempSync("/tmp/bwd-");
 const daemonDir = join(dir, "d");
 const daemon: Daemon | null = PEERS.includes("shared")
-  ? await startDaemon(daemonDir, {}, values["fd-budget"] ? ["--fd-budget", values["fd-budget"]] : [])
+  ? await startDaemon(daemonDir, DAEMON_ENV, values["fd-budget"] ? ["--fd-budget", values["fd-budget"]] : [])
   : null;
 const env: ShimEnv = await shimEnv({
   dir: join(dir, basename(dir)),
@@ -412,6 +431,7 @@ async function measure(key: string): Promise<Row> {
   if (warm.code !== 0) throw new Error(`warm-up (${peer.runtime}) exited ${warm.code}: ${warm.stderr}`);
   await Bun.sleep(1000);
   const daemonsPss = () => allDaemons(pssKiB);
+  if (isShared) keepSmaps("start");
   const row: Row = {
     peer,
     ramps: [],
@@ -427,6 +447,7 @@ async function measure(key: string): Promise<Row> {
     daemons: [liveDaemons().length, 0, 0],
     note: "",
   };
+  let passesBefore = 0;
   for (const width of WIDTHS) {
     const first = row.ramps.length === 0;
     const daemonBefore = daemonsPss();
@@ -451,6 +472,7 @@ async function measure(key: string): Promise<Row> {
       if (running.length < r.reached) row.note += `${row.note ? "; " : ""}only ${running.length} of ${r.reached} RUNNING`;
       row.killMs = await killLatencies(running);
     }
+    passesBefore = emptyPasses();
     row.deleteS.push(await deleteAll(r.ids, (s) => (row.note += `${row.note ? "; " : ""}${s}`)));
     await until(`${peer.name}: no task or container left`, async () => (await ctrOk(["container", "ls", "-q"])).trim() === "");
   }
@@ -471,8 +493,13 @@ async function measure(key: string): Promise<Row> {
   // A run thread may take a moment to end after its sandbox closed: up to a minute for the
   // daemon's threads to come back, then whatever they are is the row's figure.
   if (daemon) await until("the daemon's threads to come back", () => allDaemons(threadsOf) <= row.threads[0] + 2, 60_000);
+  // And the daemon's give-back pass once nothing is left to serve (src/daemon/give-back.ts: it
+  // follows the last run thread's end): the after figure is what the daemon keeps, not what it
+  // has yet to give back.
+  if (daemon) await until("the daemon's give-back pass with nothing left", () => emptyPasses() > passesBefore, 60_000);
   await Bun.sleep(3000);
   row.daemonPss[1] = daemonsPss() / 1024;
+  if (isShared) keepSmaps("after");
   row.threads[2] = allDaemons(threadsOf);
   row.fds[2] = allDaemons(fdsOf);
   row.daemons[2] = liveDaemons().length;
