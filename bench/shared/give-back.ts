@@ -70,6 +70,13 @@ interface Point {
   fileRss: number;
   kinds: Map<string, { pss: number; n: number }>;
   pass: string;
+  /** The daemon's CPU time so far (user + system), s: what a setting costs it, less swayed by the machine's load than a rate. */
+  cpuS: number;
+}
+/** utime + stime of /proc/PID/stat, in seconds (USER_HZ is 100 on Linux). */
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
 }
 const points: Point[] = [];
 function rollup(): Record<string, number> {
@@ -99,6 +106,7 @@ function point(label: string): void {
     anon: (r.Pss_Anon ?? 0) / 1024,
     fileRss: ((r.Rss ?? 0) - (r.Anonymous ?? 0)) / 1024,
     kinds: byKind(parseSmaps(text)),
+    cpuS: cpuSeconds(daemon.pid),
     pass: /RSS [\d.]+ → [\d.]+ MiB( \(JS heap [\d.]+ of [\d.]+\))?/.exec(lastPass)?.[0] ?? "",
   });
   process.stderr.write(`${label}: PSS ${points.at(-1)!.pss.toFixed(1)} MiB\n`);
@@ -146,12 +154,14 @@ try {
   console.log(
     `\nN = ${N} per round, the demo app's sleep (pooled); env ${values.env.join(" ") || "(the daemon's own)"}; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`,
   );
-  console.log(`| point | PSS (MiB) | vs one run | Pss_Anon | anon + file RSS | vs one run | ${kinds.join(" | ")} | last pass |`);
-  console.log(`|---|---:|---:|---:|---:|---:|${kinds.map(() => "---:|").join("")}---|`);
+  console.log(
+    `| point | PSS (MiB) | vs one run | Pss_Anon | anon + file RSS | vs one run | ${kinds.join(" | ")} | daemon CPU s | last pass |`,
+  );
+  console.log(`|---|---:|---:|---:|---:|---:|${kinds.map(() => "---:|").join("")}---:|---|`);
   for (const p of points) {
     const whole = p.anon + p.fileRss;
     console.log(
-      `| ${p.label} | ${p.pss.toFixed(1)} | ${pct(p.pss, base?.pss)} | ${p.anon.toFixed(1)} | ${whole.toFixed(1)} | ${pct(whole, base ? base.anon + base.fileRss : undefined)} | ${kinds.map((k) => ((p.kinds.get(k)?.pss ?? 0) / 1024).toFixed(2)).join(" | ")} | ${p.pass} |`,
+      `| ${p.label} | ${p.pss.toFixed(1)} | ${pct(p.pss, base?.pss)} | ${p.anon.toFixed(1)} | ${whole.toFixed(1)} | ${pct(whole, base ? base.anon + base.fileRss : undefined)} | ${kinds.map((k) => ((p.kinds.get(k)?.pss ?? 0) / 1024).toFixed(2)).join(" | ")} | ${p.cpuS.toFixed(1)} | ${p.pass} |`,
     );
   }
   await env.stop();
