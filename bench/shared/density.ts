@@ -126,6 +126,22 @@ function keepSmaps(label: string): void {
   writeFileSync(join(values.smaps, `${label}.smaps`), readFileSync(`/proc/${daemon.pid}/smaps`));
 }
 
+/**
+ * A process's anonymous PSS plus its file RSS, in KiB (0 once it is gone): its PSS with each
+ * resident file page counted whole. PSS splits a file page among the processes mapping it, and
+ * every daemon, shim and executor on the machine maps libwasmtime.so (and ours the binary): the
+ * daemon's PSS moves by tens of MiB with what else runs, this does not.
+ */
+function wholeKiB(pid: number): number {
+  try {
+    const t = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+    const kib = (f: string) => Number(new RegExp(`^${f}:\\s+(\\d+)`, "m").exec(t)?.[1] ?? 0);
+    return kib("Rss") - kib("Anonymous") + kib("Pss_Anon");
+  } catch {
+    return 0;
+  }
+}
+
 /** PSS of a process in KiB (0 once it is gone). */
 function pssKiB(pid: number): number {
   try {
@@ -411,6 +427,8 @@ interface Row {
   killMs: number[];
   deleteS: number[];
   daemonPss: [number, number];
+  /** The same with each resident page counted whole (see wholeKiB). */
+  daemonWhole: [number, number];
   threads: [number, number, number];
   fds: [number, number, number];
   cdFds: [number, number, number];
@@ -439,6 +457,7 @@ async function measure(key: string): Promise<Row> {
     killMs: [],
     deleteS: [],
     daemonPss: [daemonsPss() / 1024, Number.NaN],
+    daemonWhole: [allDaemons(wholeKiB) / 1024, Number.NaN],
     threads: [allDaemons(threadsOf), 0, 0],
     fds: [allDaemons(fdsOf), 0, 0],
     cdFds: [fdsOf(env.cd.pid), 0, 0],
@@ -499,6 +518,7 @@ async function measure(key: string): Promise<Row> {
   if (daemon) await until("the daemon's give-back pass with nothing left", () => emptyPasses() > passesBefore, 60_000);
   await Bun.sleep(3000);
   row.daemonPss[1] = daemonsPss() / 1024;
+  row.daemonWhole[1] = allDaemons(wholeKiB) / 1024;
   if (isShared) keepSmaps("after");
   row.threads[2] = allDaemons(threadsOf);
   row.fds[2] = allDaemons(fdsOf);
@@ -530,8 +550,11 @@ const arrow = (xs: number[]) => xs.join(" → ");
 /** One peer's row of the table; the ratios need runc's row. */
 function formatRow(r: Row, runc?: Row): string {
   const isShared = r.peer.runtime === SHARED_RUNTIME;
-  const pssChange = ((r.daemonPss[1] - r.daemonPss[0]) / r.daemonPss[0]) * 100;
-  return `| ${r.peer.name} | ${r.ramps.map((x) => x.reached).join(" / ")} | ${r.ramps.map((x) => `${f1(x.ratePerS)} (${f1(x.rates[0] ?? Number.NaN)} → ${f1(x.rates.at(-1) ?? Number.NaN)})`).join(" | ")} | ${runc ? f2(r.ramps[0]!.ratePerS / runc.ramps[0]!.ratePerS) : "–"} | ${f2(r.pssPerContainerMiB)} | ${runc ? f2(r.pssPerContainerMiB / runc.pssPerContainerMiB) : "–"} | ${f1(median(r.killMs))} / ${f1(quantile(r.killMs, 0.99))} / ${f1(Math.max(...r.killMs))} (${r.killMs.filter((ms) => ms > 1000).length} of ${r.killMs.length} over 1 s) | ${r.deleteS.map(f1).join(" / ")} | ${isShared ? `${f1(r.daemonPss[0])} → ${f1(r.daemonPss[1])} (${pssChange >= 0 ? "+" : ""}${pssChange.toFixed(0)}%)` : "–"} | ${isShared ? arrow(r.daemons) : "–"} | ${isShared ? arrow(r.threads) : "–"} | ${isShared ? arrow(r.fds) : "–"} | ${arrow(r.cdFds)} | ${arrow(r.mounts)} | ${r.procs.join(" → ")} |`;
+  const change = ([a, b]: [number, number]) => {
+    const pct = ((b - a) / a) * 100;
+    return `${f1(a)} → ${f1(b)} (${pct >= 0 ? "+" : ""}${pct.toFixed(0)}%)`;
+  };
+  return `| ${r.peer.name} | ${r.ramps.map((x) => x.reached).join(" / ")} | ${r.ramps.map((x) => `${f1(x.ratePerS)} (${f1(x.rates[0] ?? Number.NaN)} → ${f1(x.rates.at(-1) ?? Number.NaN)})`).join(" | ")} | ${runc ? f2(r.ramps[0]!.ratePerS / runc.ramps[0]!.ratePerS) : "–"} | ${f2(r.pssPerContainerMiB)} | ${runc ? f2(r.pssPerContainerMiB / runc.pssPerContainerMiB) : "–"} | ${f1(median(r.killMs))} / ${f1(quantile(r.killMs, 0.99))} / ${f1(Math.max(...r.killMs))} (${r.killMs.filter((ms) => ms > 1000).length} of ${r.killMs.length} over 1 s) | ${r.deleteS.map(f1).join(" / ")} | ${isShared ? `${change(r.daemonPss)}; whole ${change(r.daemonWhole)}` : "–"} | ${isShared ? arrow(r.daemons) : "–"} | ${isShared ? arrow(r.threads) : "–"} | ${isShared ? arrow(r.fds) : "–"} | ${arrow(r.cdFds)} | ${arrow(r.mounts)} | ${r.procs.join(" → ")} |`;
 }
 
 const rows: Row[] = [];
@@ -562,7 +585,7 @@ try {
   );
   const widthCols = WIDTHS.map((w) => `create+start /s @${w} (first → last batch)`);
   console.log(
-    `| peer | N reached | ${widthCols.join(" | ")} | ÷ runc @${WIDTHS[0]} | PSS / idle container (MiB) | ÷ runc | kill median / p99 / max (ms) | delete all (s) | daemon PSS start → after (MiB) | daemons (start → N → after) | daemon threads | daemon fds | containerd fds | mounts | per-container processes (N → after) |`,
+    `| peer | N reached | ${widthCols.join(" | ")} | ÷ runc @${WIDTHS[0]} | PSS / idle container (MiB) | ÷ runc | kill median / p99 / max (ms) | delete all (s) | daemon PSS start → after (MiB); whole: each resident page counted whole | daemons (start → N → after) | daemon threads | daemon fds | containerd fds | mounts | per-container processes (N → after) |`,
   );
   console.log(`|---|---:|${WIDTHS.map(() => "---:|").join("")}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
   console.log(`| ctr version (one round trip: ctr's own floor) | | ${floors.map(f1).join(" | ")} | | | | | | | | | | | | |`);
