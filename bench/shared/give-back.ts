@@ -123,8 +123,9 @@ async function round(ids: string[]): Promise<void> {
     const r = await env.cd.ctr(["run", "-d", "--runtime", SHARED_RUNTIME, IMAGES.demo, id, ...IDLE], { timeoutMs: 120_000 });
     if (r.code !== 0) throw new Error(`ctr run ${id}: ${r.stderr}`);
   });
-  await pool(chunks(ids, 25), 8, async (some) => {
-    await env.cd.ctr(["task", "kill", "-s", "SIGKILL", ...some]);
+  // One id per call: `ctr task kill` takes one container.
+  await pool(ids, 8, async (id) => {
+    await env.cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
   });
   await pool(chunks(ids, 25), 8, async (some) => {
     await env.cd.ctr(["task", "delete", "--force", ...some], { timeoutMs: 300_000 });
