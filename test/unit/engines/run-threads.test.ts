@@ -2,18 +2,20 @@
 // a counted Worker is alive from its count until its `close` event, whether it ended itself or
 // was terminated, and the watcher hears each change.
 import { expect, test } from "bun:test";
-import { countRunThread, watchRunThreads } from "../../../src/engines/wasmtime/run-threads.ts";
+import { RunThreadCount } from "../../../src/engines/wasmtime/run-threads.ts";
 import { until } from "../../support/until.ts";
 
 const script = (body: string) => URL.createObjectURL(new Blob([body]));
 
 test("run threads are counted from their count until they have ended, terminated or not", async () => {
+  // A count of its own: the process's also counts the threads of other tests' engines.
+  const threads = new RunThreadCount();
   const heard: number[] = [];
-  watchRunThreads((n) => heard.push(n));
+  threads.watch((n) => heard.push(n));
   expect(heard).toEqual([0]);
   // One that ends itself once told, one that is terminated while it waits.
-  const ends = countRunThread(new Worker(script("self.onmessage = () => process.exit(0);")));
-  const waits = countRunThread(new Worker(script("self.onmessage = () => {};")));
+  const ends = threads.count(new Worker(script("self.onmessage = () => process.exit(0);")));
+  const waits = threads.count(new Worker(script("self.onmessage = () => {};")));
   expect(heard).toEqual([0, 1, 2]);
   ends.postMessage("end");
   await until("the first thread's close", () => heard.length === 4, 30_000);
