@@ -5,7 +5,7 @@
 // and keeps the daemon's smaps of every point for bench/shared/smaps-diff.ts. Needs root,
 // containerd and runc.
 //
-//   bun bench/shared/give-back.ts [--n 1000] [--rounds 3] [--env K=V]… [--smaps DIR]
+//   bun bench/shared/give-back.ts [--n 1000] [--rounds 3] [--env K=V]… [--smaps DIR] [--no-wait]
 //
 // --env MIMALLOC_SHOW_STATS=1: the daemon is stopped with SIGTERM and mimalloc's own figures
 // (what it has committed, what is in use, abandoned pages), printed as it exits, follow the table.
@@ -38,6 +38,8 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     env: { type: "string", multiple: true, default: [] },
     smaps: { type: "string" },
+    // Delete right after the kills, without waiting for every run to end (as the e2e test does).
+    "no-wait": { type: "boolean", default: false },
   },
 });
 const N = Number(values.n);
@@ -118,6 +120,15 @@ async function settled(seen: number, label: string): Promise<void> {
   point(label);
 }
 
+async function wasmRunning(): Promise<number> {
+  const { client, manager } = await daemon.manager();
+  try {
+    return (await manager.listSandboxes({})).wasmRunning;
+  } finally {
+    client.close();
+  }
+}
+
 async function round(ids: string[]): Promise<void> {
   await pool(ids, 8, async (id) => {
     const r = await env.cd.ctr(["run", "-d", "--runtime", SHARED_RUNTIME, IMAGES.demo, id, ...IDLE], { timeoutMs: 120_000 });
@@ -127,6 +138,7 @@ async function round(ids: string[]): Promise<void> {
   await pool(ids, 8, async (id) => {
     await env.cd.ctr(["task", "kill", "-s", "SIGKILL", id]);
   });
+  if (!values["no-wait"]) await until("every run to end", async () => (await wasmRunning()) === 0);
   await pool(chunks(ids, 25), 8, async (some) => {
     await env.cd.ctr(["task", "delete", "--force", ...some], { timeoutMs: 300_000 });
     await env.cd.ctr(["container", "delete", ...some], { timeoutMs: 300_000 });
