@@ -38,7 +38,8 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     env: { type: "string", multiple: true, default: [] },
     smaps: { type: "string" },
-    // Delete right after the kills, without waiting for every run to end (as the e2e test does).
+    // Delete right after the kills (`task delete --force`), without waiting for every run to end
+    // as the e2e test does.
     "no-wait": { type: "boolean", default: false },
   },
 });
@@ -140,7 +141,7 @@ async function round(ids: string[]): Promise<void> {
   });
   if (!values["no-wait"]) await until("every run to end", async () => (await wasmRunning()) === 0);
   await pool(chunks(ids, 25), 8, async (some) => {
-    await env.cd.ctr(["task", "delete", "--force", ...some], { timeoutMs: 300_000 });
+    await env.cd.ctr(["task", "delete", ...(values["no-wait"] ? ["--force"] : []), ...some], { timeoutMs: 300_000 });
     await env.cd.ctr(["container", "delete", ...some], { timeoutMs: 300_000 });
   });
   await until("no container left", async () => (await env.cd.ctr(["container", "ls", "-q"])).stdout.trim() === "");

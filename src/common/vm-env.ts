@@ -36,9 +36,10 @@ export const SMALL_VM_ENV: Readonly<Record<string, string>> = {
 // - No optimizing JIT (DFG, and FTL above it): after its first thousand containers the daemon's
 //   hot functions reach those tiers, and what that costs stays: 3 MiB of the compilers' own
 //   code paged in from the binary, and the allocator pages their work left fragmented, about
-//   half of the daemon's growth from its start to after all were deleted (issue 17: +10.0% →
-//   +4.7% at N = 1000, bench/shared/give-back.ts, counting each resident page whole). The
-//   daemon's JavaScript is request handling, not hot loops: the baseline JIT serves it.
+//   most of the daemon's growth from its start to after all were deleted (issue 17: +16% → +2%
+//   after the density benchmark's 2 × 1000, bench/shared/density.ts, each resident page counted
+//   whole). The daemon's JavaScript is request handling, not hot loops: the baseline JIT serves
+//   it (the same benchmark's create rates and kill latencies stayed within the machine's noise).
 export const DAEMON_VM_ENV: Readonly<Record<string, string>> = {
   BUN_JSC_useWarmUpMarkedBlocks: "0",
   BUN_JSC_useDFGJIT: "0",
