@@ -7,7 +7,7 @@
 //                               [--containerd v2.4.2] [--runwasi DIR] [--kill-sample 100|all]
 //                               [--kill-parallel 1] [--fd-budget N]
 //                               [--batch 100] [--min-free-gib 5] [--ramp-minutes 30]
-//                               [--delete-minutes 30]
+//                               [--delete-minutes 30] [--env K=V]… [--smaps DIR]
 //
 // Per peer and per parallelism: the containers are created and started with `ctr run -d` in
 // batches (`--batch`), `--parallel` at a time; the rate is the median over batches. Before each
@@ -29,10 +29,11 @@
 // `<bundle>/log`, opened twice; the daemon's events connection is one for all) and it is one process: a ramp also stops when the next batch would
 // leave containerd less than a batch's worth below its open-file limit.
 
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
 import { liveDaemons as daemonsOf, processStart } from "../../src/daemon/daemon-files.ts";
+import { GAVE_BACK } from "../../src/daemon/give-back.ts";
 import { containersFor } from "../../src/daemon/nofile.ts";
 import { getrlimit, RLIMIT_NOFILE, setrlimit, strerror } from "../../src/linux/libc.ts";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
@@ -55,6 +56,12 @@ const { values } = parseArgs({
     "min-free-gib": { type: "string", default: "5" },
     "ramp-minutes": { type: "string", default: "30" },
     "delete-minutes": { type: "string", default: "30" },
+    // Variables for the daemon (MIMALLOC_…=…): a hypothesis tested without a rebuild. The daemon
+    // re-executes itself with its own settings (src/common/vm-env.ts) only where these set none.
+    env: { type: "string", multiple: true, default: [] },
+    // The daemon's /proc/PID/smaps at its start figure and its after figure, kept in DIR as
+    // start.smaps and after.smaps: bench/shared/smaps-diff.ts says what grew, mapping by mapping.
+    smaps: { type: "string" },
   },
 });
 const N = Number(values.n);
@@ -70,6 +77,7 @@ const MIN_FREE_KIB = Number(values["min-free-gib"]) * 1024 * 1024;
 const RAMP_MS = Number(values["ramp-minutes"]) * 60_000;
 const DELETE_MS = Number(values["delete-minutes"]) * 60_000;
 const RW = runwasiDir(values.runwasi);
+const DAEMON_ENV = Object.fromEntries(values.env.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
 const CD_BIN = values.containerd ? join(REPO, "build/containerd", values.containerd, "bin") : "";
 if (CD_BIN && !existsSync(join(CD_BIN, "containerd")))
   throw new Error(`${CD_BIN}/containerd not built: bash scripts/containerd-versions.sh ${values.containerd}`);
@@ -106,6 +114,33 @@ const quantile = (xs: number[], q: number) => {
 
 const memAvailableKiB = () => Number(/^MemAvailable:\s+(\d+)/m.exec(readFileSync("/proc/meminfo", "utf8"))?.[1] ?? 0);
 const gib = (kib: number) => (kib / 1024 / 1024).toFixed(1);
+
+/** The first daemon's give-back passes that found nothing left to serve. */
+const emptyPasses = () =>
+  (daemon?.log() ?? "").split("\n").filter((l) => l.includes(GAVE_BACK) && l.includes(" 0 sandboxes, 0 wasm runs, 0 run threads")).length;
+
+/** The first daemon's smaps as `<--smaps>/<label>.smaps`, with --smaps. */
+function keepSmaps(label: string): void {
+  if (!values.smaps || !daemon) return;
+  mkdirSync(values.smaps, { recursive: true });
+  writeFileSync(join(values.smaps, `${label}.smaps`), readFileSync(`/proc/${daemon.pid}/smaps`));
+}
+
+/**
+ * A process's anonymous PSS plus its file RSS, in KiB (0 once it is gone): its PSS with each
+ * resident file page counted whole. PSS splits a file page among the processes mapping it, and
+ * every daemon, shim and executor on the machine maps libwasmtime.so (and ours the binary): the
+ * daemon's PSS moves by tens of MiB with what else runs, this does not.
+ */
+function wholeKiB(pid: number): number {
+  try {
+    const t = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+    const kib = (f: string) => Number(new RegExp(`^${f}:\\s+(\\d+)`, "m").exec(t)?.[1] ?? 0);
+    return kib("Rss") - kib("Anonymous") + kib("Pss_Anon");
+  } catch {
+    return 0;
+  }
+}
 
 /** PSS of a process in KiB (0 once it is gone). */
 function pssKiB(pid: number): number {
@@ -152,7 +187,7 @@ function processTable(): Map<number, [number, string]> {
 const dir = mkdtempSync("/tmp/bwd-");
 const daemonDir = join(dir, "d");
 const daemon: Daemon | null = PEERS.includes("shared")
-  ? await startDaemon(daemonDir, {}, values["fd-budget"] ? ["--fd-budget", values["fd-budget"]] : [])
+  ? await startDaemon(daemonDir, DAEMON_ENV, values["fd-budget"] ? ["--fd-budget", values["fd-budget"]] : [])
   : null;
 const env: ShimEnv = await shimEnv({
   dir: join(dir, basename(dir)),
@@ -368,6 +403,8 @@ interface Row {
   killMs: number[];
   deleteS: number[];
   daemonPss: [number, number];
+  /** The same with each resident page counted whole (see wholeKiB). */
+  daemonWhole: [number, number];
   threads: [number, number, number];
   fds: [number, number, number];
   cdFds: [number, number, number];
@@ -388,6 +425,7 @@ async function measure(key: string): Promise<Row> {
   if (warm.code !== 0) throw new Error(`warm-up (${peer.runtime}) exited ${warm.code}: ${warm.stderr}`);
   await Bun.sleep(1000);
   const daemonsPss = () => allDaemons(pssKiB);
+  if (isShared) keepSmaps("start");
   const row: Row = {
     peer,
     ramps: [],
@@ -395,6 +433,7 @@ async function measure(key: string): Promise<Row> {
     killMs: [],
     deleteS: [],
     daemonPss: [daemonsPss() / 1024, Number.NaN],
+    daemonWhole: [allDaemons(wholeKiB) / 1024, Number.NaN],
     threads: [allDaemons(threadsOf), 0, 0],
     fds: [allDaemons(fdsOf), 0, 0],
     cdFds: [fdsOf(env.cd.pid), 0, 0],
@@ -403,6 +442,7 @@ async function measure(key: string): Promise<Row> {
     daemons: [liveDaemons().length, 0, 0],
     note: "",
   };
+  let passesBefore = 0;
   for (const width of WIDTHS) {
     const first = row.ramps.length === 0;
     const daemonBefore = daemonsPss();
@@ -427,6 +467,7 @@ async function measure(key: string): Promise<Row> {
       if (running.length < r.reached) row.note += `${row.note ? "; " : ""}only ${running.length} of ${r.reached} RUNNING`;
       row.killMs = await killLatencies(running);
     }
+    passesBefore = emptyPasses();
     row.deleteS.push(await deleteAll(r.ids, (s) => (row.note += `${row.note ? "; " : ""}${s}`)));
     await until(`${peer.name}: no task or container left`, async () => (await ctrOk(["container", "ls", "-q"])).trim() === "");
   }
@@ -447,8 +488,14 @@ async function measure(key: string): Promise<Row> {
   // A run thread may take a moment to end after its sandbox closed: up to a minute for the
   // daemon's threads to come back, then whatever they are is the row's figure.
   if (daemon) await until("the daemon's threads to come back", () => allDaemons(threadsOf) <= row.threads[0] + 2, 60_000);
+  // And the daemon's give-back pass once nothing is left to serve (src/daemon/give-back.ts: it
+  // follows the last run thread's end): the after figure is what the daemon keeps, not what it
+  // has yet to give back.
+  if (daemon) await until("the daemon's give-back pass with nothing left", () => emptyPasses() > passesBefore, 60_000);
   await Bun.sleep(3000);
   row.daemonPss[1] = daemonsPss() / 1024;
+  row.daemonWhole[1] = allDaemons(wholeKiB) / 1024;
+  if (isShared) keepSmaps("after");
   row.threads[2] = allDaemons(threadsOf);
   row.fds[2] = allDaemons(fdsOf);
   row.daemons[2] = liveDaemons().length;
@@ -479,8 +526,11 @@ const arrow = (xs: number[]) => xs.join(" → ");
 /** One peer's row of the table; the ratios need runc's row. */
 function formatRow(r: Row, runc?: Row): string {
   const isShared = r.peer.runtime === SHARED_RUNTIME;
-  const pssChange = ((r.daemonPss[1] - r.daemonPss[0]) / r.daemonPss[0]) * 100;
-  return `| ${r.peer.name} | ${r.ramps.map((x) => x.reached).join(" / ")} | ${r.ramps.map((x) => `${f1(x.ratePerS)} (${f1(x.rates[0] ?? Number.NaN)} → ${f1(x.rates.at(-1) ?? Number.NaN)})`).join(" | ")} | ${runc ? f2(r.ramps[0]!.ratePerS / runc.ramps[0]!.ratePerS) : "–"} | ${f2(r.pssPerContainerMiB)} | ${runc ? f2(r.pssPerContainerMiB / runc.pssPerContainerMiB) : "–"} | ${f1(median(r.killMs))} / ${f1(quantile(r.killMs, 0.99))} / ${f1(Math.max(...r.killMs))} (${r.killMs.filter((ms) => ms > 1000).length} of ${r.killMs.length} over 1 s) | ${r.deleteS.map(f1).join(" / ")} | ${isShared ? `${f1(r.daemonPss[0])} → ${f1(r.daemonPss[1])} (${pssChange >= 0 ? "+" : ""}${pssChange.toFixed(0)}%)` : "–"} | ${isShared ? arrow(r.daemons) : "–"} | ${isShared ? arrow(r.threads) : "–"} | ${isShared ? arrow(r.fds) : "–"} | ${arrow(r.cdFds)} | ${arrow(r.mounts)} | ${r.procs.join(" → ")} |`;
+  const change = ([a, b]: [number, number]) => {
+    const pct = ((b - a) / a) * 100;
+    return `${f1(a)} → ${f1(b)} (${pct >= 0 ? "+" : ""}${pct.toFixed(0)}%)`;
+  };
+  return `| ${r.peer.name} | ${r.ramps.map((x) => x.reached).join(" / ")} | ${r.ramps.map((x) => `${f1(x.ratePerS)} (${f1(x.rates[0] ?? Number.NaN)} → ${f1(x.rates.at(-1) ?? Number.NaN)})`).join(" | ")} | ${runc ? f2(r.ramps[0]!.ratePerS / runc.ramps[0]!.ratePerS) : "–"} | ${f2(r.pssPerContainerMiB)} | ${runc ? f2(r.pssPerContainerMiB / runc.pssPerContainerMiB) : "–"} | ${f1(median(r.killMs))} / ${f1(quantile(r.killMs, 0.99))} / ${f1(Math.max(...r.killMs))} (${r.killMs.filter((ms) => ms > 1000).length} of ${r.killMs.length} over 1 s) | ${r.deleteS.map(f1).join(" / ")} | ${isShared ? `${change(r.daemonPss)}; whole ${change(r.daemonWhole)}` : "–"} | ${isShared ? arrow(r.daemons) : "–"} | ${isShared ? arrow(r.threads) : "–"} | ${isShared ? arrow(r.fds) : "–"} | ${arrow(r.cdFds)} | ${arrow(r.mounts)} | ${r.procs.join(" → ")} |`;
 }
 
 const rows: Row[] = [];
@@ -511,7 +561,7 @@ try {
   );
   const widthCols = WIDTHS.map((w) => `create+start /s @${w} (first → last batch)`);
   console.log(
-    `| peer | N reached | ${widthCols.join(" | ")} | ÷ runc @${WIDTHS[0]} | PSS / idle container (MiB) | ÷ runc | kill median / p99 / max (ms) | delete all (s) | daemon PSS start → after (MiB) | daemons (start → N → after) | daemon threads | daemon fds | containerd fds | mounts | per-container processes (N → after) |`,
+    `| peer | N reached | ${widthCols.join(" | ")} | ÷ runc @${WIDTHS[0]} | PSS / idle container (MiB) | ÷ runc | kill median / p99 / max (ms) | delete all (s) | daemon PSS start → after (MiB); whole: each resident page counted whole | daemons (start → N → after) | daemon threads | daemon fds | containerd fds | mounts | per-container processes (N → after) |`,
   );
   console.log(`|---|---:|${WIDTHS.map(() => "---:|").join("")}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
   console.log(`| ctr version (one round trip: ctr's own floor) | | ${floors.map(f1).join(" | ")} | | | | | | | | | | | | |`);

@@ -29,12 +29,20 @@ export const SMALL_VM_ENV: Readonly<Record<string, string>> = {
   TOKIO_WORKER_THREADS: "1",
 };
 
-// The shared-mode daemon is busy where these processes are idle: it keeps its JIT and its
-// concurrent threads, and takes only the two memory settings, which cost it nothing (measured
+// The shared-mode daemon is busy where these processes are idle: it keeps its baseline JIT and
+// its concurrent threads, and takes the two memory settings, which cost it nothing (measured
 // with bench/shared/memory.ts at N = 20: 2.34 → 2.19 MiB per added container, 65.6 → 61.7 MiB
 // at start). Its binary re-executes itself with them (src/linux/reexec.ts).
+// - No optimizing JIT (DFG, and FTL above it): after its first thousand containers the daemon's
+//   hot functions reach those tiers, and what that costs stays: 3 MiB of the compilers' own
+//   code paged in from the binary, and the allocator pages their work left fragmented, about
+//   most of the daemon's growth from its start to after all were deleted (issue 17: +16% → +2%
+//   after the density benchmark's 2 × 1000, bench/shared/density.ts, each resident page counted
+//   whole). The daemon's JavaScript is request handling, not hot loops: the baseline JIT serves
+//   it (the same benchmark's create rates and kill latencies stayed within the machine's noise).
 export const DAEMON_VM_ENV: Readonly<Record<string, string>> = {
   BUN_JSC_useWarmUpMarkedBlocks: "0",
+  BUN_JSC_useDFGJIT: "0",
   MIMALLOC_PURGE_HOLES_LARGE_FLOOR: "0",
 };
 

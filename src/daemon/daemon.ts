@@ -34,7 +34,7 @@ import { bindUnixSocket, requireSameUser, Server } from "../ttrpc/index.ts";
 import { countingCompiles } from "./compiles.ts";
 import { type HandOverResponse, ManagerDefinition } from "./gen/bunwasi/manager/v1/manager.ts";
 import { Generations, takeOverLock } from "./generations.ts";
-import { giveBackWhenQuiet } from "./give-back.ts";
+import { GAVE_BACK, giveBack, giveBackWhenQuiet } from "./give-back.ts";
 import { lockDaemonDir } from "./lock.ts";
 import { stderrLogger } from "./log.ts";
 import { Manager } from "./manager.ts";
@@ -251,9 +251,24 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
   await startTracing(process.env, name, log);
   const counting = countingCompiles(o.engine);
   let running = 0;
+  /** Threads the engine started for runs, alive (a run's own, a pool's). */
+  let runThreads = 0;
   // Memory of ended runs and closed sandboxes goes back to the kernel a second after the last
-  // such end, at most once every 10 s (./give-back.ts).
-  const ended = giveBackWhenQuiet({ quietMs: 1000, minIntervalMs: 10_000 });
+  // such end, at most once every 10 s (./give-back.ts). Each pass says so, with what was left:
+  // the one with none of them is the pass after the last delete (what a test waits for).
+  const ended = giveBackWhenQuiet({
+    quietMs: 1000,
+    minIntervalMs: 10_000,
+    pass: () => {
+      const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+      const rss = process.memoryUsage.rss();
+      giveBack();
+      const { heapTotal, heapUsed } = process.memoryUsage();
+      log(
+        `${GAVE_BACK}: RSS ${mib(rss)} → ${mib(process.memoryUsage.rss())} MiB (JS heap ${mib(heapUsed)} of ${mib(heapTotal)}); ${manager.sandboxes.size} sandboxes, ${running} wasm runs, ${runThreads} run threads`,
+      );
+    },
+  });
   let runner: Promise<Runner> | null = null;
   // Loaded by path only when asked for: a daemon without metrics holds none of their code.
   const metricsModule = args.metrics ? await loadMetrics() : undefined;
@@ -271,6 +286,11 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
         killGraceMs: DAEMON_KILL_GRACE_MS,
         noFileCapabilities: true,
         pools: true,
+        // What an ended thread held is free only once it has ended: a pass after the last one.
+        onRunThreads: (alive) => {
+          if (alive < runThreads) ended();
+          runThreads = alive;
+        },
       });
       return runner;
     },

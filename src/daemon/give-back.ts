@@ -11,6 +11,9 @@
 
 import { mallocTrim } from "../linux/libc.ts";
 
+/** How the daemon's log line of a pass begins. */
+export const GAVE_BACK = "memory given back";
+
 /** A full collection of this thread's heap, JSC's shrink, then malloc_trim. */
 export function giveBack(): void {
   Bun.gc(true);

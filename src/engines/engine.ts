@@ -96,6 +96,12 @@ export interface LoadOptions {
    * an engine may then run many modules on each of a few threads rather than one thread each.
    */
   pools?: boolean;
+  /**
+   * Told how many threads the engine started for runs (a run's own, a pool's) are alive, now
+   * and at each start and end: what an ended one held is free only then, so a caller that
+   * gives memory back (the daemon) knows when.
+   */
+  onRunThreads?: (alive: number) => void;
 }
 
 export interface RunContext {

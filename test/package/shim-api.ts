@@ -84,6 +84,7 @@ interface LoadOptions {
   thisThread?: boolean;
   noFileCapabilities?: boolean;
   pools?: boolean;
+  onRunThreads?: (alive: number) => void;
 }
 
 interface RunContext {

@@ -47,6 +47,7 @@ import {
   setMemoryLimitWords,
   throttling,
 } from "./run-atomics.ts";
+import { countRunThread, watchRunThreads } from "./run-threads.ts";
 import { RUN_WORKER_SCRIPT, WASI_SHADOWS_SCRIPT } from "./scripts.ts";
 import { storeLimits } from "./store.ts";
 import { type WasmShape, wasmShape } from "./wasm-shape.ts";
@@ -85,6 +86,8 @@ export interface WasmtimeEngineOptions {
   noFileCapabilities?: boolean;
   /** Core modules run on a few shared threads, many each (./pool.ts), where they can. */
   pools?: boolean;
+  /** LoadOptions.onRunThreads. */
+  onRunThreads?: (alive: number) => void;
 }
 
 /** `module` is wasmtime's serialized form (trusted caller only): of a component when `precompiledComponent`. */
@@ -141,6 +144,7 @@ export class WasmtimeEngine {
     if (!this.engine) throw new Error("wasm_engine_new_with_config failed");
     this.cache = opts.cacheDir ? new CompileCache({ dir: opts.cacheDir, maxBytes: opts.cacheMaxBytes }) : undefined;
     const poolLib = opts.pools ? poolLibPath() : undefined;
+    if (opts.onRunThreads) watchRunThreads(opts.onRunThreads);
     this.pools = poolLib ? new RunPools(this.libPath, poolLib, this.noFileCapabilities) : undefined;
   }
 
@@ -742,7 +746,8 @@ export function prestartWorker(): void {
 function takeWorker(): Worker {
   const w = spare ?? new Worker(workerEntry());
   spare = null;
-  return w;
+  // Counted from its run on: the spare waiting for the first run is part of the engine's start.
+  return countRunThread(w);
 }
 
 let shadows: string | undefined;

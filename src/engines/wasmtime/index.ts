@@ -78,6 +78,7 @@ export const wasmtime: Engine = {
       hostModules: opts.hostModules,
       noFileCapabilities: opts.noFileCapabilities,
       pools: opts.pools,
+      onRunThreads: opts.onRunThreads,
     });
     return { run: (ctx) => engine.execute(ctx), runHere: (ctx, kill) => engine.executeHere(ctx, kill), close: () => engine.close() };
   },

@@ -8,6 +8,7 @@ import { workerScript } from "../../common/compiled.ts";
 import { nativeLibCandidates } from "../kill-signals.ts";
 import type { PoolMessage, PoolReply } from "./pool-worker.ts";
 import type { RunRequest } from "./protocol.ts";
+import { countRunThread } from "./run-threads.ts";
 import { POOL_WORKER_SCRIPT } from "./scripts.ts";
 
 export const POOL_LIB_NAME = "libbunwasi-pool.so";
@@ -125,7 +126,7 @@ export class RunPools {
   }
 
   private open(): Pool {
-    const worker = new Worker(workerScript(POOL_WORKER_SCRIPT, process.env.BUNWASI_POOL_WORKER));
+    const worker = countRunThread(new Worker(workerScript(POOL_WORKER_SCRIPT, process.env.BUNWASI_POOL_WORKER)));
     const pool: Pool = { worker, runs: 0 };
     worker.onmessage = (ev: MessageEvent<PoolReply>) => {
       const m = ev.data;
