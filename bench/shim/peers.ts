@@ -22,6 +22,8 @@ export function runwasiDir(flag?: string): string | null {
 export function runwasiPathDir(dir: string): string {
   const bin = mkdtempSync("/tmp/bw-runwasi-");
   symlinkSync(join(dir, "containerd-shim-wasmtime-v1"), join(bin, "containerd-shim-runwasi-v1"));
+  // It outlives every containerd of the run (they exec the shim from it): gone with the bench.
+  process.once("exit", () => rmSync(bin, { recursive: true, force: true }));
   return bin;
 }
 

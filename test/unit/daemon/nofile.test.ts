@@ -3,11 +3,11 @@
 // case runs in a child whose limits `ulimit` set (a lowered hard limit cannot be raised back
 // without CAP_SYS_RESOURCE, so not in this process).
 import { expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { containersFor, FDS_PER_CONTAINER, WARN_BELOW_CONTAINERS } from "../../../src/daemon/nofile.ts";
 import { RLIM_INFINITY } from "../../../src/linux/libc.ts";
+import { tempDir } from "../../support/temp-dirs.ts";
 
 const REPO = resolve(import.meta.dir, "../../..");
 
@@ -20,7 +20,7 @@ test("room per limit: 16 fds a container (measured); unlimited is unlimited", ()
 
 /** raiseNofile in a child started under `ulimit -Sn soft -Hn hard`: its log lines and the limits after. */
 async function inChild(soft: number, hard: number): Promise<{ lines: [string, string][]; after: { soft: string; hard: string } }> {
-  const dir = mkdtempSync(join(tmpdir(), "nofile-"));
+  const dir = tempDir("nofile-");
   const script = join(dir, "child.ts");
   writeFileSync(
     script,

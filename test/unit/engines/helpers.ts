@@ -1,9 +1,9 @@
 // Shared setup for the engine tests: build libwasmtime + the test modules (idempotent) and
 // fail loudly if either is missing.
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { RunPlan } from "../../../src/engines/run-plan.ts";
+import { tempDir } from "../../support/temp-dirs.ts";
 
 export const REPO = resolve(import.meta.dir, "..", "..", "..");
 export const WASM_DIR = join(REPO, "build", "wasm");
@@ -35,8 +35,9 @@ export function wasm(name: string): string {
   return join(WASM_DIR, `${name}.wasm`);
 }
 
+/** A directory for one test, removed after the run (test/support/temp-dirs.ts). */
 export function tmp(prefix = "bunwasi-eng-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  return tempDir(prefix);
 }
 
 let componentsBuilt = false;

@@ -7,12 +7,12 @@
 // minute, and that path's own evidence (the --stats line, written only after the run returned)
 // is checked.
 import { beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SMALL_VM_ENV, smallVmEntries } from "../../../src/common/vm-env.ts";
 import { KILL_LIB_NAME, killLibFile } from "../../../src/engines/kill-signals.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
+import { tempDir } from "../../support/temp-dirs.ts";
 import { prepare, REPO, wasm, writePlan } from "./helpers.ts";
 
 const SHIM = join(REPO, "src/bin/containerd-shim-wasmtime-v1.ts");
@@ -63,7 +63,7 @@ beforeAll(() => {
       .toString()
       .split("\n")
       .find((l) => l.endsWith(`/${KILL_LIB_NAME}`)) ?? "";
-  dir = mkdtempSync(join(tmpdir(), "bunwasi-kill-"));
+  dir = tempDir("bunwasi-kill-");
   writeFileSync(join(dir, "spin.wat"), SPIN);
   writeFileSync(join(dir, "sleep.wat"), SLEEP);
   writeFileSync(join(dir, "read.wat"), READ);
@@ -254,8 +254,4 @@ describe("the executor's environment: its VM settings, never the module's", () =
       "env:BUNWASI_EXECUTOR_WORKER=1",
     ]);
   });
-});
-
-process.on("exit", () => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
 });
