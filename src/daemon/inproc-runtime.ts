@@ -713,8 +713,8 @@ class InProcessExec implements InstanceExec {
   }
 
   /** Its thread, store, fds and fifo go (the Task service deletes an exec only once it has exited, or never ran). */
-  delete(): void {
-    if (this.run) void this.container.freeExec(this.run);
+  delete(): Promise<void> {
+    return this.run ? this.container.freeExec(this.run) : Promise.resolve();
   }
 }
 

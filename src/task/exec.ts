@@ -149,7 +149,7 @@ export class ExecProcess implements Process {
   delete(): Promise<Exit | null> {
     return this.transition("delete", async () => {
       await this.closeTerminal();
-      this.run.delete();
+      await this.run.delete();
       this.events.deleted(this);
       const exit = this.exit;
       // A Wait on an exec that never ran gets an answer too: it never will run now.

@@ -110,6 +110,9 @@ export interface InstanceExec {
   readonly exited: Promise<Exit>;
   /** Sends `signal` to it once started; throws if it cannot. */
   kill(signal: number): void;
-  /** Its files go. */
-  delete(): void;
+  /**
+   * Its files go; a returned promise resolves once they have gone (the Task service answers
+   * Delete after it, so an Exec right after that Delete finds the room it freed).
+   */
+  delete(): void | Promise<void>;
 }
