@@ -22,12 +22,13 @@
 // the shares (512 and 2048), and the split turns to 1:4 (within 1:2 and 1:8).
 // Missing binaries fail, never skip.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { pinned2x } from "../support/containerd-versions.ts";
-import { CRI_IMAGES, type CriEnv, crictlPath, criEnv, HANDLER, SHARED_HANDLER } from "../support/cri.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { CRI_IMAGES, type CriEnv, crictlPath, HANDLER, SHARED_HANDLER } from "../support/cri.ts";
+import { type CriMode, criInMode } from "../support/cri-mode.ts";
+import type { Daemon } from "../support/daemon.ts";
 import { REPO } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
@@ -55,20 +56,16 @@ for (const { name, binary, shared } of CASES) {
   describe(`CPU shares through CRI on ${name}, handler ${handler} (${shared ? "shared mode: one pool thread" : "normal mode: one CPU"})`, () => {
     let cri: CriEnv;
     let shd: Daemon | undefined;
+    let mode: CriMode | undefined;
 
     beforeAll(async () => {
       if (!existsSync(binary)) throw new Error(`${binary} is missing: run scripts/containerd-versions.sh`);
-      if (shared) shd = await startDaemon(mkdtempSync("/tmp/bwcs-"));
-      cri = await criEnv({ binary, ...(shd ? { handler: SHARED_HANDLER, runtime: SHARED_RUNTIME, env: shd.env } : {}) });
+      mode = await criInMode({ binary, shared, prefix: "/tmp/bwcs-" });
+      ({ cri, daemon: shd } = mode);
     }, T);
 
     afterAll(async () => {
-      await cri?.stop();
-      if (shd) {
-        const code = await shd.stop("SIGTERM");
-        rmSync(dirname(shd.socket), { recursive: true, force: true });
-        expect(code).toBe(0);
-      }
+      if (mode) expect(await mode.stop()).toBe(0);
     }, T);
 
     /** The container's CPU time so far (ns), as CRI reports it. */

@@ -14,11 +14,12 @@
 // held ends (src/daemon/inproc-runtime.ts, from the engine's RunStats.pooled), and nothing else
 // writes that line. Missing binaries fail, never skip.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { pinned2x } from "../support/containerd-versions.ts";
-import { CRI_IMAGES, type CriEnv, crictlPath, criEnv, HANDLER, SHARED_HANDLER } from "../support/cri.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { CRI_IMAGES, type CriEnv, crictlPath, HANDLER, SHARED_HANDLER } from "../support/cri.ts";
+import { type CriMode, criInMode } from "../support/cri-mode.ts";
+import type { Daemon } from "../support/daemon.ts";
 import { REPO } from "../support/shim-env.ts";
 
 const T = 120_000;
@@ -82,20 +83,16 @@ for (const { name, binary, shared } of CASES) {
   describe(`stdin through CRI on ${name}, handler ${handler} (${shared ? "shared mode: pooled" : "normal mode"})`, () => {
     let cri: CriEnv;
     let shd: Daemon | undefined;
+    let mode: CriMode | undefined;
 
     beforeAll(async () => {
       if (!existsSync(binary)) throw new Error(`${binary} is missing: run scripts/containerd-versions.sh`);
-      if (shared) shd = await startDaemon(mkdtempSync("/tmp/bwsi-"));
-      cri = await criEnv({ binary, ...(shd ? { handler: SHARED_HANDLER, runtime: SHARED_RUNTIME, env: shd.env } : {}) });
+      mode = await criInMode({ binary, shared, prefix: "/tmp/bwsi-" });
+      ({ cri, daemon: shd } = mode);
     }, T);
 
     afterAll(async () => {
-      await cri?.stop();
-      if (shd) {
-        const code = await shd.stop("SIGTERM");
-        rmSync(dirname(shd.socket), { recursive: true, force: true });
-        expect(code).toBe(0);
-      }
+      if (mode) expect(await mode.stop()).toBe(0);
     }, T);
 
     /** The daemon's debug lines that say a pool took run `run` (a container id, or `<id>/` for its execs). */

@@ -15,7 +15,7 @@
 // pause's mounts, state or cgroup; a native container's runc calls include its pod's holder),
 // the test says so. Missing binaries fail, never skip.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { TaskDefinition } from "../../src/task/gen/containerd/runtime/task/v2/shim.ts";
@@ -24,18 +24,9 @@ import { NAMESPACE_METADATA_KEY } from "../../src/task/task-service.ts";
 import { Client } from "../../src/ttrpc/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
 import { pinned2x } from "../support/containerd-versions.ts";
-import {
-  CRI_IMAGES,
-  type CriEnv,
-  crictlPath,
-  criEnv,
-  HANDLER,
-  K8S_NAMESPACE,
-  optionsHandler,
-  type Pod,
-  SHARED_HANDLER,
-} from "../support/cri.ts";
-import { type Daemon, SHARED_RUNTIME, startDaemon } from "../support/daemon.ts";
+import { CRI_IMAGES, type CriEnv, crictlPath, HANDLER, K8S_NAMESPACE, optionsHandler, type Pod, SHARED_HANDLER } from "../support/cri.ts";
+import { type CriMode, criInMode } from "../support/cri-mode.ts";
+import type { Daemon } from "../support/daemon.ts";
 import { processes } from "../support/processes.ts";
 import { REPO } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
@@ -97,24 +88,16 @@ for (const { name, binary, shared, handler: HANDLER, sandboxer } of CASES) {
   describe(`CRI (crictl) on ${name}, handler ${HANDLER} (${shared ? "shared" : "normal"} mode${shim ? ', sandboxer "shim"' : ""})`, () => {
     let cri: CriEnv;
     let shd: Daemon | undefined;
+    let mode: CriMode | undefined;
 
     beforeAll(async () => {
       if (!existsSync(binary)) throw new Error(`${binary} is missing: run scripts/containerd-versions.sh`);
-      if (shared) shd = await startDaemon(mkdtempSync("/tmp/bwcd-"));
-      cri = await criEnv({
-        binary,
-        ...(shd ? { handler: SHARED_HANDLER, runtime: SHARED_RUNTIME, env: shd.env } : {}),
-        ...(sandboxer ? { sandboxer } : {}),
-      });
+      mode = await criInMode({ binary, shared, prefix: "/tmp/bwcd-", ...(sandboxer ? { sandboxer } : {}) });
+      ({ cri, daemon: shd } = mode);
     }, T);
 
     afterAll(async () => {
-      await cri?.stop();
-      if (shd) {
-        const code = await shd.stop("SIGTERM");
-        rmSync(dirname(shd.socket), { recursive: true, force: true });
-        expect(code).toBe(0);
-      }
+      if (mode) expect(await mode.stop()).toBe(0);
     }, T);
 
     /** Shared mode: the daemon's sandboxes (ListSandboxes) serving pod `podId`. */
