@@ -4,8 +4,9 @@
 //   executors share it, and the kernel weighs their cgroups by cpu.shares;
 // - shared mode (handler `wasmtimed`): both modules on one run pool thread of the daemon, whose
 //   polls are ordered by each run's CPU time divided by its shares
-//   (src/engines/wasmtime/pool-queue.ts). The daemon ignores cpuset_cpus (its pool threads may
-//   run on any CPU the daemon may); what puts both on one thread is the pools' placement: a run
+//   (src/engines/wasmtime/pool-queue.ts). No cpuset here: the daemon would give a run confined
+//   to CPU 0 a thread of its own instead of a pool (src/linux/cpuset.ts); what puts both on one
+//   thread is the pools' placement: a run
 //   goes to the pool with the fewest runs, a new one opened while there are fewer than cores
 //   (src/engines/wasmtime/pool.ts), so one idle module per other core is started between them.
 //   Each run is checked to have been pooled (the daemon's debug line "<id>: ran on a run pool").
@@ -105,7 +106,7 @@ for (const { name, binary, shared } of CASES) {
             image: { image: CRI_IMAGES.tools },
             command,
             log_path: `${container}.log`,
-            linux: { resources: { cpu_shares: shares, cpuset_cpus: "0" } },
+            linux: { resources: { cpu_shares: shares, ...(shared ? {} : { cpuset_cpus: "0" }) } },
           });
           await cri.crictlOk(["start", id]);
           await cri.waitState(id, "CONTAINER_RUNNING");
