@@ -24,6 +24,7 @@ import { parseArgs } from "node:util";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
 import { SHARED_RUNTIME, startDaemon } from "../../test/support/daemon.ts";
 import { IMAGES, shimEnv } from "../../test/support/shim-env.ts";
+import { type Mapping, parseSmaps } from "./smaps-diff.ts";
 
 const { values } = parseArgs({
   options: {
@@ -42,42 +43,9 @@ const CYCLES = Number(values.cycles);
 const daemonEnv = Object.fromEntries(values.env.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
 
 type Kind = "stack" | "arena" | "[heap]" | "big" | "small" | "file" | "other";
-interface Mapping {
-  start: bigint;
-  end: bigint;
-  perms: string;
-  name: string;
-  pss: number;
-  rss: number;
-  anon: number;
-}
-
+/** The daemon's mappings (smaps-diff.ts reads the same file format). */
 function mappings(pid: number): Mapping[] {
-  const out: Mapping[] = [];
-  let cur: Mapping | undefined;
-  for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
-    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
-    if (head) {
-      cur = {
-        start: BigInt(`0x${head[1]}`),
-        end: BigInt(`0x${head[2]}`),
-        perms: head[3] ?? "",
-        name: (head[4] ?? "").trim(),
-        pss: 0,
-        rss: 0,
-        anon: 0,
-      };
-      out.push(cur);
-      continue;
-    }
-    const m = /^(Pss|Rss|Anonymous):\s+(\d+) kB/.exec(line);
-    if (m && cur) {
-      if (m[1] === "Pss") cur.pss += Number(m[2]);
-      else if (m[1] === "Rss") cur.rss += Number(m[2]);
-      else cur.anon += Number(m[2]);
-    }
-  }
-  return out;
+  return parseSmaps(readFileSync(`/proc/${pid}/smaps`, "utf8"));
 }
 
 const ARENA = 64n << 20n;
