@@ -1011,7 +1011,14 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
     let mut paused = shared.paused.subscribe();
     loop {
         let hold = *paused.borrow_and_update();
+        // Biased, in this order: a stop or a pause that came before a connection is seen first.
+        // Unbiased, select! picks among ready branches at random: a connection made after a
+        // pause could be accepted, and its request read, while paused.
         tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            // A stop asked before this loop first looked (the receiver saw it as its initial value).
+            _ = std::future::ready(()), if *stop.borrow() => break,
             _ = paused.changed() => {}
             r = listener.accept(), if !hold => match r {
                 Ok((stream, _)) => {
@@ -1031,9 +1038,6 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener, mut stop: watch::
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             },
-            _ = stop.changed() => break,
-            // A stop asked before this loop first looked (the receiver saw it as its initial value).
-            _ = std::future::ready(()), if *stop.borrow() => break,
         }
     }
     // Stop accepting: the listening socket closes, new connections are refused.

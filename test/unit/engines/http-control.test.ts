@@ -59,6 +59,29 @@ describe("a service controlled as a run", () => {
     }
   }, 60_000);
 
+  test("a connection made after a pause is never accepted while paused (50 rounds of pause, connect, resume)", async () => {
+    const svc = start();
+    const control = serviceControl(svc);
+    try {
+      const base = `http://127.0.0.1:${svc.port}`;
+      let read = 0;
+      for (let i = 0; i < 50; i++) {
+        control.pause();
+        const waiting = fetch(`${base}/`, { keepalive: false, headers: { connection: "close" } }).then((r) => r.text());
+        // Until the connection is surely made: the kernel queues it on the listener meanwhile.
+        await Bun.sleep(5);
+        // Read while paused: the accept loop took it (its request counted when its head was read).
+        if (svc.counters().requests !== i) read++;
+        control.resume();
+        expect(await waiting).toBe("hello from wasi:http\n");
+        await until("the request counted", () => svc.counters().requests === i + 1);
+      }
+      expect(read).toBe(0);
+    } finally {
+      await svc.stop(10_000);
+    }
+  }, 120_000);
+
   test("paused, a stop still ends it: the abort lets a paused service's waits go", async () => {
     const svc = start();
     const control = serviceControl(svc);
