@@ -135,12 +135,7 @@ for (const c of CONTAINERDS) {
       if (r.code !== 0) throw new Error(`ctr run ${id} → ${r.code}: ${r.stderr.trim()}`);
     }
 
-    async function stop(id: string): Promise<void> {
-      await tasks.ctrOk(["task", "kill", "-s", "SIGKILL", id]);
-      await tasks.waitStatus(id, "STOPPED");
-      await tasks.deleteTask(id);
-      await tasks.ctrOk(["container", "rm", id]);
-    }
+    const stop = (id: string) => tasks.killAndRemove(id);
 
     for (const mode of [
       { name: "normal", runtime: RUNTIME },

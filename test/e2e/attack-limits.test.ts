@@ -92,12 +92,7 @@ for (const c of CONTAINERDS) {
       return JSON.parse(await tasks.ctrOk(["task", "metrics", "--format", "json", id]));
     }
 
-    async function stop(id: string): Promise<void> {
-      await tasks.ctrOk(["task", "kill", "-s", "SIGKILL", id]);
-      await tasks.waitStatus(id, "STOPPED");
-      await tasks.deleteTask(id);
-      await tasks.ctrOk(["container", "rm", id]);
-    }
+    const stop = (id: string) => tasks.killAndRemove(id);
 
     for (const mode of [
       { name: "normal", runtime: RUNTIME },

@@ -92,12 +92,7 @@ for (const c of CONTAINERDS) {
         (e: Error) => e.message,
       );
 
-    async function stop(id: string): Promise<void> {
-      await tasks.ctrOk(["task", "kill", "-s", "SIGKILL", id]);
-      await tasks.waitStatus(id, "STOPPED", 60_000);
-      await tasks.deleteTask(id);
-      await tasks.ctrOk(["container", "rm", id]);
-    }
+    const stop = (id: string) => tasks.killAndRemove(id, 60_000);
 
     /** Starts grow-steps in `runtime` under `limit`; `grow()` asks for one more MiB and says "+" (grown) or "-" (refused). */
     async function growSteps(runtime: string, limit: number) {

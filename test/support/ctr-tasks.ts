@@ -66,6 +66,14 @@ export function ctrTasks(cd: () => Containerd, logDir: () => string) {
     return m ? Number(m[1]) : 0;
   }
 
+  /** A container gone whole: its task SIGKILLed, waited for (STOPPED), deleted, then the container removed. */
+  async function killAndRemove(id: string, timeoutMs = 30_000): Promise<void> {
+    await ctrOk(["task", "kill", "-s", "SIGKILL", id]);
+    await waitStatus(id, "STOPPED", timeoutMs);
+    await deleteTask(id);
+    await ctrOk(["container", "rm", id]);
+  }
+
   /** `ctr run -d` with stdout+stderr to a file (a detached ctr leaves no reader on a fifo); `extra`: ctr flags before the image. */
   async function runDetached(
     id: string,
@@ -94,5 +102,5 @@ export function ctrTasks(cd: () => Containerd, logDir: () => string) {
     }
   }
 
-  return { ctrOk, tasks, waitStatus, deleteTask, runDetached, update };
+  return { ctrOk, tasks, waitStatus, deleteTask, killAndRemove, runDetached, update };
 }
