@@ -10,6 +10,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import { GAVE_BACK } from "../../src/daemon/give-back.ts";
 import { containerStateDir } from "../../src/runtime-v2/paths.ts";
 import { writeImageArchive } from "../../tools/image/index.ts";
 import { ctrTasks, waitFile } from "../support/ctr-tasks.ts";
@@ -88,8 +89,11 @@ for (const version of VERSIONS) {
 
     const workDir = (id: string) => join(containerStateDir(env.cd.namespace), id);
 
+    /** The daemon's thread ids now. */
+    const threadIds = () => readdirSync(`/proc/${daemon.pid}/task`);
+
     /** The daemon's threads and open fds now. */
-    const counts = () => ({ threads: readdirSync(`/proc/${daemon.pid}/task`).length, fds: daemon.fdCount() });
+    const counts = () => ({ threads: threadIds().length, fds: daemon.fdCount() });
 
     /** Polls until `ok(counts())` (liveness only); returns the last counts. */
     async function settle(ok: (c: { threads: number; fds: number }) => boolean): Promise<{ threads: number; fds: number }> {
@@ -192,22 +196,40 @@ for (const version of VERSIONS) {
         const warm = uid("warm");
         await running(warm);
         expect((await exec(warm, "e-warm", ["/wasi-demo-app.wasm", "echo", "warm"])).code).toBe(0);
+        const logFrom = daemon.log().length;
         await gone(warm);
+        // Every run thread of the warm-up gone (the daemon says so in its give-back line): an idle
+        // pool thread left over would take the exec below, which would then add no thread.
+        expect(
+          await until(
+            "the warm-up's run threads to end",
+            () =>
+              daemon
+                .log()
+                .slice(logFrom)
+                .split("\n")
+                .some((l) => l.includes(GAVE_BACK) && l.includes(` 0 run threads"`)),
+            SETTLE_MS,
+          ),
+        ).toBe(true);
         // Idle before the container: what every later count comes back to after its Delete.
         const idle = await settle((x) => {
           const again = counts();
           return again.threads === x.threads && again.fds === x.fds;
         });
         await running(id);
-        const baseline = await settle((x) => {
+        const settled = await settle((x) => {
           const again = counts();
           return again.threads === x.threads && again.fds === x.fds;
         });
+        const baseline = { ...settled, tids: new Set(threadIds()) };
         // The counts see an exec's run: its thread is there while it runs.
         const sleeper = env.cd.ctrSpawn(["task", "exec", "--exec-id", "e-seen", id, "/wasi-demo-app.wasm", "sleep", "60"]);
         await execShown(id, "e-seen");
-        // (Looked for until it shows: the exec may be listed a moment before its thread is counted.)
-        expect(await until("the exec's thread", () => counts().threads > baseline.threads, SETTLE_MS)).toBe(true);
+        // A thread the baseline did not have, looked for until it shows (the exec may be listed a
+        // moment before its thread starts). Ids, not a count: an idle runtime thread of the baseline
+        // may end meanwhile, and a count would then never rise above it.
+        expect(await until("the exec's thread", () => threadIds().some((t) => !baseline.tids.has(t)), SETTLE_MS)).toBe(true);
         await t.ctrOk(["task", "kill", "--exec-id", "e-seen", "-s", "SIGKILL", id]);
         expect(await sleeper.exited).toBe(137);
         for (let i = 0; i < ROUNDS; i++) {
