@@ -11,6 +11,8 @@
 //  - An Update to cpus "0" moves that very thread (shared: the same tid); a pooled run (shared,
 //    no cpuset at create) cannot leave its pool: the narrowing Update is refused and nothing of
 //    the daemon is confined; normal mode moves its executor.
+//  - An exec into such a container is confined the same way (shared: a second thread on CPU 1,
+//    spinning, that the log ties to the exec; normal: the exec's process, in the cgroup).
 //  - cpus naming no CPU of the node, or mems naming no memory node of it, fail the Create in
 //    both modes (runc's write into the cgroup fails). Before: shared mode ran it.
 // ctr 1.6 has no --cpuset-cpus: there the spec is given with --config. Needs root, containerd
@@ -200,6 +202,40 @@ for (const c of CONTAINERDS) {
             await stop(id);
             if (isShared)
               await until("no daemon thread left allowed CPU 0 only", () => ![...daemonThreads(daemon.pid).values()].includes("0"));
+          },
+          T,
+        );
+
+        test(
+          'an exec into a cpus "1" container runs on CPU 1 only too, beside the container\'s module',
+          async () => {
+            const id = uid("exec");
+            await runBusyOk(mode.runtime, id, { cpus: "1" });
+            await tasks.waitStatus(id, "RUNNING");
+            const init = await runThread(id, "1");
+            const exec = env.cd.ctrSpawn(["task", "exec", "--exec-id", "e-busy", id, "/busy.wasm"]);
+            if (isShared) {
+              // A second daemon thread allowed CPU 1 only, spinning: the exec's run.
+              const tid = await until(
+                "a second daemon thread allowed CPU 1 only",
+                () => [...daemonThreads(daemon.pid)].find(([t, l]) => l === "1" && t !== init.tid)?.[0],
+              );
+              const ticks = threadTicks(daemon.pid, tid);
+              await until("the exec's thread to spend CPU", () => threadTicks(daemon.pid, tid) > ticks);
+              expect(daemon.log()).toContain(`${id}/e-busy: runs on a thread of its own confined to CPUs 1`);
+            } else {
+              // The exec's process (ctr task ps lists it by its exec id), in the container's cpuset.
+              const pid = await until("the exec in ctr task ps", async () => {
+                const line = (await tasks.ctrOk(["task", "ps", id])).split("\n").find((l) => l.includes("e-busy"));
+                return line ? Number(line.trim().split(/\s+/)[0]) : undefined;
+              });
+              expect(cpusAllowed(`/proc/${pid}/status`)).toBe("1");
+            }
+            await tasks.ctrOk(["task", "kill", "--exec-id", "e-busy", "-s", "SIGKILL", id]);
+            expect(await exec.exited).toBe(137);
+            await stop(id);
+            if (isShared)
+              await until("no daemon thread left allowed CPU 1 only", () => ![...daemonThreads(daemon.pid).values()].includes("1"));
           },
           T,
         );
