@@ -122,6 +122,8 @@ export class InProcessInstance implements Instance {
   private done?: Promise<void>;
   /** Pause and resume of the run, from the engine. */
   private control?: RunControl;
+  /** Settles once the engine has handed over `control`, or the run is over without one (what an Update that moves it waits for). */
+  private readonly handedOver = Promise.withResolvers<void>();
   /** Paused by the Task service (applied once `control` arrives). */
   private paused?: boolean;
   /** The first signal a running module was killed with: its exit status is 128+signal. */
@@ -225,6 +227,7 @@ export class InProcessInstance implements Instance {
     } catch (e) {
       closeQuietly(module.fd);
       this.running = false;
+      this.handedOver.resolve();
       throw e;
     }
     this.o.onRunning?.(1);
@@ -257,6 +260,7 @@ export class InProcessInstance implements Instance {
         },
         onControl: (c) => {
           this.control = c;
+          this.handedOver.resolve();
           if (this.paused) c.pause();
           if (this.cpuPending) {
             this.cpuPending = false;
@@ -440,7 +444,7 @@ export class InProcessInstance implements Instance {
     const cpuset = r.cpuset ? { ...this.cpuset, ...r.cpuset } : this.cpuset;
     const cpus = r.cpuset ? placeCpuset(`update ${this.id}`, cpuset) : this.cpu.cpus;
     const moved = !sameCpus(cpus, this.cpu.cpus);
-    if (moved) for (const run of [this, ...this.execRuns.keys()]) run.checkMovable();
+    if (moved) for (const run of [this, ...this.execRuns.keys()]) await run.checkMovable();
     if (r.memory !== undefined) {
       // 0 or -1 ("unlimited" in a spec) is the daemon's default, as at Create.
       const limit = r.memory > 0 ? r.memory : this.o.defaultMemoryBytes;
@@ -494,15 +498,13 @@ export class InProcessInstance implements Instance {
    * of the container before it changes anything). A pooled run shares its thread with other
    * containers' runs: confining that thread would confine them, and moving a run off its pool
    * is not something the engine can do; a wasi:http service's threads are the http library's.
-   * A run still starting has no thread to move yet.
+   * A run still starting is waited for: which thread it runs on is the engine's choice, told
+   * with its control (its start is short: the module was compiled at Create).
    */
-  private checkMovable(): void {
+  private async checkMovable(): Promise<void> {
     if (!this.running || this.ended) return;
-    if (!this.control)
-      throw new TtrpcError(
-        Code.FAILED_PRECONDITION,
-        `update ${this.id}: its run is still starting; its cpuset can be changed once it runs (try again)`,
-      );
+    await this.handedOver.promise;
+    if (this.ended || !this.control) return;
     if (!this.control.setCpus)
       throw new TtrpcError(
         Code.FAILED_PRECONDITION,
@@ -610,6 +612,7 @@ export class InProcessInstance implements Instance {
   private finish(status: number): void {
     if (this.ended) return;
     this.ended = true;
+    this.handedOver.resolve();
     // The output ends with the run, before its exit is reported, as a process's fds close
     // before its parent can reap it; not at Delete. containerd's client (task.Delete in
     // client/task.go, since 1.6.22, 1.7.3 and in 2.x) waits for its copy of the output to

@@ -712,6 +712,29 @@ describe("a cpuset (src/linux/cpuset.ts decides; this machine's CPUs: the test's
     },
   );
 
+  test.if(twoCpus)(
+    "an Update that moves a run still starting waits for the engine's control: then moves it, or refuses for a pooled one",
+    async () => {
+      const own = await created("c1", plan({ limits: { cpuset: { cpus: last() } } }));
+      await own.start();
+      let answered = false;
+      const moving = own.update(JSON.stringify({ cpu: { cpus: String(mine()[0]) } })).then(() => (answered = true));
+      await Bun.sleep(0);
+      expect(answered).toBe(false);
+      const moves: (number[] | undefined)[] = [];
+      runner.runs[0]!.ctx.onControl?.({ pause() {}, resume() {}, setCpu() {}, setCpus: (c) => moves.push(c) });
+      await moving;
+      expect(moves).toEqual([[mine()[0] as number]]);
+      await own.delete(true);
+      const pooled = await created("c2", plan({}));
+      await pooled.start();
+      const refused = pooled.update(JSON.stringify({ cpu: { cpus: last() } }));
+      runner.runs[1]!.ctx.onControl?.({ pause() {}, resume() {}, setCpu() {} });
+      await expect(refused).rejects.toMatchObject({ code: 9, message: expect.stringContaining("cannot be confined to its cpuset alone") });
+      await pooled.delete(true);
+    },
+  );
+
   test.if(twoCpus)("Update cannot confine a pooled run (no setCpus): FAILED_PRECONDITION, and nothing of that Update applies", async () => {
     const inst = await created("c1", plan({ limits: { memoryBytes: 64 << 20 } }));
     await inst.start();
