@@ -497,7 +497,8 @@ export class InProcessInstance implements Instance {
    * Throws if the run cannot be moved to another cpuset now (update checks this for every run
    * of the container before it changes anything). A pooled run shares its thread with other
    * containers' runs: confining that thread would confine them, and moving a run off its pool
-   * is not something the engine can do; a wasi:http service's threads are the http library's.
+   * is not something the engine can do. A wasi:http service's threads are its own: the http
+   * library moves them all.
    * A run still starting is waited for: which thread it runs on is the engine's choice, told
    * with its control (its start is short: the module was compiled at Create).
    */
@@ -508,7 +509,7 @@ export class InProcessInstance implements Instance {
     if (!this.control.setCpus)
       throw new TtrpcError(
         Code.FAILED_PRECONDITION,
-        `update ${this.id}: it runs on threads it shares with other runs (a run pool, or a wasi:http service's), which cannot be confined to its cpuset alone; nothing was changed (re-create the container with the cpuset, or run it in normal mode, io.containerd.wasmtime.v1)`,
+        `update ${this.id}: it runs on a thread it shares with other runs (a run pool), which cannot be confined to its cpuset alone; nothing was changed (re-create the container with the cpuset, or run it in normal mode, io.containerd.wasmtime.v1)`,
       );
   }
 

@@ -248,8 +248,9 @@ export interface RunControl {
   setCpu?(cpu: CpuLimits): void;
   /**
    * Moves the run's thread to `cpus` (undefined: back to every CPU the caller's main thread may
-   * use), at once. Present only where the run has threads of its own to move: a pooled run
-   * shares its thread with others and cannot be confined alone.
+   * use), at once: every thread of the run (a wasi:http service's too). Present only where the
+   * run has threads of its own to move: a pooled run shares its thread with others and cannot be
+   * confined alone.
    */
   setCpus?(cpus: number[] | undefined): void;
   /** What holding the run to its CPU quota did so far, as a cgroup's cpu.stat counts it. */

@@ -13,6 +13,9 @@
 //    the daemon is confined; normal mode moves its executor.
 //  - An exec into such a container is confined the same way (shared: a second thread on CPU 1,
 //    spinning, that the log ties to the exec; normal: the exec's process, in the cgroup).
+//  - A wasi:http service with cpus "1": every thread serving it is confined (shared: each of the
+//    daemon's threads the http library names for it), and an Update moves them all. Before: shared
+//    mode refused to start it (125).
 //  - cpus naming no CPU of the node, or mems naming no memory node of it, fail the Create in
 //    both modes (runc's write into the cgroup fails). Before: shared mode ran it.
 // ctr 1.6 has no --cpuset-cpus: there the spec is given with --config. Needs root, containerd
@@ -84,7 +87,10 @@ for (const c of CONTAINERDS) {
       const archive = join(dir, "attack.tar");
       writeImageArchive(archive, {
         name: IMAGE,
-        files: [{ path: "/busy.wasm", source: join(WASM, "busy.wasm") }],
+        files: [
+          { path: "/busy.wasm", source: join(WASM, "busy.wasm") },
+          { path: "/handler.wasm", source: join(WASM, "http", "handler.wasm") },
+        ],
         config: { entrypoint: ["/busy.wasm"] },
       });
       const r = await env.cd.ctr(["images", "import", archive]);
@@ -94,6 +100,7 @@ for (const c of CONTAINERDS) {
         rootfs = join(dir, "rootfs");
         mkdirSync(rootfs);
         copyFileSync(join(WASM, "busy.wasm"), join(rootfs, "busy.wasm"));
+        copyFileSync(join(WASM, "http", "handler.wasm"), join(rootfs, "handler.wasm"));
       }
     }, 300_000);
 
@@ -111,18 +118,22 @@ for (const c of CONTAINERDS) {
      * --cpuset-cpus: there the container is run from a spec of its own (--config), on a rootfs
      * directory of this test's holding the module.
      */
-    function runBusy(runtime: string, id: string, cpuset: { cpus?: string; mems?: string }) {
+    function runBusy(runtime: string, id: string, cpuset: { cpus?: string; mems?: string }, service = false) {
       const log = ["--log-uri", `file://${join(dir, `${id}.log`)}`];
+      // The wasi:http handler instead: a service, on a port of its own choosing.
+      const ADDR = "WASMTIME_HTTP_PROXY_SOCKET_ADDR=127.0.0.1:0";
       if (hasCpusetFlag) {
         const flags = [...(cpuset.cpus ? ["--cpuset-cpus", cpuset.cpus] : []), ...(cpuset.mems ? ["--cpuset-mems", cpuset.mems] : [])];
-        return env.cd.ctr(["run", "-d", "--runtime", runtime, ...log, ...flags, IMAGE, id]);
+        const what = service ? ["--env", ADDR, IMAGE, id, "/handler.wasm"] : [IMAGE, id];
+        return env.cd.ctr(["run", "-d", "--runtime", runtime, ...log, ...flags, ...what]);
       }
       const spec = structuredClone(baseSpec) as {
-        process: { args: string[]; terminal?: boolean };
+        process: { args: string[]; env?: string[]; terminal?: boolean };
         root: { path: string; readonly?: boolean };
         linux: { cgroupsPath?: string; resources?: { cpu?: Record<string, unknown> } };
       };
-      spec.process.args = ["/busy.wasm"];
+      spec.process.args = [service ? "/handler.wasm" : "/busy.wasm"];
+      if (service) spec.process.env = [...(spec.process.env ?? []), ADDR];
       spec.process.terminal = false;
       spec.root = { path: rootfs, readonly: true };
       spec.linux.cgroupsPath = `/${env.cd.namespace}/${id}`;
@@ -132,8 +143,8 @@ for (const c of CONTAINERDS) {
       return env.cd.ctr(["run", "-d", "--runtime", runtime, ...log, "--config", path, id]);
     }
 
-    async function runBusyOk(runtime: string, id: string, cpuset: { cpus?: string; mems?: string }): Promise<void> {
-      const r = await runBusy(runtime, id, cpuset);
+    async function runBusyOk(runtime: string, id: string, cpuset: { cpus?: string; mems?: string }, service = false): Promise<void> {
+      const r = await runBusy(runtime, id, cpuset, service);
       if (r.code !== 0) throw new Error(`ctr run ${id} → ${r.code}: ${r.stderr.trim()}`);
     }
 
@@ -236,6 +247,38 @@ for (const c of CONTAINERDS) {
             await stop(id);
             if (isShared)
               await until("no daemon thread left allowed CPU 1 only", () => ![...daemonThreads(daemon.pid).values()].includes("1"));
+          },
+          T,
+        );
+
+        test(
+          'a wasi:http service with cpus "1": every thread that serves it is allowed CPU 1 only; an Update to "0" moves them all',
+          async () => {
+            const id = uid("http");
+            await runBusyOk(mode.runtime, id, { cpus: "1" }, true);
+            await tasks.waitStatus(id, "RUNNING");
+            /** The threads that serve it, as Cpus_allowed_list (shared: the daemon's named by the http library). */
+            const servers = async (): Promise<string[]> => {
+              if (!isShared) {
+                const pid = (await tasks.tasks()).get(id)?.pid;
+                return readdirSync(`/proc/${pid}/task`).flatMap((t) => cpusAllowed(`/proc/${pid}/task/${t}/status`) ?? []);
+              }
+              return readdirSync(`/proc/${daemon.pid}/task`).flatMap((t) => {
+                try {
+                  if (!readFileSync(`/proc/${daemon.pid}/task/${t}/comm`, "utf8").startsWith("bunwasi-http-")) return [];
+                } catch {
+                  return [];
+                }
+                return cpusAllowed(`/proc/${daemon.pid}/task/${t}/status`) ?? [];
+              });
+            };
+            // Serving: its threads are there (the accept loop, a worker, the ticker at least).
+            const serving = await until("the service's threads", async () => ((await servers()).length >= 3 ? await servers() : undefined));
+            expect(new Set(serving)).toEqual(new Set(["1"]));
+            await tasks.update(id, { cpu: { cpus: "0" } });
+            expect(new Set(await servers())).toEqual(new Set(["0"]));
+            await stop(id);
+            if (isShared) await until("no thread of the service left", async () => (await servers()).length === 0);
           },
           T,
         );

@@ -254,6 +254,9 @@ struct ServeConfig {
     cpu_period_us: u64,
     /// The nice value of every thread of the service (the container's CPU shares as a weight).
     nice: i32,
+    /// The CPUs every thread of the service is confined to (the container's cpuset, in a caller
+    /// with no cgroup per container); None: wherever the caller's threads may run.
+    cpus: Option<Vec<u32>>,
 }
 
 /// The configuration is a list of NUL-terminated strings, key then value, keys repeated for
@@ -264,7 +267,8 @@ struct ServeConfig {
 /// path of the network namespace to listen and connect in), `outgoing` (0 = refuse outgoing
 /// requests), `file_caps` (0 = the serving threads give up the capabilities over files),
 /// `cpu_quota` and `cpu_period` (µs: the service's threads together use at most quota per
-/// period, see `Cpu`), `nice` (the threads' nice value).
+/// period, see `Cpu`), `nice` (the threads' nice value), `cpus` (a CPU number, repeated: the
+/// CPUs every thread of the service is confined to).
 fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
     let mut cfg = ServeConfig {
         addr: "0.0.0.0:8080".parse().unwrap(),
@@ -285,6 +289,7 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
         cpu_quota_us: 0,
         cpu_period_us: 100_000,
         nice: 0,
+        cpus: None,
     };
     let mut root_ro = false;
     let mut parts = bytes.split(|b| *b == 0);
@@ -319,6 +324,7 @@ fn parse_config(bytes: &[u8]) -> Result<ServeConfig> {
             "cpu_quota" => cfg.cpu_quota_us = v.parse()?,
             "cpu_period" => cfg.cpu_period_us = v.parse::<u64>()?.max(1),
             "nice" => cfg.nice = v.parse::<i32>()?.clamp(-20, 19),
+            "cpus" => cfg.cpus.get_or_insert_with(Vec::new).push(v.parse().map_err(|_| wasmtime::format_err!("cpu {v:?} is not a number"))?),
             _ => wasmtime::bail!("unknown config key {k}"),
         }
     }
@@ -367,7 +373,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(memory_limit: Option<u64>, cfg_cpu: (i64, u64, i32)) -> Self {
+    fn new(memory_limit: Option<u64>, cfg_cpu: (i64, u64, i32), cpus: Option<&[u32]>) -> Self {
         Shared {
             state: AtomicI32::new(0),
             aborted: AtomicBool::new(false),
@@ -385,7 +391,7 @@ impl Shared {
             gate: std::sync::Mutex::new(()),
             wake: std::sync::Condvar::new(),
             cpu: Cpu::new(cfg_cpu.0, cfg_cpu.1, cfg_cpu.2),
-            clocks: std::sync::Mutex::new(Clocks::default()),
+            clocks: std::sync::Mutex::new(Clocks { cpus: cpus.map(cpu_mask), ..Clocks::default() }),
         }
     }
 
@@ -468,15 +474,40 @@ impl Shared {
     }
 
     /// The calling thread is one of the service's from now on (its CPU time counts, it gets the
-    /// service's nice value).
-    fn thread_started(&self) {
-        let Some(clock) = this_thread_clock() else { return };
+    /// service's nice value and is confined to its CPUs). An error: it could not be confined.
+    fn thread_started(&self) -> Result<()> {
+        let Some(clock) = this_thread_clock() else { return Ok(()) };
         let tid = unsafe { gettid() };
         let nice = self.cpu.nice.load(Ordering::SeqCst);
         if nice != 0 {
             unsafe { setpriority(PRIO_PROCESS, tid as u32, nice) };
         }
-        self.clocks.lock().unwrap().live.push((clock, tid));
+        // Under the lock an Update's set_cpus takes: a thread starting meanwhile gets one or the
+        // other cpuset, and is then moved with the others.
+        let mut c = self.clocks.lock().unwrap();
+        c.live.push((clock, tid));
+        match &c.cpus {
+            Some(mask) => confine(0, mask).map_err(|e| wasmtime::format_err!("cannot confine a thread of the service to its CPUs: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves every thread of the service to `cpus` (None: `free`, the caller's own CPUs), and the
+    /// threads it starts from now on. 0, or the errno of the first thread that could not be moved.
+    fn set_cpus(&self, cpus: Option<&[u32]>, free: &[u32]) -> i32 {
+        let mut c = self.clocks.lock().unwrap();
+        c.cpus = cpus.map(cpu_mask);
+        let to = cpu_mask(cpus.unwrap_or(free));
+        let mut first = 0;
+        for (_, tid) in &c.live {
+            if let Err(e) = confine(*tid, &to) {
+                // Gone meanwhile (it is ending): nothing to move.
+                if first == 0 && e.raw_os_error() != Some(3) {
+                    first = e.raw_os_error().unwrap_or(-1);
+                }
+            }
+        }
+        first
     }
 
     /// The calling thread is about to end: its CPU time is kept as the retired threads'.
@@ -575,6 +606,28 @@ impl Bucket {
 struct Clocks {
     live: Vec<(i32, i32)>,
     retired_ns: u64,
+    /// The CPUs the live threads are confined to (see `set_cpus`).
+    cpus: Option<CpuMask>,
+}
+
+/// A cpu_set_t: 1024 CPUs, as glibc's.
+type CpuMask = [u64; 16];
+
+fn cpu_mask(cpus: &[u32]) -> CpuMask {
+    let mut m = [0u64; 16];
+    for &c in cpus.iter().filter(|c| **c < 1024) {
+        m[(c / 64) as usize] |= 1 << (c % 64);
+    }
+    m
+}
+
+/// sched_setaffinity(2) of thread `tid` (0: the calling one).
+fn confine(tid: i32, mask: &CpuMask) -> std::io::Result<()> {
+    if unsafe { sched_setaffinity(tid, std::mem::size_of::<CpuMask>(), mask.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 unsafe extern "C" {
@@ -583,6 +636,7 @@ unsafe extern "C" {
     fn clock_gettime(clock: i32, ts: *mut [i64; 2]) -> c_int;
     fn gettid() -> i32;
     fn setpriority(which: c_int, who: u32, prio: c_int) -> c_int;
+    fn sched_setaffinity(pid: i32, size: usize, mask: *const u64) -> c_int;
 }
 const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
 const PRIO_PROCESS: c_int = 0;
@@ -1067,6 +1121,9 @@ const CPU_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 /// wait for ever. A thread of its own, not a task: a task needs a worker, and the spinning
 /// guest holds its own.
 fn tick(engine: Engine, shared: Arc<Shared>) {
+    // One of the service's threads: on its CPUs (its work is the service's), its time counted.
+    // Confined or not, it runs no guest: a failure to confine it stops nothing.
+    let _ = shared.thread_started();
     while !shared.ticker_stop.load(Ordering::SeqCst) {
         if shared.requests.load(Ordering::SeqCst) == 0 {
             // A request that starts after the check unparks first: park then returns at once.
@@ -1077,6 +1134,7 @@ fn tick(engine: Engine, shared: Arc<Shared>) {
         std::thread::sleep(if shared.cpu.quota_us.load(Ordering::SeqCst) > 0 { CPU_TICK } else { TICK });
         engine.increment_epoch();
     }
+    shared.thread_ending();
 }
 
 fn bind(cfg: &ServeConfig) -> Result<std::net::TcpListener> {
@@ -1259,7 +1317,7 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
     let pre = ProxyPre::new(pre).map_err(|e| wasmtime::format_err!("not a wasi:http proxy: {e}"))?;
     let listener = bind_in(&cfg, netns.as_deref())?;
     let port = listener.local_addr()?.port();
-    let shared = Arc::new(Shared::new(cfg.memory_limit, (cfg.cpu_quota_us, cfg.cpu_period_us, cfg.nice)));
+    let shared = Arc::new(Shared::new(cfg.memory_limit, (cfg.cpu_quota_us, cfg.cpu_period_us, cfg.nice), cfg.cpus.as_deref()));
     let engine = pre.engine().clone();
     let turns = cfg.max_requests.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     let app = Arc::new(App { pre, cfg, shared: shared.clone(), turns, stdout, stderr, log });
@@ -1285,21 +1343,27 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
             if setup_pool.netns.is_some() || setup_pool.drop_caps {
                 setup_pool.apply_or_abort(&log);
             }
-            started.thread_started();
+            // It inherited the worker's CPUs, which are the service's: a failure leaves it right.
+            if let Err(e) = started.thread_started() {
+                log.line(&format!("bunwasi: http: {e:#}"));
+            }
         });
         builder.on_thread_stop(move || ending.thread_ending());
+        // Named as the worker is: the caller tells the service's threads by name (a caller that
+        // keeps other threads off a cpuset leaves these to the service's own).
+        builder.thread_name(format!("bunwasi-http-{i}"));
         let rt = builder.build()?;
         handles.push(rt.handle().clone());
         let mut rx = exit.subscribe();
         let (setup, entered_tx, counted) = (setup.clone(), entered_tx.clone(), shared.clone());
         joins.push(std::thread::Builder::new().name(format!("bunwasi-http-{i}")).spawn(move || {
-            let r = setup.apply();
+            let r = setup.apply().and_then(|()| counted.thread_started());
             let ok = r.is_ok();
             let _ = entered_tx.send(r);
             if !ok {
+                counted.thread_ending();
                 return;
             }
-            counted.thread_started();
             rt.block_on(async move {
                 let _ = rx.wait_for(|v| *v).await;
                 Idle::clear();
@@ -1318,11 +1382,15 @@ fn start(cfg_bytes: &[u8], src: &[u8]) -> Result<Server> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let workers = Workers { handles, next: std::sync::atomic::AtomicUsize::new(0) };
     let done = shared.clone();
+    let main_log = app.log.clone();
     let (tick_engine, tick_shared) = (engine.clone(), shared.clone());
     let ticker = std::thread::Builder::new().name("bunwasi-http-tick".into()).spawn(move || tick(tick_engine, tick_shared))?;
     let _ = shared.ticker.set(ticker.thread().clone());
     let thread = std::thread::Builder::new().name("bunwasi-http-main".into()).spawn(move || {
-        done.thread_started();
+        if let Err(e) = done.thread_started() {
+            // Started from the caller's thread, on its CPUs: it accepts, it does not run guests.
+            main_log.line(&format!("bunwasi: http: {e:#}"));
+        }
         rt.block_on(serve(app, listener, stop_rx, workers));
         // In-flight work is done (or aborted: its guests trap at their next epoch check);
         // anything left is cancelled with the runtimes, whose threads are joined before the
@@ -1497,6 +1565,14 @@ pub extern "C" fn bunwasi_http_set_cpu(s: &Server, quota_us: i64, period_us: u64
 
 /// A new memory limit for all of the service's stores together (u64::MAX: none): 0 once set,
 /// -1 (nothing changed) when they already hold more than it (counter 4 says how much).
+/// Moves every thread of the service to the `len` CPUs at `cpus` (len 0: to the `free_len` at
+/// `free`, the caller's own). 0, or the errno of a thread that could not be moved.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bunwasi_http_set_cpus(s: &Server, cpus: *const u32, len: usize, free: *const u32, free_len: usize) -> c_int {
+    let (cpus, free) = unsafe { (std::slice::from_raw_parts(cpus, len), std::slice::from_raw_parts(free, free_len)) };
+    s.shared.set_cpus(if len == 0 { None } else { Some(cpus) }, free)
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn bunwasi_http_set_memory_limit(s: &Server, bytes: u64) -> c_int {
     if s.shared.budget.set_limit(bytes) { 0 } else { -1 }

@@ -8,9 +8,12 @@
 // exclusive CPUs they would run other tenants' work there. So while confined runs exist, the
 // threads of the process that are not theirs are put back on the main thread's CPUs: at each
 // confined run's start and end, and every STRAY_SWEEP_MS meanwhile (a tokio thread can start
-// at any file call). Required lazily: the executor loads the engine and never binds libc.
+// at any file call). A wasi:http service's threads (the http library's, named "bunwasi-http-…",
+// a name each inherits from the thread that starts it) are the library's to place: it holds a
+// confined service's to its cpuset itself, and an unconfined one's descend from unconfined
+// threads. Required lazily: the executor loads the engine and never binds libc.
 
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 const STRAY_SWEEP_MS = 1000;
 
@@ -25,10 +28,24 @@ export function confineThread(tid: number, cpus: number[] | undefined): void {
   if (r < 0) throw new Error(`cannot move run thread ${tid} to CPUs ${to.join(",")}: ${c.strerror(e)}`);
 }
 
+/** The CPUs the calling thread (the caller's main thread) may run on: where an unconfined run goes back to. */
+export function callerCpus(): number[] {
+  return mainCpus(libc());
+}
+
 function mainCpus(c: Libc): number[] {
   const [own, e] = c.schedGetaffinity(0);
   if (!own) throw new Error(`sched_getaffinity: ${c.strerror(e)}`);
   return own;
+}
+
+/** Whether thread `tid` of this process is one of a wasi:http service's (see the head of this file). */
+function isHttpServiceThread(tid: string): boolean {
+  try {
+    return readFileSync(`/proc/self/task/${tid}/comm`, "utf8").startsWith("bunwasi-http-");
+  } catch {
+    return false;
+  }
 }
 
 export class ConfinedThreads {
@@ -83,7 +100,7 @@ export class ConfinedThreads {
     }
     for (const t of tids) {
       const tid = Number(t);
-      if (this.runs.has(tid)) continue;
+      if (this.runs.has(tid) || isHttpServiceThread(t)) continue;
       const [cpus] = c.schedGetaffinity(tid);
       // Gone meanwhile, or where it belongs.
       if (!cpus || (cpus.length === main.length && cpus.every((x, i) => x === main[i]))) continue;

@@ -651,15 +651,6 @@ export class WasmtimeEngine {
       );
       return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
     }
-    if (ctx.cpu?.cpus) {
-      // Its threads are the http library's, started and shared outside any run thread: none
-      // could be held to the cpuset, and running it anyway would drop the limit.
-      writeErr(
-        ctx.stderr,
-        `bunwasi: a wasi:http service cannot be confined to CPUs ${ctx.cpu.cpus.join(",")} in shared mode (its threads are the http library's); run it in normal mode (io.containerd.wasmtime.v1) or without a narrower cpuset\n`,
-      );
-      return { code: EXIT_ENGINE_ERROR, stats: { instantiateMs: 0, runMs: 0 } };
-    }
     const { serveHttp, serviceControl } = await import("./http/serve.ts");
     const t = performance.now();
     const libDir = dirname(this.libPath);

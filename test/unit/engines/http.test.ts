@@ -15,6 +15,8 @@ import { HttpConfigError, HttpService, httpSettings, serveHttp, stopGraceMs } fr
 import { watComponentExports } from "../../../src/engines/wasmtime/http/wat-exports.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { wasmShape } from "../../../src/engines/wasmtime/wasm-shape.ts";
+import { formatCpuList } from "../../../src/linux/cpuset.ts";
+import { schedGetaffinity } from "../../../src/linux/libc.ts";
 import { until } from "../../support/until.ts";
 import { component, prepare, prepareComponents, REPO, tmp, WASM_DIR, wasm } from "./helpers.ts";
 
@@ -608,6 +610,50 @@ describe("lifecycle", () => {
     expect(await svc.abort()).toBe(true);
     expect(await spin).toBe("cut");
   });
+
+  // A narrower cpuset needs two CPUs to choose from (skipped, not passed, on one).
+  const cpus = schedGetaffinity(0)[0] ?? [];
+  test.if(cpus.length >= 2)(
+    "cpus: every thread of the service is confined to them (those it starts later too); setCpus moves them all, and back to the caller's",
+    async () => {
+      const first = cpus[0] as number;
+      const last = cpus[cpus.length - 1] as number;
+      /** The service's threads (the library names them) as Cpus_allowed_list. */
+      const serviceThreads = () =>
+        readdirSync("/proc/self/task").flatMap((t) => {
+          try {
+            if (!readFileSync(`/proc/self/task/${t}/comm`, "utf8").startsWith("bunwasi-http-")) return [];
+            return [/^Cpus_allowed_list:\s*(.*)$/m.exec(readFileSync(`/proc/self/task/${t}/status`, "utf8"))?.[1]];
+          } catch {
+            return [];
+          }
+        });
+      const svc = HttpService.start({
+        source,
+        env: [["WASMTIME_HTTP_PROXY_SOCKET_ADDR", "127.0.0.1:0"]],
+        args: [],
+        threads: 2,
+        cpu: { cpus: [last] },
+      });
+      try {
+        const base = `http://127.0.0.1:${svc.port}`;
+        expect(await (await fetch(`${base}/`)).text()).toBe("hello from wasi:http\n");
+        expect(serviceThreads().length).toBeGreaterThanOrEqual(3);
+        expect(new Set(serviceThreads())).toEqual(new Set([String(last)]));
+        svc.setCpus([first], cpus);
+        expect(new Set(serviceThreads())).toEqual(new Set([String(first)]));
+        // 20 at once: more than the workers, so the blocking pools may start threads now.
+        await Promise.all(Array.from({ length: 20 }, () => fetch(`${base}/`).then((r) => r.text())));
+        expect(new Set(serviceThreads())).toEqual(new Set([String(first)]));
+        svc.setCpus(undefined, cpus);
+        expect(new Set(serviceThreads())).toEqual(new Set([formatCpuList(cpus)]));
+        // The caller's own thread was never moved.
+        expect(schedGetaffinity(0)[0]).toEqual(cpus);
+      } finally {
+        await svc.stop(10_000);
+      }
+    },
+  );
 
   test("the grace period comes from the container's env first, then the process's", () => {
     const prev = process.env.BUNWASI_HTTP_GRACE_MS;

@@ -22,6 +22,7 @@ const SYMBOLS = {
   bunwasi_http_pause: { args: [ptr, i32], returns: FFIType.void },
   bunwasi_http_set_cpu: { args: [ptr, FFIType.i64, u64, i32], returns: FFIType.void },
   bunwasi_http_set_memory_limit: { args: [ptr, u64], returns: i32 },
+  bunwasi_http_set_cpus: { args: [ptr, ptr, usize, ptr, usize], returns: i32 },
 } as const;
 
 export type HttpHostLib = ReturnType<typeof dlopen<typeof SYMBOLS>>["symbols"];

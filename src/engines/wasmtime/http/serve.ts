@@ -9,10 +9,11 @@
 // did, 128+s when the grace period ran out first. A second kill during the drain (the
 // run's stopNow) ends it at once with 128 + that signal, as servers do on a second Ctrl-C.
 
-import type { Pointer } from "bun:ffi";
+import { type Pointer, ptr } from "bun:ffi";
 import { EXIT_ENGINE_ERROR } from "../../../common/constants.ts";
 import { SIGNALS, signalNumber } from "../../../common/signals.ts";
 import { type CpuLimits, MemoryLimitBelowUsage, type RunControl } from "../../engine.ts";
+import { callerCpus } from "../cpu-confine.ts";
 import { niceOfShares } from "../cpu-throttle.ts";
 import { encodeConfig, type HttpHostLib, type HttpLatency, httpHost, latencyReader, startHttpServer } from "./ffi.ts";
 import { requireHttpHost } from "./library.ts";
@@ -60,6 +61,8 @@ function cpuPairs(cpu: CpuLimits): [string, string][] {
     ["cpu_quota", String(w.quota)],
     ["cpu_period", String(w.period)],
     ["nice", String(w.nice)],
+    // Every thread of the service confines itself to them as it starts (the library's).
+    ...(cpu.cpus ?? []).map((c): [string, string] => ["cpus", String(c)]),
   ];
 }
 /** After an abort: the library joins its threads within 10 s (a guest stuck in a blocking host call); a little more here. */
@@ -229,6 +232,19 @@ export class HttpService {
   /** Pause (as a frozen process: nothing accepted or answered, connections queue) or resume. */
   pause(on: boolean): void {
     if (this.server) this.lib.bunwasi_http_pause(this.server, on ? 1 : 0);
+  }
+
+  /**
+   * Moves every thread of the service, and those it starts from now on, to `cpus` (undefined:
+   * to `free`, the caller's own CPUs). Throws, saying why, if a thread could not be moved.
+   */
+  setCpus(cpus: number[] | undefined, free: number[]): void {
+    if (!this.server) return;
+    // Never empty (bun:ffi has no pointer to an empty buffer); the lengths say what counts.
+    const to = Uint32Array.from(cpus?.length ? cpus : [0]);
+    const all = Uint32Array.from(free.length ? free : [0]);
+    const e = this.lib.bunwasi_http_set_cpus(this.server, ptr(to), cpus?.length ?? 0, ptr(all), free.length);
+    if (e !== 0) throw new Error(`cannot move the service's threads to CPUs ${(cpus ?? free).join(",")}: errno ${e}`);
   }
 
   /** New CPU limits for all of the service's threads (an Update). */
@@ -420,6 +436,7 @@ export function serviceControl(svc: HttpService): RunControl {
     pause: () => svc.pause(true),
     resume: () => svc.pause(false),
     setCpu: (cpu) => svc.setCpu(cpu),
+    setCpus: (cpus) => svc.setCpus(cpus, callerCpus()),
     cpuThrottling: () => svc.usage().throttling,
     memoryBytes: async () => svc.usage().memoryBytes,
     setMemoryLimit: async (bytes) => svc.setMemoryLimit(bytes),
