@@ -37,9 +37,10 @@
 // "HostNetwork is true": its RemovePodSandbox found a container still running, seen once in
 // two runs). At the first table's speed each is about a normal run's, ~1 min 15 s.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { buildImage } from "../../tools/image/index.ts";
+import { mountsUnder } from "../support/containerd.ts";
 import { pinned2x } from "../support/containerd-versions.ts";
 import { bridgeCni, CNI_BIN, type CriEnv, crictlPath, criEnv, HANDLER, SHARED_HANDLER } from "../support/cri.ts";
 import { CRITEST_UPSTREAMS, critestImages } from "../support/critest-images.ts";
@@ -94,6 +95,12 @@ async function runCritest(cri: CriEnv, handler: string, dir: string): Promise<Cr
   const bin = dirname(crictlPath());
   const report = join(dir, `critest-${handler}.xml`);
   const log = join(dir, `critest-${handler}.log`);
+  // critest's temp files go under the suite's dir, removed with it (Go's os.TempDir reads
+  // TMPDIR): its parallel runner makes a cri-test<N> per run that it never removes, some specs
+  // leave their pod log dirs (podLogTest<N>), and the mount specs' host paths (test<pod id><N>,
+  // unmounted and removed by the spec unless it fails half-way) are made there too.
+  const tmp = join(dir, "tmp");
+  mkdirSync(tmp, { recursive: true });
   const t0 = performance.now();
   const p = Bun.spawn(
     [
@@ -111,7 +118,7 @@ async function runCritest(cri: CriEnv, handler: string, dir: string): Promise<Cr
     ],
     {
       cwd: dir,
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH}` },
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, TMPDIR: tmp },
       stdin: "ignore",
       stdout: Bun.file(log),
       stderr: "pipe",
@@ -223,7 +230,13 @@ for (const c of CONTAINERDS) {
       await daemon?.stop("SIGTERM");
       reg?.stop();
       Bun.spawnSync(["ip", "link", "del", bridge]);
-      if (dir) rmSync(dir, { recursive: true, force: true });
+      if (!dir) return;
+      // A mount spec that failed half-way leaves its host path mounted (in our mount namespace,
+      // critest's): detach it, and remove nothing while anything is still mounted below.
+      for (const mp of mountsUnder(dir)) Bun.spawnSync(["umount", "-l", mp]);
+      const left = mountsUnder(dir);
+      if (left.length > 0) throw new Error(`still mounted under ${dir}, not removed: ${left.join(", ")}`);
+      rmSync(dir, { recursive: true, force: true });
     }, 120_000);
 
     test("runc's handler: the baseline", async () => {
