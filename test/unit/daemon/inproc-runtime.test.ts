@@ -27,14 +27,15 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InProcessInstance, MAX_EXEC_RUNS, threadCpu } from "../../../src/daemon/inproc-runtime.ts";
-import { MemoryLimitBelowUsage, type RunContext, type Runner, type RunResult } from "../../../src/engines/engine.ts";
+import { MemoryLimitBelowUsage, type RunContext, type RunControl, type Runner, type RunResult } from "../../../src/engines/engine.ts";
 import type { RunPlan } from "../../../src/engines/run-plan.ts";
 import { wasmtime } from "../../../src/engines/wasmtime/index.ts";
 import { formatCpuList } from "../../../src/linux/cpuset.ts";
-import { mkfifo, schedGetaffinity, setNonBlocking } from "../../../src/linux/libc.ts";
+import { schedGetaffinity, setNonBlocking } from "../../../src/linux/libc.ts";
 import { unmountView, viewDir } from "../../../src/oci/wasi-view.ts";
 import type { InstanceExec, ProcessConsole, ProcessIo } from "../../../src/task/instance.ts";
 import { UndoStack } from "../../../src/task/undo.ts";
+import { fdsOn, outputFifo, stdinFifo } from "../../support/fifos.ts";
 import { until } from "../../support/until.ts";
 
 /** A Runner whose runs end when told to, or when aborted (128+signal), like the real one. */
@@ -108,25 +109,31 @@ async function created(
   return inst;
 }
 
-/** How many of this process's fds are open on `path`. */
-function fdsOn(path: string): number {
-  let n = 0;
-  for (const fd of readdirSync("/proc/self/fd")) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`) === path) n++;
-    } catch {} // the fd of the directory listing itself, gone by now
-  }
-  return n;
+/**
+ * A process's stdio as the Task service opens it, named `${base}in`, `out`, `err` in `dir`:
+ * containerd's stdin fifo (our read end; its write end, `writer`, kept) and files for the output.
+ */
+function taskStdio(base: string): { stdio: [number, number, number]; writer: number } {
+  const stdin = stdinFifo(join(dir, `${base}in`));
+  return { stdio: [stdin.reader, openSync(join(dir, `${base}out`), "w"), openSync(join(dir, `${base}err`), "w")], writer: stdin.writer };
+}
+
+/**
+ * containerd's output fifo `name` in `dir` as the container's stdout (1) or stderr (2), in
+ * place of its file: containerd's read end, and the end the runtime gets.
+ */
+function outputFifoAs(slot: 1 | 2, name: string): { reader: number; writer: number } {
+  const f = outputFifo(join(dir, name));
+  closeSync(stdio[slot]);
+  stdio[slot] = f.writer;
+  return f;
 }
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "inproc-"));
   runner = new FakeRunner();
   // A fifo as containerd's stdin: we keep its write end.
-  mkfifo(join(dir, "in"));
-  const r = openSync(join(dir, "in"), constants.O_RDONLY | constants.O_NONBLOCK);
-  stdinWriter = openSync(join(dir, "in"), constants.O_WRONLY | constants.O_NONBLOCK);
-  stdio = [r, openSync(join(dir, "out"), "w"), openSync(join(dir, "err"), "w")];
+  ({ stdio, writer: stdinWriter } = taskStdio(""));
   mkdirSync(join(dir, "rootfs"));
   writeFileSync(join(dir, "rootfs/app.wasm"), "");
 });
@@ -251,14 +258,9 @@ describe("InProcessInstance", () => {
   test("the module's output ends with its run, before the exit is reported and before any Delete (containerd's reader sees EOF)", async () => {
     // containerd's side of stdout and stderr: fifos it reads; the Task service opens them
     // read-write and closes its own fds once the runtime has its copies, as after a create.
-    const readers: number[] = [];
-    for (const name of ["fifo-out", "fifo-err"]) {
-      mkfifo(join(dir, name));
-      readers.push(openSync(join(dir, name), constants.O_RDONLY | constants.O_NONBLOCK));
-    }
-    const [out, err] = ["fifo-out", "fifo-err"].map((n) => openSync(join(dir, n), constants.O_RDWR));
-    for (const fd of [stdio[1], stdio[2]]) closeSync(fd);
-    stdio = [stdio[0], out!, err!];
+    const { reader: outReader, writer: out } = outputFifoAs(1, "fifo-out");
+    const { reader: errReader, writer: err } = outputFifoAs(2, "fifo-err");
+    const readers = [outReader, errReader];
     const readNow = (fd: number) => {
       const buf = Buffer.alloc(64);
       try {
@@ -269,7 +271,7 @@ describe("InProcessInstance", () => {
     };
     try {
       const inst = await created();
-      for (const fd of [out!, err!]) closeSync(fd);
+      for (const fd of [out, err]) closeSync(fd);
       stdio = [stdio[0], -1, -1];
       await inst.start();
       await Bun.sleep(0);
@@ -288,11 +290,7 @@ describe("InProcessInstance", () => {
   });
 
   test("an ended run's exit waits until containerd has read what the run left in its output fifo (containerd before 1.6.22 closes its read ends at the exit); a reader that reads no more does not hold it", async () => {
-    mkfifo(join(dir, "fifo-out"));
-    const reader = openSync(join(dir, "fifo-out"), constants.O_RDONLY | constants.O_NONBLOCK);
-    const out = openSync(join(dir, "fifo-out"), constants.O_RDWR);
-    closeSync(stdio[1]);
-    stdio = [stdio[0], out, stdio[2]];
+    const { reader } = outputFifoAs(1, "fifo-out");
     const left = "x".repeat(10_000);
     /** Starts a run, has it write `left` and end: its exit and whether it was told yet. */
     const runThatLeavesOutput = async (id: string) => {
@@ -325,11 +323,7 @@ describe("InProcessInstance", () => {
   });
 
   test("a created, never started container killed: its stdio is closed at once, before any Delete", async () => {
-    mkfifo(join(dir, "fifo-out"));
-    const reader = openSync(join(dir, "fifo-out"), constants.O_RDONLY | constants.O_NONBLOCK);
-    const out = openSync(join(dir, "fifo-out"), constants.O_RDWR);
-    closeSync(stdio[1]);
-    stdio = [stdio[0], out, stdio[2]];
+    const { reader, writer: out } = outputFifoAs(1, "fifo-out");
     try {
       const inst = await created();
       closeSync(out);
@@ -446,7 +440,7 @@ describe("InProcessInstance", () => {
     const fifo = join(dir, "c1", "stdin");
     await inst.kill(9, false);
     await inst.delete(true);
-    expect(fdsOn(fifo)).toBe(0);
+    expect(fdsOn(fifo).length).toBe(0);
   });
 
   test("stdin: 1 MiB reaches a module that reads slower than containerd writes, whole and in order, then EOF", async () => {
@@ -472,7 +466,7 @@ describe("InProcessInstance", () => {
     expect(await reader.exited).toBe(0);
     runner.runs[0]!.end(0);
     await inst.delete(true);
-    expect(fdsOn(fifo)).toBe(0);
+    expect(fdsOn(fifo).length).toBe(0);
   });
 
   test("stdin: input that ends before the module opens its fifo still reaches it, then EOF", async () => {
@@ -488,7 +482,7 @@ describe("InProcessInstance", () => {
     expect(await reader.exited).toBe(0);
     runner.runs[0]!.end(0);
     await inst.delete(true);
-    expect(fdsOn(fifo)).toBe(0);
+    expect(fdsOn(fifo).length).toBe(0);
   });
 
   test("stdin: a run that ends without opening its fifo leaves the relay holding nothing", async () => {
@@ -498,7 +492,7 @@ describe("InProcessInstance", () => {
     await Bun.sleep(20); // the relay waits for the module to open the fifo
     runner.runs[0]!.end(125); // e.g. the module failed to link: it never opened stdin
     await inst.delete(true);
-    expect(fdsOn(fifo)).toBe(0);
+    expect(fdsOn(fifo).length).toBe(0);
   });
 
   test("stdin: what containerd writes reaches the module's fifo, then EOF", async () => {
@@ -515,7 +509,7 @@ describe("InProcessInstance", () => {
     expect(await reader.exited).toBe(0);
     runner.runs[0]!.end(0);
     await inst.delete(true);
-    expect(fdsOn(fifo)).toBe(0);
+    expect(fdsOn(fifo).length).toBe(0);
   });
 
   test("stdin: a kill ends a module's blocked read (EOF), though containerd's side stays open", async () => {
@@ -529,7 +523,7 @@ describe("InProcessInstance", () => {
     expect(await reader.exited).toBe(0);
     expect(readFileSync(join(dir, "out"), "utf8")).toBe("");
     await inst.delete(true);
-    expect(fdsOn(fifo)).toBe(0);
+    expect(fdsOn(fifo).length).toBe(0);
   });
 });
 
@@ -641,21 +635,31 @@ describe("what a wasm container in the daemon cannot do", () => {
   });
 });
 
+/**
+ * A run's control that records the CPU limits and memory limits Update sets; a memory limit
+ * below `usage` is refused, as the engine refuses one below what the module already uses.
+ */
+function recordingControl(usage = 0): { control: RunControl; set: unknown[]; limits: (number | undefined)[] } {
+  const set: unknown[] = [];
+  const limits: (number | undefined)[] = [];
+  const control: RunControl = {
+    pause() {},
+    resume() {},
+    setCpu: (c) => set.push(c),
+    setMemoryLimit: async (bytes) => {
+      if (bytes !== undefined && bytes < usage) throw new MemoryLimitBelowUsage(bytes, usage);
+      limits.push(bytes);
+    },
+  };
+  return { control, set, limits };
+}
+
 describe("Update of a running wasm container", () => {
   test("a new memory limit goes to the running module (its control); one below its usage is refused with runc's words, and nothing of that Update applies", async () => {
     const inst = await created("c1", plan({ limits: { memoryBytes: 64 << 20, cpu: { quota: 10_000, period: 100_000 } } }));
     await inst.start();
-    const set: unknown[] = [];
-    const limits: (number | undefined)[] = [];
-    runner.runs[0]!.ctx.onControl?.({
-      pause() {},
-      resume() {},
-      setCpu: (c) => set.push(c),
-      setMemoryLimit: async (bytes) => {
-        if (bytes !== undefined && bytes < 32 << 20) throw new MemoryLimitBelowUsage(bytes, 32 << 20);
-        limits.push(bytes);
-      },
-    });
+    const { control, set, limits } = recordingControl(32 << 20);
+    runner.runs[0]!.ctx.onControl?.(control);
     await expect(inst.update(JSON.stringify({ memory: { limit: 16 << 20 }, cpu: { quota: 50_000 } }))).rejects.toThrow(
       `update of wasm container c1: unable to set memory limit to ${16 << 20} (current usage: ${32 << 20})`,
     );
@@ -738,16 +742,8 @@ describe("a cpuset (src/linux/cpuset.ts decides; this machine's CPUs: the test's
   test.if(twoCpus)("Update cannot confine a pooled run (no setCpus): FAILED_PRECONDITION, and nothing of that Update applies", async () => {
     const inst = await created("c1", plan({ limits: { memoryBytes: 64 << 20 } }));
     await inst.start();
-    const set: unknown[] = [];
-    const limits: (number | undefined)[] = [];
-    runner.runs[0]!.ctx.onControl?.({
-      pause() {},
-      resume() {},
-      setCpu: (c) => set.push(c),
-      setMemoryLimit: async (b) => {
-        limits.push(b);
-      },
-    });
+    const { control, set, limits } = recordingControl();
+    runner.runs[0]!.ctx.onControl?.(control);
     await expect(inst.update(JSON.stringify({ memory: { limit: 32 << 20 }, cpu: { quota: 5_000, cpus: last() } }))).rejects.toMatchObject({
       code: 9,
       message: expect.stringContaining("cannot be confined to its cpuset alone; nothing was changed"),
@@ -806,10 +802,7 @@ describe("Exec", () => {
 
   /** An exec's stdio as the Task service opens it: containerd's fifo for stdin, files for the output. */
   function execIo(name: string): { io: ProcessIo; writer: number; close(): void } {
-    mkfifo(join(dir, `${name}.in`));
-    const r = openSync(join(dir, `${name}.in`), constants.O_RDONLY | constants.O_NONBLOCK);
-    const writer = openSync(join(dir, `${name}.in`), constants.O_WRONLY | constants.O_NONBLOCK);
-    const fds: [number, number, number] = [r, openSync(join(dir, `${name}.out`), "w"), openSync(join(dir, `${name}.err`), "w")];
+    const { stdio: fds, writer } = taskStdio(`${name}.`);
     return {
       io: { stdio: fds, console: null },
       writer,

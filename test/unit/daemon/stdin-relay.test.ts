@@ -3,23 +3,11 @@
 // input (the daemon's event loop keeps turning: a blocking write would stall every pod), and
 // what containerd wrote meanwhile arrives whole and in order once the module reads.
 import { afterEach, expect, test } from "bun:test";
-import {
-  closeSync,
-  constants,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  readSync,
-  rmSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs";
+import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeStdinFifo, StdinRelay } from "../../../src/daemon/stdin-relay.ts";
-import { mkfifo } from "../../../src/linux/libc.ts";
+import { fdsOn, stdinFifo } from "../../support/fifos.ts";
 
 const O_ACCMODE = 3;
 let dir = "";
@@ -39,28 +27,13 @@ function open(path: string, flags: number): number {
   return fd;
 }
 
-/** This process's fds on `path` with their open flags (/proc/self/fdinfo). */
-function fdsOn(path: string): { fd: number; flags: number }[] {
-  const out: { fd: number; flags: number }[] = [];
-  for (const name of readdirSync("/proc/self/fd")) {
-    try {
-      if (readlinkSync(`/proc/self/fd/${name}`) !== path) continue;
-      const flags = /flags:\s+([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${name}`, "utf8"))?.[1];
-      out.push({ fd: Number(name), flags: Number.parseInt(flags ?? "0", 8) });
-    } catch {} // the listing's own fd, gone by now
-  }
-  return out;
-}
-
 const isAgain = (e: unknown) => (e as NodeJS.ErrnoException).code === "EAGAIN";
 
 test("a module that does not read: the relay's write end is non-blocking, the loop turns, and nothing is lost", async () => {
   dir = mkdtempSync(join(tmpdir(), "stdin-relay-"));
   // containerd's stdin fifo: our read end as the daemon opens it, and containerd's writer.
-  const inPath = join(dir, "in");
-  mkfifo(inPath);
-  const source = open(inPath, constants.O_RDONLY | constants.O_NONBLOCK);
-  const containerd = open(inPath, constants.O_WRONLY | constants.O_NONBLOCK);
+  const { reader: source, writer: containerd } = stdinFifo(join(dir, "in"));
+  opened.push(source, containerd);
   const fifo = join(dir, "stdin");
   await makeStdinFifo(fifo);
   const relay = new StdinRelay(source, fifo);
