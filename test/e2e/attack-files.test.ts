@@ -373,33 +373,34 @@ for (const c of CONTAINERDS) {
           );
 
           /**
-           * Until `id` has ended (a refused open) or a thread of the daemon waits in a pipe or fifo
-           * (the run blocked where the test wants it); liveness only.
+           * Until `id` has ended (a refused open) or is blocked where the test wants it: a thread of
+           * the daemon waits in a pipe or fifo that did not in `before`, taken before the run started
+           * (an earlier round's killed run may still wait there, or end meanwhile: a count would
+           * miss a new waiter while an old one ends); liveness only.
            */
-          /**
-           * Until the run is blocked (more of the daemon's threads wait in a pipe than `before`, taken
-           * before it started: an earlier round's killed run may still wait there) or is over.
-           */
-          async function blockedOrOver(id: string, before: number): Promise<void> {
+          async function blockedOrOver(id: string, before: Set<string>): Promise<void> {
             const deadline = Date.now() + 30_000;
             while (Date.now() < deadline) {
               const st = (await t.tasks()).get(id)?.status;
               if (st === "STOPPED") return;
-              if (st === "RUNNING" && pipeWaiters() > before) return;
+              if (st === "RUNNING" && newWaiters(before).length > 0) return;
               await Bun.sleep(20);
             }
           }
 
-          /** How many of the daemon's threads sleep in a pipe's or a fifo's read, write or open. */
-          function pipeWaiters(): number {
-            let n = 0;
+          /** The daemon's threads (tids) that sleep in a pipe's or a fifo's read, write or open. */
+          function pipeWaiters(): Set<string> {
+            const out = new Set<string>();
             for (const tid of readdirSync(`/proc/${daemon.pid}/task`)) {
               try {
-                if (/pipe|fifo|partner/.test(readFileSync(`/proc/${daemon.pid}/task/${tid}/wchan`, "utf8"))) n++;
+                if (/pipe|fifo|partner/.test(readFileSync(`/proc/${daemon.pid}/task/${tid}/wchan`, "utf8"))) out.add(tid);
               } catch {}
             }
-            return n;
+            return out;
           }
+
+          /** The daemon's threads waiting in a pipe now that were not in `before`. */
+          const newWaiters = (before: Set<string>) => [...pipeWaiters()].filter((tid) => !before.has(tid));
 
           /** `freed`: what the daemon logs it did to free the killed runs' threads (src/daemon/unstick.ts). */
           const blocked: { name: string; args: string[]; extra: () => string[]; freed?: RegExp }[] = [
@@ -507,7 +508,7 @@ for (const c of CONTAINERDS) {
                 expect(ids.filter((id) => tasks.get(id)?.status === "RUNNING").length).toBe(ROUNDS);
                 // Waiting, none holds a thread of the daemon in a write (a run of its own would: the
                 // case above), and the daemon has no thread per run: its pools, one per core at most.
-                expect(pipeWaiters()).toBeLessThanOrEqual(waiters);
+                expect(newWaiters(waiters)).toEqual([]);
                 const held = counts().threads - baseline.threads;
                 expect({ held: held <= availableParallelism(), threads: threadNames() }).toMatchObject({ held: true });
                 for (const id of ids) {
