@@ -22,13 +22,13 @@
 // mode on 2 loaded cores: 4.01, 3.97, 4.01, 4.03 in four windows of 3 s). Then an Update swaps
 // the shares (512 and 2048), and the split turns to 1:4 (within 1:2 and 1:8).
 // Missing binaries fail, never skip.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { pinned2x } from "../support/containerd-versions.ts";
 import { CRI_IMAGES, type CriEnv, crictlPath, HANDLER, SHARED_HANDLER } from "../support/cri.ts";
-import { type CriMode, criInMode } from "../support/cri-mode.ts";
+import { criModeHooks } from "../support/cri-mode.ts";
 import type { Daemon } from "../support/daemon.ts";
 import { REPO } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
@@ -57,17 +57,9 @@ for (const { name, binary, shared } of CASES) {
   describe(`CPU shares through CRI on ${name}, handler ${handler} (${shared ? "shared mode: one pool thread" : "normal mode: one CPU"})`, () => {
     let cri: CriEnv;
     let shd: Daemon | undefined;
-    let mode: CriMode | undefined;
-
-    beforeAll(async () => {
-      if (!existsSync(binary)) throw new Error(`${binary} is missing: run scripts/containerd-versions.sh`);
-      mode = await criInMode({ binary, shared, prefix: "/tmp/bwcs-" });
-      ({ cri, daemon: shd } = mode);
-    }, T);
-
-    afterAll(async () => {
-      if (mode) expect(await mode.stop()).toBe(0);
-    }, T);
+    criModeHooks({ binary, shared, prefix: "/tmp/bwcs-" }, T, (m) => {
+      ({ cri, daemon: shd } = m);
+    });
 
     /** The container's CPU time so far (ns), as CRI reports it. */
     const cpuNs = async (id: string) =>

@@ -13,12 +13,12 @@
 // daemon says `<container id>[/<exec id>]: ran on a run pool` in its debug log when a run a pool
 // held ends (src/daemon/inproc-runtime.ts, from the engine's RunStats.pooled), and nothing else
 // writes that line. Missing binaries fail, never skip.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { pinned2x } from "../support/containerd-versions.ts";
 import { CRI_IMAGES, type CriEnv, crictlPath, HANDLER, SHARED_HANDLER } from "../support/cri.ts";
-import { type CriMode, criInMode } from "../support/cri-mode.ts";
+import { criModeHooks } from "../support/cri-mode.ts";
 import type { Daemon } from "../support/daemon.ts";
 import { REPO } from "../support/shim-env.ts";
 
@@ -83,17 +83,9 @@ for (const { name, binary, shared } of CASES) {
   describe(`stdin through CRI on ${name}, handler ${handler} (${shared ? "shared mode: pooled" : "normal mode"})`, () => {
     let cri: CriEnv;
     let shd: Daemon | undefined;
-    let mode: CriMode | undefined;
-
-    beforeAll(async () => {
-      if (!existsSync(binary)) throw new Error(`${binary} is missing: run scripts/containerd-versions.sh`);
-      mode = await criInMode({ binary, shared, prefix: "/tmp/bwsi-" });
-      ({ cri, daemon: shd } = mode);
-    }, T);
-
-    afterAll(async () => {
-      if (mode) expect(await mode.stop()).toBe(0);
-    }, T);
+    criModeHooks({ binary, shared, prefix: "/tmp/bwsi-" }, T, (m) => {
+      ({ cri, daemon: shd } = m);
+    });
 
     /** The daemon's debug lines that say a pool took run `run` (a container id, or `<id>/` for its execs). */
     const pooledLines = (run: string) =>

@@ -14,7 +14,7 @@
 // our server or the daemon's sandbox, src/task/sandbox-service.ts); where that differs (no
 // pause's mounts, state or cgroup; a native container's runc calls include its pod's holder),
 // the test says so. Missing binaries fail, never skip.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { containerStateDir, runtimeRoot } from "../../src/runtime-v2/paths.ts";
@@ -25,7 +25,7 @@ import { Client } from "../../src/ttrpc/index.ts";
 import { mountsUnder } from "../support/containerd.ts";
 import { pinned2x } from "../support/containerd-versions.ts";
 import { CRI_IMAGES, type CriEnv, crictlPath, HANDLER, K8S_NAMESPACE, optionsHandler, type Pod, SHARED_HANDLER } from "../support/cri.ts";
-import { type CriMode, criInMode } from "../support/cri-mode.ts";
+import { criModeHooks } from "../support/cri-mode.ts";
 import type { Daemon } from "../support/daemon.ts";
 import { processes } from "../support/processes.ts";
 import { REPO } from "../support/shim-env.ts";
@@ -88,17 +88,9 @@ for (const { name, binary, shared, handler: HANDLER, sandboxer } of CASES) {
   describe(`CRI (crictl) on ${name}, handler ${HANDLER} (${shared ? "shared" : "normal"} mode${shim ? ', sandboxer "shim"' : ""})`, () => {
     let cri: CriEnv;
     let shd: Daemon | undefined;
-    let mode: CriMode | undefined;
-
-    beforeAll(async () => {
-      if (!existsSync(binary)) throw new Error(`${binary} is missing: run scripts/containerd-versions.sh`);
-      mode = await criInMode({ binary, shared, prefix: "/tmp/bwcd-", ...(sandboxer ? { sandboxer } : {}) });
-      ({ cri, daemon: shd } = mode);
-    }, T);
-
-    afterAll(async () => {
-      if (mode) expect(await mode.stop()).toBe(0);
-    }, T);
+    criModeHooks({ binary, shared, prefix: "/tmp/bwcd-", ...(sandboxer ? { sandboxer } : {}) }, T, (m) => {
+      ({ cri, daemon: shd } = m);
+    });
 
     /** Shared mode: the daemon's sandboxes (ListSandboxes) serving pod `podId`. */
     const sandboxesOf = (podId: string) => shd!.sandboxesOf(K8S_NAMESPACE, podId);
