@@ -25,21 +25,14 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { join } from "node:path";
-import { pinned2x } from "../support/containerd-versions.ts";
+import { CONTAINERDS } from "../support/containerd-versions.ts";
 import { CRI_IMAGES, type CriEnv, crictlPath, HANDLER, SHARED_HANDLER } from "../support/cri.ts";
 import { criModeHooks } from "../support/cri-mode.ts";
 import type { Daemon } from "../support/daemon.ts";
-import { REPO } from "../support/shim-env.ts";
 import { until } from "../support/until.ts";
 
 const T = 300_000;
-const V2 = pinned2x();
-const CONTAINERDS = [
-  { name: "containerd 1.6 (Debian)", binary: "/usr/bin/containerd" },
-  { name: `containerd ${V2}`, binary: join(REPO, "build/containerd", V2, "bin/containerd") },
-];
-const CASES = [false, true].flatMap((shared) => CONTAINERDS.map((c) => ({ ...c, shared })));
+const CASES = [false, true].flatMap((shared) => CONTAINERDS.map((c) => ({ name: `containerd ${c.name}`, binary: c.binary, shared })));
 /** The daemon opens a run pool per core (pool.ts): the idle modules that fill all but one. */
 const CORES = availableParallelism();
 /** CPU time of both that a split is measured over (ns), after a first part left out. */

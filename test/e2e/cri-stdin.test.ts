@@ -15,20 +15,13 @@
 // writes that line. Missing binaries fail, never skip.
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
-import { pinned2x } from "../support/containerd-versions.ts";
+import { CONTAINERDS } from "../support/containerd-versions.ts";
 import { CRI_IMAGES, type CriEnv, crictlPath, HANDLER, SHARED_HANDLER } from "../support/cri.ts";
 import { criModeHooks } from "../support/cri-mode.ts";
 import type { Daemon } from "../support/daemon.ts";
-import { REPO } from "../support/shim-env.ts";
 
 const T = 120_000;
-const V2 = pinned2x();
-const CONTAINERDS = [
-  { name: "containerd 1.6 (Debian)", binary: "/usr/bin/containerd" },
-  { name: `containerd ${V2}`, binary: join(REPO, "build/containerd", V2, "bin/containerd") },
-];
-const CASES = [false, true].flatMap((shared) => CONTAINERDS.map((c) => ({ ...c, shared })));
+const CASES = [false, true].flatMap((shared) => CONTAINERDS.map((c) => ({ name: `containerd ${c.name}`, binary: c.binary, shared })));
 /**
  * Attach rounds. Each round's output is in part still in the fifo when the module exits; a
  * daemon that reported the exit at once lost that tail on containerd 1.6.20 in about 3 rounds
