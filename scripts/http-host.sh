@@ -30,13 +30,22 @@ if [[ -f "$LIB" && "$(cat "$OUT/inputs.sha256" 2>/dev/null)" == "$stamp" ]]; the
   exit 0
 fi
 
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$TARGET"
 log "compiling the wasi:http host library (several minutes when cold)"
 start=$SECONDS
-nice -n 10 cargo build --quiet --release --locked --manifest-path "$SRC/Cargo.toml" --target-dir "$TARGET" >&2
-log "compiled in $((SECONDS - start)) s"
 tmp="$(mktemp "$OUT/.lib.XXXXXX")"
-cp "$TARGET/release/libbunwasi_http.so" "$tmp"
+# The target dir is shared by every checkout, and so is the library's file name in it
+# (release/libbunwasi_http.so: a cdylib's name carries no hash), while cargo keeps a fingerprint
+# per checkout: one checkout's build could be taken as fresh by another and its library copied.
+# So our crate is always rebuilt from this checkout's sources (about a minute; the dependencies
+# stay compiled), and the clean, the build and the copy hold the target dir's lock together.
+(
+  flock 9
+  cargo clean --quiet --release -p bunwasi-http-host --manifest-path "$SRC/Cargo.toml" --target-dir "$TARGET" >&2
+  nice -n 10 cargo build --quiet --release --locked --manifest-path "$SRC/Cargo.toml" --target-dir "$TARGET" >&2
+  cp "$TARGET/release/libbunwasi_http.so" "$tmp"
+) 9>"$TARGET/.bunwasi.lock"
+log "compiled in $((SECONDS - start)) s"
 chmod 0755 "$tmp"
 digest="$(sha256sum "$tmp" | cut -c1-16)"
 crate="$(sed -n 's/^version = "\(.*\)"/\1/p' "$SRC/Cargo.toml" | head -1)"
