@@ -10,12 +10,12 @@
 // once: the process's own copies of the fifos may be gone (runc's child holds them, and the
 // server closed its own after Create), so the task keeps one of its own to ask.
 //
-// Only FIFOs are held (a file:// log, /dev/null have nobody to wait for), each one once
-// (stdout and stderr may be the same fifo). Nothing is ever read from a held fd: a second
-// reader would take bytes meant for containerd. It is opened write-only (FIONREAD answers on
-// either end of a pipe): it holds no reader of ours on the fifo, and is closed right after the
-// exit is reported, where containerd's client (1.6.22 on) waits for the output's EOF before its
-// Delete. Synchronous calls only (docs/ARCHITECTURE.md, "Bun's thread pool").
+// Only FIFOs and pipes are held (a binary:// logging program's pipe is one; a file:// log,
+// /dev/null have nobody to wait for), each one once (stdout and stderr may be the same fifo).
+// Nothing is ever read from a held fd: a second reader would take bytes meant for containerd.
+// It is opened write-only (FIONREAD answers on either end of a pipe): it holds no reader of
+// ours on the fifo, and is closed right after the exit is reported, where containerd's client
+// (1.6.22 on) waits for the output's EOF before its Delete. Synchronous calls only (docs/ARCHITECTURE.md, "Bun's thread pool").
 
 import { closeSync, constants, fstatSync, openSync } from "node:fs";
 import { unreadBytes } from "../linux/libc.ts";
@@ -80,27 +80,33 @@ export class OutputFifos {
     return this.fds.length;
   }
 
-  /** Bytes written and not yet read, in every held fifo. */
-  unread(): number {
+  /** Bytes written and not yet read, in every held fifo (or in those of `fds`). */
+  unread(fds: readonly number[] = this.fds): number {
     let n = 0;
-    for (const fd of this.fds) n += Math.max(0, unreadBytes(fd));
+    for (const fd of fds) n += Math.max(0, unreadBytes(fd));
     return n;
   }
 
   /**
-   * Resolves once nothing is left unread in the held fifos, or nobody has read any of it for
-   * `stallMs` (counted in looks, `pollMs` apart), or after `maxMs` in all. Never rejects.
+   * Resolves once nothing is left unread in the held fifos that have a reader, or nobody has
+   * read any of it for `stallMs` (counted in looks, `pollMs` apart), or after `maxMs` in all.
+   * Never rejects.
    */
   async read(o: OutputWaitOptions = {}): Promise<void> {
     const sleep = o.sleep ?? Bun.sleep;
     const pollMs = o.pollMs ?? OUTPUT_POLL_MS;
     const stallMs = o.stallMs ?? OUTPUT_STALL_MS;
     const maxMs = o.maxMs ?? OUTPUT_WAIT_MAX_MS;
+    // Only a fifo someone has open for reading can be emptied (`ctr run -d` leaves none): the
+    // process's own fds are gone, so what reads now is containerd's (or a child that outlived it).
+    const left = this.fds.filter((fd) => unreadBytes(fd) > 0 && hasReader(fd));
     // Progress is a backlog lower than any seen: bytes a writer adds meanwhile are not.
     let least = Number.POSITIVE_INFINITY;
     let still = 0;
     for (let waited = 0; ; waited += pollMs) {
-      const unread = this.unread();
+      // Closed meanwhile (Delete): the fd numbers may be anything's now.
+      if (this.fds.length === 0) return;
+      const unread = this.unread(left);
       if (unread === 0) return;
       if (least === Number.POSITIVE_INFINITY) o.onWait?.(unread);
       if (unread < least) {
@@ -133,6 +139,17 @@ function openCopy(fd: number): number {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "ENXIO") throw e;
     return openSync(path, constants.O_RDWR);
+  }
+}
+
+/** Whether the pipe behind `fd` has a reader: a write-only, non-blocking open fails (ENXIO) without one. */
+function hasReader(fd: number): boolean {
+  try {
+    closeSync(openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY | constants.O_NONBLOCK));
+    return true;
+  } catch (e) {
+    // Anything else (out of fds): wait as if it had one, the stall bounds it.
+    return (e as NodeJS.ErrnoException).code !== "ENXIO";
   }
 }
 

@@ -125,6 +125,28 @@ describe("OutputFifos", () => {
     }
   });
 
+  test("a fifo nobody has open for reading (`ctr run -d`) is not waited for: its bytes stay for a reader to come", async () => {
+    const path = fifo();
+    const reader = clientReader(path);
+    const rw = openSync(path, constants.O_RDWR);
+    const out = OutputFifos.hold([rw]);
+    try {
+      writeSync(rw, LEFT);
+      // The process and the client are gone; our hold keeps the pipe and its bytes.
+      closeSync(rw);
+      reader.close();
+      let looks = 0;
+      await out.read({ sleep: async () => void looks++ });
+      expect(looks).toBe(0);
+      expect(out.unread()).toBe(LEFT.length);
+      const late = clientReader(path);
+      expect(late.read(LEFT.length)).toBe(LEFT.length);
+      late.close();
+    } finally {
+      out.close();
+    }
+  });
+
   test("a writer that outlives the process and a client that keeps up end the wait at its bound", async () => {
     const path = fifo();
     const reader = clientReader(path);
