@@ -50,7 +50,7 @@ import { openModuleFile } from "../engines/module-file.ts";
 import { type RunPlan, runContextOf } from "../engines/run-plan.ts";
 import { CpusetError, cpusetPlacement, daemonPlaces } from "../linux/cpuset.ts";
 import { idMaps } from "../linux/idmap.ts";
-import { close as closeFd, setNonBlocking, strerror, unreadBytes } from "../linux/libc.ts";
+import { close as closeFd, setNonBlocking, strerror } from "../linux/libc.ts";
 import { fdPath } from "../linux/open-in-root.ts";
 import { openPty } from "../linux/pty.ts";
 import type { RuncStats } from "../linux/runc.ts";
@@ -86,11 +86,6 @@ export interface InProcessOptions {
   /** The engine whose canHandle plans an exec (src/oci/exec-process.ts); absent: Exec is refused. */
   engine?: Engine;
 }
-
-/** How long an ended run's exit waits for containerd to read more of its output (InProcessInstance.outputRead). */
-const OUTPUT_STALL_MS = 100;
-/** How often that wait looks (nothing tells when a reader has emptied a pipe). */
-const OUTPUT_POLL_MS = 2;
 
 /** Where a container's files are: what an exec is planned from and keeps its stdin fifo in. */
 interface ContainerFiles {
@@ -278,18 +273,16 @@ export class InProcessInstance implements Instance {
         // Killed while running, it ended with the signal, as a process would: even if what
         // the kill did (EOF on stdin) let the module reach its own exit first. A service's
         // code already says how its stop went (0: drained), as its executor's exit would.
-        async (r) => {
+        (r) => {
           // Which way it ran (a test of the pools reads this line).
           if (r.stats.pooled) this.o.log?.(`${this.id}: ran on a run pool`);
           else if (this.cpu.cpus) this.o.log?.(`${this.id}: ran on a thread of its own confined to CPUs ${this.cpu.cpus.join(",")}`);
           this.watchKilledThread();
           const status = this.killSignal !== undefined && !r.service ? signaledStatus(this.killSignal) : r.code;
-          await this.outputRead();
           this.finish(status);
         },
-        async () => {
+        () => {
           this.watchKilledThread();
-          await this.outputRead();
           this.finish(125);
         },
       )
@@ -617,7 +610,8 @@ export class InProcessInstance implements Instance {
     // The output ends with the run, before its exit is reported, as a process's fds close
     // before its parent can reap it; not at Delete. containerd's client (task.Delete in
     // client/task.go, since 1.6.22, 1.7.3 and in 2.x) waits for its copy of the output to
-    // reach EOF before it sends Delete; earlier ones closed their read ends first. Held until
+    // reach EOF before it sends Delete; earlier ones closed their read ends first, so the task
+    // reports the exit once containerd has read what is left (src/task/output-fifos.ts). Held until
     // Delete, our copies would keep the output open for ever: CRI's exit handling (2.x's
     // handleContainerExit) and `ctr run --rm` would wait on it and never delete the task.
     // A run that never started leaves nothing to relay: its stdin goes too.
@@ -625,33 +619,6 @@ export class InProcessInstance implements Instance {
     // relay's source) once the relay has let go of it.
     this.closeFds(this.running ? [1, 2] : [0, 1, 2]);
     this.resolveExit({ status, at: new Date() });
-  }
-
-  /**
-   * Resolves once containerd has read what the run wrote and left in the output fifos, or has
-   * read none of it for OUTPUT_STALL_MS (a reader that reads no more must not hold the exit).
-   * Why: containerd before 1.6.22 and 1.7.3 (Debian's 1.6.20 among them) closes its read ends
-   * of a task's fifos in task.Delete before their copy is done (containerd#8643 fixed that),
-   * and CRI deletes a task as soon as it sees its exit: the output still in the fifos was lost,
-   * the tail of the container's log and of its attach (measured: 330 KB piped through `crictl
-   * attach` into a module that echoes it, 2 to 35 KB missing in 3 runs of 8 on 1.6.20; runc's
-   * shim and our normal mode report an exit later, so the same race is rarer there). A
-   * process's output can be read after its exit; here it is read before the exit is told.
-   */
-  private async outputRead(): Promise<void> {
-    const fds = this.tty >= 0 ? [] : [this.fds[1], this.fds[2]].filter((fd) => fd >= 0);
-    let last = -1;
-    let still = 0;
-    for (;;) {
-      const unread = fds.reduce((n, fd) => n + Math.max(0, unreadBytes(fd)), 0);
-      if (unread === 0) return;
-      if (last < 0) this.o.log?.(`${this.id}: its exit waits for containerd to read ${unread} bytes of its output`);
-      if (unread !== last) {
-        last = unread;
-        still = 0;
-      } else if ((still += OUTPUT_POLL_MS) >= OUTPUT_STALL_MS) return;
-      await Bun.sleep(OUTPUT_POLL_MS);
-    }
   }
 
   /**

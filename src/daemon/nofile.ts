@@ -1,7 +1,10 @@
-// The daemon's open-file limit. Every wasm container of `ctr run -d` holds 16 fds in the
+// The daemon's open-file limit. Every wasm container of `ctr run -d` holds 18 fds in the
 // daemon (counted in /proc/<daemon>/fd before and after one, containerd 1.6 and 2.4.2, the
-// demo app asleep on a run pool): the sandbox's listening socket and containerd's connection
+// demo app asleep on a run pool; 16 before the task's hold on its output, 18.25 a container
+// over 8 on 1.6): the sandbox's listening socket and containerd's connection
 // to it; containerd's three stdio fifos, opened twice (the instance's copies and the run's);
+// its two output fifos once more, the task's hold until the exit is reported
+// (../task/output-fifos.ts);
 // the stdin relay's fifo, both ends; the module's root directory (its WASI preopen); the module
 // file and the compiled artifact, kept open for a fallback compile and by the checked cache
 // entry; the artifact's mapping, which wasmtime keeps its file open for; the run's eventfd and
@@ -16,7 +19,7 @@ import { getrlimit, RLIM_INFINITY, RLIMIT_NOFILE, setrlimit, strerror } from "..
 import type { Logger } from "../task/task-host.ts";
 
 /** Open files one wasm container costs the daemon (measured, see above). */
-export const FDS_PER_CONTAINER = 16;
+export const FDS_PER_CONTAINER = 18;
 /** Below room for this many containers, the daemon warns at start. */
 export const WARN_BELOW_CONTAINERS = 1000;
 

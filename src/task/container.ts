@@ -13,6 +13,7 @@ import { ConsoleHandover } from "./console.ts";
 import { type ExecOptions, ExecProcess } from "./exec.ts";
 import type { Status } from "./gen/containerd/types/task/task.ts";
 import type { Exit, Instance, OciProcess } from "./instance.ts";
+import { OutputFifos } from "./output-fifos.ts";
 import { CONSOLE_TIMEOUT_MS, failure, type Process } from "./process.ts";
 import { type RuntimeOptions, saveRuntimeOptions } from "./runtime-options.ts";
 import { afterCall, afterExit, begin, check, EXCLUSIVE, statusOf, type TaskCall, type TaskState } from "./state.ts";
@@ -58,13 +59,16 @@ export class Container implements Process {
   readonly execs = new Map<string, ExecProcess>();
   /**
    * Set as soon as the init process has exited, while its exit waits for the execs still
-   * running (the init's exit is reported last): no exec may start from then on.
+   * running (the init's exit is reported last) and for its output to be read: no exec may
+   * start from then on.
    */
   initExited = false;
   /** The pty of a terminal=true task. */
   terminal: Terminal | null = null;
   /** How it runs; set by create. */
   private instance!: Instance;
+  /** Our hold on its output fifos until its exit is reported (./output-fifos.ts). */
+  private output = OutputFifos.none();
   /** Exec ids whose Exec is being prepared: a second Exec of one is ALREADY_EXISTS. */
   private readonly adding = new Set<string>();
   /** Set while Delete runs: a second Delete joins it. */
@@ -134,6 +138,11 @@ export class Container implements Process {
       // Stopped after the runtime's delete (undos run last-added first): by then its input is over.
       if (logger) c.undo.push({ what: "stop the logging program", run: () => logger.stop() });
       try {
+        if (stdio) {
+          const output = OutputFifos.hold(stdio.fds.slice(1));
+          c.output = output;
+          c.undo.push({ what: "close our copies of the output fifos", run: async () => output.close() });
+        }
         c.instance = await host.createInstance({
           namespace: opts.namespace,
           id: opts.id,
@@ -217,7 +226,7 @@ export class Container implements Process {
     try {
       await this.instance.kill(signal, all);
     } catch (e) {
-      if (this.exit !== null) return; // it raced us to the exit
+      if (this.initExited) return; // it raced us to the exit (which may not be reported yet)
       throw failure("kill", e);
     }
   }
@@ -303,7 +312,7 @@ export class Container implements Process {
       await Promise.race([this.exited, new Promise((r) => (timer = setTimeout(r, CREATED_EXIT_WAIT_MS)))]);
       clearTimeout(timer);
     }
-    for (const e of this.execs.values()) await e.closeTerminal();
+    for (const e of this.execs.values()) await e.releaseIo();
     const failed = await this.undo.run();
     return { exit: this.exit ?? { status: signaledStatus(SIGNALS.SIGKILL), at: new Date() }, failed };
   }
@@ -316,10 +325,14 @@ export class Container implements Process {
     const live = [...this.execs.values()].filter((e) => e.live);
     for (const e of live) e.killForInitExit();
     if (live.length > 0) await Promise.all(live.map((e) => e.exited));
+    await this.output.read({
+      onWait: (n) => this.host.log(`${this.namespace}/${this.id}: its exit waits for containerd to read ${n} bytes of its output`, "debug"),
+    });
     this.exit = exit;
     this.state = afterExit(this.state);
     this.resolveExit(exit);
     this.events.exited(this);
+    this.output.close();
   }
 
   /**

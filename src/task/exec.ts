@@ -8,6 +8,7 @@ import { Code, TtrpcError } from "../ttrpc/index.ts";
 import { ConsoleHandover } from "./console.ts";
 import type { Status } from "./gen/containerd/types/task/task.ts";
 import type { Exit, InstanceExec } from "./instance.ts";
+import { OutputFifos } from "./output-fifos.ts";
 import { CONSOLE_TIMEOUT_MS, failure, type Process, type ProcessCall } from "./process.ts";
 import {
   checkExec,
@@ -54,6 +55,10 @@ export class ExecProcess implements Process {
   /** Resolves when the process has exited (or its start failed, or it was deleted unstarted). */
   readonly exited: Promise<Exit>;
   private resolveExit!: (e: Exit) => void;
+  /** Its process has exited; the exit may still wait for its output to be read. */
+  private ended = false;
+  /** Our hold on its output fifos until its exit is reported (./output-fifos.ts). */
+  private output = OutputFifos.none();
 
   constructor(
     readonly opts: ExecOptions,
@@ -112,6 +117,7 @@ export class ExecProcess implements Process {
     let stdio: Stdio | null = null;
     try {
       stdio = console ? null : await Stdio.open(this.opts);
+      if (stdio) this.output = OutputFifos.hold(stdio.fds.slice(1));
       this.pid = await this.run.start({ stdio: stdio?.fds ?? null, console });
       void this.run.exited.then((exit) => this.exitedOnce(exit));
       if (console) {
@@ -122,7 +128,10 @@ export class ExecProcess implements Process {
       // Running without its terminal it would be unreachable: it goes (its exit is watched).
       if (this.pid > 0) this.signalQuietly(SIGNALS.SIGKILL);
       // Never started: Wait gets an answer and Delete may remove it (runc-v2 publishes no exit).
-      else this.exitedWith({ status: STATUS_UNKNOWN, at: new Date() }, "stopped");
+      else {
+        this.output.close();
+        this.exitedWith({ status: STATUS_UNKNOWN, at: new Date() }, "stopped");
+      }
       throw failure("exec", err);
     } finally {
       await stdio?.close();
@@ -135,7 +144,7 @@ export class ExecProcess implements Process {
     try {
       this.run.kill(signal);
     } catch (err) {
-      if (this.exit !== null) throw new TtrpcError(Code.NOT_FOUND, `kill exec ${this.id}: process already finished`);
+      if (this.ended || this.exit !== null) throw new TtrpcError(Code.NOT_FOUND, `kill exec ${this.id}: process already finished`);
       throw failure("kill", err);
     }
   }
@@ -148,7 +157,7 @@ export class ExecProcess implements Process {
   /** Its terminal and files go, and its container forgets it. */
   delete(): Promise<Exit | null> {
     return this.transition("delete", async () => {
-      await this.closeTerminal();
+      await this.releaseIo();
       await this.run.delete();
       this.events.deleted(this);
       const exit = this.exit;
@@ -158,18 +167,23 @@ export class ExecProcess implements Process {
     });
   }
 
-  /** Its pty goes (its container's Delete). */
-  async closeTerminal(): Promise<void> {
+  /** Its pty and our hold on its output go (its Delete, its container's). */
+  async releaseIo(): Promise<void> {
+    this.output.close();
     await this.terminal?.close();
     this.terminal = null;
   }
 
-  private exitedOnce(exit: Exit): void {
+  private async exitedOnce(exit: Exit): Promise<void> {
+    if (this.exit !== null || this.ended) return;
+    this.ended = true;
+    await this.output.read();
     if (!this.exitedWith(exit, execAfterExit(this.state))) return;
     // The master reads EIO once the process side is gone: then its fds can go.
     const t = this.terminal;
     if (t) void t.drained.then(() => t.close());
     this.events.exited(this);
+    this.output.close();
   }
 
   /** Records the exit once; the state follows the table (see execAfterExit). */

@@ -25,7 +25,8 @@ const CASES = [false, true].flatMap((shared) => CONTAINERDS.map((c) => ({ name: 
 /**
  * Attach rounds. Each round's output is in part still in the fifo when the module exits; a
  * daemon that reported the exit at once lost that tail on containerd 1.6.20 in about 3 rounds
- * of 8 (its task.Delete closes its read ends first: src/daemon/inproc-runtime.ts outputRead).
+ * of 8, a shim server in about 1 run of 12 (its task.Delete closes its read ends first: the
+ * task layer waits for them, src/task/output-fifos.ts).
  */
 const ROUNDS = 8;
 
