@@ -110,7 +110,7 @@ function point(label: string): void {
     fileRss: ((r.Rss ?? 0) - (r.Anonymous ?? 0)) / 1024,
     kinds: byKind(parseSmaps(text)),
     cpuS: cpuSeconds(daemon.pid),
-    pass: /RSS [\d.]+ → [\d.]+ MiB( \(JS heap [\d.]+ of [\d.]+\))?/.exec(lastPass)?.[0] ?? "",
+    pass: /RSS [\d.]+ → [\d.]+ MiB( \(JS heap [\d.]+ of [\d.]+(, \d+ collections)?\))?/.exec(lastPass)?.[0] ?? "",
   });
   process.stderr.write(`${label}: PSS ${points.at(-1)!.pss.toFixed(1)} MiB\n`);
 }

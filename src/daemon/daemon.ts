@@ -262,10 +262,10 @@ export async function runDaemon(o: DaemonOptions, argv: string[] = process.argv.
     pass: () => {
       const mib = (b: number) => (b / 2 ** 20).toFixed(1);
       const rss = process.memoryUsage.rss();
-      giveBack();
+      const collections = giveBack();
       const { heapTotal, heapUsed } = process.memoryUsage();
       log(
-        `${GAVE_BACK}: RSS ${mib(rss)} → ${mib(process.memoryUsage.rss())} MiB (JS heap ${mib(heapUsed)} of ${mib(heapTotal)}); ${manager.sandboxes.size} sandboxes, ${running} wasm runs, ${runThreads} run threads`,
+        `${GAVE_BACK}: RSS ${mib(rss)} → ${mib(process.memoryUsage.rss())} MiB (JS heap ${mib(heapUsed)} of ${mib(heapTotal)}, ${collections} collections); ${manager.sandboxes.size} sandboxes, ${running} wasm runs, ${runThreads} run threads`,
       );
     },
   });
