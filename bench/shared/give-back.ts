@@ -5,7 +5,7 @@
 // and keeps the daemon's smaps of every point for bench/shared/smaps-diff.ts. Needs root,
 // containerd and runc.
 //
-//   bun bench/shared/give-back.ts [--n 1000] [--rounds 3] [--env K=V]… [--smaps DIR] [--no-wait]
+//   bun bench/shared/give-back.ts [--n 1000] [--rounds 3] [--env K=V]… [--smaps DIR] [--no-wait] [--later S]
 //
 // --env MIMALLOC_SHOW_STATS=1: the daemon is stopped with SIGTERM and mimalloc's own figures
 // (what it has committed, what is in use, abandoned pages), printed as it exits, follow the table.
@@ -41,6 +41,8 @@ const { values } = parseArgs({
     // Delete right after the kills (`task delete --force`), without waiting for every run to end
     // as the e2e test does.
     "no-wait": { type: "boolean", default: false },
+    // Each round's point read again this many seconds later (what is still freed after the pass).
+    later: { type: "string" },
   },
 });
 const N = Number(values.n);
@@ -110,7 +112,7 @@ function point(label: string): void {
     fileRss: ((r.Rss ?? 0) - (r.Anonymous ?? 0)) / 1024,
     kinds: byKind(parseSmaps(text)),
     cpuS: cpuSeconds(daemon.pid),
-    pass: /RSS [\d.]+ → [\d.]+ MiB( \(JS heap [\d.]+ of [\d.]+\))?/.exec(lastPass)?.[0] ?? "",
+    pass: /RSS [\d.]+ → [\d.]+ MiB( \(JS heap [\d.]+ of [\d.]+(, \d+ collections)?\))?/.exec(lastPass)?.[0] ?? "",
   });
   process.stderr.write(`${label}: PSS ${points.at(-1)!.pss.toFixed(1)} MiB\n`);
 }
@@ -160,6 +162,10 @@ try {
     await round(Array.from({ length: N }, (_, i) => `r${k}-${i}`));
     process.stderr.write(`round ${k}: ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
     await settled(seen, `round ${k}`);
+    if (values.later) {
+      await Bun.sleep(Number(values.later) * 1000);
+      point(`round ${k} +${values.later} s`);
+    }
   }
 } finally {
   const base = points.find((p) => p.label === "one run");

@@ -208,7 +208,7 @@ for (const version of VERSIONS) {
                 .log()
                 .slice(logFrom)
                 .split("\n")
-                .some((l) => l.includes(GAVE_BACK) && l.includes(` 0 run threads"`)),
+                .some((l) => l.includes(GAVE_BACK) && l.includes(" 0 run threads")),
             SETTLE_MS,
           ),
         ).toBe(true);

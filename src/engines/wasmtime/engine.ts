@@ -47,7 +47,7 @@ import {
   setMemoryLimitWords,
   throttling,
 } from "./run-atomics.ts";
-import { countRunThread, watchRunThreads } from "./run-threads.ts";
+import { countRunThread, runThreadIs, watchRunThreads } from "./run-threads.ts";
 import { RUN_WORKER_SCRIPT, WASI_SHADOWS_SCRIPT } from "./scripts.ts";
 import { storeLimits } from "./store.ts";
 import { type WasmShape, wasmShape } from "./wasm-shape.ts";
@@ -259,6 +259,7 @@ export class WasmtimeEngine {
         const m = ev.data;
         if (m.type === "thread") {
           tid = m.tid;
+          runThreadIs(worker, m.tid);
           confinedStart?.(m.tid);
           if (cpus && !confinedStart) {
             movedTo = true;

@@ -63,7 +63,9 @@ export type PoolMessage =
 export type PoolReply =
   | { type: "exit"; id: number; code: number; message?: string; stats: RunStats }
   | { type: "serialized"; id: number; bytes: Uint8Array }
-  | { type: "failed"; message: string };
+  | { type: "failed"; message: string }
+  /** The pool thread's Linux id, its first message (./run-threads.ts counts it until that thread is gone). */
+  | { type: "thread"; tid: number };
 
 /** The slot of a store (struct slot_t of ../native/pool-host.c): where its fields are. */
 const POOL_SLOT = {
@@ -192,6 +194,7 @@ function init(m: Extract<PoolMessage, { type: "init" }>): void {
     fn(lib.wasmtime_trap_new),
   );
   const libc = require("../../linux/libc.ts") as typeof import("../../linux/libc.ts");
+  post({ type: "thread", tid: libc.gettid() });
   threadCpuNs = () => libc.threadCpuNs();
   // Before any module touches a file: as a run thread of its own does (./worker.ts).
   if (m.dropFileCaps) {

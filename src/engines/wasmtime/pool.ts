@@ -8,7 +8,7 @@ import { workerScript } from "../../common/compiled.ts";
 import { nativeLibCandidates } from "../kill-signals.ts";
 import type { PoolMessage, PoolReply } from "./pool-worker.ts";
 import type { RunRequest } from "./protocol.ts";
-import { countRunThread } from "./run-threads.ts";
+import { countRunThread, runThreadIs } from "./run-threads.ts";
 import { POOL_WORKER_SCRIPT } from "./scripts.ts";
 
 export const POOL_LIB_NAME = "libbunwasi-pool.so";
@@ -132,6 +132,10 @@ export class RunPools {
       const m = ev.data;
       if (m.type === "failed") {
         this.fail(pool, m.message);
+        return;
+      }
+      if (m.type === "thread") {
+        runThreadIs(worker, m.tid);
         return;
       }
       const h = this.handlers.get(m.id);
