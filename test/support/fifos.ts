@@ -3,7 +3,19 @@
 // still open on one afterwards. Both ends are opened by the test, so that no open blocks for
 // want of the other end.
 import { constants, openSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { join } from "node:path";
 import { mkfifo } from "../../src/linux/libc.ts";
+
+/** Makes fifos in `dir`, a new name each call (out-0, out-1, ...). */
+export function fifoMaker(dir: string): () => string {
+  let n = 0;
+  return () => {
+    const p = join(dir, `out-${n++}`);
+    const [r, e] = mkfifo(p);
+    if (r !== 0) throw new Error(`mkfifo ${p}: errno ${e}`);
+    return p;
+  };
+}
 
 /** containerd's stdin fifo at `path`: the runtime's read end and containerd's write end, both non-blocking. */
 export function stdinFifo(path: string): { reader: number; writer: number } {

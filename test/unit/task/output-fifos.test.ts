@@ -9,21 +9,16 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { closeSync, constants, mkdtempSync, openSync, readdirSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { mkfifo } from "../../../src/linux/libc.ts";
 import { TaskExit } from "../../../src/task/gen/containerd/events/task.ts";
 import { CreateTaskRequest, ExecProcessRequest } from "../../../src/task/gen/containerd/runtime/task/v2/shim.ts";
 import { OUTPUT_POLL_MS, OUTPUT_STALL_MS, OutputFifos } from "../../../src/task/output-fifos.ts";
 import { TaskService } from "../../../src/task/task-service.ts";
+import { fifoMaker } from "../../support/fifos.ts";
 import { ctxFor, FakeHost } from "./fake-host.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "bunwasi-outfifo-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-let n = 0;
-function fifo(): string {
-  const p = join(dir, `out-${n++}`);
-  expect(mkfifo(p)).toEqual([0, 0]);
-  return p;
-}
+const fifo = fifoMaker(dir);
 const fdCount = () => readdirSync("/proc/self/fd").length;
 /** What the output leaves in the fifo when its process ends: less than a pipe holds. */
 const LEFT = "x".repeat(10_000);
@@ -50,6 +45,14 @@ function clientReader(path: string) {
     },
     close: () => closeSync(fd),
   };
+}
+
+/** A new fifo with containerd's reader on it, the process's read-write end, and our hold of that end. */
+function held() {
+  const path = fifo();
+  const reader = clientReader(path);
+  const rw = openSync(path, constants.O_RDWR);
+  return { path, reader, rw, out: OutputFifos.hold([rw]) };
 }
 
 describe("OutputFifos", () => {
@@ -82,10 +85,7 @@ describe("OutputFifos", () => {
   });
 
   test("the wait ends once the client has read what was left, not before", async () => {
-    const path = fifo();
-    const reader = clientReader(path);
-    const rw = openSync(path, constants.O_RDWR);
-    const out = OutputFifos.hold([rw]);
+    const { reader, rw, out } = held();
     try {
       writeSync(rw, LEFT);
       closeSync(rw); // the process is gone; our hold keeps the fifo
@@ -106,10 +106,7 @@ describe("OutputFifos", () => {
   });
 
   test("a client that reads no more ends the wait after the stall (counted in looks), with the bytes still there", async () => {
-    const path = fifo();
-    const reader = clientReader(path);
-    const rw = openSync(path, constants.O_RDWR);
-    const out = OutputFifos.hold([rw]);
+    const { reader, rw, out } = held();
     try {
       writeSync(rw, LEFT);
       let looks = 0;
@@ -126,10 +123,7 @@ describe("OutputFifos", () => {
   });
 
   test("a fifo nobody has open for reading (`ctr run -d`) is not waited for: its bytes stay for a reader to come", async () => {
-    const path = fifo();
-    const reader = clientReader(path);
-    const rw = openSync(path, constants.O_RDWR);
-    const out = OutputFifos.hold([rw]);
+    const { path, reader, rw, out } = held();
     try {
       writeSync(rw, LEFT);
       // The process and the client are gone; our hold keeps the pipe and its bytes.
@@ -148,10 +142,7 @@ describe("OutputFifos", () => {
   });
 
   test("a writer that outlives the process and a client that keeps up end the wait at its bound", async () => {
-    const path = fifo();
-    const reader = clientReader(path);
-    const rw = openSync(path, constants.O_RDWR);
-    const out = OutputFifos.hold([rw]);
+    const { reader, rw, out } = held();
     try {
       writeSync(rw, LEFT);
       let looks = 0;

@@ -7,17 +7,12 @@ import { afterAll, expect, test } from "bun:test";
 import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { mkfifo } from "../../../src/linux/libc.ts";
 import { Stdio, withReader } from "../../../src/task/stdio.ts";
+import { fifoMaker } from "../../support/fifos.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "bunwasi-stdio-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-let n = 0;
-function fifo(): string {
-  const p = join(dir, `out-${n++}`);
-  expect(mkfifo(p)).toEqual([0, 0]);
-  return p;
-}
+const fifo = fifoMaker(dir);
 
 test("stdout is opened only once the client reads it, and what is written then reaches the client after our fds close", async () => {
   const path = fifo();
@@ -78,7 +73,7 @@ test("a file:// output that is a fifo nobody reads fails at once (ENXIO) instead
 });
 
 test("a file:// output is appended to, and the fd we hand on is blocking", async () => {
-  const path = join(dir, `log-${n++}`);
+  const path = join(dir, "log-append");
   const stdio = await Stdio.open({ stdin: "", stdout: `file://${path}`, stderr: `file://${path}` });
   try {
     writeSync(stdio.fds[1], "a");
