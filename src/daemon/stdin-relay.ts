@@ -8,7 +8,11 @@
 // blocked read returns (EOF) and the module reaches the interrupt check at once.
 //
 // containerd's side is read as a stream (Bun waits on the fd in its event loop: no polling
-// while stdin is attached and idle) and written through a FileSink of Bun's own write end,
+// while stdin is attached and idle). Its pending read holds a 256 KiB buffer of Bun's and a
+// dup of the fd until the reader goes, but only the pages a read filled are resident: none
+// while no input has come (200 idle containers cost the daemon the same with stdin attached as
+// without, bench/shared/stdin-idle.ts), at most a pipe's capacity (64 KiB) once input passed.
+// The module's fifo is written through a FileSink of Bun's own write end,
 // which waits for room when the module reads slower than containerd writes: Bun opens the
 // fifo O_WRONLY|O_NONBLOCK and waits in its event loop for room, so a module that stops
 // reading never blocks the daemon's thread (test/unit/daemon/stdin-relay.test.ts checks the
