@@ -13,11 +13,12 @@
 // view unmounts, the work dir; idempotent, so a `delete` containerd runs at the same moment
 // for the same container does no harm.
 
-import { mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { cleanUpLeftovers, type LeftContainer } from "../runtime-v2/delete.ts";
 import { containerStateDir, removerOf, WORK_DIR_OWNER_FILE } from "../runtime-v2/paths.ts";
 import type { Logger } from "../task/task-host.ts";
+import { makeWorkDir } from "../task/work-dir.ts";
 import { alive, processStart } from "./daemon-files.ts";
 
 /** In a work dir: which daemon made it, and the container's bundle. */
@@ -45,7 +46,7 @@ export function thisDaemon(socket: string): DaemonId {
 
 /** Makes a container's work dir marked as `daemon`'s (TaskHost.claimWorkDir), before anything is mounted for it. */
 export function markWorkDir(daemon: DaemonId, c: { bundle: string; workDir: string }): void {
-  mkdirSync(c.workDir, { recursive: true });
+  makeWorkDir(c.workDir);
   const owner: Owner = { ...daemon, bundle: c.bundle };
   writeFileSync(join(c.workDir, OWNER_FILE), JSON.stringify(owner), { mode: 0o600 });
 }

@@ -29,6 +29,7 @@ import { namespacesOf, type PodNamespaces, podNetwork } from "../oci/pod-namespa
 import type { Spec } from "../oci/spec.ts";
 import { type RuntimeOptions, saveRuntimeOptions } from "../task/runtime-options.ts";
 import type { AdoptedPod, Logger } from "../task/task-host.ts";
+import { makeWorkDir } from "../task/work-dir.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
 
 /** The annotation CRI marks every container of a pod with. */
@@ -122,7 +123,7 @@ export class PodHolders {
           : n,
       ),
     };
-    mkdirSync(o.workDir, { recursive: true, mode: 0o711 });
+    makeWorkDir(o.workDir, 0o711);
     const tmp = join(o.workDir, `.config.json.${process.pid}`);
     writeFileSync(tmp, JSON.stringify(spec), { mode: 0o600 });
     renameSync(tmp, join(o.workDir, "config.json"));

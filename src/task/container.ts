@@ -5,7 +5,7 @@
 // serve the calls of many pods at once. The work dir is made with a synchronous call
 // (docs/ARCHITECTURE.md, "Bun's thread pool").
 
-import { mkdirSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { SIGNALS, signaledStatus } from "../common/signals.ts";
 import { Code, TtrpcError } from "../ttrpc/index.ts";
@@ -21,6 +21,7 @@ import { Stdio, type StdioPaths } from "./stdio.ts";
 import type { NamespaceHost, RootfsMount, TaskHost } from "./task-host.ts";
 import { Terminal } from "./terminal.ts";
 import { UndoStack } from "./undo.ts";
+import { makeWorkDir } from "./work-dir.ts";
 
 /** How long Delete of a never-started container waits for its init to go once the runtime removed it. */
 const CREATED_EXIT_WAIT_MS = 5000;
@@ -357,23 +358,6 @@ export class Container implements Process {
       throw failure("exec", err);
     } finally {
       this.adding.delete(opts.execId);
-    }
-  }
-}
-
-/**
- * mkdir -p of a container's work dir. A `shim delete` of the namespace's last container removes
- * the namespace folder once empty (src/runtime-v2/delete.ts), and one that runs between the
- * two levels of this mkdir makes the inner one fail with ENOENT (seen with 4 containers of one
- * namespace cycling at once): the folder is simply made again.
- */
-function makeWorkDir(dir: string): void {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      mkdirSync(dir, { recursive: true });
-      return;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT" || attempt >= 10) throw e;
     }
   }
 }
