@@ -137,6 +137,17 @@ export class TaskService {
   /** Resolves once Wait may answer: the OOM count is read, and a kill's /tasks/oom is queued. */
   private readonly exitAnswerable = new WeakMap<Process, Promise<unknown>>();
   private draining = false;
+  /**
+   * Kills under way, per container (its init's and its execs'). A Delete waits for them:
+   * containerd closes its connection to us once a task's Delete, and the Shutdown after it,
+   * are answered, and a Kill it is still waiting for then fails on its side with "ttrpc:
+   * closed". They meet when a Kill's signal ends the process before the runtime's kill has
+   * returned: the exit is reported at once (Wait answers), and CRI's exit monitor deletes
+   * the task while the Kill that caused it (StopPodSandbox's, of the pause container) is
+   * still in `runc kill`. runc-v2 orders them by its process lock, which Kill, Delete and the
+   * record of the exit all take.
+   */
+  private readonly killsUnderWay = new WeakMap<Container, Set<Promise<unknown>>>();
 
   constructor(private readonly o: TaskServiceOptions) {}
 
@@ -267,14 +278,27 @@ export class TaskService {
   }
 
   async kill(req: KillRequest, ctx?: CallContext): Promise<Empty> {
-    const { p } = this.findProcess(ctx, req.id, req.execId, "kill");
-    await p.transition("kill", () => p.kill(req.signal, req.all), { all: req.all });
+    const { c, p } = this.findProcess(ctx, req.id, req.execId, "kill");
+    const killing = p.transition("kill", () => p.kill(req.signal, req.all), { all: req.all });
+    let kills = this.killsUnderWay.get(c);
+    if (kills === undefined) this.killsUnderWay.set(c, (kills = new Set()));
+    kills.add(killing);
+    try {
+      await killing;
+    } finally {
+      kills.delete(killing);
+    }
     return EMPTY;
   }
 
-  /** No event for an exec's: runc-v2 publishes /tasks/delete for a task's init only. */
+  /**
+   * No event for an exec's: runc-v2 publishes /tasks/delete for a task's init only. Answered
+   * only after the Kills of the container under way (see killsUnderWay).
+   */
   async delete(req: DeleteRequest, ctx?: CallContext): Promise<DeleteResponse> {
-    const { p } = this.findProcess(ctx, req.id, req.execId, "delete");
+    const { c, p } = this.findProcess(ctx, req.id, req.execId, "delete");
+    const kills = this.killsUnderWay.get(c);
+    while (kills !== undefined && kills.size > 0) await Promise.allSettled([...kills]);
     const exit = await p.delete();
     return { pid: p.pid, exitStatus: exit?.status ?? 0, exitedAt: exit ? timestamp(exit.at) : undefined };
   }

@@ -389,6 +389,31 @@ describe("calls side by side", () => {
     await deleting;
   });
 
+  test("a Kill under way when its exit is already out: the Delete after that exit answers only after the Kill", async () => {
+    // CRI's StopPodSandbox on containerd 1.6: its Kill of the pause container is still in the
+    // runtime when the init dies of it; the exit monitor, told by Wait, kills --all and
+    // deletes, and containerd closes its connection once that Delete (and the Shutdown after
+    // it) is answered: a Kill not answered by then fails with "ttrpc: closed".
+    const s = setup();
+    await inState(s, "running");
+    const gate = s.host.runtime(NS).gate("kill");
+    const order: string[] = [];
+    const killing = s.service.kill({ id: "c1", execId: "", signal: 9, all: false }, ctxFor(NS));
+    void killing.then(() => order.push("kill"));
+    await gate.reached;
+    s.host.exit(NS, "c1", 137);
+    expect(await CALLS.wait(s)).toMatchObject({ exitStatus: 137 });
+    await s.service.kill({ id: "c1", execId: "", signal: 9, all: true }, ctxFor(NS));
+    const deleting = CALLS.delete(s);
+    void deleting.then(() => order.push("delete"));
+    // Every step of the Delete is in memory here: a turn of the event loop would finish it.
+    await new Promise((r) => setImmediate(r));
+    expect(order).toEqual([]);
+    gate.release();
+    expect(await deleting).toMatchObject({ exitStatus: 137 });
+    expect(order).toEqual(["kill", "delete"]);
+  });
+
   test("Start during the Delete of a created task is refused: a delete is under way", async () => {
     const s = setup();
     await inState(s, "created");
